@@ -246,3 +246,18 @@ def test_absolute_blocks_round_default_steps_in_api_chat_as_the_server(length):
     assert r.status_code == 200, r.text
     reply = api.chat(loaded(model), messages, config={"gen_length": length}, template="plain")
     assert reply.steps == r.json()["steps"] <= length
+
+
+def test_advice_that_holds_is_kept_where_another_alternative_fails():
+    """max_tokens 200 in blocks of 1 under --max-steps 32 (one step per token): "send steps
+    <= 32, or max_tokens <= 32" names steps 32, refused (200 blocks), and max_tokens 32,
+    which runs; the advice keeps max_tokens 32 (it was dropped with the steps: no advice)."""
+    body = {"prompt": "Hi", "max_tokens": 200, "block_length": 1}
+    with _client(_model("llada", ctx=256), 32) as c:
+        r = c.post("/v1/completions", json=body)
+        assert r.status_code == 400
+        advice = _advice(r.json()["error"]["message"])
+        assert ("max_tokens", 32) in advice, r.text
+        for option, value in advice:
+            again = c.post("/v1/completions", json={**body, option: value})
+            assert again.status_code == 200, (option, value, again.text)

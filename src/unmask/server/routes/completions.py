@@ -65,24 +65,44 @@ LENGTHS = ("steps", "block_length", "max_tokens")
 """The options a refusal about blocks and steps advises (``advised``)."""
 
 
+TRIES = 24
+"""The most ``prepare`` runs one refusal's advice may take (``advised``): each is a whole
+check of the request, and all run before the 400 is sent."""
+
+
+class _Budget:
+    """What is left of ``TRIES`` for one refusal's advice (``accepts`` spends it)."""
+
+    def __init__(self, left: int = TRIES) -> None:
+        self.left = left
+
+
 def advised(state: ServerState, req: _Generation, prompts: list[str],
             encode: Callable[[str], list[int]], e: APIError) -> APIError:
     """``e`` (a 400 of ``prepare``) with advice this server follows: where its advice names
     a ``steps``, ``block_length`` or ``max_tokens`` (a library refusal's "try 20", a cap's
     "send max_tokens <= 6") that the same request with that value would be refused too (steps
     past ``--max-steps``, a length that is not whole blocks, steps that do not split over
-    them), the advice is replaced by the values nearest the request's that ``prepare``
-    accepts, at most one of each option (none: no advice). Other refusals, and advice that
-    holds, are left as they are."""
+    them), that value is replaced by the one nearest the request's that ``prepare`` accepts,
+    at most one of each option (none: no advice); the values it names that hold are kept.
+    Other refusals, and advice that holds, are left as they are. All the checks together are
+    at most ``TRIES`` runs of ``prepare``, so a refusal costs a bounded few checks."""
     m = ADVICE.search(e.message)
     if e.status != 400 or e.code != "invalid_value" or m is None \
             or not re.search(r"\bsteps\b|\bblocks?\b|block_", e.message[:m.start()]):
         return e  # not a refusal about steps and blocks
     encode = _encoded_once(encode)  # each try encodes the same prompts
     named = advice_values(m.group())
-    if not named or all(accepts(state, req, prompts, encode, {k: v}) for k, v in named):
+    budget = _Budget()
+    held = [(k, v) for k, v in named if accepts(state, req, prompts, encode, {k: v}, budget)]
+    if not named or len(held) == len(named):
         return e
-    ways = [f"{k} {v}" for k, v in fitting(state, req, prompts, encode)]
+    kept: list[tuple[str, int]] = []
+    for k, v in held:  # one value of each option: the first the advice names that holds
+        if k not in (o for o, _ in kept):
+            kept.append((k, v))
+    found = fitting(state, req, prompts, encode, budget, skip={k for k, _ in kept})
+    ways = [f"{k} {v}" for k, v in sorted([*kept, *found], key=lambda w: LENGTHS.index(w[0]))]
     text = e.message[:m.start()]
     if ways:
         text += "; try " + (", ".join(ways[:-1]) + " or " if len(ways) > 1 else "") + ways[-1]
@@ -121,8 +141,14 @@ def advice_values(advice: str) -> list[tuple[str, int]]:
 
 
 def accepts(state: ServerState, req: _Generation, prompts: list[str],
-            encode: Callable[[str], list[int]], change: dict[str, int]) -> bool:
-    """Whether ``prepare`` takes ``req`` with ``change`` sent."""
+            encode: Callable[[str], list[int]], change: dict[str, int],
+            budget: _Budget | None = None) -> bool:
+    """Whether ``prepare`` takes ``req`` with ``change`` sent; False without a check once
+    ``budget`` is spent."""
+    if budget is not None:
+        if budget.left <= 0:
+            return False
+        budget.left -= 1
     try:
         _prepare(state, req.model_copy(update=change), prompts, encode)
     except (APIError, UserError):
@@ -130,37 +156,59 @@ def accepts(state: ServerState, req: _Generation, prompts: list[str],
     return True
 
 
+def _nearest(values: Iterable[int], own: int, first: Iterable[int] = ()) -> list[int]:
+    """``first`` (those of them among ``values``), then ``values`` nearest ``own``, the
+    smaller of two as near first; each once."""
+    pool = set(values)
+    out = [v for v in dict.fromkeys(first) if v in pool]
+    return out + sorted(pool - set(out), key=lambda v: (abs(v - own), v))
+
+
 def fitting(state: ServerState, req: _Generation, prompts: list[str],
-            encode: Callable[[str], list[int]]) -> list[tuple[str, int]]:
-    """What ``req`` may send instead, the rest as it is, for ``advised``: the ``steps``
-    nearest its own (the sent ones, else ``--max-steps``) up to ``--max-steps``, the
+            encode: Callable[[str], list[int]], budget: _Budget | None = None,
+            skip: frozenset[str] | set[str] = frozenset()) -> list[tuple[str, int]]:
+    """What ``req`` may send instead, the rest as it is, for ``advised`` (options in ``skip``
+    left out: its advice holds for them): the ``steps`` nearest its own (the sent ones, else
+    ``--max-steps``) up to ``--max-steps``, the nearest multiple of its blocks first; the
     ``block_length`` nearest its own that divides ``max_tokens`` (not for a checkpoint whose
-    block size is fixed), and the longest ``max_tokens`` below its own (else the shortest
-    above, up to the context), each the first ``prepare`` accepts among a bounded few (the
-    nearest lengths, whole blocks of the request's or the checkpoint's block length below)."""
+    block size is fixed); and the longest ``max_tokens`` below its own that is whole blocks,
+    then the most whole blocks within ``--max-steps`` (steps of one per token), then the
+    nearest others (else the shortest above, up to the context): each the first ``prepare``
+    accepts among a few, all within ``budget``."""
     most, G = state.limits.max_steps, req.max_tokens
+    facts = api.facts_of(state.loaded)
+    bs = facts.block_size or 1
+    unit = req.block_length or bs
     out: list[tuple[str, int]] = []
 
-    def first(name: str, values: Iterable[int], tries: int = 32) -> None:
-        for k, v in enumerate(values):
-            if k == tries:
-                return
-            if accepts(state, req, prompts, encode, {name: v}):
+    def first(name: str, values: list[int], tries: int) -> None:
+        if name in skip:
+            return
+        for v in values[:tries]:
+            if accepts(state, req, prompts, encode, {name: v}, budget):
                 out.append((name, v))
                 return
 
     if not state.causal:
-        own = req.steps if req.steps is not None else most
-        first("steps", sorted(range(1, most + 1), key=lambda s: (abs(s - own), s)))
-        if not api.facts_of(state.loaded).block_size:
+        own = min(req.steps if req.steps is not None else most, most)
+        bl = req.block_length or facts.sample_defaults.get("block_length") or facts.block_size
+        n = G // bl if isinstance(bl, int) and 0 < bl <= G else 1  # the run's blocks
+        # the multiple of its blocks nearest the steps first (of one more: absolute blocks)
+        whole = [min(range(k, most + 1, k), key=lambda s: abs(s - own), default=0)
+                 for k in (n, n + 1)]
+        first("steps", _nearest(range(1, most + 1), own, whole), 6)
+        if not facts.block_size:
             own = req.block_length or G
             first("block_length", sorted((b for b in range(1, G + 1) if G % b == 0),
-                                         key=lambda b: (abs(b - own), -b)))
-    ctx, bs = state.context[0], api.facts_of(state.loaded).block_size or 1
-    unit = req.block_length or bs
-    below = {*range(max(1, G - 32), G), *range(unit, G, unit), most - most % bs}
-    first("max_tokens", [*sorted((n for n in below if 0 < n < G), reverse=True),
-                         *range(G + 1, ctx + 1)[:32]], 128)
+                                         key=lambda b: (abs(b - own), -b)), 6)
+    ctx = state.context[0]
+    # the longest whole blocks below, the most whole blocks within --max-steps (one step per
+    # token), then the nearest lengths below, then above
+    whole = [next((k for k in range(G - 1, 0, -1) if k % unit == 0), 0),
+             most - most % unit, most - most % bs]
+    lengths = [*range(G - 1, 0, -1), *range(G + 1, ctx + 1)[:32]]
+    first("max_tokens", [*(k for k in dict.fromkeys(whole) if 0 < k < G),
+                         *(k for k in lengths if k not in whole)], 8)
     return out
 
 
@@ -339,13 +387,15 @@ def cap_default_steps(state: ServerState, req: _Generation, decoder: Decoder,
         return dataclasses.replace(config, steps=most)  # per token (it ran them all)
     if "steps" in api.facts_of(state.loaded).sample_defaults:
         G, bl = config.gen_length, config.block_length
-        # a recommended block length (not sent) may grow so the capped steps split over it
-        grow = req.block_length is None and bl is not None and config.segment_length is None \
-            and not api.facts_of(state.loaded).block_size  # fmt: skip
-        tries = [dataclasses.replace(config, steps=s) for s in range(most, 0, -1)]
-        if grow:  # then longer blocks, each with the most steps that split over them
-            tries += [dataclasses.replace(config, steps=most - most % (G // b), block_length=b)
-                      for b in range((bl or G) + 1, G + 1) if G % b == 0 and G // b <= most]
+        # the scheduled policy's steps are a multiple of its blocks (``validate``): only
+        # those are tried, the most first (each try is a whole check; the rest fail anyway)
+        n = G // bl if bl else 1  # not whole blocks (G % bl): validate refuses every steps
+        tries = [] if bl and G % bl else [dataclasses.replace(config, steps=s)
+                                          for s in range(most - most % n, 0, -n)]
+        # then longer blocks (a recommended block length, not sent), each with the most
+        # steps that split over them
+        tries += [dataclasses.replace(config, steps=most - most % (G // b), block_length=b)
+                  for b in longer_blocks(state, req, config) if bl is not None and b > bl]
         for capped in tries:  # the recommended block length first, with any steps
             try:
                 validate(capped)
@@ -401,18 +451,29 @@ def bounded_by_steps(decoder: Decoder, config: SampleConfig) -> bool:
         return False
 
 
+def longer_blocks(state: ServerState, req: _Generation, config: SampleConfig) -> list[int]:
+    """The block lengths at or above the one the checkpoint recommends (``config``'s, not
+    sent) that divide ``max_tokens`` into at most ``--max-steps`` blocks, shortest first:
+    what a recommendation may grow to under the limit (``fit_blocks``, ``cap_default_steps``).
+    None where the client sent ``block_length`` (its choice), nothing is recommended, the run
+    is segmented or the checkpoint's block size is fixed."""
+    G, bl, most = config.gen_length, config.block_length, state.limits.max_steps
+    if req.block_length is not None or bl is None or config.segment_length is not None \
+            or api.facts_of(state.loaded).block_size:  # fmt: skip
+        return []
+    return [b for b in range(bl, G + 1) if G % b == 0 and G // b <= most]
+
+
 def fit_blocks(state: ServerState, req: _Generation, config: SampleConfig) -> SampleConfig:
     """``config`` whose ``block_length`` the checkpoint recommends (not sent), made the
     shortest at or above it that divides ``max_tokens`` into at most ``--max-steps`` blocks,
     as a dynamic policy under the limit needs (a step a block): the client chose no block
     length, so none is refused (``api.sample_config`` fits it to sent steps the same way)."""
-    G, bl, most = config.gen_length, config.block_length, state.limits.max_steps
-    if req.block_length is not None or bl is None or config.segment_length is not None \
-            or api.facts_of(state.loaded).block_size \
-            or G % bl or G // bl <= most:  # fmt: skip
+    G, bl = config.gen_length, config.block_length
+    if bl is None or G % bl or G // bl <= state.limits.max_steps:
         return config
-    fits = next(b for b in range(bl, G + 1) if G % b == 0 and G // b <= most)
-    return dataclasses.replace(config, block_length=fits)
+    fits = longer_blocks(state, req, config)
+    return dataclasses.replace(config, block_length=fits[0]) if fits else config
 
 
 def cap_dynamic_steps(state: ServerState, decoder: Decoder, config: SampleConfig,
