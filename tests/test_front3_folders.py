@@ -98,3 +98,22 @@ def test_following_the_suggestion_for_a_run_resumes_it(tmp_path, capsys):
     assert f"--resume --out {run}`" in err
     assert _rc(["train", "--resume", "--out", str(run), "--steps", "2", "--no-progress"]) == 0, \
         capsys.readouterr().err
+
+
+def test_eval_data_is_refused_in_the_shared_words(tmp_path, monkeypatch, capsys):
+    """``eval --data`` had its own check ("no prepared dataset here"); it now says what
+    ``unmask.data.read_index`` (and ``train --data``) says, before the model loads."""
+    monkeypatch.chdir(tmp_path)
+    _checkpoint(tmp_path / "mine")
+    (tmp_path / "empty").mkdir()
+    said = {}
+    for data in ("nowhere", "empty", "mine"):
+        assert _rc(["eval", "demo", "--data", data]) == 2
+        said[data] = capsys.readouterr().err
+        assert said[data].count("\n") == 1, said[data]
+    assert said["nowhere"] == ("unmask eval: error: nowhere: no such folder; run `unmask "
+                               "prepare` first\n")
+    assert said["empty"] == ("unmask eval: error: empty is not a prepared dataset; run "
+                             "`unmask prepare` first\n")
+    assert said["mine"].startswith("unmask eval: error: --data mine is a checkpoint (a model), "
+                                   "not a dataset from `unmask prepare`")
