@@ -321,7 +321,7 @@ def test_bad_input_is_one_line(run, capsys, tmp_path):
     rc, _, err = _eval(capsys, tmp_path / "nope")
     assert rc == 2 and err.count("\n") == 1 and "no such folder" in err
     rc, _, err = _eval(capsys, run, "--data", tmp_path, "--no-score")
-    assert rc == 2 and "no prepared dataset" in err
+    assert rc == 2 and "not a prepared dataset" in err
     rc, _, err = _eval(capsys, run, "--samples", "0")
     assert rc == 2 and "--samples must be at least 1" in err
 

@@ -51,8 +51,8 @@ def _one_line(argv, capsys) -> str:
 def test_train_data_that_is_a_checkpoint_says_so(run_dir, tmp_path, capsys):
     err = _one_line(["train", "--data", str(run_dir), "--out", str(tmp_path / "o")], capsys)
     assert (f"--data {run_dir} is a checkpoint (a model), not a dataset from `unmask "
-            f"prepare`: `unmask train --resume --out {run_dir}` continues its training, "
-            f"`--init {run_dir}` starts a new run from its weights") in err
+            f"prepare`: `unmask train --init {run_dir}` starts a new run from its weights") in err
+    # no --resume: run_dir has no train_config.json (tests/test_front3_folders.py)
     assert not (tmp_path / "o").exists()
 
 

@@ -33,7 +33,8 @@ def test_a_checkpoint_with_an_index_json_is_still_a_checkpoint(tmp_path, monkeyp
     import unmask.commands.generate as generate_cmd
 
     folder = _dataset(tmp_path / "ck")
-    (folder / "config.json").write_text("{}")
+    (folder / "config.json").write_text("{}")  # a checkpoint: config.json + weights
+    (folder / "model.safetensors").write_bytes(b"")  # (config.json alone: a dataset's file)
     seen = {}
     monkeypatch.setattr(generate_cmd, "run", lambda args: seen.update(model=args.model) or 0)
     assert main(["generate", "--model", str(folder), "x"]) == 0

@@ -334,13 +334,20 @@ def unknown_flags(
     as a prefix argparse would take, each with the closest flag it has, or None
     (``--gen-lenght``: ``--gen-length``). A word with a space is a value, as argparse takes
     it (``--system "--be brief"``), unless an ``=`` precedes the space (``--sytem=be
-    brief`` is a misspelt flag with its value). Nearness leaves the ``--`` out
-    (``unmask.names.closest``): ``--port`` is no typo of ``--prompt``."""
-    longs = [s for s in command._option_string_actions if s.startswith("--")]
+    brief`` is a misspelt flag with its value), and the word after a flag that takes a
+    value is that value (``--prompt "--x=1 y"``, which was refused as ``--x``). Nearness
+    leaves the ``--`` out (``unmask.names.closest``): ``--port`` is no typo of ``--prompt``."""
+    options = command._option_string_actions
+    longs = [s for s in options if s.startswith("--")]
     found = []
+    value_next = False  # the previous word is a flag whose value is this word
     for word in words:
         if word == "--":
             break
+        if value_next:
+            value_next = False
+            continue
+        value_next = _takes_value(options, word)
         flag = word.split("=", 1)[0]  # --flg=some value: the flag is what precedes the =
         if not flag.startswith("--") or len(flag) <= 2 or " " in flag:
             continue
@@ -348,6 +355,19 @@ def unknown_flags(
             continue
         found.append((flag, closest(flag, longs, prefix="--")))
     return found
+
+
+def _takes_value(options: dict[str, argparse.Action], word: str) -> bool:
+    """Whether ``word`` is a flag of ``options`` (itself, or the one long flag it is a prefix
+    of, as argparse takes it) whose value is the next word: one that takes a value
+    (``nargs`` not 0) and has none after an ``=`` in ``word``."""
+    if not word.startswith("-") or "=" in word:
+        return False
+    action = options.get(word)
+    if action is None and word.startswith("--"):
+        matches = {options[s] for s in options if s.startswith(word)}
+        action = matches.pop() if len(matches) == 1 else None
+    return action is not None and action.nargs != 0
 
 
 _FIELD_RULE = re.compile(

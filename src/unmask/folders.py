@@ -26,13 +26,27 @@ def is_dataset(path: str | os.PathLike[str]) -> bool:
 
 
 def is_checkpoint(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a checkpoint folder (its ``config.json``) or a run directory
-    holding one."""
+    """Whether ``path`` is a checkpoint folder (its ``config.json`` and ``model.safetensors``,
+    what ``unmask.checkpoint.checkpoint_dir`` loads) or a run directory holding one. A
+    ``config.json`` alone is no checkpoint: a text corpus or a prepared dataset may hold one."""
     p = Path(path)
     try:
-        return any((p / sub / "config.json").is_file() for sub in ("", *CHECKPOINT_FOLDERS))
+        return any((p / sub / "config.json").is_file() and (p / sub / "model.safetensors").is_file()
+                   for sub in ("", *CHECKPOINT_FOLDERS))
     except OSError:
         return False
+
+
+def _run_of(path: Path) -> Path | None:
+    """The run directory (its ``train_config.json``) that ``--resume --out`` takes for the
+    checkpoint ``path``: the folder itself, or the run that holds it (``RUN/checkpoint``,
+    ``RUN/.checkpoint.old``, ``RUN/best/checkpoint``); None for a bare checkpoint folder."""
+    for run in (path, path.parent, path.parent.parent):
+        if (run / "train_config.json").is_file() and (
+            run == path or any(run / sub == path for sub in CHECKPOINT_FOLDERS)
+        ):
+            return run
+    return None
 
 
 def dataset_given_for_model(path: str | os.PathLike[str]) -> str:
@@ -47,6 +61,10 @@ def checkpoint_given_for_data(path: str | os.PathLike[str], flag: str = "--data"
     empty: the library's ``data``): it said "not a prepared dataset; run unmask prepare
     first", about a model."""
     named = f"{flag} {path}".lstrip()
+    run = _run_of(Path(path))
+    init = f"`--init {path}` starts a new run from its weights"
+    if run is None:  # a bare checkpoint folder: --resume reads a run's train_config.json
+        return (f"{named} is a checkpoint (a model), not a dataset from `unmask prepare`: "
+                f"`unmask train {init[1:]}")
     return (f"{named} is a checkpoint (a model), not a dataset from `unmask prepare`: "
-            f"`unmask train --resume --out {path}` continues its training, `--init {path}` "
-            "starts a new run from its weights")
+            f"`unmask train --resume --out {run}` continues its training, {init}")

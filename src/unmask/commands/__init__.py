@@ -147,10 +147,19 @@ def model_choice(text: str) -> str:
     if name is None:
         return text  # a path that does not exist: the command says so with its own hints
     if os.path.lexists(name):
-        raise argparse.ArgumentTypeError(
-            f"{text}: no such folder; ./{name} is a folder here and {name} the shipped model: "
-            f"type the name exactly (./{name} for the folder)")
+        raise argparse.ArgumentTypeError(name_and_path_clash(text, name, "shipped model"))
     return name
+
+
+def name_and_path_clash(text: str, name: str, what: str) -> str:
+    """The refusal of ``text``, the built-in ``name`` (``what``: "shipped model", "built-in
+    tokenizer") in another letter case, where a file or folder spelled ``name`` exists: the
+    one rule of ``--model``, ``--template`` and ``--tokenizer``: a path of the exact typed name
+    wins (``plain`` with ``./plain`` here is the file), so ``PLAIN`` could mean either."""
+    kind = "folder" if os.path.isdir(name) else "file"
+    return (f"{text}: ambiguous: ./{name} is a {kind} here and {name} the {what}: type "
+            f"./{name} for the {kind} (a path of the exact name wins), or run where there is "
+            f"no ./{name} for the {what}")
 
 
 def add_device_flag(parser: argparse.ArgumentParser | Any, *, default: str | None = "auto") -> None:
@@ -504,15 +513,22 @@ def registry_choice(what: str, names: Choices) -> Callable[[str], str]:
 
 def name_or_path(what: str, names: Choices) -> Callable[[str], str]:
     """An argparse ``type`` for a flag that takes a built-in name or a path (``--template
-    plain|FILE``, ``--tokenizer byte|PATH``): a file or folder of the typed name is the path
-    as typed; else a built-in name in any letter case (``PLAIN`` is ``plain``; ``any_case``),
-    else the text as typed (the command reads it as a path, or as it documents). ``names``:
-    the names, or a function returning them (called only when the flag is given)."""
+    plain|FILE``, ``--tokenizer byte|PATH``), by ``--model``'s rule: a file or folder of the
+    typed name is that path (``plain`` with ``./plain`` here comes back as ``./plain``, which
+    the command reads as a path: it took the built-in); else a built-in name in any letter
+    case (``PLAIN`` is ``plain``; ``any_case``), refused as ambiguous where a path spelled
+    as that name exists (``name_and_path_clash``); else the text as typed (the command reads
+    it as a path, or as it documents). ``names``: the names, or a function returning them
+    (called only when the flag is given)."""
 
     def check(text: str) -> str:
+        known = list(names() if callable(names) else names)
         if os.path.lexists(text):
-            return text
-        return any_case(text, names() if callable(names) else names, what) or text
+            return os.path.join(".", text) if text in known else text
+        name = any_case(text, known, what)
+        if name is not None and os.path.lexists(name):
+            raise argparse.ArgumentTypeError(name_and_path_clash(text, name, f"built-in {what}"))
+        return name or text
 
     check.__name__ = what  # argparse names the type in some messages
     return check

@@ -392,10 +392,8 @@ def run(args: argparse.Namespace) -> int:
         _check_lm_eval()
     info = find_run(args.run)
     cfg = info.train_config
-    if args.data is not None and not (Path(args.data) / "index.json").is_file():
-        raise UserError(
-            f"--data {args.data}: no prepared dataset here (index.json from 'unmask prepare')"
-        )
+    if args.data is not None:
+        _check_data(args.data)
     data = args.data or ((cfg.heldout_data or cfg.data) if cfg else None)
     no_bound = None if args.data else _no_bound(cfg, data)
     bound_flags = [f for f in ("seq_len", "batches", "noise_draws") if getattr(args, f) is not None]
@@ -705,3 +703,19 @@ def _sampler(loaded: Any, config: Any, device: str) -> Any:
     from unmask.api import run_to_end, start
 
     return lambda ids: run_to_end(start(loaded, ids, config), device=device)[0]
+
+
+def _check_data(data: str) -> None:
+    """``--data``'s refusal, before the model loads, in ``unmask.data.read_index``'s words
+    (``unmask train --data`` says the same): a checkpoint is named as one, a missing folder
+    "no such folder", anything else "not a prepared dataset". eval had its own check and
+    wording ("no prepared dataset here")."""
+    from unmask.data import read_index
+    from unmask.folders import checkpoint_given_for_data
+
+    try:
+        read_index(data)
+    except UserError as e:
+        if str(e) == checkpoint_given_for_data(data, flag=""):
+            raise UserError(checkpoint_given_for_data(data)) from None
+        raise

@@ -113,6 +113,7 @@ def _resume_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unmask.folders import checkpoint_given_for_data
     from unmask.run_checks import check_init_family, check_out, check_train_numbers
     from unmask.train import load_train_config, train
     from unmask.train_guards import TrainingStopped, resume_hint, time_limit_exit
@@ -133,7 +134,6 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 f"--data {cfg.data} is a folder; objective {cfg.objective} reads {what}"
             )
-        _check_data_folder(cfg.data)
         _refuse_validation_flags(cfg, given_fields(TrainConfig, args))
     check_train_numbers(cfg)
     check_out(cfg.out)
@@ -144,6 +144,10 @@ def run(args: argparse.Namespace) -> int:
         # rank 0 only (every process doing it raced: two clearing the same files)
         run_dir = train(cfg, resume=args.resume, progress=not args.no_progress,
                         name_setting=_flag)
+    except UserError as e:  # the library's refusal of a checkpoint as data, said as --data
+        if cfg.data and str(e) == checkpoint_given_for_data(cfg.data, flag=""):
+            raise UserError(checkpoint_given_for_data(cfg.data)) from None
+        raise
     except TrainingStopped as e:
         if first:
             print(f"unmask train: {e}{resume_hint(e, 'train')}", file=sys.stderr)
@@ -151,14 +155,3 @@ def run(args: argparse.Namespace) -> int:
     if first:
         print(f"checkpoint: {run_dir}/checkpoint")
     return time_limit_exit(Path(run_dir), "train", say=first)
-
-
-def _check_data_folder(data: str) -> None:
-    """Refuse a checkpoint given as ``--data`` (a model: --resume and --init take it), which
-    read "is not a prepared dataset; run `unmask prepare` first" and sent a user with a
-    trained run to prepare data again. (A path that does not exist is said by the dataset's
-    own check, ``unmask.data.read_index``: "no such folder".)"""
-    from unmask.folders import checkpoint_given_for_data, is_checkpoint
-
-    if is_checkpoint(data):
-        raise UserError(checkpoint_given_for_data(data))
