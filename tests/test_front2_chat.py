@@ -7,28 +7,19 @@ against the commands' one list."""
 from __future__ import annotations
 
 import pytest
-import torch
+from test_front_chat_lines import tiny_chat_checkpoint
 
 from unmask import load
-from unmask.chat import DEFAULT_CHAT_TEMPLATE
-from unmask.checkpoint import save_checkpoint
 from unmask.commands import chat as chat_cmd
-from unmask.config import SampleConfig, model_preset
+from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.model import Transformer
-from unmask.tokenizer import byte_tokenizer
 
 Q = '"""'
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
-    tok = byte_tokenizer()
-    torch.manual_seed(0)
-    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=128,
-                       chat_template=DEFAULT_CHAT_TEMPLATE, **tok.special_ids())
-    path = tmp_path_factory.mktemp("front2_chat") / "chat"
-    save_checkpoint(path, model=Transformer(cfg), tokenizer=tok)
+    path = tiny_chat_checkpoint(tmp_path_factory.mktemp("front2_chat") / "chat")
     loaded = load(path)
     return chat_cmd.ChatSession(loaded, chat_cmd.model_template(loaded, None),
                                 SampleConfig(gen_length=4, steps=4))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,15 +26,19 @@ from unmask.tokenizer import byte_tokenizer
 Q = '"""'
 
 
-@pytest.fixture(scope="module")
-def chat_model(tmp_path_factory):
+def tiny_chat_checkpoint(path: Path) -> Path:
+    """A tiny random byte-level model with the default chat template, saved at ``path``."""
     tok = byte_tokenizer()
     torch.manual_seed(0)
     cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=128,
                        chat_template=DEFAULT_CHAT_TEMPLATE, **tok.special_ids())
-    path = tmp_path_factory.mktemp("front_chat") / "chat"
     save_checkpoint(path, model=Transformer(cfg), tokenizer=tok)
     return path
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory):
+    return tiny_chat_checkpoint(tmp_path_factory.mktemp("front_chat") / "chat")
 
 
 def _piped(model, text, monkeypatch, capsys):
