@@ -879,11 +879,58 @@ def check_size(pattern: str, what: str = "regex") -> None:
         )
     states = dfa_states(pattern, MAX_DFA_STATES)
     if states is not None and states > MAX_DFA_STATES:
+        narrow = ascii_classes(pattern)
+        hint = narrow is not None and narrow != pattern and \
+            (dfa_states(narrow, MAX_DFA_STATES) or 0) <= MAX_DFA_STATES
         raise UserError(
             f"{what}: too large (its automaton has over {MAX_DFA_STATES} states, the limit: a "
             "repetition that overlaps what follows it, as in '.*a.{30}', multiplies them); "
             "make its counted runs shorter or distinct"
+            + (f"; with ASCII classes, {quote_pattern(narrow)}, it fits (a Unicode class "
+               "such as \\w, \\s or '.' counts every byte of a multi-byte character)"
+               if hint else "")
         )
+
+
+_ASCII = {"w": "A-Za-z0-9_", "d": "0-9", "s": " \\t\\n\\r\\f\\v"}
+"""What ``ascii_classes`` puts for ``\\w``, ``\\d``, ``\\s`` (inside brackets as it is,
+outside them in brackets); an unescaped ``.`` outside brackets becomes ``[ -~]``."""
+
+
+def ascii_classes(pattern: str) -> str | None:
+    """``pattern`` with its Unicode classes ``\\w``, ``\\d``, ``\\s`` and ``.`` narrowed to
+    ASCII, for ``check_size``'s advice: ``(?:\\w+ ){1,50}`` is counted at 46,353 states (every
+    byte of a multi-byte word character), ``(?:[A-Za-z0-9_]+ ){1,50}`` at a few hundred. None
+    where the pattern holds a class with no ASCII narrowing (``\\W``, ``\\p{L}``, ...)."""
+    out: list[str] = []
+    inside = False
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            e = pattern[i + 1]
+            if e in _ASCII:
+                out.append(_ASCII[e] if inside else f"[{_ASCII[e]}]")
+            elif e in "WDSpP":
+                return None
+            else:
+                out.append(c + e)
+            i += 2
+            continue
+        if c == "[" and not inside:
+            inside = True
+            out.append(c)
+            if pattern[i + 1:i + 2] == "^":  # a negated class stays as it is
+                return None
+        elif c == "]" and inside and out[-1] != "[":
+            inside = False
+            out.append(c)
+        elif c == "." and not inside:
+            out.append("[ -~]")
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
 
 
 def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> Any:
