@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from corpus_helpers import word_corpus
+from test_train_run import cfg as run_cfg
 
 import unmask.train as train_mod
 from unmask.cli import main
@@ -27,12 +27,8 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def cfg(dataset: Path, out: Path, **kw: object) -> TrainConfig:
-    base = TrainConfig(
-        data=str(dataset), out=str(out), preset="tiny", seq_len=32, batch_size=4, steps=6,
-        warmup=2, lr=3e-3, eval_every=0, eval_batches=1, save_every=0, log_every=1, seed=3,
-        threads=1,
-    )
-    return replace(base, **kw)  # type: ignore[arg-type]
+    """``test_train_run.cfg`` on one thread."""
+    return run_cfg(dataset, out, **{"threads": 1, **kw})
 
 
 def interrupted(config: TrainConfig, at: int, monkeypatch: pytest.MonkeyPatch) -> Path:

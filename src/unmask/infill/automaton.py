@@ -23,6 +23,7 @@ rare gap broken by several positions committed in the same step.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -877,11 +878,11 @@ def check_size(pattern: str, what: str = "regex") -> None:
             f"{what}: too large (it expands to {n} characters and classes, the limit is "
             f"{MAX_PATTERN_SIZE}); shorten it or lower its repetition counts"
         )
-    states = dfa_states(pattern, MAX_DFA_STATES)
+    states = _estimated_states(pattern)
     if states is not None and states > MAX_DFA_STATES:
         narrow = ascii_classes(pattern)
         hint = narrow is not None and narrow != pattern and \
-            (dfa_states(narrow, MAX_DFA_STATES) or 0) <= MAX_DFA_STATES
+            (_estimated_states(narrow) or 0) <= MAX_DFA_STATES
         raise UserError(
             f"{what}: too large (its automaton has over {MAX_DFA_STATES} states, the limit: a "
             "repetition that overlaps what follows it, as in '.*a.{30}', multiplies them); "
@@ -890,6 +891,14 @@ def check_size(pattern: str, what: str = "regex") -> None:
                "such as \\w, \\s or '.' counts every byte of a multi-byte character)"
                if hint else "")
         )
+
+
+@functools.lru_cache(maxsize=512)
+def _estimated_states(pattern: str) -> int | None:
+    """``dfa_states`` at ``MAX_DFA_STATES``, once per pattern: ``check_size`` runs on every
+    request that names it (before the automaton's own cache is read) and again in
+    ``check_syntax`` / ``check_regex``, and a count costs up to a quarter of a second."""
+    return dfa_states(pattern, MAX_DFA_STATES)
 
 
 _ASCII = {"w": "A-Za-z0-9_", "d": "0-9", "s": " \\t\\n\\r\\f\\v"}

@@ -205,7 +205,7 @@ def teacher_tokenizer(meta: dict[str, Any]) -> Any:
     weights; None where that teacher is no longer there or names none (files made by
     ``make_trajectories`` alone record no teacher)."""
     from unmask.checkpoint import checkpoint_dir
-    from unmask.convert.load import is_publisher_folder, model_config
+    from unmask.convert.load import is_publisher_folder, publisher_tokenizer
     from unmask.tokenizer import load_tokenizer
 
     teacher = meta.get("teacher")
@@ -213,7 +213,7 @@ def teacher_tokenizer(meta: dict[str, Any]) -> Any:
         return None
     try:
         if is_publisher_folder(teacher):
-            return model_config(teacher)[2]
+            return publisher_tokenizer(teacher)
         file = checkpoint_dir(teacher) / "tokenizer.json"
         return load_tokenizer(file) if file.is_file() else None
     except UserError:  # no checkpoint there any more: nothing to compare with
