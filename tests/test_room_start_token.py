@@ -1,5 +1,6 @@
 """An empty prompt takes a column of the canvas where its decoder gives it a start token
-(a causal decoder always; the commit loop and bd3lm on a Dream-style ``logit_shift`` model):
+(a causal decoder always; the commit loop and bd3lm too, on every model since session 29:
+an all-[MASK] canvas was an exact tie, ``tests/test_loopaudit_empty_start.py``):
 every room check counts it through ``ModelFacts.prompt_columns``, so a length they pass is one
 the decoder takes."""
 
@@ -32,7 +33,7 @@ def _shifted_blocks(absolute: bool = True):
 
 
 @pytest.mark.parametrize(("decoder", "shift", "columns"), [
-    ("llada", False, 0), ("llada", True, 1), ("bd3lm", True, 1), ("bd3lm", False, 0),
+    ("llada", False, 1), ("llada", True, 1), ("bd3lm", True, 1), ("bd3lm", False, 1),
     ("ar", False, 1), ("speculative", False, 1), ("hybrid", True, 1), ("sedd", True, 0),
 ])  # fmt: skip
 def test_an_empty_prompt_counts_where_its_decoder_starts_it(decoder, shift, columns) -> None:
@@ -85,8 +86,8 @@ def test_unmask_eval_sizes_unprompted_samples_by_the_start_token(changes) -> Non
 
 
 def test_the_demo_and_chat_rooms_count_the_start_token() -> None:
-    """The demo's and chat's room after an empty prompt on a ``logit_shift`` model is the
-    decoder's: the context less the start token (they counted the whole context)."""
+    """The demo's and chat's room after an empty prompt is the decoder's: the context less
+    the start token (they counted the whole context)."""
     from unmask.commands import demo
     from unmask.commands.chat import ChatSession
 
@@ -95,13 +96,14 @@ def test_the_demo_and_chat_rooms_count_the_start_token() -> None:
     config = api.sample_config(m, {"gen_length": 31})
     session = ChatSession(m, api.chat_template(m, "plain"), config)
     assert session._fits(0, 31, 32) and not session._fits(0, 32, 32)
-    plain = _loaded(32)
-    assert demo._room(plain, 0, "m") == 32
+    plain = _loaded(32)  # no logit_shift: the commit loop starts it all the same
+    assert demo._room(plain, 0, "m") == 31
 
 
-def test_an_unshifted_absolute_model_keeps_its_empty_prompt_uncounted() -> None:
-    """Without ``logit_shift`` bd3lm takes an empty prompt as it is: 8 new tokens are two
-    blocks, steps 2 pass (no start token to count)."""
+def test_an_unshifted_absolute_model_counts_its_start_token_too() -> None:
+    """Without ``logit_shift`` bd3lm starts an empty prompt with EOS as well (it took it as
+    it was: an all-[MASK] first block, an exact tie): 8 new tokens after the start token span
+    3 blocks of 4, so steps 2 are a 400 naming 3, and steps 3 stream."""
     pytest.importorskip("fastapi")
     pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
@@ -110,6 +112,9 @@ def test_an_unshifted_absolute_model_keeps_its_empty_prompt_uncounted() -> None:
 
     m = _loaded(64, attention="block-causal", block_size=4, objective="bd3lm",
                 block_align="absolute")
-    r = TestClient(create_app(m)).post("/v1/completions", json={
-        "prompt": "", "max_tokens": 8, "steps": 2, "stream": True})
+    client = TestClient(create_app(m))
+    body = {"prompt": "", "max_tokens": 8, "stream": True}
+    r = client.post("/v1/completions", json={**body, "steps": 2})
+    assert r.status_code == 400 and "try 3" in r.json()["error"]["message"], r.text
+    r = client.post("/v1/completions", json={**body, "steps": 3})
     assert r.status_code == 200 and '"error"' not in r.text, r.text

@@ -1,5 +1,6 @@
-"""An empty prompt on a Dream-style (``logit_shift``) model: the commit loop and block
-decoding give it a start token, as the autoregressive decoders do."""
+"""An empty prompt, here on a Dream-style (``logit_shift``) model: the commit loop and block
+decoding give it a start token, as the autoregressive decoders do (on every model:
+tests/test_loopaudit_empty_start.py)."""
 
 from __future__ import annotations
 
@@ -47,9 +48,10 @@ def test_an_empty_prompt_starts_with_the_separator():
     # a batch: the empty row as alone (it read the padding's logits before)
     batch = generate(NextToken(), [[], [5, 6]], config, **IDS)
     assert batch.gen_ids == [[3, 4, 5], [7, 8, 9]]
-    # a model without the shift reads the whole canvas: an empty prompt stays empty
+    # a model without the shift is given it too (an all-[MASK] canvas is an exact tie on a
+    # RoPE model: tests/test_loopaudit_empty_start.py)
     plain = generate(NextToken(shift=False), [], config, **IDS)
-    assert plain.tokens.shape == (1, 3)
+    assert plain.tokens.shape == (1, 4) and plain.tokens[0, 0] == EOS
     # no EOS: the pad id separates, as in lm-eval
     assert generate(NextToken(), [], config, mask_id=MASK, pad_id=4, eos_id=None).gen_ids == [
         [5, 6, 7]]

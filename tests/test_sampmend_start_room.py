@@ -33,8 +33,7 @@ def test_absolute_blocks_say_why_an_empty_prompt_breaks_the_batch():
     model = NextToken(attention="block-causal", block_size=4, block_align="absolute")
     config = SampleConfig(gen_length=4, steps=4)
     with pytest.raises(UserError, match=r"lengths \[1, 4\] \(an empty prompt counts 1 token "
-                                        r"here: this model \(logit_shift\) starts it with a "
-                                        r"start token"):
+                                        r"here: the decoder starts it with a start token"):
         sample_blocks(model, [[], [5, 6, 7, 8]], config, **IDS)
 
 

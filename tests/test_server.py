@@ -124,13 +124,14 @@ def streamed_texts(client: TestClient, path: str, body: dict) -> tuple[list[str]
 
 
 def test_a_stop_that_starts_earlier_but_completes_later_is_not_streamed(echo_client):
-    """Echo writes "abcdefghij" left to right: "cd" completes first, but "bcde" starts
-    earlier, so the text is "a"; the stream had sent "ab" once "cd" was found."""
+    """Echo writes "bcdefghijk" left to right (column 0 is the empty prompt's start token):
+    "de" completes first, but "cdef" starts earlier, so the text is "b"; the stream had sent
+    "bc" once "de" was found."""
     body = {"prompt": "", "max_tokens": 10, "steps": 10, "block_length": 1,
-            "stop": ["bcde", "cd"]}
+            "stop": ["cdef", "de"]}
     plain = echo_client.post("/v1/completions", json=body).json()["choices"][0]
-    assert (plain["text"], plain["finish_reason"]) == ("a", "stop")
-    assert streamed_texts(echo_client, "/v1/completions", body) == (["a"], ["stop"])
+    assert (plain["text"], plain["finish_reason"]) == ("b", "stop")
+    assert streamed_texts(echo_client, "/v1/completions", body) == (["b"], ["stop"])
 
 
 class Shuffled(torch.nn.Module):

@@ -35,6 +35,10 @@ CAUSAL_DECODERS = ("ar", "hybrid", "speculative")
 """Decoders that write left to right from the prompt's last token: an empty prompt is given
 a start token (``unmask.sampling.ar``, ``hybrid``, ``speculative``)."""
 
+STARTED_DECODERS = (*CAUSAL_DECODERS, "llada", "bd3lm")
+"""Decoders that give an empty prompt a start token (``ModelFacts.starts_empty_prompts``):
+the causal ones, the commit loop and block diffusion."""
+
 
 def infer_objective(attention: str, sedd_graph: str | None) -> str:
     """The objective of a checkpoint that does not record one (older checkpoints, imported
@@ -104,13 +108,12 @@ class ModelFacts:
 
     def starts_empty_prompts(self, decoder: str) -> bool:
         """Whether decoder ``decoder`` gives an empty prompt a start token, which takes a
-        column of the canvas: the causal decoders (``ar``, ``hybrid``, ``speculative``) always,
-        the commit loop (``llada``) and ``bd3lm`` on a Dream-style ``logit_shift`` model
-        (``unmask.sampling.loop.start_empty_prompts``: its first prediction reads the column
-        before it)."""
-        if decoder in CAUSAL_DECODERS:
-            return True
-        return self.logit_shift and decoder in ("llada", "bd3lm")
+        column of the canvas: the causal decoders (``ar``, ``hybrid``, ``speculative``) and
+        the commit loop (``llada``) and ``bd3lm`` (``STARTED_DECODERS``;
+        ``unmask.sampling.loop.start_empty_prompts``: the document separator that training
+        documents follow; on an all-[MASK] canvas every column of a RoPE model has the same
+        hidden state, so the first greedy commit was an exact tie)."""
+        return decoder in STARTED_DECODERS
 
     def attention_way_out(self, refused: str) -> str:
         """The end of decoder ``refused``'s refusal of this checkpoint's attention (after
@@ -174,7 +177,8 @@ class ModelFacts:
         )
 
 
-__all__ = ["CAUSAL_DECODERS", "Attention", "ModelFacts", "default_decoder", "infer_objective"]
+__all__ = ["CAUSAL_DECODERS", "STARTED_DECODERS", "Attention", "ModelFacts", "default_decoder",
+           "infer_objective"]
 
 
 def _canvas_limit(config: Any, objective: str) -> int | None:

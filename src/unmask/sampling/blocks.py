@@ -242,7 +242,7 @@ class BlockRun(DecoderRun):
                 "sample_blocks needs a block-causal model (config.block_size) "
                 "or an explicit block_size"
             )
-        rows, started = start_empty_prompts(model, prompt_ids, eos_id=eos_id, pad_id=pad_id)
+        rows, started = start_empty_prompts(prompt_ids, eos_id=eos_id, pad_id=pad_id)
         self.absolute = absolute_blocks(model)
         plan = plan_blocks(config, bs, [len(r) for r in rows], absolute=self.absolute,
                            started=started)
@@ -458,7 +458,8 @@ def sample_blocks(
     ``eos_id`` is finished: its later blocks are filled with EOS and never run through the
     policy, and no new block is started once every row is finished, so the result may be
     shorter than ``gen_length``. ``config.cache`` ``prefix``/``dual`` is exact here (see the
-    module docstring). Classifier-free guidance blanks only the prompt, as in LLaDA.
+    module docstring). Classifier-free guidance blanks only the prompt, as in LLaDA. An empty
+    prompt starts with a start token (``start_empty_prompts``), a prompt of one token.
 
     The result's ``region`` covers the generated blocks; ``nfe``/``steps`` add up over blocks;
     ``history`` (when asked for) holds one canvas per step, each as long as the canvas then was.

@@ -122,30 +122,31 @@ def model_logit_shift(model: Any) -> bool:
 
 
 def start_empty_prompts(
-    model: Any, prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor, *,
+    prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor, *,
     eos_id: int | None, pad_id: int,
 ) -> tuple[list[list[int]], list[bool]]:
-    """The prompts as rows, an empty one given a start token where the model is Dream-style
-    (``logit_shift``): its logits at a position predict the next token, so the first generated
-    position reads the column before it, and with nothing before it (``shift_logits``:
-    position 0 keeps its own logits, the prediction for token 1; in a batch, the padding's)
-    it was committed from the wrong prediction. The start token is the document separator
-    that lm-eval puts before an empty context (``unmask.lm_eval``: EOS, else the pad id), as
-    the ``ar``, ``hybrid`` and ``speculative`` decoders give an empty prompt one; the
-    generated tokens are the same count and region either way. Other models read the whole
-    canvas and take an empty prompt as it is. Returns the rows and, per row, whether it was
-    given the token (the last prompt column then, which guidance does not blank out: it is
-    no condition, so a row without a prompt has none to guide by, as before)."""
+    """The prompts as rows, an empty one given a start token: the document separator (EOS,
+    else the pad id), which every document of ``unmask.data``'s training stream follows and
+    lm-eval puts before an empty context (``unmask.lm_eval``), as the ``ar``, ``hybrid`` and
+    ``speculative`` decoders give an empty prompt one. Without it the canvas is all [MASK]:
+    every column of a model without absolute positions (RoPE) then has the same hidden
+    state, so the first greedy commit is an exact tie that rounding decides, and the same
+    request wrote another text beside a longer prompt in a batch; a Dream-style
+    (``logit_shift``) model committed its first token from the wrong prediction (position 0
+    keeps its own logits, ``shift_logits``; in a batch, the padding's). The generated tokens
+    are the same count either way. Returns the rows and, per row, whether it was given the
+    token (the last prompt column then, which guidance does not blank out: it is no
+    condition, so a row without a prompt has none to guide by)."""
     rows = as_rows(prompt_ids)
-    if all(rows) or not model_logit_shift(model):
+    if all(rows):
         return rows, [False] * len(rows)
     start = eos_id if eos_id is not None else pad_id
     return [r or [int(start)] for r in rows], [not r for r in rows]
 
 
 START_TOKEN_NOTE = (
-    "an empty prompt counts 1 token here: this model (logit_shift) starts it with a start "
-    "token, the document separator its first prediction reads"
+    "an empty prompt counts 1 token here: the decoder starts it with a start token, the "
+    "document separator that training documents follow"
 )
 """What a length refusal adds where an empty prompt was given ``start_empty_prompts``' token."""
 
@@ -631,11 +632,11 @@ class Denoiser(DecoderRun):
         on_view: ViewCallback | None = None,
     ) -> Denoiser:
         """The run of ``generate``: prompts (left-padded) followed by ``config.gen_length``
-        masks; an empty prompt of a ``logit_shift`` model starts with ``start_empty_prompts``'
-        token. A model trained with ``[EMPTY]`` (``config.empty_id``) never proposes it here:
+        masks; an empty prompt starts with ``start_empty_prompts``' token. A model trained
+        with ``[EMPTY]`` (``config.empty_id``) never proposes it here:
         the filler belongs to the unused slots of infilled gaps, not to free text."""
         validate(config)  # clear messages before any tensor is built
-        rows, started = start_empty_prompts(model, prompt_ids, eos_id=eos_id, pad_id=pad_id)
+        rows, started = start_empty_prompts(prompt_ids, eos_id=eos_id, pad_id=pad_id)
         max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
         if all(started) and max_seq_len is not None and 1 + config.gen_length > max_seq_len:
             raise UserError(  # the one token of the canvas no prompt asked for: say why
