@@ -92,13 +92,21 @@ class Schedule:
         return torch.where(masked, torch.full_like(x0, mask_id), x0), masked
 
     def transfer_counts(self, n: int, steps: int) -> list[int]:
-        """Tokens to reveal at each of ``steps`` reverse steps from t=1 to t=0, summing to n."""
+        """Tokens to reveal at each of ``steps`` reverse steps from t=1 to t=0, summing to n.
+
+        With at least as many tokens as steps no step reveals none: the running total after
+        step k is held within ``[k, n - (steps - k)]`` (a step that reveals nothing is a
+        forward that changes nothing; cosine's rounding gave 10 over 8 steps as
+        0, 1, 1, 1, 1, 2, 2, 2 and 65 over 64 thirteen empty steps, where 64 over 64 is one a
+        step). The schedule still shapes the rest: 10 over 8 is 1, 1, 1, 1, 1, 1, 2, 2."""
         if steps <= 0:
             raise UserError(f"steps={steps} must be positive")
         grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
         a = self.alpha(grid).clamp(0.0, 1.0)
         frac = (1.0 - a) / (1.0 - a[0]).clamp_min(1e-12)  # share still masked, 1 → 0
         cum = [round(n * (1.0 - float(f))) for f in frac[1:]]
+        if n >= steps:  # one token a step at least, room for one in every later step
+            cum = [min(max(c, k), n - steps + k) for k, c in enumerate(cum, start=1)]
         cum[-1] = n
         return [c - p for c, p in zip(cum, [0] + cum[:-1], strict=True)]
 

@@ -110,9 +110,9 @@ def num_transfer_tokens(
     over s steps give ``n // s`` per step and one more in the first ``n % s`` steps
     (10 over 4 → 3, 3, 2, 2), per row. Another schedule shapes the counts only where a row
     has more masks than steps: with ``n <= s`` every schedule gives LLaDA's counts, one token
-    in each of the first n steps (cosine's rounding would otherwise give 6 over 6 as
-    0, 1, 1, 1, 1, 2, and callers that pass ``steps = masks`` rely on one token a step).
-    """
+    in each of the first n steps (cosine's rounding would otherwise scatter the empty steps,
+    5 over 6 as 0, 1, 0, 1, 2, 1; callers that pass ``steps = masks`` rely on one token a
+    step, which ``Schedule.transfer_counts`` keeps from ``n >= s`` on)."""
     schedule = schedule or LinearSchedule()
     linear = LinearSchedule()
     counts = block_masked.sum(dim=1).tolist()  # (B,)
