@@ -7,6 +7,7 @@ has become final, optionally every denoising step) and ``router``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import re
@@ -794,7 +795,9 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
                            "answer is the constraint's whole text (cutting it would break it)",
                            param="stop", code="unsupported")
         return await run_guided(state, request, req, prompts, encode, guided, chat=chat)
-    job, ids = prepare(state, req, prompts, encode)
+    # off the event loop: tokenizing 16 long prompts, and the few dozen checks a refusal's
+    # advice may run, held every other client (/healthz, streams) for their whole time
+    job, ids = await asyncio.to_thread(prepare, state, req, prompts, encode)
     ends = state.chat_ends if chat else frozenset({state.cfg.eos_id} - {None})
     reply = Reply(rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
                   created=int(time.time()), chat=chat, ids=ids, ends=ends,
@@ -839,7 +842,7 @@ def router(state: ServerState) -> APIRouter:
                 req.max_tokens = cut
         given = req.token_prompts()
         if given is not None:  # token ids: the prompts are their numbers, encoded as given
-            check_token_prompts(state, given)
+            await asyncio.to_thread(check_token_prompts, state, given)  # up to 1 MB of ids
             return await run_generation(state, request, req, [str(k) for k in range(len(given))],
                                         lambda k: given[int(k)], chat=False)
         prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)  # type: ignore
