@@ -14,9 +14,11 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 from server_helpers import Echo, loaded, tiny_config  # noqa: E402
 
+import unmask.infill as infill_package  # noqa: E402
+from unmask import api  # noqa: E402
 from unmask.chat import ChatTemplate  # noqa: E402
 from unmask.server import create_app  # noqa: E402
-from unmask.server.routes import completions  # noqa: E402
+from unmask.server.routes import completions, playground  # noqa: E402
 
 
 def _slow(monkeypatch, owner, name):
@@ -35,26 +37,40 @@ def _slow(monkeypatch, owner, name):
     return entered, release, seen
 
 
-@pytest.mark.parametrize("route", ["completions", "chat"])
+ROUTES = {  # a check each route makes before its work is queued: (owner, name, path, body)
+    "completions": (completions, "check_generation", "/v1/completions",
+                    {"prompt": "ab", "max_tokens": 3}),
+    "chat": (ChatTemplate, "prompt", "/v1/chat/completions",  # rendering and tokenizing
+             {"messages": [{"role": "user", "content": "x"}], "max_tokens": 3}),
+    "infill": (infill_package, "parse_template", "/v1/infill", {"template": "a[MASK:2]b"}),
+    "guided infill": (infill_package, "parse_form", "/v1/infill",  # automata compile
+                      {"template": "a[MASK:4]", "guided_choice": ["yes", "no"]}),
+    "forms": (api, "refuse_continuous", "/v1/forms", {"form": {"a": "<int>"}}),
+    "edit": (api, "edit_checks", "/v1/edit", {"text": "abcdef", "spans": [[1, 3]]}),
+    "playground": (playground, "blank_fields", "/playground/options?max_tokens=30&steps=7",
+                   None),
+}
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
 def test_healthz_answers_while_a_request_is_validated(monkeypatch, route):
-    if route == "completions":
-        entered, release, seen = _slow(monkeypatch, completions, "check_generation")
-        path, body = "/v1/completions", {"prompt": "ab", "max_tokens": 3}
-    else:  # rendering and tokenizing the messages
-        entered, release, seen = _slow(monkeypatch, ChatTemplate, "prompt")
-        path, body = "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
-                                              "max_tokens": 3}
+    owner, name, path, body = ROUTES[route]
+    entered, release, seen = _slow(monkeypatch, owner, name)
     app = create_app(loaded(Echo(tiny_config())), access_log=False, chat_template="plain")
     answers = []
+
+    def send(c):
+        answers.append(c.post(path, json=body) if body is not None else c.get(path))
+
     with TestClient(app) as c:
-        worker = threading.Thread(target=lambda: answers.append(c.post(path, json=body)))
+        worker = threading.Thread(target=send, args=(c,))
         worker.start()
         assert entered.wait(timeout=10)
         health = c.get("/healthz")  # on the old code: only once the check gave up waiting
         release.set()
         worker.join(timeout=30)
     assert health.status_code == 200
-    assert seen == [True], "the health probe waited for the request's validation"
+    assert seen and all(seen), "the health probe waited for the request's validation"
     assert answers[0].status_code == 200, answers[0].text
 
 
