@@ -652,8 +652,8 @@ def stop_may_start(text: str, stops: list[str]) -> int:
     return len(text)
 
 
-def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Reply
-                ) -> tuple[str, bool]:
+def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Reply,
+                hold: int = 0) -> tuple[str, bool]:
     """Text of the committed prefix of a generation row that ``finish`` is sure to keep
     (chat holds back trailing whitespace); True when it is final.
 
@@ -662,12 +662,18 @@ def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Rep
     come (``finish`` cuts at the earliest start, not the first stop completed): until then
     the text is held back where that stop starts, as it is wherever one may start. So does
     a chat reply's turn marker (``\\nUs`` may become ``\\nUser:``), so no chunk holds text
-    that ``finish`` drops."""
+    that ``finish`` drops.
+
+    ``hold``: the last tokens of the committed prefix that may still change (token editing,
+    ``edit_threshold``: the block decoder rewrites committed tokens of its current block, at
+    most a block, while it runs and in edit-only steps after its last mask): left out, and
+    the row is final only at an end-of-text token before them (earlier blocks are final),
+    not when it has no mask left (its last block may still be edited)."""
     mask_id = state.cfg.mask_id
     k = row.index(mask_id) if mask_id in row else len(row)
-    prefix = row[:k]
+    prefix = row[: max(0, k - hold)]
     end = _end(prefix, reply.ends)
-    done = k == len(row) or end < len(prefix)
+    done = (k == len(row) and not hold) or end < len(prefix)
     text = state.tok.decode(prefix[:end])
     if not done:
         text = text.rstrip("\ufffd")  # an incomplete multi-byte character
@@ -722,6 +728,10 @@ class GenerationEvents:
         self.last: list[list[int]] | None = None
         self.usage_chunk = bool(req.stream_options and req.stream_options.include_usage)
         self.seed = job.config.seed if job.config is not None else None
+        self.hold = 0  # token editing rewrites the current block's committed tokens: they
+        # are held back (the streamed text said tokens the edits then changed, not the result's)
+        if job.config is not None and job.config.edit_threshold is not None:
+            self.hold = api.facts_of(state.loaded).block_size or job.config.gen_length
 
     def chunk(self, i: int, text: str | None, reason: str | None, *, role: bool = False) -> str:
         choice: dict[str, Any]
@@ -751,7 +761,7 @@ class GenerationEvents:
         for i, row in enumerate(rows):
             if self.closed[i]:
                 continue
-            text, done = prefix_text(self.state, row, self.stops, self.reply)
+            text, done = prefix_text(self.state, row, self.stops, self.reply, self.hold)
             sent = self.sent[i]
             if done:
                 self.closed[i] = True
