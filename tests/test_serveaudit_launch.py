@@ -50,3 +50,21 @@ def test_create_app_refuses_it_too(tmp_path):
 
     with pytest.raises(UserError, match="contradicts itself"):
         create_app(_contradiction(tmp_path, "mdlm", "causal"), access_log=False)
+
+
+def test_an_app_run_twice_serves_the_second_time():
+    """The lifespan closes the engine at shutdown; a second run of the same app (a second
+    ``uvicorn.run(app)`` in a notebook, a second ``TestClient``) answered every request 503
+    ``worker_down`` and ``/healthz`` said "down"."""
+    from fastapi.testclient import TestClient
+    from server_helpers import Echo, echo_text, loaded
+
+    from unmask.server import create_app
+
+    app = create_app(loaded(Echo(tiny_config())), access_log=False)
+    for _ in range(2):
+        with TestClient(app) as c:
+            assert c.get("/healthz").status_code == 200
+            r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 3})
+            assert r.status_code == 200 and r.json()["choices"][0]["text"] == echo_text(2, 3)
+            assert "unmask_in_flight 0" in c.get("/metrics").text
