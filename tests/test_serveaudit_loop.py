@@ -47,6 +47,7 @@ ROUTES = {  # a check each route makes before its work is queued: (owner, name, 
                       {"template": "a[MASK:4]", "guided_choice": ["yes", "no"]}),
     "forms": (api, "refuse_continuous", "/v1/forms", {"form": {"a": "<int>"}}),
     "edit": (api, "edit_checks", "/v1/edit", {"text": "abcdef", "spans": [[1, 3]]}),
+    "tokenize": (api, "encode_prompt", "/v1/tokenize", {"text": "abc"}),
     "playground": (playground, "blank_fields", "/playground/options?max_tokens=30&steps=7",
                    None),
 }
