@@ -55,8 +55,9 @@ def create_app(
     instead of the checkpoint's own; with neither, chat is refused with a 400.
     ``access_log``: one INFO line per request on the ``unmask.server.access`` logger. The
     engine's worker thread starts with the first request and stops when the app shuts down
-    (``app.state.engine.close()``). ``draft``: a diffusion checkpoint that drafts for a
-    causal model (speculative decoding, ``make_engine``), with ``draft_options``.
+    (``app.state.engine.close()``); an app run again starts a new one. ``draft``: a
+    diffusion checkpoint that drafts for a causal model (speculative decoding,
+    ``make_engine``), with ``draft_options``.
     """
     if not isinstance(loaded_or_path, Loaded):
         from unmask.checkpoint import load
@@ -70,19 +71,23 @@ def create_app(
     metrics = Metrics()
     engine = make_engine(loaded, limits, metrics, draft=draft, draft_options=draft_options)
     metrics.add_gauge("queue_depth", "Requests waiting for the model worker.",
-                      lambda: engine.queue_depth)
+                      lambda: state.engine.queue_depth)
     metrics.add_gauge("in_flight", "Requests the model worker is running now.",
-                      lambda: engine.in_flight)
+                      lambda: state.engine.in_flight)
     metrics.add_gauge("active_rows", "Rows (prompts x n) of the requests the worker is running "
-                      "now.", lambda: engine.active_rows)
+                      "now.", lambda: state.engine.active_rows)
     state = ServerState(loaded=loaded, name=model_name or default_name(loaded), limits=limits,
                         metrics=metrics, engine=engine, chat=template,
                         api_key=api_key.encode() if api_key else None, draft=draft)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not state.engine.alive:  # closed when an earlier run of this app shut down (a
+            # second uvicorn.run or TestClient): a fresh worker, not a 503 for every request
+            state.engine = app.state.engine = make_engine(
+                loaded, limits, metrics, draft=draft, draft_options=draft_options)
         yield
-        engine.close()
+        state.engine.close()
 
     app = FastAPI(title="unmask", version="1", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url="/openapi.json")

@@ -2,7 +2,8 @@
 
 Inside: ``make_engine(loaded, limits, metrics, draft=...)``: the ``Engine`` (worker thread,
 queue, continuous batching) around one checkpoint (and its drafter, for speculative
-decoding). Nothing else in the server knows how a
+decoding), and ``check_servable`` (a checkpoint its own decoder refuses is refused at
+launch). Nothing else in the server knows how a
 checkpoint is decoded: routes submit ``Job`` s and read ``GenOutput`` s.
 """
 
@@ -31,7 +32,8 @@ def make_engine(
     ``limits``, counting forward passes into ``metrics``. Every request becomes the decoder
     run that ``unmask.api.start`` gives for it (the checkpoint's own decoder, as the CLI
     uses); runs that can share a forward pass are batched continuously. Its worker thread
-    starts with the first job; ``Engine.close`` stops it.
+    starts with the first job; ``Engine.close`` stops it. A checkpoint its own decoder refuses
+    (``check_servable``) is a ``UserError`` here.
 
     ``draft``: a diffusion checkpoint that drafts for the causal ``loaded`` (``unmask serve
     --draft``): every request is decoded by speculative decoding (its greedy output is the
@@ -47,6 +49,8 @@ def make_engine(
 
     if draft is not None or extra:  # a drafter or option the checkpoint cannot use fails now
         api.choose(loaded, SampleConfig(**extra), draft=draft)
+    else:
+        check_servable(loaded)
 
     def start(
         rows: Sequence[Sequence[int]], config: SampleConfig, *, step_callback: Any = None,
@@ -72,4 +76,21 @@ def make_engine(
     )
 
 
-__all__ = ["make_engine"]
+def check_servable(loaded: Loaded) -> None:
+    """A one-line ``UserError`` when the checkpoint's own decoder refuses it under the
+    default options (``api.choose`` of a plain ``SampleConfig``, not the recommendation: a
+    recommended option it refuses is the request's to override): a config that contradicts
+    itself, objective ``mdlm`` with causal attention or ``ar`` with bidirectional attention.
+    Every completions and chat request was a 400 no client could act on (requests name no
+    decoder), so the server refuses to start, with the way out the refusal names."""
+    from unmask import api
+    from unmask.errors import UserError
+
+    try:
+        api.choose(loaded, SampleConfig())
+    except UserError as e:
+        raise UserError(f"cannot serve {loaded.shown}: {e} (the server runs the decoder that "
+                        "its config.json's sample_defaults name, else its objective's)") from None
+
+
+__all__ = ["check_servable", "make_engine"]

@@ -15,10 +15,13 @@ may be starting until the tokens after it show whether it does, so no chunk says
 cut drops. A structured answer (``response_format``) is the constraint's whole text, never
 cut.
 
-Inside: ``chat_template`` (the template a server uses for a checkpoint) and ``router``.
+Inside: ``chat_template`` (the template a server uses for a checkpoint), ``chat_prompt``
+(a request's prompt, rendered and tokenized off the event loop) and ``router``.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -78,6 +81,23 @@ def check_length(state: ServerState, chars: int) -> None:
                        "template renders them)", param="messages", code="too_long")
 
 
+def chat_prompt(state: ServerState, chat: ChatTemplate, req: ChatRequest
+                ) -> tuple[str, list[int]]:
+    """The prompt of ``req``'s messages rendered by ``chat`` and its ids (a 400 naming
+    ``messages`` for messages too long or a template that fails on them); a ``max_tokens``
+    not sent is set (``reply_tokens``). Thread-safe: it reads the state and tokenizes."""
+    messages = chat_messages(req.messages)
+    try:  # a message's "[EOS]" or "<|im_start|>" is text; the template's markup is not
+        check_length(state, sum(len(m["content"]) for m in messages))
+        check_length(state, len(chat.render(messages)))  # before tokenizing it
+        prompt, ids = chat.prompt(state.tok, messages)
+    except UserError as e:  # unmask.chat turns every template failure into one line
+        raise APIError(400, str(e), param="messages", code="invalid_value") from None
+    if req.max_tokens is None:
+        req.max_tokens = reply_tokens(state, req, len(ids))
+    return prompt, ids
+
+
 def router(state: ServerState) -> APIRouter:
     r = APIRouter(dependencies=secured(state))
 
@@ -91,15 +111,9 @@ def router(state: ServerState) -> APIRouter:
                            "it: use /v1/completions, or serve the model with a chat template "
                            "(unmask serve --chat-template plain, default or FILE)",
                            code="unsupported")
-        messages = chat_messages(req.messages)
-        try:  # a message's "[EOS]" or "<|im_start|>" is text; the template's markup is not
-            check_length(state, sum(len(m["content"]) for m in messages))
-            check_length(state, len(chat.render(messages)))  # before tokenizing it
-            prompt, ids = chat.prompt(state.tok, messages)
-        except UserError as e:  # unmask.chat turns every template failure into one line
-            raise APIError(400, str(e), param="messages", code="invalid_value") from None
-        if req.max_tokens is None:
-            req.max_tokens = reply_tokens(state, req, len(ids))
+        # off the event loop: rendering and tokenizing 64k characters of messages held
+        # every other client (/healthz, streams) meanwhile
+        prompt, ids = await asyncio.to_thread(chat_prompt, state, chat, req)
         return await run_generation(state, request, req, [prompt], lambda _: ids, chat=True)
 
     return r

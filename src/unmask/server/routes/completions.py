@@ -7,6 +7,7 @@ has become final, optionally every denoising step) and ``router``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import re
@@ -651,8 +652,8 @@ def stop_may_start(text: str, stops: list[str]) -> int:
     return len(text)
 
 
-def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Reply
-                ) -> tuple[str, bool]:
+def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Reply,
+                hold: int = 0) -> tuple[str, bool]:
     """Text of the committed prefix of a generation row that ``finish`` is sure to keep
     (chat holds back trailing whitespace); True when it is final.
 
@@ -661,12 +662,18 @@ def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Rep
     come (``finish`` cuts at the earliest start, not the first stop completed): until then
     the text is held back where that stop starts, as it is wherever one may start. So does
     a chat reply's turn marker (``\\nUs`` may become ``\\nUser:``), so no chunk holds text
-    that ``finish`` drops."""
+    that ``finish`` drops.
+
+    ``hold``: the last tokens of the committed prefix that may still change (token editing,
+    ``edit_threshold``: the block decoder rewrites committed tokens of its current block, at
+    most a block, while it runs and in edit-only steps after its last mask): left out, and
+    the row is final only at an end-of-text token before them (earlier blocks are final),
+    not when it has no mask left (its last block may still be edited)."""
     mask_id = state.cfg.mask_id
     k = row.index(mask_id) if mask_id in row else len(row)
-    prefix = row[:k]
+    prefix = row[: max(0, k - hold)]
     end = _end(prefix, reply.ends)
-    done = k == len(row) or end < len(prefix)
+    done = (k == len(row) and not hold) or end < len(prefix)
     text = state.tok.decode(prefix[:end])
     if not done:
         text = text.rstrip("\ufffd")  # an incomplete multi-byte character
@@ -721,6 +728,10 @@ class GenerationEvents:
         self.last: list[list[int]] | None = None
         self.usage_chunk = bool(req.stream_options and req.stream_options.include_usage)
         self.seed = job.config.seed if job.config is not None else None
+        self.hold = 0  # token editing rewrites the current block's committed tokens: they
+        # are held back (the streamed text said tokens the edits then changed, not the result's)
+        if job.config is not None and job.config.edit_threshold is not None:
+            self.hold = api.facts_of(state.loaded).block_size or job.config.gen_length
 
     def chunk(self, i: int, text: str | None, reason: str | None, *, role: bool = False) -> str:
         choice: dict[str, Any]
@@ -750,7 +761,7 @@ class GenerationEvents:
         for i, row in enumerate(rows):
             if self.closed[i]:
                 continue
-            text, done = prefix_text(self.state, row, self.stops, self.reply)
+            text, done = prefix_text(self.state, row, self.stops, self.reply, self.hold)
             sent = self.sent[i]
             if done:
                 self.closed[i] = True
@@ -794,7 +805,9 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
                            "answer is the constraint's whole text (cutting it would break it)",
                            param="stop", code="unsupported")
         return await run_guided(state, request, req, prompts, encode, guided, chat=chat)
-    job, ids = prepare(state, req, prompts, encode)
+    # off the event loop: tokenizing 16 long prompts, and the few dozen checks a refusal's
+    # advice may run, held every other client (/healthz, streams) for their whole time
+    job, ids = await asyncio.to_thread(prepare, state, req, prompts, encode)
     ends = state.chat_ends if chat else frozenset({state.cfg.eos_id} - {None})
     reply = Reply(rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
                   created=int(time.time()), chat=chat, ids=ids, ends=ends,
@@ -839,7 +852,7 @@ def router(state: ServerState) -> APIRouter:
                 req.max_tokens = cut
         given = req.token_prompts()
         if given is not None:  # token ids: the prompts are their numbers, encoded as given
-            check_token_prompts(state, given)
+            await asyncio.to_thread(check_token_prompts, state, given)  # up to 1 MB of ids
             return await run_generation(state, request, req, [str(k) for k in range(len(given))],
                                         lambda k: given[int(k)], chat=False)
         prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)  # type: ignore

@@ -5,13 +5,16 @@ its task (``unmask.infill.infill``, ``edit``, ``fill_form``), with the template 
 gap constraints of the CLI (``unmask.infill.options``), so the server and ``unmask infill``
 / ``unmask fill-form`` fill the same template the same way. Infill and forms stream their
 denoising on request (``stream: true``: ``denoising.step`` events over the whole canvas,
-then the response body, ``streaming.DenoisingEvents``).
+then the response body, ``streaming.DenoisingEvents``). A request's checks (parsing its
+template, tokenizing its text, compiling a structured answer's automata) run off the event
+loop (``Plan``), so other clients are answered meanwhile.
 
 Inside: ``infill_body``, ``form_body`` and ``router``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -43,6 +46,12 @@ from unmask.server.plumbing import (
 from unmask.server.schemas import DiffusionOptions, EditRequest, FormRequest, InfillRequest
 from unmask.server.state import ServerState
 from unmask.server.streaming import DenoisingEvents, stream_job
+
+Plan = tuple[Callable[[StepCallback], Any], Callable[[ServerState, Any], dict[str, Any]],
+             str | None]
+"""A checked template request: its work on the worker, its response body and the field a
+refusal found there names (``_run``); made off the event loop (``asyncio.to_thread``: the
+checks parse templates, tokenize texts and compile a structured answer's automata)."""
 
 INFILL_FIELDS = ("length_mode", "length_score", "max_candidates", "elbo_samples")
 """``InfillRequest`` fields that are ``InfillOptions`` fields (unset: the library's default)."""
@@ -161,6 +170,11 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/infill")
     async def infill_(req: InfillRequest, request: Request) -> Response:
+        fn, body, blame = await asyncio.to_thread(plan_infill, req)  # off the event loop
+        return await _run(state, request, req, req.stream, "infill-", fn, body, blame)
+
+    def plan_infill(req: InfillRequest) -> Plan:
+        """The checks of an infill request, and its work (thread-safe: off the loop)."""
         from unmask import api
         from unmask.infill import SearchLimitError, parse_template
         from unmask.infill.options import constrain_gaps
@@ -171,7 +185,7 @@ def router(state: ServerState) -> APIRouter:
         check(req, "infill", causal_ok=guided is not None or fim)
         check_text(state, req.template, "template")
         if guided is not None:
-            return await _guided_infill(req, request, guided)
+            return plan_guided_infill(req, guided)
         if req.regex and not state.limits.allow_regex:
             raise no_regex("regex")
         parsed = user_call(lambda: parse_template(req.template), "template")  # named here
@@ -205,10 +219,9 @@ def router(state: ServerState) -> APIRouter:
                 raise UserError(e.message(raise_hint=False, spell=lambda f: (
                     "the server's --max-search-calls" if f == "max_search_calls" else f))) from None
 
-        return await _run(state, request, req, req.stream, "infill-", run, infill_body)
+        return run, infill_body, None
 
-    async def _guided_infill(req: InfillRequest, request: Request,
-                             guided: dict[str, Any]) -> Response:
+    def plan_guided_infill(req: InfillRequest, guided: dict[str, Any]) -> Plan:
         """One gap ``[MASK:n]`` filled under ``response_format`` / ``guided_*``: the text
         around it is locked context; the gap gets at most n tokens."""
         from unmask import api
@@ -278,11 +291,15 @@ def router(state: ServerState) -> APIRouter:
                     "nfe": res.nfe, "repaired": res.repaired,
                     "length_mode": None, "candidates": []}  # the constraint sets the length
 
-        return await _run(state, request, req, req.stream, "infill-", run, body,
-                          blame=guided["source"])
+        return run, body, guided["source"]
 
     @r.post("/v1/forms")
     async def forms(req: FormRequest, request: Request) -> Response:
+        fn, body, blame = await asyncio.to_thread(plan_form, req)  # off the event loop
+        return await _run(state, request, req, req.stream, "form-", fn, body, blame)
+
+    def plan_form(req: FormRequest) -> Plan:
+        """The checks of a forms request, and its work (thread-safe: off the loop)."""
         from unmask import api
         from unmask.errors import UserError
         from unmask.infill.forms import load_json
@@ -293,7 +310,7 @@ def router(state: ServerState) -> APIRouter:
             raise APIError(400, "give a form or a schema (exactly one)", param="form",
                            code="invalid_value")
         if req.schema_ is not None:
-            return await _schema_form(req, request)
+            return plan_schema_form(req)
         text = req.form if isinstance(req.form, str) else json.dumps(req.form)
         check_text(state, text, "form")
         if not state.limits.allow_regex and "<regex:" in text:
@@ -310,10 +327,9 @@ def router(state: ServerState) -> APIRouter:
                                  source="form",
                                  max_repair_calls=repair_calls(state, config)).detail
 
-        return await _run(state, request, req, req.stream, "form-", run, form_body,
-                          blame="form")
+        return run, form_body, "form"
 
-    async def _schema_form(req: FormRequest, request: Request) -> Response:
+    def plan_schema_form(req: FormRequest) -> Plan:
         from unmask import api
         from unmask.infill.schema import check_schema, load_schema
         from unmask.server.routes.guided import schema_text
@@ -329,11 +345,24 @@ def router(state: ServerState) -> APIRouter:
                                  step_callback=on_step, source="schema",
                                  max_repair_calls=repair_calls(state, config)).detail
 
-        return await _run(state, request, req, req.stream, "form-", run, form_body,
-                          blame="schema")
+        return run, form_body, "schema"
 
     @r.post("/v1/edit")
     async def edit_(req: EditRequest, request: Request) -> Response:
+        run, blame = await asyncio.to_thread(plan_edit, req)  # off the event loop
+        res = await run_alone(state, request,
+                              blaming(run, req, blame, most=state.limits.max_steps))
+        state.metrics.inc("nfe", res.nfe)
+        note(request, nfe=res.nfe)
+        changes = [{"round": c.round, "start": c.start, "end": c.end, "old": c.old,
+                    "new": c.new} for c in res.changes]  # as `unmask edit --json`
+        return JSONResponse({"object": "edit", "model": state.name, "text": res.text,
+                             "changes": changes, "spans": [list(s) for s in res.spans],
+                             "rounds": res.rounds, "nfe": res.nfe})
+
+    def plan_edit(req: EditRequest) -> tuple[Callable[[StepCallback], Any], str | None]:
+        """The checks of an edit request (the text tokenized), its work and the field its
+        refusals name (thread-safe: off the loop)."""
         from unmask import api
         from unmask.infill.edit import CallLimitError
 
@@ -367,14 +396,6 @@ def router(state: ServerState) -> APIRouter:
 
         given = [k for k in ("spans", "regex", "lowest") if getattr(req, k) is not None]
         blame = given[0] if len(given) == 1 else None  # "span 5:3 is empty ...": spans
-        res = await run_alone(state, request,
-                              blaming(run, req, blame, most=state.limits.max_steps))
-        state.metrics.inc("nfe", res.nfe)
-        note(request, nfe=res.nfe)
-        changes = [{"round": c.round, "start": c.start, "end": c.end, "old": c.old,
-                    "new": c.new} for c in res.changes]  # as `unmask edit --json`
-        return JSONResponse({"object": "edit", "model": state.name, "text": res.text,
-                             "changes": changes, "spans": [list(s) for s in res.spans],
-                             "rounds": res.rounds, "nfe": res.nfe})
+        return run, blame
 
     return r

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -21,6 +22,9 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/tokenize", dependencies=guard)
     async def tokenize(req: TokenizeRequest) -> dict[str, Any]:
+        return await asyncio.to_thread(tokenized, req)  # off the event loop: 64k characters
+
+    def tokenized(req: TokenizeRequest) -> dict[str, Any]:
         check_model(state, req.model)
         check_text(state, req.text, "text")
         try:  # as completions encode a prompt: a [MASK] is one blank, [MASK:3] a 400

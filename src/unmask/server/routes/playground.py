@@ -6,6 +6,7 @@ it, so the page keeps no copy of either."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from importlib import resources
 from typing import Any
@@ -126,6 +127,7 @@ def router(state: ServerState) -> APIRouter:
     async def options(max_tokens: int | None = Query(None, ge=1),
                       steps: int | None = Query(None, ge=1),
                       policy: str | None = Query(None, max_length=32)) -> dict[str, Any]:
-        return blank_fields(state, max_tokens, steps, policy or None)
+        # off the event loop: a refusal's advice runs up to 24 checks of the request
+        return await asyncio.to_thread(blank_fields, state, max_tokens, steps, policy or None)
 
     return r
