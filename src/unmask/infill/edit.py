@@ -259,6 +259,26 @@ def _lowest_plan(
     if not ids:
         raise UserError("the text is empty")
     vocab = vocab_of(tokenizer)
+    offsets = [0]
+    for t in ids:
+        offsets.append(offsets[-1] + len(vocab.token_bytes(t)))
+    raw = b"".join(vocab.token_bytes(t) for t in ids)
+    # a SentencePiece-style tokenizer marks the text's start with a word start ("▁cat"): a
+    # space that is not in the text (the kept text was read from the tokens' bytes, and the
+    # edited text gained it); ``cut`` such bytes before the text, None where the tokens do
+    # not spell the text (a tokenizer that normalizes: the text is their bytes)
+    whole = text.encode("utf-8")
+    cut = len(raw) - len(whole)
+    if not (cut >= 0 and raw.endswith(whole) and raw[:cut] == b" " * cut):
+        cut = None
+
+    def piece(a: int, b: int) -> str:  # the text of tokens a to b
+        if cut is None:
+            return vocab.decode(ids[a:b])
+        return whole[max(0, offsets[a] - cut) : max(0, offsets[b] - cut)].decode("utf-8")
+
+    # tokens that stand for no character of the text (a lone word start) are never picked
+    blank = [i for i in range(len(ids)) if cut is not None and offsets[i + 1] <= cut]
     closing = len(ids) > 1 and bool(_SENTENCE_END.fullmatch(vocab.decode(ids[-1:])))
     context = _max_seq_len(model)
     # the first token is scored (and refilled) after START_CONTEXT: a model trained on chunks
@@ -270,11 +290,13 @@ def _lowest_plan(
         start = []
     # a Dream-style model with nothing before the first token has no logits that predict it
     # (token_confidence: NaN): it is never picked (it was scored by the second's logits)
-    unscored = model_logit_shift(model) and not start
-    offered = len(ids) - closing - unscored  # every token but those two (below)
+    unscored = model_logit_shift(model) and not start and 0 not in blank
+    offered = len(ids) - closing - unscored - len(blank)  # every token but those (below)
     if k > offered and not clamp:  # before any model work
         parts = [p for p, on in ((f"its closing {vocab.decode(ids[-1:])!r}", closing),
-                                 ("its first (no logits predict it: logit_shift)", unscored))
+                                 ("its first (no logits predict it: logit_shift)", unscored),
+                                 (f"{plural(len(blank), 'word-start mark')} of the tokenizer's "
+                                  "own", blank))
                  if on]
         kept = f" and {' and '.join(parts)} {'are' if len(parts) > 1 else 'is'} kept" * bool(parts)
         raise UserError(f"lowest {k}: the text has {plural(len(ids), 'token')}{kept}, so "
@@ -293,11 +315,9 @@ def _lowest_plan(
         order.remove(len(ids) - 1)
     if unscored:
         order.remove(0)
+    for i in blank:
+        order.remove(i)
     chosen = sorted(order[: min(k, len(order))])
-    offsets = [0]
-    for t in ids:
-        offsets.append(offsets[-1] + len(vocab.token_bytes(t)))
-    raw = b"".join(vocab.token_bytes(t) for t in ids)
 
     def boundary(i: int) -> bool:  # token boundary i is a character boundary
         o = offsets[i]
@@ -319,7 +339,7 @@ def _lowest_plan(
     pos = 0
     for s, e in runs:
         if s > pos:
-            items.append(("text", (ids[pos:s], vocab.decode(ids[pos:s]))))
+            items.append(("text", (ids[pos:s], piece(pos, s))))
         # the start of the text, or of a line (a line starts without a space: "\n dog" was
         # kept): a virtual space, dropped from the output (``leads``, as plan_template);
         # a run that starts with whitespace of its own is refilled as it is
@@ -330,10 +350,10 @@ def _lowest_plan(
                           automaton=gap_automaton(Gap(), tokenizer, lead=True) if first
                           else automaton, lead=first))
         items.append(("hole", len(holes) - 1))
-        olds.append(vocab.decode(ids[s:e]))
+        olds.append(piece(s, e))
         pos = e
     if pos < len(ids):
-        items.append(("text", (ids[pos:], vocab.decode(ids[pos:]))))
+        items.append(("text", (ids[pos:], piece(pos, len(ids)))))
     if start and runs[0][0] == 0:  # the first token is refilled after the context it was
         items = [("context", (start, "")), *items]  # scored after (``with_start_context``)
     return Plan(items=items, holes=holes), olds, nfe

@@ -55,6 +55,7 @@ from unmask.infill.template import (
     Spans,
     layouts_canvas,
     plan_template,
+    segment_ids,
 )
 from unmask.sampling import make_generator, sample
 from unmask.sampling.loop import MaskPredictor, StepCallback
@@ -404,7 +405,8 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
                 pieces.append((" " if text else None, space_ids, None))
         elif hole.lead and hole.space_is_taken(text):  # a virtual space at the start: dropped
             text = text[1:]
-            ids = list(tokenizer.encode(text)) if text else []
+            first = not any(t for t, _, _ in pieces)  # else the start of a line
+            ids = segment_ids(tokenizer, text, first=first) if text else []
         pieces.append((text, ids, k))
     lead = next((i for i, (t, _, _) in enumerate(pieces) if t), None)
     if lead is not None and pieces[lead][2] is None and lead > 0 and pieces[lead][0][:1] == " ":

@@ -744,10 +744,34 @@ def plan_template(
             if move_spaces and isinstance(nxt, Gap) and takes_space(nxt, p, tokenizer):
                 p = p[:-1]
             if p:
-                items.append(("text", (list(tokenizer.encode(p)), p)))
+                items.append(("text", (segment_ids(tokenizer, p, first=not items), p)))
     plan = Plan(items=items, holes=holes)
     check_context(plan, max_seq_len)
     return with_start_context(plan, tokenizer, max_seq_len)
+
+
+def segment_ids(tokenizer: Any, text: str, *, first: bool) -> list[int]:
+    """The ids of one text segment of a template. The ``first`` (the start of the text) is
+    encoded as it is. A later one continues a text: a SentencePiece-style tokenizer marks the
+    start of every text it encodes with a word start (``"sat"`` as ``"▁sat"``, a space the
+    template does not have, which the model read), so where its ids do not stand for exactly
+    its bytes it is encoded after a line break whose ids are then dropped (as ``transformers``
+    encodes the pieces of a chat, ``unmask.chat``), when that gives its bytes exactly."""
+    ids = list(tokenizer.encode(text))
+    if first or not text:
+        return ids
+    vocab = vocab_of(tokenizer)
+    want = text.encode("utf-8")
+    if b"".join(vocab.token_bytes(t) for t in ids) == want:
+        return ids
+    newline = list(tokenizer.encode("\n"))
+    after = list(tokenizer.encode("\n" + text))
+    rest = after[len(newline) :]
+    if newline and after[: len(newline)] == newline and rest and (
+        b"".join(vocab.token_bytes(t) for t in rest) == want
+    ):
+        return rest
+    return ids
 
 
 def start_context(tokenizer: Any) -> list[int]:
@@ -921,6 +945,7 @@ __all__ = [
     "layouts_canvas",
     "leads",
     "parse_template",
+    "segment_ids",
     "start_context",
     "with_start_context",
     "plan_template",
