@@ -51,3 +51,25 @@ def test_revise_rounds_keep_the_spaces_of_their_tokens():
     first = r.changes[0]
     assert (first.round, first.start, first.end, first.old, first.new) == (1, 8, 10, "sat", "at")
     assert "catat" not in r.text and r.text.endswith(" at on the mat.")
+
+
+@pytest.mark.parametrize("how", ["span", "regex"])
+def test_a_span_that_starts_with_a_space_after_a_word_keeps_it(how):
+    """A span ``" sat"`` (``--span 7:11``, ``--regex ' s\\w+'``) was one gap that did not take
+    the space in: its refill ``"at"`` came back glued (``"The catat on"``). The space is left
+    out of the span, which then takes it in as a template gap after a space does."""
+    where = {"spans": [(7, 11)]} if how == "span" else {"regex": r" s\w+"}
+    for best, new in ((b"at", "at"), (b" dog", "dog")):
+        r = edit(Low(best, b"The"), BPE, TEXT, config=SampleConfig(steps=1), **where)
+        assert r.text == f"The cat {new} on the mat."
+        assert r.spans == [(8, 11)]
+        assert [(c.start, c.end, c.old, c.new) for c in r.changes] == [
+            (8, 8 + len(new), "sat", new)]
+
+
+def test_a_span_of_spaces_or_after_a_space_is_rewritten_as_given():
+    model = Low(b"at", b"The")
+    r = edit(model, BPE, "The cat  sat on.", spans=[(8, 12)], config=SampleConfig(steps=1))
+    assert r.spans == [(8, 12)]
+    r = edit(model, BPE, "The cat sat on.", spans=[(7, 8)], config=SampleConfig(steps=1))
+    assert r.spans == [(7, 8)]
