@@ -50,6 +50,7 @@ from unmask.evaluate import _shifted, sequence_elbo_terms
 from unmask.infill.automaton import GapConstraint, cached_automaton, vocab_of
 from unmask.infill.template import (
     CLOSING,
+    MAX_GAP_TOKENS,
     Gap,
     Plan,
     Spans,
@@ -1038,6 +1039,13 @@ def infill(
     if options.max_search_calls < 0:
         raise UserError(f"max_search_calls must be 0 (no limit) or positive, got "
                         f"{options.max_search_calls}")
+    if options.default_max_len > MAX_GAP_TOKENS:  # a (hi + 1,) array per gap: 10**11 was a
+        # 93 GiB MemoryError traceback
+        raise UserError(f"default_max_len must be at most {MAX_GAP_TOKENS:,} tokens (longer than "
+                        f"any model's context), got {options.default_max_len:,}")
+    if not 0 <= options.elbo_seed < 2**63:  # torch's manual_seed: 10**23 was an OverflowError
+        # traceback, -1 was taken as another seed
+        raise UserError(f"elbo_seed must be from 0 to 2**63 - 1, got {options.elbo_seed}")
     _length_mode(model, Plan(items=[], holes=[]), options)  # bad options before any work
     plan = plan_template(
         template,

@@ -820,10 +820,14 @@ def check_context(plan: Plan, max_seq_len: int | None) -> None:
     for k, h in enumerate(plan.holes):
         room = max_seq_len - fixed - (sum(mins) - mins[k])
         if h.candidates[-1] > room:
+            g = h.gap
+            # a constrained gap with no length: its maximum is default_max_len's
+            default = g is not None and g.length is None and g.max_len is None and g.constrained
+            fix = ("give it a maximum ([MASK:1-n]) or lower default_max_len" if default
+                   else "lower its maximum")
             raise UserError(
                 f"{h.label}: up to {h.candidates[-1]} tokens, but only {room} fit in "
-                f"{CONTEXT_WORDS} {max_seq_len}, {plural(fixed, 'token')} of text); "
-                "lower its maximum"
+                f"{CONTEXT_WORDS} {max_seq_len}, {plural(fixed, 'token')} of text); {fix}"
             )
 
 
