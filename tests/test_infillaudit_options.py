@@ -71,3 +71,21 @@ def test_the_cli_names_the_flag(ckpt, capsys, flags, flag):
                  *flags]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and flag in err and "Traceback" not in err
+
+
+def test_too_many_elbo_samples_is_a_user_error_before_any_model_work():
+    """``elbo_samples`` 10**9 scored a candidate's copies in one call: the process was killed
+    for memory."""
+    calls = []
+
+    def counting(tokens, attention_mask=None):
+        calls.append(tokens.shape)
+        return uniform(tokens)
+
+    for n in (1025, 10**9):  # 1025: harmless to the old code, which took it
+        with pytest.raises(UserError, match="elbo_samples must be at most 1024"):
+            infill(counting, TOK, "a[MASK:1-2]b", options=InfillOptions(elbo_samples=n))
+    assert calls == []
+    r = infill(counting, TOK, "a[MASK:1-2]b", SampleConfig(steps=2),
+               options=InfillOptions(elbo_samples=1024))
+    assert len(r.candidates) == 2

@@ -62,6 +62,10 @@ from unmask.sampling import make_generator, sample
 from unmask.sampling.loop import MaskPredictor, StepCallback
 from unmask.sampling.policies import make_policy
 
+MAX_ELBO_SAMPLES = 1024
+"""Most noisy copies per candidate (``InfillOptions.elbo_samples``): each candidate's copies
+are scored in one model call, (elbo_samples, L, V) logits."""
+
 
 @dataclass
 class Filled:
@@ -1039,6 +1043,10 @@ def infill(
     if options.max_search_calls < 0:
         raise UserError(f"max_search_calls must be 0 (no limit) or positive, got "
                         f"{options.max_search_calls}")
+    if options.elbo_samples > MAX_ELBO_SAMPLES:  # one model call of that many copies: 10**9
+        # was killed for memory (the server takes at most 64)
+        raise UserError(f"elbo_samples must be at most {MAX_ELBO_SAMPLES} (noisy copies of a "
+                        f"candidate scored in one model call), got {options.elbo_samples:,}")
     if options.default_max_len > MAX_GAP_TOKENS:  # a (hi + 1,) array per gap: 10**11 was a
         # 93 GiB MemoryError traceback
         raise UserError(f"default_max_len must be at most {MAX_GAP_TOKENS:,} tokens (longer than "
