@@ -89,3 +89,25 @@ def test_too_many_elbo_samples_is_a_user_error_before_any_model_work():
     r = infill(counting, TOK, "a[MASK:1-2]b", SampleConfig(steps=2),
                options=InfillOptions(elbo_samples=1024))
     assert len(r.candidates) == 2
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n"])
+def test_stdin_loses_the_line_end_that_ends_it_crlf_too(ckpt, capsys, monkeypatch, end):
+    """A template or text read from a CRLF file kept its ``"\\r"`` (``removesuffix("\\n")``):
+    the output ended with it, and spans counted it."""
+    import io
+    import json
+
+    args = ["infill", "--model", ckpt, "--json", "--seed", "3"]
+    assert main([*args, "a [MASK:2] b"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr("sys.stdin", io.StringIO("a [MASK:2] b" + end))
+    assert main([*args, "-"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["text"] == want["text"] and not got["text"].endswith("\r")
+    args = ["edit", "--model", ckpt, "--json", "--seed", "3", "--span", "6:9", "--text"]
+    assert main([*args, "Hello big world"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hello big world" + end))
+    assert main([*args, "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] == want["text"]
