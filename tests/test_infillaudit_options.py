@@ -111,3 +111,19 @@ def test_stdin_loses_the_line_end_that_ends_it_crlf_too(ckpt, capsys, monkeypatc
     monkeypatch.setattr("sys.stdin", io.StringIO("Hello big world" + end))
     assert main([*args, "-"]) == 0
     assert json.loads(capsys.readouterr().out)["text"] == want["text"]
+
+
+def test_a_gap_written_over_two_lines_is_named_on_one():
+    """Whitespace inside the brackets may be a line break; the messages and results that name
+    the gap quoted it raw, so a one-line error took two lines."""
+    class Small:
+        config = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=16)
+
+        def __call__(self, tokens, attention_mask=None):
+            return uniform(tokens)
+
+    with pytest.raises(UserError) as e:
+        infill(Small(), TOK, "a [MASK\n:1-300]")
+    assert "\n" not in str(e.value) and "gap 1 [MASK :1-300]" in str(e.value)
+    r = infill(uniform, TOK, "a [MASK:\ncity\n:2]", SampleConfig(steps=2))
+    assert r.gaps[0].name == "'city' [MASK: city :2]"

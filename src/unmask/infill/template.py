@@ -370,8 +370,11 @@ def find_gap(segments: Sequence[str | Gap], key: str) -> int:
 
 
 def _named(gap: Gap, k: int) -> str:
+    """``gap 2 [MASK:3]`` or ``'city' [MASK:city]``: the gap as its messages and results name
+    it, on one line (a line break inside the brackets, which the syntax allows, split the
+    one-line errors that quote it)."""
     label = repr(gap.name) if gap.name else f"gap {k}"
-    return f"{label} {gap.source}" if gap.source else label
+    return f"{label} {' '.join(gap.source.split())}" if gap.source else label
 
 
 def _token_mask(gap: Gap, tokenizer: Any, label: str) -> np.ndarray | None:
