@@ -704,6 +704,7 @@ def plan_template(
     for p in segments:  # first: ["a", 5] said "template has no gaps"
         if not isinstance(p, (str, Gap)):
             raise UserError(f"template items must be text or Gap, got {type(p).__name__}")
+    segments = _joined(segments)
     if not any(isinstance(p, Gap) for p in segments):
         raise UserError("template has no gaps")
     check_names(segments)
@@ -775,6 +776,19 @@ def segment_ids(tokenizer: Any, text: str, *, first: bool) -> list[int]:
     ):
         return rest
     return ids
+
+
+def _joined(segments: Sequence[str | Gap]) -> list[str | Gap]:
+    """``segments`` with adjacent texts joined: the spacing rules read the text right before
+    a gap (``["The ", "", Gap()]`` locked the space that ``["The ", Gap()]`` moves into the
+    gap, and ``["The", " ", Gap()]`` encoded ``"The"`` and ``" "`` apart)."""
+    out: list[str | Gap] = []
+    for p in segments:
+        if isinstance(p, str) and out and isinstance(out[-1], str):
+            out[-1] += p
+        else:
+            out.append(p)
+    return out
 
 
 def start_context(tokenizer: Any) -> list[int]:
