@@ -123,3 +123,11 @@ def test_fill_in_the_middle_reads_the_suffix_as_text_that_continues(monkeypatch)
     assert r.middle == " cat" and r.text == "mo catsat"
     r = fim.fill_middle(model, SP, "", "sat", max_new_tokens=1)  # the text's first word
     assert r.middle == "cat"
+
+
+def test_a_span_inside_a_word_is_refilled_with_the_tokens_it_has_there():
+    """``"sat"`` inside ``"mosat"`` is three tokens; encoded alone it was one (``"▁sat"``), so the
+    span was refilled with one token."""
+    r = edit(Prefers("s"), SP, "mosat", spans=[(2, 5)], config=SampleConfig(steps=3))
+    assert r.text == "mosss"
+    assert [(c.start, c.end, c.old, c.new) for c in r.changes] == [(2, 5, "sat", "sss")]

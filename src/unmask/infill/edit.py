@@ -38,6 +38,7 @@ from unmask.infill.template import (
     gap_automaton,
     leads,
     plan_template,
+    segment_ids,
     start_context,
     takes_space,
 )
@@ -467,7 +468,9 @@ def _edit(
             keep = s == 0 and text[:1].isspace()
             lead = s == 0 and not keep and leads(Gap(), tokenizer)
             space = " " if lead or takes_space(Gap(), text[pos:s], tokenizer) else ""
-            n = len(tokenizer.encode(space + text[s:e]))
+            # as text that continues one: a SentencePiece word start ("▁sat") is no token of
+            # "mosat" (``segment_ids``)
+            n = len(segment_ids(tokenizer, space + text[s:e], first=False))
             segments.append(Gap(n, name=f"span {s}:{e}", take_space=not keep))
             olds.append(text[s:e])
             pos = e
