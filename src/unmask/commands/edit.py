@@ -10,10 +10,9 @@ import sys
 import time
 
 from unmask.commands import registry_choice
-from unmask.commands.infill import add_common_flags, live_view, load_model
+from unmask.commands.infill import add_common_flags, live_view, load_model, stdin_text
 from unmask.commands.sample_options import with_seed
 from unmask.errors import UserError
-from unmask.files import read_user_stdin
 from unmask.messages import plural
 
 
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = with_seed(sample_config_from_args(args))  # a sampled run reports its seed
     # as infill's template: the newline that ends the input is not part of the text
-    text = read_user_stdin().removesuffix("\n") if args.text == "-" else args.text
+    text = stdin_text() if args.text == "-" else args.text
     if args.rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {args.rounds}")
     if args.rounds > 1 and args.lowest is None:

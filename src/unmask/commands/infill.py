@@ -40,6 +40,14 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     add_runtime_flags(parser, decodes=True)
 
 
+def stdin_text() -> str:
+    """Standard input less the line end that ends it (``-`` for a template or a text): a
+    ``"\r\n"`` as well as a ``"\n"`` (a CRLF file kept its ``"\r"``: the filled text ended
+    with it, and spans counted it)."""
+    text = read_user_stdin()
+    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+
+
 def load_model(args: argparse.Namespace) -> Any:
     """The checkpoint of ``--model`` on ``--device`` in ``--dtype``, in eval mode."""
     from unmask import api
@@ -133,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     SampleConfig(**given)  # bad options before loading anything
     options = dataclass_from_args(InfillOptions, args)
     if args.template == "-":
-        args.template = read_user_stdin().removesuffix("\n")  # the newline that ends the input
+        args.template = stdin_text()  # less the line end that ends the input
     template = constrained_template(args)  # template and constraint errors before loading anything
     loaded = load_model(args)
     config = api.infill_sample_config(loaded, given)

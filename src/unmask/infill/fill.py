@@ -50,15 +50,21 @@ from unmask.evaluate import _shifted, sequence_elbo_terms
 from unmask.infill.automaton import GapConstraint, cached_automaton, vocab_of
 from unmask.infill.template import (
     CLOSING,
+    MAX_GAP_TOKENS,
     Gap,
     Plan,
     Spans,
     layouts_canvas,
     plan_template,
+    segment_ids,
 )
 from unmask.sampling import make_generator, sample
 from unmask.sampling.loop import MaskPredictor, StepCallback
 from unmask.sampling.policies import make_policy
+
+MAX_ELBO_SAMPLES = 1024
+"""Most noisy copies per candidate (``InfillOptions.elbo_samples``): each candidate's copies
+are scored in one model call, (elbo_samples, L, V) logits."""
 
 
 @dataclass
@@ -404,7 +410,8 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
                 pieces.append((" " if text else None, space_ids, None))
         elif hole.lead and hole.space_is_taken(text):  # a virtual space at the start: dropped
             text = text[1:]
-            ids = list(tokenizer.encode(text)) if text else []
+            first = not any(t for t, _, _ in pieces)  # else the start of a line
+            ids = segment_ids(tokenizer, text, first=first) if text else []
         pieces.append((text, ids, k))
     lead = next((i for i, (t, _, _) in enumerate(pieces) if t), None)
     if lead is not None and pieces[lead][2] is None and lead > 0 and pieces[lead][0][:1] == " ":
@@ -1036,6 +1043,17 @@ def infill(
     if options.max_search_calls < 0:
         raise UserError(f"max_search_calls must be 0 (no limit) or positive, got "
                         f"{options.max_search_calls}")
+    if options.elbo_samples > MAX_ELBO_SAMPLES:  # one model call of that many copies: 10**9
+        # was killed for memory (the server takes at most 64)
+        raise UserError(f"elbo_samples must be at most {MAX_ELBO_SAMPLES} (noisy copies of a "
+                        f"candidate scored in one model call), got {options.elbo_samples:,}")
+    if options.default_max_len > MAX_GAP_TOKENS:  # a (hi + 1,) array per gap: 10**11 was a
+        # 93 GiB MemoryError traceback
+        raise UserError(f"default_max_len must be at most {MAX_GAP_TOKENS:,} tokens (longer than "
+                        f"any model's context), got {options.default_max_len:,}")
+    if not 0 <= options.elbo_seed < 2**63:  # torch's manual_seed: 10**23 was an OverflowError
+        # traceback, -1 was taken as another seed
+        raise UserError(f"elbo_seed must be from 0 to 2**63 - 1, got {options.elbo_seed}")
     _length_mode(model, Plan(items=[], holes=[]), options)  # bad options before any work
     plan = plan_template(
         template,

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.infill.automaton import TokenAutomaton
+from unmask.infill.automaton import TokenAutomaton, vocab_of
 from unmask.infill.fill import InfillResult, _render
 from unmask.infill.template import (
     Gap,
@@ -42,6 +42,7 @@ from unmask.infill.template import (
     _named,
     parse_template,
     plan_template,
+    segment_ids,
     takes_space,
 )
 from unmask.sampling.ar import generate_ar
@@ -222,9 +223,11 @@ def fill_middle(
     """The text between ``prefix`` and ``suffix``, written by an AR-FIM model (``fill_middle_ids``).
 
     Stops at EOS or after ``max_new_tokens`` tokens; ``min_new_tokens = max_new_tokens = n``
-    gives exactly n tokens. ``prefix`` and ``suffix`` are encoded separately (see the
-    tokenization caveat in docs/infill.md). ``tokenizer`` must be the model's own: its FIM
-    sentinels must have the ids of ``model.config``.
+    gives exactly n tokens. ``prefix`` and ``suffix`` are encoded separately, the suffix as
+    text that continues one (``unmask.infill.template.segment_ids``: no SentencePiece word
+    start of its own), and after a prefix ``middle`` is its tokens' bytes (docs/infill.md,
+    BPE spacing). ``tokenizer`` must be the model's own: its FIM sentinels must have the ids
+    of ``model.config``.
     """
     cfg = _config(model)
     fim = tokenizer.fim_ids() if hasattr(tokenizer, "fim_ids") else {}
@@ -241,7 +244,7 @@ def fill_middle(
     res = fill_middle_ids(
         model,
         tokenizer.encode(prefix),
-        tokenizer.encode(suffix),
+        segment_ids(tokenizer, suffix, first=False),  # it continues the text, no word start
         max_new_tokens=max_new_tokens,
         min_new_tokens=min_new_tokens,
         temperature=temperature,
@@ -250,7 +253,11 @@ def fill_middle(
         generator=generator,
         penalties=penalties,
     )
-    res.middle = tokenizer.decode(res.tokens)
+    # after a prefix, its tokens' bytes: a SentencePiece decoder drops the space of a text's
+    # first word start, and the middle's first token is then none ("mo" + "▁cat" + "sat"
+    # was "mocatsat")
+    res.middle = (vocab_of(tokenizer).decode(res.tokens) if prefix
+                  else tokenizer.decode(res.tokens))
     res.text = prefix + res.middle + suffix
     return res
 
@@ -275,14 +282,16 @@ def _guided_middle(
     auto = auto.intersect(TokenAutomaton.at_least(lo, auto.vocab_size))
     if not auto.feasible_lengths(hi).any():
         raise UserError(f"{label}: no text of {lo} to {hi} tokens satisfies its constraint")
-    prefix_ids, suffix_ids = tokenizer.encode(prefix), tokenizer.encode(suffix)
+    prefix_ids = tokenizer.encode(prefix)
+    suffix_ids = segment_ids(tokenizer, suffix, first=False)
     # fill_left_to_right's own check speaks of a form's holes
     _check_fits(cfg, len(prefix_ids), len(suffix_ids), hi, eos=True)
     prompt = fim_prompt(cfg, prefix_ids, suffix_ids)
     got = fill_left_to_right(model, [prompt], [[("hole", 0)]], [auto], [hi], config,
                              eos_id=cfg.eos_id)
     tokens = got.holes[0][0]
-    return FimResult(tokens=tokens, ended=True, nfe=got.nfe, middle=tokenizer.decode(tokens))
+    return FimResult(tokens=tokens, ended=True, nfe=got.nfe,
+                     middle=vocab_of(tokenizer).decode(tokens))
 
 
 def infill_causal(
@@ -333,8 +342,8 @@ def infill_causal(
     # gap can take every length up to its maximum, a constrained one maybe fewer (the plan's)
     if isinstance(declared, int) and not _constrained(gap):
         cut = prefix[:-1] if takes_space(gap, prefix, tokenizer) else prefix  # as the plan
-        _check_fits(_config(model), len(tokenizer.encode(cut)), len(tokenizer.encode(suffix)),
-                    declared)
+        _check_fits(_config(model), len(tokenizer.encode(cut)),
+                    len(segment_ids(tokenizer, suffix, first=False)), declared)
     plan = plan_template(segments, tokenizer)
     hole = plan.holes[0]
     # the lengths the diffusion path may give it: [MASK:0-b] may stay empty, a bare [MASK]

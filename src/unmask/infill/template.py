@@ -370,8 +370,11 @@ def find_gap(segments: Sequence[str | Gap], key: str) -> int:
 
 
 def _named(gap: Gap, k: int) -> str:
+    """``gap 2 [MASK:3]`` or ``'city' [MASK:city]``: the gap as its messages and results name
+    it, on one line (a line break inside the brackets, which the syntax allows, split the
+    one-line errors that quote it)."""
     label = repr(gap.name) if gap.name else f"gap {k}"
-    return f"{label} {gap.source}" if gap.source else label
+    return f"{label} {' '.join(gap.source.split())}" if gap.source else label
 
 
 def _token_mask(gap: Gap, tokenizer: Any, label: str) -> np.ndarray | None:
@@ -701,6 +704,7 @@ def plan_template(
     for p in segments:  # first: ["a", 5] said "template has no gaps"
         if not isinstance(p, (str, Gap)):
             raise UserError(f"template items must be text or Gap, got {type(p).__name__}")
+    segments = _joined(segments)
     if not any(isinstance(p, Gap) for p in segments):
         raise UserError("template has no gaps")
     check_names(segments)
@@ -744,10 +748,47 @@ def plan_template(
             if move_spaces and isinstance(nxt, Gap) and takes_space(nxt, p, tokenizer):
                 p = p[:-1]
             if p:
-                items.append(("text", (list(tokenizer.encode(p)), p)))
+                items.append(("text", (segment_ids(tokenizer, p, first=not items), p)))
     plan = Plan(items=items, holes=holes)
     check_context(plan, max_seq_len)
     return with_start_context(plan, tokenizer, max_seq_len)
+
+
+def segment_ids(tokenizer: Any, text: str, *, first: bool) -> list[int]:
+    """The ids of one text segment of a template. The ``first`` (the start of the text) is
+    encoded as it is. A later one continues a text: a SentencePiece-style tokenizer marks the
+    start of every text it encodes with a word start (``"sat"`` as ``"▁sat"``, a space the
+    template does not have, which the model read), so where its ids do not stand for exactly
+    its bytes it is encoded after a line break whose ids are then dropped (as ``transformers``
+    encodes the pieces of a chat, ``unmask.chat``), when that gives its bytes exactly."""
+    ids = list(tokenizer.encode(text))
+    if first or not text:
+        return ids
+    vocab = vocab_of(tokenizer)
+    want = text.encode("utf-8")
+    if b"".join(vocab.token_bytes(t) for t in ids) == want:
+        return ids
+    newline = list(tokenizer.encode("\n"))
+    after = list(tokenizer.encode("\n" + text))
+    rest = after[len(newline) :]
+    if newline and after[: len(newline)] == newline and rest and (
+        b"".join(vocab.token_bytes(t) for t in rest) == want
+    ):
+        return rest
+    return ids
+
+
+def _joined(segments: Sequence[str | Gap]) -> list[str | Gap]:
+    """``segments`` with adjacent texts joined: the spacing rules read the text right before
+    a gap (``["The ", "", Gap()]`` locked the space that ``["The ", Gap()]`` moves into the
+    gap, and ``["The", " ", Gap()]`` encoded ``"The"`` and ``" "`` apart)."""
+    out: list[str | Gap] = []
+    for p in segments:
+        if isinstance(p, str) and out and isinstance(out[-1], str):
+            out[-1] += p
+        else:
+            out.append(p)
+    return out
 
 
 def start_context(tokenizer: Any) -> list[int]:
@@ -796,10 +837,14 @@ def check_context(plan: Plan, max_seq_len: int | None) -> None:
     for k, h in enumerate(plan.holes):
         room = max_seq_len - fixed - (sum(mins) - mins[k])
         if h.candidates[-1] > room:
+            g = h.gap
+            # a constrained gap with no length: its maximum is default_max_len's
+            default = g is not None and g.length is None and g.max_len is None and g.constrained
+            fix = ("give it a maximum ([MASK:1-n]) or lower default_max_len" if default
+                   else "lower its maximum")
             raise UserError(
                 f"{h.label}: up to {h.candidates[-1]} tokens, but only {room} fit in "
-                f"{CONTEXT_WORDS} {max_seq_len}, {plural(fixed, 'token')} of text); "
-                "lower its maximum"
+                f"{CONTEXT_WORDS} {max_seq_len}, {plural(fixed, 'token')} of text); {fix}"
             )
 
 
@@ -921,6 +966,7 @@ __all__ = [
     "layouts_canvas",
     "leads",
     "parse_template",
+    "segment_ids",
     "start_context",
     "with_start_context",
     "plan_template",
