@@ -39,8 +39,9 @@ class TaskScore:
 
 def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) -> Any:
     """The ``SampleConfig`` of a task run: room for the longest answer plus its EOS (whole
-    blocks of a block-causal ``bd3lm`` model, which decodes nothing shorter), one block, one
-    token per step, greedy, then ``given`` on top. The longest answer is the one of most
+    blocks of a block-causal ``bd3lm`` model, which decodes nothing shorter, and of a given
+    ``block_length`` without a given ``gen_length``: the room must divide into them), one
+    block, one token per step, greedy, then ``given`` on top. The longest answer is the one of most
     tokens among those the checkers accept (``unmask.tasks.answers``: every countdown
     solution, not only the reference). A given ``gen_length`` shorter than the longest
     reference answer would cut the answers the task is trained on (one from there up to
@@ -56,6 +57,9 @@ def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) ->
     longest = 1 + answer_tokens(tok, items)
     reference = 1 + max(len(ids) for ids in tok.encode_batch([i.answer for i in items]))
     block = facts_of(loaded).block_size  # None but for block-causal models
+    asked = given.get("block_length")  # semi-autoregressive blocks: the room in whole ones
+    if not block and "gen_length" not in given and isinstance(asked, int) and asked > 0:
+        block = asked  # (it was the answer's length, refused unless a multiple of them)
 
     def whole_blocks(n: int) -> int:
         return -(-n // block) * block if block else n
