@@ -496,6 +496,31 @@ def check_task_files(folder: str | Path) -> None:
             raise UserError(f"{path}{where}: not a valid task file ({problem})") from None
 
 
+def check_output_path(output_path: str | Path) -> Path:
+    """The folder lm-eval writes its results in under ``output_path`` (a ``.json`` path's
+    folder, else the path itself), created and written to once (a file made and removed);
+    where that fails, a one-line ``UserError``. lm-eval only logs "Could not save results
+    aggregated" and goes on: a run given a file, a folder under a file or a folder it could
+    not write in ended with exit 0 and no results written."""
+    import tempfile
+
+    if not str(output_path).strip():  # Path("") is ".": the working folder
+        raise UserError("--output-path: expected a folder, got an empty name")
+    path = Path(output_path)
+    folder = path.parent if path.suffix == ".json" else path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except FileExistsError:  # a file where the folder goes
+        raise UserError(f"--output-path {output_path}: {folder} is a file, not a folder "
+                        "lm-eval can write its results in") from None
+    except OSError as e:  # a file above it, no permission, a read-only file system
+        raise UserError(f"--output-path {output_path}: lm-eval could not write its results "
+                        f"in {folder} ({e.strerror or e})") from None
+    return folder
+
+
 def find_tasks(tasks: Sequence[str], include_path: str | None = None) -> Any:
     """lm-eval's ``TaskManager`` that knows every name of ``tasks`` (tasks, groups, tags or
     YAML paths; ``include_path`` a folder of extra task YAMLs), built before anything slow
@@ -599,6 +624,8 @@ def run_tasks(
     from lm_eval.utils import make_table
 
     check_seed(seed)
+    if output_path:
+        check_output_path(output_path)
     manager = task_manager if task_manager is not None else find_tasks(tasks, include_path)
     tracker = EvaluationTracker(output_path=output_path) if output_path else None
     with _task_errors(tasks), offline_hub():  # the tasks' data: local or cached, never fetched
@@ -633,6 +660,7 @@ __all__ = [
     "LM_EVAL_INSTALL",
     "LOGLIKELIHOOD_TYPES",
     "UnmaskLM",
+    "check_output_path",
     "check_seed",
     "check_task_files",
     "find_tasks",

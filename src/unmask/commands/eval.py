@@ -436,6 +436,7 @@ def run(args: argparse.Namespace) -> int:
     tasks: list[str] = []
     if args.tasks:  # a model no lm-eval task can run on, an unknown task: now, not after the rest
         from unmask.lm_eval import (
+            check_output_path,
             check_seed,
             find_tasks,
             loglikelihood_refusal,
@@ -444,6 +445,8 @@ def run(args: argparse.Namespace) -> int:
         )
 
         check_seed(args.seed)
+        if args.output_path is not None:  # lm-eval only logs that it could not write there
+            check_output_path(args.output_path)
         refuse_unprompted(facts, "eval --tasks")
         tasks = _task_names(args.tasks)
         manager = find_tasks(tasks, args.include_path)
