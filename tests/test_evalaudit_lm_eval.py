@@ -81,3 +81,14 @@ def test_a_new_nested_output_path_gets_the_results(setup, tmp_path, capsys):
     assert main([*setup, "--output-path", str(tmp_path / "res" / "r.json")]) == 0
     capsys.readouterr()
     assert list((tmp_path / "res").glob("r_*.json"))
+
+
+def test_log_samples_without_an_output_path_is_one_line(tmp_path, capsys):
+    """--log-samples writes into --output-path; without one it was dropped in silence (lm-eval's
+    own CLI refuses it the same way). Refused before the checkpoint is read."""
+    argv = ["eval", str(tmp_path / "nothing-here"), "--tasks", "x", "--log-samples",
+            "--no-score", "--no-plot"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--log-samples writes every item's prompt and answers under " \
+        "--output-path DIR: give it" in err[0]

@@ -229,6 +229,9 @@ def _counts(args: argparse.Namespace) -> None:
     ]
     if stray and not args.tasks:
         raise UserError(f"--{stray[0].replace('_', '-')} applies to lm-eval tasks: give --tasks")
+    if args.log_samples and args.output_path is None:  # lm-eval's CLI refuses it too
+        raise UserError("--log-samples writes every item's prompt and answers under "
+                        "--output-path DIR: give it (without, nothing was written)")
     if args.plot is not None and args.no_plot:
         raise UserError("--plot FILE and --no-plot: give one of them")
     if args.no_score:  # flags of the samples that will not be drawn are not ignored
