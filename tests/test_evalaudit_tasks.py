@@ -82,3 +82,17 @@ def test_solve_rates_come_with_their_interval(tiny_run, tmp_path, capsys):
     lo, hi = tasks["intervals"]["reversal"]
     assert (f"reversal: {solved}/{total} solved ({solved / total:.1%}; 95% interval "
             f"{lo:.1%} to {hi:.1%})") in out
+
+
+def test_one_gap_is_one_gap_in_the_report():
+    """The infill line said "on 1 gaps"."""
+    from unmask.report import RunReport
+
+    infill = {"exact": 1.0, "token_acc": 1.0, "n": 1, "gaps": "g.jsonl", "method": "diffusion",
+              "nfe": 3.0, "seconds": 0.01}
+    r = RunReport(checkpoint="c", run=None, step=None, objective=None, infill=infill)
+    (line,) = [x for x in r.lines() if x.startswith("infill")]
+    assert "on 1 gap of g.jsonl (diffusion" in line
+    r.infill = {**infill, "n": 2}
+    (line,) = [x for x in r.lines() if x.startswith("infill")]
+    assert "on 2 gaps of g.jsonl (diffusion" in line

@@ -550,7 +550,7 @@ class RunReport:
                 (
                     "infill",
                     f"exact match {f['exact']:.1%}, token accuracy {f['token_acc']:.1%} on "
-                    f"{f['n']} gaps of {f['gaps']} ({f['method']}, true lengths, "
+                    f"{plural(f['n'], 'gap')} of {f['gaps']} ({f['method']}, true lengths, "
                     f"{f['nfe']:.1f} model calls and {f['seconds']:.3f} s per gap)",
                 )
             )
