@@ -122,8 +122,10 @@ def score_items(
 ) -> TaskScore:
     """Decode every item's prompt (after the EOS that separates training examples, so the
     prompt starts a document as in training) and count the outputs its task accepts.
-    ``config``: ``task_config(loaded, items, given)`` when the caller has it already."""
-    from unmask.api import facts_of, run_to_end, start
+    ``config``: ``task_config(loaded, items, given)`` when the caller has it already.
+    Each item's output is the one it gets decoded alone (``_decode``), whatever the
+    ``batch_size`` and the items beside it."""
+    from unmask.api import choose, facts_of
     from unmask.report import decoding_options
 
     if config is None:
@@ -134,11 +136,11 @@ def score_items(
     groups: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     solved = 0
     examples: list[dict[str, Any]] = []
+    decoder = choose(loaded, config)
     for lo in range(0, len(items), batch_size):
         chunk = items[lo : lo + batch_size]
         prompts = [head + tok.encode(i.prompt) for i in chunk]
-        result, _ = run_to_end(start(loaded, prompts, config))
-        for item, text in zip(chunk, result.texts(tok), strict=True):
+        for item, text in zip(chunk, _decode(loaded, prompts, config, decoder), strict=True):
             ok = check_item(item, text)
             solved += ok
             for key in _groups(item):
@@ -164,6 +166,34 @@ def wilson_interval(solved: int, total: int, z: float = 1.96) -> tuple[float, fl
     centre = (p + z2 / (2 * total)) / (1 + z2 / total)
     half = z * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total)) / (1 + z2 / total)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _decode(loaded: Any, prompts: list[list[int]], config: Any, decoder: str) -> list[str]:
+    """The texts decoded after ``prompts``, each the one its prompt gets alone under
+    ``config.seed``: a run that draws random numbers (``unmask.api.draws_noise``: SEDD, the
+    continuous decoders at any temperature, any decoder above temperature 0) gives each row
+    a generator of its own seeded ``config.seed`` (``unmask.api.seeds_in_one_run``), or
+    runs each row alone, the runs sharing each forward pass where they can; a greedy run
+    is one batch. One generator for a batch made an item's output depend on the items
+    beside it and on ``batch_size`` (all 16 items of a SEDD model's test set changed
+    between batches of 32 and of 1)."""
+    from unmask.api import draws_noise, run_to_end, seeds_in_one_run, start
+    from unmask.sampling.protocol import step_together
+
+    tok = loaded.tokenizer
+    if len(prompts) > 1 and config.seed is not None and draws_noise(decoder, config):
+        if seeds_in_one_run(loaded, config):
+            run = start(loaded, prompts, config, seeds=[config.seed] * len(prompts))
+            return run_to_end(run)[0].texts(tok)
+        runs = [start(loaded, [p], config) for p in prompts]
+        if all(r.shares_forward for r in runs):
+            while not all(r.done for r in runs):
+                step_together(runs)
+            results = [r.result() for r in runs]
+        else:
+            results = [r.run() for r in runs]
+        return [r.texts(tok)[0] for r in results]
+    return run_to_end(start(loaded, prompts, config))[0].texts(tok)
 
 
 def _groups(item: Item) -> list[str]:
