@@ -92,3 +92,39 @@ def test_log_samples_without_an_output_path_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--log-samples writes every item's prompt and answers under " \
         "--output-path DIR: give it" in err[0]
+
+
+@pytest.mark.parametrize(("family", "sample"), [("sedd", False), ("causal", True),
+                                                ("bidirectional", True)])
+def test_generate_until_rows_that_draw_noise_decode_as_alone(tmp_path, family, sample):
+    """A sampled task (do_sample with a temperature) or a SEDD model at any temperature: each
+    request's text is the one it gets alone (one generator for a batch of 16 made each
+    depend on the others)."""
+    from lm_eval.api.instance import Instance
+
+    from unmask.checkpoint import load, save_checkpoint
+    from unmask.config import TrainConfig, model_preset
+    from unmask.lm_eval import UnmaskLM
+    from unmask.model import Transformer
+    from unmask.objectives import objective_spec
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    kind = {} if family == "sedd" else {"attention": family}
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48, **kind)
+    if family == "sedd":
+        cfg = objective_spec("sedd").configure(cfg, TrainConfig())
+    save_checkpoint(tmp_path, model=Transformer(cfg), tokenizer=tok)
+    lm = UnmaskLM(loaded=load(tmp_path), batch_size=4, greedy_check=False)
+    options = {"until": [], "max_gen_toks": 6}
+    if sample:
+        options |= {"do_sample": True, "temperature": 1.0}
+    reqs = [Instance("generate_until", {}, (p, dict(options)), 0)
+            for p in ("a", "hello there, a longer one", "xyz", "b")]
+    together = lm.generate_until(reqs)
+    assert together == [lm.generate_until([r])[0] for r in reqs]
+    # a request repeated (lm-eval's repeats): the j-th copy is seeded seed + j, as alone
+    again = UnmaskLM(loaded=lm.loaded, batch_size=4, greedy_check=False, seed=1)
+    assert lm.generate_until([reqs[1], reqs[1]]) == [together[1],
+                                                    again.generate_until([reqs[1]])[0]]

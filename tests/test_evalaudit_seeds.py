@@ -54,4 +54,11 @@ def test_each_item_decodes_as_alone(tmp_path, family, given):
     outputs = [e["output"] for e in together.examples]
     assert outputs == [e["output"] for e in apart.examples]
     assert outputs[2:] == [e["output"] for e in first.examples]
-    assert len(set(outputs)) > 1  # the rows are not one text copied
+    # an item repeated in the file is a draw of its own (seed + 1), as alone
+    twice = score_items(loaded, [ITEMS[0], ITEMS[0]], config=config, batch_size=2,
+                        keep_examples=2)
+    import dataclasses
+
+    other = score_items(loaded, [ITEMS[0]], config=dataclasses.replace(config, seed=1),
+                        keep_examples=1)
+    assert [e["output"] for e in twice.examples] == [outputs[0], other.examples[0]["output"]]

@@ -291,11 +291,16 @@ class UnmaskLM(LM):
     def generate_until(self, requests: list[Any]) -> list[str]:
         """The continuation of each context, decoded by ``unmask.api.start`` and cut at the
         first of the request's ``until`` strings. Requests with equal generation options are
-        decoded together, ``batch_size`` at a time."""
-        from unmask.api import run_to_end, start
+        decoded together, ``batch_size`` at a time, each as it decodes alone under the seed
+        (``unmask.tasks.score.decode_each``)."""
+        from unmask.api import choose
         from unmask.sampling.protocol import decode_generations
+        from unmask.tasks.score import decode_each, repeat_seeds
 
         t0 = time.perf_counter()
+        # the j-th of identical requests (lm-eval's repeats) is seeded seed + j
+        seeds = repeat_seeds(self.seed, [json.dumps(r.args, sort_keys=True, default=str)
+                                         for r in requests])
         out: list[str | None] = [None] * len(requests)
         groups: dict[str, list[int]] = {}
         for i, req in enumerate(requests):
@@ -316,9 +321,12 @@ class UnmaskLM(LM):
                     if room > 0 else []
                     for i in chunk
                 ]
-                result, _ = run_to_end(start(self.loaded, prompts, config))
-                ids = [row[:wanted] for row in result.gen_ids]
-                texts = decode_generations(ids, self.tokenizer, result.eos_id)
+                # each row as alone under the seed, where the run draws random numbers: not
+                # one generator for the batch, whose rows then depended on each other
+                rows = decode_each(self.loaded, prompts, config, choose(self.loaded, config),
+                                   [seeds[i] for i in chunk])
+                texts = [decode_generations([r.gen_ids[k][:wanted]], self.tokenizer, r.eos_id)[0]
+                         for r, k in rows]
                 for i, text in zip(chunk, texts, strict=True):
                     cut = min([text.index(s) for s in until if s and s in text], default=len(text))
                     out[i] = text[:cut]

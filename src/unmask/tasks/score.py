@@ -7,7 +7,7 @@ Sudoku with the same adaptive order); a causal model decodes left to right. Ever
 option given by the user overrides these defaults.
 
 Inside: ``TaskScore``, ``task_config``, ``answer_tokens``, ``score_items``,
-``wilson_interval``.
+``decode_each``, ``repeat_seeds``, ``wilson_interval``.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def score_items(
     """Decode every item's prompt (after the EOS that separates training examples, so the
     prompt starts a document as in training) and count the outputs its task accepts.
     ``config``: ``task_config(loaded, items, given)`` when the caller has it already.
-    Each item's output is the one it gets decoded alone (``_decode``), whatever the
+    Each item's output is the one it gets decoded alone (``decode_each``), whatever the
     ``batch_size`` and the items beside it."""
     from unmask.api import choose, facts_of
     from unmask.report import decoding_options
@@ -137,10 +137,13 @@ def score_items(
     solved = 0
     examples: list[dict[str, Any]] = []
     decoder = choose(loaded, config)
+    seeds = repeat_seeds(config.seed or 0, [i.prompt for i in items])  # over the whole file
     for lo in range(0, len(items), batch_size):
         chunk = items[lo : lo + batch_size]
         prompts = [head + tok.encode(i.prompt) for i in chunk]
-        for item, text in zip(chunk, _decode(loaded, prompts, config, decoder), strict=True):
+        rows = decode_each(loaded, prompts, config, decoder, seeds[lo : lo + batch_size])
+        texts = [r.texts(tok)[i] for r, i in rows]
+        for item, text in zip(chunk, texts, strict=True):
             ok = check_item(item, text)
             solved += ok
             for key in _groups(item):
@@ -168,32 +171,57 @@ def wilson_interval(solved: int, total: int, z: float = 1.96) -> tuple[float, fl
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _decode(loaded: Any, prompts: list[list[int]], config: Any, decoder: str) -> list[str]:
-    """The texts decoded after ``prompts``, each the one its prompt gets alone under
-    ``config.seed``: a run that draws random numbers (``unmask.api.draws_noise``: SEDD, the
-    continuous decoders at any temperature, any decoder above temperature 0) gives each row
-    a generator of its own seeded ``config.seed`` (``unmask.api.seeds_in_one_run``), or
-    runs each row alone, the runs sharing each forward pass where they can; a greedy run
-    is one batch. One generator for a batch made an item's output depend on the items
-    beside it and on ``batch_size`` (all 16 items of a SEDD model's test set changed
-    between batches of 32 and of 1)."""
+def repeat_seeds(seed: int, keys: Sequence[Any]) -> list[int]:
+    """One seed per row: ``seed`` for the first row of each key, ``seed + j`` for its j-th
+    repeat (as ``unmask.api.row_seeds`` seeds the ``n`` choices of a prompt), wrapping past
+    ``MAX_SEED``: identical requests (lm-eval's ``repeats``, for majority votes and pass@k)
+    are draws of their own, and a row's seed does not depend on the other keys."""
+    from unmask.config import MAX_SEED
+
+    seen: dict[Any, int] = defaultdict(int)
+    out = []
+    for key in keys:
+        out.append((seed + seen[key]) % (MAX_SEED + 1))
+        seen[key] += 1
+    return out
+
+
+def decode_each(
+    loaded: Any, prompts: list[list[int]], config: Any, decoder: str,
+    seeds: Sequence[int] | None = None,
+) -> list[tuple[Any, int]]:
+    """Decode ``prompts`` (token ids) under ``config`` (run by ``decoder``: ``api.choose``),
+    each prompt as it decodes alone under its seed (``seeds``, default ``repeat_seeds`` of
+    ``config.seed`` over the prompts): per prompt, the ``GenerateResult`` that holds its row
+    and the row's index there. A run that draws random numbers
+    (``unmask.api.draws_noise``: SEDD, the continuous decoders at any temperature, any
+    decoder above temperature 0) gives each row a generator of its own
+    (``unmask.api.seeds_in_one_run``), or runs each row alone, the runs sharing each forward
+    pass where they can; a greedy run is one batch. One generator for a batch made a row's
+    output depend on the rows beside it and on the batch size (all 16 items of a SEDD
+    model's test set changed between batches of 32 and of 1). The task scorer and
+    ``unmask.lm_eval``'s ``generate_until`` decode by it."""
+    import dataclasses
+
     from unmask.api import draws_noise, run_to_end, seeds_in_one_run, start
     from unmask.sampling.protocol import step_together
 
-    tok = loaded.tokenizer
-    if len(prompts) > 1 and config.seed is not None and draws_noise(decoder, config):
+    if config.seed is not None and draws_noise(decoder, config):
+        if seeds is None:
+            seeds = repeat_seeds(config.seed, [tuple(p) for p in prompts])
         if seeds_in_one_run(loaded, config):
-            run = start(loaded, prompts, config, seeds=[config.seed] * len(prompts))
-            return run_to_end(run)[0].texts(tok)
-        runs = [start(loaded, [p], config) for p in prompts]
+            run = start(loaded, prompts, config, seeds=list(seeds))
+            result = run_to_end(run)[0]
+            return [(result, i) for i in range(len(prompts))]
+        runs = [start(loaded, [p], dataclasses.replace(config, seed=s))
+                for p, s in zip(prompts, seeds, strict=True)]
         if all(r.shares_forward for r in runs):
             while not all(r.done for r in runs):
                 step_together(runs)
-            results = [r.result() for r in runs]
-        else:
-            results = [r.run() for r in runs]
-        return [r.texts(tok)[0] for r in results]
-    return run_to_end(start(loaded, prompts, config))[0].texts(tok)
+            return [(r.result(), 0) for r in runs]
+        return [(r.run(), 0) for r in runs]
+    result = run_to_end(start(loaded, prompts, config))[0]
+    return [(result, i) for i in range(len(prompts))]
 
 
 def _groups(item: Item) -> list[str]:
@@ -201,4 +229,5 @@ def _groups(item: Item) -> list[str]:
     return [item.task] + ([f"{item.task}/{direction}"] if direction else [])
 
 
-__all__ = ["TaskScore", "answer_tokens", "score_items", "task_config", "wilson_interval"]
+__all__ = ["TaskScore", "answer_tokens", "decode_each", "repeat_seeds", "score_items",
+           "task_config", "wilson_interval"]
