@@ -291,11 +291,16 @@ class UnmaskLM(LM):
     def generate_until(self, requests: list[Any]) -> list[str]:
         """The continuation of each context, decoded by ``unmask.api.start`` and cut at the
         first of the request's ``until`` strings. Requests with equal generation options are
-        decoded together, ``batch_size`` at a time."""
-        from unmask.api import run_to_end, start
+        decoded together, ``batch_size`` at a time, each as it decodes alone under the seed
+        (``unmask.tasks.score.decode_each``)."""
+        from unmask.api import choose
         from unmask.sampling.protocol import decode_generations
+        from unmask.tasks.score import decode_each, repeat_seeds
 
         t0 = time.perf_counter()
+        # the j-th of identical requests (lm-eval's repeats) is seeded seed + j
+        seeds = repeat_seeds(self.seed, [json.dumps(r.args, sort_keys=True, default=str)
+                                         for r in requests])
         out: list[str | None] = [None] * len(requests)
         groups: dict[str, list[int]] = {}
         for i, req in enumerate(requests):
@@ -316,9 +321,12 @@ class UnmaskLM(LM):
                     if room > 0 else []
                     for i in chunk
                 ]
-                result, _ = run_to_end(start(self.loaded, prompts, config))
-                ids = [row[:wanted] for row in result.gen_ids]
-                texts = decode_generations(ids, self.tokenizer, result.eos_id)
+                # each row as alone under the seed, where the run draws random numbers: not
+                # one generator for the batch, whose rows then depended on each other
+                rows = decode_each(self.loaded, prompts, config, choose(self.loaded, config),
+                                   [seeds[i] for i in chunk])
+                texts = [decode_generations([r.gen_ids[k][:wanted]], self.tokenizer, r.eos_id)[0]
+                         for r, k in rows]
                 for i, text in zip(chunk, texts, strict=True):
                     cut = min([text.index(s) for s in until if s and s in text], default=len(text))
                     out[i] = text[:cut]
@@ -496,6 +504,31 @@ def check_task_files(folder: str | Path) -> None:
             raise UserError(f"{path}{where}: not a valid task file ({problem})") from None
 
 
+def check_output_path(output_path: str | Path) -> Path:
+    """The folder lm-eval writes its results in under ``output_path`` (a ``.json`` path's
+    folder, else the path itself), created and written to once (a file made and removed);
+    where that fails, a one-line ``UserError``. lm-eval only logs "Could not save results
+    aggregated" and goes on: a run given a file, a folder under a file or a folder it could
+    not write in ended with exit 0 and no results written."""
+    import tempfile
+
+    if not str(output_path).strip():  # Path("") is ".": the working folder
+        raise UserError("--output-path: expected a folder, got an empty name")
+    path = Path(output_path)
+    folder = path.parent if path.suffix == ".json" else path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except FileExistsError:  # a file where the folder goes
+        raise UserError(f"--output-path {output_path}: {folder} is a file, not a folder "
+                        "lm-eval can write its results in") from None
+    except OSError as e:  # a file above it, no permission, a read-only file system
+        raise UserError(f"--output-path {output_path}: lm-eval could not write its results "
+                        f"in {folder} ({e.strerror or e})") from None
+    return folder
+
+
 def find_tasks(tasks: Sequence[str], include_path: str | None = None) -> Any:
     """lm-eval's ``TaskManager`` that knows every name of ``tasks`` (tasks, groups, tags or
     YAML paths; ``include_path`` a folder of extra task YAMLs), built before anything slow
@@ -599,6 +632,8 @@ def run_tasks(
     from lm_eval.utils import make_table
 
     check_seed(seed)
+    if output_path:
+        check_output_path(output_path)
     manager = task_manager if task_manager is not None else find_tasks(tasks, include_path)
     tracker = EvaluationTracker(output_path=output_path) if output_path else None
     with _task_errors(tasks), offline_hub():  # the tasks' data: local or cached, never fetched
@@ -633,6 +668,7 @@ __all__ = [
     "LM_EVAL_INSTALL",
     "LOGLIKELIHOOD_TYPES",
     "UnmaskLM",
+    "check_output_path",
     "check_seed",
     "check_task_files",
     "find_tasks",

@@ -535,8 +535,12 @@ class RunReport:
         if self.plot:
             rows.append(("loss curve", self.plot))
         if self.tasks is not None:
+            intervals = self.tasks.get("intervals") or {}
             for group, (solved, total) in sorted(self.tasks["by_group"].items()):
-                rows.append(("task", f"{group}: {solved}/{total} solved ({solved / total:.1%})"))
+                ci = (f"; 95% interval {intervals[group][0]:.1%} to {intervals[group][1]:.1%}"
+                      if group in intervals else "")
+                rate = f"{solved / total:.1%}{ci}"
+                rows.append(("task", f"{group}: {solved}/{total} solved ({rate})"))
             rows.append(
                 ("decoded with", ", ".join(f"{k} {v}" for k, v in self.tasks["sampling"].items()))
             )
@@ -546,7 +550,7 @@ class RunReport:
                 (
                     "infill",
                     f"exact match {f['exact']:.1%}, token accuracy {f['token_acc']:.1%} on "
-                    f"{f['n']} gaps of {f['gaps']} ({f['method']}, true lengths, "
+                    f"{plural(f['n'], 'gap')} of {f['gaps']} ({f['method']}, true lengths, "
                     f"{f['nfe']:.1f} model calls and {f['seconds']:.3f} s per gap)",
                 )
             )

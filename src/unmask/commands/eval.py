@@ -229,6 +229,9 @@ def _counts(args: argparse.Namespace) -> None:
     ]
     if stray and not args.tasks:
         raise UserError(f"--{stray[0].replace('_', '-')} applies to lm-eval tasks: give --tasks")
+    if args.log_samples and args.output_path is None:  # lm-eval's CLI refuses it too
+        raise UserError("--log-samples writes every item's prompt and answers under "
+                        "--output-path DIR: give it (without, nothing was written)")
     if args.plot is not None and args.no_plot:
         raise UserError("--plot FILE and --no-plot: give one of them")
     if args.no_score:  # flags of the samples that will not be drawn are not ignored
@@ -436,6 +439,7 @@ def run(args: argparse.Namespace) -> int:
     tasks: list[str] = []
     if args.tasks:  # a model no lm-eval task can run on, an unknown task: now, not after the rest
         from unmask.lm_eval import (
+            check_output_path,
             check_seed,
             find_tasks,
             loglikelihood_refusal,
@@ -444,6 +448,8 @@ def run(args: argparse.Namespace) -> int:
         )
 
         check_seed(args.seed)
+        if args.output_path is not None:  # lm-eval only logs that it could not write there
+            check_output_path(args.output_path)
         refuse_unprompted(facts, "eval --tasks")
         tasks = _task_names(args.tasks)
         manager = find_tasks(tasks, args.include_path)

@@ -47,12 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(  # Random(-s) is Random(s): a negative seed wrote the files of its opposite
         "--seed", type=at_least(0), default=0, help="generator seed, 0 or more (default: 0)"
     )
+    p.add_argument(
+        "--no-progress", action="store_true",
+        help="hide the progress of the sudoku generators (sudoku9's default size takes about "
+        "5 minutes of one core)",
+    )
     args = p.parse_args(argv)
     if not args.out.strip():  # Path("") is ".": the files landed in the working folder
         p.error("argument --out: expected a folder, got an empty name")
     try:
         record = write_task(
-            args.task, args.out, n_train=args.train, n_eval=args.eval, seed=args.seed
+            args.task, args.out, n_train=args.train, n_eval=args.eval, seed=args.seed,
+            progress=not args.no_progress,
         )
     except UserError as e:
         print(f"{p.prog}: error: {e}", file=sys.stderr)

@@ -29,9 +29,14 @@ MAX_SEARCH = 5
 sequences at 3 numbers, 9,216 at 4, 737,280 at 5 (``k! (k-1)! 4**(k-1)``: an ordered pair
 and an operation a step; fewer once pools reached twice are shared), 88 million at 6."""
 
-_STEP = re.compile(r"^\s*(\d+)\s*([-+*/])\s*(\d+)\s*=\s*(\d+)\s*$", re.ASCII)
-"""One step, ASCII digits only: ``\\d`` alone reads Arabic-Indic digits as numbers (the
-sudoku checker refuses other digits too)."""
+_NUMBER = r"(0|[1-9][0-9]*)"
+"""A number as written in the prompt and by ``solutions``: ASCII digits (``\\d`` alone reads
+Arabic-Indic digits as numbers; the sudoku checker refuses other digits too) and no leading
+zero: ``039`` is not the given 39 (until 2026-12-06 it counted as 39, an answer longer than
+any the room decoded holds; see ``solutions``)."""
+
+_STEP = re.compile(rf"^\s*{_NUMBER}\s*([-+*/])\s*{_NUMBER}\s*=\s*{_NUMBER}\s*$", re.ASCII)
+"""One step ``a op b=c``, spaces around its parts allowed."""
 
 
 def _apply(a: int, op: str, b: int) -> int | None:
@@ -73,7 +78,8 @@ def make_instance(
 
 
 def parse_steps(text: str) -> list[tuple[int, str, int, int]] | None:
-    """``"a op b=c,..."`` as (a, op, b, c) tuples; None when a step does not parse."""
+    """``"a op b=c,..."`` as (a, op, b, c) tuples; None when a step does not parse (a
+    number with a leading zero, or digits other than ASCII, among them)."""
     out = []
     for part in text.strip().split(","):
         m = _STEP.match(part)
@@ -89,7 +95,9 @@ def parse_steps(text: str) -> list[tuple[int, str, int, int]] | None:
 def check_steps(text: str, numbers: Sequence[int], target: int) -> bool:
     """Whether ``text`` solves the instance: every step parses, is arithmetically right
     under the Countdown rules, uses only numbers still available (given or earlier
-    results, each once), every given number is used and the last result is ``target``."""
+    results, each once), every given number is used and the last result is ``target``.
+    Every number is written as given: in ASCII digits without a leading zero (``parse_steps``),
+    so that what is accepted is, spaces aside, one of ``solutions``."""
     steps = parse_steps(text)
     if not steps:
         return False

@@ -6,11 +6,13 @@ first, greedily (``task_config``): the order a planning task needs (Ye et al. 20
 Sudoku with the same adaptive order); a causal model decodes left to right. Every sampling
 option given by the user overrides these defaults.
 
-Inside: ``TaskScore``, ``task_config``, ``answer_tokens``, ``score_items``.
+Inside: ``TaskScore``, ``task_config``, ``answer_tokens``, ``score_items``,
+``decode_each``, ``repeat_seeds``, ``wilson_interval``.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,10 @@ class TaskScore:
     """The decoding options used."""
     examples: list[dict[str, Any]] = field(default_factory=list)
     """The first few items with their outputs, for reading."""
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+    """``by_group``'s keys -> [low, high]: the 95% Wilson score interval of the group's solve
+    rate (``wilson_interval``): on 200 items a rate of 43% is 36% to 50%, so two models
+    a few points apart on one task file are not told apart."""
 
     @property
     def rate(self) -> float:
@@ -39,8 +45,9 @@ class TaskScore:
 
 def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) -> Any:
     """The ``SampleConfig`` of a task run: room for the longest answer plus its EOS (whole
-    blocks of a block-causal ``bd3lm`` model, which decodes nothing shorter), one block, one
-    token per step, greedy, then ``given`` on top. The longest answer is the one of most
+    blocks of a block-causal ``bd3lm`` model, which decodes nothing shorter, and of a given
+    ``block_length`` without a given ``gen_length``: the room must divide into them), one
+    block, one token per step, greedy, then ``given`` on top. The longest answer is the one of most
     tokens among those the checkers accept (``unmask.tasks.answers``: every countdown
     solution, not only the reference). A given ``gen_length`` shorter than the longest
     reference answer would cut the answers the task is trained on (one from there up to
@@ -56,6 +63,9 @@ def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) ->
     longest = 1 + answer_tokens(tok, items)
     reference = 1 + max(len(ids) for ids in tok.encode_batch([i.answer for i in items]))
     block = facts_of(loaded).block_size  # None but for block-causal models
+    asked = given.get("block_length")  # semi-autoregressive blocks: the room in whole ones
+    if not block and "gen_length" not in given and isinstance(asked, int) and asked > 0:
+        block = asked  # (it was the answer's length, refused unless a multiple of them)
 
     def whole_blocks(n: int) -> int:
         return -(-n // block) * block if block else n
@@ -112,8 +122,10 @@ def score_items(
 ) -> TaskScore:
     """Decode every item's prompt (after the EOS that separates training examples, so the
     prompt starts a document as in training) and count the outputs its task accepts.
-    ``config``: ``task_config(loaded, items, given)`` when the caller has it already."""
-    from unmask.api import facts_of, run_to_end, start
+    ``config``: ``task_config(loaded, items, given)`` when the caller has it already.
+    Each item's output is the one it gets decoded alone (``decode_each``), whatever the
+    ``batch_size`` and the items beside it."""
+    from unmask.api import choose, facts_of
     from unmask.report import decoding_options
 
     if config is None:
@@ -124,11 +136,14 @@ def score_items(
     groups: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     solved = 0
     examples: list[dict[str, Any]] = []
+    decoder = choose(loaded, config)
+    seeds = repeat_seeds(config.seed or 0, [i.prompt for i in items])  # over the whole file
     for lo in range(0, len(items), batch_size):
         chunk = items[lo : lo + batch_size]
         prompts = [head + tok.encode(i.prompt) for i in chunk]
-        result, _ = run_to_end(start(loaded, prompts, config))
-        for item, text in zip(chunk, result.texts(tok), strict=True):
+        rows = decode_each(loaded, prompts, config, decoder, seeds[lo : lo + batch_size])
+        texts = [r.texts(tok)[i] for r, i in rows]
+        for item, text in zip(chunk, texts, strict=True):
             ok = check_item(item, text)
             solved += ok
             for key in _groups(item):
@@ -139,7 +154,74 @@ def score_items(
                     {"prompt": item.prompt, "output": text, "answer": item.answer, "solved": ok}
                 )
     sampling = {"gen_length": config.gen_length, **decoding_options(loaded, config)}
-    return TaskScore(solved, len(items), dict(groups), sampling, examples)
+    intervals = {k: list(wilson_interval(*v)) for k, v in groups.items()}
+    return TaskScore(solved, len(items), dict(groups), sampling, examples, intervals)
+
+
+def wilson_interval(solved: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (Wilson 1927) of a rate of ``solved`` out of ``total`` (95%
+    at ``z`` 1.96): unlike the normal approximation it stays inside [0, 1] and is not empty
+    at 0 or ``total`` solved (0 of 10: 0 to 27.8%). ``ValueError`` for counts that are no
+    rate (``total`` < 1, ``solved`` outside 0..``total``)."""
+    if total < 1 or not 0 <= solved <= total:
+        raise ValueError(f"a rate needs 0 <= solved <= total and total >= 1, got {solved}/{total}")
+    p, z2 = solved / total, z * z
+    centre = (p + z2 / (2 * total)) / (1 + z2 / total)
+    half = z * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total)) / (1 + z2 / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def repeat_seeds(seed: int, keys: Sequence[Any]) -> list[int]:
+    """One seed per row: ``seed`` for the first row of each key, ``seed + j`` for its j-th
+    repeat (as ``unmask.api.row_seeds`` seeds the ``n`` choices of a prompt), wrapping past
+    ``MAX_SEED``: identical requests (lm-eval's ``repeats``, for majority votes and pass@k)
+    are draws of their own, and a row's seed does not depend on the other keys."""
+    from unmask.config import MAX_SEED
+
+    seen: dict[Any, int] = defaultdict(int)
+    out = []
+    for key in keys:
+        out.append((seed + seen[key]) % (MAX_SEED + 1))
+        seen[key] += 1
+    return out
+
+
+def decode_each(
+    loaded: Any, prompts: list[list[int]], config: Any, decoder: str,
+    seeds: Sequence[int] | None = None,
+) -> list[tuple[Any, int]]:
+    """Decode ``prompts`` (token ids) under ``config`` (run by ``decoder``: ``api.choose``),
+    each prompt as it decodes alone under its seed (``seeds``, default ``repeat_seeds`` of
+    ``config.seed`` over the prompts): per prompt, the ``GenerateResult`` that holds its row
+    and the row's index there. A run that draws random numbers
+    (``unmask.api.draws_noise``: SEDD, the continuous decoders at any temperature, any
+    decoder above temperature 0) gives each row a generator of its own
+    (``unmask.api.seeds_in_one_run``), or runs each row alone, the runs sharing each forward
+    pass where they can; a greedy run is one batch. One generator for a batch made a row's
+    output depend on the rows beside it and on the batch size (all 16 items of a SEDD
+    model's test set changed between batches of 32 and of 1). The task scorer and
+    ``unmask.lm_eval``'s ``generate_until`` decode by it."""
+    import dataclasses
+
+    from unmask.api import draws_noise, run_to_end, seeds_in_one_run, start
+    from unmask.sampling.protocol import step_together
+
+    if config.seed is not None and draws_noise(decoder, config):
+        if seeds is None:
+            seeds = repeat_seeds(config.seed, [tuple(p) for p in prompts])
+        if seeds_in_one_run(loaded, config):
+            run = start(loaded, prompts, config, seeds=list(seeds))
+            result = run_to_end(run)[0]
+            return [(result, i) for i in range(len(prompts))]
+        runs = [start(loaded, [p], dataclasses.replace(config, seed=s))
+                for p, s in zip(prompts, seeds, strict=True)]
+        if all(r.shares_forward for r in runs):
+            while not all(r.done for r in runs):
+                step_together(runs)
+            return [(r.result(), 0) for r in runs]
+        return [(r.run(), 0) for r in runs]
+    result = run_to_end(start(loaded, prompts, config))[0]
+    return [(result, i) for i in range(len(prompts))]
 
 
 def _groups(item: Item) -> list[str]:
@@ -147,4 +229,5 @@ def _groups(item: Item) -> list[str]:
     return [item.task] + ([f"{item.task}/{direction}"] if direction else [])
 
 
-__all__ = ["TaskScore", "answer_tokens", "score_items", "task_config"]
+__all__ = ["TaskScore", "answer_tokens", "decode_each", "repeat_seeds", "score_items",
+           "task_config", "wilson_interval"]
