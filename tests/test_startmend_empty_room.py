@@ -71,3 +71,24 @@ def test_a_chat_reply_not_sized_fits_an_empty_rendered_prompt(kind):
         r = c.post("/v1/chat/completions", json=body)
         assert r.status_code == 200, r.text
         assert r.json()["usage"]["completion_tokens"] <= CONTEXT - 1
+
+
+@pytest.mark.parametrize("kind", ["mdlm", "causal"])
+def test_one_note_names_the_start_token_under_every_decoder(kind):
+    """One start rule, one note: ``api._check_fits`` said another thing for a causal decoder
+    (CAUSAL_START_NOTE), and the note claimed "the document separator that training documents
+    follow", untrue of an imported checkpoint whose training unmask does not know; it names
+    the token (the model's EOS) and says where unmask's own data puts it."""
+    from unmask import api
+    from unmask.errors import UserError
+    from unmask.sampling.loop import START_TOKEN_NOTE
+
+    torch.manual_seed(0)
+    model = Transformer(dataclasses.replace(tiny_config(16), **KINDS[kind])).eval()
+    with pytest.raises(UserError) as e:
+        api.start(loaded(model), [[]], {"gen_length": 16, "steps": 16} if kind != "causal"
+                  else {"gen_length": 16})
+    message = str(e.value)
+    assert f"({START_TOKEN_NOTE})" in message, message
+    assert "model's EOS" in message and "unmask's training data" in message, message
+    assert "training documents follow" not in message, message
