@@ -107,7 +107,7 @@ def test_the_options_say_a_max_tokens_past_the_context_first():
         r = client.post("/v1/completions", json={"prompt": "the", "max_tokens": 100, "steps": 8})
         assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
         assert body["refused"] == ("max_tokens (100) exceeds the model's context of 64 tokens; "
-                                   "use max_tokens <= 64 less the prompt's tokens")
+                                   "use max_tokens <= 63, what an empty prompt leaves")
         assert client.get("/playground/options?max_tokens=100").json()["refused"] == (
             body["refused"])
 
@@ -142,8 +142,8 @@ def test_an_autoregressive_models_room_counts_its_one_token_prompt():
         r = client.post("/v1/completions", json={"prompt": "", "max_tokens": ctx})
         assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
         assert body["refused"] == (f"max_tokens ({ctx}) exceeds the model's context of {ctx} "
-                                   f"tokens; use max_tokens <= {ctx - 1} less the prompt's "
-                                   "tokens")
+                                   f"tokens; use max_tokens <= {ctx - 1}, what an empty "
+                                   "prompt leaves")
         fits = client.get(f"/playground/options?max_tokens={ctx - 1}").json()
         assert fits["refused"] is None
 

@@ -52,15 +52,19 @@ def test_check_fits_counts_the_start_token():
 
 
 def test_max_tokens_room_counts_the_start_token(monkeypatch):
-    """The server's ``max_tokens`` room after an empty prompt on a ``logit_shift``
-    checkpoint is the context less the start token."""
+    """The server's ``max_tokens`` room after an empty prompt is the context less the start
+    token: ``max_tokens_room`` takes prompt columns, which its callers count by the one rule
+    (``ModelFacts.prompt_columns``; it kept a copy of its own, for ``logit_shift`` models
+    only; the routes' agreement: tests/test_startmend_empty_room.py)."""
     from unmask import api
+    from unmask.facts import ModelFacts
     from unmask.server.plumbing import max_tokens_room
 
     monkeypatch.setattr(api, "facts_of", lambda loaded: SimpleNamespace(block_size=None))
     state = SimpleNamespace(cfg=SimpleNamespace(logit_shift=True), causal=False,
                             context=(8,), loaded=None)
-    assert max_tokens_room(state, 0) == 7 and max_tokens_room(state, 3) == 5
-    plain = SimpleNamespace(cfg=SimpleNamespace(logit_shift=False), causal=False,
-                            context=(8,), loaded=None)
-    assert max_tokens_room(plain, 0) == 8
+    for shift in (True, False):  # the start token whatever the model, under llada
+        facts = ModelFacts.of(SimpleNamespace(logit_shift=shift))
+        assert max_tokens_room(state, facts.prompt_columns(0, "llada")) == 7
+        assert max_tokens_room(state, facts.prompt_columns(3, "llada")) == 5
+    assert max_tokens_room(state, 0) == 8  # columns, as given: no rule of its own

@@ -415,8 +415,9 @@ def _check_fits(
     ``segments`` False (a continuous decoder: one fixed canvas) offers no segments.
     ``facts`` and ``decoder`` (the checkpoint's and the run's decoder): a prompt takes
     ``facts.prompt_columns`` columns, so an empty one counts 1 where the decoder gives it a
-    start token (the causal decoders; the commit loop and bd3lm on a ``logit_shift`` model:
-    ``unmask.sampling.loop.start_empty_prompts``), and the refusal says why."""
+    start token (``ModelFacts.starts_empty_prompts``: the causal decoders, the commit loop and
+    bd3lm, ``unmask.sampling.loop.start_empty_prompts``), and the refusal says why
+    (``START_TOKEN_NOTE``, one note for every decoder)."""
     from unmask.canvas import as_rows
     from unmask.sampling.blocks import absolute_blocks, room_after_prompt
     from unmask.sampling.loop import START_TOKEN_NOTE
@@ -437,8 +438,7 @@ def _check_fits(
         return
     blocks = f" in whole blocks of {block}" if block else ""
     if started:
-        blocks += f" ({CAUSAL_START_NOTE})" if decoder in CAUSAL_DECODERS else (
-            f" ({START_TOKEN_NOTE})")
+        blocks += f" ({START_TOKEN_NOTE})"
     ways = [f"gen_length <= {room}"] if room > 0 else []
     if longest and not started:
         ways.append("a shorter prompt")
@@ -451,13 +451,6 @@ def _check_fits(
         f"prompt ({longest} tokens) + gen_length ({config.gen_length}) exceeds the {who}'s "
         f"max_seq_len ({limit}){blocks}; use {way_out}"
     )
-
-
-CAUSAL_START_NOTE = (
-    "an empty prompt counts 1 token here: a causal decoder starts it with a start token, the "
-    "document separator it writes the first token after"
-)
-"""What ``_check_fits`` adds where a causal decoder gave an empty prompt its start token."""
 
 
 def decoding_model(loaded: Loaded, config: SampleConfig | None) -> Any:

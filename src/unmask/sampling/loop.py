@@ -146,9 +146,12 @@ def start_empty_prompts(
 
 START_TOKEN_NOTE = (
     "an empty prompt counts 1 token here: the decoder starts it with a start token, the "
-    "document separator that training documents follow"
+    "model's EOS (in unmask's training data, the separator every document follows)"
 )
-"""What a length refusal adds where an empty prompt was given ``start_empty_prompts``' token."""
+"""What a length refusal adds where an empty prompt was given its start token, under every
+decoder that gives one (``ModelFacts.starts_empty_prompts``: ``start_empty_prompts`` here and
+in ``bd3lm``, the causal decoders' ``start_id``; ``api._check_fits``). True of an imported
+checkpoint too, whose own training data unmask does not know: the token is its EOS."""
 
 
 def unguided_starts(prompt_index: Tensor, started: Sequence[bool], column: int) -> Tensor:

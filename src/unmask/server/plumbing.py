@@ -339,20 +339,19 @@ def overflow_param(req: _Generation, fits: int) -> str:
     return "messages" if hasattr(req, "messages") else "prompt"
 
 
-def max_tokens_room(state: Any, prompt_tokens: int) -> int:
-    """The largest ``max_tokens`` that fits after a prompt of ``prompt_tokens`` in the served
-    context (with ``--draft``, the smaller of the two: ``ServerState.context``), whole blocks
-    of a block-diffusion checkpoint as its decoder writes them
-    (``unmask.sampling.blocks.room_after_prompt``, as ``unmask demo`` and ``unmask chat``);
-    0 or less: none fits. An empty prompt counts 1 on a ``logit_shift`` (Dream-style)
-    diffusion checkpoint: the commit loop and bd3lm give it a start token
-    (``unmask.sampling.loop.start_empty_prompts``)."""
+def max_tokens_room(state: Any, prompt_columns: int) -> int:
+    """The largest ``max_tokens`` that fits after a prompt of ``prompt_columns`` canvas
+    columns in the served context (with ``--draft``, the smaller of the two:
+    ``ServerState.context``), whole blocks of a block-diffusion checkpoint as its decoder
+    writes them (``unmask.sampling.blocks.room_after_prompt``, as ``unmask demo`` and ``unmask
+    chat``); 0 or less: none fits. Callers count the columns with
+    ``ModelFacts.prompt_columns`` under the decoder the request runs
+    (``unmask.server.routes.completions.served_decoder``), so an empty prompt's start token
+    is counted by that one rule."""
     from unmask import api
     from unmask.sampling.blocks import absolute_blocks, room_after_prompt
 
-    if getattr(state.cfg, "logit_shift", False) and not state.causal:
-        prompt_tokens = max(1, prompt_tokens)
-    room = room_after_prompt(prompt_tokens, state.context[0],
+    room = room_after_prompt(prompt_columns, state.context[0],
                              block_size=api.facts_of(state.loaded).block_size,
                              absolute=absolute_blocks(state.cfg))
     assert room is not None  # ServerState.context is always a number

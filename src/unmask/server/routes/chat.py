@@ -31,7 +31,7 @@ from unmask.checkpoint import Loaded
 from unmask.errors import UserError
 from unmask.server.http import APIError, chat_messages
 from unmask.server.plumbing import check_model, max_tokens_room, secured
-from unmask.server.routes.completions import default_length, run_generation
+from unmask.server.routes.completions import default_length, run_generation, served_decoder
 from unmask.server.schemas import ChatRequest
 from unmask.server.state import ServerState
 
@@ -59,14 +59,16 @@ def reply_tokens(state: ServerState, req: ChatRequest, prompt_len: int) -> int:
     ``--max-steps`` where its steps are one per token (no ``steps`` sent or recommended, no
     dynamic policy: ``default_length``; whole blocks of a bd3lm checkpoint), cut to the room
     the context leaves after the prompt (``max_tokens_room``: the drafter's context where it
-    is shorter, whole blocks of a bd3lm checkpoint); with segments, or no room at all (the
-    length check then names the messages), not cut to the room."""
+    is shorter, whole blocks of a bd3lm checkpoint; an empty prompt counts its start token,
+    ``ModelFacts.prompt_columns``, as the length check does); with segments, or no room at
+    all (the length check then names the messages), not cut to the room."""
     from unmask import api
 
     want = default_length(state, req, api.sample_config(state.loaded, {}).gen_length)
     if req.segment_length is not None:
         return want
-    room = max_tokens_room(state, prompt_len)
+    facts = api.facts_of(state.loaded)
+    room = max_tokens_room(state, facts.prompt_columns(prompt_len, served_decoder(facts)))
     return min(want, room) if room >= 1 else want
 
 

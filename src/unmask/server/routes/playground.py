@@ -69,7 +69,8 @@ def within_limits(state: ServerState, req: CompletionRequest, runs: SampleConfig
     """``runs`` with recommended steps capped to ``--max-steps`` as ``/v1/completions`` caps
     them (``cap_default_steps``), and the first 400 it answers ``req`` whatever the prompt, in
     its order: a sent ``steps`` over ``--max-steps`` (``check_steps``), a ``length`` past the
-    context even after an empty prompt (one token for a causal model), a sent option the
+    context even after an empty prompt (its start token's column where the served decoder
+    gives it one: ``ModelFacts.prompt_columns``, as completions counts it), a sent option the
     decoder refuses (``steps`` or ``policy`` on a causal model), steps one per token over
     ``--max-steps``, steps that do not split over the blocks, a length that is not whole
     blocks of a bd3lm checkpoint; None when it runs."""
@@ -77,6 +78,7 @@ def within_limits(state: ServerState, req: CompletionRequest, runs: SampleConfig
         cap_default_steps,
         check_whole_blocks,
         request_error,
+        served_decoder,
     )
 
     refused = None
@@ -85,12 +87,13 @@ def within_limits(state: ServerState, req: CompletionRequest, runs: SampleConfig
     except APIError as e:
         refused = e.message
     ctx, who = state.context
-    room = max_tokens_room(state, 1 if state.causal else 0)
+    facts = api.facts_of(state.loaded)
+    room = max_tokens_room(state, facts.prompt_columns(0, served_decoder(facts)))
     if length > room and refused is None:
         refused = (f"max_tokens ({length}) exceeds the {who}'s context of {ctx} tokens; use "
-                   f"max_tokens <= {room} less the prompt's tokens")
+                   f"max_tokens <= {room}, what an empty prompt leaves")
     try:  # /v1/completions' checks in its order (``prepare``), those no prompt changes
-        decoder = choose_decoder(api.facts_of(state.loaded), runs)  # a causal model's loop
+        decoder = choose_decoder(facts, runs)  # a causal model's loop
         runs = cap_default_steps(state, req, decoder, runs, [0])
         if not state.causal:
             validate(runs)  # steps that do not split over the blocks
