@@ -24,7 +24,8 @@ the network predicts x0, the state moves to x_s ~ q(x_s | x_t, x0 = prediction).
   down the gradient of a differentiable constraint on the step's logits (Diffusion-LM §5.2,
   classifier guidance; here a constraint needs no classifier): -sum over the words of
   log max-ish_i p_i(word) (a logsumexp over positions). The step size is ``guide_scale``
-  times the current noise's standard deviation; a guided step costs two model calls.
+  times the current noise's standard deviation, the RMS distance the vectors to generate
+  move (the known ones stay and do not count); a guided step costs two model calls.
 
 Commit policies, remasking, blocks, caches and classifier-free guidance do not apply and are
 refused in one line (``check``). Neither run shares forward passes (each passes its own
@@ -99,15 +100,26 @@ def guide(
     logits_of: Callable[[Tensor], Tensor],
     constraint: Constraint,
     step: float,
+    movable: Tensor | None = None,
 ) -> Tensor:
     """``state`` (B, N, D) moved by ``step`` (in units of its RMS) against the gradient of
     ``constraint(logits_of(state))``: one step of gradient guidance. Each row's gradient is
-    normalised to unit RMS, so ``step`` is a distance, whatever the loss' scale."""
+    normalised to unit RMS over the vectors it moves, ``movable`` (B, N) bool (all when
+    None; the others stay), so ``step`` is the RMS distance each row's moving vectors go,
+    whatever the loss' scale and however many vectors stay (a prompt, padding)."""
     with torch.enable_grad():
         x = state.detach().requires_grad_(True)
         loss = constraint(logits_of(x)).sum()
         (grad,) = torch.autograd.grad(loss, x)
-    rms = grad.float().pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-12)  # (B, 1, 1)
+    grad = grad.float()
+    if movable is None:
+        count = torch.full((grad.shape[0], 1, 1), float(grad.shape[1] * grad.shape[2]),
+                           device=grad.device)
+    else:
+        grad = grad * movable[..., None].to(grad.device, grad.dtype)
+        count = (movable.sum(dim=1).to(grad.dtype) * grad.shape[2])[:, None, None]
+    ms = grad.pow(2).sum(dim=(1, 2), keepdim=True) / count.clamp_min(1.0)  # (B, 1, 1)
+    rms = ms.sqrt().clamp_min(1e-12)
     return (state - step * (grad / rms).to(state.dtype)).detach()
 
 
@@ -212,6 +224,11 @@ class _GaussianRun(DecoderRun):
         """The state after guidance moved ``old`` to ``new`` (infilling keeps known ones)."""
         return new
 
+    def _movable(self) -> Tensor | None:
+        """(B, N) bool: the state vectors guidance moves (None: all); its step is normalised
+        over them alone."""
+        return None
+
     def _round(self, logits: Tensor) -> Tensor:
         """Token ids from logits (..., V): the canvas constraints (full-canvas logits only),
         never [MASK], then the argmax or a draw at ``temperature``."""
@@ -233,6 +250,7 @@ class _GaussianRun(DecoderRun):
                     lambda x: self._view_logits(self._forward(x, t)),
                     self.constraint,
                     self.guide_scale * sd,
+                    self._movable(),
                 )
                 self.state = self._keep(self.state, moved)
                 self.nfe += 1
@@ -299,6 +317,9 @@ class EmbedRun(_GaussianRun):
 
     def _keep(self, old: Tensor, new: Tensor) -> Tensor:
         return torch.where(self.known[..., None], old, new)
+
+    def _movable(self) -> Tensor:
+        return ~self.known
 
     def _forward(self, state: Tensor, t: float) -> Tensor:
         sigma = torch.full((state.shape[0],), TIME_SCALE * t, device=state.device)
