@@ -58,3 +58,27 @@ def test_a_score_function_run_takes_banned_ids_and_keeps_the_rest_of_the_law(sam
         counts = torch.bincount(res.tokens.flatten(), minlength=V)
         assert counts[:2].sum() == 0
         assert counts[2:].min() > 4000 / 3 * 0.85
+
+
+@pytest.mark.parametrize("objective", ["embed-diffusion", "latent-diffusion"])
+def test_the_continuous_decoders_never_round_to_a_special_token(objective):
+    """Rounding read any id off the logits but [MASK]: an untrained model wrote [PAD] and BOS
+    (none of them ever a training target)."""
+    from unmask.config import TrainConfig
+    from unmask.objectives import objective_spec
+    from unmask.sampling.continuous import EmbedRun, LatentRun
+
+    cfg = replace(model_preset("tiny", vocab_size=12, max_seq_len=40), empty_id=4)
+    torch.manual_seed(0)
+    model = Transformer(objective_spec(objective).configure(
+        cfg, TrainConfig(seq_len=8, latent_len=2))).eval()  # fmt: skip
+    rows = [[]] * 64 if objective == "latent-diffusion" else [[5, 6]] * 64
+    canvas = Canvas.from_prompts(rows, 8, mask_id=cfg.mask_id, pad_id=cfg.pad_id)
+    run_cls = LatentRun if objective == "latent-diffusion" else EmbedRun
+    for temperature in (0.0, 1.0):
+        config = SampleConfig(decoder=objective, gen_length=8, steps=3, seed=0,
+                              temperature=temperature)
+        res = run_cls(model, canvas, config).run()
+        made = res.tokens[:, res.region[0]:res.region[1]]
+        assert not torch.isin(made, torch.tensor([0, 1, 3, 4])).any()
+    assert torch.isin(made, torch.tensor([2])).any()  # EOS may end the text

@@ -10,8 +10,9 @@ the network predicts x0, the state moves to x_s ~ q(x_s | x_t, x0 = prediction).
   maps a predicted vector to its nearest embedding; our network predicts logits, so the
   token is their argmax, or a draw at ``temperature``; the checkpoints recommend a draw,
   measured: argmax repeats frequent tokens), so the predicted x0 is always exactly a row of
-  the embedding table. Drawn at temperature 1 from the exact p(x0 | x_t), this is exact
-  ancestral sampling at any step count (tested with an oracle). Known positions (the
+  the embedding table; a special token other than EOS is never the rounding. Drawn at
+  temperature 1 from the exact p(x0 | x_t), this is exact ancestral sampling at any step
+  count (tested with an oracle). Known positions (the
   prompt, tokens around a ``[MASK]``) are replaced at every step by a fresh draw of
   q(x_t | their embedding) (infilling by replacement), and come out verbatim. ``view()`` is
   the rounded canvas of the last step: it sharpens from noise to text.
@@ -76,6 +77,7 @@ from unmask.sampling.registry import (
     refuse_unused,
     register_decoder,
 )
+from unmask.sampling.sedd import banned_ids
 
 Constraint = Callable[[Tensor], Tensor]
 """``constraint(logits (B, G, V)) -> (B,)`` loss, differentiable; lower = better satisfied."""
@@ -197,6 +199,11 @@ class _GaussianRun(DecoderRun):
             if eos_id is None:
                 raise UserError("forbid_eos needs the EOS id (eos_id is None)")
             canvas.constraints.append(forbid_tokens([eos_id]))
+        # never rounded to: the special tokens (not EOS), none of them a training target
+        self.banned = torch.tensor(
+            sorted({*banned_ids(getattr(model, "config", None)), canvas.mask_id}),
+            dtype=torch.long,
+        )
         self.ids = canvas.tokens.clone()  # (B, L): the rounded canvas of the last step
         self.state = torch.empty(0)
         self.nfe = self.steps = 0
@@ -231,11 +238,12 @@ class _GaussianRun(DecoderRun):
 
     def _round(self, logits: Tensor) -> Tensor:
         """Token ids from logits (..., V): the canvas constraints (full-canvas logits only),
-        never [MASK], then the argmax or a draw at ``temperature``."""
+        never a special token but EOS (``banned_ids``: [MASK], [PAD], BOS, ...), then the
+        argmax or a draw at ``temperature``."""
         logits = logits.float().clone()
         if logits.shape[:2] == self.canvas.tokens.shape:
             logits = self.canvas.apply_constraints(logits)
-        logits[..., self.mask_id] = float("-inf")
+        logits.index_fill_(-1, self.banned.to(logits.device), float("-inf"))
         return add_gumbel_noise(logits, self.temperature, self.generator).argmax(dim=-1)
 
     def advance(self) -> None:
