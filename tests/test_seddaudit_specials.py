@@ -82,3 +82,13 @@ def test_the_continuous_decoders_never_round_to_a_special_token(objective):
         made = res.tokens[:, res.region[0]:res.region[1]]
         assert not torch.isin(made, torch.tensor([0, 1, 3, 4])).any()
     assert torch.isin(made, torch.tensor([2])).any()  # EOS may end the text
+
+
+def test_banned_ids_outside_the_vocabulary_are_a_one_line_error():
+    from unmask.errors import UserError
+
+    canvas = Canvas.from_tokens(torch.zeros(2, 2, dtype=torch.long), mask_id=0)
+    with pytest.raises(UserError, match=r"banned ids \[5, 9\] are outside"):
+        sample_sedd(lambda x, s: torch.zeros(*x.shape, 5), canvas,
+                    SampleConfig(gen_length=2, steps=2, seed=0), graph=UniformGraph(5),
+                    banned=[9, 1, 5])

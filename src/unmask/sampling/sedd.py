@@ -201,7 +201,11 @@ class SEDDRun(DecoderRun):
                 raise UserError("forbid_eos needs the EOS id (eos_id is None)")
             canvas.constraints.append(forbid_tokens([eos_id]))
         if banned:  # no move goes to them, and the last step moves a position off them
-            canvas.constraints.append(forbid_tokens(sorted(set(banned))))
+            outside = sorted({int(i) for i in banned} - set(range(graph.vocab_size)))
+            if outside:
+                raise UserError(f"banned ids {outside} are outside the graph's vocabulary "
+                                f"(size {graph.vocab_size})")
+            canvas.constraints.append(forbid_tokens(sorted({int(i) for i in banned})))
         device = canvas.device
         self.generator = make_generator(config.seed, device) if generator is None else generator
         self.canvas, self.model, self.eos_id = canvas, score_fn, eos_id
