@@ -118,8 +118,9 @@ def guide(
         count = torch.full((grad.shape[0], 1, 1), float(grad.shape[1] * grad.shape[2]),
                            device=grad.device)
     else:
-        grad = grad * movable[..., None].to(grad.device, grad.dtype)
-        count = (movable.sum(dim=1).to(grad.dtype) * grad.shape[2])[:, None, None]
+        keep = movable.to(grad.device, grad.dtype)  # (B, N)
+        grad = grad * keep[..., None]
+        count = (keep.sum(dim=1) * grad.shape[2])[:, None, None]
     ms = grad.pow(2).sum(dim=(1, 2), keepdim=True) / count.clamp_min(1.0)  # (B, 1, 1)
     rms = ms.sqrt().clamp_min(1e-12)
     return (state - step * (grad / rms).to(state.dtype)).detach()
