@@ -18,10 +18,10 @@ probabilities), ``STEPPERS``; ``sample_categorical``; ``sample_sedd`` (any score
 parameterisation, masked-diffusion checkpoints by the exact correspondence); ``SEDDRun`` (the
 ``sedd`` decoder's run, one grid step per ``advance()``), ``start_model``, ``sample_model`` and
 ``generate_sedd`` (``unmask generate --decoder sedd``); ``model_noise`` (a checkpoint's
-training noise); ``banned_ids`` (the special tokens no finished sample holds); ``SEDD_POLICIES`` (the old policy
-spellings ``sedd-euler`` / ``sedd-analytic``, aliases of ``decoder='sedd'``) and
-``uses_sedd_sampler``. SEDD is a decoder of its own, not a commit policy: it moves tokens,
-the commit loop commits them.
+training noise); ``banned_ids`` (the special tokens no finished sample holds);
+``SEDD_POLICIES`` (the old policy spellings ``sedd-euler`` / ``sedd-analytic``, aliases of
+``decoder='sedd'``) and ``uses_sedd_sampler``. SEDD is a decoder of its own, not a commit
+policy: it moves tokens, the commit loop commits them.
 """
 
 from __future__ import annotations
