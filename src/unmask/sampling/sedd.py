@@ -396,7 +396,7 @@ def banned_ids(model_config: Any) -> tuple[int, ...]:
     (``special_ids``: ``[MASK]``, ``[PAD]``, BOS, the FIM sentinels) and ``[EMPTY]``, but not EOS
     (the model ends its text with it; ``forbid_eos`` bans it too). The uniform graph's prior
     and forward process move tokens into every id, so without the ban a uniform-graph sample
-    ended on them (about 1 position in 12 for an untrained model over 12 ids)."""
+    ended on them (each in about 1 position in 12 for an untrained model over 12 ids)."""
     eos = getattr(model_config, "eos_id", None)
     empty = getattr(model_config, "empty_id", None)
     ids = {*special_ids(model_config), *(() if empty is None else (int(empty),))}
