@@ -10,8 +10,9 @@ the network predicts x0, the state moves to x_s ~ q(x_s | x_t, x0 = prediction).
   maps a predicted vector to its nearest embedding; our network predicts logits, so the
   token is their argmax, or a draw at ``temperature``; the checkpoints recommend a draw,
   measured: argmax repeats frequent tokens), so the predicted x0 is always exactly a row of
-  the embedding table. Drawn at temperature 1 from the exact p(x0 | x_t), this is exact
-  ancestral sampling at any step count (tested with an oracle). Known positions (the
+  the embedding table; a special token other than EOS is never the rounding. Drawn at
+  temperature 1 from the exact p(x0 | x_t), this is exact ancestral sampling at any step
+  count (tested with an oracle). Known positions (the
   prompt, tokens around a ``[MASK]``) are replaced at every step by a fresh draw of
   q(x_t | their embedding) (infilling by replacement), and come out verbatim. ``view()`` is
   the rounded canvas of the last step: it sharpens from noise to text.
@@ -24,7 +25,8 @@ the network predicts x0, the state moves to x_s ~ q(x_s | x_t, x0 = prediction).
   down the gradient of a differentiable constraint on the step's logits (Diffusion-LM §5.2,
   classifier guidance; here a constraint needs no classifier): -sum over the words of
   log max-ish_i p_i(word) (a logsumexp over positions). The step size is ``guide_scale``
-  times the current noise's standard deviation; a guided step costs two model calls.
+  times the current noise's standard deviation, the RMS distance the vectors to generate
+  move (the known ones stay and do not count); a guided step costs two model calls.
 
 Commit policies, remasking, blocks, caches and classifier-free guidance do not apply and are
 refused in one line (``check``). Neither run shares forward passes (each passes its own
@@ -75,6 +77,7 @@ from unmask.sampling.registry import (
     refuse_unused,
     register_decoder,
 )
+from unmask.sampling.sedd import banned_ids
 
 Constraint = Callable[[Tensor], Tensor]
 """``constraint(logits (B, G, V)) -> (B,)`` loss, differentiable; lower = better satisfied."""
@@ -99,15 +102,27 @@ def guide(
     logits_of: Callable[[Tensor], Tensor],
     constraint: Constraint,
     step: float,
+    movable: Tensor | None = None,
 ) -> Tensor:
     """``state`` (B, N, D) moved by ``step`` (in units of its RMS) against the gradient of
     ``constraint(logits_of(state))``: one step of gradient guidance. Each row's gradient is
-    normalised to unit RMS, so ``step`` is a distance, whatever the loss' scale."""
+    normalised to unit RMS over the vectors it moves, ``movable`` (B, N) bool (all when
+    None; the others stay), so ``step`` is the RMS distance each row's moving vectors go,
+    whatever the loss' scale and however many vectors stay (a prompt, padding)."""
     with torch.enable_grad():
         x = state.detach().requires_grad_(True)
         loss = constraint(logits_of(x)).sum()
         (grad,) = torch.autograd.grad(loss, x)
-    rms = grad.float().pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-12)  # (B, 1, 1)
+    grad = grad.float()
+    if movable is None:
+        count = torch.full((grad.shape[0], 1, 1), float(grad.shape[1] * grad.shape[2]),
+                           device=grad.device)
+    else:
+        keep = movable.to(grad.device, grad.dtype)  # (B, N)
+        grad = grad * keep[..., None]
+        count = (keep.sum(dim=1) * grad.shape[2])[:, None, None]
+    ms = grad.pow(2).sum(dim=(1, 2), keepdim=True) / count.clamp_min(1.0)  # (B, 1, 1)
+    rms = ms.sqrt().clamp_min(1e-12)
     return (state - step * (grad / rms).to(state.dtype)).detach()
 
 
@@ -185,6 +200,11 @@ class _GaussianRun(DecoderRun):
             if eos_id is None:
                 raise UserError("forbid_eos needs the EOS id (eos_id is None)")
             canvas.constraints.append(forbid_tokens([eos_id]))
+        # never rounded to: the special tokens (not EOS), none of them a training target
+        self.banned = torch.tensor(
+            sorted({*banned_ids(getattr(model, "config", None)), canvas.mask_id}),
+            dtype=torch.long,
+        )
         self.ids = canvas.tokens.clone()  # (B, L): the rounded canvas of the last step
         self.state = torch.empty(0)
         self.nfe = self.steps = 0
@@ -212,13 +232,19 @@ class _GaussianRun(DecoderRun):
         """The state after guidance moved ``old`` to ``new`` (infilling keeps known ones)."""
         return new
 
+    def _movable(self) -> Tensor | None:
+        """(B, N) bool: the state vectors guidance moves (None: all); its step is normalised
+        over them alone."""
+        return None
+
     def _round(self, logits: Tensor) -> Tensor:
         """Token ids from logits (..., V): the canvas constraints (full-canvas logits only),
-        never [MASK], then the argmax or a draw at ``temperature``."""
+        never a special token but EOS (``banned_ids``: [MASK], [PAD], BOS, ...), then the
+        argmax or a draw at ``temperature``."""
         logits = logits.float().clone()
         if logits.shape[:2] == self.canvas.tokens.shape:
             logits = self.canvas.apply_constraints(logits)
-        logits[..., self.mask_id] = float("-inf")
+        logits.index_fill_(-1, self.banned.to(logits.device), float("-inf"))
         return add_gumbel_noise(logits, self.temperature, self.generator).argmax(dim=-1)
 
     def advance(self) -> None:
@@ -233,6 +259,7 @@ class _GaussianRun(DecoderRun):
                     lambda x: self._view_logits(self._forward(x, t)),
                     self.constraint,
                     self.guide_scale * sd,
+                    self._movable(),
                 )
                 self.state = self._keep(self.state, moved)
                 self.nfe += 1
@@ -299,6 +326,9 @@ class EmbedRun(_GaussianRun):
 
     def _keep(self, old: Tensor, new: Tensor) -> Tensor:
         return torch.where(self.known[..., None], old, new)
+
+    def _movable(self) -> Tensor:
+        return ~self.known
 
     def _forward(self, state: Tensor, t: float) -> Tensor:
         sigma = torch.full((state.shape[0],), TIME_SCALE * t, device=state.device)

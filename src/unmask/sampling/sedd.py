@@ -18,10 +18,10 @@ probabilities), ``STEPPERS``; ``sample_categorical``; ``sample_sedd`` (any score
 parameterisation, masked-diffusion checkpoints by the exact correspondence); ``SEDDRun`` (the
 ``sedd`` decoder's run, one grid step per ``advance()``), ``start_model``, ``sample_model`` and
 ``generate_sedd`` (``unmask generate --decoder sedd``); ``model_noise`` (a checkpoint's
-training noise); ``SEDD_POLICIES`` (the old policy
-spellings ``sedd-euler`` / ``sedd-analytic``, aliases of ``decoder='sedd'``) and
-``uses_sedd_sampler``. SEDD is a decoder of its own, not a commit policy: it moves tokens,
-the commit loop commits them.
+training noise); ``banned_ids`` (the special tokens no finished sample holds);
+``SEDD_POLICIES`` (the old policy spellings ``sedd-euler`` / ``sedd-analytic``, aliases of
+``decoder='sedd'``) and ``uses_sedd_sampler``. SEDD is a decoder of its own, not a commit
+policy: it moves tokens, the commit loop commits them.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.cache import shift_logits
 from unmask.sampling.loop import forbid_tokens, model_logit_shift, validate
+from unmask.sampling.penalties import special_ids
 from unmask.sampling.policies import _rand
 from unmask.sampling.protocol import (
     DecoderRun,
@@ -185,6 +186,7 @@ class SEDDRun(DecoderRun):
         return_history: bool = False,
         step_callback: StepCallback | None = None,
         on_view: ViewCallback | None = None,
+        banned: Sequence[int] = (),
     ) -> None:
         region_len = canvas.region[1] - canvas.region[0]
         self.num_blocks, self.steps_per_block = validate(
@@ -198,6 +200,12 @@ class SEDDRun(DecoderRun):
             if eos_id is None:
                 raise UserError("forbid_eos needs the EOS id (eos_id is None)")
             canvas.constraints.append(forbid_tokens([eos_id]))
+        if banned:  # no move goes to them, and the last step moves a position off them
+            outside = sorted({int(i) for i in banned} - set(range(graph.vocab_size)))
+            if outside:
+                raise UserError(f"banned ids {outside} are outside the graph's vocabulary "
+                                f"(size {graph.vocab_size})")
+            canvas.constraints.append(forbid_tokens(sorted({int(i) for i in banned})))
         device = canvas.device
         self.generator = make_generator(config.seed, device) if generator is None else generator
         self.canvas, self.model, self.eos_id = canvas, score_fn, eos_id
@@ -290,6 +298,7 @@ def sample_sedd(
     generator: torch.Generator | None = None,
     return_history: bool = False,
     step_callback: StepCallback | None = None,
+    banned: Sequence[int] = (),
 ) -> GenerateResult:
     """Fill the masked positions of ``canvas`` by SEDD's reverse process under ``score_fn``.
 
@@ -304,7 +313,9 @@ def sample_sedd(
     entry of each position's current token is set to 0 (ratio 1: "stay" is always possible,
     except at the last step for a token a constraint rules out, which the uniform prior may
     have drawn: it moves, by the step's probabilities, or by the score among the allowed
-    tokens where the step leaves no allowed move).
+    tokens where the step leaves no allowed move). ``banned`` ids are ruled out the same way:
+    no move goes to them and a position that holds one at the last step moves off it, so a
+    finished sample holds none (a checkpoint's run bans its special tokens, ``banned_ids``).
     ``generator`` (else ``config.seed``, else the global RNG) drives every draw. The caller's
     canvas is not modified. ``noise`` defaults to ``LogLinearNoise()`` (eps 1e-3, the
     training default; a checkpoint's run takes its own, ``model_noise``).
@@ -320,6 +331,7 @@ def sample_sedd(
         generator=generator,
         return_history=return_history,
         step_callback=step_callback,
+        banned=banned,
     ).run()
 
 
@@ -379,6 +391,18 @@ def uses_sedd_sampler(config: SampleConfig, model_config: Any) -> bool:
     return wanted
 
 
+def banned_ids(model_config: Any) -> tuple[int, ...]:
+    """The ids a finished sample of a checkpoint may not hold: its special tokens
+    (``special_ids``: ``[MASK]``, ``[PAD]``, BOS, the FIM sentinels) and ``[EMPTY]``, but not EOS
+    (the model ends its text with it; ``forbid_eos`` bans it too). The uniform graph's prior
+    and forward process move tokens into every id, so without the ban a uniform-graph sample
+    ended on them (each in about 1 position in 12 for an untrained model over 12 ids)."""
+    eos = getattr(model_config, "eos_id", None)
+    empty = getattr(model_config, "empty_id", None)
+    ids = {*special_ids(model_config), *(() if empty is None else (int(empty),))}
+    return tuple(sorted(ids - {eos}))
+
+
 def start_model(
     model: Any,
     canvas: Canvas,
@@ -417,6 +441,7 @@ def start_model(
         return_history=return_history,
         step_callback=step_callback,
         on_view=on_view,
+        banned=banned_ids(cfg),
     )
 
 
@@ -521,6 +546,7 @@ __all__ = [
     "SEDDRun",
     "ScoreFn",
     "analytic_step",
+    "banned_ids",
     "denoise_step",
     "euler_step",
     "generate_sedd",
