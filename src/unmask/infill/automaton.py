@@ -52,6 +52,12 @@ MAX_DFA_STATES = 2 * MAX_STATES
 engine builds it: on the patterns tried from a fifth under the engine's own count, ``.{0,300}``
 2,403 vs 3,009, to three times over, ``\\w+( \\w+){0,30}`` 28,739 vs 9,853). At the limit the
 engine builds in a few seconds (``\\w{1,30}\\s\\w{1,30}``: 18,999 states, about a second)."""
+MAX_REQUEST_DFA_STATES = 2 * MAX_DFA_STATES
+"""Most states the DFAs of one request's patterns may have together (``check_total``: each
+distinct pattern's estimate, as for ``MAX_DFA_STATES``, summed): the per-pattern limit bounds
+each compile, this one their number. A schema of 12 properties, each with its own
+``pattern`` of about 19,000 states (under the per-pattern limit), took 150 s to compile, in
+native code no timeout stops, and held the server's worker all that time."""
 NEVER = 2**40
 """``distance_to_accept`` of a state from which no accepting state is reachable."""
 MAX_REPEAT = 1000
@@ -893,6 +899,32 @@ def check_size(pattern: str, what: str = "regex") -> None:
         )
 
 
+def check_total(patterns: Iterable[tuple[str, str]], what: str,
+                limit: int = MAX_REQUEST_DFA_STATES) -> None:
+    """``UserError`` when the estimated DFA states of ``patterns`` ((where, pattern) pairs:
+    one request's languages, in the order they compile) sum to over ``limit``: each distinct
+    pattern counted once, as the automaton cache compiles it once, at ``dfa.dfa_states``'
+    estimate (one over ``MAX_DFA_STATES``, or not estimated, is left to its own check). The
+    message names the limit and where the patterns stop fitting in it. Run before any of them
+    compiles; it stops counting at the first pattern past the limit."""
+    seen: set[str] = set()
+    total, fit = 0, ""
+    for where, pattern in patterns:
+        if pattern in seen:
+            continue
+        seen.add(pattern)
+        states = _estimated_states(pattern) or 0
+        total += states if states <= MAX_DFA_STATES else 0
+        if total > limit:
+            kept = f"the patterns before {where} fit in it" if fit else "none fits in it"
+            raise UserError(
+                f"{what}: too large in all (its patterns have over {limit} automaton states "
+                f"together, the limit per request; each may have {MAX_DFA_STATES}): {kept}; "
+                "use fewer patterns or shorter counted runs"
+            )
+        fit = where
+
+
 @functools.lru_cache(maxsize=512)
 def _estimated_states(pattern: str) -> int | None:
     """``dfa_states`` at ``MAX_DFA_STATES``, once per pattern: ``check_size`` runs on every
@@ -1090,12 +1122,49 @@ def check_syntax(pattern: str, what: str = "regex") -> None:
     """``UserError`` for a pattern the engine rejects, checked alone, before it is written into
     a larger regex (a JSON Schema value's), so the error's column points into the pattern as
     written. A pattern over the size limits (``check_size``) or that matches no text is left to
-    the caller's checks of the larger regex, which name those in their own words."""
+    the caller's checks of the larger regex, which name those in their own words. The syntax
+    is checked on the pattern with its counted runs cut short (``_shrunk``), once per pattern:
+    the whole pattern is compiled where its error is to be told."""
+    if pattern in _SYNTAX_OK:
+        return
     try:
         check_size(pattern, what)
     except UserError:
         return
-    _index(pattern, _BYTES, what, matchable=False)
+    try:  # the same syntax, its counted runs cut to one: a DFA of a few states, whatever the
+        # pattern's size (the whole pattern, compiled here, cost as much as its value's
+        # automaton, once more per value: a second per pattern at 19,000 states)
+        _index(_shrunk(pattern), _BYTES, what, matchable=False)
+    except UserError:
+        _index(pattern, _BYTES, what, matchable=False)  # its own error, its columns
+    if len(_SYNTAX_OK) >= 4096:
+        _SYNTAX_OK.clear()
+    _SYNTAX_OK.add(pattern)
+
+
+_SYNTAX_OK: set[str] = set()
+"""Patterns ``check_syntax`` passed (a schema states one pattern in many places)."""
+_COUNTED = re.compile(_BRACED_ESCAPE.pattern + r"|\{\s*(\d+)\s*(,\s*(\d*)\s*)?\}",
+                      re.DOTALL)
+
+
+def _shrunk(pattern: str) -> str:
+    """``pattern`` with every counted repetition ``{m,n}`` (``m <= n``) cut to at most one
+    (``{0,1}``, ``{1}``, ``{1,}``): the same syntax, a DFA of a few states. Escapes (``\\{``,
+    ``\\x{41}``) are kept as written, and so is a malformed count (``{3,2}``)."""
+
+    def cut(m: re.Match[str]) -> str:
+        if m.group(1) is None:  # an escape
+            return m.group(0)
+        lo, comma, hi = int(m.group(1)), m.group(2), m.group(3)
+        if comma and hi and int(hi) < lo:
+            return m.group(0)
+        low = min(lo, 1)
+        if not comma:
+            return f"{{{low}}}"
+        return f"{{{low},}}" if not hi else f"{{{low},{max(low, min(int(hi), 1))}}}"
+
+    return _COUNTED.sub(cut, pattern)
 
 
 def cached_automaton(tokenizer: Any, key: Any, build: Any) -> TokenAutomaton:
