@@ -28,9 +28,11 @@ import hashlib
 import io
 import os
 import re
+import threading
 import warnings
 import weakref
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +109,8 @@ class Vocab:
 
 
 _VOCABS: weakref.WeakKeyDictionary[Any, Vocab] = weakref.WeakKeyDictionary()
-_AUTOMATA: weakref.WeakKeyDictionary[Any, dict[Any, TokenAutomaton]] = weakref.WeakKeyDictionary()
+_AUTOMATA: weakref.WeakKeyDictionary[Any, OrderedDict[Any, TokenAutomaton]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _bytes_of(tokenizer: Any, i: int) -> bytes:
@@ -1167,15 +1170,40 @@ def _shrunk(pattern: str) -> str:
     return _COUNTED.sub(cut, pattern)
 
 
+CACHE_BYTES = 512 * 2**20
+"""Most bytes of automata ``cached_automaton`` keeps per tokenizer, the least recently used
+dropped first: it kept every automaton for good, and a server compiles one per distinct
+pattern a client sends (a 19,000-state automaton over a 126k vocabulary is tens of MB)."""
+_LOCK = threading.Lock()
+
+
+def _nbytes(automaton: TokenAutomaton) -> int:
+    return int(automaton.table.nbytes + automaton.token_class.nbytes + automaton.accept.nbytes)
+
+
 def cached_automaton(tokenizer: Any, key: Any, build: Any) -> TokenAutomaton:
-    """``build()`` once per (tokenizer, key)."""
-    try:
-        store = _AUTOMATA.setdefault(tokenizer, {})
-    except TypeError:
-        return build()
-    if key not in store:
-        store[key] = build()
-    return store[key]
+    """``build()`` once per (tokenizer, key), kept while the tokenizer lives, at most
+    ``CACHE_BYTES`` of them per tokenizer (least recently used dropped). Safe across threads
+    (the server's request handlers and its worker both read it); two threads that miss the
+    same key at once may both build it."""
+    with _LOCK:
+        try:
+            store = _AUTOMATA.get(tokenizer)
+            if store is None:
+                store = _AUTOMATA[tokenizer] = OrderedDict()
+        except TypeError:  # not weak-referenceable: no cache
+            store = None
+        if store is not None and key in store:
+            store.move_to_end(key)
+            return store[key]
+    out = build()
+    if store is not None:
+        with _LOCK:
+            store[key] = out
+            used = sum(_nbytes(a) for a in store.values())
+            while used > CACHE_BYTES and len(store) > 1:
+                used -= _nbytes(store.popitem(last=False)[1])
+    return out
 
 
 def restrict_logits(sub: Tensor, allowed: Tensor) -> Tensor:
