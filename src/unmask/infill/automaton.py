@@ -1029,8 +1029,36 @@ def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> 
             reason = f"{err.msg} at column {(err.pos or 0) + 1}"
         except (RecursionError, OverflowError):
             pass
+        else:  # Python reads it: a construct no DFA has ("error building NFA" said nothing)
+            reason = _no_dfa(pattern) or reason
         raise UserError(f"{what}: the regex engine (outlines-core) rejects it ({reason}); "
                         "see docs/infill.md for the syntax") from None
+
+
+_NO_DFA = {"ASSERT": "lookahead or lookbehind ((?=...), (?!...), (?<=...), (?<!...))",
+           "ASSERT_NOT": "lookahead or lookbehind ((?=...), (?!...), (?<=...), (?<!...))",
+           "GROUPREF": "a backreference (\\1, (?P=name))",
+           "GROUPREF_EXISTS": "a conditional group ((?(1)...|...))"}
+
+
+def _no_dfa(pattern: str) -> str | None:
+    """What in ``pattern`` (as Python reads it) no automaton can hold, as the refusal says it:
+    lookaround, a backreference, a conditional group; None when it holds none of them."""
+    import re._parser as parser
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            todo: list[Any] = [parser.parse(pattern)]
+    except (re.error, RecursionError, OverflowError, ValueError, TypeError):
+        return None
+    while todo:
+        item = todo.pop()
+        if isinstance(item, (list, tuple, parser.SubPattern)):
+            if len(item) == 2 and str(item[0]) in _NO_DFA:
+                return f"{_NO_DFA[str(item[0])]} is not supported: an automaton cannot hold it"
+            todo.extend(x for x in item if isinstance(x, (list, tuple, parser.SubPattern)))
+    return None
 
 
 def _pattern_start(
