@@ -29,3 +29,19 @@ def test_what_no_automaton_holds_is_named(pattern, named):
 def test_other_errors_keep_their_column():
     with pytest.raises(UserError, match="at column 1"):
         check_regex("(")
+
+
+def test_a_choice_list_too_large_is_told_to_send_fewer_or_shorter_choices():
+    import random
+    import string
+
+    from unmask.infill.schema import constraint_form
+    from unmask.tokenizer import byte_tokenizer
+
+    rng = random.Random(0)
+    choices = ["".join(rng.choice(string.ascii_letters) for _ in range(256)) for _ in range(256)]
+    with pytest.raises(UserError) as e:
+        constraint_form(byte_tokenizer(), choice=choices, source="guided_choice")
+    message = str(e.value)
+    assert message.startswith("guided_choice: too large (the choices'") and "\n" not in message
+    assert "fewer or shorter choices" in message and "repetition" not in message, message

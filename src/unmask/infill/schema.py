@@ -36,6 +36,7 @@ import torch
 from unmask.config import SampleConfig
 from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.infill.automaton import (
+    MAX_DFA_STATES,
     TokenAutomaton,
     check_size,
     check_syntax,
@@ -1314,6 +1315,13 @@ def constraint_form(
         import re
 
         pattern = "|".join(re.escape(c) for c in choice)
+        try:
+            check_size(pattern, source)
+        except UserError:  # its advice is of repetitions: a list of words has none
+            raise UserError(
+                f"{source}: too large (the choices' automaton has over {MAX_DFA_STATES} "
+                f"states, about one per byte of the {len(choice)} choices that no other "
+                "choice starts with); send fewer or shorter choices") from None
         width = max(len(tokenizer.encode(c)) for c in choice)
         return ValueHole(regex=pattern, width=width, spec="<choice>"), False
     assert regex is not None
