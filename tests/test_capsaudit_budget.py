@@ -105,3 +105,12 @@ def test_each_language_is_compiled_once_per_request(monkeypatch):
     assert built and max(built.values()) == 1, built
     # the pattern alone is checked with its counted runs cut short, not compiled in full
     assert not any(p.startswith(pattern) for p, _ in built), built
+
+
+def test_patterns_beside_an_enum_are_bounded_together_too(monkeypatch):
+    # each enum value is checked against its pattern's automaton, compiled in check_schema
+    _guard(monkeypatch)
+    props = {f"p{i}": {"type": "string", "enum": [f"{chr(65 + i)}b"],
+                       "pattern": f"^{chr(65 + i)}[\\w ]{{1,60}}$"} for i in range(5)}
+    with pytest.raises(UserError, match="too large in all"):
+        schema_form({"type": "object", "properties": props}, byte_tokenizer())

@@ -1076,6 +1076,9 @@ def schema_form(
     have more than ``MAX_FORM_VALUES`` values, or more than ``context`` (the model's
     ``max_seq_len``; each value takes a token at least), before they are all built."""
     given = load_schema(schema, source)
+    # its patterns as written, bounded together before check_schema compiles any (an enum
+    # beside a pattern is checked against the pattern's automaton)
+    check_total(_patterns(given, "$"), source)
     check_schema(given)
     widest = int(max(vocab_of(tokenizer).lengths.max(), 1))  # bytes of the longest token
     dropped: list[int] = []
@@ -1186,6 +1189,25 @@ def _unbounded(node: Any, chars: int, dropped: list[int]) -> Any:
         if isinstance(out.get(key), list):
             out[key] = [_unbounded(sub, chars, dropped) for sub in out[key]]
     return out
+
+
+def _patterns(doc: Any, path: str) -> list[tuple[str, str]]:
+    """(where, pattern) of every ``pattern`` a schema document states, anywhere in it."""
+    out: list[tuple[str, str]] = []
+    stack = [(doc, path)]
+    while stack:  # iterative: a schema may nest deep
+        node, at = stack.pop()
+        if isinstance(node, Mapping):
+            if isinstance(node.get("pattern"), str):
+                out.append((_where(at), node["pattern"]))
+            for k, v in node.items():
+                if k == "properties" and isinstance(v, Mapping):  # named as values are
+                    stack.extend((sub, f"{at}.{name}") for name, sub in v.items())
+                elif isinstance(v, Mapping | list):
+                    stack.append((v, f"{at}[]" if k == "items" else f"{at}.{k}"))
+        elif isinstance(node, list):
+            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(node))
+    return out[::-1]
 
 
 def _path(hole: ValueHole) -> str:
