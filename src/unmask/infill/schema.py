@@ -1192,7 +1192,8 @@ def _unbounded(node: Any, chars: int, dropped: list[int]) -> Any:
 
 
 def _patterns(doc: Any, path: str) -> list[tuple[str, str]]:
-    """(where, pattern) of every ``pattern`` a schema document states, anywhere in it."""
+    """(where, pattern) of every ``pattern`` a schema document states, anywhere in it (not in
+    values: ``enum``, ``const``, ``default``, ``examples``)."""
     out: list[tuple[str, str]] = []
     stack = [(doc, path)]
     while stack:  # iterative: a schema may nest deep
@@ -1203,7 +1204,7 @@ def _patterns(doc: Any, path: str) -> list[tuple[str, str]]:
             for k, v in node.items():
                 if k == "properties" and isinstance(v, Mapping):  # named as values are
                     stack.extend((sub, f"{at}.{name}") for name, sub in v.items())
-                elif isinstance(v, Mapping | list):
+                elif isinstance(v, Mapping | list) and k not in ("enum", "const", *_NOTES):
                     stack.append((v, f"{at}[]" if k == "items" else f"{at}.{k}"))
         elif isinstance(node, list):
             stack.extend((v, f"{at}[{i}]") for i, v in enumerate(node))
