@@ -28,9 +28,11 @@ import hashlib
 import io
 import os
 import re
+import threading
 import warnings
 import weakref
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,12 @@ MAX_DFA_STATES = 2 * MAX_STATES
 engine builds it: on the patterns tried from a fifth under the engine's own count, ``.{0,300}``
 2,403 vs 3,009, to three times over, ``\\w+( \\w+){0,30}`` 28,739 vs 9,853). At the limit the
 engine builds in a few seconds (``\\w{1,30}\\s\\w{1,30}``: 18,999 states, about a second)."""
+MAX_REQUEST_DFA_STATES = 2 * MAX_DFA_STATES
+"""Most states the DFAs of one request's patterns may have together (``check_total``: each
+distinct pattern's estimate, as for ``MAX_DFA_STATES``, summed): the per-pattern limit bounds
+each compile, this one their number. A schema of 12 properties, each with its own
+``pattern`` of about 19,000 states (under the per-pattern limit), took 150 s to compile, in
+native code no timeout stops, and held the server's worker all that time."""
 NEVER = 2**40
 """``distance_to_accept`` of a state from which no accepting state is reachable."""
 MAX_REPEAT = 1000
@@ -101,7 +109,8 @@ class Vocab:
 
 
 _VOCABS: weakref.WeakKeyDictionary[Any, Vocab] = weakref.WeakKeyDictionary()
-_AUTOMATA: weakref.WeakKeyDictionary[Any, dict[Any, TokenAutomaton]] = weakref.WeakKeyDictionary()
+_AUTOMATA: weakref.WeakKeyDictionary[Any, OrderedDict[Any, TokenAutomaton]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _bytes_of(tokenizer: Any, i: int) -> bytes:
@@ -309,30 +318,43 @@ class TokenAutomaton:
         pairs, joint = np.unique(
             np.stack([self.token_class, other.token_class], axis=1), axis=0, return_inverse=True
         )  # (K, 2) class pairs; (V,) joint class of each token
-        index = {(self.start, other.start): 0}
-        order = [(self.start, other.start)]
+        A = self.table[:, pairs[:, 0]].astype(np.int64)  # (Sa+1, K)
+        B = other.table[:, pairs[:, 1]].astype(np.int64)  # (Sb+1, K)
+        width = int(other.table.shape[0])  # a pair (a, b) is the code a * width + b
+        # Breadth first, a level of pairs at a time in numpy (a Python loop over every pair
+        # and class took 0.7 s for a 19,000-state value and its JSON string bound): ``codes``
+        # holds each product state's code by number, ``known`` / ``known_ids`` the same sorted
+        codes = np.array([self.start * width + other.start], dtype=np.int64)
+        known, known_ids = codes.copy(), np.zeros(1, dtype=np.int64)
         rows: list[np.ndarray] = []
-        k = 0
-        while k < len(order):
-            a, b = order[k]
-            na, nb = self.table[a, pairs[:, 0]], other.table[b, pairs[:, 1]]  # (K,), (K,)
-            row = np.full(len(pairs), -1, dtype=np.int64)
-            for j in np.nonzero((na != self.dead) & (nb != other.dead))[0].tolist():
-                key = (int(na[j]), int(nb[j]))
-                if key not in index:
-                    index[key] = len(order)
-                    order.append(key)
-                    if len(order) > MAX_STATES:
-                        raise UserError(f"constraint too large (its token automaton has over "
-                                        f"{MAX_STATES} states)")
-                row[j] = index[key]
+        lo = 0
+        while lo < len(codes):
+            hi = len(codes)
+            a, b = np.divmod(codes[lo:hi], width)
+            na, nb = A[a], B[b]  # (F, K) each
+            live = (na != self.dead) & (nb != other.dead)
+            nxt = na * width + nb  # (F, K)
+            found = np.unique(nxt[live])
+            at = np.minimum(np.searchsorted(known, found), len(known) - 1)
+            new = found[known[at] != found]
+            if len(codes) + len(new) > MAX_STATES:
+                raise UserError(f"constraint too large (its token automaton has over "
+                                f"{MAX_STATES} states)")
+            ids = np.arange(len(codes), len(codes) + len(new), dtype=np.int64)
+            codes = np.concatenate([codes, new])
+            merged = np.concatenate([known, new])
+            order = np.argsort(merged, kind="stable")
+            known, known_ids = merged[order], np.concatenate([known_ids, ids])[order]
+            row = np.full(nxt.shape, -1, dtype=np.int64)
+            row[live] = known_ids[np.searchsorted(known, nxt[live])]
             rows.append(row)
-            k += 1
-        S = len(order)
-        table = np.stack(rows)
+            lo = hi
+        S = len(codes)
+        table = np.concatenate(rows)  # (S, K)
         table = np.concatenate([np.where(table < 0, S, table), np.full((1, len(pairs)), S)])
         table = np.concatenate([table, np.full((S + 1, 1), S)], axis=1).astype(np.int32)
-        accept = np.array([bool(self.accept[a] and other.accept[b]) for a, b in order] + [False])
+        accept = np.concatenate([self.accept[codes // width] & other.accept[codes % width],
+                                 [False]])
         return TokenAutomaton(table=table, token_class=joint.reshape(-1).astype(np.int32),
                               accept=accept, dead_class=len(pairs), start=0)
 
@@ -893,6 +915,32 @@ def check_size(pattern: str, what: str = "regex") -> None:
         )
 
 
+def check_total(patterns: Iterable[tuple[str, str]], what: str,
+                limit: int = MAX_REQUEST_DFA_STATES) -> None:
+    """``UserError`` when the estimated DFA states of ``patterns`` ((where, pattern) pairs:
+    one request's languages, in the order they compile) sum to over ``limit``: each distinct
+    pattern counted once, as the automaton cache compiles it once, at ``dfa.dfa_states``'
+    estimate (one over ``MAX_DFA_STATES``, or not estimated, is left to its own check). The
+    message names the limit and where the patterns stop fitting in it. Run before any of them
+    compiles; it stops counting at the first pattern past the limit."""
+    seen: set[str] = set()
+    total, fit = 0, ""
+    for where, pattern in patterns:
+        if pattern in seen:
+            continue
+        seen.add(pattern)
+        states = _estimated_states(pattern) or 0
+        total += states if states <= MAX_DFA_STATES else 0
+        if total > limit:
+            kept = f"the patterns before {where} fit in it" if fit else "none fits in it"
+            raise UserError(
+                f"{what}: too large in all (its patterns have over {limit} automaton states "
+                f"together, the limit per request; each may have {MAX_DFA_STATES}): {kept}; "
+                "use fewer patterns or shorter counted runs"
+            )
+        fit = where
+
+
 @functools.lru_cache(maxsize=512)
 def _estimated_states(pattern: str) -> int | None:
     """``dfa_states`` at ``MAX_DFA_STATES``, once per pattern: ``check_size`` runs on every
@@ -981,8 +1029,36 @@ def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> 
             reason = f"{err.msg} at column {(err.pos or 0) + 1}"
         except (RecursionError, OverflowError):
             pass
+        else:  # Python reads it: a construct no DFA has ("error building NFA" said nothing)
+            reason = _no_dfa(pattern) or reason
         raise UserError(f"{what}: the regex engine (outlines-core) rejects it ({reason}); "
                         "see docs/infill.md for the syntax") from None
+
+
+_NO_DFA = {"ASSERT": "lookahead or lookbehind ((?=...), (?!...), (?<=...), (?<!...))",
+           "ASSERT_NOT": "lookahead or lookbehind ((?=...), (?!...), (?<=...), (?<!...))",
+           "GROUPREF": "a backreference (\\1, (?P=name))",
+           "GROUPREF_EXISTS": "a conditional group ((?(1)...|...))"}
+
+
+def _no_dfa(pattern: str) -> str | None:
+    """What in ``pattern`` (as Python reads it) no automaton can hold, as the refusal says it:
+    lookaround, a backreference, a conditional group; None when it holds none of them."""
+    import re._parser as parser
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            todo: list[Any] = [parser.parse(pattern)]
+    except (re.error, RecursionError, OverflowError, ValueError, TypeError):
+        return None
+    while todo:
+        item = todo.pop()
+        if isinstance(item, (list, tuple, parser.SubPattern)):
+            if len(item) == 2 and str(item[0]) in _NO_DFA:
+                return f"{_NO_DFA[str(item[0])]} is not supported: an automaton cannot hold it"
+            todo.extend(x for x in item if isinstance(x, (list, tuple, parser.SubPattern)))
+    return None
 
 
 def _pattern_start(
@@ -1090,23 +1166,85 @@ def check_syntax(pattern: str, what: str = "regex") -> None:
     """``UserError`` for a pattern the engine rejects, checked alone, before it is written into
     a larger regex (a JSON Schema value's), so the error's column points into the pattern as
     written. A pattern over the size limits (``check_size``) or that matches no text is left to
-    the caller's checks of the larger regex, which name those in their own words."""
+    the caller's checks of the larger regex, which name those in their own words. The syntax
+    is checked on the pattern with its counted runs cut short (``_shrunk``), once per pattern:
+    the whole pattern is compiled where its error is to be told."""
+    if pattern in _SYNTAX_OK:
+        return
     try:
         check_size(pattern, what)
     except UserError:
         return
-    _index(pattern, _BYTES, what, matchable=False)
+    try:  # the same syntax, its counted runs cut to one: a DFA of a few states, whatever the
+        # pattern's size (the whole pattern, compiled here, cost as much as its value's
+        # automaton, once more per value: a second per pattern at 19,000 states)
+        _index(_shrunk(pattern), _BYTES, what, matchable=False)
+    except UserError:
+        _index(pattern, _BYTES, what, matchable=False)  # its own error, its columns
+    if len(_SYNTAX_OK) >= 4096:
+        _SYNTAX_OK.clear()
+    _SYNTAX_OK.add(pattern)
+
+
+_SYNTAX_OK: set[str] = set()
+"""Patterns ``check_syntax`` passed (a schema states one pattern in many places)."""
+_COUNTED = re.compile(_BRACED_ESCAPE.pattern + r"|\{\s*(\d+)\s*(,\s*(\d*)\s*)?\}",
+                      re.DOTALL)
+
+
+def _shrunk(pattern: str) -> str:
+    """``pattern`` with every counted repetition ``{m,n}`` (``m <= n``) cut to at most one
+    (``{0,1}``, ``{1}``, ``{1,}``): the same syntax, a DFA of a few states. Escapes (``\\{``,
+    ``\\x{41}``) are kept as written, and so is a malformed count (``{3,2}``)."""
+
+    def cut(m: re.Match[str]) -> str:
+        if m.group(1) is None:  # an escape
+            return m.group(0)
+        lo, comma, hi = int(m.group(1)), m.group(2), m.group(3)
+        if comma and hi and int(hi) < lo:
+            return m.group(0)
+        low = min(lo, 1)
+        if not comma:
+            return f"{{{low}}}"
+        return f"{{{low},}}" if not hi else f"{{{low},{max(low, min(int(hi), 1))}}}"
+
+    return _COUNTED.sub(cut, pattern)
+
+
+CACHE_BYTES = 512 * 2**20
+"""Most bytes of automata ``cached_automaton`` keeps per tokenizer, the least recently used
+dropped first: it kept every automaton for good, and a server compiles one per distinct
+pattern a client sends (a 19,000-state automaton over a 126k vocabulary is tens of MB)."""
+_LOCK = threading.Lock()
+
+
+def _nbytes(automaton: TokenAutomaton) -> int:
+    return int(automaton.table.nbytes + automaton.token_class.nbytes + automaton.accept.nbytes)
 
 
 def cached_automaton(tokenizer: Any, key: Any, build: Any) -> TokenAutomaton:
-    """``build()`` once per (tokenizer, key)."""
-    try:
-        store = _AUTOMATA.setdefault(tokenizer, {})
-    except TypeError:
-        return build()
-    if key not in store:
-        store[key] = build()
-    return store[key]
+    """``build()`` once per (tokenizer, key), kept while the tokenizer lives, at most
+    ``CACHE_BYTES`` of them per tokenizer (least recently used dropped). Safe across threads
+    (the server's request handlers and its worker both read it); two threads that miss the
+    same key at once may both build it."""
+    with _LOCK:
+        try:
+            store = _AUTOMATA.get(tokenizer)
+            if store is None:
+                store = _AUTOMATA[tokenizer] = OrderedDict()
+        except TypeError:  # not weak-referenceable: no cache
+            store = None
+        if store is not None and key in store:
+            store.move_to_end(key)
+            return store[key]
+    out = build()
+    if store is not None:
+        with _LOCK:
+            store[key] = out
+            used = sum(_nbytes(a) for a in store.values())
+            while used > CACHE_BYTES and len(store) > 1:
+                used -= _nbytes(store.popitem(last=False)[1])
+    return out
 
 
 def restrict_logits(sub: Tensor, allowed: Tensor) -> Tensor:

@@ -56,7 +56,9 @@ from unmask.infill.automaton import (
     TokenAutomaton,
     Vocab,
     cached_automaton,
-    check_regex,
+    check_size,
+    check_syntax,
+    check_total,
     quote_pattern,
     vocab_of,
     whole_pattern,
@@ -423,10 +425,22 @@ def float_range(lo: Decimal | int, hi: Decimal | int, *, lo_open: bool = False,
 
 
 def _automaton(pattern: str, tokenizer: Any, where: str) -> TokenAutomaton:
-    return cached_automaton(
-        tokenizer, ("form-value", pattern),
-        lambda: TokenAutomaton.from_regex(pattern, vocab_of(tokenizer), what=where),
-    )
+    return value_automaton(pattern, None, tokenizer, where)
+
+
+def value_automaton(regex: str, bound: str | None, tokenizer: Any, where: str
+                    ) -> TokenAutomaton:
+    """The automaton of a value's text: ``regex``, intersected with ``bound`` when given;
+    once per (tokenizer, regex, bound), shared by ``unmask.infill.schema`` (which sizes a
+    value's hole with it) and the form's hole (``_hole``), which compiled it each again."""
+
+    def build() -> TokenAutomaton:
+        out = TokenAutomaton.from_regex(regex, vocab_of(tokenizer), what=where)
+        if bound is not None:
+            out = out.intersect(value_automaton(bound, None, tokenizer, where))
+        return out
+
+    return cached_automaton(tokenizer, ("value", regex, bound), build)
 
 
 Lang = tuple[str, int, bool, "str | None"]
@@ -479,7 +493,10 @@ def _regex_hole(args: str | None, where: str, tokenizer: Any) -> Lang:
     regex is unbounded (or its shortest match, when that is longer)."""
     if not args:
         raise UserError(f"{where}: <regex:...> needs a pattern")
-    check_regex(args, f"{where}: regex")  # as written: an error's column points into it
+    # as written, its syntax alone (an error's column points into it) and its size: compiled
+    # in full over bytes here, it cost as much as its automaton below, once more
+    check_syntax(args, f"{where}: regex")
+    check_size(args, f"{where}: regex")
     args = whole_pattern(args)
     user = _automaton(args, tokenizer, f"{where}: regex")
     safe = user.intersect(_automaton(JSON_CHAR + "*", tokenizer, where))
@@ -557,9 +574,7 @@ def _hole(
     if not automaton.feasible_lengths(width)[width]:
         raise UserError(f"{where}: no sequence of {plural(width, 'token')} satisfies it "
                         "with this tokenizer")
-    value = _automaton(regex, tokenizer, where)
-    if bound is not None:
-        value = value.intersect(_automaton(bound, tokenizer, where))
+    value = value_automaton(regex, bound, tokenizer, where)
     hole = FormHole(path=path, spec=name, kind=kind, width=width, quoted=quoted, space=space,
                     inner_space=inner, regex=regex, value_automaton=value, tokenizer=tokenizer,
                     composite=isinstance(spec, ValueHole) and spec.composite)
@@ -669,6 +684,7 @@ def parse_form(
             except (TypeError, ValueError):
                 raise UserError(f"{source}: value at {path} is not JSON ({v!r})") from None
 
+    check_total(_languages(value, "$"), source)  # before any of them compiles
     emit(value, "$")
     if buf:
         items.append(("text", "".join(buf)))
@@ -677,6 +693,22 @@ def parse_form(
             f'{source}: no holes; write values such as "<text:2-8>", "<int>" or "<choice:a|b>"'
         )
     return items, holes, automata
+
+
+def _languages(v: Any, path: str) -> list[tuple[str, str]]:
+    """(where, pattern) of each language a form's holes compile that a request chooses freely:
+    a ``ValueHole``'s regex and bound, a ``<regex:R>`` hole's R (``check_total``)."""
+    if isinstance(v, dict):
+        return [x for k, sub in v.items() for x in _languages(
+            sub, f"{path}.{k}" if re.fullmatch(r"[A-Za-z_]\w*", k) else f"{path}[{json.dumps(k)}]")]
+    if isinstance(v, list):
+        return [x for i, sub in enumerate(v) for x in _languages(sub, f"{path}[{i}]")]
+    if isinstance(v, ValueHole):
+        return [(f"hole {path}", r) for r in (v.regex, v.bound) if r]
+    m = _HOLE.fullmatch(v) if isinstance(v, str) else None
+    if m is not None and m.group(1) == "regex" and m.group(2):
+        return [(f"hole {path}", whole_pattern(m.group(2)))]
+    return []
 
 
 def fill_form(

@@ -22,6 +22,7 @@ open (optional structure, variable-length arrays, ``anyOf``) is a single hole.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import math
@@ -35,10 +36,11 @@ import torch
 from unmask.config import SampleConfig
 from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.infill.automaton import (
+    MAX_DFA_STATES,
     TokenAutomaton,
-    cached_automaton,
-    check_regex,
+    check_size,
     check_syntax,
+    check_total,
     quote_pattern,
     top_level_branches,
     vocab_of,
@@ -55,6 +57,7 @@ from unmask.infill.forms import (
     int_range,
     load_json,
     text_value,
+    value_automaton,
 )
 from unmask.sampling.loop import MaskPredictor, StepCallback
 
@@ -1052,14 +1055,7 @@ def schema_regex(
 
 def _width(regex: str, tokenizer: Any, path: str, max_tokens: int, bound: str | None = None
            ) -> int:
-    def build() -> TokenAutomaton:
-        out = TokenAutomaton.from_regex(regex, vocab_of(tokenizer), what=_where(path))
-        if bound is not None:
-            out = out.intersect(TokenAutomaton.from_regex(bound, vocab_of(tokenizer),
-                                                          what=_where(path)))
-        return out
-
-    auto = cached_automaton(tokenizer, ("schema-value", regex, bound), build)
+    auto = value_automaton(regex, bound, tokenizer, _where(path))  # the hole's, once
     shortest = auto.min_tokens()
     if shortest is None:
         raise UserError(f"{_where(path)}: no value of this tokenizer's tokens satisfies it")
@@ -1080,6 +1076,9 @@ def schema_form(
     have more than ``MAX_FORM_VALUES`` values, or more than ``context`` (the model's
     ``max_seq_len``; each value takes a token at least), before they are all built."""
     given = load_schema(schema, source)
+    # its patterns as written, bounded together before check_schema compiles any (an enum
+    # beside a pattern is checked against the pattern's automaton)
+    check_total(_patterns(given, "$"), source)
     check_schema(given)
     widest = int(max(vocab_of(tokenizer).lengths.max(), 1))  # bytes of the longest token
     dropped: list[int] = []
@@ -1131,25 +1130,28 @@ def schema_form(
                 return [walk(node.get("items", True), f"{path}[{i}]") for i in range(n)]
         if _plain_string(node):  # text: a letter or digit first, no whitespace at the end
             regex = f'"{text_value(node.get("minLength", 0), node.get("maxLength"))}"'
-            return ValueHole(regex=regex, inner_space=True, spec=f"<schema {path}>",
-                             width=_width(regex, tokenizer, path, max_value_tokens))
+            return ValueHole(regex=regex, inner_space=True, spec=f"<schema {path}>", width=0)
         bound = _string_bound(node)  # a second language, intersected
         if bound is not None:
             node = {k: v for k, v in node.items() if k not in ("minLength", "maxLength")}
         regex = schema_regex(node, root, path)
-        return ValueHole(
-            regex=regex,
-            width=_width(regex, tokenizer, path, max_value_tokens, bound),
-            spec=f"<schema {path}>",
-            bound=bound,
-            composite=_composite(node, types),
-        )
+        return ValueHole(regex=regex, width=0, spec=f"<schema {path}>", bound=bound,
+                         composite=_composite(node, types))
 
-    form = walk(root, "$")
+    def sized(form: Any) -> Any:
+        """``form`` with each hole's width, its automaton compiled once every language of the
+        form is known to fit the request's bound on them together (``check_total``)."""
+        holes = _hole_list(form)
+        check_total(((_where(_path(h)), r) for h in holes for r in (h.regex, h.bound) if r),
+                    source)
+        return _with_widths(form, lambda h: _width(h.regex, tokenizer, _path(h),
+                                                   max_value_tokens, h.bound))
+
+    form = sized(walk(root, "$"))
     if dropped and (_widest_hole(form) + spare) * widest >= min(dropped):
         # a hole wide enough to spell a string over a dropped maxLength: build it as given
         root, count = given, 0
-        form = walk(root, "$")
+        form = sized(walk(root, "$"))
     if not _holes(form):
         raise UserError(f"{source}: admits one value only "
                         f"({json.dumps(form, ensure_ascii=False)[:60]}), nothing to fill")
@@ -1187,6 +1189,50 @@ def _unbounded(node: Any, chars: int, dropped: list[int]) -> Any:
         if isinstance(out.get(key), list):
             out[key] = [_unbounded(sub, chars, dropped) for sub in out[key]]
     return out
+
+
+def _patterns(doc: Any, path: str) -> list[tuple[str, str]]:
+    """(where, pattern) of every ``pattern`` a schema document states, anywhere in it (not in
+    values: ``enum``, ``const``, ``default``, ``examples``)."""
+    out: list[tuple[str, str]] = []
+    stack = [(doc, path)]
+    while stack:  # iterative: a schema may nest deep
+        node, at = stack.pop()
+        if isinstance(node, Mapping):
+            if isinstance(node.get("pattern"), str):
+                out.append((_where(at), node["pattern"]))
+            for k, v in node.items():
+                if k == "properties" and isinstance(v, Mapping):  # named as values are
+                    stack.extend((sub, f"{at}.{name}") for name, sub in v.items())
+                elif isinstance(v, Mapping | list) and k not in ("enum", "const", *_NOTES):
+                    stack.append((v, f"{at}[]" if k == "items" else f"{at}.{k}"))
+        elif isinstance(node, list):
+            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(node))
+    return out[::-1]
+
+
+def _path(hole: ValueHole) -> str:
+    """Where a hole of ``schema_form`` stands (its spec is ``<schema PATH>``)."""
+    return hole.spec.removeprefix("<schema ").removesuffix(">")
+
+
+def _hole_list(form: Any) -> list[ValueHole]:
+    """The ``ValueHole`` s of ``form``, in its order."""
+    if isinstance(form, ValueHole):
+        return [form]
+    items = form.values() if isinstance(form, Mapping) else form if isinstance(form, list) else []
+    return [h for v in items for h in _hole_list(v)]
+
+
+def _with_widths(form: Any, width: Any) -> Any:
+    """``form`` with each ``ValueHole`` h given ``width(h)`` tokens."""
+    if isinstance(form, ValueHole):
+        return dataclasses.replace(form, width=width(form))
+    if isinstance(form, Mapping):
+        return {k: _with_widths(v, width) for k, v in form.items()}
+    if isinstance(form, list):
+        return [_with_widths(v, width) for v in form]
+    return form
 
 
 def _widest_hole(form: Any) -> int:
@@ -1292,10 +1338,20 @@ def constraint_form(
         import re
 
         pattern = "|".join(re.escape(c) for c in choice)
+        try:
+            check_size(pattern, source)
+        except UserError:  # its advice is of repetitions: a list of words has none
+            raise UserError(
+                f"{source}: too large (the choices' automaton has over {MAX_DFA_STATES} "
+                f"states, about one per byte of the {len(choice)} choices that no other "
+                "choice starts with); send fewer or shorter choices") from None
         width = max(len(tokenizer.encode(c)) for c in choice)
         return ValueHole(regex=pattern, width=width, spec="<choice>"), False
     assert regex is not None
-    check_regex(regex, f"{source}: regex {quote_pattern(regex)}")
+    # its syntax and size, before the worker compiles it (compiled in full over bytes here,
+    # it cost as much as its automaton, once more)
+    check_syntax(regex, f"{source}: regex {quote_pattern(regex)}")
+    check_size(regex, f"{source}: regex {quote_pattern(regex)}")
     return ValueHole(regex=whole_pattern(regex), width=max_tokens, spec="<regex>"), False
 
 
