@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from unmask.errors import UserError
+from unmask.folders import is_checkpoint
 from unmask.sniff import not_text as _not_text
 from unmask.tokenizer import Tokenizer, byte_tokenizer, load_tokenizer, train_bpe
 
@@ -138,7 +139,8 @@ def resolve_inputs(
     Files are taken as given; directories are searched recursively in sorted order,
     skipping hidden files and folders (names starting with ``.``), datasets ``prepare`` wrote
     (an earlier ``-o`` inside the corpus folder: its shards are token ids, not text) and
-    anything under ``exclude``. A missing path, or a prepared dataset given as an input,
+    anything under ``exclude``. A missing path, a prepared dataset given as an input, or a
+    checkpoint folder (a model: its weights are not text) given or found below a folder,
     raises ``UserError``.
     """
     if isinstance(inputs, str | os.PathLike):  # one path, not the characters of its name
@@ -158,7 +160,15 @@ def resolve_inputs(
             if not _not_prepared(p):
                 raise UserError(f"{p}: a dataset written by unmask prepare (token ids), not "
                                 "text; give the text it was prepared from")
+            if is_checkpoint(p):  # its weights would be read as text (with errors='replace')
+                raise UserError(f"{p}: a checkpoint folder (a model), not text; give the text "
+                                "files to prepare")
             below = _walk(p)
+            model = next((q.parent for q in below if q.name == "model.safetensors"
+                          and is_checkpoint(q.parent)), None)
+            if model is not None:
+                raise UserError(f"{model}: a checkpoint folder (a model) inside the input "
+                                f"folder {p}, not text; move it out or give the text files")
             datasets = [d.parent for d in below
                         if d.name == "index.json" and not _not_prepared(d.parent)]
             found = [
@@ -1367,7 +1377,7 @@ def prepare_slice(
 
 def read_index(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed ``index.json`` of a prepared dataset directory."""
-    from unmask.folders import checkpoint_given_for_data, is_checkpoint
+    from unmask.folders import checkpoint_given_for_data
 
     d = Path(directory)
     path = d / "index.json"

@@ -1,0 +1,43 @@
+"""Inputs ``unmask.data.prepare`` must refuse rather than read as text (session 29 audit)."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+
+from unmask import data
+from unmask.errors import UserError
+
+
+def _checkpoint(folder):
+    """A folder that looks like a checkpoint: ``config.json`` and a ``model.safetensors`` whose
+    JSON header passes for text (so only the folder tells it is a model)."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"dim": 8}), encoding="utf-8")
+    header = json.dumps({"w": {"dtype": "F16", "shape": [4], "data_offsets": [0, 8]}}).encode()
+    weights = struct.pack("<Q", len(header)) + header + bytes([0x3c, 0xa1, 0xfe, 0xb7] * 2)
+    (folder / "model.safetensors").write_bytes(weights)
+    return folder
+
+
+@pytest.mark.parametrize("where", ["ckpt", "run/checkpoint"])
+def test_the_library_refuses_a_checkpoint_folder_given_as_input(tmp_path, where):
+    _checkpoint(tmp_path / where)
+    given = tmp_path / where.split("/")[0]
+    with pytest.raises(UserError, match=f"^{given}: a checkpoint folder \\(a model\\), not text"):
+        data.prepare([given], tmp_path / "out", tokenizer="byte", val_fraction=0,
+                     errors="replace", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_folder_inside_a_corpus_folder_is_refused_naming_it(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("some text to prepare\n", encoding="utf-8")
+    _checkpoint(corpus / "run" / "checkpoint")
+    with pytest.raises(UserError, match=f"^{corpus / 'run' / 'checkpoint'}: a checkpoint folder "
+                       f"\\(a model\\) inside the input folder {corpus}, not text"):
+        data.prepare([corpus], tmp_path / "out", tokenizer="byte", val_fraction=0,
+                     errors="replace", progress=False)
