@@ -1,0 +1,23 @@
+"""Gap sets hold any text: a line ends at ``\\n`` only (session 29 audit)."""
+
+from __future__ import annotations
+
+import pytest
+
+from unmask.gapset import GapSample, read_gap_set, write_gap_set
+from unmask.tokenizer import byte_tokenizer
+
+TOK = byte_tokenizer()
+
+
+@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85", "\r\n"])
+def test_a_gap_set_with_unicode_line_separators_in_its_text_reads_back(tmp_path, sep):
+    """write_gap_set (json.dumps with ensure_ascii=False) leaves U+2028, U+2029 and U+0085 raw
+    inside the strings; read_gap_set split lines there too (str.splitlines) and refused its own
+    file: "g.jsonl:1: not a JSON object of strings"."""
+    ids = TOK.encode(f"one{sep}two{sep}three")
+    gaps = [GapSample(ids, 2, 6, 4, 8), GapSample(ids, 1, 3, 3, 3)]
+    p = write_gap_set(tmp_path / "g.jsonl", gaps, TOK)
+    back = read_gap_set(p, TOK)
+    assert [(x.window, x.start, x.length, x.lo, x.hi) for x in back] == \
+        [(x.window, x.start, x.length, x.lo, x.hi) for x in gaps]
