@@ -1,0 +1,27 @@
+"""Tokenizer edge cases (session 29 audit)."""
+
+from __future__ import annotations
+
+import pytest
+
+from unmask.errors import UserError
+from unmask.tokenizer import byte_tokenizer
+
+TOK = byte_tokenizer()
+
+
+def test_an_unpaired_surrogate_is_a_one_line_error_naming_it():
+    """A str holding ``\\ud800`` (JSON's escape, a file name read with surrogateescape) raised
+    HF's TypeError "TextInputSequence must be str", about a str."""
+    with pytest.raises(UserError, match=r"^the text holds an unpaired surrogate \(U\+D800 at "
+                       r"character 3\)"):
+        TOK.encode("ab \ud800 c")
+    with pytest.raises(UserError, match=r"^text 1 of the batch holds an unpaired surrogate "
+                       r"\(U\+DCFF at character 0\)"):
+        TOK.encode_batch(["fine", "\udcff"])
+
+
+def test_a_non_string_is_still_a_type_error():
+    with pytest.raises(TypeError):
+        TOK.encode(42)  # type: ignore[arg-type]
+    assert TOK.encode_batch(x for x in ["ab"]) == [TOK.encode("ab")]  # any iterable, as before
