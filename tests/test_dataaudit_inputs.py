@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import struct
 
@@ -41,3 +42,24 @@ def test_a_checkpoint_folder_inside_a_corpus_folder_is_refused_naming_it(tmp_pat
                        f"\\(a model\\) inside the input folder {corpus}, not text"):
         data.prepare([corpus], tmp_path / "out", tokenizer="byte", val_fraction=0,
                      errors="replace", progress=False)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_safetensors_file_is_refused_even_with_errors_replace(tmp_path, compress):
+    """Its JSON header passes for text: with errors='replace' the weights were read as a
+    document of noise."""
+    weights = (_checkpoint(tmp_path / "ckpt") / "model.safetensors").read_bytes()
+    p = tmp_path / ("w.safetensors.gz" if compress else "w.safetensors")
+    p.write_bytes(gzip.compress(weights) if compress else weights)
+    packed = r" \(gzip-compressed\)" if compress else ""
+    with pytest.raises(UserError, match=f"^{p}: a safetensors file \\(model weights\\){packed}, "
+                       "not text$"):
+        data.prepare([p], tmp_path / "out", tokenizer="byte", val_fraction=0, errors="replace",
+                     progress=False)
+
+
+def test_text_that_starts_with_a_brace_after_8_characters_is_text(tmp_path):
+    p = tmp_path / "a.txt"
+    p.write_text("abcdefgh{not a header} and more text\n", encoding="utf-8")
+    info = data.prepare([p], tmp_path / "out", tokenizer="byte", val_fraction=0, progress=False)
+    assert info.n_documents == 1
