@@ -63,3 +63,15 @@ def test_text_that_starts_with_a_brace_after_8_characters_is_text(tmp_path):
     p.write_text("abcdefgh{not a header} and more text\n", encoding="utf-8")
     info = data.prepare([p], tmp_path / "out", tokenizer="byte", val_fraction=0, progress=False)
     assert info.n_documents == 1
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    ("null", "null"), ("true", "true \\(a boolean\\)"), ("1.5", "a number \\(1.5\\)"),
+    ("[\"a\"]", "an array"), ("{\"a\": 1}", "an object"),
+])
+def test_a_text_field_that_is_no_string_is_named_in_json_words(tmp_path, value, said):
+    """Exported datasets hold ``"text": null`` for missing rows: it said "is NoneType"."""
+    p = tmp_path / "d.jsonl"
+    p.write_text('{"text": "fine"}\n{"text": ' + value + '}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=f"^{p}:2: field 'text' is {said}, not a string$"):
+        data.prepare([p], tmp_path / "out", tokenizer="byte", val_fraction=0, progress=False)

@@ -625,6 +625,17 @@ def read_jsonl(
         src.close()
 
 
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words (``null``, not Python's ``NoneType``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    return "an array" if isinstance(value, list) else "an object"
+
+
 def _jsonl_pieces(
     src: _Source, text_field: str, errors: str, chunk: int
 ) -> Iterator[tuple[str, bool]]:
@@ -640,7 +651,7 @@ def _jsonl_pieces(
             raise UserError(f"{where}: no field {text_field!r} (fields: {keys}); {fix}")
         text = obj[text_field]
         if not isinstance(text, str):
-            raise UserError(f"{where}: field {text_field!r} is {type(text).__name__}, not a string")
+            raise UserError(f"{where}: field {text_field!r} is {_json_kind(text)}, not a string")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates from \ud800-style escapes
