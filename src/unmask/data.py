@@ -586,6 +586,7 @@ def _jsonl_objects(
     naming file and line for undecodable bytes (``fix`` says what to do), invalid JSON and
     non-object lines."""
     lineno = 0
+    first = True  # the first line that is not blank
     while True:
         raw = src.readline()
         if not raw:
@@ -600,15 +601,29 @@ def _jsonl_objects(
             line = line.removeprefix("\ufeff")  # json.loads rejects a BOM
         if not line.strip():
             continue
+        array = first and line.lstrip().startswith("[")
+        first = False
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
+            if array:  # "[" alone on line 1: a pretty-printed array (Alpaca's data files)
+                raise _array_error(src.path) from None
             raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
         except RecursionError:  # "[[[[..." deeper than the parser's stack
             raise UserError(f"{where}: not valid JSON (nested too deeply)") from None
         if not isinstance(obj, dict):
-            raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            if array and isinstance(obj, list):
+                raise _array_error(src.path)
+            raise UserError(f"{where}: expected a JSON object, got {_json_kind(obj)}")
         yield where, obj
+
+
+def _array_error(path: Path) -> UserError:
+    """The refusal of a JSON array of records where JSON Lines (one object a line) go."""
+    base = path.name.split(".")[0]
+    target = f"{base}.jsonl" if f"{base}.jsonl" != path.name else f"{base}-lines.jsonl"
+    return UserError(f"{path}: a JSON array, not JSON Lines (one JSON object a line); convert "
+                     f"it with jq -c '.[]' {path} > {target}")
 
 
 def read_jsonl(
@@ -633,6 +648,8 @@ def _json_kind(value: Any) -> str:
         return f"{str(value).lower()} (a boolean)"
     if isinstance(value, int | float):
         return f"a number ({value!r})"
+    if isinstance(value, str):
+        return "a string"
     return "an array" if isinstance(value, list) else "an object"
 
 
