@@ -145,9 +145,8 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
             )[0]
         else:
             missing = [k for k in ("prompt", "response") if k not in obj]
-            trl = " (TRL's 'completion' is 'response' here)" if "completion" in obj else ""
             raise UserError(f"{where}: missing field(s) {', '.join(missing)} (or give "
-                            f"'messages'){trl}")
+                            f"'messages'){_other_format(obj)}")
         examples.append(SFTExample(messages=messages, source=where, untrained=untrained))
     if not examples:
         raise UserError(f"{path}: no examples")
@@ -238,6 +237,20 @@ class SFTData:
         u = torch.rand(batch_size, generator=generator).tolist()  # which turn of each
         idx = [self.turns[c][int(x * len(self.turns[c]))] for c, x in zip(conv, u, strict=True)]
         return self.batch(idx, seq_len)
+
+
+def _other_format(obj: dict[str, Any]) -> str:
+    """What to do with a record of another common SFT layout (TRL's prompt/completion, Alpaca's
+    instruction/input/output, ShareGPT's conversations), or ``""``."""
+    if "completion" in obj:
+        return " (TRL's 'completion' is 'response' here)"
+    if "instruction" in obj and "output" in obj:
+        return (" (an Alpaca-style record: give its instruction, and its input when there is "
+                "one, as 'prompt' and its output as 'response')")
+    if "conversations" in obj:
+        return (" (a ShareGPT-style record: give its 'conversations' as 'messages', each turn "
+                "as role/content, 'human' -> 'user', 'gpt' -> 'assistant')")
+    return ""
 
 
 def _trained_turns(messages: list[dict[str, str]],
