@@ -75,3 +75,31 @@ def test_a_text_field_that_is_no_string_is_named_in_json_words(tmp_path, value, 
     p.write_text('{"text": "fine"}\n{"text": ' + value + '}\n', encoding="utf-8")
     with pytest.raises(UserError, match=f"^{p}:2: field 'text' is {said}, not a string$"):
         data.prepare([p], tmp_path / "out", tokenizer="byte", val_fraction=0, progress=False)
+
+
+def test_a_git_lfs_pointer_is_refused_not_read_as_a_document(tmp_path):
+    """A dataset repository cloned without git lfs holds pointers: each was a short document."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("real text\n", encoding="utf-8")
+    (corpus / "b.txt").write_text(
+        "version https://git-lfs.github.com/spec/v1\n"
+        "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+        "size 12345\n", encoding="utf-8")
+    with pytest.raises(UserError, match=f"^{corpus / 'b.txt'}: a Git LFS pointer, not the "
+                       "file's content; fetch it first \\(git lfs pull\\)$"):
+        data.prepare([corpus], tmp_path / "out", tokenizer="byte", val_fraction=0,
+                     progress=False)
+
+
+def test_a_link_to_a_missing_file_inside_a_corpus_folder_is_refused(tmp_path):
+    """git-annex keeps files as links into its store; without their content every one was
+    skipped in silence (a corpus of such links: 'empty corpus', or part of it missing)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("real text\n", encoding="utf-8")
+    (corpus / "b.txt").symlink_to(tmp_path / "annex" / "b-content")
+    with pytest.raises(UserError, match=f"^{corpus / 'b.txt'}: a symbolic link to a missing "
+                       f"file \\({tmp_path / 'annex' / 'b-content'}\\)"):
+        data.prepare([corpus], tmp_path / "out", tokenizer="byte", val_fraction=0,
+                     progress=False)

@@ -164,6 +164,11 @@ def resolve_inputs(
                 raise UserError(f"{p}: a checkpoint folder (a model), not text; give the text "
                                 "files to prepare")
             below = _walk(p)
+            dangling = next((q for q in below if q.is_symlink() and not q.exists()), None)
+            if dangling is not None:  # skipped, a corpus of git-annex links read as empty
+                raise UserError(f"{dangling}: a symbolic link to a missing file "
+                                f"({os.readlink(dangling)}); fetch its content (git annex get) "
+                                "or remove the link")
             model = next((q.parent for q in below if q.name == "model.safetensors"
                           and is_checkpoint(q.parent)), None)
             if model is not None:
@@ -268,6 +273,17 @@ def _weights(head: bytes, kind: str | None) -> str | None:
     return None
 
 
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\n"
+
+
+def _lfs_pointer(head: bytes) -> str | None:
+    """What to say of a Git LFS pointer (a repository cloned without ``git lfs``: a few lines
+    naming the real file's hash and size, which read as a short text document), else None."""
+    if head.startswith(_LFS_POINTER) and b"\noid sha256:" in head[:200]:
+        return "a Git LFS pointer, not the file's content; fetch it first (git lfs pull)"
+    return None
+
+
 class _Source:
     """One input file opened for binary reading, with progress. gzip, xz and bzip2 files are
     decompressed (told by their first bytes, whatever their name); archives, UTF-16/32 and
@@ -307,7 +323,8 @@ class _Source:
                     if not more:
                         break
                     self._head += more
-            problem = _not_text(self._head, self.kind, errors) or _weights(self._head, self.kind)
+            problem = (_not_text(self._head, self.kind, errors) or _weights(self._head, self.kind)
+                       or _lfs_pointer(self._head))
             if problem:
                 raise UserError(f"{path}: {problem}")
         except BaseException:
