@@ -25,3 +25,16 @@ def test_a_non_string_is_still_a_type_error():
     with pytest.raises(TypeError):
         TOK.encode(42)  # type: ignore[arg-type]
     assert TOK.encode_batch(x for x in ["ab"]) == [TOK.encode("ab")]  # any iterable, as before
+
+
+def test_prepared_text_is_not_normalised(tmp_path):
+    """docs/data.md: nothing is normalised; NFC and NFD forms stay as they are."""
+    from unmask.data import TokenDataset, prepare
+
+    text = "caf\u00e9 cafe\u0301 \ufb01 \u2460 A\u030a \u212b " * 40
+    (tmp_path / "a.txt").write_text(text, encoding="utf-8")
+    prepare([tmp_path / "a.txt"], tmp_path / "d", vocab_size=300, val_fraction=0,
+            progress=False)
+    ds = TokenDataset(tmp_path / "d", "train")
+    assert ds.tokenizer().decode(ds.read(0, ds.n_tokens).tolist()) == text
+    assert ds.n_bytes == len(text.encode("utf-8"))
