@@ -52,3 +52,20 @@ def test_records_of_other_sft_layouts_say_how_to_map_them(tmp_path, record, hint
     with pytest.raises(UserError, match=r"^.*:1: missing field\(s\) prompt, response \(or give "
                        r"'messages'\) \(" + hint.replace("(", r"\(").replace(")", r"\)")):
         read_sft_jsonl(p)
+
+
+def test_null_fields_of_the_other_layout_are_absent(tmp_path):
+    """One table holding both layouts (``datasets``' to_json) writes nulls for the columns a
+    row does not use: "give 'messages' or 'prompt'/'response', not both"."""
+    p = tmp_path / "mixed.jsonl"
+    rows = [{"prompt": "q1", "response": "a1", "messages": None},
+            {"prompt": None, "response": None,
+             "messages": [{"role": "user", "content": "q2"},
+                          {"role": "assistant", "content": "a2"}]}]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    examples = read_sft_jsonl(p)
+    assert [[m["content"] for m in ex.messages] for ex in examples] == [["q1", "a1"],
+                                                                      ["q2", "a2"]]
+    p.write_text(json.dumps({"prompt": "q", "response": None}) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r":1: missing field\(s\) response"):
+        read_sft_jsonl(p)
