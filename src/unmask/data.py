@@ -164,23 +164,21 @@ def resolve_inputs(
                 raise UserError(f"{p}: a checkpoint folder (a model), not text; give the text "
                                 "files to prepare")
             below = _walk(p)
-            dangling = next((q for q in below if q.is_symlink() and not q.exists()), None)
+            datasets = [d.parent for d in below
+                        if d.name == "index.json" and not _not_prepared(d.parent)]
+            kept = [q for q in below
+                    if not is_excluded(q) and not any(d in q.parents for d in datasets)]
+            dangling = next((q for q in kept if q.is_symlink() and not q.exists()), None)
             if dangling is not None:  # skipped, a corpus of git-annex links read as empty
                 raise UserError(f"{dangling}: a symbolic link to a missing file "
                                 f"({os.readlink(dangling)}); fetch its content (git annex get) "
                                 "or remove the link")
-            model = next((q.parent for q in below if q.name == "model.safetensors"
+            model = next((q.parent for q in kept if q.name == "model.safetensors"
                           and is_checkpoint(q.parent)), None)
             if model is not None:
                 raise UserError(f"{model}: a checkpoint folder (a model) inside the input "
                                 f"folder {p}, not text; move it out or give the text files")
-            datasets = [d.parent for d in below
-                        if d.name == "index.json" and not _not_prepared(d.parent)]
-            found = [
-                q
-                for q in below
-                if q.is_file() and not is_excluded(q) and not any(d in q.parents for d in datasets)
-            ]
+            found = [q for q in kept if q.is_file()]
             files.extend(sorted(found, key=lambda q: q.relative_to(p).parts))
         elif p.is_file():
             files.append(p)
