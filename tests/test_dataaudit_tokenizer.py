@@ -38,3 +38,17 @@ def test_prepared_text_is_not_normalised(tmp_path):
     ds = TokenDataset(tmp_path / "d", "train")
     assert ds.tokenizer().decode(ds.read(0, ds.n_tokens).tolist()) == text
     assert ds.n_bytes == len(text.encode("utf-8"))
+
+
+def test_a_path_object_named_like_a_built_in_tokenizer_is_that_folder(tmp_path, monkeypatch):
+    """``tokenizer=Path("bpe")`` trained a new BPE tokenizer, ignoring ./bpe/tokenizer.json (the
+    CLI's --tokenizer bpe takes ./bpe when it exists)."""
+    from pathlib import Path
+
+    from unmask.data import TokenDataset, prepare
+
+    monkeypatch.chdir(tmp_path)
+    TOK.save(tmp_path / "bpe")
+    (tmp_path / "a.txt").write_text("some text " * 50, encoding="utf-8")
+    prepare(["a.txt"], "d", tokenizer=Path("bpe"), val_fraction=0, progress=False)
+    assert TokenDataset("d", "train").vocab_size == TOK.vocab_size == 260

@@ -1145,7 +1145,8 @@ def prepare(
         out: dataset directory to create. It is built in a hidden temp directory next to
             it and renamed at the end, so an interrupted run leaves nothing half-written.
         tokenizer: ``"bpe"`` (train byte-level BPE of ``vocab_size`` on the corpus),
-            ``"byte"`` (bytes + 4 specials), or a path to a ``tokenizer.json`` / directory.
+            ``"byte"`` (bytes + 4 specials), or a path to a ``tokenizer.json`` / directory
+            (a ``Path`` is always one: ``Path("bpe")`` is the folder ``./bpe``).
         vocab_size: BPE vocabulary size, specials included (``"bpe"`` only; default
             4096); given with another tokenizer, a ``UserError``.
         text_field: JSONL field holding the text.
@@ -1178,6 +1179,8 @@ def prepare(
         raise UserError(f"vocab_size trains a BPE tokenizer (tokenizer='bpe'); tokenizer "
                         f"{str(tokenizer)!r} brings its own vocabulary")
     vocab_size = 4096 if vocab_size is None else int(vocab_size)
+    if isinstance(tokenizer, os.PathLike) and os.fspath(tokenizer) in ("bpe", "byte"):
+        tokenizer = os.path.join(".", tokenizer)  # Path("bpe"): the folder, not the built-in
     tokenizer = os.fspath(tokenizer)
     # numpy scalars as the index's JSON takes them
     val_fraction, min_val_tokens = float(val_fraction), int(min_val_tokens)
