@@ -139,9 +139,10 @@ def resolve_inputs(
     Files are taken as given; directories are searched recursively in sorted order,
     skipping hidden files and folders (names starting with ``.``), datasets ``prepare`` wrote
     (an earlier ``-o`` inside the corpus folder: its shards are token ids, not text) and
-    anything under ``exclude``. A missing path, a prepared dataset given as an input, or a
-    checkpoint folder (a model: its weights are not text) given or found below a folder,
-    raises ``UserError``.
+    anything under ``exclude``. A missing path, a prepared dataset given as an input, a
+    checkpoint folder (a model: its weights are not text) given or found below a folder, or a
+    link below a folder to a missing file (git-annex content not fetched) raises
+    ``UserError``.
     """
     if isinstance(inputs, str | os.PathLike):  # one path, not the characters of its name
         inputs = [inputs]
