@@ -103,3 +103,15 @@ def test_a_link_to_a_missing_file_inside_a_corpus_folder_is_refused(tmp_path):
                        f"file \\({tmp_path / 'annex' / 'b-content'}\\)"):
         data.prepare([corpus], tmp_path / "out", tokenizer="byte", val_fraction=0,
                      progress=False)
+
+
+def test_a_folder_with_nothing_to_read_says_so_and_why(tmp_path):
+    """It said "the inputs hold no text (empty corpus)", as for a file of whitespace."""
+    corpus = tmp_path / "corpus"
+    (corpus / ".git").mkdir(parents=True)
+    (corpus / ".git" / "HEAD").write_text("ref: refs/heads/main\n", encoding="utf-8")
+    (corpus / ".notes.txt").write_text("hidden text\n", encoding="utf-8")
+    with pytest.raises(UserError, match=f"^{corpus}: no files to read below it \\(hidden files "
+                       "and folders, named \\.\\*, are skipped"):
+        data.prepare([corpus], tmp_path / "out", tokenizer="byte", val_fraction=0,
+                     progress=False)

@@ -187,6 +187,11 @@ def resolve_inputs(
             raise UserError(f"{p}: not a regular file or directory")
         else:
             raise UserError(f"{p}: no such file or directory")
+    if not files:  # only folders, none with a file to read: "empty corpus" said not why
+        names = ", ".join(str(i) for i in inputs[:3]) + (" ..." if len(inputs) > 3 else "")
+        raise UserError(f"{names}: no files to read below {'it' if len(inputs) == 1 else 'them'}"
+                        " (hidden files and folders, named .*, are skipped, and so are "
+                        "datasets unmask prepare wrote)")
     seen: dict[Path, Path] = {}
     for f in files:  # twice in the stream, its text could land in both train and validation
         first = seen.setdefault(f.resolve(), f)
