@@ -10,7 +10,7 @@ from unmask.tokenizer import byte_tokenizer
 TOK = byte_tokenizer()
 
 
-@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85", "\r\n"])
+@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85", "\r\n", "\r"])
 def test_a_gap_set_with_unicode_line_separators_in_its_text_reads_back(tmp_path, sep):
     """write_gap_set (json.dumps with ensure_ascii=False) leaves U+2028, U+2029 and U+0085 raw
     inside the strings; read_gap_set split lines there too (str.splitlines) and refused its own
@@ -21,3 +21,12 @@ def test_a_gap_set_with_unicode_line_separators_in_its_text_reads_back(tmp_path,
     back = read_gap_set(p, TOK)
     assert [(x.window, x.start, x.length, x.lo, x.hi) for x in back] == \
         [(x.window, x.start, x.length, x.lo, x.hi) for x in gaps]
+
+
+@pytest.mark.parametrize("end", ["\r\n", "\r"])
+def test_a_hand_written_gap_set_with_windows_or_old_mac_line_ends_reads(tmp_path, end):
+    p = tmp_path / "g.jsonl"
+    lines = ['{"prefix": "In the ", "middle": "beginning", "suffix": " God"}',
+             '{"prefix": "and the ", "middle": "earth", "suffix": "."}']
+    p.write_bytes(end.join(lines).encode() + end.encode())
+    assert [TOK.decode(x.truth) for x in read_gap_set(p, TOK)] == ["beginning", "earth"]
