@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import struct
 
 import pytest
@@ -115,3 +116,18 @@ def test_a_folder_with_nothing_to_read_says_so_and_why(tmp_path):
                        "and folders, named \\.\\*, are skipped"):
         data.prepare([corpus], tmp_path / "out", tokenizer="byte", val_fraction=0,
                      progress=False)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_an_output_where_no_folder_can_be_made_is_refused_before_any_work(tmp_path, monkeypatch):
+    """It failed after the tokenizer was trained, with an OSError naming the staging folder."""
+    p = tmp_path / "a.txt"
+    p.write_text("text " * 100, encoding="utf-8")
+
+    def no_tokenizer(*args, **kwargs):
+        raise AssertionError("the tokenizer was made before the output was checked")
+
+    monkeypatch.setattr(data, "_make_tokenizer", no_tokenizer)
+    with pytest.raises(UserError, match="^/proc/unmask-dataaudit: cannot create the dataset "
+                       "there \\("):
+        data.prepare([p], "/proc/unmask-dataaudit", val_fraction=0, progress=False)

@@ -953,6 +953,19 @@ def _not_prepared(folder: Path) -> str:
     return ""
 
 
+def _check_can_build(out: Path) -> None:
+    """Make ``out``'s parent folders and try a staging folder beside it, before any work: a
+    place where no folder can be made (``/proc``, a read-only disk, a folder of another user)
+    failed only after the tokenizer was trained, naming the staging folder ("No such file or
+    directory: /proc/.data.tmp-...")."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _staging(out).rmdir()
+    except OSError as e:
+        raise UserError(f"{out}: cannot create the dataset there "
+                        f"({e.strerror or e}{f': {e.filename}' if e.filename else ''})") from None
+
+
 def _staging(out: Path) -> Path:
     """A new hidden folder beside ``out`` to build the dataset in, named (as ``unmask convert``
     names its own) by the machine, PID namespace and process that writes it, so that a later
@@ -1214,6 +1227,7 @@ def prepare(
     given, out = out, _real_out(out)
     files = resolve_inputs(inputs, exclude=[out])
     _check_out(out, overwrite, files)
+    _check_can_build(out)
     json_text = []  # .json files read as plain text, JSON syntax and all
     first_line: Any = None  # the first line of the first of them, parsed
     n_jsonl = 0
@@ -1405,7 +1419,7 @@ def prepare_slice(
     given = Path(out)
     out = _real_out(given)
     _check_out(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _check_can_build(out)
     tok = src.tokenizer()
     byte_len = tok.token_byte_lengths()
     dtype = np.dtype(src.index["dtype"]).newbyteorder("<")
