@@ -399,8 +399,8 @@ def test_jsonl_errors(tmp_path: Path) -> None:
             '{"text": "ok"}\n\n{"body": "no text"}\n',
             r"x\.jsonl:3: no field 'text' \(fields: body\)",
         ),
-        ('{"text": 5}\n', r"x\.jsonl:1: field 'text' is int, not a string"),
-        ("[1, 2]\n", r"x\.jsonl:1: expected a JSON object"),
+        ('{"text": 5}\n', r"x\.jsonl:1: field 'text' is a number \(5\), not a string"),
+        ('{"text": "ok"}\n[1, 2]\n', r"x\.jsonl:2: expected a JSON object, got an array"),
         ('{"text": "lone \\ud800 surrogate"}\n', r"x\.jsonl:1: .*surrogates"),
         ('{"text": "ok"}\n' + "[" * 100_000 + "\n", r"x\.jsonl:2: not valid JSON \(nested too"),
     ]:

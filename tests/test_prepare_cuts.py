@@ -194,7 +194,7 @@ def test_chat_data_in_a_json_file_points_at_sft_and_other_objects_name_their_fie
     # JSON Lines whose first record's text is null: read as JSON Lines, refused with its line
     # (it was trained on as JSON syntax, with a note saying the field was missing)
     (tmp_path / "null.json").write_text('{"text": null}\n{"text": "hello world"}\n')
-    with pytest.raises(UserError, match=r"null.json:1: field 'text' is NoneType, not a string"):
+    with pytest.raises(UserError, match=r"null.json:1: field 'text' is null, not a string"):
         data.prepare([tmp_path / "null.json"], tmp_path / "o-null", **kw)
     # a JSON array: the jq note
     (tmp_path / "arr.json").write_text(json.dumps([{"text": "a"}, {"text": "b"}], indent=1))

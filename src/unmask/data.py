@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from unmask.errors import UserError
+from unmask.folders import is_checkpoint
 from unmask.sniff import not_text as _not_text
 from unmask.tokenizer import Tokenizer, byte_tokenizer, load_tokenizer, train_bpe
 
@@ -138,8 +139,10 @@ def resolve_inputs(
     Files are taken as given; directories are searched recursively in sorted order,
     skipping hidden files and folders (names starting with ``.``), datasets ``prepare`` wrote
     (an earlier ``-o`` inside the corpus folder: its shards are token ids, not text) and
-    anything under ``exclude``. A missing path, or a prepared dataset given as an input,
-    raises ``UserError``.
+    anything under ``exclude``. A missing path, a prepared dataset given as an input, a
+    checkpoint folder (a model: its weights are not text) given or found below a folder, or a
+    link below a folder to a missing file (git-annex content not fetched) raises
+    ``UserError``.
     """
     if isinstance(inputs, str | os.PathLike):  # one path, not the characters of its name
         inputs = [inputs]
@@ -158,14 +161,25 @@ def resolve_inputs(
             if not _not_prepared(p):
                 raise UserError(f"{p}: a dataset written by unmask prepare (token ids), not "
                                 "text; give the text it was prepared from")
+            if is_checkpoint(p):  # its weights would be read as text (with errors='replace')
+                raise UserError(f"{p}: a checkpoint folder (a model), not text; give the text "
+                                "files to prepare")
             below = _walk(p)
             datasets = [d.parent for d in below
                         if d.name == "index.json" and not _not_prepared(d.parent)]
-            found = [
-                q
-                for q in below
-                if q.is_file() and not is_excluded(q) and not any(d in q.parents for d in datasets)
-            ]
+            kept = [q for q in below
+                    if not is_excluded(q) and not any(d in q.parents for d in datasets)]
+            dangling = next((q for q in kept if q.is_symlink() and not q.exists()), None)
+            if dangling is not None:  # skipped, a corpus of git-annex links read as empty
+                raise UserError(f"{dangling}: a symbolic link to a missing file "
+                                f"({os.readlink(dangling)}); fetch its content (git annex get) "
+                                "or remove the link")
+            model = next((q.parent for q in kept if q.name == "model.safetensors"
+                          and is_checkpoint(q.parent)), None)
+            if model is not None:
+                raise UserError(f"{model}: a checkpoint folder (a model) inside the input "
+                                f"folder {p}, not text; move it out or give the text files")
+            found = [q for q in kept if q.is_file()]
             files.extend(sorted(found, key=lambda q: q.relative_to(p).parts))
         elif p.is_file():
             files.append(p)
@@ -173,6 +187,11 @@ def resolve_inputs(
             raise UserError(f"{p}: not a regular file or directory")
         else:
             raise UserError(f"{p}: no such file or directory")
+    if not files:  # only folders, none with a file to read: "empty corpus" said not why
+        names = ", ".join(str(i) for i in inputs[:3]) + (" ..." if len(inputs) > 3 else "")
+        raise UserError(f"{names}: no files to read below {'it' if len(inputs) == 1 else 'them'}"
+                        " (hidden files and folders, named .*, are skipped, and so are "
+                        "datasets unmask prepare wrote)")
     seen: dict[Path, Path] = {}
     for f in files:  # twice in the stream, its text could land in both train and validation
         first = seen.setdefault(f.resolve(), f)
@@ -246,6 +265,29 @@ def _compression(head: bytes) -> str | None:
     return None
 
 
+def _weights(head: bytes, kind: str | None) -> str | None:
+    """What to say of a safetensors file (model weights), else None. Its first bytes are the
+    length of its JSON header (8 bytes, little-endian: the upper ones NUL) and that header,
+    which passes for text, so ``_not_text`` read it as text: with ``errors='replace'`` a
+    checkpoint's ``model.safetensors`` became ~20 M tokens of noise."""
+    size = int.from_bytes(head[:8], "little") if len(head) >= 10 else 0
+    if 2 <= size < 1 << 32 and head[8:9] == b"{":
+        packed = f" ({kind}-compressed)" if kind else ""
+        return f"a safetensors file (model weights){packed}, not text"
+    return None
+
+
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\n"
+
+
+def _lfs_pointer(head: bytes) -> str | None:
+    """What to say of a Git LFS pointer (a repository cloned without ``git lfs``: a few lines
+    naming the real file's hash and size, which read as a short text document), else None."""
+    if head.startswith(_LFS_POINTER) and b"\noid sha256:" in head[:200]:
+        return "a Git LFS pointer, not the file's content; fetch it first (git lfs pull)"
+    return None
+
+
 class _Source:
     """One input file opened for binary reading, with progress. gzip, xz and bzip2 files are
     decompressed (told by their first bytes, whatever their name); archives, UTF-16/32 and
@@ -285,7 +327,8 @@ class _Source:
                     if not more:
                         break
                     self._head += more
-            problem = _not_text(self._head, self.kind, errors)
+            problem = (_not_text(self._head, self.kind, errors) or _weights(self._head, self.kind)
+                       or _lfs_pointer(self._head))
             if problem:
                 raise UserError(f"{path}: {problem}")
         except BaseException:
@@ -511,7 +554,8 @@ def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, b
     ``_split_text`` cuts it into."""
     dec = codecs.getincrementaldecoder("utf-8")(errors)
     where = _Lines()
-    pending = ""  # the current line, not yet yielded
+    pending = ""  # the current line, not yet yielded (no line end in it)
+    held = ""  # a \r read last, perhaps the first half of a \r\n
     first = True
     emitted = False  # pieces of the current line already yielded
     seen = False  # a character of the current line that is not whitespace (so it is one)
@@ -535,18 +579,23 @@ def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, b
         if first and text:
             text = text.removeprefix("\ufeff")
             first = False
-        pending += text
-        held = ""
-        if not final and pending.endswith("\r"):  # perhaps the first half of a \r\n
-            pending, held = pending[:-1], "\r"
-        *lines, pending = _LINE_END.split(pending)
-        for line in lines:
-            yield from line_end(line)
-            emitted, seen, checked = False, False, 0
+        # only the new text is searched for line ends (``pending`` holds none): searching all
+        # of a line held whole (only whitespace so far) was quadratic in its length (8 MB of
+        # spaces, then a word: 8.6 s in the split alone)
+        text, held = held + text, ""
+        if not final and text.endswith("\r"):  # perhaps the first half of a \r\n
+            text, held = text[:-1], "\r"
+        head, *lines = _LINE_END.split(text)
+        pending += head
+        if lines:
+            *ended, last = lines
+            for line in (pending, *ended):
+                yield from line_end(line)
+                emitted, seen, checked = False, False, 0
+            pending = last
         if final:
             yield from line_end(pending)
             return
-        pending += held
         if not seen:  # a line of only whitespace is held whole, to be no document
             new = pending[checked:]
             seen, checked = bool(new) and not new.isspace(), len(pending)
@@ -564,6 +613,7 @@ def _jsonl_objects(
     naming file and line for undecodable bytes (``fix`` says what to do), invalid JSON and
     non-object lines."""
     lineno = 0
+    first = True  # the first line that is not blank
     while True:
         raw = src.readline()
         if not raw:
@@ -578,15 +628,29 @@ def _jsonl_objects(
             line = line.removeprefix("\ufeff")  # json.loads rejects a BOM
         if not line.strip():
             continue
+        array = first and line.lstrip().startswith("[")
+        first = False
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
+            if array:  # "[" alone on line 1: a pretty-printed array (Alpaca's data files)
+                raise _array_error(src.path) from None
             raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
         except RecursionError:  # "[[[[..." deeper than the parser's stack
             raise UserError(f"{where}: not valid JSON (nested too deeply)") from None
         if not isinstance(obj, dict):
-            raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            if array and isinstance(obj, list):
+                raise _array_error(src.path)
+            raise UserError(f"{where}: expected a JSON object, got {_json_kind(obj)}")
         yield where, obj
+
+
+def _array_error(path: Path) -> UserError:
+    """The refusal of a JSON array of records where JSON Lines (one object a line) go."""
+    base = path.name.split(".")[0]
+    target = f"{base}.jsonl" if f"{base}.jsonl" != path.name else f"{base}-lines.jsonl"
+    return UserError(f"{path}: a JSON array, not JSON Lines (one JSON object a line); convert "
+                     f"it with jq -c '.[]' {path} > {target}")
 
 
 def read_jsonl(
@@ -601,6 +665,19 @@ def read_jsonl(
         yield from _jsonl_objects(src, errors, "save the file as UTF-8")
     finally:
         src.close()
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words (``null``, not Python's ``NoneType``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 def _jsonl_pieces(
@@ -618,7 +695,7 @@ def _jsonl_pieces(
             raise UserError(f"{where}: no field {text_field!r} (fields: {keys}); {fix}")
         text = obj[text_field]
         if not isinstance(text, str):
-            raise UserError(f"{where}: field {text_field!r} is {type(text).__name__}, not a string")
+            raise UserError(f"{where}: field {text_field!r} is {_json_kind(text)}, not a string")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates from \ud800-style escapes
@@ -876,6 +953,19 @@ def _not_prepared(folder: Path) -> str:
     return ""
 
 
+def _check_can_build(out: Path) -> None:
+    """Make ``out``'s parent folders and try a staging folder beside it, before any work: a
+    place where no folder can be made (``/proc``, a read-only disk, a folder of another user)
+    failed only after the tokenizer was trained, naming the staging folder ("No such file or
+    directory: /proc/.data.tmp-...")."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _staging(out).rmdir()
+    except OSError as e:
+        raise UserError(f"{out}: cannot create the dataset there "
+                        f"({e.strerror or e}{f': {e.filename}' if e.filename else ''})") from None
+
+
 def _staging(out: Path) -> Path:
     """A new hidden folder beside ``out`` to build the dataset in, named (as ``unmask convert``
     names its own) by the machine, PID namespace and process that writes it, so that a later
@@ -1080,7 +1170,8 @@ def prepare(
         out: dataset directory to create. It is built in a hidden temp directory next to
             it and renamed at the end, so an interrupted run leaves nothing half-written.
         tokenizer: ``"bpe"`` (train byte-level BPE of ``vocab_size`` on the corpus),
-            ``"byte"`` (bytes + 4 specials), or a path to a ``tokenizer.json`` / directory.
+            ``"byte"`` (bytes + 4 specials), or a path to a ``tokenizer.json`` / directory
+            (a ``Path`` is always one: ``Path("bpe")`` is the folder ``./bpe``).
         vocab_size: BPE vocabulary size, specials included (``"bpe"`` only; default
             4096); given with another tokenizer, a ``UserError``.
         text_field: JSONL field holding the text.
@@ -1113,6 +1204,8 @@ def prepare(
         raise UserError(f"vocab_size trains a BPE tokenizer (tokenizer='bpe'); tokenizer "
                         f"{str(tokenizer)!r} brings its own vocabulary")
     vocab_size = 4096 if vocab_size is None else int(vocab_size)
+    if isinstance(tokenizer, os.PathLike) and os.fspath(tokenizer) in ("bpe", "byte"):
+        tokenizer = os.path.join(".", tokenizer)  # Path("bpe"): the folder, not the built-in
     tokenizer = os.fspath(tokenizer)
     # numpy scalars as the index's JSON takes them
     val_fraction, min_val_tokens = float(val_fraction), int(min_val_tokens)
@@ -1134,6 +1227,7 @@ def prepare(
     given, out = out, _real_out(out)
     files = resolve_inputs(inputs, exclude=[out])
     _check_out(out, overwrite, files)
+    _check_can_build(out)
     json_text = []  # .json files read as plain text, JSON syntax and all
     first_line: Any = None  # the first line of the first of them, parsed
     n_jsonl = 0
@@ -1325,7 +1419,7 @@ def prepare_slice(
     given = Path(out)
     out = _real_out(given)
     _check_out(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _check_can_build(out)
     tok = src.tokenizer()
     byte_len = tok.token_byte_lengths()
     dtype = np.dtype(src.index["dtype"]).newbyteorder("<")
@@ -1367,7 +1461,7 @@ def prepare_slice(
 
 def read_index(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed ``index.json`` of a prepared dataset directory."""
-    from unmask.folders import checkpoint_given_for_data, is_checkpoint
+    from unmask.folders import checkpoint_given_for_data
 
     d = Path(directory)
     path = d / "index.json"

@@ -18,7 +18,8 @@ carry OpenAI fine-tuning's ``"weight"``: 0 leaves that turn untrained (it stays 
 prompt of later turns), 1 (or none) trains it. Roles may come in any order (two user turns
 in a row, a system message later on): as in ``transformers`` and TRL, the order is the
 template's to accept or reject (its ``raise_exception`` then names the line). Other fields
-of a line (an ``id``, a ``source``) are ignored, as TRL drops a dataset's unused columns.
+of a line (an ``id``, a ``source``) are ignored, as TRL drops a dataset's unused columns, and
+a field that is null counts as absent (one table of both layouts, exported, has nulls).
 A ``messages`` list must end with an ``assistant`` turn: that last turn is the response,
 everything before it (system prompt, earlier turns; at least one message) the prompt. Every
 earlier assistant turn with text and a message before it is trained too, as its own pair
@@ -120,6 +121,9 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
 
     examples: list[SFTExample] = []
     for where, obj in read_jsonl(path):
+        # null is absent: a dataset of both layouts exported as one table (``datasets``'
+        # to_json) writes "messages": null on prompt/response rows and the other way round
+        obj = {k: v for k, v in obj.items() if v is not None}
         both = [k for k in ("prompt", "response") if k in obj]
         if "messages" in obj and both:
             raise UserError(f"{where}: give 'messages' or 'prompt'/'response', not both (this "
@@ -145,9 +149,8 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
             )[0]
         else:
             missing = [k for k in ("prompt", "response") if k not in obj]
-            trl = " (TRL's 'completion' is 'response' here)" if "completion" in obj else ""
             raise UserError(f"{where}: missing field(s) {', '.join(missing)} (or give "
-                            f"'messages'){trl}")
+                            f"'messages'){_other_format(obj)}")
         examples.append(SFTExample(messages=messages, source=where, untrained=untrained))
     if not examples:
         raise UserError(f"{path}: no examples")
@@ -238,6 +241,20 @@ class SFTData:
         u = torch.rand(batch_size, generator=generator).tolist()  # which turn of each
         idx = [self.turns[c][int(x * len(self.turns[c]))] for c, x in zip(conv, u, strict=True)]
         return self.batch(idx, seq_len)
+
+
+def _other_format(obj: dict[str, Any]) -> str:
+    """What to do with a record of another common SFT layout (TRL's prompt/completion, Alpaca's
+    instruction/input/output, ShareGPT's conversations), or ``""``."""
+    if "completion" in obj:
+        return " (TRL's 'completion' is 'response' here)"
+    if "instruction" in obj and "output" in obj:
+        return (" (an Alpaca-style record: give its instruction, and its input when there is "
+                "one, as 'prompt' and its output as 'response')")
+    if "conversations" in obj:
+        return (" (a ShareGPT-style record: give its 'conversations' as 'messages', each turn "
+                "as role/content, 'human' -> 'user', 'gpt' -> 'assistant')")
+    return ""
 
 
 def _trained_turns(messages: list[dict[str, str]],

@@ -208,14 +208,15 @@ class Tokenizer:
         text; with True they become their ids.
         """
         hf = self._hf_special if allow_special else self._hf_plain
-        with _encode_errors():
+        with _encode_errors([text]):
             return hf.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str], *, allow_special: bool = False) -> list[list[int]]:
         """``encode`` for many texts at once (parallel in HF tokenizers)."""
         hf = self._hf_special if allow_special else self._hf_plain
-        with _encode_errors():
-            return [e.ids for e in hf.encode_batch(list(texts), add_special_tokens=False)]
+        texts = list(texts)
+        with _encode_errors(texts):
+            return [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
         """Text of ``ids``.
@@ -307,14 +308,28 @@ class Tokenizer:
         )
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 @contextmanager
-def _encode_errors() -> Iterator[None]:
+def _encode_errors(texts: Sequence[Any]) -> Iterator[None]:
     """A foreign ``tokenizer.json`` that cannot encode some text (a WordLevel or BPE model
     whose ``unk_token`` is missing from its vocabulary, met at the first character it has no
-    piece for) as a ``UserError``. HF raises a plain ``Exception`` for these; anything more
-    specific (a ``TypeError`` for a non-string) is a caller's bug and stays as it is."""
+    piece for) as a ``UserError``, and so is a text holding an unpaired surrogate (``\ud800``
+    from JSON or ``surrogateescape``: no UTF-8 text), where HF raised "TextInputSequence must
+    be str" about a str. HF raises a plain ``Exception`` for the first; anything more specific
+    (a ``TypeError`` for a non-string) is a caller's bug and stays as it is."""
     try:
         yield
+    except TypeError:
+        for i, text in enumerate(texts):
+            m = _SURROGATE.search(text) if isinstance(text, str) else None
+            if m is not None:
+                which = f"text {i} of the batch" if len(texts) > 1 else "the text"
+                raise UserError(f"{which} holds an unpaired surrogate (U+{ord(m[0]):04X} at "
+                                f"character {m.start()}), which is not valid Unicode text; "
+                                "encode only text read as UTF-8") from None
+        raise
     except Exception as e:
         if type(e) is not Exception:
             raise

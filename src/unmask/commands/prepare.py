@@ -78,12 +78,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``prepare`` and print a short summary."""
     from unmask.data import prepare
     from unmask.errors import UserError
-    from unmask.folders import is_checkpoint
 
-    for given in args.inputs:  # its config.json and weights would be read as text
-        if is_checkpoint(given):
-            raise UserError(f"{given}: a checkpoint folder (a model), not text; give the text "
-                            "files to prepare")
     if args.vocab_size is not None and args.tokenizer != "bpe":
         raise UserError(f"--vocab-size trains a BPE tokenizer (--tokenizer bpe); "
                         f"--tokenizer {args.tokenizer} brings its own vocabulary")
