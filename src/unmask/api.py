@@ -297,6 +297,16 @@ def _check_callback(step_callback: Any) -> None:
                         f"{type(step_callback).__name__}")
 
 
+def _check_repair_calls(max_repair_calls: Any) -> None:
+    """``max_repair_calls`` None or a whole number of at least 0 (0: no refill), else one line:
+    a text failed as a ``TypeError`` inside the fill, and a fraction or a negative number ran
+    as if it were another limit."""
+    value = max_repair_calls
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise UserError(f"max_repair_calls must be a whole number >= 0 (0: no refill) or None, "
+                        f"got {value!r}")
+
+
 def _prompt_texts(prompts: Any) -> list[str]:
     """``generate``'s ``prompts`` as a list of texts; anything else is refused in one line
     (token ids are ``start``'s: ``generate(m, [1, 2])`` failed inside the tokenizer)."""
@@ -1129,6 +1139,10 @@ def chat_template(loaded: Loaded, template: str | None = None) -> ChatTemplate:
     ``UserError`` naming the ways out: silently chatting with a base model misleads."""
     from unmask.chat import ChatTemplate, template_arg
 
+    check_loaded(loaded)
+    if template is not None and not isinstance(template, str):  # Path(5) failed in template_arg
+        raise UserError(f"template must be a built-in name, a file or Jinja text, not "
+                        f"{type(template).__name__}")
     cfg, tok = loaded.config, loaded.tokenizer
     if template is not None:
         chosen = template_arg(template)
@@ -1271,6 +1285,7 @@ def infill(
 
     check_loaded(loaded)
     _check_callback(step_callback)
+    _check_repair_calls(max_repair_calls)
     if not isinstance(template, (str, list, tuple)):  # list(5) failed inside the parser
         raise UserError(f"template must be a text or a list of texts and Gap items, not "
                         f"{type(template).__name__}")
@@ -1463,6 +1478,7 @@ def fill_form(
 
     check_loaded(loaded)
     _check_callback(step_callback)
+    _check_repair_calls(max_repair_calls)
     refuse_continuous(loaded, "form filling")
     config = _task_config(config)
     refuse_generation_only(config, "fill_form")
