@@ -38,3 +38,20 @@ def test_chat_template_refuses_what_is_not_a_template_in_one_line(tiny):
     with pytest.raises(UserError, match=r"loaded must be a checkpoint loaded by unmask.load"):
         api.chat_template("demo", "plain")  # type: ignore[arg-type]
     assert api.chat_template(tiny, "plain").origin == "built-in chat template 'plain'"
+
+
+def test_a_system_message_that_is_not_text_is_named(tiny):
+    """``generate(system=5)`` was refused as "messages[0].content must be a string": the
+    caller passed no messages."""
+    for call in (lambda: api.generate(tiny, "x", config={"gen_length": 2}, template="plain",
+                                      system=5),
+                 lambda: api.prompt_lengths(tiny, "x", template="plain", system=5)):
+        with pytest.raises(UserError, match=r"^system must be a str \(the system message\) or "
+                                            r"None, not int$"):
+            call()
+
+
+def test_encode_prompt_refuses_what_is_not_text_in_one_line(tiny):
+    with pytest.raises(UserError, match="a prompt must be a str, not int"):
+        api.encode_prompt(tiny.tokenizer, 5)  # type: ignore[arg-type]
+    assert api.encode_prompt(tiny.tokenizer, "ab") == tiny.tokenizer.encode("ab")

@@ -701,6 +701,9 @@ def _encode_prompts(loaded: Loaded, texts: Sequence[str], template: ChatTemplate
     """The ids of ``texts``, each one user message after ``system`` through ``template``
     where given, else the text encoded (``encode_prompt``)."""
     tok = loaded.tokenizer
+    if system is not None and not isinstance(system, str):  # was blamed on messages[0]
+        raise UserError(f"system must be a str (the system message) or None, not "
+                        f"{type(system).__name__}")
     if template is not None:
         head = [{"role": "system", "content": system}] if system is not None else []
         return [template.prompt(tok, [*head, {"role": "user", "content": p}])[1] for p in texts]
@@ -1085,6 +1088,8 @@ def encode_prompt(
     tokenizer whose words carry their leading space, a space right before a blank is left
     to the blank's token. A gap of the infill syntax is refused, pointing to ``infill``
     (the server names its endpoint)."""
+    if not isinstance(text, str):  # the regex below failed with a TypeError
+        raise UserError(f"a prompt must be a str, not {type(text).__name__}")
     hf = getattr(tokenizer, "hf", None)
     mask_id = getattr(tokenizer, "mask_id", None)
     mask = hf.id_to_token(mask_id) if hf is not None and mask_id is not None else None
