@@ -309,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"unmask demo: a {_label(n_params)}-parameter {show.family} ({cfg.n_layers} layers, "
           f"d={cfg.d_model}, {api.weights_dtype(m)} weights) "
           + ("trained on the World English Bible" if bible else f"from {path}") + "\n")
+    print(legend(_color()) + "\n")
     live_ok = not args.no_live and _terminal()
     total = len(show.prompts) + len(show.blanks)
     for i, (prompt, config) in enumerate(zip(show.prompts, configs, strict=True), 1):
@@ -326,6 +327,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"Try it: {unmask} {command} --model {quote(args.model)}{own}")
     print(OWN_TEXT.format(unmask=unmask))
     return 0
+
+
+def legend(color: bool) -> str:
+    """What the showcase's marks and numbers mean, printed once under the banner: a first run
+    showed "48 tokens, 48 steps, NFE 48" and text [in brackets] with no word on either."""
+    marked = "in bold" if color else "[in brackets]"
+    return (f"The model's text is {marked}; under it: the tokens written, the denoising steps\n"
+            "(each commits the masked tokens the model is surest of; fewer --steps commit more "
+            "per step:\nfaster, rougher), NFE (forward passes of the model) and the time.")
 
 
 def _device(args: argparse.Namespace) -> str:
