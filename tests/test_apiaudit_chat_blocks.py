@@ -1,9 +1,10 @@
-"""``unmask chat`` on a checkpoint whose blocks start at the first prompt token (block
-diffusion, ``block_align='absolute'``): ``--steps`` not given (one per token) is fitted to the
-blocks each turn's prompt leaves (``api.fit_block_steps``), as ``unmask generate``, ``api.chat``
-given a mapping and the server fit it per request. The session's options were made once, with
-no prompt, and the first turn was refused ("steps (11) must be a multiple of the number of
-blocks the 11 new tokens span"), over steps the user never gave."""
+"""``unmask chat`` and ``unmask demo --model`` on a checkpoint whose blocks start at the first
+prompt token (block diffusion, ``block_align='absolute'``): ``--steps`` not given (one per
+token) is fitted to the blocks each turn's (each prompt's) prompt leaves
+(``api.fit_block_steps``), as ``unmask generate``, ``api.chat`` given a mapping and the server
+fit it per request. The session's options were made once, with no prompt, and the first turn
+was refused ("steps (11) must be a multiple of the number of blocks the 11 new tokens span"),
+over steps the user never gave."""
 
 from __future__ import annotations
 
@@ -69,3 +70,19 @@ def test_chat_keeps_steps_the_user_gave(absolute_blocks, monkeypatch, capsys):
     rc = main(["chat", "--model", str(absolute_blocks), "--gen-length", "11", "--steps", "11",
                "--template", "plain", "--json", "--device", "cpu", "--threads", "1"])
     assert rc == 2 and "steps (11)" in capsys.readouterr().err
+
+
+def test_demo_fits_default_steps_to_each_prompts_blocks(absolute_blocks, capsys):
+    """``unmask demo --model`` made its options once, with no prompt, and exited 2 at the
+    first continuation, after the banner ("steps (11) must be a multiple of the number of
+    blocks ..."); each continuation now runs the steps ``generate`` fits to its prompt."""
+    import re
+
+    from unmask.commands.demo import PROMPTS
+
+    assert main(["demo", "--model", str(absolute_blocks), "--gen-length", "11", "--no-live",
+                 "--device", "cpu", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    shown = [int(s) for s in re.findall(r"tokens?, (\d+) steps, NFE", out)]
+    lo = unmask.load(absolute_blocks)
+    assert shown == [api.generate(lo, p, config={"gen_length": 11}).steps for p in PROMPTS]
