@@ -86,3 +86,14 @@ def test_demo_fits_default_steps_to_each_prompts_blocks(absolute_blocks, capsys)
     shown = [int(s) for s in re.findall(r"tokens?, (\d+) steps, NFE", out)]
     lo = unmask.load(absolute_blocks)
     assert shown == [api.generate(lo, p, config={"gen_length": 11}).steps for p in PROMPTS]
+
+
+def test_start_given_a_mapping_fits_default_steps_as_generate(absolute_blocks):
+    """``api.start(loaded, ids, {"gen_length": 11})`` was refused over the steps nobody gave,
+    where ``api.generate`` with the same mapping fits them: one rule for every entry."""
+    lo = unmask.load(absolute_blocks)
+    for prompt in ("a", "abcd", "hello"):
+        ids = api.encode_prompt(lo.tokenizer, prompt)
+        want = api.generate(lo, prompt, config={"gen_length": 11})
+        result = api.start(lo, [ids], {"gen_length": 11}).run()
+        assert result.steps == want.steps and result.gen_ids == want.ids

@@ -188,9 +188,10 @@ def start(
     for this causal one (decoder ``speculative``, which ``auto`` then means);
     ``Target.aux["drafter"]``.
 
-    ``config`` may be a mapping of the options to set: ``sample_config(loaded, config)``, the
-    checkpoint's recommendation for the rest (a ``SampleConfig`` is taken as it is; None is
-    the recommendation alone).
+    ``config`` may be a mapping of the options to set: ``sample_config(loaded, config,
+    prompt_lengths=...)``, the checkpoint's recommendation for the rest and ``steps`` not given
+    fitted to the blocks the prompts leave (``fit_block_steps``), as ``generate`` and ``chat``
+    fit them (a ``SampleConfig`` is taken as it is; None is the recommendation alone).
 
     ``seeds``: one seed per row, in place of ``config.seed``: row i draws from a generator of
     its own seeded ``seeds[i]``, so it writes what it writes alone under ``seed=seeds[i]``, in
@@ -205,9 +206,13 @@ def start(
 
     check_loaded(loaded)
     _check_callback(step_callback)
-    config, draft = _as_config(loaded, config), _as_draft(loaded, draft)
-    facts = facts_of(loaded)
     _check_ids(prompt_ids, loaded)
+    lengths = None
+    if config is None or isinstance(config, Mapping):  # steps one per token: whole blocks
+        lengths = [len(row) for row in as_rows(prompt_ids)]
+    config = _as_config(loaded, config, prompt_lengths=lengths)
+    draft = _as_draft(loaded, draft)
+    facts = facts_of(loaded)
     config = _with_draft(config, draft)
     decoder = choose_decoder(facts, config)
     _check_choice(facts, config, decoder.name)
