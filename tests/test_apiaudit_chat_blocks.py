@@ -97,3 +97,24 @@ def test_start_given_a_mapping_fits_default_steps_as_generate(absolute_blocks):
         want = api.generate(lo, prompt, config={"gen_length": 11})
         result = api.start(lo, [ids], {"gen_length": 11}).run()
         assert result.steps == want.steps and result.gen_ids == want.ids
+
+
+@pytest.mark.parametrize("system", [None, ""])
+def test_chat_names_a_gen_length_no_message_can_fit_at_startup(absolute_blocks, system,
+                                                                 monkeypatch, capsys):
+    """A ``--gen-length`` longer than the context leaves no room for any message: it was
+    blamed on each message in turn ("send a shorter message", the session going on) or on
+    ``--system`` ("shorten it"). Now one line at startup names it with the most that fits,
+    and that length runs."""
+    base = ["chat", "--model", str(absolute_blocks), "--template", "plain", "--json",
+            "--device", "cpu", "--threads", "1"]
+    head = [] if system is None else ["--system", system]
+    monkeypatch.setattr("sys.stdin", io.StringIO("x\n"))
+    assert main([*base, *head, "--gen-length", "300"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unmask chat: error: --gen-length (300) leaves no room for a message "
+                          "in the model's max_seq_len (256)")
+    assert "--system:" not in err and "shorter message" not in err
+    fits = int(err.split("use --gen-length <= ")[1].split()[0])
+    monkeypatch.setattr("sys.stdin", io.StringIO("x\n"))
+    assert main([*base, *head, "--gen-length", str(fits)]) == 0, capsys.readouterr().err

@@ -212,14 +212,19 @@ class ChatSession:
         ``limit`` (``room_after_prompt`` after ``ModelFacts.prompt_columns``: an empty
         prompt's start token counted, a bd3lm model's canvas the prompt padded to whole
         blocks, then whole blocks, as the server's and the demo's)."""
+        room = self._room(prompt_len, limit)
+        return room is None or new <= room
+
+    def _room(self, prompt_len: int, limit: int | None) -> int | None:
+        """The most new tokens after a prompt of ``prompt_len`` in a context of ``limit``
+        (``room_after_prompt``, as ``_fits`` counts them); None: no limit known."""
         from unmask import api
         from unmask.sampling.blocks import absolute_blocks, room_after_prompt
 
         facts = api.facts_of(self.loaded)
-        room = room_after_prompt(facts.prompt_columns(prompt_len, self.decoder), limit,
+        return room_after_prompt(facts.prompt_columns(prompt_len, self.decoder), limit,
                                  block_size=facts.block_size,
                                  absolute=absolute_blocks(self.loaded))
-        return room is None or new <= room
 
     def check_system(self) -> None:
         """Startup checks of the template and ``--system``, on a prompt with a one-character
@@ -228,7 +233,9 @@ class ChatSession:
         now, not at the first turn; a one-line ``UserError`` naming ``--system`` when the
         template rejects the system message, or when it leaves no room for a reply in the
         context (``prepare``'s: with a drafter, the smaller of the two; at the first turn
-        "this message" was blamed)."""
+        "this message" was blamed), and naming ``gen_length`` (with the most that fits) when
+        no message could fit, with or without the system message (each message was refused
+        in turn, "send a shorter message", or ``--system`` was blamed)."""
         from unmask import api
 
         probe = [{"role": "user", "content": _PROBE}]
@@ -240,15 +247,29 @@ class ChatSession:
             self.template.render(probe, add_generation_prompt=True)  # rejects the probe
             raise UserError(f"--system: {e}") from None  # rejects the system message
         limit, who = api.context_limit(self.loaded, self.draft)
-        if self.system is None or self.config.segment_length is not None:
+        if self.config.segment_length is not None or self._fits(len(ids), self.config.gen_length,
+                                                                limit):
             return
-        if not self._fits(len(ids), self.config.gen_length, limit):
+        bare = ids if self.system is None else self.template.prompt(self.loaded.tokenizer,
+                                                                    probe)[1]
+        if self.system is None or not self._fits(len(bare), self.config.gen_length, limit):
+            # not the messages' fault: no message fits (it blamed each one, or --system);
+            # the room is the one this session has, its system message included
+            room = self._room(len(ids), limit) or 0
+            fits = f"use gen_length <= {room} or " if room > 0 else ""
+            with_system = " (with the --system message)" if self.system is not None else ""
             raise UserError(
-                f"--system: the system message makes a prompt of {len(ids)} tokens with a "
-                f"one-character message; with gen_length={self.config.gen_length} that exceeds "
-                f"the {who}'s max_seq_len ({limit}): shorten it, lower --gen-length or give "
-                "--segment-length"
+                f"gen_length ({self.config.gen_length}) leaves no room for a message in the "
+                f"{who}'s max_seq_len ({limit}): a one-character message{with_system} makes a "
+                f"prompt of {len(ids)} tokens; {fits}give --segment-length (each segment then "
+                "sees the latest text)"
             )
+        raise UserError(
+            f"--system: the system message makes a prompt of {len(ids)} tokens with a "
+            f"one-character message; with gen_length={self.config.gen_length} that exceeds "
+            f"the {who}'s max_seq_len ({limit}): shorten it, lower --gen-length or give "
+            "--segment-length"
+        )
 
     def complete(self, prepared: Prepared, *, live: Any = None) -> Turn:
         """Sample the reply to ``prepared`` and add the exchange to the conversation; if
