@@ -20,7 +20,9 @@ that ran included); any error (a line that is not UTF-8 text included, naming it
 run with exit code 2. Another line that starts with ``/`` is an unknown command, refused
 with the list of commands (a typo is not sent to the model); ``//`` sends a message that
 starts with ``/`` (``//etc/hosts`` sends ``/etc/hosts``). A ``--system`` message that leaves
-no room for a reply is refused at startup.
+no room for a reply is refused at startup, and so is a ``--gen-length`` that leaves none for
+any message. ``--steps`` not given is one per token, fitted to the blocks each turn's prompt
+leaves on a checkpoint whose blocks start at the first prompt token (``api.fit_block_steps``).
 
 Inside: ``model_template``, ``ChatSession``, ``converse``, ``register``, ``run``.
 """
