@@ -387,12 +387,6 @@ no word of prose, so it is named as its flag wherever that flag was typed (not i
 or another identifier, nor where the message spells the Python argument: ``pass
 --val-fraction 0 (val_fraction=0 in Python)``)."""
 
-_PAIR = re.compile(
-    r"(?<![\w./-])([a-z][a-z0-9]*(?:_[a-z0-9]+)+) and ([a-z][a-z0-9]*(?:_[a-z0-9]+)+)"
-    r"(?![\w/.-])")
-"""Two fields a refusal names together (``top_k and top_p apply to ...``): where the user
-typed one, both are named as the command's flags (``--top-k and top_p`` mixed the two)."""
-
 
 _ADVICE = re.compile(
     r"\b(try|use|or) ([a-z][a-z0-9]*(?:_[a-z0-9]+)+)(?= (?:\(e\.g\. )?(?:[<>]=? )?\d)")
@@ -425,16 +419,6 @@ def as_typed(
     def flag(field: str) -> str | None:
         name = "--" + field.replace("_", "-")
         return name if name in typed else None
-
-    if command is not None:
-        def pair(m: re.Match[str]) -> str:
-            names = ["--" + f.replace("_", "-") for f in m.groups()]
-            if (any(n in typed for n in names)
-                    and all(n in command._option_string_actions for n in names)):
-                return " and ".join(names)
-            return m[0]
-
-        message = _PAIR.sub(pair, message)
 
     m = _FIELD_RULE.match(message)
     if m is not None:  # each field of the opening list by its flag, where typed
