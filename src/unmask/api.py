@@ -188,9 +188,10 @@ def start(
     for this causal one (decoder ``speculative``, which ``auto`` then means);
     ``Target.aux["drafter"]``.
 
-    ``config`` may be a mapping of the options to set: ``sample_config(loaded, config)``, the
-    checkpoint's recommendation for the rest (a ``SampleConfig`` is taken as it is; None is
-    the recommendation alone).
+    ``config`` may be a mapping of the options to set: ``sample_config(loaded, config,
+    prompt_lengths=...)``, the checkpoint's recommendation for the rest and ``steps`` not given
+    fitted to the blocks the prompts leave (``fit_block_steps``), as ``generate`` and ``chat``
+    fit them (a ``SampleConfig`` is taken as it is; None is the recommendation alone).
 
     ``seeds``: one seed per row, in place of ``config.seed``: row i draws from a generator of
     its own seeded ``seeds[i]``, so it writes what it writes alone under ``seed=seeds[i]``, in
@@ -205,9 +206,13 @@ def start(
 
     check_loaded(loaded)
     _check_callback(step_callback)
-    config, draft = _as_config(loaded, config), _as_draft(loaded, draft)
-    facts = facts_of(loaded)
     _check_ids(prompt_ids, loaded)
+    lengths = None
+    if config is None or isinstance(config, Mapping):  # steps one per token: whole blocks
+        lengths = [len(row) for row in as_rows(prompt_ids)]
+    config = _as_config(loaded, config, prompt_lengths=lengths)
+    draft = _as_draft(loaded, draft)
+    facts = facts_of(loaded)
     config = _with_draft(config, draft)
     decoder = choose_decoder(facts, config)
     _check_choice(facts, config, decoder.name)
@@ -295,6 +300,16 @@ def _check_callback(step_callback: Any) -> None:
     if step_callback is not None and not callable(step_callback):
         raise UserError(f"step_callback must be callable (step, view) or None, not "
                         f"{type(step_callback).__name__}")
+
+
+def _check_repair_calls(max_repair_calls: Any) -> None:
+    """``max_repair_calls`` None or a whole number of at least 0 (0: no refill), else one line:
+    a text failed as a ``TypeError`` inside the fill, and a fraction or a negative number ran
+    as if it were another limit."""
+    value = max_repair_calls
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise UserError(f"max_repair_calls must be a whole number >= 0 (0: no refill) or None, "
+                        f"got {value!r}")
 
 
 def _prompt_texts(prompts: Any) -> list[str]:
@@ -684,6 +699,9 @@ def _encode_prompts(loaded: Loaded, texts: Sequence[str], template: ChatTemplate
     """The ids of ``texts``, each one user message after ``system`` through ``template``
     where given, else the text encoded (``encode_prompt``)."""
     tok = loaded.tokenizer
+    if system is not None and not isinstance(system, str):  # was blamed on messages[0]
+        raise UserError(f"system must be a str (the system message) or None, not "
+                        f"{type(system).__name__}")
     if template is not None:
         head = [{"role": "system", "content": system}] if system is not None else []
         return [template.prompt(tok, [*head, {"role": "user", "content": p}])[1] for p in texts]
@@ -1068,6 +1086,8 @@ def encode_prompt(
     tokenizer whose words carry their leading space, a space right before a blank is left
     to the blank's token. A gap of the infill syntax is refused, pointing to ``infill``
     (the server names its endpoint)."""
+    if not isinstance(text, str):  # the regex below failed with a TypeError
+        raise UserError(f"a prompt must be a str, not {type(text).__name__}")
     hf = getattr(tokenizer, "hf", None)
     mask_id = getattr(tokenizer, "mask_id", None)
     mask = hf.id_to_token(mask_id) if hf is not None and mask_id is not None else None
@@ -1122,6 +1142,10 @@ def chat_template(loaded: Loaded, template: str | None = None) -> ChatTemplate:
     ``UserError`` naming the ways out: silently chatting with a base model misleads."""
     from unmask.chat import ChatTemplate, template_arg
 
+    check_loaded(loaded)
+    if template is not None and not isinstance(template, str):  # Path(5) failed in template_arg
+        raise UserError(f"template must be a built-in name, a file or Jinja text, not "
+                        f"{type(template).__name__}")
     cfg, tok = loaded.config, loaded.tokenizer
     if template is not None:
         chosen = template_arg(template)
@@ -1264,6 +1288,7 @@ def infill(
 
     check_loaded(loaded)
     _check_callback(step_callback)
+    _check_repair_calls(max_repair_calls)
     if not isinstance(template, (str, list, tuple)):  # list(5) failed inside the parser
         raise UserError(f"template must be a text or a list of texts and Gap items, not "
                         f"{type(template).__name__}")
@@ -1456,6 +1481,7 @@ def fill_form(
 
     check_loaded(loaded)
     _check_callback(step_callback)
+    _check_repair_calls(max_repair_calls)
     refuse_continuous(loaded, "form filling")
     config = _task_config(config)
     refuse_generation_only(config, "fill_form")

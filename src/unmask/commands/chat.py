@@ -20,7 +20,9 @@ that ran included); any error (a line that is not UTF-8 text included, naming it
 run with exit code 2. Another line that starts with ``/`` is an unknown command, refused
 with the list of commands (a typo is not sent to the model); ``//`` sends a message that
 starts with ``/`` (``//etc/hosts`` sends ``/etc/hosts``). A ``--system`` message that leaves
-no room for a reply is refused at startup.
+no room for a reply is refused at startup, and so is a ``--gen-length`` that leaves none for
+any message. ``--steps`` not given is one per token, fitted to the blocks each turn's prompt
+leaves on a checkpoint whose blocks start at the first prompt token (``api.fit_block_steps``).
 
 Inside: ``model_template``, ``ChatSession``, ``converse``, ``register``, ``run``.
 """
@@ -103,6 +105,8 @@ class Prepared:
     """Exchanges (user + assistant turn) dropped to fit ``max_seq_len``."""
     limited_by: str = "model"
     """Whose ``max_seq_len`` the context is: "model", or "drafter" when its is shorter."""
+    config: SampleConfig | None = None
+    """The options this turn runs with (``ChatSession.turn_config``); None: the session's."""
 
 
 @dataclass
@@ -115,6 +119,8 @@ class Turn:
     seconds: float
     stats: dict[str, Any] = field(default_factory=dict)
     """Acceptance rate, tokens per forward, forwards (``speculative``, ``hybrid``)."""
+    config: SampleConfig | None = None
+    """The options the reply ran with (``Prepared.config``)."""
 
 
 _PROBE = "x"
@@ -134,6 +140,9 @@ class ChatSession:
     """Alternating user and assistant messages."""
     draft: Any = None
     """A loaded diffusion checkpoint that drafts for this causal one (``--draft``), or None."""
+    given: dict[str, Any] | None = None
+    """The options the user gave (the ``--flags``, the drawn seed included), from which each
+    turn's options are made for its prompt (``turn_config``); None: ``config`` every turn."""
 
     def messages(self, turns: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
         """The system message (if any) and ``turns`` (default: the conversation so far)."""
@@ -172,13 +181,13 @@ class ChatSession:
         dropped = 0
         while True:
             text, ids = self.template.prompt(tok, self.messages(turns))
-            if self._fits(len(ids), first, limit):
+            # with segment_length a single message too long is kept: each segment sees the
+            # latest window
+            if self._fits(len(ids), first, limit) or (
+                    len(turns) == 1 and self.config.segment_length is not None):
                 return Prepared(text=text, ids=ids, turns=turns, dropped=dropped,
-                                limited_by=who)
+                                limited_by=who, config=self.turn_config(len(ids)))
             if len(turns) == 1:
-                if self.config.segment_length is not None:  # each segment sees the latest
-                    return Prepared(text=text, ids=ids, turns=turns, dropped=dropped,  # window
-                                    limited_by=who)
                 with_system = " (with the --system message)" if self.system is not None else ""
                 raise UserError(
                     f"this message{with_system} makes a prompt of {len(ids)} tokens; with "
@@ -188,19 +197,36 @@ class ChatSession:
                 )
             turns, dropped = turns[2:], dropped + 1
 
+    def turn_config(self, prompt_len: int) -> SampleConfig:
+        """The options of a turn whose prompt is ``prompt_len`` tokens: ``api.sample_config`` of
+        the options the user gave (``given``) for that prompt, so that ``steps`` not given (one
+        per token) fit the blocks it leaves on a checkpoint whose blocks start at the first
+        prompt token (``api.fit_block_steps``), each turn, as ``unmask generate`` and the
+        server fit them per request; ``config`` itself where ``given`` is None."""
+        from unmask import api
+
+        if self.given is None:
+            return self.config
+        return api.sample_config(self.loaded, self.given, prompt_lengths=[prompt_len])
+
     def _fits(self, prompt_len: int, new: int, limit: int | None) -> bool:
         """Whether ``new`` tokens fit after a prompt of ``prompt_len`` in a context of
         ``limit`` (``room_after_prompt`` after ``ModelFacts.prompt_columns``: an empty
         prompt's start token counted, a bd3lm model's canvas the prompt padded to whole
         blocks, then whole blocks, as the server's and the demo's)."""
+        room = self._room(prompt_len, limit)
+        return room is None or new <= room
+
+    def _room(self, prompt_len: int, limit: int | None) -> int | None:
+        """The most new tokens after a prompt of ``prompt_len`` in a context of ``limit``
+        (``room_after_prompt``, as ``_fits`` counts them); None: no limit known."""
         from unmask import api
         from unmask.sampling.blocks import absolute_blocks, room_after_prompt
 
         facts = api.facts_of(self.loaded)
-        room = room_after_prompt(facts.prompt_columns(prompt_len, self.decoder), limit,
+        return room_after_prompt(facts.prompt_columns(prompt_len, self.decoder), limit,
                                  block_size=facts.block_size,
                                  absolute=absolute_blocks(self.loaded))
-        return room is None or new <= room
 
     def check_system(self) -> None:
         """Startup checks of the template and ``--system``, on a prompt with a one-character
@@ -209,7 +235,9 @@ class ChatSession:
         now, not at the first turn; a one-line ``UserError`` naming ``--system`` when the
         template rejects the system message, or when it leaves no room for a reply in the
         context (``prepare``'s: with a drafter, the smaller of the two; at the first turn
-        "this message" was blamed)."""
+        "this message" was blamed), and naming ``gen_length`` (with the most that fits) when
+        no message could fit, with or without the system message (each message was refused
+        in turn, "send a shorter message", or ``--system`` was blamed)."""
         from unmask import api
 
         probe = [{"role": "user", "content": _PROBE}]
@@ -221,26 +249,42 @@ class ChatSession:
             self.template.render(probe, add_generation_prompt=True)  # rejects the probe
             raise UserError(f"--system: {e}") from None  # rejects the system message
         limit, who = api.context_limit(self.loaded, self.draft)
-        if self.system is None or self.config.segment_length is not None:
+        if self.config.segment_length is not None or self._fits(len(ids), self.config.gen_length,
+                                                                limit):
             return
-        if not self._fits(len(ids), self.config.gen_length, limit):
+        bare = ids if self.system is None else self.template.prompt(self.loaded.tokenizer,
+                                                                    probe)[1]
+        if self.system is None or not self._fits(len(bare), self.config.gen_length, limit):
+            # not the messages' fault: no message fits (it blamed each one, or --system);
+            # the room is the one this session has, its system message included
+            room = self._room(len(ids), limit) or 0
+            fits = f"use gen_length <= {room} or " if room > 0 else ""
+            with_system = " (with the --system message)" if self.system is not None else ""
             raise UserError(
-                f"--system: the system message makes a prompt of {len(ids)} tokens with a "
-                f"one-character message; with gen_length={self.config.gen_length} that exceeds "
-                f"the {who}'s max_seq_len ({limit}): shorten it, lower --gen-length or give "
-                "--segment-length"
+                f"gen_length ({self.config.gen_length}) leaves no room for a message in the "
+                f"{who}'s max_seq_len ({limit}): a one-character message{with_system} makes a "
+                f"prompt of {len(ids)} tokens; {fits}give --segment-length (each segment then "
+                "sees the latest text)"
             )
+        raise UserError(
+            f"--system: the system message makes a prompt of {len(ids)} tokens with a "
+            f"one-character message; with gen_length={self.config.gen_length} that exceeds "
+            f"the {who}'s max_seq_len ({limit}): shorten it, lower --gen-length or give "
+            "--segment-length"
+        )
 
     def complete(self, prepared: Prepared, *, live: Any = None) -> Turn:
         """Sample the reply to ``prepared`` and add the exchange to the conversation; if
         sampling fails or is interrupted the conversation is left as it was."""
         from unmask import api
 
-        out = api.chat(self.loaded, self.messages(prepared.turns), config=self.config,
+        config = prepared.config or self.config
+        out = api.chat(self.loaded, self.messages(prepared.turns), config=config,
                        template=self.template, step_callback=live, draft=self.draft)
         self.turns = [*prepared.turns, {"role": "assistant", "content": out.text}]
         stats = getattr(out.result, "acceptance_stats", dict)()
-        return Turn(reply=out.text, prompt=prepared, nfe=out.nfe, seconds=out.seconds, stats=stats)
+        return Turn(reply=out.text, prompt=prepared, nfe=out.nfe, seconds=out.seconds, stats=stats,
+                    config=config)
 
 
 @dataclass
@@ -369,7 +413,8 @@ def converse(
                       f"{prepared.limited_by}'s context)", file=sys.stderr)
             if show_prompt:
                 print(prepared.text, file=sys.stderr)
-            view = make_live(tok, session.config, session.decoder) if live else None
+            config = prepared.config or session.config  # steps fitted to this turn's blocks
+            view = make_live(tok, config, session.decoder) if live else None
             try:
                 turn = session.complete(prepared, live=view)
             finally:
@@ -391,7 +436,7 @@ def converse(
                       "nfe": turn.nfe, "seconds": round(turn.seconds, 4)}
             record.update(turn.stats)  # speculative, hybrid: acceptance and forwards
             record["config"] = dataclasses.asdict(  # the options that ran, as generate --json
-                dataclasses.replace(session.config, decoder=session.decoder))
+                dataclasses.replace(turn.config or session.config, decoder=session.decoder))
             print(json.dumps(record, ensure_ascii=False), flush=True)
         else:
             print(turn.reply, flush=True)
@@ -515,7 +560,8 @@ def run(args: argparse.Namespace) -> int:
                                     quantize=args.quantize)
     draft = load_draft(args.draft, device, args.dtype)
     # flags not given take the checkpoint's recommended sampling options (sample_defaults)
-    config = api.sample_config(loaded, given_fields(SampleConfig, args))
+    given = given_fields(SampleConfig, args)
+    config = api.sample_config(loaded, given)
     template = model_template(loaded, args.template)
     session = ChatSession(loaded, template, config, system=args.system, device=device,
                           draft=draft)
@@ -525,6 +571,8 @@ def run(args: argparse.Namespace) -> int:
     session.decoder  # noqa: B018 -- options the checkpoint cannot do fail now, not at the first turn
     # a sampled conversation reports (--json) the seed that repeats it
     session.config = with_seed(session.config, session.decoder)
+    # each turn's options are made for its prompt: steps not given fit its blocks
+    session.given = {**given, "seed": session.config.seed}
     interactive = sys.stdin.isatty()
     if not interactive:
         return converse(session, _StdinLines(), interactive=False, json_lines=args.json,

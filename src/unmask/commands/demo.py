@@ -309,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"unmask demo: a {_label(n_params)}-parameter {show.family} ({cfg.n_layers} layers, "
           f"d={cfg.d_model}, {api.weights_dtype(m)} weights) "
           + ("trained on the World English Bible" if bible else f"from {path}") + "\n")
+    print(legend(_color()) + "\n")
     live_ok = not args.no_live and _terminal()
     total = len(show.prompts) + len(show.blanks)
     for i, (prompt, config) in enumerate(zip(show.prompts, configs, strict=True), 1):
@@ -326,6 +327,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"Try it: {unmask} {command} --model {quote(args.model)}{own}")
     print(OWN_TEXT.format(unmask=unmask))
     return 0
+
+
+def legend(color: bool) -> str:
+    """What the showcase's marks and numbers mean, printed once under the banner: a first run
+    showed "48 tokens, 48 steps, NFE 48" and text [in brackets] with no word on either."""
+    marked = "in bold" if color else "[in brackets]"
+    return (f"The model's text is {marked}; under it: the tokens written, the denoising steps\n"
+            "(each commits the masked tokens the model is surest of; fewer --steps commit more "
+            "per step:\nfaster, rougher), NFE (forward passes of the model) and the time.")
 
 
 def _device(args: argparse.Namespace) -> str:
@@ -348,11 +358,7 @@ def _prepare(m: Any, args: argparse.Namespace, name: str) -> tuple[Showcase, lis
              "no_repeat_ngram_size": args.no_repeat_ngram_size}
     given = {k: v for k, v in flags.items() if v is not None}
     template = api.chat_template(m) if show.chat else None
-    longest = max(show.prompts, key=len)
-    if template is not None:
-        ids = template.prompt(m.tokenizer, [{"role": "user", "content": longest}])[1]
-    else:
-        ids = api.encode_prompt(m.tokenizer, longest)
+    ids = _prompt_ids(m, max(show.prompts, key=len), template)
     if show.prompts[0]:  # a latent model samples its window (no prompt)
         room = _room(m, len(ids), name)
         if "gen_length" not in given:
@@ -361,10 +367,24 @@ def _prepare(m: Any, args: argparse.Namespace, name: str) -> tuple[Showcase, lis
             raise UserError(f"--gen-length {given['gen_length']}: this model's rows hold "
                             f"{facts_of(m).max_seq_len} tokens and the demo's longest prompt "
                             f"takes {len(ids)}; use --gen-length <= {room}")
-    configs = [api.sample_config(m, {**given, "seed": args.seed + i})
-               for i in range(1, len(show.prompts) + 1)]
-    api.start(m, [ids], configs[0])  # the configs differ only in their seed
+    # steps not given fit the blocks each prompt leaves (a checkpoint whose blocks start at
+    # the first prompt token: api.fit_block_steps), as generate fits them
+    configs = [api.sample_config(m, {**given, "seed": args.seed + i},
+                                 prompt_lengths=api.prompt_lengths(m, prompt, template=template))
+               for i, prompt in enumerate(show.prompts, 1)]
+    for prompt, config in zip(show.prompts, configs, strict=True):  # refused before any output
+        api.start(m, [_prompt_ids(m, prompt, template)], config)
     return show, configs, template
+
+
+def _prompt_ids(m: Any, prompt: str, template: Any) -> list[int]:
+    """The ids of one showcase prompt: a user message through ``template`` where given (a
+    chat checkpoint), else the text (``api.encode_prompt``)."""
+    from unmask import api
+
+    if template is not None:
+        return template.prompt(m.tokenizer, [{"role": "user", "content": prompt}])[1]
+    return api.encode_prompt(m.tokenizer, prompt)
 
 
 def _room(m: Any, prompt_len: int, name: str) -> int | None:
