@@ -23,12 +23,12 @@ from unmask import api
 from unmask.chat import ChatTemplate
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.facts import ModelFacts
 from unmask.sampling import Decoder, choose_decoder, make_policy, validate
 from unmask.sampling.penalties import given_penalties
 from unmask.sampling.registry import check_penalty_decoder
 from unmask.sampling.segments import segment_configs, segment_windows
 from unmask.server.batching import GenOutput, Job
+from unmask.server.engine import served_decoder
 from unmask.server.http import APIError, sse
 from unmask.server.plumbing import (
     account,
@@ -294,16 +294,6 @@ def _prepare(state: ServerState, req: _Generation, prompts: list[str],
     if seeded_sampling and len(rows) > 1:
         seeds = cast(list[int | None], api.row_seeds(config.seed, len(ids), req.n))
     return Job(rows=rows, config=config, batchable=not seeded_sampling, seeds=seeds), ids
-
-
-def served_decoder(facts: ModelFacts) -> str:
-    """The name of the decoder a completions or chat request runs (the request names none):
-    the one the checkpoint recommends (``sample_defaults``), else its own
-    (``ModelFacts.default_decoder``); with ``--draft`` the engine runs ``speculative``, which
-    lays out a prompt as ``ar`` does. What ``prepare``'s context check counts a prompt's
-    columns under (``ModelFacts.prompt_columns``), before the decoder is chosen."""
-    name = str(facts.sample_defaults.get("decoder", "auto"))
-    return facts.default_decoder if name == "auto" else name
 
 
 def shares_forward(decoder: Decoder, config: SampleConfig) -> bool:
