@@ -240,7 +240,8 @@ def _prepare(state: ServerState, req: _Generation, prompts: list[str],
         if not state.fixed_canvas:  # a continuous model writes one canvas: no segments
             ways.append(f"{'' if fits >= 1 else 'use '}segment_length (e.g. {ctx // 2}) to "
                         "write it in segments")
-        start = "" if any(ids) else " (an empty prompt counts 1 token: its start token)"
+        started = longest > max(len(i) for i in ids)  # the decoder gave it a start token
+        start = " (an empty prompt counts 1 token: its start token)" if started else ""
         raise APIError(400, f"prompt ({longest} tokens) + max_tokens ({req.max_tokens}) exceeds "
                        f"the {who}'s context of {ctx} tokens{start}; {', or '.join(ways)}",
                        param=overflow_param(req, fits), code="context_length_exceeded")
