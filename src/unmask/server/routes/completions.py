@@ -45,7 +45,7 @@ from unmask.server.plumbing import (
 )
 from unmask.server.schemas import CompletionRequest, _Generation
 from unmask.server.state import ServerState
-from unmask.server.streaming import denoising_event, stream_job
+from unmask.server.streaming import denoising_event, refuse_if_gone, stream_job
 
 
 def prepare(state: ServerState, req: _Generation, prompts: list[str],
@@ -807,6 +807,7 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
         # its start arrives as the stream's error event
         return await stream_job(state, request, job,
                                 GenerationEvents(state, request, req, job, reply))
+    await refuse_if_gone(request)  # left while its checks ran: not run
     submit(state, job)
     out: GenOutput = await wait(state, job, request)
     stops = req.stops()
