@@ -1036,13 +1036,13 @@ def schema_regex(
 ) -> str:
     """The regex of a subschema's JSON text (whitespace: at most one space where JSON allows
     it), with numeric ranges compiled here."""
-    from outlines_core.json_schema import build_regex_from_schema
+    from outlines_core import json_schema  # waits for the package's init in another thread
 
     root = schema if root is None else root
     marks: dict[str, str] = {}
     marked = _marked(schema, root, path, marks)  # every $ref followed: no $defs needed
     try:
-        regex = build_regex_from_schema(json.dumps(marked), " ?")
+        regex = json_schema.build_regex_from_schema(json.dumps(marked), " ?")
     except ValueError as e:
         raise UserError(f"{_where(path)}: {str(e).splitlines()[0]}") from None
     for mark, sub in marks.items():

@@ -67,6 +67,7 @@ def create_app(
     if api_key is not None:  # an empty key would have turned auth off; a non-ASCII one
         check_api_key(api_key)  # refused every request
     limits = limits or ServerLimits()
+    import_before_threads()
     template = chat.chat_template(loaded, chat_template)  # a bad template fails here
     metrics = Metrics()
     engine = make_engine(loaded, limits, metrics, draft=draft, draft_options=draft_options)
@@ -102,6 +103,19 @@ def create_app(
     for group in (completions, chat, infill, info, playground):
         app.include_router(group.router(state))
     return app
+
+
+def import_before_threads() -> None:
+    """Import here, once, the optional packages that requests' checks import lazily
+    (``outlines_core``, structured output), so that no first import of one runs in a pool
+    thread: checks run in threads, and a thread that imports ``outlines_core.json_schema``
+    (a name its package's ``__init__`` registers last) while another is still importing the
+    package found it half initialised, a ModuleNotFoundError and a 500. A broken install
+    is left to the request that needs it to report."""
+    import importlib
+
+    with contextlib.suppress(ImportError):
+        importlib.import_module("outlines_core")
 
 
 __all__ = ["APIError", "ServerLimits", "create_app", "render_chat", "sse"]

@@ -14,15 +14,17 @@ checkpoint's own decoder, so the server decodes exactly as ``unmask generate`` d
 Continuous batching (runs that ``shares_forward``: the ``llada`` decoder without a KV
 cache): the worker keeps a running batch of requests, each with its own run (own canvas,
 length, steps, policy, temperature and generator). Every iteration is one step boundary:
-cancelled requests leave, queued requests join (first come, first served, while the batch
-holds at most ``max_batch`` rows; a job of more rows runs in slices of ``max_batch`` rows
-that join as rows free up, and a seeded job of several rows runs each row as a run of its
-own: ``Engine._split``), then one forward pass over every request that needs the
-model (``unmask.sampling.step_together``: left-padded to the longest canvas, padding masked
-out) and each request's own step; a request whose run is done leaves at once and its future
-resolves. A row's logits do not depend on the other rows, so in exact arithmetic a request
-at temperature 0 gets the same tokens alone, batched, or joining mid-way, and a seeded
-request the same tokens for the same seed (tests check both, in float32, on test models).
+cancelled requests leave, queued requests join (first come, first served, a request coming
+when its checks, run in a thread, finish: one whose checks are slow does not hold back one
+sent after it; while the batch holds at most ``max_batch`` rows; a job of more rows runs in
+slices of ``max_batch`` rows that join as rows free up, and a seeded job of several rows
+runs each row as a run of its own: ``Engine._split``), then one forward pass over every
+request that needs the model (``unmask.sampling.step_together``: left-padded to the longest
+canvas, padding masked out) and each request's own step; a request whose run is done leaves
+at once and its future resolves. A row's logits do not depend on the other rows, so in exact
+arithmetic a request at temperature 0 gets the same tokens alone, batched, or joining
+mid-way, and a seeded request the same tokens for the same seed (tests check both, in
+float32, on test models).
 In floating point a differently shaped batch rounds differently and can flip a near-tie:
 rarely in float32, more often in bf16 (``--dtype auto`` on a CPU with AMX): docs/serving.md
 ("Continuous batching"); ``--dtype fp32 --max-batch 1`` for bitwise output.

@@ -2,8 +2,8 @@
 
 Inside: ``make_engine(loaded, limits, metrics, draft=...)``: the ``Engine`` (worker thread,
 queue, continuous batching) around one checkpoint (and its drafter, for speculative
-decoding), and ``check_servable`` (a checkpoint its own decoder refuses is refused at
-launch). Nothing else in the server knows how a
+decoding), and ``check_servable`` (a checkpoint the decoder it is served with refuses,
+``served_decoder``, is refused at launch). Nothing else in the server knows how a
 checkpoint is decoded: routes submit ``Job`` s and read ``GenOutput`` s.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 
 from unmask.checkpoint import Loaded
 from unmask.config import SampleConfig
+from unmask.facts import ModelFacts
 from unmask.server.batching import Engine
 from unmask.server.metrics import Metrics
 from unmask.server.state import ServerLimits
@@ -32,8 +33,8 @@ def make_engine(
     ``limits``, counting forward passes into ``metrics``. Every request becomes the decoder
     run that ``unmask.api.start`` gives for it (the checkpoint's own decoder, as the CLI
     uses); runs that can share a forward pass are batched continuously. Its worker thread
-    starts with the first job; ``Engine.close`` stops it. A checkpoint its own decoder refuses
-    (``check_servable``) is a ``UserError`` here.
+    starts with the first job; ``Engine.close`` stops it. A checkpoint the decoder it is
+    served with refuses (``check_servable``) is a ``UserError`` here.
 
     ``draft``: a diffusion checkpoint that drafts for the causal ``loaded`` (``unmask serve
     --draft``): every request is decoded by speculative decoding (its greedy output is the
@@ -76,21 +77,34 @@ def make_engine(
     )
 
 
+def served_decoder(facts: ModelFacts) -> str:
+    """The name of the decoder a completions or chat request runs (the request names none):
+    the one the checkpoint recommends (``sample_defaults``), else its own
+    (``ModelFacts.default_decoder``); with ``--draft`` the engine runs ``speculative``, which
+    lays out a prompt as ``ar`` does. What ``prepare``'s context check counts a prompt's
+    columns under (``ModelFacts.prompt_columns``), before the decoder is chosen, and what
+    ``check_servable`` checks at launch."""
+    name = str(facts.sample_defaults.get("decoder", "auto"))
+    return facts.default_decoder if name == "auto" else name
+
+
 def check_servable(loaded: Loaded) -> None:
-    """A one-line ``UserError`` when the checkpoint's own decoder refuses it under the
-    default options (``api.choose`` of a plain ``SampleConfig``, not the recommendation: a
-    recommended option it refuses is the request's to override): a config that contradicts
-    itself, objective ``mdlm`` with causal attention or ``ar`` with bidirectional attention.
-    Every completions and chat request was a 400 no client could act on (requests name no
-    decoder), so the server refuses to start, with the way out the refusal names."""
+    """A one-line ``UserError`` when the decoder every request runs (``served_decoder``: the
+    one ``sample_defaults`` names, else the objective's) refuses the checkpoint under the
+    default options (``api.choose``; the other recommended options are not checked: one it
+    refuses is the request's to override): a config that contradicts itself, objective
+    ``mdlm`` with causal attention or ``ar`` with bidirectional attention, and no
+    ``sample_defaults`` decoder that runs it. Every completions and chat request was a 400 no
+    client could act on (requests name no decoder), so the server refuses to start, with the
+    way out the refusal names."""
     from unmask import api
     from unmask.errors import UserError
 
     try:
-        api.choose(loaded, SampleConfig())
+        api.choose(loaded, SampleConfig(decoder=served_decoder(api.facts_of(loaded))))
     except UserError as e:
         raise UserError(f"cannot serve {loaded.shown}: {e} (the server runs the decoder that "
                         "its config.json's sample_defaults name, else its objective's)") from None
 
 
-__all__ = ["check_servable", "make_engine"]
+__all__ = ["check_servable", "make_engine", "served_decoder"]

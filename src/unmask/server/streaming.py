@@ -7,7 +7,8 @@ make of the job's result, then ``data: [DONE]``. The streamer owns the rest: sub
 that fails (the same), and cancelling the work when the client goes away.
 
 Inside: ``Events`` (what an endpoint streams), ``stream_job``, ``denoising_event``,
-``DenoisingEvents`` (the whole-canvas steps of infill and forms, then the body).
+``DenoisingEvents`` (the whole-canvas steps of infill and forms, then the body), and
+``refuse_if_gone`` (a plain answer's check before it submits).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from unmask.server.batching import Job
+from unmask.server.batching import Cancelled, Job
 from unmask.server.http import APIError, sse
 from unmask.server.plumbing import drop, job_failure, submit, timed_out
 from unmask.server.state import ServerState
@@ -44,6 +45,16 @@ class Events(Protocol):
     def result(self, result: Any) -> Iterable[str]:
         """Events for the job's result (``[DONE]`` follows)."""
         ...
+
+
+async def refuse_if_gone(request: Request) -> None:
+    """The 499 of a cancelled job (``plumbing.job_failure``) when the client has gone away:
+    what a request answered in one body checks between its checks (run in a thread) and
+    submitting its job, so that one whose client left while they ran is not run at all (it
+    ran until ``plumbing.wait`` first polled, a few forward passes). A stream needs none: it
+    submits as its response starts, and the response watches for the disconnect."""
+    if await request.is_disconnected():
+        raise job_failure(Cancelled())
 
 
 def sse_error(err: APIError) -> str:

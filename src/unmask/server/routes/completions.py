@@ -23,12 +23,12 @@ from unmask import api
 from unmask.chat import ChatTemplate
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.facts import ModelFacts
 from unmask.sampling import Decoder, choose_decoder, make_policy, validate
 from unmask.sampling.penalties import given_penalties
 from unmask.sampling.registry import check_penalty_decoder
 from unmask.sampling.segments import segment_configs, segment_windows
 from unmask.server.batching import GenOutput, Job
+from unmask.server.engine import served_decoder
 from unmask.server.http import APIError, sse
 from unmask.server.plumbing import (
     account,
@@ -45,7 +45,7 @@ from unmask.server.plumbing import (
 )
 from unmask.server.schemas import CompletionRequest, _Generation
 from unmask.server.state import ServerState
-from unmask.server.streaming import denoising_event, stream_job
+from unmask.server.streaming import denoising_event, refuse_if_gone, stream_job
 
 
 def prepare(state: ServerState, req: _Generation, prompts: list[str],
@@ -240,7 +240,8 @@ def _prepare(state: ServerState, req: _Generation, prompts: list[str],
         if not state.fixed_canvas:  # a continuous model writes one canvas: no segments
             ways.append(f"{'' if fits >= 1 else 'use '}segment_length (e.g. {ctx // 2}) to "
                         "write it in segments")
-        start = "" if any(ids) else " (an empty prompt counts 1 token: its start token)"
+        started = longest > max(len(i) for i in ids)  # the decoder gave it a start token
+        start = " (an empty prompt counts 1 token: its start token)" if started else ""
         raise APIError(400, f"prompt ({longest} tokens) + max_tokens ({req.max_tokens}) exceeds "
                        f"the {who}'s context of {ctx} tokens{start}; {', or '.join(ways)}",
                        param=overflow_param(req, fits), code="context_length_exceeded")
@@ -294,16 +295,6 @@ def _prepare(state: ServerState, req: _Generation, prompts: list[str],
     if seeded_sampling and len(rows) > 1:
         seeds = cast(list[int | None], api.row_seeds(config.seed, len(ids), req.n))
     return Job(rows=rows, config=config, batchable=not seeded_sampling, seeds=seeds), ids
-
-
-def served_decoder(facts: ModelFacts) -> str:
-    """The name of the decoder a completions or chat request runs (the request names none):
-    the one the checkpoint recommends (``sample_defaults``), else its own
-    (``ModelFacts.default_decoder``); with ``--draft`` the engine runs ``speculative``, which
-    lays out a prompt as ``ar`` does. What ``prepare``'s context check counts a prompt's
-    columns under (``ModelFacts.prompt_columns``), before the decoder is chosen."""
-    name = str(facts.sample_defaults.get("decoder", "auto"))
-    return facts.default_decoder if name == "auto" else name
 
 
 def shares_forward(decoder: Decoder, config: SampleConfig) -> bool:
@@ -816,6 +807,7 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
         # its start arrives as the stream's error event
         return await stream_job(state, request, job,
                                 GenerationEvents(state, request, req, job, reply))
+    await refuse_if_gone(request)  # left while its checks ran: not run
     submit(state, job)
     out: GenOutput = await wait(state, job, request)
     stops = req.stops()

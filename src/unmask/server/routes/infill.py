@@ -45,7 +45,7 @@ from unmask.server.plumbing import (
 )
 from unmask.server.schemas import DiffusionOptions, EditRequest, FormRequest, InfillRequest
 from unmask.server.state import ServerState
-from unmask.server.streaming import DenoisingEvents, stream_job
+from unmask.server.streaming import DenoisingEvents, refuse_if_gone, stream_job
 
 Plan = tuple[Callable[[StepCallback], Any], Callable[[ServerState, Any], dict[str, Any]],
              str | None]
@@ -102,6 +102,7 @@ async def _run(state: ServerState, request: Request, opts: DiffusionOptions, str
     if stream:
         events = DenoisingEvents(state, prefix + uuid.uuid4().hex[:24], answer)
         return await stream_job(state, request, alone(work), events, first_step=True)
+    await refuse_if_gone(request)  # left while its checks ran: not run
     return JSONResponse(answer(await run_alone(state, request, work)))
 
 
@@ -350,6 +351,7 @@ def router(state: ServerState) -> APIRouter:
     @r.post("/v1/edit")
     async def edit_(req: EditRequest, request: Request) -> Response:
         run, blame = await asyncio.to_thread(plan_edit, req)  # off the event loop
+        await refuse_if_gone(request)  # left while its checks ran: not run
         res = await run_alone(state, request,
                               blaming(run, req, blame, most=state.limits.max_steps))
         state.metrics.inc("nfe", res.nfe)
