@@ -46,6 +46,7 @@ from unmask.facts import ModelFacts
 from unmask.sampling.loop import (
     START_TOKEN_NOTE,
     Denoiser,
+    forbid_tokens,
     nearest_multiples,
     split_steps,
     start_empty_prompts,
@@ -310,6 +311,9 @@ class BlockRun(DecoderRun):
         )
         pad = torch.zeros(B, tokens.shape[1] - self.P, dtype=torch.bool, device=device)
         canvas = dataclasses.replace(canvas, prompt_index=torch.cat([self.prompt, pad], dim=1))
+        empty_id = getattr(getattr(self.model, "config", None), "empty_id", None)
+        if empty_id is not None:  # free text: no [EMPTY] (``Denoiser.for_prompts``), beside
+            canvas.constraints.append(forbid_tokens([empty_id]))  # the loop's ``commit_bans``
         self._attn = attn
         self._base = (self.nfe, self.steps)
         self._post, self._extra = None, (0, 0)
@@ -365,12 +369,12 @@ class BlockRun(DecoderRun):
         the step's model ``logits`` (B', L, V): (B, L) bool of the positions edited.
 
         Only the columns of the current block's generated tokens can be edited, so only they
-        are read: the guidance merge and the token bans ([MASK], EOS under ``forbid_eos``) run
-        over those columns, not the whole canvas (prompt and finished blocks included) the
-        step's commits already processed, and the softmax over V runs there alone (per column,
-        so the edits are the same). The canvas holds no other constraint than those bans and
-        the penalties (``BlockRun`` builds it), and the penalties touch only masked positions,
-        never an editable one, so they are left out."""
+        are read: the guidance merge and the token bans (``commit_bans``, [EMPTY], EOS under
+        ``forbid_eos``) run over those columns, not the whole canvas (prompt and finished
+        blocks included) the step's commits already processed, and the softmax over V runs
+        there alone (per column, so the edits are the same). The canvas holds no other
+        constraint than those bans and the penalties (``BlockRun`` builds it), and the
+        penalties touch only masked positions, never an editable one, so they are left out."""
         start, end = inner.canvas.region
         cols = slice(max(start, self.P), end)
         sub = logits[:, cols]  # (B', n, V)
