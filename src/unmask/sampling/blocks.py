@@ -257,8 +257,7 @@ class BlockRun(DecoderRun):
         else:
             P = -(-max(len(r) for r in rows) // bs) * bs  # prompt columns, whole blocks
             need = P + config.gen_length
-        if config.top_k is not None or config.top_p is not None:
-            raise UserError("top_k and top_p apply to autoregressive (causal) models only")
+        refuse_top_k("bd3lm", config)
         max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
         if max_seq_len is not None and need > max_seq_len:
             note = f" ({START_TOKEN_NOTE})" if all(started) else ""

@@ -337,8 +337,7 @@ class Denoiser(DecoderRun):
         )
         self._block_steps = split_steps(config.steps, self.num_blocks)  # the total: steps
         self.block_length = region_len // self.num_blocks
-        if config.top_k is not None or config.top_p is not None:
-            raise UserError("top_k and top_p apply to autoregressive (causal) models only")
+        refuse_top_k("llada" if config.decoder == "auto" else config.decoder, config)
         self.model, self.config, self.eos_id = model, config, eos_id
         self.gen_length = region_len
         # prompt_masks 'fill': the schedule of a block counts every mask before its end (a
