@@ -701,8 +701,7 @@ class SampleConfig:
     tied with the k-th)."""
     top_p: float | None = None
     """Autoregressive (causal) models only: sample from the smallest set with probability >= p,
-    in (0, 1]; 1.0 keeps every token, so it is off, as None (OpenAI's default; any decoder
-    takes it, and the config holds None)."""
+    in (0, 1]; 1.0 keeps every token: off (OpenAI's default), taken by any decoder."""
     repetition_penalty: float = 1.0
     """Divide the positive logits (multiply the negative ones) of every token already in the
     text, prompt included, by this (CTRL / Hugging Face / vLLM; > 0, 1 = off, 1.1-1.3 typical).
