@@ -243,4 +243,4 @@ def test_cli_generate_uses_ar_for_causal_checkpoints(tmp_path, capsys):
         )
         == 2
     )
-    assert "--top-k and top_p apply to autoregressive" in capsys.readouterr().err
+    assert "--top-k applies to autoregressive" in capsys.readouterr().err

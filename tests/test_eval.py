@@ -595,7 +595,7 @@ def test_sampling_flags_the_decoder_refuses_fail_before_the_bound(run, capsys, m
 
     monkeypatch.setattr(unmask.report, "heldout_bound", lambda *a, **k: pytest.fail("ran"))
     rc, _, err = _eval(capsys, run, "--no-plot", "--top-k", "3")
-    assert rc == 2 and err.count("\n") == 1 and "error: --top-k and top_p apply to" in err
+    assert rc == 2 and err.count("\n") == 1 and "error: --top-k applies to autoregressive" in err
 
 
 DRAFTER = ("needs a drafter (--draft CKPT of unmask generate, chat and serve), which unmask "

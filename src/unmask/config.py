@@ -700,7 +700,8 @@ class SampleConfig:
     """Autoregressive (causal) models only: sample among the k most likely tokens (and any
     tied with the k-th)."""
     top_p: float | None = None
-    """Autoregressive (causal) models only: sample from the smallest set with probability >= p."""
+    """Autoregressive (causal) models only: sample from the smallest set with probability >= p,
+    in (0, 1]; 1.0 keeps every token: off (OpenAI's default), taken by any decoder."""
     repetition_penalty: float = 1.0
     """Divide the positive logits (multiply the negative ones) of every token already in the
     text, prompt included, by this (CTRL / Hugging Face / vLLM; > 0, 1 = off, 1.1-1.3 typical).
@@ -778,6 +779,12 @@ class SampleConfig:
             raise UserError(f"steps must be positive, got {self.steps}")
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"seed must be from 0 to 2**63 - 1, got {self.seed}")
+        if self.top_k is not None and self.top_k < 1:
+            raise UserError(f"top_k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_p == 1.0:
+            self.top_p = None  # keeps every token: off, as the server's top_p 1.0
         if self.draft_length is not None and self.draft_length < 1:
             raise UserError(f"draft_length must be >= 1, got {self.draft_length}")
         check_penalties(self.repetition_penalty, self.presence_penalty, self.frequency_penalty,

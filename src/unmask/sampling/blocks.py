@@ -46,6 +46,7 @@ from unmask.facts import ModelFacts
 from unmask.sampling.loop import (
     START_TOKEN_NOTE,
     Denoiser,
+    forbid_tokens,
     nearest_multiples,
     split_steps,
     start_empty_prompts,
@@ -256,8 +257,7 @@ class BlockRun(DecoderRun):
         else:
             P = -(-max(len(r) for r in rows) // bs) * bs  # prompt columns, whole blocks
             need = P + config.gen_length
-        if config.top_k is not None or config.top_p is not None:
-            raise UserError("top_k and top_p apply to autoregressive (causal) models only")
+        refuse_top_k("bd3lm", config)
         max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
         if max_seq_len is not None and need > max_seq_len:
             note = f" ({START_TOKEN_NOTE})" if all(started) else ""
@@ -310,6 +310,9 @@ class BlockRun(DecoderRun):
         )
         pad = torch.zeros(B, tokens.shape[1] - self.P, dtype=torch.bool, device=device)
         canvas = dataclasses.replace(canvas, prompt_index=torch.cat([self.prompt, pad], dim=1))
+        empty_id = getattr(getattr(self.model, "config", None), "empty_id", None)
+        if empty_id is not None:  # free text: no [EMPTY] (``Denoiser.for_prompts``), beside
+            canvas.constraints.append(forbid_tokens([empty_id]))  # the loop's ``commit_bans``
         self._attn = attn
         self._base = (self.nfe, self.steps)
         self._post, self._extra = None, (0, 0)
@@ -365,12 +368,12 @@ class BlockRun(DecoderRun):
         the step's model ``logits`` (B', L, V): (B, L) bool of the positions edited.
 
         Only the columns of the current block's generated tokens can be edited, so only they
-        are read: the guidance merge and the token bans ([MASK], EOS under ``forbid_eos``) run
-        over those columns, not the whole canvas (prompt and finished blocks included) the
-        step's commits already processed, and the softmax over V runs there alone (per column,
-        so the edits are the same). The canvas holds no other constraint than those bans and
-        the penalties (``BlockRun`` builds it), and the penalties touch only masked positions,
-        never an editable one, so they are left out."""
+        are read: the guidance merge and the token bans (``commit_bans``, [EMPTY], EOS under
+        ``forbid_eos``) run over those columns, not the whole canvas (prompt and finished
+        blocks included) the step's commits already processed, and the softmax over V runs
+        there alone (per column, so the edits are the same). The canvas holds no other
+        constraint than those bans and the penalties (``BlockRun`` builds it), and the
+        penalties touch only masked positions, never an editable one, so they are left out."""
         start, end = inner.canvas.region
         cols = slice(max(start, self.P), end)
         sub = logits[:, cols]  # (B', n, V)

@@ -44,7 +44,12 @@ from unmask.sampling.cache import (
     widened,
 )
 from unmask.sampling.cache import shift_logits as shift_logits  # re-exported: it used to live here
-from unmask.sampling.penalties import Penalties, PenaltyConstraint, special_ids
+from unmask.sampling.penalties import (
+    Penalties,
+    PenaltyConstraint,
+    banned_ids,
+    special_ids,
+)
 from unmask.sampling.policies import (
     POLICIES,
     StepState,
@@ -175,6 +180,17 @@ def forbid_tokens(token_ids: Sequence[int]) -> Callable[[Tensor], Tensor]:
 
     proc.columnwise = True  # type: ignore[attr-defined]  # each column's logits alone
     return proc
+
+
+def commit_bans(model_config: Any, mask_id: int) -> list[int]:
+    """The ids the commit loop (``Denoiser``) never proposes, so never commits: ``mask_id``
+    and the checkpoint's ``banned_ids`` ([PAD], BOS, the FIM sentinels; not EOS) but
+    ``[EMPTY]``, the filler an infilled gap's unused slots take (``unmask.infill``: its gap
+    constraint decides where); free text bans it too (``Denoiser.for_prompts``, ``BlockRun``).
+    The ban is on the logits, before proposals and confidences, so a confidence is that of
+    an allowed token. A model without a config (a plain callable) bans ``mask_id`` alone."""
+    empty = getattr(model_config, "empty_id", None)
+    return sorted({*banned_ids(model_config), int(mask_id)} - {empty})
 
 
 def nearest_multiples(value: int, of: int) -> str:
@@ -321,8 +337,7 @@ class Denoiser(DecoderRun):
         )
         self._block_steps = split_steps(config.steps, self.num_blocks)  # the total: steps
         self.block_length = region_len // self.num_blocks
-        if config.top_k is not None or config.top_p is not None:
-            raise UserError("top_k and top_p apply to autoregressive (causal) models only")
+        refuse_top_k("llada" if config.decoder == "auto" else config.decoder, config)
         self.model, self.config, self.eos_id = model, config, eos_id
         self.gen_length = region_len
         # prompt_masks 'fill': the schedule of a block counts every mask before its end (a
@@ -344,10 +359,12 @@ class Denoiser(DecoderRun):
             if eos_id is None:
                 raise UserError("forbid_eos needs the EOS id (eos_id is None)")
             canvas.constraints.append(forbid_tokens([eos_id]))
-        # Never propose [MASK]: a committed mask would leave its position open (and stall a
-        # dynamic block). Trained models never rank it first anyway (it is never a target),
-        # so this keeps LLaDA's reference output; it only matters for untrained models.
-        canvas.constraints.append(forbid_tokens([canvas.mask_id]))
+        # Never propose [MASK] (a committed mask would leave its position open and stall a
+        # dynamic block) nor another special token but EOS ([PAD], BOS, the FIM sentinels):
+        # ``commit_bans``. Trained models never rank them first (they are never a target), so
+        # this keeps LLaDA's reference output; an untrained model wrote [PAD] and BOS.
+        canvas.constraints.append(forbid_tokens(
+            commit_bans(getattr(model, "config", None), canvas.mask_id)))
         penalties = Penalties.of(config)
         if penalties is not None:
             ids = {*special_ids(getattr(model, "config", None)), canvas.mask_id,
@@ -815,6 +832,7 @@ __all__ = [
     "ViewCallback",
     "add_gumbel_noise",
     "check_ids",
+    "commit_bans",
     "cut_at_eos",
     "decode_generations",
     "forbid_tokens",

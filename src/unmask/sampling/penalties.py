@@ -178,6 +178,22 @@ def special_ids(model_config: Any) -> tuple[int, ...]:
     return tuple(sorted({int(i) for i in ids if i is not None}))
 
 
+def banned_ids(model_config: Any) -> tuple[int, ...]:
+    """The ids a finished sample of a checkpoint may not hold: its special tokens
+    (``special_ids``: ``[MASK]``, ``[PAD]``, BOS, the FIM sentinels) and ``[EMPTY]``, but not EOS
+    (the model ends its text with it; ``forbid_eos`` bans it too). None of them is ever a
+    training target of free text, but an untrained or weakly trained model still ranks them:
+    the uniform graph's prior and forward process move tokens into every id (a ``sedd``
+    sample ended on them in about 1 position in 12 for an untrained model over 12 ids), and
+    the commit loop and the continuous decoders' rounding wrote [PAD] and BOS. The one rule of
+    every decoder that reads tokens off logits or scores (``sedd``, ``continuous``, ``loop``,
+    ``blocks``)."""
+    eos = getattr(model_config, "eos_id", None)
+    empty = getattr(model_config, "empty_id", None)
+    ids = {*special_ids(model_config), *(() if empty is None else (int(empty),))}
+    return tuple(sorted(ids - {eos}))
+
+
 def token_counts(tokens: Tensor, keep: Tensor | None, vocab: int,
                  exempt: Sequence[int] = (), *, into: Sequence[Tensor] = ()) -> Tensor:
     """(B, V) float32: how often each token id occurs in each row of ``tokens`` (B, L), counting
@@ -616,6 +632,7 @@ __all__ = [
     "PenaltyConstraint",
     "TextCounts",
     "ban",
+    "banned_ids",
     "given_penalties",
     "ngram_bans",
     "prefix_counts",

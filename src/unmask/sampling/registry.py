@@ -128,10 +128,14 @@ def register_decoder(name: str) -> Callable[[D], D]:
 
 
 def refuse_top_k(decoder: str, config: SampleConfig) -> None:
-    """top-k / top-p truncate one token's distribution: only the ``ar`` decoder has one."""
-    if config.top_k is not None or config.top_p is not None:
+    """top-k / top-p truncate one token's distribution: only the causal decoders have one.
+    The refusal names the options given alone (``top_p`` 1.0 is off: ``SampleConfig``)."""
+    given = [name for name in ("top_k", "top_p") if getattr(config, name) is not None]
+    if given:
+        verb = "applies" if len(given) == 1 else "apply"
         raise UserError(
-            f"top_k and top_p apply to autoregressive (causal) models only, not decoder {decoder!r}"
+            f"{' and '.join(given)} {verb} to autoregressive (causal) models only, "
+            f"not decoder {decoder!r}"
         )
 
 

@@ -40,7 +40,7 @@ from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.cache import shift_logits
 from unmask.sampling.loop import forbid_tokens, model_logit_shift, validate
-from unmask.sampling.penalties import special_ids
+from unmask.sampling.penalties import banned_ids
 from unmask.sampling.policies import _rand
 from unmask.sampling.protocol import (
     DecoderRun,
@@ -389,18 +389,6 @@ def uses_sedd_sampler(config: SampleConfig, model_config: Any) -> bool:
             f"not the commit policy {config.policy!r}"
         )
     return wanted
-
-
-def banned_ids(model_config: Any) -> tuple[int, ...]:
-    """The ids a finished sample of a checkpoint may not hold: its special tokens
-    (``special_ids``: ``[MASK]``, ``[PAD]``, BOS, the FIM sentinels) and ``[EMPTY]``, but not EOS
-    (the model ends its text with it; ``forbid_eos`` bans it too). The uniform graph's prior
-    and forward process move tokens into every id, so without the ban a uniform-graph sample
-    ended on them (each in about 1 position in 12 for an untrained model over 12 ids)."""
-    eos = getattr(model_config, "eos_id", None)
-    empty = getattr(model_config, "empty_id", None)
-    ids = {*special_ids(model_config), *(() if empty is None else (int(empty),))}
-    return tuple(sorted(ids - {eos}))
 
 
 def start_model(
