@@ -333,6 +333,12 @@ def _lowest_plan(
             e += 1
         runs.append((s, e))
     runs = _merge(runs)
+    # a run right after the word-start marks that stand for no character of the text starts
+    # the text ("2 cat" is "▁", "2", ...: a digit, a byte or a CJK character has no word-start
+    # token of its own): it takes them in, as a span over it does (the text encoded on its
+    # own), and its fill's virtual space is dropped (``Hole.lead``), not kept as " dog"
+    head = len(blank)  # the marks are the first tokens: their bytes are all before the text
+    runs = [(0 if s == head else s, e) for s, e in runs]
     automaton = gap_automaton(Gap(), tokenizer)
     items: list[tuple[str, Any]] = []
     holes: list[Hole] = []
