@@ -388,7 +388,10 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
     ``"[MASK:0-2] In the"``, ``"In the"``), the virtual space of a gap that starts the text
     dropped (its tokens encoded again)."""
     vocab = vocab_of(tokenizer)
-    space_ids = list(tokenizer.encode(" "))
+    # the space put back between two texts continues the text: a tokenizer that marks the
+    # start of every text it encodes (a Llama-style "▁" prepended) spelled " " alone as two
+    # word starts ("▁", "▁"), and ``tokens`` decoded to two spaces where ``text`` has one
+    space_ids = segment_ids(tokenizer, " ", first=False)
     # (text, ids, gap index or None); a None text: the space an empty fill took, decided below
     pieces: list[tuple[str | None, list[int], int | None]] = []
     for kind, v in layout:

@@ -672,7 +672,7 @@ def _choice_lengths(gap: Gap, tokenizer: Any, space: bool, feasible: list[int]) 
         return []
     counts = {len(tokenizer.encode(c)) for c in gap.choices if c}
     if space:
-        counts |= {len(tokenizer.encode(" " + c)) for c in gap.choices if c}
+        counts |= {len(segment_ids(tokenizer, " " + c, first=False)) for c in gap.choices if c}
     return sorted(n for n in counts if n in feasible)
 
 
