@@ -134,7 +134,7 @@ class Gap:
         if self.name is not None and not isinstance(self.name, str):  # was a TypeError in a
             raise UserError(f"a gap: name must be a str, not {type(self.name).__name__} "
                             f"({self.name!r})")  # message that joined it to text
-        what = self.source or self.name or "a gap"
+        what = source_line(self) or self.name or "a gap"
         if self.regex is not None and not isinstance(self.regex, str):  # len(5) inside
             raise UserError(f"{what}: regex must be a str, not {type(self.regex).__name__}")
         if self.allowed is not None and not isinstance(self.allowed, str):
@@ -369,12 +369,20 @@ def find_gap(segments: Sequence[str | Gap], key: str) -> int:
 # -- gap languages ---------------------------------------------------------------------------
 
 
+def source_line(gap: Gap) -> str | None:
+    """The template text ``gap`` came from (``Gap.source``) on one line, each run of
+    whitespace one space (``"[MASK\\n:1-3]"`` is ``"[MASK :1-3]"``): whitespace inside the
+    brackets, which the syntax allows, may be a line break, and the one-line errors that
+    quote the gap took two lines. None for a gap built in Python."""
+    return " ".join(gap.source.split()) if gap.source else None
+
+
 def _named(gap: Gap, k: int) -> str:
     """``gap 2 [MASK:3]`` or ``'city' [MASK:city]``: the gap as its messages and results name
-    it, on one line (a line break inside the brackets, which the syntax allows, split the
-    one-line errors that quote it)."""
+    it, on one line (``source_line``)."""
     label = repr(gap.name) if gap.name else f"gap {k}"
-    return f"{label} {' '.join(gap.source.split())}" if gap.source else label
+    source = source_line(gap)
+    return f"{label} {source}" if source else label
 
 
 def _token_mask(gap: Gap, tokenizer: Any, label: str) -> np.ndarray | None:
