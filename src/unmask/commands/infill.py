@@ -135,6 +135,7 @@ def constrained_template(args: argparse.Namespace) -> list[Any]:
 def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.infill import InfillOptions, SearchLimitError
+    from unmask.infill.template import GapRoomError
 
     given = given_fields(SampleConfig, args)
     SampleConfig(**given)  # bad options before loading anything
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         # checkpoint's recommendation under them
         result = api.infill(loaded, template, config=given, options=options,
                             step_callback=live).detail
-    except SearchLimitError as e:  # the flags to give, typed or not
+    except (SearchLimitError, GapRoomError) as e:  # the flags to give, typed or not
         raise UserError(e.message(spell=lambda f: "--" + f.replace("_", "-"))) from None
     finally:
         if live is not None:

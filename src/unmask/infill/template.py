@@ -25,7 +25,7 @@ from __future__ import annotations
 import operator
 import re
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
@@ -848,12 +848,39 @@ def check_context(plan: Plan, max_seq_len: int | None) -> None:
             g = h.gap
             # a constrained gap with no length: its maximum is default_max_len's
             default = g is not None and g.length is None and g.max_len is None and g.constrained
-            fix = ("give it a maximum ([MASK:1-n]) or lower default_max_len" if default
-                   else "lower its maximum")
-            raise UserError(
-                f"{h.label}: up to {h.candidates[-1]} tokens, but only {room} fit in "
-                f"{CONTEXT_WORDS} {max_seq_len}, {plural(fixed, 'token')} of text); {fix}"
-            )
+            raise GapRoomError(h.label, h.candidates[-1], room, max_seq_len, fixed, default)
+
+
+class GapRoomError(UserError):
+    """A gap that may be longer than the room the model's context leaves it (``check_context``).
+    ``str()`` ends with how to fix it; where the gap's maximum is ``default_max_len``'s (a
+    constrained gap with no length) that is a maximum of its own or a lower
+    ``default_max_len``: ``message(default_hint=False)`` leaves the second out, for a caller
+    whose users do not set it (the server's clients: its infill request has no such field)."""
+
+    def __init__(self, label: str, longest: int, room: int, max_seq_len: int, fixed: int,
+                 default: bool) -> None:
+        self.label, self.longest, self.room = label, longest, room
+        self.max_seq_len, self.fixed, self.default = max_seq_len, fixed, default
+        super().__init__(self.message())
+
+    def __reduce__(self) -> tuple[Any, ...]:  # its arguments, not its message (a copy, pickle)
+        return (type(self), (self.label, self.longest, self.room, self.max_seq_len, self.fixed,
+                             self.default))
+
+    def message(self, *, default_hint: bool = True,
+                spell: Callable[[str], str] = lambda field: field) -> str:
+        """The one-line refusal; ``default_hint``: suggesting a lower ``default_max_len``
+        where it set the maximum; ``spell``: how the caller's users name that
+        ``InfillOptions`` field (the CLI: its flag)."""
+        if not self.default:
+            fix = "lower its maximum"
+        else:
+            fix = "give it a maximum ([MASK:1-n])" + (
+                f" or lower {spell('default_max_len')}" if default_hint else "")
+        return (f"{self.label}: up to {self.longest} tokens, but only {self.room} fit in "
+                f"{CONTEXT_WORDS} {self.max_seq_len}, {plural(self.fixed, 'token')} of text); "
+                f"{fix}")
 
 
 # -- canvases ---------------------------------------------------------------------------------
