@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from unmask.canvas import Canvas
-from unmask.config import DEFAULT_MAX_LEN_TOKENS
+from unmask.config import DEFAULT_MAX_LEN_TOKENS, InfillOptions
 from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.infill.automaton import (
     GapConstraint,
@@ -78,7 +78,7 @@ as most texts start in training corpora. The demo model, trained on chunks cut f
 text, wrote a space-led word fragment there (``"ian king of Babylon."``); after a line break it
 starts a sentence (``"Pharaoh king of Babylon."``)."""
 
-MAX_GAP_TOKENS = 1 << 17
+MAX_GAP_TOKENS = InfillOptions.MAX_LEN_TOKENS
 """Longest gap (tokens) a template may ask for: longer than any model's context, so one past
 it is refused by the context check anyway; bounded so that no automaton is sized for it."""
 
@@ -708,6 +708,9 @@ def plan_template(
     sequence of an allowed length satisfies (naming the gap), or a template that cannot fit
     the model's context (``max_seq_len``).
     """
+    # the limits of InfillOptions, one implementation (default_max_len 10**11 sized an array
+    # per gap here: a MemoryError traceback)
+    InfillOptions(max_candidates=max_candidates, default_max_len=default_max_len)
     segments = parse_template(template) if isinstance(template, str) else list(template)
     for p in segments:  # first: ["a", 5] said "template has no gaps"
         if not isinstance(p, (str, Gap)):
