@@ -93,3 +93,17 @@ def test_llama_style_choice_after_a_space_counts_its_tokens_in_running_text():
     # "cat" on its own is "▁cat" (1 token); " cat" in running text is "▁cat" too, not
     # "▁", "▁cat" (2: the word start of a text encoded alone)
     assert hole.candidates == [1]
+
+
+def test_a_lowest_edit_after_a_lone_word_start_inside_the_text_keeps_one_space():
+    # "2" has no word-start token of its own: "dog ▁ 2 dog"; the model likes every token but
+    # "2", so "2" alone is the lowest
+    assert _pieces(SP, SP.encode("dog 2 dog")) == ["▁dog", "▁", "<0x32>", "▁dog"]
+    model = Prefers("▁dog", SP)
+    model.bias[SP.token_to_id("▁")] = 9.0
+    r = edit(model, SP, "dog 2 dog", lowest=1, config=SampleConfig(steps=1))
+    assert r.spans == [(4, 5)] and [c.old for c in r.changes] == ["2"]
+    assert "  " not in r.text  # the lone "▁" kept and the fill's "▁dog": "dog  dog dog"
+    assert r.text.startswith("dog ") and r.text.endswith(" dog")
+    c = r.changes[0]
+    assert r.text[: c.start] == "dog " and r.text[c.end :] == " dog"

@@ -324,6 +324,7 @@ def _lowest_plan(
         o = offsets[i]
         return o >= len(raw) or not 0x80 <= raw[o] <= 0xBF
 
+    joins = leads(Gap(), tokenizer)
     runs: list[tuple[int, int]] = []
     for i in chosen:
         s, e = i, i + 1
@@ -331,6 +332,13 @@ def _lowest_plan(
             s -= 1
         while e < len(ids) and not boundary(e):
             e += 1
+        if (joins and s > len(blank) and vocab.token_bytes(ids[s - 1]) == b" "
+                and not raw[offsets[s] : offsets[s] + 1].isspace()):
+            # a word whose first character has no word-start token of its own ("cat ü" is
+            # "▁cat", "▁", "<0xC3>", "<0xBC>"): the lone space before it is its word boundary,
+            # which the run takes in (``spaced``, below); kept, the fill's own word start
+            # ("▁dog") doubled it ("cat  dog")
+            s -= 1
         runs.append((s, e))
     runs = _merge(runs)
     # a run right after the word-start marks that stand for no character of the text starts
@@ -359,7 +367,7 @@ def _lowest_plan(
         # it, or it is put back; "The cta sat" came back "The ctaates", 2 of 47 such changes
         # on the demo glued two words)
         spaced = (not first and s > 0 and old[:1] == " " and old[1:2].strip() != ""
-                  and leads(Gap(), tokenizer))
+                  and joins)
         auto = (gap_automaton(Gap(), tokenizer, lead=True) if first
                 else gap_automaton(Gap(), tokenizer, space=True) if spaced else automaton)
         holes.append(Hole(label=f"span {len(holes) + 1}", candidates=[e - s], feasible=[e - s],
