@@ -91,26 +91,35 @@ def test_too_many_elbo_samples_is_a_user_error_before_any_model_work():
     assert len(r.candidates) == 2
 
 
-@pytest.mark.parametrize("end", ["\n", "\r\n"])
+def _stdin(raw: bytes):
+    """A real standard input: bytes under a text stream (``sys.stdin.buffer`` is read)."""
+    import io
+
+    return io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8")
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
 def test_stdin_loses_the_line_end_that_ends_it_crlf_too(ckpt, capsys, monkeypatch, end):
     """A template or text read from a CRLF file kept its ``"\\r"`` (``removesuffix("\\n")``):
-    the output ended with it, and spans counted it."""
-    import io
+    the output ended with it, and spans counted it. Its line ends are read as ``"\\n"``, so
+    a span counts one character for each (as the docs say)."""
     import json
 
     args = ["infill", "--model", ckpt, "--json", "--seed", "3"]
     assert main([*args, "a [MASK:2] b"]) == 0
     want = json.loads(capsys.readouterr().out)
-    monkeypatch.setattr("sys.stdin", io.StringIO("a [MASK:2] b" + end))
+    monkeypatch.setattr("sys.stdin", _stdin(f"a [MASK:2] b{end}".encode()))
     assert main([*args, "-"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["text"] == want["text"] and not got["text"].endswith("\r")
     args = ["edit", "--model", ckpt, "--json", "--seed", "3", "--span", "6:9", "--text"]
-    assert main([*args, "Hello big world"]) == 0
+    assert main([*args, "Hello\nbig world"]) == 0
     want = json.loads(capsys.readouterr().out)
-    monkeypatch.setattr("sys.stdin", io.StringIO("Hello big world" + end))
+    monkeypatch.setattr("sys.stdin", _stdin(f"Hello{end}big world{end}".encode()))
     assert main([*args, "-"]) == 0
-    assert json.loads(capsys.readouterr().out)["text"] == want["text"]
+    got = json.loads(capsys.readouterr().out)
+    assert got["text"] == want["text"] and got["text"].startswith("Hello\n")
+    assert got["text"].endswith(" world")
 
 
 def test_a_gap_written_over_two_lines_is_named_on_one():

@@ -954,8 +954,38 @@ class InfillOptions:
     with a one-line error; a refill of a gap that broke its constraint is made only within
     what is left, else the gap is completed from its automaton. 0: no limit."""
 
+    MAX_ELBO_SAMPLES = 1024  # a class constant, not a field (no annotation)
+    """Most ``elbo_samples``: each candidate's noisy copies are scored in one model call,
+    (elbo_samples, L, V) logits (``unmask.infill.fill.MAX_ELBO_SAMPLES``)."""
+    MAX_LEN_TOKENS = 1 << 17
+    """Longest gap in tokens, and so the most ``default_max_len``: longer than any model's
+    context, bounded so that no automaton is sized for more
+    (``unmask.infill.template.MAX_GAP_TOKENS``)."""
+
     def __post_init__(self) -> None:
+        """Refuse, in one line each, values the length search cannot use: here, so that every
+        way in (``infill``, ``fill_plan``, ``plan_template``, ``unmask.api``) refuses them
+        alike; each message opens with its field, which the CLI names as its flag."""
         check_field_types(self)  # max_candidates="3" was a TypeError inside the length search
+        for name in ("max_candidates", "max_joint", "elbo_samples", "default_max_len"):
+            value = getattr(self, name)
+            if value < 1:  # default_max_len 0 was "its constraint allows only empty text"
+                raise UserError(f"{name} must be at least 1, got {value}")
+        if self.max_search_calls < 0:
+            raise UserError(f"max_search_calls must be 0 (no limit) or positive, got "
+                            f"{self.max_search_calls}")
+        if self.elbo_samples > self.MAX_ELBO_SAMPLES:  # one model call of that many copies:
+            # 10**9 was killed for memory (the server takes at most 64)
+            raise UserError(f"elbo_samples must be at most {self.MAX_ELBO_SAMPLES} (noisy "
+                            f"copies of a candidate scored in one model call), got "
+                            f"{self.elbo_samples:,}")
+        if self.default_max_len > self.MAX_LEN_TOKENS:  # a (hi + 1,) array per gap: 10**11
+            # was a 93 GiB MemoryError traceback
+            raise UserError(f"default_max_len must be at most {self.MAX_LEN_TOKENS:,} tokens "
+                            f"(longer than any model's context), got {self.default_max_len:,}")
+        if not 0 <= self.elbo_seed < 2**63:  # torch's manual_seed: 10**23 was an
+            # OverflowError traceback, -1 was taken as another seed
+            raise UserError(f"elbo_seed must be from 0 to 2**63 - 1, got {self.elbo_seed}")
 
 
 LENGTH_MODES = ("auto", "elbo", "empty")

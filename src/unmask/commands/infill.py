@@ -41,11 +41,10 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def stdin_text() -> str:
-    """Standard input less the line end that ends it (``-`` for a template or a text): a
-    ``"\r\n"`` as well as a ``"\n"`` (a CRLF file kept its ``"\r"``: the filled text ended
-    with it, and spans counted it)."""
-    text = read_user_stdin()
-    return text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+    """Standard input less the newline that ends it (``-`` for a template or a text), read
+    as ``read_user_stdin`` reads it: a ``"\r\n"`` or ``"\r"`` line end is a ``"\n"`` (spans
+    count that text, and a CRLF file's last line end goes as a LF file's does)."""
+    return read_user_stdin().removesuffix("\n")
 
 
 def load_model(args: argparse.Namespace) -> Any:
@@ -136,6 +135,7 @@ def constrained_template(args: argparse.Namespace) -> list[Any]:
 def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.infill import InfillOptions, SearchLimitError
+    from unmask.infill.template import GapRoomError
 
     given = given_fields(SampleConfig, args)
     SampleConfig(**given)  # bad options before loading anything
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         # checkpoint's recommendation under them
         result = api.infill(loaded, template, config=given, options=options,
                             step_callback=live).detail
-    except SearchLimitError as e:  # the flags to give, typed or not
+    except (SearchLimitError, GapRoomError) as e:  # the flags to give, typed or not
         raise UserError(e.message(spell=lambda f: "--" + f.replace("_", "-"))) from None
     finally:
         if live is not None:

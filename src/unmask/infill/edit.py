@@ -324,6 +324,7 @@ def _lowest_plan(
         o = offsets[i]
         return o >= len(raw) or not 0x80 <= raw[o] <= 0xBF
 
+    joins = leads(Gap(), tokenizer)
     runs: list[tuple[int, int]] = []
     for i in chosen:
         s, e = i, i + 1
@@ -331,8 +332,21 @@ def _lowest_plan(
             s -= 1
         while e < len(ids) and not boundary(e):
             e += 1
+        if (joins and s > len(blank) and vocab.token_bytes(ids[s - 1]) == b" "
+                and not raw[offsets[s] : offsets[s] + 1].isspace()):
+            # a word whose first character has no word-start token of its own ("cat ü" is
+            # "▁cat", "▁", "<0xC3>", "<0xBC>"): the lone space before it is its word boundary,
+            # which the run takes in (``spaced``, below); kept, the fill's own word start
+            # ("▁dog") doubled it ("cat  dog")
+            s -= 1
         runs.append((s, e))
     runs = _merge(runs)
+    # a run right after the word-start marks that stand for no character of the text starts
+    # the text ("2 cat" is "▁", "2", ...: a digit, a byte or a CJK character has no word-start
+    # token of its own): it takes them in, as a span over it does (the text encoded on its
+    # own), and its fill's virtual space is dropped (``Hole.lead``), not kept as " dog"
+    head = len(blank)  # the marks are the first tokens: their bytes are all before the text
+    runs = [(0 if s == head else s, e) for s, e in runs]
     automaton = gap_automaton(Gap(), tokenizer)
     items: list[tuple[str, Any]] = []
     holes: list[Hole] = []
@@ -353,7 +367,7 @@ def _lowest_plan(
         # it, or it is put back; "The cta sat" came back "The ctaates", 2 of 47 such changes
         # on the demo glued two words)
         spaced = (not first and s > 0 and old[:1] == " " and old[1:2].strip() != ""
-                  and leads(Gap(), tokenizer))
+                  and joins)
         auto = (gap_automaton(Gap(), tokenizer, lead=True) if first
                 else gap_automaton(Gap(), tokenizer, space=True) if spaced else automaton)
         holes.append(Hole(label=f"span {len(holes) + 1}", candidates=[e - s], feasible=[e - s],

@@ -50,7 +50,6 @@ from unmask.evaluate import _shifted, sequence_elbo_terms
 from unmask.infill.automaton import GapConstraint, cached_automaton, vocab_of
 from unmask.infill.template import (
     CLOSING,
-    MAX_GAP_TOKENS,
     Gap,
     Plan,
     Spans,
@@ -62,7 +61,7 @@ from unmask.sampling import make_generator, sample
 from unmask.sampling.loop import MaskPredictor, StepCallback
 from unmask.sampling.policies import make_policy
 
-MAX_ELBO_SAMPLES = 1024
+MAX_ELBO_SAMPLES = InfillOptions.MAX_ELBO_SAMPLES
 """Most noisy copies per candidate (``InfillOptions.elbo_samples``): each candidate's copies
 are scored in one model call, (elbo_samples, L, V) logits."""
 
@@ -388,7 +387,10 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
     ``"[MASK:0-2] In the"``, ``"In the"``), the virtual space of a gap that starts the text
     dropped (its tokens encoded again)."""
     vocab = vocab_of(tokenizer)
-    space_ids = list(tokenizer.encode(" "))
+    # the space put back between two texts continues the text: a tokenizer that marks the
+    # start of every text it encodes (a Llama-style "▁" prepended) spelled " " alone as two
+    # word starts ("▁", "▁"), and ``tokens`` decoded to two spaces where ``text`` has one
+    space_ids = segment_ids(tokenizer, " ", first=False)
     # (text, ids, gap index or None); a None text: the space an empty fill took, decided below
     pieces: list[tuple[str | None, list[int], int | None]] = []
     for kind, v in layout:
@@ -1035,25 +1037,7 @@ def infill(
     may make in all (``fill_plan``; None: no limit).
     """
     config = config or SampleConfig()
-    options = options or InfillOptions()
-    for name in ("max_candidates", "max_joint", "elbo_samples", "default_max_len"):
-        value = getattr(options, name)  # one field per message: the CLI names its flag
-        if value < 1:  # default_max_len 0 was "its constraint allows only empty text"
-            raise UserError(f"{name} must be at least 1, got {value}")
-    if options.max_search_calls < 0:
-        raise UserError(f"max_search_calls must be 0 (no limit) or positive, got "
-                        f"{options.max_search_calls}")
-    if options.elbo_samples > MAX_ELBO_SAMPLES:  # one model call of that many copies: 10**9
-        # was killed for memory (the server takes at most 64)
-        raise UserError(f"elbo_samples must be at most {MAX_ELBO_SAMPLES} (noisy copies of a "
-                        f"candidate scored in one model call), got {options.elbo_samples:,}")
-    if options.default_max_len > MAX_GAP_TOKENS:  # a (hi + 1,) array per gap: 10**11 was a
-        # 93 GiB MemoryError traceback
-        raise UserError(f"default_max_len must be at most {MAX_GAP_TOKENS:,} tokens (longer than "
-                        f"any model's context), got {options.default_max_len:,}")
-    if not 0 <= options.elbo_seed < 2**63:  # torch's manual_seed: 10**23 was an OverflowError
-        # traceback, -1 was taken as another seed
-        raise UserError(f"elbo_seed must be from 0 to 2**63 - 1, got {options.elbo_seed}")
+    options = options or InfillOptions()  # its values are checked as it is made
     _length_mode(model, Plan(items=[], holes=[]), options)  # bad options before any work
     plan = plan_template(
         template,

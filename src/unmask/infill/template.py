@@ -25,7 +25,7 @@ from __future__ import annotations
 import operator
 import re
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from unmask.canvas import Canvas
-from unmask.config import DEFAULT_MAX_LEN_TOKENS
+from unmask.config import DEFAULT_MAX_LEN_TOKENS, InfillOptions
 from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.infill.automaton import (
     GapConstraint,
@@ -78,7 +78,7 @@ as most texts start in training corpora. The demo model, trained on chunks cut f
 text, wrote a space-led word fragment there (``"ian king of Babylon."``); after a line break it
 starts a sentence (``"Pharaoh king of Babylon."``)."""
 
-MAX_GAP_TOKENS = 1 << 17
+MAX_GAP_TOKENS = InfillOptions.MAX_LEN_TOKENS
 """Longest gap (tokens) a template may ask for: longer than any model's context, so one past
 it is refused by the context check anyway; bounded so that no automaton is sized for it."""
 
@@ -134,7 +134,7 @@ class Gap:
         if self.name is not None and not isinstance(self.name, str):  # was a TypeError in a
             raise UserError(f"a gap: name must be a str, not {type(self.name).__name__} "
                             f"({self.name!r})")  # message that joined it to text
-        what = self.source or self.name or "a gap"
+        what = source_line(self) or self.name or "a gap"
         if self.regex is not None and not isinstance(self.regex, str):  # len(5) inside
             raise UserError(f"{what}: regex must be a str, not {type(self.regex).__name__}")
         if self.allowed is not None and not isinstance(self.allowed, str):
@@ -369,12 +369,20 @@ def find_gap(segments: Sequence[str | Gap], key: str) -> int:
 # -- gap languages ---------------------------------------------------------------------------
 
 
+def source_line(gap: Gap) -> str | None:
+    """The template text ``gap`` came from (``Gap.source``) on one line, each run of
+    whitespace one space (``"[MASK\\n:1-3]"`` is ``"[MASK :1-3]"``): whitespace inside the
+    brackets, which the syntax allows, may be a line break, and the one-line errors that
+    quote the gap took two lines. None for a gap built in Python."""
+    return " ".join(gap.source.split()) if gap.source else None
+
+
 def _named(gap: Gap, k: int) -> str:
     """``gap 2 [MASK:3]`` or ``'city' [MASK:city]``: the gap as its messages and results name
-    it, on one line (a line break inside the brackets, which the syntax allows, split the
-    one-line errors that quote it)."""
+    it, on one line (``source_line``)."""
     label = repr(gap.name) if gap.name else f"gap {k}"
-    return f"{label} {' '.join(gap.source.split())}" if gap.source else label
+    source = source_line(gap)
+    return f"{label} {source}" if source else label
 
 
 def _token_mask(gap: Gap, tokenizer: Any, label: str) -> np.ndarray | None:
@@ -672,7 +680,7 @@ def _choice_lengths(gap: Gap, tokenizer: Any, space: bool, feasible: list[int]) 
         return []
     counts = {len(tokenizer.encode(c)) for c in gap.choices if c}
     if space:
-        counts |= {len(tokenizer.encode(" " + c)) for c in gap.choices if c}
+        counts |= {len(segment_ids(tokenizer, " " + c, first=False)) for c in gap.choices if c}
     return sorted(n for n in counts if n in feasible)
 
 
@@ -700,6 +708,9 @@ def plan_template(
     sequence of an allowed length satisfies (naming the gap), or a template that cannot fit
     the model's context (``max_seq_len``).
     """
+    # the limits of InfillOptions, one implementation (default_max_len 10**11 sized an array
+    # per gap here: a MemoryError traceback)
+    InfillOptions(max_candidates=max_candidates, default_max_len=default_max_len)
     segments = parse_template(template) if isinstance(template, str) else list(template)
     for p in segments:  # first: ["a", 5] said "template has no gaps"
         if not isinstance(p, (str, Gap)):
@@ -840,12 +851,39 @@ def check_context(plan: Plan, max_seq_len: int | None) -> None:
             g = h.gap
             # a constrained gap with no length: its maximum is default_max_len's
             default = g is not None and g.length is None and g.max_len is None and g.constrained
-            fix = ("give it a maximum ([MASK:1-n]) or lower default_max_len" if default
-                   else "lower its maximum")
-            raise UserError(
-                f"{h.label}: up to {h.candidates[-1]} tokens, but only {room} fit in "
-                f"{CONTEXT_WORDS} {max_seq_len}, {plural(fixed, 'token')} of text); {fix}"
-            )
+            raise GapRoomError(h.label, h.candidates[-1], room, max_seq_len, fixed, default)
+
+
+class GapRoomError(UserError):
+    """A gap that may be longer than the room the model's context leaves it (``check_context``).
+    ``str()`` ends with how to fix it; where the gap's maximum is ``default_max_len``'s (a
+    constrained gap with no length) that is a maximum of its own or a lower
+    ``default_max_len``: ``message(default_hint=False)`` leaves the second out, for a caller
+    whose users do not set it (the server's clients: its infill request has no such field)."""
+
+    def __init__(self, label: str, longest: int, room: int, max_seq_len: int, fixed: int,
+                 default: bool) -> None:
+        self.label, self.longest, self.room = label, longest, room
+        self.max_seq_len, self.fixed, self.default = max_seq_len, fixed, default
+        super().__init__(self.message())
+
+    def __reduce__(self) -> tuple[Any, ...]:  # its arguments, not its message (a copy, pickle)
+        return (type(self), (self.label, self.longest, self.room, self.max_seq_len, self.fixed,
+                             self.default))
+
+    def message(self, *, default_hint: bool = True,
+                spell: Callable[[str], str] = lambda field: field) -> str:
+        """The one-line refusal; ``default_hint``: suggesting a lower ``default_max_len``
+        where it set the maximum; ``spell``: how the caller's users name that
+        ``InfillOptions`` field (the CLI: its flag)."""
+        if not self.default:
+            fix = "lower its maximum"
+        else:
+            fix = "give it a maximum ([MASK:1-n])" + (
+                f" or lower {spell('default_max_len')}" if default_hint else "")
+        return (f"{self.label}: up to {self.longest} tokens, but only {self.room} fit in "
+                f"{CONTEXT_WORDS} {self.max_seq_len}, {plural(self.fixed, 'token')} of text); "
+                f"{fix}")
 
 
 # -- canvases ---------------------------------------------------------------------------------
