@@ -288,7 +288,7 @@ def _ruled_out(
     graph: Graph, banned: Sequence[int], eos_id: int | None, *, forbid_eos: bool
 ) -> list[int]:
     """The ids no finished sample may hold: ``banned``, and EOS under ``forbid_eos``; a
-    ``UserError`` for a banned id outside the graph's vocabulary."""
+    ``UserError`` for an id outside the graph's vocabulary or a set that leaves no token."""
     ids = {int(i) for i in banned}
     outside = sorted(ids - set(range(graph.vocab_size)))
     if outside:
@@ -297,7 +297,17 @@ def _ruled_out(
     if forbid_eos:
         if eos_id is None:
             raise UserError("forbid_eos needs the EOS id (eos_id is None)")
+        if not 0 <= eos_id < graph.vocab_size:
+            raise UserError(f"eos_id={eos_id} is outside the graph's vocabulary "
+                            f"(size {graph.vocab_size})")
         ids.add(int(eos_id))
+    left = set(range(graph.vocab_size)) - ids
+    if isinstance(graph, AbsorbingGraph):
+        left.discard(graph.mask_id)  # the denoiser never ends on it
+    if not left:
+        what = "the banned ids and EOS (forbid_eos)" if forbid_eos else "the banned ids"
+        raise UserError(f"{what} cover the whole vocabulary (size {graph.vocab_size}): "
+                        "no token is left to sample")
     return sorted(ids)
 
 
@@ -335,6 +345,8 @@ def sample_sedd(
     the last step's probabilities of them are set to 0 and renormalised (zeroing their score
     at every step moved every other token's probability through the staggered score
     e·s + (1 - e)·mean(s): one step under an exact score drew uniformly among the allowed ids).
+    A ruled-out set that leaves no token to end on (the whole vocabulary, [MASK] aside under
+    the absorbing graph) is a ``UserError``, as is a banned id or EOS outside the vocabulary.
     ``generator`` (else ``config.seed``, else the global RNG) drives every draw. The caller's
     canvas is not modified. ``noise`` defaults to ``LogLinearNoise()`` (eps 1e-3, the
     training default; a checkpoint's run takes its own, ``model_noise``).
