@@ -45,10 +45,43 @@ def test_the_banned_ids_of_a_checkpoint_are_its_special_tokens_but_eos():
                               fim_middle_id=None, empty_id=None)) == (0, 1)
 
 
+_LAW = torch.tensor([0.0, 0.0, 0.6, 0.25, 0.1, 0.05], dtype=torch.float64)  # ids 0, 1: none
+
+
+def _exact_score(x, sigma):
+    """The exact log-score of one position under the uniform graph for the data law ``_LAW``:
+    p_t = e^-σ·p_0 + (1 - e^-σ)/V."""
+    e = torch.exp(-sigma.double())[:, None]
+    pt = e * _LAW[None] + (1 - e) / _LAW.numel()  # (B, V)
+    return (pt / pt.gather(1, x)).log()[:, None, :].float()  # (B, 1, V)
+
+
+@pytest.mark.parametrize("steps", [1, 16])
+@pytest.mark.parametrize("banned, forbid_eos", [([0, 1], False), ([0], True)])
+def test_a_score_function_run_with_banned_ids_keeps_a_non_uniform_law(steps, banned,
+                                                                       forbid_eos):
+    """Under the exact score of a law that never holds ids 0 and 1, banning them (or banning 0
+    and forbidding EOS = 1) leaves the sample's law alone. Before, the ban zeroed their scores
+    at every step: the uniform graph's staggered score e·s + (1 - e)·mean(s) then moved every
+    other token's probability (at these 20000 rows, 1 step: uniform over ids 2-5, chi² 25162;
+    16 steps: 0.576 for the 0.6 token, chi² 74), and no path went through them on the way."""
+    n = 20000
+    canvas = Canvas.from_tokens(torch.zeros(n, 1, dtype=torch.long), mask_id=0)
+    cfg = SampleConfig(gen_length=1, steps=steps, sedd_sampler="analytic", seed=1,
+                       forbid_eos=forbid_eos)
+    res = sample_sedd(_exact_score, canvas, cfg, graph=UniformGraph(6), banned=banned,
+                      eos_id=1)
+    counts = torch.bincount(res.tokens.flatten(), minlength=6).double()
+    assert counts[:2].sum() == 0
+    expected = n * _LAW[2:]
+    chi2 = float(((counts[2:] - expected) ** 2 / expected).sum())
+    assert chi2 < 16.3  # df 3, p = 0.001 (now 3.6 and 1.1)
+
+
 @pytest.mark.parametrize("sampler", ["analytic", "euler"])
-def test_a_score_function_run_takes_banned_ids_and_keeps_the_rest_of_the_law(sampler):
-    """With a score of all ratios 1 (the uniform data law) and ids 0 and 1 banned, the sample
-    is uniform over the other ids; the score that favours staying moves off a banned id too."""
+def test_a_score_that_favours_staying_still_moves_off_a_banned_id(sampler):
+    """Ratios 1 (the uniform law) and 0.01 (stay where you are): ids 0 and 1 banned, no sample
+    ends on them, and the others share the rows evenly."""
     V = 5
     canvas = Canvas.from_tokens(torch.zeros(2000, 2, dtype=torch.long), mask_id=0)
     cfg = SampleConfig(gen_length=2, steps=4, sedd_sampler=sampler, seed=0)

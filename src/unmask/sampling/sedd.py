@@ -196,16 +196,9 @@ class SEDDRun(DecoderRun):
         self.step_fn = STEPPERS[_check(config, graph, self.num_blocks)]
         self.graph, self.noise = graph, noise or LogLinearNoise()
         canvas = canvas.clone()
-        if config.forbid_eos:
-            if eos_id is None:
-                raise UserError("forbid_eos needs the EOS id (eos_id is None)")
-            canvas.constraints.append(forbid_tokens([eos_id]))
-        if banned:  # no move goes to them, and the last step moves a position off them
-            outside = sorted({int(i) for i in banned} - set(range(graph.vocab_size)))
-            if outside:
-                raise UserError(f"banned ids {outside} are outside the graph's vocabulary "
-                                f"(size {graph.vocab_size})")
-            canvas.constraints.append(forbid_tokens(sorted({int(i) for i in banned})))
+        self.ruled_out = _ruled_out(graph, banned, eos_id, forbid_eos=config.forbid_eos)
+        if self.ruled_out and graph.absorbing:  # no unmasking move goes to them
+            canvas.constraints.append(forbid_tokens(self.ruled_out))
         device = canvas.device
         self.generator = make_generator(config.seed, device) if generator is None else generator
         self.canvas, self.model, self.eos_id = canvas, score_fn, eos_id
@@ -241,8 +234,12 @@ class SEDDRun(DecoderRun):
             self.nfe += 1
             log_score = canvas.apply_constraints(log_score)
             last = k == self.steps_per_block - 1
-            # (B, L, V): ruled out by a constraint (the last step only)
-            forbidden = torch.isneginf(log_score) if last and canvas.constraints else None
+            # (B, L, V): ruled out by a constraint or, under the uniform graph, by ``ruled_out``
+            # (the last step only: the exact reverse process passes through them on the way)
+            forbidden = None
+            if last and (canvas.constraints or self.ruled_out):
+                forbidden = torch.isneginf(log_score)
+                forbidden[..., self.ruled_out] = True
             log_score = log_score.scatter(-1, x[..., None], 0.0)
             moving = self.todo & in_block
             if self.graph.absorbing:
@@ -252,7 +249,7 @@ class SEDDRun(DecoderRun):
                 score = log_score[moving].to(torch.float64).exp()  # (N, V)
                 step_fn = denoise_step if last else self.step_fn
                 probs = step_fn(self.graph, score, xm, t, s, self.noise)
-                if forbidden is not None:  # a token the uniform prior drew may not stay
+                if forbidden is not None:  # zeroed and renormalised (the draw) at the end only
                     allowed = ~forbidden[moving]  # (N, V)
                     probs = probs.masked_fill(~allowed, 0.0)
                     # a score that favours staying clips every allowed move to 0 (the
@@ -287,6 +284,33 @@ class SEDDRun(DecoderRun):
         )
 
 
+def _ruled_out(
+    graph: Graph, banned: Sequence[int], eos_id: int | None, *, forbid_eos: bool
+) -> list[int]:
+    """The ids no finished sample may hold: ``banned``, and EOS under ``forbid_eos``; a
+    ``UserError`` for an id outside the graph's vocabulary or a set that leaves no token."""
+    ids = {int(i) for i in banned}
+    outside = sorted(ids - set(range(graph.vocab_size)))
+    if outside:
+        raise UserError(f"banned ids {outside} are outside the graph's vocabulary "
+                        f"(size {graph.vocab_size})")
+    if forbid_eos:
+        if eos_id is None:
+            raise UserError("forbid_eos needs the EOS id (eos_id is None)")
+        if not 0 <= eos_id < graph.vocab_size:
+            raise UserError(f"eos_id={eos_id} is outside the graph's vocabulary "
+                            f"(size {graph.vocab_size})")
+        ids.add(int(eos_id))
+    left = set(range(graph.vocab_size)) - ids
+    if isinstance(graph, AbsorbingGraph):
+        left.discard(graph.mask_id)  # the denoiser never ends on it
+    if not left:
+        what = "the banned ids and EOS (forbid_eos)" if forbid_eos else "the banned ids"
+        raise UserError(f"{what} cover the whole vocabulary (size {graph.vocab_size}): "
+                        "no token is left to sample")
+    return sorted(ids)
+
+
 def sample_sedd(
     score_fn: ScoreFn,
     canvas: Canvas,
@@ -309,13 +333,20 @@ def sample_sedd(
     masked positions first get a draw from the prior (uniform tokens) and every one of them
     may change at every step; given tokens (locked, prompt, padding) never change.
 
-    The log-score goes through the canvas constraints (``forbid_eos`` among them), then the
-    entry of each position's current token is set to 0 (ratio 1: "stay" is always possible,
-    except at the last step for a token a constraint rules out, which the uniform prior may
-    have drawn: it moves, by the step's probabilities, or by the score among the allowed
-    tokens where the step leaves no allowed move). ``banned`` ids are ruled out the same way:
-    no move goes to them and a position that holds one at the last step moves off it, so a
-    finished sample holds none (a checkpoint's run bans its special tokens, ``banned_ids``).
+    The log-score goes through the canvas constraints, then the entry of each position's
+    current token is set to 0 (ratio 1: "stay" is always possible, except at the last step for
+    a token a constraint rules out, which the uniform prior may have drawn: it moves, by the
+    step's probabilities, or by the score among the allowed tokens where the step leaves no
+    allowed move). ``banned`` ids, and EOS under ``forbid_eos``, are ruled out so that a
+    finished sample holds none of them (a checkpoint's run bans its special tokens,
+    ``banned_ids``): under the absorbing graph no unmasking move goes to them (their score is
+    0: the per-position law renormalised); under the uniform graph every step but the last
+    runs on the whole score, as the exact reverse process passes through them on the way, and
+    the last step's probabilities of them are set to 0 and renormalised (zeroing their score
+    at every step moved every other token's probability through the staggered score
+    e·s + (1 - e)·mean(s): one step under an exact score drew uniformly among the allowed ids).
+    A ruled-out set that leaves no token to end on (the whole vocabulary, [MASK] aside under
+    the absorbing graph) is a ``UserError``, as is a banned id or EOS outside the vocabulary.
     ``generator`` (else ``config.seed``, else the global RNG) drives every draw. The caller's
     canvas is not modified. ``noise`` defaults to ``LogLinearNoise()`` (eps 1e-3, the
     training default; a checkpoint's run takes its own, ``model_noise``).
