@@ -65,7 +65,13 @@ from unmask.infill.automaton import (
 )
 from unmask.infill.fill import _max_seq_len, fill_canvas
 from unmask.infill.ordered import form_span
-from unmask.infill.template import is_count, joins_spaces, layouts_canvas, split_choices
+from unmask.infill.template import (
+    is_count,
+    joins_spaces,
+    layouts_canvas,
+    segment_ids,
+    split_choices,
+)
 from unmask.messages import plural
 from unmask.sampling.loop import MaskPredictor, StepCallback
 
@@ -745,8 +751,9 @@ def fill_form(
     if prefix_ids:
         layout.append(("text", (list(prefix_ids), "")))
     for kind, v in items:
-        if kind == "text":
-            layout.append(("text", (list(tokenizer.encode(v)), v)))
+        if kind == "text":  # a text after a prefix or a hole continues one (segment_ids)
+            ids = segment_ids(tokenizer, v, first=not layout)
+            layout.append(("text", (ids, v)))
         else:
             layout.append(("hole", (v, holes[v].width)))
     if suffix_ids:
@@ -798,7 +805,7 @@ def fill_form(
         raw = hole.written(sampled)
         back = hole.space and not sampled.startswith(" ")  # the skeleton's space put back
         if back:
-            tokens.extend(tokenizer.encode(" "))
+            tokens.extend(segment_ids(tokenizer, " ", first=False))
         if raw != (" " if back else "") + sampled:  # a string's leading space dropped
             ids = list(tokenizer.encode(raw[1:] if back else raw))
         if parse:  # the spaces that pad a value to its hole's width are not the form's text
@@ -878,7 +885,7 @@ def _fill_causal(
                             "fill-in-the-middle (--objective ar --fim-rate 0.5); use a "
                             "diffusion model")
         prompt = fim_prompt(model.config, prefix_ids, suffix_ids)
-    space = tokenizer.encode(" ")
+    space = segment_ids(tokenizer, " ", first=False)
     got = fill_left_to_right(
         model, [prompt], [pieces], automata, [h.width for h in holes], config,
         eos_id=tokenizer.eos_id, canvas=canvas.tokens, spans=spans.holes,

@@ -179,6 +179,7 @@ def router(state: ServerState) -> APIRouter:
         from unmask import api
         from unmask.infill import SearchLimitError, parse_template
         from unmask.infill.options import constrain_gaps
+        from unmask.infill.template import GapRoomError
         from unmask.server.routes.guided import guidance
 
         guided = guidance(req)
@@ -219,6 +220,8 @@ def router(state: ServerState) -> APIRouter:
             except SearchLimitError as e:  # the operator sets the limit, not the client
                 raise UserError(e.message(raise_hint=False, spell=lambda f: (
                     "the server's --max-search-calls" if f == "max_search_calls" else f))) from None
+            except GapRoomError as e:  # its clients have no default_max_len to lower
+                raise UserError(e.message(default_hint=False)) from None
 
         return run, infill_body, None
 
