@@ -895,6 +895,25 @@ def test_a_too_long_system_message_is_refused_at_startup(chat_model, monkeypatch
     assert "--system: the system message makes a prompt of" in err and "(128)" in err
 
 
+@pytest.mark.parametrize("gen_length", ["200", "8"])
+def test_a_system_message_that_fills_the_context_alone_is_named_whatever_the_gen_length(
+        chat_model, gen_length, monkeypatch, capsys):
+    """A ``--system`` message too long on its own (no reply of any length fits after it) was
+    blamed on ``--gen-length`` where that did not fit either ("--gen-length (200) leaves no
+    room ... give --segment-length"): shortening it would not have helped."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
+    rc = main(["chat", "--model", str(chat_model / "chat"), "--system", "word " * 30,
+               "--gen-length", gen_length, "--steps", "8", "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("unmask chat: error: --system: the system message makes a prompt of ")
+    assert "leaves no room for a reply in the model's max_seq_len (128)" in err
+    if gen_length == "200":  # the length does not fit either: said after, with what does
+        assert "; --gen-length (200) does not fit even without it: use --gen-length <= " in err
+    else:
+        assert "--gen-length (" not in err
+
+
 def test_system_is_checked_with_a_message_the_template_accepts(chat_model, tmp_path,
                                                                monkeypatch, capsys):
     """The startup check of ``--system`` rendered an empty user message: a template that

@@ -280,6 +280,21 @@ HYBRID_NO_FIM = ("fill in the blank: skipped; this hybrid model writes left to r
                  "--fim-rate 0.5 to fill blanks, or use a masked diffusion model (unmask demo)\n")
 
 
+COMMIT_STEPS = "fewer --steps commit more per step"
+STEP_WORDS = {  # what the legend says a step is, by family (its decoder)
+    "mdlm": COMMIT_STEPS, "bd3lm": COMMIT_STEPS, "sft": COMMIT_STEPS,
+    "ar": "the steps (one forward pass per token: a causal model writes left to right)",
+    "ar-fim": "the steps (one forward pass per token: a causal model writes left to right)",
+    "hybrid": "drafts the next ones: one token or more per step",
+    "hybrid-fim": "drafts the next ones: one token or more per step",
+    "sedd": "one step back along the model's reverse process",
+    "sedd-uniform": "one step back along the model's reverse process",
+    "sedd-time": "one step back along the model's reverse process",
+    "embed-diffusion": "noise off the written tokens' embeddings",
+    "latent-diffusion": "noise off the whole window's latents",
+}
+
+
 @pytest.mark.parametrize("family, family_line, fills", [
     ("mdlm", "masked diffusion LM", FILLED),
     ("bd3lm", "block diffusion LM (BD3-LM, blocks of 4)", FIXED),
@@ -306,6 +321,14 @@ def test_demo_shows_what_each_family_can_do(family_runs, family, family_line, fi
     out, err = capsys.readouterr()
     first = out.splitlines()[0]
     assert first.startswith("unmask demo: a ") and family_line in first, first
+    # the legend says what a step of this family's decoder is: "fewer --steps commit more per
+    # step" was said of a causal model too, which refuses --steps
+    legend = " ".join(out.split("[1/")[0].split("\n", 1)[1].split())
+    assert STEP_WORDS[family] in legend, legend
+    if family not in ("mdlm", "bd3lm", "sft"):
+        assert "commit" not in legend, legend
+    if family.startswith(("ar", "hybrid")):
+        assert "--steps" not in legend and "denoising" not in legend, legend
     assert first.endswith(f"from {run}")  # not "trained on the World English Bible"
     continued = out.count("tokens/s")
     assert continued == len(PROMPTS), out

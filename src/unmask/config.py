@@ -867,6 +867,21 @@ PROMPT_MASKS: tuple[str, ...] = ("fill", "reference")
 """Values of ``SampleConfig.prompt_masks``."""
 DRAFT_CACHES: tuple[str, ...] = ("prefix", "none")
 """Values of ``SampleConfig.draft_cache``."""
+DECODER_NAMES: tuple[str, ...] = ("ar", "llada", "bd3lm", "sedd", "embed-diffusion",
+                                  "latent-diffusion", "speculative", "hybrid")
+"""The built-in decoders (``unmask.sampling.DECODERS``; ``SampleConfig.decoder`` also takes
+``auto``). These five tuples are the names the command line checks its flags against without
+importing torch (``unmask.commands.sample_options``); the registries, in torch modules, must
+register exactly these (``register_decoder`` refuses a built-in decoder not listed here;
+tests/test_apiaudit_registry_names.py compares all five)."""
+POLICY_NAMES: tuple[str, ...] = ("llada", "threshold", "factor", "entropy")
+"""The built-in commit policies (``unmask.sampling.policies.POLICIES``)."""
+REMASKING_NAMES: tuple[str, ...] = ("low_confidence", "random")
+"""The built-in remasking scores (``unmask.sampling.policies.REMASKING``)."""
+CONFIDENCE_NAMES: tuple[str, ...] = ("prob", "margin", "neg_entropy")
+"""The built-in confidence scores (``unmask.sampling.policies.CONFIDENCES``)."""
+CACHE_NAMES: tuple[str, ...] = ("none", "prefix", "dual")
+"""The built-in KV-cache policies (``unmask.sampling.cache.CACHES``)."""
 DECODE_COMPILES: tuple[str, ...] = ("off", "inductor", "cuda-graphs", "aot_eager")
 """Values of ``SampleConfig.compile``."""
 DECODE_DTYPES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")

@@ -235,9 +235,11 @@ class ChatSession:
         now, not at the first turn; a one-line ``UserError`` naming ``--system`` when the
         template rejects the system message, or when it leaves no room for a reply in the
         context (``prepare``'s: with a drafter, the smaller of the two; at the first turn
-        "this message" was blamed), and naming ``gen_length`` (with the most that fits) when
-        no message could fit, with or without the system message (each message was refused
-        in turn, "send a shorter message", or ``--system`` was blamed)."""
+        "this message" was blamed; when it fills the context on its own, whatever the
+        ``gen_length``, it is named even where ``gen_length`` does not fit either: it was
+        blamed on ``gen_length``), and naming ``gen_length`` (with the most that fits) when no
+        message could fit, with or without the system message (each message was refused in
+        turn, "send a shorter message", or ``--system`` was blamed)."""
         from unmask import api
 
         probe = [{"role": "user", "content": _PROBE}]
@@ -254,6 +256,18 @@ class ChatSession:
             return
         bare = ids if self.system is None else self.template.prompt(self.loaded.tokenizer,
                                                                     probe)[1]
+        if self.system is not None and (self._room(len(ids), limit) or 0) <= 0:
+            # the system message alone fills the context: no gen_length fits with it
+            room = self._room(len(bare), limit) or 0
+            also = (f"; gen_length ({self.config.gen_length}) does not fit even without it: "
+                    f"use gen_length <= {room}"
+                    if 0 < room < self.config.gen_length else "")
+            raise UserError(
+                f"--system: the system message makes a prompt of {len(ids)} tokens with a "
+                f"one-character message, which leaves no room for a reply in the {who}'s "
+                f"max_seq_len ({limit}): shorten it or give --segment-length (each segment "
+                f"then sees the latest text){also}"
+            )
         if self.system is None or not self._fits(len(bare), self.config.gen_length, limit):
             # not the messages' fault: no message fits (it blamed each one, or --system);
             # the room is the one this session has, its system message included

@@ -309,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"unmask demo: a {_label(n_params)}-parameter {show.family} ({cfg.n_layers} layers, "
           f"d={cfg.d_model}, {api.weights_dtype(m)} weights) "
           + ("trained on the World English Bible" if bible else f"from {path}") + "\n")
-    print(legend(_color()) + "\n")
+    print(legend(_color(), api.choose(m, configs[0])) + "\n")
     live_ok = not args.no_live and _terminal()
     total = len(show.prompts) + len(show.blanks)
     for i, (prompt, config) in enumerate(zip(show.prompts, configs, strict=True), 1):
@@ -329,13 +329,40 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def legend(color: bool) -> str:
+def legend(color: bool, decoder: str = "llada") -> str:
     """What the showcase's marks and numbers mean, printed once under the banner: a first run
-    showed "48 tokens, 48 steps, NFE 48" and text [in brackets] with no word on either."""
+    showed "48 tokens, 48 steps, NFE 48" and text [in brackets] with no word on either. What a
+    step is depends on ``decoder`` (the one the continuations run, ``unmask.api.choose``): the
+    commit loop's "fewer --steps commit more per step" is wrong for a causal checkpoint
+    (``--steps`` is refused there) and for SEDD and the continuous decoders."""
+    import textwrap
+
     marked = "in bold" if color else "[in brackets]"
-    return (f"The model's text is {marked}; under it: the tokens written, the denoising steps\n"
-            "(each commits the masked tokens the model is surest of; fewer --steps commit more "
-            "per step:\nfaster, rougher), NFE (forward passes of the model) and the time.")
+    steps = _STEP_WORDS.get(decoder, _STEP_WORDS["llada"])
+    return textwrap.fill(f"The model's text is {marked}; under it: the tokens written, {steps}, "
+                         "NFE (forward passes of the model) and the time.", width=92)
+
+
+_COMMIT_STEPS = ("the denoising steps (each commits the masked tokens the model is surest of; "
+                 "fewer --steps commit more per step: faster, rougher)")
+_STEP_WORDS = {
+    "llada": _COMMIT_STEPS,
+    "bd3lm": _COMMIT_STEPS,
+    "sedd": "the denoising steps (each moves the whole text one step back along the model's "
+            "reverse process, unmasking some tokens; fewer --steps take bigger steps: faster, "
+            "rougher)",
+    "embed-diffusion": "the denoising steps (each takes some of the noise off the written "
+                       "tokens' embeddings; fewer --steps take bigger steps: faster, rougher)",
+    "latent-diffusion": "the denoising steps (each takes some of the noise off the whole "
+                        "window's latents; fewer --steps take bigger steps: faster, rougher)",
+    "ar": "the steps (one forward pass per token: a causal model writes left to right)",
+    "hybrid": "the steps (one forward pass each, which checks the tokens drafted last step and "
+              "drafts the next ones: one token or more per step)",
+    "speculative": "the steps (one forward pass of the causal model each, which checks the "
+                   "drafter's tokens: one token or more per step)",
+}
+"""What one step of each decoder is, for ``legend`` (a decoder not listed: the commit
+loop's words)."""
 
 
 def _device(args: argparse.Namespace) -> str:

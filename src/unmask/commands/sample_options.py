@@ -15,10 +15,15 @@ from typing import Any
 
 from unmask.commands import add_dataclass_flags, dataclass_from_args, model_choice
 from unmask.config import (
+    CACHE_NAMES,
+    CONFIDENCE_NAMES,
     DECODE_COMPILES,
+    DECODER_NAMES,
     DRAFT_CACHES,
+    POLICY_NAMES,
     PREDRAFTS,
     PROMPT_MASKS,
+    REMASKING_NAMES,
     SEDD_POLICY_ALIASES,
     SEDD_SAMPLERS,
     SampleConfig,
@@ -26,99 +31,50 @@ from unmask.config import (
 from unmask.errors import UserError
 
 
-def _registry(module: str, name: str, decorator: str, *extra: str) -> Callable[[], list[str]]:
+def _registry(module: str, name: str, builtin: tuple[str, ...],
+              *extra: str) -> Callable[[], list[str]]:
     """The names of registry ``name`` of ``module`` (a module of ``unmask.sampling``, or the
-    package: all its modules), read only when its flag is given, without importing it
-    (``registered_names``: ``--help`` and parsing stay torch-free; the registries live in torch
-    modules), plus ``extra``."""
+    package), read only when its flag is given, without importing it (``registered_names``:
+    ``--help`` and parsing stay torch-free; the registries live in torch modules), plus
+    ``extra``."""
 
     def names() -> list[str]:
-        return sorted({*registered_names(module, name, decorator), *extra})
+        return sorted({*registered_names(module, name, builtin), *extra})
 
     return names
 
 
-def registered_names(module: str, registry: str, decorator: str) -> list[str]:
-    """The names registered in ``registry`` (a dict) of ``module`` (``unmask.sampling`` stands
-    for every module of that package), read from the source, not imported: the keys of the
-    dict literal the registry is made with and the names of each ``@decorator("name")``. So the
-    command line checks ``--policy Threshold`` against the one list of policies, the
-    registry's own, without importing torch (importing ``unmask.sampling`` loads it). Where
-    ``module`` is already imported, its registry as it is (entries a program registered at run
-    time included); where the source cannot be read (a build that ships compiled modules
-    only), the registry imported."""
-    import importlib
+def registered_names(module: str, registry: str, builtin: tuple[str, ...]) -> list[str]:
+    """The names registered in ``registry`` (a dict) of ``module``, sorted: where ``module``
+    is already imported, its registry as it is (entries a program registered at run time
+    included); else ``builtin``, the torch-free tuple of ``unmask.config`` that names the
+    built-in entries (``DECODER_NAMES``, ``POLICY_NAMES``, ...; the registry registers exactly
+    these, a test checks). So the command line checks ``--policy Threshold`` against the
+    registry's names without importing torch (importing ``unmask.sampling`` loads it). They
+    were read from the registries' source by pattern, which missed
+    ``@register_policy(name="entropy")`` or a name held in a variable."""
     import sys
 
     if module in sys.modules:  # loaded already: no import to spare, and entries added since
         return sorted(getattr(sys.modules[module], registry))
-    found = source_names(module, registry, decorator)
-    if not found:  # no source to read: the registry itself
-        return sorted(getattr(importlib.import_module(module), registry))
-    return found
-
-
-def source_names(module: str, registry: str, decorator: str) -> list[str]:
-    """The names ``registered_names`` reads from the source of ``module`` (every module of
-    it where it is a package), sorted: each ``@decorator("name")`` and the string keys of the
-    dict literal ``registry`` is made with; none where the source cannot be read."""
-    import re
-    from pathlib import Path
-
-    import unmask
-
-    decorated = re.compile(rf"^@{re.escape(decorator)}\(\s*(['\"])([^'\"\n]+)\1\s*\)",
-                           re.MULTILINE)
-    made = re.compile(rf"^{re.escape(registry)}\b[^=\n]*=", re.MULTILINE)  # its dict literal
-    parts = module.split(".")[1:]
-    where = Path(unmask.__file__).parent.joinpath(*parts)
-    files = sorted(where.glob("*.py")) if where.is_dir() else [where.with_suffix(".py")]
-    found: set[str] = set()
-    try:
-        for file in files:
-            text = file.read_text(encoding="utf-8")
-            found.update(m.group(2) for m in decorated.finditer(text))
-            if (literal := made.search(text)) is not None:
-                found.update(_literal_keys(text[literal.end():]))
-    except (OSError, UnicodeDecodeError):
-        return []
-    return sorted(found)
-
-
-def _literal_keys(rest: str) -> list[str]:
-    """The string keys of the dict literal that ``rest`` (source after a registry's ``=``)
-    starts with; none where it is not one (``registered_names``)."""
-    import ast
-
-    lines = rest.splitlines()
-    for n in range(1, min(len(lines), 40) + 1):  # the shortest run of lines that parses
-        try:
-            tree = ast.parse("\n".join(lines[:n]).strip(), mode="eval")
-        except SyntaxError:
-            continue
-        if not isinstance(tree.body, ast.Dict):
-            return []
-        return [k.value for k in tree.body.keys
-                if isinstance(k, ast.Constant) and isinstance(k.value, str)]
-    return []
+    return sorted(builtin)
 
 
 def _sample_choices() -> dict[str, list[str] | Callable[[], list[str]]]:
-    decoders = _registry("unmask.sampling", "DECODERS", "register_decoder")
+    decoders = _registry("unmask.sampling", "DECODERS", DECODER_NAMES)
     return {
         "decoder": lambda: ["auto", *decoders()],
         # the old SEDD spellings stay accepted: aliases of --decoder sedd --sedd-sampler X
-        "policy": _registry("unmask.sampling.policies", "POLICIES", "register_policy",
+        "policy": _registry("unmask.sampling.policies", "POLICIES", POLICY_NAMES,
                             *SEDD_POLICY_ALIASES),
         "sedd_sampler": list(SEDD_SAMPLERS),
         "prompt_masks": list(PROMPT_MASKS),
         "draft_cache": list(DRAFT_CACHES),
         "predraft": list(PREDRAFTS),
         "compile": list(DECODE_COMPILES),
-        "remasking": _registry("unmask.sampling.policies", "REMASKING", "register_remasking"),
-        "confidence": _registry("unmask.sampling.policies", "CONFIDENCES",
-                                "register_confidence"),
-        "cache": _registry("unmask.sampling.cache", "CACHES", "register_cache"),
+        "remasking": _registry("unmask.sampling.policies", "REMASKING", REMASKING_NAMES),
+        "confidence": _registry("unmask.sampling.policies", "CONFIDENCES", CONFIDENCE_NAMES),
+        "cache": _registry("unmask.sampling.cache", "CACHES", CACHE_NAMES),
     }
 
 

@@ -11,8 +11,9 @@ it through ``unmask.api``.
 The decoders register themselves in their own modules (``loop``: ``llada``; ``blocks``:
 ``bd3lm``; ``sedd``: ``sedd``; ``ar``: ``ar``; ``speculative``: ``speculative``), which
 ``unmask.sampling`` imports. Adding a decoder = one new module with a ``Decoder`` subclass
-under ``@register_decoder(name)`` and its import in ``unmask.sampling`` (docs/architecture.md
-has a worked example; ``speculative`` is one).
+under ``@register_decoder(name)``, its import in ``unmask.sampling`` and its name in
+``unmask.config.DECODER_NAMES`` (docs/architecture.md has a worked example; ``speculative``
+is one).
 
 Inside: ``Target``, ``Decoder``, ``DECODERS``, ``COMMIT_LOOP_OPTIONS``, ``DEPENDENT_OPTIONS``,
 ``SIGMA_HINT``, ``register_decoder``, ``choose_decoder``, ``refuse_top_k``, ``option_given``,
@@ -27,7 +28,7 @@ from typing import Any, ClassVar, TypeVar
 
 from torch import Tensor
 
-from unmask.config import SampleConfig
+from unmask.config import DECODER_NAMES, SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.protocol import DecoderRun, ViewCallback
@@ -120,6 +121,11 @@ def register_decoder(name: str) -> Callable[[D], D]:
     """Class decorator: register one instance of a ``Decoder`` subclass under ``name``."""
 
     def deco(cls: D) -> D:
+        if cls.__module__.startswith("unmask.") and name not in DECODER_NAMES:
+            # a built-in decoder the command line would refuse (it checks --decoder against
+            # the torch-free tuple before importing this): fail when the package imports
+            raise AssertionError(f"built-in decoder {name!r} is not in "
+                                 "unmask.config.DECODER_NAMES: add it there")
         cls.name = name
         DECODERS[name] = cls()
         return cls
