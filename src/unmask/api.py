@@ -913,7 +913,7 @@ def generate(
         run = start(loaded, rows, config, step_callback=step_callback, draft=draft)
         result, seconds = run_to_end(run, device=str(_device(loaded)))
     else:
-        result, seconds = _run_rows(loaded, rows, config, seeds, step_callback, draft)
+        result, seconds = run_rows(loaded, rows, config, seeds, step_callback, draft)
     facts = facts_of(loaded)
     if template is not None:
         texts = [template.reply(tok, ids, facts.eos_id) for ids in result.gen_ids]
@@ -970,20 +970,23 @@ def seeds_in_one_run(
     return decoder.row_seeds and exact
 
 
-def _run_rows(
+def run_rows(
     loaded: Loaded,
     rows: list[list[int]],
     config: SampleConfig,
     seeds: list[int],
-    step_callback: ViewCallback | None,
-    draft: Loaded | None,
+    step_callback: ViewCallback | None = None,
+    draft: Loaded | None = None,
 ) -> tuple[GenerateResult, float]:
-    """``rows``, row i seeded ``seeds[i]`` (``generate``), and the wall time: one batched run
-    with a generator per row where the decoder has one (``seeds_in_one_run``), else runs of
-    one row each, their results joined as one (``_joined``). Runs that share forward passes
-    step together, one forward per step for all rows (as the server's continuous batching
-    steps them); others run one after another. ``step_callback`` sees all rows,
-    (B, gen_length). Each row writes what it writes alone under its seed, whichever way."""
+    """``rows`` (prompt ids) under ``config``, row i seeded ``seeds[i]``, and the wall time
+    (``generate``; ``unmask.tasks.score.decode_each``): one batched run with a generator per
+    row where the decoder has one (``seeds_in_one_run``), else runs of one row each, their
+    results joined as one (``_joined``: a row that ended early is padded with EOS). Runs
+    that share forward passes (``llada`` without a KV cache) step together, one forward per
+    step for all rows (as the server's continuous batching steps them); others (SEDD, the
+    continuous decoders, ``bd3lm``, a KV cache) run one after another. ``step_callback``
+    sees all rows, (B, gen_length). Each row writes what it writes alone under its seed,
+    whichever way."""
     import torch
 
     from unmask.sampling.protocol import step_together
@@ -1534,6 +1537,7 @@ __all__ = [
     "refuse_continuous",
     "refuse_generation_only",
     "row_seeds",
+    "run_rows",
     "run_to_end",
     "sample_config",
     "seeds_in_one_run",

@@ -323,8 +323,11 @@ class UnmaskLM(LM):
                 ]
                 # each row as alone under the seed, where the run draws random numbers: not
                 # one generator for the batch, whose rows then depended on each other
+                # steps one a token (not given) fit the blocks each prompt spans, as
+                # generate fits them on a checkpoint whose blocks start at the prompt
                 rows = decode_each(self.loaded, prompts, config, choose(self.loaded, config),
-                                   [seeds[i] for i in chunk])
+                                   [seeds[i] for i in chunk],
+                                   fit_steps="steps" not in self.sampling)
                 texts = [decode_generations([r.gen_ids[k][:wanted]], self.tokenizer, r.eos_id)[0]
                          for r, k in rows]
                 for i, text in zip(chunk, texts, strict=True):

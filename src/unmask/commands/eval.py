@@ -322,7 +322,7 @@ def _fit_gen_length(
         raise UserError(f"--gen-length {config.gen_length} after --prompt-tokens {prompt_tokens} "
                         f"does not fit the model's context ({limit} tokens); use --gen-length "
                         f"{room} or less, fewer --prompt-tokens, or --no-score")
-    return sample_config(loaded, {**given, "gen_length": room})
+    return sample_config(loaded, {**given, "gen_length": room}, prompt_lengths=[prompt_tokens])
 
 
 def _prompt_tokens(data: str | None, wanted: int) -> int:
@@ -448,8 +448,6 @@ def run(args: argparse.Namespace) -> int:
         )
 
         check_seed(args.seed)
-        if args.output_path is not None:  # lm-eval only logs that it could not write there
-            check_output_path(args.output_path)
         refuse_unprompted(facts, "eval --tasks")
         tasks = _task_names(args.tasks)
         manager = find_tasks(tasks, args.include_path)
@@ -461,6 +459,10 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"--tasks {', '.join(tasks)}: {refusal}")
             report.notes.extend(f"lm-eval {name}: not measured, {refusal}" for name in scored)
             tasks = [name for name in tasks if name not in scored]
+        # lm-eval only logs that it could not write there; made once the tasks are known (an
+        # unknown one left the folders behind, empty)
+        if args.output_path is not None:
+            check_output_path(args.output_path)
     # samples are drawn as `unmask generate` draws them: flags not given take the
     # checkpoint's recommended sampling options (sample_defaults)
     given = given_fields(SampleConfig, args)
@@ -478,8 +480,11 @@ def run(args: argparse.Namespace) -> int:
         if getattr(model.config, "attention", None) == "causal" and config.cfg_scale > 0:
             raise UserError("--cfg-scale applies to diffusion models; this checkpoint is "
                             "autoregressive (causal)")
-        decoder = api.choose(loaded, config)
         prompt_tokens = 0 if unprompted else _prompt_tokens(data, args.prompt_tokens)
+        # steps not given fit the blocks the prompts span, as generate fits them (a checkpoint
+        # whose blocks start at the prompt refused the steps nobody gave)
+        config = api.sample_config(loaded, given, prompt_lengths=[prompt_tokens])
+        decoder = api.choose(loaded, config)
         config = _fit_gen_length(loaded, facts, config, given, prompt_tokens)
     trained = getattr(model.config, "objective", None)
     if cfg is not None and trained and trained != cfg.objective:

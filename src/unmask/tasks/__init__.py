@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -396,7 +397,10 @@ def read_items(path: str | Path) -> list[Item]:
 
     text = read_user_text(p, "task file")  # UTF-16, binary: one line; a BOM dropped
     items: list[Item] = []
-    for n, line in enumerate(text.splitlines(), 1):
+    # lines end at \n, \r\n or \r (JSON escapes them inside strings) only, as
+    # gapset.read_gap_set splits: str.splitlines also splits at U+2028, U+2029 and U+0085,
+    # which write_task's json.dumps(ensure_ascii=False) leaves raw inside a prompt or answer
+    for n, line in enumerate(re.split(r"\r\n|\r|\n", text), 1):
         if not line.strip():
             continue
         try:

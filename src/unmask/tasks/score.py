@@ -137,12 +137,16 @@ def score_items(
     solved = 0
     examples: list[dict[str, Any]] = []
     decoder = choose(loaded, config)
+    fit_steps = "steps" not in (given or {})  # one a token, fitted to the blocks a prompt spans
     seeds = repeat_seeds(config.seed or 0, [i.prompt for i in items])  # over the whole file
     for lo in range(0, len(items), batch_size):
         chunk = items[lo : lo + batch_size]
         prompts = [head + tok.encode(i.prompt) for i in chunk]
-        rows = decode_each(loaded, prompts, config, decoder, seeds[lo : lo + batch_size])
-        texts = [r.texts(tok)[i] for r, i in rows]
+        rows = decode_each(loaded, prompts, config, decoder, seeds[lo : lo + batch_size],
+                           fit_steps=fit_steps)
+        results = {id(r): r for r, _ in rows}  # each result decoded once, not once a row
+        decoded = {key: r.texts(tok) for key, r in results.items()}
+        texts = [decoded[id(r)][i] for r, i in rows]
         for item, text in zip(chunk, texts, strict=True):
             ok = check_item(item, text)
             solved += ok
@@ -188,40 +192,62 @@ def repeat_seeds(seed: int, keys: Sequence[Any]) -> list[int]:
 
 def decode_each(
     loaded: Any, prompts: list[list[int]], config: Any, decoder: str,
-    seeds: Sequence[int] | None = None,
+    seeds: Sequence[int] | None = None, *, fit_steps: bool = False,
 ) -> list[tuple[Any, int]]:
     """Decode ``prompts`` (token ids) under ``config`` (run by ``decoder``: ``api.choose``),
     each prompt as it decodes alone under its seed (``seeds``, default ``repeat_seeds`` of
     ``config.seed`` over the prompts): per prompt, the ``GenerateResult`` that holds its row
-    and the row's index there. A run that draws random numbers
-    (``unmask.api.draws_noise``: SEDD, the continuous decoders at any temperature, any
-    decoder above temperature 0) gives each row a generator of its own
-    (``unmask.api.seeds_in_one_run``), or runs each row alone, the runs sharing each forward
-    pass where they can; a greedy run is one batch. One generator for a batch made a row's
-    output depend on the rows beside it and on the batch size (all 16 items of a SEDD
-    model's test set changed between batches of 32 and of 1). The task scorer and
-    ``unmask.lm_eval``'s ``generate_until`` decode by it."""
-    import dataclasses
+    and the row's index there (its ``gen_ids`` and ``texts`` cut at EOS). A run that draws
+    random numbers (``unmask.api.draws_noise``: SEDD, the continuous decoders at any
+    temperature, any decoder above temperature 0) decodes by ``unmask.api.run_rows``, as
+    ``generate`` does: one run with a generator per row where the decoder has them, else a
+    run per row, stepped together where the runs share forward passes (``llada`` without a
+    KV cache), else one after another; a greedy run is one batch. One generator for a batch
+    made a row's output depend on the rows beside it and on the batch size (all 16 items of
+    a SEDD model's test set changed between batches of 32 and of 1).
+    On a checkpoint whose blocks start at the first prompt token (``absolute_blocks``) the
+    prompts are decoded in groups of equal length modulo the block size, which its decoder
+    needs of a batch; ``fit_steps`` (``steps`` chosen by the caller, not the user): each
+    group's ``steps`` fitted to the blocks its prompts span (``api.fit_block_steps``), as
+    ``generate`` fits them. The task scorer and ``unmask.lm_eval``'s ``generate_until``
+    decode by it."""
+    from unmask.api import draws_noise, run_rows, run_to_end, start
 
-    from unmask.api import draws_noise, run_to_end, seeds_in_one_run, start
-    from unmask.sampling.protocol import step_together
+    noisy = config.seed is not None and draws_noise(decoder, config)
+    if noisy and seeds is None:
+        seeds = repeat_seeds(config.seed, [tuple(p) for p in prompts])
+    out: list[tuple[Any, int]] = [(None, 0)] * len(prompts)
+    for idx, cfg in _block_groups(loaded, prompts, config, decoder, fit_steps):
+        rows = [prompts[i] for i in idx]
+        if noisy:
+            assert seeds is not None
+            result = run_rows(loaded, rows, cfg, [seeds[i] for i in idx])[0]
+        else:
+            result = run_to_end(start(loaded, rows, cfg))[0]
+        for k, i in enumerate(idx):
+            out[i] = (result, k)
+    return out
 
-    if config.seed is not None and draws_noise(decoder, config):
-        if seeds is None:
-            seeds = repeat_seeds(config.seed, [tuple(p) for p in prompts])
-        if seeds_in_one_run(loaded, config):
-            run = start(loaded, prompts, config, seeds=list(seeds))
-            result = run_to_end(run)[0]
-            return [(result, i) for i in range(len(prompts))]
-        runs = [start(loaded, [p], dataclasses.replace(config, seed=s))
-                for p, s in zip(prompts, seeds, strict=True)]
-        if all(r.shares_forward for r in runs):
-            while not all(r.done for r in runs):
-                step_together(runs)
-            return [(r.result(), 0) for r in runs]
-        return [(r.run(), 0) for r in runs]
-    result = run_to_end(start(loaded, prompts, config))[0]
-    return [(result, i) for i in range(len(prompts))]
+
+def _block_groups(
+    loaded: Any, prompts: list[list[int]], config: Any, decoder: str, fit_steps: bool
+) -> list[tuple[list[int], Any]]:
+    """The prompts' indices in the batches ``decode_each`` runs, each with its config: one
+    batch of ``config``, but where the checkpoint's blocks start at the first prompt token
+    (``absolute_blocks``), one per prompt length modulo the block size, ``steps`` fitted to
+    its blocks where ``fit_steps`` (``api.fit_block_steps``)."""
+    from unmask.api import facts_of, fit_block_steps
+    from unmask.sampling.blocks import absolute_blocks
+
+    facts = facts_of(loaded)
+    block = facts.block_size
+    if not block or not absolute_blocks(loaded.config):
+        return [(list(range(len(prompts))), config)]
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        groups.setdefault(facts.prompt_columns(len(p), decoder) % block, []).append(i)
+    return [(idx, fit_block_steps(loaded, config, [len(prompts[idx[0]])]) if fit_steps
+             else config) for idx in groups.values()]
 
 
 def _groups(item: Item) -> list[str]:
