@@ -179,3 +179,33 @@ def test_broken_links_are_skipped_with_a_note_and_annex_links_refused(tmp_path):
     with pytest.raises(UserError, match=f"^{corpus / 'b.txt'}: a git-annex link whose content "
                        "is not here .*git annex get"):
         _prepare([corpus], tmp_path / "out2")
+
+
+def test_a_long_text_is_encoded_with_the_gil_released(monkeypatch):
+    """``encode`` held the GIL for the whole call (the server's request checks run in
+    threads); a long text now goes through HF's ``encode_batch``, which releases it, with the
+    same ids."""
+    from unmask import tokenizer as tokmod
+
+    tok = tokmod.byte_tokenizer()
+    text = ("Hello wörld, the quick brown fox. \U0001F642 " * 600)[: tokmod._GIL_FREE_CHARS + 5]
+    expected = tok._hf_plain.encode(text, add_special_tokens=False).ids
+    calls = []
+
+    class Spy:
+        def __init__(self, hf):
+            self.hf = hf
+
+        def encode_batch(self, texts, **kw):
+            calls.append(len(texts))
+            return self.hf.encode_batch(texts, **kw)
+
+        def encode(self, text, **kw):
+            return self.hf.encode(text, **kw)
+
+    monkeypatch.setattr(tokmod, "_batch_is_fork_safe", lambda: True)
+    monkeypatch.setattr(tok, "_hf_plain", Spy(tok._hf_plain))
+    assert tok.encode(text) == expected
+    assert calls == [1]
+    assert tok.encode("short") == tok._hf_plain.hf.encode("short").ids
+    assert calls == [1]
