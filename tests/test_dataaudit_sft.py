@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 
 import pytest
 
@@ -23,8 +25,9 @@ def test_a_json_array_of_records_is_told_to_be_converted(tmp_path, indent, name)
     p = tmp_path / name
     p.write_text(json.dumps(ALPACA, indent=indent), encoding="utf-8")
     target = "alpaca.jsonl" if name == "alpaca.json" else "alpaca-lines.jsonl"  # never itself
-    said = (f"^{p}: a JSON array, not JSON Lines \\(one JSON object a line\\); convert it with "
-            f"jq -c '.\\[\\]' {p} > {target}$")
+    said = "^" + re.escape(f"{p}: a JSON array, not JSON Lines (one JSON object a line); convert "
+                           f"it with jq -c '.[]' {shlex.quote(str(p))} > "
+                           f"{shlex.quote(str(tmp_path / target))}") + "$"
     with pytest.raises(UserError, match=said):
         read_sft_jsonl(p)
     if name.endswith(".jsonl"):  # prepare reads it as JSONL too (a .json one is text, noted)
@@ -67,5 +70,5 @@ def test_null_fields_of_the_other_layout_are_absent(tmp_path):
     assert [[m["content"] for m in ex.messages] for ex in examples] == [["q1", "a1"],
                                                                       ["q2", "a2"]]
     p.write_text(json.dumps({"prompt": "q", "response": None}) + "\n", encoding="utf-8")
-    with pytest.raises(UserError, match=r":1: missing field\(s\) response"):
+    with pytest.raises(UserError, match=r":1: 'response' is null; give a string$"):
         read_sft_jsonl(p)

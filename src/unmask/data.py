@@ -35,6 +35,7 @@ import numbers
 import os
 import re
 import secrets
+import shlex
 import shutil
 import threading
 import zlib
@@ -48,7 +49,9 @@ import numpy as np
 import torch
 
 from unmask.errors import UserError
+from unmask.files import check_creatable
 from unmask.folders import is_checkpoint
+from unmask.sniff import lfs_pointer, safetensors_file
 from unmask.sniff import not_text as _not_text
 from unmask.tokenizer import Tokenizer, byte_tokenizer, load_tokenizer, train_bpe
 
@@ -129,10 +132,20 @@ def _walk(root: Path) -> list[Path]:
     return out
 
 
+def _annexed(link: Path) -> bool:
+    """Whether the symbolic link ``link`` points into a git-annex store (``.git/annex/objects``):
+    a file whose content was not fetched when its target is missing."""
+    try:
+        return ".git/annex/objects/" in os.readlink(link).replace(os.sep, "/")
+    except OSError:
+        return False
+
+
 def resolve_inputs(
     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
     exclude: Sequence[Path] = (),
+    skipped: list[str] | None = None,
 ) -> list[Path]:
     """The files that ``inputs`` (a list of paths, or one path) stand for, in order.
 
@@ -141,8 +154,9 @@ def resolve_inputs(
     (an earlier ``-o`` inside the corpus folder: its shards are token ids, not text) and
     anything under ``exclude``. A missing path, a prepared dataset given as an input, a
     checkpoint folder (a model: its weights are not text) given or found below a folder, or a
-    link below a folder to a missing file (git-annex content not fetched) raises
-    ``UserError``.
+    git-annex link below a folder whose content was not fetched raises ``UserError``. Other
+    links below a folder to missing files (a source tree's links to build outputs) are
+    skipped, with a note appended to ``skipped`` when it is given.
     """
     if isinstance(inputs, str | os.PathLike):  # one path, not the characters of its name
         inputs = [inputs]
@@ -161,7 +175,9 @@ def resolve_inputs(
             if not _not_prepared(p):
                 raise UserError(f"{p}: a dataset written by unmask prepare (token ids), not "
                                 "text; give the text it was prepared from")
-            if is_checkpoint(p):  # its weights would be read as text (with errors='replace')
+            # its weights would be read as text (with errors='replace'); the folder itself only:
+            # a run's checkpoint/ is named below, its hidden .checkpoint.old/ is skipped
+            if (p / "config.json").is_file() and (p / "model.safetensors").is_file():
                 raise UserError(f"{p}: a checkpoint folder (a model), not text; give the text "
                                 "files to prepare")
             below = _walk(p)
@@ -169,11 +185,20 @@ def resolve_inputs(
                         if d.name == "index.json" and not _not_prepared(d.parent)]
             kept = [q for q in below
                     if not is_excluded(q) and not any(d in q.parents for d in datasets)]
-            dangling = next((q for q in kept if q.is_symlink() and not q.exists()), None)
-            if dangling is not None:  # skipped, a corpus of git-annex links read as empty
-                raise UserError(f"{dangling}: a symbolic link to a missing file "
-                                f"({os.readlink(dangling)}); fetch its content (git annex get) "
-                                "or remove the link")
+            dangling = [q for q in kept if q.is_symlink() and not q.exists()]
+            annexed = next((q for q in dangling if _annexed(q)), None)
+            if annexed is not None:  # content not fetched: a corpus of them read as empty
+                raise UserError(f"{annexed}: a git-annex link whose content is not here "
+                                f"({os.readlink(annexed)}); fetch it (git annex get) or remove "
+                                "the link")
+            if dangling:  # a source tree's links to build outputs not built: not text anyway
+                if skipped is not None:
+                    more = f" and {len(dangling) - 1} more" if len(dangling) > 1 else ""
+                    skipped.append(f"skipped {len(dangling)} symbolic link(s) to missing files "
+                                   f"below {p} ({dangling[0]} -> {os.readlink(dangling[0])}"
+                                   f"{more})")
+                gone = set(dangling)
+                kept = [q for q in kept if q not in gone]
             model = next((q.parent for q in kept if q.name == "model.safetensors"
                           and is_checkpoint(q.parent)), None)
             if model is not None:
@@ -265,29 +290,6 @@ def _compression(head: bytes) -> str | None:
     return None
 
 
-def _weights(head: bytes, kind: str | None) -> str | None:
-    """What to say of a safetensors file (model weights), else None. Its first bytes are the
-    length of its JSON header (8 bytes, little-endian: the upper ones NUL) and that header,
-    which passes for text, so ``_not_text`` read it as text: with ``errors='replace'`` a
-    checkpoint's ``model.safetensors`` became ~20 M tokens of noise."""
-    size = int.from_bytes(head[:8], "little") if len(head) >= 10 else 0
-    if 2 <= size < 1 << 32 and head[8:9] == b"{":
-        packed = f" ({kind}-compressed)" if kind else ""
-        return f"a safetensors file (model weights){packed}, not text"
-    return None
-
-
-_LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\n"
-
-
-def _lfs_pointer(head: bytes) -> str | None:
-    """What to say of a Git LFS pointer (a repository cloned without ``git lfs``: a few lines
-    naming the real file's hash and size, which read as a short text document), else None."""
-    if head.startswith(_LFS_POINTER) and b"\noid sha256:" in head[:200]:
-        return "a Git LFS pointer, not the file's content; fetch it first (git lfs pull)"
-    return None
-
-
 class _Source:
     """One input file opened for binary reading, with progress. gzip, xz and bzip2 files are
     decompressed (told by their first bytes, whatever their name); archives, UTF-16/32 and
@@ -327,8 +329,8 @@ class _Source:
                     if not more:
                         break
                     self._head += more
-            problem = (_not_text(self._head, self.kind, errors) or _weights(self._head, self.kind)
-                       or _lfs_pointer(self._head))
+            problem = (_not_text(self._head, self.kind, errors)
+                       or safetensors_file(self._head, self.kind) or lfs_pointer(self._head))
             if problem:
                 raise UserError(f"{path}: {problem}")
         except BaseException:
@@ -634,23 +636,30 @@ def _jsonl_objects(
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             if array:  # "[" alone on line 1: a pretty-printed array (Alpaca's data files)
-                raise _array_error(src.path) from None
+                raise _array_error(src.path, src.kind) from None
             raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
         except RecursionError:  # "[[[[..." deeper than the parser's stack
             raise UserError(f"{where}: not valid JSON (nested too deeply)") from None
         if not isinstance(obj, dict):
             if array and isinstance(obj, list):
-                raise _array_error(src.path)
+                raise _array_error(src.path, src.kind)
             raise UserError(f"{where}: expected a JSON object, got {_json_kind(obj)}")
         yield where, obj
 
 
-def _array_error(path: Path) -> UserError:
-    """The refusal of a JSON array of records where JSON Lines (one object a line) go."""
+def _array_error(path: Path, kind: str | None = None) -> UserError:
+    """The refusal of a JSON array of records where JSON Lines (one object a line) go, with the
+    jq command that converts it, writing next to it (jq reads no compressed file: one is
+    decompressed into it)."""
     base = path.name.split(".")[0]
-    target = f"{base}.jsonl" if f"{base}.jsonl" != path.name else f"{base}-lines.jsonl"
+    name = f"{base}.jsonl" if f"{base}.jsonl" != path.name else f"{base}-lines.jsonl"
+    target = shlex.quote(str(path.with_name(name)))
+    source = shlex.quote(str(path))
+    unpack = {"gzip": "gzip -dc", "xz": "xz -dc", "bzip2": "bzip2 -dc"}.get(kind or "")
+    command = (f"{unpack} {source} | jq -c '.[]' > {target}" if unpack
+               else f"jq -c '.[]' {source} > {target}")
     return UserError(f"{path}: a JSON array, not JSON Lines (one JSON object a line); convert "
-                     f"it with jq -c '.[]' {path} > {target}")
+                     f"it with {command}")
 
 
 def read_jsonl(
@@ -953,17 +962,19 @@ def _not_prepared(folder: Path) -> str:
     return ""
 
 
-def _check_can_build(out: Path) -> None:
-    """Make ``out``'s parent folders and try a staging folder beside it, before any work: a
-    place where no folder can be made (``/proc``, a read-only disk, a folder of another user)
-    failed only after the tokenizer was trained, naming the staging folder ("No such file or
-    directory: /proc/.data.tmp-...")."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        _staging(out).rmdir()
-    except OSError as e:
-        raise UserError(f"{out}: cannot create the dataset there "
-                        f"({e.strerror or e}{f': {e.filename}' if e.filename else ''})") from None
+def _missing_parents(out: Path) -> list[Path]:
+    """The folders above ``out`` that do not exist yet, deepest first: what a failed prepare
+    removes again (``_remove_folders``) rather than leave empty folders behind."""
+    return [p for p in out.absolute().parents if not p.exists()]
+
+
+def _remove_folders(made: list[Path]) -> None:
+    """Remove the folders of ``made`` (deepest first) while they are empty."""
+    for p in made:
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def _staging(out: Path) -> Path:
@@ -972,6 +983,7 @@ def _staging(out: Path) -> Path:
     prepare can tell a killed one's leftovers (``_clear_stale_staging``). ``mkdir``, not
     ``mkdtemp`` (0700), so the dataset gets the usual umask permissions."""
     tmp = _staging_name(out)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.mkdir()
     return tmp
 
@@ -1200,13 +1212,13 @@ def prepare(
         shard_tokens=(shard_tokens, "an integer"), errors=(errors, "a str"),
         seed=(seed, "an integer"), progress=(progress, "a bool"), overwrite=(overwrite, "a bool"),
     )
-    if vocab_size is not None and tokenizer != "bpe":
-        raise UserError(f"vocab_size trains a BPE tokenizer (tokenizer='bpe'); tokenizer "
-                        f"{str(tokenizer)!r} brings its own vocabulary")
-    vocab_size = 4096 if vocab_size is None else int(vocab_size)
     if isinstance(tokenizer, os.PathLike) and os.fspath(tokenizer) in ("bpe", "byte"):
         tokenizer = os.path.join(".", tokenizer)  # Path("bpe"): the folder, not the built-in
     tokenizer = os.fspath(tokenizer)
+    if vocab_size is not None and tokenizer != "bpe":
+        raise UserError(f"vocab_size trains a BPE tokenizer (tokenizer='bpe'); tokenizer "
+                        f"{tokenizer!r} brings its own vocabulary")
+    vocab_size = 4096 if vocab_size is None else int(vocab_size)
     # numpy scalars as the index's JSON takes them
     val_fraction, min_val_tokens = float(val_fraction), int(min_val_tokens)
     shard_tokens, seed, line_docs = int(shard_tokens), int(seed), bool(line_docs)
@@ -1225,9 +1237,10 @@ def prepare(
         raise UserError(f"vocab_size={vocab_size:,} is larger than any BPE vocabulary needs "
                         f"(at most {MAX_VOCAB_SIZE:,}; the trainer allocates for all of it)")
     given, out = out, _real_out(out)
-    files = resolve_inputs(inputs, exclude=[out])
+    skipped: list[str] = []  # notes: broken links in the input folders
+    files = resolve_inputs(inputs, exclude=[out], skipped=skipped)
     _check_out(out, overwrite, files)
-    _check_can_build(out)
+    check_creatable(out)  # before any work, leaving nothing behind
     json_text = []  # .json files read as plain text, JSON syntax and all
     first_line: Any = None  # the first line of the first of them, parsed
     n_jsonl = 0
@@ -1252,7 +1265,7 @@ def prepare(
 
     tok = _make_tokenizer(tokenizer, vocab_size, pieces)
     V = tok.vocab_size
-    notes = []
+    notes = skipped
     if text_field != "text" and not n_jsonl:
         notes.append(f"--text-field {text_field} (text_field= in Python) was not used: no "
                      "input is JSONL (.jsonl, .ndjson, or JSON Lines in a .json file)")
@@ -1278,6 +1291,7 @@ def prepare(
     dtype_name = "uint16" if dtype.itemsize == 2 else "uint32"
     byte_len = tok.token_byte_lengths()
 
+    made = _missing_parents(out)  # removed again if the build fails
     out.parent.mkdir(parents=True, exist_ok=True)
     notes.extend(_clear_stale_staging(out))
     tmp = _staging(out)
@@ -1368,6 +1382,7 @@ def prepare(
         for w in writers.values():
             w.close()
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_folders(made)
         raise
     return PreparedInfo(
         out=given,
@@ -1419,11 +1434,12 @@ def prepare_slice(
     given = Path(out)
     out = _real_out(given)
     _check_out(out, overwrite)
-    _check_can_build(out)
+    check_creatable(out)  # before any work, leaving nothing behind
     tok = src.tokenizer()
     byte_len = tok.token_byte_lengths()
     dtype = np.dtype(src.index["dtype"]).newbyteorder("<")
     _clear_stale_staging(out)
+    made = _missing_parents(out)
     tmp = _staging(out)
     try:
         splits = {}
@@ -1444,6 +1460,7 @@ def prepare_slice(
         _install(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_folders(made)
         raise
     return PreparedInfo(
         out=given,

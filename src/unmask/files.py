@@ -150,13 +150,20 @@ def _alive(pid: int) -> bool:
 
 
 def check_creatable(path: Path) -> None:
-    """A one-line ``UserError`` when ``path`` cannot be created: its nearest existing parent is
-    not a folder this process may write into (checked before the work that would write it)."""
+    """A one-line ``UserError`` when ``path`` cannot be created, checked before the work that
+    would write it: a folder is made and removed again in its nearest existing parent (what a
+    permission check alone misses: ``/proc``, a read-only disk). Nothing is left behind, not
+    even the missing folders above ``path`` (they are made when ``path`` is written)."""
     from unmask.errors import UserError
 
     parent = next((p for p in path.absolute().parents if p.exists()), None)
-    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if parent is None or not parent.is_dir():
         raise UserError(f"{path}: cannot be written ({parent} is not a writable folder)")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".unmask-probe-", dir=parent))
+    except OSError as e:
+        raise UserError(f"{path}: cannot be written ({parent} is not a writable folder: "
+                        f"{e.strerror or e})") from None
 
 
 SAFETENSORS_DTYPES = {

@@ -189,6 +189,12 @@ def read_gap_set(path: str | Path, tok: Any) -> list[GapSample]:
             raise UserError(
                 f"{where}: not a JSON object of strings prefix, middle, suffix"
             ) from None
+        for k, v in text.items():
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:  # \ud800 in JSON: no tokenizer takes it
+                raise UserError(f"{where}: {k!r} holds an unpaired surrogate (not valid "
+                                "UTF-8)") from None
         ids = d.get("ids")
         if ids is not None:
             parts = [_ids(ids, k, where, tok) for k in ("prefix", "middle", "suffix")]

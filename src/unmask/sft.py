@@ -120,10 +120,10 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
     from unmask.data import read_jsonl
 
     examples: list[SFTExample] = []
-    for where, obj in read_jsonl(path):
+    for where, given in read_jsonl(path):
         # null is absent: a dataset of both layouts exported as one table (``datasets``'
         # to_json) writes "messages": null on prompt/response rows and the other way round
-        obj = {k: v for k, v in obj.items() if v is not None}
+        obj = {k: v for k, v in given.items() if v is not None}
         both = [k for k in ("prompt", "response") if k in obj]
         if "messages" in obj and both:
             raise UserError(f"{where}: give 'messages' or 'prompt'/'response', not both (this "
@@ -148,6 +148,10 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
                 where,
             )[0]
         else:
+            nulls = [k for k in ("prompt", "response") if k in given and k not in obj]
+            if nulls:  # {"prompt": null, ...}: it is there, "missing" misled
+                raise UserError(f"{where}: {' and '.join(repr(k) for k in nulls)} "
+                                f"{'is' if len(nulls) == 1 else 'are'} null; give a string")
             missing = [k for k in ("prompt", "response") if k not in obj]
             raise UserError(f"{where}: missing field(s) {', '.join(missing)} (or give "
                             f"'messages'){_other_format(obj)}")

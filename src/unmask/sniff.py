@@ -1,7 +1,10 @@
 """What the first bytes of a file show it to be when it is not UTF-8 text.
 
 Inside: ``not_text(head)`` (an archive, another compression, UTF-16/32 with or without a
-byte-order mark, binary data, with what to do; None for text) and ``is_utf8_start``. Used by
+byte-order mark, binary data, with what to do; None for text), ``safetensors_file(head)``
+(model weights, whose JSON header passes for text), ``lfs_pointer(head)`` (a Git LFS pointer
+in place of a file: the one test and ``LFS_ADVICE`` for ``unmask prepare`` and ``unmask
+convert``) and ``is_utf8_start``. Used by
 ``unmask prepare`` for every input and by ``files.read_user_text`` for the files a user
 names (prompts, templates, forms), so both refuse the same things with the same line.
 The standard library only: it sits at the bottom of the import graph.
@@ -66,6 +69,39 @@ def utf16_without_bom(head: bytes) -> str | None:
     if bad * 50 > len(text) or len(set(text)) * 4 > len(text) * 3 or unusual * 20 < 2 * n:
         return None
     return enc
+
+
+def safetensors_file(head: bytes, kind: str | None) -> str | None:
+    """What to say of a safetensors file (model weights), else None. Its first bytes are the
+    length of its JSON header (8 bytes, little-endian: the upper ones NUL) and that header,
+    which passes for text, so ``not_text`` read it as text: with ``errors='replace'`` a
+    checkpoint's ``model.safetensors`` became ~20 M tokens of noise."""
+    size = int.from_bytes(head[:8], "little") if len(head) >= 10 else 0
+    if 2 <= size < 1 << 32 and head[8:9] == b"{":
+        packed = f" ({kind}-compressed)" if kind else ""
+        return f"a safetensors file (model weights){packed}, not text"
+    return None
+
+
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+"""How a Git LFS pointer file starts: what ``git clone`` of a repository (a Hugging Face model
+or dataset) leaves in place of each large file when ``git lfs`` is not installed."""
+
+
+LFS_ADVICE = ("a Git LFS pointer, not the file's content (a git clone without git-lfs?); run "
+              "`git lfs install && git lfs pull` in its repository, or download it with "
+              "`hf download`")
+"""What is said of a Git LFS pointer (after the file's name), wherever one is found."""
+
+
+def lfs_pointer(head: bytes) -> str | None:
+    """What to say of a Git LFS pointer (``head``: a file's first bytes, at least 200 of them
+    when it is longer: a few lines naming the real file's hash and size), with what to do;
+    else None. The one test and advice for ``unmask prepare``'s inputs and ``unmask
+    convert``'s files."""
+    if head.startswith(LFS_POINTER) and b"\noid sha256:" in head[:200]:
+        return LFS_ADVICE
+    return None
 
 
 def not_text(head: bytes, kind: str | None = None, errors: str = "strict") -> str | None:

@@ -185,27 +185,23 @@ def unreadable(file: Path, error: Exception) -> UserError:
     return UserError(f"{file}: cannot read ({error})")
 
 
-LFS_POINTER = b"version https://git-lfs.github.com/spec/"
-"""How a Git LFS pointer file starts: what ``git clone`` of a Hugging Face repository leaves
-in place of each large file when ``git lfs`` is not installed."""
-
-
 def is_lfs_pointer(file: Path) -> bool:
-    """Whether ``file`` is a Git LFS pointer (a few lines of text) rather than its content."""
+    """Whether ``file`` is a Git LFS pointer (a few lines of text) rather than its content
+    (``sniff.lfs_pointer``; False when it cannot be read)."""
+    from unmask.sniff import lfs_pointer
+
     try:
         with open(file, "rb") as fh:
-            return fh.read(len(LFS_POINTER)) == LFS_POINTER
+            return lfs_pointer(fh.read(200)) is not None
     except OSError:
         return False
 
 
 def lfs_error(file: Path) -> UserError:
-    """The one-line error for a Git LFS pointer where a file's content belongs."""
-    return UserError(
-        f"{file}: a Git LFS pointer ({file.stat().st_size} bytes), not the file itself (a "
-        "`git clone` without git-lfs?); run `git lfs install && git lfs pull` in the folder, "
-        "or download it with `hf download`"
-    )
+    """The one-line error for a Git LFS pointer where ``file``'s content belongs."""
+    from unmask.sniff import LFS_ADVICE
+
+    return UserError(f"{file}: {LFS_ADVICE}")
 
 
 def _cut_short(file: Path) -> str | None:
