@@ -28,9 +28,8 @@ def _checkpoint(folder):
 def test_the_library_refuses_a_checkpoint_folder_given_as_input(tmp_path, where):
     _checkpoint(tmp_path / where)
     given = tmp_path / where.split("/")[0]
-    said = (f"{given}: a checkpoint folder \\(a model\\), not text" if where == "ckpt" else
-            f"{tmp_path / where}: a checkpoint folder \\(a model\\) inside the input folder "
-            f"{given}, not text")  # a run's checkpoint/ is named as the folder found below
+    # a run folder holding nothing but its checkpoint/ is a model, as --model reads it
+    said = f"{given}: a checkpoint folder \\(a model\\), not text"
     with pytest.raises(UserError, match=f"^{said}"):
         data.prepare([given], tmp_path / "out", tokenizer="byte", val_fraction=0,
                      errors="replace", progress=False)

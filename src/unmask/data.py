@@ -201,6 +201,14 @@ def resolve_inputs(
                 kept = [q for q in kept if q not in gone]
             model = next((q.parent for q in kept if q.name == "model.safetensors"
                           and is_checkpoint(q.parent)), None)
+            models = {q.parent for q in kept if q.name == "model.safetensors"
+                      and is_checkpoint(q.parent)}
+            if model is not None and not any(
+                    q.is_file() and not models & set(q.parents) for q in kept):
+                # nothing but the model (a run folder as `unmask train` writes it): the folder
+                # is the model, as --model reads it
+                raise UserError(f"{p}: a checkpoint folder (a model), not text; give the text "
+                                "files to prepare")
             if model is not None:
                 raise UserError(f"{model}: a checkpoint folder (a model) inside the input "
                                 f"folder {p}, not text; move it out or give the text files")
