@@ -209,3 +209,12 @@ def test_a_long_text_is_encoded_with_the_gil_released(monkeypatch):
     assert calls == [1]
     assert tok.encode("short") == tok._hf_plain.hf.encode("short").ids
     assert calls == [1]
+
+
+def test_a_run_folder_whose_only_checkpoint_is_the_old_one_is_a_model(tmp_path):
+    run = tmp_path / "run"
+    _checkpoint(run / ".checkpoint.old")  # a save cut short: the hidden copy is all there is
+    (run / "train_config.json").write_text('{"lr": 0.001}\n')
+    with pytest.raises(UserError, match=f"^{run}: a checkpoint folder \\(a model\\), not text"):
+        _prepare([run], tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -58,4 +58,6 @@ def test_a_request_whose_client_left_during_its_checks_is_not_run(gone, path, bo
     with TestClient(app) as c:
         r = c.post(path, json=body)
         assert r.status_code == 499 and r.json()["error"]["code"] == "cancelled", r.text
+        # counted once as abandoned by its client, as a request dropped while it ran is
+        assert app.state.metrics.get("cancelled") == 1
     assert gone == []

@@ -177,7 +177,10 @@ def resolve_inputs(
                                 "text; give the text it was prepared from")
             # its weights would be read as text (with errors='replace'); the folder itself only:
             # a run's checkpoint/ is named below, its hidden .checkpoint.old/ is skipped
-            if (p / "config.json").is_file() and (p / "model.safetensors").is_file():
+            # a run folder (its train_config.json) whose only checkpoint is the hidden
+            # .checkpoint.old/ of a save cut short is a model too
+            if ((p / "config.json").is_file() and (p / "model.safetensors").is_file()) or (
+                    (p / "train_config.json").is_file() and is_checkpoint(p)):
                 raise UserError(f"{p}: a checkpoint folder (a model), not text; give the text "
                                 "files to prepare")
             below = _walk(p)
@@ -199,10 +202,9 @@ def resolve_inputs(
                                    f"{more})")
                 gone = set(dangling)
                 kept = [q for q in kept if q not in gone]
-            model = next((q.parent for q in kept if q.name == "model.safetensors"
-                          and is_checkpoint(q.parent)), None)
             models = {q.parent for q in kept if q.name == "model.safetensors"
                       and is_checkpoint(q.parent)}
+            model = min(models) if models else None
             if model is not None and not any(
                     q.is_file() and not models & set(q.parents) for q in kept):
                 # nothing but the model (a run folder as `unmask train` writes it): the folder

@@ -47,13 +47,14 @@ class Events(Protocol):
         ...
 
 
-async def refuse_if_gone(request: Request) -> None:
+async def refuse_if_gone(state: ServerState, request: Request) -> None:
     """The 499 of a cancelled job (``plumbing.job_failure``) when the client has gone away:
     what a request answered in one body checks between its checks (run in a thread) and
     submitting its job, so that one whose client left while they ran is not run at all (it
     ran until ``plumbing.wait`` first polled, a few forward passes). A stream needs none: it
     submits as its response starts, and the response watches for the disconnect."""
     if await request.is_disconnected():
+        state.metrics.inc("cancelled")  # abandoned by its client, as ``plumbing.drop`` counts
         raise job_failure(Cancelled())
 
 

@@ -807,7 +807,7 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
         # its start arrives as the stream's error event
         return await stream_job(state, request, job,
                                 GenerationEvents(state, request, req, job, reply))
-    await refuse_if_gone(request)  # left while its checks ran: not run
+    await refuse_if_gone(state, request)  # left while its checks ran: not run
     submit(state, job)
     out: GenOutput = await wait(state, job, request)
     stops = req.stops()

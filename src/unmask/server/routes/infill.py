@@ -102,7 +102,7 @@ async def _run(state: ServerState, request: Request, opts: DiffusionOptions, str
     if stream:
         events = DenoisingEvents(state, prefix + uuid.uuid4().hex[:24], answer)
         return await stream_job(state, request, alone(work), events, first_step=True)
-    await refuse_if_gone(request)  # left while its checks ran: not run
+    await refuse_if_gone(state, request)  # left while its checks ran: not run
     return JSONResponse(answer(await run_alone(state, request, work)))
 
 
@@ -354,7 +354,7 @@ def router(state: ServerState) -> APIRouter:
     @r.post("/v1/edit")
     async def edit_(req: EditRequest, request: Request) -> Response:
         run, blame = await asyncio.to_thread(plan_edit, req)  # off the event loop
-        await refuse_if_gone(request)  # left while its checks ran: not run
+        await refuse_if_gone(state, request)  # left while its checks ran: not run
         res = await run_alone(state, request,
                               blaming(run, req, blame, most=state.limits.max_steps))
         state.metrics.inc("nfe", res.nfe)
