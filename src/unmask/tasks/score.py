@@ -210,8 +210,8 @@ def decode_each(
     needs of a batch; ``fit_steps`` (``steps`` chosen by the caller, not the user): each
     group's ``steps`` fitted to the blocks its prompts span (``api.fit_block_steps``), as
     ``generate`` fits them; else the caller's ``steps`` are checked against every group's
-    blocks before any group decodes (``_check_group_steps``). The task scorer and ``unmask.lm_eval``'s ``generate_until``
-    decode by it."""
+    blocks before any group decodes (``_check_group_steps``). The task scorer and
+    ``unmask.lm_eval``'s ``generate_until`` decode by it."""
     from unmask.api import draws_noise, run_rows, run_to_end, start
 
     noisy = config.seed is not None and draws_noise(decoder, config)
