@@ -88,3 +88,19 @@ def test_eval_refuses_unfitting_steps_in_one_line(tmp_path, capsys):
     assert rc == 2
     assert err.count("\n") == 1 and "--steps (7) must be a multiple" in err, err
     assert err.rstrip().endswith("try 6 or 12"), err  # blocks 2 and 3: multiples of 6
+
+
+def test_forbid_empty_bans_empty_where_the_model_has_it():
+    """One helper keeps [EMPTY] out of free text for the flat loop and each block."""
+    from types import SimpleNamespace
+
+    from unmask.canvas import Canvas
+    from unmask.sampling.loop import forbid_empty
+
+    canvas = Canvas.from_prompts([[1, 2]], 3, mask_id=0, pad_id=9)
+    before = len(canvas.constraints)
+    forbid_empty(canvas, lambda x: x)  # a plain callable: nothing to ban
+    assert len(canvas.constraints) == before
+    forbid_empty(canvas, SimpleNamespace(config=SimpleNamespace(empty_id=5)))
+    logits = canvas.constraints[-1](torch.zeros(1, 5, 8))
+    assert torch.isinf(logits[..., 5]).all() and not torch.isinf(logits[..., 4]).any()
