@@ -25,6 +25,9 @@ def _run(*args: str) -> subprocess.CompletedProcess:
         (["serve_load.py", "--clients", "a"], "--clients a: expected a whole number, got 'a'"),
         (["sampling_baseline.py", "--repeats", "0"],
          "argument --repeats: must be at least 1, got 0"),
+        (["eval_rows.py", "--families", "sedd,foo"],
+         "--families sedd,foo: expected a comma list of sedd, mdlm, embed-diffusion"),
+        (["eval_rows.py", "--json", "/dev/null/x.json"], "cannot write /dev/null/x.json"),
     ],
 )
 def test_a_mistake_is_one_line_and_exit_2(argv, message):

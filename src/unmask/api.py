@@ -986,10 +986,16 @@ def run_rows(
     step for all rows (as the server's continuous batching steps them); others (SEDD, the
     continuous decoders, ``bd3lm``, a KV cache) run one after another. ``step_callback``
     sees all rows, (B, gen_length). Each row writes what it writes alone under its seed,
-    whichever way."""
+    whichever way: ``config.seed`` is not used, ``seeds`` (one a row) replace it. No rows,
+    or a count of ``seeds`` other than of ``rows``: a ``UserError``."""
     import torch
 
     from unmask.sampling.protocol import step_together
+
+    if not rows:
+        raise UserError("no prompts given")
+    if len(seeds) != len(rows):
+        raise UserError(f"{len(seeds)} seeds for {len(rows)} rows")
 
     if seeds_in_one_run(loaded, config, draft):
         run = start(loaded, rows, config, step_callback=step_callback, draft=draft, seeds=seeds)

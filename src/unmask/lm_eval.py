@@ -323,8 +323,8 @@ class UnmaskLM(LM):
                 ]
                 # each row as alone under the seed, where the run draws random numbers: not
                 # one generator for the batch, whose rows then depended on each other
-                # steps one a token (not given) fit the blocks each prompt spans, as
-                # generate fits them on a checkpoint whose blocks start at the prompt
+                # steps not given (one per token) are fitted to the blocks each prompt
+                # spans, as generate fits them on a checkpoint whose blocks start at the prompt
                 rows = decode_each(self.loaded, prompts, config, choose(self.loaded, config),
                                    [seeds[i] for i in chunk],
                                    fit_steps="steps" not in self.sampling)

@@ -46,7 +46,7 @@ from unmask.facts import ModelFacts
 from unmask.sampling.loop import (
     START_TOKEN_NOTE,
     Denoiser,
-    forbid_tokens,
+    forbid_empty,
     nearest_multiples,
     split_steps,
     start_empty_prompts,
@@ -310,9 +310,7 @@ class BlockRun(DecoderRun):
         )
         pad = torch.zeros(B, tokens.shape[1] - self.P, dtype=torch.bool, device=device)
         canvas = dataclasses.replace(canvas, prompt_index=torch.cat([self.prompt, pad], dim=1))
-        empty_id = getattr(getattr(self.model, "config", None), "empty_id", None)
-        if empty_id is not None:  # free text: no [EMPTY] (``Denoiser.for_prompts``), beside
-            canvas.constraints.append(forbid_tokens([empty_id]))  # the loop's ``commit_bans``
+        forbid_empty(canvas, self.model)  # free text: no [EMPTY], as ``Denoiser.for_prompts``
         self._attn = attn
         self._base = (self.nfe, self.steps)
         self._post, self._extra = None, (0, 0)

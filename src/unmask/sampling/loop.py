@@ -193,6 +193,16 @@ def commit_bans(model_config: Any, mask_id: int) -> list[int]:
     return sorted({*banned_ids(model_config), int(mask_id)} - {empty})
 
 
+def forbid_empty(canvas: Canvas, model: Any) -> None:
+    """Keep ``[EMPTY]`` (``model.config.empty_id``, where the model was trained with it) out
+    of free text: a ban on ``canvas``'s logits, which ``commit_bans`` leaves out because an
+    infilled gap's unused slots take it. The flat loop (``Denoiser.for_prompts``) and each
+    block of ``BlockRun`` add it; a model without one adds nothing."""
+    empty_id = getattr(getattr(model, "config", None), "empty_id", None)
+    if empty_id is not None:
+        canvas.constraints.append(forbid_tokens([empty_id]))
+
+
 def nearest_multiples(value: int, of: int) -> str:
     """The multiples of ``of`` either side of ``value`` (positive, not ``value``), as "a or b":
     the way out an error message offers."""
@@ -666,9 +676,7 @@ class Denoiser(DecoderRun):
         canvas = Canvas.from_prompts(rows, config.gen_length, mask_id=mask_id, pad_id=pad_id)
         canvas = dataclasses.replace(canvas, prompt_index=unguided_starts(
             canvas.prompt_index, started, canvas.region[0] - 1))
-        empty_id = getattr(getattr(model, "config", None), "empty_id", None)
-        if empty_id is not None:
-            canvas.constraints.append(forbid_tokens([empty_id]))
+        forbid_empty(canvas, model)
         return cls(
             model,
             canvas,
@@ -835,6 +843,7 @@ __all__ = [
     "commit_bans",
     "cut_at_eos",
     "decode_generations",
+    "forbid_empty",
     "forbid_tokens",
     "generate",
     "make_generator",

@@ -209,8 +209,9 @@ def decode_each(
     prompts are decoded in groups of equal length modulo the block size, which its decoder
     needs of a batch; ``fit_steps`` (``steps`` chosen by the caller, not the user): each
     group's ``steps`` fitted to the blocks its prompts span (``api.fit_block_steps``), as
-    ``generate`` fits them. The task scorer and ``unmask.lm_eval``'s ``generate_until``
-    decode by it."""
+    ``generate`` fits them; else the caller's ``steps`` are checked against every group's
+    blocks before any group decodes (``_check_group_steps``). The task scorer and
+    ``unmask.lm_eval``'s ``generate_until`` decode by it."""
     from unmask.api import draws_noise, run_rows, run_to_end, start
 
     noisy = config.seed is not None and draws_noise(decoder, config)
@@ -246,8 +247,39 @@ def _block_groups(
     groups: dict[int, list[int]] = {}
     for i, p in enumerate(prompts):
         groups.setdefault(facts.prompt_columns(len(p), decoder) % block, []).append(i)
+    if not fit_steps and len(groups) > 1:
+        _check_group_steps(config, facts.default_decoder if decoder == "auto" else decoder,
+                           block, sorted(groups))
     return [(idx, fit_block_steps(loaded, config, [len(prompts[idx[0]])]) if fit_steps
              else config) for idx in groups.values()]
+
+
+def _check_group_steps(config: Any, decoder: str, block: int, tails: list[int]) -> None:
+    """Refuse, once and before any group decodes, the caller's ``steps`` where a group of
+    prompts ending ``tails`` tokens into a block of ``block`` would refuse them: the scheduled
+    ``llada`` policy needs a multiple of each group's blocks (the answer names multiples of
+    their lcm, which fit every group), a dynamic one at least the most blocks. Each group
+    alone named only the steps that fit it, and a later one refused after earlier ones ran."""
+    from unmask.errors import UserError
+    from unmask.sampling.loop import nearest_multiples
+    from unmask.sampling.policies import make_policy
+
+    if decoder != "bd3lm" or config.gen_length <= 0 or config.steps <= 0:
+        return  # no blocks, or a refusal every group makes alike
+    counts = sorted({1 + -(-max(config.gen_length - (block - t), 0) // block) for t in tails})
+    if len(counts) < 2:
+        return
+    span = (f"the {config.gen_length} new tokens span after prompts of each length modulo "
+            f"{block} ({' or '.join(map(str, counts))}: this model's blocks start at the "
+            f"first prompt token)")
+    if make_policy(config).dynamic:
+        if config.steps < counts[-1]:
+            raise UserError(f"steps ({config.steps}) must be at least the number of blocks "
+                            f"{span}: each block takes a step; try steps {counts[-1]}")
+        return
+    if any(config.steps % c for c in counts):
+        raise UserError(f"steps ({config.steps}) must be a multiple of the number of blocks "
+                        f"{span}; try {nearest_multiples(config.steps, math.lcm(*counts))}")
 
 
 def _groups(item: Item) -> list[str]:

@@ -1,0 +1,42 @@
+"""Session 29: ``api.run_rows`` (public) refuses no rows or a wrong count of seeds in one
+line, as ``api.start`` does."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from unmask.errors import UserError
+
+
+def _checkpoint(path, **model):
+    from unmask.checkpoint import load, save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(
+        model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64), **model)
+    save_checkpoint(path, model=Transformer(cfg), tokenizer=tok)
+    return load(path)
+
+
+def test_run_rows_refuses_a_wrong_count_of_seeds_and_no_rows(tmp_path):
+    """A wrong count of seeds was ``zip() argument 2 is shorter``, no rows ``max() arg is an
+    empty sequence``: now a one-line UserError each, as ``api.start`` says it."""
+    from unmask.api import run_rows
+    from unmask.config import SampleConfig
+
+    loaded = _checkpoint(tmp_path / "s", objective="sedd")
+    rows = [[65, 66], [67]]
+    cfg = SampleConfig(gen_length=4, steps=4, temperature=1.0, seed=0)
+    with pytest.raises(UserError, match=r"^1 seeds for 2 rows$"):
+        run_rows(loaded, rows, cfg, [1])
+    with pytest.raises(UserError, match=r"^3 seeds for 2 rows$"):
+        run_rows(loaded, rows, cfg, [1, 2, 3])
+    with pytest.raises(UserError, match=r"^no prompts given$"):
+        run_rows(loaded, [], cfg, [])
