@@ -86,3 +86,36 @@ def test_the_one_pass_ban_equals_a_brute_force_search():
         near = pen_mod._near_text(~ok, ok, n)  # every banned position is asked about
         asked = {(i, int(p)) for i in range(B) for p in near[i] if p >= 0}
         assert {(i, int(query[i, j])) for i, j, _ in want} <= asked
+
+
+def test_the_canvas_penalty_finds_special_ids_once_a_step():
+    """Counts and n-gram ban read the same text (filled, not a special id): one search for the
+    special ids a step, not one per count and one for the ban."""
+    from unmask.config import SampleConfig
+
+    class Isin(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Isin.calls += "isin" in str(func)
+            return func(*args, **(kwargs or {}))
+
+    pen = pen_mod.Penalties.of(SampleConfig(repetition_penalty=1.3, presence_penalty=0.5,
+                                            no_repeat_ngram_size=2))
+    tokens = torch.tensor([[4, 5, 2, 4, 0, 0, 5, 0]])
+    locked = torch.tensor([[True, True, True, False, False, False, False, False]])
+    constraint = pen_mod.PenaltyConstraint(pen, mask_id=0, locked=locked, attention_mask=None,
+                                           exempt=(0, 1, 2, 3))
+    logits = torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with Isin():
+        out = constraint.apply(logits.clone(), tokens)
+    assert Isin.calls == 1
+    # row 0 holds 4 and 5 (r), generated 4 and 5 once each (a); 2 (EOS) is never counted
+    want = logits.clone()
+    for p in (4, 5, 7):
+        for v in (4, 5):
+            x = want[0, p, v]
+            want[0, p, v] = (x / 1.3 if x > 0 else x * 1.3) - 0.5
+    want[0, 4, 5] = float("-inf")  # 4 5 at 3-4 would repeat the n-gram (4, 5)
+    want[0, 5, 4] = float("-inf")  # and 4 5 at 5-6
+    assert torch.equal(out, want)

@@ -561,15 +561,14 @@ class PenaltyConstraint(CanvasConstraint):
         B, L, V = logits.shape
         if tokens.shape[0] != B:  # guidance's doubled batch is merged before constraints
             raise ValueError(f"logits for {B} rows, canvas of {tokens.shape[0]}")
-        filled = self._filled(tokens)
+        text = self._text(tokens, self._filled(tokens))  # no exempt id: counted as is
         open_ = (tokens == self.mask_id) & ~self.locked  # (B, L)
         p = self.penalties
         if p.counted:
-            seen = token_counts(tokens, filled, V, self.exempt)[:, None]  # (B, 1, V)
-            generated = token_counts(tokens, filled & ~self.locked, V, self.exempt)[:, None]
+            seen = token_counts(tokens, text, V)[:, None]  # (B, 1, V)
+            generated = token_counts(tokens, text & ~self.locked, V)[:, None]
             logits = p.apply(logits, seen, generated, where=open_, inplace=True)
         if p.ngram:
-            text = self._text(tokens, filled)
             query = _near_text(open_, text, p.ngram)  # (B, Q) positions, -1 = none
             b, q, v = ngram_bans(tokens, text, query, p.ngram)
             logits = ban(logits, (b, query[b, q], v))
