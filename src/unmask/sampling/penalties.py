@@ -86,8 +86,10 @@ class Penalties:
         Only the columns of tokens the text holds can change, so only those are computed (a
         few hundred of V: the full-width version cost a third of a demo-model step)."""
         V = logits.shape[-1]
-        cols = (seen.reshape(-1, V) > 0).any(dim=0).nonzero().flatten()  # (K,)
         out = logits if inplace else logits.clone()
+        if where is not None and _per_row(seen, where):  # a canvas: no columns needed
+            return self._apply_rows(out, seen[:, 0], generated, where)
+        cols = (seen.reshape(-1, V) > 0).any(dim=0).nonzero().flatten()  # (K,)
         if cols.numel() == 0:
             return out
         if where is not None:  # only the positions ``where`` marks: (N, K), not (..., K)
@@ -124,7 +126,7 @@ class Penalties:
         as long at eight rows of the demo's 256-token canvas (a quarter to three quarters
         committed, its default penalties, one thread, run side by side); at one row the two
         are within about 20% of each other (1.3-1.9 ms)."""
-        if where.dim() == 2 and seen.dim() == 3 and seen.shape[1] == 1:  # a canvas: per row
+        if _per_row(seen, where):  # a canvas: per row
             return self._apply_rows(out, seen[:, 0], generated, where)
         at = where.nonzero(as_tuple=True)  # each (N,)
         if at[0].numel() == 0:
@@ -162,6 +164,12 @@ class Penalties:
             pen = pen - self.presence * (g > 0).to(pen.dtype) - self.frequency * g
         out[b, col, v] = pen.to(out.dtype)
         return out
+
+
+def _per_row(seen: Tensor, where: Tensor) -> bool:
+    """Whether ``Penalties.apply`` at positions ``where`` (B, L) reads counts ``seen`` (B, 1, V)
+    per row of a canvas (``Penalties._apply_rows``)."""
+    return where.dim() == 2 and seen.dim() == 3 and seen.shape[1] == 1
 
 
 SPECIAL_ID_FIELDS: tuple[str, ...] = (
@@ -284,8 +292,8 @@ def ngram_bans(tokens: Tensor, ok: Tensor, query: Tensor,
         b, q, w, k = (same & seen & valid[:, part, None, :]).nonzero(as_tuple=True)
         out.append((b, q + q0, win[b, w, o[k]]))
     # one token in two new n-grams (places o1 < o2) that would equal each other
-    for o1, o2 in itertools.combinations(range(n), 2):
-        out.append(_self_repeat(tokens, ok, query, n, o1, o2))
+    if n > 1:
+        out.append(_self_repeat(tokens, ok, query, n))
     return tuple(torch.cat(parts) for parts in zip(*out, strict=True))  # type: ignore[return-value]
 
 
@@ -304,27 +312,48 @@ def _places(n: int, device: torch.device) -> tuple[Tensor, Tensor]:
             torch.tensor(others, device=device, dtype=torch.long).reshape(n, n - 1))
 
 
-def _self_repeat(tokens: Tensor, ok: Tensor, query: Tensor, n: int, o1: int,
-                 o2: int) -> tuple[Tensor, Tensor, Tensor]:
+@functools.lru_cache(maxsize=64)
+def _pairs(n: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """For every pair of places o1 < o2 of ``_self_repeat`` (P = n(n - 1)/2 of them) over a
+    window of the 2n - 1 positions around a query (the query at n - 1): the window index of
+    the token d = o2 - o1 before the query (P,), the window indices of the earlier n-gram and
+    of the later one (P, n), and which window positions the two cover (P, 2n - 1). Made once
+    per n and device, never written to."""
+    c = n - 1
+    pairs = list(itertools.combinations(range(n), 2))
+    t = [c - (o2 - o1) for o1, o2 in pairs]
+    early = [[c - o2 + j for j in range(n)] for _, o2 in pairs]
+    late = [[c - o1 + j for j in range(n)] for o1, _ in pairs]
+    span = [[c - o2 <= k <= c - o1 + n - 1 for k in range(2 * n - 1)] for o1, o2 in pairs]
+    return (torch.tensor(t, device=device), torch.tensor(early, device=device),
+            torch.tensor(late, device=device), torch.tensor(span, device=device))
+
+
+def _self_repeat(tokens: Tensor, ok: Tensor, query: Tensor,
+                 n: int) -> tuple[Tensor, Tensor, Tensor]:
     """The bans of ``ngram_bans`` (canvas) where the query's token t would make the n-gram with
-    it at place o1 equal the one with it at place o2 (they overlap): t must equal the token d
-    = o2 - o1 before the query, so that is the only candidate, banned when the two n-grams
-    with it are equal."""
+    it at place o1 equal the one with it at place o2 > o1 (they overlap): t must equal the
+    token d = o2 - o1 before the query, so that is the only candidate, banned when the two
+    n-grams with it are equal. Every pair (o1, o2) in one pass over the 2n - 1 positions
+    around each query (one call per pair cost a third of an n = 4 commit-loop step)."""
     B, L = tokens.shape
-    d = o2 - o1
-    s1, s2 = query - o1, query - o2  # (B, Q) starts
-    valid = (s2 >= 0) & (s1 + n <= L) & (query >= 0) & (query < L)
-    span = s2[..., None] + torch.arange(n + d, device=tokens.device)  # both n-grams' positions
-    span = span.clamp(0, L - 1)
-    flat = span.reshape(B, -1)
-    tok = tokens.gather(1, flat).reshape(span.shape)  # (B, Q, n + d)
-    is_q = span == query[..., None]
-    valid = valid & (ok.gather(1, flat).reshape(span.shape) | is_q).all(dim=-1)
-    t = tok[..., o2 - d]  # the token d before the query (place o2 - d of the second n-gram)
-    tok = torch.where(is_q, t[..., None], tok)
-    equal = (tok[..., d:] == tok[..., :n]).all(dim=-1)  # first n-gram = second
-    b, q = (equal & valid).nonzero(as_tuple=True)
-    return b, q, t[b, q]
+    Q = query.shape[1]
+    t_at, early, late, span = _pairs(n, tokens.device)
+    P = t_at.shape[0]
+    pos = query[..., None] + torch.arange(-(n - 1), n, device=tokens.device)  # (B, Q, 2n - 1)
+    inside = (pos >= 0) & (pos < L)
+    flat = pos.clamp(0, L - 1).reshape(B, -1)
+    tok = tokens.gather(1, flat).reshape(pos.shape)
+    text = ok.gather(1, flat).reshape(pos.shape)
+    text[..., n - 1] = True  # the query itself
+    valid = ((text & inside)[:, :, None] | ~span).all(dim=-1)  # (B, Q, P)
+    t = tok[..., t_at]  # (B, Q, P): the token d before the query
+    tok = tok[:, :, None].expand(B, Q, P, 2 * n - 1).clone()
+    tok[..., n - 1] = t
+    equal = (tok.gather(-1, early.expand(B, Q, P, n))
+             == tok.gather(-1, late.expand(B, Q, P, n))).all(dim=-1)  # (B, Q, P)
+    b, q, k = (equal & valid).nonzero(as_tuple=True)
+    return b, q, t[b, q, k]
 
 
 def ban(logits: Tensor, bans: tuple[Tensor, Tensor, Tensor]) -> Tensor:
@@ -532,15 +561,14 @@ class PenaltyConstraint(CanvasConstraint):
         B, L, V = logits.shape
         if tokens.shape[0] != B:  # guidance's doubled batch is merged before constraints
             raise ValueError(f"logits for {B} rows, canvas of {tokens.shape[0]}")
-        filled = self._filled(tokens)
+        text = self._text(tokens, self._filled(tokens))  # no exempt id: counted as is
         open_ = (tokens == self.mask_id) & ~self.locked  # (B, L)
         p = self.penalties
         if p.counted:
-            seen = token_counts(tokens, filled, V, self.exempt)[:, None]  # (B, 1, V)
-            generated = token_counts(tokens, filled & ~self.locked, V, self.exempt)[:, None]
+            seen = token_counts(tokens, text, V)[:, None]  # (B, 1, V)
+            generated = token_counts(tokens, text & ~self.locked, V)[:, None]
             logits = p.apply(logits, seen, generated, where=open_, inplace=True)
         if p.ngram:
-            text = self._text(tokens, filled)
             query = _near_text(open_, text, p.ngram)  # (B, Q) positions, -1 = none
             b, q, v = ngram_bans(tokens, text, query, p.ngram)
             logits = ban(logits, (b, query[b, q], v))
@@ -607,13 +635,16 @@ def _near_text(open_: Tensor, text: Tensor, n: int) -> Tensor:
     then -1; Q = the most in a row. Asking only about them keeps the ban's comparison small
     (all L positions: 20-30 ms a step for 8 rows of 250 on a CPU core)."""
     B, L = open_.shape
-    near = torch.zeros_like(open_)
     if L >= n:
-        win = text.unfold(1, n, 1)  # (B, W, n)
-        for o in range(n):
-            others = [j for j in range(n) if j != o]
-            near[:, o : o + L - n + 1] |= win[..., others].all(dim=-1)
-    near &= open_
+        o, others = _places(n, open_.device)  # (n,), (n, n - 1)
+        # (B, W, n): the n-gram at w is text but for its place o; padded by n - 1 on each
+        # side, so position p at place o reads row p + n - 1 - o (every place in one pass)
+        text_but = text.unfold(1, n, 1)[..., others].all(dim=-1)
+        padded = torch.nn.functional.pad(text_but, (0, 0, n - 1, n - 1))  # (B, L + n - 1, n)
+        row = torch.arange(L, device=open_.device)[:, None] + (n - 1 - o)  # (L, n)
+        near = padded[:, row, o].any(dim=-1) & open_
+    else:
+        near = torch.zeros_like(open_)
     Q = int(near.sum(dim=1).max()) if B else 0
     order = torch.sort(near.to(torch.int8), dim=1, descending=True, stable=True).indices
     query = order[:, :Q]
