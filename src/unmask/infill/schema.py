@@ -1191,9 +1191,15 @@ def _unbounded(node: Any, chars: int, dropped: list[int]) -> Any:
     return out
 
 
+_NAMED_SCHEMAS = ("$defs", "definitions", "dependentSchemas", "patternProperties")
+"""Keywords whose value maps names to schemas (``properties`` aside: named as values are)."""
+
+
 def _patterns(doc: Any, path: str) -> list[tuple[str, str]]:
     """(where, pattern) of every ``pattern`` a schema document states, anywhere in it (not in
-    values: ``enum``, ``const``, ``default``, ``examples``)."""
+    values: ``enum``, ``const``, ``default``, ``examples``). Those keywords are skipped in a
+    schema only: the entries of a map of named schemas (``properties``, ``$defs``, ...) are
+    schemas whatever their names (``{"$defs": {"const": {...}}}``)."""
     out: list[tuple[str, str]] = []
     stack = [(doc, path)]
     while stack:  # iterative: a schema may nest deep
@@ -1204,6 +1210,8 @@ def _patterns(doc: Any, path: str) -> list[tuple[str, str]]:
             for k, v in node.items():
                 if k == "properties" and isinstance(v, Mapping):  # named as values are
                     stack.extend((sub, f"{at}.{name}") for name, sub in v.items())
+                elif k in _NAMED_SCHEMAS and isinstance(v, Mapping):
+                    stack.extend((sub, f"{at}.{k}.{name}") for name, sub in v.items())
                 elif isinstance(v, Mapping | list) and k not in ("enum", "const", *_NOTES):
                     stack.append((v, f"{at}[]" if k == "items" else f"{at}.{k}"))
         elif isinstance(node, list):
