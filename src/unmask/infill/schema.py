@@ -1138,12 +1138,16 @@ def schema_form(
         return ValueHole(regex=regex, width=0, spec=f"<schema {path}>", bound=bound,
                          composite=_composite(node, types))
 
+    languages: list[tuple[str, str]] = []  # of every form built: the second's are added
+
     def sized(form: Any) -> Any:
         """``form`` with each hole's width, its automaton compiled once every language of the
-        form is known to fit the request's bound on them together (``check_total``)."""
+        form is known to fit the request's bound on them together (``check_total``), with
+        those of the form built before it (a dropped ``maxLength`` built as given: both
+        compile, so both count; one language of both counts once)."""
         holes = _hole_list(form)
-        check_total(((_where(_path(h)), r) for h in holes for r in (h.regex, h.bound) if r),
-                    source)
+        languages.extend((_where(_path(h)), r) for h in holes for r in (h.regex, h.bound) if r)
+        check_total(languages, source)
         return _with_widths(form, lambda h: _width(h.regex, tokenizer, _path(h),
                                                    max_value_tokens, h.bound))
 
