@@ -78,3 +78,11 @@ def test_check_syntax_reads_counts_as_the_engine_does(pattern):
 def test_check_syntax_still_passes_what_the_engine_reads():
     for pattern in ("x{2,}", "a{3}", "[a-z]{2,5}", "(?<n>x)[a--b]", "\\x{41}{2}"):
         check_syntax(pattern)
+
+
+def test_an_escaped_paren_is_not_read_as_a_group():
+    from unmask.infill.dfa import _for_python
+
+    assert _for_python("\\(?<n>x)") == "\\(?<n>x)"
+    assert _for_python("\\(?i)a") == "\\(?i)a"
+    assert _for_python("\\\\(?<n>x)") == "\\\\(?:x)"

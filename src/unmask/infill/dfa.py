@@ -47,17 +47,20 @@ _POSIX = re.compile(r"\[:\^?[a-z]+:\]")
 """A POSIX class inside brackets (``[[:alpha:]]``), which Python reads as characters."""
 _ANCHORS = re.compile(r"\\z|\\b\{[a-z-]+\}|\\[<>]")
 """The engine's anchors Python does not know (``\\z``, ``\\b{start}``, ``\\<``): ``$``, ``\\b``."""
-_FLAG_GROUP = re.compile(r"\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?([:)])")
+_FLAG_GROUP = re.compile(r"\\.|\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?([:)])", re.DOTALL)
 """An inline flag group (``(?i)``, ``(?s-U:``): the engine's own flags (``u``, ``U``, ``R``)
 are dropped, ``U`` (lazy by default) as the count does not tell greedy from lazy."""
-_NAMED = re.compile(r"\(\?P?<(?![=!])[^>]*>")
+_NAMED = re.compile(r"\\.|\(\?P?<(?![=!])[^>]*>", re.DOTALL)
 """A named group, the engine's ``(?<name>`` and ``(?P<name>``: counted as ``(?:``."""
 
 
 def _flag_group(m: re.Match[str], start: bool) -> str:
-    """``m`` (an inline flag group) as Python reads it: without the engine's own flags, and a
-    group that sets flags for what follows (``(?i)``) kept only at the pattern's start, where
-    Python allows it, without clearing flags there (none is set yet)."""
+    """``m`` (an inline flag group, or an escape: kept) as Python reads it: without the
+    engine's own flags, and a group that sets flags for what follows (``(?i)``) kept only at
+    the pattern's start, where Python allows it, without clearing flags there (none is set
+    yet)."""
+    if m.group(3) is None:
+        return m.group(0)
     on = re.sub("[uUR]", "", m.group(1))
     off = re.sub("[uUR]", "", m.group(2) or "")
     if m.group(3) == ":":
@@ -114,7 +117,7 @@ def _for_python(pattern: str) -> str:
     named groups as groups, its own flags dropped."""
     out = _classes(_POSIX.sub(_ANYTHING, _ENGINE.sub(_ANYTHING, pattern)))
     out = _ANCHORS.sub(lambda m: "$" if m.group(0) == "\\z" else "\\b", out)
-    out = _NAMED.sub("(?:", out)
+    out = _NAMED.sub(lambda m: m.group(0) if m.group(0)[0] == "\\" else "(?:", out)
     return _FLAG_GROUP.sub(lambda m: _flag_group(m, m.start() == 0), out)
 
 
