@@ -39,6 +39,28 @@ def test_the_least_recently_used_automata_are_dropped_past_the_byte_limit(monkey
     assert builds[-1] == 5 and len(builds) == 6
 
 
+def test_a_key_used_again_outlives_older_ones(monkeypatch):
+    """Least recently used, not first in: the key read again stays, the one after it goes."""
+    monkeypatch.setattr(automaton, "CACHE_BYTES", 3 * automaton._nbytes(_auto(3)))
+    tok, builds = _Tok(), []
+
+    def build(n):
+        def go():
+            builds.append(n)
+            return _auto(3)
+        return go
+
+    for n in range(3):
+        cached_automaton(tok, n, build(n))
+    cached_automaton(tok, 0, build(0))  # read again: now the most recent
+    cached_automaton(tok, 3, build(3))  # one past the limit: 1 goes, not 0
+    assert builds == [0, 1, 2, 3]
+    cached_automaton(tok, 0, build(0))  # kept: not rebuilt
+    assert builds == [0, 1, 2, 3]
+    cached_automaton(tok, 1, build(1))  # dropped: rebuilt
+    assert builds == [0, 1, 2, 3, 1]
+
+
 def test_threads_share_the_cache():
     tok, errors = _Tok(), []
 

@@ -888,7 +888,8 @@ def check_size(pattern: str, what: str = "regex") -> None:
     has over ``MAX_DFA_STATES`` states (``dfa.dfa_states``, estimated at the byte level before
     the engine builds it, its own work bounded: ``.*a.{30}`` has 2^31 and held the worker for
     good, no timeout can stop the engine): its automaton would take minutes to build and be
-    too large to use."""
+    too large to use A pattern the estimate cannot read that the engine reads is refused
+    too (``_unbounded``)."""
     for m in _QUANTIFIER.finditer(_BRACED_ESCAPE.sub("e", pattern)):  # not ``\x{10000}``
         bound = max(int(m.group(1)), int(m.group(2) or 0))
         if bound > MAX_REPEAT:
@@ -901,7 +902,9 @@ def check_size(pattern: str, what: str = "regex") -> None:
             f"{MAX_PATTERN_SIZE}); shorten it or lower its repetition counts"
         )
     states = _estimated_states(pattern)
-    if states is not None and states > MAX_DFA_STATES:
+    if states is None:
+        _unbounded(pattern, what)
+    elif states > MAX_DFA_STATES:
         narrow = ascii_classes(pattern)
         hint = narrow is not None and narrow != pattern and \
             (_estimated_states(narrow) or 0) <= MAX_DFA_STATES
@@ -920,17 +923,20 @@ def check_total(patterns: Iterable[tuple[str, str]], what: str,
     """``UserError`` when the estimated DFA states of ``patterns`` ((where, pattern) pairs:
     one request's languages, in the order they compile) sum to over ``limit``: each distinct
     pattern counted once, as the automaton cache compiles it once, at ``dfa.dfa_states``'
-    estimate (one over ``MAX_DFA_STATES``, or not estimated, is left to its own check). The
-    message names the limit and where the patterns stop fitting in it. Run before any of them
-    compiles; it stops counting at the first pattern past the limit."""
+    estimate (one over ``MAX_DFA_STATES`` is left to its own check; one not estimated that
+    the engine reads is refused, ``_unbounded``: it counted as none, a named group let any
+    pattern through). The message names the limit and where the patterns stop fitting in it.
+    Run before any of them compiles; it stops counting at the first pattern past the limit."""
     seen: set[str] = set()
     total, fit = 0, ""
     for where, pattern in patterns:
         if pattern in seen:
             continue
         seen.add(pattern)
-        states = _estimated_states(pattern) or 0
-        total += states if states <= MAX_DFA_STATES else 0
+        states = _estimated_states(pattern)
+        if states is None:
+            _unbounded(pattern, f"{what}: {where}")
+        total += states if states is not None and states <= MAX_DFA_STATES else 0
         if total > limit:
             kept = f"the patterns before {where} fit in it" if fit else "none fits in it"
             raise UserError(
@@ -939,6 +945,19 @@ def check_total(patterns: Iterable[tuple[str, str]], what: str,
                 "use fewer patterns or shorter counted runs"
             )
         fit = where
+
+
+def _unbounded(pattern: str, what: str) -> None:
+    """``UserError`` for a pattern ``dfa.dfa_states`` does not count (None) that the engine
+    reads: its automaton could be of any size (``(?<n>x).*a.{17}`` took 39 s of the engine),
+    so it is refused. A pattern the engine rejects (lookaround, a syntax error) is left to
+    the engine's own error, which it gives before it builds any automaton."""
+    if _engine_reads(pattern):
+        raise UserError(
+            f"{what}: its size cannot be bounded (unmask's estimate of its automaton does not "
+            "read its syntax); write it with common constructs (groups (?:...), classes "
+            "without set operations)"
+        )
 
 
 @functools.lru_cache(maxsize=512)
@@ -1033,6 +1052,25 @@ def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> 
             reason = _no_dfa(pattern) or reason
         raise UserError(f"{what}: the regex engine (outlines-core) rejects it ({reason}); "
                         "see docs/infill.md for the syntax") from None
+
+
+@functools.lru_cache(maxsize=512)
+def _engine_reads(pattern: str) -> bool:
+    """Whether the engine reads ``pattern`` as ``_index`` writes it, without building its
+    automaton: it is compiled behind an empty class (``[^\\s\\S]``), which no text gets past,
+    so the engine's DFA never reaches the pattern's states (a few states, whatever the
+    pattern's size) while its parser reads all of it. A pattern ``guard_pattern`` refuses is
+    not read."""
+    from outlines_core import Index
+
+    try:
+        guarded = guard_pattern(whole_pattern(pattern))
+        Index(f"{START}[^\\s\\S](?:{guarded}){SENTINEL}", outlines_vocabulary(_BYTES))
+    except UserError:
+        return False
+    except ValueError as e:
+        return "incompatible" in str(e)
+    return True  # not reached: no text matches it
 
 
 _NO_DFA = {"ASSERT": "lookahead or lookbehind ((?=...), (?!...), (?<=...), (?<!...))",
@@ -1167,19 +1205,17 @@ def check_syntax(pattern: str, what: str = "regex") -> None:
     a larger regex (a JSON Schema value's), so the error's column points into the pattern as
     written. A pattern over the size limits (``check_size``) or that matches no text is left to
     the caller's checks of the larger regex, which name those in their own words. The syntax
-    is checked on the pattern with its counted runs cut short (``_shrunk``), once per pattern:
-    the whole pattern is compiled where its error is to be told."""
+    is read by the engine without building the pattern's automaton (``_engine_reads``), once
+    per pattern: the whole pattern is compiled where its error is to be told. (It was read
+    with its counted runs cut short, a rewrite the engine did not always read alike:
+    ``x{2, }`` is refused, ``x{1,}`` is not.)"""
     if pattern in _SYNTAX_OK:
         return
     try:
         check_size(pattern, what)
     except UserError:
         return
-    try:  # the same syntax, its counted runs cut to one: a DFA of a few states, whatever the
-        # pattern's size (the whole pattern, compiled here, cost as much as its value's
-        # automaton, once more per value: a second per pattern at 19,000 states)
-        _index(_shrunk(pattern), _BYTES, what, matchable=False)
-    except UserError:
+    if not _engine_reads(pattern):
         _index(pattern, _BYTES, what, matchable=False)  # its own error, its columns
     if len(_SYNTAX_OK) >= 4096:
         _SYNTAX_OK.clear()
@@ -1188,29 +1224,6 @@ def check_syntax(pattern: str, what: str = "regex") -> None:
 
 _SYNTAX_OK: set[str] = set()
 """Patterns ``check_syntax`` passed (a schema states one pattern in many places)."""
-_COUNTED = re.compile(_BRACED_ESCAPE.pattern + r"|\{\s*(\d+)\s*(,\s*(\d*)\s*)?\}",
-                      re.DOTALL)
-
-
-def _shrunk(pattern: str) -> str:
-    """``pattern`` with every counted repetition ``{m,n}`` (``m <= n``) cut to at most one
-    (``{0,1}``, ``{1}``, ``{1,}``): the same syntax, a DFA of a few states. Escapes (``\\{``,
-    ``\\x{41}``) are kept as written, and so is a malformed count (``{3,2}``)."""
-
-    def cut(m: re.Match[str]) -> str:
-        if m.group(1) is None:  # an escape
-            return m.group(0)
-        lo, comma, hi = int(m.group(1)), m.group(2), m.group(3)
-        if comma and hi and int(hi) < lo:
-            return m.group(0)
-        low = min(lo, 1)
-        if not comma:
-            return f"{{{low}}}"
-        return f"{{{low},}}" if not hi else f"{{{low},{max(low, min(int(hi), 1))}}}"
-
-    return _COUNTED.sub(cut, pattern)
-
-
 CACHE_BYTES = 512 * 2**20
 """Most bytes of automata ``cached_automaton`` keeps per tokenizer, the least recently used
 dropped first: it kept every automaton for good, and a server compiles one per distinct

@@ -20,9 +20,12 @@ construction builds from this automaton; the engine's automaton is another (Thom
 it is an estimate of the engine's count, not a proof, which the margin of
 ``automaton.MAX_DFA_STATES`` covers. A pattern over ``most_positions`` positions, or whose
 count spends the work budget, is counted as over the limit (refused). The engine's own syntax
-is read as far as the count needs (``_for_python``: POSIX classes as any character, ``\\z`` as
-``$``, its ``u``, ``U``, ``R`` flags dropped); a pattern Python still cannot parse is not
-counted (None): the engine judges it alone.
+is read as far as the count needs (``_for_python``: POSIX classes and classes with set
+operations or nested classes as any character, ``\\z`` as ``$``, named groups ``(?<n>..)`` as
+groups, its ``u``, ``U``, ``R`` flags dropped, a flag group past the pattern's start dropped); a
+pattern Python still cannot parse is not counted (None), and ``automaton.check_size`` refuses
+it unless the engine rejects it anyway (it counted as no states there, so a named group let
+any pattern through: ``(?<n>x).*a.{17}`` took 39 s of the engine).
 """
 
 from __future__ import annotations
@@ -44,17 +47,80 @@ _POSIX = re.compile(r"\[:\^?[a-z]+:\]")
 """A POSIX class inside brackets (``[[:alpha:]]``), which Python reads as characters."""
 _ANCHORS = re.compile(r"\\z|\\b\{[a-z-]+\}|\\[<>]")
 """The engine's anchors Python does not know (``\\z``, ``\\b{start}``, ``\\<``): ``$``, ``\\b``."""
-_FLAGS = re.compile(r"\(\?[a-zA-Z-]*[uUR][a-zA-Z-]*[:)]")
-"""An inline flag group with the engine's own flags (``(?-u:``, ``(?U)``, ``(?R)``)."""
+_FLAG_GROUP = re.compile(r"\\.|\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?([:)])", re.DOTALL)
+"""An inline flag group (``(?i)``, ``(?s-U:``): the engine's own flags (``u``, ``U``, ``R``)
+are dropped, ``U`` (lazy by default) as the count does not tell greedy from lazy."""
+_NAMED = re.compile(r"\\.|\(\?P?<(?![=!])[^>]*>", re.DOTALL)
+"""A named group, the engine's ``(?<name>`` and ``(?P<name>``: counted as ``(?:``."""
+
+
+def _flag_group(m: re.Match[str], start: bool) -> str:
+    """``m`` (an inline flag group, or an escape: kept) as Python reads it: without the
+    engine's own flags, and a group that sets flags for what follows (``(?i)``) kept only at
+    the pattern's start, where Python allows it, without clearing flags there (none is set
+    yet)."""
+    if m.group(3) is None:
+        return m.group(0)
+    on = re.sub("[uUR]", "", m.group(1))
+    off = re.sub("[uUR]", "", m.group(2) or "")
+    if m.group(3) == ":":
+        return f"(?{on}-{off}:" if off else f"(?{on}:"
+    return f"(?{on})" if on and start else ""
+
+
+def _opened(pattern: str, j: int) -> int:
+    """Where a class's items begin, ``j`` just after its ``[``: past a ``^`` and a leading
+    ``]`` (a literal there)."""
+    if pattern[j:j + 1] == "^":
+        j += 1
+    return j + 1 if pattern[j:j + 1] == "]" else j
+
+
+def _classes(pattern: str) -> str:
+    """``pattern`` with each bracketed class the engine reads and Python does not (one that
+    nests a class, ``[a[bc]]``, or holds a set operation, ``[a--b]``, ``[a&&b]``,
+    ``[a~~b]``) as any character."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if c != "[":
+            out.append(c)
+            i += 1
+            continue
+        j, depth, odd = _opened(pattern, i + 1), 1, False
+        while j < n and depth:
+            if pattern[j] == "\\":
+                j += 2
+                continue
+            if pattern[j] == "[":
+                depth, odd = depth + 1, True
+                j = _opened(pattern, j + 1)
+                continue
+            if pattern[j] == "]":
+                depth -= 1
+            elif pattern[j:j + 2] in ("--", "&&", "~~"):
+                odd = True
+            j += 1
+        out.append(_ANYTHING if odd and not depth else pattern[i:j])
+        i = j
+    return "".join(out)
 
 
 def _for_python(pattern: str) -> str:
-    """``pattern`` in Python's syntax, as far as the count goes: the engine's escapes and
-    POSIX classes as any character, its anchors as Python's, its own flags dropped."""
-    out = _POSIX.sub(_ANYTHING, _ENGINE.sub(_ANYTHING, pattern))
+    """``pattern`` in Python's syntax, as far as the count goes: the engine's escapes, POSIX
+    classes and classes with set operations as any character, its anchors as Python's, its
+    named groups as groups, its own flags dropped."""
+    out = _classes(_POSIX.sub(_ANYTHING, _ENGINE.sub(_ANYTHING, pattern)))
     out = _ANCHORS.sub(lambda m: "$" if m.group(0) == "\\z" else "\\b", out)
-    return _FLAGS.sub(lambda m: re.sub("[uUR]", "", m.group(0)).replace("(?-:", "(?:")
-                      .replace("(?-)", "(?:)").replace("(?)", "(?:)"), out)
+    out = _NAMED.sub(lambda m: m.group(0) if m.group(0)[0] == "\\" else "(?:", out)
+    return _FLAG_GROUP.sub(lambda m: _flag_group(m, m.start() == 0), out)
+
+
 _CATEGORY = {
     "CATEGORY_DIGIT": (r"\d", False), "CATEGORY_NOT_DIGIT": (r"\d", True),
     "CATEGORY_SPACE": (r"\s", False), "CATEGORY_NOT_SPACE": (r"\s", True),

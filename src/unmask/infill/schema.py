@@ -1138,12 +1138,16 @@ def schema_form(
         return ValueHole(regex=regex, width=0, spec=f"<schema {path}>", bound=bound,
                          composite=_composite(node, types))
 
+    languages: list[tuple[str, str]] = []  # of every form built: the second's are added
+
     def sized(form: Any) -> Any:
         """``form`` with each hole's width, its automaton compiled once every language of the
-        form is known to fit the request's bound on them together (``check_total``)."""
+        form is known to fit the request's bound on them together (``check_total``), with
+        those of the form built before it (a dropped ``maxLength`` built as given: both
+        compile, so both count; one language of both counts once)."""
         holes = _hole_list(form)
-        check_total(((_where(_path(h)), r) for h in holes for r in (h.regex, h.bound) if r),
-                    source)
+        languages.extend((_where(_path(h)), r) for h in holes for r in (h.regex, h.bound) if r)
+        check_total(languages, source)
         return _with_widths(form, lambda h: _width(h.regex, tokenizer, _path(h),
                                                    max_value_tokens, h.bound))
 
@@ -1191,9 +1195,15 @@ def _unbounded(node: Any, chars: int, dropped: list[int]) -> Any:
     return out
 
 
+_NAMED_SCHEMAS = ("$defs", "definitions", "dependentSchemas", "patternProperties")
+"""Keywords whose value maps names to schemas (``properties`` aside: named as values are)."""
+
+
 def _patterns(doc: Any, path: str) -> list[tuple[str, str]]:
     """(where, pattern) of every ``pattern`` a schema document states, anywhere in it (not in
-    values: ``enum``, ``const``, ``default``, ``examples``)."""
+    values: ``enum``, ``const``, ``default``, ``examples``). Those keywords are skipped in a
+    schema only: the entries of a map of named schemas (``properties``, ``$defs``, ...) are
+    schemas whatever their names (``{"$defs": {"const": {...}}}``)."""
     out: list[tuple[str, str]] = []
     stack = [(doc, path)]
     while stack:  # iterative: a schema may nest deep
@@ -1204,6 +1214,8 @@ def _patterns(doc: Any, path: str) -> list[tuple[str, str]]:
             for k, v in node.items():
                 if k == "properties" and isinstance(v, Mapping):  # named as values are
                     stack.extend((sub, f"{at}.{name}") for name, sub in v.items())
+                elif k in _NAMED_SCHEMAS and isinstance(v, Mapping):
+                    stack.extend((sub, f"{at}.{k}.{name}") for name, sub in v.items())
                 elif isinstance(v, Mapping | list) and k not in ("enum", "const", *_NOTES):
                     stack.append((v, f"{at}[]" if k == "items" else f"{at}.{k}"))
         elif isinstance(node, list):

@@ -190,6 +190,11 @@ def router(state: ServerState) -> APIRouter:
             return plan_guided_infill(req, guided)
         if req.regex and not state.limits.allow_regex:
             raise no_regex("regex")
+        if req.regex:  # the gaps' patterns together, before any compiles (on the worker)
+            from unmask.infill.automaton import check_total
+
+            user_call(lambda: check_total(((f"gap {k}", v) for k, v in req.regex.items()),
+                                          "regex"), "regex")
         parsed = user_call(lambda: parse_template(req.template), "template")  # named here
         config: SampleConfig | dict[str, Any] = configure(req)  # infill caps steps at masks
         facts = api.facts_of(state.loaded)
