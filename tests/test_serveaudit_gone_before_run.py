@@ -46,6 +46,7 @@ def gone(monkeypatch):
     ("/v1/infill", {"template": "a [MASK:4] b"}),
     ("/v1/forms", {"schema": {"enum": ["a", "b"]}}),
     ("/v1/edit", {"text": "the cat", "spans": [[4, 7]]}),
+    ("/v1/completions", {"prompt": "ab", "max_tokens": 4, "guided_choice": ["yes", "no"]}),
 ])
 def test_a_request_whose_client_left_during_its_checks_is_not_run(gone, path, body):
     from fastapi.testclient import TestClient

@@ -49,7 +49,7 @@ from unmask.server.plumbing import (
 )
 from unmask.server.schemas import Guided, _Generation
 from unmask.server.state import ServerState
-from unmask.server.streaming import denoising_event, stream_job
+from unmask.server.streaming import denoising_event, refuse_if_gone, stream_job
 
 
 def guidance(req: Guided) -> dict[str, Any] | None:
@@ -450,6 +450,7 @@ async def run_guided(
             raise user_error(e, kwargs["source"]) from None
         events = GuidedEvents(state, request, req, rid, chat, so_far, ids, seed=config.seed)
         return await stream_job(state, request, alone(work), events, first_step=True)
+    await refuse_if_gone(state, request)  # left while its checks ran: not run
     res = await run_alone(state, request, work)
     text, completion = settle(state, request, ids, res, parse)
     if chat:
