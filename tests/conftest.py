@@ -1,4 +1,5 @@
 import os
+import signal
 import tempfile
 
 import pytest
@@ -10,6 +11,11 @@ os.environ.setdefault("NO_COLOR", "1")
 # Compiled token automata are cached on disk (unmask.infill.automaton.cache_dir): tests keep
 # theirs in a fresh temporary folder, never the user's ~/.cache.
 os.environ["UNMASK_CACHE_DIR"] = tempfile.mkdtemp(prefix="unmask-test-cache-")
+# A suite started in the background of a shell without job control (`pytest &` in a script)
+# inherits Ctrl-C ignored (POSIX), and so would every command it starts: the tests of Ctrl-C
+# need its usual disposition, here and (a handled signal is reset at exec) in their children.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
