@@ -44,13 +44,15 @@ def test_the_canvas_ban_does_not_grow_with_n():
     tokens, ok = canvas()
     query = torch.tensor([[20, 21, 23]] * 2)
     counts = [ops_of(pen_mod.ngram_bans, tokens, ok, query, n) for n in (2, 3, 4, 5)]
-    assert len(set(counts)) == 1, counts
+    # a few operations come and go with torch's state (78 or 85 by the tests run before);
+    # one call per pair of places grew them with n (80, 150, 255, 395)
+    assert max(counts) - min(counts) <= 10, counts
 
 
 def test_finding_the_positions_a_ban_can_reach_does_not_grow_with_n():
     _, ok = canvas()
     counts = [ops_of(pen_mod._near_text, ~ok, ok, n) for n in (2, 3, 4, 5)]
-    assert len(set(counts)) == 1, counts
+    assert max(counts) - min(counts) <= 10, counts  # a pass per place grew with n
 
 
 def brute(t: list[int], k: list[bool], p: int, n: int, vocab: int) -> set[int]:
