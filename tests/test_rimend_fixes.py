@@ -4,31 +4,14 @@ naming steps that fit all)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
 import torch
+from test_evalmend_fixes import ABSOLUTE, _checkpoint
 
 from unmask.cli import main
 from unmask.errors import UserError
-
-ABSOLUTE = {"attention": "block-causal", "block_size": 4, "objective": "bd3lm",
-            "block_align": "absolute", "logit_shift": True}
-
-
-def _checkpoint(path, **model):
-    from unmask.checkpoint import load, save_checkpoint
-    from unmask.config import model_preset
-    from unmask.model import Transformer
-    from unmask.tokenizer import byte_tokenizer
-
-    tok = byte_tokenizer()
-    torch.manual_seed(0)
-    cfg = dataclasses.replace(
-        model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64), **model)
-    save_checkpoint(path, model=Transformer(cfg), tokenizer=tok)
-    return load(path)
 
 
 def _items():

@@ -3,26 +3,10 @@ line, as ``api.start`` does."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
-import torch
+from test_evalmend_fixes import _checkpoint
 
 from unmask.errors import UserError
-
-
-def _checkpoint(path, **model):
-    from unmask.checkpoint import load, save_checkpoint
-    from unmask.config import model_preset
-    from unmask.model import Transformer
-    from unmask.tokenizer import byte_tokenizer
-
-    tok = byte_tokenizer()
-    torch.manual_seed(0)
-    cfg = dataclasses.replace(
-        model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64), **model)
-    save_checkpoint(path, model=Transformer(cfg), tokenizer=tok)
-    return load(path)
 
 
 def test_run_rows_refuses_a_wrong_count_of_seeds_and_no_rows(tmp_path):
