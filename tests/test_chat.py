@@ -125,14 +125,35 @@ def test_dream_template_exact():
     )
 
 
+def test_a_conversation_ending_with_the_assistant_gets_a_new_turn():
+    """A last assistant message is history (as OpenAI reads it): the generation prompt opens
+    a new assistant turn after it, on a line of its own, as after an assistant turn that a
+    user's follows (it ran on: "...yo<|assistant|>"); without the generation prompt (an SFT
+    example's response) it still ends with its content, for the EOS."""
+    talk = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    assert (render_chat(DEFAULT_CHAT_TEMPLATE, talk, add_generation_prompt=True)
+            == "<|user|>\nhi\n<|assistant|>\nyo\n<|assistant|>\n")
+    assert (render_chat(DEFAULT_CHAT_TEMPLATE, talk, add_generation_prompt=False)
+            == "<|user|>\nhi\n<|assistant|>\nyo")
+    more = [*talk, {"role": "user", "content": "and?"}]
+    assert render_chat(DEFAULT_CHAT_TEMPLATE, more, add_generation_prompt=True).startswith(
+        render_chat(DEFAULT_CHAT_TEMPLATE, talk, add_generation_prompt=False) + "\n")
+
+
 def test_default_template_and_checkpoints_saved_before_trim_blocks():
     talk = [TALK[0], {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
     want = "<|system|>\nBe brief.\n<|user|>\nhi\n<|assistant|>\nyo"
     assert render_chat(DEFAULT_CHAT_TEMPLATE, talk, add_generation_prompt=False) == want
-    # the old string (a literal newline after a block tag, trimmed under transformers' rules)
-    old = DEFAULT_CHAT_TEMPLATE.replace("{{ '\\n' }}", "\n")
-    assert old != DEFAULT_CHAT_TEMPLATE
-    assert ChatTemplate(old).render(talk, add_generation_prompt=False) == want
+    # the strings checkpoints stored before (a literal newline after a block tag, trimmed
+    # under transformers' rules; no newline after a last assistant turn before a new one)
+    turn = "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}"
+    gen = "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    for newline in ("\n", "{{ '\\n' }}"):
+        old = (f"{turn}{{% if not (loop.last and m.role == 'assistant') %}}{newline}"
+               f"{{% endif %}}{{% endfor %}}{gen}")
+        assert old != DEFAULT_CHAT_TEMPLATE
+        assert ChatTemplate(old).source == DEFAULT_CHAT_TEMPLATE
+        assert ChatTemplate(old).render(talk, add_generation_prompt=False) == want
     assert (
         ChatTemplate(PLAIN_CHAT_TEMPLATE).render(talk)
         == "System: Be brief.\nUser: hi\nAssistant: yo\nAssistant:"

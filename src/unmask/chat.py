@@ -50,12 +50,15 @@ ROLES = ("system", "user", "assistant")
 
 DEFAULT_CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}"
-    "{% if not (loop.last and m.role == 'assistant') %}{{ '\\n' }}{% endif %}{% endfor %}"
+    "{% if not (loop.last and m.role == 'assistant' and not add_generation_prompt) %}"
+    "{{ '\\n' }}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 """unmask's SFT format: a ``<|role|>`` line, the content and a newline per turn; a final
-assistant turn has no trailing newline (the EOS ends it). The markers are plain text, so any
-tokenizer can encode them."""
+assistant turn has no trailing newline (the EOS ends it), unless a generation prompt follows
+it (a conversation whose last message is the assistant's gets a new assistant turn, as an
+assistant turn before a user's ends). The markers are plain text, so any tokenizer can
+encode them."""
 
 # The default template as stored by checkpoints fine-tuned before rendering followed
 # transformers' whitespace rules: its newline right after a block tag would now be trimmed,
@@ -63,6 +66,15 @@ tokenizer can encode them."""
 _DEFAULT_BEFORE_TRIM_BLOCKS = (
     "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}"
     "{% if not (loop.last and m.role == 'assistant') %}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+# ... and as stored by checkpoints fine-tuned before a conversation that ends with an
+# assistant message got a new assistant turn (it ran the two turns together: "...God<|assistant|>";
+# every other conversation renders the same).
+_DEFAULT_BEFORE_LAST_ASSISTANT = (
+    "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}"
+    "{% if not (loop.last and m.role == 'assistant') %}{{ '\\n' }}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
@@ -283,7 +295,7 @@ class ChatTemplate:
     """How error messages name the template (e.g. its file)."""
 
     def __post_init__(self) -> None:
-        if self.source == _DEFAULT_BEFORE_TRIM_BLOCKS:
+        if self.source in (_DEFAULT_BEFORE_TRIM_BLOCKS, _DEFAULT_BEFORE_LAST_ASSISTANT):
             object.__setattr__(self, "source", DEFAULT_CHAT_TEMPLATE)
 
     @classmethod
