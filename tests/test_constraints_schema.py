@@ -581,6 +581,46 @@ def test_automata_are_cached_on_disk_per_pattern_and_tokenizer(tmp_path, monkeyp
     assert len(list((tmp_path / "automata").iterdir())) == 4
 
 
+
+def test_the_disk_cache_is_pruned_to_its_limit_least_recently_used_first(tmp_path, monkeypatch):
+    """Past ``UNMASK_CACHE_MAX_MB`` the entries used longest ago go when one is written (a
+    server compiling its clients' regexes wrote a file per pattern without end); an entry
+    loaded since it was written counts as used then; a bad limit is one line."""
+    import os
+
+    from unmask.infill import automaton
+
+    monkeypatch.setenv("UNMASK_CACHE_DIR", str(tmp_path))
+    vocab = vocab_of(TOK)
+    folder = tmp_path / "automata"
+    patterns = ["[a-c]{2,4}", "[a-c]{2,5}", "[a-c]{2,6}"]
+    for k, pattern in enumerate(patterns):
+        TokenAutomaton.from_regex(pattern, vocab)
+        (new,) = set(folder.iterdir()) - {p for p in folder.iterdir() if p.stat().st_mtime < k}
+        os.utime(new, (k, k))  # written at times 0, 1, 2
+    sizes = {p: p.stat().st_size for p in folder.iterdir()}
+    assert len(sizes) == 3  # the default limit (1 GiB) keeps them all
+    oldest = min(sizes, key=lambda p: p.stat().st_mtime)
+    with monkeypatch.context() as m:  # loading the oldest marks it used now
+        m.setattr(automaton, "_index", lambda *a, **k: pytest.fail("compiled again"))
+        TokenAutomaton.from_regex(patterns[0], vocab)
+    assert oldest.stat().st_mtime > 2
+    # room for about two entries: writing a fourth deletes the two used longest ago
+    room = (sorted(sizes.values())[-1] * 2 + 1) / (1 << 20)
+    monkeypatch.setenv("UNMASK_CACHE_MAX_MB", f"{room:.9f}")
+    TokenAutomaton.from_regex("[a-c]{3,7}", vocab)
+    left = set(folder.iterdir())
+    assert oldest in left and len(left) == 2
+    assert sum(p.stat().st_size for p in left) <= room * (1 << 20)
+    monkeypatch.setenv("UNMASK_CACHE_MAX_MB", "0")  # only the entry just written stays
+    TokenAutomaton.from_regex("[a-c]{3,8}", vocab)
+    assert len(list(folder.iterdir())) == 1
+    for bad in ("lots", "-1", "nan"):
+        monkeypatch.setenv("UNMASK_CACHE_MAX_MB", bad)
+        with pytest.raises(UserError, match="UNMASK_CACHE_MAX_MB"):
+            TokenAutomaton.from_regex(f"[a-c]{{4,{9 + len(bad)}}}", vocab)
+
+
 ENUMS_WITH_MORE = [
     # the other keywords narrow the values: outlines-core's regex kept every enum value, and a
     # numeric range or format replaced the enum altogether (6 for enum [1, 50], maximum 10)

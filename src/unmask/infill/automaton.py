@@ -23,6 +23,7 @@ rare gap broken by several positions committed in the same step.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -1114,6 +1115,11 @@ CACHE_ENV = "UNMASK_CACHE_DIR"
 ``$XDG_CACHE_HOME/unmask``, else ``~/.cache/unmask``."""
 CACHE_VERSION = 2
 """Bumped when the stored layout or the compilation changes, so old entries are not read."""
+CACHE_MAX_ENV = "UNMASK_CACHE_MAX_MB"
+"""The most megabytes the on-disk automata may take (default ``CACHE_MAX_MB``): past it the
+entries used longest ago are deleted when one is written (a server compiling every client's
+regexes filled the disk, one file per pattern, without end)."""
+CACHE_MAX_MB = 1024
 
 
 def cache_dir() -> Path | None:
@@ -1164,17 +1170,58 @@ def _disk_load(path: Path | None) -> TokenAutomaton | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            return TokenAutomaton(
+            out = TokenAutomaton(
                 table=z["table"], token_class=z["token_class"], accept=z["accept"],
                 dead_class=int(z["dead_class"]), start=int(z["start"]),
             )
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
+    with contextlib.suppress(OSError):  # used now: the last to be pruned (``_disk_prune``)
+        os.utime(path)
+    return out
+
+
+def cache_limit_bytes() -> int:
+    """The size the on-disk automata are pruned to (``CACHE_MAX_ENV``, in megabytes; a value
+    that is not a number >= 0 is a one-line ``UserError``)."""
+    given = os.environ.get(CACHE_MAX_ENV, "").strip()
+    if not given:
+        return CACHE_MAX_MB << 20
+    try:
+        mb = float(given)
+    except ValueError:
+        mb = -1.0
+    if not mb >= 0 or mb == float("inf"):
+        raise UserError(f"{CACHE_MAX_ENV}={given!r}: give the most megabytes the automaton "
+                        "cache may take, a number >= 0")
+    return int(mb * (1 << 20))
+
+
+def _disk_prune(folder: Path, keep: Path) -> None:
+    """Delete the entries of ``folder`` used longest ago (modification time: written or
+    loaded) until they take at most ``cache_limit_bytes``; ``keep`` (just written) stays.
+    Entries another process deletes meanwhile are skipped."""
+    limit = cache_limit_bytes()
+    entries = []
+    for p in folder.glob("*.npz"):
+        with contextlib.suppress(OSError):
+            st = p.stat()
+            entries.append((st.st_mtime, st.st_size, p))
+    total = sum(size for _, size, _ in entries)
+    for _, size, p in sorted(entries, key=lambda e: e[0]):
+        if total <= limit:
+            break
+        if p == keep:
+            continue
+        with contextlib.suppress(OSError):
+            p.unlink()
+        total -= size
 
 
 def _disk_save(path: Path | None, automaton: TokenAutomaton) -> None:
-    """Store ``automaton`` at ``path`` atomically (temporary file + rename), so concurrent
-    processes never read half a file; a cache that cannot be written is skipped."""
+    """Store ``automaton`` at ``path`` atomically (temporary file + rename, so concurrent
+    processes never read half a file; a cache that cannot be written is skipped); then prune the
+    folder to its limit (``_disk_prune``)."""
     if path is None:
         return
     buf = io.BytesIO()
@@ -1185,7 +1232,8 @@ def _disk_save(path: Path | None, automaton: TokenAutomaton) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, buf.getvalue())
     except OSError:
-        pass
+        return
+    _disk_prune(path.parent, path)
 
 
 _BYTES = Vocab(matrix=np.arange(256, dtype=np.uint8)[:, None], lengths=np.ones(256, np.int64))
