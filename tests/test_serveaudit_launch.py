@@ -68,3 +68,19 @@ def test_an_app_run_twice_serves_the_second_time():
             r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 3})
             assert r.status_code == 200 and r.json()["choices"][0]["text"] == echo_text(2, 3)
             assert "unmask_in_flight 0" in c.get("/metrics").text
+
+
+def test_serve_refuses_a_bad_automaton_cache_limit_at_launch(tmp_path, capsys, monkeypatch,
+                                                            free_port):
+    """A bad ``UNMASK_CACHE_MAX_MB`` is the operator's mistake: one line when the server
+    starts, before the model loads, not a 400 in every client's guided request."""
+    import uvicorn
+
+    served = []
+    monkeypatch.setattr(uvicorn, "Server", lambda config: served.append(config))
+    monkeypatch.setenv("UNMASK_CACHE_MAX_MB", "1GB")
+    assert main(["serve", "--model", str(tmp_path / "nowhere"), "--port", str(free_port),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "UNMASK_CACHE_MAX_MB='1GB'" in err, err
+    assert served == []
