@@ -200,3 +200,35 @@ def _item(prompt: str, answer: str):
     from unmask.tasks import Item
 
     return Item(task="reversal", prompt=prompt, answer=f" {answer}")
+
+
+@pytest.mark.parametrize("template", ["w1 [MASK:2] w3", "[MASK:2] w1 w2"])
+def test_an_infill_template_begins_with_the_bos(tmp_path, template):
+    """The template's text is what the model read after its BOS (a gap at the start follows
+    the BOS rather than the hidden line break); the output is the template's text alone."""
+    folder, bos = _llada(tmp_path)
+    loaded = unmask.load(folder)
+    seen = _first_ids(loaded)
+    views: list[list[int]] = []
+    out = api.infill(loaded, template, config={"steps": 2},
+                     step_callback=lambda step, tokens: views.append(tokens[0].tolist()))
+    assert seen and set(seen) == {bos}
+    assert bos not in views[-1]  # the view starts at the template, as the output
+    fixed = template.replace("[MASK:2]", "").strip()
+    assert "startoftext" not in out.text
+    assert out.text.startswith(fixed.split()[0]) if template.startswith("w") else \
+        out.text.endswith(fixed)
+
+
+@pytest.mark.parametrize("how", [{"spans": [(3, 5)]}, {"lowest": 1}, {"lowest": 1, "rounds": 2}])
+def test_an_edited_text_begins_with_the_bos(tmp_path, how):
+    """``api.edit``: the model scores and refills the text after its BOS (the spans' path,
+    ``lowest``'s scoring and ``revise``'s rounds), and the text outside the spans is kept."""
+    folder, bos = _llada(tmp_path)
+    loaded = unmask.load(folder)
+    seen = _first_ids(loaded)
+    out = api.edit(loaded, "w1 w2 w3 w4", config={"steps": 1}, **how)
+    assert seen and set(seen) == {bos}
+    assert "startoftext" not in out.text
+    if "spans" in how:
+        assert out.text.startswith("w1 ") and out.text.endswith(" w3 w4")

@@ -1337,6 +1337,7 @@ def infill(
             options=options,
             step_callback=step_callback,
             max_repair_calls=max_repair_calls,
+            start_ids=facts_of(loaded).prompt_ids([]),  # a published model's BOS leads
         )
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 
@@ -1461,6 +1462,7 @@ def edit(
             confidence_mode=confidence_mode,
             step_callback=step_callback,
             max_calls=max_calls,
+            start_ids=facts_of(loaded).prompt_ids([]),  # a published model's BOS leads
         )
     else:
         res = _edit(
@@ -1474,6 +1476,7 @@ def edit(
             confidence_mode=confidence_mode,
             step_callback=step_callback,
             max_calls=max_calls,
+            start_ids=facts_of(loaded).prompt_ids([]),  # a published model's BOS leads
         )
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 
