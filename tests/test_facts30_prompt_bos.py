@@ -232,3 +232,17 @@ def test_an_edited_text_begins_with_the_bos(tmp_path, how):
     assert "startoftext" not in out.text
     if "spans" in how:
         assert out.text.startswith("w1 ") and out.text.endswith(" w3 w4")
+
+
+def test_lm_eval_contexts_begin_with_the_bos(tmp_path):
+    """The lm-eval adapter scores a continuation after its context as the publisher's own
+    evaluation reads it: the BOS first, an empty context the BOS alone."""
+    pytest.importorskip("lm_eval")
+    from unmask.lm_eval import UnmaskLM
+
+    folder, bos = _llada(tmp_path)
+    lm = UnmaskLM(loaded=unmask.load(folder), batch_size=2, greedy_check=False)
+    tok = lm.loaded.tokenizer
+    context, target = lm._encode_pair("w1 w2", " w3")
+    assert context == [bos, *tok.encode("w1 w2")] and target == tok.encode(" w3")
+    assert lm._encode_pair("", "w3")[0] == [bos] and lm._start_id == bos
