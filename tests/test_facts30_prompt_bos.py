@@ -246,3 +246,14 @@ def test_lm_eval_contexts_begin_with_the_bos(tmp_path):
     context, target = lm._encode_pair("w1 w2", " w3")
     assert context == [bos, *tok.encode("w1 w2")] and target == tok.encode(" w3")
     assert lm._encode_pair("", "w3")[0] == [bos] and lm._start_id == bos
+
+
+def test_the_demo_decodes_the_prompt_it_counts(tmp_path):
+    """``unmask demo`` on a converted LLaDA: the ids it decodes hold the BOS that its steps
+    and room were fitted to (``api.prompt_lengths``)."""
+    from unmask.commands.demo import _prompt_ids
+
+    folder, bos = _llada(tmp_path)
+    loaded = unmask.load(folder)
+    ids = _prompt_ids(loaded, "w1 w2", None)
+    assert ids[0] == bos and [len(ids)] == api.prompt_lengths(loaded, "w1 w2")
