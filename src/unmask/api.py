@@ -626,8 +626,7 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None, *,
     check_option_names(given)
     facts = facts_of(loaded)
     recommended = {k: v for k, v in facts.sample_defaults.items() if k not in given}
-    decoder = given.get("decoder", recommended.get("decoder", "auto"))
-    decoder = facts.default_decoder if decoder == "auto" else decoder
+    decoder = facts.decoder_for(given.get("decoder"))
     for name in _inapplicable(decoder, recommended):  # recommended for another decoder
         recommended.pop(name)
     if given.get("remasking", "low_confidence") != "low_confidence":
@@ -654,7 +653,7 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None, *,
                 and (config.steps >= max(length // b for length in lengths) if dynamic
                      else config.steps % (config.gen_length // b) == 0)]
         config = dataclasses.replace(config, block_length=fits[0] if fits else None)
-    runs = facts.default_decoder if config.decoder == "auto" else config.decoder
+    runs = facts.decoder_for(config.decoder)
     if runs in ("llada", "bd3lm"):  # the others refuse them all (Decoder.unused)
         check_policy_options(config.policy, given, runs)
     return config
@@ -670,7 +669,7 @@ def fit_block_steps(loaded: Loaded, config: SampleConfig,
     from unmask.sampling.blocks import absolute_blocks
 
     facts = facts_of(loaded)
-    runs = facts.default_decoder if config.decoder == "auto" else config.decoder
+    runs = facts.decoder_for(config.decoder)
     bs = facts.block_size
     if (runs != "bd3lm" or not bs or not absolute_blocks(loaded.config)
             or config.policy != "llada" or not prompt_lengths):
@@ -707,16 +706,18 @@ def _encode_prompts(loaded: Loaded, texts: Sequence[str], template: ChatTemplate
         return [template.prompt(tok, [*head, {"role": "user", "content": p}])[1] for p in texts]
     if system is not None:
         raise UserError("a system message needs a chat template")
-    return [encode_prompt(tok, p) for p in texts]
-
-
-def recommended_options(loaded: Loaded, decoder: str = "auto") -> dict[str, Any]:
-    """The checkpoint's recommended sampling options (``ModelConfig.sample_defaults``) that
-    decoder ``decoder`` (``auto``: the checkpoint's own) takes, as ``sample_config`` applies
-    them: those it has no use for left out (``_inapplicable``). What a listing of the
-    recommendation (the server's ``GET /v1/models``) can show."""
     facts = facts_of(loaded)
-    name = facts.default_decoder if decoder == "auto" else decoder
+    return [encode_prompt(tok, p, facts=facts) for p in texts]
+
+
+def recommended_options(loaded: Loaded, decoder: str | None = None) -> dict[str, Any]:
+    """The checkpoint's recommended sampling options (``ModelConfig.sample_defaults``) that
+    decoder ``decoder`` takes (``auto``: the checkpoint's own; None: the one a run that names
+    none runs, ``ModelFacts.decoder_for``, the recommended one where there is one), as
+    ``sample_config`` applies them: those it has no use for left out (``_inapplicable``).
+    What a listing of the recommendation (the server's ``GET /v1/models``) can show."""
+    facts = facts_of(loaded)
+    name = facts.decoder_for(decoder)
     dropped = set(_inapplicable(name, facts.sample_defaults))
     return {k: v for k, v in facts.sample_defaults.items() if k not in dropped}
 
@@ -1088,13 +1089,22 @@ def _joined(results: list[GenerateResult], nfe: int, steps: int, *,
 
 
 def encode_prompt(
-    tokenizer: Any, text: str, infill: str = "unmask infill (api.infill)"
+    tokenizer: Any, text: str, infill: str = "unmask infill (api.infill)", *,
+    facts: ModelFacts | None = None,
 ) -> list[int]:
     """Ids of a generate prompt: plain text (``tokenizer.encode``), except that the mask
     token's own string (``[MASK]``) is a blank: the mask id, which the decoder fills. With a
     tokenizer whose words carry their leading space, a space right before a blank is left
     to the blank's token. A gap of the infill syntax is refused, pointing to ``infill``
-    (the server names its endpoint)."""
+    (the server names its endpoint). ``facts``: the checkpoint's (``facts_of``), whose raw
+    prompts begin with its BOS where it records one (``ModelFacts.prompt_ids``); every raw
+    prompt ``generate``, the CLI, the server and ``unmask eval`` decode is encoded here."""
+    ids = _encode_text(tokenizer, text, infill)
+    return ids if facts is None else facts.prompt_ids(ids)
+
+
+def _encode_text(tokenizer: Any, text: str, infill: str) -> list[int]:
+    """``encode_prompt`` without the checkpoint's BOS."""
     if not isinstance(text, str):  # the regex below failed with a TypeError
         raise UserError(f"a prompt must be a str, not {type(text).__name__}")
     hf = getattr(tokenizer, "hf", None)
@@ -1327,6 +1337,7 @@ def infill(
             options=options,
             step_callback=step_callback,
             max_repair_calls=max_repair_calls,
+            start_ids=facts_of(loaded).prompt_ids([]),  # a published model's BOS leads
         )
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 
@@ -1451,6 +1462,7 @@ def edit(
             confidence_mode=confidence_mode,
             step_callback=step_callback,
             max_calls=max_calls,
+            start_ids=facts_of(loaded).prompt_ids([]),  # a published model's BOS leads
         )
     else:
         res = _edit(
@@ -1464,6 +1476,7 @@ def edit(
             confidence_mode=confidence_mode,
             step_callback=step_callback,
             max_calls=max_calls,
+            start_ids=facts_of(loaded).prompt_ids([]),  # a published model's BOS leads
         )
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 

@@ -197,6 +197,12 @@ class ModelConfig:
     """Id of the end-of-sequence token; it separates documents in training data."""
     bos_id: int | None = 3
     """Id of the beginning-of-sequence token, if the tokenizer has one."""
+    prompt_bos_id: int | None = None
+    """Id of the token a raw (non-chat) prompt begins with when it is decoded: the BOS a
+    published model saw first in every training text (LLaDA's ``<|startoftext|>``), recorded
+    when its folder is read (``unmask.convert.load.prompt_bos_id``) and put in front by
+    ``unmask.facts.ModelFacts.prompt_ids``; None = a prompt is encoded as it is (unmask's own
+    models, and checkpoints converted before it was recorded)."""
     fim_prefix_id: int | None = None
     """Id of ``[FIM_PREFIX]`` for fill-in-the-middle models (objective ``ar`` with
     ``fim_rate`` > 0)."""
@@ -330,7 +336,8 @@ class ModelConfig:
                 "output='sedd_log_score' needs time_conditioning with a noise level "
                 "(sigma_input given or masked_fraction)"
             )
-        for name in ("mask_id", "pad_id", "eos_id", "bos_id", *FIM_FIELDS, "empty_id"):
+        for name in ("mask_id", "pad_id", "eos_id", "bos_id", "prompt_bos_id", *FIM_FIELDS,
+                     "empty_id"):
             v = getattr(self, name)
             if v is not None and not 0 <= v < self.vocab_size:
                 raise UserError(f"{name}={v} is outside the vocabulary (size {self.vocab_size})")

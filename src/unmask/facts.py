@@ -7,6 +7,11 @@ model config; ``ModelFacts.of(config_or_model)`` reads them into one small froze
 that no caller probes the config with ``getattr`` again (``unmask.sampling.choose_decoder``
 takes these facts and the user's options and picks the decoder).
 
+Two rules live here, so that every caller applies them the same way: which decoder a run
+runs given the user's ``decoder`` option (``ModelFacts.decoder_for``: ``api.sample_config``,
+``choose_decoder`` and the server's ``served_decoder``), and what a raw prompt's ids begin
+with (``ModelFacts.prompt_ids``: a published model's BOS, ``prompt_bos_id``).
+
 Inside: ``ModelFacts``, ``Attention``, ``infer_objective``, ``default_decoder``.
 
 This module imports nothing heavy (no torch): it sits on the path of argument errors.
@@ -14,6 +19,7 @@ This module imports nothing heavy (no torch): it sits on the path of argument er
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -83,6 +89,9 @@ class ModelFacts:
     eos_id: int | None
     pad_id: int
     bos_id: int | None
+    prompt_bos_id: int | None = None
+    """The token a raw prompt begins with (``ModelConfig.prompt_bos_id``: a published model's
+    BOS, recorded when its folder is read); None = prompts are decoded as encoded."""
     chat_template: str | None
     """Jinja chat template of a chat model; None = not fine-tuned for chat."""
     logit_shift: bool
@@ -105,6 +114,27 @@ class ModelFacts:
     def default_decoder(self) -> str:
         """The decoder of ``decoder='auto'`` for this checkpoint (``default_decoder``)."""
         return default_decoder(self.objective)
+
+    def decoder_for(self, asked: str | None) -> str:
+        """The decoder a run runs for the user's ``decoder`` option ``asked`` (before
+        ``unmask.sampling.choose_decoder`` checks it): ``asked``, ``auto`` being the
+        checkpoint's own (``default_decoder``); where the user asked none (None), the one the
+        checkpoint recommends (``sample_defaults``), else its own. The one rule of
+        ``unmask.api.sample_config`` (which recommended options a run keeps) and of the
+        server's ``served_decoder`` (what its requests, which name no decoder, run)."""
+        name = str(self.sample_defaults.get("decoder", "auto")) if asked is None else asked
+        return self.default_decoder if name == "auto" else name
+
+    def prompt_ids(self, ids: Sequence[int]) -> list[int]:
+        """The ids a raw (non-chat) prompt encoded as ``ids`` is decoded from: after
+        ``prompt_bos_id`` where the checkpoint records one (the BOS a published model saw
+        first in every training text), never twice (ids that begin with it, as a chat
+        template writes it, are as they are); else ``ids``. What ``unmask.api.encode_prompt``
+        gives every raw prompt of ``generate``, the CLI, the server and ``unmask eval``."""
+        bos = self.prompt_bos_id
+        if bos is None or (len(ids) > 0 and int(ids[0]) == bos):
+            return list(ids)
+        return [bos, *ids]
 
     def starts_empty_prompts(self, decoder: str) -> bool:
         """Whether decoder ``decoder`` gives an empty prompt a start token, which takes a
@@ -166,6 +196,7 @@ class ModelFacts:
             eos_id=getattr(config, "eos_id", None),
             pad_id=int(getattr(config, "pad_id", getattr(config, "eos_id", 0) or 0)),
             bos_id=getattr(config, "bos_id", None),
+            prompt_bos_id=getattr(config, "prompt_bos_id", None),
             chat_template=getattr(config, "chat_template", None),
             logit_shift=bool(getattr(config, "logit_shift", False)),
             max_seq_len=_canvas_limit(config, str(objective)),

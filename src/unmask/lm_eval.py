@@ -221,8 +221,11 @@ class UnmaskLM(LM):
 
     @property
     def _start_id(self) -> int:
-        eos = self.facts.eos_id
-        return int(eos if eos is not None else self.facts.pad_id)
+        """What a context begins with: a published model's BOS (``ModelFacts.prompt_ids``),
+        else the document separator (EOS), else the pad id."""
+        start = self.facts.prompt_bos_id
+        start = start if start is not None else self.facts.eos_id
+        return int(start if start is not None else self.facts.pad_id)
 
     def _whole_blocks(self, n: int) -> int:
         """Tokens to decode for ``n`` wanted: a block-causal (``bd3lm``) model decodes whole
@@ -250,7 +253,8 @@ class UnmaskLM(LM):
             context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
         whole = self.tokenizer.encode(context + continuation)
         ctx = self.tokenizer.encode(context) if context else []
-        return whole[: len(ctx)], whole[len(ctx) :]
+        head = self.facts.prompt_ids([])  # a published model's BOS leads every context
+        return head + whole[: len(ctx)], whole[len(ctx) :]
 
     def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
         """(log p(continuation | context), is_greedy) per request (module docstring)."""
@@ -317,7 +321,8 @@ class UnmaskLM(LM):
                 # an empty context starts a document, as for a log-likelihood (_prefixed): a
                 # Dream-style model has no logits for a canvas' first position
                 prompts = [
-                    (self.tokenizer.encode(requests[i].args[0]) or [self._start_id])[-room:]
+                    (self.facts.prompt_ids(self.tokenizer.encode(requests[i].args[0]))
+                     or [self._start_id])[-room:]
                     if room > 0 else []
                     for i in chunk
                 ]

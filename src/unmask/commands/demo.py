@@ -406,12 +406,13 @@ def _prepare(m: Any, args: argparse.Namespace, name: str) -> tuple[Showcase, lis
 
 def _prompt_ids(m: Any, prompt: str, template: Any) -> list[int]:
     """The ids of one showcase prompt: a user message through ``template`` where given (a
-    chat checkpoint), else the text (``api.encode_prompt``)."""
+    chat checkpoint), else the text (``api.encode_prompt``: after a published model's BOS,
+    as ``api.prompt_lengths`` counts it)."""
     from unmask import api
 
     if template is not None:
         return template.prompt(m.tokenizer, [{"role": "user", "content": prompt}])[1]
-    return api.encode_prompt(m.tokenizer, prompt)
+    return api.encode_prompt(m.tokenizer, prompt, facts=api.facts_of(m))
 
 
 def _room(m: Any, prompt_len: int, name: str) -> int | None:

@@ -111,6 +111,9 @@ LLADA = Importer(
     reference=(
         "ML-GSAI/LLaDA modeling_llada.py (LLaDALlamaBlock), GSAI-ML/LLaDA-8B-Base config.json"
     ),
+    # LLaDA's texts begin with <|startoftext|>: its chat template writes bos_token first and
+    # GUIDELINES.md's SFT layout starts with <BOS>; a raw prompt gets it as well
+    prompt_bos=True,
     header={
         "model_type": "llada",
         "architectures": ["LLaDAModelLM"],
@@ -168,6 +171,9 @@ DREAM = Importer(
     },
     derive=_dream_derive,
     reference="Dream-org/Dream-v0-Base-7B modeling_dream.py and config.json (Qwen2 layout)",
+    # Dream's evaluation of its base model prepends tokenizer.bos_token (<|beginoftext|>, named
+    # in tokenizer_config.json, not config.json's bos_token_id): eval/ add_bos_token=true
+    prompt_bos=True,
     # the published folders ship Qwen2's slow tokenizer files, no tokenizer.json
     slow_tokenizer=qwen2_tokenizer,
     header={

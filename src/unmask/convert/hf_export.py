@@ -40,11 +40,13 @@ FACTS = (
     "time_conditioning", "cond_dim", "sigma_input", "output", "attention", "block_size",
     "logit_shift", "init_std", "fim_prefix_id", "fim_suffix_id", "fim_middle_id", "empty_id",
     "objective", "schedule", "schedule_eps", "sample_defaults", "sedd_graph", "block_align",
+    "prompt_bos_id",
 )  # fmt: skip
 """``ModelConfig`` fields stored in ``config.json`` under the same name, as
 ``configuration_unmask.py`` takes them; the special ids travel as ``mask_token_id`` etc.
 (``SPECIAL_KEYS``). ``objective``, ``schedule``, ``schedule_eps``, ``sample_defaults`` and
-``sedd_graph`` (a model trained with objective ``sedd``: which samplers read its head) and
+``sedd_graph`` (a model trained with objective ``sedd``: which samplers read its head),
+``prompt_bos_id`` (the token a raw prompt begins with) and
 ``block_align`` (where block decoding puts the prompt; the mask counts blocks from 0) are facts
 for samplers only (the modeling file keeps them as plain attributes), so an exported
 model imports back with them."""

@@ -244,6 +244,56 @@ def chat_template(folder: Path) -> str | None:
     return None
 
 
+def prompt_bos_id(imp: Importer, folder: Path, tok: Tokenizer,
+                  hf: dict[str, Any]) -> int | None:
+    """The id a raw prompt to this folder's model begins with (``ModelConfig.prompt_bos_id``):
+    ``config.json``'s ``prompt_bos_id`` where it has one (unmask's export writes it, so a
+    model goes and comes back with its own), else the token the publisher's tokenizer puts
+    in front of every text itself (its ``tokenizer.json`` post-processor's template for one
+    text starts with a special token, or ``tokenizer_config.json`` says ``add_bos_token``),
+    else, for a family whose reference prompts begin with BOS (``Importer.prompt_bos``),
+    the ``bos_token`` that ``tokenizer_config.json`` names, else the tokenizer's BOS; None
+    where that is its EOS (the document separator, which stands in for a missing BOS:
+    ``load_tokenizer``) or the family's prompts begin with no BOS."""
+    if "prompt_bos_id" in hf:
+        return _first_id(hf["prompt_bos_id"], "prompt_bos_id", folder / "config.json")
+    path = folder / "tokenizer_config.json"
+    tok_cfg = read_json(path) if path.is_file() else {}
+    added = _template_start(tok.hf)
+    if added is not None:
+        return added
+    if tok_cfg.get("add_bos_token") is not True and not imp.prompt_bos:
+        return None
+    named = tok_cfg.get("bos_token")
+    named = named.get("content") if isinstance(named, dict) else named
+    found = tok.token_to_id(named) if isinstance(named, str) else None
+    found = tok.bos_id if found is None else found
+    return found if found != tok.eos_id else None  # the EOS: a document separator, no BOS
+
+
+def _template_start(hf: Any) -> int | None:
+    """The id of the special token a ``tokenizers`` post-processor puts in front of a single
+    text (a ``TemplateProcessing``, alone or in a ``Sequence``), or None."""
+    post = hf.post_processor
+    if post is None:
+        return None
+    try:
+        state = json.loads(post.__getstate__())
+    except (TypeError, ValueError):
+        return None
+    steps = state.get("processors") if state.get("type") == "Sequence" else [state]
+    for step in steps or []:
+        if not isinstance(step, dict) or step.get("type") != "TemplateProcessing":
+            continue
+        first = (step.get("single") or [{}])[0]
+        name = first.get("SpecialToken", {}).get("id") if isinstance(first, dict) else None
+        if not isinstance(name, str):
+            return None
+        ids = (step.get("special_tokens") or {}).get(name, {}).get("ids") or []
+        return int(ids[0]) if len(ids) == 1 else hf.token_to_id(name)
+    return None
+
+
 def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig, Tokenizer]:
     """Detect the family of a publisher folder and read its facts into a ``ModelConfig``.
 
@@ -279,6 +329,8 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
                 f"but {imp.name} puts it at id {shape[name]}"
             )
     try:
+        if "prompt_bos_id" not in shape:
+            shape["prompt_bos_id"] = prompt_bos_id(imp, p, tok, hf)
         config = ModelConfig(**{**ids, **empty, **shape}, chat_template=chat_template(p))
     except TypeError as e:  # a fact of the wrong type in config.json
         raise UserError(f"{source}: {e}") from None

@@ -189,6 +189,7 @@ def export_config(imp: Importer, config: ModelConfig, dtype: torch.dtype) -> dic
     out.update(extra)
     for name, key in SPECIAL_KEYS.items():
         out[key] = getattr(config, name)
+    out["prompt_bos_id"] = config.prompt_bos_id  # read back as it is (load.prompt_bos_id)
     out["torch_dtype"] = str(dtype).removeprefix("torch.")
     _check_round_trip(imp, config, out)
     return out
@@ -196,11 +197,12 @@ def export_config(imp: Importer, config: ModelConfig, dtype: torch.dtype) -> dic
 
 SAMPLER_FACTS = frozenset({
     "objective", "schedule", "schedule_eps", "sample_defaults", "chat_template", "init_std",
-    "empty_id", "fim_prefix_id", "fim_suffix_id", "fim_middle_id",
+    "empty_id", "fim_prefix_id", "fim_suffix_id", "fim_middle_id", "prompt_bos_id",
 })
 """``ModelConfig`` fields a publisher's ``config.json`` has no place for that do not change
 the network's function (how it is sampled or trained, token ids the tokenizer keeps): an
-export drops them (docs/models.md). Any other field it would drop is refused."""
+export drops them (docs/models.md), but for ``prompt_bos_id``, which it writes under its own
+name, read back as it is. Any other field it would drop is refused."""
 
 
 def _check_round_trip(imp: Importer, config: ModelConfig, header: dict[str, Any]) -> None:

@@ -244,7 +244,7 @@ def _check_fits(n_tokens: int, context: int | None) -> None:
 
 def _lowest_plan(
     model: MaskPredictor, tokenizer: Any, text: str, k: int, mode: str, clamp: bool = False,
-    max_calls: int | None = None,
+    max_calls: int | None = None, start_ids: Sequence[int] = (),
 ) -> tuple[Plan, list[str], int]:
     """A plan with the ``k`` least confident tokens (widened to whole characters) as holes.
     A ``k`` over the tokens the text offers is a ``UserError`` (it rewrote the whole text),
@@ -286,7 +286,8 @@ def _lowest_plan(
     # cut from running text gave it almost no probability alone (the demo: p("And") = 0.0001)
     # and --lowest always rewrote the first word (24 of 40 verses in the lowest 4; 4 after it)
     lead = not text[:1].isspace() and leads(Gap(), tokenizer)
-    start = start_context(tokenizer) if lead else []
+    # a published model's BOS (``start_ids``) is the context of every token instead
+    start = list(start_ids) or (start_context(tokenizer) if lead else [])
     if context is not None and len(ids) + len(start) > context:
         start = []
     # a Dream-style model with nothing before the first token has no logits that predict it
@@ -377,7 +378,7 @@ def _lowest_plan(
         pos = e
     if pos < len(ids):
         items.append(("text", (ids[pos:], piece(pos, len(ids)))))
-    if start and runs[0][0] == 0:  # the first token is refilled after the context it was
+    if start and (runs[0][0] == 0 or start_ids):  # refilled after the context it was
         items = [("context", (start, "")), *items]  # scored after (``with_start_context``)
     return Plan(items=items, holes=holes), olds, nfe
 
@@ -395,6 +396,7 @@ def edit(
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
     max_calls: int | None = None,
+    start_ids: Sequence[int] = (),
 ) -> EditResult:
     """Re-mask parts of ``text`` and regenerate them conditioned on everything else.
 
@@ -408,11 +410,12 @@ def edit(
     (None: no limit). The steps are capped at what the scoring leaves; a refill of a span
     that broke its constraint gets what the steps leave, and past it the span is completed
     from its automaton without the model (``fill_canvas``). Scoring and one step over it is a
-    ``CallLimitError``.
+    ``CallLimitError``. ``start_ids``: what the text begins with, locked and hidden, also
+    when scoring (a published model's BOS: ``unmask.infill.template.plan_template``).
     """
     return _edit(model, tokenizer, text, spans=spans, regex=regex, lowest=lowest, config=config,
                  confidence_mode=confidence_mode, generator=generator,
-                 step_callback=step_callback, max_calls=max_calls)
+                 step_callback=step_callback, max_calls=max_calls, start_ids=start_ids)
 
 
 def _edit(
@@ -430,6 +433,7 @@ def _edit(
     clamp: bool = False,
     max_calls: int | None = None,
     whole: int | None = None,
+    start_ids: Sequence[int] = (),
 ) -> EditResult:
     """``edit``; ``clamp``: a ``lowest`` over the text's tokens rewrites them all
     (``_lowest_plan``); ``whole``: the limit ``max_calls`` is a round's share of, for
@@ -451,7 +455,7 @@ def _edit(
     _check_max_calls(max_calls)
     if lowest is not None:
         plan, olds, nfe = _lowest_plan(model, tokenizer, text, lowest, confidence_mode, clamp,
-                                       max_calls)
+                                       max_calls, start_ids)
         check_context(plan, _max_seq_len(model))
         char_spans: list[tuple[int, int]] = []
         cursor = 0
@@ -489,7 +493,8 @@ def _edit(
             olds.append(text[s:e])
             pos = e
         segments.append(text[pos:])
-        plan = plan_template(segments, tokenizer, max_seq_len=_max_seq_len(model))
+        plan = plan_template(segments, tokenizer, max_seq_len=_max_seq_len(model),
+                             start_ids=start_ids)
         nfe = 0
     config, repair = _within(config, plan, max_calls, nfe, whole)
     res = fill_plan(model, tokenizer, plan, config, options=InfillOptions(), generator=generator,
@@ -573,6 +578,7 @@ def revise(
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
     max_calls: int | None = None,
+    start_ids: Sequence[int] = (),
 ) -> EditResult:
     """Repeat ``rounds`` times: re-mask the ``lowest`` least confident tokens and refill.
 
@@ -617,6 +623,7 @@ def revise(
             clamp=r > 1,
             max_calls=share,
             whole=max_calls,
+            start_ids=start_ids,
         )
         for c in res.changes:
             c.round = r

@@ -1015,6 +1015,7 @@ def infill(
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
     max_repair_calls: int | None = None,
+    start_ids: Sequence[int] = (),
 ) -> InfillResult:
     """Fill the gaps of ``template`` with ``model`` (any mask predictor).
 
@@ -1034,7 +1035,8 @@ def infill(
     break before a gap at offset 0 (the template's text and its gaps); one with a ``close``
     method (``LiveView``) is closed (``close(clear=True)``) after each run.
     ``max_repair_calls``: the most model calls refills of gaps that broke their constraint
-    may make in all (``fill_plan``; None: no limit).
+    may make in all (``fill_plan``; None: no limit). ``start_ids``: what the text begins
+    with, locked and hidden (a published model's BOS: ``plan_template``).
     """
     config = config or SampleConfig()
     options = options or InfillOptions()  # its values are checked as it is made
@@ -1045,6 +1047,7 @@ def infill(
         max_seq_len=_max_seq_len(model),
         max_candidates=options.max_candidates,
         default_max_len=options.default_max_len,
+        start_ids=start_ids,
     )
     return fill_plan(model, tokenizer, plan, config, options=options, generator=generator,
                      step_callback=step_callback, name=_template_name(template),

@@ -692,8 +692,11 @@ def plan_template(
     max_candidates: int = 6,
     default_max_len: int = DEFAULT_MAX_LEN,
     move_spaces: bool = True,
+    start_ids: Sequence[int] = (),
 ) -> Plan:
     """Parse (if text), encode the text segments, compile every gap and check it can be filled.
+    ``start_ids``: what the text begins with, locked and not part of the output (a published
+    model's BOS, ``unmask.facts.ModelFacts.prompt_ids``; ``with_start_context``).
 
     With ``move_spaces`` a gap that ``takes_space`` gets the space before it: the text is
     encoded without it and the hole is marked (``Hole.space``); ``fill_plan`` puts the space
@@ -762,7 +765,7 @@ def plan_template(
                 items.append(("text", (segment_ids(tokenizer, p, first=not items), p)))
     plan = Plan(items=items, holes=holes)
     check_context(plan, max_seq_len)
-    return with_start_context(plan, tokenizer, max_seq_len)
+    return with_start_context(plan, tokenizer, max_seq_len, start_ids=start_ids)
 
 
 def segment_ids(tokenizer: Any, text: str, *, first: bool) -> list[int]:
@@ -817,13 +820,17 @@ def start_context(tokenizer: Any) -> list[int]:
     return ids
 
 
-def with_start_context(plan: Plan, tokenizer: Any, max_seq_len: int | None = None) -> Plan:
+def with_start_context(plan: Plan, tokenizer: Any, max_seq_len: int | None = None, *,
+                       start_ids: Sequence[int] = ()) -> Plan:
     """``plan`` with ``("context", START_CONTEXT)`` first when its first item is a hole that
     starts the text (``Hole.lead``), the tokenizer has the context (``start_context``) and it
-    fits ``max_seq_len``; else ``plan``."""
-    if not plan.items or plan.items[0][0] != "hole" or not plan.holes[plan.items[0][1]].lead:
-        return plan
-    ids = start_context(tokenizer)
+    fits ``max_seq_len``; else ``plan``. ``start_ids`` (a published model's BOS, which every
+    text of its training began with) are that context instead, whatever the first item."""
+    ids = list(start_ids)
+    if not ids:
+        if not plan.items or plan.items[0][0] != "hole" or not plan.holes[plan.items[0][1]].lead:
+            return plan
+        ids = start_context(tokenizer)
     if not ids:
         return plan
     out = Plan(items=[("context", (ids, "")), *plan.items], holes=plan.holes)

@@ -221,7 +221,7 @@ def choose_decoder(facts: ModelFacts, config: SampleConfig) -> Decoder:
     checkpoint cannot do is refused here with one ``UserError`` line: an unknown decoder, a
     decoder that needs other attention or another objective, a KV cache on a model without
     one, options the decoder has no use for (top_k on diffusion, cfg on AR, ``Decoder.unused``)."""
-    name = facts.default_decoder if config.decoder == "auto" else config.decoder
+    name = facts.decoder_for(config.decoder)
     if name not in DECODERS:
         known = ", ".join(["auto", *sorted(DECODERS)])
         raise UserError(f"unknown decoder {config.decoder!r}; choose one of {known}")

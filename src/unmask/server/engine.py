@@ -79,13 +79,13 @@ def make_engine(
 
 def served_decoder(facts: ModelFacts) -> str:
     """The name of the decoder a completions or chat request runs (the request names none):
-    the one the checkpoint recommends (``sample_defaults``), else its own
+    ``ModelFacts.decoder_for(None)``, the rule ``api.sample_config`` applies to a run that
+    names none: the one the checkpoint recommends (``sample_defaults``), else its own
     (``ModelFacts.default_decoder``); with ``--draft`` the engine runs ``speculative``, which
     lays out a prompt as ``ar`` does. What ``prepare``'s context check counts a prompt's
     columns under (``ModelFacts.prompt_columns``), before the decoder is chosen, and what
     ``check_servable`` checks at launch."""
-    name = str(facts.sample_defaults.get("decoder", "auto"))
-    return facts.default_decoder if name == "auto" else name
+    return facts.decoder_for(None)
 
 
 def check_servable(loaded: Loaded) -> None:

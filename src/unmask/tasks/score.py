@@ -130,8 +130,9 @@ def score_items(
 
     if config is None:
         config = task_config(loaded, items, given or {})
-    eos = facts_of(loaded).eos_id
-    head = [eos] if eos is not None else []
+    facts = facts_of(loaded)  # a published model's prompts begin with its BOS instead
+    start = facts.prompt_bos_id if facts.prompt_bos_id is not None else facts.eos_id
+    head = [start] if start is not None else []
     tok = loaded.tokenizer
     groups: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     solved = 0

@@ -848,10 +848,12 @@ def router(state: ServerState) -> APIRouter:
             return await run_generation(state, request, req, [str(k) for k in range(len(given))],
                                         lambda k: given[int(k)], chat=False)
         prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)  # type: ignore
-        from unmask.api import encode_prompt  # a [MASK] in the prompt is a blank, as in the CLI
+        # a [MASK] in the prompt is a blank, and a published model's BOS leads, as in the CLI
+        from unmask.api import encode_prompt, facts_of
 
         return await run_generation(state, request, req, prompts,
                                     functools.partial(encode_prompt, state.tok,
-                                                      infill="POST /v1/infill"), chat=False)
+                                                      infill="POST /v1/infill",
+                                                      facts=facts_of(state.loaded)), chat=False)
 
     return r

@@ -28,7 +28,8 @@ def router(state: ServerState) -> APIRouter:
         check_model(state, req.model)
         check_text(state, req.text, "text")
         try:  # as completions encode a prompt: a [MASK] is one blank, [MASK:3] a 400
-            ids = api.encode_prompt(state.tok, req.text, infill="POST /v1/infill")
+            ids = api.encode_prompt(state.tok, req.text, infill="POST /v1/infill",
+                                    facts=api.facts_of(state.loaded))
         except UserError as e:
             raise user_error(e, "text") from None
         return {"object": "tokens", "model": state.name, "tokens": ids, "count": len(ids),

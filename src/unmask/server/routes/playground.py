@@ -111,10 +111,11 @@ def within_limits(state: ServerState, req: CompletionRequest, runs: SampleConfig
 def follows(state: ServerState, req: CompletionRequest, e: APIError) -> str:
     """The message of ``e`` with the advice ``/v1/completions`` gives (``advised``: only
     values it then accepts), for the playground's empty prompt."""
-    from unmask.api import encode_prompt
+    from unmask.api import encode_prompt, facts_of
     from unmask.server.routes.completions import advised
 
-    return advised(state, req, [""], functools.partial(encode_prompt, state.tok), e).message
+    encode = functools.partial(encode_prompt, state.tok, facts=facts_of(state.loaded))
+    return advised(state, req, [""], encode, e).message
 
 
 def router(state: ServerState) -> APIRouter:
