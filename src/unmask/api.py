@@ -221,8 +221,9 @@ def start(
         aux["tokenizer"] = loaded.tokenizer
     config = dataclasses.replace(config, decoder=decoder.name)
     if seeds is not None:
-        if not decoder.row_seeds:
-            raise UserError(f"decoder {decoder.name!r} draws from one generator per run: "
+        if not decoder.takes_seeds(config):
+            under = " under these options" if decoder.row_seeds else ""
+            raise UserError(f"decoder {decoder.name!r} draws from one generator per run{under}: "
                             "seeds of its rows need a run per row")
         if len(seeds) != len(as_rows(prompt_ids)):
             raise UserError(f"{len(seeds)} seeds for {len(as_rows(prompt_ids))} rows")
@@ -967,7 +968,7 @@ def seeds_in_one_run(
     except UserError:
         return False
     exact = weights_dtype(loaded) in (None, "fp32", "float64")  # None: a stand-in model
-    return decoder.row_seeds and exact
+    return decoder.takes_seeds(config) and exact
 
 
 def run_rows(
