@@ -233,8 +233,8 @@ class _GaussianRun(DecoderRun):
                 for i, (g, w) in enumerate(zip(draws.generators, draws.widths, strict=True))]
 
     def _noise(self, shape: tuple[int, ...]) -> Tensor:
-        """(B, n, D) standard normal draws on CPU (row by row with a generator per row; the
-        padding 0)."""
+        """(B, n, D) standard normal draws on CPU (row by row with a generator per row, each
+        row's (1, its columns, D) draw of its run alone; the padding 0)."""
         if not isinstance(self.generator, RowDraws):
             return torch.randn(shape, generator=self.generator)
         out = torch.zeros(shape)
@@ -243,16 +243,12 @@ class _GaussianRun(DecoderRun):
         return out
 
     def _posterior(self, x0_hat: Tensor, t: float, s: float) -> Tensor:
-        """The state's ancestral step from t to s (row by row with a generator per row, the
-        padding left as it is)."""
-        step = self.schedule.posterior_step
+        """The state's ancestral step from t to s (its noise drawn row by row with a
+        generator per row, ``_noise``)."""
         if not isinstance(self.generator, RowDraws):
-            return step(self.state, x0_hat, t, s, self.generator)
-        out = self.state.clone()
-        for i, lo, g in self._row_spans(self.state.shape[1]):
-            out[i : i + 1, lo:] = step(self.state[i : i + 1, lo:], x0_hat[i : i + 1, lo:],
-                                       t, s, g)
-        return out
+            return self.schedule.posterior_step(self.state, x0_hat, t, s, self.generator)
+        noise = self._noise(tuple(self.state.shape))
+        return self.schedule.posterior_step(self.state, x0_hat, t, s, None, noise=noise)
 
     @property
     def done(self) -> bool:
@@ -368,10 +364,8 @@ class EmbedRun(_GaussianRun):
         B = self.state.shape[0]
         x0 = self.table[self.canvas.tokens]  # (B, L, D)
         if isinstance(self.generator, RowDraws):  # each row's own columns, as alone
-            fresh = self.state.clone()
-            for i, lo, g in self._row_spans(x0.shape[1]):
-                fresh[i : i + 1, lo:] = self.schedule.q_sample(
-                    x0[i : i + 1, lo:], torch.full((1,), t), g)
+            fresh = self.schedule.q_sample(x0, torch.full((B,), t), None,
+                                           noise=self._noise(tuple(x0.shape)))
         else:
             fresh = self.schedule.q_sample(x0, torch.full((B,), t), self.generator)  # (B, L, D)
         self.state = torch.where(self.known[..., None], fresh, self.state)
