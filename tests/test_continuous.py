@@ -421,9 +421,9 @@ def test_checkpoints_generate_through_the_api(corpus, embed_run, ae_run, tmp_pat
     window = replace(config, gen_length=16)  # the windows its autoencoder compresses
     out = api.generate(latent, ["", ""], config=replace(window, guide_words="lord"))
     assert out.decoder == "latent-diffusion" and len(out.ids) == 2 and len(out.ids[1]) == 16
-    # guided steps cost two calls, plus the final decode; seeded, each row is a run of its own
-    # (api.row_seeds, as on the server), one after another
-    assert out.nfe == (4 * 2 + 1) * 2
+    # guided steps cost two calls, plus the final decode; seeded, each row draws from a
+    # generator of its own (api.row_seeds, as on the server) in one batched run
+    assert out.nfe == 4 * 2 + 1
     with pytest.raises(UserError, match="writes windows of 16 tokens"):
         api.generate(latent, ["", ""], config=config)  # 8 tokens: chunks it never saw
     assert api.sample_config(latent, {}).gen_length == 16  # what the CLI runs with no flags

@@ -206,22 +206,30 @@ def test_the_server_runs_seeded_causal_rows_as_one_batch(ar_ckpt):
 def test_start_takes_seeds_only_where_the_decoder_has_a_generator_per_row(
         ar_ckpt, tmp_path):
     """``api.start(..., seeds=)``: a seed per row of an ``ar`` run, in segments too; refused
-    in one line for a decoder that draws from one generator per run and for a count that
-    does not match the rows (``seeds_in_one_run`` says which runs take them)."""
+    in one line for a run that draws from one generator per run (here the commit loop under
+    a registered policy) and for a count that does not match the rows (``seeds_in_one_run``
+    says which runs take them)."""
+    from unmask.sampling.policies import POLICIES, register_policy
+
     ar = _loaded(ar_ckpt)
     mdlm = _loaded(_checkpoint(tmp_path / "mdlm"))
     config = {"gen_length": 8, "temperature": 1.0}
     assert api.seeds_in_one_run(ar, config)
     assert api.seeds_in_one_run(ar, {**config, "segment_length": 4})  # a batch per segment
-    assert not api.seeds_in_one_run(mdlm, config)
+    assert api.seeds_in_one_run(mdlm, config)  # the commit loop: a generator per row too
+    register_policy("own_rows")(lambda c: POLICIES["llada"](c))
+    try:
+        assert not api.seeds_in_one_run(mdlm, {**config, "policy": "own_rows"})
+        with pytest.raises(UserError, match="one generator per run"):
+            api.start(mdlm, [[65], [66]], {**config, "policy": "own_rows"}, seeds=[1, 2])
+    finally:
+        del POLICIES["own_rows"]
     assert api.seeds_in_one_run(ar, config, draft=mdlm)  # speculative: one batch too
     hybrid = _loaded(_checkpoint(tmp_path / "hybrid", objective="hybrid", attention="causal",
                                  draft_block=3))
     assert api.seeds_in_one_run(hybrid, config)
     run = api.start(ar, [[65, 66], [67]], config, seeds=[1, 2])
     assert run.run().tokens.shape[0] == 2
-    with pytest.raises(UserError, match="one generator per run"):
-        api.start(mdlm, [[65], [66]], config, seeds=[1, 2])
     run = api.start(ar, [[65, 66], [67]], {**config, "segment_length": 4}, seeds=[1, 2])
     assert run.run().tokens.shape[0] == 2
     with pytest.raises(UserError, match="3 seeds for 2 rows"):

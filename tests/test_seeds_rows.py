@@ -158,16 +158,18 @@ def test_the_server_reports_the_seed_that_repeats_a_sampled_response():
         assert _served(c, {**body, "seed": 5})[1]["seed"] == 5  # a sent seed, as sent
 
 
-def test_a_whole_batch_request_without_a_seed_reports_none():
+def test_a_whole_batch_request_without_a_seed_reports_the_seed_it_drew():
     """A sampled request of a run that cannot share forward passes (here a KV cache) and
-    sends no seed keeps sharing one run with queued requests of its settings: no seed is
-    drawn (it would make it run alone, row by row), and the response says null."""
+    sends no seed: its seeded rows share one whole-batch run with queued requests of its
+    settings all the same, a generator per row (``llada``'s ``row_seeds``), so a seed is
+    drawn (free) and reported, which repeats the text when sent."""
     from server_helpers import loaded, random_transformer
 
     with _client(loaded(random_transformer())) as c:
-        out = _served(c, {"prompt": "In the", "max_tokens": 4, "temperature": 1.0,
-                          "cache": "prefix"})[1]
-        assert out["seed"] is None
+        body = {"prompt": "In the", "max_tokens": 4, "temperature": 1.0, "cache": "prefix"}
+        texts, out = _served(c, body)
+        assert isinstance(out["seed"], int)
+        assert _served(c, {**body, "seed": out["seed"]})[0] == texts
 
 
 def test_seeded_speculative_rows_keep_their_acceptance_counts(tmp_path):
@@ -249,10 +251,10 @@ def test_seeded_block_rows_that_end_early_keep_the_other_rows_whole():
 
 
 def test_seeded_rows_report_the_steps_the_server_reports(tmp_path, capsys):
-    """Seeded rows that run one after another (a KV cache) reported the sum of their steps
-    through the API and the CLI (``32 steps`` and ``0.50 tokens/step`` for two 16-step
-    rows) and the most of them through the server. Now all three say the most, the steps a
-    row took; ``nfe`` still counts every forward."""
+    """Seeded rows under a KV cache (once run one after another) reported the sum of their
+    steps through the API and the CLI (``32 steps`` and ``0.50 tokens/step`` for two
+    16-step rows) and the most of them through the server. Now all three say the most, the
+    steps a row took; they run as one batch (a generator per row), one run's forwards."""
     from server_helpers import loaded, random_transformer
 
     m = loaded(random_transformer())
@@ -261,7 +263,7 @@ def test_seeded_rows_report_the_steps_the_server_reports(tmp_path, capsys):
     out = api.generate(m, prompts, config=config)
     alone = [api.generate(m, p, config=config) for p in prompts]
     assert out.steps == max(a.steps for a in alone) == 8
-    assert out.nfe == sum(a.nfe for a in alone)
+    assert out.nfe == max(a.nfe for a in alone) == 8
     with _client(m) as c:
         body = _served(c, {"prompt": prompts, "max_tokens": 8, "steps": 8,
                            "temperature": 1.0, "seed": 7, "cache": "prefix"})[1]

@@ -514,8 +514,8 @@ def test_batch_wait_holds_a_sampled_request_without_a_seed_too(monkeypatch):
     with no seed is run with a drawn one, which marked it not batchable (whole-batch runs),
     so the wait was skipped for every such request although its rows join the continuous
     batch as any other's do. Now the wait is decided by whether the head job joins the
-    continuous batch (or may share a whole run): greedy, sampled and seeded alike; a job
-    that runs alone (a KV cache with a seed) starts at once."""
+    continuous batch (or may share a whole run): greedy, sampled and seeded alike, a KV
+    cache with a seed too (its seeded rows share whole runs, a generator per row)."""
     pytest.importorskip("fastapi")
     import time
     import types
@@ -538,5 +538,4 @@ def test_batch_wait_holds_a_sampled_request_without_a_seed_too(monkeypatch):
             waits.clear()
             r = c.post("/v1/completions", json={**body, **extra})
             assert r.status_code == 200, r.text
-            expected = [] if "cache" in extra else [0.125]
-            assert [w for w in waits if w == 0.125] == expected, extra
+            assert [w for w in waits if w == 0.125] == [0.125], extra

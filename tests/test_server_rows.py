@@ -183,8 +183,9 @@ def test_a_sliced_job_cancelled_mid_way_frees_the_batch_and_bad_slices_fail_it()
     ({}, {"seed": 3}, False),  # argmax, low-confidence order: no generator read
     ({}, {"seed": 3, "temperature": 0.7}, True),
     ({"remasking": "random"}, {"seed": 3}, True),  # the checkpoint's random order
-    # no seed, a whole-batch run: none drawn (that would make it run alone), it shares one
-    ({"remasking": "random"}, {"cache": "prefix"}, False),
+    # no seed, a whole-batch run: one drawn (free: seeded rows share a whole-batch run, a
+    # generator per row, ``seeds_in_one_run``); its job shares a run once the engine splits it
+    ({"remasking": "random"}, {"cache": "prefix"}, True),
     # no seed, the continuous batch: one drawn (free there) and reported, so it is seeded
     ({"remasking": "random"}, {}, True),
 ])

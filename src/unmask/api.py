@@ -196,8 +196,9 @@ def start(
     ``seeds``: one seed per row, in place of ``config.seed``: row i draws from a generator of
     its own seeded ``seeds[i]``, so it writes what it writes alone under ``seed=seeds[i]``, in
     one batched run (in segments: one run per segment, row i's segments seeded as alone). Only
-    where ``seeds_in_one_run`` (``ar``, ``hybrid``, ``speculative``); elsewhere a
-    ``UserError`` (run a run per row).
+    where the decoder takes them (``Decoder.takes_seeds``: every built-in decoder, the commit
+    loop under its built-in policies and scores, ``bd3lm`` but for token editing under a
+    dynamic policy); elsewhere a ``UserError`` (run a run per row).
     """
     from unmask.canvas import as_rows
     from unmask.sampling import Target, choose_decoder
@@ -221,8 +222,9 @@ def start(
         aux["tokenizer"] = loaded.tokenizer
     config = dataclasses.replace(config, decoder=decoder.name)
     if seeds is not None:
-        if not decoder.row_seeds:
-            raise UserError(f"decoder {decoder.name!r} draws from one generator per run: "
+        if not decoder.takes_seeds(config):
+            under = " under these options" if decoder.row_seeds else ""
+            raise UserError(f"decoder {decoder.name!r} draws from one generator per run{under}: "
                             "seeds of its rows need a run per row")
         if len(seeds) != len(as_rows(prompt_ids)):
             raise UserError(f"{len(seeds)} seeds for {len(as_rows(prompt_ids))} rows")
@@ -878,7 +880,7 @@ def generate(
     ``seed + j``), so a prompt writes the same text alone or beside others, and the same as
     the server for the same request; the runs share each forward pass where the decoder
     can (``step_together``), else run one after another; a decoder with a generator per row
-    (``ar``, ``hybrid``, ``speculative``, in segments too: ``seeds_in_one_run``) runs them as
+    (every built-in one in float32, in segments too: ``seeds_in_one_run``) runs them as
     one batch, each row drawing from its own. Otherwise the rows are one batch of one run
     (a greedy run's text depends on no generator).
 
@@ -952,9 +954,11 @@ def seeds_in_one_run(
     draft: Loaded | str | Path | None = None,
 ) -> bool:
     """Whether rows seeded one seed each run as one batched run (``start(..., seeds=)``): the
-    decoder ``config`` chooses gives each row a generator of its own (``Decoder.row_seeds``:
-    ``ar``, ``hybrid``, ``speculative``; in segments too: each segment one batched run, row
-    i's segments seeded as alone), and the weights decode in float32 or float64: in bfloat16
+    decoder ``config`` chooses gives each row a generator of its own under ``config``
+    (``Decoder.takes_seeds``: every built-in decoder, but the commit loop under a registered
+    policy or score and ``bd3lm``'s token editing under a dynamic policy; in segments too:
+    each segment one batched run, row i's segments seeded as alone), and the weights decode
+    in float32 or float64: in bfloat16
     or float16 (or quantised) a prompt left-padded beside longer ones rounds otherwise than
     alone, and near ties then sample other tokens, so each seeded row stays a run of its own
     there.
@@ -968,7 +972,7 @@ def seeds_in_one_run(
     except UserError:
         return False
     exact = weights_dtype(loaded) in (None, "fp32", "float64")  # None: a stand-in model
-    return decoder.row_seeds and exact
+    return decoder.takes_seeds(config) and exact
 
 
 def run_rows(
@@ -982,10 +986,10 @@ def run_rows(
     """``rows`` (prompt ids) under ``config``, row i seeded ``seeds[i]``, and the wall time
     (``generate``; ``unmask.tasks.score.decode_each``): one batched run with a generator per
     row where the decoder has one (``seeds_in_one_run``), else runs of one row each, their
-    results joined as one (``_joined``: a row that ended early is padded with EOS). Runs
-    that share forward passes (``llada`` without a KV cache) step together, one forward per
-    step for all rows (as the server's continuous batching steps them); others (SEDD, the
-    continuous decoders, ``bd3lm``, a KV cache) run one after another. ``step_callback``
+    results joined as one (``_joined``: a row that ended early is padded with EOS; half
+    precision, a registered commit policy). Runs that share forward passes (``llada``
+    without a KV cache) step together, one forward per step for all rows (as the server's
+    continuous batching steps them); others run one after another. ``step_callback``
     sees all rows, (B, gen_length). Each row writes what it writes alone under its seed,
     whichever way: ``config.seed`` is not used, ``seeds`` (one a row) replace it. No rows,
     or a count of ``seeds`` other than of ``rows``: a ``UserError``."""

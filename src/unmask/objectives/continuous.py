@@ -67,11 +67,15 @@ class SqrtSchedule:
         """ᾱ(t), the signal variance at time t (shape of ``t``)."""
         return (1.0 - torch.sqrt(self.s + (1.0 - self.s) * t.double())).clamp_min(0.0)
 
-    def q_sample(self, x0: Tensor, t: Tensor, generator: torch.Generator | None) -> Tensor:
+    def q_sample(self, x0: Tensor, t: Tensor, generator: torch.Generator | None,
+                 noise: Tensor | None = None) -> Tensor:
         """x_t ~ q(x_t | x0) = N(sqrt(ᾱ)·x0, (1 - ᾱ)·I) for x0 (B, N, D) and t (B,); the noise
-        is drawn on CPU from ``generator`` (the same on every device)."""
+        is drawn on CPU from ``generator`` (the same on every device), or given as ``noise``
+        (standard normal, x0's shape: a sampler's draws of a generator per row)."""
         a = self.alpha_bar(t).float().to(x0.device)[:, None, None]  # (B, 1, 1)
-        eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator)
+        eps = noise.to(x0.device, x0.dtype)
         return a.sqrt() * x0 + (1.0 - a).sqrt() * eps  # (B, N, D)
 
     def posterior_step(
@@ -81,11 +85,13 @@ class SqrtSchedule:
         t: float,
         s: float,
         generator: torch.Generator | None,
+        noise: Tensor | None = None,
     ) -> Tensor:
         """x_s ~ q(x_s | x_t, x0 = x0_hat) for s < t (DDPM's posterior, Ho et al. 2020, eq. 7):
         mean = sqrt(ᾱ_s)·β/(1 - ᾱ_t)·x0 + sqrt(α)·(1 - ᾱ_s)/(1 - ᾱ_t)·x_t and variance
         β·(1 - ᾱ_s)/(1 - ᾱ_t), with α = ᾱ_t/ᾱ_s, β = 1 - α. With x0 the true x0 and
-        x_t ~ q(x_t | x0), x_s has the marginal q(x_s | x0) (tested)."""
+        x_t ~ q(x_t | x0), x_s has the marginal q(x_s | x0) (tested). ``noise``: the standard
+        normal draws (xt's shape) in place of drawing them from ``generator``."""
         a_t = float(self.alpha_bar(torch.tensor(t)))
         a_s = float(self.alpha_bar(torch.tensor(s)))
         alpha = a_t / a_s
@@ -93,7 +99,9 @@ class SqrtSchedule:
         c0 = math.sqrt(a_s) * beta / (1.0 - a_t)
         ct = math.sqrt(alpha) * (1.0 - a_s) / (1.0 - a_t)
         var = beta * (1.0 - a_s) / (1.0 - a_t)
-        noise = torch.randn(xt.shape, generator=generator).to(xt.device, xt.dtype)
+        if noise is None:
+            noise = torch.randn(xt.shape, generator=generator)
+        noise = noise.to(xt.device, xt.dtype)
         return c0 * x0_hat + ct * xt + math.sqrt(max(var, 0.0)) * noise
 
 

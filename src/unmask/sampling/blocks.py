@@ -43,18 +43,20 @@ from unmask.canvas import Canvas, CanvasConstraint, left_pad
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
+from unmask.sampling.ar import RowGenerators, row_generators
 from unmask.sampling.loop import (
     START_TOKEN_NOTE,
     Denoiser,
     forbid_empty,
     nearest_multiples,
+    rows_draw_alone,
     split_steps,
     start_empty_prompts,
     unguided_starts,
     validate,
 )
 from unmask.sampling.penalties import PenaltyConstraint
-from unmask.sampling.policies import make_policy
+from unmask.sampling.policies import RowDraws, make_policy
 from unmask.sampling.protocol import (
     DecoderRun,
     GenerateResult,
@@ -232,7 +234,7 @@ class BlockRun(DecoderRun):
         pad_id: int,
         eos_id: int | None,
         block_size: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | RowGenerators | None = None,
         return_history: bool = False,
         step_callback: StepCallback | None = None,
         on_view: ViewCallback | None = None,
@@ -272,7 +274,18 @@ class BlockRun(DecoderRun):
         self.gen_length, self.block_size, self.P = config.gen_length, bs, P
         self.x, self.real = x.to(device), real.to(device)  # (B, L): prompt and finished blocks
         self.prompt = unguided_starts(self.real, started, P - 1)  # (B, P): what guidance blanks out
-        self.generator = make_generator(config.seed, device) if generator is None else generator
+        self._row_gens: list[torch.Generator] | None = None
+        self.generator: torch.Generator | None = None
+        if generator is None or isinstance(generator, torch.Generator):
+            self.generator = make_generator(config.seed, device) if generator is None \
+                else generator
+        else:  # a generator per row: row i draws what its run alone draws (``RowDraws``)
+            if len(generator) != B:
+                raise ValueError(f"{len(generator)} generators for {B} rows")
+            self._row_gens = list(generator)
+            # the padding row i's run alone has not: the columns its canvas is narrower by
+            own = [len(r) if self.absolute else -(-len(r) // bs) * bs for r in rows]
+            self._lead = [P - p for p in own]
         self.block_config = dataclasses.replace(
             config, gen_length=bs, block_length=None, steps=steps_per_block
         )
@@ -314,12 +327,16 @@ class BlockRun(DecoderRun):
         self._attn = attn
         self._base = (self.nfe, self.steps)
         self._post, self._extra = None, (0, 0)
+        draws: torch.Generator | RowDraws | None = self.generator
+        if self._row_gens is not None:  # rows past EOS: their runs alone have ended
+            draws = RowDraws(self._row_gens, [L + n - lead for lead in self._lead],
+                             out=self.finished.tolist())
         self._inner = Denoiser(
             self.model,
             canvas,
             dataclasses.replace(self.block_config, steps=self._block_steps[self.blocks_done]),
             eos_id=self.eos_id,
-            generator=self.generator,
+            generator=draws,
         )  # history and step_callback are kept here: a step ends after its edits
         if self._inner.done:  # nothing to denoise in this block
             self._end_block()
@@ -485,7 +502,15 @@ class BD3LMDecoder(Decoder):
     """Block diffusion (BD3-LM): block by block, stopping after the block that holds EOS."""
 
     penalties = True
+    row_seeds = True
     summary = "block diffusion: one block at a time over a block-causal model, stop at EOS"
+
+    def takes_seeds(self, config: SampleConfig) -> bool:
+        """The commit loop's rule (``rows_draw_alone``), but not token editing under a
+        dynamic policy: a row whose block is filled edits while it waits for the batch's
+        (alone, its edit-only steps are bounded by ``max_post_steps``)."""
+        dynamic = config.policy in ("threshold", "factor", "entropy")
+        return rows_draw_alone(config) and not (config.edit_threshold is not None and dynamic)
 
     def uses_steps(self, config: SampleConfig) -> bool:
         return not make_policy(config).dynamic  # dynamic: steps bound the run, not set it
@@ -511,8 +536,10 @@ class BD3LMDecoder(Decoder):
         config: SampleConfig,
         *,
         on_view: ViewCallback | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> DecoderRun:
         f = target.facts
+        device = model_device(target.model) or "cpu"
         return BlockRun(
             target.model,
             prompt_ids,
@@ -522,6 +549,7 @@ class BD3LMDecoder(Decoder):
             eos_id=f.eos_id,
             block_size=f.block_size,
             on_view=on_view,
+            generator=None if seeds is None else row_generators(seeds, device),
         )
 
 

@@ -58,7 +58,9 @@ from unmask.objectives.continuous import (
     with_self_condition,
 )
 from unmask.objectives.latent import decode_logits, denoise
+from unmask.sampling.ar import RowGenerators, row_generators
 from unmask.sampling.loop import add_gumbel_noise, forbid_tokens
+from unmask.sampling.policies import Draws, RowDraws
 from unmask.sampling.protocol import (
     DecoderRun,
     GenerateResult,
@@ -170,7 +172,12 @@ class _GaussianRun(DecoderRun):
     ``_x0(out)`` (the x0 prediction; it also sets the rounded canvas ``ids``) and
     ``_finish(x0)``; ``_prepare(t)`` and ``_keep(old, new)`` serve infilling. The run works
     on a copy of the canvas: the caller's is not modified (it was filled in place, so a second
-    run on it found nothing left to sample, and ``forbid_eos`` added its constraint to it)."""
+    run on it found nothing left to sample, and ``forbid_eos`` added its constraint to it).
+
+    ``generator``: one per row (CPU ``RowGenerators``; None: one for the run, seeded
+    ``config.seed``): row i then draws, from its own, the noise of the shapes its run alone
+    draws (its own columns, without the left padding), so a batch of seeded rows writes
+    what each row writes alone (``Decoder.row_seeds``)."""
 
     schedule = SqrtSchedule()
     decoder = ""
@@ -185,6 +192,7 @@ class _GaussianRun(DecoderRun):
         eos_id: int | None,
         constraint: Constraint | None,
         on_view: ViewCallback | None,
+        generator: RowGenerators | None = None,
     ) -> None:
         check_options(self.decoder, config)  # also when started without choose_decoder
         canvas = canvas.clone()  # the caller's canvas is not modified (as ``SEDDRun``)
@@ -193,7 +201,8 @@ class _GaussianRun(DecoderRun):
         start, end = canvas.region
         self.gen_length = end - start
         self.temperature = config.temperature
-        self.generator = make_generator(config.seed, "cpu")
+        self.generator: Draws = (make_generator(config.seed, "cpu") if generator is None
+                                 else self._row_draws(generator, canvas))
         self.grid = torch.linspace(1.0, 0.0, config.steps + 1, dtype=torch.float64).tolist()
         self.constraint, self.guide_scale = constraint, config.guide_scale
         if config.forbid_eos:
@@ -208,6 +217,38 @@ class _GaussianRun(DecoderRun):
         self.ids = canvas.tokens.clone()  # (B, L): the rounded canvas of the last step
         self.state = torch.empty(0)
         self.nfe = self.steps = 0
+
+    def _row_draws(self, generators: RowGenerators, canvas: Canvas) -> RowDraws:
+        """A generator per row over the canvas' columns: row i's real ones (left-padded)."""
+        return RowDraws.of(generators, (canvas.batch_size, canvas.length), canvas.attention_mask)
+
+    def _row_spans(self, n: int) -> list[tuple[int, int, torch.Generator]]:
+        """(row, first column, generator) of each row's own part of a (B, n, ...) tensor:
+        one as wide as the draws' columns (``RowDraws.widths``: the canvas) leaves out the
+        row's left padding; any other (a latent state) is the row's whole."""
+        assert isinstance(self.generator, RowDraws)
+        draws = self.generator
+        cols = max(draws.widths)
+        return [(i, n - w if n == cols else 0, g)
+                for i, (g, w) in enumerate(zip(draws.generators, draws.widths, strict=True))]
+
+    def _noise(self, shape: tuple[int, ...]) -> Tensor:
+        """(B, n, D) standard normal draws on CPU (row by row with a generator per row, each
+        row's (1, its columns, D) draw of its run alone; the padding 0)."""
+        if not isinstance(self.generator, RowDraws):
+            return torch.randn(shape, generator=self.generator)
+        out = torch.zeros(shape)
+        for i, lo, g in self._row_spans(shape[1]):
+            out[i : i + 1, lo:] = torch.randn((1, shape[1] - lo, *shape[2:]), generator=g)
+        return out
+
+    def _posterior(self, x0_hat: Tensor, t: float, s: float) -> Tensor:
+        """The state's ancestral step from t to s (its noise drawn row by row with a
+        generator per row, ``_noise``)."""
+        if not isinstance(self.generator, RowDraws):
+            return self.schedule.posterior_step(self.state, x0_hat, t, s, self.generator)
+        noise = self._noise(tuple(self.state.shape))
+        return self.schedule.posterior_step(self.state, x0_hat, t, s, None, noise=noise)
 
     @property
     def done(self) -> bool:
@@ -269,7 +310,7 @@ class _GaussianRun(DecoderRun):
             if self.done:
                 self._finish(x0_hat)
             else:
-                self.state = self.schedule.posterior_step(self.state, x0_hat, t, s, self.generator)
+                self.state = self._posterior(x0_hat, t, s)
         self._report()
 
     def view(self) -> Tensor:
@@ -301,9 +342,11 @@ class EmbedRun(_GaussianRun):
         eos_id: int | None = None,
         constraint: Constraint | None = None,
         on_view: ViewCallback | None = None,
+        generator: RowGenerators | None = None,
     ) -> None:
         super().__init__(
-            model, canvas, config, eos_id=eos_id, constraint=constraint, on_view=on_view
+            model, canvas, config, eos_id=eos_id, constraint=constraint, on_view=on_view,
+            generator=generator,
         )
         with torch.no_grad():  # float32 whatever the weights' dtype: the state is a
             # Gaussian chain (it also turned float32 at the first re-noising of known positions)
@@ -311,7 +354,7 @@ class EmbedRun(_GaussianRun):
         self.self_conditioned = hasattr(getattr(model, "module", model), "self_condition")
         self.known = canvas.locked | ~canvas.masked  # (B, L): given tokens and padding
         B, L = canvas.tokens.shape
-        noise = torch.randn(B, L, self.table.shape[1], generator=self.generator)
+        noise = self._noise((B, L, self.table.shape[1]))
         self.state = noise.to(self.table.device, self.table.dtype)  # (B, L, D): x_1 ~ N(0, I)
         self.x0_hat = self.table[canvas.tokens]  # (B, L, D): the last clamped prediction
         self.previous: Tensor | None = None  # a self-conditioned model's last x0 estimate
@@ -319,9 +362,12 @@ class EmbedRun(_GaussianRun):
     def _prepare(self, t: float) -> None:
         # replacement: known positions hold a fresh draw of q(x_t | their embedding)
         B = self.state.shape[0]
-        fresh = self.schedule.q_sample(
-            self.table[self.canvas.tokens], torch.full((B,), t), self.generator
-        )  # (B, L, D)
+        x0 = self.table[self.canvas.tokens]  # (B, L, D)
+        if isinstance(self.generator, RowDraws):  # each row's own columns, as alone
+            fresh = self.schedule.q_sample(x0, torch.full((B,), t), None,
+                                           noise=self._noise(tuple(x0.shape)))
+        else:
+            fresh = self.schedule.q_sample(x0, torch.full((B,), t), self.generator)  # (B, L, D)
         self.state = torch.where(self.known[..., None], fresh, self.state)
 
     def _keep(self, old: Tensor, new: Tensor) -> Tensor:
@@ -369,16 +415,22 @@ class LatentRun(_GaussianRun):
         eos_id: int | None = None,
         constraint: Constraint | None = None,
         on_view: ViewCallback | None = None,
+        generator: RowGenerators | None = None,
     ) -> None:
         super().__init__(
-            model, canvas, config, eos_id=eos_id, constraint=constraint, on_view=on_view
+            model, canvas, config, eos_id=eos_id, constraint=constraint, on_view=on_view,
+            generator=generator,
         )
         self.model_config = model.config
         K, D = self.model_config.latent_len, self.model_config.d_model
         device = model_device(model) or canvas.device
-        noise = torch.randn(canvas.batch_size, K, D, generator=self.generator)
+        noise = self._noise((canvas.batch_size, K, D))
         self.state = noise.to(device)  # (B, K, D): z_1 ~ N(0, I)
         self.previous: Tensor | None = None  # the last z0 prediction (self-conditioning)
+
+    def _row_draws(self, generators: RowGenerators, canvas: Canvas) -> RowDraws:
+        """Its draws of tokens cover the generation region alone (the same in every row)."""
+        return RowDraws(generators, [self.gen_length] * canvas.batch_size)
 
     def _forward(self, state: Tensor, t: float) -> tuple[Tensor, Tensor]:
         t_rows = torch.full((state.shape[0],), t)
@@ -483,6 +535,7 @@ class EmbedDiffusionDecoder(Decoder):
     """Gaussian diffusion on token embeddings with the clamping trick (``EmbedRun``)."""
 
     summary = "continuous diffusion on token embeddings: ancestral steps, clamping, guidance"
+    row_seeds = True
     unused, unused_why = CONTINUOUS_UNUSED, CONTINUOUS_WHY
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
@@ -497,6 +550,7 @@ class EmbedDiffusionDecoder(Decoder):
         config: SampleConfig,
         *,
         on_view: ViewCallback | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> DecoderRun:
         canvas = _canvas(target, prompt_ids, config)
         return EmbedRun(
@@ -506,6 +560,7 @@ class EmbedDiffusionDecoder(Decoder):
             eos_id=target.facts.eos_id,
             constraint=_constraint(target, config),
             on_view=on_view,
+            generator=None if seeds is None else row_generators(seeds, "cpu"),
         )
 
 
@@ -514,6 +569,7 @@ class LatentDiffusionDecoder(Decoder):
     """Gaussian diffusion of an autoencoder's latents, decoded to text (``LatentRun``)."""
 
     summary = "latent diffusion: ancestral steps on latent vectors, then the decoder"
+    row_seeds = True
     unused, unused_why = CONTINUOUS_UNUSED, CONTINUOUS_WHY
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
@@ -533,6 +589,7 @@ class LatentDiffusionDecoder(Decoder):
         config: SampleConfig,
         *,
         on_view: ViewCallback | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> DecoderRun:
         f = target.facts
         rows = as_rows(prompt_ids)
@@ -556,6 +613,7 @@ class LatentDiffusionDecoder(Decoder):
             eos_id=f.eos_id,
             constraint=_constraint(target, config),
             on_view=on_view,
+            generator=None if seeds is None else row_generators(seeds, "cpu"),
         )
 
 

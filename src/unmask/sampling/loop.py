@@ -35,7 +35,7 @@ from unmask.canvas import Canvas, as_rows
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
-from unmask.sampling.ar import separate_head
+from unmask.sampling.ar import RowGenerators, row_generators, separate_head
 from unmask.sampling.cache import (
     NoCache,
     check_cache_name,
@@ -51,7 +51,11 @@ from unmask.sampling.penalties import (
     special_ids,
 )
 from unmask.sampling.policies import (
+    CONFIDENCES,
     POLICIES,
+    REMASKING,
+    Draws,
+    RowDraws,
     StepState,
     _rand,
     make_policy,
@@ -89,7 +93,7 @@ from unmask.schedules import schedule_of
 def add_gumbel_noise(
     logits: Tensor,
     temperature: float,
-    generator: torch.Generator | None = None,
+    generator: Draws = None,
     window: tuple[int, int] | None = None,
 ) -> Tensor:
     """Gumbel-max perturbation whose argmax samples ``softmax(logits / temperature)``.
@@ -102,6 +106,7 @@ def add_gumbel_noise(
     decoding). With ``window = (lo, hi)`` only columns ``[lo, hi)``
     are perturbed and returned, (B, hi - lo, V), while the uniform draws still cover the
     whole (B, L, V) shape, so the generator's stream, and the samples, are the same.
+    ``generator``: one, or one per row (``RowDraws``: each row draws as alone).
     """
     temperature = min(temperature, 1e300)  # as uniform as any larger one; the product stays
     # finite (log(-log u) lies within about [-37, 4])
@@ -119,6 +124,22 @@ def add_gumbel_noise(
 
 _COLUMN_POLICIES = {name: POLICIES[name] for name in ("llada", "threshold", "factor", "entropy")}
 """The built-in commit policies: each reads the logits of the step's candidates alone."""
+_OWN_SCORES = {name: REMASKING[name] for name in ("low_confidence", "random")}
+"""The built-in remasking scores (a random one draws with the run's ``Draws``)."""
+_OWN_CONFIDENCES = {name: CONFIDENCES[name] for name in ("prob", "margin", "neg_entropy")}
+"""The built-in confidence measures (none draws)."""
+
+
+def rows_draw_alone(config: SampleConfig) -> bool:
+    """Whether the commit loop under ``config`` can run rows seeded one seed each in one
+    batch (``Denoiser(generator=[...])``), each row drawing what it draws alone: its commit
+    policy and remasking are built-in ones, whose draws and choices are row by row (a
+    registered one, or a registered confidence measure, may compare rows or draw from the
+    generator as it likes)."""
+    return (POLICIES.get(config.policy) is _COLUMN_POLICIES.get(config.policy) is not None
+            and REMASKING.get(config.remasking) is _OWN_SCORES.get(config.remasking) is not None
+            and CONFIDENCES.get(config.confidence)
+            is _OWN_CONFIDENCES.get(config.confidence) is not None)
 
 
 def model_logit_shift(model: Any) -> bool:
@@ -327,7 +348,7 @@ class Denoiser(DecoderRun):
         config: SampleConfig,
         *,
         eos_id: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | RowGenerators | RowDraws | None = None,
         return_history: bool = False,
         step_callback: StepCallback | None = None,
         on_view: ViewCallback | None = None,
@@ -395,7 +416,9 @@ class Denoiser(DecoderRun):
                 canvas.constraints.append(penalty(dataclasses.replace(
                     penalties, repetition=1.0, presence=0.0, frequency=0.0)))
         self.canvas = canvas
-        self.generator = make_generator(config.seed, device) if generator is None else generator
+        self.generator: Draws = (make_generator(config.seed, device) if generator is None
+                                 else generator if isinstance(generator, torch.Generator)
+                                 else self._row_draws(generator, config))  # a generator a row
         self.shift = model_logit_shift(model)
         # None: the model's whole logits (a forward without hidden states; a compiled twin,
         # whose graphs were compiled, and CUDA graphs captured, for its logits: as ``ar``)
@@ -416,6 +439,20 @@ class Denoiser(DecoderRun):
         self.block_step = 0
         self._enter_block()
         self._settle()
+
+    def _row_draws(self, generators: RowGenerators | RowDraws,
+                   config: SampleConfig) -> RowDraws:
+        """A generator per row (``RowDraws``): row i's run alone has the canvas of its real
+        columns (the padding is on the left), whose draws it makes here (given as
+        ``RowDraws``: the widths it says, as ``BlockRun``'s blocks)."""
+        if not rows_draw_alone(config):
+            raise UserError(f"policy {config.policy!r} with remasking {config.remasking!r} "
+                            "draws from one generator per run: seeded rows need a run each")
+        if isinstance(generators, RowDraws):
+            return generators
+        tokens = self.canvas.tokens
+        return RowDraws.of(generators, (tokens.shape[0], tokens.shape[1]),
+                           self.canvas.attention_mask)
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -544,9 +581,16 @@ class Denoiser(DecoderRun):
 
         candidates = masked.clone()
         candidates[:, block_end:] = False
+        live = None  # (B,) bool: the rows whose runs alone take this step (None: every row)
         if self.policy.dynamic:  # a row whose block is done waits for the batch's (alone, it
             # would move on), or it commits a prompt mask now (prompt_masks 'reference')
-            candidates[~self._counted(masked).any(dim=1)] = False
+            live = self._counted(masked).any(dim=1)
+            candidates[~live] = False
+        elif config.skip_empty_steps:  # a row with nothing to commit skips the step alone
+            empty = self.policy.empty_rows(self.block_step)
+            live = None if empty is None else ~empty
+        if isinstance(self.generator, RowDraws):  # those rows alone draw now
+            self.generator.live = [True] * len(x) if live is None else live.tolist()
         # Proposals and scores are needed only for the candidates, which lie in the window
         # [first candidate column, block end): the Gumbel perturbation and the deterministic
         # confidences (a float64 softmax over V per position) are computed there alone;
@@ -656,7 +700,7 @@ class Denoiser(DecoderRun):
         mask_id: int,
         pad_id: int,
         eos_id: int | None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | RowGenerators | None = None,
         return_history: bool = False,
         step_callback: StepCallback | None = None,
         on_view: ViewCallback | None = None,
@@ -780,7 +824,11 @@ class LLaDADecoder(Decoder):
     and KV caches (``Denoiser``)."""
 
     penalties = True
+    row_seeds = True
     summary = "masked diffusion: commit policies (llada, threshold, ...) and KV caches"
+
+    def takes_seeds(self, config: SampleConfig) -> bool:
+        return rows_draw_alone(config)
 
     def uses_steps(self, config: SampleConfig) -> bool:
         return not make_policy(config).dynamic  # dynamic: steps bound the run, not set it
@@ -816,8 +864,10 @@ class LLaDADecoder(Decoder):
         config: SampleConfig,
         *,
         on_view: ViewCallback | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> DecoderRun:
         f = target.facts
+        device = _model_device(target.model) or "cpu"
         return Denoiser.for_prompts(
             target.model,
             prompt_ids,
@@ -826,6 +876,7 @@ class LLaDADecoder(Decoder):
             pad_id=f.pad_id,
             eos_id=f.eos_id,
             on_view=on_view,
+            generator=None if seeds is None else row_generators(seeds, device),
         )
 
 

@@ -24,7 +24,7 @@ Inside:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -95,6 +95,12 @@ class CommitPolicy:
         the model runs (then ``SampleConfig.skip_empty_steps`` skips the model call)."""
         return False
 
+    def empty_rows(self, block_step: int) -> Tensor | None:
+        """(B,) bool: the rows that step ``block_step`` of the block commits nothing in, known
+        before the model runs (each such row's run alone skips the step under
+        ``SampleConfig.skip_empty_steps``, drawing nothing); None: none known."""
+        return None
+
     def use_schedule(self, schedule: Schedule) -> None:
         """The noise schedule the model was trained with (``unmask.schedules.schedule_of``),
         given by the loop before the first block; a policy that schedules its counts follows
@@ -164,6 +170,10 @@ class LLaDAPolicy(CommitPolicy):
     def step_is_empty(self, block_step: int) -> bool:
         assert self._counts is not None, "start_block was not called"
         return not bool(self._counts[:, block_step].any())
+
+    def empty_rows(self, block_step: int) -> Tensor:
+        assert self._counts is not None, "start_block was not called"
+        return self._counts[:, block_step] == 0  # (B,)
 
 
 def _ranked(confidence: Tensor) -> tuple[Tensor, Tensor]:
@@ -437,13 +447,88 @@ def scorer(config: SampleConfig) -> ConfidenceFn:
     return fn
 
 
+class RowDraws:
+    """A generator per row of a batched canvas, so that each row draws what it draws alone.
+
+    A batch of rows seeded one seed each (``Decoder.row_seeds``) is one run whose rows are
+    left-padded to the longest; row i alone has a canvas of its own ``widths[i]`` columns. A
+    draw of shape (B, L, *rest) (``_rand``: the Gumbel noise, random remasking) is then made
+    row by row: row i draws (1, widths[i], *rest) from ``generators[i]``, the call its run
+    alone makes (a slice of one (B, L, V) draw would be other numbers), into its own last
+    ``widths[i]`` columns. A row not in ``live`` (its run alone takes no step now: its block
+    is done, or its step is an empty one that it skips) leaves its generator as it is. What
+    is not drawn (padding, rows not live) holds 0.5: nothing commits there."""
+
+    def __init__(self, generators: Sequence[torch.Generator], widths: Sequence[int],
+                 out: Sequence[bool] | None = None) -> None:
+        if len(generators) != len(widths):
+            raise ValueError(f"{len(generators)} generators for {len(widths)} rows")
+        self.generators = list(generators)
+        self.widths = [int(w) for w in widths]
+        self.out = [False] * len(widths) if out is None else [bool(o) for o in out]
+        """The rows that never draw (their runs alone have ended: a block-diffusion row past
+        EOS)."""
+        self.live: list[bool] = [True] * len(widths)
+        """The rows that draw at this step (the caller sets it before the step's draws)."""
+
+    @classmethod
+    def of(cls, generators: Sequence[torch.Generator], canvas_shape: tuple[int, int],
+           attention_mask: Tensor | None) -> RowDraws:
+        """The draws of a left-padded (B, L) canvas with ``attention_mask`` (None: no
+        padding): row i's width is its real columns, the canvas of its run alone."""
+        B, L = canvas_shape
+        if len(generators) != B:
+            raise ValueError(f"{len(generators)} generators for {B} rows")
+        if attention_mask is None:
+            return cls(generators, [L] * B)
+        widths = attention_mask.bool().sum(dim=1)  # (B,)
+        cols = torch.arange(L, device=attention_mask.device)
+        if not torch.equal(attention_mask.bool(), cols >= (L - widths)[:, None]):
+            raise ValueError("a generator per row needs a left-padded canvas")
+        return cls(generators, widths.tolist())
+
+    def rand_each(self, counts: Sequence[int], dtype: torch.dtype,
+                  device: torch.device) -> Tensor:
+        """(sum(counts), 1) uniforms: ``counts[i]`` of them, a (counts[i], 1) draw, from row
+        i's generator, rows in order (the positions of a boolean index of a (B, L) canvas,
+        row by row); a row of none draws nothing, as its run alone."""
+        if len(counts) != len(self.generators):
+            raise ValueError(f"{len(self.generators)} generators for {len(counts)} rows")
+        parts = [_rand((int(n), 1), dtype, device, g)
+                 for g, n, ended in zip(self.generators, counts, self.out, strict=True)
+                 if n and not ended]
+        return torch.cat(parts) if parts else torch.zeros(0, 1, dtype=dtype, device=device)
+
+    def rand(self, shape: torch.Size | tuple[int, ...], dtype: torch.dtype,
+             device: torch.device) -> Tensor:
+        """(B, L, *rest) uniforms, row by row (see the class)."""
+        B, L = shape[0], shape[1]
+        if B != len(self.generators):
+            raise ValueError(f"{len(self.generators)} generators for {B} rows")
+        out = torch.full(tuple(shape), 0.5, dtype=dtype, device=device)
+        for i, (g, width, live, ended) in enumerate(
+                zip(self.generators, self.widths, self.live, self.out, strict=True)):
+            if live and not ended:
+                if width > L:
+                    raise ValueError(f"row {i} is {width} columns wide, the canvas {L}")
+                out[i : i + 1, L - width :] = _rand((1, width, *shape[2:]), dtype, device, g)
+        return out
+
+
+Draws = torch.Generator | RowDraws | None
+"""Where random numbers come from: one generator (None: the global RNG), or one per row."""
+
+
 def _rand(
     shape: torch.Size | tuple[int, ...],
     dtype: torch.dtype,
     device: torch.device,
-    generator: torch.Generator | None,
+    generator: Draws,
 ) -> Tensor:
-    """Uniform [0, 1) draws from ``generator`` (global RNG if None), on ``device``."""
+    """Uniform [0, 1) draws from ``generator`` (global RNG if None; ``RowDraws``: row by row),
+    on ``device``."""
+    if isinstance(generator, RowDraws):
+        return generator.rand(shape, dtype, device)
     if generator is None or generator.device == device:
         return torch.rand(shape, dtype=dtype, device=device, generator=generator)
     return torch.rand(shape, dtype=dtype, device=generator.device, generator=generator).to(device)

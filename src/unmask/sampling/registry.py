@@ -78,7 +78,13 @@ class Decoder:
     row_seeds: ClassVar[bool] = False
     """Its ``start`` takes ``seeds``, one per row: one batched run in which row i draws from a
     generator of its own seeded ``seeds[i]``, exactly what the row draws alone under ``seed =
-    seeds[i]`` (so seeded rows need not run one run each: ``unmask.api.generate``)."""
+    seeds[i]`` (so seeded rows need not run one run each: ``unmask.api.generate``), under every
+    config where ``takes_seeds`` says so."""
+
+    def takes_seeds(self, config: SampleConfig) -> bool:
+        """Whether its run under ``config`` takes ``seeds`` (``row_seeds``): a decoder whose
+        rows draw as alone under some of its options only says which."""
+        return self.row_seeds
 
     def start(
         self,
@@ -90,7 +96,7 @@ class Decoder:
         seeds: Sequence[int] | None = None,
     ) -> DecoderRun:
         """The run for ``prompt_ids`` (``config.decoder`` is this decoder's name); ``seeds``
-        (only where ``row_seeds``): row i's seed, in place of ``config.seed``."""
+        (only where ``takes_seeds``): row i's seed, in place of ``config.seed``."""
         raise NotImplementedError
 
 

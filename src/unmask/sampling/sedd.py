@@ -38,10 +38,11 @@ from unmask.canvas import Canvas
 from unmask.config import SEDD_POLICY_ALIASES, SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
+from unmask.sampling.ar import RowGenerators, row_generators
 from unmask.sampling.cache import shift_logits
 from unmask.sampling.loop import forbid_tokens, model_logit_shift, validate
 from unmask.sampling.penalties import banned_ids
-from unmask.sampling.policies import _rand
+from unmask.sampling.policies import Draws, RowDraws, _rand
 from unmask.sampling.protocol import (
     DecoderRun,
     GenerateResult,
@@ -124,13 +125,20 @@ with ``sedd_sampler`` = the value; ``SampleConfig`` rewrites them)."""
 
 
 def sample_categorical(
-    probs: Tensor, generator: torch.Generator | None, fallback: Tensor
+    probs: Tensor, generator: Draws, fallback: Tensor, counts: Sequence[int] | None = None
 ) -> Tensor:
     """(N,) draws from unnormalised ``probs`` (N, V) by inverse CDF, one uniform per row from
-    ``generator``; a row with no mass keeps its ``fallback`` (N,) token."""
+    ``generator``; a row with no mass keeps its ``fallback`` (N,) token. With a generator per
+    canvas row (``RowDraws``), ``counts`` (B,) says how many of the N rows, in order, are each
+    canvas row's: each draws its own from its generator (``RowDraws.rand_each``)."""
     cdf = probs.to(torch.float64).cumsum(dim=-1)  # (N, V)
     total = cdf[:, -1:]
-    u = _rand((probs.shape[0], 1), torch.float64, probs.device, generator) * total
+    if isinstance(generator, RowDraws):
+        if counts is None or sum(counts) != probs.shape[0]:
+            raise ValueError("a generator per row needs the count of draws of every row")
+        u = generator.rand_each(counts, torch.float64, probs.device) * total
+    else:
+        u = _rand((probs.shape[0], 1), torch.float64, probs.device, generator) * total
     idx = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max(probs.shape[1] - 1)
     return torch.where(total.squeeze(-1) > 0, idx, fallback)
 
@@ -182,7 +190,7 @@ class SEDDRun(DecoderRun):
         graph: Graph,
         noise: LogLinearNoise | None = None,
         eos_id: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | RowGenerators | None = None,
         return_history: bool = False,
         step_callback: StepCallback | None = None,
         on_view: ViewCallback | None = None,
@@ -200,21 +208,36 @@ class SEDDRun(DecoderRun):
         if self.ruled_out and graph.absorbing:  # no unmasking move goes to them
             canvas.constraints.append(forbid_tokens(self.ruled_out))
         device = canvas.device
-        self.generator = make_generator(config.seed, device) if generator is None else generator
+        self.generator: Draws = (
+            make_generator(config.seed, device) if generator is None
+            else generator if isinstance(generator, torch.Generator)
+            else RowDraws.of(generator, (canvas.batch_size, canvas.length),
+                             canvas.attention_mask))  # row i draws as alone
         self.canvas, self.model, self.eos_id = canvas, score_fn, eos_id
         self.mask_id, self.gen_length = canvas.mask_id, region_len
         self.x = canvas.tokens  # (B, L), updated in place
         self.todo = canvas.masked  # (B, L): the positions this run decides
         if not graph.absorbing:
-            self.x[self.todo] = graph.sample_limit(tuple(self.x.shape), self.generator, device)[
-                self.todo
-            ]
+            self.x[self.todo] = self._prior(device)[self.todo]
         self.block_length = region_len // self.num_blocks
         self.grid = torch.linspace(1.0, 0.0, self.steps_per_block + 1, dtype=torch.float64).tolist()
         self.history: list[Tensor] | None = [] if return_history else None
         self.step_callback, self.on_view = step_callback, on_view
         self.nfe = self.steps = 0
         self.block = self.block_step = 0
+
+    def _prior(self, device: torch.device) -> Tensor:
+        """(B, L) a draw from the graph's prior; with a generator per row each row's draw
+        over its own columns, as alone."""
+        shape = (self.x.shape[0], self.x.shape[1])
+        if not isinstance(self.generator, RowDraws):
+            return self.graph.sample_limit(shape, self.generator, device)
+        out = self.x.clone()
+        L = shape[1]
+        for i, (g, width) in enumerate(
+                zip(self.generator.generators, self.generator.widths, strict=True)):
+            out[i : i + 1, L - width :] = self.graph.sample_limit((1, width), g, device)
+        return out
 
     @property
     def done(self) -> bool:
@@ -257,7 +280,8 @@ class SEDDRun(DecoderRun):
                     # tokens, not the fallback (the forbidden token itself)
                     stuck = (probs.sum(dim=-1) <= 0)[:, None]  # (N, 1)
                     probs = torch.where(stuck, score * allowed, probs)
-                x[moving] = sample_categorical(probs, self.generator, xm)
+                x[moving] = sample_categorical(probs, self.generator, xm,
+                                               counts=moving.sum(dim=1).tolist())
         self.steps += 1
         self.block_step += 1
         if self.block_step == self.steps_per_block:
@@ -428,7 +452,7 @@ def start_model(
     config: SampleConfig,
     *,
     eos_id: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RowGenerators | None = None,
     return_history: bool = False,
     step_callback: StepCallback | None = None,
     on_view: ViewCallback | None = None,
@@ -518,6 +542,7 @@ class SEDDDecoder(Decoder):
     """SEDD's reverse process (``sedd_sampler`` euler / analytic) over a SEDD checkpoint."""
 
     summary = "score entropy (SEDD): Euler or analytic reverse steps; no commit policy"
+    row_seeds = True
     unused = ("temperature", "cfg_scale", "top_k", "top_p",
               *(o for o in COMMIT_LOOP_OPTIONS if o != "policy"))  # policy: check's own line
     unused_why = "draws tokens from the model's reverse process (sedd_sampler) and commits none"
@@ -549,13 +574,16 @@ class SEDDDecoder(Decoder):
         config: SampleConfig,
         *,
         on_view: ViewCallback | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> DecoderRun:
         f = target.facts
         validate(config)
         canvas = Canvas.from_prompts(
             prompt_ids, config.gen_length, mask_id=f.mask_id, pad_id=f.pad_id
         )
-        return start_model(target.model, canvas, config, eos_id=f.eos_id, on_view=on_view)
+        device = model_device(target.model) or "cpu"
+        return start_model(target.model, canvas, config, eos_id=f.eos_id, on_view=on_view,
+                           generator=None if seeds is None else row_generators(seeds, device))
 
 
 __all__ = [

@@ -35,7 +35,7 @@ to drain, takes the request with every queued request of the same ``batch_key`` 
 ``max_batch`` rows, one run over all their rows) and advances it step by step to the end,
 stopping early when all of them are cancelled. A seeded job runs alone, a run per row one
 after another, except where its decoder gives each row a generator of its own in one run
-(``ar``, ``hybrid``, ``speculative``: ``Engine(seeds_in_one_run=...)``): then its rows run
+(every built-in decoder in float32: ``Engine(seeds_in_one_run=...)``): then its rows run
 as one run (slices of ``max_batch`` rows), each drawing what it draws alone, and queued
 seeded jobs of the same settings but their seeds share that run (``Job._row_seeds``: batch
 key ``seeded``). A queued request that runs alone stops later requests from joining until it
@@ -73,8 +73,8 @@ says the run can take them."""
 
 SeedsInOneRun = Callable[[SampleConfig], bool]
 """``seeds_in_one_run(config)``: whether rows seeded one seed each run as one batched run
-with a generator per row (``unmask.api.seeds_in_one_run``: ``ar``, ``hybrid``,
-``speculative``), not a run per row."""
+with a generator per row (``unmask.api.seeds_in_one_run``: every built-in decoder in
+float32), not a run per row."""
 
 _ids = itertools.count()
 

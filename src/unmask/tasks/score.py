@@ -201,9 +201,10 @@ def decode_each(
     and the row's index there (its ``gen_ids`` and ``texts`` cut at EOS). A run that draws
     random numbers (``unmask.api.draws_noise``: SEDD, the continuous decoders at any
     temperature, any decoder above temperature 0) decodes by ``unmask.api.run_rows``, as
-    ``generate`` does: one run with a generator per row where the decoder has them, else a
-    run per row, stepped together where the runs share forward passes (``llada`` without a
-    KV cache), else one after another; a greedy run is one batch. One generator for a batch
+    ``generate`` does: one run with a generator per row where the decoder has them (every
+    built-in decoder in float32: ``unmask.api.seeds_in_one_run``), else a run per row,
+    stepped together where the runs share forward passes (``llada`` without a KV cache),
+    else one after another; a greedy run is one batch. One generator for a batch
     made a row's output depend on the rows beside it and on the batch size (all 16 items of
     a SEDD model's test set changed between batches of 32 and of 1).
     On a checkpoint whose blocks start at the first prompt token (``absolute_blocks``) the

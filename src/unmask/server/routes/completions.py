@@ -311,7 +311,7 @@ def shares_forward(decoder: Decoder, config: SampleConfig) -> bool:
 
 def seeds_share_runs(state: ServerState, config: SampleConfig) -> bool:
     """Whether seeded requests of ``config`` share whole-batch runs, each row drawing from a
-    generator of its own (``Engine.seeds_in_one_run``: ``ar``, ``hybrid`` in float32), so that
+    generator of its own (``Engine.seeds_in_one_run``: every built-in decoder in float32), so that
     a seed costs a request nothing: one is drawn for a sampled request that sends none, as in
     the continuous batch (``shares_forward``)."""
     together = state.engine.seeds_in_one_run
