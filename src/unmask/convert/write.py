@@ -12,11 +12,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unmask.convert.families import IMPORTERS, SINGLE, SPECIAL_KEYS, Importer
-from unmask.convert.load import _shape_fields, import_folder, is_publisher_folder, weight_map
+from unmask.convert.load import (
+    _default_dtype,
+    _shape_fields,
+    build_meta,
+    is_publisher_folder,
+    model_config,
+    streamed_weights,
+    weight_map,
+)
 from unmask.errors import UserError
 from unmask.files import (
     SAFETENSORS_DTYPES,
     check_creatable,
+    read_json,
     staging_dir,
     staging_prefix,
     stale_staging,
@@ -44,10 +53,18 @@ def convert(
 
     out = Path(dst)
     check_destination(out, src)
-    if is_publisher_folder(src):
-        loaded = import_folder(src, device="cpu", dtype=dtype)
-    else:  # a native checkpoint or run directory (load names what is wrong otherwise)
-        loaded = load(src, device="cpu", dtype=dtype or stored_dtype(src))
+    if is_publisher_folder(src):  # read tensor by tensor as it is written: one in memory
+        imp, config, tokenizer = model_config(src)
+        folder = Path(src)
+        if dtype is None:
+            dtype = _default_dtype(read_json(folder / "config.json"), folder / "config.json")
+        model = build_meta(config, folder / "config.json").to(dtype=dtype)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with streamed_weights(model, imp, folder) as tensors:
+            return _write_folder(out, tensors, {"source": imp.name}, to_dict(config), tokenizer,
+                                 like=tensors.params)
+    # a native checkpoint or run directory (load names what is wrong otherwise)
+    loaded = load(src, device="cpu", dtype=dtype or stored_dtype(src))
     out.parent.mkdir(parents=True, exist_ok=True)
     return _write_folder(
         out,
@@ -97,17 +114,19 @@ def _write_folder(
     config: dict[str, Any],
     tokenizer: Any,
     files: Mapping[str, str] | None = None,
+    *,
+    like: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write model.safetensors + config.json + tokenizer.json (+ ``files``: name -> text) into a
     staging folder beside ``out`` and rename it into place, so a failure leaves nothing
-    half-written."""
+    half-written; ``like``: as ``write_safetensors`` takes it (``tensors`` read as written)."""
     try:
         clear_stale_staging(out)
         tmp = staging_dir(out.parent, staging_prefix(out))
     except OSError as e:
         raise UserError(f"{out}: cannot be written ({e.strerror})") from None
     try:
-        write_safetensors(tensors, tmp / SINGLE, metadata=metadata)
+        write_safetensors(tensors, tmp / SINGLE, metadata=metadata, like=like)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         tokenizer.save(tmp)
         for name, text in (files or {}).items():
