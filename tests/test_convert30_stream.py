@@ -153,3 +153,33 @@ def test_ctrl_c_midway_through_a_streamed_write_leaves_nothing(tmp_path, monkeyp
         convert(tmp_path / "src", tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
     assert not calls[0]._stack._exit_callbacks  # the open shard was closed
+
+
+def _cut_short(file: Path) -> None:
+    """Drop the last bytes of ``file``: its weights can no longer be read."""
+    file.write_bytes(file.read_bytes()[:-64])
+
+
+def test_export_refuses_a_publisher_folder_before_reading_its_weights(tmp_path) -> None:
+    """`convert LLADA_FOLDER OUT --to transformers` loaded the whole model before saying that
+    export takes a native checkpoint (minutes for 8B, or a refusal about its weights)."""
+    from unmask.convert import export
+
+    torch.manual_seed(0)
+    make_llada(tmp_path / "src", n_shards=2)
+    _cut_short(tmp_path / "src" / "model-00002-of-00002.safetensors")
+    with pytest.raises(UserError, match=r"already a publisher folder \(llada\); export takes"):
+        export(tmp_path / "src", tmp_path / "out", family="transformers")
+
+
+def test_export_refuses_a_family_that_cannot_hold_the_model_before_reading_it(tmp_path) -> None:
+    """A refused layout (llada2 is import only) was found after the whole model was loaded."""
+    from unmask.convert import export
+
+    torch.manual_seed(0)
+    make_llada(tmp_path / "src", n_shards=2)
+    native = convert(tmp_path / "src", tmp_path / "native")
+    _cut_short(native / "model.safetensors")
+    with pytest.raises(UserError, match="cannot export as llada2: the family is import only"):
+        export(native, tmp_path / "out", family="llada2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["native", "src"]

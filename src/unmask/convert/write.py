@@ -16,6 +16,7 @@ from unmask.convert.load import (
     _default_dtype,
     _shape_fields,
     build_meta,
+    detect,
     is_publisher_folder,
     model_config,
     streamed_weights,
@@ -264,26 +265,30 @@ def export(
     ``configuration_*.py`` / ``modeling_*.py`` copied into ``dst`` (unmask does not ship
     third-party code).
     """
-    from unmask.checkpoint import _state_for_save, load
+    import torch
+
+    from unmask.checkpoint import _state_for_save, load, native_config
 
     if family not in IMPORTERS:
         raise UserError(f"unknown family {family!r}; choose one of {', '.join(IMPORTERS)}")
     imp = IMPORTERS[family]
     out = Path(dst)
     check_destination(out, src)
-    loaded = load(src, device="cpu", dtype=dtype or stored_dtype(src))
-    if loaded.family != "unmask":
+    # refusals before the weights are read (minutes for a large model): a publisher folder, a
+    # model the family cannot hold
+    if is_publisher_folder(src):
         raise UserError(
-            f"{src}: already a publisher folder ({loaded.family}); export takes a native "
-            f"checkpoint: `unmask convert {src} NATIVE` first, then export NATIVE"
+            f"{src}: already a publisher folder ({_family_name(Path(src))}); export takes a "
+            f"native checkpoint: `unmask convert {src} NATIVE` first, then export NATIVE"
         )
+    stored = dtype or stored_dtype(src) or torch.float32  # what load gives the weights
+    config = native_config(src)  # None: load says what is wrong with the folder
+    if config is not None:
+        meta = build_meta(config, Path(src) / "config.json")
+        _checked_layout(imp, config, stored, {n for n, _ in meta.named_parameters()})
+    loaded = load(src, device="cpu", dtype=stored)
     state = _state_for_save(loaded.model)  # tied output head dropped, as the publishers do
-    stored = next(iter(state.values())).dtype
-    try:
-        header, names = _layout(imp, loaded.config, stored, set(state))
-    except UserError as e:  # a hint only where it is true: the families that hold it
-        others = [f"--to {n}" for n in _holders(loaded.config, stored, set(state)) if n != family]
-        raise UserError(f"{e}; {' or '.join(others)} holds it" if others else str(e)) from None
+    header, names = _checked_layout(imp, loaded.config, stored, set(state))
     out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {names[k]: v for k, v in state.items()}
     if imp.files is not None:  # transformers: tokenizer_config.json holds the template
@@ -321,6 +326,27 @@ def _layout(
             f"cannot export as {imp.name}: no {imp.name} name for {', '.join(unmapped[:3])}"
         )
     return header, names
+
+
+def _family_name(folder: Path) -> str:
+    """The family of the publisher folder ``folder`` (``detect``), or what is wrong with its
+    ``config.json``."""
+    try:
+        return detect(read_json(folder / "config.json"), folder / "config.json").name
+    except UserError:
+        return "of no family unmask knows"
+
+
+def _checked_layout(
+    imp: Importer, config: ModelConfig, dtype: torch.dtype, params: set[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """``_layout``, its refusal naming the families that hold the model (a hint only where it
+    is true)."""
+    try:
+        return _layout(imp, config, dtype, params)
+    except UserError as e:
+        others = [f"--to {n}" for n in _holders(config, dtype, params) if n != imp.name]
+        raise UserError(f"{e}; {' or '.join(others)} holds it" if others else str(e)) from None
 
 
 def _holders(config: ModelConfig, dtype: torch.dtype, params: set[str]) -> list[str]:
