@@ -166,7 +166,7 @@ class StreamedWeights(Mapping[str, "torch.Tensor"]):
         self.names, self.where = names, where
         self.source = {t: (k, j) for k, d in names.items() for j, t in enumerate(targets(d))}
         self._stack = contextlib.ExitStack()
-        self._file: Path | None = None
+        self._opened: tuple[Path, str] | None = None  # (file, module group) of the handle
         self._handle: Any = None
 
     def __enter__(self) -> StreamedWeights:
@@ -187,10 +187,14 @@ class StreamedWeights(Mapping[str, "torch.Tensor"]):
         param = self.params[name]
         key, part = self.source[name]
         file = self.where[key]
-        if file != self._file:  # one file mapped at a time (its pages count while open)
+        # one file mapped at a time, reopened for each block as stream_weights does: the pages
+        # read through a handle count in memory until it is closed (a native checkpoint is
+        # one file, the whole model)
+        opened = (file, _group(name))
+        if opened != self._opened:
             self._stack.close()
-            self._file, self._handle = None, None
-            self._handle, self._file = _open(file, self._stack), file
+            self._opened, self._handle = None, None
+            self._handle, self._opened = _open(file, self._stack), opened
         sizes = [self.params[t].shape[0] for t in targets(self.names[key])]
         if len(sizes) == 1:
             stored = self._handle.get_tensor(key)
@@ -201,6 +205,12 @@ class StreamedWeights(Mapping[str, "torch.Tensor"]):
             out = stored.to(param.dtype).contiguous()
         _check_finite(out, stored, key, file)
         return out
+
+
+def _group(name: str) -> str:
+    """The module group (``module_groups``) of parameter ``name``: ``layers.3``, ``embed``..."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] == "layers" else parts[0]
 
 
 WEIGHT_DTYPES = ("BF16", "F16", "F32", "F64")

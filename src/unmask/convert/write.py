@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import torch
 
     from unmask.config import ModelConfig
+    from unmask.convert.stream import StreamedWeights
 
 
 def convert(
@@ -47,33 +48,48 @@ def convert(
     it in another dtype: the demo model ships in fp16); returns ``dst``.
 
     ``dst`` must not exist or be empty. Files are written into a temporary folder beside
-    ``dst`` and renamed into place, so a failed conversion leaves nothing half-written.
+    ``dst`` and renamed into place, so a failed conversion leaves nothing half-written. Each
+    tensor is read (cast to ``dtype``, checked for NaN) as it is written, after the checks of
+    a load: memory holds one tensor, not the model.
     """
-    from unmask.checkpoint import _state_for_save, load
-    from unmask.config import to_dict
+    import torch
+
+    from unmask.checkpoint import native_parts
+    from unmask.config import load_target, to_dict
 
     out = Path(dst)
     check_destination(out, src)
-    if is_publisher_folder(src):  # read tensor by tensor as it is written: one in memory
+    dtype = load_target("cpu", dtype)[1]  # a name (bf16) or a torch dtype, checked
+    if is_publisher_folder(src):
         imp, config, tokenizer = model_config(src)
-        folder = Path(src)
+        folder, source = Path(src), imp.name
         if dtype is None:
             dtype = _default_dtype(read_json(folder / "config.json"), folder / "config.json")
         model = build_meta(config, folder / "config.json").to(dtype=dtype)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with streamed_weights(model, imp, folder) as tensors:
-            return _write_folder(out, tensors, {"source": imp.name}, to_dict(config), tokenizer,
-                                 like=tensors.params)
-    # a native checkpoint or run directory (load names what is wrong otherwise)
-    loaded = load(src, device="cpu", dtype=dtype or stored_dtype(src))
+        tensors = streamed_weights(model, imp, folder)
+    else:  # a native checkpoint or run directory (native_parts names what is wrong otherwise)
+        folder, config, tokenizer = native_parts(src)
+        source = "unmask"
+        dtype = dtype or stored_dtype(src) or torch.float32
+        model = build_meta(config, folder / "config.json").to(dtype=dtype)
+        tensors = _streamed_native(model, folder)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return _write_folder(
-        out,
-        _state_for_save(loaded.model),
-        {"source": loaded.family},
-        to_dict(loaded.config),
-        loaded.tokenizer,
-    )
+    with tensors:  # each tensor read as it is written: one in memory, not the model
+        return _write_folder(out, tensors, {"source": source}, to_dict(config), tokenizer,
+                             like=tensors.params)
+
+
+def _streamed_native(model: Any, folder: Path) -> StreamedWeights:
+    """The weights of the native checkpoint ``folder`` as ``model`` (on the meta device, in the
+    dtype to write) holds them, read as they are asked for, after the checks of a load
+    (``unmask.checkpoint.native_checks``)."""
+    from unmask.checkpoint import native_checks, native_sources
+    from unmask.convert.stream import StreamedWeights, check_sources
+
+    path = folder / SINGLE
+    names, files = native_sources(model, path)
+    return StreamedWeights(model, names, check_sources(model, names, files,
+                                                       **native_checks(model, path)))
 
 
 def check_destination(out: Path, src: str | os.PathLike[str] | None = None) -> None:
@@ -267,13 +283,15 @@ def export(
     """
     import torch
 
-    from unmask.checkpoint import _state_for_save, load, native_config
+    from unmask.checkpoint import native_parts
+    from unmask.config import load_target
 
     if family not in IMPORTERS:
         raise UserError(f"unknown family {family!r}; choose one of {', '.join(IMPORTERS)}")
     imp = IMPORTERS[family]
     out = Path(dst)
     check_destination(out, src)
+    dtype = load_target("cpu", dtype)[1]
     # refusals before the weights are read (minutes for a large model): a publisher folder, a
     # model the family cannot hold
     if is_publisher_folder(src):
@@ -281,23 +299,39 @@ def export(
             f"{src}: already a publisher folder ({_family_name(Path(src))}); export takes a "
             f"native checkpoint: `unmask convert {src} NATIVE` first, then export NATIVE"
         )
-    stored = dtype or stored_dtype(src) or torch.float32  # what load gives the weights
-    config = native_config(src)  # None: load says what is wrong with the folder
-    if config is not None:
-        meta = build_meta(config, Path(src) / "config.json")
-        _checked_layout(imp, config, stored, {n for n, _ in meta.named_parameters()})
-    loaded = load(src, device="cpu", dtype=stored)
-    state = _state_for_save(loaded.model)  # tied output head dropped, as the publishers do
-    header, names = _checked_layout(imp, loaded.config, stored, set(state))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {names[k]: v for k, v in state.items()}
+    folder, config, tokenizer = native_parts(src)
+    stored = dtype or stored_dtype(src) or torch.float32
+    model = build_meta(config, folder / "config.json").to(dtype=stored)
+    params = {n for n, _ in model.named_parameters()}  # a tied output head once, as saved
+    header, names = _checked_layout(imp, config, stored, params)
     if imp.files is not None:  # transformers: tokenizer_config.json holds the template
-        files = imp.files(loaded.config, loaded.tokenizer)
+        files = imp.files(config, tokenizer)
     else:  # where transformers and the importer look first: an SFT model stays chat-capable
-        template = loaded.config.chat_template
+        template = config.chat_template
         files = {"chat_template.jinja": template} if template else {}
-        files["tokenizer_config.json"] = _tokenizer_config(loaded.config, loaded.tokenizer)
-    return _write_folder(out, tensors, {"format": "pt"}, header, loaded.tokenizer, files)
+        files["tokenizer_config.json"] = _tokenizer_config(config, tokenizer)
+    with _streamed_native(model, folder) as tensors:  # one tensor in memory at a time
+        renamed = _Renamed(tensors, names)
+        like = {names[k]: p for k, p in tensors.params.items()}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return _write_folder(out, renamed, {"format": "pt"}, header, tokenizer, files,
+                             like=like)
+
+
+class _Renamed(Mapping[str, "torch.Tensor"]):
+    """``tensors`` under other names (``names``: old -> new), each read when asked for."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], names: Mapping[str, str]) -> None:
+        self.tensors, self.old = tensors, {new: old for old, new in names.items()}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensors[self.old[name]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.old)
+
+    def __len__(self) -> int:
+        return len(self.old)
 
 
 def _tokenizer_config(config: ModelConfig, tokenizer: Any) -> str:
