@@ -217,3 +217,17 @@ def test_convert_export_convert_round_trip_is_exact(tmp_path, family, to) -> Non
     x = torch.tensor([[3, 17, 5, 9]])
     torch.testing.assert_close(unmask.load(again).model(x), unmask.load(first).model(x),
                                rtol=0, atol=0)
+
+
+def test_a_stale_index_beside_model_safetensors_is_ignored_as_transformers_does(tmp_path) -> None:
+    """transformers' save_pretrained of an unsharded model into a folder that held shards
+    deletes the shards and leaves model.safetensors.index.json: transformers loads
+    model.safetensors, unmask said "shard listed in model.safetensors.index.json is missing"."""
+    torch.manual_seed(0)
+    make_llada(tmp_path / "src", n_shards=1)
+    stale = {"weight_map": {"model.transformer.wte.weight": "model-00001-of-00002.safetensors"}}
+    (tmp_path / "src" / "model.safetensors.index.json").write_text(json.dumps(stale))
+    out = convert(tmp_path / "src", tmp_path / "out")
+    x = torch.tensor([[3, 17, 5, 9]])
+    assert unmask.load(tmp_path / "src").model(x).isfinite().all()
+    assert torch.equal(unmask.load(out).model(x), unmask.load(tmp_path / "src").model(x))

@@ -328,8 +328,12 @@ def parse_dtype(name: str | None) -> torch.dtype | None:
 
 
 def shard_files(folder: Path) -> list[Path]:
-    """The folder's safetensors files: those named in the index, or ``model.safetensors``."""
+    """The folder's safetensors files: ``model.safetensors``, else those named in the index.
+    The single file first, as ``transformers`` looks: its ``save_pretrained`` of an unsharded
+    model into a folder that held shards deletes them but leaves their index behind."""
     index = folder / INDEX
+    if (folder / SINGLE).is_file():
+        return [folder / SINGLE]
     if index.is_file():
         weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
@@ -345,8 +349,6 @@ def shard_files(folder: Path) -> list[Path]:
             if not f.is_file():
                 raise UserError(f"{f}: shard listed in {INDEX} is missing")
         return files
-    if (folder / SINGLE).is_file():
-        return [folder / SINGLE]
     if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.pth")):
         raise UserError(
             f"{folder}: only pickled weights (*.bin/*.pt); unmask never unpickles: "
