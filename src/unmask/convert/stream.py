@@ -158,7 +158,7 @@ class StreamedWeights(Mapping[str, "torch.Tensor"]):
     them (``names`` and ``where``, from ``check_sources``): cast to the parameter's dtype and
     checked by ``_check_finite``. What ``unmask convert`` writes
     (``unmask.files.write_safetensors`` with ``like``), so memory holds one tensor and the
-    mapped pages of one file, not the whole model; a context manager closing that file."""
+    mapped pages of one block's files, not the whole model; a context manager closing them."""
 
     def __init__(self, model: Any, names: Mapping[str, Target], where: Mapping[str, Path]
                  ) -> None:
@@ -166,8 +166,8 @@ class StreamedWeights(Mapping[str, "torch.Tensor"]):
         self.names, self.where = names, where
         self.source = {t: (k, j) for k, d in names.items() for j, t in enumerate(targets(d))}
         self._stack = contextlib.ExitStack()
-        self._opened: tuple[Path, str] | None = None  # (file, module group) of the handle
-        self._handle: Any = None
+        self._group: str | None = None  # the module group whose files are open
+        self._handles: dict[Path, Any] = {}
 
     def __enter__(self) -> StreamedWeights:
         return self
@@ -187,20 +187,21 @@ class StreamedWeights(Mapping[str, "torch.Tensor"]):
         param = self.params[name]
         key, part = self.source[name]
         file = self.where[key]
-        # one file mapped at a time, reopened for each block as stream_weights does: the pages
-        # read through a handle count in memory until it is closed (a native checkpoint is
-        # one file, the whole model)
-        opened = (file, _group(name))
-        if opened != self._opened:
+        # the files of one block open at a time, as stream_weights opens them: the pages read
+        # through a handle count in memory until it is closed (a native checkpoint is one
+        # file, the whole model)
+        if _group(name) != self._group:
             self._stack.close()
-            self._opened, self._handle = None, None
-            self._handle, self._opened = _open(file, self._stack), opened
+            self._group, self._handles = _group(name), {}
+        if file not in self._handles:
+            self._handles[file] = _open(file, self._stack)
+        handle = self._handles[file]
         sizes = [self.params[t].shape[0] for t in targets(self.names[key])]
         if len(sizes) == 1:
-            stored = self._handle.get_tensor(key)
+            stored = handle.get_tensor(key)
         else:  # one part of a fused tensor: its rows only
             start = sum(sizes[:part])
-            stored = self._handle.get_slice(key)[start : start + sizes[part]]
+            stored = handle.get_slice(key)[start : start + sizes[part]]
         with torch.no_grad():
             out = stored.to(param.dtype).contiguous()
         _check_finite(out, stored, key, file)
