@@ -72,7 +72,7 @@ def test_convert_holds_one_tensor_not_the_model(tmp_path, op) -> None:
     """convert and export built the whole model in memory before writing it: for a 400 MiB
     bf16 LLaDA folder in 14 shards, peak RSS +431 MiB to convert it, +823 MiB to convert its
     native checkpoint to fp32, +431 MiB to export that; each tensor is read as it is written
-    now (+53, +113, +53 MiB). Measured in a fresh process (this one's peak is the suite's)."""
+    now (+53, +121, +53 MiB). Measured in a fresh process (this one's peak is the suite's)."""
     size = _big_llada(tmp_path / "src")
     src = tmp_path / "src"
     if op != "convert":  # a native checkpoint of the same model, bf16 (float32 in 'convert')
