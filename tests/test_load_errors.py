@@ -111,8 +111,9 @@ def test_a_disk_that_fills_up_during_convert_names_the_folder_and_leaves_nothing
     src = _native(tmp_path / "run")
     real = write.write_safetensors
 
-    def full(tensors, path, **kw):
-        real(dict(list(tensors.items())[:1]), path, **kw)  # part of the file, then no space
+    def full(tensors, path, *, like=None, **kw):
+        first = dict(list(tensors.items())[:1])  # part of the file, then no space
+        real(first, path, like=like and {k: like[k] for k in first}, **kw)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(write, "write_safetensors", full)

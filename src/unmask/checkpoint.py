@@ -56,6 +56,7 @@ from unmask.names import SHIPPED_MODELS, closest
 
 if TYPE_CHECKING:
     from unmask.config import ModelConfig
+    from unmask.tokenizer import Tokenizer
 
 CKPT = "checkpoint"
 SHARDED = "sharded"
@@ -413,13 +414,23 @@ def _stream_weights(
     stored anyway is skipped."""
     from unmask.convert.stream import stream_weights
 
+    stream_weights(model, *native_sources(model, path), device=device, quantize=quantize,
+                   **native_checks(model, path))
+
+
+def native_sources(model: nn.Module, path: Path) -> tuple[dict[str, str], list[Path]]:
+    """(every parameter under its own name, the file) of the native weights file ``path``, as
+    ``unmask.convert.stream.stream_weights`` / ``check_sources`` take them."""
+    return {name: name for name, _ in model.named_parameters()}, [path]
+
+
+def native_checks(model: nn.Module, path: Path) -> dict[str, Any]:
+    """The keywords of ``stream_weights`` / ``check_sources`` for the native weights file
+    ``path``: a tied output head stored anyway is skipped, any other tensor is unexpected."""
     tied = bool(getattr(model.config, "tie_embeddings", False))
-    stream_weights(
-        model, {name: name for name, _ in model.named_parameters()}, [path],
-        device=device, quantize=quantize, folder=path.parent,
-        unexpected="not a parameter of the model config.json describes",
-        ignore=frozenset({"lm_head.weight"}) if tied else frozenset(),
-    )
+    return {"folder": path.parent,
+            "unexpected": "not a parameter of the model config.json describes",
+            "ignore": frozenset({"lm_head.weight"}) if tied else frozenset()}
 
 
 SIZE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads")
@@ -471,6 +482,26 @@ def check_model_path(path: Any) -> None:
         raise UserError("path is empty: give a run directory, a checkpoint folder or 'demo'")
 
 
+def native_parts(path: str | os.PathLike[str]) -> tuple[Path, ModelConfig, Tokenizer]:
+    """(folder, config, tokenizer) of the native checkpoint at ``path``, checked as ``load``
+    checks them, its weights not read: a missing tokenizer.json, one larger than the model."""
+    from unmask.tokenizer import load_tokenizer
+
+    ckpt = checkpoint_dir(path)
+    config = read_config(ckpt)
+    if not (ckpt / "tokenizer.json").is_file():
+        raise UserError(
+            f"{ckpt}: tokenizer.json is missing; copy the tokenizer the model was trained with"
+        )
+    tokenizer = load_tokenizer(ckpt / "tokenizer.json")
+    if tokenizer.vocab_size > config.vocab_size:
+        raise UserError(
+            f"{ckpt / 'tokenizer.json'}: tokenizer has {tokenizer.vocab_size} tokens, "
+            f"model only {config.vocab_size}"
+        )
+    return ckpt, config, tokenizer
+
+
 def load(
     path: str | os.PathLike[str],
     *,
@@ -493,7 +524,6 @@ def load(
     """
     from unmask.config import load_target
     from unmask.convert.load import build_meta, import_folder, is_publisher_folder
-    from unmask.tokenizer import load_tokenizer
 
     check_model_path(path)
     device, dtype = load_target(device, dtype)  # one line, not torch's error deep inside
@@ -503,18 +533,7 @@ def load(
 
     load_dtype = dtype if dtype is not None else torch.float32
     check_quantize(quantize, device, load_dtype)  # the dtype it loads in: int4 CUDA needs bf16
-    ckpt = checkpoint_dir(path)
-    config = read_config(ckpt)
-    if not (ckpt / "tokenizer.json").is_file():
-        raise UserError(
-            f"{ckpt}: tokenizer.json is missing; copy the tokenizer the model was trained with"
-        )
-    tokenizer = load_tokenizer(ckpt / "tokenizer.json")
-    if tokenizer.vocab_size > config.vocab_size:
-        raise UserError(
-            f"{ckpt / 'tokenizer.json'}: tokenizer has {tokenizer.vocab_size} tokens, "
-            f"model only {config.vocab_size}"
-        )
+    ckpt, config, tokenizer = native_parts(path)
     check_size(config, load_dtype, device, source=str(ckpt))
     model = build_meta(config, ckpt / "config.json").to(dtype=load_dtype)
     check_fits(model, load_dtype, quantize, device, source=str(ckpt))

@@ -174,7 +174,11 @@ SAFETENSORS_DTYPES = {
 
 
 def write_safetensors(
-    tensors: Mapping[str, torch.Tensor], path: Path, *, metadata: Mapping[str, str] | None = None
+    tensors: Mapping[str, torch.Tensor],
+    path: Path,
+    *,
+    metadata: Mapping[str, str] | None = None,
+    like: Mapping[str, torch.Tensor] | None = None,
 ) -> None:
     """Write ``tensors`` to ``path`` in the safetensors format, streaming one tensor at a time.
 
@@ -183,14 +187,19 @@ def write_safetensors(
     (github.com/huggingface/safetensors): an 8-byte little-endian header length, a JSON header
     of ``{name: {dtype, shape, data_offsets}}`` padded with spaces to a multiple of 8, then
     the tensors' bytes back to back.
+
+    ``like``: tensors of the same names, dtypes and shapes (on the meta device) that the header
+    is made from, so that ``tensors`` may read each tensor only when it is written
+    (``unmask convert``, ``unmask.convert.stream.StreamedWeights``: one in memory at a time).
     """
     import torch
 
     header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
-    names = sorted(tensors)
+    shapes = tensors if like is None else like
+    names = sorted(shapes)
     for name in names:
-        t = tensors[name]
+        t = shapes[name]
         tag = SAFETENSORS_DTYPES.get(str(t.dtype).removeprefix("torch."))
         if tag is None:
             raise ValueError(f"cannot write {name}: dtype {t.dtype} has no safetensors tag here")
@@ -207,7 +216,11 @@ def write_safetensors(
         f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
         for name in names:
-            t = tensors[name].detach().to("cpu").contiguous().reshape(-1)
+            t = tensors[name].detach().to("cpu").contiguous()
+            if like is not None and (t.dtype, t.shape) != (like[name].dtype, like[name].shape):
+                raise ValueError(f"cannot write {name}: {t.dtype} {tuple(t.shape)}, the header "
+                                 f"says {like[name].dtype} {tuple(like[name].shape)}")
+            t = t.reshape(-1)
             f.write(memoryview(t.view(torch.uint8).numpy()))  # the tensor's own memory, no copy
         f.flush()
         os.fsync(f.fileno())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     import torch
 
     from unmask.config import ModelConfig
+    from unmask.convert.stream import StreamedWeights
     from unmask.loaded import Loaded
     from unmask.tokenizer import Tokenizer
 
@@ -378,8 +380,12 @@ def parse_dtype(name: str | None) -> torch.dtype | None:
 
 
 def shard_files(folder: Path) -> list[Path]:
-    """The folder's safetensors files: those named in the index, or ``model.safetensors``."""
+    """The folder's safetensors files: ``model.safetensors``, else those named in the index.
+    The single file first, as ``transformers`` looks: its ``save_pretrained`` of an unsharded
+    model into a folder that held shards deletes them but leaves their index behind."""
     index = folder / INDEX
+    if (folder / SINGLE).is_file():
+        return [folder / SINGLE]
     if index.is_file():
         weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
@@ -395,8 +401,6 @@ def shard_files(folder: Path) -> list[Path]:
             if not f.is_file():
                 raise UserError(f"{f}: shard listed in {INDEX} is missing")
         return files
-    if (folder / SINGLE).is_file():
-        return [folder / SINGLE]
     if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.pth")):
         raise UserError(
             f"{folder}: only pickled weights (*.bin/*.pt); unmask never unpickles: "
@@ -449,8 +453,35 @@ def load_weights(
     """
     from unmask.convert.stream import stream_weights
 
+    names = _names(model, imp)
+    stream_weights(model, names, shard_files(folder), device=device, quantize=quantize,
+                   folder=folder, **_checks(model, imp, names))
+
+
+def streamed_weights(model: Any, imp: Importer, folder: Path) -> StreamedWeights:
+    """The weights of the folder's shards as ``model`` (built on the meta device, in the dtype
+    to write) holds them, read one tensor at a time as they are asked for
+    (``unmask.convert.stream.StreamedWeights``): what ``unmask convert`` writes, in the memory
+    of one tensor rather than of the model. Every name, shape and dtype is checked first, as
+    ``load_weights`` checks them; a value that is not finite is refused as it is read."""
+    from unmask.convert.stream import StreamedWeights, check_sources
+
+    names = _names(model, imp)
+    where = check_sources(model, names, shard_files(folder), folder=folder,
+                          **_checks(model, imp, names))
+    return StreamedWeights(model, names, where)
+
+
+def _names(model: Any, imp: Importer) -> dict[str, str | tuple[str, ...]]:
+    """The family's weight map for ``model``'s parameters (``weight_map``)."""
+    return weight_map(imp, model.config, {n for n, _ in model.named_parameters()})
+
+
+def _checks(model: Any, imp: Importer, names: Mapping[str, Any]) -> dict[str, Any]:
+    """The keywords of ``check_sources`` / ``stream_weights`` for a publisher folder of family
+    ``imp`` whose weight map is ``names``: why a tensor outside it is unexpected (an output
+    head the config ties), the family's stored buffers."""
     targets = {n for n, _ in model.named_parameters()}
-    names = weight_map(imp, model.config, targets)
     why = {}
     tie = imp.facts.get("tie_embeddings", ((), None))[0]
     if model.config.tie_embeddings and tie:  # a head of its own under a config that ties it
@@ -458,11 +489,8 @@ def load_weights(
                   f"({tie[0]} absent or true): set \"{tie[0]}\": false"
                for k in weight_map(imp, model.config, targets | {"lm_head.weight"})
                if k not in names}  # fmt: skip
-    stream_weights(
-        model, names, shard_files(folder), device=device, quantize=quantize, folder=folder,
-        unexpected=f"not in the {imp.name} weight map for this config", buffers=imp.buffers,
-        why=why,
-    )
+    return {"unexpected": f"not in the {imp.name} weight map for this config",
+            "buffers": imp.buffers, "why": why}
 
 
 def _default_dtype(hf: dict[str, Any], source: Path) -> torch.dtype:

@@ -16,7 +16,7 @@ quantises).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +80,37 @@ def stream_weights(
     ``folder``), and a tensor holding NaN or infinity, or values the load dtype cannot hold:
     such a model's every output is NaN. Nothing is materialised for files that fail the name
     and shape checks."""
+    where = check_sources(model, names, files, folder=folder, unexpected=unexpected,
+                          buffers=buffers, ignore=ignore, why=why)
+    source = {t: (k, j) for k, d in names.items() for j, t in enumerate(targets(d))}
+    tied = bool(getattr(model.config, "tie_embeddings", False))
+    for prefix, module in module_groups(model):
+        if tied and prefix == "lm_head":  # the embedding (filled above); a bias is its own
+            module.weight = model.embed.weight
+        _fill_module(module, prefix, names, source, where, device)
+        if quantize is not None and quantizes(prefix, tied):
+            from unmask.quantize import quantize_module
+
+            quantize_module(module, quantize, device)
+    left = [n for n, p in model.named_parameters() if p.is_meta]
+    if left:  # a parameter outside every group: a bug of module_groups, not of the files
+        raise RuntimeError(f"parameters left unloaded: {left[:3]}")
+
+
+def check_sources(
+    model: Any,
+    names: Mapping[str, Target],
+    files: list[Path],
+    *,
+    folder: Path,
+    unexpected: str,
+    buffers: Mapping[str, Callable[[ModelConfig], torch.Tensor | None]] | None = None,
+    ignore: frozenset[str] = frozenset(),
+    why: Mapping[str, str] | None = None,
+) -> dict[str, Path]:
+    """The checks ``stream_weights`` makes before reading anything (same arguments): every
+    tensor of ``files`` expected, found once, of the shape ``model`` implies and stored in
+    plain floating point, none missing; returns source tensor name -> the file holding it."""
     params = dict(model.named_parameters())  # tied weights appear once
     unmapped = sorted(set(params) - {t for d in names.values() for t in targets(d)})
     if unmapped:  # an importer bug, not a user error: the map must cover the model
@@ -118,19 +149,69 @@ def stream_weights(
             f"{folder}: missing tensor(s) "
             f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
         )
-    source = {t: (k, j) for k, d in names.items() for j, t in enumerate(targets(d))}
-    tied = bool(getattr(model.config, "tie_embeddings", False))
-    for prefix, module in module_groups(model):
-        if tied and prefix == "lm_head":  # the embedding (filled above); a bias is its own
-            module.weight = model.embed.weight
-        _fill_module(module, prefix, names, source, where, device)
-        if quantize is not None and quantizes(prefix, tied):
-            from unmask.quantize import quantize_module
+    return where
 
-            quantize_module(module, quantize, device)
-    left = [n for n, p in model.named_parameters() if p.is_meta]
-    if left:  # a parameter outside every group: a bug of module_groups, not of the files
-        raise RuntimeError(f"parameters left unloaded: {left[:3]}")
+
+class StreamedWeights(Mapping[str, "torch.Tensor"]):
+    """The parameters of ``model`` (on the meta device, in the dtype to write them in) read
+    from the source files one at a time, when asked for, as ``stream_weights`` would fill
+    them (``names`` and ``where``, from ``check_sources``): cast to the parameter's dtype and
+    checked by ``_check_finite``. What ``unmask convert`` writes
+    (``unmask.files.write_safetensors`` with ``like``), so memory holds one tensor and the
+    mapped pages of one block's files, not the whole model; a context manager closing them."""
+
+    def __init__(self, model: Any, names: Mapping[str, Target], where: Mapping[str, Path]
+                 ) -> None:
+        self.params = dict(model.named_parameters())  # a tied head appears once, as saved
+        self.names, self.where = names, where
+        self.source = {t: (k, j) for k, d in names.items() for j, t in enumerate(targets(d))}
+        self._stack = contextlib.ExitStack()
+        self._group: str | None = None  # the module group whose files are open
+        self._handles: dict[Path, Any] = {}
+
+    def __enter__(self) -> StreamedWeights:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.params)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        import torch
+
+        param = self.params[name]
+        key, part = self.source[name]
+        file = self.where[key]
+        # the files of one block open at a time, as stream_weights opens them: the pages read
+        # through a handle count in memory until it is closed (a native checkpoint is one
+        # file, the whole model)
+        if _group(name) != self._group:
+            self._stack.close()
+            self._group, self._handles = _group(name), {}
+        if file not in self._handles:
+            self._handles[file] = _open(file, self._stack)
+        handle = self._handles[file]
+        sizes = [self.params[t].shape[0] for t in targets(self.names[key])]
+        if len(sizes) == 1:
+            stored = handle.get_tensor(key)
+        else:  # one part of a fused tensor: its rows only
+            start = sum(sizes[:part])
+            stored = handle.get_slice(key)[start : start + sizes[part]]
+        with torch.no_grad():
+            out = stored.to(param.dtype).contiguous()
+        _check_finite(out, stored, key, file)
+        return out
+
+
+def _group(name: str) -> str:
+    """The module group (``module_groups``) of parameter ``name``: ``layers.3``, ``embed``..."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] == "layers" else parts[0]
 
 
 WEIGHT_DTYPES = ("BF16", "F16", "F32", "F64")
@@ -312,6 +393,6 @@ def _name(dtype: torch.dtype) -> str:
 
 
 __all__ = [
-    "Target", "is_lfs_pointer", "lfs_error", "module_groups", "quantizes", "stream_weights",
-    "targets", "unreadable",
+    "StreamedWeights", "Target", "check_sources", "is_lfs_pointer", "lfs_error",
+    "module_groups", "quantizes", "stream_weights", "targets", "unreadable",
 ]

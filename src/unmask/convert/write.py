@@ -7,16 +7,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unmask.convert.families import IMPORTERS, SINGLE, SPECIAL_KEYS, Importer
-from unmask.convert.load import _shape_fields, import_folder, is_publisher_folder, weight_map
+from unmask.convert.load import (
+    _default_dtype,
+    _shape_fields,
+    build_meta,
+    detect,
+    is_publisher_folder,
+    model_config,
+    streamed_weights,
+    weight_map,
+)
 from unmask.errors import UserError
 from unmask.files import (
     SAFETENSORS_DTYPES,
     check_creatable,
+    read_json,
     staging_dir,
     staging_prefix,
     stale_staging,
@@ -27,6 +37,7 @@ if TYPE_CHECKING:
     import torch
 
     from unmask.config import ModelConfig
+    from unmask.convert.stream import StreamedWeights
 
 
 def convert(
@@ -37,25 +48,48 @@ def convert(
     it in another dtype: the demo model ships in fp16); returns ``dst``.
 
     ``dst`` must not exist or be empty. Files are written into a temporary folder beside
-    ``dst`` and renamed into place, so a failed conversion leaves nothing half-written.
+    ``dst`` and renamed into place, so a failed conversion leaves nothing half-written. Each
+    tensor is read (cast to ``dtype``, checked for NaN) as it is written, after the checks of
+    a load: memory holds one tensor, not the model.
     """
-    from unmask.checkpoint import _state_for_save, load
-    from unmask.config import to_dict
+    import torch
+
+    from unmask.checkpoint import native_parts
+    from unmask.config import load_target, to_dict
 
     out = Path(dst)
     check_destination(out, src)
+    dtype = load_target("cpu", dtype)[1]  # a name (bf16) or a torch dtype, checked
     if is_publisher_folder(src):
-        loaded = import_folder(src, device="cpu", dtype=dtype)
-    else:  # a native checkpoint or run directory (load names what is wrong otherwise)
-        loaded = load(src, device="cpu", dtype=dtype or stored_dtype(src))
+        imp, config, tokenizer = model_config(src)
+        folder, source = Path(src), imp.name
+        if dtype is None:
+            dtype = _default_dtype(read_json(folder / "config.json"), folder / "config.json")
+        model = build_meta(config, folder / "config.json").to(dtype=dtype)
+        tensors = streamed_weights(model, imp, folder)
+    else:  # a native checkpoint or run directory (native_parts names what is wrong otherwise)
+        folder, config, tokenizer = native_parts(src)
+        source = "unmask"
+        dtype = dtype or stored_dtype(src) or torch.float32
+        model = build_meta(config, folder / "config.json").to(dtype=dtype)
+        tensors = _streamed_native(model, folder)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return _write_folder(
-        out,
-        _state_for_save(loaded.model),
-        {"source": loaded.family},
-        to_dict(loaded.config),
-        loaded.tokenizer,
-    )
+    with tensors:  # each tensor read as it is written: one in memory, not the model
+        return _write_folder(out, tensors, {"source": source}, to_dict(config), tokenizer,
+                             like=tensors.params)
+
+
+def _streamed_native(model: Any, folder: Path) -> StreamedWeights:
+    """The weights of the native checkpoint ``folder`` as ``model`` (on the meta device, in the
+    dtype to write) holds them, read as they are asked for, after the checks of a load
+    (``unmask.checkpoint.native_checks``)."""
+    from unmask.checkpoint import native_checks, native_sources
+    from unmask.convert.stream import StreamedWeights, check_sources
+
+    path = folder / SINGLE
+    names, files = native_sources(model, path)
+    return StreamedWeights(model, names, check_sources(model, names, files,
+                                                       **native_checks(model, path)))
 
 
 def check_destination(out: Path, src: str | os.PathLike[str] | None = None) -> None:
@@ -97,17 +131,19 @@ def _write_folder(
     config: dict[str, Any],
     tokenizer: Any,
     files: Mapping[str, str] | None = None,
+    *,
+    like: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write model.safetensors + config.json + tokenizer.json (+ ``files``: name -> text) into a
     staging folder beside ``out`` and rename it into place, so a failure leaves nothing
-    half-written."""
+    half-written; ``like``: as ``write_safetensors`` takes it (``tensors`` read as written)."""
     try:
         clear_stale_staging(out)
         tmp = staging_dir(out.parent, staging_prefix(out))
     except OSError as e:
         raise UserError(f"{out}: cannot be written ({e.strerror})") from None
     try:
-        write_safetensors(tensors, tmp / SINGLE, metadata=metadata)
+        write_safetensors(tensors, tmp / SINGLE, metadata=metadata, like=like)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         tokenizer.save(tmp)
         for name, text in (files or {}).items():
@@ -247,35 +283,57 @@ def export(
     ``configuration_*.py`` / ``modeling_*.py`` copied into ``dst`` (unmask does not ship
     third-party code).
     """
-    from unmask.checkpoint import _state_for_save, load
+    import torch
+
+    from unmask.checkpoint import native_parts
+    from unmask.config import load_target
 
     if family not in IMPORTERS:
         raise UserError(f"unknown family {family!r}; choose one of {', '.join(IMPORTERS)}")
     imp = IMPORTERS[family]
     out = Path(dst)
     check_destination(out, src)
-    loaded = load(src, device="cpu", dtype=dtype or stored_dtype(src))
-    if loaded.family != "unmask":
+    dtype = load_target("cpu", dtype)[1]
+    # refusals before the weights are read (minutes for a large model): a publisher folder, a
+    # model the family cannot hold
+    if is_publisher_folder(src):
         raise UserError(
-            f"{src}: already a publisher folder ({loaded.family}); export takes a native "
-            f"checkpoint: `unmask convert {src} NATIVE` first, then export NATIVE"
+            f"{src}: already a publisher folder ({_family_name(Path(src))}); export takes a "
+            f"native checkpoint: `unmask convert {src} NATIVE` first, then export NATIVE"
         )
-    state = _state_for_save(loaded.model)  # tied output head dropped, as the publishers do
-    stored = next(iter(state.values())).dtype
-    try:
-        header, names = _layout(imp, loaded.config, stored, set(state))
-    except UserError as e:  # a hint only where it is true: the families that hold it
-        others = [f"--to {n}" for n in _holders(loaded.config, stored, set(state)) if n != family]
-        raise UserError(f"{e}; {' or '.join(others)} holds it" if others else str(e)) from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {names[k]: v for k, v in state.items()}
+    folder, config, tokenizer = native_parts(src)
+    stored = dtype or stored_dtype(src) or torch.float32
+    model = build_meta(config, folder / "config.json").to(dtype=stored)
+    params = {n for n, _ in model.named_parameters()}  # a tied output head once, as saved
+    header, names = _checked_layout(imp, config, stored, params)
     if imp.files is not None:  # transformers: tokenizer_config.json holds the template
-        files = imp.files(loaded.config, loaded.tokenizer)
+        files = imp.files(config, tokenizer)
     else:  # where transformers and the importer look first: an SFT model stays chat-capable
-        template = loaded.config.chat_template
+        template = config.chat_template
         files = {"chat_template.jinja": template} if template else {}
-        files["tokenizer_config.json"] = _tokenizer_config(loaded.config, loaded.tokenizer)
-    return _write_folder(out, tensors, {"format": "pt"}, header, loaded.tokenizer, files)
+        files["tokenizer_config.json"] = _tokenizer_config(config, tokenizer)
+    with _streamed_native(model, folder) as tensors:  # one tensor in memory at a time
+        renamed = _Renamed(tensors, names)
+        like = {names[k]: p for k, p in tensors.params.items()}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return _write_folder(out, renamed, {"format": "pt"}, header, tokenizer, files,
+                             like=like)
+
+
+class _Renamed(Mapping[str, "torch.Tensor"]):
+    """``tensors`` under other names (``names``: old -> new), each read when asked for."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], names: Mapping[str, str]) -> None:
+        self.tensors, self.old = tensors, {new: old for old, new in names.items()}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensors[self.old[name]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.old)
+
+    def __len__(self) -> int:
+        return len(self.old)
 
 
 def _tokenizer_config(config: ModelConfig, tokenizer: Any) -> str:
@@ -304,6 +362,27 @@ def _layout(
             f"cannot export as {imp.name}: no {imp.name} name for {', '.join(unmapped[:3])}"
         )
     return header, names
+
+
+def _family_name(folder: Path) -> str:
+    """The family of the publisher folder ``folder`` (``detect``), or what is wrong with its
+    ``config.json``."""
+    try:
+        return detect(read_json(folder / "config.json"), folder / "config.json").name
+    except UserError:
+        return "of no family unmask knows"
+
+
+def _checked_layout(
+    imp: Importer, config: ModelConfig, dtype: torch.dtype, params: set[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """``_layout``, its refusal naming the families that hold the model (a hint only where it
+    is true)."""
+    try:
+        return _layout(imp, config, dtype, params)
+    except UserError as e:
+        others = [f"--to {n}" for n in _holders(config, dtype, params) if n != imp.name]
+        raise UserError(f"{e}; {' or '.join(others)} holds it" if others else str(e)) from None
 
 
 def _holders(config: ModelConfig, dtype: torch.dtype, params: set[str]) -> list[str]:
