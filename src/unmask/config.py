@@ -1082,16 +1082,26 @@ def load_json(cls: type[T], path: str | os.PathLike[str]) -> T:
 
 
 @functools.cache
-def _top_level_classes(filename: str) -> dict[str, Any]:
-    """Name -> ``ast.ClassDef`` of the classes at the top of a source file, parsed once."""
+def _top_level_classes(module: str) -> dict[str, Any]:
+    """Name -> ``ast.ClassDef`` of the classes at the top of a module's source, parsed once;
+    empty where the source is not installed (a .pyc-only install, a zip of bytecode). The
+    source comes through the module's loader, so a zipped package with sources has it too."""
     import ast
+    import inspect
+    import sys
 
-    tree = ast.parse(Path(filename).read_text(encoding="utf-8"))
-    return {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    try:
+        source = inspect.getsource(sys.modules[module])
+    except (KeyError, OSError, TypeError):
+        return {}
+    return {node.name: node for node in ast.parse(source).body
+            if isinstance(node, ast.ClassDef)}
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The attribute docstrings of a dataclass (the string literal under each field).
+    """The attribute docstrings of a dataclass (the string literal under each field); empty
+    where its module's source is not installed (the compiler drops those strings, so the
+    flags then have no description rather than ``unmask`` failing to start).
 
     Each module's source is parsed once: ``inspect.getsource`` of a class parses its whole
     module again on every call, and the CLI's parser asks for ten classes (~1 s of every
@@ -1101,11 +1111,13 @@ def field_docs(cls: type) -> dict[str, str]:
     import textwrap
 
     node = None
-    filename = inspect.getsourcefile(cls)
-    if filename and cls.__qualname__ == cls.__name__:
-        node = _top_level_classes(filename).get(cls.__name__)
+    if cls.__qualname__ == cls.__name__:
+        node = _top_level_classes(cls.__module__).get(cls.__name__)
     if node is None:  # nested or not found: the general (slow) path
-        node = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+        try:
+            node = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+        except (OSError, TypeError):
+            return {}
     body = node.body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
     for prev, doc in zip(body, body[1:], strict=False):
