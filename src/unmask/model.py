@@ -267,7 +267,8 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=is_causal and mask is None, **gqa
             )
-        return self.o_proj(y.transpose(1, 2).reshape(B, L, -1))
+        # the width spelt out: -1 is ambiguous for an empty batch or row (B or L of 0)
+        return self.o_proj(y.transpose(1, 2).reshape(B, L, self.n_heads * self.head_dim))
 
 
 class SwiGLU(nn.Module):
