@@ -508,18 +508,29 @@ class Transformer(nn.Module):
         cos, sin = self._rope
         return cos[:L], sin[:L]
 
+    def _position_pattern(self, q: Tensor, k: Tensor) -> Tensor | None:
+        """The attention mode's pattern between queries at positions ``q`` (L,) and keys at
+        positions ``k`` (Lk,): (1, 1, L, Lk) bool, True = may attend (causal: k <= q;
+        block-causal: k's block <= q's block); None for bidirectional attention (all keys).
+        By position, not by column, so an explicit layout (``positions``) gets the same pattern
+        with a cache and without one."""
+        mode = self.config.attention
+        if mode == "causal":
+            return (k[None, :] <= q[:, None])[None, None]
+        if mode == "block-causal":
+            size = self.config.block_size
+            return (k[None, :] // size <= q[:, None] // size)[None, None]
+        return None
+
     def attention_bias(
         self, L: int, attention_mask: Tensor | None, device: torch.device
     ) -> Tensor | None:
         """Boolean SDPA mask (B|1, 1, L, L), True = may attend; None when plain full/causal
         suffices."""
-        mode = self.config.attention
         allowed: Tensor | None = None
-        if mode == "block-causal":
-            blk = torch.arange(L, device=device) // self.config.block_size
-            allowed = (blk[None, :] <= blk[:, None])[None, None]  # (1, 1, L, L)
-        elif mode == "causal" and attention_mask is not None:
-            allowed = torch.ones(L, L, dtype=torch.bool, device=device).tril()[None, None]
+        if self.config.attention == "block-causal" or attention_mask is not None:
+            cols = torch.arange(L, device=device)
+            allowed = self._position_pattern(cols, cols)  # (1, 1, L, L); None: bidirectional
         if attention_mask is not None:
             keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, L)
             allowed = keys if allowed is None else allowed & keys
@@ -535,12 +546,7 @@ class Transformer(nn.Module):
         over keys at [0, kv_len); ``attention_mask`` (B, kv_len) marks real key positions."""
         q = torch.arange(start, start + L, device=device)[:, None]  # (L, 1)
         k = torch.arange(kv_len, device=device)[None, :]  # (1, Lk)
-        mode = self.config.attention
-        allowed: Tensor | None = None
-        if mode == "block-causal":
-            allowed = (k // self.config.block_size <= q // self.config.block_size)[None, None]
-        elif mode == "causal":
-            allowed = (k <= q)[None, None]  # (1, 1, L, Lk)
+        allowed = self._position_pattern(q[:, 0], k[0])  # (1, 1, L, Lk); None: bidirectional
         if attention_mask is not None:
             keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, Lk)
             allowed = keys if allowed is None else allowed & keys
@@ -564,11 +570,16 @@ class Transformer(nn.Module):
         n = self._positions_end(positions if given else None, L)
         cos, sin = self._rope_tables(n, device)
         cos, sin = cos[positions.to(device)], sin[positions.to(device)]  # (L, hd)
-        if attn_bias is None:
-            mask = self.attention_bias(L, attention_mask, device)
-            if mask is None and self.config.attention == "causal":  # is_causal is off on this path
-                mask = torch.ones(L, L, dtype=torch.bool, device=device).tril()[None, None]
-            return cos, sin, mask
+        if attn_bias is None:  # the mode's pattern by position, as over a cache
+            pos = positions.to(device)
+            pattern = self._position_pattern(pos, pos)  # (1, 1, L, L)
+            if pattern is None:  # bidirectional: only the padding
+                return cos, sin, self.attention_bias(L, attention_mask, device)
+            if attention_mask is None:
+                return cos, sin, pattern
+            keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, L)
+            eye = torch.eye(L, dtype=torch.bool, device=device)[None, None]
+            return cos, sin, (pattern & keys) | eye
         if isinstance(attn_bias, RowChunks):  # a sparse layout by row chunks (no padding)
             if attn_bias.mask.shape[-2:] != (L, L) or attention_mask is not None:
                 raise ValueError(
@@ -612,7 +623,8 @@ class Transformer(nn.Module):
 
         ``positions`` (L,) int64 gives each column its RoPE position (default ``0..L-1``) and
         ``attn_bias`` (B|1, 1, L, L) bool, True = may attend, replaces the attention mode's
-        pattern (``attention_mask`` still removes padded keys). Both serve objectives that run
+        pattern (``attention_mask`` still removes padded keys); without ``attn_bias`` the mode's
+        pattern holds between the given positions, as over a cache. Both serve objectives that run
         one sequence twice in a pass, as BD3-LM's ``[x_t ; x_0]`` (``unmask.objectives.bd3lm``).
         With ``cache`` they describe the new columns only: the cache is cut back to ``start``
         slots, the columns go to slots ``[start, start + L)`` and ``attn_bias`` is
@@ -798,16 +810,10 @@ class Transformer(nn.Module):
         if per_row:
             cos, sin = cos[:, None], sin[:, None]  # (B, 1, L, hd): broadcast over heads
         if attn_bias is None:
-            kpos = torch.cat([torch.arange(start, device=device), positions])[None, :]  # (1, Lk)
-            q = positions[:, None]  # (L, 1)
-            mode = self.config.attention
-            if mode == "causal":
-                mask = kpos <= q
-            elif mode == "block-causal":
-                mask = kpos // self.config.block_size <= q // self.config.block_size
-            else:
-                mask = torch.ones(L, kv_len, dtype=torch.bool, device=device)
-            mask = mask[None, None]  # (1, 1, L, Lk)
+            kpos = torch.cat([torch.arange(start, device=device), positions])  # (Lk,)
+            pattern = self._position_pattern(positions, kpos)  # (1, 1, L, Lk)
+            mask = pattern if pattern is not None else torch.ones(
+                1, 1, L, kv_len, dtype=torch.bool, device=device)
         else:
             if (
                 attn_bias.dtype != torch.bool
