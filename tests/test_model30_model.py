@@ -64,3 +64,21 @@ def test_explicit_positions_give_the_same_logits_with_a_cache_and_without(
             torch.testing.assert_close(plain, cached, rtol=0, atol=1e-12)
         # ascending positions from 0 are the default layout
         torch.testing.assert_close(model(tokens, positions=torch.arange(8)), model(tokens))
+
+
+@pytest.mark.parametrize("name, value", [
+    ("temperature", -1.0), ("temperature", float("nan")), ("cfg_scale", -0.5),
+    ("cfg_scale", float("inf")),
+])
+def test_a_checkpoints_bad_recommended_temperature_names_its_config(tmp_path, name,
+                                                                     value) -> None:
+    """``sample_defaults`` are checked when config.json is read ("a bad one failed at the first
+    run, not naming config.json"), but a negative or NaN temperature or cfg_scale passed until
+    the sampler refused it, as if the user had typed it; ``SampleConfig`` refuses them itself."""
+    from unmask.config import SampleConfig, from_dict
+    from unmask.errors import UserError
+
+    with pytest.raises(UserError, match=f"^{name} must be a finite number >= 0"):
+        SampleConfig(**{name: value})
+    with pytest.raises(UserError, match=f"^ckpt/config.json: sample_defaults: {name} must be"):
+        from_dict(ModelConfig, {"sample_defaults": {name: value}}, source="ckpt/config.json")

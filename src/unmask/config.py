@@ -777,6 +777,10 @@ class SampleConfig:
             raise UserError(f"gen_length must be positive, got {self.gen_length}")
         if self.steps < 1:
             raise UserError(f"steps must be positive, got {self.steps}")
+        for name in ("temperature", "cfg_scale"):  # every decoder reads both; here, so a
+            value = getattr(self, name)  # checkpoint's sample_defaults is checked on loading
+            if not (value >= 0 and math.isfinite(value)):
+                raise UserError(f"{name} must be a finite number >= 0, got {value}")
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"seed must be from 0 to 2**63 - 1, got {self.seed}")
         if self.top_k is not None and self.top_k < 1:
