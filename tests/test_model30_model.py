@@ -82,3 +82,17 @@ def test_a_checkpoints_bad_recommended_temperature_names_its_config(tmp_path, na
         SampleConfig(**{name: value})
     with pytest.raises(UserError, match=f"^ckpt/config.json: sample_defaults: {name} must be"):
         from_dict(ModelConfig, {"sample_defaults": {name: value}}, source="ckpt/config.json")
+
+
+def test_load_takes_the_name_of_every_dtype_it_takes_as_a_torch_dtype() -> None:
+    """``load(dtype=torch.float64)`` loads, and its refusal of ``torch.int8`` names
+    ``torch.float64`` among the dtypes it takes, but ``dtype="float64"`` was refused with
+    "choose fp32, bf16 or fp16"."""
+    from unmask.config import LOAD_DTYPES, load_target
+    from unmask.errors import UserError
+
+    for name in LOAD_DTYPES:
+        for spelt in (name, f"torch.{name}"):
+            assert load_target("cpu", spelt) == ("cpu", getattr(torch, name))
+    with pytest.raises(UserError, match="choose fp32, bf16 or fp16"):
+        load_target("cpu", "int8")
