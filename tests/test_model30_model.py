@@ -96,3 +96,23 @@ def test_load_takes_the_name_of_every_dtype_it_takes_as_a_torch_dtype() -> None:
             assert load_target("cpu", spelt) == ("cpu", getattr(torch, name))
     with pytest.raises(UserError, match="choose fp32, bf16 or fp16"):
         load_target("cpu", "int8")
+
+
+def test_per_row_positions_run_without_a_cache_as_over_one() -> None:
+    """Positions (B, L), one row each, with an explicit ``attn_bias``: taken over a KV cache
+    (ragged rows) but refused without one ("positions must have shape (L,)"); now the same
+    logits both ways, and each row's are those of the row alone at its positions."""
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(**{**TINY, "max_seq_len": 32}, rotary_dim=4)).double().eval()
+    tokens = torch.randint(4, 40, (2, 6), generator=torch.Generator().manual_seed(2))
+    pos = torch.tensor([[0, 1, 2, 3, 4, 5], [3, 4, 5, 6, 7, 8]])
+    bias = torch.ones(6, 6, dtype=torch.bool).tril()[None, None]  # (1, 1, L, L) causal
+    with torch.no_grad():
+        plain = model(tokens, positions=pos, attn_bias=bias)
+        cached = model(tokens, positions=pos, attn_bias=bias, cache=KVCache())
+        torch.testing.assert_close(plain, cached, rtol=0, atol=1e-12)
+        for row in range(2):
+            alone = model(tokens[row:row + 1], positions=pos[row], attn_bias=bias)
+            torch.testing.assert_close(plain[row:row + 1], alone, rtol=0, atol=1e-12)
+        with pytest.raises(ValueError, match="need an explicit attn_bias"):
+            model(tokens, positions=pos)

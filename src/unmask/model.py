@@ -555,21 +555,30 @@ class Transformer(nn.Module):
 
     def _explicit_layout(
         self,
+        B: int,
         L: int,
         positions: Tensor | None,
         attn_bias: Tensor | RowChunks | None,
         attention_mask: Tensor | None,
         device: torch.device,
     ) -> tuple[Tensor, Tensor, Tensor | RowChunks | None]:
-        """RoPE tables (L, hd) at ``positions`` and the SDPA mask for an explicit ``attn_bias``."""
+        """RoPE tables (L, hd) at ``positions`` ((B, 1, L, hd) for per-row positions (B, L), as
+        over a cache) and the SDPA mask for an explicit ``attn_bias``."""
         given = positions is not None
         if positions is None:
             positions = torch.arange(L, device=device)
-        if positions.shape != (L,):
-            raise ValueError(f"positions must have shape ({L},), got {tuple(positions.shape)}")
+        per_row = positions.dim() == 2  # (B, L): each row its own positions
+        if positions.shape != (L,) and not (per_row and positions.shape == (B, L)):
+            raise ValueError(
+                f"positions must have shape ({L},) or ({B}, {L}), got {tuple(positions.shape)}"
+            )
+        if per_row and attn_bias is None:
+            raise ValueError("per-row positions (B, L) need an explicit attn_bias")
         n = self._positions_end(positions if given else None, L)
         cos, sin = self._rope_tables(n, device)
-        cos, sin = cos[positions.to(device)], sin[positions.to(device)]  # (L, hd)
+        cos, sin = cos[positions.to(device)], sin[positions.to(device)]  # (L, hd) or (B, L, hd)
+        if per_row:
+            cos, sin = cos[:, None], sin[:, None]  # (B, 1, L, hd): broadcast over heads
         if attn_bias is None:  # the mode's pattern by position, as over a cache
             pos = positions.to(device)
             pattern = self._position_pattern(pos, pos)  # (1, 1, L, L)
@@ -621,7 +630,8 @@ class Transformer(nn.Module):
         The modulation is per row, so ``cache`` works with a given (or zero) noise level; reading
         it off the canvas (``masked_fraction``) needs the whole canvas and refuses a cache.
 
-        ``positions`` (L,) int64 gives each column its RoPE position (default ``0..L-1``) and
+        ``positions`` (L,) int64 gives each column its RoPE position (default ``0..L-1``; (B, L)
+        with ``attn_bias``: each row its own, cached or not) and
         ``attn_bias`` (B|1, 1, L, L) bool, True = may attend, replaces the attention mode's
         pattern (``attention_mask`` still removes padded keys); without ``attn_bias`` the mode's
         pattern holds between the given positions, as over a cache. Both serve objectives that run
@@ -650,7 +660,7 @@ class Transformer(nn.Module):
                 raise ValueError("start > 0 needs a cache holding the positions before it")
             if positions is not None or attn_bias is not None:
                 cos, sin, mask = self._explicit_layout(
-                    L, positions, attn_bias, attention_mask, tokens.device
+                    B, L, positions, attn_bias, attention_mask, tokens.device
                 )
                 is_causal = False
             else:
