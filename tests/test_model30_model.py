@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -116,3 +118,19 @@ def test_per_row_positions_run_without_a_cache_as_over_one() -> None:
             torch.testing.assert_close(plain[row:row + 1], alone, rtol=0, atol=1e-12)
         with pytest.raises(ValueError, match="need an explicit attn_bias"):
             model(tokens, positions=pos)
+
+
+@pytest.mark.parametrize("shape", [(6,), (2, 5), (3, 6), (2, 1, 6)])
+def test_an_attention_mask_of_the_wrong_shape_names_both_shapes(shape) -> None:
+    """Over a cache a mask of the wrong length was a ValueError naming the lengths; without
+    one it was torch's "The size of tensor a (6) must match the size of tensor b (5)" or an
+    IndexError from deep inside the mask. The shapes that ran still run: (B, L) and (1, L)."""
+    model = Transformer(ModelConfig(**TINY)).eval()
+    tokens = torch.full((2, 6), 5, dtype=torch.long)
+    said = f"attention_mask must have shape (2, 6) (or (1, 6)), got {shape}"
+    with pytest.raises(ValueError, match=re.escape(said)):
+        model(tokens, attention_mask=torch.ones(shape, dtype=torch.bool))
+    with torch.no_grad():
+        for ok in ((2, 6), (1, 6)):
+            assert model(tokens, attention_mask=torch.ones(ok, dtype=torch.bool)).shape == (
+                2, 6, 40)

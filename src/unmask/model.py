@@ -658,6 +658,12 @@ class Transformer(nn.Module):
         if cache is None:
             if start:
                 raise ValueError("start > 0 needs a cache holding the positions before it")
+            if attention_mask is not None and (  # else torch's broadcast error, deep inside
+                attention_mask.dim() != 2 or attention_mask.shape[-1] != L
+                or (attention_mask.shape[0] != B and attention_mask.shape[0] != 1)
+            ):
+                raise ValueError(f"attention_mask must have shape ({B}, {L}) (or (1, {L})), "
+                                 f"got {tuple(attention_mask.shape)}")
             if positions is not None or attn_bias is not None:
                 cos, sin, mask = self._explicit_layout(
                     B, L, positions, attn_bias, attention_mask, tokens.device
