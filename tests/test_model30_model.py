@@ -6,6 +6,7 @@ import re
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from unmask.config import ModelConfig
 from unmask.model import KVCache, Transformer
@@ -134,3 +135,35 @@ def test_an_attention_mask_of_the_wrong_shape_names_both_shapes(shape) -> None:
         for ok in ((2, 6), (1, 6)):
             assert model(tokens, attention_mask=torch.ones(ok, dtype=torch.bool)).shape == (
                 2, 6, 40)
+
+
+def test_a_float64_dit_computes_its_noise_level_path_in_float64() -> None:
+    """``at_least_fp32``: "a float64 model stays float64 throughout", but the noise level read
+    off the canvas, its sinusoidal embedding and SEDD's log(e^sigma - 1) ran in float32
+    (1e-7 off the formulas in a float64 model); each now matches the formula to 1e-12."""
+    import math
+
+    from unmask.model import masked_fraction_sigma, sedd_log_score
+
+    cfg = ModelConfig(**TINY, time_conditioning=True, sigma_input="masked_fraction",
+                      output="sedd_log_score", cond_dim=16)
+    torch.manual_seed(0)
+    model = Transformer(cfg).double().eval()
+    tokens = torch.tensor([[0, 5, 6], [0, 0, 7]])  # a third and two thirds masked (mask_id 0)
+    frac = torch.tensor([1 / 3, 2 / 3], dtype=torch.float64)
+    sigma = masked_fraction_sigma(tokens, 0, dtype=torch.float64)
+    torch.testing.assert_close(sigma, -torch.log1p(-frac), rtol=0, atol=1e-12)
+    emb = model.sigma_embed
+    half = 128
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
+    args = sigma[:, None] * freqs[None]
+    feats = torch.cat([args.cos(), args.sin()], dim=-1)
+    want = F.silu(emb.proj_out(F.silu(emb.proj_in(feats))))
+    with torch.no_grad():
+        torch.testing.assert_close(emb(sigma), want, rtol=0, atol=1e-12)
+        head = torch.randn(2, 3, 40, dtype=torch.float64)
+        score = sedd_log_score(head, tokens, sigma)
+        expect = head - torch.log(torch.expm1(sigma))[:, None, None] - math.log(39)
+        expect = expect.scatter(-1, tokens[..., None], 0.0)
+        torch.testing.assert_close(score, expect, rtol=0, atol=1e-12)
+        assert model(tokens).dtype == torch.float64

@@ -109,6 +109,12 @@ def row_chunks(mask: Tensor, starts: list[int]) -> RowChunks:
     return RowChunks(mask=mask, chunks=tuple(chunks))
 
 
+def wide_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype ``at_least_fp32`` computes a tensor of ``dtype`` in: float64 for float64, else
+    float32 (without touching the tensor)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def at_least_fp32(x: Tensor) -> Tensor:
     """``x`` in float32, or as it is when already wider (float64): the precision norms and
     rotary embeddings compute in, so half-precision models keep them in float32 and a float64
@@ -383,10 +389,11 @@ class SigmaEmbedding(nn.Module):
 
     def forward(self, sigma: Tensor) -> Tensor:
         half = SIGMA_FREQ_DIM // 2
+        wide = wide_dtype(self.proj_in.weight.dtype)  # float64 for a float64 model
         freqs = torch.exp(
-            -math.log(10000.0) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half
+            -math.log(10000.0) * torch.arange(half, device=sigma.device, dtype=wide) / half
         )
-        args = sigma.float()[:, None] * freqs[None]  # (B, half)
+        args = sigma.to(wide)[:, None] * freqs[None]  # (B, half)
         feats = torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(self.proj_in.weight.dtype)
         return F.silu(self.proj_out(F.silu(self.proj_in(feats))))  # (B, cond_dim)
 
@@ -497,7 +504,7 @@ class Transformer(nn.Module):
 
     def _rope_tables(self, L: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """cos/sin (L, rd) of positions 0..L-1: float32, float64 for a float64 model."""
-        dtype = torch.float64 if self.embed.weight.dtype == torch.float64 else torch.float32
+        dtype = wide_dtype(self.embed.weight.dtype)
         rope = self._rope
         if rope is None or rope[0].shape[0] < L or rope[0].device != device or (
             rope[0].dtype != dtype
@@ -738,7 +745,8 @@ class Transformer(nn.Module):
                 "this model reads its noise level off the whole canvas, which a KV-cached call "
                 "does not see; call it without a KV cache (the sampler's cache 'none')"
             )
-        return masked_fraction_sigma(tokens, cfg.mask_id, attention_mask)
+        wide = wide_dtype(self.embed.weight.dtype)  # float64 for a float64 model
+        return masked_fraction_sigma(tokens, cfg.mask_id, attention_mask, dtype=wide)
 
     def _cached_layout(
         self,
@@ -917,17 +925,19 @@ def materialise(module: nn.Module, device: str | torch.device) -> None:
 
 
 def masked_fraction_sigma(
-    tokens: Tensor, mask_id: int, attention_mask: Tensor | None = None
+    tokens: Tensor, mask_id: int, attention_mask: Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """(B,) total noise sigma = -log(1 - m) of an absorbing process whose rows have a fraction m of
     [MASK] among their real tokens (P(masked) = 1 - e^-sigma, as in SEDD's and MDLM's forward
-    process); the noise level a sampler that passes none most likely means."""
+    process); the noise level a sampler that passes none most likely means. In ``dtype``
+    (float64 for a float64 model)."""
     masked = tokens == mask_id  # (B, L)
     if attention_mask is None:
-        frac = masked.float().mean(dim=1)
+        frac = masked.to(dtype).mean(dim=1)
     else:
         real = attention_mask.bool()
-        frac = (masked & real).sum(dim=1).float() / real.sum(dim=1).clamp(min=1).float()
+        frac = (masked & real).sum(dim=1).to(dtype) / real.sum(dim=1).clamp(min=1).to(dtype)
     frac = frac.clamp(MASKED_FRACTION_EPS, 1 - MASKED_FRACTION_EPS)
     return -torch.log1p(-frac)  # (B,)
 
@@ -939,7 +949,8 @@ def sedd_log_score(head: Tensor, tokens: Tensor, sigma: Tensor) -> Tensor:
     log p(x0 = y | xt) - log(e^sigma - 1) up to the network's error, so it is the denoiser's logits
     up to a per-row constant."""
     V = head.shape[-1]
-    esigm1_log = torch.log(torch.expm1(sigma.float())).to(head.dtype)[:, None, None]  # (B, 1, 1)
+    wide = wide_dtype(head.dtype)  # float64 for a float64 model
+    esigm1_log = torch.log(torch.expm1(sigma.to(wide))).to(head.dtype)[:, None, None]  # (B, 1, 1)
     score = head - esigm1_log - math.log(V - 1)
     return score.scatter(-1, tokens[..., None], torch.zeros_like(score[..., :1]))  # (B, L, V)
 
