@@ -784,6 +784,10 @@ class SampleConfig:
             raise UserError(f"gen_length must be positive, got {self.gen_length}")
         if self.steps < 1:
             raise UserError(f"steps must be positive, got {self.steps}")
+        for name in ("temperature", "cfg_scale"):  # every decoder reads both; here, so a
+            value = getattr(self, name)  # checkpoint's sample_defaults is checked on loading
+            if not (value >= 0 and math.isfinite(value)):
+                raise UserError(f"{name} must be a finite number >= 0, got {value}")
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"seed must be from 0 to 2**63 - 1, got {self.seed}")
         if self.top_k is not None and self.top_k < 1:
@@ -1089,16 +1093,26 @@ def load_json(cls: type[T], path: str | os.PathLike[str]) -> T:
 
 
 @functools.cache
-def _top_level_classes(filename: str) -> dict[str, Any]:
-    """Name -> ``ast.ClassDef`` of the classes at the top of a source file, parsed once."""
+def _top_level_classes(module: str) -> dict[str, Any]:
+    """Name -> ``ast.ClassDef`` of the classes at the top of a module's source, parsed once;
+    empty where the source is not installed (a .pyc-only install, a zip of bytecode). The
+    source comes through the module's loader, so a zipped package with sources has it too."""
     import ast
+    import inspect
+    import sys
 
-    tree = ast.parse(Path(filename).read_text(encoding="utf-8"))
-    return {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    try:
+        source = inspect.getsource(sys.modules[module])
+    except (KeyError, OSError, TypeError):
+        return {}
+    return {node.name: node for node in ast.parse(source).body
+            if isinstance(node, ast.ClassDef)}
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The attribute docstrings of a dataclass (the string literal under each field).
+    """The attribute docstrings of a dataclass (the string literal under each field); empty
+    where its module's source is not installed (the compiler drops those strings, so the
+    flags then have no description rather than ``unmask`` failing to start).
 
     Each module's source is parsed once: ``inspect.getsource`` of a class parses its whole
     module again on every call, and the CLI's parser asks for ten classes (~1 s of every
@@ -1108,11 +1122,13 @@ def field_docs(cls: type) -> dict[str, str]:
     import textwrap
 
     node = None
-    filename = inspect.getsourcefile(cls)
-    if filename and cls.__qualname__ == cls.__name__:
-        node = _top_level_classes(filename).get(cls.__name__)
+    if cls.__qualname__ == cls.__name__:
+        node = _top_level_classes(cls.__module__).get(cls.__name__)
     if node is None:  # nested or not found: the general (slow) path
-        node = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+        try:
+            node = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+        except (OSError, TypeError):
+            return {}
     body = node.body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
     for prev, doc in zip(body, body[1:], strict=False):
@@ -1154,10 +1170,11 @@ LOAD_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16", "float64")
 def load_target(device: Any, dtype: Any) -> tuple[str, Any]:
     """``unmask.load``'s ``device`` and ``dtype`` checked before anything is read: the device
     as ``resolve_device`` takes it (``auto``, ``cpu``, ``cuda[:i]``, or a ``torch.device``), the
-    dtype None (as stored), a floating ``torch.dtype`` of ``LOAD_DTYPES`` or a name ``--dtype``
-    takes (``bf16``, ``fp16``, ``fp32`` and their aliases). Returns (device string, torch dtype
-    or None); a one-line ``UserError`` otherwise (torch raised a TypeError or an
-    AssertionError from deep inside the load)."""
+    dtype None (as stored), a floating ``torch.dtype`` of ``LOAD_DTYPES`` or its name
+    (``float64``, ``torch.float64``: refused before, as a name ``--dtype`` does not take), or a
+    name ``--dtype`` takes (``bf16``, ``fp16``, ``fp32`` and their aliases). Returns (device
+    string, torch dtype or None); a one-line ``UserError`` otherwise (torch raised a TypeError
+    or an AssertionError from deep inside the load)."""
     import torch
 
     dev = str(resolve_device(str(device)))
@@ -1167,6 +1184,8 @@ def load_target(device: Any, dtype: Any) -> tuple[str, Any]:
         raise UserError("dtype 'auto' is unmask.api.load_for_decoding's (--dtype auto); "
                         "unmask.load takes None (as stored), fp32, bf16 or fp16")
     if isinstance(dtype, str):
+        if dtype.removeprefix("torch.") in LOAD_DTYPES:  # "float64" as torch.float64 loads
+            return dev, getattr(torch, dtype.removeprefix("torch."))
         return dev, torch_dtype(dtype)
     if not isinstance(dtype, torch.dtype) or str(dtype).removeprefix("torch.") not in LOAD_DTYPES:
         raise UserError(f"dtype {dtype!r}: the weights load as one of "

@@ -109,6 +109,12 @@ def row_chunks(mask: Tensor, starts: list[int]) -> RowChunks:
     return RowChunks(mask=mask, chunks=tuple(chunks))
 
 
+def wide_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype ``at_least_fp32`` computes a tensor of ``dtype`` in: float64 for float64, else
+    float32 (without touching the tensor)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def at_least_fp32(x: Tensor) -> Tensor:
     """``x`` in float32, or as it is when already wider (float64): the precision norms and
     rotary embeddings compute in, so half-precision models keep them in float32 and a float64
@@ -267,7 +273,8 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=is_causal and mask is None, **gqa
             )
-        return self.o_proj(y.transpose(1, 2).reshape(B, L, -1))
+        # the width spelt out: -1 is ambiguous for an empty batch or row (B or L of 0)
+        return self.o_proj(y.transpose(1, 2).reshape(B, L, self.n_heads * self.head_dim))
 
 
 class SwiGLU(nn.Module):
@@ -382,10 +389,11 @@ class SigmaEmbedding(nn.Module):
 
     def forward(self, sigma: Tensor) -> Tensor:
         half = SIGMA_FREQ_DIM // 2
+        wide = wide_dtype(self.proj_in.weight.dtype)  # float64 for a float64 model
         freqs = torch.exp(
-            -math.log(10000.0) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half
+            -math.log(10000.0) * torch.arange(half, device=sigma.device, dtype=wide) / half
         )
-        args = sigma.float()[:, None] * freqs[None]  # (B, half)
+        args = sigma.to(wide)[:, None] * freqs[None]  # (B, half)
         feats = torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(self.proj_in.weight.dtype)
         return F.silu(self.proj_out(F.silu(self.proj_in(feats))))  # (B, cond_dim)
 
@@ -496,7 +504,7 @@ class Transformer(nn.Module):
 
     def _rope_tables(self, L: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """cos/sin (L, rd) of positions 0..L-1: float32, float64 for a float64 model."""
-        dtype = torch.float64 if self.embed.weight.dtype == torch.float64 else torch.float32
+        dtype = wide_dtype(self.embed.weight.dtype)
         rope = self._rope
         if rope is None or rope[0].shape[0] < L or rope[0].device != device or (
             rope[0].dtype != dtype
@@ -507,18 +515,29 @@ class Transformer(nn.Module):
         cos, sin = self._rope
         return cos[:L], sin[:L]
 
+    def _position_pattern(self, q: Tensor, k: Tensor) -> Tensor | None:
+        """The attention mode's pattern between queries at positions ``q`` (L,) and keys at
+        positions ``k`` (Lk,): (1, 1, L, Lk) bool, True = may attend (causal: k <= q;
+        block-causal: k's block <= q's block); None for bidirectional attention (all keys).
+        By position, not by column, so an explicit layout (``positions``) gets the same pattern
+        with a cache and without one."""
+        mode = self.config.attention
+        if mode == "causal":
+            return (k[None, :] <= q[:, None])[None, None]
+        if mode == "block-causal":
+            size = self.config.block_size
+            return (k[None, :] // size <= q[:, None] // size)[None, None]
+        return None
+
     def attention_bias(
         self, L: int, attention_mask: Tensor | None, device: torch.device
     ) -> Tensor | None:
         """Boolean SDPA mask (B|1, 1, L, L), True = may attend; None when plain full/causal
         suffices."""
-        mode = self.config.attention
         allowed: Tensor | None = None
-        if mode == "block-causal":
-            blk = torch.arange(L, device=device) // self.config.block_size
-            allowed = (blk[None, :] <= blk[:, None])[None, None]  # (1, 1, L, L)
-        elif mode == "causal" and attention_mask is not None:
-            allowed = torch.ones(L, L, dtype=torch.bool, device=device).tril()[None, None]
+        if self.config.attention == "block-causal" or attention_mask is not None:
+            cols = torch.arange(L, device=device)
+            allowed = self._position_pattern(cols, cols)  # (1, 1, L, L); None: bidirectional
         if attention_mask is not None:
             keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, L)
             allowed = keys if allowed is None else allowed & keys
@@ -534,12 +553,7 @@ class Transformer(nn.Module):
         over keys at [0, kv_len); ``attention_mask`` (B, kv_len) marks real key positions."""
         q = torch.arange(start, start + L, device=device)[:, None]  # (L, 1)
         k = torch.arange(kv_len, device=device)[None, :]  # (1, Lk)
-        mode = self.config.attention
-        allowed: Tensor | None = None
-        if mode == "block-causal":
-            allowed = (k // self.config.block_size <= q // self.config.block_size)[None, None]
-        elif mode == "causal":
-            allowed = (k <= q)[None, None]  # (1, 1, L, Lk)
+        allowed = self._position_pattern(q[:, 0], k[0])  # (1, 1, L, Lk); None: bidirectional
         if attention_mask is not None:
             keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, Lk)
             allowed = keys if allowed is None else allowed & keys
@@ -548,26 +562,40 @@ class Transformer(nn.Module):
 
     def _explicit_layout(
         self,
+        B: int,
         L: int,
         positions: Tensor | None,
         attn_bias: Tensor | RowChunks | None,
         attention_mask: Tensor | None,
         device: torch.device,
     ) -> tuple[Tensor, Tensor, Tensor | RowChunks | None]:
-        """RoPE tables (L, hd) at ``positions`` and the SDPA mask for an explicit ``attn_bias``."""
+        """RoPE tables (L, hd) at ``positions`` ((B, 1, L, hd) for per-row positions (B, L), as
+        over a cache) and the SDPA mask for an explicit ``attn_bias``."""
         given = positions is not None
         if positions is None:
             positions = torch.arange(L, device=device)
-        if positions.shape != (L,):
-            raise ValueError(f"positions must have shape ({L},), got {tuple(positions.shape)}")
+        per_row = positions.dim() == 2  # (B, L): each row its own positions
+        if positions.shape != (L,) and not (per_row and positions.shape == (B, L)):
+            raise ValueError(
+                f"positions must have shape ({L},) or ({B}, {L}), got {tuple(positions.shape)}"
+            )
+        if per_row and attn_bias is None:
+            raise ValueError("per-row positions (B, L) need an explicit attn_bias")
         n = self._positions_end(positions if given else None, L)
         cos, sin = self._rope_tables(n, device)
-        cos, sin = cos[positions.to(device)], sin[positions.to(device)]  # (L, hd)
-        if attn_bias is None:
-            mask = self.attention_bias(L, attention_mask, device)
-            if mask is None and self.config.attention == "causal":  # is_causal is off on this path
-                mask = torch.ones(L, L, dtype=torch.bool, device=device).tril()[None, None]
-            return cos, sin, mask
+        cos, sin = cos[positions.to(device)], sin[positions.to(device)]  # (L, hd) or (B, L, hd)
+        if per_row:
+            cos, sin = cos[:, None], sin[:, None]  # (B, 1, L, hd): broadcast over heads
+        if attn_bias is None:  # the mode's pattern by position, as over a cache
+            pos = positions.to(device)
+            pattern = self._position_pattern(pos, pos)  # (1, 1, L, L)
+            if pattern is None:  # bidirectional: only the padding
+                return cos, sin, self.attention_bias(L, attention_mask, device)
+            if attention_mask is None:
+                return cos, sin, pattern
+            keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, L)
+            eye = torch.eye(L, dtype=torch.bool, device=device)[None, None]
+            return cos, sin, (pattern & keys) | eye
         if isinstance(attn_bias, RowChunks):  # a sparse layout by row chunks (no padding)
             if attn_bias.mask.shape[-2:] != (L, L) or attention_mask is not None:
                 raise ValueError(
@@ -609,9 +637,11 @@ class Transformer(nn.Module):
         The modulation is per row, so ``cache`` works with a given (or zero) noise level; reading
         it off the canvas (``masked_fraction``) needs the whole canvas and refuses a cache.
 
-        ``positions`` (L,) int64 gives each column its RoPE position (default ``0..L-1``) and
+        ``positions`` (L,) int64 gives each column its RoPE position (default ``0..L-1``; (B, L)
+        with ``attn_bias``: each row its own, cached or not) and
         ``attn_bias`` (B|1, 1, L, L) bool, True = may attend, replaces the attention mode's
-        pattern (``attention_mask`` still removes padded keys). Both serve objectives that run
+        pattern (``attention_mask`` still removes padded keys); without ``attn_bias`` the mode's
+        pattern holds between the given positions, as over a cache. Both serve objectives that run
         one sequence twice in a pass, as BD3-LM's ``[x_t ; x_0]`` (``unmask.objectives.bd3lm``).
         With ``cache`` they describe the new columns only: the cache is cut back to ``start``
         slots, the columns go to slots ``[start, start + L)`` and ``attn_bias`` is
@@ -635,9 +665,15 @@ class Transformer(nn.Module):
         if cache is None:
             if start:
                 raise ValueError("start > 0 needs a cache holding the positions before it")
+            if attention_mask is not None and (  # else torch's broadcast error, deep inside
+                attention_mask.dim() != 2 or attention_mask.shape[-1] != L
+                or (attention_mask.shape[0] != B and attention_mask.shape[0] != 1)
+            ):
+                raise ValueError(f"attention_mask must have shape ({B}, {L}) (or (1, {L})), "
+                                 f"got {tuple(attention_mask.shape)}")
             if positions is not None or attn_bias is not None:
                 cos, sin, mask = self._explicit_layout(
-                    L, positions, attn_bias, attention_mask, tokens.device
+                    B, L, positions, attn_bias, attention_mask, tokens.device
                 )
                 is_causal = False
             else:
@@ -709,7 +745,8 @@ class Transformer(nn.Module):
                 "this model reads its noise level off the whole canvas, which a KV-cached call "
                 "does not see; call it without a KV cache (the sampler's cache 'none')"
             )
-        return masked_fraction_sigma(tokens, cfg.mask_id, attention_mask)
+        wide = wide_dtype(self.embed.weight.dtype)  # float64 for a float64 model
+        return masked_fraction_sigma(tokens, cfg.mask_id, attention_mask, dtype=wide)
 
     def _cached_layout(
         self,
@@ -797,16 +834,10 @@ class Transformer(nn.Module):
         if per_row:
             cos, sin = cos[:, None], sin[:, None]  # (B, 1, L, hd): broadcast over heads
         if attn_bias is None:
-            kpos = torch.cat([torch.arange(start, device=device), positions])[None, :]  # (1, Lk)
-            q = positions[:, None]  # (L, 1)
-            mode = self.config.attention
-            if mode == "causal":
-                mask = kpos <= q
-            elif mode == "block-causal":
-                mask = kpos // self.config.block_size <= q // self.config.block_size
-            else:
-                mask = torch.ones(L, kv_len, dtype=torch.bool, device=device)
-            mask = mask[None, None]  # (1, 1, L, Lk)
+            kpos = torch.cat([torch.arange(start, device=device), positions])  # (Lk,)
+            pattern = self._position_pattern(positions, kpos)  # (1, 1, L, Lk)
+            mask = pattern if pattern is not None else torch.ones(
+                1, 1, L, kv_len, dtype=torch.bool, device=device)
         else:
             if (
                 attn_bias.dtype != torch.bool
@@ -894,17 +925,19 @@ def materialise(module: nn.Module, device: str | torch.device) -> None:
 
 
 def masked_fraction_sigma(
-    tokens: Tensor, mask_id: int, attention_mask: Tensor | None = None
+    tokens: Tensor, mask_id: int, attention_mask: Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """(B,) total noise sigma = -log(1 - m) of an absorbing process whose rows have a fraction m of
     [MASK] among their real tokens (P(masked) = 1 - e^-sigma, as in SEDD's and MDLM's forward
-    process); the noise level a sampler that passes none most likely means."""
+    process); the noise level a sampler that passes none most likely means. In ``dtype``
+    (float64 for a float64 model)."""
     masked = tokens == mask_id  # (B, L)
     if attention_mask is None:
-        frac = masked.float().mean(dim=1)
+        frac = masked.to(dtype).mean(dim=1)
     else:
         real = attention_mask.bool()
-        frac = (masked & real).sum(dim=1).float() / real.sum(dim=1).clamp(min=1).float()
+        frac = (masked & real).sum(dim=1).to(dtype) / real.sum(dim=1).clamp(min=1).to(dtype)
     frac = frac.clamp(MASKED_FRACTION_EPS, 1 - MASKED_FRACTION_EPS)
     return -torch.log1p(-frac)  # (B,)
 
@@ -916,7 +949,8 @@ def sedd_log_score(head: Tensor, tokens: Tensor, sigma: Tensor) -> Tensor:
     log p(x0 = y | xt) - log(e^sigma - 1) up to the network's error, so it is the denoiser's logits
     up to a per-row constant."""
     V = head.shape[-1]
-    esigm1_log = torch.log(torch.expm1(sigma.float())).to(head.dtype)[:, None, None]  # (B, 1, 1)
+    wide = wide_dtype(head.dtype)  # float64 for a float64 model
+    esigm1_log = torch.log(torch.expm1(sigma.to(wide))).to(head.dtype)[:, None, None]  # (B, 1, 1)
     score = head - esigm1_log - math.log(V - 1)
     return score.scatter(-1, tokens[..., None], torch.zeros_like(score[..., :1]))  # (B, L, V)
 

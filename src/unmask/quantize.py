@@ -160,6 +160,13 @@ def check_quantize(name: str | None, device: str | torch.device, dtype: Any = No
         )
     import torch
 
+    if dtype is not None and dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        # torchao's weight-only kernels take these three; a float64 load was read and
+        # materialised before torchao refused it ("Unsupported input dtype: torch.float64")
+        raise UserError(
+            f"--quantize {name} quantises float32, bfloat16 or float16 weights, not "
+            f"{str(dtype).removeprefix('torch.')}: load them as one of those (dtype=torch.float32)"
+        )
     if name == "int4" and kind == "cuda" and dtype is not None and dtype != torch.bfloat16:
         raise UserError(
             "--quantize int4 on CUDA needs bfloat16 weights (torchao's int4 kernel): "
