@@ -587,3 +587,29 @@ def test_a_template_that_refuses_a_generation_prompt_after_an_answer_still_train
     talk = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
     prompt, response = ChatTemplate(source).example(tok, talk)
     assert tok.decode(prompt) == "<|user|>\nhi\n<|assistant|>\n" and tok.decode(response) == "yo"
+
+
+def test_validation_flags_on_the_resume_of_a_run_without_a_validation_split_are_refused(
+        tmp_path, capsys):
+    """``unmask train --resume --eval-every N`` of an SFT run was accepted, announced as a
+    change of plan ("--eval-every 5 given") and saved, and validated nothing: refused in one
+    line, as on a new run, the run left as it was."""
+    from unmask.cli import main
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    base = Transformer(model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids()))
+    save_checkpoint(tmp_path / "base", model=base, tokenizer=tok)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    out = tmp_path / "run"
+    assert main(["train", "--objective", "sft", "--data", str(pairs), "--out", str(out),
+                 "--init", str(tmp_path / "base"), "--seq-len", "64", "--batch-size", "2",
+                 "--steps", "1", "--eval-every", "0", "--no-progress"]) == 0
+    plan = (out / "train_config.json").read_text()
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--steps", "2", "--eval-every", "5",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("unmask train: error: --eval-every 5 validates a run; objective 'sft' trains "
+                   f"on {pairs}, which has no validation split (--eval-every 0)\n"), err
+    assert (out / "train_config.json").read_text() == plan

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 from corpus_helpers import word_corpus
 from test_train_run import cfg as run_cfg
 
@@ -262,3 +263,49 @@ def test_the_old_checkpoint_folder_is_named_by_checkpoint_old(tmp_path, monkeypa
     flag._defer, flag.signum = True, signal.SIGINT
     with pytest.raises(TrainingStopped, match="the last saved checkpoint is kept"):
         flag._handle(signal.SIGINT, None)
+
+
+def test_ctrl_c_during_a_validation_stops_it_and_the_resume_validates_that_step_first(
+        dataset, tmp_path, monkeypatch):
+    """Ctrl-C while a periodic validation read the held-out split (``--eval-batches 0``: all
+    of it) waited for the whole validation before the run stopped. It stops between the
+    validation's batches now; the checkpoint records the step (``validation_cut``) and the
+    resume validates it first, so the log and weights are the uninterrupted run's."""
+    from safetensors.torch import load_file
+
+    from unmask.data import TokenDataset
+
+    kw = dict(steps=4, eval_every=2, eval_batches=0, save_every=0)
+    full = train(cfg(dataset, tmp_path / "full", **kw), progress=False)
+    orig = TokenDataset.windows
+    after = []  # windows read after the signal
+
+    def windows(self, seq_len, **k):
+        for i, w in enumerate(orig(self, seq_len, **k)):
+            if self.split == "val" and not after and i == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+                after.append(0)
+            if after:
+                after[0] += 1
+            yield w
+
+    with monkeypatch.context() as m:
+        m.setattr(TokenDataset, "windows", windows)
+        with pytest.raises(TrainingStopped):
+            train(cfg(dataset, tmp_path / "part", **kw), progress=False)
+    run = tmp_path / "part"
+    assert after and after[0] <= 1, after  # was every window of the split
+    meta = json.loads((run / "checkpoint" / "trainer.json").read_text())
+    assert meta["step"] == 2 and meta["validation_cut"] == 2
+    train(cfg(dataset, run, **kw), resume=True, progress=False)
+
+    def lines(r: Path) -> list[dict]:
+        drop = ("tokens_per_s", "elapsed_s", "peak_mem_gib")
+        return [{k: v for k, v in json.loads(x).items() if k not in drop}
+                for x in (r / "metrics.jsonl").read_text().splitlines()]
+
+    assert lines(run) == lines(full)
+    assert any(x.get("step") == 2 and "val_loss" in x for x in lines(run))
+    a = load_file(str(full / "checkpoint" / "model.safetensors"))
+    b = load_file(str(run / "checkpoint" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -579,10 +579,32 @@ def load_train_state(
         _load_weights(model, inference, ckpt / "model.safetensors")
         if ema_model is not None:
             _load_weights(ema_model, inference, ckpt / "model.safetensors")
-    sd = {"state": {}, "param_groups": meta["optimizer"]["param_groups"]}
-    for k, v in tensors.items():
-        if k.startswith("optim."):
-            _, pid, name = k.split(".", 2)
-            sd["state"].setdefault(int(pid), {})[name] = v if name == "step" else v.to(device)
-    optimizer.load_state_dict(sd)
+    try:
+        sd: dict[str, Any] = {"state": {}, "param_groups": meta["optimizer"]["param_groups"]}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, pid, name = k.split(".", 2)
+                sd["state"].setdefault(int(pid), {})[name] = v if name == "step" else v.to(device)
+        _check_moments(optimizer, sd["state"])
+        optimizer.load_state_dict(sd)
+    except (KeyError, TypeError, ValueError, IndexError) as e:  # a hand-edited or mixed folder
+        raise UserError(
+            f"{ckpt}: its optimizer state (trainer.json, trainer.safetensors) does not fit the "
+            f"model ({str(e).strip() or type(e).__name__}); restore the folder as it was "
+            "saved, or start a new run from its weights with --init"
+        ) from None
     return meta
+
+
+def _check_moments(optimizer: torch.optim.Optimizer, state: dict[int, dict[str, Any]]) -> None:
+    """``ValueError`` where a saved moment has another shape than its parameter (indices in
+    the order of ``optimizer``'s groups, as ``state_dict`` numbers them): AdamW would fail
+    with a shape traceback at the first step."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for pid, moments in state.items():
+        if not 0 <= pid < len(params):
+            raise ValueError(f"state of parameter {pid}, of {len(params)}")
+        for name, v in moments.items():
+            if name != "step" and tuple(v.shape) != tuple(params[pid].shape):
+                raise ValueError(f"{name} of parameter {pid} has shape {tuple(v.shape)}, the "
+                                 f"parameter {tuple(params[pid].shape)}")

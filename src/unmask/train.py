@@ -517,6 +517,7 @@ def _train(
     optimizer = _adamw(model, config, device)
     scaler = precision.scaler(device.type)
     start_step = 0
+    validate_first = False  # a signal cut the validation of the checkpoint's step short
     prior_best: dict[str, Any] = {}
     prior_measured: dict[str, Any] | None = None  # how prior_best's score was measured
     if ckpt is not None:
@@ -527,6 +528,7 @@ def _train(
             meta = load_train_state(ckpt, model=model, optimizer=optimizer, ema_model=ema_model)
         _plan_hyperparameters(optimizer, config)  # the saved state holds the saved plan's
         start_step = int(meta["step"])
+        validate_first = meta.get(VALIDATION_CUT) == start_step
         prior_best = _saved_best(meta.get("best"), ckpt)
         if isinstance(meta.get("best_measured"), dict):
             prior_measured = dict(meta["best_measured"])
@@ -570,27 +572,39 @@ def _train(
 
     paused = [0.0]  # seconds spent validating and saving: not training, kept out of tok/s
 
-    def evaluate(step: int) -> dict[str, float]:
+    cut_short = [-1]  # the step whose validation a signal cut short: the resume runs it first
+
+    def evaluate(step: int, stoppable: bool = False) -> dict[str, float]:
+        """The validation of ``step``; with ``stoppable`` a signal stops it between its batches
+        (``_StoppableSplit``): {} is returned, and the checkpoint records the step
+        (``VALIDATION_CUT``) for the resume to validate first."""
         if val_ds is None:  # SFT pairs have no validation split
             return {}
         began = time.perf_counter()
+        target = ema_model if ema_model is not None else model
+        was = target.training
         try:
-            return _evaluate(step)
+            return _evaluate(step, _StoppableSplit(val_ds, flag) if stoppable else val_ds)
+        except _ValidationCut:
+            target.train(was)
+            cut_short[0] = step
+            return {}
         finally:
             paused[0] += time.perf_counter() - began
 
-    def measure(target: nn.Module) -> dict[str, float]:
+    def measure(target: nn.Module, split: Any = None) -> dict[str, float]:
         res = evaluate_loss(
-            target, val_ds, objective=config.objective, seq_len=config.seq_len,
+            target, val_ds if split is None else split, objective=config.objective,
+            seq_len=config.seq_len,
             batch_size=max(1, min(config.batch_size, 32)),
             max_batches=config.eval_batches or None,  # 0: the whole split, as unmask eval reads
             eps=config.eps, device=device, autocast_dtype=autocast_dtype,
         )
         return res.as_dict()
 
-    def _evaluate(step: int) -> dict[str, float]:
+    def _evaluate(step: int, split: Any) -> dict[str, float]:
         target = ema_model if ema_model is not None else model
-        rec = {"step": step, **measure(target)}
+        rec = {"step": step, **measure(target, split)}
         log(rec)
         keep_if_best(rec)
         return rec
@@ -653,6 +667,8 @@ def _train(
         }
         if skipped:  # a stop inside a run of non-finite steps: the resume goes on counting
             state["skipped_in_a_row"] = skipped
+        if cut_short[0] == step:
+            state[VALIDATION_CUT] = step
         if timed_out and step < config.steps:  # the CLI's exit code; a plain resume renews it
             state["stopped"] = STOPPED_BY_TIME_LIMIT
             state["session_limit"] = round(config.time_limit - prior_seconds / 60, 4)
@@ -701,6 +717,9 @@ def _train(
     with flag.deferring():
         model.train()
         timed_out = False
+        if validate_first:
+            last_val = evaluate(step, stoppable=not distributed)  # as the uninterrupted run did
+            val_step = step
         while step < config.steps:
             trained_s = prior_seconds + time.perf_counter() - t0
             timed_out = bool(config.time_limit) and trained_s > 60 * config.time_limit
@@ -825,7 +844,8 @@ def _train(
                 )
             val_now: dict[str, float] = {}
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
-                last_val = val_now = evaluate(step)
+                # one process: Ctrl-C stops a long validation too (processes would disagree)
+                last_val = val_now = evaluate(step, stoppable=not distributed)
                 val_step = step
             logged = not config.log_every or step % config.log_every == 0 or step == config.steps
             if plain is not None and (val_now or (logged and plain.due(step))):
@@ -869,6 +889,35 @@ def _train(
     if flag.signum is not None:
         raise TrainingStopped(flag.signum, step, run)
     return run
+
+
+VALIDATION_CUT = "validation_cut"
+"""``trainer.json``'s key for a checkpoint saved when a signal stopped the validation of its
+step (``_StoppableSplit``): a resume validates that step first, so its log reads as the
+uninterrupted run's."""
+
+
+class _ValidationCut(Exception):
+    """A signal arrived while a periodic validation read its batches."""
+
+
+class _StoppableSplit:
+    """A validation split whose ``windows`` end with ``_ValidationCut`` once ``flag`` holds a
+    signal: Ctrl-C during a long validation (``--eval-batches 0`` of a large held-out split)
+    waited for all of it. Everything else is the split's own."""
+
+    def __init__(self, split: Any, flag: StopFlag) -> None:
+        self._split = split
+        self._flag = flag
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._split, name)
+
+    def windows(self, seq_len: int) -> Any:
+        for window in self._split.windows(seq_len):
+            if self._flag.stop:
+                raise _ValidationCut
+            yield window
 
 
 NON_FINITE_STOP = 5

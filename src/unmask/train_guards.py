@@ -523,7 +523,8 @@ class StopFlag:
 
     Outside ``deferring()`` (set-up: reading data, building the model) a signal stops at
     once. Inside it (the training loop) the first signal only sets ``signum``, and the loop
-    stops at the next step or micro-batch boundary and saves; a second signal raises
+    stops at the next step or micro-batch boundary (or between the batches of a periodic
+    validation: ``unmask.train._StoppableSplit``) and saves; a second signal raises
     ``KeyboardInterrupt`` at once (the last complete checkpoint stays, saves are atomic).
     """
 

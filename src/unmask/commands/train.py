@@ -53,7 +53,8 @@ def _objectives() -> list[str]:
 def _refuse_validation_flags(cfg: TrainConfig, given: dict[str, Any]) -> None:
     """``--eval-every N`` (N > 0) given to a run with no validation split (SFT pairs,
     distillation trajectories): one line, as ``--keep-best`` there; it was ignored without a
-    word. ``--eval-every 0`` (no validation) says what such a run does anyway."""
+    word (on ``--resume`` too, where it was even announced as a change of plan).
+    ``--eval-every 0`` (no validation) says what such a run does anyway."""
     from unmask.objectives import objective_spec
 
     if given.get("eval_every", 0) > 0 and objective_spec(cfg.objective).batch_for(
@@ -120,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume:
         cfg = _resume_config(args)
+        _refuse_validation_flags(cfg, given_fields(TrainConfig, args))
     else:
         base = load_train_config(args.config) if args.config else TrainConfig()
         cfg = dataclass_from_args(TrainConfig, args, base=base)
