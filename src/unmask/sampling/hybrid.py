@@ -254,8 +254,10 @@ class HybridRun(DecoderRun):
 
         self.model, self.eos_id, self.gen_length, self.k = model, eos_id, max_new_tokens, k
         self.mask_id, self.predraft, self.use_cache = mask_id, predraft, use_cache
-        # [MASK], FIM markers, EOS under forbid_eos
-        self._forbid = never_proposed(mcfg, mask_id, eos_id if forbid_eos else None)
+        # [MASK], the banned ids ([PAD], BOS, FIM markers, ...), EOS under forbid_eos: in the
+        # drafts' q and the verified p alike
+        self._forbid = never_proposed(mcfg, mask_id, eos_id if forbid_eos else None,
+                                      eos_id=eos_id)  # fmt: skip
         self.threshold = draft_threshold
         self.prompt, self.real = prompt.to(device), real.to(device)
         self.padded = not bool(real.all())
