@@ -123,10 +123,10 @@ def _plan(
 MERGED_HEAD_COLUMNS = 12
 """``HybridRun._read`` runs the head once over the verified columns and every block's columns
 when the drafts and blocks are at most this many columns, else twice (the verified columns,
-then the chosen block's): at draft length 2 (the length a small model keeps; 5-11% more tokens
-per CPU second on a demo-sized model, ``docs/sampling.md``), 3 with ``predraft="ends"``, 4
-with ``ends`` (12 columns); not at 3 pre-drafted for every acceptance (15) nor with the 72 of
-a block of 8."""
+then the chosen block's): at draft length 2 (the length a small model keeps), 3 and 4 with
+``predraft="ends"`` (12 columns); not at 3 pre-drafted for every acceptance (15) nor with the
+72 of a block of 8. 1-11% more tokens per CPU second on a demo-sized model (``docs/sampling.md``,
+"The one-model hybrid")."""
 
 PLAN_CACHE_HEAD = 16
 """``_plan`` keeps the plans of rounds with at most this many head columns (later rounds
