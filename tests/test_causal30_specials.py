@@ -70,6 +70,7 @@ def test_never_proposed_is_banned_ids_and_mask_but_the_runs_eos():
     cfg = _model().config
     assert never_proposed(cfg, cfg.mask_id) == (0, 1, 3, 4, 9, 10, 11)
     assert never_proposed(cfg, cfg.mask_id, 2) == (0, 1, 2, 3, 4, 9, 10, 11)  # forbid_eos
+    assert 2 in never_proposed(cfg, cfg.mask_id, 2, eos_id=2)  # forbid_eos wins
     # a checkpoint whose EOS is its [PAD] too (GPT-2 style) still ends its text with it
     assert 2 not in never_proposed(replace(cfg, pad_id=2), cfg.mask_id, eos_id=2)
     assert 3 not in never_proposed(cfg, cfg.mask_id, eos_id=3)  # the run's own EOS
