@@ -12,6 +12,7 @@ from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.sampling import filter_logits, generate_ar, sample_token
 from unmask.sampling.ar import ARRun
+from unmask.sampling.penalties import banned_ids
 
 
 def make(attention: str = "causal", seed: int = 0, std: float = 0.3) -> Transformer:
@@ -22,12 +23,14 @@ def make(attention: str = "causal", seed: int = 0, std: float = 0.3) -> Transfor
 
 def naive_greedy(model: Transformer, prompt: list[int], n: int) -> list[int]:
     """Recompute the whole sequence for every new token, no cache; like every decoder, it
-    never proposes the mask id (a random model may rank it first)."""
+    never proposes the mask id nor another special token but EOS (``banned_ids``: a random
+    model may rank them first)."""
     x = torch.tensor([prompt])
+    banned = [model.config.mask_id, *banned_ids(model.config)]
     with torch.no_grad():
         for _ in range(n):
             logits = model(x)[0, -1]
-            logits[model.config.mask_id] = float("-inf")
+            logits[banned] = float("-inf")
             nxt = logits.argmax()
             x = torch.cat([x, nxt.view(1, 1)], dim=1)
     return x[0, len(prompt) :].tolist()

@@ -29,6 +29,7 @@ from unmask.objectives.hybrid import draft_boundaries
 from unmask.sampling import generate_ar
 from unmask.sampling import hybrid as hybrid_mod
 from unmask.sampling.hybrid import HybridResult, HybridRun
+from unmask.sampling.penalties import banned_ids
 from unmask.tokenizer import byte_tokenizer
 
 SPECIAL = dict(mask_id=0, pad_id=1, eos_id=2, bos_id=3)
@@ -355,14 +356,16 @@ def test_the_head_runs_only_on_the_columns_a_round_reads(temperature, trained):
 
 
 def exact_marginals(m: Transformer, prompt: list[int], n: int) -> list[torch.Tensor]:
-    """Exact distributions of the causal model's tokens 1..n after ``prompt`` ([MASK] never)."""
+    """Exact distributions of the causal model's tokens 1..n after ``prompt`` ([MASK] and the
+    other ``banned_ids`` never)."""
     V = m.config.vocab_size
     seqs = torch.tensor([prompt])
     weight = torch.ones(1, dtype=torch.float64)
     out = []
+    banned = [m.config.mask_id, *banned_ids(m.config)]
     for _ in range(n):
         logits = m(seqs)[:, -1].clone()  # (S, V)
-        logits[:, m.config.mask_id] = float("-inf")
+        logits[:, banned] = float("-inf")
         p = weight[:, None] * torch.softmax(logits, dim=-1)  # (S, V) joint
         out.append(p.sum(dim=0))
         seqs = torch.cat([seqs.repeat_interleave(V, 0), torch.arange(V).repeat(len(seqs))[:, None]],

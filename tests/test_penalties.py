@@ -21,6 +21,7 @@ from unmask.sampling import penalties as pen_mod
 from unmask.sampling.hybrid import HybridRun
 from unmask.sampling.penalties import (
     Penalties,
+    banned_ids,
     prefix_counts,
     special_ids,
     text_counts,
@@ -247,10 +248,11 @@ def test_hybrid_greedy_equals_ar_with_the_same_penalties(knobs, predraft):
         assert got.gen_ids == want.gen_ids[: len(rows)]
 
 
-def exact_marginals(next_logits, prompt: list[int], V: int, n: int, mask_id: int,
+def exact_marginals(next_logits, prompt: list[int], V: int, n: int, mask_id: int | list[int],
                     knobs: dict, exempt: tuple[int, ...]) -> list[torch.Tensor]:
     """Exact distributions of generated tokens 1..n at temperature 1 with the penalties, by
-    enumerating every path (``next_logits(seq) -> (V,)``)."""
+    enumerating every path (``next_logits(seq) -> (V,)``); ``mask_id``: the id, or ids, never
+    proposed."""
     out = [torch.zeros(V, dtype=torch.float64) for _ in range(n)]
     for path in itertools.product(range(V), repeat=n):
         prob = 1.0
@@ -324,7 +326,8 @@ def test_hybrid_sampling_is_distributed_as_ar_with_penalties(knobs):
     prompt, n, V = [4, 6, 5], 3, m.config.vocab_size
     with torch.no_grad():
         exact, plain = (exact_marginals(lambda seq: m(torch.tensor([seq]))[0, -1], prompt, V, n,
-                                        m.config.mask_id, k, special_ids(m.config))
+                                        [m.config.mask_id, *banned_ids(m.config)], k,
+                                        special_ids(m.config))
                         for k in (knobs, {}))
     assert max(tv(e, p) for e, p in zip(exact, plain, strict=True)) > 0.1  # they matter
     penalties = Penalties.of(SampleConfig(**as_config(knobs)))

@@ -55,9 +55,9 @@ class NoLayouts(nn.Module):
 
 def canvas_reader() -> Transformer:
     """A block-causal drafter that reads its noise level off the canvas (no explicit layouts)."""
-    cfg = dataclasses.replace(transformer("block-causal", 7, block_size=4).config,
+    cfg = dataclasses.replace(transformer("block-causal", 16, block_size=4).config,
                               time_conditioning=True, sigma_input="masked_fraction")  # fmt: skip
-    torch.manual_seed(7)
+    torch.manual_seed(16)  # a seed whose drafts the verifier accepts now and then
     drafter = Transformer(cfg).eval()
     with torch.no_grad():  # adaLN-Zero starts as the identity: random modulation reads the canvas
         for p in drafter.parameters():

@@ -17,6 +17,7 @@ from unmask.errors import UserError
 from unmask.loaded import Loaded
 from unmask.model import Transformer
 from unmask.sampling import step_together
+from unmask.sampling.penalties import banned_ids
 from unmask.sampling.segments import check_segments, segment_configs, segment_seed
 from unmask.tokenizer import byte_tokenizer
 
@@ -86,7 +87,7 @@ def test_one_segment_is_the_plain_run():
 
 
 def test_ar_greedy_segments_equal_an_argmax_loop_without_a_cache():
-    m = model("causal", seed=1)
+    m = model("causal", seed=5)
     ld = loaded(m)
     config = SampleConfig(gen_length=50, segment_length=12)  # 4 x 12 + 2
     res = api.start(ld, PROMPTS, config).run()
@@ -98,7 +99,7 @@ def test_ar_greedy_segments_equal_an_argmax_loop_without_a_cache():
             for _ in range(length):
                 with torch.no_grad():
                     logits = m(torch.tensor([ctx]))[0, -1]
-                logits[TOK.mask_id] = float("-inf")
+                logits[[TOK.mask_id, *banned_ids(m.config)]] = float("-inf")
                 nxt = int(logits.argmax())
                 ctx.append(nxt)
                 seq.append(nxt)
@@ -111,7 +112,8 @@ def test_ar_greedy_segments_equal_an_argmax_loop_without_a_cache():
 
 
 def test_speculative_segments_keep_token_identity_with_ar():
-    verifier, drafter = loaded(model("causal", seed=1)), loaded(model(seed=2))
+    # random models agree on a draft now and then (seeds where they do on a real token)
+    verifier, drafter = loaded(model("causal", seed=1)), loaded(model(seed=5))
     config = SampleConfig(gen_length=40, segment_length=16, draft_length=3)
     spec = api.generate(verifier, ["abc", "hello there"], config=config, draft=drafter)
     ar = api.generate(verifier, ["abc", "hello there"],

@@ -278,8 +278,9 @@ class Cfg:
     attention: str
     vocab_size: int = V
     mask_id: int = MASK
-    pad_id: int = 0
+    pad_id: int = MASK  # never proposed either way; tokens 0..3 are all text
     eos_id: int | None = None
+    bos_id: int | None = None
     max_seq_len: int = 64
 
 
@@ -298,9 +299,9 @@ TABLE = torch.tensor(  # verifier: next-token logits given the current token (a 
 class Markov(nn.Module):
     supports_kv_cache = True
 
-    def __init__(self) -> None:
+    def __init__(self, config: Cfg | None = None) -> None:
         super().__init__()
-        self.config = Cfg("causal")
+        self.config = config or Cfg("causal")
 
     def forward(
         self, tokens, attention_mask=None, *, cache=None, start=0, positions=None, attn_bias=None
@@ -322,10 +323,11 @@ class FixedDrafter(nn.Module):
         return row.expand(*tokens.shape, V).clone()
 
 
-def exact_marginals(last: int, n: int) -> list[torch.Tensor]:
-    """Exact distributions of the verifier's tokens 1..n after ``last`` (mask forbidden)."""
+def exact_marginals(last: int, n: int, banned: tuple[int, ...] = ()) -> list[torch.Tensor]:
+    """Exact distributions of the verifier's tokens 1..n after ``last`` (mask and ``banned``
+    forbidden)."""
     t = TABLE.clone()
-    t[:, MASK] = float("-inf")
+    t[:, [MASK, *banned]] = float("-inf")
     P = torch.softmax(t, dim=-1)  # (V, V) transition
     dist = torch.zeros(V, dtype=torch.float64)
     dist[last] = 1.0

@@ -286,7 +286,7 @@ class Cfg:
     attention: str
     vocab_size: int = V
     mask_id: int = MASK
-    pad_id: int = 0
+    pad_id: int = MASK  # never proposed either way; tokens 0..3 are all text
     eos_id: int | None = None
     max_seq_len: int = 64
 

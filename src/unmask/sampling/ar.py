@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from unmask.canvas import as_rows, left_pad
-from unmask.config import FIM_FIELDS, SampleConfig
+from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.cache import call_model, check_cache_name, supports_kv_cache
-from unmask.sampling.penalties import Penalties, id_tensor, text_counts
+from unmask.sampling.penalties import Penalties, banned_ids, id_tensor, text_counts
 from unmask.sampling.policies import _rand, make_policy, scorer
 from unmask.sampling.protocol import (
     DecoderRun,
@@ -166,15 +166,24 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -
 
 
 def never_proposed(
-    config: Any, mask_id: int | None, forbid: int | None = None
+    config: Any, mask_id: int | None, forbid: int | None = None, *, eos_id: int | None = None
 ) -> tuple[int, ...]:
-    """The ids a causal decoder never proposes: ``[MASK]``, and the fill-in-the-middle markers
-    of a model trained with ``--fim-rate`` (``config.fim_*_id``). Plain generation that wrote
-    one (greedy under the default penalties did, in 3 of 8 rows of the demo's twin) would go
-    on as if a FIM prompt had begun; a FIM infill writes the middle after them, never one.
-    ``forbid``: one more id, EOS under ``SampleConfig.forbid_eos``."""
-    ids = [mask_id, forbid, *(getattr(config, f, None) for f in FIM_FIELDS)]
-    return tuple(sorted({int(i) for i in ids if i is not None}))
+    """The ids a causal decoder (``ar``, ``speculative``'s drafts and verifier, ``hybrid``)
+    never proposes: ``[MASK]`` and the checkpoint's ``banned_ids`` (``[PAD]``, BOS,
+    ``[EMPTY]``, the fill-in-the-middle markers of a model trained with ``--fim-rate``), the
+    rule of every decoder (``unmask.sampling.penalties.banned_ids``). None is a training
+    target of free text, but an untrained or weak model still ranks them: greedy under the
+    default penalties wrote a FIM marker in 3 of 8 rows of the demo's twin (plain generation
+    then goes on as if a FIM prompt had begun), and an untrained one wrote [PAD] and BOS. A
+    FIM infill writes the middle after the markers, never one. ``eos_id``: the token the run
+    ends a text with, never banned (a checkpoint whose EOS is also its [PAD] or BOS still
+    stops); ``forbid``: one more id, EOS under ``SampleConfig.forbid_eos``."""
+    ids = {*banned_ids(config), *((mask_id,) if mask_id is not None else ())}
+    if eos_id is not None:
+        ids.discard(eos_id)
+    if forbid is not None:
+        ids.add(forbid)
+    return tuple(sorted(int(i) for i in ids))
 
 
 def forbid_id(
@@ -218,7 +227,8 @@ class ARRun(DecoderRun):
 
     The first ``advance()`` runs the prompt (1 NFE) and commits the first token; every later
     one feeds the last token (1 NFE) and commits the next. It runs alone (``shares_forward``
-    False): its KV cache holds this batch's keys and values. ``[MASK]`` is never proposed.
+    False): its KV cache holds this batch's keys and values. ``[MASK]`` and the checkpoint's
+    other special tokens but EOS are never proposed (``never_proposed``).
     ``allowed`` (``AllowedTokens``): each step samples only among the tokens it names.
     ``penalties`` (``unmask.sampling.penalties``): each step's logits are penalised for the
     prompt (a start token given to an empty prompt not counted) and the tokens so far.
@@ -297,8 +307,9 @@ class ARRun(DecoderRun):
 
         self.model, self.eos_id, self.gen_length = model, eos_id, max_new_tokens
         self.mask_id = mask_id if mask_id is not None else (pad_id or 0)
-        # [MASK], FIM markers, EOS under forbid_eos
-        self._forbid = never_proposed(mcfg, mask_id, eos_id if forbid_eos else None)
+        # [MASK], the banned ids ([PAD], BOS, FIM markers, ...), EOS under forbid_eos
+        self._forbid = never_proposed(mcfg, mask_id, eos_id if forbid_eos else None,
+                                      eos_id=eos_id)  # fmt: skip
         self.temperature, self.top_k, self.top_p, self.generator = (
             temperature,
             top_k,

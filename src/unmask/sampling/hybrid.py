@@ -120,6 +120,14 @@ def _plan(
     return build(h, d, blocks, predraft, mask_id, device)
 
 
+MERGED_HEAD_COLUMNS = 12
+"""``HybridRun._read`` runs the head once over the verified columns and every block's columns
+when the drafts and blocks are at most this many columns, else twice (the verified columns,
+then the chosen block's): at draft length 2 (the length a small model keeps), 3 and 4 with
+``predraft="ends"`` (12 columns); not at 3 pre-drafted for every acceptance (15) nor with the
+72 of a block of 8. 1-11% more tokens per CPU second on a demo-sized model (``docs/sampling.md``,
+"The one-model hybrid")."""
+
 PLAN_CACHE_HEAD = 16
 """``_plan`` keeps the plans of rounds with at most this many head columns (later rounds
 have 1, or a few after a partial acceptance of a batch's rows)."""
@@ -254,8 +262,10 @@ class HybridRun(DecoderRun):
 
         self.model, self.eos_id, self.gen_length, self.k = model, eos_id, max_new_tokens, k
         self.mask_id, self.predraft, self.use_cache = mask_id, predraft, use_cache
-        # [MASK], FIM markers, EOS under forbid_eos
-        self._forbid = never_proposed(mcfg, mask_id, eos_id if forbid_eos else None)
+        # [MASK], the banned ids ([PAD], BOS, FIM markers, ...), EOS under forbid_eos: in the
+        # drafts' q and the verified p alike
+        self._forbid = never_proposed(mcfg, mask_id, eos_id if forbid_eos else None,
+                                      eos_id=eos_id)  # fmt: skip
         self.threshold = draft_threshold
         self.prompt, self.real = prompt.to(device), real.to(device)
         self.padded = not bool(real.all())
@@ -340,6 +350,18 @@ class HybridRun(DecoderRun):
         """Logits (B, n, V) of some columns (B, n, D|V) of ``_forward``'s output."""
         return out if self._head is None else self._head(out)
 
+    def _read(self, out: Tensor, h: int, d: int) -> tuple[Tensor, int | None]:
+        """What a round reads of ``_forward``'s output ``out`` (B, T, D|V): the logits of its
+        d + 1 verified columns, then, where the head is separate and the blocks are few, of
+        every block's columns too (B, T - h + 1, V), with the column of ``out`` the first one
+        is (``at``, h - 1); else the d + 1 columns' logits and ``at`` None (``_choose`` runs
+        the head on the chosen block's). One head call reads the head's weights once: a
+        round's second call over a few columns cost about as much as its first (reading the
+        weights, not the columns: a demo-sized head's 4 MiB)."""
+        if self._head is None or out.shape[1] - h > MERGED_HEAD_COLUMNS:
+            return self._logits(out[:, h - 1 : h + d]), None
+        return self._head(out[:, h - 1 :]), h - 1
+
     def _no_mask(self, logits: Tensor, *, inplace: bool = False) -> Tensor:
         """``logits`` (..., V) with ``[MASK]`` at -inf (``forbid_id``; written in place when
         ``inplace``): float64 when sampling (the acceptance ratios p/q), the model's dtype
@@ -379,9 +401,10 @@ class HybridRun(DecoderRun):
                             generator=self.generator)  # fmt: skip
         return flat.reshape(B, n), q, conf
 
-    def _choose(self, out: Tensor, plan: _Plan, n: Tensor) -> None:
-        """Each row's next drafts (``out``: ``_forward``'s hidden states or logits): block
-        n_i's (``predraft="all"``), or block 0's after its first n_i when there is no block n_i
+    def _choose(self, out: Tensor, plan: _Plan, n: Tensor, at: int | None = None) -> None:
+        """Each row's next drafts (``out``: ``_forward``'s hidden states or logits; or, with
+        ``at``, the logits of its columns from ``at`` on: ``_read``): block n_i's
+        (``predraft="all"``), or block 0's after its first n_i when there is no block n_i
         (``ends``; they saw less of the prefix, which costs acceptance, never exactness); none
         when no block reaches that far (``_plan``'s tables, indexed by n_i)."""
         B = n.shape[0]
@@ -394,9 +417,11 @@ class HybridRun(DecoderRun):
         if D == 0:
             self.drafts, self.dlen, self._q = self.gen[:, :0], length, None
             return
-        idx = (start[:, None] + plan.columns[:D]).clamp(max=out.shape[1] - 1)  # (B, D)
+        lo = 0 if at is None else at
+        idx = (start[:, None] - lo + plan.columns[:D]).clamp(max=out.shape[1] - 1)  # (B, D)
         chosen = out.gather(1, idx[..., None].expand(B, D, out.shape[-1]))  # (B, D, D|V)
-        drafts, q, conf = self._next_drafts(self._logits(chosen), length)
+        drafts, q, conf = self._next_drafts(chosen if at is not None else self._logits(chosen),
+                                            length)  # fmt: skip
         if conf is not None:  # adaptive: a row's drafts end before its first unsure one
             sure = (conf >= self.threshold).long().cumprod(dim=1).sum(dim=1)  # (B,)
             length = torch.minimum(length, sure)
@@ -432,7 +457,8 @@ class HybridRun(DecoderRun):
         blocks = self._blocks(d, active)
         with torch.no_grad():
             hid, h, plan = self._forward(blocks)  # (B, T, D|V)
-            p_logits = self._no_mask(self._logits(hid[:, h - 1 : h + d]))  # (B, d + 1, V)
+            read, at = self._read(hid, h, d)  # logits of the verified columns (and blocks)
+            p_logits = self._no_mask(read[:, :d + 1])  # (B, d + 1, V)
             if self._counts is not None:  # each position judged for the text before it
                 live = torch.arange(d, device=p_logits.device)[None, :] < self.dlen[:, None]
                 p_logits = self._counts.penalise(p_logits, self.drafts, live)
@@ -457,7 +483,7 @@ class HybridRun(DecoderRun):
             self._rounds += active
             self.committed += count
             self.finished |= ended | (self.committed >= self.gen_length)
-            self._choose(hid, plan, n)
+            self._choose(hid if at is None else read, plan, n, at)
         self.steps += 1
         if bool(self.finished.all()):
             self._stopped = True

@@ -8,8 +8,9 @@ Each round (one ``advance()``):
    forwards (default one), the k masks split into that many left-to-right chunks, each
    chunk committed at one step: at temperature 0 the argmax at every masked position,
    otherwise token j is drawn from ``q_j = softmax(logits_j / temperature)`` (``[MASK]``
-   never proposed). Chunks go left to right so that draft token j depends only on the
-   drafts before it, which the speculative-sampling rule needs. With ``draft_threshold`` a
+   and the verifier's other special tokens but EOS never proposed: ``never_proposed``).
+   Chunks go left to right so that draft token j depends only on the drafts before it,
+   which the speculative-sampling rule needs. With ``draft_threshold`` a
    row's draft ends before its first token whose drafter probability is below it (adaptive
    length); the verifier then scores only up to the longest draft of the batch.
    The drafter's prefix cache (``draft_cache='prefix'``): keys/values of the committed
@@ -22,7 +23,8 @@ Each round (one ``advance()``):
    approximate the uncached drafter's. The verifier makes the output exact either way.
 2. the verifier scores the last committed token and the k drafts in one causal forward
    against its KV cache (k + 1 next-token distributions ``p_0 .. p_k``, filtered as the
-   ``ar`` decoder filters them: ``[MASK]`` forbidden, temperature, top-k, top-p);
+   ``ar`` decoder filters them: the same ``never_proposed`` ids forbidden, temperature,
+   top-k, top-p);
 3. acceptance, per row: at temperature 0 the longest draft prefix equal to the verifier's
    argmax, plus the verifier's own token after it, so the output is token for token that of
    ``generate_ar`` at temperature 0; at temperature > 0 the speculative-sampling rule
@@ -394,8 +396,11 @@ class SpeculativeRun(DecoderRun):
         self.eos_id, self.gen_length, self.k = eos_id, max_new_tokens, draft_length
         self.threshold, self.draft_steps = draft_threshold, draft_steps
         self.mask_id = mask_id if mask_id is not None else (pad_id or 0)
-        forbid = eos_id if forbid_eos else None  # [MASK], FIM markers, EOS under forbid_eos
-        self._forbid = never_proposed(getattr(model, "config", None), mask_id, forbid)
+        # [MASK], the banned ids ([PAD], BOS, FIM markers, ...), EOS under forbid_eos: banned
+        # in the drafter's q and the verifier's p alike (the greedy output stays ``ar``'s, the
+        # sampled one distributed as ``ar``'s)
+        forbid = eos_id if forbid_eos else None
+        self._forbid = never_proposed(mcfg, mask_id, forbid, eos_id=eos_id)
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.generator, self.on_view = generator, on_view
         # one generator per row: each row drafts and accepts as alone (``_draft_rows``, ``_accept``)

@@ -1,0 +1,56 @@
+"""The hybrid decoder's rounds run the output head once where its blocks are few (``_read``):
+the same tokens as two head calls (the verified columns, then the chosen block's) and as
+``ar``, for every acceptance, sampled or greedy."""
+
+import pytest
+import torch
+
+from unmask.config import model_preset
+from unmask.model import Transformer
+from unmask.sampling import hybrid as hybrid_mod
+from unmask.sampling.ar import ARRun
+from unmask.sampling.hybrid import HybridRun
+
+SPECIAL = dict(mask_id=0, pad_id=1, eos_id=2, bos_id=3)
+PROMPTS = [[4, 5, 6], [7], [8, 9, 10, 11, 4]]
+
+
+def _model(seed: int = 0) -> Transformer:
+    cfg = model_preset("tiny", vocab_size=12, max_seq_len=64, attention="causal",
+                       init_std=0.3, draft_block=3, **SPECIAL)  # fmt: skip
+    torch.manual_seed(seed)
+    return Transformer(cfg).double().eval()
+
+
+def _run(m: Transformer, **kw) -> tuple[HybridRun, list[int]]:
+    calls: list[int] = []
+    hook = m.lm_head.register_forward_hook(lambda _m, inp, _o: calls.append(inp[0].shape[1]))
+    try:
+        run = HybridRun(m, PROMPTS, max_new_tokens=16, eos_id=2, **kw)
+        run.run()
+    finally:
+        hook.remove()
+    return run, calls
+
+
+@pytest.mark.parametrize("predraft, draft_block", [("all", 1), ("all", 2), ("ends", 2),
+                                                   ("ends", 3)])
+def test_one_head_call_a_round_where_the_blocks_are_few(predraft, draft_block):
+    m = _model()
+    one, calls = _run(m, predraft=predraft, draft_block=draft_block)
+    assert len(calls) == one.nfe  # before: two a round (the verified columns, the chosen block)
+    want = ARRun(m, PROMPTS, max_new_tokens=16, eos_id=2).run()
+    assert one.result().gen_ids == want.gen_ids
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_one_head_call_or_two_the_same_tokens(monkeypatch, temperature):
+    m = _model(1)
+    kw = dict(temperature=temperature, draft_block=3, predraft="ends", draft_threshold=0.2)
+    one, calls = _run(m, generator=torch.Generator().manual_seed(0), **kw)
+    monkeypatch.setattr(hybrid_mod, "MERGED_HEAD_COLUMNS", -1)
+    two, more = _run(m, generator=torch.Generator().manual_seed(0), **kw)
+    assert len(calls) == one.nfe < len(more)
+    a, b = one.result(), two.result()
+    assert a.gen_ids == b.gen_ids
+    assert (a.nfe, a.accepted, a.drafted) == (b.nfe, b.accepted, b.drafted)
