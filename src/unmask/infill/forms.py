@@ -806,11 +806,15 @@ def fill_form(
         back = hole.space and not sampled.startswith(" ")  # the skeleton's space put back
         if back:
             tokens.extend(segment_ids(tokenizer, " ", first=False))
+        # re-encoded where its text is not its sampled tokens' text: it continues the form's
+        # text (``segment_ids``), or a SentencePiece-style tokenizer gave it a word start of
+        # its own (``" dog"`` for the value ``"dog"``, whose space the output dropped)
+        first = not tokens
         if raw != (" " if back else "") + sampled:  # a string's leading space dropped
-            ids = list(tokenizer.encode(raw[1:] if back else raw))
+            ids = segment_ids(tokenizer, raw[1:] if back else raw, first=first)
         if parse:  # the spaces that pad a value to its hole's width are not the form's text
             raw, ids = raw.rstrip(" "), _unpadded(ids, raw.rstrip(" ")[1 if back else 0 :],
-                                                  vocab, tokenizer)
+                                                  vocab, tokenizer, first=first)
         tokens.extend(ids)
         parts.append(raw)
         body = raw.rstrip(" ")[1:] if hole.space else raw.rstrip(" ")
@@ -839,14 +843,16 @@ def _text_locked(canvas: Any, spans: Any) -> Any:
     return dataclasses.replace(canvas, locked=locked)
 
 
-def _unpadded(ids: list[int], text: str, vocab: Vocab, tokenizer: Any) -> list[int]:
+def _unpadded(ids: list[int], text: str, vocab: Vocab, tokenizer: Any, *, first: bool
+              ) -> list[int]:
     """The ids of a hole's ``text`` once the padding spaces after its value are dropped: its
     sampled ids less the trailing ones that spell only spaces, or, where a token joined the
-    value to its padding, ``text`` encoded."""
+    value to its padding, ``text`` encoded (``segment_ids``: ``first`` where nothing of the
+    form's text comes before it)."""
     keep = list(ids)
     while keep and not vocab.decode(keep[-1:]).strip(" "):
         keep.pop()
-    return keep if vocab.decode(keep) == text else list(tokenizer.encode(text))
+    return keep if vocab.decode(keep) == text else segment_ids(tokenizer, text, first=first)
 
 
 def is_causal(model: Any) -> bool:

@@ -1,0 +1,87 @@
+"""A form's ``<text>`` value on tokenizers that mark word starts (review of session 30).
+
+A ``<text>`` value may start with a space-led word whose space the output drops (``" dog"``
+is written ``"dog"``). Its tokens were then the value encoded as a text of its own: a
+SentencePiece-style tokenizer (Metaspace, or Llama's ``Prepend("▁")`` normalizer) put a word
+start back in front (``"▁dog"``), so ``FormResult.tokens`` decoded to ``{"a": " dog"}`` where
+``text`` was ``{"a": "dog"}``. The value continues the form's text and is encoded as such
+(``segment_ids``), as the skeleton after it already was.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from server_helpers import bpe_tokenizer
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, normalizers, pre_tokenizers
+
+from unmask.config import SampleConfig
+from unmask.infill.forms import fill_form
+from unmask.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+
+def _bpe() -> HFTokenizer:
+    """Word starts, two words, and every byte (so quotes and braces have tokens)."""
+    pieces = [*SPECIAL_TOKENS, "<unk>", *[f"<0x{b:02X}>" for b in range(256)], "▁",
+              *"catdog", "▁c", "▁ca", "▁cat", "▁d", "▁do", "▁dog"]
+    merges = [("▁", "c"), ("▁c", "a"), ("▁ca", "t"), ("▁", "d"), ("▁d", "o"), ("▁do", "g")]
+    return HFTokenizer(models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=merges,
+                                  unk_token="<unk>", byte_fallback=True))
+
+
+def _metaspace() -> Tokenizer:
+    hf = _bpe()
+    hf.pre_tokenizer = pre_tokenizers.Metaspace()
+    hf.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace()])
+    hf.add_special_tokens([*SPECIAL_TOKENS, "<unk>"])
+    return Tokenizer(hf, mask_id=0, pad_id=1, eos_id=2, bos_id=3)
+
+
+def _llama() -> Tokenizer:
+    hf = _bpe()
+    hf.normalizer = normalizers.Sequence([normalizers.Prepend("▁"),
+                                          normalizers.Replace(" ", "▁")])
+    hf.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                    decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    hf.add_special_tokens([*SPECIAL_TOKENS, "<unk>"])
+    return Tokenizer(hf, mask_id=0, pad_id=1, eos_id=2, bos_id=3)
+
+
+class Prefers:
+    """Every position favours ``best`` (then each further piece a little less)."""
+
+    def __init__(self, tokenizer: Tokenizer, *best: str) -> None:
+        self.bias = torch.zeros(tokenizer.vocab_size)
+        for k, piece in enumerate(best):
+            self.bias[tokenizer.token_to_id(piece)] = 10.0 - k
+
+    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        return self.bias.expand(*tokens.shape, len(self.bias)).clone()  # (B, L, V)
+
+
+FORMS = ['{"a": "<text:3>"}', '{"a": "<text:3-8>", "b": 1}', '["<text:2-5>"]', '"<text:3>"']
+
+
+@pytest.mark.parametrize("make", [_metaspace, _llama], ids=["metaspace", "llama"])
+@pytest.mark.parametrize("form", FORMS)
+def test_a_text_value_that_dropped_its_space_is_spelt_by_the_tokens(make, form):
+    tok = make()
+    r = fill_form(Prefers(tok, "▁dog"), tok, form, config=SampleConfig(steps=8))
+    hole = r.holes[0]
+    assert hole.value.startswith("dog") and not hole.text.startswith('" ')
+    assert r.value == json.loads(r.text)
+    assert tok.decode(r.tokens) == r.text  # was '{"a": " dog"}': the word start kept
+
+
+def test_a_text_value_that_dropped_its_space_on_a_byte_level_bpe():
+    tok = bpe_tokenizer()
+    lead = next(i for i in range(tok.vocab_size)
+                if tok.decode([i]).startswith(" ") and tok.decode([i])[1:].isalpha()
+                and len(tok.decode([i])) >= 4)
+    word = tok.decode([lead])[1:]
+    model = Prefers(tok, tok.id_to_token(lead))
+    r = fill_form(model, tok, f'{{"a": "<text:{len(word)}>"}}', config=SampleConfig(steps=4))
+    assert r.value == {"a": word} and tok.decode(r.tokens) == r.text
