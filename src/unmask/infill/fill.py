@@ -405,22 +405,35 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
         text = vocab.decode(ids)
         hole = plan.holes[k]
         if hole.space:  # the space before the gap: the fill's own (in its ids), or put back
+            # at the start of the text, a SentencePiece decoder drops the first word start
+            # (Llama's "▁ca" alone is "ca"): the space needs a word start of its own there
+            start = not any(t for t, _, _ in pieces)
             if hole.space_is_taken(text):
                 text = text[1:]
-                pieces.append((" ", [], None))
+                lost = start and ids and not tokenizer.decode(ids).startswith(" ")
+                pieces.append((" ", space_ids if lost else [], None))
             else:
-                pieces.append((" " if text else None, space_ids, None))
+                ids_ = segment_ids(tokenizer, " ", first=True) if start else space_ids
+                pieces.append((" " if text else None, ids_, None))
         elif hole.lead and hole.space_is_taken(text):  # a virtual space at the start: dropped
             text = text[1:]
             first = not any(t for t, _, _ in pieces)  # else the start of a line
             ids = segment_ids(tokenizer, text, first=first) if text else []
         pieces.append((text, ids, k))
     lead = next((i for i, (t, _, _) in enumerate(pieces) if t), None)
-    if lead is not None and pieces[lead][2] is None and lead > 0 and pieces[lead][0][:1] == " ":
+    spaced = lead is not None and any(  # a gap before it takes a space (a byte tokenizer's
+        k is not None and (plan.holes[k].lead or plan.holes[k].space)  # does not: its space
+        for _, _, k in pieces[:lead])  # is given text, kept as at the end of the text)
+    if spaced and pieces[lead][2] is None and pieces[lead][0][:1] == " ":
         # every gap before the first text left empty (``[MASK:0-2] In the``): that text's
         # space is the gap's, as a gap's taken space is; the text does not start with it
         text = pieces[lead][0][1:]
         pieces[lead] = (text, list(tokenizer.encode(text)) if text else [], None)
+        nxt = pieces[lead + 1] if lead + 1 < len(pieces) else None
+        if not text and nxt is not None and nxt[2] is not None and nxt[0]:
+            # the space was the next gap's (``[MASK:0-3] [MASK:0-3]``, the first left empty),
+            # maybe in its first token (``" cat"``): that gap starts the text, encoded again
+            pieces[lead + 1] = (nxt[0], segment_ids(tokenizer, nxt[0], first=True), nxt[2])
     parts: list[str] = []
     gaps: list[FilledGap] = []
     tokens: list[int] = []
@@ -640,11 +653,15 @@ def _spelled(gap: Gap) -> str:
 
 def _choices(plan: Plan) -> tuple[list[list[int]], int, bool]:
     """(each hole's candidate lengths, how many combinations, whether the all-empty one is
-    left out: a template of gaps only is never filled with nothing at all, no text to score
-    or show)."""
+    left out: a template of gaps only (and whitespace) is never filled with nothing at all, no
+    text to score or show)."""
     choices = [h.candidates for h in plan.holes]
     n_combos = math.prod(len(c) for c in choices)
-    nothing = plan.fixed_tokens == 0 and all(0 in c for c in choices) and n_combos > 1
+    # given text of the output: not START_CONTEXT's locked line break, which the model reads
+    # before a gap that starts the text (it let "[MASK:0-2]" be filled with nothing), nor
+    # spaces alone (a byte tokenizer's "[MASK:0-3] [MASK:0-3]" came back " ")
+    given = any(v[1].strip() for kind, v in plan.items if kind == "text")
+    nothing = not given and all(0 in c for c in choices) and n_combos > 1
     return choices, n_combos, nothing
 
 
