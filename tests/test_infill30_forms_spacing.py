@@ -85,3 +85,42 @@ def test_a_text_value_that_dropped_its_space_on_a_byte_level_bpe():
     model = Prefers(tok, tok.id_to_token(lead))
     r = fill_form(model, tok, f'{{"a": "<text:{len(word)}>"}}', config=SampleConfig(steps=4))
     assert r.value == {"a": word} and tok.decode(r.tokens) == r.text
+
+
+@pytest.mark.parametrize("make", [_metaspace, _llama], ids=["metaspace", "llama"])
+def test_a_streamed_form_reads_its_holes_where_the_canvas_has_them(make):
+    """The server's stream (``AnswerSoFar``) laid the skeleton out as texts of their own
+    (``tokenizer.encode``: a word start each on a SentencePiece tokenizer), one token wider
+    than the canvas ``fill_form`` builds, so it read every hole after the first off by one
+    and streamed no value (or a wrong one)."""
+    from types import SimpleNamespace
+
+    from unmask.server.routes.guided import AnswerSoFar, answer_text
+
+    tok = make()
+    form = {"a": "<choice:cat|dog>", "b": "<choice:cat|dog>", "c": "<bool>"}
+    rows: list[list[int]] = []
+    prompt = tok.encode("cat")
+    r = fill_form(Prefers(tok, "▁dog", "<0x64>"), tok, form, config=SampleConfig(steps=8),
+                  prefix_ids=prompt,
+                  step_callback=lambda step, tokens: rows.append(tokens[0].tolist()))
+    state = SimpleNamespace(tok=tok, cfg=SimpleNamespace(mask_id=tok.mask_id))
+    so_far = AnswerSoFar(state, form, True, len(prompt), "form")
+    assert so_far.pieces[-1][1] == len(rows[-1])  # the canvas's width
+    assert so_far.text(rows[-1]) == answer_text(r, True) == json.dumps(r.value)
+
+
+@pytest.mark.parametrize("make", [_metaspace, _llama], ids=["metaspace", "llama"])
+@pytest.mark.parametrize("gap", [{"choices": ["cat", "dog"]}, {"regex": "[a-z]+", "max_len": 3}],
+                         ids=["choices", "regex"])
+def test_a_constrained_gap_that_took_the_space_keeps_one(make, gap):
+    """``Hole.space_is_taken`` asked the gap's automaton whether ``"dog"`` is in its language
+    with ``tokenizer.encode("dog")``: ``"▁dog"`` on a SentencePiece tokenizer, the bytes
+    ``" dog"``, never in it, so the fill ``"▁dog"`` was not seen to hold the template's
+    space, which was put back: ``"the  dog."``."""
+    from unmask.infill import Gap, infill
+
+    tok = make()
+    r = infill(Prefers(tok, "▁dog"), tok, ["the ", Gap(**gap), "."], SampleConfig(steps=4))
+    assert r.text == "the dog." and r.gaps[0].text == "dog"
+    assert tok.decode(r.tokens) == r.text

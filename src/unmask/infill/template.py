@@ -41,6 +41,7 @@ from unmask.infill.automaton import (
     cached_automaton,
     check_regex,
     quote_pattern,
+    segment_ids,
     vocab_of,
     whole_pattern,
 )
@@ -763,30 +764,6 @@ def plan_template(
     plan = Plan(items=items, holes=holes)
     check_context(plan, max_seq_len)
     return with_start_context(plan, tokenizer, max_seq_len)
-
-
-def segment_ids(tokenizer: Any, text: str, *, first: bool) -> list[int]:
-    """The ids of one text segment of a template. The ``first`` (the start of the text) is
-    encoded as it is. A later one continues a text: a SentencePiece-style tokenizer marks the
-    start of every text it encodes with a word start (``"sat"`` as ``"▁sat"``, a space the
-    template does not have, which the model read), so where its ids do not stand for exactly
-    its bytes it is encoded after a line break whose ids are then dropped (as ``transformers``
-    encodes the pieces of a chat, ``unmask.chat``), when that gives its bytes exactly."""
-    ids = list(tokenizer.encode(text))
-    if first or not text:
-        return ids
-    vocab = vocab_of(tokenizer)
-    want = text.encode("utf-8")
-    if b"".join(vocab.token_bytes(t) for t in ids) == want:
-        return ids
-    newline = list(tokenizer.encode("\n"))
-    after = list(tokenizer.encode("\n" + text))
-    rest = after[len(newline) :]
-    if newline and after[: len(newline)] == newline and rest and (
-        b"".join(vocab.token_bytes(t) for t in rest) == want
-    ):
-        return rest
-    return ids
 
 
 def _joined(segments: Sequence[str | Gap]) -> list[str | Gap]:
