@@ -576,6 +576,30 @@ class Plan:
         return sum(len(v[0]) for kind, v in self.items if kind != "hole")
 
 
+def _infeasible(gap: Gap, label: str, automaton: TokenAutomaton, lo: int, hi: int,
+                default_max: int) -> str:
+    """The message for a gap whose constraint no sequence of ``lo``..``hi`` tokens satisfies,
+    with the lengths it does allow: ``"[MASK]" --regex '1=a{100}'`` said only "no sequence
+    of 0-16 tokens", though the user gave no length (16 is ``default_max_len``'s)."""
+    what = plural(lo, "token") if lo == hi else f"{lo}-{hi} tokens"
+    out = f"{label}: no sequence of {what} satisfies its constraint"
+    fewest, most = automaton.min_tokens(), automaton.max_tokens()
+    if fewest is None:
+        return out
+    if fewest > hi:
+        out += f" (its shortest answer takes {plural(fewest, 'token')}"
+        if gap.length is None and gap.max_len is None:
+            out += (f"; a gap without a maximum holds at most default_max_len ({default_max}):"
+                    f" give it one, e.g. [MASK:{fewest}-{2 * fewest}]")
+        return out + ")"
+    if most is not None and most < lo:
+        return out + f" (its longest answer takes {plural(most, 'token')})"
+    upto = most if most is not None else 2 * hi
+    some = np.nonzero(automaton.feasible_lengths(upto))[0].tolist()
+    shown = ", ".join(map(str, some[:6])) + (", ..." if len(some) > 6 else "")
+    return out + f" (its answers take {shown} tokens)"
+
+
 def _bounds(gap: Gap, label: str, automaton: TokenAutomaton, default_max: int) -> tuple[int, int]:
     for name in ("length", "min_len", "max_len"):
         v = getattr(gap, name)
@@ -736,8 +760,7 @@ def plan_template(
             feas = automaton.feasible_lengths(hi)
             feasible = [n for n in range(lo, hi + 1) if feas[n]]
             if not feasible:
-                what = plural(lo, "token") if lo == hi else f"{lo}-{hi} tokens"
-                raise UserError(f"{label}: no sequence of {what} satisfies its constraint")
+                raise UserError(_infeasible(p, label, automaton, lo, hi, default_max_len))
             shifted = space or lead
             own = own_automaton(p, tokenizer, label) if shifted and p.shapes_text else None
             natural = _choice_lengths(p, tokenizer, shifted, feasible)

@@ -1,0 +1,25 @@
+"""User mistakes in templates, and what the messages say (review of session 30)."""
+
+from __future__ import annotations
+
+import pytest
+
+from unmask.errors import UserError
+from unmask.infill import Gap, plan_template
+from unmask.tokenizer import byte_tokenizer
+
+TOK = byte_tokenizer()
+
+
+@pytest.mark.parametrize(("gap", "says"), [
+    # no length given: its maximum was default_max_len's, which the message did not say
+    (Gap(regex="a{100}"), "its shortest answer takes 100 tokens; a gap without a maximum "
+                          "holds at most default_max_len (16): give it one, e.g. [MASK:100-200]"),
+    (Gap(min_len=1, max_len=3, regex="a{10}"), "(its shortest answer takes 10 tokens)"),
+    (Gap(min_len=5, max_len=6, choices=["a", "bb"]), "(its longest answer takes 2 tokens)"),
+    (Gap(min_len=2, max_len=4, choices=["a", "b" * 11]), "(its answers take 1, 11 tokens)"),
+])
+def test_an_infeasible_gap_says_which_lengths_its_constraint_allows(gap, says):
+    with pytest.raises(UserError, match="no sequence of .* satisfies its constraint") as e:
+        plan_template(["x ", gap], TOK)
+    assert says in str(e.value), str(e.value)
