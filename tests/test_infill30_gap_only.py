@@ -74,3 +74,29 @@ def test_a_space_taken_at_the_start_of_the_text_is_spelt_by_the_tokens(best):
     assert LLAMA.decode(r.tokens) == r.text  # was "cat x" for " cat x"
     g = r.gaps[0]
     assert r.text[g.start : g.end] == g.text
+
+
+def test_a_causal_model_never_leaves_a_template_of_a_gap_only_empty():
+    """``infill_causal`` let EOS end ``[MASK:0-3]`` at once: an empty text, where the
+    diffusion path never fills a template of gaps only with nothing."""
+    from test_fim import EOS, V, fim_cfg
+
+    from unmask.infill import infill_causal
+    from unmask.tokenizer import with_fim_tokens
+
+    tok = with_fim_tokens(byte_tokenizer())
+    a = tok.encode("a")[0]
+
+    class EndsAtOnce(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = fim_cfg()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, tokens, attention_mask=None, **kw):
+            out = torch.zeros(*tokens.shape, V)  # (B, L, V)
+            out[..., EOS], out[..., a] = 10.0, 5.0
+            return out
+
+    for template, want in (("[MASK:0-3]", "a"), (" [MASK:0-3] ", " a "), ("x [MASK:0-3]", "x ")):
+        assert infill_causal(EndsAtOnce(), tok, template, SampleConfig()).text == want
