@@ -100,3 +100,15 @@ def test_a_causal_model_never_leaves_a_template_of_a_gap_only_empty():
 
     for template, want in (("[MASK:0-3]", "a"), (" [MASK:0-3] ", " a "), ("x [MASK:0-3]", "x ")):
         assert infill_causal(EndsAtOnce(), tok, template, SampleConfig()).text == want
+
+
+@pytest.mark.parametrize("template", ["[MASK:0-3]", "[MASK:0-2][MASK:0-2]",
+                                      "[MASK:0-2] [MASK:0-2]"])
+def test_the_one_pass_length_mode_never_leaves_a_template_of_gaps_only_empty(template):
+    """``length_mode="empty"`` let every slot hold ``[EMPTY]``: the text ``""`` (or ``" "``)."""
+    from test_empty import TOK as EMPTY_TOK
+    from test_empty import Canvas, E
+
+    r = infill(Canvas([E] * 20), EMPTY_TOK, template, SampleConfig(steps=4))
+    assert r.length_mode == "empty" and r.text.strip(" ") and any(g.text for g in r.gaps)
+    assert r.gaps[0].tokens  # the first gap holds the token

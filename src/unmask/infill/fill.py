@@ -850,11 +850,16 @@ def _length_mode(
 
 def _empty_plan(plan: Plan, tokenizer: Any, empty_id: int) -> Plan:
     """Each variable-length hole at its longest length, its automaton allowing trailing ``[EMPTY]``
-    after at least its shortest length of text (``TokenAutomaton.with_empty_tail``)."""
+    after at least its shortest length of text (``TokenAutomaton.with_empty_tail``). In a
+    template of gaps only (``_choices``), the first hole that may be empty holds a token at
+    least, as the ELBO search never leaves them all empty (all ``[EMPTY]`` gave ``""``)."""
     holes = []
+    nothing = _choices(plan)[2]
     for h in plan.holes:
         if len(h.feasible) > 1:
             lo, hi = h.feasible[0], h.feasible[-1]
+            if nothing and lo == 0:
+                lo, nothing = h.feasible[1], False
             tail = cached_automaton(tokenizer, ("empty", h.automaton, empty_id, lo),
                                     lambda h=h, lo=lo: h.automaton.with_empty_tail(empty_id, lo))
             h = dataclasses.replace(h, automaton=tail, candidates=[hi], feasible=[hi])
