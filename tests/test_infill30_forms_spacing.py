@@ -124,3 +124,19 @@ def test_a_constrained_gap_that_took_the_space_keeps_one(make, gap):
     r = infill(Prefers(tok, "▁dog"), tok, ["the ", Gap(**gap), "."], SampleConfig(steps=4))
     assert r.text == "the dog." and r.gaps[0].text == "dog"
     assert tok.decode(r.tokens) == r.text
+
+
+@pytest.mark.parametrize("make", [_llama, "byte"], ids=["llama", "byte"])
+def test_a_bare_regex_answer_has_no_padding_in_its_tokens(make):
+    """A bare value (``parse=False``: the server's ``guided_regex``) dropped the spaces that pad
+    it to its hole's width from ``text`` but kept them in ``tokens``: ``"aaaaa"`` with ids
+    that decoded to ``"aaaaa     "``."""
+    from unmask.infill.schema import constraint_form
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer() if make == "byte" else make()
+    a = "a" if make == "byte" else "<0x61>"
+    form, parse = constraint_form(tok, regex="[a-z]{2,5}", max_tokens=10)
+    r = fill_form(Prefers(tok, a), tok, form, config=SampleConfig(steps=10), parse=parse)
+    assert not parse and r.text == "aaaaa"
+    assert tok.decode(r.tokens) == r.text

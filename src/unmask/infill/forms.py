@@ -822,6 +822,8 @@ def fill_form(
         if not parse:
             hole.text = body if hole.matches(body) else raw
             hole.value = hole.text
+            if hole.text != raw:  # the padding spaces dropped: not in its tokens either
+                ids = _unpadded(ids, hole.text, vocab, tokenizer, first=first)
             return FormResult(text=hole.text, value=hole.text, holes=holes, nfe=nfe,
                               repaired=repaired, tokens=list(ids))
         hole.value = json.loads(hole.text)
