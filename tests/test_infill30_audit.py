@@ -23,3 +23,21 @@ def test_an_infeasible_gap_says_which_lengths_its_constraint_allows(gap, says):
     with pytest.raises(UserError, match="no sequence of .* satisfies its constraint") as e:
         plan_template(["x ", gap], TOK)
     assert says in str(e.value), str(e.value)
+
+
+def test_a_hand_written_gap_set_reads_its_text_on_a_sentencepiece_tokenizer(tmp_path):
+    """A gap-set line without ids encoded prefix, middle and suffix each on its own: on a
+    SentencePiece-style tokenizer each got a word start, and ``"cat "``, ``"dog"``, ``" cat"``
+    was scored as the text ``"cat  dog  cat"``."""
+    import json
+
+    from test_infill30_forms_spacing import _llama, _metaspace
+
+    from unmask.gapset import read_gap_set
+
+    path = tmp_path / "gaps.jsonl"
+    path.write_text(json.dumps({"prefix": "cat ", "middle": "dog", "suffix": " cat"}) + "\n")
+    for tok in (_llama(), _metaspace(), TOK):
+        g = read_gap_set(path, tok)[0]
+        assert tok.decode(g.window) == "cat dog cat"
+        assert tok.decode(g.window[: g.start]).rstrip() == "cat"

@@ -206,8 +206,14 @@ def read_gap_set(path: str | Path, tok: Any) -> list[GapSample]:
                     )
             if any(tok.is_special(t) for t in parts[1]):  # decoded to nothing: a middle of
                 raise UserError(f"{where}: ids.middle holds a special token")  # [MASK] ids
-        else:
-            parts = [tok.encode(text[k]) if text[k] else [] for k in ("prefix", "middle", "suffix")]
+        else:  # the pieces of one text: a SentencePiece word start on each (``"▁dog"``) read
+            # "cat " "dog" " cat" as "cat  dog  cat" (``segment_ids``)
+            from unmask.infill.automaton import segment_ids
+
+            parts = []
+            for k in ("prefix", "middle", "suffix"):
+                first = not any(parts)
+                parts.append(segment_ids(tok, text[k], first=first) if text[k] else [])
         prefix, middle, suffix = parts
         if not middle:
             raise UserError(f"{where}: the middle is empty")
