@@ -41,3 +41,13 @@ def test_a_hand_written_gap_set_reads_its_text_on_a_sentencepiece_tokenizer(tmp_
         g = read_gap_set(path, tok)[0]
         assert tok.decode(g.window) == "cat dog cat"
         assert tok.decode(g.window[: g.start]).rstrip() == "cat"
+
+
+@pytest.mark.parametrize("line", ['{"prefix": ' + "1" * 5000 + "}", "[" * 100_000])
+def test_a_gap_set_line_json_cannot_convert_is_a_user_error(tmp_path, line):
+    from unmask.gapset import read_gap_set
+
+    path = tmp_path / "gaps.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(UserError, match="gaps.jsonl:1: not a JSON object"):
+        read_gap_set(path, TOK)

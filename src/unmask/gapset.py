@@ -185,7 +185,8 @@ def read_gap_set(path: str | Path, tok: Any) -> list[GapSample]:
             raise UserError(
                 f"{where}: missing field {e} (a gap is prefix, middle, suffix)"
             ) from None
-        except (json.JSONDecodeError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # JSONDecodeError; an integer of
+            # 4,300+ digits, or arrays nested thousands deep, were tracebacks
             raise UserError(
                 f"{where}: not a JSON object of strings prefix, middle, suffix"
             ) from None
