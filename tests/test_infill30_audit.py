@@ -18,6 +18,7 @@ TOK = byte_tokenizer()
     (Gap(min_len=1, max_len=3, regex="a{10}"), "(its shortest answer takes 10 tokens)"),
     (Gap(min_len=5, max_len=6, choices=["a", "bb"]), "(its longest answer takes 2 tokens)"),
     (Gap(min_len=2, max_len=4, choices=["a", "b" * 11]), "(its answers take 1, 11 tokens)"),
+    (Gap(allowed="digits", regex="[a-z]"), "(no text satisfies all of it)"),
 ])
 def test_an_infeasible_gap_says_which_lengths_its_constraint_allows(gap, says):
     with pytest.raises(UserError, match="no sequence of .* satisfies its constraint") as e:

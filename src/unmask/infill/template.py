@@ -584,8 +584,8 @@ def _infeasible(gap: Gap, label: str, automaton: TokenAutomaton, lo: int, hi: in
     what = plural(lo, "token") if lo == hi else f"{lo}-{hi} tokens"
     out = f"{label}: no sequence of {what} satisfies its constraint"
     fewest, most = automaton.min_tokens(), automaton.max_tokens()
-    if fewest is None:
-        return out
+    if fewest is None:  # e.g. allowed="digits" with regex="[a-z]"
+        return out + " (no text satisfies all of it)"
     if fewest > hi:
         out += f" (its shortest answer takes {plural(fewest, 'token')}"
         if gap.length is None and gap.max_len is None:
