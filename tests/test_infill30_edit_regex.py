@@ -79,3 +79,22 @@ def test_the_cli_refuses_a_slow_regex_in_one_line(tmp_path, monkeypatch, capsys)
     assert main(["edit", "--model", ckpt, "--text", LINE, "--regex", SLOW, "--no-live"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "was stopped" in err[0], err
+
+
+def test_the_server_answers_a_slow_regex_with_a_400(monkeypatch):
+    """``/v1/edit`` ran the search on a worker thread that held the interpreter: the whole
+    server (its event loop included) froze for as long as the search ran."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+    from server_helpers import loaded, tiny_config
+
+    from unmask.model import Transformer
+    from unmask.server import create_app
+
+    torch.manual_seed(0)
+    monkeypatch.setattr(edit_module, "REGEX_SECONDS", 0.5)
+    with TestClient(create_app(loaded(Transformer(tiny_config()).eval()))) as client:
+        r = client.post("/v1/edit", json={"text": LINE, "regex": SLOW})
+    assert r.status_code == 400, r.text
+    assert "was stopped" in r.json()["error"]["message"]
