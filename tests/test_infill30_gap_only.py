@@ -21,7 +21,7 @@ from test_formsmend_spaces import LLAMA
 from test_infill_spacing import BPE, Prefers, check_round_trip
 
 from unmask.config import SampleConfig
-from unmask.infill import infill, plan_template
+from unmask.infill import Gap, infill, plan_template
 from unmask.tokenizer import byte_tokenizer
 
 
@@ -112,3 +112,18 @@ def test_the_one_pass_length_mode_never_leaves_a_template_of_gaps_only_empty(tem
     r = infill(Canvas([E] * 20), EMPTY_TOK, template, SampleConfig(steps=4))
     assert r.length_mode == "empty" and r.text.strip(" ") and any(g.text for g in r.gaps)
     assert r.gaps[0].tokens  # the first gap holds the token
+
+
+@pytest.mark.parametrize("template", [
+    [Gap(choices=[" cat", "dog"]), " x"],  # a choice that starts with a space, at the start
+    [" ", Gap(choices=[" cat", "dog"])],  # the space put back before it: two
+    [" ", Gap(), " x"],
+])
+def test_a_text_that_starts_with_a_space_is_spelt_by_the_tokens(template):
+    model = Prefers(b"", tokenizer=LLAMA)
+    model.bias.zero_()
+    model.bias[LLAMA.token_to_id("▁cat")] = 10.0
+    r = infill(model, LLAMA, template, SampleConfig(steps=2))
+    assert r.text.startswith(" ") and LLAMA.decode(r.tokens) == r.text, r
+    for g in r.gaps:
+        assert r.text[g.start : g.end] == g.text

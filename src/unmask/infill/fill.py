@@ -405,16 +405,11 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
         text = vocab.decode(ids)
         hole = plan.holes[k]
         if hole.space:  # the space before the gap: the fill's own (in its ids), or put back
-            # at the start of the text, a SentencePiece decoder drops the first word start
-            # (Llama's "▁ca" alone is "ca"): the space needs a word start of its own there
-            start = not any(t for t, _, _ in pieces)
             if hole.space_is_taken(text):
                 text = text[1:]
-                lost = start and ids and not tokenizer.decode(ids).startswith(" ")
-                pieces.append((" ", space_ids if lost else [], None))
+                pieces.append((" ", [], None))
             else:
-                ids_ = segment_ids(tokenizer, " ", first=True) if start else space_ids
-                pieces.append((" " if text else None, ids_, None))
+                pieces.append((" " if text else None, space_ids, None))
         elif hole.lead and hole.space_is_taken(text):  # a virtual space at the start: dropped
             text = text[1:]
             first = not any(t for t, _, _ in pieces)  # else the start of a line
@@ -453,7 +448,16 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
         parts.append(text)
         pos += len(text)
         last = text[-1:] or last
-    return "".join(parts), gaps, tokens
+    text = "".join(parts)
+    if (text[:1] == " " and tokenizer.decode(tokens) != text
+            and tokenizer.decode(space_ids + tokens) == text):
+        # a SentencePiece decoder drops the first word start (Llama's "▁cat" alone is "cat"):
+        # a text that starts with a space (" [MASK] x", a choice " cat" at the start) needs a
+        # word start of its own there, or ``tokens`` decoded to "cat x"
+        tokens = space_ids + tokens
+        if gaps and gaps[0].start == 0 and gaps[0].text[:1] == " ":
+            gaps[0].tokens = space_ids + gaps[0].tokens
+    return text, gaps, tokens
 
 
 def _max_seq_len(model: Any) -> int | None:
