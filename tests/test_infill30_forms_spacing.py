@@ -140,3 +140,36 @@ def test_a_bare_regex_answer_has_no_padding_in_its_tokens(make):
     r = fill_form(Prefers(tok, a), tok, form, config=SampleConfig(steps=10), parse=parse)
     assert not parse and r.text == "aaaaa"
     assert tok.decode(r.tokens) == r.text
+
+
+def test_guided_infill_reads_the_text_after_its_gap_as_the_template_has_it():
+    """``/v1/infill`` with ``guided_regex`` encoded the text after the gap on its own: on a
+    SentencePiece tokenizer the model read ``"▁dog"``, a space the template ``"cat
+    [MASK:4]dog"`` does not have."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+    from server_helpers import loaded, random_transformer
+
+    from unmask.server import create_app
+
+    tok = _llama()
+    inner = random_transformer(0, tok)
+
+    class Seen(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner, self.config, self.rows = inner, inner.config, []
+
+        def forward(self, tokens, attention_mask=None, **cache):
+            self.rows.append(tokens[0].tolist())
+            return self.inner(tokens, attention_mask=attention_mask, **cache)
+
+    model = Seen()
+    with TestClient(create_app(loaded(model, tok))) as client:
+        r = client.post("/v1/infill", json={"template": "cat [MASK:4]dog",
+                                            "guided_regex": "[0-9]+", "steps": 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["text"].endswith("dog") and " dog" not in r.json()["text"]
+    assert tok.decode(model.rows[0][-3:]) == "dog"  # "d", "o", "g": no word start
+    assert tok.id_to_token(model.rows[0][-3]) == "d"
