@@ -416,9 +416,11 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
             ids = segment_ids(tokenizer, text, first=first) if text else []
         pieces.append((text, ids, k))
     lead = next((i for i, (t, _, _) in enumerate(pieces) if t), None)
-    spaced = lead is not None and any(  # a gap before it takes a space (a byte tokenizer's
-        k is not None and (plan.holes[k].lead or plan.holes[k].space)  # does not: its space
-        for _, _, k in pieces[:lead])  # is given text, kept as at the end of the text)
+    # a gap before the first text takes a space (a byte tokenizer's take none: there the
+    # space is given text, kept as at the end of the text)
+    spaced = lead is not None and any(
+        k is not None and (plan.holes[k].lead or plan.holes[k].space)
+        for _, _, k in pieces[:lead])
     if spaced and pieces[lead][2] is None and pieces[lead][0][:1] == " ":
         # every gap before the first text left empty (``[MASK:0-2] In the``): that text's
         # space is the gap's, as a gap's taken space is; the text does not start with it
