@@ -52,3 +52,24 @@ def test_a_gap_set_line_json_cannot_convert_is_a_user_error(tmp_path, line):
     path.write_text(line + "\n")
     with pytest.raises(UserError, match="gaps.jsonl:1: not a JSON object"):
         read_gap_set(path, TOK)
+
+
+def test_a_form_far_over_the_context_is_refused_before_its_holes_compile(monkeypatch):
+    """``<text:800>`` on a model of 256 positions compiled its automaton (about 20 ms a
+    character: 10 s on the demo) before ``fill_form`` said it does not fit."""
+    import torch
+
+    from unmask.config import SampleConfig, model_preset
+    from unmask.infill import forms
+    from unmask.model import Transformer
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("a hole was compiled")
+
+    monkeypatch.setattr(forms, "cached_automaton", no_compiling)
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64, **TOK.special_ids())
+    model = Transformer(cfg).eval()
+    form = {"a": "<text:40>", "b": ["<digits:1-30>"], "c": "<int>"}
+    with pytest.raises(UserError, match=r"needs 72 tokens or more .* \(max_seq_len 64\)"):
+        forms.fill_form(model, TOK, form, SampleConfig(steps=2))

@@ -634,15 +634,20 @@ def _load(template: str | Any, source: str) -> Any:
 
 
 def parse_form(
-    template: str | Any, tokenizer: Any, *, source: str = "form template"
+    template: str | Any, tokenizer: Any, *, source: str = "form template",
+    max_seq_len: int | None = None,
 ) -> tuple[list[tuple[str, Any]], list[FormHole], list[TokenAutomaton]]:
     """Skeleton and holes of a form template (JSON text, or already parsed JSON).
 
     Returns layout items (``("text", str)`` skeleton pieces or ``("hole", k)``), the holes
     and their automata. ``UserError`` for invalid JSON (with line and column), an unknown
-    hole type, bad bounds or a hole no token sequence can fill.
+    hole type, bad bounds or a hole no token sequence can fill. ``max_seq_len``: a form
+    whose ``<text>`` and ``<digits>`` holes alone, at their widest, exceed it is refused
+    before any hole compiles (``_widest``).
     """
     value = _load(template, source)
+    if max_seq_len is not None:
+        _check_widest(value, source, max_seq_len)
     items: list[tuple[str, Any]] = []
     holes: list[FormHole] = []
     automata: list[TokenAutomaton] = []
@@ -701,6 +706,40 @@ def parse_form(
     return items, holes, automata
 
 
+def _widest(v: Any) -> int:
+    """Canvas positions the ``<text:a-b>`` and ``<digits:a-b>`` holes of a form take at their
+    widest (a value's characters or digits, and its closing quote or sign), read from their
+    specs, without compiling them: a lower bound on what ``fill_form`` lays out. Those holes
+    take up to 1,000 characters, and compile in about 20 ms a character, so a form far over
+    the model's context (``<text:800>`` at 256) was refused only after 15 s of compiling."""
+    total, stack = 0, [v]
+    while stack:  # iterative: a form may nest thousands deep
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and (m := _HOLE.fullmatch(node)) and m.group(1) in (
+                "text", "digits"):
+            try:
+                default = (1, 16) if m.group(1) == "text" else (1, 6)
+                total += _bounds(m.group(2), default, "", "")[1] + 1
+            except UserError:  # parse_form says what is wrong where
+                pass
+    return total
+
+
+def _check_widest(value: Any, source: str, max_seq_len: int) -> None:
+    """``UserError`` when a form's ``_widest`` holes alone cannot fit ``max_seq_len``."""
+    widest = _widest(value)
+    if widest > max_seq_len:
+        raise UserError(
+            f"{source}: the form needs {widest} tokens or more (its <text> and <digits> holes at "
+            f"their widest), more than {CONTEXT_WORDS} {max_seq_len}); use fewer or shorter "
+            "holes"
+        )
+
+
 def _languages(v: Any, path: str) -> list[tuple[str, str]]:
     """(where, pattern) of each language a form's holes compile that a request chooses freely:
     a ``ValueHole``'s regex and bound, a ``<regex:R>`` hole's R (``check_total``)."""
@@ -746,7 +785,8 @@ def fill_form(
     (``value`` is then the text, trailing padding spaces dropped where its language allows).
     """
     config = config or SampleConfig()
-    items, holes, automata = parse_form(template, tokenizer, source=source)
+    items, holes, automata = parse_form(template, tokenizer, source=source,
+                                        max_seq_len=_max_seq_len(model))
     layout: list[tuple[str, Any]] = []
     if prefix_ids:
         layout.append(("text", (list(prefix_ids), "")))
