@@ -185,7 +185,8 @@ def read_gap_set(path: str | Path, tok: Any) -> list[GapSample]:
             raise UserError(
                 f"{where}: missing field {e} (a gap is prefix, middle, suffix)"
             ) from None
-        except (json.JSONDecodeError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # JSONDecodeError; an integer of
+            # 4,300+ digits, or arrays nested thousands deep, were tracebacks
             raise UserError(
                 f"{where}: not a JSON object of strings prefix, middle, suffix"
             ) from None
@@ -206,8 +207,14 @@ def read_gap_set(path: str | Path, tok: Any) -> list[GapSample]:
                     )
             if any(tok.is_special(t) for t in parts[1]):  # decoded to nothing: a middle of
                 raise UserError(f"{where}: ids.middle holds a special token")  # [MASK] ids
-        else:
-            parts = [tok.encode(text[k]) if text[k] else [] for k in ("prefix", "middle", "suffix")]
+        else:  # the pieces of one text: a SentencePiece word start on each (``"▁dog"``) read
+            # "cat " "dog" " cat" as "cat  dog  cat" (``segment_ids``)
+            from unmask.infill.automaton import segment_ids
+
+            parts = []
+            for k in ("prefix", "middle", "suffix"):
+                first = not any(parts)
+                parts.append(segment_ids(tok, text[k], first=first) if text[k] else [])
         prefix, middle, suffix = parts
         if not middle:
             raise UserError(f"{where}: the middle is empty")

@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         schema_form(text, loaded.tokenizer, source=source,  # schema errors before sampling
                     context=_max_seq_len(loaded.model))
     else:
-        parse_form(text, loaded.tokenizer, source=source)  # template errors before sampling
+        # template errors before sampling
+        parse_form(text, loaded.tokenizer, source=source, max_seq_len=_max_seq_len(loaded.model))
     live = live_view(args, loaded.tokenizer)
     t0 = time.perf_counter()
     try:

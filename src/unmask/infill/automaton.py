@@ -3,6 +3,8 @@
 Inside:
 
 - ``Vocab`` / ``vocab_of(tokenizer)``: every token's raw bytes as a padded matrix (cached).
+- ``segment_ids``: the ids of a text that continues a text (no SentencePiece word start of
+  its own), as templates lay their pieces out and ``accepts_text`` reads a text.
 - ``TokenAutomaton``: a ``DFA`` over bytes run over whole tokens: ``table`` (S+1, K) gives
   the next state for each of K token classes (tokens that act alike share a class; the
   last state is dead). ``allowed`` computes, for a partly committed gap, which tokens each
@@ -141,6 +143,30 @@ def vocab_of(tokenizer: Any) -> Vocab:
     except TypeError:  # not weak-referenceable: no cache
         pass
     return vocab
+
+
+def segment_ids(tokenizer: Any, text: str, *, first: bool) -> list[int]:
+    """The ids of one text segment of a template. The ``first`` (the start of the text) is
+    encoded as it is. A later one continues a text: a SentencePiece-style tokenizer marks the
+    start of every text it encodes with a word start (``"sat"`` as ``"▁sat"``, a space the
+    template does not have, which the model read), so where its ids do not stand for exactly
+    its bytes it is encoded after a line break whose ids are then dropped (as ``transformers``
+    encodes the pieces of a chat, ``unmask.chat``), when that gives its bytes exactly."""
+    ids = list(tokenizer.encode(text))
+    if first or not text:
+        return ids
+    vocab = vocab_of(tokenizer)
+    want = text.encode("utf-8")
+    if b"".join(vocab.token_bytes(t) for t in ids) == want:
+        return ids
+    newline = list(tokenizer.encode("\n"))
+    after = list(tokenizer.encode("\n" + text))
+    rest = after[len(newline) :]
+    if newline and after[: len(newline)] == newline and rest and (
+        b"".join(vocab.token_bytes(t) for t in rest) == want
+    ):
+        return rest
+    return ids
 
 
 @dataclass(eq=False)
@@ -585,8 +611,12 @@ class TokenAutomaton:
         return None
 
     def accepts_text(self, text: str, tokenizer: Any) -> bool:
-        """Whether ``text`` (as the tokenizer spells it) is accepted."""
-        return self.accepts(list(tokenizer.encode(text)))
+        """Whether ``text`` (as the tokenizer spells it inside a text, ``segment_ids``) is
+        accepted. Encoded on its own, a SentencePiece-style tokenizer gave it a word start
+        (``"dog"`` as ``"▁dog"``: the bytes ``" dog"``), and a choice ``dog`` written ``" dog"``
+        after a space was not seen to hold the template's space: it was put back, two spaces
+        (``"the  dog."``)."""
+        return self.accepts(segment_ids(tokenizer, text, first=False))
 
     def complete(
         self, seq: Sequence[int | None], prefer: Sequence[int | None] | None = None

@@ -11,13 +11,18 @@ Inside:
 - ``max_calls`` (both): the most model calls the whole edit makes, scoring, steps and refills
   of every round together (the server's ``--max-steps``); ``CallLimitError`` where the
   rounds cannot fit it.
+- ``regex_spans``: the matches of a user's regex, found in a child process stopped after
+  ``REGEX_SECONDS`` (Python's ``re`` cannot be interrupted).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import operator
 import re
+import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +33,7 @@ from torch import Tensor
 
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.infill.automaton import vocab_of
+from unmask.infill.automaton import quote_pattern, vocab_of
 from unmask.infill.fill import InfillOptions, _device, _max_seq_len, fill_plan
 from unmask.infill.template import (
     Gap,
@@ -203,6 +208,51 @@ def _offset(v: Any) -> int:
     return operator.index(v)
 
 
+REGEX_SECONDS = 5.0
+"""The longest a user's regex may search the text (``regex_spans``)."""
+
+_FIND = ("import json, re, sys\n"
+         "pattern, text = json.load(sys.stdin)\n"
+         "json.dump([m.span() for m in re.finditer(pattern, text)], sys.stdout)\n")
+
+
+def regex_spans(regex: str, text: str, *, seconds: float | None = None) -> list[tuple[int, int]]:
+    """(start, end) of every match of the Python ``regex`` in ``text`` (``re.finditer``).
+
+    The search runs in a child Python process, stopped after ``seconds`` (default
+    ``REGEX_SECONDS``) with a ``UserError``: ``re`` backtracks, and a pattern such as
+    ``(a+)+$`` on a line of 40 a's runs for days, in C, where neither Ctrl-C nor a server's
+    timeout can stop it (it hung ``unmask edit --regex`` and ``/v1/edit``). Ctrl-C stops the
+    child with the wait. The child starts in tens of milliseconds; where no interpreter can
+    be started (``sys.executable`` unset or failing) the search runs here, unbounded."""
+    limit = REGEX_SECONDS if seconds is None else seconds
+    try:
+        re.compile(regex)  # its syntax here: the message names the error's position
+    except (re.error, OverflowError, RecursionError, ValueError) as err:
+        raise UserError(f"bad regex {quote_pattern(regex)}: {err}") from None
+    found: Any = None
+    if sys.executable:
+        try:  # -I -S: no site, no PYTHON* variables (the child needs only the stdlib)
+            run = subprocess.run([sys.executable, "-I", "-S", "-c", _FIND], capture_output=True,
+                                 input=json.dumps([regex, text]), text=True, timeout=limit,
+                                 check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise UserError(
+                f"regex {quote_pattern(regex)} searched the text for over {limit:g} s and was "
+                "stopped (nested repeats such as (a+)+ backtrack exponentially); simplify it"
+            ) from None
+        except OSError:
+            run = None
+        if run is not None and run.returncode == 0:
+            found = json.loads(run.stdout)
+        elif run is not None and run.stderr.strip():  # e.g. a recursion limit in the search
+            last = run.stderr.strip().splitlines()[-1]
+            raise UserError(f"regex {quote_pattern(regex)} failed on the text: {last}")
+    if found is None:
+        found = [m.span() for m in re.finditer(regex, text)]
+    return [(int(s), int(e)) for s, e in found]
+
+
 def _char_spans(
     text: str, spans: Sequence[tuple[int, int]], regex: str | None
 ) -> list[tuple[int, int]]:
@@ -218,15 +268,11 @@ def _char_spans(
             raise UserError(f"span {s}:{e} is empty or outside the text (0:{len(text)})")
         found.append((s, e))
     if regex is not None:
-        try:
-            pattern = re.compile(regex)
-        except re.error as err:
-            raise UserError(f"bad regex {regex!r}: {err}") from None
-        every = [(m.start(), m.end()) for m in pattern.finditer(text)]
+        every = regex_spans(regex, text)
         matches = [(s, e) for s, e in every if e > s]
         if not matches:  # '' or '\b' match empty text only: "nothing" was not so
             what = "only empty text (nothing to rewrite)" if every else "nothing"
-            raise UserError(f"regex {regex!r} matches {what} in the text")
+            raise UserError(f"regex {quote_pattern(regex)} matches {what} in the text")
         found.extend(matches)
     return _merge(found)
 

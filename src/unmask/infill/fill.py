@@ -416,11 +416,21 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
             ids = segment_ids(tokenizer, text, first=first) if text else []
         pieces.append((text, ids, k))
     lead = next((i for i, (t, _, _) in enumerate(pieces) if t), None)
-    if lead is not None and pieces[lead][2] is None and lead > 0 and pieces[lead][0][:1] == " ":
+    # a gap before the first text takes a space (a byte tokenizer's take none: there the
+    # space is given text, kept as at the end of the text)
+    spaced = lead is not None and any(
+        k is not None and (plan.holes[k].lead or plan.holes[k].space)
+        for _, _, k in pieces[:lead])
+    if spaced and pieces[lead][2] is None and pieces[lead][0][:1] == " ":
         # every gap before the first text left empty (``[MASK:0-2] In the``): that text's
         # space is the gap's, as a gap's taken space is; the text does not start with it
         text = pieces[lead][0][1:]
         pieces[lead] = (text, list(tokenizer.encode(text)) if text else [], None)
+        nxt = pieces[lead + 1] if lead + 1 < len(pieces) else None
+        if not text and nxt is not None and nxt[2] is not None and nxt[0]:
+            # the space was the next gap's (``[MASK:0-3] [MASK:0-3]``, the first left empty),
+            # maybe in its first token (``" cat"``): that gap starts the text, encoded again
+            pieces[lead + 1] = (nxt[0], segment_ids(tokenizer, nxt[0], first=True), nxt[2])
     parts: list[str] = []
     gaps: list[FilledGap] = []
     tokens: list[int] = []
@@ -440,7 +450,16 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
         parts.append(text)
         pos += len(text)
         last = text[-1:] or last
-    return "".join(parts), gaps, tokens
+    text = "".join(parts)
+    if (text[:1] == " " and tokenizer.decode(tokens) != text
+            and tokenizer.decode(space_ids + tokens) == text):
+        # a SentencePiece decoder drops the first word start (Llama's "▁cat" alone is "cat"):
+        # a text that starts with a space (" [MASK] x", a choice " cat" at the start) needs a
+        # word start of its own there, or ``tokens`` decoded to "cat x"
+        tokens = space_ids + tokens
+        if gaps and gaps[0].start == 0 and gaps[0].text[:1] == " ":
+            gaps[0].tokens = space_ids + gaps[0].tokens
+    return text, gaps, tokens
 
 
 def _max_seq_len(model: Any) -> int | None:
@@ -640,11 +659,15 @@ def _spelled(gap: Gap) -> str:
 
 def _choices(plan: Plan) -> tuple[list[list[int]], int, bool]:
     """(each hole's candidate lengths, how many combinations, whether the all-empty one is
-    left out: a template of gaps only is never filled with nothing at all, no text to score
-    or show)."""
+    left out: a template of gaps only (and whitespace) is never filled with nothing at all, no
+    text to score or show)."""
     choices = [h.candidates for h in plan.holes]
     n_combos = math.prod(len(c) for c in choices)
-    nothing = plan.fixed_tokens == 0 and all(0 in c for c in choices) and n_combos > 1
+    # given text of the output: not START_CONTEXT's locked line break, which the model reads
+    # before a gap that starts the text (it let "[MASK:0-2]" be filled with nothing), nor
+    # spaces alone (a byte tokenizer's "[MASK:0-3] [MASK:0-3]" came back " ")
+    given = any(v[1].strip() for kind, v in plan.items if kind == "text")
+    nothing = not given and all(0 in c for c in choices) and n_combos > 1
     return choices, n_combos, nothing
 
 
@@ -833,11 +856,16 @@ def _length_mode(
 
 def _empty_plan(plan: Plan, tokenizer: Any, empty_id: int) -> Plan:
     """Each variable-length hole at its longest length, its automaton allowing trailing ``[EMPTY]``
-    after at least its shortest length of text (``TokenAutomaton.with_empty_tail``)."""
+    after at least its shortest length of text (``TokenAutomaton.with_empty_tail``). In a
+    template of gaps only (``_choices``), the first hole that may be empty holds a token at
+    least, as the ELBO search never leaves them all empty (all ``[EMPTY]`` gave ``""``)."""
     holes = []
+    nothing = _choices(plan)[2]
     for h in plan.holes:
         if len(h.feasible) > 1:
             lo, hi = h.feasible[0], h.feasible[-1]
+            if nothing and lo == 0:
+                lo, nothing = h.feasible[1], False
             tail = cached_automaton(tokenizer, ("empty", h.automaton, empty_id, lo),
                                     lambda h=h, lo=lo: h.automaton.with_empty_tail(empty_id, lo))
             h = dataclasses.replace(h, automaton=tail, candidates=[hi], feasible=[hi])

@@ -304,8 +304,9 @@ def infill_causal(
 
     ``[MASK:n]`` / ``Gap(n)`` gives exactly n tokens; ``[MASK:a-b]`` lets the model end the
     middle with EOS after a to b tokens (the model chooses the length, not an ELBO search;
-    ``[MASK:0-b]`` may stay empty); a gap takes the lengths the diffusion path gives it
-    (``Hole.feasible``: a bare ``[MASK]`` with a regex or choices, what its constraint allows).
+    ``[MASK:0-b]`` may stay empty, unless the template has no other text); a gap takes the
+    lengths the diffusion path gives it (``Hole.feasible``: a bare ``[MASK]`` with a regex
+    or choices, what its constraint allows).
     ``config`` supplies ``temperature``, ``top_k``, ``top_p``, ``seed`` and the repetition
     penalties. The spacing rules of the diffusion path hold (``plan_template``): a space
     right before the gap moves into the middle (``takes_space``), and an unconstrained
@@ -349,6 +350,8 @@ def infill_causal(
     # the lengths the diffusion path may give it: [MASK:0-b] may stay empty, a bare [MASK]
     # with a regex or choices takes the lengths its constraint allows
     lo, hi = hole.feasible[0], hole.feasible[-1]
+    if not (prefix + suffix).strip() and lo == 0 and hi > 0:  # as the diffusion path: a
+        lo = hole.feasible[1]  # template of a gap only (and spaces) is never left empty
     before = prefix[:-1] if hole.space else prefix
     device = next(iter(_params(model)), torch.empty(0)).device
     if hi == 0:  # a constraint that only the empty text satisfies: nothing to write

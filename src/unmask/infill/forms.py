@@ -634,15 +634,20 @@ def _load(template: str | Any, source: str) -> Any:
 
 
 def parse_form(
-    template: str | Any, tokenizer: Any, *, source: str = "form template"
+    template: str | Any, tokenizer: Any, *, source: str = "form template",
+    max_seq_len: int | None = None,
 ) -> tuple[list[tuple[str, Any]], list[FormHole], list[TokenAutomaton]]:
     """Skeleton and holes of a form template (JSON text, or already parsed JSON).
 
     Returns layout items (``("text", str)`` skeleton pieces or ``("hole", k)``), the holes
     and their automata. ``UserError`` for invalid JSON (with line and column), an unknown
-    hole type, bad bounds or a hole no token sequence can fill.
+    hole type, bad bounds or a hole no token sequence can fill. ``max_seq_len``: a form
+    whose ``<text>`` and ``<digits>`` holes alone, at their widest, exceed it is refused
+    before any hole compiles (``_widest``).
     """
     value = _load(template, source)
+    if max_seq_len is not None:
+        _check_widest(value, source, max_seq_len)
     items: list[tuple[str, Any]] = []
     holes: list[FormHole] = []
     automata: list[TokenAutomaton] = []
@@ -701,6 +706,40 @@ def parse_form(
     return items, holes, automata
 
 
+def _widest(v: Any) -> int:
+    """Canvas positions the ``<text:a-b>`` and ``<digits:a-b>`` holes of a form take at their
+    widest (a value's characters or digits, and its closing quote or sign), read from their
+    specs, without compiling them: a lower bound on what ``fill_form`` lays out. Those holes
+    take up to 1,000 characters, and compile in about 20 ms a character, so a form far over
+    the model's context (``<text:800>`` at 256) was refused only after 15 s of compiling."""
+    total, stack = 0, [v]
+    while stack:  # iterative: a form may nest thousands deep
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and (m := _HOLE.fullmatch(node)) and m.group(1) in (
+                "text", "digits"):
+            try:
+                default = (1, 16) if m.group(1) == "text" else (1, 6)
+                total += _bounds(m.group(2), default, "", "")[1] + 1
+            except UserError:  # parse_form says what is wrong where
+                pass
+    return total
+
+
+def _check_widest(value: Any, source: str, max_seq_len: int) -> None:
+    """``UserError`` when a form's ``_widest`` holes alone cannot fit ``max_seq_len``."""
+    widest = _widest(value)
+    if widest > max_seq_len:
+        raise UserError(
+            f"{source}: the form needs {widest} tokens or more (its <text> and <digits> holes at "
+            f"their widest), more than {CONTEXT_WORDS} {max_seq_len}); use fewer or shorter "
+            "holes"
+        )
+
+
 def _languages(v: Any, path: str) -> list[tuple[str, str]]:
     """(where, pattern) of each language a form's holes compile that a request chooses freely:
     a ``ValueHole``'s regex and bound, a ``<regex:R>`` hole's R (``check_total``)."""
@@ -746,7 +785,8 @@ def fill_form(
     (``value`` is then the text, trailing padding spaces dropped where its language allows).
     """
     config = config or SampleConfig()
-    items, holes, automata = parse_form(template, tokenizer, source=source)
+    items, holes, automata = parse_form(template, tokenizer, source=source,
+                                        max_seq_len=_max_seq_len(model))
     layout: list[tuple[str, Any]] = []
     if prefix_ids:
         layout.append(("text", (list(prefix_ids), "")))
@@ -806,11 +846,15 @@ def fill_form(
         back = hole.space and not sampled.startswith(" ")  # the skeleton's space put back
         if back:
             tokens.extend(segment_ids(tokenizer, " ", first=False))
+        # re-encoded where its text is not its sampled tokens' text: it continues the form's
+        # text (``segment_ids``), or a SentencePiece-style tokenizer gave it a word start of
+        # its own (``" dog"`` for the value ``"dog"``, whose space the output dropped)
+        first = not tokens
         if raw != (" " if back else "") + sampled:  # a string's leading space dropped
-            ids = list(tokenizer.encode(raw[1:] if back else raw))
+            ids = segment_ids(tokenizer, raw[1:] if back else raw, first=first)
         if parse:  # the spaces that pad a value to its hole's width are not the form's text
             raw, ids = raw.rstrip(" "), _unpadded(ids, raw.rstrip(" ")[1 if back else 0 :],
-                                                  vocab, tokenizer)
+                                                  vocab, tokenizer, first=first)
         tokens.extend(ids)
         parts.append(raw)
         body = raw.rstrip(" ")[1:] if hole.space else raw.rstrip(" ")
@@ -818,6 +862,8 @@ def fill_form(
         if not parse:
             hole.text = body if hole.matches(body) else raw
             hole.value = hole.text
+            if hole.text != raw:  # the padding spaces dropped: not in its tokens either
+                ids = _unpadded(ids, hole.text, vocab, tokenizer, first=first)
             return FormResult(text=hole.text, value=hole.text, holes=holes, nfe=nfe,
                               repaired=repaired, tokens=list(ids))
         hole.value = json.loads(hole.text)
@@ -839,14 +885,16 @@ def _text_locked(canvas: Any, spans: Any) -> Any:
     return dataclasses.replace(canvas, locked=locked)
 
 
-def _unpadded(ids: list[int], text: str, vocab: Vocab, tokenizer: Any) -> list[int]:
+def _unpadded(ids: list[int], text: str, vocab: Vocab, tokenizer: Any, *, first: bool
+              ) -> list[int]:
     """The ids of a hole's ``text`` once the padding spaces after its value are dropped: its
     sampled ids less the trailing ones that spell only spaces, or, where a token joined the
-    value to its padding, ``text`` encoded."""
+    value to its padding, ``text`` encoded (``segment_ids``: ``first`` where nothing of the
+    form's text comes before it)."""
     keep = list(ids)
     while keep and not vocab.decode(keep[-1:]).strip(" "):
         keep.pop()
-    return keep if vocab.decode(keep) == text else list(tokenizer.encode(text))
+    return keep if vocab.decode(keep) == text else segment_ids(tokenizer, text, first=first)
 
 
 def is_causal(model: Any) -> bool:

@@ -41,6 +41,7 @@ from unmask.infill.automaton import (
     cached_automaton,
     check_regex,
     quote_pattern,
+    segment_ids,
     vocab_of,
     whole_pattern,
 )
@@ -575,6 +576,30 @@ class Plan:
         return sum(len(v[0]) for kind, v in self.items if kind != "hole")
 
 
+def _infeasible(gap: Gap, label: str, automaton: TokenAutomaton, lo: int, hi: int,
+                default_max: int) -> str:
+    """The message for a gap whose constraint no sequence of ``lo``..``hi`` tokens satisfies,
+    with the lengths it does allow: ``"[MASK]" --regex '1=a{100}'`` said only "no sequence
+    of 0-16 tokens", though the user gave no length (16 is ``default_max_len``'s)."""
+    what = plural(lo, "token") if lo == hi else f"{lo}-{hi} tokens"
+    out = f"{label}: no sequence of {what} satisfies its constraint"
+    fewest, most = automaton.min_tokens(), automaton.max_tokens()
+    if fewest is None:  # e.g. allowed="digits" with regex="[a-z]"
+        return out + " (no text satisfies all of it)"
+    if fewest > hi:
+        out += f" (its shortest answer takes {plural(fewest, 'token')}"
+        if gap.length is None and gap.max_len is None:
+            out += (f"; a gap without a maximum holds at most default_max_len ({default_max}):"
+                    f" give it one, e.g. [MASK:{fewest}-{2 * fewest}]")
+        return out + ")"
+    if most is not None and most < lo:
+        return out + f" (its longest answer takes {plural(most, 'token')})"
+    upto = most if most is not None else 2 * hi
+    some = np.nonzero(automaton.feasible_lengths(upto))[0].tolist()
+    shown = ", ".join(map(str, some[:6])) + (", ..." if len(some) > 6 else "")
+    return out + f" (its answers take {shown} tokens)"
+
+
 def _bounds(gap: Gap, label: str, automaton: TokenAutomaton, default_max: int) -> tuple[int, int]:
     for name in ("length", "min_len", "max_len"):
         v = getattr(gap, name)
@@ -738,8 +763,7 @@ def plan_template(
             feas = automaton.feasible_lengths(hi)
             feasible = [n for n in range(lo, hi + 1) if feas[n]]
             if not feasible:
-                what = plural(lo, "token") if lo == hi else f"{lo}-{hi} tokens"
-                raise UserError(f"{label}: no sequence of {what} satisfies its constraint")
+                raise UserError(_infeasible(p, label, automaton, lo, hi, default_max_len))
             shifted = space or lead
             own = own_automaton(p, tokenizer, label) if shifted and p.shapes_text else None
             natural = _choice_lengths(p, tokenizer, shifted, feasible)
@@ -766,30 +790,6 @@ def plan_template(
     plan = Plan(items=items, holes=holes)
     check_context(plan, max_seq_len)
     return with_start_context(plan, tokenizer, max_seq_len, start_ids=start_ids)
-
-
-def segment_ids(tokenizer: Any, text: str, *, first: bool) -> list[int]:
-    """The ids of one text segment of a template. The ``first`` (the start of the text) is
-    encoded as it is. A later one continues a text: a SentencePiece-style tokenizer marks the
-    start of every text it encodes with a word start (``"sat"`` as ``"▁sat"``, a space the
-    template does not have, which the model read), so where its ids do not stand for exactly
-    its bytes it is encoded after a line break whose ids are then dropped (as ``transformers``
-    encodes the pieces of a chat, ``unmask.chat``), when that gives its bytes exactly."""
-    ids = list(tokenizer.encode(text))
-    if first or not text:
-        return ids
-    vocab = vocab_of(tokenizer)
-    want = text.encode("utf-8")
-    if b"".join(vocab.token_bytes(t) for t in ids) == want:
-        return ids
-    newline = list(tokenizer.encode("\n"))
-    after = list(tokenizer.encode("\n" + text))
-    rest = after[len(newline) :]
-    if newline and after[: len(newline)] == newline and rest and (
-        b"".join(vocab.token_bytes(t) for t in rest) == want
-    ):
-        return rest
-    return ids
 
 
 def _joined(segments: Sequence[str | Gap]) -> list[str | Gap]:

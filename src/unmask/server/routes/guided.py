@@ -230,14 +230,17 @@ class AnswerSoFar:
     def __init__(self, state: ServerState, form: Any, parse: bool, offset: int, source: str):
         from unmask.infill.automaton import vocab_of
         from unmask.infill.forms import parse_form
+        from unmask.infill.template import segment_ids
 
         items, self.holes, _ = parse_form(form, state.tok, source=source)
         self.vocab, self.mask_id, self.parse = vocab_of(state.tok), state.cfg.mask_id, parse
         # (start, end, skeleton text or hole index) of each layout piece on the canvas row
         self.pieces: list[tuple[int, int, str | int]] = []
         at = offset
-        for kind, v in items:
-            width = len(state.tok.encode(v)) if kind == "text" else self.holes[v].width
+        for kind, v in items:  # the skeleton encoded as ``fill_form`` lays it on the canvas
+            first = not offset and not self.pieces
+            width = (len(segment_ids(state.tok, v, first=first)) if kind == "text"
+                     else self.holes[v].width)
             self.pieces.append((at, at + width, v))
             at += width
 

@@ -236,6 +236,7 @@ def router(state: ServerState) -> APIRouter:
         from unmask import api
         from unmask.infill import Gap, fill_form, parse_form, parse_template
         from unmask.infill.ordered import form_span
+        from unmask.infill.template import segment_ids
         from unmask.server.routes.guided import build_form, room_check
 
         user_call(lambda: api.refuse_continuous(state.loaded, "guided infill"), "model")
@@ -252,7 +253,10 @@ def router(state: ServerState) -> APIRouter:
         k = gaps[0]
         before = "".join(s for s in segments[:k] if isinstance(s, str))
         after = "".join(s for s in segments[k + 1 :] if isinstance(s, str))
-        n_text = len(tok.encode(before)) + len(tok.encode(after))
+        # the text after the gap continues the text (``segment_ids``): encoded on its own, a
+        # SentencePiece tokenizer gave it a word start, a space the model read ("▁dog")
+        after_ids = segment_ids(tok, after, first=False)
+        n_text = len(tok.encode(before)) + len(after_ids)
         fim = state.causal and bool(after)  # a causal model reads the text after it first
         least = form_span(n_text, 1, causal=state.causal, fim=fim)
         if least > state.max_seq_len:  # the text and at least one token of the gap
@@ -264,8 +268,8 @@ def router(state: ServerState) -> APIRouter:
         form, parse = build_form(state, guided, width)
         items, holes, automata = user_call(
             lambda: parse_form(form, tok, source=guided["source"]), guided["source"])
-        answer = sum(len(tok.encode(v)) if kind == "text" else holes[v].width
-                     for kind, v in items)  # the answer at its longest, as fill_form counts
+        answer = sum(len(segment_ids(tok, v, first=False)) if kind == "text" else
+                     holes[v].width for kind, v in items)  # at its longest, as fill_form lays it
         need = form_span(n_text, answer, causal=state.causal, fim=fim)
         if need > state.max_seq_len:  # fill_form said "use fewer or shorter holes"
             source, where = guided["source"], gap.source or "[MASK]"
@@ -284,7 +288,7 @@ def router(state: ServerState) -> APIRouter:
         def run(on_step: StepCallback) -> Any:
             return fill_form(model, tok, form, config, step_callback=on_step,
                              source=guided["source"], prefix_ids=tok.encode(before),
-                             suffix_ids=tok.encode(after), parse=parse,
+                             suffix_ids=after_ids, parse=parse,
                              max_repair_calls=repair_calls(state, config))
 
         def body(state: ServerState, res: Any) -> dict[str, Any]:
