@@ -552,8 +552,9 @@ def test_a_draft_threshold_cuts_unsure_drafts_and_their_columns(predraft, traine
     else:
         pytest.fail(f"every draft passed every bar: {base}")
     assert cut.gen_ids == base.gen_ids
-    assert cut.accepted / cut.drafted >= base.accepted / base.drafted  # a higher share kept
-    assert sum(widths) < sum(base_widths)
+    # rounds after unsure drafts lay out fewer columns: fewer a forward on average (a cut
+    # draft that the verifier would have kept costs a round, so not always fewer in all)
+    assert sum(widths) / len(widths) < sum(base_widths) / len(base_widths)
 
 
 def test_draft_length_through_the_api_and_its_bounds(trained):
