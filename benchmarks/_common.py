@@ -127,12 +127,13 @@ def int_list(text: str, flag: str) -> list[int]:
         raise UserError(f"{flag} {text}: {e} (a comma list of positive integers)") from None
 
 
-def run(main: Callable[[], object]) -> NoReturn:
+def run(main: Callable[[], object], *, interrupted: str = "") -> NoReturn:
     """``sys.exit(main())``, with a ``UserError`` (or an ``OSError``: a path that cannot be
     read or written) as one line on stderr and exit status 2, and Ctrl-C as ``NAME:
-    interrupted`` and status 130, as ``unmask`` says them (a run of minutes stopped by
-    Ctrl-C printed a traceback of wherever it was). A
-    ``main`` that returns no exit status (``None``, or its rows) exits 0."""
+    interrupted`` (and the ``interrupted`` argument: what to do next) and status 130, as
+    ``unmask`` says them (a run of minutes stopped by Ctrl-C printed a traceback of wherever
+    it was); a training run that saved on SIGTERM (``TrainingStopped``) exits with its
+    ``exit_code``. A ``main`` that returns no exit status (``None``, or its rows) exits 0."""
     from unmask.errors import UserError
 
     try:
@@ -145,9 +146,10 @@ def run(main: Callable[[], object]) -> NoReturn:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"{Path(sys.argv[0]).name}: error: {e.strerror or e}{where}", file=sys.stderr)
         code = 2
-    except KeyboardInterrupt:
-        print(f"{Path(sys.argv[0]).name}: interrupted", file=sys.stderr)
-        code = 130  # 128 + SIGINT, as a shell reports it
+    except KeyboardInterrupt as e:
+        hint = f"; {interrupted}" if interrupted else ""
+        print(f"{Path(sys.argv[0]).name}: interrupted{hint}", file=sys.stderr)
+        code = getattr(e, "exit_code", 130)  # 128 + the signal, as a shell reports it
     sys.exit(code if isinstance(code, int) else 0)
 
 
