@@ -1,0 +1,74 @@
+"""``unmask generate`` refuses, in one line and before a row is made, a ``--n`` (times the
+prompts) whose rows cannot fit the memory: ``--n 1000000000`` was killed by the system
+(status 137, no message) once it had filled the memory."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from unmask.checkpoint import save_checkpoint
+from unmask.cli import main
+from unmask.config import SampleConfig, model_preset
+from unmask.model import Transformer
+from unmask.tokenizer import byte_tokenizer
+
+TOK = byte_tokenizer()
+FREE = 10**9
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64, **TOK.special_ids())
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny")
+    return str(save_checkpoint(folder, model=Transformer(cfg).eval(), tokenizer=TOK))
+
+
+@pytest.fixture
+def one_gb(monkeypatch):
+    monkeypatch.setattr("unmask.quantize.free_bytes", lambda device: FREE)
+
+
+def _argv(tiny: str, *more: str) -> list[str]:
+    return ["generate", "--model", tiny, "--gen-length", "8", "--device", "cpu", *more]
+
+
+def test_rows_beyond_the_free_memory_are_one_line(tiny, one_gb, capsys, monkeypatch):
+    made = []
+    monkeypatch.setattr("unmask.api.generate", lambda *a, **k: made.append(1))
+    assert main(_argv(tiny, "ab", "cd", "--n", "1000000000")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unmask generate: error: --n 1000000000 × 2 prompts: "
+                          "2,000,000,000 rows need at least "), err
+    assert "GB of memory, 1.0 GB free; at most --n " in err and "fewer prompts" in err
+    assert err.endswith("; UNMASK_NO_FIT_CHECK=1 tries anyway\n")
+    assert err.count("\n") == 1 and not made
+
+
+def test_the_count_it_names_is_the_most_whose_bound_fits(tiny, one_gb, capsys, monkeypatch):
+    from unmask import api
+    from unmask.commands.generate import rows_bytes
+
+    assert main(_argv(tiny, "ab", "--n", "10000000")) == 2
+    most = int(re.search(r"at most --n (\d+) could fit", capsys.readouterr().err)[1])
+    loaded = api.load_for_decoding(tiny, device="cpu")
+    config = SampleConfig(gen_length=8)
+    assert rows_bytes(loaded, [2], config, most) <= FREE < rows_bytes(loaded, [2], config,
+                                                                      most + 1)
+    # a lower bound: the canvases' ids, and one batched forward's keys, values and logits
+    cfg = loaded.config
+    kv = 2 * (cfg.n_kv_heads or cfg.n_heads) * (cfg.d_model // cfg.n_heads)
+    assert rows_bytes(loaded, [2, 5], config, 3) == 6 * (13 * 16 + 4 * (13 * kv + 260))
+    monkeypatch.setattr("unmask.api.generate", lambda *a, **k: pytest.fail("ran"))
+    monkeypatch.setenv("UNMASK_NO_FIT_CHECK", "1")  # as the check of the weights at load
+    with pytest.raises(BaseException, match="ran"):
+        main(_argv(tiny, "ab", "--n", str(most + 1)))
+
+
+def test_a_count_that_fits_runs(tiny, one_gb, capsys):
+    assert main(_argv(tiny, "ab", "--n", "3", "--json")) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 3
