@@ -72,3 +72,21 @@ def test_the_count_it_names_is_the_most_whose_bound_fits(tiny, one_gb, capsys, m
 def test_a_count_that_fits_runs(tiny, one_gb, capsys):
     assert main(_argv(tiny, "ab", "--n", "3", "--json")) == 0
     assert len(json.loads(capsys.readouterr().out)["results"]) == 3
+
+
+def test_json_equals_the_api_and_counts_what_tokens_per_s_counts(tiny, capsys):
+    """``generate --json`` is ``api.generate`` with the same options and seed: the texts, ids,
+    nfe and steps, and ``n_tokens`` (each row's ids up to its EOS), which ``tokens_per_s``
+    counts and which the JSON did not give (its ``tokens`` hold the EOS filling too)."""
+    from unmask import api
+
+    flags = ["--temperature", "1.5", "--seed", "11", "--n", "2"]
+    assert main(_argv(tiny, "ab", "xyz", "--json", *flags)) == 0
+    got = json.loads(capsys.readouterr().out)
+    loaded = api.load_for_decoding(tiny, device="cpu")
+    config = api.sample_config(loaded, {"gen_length": 8, "temperature": 1.5, "seed": 11})
+    out = api.generate(loaded, ["ab", "xyz"], config=config, n=2)
+    assert [r["text"] for r in got["results"]] == out.texts
+    assert [r["tokens"] for r in got["results"]] == out.ids
+    assert (got["nfe"], got["steps"], got["decoder"]) == (out.nfe, out.steps, out.decoder)
+    assert got["n_tokens"] == out.n_tokens

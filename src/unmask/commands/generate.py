@@ -91,8 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_draft_flag(p)
     add_sample_flags(p)
     add_json_flag(p, what="per prompt and choice: text and tokens; plus nfe, steps, seconds, "
-                          "tokens_per_s, dtype, and config: the options that ran, its seed "
-                          "included")
+                          "n_tokens, tokens_per_s, dtype, and config: the options that ran, its "
+                          "seed included")
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)
@@ -249,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
             "nfe": out.nfe,
             "steps": out.steps,
             "seconds": round(out.seconds, 4),
+            "n_tokens": n_tokens,  # what tokens_per_s counts: each row's up to its EOS
             "tokens_per_s": round(tokens_per_s, 2),
             "dtype": api.weights_dtype(loaded),
             "config": dataclasses.asdict(dataclasses.replace(config, decoder=out.decoder)),
