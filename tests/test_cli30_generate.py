@@ -61,7 +61,7 @@ def test_the_count_it_names_is_the_most_whose_bound_fits(tiny, one_gb, capsys, m
                                                                       most + 1)
     # a lower bound: the canvases' ids, and one batched forward's keys, values and logits
     cfg = loaded.config
-    kv = 2 * (cfg.n_kv_heads or cfg.n_heads) * (cfg.d_model // cfg.n_heads)
+    kv = 2 * (cfg.n_kv_heads or cfg.n_heads) * cfg.head_dim
     assert rows_bytes(loaded, [2, 5], config, 3) == 6 * (13 * 16 + 4 * (13 * kv + 260))
     monkeypatch.setattr("unmask.api.generate", lambda *a, **k: pytest.fail("ran"))
     monkeypatch.setenv("UNMASK_NO_FIT_CHECK", "1")  # as the check of the weights at load

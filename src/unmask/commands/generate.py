@@ -166,7 +166,7 @@ def rows_bytes(loaded: Any, lengths: list[int], config: SampleConfig, n: int) ->
     rows = len(lengths) * n
     param = next(iter(loaded.model.parameters()), None)
     value = 4 if param is not None and param.dtype in (torch.float32, torch.float64) else 2
-    kv = 2 * (cfg.n_kv_heads or cfg.n_heads) * (cfg.d_model // cfg.n_heads)  # K and V
+    kv = 2 * (cfg.n_kv_heads or cfg.n_heads) * cfg.head_dim  # K and V
     seen = min(width, config.segment_length or width)
     return rows * (width * 16 + value * (seen * kv + cfg.vocab_size))
 
