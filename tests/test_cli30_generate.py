@@ -90,3 +90,27 @@ def test_json_equals_the_api_and_counts_what_tokens_per_s_counts(tiny, capsys):
     assert [r["tokens"] for r in got["results"]] == out.ids
     assert (got["nfe"], got["steps"], got["decoder"]) == (out.nfe, out.steps, out.decoder)
     assert got["n_tokens"] == out.n_tokens
+
+
+def test_a_length_no_row_can_take_is_left_to_the_librarys_own_line(tiny, one_gb, capsys):
+    """One row that cannot fit is its length's fault: the decoder's check names it (the
+    segmented length limit), not the count of rows."""
+    assert main(_argv(tiny, "ab", "--n", "3", "--temperature", "1", "--gen-length",
+                      str(10**23), "--segment-length", "16")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unmask generate: error: --gen-length (") and err.count("\n") == 1
+    assert "at most 1048576 tokens" in err
+
+
+@pytest.mark.parametrize("segments", [{}, {"segment_length": 16}])
+def test_seeded_rows_refuse_an_impossible_length_in_one_line(tiny, segments):
+    """``api.run_rows`` (seeded sampled rows, one run each) made its (rows, gen_length) view
+    before any run checked the length: ``--n 3 --temperature 1 --gen-length 10**12`` tried to
+    allocate 24 TB (a RuntimeError traceback), ``10**23`` overflowed (a TypeError)."""
+    from unmask import api
+    from unmask.errors import UserError
+
+    loaded = api.load_for_decoding(tiny, device="cpu")
+    config = {"gen_length": 10**12, "temperature": 1.0, "seed": 1, **segments}
+    with pytest.raises(UserError, match="max_seq_len|at most 1048576 tokens"):
+        api.generate(loaded, ["ab"], config=config, n=3)

@@ -175,7 +175,9 @@ def _check_rows_fit(loaded: Any, lengths: list[int], config: SampleConfig, n: in
                     device: str) -> None:
     """Refuse, in one line, prompts × ``--n`` rows whose memory (``rows_bytes``, a lower
     bound) exceeds what ``device`` has free: ``--n 1000000000`` was killed by the system
-    (status 137, no message) after filling the memory. ``UNMASK_NO_FIT_CHECK=1`` skips it, as
+    (status 137, no message) after filling the memory. Where one row alone would not fit,
+    the length is what to change, and the library's own checks say so (``--gen-length
+    10**23 --segment-length 16``: at most 1048576 tokens). ``UNMASK_NO_FIT_CHECK=1`` skips it, as
     it skips the check of the weights at load (``unmask.quantize.check_fits``)."""
     import os
 
@@ -185,6 +187,8 @@ def _check_rows_fit(loaded: Any, lengths: list[int], config: SampleConfig, n: in
     free = free_bytes(device)
     if free is None or need <= free or os.environ.get(SKIP_ENV) == "1":
         return
+    if rows_bytes(loaded, [max(lengths)], config, 1) > free:
+        return  # one row alone: its length is at fault, which the decoder's checks name
     most = n * free // need  # need grows with n: the most whose bound fits
     fewer = f"at most --n {most} could fit" if most >= 1 else "give fewer prompts"
     if most >= 1 and len(lengths) > 1:
