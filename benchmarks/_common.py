@@ -2,9 +2,10 @@
 
 A script ends with ``run(main)``: a ``UserError`` (a missing ``--model`` path, a checkpoint
 of the wrong kind, a bad value) prints ``NAME: error: MESSAGE`` and exits 2, as argparse
-does for a bad flag, instead of a traceback. ``positive_int`` and ``non_negative_int`` (the
-CLI's own check, ``unmask.commands.at_least(1)`` and ``at_least(0)``) and ``positive_float``
-are argparse types for counts and durations; ``int_list`` parses a comma list such as
+does for a bad flag, instead of a traceback; Ctrl-C is ``NAME: interrupted`` and exit 130.
+``positive_int`` and ``non_negative_int`` (the CLI's own check,
+``unmask.commands.at_least(1)`` and ``at_least(0)``) and ``positive_float`` are argparse
+types for counts and durations; ``int_list`` parses a comma list such as
 ``--clients 1,4,16``; ``json_text`` writes strict JSON (NaN as null).
 ``output_file`` / ``output_path`` are the type of a ``--json`` path (checked at once, nothing
 made: an unwritable path is refused before the run, not after it).
@@ -126,10 +127,13 @@ def int_list(text: str, flag: str) -> list[int]:
         raise UserError(f"{flag} {text}: {e} (a comma list of positive integers)") from None
 
 
-def run(main: Callable[[], object]) -> NoReturn:
+def run(main: Callable[[], object], *, interrupted: str = "") -> NoReturn:
     """``sys.exit(main())``, with a ``UserError`` (or an ``OSError``: a path that cannot be
-    read or written) as one line on stderr and exit status 2. A
-    ``main`` that returns no exit status (``None``, or its rows) exits 0."""
+    read or written) as one line on stderr and exit status 2, and Ctrl-C as ``NAME:
+    interrupted`` (and the ``interrupted`` argument: what to do next) and status 130, as
+    ``unmask`` says them (a run of minutes stopped by Ctrl-C printed a traceback of wherever
+    it was); a training run that saved on SIGTERM (``TrainingStopped``) exits with its
+    ``exit_code``. A ``main`` that returns no exit status (``None``, or its rows) exits 0."""
     from unmask.errors import UserError
 
     try:
@@ -142,6 +146,10 @@ def run(main: Callable[[], object]) -> NoReturn:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"{Path(sys.argv[0]).name}: error: {e.strerror or e}{where}", file=sys.stderr)
         code = 2
+    except KeyboardInterrupt as e:
+        hint = f"; {interrupted}" if interrupted else ""
+        print(f"{Path(sys.argv[0]).name}: interrupted{hint}", file=sys.stderr)
+        code = getattr(e, "exit_code", 130)  # 128 + the signal, as a shell reports it
     sys.exit(code if isinstance(code, int) else 0)
 
 

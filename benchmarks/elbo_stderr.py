@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 
 import torch
-from _common import json_text, output_file, positive_int
+from _common import int_list, json_text, output_file, positive_int
 
 from unmask.checkpoint import load
+from unmask.commands import at_least
 from unmask.data import TokenDataset
 from unmask.evaluate import elbo_loglikelihood
 
@@ -39,14 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context", type=positive_int, default=32, help="context tokens per item")
     p.add_argument("--targets", default="8,32", help="continuation lengths in tokens")
     p.add_argument("--samples", default="1,2,4,8,16,32,64,128,256")
-    p.add_argument("--repeats", type=positive_int, default=6)
+    p.add_argument("--repeats", type=at_least(2), default=6,
+                   help="seeds per estimate, at least 2: their spread is the actual stderr")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--json", type=output_file, metavar="FILE")
     args = p.parse_args(argv)
+    targets = int_list(args.targets, "--targets")  # before the model loads
+    samples = int_list(args.samples, "--samples")
     torch.set_num_threads(args.threads)
     loaded = load(args.model)
     mask_id = loaded.config.mask_id
-    targets = [int(t) for t in args.targets.split(",")]
     windows = []
     for w in TokenDataset(args.data, "val").windows(args.context + max(targets)):
         windows.append(w.tolist())
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     print(f"{'target':>6} {'n':>5} {'estimate':>10} {'reported':>9} {'actual':>8} {'sec':>7}")
     for length in targets:
-        for n in (int(s) for s in args.samples.split(",")):
+        for n in samples:
             est, reported, actual, secs = [], [], [], []
             for w in windows:
                 ctx, tgt = w[: args.context], w[args.context : args.context + length]

@@ -894,8 +894,5 @@ def main() -> None:
 if __name__ == "__main__":
     from _common import run
 
-    try:
-        run(main)
-    except KeyboardInterrupt as e:  # SIGINT/SIGTERM: a training run saved its checkpoint first
-        print("\nstopped: rerun the same command (same --work) to resume", file=sys.stderr)
-        sys.exit(getattr(e, "exit_code", 130))
+    # SIGINT/SIGTERM: a training run saved its checkpoint first
+    run(main, interrupted="rerun the same command (same --work) to resume")

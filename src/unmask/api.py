@@ -1006,7 +1006,6 @@ def run_rows(
         run = start(loaded, rows, config, step_callback=step_callback, draft=draft, seeds=seeds)
         return run_to_end(run, device=str(_device(loaded)))
 
-    view = torch.full((len(rows), config.gen_length), facts_of(loaded).mask_id)  # (B, G)
     shown = {"steps": 0, "together": False}
 
     def row_view(i: int) -> ViewCallback | None:
@@ -1024,6 +1023,8 @@ def run_rows(
     runs = [start(loaded, [row], dataclasses.replace(config, seed=seed),
                   step_callback=row_view(i), draft=draft)
             for i, (row, seed) in enumerate(zip(rows, seeds, strict=True))]
+    # after ``start`` checked the lengths: a gen_length no run can take was a traceback here
+    view = torch.full((len(rows), config.gen_length), facts_of(loaded).mask_id)  # (B, G)
     together = shown["together"] = all(r.shares_forward for r in runs)
     device = str(_device(loaded))
     t0 = time.perf_counter()

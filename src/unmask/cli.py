@@ -112,7 +112,17 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         _said_by_rank_0()
+        flag = _VALUE_MISSING.match(message)
+        action = self._option_string_actions.get(flag[1]) if flag is not None else None
+        if action is not None and action.type is None:  # a text's flag: `--prompt -x` met
+            # this, argparse taking the text for a flag
+            message += f" (a text that begins with '-' is written {flag[1]}=TEXT)"
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
+_VALUE_MISSING = re.compile(r"argument (?:-\w/)?(--[\w-]+)(?:/[^:]*)?: expected one argument$")
+"""argparse's refusal of a flag given no value, which is also what a value beginning with
+``-`` (and no space) meets (``--prompt -x``, ``--system -v``): argparse reads it as a flag."""
 
 
 def _torchrun_rank() -> tuple[int, int]:

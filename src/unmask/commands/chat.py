@@ -121,6 +121,8 @@ class Turn:
     """Acceptance rate, tokens per forward, forwards (``speculative``, ``hybrid``)."""
     config: SampleConfig | None = None
     """The options the reply ran with (``Prepared.config``)."""
+    steps: int = 0
+    """The decoder's steps (``unmask.api.Reply.steps``; ``generate --json`` reports them too)."""
 
 
 _PROBE = "x"
@@ -298,7 +300,7 @@ class ChatSession:
         self.turns = [*prepared.turns, {"role": "assistant", "content": out.text}]
         stats = getattr(out.result, "acceptance_stats", dict)()
         return Turn(reply=out.text, prompt=prepared, nfe=out.nfe, seconds=out.seconds, stats=stats,
-                    config=config)
+                    config=config, steps=out.steps)
 
 
 @dataclass
@@ -447,7 +449,7 @@ def converse(
         if json_lines:
             record = {"user": message, "reply": turn.reply, "prompt": prepared.text,
                       "prompt_tokens": len(prepared.ids), "dropped": prepared.dropped,
-                      "nfe": turn.nfe, "seconds": round(turn.seconds, 4)}
+                      "nfe": turn.nfe, "steps": turn.steps, "seconds": round(turn.seconds, 4)}
             record.update(turn.stats)  # speculative, hybrid: acceptance and forwards
             record["config"] = dataclasses.asdict(  # the options that ran, as generate --json
                 dataclasses.replace(turn.config or session.config, decoder=session.decoder))
@@ -514,7 +516,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--show-prompt", action="store_true",
                    help="print each rendered prompt to stderr before sampling")
     add_json_flag(p, what="one per turn: user, reply, prompt, prompt_tokens, dropped, nfe, "
-                          "seconds, config")
+                          "steps, seconds, config")
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)

@@ -87,12 +87,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="texts per prompt (as the server's n): prompt k's choice j is text "
                         "k*N+j; when sampling, choice j is seeded SEED+j (SEED drawn unless "
                         "--seed is given), so a prompt writes the same texts alone or beside "
-                        "others (default 1)")
+                        "others; more rows than the free memory holds are refused (default 1)")
     add_draft_flag(p)
     add_sample_flags(p)
     add_json_flag(p, what="per prompt and choice: text and tokens; plus nfe, steps, seconds, "
-                          "tokens_per_s, dtype, and config: the options that ran, its seed "
-                          "included")
+                          "n_tokens, tokens_per_s, dtype, and config: the options that ran, its "
+                          "seed included")
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)
@@ -151,6 +151,54 @@ def _note_empty_steps(config: SampleConfig, prompts: list[str], tokenizer: Any) 
               "(--skip-empty-steps skips those)", file=sys.stderr)
 
 
+def rows_bytes(loaded: Any, lengths: list[int], config: SampleConfig, n: int) -> int:
+    """A lower bound of the memory that ``n`` texts of each prompt (``lengths``: the prompts'
+    token counts) take: every row's canvas (int64 ids, and the result's list of them), and
+    one forward over the rows as one batch, which holds at least one layer's keys and values
+    of each row's canvas (of a segment, with ``segment_length``) and a row of logits per row,
+    in the weights' dtype (2 bytes a value below float32). A run that draws and whose decoder
+    cannot batch seeded rows runs them one after another (``unmask.api.run_rows``), each
+    then a batch of one: that takes hours for the counts this refuses."""
+    import torch
+
+    cfg = loaded.config
+    width = max(lengths) + config.gen_length  # a row's canvas, left-padded to the longest
+    rows = len(lengths) * n
+    param = next(iter(loaded.model.parameters()), None)
+    value = 4 if param is not None and param.dtype in (torch.float32, torch.float64) else 2
+    kv = 2 * (cfg.n_kv_heads or cfg.n_heads) * cfg.head_dim  # K and V
+    seen = min(width, config.segment_length or width)
+    return rows * (width * 16 + value * (seen * kv + cfg.vocab_size))
+
+
+def _check_rows_fit(loaded: Any, lengths: list[int], config: SampleConfig, n: int,
+                    device: str) -> None:
+    """Refuse, in one line, prompts × ``--n`` rows whose memory (``rows_bytes``, a lower
+    bound) exceeds what ``device`` has free: ``--n 1000000000`` was killed by the system
+    (status 137, no message) after filling the memory. Where one row alone would not fit,
+    the length is what to change, and the library's own checks say so (``--gen-length
+    10**23 --segment-length 16``: at most 1048576 tokens). ``UNMASK_NO_FIT_CHECK=1`` skips it, as
+    it skips the check of the weights at load (``unmask.quantize.check_fits``)."""
+    import os
+
+    from unmask.quantize import SKIP_ENV, free_bytes
+
+    need = rows_bytes(loaded, lengths, config, n)
+    free = free_bytes(device)
+    if free is None or need <= free or os.environ.get(SKIP_ENV) == "1":
+        return
+    if rows_bytes(loaded, [max(lengths)], config, 1) > free:
+        return  # one row alone: its length is at fault, which the decoder's checks name
+    most = n * free // need  # need grows with n: the most whose bound fits
+    fewer = f"at most --n {most} could fit" if most >= 1 else "give fewer prompts"
+    if most >= 1 and len(lengths) > 1:
+        fewer += " (or give fewer prompts)"
+    raise UserError(
+        f"--n {n} × {plural(len(lengths), 'prompt')}: {len(lengths) * n:,} rows need at "
+        f"least {need / 1e9:,.1f} GB of memory, {free / 1e9:.1f} GB free; {fewer}; "
+        f"{SKIP_ENV}=1 tries anyway")
+
+
 def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.commands.sample_options import make_live
@@ -168,12 +216,13 @@ def run(args: argparse.Namespace) -> int:
     template = api.chat_template(loaded, args.template) if args.chat else None
     # flags not given take the checkpoint's recommended sampling options (sample_defaults);
     # steps not given fit the blocks the prompts leave (api.generate's, the server's)
+    lengths = api.prompt_lengths(loaded, prompts, template=template, system=args.system)
     config = api.sample_config(loaded, given_fields(SampleConfig, args),
-                               prompt_lengths=api.prompt_lengths(
-                                   loaded, prompts, template=template, system=args.system))
+                               prompt_lengths=lengths)
     # refuse what the checkpoint cannot do, before sampling
     decoder = api.choose(loaded, config, draft=draft)
     config = with_seed(config, decoder)  # a sampled run reports the seed that repeats it
+    _check_rows_fit(loaded, lengths, config, args.n, device)  # before a row is made
     if args.n > 1 and not api.draws_noise(decoder, config):
         print(f"unmask generate: note: --n {args.n} of a run that draws nothing (decoder "
               f"{decoder}, temperature {config.temperature:g}): every choice is the same; "
@@ -204,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
             "nfe": out.nfe,
             "steps": out.steps,
             "seconds": round(out.seconds, 4),
+            "n_tokens": n_tokens,  # what tokens_per_s counts: each row's up to its EOS
             "tokens_per_s": round(tokens_per_s, 2),
             "dtype": api.weights_dtype(loaded),
             "config": dataclasses.asdict(dataclasses.replace(config, decoder=out.decoder)),

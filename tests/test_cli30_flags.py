@@ -1,0 +1,47 @@
+"""A text flag given a word that begins with ``-`` (``--prompt -x``, ``--system -v``; a text
+with a space is taken) met argparse's "expected one argument", which does not say that
+argparse read the word as a flag: the line says how to write it (``--prompt=TEXT``)."""
+
+import pytest
+
+import unmask.commands.chat as chat_cmd
+import unmask.commands.generate as generate_cmd
+from unmask.cli import main
+
+
+@pytest.fixture(autouse=True)
+def no_run(monkeypatch):
+    for module in (generate_cmd, chat_cmd):
+        monkeypatch.setattr(module, "run", lambda args: pytest.fail("ran"))
+
+
+def _refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as e:  # argparse's own refusal exits from inside
+        main(argv)
+    assert e.value.code == 2
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["generate", "--model", "m", "--prompt", "-x"], "--prompt"),
+    (["chat", "--model", "m", "--system", "-x"], "--system"),
+    (["prepare", "a.txt", "-o"], "--out"),
+])
+def test_a_text_beginning_with_a_dash_is_said_how_to_write(argv, flag, capsys):
+    _refused(argv)
+    err = capsys.readouterr().err
+    assert f": expected one argument (a text that begins with '-' is written {flag}=TEXT) " in err
+    assert err.count("\n") == 1
+
+
+def test_a_number_flag_without_its_value_gets_no_such_hint(capsys):
+    _refused(["generate", "--model", "m", "x", "--gen-length"])
+    assert capsys.readouterr().err == (
+        "unmask generate: error: argument --gen-length: expected one argument "
+        "(see: unmask generate --help)\n")
+
+
+def test_the_written_form_runs(monkeypatch):
+    seen = []
+    monkeypatch.setattr(generate_cmd, "run", lambda args: seen.append(args.prompt_flags) or 0)
+    assert main(["generate", "--model", "m", "--prompt=-x"]) == 0
+    assert seen == [["-x"]]

@@ -1,0 +1,116 @@
+"""``unmask generate`` refuses, in one line and before a row is made, a ``--n`` (times the
+prompts) whose rows cannot fit the memory: ``--n 1000000000`` was killed by the system
+(status 137, no message) once it had filled the memory."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from unmask.checkpoint import save_checkpoint
+from unmask.cli import main
+from unmask.config import SampleConfig, model_preset
+from unmask.model import Transformer
+from unmask.tokenizer import byte_tokenizer
+
+TOK = byte_tokenizer()
+FREE = 10**9
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64, **TOK.special_ids())
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny")
+    return str(save_checkpoint(folder, model=Transformer(cfg).eval(), tokenizer=TOK))
+
+
+@pytest.fixture
+def one_gb(monkeypatch):
+    monkeypatch.setattr("unmask.quantize.free_bytes", lambda device: FREE)
+
+
+def _argv(tiny: str, *more: str) -> list[str]:
+    return ["generate", "--model", tiny, "--gen-length", "8", "--device", "cpu", *more]
+
+
+def test_rows_beyond_the_free_memory_are_one_line(tiny, one_gb, capsys, monkeypatch):
+    made = []
+    monkeypatch.setattr("unmask.api.generate", lambda *a, **k: made.append(1))
+    assert main(_argv(tiny, "ab", "cd", "--n", "1000000000")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unmask generate: error: --n 1000000000 × 2 prompts: "
+                          "2,000,000,000 rows need at least "), err
+    assert "GB of memory, 1.0 GB free; at most --n " in err and "fewer prompts" in err
+    assert err.endswith("; UNMASK_NO_FIT_CHECK=1 tries anyway\n")
+    assert err.count("\n") == 1 and not made
+
+
+def test_the_count_it_names_is_the_most_whose_bound_fits(tiny, one_gb, capsys, monkeypatch):
+    from unmask import api
+    from unmask.commands.generate import rows_bytes
+
+    assert main(_argv(tiny, "ab", "--n", "10000000")) == 2
+    most = int(re.search(r"at most --n (\d+) could fit", capsys.readouterr().err)[1])
+    loaded = api.load_for_decoding(tiny, device="cpu")
+    config = SampleConfig(gen_length=8)
+    assert rows_bytes(loaded, [2], config, most) <= FREE < rows_bytes(loaded, [2], config,
+                                                                      most + 1)
+    # a lower bound: the canvases' ids, and one batched forward's keys, values and logits
+    cfg = loaded.config
+    kv = 2 * (cfg.n_kv_heads or cfg.n_heads) * cfg.head_dim
+    assert rows_bytes(loaded, [2, 5], config, 3) == 6 * (13 * 16 + 4 * (13 * kv + 260))
+    monkeypatch.setattr("unmask.api.generate", lambda *a, **k: pytest.fail("ran"))
+    monkeypatch.setenv("UNMASK_NO_FIT_CHECK", "1")  # as the check of the weights at load
+    with pytest.raises(BaseException, match="ran"):
+        main(_argv(tiny, "ab", "--n", str(most + 1)))
+
+
+def test_a_count_that_fits_runs(tiny, one_gb, capsys):
+    assert main(_argv(tiny, "ab", "--n", "3", "--json")) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 3
+
+
+def test_json_equals_the_api_and_counts_what_tokens_per_s_counts(tiny, capsys):
+    """``generate --json`` is ``api.generate`` with the same options and seed: the texts, ids,
+    nfe and steps, and ``n_tokens`` (each row's ids up to its EOS), which ``tokens_per_s``
+    counts and which the JSON did not give (its ``tokens`` hold the EOS filling too)."""
+    from unmask import api
+
+    flags = ["--temperature", "1.5", "--seed", "11", "--n", "2"]
+    assert main(_argv(tiny, "ab", "xyz", "--json", *flags)) == 0
+    got = json.loads(capsys.readouterr().out)
+    loaded = api.load_for_decoding(tiny, device="cpu")
+    config = api.sample_config(loaded, {"gen_length": 8, "temperature": 1.5, "seed": 11})
+    out = api.generate(loaded, ["ab", "xyz"], config=config, n=2)
+    assert [r["text"] for r in got["results"]] == out.texts
+    assert [r["tokens"] for r in got["results"]] == out.ids
+    assert (got["nfe"], got["steps"], got["decoder"]) == (out.nfe, out.steps, out.decoder)
+    assert got["n_tokens"] == out.n_tokens
+
+
+def test_a_length_no_row_can_take_is_left_to_the_librarys_own_line(tiny, one_gb, capsys):
+    """One row that cannot fit is its length's fault: the decoder's check names it (the
+    segmented length limit), not the count of rows."""
+    assert main(_argv(tiny, "ab", "--n", "3", "--temperature", "1", "--gen-length",
+                      str(10**23), "--segment-length", "16")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unmask generate: error: --gen-length (") and err.count("\n") == 1
+    assert "at most 1048576 tokens" in err
+
+
+@pytest.mark.parametrize("segments", [{}, {"segment_length": 16}])
+def test_seeded_rows_refuse_an_impossible_length_in_one_line(tiny, segments):
+    """``api.run_rows`` (seeded sampled rows, one run each) made its (rows, gen_length) view
+    before any run checked the length: ``--n 3 --temperature 1 --gen-length 10**12`` tried to
+    allocate 24 TB (a RuntimeError traceback), ``10**23`` overflowed (a TypeError)."""
+    from unmask import api
+    from unmask.errors import UserError
+
+    loaded = api.load_for_decoding(tiny, device="cpu")
+    config = {"gen_length": 10**12, "temperature": 1.0, "seed": 1, **segments}
+    with pytest.raises(UserError, match="max_seq_len|at most 1048576 tokens"):
+        api.generate(loaded, ["ab"], config=config, n=3)
