@@ -1,0 +1,79 @@
+"""Follow-ups to the prompt-BOS fact (``ModelConfig.prompt_bos_id``): a family names its own
+BOS, so an unmask model exported before the export wrote the fact keeps its BOS-less prompts;
+the documented low-level path gives the ids ``generate`` gives; guided ``/v1/infill``, the
+playground's advice and lm-eval's ``generate_until`` put the BOS first as the rest do; the
+server's decoder-options listing is the one ``api.recommended_options`` gives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_convert import make_llada
+
+import unmask
+from unmask import api
+from unmask.cli import main
+from unmask.errors import UserError
+
+
+def _llada(tmp_path: Path) -> tuple[Path, int]:
+    torch.manual_seed(0)
+    folder = tmp_path / "llada"
+    vocab = make_llada(folder)["vocab"]
+    return folder, vocab["<|startoftext|>"]
+
+
+def _first_ids(loaded) -> list[int]:
+    """Spy on the model: the first column of every canvas it is called on."""
+    seen: list[int] = []
+    forward = loaded.model.forward
+
+    def spy(tokens, *args, **kwargs):
+        seen.append(int(tokens[0, 0]))
+        return forward(tokens, *args, **kwargs)
+
+    loaded.model.forward = spy
+    return seen
+
+
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_an_old_export_of_our_model_gets_no_bos_it_never_saw(tmp_path, family):
+    """An unmask model exported ``--to llada|dream`` before the export wrote ``prompt_bos_id``:
+    its tokenizer's ``[BOS]`` is not the family's BOS, so its prompts stay as trained."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    assert tok.bos_id is not None and tok.bos_id != tok.eos_id
+    shape = {"logit_shift": True, "qkv_bias": True} if family == "dream" else {}
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids(), **shape)
+    native = save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    out = tmp_path / family
+    assert main(["convert", str(native), str(out), "--to", family]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config.pop("prompt_bos_id") is None
+    (out / "config.json").write_text(json.dumps(config))  # as an export before it wrote it
+    old = unmask.load(out)
+    assert old.config.prompt_bos_id is None
+    assert api.encode_prompt(old.tokenizer, "ab", facts=api.facts_of(old)) == tok.encode("ab")
+
+
+def test_llada_without_the_fact_still_finds_its_own_bos(tmp_path):
+    folder, bos = _llada(tmp_path)
+    assert "prompt_bos_id" not in json.loads((folder / "config.json").read_text())
+    assert unmask.load(folder).config.prompt_bos_id == bos
+
+
+def test_a_bad_prompt_bos_id_names_the_file_once(tmp_path):
+    folder, _ = _llada(tmp_path)
+    path = folder / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "prompt_bos_id": "5"}))
+    with pytest.raises(UserError) as e:
+        unmask.load(folder)
+    assert str(e.value).count("config.json") == 1, str(e.value)
+    assert "prompt_bos_id" in str(e.value)
