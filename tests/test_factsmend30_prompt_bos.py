@@ -77,3 +77,34 @@ def test_a_bad_prompt_bos_id_names_the_file_once(tmp_path):
         unmask.load(folder)
     assert str(e.value).count("config.json") == 1, str(e.value)
     assert "prompt_bos_id" in str(e.value)
+
+
+def test_the_server_lists_what_its_requests_keep_of_the_recommendation():
+    """``GET /v1/models`` and the playground's ``recommended``: a causal checkpoint that
+    recommends ``ar`` with a ``block_length`` lists no ``block_length`` (a run drops it), as
+    ``api.recommended_options`` gives it, and keeps the penalties ``ar`` applies."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    import dataclasses
+
+    from fastapi.testclient import TestClient
+    from server_helpers import tiny_config
+
+    from unmask.loaded import Loaded
+    from unmask.model import Transformer
+    from unmask.server import create_app
+    from unmask.tokenizer import byte_tokenizer
+
+    cfg = dataclasses.replace(tiny_config(), objective="mdlm", attention="causal",
+                              sample_defaults={"decoder": "ar", "block_length": 4,
+                                               "repetition_penalty": 1.2})
+    lm = Loaded(model=Transformer(cfg).eval(), tokenizer=byte_tokenizer(), config=cfg,
+                path=Path("ckpt"))
+    assert api.sample_config(lm, {}).block_length is None  # what a run keeps
+    want = {"decoder": "ar", "repetition_penalty": 1.2}
+    assert api.recommended_options(lm) == want
+    with TestClient(create_app(lm, access_log=False)) as c:
+        assert c.get("/v1/models").json()["data"][0]["sample_defaults"] == want
+        r = c.get("/playground/options")
+        assert r.status_code == 200, r.text
+        assert r.json()["recommended"] == want

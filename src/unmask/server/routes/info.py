@@ -75,16 +75,13 @@ def router(state: ServerState) -> APIRouter:
 def recommended(state: ServerState) -> dict[str, Any]:
     """The checkpoint's recommended sampling options (``sample_defaults`` in its config.json)
     that completions and chat completions apply to what a request does not send
-    (``api.sample_config``): the penalties are left out where the checkpoint's decoder applies
-    none. A recommended ``block_length`` runs as the largest length up to it that divides the
-    request's ``max_tokens`` (and, for policy llada, ``steps`` into whole blocks); ``steps``
-    not recommended is one per token. The template tasks (infill, forms) do not apply them."""
-    from unmask.sampling.penalties import PENALTY_FIELDS
-    from unmask.sampling.registry import applies_penalties
+    (``api.sample_config``), as ``api.recommended_options`` lists them for the decoder those
+    requests run (``served_decoder``: the recommended one, else the objective's): those it has
+    no use for left out (a recommended ``ar`` lists no ``block_length``, a decoder that applies
+    no penalties none). A recommended ``block_length`` runs as the largest length up to it
+    that divides the request's ``max_tokens`` (and, for policy llada, ``steps`` into whole
+    blocks); ``steps`` not recommended is one per token. The template tasks (infill, forms) do
+    not apply them."""
+    from unmask.server.engine import served_decoder
 
-    facts = api.facts_of(state.loaded)
-    out = dict(facts.sample_defaults)
-    if not applies_penalties(facts.default_decoder):
-        for name in PENALTY_FIELDS:
-            out.pop(name, None)
-    return out
+    return api.recommended_options(state.loaded, served_decoder(api.facts_of(state.loaded)))
