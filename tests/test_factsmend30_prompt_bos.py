@@ -108,3 +108,19 @@ def test_the_server_lists_what_its_requests_keep_of_the_recommendation():
         r = c.get("/playground/options")
         assert r.status_code == 200, r.text
         assert r.json()["recommended"] == want
+
+
+def test_the_documented_start_path_decodes_what_generate_decodes(tmp_path):
+    """docs/sampling.md's low-level path, ``api.start(m, api.prompt_ids(m, text), ...)``,
+    starts from the ids ``api.generate`` decodes: the BOS first on a published model."""
+    folder, bos = _llada(tmp_path)
+    m = unmask.load(folder)
+    config = {"gen_length": 4, "steps": 4}
+    want = api.generate(m, "w1 w2", config=config).prompt_ids
+    ids = api.prompt_ids(m, "w1 w2")
+    assert ids == want and ids[0][0] == bos
+    assert api.prompt_ids(m, ["w1", "w2"]) == [[bos, *m.tokenizer.encode(w)] for w in ("w1", "w2")]
+    run = api.start(m, ids, config)
+    while not run.done:
+        run.advance()
+    assert run.result().prompt_ids == want
