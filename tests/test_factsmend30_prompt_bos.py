@@ -124,3 +124,27 @@ def test_the_documented_start_path_decodes_what_generate_decodes(tmp_path):
     while not run.done:
         run.advance()
     assert run.result().prompt_ids == want
+
+
+def test_guided_infill_begins_with_the_bos_as_plain_infill_does(tmp_path):
+    """``/v1/infill`` with ``guided_choice``: the model reads the template after the BOS, as a
+    plain ``/v1/infill`` and a guided ``/v1/completions`` do; the text is the template's."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    folder, bos = _llada(tmp_path)
+    loaded = unmask.load(folder)
+    seen = _first_ids(loaded)
+    with TestClient(create_app(loaded, access_log=False)) as c:
+        for body in ({"template": "w1 [MASK:2] w3", "steps": 2},
+                     {"template": "w1 [MASK:2] w3", "guided_choice": ["w2", "w4"]},
+                     {"template": "[MASK:2] w3", "guided_choice": ["w2", "w4"]}):
+            seen.clear()
+            r = c.post("/v1/infill", json=body)
+            assert r.status_code == 200, r.text
+            assert seen and set(seen) == {bos}, body
+            assert "startoftext" not in r.json()["text"]
+            assert r.json()["text"].endswith("w3")

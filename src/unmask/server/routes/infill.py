@@ -252,8 +252,13 @@ def router(state: ServerState) -> APIRouter:
         k = gaps[0]
         before = "".join(s for s in segments[:k] if isinstance(s, str))
         after = "".join(s for s in segments[k + 1 :] if isinstance(s, str))
-        n_text = len(tok.encode(before)) + len(tok.encode(after))
         fim = state.causal and bool(after)  # a causal model reads the text after it first
+        # a published model's BOS leads, as in a plain infill and a guided completion (an
+        # AR-FIM prompt is laid out by its sentinels, as a plain causal infill's)
+        prefix = tok.encode(before) if fim else api.facts_of(state.loaded).prompt_ids(
+            tok.encode(before))
+        suffix = tok.encode(after)
+        n_text = len(prefix) + len(suffix)
         least = form_span(n_text, 1, causal=state.causal, fim=fim)
         if least > state.max_seq_len:  # the text and at least one token of the gap
             raise APIError(400, f"template needs at least {least} tokens ({n_text} of "
@@ -283,8 +288,8 @@ def router(state: ServerState) -> APIRouter:
 
         def run(on_step: StepCallback) -> Any:
             return fill_form(model, tok, form, config, step_callback=on_step,
-                             source=guided["source"], prefix_ids=tok.encode(before),
-                             suffix_ids=tok.encode(after), parse=parse,
+                             source=guided["source"], prefix_ids=prefix,
+                             suffix_ids=suffix, parse=parse,
                              max_repair_calls=repair_calls(state, config))
 
         def body(state: ServerState, res: Any) -> dict[str, Any]:
