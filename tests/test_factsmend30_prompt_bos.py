@@ -148,3 +148,104 @@ def test_guided_infill_begins_with_the_bos_as_plain_infill_does(tmp_path):
             assert seen and set(seen) == {bos}, body
             assert "startoftext" not in r.json()["text"]
             assert r.json()["text"].endswith("w3")
+
+
+def _sedd_with_a_bos():
+    """A SEDD checkpoint (its decoder gives an empty prompt no start token) whose raw prompts
+    begin with a BOS, as a publisher tokenizer that adds one records."""
+    from server_helpers import loaded
+
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, objective="sedd",
+                       sedd_graph="absorbing", prompt_bos_id=tok.bos_id, **tok.special_ids())
+    return loaded(Transformer(cfg).eval(), tok), tok.bos_id
+
+
+def test_the_playground_counts_the_bos_of_an_empty_prompt():
+    """``/playground/options``: the room an empty prompt leaves is what ``/v1/completions``
+    leaves after the prompt "" (the BOS alone), so the playground refuses what it refuses."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    lm, _ = _sedd_with_a_bos()
+    with TestClient(create_app(lm, access_log=False)) as c:
+        r = c.post("/v1/completions", json={"prompt": "", "max_tokens": 64})
+        assert r.status_code == 400 and "max_tokens <= 63" in r.json()["error"]["message"]
+        refused = c.get("/playground/options", params={"max_tokens": 64}).json()["refused"]
+        assert refused is not None and "max_tokens <= 63" in refused
+        assert c.get("/playground/options", params={"max_tokens": 63}).json()["refused"] is None
+
+
+def test_the_playgrounds_advice_is_for_the_prompt_completions_sees(monkeypatch):
+    """The advice under a refusal (``playground.follows``) checks its values on the ids
+    ``/v1/completions`` decodes an empty prompt from: the BOS."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import ServerLimits, create_app
+    from unmask.server.routes import completions
+
+    lm, bos = _sedd_with_a_bos()
+    seen: list[list[int]] = []
+    advised = completions.advised
+
+    def spy(state, req, prompts, encode, e):
+        seen.extend(encode(p) for p in prompts)
+        return advised(state, req, prompts, encode, e)
+
+    monkeypatch.setattr(completions, "advised", spy)
+    with TestClient(create_app(lm, access_log=False, limits=ServerLimits(max_steps=32))) as c:
+        refused = c.get("/playground/options", params={"max_tokens": 40}).json()["refused"]
+    assert refused is not None and "max_tokens <= 32" in refused
+    assert seen == [[bos]]
+
+
+def test_lm_eval_generate_until_prompts_begin_with_the_bos(tmp_path):
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+
+    from unmask.lm_eval import UnmaskLM
+
+    folder, bos = _llada(tmp_path)
+    lm = UnmaskLM(loaded=unmask.load(folder), batch_size=2, greedy_check=False)
+    seen = _first_ids(lm.loaded)
+    gen = [Instance("generate_until", {}, (p, {"until": ["zz"], "max_gen_toks": 4}), 0)
+           for p in ("w1 w2", "")]
+    texts = lm.generate_until(gen)
+    assert len(texts) == 2 and all("startoftext" not in t for t in texts)
+    assert seen and set(seen) == {bos}
+
+
+def test_one_start_token_rule():
+    """``ModelFacts.start_id``: what ``unmask eval``'s prompts and lm-eval's contexts begin
+    with: the BOS a checkpoint records, else its EOS, else its pad id."""
+    import dataclasses
+
+    from unmask.config import ModelConfig
+    from unmask.facts import ModelFacts
+
+    facts = ModelFacts.of(ModelConfig(vocab_size=16, prompt_bos_id=5, eos_id=6, pad_id=7))
+    assert facts.start_id == 5
+    assert dataclasses.replace(facts, prompt_bos_id=None).start_id == 6
+    assert dataclasses.replace(facts, prompt_bos_id=None, eos_id=None).start_id == 7
+
+
+def test_eval_says_which_start_token_a_prompt_counts(tmp_path):
+    """``unmask eval``'s refusal of a prompt past the context names the token counted before
+    it: a published model's BOS, not the EOS."""
+    from unmask.tasks import Item
+    from unmask.tasks.score import task_config
+
+    folder, _ = _llada(tmp_path)
+    loaded = unmask.load(folder)
+    item = Item(task="reversal", prompt=" ".join(["w1"] * 80), answer=" w3")
+    with pytest.raises(UserError, match="with the BOS before it"):
+        task_config(loaded, [item], {})
