@@ -249,3 +249,39 @@ def test_eval_says_which_start_token_a_prompt_counts(tmp_path):
     item = Item(task="reversal", prompt=" ".join(["w1"] * 80), answer=" w3")
     with pytest.raises(UserError, match="with the BOS before it"):
         task_config(loaded, [item], {})
+
+
+def test_only_the_first_segment_begins_with_the_bos(tmp_path):
+    """``segment_length``: the first window is the prompt after its BOS; a later window is the
+    latest text, the middle of a document, with no BOS put back (docs/sampling.md)."""
+    folder, bos = _llada(tmp_path)
+    m = unmask.load(folder)
+    seen = _first_ids(m)
+    ctx = api.facts_of(m).max_seq_len
+    out = api.generate(m, "w1 w2", config={"gen_length": ctx, "steps": ctx,
+                                           "segment_length": ctx // 2, "forbid_eos": True})
+    assert out.prompt_ids[0][0] == bos
+    assert seen[0] == bos and bos not in seen[-1:]
+
+
+def test_tokenize_shows_the_bos_it_counts(tmp_path):
+    """``/v1/tokenize`` on a published model: ``count`` includes the BOS, as
+    ``usage.prompt_tokens`` does, and ``pieces`` show it (and a blank) as their own text
+    rather than as an empty piece."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    folder, bos = _llada(tmp_path)
+    loaded = unmask.load(folder)
+    tok = loaded.tokenizer
+    mask = tok.id_to_token(tok.mask_id)
+    with TestClient(create_app(loaded, access_log=False)) as c:
+        body = c.post("/v1/tokenize", json={"text": f"w1 {mask} w2"}).json()
+        assert body["tokens"][0] == bos and body["count"] == len(body["tokens"])
+        assert body["pieces"][0] == "<|startoftext|>" and mask in body["pieces"]
+        assert body["pieces"][1:] == [mask if i == tok.mask_id else tok.decode([i])
+                                      for i in body["tokens"][1:]]
+        assert c.post("/v1/tokenize", json={"text": ""}).json()["pieces"] == ["<|startoftext|>"]

@@ -27,13 +27,17 @@ def router(state: ServerState) -> APIRouter:
     def tokenized(req: TokenizeRequest) -> dict[str, Any]:
         check_model(state, req.model)
         check_text(state, req.text, "text")
+        facts = api.facts_of(state.loaded)
         try:  # as completions encode a prompt: a [MASK] is one blank, [MASK:3] a 400
-            ids = api.encode_prompt(state.tok, req.text, infill="POST /v1/infill",
-                                    facts=api.facts_of(state.loaded))
+            ids = api.encode_prompt(state.tok, req.text, infill="POST /v1/infill", facts=facts)
         except UserError as e:
             raise user_error(e, "text") from None
+        # the special tokens a prompt's ids hold (a published model's BOS, a blank) show as
+        # their own text, which decoding drops (an empty piece)
+        shown = {i: state.tok.id_to_token(i) for i in (facts.prompt_bos_id, state.tok.mask_id)
+                 if i is not None}
         return {"object": "tokens", "model": state.name, "tokens": ids, "count": len(ids),
-                "pieces": [state.decode_one(i) for i in ids]}
+                "pieces": [shown.get(i) or state.decode_one(i) for i in ids]}
 
     def served() -> dict[str, Any]:
         return {"id": state.name, "object": "model", "created": 0, "owned_by": "unmask",
