@@ -251,8 +251,7 @@ def _block_groups(
     for i, p in enumerate(prompts):
         groups.setdefault(facts.prompt_columns(len(p), decoder) % block, []).append(i)
     if not fit_steps and len(groups) > 1:
-        _check_group_steps(config, facts.default_decoder if decoder == "auto" else decoder,
-                           block, sorted(groups))
+        _check_group_steps(config, facts.decoder_for(decoder), block, sorted(groups))
     return [(idx, fit_block_steps(loaded, config, [len(prompts[idx[0]])]) if fit_steps
              else config) for idx in groups.values()]
 
