@@ -4,6 +4,8 @@
   of prompts (``unmask.sampling.DecoderRun``): the checkpoint's facts are read
   (``unmask.facts.ModelFacts``), ``unmask.sampling.choose_decoder`` picks the decoder (or
   refuses the combination in one line) and starts it. The server's engine steps these runs.
+  ``prompt_ids(loaded, prompts)``: the ids ``generate`` decodes text prompts from (a
+  published model's BOS first), for ``start``.
 - ``decoding_model``: the model every run calls: the loaded one, or with
   ``SampleConfig.compile`` its twin compiled for decoding once per loaded model.
 - ``sample_config``: the options of a command-line run: the user's, else the checkpoint's
