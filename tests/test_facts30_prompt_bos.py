@@ -154,7 +154,7 @@ def test_a_tokenizer_that_adds_a_bos_itself_is_read(tmp_path):
         single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", eos)])
     hf.save(str(folder / "tokenizer.json"))
     tok = unmask.load(folder).tokenizer
-    plain = dataclasses.replace(LLADA, prompt_bos=False)
+    plain = dataclasses.replace(LLADA, prompt_bos=None)
     assert prompt_bos_id(plain, folder, tok, {}) == eos
     hf.post_processor = None
     hf.save(str(folder / "tokenizer.json"))

@@ -45,8 +45,8 @@ def test_a_checkpoint_without_a_recommendation_lists_none():
 
 
 def test_penalties_a_decoder_cannot_apply_are_not_listed():
-    """SEDD applies no penalties, so its recommended ones do not run (``api.sample_config``
-    drops them) and are not listed."""
+    """SEDD applies no penalties and reads no temperature, so those recommended do not run
+    (``api.sample_config`` drops them) and are not listed."""
     tok = byte_tokenizer()
     cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64,
                        attention="bidirectional", objective="sedd", sedd_graph="uniform",
@@ -56,5 +56,4 @@ def test_penalties_a_decoder_cannot_apply_are_not_listed():
     runs = api.sample_config(sedd, {})
     assert (runs.repetition_penalty, runs.no_repeat_ngram_size) == (1.0, 0)
     with TestClient(create_app(sedd)) as c:
-        assert c.get("/v1/models").json()["data"][0]["sample_defaults"] == {
-            "block_length": 4, "temperature": 0.0}
+        assert c.get("/v1/models").json()["data"][0]["sample_defaults"] == {"block_length": 4}

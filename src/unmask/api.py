@@ -4,6 +4,8 @@
   of prompts (``unmask.sampling.DecoderRun``): the checkpoint's facts are read
   (``unmask.facts.ModelFacts``), ``unmask.sampling.choose_decoder`` picks the decoder (or
   refuses the combination in one line) and starts it. The server's engine steps these runs.
+  ``prompt_ids(loaded, prompts)``: the ids ``generate`` decodes text prompts from (a
+  published model's BOS first), for ``start``.
 - ``decoding_model``: the model every run calls: the loaded one, or with
   ``SampleConfig.compile`` its twin compiled for decoding once per loaded model.
 - ``sample_config``: the options of a command-line run: the user's, else the checkpoint's
@@ -691,8 +693,18 @@ def prompt_lengths(loaded: Loaded, prompts: str | Sequence[str], *,
     """The token counts of ``prompts`` as ``generate`` encodes them (through ``template``,
     after ``system``): what ``sample_config``'s ``prompt_lengths`` takes, so that a command
     line run fits its steps to the blocks as ``generate`` given a mapping does."""
-    return [len(i) for i in _encode_prompts(loaded, _prompt_texts(prompts),
-                                            _as_template(loaded, template), system)]
+    return [len(i) for i in prompt_ids(loaded, prompts, template=template, system=system)]
+
+
+def prompt_ids(loaded: Loaded, prompts: str | Sequence[str], *,
+               template: ChatTemplate | str | None = None,
+               system: str | None = None) -> list[list[int]]:
+    """The ids ``generate`` decodes ``prompts`` from (through ``template``, after ``system``),
+    one list per prompt: a raw prompt after the checkpoint's BOS where it records one
+    (``ModelFacts.prompt_ids``), ``[MASK]`` a blank. What ``start`` takes to decode a text
+    prompt as ``generate`` does: ``api.start(m, api.prompt_ids(m, "Hi"), ...)``."""
+    return _encode_prompts(loaded, _prompt_texts(prompts), _as_template(loaded, template),
+                           system)
 
 
 def _encode_prompts(loaded: Loaded, texts: Sequence[str], template: ChatTemplate | None,
@@ -1102,8 +1114,10 @@ def encode_prompt(
     tokenizer whose words carry their leading space, a space right before a blank is left
     to the blank's token. A gap of the infill syntax is refused, pointing to ``infill``
     (the server names its endpoint). ``facts``: the checkpoint's (``facts_of``), whose raw
-    prompts begin with its BOS where it records one (``ModelFacts.prompt_ids``); every raw
-    prompt ``generate``, the CLI, the server and ``unmask eval`` decode is encoded here."""
+    prompts begin with its BOS where it records one (``ModelFacts.prompt_ids``); without it,
+    the text alone (no BOS: not what ``generate`` decodes on a published model; ``prompt_ids``
+    takes the loaded checkpoint and gives that). Every raw prompt ``generate``, the CLI, the
+    server and ``unmask eval`` decode is encoded here."""
     ids = _encode_text(tokenizer, text, infill)
     return ids if facts is None else facts.prompt_ids(ids)
 
@@ -1556,6 +1570,7 @@ __all__ = [
     "infill_sample_config",
     "load_drafter",
     "load_for_decoding",
+    "prompt_ids",
     "prompt_lengths",
     "recommended_options",
     "refuse_continuous",

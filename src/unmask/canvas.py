@@ -283,7 +283,7 @@ def as_rows(prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor) -> list[l
 
 _NOT_IDS = (
     "prompt ids must be whole numbers (token ids; text goes through the tokenizer: "
-    "unmask.api.encode_prompt, or api.generate)"
+    "unmask.api.prompt_ids, or api.generate)"
 )
 
 

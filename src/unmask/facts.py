@@ -136,6 +136,18 @@ class ModelFacts:
             return list(ids)
         return [bos, *ids]
 
+    @property
+    def start_id(self) -> int:
+        """The token a scored or evaluated text begins with, so that it starts a document as
+        in training: ``prompt_bos_id`` where the checkpoint records one (a published model's
+        BOS), else the EOS (the separator every document of unmask's training stream follows),
+        else the pad id. What ``unmask eval``'s task prompts (``unmask.tasks.score``) and the
+        lm-eval adapter's contexts begin with."""
+        for start in (self.prompt_bos_id, self.eos_id):
+            if start is not None:
+                return int(start)
+        return int(self.pad_id)
+
     def starts_empty_prompts(self, decoder: str) -> bool:
         """Whether decoder ``decoder`` gives an empty prompt a start token, which takes a
         column of the canvas: the causal decoders (``ar``, ``hybrid``, ``speculative``) and

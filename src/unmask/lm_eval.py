@@ -221,11 +221,9 @@ class UnmaskLM(LM):
 
     @property
     def _start_id(self) -> int:
-        """What a context begins with: a published model's BOS (``ModelFacts.prompt_ids``),
+        """What a context begins with (``ModelFacts.start_id``): a published model's BOS,
         else the document separator (EOS), else the pad id."""
-        start = self.facts.prompt_bos_id
-        start = start if start is not None else self.facts.eos_id
-        return int(start if start is not None else self.facts.pad_id)
+        return self.facts.start_id
 
     def _whole_blocks(self, n: int) -> int:
         """Tokens to decode for ``n`` wanted: a block-causal (``bd3lm``) model decodes whole

@@ -113,7 +113,7 @@ LLADA = Importer(
     ),
     # LLaDA's texts begin with <|startoftext|>: its chat template writes bos_token first and
     # GUIDELINES.md's SFT layout starts with <BOS>; a raw prompt gets it as well
-    prompt_bos=True,
+    prompt_bos="<|startoftext|>",
     header={
         "model_type": "llada",
         "architectures": ["LLaDAModelLM"],
@@ -173,7 +173,7 @@ DREAM = Importer(
     reference="Dream-org/Dream-v0-Base-7B modeling_dream.py and config.json (Qwen2 layout)",
     # Dream's evaluation of its base model prepends tokenizer.bos_token (<|beginoftext|>, named
     # in tokenizer_config.json, not config.json's bos_token_id): eval/ add_bos_token=true
-    prompt_bos=True,
+    prompt_bos="<|beginoftext|>",
     # the published folders ship Qwen2's slow tokenizer files, no tokenizer.json
     slow_tokenizer=qwen2_tokenizer,
     header={

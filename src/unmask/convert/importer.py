@@ -75,11 +75,13 @@ class Importer:
     (a value of ``None``: any value is accepted, as BD3-LM's ``sampling_eps_*``)."""
     tokenizer_note: str = ""
     """Added to the error when the folder has no ``tokenizer.json`` (where to get it)."""
-    prompt_bos: bool = False
-    """Whether the family's reference puts the tokenizer's BOS in front of a raw prompt (its
-    training texts began with it: LLaDA's ``<|startoftext|>``, Dream's ``<|beginoftext|>``),
-    recorded as ``ModelConfig.prompt_bos_id`` (``unmask.convert.load.prompt_bos_id``, which
-    also reads a publisher tokenizer that adds it itself)."""
+    prompt_bos: str | None = None
+    """The token the family's reference puts in front of a raw prompt (its training texts began
+    with it: LLaDA's ``<|startoftext|>``, Dream's ``<|beginoftext|>``), None for none; its id
+    in the folder's tokenizer is recorded as ``ModelConfig.prompt_bos_id``
+    (``unmask.convert.load.prompt_bos_id``, which also reads a publisher tokenizer that adds
+    a BOS itself). Named, not the tokenizer's BOS: a folder whose tokenizer lacks the token
+    (an unmask model exported ``--to llada``, whose ``[BOS]`` it never saw first) gets none."""
     slow_tokenizer: Callable[[Path], HFTokenizer | None] | None = None
     """Builds the tokenizer of a folder without ``tokenizer.json`` from the files the publisher
     ships instead (Dream: ``vocab.json`` + ``merges.txt``, ``unmask.convert.qwen2_tokenizer``);

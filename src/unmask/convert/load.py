@@ -253,10 +253,11 @@ def prompt_bos_id(imp: Importer, folder: Path, tok: Tokenizer,
     model goes and comes back with its own), else the token the publisher's tokenizer puts
     in front of every text itself (its ``tokenizer.json`` post-processor's template for one
     text starts with a special token, or ``tokenizer_config.json`` says ``add_bos_token``),
-    else, for a family whose reference prompts begin with BOS (``Importer.prompt_bos``),
-    the ``bos_token`` that ``tokenizer_config.json`` names, else the tokenizer's BOS; None
-    where that is its EOS (the document separator, which stands in for a missing BOS:
-    ``load_tokenizer``) or the family's prompts begin with no BOS."""
+    else, for a family whose reference prompts begin with its own BOS
+    (``Importer.prompt_bos``), that token where the folder's tokenizer has it (an unmask
+    model exported ``--to llada`` before the export wrote the fact has not: none, as it was
+    trained); None where the token is the EOS (the document separator, which stands in for
+    a missing BOS: ``load_tokenizer``) or the family's prompts begin with no BOS."""
     if "prompt_bos_id" in hf:
         return _first_id(hf["prompt_bos_id"], "prompt_bos_id", folder / "config.json")
     path = folder / "tokenizer_config.json"
@@ -264,12 +265,13 @@ def prompt_bos_id(imp: Importer, folder: Path, tok: Tokenizer,
     added = _template_start(tok.hf)
     if added is not None:
         return added
-    if tok_cfg.get("add_bos_token") is not True and not imp.prompt_bos:
-        return None
-    named = tok_cfg.get("bos_token")
-    named = named.get("content") if isinstance(named, dict) else named
-    found = tok.token_to_id(named) if isinstance(named, str) else None
-    found = tok.bos_id if found is None else found
+    if tok_cfg.get("add_bos_token") is True:
+        named = tok_cfg.get("bos_token")
+        named = named.get("content") if isinstance(named, dict) else named
+        found = tok.token_to_id(named) if isinstance(named, str) else None
+        found = tok.bos_id if found is None else found
+    else:
+        found = tok.token_to_id(imp.prompt_bos) if imp.prompt_bos else None
     return found if found != tok.eos_id else None  # the EOS: a document separator, no BOS
 
 
@@ -330,9 +332,9 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
                 f"{p / 'tokenizer.json'}: its {name.removesuffix('_id')} token has id {value}, "
                 f"but {imp.name} puts it at id {shape[name]}"
             )
+    if "prompt_bos_id" not in shape:  # its errors name their own file (config.json or another)
+        shape["prompt_bos_id"] = prompt_bos_id(imp, p, tok, hf)
     try:
-        if "prompt_bos_id" not in shape:
-            shape["prompt_bos_id"] = prompt_bos_id(imp, p, tok, hf)
         config = ModelConfig(**{**ids, **empty, **shape}, chat_template=chat_template(p))
     except TypeError as e:  # a fact of the wrong type in config.json
         raise UserError(f"{source}: {e}") from None

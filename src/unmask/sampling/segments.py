@@ -26,7 +26,9 @@ window that moves), and positions restart at 0, as in training.
 - A ``[MASK]`` in a prompt is refused: a window that moves past it would leave it unfilled.
 
 The text after the first window no longer sees the start of the prompt: that is the trade
-(docs/sampling.md, "Longer than the context").
+(docs/sampling.md, "Longer than the context"). A published model's BOS (``prompt_bos_id``)
+begins the first window only: a later window is text from the middle of a document, which
+no BOS begins in training either.
 
 Inside: ``SegmentedRun``, ``segment_lengths``, ``segment_configs``, ``segment_windows``,
 ``segment_seed``, ``check_segments``.

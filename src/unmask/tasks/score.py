@@ -77,8 +77,10 @@ def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) ->
             f"{reference} tokens with its EOS); give {reference} or more, or leave it out for "
             "the task file"
         )
-    context = facts_of(loaded).max_seq_len
-    prompt = 1 + max(len(tok.encode(i.prompt)) for i in items)  # EOS, prompt
+    facts = facts_of(loaded)
+    context = facts.max_seq_len
+    prompt = 1 + max(len(tok.encode(i.prompt)) for i in items)  # start token, prompt
+    start = "BOS" if facts.prompt_bos_id is not None else "EOS"  # what facts.start_id is
     segments = given.get("segment_length") is not None  # asked for: a sliding window
     if context is not None and prompt + length > context and not segments:
         fits = whole_blocks(reference)
@@ -89,7 +91,7 @@ def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) ->
             else ""
         )
         raise UserError(  # was a line suggesting segment_length, after the rest of the eval
-            f"the task's longest prompt ({prompt} tokens with the EOS before it) and "
+            f"the task's longest prompt ({prompt} tokens with the {start} before it) and "
             f"{length} tokens of answer exceed the model's context (max_seq_len {context}): "
             f"train a model with a longer max_seq_len for this task{hint}"
         )
@@ -120,8 +122,9 @@ def score_items(
     keep_examples: int = 5,
     config: Any = None,
 ) -> TaskScore:
-    """Decode every item's prompt (after the EOS that separates training examples, so the
-    prompt starts a document as in training) and count the outputs its task accepts.
+    """Decode every item's prompt (after ``ModelFacts.start_id``: a published model's BOS,
+    else the EOS that separates training examples, so the prompt starts a document as in
+    training) and count the outputs its task accepts.
     ``config``: ``task_config(loaded, items, given)`` when the caller has it already.
     Each item's output is the one it gets decoded alone (``decode_each``), whatever the
     ``batch_size`` and the items beside it."""
@@ -130,9 +133,7 @@ def score_items(
 
     if config is None:
         config = task_config(loaded, items, given or {})
-    facts = facts_of(loaded)  # a published model's prompts begin with its BOS instead
-    start = facts.prompt_bos_id if facts.prompt_bos_id is not None else facts.eos_id
-    head = [start] if start is not None else []
+    head = [facts_of(loaded).start_id]
     tok = loaded.tokenizer
     groups: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     solved = 0
@@ -250,8 +251,7 @@ def _block_groups(
     for i, p in enumerate(prompts):
         groups.setdefault(facts.prompt_columns(len(p), decoder) % block, []).append(i)
     if not fit_steps and len(groups) > 1:
-        _check_group_steps(config, facts.default_decoder if decoder == "auto" else decoder,
-                           block, sorted(groups))
+        _check_group_steps(config, facts.decoder_for(decoder), block, sorted(groups))
     return [(idx, fit_block_steps(loaded, config, [len(prompts[idx[0]])]) if fit_steps
              else config) for idx in groups.values()]
 

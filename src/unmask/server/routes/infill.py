@@ -253,11 +253,15 @@ def router(state: ServerState) -> APIRouter:
         k = gaps[0]
         before = "".join(s for s in segments[:k] if isinstance(s, str))
         after = "".join(s for s in segments[k + 1 :] if isinstance(s, str))
+        fim = state.causal and bool(after)  # a causal model reads the text after it first
+        # a published model's BOS leads, as in a plain infill and a guided completion (an
+        # AR-FIM prompt is laid out by its sentinels, as a plain causal infill's)
+        prefix = tok.encode(before) if fim else api.facts_of(state.loaded).prompt_ids(
+            tok.encode(before))
         # the text after the gap continues the text (``segment_ids``): encoded on its own, a
         # SentencePiece tokenizer gave it a word start, a space the model read ("▁dog")
-        after_ids = segment_ids(tok, after, first=False)
-        n_text = len(tok.encode(before)) + len(after_ids)
-        fim = state.causal and bool(after)  # a causal model reads the text after it first
+        suffix = segment_ids(tok, after, first=False)
+        n_text = len(prefix) + len(suffix)
         least = form_span(n_text, 1, causal=state.causal, fim=fim)
         if least > state.max_seq_len:  # the text and at least one token of the gap
             raise APIError(400, f"template needs at least {least} tokens ({n_text} of "
@@ -287,8 +291,8 @@ def router(state: ServerState) -> APIRouter:
 
         def run(on_step: StepCallback) -> Any:
             return fill_form(model, tok, form, config, step_callback=on_step,
-                             source=guided["source"], prefix_ids=tok.encode(before),
-                             suffix_ids=after_ids, parse=parse,
+                             source=guided["source"], prefix_ids=prefix,
+                             suffix_ids=suffix, parse=parse,
                              max_repair_calls=repair_calls(state, config))
 
         def body(state: ServerState, res: Any) -> dict[str, Any]:

@@ -27,13 +27,17 @@ def router(state: ServerState) -> APIRouter:
     def tokenized(req: TokenizeRequest) -> dict[str, Any]:
         check_model(state, req.model)
         check_text(state, req.text, "text")
+        facts = api.facts_of(state.loaded)
         try:  # as completions encode a prompt: a [MASK] is one blank, [MASK:3] a 400
-            ids = api.encode_prompt(state.tok, req.text, infill="POST /v1/infill",
-                                    facts=api.facts_of(state.loaded))
+            ids = api.encode_prompt(state.tok, req.text, infill="POST /v1/infill", facts=facts)
         except UserError as e:
             raise user_error(e, "text") from None
+        # the special tokens a prompt's ids hold (a published model's BOS, a blank) show as
+        # their own text, which decoding drops (an empty piece)
+        shown = {i: state.tok.id_to_token(i) for i in (facts.prompt_bos_id, state.tok.mask_id)
+                 if i is not None}
         return {"object": "tokens", "model": state.name, "tokens": ids, "count": len(ids),
-                "pieces": [state.decode_one(i) for i in ids]}
+                "pieces": [shown.get(i) or state.decode_one(i) for i in ids]}
 
     def served() -> dict[str, Any]:
         return {"id": state.name, "object": "model", "created": 0, "owned_by": "unmask",
@@ -75,16 +79,13 @@ def router(state: ServerState) -> APIRouter:
 def recommended(state: ServerState) -> dict[str, Any]:
     """The checkpoint's recommended sampling options (``sample_defaults`` in its config.json)
     that completions and chat completions apply to what a request does not send
-    (``api.sample_config``): the penalties are left out where the checkpoint's decoder applies
-    none. A recommended ``block_length`` runs as the largest length up to it that divides the
-    request's ``max_tokens`` (and, for policy llada, ``steps`` into whole blocks); ``steps``
-    not recommended is one per token. The template tasks (infill, forms) do not apply them."""
-    from unmask.sampling.penalties import PENALTY_FIELDS
-    from unmask.sampling.registry import applies_penalties
+    (``api.sample_config``), as ``api.recommended_options`` lists them for the decoder those
+    requests run (``served_decoder``: the recommended one, else the objective's): those it has
+    no use for left out (a recommended ``ar`` lists no ``block_length``, a decoder that applies
+    no penalties none). A recommended ``block_length`` runs as the largest length up to it
+    that divides the request's ``max_tokens`` (and, for policy llada, ``steps`` into whole
+    blocks); ``steps`` not recommended is one per token. The template tasks (infill, forms) do
+    not apply them."""
+    from unmask.server.engine import served_decoder
 
-    facts = api.facts_of(state.loaded)
-    out = dict(facts.sample_defaults)
-    if not applies_penalties(facts.default_decoder):
-        for name in PENALTY_FIELDS:
-            out.pop(name, None)
-    return out
+    return api.recommended_options(state.loaded, served_decoder(api.facts_of(state.loaded)))

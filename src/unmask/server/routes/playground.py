@@ -88,19 +88,20 @@ def within_limits(state: ServerState, req: CompletionRequest, runs: SampleConfig
         refused = e.message
     ctx, who = state.context
     facts = api.facts_of(state.loaded)
-    room = max_tokens_room(state, facts.prompt_columns(0, served_decoder(facts)))
+    empty = len(facts.prompt_ids([]))  # the ids of a prompt "": a published model's BOS
+    room = max_tokens_room(state, facts.prompt_columns(empty, served_decoder(facts)))
     if length > room and refused is None:
         refused = (f"max_tokens ({length}) exceeds the {who}'s context of {ctx} tokens; use "
                    f"max_tokens <= {room}, what an empty prompt leaves")
     try:  # /v1/completions' checks in its order (``prepare``), those no prompt changes
         decoder = choose_decoder(facts, runs)  # a causal model's loop
-        runs = cap_default_steps(state, req, decoder, runs, [0])
+        runs = cap_default_steps(state, req, decoder, runs, [empty])
         if not state.causal:
             validate(runs)  # steps that do not split over the blocks
         # whole blocks of a bd3lm checkpoint; LLaDA 2.x counts its blocks from the first
         # prompt token: that refusal depends on the prompt, and its run's own 400 says it
         if getattr(state.cfg, "block_align", "pad") != "absolute":
-            check_whole_blocks(state, decoder, runs, [0])
+            check_whole_blocks(state, decoder, runs, [empty])
     except APIError as e:  # steps one per token over --max-steps: the server's words
         refused = refused or follows(state, req, e)
     except UserError as e:  # the library's refusal, in the API's words
