@@ -54,9 +54,10 @@ def convert(
     """
     import torch
 
-    from unmask.checkpoint import native_parts
+    from unmask.checkpoint import check_model_path, native_parts
     from unmask.config import load_target, to_dict
 
+    check_model_path(src)  # "" (an unset variable) is the working folder to pathlib
     out = Path(dst)
     check_destination(out, src)
     dtype = load_target("cpu", dtype)[1]  # a name (bf16) or a torch dtype, checked
@@ -285,9 +286,10 @@ def export(
     """
     import torch
 
-    from unmask.checkpoint import native_parts
+    from unmask.checkpoint import check_model_path, native_parts
     from unmask.config import load_target
 
+    check_model_path(src)  # "" (an unset variable) is the working folder to pathlib
     if family not in IMPORTERS:
         raise UserError(f"unknown family {family!r}; choose one of {', '.join(IMPORTERS)}")
     imp = IMPORTERS[family]
