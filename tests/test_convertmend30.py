@@ -49,3 +49,16 @@ def test_an_empty_path_is_refused_by_native_parts(tmp_path, native, monkeypatch)
     monkeypatch.chdir(native)
     with pytest.raises(UserError, match="path is empty"):
         native_parts("")
+
+
+def test_export_of_an_unsupported_publisher_folder_says_it_is_unsupported(tmp_path) -> None:
+    """`convert GPT2_FOLDER OUT --to llada` advised `unmask convert GPT2_FOLDER NATIVE` first,
+    which fails: the folder's family is not supported, and that is what is said."""
+    make_llada(tmp_path / "gpt2", n_shards=1)
+    (tmp_path / "gpt2" / "config.json").write_text(
+        json.dumps({"model_type": "gpt2", "vocab_size": 100}))
+    with pytest.raises(UserError, match="model_type 'gpt2' is not supported") as e:
+        export(tmp_path / "gpt2", tmp_path / "out", family="llada")
+    assert "unmask convert" not in str(e.value)
+    with pytest.raises(UserError, match="model_type 'gpt2' is not supported"):
+        convert(tmp_path / "gpt2", tmp_path / "out")  # what the old advice led to

@@ -298,10 +298,11 @@ def export(
     dtype = load_target("cpu", dtype)[1]
     # refusals before the weights are read (minutes for a large model): a publisher folder, a
     # model the family cannot hold
-    if is_publisher_folder(src):
+    if is_publisher_folder(src):  # one unmask cannot import: detect's refusal (convert fails)
+        cfg = Path(src) / "config.json"
         raise UserError(
-            f"{src}: already a publisher folder ({_family_name(Path(src))}); export takes a "
-            f"native checkpoint: `unmask convert {src} NATIVE` first, then export NATIVE"
+            f"{src}: already a publisher folder ({detect(read_json(cfg), cfg).name}); export "
+            f"takes a native checkpoint: `unmask convert {src} NATIVE` first, then export NATIVE"
         )
     folder, config, tokenizer = native_parts(src)
     stored = dtype or stored_dtype(src) or torch.float32
@@ -364,15 +365,6 @@ def _layout(
             f"cannot export as {imp.name}: no {imp.name} name for {', '.join(unmapped[:3])}"
         )
     return header, names
-
-
-def _family_name(folder: Path) -> str:
-    """The family of the publisher folder ``folder`` (``detect``), or what is wrong with its
-    ``config.json``."""
-    try:
-        return detect(read_json(folder / "config.json"), folder / "config.json").name
-    except UserError:
-        return "of no family unmask knows"
 
 
 def _checked_layout(
