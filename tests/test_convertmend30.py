@@ -62,3 +62,45 @@ def test_export_of_an_unsupported_publisher_folder_says_it_is_unsupported(tmp_pa
     assert "unmask convert" not in str(e.value)
     with pytest.raises(UserError, match="model_type 'gpt2' is not supported"):
         convert(tmp_path / "gpt2", tmp_path / "out")  # what the old advice led to
+
+
+def _both(tmp_path: Path) -> Path:
+    """A sharded LLaDA (seed 1) saved over an unsharded one (seed 0): transformers' cleanup
+    removes only ``*-NNNNN-of-NNNNN*`` files, so the old ``model.safetensors`` stays."""
+    torch.manual_seed(0)
+    make_llada(tmp_path / "base", n_shards=1)
+    torch.manual_seed(1)
+    make_llada(tmp_path / "ft", n_shards=2)
+    shutil.copy(tmp_path / "base" / "model.safetensors", tmp_path / "ft" / "model.safetensors")
+    return tmp_path / "ft"
+
+
+def test_model_safetensors_beside_a_complete_shard_index_is_refused(tmp_path) -> None:
+    """Both files complete: the stale single file was read silently (a fine-tuned sharded save
+    over an earlier unsharded one loaded the earlier weights); either could be the stale one,
+    so the folder is refused in one line naming both."""
+    folder = _both(tmp_path)
+    both = r"both model\.safetensors and the shards model\.safetensors\.index\.json lists"
+    for call in (lambda: unmask.load(folder), lambda: convert(folder, tmp_path / "out")):
+        with pytest.raises(UserError, match=f"{both}.*remove the stale one"):
+            call()
+    assert not (tmp_path / "out").exists()
+    assert main(["convert", str(folder), str(tmp_path / "out")]) == 2
+    (folder / "model.safetensors").unlink()  # the user removes the stale one: the shards load
+    torch.manual_seed(1)
+    make_llada(tmp_path / "fresh", n_shards=2)
+    x = torch.tensor([[3, 17, 5, 9]])
+    assert torch.equal(unmask.load(folder).model(x), unmask.load(tmp_path / "fresh").model(x))
+
+
+def test_an_index_listing_model_safetensors_itself_is_read(tmp_path) -> None:
+    """An index whose one shard is ``model.safetensors`` is not two saves."""
+    torch.manual_seed(0)
+    make_llada(tmp_path / "src", n_shards=1)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "src" / "model.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+    index = {"weight_map": dict.fromkeys(keys, "model.safetensors")}
+    (tmp_path / "src" / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert unmask.load(tmp_path / "src").model(torch.tensor([[3, 17]])).isfinite().all()
