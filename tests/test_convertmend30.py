@@ -104,3 +104,24 @@ def test_an_index_listing_model_safetensors_itself_is_read(tmp_path) -> None:
     index = {"weight_map": dict.fromkeys(keys, "model.safetensors")}
     (tmp_path / "src" / "model.safetensors.index.json").write_text(json.dumps(index))
     assert unmask.load(tmp_path / "src").model(torch.tensor([[3, 17]])).isfinite().all()
+
+
+def test_asking_whether_a_streamed_weight_is_there_reads_nothing(tmp_path, monkeypatch) -> None:
+    """``StreamedWeights`` is a Mapping: ``in`` and ``keys()`` went through ``__getitem__``,
+    reading the tensor (cast, NaN check) and opening its file to answer yes."""
+    from unmask.convert import stream
+    from unmask.convert.load import build_meta, model_config, streamed_weights
+
+    torch.manual_seed(0)
+    make_llada(tmp_path / "src", n_shards=2)
+    imp, config, _ = model_config(tmp_path / "src")
+    model = build_meta(config, tmp_path / "src" / "config.json")
+    opened: list[Path] = []
+    real = stream._open
+    monkeypatch.setattr(stream, "_open", lambda f, stack: opened.append(f) or real(f, stack))
+    with streamed_weights(model, imp, tmp_path / "src") as tensors:
+        opened.clear()  # the checks read the headers
+        assert "embed.weight" in tensors and "embed.weight" in tensors.keys()
+        assert "nope" not in tensors
+        assert opened == []
+        assert tensors.get("embed.weight") is not None and opened  # a read reads

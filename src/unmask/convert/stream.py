@@ -16,7 +16,7 @@ quantises).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, KeysView, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,6 +180,12 @@ class StreamedWeights(Mapping[str, "torch.Tensor"]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.params)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.params  # Mapping's would read the tensor
+
+    def keys(self) -> KeysView[str]:
+        return self.params.keys()
 
     def __getitem__(self, name: str) -> torch.Tensor:
         import torch

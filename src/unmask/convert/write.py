@@ -329,6 +329,9 @@ class _Renamed(Mapping[str, "torch.Tensor"]):
     def __init__(self, tensors: Mapping[str, torch.Tensor], names: Mapping[str, str]) -> None:
         self.tensors, self.old = tensors, {new: old for old, new in names.items()}
 
+    def __contains__(self, name: object) -> bool:
+        return name in self.old  # Mapping's would read the tensor
+
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.tensors[self.old[name]]
 
