@@ -539,6 +539,17 @@ def build_meta(config: ModelConfig, source: Path) -> Any:
         raise UserError(f"{source}: no model of this shape can be built ({first})") from None
 
 
+def folder_parts(
+    folder: Path, dtype: torch.dtype | None
+) -> tuple[Importer, ModelConfig, Tokenizer, torch.dtype]:
+    """``model_config`` of the publisher folder ``folder`` and the dtype to load or convert it
+    in: ``dtype``, else the folder's ``torch_dtype``."""
+    imp, config, tok = model_config(folder)
+    if dtype is None:
+        dtype = _default_dtype(read_json(folder / "config.json"), folder / "config.json")
+    return imp, config, tok, dtype
+
+
 def import_folder(
     path: str | os.PathLike[str],
     *,
@@ -561,9 +572,7 @@ def import_folder(
 
     device, dtype = load_target(device, dtype)
     folder = Path(path)
-    imp, config, tok = model_config(folder)
-    if dtype is None:
-        dtype = _default_dtype(read_json(folder / "config.json"), folder / "config.json")
+    imp, config, tok, dtype = folder_parts(folder, dtype)
     check_quantize(quantize, device, dtype)
     check_size(config, dtype, device, source=str(folder))
     model = build_meta(config, folder / "config.json")
