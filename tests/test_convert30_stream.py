@@ -59,10 +59,12 @@ def _big_llada(folder: Path, d: int = 512, layers: int = 12, vocab: int = 2048) 
     return sum(t.numel() * 2 for part in shards.values() for t in part.values())
 
 
-OPS = {
-    "convert": "unmask.convert.convert(src, out)",  # a publisher folder
-    "convert-native": "unmask.convert.convert(src, out, dtype='fp32')",
-    "export": "unmask.convert.export(src, out, family='llada')",
+OPS = {  # the call, and the bound on its growth as a fraction of the folder's bf16 weights
+    "convert": ("unmask.convert.convert(src, out)", 0.5),  # a publisher folder
+    # its tensors cast to float32 (twice the folder): the old code grew by about twice the
+    # size, the streamed one by 25 to 40 % of it
+    "convert-native": ("unmask.convert.convert(src, out, dtype='fp32')", 1.0),
+    "export": ("unmask.convert.export(src, out, family='llada')", 0.5),
 }
 
 
@@ -83,7 +85,7 @@ def test_convert_holds_one_tensor_not_the_model(tmp_path, op) -> None:
         ".read()).group(1))\n"
         "src, out = sys.argv[1:]\n"
         "base = peak()\n"
-        f"{OPS[op]}\n"
+        f"{OPS[op][0]}\n"
         "print(peak() - base)\n"
     )
     done = subprocess.run(
@@ -93,7 +95,7 @@ def test_convert_holds_one_tensor_not_the_model(tmp_path, op) -> None:
     )
     assert done.returncode == 0, done.stderr
     grew = int(done.stdout.split()[-1]) * 1024  # kB
-    assert grew < size / 2, (grew, size)  # was more than the model's size
+    assert grew < size * OPS[op][1], (grew, size)  # was more than the model's size
 
 
 FAMILIES = {

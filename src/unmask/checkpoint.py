@@ -487,6 +487,7 @@ def native_parts(path: str | os.PathLike[str]) -> tuple[Path, ModelConfig, Token
     checks them, its weights not read: a missing tokenizer.json, one larger than the model."""
     from unmask.tokenizer import load_tokenizer
 
+    check_model_path(path)  # "" is the working folder to pathlib (convert/export call this)
     ckpt = checkpoint_dir(path)
     config = read_config(ckpt)
     if not (ckpt / "tokenizer.json").is_file():

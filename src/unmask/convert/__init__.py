@@ -24,8 +24,8 @@ model as a ``transformers`` folder with its modeling code, from ``hf_template/``
 
 Weights are read block by block with ``safetensors.safe_open`` straight into a model built
 on the meta device, each block materialised in the requested dtype as it is filled, so RAM
-never holds a second full copy. ``convert`` and ``export`` build no model at all: each
-tensor is read as it is written (``stream.StreamedWeights``).
+never holds a second full copy. ``convert`` and ``export`` build the model on the meta
+device only (its shapes): each tensor is read as it is written (``stream.StreamedWeights``).
 """
 
 from __future__ import annotations

@@ -382,12 +382,13 @@ def parse_dtype(name: str | None) -> torch.dtype | None:
 
 
 def shard_files(folder: Path) -> list[Path]:
-    """The folder's safetensors files: ``model.safetensors``, else those named in the index.
-    The single file first, as ``transformers`` looks: its ``save_pretrained`` of an unsharded
-    model into a folder that held shards deletes them but leaves their index behind."""
-    index = folder / INDEX
-    if (folder / SINGLE).is_file():
-        return [folder / SINGLE]
+    """The folder's safetensors files: those named in the index, or ``model.safetensors``.
+    ``model.safetensors`` beside an index that lists a missing shard is read, as
+    ``transformers`` reads it: its ``save_pretrained`` of an unsharded model into a folder
+    that held shards deletes them but leaves their index behind. Beside an index whose every
+    shard is there, it is refused in one line: the reverse save (sharded over unsharded)
+    leaves the old single file, and which of the two is stale cannot be told."""
+    index, single = folder / INDEX, folder / SINGLE
     if index.is_file():
         weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
@@ -399,10 +400,19 @@ def shard_files(folder: Path) -> list[Path]:
             raise UserError(f"{index}: weight_map values must be shard file names in this "
                             f"folder, got {bad[0]!r}")
         files = [folder / f for f in sorted(names)]
-        for f in files:
-            if not f.is_file():
-                raise UserError(f"{f}: shard listed in {INDEX} is missing")
+        missing = [f for f in files if not f.is_file()]
+        if missing and single.is_file():  # a stale index: the shards it lists were deleted
+            return [single]
+        if missing:
+            raise UserError(f"{missing[0]}: shard listed in {INDEX} is missing")
+        if single.is_file() and single not in files:
+            raise UserError(
+                f"{folder}: holds both {SINGLE} and the shards {INDEX} lists (a save over an "
+                "earlier one leaves the old files); remove the stale one"
+            )
         return files
+    if single.is_file():
+        return [single]
     if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.pth")):
         raise UserError(
             f"{folder}: only pickled weights (*.bin/*.pt); unmask never unpickles: "
@@ -531,6 +541,17 @@ def build_meta(config: ModelConfig, source: Path) -> Any:
         raise UserError(f"{source}: no model of this shape can be built ({first})") from None
 
 
+def folder_parts(
+    folder: Path, dtype: torch.dtype | None
+) -> tuple[Importer, ModelConfig, Tokenizer, torch.dtype]:
+    """``model_config`` of the publisher folder ``folder`` and the dtype to load or convert it
+    in: ``dtype``, else the folder's ``torch_dtype``."""
+    imp, config, tok = model_config(folder)
+    if dtype is None:
+        dtype = _default_dtype(read_json(folder / "config.json"), folder / "config.json")
+    return imp, config, tok, dtype
+
+
 def import_folder(
     path: str | os.PathLike[str],
     *,
@@ -553,9 +574,7 @@ def import_folder(
 
     device, dtype = load_target(device, dtype)
     folder = Path(path)
-    imp, config, tok = model_config(folder)
-    if dtype is None:
-        dtype = _default_dtype(read_json(folder / "config.json"), folder / "config.json")
+    imp, config, tok, dtype = folder_parts(folder, dtype)
     check_quantize(quantize, device, dtype)
     check_size(config, dtype, device, source=str(folder))
     model = build_meta(config, folder / "config.json")

@@ -16,7 +16,7 @@ quantises).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, KeysView, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -181,6 +181,12 @@ class StreamedWeights(Mapping[str, "torch.Tensor"]):
     def __iter__(self) -> Iterator[str]:
         return iter(self.params)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self.params  # Mapping's would read the tensor
+
+    def keys(self) -> KeysView[str]:
+        return self.params.keys()
+
     def __getitem__(self, name: str) -> torch.Tensor:
         import torch
 
@@ -195,13 +201,8 @@ class StreamedWeights(Mapping[str, "torch.Tensor"]):
             self._group, self._handles = _group(name), {}
         if file not in self._handles:
             self._handles[file] = _open(file, self._stack)
-        handle = self._handles[file]
         sizes = [self.params[t].shape[0] for t in targets(self.names[key])]
-        if len(sizes) == 1:
-            stored = handle.get_tensor(key)
-        else:  # one part of a fused tensor: its rows only
-            start = sum(sizes[:part])
-            stored = handle.get_slice(key)[start : start + sizes[part]]
+        stored = _read_part(self._handles[file], key, part, sizes)
         with torch.no_grad():
             out = stored.to(param.dtype).contiguous()
         _check_finite(out, stored, key, file)
@@ -333,14 +334,13 @@ def _fill_module(
     """Materialise ``module`` on ``device`` and copy its parameters from the files that hold
     them, opened for this module only (a file's pages stay mapped, and count in the process's
     memory, only while it is open: holding every shard open for the whole load kept the whole
-    checkpoint resident beside the model); a fused source tensor is read once and split, and
-    each parameter is checked by ``_check_finite``."""
+    checkpoint resident beside the model); each parameter is read by ``_read_part`` (a fused
+    source tensor: its rows only) and checked by ``_check_finite``."""
     import torch
 
     from unmask.model import materialise
 
     materialise(module, device)
-    read: dict[str, list[torch.Tensor]] = {}
     own = dict(module.named_parameters())
     keys = {source[f"{prefix}.{n}"][0] for n in own if f"{prefix}.{n}" in source}
     with torch.no_grad(), contextlib.ExitStack() as stack:
@@ -349,11 +349,20 @@ def _fill_module(
             if f"{prefix}.{name}" not in source:  # a tied head's weight: the embedding's
                 continue
             key, part = source[f"{prefix}.{name}"]
-            if key not in read:
-                sizes = [own[t[len(prefix) + 1 :]].shape[0] for t in targets(names[key])]
-                read[key] = list(handles[where[key]].get_tensor(key).split(sizes))
-            param.copy_(read[key][part])
-            _check_finite(param, read[key][part], key, where[key])
+            sizes = [own[t[len(prefix) + 1 :]].shape[0] for t in targets(names[key])]
+            stored = _read_part(handles[where[key]], key, part, sizes)
+            param.copy_(stored)
+            _check_finite(param, stored, key, where[key])
+
+
+def _read_part(handle: Any, key: str, part: int, sizes: list[int]) -> torch.Tensor:
+    """Tensor ``key`` of the open safetensors file ``handle``, as stored; for a fused tensor
+    (``sizes``: the rows, along dim 0, of each parameter it fills) the rows of its ``part``-th
+    parameter only."""
+    if len(sizes) == 1:
+        return handle.get_tensor(key)
+    start = sum(sizes[:part])
+    return handle.get_slice(key)[start : start + sizes[part]]
 
 
 CHUNK = 1 << 20

@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from unmask.convert.families import IMPORTERS, SINGLE, SPECIAL_KEYS, Importer
 from unmask.convert.load import (
-    _default_dtype,
     _shape_fields,
     build_meta,
     detect,
+    folder_parts,
     is_publisher_folder,
-    model_config,
     streamed_weights,
     weight_map,
 )
@@ -41,7 +40,10 @@ if TYPE_CHECKING:
 
 
 def convert(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dtype: torch.dtype | None = None
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    dtype: torch.dtype | str | None = None,
 ) -> Path:
     """Write a native unmask checkpoint folder (config.json, model.safetensors, tokenizer.json)
     at ``dst`` from the publisher folder ``src`` (or from a native checkpoint, e.g. to store
@@ -50,33 +52,44 @@ def convert(
     ``dst`` must not exist or be empty. Files are written into a temporary folder beside
     ``dst`` and renamed into place, so a failed conversion leaves nothing half-written. Each
     tensor is read (cast to ``dtype``, checked for NaN) as it is written, after the checks of
-    a load: memory holds one tensor, not the model.
+    a load: memory holds one tensor, not the model. ``dtype``: a floating ``torch.dtype`` or
+    a name (``bf16``, ``fp16``, ``fp32``); default as stored.
     """
-    import torch
-
-    from unmask.checkpoint import native_parts
+    from unmask.checkpoint import check_model_path
     from unmask.config import load_target, to_dict
 
+    check_model_path(src)  # "" (an unset variable) is the working folder to pathlib
     out = Path(dst)
     check_destination(out, src)
     dtype = load_target("cpu", dtype)[1]  # a name (bf16) or a torch dtype, checked
+    imp: Importer | None = None
     if is_publisher_folder(src):
-        imp, config, tokenizer = model_config(src)
-        folder, source = Path(src), imp.name
-        if dtype is None:
-            dtype = _default_dtype(read_json(folder / "config.json"), folder / "config.json")
-        model = build_meta(config, folder / "config.json").to(dtype=dtype)
-        tensors = streamed_weights(model, imp, folder)
+        folder = Path(src)
+        imp, config, tokenizer, dtype = folder_parts(folder, dtype)
     else:  # a native checkpoint or run directory (native_parts names what is wrong otherwise)
-        folder, config, tokenizer = native_parts(src)
-        source = "unmask"
-        dtype = dtype or stored_dtype(src) or torch.float32
-        model = build_meta(config, folder / "config.json").to(dtype=dtype)
-        tensors = _streamed_native(model, folder)
+        folder, config, tokenizer, dtype = _native_parts(src, dtype)
+    model = build_meta(config, folder / "config.json").to(dtype=dtype)
+    if imp is None:
+        tensors, source = _streamed_native(model, folder), "unmask"
+    else:
+        tensors, source = streamed_weights(model, imp, folder), imp.name
     out.parent.mkdir(parents=True, exist_ok=True)
     with tensors:  # each tensor read as it is written: one in memory, not the model
         return _write_folder(out, tensors, {"source": source}, to_dict(config), tokenizer,
                              like=tensors.params)
+
+
+def _native_parts(
+    src: str | os.PathLike[str], dtype: torch.dtype | None
+) -> tuple[Path, ModelConfig, Any, torch.dtype]:
+    """``native_parts`` of ``src`` and the dtype to write it in: ``dtype``, else as its
+    weights are stored (``stored_dtype``), else float32."""
+    import torch
+
+    from unmask.checkpoint import native_parts
+
+    folder, config, tokenizer = native_parts(src)
+    return folder, config, tokenizer, dtype or stored_dtype(src) or torch.float32
 
 
 def _streamed_native(model: Any, folder: Path) -> StreamedWeights:
@@ -270,7 +283,7 @@ def export(
     dst: str | os.PathLike[str],
     *,
     family: str,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> Path:
     """Write a native checkpoint ``src`` as a folder in ``family``'s publisher layout at ``dst``
     (``config.json``, ``model.safetensors``, ``tokenizer.json``, ``tokenizer_config.json``);
@@ -281,13 +294,12 @@ def export(
     ``tokenizer_config.json`` (the importer's ``files``), so ``transformers`` loads the folder
     with ``trust_remote_code=True``; for ``llada`` / ``dream`` that needs the publisher's
     ``configuration_*.py`` / ``modeling_*.py`` copied into ``dst`` (unmask does not ship
-    third-party code).
+    third-party code). ``dtype`` as for ``convert`` (default: as the checkpoint stores it).
     """
-    import torch
-
-    from unmask.checkpoint import native_parts
+    from unmask.checkpoint import check_model_path
     from unmask.config import load_target
 
+    check_model_path(src)  # "" (an unset variable) is the working folder to pathlib
     if family not in IMPORTERS:
         raise UserError(f"unknown family {family!r}; choose one of {', '.join(IMPORTERS)}")
     imp = IMPORTERS[family]
@@ -296,16 +308,16 @@ def export(
     dtype = load_target("cpu", dtype)[1]
     # refusals before the weights are read (minutes for a large model): a publisher folder, a
     # model the family cannot hold
-    if is_publisher_folder(src):
+    if is_publisher_folder(src):  # one unmask cannot import: detect's refusal (convert fails)
+        cfg = Path(src) / "config.json"
         raise UserError(
-            f"{src}: already a publisher folder ({_family_name(Path(src))}); export takes a "
-            f"native checkpoint: `unmask convert {src} NATIVE` first, then export NATIVE"
+            f"{src}: already a publisher folder ({detect(read_json(cfg), cfg).name}); export "
+            f"takes a native checkpoint: `unmask convert {src} NATIVE` first, then export NATIVE"
         )
-    folder, config, tokenizer = native_parts(src)
-    stored = dtype or stored_dtype(src) or torch.float32
-    model = build_meta(config, folder / "config.json").to(dtype=stored)
+    folder, config, tokenizer, dtype = _native_parts(src, dtype)
+    model = build_meta(config, folder / "config.json").to(dtype=dtype)
     params = {n for n, _ in model.named_parameters()}  # a tied output head once, as saved
-    header, names = _checked_layout(imp, config, stored, params)
+    header, names = _checked_layout(imp, config, dtype, params)
     if imp.files is not None:  # transformers: tokenizer_config.json holds the template
         files = imp.files(config, tokenizer)
     else:  # where transformers and the importer look first: an SFT model stays chat-capable
@@ -325,6 +337,9 @@ class _Renamed(Mapping[str, "torch.Tensor"]):
 
     def __init__(self, tensors: Mapping[str, torch.Tensor], names: Mapping[str, str]) -> None:
         self.tensors, self.old = tensors, {new: old for old, new in names.items()}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.old  # Mapping's would read the tensor
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.tensors[self.old[name]]
@@ -362,15 +377,6 @@ def _layout(
             f"cannot export as {imp.name}: no {imp.name} name for {', '.join(unmapped[:3])}"
         )
     return header, names
-
-
-def _family_name(folder: Path) -> str:
-    """The family of the publisher folder ``folder`` (``detect``), or what is wrong with its
-    ``config.json``."""
-    try:
-        return detect(read_json(folder / "config.json"), folder / "config.json").name
-    except UserError:
-        return "of no family unmask knows"
 
 
 def _checked_layout(
