@@ -286,8 +286,11 @@ class BlockRun(DecoderRun):
             # the padding row i's run alone has not: the columns its canvas is narrower by
             own = [len(r) if self.absolute else -(-len(r) // bs) * bs for r in rows]
             self._lead = [P - p for p in own]
+        # Token editing runs the model every step (``_mask_and_edit_step``), an empty one
+        # too: no step is skipped, so every row draws in it (``Denoiser.step``'s rule)
         self.block_config = dataclasses.replace(
-            config, gen_length=bs, block_length=None, steps=steps_per_block
+            config, gen_length=bs, block_length=None, steps=steps_per_block,
+            skip_empty_steps=config.skip_empty_steps and config.edit_threshold is None,
         )
         self.finished = torch.zeros(B, dtype=torch.bool, device=device)  # (B,) rows past EOS
         self.history: list[Tensor] | None = [] if return_history else None
