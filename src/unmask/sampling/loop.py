@@ -16,7 +16,9 @@ Commit policies (``policies``: scheduled LLaDA counts or the parallel threshold 
 entropy rules) and cache policies (``cache``: none / prefix / dual) plug into the one loop.
 
 The semantics follow LLaDA (Nie et al. 2025, arXiv:2502.09992) and its reference
-``generate.py`` (ML-GSAI/LLaDA) token for token at temperature 0; random draws happen in
+``generate.py`` (ML-GSAI/LLaDA) token for token at temperature 0 (but for an exact tie of
+confidences, which its ``torch.topk`` breaks by the row's place in the tensor and this loop
+by column order: ``policies.topk_per_row``); random draws happen in
 the same order and shapes, so with ``generator=None`` and ``torch.manual_seed(s)`` the
 reference and this loop agree at any temperature too.
 """
