@@ -4,6 +4,12 @@
   exactly 1.0): ``torch.topk`` broke them by where the row sits in the tensor, so a row
   left-padded beside a longer prompt committed other columns than alone; the scheduled
   policy now takes them in column order, as the dynamic policies do (``most_confident``).
+- A [MASK] in one prompt under a KV cache (``prefix``/``dual``): the cache recomputes from
+  the first earlier mask of any row, so seeded rows batched beside it (``api.generate``,
+  the server's shared seeded runs) wrote other text than alone. Such rows run a run each.
+- A prompt of [MASK]s alone: its confidences tie in exact arithmetic and a batch rounds
+  them otherwise than the row alone (float64 too): its seeded rows run a run each too.
+- ``bd3lm`` with ``skip_empty_steps`` and ``edit_threshold``: in test_rowseeds30_blocks.py.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from unmask import api
 from unmask.config import SampleConfig
+from unmask.errors import UserError
 from unmask.sampling.ar import row_generators
 from unmask.sampling.loop import generate
 from unmask.sampling.protocol import make_generator
@@ -58,3 +66,80 @@ def test_exact_ties_commit_the_same_columns_in_a_batch_as_alone(options):
     for i, prompt in enumerate(PROMPTS):
         alone = generate(model, [prompt], config, generator=make_generator(i + 1), **KW)
         assert batch.gen_ids[i] == alone.gen_ids[0], i
+
+
+@pytest.fixture(scope="module")
+def mdlm(tmp_path_factory):
+    from test_seeds_rows import _checkpoint
+
+    return api.load_for_decoding(_checkpoint(tmp_path_factory.mktemp("mdlm")), device="cpu",
+                                 dtype="fp32")
+
+
+def _each_alone(loaded, prompts, config):
+    return [api.generate(loaded, p, config=config).texts[0] for p in prompts]
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_a_masked_prompt_under_a_kv_cache_leaves_the_other_rows_as_alone(mdlm, cache):
+    """Seeded rows of ``api.generate``, one prompt holding [MASK]: every row = its prompt
+    alone (they run a run each, ``api.seeds_in_one_run`` with the rows says so); without a
+    mask they are still one batch."""
+    prompts = ["a[MASK]b", "In the"]
+    config = {"gen_length": 16, "steps": 16, "block_length": 8, "temperature": 1.0,
+              "seed": 5, "cache": cache}
+    out = api.generate(mdlm, prompts, config=config)
+    assert out.texts == [api.generate(mdlm, p, config=config).texts[0]
+                         for p in prompts]
+    tok = mdlm.tokenizer
+    rows = [[101, 0, 102], tok.encode("In the")]
+    assert not api.seeds_in_one_run(mdlm, config, rows=rows)
+    assert api.seeds_in_one_run(mdlm, config, rows=[[101, 104, 102], rows[1]])
+    assert api.seeds_in_one_run(mdlm, {**config, "cache": "none"}, rows=rows)
+    with pytest.raises(UserError, match=r"beside a \[MASK\] in a prompt under cache"):
+        api.start(mdlm, rows, config, seeds=[1, 2])
+
+
+def test_a_prompt_of_masks_alone_leaves_seeded_rows_as_alone(mdlm):
+    """A prompt of [MASK]s alone beside a longer one, seeded, greedy and sampled: each row
+    = its prompt alone (a run each, one after another: not stepped together either)."""
+    prompts = ["[MASK]", "The cat sat on the"]
+    for t in (0.5, 1.0):
+        config = {"gen_length": 16, "steps": 16, "temperature": t, "seed": 7}
+        out = api.generate(mdlm, prompts, config=config)
+        assert out.texts == _each_alone(mdlm, prompts, config), t
+    assert not api.seeds_in_one_run(mdlm, config, rows=[[0, 0], [5, 6]])
+    assert api.seeds_in_one_run(mdlm, config, rows=[[0, 5], [5, 6]])
+
+
+def _served(client, body):
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    return [c["text"] for c in sorted(r.json()["choices"], key=lambda c: c["index"])]
+
+
+def test_the_server_keeps_a_masked_prompt_under_a_cache_out_of_shared_seeded_runs(mdlm):
+    """A seeded request of token-id prompts, one holding [MASK], under ``dual``: each choice
+    = its prompt sent alone with the seed; and such a job shares no run with other seeded
+    jobs (its batch key is its own), while a job without a mask does."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import ServerLimits, create_app
+    from unmask.server.batching import Job
+
+    body = {"max_tokens": 16, "steps": 16, "block_length": 8, "temperature": 1.0, "seed": 5,
+            "cache": "dual"}
+    prompts = [[101, 0, 103], [104, 105]]
+    with TestClient(create_app(mdlm, limits=ServerLimits(max_batch=16))) as client:
+        both = _served(client, {**body, "prompt": prompts})
+        assert both == [_served(client, {**body, "prompt": [p]})[0] for p in prompts]
+        engine = client.app.state.engine
+        config = SampleConfig(gen_length=16, steps=16, block_length=8, temperature=1.0,
+                              seed=5, cache="dual", decoder="llada")
+        masked = Job(rows=[prompts[0]], config=config, batchable=False)
+        plain = Job(rows=[prompts[1]], config=config, batchable=False)
+        engine._split(masked)
+        engine._split(plain)
+        assert masked.batch_key()[0] == "alone"
+        assert plain.batch_key()[0] == "seeded"

@@ -49,6 +49,7 @@ from unmask.sampling.loop import (
     Denoiser,
     forbid_empty,
     nearest_multiples,
+    rows_apart,
     rows_draw_alone,
     split_steps,
     start_empty_prompts,
@@ -508,10 +509,17 @@ class BD3LMDecoder(Decoder):
     row_seeds = True
     summary = "block diffusion: one block at a time over a block-causal model, stop at EOS"
 
-    def takes_seeds(self, config: SampleConfig) -> bool:
-        """The commit loop's rule (``rows_draw_alone``), but not token editing under a
-        dynamic policy: a row whose block is filled edits while it waits for the batch's
-        (alone, its edit-only steps are bounded by ``max_post_steps``)."""
+    def takes_seeds(
+        self, config: SampleConfig, prompts: Prompts | None = None, mask_id: int | None = None,
+    ) -> bool:
+        """The commit loop's rule (``rows_draw_alone``; for ``prompts``, ``rows_apart``: a
+        prompt of [MASK]s alone; block-causal caches recompute nothing another row changes),
+        but not token editing under a dynamic policy: a row whose block is filled edits while
+        it waits for the batch's (alone, its edit-only steps are bounded by
+        ``max_post_steps``)."""
+        if prompts is not None and mask_id is not None and rows_apart(
+                prompts, mask_id) is not None:
+            return False
         dynamic = config.policy in ("threshold", "factor", "entropy")
         return rows_draw_alone(config) and not (config.edit_threshold is not None and dynamic)
 

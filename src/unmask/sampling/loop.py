@@ -144,6 +144,28 @@ def rows_draw_alone(config: SampleConfig) -> bool:
             is _OWN_CONFIDENCES.get(config.confidence) is not None)
 
 
+def rows_apart(prompts: Prompts, mask_id: int, *, cache: str = "none") -> str | None:
+    """Why a row of ``prompts`` seeded one seed each must run a run of its own in the commit
+    loop, though its options let seeded rows share one (``rows_draw_alone``), else None: in
+    a batch beside other rows (of these prompts, or a server's other requests) it would not
+    write what it writes alone. A run of that row alone is what it is, of course.
+
+    - A prompt of [MASK]s alone: its canvas is all [MASK], so every column of a model without
+      absolute positions has the same hidden state and the confidences tie in exact
+      arithmetic; rounding breaks the tie, and a batch (other matrix shapes) rounds otherwise
+      than the row alone (float64 too). An empty prompt has a start token instead
+      (``start_empty_prompts``).
+    - A [MASK] in a prompt under a KV cache other than ``none`` (``llada``): the cache
+      recomputes from the batch's first earlier mask (``WindowCache``), in every row, so the
+      other rows' approximate logits are not those of their runs alone."""
+    rows = as_rows(prompts)
+    if any(r and all(int(t) == mask_id for t in r) for r in rows):
+        return "a prompt of [MASK]s alone"
+    if cache != "none" and any(int(t) == mask_id for r in rows for t in r):
+        return f"a [MASK] in a prompt under cache {cache!r}"
+    return None
+
+
 def model_logit_shift(model: Any) -> bool:
     """Whether ``model.config.logit_shift`` is set (default False)."""
     return bool(getattr(getattr(model, "config", None), "logit_shift", False))
@@ -829,7 +851,12 @@ class LLaDADecoder(Decoder):
     row_seeds = True
     summary = "masked diffusion: commit policies (llada, threshold, ...) and KV caches"
 
-    def takes_seeds(self, config: SampleConfig) -> bool:
+    def takes_seeds(
+        self, config: SampleConfig, prompts: Prompts | None = None, mask_id: int | None = None,
+    ) -> bool:
+        if prompts is not None and mask_id is not None and rows_apart(
+                prompts, mask_id, cache=config.cache) is not None:
+            return False
         return rows_draw_alone(config)
 
     def uses_steps(self, config: SampleConfig) -> bool:
@@ -901,6 +928,7 @@ __all__ = [
     "generate",
     "make_generator",
     "model_logit_shift",
+    "rows_apart",
     "sample",
     "shift_logits",
     "split_steps",
