@@ -23,7 +23,8 @@ from unmask import api
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.sampling.ar import row_generators
-from unmask.sampling.loop import generate
+from unmask.sampling.loop import Denoiser, generate
+from unmask.sampling.policies import CONFIDENCES, register_confidence
 from unmask.sampling.protocol import make_generator
 
 V, MASK, PAD, EOS = 40, 0, 1, 2
@@ -66,6 +67,19 @@ def test_exact_ties_commit_the_same_columns_in_a_batch_as_alone(options):
     for i, prompt in enumerate(PROMPTS):
         alone = generate(model, [prompt], config, generator=make_generator(i + 1), **KW)
         assert batch.gen_ids[i] == alone.gen_ids[0], i
+
+
+def test_a_registered_confidence_is_named_where_it_keeps_a_run_per_row():
+    """The refusal of a generator per row names the confidence measure too, where a
+    registered one (not the policy or the remasking) is the reason."""
+    register_confidence("rows_test")(CONFIDENCES["prob"])
+    try:
+        config = SampleConfig(gen_length=8, steps=8, temperature=1.0, confidence="rows_test")
+        with pytest.raises(UserError, match="confidence 'rows_test'"):
+            Denoiser.for_prompts(Tied(), [[5], [6]], config, generator=row_generators([1, 2]),
+                                 **KW)
+    finally:
+        del CONFIDENCES["rows_test"]
 
 
 @pytest.fixture(scope="module")

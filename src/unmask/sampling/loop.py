@@ -470,8 +470,10 @@ class Denoiser(DecoderRun):
         columns (the padding is on the left), whose draws it makes here (given as
         ``RowDraws``: the widths it says, as ``BlockRun``'s blocks)."""
         if not rows_draw_alone(config):
-            raise UserError(f"policy {config.policy!r} with remasking {config.remasking!r} "
-                            "draws from one generator per run: seeded rows need a run each")
+            raise UserError(f"policy {config.policy!r}, remasking {config.remasking!r}, "
+                            f"confidence {config.confidence!r}: a registered one (not built "
+                            "in) draws from one generator per run, so seeded rows need a "
+                            "run each")
         if isinstance(generators, RowDraws):
             return generators
         tokens = self.canvas.tokens
