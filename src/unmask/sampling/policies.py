@@ -133,8 +133,21 @@ def topk_per_row(confidence: Tensor, k: Tensor) -> Tensor:
     column order (``most_confident``). ``torch.topk`` (LLaDA's reference) breaks a tie by
     where the row sits in the tensor, so a row left-padded beside a longer prompt committed
     other columns than alone, e.g. two confidences of exactly 1.0; column order is the same
-    for the row at any padding (the padding is on the left)."""
-    return most_confident(confidence, k)
+    for the row at any padding (the padding is on the left). The columns above each row's
+    k-th confidence, then its ties leftmost first: ``most_confident``'s choice without a sort
+    of every row (a NaN ranks first, as there; a NaN k-th takes that sort)."""
+    k = k.to(confidence.device)
+    kmax = int(k.max()) if k.numel() else 0
+    if kmax <= 0:
+        return torch.zeros_like(confidence, dtype=torch.bool)
+    top = torch.topk(confidence, kmax, dim=1).values  # (B, kmax), descending
+    kth = top.gather(1, (k - 1).clamp(min=0).unsqueeze(1))  # (B, 1)
+    if bool(kth.isnan().any()):
+        return most_confident(confidence, k)
+    above = (confidence > kth) | confidence.isnan()  # (B, L)
+    tied = confidence == kth
+    room = (k - above.sum(dim=1)).unsqueeze(1)  # (B, 1): the ties to take
+    return (above | (tied & (tied.cumsum(dim=1) <= room))) & (k > 0).unsqueeze(1)
 
 
 class LLaDAPolicy(CommitPolicy):
