@@ -24,7 +24,12 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.sampling.ar import row_generators
 from unmask.sampling.loop import Denoiser, generate
-from unmask.sampling.policies import CONFIDENCES, register_confidence
+from unmask.sampling.policies import (
+    CONFIDENCES,
+    most_confident,
+    register_confidence,
+    topk_per_row,
+)
 from unmask.sampling.protocol import make_generator
 
 V, MASK, PAD, EOS = 40, 0, 1, 2
@@ -67,6 +72,21 @@ def test_exact_ties_commit_the_same_columns_in_a_batch_as_alone(options):
     for i, prompt in enumerate(PROMPTS):
         alone = generate(model, [prompt], config, generator=make_generator(i + 1), **KW)
         assert batch.gen_ids[i] == alone.gen_ids[0], i
+
+
+def test_the_scheduled_choice_is_the_stable_ranking():
+    """``topk_per_row`` (one batched topk, ties by a cumsum) picks what the stable ranking
+    of ``most_confident`` picks: ties, ``-inf``, NaN, k from 0 to every column."""
+    g = torch.Generator().manual_seed(0)
+    for trial in range(400):
+        B, L = int(torch.randint(1, 5, (1,), generator=g)), int(torch.randint(1, 20, (1,),
+                                                                             generator=g))
+        c = torch.randint(0, 4, (B, L), generator=g).double() / 4
+        c[torch.rand(B, L, generator=g) < 0.3] = float("-inf")
+        if trial % 5 == 0:
+            c[torch.rand(B, L, generator=g) < 0.1] = float("nan")
+        k = torch.randint(0, L + 1, (B,), generator=g)
+        assert torch.equal(topk_per_row(c, k), most_confident(c, k)), (c, k)
 
 
 def test_a_registered_confidence_is_named_where_it_keeps_a_run_per_row():
