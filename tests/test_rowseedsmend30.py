@@ -177,3 +177,23 @@ def test_the_server_keeps_a_masked_prompt_under_a_cache_out_of_shared_seeded_run
         engine._split(plain)
         assert masked.batch_key()[0] == "alone"
         assert plain.batch_key()[0] == "seeded"
+
+
+def test_bd3lm_rows_beside_a_prompt_of_masks_alone_write_what_they_write_alone(tmp_path):
+    """The same tie under block diffusion: ``api.run_rows`` (the task scorer's path) beside
+    a prompt of [MASK]s alone gives each row its text alone."""
+    import dataclasses
+
+    from test_seeds_rows import _checkpoint
+
+    m = api.load_for_decoding(_checkpoint(tmp_path, objective="bd3lm",
+                                          attention="block-causal", block_size=4),
+                              device="cpu", dtype="fp32")
+    rows, seeds = [[115, 163, 197, 157, 120, 121], [0, 0]], [44, 28]
+    for t in (0.0, 0.5):
+        config = SampleConfig(gen_length=16, steps=16, temperature=t)
+        batch, _ = api.run_rows(m, rows, config, seeds)
+        for i, (row, seed) in enumerate(zip(rows, seeds, strict=True)):
+            alone = api.start(m, [row], dataclasses.replace(config, seed=seed)).run()
+            width = len(alone.gen_ids[0])
+            assert batch.gen_ids[i][:width] == alone.gen_ids[0], (t, i)
