@@ -54,6 +54,8 @@ SEEDS = [3, 4, 5, 99, 8, 6]
     {"temperature": 1.0, "steps": 32, "skip_empty_steps": True},
     {"temperature": 1.0, "steps": 16, "edit_threshold": 0.3, "max_post_steps": 2},
     {"temperature": 1.0, "steps": 16, "cfg_scale": 1.0, "repetition_penalty": 1.3},
+    # editing runs the model in a step of no scheduled commits, skip_empty_steps or not
+    {"temperature": 0.5, "steps": 32, "skip_empty_steps": True, "edit_threshold": 0.3},
 ])
 def test_a_batch_of_seeded_rows_writes_what_each_row_writes_alone(options):
     """Ragged prompts (whole blocks of other counts, one empty, one holding [MASK]), rows

@@ -228,6 +228,14 @@ def start(
             under = " under these options" if decoder.row_seeds else ""
             raise UserError(f"decoder {decoder.name!r} draws from one generator per run{under}: "
                             "seeds of its rows need a run per row")
+        if len(as_rows(prompt_ids)) > 1 and not decoder.takes_seeds(config, prompt_ids,
+                                                                     facts.mask_id):
+            from unmask.sampling.loop import rows_apart
+
+            why = rows_apart(prompt_ids, facts.mask_id, cache=config.cache)
+            raise UserError(f"decoder {decoder.name!r} cannot run seeded rows as one batch "
+                            f"beside {why} (the batch would not be what each row writes "
+                            "alone): run a run per row")
         if len(seeds) != len(as_rows(prompt_ids)):
             raise UserError(f"{len(seeds)} seeds for {len(as_rows(prompt_ids))} rows")
         for seed in seeds:  # as SampleConfig.seed
@@ -963,7 +971,7 @@ def _check_seed(seed: Any) -> int:
 
 def seeds_in_one_run(
     loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None,
-    draft: Loaded | str | Path | None = None,
+    draft: Loaded | str | Path | None = None, *, rows: Sequence[Sequence[int]] | None = None,
 ) -> bool:
     """Whether rows seeded one seed each run as one batched run (``start(..., seeds=)``): the
     decoder ``config`` chooses gives each row a generator of its own under ``config``
@@ -974,6 +982,10 @@ def seeds_in_one_run(
     or float16 (or quantised) a prompt left-padded beside longer ones rounds otherwise than
     alone, and near ties then sample other tokens, so each seeded row stays a run of its own
     there.
+    With ``rows`` (their prompt ids), whether those rows may share a run, with each other and
+    with other rows of ``config`` (the server's seeded jobs share runs): not where the commit
+    loop has a prompt of [MASK]s alone, or a [MASK] in a prompt under a KV cache
+    (``unmask.sampling.loop.rows_apart``: there a batch is not what each row writes alone).
     Otherwise each seeded row is a run of its own (``generate``, the server). False for a
     combination ``start`` refuses (it says why when run)."""
     from unmask.sampling import choose_decoder
@@ -984,6 +996,8 @@ def seeds_in_one_run(
     except UserError:
         return False
     exact = weights_dtype(loaded) in (None, "fp32", "float64")  # None: a stand-in model
+    if rows is not None:
+        return exact and decoder.takes_seeds(config, rows, facts_of(loaded).mask_id)
     return decoder.takes_seeds(config) and exact
 
 
@@ -999,9 +1013,12 @@ def run_rows(
     (``generate``; ``unmask.tasks.score.decode_each``): one batched run with a generator per
     row where the decoder has one (``seeds_in_one_run``), else runs of one row each, their
     results joined as one (``_joined``: a row that ended early is padded with EOS; half
-    precision, a registered commit policy). Runs that share forward passes (``llada``
+    precision, a registered commit policy, a prompt of [MASK]s alone or a [MASK] in a
+    prompt under a KV cache: ``seeds_in_one_run``). Runs that share forward passes (``llada``
     without a KV cache) step together, one forward per step for all rows (as the server's
-    continuous batching steps them); others run one after another. ``step_callback``
+    continuous batching steps them), but beside a prompt of [MASK]s alone (its exact ties
+    would round otherwise: ``unmask.sampling.loop.rows_apart``); others run one after
+    another. ``step_callback``
     sees all rows, (B, gen_length). Each row writes what it writes alone under its seed,
     whichever way: ``config.seed`` is not used, ``seeds`` (one a row) replace it. No rows,
     or a count of ``seeds`` other than of ``rows``: a ``UserError``."""
@@ -1014,7 +1031,7 @@ def run_rows(
     if len(seeds) != len(rows):
         raise UserError(f"{len(seeds)} seeds for {len(rows)} rows")
 
-    if seeds_in_one_run(loaded, config, draft):
+    if seeds_in_one_run(loaded, config, draft, rows=rows):
         run = start(loaded, rows, config, step_callback=step_callback, draft=draft, seeds=seeds)
         return run_to_end(run, device=str(_device(loaded)))
 
@@ -1037,7 +1054,12 @@ def run_rows(
             for i, (row, seed) in enumerate(zip(rows, seeds, strict=True))]
     # after ``start`` checked the lengths: a gen_length no run can take was a traceback here
     view = torch.full((len(rows), config.gen_length), facts_of(loaded).mask_id)  # (B, G)
-    together = shown["together"] = all(r.shares_forward for r in runs)
+    # a prompt of [MASK]s alone ties its confidences, which a shared forward rounds
+    # otherwise than the row's alone (``rows_apart``): one after another then
+    from unmask.sampling.loop import rows_apart
+
+    tied = rows_apart(rows, facts_of(loaded).mask_id) is not None
+    together = shown["together"] = all(r.shares_forward for r in runs) and not tied
     device = str(_device(loaded))
     t0 = time.perf_counter()
     if together:

@@ -49,6 +49,7 @@ from unmask.sampling.loop import (
     Denoiser,
     forbid_empty,
     nearest_multiples,
+    rows_apart,
     rows_draw_alone,
     split_steps,
     start_empty_prompts,
@@ -286,8 +287,11 @@ class BlockRun(DecoderRun):
             # the padding row i's run alone has not: the columns its canvas is narrower by
             own = [len(r) if self.absolute else -(-len(r) // bs) * bs for r in rows]
             self._lead = [P - p for p in own]
+        # Token editing runs the model every step (``_mask_and_edit_step``), an empty one
+        # too: no step is skipped, so every row draws in it (``Denoiser.step``'s rule)
         self.block_config = dataclasses.replace(
-            config, gen_length=bs, block_length=None, steps=steps_per_block
+            config, gen_length=bs, block_length=None, steps=steps_per_block,
+            skip_empty_steps=config.skip_empty_steps and config.edit_threshold is None,
         )
         self.finished = torch.zeros(B, dtype=torch.bool, device=device)  # (B,) rows past EOS
         self.history: list[Tensor] | None = [] if return_history else None
@@ -505,10 +509,17 @@ class BD3LMDecoder(Decoder):
     row_seeds = True
     summary = "block diffusion: one block at a time over a block-causal model, stop at EOS"
 
-    def takes_seeds(self, config: SampleConfig) -> bool:
-        """The commit loop's rule (``rows_draw_alone``), but not token editing under a
-        dynamic policy: a row whose block is filled edits while it waits for the batch's
-        (alone, its edit-only steps are bounded by ``max_post_steps``)."""
+    def takes_seeds(
+        self, config: SampleConfig, prompts: Prompts | None = None, mask_id: int | None = None,
+    ) -> bool:
+        """The commit loop's rule (``rows_draw_alone``; for ``prompts``, ``rows_apart``: a
+        prompt of [MASK]s alone; block-causal caches recompute nothing another row changes),
+        but not token editing under a dynamic policy: a row whose block is filled edits while
+        it waits for the batch's (alone, its edit-only steps are bounded by
+        ``max_post_steps``)."""
+        if prompts is not None and mask_id is not None and rows_apart(
+                prompts, mask_id) is not None:
+            return False
         dynamic = config.policy in ("threshold", "factor", "entropy")
         return rows_draw_alone(config) and not (config.edit_threshold is not None and dynamic)
 

@@ -16,7 +16,9 @@ Commit policies (``policies``: scheduled LLaDA counts or the parallel threshold 
 entropy rules) and cache policies (``cache``: none / prefix / dual) plug into the one loop.
 
 The semantics follow LLaDA (Nie et al. 2025, arXiv:2502.09992) and its reference
-``generate.py`` (ML-GSAI/LLaDA) token for token at temperature 0; random draws happen in
+``generate.py`` (ML-GSAI/LLaDA) token for token at temperature 0 (but for an exact tie of
+confidences, which its ``torch.topk`` breaks by the row's place in the tensor and this loop
+by column order: ``policies.topk_per_row``); random draws happen in
 the same order and shapes, so with ``generator=None`` and ``torch.manual_seed(s)`` the
 reference and this loop agree at any temperature too.
 """
@@ -140,6 +142,28 @@ def rows_draw_alone(config: SampleConfig) -> bool:
             and REMASKING.get(config.remasking) is _OWN_SCORES.get(config.remasking) is not None
             and CONFIDENCES.get(config.confidence)
             is _OWN_CONFIDENCES.get(config.confidence) is not None)
+
+
+def rows_apart(prompts: Prompts, mask_id: int, *, cache: str = "none") -> str | None:
+    """Why a row of ``prompts`` seeded one seed each must run a run of its own in the commit
+    loop, though its options let seeded rows share one (``rows_draw_alone``), else None: in
+    a batch beside other rows (of these prompts, or a server's other requests) it would not
+    write what it writes alone. A run of that row alone is what it is, of course.
+
+    - A prompt of [MASK]s alone: its canvas is all [MASK], so every column of a model without
+      absolute positions has the same hidden state and the confidences tie in exact
+      arithmetic; rounding breaks the tie, and a batch (other matrix shapes) rounds otherwise
+      than the row alone (float64 too). An empty prompt has a start token instead
+      (``start_empty_prompts``).
+    - A [MASK] in a prompt under a KV cache other than ``none`` (``llada``): the cache
+      recomputes from the batch's first earlier mask (``WindowCache``), in every row, so the
+      other rows' approximate logits are not those of their runs alone."""
+    rows = as_rows(prompts)
+    if any(r and all(int(t) == mask_id for t in r) for r in rows):
+        return "a prompt of [MASK]s alone"
+    if cache != "none" and any(int(t) == mask_id for r in rows for t in r):
+        return f"a [MASK] in a prompt under cache {cache!r}"
+    return None
 
 
 def model_logit_shift(model: Any) -> bool:
@@ -446,8 +470,10 @@ class Denoiser(DecoderRun):
         columns (the padding is on the left), whose draws it makes here (given as
         ``RowDraws``: the widths it says, as ``BlockRun``'s blocks)."""
         if not rows_draw_alone(config):
-            raise UserError(f"policy {config.policy!r} with remasking {config.remasking!r} "
-                            "draws from one generator per run: seeded rows need a run each")
+            raise UserError(f"policy {config.policy!r}, remasking {config.remasking!r}, "
+                            f"confidence {config.confidence!r}: a registered one (not built "
+                            "in) draws from one generator per run, so seeded rows need a "
+                            "run each")
         if isinstance(generators, RowDraws):
             return generators
         tokens = self.canvas.tokens
@@ -827,7 +853,12 @@ class LLaDADecoder(Decoder):
     row_seeds = True
     summary = "masked diffusion: commit policies (llada, threshold, ...) and KV caches"
 
-    def takes_seeds(self, config: SampleConfig) -> bool:
+    def takes_seeds(
+        self, config: SampleConfig, prompts: Prompts | None = None, mask_id: int | None = None,
+    ) -> bool:
+        if prompts is not None and mask_id is not None and rows_apart(
+                prompts, mask_id, cache=config.cache) is not None:
+            return False
         return rows_draw_alone(config)
 
     def uses_steps(self, config: SampleConfig) -> bool:
@@ -899,6 +930,7 @@ __all__ = [
     "generate",
     "make_generator",
     "model_logit_shift",
+    "rows_apart",
     "sample",
     "shift_logits",
     "split_steps",

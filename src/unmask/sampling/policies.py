@@ -129,14 +129,25 @@ def num_transfer_tokens(
 
 
 def topk_per_row(confidence: Tensor, k: Tensor) -> Tensor:
-    """(B, L) bool selecting, in each row b, the ``k[b]`` highest confidences (``torch.topk``)."""
-    transfer = torch.zeros_like(confidence, dtype=torch.bool)
-    for b in range(confidence.shape[0]):
-        kb = int(k[b])
-        if kb > 0:
-            _, idx = torch.topk(confidence[b], k=kb)
-            transfer[b, idx] = True
-    return transfer
+    """(B, L) bool selecting, in each row b, the ``k[b]`` highest confidences, exact ties in
+    column order (``most_confident``). ``torch.topk`` (LLaDA's reference) breaks a tie by
+    where the row sits in the tensor, so a row left-padded beside a longer prompt committed
+    other columns than alone, e.g. two confidences of exactly 1.0; column order is the same
+    for the row at any padding (the padding is on the left). The columns above each row's
+    k-th confidence, then its ties leftmost first: ``most_confident``'s choice without a sort
+    of every row (a NaN ranks first, as there; a NaN k-th takes that sort)."""
+    k = k.to(confidence.device)
+    kmax = int(k.max()) if k.numel() else 0
+    if kmax <= 0:
+        return torch.zeros_like(confidence, dtype=torch.bool)
+    top = torch.topk(confidence, kmax, dim=1).values  # (B, kmax), descending
+    kth = top.gather(1, (k - 1).clamp(min=0).unsqueeze(1))  # (B, 1)
+    if bool(kth.isnan().any()):
+        return most_confident(confidence, k)
+    above = (confidence > kth) | confidence.isnan()  # (B, L)
+    tied = confidence == kth
+    room = (k - above.sum(dim=1)).unsqueeze(1)  # (B, 1): the ties to take
+    return (above | (tied & (tied.cumsum(dim=1) <= room))) & (k > 0).unsqueeze(1)
 
 
 class LLaDAPolicy(CommitPolicy):
@@ -146,7 +157,8 @@ class LLaDAPolicy(CommitPolicy):
     that block (``num_transfer_tokens``, under the model's schedule: linear, LLaDA's counts,
     unless the checkpoint was trained with another, and LLaDA's counts whatever the schedule
     where a row has no more masks than steps: one token a step); each step commits
-    ``topk(confidence, k)`` per row.
+    the ``k`` most confident candidates per row, exact ties in column order
+    (``topk_per_row``).
     """
 
     def __init__(self, schedule: Schedule | None = None) -> None:

@@ -79,11 +79,15 @@ class Decoder:
     """Its ``start`` takes ``seeds``, one per row: one batched run in which row i draws from a
     generator of its own seeded ``seeds[i]``, exactly what the row draws alone under ``seed =
     seeds[i]`` (so seeded rows need not run one run each: ``unmask.api.generate``), under every
-    config where ``takes_seeds`` says so."""
+    config (and prompts) where ``takes_seeds`` says so."""
 
-    def takes_seeds(self, config: SampleConfig) -> bool:
+    def takes_seeds(
+        self, config: SampleConfig, prompts: Prompts | None = None, mask_id: int | None = None,
+    ) -> bool:
         """Whether its run under ``config`` takes ``seeds`` (``row_seeds``): a decoder whose
-        rows draw as alone under some of its options only says which."""
+        rows draw as alone under some of its options only says which. With ``prompts`` (and
+        the model's ``mask_id``): for a run of those rows, where their content decides too
+        (the commit loop: ``unmask.sampling.loop.rows_apart``); without, for some prompts."""
         return self.row_seeds
 
     def start(

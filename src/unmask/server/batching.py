@@ -71,10 +71,12 @@ settings the checkpoint cannot do. ``step_callback(step, view (B, G))`` after ev
 Called with ``seeds=`` (one per row: ``unmask.api.start``) only where ``SeedsInOneRun``
 says the run can take them."""
 
-SeedsInOneRun = Callable[[SampleConfig], bool]
-"""``seeds_in_one_run(config)``: whether rows seeded one seed each run as one batched run
-with a generator per row (``unmask.api.seeds_in_one_run``: every built-in decoder in
-float32), not a run per row."""
+SeedsInOneRun = Callable[..., bool]
+"""``seeds_in_one_run(config, *, rows=None)``: whether rows seeded one seed each run as one
+batched run with a generator per row (``unmask.api.seeds_in_one_run``: every built-in decoder
+in float32), not a run per row; with ``rows`` (prompt ids), for those rows (the commit loop
+keeps a run per row beside a prompt of [MASK]s alone or a [MASK] in a prompt under a KV
+cache, and such a job shares no run with other jobs)."""
 
 _ids = itertools.count()
 
@@ -337,7 +339,7 @@ class Engine:
         size = self.max_batch
         seeded = job.seeds is not None or (not job.batchable and job.config.seed is not None)
         together = seeded and self.seeds_in_one_run is not None and self.seeds_in_one_run(
-            job.config)
+            job.config, rows=job.rows)
         if together:  # a generator per row: any seeded jobs of these settings may share a run
             job._row_seeds = cast("list[int]", list(job.seeds) if job.seeds is not None
                                   else [job.config.seed] * len(job.rows))

@@ -62,10 +62,11 @@ def make_engine(
         return api.start(loaded, rows, config, step_callback=step_callback, draft=draft,
                          seeds=seeds)
 
-    def seeds_in_one_run(config: SampleConfig) -> bool:  # else a run per seeded row
-        if extra:
+    def seeds_in_one_run(config: SampleConfig, *,
+                         rows: Sequence[Sequence[int]] | None = None) -> bool:
+        if extra:  # else a run per seeded row
             config = dataclasses.replace(config, **extra)
-        return api.seeds_in_one_run(loaded, config, draft)
+        return api.seeds_in_one_run(loaded, config, draft, rows=rows)
 
     return Engine(
         start,

@@ -280,7 +280,7 @@ def _prepare(state: ServerState, req: _Generation, prompts: list[str],
         raise request_error(req, e) from None
     rows = [i for i in ids for _ in range(req.n)]
     noisy = api.draws_noise(decoder.name, config)
-    if noisy and (shares_forward(decoder, config) or seeds_share_runs(state, config)):
+    if noisy and (shares_forward(decoder, config) or seeds_share_runs(state, config, rows)):
         # no seed sent: one drawn (as the CLI draws one), which the response reports so that
         # sending it repeats the text; free here, as the rows share each forward pass anyway
         # (the continuous batch, or seeded rows of a generator each in one whole-batch run)
@@ -302,20 +302,22 @@ def shares_forward(decoder: Decoder, config: SampleConfig) -> bool:
     with other requests whatever their seeds (the commit loop ``llada`` without a KV cache:
     ``LLaDARun.shares_forward``): there a request that samples without a seed gets one drawn
     at no cost (so it does in whole-batch runs whose seeded rows share a run, a generator
-    each: ``seeds_share_runs``). Elsewhere (whole-batch runs: KV caches, bd3lm, SEDD,
-    continuous, causal in half precision or with ``--draft``) a seeded request runs alone,
-    row by row, while unseeded ones of the same settings share one run, so none is drawn:
-    the rows keep sharing a run, and the response's ``seed`` is null."""
+    each: ``seeds_share_runs``). Elsewhere, where seeded rows cannot share a whole-batch run
+    (16-bit weights, a plugin's commit policy, a [MASK] in a prompt under a KV cache, ...),
+    a seeded request runs alone, row by row, while unseeded ones of the same settings share
+    one run, so none is drawn: the rows keep sharing a run, and the response's ``seed`` is
+    null."""
     return decoder.name == "llada" and config.cache == "none"
 
 
-def seeds_share_runs(state: ServerState, config: SampleConfig) -> bool:
-    """Whether seeded requests of ``config`` share whole-batch runs, each row drawing from a
-    generator of its own (``Engine.seeds_in_one_run``: every built-in decoder in float32), so that
-    a seed costs a request nothing: one is drawn for a sampled request that sends none, as in
-    the continuous batch (``shares_forward``)."""
+def seeds_share_runs(state: ServerState, config: SampleConfig, rows: list[list[int]]) -> bool:
+    """Whether seeded requests of ``config`` and prompts ``rows`` share whole-batch runs, each
+    row drawing from a generator of its own (``Engine.seeds_in_one_run``: every built-in
+    decoder in float32, but the commit loop beside a prompt of [MASK]s alone or a [MASK] in a
+    prompt under a KV cache), so that a seed costs a request nothing: one is drawn for a
+    sampled request that sends none, as in the continuous batch (``shares_forward``)."""
     together = state.engine.seeds_in_one_run
-    return together is not None and together(config)
+    return together is not None and together(config, rows=rows)
 
 
 def steps_follow_length(state: ServerState, req: _Generation, length: int) -> bool:
