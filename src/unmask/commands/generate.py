@@ -164,11 +164,14 @@ def rows_bytes(loaded: Any, lengths: list[int], config: SampleConfig, n: int) ->
     cfg = loaded.config
     width = max(lengths) + config.gen_length  # a row's canvas, left-padded to the longest
     rows = len(lengths) * n
-    param = next(iter(loaded.model.parameters()), None)
+    params = getattr(loaded.model, "parameters", None)  # any mask predictor may be loaded
+    param = next(iter(params()), None) if callable(params) else None
     value = 4 if param is not None and param.dtype in (torch.float32, torch.float64) else 2
-    kv = 2 * (cfg.n_kv_heads or cfg.n_heads) * cfg.head_dim  # K and V
+    # K and V; a stand-in model's config may lack sizes: a lower bound without them
+    heads = getattr(cfg, "n_kv_heads", None) or getattr(cfg, "n_heads", 0)
+    kv = 2 * heads * getattr(cfg, "head_dim", 0)
     seen = min(width, config.segment_length or width)
-    return rows * (width * 16 + value * (seen * kv + cfg.vocab_size))
+    return rows * (width * 16 + value * (seen * kv + getattr(cfg, "vocab_size", 0)))
 
 
 def _check_rows_fit(loaded: Any, lengths: list[int], config: SampleConfig, n: int,
