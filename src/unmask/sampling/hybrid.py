@@ -122,11 +122,13 @@ def _plan(
 
 MERGED_HEAD_COLUMNS = 12
 """``HybridRun._read`` runs the head once over the verified columns and every block's columns
-when the drafts and blocks are at most this many columns, else twice (the verified columns,
-then the chosen block's): at draft length 2 (the length a small model keeps), 3 and 4 with
-``predraft="ends"`` (12 columns); not at 3 pre-drafted for every acceptance (15) nor with the
-72 of a block of 8. 1-11% more tokens per CPU second on a demo-sized model (``docs/sampling.md``,
-"The one-model hybrid")."""
+when the drafts and blocks of all the batch's rows are at most this many columns, else twice
+(the verified columns, then the chosen block's): at batch 1, draft length 2 (the length a
+small model keeps), 3 and 4 with ``predraft="ends"`` (12 columns); not at 3 pre-drafted for
+every acceptance (15) nor with the 72 of a block of 8. 1-11% more tokens per CPU second on a
+demo-sized model at batch 1; the head's extra columns grow with the batch while reading its
+weights does not, so larger batches read twice (one call was 1-5% slower at batch 64,
+``docs/sampling.md``, "The one-model hybrid")."""
 
 PLAN_CACHE_HEAD = 16
 """``_plan`` keeps the plans of rounds with at most this many head columns (later rounds
@@ -358,12 +360,13 @@ class HybridRun(DecoderRun):
         the head on the chosen block's). One head call reads the head's weights once: a
         round's second call over a few columns cost about as much as its first (reading the
         weights, not the columns: a demo-sized head's 4 MiB)."""
-        if self._head is None or out.shape[1] - h > MERGED_HEAD_COLUMNS:
+        if self._head is None or out.shape[0] * (out.shape[1] - h) > MERGED_HEAD_COLUMNS:
             return self._logits(out[:, h - 1 : h + d]), None
         return self._head(out[:, h - 1 :]), h - 1
 
     def _no_mask(self, logits: Tensor, *, inplace: bool = False) -> Tensor:
-        """``logits`` (..., V) with ``[MASK]`` at -inf (``forbid_id``; written in place when
+        """``logits`` (..., V) with ``[MASK]`` and the other ids never written (special tokens:
+        ``never_proposed``) at -inf (``forbid_id``; written in place when
         ``inplace``): float64 when sampling (the acceptance ratios p/q), the model's dtype
         when greedy (the same argmax)."""
         return forbid_id(logits.to(torch.float64) if self.temperature > 0 else logits,
@@ -376,7 +379,8 @@ class HybridRun(DecoderRun):
         temperature > 0 (None at 0), and with ``draft_threshold`` each draft's confidence
         (B, n) (None without): the probability of the argmax greedy, q's top probability
         when sampling (decided before the draw, as the two-model decoder does: a length cut by
-        the drawn token itself would bias the accepted drafts). ``[MASK]`` is never drafted.
+        the drawn token itself would bias the accepted drafts). ``[MASK]`` and the other
+        special tokens (``never_proposed``) are never drafted.
         ``length`` (B,): the drafts each row uses; with a generator per row only those are
         drawn, in the one call of shape (length_i, 1) that the row alone makes."""
         logits = self._no_mask(logits, inplace=True)  # the caller's gather: ours to write
