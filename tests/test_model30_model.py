@@ -137,6 +137,36 @@ def test_an_attention_mask_of_the_wrong_shape_names_both_shapes(shape) -> None:
                 2, 6, 40)
 
 
+@pytest.mark.parametrize("attention", ["bidirectional", "causal", "block-causal"])
+@pytest.mark.parametrize("shape", [(6,), (3, 6), (2, 1, 6), (2, 5)])
+def test_an_attention_mask_of_the_wrong_shape_over_a_cache_names_both_shapes(
+    attention, shape
+) -> None:
+    """Over a cache only the mask's length was checked: a 1-D mask, a wrong batch size or a
+    (B, 1, L) mask failed inside torch ("too many indices", "The size of tensor a (2) must
+    match ...") at prefill and at every decode step, explicit layout too. Now the message of
+    the uncached path, with the key count (cached and new positions) as the length."""
+    model = Transformer(ModelConfig(**TINY, attention=attention, block_size=2)).eval()
+    tokens = torch.full((2, 6), 5, dtype=torch.long)
+    bad = torch.ones(shape, dtype=torch.bool)
+    said = f"attention_mask must have shape (2, 6) (or (1, 6)), got {shape}"
+    with torch.no_grad():
+        for explicit in ({}, {"positions": torch.arange(6)}):
+            with pytest.raises(ValueError, match=re.escape(said)):
+                model(tokens, attention_mask=bad, cache=KVCache(), **explicit)
+        cache = KVCache()
+        model(tokens, attention_mask=torch.ones(1, 6, dtype=torch.bool), cache=cache)
+        step = bad.new_ones(*shape[:-1], shape[-1] + 1)  # one key more: the step's own
+        said = f"attention_mask must have shape (2, 7) (or (1, 7)), got {tuple(step.shape)}"
+        for explicit in ({}, {"positions": torch.tensor([6])}):
+            with pytest.raises(ValueError, match=re.escape(said)):
+                model(tokens[:, :1], attention_mask=step, cache=cache, start=6, **explicit)
+        for ok in ((2, 7), (1, 7)):  # the shapes that ran still run
+            out = model(tokens[:, :1], attention_mask=torch.ones(ok, dtype=torch.bool),
+                        cache=cache, start=6)
+            assert out.shape == (2, 1, 40)
+
+
 def test_a_float64_dit_computes_its_noise_level_path_in_float64() -> None:
     """``at_least_fp32``: "a float64 model stays float64 throughout", but the noise level read
     off the canvas, its sinusoidal embedding and SEDD's log(e^sigma - 1) ran in float32

@@ -109,6 +109,18 @@ def row_chunks(mask: Tensor, starts: list[int]) -> RowChunks:
     return RowChunks(mask=mask, chunks=tuple(chunks))
 
 
+def _check_attention_mask(attention_mask: Tensor | None, B: int, keys: int) -> None:
+    """Refuse an ``attention_mask`` that is not (B, keys) or (1, keys), ``keys`` the key count
+    (L without a cache, the cached and new positions over one): else torch's broadcast or
+    index error from deep inside the mask, at prefill and every decode step."""
+    if attention_mask is not None and (
+        attention_mask.dim() != 2 or attention_mask.shape[-1] != keys
+        or (attention_mask.shape[0] != B and attention_mask.shape[0] != 1)
+    ):
+        raise ValueError(f"attention_mask must have shape ({B}, {keys}) (or (1, {keys})), "
+                         f"got {tuple(attention_mask.shape)}")
+
+
 def wide_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype ``at_least_fp32`` computes a tensor of ``dtype`` in: float64 for float64, else
     float32 (without touching the tensor)."""
@@ -665,12 +677,7 @@ class Transformer(nn.Module):
         if cache is None:
             if start:
                 raise ValueError("start > 0 needs a cache holding the positions before it")
-            if attention_mask is not None and (  # else torch's broadcast error, deep inside
-                attention_mask.dim() != 2 or attention_mask.shape[-1] != L
-                or (attention_mask.shape[0] != B and attention_mask.shape[0] != 1)
-            ):
-                raise ValueError(f"attention_mask must have shape ({B}, {L}) (or (1, {L})), "
-                                 f"got {tuple(attention_mask.shape)}")
+            _check_attention_mask(attention_mask, B, L)
             if positions is not None or attn_bias is not None:
                 cos, sin, mask = self._explicit_layout(
                     B, L, positions, attn_bias, attention_mask, tokens.device
@@ -773,10 +780,7 @@ class Transformer(nn.Module):
             raise ValueError(
                 f"sequence length {kv_len} exceeds max_seq_len={self.config.max_seq_len}"
             )
-        if attention_mask is not None and attention_mask.shape[-1] != kv_len:
-            raise ValueError(
-                f"attention_mask covers {attention_mask.shape[-1]} positions; the keys are {kv_len}"
-            )
+        _check_attention_mask(attention_mask, tokens.shape[0], kv_len)
         cache.length = kv_len
         cos, sin = self._rope_tables(start + L, tokens.device)
         cos, sin = cos[start:], sin[start:]  # (L, hd): the rotations of positions start..start+L-1
@@ -854,12 +858,8 @@ class Transformer(nn.Module):
             mask = attn_bias.to(device)
             if mask.shape[-1] != kv_len:  # every cached slot visible
                 mask = torch.cat([mask.new_ones(*mask.shape[:-1], start), mask], dim=-1)
+        _check_attention_mask(attention_mask, B, kv_len)
         if attention_mask is not None:
-            if attention_mask.shape[-1] != kv_len:
-                raise ValueError(
-                    f"attention_mask covers {attention_mask.shape[-1]} positions; "
-                    f"the keys are {kv_len}"
-                )
             keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, Lk)
             own = (
                 torch.arange(kv_len, device=device)[None, :]
