@@ -12,6 +12,7 @@ import functools
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
@@ -1093,13 +1094,14 @@ def load_json(cls: type[T], path: str | os.PathLike[str]) -> T:
 
 
 @functools.cache
-def _top_level_classes(module: str) -> dict[str, Any]:
-    """Name -> ``ast.ClassDef`` of the classes at the top of a module's source, parsed once;
-    empty where the source is not installed (a .pyc-only install, a zip of bytecode). The
-    source comes through the module's loader, so a zipped package with sources has it too."""
+def _top_level_classes(module: str, origin: str | None) -> dict[str, Any]:
+    """Name -> ``ast.ClassDef`` of the classes at the top of a module's source, parsed once
+    per module name and file (``origin``: two files imported under one name, as plugin folders
+    or a reimport from another path, each get their own); empty where the source is not
+    installed (a .pyc-only install, a zip of bytecode). The source comes through the module's
+    loader, so a zipped package with sources has it too."""
     import ast
     import inspect
-    import sys
 
     try:
         source = inspect.getsource(sys.modules[module])
@@ -1123,7 +1125,9 @@ def field_docs(cls: type) -> dict[str, str]:
 
     node = None
     if cls.__qualname__ == cls.__name__:
-        node = _top_level_classes(cls.__module__).get(cls.__name__)
+        spec = getattr(sys.modules.get(cls.__module__), "__spec__", None)
+        origin = getattr(spec, "origin", None)
+        node = _top_level_classes(cls.__module__, origin).get(cls.__name__)
     if node is None:  # nested or not found: the general (slow) path
         try:
             node = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
