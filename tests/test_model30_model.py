@@ -170,9 +170,11 @@ def test_an_attention_mask_of_the_wrong_shape_over_a_cache_names_both_shapes(
 def test_a_float64_dit_computes_its_noise_level_path_in_float64() -> None:
     """``at_least_fp32``: "a float64 model stays float64 throughout", but the noise level read
     off the canvas, its sinusoidal embedding and SEDD's log(e^sigma - 1) ran in float32
-    (1e-7 off the formulas in a float64 model); each now matches the formula to 1e-12."""
+    (1e-7 off the formulas in a float64 model); each now matches the formula to 1e-12, and so
+    does the noise level a forward hands the embedding."""
     import math
 
+    from unmask.config import SIGMA_FREQ_DIM
     from unmask.model import masked_fraction_sigma, sedd_log_score
 
     cfg = ModelConfig(**TINY, time_conditioning=True, sigma_input="masked_fraction",
@@ -184,7 +186,7 @@ def test_a_float64_dit_computes_its_noise_level_path_in_float64() -> None:
     sigma = masked_fraction_sigma(tokens, 0, dtype=torch.float64)
     torch.testing.assert_close(sigma, -torch.log1p(-frac), rtol=0, atol=1e-12)
     emb = model.sigma_embed
-    half = 128
+    half = SIGMA_FREQ_DIM // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
     args = sigma[:, None] * freqs[None]
     feats = torch.cat([args.cos(), args.sin()], dim=-1)
@@ -196,4 +198,7 @@ def test_a_float64_dit_computes_its_noise_level_path_in_float64() -> None:
         expect = head - torch.log(torch.expm1(sigma))[:, None, None] - math.log(39)
         expect = expect.scatter(-1, tokens[..., None], 0.0)
         torch.testing.assert_close(score, expect, rtol=0, atol=1e-12)
+        seen = []  # what the model's forward hands its sigma embedding: the formula's sigma
+        emb.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
         assert model(tokens).dtype == torch.float64
+        torch.testing.assert_close(seen[0], -torch.log1p(-frac), rtol=0, atol=1e-12)
