@@ -90,15 +90,20 @@ def test_a_checkpoints_bad_recommended_temperature_names_its_config(tmp_path, na
 def test_load_takes_the_name_of_every_dtype_it_takes_as_a_torch_dtype() -> None:
     """``load(dtype=torch.float64)`` loads, and its refusal of ``torch.int8`` names
     ``torch.float64`` among the dtypes it takes, but ``dtype="float64"`` was refused with
-    "choose fp32, bf16 or fp16"."""
+    "choose fp32, bf16 or fp16"; then "double" / "torch.double" still were (``torch.double``
+    loads), and a bad name's refusal left float64 out."""
     from unmask.config import LOAD_DTYPES, load_target
     from unmask.errors import UserError
 
-    for name in LOAD_DTYPES:
+    for name in (*LOAD_DTYPES, "double", "float", "half"):
         for spelt in (name, f"torch.{name}"):
             assert load_target("cpu", spelt) == ("cpu", getattr(torch, name))
-    with pytest.raises(UserError, match="choose fp32, bf16 or fp16"):
-        load_target("cpu", "int8")
+    for name in ("int8", "f64"):  # the refusal names every dtype it takes
+        with pytest.raises(UserError, match=re.escape(
+            f"dtype '{name}': choose fp32, bf16, fp16 or float64 (or float32, float, bfloat16, "
+            "float16, half, double; also as torch.<name>)"
+        )):
+            load_target("cpu", name)
 
 
 def test_per_row_positions_run_without_a_cache_as_over_one() -> None:

@@ -1174,11 +1174,11 @@ LOAD_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16", "float64")
 def load_target(device: Any, dtype: Any) -> tuple[str, Any]:
     """``unmask.load``'s ``device`` and ``dtype`` checked before anything is read: the device
     as ``resolve_device`` takes it (``auto``, ``cpu``, ``cuda[:i]``, or a ``torch.device``), the
-    dtype None (as stored), a floating ``torch.dtype`` of ``LOAD_DTYPES`` or its name
-    (``float64``, ``torch.float64``: refused before, as a name ``--dtype`` does not take), or a
-    name ``--dtype`` takes (``bf16``, ``fp16``, ``fp32`` and their aliases). Returns (device
-    string, torch dtype or None); a one-line ``UserError`` otherwise (torch raised a TypeError
-    or an AssertionError from deep inside the load)."""
+    dtype None (as stored), a floating ``torch.dtype`` of ``LOAD_DTYPES``, or a name: one
+    ``--dtype`` takes (``fp32``, ``bf16``, ``fp16`` and ``DTYPE_ALIASES``) or float64's
+    (``float64``, ``double``), torch's names also as ``torch.<name>``. Returns (device string,
+    torch dtype or None); a one-line ``UserError`` otherwise (torch raised a TypeError or an
+    AssertionError from deep inside the load)."""
     import torch
 
     dev = str(resolve_device(str(device)))
@@ -1186,11 +1186,15 @@ def load_target(device: Any, dtype: Any) -> tuple[str, Any]:
         return dev, None
     if dtype == "auto":  # the decoding commands' --dtype: a choice load does not make
         raise UserError("dtype 'auto' is unmask.api.load_for_decoding's (--dtype auto); "
-                        "unmask.load takes None (as stored), fp32, bf16 or fp16")
+                        "unmask.load takes None (as stored), fp32, bf16, fp16 or float64")
     if isinstance(dtype, str):
-        if dtype.removeprefix("torch.") in LOAD_DTYPES:  # "float64" as torch.float64 loads
-            return dev, getattr(torch, dtype.removeprefix("torch."))
-        return dev, torch_dtype(dtype)
+        if dtype.removeprefix("torch.") in ("float64", "double"):  # not a --dtype name
+            return dev, torch.float64
+        try:
+            return dev, torch_dtype(dtype)
+        except UserError:
+            raise UserError(f"dtype {dtype!r}: choose fp32, bf16, fp16 or float64 (or "
+                            f"{', '.join(DTYPE_ALIASES)}, double; also as torch.<name>)") from None
     if not isinstance(dtype, torch.dtype) or str(dtype).removeprefix("torch.") not in LOAD_DTYPES:
         raise UserError(f"dtype {dtype!r}: the weights load as one of "
                         f"{', '.join(f'torch.{n}' for n in LOAD_DTYPES)} (or None: as stored)")
