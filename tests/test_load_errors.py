@@ -44,10 +44,10 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (dict(device="tpu"), "unknown device 'tpu'; use auto, cpu or cuda[:i]"),
     (dict(device="mps"), "device 'mps' is not supported; use auto, cpu or cuda[:i]"),
     (dict(dtype=torch.int8), "dtype torch.int8: the weights load as one of torch.float32"),
-    (dict(dtype="int8"), "dtype 'int8': choose fp32, bf16 or fp16"),
+    (dict(dtype="int8"), "dtype 'int8': choose fp32, bf16, fp16 or float64"),
     (dict(dtype=torch.float8_e4m3fn), "dtype torch.float8_e4m3fn: the weights load as one of"),
     (dict(dtype="auto"), "dtype 'auto' is unmask.api.load_for_decoding's (--dtype auto); "
-                         "unmask.load takes None (as stored), fp32, bf16 or fp16"),
+                         "unmask.load takes None (as stored), fp32, bf16, fp16 or float64"),
 ])
 def test_a_device_or_dtype_load_cannot_take_is_one_line(folders, kind, kwargs, message) -> None:
     """They were torch's RuntimeError / TypeError (``to() received an invalid combination of

@@ -90,15 +90,20 @@ def test_a_checkpoints_bad_recommended_temperature_names_its_config(tmp_path, na
 def test_load_takes_the_name_of_every_dtype_it_takes_as_a_torch_dtype() -> None:
     """``load(dtype=torch.float64)`` loads, and its refusal of ``torch.int8`` names
     ``torch.float64`` among the dtypes it takes, but ``dtype="float64"`` was refused with
-    "choose fp32, bf16 or fp16"."""
+    "choose fp32, bf16 or fp16"; then "double" / "torch.double" still were (``torch.double``
+    loads), and a bad name's refusal left float64 out."""
     from unmask.config import LOAD_DTYPES, load_target
     from unmask.errors import UserError
 
-    for name in LOAD_DTYPES:
+    for name in (*LOAD_DTYPES, "double", "float", "half"):
         for spelt in (name, f"torch.{name}"):
             assert load_target("cpu", spelt) == ("cpu", getattr(torch, name))
-    with pytest.raises(UserError, match="choose fp32, bf16 or fp16"):
-        load_target("cpu", "int8")
+    for name in ("int8", "f64"):  # the refusal names every dtype it takes
+        with pytest.raises(UserError, match=re.escape(
+            f"dtype '{name}': choose fp32, bf16, fp16 or float64 (or float32, float, bfloat16, "
+            "float16, half, double; also as torch.<name>)"
+        )):
+            load_target("cpu", name)
 
 
 def test_per_row_positions_run_without_a_cache_as_over_one() -> None:
@@ -137,12 +142,44 @@ def test_an_attention_mask_of_the_wrong_shape_names_both_shapes(shape) -> None:
                 2, 6, 40)
 
 
+@pytest.mark.parametrize("attention", ["bidirectional", "causal", "block-causal"])
+@pytest.mark.parametrize("shape", [(6,), (3, 6), (2, 1, 6), (2, 5)])
+def test_an_attention_mask_of_the_wrong_shape_over_a_cache_names_both_shapes(
+    attention, shape
+) -> None:
+    """Over a cache only the mask's length was checked: a 1-D mask, a wrong batch size or a
+    (B, 1, L) mask failed inside torch ("too many indices", "The size of tensor a (2) must
+    match ...") at prefill and at every decode step, explicit layout too. Now the message of
+    the uncached path, with the key count (cached and new positions) as the length."""
+    model = Transformer(ModelConfig(**TINY, attention=attention, block_size=2)).eval()
+    tokens = torch.full((2, 6), 5, dtype=torch.long)
+    bad = torch.ones(shape, dtype=torch.bool)
+    said = f"attention_mask must have shape (2, 6) (or (1, 6)), got {shape}"
+    with torch.no_grad():
+        for explicit in ({}, {"positions": torch.arange(6)}):
+            with pytest.raises(ValueError, match=re.escape(said)):
+                model(tokens, attention_mask=bad, cache=KVCache(), **explicit)
+        cache = KVCache()
+        model(tokens, attention_mask=torch.ones(1, 6, dtype=torch.bool), cache=cache)
+        step = bad.new_ones(*shape[:-1], shape[-1] + 1)  # one key more: the step's own
+        said = f"attention_mask must have shape (2, 7) (or (1, 7)), got {tuple(step.shape)}"
+        for explicit in ({}, {"positions": torch.tensor([6])}):
+            with pytest.raises(ValueError, match=re.escape(said)):
+                model(tokens[:, :1], attention_mask=step, cache=cache, start=6, **explicit)
+        for ok in ((2, 7), (1, 7)):  # the shapes that ran still run
+            out = model(tokens[:, :1], attention_mask=torch.ones(ok, dtype=torch.bool),
+                        cache=cache, start=6)
+            assert out.shape == (2, 1, 40)
+
+
 def test_a_float64_dit_computes_its_noise_level_path_in_float64() -> None:
     """``at_least_fp32``: "a float64 model stays float64 throughout", but the noise level read
     off the canvas, its sinusoidal embedding and SEDD's log(e^sigma - 1) ran in float32
-    (1e-7 off the formulas in a float64 model); each now matches the formula to 1e-12."""
+    (1e-7 off the formulas in a float64 model); each now matches the formula to 1e-12, and so
+    does the noise level a forward hands the embedding."""
     import math
 
+    from unmask.config import SIGMA_FREQ_DIM
     from unmask.model import masked_fraction_sigma, sedd_log_score
 
     cfg = ModelConfig(**TINY, time_conditioning=True, sigma_input="masked_fraction",
@@ -154,7 +191,7 @@ def test_a_float64_dit_computes_its_noise_level_path_in_float64() -> None:
     sigma = masked_fraction_sigma(tokens, 0, dtype=torch.float64)
     torch.testing.assert_close(sigma, -torch.log1p(-frac), rtol=0, atol=1e-12)
     emb = model.sigma_embed
-    half = 128
+    half = SIGMA_FREQ_DIM // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float64) / half)
     args = sigma[:, None] * freqs[None]
     feats = torch.cat([args.cos(), args.sin()], dim=-1)
@@ -166,4 +203,7 @@ def test_a_float64_dit_computes_its_noise_level_path_in_float64() -> None:
         expect = head - torch.log(torch.expm1(sigma))[:, None, None] - math.log(39)
         expect = expect.scatter(-1, tokens[..., None], 0.0)
         torch.testing.assert_close(score, expect, rtol=0, atol=1e-12)
+        seen = []  # what the model's forward hands its sigma embedding: the formula's sigma
+        emb.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
         assert model(tokens).dtype == torch.float64
+        torch.testing.assert_close(seen[0], -torch.log1p(-frac), rtol=0, atol=1e-12)

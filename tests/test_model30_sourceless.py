@@ -103,3 +103,18 @@ def test_every_command_parser_builds_from_bytecode_alone(tmp_path: Path) -> None
         )
         assert run.returncode == 0, run.stderr[-500:]
         assert "--steps" in run.stdout
+
+
+def test_two_files_imported_under_one_name_each_keep_their_docs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parse cache was keyed by the module's name alone: a second file imported under the
+    same name (plugin folders, a reimport from another path) got the first file's docs."""
+    docs = []
+    for folder in ("a", "b"):
+        where = tmp_path / folder
+        where.mkdir()
+        (where / "model30_knobs_twice.py").write_text(SOURCE.replace("How many", folder))
+        knobs = _import(monkeypatch, where, "model30_knobs_twice").Knobs
+        docs.append(field_docs(knobs)["steps"])
+    assert docs == ["a steps.", "b steps."]

@@ -12,6 +12,7 @@ import functools
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
@@ -1093,13 +1094,14 @@ def load_json(cls: type[T], path: str | os.PathLike[str]) -> T:
 
 
 @functools.cache
-def _top_level_classes(module: str) -> dict[str, Any]:
-    """Name -> ``ast.ClassDef`` of the classes at the top of a module's source, parsed once;
-    empty where the source is not installed (a .pyc-only install, a zip of bytecode). The
-    source comes through the module's loader, so a zipped package with sources has it too."""
+def _top_level_classes(module: str, origin: str | None) -> dict[str, Any]:
+    """Name -> ``ast.ClassDef`` of the classes at the top of a module's source, parsed once
+    per module name and file (``origin``: two files imported under one name, as plugin folders
+    or a reimport from another path, each get their own); empty where the source is not
+    installed (a .pyc-only install, a zip of bytecode). The source comes through the module's
+    loader, so a zipped package with sources has it too."""
     import ast
     import inspect
-    import sys
 
     try:
         source = inspect.getsource(sys.modules[module])
@@ -1123,7 +1125,9 @@ def field_docs(cls: type) -> dict[str, str]:
 
     node = None
     if cls.__qualname__ == cls.__name__:
-        node = _top_level_classes(cls.__module__).get(cls.__name__)
+        spec = getattr(sys.modules.get(cls.__module__), "__spec__", None)
+        origin = getattr(spec, "origin", None)
+        node = _top_level_classes(cls.__module__, origin).get(cls.__name__)
     if node is None:  # nested or not found: the general (slow) path
         try:
             node = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
@@ -1170,11 +1174,11 @@ LOAD_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16", "float64")
 def load_target(device: Any, dtype: Any) -> tuple[str, Any]:
     """``unmask.load``'s ``device`` and ``dtype`` checked before anything is read: the device
     as ``resolve_device`` takes it (``auto``, ``cpu``, ``cuda[:i]``, or a ``torch.device``), the
-    dtype None (as stored), a floating ``torch.dtype`` of ``LOAD_DTYPES`` or its name
-    (``float64``, ``torch.float64``: refused before, as a name ``--dtype`` does not take), or a
-    name ``--dtype`` takes (``bf16``, ``fp16``, ``fp32`` and their aliases). Returns (device
-    string, torch dtype or None); a one-line ``UserError`` otherwise (torch raised a TypeError
-    or an AssertionError from deep inside the load)."""
+    dtype None (as stored), a floating ``torch.dtype`` of ``LOAD_DTYPES``, or a name: one
+    ``--dtype`` takes (``fp32``, ``bf16``, ``fp16`` and ``DTYPE_ALIASES``) or float64's
+    (``float64``, ``double``), torch's names also as ``torch.<name>``. Returns (device string,
+    torch dtype or None); a one-line ``UserError`` otherwise (torch raised a TypeError or an
+    AssertionError from deep inside the load)."""
     import torch
 
     dev = str(resolve_device(str(device)))
@@ -1182,11 +1186,15 @@ def load_target(device: Any, dtype: Any) -> tuple[str, Any]:
         return dev, None
     if dtype == "auto":  # the decoding commands' --dtype: a choice load does not make
         raise UserError("dtype 'auto' is unmask.api.load_for_decoding's (--dtype auto); "
-                        "unmask.load takes None (as stored), fp32, bf16 or fp16")
+                        "unmask.load takes None (as stored), fp32, bf16, fp16 or float64")
     if isinstance(dtype, str):
-        if dtype.removeprefix("torch.") in LOAD_DTYPES:  # "float64" as torch.float64 loads
-            return dev, getattr(torch, dtype.removeprefix("torch."))
-        return dev, torch_dtype(dtype)
+        if dtype.removeprefix("torch.") in ("float64", "double"):  # not a --dtype name
+            return dev, torch.float64
+        try:
+            return dev, torch_dtype(dtype)
+        except UserError:
+            raise UserError(f"dtype {dtype!r}: choose fp32, bf16, fp16 or float64 (or "
+                            f"{', '.join(DTYPE_ALIASES)}, double; also as torch.<name>)") from None
     if not isinstance(dtype, torch.dtype) or str(dtype).removeprefix("torch.") not in LOAD_DTYPES:
         raise UserError(f"dtype {dtype!r}: the weights load as one of "
                         f"{', '.join(f'torch.{n}' for n in LOAD_DTYPES)} (or None: as stored)")

@@ -109,6 +109,32 @@ def row_chunks(mask: Tensor, starts: list[int]) -> RowChunks:
     return RowChunks(mask=mask, chunks=tuple(chunks))
 
 
+def _check_attention_mask(attention_mask: Tensor | None, B: int, keys: int) -> None:
+    """Refuse an ``attention_mask`` that is not (B, keys) or (1, keys), ``keys`` the key count
+    (L without a cache, the cached and new positions over one): else torch's broadcast or
+    index error from deep inside the mask, at prefill and every decode step."""
+    if attention_mask is not None and (
+        attention_mask.dim() != 2 or attention_mask.shape[-1] != keys
+        or (attention_mask.shape[0] != B and attention_mask.shape[0] != 1)
+    ):
+        raise ValueError(f"attention_mask must have shape ({B}, {keys}) (or (1, {keys})), "
+                         f"got {tuple(attention_mask.shape)}")
+
+
+def _hide_padding(
+    allowed: Tensor | None, attention_mask: Tensor, L: int, start: int = 0
+) -> Tensor:
+    """The SDPA mask ``allowed`` (B|1, 1, L, Lk) (None: every key) less the keys that
+    ``attention_mask`` (B|1, Lk) marks as padding, each query at slot ``start + i`` still seeing
+    its own slot: a padded query row that sees no key would give NaN."""
+    keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, Lk)
+    allowed = keys if allowed is None else allowed & keys
+    own = torch.eye(L, attention_mask.shape[-1] - start, dtype=torch.bool, device=keys.device)
+    if start:  # (L, Lk): query i's own slot is start + i
+        own = torch.cat([own.new_zeros(L, start), own], dim=1)
+    return allowed | own[None, None]
+
+
 def wide_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype ``at_least_fp32`` computes a tensor of ``dtype`` in: float64 for float64, else
     float32 (without touching the tensor)."""
@@ -515,6 +541,36 @@ class Transformer(nn.Module):
         cos, sin = self._rope
         return cos[:L], sin[:L]
 
+    def _position_rope(
+        self,
+        B: int,
+        L: int,
+        positions: Tensor | None,
+        start: int,
+        attn_bias: Tensor | RowChunks | None,
+        device: torch.device,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """An explicit layout's ``positions`` on ``device`` (given: (L,), or (B, L) with an
+        ``attn_bias``, each row its own; default ``start..start+L-1``) and their RoPE tables:
+        (L, hd), or (B, 1, L, hd) per row (broadcast over heads)."""
+        given = positions is not None
+        if positions is None:
+            positions = torch.arange(start, start + L, device=device)
+        per_row = positions.dim() == 2  # (B, L): each row its own positions (ragged rows)
+        if positions.shape != (L,) and not (per_row and positions.shape == (B, L)):
+            raise ValueError(
+                f"positions must have shape ({L},) or ({B}, {L}), got {tuple(positions.shape)}"
+            )
+        if per_row and attn_bias is None:
+            raise ValueError("per-row positions (B, L) need an explicit attn_bias")
+        positions = positions.to(device)
+        n = self._positions_end(positions if given else None, start + L)
+        cos, sin = self._rope_tables(n, device)
+        cos, sin = cos[positions], sin[positions]  # (L, hd), or (B, L, hd) per row
+        if per_row:
+            cos, sin = cos[:, None], sin[:, None]
+        return positions, cos, sin
+
     def _position_pattern(self, q: Tensor, k: Tensor) -> Tensor | None:
         """The attention mode's pattern between queries at positions ``q`` (L,) and keys at
         positions ``k`` (Lk,): (1, 1, L, Lk) bool, True = may attend (causal: k <= q;
@@ -539,11 +595,7 @@ class Transformer(nn.Module):
             cols = torch.arange(L, device=device)
             allowed = self._position_pattern(cols, cols)  # (1, 1, L, L); None: bidirectional
         if attention_mask is not None:
-            keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, L)
-            allowed = keys if allowed is None else allowed & keys
-            # A padded query row that sees no key would give NaN; let it see itself.
-            eye = torch.eye(L, dtype=torch.bool, device=device)[None, None]
-            allowed = allowed | eye
+            allowed = _hide_padding(allowed, attention_mask, L)
         return allowed
 
     def cached_attention_bias(
@@ -551,13 +603,11 @@ class Transformer(nn.Module):
     ) -> Tensor | None:
         """Boolean SDPA mask (B|1, 1, L, kv_len) for queries at positions [start, start + L)
         over keys at [0, kv_len); ``attention_mask`` (B, kv_len) marks real key positions."""
-        q = torch.arange(start, start + L, device=device)[:, None]  # (L, 1)
-        k = torch.arange(kv_len, device=device)[None, :]  # (1, Lk)
-        allowed = self._position_pattern(q[:, 0], k[0])  # (1, 1, L, Lk); None: bidirectional
+        q = torch.arange(start, start + L, device=device)  # (L,)
+        k = torch.arange(kv_len, device=device)  # (Lk,)
+        allowed = self._position_pattern(q, k)  # (1, 1, L, Lk); None: bidirectional
         if attention_mask is not None:
-            keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, Lk)
-            allowed = keys if allowed is None else allowed & keys
-            allowed = allowed | (k == q)[None, None]  # a padded query sees itself (no NaN)
+            allowed = _hide_padding(allowed, attention_mask, L, start)
         return allowed
 
     def _explicit_layout(
@@ -571,31 +621,12 @@ class Transformer(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor | RowChunks | None]:
         """RoPE tables (L, hd) at ``positions`` ((B, 1, L, hd) for per-row positions (B, L), as
         over a cache) and the SDPA mask for an explicit ``attn_bias``."""
-        given = positions is not None
-        if positions is None:
-            positions = torch.arange(L, device=device)
-        per_row = positions.dim() == 2  # (B, L): each row its own positions
-        if positions.shape != (L,) and not (per_row and positions.shape == (B, L)):
-            raise ValueError(
-                f"positions must have shape ({L},) or ({B}, {L}), got {tuple(positions.shape)}"
-            )
-        if per_row and attn_bias is None:
-            raise ValueError("per-row positions (B, L) need an explicit attn_bias")
-        n = self._positions_end(positions if given else None, L)
-        cos, sin = self._rope_tables(n, device)
-        cos, sin = cos[positions.to(device)], sin[positions.to(device)]  # (L, hd) or (B, L, hd)
-        if per_row:
-            cos, sin = cos[:, None], sin[:, None]  # (B, 1, L, hd): broadcast over heads
+        positions, cos, sin = self._position_rope(B, L, positions, 0, attn_bias, device)
         if attn_bias is None:  # the mode's pattern by position, as over a cache
-            pos = positions.to(device)
-            pattern = self._position_pattern(pos, pos)  # (1, 1, L, L)
-            if pattern is None:  # bidirectional: only the padding
-                return cos, sin, self.attention_bias(L, attention_mask, device)
-            if attention_mask is None:
-                return cos, sin, pattern
-            keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, L)
-            eye = torch.eye(L, dtype=torch.bool, device=device)[None, None]
-            return cos, sin, (pattern & keys) | eye
+            mask = self._position_pattern(positions, positions)  # (1, 1, L, L); None: all
+            if attention_mask is not None:
+                mask = _hide_padding(mask, attention_mask, L)
+            return cos, sin, mask
         if isinstance(attn_bias, RowChunks):  # a sparse layout by row chunks (no padding)
             if attn_bias.mask.shape[-2:] != (L, L) or attention_mask is not None:
                 raise ValueError(
@@ -610,8 +641,7 @@ class Transformer(nn.Module):
             )
         mask = attn_bias.to(device)
         if attention_mask is not None:
-            keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, L)
-            mask = (mask & keys) | torch.eye(L, dtype=torch.bool, device=device)[None, None]
+            mask = _hide_padding(mask, attention_mask, L)
         return cos, sin, mask
 
     def forward(
@@ -665,12 +695,7 @@ class Transformer(nn.Module):
         if cache is None:
             if start:
                 raise ValueError("start > 0 needs a cache holding the positions before it")
-            if attention_mask is not None and (  # else torch's broadcast error, deep inside
-                attention_mask.dim() != 2 or attention_mask.shape[-1] != L
-                or (attention_mask.shape[0] != B and attention_mask.shape[0] != 1)
-            ):
-                raise ValueError(f"attention_mask must have shape ({B}, {L}) (or (1, {L})), "
-                                 f"got {tuple(attention_mask.shape)}")
+            _check_attention_mask(attention_mask, B, L)
             if positions is not None or attn_bias is not None:
                 cos, sin, mask = self._explicit_layout(
                     B, L, positions, attn_bias, attention_mask, tokens.device
@@ -773,10 +798,7 @@ class Transformer(nn.Module):
             raise ValueError(
                 f"sequence length {kv_len} exceeds max_seq_len={self.config.max_seq_len}"
             )
-        if attention_mask is not None and attention_mask.shape[-1] != kv_len:
-            raise ValueError(
-                f"attention_mask covers {attention_mask.shape[-1]} positions; the keys are {kv_len}"
-            )
+        _check_attention_mask(attention_mask, tokens.shape[0], kv_len)
         cache.length = kv_len
         cos, sin = self._rope_tables(start + L, tokens.device)
         cos, sin = cos[start:], sin[start:]  # (L, hd): the rotations of positions start..start+L-1
@@ -816,23 +838,8 @@ class Transformer(nn.Module):
             raise ValueError(
                 f"start={start} leaves a gap after the {cache.length} cached positions"
             )
-        given = positions is not None
-        if positions is None:
-            positions = torch.arange(start, start + L, device=device)
-        per_row = positions.dim() == 2  # (B, L): each row its own positions (ragged rows)
-        if positions.shape != (L,) and not (per_row and positions.shape == (B, L)):
-            raise ValueError(
-                f"positions must have shape ({L},) or ({B}, {L}), got {tuple(positions.shape)}"
-            )
-        if per_row and attn_bias is None:
-            raise ValueError("per-row positions (B, L) need an explicit attn_bias")
-        positions = positions.to(device)
-        n = self._positions_end(positions if given else None, start + L)
+        positions, cos, sin = self._position_rope(B, L, positions, start, attn_bias, device)
         kv_len = start + L
-        cos, sin = self._rope_tables(n, device)
-        cos, sin = cos[positions], sin[positions]  # (L, hd), or (B, L, hd) per row
-        if per_row:
-            cos, sin = cos[:, None], sin[:, None]  # (B, 1, L, hd): broadcast over heads
         if attn_bias is None:
             kpos = torch.cat([torch.arange(start, device=device), positions])  # (Lk,)
             pattern = self._position_pattern(positions, kpos)  # (1, 1, L, Lk)
@@ -854,18 +861,9 @@ class Transformer(nn.Module):
             mask = attn_bias.to(device)
             if mask.shape[-1] != kv_len:  # every cached slot visible
                 mask = torch.cat([mask.new_ones(*mask.shape[:-1], start), mask], dim=-1)
+        _check_attention_mask(attention_mask, B, kv_len)
         if attention_mask is not None:
-            if attention_mask.shape[-1] != kv_len:
-                raise ValueError(
-                    f"attention_mask covers {attention_mask.shape[-1]} positions; "
-                    f"the keys are {kv_len}"
-                )
-            keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, Lk)
-            own = (
-                torch.arange(kv_len, device=device)[None, :]
-                == torch.arange(start, kv_len, device=device)[:, None]
-            )  # (L, Lk): a padded query sees its own slot (no NaN)
-            mask = (mask & keys) | own[None, None]
+            mask = _hide_padding(mask, attention_mask, L, start)
         cache.length = kv_len
         return cos, sin, mask, False
 
