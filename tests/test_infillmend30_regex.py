@@ -17,6 +17,7 @@ import importlib
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -87,3 +88,35 @@ def test_a_text_over_the_context_is_refused_before_its_regex_is_searched(monkeyp
                                      **TOK.special_ids())).eval()
     with pytest.raises(UserError, match="more than the model's context"):
         edit(model, TOK, "x" * 100, regex="x", config=SampleConfig(steps=1))
+
+
+def test_the_server_searches_a_regex_off_the_model_worker(monkeypatch):
+    """On the worker, a slow regex held every other request for up to 5 s."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+    from server_helpers import loaded, tiny_config
+
+    from unmask.model import Transformer
+    from unmask.server import create_app
+
+    threads = []
+    search = edit_module.regex_spans
+
+    def spy(regex, text, **kw):
+        threads.append(threading.current_thread().name)
+        return search(regex, text, **kw)
+
+    monkeypatch.setattr(edit_module, "regex_spans", spy)
+    torch.manual_seed(0)
+    text = "The cat sat on the mat."
+    with TestClient(create_app(loaded(Transformer(tiny_config()).eval()))) as client:
+        r = client.post("/v1/edit", json={"text": text, "regex": "cat|mat", "steps": 2})
+        assert r.status_code == 200, r.text
+        assert r.json()["spans"] == [[4, 7], [19, 22]]
+        for regex, want in (("dog", "matches nothing"), ("(", "bad regex")):
+            r = client.post("/v1/edit", json={"text": text, "regex": regex})
+            assert r.status_code == 400, r.text
+            assert want in r.json()["error"]["message"]
+            assert r.json()["error"]["param"] == "regex"
+    assert len(threads) == 3 and "unmask-engine" not in threads, threads
