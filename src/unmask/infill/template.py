@@ -589,8 +589,9 @@ def _infeasible(gap: Gap, label: str, automaton: TokenAutomaton, lo: int, hi: in
     if fewest > hi:
         out += f" (its shortest answer takes {plural(fewest, 'token')}"
         if gap.length is None and gap.max_len is None:
+            name = f"{gap.name}:" if gap.name else ""  # [MASK:word:100-200] stays "word"
             out += (f"; a gap without a maximum holds at most default_max_len ({default_max}):"
-                    f" give it one, e.g. [MASK:{fewest}-{2 * fewest}]")
+                    f" give it one, e.g. [MASK:{name}{fewest}-{2 * fewest}]")
         return out + ")"
     if most is not None and most < lo:
         return out + f" (its longest answer takes {plural(most, 'token')})"
