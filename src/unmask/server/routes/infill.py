@@ -258,7 +258,8 @@ def router(state: ServerState) -> APIRouter:
         # the text after the gap continues the text (``segment_ids``): encoded on its own, a
         # SentencePiece tokenizer gave it a word start, a space the model read ("▁dog")
         after_ids = segment_ids(tok, after, first=False)
-        n_text = len(tok.encode(before)) + len(after_ids)
+        before_ids = tok.encode(before)
+        n_text = len(before_ids) + len(after_ids)
         fim = state.causal and bool(after)  # a causal model reads the text after it first
         least = form_span(n_text, 1, causal=state.causal, fim=fim)
         if least > state.max_seq_len:  # the text and at least one token of the gap
@@ -270,8 +271,10 @@ def router(state: ServerState) -> APIRouter:
         form, parse = build_form(state, guided, width)
         items, holes, automata = user_call(
             lambda: parse_form(form, tok, source=guided["source"]), guided["source"])
-        answer = sum(len(segment_ids(tok, v, first=False)) if kind == "text" else
-                     holes[v].width for kind, v in items)  # at its longest, as fill_form lays it
+        # at its longest, as fill_form lays it: a first piece with no text before it starts a
+        # text (a SentencePiece word start: one token more on a Llama-style tokenizer)
+        answer = sum(len(segment_ids(tok, v, first=i == 0 and not before_ids))
+                     if kind == "text" else holes[v].width for i, (kind, v) in enumerate(items))
         need = form_span(n_text, answer, causal=state.causal, fim=fim)
         if need > state.max_seq_len:  # fill_form said "use fewer or shorter holes"
             source, where = guided["source"], gap.source or "[MASK]"
@@ -289,7 +292,7 @@ def router(state: ServerState) -> APIRouter:
 
         def run(on_step: StepCallback) -> Any:
             return fill_form(model, tok, form, config, step_callback=on_step,
-                             source=guided["source"], prefix_ids=tok.encode(before),
+                             source=guided["source"], prefix_ids=before_ids,
                              suffix_ids=after_ids, parse=parse,
                              max_repair_calls=repair_calls(state, config))
 
