@@ -575,6 +575,15 @@ class Plan:
     def fixed_tokens(self) -> int:
         return sum(len(v[0]) for kind, v in self.items if kind != "hole")
 
+    @property
+    def has_given_text(self) -> bool:
+        """Whether the template gives text of its own, whitespace aside: not
+        ``START_CONTEXT``'s locked line break (it let ``"[MASK:0-2]"`` be filled with
+        nothing), nor spaces alone (a byte tokenizer's ``"[MASK:0-3] [MASK:0-3]"`` came back
+        ``" "``). A template without is never filled with nothing at all, on every path
+        (``fill._choices``, ``fim.infill_causal``)."""
+        return any(v[1].strip() for kind, v in self.items if kind == "text")
+
 
 def _infeasible(gap: Gap, label: str, automaton: TokenAutomaton, lo: int, hi: int,
                 default_max: int) -> str:
