@@ -15,6 +15,8 @@ TOK = byte_tokenizer()
     # no length given: its maximum was default_max_len's, which the message did not say
     (Gap(regex="a{100}"), "its shortest answer takes 100 tokens; a gap without a maximum "
                           "holds at most default_max_len (16): give it one, e.g. [MASK:100-200]"),
+    # a named gap's example keeps its name: [MASK:100-200] lost a --regex word= binding
+    (Gap(regex="a{100}", name="word"), "give it one, e.g. [MASK:word:100-200]"),
     (Gap(min_len=1, max_len=3, regex="a{10}"), "(its shortest answer takes 10 tokens)"),
     (Gap(min_len=5, max_len=6, choices=["a", "bb"]), "(its longest answer takes 2 tokens)"),
     (Gap(min_len=2, max_len=4, choices=["a", "b" * 11]), "(its answers take 1, 11 tokens)"),

@@ -663,11 +663,7 @@ def _choices(plan: Plan) -> tuple[list[list[int]], int, bool]:
     text to score or show)."""
     choices = [h.candidates for h in plan.holes]
     n_combos = math.prod(len(c) for c in choices)
-    # given text of the output: not START_CONTEXT's locked line break, which the model reads
-    # before a gap that starts the text (it let "[MASK:0-2]" be filled with nothing), nor
-    # spaces alone (a byte tokenizer's "[MASK:0-3] [MASK:0-3]" came back " ")
-    given = any(v[1].strip() for kind, v in plan.items if kind == "text")
-    nothing = not given and all(0 in c for c in choices) and n_combos > 1
+    nothing = not plan.has_given_text and all(0 in c for c in choices) and n_combos > 1
     return choices, n_combos, nothing
 
 

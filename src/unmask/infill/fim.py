@@ -45,7 +45,7 @@ from unmask.infill.template import (
     segment_ids,
     takes_space,
 )
-from unmask.sampling.ar import generate_ar
+from unmask.sampling.ar import forbid_id, generate_ar
 from unmask.sampling.cache import call_model
 from unmask.sampling.loop import make_generator
 from unmask.sampling.penalties import Penalties
@@ -112,18 +112,17 @@ def _params(model: Any) -> Iterator[Any]:
     return iter(params()) if callable(params) else iter(())
 
 
-class _Banned:
-    """A causal model whose logits never propose ``banned`` ids, nor EOS before the middle
-    has ``min_new`` tokens. Keeps the KV-cache interface, so ``generate_ar`` drives it."""
+class _EosAfter:
+    """A causal model whose logits never propose EOS before the middle has ``min_new``
+    tokens. Keeps the KV-cache interface, so ``generate_ar`` drives it, which itself never
+    proposes mask, pad, BOS, ``[EMPTY]`` nor the sentinels (``never_proposed``, the rule of
+    every decoder: this kept a hand-written copy of that list)."""
 
     supports_kv_cache = True
 
-    def __init__(
-        self, model: Any, *, banned: list[int], eos_id: int, prompt_len: int, min_new: int
-    ) -> None:
+    def __init__(self, model: Any, *, eos_id: int, prompt_len: int, min_new: int) -> None:
         self.model = model
         self.config = model.config
-        self.banned = banned
         self.eos_id = eos_id
         self.prompt_len = prompt_len
         self.min_new = min_new
@@ -135,13 +134,10 @@ class _Banned:
                  start: int = 0) -> Tensor:
         # (B, L, V)
         logits = call_model(self.model, tokens, attention_mask, cache=cache, start=start)
-        ban = list(self.banned)
         # The last position predicts middle token number start + L - prompt_len (0-based).
         if start + tokens.shape[1] - self.prompt_len < self.min_new:
-            ban.append(self.eos_id)
-        return logits.index_fill(
-            -1, torch.tensor(ban, dtype=torch.long, device=logits.device), float("-inf")
-        )
+            return forbid_id(logits, self.eos_id)
+        return logits
 
 
 def fill_middle_ids(
@@ -176,18 +172,7 @@ def fill_middle_ids(
         )
     prompt = fim_prompt(cfg, prefix_ids, suffix_ids)
     _check_fits(cfg, len(prefix_ids), len(suffix_ids), max_new_tokens)
-    specials = (
-        cfg.mask_id,
-        cfg.pad_id,
-        cfg.bos_id,
-        cfg.fim_prefix_id,
-        cfg.fim_suffix_id,
-        cfg.fim_middle_id,
-    )
-    banned = sorted({int(i) for i in specials if i is not None and i != cfg.eos_id})
-    wrapped = _Banned(
-        model, banned=banned, eos_id=cfg.eos_id, prompt_len=len(prompt), min_new=min_new_tokens
-    )
+    wrapped = _EosAfter(model, eos_id=cfg.eos_id, prompt_len=len(prompt), min_new=min_new_tokens)
     res = generate_ar(
         wrapped,
         prompt,
@@ -350,7 +335,7 @@ def infill_causal(
     # the lengths the diffusion path may give it: [MASK:0-b] may stay empty, a bare [MASK]
     # with a regex or choices takes the lengths its constraint allows
     lo, hi = hole.feasible[0], hole.feasible[-1]
-    if not (prefix + suffix).strip() and lo == 0 and hi > 0:  # as the diffusion path: a
+    if not plan.has_given_text and lo == 0 and hi > 0:  # as the diffusion path: a
         lo = hole.feasible[1]  # template of a gap only (and spaces) is never left empty
     before = prefix[:-1] if hole.space else prefix
     device = next(iter(_params(model)), torch.empty(0)).device

@@ -575,6 +575,15 @@ class Plan:
     def fixed_tokens(self) -> int:
         return sum(len(v[0]) for kind, v in self.items if kind != "hole")
 
+    @property
+    def has_given_text(self) -> bool:
+        """Whether the template gives text of its own, whitespace aside: not
+        ``START_CONTEXT``'s locked line break (it let ``"[MASK:0-2]"`` be filled with
+        nothing), nor spaces alone (a byte tokenizer's ``"[MASK:0-3] [MASK:0-3]"`` came back
+        ``" "``). A template without is never filled with nothing at all, on every path
+        (``fill._choices``, ``fim.infill_causal``)."""
+        return any(v[1].strip() for kind, v in self.items if kind == "text")
+
 
 def _infeasible(gap: Gap, label: str, automaton: TokenAutomaton, lo: int, hi: int,
                 default_max: int) -> str:
@@ -589,8 +598,9 @@ def _infeasible(gap: Gap, label: str, automaton: TokenAutomaton, lo: int, hi: in
     if fewest > hi:
         out += f" (its shortest answer takes {plural(fewest, 'token')}"
         if gap.length is None and gap.max_len is None:
+            name = f"{gap.name}:" if gap.name else ""  # [MASK:word:100-200] stays "word"
             out += (f"; a gap without a maximum holds at most default_max_len ({default_max}):"
-                    f" give it one, e.g. [MASK:{fewest}-{2 * fewest}]")
+                    f" give it one, e.g. [MASK:{name}{fewest}-{2 * fewest}]")
         return out + ")"
     if most is not None and most < lo:
         return out + f" (its longest answer takes {plural(most, 'token')})"

@@ -41,7 +41,9 @@ from unmask.server.plumbing import (
     run_alone,
     sample_config,
     secured,
+    sent_option,
     spoken,
+    user_error,
 )
 from unmask.server.schemas import DiffusionOptions, EditRequest, FormRequest, InfillRequest
 from unmask.server.state import ServerState
@@ -272,8 +274,10 @@ def router(state: ServerState) -> APIRouter:
         form, parse = build_form(state, guided, width)
         items, holes, automata = user_call(
             lambda: parse_form(form, tok, source=guided["source"]), guided["source"])
-        answer = sum(len(segment_ids(tok, v, first=False)) if kind == "text" else
-                     holes[v].width for kind, v in items)  # at its longest, as fill_form lays it
+        # at its longest, as fill_form lays it: a first piece with no text before it starts a
+        # text (a SentencePiece word start: one token more on a Llama-style tokenizer)
+        answer = sum(len(segment_ids(tok, v, first=i == 0 and not prefix))
+                     if kind == "text" else holes[v].width for i, (kind, v) in enumerate(items))
         need = form_span(n_text, answer, causal=state.causal, fim=fim)
         if need > state.max_seq_len:  # fill_form said "use fewer or shorter holes"
             source, where = guided["source"], gap.source or "[MASK]"
@@ -382,7 +386,7 @@ def router(state: ServerState) -> APIRouter:
         """The checks of an edit request (the text tokenized), its work and the field its
         refusals name (thread-safe: off the loop)."""
         from unmask import api
-        from unmask.infill.edit import CallLimitError
+        from unmask.infill.edit import CallLimitError, edit_spans
 
         check(req, "edit")
         user_call(lambda: api.edit_checks(state.loaded), "model")
@@ -398,22 +402,30 @@ def router(state: ServerState) -> APIRouter:
             raise APIError(400, "rounds needs lowest (spans and regex matches are rewritten "
                            "once)", param="rounds", code="invalid_value")
         config = configure(req)
+        given = [k for k in ("spans", "regex", "lowest") if getattr(req, k) is not None]
+        blame = given[0] if len(given) == 1 else None  # "span 5:3 is empty ...": spans
         spans = [tuple(s) for s in req.spans or ()]
+        regex = req.regex
+        if regex is not None and req.lowest is None:
+            # the matches found here, off the loop, in a child process (at most
+            # REGEX_SECONDS): on the worker, a slow regex held every request for 5 s
+            try:
+                spans, regex = edit_spans(req.text, spans, regex), None
+            except UserError as e:
+                raise user_error(e, sent_option(req, e) or blame) from None
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask edit`
             # every forward of the edit (scoring, steps, refills, all rounds) within
             # --max-steps: it ran steps and refills per round on top of the scoring (lowest 10,
             # rounds 4 at --max-steps 8: 36 forwards)
             try:
-                return api.edit(state.loaded, req.text, spans=spans, regex=req.regex,
+                return api.edit(state.loaded, req.text, spans=spans, regex=regex,
                                 lowest=req.lowest, rounds=req.rounds, config=config,
                                 confidence_mode=req.confidence_mode, step_callback=on_step,
                                 max_calls=state.limits.max_steps).detail
             except CallLimitError as e:  # the operator sets the limit, not the client
                 raise UserError(e.message(limit="the server's --max-steps")) from None
 
-        given = [k for k in ("spans", "regex", "lowest") if getattr(req, k) is not None]
-        blame = given[0] if len(given) == 1 else None  # "span 5:3 is empty ...": spans
         return run, blame
 
     return r
