@@ -236,6 +236,10 @@ def test_one_start_token_rule():
     assert facts.start_id == 5
     assert dataclasses.replace(facts, prompt_bos_id=None).start_id == 6
     assert dataclasses.replace(facts, prompt_bos_id=None, eos_id=None).start_id == 7
+    # and how messages name it (the eval's length refusal said "EOS" for a pad)
+    assert facts.start_name == "BOS"
+    assert dataclasses.replace(facts, prompt_bos_id=None).start_name == "EOS"
+    assert dataclasses.replace(facts, prompt_bos_id=None, eos_id=None).start_name == "[PAD]"
 
 
 def test_eval_says_which_start_token_a_prompt_counts(tmp_path):

@@ -143,10 +143,18 @@ class ModelFacts:
         BOS), else the EOS (the separator every document of unmask's training stream follows),
         else the pad id. What ``unmask eval``'s task prompts (``unmask.tasks.score``) and the
         lm-eval adapter's contexts begin with."""
-        for start in (self.prompt_bos_id, self.eos_id):
+        return self._start()[0]
+
+    @property
+    def start_name(self) -> str:
+        """How messages name ``start_id``: ``BOS``, ``EOS`` or ``[PAD]``."""
+        return self._start()[1]
+
+    def _start(self) -> tuple[int, str]:
+        for start, name in ((self.prompt_bos_id, "BOS"), (self.eos_id, "EOS")):
             if start is not None:
-                return int(start)
-        return int(self.pad_id)
+                return int(start), name
+        return int(self.pad_id), "[PAD]"
 
     def starts_empty_prompts(self, decoder: str) -> bool:
         """Whether decoder ``decoder`` gives an empty prompt a start token, which takes a

@@ -223,8 +223,8 @@ class Engine:
     ``start_run(rows, config, *, step_callback) -> run`` starts the decoder run of a job
     (``functools.partial(unmask.api.start, loaded)``); runs that ``shares_forward`` join the
     continuous batch, the others run alone, ``advance()`` by ``advance()`` (see the module
-    docstring). ``seeds_in_one_run(config)`` (``SeedsInOneRun``; None: never): whether a
-    seeded job's rows run as one run, ``start_run(..., seeds=)``, not a run per row.
+    docstring). ``seeds_in_one_run(config, rows=)`` (``SeedsInOneRun``; None: never): whether
+    a seeded job's rows run as one run, ``start_run(..., seeds=)``, not a run per row.
     """
 
     def __init__(

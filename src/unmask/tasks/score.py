@@ -80,7 +80,7 @@ def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) ->
     facts = facts_of(loaded)
     context = facts.max_seq_len
     prompt = 1 + max(len(tok.encode(i.prompt)) for i in items)  # start token, prompt
-    start = "BOS" if facts.prompt_bos_id is not None else "EOS"  # what facts.start_id is
+    start = facts.start_name  # what facts.start_id is
     segments = given.get("segment_length") is not None  # asked for: a sliding window
     if context is not None and prompt + length > context and not segments:
         fits = whole_blocks(reference)
