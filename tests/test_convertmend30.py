@@ -82,7 +82,7 @@ def test_model_safetensors_beside_a_complete_shard_index_is_refused(tmp_path) ->
     folder = _both(tmp_path)
     both = r"both model\.safetensors and the shards model\.safetensors\.index\.json lists"
     for call in (lambda: unmask.load(folder), lambda: convert(folder, tmp_path / "out")):
-        with pytest.raises(UserError, match=f"{both}.*remove the stale one"):
+        with pytest.raises(UserError, match=f"{both}.*move one aside"):
             call()
     assert not (tmp_path / "out").exists()
     assert main(["convert", str(folder), str(tmp_path / "out")]) == 2
@@ -91,6 +91,21 @@ def test_model_safetensors_beside_a_complete_shard_index_is_refused(tmp_path) ->
     make_llada(tmp_path / "fresh", n_shards=2)
     x = torch.tensor([[3, 17, 5, 9]])
     assert torch.equal(unmask.load(folder).model(x), unmask.load(tmp_path / "fresh").model(x))
+
+
+def test_an_index_without_a_weight_map_beside_model_safetensors_is_ignored(tmp_path) -> None:
+    """An index that lists nothing is no rival: ``model.safetensors`` loads, as transformers
+    reads the folder (it loaded before the shard-index rule too); alone, it is one line."""
+    torch.manual_seed(0)
+    make_llada(tmp_path / "m", n_shards=1)
+    x = torch.tensor([[3, 17, 5, 9]])
+    want = unmask.load(tmp_path / "m").model(x)
+    for body in ({}, {"weight_map": {}}, {"metadata": {}}):
+        (tmp_path / "m" / "model.safetensors.index.json").write_text(json.dumps(body))
+        assert torch.equal(unmask.load(tmp_path / "m").model(x), want)
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(UserError, match="no weight_map"):
+        unmask.load(tmp_path / "m")
 
 
 def test_an_index_listing_model_safetensors_itself_is_read(tmp_path) -> None:

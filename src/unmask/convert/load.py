@@ -387,10 +387,13 @@ def shard_files(folder: Path) -> list[Path]:
     ``transformers`` reads it: its ``save_pretrained`` of an unsharded model into a folder
     that held shards deletes them but leaves their index behind. Beside an index whose every
     shard is there, it is refused in one line: the reverse save (sharded over unsharded)
-    leaves the old single file, and which of the two is stale cannot be told."""
+    leaves the old single file (and some folders ship two copies on purpose), and which of
+    the two is meant cannot be told. An index with no ``weight_map`` beside it is ignored."""
     index, single = folder / INDEX, folder / SINGLE
     if index.is_file():
         weight_map = read_json(index).get("weight_map")
+        if (not isinstance(weight_map, dict) or not weight_map) and single.is_file():
+            return [single]  # an index that lists nothing is no rival to the single file
         if not isinstance(weight_map, dict) or not weight_map:
             raise UserError(f"{index}: no weight_map")
         names = set(weight_map.values())
@@ -408,7 +411,8 @@ def shard_files(folder: Path) -> list[Path]:
         if single.is_file() and single not in files:
             raise UserError(
                 f"{folder}: holds both {SINGLE} and the shards {INDEX} lists (a save over an "
-                "earlier one leaves the old files); remove the stale one"
+                "earlier one leaves the old files; some folders ship two copies, e.g. another "
+                f"precision): move one aside (transformers reads {SINGLE})"
             )
         return files
     if single.is_file():
