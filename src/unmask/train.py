@@ -517,7 +517,8 @@ def _train(
     optimizer = _adamw(model, config, device)
     scaler = precision.scaler(device.type)
     start_step = 0
-    validate_first = False  # a signal cut the validation of the checkpoint's step short
+    was_cut = False  # a signal cut the validation of the checkpoint's step short
+    validate_first = False  # ... and the plan validates that step: the resume does, first
     prior_best: dict[str, Any] = {}
     prior_measured: dict[str, Any] | None = None  # how prior_best's score was measured
     if ckpt is not None:
@@ -528,7 +529,10 @@ def _train(
             meta = load_train_state(ckpt, model=model, optimizer=optimizer, ema_model=ema_model)
         _plan_hyperparameters(optimizer, config)  # the saved state holds the saved plan's
         start_step = int(meta["step"])
-        validate_first = meta.get(VALIDATION_CUT) == start_step
+        was_cut = meta.get(VALIDATION_CUT) == start_step
+        # validated first where the plan resumed now validates that step (--eval-every 0 or
+        # another cadence given on this resume: not at all)
+        validate_first = was_cut and _validates_after(config, start_step)
         prior_best = _saved_best(meta.get("best"), ckpt)
         if isinstance(meta.get("best_measured"), dict):
             prior_measured = dict(meta["best_measured"])
@@ -541,7 +545,7 @@ def _train(
             # requeued command repeating its --time-limit is then no change: renew_time_limit)
             save_json(replace(config, time_limit=plan_limit), run / "train_config.json")
         if is_main:
-            _tidy_resumed_run(run, start_step)
+            _tidy_resumed_run(run, start_step, redo_validation=was_cut)
     elif is_main:
         save_json(config, run / "train_config.json")
 
@@ -720,6 +724,10 @@ def _train(
         if validate_first:
             last_val = evaluate(step, stoppable=not distributed)  # as the uninterrupted run did
             val_step = step
+            if plain is not None and last_val:  # the line the uninterrupted run printed
+                plain.line(step, val_text(last_val))
+        if was_cut and cut_short[0] != step:  # the checkpoint still says validation_cut: any
+            saved_at[0] = -1  # stop saves again (a time limit now: 'stopped', exit 75)
         while step < config.steps:
             trained_s = prior_seconds + time.perf_counter() - t0
             timed_out = bool(config.time_limit) and trained_s > 60 * config.time_limit
@@ -843,7 +851,7 @@ def _train(
                     }
                 )
             val_now: dict[str, float] = {}
-            if config.eval_every and step % config.eval_every == 0 and step < config.steps:
+            if _validates_after(config, step):
                 # one process: Ctrl-C stops a long validation too (processes would disagree)
                 last_val = val_now = evaluate(step, stoppable=not distributed)
                 val_step = step
@@ -889,6 +897,12 @@ def _train(
     if flag.signum is not None:
         raise TrainingStopped(flag.signum, step, run)
     return run
+
+
+def _validates_after(config: TrainConfig, step: int) -> bool:
+    """Whether the plan ``config`` validates after step ``step`` (every ``eval_every`` steps;
+    the last step's validation is the final one, run whatever the plan)."""
+    return bool(config.eval_every) and step % config.eval_every == 0 and step < config.steps
 
 
 VALIDATION_CUT = "validation_cut"
@@ -1050,12 +1064,16 @@ def _check_saved_data(run: Path, data: str) -> None:
     )
 
 
-def _tidy_resumed_run(run: Path, step: int) -> None:
+def _tidy_resumed_run(run: Path, step: int, redo_validation: bool = False) -> None:
     """A run resumed at checkpoint ``step`` after a hard kill (SIGKILL, out of memory, power):
     the log's lines past ``step`` are dropped (those steps run again, so the log reads as an
     uninterrupted run's) and a checkpoint staged but never finished is removed, the run's or
     ``--keep-best``'s (``OUT/best``: a kill while it was written left its staging folder, a
-    partial copy of the weights, there for good)."""
+    partial copy of the weights, there for good). With ``redo_validation`` (the checkpoint
+    says a signal cut ``step``'s validation short: ``VALIDATION_CUT``) its validation and
+    ``best`` lines go too: the cut run logged neither, so they are an earlier resume's, one
+    stopped before it saved again, and this resume validates the step again (or, under
+    another plan, not at all); they were logged twice."""
     from unmask.checkpoint import TMP_PREFIX
     from unmask.files import atomic_write_text
 
@@ -1071,6 +1089,9 @@ def _tidy_resumed_run(run: Path, step: int) -> None:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by the kill
+            continue
+        if redo_validation and isinstance(record, dict) and record.get("step") == step and (
+                "val_loss" in record or record.get("event") == "best"):
             continue
         if not isinstance(record, dict) or int(record.get("step", 0)) <= step:
             keep.append(line if line.endswith("\n") else line + "\n")
