@@ -1,6 +1,7 @@
 """A resume after Ctrl-C cut a periodic validation short (``validation_cut``), in every order
 a user meets it: stopped again before it saves, stopped by its time limit at once, resumed
-with another plan, printed without a terminal."""
+with another plan, printed without a terminal; and ``--eval-every`` refused, from Python as
+from the CLI, for data with no validation split."""
 
 from __future__ import annotations
 
@@ -16,13 +17,18 @@ import pytest
 import torch
 from corpus_helpers import word_corpus
 from safetensors.torch import load_file
+from test_sft import PAIRS, write_jsonl
 from test_train_run import cfg as run_cfg
 
 import unmask.train as train_mod
+from unmask.checkpoint import save_checkpoint
 from unmask.cli import main
-from unmask.config import TrainConfig
-from unmask.data import TokenDataset
-from unmask.train import train
+from unmask.config import TrainConfig, model_preset
+from unmask.data import TokenDataset, prepare
+from unmask.errors import UserError
+from unmask.model import Transformer
+from unmask.tokenizer import byte_tokenizer
+from unmask.train import load_train_config, train
 from unmask.train_guards import TIME_LIMIT_EXIT, TrainingStopped
 
 WORDS = "the lord said unto moses go down and speak to the people of israel".split()
@@ -171,3 +177,41 @@ def test_the_resume_prints_the_cut_validation_as_the_uninterrupted_run_did(
     train(config, resume=True)
     err = capsys.readouterr().err
     assert re.search(r"^step 2/4 val_bpb \d", err, re.M), err
+
+
+def test_eval_every_without_a_validation_split_is_refused_from_python_too(tmp_path):
+    """``--eval-every N`` was refused by the CLI only, and only for SFT pairs and trajectories:
+    a corpus prepared with ``--val-fraction 0`` took it (new run and resume) and validated
+    nothing, and ``train()`` took it for any data. One line now, as ``--keep-best``; the
+    default cadence (every run's) and 0 stay accepted."""
+    (tmp_path / "a.txt").write_text("the people of israel said unto moses.\n" * 200)
+    data = tmp_path / "d"
+    prepare([tmp_path / "a.txt"], data, tokenizer="byte", val_fraction=0, progress=False)
+    why = f"{data} has no validation split (prepared with --val-fraction 0)"
+    with pytest.raises(UserError) as e:
+        train(run_cfg(data, tmp_path / "new", steps=2, eval_every=1), progress=False)
+    assert str(e.value) == f"--eval-every 1 validates a run; {why}; give --eval-every 0"
+    assert not (tmp_path / "new").exists()
+    run = train(run_cfg(data, tmp_path / "run", steps=2, eval_every=TrainConfig.eval_every),
+                progress=False)
+    plan = (run / "train_config.json").read_text()
+    with pytest.raises(UserError, match="^--eval-every 2 validates a run; .*val-fraction 0"):
+        train(replace(load_train_config(run / "train_config.json"), steps=3, eval_every=2),
+              resume=True, progress=False)
+    assert (run / "train_config.json").read_text() == plan
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    base = Transformer(model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids()))
+    save_checkpoint(tmp_path / "base", model=base, tokenizer=tok)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    sft = TrainConfig(objective="sft", data=str(pairs), out=str(tmp_path / "sft"),
+                      init=str(tmp_path / "base"), seq_len=64, batch_size=2, steps=1,
+                      eval_every=0, threads=1)
+    with pytest.raises(UserError, match="^--eval-every 5 validates a run; objective 'sft'"):
+        train(replace(sft, eval_every=5), progress=False)
+    train(sft, progress=False)
+    plan = (tmp_path / "sft" / "train_config.json").read_text()
+    with pytest.raises(UserError, match="^--eval-every 5 validates a run; objective 'sft'"):
+        train(replace(sft, steps=2, eval_every=5), resume=True, progress=False)
+    assert (tmp_path / "sft" / "train_config.json").read_text() == plan

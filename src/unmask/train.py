@@ -396,11 +396,12 @@ def _train(
     pairs = batch != "tokens"  # SFT pairs, distillation trajectories: no validation split
     asks_best = config.keep_best and (not resume or "keep_best" in changes)  # (older runs
     # saved it where it does nothing: they resume; given now, it is refused as on a new run)
-    if pairs and asks_best:
-        raise UserError(
-            f"--keep-best keeps the checkpoint of the best validation score; objective "
-            f"{spec.name!r} trains on {config.data}, which has no validation split"
-        )
+    # --eval-every given now (its default is every run's, asked or not); 0: not asked
+    given_every = "eval_every" in changes if resume else config.eval_every != TrainConfig.eval_every
+    asks_every = config.eval_every if given_every else 0
+    if pairs:
+        _refuse_validation(f"objective {spec.name!r} trains on {config.data}, which has no "
+                           f"validation split", keep_best=asks_best, eval_every=asks_every)
     if batch == "tokens" and str(config.data).endswith(".safetensors"):
         takes = [s.name for s in OBJECTIVES.values() if s.batch == "trajectory" or s.trajectories]
         raise UserError(
@@ -462,11 +463,9 @@ def _train(
     else:
         train_ds = TokenDataset(config.data, "train")
         val_ds = TokenDataset(config.data, "val")
-        if asks_best and val_ds.n_tokens == 0:
-            raise UserError(
-                f"--keep-best keeps the checkpoint of the best validation score; {config.data} "
-                f"has no validation split (prepared with --val-fraction 0)"
-            )
+        if val_ds.n_tokens == 0:
+            _refuse_validation(f"{config.data} has no validation split (prepared with "
+                               f"--val-fraction 0)", keep_best=asks_best, eval_every=asks_every)
         # tokens the objective adds (FIM sentinels, [EMPTY]) are saved with every checkpoint
         if resume:  # the run's own tokenizer: an --init's may hold more tokens than the data's
             model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
@@ -897,6 +896,18 @@ def _train(
     if flag.signum is not None:
         raise TrainingStopped(flag.signum, step, run)
     return run
+
+
+def _refuse_validation(why: str, *, keep_best: bool, eval_every: int) -> None:
+    """Refuse, in one line saying ``why`` (the data has no validation split), ``--keep-best``
+    or ``--eval-every N`` (N > 0; 0: not asked) asked of a run: on a new run (the default
+    cadence is every run's, asked or not) or as a change on ``--resume``. Both validated
+    nothing without a word (a resume even announced and saved them as a change of plan), from
+    the CLI and from Python alike. ``--eval-every 0`` says what such a run does anyway."""
+    if keep_best:
+        raise UserError(f"--keep-best keeps the checkpoint of the best validation score; {why}")
+    if eval_every > 0:
+        raise UserError(f"--eval-every {eval_every} validates a run; {why}; give --eval-every 0")
 
 
 def _validates_after(config: TrainConfig, step: int) -> bool:
