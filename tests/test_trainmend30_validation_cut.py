@@ -215,3 +215,68 @@ def test_eval_every_without_a_validation_split_is_refused_from_python_too(tmp_pa
     with pytest.raises(UserError, match="^--eval-every 5 validates a run; objective 'sft'"):
         train(replace(sft, steps=2, eval_every=5), resume=True, progress=False)
     assert (tmp_path / "sft" / "train_config.json").read_text() == plan
+
+
+class Clock:
+    """``time`` for ``unmask.train`` whose ``perf_counter`` runs ``extra`` seconds ahead
+    (``tick`` more at each call): a time limit reached where a test says, not by chance."""
+
+    def __init__(self, tick: float = 0.0) -> None:
+        self.extra, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        self.extra += self.tick
+        return time.perf_counter() + self.extra
+
+
+def test_a_time_limit_reached_during_the_validation_of_a_saved_step_exits_75(
+        dataset, tmp_path, monkeypatch, capsys):
+    """``--eval-every 250 --save-every 250`` (as the docs show) with a time limit reached
+    while step 250 validated: the checkpoint of that step was saved before, without
+    ``stopped``, and not again, so the run exited 0 as if finished (a requeue loop stopped)."""
+    clock = Clock()
+    orig = train_mod.evaluate_loss
+
+    def long(*a, **k):  # each validation takes 100 s
+        clock.extra += 100
+        return orig(*a, **k)
+
+    monkeypatch.setattr(train_mod, "time", clock)
+    monkeypatch.setattr(train_mod, "evaluate_loss", long)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(dataset), "--out", str(run), "--preset", "tiny",
+                 "--seq-len", "32", "--batch-size", "4", "--steps", "6", "--eval-every", "2",
+                 "--save-every", "2", "--eval-batches", "1", "--time-limit", "1",
+                 "--threads", "1", "--no-progress"]) == TIME_LIMIT_EXIT
+    assert trainer(run)["step"] == 2 and trainer(run)["stopped"] == "time_limit"
+    assert "stopped by its time limit of 1 min at step 2 of 6" in capsys.readouterr().err
+
+
+def test_a_time_limit_at_once_does_not_validate_a_validated_step_again(
+        dataset, tmp_path, monkeypatch):
+    """A resume of a checkpoint whose step was validated (a periodic save, then a hard kill)
+    stopped by its time limit before its first step validated that step again: the log held
+    its val line twice. It stops as before (exit 75, ``stopped`` saved), validating nothing."""
+    plan = dict(save_every=2, grad_accum=1, ema=0.0)
+    full = train(cfg(dataset, tmp_path / "full", **plan), progress=False)
+    config = cfg(dataset, tmp_path / "run", **plan)
+    orig = train_mod.lr_at
+
+    def lr(step: int, c: TrainConfig) -> float:
+        if step == 3:
+            raise Killed
+        return orig(step, c)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "lr_at", lr)
+        with pytest.raises(Killed):
+            train(config, progress=False)
+    run = Path(config.out)
+    assert trainer(run)["step"] == 2
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "time", Clock(tick=100))
+        limit = (trainer(run)["train_seconds"] + 50) / 60
+        train(replace(config, time_limit=limit), resume=True, progress=False)
+    assert trainer(run)["step"] == 2 and trainer(run)["stopped"] == "time_limit"
+    train(replace(config, time_limit=0), resume=True, progress=False)
+    assert lines(run) == lines(full)

@@ -517,6 +517,7 @@ def _train(
     scaler = precision.scaler(device.type)
     start_step = 0
     was_cut = False  # a signal cut the validation of the checkpoint's step short
+    validated = False  # the log holds the checkpoint's step's validation
     validate_first = False  # ... and the plan validates that step: the resume does, first
     prior_best: dict[str, Any] = {}
     prior_measured: dict[str, Any] | None = None  # how prior_best's score was measured
@@ -532,6 +533,10 @@ def _train(
         # validated first where the plan resumed now validates that step (--eval-every 0 or
         # another cadence given on this resume: not at all)
         validate_first = was_cut and _validates_after(config, start_step)
+        # the plan's, or a time-limit stop's (which validates where it stops): a time limit
+        # reached at once does not validate that step again (the log held it twice)
+        validated = not was_cut and saved is not None and (
+            done.timed_out or _validates_after(saved, start_step))
         prior_best = _saved_best(meta.get("best"), ckpt)
         if isinstance(meta.get("best_measured"), dict):
             prior_measured = dict(meta["best_measured"])
@@ -713,7 +718,8 @@ def _train(
         plain.start(f"steps {start_step} to {config.steps}, {config.batch_size}×{config.seq_len} "
                     f"tokens each; metrics in {metrics_path}")
     last_val: dict[str, float] = {}
-    val_step = -1  # the step last validated (a time-limit stop there does not validate again)
+    # the step last validated (a time-limit stop there does not validate again)
+    val_step = start_step if validated else -1
     tokens_seen = 0
     t0 = time.perf_counter()
     step = start_step
@@ -726,7 +732,7 @@ def _train(
             if plain is not None and last_val:  # the line the uninterrupted run printed
                 plain.line(step, val_text(last_val))
         if was_cut and cut_short[0] != step:  # the checkpoint still says validation_cut: any
-            saved_at[0] = -1  # stop saves again (a time limit now: 'stopped', exit 75)
+            saved_at[0] = -1  # stop saves again (Ctrl-C in a first step dropped, a time limit)
         while step < config.steps:
             trained_s = prior_seconds + time.perf_counter() - t0
             timed_out = bool(config.time_limit) and trained_s > 60 * config.time_limit
@@ -884,7 +890,9 @@ def _train(
                 else:
                     text = f"val loss {final['val_loss']:.4f} (not a likelihood bound)"
                 print(f"step {step}: {text}", file=sys.stderr)
-        if final_eval or saved_at[0] != step:  # (a signal during a save: that one holds it)
+        # (a signal during a save: that one holds it; a time limit reached during the
+        # validation of a step just saved: saved again, to record it stopped, exit 75)
+        if final_eval or saved_at[0] != step or timed_out:
             checkpoint(step)
     if distributed:  # a signal to one process during the final validation or save: every
         # process ends the same way (rank 1 ended stopped, 143, while rank 0 ended finished)
