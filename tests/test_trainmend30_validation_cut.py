@@ -280,3 +280,17 @@ def test_a_time_limit_at_once_does_not_validate_a_validated_step_again(
     assert trainer(run)["step"] == 2 and trainer(run)["stopped"] == "time_limit"
     train(replace(config, time_limit=0), resume=True, progress=False)
     assert lines(run) == lines(full)
+
+
+def test_a_time_limit_at_once_on_extending_a_finished_run_does_not_validate_its_end_again(
+        dataset, tmp_path):
+    """``--resume --steps MORE`` of a finished run (its last step validated by the final
+    validation) stopped by its time limit at once validated that step a second time."""
+    config = cfg(dataset, tmp_path / "run", grad_accum=1, ema=0.0, keep_best=False)
+    run = train(config, progress=False)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(train_mod, "time", Clock(tick=100))
+        limit = (trainer(run)["train_seconds"] + 50) / 60
+        train(replace(config, steps=6, time_limit=limit), resume=True, progress=False)
+    assert trainer(run)["step"] == 4 and trainer(run)["stopped"] == "time_limit"
+    assert [r["step"] for r in lines(run) if "val_loss" in r] == [2, 4]

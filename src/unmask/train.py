@@ -533,10 +533,10 @@ def _train(
         # validated first where the plan resumed now validates that step (--eval-every 0 or
         # another cadence given on this resume: not at all)
         validate_first = was_cut and _validates_after(config, start_step)
-        # the plan's, or a time-limit stop's (which validates where it stops): a time limit
-        # reached at once does not validate that step again (the log held it twice)
+        # the plan's, the final one, or a time-limit stop's (which validates where it stops):
+        # a time limit reached at once does not validate that step again (logged twice)
         validated = not was_cut and saved is not None and (
-            done.timed_out or _validates_after(saved, start_step))
+            done.timed_out or start_step >= saved.steps or _validates_after(saved, start_step))
         prior_best = _saved_best(meta.get("best"), ckpt)
         if isinstance(meta.get("best_measured"), dict):
             prior_measured = dict(meta["best_measured"])
