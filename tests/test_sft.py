@@ -426,7 +426,7 @@ def test_validation_flags_on_a_run_without_a_validation_split_are_refused(tmp_pa
                  "--eval-every", "5"]) == 2
     err = capsys.readouterr().err
     assert err == ("unmask train: error: --eval-every 5 validates a run; objective 'sft' trains "
-                   f"on {pairs}, which has no validation split (--eval-every 0)\n"), err
+                   f"on {pairs}, which has no validation split; give --eval-every 0\n"), err
     assert not out.exists()
     assert main(["train", "--objective", "sft", "--data", str(pairs), "--out", str(out),
                  "--eval-every", "0"]) == 2  # refused further on, for its missing --init
@@ -611,5 +611,5 @@ def test_validation_flags_on_the_resume_of_a_run_without_a_validation_split_are_
                  "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err == ("unmask train: error: --eval-every 5 validates a run; objective 'sft' trains "
-                   f"on {pairs}, which has no validation split (--eval-every 0)\n"), err
+                   f"on {pairs}, which has no validation split; give --eval-every 0\n"), err
     assert (out / "train_config.json").read_text() == plan

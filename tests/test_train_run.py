@@ -271,7 +271,8 @@ def test_empty_validation_split_trains_without_validation(tmp_path):
     (tmp_path / "a.txt").write_text("the people of israel said unto moses.\n" * 200)
     data = tmp_path / "d"
     prepare([tmp_path / "a.txt"], data, tokenizer="byte", val_fraction=0, progress=False)
-    run = train(cfg(data, tmp_path / "run", steps=2, eval_every=1), progress=False)
+    run = train(cfg(data, tmp_path / "run", steps=2), progress=False)  # (--eval-every N > 0:
+    # refused, tests/test_trainmend30_validation_cut.py)
     assert step_of(run) == 2
     assert not [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
                 if "val_loss" in r]

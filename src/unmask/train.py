@@ -396,11 +396,12 @@ def _train(
     pairs = batch != "tokens"  # SFT pairs, distillation trajectories: no validation split
     asks_best = config.keep_best and (not resume or "keep_best" in changes)  # (older runs
     # saved it where it does nothing: they resume; given now, it is refused as on a new run)
-    if pairs and asks_best:
-        raise UserError(
-            f"--keep-best keeps the checkpoint of the best validation score; objective "
-            f"{spec.name!r} trains on {config.data}, which has no validation split"
-        )
+    # --eval-every given now (its default is every run's, asked or not); 0: not asked
+    given_every = "eval_every" in changes if resume else config.eval_every != TrainConfig.eval_every
+    asks_every = config.eval_every if given_every else 0
+    if pairs:
+        _refuse_validation(f"objective {spec.name!r} trains on {config.data}, which has no "
+                           f"validation split", keep_best=asks_best, eval_every=asks_every)
     if batch == "tokens" and str(config.data).endswith(".safetensors"):
         takes = [s.name for s in OBJECTIVES.values() if s.batch == "trajectory" or s.trajectories]
         raise UserError(
@@ -462,11 +463,9 @@ def _train(
     else:
         train_ds = TokenDataset(config.data, "train")
         val_ds = TokenDataset(config.data, "val")
-        if asks_best and val_ds.n_tokens == 0:
-            raise UserError(
-                f"--keep-best keeps the checkpoint of the best validation score; {config.data} "
-                f"has no validation split (prepared with --val-fraction 0)"
-            )
+        if val_ds.n_tokens == 0:
+            _refuse_validation(f"{config.data} has no validation split (prepared with "
+                               f"--val-fraction 0)", keep_best=asks_best, eval_every=asks_every)
         # tokens the objective adds (FIM sentinels, [EMPTY]) are saved with every checkpoint
         if resume:  # the run's own tokenizer: an --init's may hold more tokens than the data's
             model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
@@ -517,7 +516,9 @@ def _train(
     optimizer = _adamw(model, config, device)
     scaler = precision.scaler(device.type)
     start_step = 0
-    validate_first = False  # a signal cut the validation of the checkpoint's step short
+    was_cut = False  # a signal cut the validation of the checkpoint's step short
+    validated = False  # the log holds the checkpoint's step's validation
+    validate_first = False  # ... and the plan validates that step: the resume does, first
     prior_best: dict[str, Any] = {}
     prior_measured: dict[str, Any] | None = None  # how prior_best's score was measured
     if ckpt is not None:
@@ -528,7 +529,14 @@ def _train(
             meta = load_train_state(ckpt, model=model, optimizer=optimizer, ema_model=ema_model)
         _plan_hyperparameters(optimizer, config)  # the saved state holds the saved plan's
         start_step = int(meta["step"])
-        validate_first = meta.get(VALIDATION_CUT) == start_step
+        was_cut = meta.get(VALIDATION_CUT) == start_step
+        # validated first where the plan resumed now validates that step (--eval-every 0 or
+        # another cadence given on this resume: not at all)
+        validate_first = was_cut and _validates_after(config, start_step)
+        # the plan's, the final one, or a time-limit stop's (which validates where it stops):
+        # a time limit reached at once does not validate that step again (logged twice)
+        validated = not was_cut and saved is not None and (
+            done.timed_out or start_step >= saved.steps or _validates_after(saved, start_step))
         prior_best = _saved_best(meta.get("best"), ckpt)
         if isinstance(meta.get("best_measured"), dict):
             prior_measured = dict(meta["best_measured"])
@@ -541,7 +549,7 @@ def _train(
             # requeued command repeating its --time-limit is then no change: renew_time_limit)
             save_json(replace(config, time_limit=plan_limit), run / "train_config.json")
         if is_main:
-            _tidy_resumed_run(run, start_step)
+            _tidy_resumed_run(run, start_step, redo_validation=was_cut)
     elif is_main:
         save_json(config, run / "train_config.json")
 
@@ -710,7 +718,8 @@ def _train(
         plain.start(f"steps {start_step} to {config.steps}, {config.batch_size}×{config.seq_len} "
                     f"tokens each; metrics in {metrics_path}")
     last_val: dict[str, float] = {}
-    val_step = -1  # the step last validated (a time-limit stop there does not validate again)
+    # the step last validated (a time-limit stop there does not validate again)
+    val_step = start_step if validated else -1
     tokens_seen = 0
     t0 = time.perf_counter()
     step = start_step
@@ -720,6 +729,10 @@ def _train(
         if validate_first:
             last_val = evaluate(step, stoppable=not distributed)  # as the uninterrupted run did
             val_step = step
+            if plain is not None and last_val:  # the line the uninterrupted run printed
+                plain.line(step, val_text(last_val))
+        if was_cut and cut_short[0] != step:  # the checkpoint still says validation_cut: any
+            saved_at[0] = -1  # stop saves again (Ctrl-C in a first step dropped, a time limit)
         while step < config.steps:
             trained_s = prior_seconds + time.perf_counter() - t0
             timed_out = bool(config.time_limit) and trained_s > 60 * config.time_limit
@@ -843,7 +856,7 @@ def _train(
                     }
                 )
             val_now: dict[str, float] = {}
-            if config.eval_every and step % config.eval_every == 0 and step < config.steps:
+            if _validates_after(config, step):
                 # one process: Ctrl-C stops a long validation too (processes would disagree)
                 last_val = val_now = evaluate(step, stoppable=not distributed)
                 val_step = step
@@ -877,7 +890,9 @@ def _train(
                 else:
                     text = f"val loss {final['val_loss']:.4f} (not a likelihood bound)"
                 print(f"step {step}: {text}", file=sys.stderr)
-        if final_eval or saved_at[0] != step:  # (a signal during a save: that one holds it)
+        # (a signal during a save: that one holds it; a time limit reached during the
+        # validation of a step just saved: saved again, to record it stopped, exit 75)
+        if final_eval or saved_at[0] != step or timed_out:
             checkpoint(step)
     if distributed:  # a signal to one process during the final validation or save: every
         # process ends the same way (rank 1 ended stopped, 143, while rank 0 ended finished)
@@ -889,6 +904,24 @@ def _train(
     if flag.signum is not None:
         raise TrainingStopped(flag.signum, step, run)
     return run
+
+
+def _refuse_validation(why: str, *, keep_best: bool, eval_every: int) -> None:
+    """Refuse, in one line saying ``why`` (the data has no validation split), ``--keep-best``
+    or ``--eval-every N`` (N > 0; 0: not asked) asked of a run: on a new run (the default
+    cadence is every run's, asked or not) or as a change on ``--resume``. Both validated
+    nothing without a word (a resume even announced and saved them as a change of plan), from
+    the CLI and from Python alike. ``--eval-every 0`` says what such a run does anyway."""
+    if keep_best:
+        raise UserError(f"--keep-best keeps the checkpoint of the best validation score; {why}")
+    if eval_every > 0:
+        raise UserError(f"--eval-every {eval_every} validates a run; {why}; give --eval-every 0")
+
+
+def _validates_after(config: TrainConfig, step: int) -> bool:
+    """Whether the plan ``config`` validates after step ``step`` (every ``eval_every`` steps;
+    the last step's validation is the final one, run whatever the plan)."""
+    return bool(config.eval_every) and step % config.eval_every == 0 and step < config.steps
 
 
 VALIDATION_CUT = "validation_cut"
@@ -1050,12 +1083,16 @@ def _check_saved_data(run: Path, data: str) -> None:
     )
 
 
-def _tidy_resumed_run(run: Path, step: int) -> None:
+def _tidy_resumed_run(run: Path, step: int, redo_validation: bool = False) -> None:
     """A run resumed at checkpoint ``step`` after a hard kill (SIGKILL, out of memory, power):
     the log's lines past ``step`` are dropped (those steps run again, so the log reads as an
     uninterrupted run's) and a checkpoint staged but never finished is removed, the run's or
     ``--keep-best``'s (``OUT/best``: a kill while it was written left its staging folder, a
-    partial copy of the weights, there for good)."""
+    partial copy of the weights, there for good). With ``redo_validation`` (the checkpoint
+    says a signal cut ``step``'s validation short: ``VALIDATION_CUT``) its validation and
+    ``best`` lines go too: the cut run logged neither, so they are an earlier resume's, one
+    stopped before it saved again, and this resume validates the step again (or, under
+    another plan, not at all); they were logged twice."""
     from unmask.checkpoint import TMP_PREFIX
     from unmask.files import atomic_write_text
 
@@ -1071,6 +1108,9 @@ def _tidy_resumed_run(run: Path, step: int) -> None:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by the kill
+            continue
+        if redo_validation and isinstance(record, dict) and record.get("step") == step and (
+                "val_loss" in record or record.get("event") == "best"):
             continue
         if not isinstance(record, dict) or int(record.get("step", 0)) <= step:
             keep.append(line if line.endswith("\n") else line + "\n")

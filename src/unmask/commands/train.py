@@ -50,21 +50,6 @@ def _objectives() -> list[str]:
     return list(OBJECTIVES)
 
 
-def _refuse_validation_flags(cfg: TrainConfig, given: dict[str, Any]) -> None:
-    """``--eval-every N`` (N > 0) given to a run with no validation split (SFT pairs,
-    distillation trajectories): one line, as ``--keep-best`` there; it was ignored without a
-    word (on ``--resume`` too, where it was even announced as a change of plan).
-    ``--eval-every 0`` (no validation) says what such a run does anyway."""
-    from unmask.objectives import objective_spec
-
-    if given.get("eval_every", 0) > 0 and objective_spec(cfg.objective).batch_for(
-            cfg.data) != "tokens":
-        raise UserError(
-            f"--eval-every {cfg.eval_every} validates a run; objective {cfg.objective!r} "
-            f"trains on {cfg.data}, which has no validation split (--eval-every 0)"
-        )
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -121,7 +106,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume:
         cfg = _resume_config(args)
-        _refuse_validation_flags(cfg, given_fields(TrainConfig, args))
     else:
         base = load_train_config(args.config) if args.config else TrainConfig()
         cfg = dataclass_from_args(TrainConfig, args, base=base)
@@ -136,7 +120,6 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 f"--data {cfg.data} is a folder; objective {cfg.objective} reads {what}"
             )
-        _refuse_validation_flags(cfg, given_fields(TrainConfig, args))
     check_train_numbers(cfg)
     check_out(cfg.out)
     if not args.resume:
