@@ -20,6 +20,10 @@ pytest.importorskip("httpx")
 
 
 def test_guided_infill_counts_a_first_piece_as_the_fill_lays_it():
+    """And with a published model's BOS first (``prompt_bos_id``): the answer's first piece
+    then comes after it, a continuation, as ``fill_form`` lays it (``first=not layout``):
+    one token for the BOS, one word start less, so the same contexts answer (a pre-check
+    that counted the piece as a text's start refused one that fits)."""
     from fastapi.testclient import TestClient
     from server_helpers import loaded, random_transformer
     from test_infill30_forms_spacing import _llama
@@ -43,13 +47,19 @@ def test_guided_infill_counts_a_first_piece_as_the_fill_lays_it():
 
     schema = {"type": "object", "properties": {"a": {"type": "integer"}},
               "required": ["a"]}
-    said = []
-    for max_seq_len in range(8, 30):
-        with TestClient(create_app(loaded(Short(max_seq_len), tok))) as client:
-            r = client.post("/v1/infill", json={"template": "[MASK:4]", "guided_json": schema,
-                                                "steps": 1})
-        said.append(r.status_code)
-        if r.status_code != 200:  # the pre-check's refusal, naming the gap's n
-            assert r.status_code == 400 and "smaller n in [MASK:n]" in r.text, r.text
-            assert r.json()["error"]["code"] == "context_length_exceeded"
-    assert 200 in said and 400 in said, said
+    least = {}
+    for bos in (None, tok.bos_id):
+        said = []
+        for max_seq_len in range(8, 30):
+            model = Short(max_seq_len)
+            model.config = dataclasses.replace(model.config, prompt_bos_id=bos)
+            with TestClient(create_app(loaded(model, tok))) as client:
+                r = client.post("/v1/infill", json={"template": "[MASK:4]",
+                                                    "guided_json": schema, "steps": 1})
+            said.append(r.status_code)
+            if r.status_code != 200:  # the pre-check's refusal, naming the gap's n
+                assert r.status_code == 400 and "smaller n in [MASK:n]" in r.text, r.text
+                assert r.json()["error"]["code"] == "context_length_exceeded"
+        assert 200 in said and 400 in said, said
+        least[bos] = said.index(200)
+    assert least[None] == least[tok.bos_id], least

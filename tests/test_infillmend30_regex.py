@@ -53,6 +53,23 @@ def test_a_child_that_cannot_start_searches_here(tmp_path, monkeypatch):
     assert regex_spans("an", "banana") == [(1, 3), (3, 5)]
 
 
+def test_a_child_that_a_loaded_machine_cannot_start_is_a_user_error_not_a_search_here(
+        monkeypatch):
+    """No file descriptors or processes left (EMFILE, EAGAIN) is not "no interpreter": the
+    search ran here, without its limit, and on a server froze every thread with it."""
+    import errno
+
+    def refused(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(edit_module.subprocess, "run", refused)
+    monkeypatch.setattr(edit_module.re, "finditer",
+                        lambda *a: pytest.fail("searched here, unbounded"))
+    with pytest.raises(UserError, match=r"^regex 'a': could not start its search process "
+                                        r"\(Too many open files\); try again$"):
+        regex_spans("a", "banana")
+
+
 def test_the_childs_answer_is_sixteen_bytes_a_match(monkeypatch):
     answers = []
     run = subprocess.run

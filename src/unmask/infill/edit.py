@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import errno
 import operator
 import re
 import signal
@@ -234,8 +235,9 @@ def regex_spans(regex: str, text: str, *, seconds: float | None = None) -> list[
     ``(a+)+$`` on a line of 40 a's runs for days, in C, where neither Ctrl-C nor a server's
     timeout can stop it (it hung ``unmask edit --regex`` and ``/v1/edit``). Ctrl-C stops the
     child with the wait. The child starts in tens of milliseconds; only where no interpreter
-    can be started (``sys.executable`` unset, or starting it fails) the search runs here,
-    unbounded. A child that ends without its answer (killed: out of memory) is a
+    can be started (``sys.executable`` unset, missing or not executable) the search runs
+    here, unbounded; any other failure to start it (no file descriptors or processes left)
+    is a ``UserError``. A child that ends without its answer (killed: out of memory) is a
     ``UserError``, never a search here (which could run for days)."""
     limit = REGEX_SECONDS if seconds is None else seconds
     try:
@@ -253,8 +255,13 @@ def regex_spans(regex: str, text: str, *, seconds: float | None = None) -> list[
                 f"regex {quote_pattern(regex)} searched the text for over {limit:g} s and was "
                 "stopped (nested repeats such as (a+)+ backtrack exponentially); simplify it"
             ) from None
-        except OSError:
-            pass  # no interpreter to start: the search runs here
+        except (FileNotFoundError, PermissionError):
+            pass  # no interpreter to start (a frozen app): the search runs here
+        except OSError as err:
+            if err.errno != errno.ENOEXEC:  # a loaded machine (no descriptors, no fork):
+                raise UserError(  # searching here, unbounded, could freeze a server
+                    f"regex {quote_pattern(regex)}: could not start its search process "
+                    f"({err.strerror or err}); try again") from None
     if run is None:
         return [m.span() for m in re.finditer(regex, text)]
     flat = array.array("q")
