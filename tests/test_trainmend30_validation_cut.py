@@ -294,3 +294,43 @@ def test_a_time_limit_at_once_on_extending_a_finished_run_does_not_validate_its_
         train(replace(config, steps=6, time_limit=limit), resume=True, progress=False)
     assert trainer(run)["step"] == 4 and trainer(run)["stopped"] == "time_limit"
     assert [r["step"] for r in lines(run) if "val_loss" in r] == [2, 4]
+
+
+@pytest.mark.parametrize(("first", "then", "validated"), [
+    (2, 3, [2]),  # step 2 validated under the saved plan: not again under the new one
+    (3, 3, [2, 3]),  # step 3 saved, not validated: a time-limit stop validates it
+])
+def test_a_time_limit_at_once_after_a_changed_plan_died_judges_by_the_saved_plan(
+        dataset, tmp_path, monkeypatch, first, then, validated):
+    """A resume with another --eval-every rewrites train_config.json at its start; killed
+    before it saved, the next resume read that plan, not the checkpoint's, to tell whether
+    the checkpoint's step had been validated: stopped by its time limit at once, it validated
+    step 2 twice, or skipped the stop's own validation of step 3 (review rl30)."""
+    config = cfg(dataset, tmp_path / "run", save_every=first, grad_accum=1, ema=0.0)
+    orig = train_mod.lr_at
+
+    def killed_at(at: int):
+        def lr(step: int, c: TrainConfig) -> float:
+            if step == at:
+                raise Killed
+            return orig(step, c)
+        return lr
+
+    with monkeypatch.context() as m:  # checkpoint at step `first`, then a hard kill
+        m.setattr(train_mod, "lr_at", killed_at(first))
+        with pytest.raises(Killed):
+            train(config, progress=False)
+    run = Path(config.out)
+    assert trainer(run)["step"] == first
+    changed = replace(config, eval_every=then)
+    with monkeypatch.context() as m:  # a resume under another plan, killed before it saves
+        m.setattr(train_mod, "lr_at", killed_at(first))
+        with pytest.raises(Killed):
+            train(changed, resume=True, progress=False)
+    assert json.loads((run / "train_config.json").read_text())["eval_every"] == then
+    with monkeypatch.context() as m:  # its time limit reached at once
+        m.setattr(train_mod, "time", Clock(tick=100))
+        limit = (trainer(run)["train_seconds"] + 50) / 60
+        train(replace(changed, time_limit=limit), resume=True, progress=False)
+    assert trainer(run)["step"] == first and trainer(run)["stopped"] == "time_limit"
+    assert [r["step"] for r in lines(run) if "val_loss" in r] == validated

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import inspect
 import json
 import math
@@ -535,8 +536,16 @@ def _train(
         validate_first = was_cut and _validates_after(config, start_step)
         # the plan's, the final one, or a time-limit stop's (which validates where it stops):
         # a time limit reached at once does not validate that step again (logged twice)
-        validated = not was_cut and saved is not None and (
-            done.timed_out or start_step >= saved.steps or _validates_after(saved, start_step))
+        # under the plan the checkpoint was saved with (trainer.json's: a later resume may
+        # have rewritten train_config.json with another plan, then died before it saved)
+        then = saved
+        plan = meta.get("train_config")
+        if saved is not None and isinstance(plan, dict):
+            steps, every = plan.get("steps"), plan.get("eval_every")
+            if isinstance(steps, int) and isinstance(every, int):
+                then = dataclasses.replace(saved, steps=steps, eval_every=every)
+        validated = not was_cut and then is not None and (
+            done.timed_out or start_step >= then.steps or _validates_after(then, start_step))
         prior_best = _saved_best(meta.get("best"), ckpt)
         if isinstance(meta.get("best_measured"), dict):
             prior_measured = dict(meta["best_measured"])
