@@ -15,8 +15,9 @@ import json
 import pytest
 import torch
 from server_helpers import bpe_tokenizer
+from test_infillmend_sentencepiece import llama_of, metaspace_of
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers
+from tokenizers import models
 
 from unmask.config import SampleConfig
 from unmask.infill.forms import fill_form
@@ -33,21 +34,11 @@ def _bpe() -> HFTokenizer:
 
 
 def _metaspace() -> Tokenizer:
-    hf = _bpe()
-    hf.pre_tokenizer = pre_tokenizers.Metaspace()
-    hf.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace()])
-    hf.add_special_tokens([*SPECIAL_TOKENS, "<unk>"])
-    return Tokenizer(hf, mask_id=0, pad_id=1, eos_id=2, bos_id=3)
+    return metaspace_of(_bpe())
 
 
 def _llama() -> Tokenizer:
-    hf = _bpe()
-    hf.normalizer = normalizers.Sequence([normalizers.Prepend("▁"),
-                                          normalizers.Replace(" ", "▁")])
-    hf.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
-                                    decoders.Fuse(), decoders.Strip(" ", 1, 0)])
-    hf.add_special_tokens([*SPECIAL_TOKENS, "<unk>"])
-    return Tokenizer(hf, mask_id=0, pad_id=1, eos_id=2, bos_id=3)
+    return llama_of(_bpe())
 
 
 class Prefers:

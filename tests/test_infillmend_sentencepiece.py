@@ -31,24 +31,32 @@ def _bpe() -> HFTokenizer:
                                   unk_token="<unk>", byte_fallback=True))
 
 
-def _metaspace() -> Tokenizer:
-    """A Metaspace pre-tokenizer: a word start on every text it encodes."""
-    hf = _bpe()
+def metaspace_of(hf: HFTokenizer) -> Tokenizer:
+    """``hf`` (a BPE over "▁" word starts) with a Metaspace pre-tokenizer: a word start on
+    every text it encodes."""
     hf.pre_tokenizer = pre_tokenizers.Metaspace()
     hf.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace()])
     hf.add_special_tokens([*SPECIAL_TOKENS, "<unk>"])
     return Tokenizer(hf, mask_id=0, pad_id=1, eos_id=2, bos_id=3)
 
 
-def _llama() -> Tokenizer:
-    """Llama-2 style: the normalizer prepends "▁" and turns spaces into "▁"; no pre-tokenizer."""
-    hf = _bpe()
+def llama_of(hf: HFTokenizer) -> Tokenizer:
+    """``hf`` Llama-2 style: the normalizer prepends "▁" and turns spaces into "▁"; no
+    pre-tokenizer."""
     hf.normalizer = normalizers.Sequence([normalizers.Prepend("▁"),
                                           normalizers.Replace(" ", "▁")])
     hf.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     hf.add_special_tokens([*SPECIAL_TOKENS, "<unk>"])
     return Tokenizer(hf, mask_id=0, pad_id=1, eos_id=2, bos_id=3)
+
+
+def _metaspace() -> Tokenizer:
+    return metaspace_of(_bpe())
+
+
+def _llama() -> Tokenizer:
+    return llama_of(_bpe())
 
 
 SP = _metaspace()
