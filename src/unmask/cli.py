@@ -110,14 +110,44 @@ class _Parser(argparse.ArgumentParser):
     """argparse's parser with one-line errors: the command, what is wrong, where the help is
     (argparse prints the whole usage block first, 20 lines for ``generate``)."""
 
+    _argv: list[str] | None = None
+
+    def parse_known_args(self, args: Sequence[str] | None = None,
+                         namespace: argparse.Namespace | None = None) -> Any:
+        self._argv = list(sys.argv[1:] if args is None else args)  # for ``_dash_text``
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
         _said_by_rank_0()
         flag = _VALUE_MISSING.match(message)
-        action = self._option_string_actions.get(flag[1]) if flag is not None else None
-        if action is not None and action.type is None:  # a text's flag: `--prompt -x` met
-            # this, argparse taking the text for a flag
+        if flag is not None and self._dash_text(flag[1]):  # `--prompt -x` met this, argparse
+            # taking the text for a flag
             message += f" (a text that begins with '-' is written {flag[1]}=TEXT)"
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+    def _dash_text(self, flag: str) -> bool:
+        """Whether ``flag`` was followed by a word beginning with ``-`` that it takes as its
+        text (its ``type`` accepts it: ``--prompt -x``, ``--template -x``; not ``--gen-length
+        -x``): argparse read that word as a flag. Not where no word followed (``--out`` last:
+        the value is missing, as argparse says)."""
+        action = self._option_string_actions.get(flag)
+        argv = self._argv or []
+        if action is None:
+            return False
+        for i, word in enumerate(argv[:-1]):  # a flag may be abbreviated (--prom)
+            if not (word in action.option_strings
+                    or (word.startswith("--") and len(word) > 2 and flag.startswith(word))):
+                continue
+            text = argv[i + 1]
+            if not text.startswith("-") or text.split("=")[0] in self._option_string_actions:
+                continue  # a value, or a flag of this command: the value is missing
+            if callable(action.type):
+                try:
+                    action.type(text)
+                except (argparse.ArgumentTypeError, TypeError, ValueError, UserError):
+                    continue  # not a value of this flag: a flag, as argparse read it
+            return True
+        return False
 
 
 _VALUE_MISSING = re.compile(r"argument (?:-\w/)?(--[\w-]+)(?:/[^:]*)?: expected one argument$")
