@@ -15,7 +15,7 @@ Everything every command shares happens here, once:
   also argparse's errors), 130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM, as
   a shell reports a process killed by it), 129 hung up (SIGHUP). Each signal prints one
   line, no traceback: torch is imported with the signals held (``_import_torch_whole``),
-  and a process ending by a signal blocks further ones (``_hold_signals``).
+  and a process ending by a signal blocks further ones (``hold_signals``).
   141 when the reader of stdout left (``unmask ... | head``), silently.
 - Under ``torchrun`` every process parses the same command line and meets the same
   mistakes: rank 0 alone says a user mistake or a signal, in one line (``_said_by_rank_0``;
@@ -253,11 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     atexit hooks) and print a traceback after the one line."""
     status = _main(argv, program=argv is None)
     if argv is None and status in (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_HUNG_UP):
-        _hold_signals()
+        hold_signals()
     return status
 
 
-def _hold_signals() -> None:
+def hold_signals() -> None:
     """Block SIGINT/SIGTERM/SIGHUP for the rest of the process (it is exiting): one C call,
     so a second signal cannot interrupt the exit path between bytecodes."""
     if threading.current_thread() is threading.main_thread():
@@ -339,7 +339,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         if program:
-            _hold_signals()  # first: a second Ctrl-C must not interrupt this line
+            hold_signals()  # first: a second Ctrl-C must not interrupt this line
         if not _follower():  # torchrun: every process got it; rank 0 says it
             print(f"{label}: interrupted", file=sys.stderr)
         if getattr(sys.modules.get("unmask.tokenizer"), "ABANDONED", False):
@@ -349,7 +349,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         return EXIT_INTERRUPTED
     except Terminated as e:
         if program:
-            _hold_signals()
+            hold_signals()
         hung_up = e.signum == signal.SIGHUP
         if _follower():  # torchrun stops the others when one ends (rank 0 said why), or
             return EXIT_HUNG_UP if hung_up else EXIT_TERMINATED  # all got it: rank 0 says it
