@@ -87,7 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="texts per prompt (as the server's n): prompt k's choice j is text "
                         "k*N+j; when sampling, choice j is seeded SEED+j (SEED drawn unless "
                         "--seed is given), so a prompt writes the same texts alone or beside "
-                        "others; more rows than the free memory holds are refused (default 1)")
+                        "others; a count whose rows cannot fit the free memory is refused "
+                        "(UNMASK_NO_FIT_CHECK=1 skips it) (default 1)")
     add_draft_flag(p)
     add_sample_flags(p)
     add_json_flag(p, what="per prompt and choice: text and tokens; plus nfe, steps, seconds, "
