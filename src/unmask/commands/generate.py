@@ -235,7 +235,7 @@ def _check_rows_fit(loaded: Any, lengths: list[int], config: SampleConfig, n: in
         return
     limit, _ = api.context_limit(loaded, draft)
     if (config.segment_length is None and limit is not None
-            and max(lengths) + config.gen_length > limit):
+            and max(*lengths, 1) + config.gen_length > limit):  # '' starts with a token
         return  # the length is at fault: the decoder's check names it
     batched = not api.draws_noise(decoder, config) or api.seeds_in_one_run(
         loaded, config, draft) or (decoder == "llada" and config.cache == "none")
