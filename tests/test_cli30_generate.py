@@ -159,3 +159,23 @@ def test_seeded_rows_without_a_callback_make_no_view(tiny, monkeypatch):
     config = api.sample_config(loaded, {"gen_length": 8, "temperature": 1.0, "seed": 1})
     api.generate(loaded, ["ab"], config=config, n=3)
     assert (3, 8) not in made, made
+
+
+def test_rows_that_step_together_count_one_rows_float64_work(tiny, capsys, monkeypatch):
+    """Seeded rows in bfloat16 run a run each, stepped with one forward (``run_rows``): the
+    forward's logits are every row's, the float64 work of a step one row's at a time. A
+    bound that counted it for every row would refuse a count that fits (a guard)."""
+    from unmask import api
+    from unmask.commands.generate import rows_bytes
+
+    loaded = api.load_for_decoding(tiny, device="cpu", dtype="bf16")
+    config = api.sample_config(loaded, {"gen_length": 8, "temperature": 1.0},
+                               prompt_lengths=[2])
+    assert not api.seeds_in_one_run(loaded, config)
+    fits = rows_bytes(loaded, [2], config, 3, rows_at_once="together")
+    assert rows_bytes(loaded, [2], config, 3) > fits  # all at once: more
+    free = iter([FREE, fits])  # the weights' check at load, then the rows'
+    monkeypatch.setattr("unmask.quantize.free_bytes", lambda device: next(free))
+    assert main(_argv(tiny, "ab", "--n", "3", "--dtype", "bf16", "--temperature", "1",
+                      "--json")) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 3

@@ -159,11 +159,10 @@ and every block before it, and its cache keeps logits as wide (``sampling.cache`
 
 
 def rows_bytes(loaded: Any, lengths: list[int], config: SampleConfig, n: int,
-               decoder: str = "llada", *, batched: bool = True) -> int:
+               decoder: str = "llada", *, rows_at_once: str = "batch") -> int:
     """A lower bound of the memory that ``n`` texts of each prompt (``lengths``: the prompts'
     token counts) take under ``decoder``: every row's canvas (int64 ids, and the result's
-    list of them), and, per row of one forward (all rows where ``batched``, else one: seeded
-    rows that run one after another, ``unmask.api.run_rows``), the larger of
+    list of them), and, per row of one forward, the larger of
 
     - one layer's activations over the positions the forward runs on (its input and output,
       keys and values, the MLP's two hidden projections; the prompt, for the decoders that
@@ -175,6 +174,11 @@ def rows_bytes(loaded: Any, lengths: list[int], config: SampleConfig, n: int,
       float64 work on the block's columns (``llada``, ``bd3lm``): the Gumbel-perturbed
       logits when sampling and the cast and softmax of ``low_confidence``, or, when
       sampling, the noise it draws over every logit (``add_gumbel_noise``), the larger.
+
+    ``rows_at_once``: ``"batch"``, every row in one forward and one step; ``"together"``,
+    one forward over every row and each row's step (its float64 work) in turn (seeded rows
+    in half precision, ``llada`` without a cache: ``unmask.api.run_rows``); ``"each"``, one
+    row's forward at a time (other seeded rows there).
 
     Measured on the demo model (fp32, V 4096, 65 positions) it is 75-100% of the peak
     memory a row adds (FINDINGS of climend: 5.3 MB greedy, 7.4 MB sampling)."""
@@ -211,9 +215,15 @@ def rows_bytes(loaded: Any, lengths: list[int], config: SampleConfig, n: int,
         work = (window if sampling else 0) + (
             2 * window if config.remasking == "low_confidence" else 0)
         noise = seen * vocab * 8 + window if sampling else 0
-        logits += max(work, noise)
-    forward = max(layer, logits)
-    return rows * width * 16 + forward * (rows if batched else 1)
+        own = max(work, noise)  # the step's, after the forward
+    else:
+        own = 0
+    canvases = rows * width * 16
+    if rows_at_once == "each":
+        return canvases + max(layer, logits + own)
+    if rows_at_once == "together":
+        return canvases + max(rows * layer, rows * logits + own)
+    return canvases + rows * max(layer, logits + own)
 
 
 def _check_rows_fit(loaded: Any, lengths: list[int], config: SampleConfig, n: int,
@@ -237,16 +247,20 @@ def _check_rows_fit(loaded: Any, lengths: list[int], config: SampleConfig, n: in
     if (config.segment_length is None and limit is not None
             and max(*lengths, 1) + config.gen_length > limit):  # '' starts with a token
         return  # the length is at fault: the decoder's check names it
-    batched = not api.draws_noise(decoder, config) or api.seeds_in_one_run(
-        loaded, config, draft) or (decoder == "llada" and config.cache == "none")
-    need = rows_bytes(loaded, lengths, config, n, decoder, batched=batched)
+    if not api.draws_noise(decoder, config) or api.seeds_in_one_run(loaded, config, draft):
+        at_once = "batch"  # one run of every row
+    elif decoder == "llada" and config.cache == "none":
+        at_once = "together"  # runs of a row each, stepped with one forward
+    else:
+        at_once = "each"  # runs of a row each, one after another
+    need = rows_bytes(loaded, lengths, config, n, decoder, rows_at_once=at_once)
     free = free_bytes(device)
     if free is None or need <= free:
         return
     if rows_bytes(loaded, [max(lengths)], config, 1, decoder) > free:
         return  # one row alone: its length is at fault, which the decoder's checks name
-    one = rows_bytes(loaded, lengths, config, 1, decoder, batched=batched)
-    each = rows_bytes(loaded, lengths, config, 2, decoder, batched=batched) - one  # per --n
+    one = rows_bytes(loaded, lengths, config, 1, decoder, rows_at_once=at_once)
+    each = rows_bytes(loaded, lengths, config, 2, decoder, rows_at_once=at_once) - one  # per --n
     most = (free - (one - each)) // each  # the most whose bound fits: more cannot
     fewer = f"more than --n {most} cannot fit" if most >= 1 else "give fewer prompts"
     if most >= 1 and len(lengths) > 1:
