@@ -132,8 +132,9 @@ def run(main: Callable[[], object], *, interrupted: str = "") -> NoReturn:
     read or written) as one line on stderr and exit status 2, and Ctrl-C as ``NAME:
     interrupted`` (and the ``interrupted`` argument: what to do next) and status 130, as
     ``unmask`` says them (a run of minutes stopped by Ctrl-C printed a traceback of wherever
-    it was); a training run that saved on SIGTERM (``TrainingStopped``) exits with its
-    ``exit_code``. A ``main`` that returns no exit status (``None``, or its rows) exits 0."""
+    it was), with further signals held while it says so; a training run that saved on
+    SIGTERM (``TrainingStopped``) exits with its ``exit_code`` and says ``terminated``. A
+    ``main`` that returns no exit status (``None``, or its rows) exits 0."""
     from unmask.errors import UserError
 
     try:
@@ -147,9 +148,13 @@ def run(main: Callable[[], object], *, interrupted: str = "") -> NoReturn:
         print(f"{Path(sys.argv[0]).name}: error: {e.strerror or e}{where}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt as e:
-        hint = f"; {interrupted}" if interrupted else ""
-        print(f"{Path(sys.argv[0]).name}: interrupted{hint}", file=sys.stderr)
+        from unmask.cli import hold_signals
+
+        hold_signals()  # the process is ending: a second Ctrl-C cannot break the line
         code = getattr(e, "exit_code", 130)  # 128 + the signal, as a shell reports it
+        how = {143: "terminated", 129: "hung up (SIGHUP)"}.get(code, "interrupted")
+        hint = f"; {interrupted}" if interrupted else ""
+        print(f"{Path(sys.argv[0]).name}: {how}{hint}", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
 
 

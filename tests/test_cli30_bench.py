@@ -5,6 +5,12 @@ and a bad count is one line and exit 2."""
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def signals_left_alone(monkeypatch):
+    """``run`` holds SIGINT/SIGTERM as the process ends; this process goes on."""
+    monkeypatch.setattr("unmask.cli.hold_signals", lambda: None)
+
+
 def test_ctrl_c_is_one_line_and_exit_130(benchmark, capsys, monkeypatch):
     common = benchmark("_common")
     monkeypatch.setattr("sys.argv", ["decoding.py"])
@@ -34,7 +40,23 @@ def test_a_saved_training_run_keeps_its_signal_status_and_the_hint(benchmark, ca
         common.run(main, interrupted="rerun the same command to resume")
     assert e.value.code == 143
     err = capsys.readouterr().err
-    assert err == "objectives.py: interrupted; rerun the same command to resume\n"
+    assert err == "objectives.py: terminated; rerun the same command to resume\n"
+
+
+def test_a_second_ctrl_c_is_held_while_the_line_is_said(benchmark, capsys, monkeypatch):
+    """The line is said with SIGINT/SIGTERM held (as ``unmask`` holds them when it ends): a
+    second Ctrl-C there turned it into a traceback."""
+    common = benchmark("_common")
+    monkeypatch.setattr("sys.argv", ["decoding.py"])
+    held = []
+    monkeypatch.setattr("unmask.cli.hold_signals", lambda: held.append(1))
+
+    def main() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit):
+        common.run(main)
+    assert held == [1]
 
 
 @pytest.mark.parametrize(("extra", "message"), [

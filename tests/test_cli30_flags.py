@@ -24,7 +24,8 @@ def _refused(argv: list[str]) -> None:
 @pytest.mark.parametrize(("argv", "flag"), [
     (["generate", "--model", "m", "--prompt", "-x"], "--prompt"),
     (["chat", "--model", "m", "--system", "-x"], "--system"),
-    (["prepare", "a.txt", "-o"], "--out"),
+    (["prepare", "a.txt", "-o", "-x.ds"], "--out"),
+    (["chat", "--model", "m", "--template", "-x"], "--template"),  # a text of a custom type
 ])
 def test_a_text_beginning_with_a_dash_is_said_how_to_write(argv, flag, capsys):
     _refused(argv)
@@ -45,3 +46,16 @@ def test_the_written_form_runs(monkeypatch):
     monkeypatch.setattr(generate_cmd, "run", lambda args: seen.append(args.prompt_flags) or 0)
     assert main(["generate", "--model", "m", "--prompt=-x"]) == 0
     assert seen == [["-x"]]
+
+
+@pytest.mark.parametrize("argv", [
+    ["prepare", "a.txt", "-o"],
+    ["generate", "--model", "m", "--prompt"],
+    ["generate", "--model", "m", "--prompt", "--n", "2"],  # a flag of its own, not a text
+])
+def test_a_missing_value_gets_no_such_hint(argv, capsys):
+    """No word followed the flag, or a known flag did: the value is missing, as argparse
+    says; the hint was a guess there (``--out`` last, ``--prompt`` last)."""
+    _refused(argv)
+    err = capsys.readouterr().err
+    assert ": expected one argument (see: unmask " in err and "begins with" not in err, err

@@ -1052,8 +1052,10 @@ def run_rows(
     runs = [start(loaded, [row], dataclasses.replace(config, seed=seed),
                   step_callback=row_view(i), draft=draft)
             for i, (row, seed) in enumerate(zip(rows, seeds, strict=True))]
-    # after ``start`` checked the lengths: a gen_length no run can take was a traceback here
-    view = torch.full((len(rows), config.gen_length), facts_of(loaded).mask_id)  # (B, G)
+    # after ``start`` checked the lengths: a gen_length no run can take was a traceback here;
+    # and only for a callback to see (8 MB a row at gen_length 10**6 otherwise)
+    view = None if step_callback is None else torch.full(
+        (len(rows), config.gen_length), facts_of(loaded).mask_id)  # (B, G)
     # a prompt of [MASK]s alone ties its confidences, which a shared forward rounds
     # otherwise than the row's alone (``rows_apart``): one after another then
     from unmask.sampling.loop import rows_apart

@@ -15,7 +15,7 @@ Everything every command shares happens here, once:
   also argparse's errors), 130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM, as
   a shell reports a process killed by it), 129 hung up (SIGHUP). Each signal prints one
   line, no traceback: torch is imported with the signals held (``_import_torch_whole``),
-  and a process ending by a signal blocks further ones (``_hold_signals``).
+  and a process ending by a signal blocks further ones (``hold_signals``).
   141 when the reader of stdout left (``unmask ... | head``), silently.
 - Under ``torchrun`` every process parses the same command line and meets the same
   mistakes: rank 0 alone says a user mistake or a signal, in one line (``_said_by_rank_0``;
@@ -110,14 +110,44 @@ class _Parser(argparse.ArgumentParser):
     """argparse's parser with one-line errors: the command, what is wrong, where the help is
     (argparse prints the whole usage block first, 20 lines for ``generate``)."""
 
+    _argv: list[str] | None = None
+
+    def parse_known_args(self, args: Sequence[str] | None = None,
+                         namespace: argparse.Namespace | None = None) -> Any:
+        self._argv = list(sys.argv[1:] if args is None else args)  # for ``_dash_text``
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
         _said_by_rank_0()
         flag = _VALUE_MISSING.match(message)
-        action = self._option_string_actions.get(flag[1]) if flag is not None else None
-        if action is not None and action.type is None:  # a text's flag: `--prompt -x` met
-            # this, argparse taking the text for a flag
+        if flag is not None and self._dash_text(flag[1]):  # `--prompt -x` met this, argparse
+            # taking the text for a flag
             message += f" (a text that begins with '-' is written {flag[1]}=TEXT)"
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+    def _dash_text(self, flag: str) -> bool:
+        """Whether ``flag`` was followed by a word beginning with ``-`` that it takes as its
+        text (its ``type`` accepts it: ``--prompt -x``, ``--template -x``; not ``--gen-length
+        -x``): argparse read that word as a flag. Not where no word followed (``--out`` last:
+        the value is missing, as argparse says)."""
+        action = self._option_string_actions.get(flag)
+        argv = self._argv or []
+        if action is None:
+            return False
+        for i, word in enumerate(argv[:-1]):  # a flag may be abbreviated (--prom)
+            if not (word in action.option_strings
+                    or (word.startswith("--") and len(word) > 2 and flag.startswith(word))):
+                continue
+            text = argv[i + 1]
+            if not text.startswith("-") or text.split("=")[0] in self._option_string_actions:
+                continue  # a value, or a flag of this command: the value is missing
+            if callable(action.type):
+                try:
+                    action.type(text)
+                except (argparse.ArgumentTypeError, TypeError, ValueError, UserError):
+                    continue  # not a value of this flag: a flag, as argparse read it
+            return True
+        return False
 
 
 _VALUE_MISSING = re.compile(r"argument (?:-\w/)?(--[\w-]+)(?:/[^:]*)?: expected one argument$")
@@ -223,11 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     atexit hooks) and print a traceback after the one line."""
     status = _main(argv, program=argv is None)
     if argv is None and status in (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_HUNG_UP):
-        _hold_signals()
+        hold_signals()
     return status
 
 
-def _hold_signals() -> None:
+def hold_signals() -> None:
     """Block SIGINT/SIGTERM/SIGHUP for the rest of the process (it is exiting): one C call,
     so a second signal cannot interrupt the exit path between bytecodes."""
     if threading.current_thread() is threading.main_thread():
@@ -309,7 +339,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         if program:
-            _hold_signals()  # first: a second Ctrl-C must not interrupt this line
+            hold_signals()  # first: a second Ctrl-C must not interrupt this line
         if not _follower():  # torchrun: every process got it; rank 0 says it
             print(f"{label}: interrupted", file=sys.stderr)
         if getattr(sys.modules.get("unmask.tokenizer"), "ABANDONED", False):
@@ -319,7 +349,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         return EXIT_INTERRUPTED
     except Terminated as e:
         if program:
-            _hold_signals()
+            hold_signals()
         hung_up = e.signum == signal.SIGHUP
         if _follower():  # torchrun stops the others when one ends (rank 0 said why), or
             return EXIT_HUNG_UP if hung_up else EXIT_TERMINATED  # all got it: rank 0 says it

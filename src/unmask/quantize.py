@@ -443,6 +443,18 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.1f} GB"
 
 
+def memory_refusal(subject: str, need: int, free: int, device: str | torch.device, hint: str,
+                   *, bound: str = "about", setting: str | None = None) -> UserError:
+    """The one line that refuses what does not fit ``device``'s free memory (``check_fits``,
+    ``unmask generate``'s rows): ``"{subject}: needs {bound} 3.0 GB of RAM[ with {setting}],
+    1.0 GB free: {hint} (or UNMASK_NO_FIT_CHECK=1 to try anyway)"`` (GPU memory on CUDA);
+    ``bound``: "about" an estimate, "at least" a lower bound."""
+    where = "GPU memory" if _device_type(device) == "cuda" else "RAM"
+    how = f" with {setting}" if setting else ""
+    return UserError(f"{subject}: needs {bound} {_gb(need)} of {where}{how}, {_gb(free)} free: "
+                     f"{hint} (or {SKIP_ENV}=1 to try anyway)")
+
+
 def check_fits(
     model: nn.Module,
     dtype: torch.dtype,
@@ -460,8 +472,6 @@ def check_fits(
     free = free_bytes(device) if free is None else free
     if free is None or need <= free or os.environ.get(SKIP_ENV) == "1":
         return need
-    kind = _device_type(device)
-    where = "GPU memory" if kind == "cuda" else "RAM"
     setting = _dtype_name(dtype) + (f" + --quantize {quantize}" if quantize else "")
     fits = [
         (flags, size) for flags, size in _settings(model, dtype, quantize, device) if size <= free
@@ -471,10 +481,7 @@ def check_fits(
         if fits
         else "no setting fits this device; free memory or use a larger machine"
     )
-    raise UserError(
-        f"{source}: needs about {_gb(need)} of {where} with {setting}, "
-        f"{_gb(free)} free: {hint} (or {SKIP_ENV}=1 to try anyway)"
-    )
+    raise memory_refusal(source, need, free, device, hint, setting=setting)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
