@@ -1,6 +1,6 @@
 """A text flag given a word that begins with ``-`` (``--prompt -x``, ``--system -v``; a text
 with a space is taken) met argparse's "expected one argument", which does not say that
-argparse read the word as a flag: the line says how to write it (``--prompt=TEXT``)."""
+argparse read the word as a flag: the line says how to write it (``--prompt=-x``)."""
 
 import pytest
 
@@ -21,16 +21,17 @@ def _refused(argv: list[str]) -> None:
     assert e.value.code == 2
 
 
-@pytest.mark.parametrize(("argv", "flag"), [
-    (["generate", "--model", "m", "--prompt", "-x"], "--prompt"),
-    (["chat", "--model", "m", "--system", "-x"], "--system"),
-    (["prepare", "a.txt", "-o", "-x.ds"], "--out"),
-    (["chat", "--model", "m", "--template", "-x"], "--template"),  # a text of a custom type
+@pytest.mark.parametrize(("argv", "written"), [
+    (["generate", "--model", "m", "--prompt", "-x"], "--prompt=-x"),
+    (["chat", "--model", "m", "--system", "-x"], "--system=-x"),
+    (["prepare", "a.txt", "-o", "-x.ds"], "--out=-x.ds"),
+    (["chat", "--model", "m", "--template", "-x"], "--template=-x"),  # a custom type
 ])
-def test_a_text_beginning_with_a_dash_is_said_how_to_write(argv, flag, capsys):
+def test_a_text_beginning_with_a_dash_is_said_how_to_write(argv, written, capsys):
+    """The hint writes the user's own value (``--template=TEXT`` misnamed a FILE or NAME)."""
     _refused(argv)
     err = capsys.readouterr().err
-    assert f": expected one argument (a text that begins with '-' is written {flag}=TEXT) " in err
+    assert f": expected one argument (a text that begins with '-' is written {written}) " in err
     assert err.count("\n") == 1
 
 

@@ -120,20 +120,20 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         _said_by_rank_0()
         flag = _VALUE_MISSING.match(message)
-        if flag is not None and self._dash_text(flag[1]):  # `--prompt -x` met this, argparse
-            # taking the text for a flag
-            message += f" (a text that begins with '-' is written {flag[1]}=TEXT)"
+        text = None if flag is None else self._dash_text(flag[1])
+        if text is not None:  # `--prompt -x` met this, argparse taking the text for a flag
+            message += f" (a text that begins with '-' is written {flag[1]}={text})"
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
-    def _dash_text(self, flag: str) -> bool:
-        """Whether ``flag`` was followed by a word beginning with ``-`` that it takes as its
+    def _dash_text(self, flag: str) -> str | None:
+        """The word beginning with ``-`` that followed ``flag`` and that it takes as its
         text (its ``type`` accepts it: ``--prompt -x``, ``--template -x``; not ``--gen-length
-        -x``): argparse read that word as a flag. Not where no word followed (``--out`` last:
-        the value is missing, as argparse says)."""
+        -x``): argparse read that word as a flag. None where no word followed (``--out``
+        last: the value is missing, as argparse says)."""
         action = self._option_string_actions.get(flag)
         argv = self._argv or []
         if action is None:
-            return False
+            return None
         for i, word in enumerate(argv[:-1]):  # a flag may be abbreviated (--prom)
             if not (word in action.option_strings
                     or (word.startswith("--") and len(word) > 2 and flag.startswith(word))):
@@ -146,8 +146,8 @@ class _Parser(argparse.ArgumentParser):
                     action.type(text)
                 except (argparse.ArgumentTypeError, TypeError, ValueError, UserError):
                     continue  # not a value of this flag: a flag, as argparse read it
-            return True
-        return False
+            return text
+        return None
 
 
 _VALUE_MISSING = re.compile(r"argument (?:-\w/)?(--[\w-]+)(?:/[^:]*)?: expected one argument$")
