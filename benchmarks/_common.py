@@ -148,13 +148,12 @@ def run(main: Callable[[], object], *, interrupted: str = "") -> NoReturn:
         print(f"{Path(sys.argv[0]).name}: error: {e.strerror or e}{where}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt as e:
-        from unmask.cli import hold_signals
+        from unmask.cli import EXIT_INTERRUPTED, hold_signals, stopped_how
 
         hold_signals()  # the process is ending: a second Ctrl-C cannot break the line
-        code = getattr(e, "exit_code", 130)  # 128 + the signal, as a shell reports it
-        how = {143: "terminated", 129: "hung up (SIGHUP)"}.get(code, "interrupted")
+        code = getattr(e, "exit_code", EXIT_INTERRUPTED)  # 128 + the signal, as a shell says
         hint = f"; {interrupted}" if interrupted else ""
-        print(f"{Path(sys.argv[0]).name}: {how}{hint}", file=sys.stderr)
+        print(f"{Path(sys.argv[0]).name}: {stopped_how(code)}{hint}", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -45,6 +45,14 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 EXIT_HUNG_UP = 129  # 128 + SIGHUP: the terminal or ssh session closed
 
+
+def stopped_how(exit_code: int) -> str:
+    """How a run stopped by a signal says so, by its exit status: ``interrupted`` (130,
+    Ctrl-C), ``terminated`` (143, SIGTERM), ``hung up (SIGHUP)`` (129); the one wording of
+    ``unmask`` and the benchmark scripts (``benchmarks/_common.run``)."""
+    return {EXIT_TERMINATED: "terminated", EXIT_HUNG_UP: "hung up (SIGHUP)"}.get(
+        exit_code, "interrupted")
+
 EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: the reader of stdout left
 
 EPILOG = (
@@ -341,7 +349,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         if program:
             hold_signals()  # first: a second Ctrl-C must not interrupt this line
         if not _follower():  # torchrun: every process got it; rank 0 says it
-            print(f"{label}: interrupted", file=sys.stderr)
+            print(f"{label}: {stopped_how(EXIT_INTERRUPTED)}", file=sys.stderr)
         if getattr(sys.modules.get("unmask.tokenizer"), "ABANDONED", False):
             sys.stdout.flush()  # a thread left in native code (BPE training): exit now, the
             sys.stderr.flush()  # interpreter's shutdown would abort on it
@@ -350,11 +358,10 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
     except Terminated as e:
         if program:
             hold_signals()
-        hung_up = e.signum == signal.SIGHUP
-        if _follower():  # torchrun stops the others when one ends (rank 0 said why), or
-            return EXIT_HUNG_UP if hung_up else EXIT_TERMINATED  # all got it: rank 0 says it
-        print(f"{label}: {'hung up (SIGHUP)' if hung_up else 'terminated'}", file=sys.stderr)
-        return EXIT_HUNG_UP if hung_up else EXIT_TERMINATED
+        code = EXIT_HUNG_UP if e.signum == signal.SIGHUP else EXIT_TERMINATED
+        if not _follower():  # torchrun stops the others when one ends (rank 0 said why), or
+            print(f"{label}: {stopped_how(code)}", file=sys.stderr)  # all got it: rank 0 says
+        return code
 
 
 def unknown_command(word: str) -> str:
