@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from test_rowseeds30_commit import counted_forwards
 
 from unmask.config import SampleConfig
 from unmask.sampling.ar import row_generators
@@ -118,13 +119,9 @@ def test_generate_runs_seeded_bd3lm_rows_as_one_batch(tmp_path):
                               device="cpu", dtype="fp32")
     prompts = ["ab", "The cat sat", "", "In the"]
     config = {"gen_length": 12, "steps": 12, "temperature": 1.0, "seed": 5, "cache": "prefix"}
-    calls = []
-    hook = m.model.register_forward_hook(lambda *a: calls.append(1))
-    try:
+    with counted_forwards(m.model) as calls:
         out = api.generate(m, prompts, config=config, n=2)
         batched = len(calls)
-    finally:
-        hook.remove()
     assert out.decoder == "bd3lm"
     assert batched == out.nfe <= 12 + 3  # a cached call a step, a prefix a block
     for k, p in enumerate(prompts):

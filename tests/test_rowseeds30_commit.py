@@ -13,6 +13,8 @@ row writes alone."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -26,6 +28,17 @@ from unmask.sampling.policies import POLICIES, register_policy
 from unmask.sampling.protocol import make_generator
 
 V, MASK, PAD, EOS = 40, 0, 1, 2
+
+
+@contextlib.contextmanager
+def counted_forwards(model: torch.nn.Module) -> Iterator[list[int]]:
+    """A list that grows by one per forward of ``model`` while inside (a run's calls)."""
+    calls: list[int] = []
+    hook = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        yield calls
+    finally:
+        hook.remove()
 
 
 class RowHashed:
@@ -145,16 +158,11 @@ def test_generate_runs_seeded_mdlm_rows_as_one_batch(mdlm, options):
 
     prompts = ["ab", "The cat sat", "", "In the beginning"]
     config = {"gen_length": 16, "seed": 5, **options}
-    calls = []
-    model = mdlm.model
-    hook = model.register_forward_hook(lambda *a: calls.append(1))
-    try:
+    with counted_forwards(mdlm.model) as calls:
         out = api.generate(mdlm, prompts, config=config, n=2)
         batched = len(calls)
         alone = [api.generate(mdlm, p, config={**config, "seed": 5 + j})
                  for p in prompts for j in range(2)]
-    finally:
-        hook.remove()
     assert out.decoder == "llada"
     assert api.seeds_in_one_run(mdlm, config)
     assert out.ids == [a.ids[0] for a in alone]
@@ -172,12 +180,8 @@ def test_run_rows_runs_seeded_mdlm_rows_as_one_batch(mdlm):
     rows = [mdlm.tokenizer.encode(p) for p in ["x", "And God said,", "ab"]]
     config = SampleConfig(gen_length=8, steps=8, block_length=4, temperature=1.0,
                           cache="prefix")
-    calls = []
-    hook = mdlm.model.register_forward_hook(lambda *a: calls.append(1))
-    try:
+    with counted_forwards(mdlm.model) as calls:
         result, _ = api.run_rows(mdlm, rows, config, [7, 8, 7])
-    finally:
-        hook.remove()
     assert len(calls) == result.nfe == 8  # a run per row: 24
     for i, (row, seed) in enumerate(zip(rows, [7, 8, 7], strict=True)):
         alone, _ = api.run_rows(mdlm, [row], config, [seed])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 from test_continuous import _model
+from test_rowseeds30_commit import counted_forwards
 
 from unmask.canvas import Canvas
 from unmask.config import SampleConfig
@@ -116,13 +117,9 @@ def test_generate_runs_seeded_embed_rows_as_one_batch(tmp_path):
     m = api.load_for_decoding(str(tmp_path), device="cpu", dtype="fp32")
     prompts = ["ab", "The cat sat", "", "In the"]
     config = {"gen_length": 8, "steps": 4, "temperature": 1.0, "seed": 5}
-    calls = []
-    hook = m.model.register_forward_hook(lambda *a: calls.append(1))
-    try:
+    with counted_forwards(m.model) as calls:
         out = api.generate(m, prompts, config=config, n=2)
         batched = len(calls)
-    finally:
-        hook.remove()
     assert out.decoder == "embed-diffusion"
     assert batched == out.nfe == 4
     for k, p in enumerate(prompts):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_rowseeds30_commit import counted_forwards
 
 from unmask.canvas import Canvas
 from unmask.config import SampleConfig, TrainConfig, model_preset
@@ -97,13 +98,9 @@ def test_generate_runs_seeded_sedd_rows_as_one_batch(sedd):
 
     prompts = ["ab", "The cat sat", "", "In the"]
     config = {"gen_length": 12, "steps": 6, "seed": 5}
-    calls = []
-    hook = sedd.model.register_forward_hook(lambda *a: calls.append(1))
-    try:
+    with counted_forwards(sedd.model) as calls:
         out = api.generate(sedd, prompts, config=config, n=2)
         batched = len(calls)
-    finally:
-        hook.remove()
     assert out.decoder == "sedd"
     assert api.seeds_in_one_run(sedd, config)
     assert batched == out.nfe == 6
