@@ -183,14 +183,13 @@ def rows_bytes(loaded: Any, lengths: list[int], config: SampleConfig, n: int,
     Measured on the demo model (V 4096, 65 positions; --n 200 and 400, fp32 greedy and
     sampling, bf16 sampling) it is 54-98% of the peak memory the rows add; 96-99% for greedy
     runs over a 50k vocabulary; far less for ``"each"`` and ``ar`` (review rm30)."""
-    import torch
+    from unmask.api import weights_dtype
 
     cfg = loaded.config
     width = max(lengths) + config.gen_length  # a row's canvas, left-padded to the longest
     rows = len(lengths) * n
-    params = getattr(loaded.model, "parameters", None)  # any mask predictor may be loaded
-    param = next(iter(params()), None) if callable(params) else None
-    value = 4 if param is not None and param.dtype in (torch.float32, torch.float64) else 2
+    dtype = (weights_dtype(loaded) or "").split(" + ")[0]  # None: a stand-in, no parameters
+    value = 4 if dtype in ("fp32", "float64") else 2
     vocab = getattr(cfg, "vocab_size", 0)  # a stand-in model's config may lack sizes
     seen = min(width, config.segment_length or width)  # the positions a forward runs on
     heads = getattr(cfg, "n_kv_heads", None) or getattr(cfg, "n_heads", 0)
