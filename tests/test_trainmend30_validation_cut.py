@@ -334,3 +334,35 @@ def test_a_time_limit_at_once_after_a_changed_plan_died_judges_by_the_saved_plan
         train(replace(changed, time_limit=limit), resume=True, progress=False)
     assert trainer(run)["step"] == first and trainer(run)["stopped"] == "time_limit"
     assert [r["step"] for r in lines(run) if "val_loss" in r] == validated
+
+
+def test_ctrl_c_during_the_final_validation_stops_it_and_the_resume_runs_it(
+        dataset, full, tmp_path, monkeypatch):
+    """The final validation (after the last step) ignored Ctrl-C and ran to its end, however
+    many batches it had. It stops between batches as a periodic one does: the checkpoint of
+    the last step says ``validation_cut``, and the resume runs that validation only, so the
+    log, the weights and the best checkpoint equal the uninterrupted run's."""
+    config = cfg(dataset, tmp_path / "run")
+    orig = TokenDataset.windows
+    passes = []
+
+    def windows(self, seq_len, **k):
+        if self.split == "val":
+            passes.append(True)
+        for i, w in enumerate(orig(self, seq_len, **k)):
+            if self.split == "val" and len(passes) == 2 and i == 1:  # step 4's: the final one
+                os.kill(os.getpid(), signal.SIGINT)
+            yield w
+
+    with monkeypatch.context() as m:
+        m.setattr(TokenDataset, "windows", windows)
+        with pytest.raises(TrainingStopped):
+            train(config, progress=False)
+    run = Path(config.out)
+    assert trainer(run)["step"] == 4 and trainer(run)["validation_cut"] == 4
+    assert [r["step"] for r in lines(run) if "val_loss" in r] == [2]
+    train(config, resume=True, progress=False)
+    assert lines(run) == lines(full)
+    assert "validation_cut" not in trainer(run)
+    for name in ("checkpoint/model.safetensors", "best/checkpoint/model.safetensors"):
+        assert same_weights(full, run, name), name

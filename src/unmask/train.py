@@ -103,6 +103,7 @@ from unmask.schedules import schedule_of
 from unmask.train_guards import (
     RUNTIME_FIELDS,
     STOPPED_BY_TIME_LIMIT,
+    VALIDATION_CUT,
     SettingNamer,
     StopFlag,
     TrainingStopped,
@@ -891,8 +892,8 @@ def _train(
         if bar is not None:
             bar.close()
         final_eval = step >= config.steps or (timed_out and val_step != step)
-        if final_eval:
-            final = evaluate(step)
+        if final_eval:  # Ctrl-C stops it too: saved as cut, the resume runs it (and no more)
+            final = evaluate(step, stoppable=not distributed)
             if is_main and progress and final:
                 if "val_bpb" in final:
                     text = f"val bpb {final['val_bpb']:.4f}, ppl bound {final['val_ppl']:.2f}"
@@ -933,10 +934,6 @@ def _validates_after(config: TrainConfig, step: int) -> bool:
     return bool(config.eval_every) and step % config.eval_every == 0 and step < config.steps
 
 
-VALIDATION_CUT = "validation_cut"
-"""``trainer.json``'s key for a checkpoint saved when a signal stopped the validation of its
-step (``_StoppableSplit``): a resume validates that step first, so its log reads as the
-uninterrupted run's."""
 
 
 class _ValidationCut(Exception):

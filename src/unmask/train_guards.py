@@ -147,6 +147,8 @@ class SavedProgress:
     """The time limit (minutes, in all) the session that saved it trained to: ``trainer.json``'s
     ``train_config``. More than the plan's (``train_config.json``, the limit as the user gave
     it) once a plain resume renewed it; None: no limit, or no record of it."""
+    validation_cut: bool = False
+    """A signal stopped the validation of the checkpoint's step (``VALIDATION_CUT``)."""
 
 
 def saved_progress(ckpt: Path) -> SavedProgress:
@@ -168,13 +170,19 @@ def saved_progress(ckpt: Path) -> SavedProgress:
                              int(meta.get("skipped_in_a_row", 0)),
                              meta.get("stopped") == STOPPED_BY_TIME_LIMIT,
                              bool(meta.get("has_raw_model")),
-                             _minutes(meta.get("session_limit")), limit)
+                             _minutes(meta.get("session_limit")), limit,
+                             meta.get(VALIDATION_CUT) == meta["step"])
     except (KeyError, TypeError, ValueError, OverflowError):
         raise UserError(f"{path}: not a valid trainer state") from None
 
 
 STOPPED_BY_TIME_LIMIT = "time_limit"
 """``trainer.json``'s ``stopped`` where the run's ``time_limit`` stopped it short of its steps."""
+
+VALIDATION_CUT = "validation_cut"
+"""``trainer.json``'s key for a checkpoint saved when a signal stopped the validation of its
+step (``_StoppableSplit``): a resume validates that step first, so its log reads as the
+uninterrupted run's (the last step's: a finished run resumes for that validation alone)."""
 
 TIME_LIMIT_EXIT = 75
 """Exit code of ``unmask train`` / ``unmask distill`` when ``--time-limit`` stopped the run
@@ -281,6 +289,8 @@ def describe_resume(
         )
     used_min = progress.train_seconds / 60
     used = f"{used_min:.1f}" if used_min >= 1 else f"{used_min:.2g}"  # not "0.0 min trained"
+    if plan.steps == step and progress.validation_cut:  # Ctrl-C in the final validation
+        return f"resuming at step {step} of {step} for its final validation, which was stopped"
     if plan.steps == step:
         hint = "" if "steps" in changes else f"; give more steps ({name('steps', step * 2)})"
         raise UserError(f"the run already finished its {step} steps{hint}")
