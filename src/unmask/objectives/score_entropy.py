@@ -19,7 +19,9 @@ from unmask.objectives.spec import (
     MaskPredictor,
     ObjectiveOptions,
     ObjectiveSpec,
+    predicted,
     register_objective,
+    unshift,
 )
 from unmask.schedules import get_schedule
 from unmask.sedd import SEDD_OUTPUT, as_log_score, call_network, graph_of, noise_of
@@ -44,9 +46,11 @@ def sedd(
     ``prior_kl(σ(1))`` per token, so the whole is a bound on the NLL, not only a training loss
     (under the geometric noise, which starts at σ(0) = 1e-4, up to the reconstruction of
     x0 from x at σ = 1e-4, which the reference leaves out too). Normalised by the number of
-    non-pad tokens; padding is never noised. Under the absorbing graph and the linear
-    schedule, with a normalised output (``out = log_softmax + log(V - 1)``) this is the
-    ``mdlm`` cross-entropy weighted by 1/t (tested).
+    non-pad tokens; padding is never noised. A Dream-style model (``config.logit_shift``)
+    is read as ``mdlm`` reads it and the samplers do: position i's output at i - 1
+    (``unshift``), and a position no output predicts is never noised nor counted. Under the
+    absorbing graph and the linear schedule, with a normalised output (``out = log_softmax +
+    log(V - 1)``) this is the ``mdlm`` cross-entropy weighted by 1/t (tested).
     """
     if config.attention != "bidirectional":
         raise UserError(
@@ -56,7 +60,8 @@ def sedd(
     noise = noise_of(options.schedule)
     if attention_mask is not None:
         attention_mask = attention_mask.bool()
-    valid = attention_mask if attention_mask is not None else torch.ones_like(x0, dtype=torch.bool)
+    real = attention_mask if attention_mask is not None else torch.ones_like(x0, dtype=torch.bool)
+    valid = predicted(real, config)  # (B, L): a Dream-style model predicts no position 0
     if graph.absorbing:
         valid = valid & (x0 != config.mask_id)
     B = x0.shape[0]
@@ -66,7 +71,7 @@ def sedd(
     sigma, dsigma = noise.sigma(t), noise.dsigma(t)  # (B,) each
     xt = graph.sample_transition(x0, sigma, generator, maskable=valid)
     sigma_f = sigma.float().to(x0.device)
-    out = call_network(model, config, xt, sigma_f, attention_mask)  # (B, L, V)
+    out = unshift(call_network(model, config, xt, sigma_f, attention_mask), config)  # (B, L, V)
     active = graph.loss_positions(xt) & valid  # (B, L)
     rows = torch.arange(B, device=x0.device)[:, None].expand_as(xt)[active]  # (M,)
     log_score = as_log_score(out[active], config, graph, xt[active], sigma_f[rows])  # (M, V)

@@ -1,6 +1,7 @@
-"""SEDD's geometric noise (``--schedule geometric``): the schedule, the loss and the sampler
-run on σ(t) = 1e-4^{1-t}·20^t as the reference's ``GeometricNoise`` (sigma_min 1e-4,
-sigma_max 20), and a schedule with no SEDD noise is one line before training."""
+"""SEDD (objective ``sedd`` and its decoder): the geometric noise (``--schedule geometric``)
+runs the loss and the sampler on σ(t) = 1e-4^{1-t}·20^t as the reference's ``GeometricNoise``
+(sigma_min 1e-4, sigma_max 20), a schedule with no SEDD noise is one line before training,
+and a Dream-style (``logit_shift``) model is scored on its shifted output."""
 
 import math
 from dataclasses import replace
@@ -125,3 +126,34 @@ def test_the_last_step_removes_all_the_noise_left(graph):
     exact = p0[None, :] * T[:, xs].T / p_t[xs][:, None]  # Bayes: p(x_0 | x_t)
     got = denoise_step(graph, score, xs, t, 0.0, noise)
     torch.testing.assert_close(got / got.sum(-1, keepdim=True), exact, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("graph", ["absorbing", "uniform"])
+def test_a_dream_style_model_is_scored_on_its_shifted_output(graph):
+    """A ``logit_shift`` model's output at i - 1 is position i's (as ``mdlm`` and the SEDD
+    samplers read it): its loss equals that of the same outputs unshifted, position 0 (which
+    no output predicts) left out. Read raw, each position was scored on its neighbour's
+    output (training taught position i the score of i + 1, the sampler read it shifted)."""
+    V, mask, B, L = 12, 11, 4, 16
+    base = ModelConfig(vocab_size=V, mask_id=mask, pad_id=0, eos_id=1, d_model=16, n_layers=1,
+                       n_heads=2, max_seq_len=64, sedd_graph=graph)  # fmt: skip
+    x0 = torch.randint(2, mask, (B, L), generator=torch.Generator().manual_seed(0))
+    good = torch.full((B, L, V), -4.0).scatter(-1, x0[..., None], 4.0)
+    out = good.log_softmax(-1) + math.log(V - 1)  # near the absorbing optimum
+
+    def plain(xt, attention_mask=None, **kw):
+        return out
+
+    def shifted(xt, attention_mask=None, **kw):  # position i's output at i - 1
+        return torch.cat([out[:, 1:], out[:, -1:]], dim=1)
+
+    opts = ObjectiveOptions(schedule=get_schedule("linear"))
+    t = torch.tensor([0.2, 0.5, 0.7, 0.9])
+    no_first = torch.ones(B, L, dtype=torch.bool)
+    no_first[:, 0] = False
+    want = sedd(plain, base, x0, attention_mask=no_first, options=opts, t=t,
+                generator=torch.Generator().manual_seed(3))
+    got = sedd(shifted, replace(base, logit_shift=True), x0, attention_mask=None, options=opts,
+               t=t, generator=torch.Generator().manual_seed(3))
+    assert int(got.n_tokens) == B * (L - 1) == int(want.n_tokens)
+    assert float(got.loss_sum) == pytest.approx(float(want.loss_sum), rel=1e-6)
