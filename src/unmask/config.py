@@ -805,8 +805,8 @@ class SampleConfig:
             raise UserError(f"draft_length must be >= 1, got {self.draft_length}")
         check_penalties(self.repetition_penalty, self.presence_penalty, self.frequency_penalty,
                         self.no_repeat_ngram_size)
-        if self.guide_scale < 0:
-            raise UserError(f"guide_scale must be >= 0, got {self.guide_scale}")
+        if not (self.guide_scale >= 0 and math.isfinite(self.guide_scale)):  # nan: no guidance
+            raise UserError(f"guide_scale must be a finite number >= 0, got {self.guide_scale}")
         if self.edit_threshold is not None and not 0.0 <= self.edit_threshold < 1.0:
             raise UserError(f"edit_threshold must be in [0, 1), got {self.edit_threshold}")
         if self.max_post_steps < 0:
