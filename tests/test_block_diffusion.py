@@ -320,7 +320,7 @@ def test_a_time_conditioned_model_is_refused_with_the_reason():
     assert float(parts.loss_sum.detach()) > 0
 
 
-@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "geometric"])
 def test_loss_equals_a_block_by_block_loop(schedule):
     """The whole loss against a plain loop: block b of row r, masked where the row's draws
     fall below p_mask(t_rb), run alone after the clean blocks before it; the cross-entropy of

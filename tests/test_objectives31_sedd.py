@@ -157,3 +157,13 @@ def test_a_dream_style_model_is_scored_on_its_shifted_output(graph):
                t=t, generator=torch.Generator().manual_seed(3))
     assert int(got.n_tokens) == B * (L - 1) == int(want.n_tokens)
     assert float(got.loss_sum) == pytest.approx(float(want.loss_sum), rel=1e-6)
+
+
+def test_a_masked_objective_on_the_geometric_schedule_weighs_a_token_by_its_alpha_range():
+    """As a masking schedule (mdlm, bd3lm, sft) α = e^{-σ}: a token's expected ELBO weight is
+    α(0) - α(1) = e^{-1e-4} - e^{-20} (documented: the ~1e-4 masked at t = 0 are left out)."""
+    s = get_schedule("geometric", eps=0.1)
+    t = (torch.arange(400_000, dtype=torch.float64) + 0.5) / 400_000  # midpoint rule
+    want = math.exp(-1e-4) - math.exp(-20.0)
+    assert float((s.weight(t) * s.p_mask(t)).mean()) == pytest.approx(want, abs=1e-6)
+    assert sum(s.transfer_counts(64, 8)) == 64
