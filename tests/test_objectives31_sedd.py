@@ -167,3 +167,29 @@ def test_a_masked_objective_on_the_geometric_schedule_weighs_a_token_by_its_alph
     want = math.exp(-1e-4) - math.exp(-20.0)
     assert float((s.weight(t) * s.p_mask(t)).mean()) == pytest.approx(want, abs=1e-6)
     assert sum(s.transfer_counts(64, 8)) == 64
+
+
+def test_score_entropy_of_a_three_token_vocabulary_by_hand():
+    """Numbers worked out on paper at σ = log 2 (e^σ - 1 = 1), so the rates, the ratios and
+    the constant term are each checked, not only their shape.
+
+    Uniform, V = 3: q(x0|x0) = 2/3, q(y|x0) = 1/6, Q(y → x) = 1/3. At x = x0 the ratios are
+    1/4: with s = 1, 2·(1/3)·[1 + (1/4)(log(1/4) - 1)]. At x = 1 ≠ x0 = 0: r_0 = 4, r_2 = 1:
+    (1/3)·[1 + 4(log 4 - 1)] + (1/3)·[1 - 1]. Absorbing, tokens 0, 1 and mask 2, x0 = 0:
+    r_0 = 1, r_1 = 0, Q = 1: with s = (2, 1/2), [2 - log 2 - 1] + 1/2. At s = r both are 0."""
+    sigma = torch.tensor([math.log(2.0)] * 2, dtype=torch.float64)
+    uni = UniformGraph(3)
+    ones = torch.zeros(2, 3, dtype=torch.float64)  # log s = 0
+    got = uni.score_entropy(ones, sigma, torch.tensor([0, 1]), torch.tensor([0, 0]))
+    want = [2 / 3 * (1 + 0.25 * (math.log(0.25) - 1)), (1 + 4 * (math.log(4.0) - 1)) / 3]
+    assert got.tolist() == pytest.approx(want, abs=1e-12)
+    true = torch.log(torch.tensor([[1.0, 0.25, 0.25], [4.0, 1.0, 1.0]], dtype=torch.float64))
+    exact = uni.score_entropy(true, sigma, torch.tensor([0, 1]), torch.tensor([0, 0]))
+    assert exact.abs().max() < 1e-12
+    absorb = AbsorbingGraph(3, 2)
+    log_s = torch.log(torch.tensor([[2.0, 0.5, 1.0]], dtype=torch.float64))
+    got = absorb.score_entropy(log_s, sigma[:1], torch.tensor([2]), torch.tensor([0]))
+    assert float(got) == pytest.approx(2 - math.log(2.0) - 1 + 0.5, abs=1e-12)
+    near = torch.log(torch.tensor([[1.0, 1e-300, 1.0]], dtype=torch.float64))
+    zero = absorb.score_entropy(near, sigma[:1], torch.tensor([2]), torch.tensor([0]))
+    assert 0 <= float(zero) < 1e-12
