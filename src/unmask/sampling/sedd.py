@@ -95,8 +95,8 @@ def euler_step(
 
 def _dsigma(noise: Noise, t: float, s: float | None, n: int, like: Tensor) -> Tensor:
     """(n,) Δσ = σ(t) - σ(s), or σ(t) itself for ``s`` None (down to σ = 0)."""
-    grid = noise.sigma(torch.tensor([t, 0.0 if s is None else s], dtype=torch.float64))
-    delta = grid[0] - (0.0 if s is None else grid[1])
+    grid = noise.sigma(torch.tensor([t] if s is None else [t, s], dtype=torch.float64))
+    delta = grid[0] if s is None else grid[0] - grid[1]
     return torch.full((n,), float(delta), dtype=like.dtype, device=like.device)
 
 
