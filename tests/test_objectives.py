@@ -237,7 +237,7 @@ SPECS = {  # name: (attention, decoder, batch, options)
     "sft": ("bidirectional", "llada", "prompt_response", {"schedule", "eps", "chat_template"}),
     "ar": ("causal", "ar", "tokens", {"fim_rate"}),
     "bd3lm": ("block-causal", "bd3lm", "tokens", {"block_size", "schedule", "eps"}),
-    "sedd": ("bidirectional", "sedd", "tokens", {"sedd_graph", "eps"}),
+    "sedd": ("bidirectional", "sedd", "tokens", {"sedd_graph", "schedule", "eps"}),
     "embed-diffusion": ("bidirectional", "embed-diffusion", "tokens", set()),
     "latent-ae": ("bidirectional", "latent-diffusion", "tokens", {"latent_len"}),
     "latent-diffusion": ("bidirectional", "latent-diffusion", "tokens", {"latent_len"}),
@@ -248,7 +248,7 @@ SPECS = {  # name: (attention, decoder, batch, options)
 }  # fmt: skip
 NON_DEFAULT = {"eps": 0.01, "fim_rate": 0.5, "empty_rate": 0.3, "block_size": 4,
                "sedd_graph": "uniform",
-               "schedule": "cosine", "latent_len": 4, "draft_block": 4, "draft_weight": 0.5,
+               "schedule": "geometric", "latent_len": 4, "draft_block": 4, "draft_weight": 0.5,
                "distill_ce_weight": 0.5, "distill_entropy_weight": 1.0,
                "distill_temperature": 1.0, "distill_window": 4,
                "chat_template": "plain"}  # fmt: skip

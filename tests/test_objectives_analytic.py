@@ -31,7 +31,7 @@ def _draws(gen: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.rand(shape, generator=copy)
 
 
-@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "geometric"])
 def test_bd3lm_weighs_each_block_by_its_own_time(schedule):
     """bd3lm with given times (B, n_blocks): the loss is Σ over masked positions of
     weight(t of its block) · log V, over B·L tokens."""

@@ -29,7 +29,7 @@ Mlp = Literal["swiglu", "gelu"]
 SigmaInput = Literal["given", "zero", "masked_fraction"]
 Output = Literal["logits", "sedd_log_score"]
 SeddGraph = Literal["absorbing", "uniform"]
-ScheduleName = Literal["linear", "cosine"]
+ScheduleName = Literal["linear", "cosine", "geometric"]
 """Noise schedules by name; ``unmask.schedules.SCHEDULES`` implements exactly these (tested)."""
 
 ATTENTION_MODES: tuple[str, ...] = get_args(AttentionMode)
@@ -224,11 +224,13 @@ class ModelConfig:
     the model. None = not recorded (imported checkpoints, runs older than this field)."""
     schedule: ScheduleName = "linear"
     """Noise schedule α(t) the model was trained with (``unmask.schedules``): ``linear``
-    (LLaDA, MDLM) or ``cosine``. In sampling it drives the ``llada`` policy's counts only
+    (LLaDA, MDLM), ``cosine`` or ``geometric`` (SEDD's; the ``sedd`` decoder steps on its
+    σ(t)). In sampling it drives the ``llada`` policy's counts only
     (tokens to reveal per step, decoders ``llada`` and ``bd3lm``, where a block has more masks
     than steps; with no more masks than steps every schedule gives one token a step): the
     parallel policies, the speculative drafter (linear left-to-right chunks) and the other
-    decoders do not read it. Checkpoints without the field were trained with ``linear``."""
+    decoders but ``sedd`` do not read it. Checkpoints without the field were trained with
+    ``linear``."""
     schedule_eps: float = 1e-3
     """The schedule's floor on the mask probability, p_mask = (1 - eps)·(1 - α(t)) + eps
     (``TrainConfig.eps``)."""
@@ -490,10 +492,11 @@ class TrainConfig:
     """Minimum mask probability: p_mask = (1 - eps)·(1 - α(t)) + eps; saved as the model's
     ``schedule_eps``."""
     schedule: ScheduleName = "linear"
-    """Objectives ``mdlm``, ``bd3lm`` and ``sft``: the noise schedule α(t), ``linear`` (α = 1 - t;
-    LLaDA, MDLM) or ``cosine`` (α = 1 - sin(πt/2), MaskGIT's order; not MDLM's cos(πt/2));
-    saved as the model's ``schedule``, which
-    the samplers follow."""
+    """Objectives ``mdlm``, ``bd3lm``, ``sft`` and ``sedd``: the noise schedule α(t), ``linear``
+    (α = 1 - t; LLaDA, MDLM; SEDD's log-linear noise), ``cosine`` (α = 1 - sin(πt/2),
+    MaskGIT's order; not MDLM's cos(πt/2); not for ``sedd``) or ``geometric`` (SEDD's
+    σ(t) = 1e-4^{1-t}·20^t, α = e^{-σ}); saved as the model's ``schedule``, which the samplers
+    follow."""
     antithetic: bool = True
     """Low-discrepancy time sampling across the batch (MDLM)."""
     random_length_frac: float = 0.01
@@ -513,8 +516,9 @@ class TrainConfig:
     autoregressive model, ``seq_len`` = plain masked diffusion."""
     sedd_graph: SeddGraph = "absorbing"
     """Objective ``sedd`` only: the forward graph, ``absorbing`` (tokens jump to [MASK]) or
-    ``uniform`` (tokens jump to random tokens; wants a time-conditioned model); the noise schedule
-    is SEDD's log-linear one with ``eps`` (Lou et al. 2024; docs/training.md)."""
+    ``uniform`` (tokens jump to random tokens; wants a time-conditioned model); the noise is
+    ``schedule``'s: SEDD's log-linear one with ``eps`` (``linear``) or its ``geometric`` one
+    (Lou et al. 2024; docs/training.md)."""
     latent_len: int = 16
     """Objectives ``latent-ae`` / ``latent-diffusion`` only: latent vectors (of width d_model)
     each window of ``seq_len`` tokens is compressed to; saved as the model's ``latent_len``
@@ -801,8 +805,8 @@ class SampleConfig:
             raise UserError(f"draft_length must be >= 1, got {self.draft_length}")
         check_penalties(self.repetition_penalty, self.presence_penalty, self.frequency_penalty,
                         self.no_repeat_ngram_size)
-        if self.guide_scale < 0:
-            raise UserError(f"guide_scale must be >= 0, got {self.guide_scale}")
+        if not (self.guide_scale >= 0 and math.isfinite(self.guide_scale)):  # nan: no guidance
+            raise UserError(f"guide_scale must be a finite number >= 0, got {self.guide_scale}")
         if self.edit_threshold is not None and not 0.0 <= self.edit_threshold < 1.0:
             raise UserError(f"edit_threshold must be in [0, 1), got {self.edit_threshold}")
         if self.max_post_steps < 0:

@@ -15,8 +15,9 @@ Nie et al. 2025):
   the linear schedule gives LLaDA's counts exactly (n // s per step, the remainder to
   the earliest steps: 10 over 4 → 3, 3, 2, 2).
 
-Inside: ``Schedule`` (base), ``LinearSchedule``, ``CosineSchedule``, ``SCHEDULES``,
-``get_schedule``, ``schedule_of`` (the schedule a checkpoint's config names).
+Inside: ``Schedule`` (base), ``LinearSchedule``, ``CosineSchedule``, ``GeometricSchedule``
+(SEDD's geometric noise as α = e^{-σ}), ``SCHEDULES``, ``get_schedule``, ``schedule_of`` (the
+schedule a checkpoint's config names).
 """
 
 from __future__ import annotations
@@ -143,7 +144,42 @@ class CosineSchedule(Schedule):
         return -0.5 * math.pi * torch.cos(0.5 * math.pi * t)
 
 
-SCHEDULES: dict[str, type[Schedule]] = {"linear": LinearSchedule, "cosine": CosineSchedule}
+class GeometricSchedule(Schedule):
+    """SEDD's geometric noise (Lou et al. 2024, arXiv:2310.16834, §5.1; the reference's
+    ``GeometricNoise`` with its configured ``sigma_min`` 1e-4 and ``sigma_max`` 20): the total
+    noise σ(t) = σ_min^{1-t}·σ_max^t, rate dσ/dt = σ(t)·log(σ_max/σ_min), and as a masking
+    schedule α(t) = e^{-σ(t)}, the share of tokens the absorbing graph leaves clean.
+
+    Objective ``sedd`` runs on σ itself (``unmask.sedd.noise_of``; ``eps`` does not apply).
+    A masked objective reads α: from α(0) = e^{-σ_min} ≈ 0.9999 to α(1) = e^{-20} ≈ 2e-9, so its
+    ELBO leaves out the reconstruction of the ~1e-4 of tokens masked already at t = 0 (as
+    SEDD's bound leaves out σ < σ_min): a token's expected weight is α(0) - α(1), not 1."""
+
+    name = "geometric"
+    sigma_min = 1e-4
+    """σ(0)."""
+    sigma_max = 20.0
+    """σ(1): e^{-20} of the tokens are still clean at t = 1."""
+
+    def sigma(self, t: Tensor) -> Tensor:
+        """Total noise σ(t) = σ_min^{1-t}·σ_max^t (computed as exp of the log-line)."""
+        lo, hi = math.log(self.sigma_min), math.log(self.sigma_max)
+        return torch.exp(lo + (hi - lo) * t)
+
+    def dsigma(self, t: Tensor) -> Tensor:
+        """Noise rate dσ/dt = σ(t)·log(σ_max/σ_min)."""
+        return self.sigma(t) * math.log(self.sigma_max / self.sigma_min)
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.exp(-self.sigma(t))
+
+    def dalpha(self, t: Tensor) -> Tensor:
+        return -self.dsigma(t) * self.alpha(t)
+
+
+SCHEDULES: dict[str, type[Schedule]] = {
+    "linear": LinearSchedule, "cosine": CosineSchedule, "geometric": GeometricSchedule,
+}
 """Schedules by name: exactly ``unmask.config.SCHEDULE_NAMES`` (tested)."""
 
 

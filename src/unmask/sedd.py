@@ -10,6 +10,8 @@ Inside:
 
 - ``LogLinearNoise``: σ(t) = -log(1 - (1 - eps)·t) and its rate dσ/dt (SEDD's ``loglinear``);
   under the absorbing graph the masked fraction is (1 - eps)·t, MDLM's linear schedule.
+  ``Noise``: what a noise gives (σ, dσ/dt, σ(1)); ``noise_of``: the noise of a run's schedule
+  (``linear``: log-linear; ``geometric``: ``unmask.schedules.GeometricSchedule`` itself).
 - ``Graph``, ``AbsorbingGraph``, ``UniformGraph``: the forward rate matrices Q (SEDD's
   ``absorb`` and ``uniform``, rates normalised as in the reference): forward samples
   x_t ~ q(·|x0, σ), rates and transitions into a state, the staggered score of the analytic
@@ -31,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -39,6 +41,7 @@ from torch import Tensor
 from unmask.config import SEDD_GRAPHS
 from unmask.errors import UserError
 from unmask.model import sedd_log_score
+from unmask.schedules import GeometricSchedule, Schedule
 
 MaskPredictor = Callable[..., Tensor]
 """Any callable ``(B, L)`` token ids (+ keyword options) -> ``(B, L, V)`` output."""
@@ -105,6 +108,33 @@ class LogLinearNoise:
     def sigma_max(self) -> float:
         """σ(1) = -log(eps)."""
         return -math.log(self.eps)
+
+
+class Noise(Protocol):
+    """A SEDD noise: total noise σ(t) and rate dσ/dt for t ∈ [0, 1] (tensors of t's shape), and
+    σ(1) (``LogLinearNoise``, ``unmask.schedules.GeometricSchedule``)."""
+
+    def sigma(self, t: Tensor) -> Tensor: ...
+
+    def dsigma(self, t: Tensor) -> Tensor: ...
+
+    @property
+    def sigma_max(self) -> float: ...
+
+
+def noise_of(schedule: Schedule) -> Noise:
+    """The SEDD noise of a run's schedule (``TrainConfig.schedule``, a checkpoint's
+    ``schedule``): ``linear`` is SEDD's log-linear noise with the schedule's ``eps``,
+    ``geometric`` its geometric noise (the schedule itself); ``cosine`` has no SEDD noise
+    (a ``UserError``)."""
+    if isinstance(schedule, GeometricSchedule):
+        return schedule
+    if schedule.name != "linear":
+        raise UserError(
+            f"objective 'sedd' takes schedule linear (SEDD's log-linear noise) or geometric, "
+            f"not {schedule.name!r}"
+        )
+    return LogLinearNoise(schedule.eps)
 
 
 class Graph:
@@ -433,10 +463,12 @@ __all__ = [
     "UniformGraph",
     "as_log_score",
     "call_network",
+    "Noise",
     "get_graph",
     "graph_of",
     "log_expm1",
     "model_log_score",
+    "noise_of",
     "phi",
     "r_phi",
 ]

@@ -19,9 +19,12 @@ from unmask.objectives.spec import (
     MaskPredictor,
     ObjectiveOptions,
     ObjectiveSpec,
+    predicted,
     register_objective,
+    unshift,
 )
-from unmask.sedd import SEDD_OUTPUT, LogLinearNoise, as_log_score, call_network, graph_of
+from unmask.schedules import get_schedule
+from unmask.sedd import SEDD_OUTPUT, as_log_score, call_network, graph_of, noise_of
 
 
 def sedd(
@@ -36,23 +39,29 @@ def sedd(
 ) -> LossParts:
     """SEDD's DWDSE bound on -log p(x0) (Lou et al. 2024, arXiv:2310.16834, §3), in nats per token.
 
-    t ~ U(0, 1) per row (antithetic as ``mdlm``), σ = σ(t) of ``LogLinearNoise`` with the
-    schedule's ``eps``, x_t ~ q(·|x0, σ) by the model's graph (``config.sedd_graph``, default
-    absorbing), and the loss ``dσ/dt · score_entropy`` summed over positions, plus the prior
-    term ``prior_kl(σ(1))`` per token, so the whole is a bound on the NLL, not only a training
-    loss. Normalised by the number of non-pad tokens; padding is never noised. Under the
-    absorbing graph, with a normalised output (``out = log_softmax + log(V - 1)``) this is
-    the ``mdlm`` cross-entropy weighted by 1/t (tested).
+    t ~ U(0, 1) per row (antithetic as ``mdlm``), σ = σ(t) of the schedule's noise
+    (``noise_of``: ``LogLinearNoise`` with the schedule's ``eps``, or the geometric noise),
+    x_t ~ q(·|x0, σ) by the model's graph (``config.sedd_graph``, default absorbing), and the
+    loss ``dσ/dt · score_entropy`` summed over positions, plus the prior term
+    ``prior_kl(σ(1))`` per token, so the whole is a bound on the NLL, not only a training loss
+    (under the geometric noise, which starts at σ(0) = 1e-4, up to the reconstruction of
+    x0 from x at σ = 1e-4, which the reference leaves out too). Normalised by the number of
+    non-pad tokens; padding is never noised. A Dream-style model (``config.logit_shift``)
+    is read as ``mdlm`` reads it and the samplers do: position i's output at i - 1
+    (``unshift``), and a position no output predicts is never noised nor counted. Under the
+    absorbing graph and the linear schedule, with a normalised output (``out = log_softmax +
+    log(V - 1)``) this is the ``mdlm`` cross-entropy weighted by 1/t (tested).
     """
     if config.attention != "bidirectional":
         raise UserError(
             f"objective 'sedd' needs attention='bidirectional', not {config.attention!r}"
         )
     graph = graph_of(config)
-    noise = LogLinearNoise(options.schedule.eps)
+    noise = noise_of(options.schedule)
     if attention_mask is not None:
         attention_mask = attention_mask.bool()
-    valid = attention_mask if attention_mask is not None else torch.ones_like(x0, dtype=torch.bool)
+    real = attention_mask if attention_mask is not None else torch.ones_like(x0, dtype=torch.bool)
+    valid = predicted(real, config)  # (B, L): a Dream-style model predicts no position 0
     if graph.absorbing:
         valid = valid & (x0 != config.mask_id)
     B = x0.shape[0]
@@ -62,7 +71,7 @@ def sedd(
     sigma, dsigma = noise.sigma(t), noise.dsigma(t)  # (B,) each
     xt = graph.sample_transition(x0, sigma, generator, maskable=valid)
     sigma_f = sigma.float().to(x0.device)
-    out = call_network(model, config, xt, sigma_f, attention_mask)  # (B, L, V)
+    out = unshift(call_network(model, config, xt, sigma_f, attention_mask), config)  # (B, L, V)
     active = graph.loss_positions(xt) & valid  # (B, L)
     rows = torch.arange(B, device=x0.device)[:, None].expand_as(xt)[active]  # (M,)
     log_score = as_log_score(out[active], config, graph, xt[active], sigma_f[rows])  # (M, V)
@@ -91,13 +100,25 @@ def sedd_model_config(model_cfg: ModelConfig, train_cfg: TrainConfig) -> ModelCo
     return replace(model_cfg, sedd_graph=graph, output=SEDD_OUTPUT if scored else "logits")
 
 
+def _check_noise(cfg: TrainConfig) -> None:
+    """The run's schedule has a SEDD noise (``noise_of``), and ``eps`` is one it reads: the
+    geometric noise has none (σ runs from 1e-4 to 20)."""
+    noise_of(get_schedule(cfg.schedule, eps=cfg.eps))
+    if cfg.schedule == "geometric" and cfg.eps != TrainConfig.eps:
+        raise UserError(
+            "eps applies to SEDD's log-linear noise (schedule linear), not to the geometric "
+            "one (σ from 1e-4 to 20)"
+        )
+
+
 register_objective(
     ObjectiveSpec(
         name="sedd",
         loss=sedd,
         attention="bidirectional",
         decoder="sedd",
-        options=("sedd_graph", "eps"),
+        options=("sedd_graph", "schedule", "eps"),
+        check=_check_noise,
         model_config=sedd_model_config,
         noise_level=True,
         summary="score entropy (SEDD): DWDSE bound with the prior term",

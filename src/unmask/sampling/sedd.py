@@ -60,26 +60,29 @@ from unmask.sampling.registry import (
     refuse_unused,
     register_decoder,
 )
+from unmask.schedules import GeometricSchedule
 from unmask.sedd import (
     SEDD_OUTPUT,
     AbsorbingGraph,
     Graph,
     LogLinearNoise,
+    Noise,
     as_log_score,
     call_network,
     graph_of,
+    noise_of,
 )
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 """``score_fn(tokens (B, L), sigma (B,)) -> log-score (B, L, V)``: the log of the concrete score
 p_t(x with position i set to y) / p_t(x) at every position i and token y."""
 
-Stepper = Callable[[Graph, Tensor, Tensor, float, float, LogLinearNoise], Tensor]
+Stepper = Callable[[Graph, Tensor, Tensor, float, float, Noise], Tensor]
 """``step(graph, score (N, V), x (N,), t, s, noise) -> probs (N, V)`` of x_s given x_t = x."""
 
 
 def euler_step(
-    graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise
+    graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: Noise
 ) -> Tensor:
     """Euler step of the reverse CTMC from t to s: I + (t - s)·σ'(t)·R, R(x → y) = Q(y → x)·s_y
     (SEDD's ``EulerPredictor``); negative probabilities (too large a step) are clipped to 0."""
@@ -90,27 +93,33 @@ def euler_step(
     return probs.clamp_min(0.0)
 
 
-def _dsigma(noise: LogLinearNoise, t: float, s: float, n: int, like: Tensor) -> Tensor:
-    grid = noise.sigma(torch.tensor([t, s], dtype=torch.float64))
-    return torch.full((n,), float(grid[0] - grid[1]), dtype=like.dtype, device=like.device)
+def _dsigma(noise: Noise, t: float, s: float | None, n: int, like: Tensor) -> Tensor:
+    """(n,) Δσ = σ(t) - σ(s), or σ(t) itself for ``s`` None (down to σ = 0)."""
+    grid = noise.sigma(torch.tensor([t] if s is None else [t, s], dtype=torch.float64))
+    delta = grid[0] if s is None else grid[0] - grid[1]
+    return torch.full((n,), float(delta), dtype=like.dtype, device=like.device)
 
 
-def analytic_step(
-    graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise
-) -> Tensor:
-    """Analytic (Tweedie τ-leaping) step from t to s: the staggered score times the forward
-    transition into x over Δσ = σ(t) - σ(s) (SEDD's ``AnalyticPredictor``)."""
-    dsigma = _dsigma(noise, t, s, x.shape[0], score)
+def _analytic(graph: Graph, score: Tensor, x: Tensor, dsigma: Tensor) -> Tensor:
     probs = graph.staggered_score(score, dsigma) * graph.transition_into(x, dsigma).to(score.dtype)
     return probs.clamp_min(0.0)
 
 
-def denoise_step(
-    graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise
+def analytic_step(
+    graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: Noise
 ) -> Tensor:
-    """The final step, to σ = 0 (``s`` is ignored): analytic, and under an absorbing graph the
-    mask is no choice (SEDD's ``Denoiser``), so every position ends as a token."""
-    probs = analytic_step(graph, score, x, t, 0.0, noise)
+    """Analytic (Tweedie τ-leaping) step from t to s: the staggered score times the forward
+    transition into x over Δσ = σ(t) - σ(s) (SEDD's ``AnalyticPredictor``)."""
+    return _analytic(graph, score, x, _dsigma(noise, t, s, x.shape[0], score))
+
+
+def denoise_step(
+    graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: Noise
+) -> Tensor:
+    """The final step, to σ = 0 (``s`` is ignored): analytic over Δσ = σ(t), all the noise
+    left (the geometric noise still has σ(0) = 1e-4 at t = 0), and under an absorbing graph
+    the mask is no choice (SEDD's ``Denoiser``), so every position ends as a token."""
+    probs = _analytic(graph, score, x, _dsigma(noise, t, None, x.shape[0], score))
     if isinstance(graph, AbsorbingGraph):
         probs[:, graph.mask_id] = 0.0
     return probs
@@ -188,7 +197,7 @@ class SEDDRun(DecoderRun):
         config: SampleConfig,
         *,
         graph: Graph,
-        noise: LogLinearNoise | None = None,
+        noise: Noise | None = None,
         eos_id: int | None = None,
         generator: torch.Generator | RowGenerators | None = None,
         return_history: bool = False,
@@ -341,7 +350,7 @@ def sample_sedd(
     config: SampleConfig,
     *,
     graph: Graph,
-    noise: LogLinearNoise | None = None,
+    noise: Noise | None = None,
     eos_id: int | None = None,
     generator: torch.Generator | None = None,
     return_history: bool = False,
@@ -417,15 +426,21 @@ def model_score_fn(model: Any, *, graph: Graph, attention_mask: Tensor | None = 
     return score_fn
 
 
-def model_noise(config: Any) -> LogLinearNoise:
-    """The log-linear noise a checkpoint was trained with: a SEDD model's ``schedule_eps``
-    (``--eps``; a time-conditioned model never saw σ above -log(eps)), else the default
-    (masked-diffusion checkpoints: their denoiser's score needs no particular grid)."""
+def model_noise(config: Any) -> Noise:
+    """The noise a checkpoint was trained with: a SEDD model's schedule (``noise_of``: the
+    geometric noise, or the log-linear one with its ``schedule_eps``, ``--eps``; a
+    time-conditioned model never saw σ outside its noise's range), else the default
+    log-linear one (masked-diffusion checkpoints: their denoiser's score needs no particular
+    grid)."""
     eps = getattr(config, "schedule_eps", None)
     sedd = getattr(config, "objective", None) == "sedd" or getattr(config, "output", None) == (
         SEDD_OUTPUT
     )
-    return LogLinearNoise(eps) if sedd and eps is not None and 0.0 < eps < 1.0 else LogLinearNoise()
+    if not sedd:
+        return LogLinearNoise()
+    if getattr(config, "schedule", None) == "geometric":
+        return noise_of(GeometricSchedule())
+    return LogLinearNoise(eps) if eps is not None and 0.0 < eps < 1.0 else LogLinearNoise()
 
 
 def uses_sedd_sampler(config: SampleConfig, model_config: Any) -> bool:
