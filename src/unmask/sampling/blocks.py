@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from unmask.canvas import Canvas, CanvasConstraint, left_pad
+from unmask.canvas import Canvas, CanvasConstraint, as_rows, left_pad
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
@@ -49,7 +49,7 @@ from unmask.sampling.loop import (
     Denoiser,
     forbid_empty,
     nearest_multiples,
-    rows_apart,
+    row_apart,
     rows_draw_alone,
     split_steps,
     start_empty_prompts,
@@ -512,16 +512,20 @@ class BD3LMDecoder(Decoder):
     def takes_seeds(
         self, config: SampleConfig, prompts: Prompts | None = None, mask_id: int | None = None,
     ) -> bool:
-        """The commit loop's rule (``rows_draw_alone``; for ``prompts``, ``rows_apart``: a
+        """The commit loop's rule (``rows_draw_alone``; for ``prompts``, ``row_apart``: a
         prompt of [MASK]s alone; block-causal caches recompute nothing another row changes),
         but not token editing under a dynamic policy: a row whose block is filled edits while
         it waits for the batch's (alone, its edit-only steps are bounded by
         ``max_post_steps``)."""
-        if prompts is not None and mask_id is not None and rows_apart(
-                prompts, mask_id) is not None:
+        if prompts is not None and mask_id is not None and any(
+                self.rows_apart(config, prompts, mask_id)):
             return False
         dynamic = config.policy in ("threshold", "factor", "entropy")
         return rows_draw_alone(config) and not (config.edit_threshold is not None and dynamic)
+
+    def rows_apart(self, config: SampleConfig, prompts: Prompts, mask_id: int) -> list[bool]:
+        # its block-causal caches recompute nothing another row changes: the ties alone
+        return [row_apart(r, mask_id) is not None for r in as_rows(prompts)]
 
     def uses_steps(self, config: SampleConfig) -> bool:
         return not make_policy(config).dynamic  # dynamic: steps bound the run, not set it

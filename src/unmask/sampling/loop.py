@@ -158,10 +158,18 @@ def rows_apart(prompts: Prompts, mask_id: int, *, cache: str = "none") -> str | 
     - A [MASK] in a prompt under a KV cache other than ``none`` (``llada``): the cache
       recomputes from the batch's first earlier mask (``WindowCache``), in every row, so the
       other rows' approximate logits are not those of their runs alone."""
-    rows = as_rows(prompts)
-    if any(r and all(int(t) == mask_id for t in r) for r in rows):
+    why = [row_apart(r, mask_id, cache=cache) for r in as_rows(prompts)]
+    return next((w for w in why if w is not None and w.startswith("a prompt of")),
+                next((w for w in why if w is not None), None))
+
+
+def row_apart(row: Sequence[int] | Tensor, mask_id: int, *, cache: str = "none") -> str | None:
+    """Why the row ``row`` (prompt ids) must run alone (``rows_apart``), else None: the rows
+    to run apart are these, while the others of a batch still share one run."""
+    ids = [int(t) for t in row]
+    if ids and all(t == mask_id for t in ids):
         return "a prompt of [MASK]s alone"
-    if cache != "none" and any(int(t) == mask_id for r in rows for t in r):
+    if cache != "none" and mask_id in ids:
         return f"a [MASK] in a prompt under cache {cache!r}"
     return None
 
@@ -856,10 +864,13 @@ class LLaDADecoder(Decoder):
     def takes_seeds(
         self, config: SampleConfig, prompts: Prompts | None = None, mask_id: int | None = None,
     ) -> bool:
-        if prompts is not None and mask_id is not None and rows_apart(
-                prompts, mask_id, cache=config.cache) is not None:
+        if prompts is not None and mask_id is not None and any(
+                self.rows_apart(config, prompts, mask_id)):
             return False
         return rows_draw_alone(config)
+
+    def rows_apart(self, config: SampleConfig, prompts: Prompts, mask_id: int) -> list[bool]:
+        return [row_apart(r, mask_id, cache=config.cache) is not None for r in as_rows(prompts)]
 
     def uses_steps(self, config: SampleConfig) -> bool:
         return not make_policy(config).dynamic  # dynamic: steps bound the run, not set it
@@ -930,6 +941,7 @@ __all__ = [
     "generate",
     "make_generator",
     "model_logit_shift",
+    "row_apart",
     "rows_apart",
     "sample",
     "shift_logits",
