@@ -219,7 +219,8 @@ def plan_blocks(config: SampleConfig, block_size: int, prompt_lengths: Sequence[
 class BlockRun(DecoderRun):
     """The ``bd3lm`` decoder's run: one ``Denoiser`` per block over ``[prompt ; finished
     blocks ; one block of masks]``, a new block started when one ends, none once every row
-    holds EOS (``rows_finished``). See ``sample_blocks`` for the semantics.
+    holds EOS (``rows_finished``). See ``sample_blocks`` for the semantics; an empty prompt
+    starts with ``start_id`` (default the EOS: ``start_empty_prompts``).
 
     It runs alone (``shares_forward`` False): its canvas grows block by block, and left padding
     to share a forward would move the model's attention blocks.
@@ -239,6 +240,7 @@ class BlockRun(DecoderRun):
         return_history: bool = False,
         step_callback: StepCallback | None = None,
         on_view: ViewCallback | None = None,
+        start_id: int | None = None,
     ) -> None:
         bs = block_size if block_size is not None else block_size_of(model)
         if bs is None:
@@ -246,7 +248,8 @@ class BlockRun(DecoderRun):
                 "sample_blocks needs a block-causal model (config.block_size) "
                 "or an explicit block_size"
             )
-        rows, started = start_empty_prompts(prompt_ids, eos_id=eos_id, pad_id=pad_id)
+        rows, started = start_empty_prompts(prompt_ids, eos_id=eos_id, pad_id=pad_id,
+                                            start_id=start_id)
         self.absolute = absolute_blocks(model)
         plan = plan_blocks(config, bs, [len(r) for r in rows], absolute=self.absolute,
                            started=started)
@@ -565,6 +568,7 @@ class BD3LMDecoder(Decoder):
             block_size=f.block_size,
             on_view=on_view,
             generator=None if seeds is None else row_generators(seeds, device),
+            start_id=f.start_id,
         )
 
 

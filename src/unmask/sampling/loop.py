@@ -181,9 +181,11 @@ def model_logit_shift(model: Any) -> bool:
 
 def start_empty_prompts(
     prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor, *,
-    eos_id: int | None, pad_id: int,
+    eos_id: int | None, pad_id: int, start_id: int | None = None,
 ) -> tuple[list[list[int]], list[bool]]:
-    """The prompts as rows, an empty one given a start token: the document separator (EOS,
+    """The prompts as rows, an empty one given a start token: ``start_id`` where given (the
+    decoders pass ``ModelFacts.start_id``: a published model's BOS, which its raw text
+    prompts begin with too, ``ModelFacts.prompt_ids``), else the document separator (EOS,
     else the pad id), which every document of ``unmask.data``'s training stream follows and
     lm-eval puts before an empty context (``unmask.lm_eval``), as the ``ar``, ``hybrid`` and
     ``speculative`` decoders give an empty prompt one. Without it the canvas is all [MASK]:
@@ -198,18 +200,19 @@ def start_empty_prompts(
     rows = as_rows(prompt_ids)
     if all(rows):
         return rows, [False] * len(rows)
-    start = eos_id if eos_id is not None else pad_id
+    start = start_id if start_id is not None else eos_id if eos_id is not None else pad_id
     return [r or [int(start)] for r in rows], [not r for r in rows]
 
 
 START_TOKEN_NOTE = (
     "an empty prompt counts 1 token here: the decoder starts it with a start token, the "
-    "model's EOS (in unmask's training data, the separator every document follows)"
+    "model's EOS (in unmask's training data, the separator every document follows), or the "
+    "BOS a published model records"
 )
 """What a length refusal adds where an empty prompt was given its start token, under every
 decoder that gives one (``ModelFacts.starts_empty_prompts``: ``start_empty_prompts`` here and
-in ``bd3lm``, the causal decoders' ``start_id``; ``api._check_fits``). True of an imported
-checkpoint too, whose own training data unmask does not know: the token is its EOS."""
+in ``bd3lm``, the causal decoders' ``start_id``; ``api._check_fits``): ``ModelFacts.start_id``.
+"""
 
 
 def unguided_starts(prompt_index: Tensor, started: Sequence[bool], column: int) -> Tensor:
@@ -738,13 +741,16 @@ class Denoiser(DecoderRun):
         return_history: bool = False,
         step_callback: StepCallback | None = None,
         on_view: ViewCallback | None = None,
+        start_id: int | None = None,
     ) -> Denoiser:
         """The run of ``generate``: prompts (left-padded) followed by ``config.gen_length``
-        masks; an empty prompt starts with ``start_empty_prompts``' token. A model trained
+        masks; an empty prompt starts with ``start_empty_prompts``' token (``start_id``,
+        default the EOS). A model trained
         with ``[EMPTY]`` (``config.empty_id``) never proposes it here:
         the filler belongs to the unused slots of infilled gaps, not to free text."""
         validate(config)  # clear messages before any tensor is built
-        rows, started = start_empty_prompts(prompt_ids, eos_id=eos_id, pad_id=pad_id)
+        rows, started = start_empty_prompts(prompt_ids, eos_id=eos_id, pad_id=pad_id,
+                                            start_id=start_id)
         max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
         if all(started) and max_seq_len is not None and 1 + config.gen_length > max_seq_len:
             raise UserError(  # the one token of the canvas no prompt asked for: say why
@@ -919,6 +925,7 @@ class LLaDADecoder(Decoder):
             eos_id=f.eos_id,
             on_view=on_view,
             generator=None if seeds is None else row_generators(seeds, device),
+            start_id=f.start_id,
         )
 
 
