@@ -44,15 +44,17 @@ def test_seeded_rows_beside_a_row_kept_apart_share_one_run(mdlm, cache):
     seeds = [11, 12, 13, 14, 15, 16]
     config = SampleConfig(gen_length=16, steps=16, block_length=8, temperature=1.0,
                           cache=cache)
-    seen = []
+    seen, steps = [], []
     result, _ = api.run_rows(mdlm, rows, config, seeds,
-                             step_callback=lambda step, view: seen.append(view))
+                             step_callback=lambda step, view: (seen.append(view),
+                                                               steps.append(step)))
     assert result.nfe == 2 * 16
     for i, (row, seed) in enumerate(zip(rows, seeds, strict=True)):
         alone = api.start(mdlm, [row], dataclasses.replace(config, seed=seed)).run()
         assert result.gen_ids[i] == alone.gen_ids[0], i
         assert result.prompt_ids[i] == alone.prompt_ids[0], i
     assert seen[-1].tolist() == result.gen_ids  # the live view holds every row in place
+    assert max(steps) == 16  # each run's own step: "step 32/16" when counted over runs
 
 
 def test_half_precision_rows_step_together_beside_a_prompt_of_masks(mdlm, tmp_path):

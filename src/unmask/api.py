@@ -1064,7 +1064,6 @@ def _runs_apart(
         seeds is None or seeds_in_one_run(loaded, config, draft, rows=[rows[i] for i in rest]))
     groups = ([rest] if shared else [[i] for i in rest]) + [[i] for i in range(len(rows))
                                                            if apart[i]]
-    shown = {"steps": 0}
     together: set[int] = set()  # the groups that step together (a callback once a step)
 
     def group_view(k: int, idx: list[int]) -> ViewCallback | None:
@@ -1073,9 +1072,8 @@ def _runs_apart(
 
         def seen(step: int, part: Tensor) -> None:
             view[idx] = part.to(view.device)
-            if k not in together:  # else once per shared step, below
-                shown["steps"] += 1
-                step_callback(shown["steps"], view.clone())
+            if k not in together:  # its run's own step (a count over runs one after
+                step_callback(step, view.clone())  # another passed the steps); else below
 
         return seen
 
@@ -1107,11 +1105,12 @@ def _runs_apart(
         if k not in together:
             results[k] = r.run()
             forwards += results[k].nfe
+    shared = 0  # the steps of the runs that step together
     while not all(runs[k].done for k in together):
         forwards += step_together([runs[k] for k in sorted(together)]) > 0
+        shared += 1
         if step_callback is not None:
-            shown["steps"] += 1
-            step_callback(shown["steps"], view.clone())
+            step_callback(shared, view.clone())
     results.update((k, runs[k].result()) for k in together)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
