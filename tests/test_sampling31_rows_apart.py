@@ -86,3 +86,16 @@ def test_a_greedy_batch_with_a_row_kept_apart_writes_each_row_as_alone(mdlm, pro
     out = api.generate(mdlm, prompts, config=config)
     assert out.texts == [api.generate(mdlm, p, config=config).texts[0] for p in prompts]
     assert out.nfe == 2 * 16  # the row apart, and one run of the others
+
+
+def test_a_greedy_bd3lm_batch_beside_a_prompt_of_masks_writes_each_row_as_alone(tmp_path):
+    """The same under block diffusion (its tie alone: its caches are exact)."""
+    from test_seeds_rows import _checkpoint
+
+    m = api.load_for_decoding(_checkpoint(tmp_path, objective="bd3lm",
+                                          attention="block-causal", block_size=4),
+                              device="cpu", dtype="fp32")
+    prompts = ["[MASK]", "The cat sat on the", "ab"]
+    config = {"gen_length": 16, "steps": 16, "temperature": 0.0}
+    out = api.generate(m, prompts, config=config)
+    assert out.texts == [api.generate(m, p, config=config).texts[0] for p in prompts]
