@@ -157,7 +157,10 @@ def rows_apart(prompts: Prompts, mask_id: int, *, cache: str = "none") -> str | 
       (``start_empty_prompts``).
     - A [MASK] in a prompt under a KV cache other than ``none`` (``llada``): the cache
       recomputes from the batch's first earlier mask (``WindowCache``), in every row, so the
-      other rows' approximate logits are not those of their runs alone."""
+      other rows' approximate logits are not those of their runs alone.
+
+    The rows to run alone are those ``row_apart`` names (``Decoder.rows_apart``); the others
+    still share one run (``unmask.api.run_rows``, and greedy batches of ``api.generate``)."""
     why = [row_apart(r, mask_id, cache=cache) for r in as_rows(prompts)]
     return next((w for w in why if w is not None and w.startswith("a prompt of")),
                 next((w for w in why if w is not None), None))
