@@ -1053,17 +1053,10 @@ def _runs_apart(
     another. ``step_callback`` sees all rows, (B, gen_length)."""
     import torch
 
-    from unmask.sampling import choose_decoder
     from unmask.sampling.protocol import step_together
 
     facts = facts_of(loaded)
-    apart = choose_decoder(facts, _with_draft(config, draft)).rows_apart(
-        config, rows, facts.mask_id)
-    rest = [i for i, a in enumerate(apart) if not a]
-    shared = len(rest) > 1 and (
-        seeds is None or seeds_in_one_run(loaded, config, draft, rows=[rows[i] for i in rest]))
-    groups = ([rest] if shared else [[i] for i in rest]) + [[i] for i in range(len(rows))
-                                                           if apart[i]]
+    groups, apart = _apart_groups(loaded, rows, config, seeds, draft)
     together: set[int] = set()  # the groups that step together (a callback once a step)
 
     def group_view(k: int, idx: list[int]) -> ViewCallback | None:
@@ -1105,12 +1098,12 @@ def _runs_apart(
         if k not in together:
             results[k] = r.run()
             forwards += results[k].nfe
-    shared = 0  # the steps of the runs that step together
+    stepped = 0  # the steps of the runs that step together
     while not all(runs[k].done for k in together):
         forwards += step_together([runs[k] for k in sorted(together)]) > 0
-        shared += 1
+        stepped += 1
         if step_callback is not None:
-            step_callback(shared, view.clone())
+            step_callback(stepped, view.clone())
     results.update((k, runs[k].result()) for k in together)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -1125,6 +1118,24 @@ def _runs_apart(
     mask = joined.attention_mask
     return dataclasses.replace(joined, tokens=joined.tokens[back],
                                attention_mask=None if mask is None else mask[back]), seconds
+
+
+def _apart_groups(
+    loaded: Loaded, rows: list[list[int]], config: SampleConfig, seeds: list[int] | None,
+    draft: Loaded | None,
+) -> tuple[list[list[int]], list[bool]]:
+    """The runs of ``_runs_apart`` as lists of row indices, the rows that may share a run
+    first, and per row whether the decoder keeps it apart (``Decoder.rows_apart``)."""
+    from unmask.sampling import choose_decoder
+
+    facts = facts_of(loaded)
+    apart = choose_decoder(facts, _with_draft(config, draft)).rows_apart(
+        config, rows, facts.mask_id)
+    rest = [i for i, a in enumerate(apart) if not a]
+    shared = len(rest) > 1 and (
+        seeds is None or seeds_in_one_run(loaded, config, draft, rows=[rows[i] for i in rest]))
+    alone = [[i] for i, a in enumerate(apart) if a]
+    return ([rest] if shared else [[i] for i in rest]) + alone, apart
 
 
 def _joined(results: list[GenerateResult], nfe: int, steps: int, *,
