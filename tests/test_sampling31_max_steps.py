@@ -1,6 +1,6 @@
 """Session 31: ``steps`` far beyond any use (a typo: 10**9) is refused in one line by the
 commit loop's ``validate``: its count schedule is a (B, steps) tensor built up front, which
-at 10**9 the kernel killed the process over (no message, after minutes of swapping)."""
+at 10**9 got the process killed for memory (no message)."""
 
 from __future__ import annotations
 
