@@ -57,7 +57,7 @@ def test_seeded_rows_beside_a_row_kept_apart_share_one_run(mdlm, cache):
     assert max(steps) == 16  # each run's own step: "step 32/16" when counted over runs
 
 
-def test_half_precision_rows_step_together_beside_a_prompt_of_masks(mdlm, tmp_path):
+def test_half_precision_rows_step_together_beside_a_prompt_of_masks(tmp_path):
     """In bfloat16 (a run per row): the rows not kept apart still step together, one
     forward a step for all of them; the prompt of [MASK]s alone runs on its own."""
     from test_seeds_rows import _checkpoint
