@@ -902,7 +902,9 @@ def generate(
     can (``step_together``), else run one after another; a decoder with a generator per row
     (every built-in one in float32, in segments too: ``seeds_in_one_run``) runs them as
     one batch, each row drawing from its own. Otherwise the rows are one batch of one run
-    (a greedy run's text depends on no generator).
+    (a greedy run's text depends on no generator), but for a row the decoder keeps apart (a
+    prompt of [MASK]s alone, a [MASK] in a prompt under a KV cache: ``Decoder.rows_apart``),
+    which runs alone, so that every row writes what it writes alone.
 
     With ``template`` each prompt is one user message (after ``system``, if given) rendered
     through the chat template, and ``texts`` are the replies (cut at EOS or end of turn).
@@ -928,16 +930,20 @@ def generate(
     from unmask.sampling import choose_decoder
 
     # the decoder's name decides the seeding (``start`` checks the combination, per run)
-    decoder = choose_decoder(facts_of(loaded), _with_draft(config, draft)).name
+    facts = facts_of(loaded)
+    chosen = choose_decoder(facts, _with_draft(config, draft))
+    decoder = chosen.name
     seeds = None
     if len(rows) > 1 and draws_noise(decoder, config):
         seeds = row_seeds(config.seed, len(prompt_ids), n)
-    if seeds is None:
+    if seeds is not None:
+        result, seconds = run_rows(loaded, rows, config, seeds, step_callback, draft)
+    elif len(rows) > 1 and any(chosen.rows_apart(config, rows, facts.mask_id)):
+        # a greedy batch too: such a row, or the rows beside it, wrote otherwise than alone
+        result, seconds = _runs_apart(loaded, rows, config, None, step_callback, draft)
+    else:
         run = start(loaded, rows, config, step_callback=step_callback, draft=draft)
         result, seconds = run_to_end(run, device=str(_device(loaded)))
-    else:
-        result, seconds = run_rows(loaded, rows, config, seeds, step_callback, draft)
-    facts = facts_of(loaded)
     if template is not None:
         texts = [template.reply(tok, ids, facts.eos_id) for ids in result.gen_ids]
     else:
@@ -1011,21 +1017,13 @@ def run_rows(
 ) -> tuple[GenerateResult, float]:
     """``rows`` (prompt ids) under ``config``, row i seeded ``seeds[i]``, and the wall time
     (``generate``; ``unmask.tasks.score.decode_each``): one batched run with a generator per
-    row where the decoder has one (``seeds_in_one_run``), else runs of one row each, their
-    results joined as one (``_joined``: a row that ended early is padded with EOS; half
-    precision, a registered commit policy, a prompt of [MASK]s alone or a [MASK] in a
-    prompt under a KV cache: ``seeds_in_one_run``). Runs that share forward passes (``llada``
-    without a KV cache) step together, one forward per step for all rows (as the server's
-    continuous batching steps them), but beside a prompt of [MASK]s alone (its exact ties
-    would round otherwise: ``unmask.sampling.loop.rows_apart``); others run one after
-    another. ``step_callback``
+    row where the decoder has one (``seeds_in_one_run``), else several runs joined as one
+    result (``_runs_apart``: a row the decoder keeps apart, a prompt of [MASK]s alone or a
+    [MASK] in a prompt under a KV cache, runs alone and the others still share one run; in
+    half precision or under a registered commit policy, a run per row). ``step_callback``
     sees all rows, (B, gen_length). Each row writes what it writes alone under its seed,
     whichever way: ``config.seed`` is not used, ``seeds`` (one a row) replace it. No rows,
     or a count of ``seeds`` other than of ``rows``: a ``UserError``."""
-    import torch
-
-    from unmask.sampling.protocol import step_together
-
     if not rows:
         raise UserError("no prompts given")
     if len(seeds) != len(rows):
@@ -1034,53 +1032,110 @@ def run_rows(
     if seeds_in_one_run(loaded, config, draft, rows=rows):
         run = start(loaded, rows, config, step_callback=step_callback, draft=draft, seeds=seeds)
         return run_to_end(run, device=str(_device(loaded)))
+    return _runs_apart(loaded, rows, config, seeds, step_callback, draft)
 
-    shown = {"steps": 0, "together": False}
 
-    def row_view(i: int) -> ViewCallback | None:
+def _runs_apart(
+    loaded: Loaded,
+    rows: list[list[int]],
+    config: SampleConfig,
+    seeds: list[int] | None,
+    step_callback: ViewCallback | None,
+    draft: Loaded | None,
+) -> tuple[GenerateResult, float]:
+    """``rows`` in several runs, joined as one result (``_joined``), and the wall time: each
+    row the decoder keeps apart (``Decoder.rows_apart``) a run of its own; the others one
+    run (``seeds`` None, a run that draws nothing: ``generate``'s greedy rows; seeded: where
+    they may share one, ``seeds_in_one_run`` of them, with a generator each), else a run
+    each (seeded ``seeds[i]``). Runs of a row each that share forward passes (``llada``
+    without a KV cache) and are not kept apart step together, one forward per step for all
+    of them (as the server's continuous batching steps them); the others run one after
+    another. ``step_callback`` sees all rows, (B, gen_length)."""
+    import torch
+
+    from unmask.sampling.protocol import step_together
+
+    facts = facts_of(loaded)
+    groups, apart = _apart_groups(loaded, rows, config, seeds, draft)
+    together: set[int] = set()  # the groups that step together (a callback once a step)
+
+    def group_view(k: int, idx: list[int]) -> ViewCallback | None:
         if step_callback is None:
             return None
 
         def seen(step: int, part: Tensor) -> None:
-            view[i : i + 1] = part.to(view.device)
-            if not shown["together"]:  # else once per shared step, below
-                shown["steps"] += 1
-                step_callback(shown["steps"], view.clone())
+            view[idx] = part.to(view.device)
+            if k not in together:  # its run's own step (a count over runs one after
+                step_callback(step, view.clone())  # another passed the steps); else below
 
         return seen
 
-    runs = [start(loaded, [row], dataclasses.replace(config, seed=seed),
-                  step_callback=row_view(i), draft=draft)
-            for i, (row, seed) in enumerate(zip(rows, seeds, strict=True))]
+    def run_of(k: int, idx: list[int]) -> DecoderRun:
+        part, where = [rows[i] for i in idx], group_view(k, idx)
+        if seeds is None:
+            return start(loaded, part, config, step_callback=where, draft=draft)
+        if len(idx) > 1:
+            return start(loaded, part, config, step_callback=where, draft=draft,
+                         seeds=[seeds[i] for i in idx])
+        return start(loaded, part, dataclasses.replace(config, seed=seeds[idx[0]]),
+                     step_callback=where, draft=draft)
+
+    runs = [run_of(k, idx) for k, idx in enumerate(groups)]
     # after ``start`` checked the lengths: a gen_length no run can take was a traceback here;
     # and only for a callback to see (8 MB a row at gen_length 10**6 otherwise)
     view = None if step_callback is None else torch.full(
-        (len(rows), config.gen_length), facts_of(loaded).mask_id)  # (B, G)
-    # a prompt of [MASK]s alone ties its confidences, which a shared forward rounds
-    # otherwise than the row's alone (``rows_apart``): one after another then
-    from unmask.sampling.loop import rows_apart
-
-    tied = rows_apart(rows, facts_of(loaded).mask_id) is not None
-    together = shown["together"] = all(r.shares_forward for r in runs) and not tied
+        (len(rows), config.gen_length), facts.mask_id)  # (B, G)
+    # a row kept apart (its exact ties round otherwise in a shared forward) runs alone
+    together.update(k for k, (r, idx) in enumerate(zip(runs, groups, strict=True))
+                    if r.shares_forward and not apart[idx[0]])
+    if len(together) < 2:
+        together.clear()
     device = str(_device(loaded))
     t0 = time.perf_counter()
-    if together:
-        forwards = 0
-        while not all(r.done for r in runs):
-            forwards += step_together(runs) > 0
-            if step_callback is not None:
-                shown["steps"] += 1
-                step_callback(shown["steps"], view.clone())
-        results = [r.result() for r in runs]
-    else:
-        results = [r.run() for r in runs]
-        forwards = sum(r.nfe for r in results)
+    results: dict[int, GenerateResult] = {}
+    forwards = 0
+    for k, r in enumerate(runs):
+        if k not in together:
+            results[k] = r.run()
+            forwards += results[k].nfe
+    stepped = 0  # the steps of the runs that step together
+    while not all(runs[k].done for k in together):
+        forwards += step_together([runs[k] for k in sorted(together)]) > 0
+        stepped += 1
+        if step_callback is not None:
+            step_callback(stepped, view.clone())
+    results.update((k, runs[k].result()) for k in together)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    steps = max(r.steps for r in results)  # the server's count, whether or not together
+    ordered = [results[k] for k in range(len(runs))]
+    steps = max(r.steps for r in ordered)  # the server's count, whether or not together
+    joined = _joined(ordered, forwards, steps, pad_id=facts.pad_id, eos_id=facts.eos_id)
+    order = [i for idx in groups for i in idx]  # the joined rows' own indices
+    if order == sorted(order):
+        return joined, seconds
+    back = torch.tensor(sorted(range(len(order)), key=order.__getitem__))  # (B,)
+    mask = joined.attention_mask
+    return dataclasses.replace(joined, tokens=joined.tokens[back],
+                               attention_mask=None if mask is None else mask[back]), seconds
+
+
+def _apart_groups(
+    loaded: Loaded, rows: list[list[int]], config: SampleConfig, seeds: list[int] | None,
+    draft: Loaded | None,
+) -> tuple[list[list[int]], list[bool]]:
+    """The runs of ``_runs_apart`` as lists of row indices, the rows that may share a run
+    first, and per row whether the decoder keeps it apart (``Decoder.rows_apart``)."""
+    from unmask.sampling import choose_decoder
+
     facts = facts_of(loaded)
-    return _joined(results, forwards, steps, pad_id=facts.pad_id, eos_id=facts.eos_id), seconds
+    apart = choose_decoder(facts, _with_draft(config, draft)).rows_apart(
+        config, rows, facts.mask_id)
+    rest = [i for i, a in enumerate(apart) if not a]
+    shared = len(rest) > 1 and (
+        seeds is None or seeds_in_one_run(loaded, config, draft, rows=[rows[i] for i in rest]))
+    alone = [[i] for i, a in enumerate(apart) if a]
+    return ([rest] if shared else [[i] for i in rest]) + alone, apart
 
 
 def _joined(results: list[GenerateResult], nfe: int, steps: int, *,

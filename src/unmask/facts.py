@@ -160,9 +160,10 @@ class ModelFacts:
         """Whether decoder ``decoder`` gives an empty prompt a start token, which takes a
         column of the canvas: the causal decoders (``ar``, ``hybrid``, ``speculative``) and
         the commit loop (``llada``) and ``bd3lm`` (``STARTED_DECODERS``;
-        ``unmask.sampling.loop.start_empty_prompts``: the model's EOS, in unmask's training
-        data the separator every document follows; on an all-[MASK] canvas every column of a
-        RoPE model has the same hidden state, so the first greedy commit was an exact tie)."""
+        ``unmask.sampling.loop.start_empty_prompts``: ``start_id``, a published model's BOS,
+        else the EOS, in unmask's training data the separator every document follows; on an
+        all-[MASK] canvas every column of a RoPE model has the same hidden state, so the
+        first greedy commit was an exact tie)."""
         return decoder in STARTED_DECODERS
 
     def attention_way_out(self, refused: str) -> str:

@@ -538,6 +538,7 @@ class ARDecoder(Decoder):
             eos_id=f.eos_id,
             pad_id=f.pad_id,
             mask_id=f.mask_id,
+            start_id=f.start_id,
             generator=generator,
             on_view=on_view,
             penalties=Penalties.of(config),

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from unmask.canvas import Canvas, CanvasConstraint, left_pad
+from unmask.canvas import Canvas, CanvasConstraint, as_rows, left_pad
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
@@ -49,7 +49,7 @@ from unmask.sampling.loop import (
     Denoiser,
     forbid_empty,
     nearest_multiples,
-    rows_apart,
+    row_apart,
     rows_draw_alone,
     split_steps,
     start_empty_prompts,
@@ -219,7 +219,8 @@ def plan_blocks(config: SampleConfig, block_size: int, prompt_lengths: Sequence[
 class BlockRun(DecoderRun):
     """The ``bd3lm`` decoder's run: one ``Denoiser`` per block over ``[prompt ; finished
     blocks ; one block of masks]``, a new block started when one ends, none once every row
-    holds EOS (``rows_finished``). See ``sample_blocks`` for the semantics.
+    holds EOS (``rows_finished``). See ``sample_blocks`` for the semantics; an empty prompt
+    starts with ``start_id`` (default the EOS: ``start_empty_prompts``).
 
     It runs alone (``shares_forward`` False): its canvas grows block by block, and left padding
     to share a forward would move the model's attention blocks.
@@ -239,6 +240,7 @@ class BlockRun(DecoderRun):
         return_history: bool = False,
         step_callback: StepCallback | None = None,
         on_view: ViewCallback | None = None,
+        start_id: int | None = None,
     ) -> None:
         bs = block_size if block_size is not None else block_size_of(model)
         if bs is None:
@@ -246,7 +248,8 @@ class BlockRun(DecoderRun):
                 "sample_blocks needs a block-causal model (config.block_size) "
                 "or an explicit block_size"
             )
-        rows, started = start_empty_prompts(prompt_ids, eos_id=eos_id, pad_id=pad_id)
+        rows, started = start_empty_prompts(prompt_ids, eos_id=eos_id, pad_id=pad_id,
+                                            start_id=start_id)
         self.absolute = absolute_blocks(model)
         plan = plan_blocks(config, bs, [len(r) for r in rows], absolute=self.absolute,
                            started=started)
@@ -512,16 +515,20 @@ class BD3LMDecoder(Decoder):
     def takes_seeds(
         self, config: SampleConfig, prompts: Prompts | None = None, mask_id: int | None = None,
     ) -> bool:
-        """The commit loop's rule (``rows_draw_alone``; for ``prompts``, ``rows_apart``: a
+        """The commit loop's rule (``rows_draw_alone``; for ``prompts``, ``row_apart``: a
         prompt of [MASK]s alone; block-causal caches recompute nothing another row changes),
         but not token editing under a dynamic policy: a row whose block is filled edits while
         it waits for the batch's (alone, its edit-only steps are bounded by
         ``max_post_steps``)."""
-        if prompts is not None and mask_id is not None and rows_apart(
-                prompts, mask_id) is not None:
+        if prompts is not None and mask_id is not None and any(
+                self.rows_apart(config, prompts, mask_id)):
             return False
         dynamic = config.policy in ("threshold", "factor", "entropy")
         return rows_draw_alone(config) and not (config.edit_threshold is not None and dynamic)
+
+    def rows_apart(self, config: SampleConfig, prompts: Prompts, mask_id: int) -> list[bool]:
+        # its block-causal caches recompute nothing another row changes: the ties alone
+        return [row_apart(r, mask_id) is not None for r in as_rows(prompts)]
 
     def uses_steps(self, config: SampleConfig) -> bool:
         return not make_policy(config).dynamic  # dynamic: steps bound the run, not set it
@@ -561,6 +568,7 @@ class BD3LMDecoder(Decoder):
             block_size=f.block_size,
             on_view=on_view,
             generator=None if seeds is None else row_generators(seeds, device),
+            start_id=f.start_id,
         )
 
 

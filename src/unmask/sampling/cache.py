@@ -191,8 +191,8 @@ class WindowCache(CachePolicy):
     the prompt) in any row, fixed when the block starts; ``hi`` is chosen by the subclass.
     The window is the batch's: a row without prompt masks recomputes from the ``lo`` another
     row needs, so with bidirectional attention its tokens may differ from the row alone
-    (docs/sampling.md, Library; seeded rows of such prompts therefore run a run each:
-    ``unmask.sampling.loop.rows_apart``). The
+    (docs/sampling.md, Library; a row holding such a mask therefore runs a run of its own
+    beside the others' one, seeded or greedy: ``unmask.sampling.loop.rows_apart``). The
     recomputed K/V overwrite the cached ones; those outside the window stay as they were at
     the block's first call.
     """

@@ -157,11 +157,22 @@ def rows_apart(prompts: Prompts, mask_id: int, *, cache: str = "none") -> str | 
       (``start_empty_prompts``).
     - A [MASK] in a prompt under a KV cache other than ``none`` (``llada``): the cache
       recomputes from the batch's first earlier mask (``WindowCache``), in every row, so the
-      other rows' approximate logits are not those of their runs alone."""
-    rows = as_rows(prompts)
-    if any(r and all(int(t) == mask_id for t in r) for r in rows):
+      other rows' approximate logits are not those of their runs alone.
+
+    The rows to run alone are those ``row_apart`` names (``Decoder.rows_apart``); the others
+    still share one run (``unmask.api.run_rows``, and greedy batches of ``api.generate``)."""
+    why = [row_apart(r, mask_id, cache=cache) for r in as_rows(prompts)]
+    return next((w for w in why if w is not None and w.startswith("a prompt of")),
+                next((w for w in why if w is not None), None))
+
+
+def row_apart(row: Sequence[int] | Tensor, mask_id: int, *, cache: str = "none") -> str | None:
+    """Why the row ``row`` (prompt ids) must run alone (``rows_apart``), else None: the rows
+    to run apart are these, while the others of a batch still share one run."""
+    ids = [int(t) for t in row]
+    if ids and all(t == mask_id for t in ids):
         return "a prompt of [MASK]s alone"
-    if cache != "none" and any(int(t) == mask_id for r in rows for t in r):
+    if cache != "none" and mask_id in ids:
         return f"a [MASK] in a prompt under cache {cache!r}"
     return None
 
@@ -173,9 +184,11 @@ def model_logit_shift(model: Any) -> bool:
 
 def start_empty_prompts(
     prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor, *,
-    eos_id: int | None, pad_id: int,
+    eos_id: int | None, pad_id: int, start_id: int | None = None,
 ) -> tuple[list[list[int]], list[bool]]:
-    """The prompts as rows, an empty one given a start token: the document separator (EOS,
+    """The prompts as rows, an empty one given a start token: ``start_id`` where given (the
+    decoders pass ``ModelFacts.start_id``: a published model's BOS, which its raw text
+    prompts begin with too, ``ModelFacts.prompt_ids``), else the document separator (EOS,
     else the pad id), which every document of ``unmask.data``'s training stream follows and
     lm-eval puts before an empty context (``unmask.lm_eval``), as the ``ar``, ``hybrid`` and
     ``speculative`` decoders give an empty prompt one. Without it the canvas is all [MASK]:
@@ -190,18 +203,19 @@ def start_empty_prompts(
     rows = as_rows(prompt_ids)
     if all(rows):
         return rows, [False] * len(rows)
-    start = eos_id if eos_id is not None else pad_id
+    start = start_id if start_id is not None else eos_id if eos_id is not None else pad_id
     return [r or [int(start)] for r in rows], [not r for r in rows]
 
 
 START_TOKEN_NOTE = (
     "an empty prompt counts 1 token here: the decoder starts it with a start token, the "
-    "model's EOS (in unmask's training data, the separator every document follows)"
+    "model's EOS (in unmask's training data, the separator every document follows), or the "
+    "BOS a published model records"
 )
 """What a length refusal adds where an empty prompt was given its start token, under every
 decoder that gives one (``ModelFacts.starts_empty_prompts``: ``start_empty_prompts`` here and
-in ``bd3lm``, the causal decoders' ``start_id``; ``api._check_fits``). True of an imported
-checkpoint too, whose own training data unmask does not know: the token is its EOS."""
+in ``bd3lm``, the causal decoders' ``start_id``; ``api._check_fits``): ``ModelFacts.start_id``.
+"""
 
 
 def unguided_starts(prompt_index: Tensor, started: Sequence[bool], column: int) -> Tensor:
@@ -271,6 +285,14 @@ def split_steps(steps: int, num_blocks: int) -> list[int]:
     return [base + (b < extra) for b in range(num_blocks)]
 
 
+MAX_STEPS = 1 << 20
+"""The most ``steps`` the commit loop takes (more only as one step per token of a longer
+``gen_length``, which its own checks bound): a step past a block's last mask commits nothing,
+and its count schedule is a (B, steps) tensor built up front, so ``steps`` of 10**9 (a typo)
+was a list of 8 GB a row, and the kernel killed the process (10**6 on the tiny test
+model: 19 s)."""
+
+
 def validate(
     config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int | None = None,
     split: bool = False,
@@ -288,6 +310,11 @@ def validate(
         raise UserError(f"gen_length must be positive, got {config.gen_length}")
     if config.steps <= 0:
         raise UserError(f"steps must be positive, got {config.steps}")
+    if config.steps > max(MAX_STEPS, config.gen_length):  # one a token: the length's checks
+        raise UserError(
+            f"steps must be at most {MAX_STEPS}, got {config.steps} (one step per token, "
+            f"{config.gen_length} here, is the most that commits anything)"
+        )
     block_length = config.gen_length if config.block_length is None else config.block_length
     if block_length <= 0:
         raise UserError(f"block_length must be positive, got {block_length}")
@@ -730,13 +757,16 @@ class Denoiser(DecoderRun):
         return_history: bool = False,
         step_callback: StepCallback | None = None,
         on_view: ViewCallback | None = None,
+        start_id: int | None = None,
     ) -> Denoiser:
         """The run of ``generate``: prompts (left-padded) followed by ``config.gen_length``
-        masks; an empty prompt starts with ``start_empty_prompts``' token. A model trained
+        masks; an empty prompt starts with ``start_empty_prompts``' token (``start_id``,
+        default the EOS). A model trained
         with ``[EMPTY]`` (``config.empty_id``) never proposes it here:
         the filler belongs to the unused slots of infilled gaps, not to free text."""
         validate(config)  # clear messages before any tensor is built
-        rows, started = start_empty_prompts(prompt_ids, eos_id=eos_id, pad_id=pad_id)
+        rows, started = start_empty_prompts(prompt_ids, eos_id=eos_id, pad_id=pad_id,
+                                            start_id=start_id)
         max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
         if all(started) and max_seq_len is not None and 1 + config.gen_length > max_seq_len:
             raise UserError(  # the one token of the canvas no prompt asked for: say why
@@ -856,10 +886,13 @@ class LLaDADecoder(Decoder):
     def takes_seeds(
         self, config: SampleConfig, prompts: Prompts | None = None, mask_id: int | None = None,
     ) -> bool:
-        if prompts is not None and mask_id is not None and rows_apart(
-                prompts, mask_id, cache=config.cache) is not None:
+        if prompts is not None and mask_id is not None and any(
+                self.rows_apart(config, prompts, mask_id)):
             return False
         return rows_draw_alone(config)
+
+    def rows_apart(self, config: SampleConfig, prompts: Prompts, mask_id: int) -> list[bool]:
+        return [row_apart(r, mask_id, cache=config.cache) is not None for r in as_rows(prompts)]
 
     def uses_steps(self, config: SampleConfig) -> bool:
         return not make_policy(config).dynamic  # dynamic: steps bound the run, not set it
@@ -908,10 +941,12 @@ class LLaDADecoder(Decoder):
             eos_id=f.eos_id,
             on_view=on_view,
             generator=None if seeds is None else row_generators(seeds, device),
+            start_id=f.start_id,
         )
 
 
 __all__ = [
+    "MAX_STEPS",
     "START_TOKEN_NOTE",
     "Denoiser",
     "GenerateResult",
@@ -930,6 +965,7 @@ __all__ = [
     "generate",
     "make_generator",
     "model_logit_shift",
+    "row_apart",
     "rows_apart",
     "sample",
     "shift_logits",

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, TypeVar
 
 from torch import Tensor
 
+from unmask.canvas import as_rows
 from unmask.config import DECODER_NAMES, SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
@@ -89,6 +90,14 @@ class Decoder:
         the model's ``mask_id``): for a run of those rows, where their content decides too
         (the commit loop: ``unmask.sampling.loop.rows_apart``); without, for some prompts."""
         return self.row_seeds
+
+    def rows_apart(self, config: SampleConfig, prompts: Prompts, mask_id: int) -> list[bool]:
+        """Per row of ``prompts``: whether it must run a run of its own under ``config`` to
+        write what it writes alone, seeded or greedy: in one run (or one shared forward) with
+        other rows, it would write otherwise or make them write otherwise (the commit loop:
+        ``unmask.sampling.loop.row_apart``). The other rows still share a run
+        (``unmask.api.run_rows``). None of them by default."""
+        return [False] * len(as_rows(prompts))
 
     def start(
         self,
