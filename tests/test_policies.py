@@ -407,7 +407,7 @@ def test_random_remasking_commits_a_uniform_position_first():
     assert (first.mean(dim=0) - 0.25).abs().max() < 0.03
 
 
-@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "geometric"])
 def test_llada_counts_follow_the_checkpoints_schedule(schedule):
     """ModelConfig.schedule: "samplers take the number of tokens to reveal per step from it"
     (docs/training.md: a cosine checkpoint reveals few tokens first, many last); the loop
@@ -422,7 +422,8 @@ def test_llada_counts_follow_the_checkpoints_schedule(schedule):
     masks = [8] + [int((h[0, 1:] == MASK).sum()) for h in r.history]  # left after each step
     per_step = [a - b for a, b in zip(masks[:-1], masks[1:], strict=True)]
     assert per_step == get_schedule(schedule).transfer_counts(8, 4)
-    assert per_step == ([2, 2, 2, 2] if schedule == "linear" else [1, 1, 3, 3])
+    assert per_step == {"linear": [2, 2, 2, 2], "cosine": [1, 1, 3, 3],
+                        "geometric": [3, 3, 1, 1]}[schedule]
 
 
 @pytest.mark.parametrize("policy", ["threshold", "factor", "entropy"])

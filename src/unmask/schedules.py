@@ -53,10 +53,11 @@ class Schedule:
 
     def weight(self, t: Tensor) -> Tensor:
         """ELBO weight of the masked-token cross-entropy at time t: ``-α'(t) / p_mask(t)``, so
-        that a token's expected weight over t ~ U(0, 1), ``E[weight · p_mask]``, is 1 for every
-        schedule (a uniform predictor's bound is exactly log V a token, as with the linear
-        schedule's ``1/p_mask``; the floor ``eps`` stands in for the t≈0 end, conservatively:
-        a token is no harder to predict at less masking)."""
+        that a token's expected weight over t ~ U(0, 1), ``E[weight · p_mask]``, is α(0) - α(1):
+        1 for the linear and cosine schedules (a uniform predictor's bound is exactly log V a
+        token, as with the linear schedule's ``1/p_mask``; the floor ``eps`` stands in for the
+        t≈0 end, conservatively: a token is no harder to predict at less masking), 0.9999 for
+        the geometric one, whose α(0) is e^{-1e-4}."""
         return -self.dalpha(t) / self.p_mask(t)
 
     def sample_t(
