@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, cast
 from unmask.config import SampleConfig, dtype_choice, dtype_name, torch_dtype
 from unmask.errors import UserError
 from unmask.facts import CAUSAL_DECODERS, ModelFacts
+from unmask.messages import plural
 
 if TYPE_CHECKING:
     import torch
@@ -64,7 +65,9 @@ def refuse_continuous(loaded: Loaded, task: str) -> None:
 
 
 def facts_of(loaded: Loaded) -> ModelFacts:
-    """The facts of a loaded checkpoint (its config, and whether its model has a KV cache)."""
+    """The facts of a loaded checkpoint (its config, and whether its model has a KV cache);
+    what is not one (a path) is refused in one line (``check_loaded``)."""
+    check_loaded(loaded)
     facts = ModelFacts.of(loaded.config)
     has_cache = bool(getattr(loaded.model, "supports_kv_cache", False))
     return dataclasses.replace(facts, has_kv_cache=has_cache)
@@ -156,6 +159,7 @@ def weights_dtype(loaded: Loaded) -> str | None:
     parameters."""
     from unmask.quantize import quantized_layer
 
+    check_loaded(loaded)
     params = getattr(loaded.model, "parameters", None)
     weights = list(params()) if callable(params) else []
     if not weights:
@@ -224,6 +228,7 @@ def start(
         aux["tokenizer"] = loaded.tokenizer
     config = dataclasses.replace(config, decoder=decoder.name)
     if seeds is not None:
+        seeds = _seed_list(seeds)
         if not decoder.takes_seeds(config):
             under = " under these options" if decoder.row_seeds else ""
             raise UserError(f"decoder {decoder.name!r} draws from one generator per run{under}: "
@@ -237,7 +242,8 @@ def start(
                             f"beside {why} (the batch would not be what each row writes "
                             "alone): run a run per row")
         if len(seeds) != len(as_rows(prompt_ids)):
-            raise UserError(f"{len(seeds)} seeds for {len(as_rows(prompt_ids))} rows")
+            raise UserError(f"{plural(len(seeds), 'seed')} for "
+                            f"{plural(len(as_rows(prompt_ids)), 'row')}")
         for seed in seeds:  # as SampleConfig.seed
             dataclasses.replace(config, seed=_check_seed(seed))
     target = Target(decoding_model(loaded, config), facts, aux)
@@ -277,8 +283,10 @@ def context_limit(loaded: Loaded, draft: Loaded | None = None) -> tuple[int | No
     """The longest canvas (prompt + generation) a run of ``loaded`` may use, with ``draft``
     drafting for it: the smaller ``max_seq_len`` of the two (None: unknown), and whose it is
     ("model", or "drafter" when the drafter's is shorter)."""
-    aux = {} if draft is None else {"drafter_facts": facts_of(draft)}
     facts = facts_of(loaded)
+    if draft is not None:
+        check_loaded(draft, "draft")
+    aux = {} if draft is None else {"drafter_facts": facts_of(draft)}
     return _context(facts, aux)
 
 
@@ -475,8 +483,8 @@ def _check_fits(
     way_out = ways[-1] if len(ways) == 1 else (
         f"{', '.join(ways[:-1])}{',' if len(ways) > 2 else ''} or {ways[-1]}")
     raise UserError(
-        f"prompt ({longest} tokens) + gen_length ({config.gen_length}) exceeds the {who}'s "
-        f"max_seq_len ({limit}){blocks}; use {way_out}"
+        f"prompt ({plural(longest, 'token')}) + gen_length ({config.gen_length}) exceeds the "
+        f"{who}'s max_seq_len ({limit}){blocks}; use {way_out}"
     )
 
 
@@ -711,6 +719,7 @@ def prompt_ids(loaded: Loaded, prompts: str | Sequence[str], *,
     one list per prompt: a raw prompt after the checkpoint's BOS where it records one
     (``ModelFacts.prompt_ids``), ``[MASK]`` a blank. What ``start`` takes to decode a text
     prompt as ``generate`` does: ``api.start(m, api.prompt_ids(m, "Hi"), ...)``."""
+    check_loaded(loaded)
     return _encode_prompts(loaded, _prompt_texts(prompts), _as_template(loaded, template),
                            system)
 
@@ -969,6 +978,16 @@ def _check_seed(seed: Any) -> int:
     return seed
 
 
+def _seed_list(seeds: Any) -> list[int]:
+    """``seeds`` of ``start`` and ``run_rows`` as a list: a sequence of seeds, one a row, else
+    one line (a lone ``seeds=1`` failed as a ``TypeError`` inside, at ``len(seeds)``)."""
+    if isinstance(seeds, (str, bytes, Mapping)) or not isinstance(seeds, Iterable):
+        one = f" (one row: seeds=[{seeds}])" if type(seeds) is int else ""
+        raise UserError(f"seeds must be a list of whole numbers, one a row, not "
+                        f"{type(seeds).__name__}{one}")
+    return list(seeds)
+
+
 def seeds_in_one_run(
     loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None,
     draft: Loaded | str | Path | None = None, *, rows: Sequence[Sequence[int]] | None = None,
@@ -1028,8 +1047,9 @@ def run_rows(
 
     if not rows:
         raise UserError("no prompts given")
+    seeds = _seed_list(seeds)
     if len(seeds) != len(rows):
-        raise UserError(f"{len(seeds)} seeds for {len(rows)} rows")
+        raise UserError(f"{plural(len(seeds), 'seed')} for {plural(len(rows), 'row')}")
 
     if seeds_in_one_run(loaded, config, draft, rows=rows):
         run = start(loaded, rows, config, step_callback=step_callback, draft=draft, seeds=seeds)
