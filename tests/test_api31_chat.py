@@ -1,0 +1,47 @@
+"""Session 31 (api): ``unmask chat`` and ``api.chat`` as a script or a user meets them."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+
+from unmask import api
+from unmask.chat import DEFAULT_CHAT_TEMPLATE
+from unmask.checkpoint import load, save_checkpoint
+from unmask.cli import main
+from unmask.config import model_preset
+from unmask.model import Transformer
+from unmask.tokenizer import byte_tokenizer
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory):
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=160,
+                       chat_template=DEFAULT_CHAT_TEMPLATE, **tok.special_ids())
+    torch.manual_seed(0)
+    return str(save_checkpoint(tmp_path_factory.mktemp("api31chat") / "m",
+                               model=Transformer(cfg), tokenizer=tok))
+
+
+def _chat(path, lines, monkeypatch, capsys, *flags):
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(f"{x}\n" for x in lines)))
+    rc = main(["chat", "--model", path, "--device", "cpu", "--gen-length", "8", "--json",
+               *flags])
+    out, err = capsys.readouterr()
+    return rc, [json.loads(x) for x in out.splitlines()], err
+
+
+def test_the_dropped_exchanges_are_counted_in_words(chat_model, monkeypatch, capsys):
+    """One exchange dropped said "dropped the 1 oldest exchange(s)"; now the word agrees with
+    its count, for one and for several dropped at once."""
+    rc, turns, err = _chat(chat_model, ["a", "b", "c" * 100], monkeypatch, capsys)
+    assert rc == 0 and [t["dropped"] for t in turns] == [0, 0, 2], turns
+    assert "(dropped the 2 oldest exchanges to fit the model's context)" in err
+    rc, turns, err = _chat(chat_model, ["a" * 30, "b" * 80], monkeypatch, capsys)
+    assert rc == 0 and [t["dropped"] for t in turns] == [0, 1], turns
+    assert "(dropped the 1 oldest exchange to fit the model's context)" in err
+    assert "(s)" not in err
