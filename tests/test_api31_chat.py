@@ -13,6 +13,7 @@ from unmask.chat import DEFAULT_CHAT_TEMPLATE
 from unmask.checkpoint import load, save_checkpoint
 from unmask.cli import main
 from unmask.config import model_preset
+from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.tokenizer import byte_tokenizer
 
@@ -45,3 +46,41 @@ def test_the_dropped_exchanges_are_counted_in_words(chat_model, monkeypatch, cap
     assert rc == 0 and [t["dropped"] for t in turns] == [0, 1], turns
     assert "(dropped the 1 oldest exchange to fit the model's context)" in err
     assert "(s)" not in err
+
+
+def test_threads_sharing_one_loaded_checkpoint_write_what_they_write_alone(chat_model):
+    """docs/sampling.md, "Threads": calls from several threads on one loaded checkpoint, greedy
+    and seeded, write what the same calls write one after another."""
+    import threading
+
+    loaded = load(chat_model)
+    calls = [(p, c) for p in ("ab", "cde", "f", "ghij")
+             for c in ({"gen_length": 6}, {"gen_length": 6, "temperature": 1.0, "seed": 5})]
+    alone = [api.generate(loaded, p, config=c).texts for p, c in calls]
+    chats = [api.chat(loaded, [{"role": "user", "content": p}], config=c).text for p, c in calls]
+    together: dict[int, tuple[list[str], str]] = {}
+
+    def work(i: int) -> None:
+        p, c = calls[i]
+        together[i] = (api.generate(loaded, p, config=c).texts,
+                       api.chat(loaded, [{"role": "user", "content": p}], config=c).text)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [together[i] for i in range(len(calls))] == list(zip(alone, chats, strict=True))
+
+
+def test_api_chat_drops_no_turn_and_says_so(chat_model):
+    """docs/sampling.md: ``api.chat`` renders every message (``unmask chat`` drops the oldest
+    exchanges): a conversation over the context is one line; ``segment_length`` writes it."""
+    loaded = load(chat_model)
+    msgs = [{"role": "user", "content": "a" * 100}, {"role": "assistant", "content": "b" * 40},
+            {"role": "user", "content": "c"}]
+    with pytest.raises(UserError, match=r"^prompt \(\d+ tokens\) \+ gen_length \(16\) "
+                                        r"exceeds the model's max_seq_len \(160\)"):
+        api.chat(loaded, msgs, config={"gen_length": 16})
+    reply = api.chat(loaded, msgs, config={"gen_length": 16, "segment_length": 8})
+    assert reply.prompt.count("<|user|>") == 2

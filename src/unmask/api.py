@@ -1289,7 +1289,12 @@ def chat(
     user's), rendered through ``template`` (default: ``chat_template(loaded)``; a name, file
     or Jinja text too; a content's special-token strings are plain text). ``config`` and
     ``draft`` as ``generate`` takes them (None: the checkpoint's recommendation, as ``unmask
-    chat`` and the server use it)."""
+    chat`` and the server use it).
+
+    Every message is rendered: unlike ``unmask chat``, which drops the oldest exchanges to fit
+    (``unmask.commands.chat.ChatSession.prepare``), a conversation whose prompt and
+    ``gen_length`` exceed the context is a one-line ``UserError`` (``segment_length`` writes
+    it in segments that each see the latest text)."""
     check_loaded(loaded)
     if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
         raise UserError(f"messages must be a list of {{role, content}} dicts, not "
