@@ -84,3 +84,35 @@ def test_api_chat_drops_no_turn_and_says_so(chat_model):
         api.chat(loaded, msgs, config={"gen_length": 16})
     reply = api.chat(loaded, msgs, config={"gen_length": 16, "segment_length": 8})
     assert reply.prompt.count("<|user|>") == 2
+
+
+def test_a_run_dropped_unfinished_is_freed_and_a_raising_callback_leaves_no_trace(chat_model):
+    """docs/sampling.md, "Stopping early"."""
+    import gc
+    import weakref
+
+    loaded = load(chat_model)
+    config = {"gen_length": 8, "block_length": 4, "cache": "prefix"}
+    run = api.start(loaded, api.prompt_ids(loaded, "ab"), config)
+    run.advance()
+    ref = weakref.ref(run)
+    enabled = gc.isenabled()
+    gc.disable()  # freed by its count of references, not by a collection
+    try:
+        del run
+        assert ref() is None
+    finally:
+        if enabled:
+            gc.enable()
+
+    class Stop(Exception):
+        pass
+
+    def stop(step: int, view: torch.Tensor) -> None:
+        if step == 2:
+            raise Stop
+
+    want = api.generate(loaded, ["ab", "c"], config=config).texts
+    with pytest.raises(Stop):
+        api.generate(loaded, ["ab", "c"], config=config, step_callback=stop)
+    assert api.generate(loaded, ["ab", "c"], config=config).texts == want
