@@ -18,7 +18,7 @@ from unmask.tokenizer import byte_tokenizer
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
     tok = byte_tokenizer()
-    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32,
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64,
                        chat_template=DEFAULT_CHAT_TEMPLATE, **tok.special_ids())
     torch.manual_seed(0)
     path = save_checkpoint(tmp_path_factory.mktemp("api31") / "m", model=Transformer(cfg),
@@ -28,10 +28,10 @@ def loaded(tmp_path_factory):
 
 def test_an_empty_prompt_over_the_context_is_one_token(loaded):
     """An empty prompt takes its start token; the refusal said "prompt (1 tokens)"."""
-    with pytest.raises(UserError, match=r"^prompt \(1 token\) \+ gen_length \(40\) exceeds"):
-        api.generate(loaded, "", config={"gen_length": 40})
-    with pytest.raises(UserError, match=r"^prompt \(2 tokens\) \+ gen_length \(40\)"):
-        api.generate(loaded, "ab", config={"gen_length": 40})
+    with pytest.raises(UserError, match=r"^prompt \(1 token\) \+ gen_length \(100\) exceeds"):
+        api.generate(loaded, "", config={"gen_length": 100})
+    with pytest.raises(UserError, match=r"^prompt \(2 tokens\) \+ gen_length \(100\)"):
+        api.generate(loaded, "ab", config={"gen_length": 100})
 
 
 def test_one_seed_for_two_rows_agrees_in_number(loaded):
@@ -84,3 +84,15 @@ def test_the_helpers_refuse_a_path_where_a_loaded_checkpoint_goes(tmp_path, call
 def test_context_limit_names_the_drafter_given_as_a_path(loaded):
     with pytest.raises(UserError, match=r"^draft must be a checkpoint loaded by unmask\.load"):
         api.context_limit(loaded, "runs/drafter")
+
+
+def test_system_without_a_template_names_the_way_to_the_models_own(loaded):
+    """``generate(m, p, system=...)`` on a chat model said only "a system message needs a chat
+    template": ``template=None`` is a raw prompt, and the model's own template is passed as
+    ``api.chat_template(m)``."""
+    with pytest.raises(UserError, match=r"pass template=api\.chat_template\(m\) for the "
+                                        r"model's own"):
+        api.generate(loaded, "Hi", system="Be brief.", config={"gen_length": 4})
+    own = api.generate(loaded, "Hi", system="Be brief.", config={"gen_length": 4},
+                       template=api.chat_template(loaded))
+    assert own.prompts == ["Hi"] and len(own.texts) == 1

@@ -736,7 +736,9 @@ def _encode_prompts(loaded: Loaded, texts: Sequence[str], template: ChatTemplate
         head = [{"role": "system", "content": system}] if system is not None else []
         return [template.prompt(tok, [*head, {"role": "user", "content": p}])[1] for p in texts]
     if system is not None:
-        raise UserError("a system message needs a chat template")
+        raise UserError("system needs a chat template (without one each prompt is raw text): "
+                        "pass template=api.chat_template(m) for the model's own, or a name "
+                        "(plain, default), a file or Jinja text")
     facts = facts_of(loaded)
     return [encode_prompt(tok, p, facts=facts) for p in texts]
 
