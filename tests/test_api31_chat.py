@@ -116,3 +116,27 @@ def test_a_run_dropped_unfinished_is_freed_and_a_raising_callback_leaves_no_trac
     with pytest.raises(Stop):
         api.generate(loaded, ["ab", "c"], config=config, step_callback=stop)
     assert api.generate(loaded, ["ab", "c"], config=config).texts == want
+
+
+def test_generate_and_chat_report_the_options_that_ran(chat_model, monkeypatch, capsys):
+    """``Generation.config`` and ``Reply.config``: the options that ran, the checkpoint's
+    recommendation filled in and the decoder named, as ``--json`` reports them (a script had
+    no way to log them but to redo ``sample_config``); ``Reply.decoder`` as ``Generation``'s."""
+    import dataclasses
+
+    from unmask.config import SampleConfig
+
+    loaded = load(chat_model)
+    given = {"gen_length": 8, "temperature": 0.5, "seed": 3}
+    want = dataclasses.replace(api.sample_config(loaded, given), decoder="llada")
+    out = api.generate(loaded, ["ab", "c"], config=given)
+    assert out.config == want and out.decoder == "llada"
+    fixed = SampleConfig(gen_length=4, steps=4)
+    assert api.generate(loaded, "ab", config=fixed).config == dataclasses.replace(
+        fixed, decoder="llada")
+    reply = api.chat(loaded, [{"role": "user", "content": "hello"}], config=given)
+    assert reply.config == want and reply.decoder == "llada"
+    rc, turns, _ = _chat(chat_model, ["hello"], monkeypatch, capsys, "--temperature", "0.5",
+                         "--seed", "3")
+    assert rc == 0 and turns[0]["config"] == dataclasses.asdict(want)
+    assert turns[0]["reply"] == reply.text

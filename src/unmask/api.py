@@ -810,6 +810,10 @@ class Generation:
     ends: frozenset[int] = frozenset()
     """The ids that end a row: EOS, and with a chat template its end-of-turn markers
     (``ChatTemplate.ends``); empty: the result's EOS."""
+    config: SampleConfig | None = field(default=None, repr=False)
+    """The options that ran, ``decoder`` named: a mapping's with the checkpoint's
+    recommendation filled in, as ``unmask generate --json`` reports them (None: built by
+    hand)."""
 
     @property
     def n_tokens(self) -> int:
@@ -969,6 +973,7 @@ def generate(
         decoder=decoder,
         result=result,
         ends=template.ends(tok, facts.eos_id) if template is not None else frozenset(),
+        config=dataclasses.replace(config, decoder=decoder),
     )
 
 
@@ -1276,6 +1281,10 @@ class Reply:
     seconds: float
     result: GenerateResult | None = field(default=None, repr=False)
     """The decoder's own result (acceptance counts of ``speculative`` / ``hybrid``)."""
+    decoder: str = ""
+    """The decoder that ran (``choose_decoder``), as ``Generation.decoder``."""
+    config: SampleConfig | None = field(default=None, repr=False)
+    """The options that ran, as ``Generation.config`` (``unmask chat --json``'s ``config``)."""
 
 
 def chat(
@@ -1317,6 +1326,8 @@ def chat(
         steps=result.steps,
         seconds=seconds,
         result=result,
+        decoder=run.decoder,
+        config=dataclasses.replace(config, decoder=run.decoder),
     )
 
 
