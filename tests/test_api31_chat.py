@@ -140,3 +140,32 @@ def test_generate_and_chat_report_the_options_that_ran(chat_model, monkeypatch, 
                          "--seed", "3")
     assert rc == 0 and turns[0]["config"] == dataclasses.asdict(want)
     assert turns[0]["reply"] == reply.text
+
+
+def test_stop_sequences_end_generate_and_chat_texts():
+    """``generate(..., stop=)`` and ``chat(..., stop=)``: the text ends before the
+    earliest-starting stop sequence, as the server's ``stop`` (the Python API had none). On
+    the shipped demo model, whose text has words to stop at."""
+    loaded = load("demo")
+    config = {"gen_length": 16}
+    full = api.generate(loaded, ["In the beginning", "And God said"], config=config)
+    first = full.texts[0]
+    k = next(k for k in range(1, len(first)) if first.find(first[k]) == k)
+    word = first[k]  # first found at k
+    cut = api.generate(loaded, ["In the beginning", "And God said"], config=config,
+                       stop=[word, "\x00never"])
+    want = [t[: t.find(word)] if word in t else t for t in full.texts]
+    assert cut.texts == want and cut.texts[0] == first[:k]
+    assert cut.ids == full.ids and cut.n_tokens == full.n_tokens  # what was decoded
+    assert api.generate(loaded, ["In the beginning", "And God said"], config=config,
+                        stop=word).texts == want
+    messages = [{"role": "user", "content": "Who was Noah?"}]
+    reply = api.chat(loaded, messages, config=config, template="plain").text
+    k = next(k for k in range(2, len(reply)) if reply.find(reply[k]) == k)
+    stopped = api.chat(loaded, messages, config=config, template="plain", stop=reply[k]).text
+    assert stopped == reply[:k].strip() and stopped
+    for bad, says in ((5, "not int"), ([""], "got ''"), (["a", None], "got None")):
+        with pytest.raises(UserError, match=says):
+            api.generate(loaded, "ab", config=config, stop=bad)
+        with pytest.raises(UserError, match=says):
+            api.chat(loaded, messages, config=config, template="plain", stop=bad)

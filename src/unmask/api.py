@@ -17,7 +17,8 @@
   ``Generation`` holds texts, ids, the prompts as they ended (a ``[MASK]`` written in a prompt
   is filled), NFE, steps, seconds. ``draws_noise``, ``with_seed`` and ``row_seeds``: the one
   seed rule of the CLI, the API and the server (which runs draw, the seed a sampled run
-  draws and reports, the seed of every row).
+  draws and reports, the seed of every row). ``stop_at``: where a text ends at its stop
+  sequences (``generate``'s and ``chat``'s ``stop``, the server's).
 - ``chat``: one assistant reply to a conversation through a chat template; ``chat_template``
   picks the template (the model's, or a ``--template`` value).
 - ``infill``, ``edit``, ``fill_form``: the tasks of ``unmask.infill`` (templates with gaps,
@@ -905,6 +906,7 @@ def generate(
     system: str | None = None,
     step_callback: ViewCallback | None = None,
     draft: Loaded | str | Path | None = None,
+    stop: str | Sequence[str] | None = None,
 ) -> Generation:
     """Continue each prompt with ``config.gen_length`` tokens (fewer when a decoder stops at
     EOS) by the checkpoint's decoder (``start``), ``n`` times: the rows of the result are
@@ -925,10 +927,14 @@ def generate(
     ``SampleConfig``, or a mapping of options over the checkpoint's recommendation
     (``start``; None: the recommendation alone, as ``unmask generate`` with no flags);
     ``template``: a ``ChatTemplate`` or a name, file or Jinja text (``chat_template``).
+    ``stop``: a text or a list of texts; each row's text ends before the earliest-starting
+    one found in it (``stop_at``, the server's ``stop`` rule), as after EOS; ``ids`` and
+    ``n_tokens`` stay what was decoded.
     """
     check_loaded(loaded)
     texts_in = _prompt_texts(prompts)
     n = _check_n(n)
+    stops = _stops(stop)
     options = config  # a mapping (or None) is fitted to the prompts below
     config, template = _as_config(loaded, config), _as_template(loaded, template)
     if not texts_in:
@@ -957,6 +963,7 @@ def generate(
         texts = [template.reply(tok, ids, facts.eos_id) for ids in result.gen_ids]
     else:
         texts = result.texts(tok)
+    texts = [_cut_at_stop(t, stops, reply=template is not None) for t in texts]
     ended = _ended_prompts(rows, result, facts.mask_id)
     shown = [
         tok.decode(ids) if ids != given else text
@@ -975,6 +982,37 @@ def generate(
         ends=template.ends(tok, facts.eos_id) if template is not None else frozenset(),
         config=dataclasses.replace(config, decoder=decoder),
     )
+
+
+def stop_at(text: str, stops: Sequence[str]) -> int | None:
+    """Where the earliest-starting of the stop sequences ``stops`` in ``text`` begins (None:
+    none): the text is cut there. The one rule of ``generate``'s and ``chat``'s ``stop`` and
+    of the server's (``unmask.server.routes.completions``)."""
+    return min((text.find(s) for s in stops if s in text), default=None)
+
+
+def _stops(stop: Any) -> list[str]:
+    """``stop`` of ``generate`` and ``chat`` as a list: None (none), a text, or a list of
+    texts, none empty; else one line."""
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else stop
+    if isinstance(stops, (bytes, Mapping)) or not isinstance(stops, Iterable):
+        raise UserError(f"stop must be a text or a list of texts, not {type(stop).__name__}")
+    stops = list(stops)
+    for s in stops:
+        if not isinstance(s, str) or not s:
+            raise UserError(f"stop sequences must be texts of at least one character, got {s!r}")
+    return stops
+
+
+def _cut_at_stop(text: str, stops: Sequence[str], *, reply: bool) -> str:
+    """``text`` before its earliest stop sequence (``stop_at``); a chat ``reply`` (stripped)
+    is stripped again after the cut, as the server's chat cuts it."""
+    at = stop_at(text, stops)
+    if at is None:
+        return text
+    return text[:at].strip() if reply else text[:at]
 
 
 def _check_seed(seed: Any) -> int:
@@ -1295,12 +1333,15 @@ def chat(
     template: ChatTemplate | str | None = None,
     step_callback: ViewCallback | None = None,
     draft: Loaded | str | Path | None = None,
+    stop: str | Sequence[str] | None = None,
 ) -> Reply:
     """The assistant's reply to ``messages`` (``role``/``content`` dicts, the last one the
     user's), rendered through ``template`` (default: ``chat_template(loaded)``; a name, file
     or Jinja text too; a content's special-token strings are plain text). ``config`` and
     ``draft`` as ``generate`` takes them (None: the checkpoint's recommendation, as ``unmask
-    chat`` and the server use it).
+    chat`` and the server use it). ``stop``: the reply ends before the earliest-starting of
+    these texts found in it, as ``generate``'s ``stop`` (searched in the reply as stripped,
+    and the rest stripped again, as the server's chat cuts it).
 
     Every message is rendered: unlike ``unmask chat``, which drops the oldest exchanges to fit
     (``unmask.commands.chat.ChatSession.prepare``), a conversation whose prompt and
@@ -1310,6 +1351,7 @@ def chat(
     if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
         raise UserError(f"messages must be a list of {{role, content}} dicts, not "
                         f"{type(messages).__name__} (a single message goes in a list)")
+    stops = _stops(stop)
     options, config = config, _as_config(loaded, config)
     template = _as_template(loaded, template) or _own_template(loaded)
     text, ids = template.prompt(loaded.tokenizer, list(messages))
@@ -1318,6 +1360,7 @@ def chat(
     run = start(loaded, [ids], config, step_callback=step_callback, draft=draft)
     result, seconds = run_to_end(run, device=str(_device(loaded)))
     reply = template.reply(loaded.tokenizer, result.gen_ids[0], facts_of(loaded).eos_id)
+    reply = _cut_at_stop(reply, stops, reply=True)
     return Reply(
         text=reply,
         prompt=text,
@@ -1643,6 +1686,7 @@ __all__ = [
     "sample_config",
     "seeds_in_one_run",
     "start",
+    "stop_at",
     "weights_dtype",
     "with_seed",
 ]

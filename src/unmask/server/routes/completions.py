@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from unmask import api
+from unmask.api import stop_at
 from unmask.chat import ChatTemplate
 from unmask.config import SampleConfig
 from unmask.errors import UserError
@@ -628,12 +629,6 @@ def _lead(text: str, reply: Reply) -> int:
     stripped (``ChatTemplate.reply``), so a stop sequence such as ``" "`` or ``"\n"`` is found
     in the text the client gets, not in the space a template leaves after ``Assistant:``."""
     return len(text) - len(text.lstrip()) if reply.chat else 0
-
-
-def stop_at(text: str, stops: list[str]) -> int | None:
-    """Where the earliest-starting stop sequence in ``text`` begins (None: none): the text
-    is cut there."""
-    return min((text.find(s) for s in stops if s in text), default=None)
 
 
 def stop_may_start(text: str, stops: list[str]) -> int:
