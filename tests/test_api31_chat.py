@@ -169,3 +169,37 @@ def test_stop_sequences_end_generate_and_chat_texts():
             api.generate(loaded, "ab", config=config, stop=bad)
         with pytest.raises(UserError, match=says):
             api.chat(loaded, messages, config=config, template="plain", stop=bad)
+
+
+def test_ctrl_c_while_the_view_clears_keeps_what_it_says(chat_model, monkeypatch, capsys):
+    """A Ctrl-C that lands after the reply was added, while the live view is cleared, said
+    "the message was not added" and the exchange stayed in the history; now it is dropped."""
+    from unmask.commands import chat as chat_cmd
+
+    class View:
+        closes = 0
+
+        def __call__(self, step: int, view: torch.Tensor) -> None:
+            pass
+
+        def close(self, clear: bool = False) -> None:
+            View.closes += 1
+            if View.closes == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(chat_cmd, "make_live", lambda *a, **k: View())
+    loaded = load(chat_model)
+    template = api.chat_template(loaded)
+    session = chat_cmd.ChatSession(loaded, template, api.sample_config(loaded, {"gen_length": 4}))
+    lines = iter(["first message", "second"])
+
+    def read() -> str:
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    assert chat_cmd.converse(session, read, interactive=True, live=True) == 0
+    err = capsys.readouterr().err
+    assert "(interrupted; the message was not added)" in err
+    assert [t["content"] for t in session.turns if t["role"] == "user"] == ["second"]

@@ -421,6 +421,7 @@ def converse(
             print("\n".join(f"{k:8} {v}" for k, v in COMMANDS.items()), file=sys.stderr)
             continue
         view = None
+        kept = session.turns  # a Ctrl-C after the reply was added (clearing the view) drops it
         try:
             if not gathered.literal:
                 message = _message(message, command)
@@ -440,6 +441,7 @@ def converse(
         except KeyboardInterrupt:
             if not interactive:
                 raise
+            session.turns = kept
             print("(interrupted; the message was not added)", file=sys.stderr)
             continue
         except UserError as e:
