@@ -18,7 +18,7 @@ def test_run_rows_refuses_a_wrong_count_of_seeds_and_no_rows(tmp_path):
     loaded = _checkpoint(tmp_path / "s", objective="sedd")
     rows = [[65, 66], [67]]
     cfg = SampleConfig(gen_length=4, steps=4, temperature=1.0, seed=0)
-    with pytest.raises(UserError, match=r"^1 seeds for 2 rows$"):
+    with pytest.raises(UserError, match=r"^1 seed for 2 rows$"):
         run_rows(loaded, rows, cfg, [1])
     with pytest.raises(UserError, match=r"^3 seeds for 2 rows$"):
         run_rows(loaded, rows, cfg, [1, 2, 3])

@@ -11,6 +11,7 @@ import pytest
 import torch
 from server_helpers import loaded, tiny_config
 
+from unmask.messages import plural
 from unmask.model import Transformer
 
 pytest.importorskip("fastapi")
@@ -41,7 +42,7 @@ def test_the_start_token_note_only_where_the_decoder_gives_one(kw, columns):
         r = c.post("/v1/completions", json={"prompt": "", "max_tokens": CONTEXT + 1})
         assert r.status_code == 400, r.text
         message = r.json()["error"]["message"]
-        assert f"prompt ({columns} tokens)" in message, message
+        assert f"prompt ({plural(columns, 'token')})" in message, message  # not "(1 tokens)"
         assert (NOTE in message) == (columns == 1), message
         assert f"use max_tokens <= {CONTEXT - columns}" in message, message
         r = c.post("/v1/completions", json={"prompt": "", "max_tokens": CONTEXT - columns})

@@ -552,7 +552,7 @@ def test_chat_drops_old_exchanges_to_fit_a_drafter_of_shorter_context(tmp_path, 
     turns = [json.loads(x) for x in out.splitlines()]
     assert len(turns) == 3 and [t["dropped"] for t in turns] == [0, 1, 1], turns
     assert all(t["prompt_tokens"] + 6 <= 32 for t in turns)
-    assert "oldest exchange(s) to fit the drafter's context" in err
+    assert "dropped the 1 oldest exchange to fit the drafter's context" in err
     # a --system message that leaves no room in the drafter's context is named at startup
     monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
     assert main([*argv, "--system", "x" * 40]) == 2

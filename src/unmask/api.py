@@ -17,7 +17,8 @@
   ``Generation`` holds texts, ids, the prompts as they ended (a ``[MASK]`` written in a prompt
   is filled), NFE, steps, seconds. ``draws_noise``, ``with_seed`` and ``row_seeds``: the one
   seed rule of the CLI, the API and the server (which runs draw, the seed a sampled run
-  draws and reports, the seed of every row).
+  draws and reports, the seed of every row). ``stop_at``: where a text ends at its stop
+  sequences (``generate``'s and ``chat``'s ``stop``, the server's).
 - ``chat``: one assistant reply to a conversation through a chat template; ``chat_template``
   picks the template (the model's, or a ``--template`` value).
 - ``infill``, ``edit``, ``fill_form``: the tasks of ``unmask.infill`` (templates with gaps,
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING, Any, cast
 from unmask.config import SampleConfig, dtype_choice, dtype_name, torch_dtype
 from unmask.errors import UserError
 from unmask.facts import CAUSAL_DECODERS, ModelFacts
+from unmask.messages import plural
 
 if TYPE_CHECKING:
     import torch
@@ -64,7 +66,9 @@ def refuse_continuous(loaded: Loaded, task: str) -> None:
 
 
 def facts_of(loaded: Loaded) -> ModelFacts:
-    """The facts of a loaded checkpoint (its config, and whether its model has a KV cache)."""
+    """The facts of a loaded checkpoint (its config, and whether its model has a KV cache);
+    what is not one (a path) is refused in one line (``check_loaded``)."""
+    check_loaded(loaded)
     facts = ModelFacts.of(loaded.config)
     has_cache = bool(getattr(loaded.model, "supports_kv_cache", False))
     return dataclasses.replace(facts, has_kv_cache=has_cache)
@@ -156,6 +160,7 @@ def weights_dtype(loaded: Loaded) -> str | None:
     parameters."""
     from unmask.quantize import quantized_layer
 
+    check_loaded(loaded)
     params = getattr(loaded.model, "parameters", None)
     weights = list(params()) if callable(params) else []
     if not weights:
@@ -224,6 +229,7 @@ def start(
         aux["tokenizer"] = loaded.tokenizer
     config = dataclasses.replace(config, decoder=decoder.name)
     if seeds is not None:
+        seeds = _seed_list(seeds)
         if not decoder.takes_seeds(config):
             under = " under these options" if decoder.row_seeds else ""
             raise UserError(f"decoder {decoder.name!r} draws from one generator per run{under}: "
@@ -237,7 +243,8 @@ def start(
                             f"beside {why} (the batch would not be what each row writes "
                             "alone): run a run per row")
         if len(seeds) != len(as_rows(prompt_ids)):
-            raise UserError(f"{len(seeds)} seeds for {len(as_rows(prompt_ids))} rows")
+            raise UserError(f"{plural(len(seeds), 'seed')} for "
+                            f"{plural(len(as_rows(prompt_ids)), 'row')}")
         for seed in seeds:  # as SampleConfig.seed
             dataclasses.replace(config, seed=_check_seed(seed))
     target = Target(decoding_model(loaded, config), facts, aux)
@@ -277,8 +284,10 @@ def context_limit(loaded: Loaded, draft: Loaded | None = None) -> tuple[int | No
     """The longest canvas (prompt + generation) a run of ``loaded`` may use, with ``draft``
     drafting for it: the smaller ``max_seq_len`` of the two (None: unknown), and whose it is
     ("model", or "drafter" when the drafter's is shorter)."""
-    aux = {} if draft is None else {"drafter_facts": facts_of(draft)}
     facts = facts_of(loaded)
+    if draft is not None:
+        check_loaded(draft, "draft")
+    aux = {} if draft is None else {"drafter_facts": facts_of(draft)}
     return _context(facts, aux)
 
 
@@ -475,8 +484,8 @@ def _check_fits(
     way_out = ways[-1] if len(ways) == 1 else (
         f"{', '.join(ways[:-1])}{',' if len(ways) > 2 else ''} or {ways[-1]}")
     raise UserError(
-        f"prompt ({longest} tokens) + gen_length ({config.gen_length}) exceeds the {who}'s "
-        f"max_seq_len ({limit}){blocks}; use {way_out}"
+        f"prompt ({plural(longest, 'token')}) + gen_length ({config.gen_length}) exceeds the "
+        f"{who}'s max_seq_len ({limit}){blocks}; use {way_out}"
     )
 
 
@@ -711,6 +720,7 @@ def prompt_ids(loaded: Loaded, prompts: str | Sequence[str], *,
     one list per prompt: a raw prompt after the checkpoint's BOS where it records one
     (``ModelFacts.prompt_ids``), ``[MASK]`` a blank. What ``start`` takes to decode a text
     prompt as ``generate`` does: ``api.start(m, api.prompt_ids(m, "Hi"), ...)``."""
+    check_loaded(loaded)
     return _encode_prompts(loaded, _prompt_texts(prompts), _as_template(loaded, template),
                            system)
 
@@ -727,7 +737,9 @@ def _encode_prompts(loaded: Loaded, texts: Sequence[str], template: ChatTemplate
         head = [{"role": "system", "content": system}] if system is not None else []
         return [template.prompt(tok, [*head, {"role": "user", "content": p}])[1] for p in texts]
     if system is not None:
-        raise UserError("a system message needs a chat template")
+        raise UserError("system needs a chat template (without one each prompt is raw text): "
+                        "pass template=api.chat_template(m) for the model's own, or a name "
+                        "(plain, default), a file or Jinja text")
     facts = facts_of(loaded)
     return [encode_prompt(tok, p, facts=facts) for p in texts]
 
@@ -799,6 +811,10 @@ class Generation:
     ends: frozenset[int] = frozenset()
     """The ids that end a row: EOS, and with a chat template its end-of-turn markers
     (``ChatTemplate.ends``); empty: the result's EOS."""
+    config: SampleConfig | None = field(default=None, repr=False)
+    """The options that ran, ``decoder`` named: a mapping's with the checkpoint's
+    recommendation filled in, as ``unmask generate --json`` reports them (None: built by
+    hand)."""
 
     @property
     def n_tokens(self) -> int:
@@ -890,6 +906,7 @@ def generate(
     system: str | None = None,
     step_callback: ViewCallback | None = None,
     draft: Loaded | str | Path | None = None,
+    stop: str | Sequence[str] | None = None,
 ) -> Generation:
     """Continue each prompt with ``config.gen_length`` tokens (fewer when a decoder stops at
     EOS) by the checkpoint's decoder (``start``), ``n`` times: the rows of the result are
@@ -912,10 +929,14 @@ def generate(
     ``SampleConfig``, or a mapping of options over the checkpoint's recommendation
     (``start``; None: the recommendation alone, as ``unmask generate`` with no flags);
     ``template``: a ``ChatTemplate`` or a name, file or Jinja text (``chat_template``).
+    ``stop``: a text or a list of texts; each row's text ends before the earliest-starting
+    one found in it (``stop_at``, the server's ``stop`` rule), as after EOS; ``ids`` and
+    ``n_tokens`` stay what was decoded.
     """
     check_loaded(loaded)
     texts_in = _prompt_texts(prompts)
     n = _check_n(n)
+    stops = _stops(stop)
     options = config  # a mapping (or None) is fitted to the prompts below
     config, template = _as_config(loaded, config), _as_template(loaded, template)
     if not texts_in:
@@ -948,6 +969,7 @@ def generate(
         texts = [template.reply(tok, ids, facts.eos_id) for ids in result.gen_ids]
     else:
         texts = result.texts(tok)
+    texts = [_cut_at_stop(t, stops, reply=template is not None) for t in texts]
     ended = _ended_prompts(rows, result, facts.mask_id)
     shown = [
         tok.decode(ids) if ids != given else text
@@ -964,7 +986,39 @@ def generate(
         decoder=decoder,
         result=result,
         ends=template.ends(tok, facts.eos_id) if template is not None else frozenset(),
+        config=dataclasses.replace(config, decoder=decoder),
     )
+
+
+def stop_at(text: str, stops: Sequence[str]) -> int | None:
+    """Where the earliest-starting of the stop sequences ``stops`` in ``text`` begins (None:
+    none): the text is cut there. The one rule of ``generate``'s and ``chat``'s ``stop`` and
+    of the server's (``unmask.server.routes.completions``)."""
+    return min((text.find(s) for s in stops if s in text), default=None)
+
+
+def _stops(stop: Any) -> list[str]:
+    """``stop`` of ``generate`` and ``chat`` as a list: None (none), a text, or a list of
+    texts, none empty; else one line."""
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else stop
+    if isinstance(stops, (bytes, Mapping)) or not isinstance(stops, Iterable):
+        raise UserError(f"stop must be a text or a list of texts, not {type(stop).__name__}")
+    stops = list(stops)
+    for s in stops:
+        if not isinstance(s, str) or not s:
+            raise UserError(f"stop sequences must be texts of at least one character, got {s!r}")
+    return stops
+
+
+def _cut_at_stop(text: str, stops: Sequence[str], *, reply: bool) -> str:
+    """``text`` before its earliest stop sequence (``stop_at``); a chat ``reply`` (stripped)
+    is stripped again after the cut, as the server's chat cuts it."""
+    at = stop_at(text, stops)
+    if at is None:
+        return text
+    return text[:at].strip() if reply else text[:at]
 
 
 def _check_seed(seed: Any) -> int:
@@ -973,6 +1027,16 @@ def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise UserError(f"seeds must be whole numbers, not {seed!r}")
     return seed
+
+
+def _seed_list(seeds: Any) -> list[int]:
+    """``seeds`` of ``start`` and ``run_rows`` as a list: a sequence of seeds, one a row, else
+    one line (a lone ``seeds=1`` failed as a ``TypeError`` inside, at ``len(seeds)``)."""
+    if isinstance(seeds, (str, bytes, Mapping)) or not isinstance(seeds, Iterable):
+        one = f" (one row: seeds=[{seeds}])" if type(seeds) is int else ""
+        raise UserError(f"seeds must be a list of whole numbers, one a row, not "
+                        f"{type(seeds).__name__}{one}")
+    return list(seeds)
 
 
 def seeds_in_one_run(
@@ -1026,8 +1090,9 @@ def run_rows(
     or a count of ``seeds`` other than of ``rows``: a ``UserError``."""
     if not rows:
         raise UserError("no prompts given")
+    seeds = _seed_list(seeds)
     if len(seeds) != len(rows):
-        raise UserError(f"{len(seeds)} seeds for {len(rows)} rows")
+        raise UserError(f"{plural(len(seeds), 'seed')} for {plural(len(rows), 'row')}")
 
     if seeds_in_one_run(loaded, config, draft, rows=rows):
         run = start(loaded, rows, config, step_callback=step_callback, draft=draft, seeds=seeds)
@@ -1309,6 +1374,10 @@ class Reply:
     seconds: float
     result: GenerateResult | None = field(default=None, repr=False)
     """The decoder's own result (acceptance counts of ``speculative`` / ``hybrid``)."""
+    decoder: str = ""
+    """The decoder that ran (``choose_decoder``), as ``Generation.decoder``."""
+    config: SampleConfig | None = field(default=None, repr=False)
+    """The options that ran, as ``Generation.config`` (``unmask chat --json``'s ``config``)."""
 
 
 def chat(
@@ -1319,16 +1388,25 @@ def chat(
     template: ChatTemplate | str | None = None,
     step_callback: ViewCallback | None = None,
     draft: Loaded | str | Path | None = None,
+    stop: str | Sequence[str] | None = None,
 ) -> Reply:
     """The assistant's reply to ``messages`` (``role``/``content`` dicts, the last one the
     user's), rendered through ``template`` (default: ``chat_template(loaded)``; a name, file
     or Jinja text too; a content's special-token strings are plain text). ``config`` and
     ``draft`` as ``generate`` takes them (None: the checkpoint's recommendation, as ``unmask
-    chat`` and the server use it)."""
+    chat`` and the server use it). ``stop``: the reply ends before the earliest-starting of
+    these texts found in it, as ``generate``'s ``stop`` (searched in the reply as stripped,
+    and the rest stripped again, as the server's chat cuts it).
+
+    Every message is rendered: unlike ``unmask chat``, which drops the oldest exchanges to fit
+    (``unmask.commands.chat.ChatSession.prepare``), a conversation whose prompt and
+    ``gen_length`` exceed the context is a one-line ``UserError`` (``segment_length`` writes
+    it in segments that each see the latest text)."""
     check_loaded(loaded)
     if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
         raise UserError(f"messages must be a list of {{role, content}} dicts, not "
                         f"{type(messages).__name__} (a single message goes in a list)")
+    stops = _stops(stop)
     options, config = config, _as_config(loaded, config)
     template = _as_template(loaded, template) or _own_template(loaded)
     text, ids = template.prompt(loaded.tokenizer, list(messages))
@@ -1337,6 +1415,7 @@ def chat(
     run = start(loaded, [ids], config, step_callback=step_callback, draft=draft)
     result, seconds = run_to_end(run, device=str(_device(loaded)))
     reply = template.reply(loaded.tokenizer, result.gen_ids[0], facts_of(loaded).eos_id)
+    reply = _cut_at_stop(reply, stops, reply=True)
     return Reply(
         text=reply,
         prompt=text,
@@ -1345,6 +1424,8 @@ def chat(
         steps=result.steps,
         seconds=seconds,
         result=result,
+        decoder=run.decoder,
+        config=dataclasses.replace(config, decoder=run.decoder),
     )
 
 
@@ -1660,6 +1741,7 @@ __all__ = [
     "sample_config",
     "seeds_in_one_run",
     "start",
+    "stop_at",
     "weights_dtype",
     "with_seed",
 ]

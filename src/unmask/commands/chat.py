@@ -61,6 +61,7 @@ from unmask.commands.sample_options import (
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
 from unmask.loaded import Loaded
+from unmask.messages import plural
 from unmask.names import closest
 
 COMMANDS = {
@@ -192,9 +193,9 @@ class ChatSession:
             if len(turns) == 1:
                 with_system = " (with the --system message)" if self.system is not None else ""
                 raise UserError(
-                    f"this message{with_system} makes a prompt of {len(ids)} tokens; with "
-                    f"gen_length={self.config.gen_length} that exceeds the {who}'s max_seq_len "
-                    f"({limit}): send a shorter message, lower --gen-length or give "
+                    f"this message{with_system} makes a prompt of {plural(len(ids), 'token')}; "
+                    f"with gen_length={self.config.gen_length} that exceeds the {who}'s "
+                    f"max_seq_len ({limit}): send a shorter message, lower --gen-length or give "
                     "--segment-length (each segment then sees the latest text)"
                 )
             turns, dropped = turns[2:], dropped + 1
@@ -265,8 +266,8 @@ class ChatSession:
                     f"use gen_length <= {room}"
                     if 0 < room < self.config.gen_length else "")
             raise UserError(
-                f"--system: the system message makes a prompt of {len(ids)} tokens with a "
-                f"one-character message, which leaves no room for a reply in the {who}'s "
+                f"--system: the system message makes a prompt of {plural(len(ids), 'token')} "
+                f"with a one-character message, which leaves no room for a reply in the {who}'s "
                 f"max_seq_len ({limit}): shorten it or give --segment-length (each segment "
                 f"then sees the latest text){also}"
             )
@@ -279,12 +280,12 @@ class ChatSession:
             raise UserError(
                 f"gen_length ({self.config.gen_length}) leaves no room for a message in the "
                 f"{who}'s max_seq_len ({limit}): a one-character message{with_system} makes a "
-                f"prompt of {len(ids)} tokens; {fits}give --segment-length (each segment then "
-                "sees the latest text)"
+                f"prompt of {plural(len(ids), 'token')}; {fits}give --segment-length (each "
+                "segment then sees the latest text)"
             )
         raise UserError(
-            f"--system: the system message makes a prompt of {len(ids)} tokens with a "
-            f"one-character message; with gen_length={self.config.gen_length} that exceeds "
+            f"--system: the system message makes a prompt of {plural(len(ids), 'token')} "
+            f"with a one-character message; with gen_length={self.config.gen_length} that exceeds "
             f"the {who}'s max_seq_len ({limit}): shorten it, lower --gen-length or give "
             "--segment-length"
         )
@@ -420,13 +421,14 @@ def converse(
             print("\n".join(f"{k:8} {v}" for k, v in COMMANDS.items()), file=sys.stderr)
             continue
         view = None
+        kept = session.turns  # a Ctrl-C after the reply was added (clearing the view) drops it
         try:
             if not gathered.literal:
                 message = _message(message, command)
             prepared = session.prepare(message)
             if prepared.dropped:
-                print(f"(dropped the {prepared.dropped} oldest exchange(s) to fit the "
-                      f"{prepared.limited_by}'s context)", file=sys.stderr)
+                print(f"(dropped the {plural(prepared.dropped, 'oldest exchange')} to fit "
+                      f"the {prepared.limited_by}'s context)", file=sys.stderr)
             if show_prompt:
                 print(prepared.text, file=sys.stderr)
             config = prepared.config or session.config  # steps fitted to this turn's blocks
@@ -439,6 +441,7 @@ def converse(
         except KeyboardInterrupt:
             if not interactive:
                 raise
+            session.turns = kept
             print("(interrupted; the message was not added)", file=sys.stderr)
             continue
         except UserError as e:
@@ -459,8 +462,8 @@ def converse(
             if interactive and not turn.reply:  # a blank line alone looked like a hang or bug
                 print("(an empty reply: the model ended its turn at once)", file=sys.stderr)
         if interactive:
-            print(f"({len(prepared.ids)} prompt tokens, {turn.nfe} NFE, {turn.seconds:.1f} s)",
-                  file=sys.stderr)
+            print(f"({plural(len(prepared.ids), 'prompt token')}, {turn.nfe} NFE, "
+                  f"{turn.seconds:.1f} s)", file=sys.stderr)
 
 
 def _message(line: str, command: str) -> str:

@@ -20,9 +20,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from unmask import api
+from unmask.api import stop_at
 from unmask.chat import ChatTemplate
 from unmask.config import SampleConfig
 from unmask.errors import UserError
+from unmask.messages import plural
 from unmask.sampling import Decoder, choose_decoder, make_policy, validate
 from unmask.sampling.penalties import given_penalties
 from unmask.sampling.registry import check_penalty_decoder
@@ -242,8 +244,8 @@ def _prepare(state: ServerState, req: _Generation, prompts: list[str],
                         "write it in segments")
         started = longest > max(len(i) for i in ids)  # the decoder gave it a start token
         start = " (an empty prompt counts 1 token: its start token)" if started else ""
-        raise APIError(400, f"prompt ({longest} tokens) + max_tokens ({req.max_tokens}) exceeds "
-                       f"the {who}'s context of {ctx} tokens{start}; {', or '.join(ways)}",
+        raise APIError(400, f"prompt ({plural(longest, 'token')}) + max_tokens ({req.max_tokens}) "
+                       f"exceeds the {who}'s context of {ctx} tokens{start}; {', or '.join(ways)}",
                        param=overflow_param(req, fits), code="context_length_exceeded")
     try:  # what the request did not send: the checkpoint's recommendation, as the CLI
         config = sample_config(req, req.max_tokens, req.max_tokens, segments=True,
@@ -627,12 +629,6 @@ def _lead(text: str, reply: Reply) -> int:
     stripped (``ChatTemplate.reply``), so a stop sequence such as ``" "`` or ``"\n"`` is found
     in the text the client gets, not in the space a template leaves after ``Assistant:``."""
     return len(text) - len(text.lstrip()) if reply.chat else 0
-
-
-def stop_at(text: str, stops: list[str]) -> int | None:
-    """Where the earliest-starting stop sequence in ``text`` begins (None: none): the text
-    is cut there."""
-    return min((text.find(s) for s in stops if s in text), default=None)
 
 
 def stop_may_start(text: str, stops: list[str]) -> int:

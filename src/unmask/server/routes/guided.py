@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse, Response
 
 from unmask import api
 from unmask.errors import UserError
+from unmask.messages import plural
 from unmask.sampling.loop import StepCallback
 from unmask.server.http import APIError, sse
 from unmask.server.plumbing import (
@@ -408,7 +409,7 @@ async def run_guided(
         eot = " + the end-of-text token" if need > len(ids) + req.max_tokens else ""
         raise APIError(
             400,
-            f"prompt ({len(ids)} tokens) + max_tokens ({req.max_tokens}){eot} "
+            f"prompt ({plural(len(ids), 'token')}) + max_tokens ({req.max_tokens}){eot} "
             f"exceeds the model's context of {state.max_seq_len} tokens",
             param=overflow_param(req, room),
             code="context_length_exceeded",
