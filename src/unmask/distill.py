@@ -282,24 +282,58 @@ def corpus_stamp(
 _SETTING_NAMES = {
     "teacher": "teacher", "teacher_weights": "teacher's weights", "data": "corpus",
     "data_files": "corpus contents", "vocab": "student's vocabulary",
-    "tokenizer": "teacher's tokenizer",
+    "tokenizer": "teacher's tokenizer", "seed": "traj_seed", "batch": "traj_batch",
 }  # fmt: skip
-"""How the settings of ``_settings`` are named when a cache is made again for them."""
+"""How the settings of ``_settings`` are named when a cache is made again for them (the
+options of ``TrajectoryConfig`` by their names, which the command line shows as flags)."""
+
+_VALUED = ("teacher", "data", "vocab", "prompt_length", "gen_length", "seed", "batch")
+"""Settings whose values a difference shows (the others are stamps: hashes, sizes)."""
+
+_FOLLOWS_GEN_LENGTH = ("gen_length", "steps")
+"""Sampling options that ``trajectory_sample_config`` sets from ``gen_length``."""
 
 
 def _what_differs(stored: dict[str, Any], settings: dict[str, Any]) -> str:
-    """The settings in which a trajectory file differs from those asked for, in words."""
+    """The settings in which a trajectory file differs from those asked for, in words: each
+    named as ``TrajectoryConfig`` names it (a sampling option as its ``traj_`` option, one
+    the teacher recommends as the teacher's), with the file's value and the one asked for
+    where it is a value (``traj_seed 0 in the file, 5 now``)."""
     keys = sorted(set(stored) | set(settings), key=lambda k: (k not in _SETTING_NAMES, k))
     names = []
     for key in keys:
         if key == "tokenizer" and key not in stored:
             continue  # an older file: not recorded, not a difference (``_same_settings``)
-        if stored.get(key) != settings.get(key):
-            if key == "data_files" and stored.get(key) is None:
-                names.append("corpus contents (not recorded by this older file)")
-            else:
-                names.append(_SETTING_NAMES.get(key, key.replace("_", " ")))
-    return ", ".join(names) or "settings"
+        then, now = stored.get(key), settings.get(key)
+        if then == now:
+            continue
+        if key == "data_files" and then is None:
+            names.append("corpus contents (not recorded by this older file)")
+        elif key == "sample" and isinstance(then, dict) and isinstance(now, dict):
+            follows = stored.get("gen_length") != settings.get("gen_length")
+            names += _sampling_differs(then, now, gen_length=follows)
+        elif key in _VALUED:
+            names.append(f"{_SETTING_NAMES.get(key, key)} {then} in the file, {now} now")
+        else:
+            names.append(_SETTING_NAMES.get(key, key.replace("_", " ")))
+    return "; ".join(names) or "settings"
+
+
+def _sampling_differs(then: dict[str, Any], now: dict[str, Any], *, gen_length: bool
+                      ) -> list[str]:
+    """``_what_differs`` of the teacher's sampling options (``trajectory_sample_config``)."""
+    options = {**_TRAJECTORY_OPTIONS, "cache": "traj_cache"}
+    out = []
+    for key in sorted(set(then) | set(now)):
+        if then.get(key) == now.get(key) or key == "seed":
+            continue
+        if key in _FOLLOWS_GEN_LENGTH:
+            if not gen_length:  # a file made by hand or by another version: say it anyway
+                out.append(f"teacher's {key} {then.get(key)} in the file, {now.get(key)} now")
+            continue
+        name = options.get(key, f"teacher's sampling option {key}")
+        out.append(f"{name} {then.get(key)} in the file, {now.get(key)} now")
+    return out
 
 
 def _same_settings(stored: dict[str, Any], settings: dict[str, Any]) -> bool:
@@ -553,14 +587,17 @@ def refresh_trajectories(
     device: str = "cpu",
     progress: bool = True,
     student: str | None = None,
+    replace_other: bool = True,
 ) -> Path:
     """Make sure ``cache`` holds at least ``cfg.trajectories`` trajectories of the teacher at
     ``teacher_path`` with these settings: reuse it, extend it, or (made with other settings,
-    said on stderr) make it again. Returns the file to train on: ``cache``, or where it holds
-    more rows than asked for, ``first_rows_path(cache, n)`` with its first n rows (those a
-    fresh cache of n holds; the cache keeps the rest for runs that ask for more).
-    ``student``: the checkpoint that will learn from them, checked against the teacher
-    (``student_vocab``; rows are cut at ids it lacks)."""
+    said on stderr) make it again; with ``replace_other`` False (a file the user named) a
+    file made with other settings is refused in one line naming them, not decoded over.
+    Returns the file to train on: ``cache``, or where it holds more rows than asked for,
+    ``first_rows_path(cache, n)`` with its first n rows (those a fresh cache of n holds; the
+    cache keeps the rest for runs that ask for more). ``student``: the checkpoint that will
+    learn from them, checked against the teacher (``student_vocab``; rows are cut at ids it
+    lacks)."""
     from unmask.checkpoint import load
     from unmask.objectives.distill import Trajectories
 
@@ -573,11 +610,18 @@ def refresh_trajectories(
     settings = _settings(teacher, teacher_path, data, cfg, vocab)
     path = Path(cache)
     n = cfg.trajectories
-    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 decodes, the others wait
+    first = int(os.environ.get("RANK", "0")) == 0
+    old = Trajectories.load(path) if path.is_file() and (first or not replace_other) else None
+    if old is not None and not replace_other and not _same_settings(old.meta, settings):
+        raise UserError(  # every rank says it: none waits for a file rank 0 will not write
+            f"--trajectory-file {path}: made with other settings "
+            f"({_what_differs(old.meta, settings)}); it is not decoded over: give the "
+            "settings it was made with, or another --trajectory-file (or remove this one)"
+        )
+    if not first:  # torchrun: rank 0 decodes, the others wait
         return _wait_for(path, settings, cfg)
     have = None
-    if path.is_file():
-        old = Trajectories.load(path)
+    if old is not None:
         if _same_settings(old.meta, settings):
             if _holds(old, cfg):
                 if len(old) == n:
@@ -729,8 +773,10 @@ def distill(
 ) -> Path:
     """Distill the checkpoint ``teacher`` into a student in run directory ``out``: refresh the
     trajectory ``cache`` (default ``default_cache(out)``) from prompts of the prepared corpus
-    ``data``, then train on it (``unmask.train.train``, objective ``distill``, ``init`` =
-    ``student`` or the teacher, ``seq_len`` = prompt + generation). ``train_config`` (default
+    ``data`` (a ``cache`` given, other than the default, that holds trajectories made with
+    other settings is refused in one line, not decoded over), then train on it
+    (``unmask.train.train``, objective ``distill``, ``init`` = ``student`` or the teacher,
+    ``seq_len`` = prompt + generation). ``train_config`` (default
     ``DISTILL_DEFAULTS``) gives the optimiser, steps and loss weights. Returns the run
     directory; the student's checkpoint is ``out/checkpoint``, sampled like the teacher.
 
@@ -813,9 +859,11 @@ def _distill(
     )  # fmt: skip
     device = str(resolve_device(base.device))
     _check_before_decoding(config, student, device, tcfg.prompt_length)
+    named = cache is not None and path.resolve() != default_cache(out).resolve()
     rows = refresh_trajectories(
-        teacher, data, path, tcfg, device=device, progress=progress, student=student
-    )
+        teacher, data, path, tcfg, device=device, progress=progress, student=student,
+        replace_other=not named,
+    )  # fmt: skip
     return train(dataclasses.replace(config, data=str(rows.resolve())), progress=progress)
 
 

@@ -1,0 +1,72 @@
+"""``unmask distill`` and the trajectory file a user names (session 31): a ``--trajectory-file``
+made with other settings is refused in one line naming them, never decoded over; the default
+file next to the run is still made again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from corpus_helpers import word_corpus
+from test_distill import WORDS, _args, _teacher
+
+from unmask.cli import main
+from unmask.distill import default_cache
+from unmask.objectives.distill import Trajectories
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return word_corpus(tmp_path_factory.mktemp("corpus"), WORDS, lines=300, seed=0)
+
+
+@pytest.fixture(scope="module")
+def teacher(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _teacher(corpus, tmp_path_factory.mktemp("teacher") / "run")
+
+
+@pytest.mark.parametrize(("flags", "said"), [
+    (["--traj-seed", "5"], "--traj-seed 0 in the file, 5 now"),
+    (["--gen-length", "4"], "--gen-length 8 in the file, 4 now"),
+    (["--prompt-length", "4", "--traj-batch", "1"],
+     "--traj-batch 3 in the file, 1 now; --prompt-length 8 in the file, 4 now"),
+])  # fmt: skip
+def test_a_named_trajectory_file_of_other_settings_is_refused_not_overwritten(
+        flags, said, teacher, corpus, tmp_path, capsys):
+    """A file the user named (--trajectory-file) made with other settings was decoded over
+    with a line on stderr; now the run stops, exit 2, with one line naming each setting that
+    differs and both values, and the file and --out are left as they were."""
+    traj = tmp_path / "mine.safetensors"
+    assert main(_args(teacher, corpus, tmp_path / "a", "--trajectory-file", str(traj),
+                      "--steps", "1")) == 0
+    before = traj.read_bytes()
+    capsys.readouterr()
+    out = tmp_path / "b"
+    assert main(_args(teacher, corpus, out, "--trajectory-file", str(traj), "--steps", "1",
+                      *flags)) == 2
+    err = capsys.readouterr().err
+    assert f"--trajectory-file {traj}: made with other settings ({said}); it is not decoded " \
+        "over" in err and err.count("\n") == 1, err
+    assert traj.read_bytes() == before and not out.exists()
+    # the same settings: reused as before
+    assert main(_args(teacher, corpus, out, "--trajectory-file", str(traj), "--steps", "1")) == 0
+    assert "reusing its 3 trajectories" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_the_default_trajectory_file_is_still_decoded_again(named, teacher, corpus, tmp_path,
+                                                            capsys):
+    """The file next to the run (OUT.trajectories.safetensors) is the command's own cache:
+    made with other settings, it is decoded again, said on stderr, also when it is named
+    with --trajectory-file."""
+    out = tmp_path / "r"
+    assert main(_args(teacher, corpus, tmp_path / "a", "--trajectory-file",
+                      str(default_cache(out)), "--steps", "1")) == 0
+    old = Trajectories.load(default_cache(out))
+    capsys.readouterr()
+    named_flags = ["--trajectory-file", str(default_cache(out))] if named else []
+    assert main(_args(teacher, corpus, out, *named_flags, "--traj-seed", "5",
+                      "--steps", "1")) == 0
+    assert "made with other settings (traj_seed 0 in the file, 5 now); decoding the " \
+        "trajectories again" in capsys.readouterr().err
+    assert Trajectories.load(default_cache(out)).meta["seed"] == 5 != old.meta["seed"]
