@@ -73,3 +73,25 @@ def test_a_template_without_generation_spans_is_split_as_before():
     template = ChatTemplate.with_tokens(source, tok, bos_id=tok.bos_id, eos_id=tok.eos_id)
     _, response = template.example(tok, TALK[:2])
     assert response == tok.encode("hello<|im_end|>\n", allow_special=True)
+
+
+def test_overlong_prompts_are_counted_in_the_one_line(tmp_path):
+    """Prompts that leave no room in seq_len: the refusal named the first line only, so a
+    dataset with many was fixed a line a run; it now says how many trained turns are so."""
+    from unmask.errors import UserError
+
+    tok = byte_tokenizer()
+    long, short = "w " * 40, "w"
+    lines = [{"prompt": short, "response": "r"}, {"prompt": long, "response": "r"},
+             {"messages": [{"role": "user", "content": short},
+                           {"role": "assistant", "content": long},
+                           {"role": "user", "content": short},
+                           {"role": "assistant", "content": "r"}]}]
+    data = SFTData(read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", lines)), tok,
+                   eos_id=tok.eos_id, chat_template=None)
+    with pytest.raises(UserError) as e:
+        data.check_fits(48)
+    assert str(e.value).startswith(f"{tmp_path / 'd.jsonl'}:2: the prompt has ")
+    assert "leaves no room for the response; 1 more of the 4 trained turns are too" in str(
+        e.value)
+    data.check_fits(200)
