@@ -219,8 +219,10 @@ class SFTData:
         if not over:
             return
         i = over[0]
-        others = (f"; {len(over) - 1:,} more of the {len(rows):,} trained turns are too (the "
-                  "prompt of a turn holds every turn before it)" if len(over) > 1 else "")
+        turns = any(len(t) > 1 for t in self.turns)  # a later turn's prompt: the turns before
+        others = (f"; {len(over) - 1:,} more of the {len(rows):,} trained turns are too"
+                  f"{' (the prompt of a turn holds every turn before it)' if turns else ''}"
+                  if len(over) > 1 else "")
         raise UserError(
             f"{self.sources[i]}: the prompt has {len(self.rows[i][0])} tokens; "
             f"seq_len={seq_len} leaves no room for the response{others}; raise seq_len or "
