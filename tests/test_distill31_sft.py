@@ -95,3 +95,20 @@ def test_overlong_prompts_are_counted_in_the_one_line(tmp_path):
     assert "leaves no room for the response; 1 more of the 4 trained turns are too" in str(
         e.value)
     data.check_fits(200)
+
+
+def test_an_empty_last_turn_of_weight_0_is_not_a_response(tmp_path):
+    """An empty last assistant turn given ``"weight": 0`` is not trained, so it is no empty
+    response: the line trains its earlier turn (it was refused as 'empty response'), and a
+    line whose turns all have weight 0 says so."""
+    from unmask.errors import UserError
+
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "x"},
+             {"role": "user", "content": "b"}, {"role": "assistant", "content": "", "weight": 0}]
+    tok = byte_tokenizer()
+    data = SFTData(read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", [{"messages": turns}])),
+                   tok, eos_id=tok.eos_id, chat_template=None)
+    assert len(data.rows) == 1 and tok.decode(data.rows[0][1][:-1]).strip() == "x"
+    turns[1]["weight"] = 0
+    with pytest.raises(UserError, match="every assistant turn has weight 0"):
+        read_sft_jsonl(write_jsonl(tmp_path / "e.jsonl", [{"messages": turns}]))

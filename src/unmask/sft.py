@@ -106,7 +106,7 @@ def _check_messages(messages: Any, where: str) -> tuple[list[dict[str, str]], fr
     if len(out) < 2:
         raise UserError(f"{where}: a conversation needs a message before the assistant's "
                         "response (the prompt)")
-    if not out[-1]["content"].strip():
+    if not out[-1]["content"].strip() and len(out) - 1 not in untrained:  # weight 0: not one
         raise UserError(f"{where}: empty response")
     if not _trained_turns(out, untrained):
         raise UserError(f"{where}: every assistant turn has weight 0; nothing to train")
