@@ -70,3 +70,24 @@ def test_the_default_trajectory_file_is_still_decoded_again(named, teacher, corp
     assert "made with other settings (traj_seed 0 in the file, 5 now); decoding the " \
         "trajectories again" in capsys.readouterr().err
     assert Trajectories.load(default_cache(out)).meta["seed"] == 5 != old.meta["seed"]
+
+
+def test_ctrl_c_before_a_batch_of_new_settings_keeps_nothing(teacher, corpus, tmp_path,
+                                                             monkeypatch, capsys):
+    """The default file made with other settings is decoded again; Ctrl-C before its first
+    batch finished said '3 of 3 trajectories kept; run the same command again to continue
+    from them', counting the rows of the other settings, which the next run decodes over."""
+    import unmask.distill as distill_mod
+
+    out = tmp_path / "r"
+    assert main(_args(teacher, corpus, tmp_path / "a", "--trajectory-file",
+                      str(default_cache(out)), "--steps", "1")) == 0
+
+    def stopped(*a: object, **k: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distill_mod, "decode_batch", stopped)
+    capsys.readouterr()
+    assert main(_args(teacher, corpus, out, "--traj-seed", "5", "--steps", "1")) == 130
+    err = capsys.readouterr().err
+    assert "no batch of trajectories finished; nothing kept" in err and "of 3" not in err, err

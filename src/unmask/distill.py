@@ -467,22 +467,25 @@ def make_trajectories(
         if save_to is not None and not isinstance(e, Exception):  # Ctrl-C, SIGTERM
             if bar is not None:
                 bar.close()  # the line below starts on a line of its own
-            _say_kept(Path(save_to), cfg.trajectories)
+            _say_kept(Path(save_to), cfg.trajectories, meta)
         raise
     if bar is not None:
         bar.close()
     return out
 
 
-def _say_kept(path: Path, asked: int) -> None:
-    """The stop line of a run interrupted while its teacher decodes: what the file kept and
-    how to continue (the run has not started training, so there is nothing to --resume)."""
+def _say_kept(path: Path, asked: int, settings: dict[str, Any]) -> None:
+    """The stop line of a run interrupted while its teacher decodes: what the file kept of
+    the trajectories of ``settings`` and how to continue (the run has not started training,
+    so there is nothing to --resume). A file still made with other settings (this run was
+    to decode it again) keeps none: the next run decodes it again too."""
     from unmask.objectives.distill import Trajectories
 
     try:
-        kept = len(Trajectories.load(path)) if path.is_file() else 0
+        have = Trajectories.load(path) if path.is_file() else None
     except UserError:
-        kept = 0
+        have = None
+    kept = len(have) if have is not None and _same_settings(have.meta, settings) else 0
     if kept == 0:  # stopped inside the first batch: nothing was written
         print(f"{path}: no batch of trajectories finished; nothing kept", file=sys.stderr)
         return
