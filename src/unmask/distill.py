@@ -313,7 +313,8 @@ def _what_differs(stored: dict[str, Any], settings: dict[str, Any]) -> str:
             follows = stored.get("gen_length") != settings.get("gen_length")
             names += _sampling_differs(then, now, gen_length=follows)
         elif key in _VALUED:
-            names.append(f"{_SETTING_NAMES.get(key, key)} {then} in the file, {now} now")
+            names.append(f"{_SETTING_NAMES.get(key, key)} {_shown(then)} in the file, "
+                         f"{_shown(now)} now")
         else:
             names.append(_SETTING_NAMES.get(key, key.replace("_", " ")))
     return "; ".join(names) or "settings"
@@ -329,11 +330,18 @@ def _sampling_differs(then: dict[str, Any], now: dict[str, Any], *, gen_length: 
             continue
         if key in _FOLLOWS_GEN_LENGTH:
             if not gen_length:  # a file made by hand or by another version: say it anyway
-                out.append(f"teacher's {key} {then.get(key)} in the file, {now.get(key)} now")
+                out.append(f"teacher's {key} {_shown(then.get(key))} in the file, "
+                           f"{_shown(now.get(key))} now")
             continue
         name = options.get(key, f"teacher's sampling option {key}")
-        out.append(f"{name} {then.get(key)} in the file, {now.get(key)} now")
+        out.append(f"{name} {_shown(then.get(key))} in the file, {_shown(now.get(key))} now")
     return out
+
+
+def _shown(value: Any) -> str:
+    """A setting's value in ``_what_differs``: None (not recorded, or no such limit) as
+    ``unset``."""
+    return "unset" if value is None else str(value)
 
 
 def _same_settings(stored: dict[str, Any], settings: dict[str, Any]) -> bool:
