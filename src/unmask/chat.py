@@ -207,6 +207,9 @@ def select_template(value: Any, *, source: str) -> str | None:
 _MARKS_FLAG = "unmask_generation_marks"
 """The render variable that makes ``{% generation %}`` write its marks (``example``)."""
 
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+"""A ``{% generation %}`` tag in a template's source (``ChatTemplate._generation_span``)."""
+
 _SPAN_OPEN, _SPAN_CLOSE = "\U00100000", "\U00100001"
 """Where a ``{% generation %}`` span opens and closes in a marked rendering (Supplementary
 Private Use Area-B: ``_shield``'s stand-ins come from Area-A)."""
@@ -519,7 +522,7 @@ class ChatTemplate:
         text between the prompt and the span (a header the generation prompt lacks) and after
         it (a newline after the end of turn) is not trained. None where the template has no
         such span there (or a message holds a mark's character)."""
-        if "generation" not in self.source or any(
+        if not _GENERATION_TAG.search(self.source) or any(
             c in m.get(k, "") for m in messages for k in _TEXT_FIELDS
             for c in (_SPAN_OPEN, _SPAN_CLOSE)
         ):  # fmt: skip
