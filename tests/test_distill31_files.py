@@ -91,3 +91,26 @@ def test_ctrl_c_before_a_batch_of_new_settings_keeps_nothing(teacher, corpus, tm
     assert main(_args(teacher, corpus, out, "--traj-seed", "5", "--steps", "1")) == 130
     err = capsys.readouterr().err
     assert "no batch of trajectories finished; nothing kept" in err and "of 3" not in err, err
+
+
+def test_what_an_older_file_lacks_is_not_named_as_a_difference(teacher, corpus, tmp_path):
+    """A file from before a setting was recorded (no whole-batches key, no tokenizer stamp, a
+    sampling option it predates) is reused as the same settings; a refusal of it for another
+    setting named those too ('whole batches', 'teacher's sampling option ...')."""
+    from dataclasses import replace
+
+    from test_distill import TRAJ
+
+    from unmask.distill import refresh_trajectories
+    from unmask.errors import UserError
+
+    path = tmp_path / "t.safetensors"
+    refresh_trajectories(str(teacher), str(corpus), path, TRAJ, progress=False)
+    have = Trajectories.load(path)
+    meta = {k: v for k, v in have.meta.items() if k not in ("whole_batches", "tokenizer")}
+    meta["sample"] = {k: v for k, v in meta["sample"].items() if k != "guide_scale"}
+    Trajectories(have.tokens, have.commit_step, have.seed, meta).save(path)
+    with pytest.raises(UserError) as e:
+        refresh_trajectories(str(teacher), str(corpus), path, replace(TRAJ, traj_seed=5),
+                             progress=False, replace_other=False)
+    assert "made with other settings (traj_seed 0 in the file, 5 now); it is not" in str(e.value)

@@ -299,11 +299,10 @@ def _what_differs(stored: dict[str, Any], settings: dict[str, Any]) -> str:
     named as ``TrajectoryConfig`` names it (a sampling option as its ``traj_`` option, one
     the teacher recommends as the teacher's), with the file's value and the one asked for
     where it is a value (``traj_seed 0 in the file, 5 now``)."""
+    stored = _as_now(stored, settings)  # what an older file lacks is no difference
     keys = sorted(set(stored) | set(settings), key=lambda k: (k not in _SETTING_NAMES, k))
     names = []
     for key in keys:
-        if key == "tokenizer" and key not in stored:
-            continue  # an older file: not recorded, not a difference (``_same_settings``)
         then, now = stored.get(key), settings.get(key)
         if then == now:
             continue
@@ -345,11 +344,18 @@ def _shown(value: Any) -> str:
 
 
 def _same_settings(stored: dict[str, Any], settings: dict[str, Any]) -> bool:
-    """Whether trajectories made with ``stored`` settings are those ``settings`` asks for; a
-    sampling option the file predates (added to ``SampleConfig`` since) had its default, and
-    a file made before ``WHOLE_BATCHES`` holds the same rows but for a batch cut short
-    (``make_trajectories`` decodes that one again), and one made before ``TOKENIZER_KEY``
-    records no tokenizer (the teacher's weights stamp stands for it)."""
+    """Whether trajectories made with ``stored`` settings are those ``settings`` asks for
+    (``_as_now``)."""
+    return _as_now(stored, settings) == settings
+
+
+def _as_now(stored: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """A trajectory file's ``stored`` settings as this version records them, next to the
+    ``settings`` asked for: a sampling option the file predates (added to ``SampleConfig``
+    since) had its default, a file made before ``WHOLE_BATCHES`` holds the same rows but for
+    a batch cut short (``make_trajectories`` decodes that one again), one made before
+    ``TOKENIZER_KEY`` records no tokenizer (the teacher's weights stamp stands for it), and
+    one whose corpus stamp is of sizes and times matches while they do."""
     from unmask.objectives.distill import TOKENIZER_KEY
 
     stored = {**stored, WHOLE_BATCHES: settings.get(WHOLE_BATCHES)}
@@ -365,7 +371,7 @@ def _same_settings(stored: dict[str, Any], settings: dict[str, Any]) -> bool:
         del defaults["seed"]
         known = {k: v for k, v in defaults.items() if k not in sample}
         stored = {**stored, "sample": {**sample, **known}}
-    return stored == settings
+    return stored
 
 
 def _batch_seed(seed: int, batch: int) -> int:
