@@ -114,3 +114,49 @@ def test_what_an_older_file_lacks_is_not_named_as_a_difference(teacher, corpus, 
         refresh_trajectories(str(teacher), str(corpus), path, replace(TRAJ, traj_seed=5),
                              progress=False, replace_other=False)
     assert "made with other settings (traj_seed 0 in the file, 5 now); it is not" in str(e.value)
+
+
+def test_the_trajectory_file_is_written_first_last_and_when_stopped(teacher, corpus, tmp_path,
+                                                                    monkeypatch, capsys):
+    """The file was rewritten whole after every batch (O(N²) bytes: minutes for thousands of
+    batches). Now: after the first batch, then at most every SAVE_EVERY_S, at the end, and
+    when the run stops (Ctrl-C), so no finished batch is lost."""
+    import torch
+
+    import unmask.distill as distill_mod
+    from unmask.checkpoint import load
+    from unmask.distill import TrajectoryConfig, make_trajectories
+
+    calls = [0]
+
+    def decode(t: object, prompts: torch.Tensor, config: object, vocab: object = None):
+        calls[0] += 1
+        if calls[0] == stop_at:
+            raise KeyboardInterrupt
+        B, P = prompts.shape
+        return (torch.cat([prompts, prompts], 1),
+                torch.cat([torch.full((B, P), -1), torch.arange(P).repeat(B, 1)], 1))
+
+    writes: list[int] = []
+    real_save = Trajectories.save
+
+    def save(self: Trajectories, path: object) -> None:
+        writes.append(len(self))
+        real_save(self, path)
+
+    monkeypatch.setattr(distill_mod, "decode_batch", decode)
+    monkeypatch.setattr(distill_mod, "SAVE_EVERY_S", 1e9, raising=False)
+    monkeypatch.setattr(Trajectories, "save", save)
+    loaded = load(teacher)
+    cfg = TrajectoryConfig(trajectories=8, prompt_length=8, gen_length=8, traj_batch=2,
+                           traj_temperature=0)
+    path, stop_at = tmp_path / "t.safetensors", 0
+    made = make_trajectories(loaded, str(corpus), cfg, save_to=path, progress=False)
+    assert writes == [2, 8] and len(Trajectories.load(path)) == len(made) == 8
+    writes.clear()
+    calls[0], stop_at = 0, 3  # Ctrl-C in the third batch: the second was not written yet
+    with pytest.raises(KeyboardInterrupt):
+        make_trajectories(loaded, str(corpus), cfg, save_to=tmp_path / "u.safetensors",
+                          progress=False)
+    assert writes == [2, 4] and len(Trajectories.load(tmp_path / "u.safetensors")) == 4
+    assert "4 of 8 trajectories kept" in capsys.readouterr().err
