@@ -4,7 +4,8 @@ A chat template is a Hugging Face style Jinja string (``ModelConfig.chat_templat
 from a publisher's ``tokenizer_config.json`` / ``chat_template.jinja`` by the importers).
 It is rendered as ``transformers`` renders it (``apply_chat_template``): in an
 ``ImmutableSandboxedEnvironment`` with ``trim_blocks``, ``lstrip_blocks``, loop controls and
-the ``{% generation %}`` tag (its body rendered as is), seeing ``messages``,
+the ``{% generation %}`` tag (its body rendered as is; SFT trains the text it marks,
+``ChatTemplate.example``), seeing ``messages``,
 ``add_generation_prompt``, ``bos_token``, ``eos_token``, ``tools`` and ``documents`` (None),
 ``raise_exception(msg)``, ``strftime_now(fmt)``, a ``tojson`` filter that keeps non-ASCII
 text and a ``namespace()`` that refuses attribute names starting with ``_``. Nothing else of
@@ -203,6 +204,17 @@ def select_template(value: Any, *, source: str) -> str | None:
     )
 
 
+_MARKS_FLAG = "unmask_generation_marks"
+"""The render variable that makes ``{% generation %}`` write its marks (``example``)."""
+
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+"""A ``{% generation %}`` tag in a template's source (``ChatTemplate._generation_span``)."""
+
+_SPAN_OPEN, _SPAN_CLOSE = "\U00100000", "\U00100001"
+"""Where a ``{% generation %}`` span opens and closes in a marked rendering (Supplementary
+Private Use Area-B: ``_shield``'s stand-ins come from Area-A)."""
+
+
 @functools.lru_cache(maxsize=1)
 def _environment() -> Any:
     try:
@@ -241,12 +253,21 @@ def _environment() -> Any:
 
     class Generation(jinja2.ext.Extension):
         # transformers' {% generation %} ... {% endgeneration %}: it marks the assistant's
-        # text (return_assistant_tokens_mask) and renders its body unchanged
+        # text (return_assistant_tokens_mask) and renders its body unchanged; rendered with
+        # ``_MARKS_FLAG`` true, between ``_SPAN_OPEN`` and ``_SPAN_CLOSE`` (``example``)
         tags = {"generation"}
 
         def parse(self, parser: Any) -> list[Any]:
+            from jinja2 import nodes
+
             next(parser.stream)
-            return list(parser.parse_statements(("name:endgeneration",), drop_needle=True))
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+            def mark(text: str) -> Any:
+                shown = [nodes.Output([nodes.TemplateData(text)])]
+                return nodes.If(nodes.Name(_MARKS_FLAG, "load"), shown, [], [])
+
+            return [mark(_SPAN_OPEN), *body, mark(_SPAN_CLOSE)]
 
     def tojson(
         x: Any,
@@ -318,10 +339,15 @@ class ChatTemplate:
         )
 
     def render(
-        self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        add_generation_prompt: bool = True,
+        marks: bool = False,
     ) -> str:
         """The text of ``messages`` (checked by ``check_messages``); ``add_generation_prompt``
-        appends the header of an assistant turn. Any failure is a one-line ``UserError``."""
+        appends the header of an assistant turn; ``marks``: every ``{% generation %}`` span
+        between ``_SPAN_OPEN`` and ``_SPAN_CLOSE``. Any failure is a one-line ``UserError``."""
         msgs = check_messages(list(messages))
         named = next((i for i, m in enumerate(msgs) if "name" in m), None)
         if named is not None and "name" not in self.source:
@@ -338,6 +364,7 @@ class ChatTemplate:
                 eos_token=self.eos_token,
                 tools=None,
                 documents=None,
+                **{_MARKS_FLAG: marks},
             )
         except _Raised as e:
             raise TemplateRejected(
@@ -464,13 +491,18 @@ class ChatTemplate:
             )
         response = full[len(prompt) :]
         text = shielded[-1]["content"].strip()
+        marked = self._generation_span(shielded, len(prompt))
+        if marked is not None:
+            response = full[marked[0] : marked[1]]
         if text and text not in response:  # the model would learn to answer nothing
             raise UserError(
-                f"{self.origin} renders the conversation without the response's text; it "
-                "must render every message's content"
+                f"{self.origin} renders the conversation without the response's text"
+                f"{' in its {% generation %} span' if marked else ''}; it must render every "
+                "message's content"
             )
         try:  # a template may refuse a generation prompt after an assistant turn
-            ignores_flag = self.render(shielded, add_generation_prompt=True) == full
+            ignores_flag = marked is None and \
+                self.render(shielded, add_generation_prompt=True) == full
         except UserError:
             ignores_flag = False
         if ignores_flag:
@@ -479,6 +511,34 @@ class ChatTemplate:
             self._encode(tokenizer, prompt, plain),
             self._encode(tokenizer, response, plain, start=False),
         )
+
+    def _generation_span(
+        self, messages: Sequence[dict[str, str]], start: int
+    ) -> tuple[int, int] | None:
+        """Where, in the rendering of ``messages`` (no generation prompt), the text that
+        ``{% generation %}`` marks after ``start`` (the prompt's end) begins and ends: from
+        the first such span to the end of the last, as ``transformers`` marks the
+        assistant's tokens (``return_assistant_tokens_mask``, TRL's ``assistant_only_loss``);
+        text between the prompt and the span (a header the generation prompt lacks) and after
+        it (a newline after the end of turn) is not trained. None where the template has no
+        such span there (or a message holds a mark's character)."""
+        if not _GENERATION_TAG.search(self.source) or any(
+            c in m.get(k, "") for m in messages for k in _TEXT_FIELDS
+            for c in (_SPAN_OPEN, _SPAN_CLOSE)
+        ):  # fmt: skip
+            return None
+        spans, at, opened = [], 0, None
+        for piece in re.split(f"([{_SPAN_OPEN}{_SPAN_CLOSE}])",
+                              self.render(messages, add_generation_prompt=False, marks=True)):
+            if piece == _SPAN_OPEN:
+                opened = at
+            elif piece == _SPAN_CLOSE and opened is not None:
+                spans.append((opened, at))
+                opened = None
+            else:
+                at += len(piece)
+        spans = [(max(a, start), b) for a, b in spans if b > start]
+        return (spans[0][0], spans[-1][1]) if spans else None
 
     def _without_header(self, tokenizer: Any, prompt: str, response: str, text: str) -> str:
         """``response`` (the text after ``prompt``, holding the reply ``text``) without the

@@ -27,6 +27,7 @@ Inside: ``TrajectoryConfig``, ``DISTILL_DEFAULTS``, ``trajectory_sample_config``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -282,32 +283,80 @@ def corpus_stamp(
 _SETTING_NAMES = {
     "teacher": "teacher", "teacher_weights": "teacher's weights", "data": "corpus",
     "data_files": "corpus contents", "vocab": "student's vocabulary",
-    "tokenizer": "teacher's tokenizer",
+    "tokenizer": "teacher's tokenizer", "seed": "traj_seed", "batch": "traj_batch",
 }  # fmt: skip
-"""How the settings of ``_settings`` are named when a cache is made again for them."""
+"""How the settings of ``_settings`` are named when a cache is made again for them (the
+options of ``TrajectoryConfig`` by their names, which the command line shows as flags)."""
+
+_VALUED = ("teacher", "data", "vocab", "prompt_length", "gen_length", "seed", "batch")
+"""Settings whose values a difference shows (the others are stamps: hashes, sizes)."""
+
+_FOLLOWS_GEN_LENGTH = ("gen_length", "steps")
+"""Sampling options that ``trajectory_sample_config`` sets from ``gen_length``."""
 
 
 def _what_differs(stored: dict[str, Any], settings: dict[str, Any]) -> str:
-    """The settings in which a trajectory file differs from those asked for, in words."""
+    """The settings in which a trajectory file differs from those asked for, in words: each
+    named as ``TrajectoryConfig`` names it (a sampling option as its ``traj_`` option, one
+    the teacher recommends as the teacher's), with the file's value and the one asked for
+    where it is a value (``traj_seed 0 in the file, 5 now``)."""
+    stored = _as_now(stored, settings)  # what an older file lacks is no difference
     keys = sorted(set(stored) | set(settings), key=lambda k: (k not in _SETTING_NAMES, k))
     names = []
     for key in keys:
-        if key == "tokenizer" and key not in stored:
-            continue  # an older file: not recorded, not a difference (``_same_settings``)
-        if stored.get(key) != settings.get(key):
-            if key == "data_files" and stored.get(key) is None:
-                names.append("corpus contents (not recorded by this older file)")
-            else:
-                names.append(_SETTING_NAMES.get(key, key.replace("_", " ")))
-    return ", ".join(names) or "settings"
+        then, now = stored.get(key), settings.get(key)
+        if then == now:
+            continue
+        if key == "data_files" and then is None:
+            names.append("corpus contents (not recorded by this older file)")
+        elif key == "sample" and isinstance(then, dict) and isinstance(now, dict):
+            follows = stored.get("gen_length") != settings.get("gen_length")
+            names += _sampling_differs(then, now, gen_length=follows)
+        elif key in _VALUED:
+            names.append(f"{_SETTING_NAMES.get(key, key)} {_shown(then)} in the file, "
+                         f"{_shown(now)} now")
+        else:
+            names.append(_SETTING_NAMES.get(key, key.replace("_", " ")))
+    return "; ".join(names) or "settings"
+
+
+def _sampling_differs(then: dict[str, Any], now: dict[str, Any], *, gen_length: bool
+                      ) -> list[str]:
+    """``_what_differs`` of the teacher's sampling options (``trajectory_sample_config``)."""
+    options = {**_TRAJECTORY_OPTIONS, "cache": "traj_cache"}
+    out = []
+    for key in sorted(set(then) | set(now)):
+        if then.get(key) == now.get(key) or key == "seed":
+            continue
+        if key in _FOLLOWS_GEN_LENGTH:
+            if not gen_length:  # a file made by hand or by another version: say it anyway
+                out.append(f"teacher's {key} {_shown(then.get(key))} in the file, "
+                           f"{_shown(now.get(key))} now")
+            continue
+        name = options.get(key, f"teacher's sampling option {key}")
+        out.append(f"{name} {_shown(then.get(key))} in the file, {_shown(now.get(key))} now")
+    return out
+
+
+def _shown(value: Any) -> str:
+    """A setting's value in ``_what_differs``: None (not recorded, or no such limit) as
+    ``unset``."""
+    return "unset" if value is None else str(value)
 
 
 def _same_settings(stored: dict[str, Any], settings: dict[str, Any]) -> bool:
-    """Whether trajectories made with ``stored`` settings are those ``settings`` asks for; a
-    sampling option the file predates (added to ``SampleConfig`` since) had its default, and
-    a file made before ``WHOLE_BATCHES`` holds the same rows but for a batch cut short
-    (``make_trajectories`` decodes that one again), and one made before ``TOKENIZER_KEY``
-    records no tokenizer (the teacher's weights stamp stands for it)."""
+    """Whether trajectories made with ``stored`` settings are those ``settings`` asks for
+    (``_as_now``)."""
+    return _as_now(stored, settings) == settings
+
+
+def _as_now(stored: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """A trajectory file's ``stored`` settings as this version records them, next to the
+    ``settings`` asked for: a sampling option the file predates (added to ``SampleConfig``
+    since) had its default, a file made before ``WHOLE_BATCHES`` holds the same rows but for
+    a batch cut short (``make_trajectories`` decodes that one again), one made before
+    ``TOKENIZER_KEY`` records no tokenizer (the teacher's weights stamp stands for it), and
+    one whose corpus stamp is of sizes and times matches while they do."""
     from unmask.objectives.distill import TOKENIZER_KEY
 
     stored = {**stored, WHOLE_BATCHES: settings.get(WHOLE_BATCHES)}
@@ -323,7 +372,7 @@ def _same_settings(stored: dict[str, Any], settings: dict[str, Any]) -> bool:
         del defaults["seed"]
         known = {k: v for k, v in defaults.items() if k not in sample}
         stored = {**stored, "sample": {**sample, **known}}
-    return stored == settings
+    return stored
 
 
 def _batch_seed(seed: int, batch: int) -> int:
@@ -400,8 +449,9 @@ def make_trajectories(
     ``data``, continuing ``have`` (rows of earlier batches, same settings). Every batch is
     decoded whole (``traj_batch`` rows, its own seed and prompts) and the rows past
     ``cfg.trajectories`` dropped, so the first n rows of any file are those a run of n makes.
-    With ``save_to`` the file is written after every batch (atomically), so an interrupted
-    run keeps what it decoded. ``vocab``: cut rows at ids a student lacks
+    With ``save_to`` the file is written (atomically) after the first batch, then every
+    ``SAVE_EVERY_S`` of decoding, at the end and when the run stops, so an interrupted run
+    keeps what it decoded. ``vocab``: cut rows at ids a student lacks
     (``decode_batch``)."""
     import torch
 
@@ -433,27 +483,38 @@ def make_trajectories(
         if save_to is not None and not isinstance(e, Exception):  # Ctrl-C, SIGTERM
             if bar is not None:
                 bar.close()  # the line below starts on a line of its own
-            _say_kept(Path(save_to), cfg.trajectories)
+            _say_kept(Path(save_to), cfg.trajectories, meta)
         raise
     if bar is not None:
         bar.close()
     return out
 
 
-def _say_kept(path: Path, asked: int) -> None:
-    """The stop line of a run interrupted while its teacher decodes: what the file kept and
-    how to continue (the run has not started training, so there is nothing to --resume)."""
+def _say_kept(path: Path, asked: int, settings: dict[str, Any]) -> None:
+    """The stop line of a run interrupted while its teacher decodes: what the file kept of
+    the trajectories of ``settings`` and how to continue (the run has not started training,
+    so there is nothing to --resume). A file still made with other settings (this run was
+    to decode it again) keeps none: the next run decodes it again too."""
     from unmask.objectives.distill import Trajectories
 
     try:
-        kept = len(Trajectories.load(path)) if path.is_file() else 0
+        have = Trajectories.load(path) if path.is_file() else None
     except UserError:
-        kept = 0
+        have = None
+    kept = len(have) if have is not None and _same_settings(have.meta, settings) else 0
     if kept == 0:  # stopped inside the first batch: nothing was written
         print(f"{path}: no batch of trajectories finished; nothing kept", file=sys.stderr)
         return
     print(f"{path}: {kept:,} of {asked:,} trajectories kept; run the same command again to "
           "continue from them (--resume continues a run once it trains)", file=sys.stderr)
+
+
+SAVE_EVERY_S = 30.0
+"""Seconds of decoding between two writes of the trajectory file (``make_trajectories``): it
+is written after the first batch, then at most this often, and when the run ends or stops
+(Ctrl-C, an error), so a run of thousands of batches no longer rewrites its growing file
+after every one (O(N²) bytes: 16,384 rows of 160 tokens in batches of 16 spent 89 s in
+writes, 1.7 s now); a process killed outright (SIGKILL) loses at most this much decoding."""
 
 
 def _decode_batches(
@@ -467,33 +528,53 @@ def _decode_batches(
     bar: Any,
     plain: Any,
 ) -> Trajectories:
-    """The batches ``make_trajectories`` still needs, appended to ``out`` (saved after each)."""
+    """The batches ``make_trajectories`` still needs, appended to ``out`` and written to
+    ``save_to`` as ``SAVE_EVERY_S`` says."""
     import torch
 
     from unmask.objectives.distill import Trajectories
 
-    while len(out) < cfg.trajectories:
-        batch = len(out) // cfg.traj_batch
-        rows = min(cfg.traj_batch, cfg.trajectories - len(out))
-        seed = _batch_seed(cfg.traj_seed, batch)
-        config = trajectory_sample_config(teacher, cfg, seed)
-        prompts = _prompts(data, cfg, batch, cfg.traj_batch)
-        try:
-            whole = decode_batch(teacher, prompts, config, vocab)
-        except UserError as e:  # the sampler's checks (before its first step) name its fields
-            raise UserError(_as_trajectory_options(str(e))) from None
-        tokens, steps = whole[0][:rows], whole[1][:rows]
-        out = Trajectories(
-            torch.cat([out.tokens, tokens]), torch.cat([out.commit_step, steps]),
-            torch.cat([out.seed, torch.full((rows,), seed, dtype=torch.long)]), meta,
-        )  # fmt: skip
-        if save_to is not None:
-            out.save(save_to)
-        if bar is not None:
-            bar.update(rows)
-        if plain is not None and plain.due(len(out)):
-            plain.line(len(out))
-    return out
+    pieces: list[tuple[Any, Any, Any]] = []  # (tokens, steps, seeds) of batches not in ``out``
+    done, unsaved, saved_at = len(out), False, None
+
+    def joined() -> Trajectories:
+        nonlocal out, pieces
+        if pieces:
+            tokens, steps, seeds = zip(*pieces, strict=True)
+            out = Trajectories(torch.cat([out.tokens, *tokens]),
+                               torch.cat([out.commit_step, *steps]),
+                               torch.cat([out.seed, *seeds]), meta)
+            pieces = []
+        return out
+
+    try:
+        while done < cfg.trajectories:
+            batch = done // cfg.traj_batch
+            rows = min(cfg.traj_batch, cfg.trajectories - done)
+            seed = _batch_seed(cfg.traj_seed, batch)
+            config = trajectory_sample_config(teacher, cfg, seed)
+            prompts = _prompts(data, cfg, batch, cfg.traj_batch)
+            try:
+                whole = decode_batch(teacher, prompts, config, vocab)
+            except UserError as e:  # the sampler's checks (before its first step) name its
+                raise UserError(_as_trajectory_options(str(e))) from None  # fields
+            pieces.append((whole[0][:rows], whole[1][:rows],
+                           torch.full((rows,), seed, dtype=torch.long)))
+            done, unsaved = done + rows, True
+            if save_to is not None and (saved_at is None or done >= cfg.trajectories
+                                        or time.monotonic() - saved_at >= SAVE_EVERY_S):
+                joined().save(save_to)
+                unsaved, saved_at = False, time.monotonic()
+            if bar is not None:
+                bar.update(rows)
+            if plain is not None and plain.due(done):
+                plain.line(done)
+    except BaseException:
+        if save_to is not None and unsaved:  # keep the batches decoded since the last write
+            with contextlib.suppress(OSError):  # what stopped the run is what to say
+                joined().save(save_to)
+        raise
+    return joined()
 
 
 def replay(teacher: Loaded, trajectories: Trajectories, index: int) -> tuple[Any, Any]:
@@ -553,14 +634,17 @@ def refresh_trajectories(
     device: str = "cpu",
     progress: bool = True,
     student: str | None = None,
+    replace_other: bool = True,
 ) -> Path:
     """Make sure ``cache`` holds at least ``cfg.trajectories`` trajectories of the teacher at
     ``teacher_path`` with these settings: reuse it, extend it, or (made with other settings,
-    said on stderr) make it again. Returns the file to train on: ``cache``, or where it holds
-    more rows than asked for, ``first_rows_path(cache, n)`` with its first n rows (those a
-    fresh cache of n holds; the cache keeps the rest for runs that ask for more).
-    ``student``: the checkpoint that will learn from them, checked against the teacher
-    (``student_vocab``; rows are cut at ids it lacks)."""
+    said on stderr) make it again; with ``replace_other`` False (a file the user named) a
+    file made with other settings is refused in one line naming them, not decoded over.
+    Returns the file to train on: ``cache``, or where it holds more rows than asked for,
+    ``first_rows_path(cache, n)`` with its first n rows (those a fresh cache of n holds; the
+    cache keeps the rest for runs that ask for more). ``student``: the checkpoint that will
+    learn from them, checked against the teacher (``student_vocab``; rows are cut at ids it
+    lacks)."""
     from unmask.checkpoint import load
     from unmask.objectives.distill import Trajectories
 
@@ -573,11 +657,18 @@ def refresh_trajectories(
     settings = _settings(teacher, teacher_path, data, cfg, vocab)
     path = Path(cache)
     n = cfg.trajectories
-    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 decodes, the others wait
+    first = int(os.environ.get("RANK", "0")) == 0
+    old = Trajectories.load(path) if path.is_file() and (first or not replace_other) else None
+    if old is not None and not replace_other and not _same_settings(old.meta, settings):
+        raise UserError(  # every rank says it: none waits for a file rank 0 will not write
+            f"--trajectory-file {path}: made with other settings "
+            f"({_what_differs(old.meta, settings)}); it is not decoded over: give the "
+            "settings it was made with, or another --trajectory-file (or remove this one)"
+        )
+    if not first:  # torchrun: rank 0 decodes, the others wait
         return _wait_for(path, settings, cfg)
     have = None
-    if path.is_file():
-        old = Trajectories.load(path)
+    if old is not None:
         if _same_settings(old.meta, settings):
             if _holds(old, cfg):
                 if len(old) == n:
@@ -662,8 +753,8 @@ def _wait_for(
     (another process of a ``torchrun`` job writes it; the file is replaced atomically, so a
     read is whole, and its new version has a new inode); returns the file to train on
     (``refresh_trajectories``). A file is read again only when it changed (inode, size,
-    modification time): rank 0 rewrites it once per decoded batch, which takes seconds to
-    minutes, so reading it at every poll would read the whole file thousands of times."""
+    modification time): rank 0 rewrites it as it decodes (``SAVE_EVERY_S``), for minutes to
+    hours, so reading it at every poll would read the whole file thousands of times."""
     from unmask.objectives.distill import Trajectories
 
     n = cfg.trajectories
@@ -729,8 +820,10 @@ def distill(
 ) -> Path:
     """Distill the checkpoint ``teacher`` into a student in run directory ``out``: refresh the
     trajectory ``cache`` (default ``default_cache(out)``) from prompts of the prepared corpus
-    ``data``, then train on it (``unmask.train.train``, objective ``distill``, ``init`` =
-    ``student`` or the teacher, ``seq_len`` = prompt + generation). ``train_config`` (default
+    ``data`` (a ``cache`` given, other than the default, that holds trajectories made with
+    other settings is refused in one line, not decoded over), then train on it
+    (``unmask.train.train``, objective ``distill``, ``init`` = ``student`` or the teacher,
+    ``seq_len`` = prompt + generation). ``train_config`` (default
     ``DISTILL_DEFAULTS``) gives the optimiser, steps and loss weights. Returns the run
     directory; the student's checkpoint is ``out/checkpoint``, sampled like the teacher.
 
@@ -813,9 +906,11 @@ def _distill(
     )  # fmt: skip
     device = str(resolve_device(base.device))
     _check_before_decoding(config, student, device, tcfg.prompt_length)
+    named = cache is not None and path.resolve() != default_cache(out).resolve()
     rows = refresh_trajectories(
-        teacher, data, path, tcfg, device=device, progress=progress, student=student
-    )
+        teacher, data, path, tcfg, device=device, progress=progress, student=student,
+        replace_other=not named,
+    )  # fmt: skip
     return train(dataclasses.replace(config, data=str(rows.resolve())), progress=progress)
 
 

@@ -106,7 +106,7 @@ def _check_messages(messages: Any, where: str) -> tuple[list[dict[str, str]], fr
     if len(out) < 2:
         raise UserError(f"{where}: a conversation needs a message before the assistant's "
                         "response (the prompt)")
-    if not out[-1]["content"].strip():
+    if not out[-1]["content"].strip() and len(out) - 1 not in untrained:  # weight 0: not one
         raise UserError(f"{where}: empty response")
     if not _trained_turns(out, untrained):
         raise UserError(f"{where}: every assistant turn has weight 0; nothing to train")
@@ -211,14 +211,23 @@ class SFTData:
 
     def check_fits(self, seq_len: int, indices: list[int] | None = None) -> None:
         """``UserError`` naming the first example (of ``indices``, default all) whose prompt
-        leaves no room in ``seq_len`` for a response token; training checks every example
+        leaves no room in ``seq_len`` for a response token, and how many trained turns are so
+        (the user filters them all at once, not a line a run); training checks every example
         before its first step, so a bad line is found before anything is written."""
-        for i in range(len(self.rows)) if indices is None else indices:
-            if len(self.rows[i][0]) >= seq_len:
-                raise UserError(
-                    f"{self.sources[i]}: the prompt has {len(self.rows[i][0])} tokens; "
-                    f"seq_len={seq_len} leaves no room for the response"
-                )
+        rows = range(len(self.rows)) if indices is None else indices
+        over = [i for i in rows if len(self.rows[i][0]) >= seq_len]
+        if not over:
+            return
+        i = over[0]
+        turns = any(len(t) > 1 for t in self.turns)  # a later turn's prompt: the turns before
+        others = (f"; {len(over) - 1:,} more of the {len(rows):,} trained turns are too"
+                  f"{' (the prompt of a turn holds every turn before it)' if turns else ''}"
+                  if len(over) > 1 else "")
+        raise UserError(
+            f"{self.sources[i]}: the prompt has {len(self.rows[i][0])} tokens; "
+            f"seq_len={seq_len} leaves no room for the response{others}; raise seq_len or "
+            "drop or shorten those lines"
+        )
 
     def batch(self, indices: list[int], seq_len: int) -> tuple[Tensor, Tensor]:
         """x0 (B, L) and prompt_mask (B, L) of the examples ``indices`` (see the class

@@ -83,9 +83,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--trajectory-file", "--cache",
         metavar="FILE", dest="trajectory_file", action=_Spelled,
-        help="trajectory file to make or reuse (default: OUT.trajectories.safetensors next to "
-        "the run directory); --cache is its older spelling, kept for scripts (the teacher's KV "
-        "cache, generate's --cache, is --traj-cache here)",
+        help="trajectory file to make, extend or reuse (default: OUT.trajectories.safetensors "
+        "next to the run directory, made again when its settings differ; a file named here "
+        "made with other settings is refused, not overwritten); --cache is its older "
+        "spelling, kept for scripts (the teacher's KV cache, generate's --cache, is "
+        "--traj-cache here)",
     )  # fmt: skip
     p.add_argument(
         "--resume",
