@@ -12,6 +12,8 @@ Inside:
 - ``sample_quality``: generative perplexity of sampled continuations under a reference
   scorer (``unmask.scoring``) with the unigram entropy of the samples beside it (a low
   perplexity alone can mean repetition).
+- ``is_shipped_demo`` / ``demo_heldout``: the shipped demo model, measured on its own
+  held-out text (the packaged corpus' validation split) when no ``--data`` is given.
 - ``plot_loss_curve``: training loss and validation bound against step, as a PNG
   (matplotlib, the optional ``plot`` extra).
 - ``RunReport``: all of it, as text lines or a JSON-ready dict.
@@ -279,6 +281,36 @@ def heldout_bound(
         noise_draws=noise_draws, bpb_se=statistics.stdev(bpbs) / math.sqrt(noise_draws),
         loss_se=loss_se,
     )
+
+
+DEMO_CORPUS = "web-bible.txt.gz"
+"""The packaged corpus the shipped demo model was trained on (``unmask/assets``)."""
+DEMO_VAL_FRACTION = 0.02
+"""The demo's ``unmask prepare --val-fraction`` (its TRAINING.md): with the tokenizer and the
+whole file one document (no ``--line-docs``), it gives the split the model was validated on."""
+
+
+def is_shipped_demo(checkpoint: str | Path) -> bool:
+    """Whether ``checkpoint`` (a folder ``find_run`` resolved) is the shipped demo model."""
+    from unmask.files import asset_path
+
+    demo = asset_path("demo")
+    return demo.is_dir() and Path(checkpoint).resolve() == demo.resolve()
+
+
+def demo_heldout(out: str | Path) -> Path:
+    """The shipped demo model's held-out text as a prepared dataset at ``out`` (a new folder;
+    ~4 s): the packaged corpus tokenized by the demo's tokenizer and split as its training
+    data was (``DEMO_VAL_FRACTION``, no ``--line-docs``), so its validation split is the
+    text the demo was validated on (TRAINING.md's "whole held-out split": 32,768 tokens).
+    With ``--line-docs`` each verse ends in an EOS the model never saw (1.64 bits/byte
+    against 1.31)."""
+    from unmask.data import prepare
+    from unmask.files import asset_path
+
+    prepare([asset_path(DEMO_CORPUS)], out, tokenizer=asset_path("demo") / "tokenizer.json",
+            val_fraction=DEMO_VAL_FRACTION, progress=False)
+    return Path(out)
 
 
 @dataclass

@@ -364,14 +364,23 @@ def _plot(report: Any, summary: Any, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
+
+    with contextlib.ExitStack() as stack:  # the demo's held-out text, prepared for this run
+        return _run(args, stack)
+
+
+def _run(args: argparse.Namespace, stack: Any) -> int:
     from unmask import api
     from unmask.checkpoint import load
     from unmask.config import SampleConfig, TrainConfig, resolve_device
     from unmask.report import (
         PLOT_NAME,
         RunReport,
+        demo_heldout,
         find_run,
         heldout_bound,
+        is_shipped_demo,
         read_metrics,
         summarize_training,
     )
@@ -395,8 +404,15 @@ def run(args: argparse.Namespace) -> int:
         _check_lm_eval()
     info = find_run(args.run)
     cfg = info.train_config
+    demo_data = False  # the shipped demo measured on its own held-out text
     if args.data is not None:
         _check_data(args.data)
+    elif cfg is None and is_shipped_demo(info.checkpoint):
+        # the shipped demo has no run, but its held-out text ships with it: measured there
+        import tempfile
+
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="unmask-eval-"))
+        args.data, demo_data = str(demo_heldout(Path(folder) / "heldout")), True
     data = args.data or ((cfg.heldout_data or cfg.data) if cfg else None)
     no_bound = None if args.data else _no_bound(cfg, data)
     bound_flags = [f for f in ("seq_len", "batches", "noise_draws") if getattr(args, f) is not None]
@@ -410,6 +426,10 @@ def run(args: argparse.Namespace) -> int:
         step=info.step,
         objective=cfg.objective if cfg else None,
     )
+    if demo_data:
+        report.notes.append("held-out: the demo's own held-out text, the validation split of "
+                            "its packaged corpus (unmask/assets) as its training data was "
+                            "prepared (--data DIR for another)")
     if info.metrics_path is not None:
         summary = summarize_training(read_metrics(info.metrics_path))
         report.training = summary.as_dict()
