@@ -220,9 +220,9 @@ def heldout_bound(
     a causal model's likelihood is exact, drawn once.
 
     The call is the one ``unmask.train`` makes for ``val_loss`` / ``val_bpb`` (objective,
-    ``seq_len``, batch size, ``eps``, fixed noise seed; ``max_batches`` default the run's
-    ``eval_batches``; 0 = the whole split), so for the same weights it gives the number the
-    run logged, and more batches give a steadier one.
+    ``seq_len``, batch size, ``eps``, fixed noise seed, the autocast of its ``precision``;
+    ``max_batches`` default the run's ``eval_batches``; 0 = the whole split), so for the
+    same weights it gives the number the run logged, and more batches give a steadier one.
     """
     import torch
 
@@ -248,6 +248,7 @@ def heldout_bound(
     batches = config.eval_batches if max_batches is None else max_batches
     dev = torch.device(device)
     val = TokenDataset(folder, "val")
+    autocast = _autocast(config.precision, dev)
 
     def draw(k: int) -> Any:
         return evaluate_loss(
@@ -259,7 +260,7 @@ def heldout_bound(
             max_batches=batches or None,
             eps=config.eps,
             device=dev,
-            autocast_dtype=torch.bfloat16 if dev.type == "cuda" else None,
+            autocast_dtype=autocast,
             seed=1234 + k,
         )
 
@@ -281,6 +282,20 @@ def heldout_bound(
         noise_draws=noise_draws, bpb_se=statistics.stdev(bpbs) / math.sqrt(noise_draws),
         loss_se=loss_se,
     )
+
+
+def _autocast(precision: str, device: Any) -> Any:
+    """The autocast dtype a run of ``precision`` validated with, on ``device``
+    (``unmask.parallel.resolve_precision``, as training reads it), so the bound is the number
+    the run logged: bf16 on a GPU was assumed (a run trained in fp32 or fp16 there, or in
+    bf16 on a CPU, logged another). Where ``device`` cannot run the run's precision (fp16
+    on a CPU, bf16 on a GPU without it), that device's default."""
+    from unmask.parallel import resolve_precision
+
+    try:
+        return resolve_precision(precision, device).autocast
+    except UserError:
+        return resolve_precision("auto", device).autocast
 
 
 DEMO_CORPUS = "web-bible.txt.gz"
