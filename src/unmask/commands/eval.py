@@ -354,13 +354,24 @@ def _task_names(tasks: str) -> list[str]:
     return [t.strip() for t in tasks.split(",") if t.strip()]
 
 
-def _plot(report: Any, summary: Any, path: Path) -> None:
+def _plot(report: Any, summary: Any, path: Path, *, given: bool) -> None:
+    """Draw the loss curve at ``path`` (``given``: by ``--plot``), or a note why not. A run
+    folder that cannot be written in (another user's run, a read-only mount) is a note: the
+    report still prints (it was the whole command's error, naming a hidden temp file where
+    ``loss_curve.png`` was a folder); a ``--plot FILE`` that cannot be written is an error."""
     from unmask.report import PLOT_INSTALL, plot_loss_curve
 
     try:
         report.plot = str(plot_loss_curve(summary, path, title=report.run or ""))
     except ImportError:
         report.notes.append(f"loss curve: not drawn, matplotlib is not installed ({PLOT_INSTALL})")
+    except OSError as e:
+        why = e.strerror or str(e)
+        if given:
+            raise UserError(f"--plot {path}: the loss curve cannot be written there ({why})") \
+                from None
+        report.notes.append(f"loss curve: not drawn, {path} cannot be written ({why}); "
+                            "--plot FILE writes it elsewhere")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -434,7 +445,8 @@ def _run(args: argparse.Namespace, stack: Any) -> int:
         summary = summarize_training(read_metrics(info.metrics_path))
         report.training = summary.as_dict()
         if not args.no_plot and info.run is not None:
-            _plot(report, summary, Path(args.plot) if args.plot else info.run / PLOT_NAME)
+            _plot(report, summary, Path(args.plot) if args.plot else info.run / PLOT_NAME,
+                  given=args.plot is not None)
     elif not args.no_plot:
         report.notes.append("loss curve: not drawn, no metrics.jsonl (not a training run)")
 
