@@ -72,3 +72,12 @@ def test_a_plot_path_that_is_a_folder_is_one_line_naming_it(bf16_run, capsys, tm
     assert rc == 2
     assert err == (f"unmask eval: error: --plot {tmp_path / 'curve.png'}: the loss curve "
                    "cannot be written there (Is a directory)\n")
+
+
+def test_a_task_folder_without_eval_jsonl_says_so(bf16_run, capsys, tmp_path):
+    """``--task-file DIR`` reads ``DIR/eval.jsonl``; a folder without one was "no such task
+    file", naming the folder the user can see is there."""
+    rc, _, err = _eval(capsys, bf16_run, "--task-file", tmp_path)
+    assert rc == 2
+    assert err == (f"unmask eval: error: {tmp_path}: a folder without eval.jsonl (the held-out "
+                   "items `python -m unmask.tasks` writes); give the task file itself\n")
