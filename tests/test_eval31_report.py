@@ -81,3 +81,17 @@ def test_a_task_folder_without_eval_jsonl_says_so(bf16_run, capsys, tmp_path):
     assert rc == 2
     assert err == (f"unmask eval: error: {tmp_path}: a folder without eval.jsonl (the held-out "
                    "items `python -m unmask.tasks` writes); give the task file itself\n")
+
+
+def test_a_dataset_without_validation_split_is_named_as_one(bf16_run, capsys, tmp_path):
+    """A corpus prepared with ``--val-fraction 0`` has no held-out text: the note said
+    "split 'val' has 0 tokens, fewer than seq_len=32", as if the windows were too long."""
+    from unmask.data import prepare
+
+    (tmp_path / "a.txt").write_text("the lord said unto moses.\n" * 50)
+    prepare([tmp_path / "a.txt"], tmp_path / "noval", tokenizer="byte", val_fraction=0.0,
+            progress=False)
+    rc, out, _ = _eval(capsys, bf16_run, "--data", tmp_path / "noval", "--no-plot")
+    assert rc == 0
+    assert (f"held-out bound: not measured, {tmp_path / 'noval'} has no validation split "
+            "(prepared with --val-fraction 0)") in out

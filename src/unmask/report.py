@@ -248,6 +248,9 @@ def heldout_bound(
     batches = config.eval_batches if max_batches is None else max_batches
     dev = torch.device(device)
     val = TokenDataset(folder, "val")
+    if len(val) == 0:  # it read "split 'val' has 0 tokens, fewer than seq_len=N"
+        raise UserError(f"{folder} has no validation split (prepared with --val-fraction 0); "
+                        "give --data DIR, a corpus of the model's tokenizer prepared with one")
     autocast = _autocast(config.precision, dev)
 
     def draw(k: int) -> Any:
