@@ -165,6 +165,8 @@ class UnmaskLM(LM):
         mc_samples = _at_least("mc_samples", mc_samples, 1)
         if max_length is not None:  # one token of context, one scored
             max_length = _at_least("max_length", max_length, 2)
+        if gen_length is not None:  # -5 generated one token a request, "x" was a ValueError
+            gen_length = _at_least("gen_length", gen_length, 1)
         # lm-eval's "auto" (or none given, as the signature allows): our default
         auto = batch_size is None or str(batch_size).startswith("auto")
         if not auto and (not str(batch_size).strip().isdigit() or int(str(batch_size)) < 1):
@@ -191,6 +193,12 @@ class UnmaskLM(LM):
             "decoder": decoder,
         }
         self.sampling = {k: v for k, v in given.items() if v is not None}
+        if self.sampling:  # an option the checkpoint refuses (steps 0, an unknown policy, a
+            # decoder of another family) fails now, not at the first generate_until request
+            # after every log-likelihood task has run
+            from unmask.api import choose
+
+            choose(loaded, self.generation_config({}))
         self.estimates: list[LogLikelihood] = []
         """Every log-likelihood computed, in request order (with its standard error)."""
         self.model_seconds = 0.0
