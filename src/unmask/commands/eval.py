@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data",
         metavar="DIR",
-        help="prepared dataset whose validation split to use (default: the run's)",
+        help="prepared dataset whose validation split to use (default: the run's; for the "
+        "shipped demo, its own held-out text)",
     )
     p.add_argument(
         "--batches",
