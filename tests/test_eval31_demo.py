@@ -21,3 +21,18 @@ def test_eval_demo_measures_the_bound_on_its_own_heldout_text(capsys):
     assert 1.1 < h["bpb"] < 1.45
     assert any("demo's own held-out text" in n for n in out["notes"])
     assert not any("not measured" in n for n in out["notes"])
+
+
+def test_eval_demo_without_its_corpus_installed_still_reports(capsys, monkeypatch):
+    """An install without the packaged corpus has no held-out text to prepare: the bound is
+    a note (give --data), as before, not the whole command's error."""
+    import unmask.files
+    from unmask.report import DEMO_CORPUS
+
+    real = unmask.files.asset_path
+    monkeypatch.setattr(unmask.files, "asset_path",
+                        lambda name: real(name) / "gone" if name == DEMO_CORPUS else real(name))
+    rc = main(["eval", "demo", "--no-score", "--json", "--device", "cpu"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["heldout"] is None
+    assert any("held-out bound: not measured" in n and "--data" in n for n in out["notes"])

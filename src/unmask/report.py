@@ -12,7 +12,7 @@ Inside:
 - ``sample_quality``: generative perplexity of sampled continuations under a reference
   scorer (``unmask.scoring``) with the unigram entropy of the samples beside it (a low
   perplexity alone can mean repetition).
-- ``is_shipped_demo`` / ``demo_heldout``: the shipped demo model, measured on its own
+- ``has_demo_heldout`` / ``demo_heldout``: the shipped demo model, measured on its own
   held-out text (the packaged corpus' validation split) when no ``--data`` is given.
 - ``plot_loss_curve``: training loss and validation bound against step, as a PNG
   (matplotlib, the optional ``plot`` extra).
@@ -308,12 +308,14 @@ DEMO_VAL_FRACTION = 0.02
 whole file one document (no ``--line-docs``), it gives the split the model was validated on."""
 
 
-def is_shipped_demo(checkpoint: str | Path) -> bool:
-    """Whether ``checkpoint`` (a folder ``find_run`` resolved) is the shipped demo model."""
+def has_demo_heldout(checkpoint: str | Path) -> bool:
+    """Whether ``checkpoint`` (a folder ``find_run`` resolved) is the shipped demo model and
+    the packaged corpus it was trained on is installed (``demo_heldout`` can prepare it)."""
     from unmask.files import asset_path
 
     demo = asset_path("demo")
-    return demo.is_dir() and Path(checkpoint).resolve() == demo.resolve()
+    return (demo.is_dir() and Path(checkpoint).resolve() == demo.resolve()
+            and asset_path(DEMO_CORPUS).is_file())
 
 
 def demo_heldout(out: str | Path) -> Path:

@@ -391,8 +391,8 @@ def _run(args: argparse.Namespace, stack: Any) -> int:
         RunReport,
         demo_heldout,
         find_run,
+        has_demo_heldout,
         heldout_bound,
-        is_shipped_demo,
         read_metrics,
         summarize_training,
     )
@@ -419,7 +419,7 @@ def _run(args: argparse.Namespace, stack: Any) -> int:
     demo_data = False  # the shipped demo measured on its own held-out text
     if args.data is not None:
         _check_data(args.data)
-    elif cfg is None and is_shipped_demo(info.checkpoint):
+    elif cfg is None and has_demo_heldout(info.checkpoint):
         # the shipped demo has no run, but its held-out text ships with it: measured there
         import tempfile
 
