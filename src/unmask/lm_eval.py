@@ -129,7 +129,8 @@ class UnmaskLM(LM):
     ``seed``, ``greedy_check``, ``max_length`` (default: the model's context) and the
     sampling options of ``generate_until`` (``gen_length`` caps a task's ``max_gen_toks``;
     the others are ``SampleConfig`` fields; options not given take the checkpoint's
-    recommendation, as ``unmask generate`` does). ``loaded`` passes a checkpoint already in
+    recommendation, as ``unmask generate`` does, but for the repetition penalties: off
+    unless given). ``loaded`` passes a checkpoint already in
     memory instead of ``pretrained``.
     """
 
@@ -151,6 +152,10 @@ class UnmaskLM(LM):
         cache: str | None = None,
         temperature: float | None = None,
         decoder: str | None = None,
+        repetition_penalty: float | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
         loaded: Any = None,
     ) -> None:
         super().__init__()
@@ -191,6 +196,10 @@ class UnmaskLM(LM):
             "cache": cache,
             "temperature": temperature,
             "decoder": decoder,
+            "repetition_penalty": repetition_penalty,
+            "presence_penalty": presence_penalty,
+            "frequency_penalty": frequency_penalty,
+            "no_repeat_ngram_size": no_repeat_ngram_size,
         }
         self.sampling = {k: v for k, v in given.items() if v is not None}
         if self.sampling:  # an option the checkpoint refuses (steps 0, an unknown policy, a
@@ -354,8 +363,11 @@ class UnmaskLM(LM):
         """The ``SampleConfig`` of a ``generate_until`` request: ``max_gen_toks`` (capped by
         ``gen_length``) tokens (whole blocks for a bd3lm model, ``_whole_blocks``), greedy
         unless the task samples, the model_args' sampling options, the checkpoint's
-        recommendation for the rest, one token per step by default."""
+        recommendation for the rest but its repetition penalties (``without_penalties``: a
+        few-shot prompt's format lines are what the answer repeats), one token per step by
+        default."""
         from unmask.api import sample_config
+        from unmask.tasks.score import without_penalties
 
         length = self._whole_blocks(self._wanted_tokens(gen_kwargs))
         given: dict[str, Any] = {
@@ -367,7 +379,7 @@ class UnmaskLM(LM):
         if gen_kwargs.get("do_sample") and gen_kwargs.get("temperature"):
             given["temperature"] = float(gen_kwargs["temperature"])
         given.update(self.sampling)
-        return sample_config(self.loaded, given)
+        return without_penalties(sample_config(self.loaded, given), given)
 
     def _wanted_tokens(self, gen_kwargs: dict[str, Any]) -> int:
         """Tokens a ``generate_until`` request may get: its ``max_gen_toks`` capped by

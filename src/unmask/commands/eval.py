@@ -632,6 +632,10 @@ def _lm_eval(
             "cache",
             "temperature",
             "decoder",
+            "repetition_penalty",
+            "presence_penalty",
+            "frequency_penalty",
+            "no_repeat_ngram_size",
         )
         if k in given
     }
