@@ -39,3 +39,39 @@ def test_sampling_model_args_the_checkpoint_refuses_fail_when_built(loaded, arg,
     with pytest.raises(UserError, match=said):
         UnmaskLM(loaded=loaded, **arg)
     assert UnmaskLM(loaded=loaded, gen_length="8", steps=4).gen_length == 8  # lm-eval's strings
+
+
+GEN_YAML = """task: tiny_gen31
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{question}}}}"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["."]
+  max_gen_toks: 4
+metric_list:
+  - metric: exact_match
+"""
+
+
+def test_sampling_flags_lm_eval_does_not_take_are_named(loaded, tmp_path, capsys):
+    """``unmask eval --tasks`` hands lm-eval's model only the sampling flags it takes; one
+    like ``--top-k`` was dropped there without a word (it still sets the other parts)."""
+    import json
+
+    from unmask.cli import main
+
+    (tmp_path / "gen.jsonl").write_text(json.dumps({"question": "say 1:", "answer": " 1"}) + "\n")
+    (tmp_path / "gen.yaml").write_text(GEN_YAML.format(data=tmp_path / "gen.jsonl"))
+    rc = main(["eval", str(loaded.path), "--tasks", "tiny_gen31", "--include-path",
+               str(tmp_path), "--top-k", "5", "--steps", "4", "--no-score", "--no-plot",
+               "--json", "--device", "cpu"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and "tiny_gen31" in report["lm_eval"]["results"]
+    (note,) = [n for n in report["notes"] if n.startswith("lm-eval:")]
+    assert note.startswith("lm-eval: --top-k not applied to its generation tasks (its model "
+                           "takes --gen-length, --steps, ")

@@ -575,6 +575,11 @@ def _run(args: argparse.Namespace, stack: Any) -> int:
         report.infill = _infill(loaded, args.gaps, gaps, given)
     if args.tasks:
         report.lm_eval = _lm_eval(loaded, args, tasks, given, manager)
+        left = [f"--{f.replace('_', '-')}" for f in given if f not in (*LM_EVAL_SAMPLING, "seed")]
+        if left:  # they still set the other parts' sampling: dropped here without a word
+            report.notes.append(f"lm-eval: {', '.join(left)} not applied to its generation "
+                                "tasks (its model takes --" + ", --".join(
+                                    f.replace("_", "-") for f in LM_EVAL_SAMPLING) + ")")
         if args.mc_samples is not None and (report.lm_eval.get("unmask") or {}).get("exact"):
             report.notes.append(f"lm-eval: the log-likelihoods of a causal model are exact "
                                 f"(--mc-samples {args.mc_samples} drew no samples)")
@@ -600,6 +605,12 @@ def _infill(loaded: Any, path: str, samples: Any, given: dict[str, Any]) -> dict
 
 LM_EVAL_INSTALL = 'pip install lm-eval (or, in a source checkout, pip install -e ".[lm-eval]")'
 
+LM_EVAL_SAMPLING = ("gen_length", "steps", "block_length", "policy", "cache", "temperature",
+                    "decoder", "repetition_penalty", "presence_penalty", "frequency_penalty",
+                    "no_repeat_ngram_size")
+"""The sampling flags lm-eval's model takes (``unmask.lm_eval.UnmaskLM``'s arguments); the
+others given with ``--tasks`` are named in a note."""
+
 
 def _check_lm_eval() -> None:
     import importlib.util
@@ -622,23 +633,7 @@ def _lm_eval(
 
     from unmask.lm_eval import UnmaskLM, run_tasks
 
-    sampling = {
-        k: given[k]
-        for k in (
-            "gen_length",
-            "steps",
-            "block_length",
-            "policy",
-            "cache",
-            "temperature",
-            "decoder",
-            "repetition_penalty",
-            "presence_penalty",
-            "frequency_penalty",
-            "no_repeat_ngram_size",
-        )
-        if k in given
-    }
+    sampling = {k: given[k] for k in LM_EVAL_SAMPLING if k in given}
     extra = {"mc_samples": args.mc_samples} if args.mc_samples is not None else {}
     lm = UnmaskLM(
         args.run,
