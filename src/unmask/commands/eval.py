@@ -577,9 +577,9 @@ def _run(args: argparse.Namespace, stack: Any) -> int:
         report.lm_eval = _lm_eval(loaded, args, tasks, given, manager)
         left = [f"--{f.replace('_', '-')}" for f in given if f not in (*LM_EVAL_SAMPLING, "seed")]
         if left:  # they still set the other parts' sampling: dropped here without a word
+            takes = ", ".join(f"--{f.replace('_', '-')}" for f in LM_EVAL_SAMPLING)
             report.notes.append(f"lm-eval: {', '.join(left)} not applied to its generation "
-                                "tasks (its model takes --" + ", --".join(
-                                    f.replace("_", "-") for f in LM_EVAL_SAMPLING) + ")")
+                                f"tasks (its model takes {takes})")
         if args.mc_samples is not None and (report.lm_eval.get("unmask") or {}).get("exact"):
             report.notes.append(f"lm-eval: the log-likelihoods of a causal model are exact "
                                 f"(--mc-samples {args.mc_samples} drew no samples)")
