@@ -29,6 +29,9 @@ def loaded(tmp_path_factory):
     ({"steps": 0}, "steps must be positive, got 0"),
     ({"temperature": -1.0}, "temperature must be a finite number >= 0, got -1.0"),
     ({"decoder": "ar"}, "decoder 'ar' needs a causal model"),
+    ({"policy": "bogus"}, "unknown policy 'bogus'"),
+    ({"cache": "bogus"}, "unknown cache 'bogus'"),
+    ({"block_length": -3}, "block_length must be at least 1, got -3"),
 ])
 def test_sampling_model_args_the_checkpoint_refuses_fail_when_built(loaded, arg, said):
     """lm-eval's ``--model_args`` of ``generate_until`` were read at its first request, after

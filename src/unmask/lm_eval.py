@@ -172,6 +172,8 @@ class UnmaskLM(LM):
             max_length = _at_least("max_length", max_length, 2)
         if gen_length is not None:  # -5 generated one token a request, "x" was a ValueError
             gen_length = _at_least("gen_length", gen_length, 1)
+        if block_length is not None:
+            block_length = _at_least("block_length", block_length, 1)
         # lm-eval's "auto" (or none given, as the signature allows): our default
         auto = batch_size is None or str(batch_size).startswith("auto")
         if not auto and (not str(batch_size).strip().isdigit() or int(str(batch_size)) < 1):
@@ -206,8 +208,13 @@ class UnmaskLM(LM):
             # decoder of another family) fails now, not at the first generate_until request
             # after every log-likelihood task has run
             from unmask.api import choose
+            from unmask.sampling.cache import check_cache_name
+            from unmask.sampling.policies import make_policy
 
-            choose(loaded, self.generation_config({}))
+            config = self.generation_config({})
+            if choose(loaded, config) in ("llada", "bd3lm"):  # the commit loop's names, which
+                make_policy(config)  # it checks at its first run (the length-free checks)
+                check_cache_name(config.cache)
         self.estimates: list[LogLikelihood] = []
         """Every log-likelihood computed, in request order (with its standard error)."""
         self.model_seconds = 0.0
