@@ -129,7 +129,8 @@ class UnmaskLM(LM):
     ``seed``, ``greedy_check``, ``max_length`` (default: the model's context) and the
     sampling options of ``generate_until`` (``gen_length`` caps a task's ``max_gen_toks``;
     the others are ``SampleConfig`` fields; options not given take the checkpoint's
-    recommendation, as ``unmask generate`` does). ``loaded`` passes a checkpoint already in
+    recommendation, as ``unmask generate`` does, but for the repetition penalties: off
+    unless given). ``loaded`` passes a checkpoint already in
     memory instead of ``pretrained``.
     """
 
@@ -151,6 +152,10 @@ class UnmaskLM(LM):
         cache: str | None = None,
         temperature: float | None = None,
         decoder: str | None = None,
+        repetition_penalty: float | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
         loaded: Any = None,
     ) -> None:
         super().__init__()
@@ -165,6 +170,10 @@ class UnmaskLM(LM):
         mc_samples = _at_least("mc_samples", mc_samples, 1)
         if max_length is not None:  # one token of context, one scored
             max_length = _at_least("max_length", max_length, 2)
+        if gen_length is not None:  # -5 generated one token a request, "x" was a ValueError
+            gen_length = _at_least("gen_length", gen_length, 1)
+        if block_length is not None:
+            block_length = _at_least("block_length", block_length, 1)
         # lm-eval's "auto" (or none given, as the signature allows): our default
         auto = batch_size is None or str(batch_size).startswith("auto")
         if not auto and (not str(batch_size).strip().isdigit() or int(str(batch_size)) < 1):
@@ -189,8 +198,23 @@ class UnmaskLM(LM):
             "cache": cache,
             "temperature": temperature,
             "decoder": decoder,
+            "repetition_penalty": repetition_penalty,
+            "presence_penalty": presence_penalty,
+            "frequency_penalty": frequency_penalty,
+            "no_repeat_ngram_size": no_repeat_ngram_size,
         }
         self.sampling = {k: v for k, v in given.items() if v is not None}
+        if self.sampling:  # an option the checkpoint refuses (steps 0, an unknown policy, a
+            # decoder of another family) fails now, not at the first generate_until request
+            # after every log-likelihood task has run
+            from unmask.api import choose
+            from unmask.sampling.cache import check_cache_name
+            from unmask.sampling.policies import make_policy
+
+            config = self.generation_config({})
+            if choose(loaded, config) in ("llada", "bd3lm"):  # the commit loop's names, which
+                make_policy(config)  # it checks at its first run (the length-free checks)
+                check_cache_name(config.cache)
         self.estimates: list[LogLikelihood] = []
         """Every log-likelihood computed, in request order (with its standard error)."""
         self.model_seconds = 0.0
@@ -346,8 +370,11 @@ class UnmaskLM(LM):
         """The ``SampleConfig`` of a ``generate_until`` request: ``max_gen_toks`` (capped by
         ``gen_length``) tokens (whole blocks for a bd3lm model, ``_whole_blocks``), greedy
         unless the task samples, the model_args' sampling options, the checkpoint's
-        recommendation for the rest, one token per step by default."""
+        recommendation for the rest but its repetition penalties (``without_penalties``: a
+        few-shot prompt's format lines are what the answer repeats), one token per step by
+        default."""
         from unmask.api import sample_config
+        from unmask.tasks.score import without_penalties
 
         length = self._whole_blocks(self._wanted_tokens(gen_kwargs))
         given: dict[str, Any] = {
@@ -359,7 +386,7 @@ class UnmaskLM(LM):
         if gen_kwargs.get("do_sample") and gen_kwargs.get("temperature"):
             given["temperature"] = float(gen_kwargs["temperature"])
         given.update(self.sampling)
-        return sample_config(self.loaded, given)
+        return without_penalties(sample_config(self.loaded, given), given)
 
     def _wanted_tokens(self, gen_kwargs: dict[str, Any]) -> int:
         """Tokens a ``generate_until`` request may get: its ``max_gen_toks`` capped by

@@ -12,6 +12,8 @@ Inside:
 - ``sample_quality``: generative perplexity of sampled continuations under a reference
   scorer (``unmask.scoring``) with the unigram entropy of the samples beside it (a low
   perplexity alone can mean repetition).
+- ``has_demo_heldout`` / ``demo_heldout``: the shipped demo model, measured on its own
+  held-out text (the packaged corpus' validation split) when no ``--data`` is given.
 - ``plot_loss_curve``: training loss and validation bound against step, as a PNG
   (matplotlib, the optional ``plot`` extra).
 - ``RunReport``: all of it, as text lines or a JSON-ready dict.
@@ -218,9 +220,9 @@ def heldout_bound(
     a causal model's likelihood is exact, drawn once.
 
     The call is the one ``unmask.train`` makes for ``val_loss`` / ``val_bpb`` (objective,
-    ``seq_len``, batch size, ``eps``, fixed noise seed; ``max_batches`` default the run's
-    ``eval_batches``; 0 = the whole split), so for the same weights it gives the number the
-    run logged, and more batches give a steadier one.
+    ``seq_len``, batch size, ``eps``, fixed noise seed, the autocast of its ``precision``;
+    ``max_batches`` default the run's ``eval_batches``; 0 = the whole split), so for the
+    same weights it gives the number the run logged, and more batches give a steadier one.
     """
     import torch
 
@@ -246,6 +248,10 @@ def heldout_bound(
     batches = config.eval_batches if max_batches is None else max_batches
     dev = torch.device(device)
     val = TokenDataset(folder, "val")
+    if len(val) == 0:  # it read "split 'val' has 0 tokens, fewer than seq_len=N"
+        raise UserError(f"{folder} has no validation split (prepared with --val-fraction 0); "
+                        "give --data DIR, a corpus of the model's tokenizer prepared with one")
+    autocast = _autocast(config.precision, dev)
 
     def draw(k: int) -> Any:
         return evaluate_loss(
@@ -257,7 +263,7 @@ def heldout_bound(
             max_batches=batches or None,
             eps=config.eps,
             device=dev,
-            autocast_dtype=torch.bfloat16 if dev.type == "cuda" else None,
+            autocast_dtype=autocast,
             seed=1234 + k,
         )
 
@@ -279,6 +285,52 @@ def heldout_bound(
         noise_draws=noise_draws, bpb_se=statistics.stdev(bpbs) / math.sqrt(noise_draws),
         loss_se=loss_se,
     )
+
+
+def _autocast(precision: str, device: Any) -> Any:
+    """The autocast dtype a run of ``precision`` validated with, on ``device``
+    (``unmask.parallel.resolve_precision``, as training reads it), so the bound is the number
+    the run logged: bf16 on a GPU was assumed (a run trained in fp32 or fp16 there, or in
+    bf16 on a CPU, logged another). Where ``device`` cannot run the run's precision (fp16
+    on a CPU, bf16 on a GPU without it), that device's default."""
+    from unmask.parallel import resolve_precision
+
+    try:
+        return resolve_precision(precision, device).autocast
+    except UserError:
+        return resolve_precision("auto", device).autocast
+
+
+DEMO_CORPUS = "web-bible.txt.gz"
+"""The packaged corpus the shipped demo model was trained on (``unmask/assets``)."""
+DEMO_VAL_FRACTION = 0.02
+"""The demo's ``unmask prepare --val-fraction`` (its TRAINING.md): with the tokenizer and the
+whole file one document (no ``--line-docs``), it gives the split the model was validated on."""
+
+
+def has_demo_heldout(checkpoint: str | Path) -> bool:
+    """Whether ``checkpoint`` (a folder ``find_run`` resolved) is the shipped demo model and
+    the packaged corpus it was trained on is installed (``demo_heldout`` can prepare it)."""
+    from unmask.files import asset_path
+
+    demo = asset_path("demo")
+    return (demo.is_dir() and Path(checkpoint).resolve() == demo.resolve()
+            and asset_path(DEMO_CORPUS).is_file())
+
+
+def demo_heldout(out: str | Path) -> Path:
+    """The shipped demo model's held-out text as a prepared dataset at ``out`` (a new folder;
+    ~4 s): the packaged corpus tokenized by the demo's tokenizer and split as its training
+    data was (``DEMO_VAL_FRACTION``, no ``--line-docs``), so its validation split is the
+    text the demo was validated on (TRAINING.md's "whole held-out split": 32,768 tokens).
+    With ``--line-docs`` each verse ends in an EOS the model never saw (1.64 bits/byte
+    against 1.31)."""
+    from unmask.data import prepare
+    from unmask.files import asset_path
+
+    prepare([asset_path(DEMO_CORPUS)], out, tokenizer=asset_path("demo") / "tokenizer.json",
+            val_fraction=DEMO_VAL_FRACTION, progress=False)
+    return Path(out)
 
 
 @dataclass

@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data",
         metavar="DIR",
-        help="prepared dataset whose validation split to use (default: the run's)",
+        help="prepared dataset whose validation split to use (default: the run's; for the "
+        "shipped demo, its own held-out text)",
     )
     p.add_argument(
         "--batches",
@@ -354,23 +355,43 @@ def _task_names(tasks: str) -> list[str]:
     return [t.strip() for t in tasks.split(",") if t.strip()]
 
 
-def _plot(report: Any, summary: Any, path: Path) -> None:
+def _plot(report: Any, summary: Any, path: Path, *, given: bool) -> None:
+    """Draw the loss curve at ``path`` (``given``: by ``--plot``), or a note why not. A run
+    folder that cannot be written in (another user's run, a read-only mount) is a note: the
+    report still prints (it was the whole command's error, naming a hidden temp file where
+    ``loss_curve.png`` was a folder); a ``--plot FILE`` that cannot be written is an error."""
     from unmask.report import PLOT_INSTALL, plot_loss_curve
 
     try:
         report.plot = str(plot_loss_curve(summary, path, title=report.run or ""))
     except ImportError:
         report.notes.append(f"loss curve: not drawn, matplotlib is not installed ({PLOT_INSTALL})")
+    except OSError as e:
+        why = e.strerror or str(e)
+        if given:
+            raise UserError(f"--plot {path}: the loss curve cannot be written there ({why})") \
+                from None
+        report.notes.append(f"loss curve: not drawn, {path} cannot be written ({why}); "
+                            "--plot FILE writes it elsewhere")
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
+
+    with contextlib.ExitStack() as stack:  # the demo's held-out text, prepared for this run
+        return _run(args, stack)
+
+
+def _run(args: argparse.Namespace, stack: Any) -> int:
     from unmask import api
     from unmask.checkpoint import load
     from unmask.config import SampleConfig, TrainConfig, resolve_device
     from unmask.report import (
         PLOT_NAME,
         RunReport,
+        demo_heldout,
         find_run,
+        has_demo_heldout,
         heldout_bound,
         read_metrics,
         summarize_training,
@@ -395,8 +416,15 @@ def run(args: argparse.Namespace) -> int:
         _check_lm_eval()
     info = find_run(args.run)
     cfg = info.train_config
+    demo_data = False  # the shipped demo measured on its own held-out text
     if args.data is not None:
         _check_data(args.data)
+    elif cfg is None and has_demo_heldout(info.checkpoint):
+        # the shipped demo has no run, but its held-out text ships with it: measured there
+        import tempfile
+
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="unmask-eval-"))
+        args.data, demo_data = str(demo_heldout(Path(folder) / "heldout")), True
     data = args.data or ((cfg.heldout_data or cfg.data) if cfg else None)
     no_bound = None if args.data else _no_bound(cfg, data)
     bound_flags = [f for f in ("seq_len", "batches", "noise_draws") if getattr(args, f) is not None]
@@ -410,11 +438,16 @@ def run(args: argparse.Namespace) -> int:
         step=info.step,
         objective=cfg.objective if cfg else None,
     )
+    if demo_data:
+        report.notes.append("held-out: the demo's own held-out text, the validation split of "
+                            "its packaged corpus (unmask/assets) as its training data was "
+                            "prepared (--data DIR for another)")
     if info.metrics_path is not None:
         summary = summarize_training(read_metrics(info.metrics_path))
         report.training = summary.as_dict()
         if not args.no_plot and info.run is not None:
-            _plot(report, summary, Path(args.plot) if args.plot else info.run / PLOT_NAME)
+            _plot(report, summary, Path(args.plot) if args.plot else info.run / PLOT_NAME,
+                  given=args.plot is not None)
     elif not args.no_plot:
         report.notes.append("loss curve: not drawn, no metrics.jsonl (not a training run)")
 
@@ -542,6 +575,11 @@ def run(args: argparse.Namespace) -> int:
         report.infill = _infill(loaded, args.gaps, gaps, given)
     if args.tasks:
         report.lm_eval = _lm_eval(loaded, args, tasks, given, manager)
+        left = [f"--{f.replace('_', '-')}" for f in given if f not in (*LM_EVAL_SAMPLING, "seed")]
+        if left:  # they still set the other parts' sampling: dropped here without a word
+            takes = ", ".join(f"--{f.replace('_', '-')}" for f in LM_EVAL_SAMPLING)
+            report.notes.append(f"lm-eval: {', '.join(left)} not applied to its generation "
+                                f"tasks (its model takes {takes})")
         if args.mc_samples is not None and (report.lm_eval.get("unmask") or {}).get("exact"):
             report.notes.append(f"lm-eval: the log-likelihoods of a causal model are exact "
                                 f"(--mc-samples {args.mc_samples} drew no samples)")
@@ -567,6 +605,12 @@ def _infill(loaded: Any, path: str, samples: Any, given: dict[str, Any]) -> dict
 
 LM_EVAL_INSTALL = 'pip install lm-eval (or, in a source checkout, pip install -e ".[lm-eval]")'
 
+LM_EVAL_SAMPLING = ("gen_length", "steps", "block_length", "policy", "cache", "temperature",
+                    "decoder", "repetition_penalty", "presence_penalty", "frequency_penalty",
+                    "no_repeat_ngram_size")
+"""The sampling flags lm-eval's model takes (``unmask.lm_eval.UnmaskLM``'s arguments); the
+others given with ``--tasks`` are named in a note."""
+
 
 def _check_lm_eval() -> None:
     import importlib.util
@@ -589,19 +633,7 @@ def _lm_eval(
 
     from unmask.lm_eval import UnmaskLM, run_tasks
 
-    sampling = {
-        k: given[k]
-        for k in (
-            "gen_length",
-            "steps",
-            "block_length",
-            "policy",
-            "cache",
-            "temperature",
-            "decoder",
-        )
-        if k in given
-    }
+    sampling = {k: given[k] for k in LM_EVAL_SAMPLING if k in given}
     extra = {"mc_samples": args.mc_samples} if args.mc_samples is not None else {}
     lm = UnmaskLM(
         args.run,

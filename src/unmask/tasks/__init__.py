@@ -391,6 +391,9 @@ def read_items(path: str | Path) -> list[Item]:
     p = Path(path)
     if p.is_dir():
         p = p / "eval.jsonl"
+        if not p.is_file():  # it read "no such task file", of a folder that is there
+            raise UserError(f"{path}: a folder without eval.jsonl (the held-out items "
+                            "`python -m unmask.tasks` writes); give the task file itself")
     if not p.is_file():
         raise UserError(f"{path}: no such task file (an eval.jsonl from `python -m unmask.tasks`)")
     from unmask.files import read_user_text

@@ -3,11 +3,12 @@ and check the output with the item's task (solve rate / exact match).
 
 A diffusion model decodes the answer as one block, one token per step, most confident
 first, greedily (``task_config``): the order a planning task needs (Ye et al. 2024 decode
-Sudoku with the same adaptive order); a causal model decodes left to right. Every sampling
-option given by the user overrides these defaults.
+Sudoku with the same adaptive order); a causal model decodes left to right; no repetition
+penalty (``without_penalties``). Every sampling option given by the user overrides these
+defaults.
 
-Inside: ``TaskScore``, ``task_config``, ``answer_tokens``, ``score_items``,
-``decode_each``, ``repeat_seeds``, ``wilson_interval``.
+Inside: ``TaskScore``, ``task_config``, ``without_penalties``, ``answer_tokens``,
+``score_items``, ``decode_each``, ``repeat_seeds``, ``wilson_interval``.
 """
 
 from __future__ import annotations
@@ -102,7 +103,24 @@ def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) ->
         "temperature": 0.0,
         "seed": 0,
     }
-    return sample_config(loaded, {**base, **given})
+    return without_penalties(sample_config(loaded, {**base, **given}), given)
+
+
+def without_penalties(config: Any, given: Mapping[str, Any]) -> Any:
+    """``config`` with the repetition penalties (``PENALTY_FIELDS``) not in ``given`` at their
+    neutral defaults: a checkpoint recommends them for prose (``sample_defaults``), and a task
+    answer repeats what its prompt holds. The 4-gram ban that ``ar`` and ``mdlm``
+    checkpoints recommend left 32 of 200 ``sudoku4`` items (byte tokenizer) with no answer
+    a perfect model could write (a run of clues the solution repeats) and barred the
+    reference answer of 10 of 200 ``countdown3`` items (a few-shot format line of an lm-eval
+    task the same); the published task measurements were decoded without them."""
+    import dataclasses
+
+    from unmask.config import SampleConfig
+    from unmask.sampling.penalties import PENALTY_FIELDS
+
+    neutral = {f: getattr(SampleConfig, f) for f in PENALTY_FIELDS if f not in given}
+    return dataclasses.replace(config, **neutral)
 
 
 def answer_tokens(tokenizer: Any, items: Sequence[Item]) -> int:
