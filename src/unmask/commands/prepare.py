@@ -23,7 +23,8 @@ def register(subparsers: Any) -> None:
             "tokenizer.json (docs/data.md)."
         ),
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="files or directories ('-' = standard input)")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="dataset directory to create")
     p.add_argument(
         "--tokenizer",
