@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -119,3 +120,13 @@ def test_a_path_named_dash_is_a_file(tmp_path, monkeypatch):
     _stdin(monkeypatch, b"standard input\n")
     info = data.prepare([Path("-")], "out", tokenizer="byte", val_fraction=0, progress=False)
     assert info.n_tokens["train"] == len("a file whose name is a dash\n") + 1
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_a_pipe_given_as_a_file_points_at_standard_input(tmp_path):
+    fifo = tmp_path / "fd63"  # what `unmask prepare <(zcat corpus.gz)` passes
+    os.mkfifo(fifo)
+    with pytest.raises(data.UserError) as e:
+        data.prepare([fifo], tmp_path / "out", tokenizer="byte", progress=False)
+    assert str(e.value) == (f"{fifo}: a pipe, not a file (it can be read only once); pipe it to "
+                            "standard input instead: ... | unmask prepare - -o DIR")

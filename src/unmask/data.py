@@ -236,6 +236,9 @@ def resolve_inputs(
             files.extend(sorted(found, key=lambda q: q.relative_to(p).parts))
         elif p.is_file():
             files.append(p)
+        elif p.is_fifo():  # `prepare <(zcat a.gz)`: a pipe is read once, prepare reads twice
+            raise UserError(f"{p}: a pipe, not a file (it can be read only once); pipe it to "
+                            f"standard input instead: ... | unmask prepare {STDIN} -o DIR")
         elif p.exists():
             raise UserError(f"{p}: not a regular file or directory")
         else:
