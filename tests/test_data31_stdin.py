@@ -95,6 +95,14 @@ def test_errors_name_stdin_and_the_output_is_checked_before_it_is_read(
     assert "already exists and is not empty" in capsys.readouterr().err
     assert stream.buffer.tell() == 0  # a pipe's text is not swallowed by a refused run
 
+    # nor by a mistyped tokenizer, or a file that is not text beside it
+    (tmp_path / "a.tar").write_bytes(b"x" * 257 + b"ustar\x0000" + b"\0" * 300)
+    for flags in (["--tokenizer", str(tmp_path / "typo.json")], [str(tmp_path / "a.tar")]):
+        assert main(["prepare", "-", *flags, "-o", str(tmp_path / "new")]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+        assert stream.buffer.tell() == 0
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar", "taken"]
+
     assert main(["prepare", "-", "-", "-o", str(tmp_path / "two")]) == 2
     assert capsys.readouterr().err == (
         "unmask prepare: error: -: standard input given twice; it can be read only once\n")

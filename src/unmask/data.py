@@ -1161,11 +1161,14 @@ def _progress(desc: str, total: int, enabled: bool) -> Any:
 
 
 def _make_tokenizer(
-    spec: str, vocab_size: int, pieces: Callable[[str], Iterator[tuple[str, bool]]]
+    spec: str, vocab_size: int, pieces: Callable[[str], Iterator[tuple[str, bool]]] | None
 ) -> Tokenizer:
+    """The tokenizer ``spec`` names: ``byte``, ``bpe`` (trained on ``pieces``, which only it
+    reads) or a path."""
     if spec == "byte":
         return byte_tokenizer()
     if spec == "bpe":
+        assert pieces is not None, "BPE is trained on the corpus"
         n_docs = 0
         texts: Iterator[str]
 
@@ -1313,6 +1316,30 @@ def prepare(
     files = resolve_inputs(inputs_list, exclude=[out], skipped=skipped, stdin=stdin)
     _check_out(out, overwrite, files)
     check_creatable(out)  # before any work, leaving nothing behind
+    # a tokenizer given (byte, a path) is loaded before any pass, and before standard input
+    # is read: a mistyped path did not leave the piped corpus read and lost
+    tok = None if tokenizer == "bpe" else _make_tokenizer(tokenizer, vocab_size, None)
+    json_text: list[str] = []  # .json files read as plain text, JSON syntax and all
+    first_line: Any = None  # the first line of the first of them, parsed
+    n_jsonl = 0
+
+    def sniff(f: Path) -> None:
+        """Refuse archives, UTF-16, binary data before any pass over the corpus; tell JSONL."""
+        nonlocal first_line, n_jsonl
+        src = _Source(f, lambda n: None, errors, stdin=f == stdin)
+        try:
+            jsonl = _reads_as_jsonl(src, text_field)
+            line = None if jsonl or not src.stdin else _first_json_line(src)
+            if (_named(f, ".json") or isinstance(line, dict)) and not jsonl:
+                first_line = _first_json_line(src) if not json_text else first_line
+                json_text.append(src.name)
+        finally:
+            src.close()
+        n_jsonl += jsonl
+
+    for f in files:
+        if f != stdin:
+            sniff(f)
     notes = skipped
     made = _missing_parents(out)  # removed again if the build fails
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -1323,20 +1350,7 @@ def prepare(
     try:
         if stdin is not None:
             _save_stdin(stdin)
-        json_text = []  # .json files read as plain text, JSON syntax and all
-        first_line: Any = None  # the first line of the first of them, parsed
-        n_jsonl = 0
-        for f in files:  # archives, UTF-16, binary data: refused before any pass over the corpus
-            src = _Source(f, lambda n: None, errors, stdin=f == stdin)
-            try:
-                jsonl = _reads_as_jsonl(src, text_field)
-                line = None if jsonl or not src.stdin else _first_json_line(src)
-                if (_named(f, ".json") or isinstance(line, dict)) and not jsonl:
-                    first_line = _first_json_line(src) if not json_text else first_line
-                    json_text.append(src.name)
-            finally:
-                src.close()
-            n_jsonl += jsonl
+            sniff(stdin)
         total_bytes = sum(f.stat().st_size for f in files)
 
         def pieces(desc: str, chunk: int | None = None) -> Iterator[tuple[str, bool]]:
@@ -1346,7 +1360,8 @@ def prepare(
                     line_docs=line_docs, chunk=chunk, stdin=stdin,
                 )
 
-        tok = _make_tokenizer(tokenizer, vocab_size, pieces)
+        if tok is None:
+            tok = _make_tokenizer(tokenizer, vocab_size, pieces)
         V = tok.vocab_size
         if text_field != "text" and not n_jsonl:
             notes.append(f"--text-field {text_field} (text_field= in Python) was not used: no "
