@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 from unmask import data
 from unmask.cli import main
+from unmask.files import staging_prefix
 
 TEXT = "The first line of the corpus.\r\nAnd a second one, with é and 中文.\n\n"
 
@@ -138,3 +140,19 @@ def test_a_pipe_given_as_a_file_points_at_standard_input(tmp_path):
         data.prepare([fifo], tmp_path / "out", tokenizer="byte", progress=False)
     assert str(e.value) == (f"{fifo}: a pipe, not a file (it can be read only once); pipe it to "
                             "standard input instead: ... | unmask prepare - -o DIR")
+
+
+def test_a_killed_prepares_copy_of_standard_input_is_removed_by_the_next(tmp_path):
+    """A prepare killed (SIGKILL) while it read standard input left its copy (the size of the
+    corpus) in a staging folder the next prepare did not recognise as its own."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "data"
+    stale = out.with_name(staging_prefix(out, dead.pid) + "0badcafe")
+    stale.mkdir()
+    (stale / ".stdin").write_bytes(b"text read from a pipe\n" * 100)
+    (tmp_path / "a.txt").write_text("one document of text\n")
+    info = data.prepare(tmp_path / "a.txt", out, tokenizer="byte", val_fraction=0,
+                        progress=False)
+    assert f"removed {stale}, left by a prepare that was killed" in info.notes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "data"]
