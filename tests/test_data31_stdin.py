@@ -156,3 +156,12 @@ def test_a_killed_prepares_copy_of_standard_input_is_removed_by_the_next(tmp_pat
                         progress=False)
     assert f"removed {stale}, left by a prepare that was killed" in info.notes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "data"]
+
+
+def test_inputs_may_be_a_generator(tmp_path):
+    """``Path.glob`` gives a generator: it is looked through for ``-`` and then read."""
+    for i in range(3):
+        (tmp_path / f"{i}.txt").write_text(f"document {i}\n")
+    info = data.prepare(sorted(tmp_path.glob("*.txt")).__iter__(), tmp_path / "out",
+                        tokenizer="byte", val_fraction=0, progress=False)
+    assert info.n_documents == 3

@@ -1307,7 +1307,8 @@ def prepare(
     if tokenizer == "bpe" and vocab_size > MAX_VOCAB_SIZE:
         raise UserError(f"vocab_size={vocab_size:,} is larger than any BPE vocabulary needs "
                         f"(at most {MAX_VOCAB_SIZE:,}; the trainer allocates for all of it)")
-    inputs_list = [inputs] if isinstance(inputs, str | os.PathLike) else inputs
+    # (a generator too, as `Path(...).glob('*.txt')` gives: it is read once)
+    inputs_list = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     given, out = out, _real_out(out)
     _own_folder(out)  # (a staging name beside it is taken now)
     tmp = _staging_name(out)  # the folder the dataset is built in, made once `out` is checked
