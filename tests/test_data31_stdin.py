@@ -165,3 +165,9 @@ def test_inputs_may_be_a_generator(tmp_path):
     info = data.prepare(sorted(tmp_path.glob("*.txt")).__iter__(), tmp_path / "out",
                         tokenizer="byte", val_fraction=0, progress=False)
     assert info.n_documents == 3
+
+
+def test_a_generator_of_folders_with_no_file_is_the_one_line_refusal(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(data.UserError, match=r"empty: no files to read below it"):
+        data.resolve_inputs(tmp_path.glob("empty"))  # was a TypeError: not subscriptable

@@ -171,8 +171,8 @@ def resolve_inputs(
     ``"-"`` (``STDIN``; at most once) stands for that file, which need not exist yet: the one
     standard input is saved to (``prepare``).
     """
-    if isinstance(inputs, str | os.PathLike):  # one path, not the characters of its name
-        inputs = [inputs]
+    # one path, not the characters of its name; a generator (Path.glob) read once
+    inputs = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     if not inputs:
         raise UserError("no input files given")
     if stdin is not None and sum(map(_is_stdin, inputs)) > 1:
