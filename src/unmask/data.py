@@ -654,6 +654,11 @@ def _jsonl_objects(
     lineno = 0
     first = True  # the first line that is not blank
     while True:
+        # an array is told from its first bytes: a one-line array was read and parsed whole
+        # before it was refused (126 MB of records: 1.2 GB resident; a few GB: out of memory)
+        head = src.peek_line(_HEAD_BYTES) if first else b""
+        if head.removeprefix(codecs.BOM_UTF8 if lineno == 0 else b"").lstrip().startswith(b"["):
+            raise _array_error(src.path, src.kind)
         raw = src.readline()
         if not raw:
             return
@@ -667,7 +672,7 @@ def _jsonl_objects(
             line = line.removeprefix("\ufeff")  # json.loads rejects a BOM
         if not line.strip():
             continue
-        array = first and line.lstrip().startswith("[")
+        array = first and line.lstrip().startswith("[")  # past the bytes ``head`` saw
         first = False
         try:
             obj = json.loads(line)
