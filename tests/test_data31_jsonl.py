@@ -50,3 +50,20 @@ def test_json_lines_read_as_before(tmp_path):
     p = tmp_path / "records.jsonl"
     p.write_bytes(b"\xef\xbb\xbf\n" + "".join(json.dumps(r) + "\n" for r in RECORDS).encode())
     assert [obj for _, obj in data.read_jsonl(p)] == RECORDS
+
+
+@pytest.mark.parametrize("field", ["messages", "prompt"])
+def test_chat_data_named_by_text_field_points_at_sft(tmp_path, field):
+    """``--text-field messages`` on chat data said only "is an array, not a string"; without
+    the flag the same file is pointed at ``--objective sft``."""
+    p = tmp_path / "chat.jsonl"
+    record = {"messages": [{"role": "user", "content": "hi"}],
+              "prompt": {"text": "hi"}, "response": "yo"}
+    p.write_text(json.dumps(record) + "\n")
+    with pytest.raises(UserError) as e:
+        data.prepare([p], tmp_path / "out", tokenizer="byte", text_field=field, progress=False)
+    said = str(e.value)
+    assert said.startswith(f"{p}:1: field {field!r} is an ")
+    assert said.endswith(f"not a string; chat or prompt/response data is not prepared: fine-tune "
+                         f"a model on the file itself (unmask train --objective sft --init RUN "
+                         f"--data {p}; docs/training.md)")

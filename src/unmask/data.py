@@ -735,20 +735,19 @@ def _jsonl_pieces(
     src: _Source, text_field: str, errors: str, chunk: int
 ) -> Iterator[tuple[str, bool]]:
     """One document per JSON line (``obj[text_field]``) in pieces; blank lines are skipped."""
+    what, data = ("it saved to a file", "FILE") if src.stdin else ("the file itself", src.path)
+    sft = ("chat or prompt/response data is not prepared: fine-tune a model on "
+           f"{what} (unmask train --objective sft --init RUN --data {data}; docs/training.md)")
     for where, obj in _jsonl_objects(src, errors):
         if text_field not in obj:
             keys = ", ".join(map(str, list(obj)[:8])) or "none"
-            fix = "choose one with --text-field"
-            if _chat_record(obj):
-                what, data = (("it saved to a file", "FILE") if src.stdin
-                              else ("the file itself", src.path))
-                fix = ("chat or prompt/response data is not prepared: fine-tune a model on "
-                       f"{what} (unmask train --objective sft --init RUN --data {data}; "
-                       "docs/training.md)")
+            fix = sft if _chat_record(obj) else "choose one with --text-field"
             raise UserError(f"{where}: no field {text_field!r} (fields: {keys}); {fix}")
         text = obj[text_field]
-        if not isinstance(text, str):
-            raise UserError(f"{where}: field {text_field!r} is {_json_kind(text)}, not a string")
+        if not isinstance(text, str):  # --text-field messages: chat, pointed at SFT too
+            fix = f"; {sft}" if _chat_record(obj) else ""
+            raise UserError(f"{where}: field {text_field!r} is {_json_kind(text)}, not a "
+                            f"string{fix}")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates from \ud800-style escapes
