@@ -171,3 +171,21 @@ def test_a_generator_of_folders_with_no_file_is_the_one_line_refusal(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(data.UserError, match=r"empty: no files to read below it"):
         data.resolve_inputs(tmp_path.glob("empty"))  # was a TypeError: not subscriptable
+
+
+def test_a_terminal_on_standard_input_is_told_how_to_end_the_corpus(
+        tmp_path, monkeypatch, capsys):
+    class Terminal(_Stdin):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal(b"typed in by hand\n"))
+    assert main(["prepare", "-", "-o", str(tmp_path / "out"), "--tokenizer", "byte",
+                 *ARGS]) == 0
+    err = capsys.readouterr().err
+    assert err == ("unmask prepare: reading the corpus from the terminal ('-'); end it with "
+                   "Ctrl-D (Ctrl-Z Enter on Windows)\n")
+    _stdin(monkeypatch, b"piped in\n")  # a pipe: nothing said
+    assert main(["prepare", "-", "-o", str(tmp_path / "out2"), "--tokenizer", "byte",
+                 *ARGS]) == 0
+    assert capsys.readouterr().err == ""
