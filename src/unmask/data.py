@@ -948,12 +948,16 @@ def _real_out(out: Path) -> Path:
 
 
 def _own_folder(out: Path) -> Path:
-    """``out`` resolved; a ``UserError`` when it has no name of its own (``.``, ``..``, ``/``)
-    or is the current folder (it would be replaced under the shell that is in it)."""
+    """``out`` resolved; a ``UserError`` when it has no name of its own (``.``, ``..``, ``/``),
+    is the current folder (it would be replaced under the shell that is in it) or a mount point
+    (no folder can be renamed onto it)."""
     whole = out.resolve()
     if out.name in ("", "..") or whole == Path.cwd().resolve() or whole.parent == whole:
         raise UserError(f"{out}: give the dataset a folder of its own (e.g. {out / 'data'}); "
                         f"it is built beside that folder and renamed into it")
+    if os.path.ismount(whole):  # an empty disk: the rename failed (EBUSY) after all the work
+        raise UserError(f"{out}: a mount point (a disk of its own), which the dataset cannot "
+                        f"be renamed into; give a folder inside it (e.g. {out / 'data'})")
     return whole
 
 
