@@ -33,3 +33,29 @@ def test_a_mount_point_as_the_output_is_refused_before_any_work(tmp_path, monkey
             data.prepare([tmp_path / "a.txt"], out, val_fraction=0, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "disk", "link"]
     assert list(disk.iterdir()) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_full_disk_leaves_no_staging_folder_and_names_the_output(tmp_path, monkeypatch,
+                                                                    capsys):
+    """A disk that filled while the shards were written: closing them in the cleanup failed
+    again (their buffered bytes), which skipped the removal of the staging folder, so the
+    disk stayed full of a half-written dataset; the error said only "No space left on
+    device"."""
+    from unmask.cli import main
+
+    (tmp_path / "a.txt").write_text("some text of a corpus\n" * 50)
+
+    def open_next(self: data._ShardWriter) -> None:  # every shard on a full disk
+        self.close()
+        self.shards.append(f"{self.split}-{len(self.shards):05d}.bin")
+        self._f = open("/dev/full", "wb", buffering=1 << 20)  # noqa: SIM115
+        self._in_shard = 0
+
+    monkeypatch.setattr(data._ShardWriter, "_open_next", open_next)
+    out = tmp_path / "data"
+    assert main(["prepare", str(tmp_path / "a.txt"), "-o", str(out), "--tokenizer", "byte",
+                 "--val-fraction", "0", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"unmask prepare: error: No space left on device: {out}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]

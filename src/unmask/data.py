@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from unmask.errors import UserError
-from unmask.files import check_creatable
+from unmask.files import check_creatable, named
 from unmask.folders import is_checkpoint
 from unmask.sniff import lfs_pointer, safetensors_file
 from unmask.sniff import not_text as _not_text
@@ -833,11 +833,13 @@ class _ShardWriter:
         self._in_shard = 0
 
     def close(self) -> None:
-        if self._f is not None:
-            self._f.flush()
-            os.fsync(self._f.fileno())  # on disk before the folder is renamed into place
-            self._f.close()
-            self._f = None
+        f, self._f = self._f, None
+        if f is not None:
+            try:
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the folder is renamed into place
+            finally:  # closed even when the flush fails (a full disk)
+                f.close()
 
 
 def _write_index(directory: Path, index: dict[str, Any]) -> None:
@@ -1480,13 +1482,15 @@ def prepare(
         }
         _write_index(tmp, index)
         _install(tmp, out, overwrite)
-    except BaseException:
-        if stream_file is not None:
-            stream_file.close()
-        for w in writers.values():
-            w.close()
+    except BaseException as e:
+        for f in (stream_file, *writers.values()):
+            if f is not None:  # a full disk fails their last flush again: the folder goes anyway
+                with contextlib.suppress(OSError):
+                    f.close()
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_folders(made)
+        if isinstance(e, OSError) and e.filename is None:  # "No space left on device": where
+            raise named(e, given) from None
         raise
     return PreparedInfo(
         out=given,
