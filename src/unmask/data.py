@@ -141,6 +141,31 @@ def _annexed(link: Path) -> bool:
         return False
 
 
+def _real(p: Path, cache: dict[str, str]) -> str:
+    """``str(p.resolve())``, through ``cache`` (path -> resolved path, for files and the
+    folders that hold them): each folder is resolved once and a file on its own only when it is
+    a link. ``resolve`` walks every component of every path, and the checks of a folder of
+    20,000 files spent 2/3 of their time there."""
+    key = os.fspath(p)
+    real = cache.get(key)
+    if real is None:
+        if os.path.islink(key):
+            real = os.path.realpath(key)
+        else:
+            parent, name = os.path.split(key)
+            held = cache.get(parent)
+            if held is None:
+                held = cache[parent] = os.path.realpath(parent)
+            real = os.path.join(held, name)
+        cache[key] = real
+    return real
+
+
+def _under(real: str, folder: str) -> bool:
+    """Whether the resolved path ``real`` is the resolved ``folder`` or below it."""
+    return real == folder or real.startswith(os.path.join(folder, ""))
+
+
 STDIN = "-"
 """The input that stands for standard input (the string; ``Path("-")`` is a file so named)."""
 STDIN_NAME = "<stdin>"
@@ -177,11 +202,12 @@ def resolve_inputs(
         raise UserError("no input files given")
     if stdin is not None and sum(map(_is_stdin, inputs)) > 1:
         raise UserError(f"{STDIN}: standard input given twice; it can be read only once")
-    excluded = [e.resolve() for e in exclude]
+    excluded = [str(e.resolve()) for e in exclude]
+    folders: dict[str, str] = {}  # resolved once each (``_real``)
 
     def is_excluded(p: Path) -> bool:
-        r = p.resolve()
-        return any(r == e or e in r.parents for e in excluded)
+        r = _real(p, folders)
+        return any(_under(r, e) for e in excluded)
 
     files: list[Path] = []
     for item in inputs:
@@ -248,9 +274,9 @@ def resolve_inputs(
         raise UserError(f"{names}: no files to read below {'it' if len(inputs) == 1 else 'them'}"
                         " (hidden files and folders, named .*, are skipped, and so are "
                         "datasets unmask prepare wrote)")
-    seen: dict[Path, Path] = {}
+    seen: dict[str, Path] = {}
     for f in files:  # twice in the stream, its text could land in both train and validation
-        first = seen.setdefault(f.resolve(), f)
+        first = seen.setdefault(_real(f, folders), f)
         if first is not f:
             also = f"once more as {f}" if str(f) != str(first) else "twice"
             raise UserError(f"{first}: given {also} (a file and a folder holding it?); "
@@ -969,8 +995,9 @@ def _check_out(out: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
     the shell that is in it), a folder holding one of the ``inputs`` (replacing it would
     delete them), a file, or a folder that holds something else."""
     whole = _own_folder(out)
+    folders: dict[str, str] = {}
     for f in inputs:
-        if whole in f.resolve().parents:
+        if _under(os.path.dirname(_real(f, folders)), str(whole)):
             raise UserError(f"{f}: an input inside the output folder {out}, which prepare "
                             "replaces; move it out or give another -o")
     for parent in out.parents:  # the nearest one that exists must be a folder to build in
