@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from unmask.errors import UserError
-from unmask.files import check_creatable
+from unmask.files import check_creatable, named
 from unmask.folders import is_checkpoint
 from unmask.sniff import lfs_pointer, safetensors_file
 from unmask.sniff import not_text as _not_text
@@ -141,11 +141,47 @@ def _annexed(link: Path) -> bool:
         return False
 
 
+def _real(p: Path, cache: dict[str, str]) -> str:
+    """``str(p.resolve())``, through ``cache`` (path -> resolved path, for files and the
+    folders that hold them): each folder is resolved once and a file on its own only when it is
+    a link. ``resolve`` walks every component of every path, and the checks of a folder of
+    20,000 files spent 2/3 of their time there."""
+    key = os.fspath(p)
+    real = cache.get(key)
+    if real is None:
+        if os.path.islink(key):
+            real = os.path.realpath(key)
+        else:
+            parent, name = os.path.split(key)
+            held = cache.get(parent)
+            if held is None:
+                held = cache[parent] = os.path.realpath(parent)
+            real = os.path.join(held, name)
+        cache[key] = real
+    return real
+
+
+def _under(real: str, folder: str) -> bool:
+    """Whether the resolved path ``real`` is the resolved ``folder`` or below it."""
+    return real == folder or real.startswith(os.path.join(folder, ""))
+
+
+STDIN = "-"
+"""The input that stands for standard input (the string; ``Path("-")`` is a file so named)."""
+STDIN_NAME = "<stdin>"
+"""Standard input in messages and in ``index.json``'s ``sources``."""
+
+
+def _is_stdin(item: object) -> bool:
+    return isinstance(item, str) and item == STDIN
+
+
 def resolve_inputs(
     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
     exclude: Sequence[Path] = (),
     skipped: list[str] | None = None,
+    stdin: Path | None = None,
 ) -> list[Path]:
     """The files that ``inputs`` (a list of paths, or one path) stand for, in order.
 
@@ -156,20 +192,28 @@ def resolve_inputs(
     checkpoint folder (a model: its weights are not text) given or found below a folder, or a
     git-annex link below a folder whose content was not fetched raises ``UserError``. Other
     links below a folder to missing files (a source tree's links to build outputs) are
-    skipped, with a note appended to ``skipped`` when it is given.
+    skipped, with a note appended to ``skipped`` when it is given. With ``stdin``, the input
+    ``"-"`` (``STDIN``; at most once) stands for that file, which need not exist yet: the one
+    standard input is saved to (``prepare``).
     """
-    if isinstance(inputs, str | os.PathLike):  # one path, not the characters of its name
-        inputs = [inputs]
+    # one path, not the characters of its name; a generator (Path.glob) read once
+    inputs = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     if not inputs:
         raise UserError("no input files given")
-    excluded = [e.resolve() for e in exclude]
+    if stdin is not None and sum(map(_is_stdin, inputs)) > 1:
+        raise UserError(f"{STDIN}: standard input given twice; it can be read only once")
+    excluded = [str(e.resolve()) for e in exclude]
+    folders: dict[str, str] = {}  # resolved once each (``_real``)
 
     def is_excluded(p: Path) -> bool:
-        r = p.resolve()
-        return any(r == e or e in r.parents for e in excluded)
+        r = _real(p, folders)
+        return any(_under(r, e) for e in excluded)
 
     files: list[Path] = []
     for item in inputs:
+        if stdin is not None and _is_stdin(item):
+            files.append(stdin)
+            continue
         p = Path(item)
         if p.is_dir():
             if not _not_prepared(p):
@@ -218,6 +262,9 @@ def resolve_inputs(
             files.extend(sorted(found, key=lambda q: q.relative_to(p).parts))
         elif p.is_file():
             files.append(p)
+        elif p.is_fifo():  # `prepare <(zcat a.gz)`: a pipe is read once, prepare reads twice
+            raise UserError(f"{p}: a pipe, not a file (it can be read only once); pipe it to "
+                            f"standard input instead: ... | unmask prepare {STDIN} -o DIR")
         elif p.exists():
             raise UserError(f"{p}: not a regular file or directory")
         else:
@@ -227,9 +274,9 @@ def resolve_inputs(
         raise UserError(f"{names}: no files to read below {'it' if len(inputs) == 1 else 'them'}"
                         " (hidden files and folders, named .*, are skipped, and so are "
                         "datasets unmask prepare wrote)")
-    seen: dict[Path, Path] = {}
+    seen: dict[str, Path] = {}
     for f in files:  # twice in the stream, its text could land in both train and validation
-        first = seen.setdefault(f.resolve(), f)
+        first = seen.setdefault(_real(f, folders), f)
         if first is not f:
             also = f"once more as {f}" if str(f) != str(first) else "twice"
             raise UserError(f"{first}: given {also} (a file and a folder holding it?); "
@@ -285,8 +332,10 @@ def _chat_record(obj: dict[str, Any]) -> bool:
 
 def _reads_as_jsonl(src: _Source, text_field: str) -> bool:
     """Whether ``prepare`` reads ``src`` as JSONL: by name (``.jsonl``, ``.ndjson``), or a
-    ``.json`` file holding JSON Lines (``_json_lines``)."""
-    return _is_jsonl(src.path) or (_named(src.path, ".json") and _json_lines(src, text_field))
+    ``.json`` file or standard input (which has no name) holding JSON Lines
+    (``_json_lines``)."""
+    return _is_jsonl(src.path) or (
+        (src.stdin or _named(src.path, ".json")) and _json_lines(src, text_field))
 
 
 def _compression(head: bytes) -> str | None:
@@ -303,24 +352,28 @@ def _compression(head: bytes) -> str | None:
 class _Source:
     """One input file opened for binary reading, with progress. gzip, xz and bzip2 files are
     decompressed (told by their first bytes, whatever their name); archives, UTF-16/32 and
-    other binary data are refused in one line naming the file."""
+    other binary data are refused in one line naming the file (``name``: the path, or
+    ``<stdin>`` for standard input saved to the file ``path``, with ``stdin``)."""
 
     def __init__(
-        self, path: Path, on_progress: Callable[[int], None], errors: str = "strict"
+        self, path: Path, on_progress: Callable[[int], None], errors: str = "strict", *,
+        stdin: bool = False,
     ) -> None:
         self.path = path
+        self.stdin = stdin
+        self.name = STDIN_NAME if stdin else str(path)
         try:
             self._raw: BinaryIO = open(path, "rb")  # closed in close()
             head = self._raw.read(_HEAD_BYTES)
             self._raw.seek(0)
         except OSError as e:
-            raise UserError(f"{path}: cannot read ({e.strerror})") from None
+            raise UserError(f"{self.name}: cannot read ({e.strerror})") from None
         self._stream: Any = self._raw
         self.kind = _compression(head)
         named = next((k for z, k in _COMPRESSED.items() if path.name.lower().endswith(z)), None)
         try:
             if named and head and self.kind != named:
-                raise UserError(f"{path}: not a valid {named} file (no {named} header)")
+                raise UserError(f"{self.name}: not a valid {named} file (no {named} header)")
             if self.kind == "gzip":
                 self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb")
             elif self.kind == "xz":
@@ -342,7 +395,7 @@ class _Source:
             problem = (_not_text(self._head, self.kind, errors)
                        or safetensors_file(self._head, self.kind) or lfs_pointer(self._head))
             if problem:
-                raise UserError(f"{path}: {problem}")
+                raise UserError(f"{self.name}: {problem}")
         except BaseException:
             self.close()
             raise
@@ -352,7 +405,7 @@ class _Source:
             return read()
         except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
             what = f"not a valid {self.kind} file" if self.kind else "cannot read"
-            raise UserError(f"{self.path}: {what} ({e})") from None
+            raise UserError(f"{self.name}: {what} ({e})") from None
 
     def readline(self, limit: int = -1) -> bytes:
         if self._head:  # bytes read ahead by __init__ come first
@@ -393,7 +446,7 @@ REPLACE_HINT = "pass --errors replace (errors='replace') to replace undecodable 
 
 
 def _decode_error(
-    path: Path, lineno: int, e: UnicodeDecodeError, fix: str = REPLACE_HINT,
+    path: str | Path, lineno: int, e: UnicodeDecodeError, fix: str = REPLACE_HINT,
     offset: int | None = None,
 ) -> UserError:
     """``file:line: invalid UTF-8 (byte 0xNN)``; with ``offset`` (the bad byte's place in the
@@ -422,7 +475,7 @@ class _Lines:
             self.lineno += 1
             self.line_start = self.offset
 
-    def error(self, path: Path, e: UnicodeDecodeError) -> UserError:
+    def error(self, path: str | Path, e: UnicodeDecodeError) -> UserError:
         # the decoder's input is the bytes it held back plus the last read: it ends at offset
         at = self.offset - len(e.object) + e.start if isinstance(e.object, bytes) else 0
         return _decode_error(path, self.lineno, e, offset=at if at - self.line_start >= self.FAR
@@ -534,7 +587,7 @@ def _plain_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, 
         try:
             text = dec.decode(line, final=final)
         except UnicodeDecodeError as e:
-            raise where.error(src.path, e) from None
+            raise where.error(src.name, e) from None
         if first and text:
             text = text.removeprefix("\ufeff")  # a BOM is an encoding mark, not text
             first = False
@@ -586,7 +639,7 @@ def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, b
         try:
             text = dec.decode(raw, final=final)
         except UnicodeDecodeError as e:
-            raise where.error(src.path, e) from None
+            raise where.error(src.name, e) from None
         where.ended(raw)
         if first and text:
             text = text.removeprefix("\ufeff")
@@ -627,20 +680,25 @@ def _jsonl_objects(
     lineno = 0
     first = True  # the first line that is not blank
     while True:
+        # an array is told from its first bytes: a one-line array was read and parsed whole
+        # before it was refused (126 MB of records: 1.2 GB resident; a few GB: out of memory)
+        head = src.peek_line(_HEAD_BYTES) if first else b""
+        if head.removeprefix(codecs.BOM_UTF8 if lineno == 0 else b"").lstrip().startswith(b"["):
+            raise _array_error(src.path, src.kind)
         raw = src.readline()
         if not raw:
             return
         lineno += 1
-        where = f"{src.path}:{lineno}"
+        where = f"{src.name}:{lineno}"
         try:
             line = raw.decode("utf-8", errors)
         except UnicodeDecodeError as e:
-            raise _decode_error(src.path, lineno, e, fix) from None
+            raise _decode_error(src.name, lineno, e, fix) from None
         if lineno == 1:
             line = line.removeprefix("\ufeff")  # json.loads rejects a BOM
         if not line.strip():
             continue
-        array = first and line.lstrip().startswith("[")
+        array = first and line.lstrip().startswith("[")  # past the bytes ``head`` saw
         first = False
         try:
             obj = json.loads(line)
@@ -703,18 +761,19 @@ def _jsonl_pieces(
     src: _Source, text_field: str, errors: str, chunk: int
 ) -> Iterator[tuple[str, bool]]:
     """One document per JSON line (``obj[text_field]``) in pieces; blank lines are skipped."""
+    what, data = ("it saved to a file", "FILE") if src.stdin else ("the file itself", src.path)
+    sft = ("chat or prompt/response data is not prepared: fine-tune a model on "
+           f"{what} (unmask train --objective sft --init RUN --data {data}; docs/training.md)")
     for where, obj in _jsonl_objects(src, errors):
         if text_field not in obj:
             keys = ", ".join(map(str, list(obj)[:8])) or "none"
-            fix = "choose one with --text-field"
-            if _chat_record(obj):
-                fix = ("chat or prompt/response data is not prepared: fine-tune a model on the "
-                       f"file itself (unmask train --objective sft --init RUN --data {src.path}; "
-                       "docs/training.md)")
+            fix = sft if _chat_record(obj) else "choose one with --text-field"
             raise UserError(f"{where}: no field {text_field!r} (fields: {keys}); {fix}")
         text = obj[text_field]
-        if not isinstance(text, str):
-            raise UserError(f"{where}: field {text_field!r} is {_json_kind(text)}, not a string")
+        if not isinstance(text, str):  # --text-field messages: chat, pointed at SFT too
+            fix = f"; {sft}" if _chat_record(obj) else ""
+            raise UserError(f"{where}: field {text_field!r} is {_json_kind(text)}, not a "
+                            f"string{fix}")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates from \ud800-style escapes
@@ -739,12 +798,14 @@ def _iter_pieces(
     on_progress: Callable[[int], None],
     line_docs: bool = False,
     chunk: int | None = None,
+    stdin: Path | None = None,
 ) -> Iterator[tuple[str, bool]]:
     """``(piece, end_of_document)`` over all files; pieces are about ``chunk`` characters
-    (default ``_CHUNK_CHARS``; ``_split_text``)."""
+    (default ``_CHUNK_CHARS``; ``_split_text``). ``stdin``: the file that holds standard
+    input (named ``<stdin>``)."""
     chunk = _CHUNK_CHARS if chunk is None else chunk
     for path in files:
-        src = _Source(path, on_progress, errors)
+        src = _Source(path, on_progress, errors, stdin=path == stdin)
         try:
             if _reads_as_jsonl(src, text_field):
                 yield from _jsonl_pieces(src, text_field, errors, chunk)
@@ -798,11 +859,13 @@ class _ShardWriter:
         self._in_shard = 0
 
     def close(self) -> None:
-        if self._f is not None:
-            self._f.flush()
-            os.fsync(self._f.fileno())  # on disk before the folder is renamed into place
-            self._f.close()
-            self._f = None
+        f, self._f = self._f, None
+        if f is not None:
+            try:
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the folder is renamed into place
+            finally:  # closed even when the flush fails (a full disk)
+                f.close()
 
 
 def _write_index(directory: Path, index: dict[str, Any]) -> None:
@@ -912,17 +975,29 @@ def _real_out(out: Path) -> Path:
     return target
 
 
+def _own_folder(out: Path) -> Path:
+    """``out`` resolved; a ``UserError`` when it has no name of its own (``.``, ``..``, ``/``),
+    is the current folder (it would be replaced under the shell that is in it) or a mount point
+    (no folder can be renamed onto it)."""
+    whole = out.resolve()
+    if out.name in ("", "..") or whole == Path.cwd().resolve() or whole.parent == whole:
+        raise UserError(f"{out}: give the dataset a folder of its own (e.g. {out / 'data'}); "
+                        f"it is built beside that folder and renamed into it")
+    if os.path.ismount(whole):  # an empty disk: the rename failed (EBUSY) after all the work
+        raise UserError(f"{out}: a mount point (a disk of its own), which the dataset cannot "
+                        f"be renamed into; give a folder inside it (e.g. {out / 'data'})")
+    return whole
+
+
 def _check_out(out: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
     """Refuse, before any work, an ``out`` the dataset cannot be renamed into: one with no
     name of its own (``.``, ``..``, ``/``) or the current folder (it would be replaced under
     the shell that is in it), a folder holding one of the ``inputs`` (replacing it would
     delete them), a file, or a folder that holds something else."""
-    whole = out.resolve()
-    if out.name in ("", "..") or whole == Path.cwd().resolve() or whole.parent == whole:
-        raise UserError(f"{out}: give the dataset a folder of its own (e.g. {out / 'data'}); "
-                        f"it is built beside that folder and renamed into it")
+    whole = _own_folder(out)
+    folders: dict[str, str] = {}
     for f in inputs:
-        if whole in f.resolve().parents:
+        if _under(os.path.dirname(_real(f, folders)), str(whole)):
             raise UserError(f"{f}: an input inside the output folder {out}, which prepare "
                             "replaces; move it out or give another -o")
     for parent in out.parents:  # the nearest one that exists must be a folder to build in
@@ -987,12 +1062,13 @@ def _remove_folders(made: list[Path]) -> None:
             return
 
 
-def _staging(out: Path) -> Path:
-    """A new hidden folder beside ``out`` to build the dataset in, named (as ``unmask convert``
+def _staging(out: Path, tmp: Path | None = None) -> Path:
+    """A new hidden folder beside ``out`` to build the dataset in (``tmp``, a name
+    ``_staging_name`` gave, or a fresh one), named (as ``unmask convert``
     names its own) by the machine, PID namespace and process that writes it, so that a later
     prepare can tell a killed one's leftovers (``_clear_stale_staging``). ``mkdir``, not
     ``mkdtemp`` (0700), so the dataset gets the usual umask permissions."""
-    tmp = _staging_name(out)
+    tmp = _staging_name(out) if tmp is None else tmp
     tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.mkdir()
     return tmp
@@ -1006,7 +1082,7 @@ def _staging_name(out: Path) -> Path:
 
 
 _STAGED_FILE = re.compile(
-    r"^(?:(?:train|val)-\d{5,}\.bin|\.stream\.bin|tokenizer\.json|index\.json"
+    r"^(?:(?:train|val)-\d{5,}\.bin|\.stream\.bin|\.stdin|tokenizer\.json|index\.json"
     r"|\.tokenizer\.json\.\d+\.[0-9a-f]+\.tmp)$"  # Tokenizer.save's own temp file
 )
 """The files a staging folder of ``prepare`` / ``prepare_slice`` can hold."""
@@ -1095,6 +1171,23 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
         raise
 
 
+def _save_stdin(path: Path) -> None:
+    """Standard input, as its bytes (compressed or not), saved to ``path``: ``prepare`` reads
+    its inputs more than once (the BPE tokenizer is trained on a first pass)."""
+    import sys
+
+    stream = sys.stdin
+    if stream is None:
+        raise UserError(f"{STDIN}: there is no standard input to read")
+    raw = getattr(stream, "buffer", None)  # a text stream with none: a test, an embedding program
+    with open(path, "xb") as f:
+        if raw is not None:
+            shutil.copyfileobj(raw, f, 1 << 20)
+        else:
+            while text := stream.read(1 << 20):
+                f.write(text.encode("utf-8", "surrogateescape"))
+
+
 def _progress(desc: str, total: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
@@ -1105,11 +1198,14 @@ def _progress(desc: str, total: int, enabled: bool) -> Any:
 
 
 def _make_tokenizer(
-    spec: str, vocab_size: int, pieces: Callable[[str], Iterator[tuple[str, bool]]]
+    spec: str, vocab_size: int, pieces: Callable[[str], Iterator[tuple[str, bool]]] | None
 ) -> Tokenizer:
+    """The tokenizer ``spec`` names: ``byte``, ``bpe`` (trained on ``pieces``, which only it
+    reads) or a path."""
     if spec == "byte":
         return byte_tokenizer()
     if spec == "bpe":
+        assert pieces is not None, "BPE is trained on the corpus"
         n_docs = 0
         texts: Iterator[str]
 
@@ -1188,7 +1284,9 @@ def prepare(
             gzip'd, xz'd or bzip2'd text (told by their first bytes), JSONL files
             (``.jsonl``, ``.jsonl.gz``, ...; one line = one document, text in
             ``text_field``) and directories (searched recursively, sorted, hidden entries
-            skipped).
+            skipped); ``"-"`` (a str) reads standard input, saved in the staging folder
+            until it is tokenized (JSON Lines when its first line is a record with
+            ``text_field``, else text).
         out: dataset directory to create. It is built in a hidden temp directory next to
             it and renamed at the end, so an interrupted run leaves nothing half-written.
         tokenizer: ``"bpe"`` (train byte-level BPE of ``vocab_size`` on the corpus),
@@ -1246,69 +1344,91 @@ def prepare(
     if tokenizer == "bpe" and vocab_size > MAX_VOCAB_SIZE:
         raise UserError(f"vocab_size={vocab_size:,} is larger than any BPE vocabulary needs "
                         f"(at most {MAX_VOCAB_SIZE:,}; the trainer allocates for all of it)")
+    # (a generator too, as `Path(...).glob('*.txt')` gives: it is read once)
+    inputs_list = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     given, out = out, _real_out(out)
+    _own_folder(out)  # (a staging name beside it is taken now)
+    tmp = _staging_name(out)  # the folder the dataset is built in, made once `out` is checked
+    stdin = tmp / ".stdin" if any(map(_is_stdin, inputs_list)) else None  # saved there
     skipped: list[str] = []  # notes: broken links in the input folders
-    files = resolve_inputs(inputs, exclude=[out], skipped=skipped)
+    files = resolve_inputs(inputs_list, exclude=[out], skipped=skipped, stdin=stdin)
     _check_out(out, overwrite, files)
     check_creatable(out)  # before any work, leaving nothing behind
-    json_text = []  # .json files read as plain text, JSON syntax and all
+    # a tokenizer given (byte, a path) is loaded before any pass, and before standard input
+    # is read: a mistyped path did not leave the piped corpus read and lost
+    tok = None if tokenizer == "bpe" else _make_tokenizer(tokenizer, vocab_size, None)
+    json_text: list[str] = []  # .json files read as plain text, JSON syntax and all
     first_line: Any = None  # the first line of the first of them, parsed
     n_jsonl = 0
-    for f in files:  # archives, UTF-16, binary data: refused before any pass over the corpus
-        src = _Source(f, lambda n: None, errors)
+
+    def sniff(f: Path) -> None:
+        """Refuse archives, UTF-16, binary data before any pass over the corpus; tell JSONL."""
+        nonlocal first_line, n_jsonl
+        src = _Source(f, lambda n: None, errors, stdin=f == stdin)
         try:
             jsonl = _reads_as_jsonl(src, text_field)
-            if _named(f, ".json") and not jsonl:
+            line = None if jsonl or not src.stdin else _first_json_line(src)
+            if (_named(f, ".json") or isinstance(line, dict)) and not jsonl:
                 first_line = _first_json_line(src) if not json_text else first_line
-                json_text.append(f)
+                json_text.append(src.name)
         finally:
             src.close()
         n_jsonl += jsonl
-    total_bytes = sum(f.stat().st_size for f in files)
 
-    def pieces(desc: str, chunk: int | None = None) -> Iterator[tuple[str, bool]]:
-        with _progress(desc, total_bytes, progress) as bar:
-            yield from _iter_pieces(
-                files, text_field=text_field, errors=errors, on_progress=bar.update,
-                line_docs=line_docs, chunk=chunk,
-            )
-
-    tok = _make_tokenizer(tokenizer, vocab_size, pieces)
-    V = tok.vocab_size
+    for f in files:
+        if f != stdin:
+            sniff(f)
     notes = skipped
-    if text_field != "text" and not n_jsonl:
-        notes.append(f"--text-field {text_field} (text_field= in Python) was not used: no "
-                     "input is JSONL (.jsonl, .ndjson, or JSON Lines in a .json file)")
-    if line_docs and n_jsonl == len(files):
-        notes.append("--line-docs (line_docs= in Python) was not used: every input is JSONL, "
-                     "one document per record already (it splits text files by line)")
-    if json_text:
-        more = f" and {len(json_text) - 1} more .json files" if len(json_text) > 1 else ""
-        said = f"{json_text[0]}{more} read as plain text, JSON syntax and all"
-        if isinstance(first_line, dict):  # records without the field, or a config file
-            keys = ", ".join(map(str, list(first_line)[:8])) or "none"
-            notes.append(f"{said} (its first line is a JSON object without a string field "
-                         f"{text_field!r}; fields: {keys}); if it is JSON Lines, name the field "
-                         "of the text with --text-field (text_field= in Python)")
-        else:
-            notes.append(f"{said} (the first line is not a JSON object with a field "
-                         f"{text_field!r}, as in JSON Lines); convert a JSON array of records "
-                         "with jq -c '.[]' in.json > out.jsonl")
-    if tokenizer == "bpe" and V < vocab_size:
-        notes.append(f"the corpus supports a BPE vocabulary of only {V:,} tokens (of the "
-                     f"{vocab_size:,} asked): no more pairs of tokens occur twice")
-    dtype = np.dtype("<u2") if V <= 2**16 else np.dtype("<u4")
-    dtype_name = "uint16" if dtype.itemsize == 2 else "uint32"
-    byte_len = tok.token_byte_lengths()
-
     made = _missing_parents(out)  # removed again if the build fails
     out.parent.mkdir(parents=True, exist_ok=True)
     notes.extend(_clear_stale_staging(out))
-    tmp = _staging(out)
-    writers = {s: _ShardWriter(tmp, s, dtype, shard_tokens, byte_len) for s in SPLITS}
-    stream_path = tmp / ".stream.bin"  # the whole token stream, split once its length is known
-    stream_file = open(stream_path, "wb", buffering=1 << 20)
+    _staging(out, tmp)
+    stream_file: BinaryIO | None = None
+    writers: dict[str, _ShardWriter] = {}
     try:
+        if stdin is not None:
+            _save_stdin(stdin)
+            sniff(stdin)
+        total_bytes = sum(f.stat().st_size for f in files)
+
+        def pieces(desc: str, chunk: int | None = None) -> Iterator[tuple[str, bool]]:
+            with _progress(desc, total_bytes, progress) as bar:
+                yield from _iter_pieces(
+                    files, text_field=text_field, errors=errors, on_progress=bar.update,
+                    line_docs=line_docs, chunk=chunk, stdin=stdin,
+                )
+
+        if tok is None:
+            tok = _make_tokenizer(tokenizer, vocab_size, pieces)
+        V = tok.vocab_size
+        if text_field != "text" and not n_jsonl:
+            notes.append(f"--text-field {text_field} (text_field= in Python) was not used: no "
+                         "input is JSONL (.jsonl, .ndjson, or JSON Lines in a .json file)")
+        if line_docs and n_jsonl == len(files):
+            notes.append("--line-docs (line_docs= in Python) was not used: every input is JSONL, "
+                         "one document per record already (it splits text files by line)")
+        if json_text:
+            more = f" and {len(json_text) - 1} more .json files" if len(json_text) > 1 else ""
+            said = f"{json_text[0]}{more} read as plain text, JSON syntax and all"
+            if isinstance(first_line, dict):  # records without the field, or a config file
+                keys = ", ".join(map(str, list(first_line)[:8])) or "none"
+                notes.append(f"{said} (its first line is a JSON object without a string "
+                             f"field {text_field!r}; fields: {keys}); if it is JSON Lines, name "
+                             "the field of the text with --text-field (text_field= in Python)")
+            else:
+                notes.append(f"{said} (the first line is not a JSON object with a field "
+                             f"{text_field!r}, as in JSON Lines); convert a JSON array of records "
+                             "with jq -c '.[]' in.json > out.jsonl")
+        if tokenizer == "bpe" and V < vocab_size:
+            notes.append(f"the corpus supports a BPE vocabulary of only {V:,} tokens (of the "
+                         f"{vocab_size:,} asked): no more pairs of tokens occur twice")
+        dtype = np.dtype("<u2") if V <= 2**16 else np.dtype("<u4")
+        dtype_name = "uint16" if dtype.itemsize == 2 else "uint32"
+        byte_len = tok.token_byte_lengths()
+
+        writers = {s: _ShardWriter(tmp, s, dtype, shard_tokens, byte_len) for s in SPLITS}
+        stream_path = tmp / ".stream.bin"  # the whole token stream, split once its length is known
+        stream_file = open(stream_path, "wb", buffering=1 << 20)
         eos = np.array([tok.eos_id], dtype=np.int64)
         n_docs = 0
         batch: list[str] = []
@@ -1347,6 +1467,8 @@ def prepare(
             if n_chars >= _BATCH_CHARS:
                 flush()
         flush()
+        if stdin is not None:  # read for the last time: not part of the dataset
+            stdin.unlink()
         if n_docs == 0:
             raise UserError("the inputs hold no text (empty corpus)")
         if stream_file.tell() == n_docs * dtype.itemsize:  # EOS after EOS, nothing else
@@ -1382,17 +1504,20 @@ def prepare(
             "min_val_tokens": min_val_tokens,
             "line_docs": line_docs,
             "seed": seed,
-            "sources": [str(f) for f in files],
+            "sources": [STDIN_NAME if f == stdin else str(f) for f in files],
             "created_by": "unmask prepare",
         }
         _write_index(tmp, index)
         _install(tmp, out, overwrite)
-    except BaseException:
-        stream_file.close()
-        for w in writers.values():
-            w.close()
+    except BaseException as e:
+        for f in (stream_file, *writers.values()):
+            if f is not None:  # a full disk fails their last flush again: the folder goes anyway
+                with contextlib.suppress(OSError):
+                    f.close()
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_folders(made)
+        if isinstance(e, OSError) and e.filename is None:  # "No space left on device": where
+            raise named(e, given) from None
         raise
     return PreparedInfo(
         out=given,

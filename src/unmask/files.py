@@ -45,13 +45,23 @@ def named(error: OSError, path: str | os.PathLike[str]) -> OSError:
     return OSError(error.errno, error.strerror or str(error), str(path))
 
 
+def _ordinary_mode(fd: int, path: str) -> None:
+    """Give the open file ``fd`` (at ``path``) the mode of an ordinary new file
+    (``file_mode``). ``os.fchmod`` is missing on Windows before Python 3.13: every atomic
+    write (configs, checkpoints' JSON) failed there with an AttributeError."""
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, file_mode())
+    else:
+        os.chmod(path, file_mode())
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder and a rename; a
     failed write (a full disk) raises ``OSError`` naming ``path``, which stays as it was."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, file_mode())  # mkstemp's 0600 would outlive the rename
+        _ordinary_mode(fd, tmp)  # mkstemp's 0600 would outlive the rename
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -71,7 +81,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, file_mode())
+        _ordinary_mode(fd, tmp)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -139,7 +149,14 @@ def _pid_space() -> str:
 
 
 def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this machine (one of another user's counts)."""
+    """Whether process ``pid`` runs on this machine (one of another user's counts). On Windows
+    every one counts as running: there ``os.kill(pid, 0)`` is no probe but TerminateProcess,
+    which killed the process (a live prepare or convert writing beside the same output, or
+    whatever program got a dead one's id), so leftovers there stay for the user to delete."""
+    import sys
+
+    if sys.platform == "win32":
+        return True
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):

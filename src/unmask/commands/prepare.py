@@ -23,7 +23,8 @@ def register(subparsers: Any) -> None:
             "tokenizer.json (docs/data.md)."
         ),
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="files or directories ('-' = standard input)")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="dataset directory to create")
     p.add_argument(
         "--tokenizer",
@@ -82,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
     if args.vocab_size is not None and args.tokenizer != "bpe":
         raise UserError(f"--vocab-size trains a BPE tokenizer (--tokenizer bpe); "
                         f"--tokenizer {args.tokenizer} brings its own vocabulary")
+    if "-" in args.inputs and _terminal(sys.stdin):  # else it waits without a word
+        print("unmask prepare: reading the corpus from the terminal ('-'); end it with Ctrl-D "
+              "(Ctrl-Z Enter on Windows)", file=sys.stderr)
     info = prepare(
         args.inputs,
         args.out,
@@ -107,3 +111,11 @@ def run(args: argparse.Namespace) -> int:
     for note in info.notes:
         print(f"unmask prepare: note: {note}", file=sys.stderr)
     return 0
+
+
+def _terminal(stream: Any) -> bool:
+    """Whether ``stream`` (standard input) is a terminal, not a pipe or a file."""
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError, OSError):  # closed, or a stand-in without isatty
+        return False
