@@ -1040,6 +1040,47 @@ def ascii_classes(pattern: str) -> str | None:
     return "".join(out)
 
 
+_ECMA_SPACE = r"\t\n\x0B\f\r \xA0\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}"
+"""The characters both ECMA-262's ``\\s`` and Python's and the engine's ``\\s`` match."""
+_ECMA = {"d": "0-9", "w": "A-Za-z0-9_", "s": _ECMA_SPACE}
+_ECMA_OUTSIDE = {
+    **{k: f"[{v}]" for k, v in _ECMA.items()},
+    "S": r"[^\s\x{FEFF}]",  # ECMA's \s also matches U+FEFF: not a \S there
+}
+_ECMA_DOT = r"[^\n\r\x{2028}\x{2029}]"
+
+
+def ecma_classes(pattern: str) -> str:
+    """A JSON Schema ``pattern`` with ``\\d``, ``\\w``, ``\\s``, ``\\S`` and ``.`` narrowed to
+    what ECMA-262 (JSON Schema's regex dialect) and Python's ``re`` both match: ``\\d`` is
+    ``[0-9]`` and ``\\w`` ``[A-Za-z0-9_]`` there, ``.`` leaves out U+2028 and U+2029, and the
+    engine's Unicode ``\\d`` also wrote digits of scripts newer than Python's tables
+    (``"\\d{2}"`` filled with ``"𖄳６"``, which neither ``jsonschema`` nor a JavaScript
+    validator accepts). Inside a negated class, or one with a set difference, each stays as
+    written: there the Unicode reading is the narrower one. ``\\D``, ``\\W`` are narrower as
+    written too."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            m = _BRACED_ESCAPE.match(pattern, i)
+            text = m.group(0) if m else c
+            out.append(_ECMA_OUTSIDE.get(text[1:], text))
+            i += len(text)
+        elif c == "[":
+            end = _class_end(pattern, i)
+            text = pattern[i:end]
+            if "[^" not in text and "--" not in text and "~~" not in text:
+                text = _BRACED_ESCAPE.sub(lambda m: _ECMA.get(m.group(0)[1:], m.group(0)), text)
+            out.append(text)
+            i = end
+        else:
+            out.append(_ECMA_DOT if c == "." else c)
+            i += 1
+    return "".join(out)
+
+
 def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> Any:
     """``outlines_core.Index`` of ``pattern`` + ``SENTINEL``, its errors as one ``UserError``
     (without ``matchable``, None for a pattern no token sequence matches).

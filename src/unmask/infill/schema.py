@@ -41,6 +41,7 @@ from unmask.infill.automaton import (
     check_size,
     check_syntax,
     check_total,
+    ecma_classes,
     quote_pattern,
     top_level_branches,
     vocab_of,
@@ -880,7 +881,7 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         elif k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             continue
         elif k == "pattern" and isinstance(v, str):
-            out[k] = _anchored(v)
+            out[k] = _anchored(ecma_classes(v))
         else:
             out[k] = copy.deepcopy(v)
     return out
