@@ -27,7 +27,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -1275,9 +1275,11 @@ def fill_schema(
     max_value_tokens: int = MAX_VALUE_TOKENS,
     source: str = "schema",
     max_repair_calls: int | None = None,
+    start_ids: Sequence[int] = (),
 ) -> FormResult:
     """Fill a JSON document that validates against ``schema`` in one diffusion pass
-    (``schema_form`` then ``fill_form``; ``max_repair_calls`` as there)."""
+    (``schema_form`` then ``fill_form``; ``max_repair_calls`` and ``start_ids``, a published
+    model's BOS, as there)."""
     form = schema_form(schema, tokenizer, max_value_tokens=max_value_tokens, source=source,
                        context=_max_seq_len(model))
     if not isinstance(form, (dict, list)):  # a scalar schema: one hole, no skeleton
@@ -1291,6 +1293,7 @@ def fill_schema(
             step_callback=step_callback,
             source=source,
             max_repair_calls=max_repair_calls,
+            start_ids=start_ids,
         )
         inner = res.text.strip()[1:-1].strip()
         return FormResult(
@@ -1310,6 +1313,7 @@ def fill_schema(
         step_callback=step_callback,
         source=source,
         max_repair_calls=max_repair_calls,
+        start_ids=start_ids,
     )
 
 
