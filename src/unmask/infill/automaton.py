@@ -205,7 +205,7 @@ class TokenAutomaton:
         """
         check_size(pattern, what)
         path = _disk_path(pattern, vocab, allowed)
-        cached = _disk_load(path)
+        cached = _disk_load(path, vocab.size)
         if cached is not None:
             return cached
         index = _index(pattern, vocab, what)
@@ -1234,22 +1234,43 @@ def _disk_path(pattern: str, vocab: Vocab, allowed: np.ndarray | None) -> Path |
     return root / "automata" / f"{h.hexdigest()}.npz"
 
 
-def _disk_load(path: Path | None) -> TokenAutomaton | None:
+def _disk_load(path: Path | None, vocab_size: int) -> TokenAutomaton | None:
     """The automaton stored at ``path`` (plain arrays, never pickles), or None when there is
-    none or it cannot be read (it is then rebuilt and rewritten)."""
+    none or it cannot be read or is not an automaton over ``vocab_size`` tokens
+    (``_well_formed``; it is then rebuilt and rewritten)."""
     if path is None or not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            out = TokenAutomaton(
-                table=z["table"], token_class=z["token_class"], accept=z["accept"],
-                dead_class=int(z["dead_class"]), start=int(z["start"]),
-            )
+            arrays = {k: z[k] for k in ("table", "token_class", "accept", "dead_class", "start")}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
+    if not _well_formed(arrays, vocab_size):
+        return None
+    out = TokenAutomaton(table=arrays["table"], token_class=arrays["token_class"],
+                         accept=arrays["accept"], dead_class=int(arrays["dead_class"]),
+                         start=int(arrays["start"]))
     with contextlib.suppress(OSError):  # used now: the last to be pruned (``_disk_prune``)
         os.utime(path)
     return out
+
+
+def _well_formed(a: Mapping[str, np.ndarray], vocab_size: int) -> bool:
+    """Whether stored arrays make a ``TokenAutomaton`` over ``vocab_size`` tokens: shapes,
+    integer and boolean kinds, and every state and class in range. A file of the right name
+    with other arrays in it (an edited or foreign entry) crashed the first step that read it
+    (``IndexError`` in ``allowed``), or gave a wrong automaton, instead of being rebuilt."""
+    table, cls, accept = a["table"], a["token_class"], a["accept"]
+    dead, start = a["dead_class"], a["start"]
+    if not (table.ndim == 2 and cls.shape == (vocab_size,) and accept.shape == table.shape[:1]
+            and dead.shape == () and start.shape == () and table.size > 0
+            and all(x.dtype.kind in "iu" for x in (table, cls, dead, start))
+            and accept.dtype == np.bool_):
+        return False
+    states, classes = table.shape
+    return bool(0 <= table.min() and table.max() < states and 0 <= int(start) < states
+                and 0 <= int(dead) < classes and (cls.size == 0 or (
+                    0 <= cls.min() and cls.max() < classes)))
 
 
 def cache_limit_bytes() -> int:
