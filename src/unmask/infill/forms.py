@@ -929,7 +929,7 @@ def _fill_causal(
     each hole, NFE, 0 repairs). Locked text after the form (``suffix_ids``) is read through
     fill-in-the-middle (``[FIM_PREFIX] prefix [FIM_SUFFIX] suffix [FIM_MIDDLE] form``) when
     the model was trained for it, else refused: a causal model cannot read ahead."""
-    from unmask.infill.fim import fim_prompt
+    from unmask.infill.fim import check_sentinels, fim_prompt
     from unmask.infill.ordered import fill_left_to_right
 
     lead = [*start_ids, *prefix_ids]
@@ -941,6 +941,7 @@ def _fill_causal(
             raise UserError("a causal model fills text after a hole only when trained for "
                             "fill-in-the-middle (--objective ar --fim-rate 0.5); use a "
                             "diffusion model")
+        check_sentinels(model.config, tokenizer)
         prompt = [*start_ids, *fim_prompt(model.config, prefix_ids, suffix_ids)]
     space = segment_ids(tokenizer, " ", first=False)
     got = fill_left_to_right(
