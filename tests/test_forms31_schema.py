@@ -67,3 +67,18 @@ def test_ecma_classes_narrow_only_where_the_narrowing_is_safe():
                          ("\u3000", True, True, False)):
         ids = TOK.encode(ch)
         assert (dot.accepts(ids), space.accepts(ids), nonspace.accepts(ids)) == (d, s, ns), ch
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {}},
+    {"type": "object", "properties": {}, "additionalProperties": {"type": "integer",
+                                                                  "minimum": 0, "maximum": 5}},
+    {"type": "array", "minItems": 2, "maxItems": 2,
+     "items": {"type": "object", "properties": {}, "additionalProperties": {"type": "boolean"}}},
+])
+def test_an_object_with_empty_properties_that_admits_others_is_filled(schema):
+    """``"properties": {}`` lists nothing to lay out, but the object may hold any other
+    property: it is one value, as without ``properties`` (it was the skeleton ``{}`` alone,
+    refused as "admits one value only", which it does not)."""
+    for seed in range(2):
+        jsonschema.validate(fill_schema(MODEL, TOK, schema, cfg(seed)).value, schema)

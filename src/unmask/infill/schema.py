@@ -1106,6 +1106,11 @@ def schema_form(
         if node is True or node == {}:
             node = {"type": ["string", "number", "boolean", "null"]}
         types = _types(node)
+        if types == ["object"] and node.get("properties") == {} and node.get(
+                "additionalProperties") is not False:
+            # no property to lay out, but the object may hold others: a hole, as without
+            # ``properties`` (it was the skeleton {} alone, refused as "one value only")
+            node = {k: v for k, v in node.items() if k != "properties"}
         if types == ["object"] and "properties" in node and "anyOf" not in node:
             return {name: walk(sub, f"{path}.{name}") for name, sub in node["properties"].items()}
         fixed = node.get("prefixItems")
