@@ -82,3 +82,24 @@ def test_an_object_with_empty_properties_that_admits_others_is_filled(schema):
     refused as "admits one value only", which it does not)."""
     for seed in range(2):
         jsonschema.validate(fill_schema(MODEL, TOK, schema, cfg(seed)).value, schema)
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "string", "pattern": "[0-9]{2}", "minLength": 5},
+    {"type": "string", "pattern": "ab|c", "minLength": 4, "maxLength": 6},
+    {"type": "object", "properties": {"id": {"type": "string", "pattern": "x", "minLength": 3}},
+     "required": ["id"]},
+])
+def test_an_unanchored_pattern_no_whole_string_of_its_lengths_matches_is_a_search(schema):
+    """JSON Schema's pattern is a search: ``"12abc"`` satisfies ``{"pattern": "\\\\d{2}",
+    "minLength": 5}``. unmask fills an unanchored pattern as a whole string (the model writes
+    the pattern, not text around it), which here left no value: it was refused as "no value
+    of this tokenizer's tokens satisfies it"."""
+    for seed in range(2):
+        jsonschema.validate(fill_schema(MODEL, TOK, schema, cfg(seed)).value, schema)
+
+
+def test_an_unanchored_pattern_that_fits_its_lengths_is_still_matched_whole():
+    schema = {"type": "string", "pattern": "[a-z]+", "maxLength": 4}
+    for seed in range(3):
+        assert re.fullmatch("[a-z]{1,4}", fill_schema(MODEL, TOK, schema, cfg(seed)).value)

@@ -948,6 +948,32 @@ def _anchored(pattern: str) -> str:
     return f"(?:{core}){_PLAIN_CHAR}*" if start else f"{_PLAIN_CHAR}*(?:{core})"
 
 
+def _searched(node: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A string schema whose unanchored ``pattern`` no whole string of its ``minLength`` to
+    ``maxLength`` characters matches, with the pattern as the search JSON Schema reads it
+    (``^.*(?:pattern)``: any string that contains a match): the whole-string narrowing of
+    ``_anchored`` left no value, and ``{"pattern": "\\d{2}", "minLength": 5}``, which
+    ``"12abc"`` satisfies, was refused as "no value of this tokenizer's tokens satisfies
+    it". Lengths as Python's parser counts a pattern's matches (characters, as JSON Schema
+    counts); a pattern it cannot read is left as it is."""
+    import re._parser as parser
+
+    pattern = node.get("pattern")
+    if not isinstance(pattern, str) or _types(node) != ["string"] or not (
+            "minLength" in node or "maxLength" in node):
+        return node
+    if any(whole_pattern(b) != b for b in top_level_branches(pattern)):
+        return node  # anchored: as it spells
+    try:
+        shortest, longest = parser.parse(pattern).getwidth()
+    except (re.error, RecursionError, OverflowError, ValueError, TypeError):
+        return node
+    lo, hi = node.get("minLength", 0), node.get("maxLength")
+    if longest >= lo and (hi is None or shortest <= hi):
+        return node
+    return {**node, "pattern": f"^.*(?:{pattern})"}
+
+
 def _key_mark(name: str, marks: dict[str, str]) -> str:
     """``name``, or for a property name JSON must escape (a quote, backslash or control
     character: the library wrote it raw, and the output did not parse) a marker that
@@ -1137,6 +1163,7 @@ def schema_form(
         if _plain_string(node):  # text: a letter or digit first, no whitespace at the end
             regex = f'"{text_value(node.get("minLength", 0), node.get("maxLength"))}"'
             return ValueHole(regex=regex, inner_space=True, spec=f"<schema {path}>", width=0)
+        node = _searched(node)
         bound = _string_bound(node)  # a second language, intersected
         if bound is not None:
             node = {k: v for k, v in node.items() if k not in ("minLength", "maxLength")}
