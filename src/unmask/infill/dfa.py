@@ -452,14 +452,20 @@ def _count(auto: _Positions, first: int, limit: int, work: _Work) -> tuple[int, 
             inside[key] = _inside(tuple(classes[k] for k in key), work) if key else 0
         return inside[key]
 
-    leads_of: dict[tuple[int, ...], int] = {}
+    leads_of: dict[int, int] = {}
     leads: Leads = {}
+    kinds = auto.kinds
 
     def between(nexts: int) -> None:
         """One more state between characters, whose next positions are ``nexts``."""
-        key = tuple(k for k in range(len(classes)) if nexts & of_class[k])
+        key, rest = 0, nexts  # the classes of those positions, as bits
+        while rest:
+            low = rest & -rest
+            key |= 1 << kinds[low.bit_length() - 1]
+            rest ^= low
         if key not in leads_of:
-            leads_of[key] = _lead_bytes(tuple(r for k in key for r in classes[k]))
+            leads_of[key] = _lead_bytes(tuple(
+                r for k in range(key.bit_length()) if key >> k & 1 for r in classes[k]))
         leads[leads_of[key]] = leads.get(leads_of[key], 0) + 1
 
     follow = auto.follow
