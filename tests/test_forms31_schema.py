@@ -169,3 +169,16 @@ def test_random_schemas_fill_values_that_validate():
         assert json.loads(r.text) == r.value
         filled += 1
     assert filled >= 18
+
+
+@pytest.mark.parametrize("keyword, value", [("readOnly", True), ("writeOnly", True),
+                                            ("deprecated", True), ("$anchor", "item")])
+def test_annotation_keywords_are_no_refusal(keyword, value):
+    """JSON Schema's meta-data annotations (pydantic writes ``deprecated``, OpenAPI
+    documents ``readOnly``) constrain no value: they were refused as "cannot be enforced"."""
+    schema = {"type": "object", "required": ["n"], keyword: value,
+              "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 5,
+                                   keyword: value},
+                             "u": {"anyOf": [{"type": "null"}, {"type": "boolean",
+                                                                keyword: value}]}}}
+    jsonschema.validate(fill_schema(MODEL, TOK, schema, cfg(0)).value, schema)

@@ -113,6 +113,10 @@ ENFORCED = {
     "default",
     "examples",
     "$comment",
+    "readOnly",
+    "writeOnly",
+    "deprecated",
+    "$anchor",
     "strict",
     "name",
 }
@@ -364,7 +368,11 @@ def _admits(value: Any, schema: Any, root: Mapping[str, Any], path: str, depth: 
 
 _LOWER = ("minimum", "exclusiveMinimum", "minLength", "minItems")
 _UPPER = ("maximum", "exclusiveMaximum", "maxLength", "maxItems")
-_NOTES = ("title", "description", "$schema", "$id", "default", "examples", "$comment")
+_NOTES = ("title", "description", "$schema", "$id", "default", "examples", "$comment",
+          "readOnly", "writeOnly", "deprecated", "$anchor")
+"""Annotations and identifiers: JSON Schema's meta-data vocabulary (``readOnly``, ``writeOnly``
+and ``deprecated`` as pydantic and OpenAPI documents write them were refused as "cannot be
+enforced", though they constrain no value) and the names a schema gives itself."""
 _INERT = (*_NOTES, "$defs", "definitions")
 """Keywords that constrain no value: annotations, and definitions (read through ``root``
 when a ``$ref`` names them)."""
