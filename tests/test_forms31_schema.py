@@ -182,3 +182,40 @@ def test_annotation_keywords_are_no_refusal(keyword, value):
                              "u": {"anyOf": [{"type": "null"}, {"type": "boolean",
                                                                 keyword: value}]}}}
     jsonschema.validate(fill_schema(MODEL, TOK, schema, cfg(0)).value, schema)
+
+
+TAGGED = {
+    "$defs": {
+        "Cat": {"type": "object", "required": ["pet_type", "lives"],
+                "properties": {"pet_type": {"const": "cat", "type": "string"},
+                               "lives": {"type": "integer", "minimum": 0, "maximum": 9}}},
+        "Dog": {"type": "object", "required": ["pet_type", "good"],
+                "properties": {"pet_type": {"const": "dog", "type": "string"},
+                               "good": {"type": "boolean"}}},
+    },
+    "type": "object", "required": ["pet"],
+    "properties": {"pet": {
+        "discriminator": {"propertyName": "pet_type",
+                          "mapping": {"cat": "#/$defs/Cat", "dog": "#/$defs/Dog"}},
+        "oneOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}]}},
+}
+
+
+def test_a_pydantic_tagged_union_with_its_discriminator_is_filled():
+    """pydantic's ``Field(discriminator=...)`` writes OpenAPI's ``discriminator`` beside the
+    ``oneOf``: it was refused as "cannot be enforced"; the tags decide the branch."""
+    for seed in range(2):
+        value = fill_schema(MODEL, TOK, TAGGED, cfg(seed)).value
+        jsonschema.validate(value, TAGGED)
+
+
+@pytest.mark.parametrize("node", [
+    {"type": "object", "discriminator": {"propertyName": "a"}},  # no union beside it
+    {"oneOf": [{"type": "null"}, {"type": "boolean"}], "discriminator": "kind"},
+])
+def test_a_discriminator_without_a_union_or_a_property_name_is_refused(node):
+    from unmask.infill.schema import schema_form
+
+    with pytest.raises(UserError, match="discriminator is read beside oneOf or anyOf") as e:
+        schema_form(node, TOK)
+    assert "\n" not in str(e.value)

@@ -117,6 +117,7 @@ ENFORCED = {
     "writeOnly",
     "deprecated",
     "$anchor",
+    "discriminator",
     "strict",
     "name",
 }
@@ -369,10 +370,12 @@ def _admits(value: Any, schema: Any, root: Mapping[str, Any], path: str, depth: 
 _LOWER = ("minimum", "exclusiveMinimum", "minLength", "minItems")
 _UPPER = ("maximum", "exclusiveMaximum", "maxLength", "maxItems")
 _NOTES = ("title", "description", "$schema", "$id", "default", "examples", "$comment",
-          "readOnly", "writeOnly", "deprecated", "$anchor")
+          "readOnly", "writeOnly", "deprecated", "$anchor", "discriminator")
 """Annotations and identifiers: JSON Schema's meta-data vocabulary (``readOnly``, ``writeOnly``
 and ``deprecated`` as pydantic and OpenAPI documents write them were refused as "cannot be
-enforced", though they constrain no value) and the names a schema gives itself."""
+enforced", though they constrain no value), the names a schema gives itself, and OpenAPI's
+``discriminator`` beside a ``oneOf``/``anyOf`` (pydantic's tagged union: the branches'
+tags already decide; JSON Schema validators ignore it)."""
 _INERT = (*_NOTES, "$defs", "definitions")
 """Keywords that constrain no value: annotations, and definitions (read through ``root``
 when a ``$ref`` names them)."""
@@ -695,6 +698,12 @@ def _check_structure(node: Mapping[str, Any], path: str) -> None:
     if isinstance(items, list):
         raise UserError(f"{_where(path)}: items as a list (draft 4 tuples) cannot be enforced; "
                         "write prefixItems (and items: false for no more)")
+    told = node.get("discriminator")
+    if told is not None and not (isinstance(told, Mapping) and isinstance(
+            told.get("propertyName"), str) and ("oneOf" in node or "anyOf" in node)):
+        raise UserError(f"{_where(path)}: discriminator is read beside oneOf or anyOf, as "
+                        '{"propertyName": NAME} naming the property that tells the branches '
+                        "apart")
     if "pattern" in node and not isinstance(node["pattern"], str):
         raise UserError(f"{_where(path)}: pattern must be a string (a regex), not "
                         f"{type(node['pattern']).__name__}")
