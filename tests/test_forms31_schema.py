@@ -219,3 +219,18 @@ def test_a_discriminator_without_a_union_or_a_property_name_is_refused(node):
     with pytest.raises(UserError, match="discriminator is read beside oneOf or anyOf") as e:
         schema_form(node, TOK)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object"},
+    {"type": "array", "items": {"type": "object"}, "maxItems": 2},
+    {"anyOf": [{"type": "object"}, {"type": "null"}]},
+])
+def test_any_object_holds_finite_numbers(schema):
+    """An object with no listed properties took the library's number regex, exponent
+    unbounded: ``{"}HFo.": -22.02e+7246}`` parsed to -inf, and ``fill-form`` printed
+    ``-Infinity`` (3 of 36 random fills), which is not JSON."""
+    for seed in range(12):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema)
+        json.dumps(r.value, allow_nan=False)  # ValueError for inf or nan

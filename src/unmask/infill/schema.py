@@ -865,6 +865,12 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
             "or a variable-length array"
         )
     node = _prefix_exactly(node, path)
+    if _types(node) == ["object"] and not node.get("properties") and node.get(
+            "additionalProperties", True) in (True, {}):
+        # any object: each property holds any scalar (``ANY_VALUE``, numbers in range); the
+        # library's own value regex has an unbounded exponent, and ``-22.02e+7246`` parsed
+        # to -inf, which the output then wrote as -Infinity, not JSON
+        node = {**node, "additionalProperties": dict(ANY_VALUE)}
     bounds = _number_bounds(node, path)
     if bounds is not None and set(_types(node)) <= {"integer", "number"} and _types(node):
         if _types(node) == ["integer"]:
