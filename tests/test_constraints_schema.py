@@ -683,7 +683,8 @@ def test_enum_values_no_other_keyword_admits_are_refused(schema, message):
         ({"type": "array", "prefixItems": [{"type": "null"}], "items": False, "minItems": 2},
          "no array satisfies it"),
         ({"type": "array", "items": False}, "admits one value only ([])"),
-        ({"type": "object", "properties": {}}, "admits one value only ({})"),
+        ({"type": "object", "properties": {}, "additionalProperties": False},
+         "admits one value only ({})"),
     ],
 )
 def test_malformed_structure_is_refused_in_one_line(schema, message):

@@ -1689,15 +1689,16 @@ def fill_form(
     if (template is None) == (schema is None):
         raise UserError("give a form template or a JSON Schema (exactly one)")
     t0 = time.perf_counter()
+    start = facts_of(loaded).prompt_ids([])  # a published model's BOS leads
     if schema is not None:
         res = fill_schema(decoding_model(loaded, config), loaded.tokenizer, schema, config,
                           step_callback=step_callback, source=source or "schema",
-                          max_repair_calls=max_repair_calls)
+                          max_repair_calls=max_repair_calls, start_ids=start)
     else:
         assert template is not None
         res = _fill_form(decoding_model(loaded, config), loaded.tokenizer, template, config,
                          step_callback=step_callback, source=source or "form template",
-                         max_repair_calls=max_repair_calls)
+                         max_repair_calls=max_repair_calls, start_ids=start)
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 
 

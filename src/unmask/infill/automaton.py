@@ -48,7 +48,7 @@ from torch import Tensor
 from unmask.canvas import CanvasConstraint
 from unmask.errors import UserError
 from unmask.files import atomic_write_bytes
-from unmask.infill.dfa import dfa_states
+from unmask.infill.dfa import Leads, dfa_sizes
 
 MAX_STATES = 20000
 """Largest token automaton a constraint may compile to (states)."""
@@ -57,6 +57,14 @@ MAX_DFA_STATES = 2 * MAX_STATES
 engine builds it: on the patterns tried from a fifth under the engine's own count, ``.{0,300}``
 2,403 vs 3,009, to three times over, ``\\w+( \\w+){0,30}`` 28,739 vs 9,853). At the limit the
 engine builds in a few seconds (``\\w{1,30}\\s\\w{1,30}``: 18,999 states, about a second)."""
+MAX_TRANSITIONS = 32_000_000
+"""Most (state, token) moves a pattern's automaton may have over a tokenizer, estimated before
+the engine builds it (``check_transitions``): the library hands them over as one Python
+dict, about 260 bytes each at the peak of a compile, so it is the vocabulary times the
+pattern's character positions that fills memory, not its states alone. At 126,000 tokens
+(LLaDA's vocabulary) a ``{"type": "string", "maxLength": 200}`` value (25M moves) takes
+6.5 GB for 23 s, within the limit; ``.{1000}`` (126M), within every other limit, took
+some 30 GB and is refused. On the demo's 4,096 tokens the DFA state limit comes first."""
 MAX_REQUEST_DFA_STATES = 2 * MAX_DFA_STATES
 """Most states the DFAs of one request's patterns may have together (``check_total``: each
 distinct pattern's estimate, as for ``MAX_DFA_STATES``, summed): the per-pattern limit bounds
@@ -205,9 +213,10 @@ class TokenAutomaton:
         """
         check_size(pattern, what)
         path = _disk_path(pattern, vocab, allowed)
-        cached = _disk_load(path)
+        cached = _disk_load(path, vocab.size)
         if cached is not None:
             return cached
+        check_transitions(pattern, vocab, allowed, what)
         index = _index(pattern, vocab, what)
         moves = index.get_transitions()
         finals = set(index.get_final_states())
@@ -992,11 +1001,54 @@ def _unbounded(pattern: str, what: str) -> None:
 
 
 @functools.lru_cache(maxsize=512)
-def _estimated_states(pattern: str) -> int | None:
-    """``dfa_states`` at ``MAX_DFA_STATES``, once per pattern: ``check_size`` runs on every
+def _estimated_sizes(pattern: str) -> tuple[int, Leads] | None:
+    """``dfa_sizes`` at ``MAX_DFA_STATES``, once per pattern: ``check_size`` runs on every
     request that names it (before the automaton's own cache is read) and again in
     ``check_syntax`` / ``check_regex``, and a count costs up to a quarter of a second."""
-    return dfa_states(pattern, MAX_DFA_STATES)
+    return dfa_sizes(pattern, MAX_DFA_STATES)
+
+
+def _estimated_states(pattern: str) -> int | None:
+    """The estimated states of ``pattern``'s DFA (``_estimated_sizes``)."""
+    sizes = _estimated_sizes(pattern)
+    return None if sizes is None else sizes[0]
+
+
+def estimated_moves(sizes: tuple[int, Leads], vocab: Vocab, keep: np.ndarray
+                    ) -> tuple[int, int]:
+    """(about how many moves, states between characters) of an automaton of ``sizes``
+    (``dfa.dfa_sizes``) over the tokens ``keep`` of ``vocab``: from a state between
+    characters the tokens whose first byte can start the next one, from a state inside a
+    character those whose first byte continues one (0x80-0xBF)."""
+    firsts = np.bincount(vocab.matrix[keep, 0], minlength=256)  # tokens per first byte
+    moves, positions = 0, 0
+    for mask, count in sizes[1].items():
+        bits = np.array([(mask >> b) & 1 for b in range(256)], dtype=bool)
+        moves += count * int(firsts[bits].sum())
+        positions += count
+    inside = max(sizes[0] - positions, 0)  # the start and the two marks counted too: over
+    return moves + inside * int(firsts[0x80:0xC0].sum()), positions
+
+
+def check_transitions(pattern: str, vocab: Vocab, allowed: np.ndarray | None = None,
+                      what: str = "regex") -> None:
+    """``UserError`` when ``pattern``'s automaton over ``vocab`` (its tokens with bytes, those
+    in ``allowed``) may have over ``MAX_TRANSITIONS`` moves (``estimated_moves``), the moves
+    the library builds as one Python dict before unmask turns them into its compact table.
+    Checked before the engine builds anything (a cached automaton is not checked)."""
+    sizes = _estimated_sizes(pattern)
+    if sizes is None:
+        return
+    keep = vocab.lengths > 0
+    if allowed is not None:
+        keep &= np.asarray(allowed, dtype=bool)
+    moves, positions = estimated_moves(sizes, vocab, keep)
+    if moves > MAX_TRANSITIONS:
+        raise UserError(
+            f"{what}: too large for this tokenizer (about {moves} token moves over its "
+            f"{positions} character positions, the limit is {MAX_TRANSITIONS}, for memory); "
+            "shorten its counted runs or maximum lengths"
+        )
 
 
 _ASCII = {"w": "A-Za-z0-9_", "d": "0-9", "s": " \\t\\n\\r\\f\\v"}
@@ -1037,6 +1089,47 @@ def ascii_classes(pattern: str) -> str | None:
         else:
             out.append(c)
         i += 1
+    return "".join(out)
+
+
+_ECMA_SPACE = r"\t\n\x0B\f\r \xA0\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}"
+"""The characters both ECMA-262's ``\\s`` and Python's and the engine's ``\\s`` match."""
+_ECMA = {"d": "0-9", "w": "A-Za-z0-9_", "s": _ECMA_SPACE}
+_ECMA_OUTSIDE = {
+    **{k: f"[{v}]" for k, v in _ECMA.items()},
+    "S": r"[^\s\x{FEFF}]",  # ECMA's \s also matches U+FEFF: not a \S there
+}
+_ECMA_DOT = r"[^\n\r\x{2028}\x{2029}]"
+
+
+def ecma_classes(pattern: str) -> str:
+    """A JSON Schema ``pattern`` with ``\\d``, ``\\w``, ``\\s``, ``\\S`` and ``.`` narrowed to
+    what ECMA-262 (JSON Schema's regex dialect) and Python's ``re`` both match: ``\\d`` is
+    ``[0-9]`` and ``\\w`` ``[A-Za-z0-9_]`` there, ``.`` leaves out U+2028 and U+2029, and the
+    engine's Unicode ``\\d`` also wrote digits of scripts newer than Python's tables
+    (``"\\d{2}"`` filled with ``"𖄳６"``, which neither ``jsonschema`` nor a JavaScript
+    validator accepts). Inside a negated class, or one with a set difference, each stays as
+    written: there the Unicode reading is the narrower one. ``\\D``, ``\\W`` are narrower as
+    written too."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            m = _BRACED_ESCAPE.match(pattern, i)
+            text = m.group(0) if m else c
+            out.append(_ECMA_OUTSIDE.get(text[1:], text))
+            i += len(text)
+        elif c == "[":
+            end = _class_end(pattern, i)
+            text = pattern[i:end]
+            if "[^" not in text and "--" not in text and "~~" not in text:
+                text = _BRACED_ESCAPE.sub(lambda m: _ECMA.get(m.group(0)[1:], m.group(0)), text)
+            out.append(text)
+            i = end
+        else:
+            out.append(_ECMA_DOT if c == "." else c)
+            i += 1
     return "".join(out)
 
 
@@ -1193,22 +1286,43 @@ def _disk_path(pattern: str, vocab: Vocab, allowed: np.ndarray | None) -> Path |
     return root / "automata" / f"{h.hexdigest()}.npz"
 
 
-def _disk_load(path: Path | None) -> TokenAutomaton | None:
+def _disk_load(path: Path | None, vocab_size: int) -> TokenAutomaton | None:
     """The automaton stored at ``path`` (plain arrays, never pickles), or None when there is
-    none or it cannot be read (it is then rebuilt and rewritten)."""
+    none or it cannot be read or is not an automaton over ``vocab_size`` tokens
+    (``_well_formed``; it is then rebuilt and rewritten)."""
     if path is None or not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            out = TokenAutomaton(
-                table=z["table"], token_class=z["token_class"], accept=z["accept"],
-                dead_class=int(z["dead_class"]), start=int(z["start"]),
-            )
+            arrays = {k: z[k] for k in ("table", "token_class", "accept", "dead_class", "start")}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
+    if not _well_formed(arrays, vocab_size):
+        return None
+    out = TokenAutomaton(table=arrays["table"], token_class=arrays["token_class"],
+                         accept=arrays["accept"], dead_class=int(arrays["dead_class"]),
+                         start=int(arrays["start"]))
     with contextlib.suppress(OSError):  # used now: the last to be pruned (``_disk_prune``)
         os.utime(path)
     return out
+
+
+def _well_formed(a: Mapping[str, np.ndarray], vocab_size: int) -> bool:
+    """Whether stored arrays make a ``TokenAutomaton`` over ``vocab_size`` tokens: shapes,
+    integer and boolean kinds, and every state and class in range. A file of the right name
+    with other arrays in it (an edited or foreign entry) crashed the first step that read it
+    (``IndexError`` in ``allowed``), or gave a wrong automaton, instead of being rebuilt."""
+    table, cls, accept = a["table"], a["token_class"], a["accept"]
+    dead, start = a["dead_class"], a["start"]
+    if not (table.ndim == 2 and cls.shape == (vocab_size,) and accept.shape == table.shape[:1]
+            and dead.shape == () and start.shape == () and table.size > 0
+            and all(x.dtype.kind in "iu" for x in (table, cls, dead, start))
+            and accept.dtype == np.bool_):
+        return False
+    states, classes = table.shape
+    return bool(0 <= table.min() and table.max() < states and 0 <= int(start) < states
+                and 0 <= int(dead) < classes and (cls.size == 0 or (
+                    0 <= cls.min() and cls.max() < classes)))
 
 
 def cache_limit_bytes() -> int:

@@ -472,6 +472,11 @@ def _after_context(plan: Plan, step_callback: StepCallback | None) -> StepCallba
     covers the template's text and its gaps, as the result does, never the hidden line
     break (it showed as ``tokens[0] == "\n"`` and shifted every position by one)."""
     skip = len(plan.items[0][1][0]) if plan.items and plan.items[0][0] == "context" else 0
+    return skipping(step_callback, skip)
+
+
+def skipping(step_callback: StepCallback | None, skip: int) -> StepCallback | None:
+    """``step_callback`` fed each canvas from column ``skip`` on (hidden context before it)."""
     if step_callback is None or not skip:
         return step_callback
     report = step_callback

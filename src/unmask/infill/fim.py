@@ -8,7 +8,8 @@ left to right and ends it with EOS. The sentinel ids are facts of ``ModelConfig`
 
 Inside:
 
-- ``fim_prompt(config, prefix_ids, suffix_ids)``: the PSM prompt.
+- ``fim_prompt(config, prefix_ids, suffix_ids)``: the PSM prompt; ``check_sentinels``: the
+  tokenizer has the model's sentinel ids.
 - ``fill_middle_ids``: decode a middle of ``min_new_tokens`` to ``max_new_tokens`` tokens with
   the KV cache of ``unmask.sampling.ar.generate_ar`` (greedy by default). EOS is banned
   before ``min_new_tokens``, so ``min_new_tokens = max_new_tokens = n`` gives exactly n
@@ -79,6 +80,28 @@ def _config(model: Any) -> Any:
     if getattr(cfg, "attention", "causal") != "causal":
         raise UserError(f"fill-in-the-middle needs a causal model, not attention={cfg.attention!r}")
     return cfg
+
+
+def check_sentinels(config: Any, tokenizer: Any) -> None:
+    """``UserError`` unless ``tokenizer`` agrees with ``config`` on the FIM sentinels: the
+    same three ids, or none of them where those ids are past its vocabulary (a test double,
+    a tokenizer that never spells them). A tokenizer whose sentinels sit at other ids, or
+    whose ordinary tokens have the model's sentinel ids, is not the model's: the prompt it
+    encodes is not one the model was trained on. Every FIM path checks it (a constrained
+    gap and a form with text after it were filled without it)."""
+    want = {k: getattr(config, k) for k in ("fim_prefix_id", "fim_suffix_id", "fim_middle_id")}
+    fim = tokenizer.fim_ids() if hasattr(tokenizer, "fim_ids") else {}
+    if fim and fim != want:
+        raise UserError(
+            f"the tokenizer's FIM sentinels {fim} differ from the model's {want}; "
+            "use the model's tokenizer"
+        )
+    size = getattr(tokenizer, "vocab_size", None)
+    if not fim and size is not None and any(v is not None and v < size for v in want.values()):
+        raise UserError(
+            f"the tokenizer has no FIM sentinels, and the model's {want} are ordinary tokens "
+            "of it; use the model's tokenizer"
+        )
 
 
 def fim_prompt(config: Any, prefix_ids: Sequence[int], suffix_ids: Sequence[int]) -> list[int]:
@@ -214,18 +237,7 @@ def fill_middle(
     BPE spacing). ``tokenizer`` must be the model's own: its FIM sentinels must have the ids
     of ``model.config``.
     """
-    cfg = _config(model)
-    fim = tokenizer.fim_ids() if hasattr(tokenizer, "fim_ids") else {}
-    want = {
-        "fim_prefix_id": cfg.fim_prefix_id,
-        "fim_suffix_id": cfg.fim_suffix_id,
-        "fim_middle_id": cfg.fim_middle_id,
-    }
-    if fim and fim != want:
-        raise UserError(
-            f"the tokenizer's FIM sentinels {fim} differ from the model's {want}; "
-            "use the model's tokenizer"
-        )
+    check_sentinels(_config(model), tokenizer)
     res = fill_middle_ids(
         model,
         tokenizer.encode(prefix),
@@ -263,6 +275,7 @@ def _guided_middle(
     from unmask.infill.ordered import fill_left_to_right
 
     cfg = _config(model)
+    check_sentinels(cfg, tokenizer)
     lo, hi = bounds
     auto = auto.intersect(TokenAutomaton.at_least(lo, auto.vocab_size))
     if not auto.feasible_lengths(hi).any():
@@ -371,4 +384,5 @@ def infill_causal(
     return InfillResult(text=text, gaps=gaps_out, tokens=ids, nfe=res.nfe)
 
 
-__all__ = ["FimResult", "fill_middle", "fill_middle_ids", "fim_prompt", "infill_causal"]
+__all__ = ["FimResult", "check_sentinels", "fill_middle", "fill_middle_ids", "fim_prompt",
+           "infill_causal"]

@@ -63,7 +63,7 @@ from unmask.infill.automaton import (
     vocab_of,
     whole_pattern,
 )
-from unmask.infill.fill import _max_seq_len, fill_canvas
+from unmask.infill.fill import _max_seq_len, fill_canvas, skipping
 from unmask.infill.ordered import form_span
 from unmask.infill.template import (
     is_count,
@@ -769,6 +769,7 @@ def fill_form(
     suffix_ids: Sequence[int] = (),
     parse: bool = True,
     max_repair_calls: int | None = None,
+    start_ids: Sequence[int] = (),
 ) -> FormResult:
     """Fill every hole of a JSON form template at once; the result always parses as JSON.
     ``max_repair_calls``: the most model calls a refill of holes that broke their
@@ -778,7 +779,11 @@ def fill_form(
     one pass of ``unmask.sampling.sample`` (``config``; ``steps`` is capped at the number of
     masked positions, ``gen_length`` is ignored). Each hole's value satisfies its type.
     ``prefix_ids`` / ``suffix_ids``: locked context before / after the form (a prompt, the
-    rest of a template), not part of the result.
+    rest of a template), not part of the result; the form's first text continues the prefix.
+    ``start_ids``: what the whole text begins with (a published model's BOS,
+    ``unmask.facts.ModelFacts.prompt_ids``), locked, before ``prefix_ids``, hidden from the
+    result and from ``step_callback``; the form's first text, with no prefix, is then laid
+    out as the start of a text, as a tokenizer that adds the BOS itself encodes it.
     A causal (``ar``) model fills the same holes left to right under the same automata
     (``unmask.infill.ordered``); ``step_callback`` then sees the same canvas.
     ``parse=False``: the template is one bare ``ValueHole`` whose text need not be JSON
@@ -787,19 +792,20 @@ def fill_form(
     config = config or SampleConfig()
     items, holes, automata = parse_form(template, tokenizer, source=source,
                                         max_seq_len=_max_seq_len(model))
-    layout: list[tuple[str, Any]] = []
-    if prefix_ids:
-        layout.append(("text", (list(prefix_ids), "")))
+    lead = [*map(int, start_ids), *map(int, prefix_ids)]  # locked, not part of the result
+    layout: list[tuple[str, Any]] = [("text", (lead, ""))] if lead else []
+    started = bool(prefix_ids)  # a BOS alone starts no text: what follows it is a text's start
     for kind, v in items:
         if kind == "text":  # a text after a prefix or a hole continues one (segment_ids)
-            ids = segment_ids(tokenizer, v, first=not layout)
+            ids = segment_ids(tokenizer, v, first=not started)
             layout.append(("text", (ids, v)))
         else:
             layout.append(("hole", (v, holes[v].width)))
+        started = True
     if suffix_ids:
         layout.append(("text", (list(suffix_ids), "")))
     causal = is_causal(model)
-    around = len(prefix_ids or ()) + len(suffix_ids or ())  # the locked text around the form
+    around = len(lead) + len(suffix_ids or ())  # the locked text around the form
     whole = sum(len(v[0]) if k == "text" else v[1] for k, v in layout)
     total = form_span(around, whole - around, causal=causal, fim=causal and bool(suffix_ids))
     max_seq_len = _max_seq_len(model)
@@ -812,11 +818,12 @@ def fill_form(
     canvas, spans = layouts_canvas([layout], automata, [f"hole {h.path}" for h in holes],
                                    mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
     canvas = _text_locked(canvas, spans)
+    step_callback = skipping(step_callback, len(start_ids))
     if causal:
         hole_ids, nfe, repaired = _fill_causal(
             model, tokenizer, layout, holes, automata, config, canvas, spans,
-            prefix_ids=prefix_ids, suffix_ids=suffix_ids, generator=generator,
-            step_callback=step_callback,
+            start_ids=start_ids, prefix_ids=prefix_ids, suffix_ids=suffix_ids,
+            generator=generator, step_callback=step_callback,
         )
     else:
         filled = fill_canvas(
@@ -834,7 +841,7 @@ def fill_form(
     vocab = vocab_of(tokenizer)
     parts: list[str] = []
     tokens: list[int] = []
-    for kind, v in layout[1 if prefix_ids else 0 : len(layout) - (1 if suffix_ids else 0)]:
+    for kind, v in layout[1 if lead else 0 : len(layout) - (1 if suffix_ids else 0)]:
         if kind == "text":
             parts.append(v[1])
             tokens.extend(v[0])
@@ -912,6 +919,7 @@ def _fill_causal(
     canvas: Any,
     spans: Any,
     *,
+    start_ids: Sequence[int],
     prefix_ids: Sequence[int],
     suffix_ids: Sequence[int],
     generator: torch.Generator | None,
@@ -921,18 +929,20 @@ def _fill_causal(
     each hole, NFE, 0 repairs). Locked text after the form (``suffix_ids``) is read through
     fill-in-the-middle (``[FIM_PREFIX] prefix [FIM_SUFFIX] suffix [FIM_MIDDLE] form``) when
     the model was trained for it, else refused: a causal model cannot read ahead."""
-    from unmask.infill.fim import fim_prompt
+    from unmask.infill.fim import check_sentinels, fim_prompt
     from unmask.infill.ordered import fill_left_to_right
 
-    body = layout[1 if prefix_ids else 0 : len(layout) - (1 if suffix_ids else 0)]
+    lead = [*start_ids, *prefix_ids]
+    body = layout[1 if lead else 0 : len(layout) - (1 if suffix_ids else 0)]
     pieces = [("text", v[0]) if kind == "text" else ("hole", v[0]) for kind, v in body]
-    prompt = list(prefix_ids)
+    prompt = lead
     if suffix_ids:
         if getattr(model.config, "fim_prefix_id", None) is None:
             raise UserError("a causal model fills text after a hole only when trained for "
                             "fill-in-the-middle (--objective ar --fim-rate 0.5); use a "
                             "diffusion model")
-        prompt = fim_prompt(model.config, prefix_ids, suffix_ids)
+        check_sentinels(model.config, tokenizer)
+        prompt = [*start_ids, *fim_prompt(model.config, prefix_ids, suffix_ids)]
     space = segment_ids(tokenizer, " ", first=False)
     got = fill_left_to_right(
         model, [prompt], [pieces], automata, [h.width for h in holes], config,

@@ -27,7 +27,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -41,6 +41,7 @@ from unmask.infill.automaton import (
     check_size,
     check_syntax,
     check_total,
+    ecma_classes,
     quote_pattern,
     top_level_branches,
     vocab_of,
@@ -112,6 +113,11 @@ ENFORCED = {
     "default",
     "examples",
     "$comment",
+    "readOnly",
+    "writeOnly",
+    "deprecated",
+    "$anchor",
+    "discriminator",
     "strict",
     "name",
 }
@@ -363,7 +369,13 @@ def _admits(value: Any, schema: Any, root: Mapping[str, Any], path: str, depth: 
 
 _LOWER = ("minimum", "exclusiveMinimum", "minLength", "minItems")
 _UPPER = ("maximum", "exclusiveMaximum", "maxLength", "maxItems")
-_NOTES = ("title", "description", "$schema", "$id", "default", "examples", "$comment")
+_NOTES = ("title", "description", "$schema", "$id", "default", "examples", "$comment",
+          "readOnly", "writeOnly", "deprecated", "$anchor", "discriminator")
+"""Annotations and identifiers: JSON Schema's meta-data vocabulary (``readOnly``, ``writeOnly``
+and ``deprecated`` as pydantic and OpenAPI documents write them were refused as "cannot be
+enforced", though they constrain no value), the names a schema gives itself, and OpenAPI's
+``discriminator`` beside a ``oneOf``/``anyOf`` (pydantic's tagged union: the branches'
+tags already decide; JSON Schema validators ignore it)."""
 _INERT = (*_NOTES, "$defs", "definitions")
 """Keywords that constrain no value: annotations, and definitions (read through ``root``
 when a ``$ref`` names them)."""
@@ -686,6 +698,12 @@ def _check_structure(node: Mapping[str, Any], path: str) -> None:
     if isinstance(items, list):
         raise UserError(f"{_where(path)}: items as a list (draft 4 tuples) cannot be enforced; "
                         "write prefixItems (and items: false for no more)")
+    told = node.get("discriminator")
+    if told is not None and not (isinstance(told, Mapping) and isinstance(
+            told.get("propertyName"), str) and ("oneOf" in node or "anyOf" in node)):
+        raise UserError(f"{_where(path)}: discriminator is read beside oneOf or anyOf, as "
+                        '{"propertyName": NAME} naming the property that tells the branches '
+                        "apart")
     if "pattern" in node and not isinstance(node["pattern"], str):
         raise UserError(f"{_where(path)}: pattern must be a string (a regex), not "
                         f"{type(node['pattern']).__name__}")
@@ -847,6 +865,12 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
             "or a variable-length array"
         )
     node = _prefix_exactly(node, path)
+    if _types(node) == ["object"] and not node.get("properties") and node.get(
+            "additionalProperties", True) in (True, {}):
+        # any object: each property holds any scalar (``ANY_VALUE``, numbers in range); the
+        # library's own value regex has an unbounded exponent, and ``-22.02e+7246`` parsed
+        # to -inf, which the output then wrote as -Infinity, not JSON
+        node = {**node, "additionalProperties": dict(ANY_VALUE)}
     bounds = _number_bounds(node, path)
     if bounds is not None and set(_types(node)) <= {"integer", "number"} and _types(node):
         if _types(node) == ["integer"]:
@@ -880,7 +904,7 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         elif k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             continue
         elif k == "pattern" and isinstance(v, str):
-            out[k] = _anchored(v)
+            out[k] = _anchored(ecma_classes(v))
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -945,6 +969,32 @@ def _anchored(pattern: str) -> str:
     if start == end:
         return core
     return f"(?:{core}){_PLAIN_CHAR}*" if start else f"{_PLAIN_CHAR}*(?:{core})"
+
+
+def _searched(node: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A string schema whose unanchored ``pattern`` no whole string of its ``minLength`` to
+    ``maxLength`` characters matches, with the pattern as the search JSON Schema reads it
+    (``^.*(?:pattern)``: any string that contains a match): the whole-string narrowing of
+    ``_anchored`` left no value, and ``{"pattern": "\\d{2}", "minLength": 5}``, which
+    ``"12abc"`` satisfies, was refused as "no value of this tokenizer's tokens satisfies
+    it". Lengths as Python's parser counts a pattern's matches (characters, as JSON Schema
+    counts); a pattern it cannot read is left as it is."""
+    import re._parser as parser
+
+    pattern = node.get("pattern")
+    if not isinstance(pattern, str) or _types(node) != ["string"] or not (
+            "minLength" in node or "maxLength" in node):
+        return node
+    if any(whole_pattern(b) != b for b in top_level_branches(pattern)):
+        return node  # anchored: as it spells
+    try:
+        shortest, longest = parser.parse(pattern).getwidth()
+    except (re.error, RecursionError, OverflowError, ValueError, TypeError):
+        return node
+    lo, hi = node.get("minLength", 0), node.get("maxLength")
+    if longest >= lo and (hi is None or shortest <= hi):
+        return node
+    return {**node, "pattern": f"^.*(?:{pattern})"}
 
 
 def _key_mark(name: str, marks: dict[str, str]) -> str:
@@ -1105,6 +1155,11 @@ def schema_form(
         if node is True or node == {}:
             node = {"type": ["string", "number", "boolean", "null"]}
         types = _types(node)
+        if types == ["object"] and node.get("properties") == {} and node.get(
+                "additionalProperties") is not False:
+            # no property to lay out, but the object may hold others: a hole, as without
+            # ``properties`` (it was the skeleton {} alone, refused as "one value only")
+            node = {k: v for k, v in node.items() if k != "properties"}
         if types == ["object"] and "properties" in node and "anyOf" not in node:
             return {name: walk(sub, f"{path}.{name}") for name, sub in node["properties"].items()}
         fixed = node.get("prefixItems")
@@ -1131,6 +1186,7 @@ def schema_form(
         if _plain_string(node):  # text: a letter or digit first, no whitespace at the end
             regex = f'"{text_value(node.get("minLength", 0), node.get("maxLength"))}"'
             return ValueHole(regex=regex, inner_space=True, spec=f"<schema {path}>", width=0)
+        node = _searched(node)
         bound = _string_bound(node)  # a second language, intersected
         if bound is not None:
             node = {k: v for k, v in node.items() if k not in ("minLength", "maxLength")}
@@ -1274,9 +1330,11 @@ def fill_schema(
     max_value_tokens: int = MAX_VALUE_TOKENS,
     source: str = "schema",
     max_repair_calls: int | None = None,
+    start_ids: Sequence[int] = (),
 ) -> FormResult:
     """Fill a JSON document that validates against ``schema`` in one diffusion pass
-    (``schema_form`` then ``fill_form``; ``max_repair_calls`` as there)."""
+    (``schema_form`` then ``fill_form``; ``max_repair_calls`` and ``start_ids``, a published
+    model's BOS, as there)."""
     form = schema_form(schema, tokenizer, max_value_tokens=max_value_tokens, source=source,
                        context=_max_seq_len(model))
     if not isinstance(form, (dict, list)):  # a scalar schema: one hole, no skeleton
@@ -1290,6 +1348,7 @@ def fill_schema(
             step_callback=step_callback,
             source=source,
             max_repair_calls=max_repair_calls,
+            start_ids=start_ids,
         )
         inner = res.text.strip()[1:-1].strip()
         return FormResult(
@@ -1309,6 +1368,7 @@ def fill_schema(
         step_callback=step_callback,
         source=source,
         max_repair_calls=max_repair_calls,
+        start_ids=start_ids,
     )
 
 
