@@ -5,18 +5,20 @@ Inside: ``install_error_handlers`` (every error, pydantic's included, answered a
 Bearer check as a route dependency), the request checks (``check_model``, ``check_text``,
 ``check_steps``, ``diffusion_only``, ``check_generation``, ``check_names``),
 ``sample_config``, ``blaming`` (the field a refusal found on the worker names), the job life
-cycle (``submit``, ``wait``, ``alone``, ``run_alone``, ``job_failure``, ``timed_out``) and
-``note`` (fields for the access log).
+cycle (``submit``, ``wait``, ``alone``, ``run_alone``, ``job_failure``, ``timed_out``),
+``regex_search`` (a user's regex searched on threads of its own) and ``note`` (fields for the
+access log).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
 import logging
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from fastapi import Depends, FastAPI, Request
@@ -38,6 +40,8 @@ from unmask.server.schemas import MAX_STOP, DiffusionOptions, _Generation
 from unmask.server.state import ServerState
 
 log = logging.getLogger("unmask.server")
+
+T = TypeVar("T")
 
 _CODES = {"json_invalid": "invalid_json", "extra_forbidden": "unknown_field",
           "missing": "missing_field"}
@@ -455,6 +459,32 @@ def submit(state: ServerState, job: Job) -> None:
         state.metrics.inc("rejected")
         raise APIError(429, f"the server is busy ({state.limits.max_queue} requests queued); "
                        "retry later", type="rate_limit_error", code="queue_full") from None
+
+
+async def regex_search(state: ServerState, fn: Callable[[], T]) -> T:
+    """``fn()``, whose work searches a user's regex (in a child process for up to
+    ``REGEX_SECONDS``: ``unmask.infill.edit.regex_spans``), on the server's regex threads
+    (``ServerState.regex_pool``), not asyncio's default ones: six slow searches held every
+    default thread, and every other request's checks waited for them. Up to ``max_queue``
+    searches wait for a thread, holding none; beyond that, 429."""
+    limits = state.limits
+    with state.regex_lock:
+        if state.regex_pending >= limits.max_regex_searches + limits.max_queue:
+            busy = state.regex_pending
+        else:
+            busy, state.regex_pending = 0, state.regex_pending + 1
+    if busy:
+        state.metrics.inc("rejected")
+        raise APIError(429, f"the server is busy ({busy} regex searches running or queued); "
+                       "retry later", type="rate_limit_error", code="queue_full")
+
+    def done(_: object) -> None:  # when it ends, or is cancelled before it starts
+        with state.regex_lock:
+            state.regex_pending -= 1
+
+    future = state.regex_pool.submit(contextvars.copy_context().run, fn)
+    future.add_done_callback(done)
+    return await asyncio.wrap_future(future)
 
 
 def worker_down() -> APIError:

@@ -37,6 +37,7 @@ from unmask.server.plumbing import (
     check_text,
     diffusion_only,
     note,
+    regex_search,
     repair_calls,
     run_alone,
     sample_config,
@@ -370,7 +371,11 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/edit")
     async def edit_(req: EditRequest, request: Request) -> Response:
-        run, blame = await asyncio.to_thread(plan_edit, req)  # off the event loop
+        if req.regex is not None and req.lowest is None and state.limits.allow_regex:
+            # its search holds a thread for up to REGEX_SECONDS: one of the regex threads
+            run, blame = await regex_search(state, lambda: plan_edit(req))
+        else:
+            run, blame = await asyncio.to_thread(plan_edit, req)  # off the event loop
         await refuse_if_gone(state, request)  # left while its checks ran: not run
         res = await run_alone(state, request,
                               blaming(run, req, blame, most=state.limits.max_steps))

@@ -1,0 +1,93 @@
+"""A ``/v1/edit`` regex search (a child process for up to 5 s) holds none of asyncio's default
+threads, which every other request's checks use: six slow searches made a plain request wait
+for them. At most ``max_regex_searches`` run at once and ``max_queue`` more wait; beyond that
+a 429."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from server_helpers import Echo, loaded, tiny_config, wait_until  # noqa: E402
+
+from unmask.server import ServerLimits, create_app  # noqa: E402
+
+edit_module = importlib.import_module("unmask.infill.edit")  # the package's edit is a function
+
+EDIT = {"text": "abcdef", "regex": "cd"}
+
+
+def _slow_search(monkeypatch):
+    """``regex_spans`` waits (bounded) for the test; returns (entered count, release, seen):
+    ``seen`` records whether each wait was released (False: it gave up)."""
+    entered, release, seen = [], threading.Event(), []
+    original = edit_module.regex_spans
+
+    def slow(regex, text, **kwargs):
+        entered.append(regex)
+        seen.append(release.wait(timeout=5))
+        return original(regex, text, **kwargs)
+
+    monkeypatch.setattr(edit_module, "regex_spans", slow)
+    return entered, release, seen
+
+
+def _one_default_thread(c: TestClient) -> None:
+    async def install() -> None:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(1))
+
+    c.portal.call(install)
+
+
+def test_a_slow_regex_search_holds_no_default_thread(monkeypatch):
+    entered, release, seen = _slow_search(monkeypatch)
+    app = create_app(loaded(Echo(tiny_config())), access_log=False)
+    answers = []
+    with TestClient(app) as c:
+        _one_default_thread(c)  # the old code searched on it: nothing else could be checked
+        worker = threading.Thread(target=lambda: answers.append(c.post("/v1/edit", json=EDIT)))
+        worker.start()
+        wait_until(lambda: entered)
+        plain = c.post("/v1/tokenize", json={"text": "abc"})  # its check runs off the loop
+        release.set()
+        worker.join(timeout=30)
+    assert plain.status_code == 200, plain.text
+    assert seen == [True], "a plain request waited for a regex search's thread"
+    assert answers[0].status_code == 200, answers[0].text
+    assert answers[0].json()["spans"] == [[2, 4]]
+
+
+def test_regex_searches_beyond_the_queue_are_a_429(monkeypatch):
+    entered, release, seen = _slow_search(monkeypatch)
+    limits = ServerLimits(max_regex_searches=1, max_queue=1)
+    app = create_app(loaded(Echo(tiny_config())), access_log=False, limits=limits)
+    answers: list = []
+    with TestClient(app) as c:
+        state = app.state.server
+        workers = [threading.Thread(target=lambda: answers.append(c.post("/v1/edit", json=EDIT)))
+                   for _ in range(2)]
+        for w in workers:  # one searching, one waiting for the regex thread
+            w.start()
+        wait_until(lambda: len(entered) == 1 and state.regex_pending == 2)
+        refused = c.post("/v1/edit", json=EDIT)
+        plain = c.post("/v1/edit", json={"text": "abcdef", "spans": [[1, 3]]})
+        release.set()
+        for w in workers:
+            w.join(timeout=30)
+        assert state.regex_pending == 0  # every slot given back
+        again = c.post("/v1/edit", json=EDIT)
+    assert refused.status_code == 429, refused.text
+    err = refused.json()["error"]
+    assert "regex searches" in err["message"] and err["code"] == "queue_full"
+    assert plain.status_code == 200, plain.text  # spans only: no regex thread needed
+    assert [a.status_code for a in answers] == [200, 200]
+    assert len(entered) == 3 and all(seen)
+    assert again.status_code == 200, again.text
