@@ -91,3 +91,24 @@ def test_regex_searches_beyond_the_queue_are_a_429(monkeypatch):
     assert [a.status_code for a in answers] == [200, 200]
     assert len(entered) == 3 and all(seen)
     assert again.status_code == 200, again.text
+
+
+def test_a_regex_search_waiting_past_the_timeout_is_a_504(monkeypatch):
+    entered, release, seen = _slow_search(monkeypatch)
+    limits = ServerLimits(max_regex_searches=1, request_timeout_s=0.2)
+    app = create_app(loaded(Echo(tiny_config())), access_log=False, limits=limits)
+    answers: list = []
+    with TestClient(app) as c:
+        state = app.state.server
+        first = threading.Thread(target=lambda: answers.append(c.post("/v1/edit", json=EDIT)))
+        first.start()
+        wait_until(lambda: entered)
+        late = c.post("/v1/edit", json=EDIT)  # waits for the one regex thread, then 504
+        assert state.regex_pending == 1  # its slot given back: it never ran
+        release.set()
+        first.join(timeout=30)
+        timeouts = state.metrics.get("timeouts")
+    assert late.status_code == 504, late.text
+    assert late.json()["error"]["code"] == "timeout"
+    assert timeouts == 2  # the first one ran past 0.2 s too (held by the test)
+    assert len(entered) == 1 and all(seen)

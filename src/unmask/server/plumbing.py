@@ -466,7 +466,8 @@ async def regex_search(state: ServerState, fn: Callable[[], T]) -> T:
     ``REGEX_SECONDS``: ``unmask.infill.edit.regex_spans``), on the server's regex threads
     (``ServerState.regex_pool``), not asyncio's default ones: six slow searches held every
     default thread, and every other request's checks waited for them. Up to ``max_queue``
-    searches wait for a thread, holding none; beyond that, 429."""
+    searches wait for a thread, holding none; beyond that, 429. Past the request timeout
+    (waiting included), 504."""
     limits = state.limits
     with state.regex_lock:
         if state.regex_pending >= limits.max_regex_searches + limits.max_queue:
@@ -484,7 +485,11 @@ async def regex_search(state: ServerState, fn: Callable[[], T]) -> T:
 
     future = state.regex_pool.submit(contextvars.copy_context().run, fn)
     future.add_done_callback(done)
-    return await asyncio.wrap_future(future)
+    try:  # a search still waiting for a thread is cancelled (its slot freed) on timeout
+        return await asyncio.wait_for(asyncio.wrap_future(future), limits.request_timeout_s)
+    except asyncio.TimeoutError:
+        state.metrics.inc("timeouts")
+        raise timed_out(state) from None
 
 
 def worker_down() -> APIError:
