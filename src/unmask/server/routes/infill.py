@@ -81,11 +81,18 @@ def form_body(state: ServerState, res: Any) -> dict[str, Any]:
 
 
 def _has_regex_hole(form: Any) -> bool:
-    if isinstance(form, dict):
-        return any(_has_regex_hole(v) for v in form.values())
-    if isinstance(form, list):
-        return any(_has_regex_hole(v) for v in form)
-    return isinstance(form, str) and form.startswith("<regex:")
+    """Whether a value of the parsed ``form``, at any depth, is a ``<regex:...>`` hole
+    (iterative: a form nested 500 deep overflowed the stack, a 500 under ``--no-regex``)."""
+    stack = [form]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and node.startswith("<regex:"):
+            return True
+    return False
 
 
 async def _run(state: ServerState, request: Request, opts: DiffusionOptions, stream: bool,
