@@ -1,6 +1,6 @@
 """A ``/v1/edit`` regex search (a child process for up to 5 s) holds none of asyncio's default
 threads, which every other request's checks use: six slow searches made a plain request wait
-for them. At most ``max_regex_searches`` run at once and ``max_queue`` more wait; beyond that
+for them. At most ``max_slow_checks`` run at once and ``max_queue`` more wait; beyond that
 a 429."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def test_a_slow_regex_search_holds_no_default_thread(monkeypatch):
 
 def test_regex_searches_beyond_the_queue_are_a_429(monkeypatch):
     entered, release, seen = _slow_search(monkeypatch)
-    limits = ServerLimits(max_regex_searches=1, max_queue=1)
+    limits = ServerLimits(max_slow_checks=1, max_queue=1)
     app = create_app(loaded(Echo(tiny_config())), access_log=False, limits=limits)
     answers: list = []
     with TestClient(app) as c:
@@ -76,13 +76,13 @@ def test_regex_searches_beyond_the_queue_are_a_429(monkeypatch):
                    for _ in range(2)]
         for w in workers:  # one searching, one waiting for the regex thread
             w.start()
-        wait_until(lambda: len(entered) == 1 and state.regex_pending == 2)
+        wait_until(lambda: len(entered) == 1 and state.slow_pending == 2)
         refused = c.post("/v1/edit", json=EDIT)
         plain = c.post("/v1/edit", json={"text": "abcdef", "spans": [[1, 3]]})
         release.set()
         for w in workers:
             w.join(timeout=30)
-        assert state.regex_pending == 0  # every slot given back
+        assert state.slow_pending == 0  # every slot given back
         again = c.post("/v1/edit", json=EDIT)
     assert refused.status_code == 429, refused.text
     err = refused.json()["error"]
@@ -95,7 +95,7 @@ def test_regex_searches_beyond_the_queue_are_a_429(monkeypatch):
 
 def test_a_regex_search_waiting_past_the_timeout_is_a_504(monkeypatch):
     entered, release, seen = _slow_search(monkeypatch)
-    limits = ServerLimits(max_regex_searches=1, request_timeout_s=0.2)
+    limits = ServerLimits(max_slow_checks=1, request_timeout_s=0.2)
     app = create_app(loaded(Echo(tiny_config())), access_log=False, limits=limits)
     answers: list = []
     with TestClient(app) as c:
@@ -104,7 +104,7 @@ def test_a_regex_search_waiting_past_the_timeout_is_a_504(monkeypatch):
         first.start()
         wait_until(lambda: entered)
         late = c.post("/v1/edit", json=EDIT)  # waits for the one regex thread, then 504
-        assert state.regex_pending == 1  # its slot given back: it never ran
+        assert state.slow_pending == 1  # its slot given back: it never ran
         release.set()
         first.join(timeout=30)
         timeouts = state.metrics.get("timeouts")

@@ -6,8 +6,8 @@ Bearer check as a route dependency), the request checks (``check_model``, ``chec
 ``check_steps``, ``diffusion_only``, ``check_generation``, ``check_names``),
 ``sample_config``, ``blaming`` (the field a refusal found on the worker names), the job life
 cycle (``submit``, ``wait``, ``alone``, ``run_alone``, ``job_failure``, ``timed_out``),
-``regex_search`` (a user's regex searched on threads of its own) and ``note`` (fields for the
-access log).
+``slow_check`` (checks that may take seconds, on threads of their own) and ``note`` (fields
+for the access log).
 """
 
 from __future__ import annotations
@@ -461,31 +461,32 @@ def submit(state: ServerState, job: Job) -> None:
                        "retry later", type="rate_limit_error", code="queue_full") from None
 
 
-async def regex_search(state: ServerState, fn: Callable[[], T]) -> T:
-    """``fn()``, whose work searches a user's regex (in a child process for up to
-    ``REGEX_SECONDS``: ``unmask.infill.edit.regex_spans``), on the server's regex threads
-    (``ServerState.regex_pool``), not asyncio's default ones: six slow searches held every
-    default thread, and every other request's checks waited for them. Up to ``max_queue``
-    searches wait for a thread, holding none; beyond that, 429. Past the request timeout
-    (waiting included), 504."""
+async def slow_check(state: ServerState, fn: Callable[[], T]) -> T:
+    """``fn()``: a request's checks that may take seconds (a user's regex searched in a child
+    process for up to ``REGEX_SECONDS``: ``unmask.infill.edit.regex_spans``; a structured
+    answer's automata compiled) on the server's own threads (``ServerState.slow_pool``),
+    not asyncio's default ones: six slow regex searches held every default thread, and every
+    other request's checks waited for them. Up to ``max_queue`` wait for a thread, holding
+    none; beyond that, 429. Past the request timeout (waiting included), 504."""
     limits = state.limits
-    with state.regex_lock:
-        if state.regex_pending >= limits.max_regex_searches + limits.max_queue:
-            busy = state.regex_pending
+    with state.slow_lock:
+        if state.slow_pending >= limits.max_slow_checks + limits.max_queue:
+            busy = state.slow_pending
         else:
-            busy, state.regex_pending = 0, state.regex_pending + 1
+            busy, state.slow_pending = 0, state.slow_pending + 1
     if busy:
         state.metrics.inc("rejected")
-        raise APIError(429, f"the server is busy ({busy} regex searches running or queued); "
-                       "retry later", type="rate_limit_error", code="queue_full")
+        raise APIError(429, f"the server is busy ({busy} requests with slow checks, regex "
+                       "searches or structured-output compiles, running or queued); retry "
+                       "later", type="rate_limit_error", code="queue_full")
 
     def done(_: object) -> None:  # when it ends, or is cancelled before it starts
-        with state.regex_lock:
-            state.regex_pending -= 1
+        with state.slow_lock:
+            state.slow_pending -= 1
 
-    future = state.regex_pool.submit(contextvars.copy_context().run, fn)
+    future = state.slow_pool.submit(contextvars.copy_context().run, fn)
     future.add_done_callback(done)
-    try:  # a search still waiting for a thread is cancelled (its slot freed) on timeout
+    try:  # a check still waiting for a thread is cancelled (its slot freed) on timeout
         return await asyncio.wait_for(asyncio.wrap_future(future), limits.request_timeout_s)
     except asyncio.TimeoutError:
         state.metrics.inc("timeouts")

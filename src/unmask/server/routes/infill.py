@@ -37,12 +37,12 @@ from unmask.server.plumbing import (
     check_text,
     diffusion_only,
     note,
-    regex_search,
     repair_calls,
     run_alone,
     sample_config,
     secured,
     sent_option,
+    slow_check,
     spoken,
     user_error,
 )
@@ -55,6 +55,10 @@ Plan = tuple[Callable[[StepCallback], Any], Callable[[ServerState, Any], dict[st
 """A checked template request: its work on the worker, its response body and the field a
 refusal found there names (``_run``); made off the event loop (``asyncio.to_thread``: the
 checks parse templates, tokenize texts and compile a structured answer's automata)."""
+
+GUIDED_FIELDS = ("response_format", "guided_json", "guided_regex", "guided_choice")
+"""The fields of a structured answer (``routes.guided.guidance``): its automata compile among
+the request's checks, on a slow-check thread (``plumbing.slow_check``)."""
 
 INFILL_FIELDS = ("length_mode", "length_score", "max_candidates", "elbo_samples")
 """``InfillRequest`` fields that are ``InfillOptions`` fields (unset: the library's default)."""
@@ -181,7 +185,10 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/infill")
     async def infill_(req: InfillRequest, request: Request) -> Response:
-        fn, body, blame = await asyncio.to_thread(plan_infill, req)  # off the event loop
+        if any(getattr(req, f) is not None for f in GUIDED_FIELDS):  # automata compile
+            fn, body, blame = await slow_check(state, lambda: plan_infill(req))
+        else:
+            fn, body, blame = await asyncio.to_thread(plan_infill, req)  # off the event loop
         return await _run(state, request, req, req.stream, "infill-", fn, body, blame)
 
     def plan_infill(req: InfillRequest) -> Plan:
@@ -379,8 +386,8 @@ def router(state: ServerState) -> APIRouter:
     @r.post("/v1/edit")
     async def edit_(req: EditRequest, request: Request) -> Response:
         if req.regex is not None and req.lowest is None and state.limits.allow_regex:
-            # its search holds a thread for up to REGEX_SECONDS: one of the regex threads
-            run, blame = await regex_search(state, lambda: plan_edit(req))
+            # its search holds a thread for up to REGEX_SECONDS: one of the slow checks'
+            run, blame = await slow_check(state, lambda: plan_edit(req))
         else:
             run, blame = await asyncio.to_thread(plan_edit, req)  # off the event loop
         await refuse_if_gone(state, request)  # left while its checks ran: not run
