@@ -19,6 +19,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from server_helpers import Echo, loaded, tiny_config, wait_until  # noqa: E402
 
 from unmask.server import ServerLimits, create_app  # noqa: E402
+from unmask.server.http import APIError  # noqa: E402
+from unmask.server.plumbing import slow_check  # noqa: E402
 
 edit_module = importlib.import_module("unmask.infill.edit")  # the package's edit is a function
 
@@ -112,3 +114,39 @@ def test_a_regex_search_waiting_past_the_timeout_is_a_504(monkeypatch):
     assert late.json()["error"]["code"] == "timeout"
     assert timeouts == 2  # the first one ran past 0.2 s too (held by the test)
     assert len(entered) == 1 and all(seen)
+
+
+class _Gone:
+    """A request whose client has gone away."""
+
+    async def is_disconnected(self) -> bool:
+        return True
+
+
+def test_a_check_whose_client_left_while_it_waited_is_dropped_not_run(monkeypatch):
+    entered, release, seen = _slow_search(monkeypatch)
+    limits = ServerLimits(max_slow_checks=1)
+    app = create_app(loaded(Echo(tiny_config())), access_log=False, limits=limits)
+    answers: list = []
+    ran = []
+    with TestClient(app) as c:
+        state = app.state.server
+        first = threading.Thread(target=lambda: answers.append(c.post("/v1/edit", json=EDIT)))
+        first.start()
+        wait_until(lambda: entered)  # the one slow-check thread is busy
+
+        async def abandoned() -> int:
+            try:
+                await slow_check(state, lambda: ran.append(1), _Gone())
+            except APIError as e:
+                return e.status
+            return 200
+
+        status = c.portal.call(abandoned)
+        waiting = state.slow_pending  # only the first: the abandoned check was dropped
+        release.set()
+        first.join(timeout=30)
+        cancelled = state.metrics.get("cancelled")
+    assert status == 499
+    assert waiting == 1 and not ran and cancelled == 1
+    assert answers[0].status_code == 200, answers[0].text

@@ -430,7 +430,7 @@ async def run_guided(
         except UserError as e:
             raise user_error(e, source) from None
 
-    form, parse, so_far = await slow_check(state, compiled)
+    form, parse, so_far = await slow_check(state, compiled, request)
     # not the checkpoint's recommendation (no ``loaded``): its penalties, measured on free
     # text, would fight the constraint (a structured answer repeats on purpose); steps not
     # sent: one per masked token, at most --max-steps (as infill and forms)

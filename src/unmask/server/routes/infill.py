@@ -186,7 +186,7 @@ def router(state: ServerState) -> APIRouter:
     @r.post("/v1/infill")
     async def infill_(req: InfillRequest, request: Request) -> Response:
         if any(getattr(req, f) is not None for f in GUIDED_FIELDS):  # automata compile
-            fn, body, blame = await slow_check(state, lambda: plan_infill(req))
+            fn, body, blame = await slow_check(state, lambda: plan_infill(req), request)
         else:
             fn, body, blame = await asyncio.to_thread(plan_infill, req)  # off the event loop
         return await _run(state, request, req, req.stream, "infill-", fn, body, blame)
@@ -387,7 +387,7 @@ def router(state: ServerState) -> APIRouter:
     async def edit_(req: EditRequest, request: Request) -> Response:
         if req.regex is not None and req.lowest is None and state.limits.allow_regex:
             # its search holds a thread for up to REGEX_SECONDS: one of the slow checks'
-            run, blame = await slow_check(state, lambda: plan_edit(req))
+            run, blame = await slow_check(state, lambda: plan_edit(req), request)
         else:
             run, blame = await asyncio.to_thread(plan_edit, req)  # off the event loop
         await refuse_if_gone(state, request)  # left while its checks ran: not run
