@@ -59,8 +59,9 @@ class ServerLimits:
     max_slow_checks: int = 2
     """Most requests checked at once whose checks may take seconds, each on a thread of its
     own (``plumbing.slow_check``): a ``/v1/edit`` regex search (a child process for up to
-    ``REGEX_SECONDS``), a structured answer's automata (guided ``/v1/infill``, a streamed
-    guided completion). Up to ``max_queue`` more wait for one; beyond that, 429."""
+    ``REGEX_SECONDS``), a structured answer's automata (``response_format`` and ``guided_*``
+    of completions, chat and ``/v1/infill``). Up to ``max_queue`` more wait for one; beyond
+    that, 429."""
 
     def __post_init__(self) -> None:
         from unmask.config import check_field_types

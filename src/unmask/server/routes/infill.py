@@ -54,7 +54,8 @@ Plan = tuple[Callable[[StepCallback], Any], Callable[[ServerState, Any], dict[st
              str | None]
 """A checked template request: its work on the worker, its response body and the field a
 refusal found there names (``_run``); made off the event loop (``asyncio.to_thread``: the
-checks parse templates, tokenize texts and compile a structured answer's automata)."""
+checks parse templates and tokenize texts; a structured answer's, which compile its
+automata for seconds, on a slow-check thread: ``plumbing.slow_check``)."""
 
 GUIDED_FIELDS = ("response_format", "guided_json", "guided_regex", "guided_choice")
 """The fields of a structured answer (``routes.guided.guidance``): its automata compile among
