@@ -21,6 +21,7 @@ from __future__ import annotations
 import array
 import dataclasses
 import errno
+import math
 import operator
 import re
 import signal
@@ -215,6 +216,13 @@ REGEX_SECONDS = 5.0
 """The longest a user's regex may search the text (``regex_spans``)."""
 
 _FIND = ("import array, itertools, re, sys\n"
+         "try:\n"
+         "    import resource\n"
+         "    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
+         "    cpu = resource.getrlimit(resource.RLIMIT_CPU)[1]\n"
+         "    resource.setrlimit(resource.RLIMIT_CPU, (int(sys.argv[1]), cpu))\n"
+         "except (ImportError, ValueError, OSError):\n"
+         "    pass\n"
          "size, _, data = sys.stdin.buffer.read().partition(b'\\n')\n"
          "pattern, text = (b.decode('utf-8', 'surrogatepass')\n"
          "                 for b in (data[:int(size)], data[int(size):]))\n"
@@ -224,7 +232,9 @@ _FIND = ("import array, itertools, re, sys\n"
 text in UTF-8 (``surrogatepass``: every ``str`` as it is; JSON read the two characters
 ``"\\ud83d\\ude00"``, a surrogate pair, as one, and every offset after them was one short).
 Out: every match's start and end as packed 64-bit ints (JSON spans were written a piece at
-a time: 11,000 matches took 70 ms on top of the start, 1M took 4 s)."""
+a time: 11,000 matches took 70 ms on top of the start, 1M took 4 s). Its argument: the CPU
+seconds after which the kernel stops it (SIGXCPU, no core file), whether or not its parent
+still waits: a server that exited at once (a second Ctrl-C) left it searching for days."""
 
 
 def regex_spans(regex: str, text: str, *, seconds: float | None = None) -> list[tuple[int, int]]:
@@ -247,7 +257,9 @@ def regex_spans(regex: str, text: str, *, seconds: float | None = None) -> list[
     run = None
     if sys.executable:
         try:  # -I -S: no site, no PYTHON* variables (the child needs only the stdlib)
-            run = subprocess.run([sys.executable, "-I", "-S", "-c", _FIND], capture_output=True,
+            cpu = str(math.ceil(limit) + 1)  # CPU seconds: after the wall-clock limit
+            run = subprocess.run([sys.executable, "-I", "-S", "-c", _FIND, cpu],
+                                 capture_output=True,
                                  input=_child_input(regex, text), timeout=limit,
                                  check=False)  # fmt: skip
         except subprocess.TimeoutExpired:

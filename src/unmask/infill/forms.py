@@ -605,13 +605,23 @@ def load_json(text: str, source: str) -> Any:
         raise UserError(f"{source}: invalid JSON ({e})") from None
 
 
+MAX_DEPTH = 128
+"""Deepest nesting of objects and arrays in a form or schema (``check_unicode``): the walks
+that lay out a form and read a schema recurse, and a document nested a few hundred deep
+overflowed Python's stack (a RecursionError: a traceback from ``unmask fill-form``, a 500
+from ``/v1/forms`` and ``guided_json``)."""
+
+
 def check_unicode(doc: Any, source: str) -> None:
     """A ``UserError`` naming ``source`` when a string of ``doc`` (parsed JSON: keys and values,
     at any depth) holds an unpaired surrogate such as ``\\ud800``: valid JSON, but no text a
-    tokenizer can encode."""
-    stack = [doc]
+    tokenizer can encode; or when ``doc`` nests deeper than ``MAX_DEPTH``."""
+    stack = [(doc, 0)]
     while stack:  # iterative: a form may nest thousands deep
-        node = stack.pop()
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list, tuple)) and depth == MAX_DEPTH:
+            raise UserError(f"{source}: nested deeper than {MAX_DEPTH} levels of objects and "
+                            "arrays")
         if isinstance(node, str):
             try:
                 node.encode("utf-8")
@@ -621,10 +631,10 @@ def check_unicode(doc: Any, source: str) -> None:
                     "valid UTF-8)"
                 ) from None
         elif isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
+            stack.extend((k, depth) for k in node)  # a key is a string: no level of its own
+            stack.extend((v, depth + 1) for v in node.values())
         elif isinstance(node, (list, tuple)):
-            stack.extend(node)
+            stack.extend((v, depth + 1) for v in node)
 
 
 def _load(template: str | Any, source: str) -> Any:

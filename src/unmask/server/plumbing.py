@@ -5,18 +5,20 @@ Inside: ``install_error_handlers`` (every error, pydantic's included, answered a
 Bearer check as a route dependency), the request checks (``check_model``, ``check_text``,
 ``check_steps``, ``diffusion_only``, ``check_generation``, ``check_names``),
 ``sample_config``, ``blaming`` (the field a refusal found on the worker names), the job life
-cycle (``submit``, ``wait``, ``alone``, ``run_alone``, ``job_failure``, ``timed_out``) and
-``note`` (fields for the access log).
+cycle (``submit``, ``wait``, ``alone``, ``run_alone``, ``job_failure``, ``timed_out``),
+``slow_check`` (checks that may take seconds, on threads of their own) and ``note`` (fields
+for the access log).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
 import logging
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from fastapi import Depends, FastAPI, Request
@@ -38,6 +40,8 @@ from unmask.server.schemas import MAX_STOP, DiffusionOptions, _Generation
 from unmask.server.state import ServerState
 
 log = logging.getLogger("unmask.server")
+
+T = TypeVar("T")
 
 _CODES = {"json_invalid": "invalid_json", "extra_forbidden": "unknown_field",
           "missing": "missing_field"}
@@ -457,6 +461,44 @@ def submit(state: ServerState, job: Job) -> None:
                        "retry later", type="rate_limit_error", code="queue_full") from None
 
 
+async def slow_check(state: ServerState, fn: Callable[[], T], request: Request) -> T:
+    """``fn()``: a request's checks that may take seconds (a user's regex searched in a child
+    process for up to ``REGEX_SECONDS``: ``unmask.infill.edit.regex_spans``; a structured
+    answer's automata compiled) on the server's own threads (``ServerState.slow_pool``),
+    not asyncio's default ones: six slow regex searches held every default thread, and every
+    other request's checks waited for them. Up to ``max_queue`` wait for a thread, holding
+    none; beyond that, 429. Past the request timeout (waiting included), 504; a client gone
+    while it waits, 499 (it is dropped, not run: a queue of abandoned requests held the
+    threads for those still waiting)."""
+    limits = state.limits
+    with state.slow_lock:
+        if state.slow_pending >= limits.max_slow_checks + limits.max_queue:
+            busy = state.slow_pending
+        else:
+            busy, state.slow_pending = 0, state.slow_pending + 1
+    if busy:
+        state.metrics.inc("rejected")
+        raise APIError(429, f"the server is busy ({busy} requests with slow checks, regex "
+                       "searches or structured-output compiles, running or queued); retry "
+                       "later", type="rate_limit_error", code="queue_full")
+
+    def done(_: object) -> None:  # when it ends, or is cancelled before it starts
+        with state.slow_lock:
+            state.slow_pending -= 1
+
+    future = state.slow_pool.submit(contextvars.copy_context().run, fn)
+    future.add_done_callback(done)
+    fut = asyncio.wrap_future(future)
+    try:
+        await until_done(state, fut, request)
+    finally:
+        if not fut.done():  # a check still waiting for a thread is dropped (its slot freed
+            state.metrics.inc("cancelled")  # now); a running one ends on its own
+            future.cancel()
+            fut.cancel()
+    return fut.result()
+
+
 def worker_down() -> APIError:
     """The 503 for a request the stopped model worker cannot run (``GET /healthz`` says
     ``down`` too): at once, not a 504 after ``--timeout``."""
@@ -491,22 +533,28 @@ def drop(state: ServerState, job: Job) -> None:
     state.engine.cancel(job)
 
 
+async def until_done(state: ServerState, fut: asyncio.Future[Any], request: Request) -> None:
+    """Wait for ``fut``: a 504 past the request timeout (counted), a 499 when the client of
+    ``request`` goes away first (polled every 0.25 s). ``fut`` is left as it is."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.limits.request_timeout_s
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            state.metrics.inc("timeouts")
+            raise timed_out(state)
+        done, _ = await asyncio.wait({fut}, timeout=min(0.25, remaining))
+        if done:
+            return
+        if await request.is_disconnected():
+            raise job_failure(Cancelled())  # a 499, logged as one line
+
+
 async def wait(state: ServerState, job: Job, request: Request) -> Any:
     """The job's result; cancels it when the client goes away or the timeout passes."""
     fut = asyncio.wrap_future(job.future)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + state.limits.request_timeout_s
     try:
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                state.metrics.inc("timeouts")
-                raise timed_out(state)
-            done, _ = await asyncio.wait({fut}, timeout=min(0.25, remaining))
-            if done:
-                break
-            if await request.is_disconnected():
-                raise job_failure(Cancelled())  # a 499, logged as one line
+        await until_done(state, fut, request)
         try:
             return fut.result()
         except BaseException as e:  # noqa: BLE001

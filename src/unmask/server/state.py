@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,12 @@ class ServerLimits:
     allow_regex: bool = True
     """Accept ``regex`` in ``/v1/edit`` and ``/v1/infill`` (a pattern runs or compiles on the
     worker: a pathological one can occupy it; turn off for untrusted clients)."""
+    max_slow_checks: int = 2
+    """Most requests checked at once whose checks may take seconds, each on a thread of its
+    own (``plumbing.slow_check``): a ``/v1/edit`` regex search (a child process for up to
+    ``REGEX_SECONDS``), a structured answer's automata (``response_format`` and ``guided_*``
+    of completions, chat and ``/v1/infill``). Up to ``max_queue`` more wait for one; beyond
+    that, 429."""
 
     def __post_init__(self) -> None:
         from unmask.config import check_field_types
@@ -98,6 +106,12 @@ class ServerState:
     chat_ends: frozenset[int] = field(init=False, repr=False)
     """Tokens that end a chat reply: EOS and the chat template's end-of-turn tokens
     (``ChatTemplate.reply``), found once, not per request."""
+    slow_pool: ThreadPoolExecutor = field(init=False, repr=False)
+    """The threads slow checks run on (``plumbing.slow_check``), apart from asyncio's
+    default ones that every other request's checks use."""
+    slow_pending: int = field(default=0, init=False, repr=False)
+    """Slow checks running or waiting for a ``slow_pool`` thread (``slow_lock``)."""
+    slow_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         tok = self.loaded.tokenizer
@@ -105,6 +119,8 @@ class ServerState:
         eos = getattr(self.loaded.config, "eos_id", None)
         no_chat = frozenset({eos} - {None})
         self.chat_ends = self.chat.ends(tok, eos) if self.chat is not None else no_chat
+        self.slow_pool = ThreadPoolExecutor(self.limits.max_slow_checks,
+                                             thread_name_prefix="unmask-slow-check")
 
     @property
     def tok(self) -> Any:

@@ -45,6 +45,7 @@ from unmask.server.plumbing import (
     repair_calls,
     run_alone,
     sample_config,
+    slow_check,
     usage,
     user_error,
 )
@@ -414,9 +415,23 @@ async def run_guided(
             param=overflow_param(req, room),
             code="context_length_exceeded",
         )
-    if "choice" in kwargs and "max_tokens" in req.model_fields_set:
-        kwargs = {**kwargs, "choice": fitting_choices(state, kwargs["choice"], req.max_tokens)}
-    form, parse = build_form(state, kwargs, req.max_tokens)
+    source = kwargs["source"]
+
+    def compiled() -> tuple[Any, bool, AnswerSoFar | None]:
+        """The form, and what a stream writes the answer with: their automata compile for
+        seconds (a slow check: on the loop, they held every client)."""
+        given = kwargs
+        if "choice" in given and "max_tokens" in req.model_fields_set:
+            given = {**given, "choice": fitting_choices(state, given["choice"], req.max_tokens)}
+        form, parse = build_form(state, given, req.max_tokens)
+        if not req.stream:
+            return form, parse, None
+        try:  # its refusal before the stream starts names the field, as the plain one
+            return form, parse, AnswerSoFar(state, form, parse, len(ids), source)
+        except UserError as e:
+            raise user_error(e, source) from None
+
+    form, parse, so_far = await slow_check(state, compiled, request)
     # not the checkpoint's recommendation (no ``loaded``): its penalties, measured on free
     # text, would fight the constraint (a structured answer repeats on purpose); steps not
     # sent: one per masked token, at most --max-steps (as infill and forms)
@@ -447,11 +462,7 @@ async def run_guided(
 
     # "the form needs 625 tokens": response_format
     work = blaming(run, req, kwargs["source"], most=state.limits.max_steps)
-    if req.stream:
-        try:  # its refusal before the stream starts names the field, as the plain one
-            so_far = AnswerSoFar(state, form, parse, len(ids), kwargs["source"])
-        except UserError as e:
-            raise user_error(e, kwargs["source"]) from None
+    if so_far is not None:
         events = GuidedEvents(state, request, req, rid, chat, so_far, ids, seed=config.seed)
         return await stream_job(state, request, alone(work), events, first_step=True)
     await refuse_if_gone(state, request)  # left while its checks ran: not run

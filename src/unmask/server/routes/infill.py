@@ -42,6 +42,7 @@ from unmask.server.plumbing import (
     sample_config,
     secured,
     sent_option,
+    slow_check,
     spoken,
     user_error,
 )
@@ -53,7 +54,12 @@ Plan = tuple[Callable[[StepCallback], Any], Callable[[ServerState, Any], dict[st
              str | None]
 """A checked template request: its work on the worker, its response body and the field a
 refusal found there names (``_run``); made off the event loop (``asyncio.to_thread``: the
-checks parse templates, tokenize texts and compile a structured answer's automata)."""
+checks parse templates and tokenize texts; a structured answer's, which compile its
+automata for seconds, on a slow-check thread: ``plumbing.slow_check``)."""
+
+GUIDED_FIELDS = ("response_format", "guided_json", "guided_regex", "guided_choice")
+"""The fields of a structured answer (``routes.guided.guidance``): its automata compile among
+the request's checks, on a slow-check thread (``plumbing.slow_check``)."""
 
 INFILL_FIELDS = ("length_mode", "length_score", "max_candidates", "elbo_samples")
 """``InfillRequest`` fields that are ``InfillOptions`` fields (unset: the library's default)."""
@@ -80,11 +86,18 @@ def form_body(state: ServerState, res: Any) -> dict[str, Any]:
 
 
 def _has_regex_hole(form: Any) -> bool:
-    if isinstance(form, dict):
-        return any(_has_regex_hole(v) for v in form.values())
-    if isinstance(form, list):
-        return any(_has_regex_hole(v) for v in form)
-    return isinstance(form, str) and form.startswith("<regex:")
+    """Whether a value of the parsed ``form``, at any depth, is a ``<regex:...>`` hole
+    (iterative: a form nested 500 deep overflowed the stack, a 500 under ``--no-regex``)."""
+    stack = [form]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str) and node.startswith("<regex:"):
+            return True
+    return False
 
 
 async def _run(state: ServerState, request: Request, opts: DiffusionOptions, stream: bool,
@@ -173,7 +186,10 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/infill")
     async def infill_(req: InfillRequest, request: Request) -> Response:
-        fn, body, blame = await asyncio.to_thread(plan_infill, req)  # off the event loop
+        if any(getattr(req, f) is not None for f in GUIDED_FIELDS):  # automata compile
+            fn, body, blame = await slow_check(state, lambda: plan_infill(req), request)
+        else:
+            fn, body, blame = await asyncio.to_thread(plan_infill, req)  # off the event loop
         return await _run(state, request, req, req.stream, "infill-", fn, body, blame)
 
     def plan_infill(req: InfillRequest) -> Plan:
@@ -370,7 +386,11 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/edit")
     async def edit_(req: EditRequest, request: Request) -> Response:
-        run, blame = await asyncio.to_thread(plan_edit, req)  # off the event loop
+        if req.regex is not None and req.lowest is None and state.limits.allow_regex:
+            # its search holds a thread for up to REGEX_SECONDS: one of the slow checks'
+            run, blame = await slow_check(state, lambda: plan_edit(req), request)
+        else:
+            run, blame = await asyncio.to_thread(plan_edit, req)  # off the event loop
         await refuse_if_gone(state, request)  # left while its checks ran: not run
         res = await run_alone(state, request,
                               blaming(run, req, blame, most=state.limits.max_steps))
