@@ -17,8 +17,8 @@
   ``Generation`` holds texts, ids, the prompts as they ended (a ``[MASK]`` written in a prompt
   is filled), NFE, steps, seconds. ``draws_noise``, ``with_seed`` and ``row_seeds``: the one
   seed rule of the CLI, the API and the server (which runs draw, the seed a sampled run
-  draws and reports, the seed of every row). ``stop_at``: where a text ends at its stop
-  sequences (``generate``'s and ``chat``'s ``stop``, the server's).
+  draws and reports, the seed of every row). ``stop_at`` (``unmask.chat.text_end``): where
+  a text ends at its stop sequences (``generate``'s and ``chat``'s ``stop``, the server's).
 - ``chat``: one assistant reply to a conversation through a chat template; ``chat_template``
   picks the template (the model's, or a ``--template`` value).
 - ``infill``, ``edit``, ``fill_form``: the tasks of ``unmask.infill`` (templates with gaps,
@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from unmask.chat import cut_text, stop_at
 from unmask.config import SampleConfig, dtype_choice, dtype_name, torch_dtype
 from unmask.errors import UserError
 from unmask.facts import CAUSAL_DECODERS, ModelFacts
@@ -930,7 +931,8 @@ def generate(
     (``start``; None: the recommendation alone, as ``unmask generate`` with no flags);
     ``template``: a ``ChatTemplate`` or a name, file or Jinja text (``chat_template``).
     ``stop``: a text or a list of texts; each row's text ends before the earliest-starting
-    one found in it (``stop_at``, the server's ``stop`` rule), as after EOS; ``ids`` and
+    one found in it, as after EOS (with a template, in the reply as decoded, before it is
+    stripped: ``chat``); the server's ``stop`` rule (``unmask.chat.text_end``); ``ids`` and
     ``n_tokens`` stay what was decoded.
     """
     check_loaded(loaded)
@@ -966,10 +968,9 @@ def generate(
         run = start(loaded, rows, config, step_callback=step_callback, draft=draft)
         result, seconds = run_to_end(run, device=str(_device(loaded)))
     if template is not None:
-        texts = [template.reply(tok, ids, facts.eos_id) for ids in result.gen_ids]
+        texts = [template.reply(tok, ids, facts.eos_id, stops) for ids in result.gen_ids]
     else:
-        texts = result.texts(tok)
-    texts = [_cut_at_stop(t, stops, reply=template is not None) for t in texts]
+        texts = [cut_text(t, stops) for t in result.texts(tok)]
     ended = _ended_prompts(rows, result, facts.mask_id)
     shown = [
         tok.decode(ids) if ids != given else text
@@ -990,13 +991,6 @@ def generate(
     )
 
 
-def stop_at(text: str, stops: Sequence[str]) -> int | None:
-    """Where the earliest-starting of the stop sequences ``stops`` in ``text`` begins (None:
-    none): the text is cut there. The one rule of ``generate``'s and ``chat``'s ``stop`` and
-    of the server's (``unmask.server.routes.completions``)."""
-    return min((text.find(s) for s in stops if s in text), default=None)
-
-
 def _stops(stop: Any) -> list[str]:
     """``stop`` of ``generate`` and ``chat`` as a list: None (none), a text, or a list of
     texts, none empty; else one line."""
@@ -1010,15 +1004,6 @@ def _stops(stop: Any) -> list[str]:
         if not isinstance(s, str) or not s:
             raise UserError(f"stop sequences must be texts of at least one character, got {s!r}")
     return stops
-
-
-def _cut_at_stop(text: str, stops: Sequence[str], *, reply: bool) -> str:
-    """``text`` before its earliest stop sequence (``stop_at``); a chat ``reply`` (stripped)
-    is stripped again after the cut, as the server's chat cuts it."""
-    at = stop_at(text, stops)
-    if at is None:
-        return text
-    return text[:at].strip() if reply else text[:at]
 
 
 def _check_seed(seed: Any) -> int:
@@ -1395,8 +1380,10 @@ def chat(
     or Jinja text too; a content's special-token strings are plain text). ``config`` and
     ``draft`` as ``generate`` takes them (None: the checkpoint's recommendation, as ``unmask
     chat`` and the server use it). ``stop``: the reply ends before the earliest-starting of
-    these texts found in it, as ``generate``'s ``stop`` (searched in the reply as stripped,
-    and the rest stripped again, as the server's chat cuts it).
+    these texts found in it, as ``generate``'s ``stop``, where the server's chat cuts it
+    (``unmask.chat.text_end``): looked for in the reply as decoded, after its leading
+    whitespace (its trailing whitespace and any text past a turn marker included: ``".\n"``
+    ends a reply ``"... x.\n"``), unless the turn marker starts first; the rest is stripped.
 
     Every message is rendered: unlike ``unmask chat``, which drops the oldest exchanges to fit
     (``unmask.commands.chat.ChatSession.prepare``), a conversation whose prompt and
@@ -1414,8 +1401,7 @@ def chat(
         config = _as_config(loaded, options, prompt_lengths=[len(ids)])
     run = start(loaded, [ids], config, step_callback=step_callback, draft=draft)
     result, seconds = run_to_end(run, device=str(_device(loaded)))
-    reply = template.reply(loaded.tokenizer, result.gen_ids[0], facts_of(loaded).eos_id)
-    reply = _cut_at_stop(reply, stops, reply=True)
+    reply = template.reply(loaded.tokenizer, result.gen_ids[0], facts_of(loaded).eos_id, stops)
     return Reply(
         text=reply,
         prompt=text,

@@ -30,7 +30,9 @@ message that has one, rather than silently dropping it.
 
 Inside: ``ROLES``, ``DEFAULT_CHAT_TEMPLATE``, ``PLAIN_CHAT_TEMPLATE``, ``BUILTIN_TEMPLATES``,
 ``TURN_STARTS``, ``check_messages``, ``select_template``, ``ChatTemplate``, ``TemplateRejected``,
-``render_chat``, ``template_arg``.
+``render_chat``, ``template_arg``; ``stop_at``, ``text_end``, ``cut_text``: where a generated
+text ends at its stop sequences (and a chat reply at its turn marker), for ``api`` and the
+server alike.
 """
 
 from __future__ import annotations
@@ -569,16 +571,17 @@ class ChatTemplate:
             {int(eos_id)} if eos_id is not None else frozenset()
         )
 
-    def reply(self, tokenizer: Any, gen_ids: Sequence[int], eos_id: int | None) -> str:
+    def reply(self, tokenizer: Any, gen_ids: Sequence[int], eos_id: int | None,
+              stops: Sequence[str] = ()) -> str:
         """The text of a generated turn: ``gen_ids`` up to EOS or the first special token the
         template writes (its end-of-turn marker), decoded, cut where it starts another turn
-        of a built-in template (``TURN_STARTS``: ``\nUser:`` for ``plain``) and stripped."""
+        of a built-in template (``TURN_STARTS``: ``\nUser:`` for ``plain``) or before the
+        earliest of the stop sequences ``stops``, whichever starts first, and stripped
+        (``cut_text``, the rule of the server's chat)."""
         stop = self.ends(tokenizer, eos_id)
         ids = [int(i) for i in gen_ids]
         end = next((k for k, i in enumerate(ids) if i in stop), len(ids))
-        text = tokenizer.decode(ids[:end])
-        turn = self.turn_start(text)
-        return (text if turn is None else text[: turn[0]]).strip()
+        return cut_text(tokenizer.decode(ids[:end]), stops, self)
 
     @property
     def turn_starts(self) -> tuple[str, ...]:
@@ -592,6 +595,50 @@ class ChatTemplate:
         The one rule of ``reply``, ``unmask chat``, ``api.chat`` and the server's chat."""
         found = [(k, k + len(s)) for s in self.turn_starts if (k := text.find(s)) >= 0]
         return min(found) if found else None
+
+
+def stop_at(text: str, stops: Sequence[str]) -> int | None:
+    """Where the earliest-starting of the stop sequences ``stops`` in ``text`` begins (None:
+    none): the text is cut there (``text_end``)."""
+    return min((text.find(s) for s in stops if s in text), default=None)
+
+
+def reply_lead(text: str) -> int:
+    """Length of the whitespace a chat reply starts with: a reply is stripped, so a stop
+    sequence such as ``" "`` or ``"\n"`` is looked for in the text the reader gets, not in
+    the space a template leaves after ``Assistant:``."""
+    return len(text) - len(text.lstrip())
+
+
+def text_end(text: str, stops: Sequence[str], template: ChatTemplate | None = None
+             ) -> tuple[int, int] | None:
+    """The span of ``text`` that ends it, or None. ``text``: a row as decoded up to its end
+    token (EOS; a chat's end of turn), not stripped. The span is the earliest-starting of the
+    stop sequences ``stops`` (the shortest of those starting there); for a chat reply
+    (``template`` given) looked for after its leading whitespace (``reply_lead``), and the
+    template's turn marker (``ChatTemplate.turn_start``) if that starts before it.
+
+    The one rule of where a text ends: ``api.generate``'s and ``api.chat``'s ``stop``
+    (``cut_text``) and the server's completions and chat (``finish``, ``prefix_text``)."""
+    lead = reply_lead(text) if template is not None else 0
+    at = stop_at(text[lead:], stops)
+    span = None
+    if at is not None:
+        at += lead
+        span = (at, at + min(len(s) for s in stops if text.startswith(s, at)))
+    turn = template.turn_start(text) if template is not None else None
+    if turn is not None and (span is None or turn[0] < span[0]):
+        span = turn
+    return span
+
+
+def cut_text(text: str, stops: Sequence[str], template: ChatTemplate | None = None) -> str:
+    """``text`` (as ``text_end`` takes it) before the span that ends it; a chat reply
+    (``template`` given) stripped last."""
+    span = text_end(text, stops, template)
+    if span is not None:
+        text = text[: span[0]]
+    return text.strip() if template is not None else text
 
 
 _ADDED: weakref.WeakKeyDictionary[Any, tuple[tuple[str, int, bool], ...]] = (

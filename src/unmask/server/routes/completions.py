@@ -20,8 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from unmask import api
-from unmask.api import stop_at
-from unmask.chat import ChatTemplate
+from unmask.chat import ChatTemplate, reply_lead, text_end
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.messages import plural
@@ -594,20 +593,9 @@ def finish(state: ServerState, ids: list[int], stops: list[str], reply: Reply
 
 
 def _cut(text: str, stops: list[str], reply: Reply) -> tuple[int, int] | None:
-    """The span of ``text`` that ends it, or None: the earliest-starting stop sequence (after
-    a chat reply's leading whitespace: ``_lead``; the shortest of those starting there), or
-    the marker where a chat reply starts another turn (``ChatTemplate.turn_start`` of
-    ``reply.template``) if that starts before it."""
-    lead = _lead(text, reply)
-    at = stop_at(text[lead:], stops)
-    span = None
-    if at is not None:
-        at += lead
-        span = (at, at + min(len(s) for s in stops if text.startswith(s, at)))
-    turn = reply.template.turn_start(text) if reply.template is not None else None
-    if turn is not None and (span is None or turn[0] < span[0]):
-        span = turn
-    return span
+    """The span of ``text`` that ends it, or None: ``text_end``, the rule of ``api.generate``
+    and ``api.chat`` too (a chat reply through ``reply.template``)."""
+    return text_end(text, stops, reply.template if reply.chat else None)
 
 
 def tokens_through(tok: Any, ids: list[int], text: str) -> int:
@@ -622,13 +610,6 @@ def tokens_through(tok: Any, ids: list[int], text: str) -> int:
         else:
             lo = mid + 1
     return lo
-
-
-def _lead(text: str, reply: Reply) -> int:
-    """Length of the whitespace a chat reply starts with (0 for completions): a reply is
-    stripped (``ChatTemplate.reply``), so a stop sequence such as ``" "`` or ``"\n"`` is found
-    in the text the client gets, not in the space a template leaves after ``Assistant:``."""
-    return len(text) - len(text.lstrip()) if reply.chat else 0
 
 
 def stop_may_start(text: str, stops: list[str]) -> int:
@@ -666,7 +647,7 @@ def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Rep
     text = state.tok.decode(prefix[:end])
     if not done:
         text = text.rstrip("\ufffd")  # an incomplete multi-byte character
-    lead = _lead(text, reply)
+    lead = reply_lead(text) if reply.chat else 0
     span = _cut(text, stops, reply)
     at = None if span is None else span[0]
     may = len(text)
