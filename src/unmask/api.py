@@ -738,9 +738,13 @@ def _encode_prompts(loaded: Loaded, texts: Sequence[str], template: ChatTemplate
         head = [{"role": "system", "content": system}] if system is not None else []
         return [template.prompt(tok, [*head, {"role": "user", "content": p}])[1] for p in texts]
     if system is not None:
-        raise UserError("system needs a chat template (without one each prompt is raw text): "
-                        "pass template=api.chat_template(m) for the model's own, or a name "
-                        "(plain, default), a file or Jinja text")
+        if getattr(loaded.config, "chat_template", None):
+            way = "template=api.chat_template(m) for the model's own, or a name (plain, default)"
+        else:  # api.chat_template(m) would refuse it, in the CLI's words
+            way = (f'template="plain" (a User:/Assistant: transcript; {loaded.shown} has no '
+                   'chat template of its own), template="default"')
+        raise UserError(f"system needs a chat template (without one each prompt is raw text): "
+                        f"pass {way}, a file or Jinja text")
     facts = facts_of(loaded)
     return [encode_prompt(tok, p, facts=facts) for p in texts]
 
@@ -815,7 +819,9 @@ class Generation:
     config: SampleConfig | None = field(default=None, repr=False)
     """The options that ran, ``decoder`` named: a mapping's with the checkpoint's
     recommendation filled in, as ``unmask generate --json`` reports them (None: built by
-    hand)."""
+    hand). But for the seed: a sampled run given no ``seed`` drew from torch's global
+    generator and its ``seed`` stays None (``--json`` reports the seed the command drew,
+    ``with_seed``); give ``config`` a ``seed`` to log a run that can be repeated."""
 
     @property
     def n_tokens(self) -> int:
@@ -1362,7 +1368,8 @@ class Reply:
     decoder: str = ""
     """The decoder that ran (``choose_decoder``), as ``Generation.decoder``."""
     config: SampleConfig | None = field(default=None, repr=False)
-    """The options that ran, as ``Generation.config`` (``unmask chat --json``'s ``config``)."""
+    """The options that ran, as ``Generation.config`` (``unmask chat --json``'s ``config``;
+    its ``seed`` None for a sampled run given none, as ``Generation.config``'s)."""
 
 
 def chat(
