@@ -121,7 +121,7 @@ class Turn:
     stats: dict[str, Any] = field(default_factory=dict)
     """Acceptance rate, tokens per forward, forwards (``speculative``, ``hybrid``)."""
     config: SampleConfig | None = None
-    """The options the reply ran with (``Prepared.config``)."""
+    """The options the reply ran with, its decoder named (``unmask.api.Reply.config``)."""
     steps: int = 0
     """The decoder's steps (``unmask.api.Reply.steps``; ``generate --json`` reports them too)."""
 
@@ -301,7 +301,7 @@ class ChatSession:
         self.turns = [*prepared.turns, {"role": "assistant", "content": out.text}]
         stats = getattr(out.result, "acceptance_stats", dict)()
         return Turn(reply=out.text, prompt=prepared, nfe=out.nfe, seconds=out.seconds, stats=stats,
-                    config=config, steps=out.steps)
+                    config=out.config, steps=out.steps)
 
 
 @dataclass
@@ -455,7 +455,7 @@ def converse(
                       "nfe": turn.nfe, "steps": turn.steps, "seconds": round(turn.seconds, 4)}
             record.update(turn.stats)  # speculative, hybrid: acceptance and forwards
             record["config"] = dataclasses.asdict(  # the options that ran, as generate --json
-                dataclasses.replace(turn.config or session.config, decoder=session.decoder))
+                turn.config or dataclasses.replace(session.config, decoder=session.decoder))
             print(json.dumps(record, ensure_ascii=False), flush=True)
         else:
             print(turn.reply, flush=True)

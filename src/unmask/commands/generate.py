@@ -335,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
             "n_tokens": n_tokens,  # what tokens_per_s counts: each row's up to its EOS
             "tokens_per_s": round(tokens_per_s, 2),
             "dtype": api.weights_dtype(loaded),
-            "config": dataclasses.asdict(dataclasses.replace(config, decoder=out.decoder)),
+            "config": dataclasses.asdict(out.config),  # the options that ran (seeded above)
         }
         if hasattr(out.result, "acceptance_stats"):  # speculative, hybrid: drafts and forwards
             result.update(out.result.acceptance_stats())
