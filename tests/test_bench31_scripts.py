@@ -29,3 +29,40 @@ def test_guidance_scales_are_checked_before_training(tmp_path, scales, message):
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
         f"guidance.py: error: argument --scales: {message}")
+
+
+FAKE_PY = r"""#!/bin/bash
+# python as device_session.sh calls it: train/distill record whether their --out held files
+if [ "$1" = -c ]; then case "$2" in *json*) echo "250 250" ;; esac; exit 0; fi
+if [ "$1" = -m ] && { [ "$3" = train ] || [ "$3" = distill ]; }; then
+  out=""; prev=""
+  for a in "$@"; do [ "$prev" = --out ] && out=$a; prev=$a; done
+  case "$out" in
+    "$WORK"/*) if [ -n "$(ls -A "$out" 2>/dev/null)" ]; then echo "stale $out" >> "$LOG"
+               else echo "fresh $out" >> "$LOG"; fi
+               mkdir -p "$out" && echo '{}' > "$out/metrics.jsonl" ;;
+    *) echo "outside $out" >> "$LOG" ;;
+  esac
+fi
+exit 0
+"""
+
+
+def test_device_session_stages_train_in_fresh_folders(tmp_path):
+    """A second call on the same machine (as the header's resumed session ran) found the
+    first call's /tmp/probe, /tmp/demo ...: `unmask train` and `unmask distill` refuse a
+    folder that is not empty, so each stage failed, and its logs and weights were the earlier
+    call's. Each stage now empties its own folder under WORK first."""
+    py, work, log = tmp_path / "python3", tmp_path / "work", tmp_path / "calls.log"
+    py.write_text(FAKE_PY)
+    py.chmod(0o755)
+    for stage in ("probe", "demo", "twin", "drafter", "small0"):
+        (work / stage / "checkpoint").mkdir(parents=True)  # an earlier call's runs
+    env = {"PATH": "/usr/bin:/bin", "PY": str(py), "OUT": str(tmp_path / "out"),
+           "WORK": str(work), "LOG": str(log), "DEVICE": "cpu",
+           "STAGES": "demo twin drafter", "TOTAL": "30"}  # fmt: skip
+    r = subprocess.run(["/bin/bash", "benchmarks/device_session.sh"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    calls = log.read_text().splitlines()
+    assert calls == [f"fresh {work}/{d}" for d in ("probe", "demo", "twin", "small0", "drafter")]
