@@ -162,3 +162,34 @@ def test_speculative_batch_times_a_warm_call(benchmark, monkeypatch):
         return clock.calls
 
     assert spec.timed(decode) == (2, 1.0)
+
+
+@pytest.mark.parametrize(
+    "grid, recommended",
+    [(["--temperatures", "0", "--blocks", "4", "2"], "T=0, blocks of 4"),
+     (["--temperatures", "0.5", "0", "--blocks", "4", "--seeds", "2"], "T=0.5, blocks of 4")],
+)  # fmt: skip
+def test_defaults_ties_are_broken_by_warm_per_pass_seconds(benchmark, monkeypatch, tmp_path,
+                                                           grid, recommended):  # fmt: skip
+    """Without the scorer the recommendation's key is rep-4, which ties (0 for every short
+    text), and the tie went to the faster setting: the first setting had paid the process's
+    one-time costs, and a sampled one ran --seeds passes where greedy ran one."""
+    import json
+    import types
+
+    defaults = benchmark("defaults")
+    clock = _Clock()
+    monkeypatch.setattr(defaults, "time", clock)
+
+    def generate(m, prompts, config):
+        clock.spend()
+        return types.SimpleNamespace(texts=["and he said unto them go" for _ in prompts])
+
+    monkeypatch.setattr(defaults.api, "generate", generate)
+    out = tmp_path / "d.json"
+    defaults.main(["--prompts", "2", "--gen-length", "8", "--prompt-source", "corpus-tail",
+                   "--no-score", "--threads", "1", *grid, "--json", str(out)])  # fmt: skip
+    result = json.loads(out.read_text())
+    assert [r["seconds"] for r in result["rows"][1:]] == (
+        [1.0, 1.0] if "--seeds" not in grid else [2.0, 1.0])
+    assert result["recommended"] == recommended
