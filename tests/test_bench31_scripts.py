@@ -193,3 +193,30 @@ def test_defaults_ties_are_broken_by_warm_per_pass_seconds(benchmark, monkeypatc
     assert [r["seconds"] for r in result["rows"][1:]] == (
         [1.0, 1.0] if "--seeds" not in grid else [2.0, 1.0])
     assert result["recommended"] == recommended
+
+
+def test_compile_decode_counts_the_tokens_an_ar_row_decoded(benchmark, monkeypatch):
+    """An ar row that ended at its EOS after 3 of 8 tokens was counted as 8 tokens/s-worth:
+    tok_s is now the tokens decoded (a diffusion row decodes every position)."""
+    import types
+
+    import unmask.api
+    from unmask.config import SampleConfig
+
+    compile_decode = benchmark("compile_decode")
+    clock = _Clock()
+    monkeypatch.setattr(compile_decode, "time", clock)
+
+    def start(loaded, prompt, config):
+        def run():
+            clock.spend()
+            steps = 3 if config.decoder == "ar" else 2
+            return types.SimpleNamespace(gen_ids=[[7, 7, 0] + [0] * 5], steps=steps)
+
+        return types.SimpleNamespace(run=run)
+
+    monkeypatch.setattr(unmask.api, "start", start)
+    for decoder, tokens in (("ar", 3.0), ("llada", 8.0)):
+        configs = {"off": SampleConfig(gen_length=8, decoder=decoder)}
+        rows = compile_decode._time_modes(None, [[5, 6]], configs, repeats=1)
+        assert rows["off"]["tok_s"] == tokens
