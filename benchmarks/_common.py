@@ -10,6 +10,7 @@ types for counts and durations; ``int_list`` parses a comma list such as
 writes strict JSON (NaN as null).
 ``output_file`` / ``output_path`` are the type of a ``--json`` path (checked at once, nothing
 made: an unwritable path is refused before the run, not after it).
+``generated(ids, eos)`` counts a row's tokens as a tokens/s wants them (its text and EOS).
 ``default_output(name)`` is where results go when no path is given (``runs/bench``, not the
 committed ``benchmarks/results``). Scripts import this module from their own folder
 (``python benchmarks/NAME.py`` puts it first on ``sys.path``). It imports ``unmask`` only
@@ -21,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 __all__ = ["OUTPUT", "default_output", "fill_defaults", "int_list", "json_text",
-           "non_negative_floats", "non_negative_int", "output_file", "output_path",
+           "generated", "non_negative_floats", "non_negative_int", "output_file", "output_path",
            "positive_float", "positive_int", "run"]  # fmt: skip
 
 OUTPUT = Path(__file__).resolve().parents[1] / "runs" / "bench"
@@ -39,6 +40,15 @@ def default_output(name: str) -> Path:
     measurements the docs cite: running a documented command again must not overwrite them.
     To update one on purpose, name it: ``--json benchmarks/results/NAME``."""
     return OUTPUT / name
+
+
+def generated(ids: Sequence[int], eos: int | None) -> int:
+    """Tokens a row generated: its text and the EOS that ended it (a forward made the EOS
+    too; after it, a left-to-right decoder makes nothing and a diffusion row no text)."""
+    from unmask.sampling import cut_at_eos
+
+    text = len(cut_at_eos(ids, eos))
+    return text + (text < len(ids))
 
 
 def json_text(

@@ -220,3 +220,33 @@ def test_compile_decode_counts_the_tokens_an_ar_row_decoded(benchmark, monkeypat
         configs = {"off": SampleConfig(gen_length=8, decoder=decoder)}
         rows = compile_decode._time_modes(None, [[5, 6]], configs, repeats=1)
         assert rows["off"]["tok_s"] == tokens
+
+
+def test_precision_counts_the_tokens_an_ar_row_generated(benchmark, monkeypatch):
+    """An ar row that ended at its EOS was counted as gen_length tokens, and speedup was the
+    time ratio: a bf16 run whose rows stopped sooner looked faster for writing less."""
+    import types
+
+    from unmask.tokenizer import byte_tokenizer
+
+    precision = benchmark("precision")
+    tok = byte_tokenizer()
+    eos = tok.special_ids()["eos_id"]
+    config = types.SimpleNamespace(eos_id=eos)
+    monkeypatch.setattr(precision, "load_for_decoding", lambda name, dtype: types.SimpleNamespace(
+        dtype=dtype, config=config, tokenizer=tok))
+    monkeypatch.setattr(precision.api, "sample_config", lambda m, options: options)
+    monkeypatch.setattr(precision.api, "choose", lambda m, cfg: "ar")
+    ends = {"fp32": 8, "bf16": 2}  # tokens before EOS: both dtypes take 1 s for 2 prompts
+
+    def decode_all(m, prompts, cfg, batch):
+        row = [65] * ends[m.dtype] + [eos] * (8 - ends[m.dtype])
+        return [row] * len(prompts), [tok.decode(row)] * len(prompts), 1.0
+
+    monkeypatch.setattr(precision, "_decode_all", decode_all)
+    rows = []
+    monkeypatch.setattr(precision.json, "dumps", lambda row: rows.append(row) or "")
+    precision.main(["--prompts", "2", "--gen-lengths", "8", "--prompt-source", "corpus-tail",
+                    "--no-score", "--repeats", "1", "--dtypes", "fp32", "bf16"])  # fmt: skip
+    assert [(r["dtype"], r["tok_s"], r["speedup"]) for r in rows] == [
+        ("fp32", 16.0, 1.0), ("bf16", 6.0, 0.375)]  # 2 x 8 text; 2 x (2 text + EOS)
