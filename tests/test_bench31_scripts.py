@@ -250,3 +250,24 @@ def test_precision_counts_the_tokens_an_ar_row_generated(benchmark, monkeypatch)
                     "--no-score", "--repeats", "1", "--dtypes", "fp32", "bf16"])  # fmt: skip
     assert [(r["dtype"], r["tok_s"], r["speedup"]) for r in rows] == [
         ("fp32", 16.0, 1.0), ("bf16", 6.0, 0.375)]  # 2 x 8 text; 2 x (2 text + EOS)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--compare", "precision", "--sides", "nosuch"],
+      "--sides nosuch: no side 'nosuch'; choose from fp32-eager, bf16-eager, fp32-compiled, "
+      "bf16-compiled"),
+     (["--compare", "precision", "--sides", "fp32-eager,fp32-eager-ckpt"],
+      "--sides fp32-eager,fp32-eager-ckpt: no side 'fp32-eager-ckpt' (with "
+      "--activation-checkpointing)"),
+     (["--sides", "fp32-eager"],
+      "--sides picks sides of --compare precision, not of --compare plain")],
+)  # fmt: skip
+def test_train_throughput_sides_are_checked(args, message):
+    """`--compare precision --sides nosuch` (or the ckpt side without its flag) ran nothing
+    and ended in a StopIteration traceback; a misspelt side among good ones was dropped, and
+    --sides with another --compare was ignored (every side ran)."""
+    r = _run("train_throughput.py", *args, "--preset", "tiny", "--steps", "1", "--rounds", "1")
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"train_throughput.py: error: {message}"
