@@ -271,3 +271,34 @@ def test_train_throughput_sides_are_checked(args, message):
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == f"train_throughput.py: error: {message}"
+
+
+def test_objectives_sampling_is_timed_warm_and_counts_ar_tokens(benchmark, monkeypatch):
+    """objectives.py timed each model's first sampling call (ar, sampled first, paid the
+    process's one-time costs: its seconds are the equal-time comparison's budget) and counted
+    gen_length tokens for an ar row that ended at its EOS."""
+    import argparse
+    import types
+
+    import torch
+
+    from unmask.tokenizer import byte_tokenizer
+
+    objectives = benchmark("objectives")
+    clock = _Clock()
+    monkeypatch.setattr(objectives, "time", clock)
+    tok = byte_tokenizer()
+    special = tok.special_ids()
+    cfg = types.SimpleNamespace(objective="ar", attention="causal", **special)
+    loaded = types.SimpleNamespace(model=torch.nn.Linear(1, 1), tokenizer=tok, config=cfg)
+    monkeypatch.setattr(objectives, "load", lambda run: loaded)
+
+    def generate_ar(model, prompts, max_new_tokens, **kw):
+        clock.spend()
+        row = [72, 105, special["eos_id"]] + [special["pad_id"]] * (max_new_tokens - 3)
+        return types.SimpleNamespace(gen_ids=[row] * len(prompts), nfe=3, steps=3)
+
+    monkeypatch.setattr(objectives, "generate_ar", generate_ar)
+    args = argparse.Namespace(gen_length=8, sample_steps=None)
+    out = objectives.sample(Path("run"), "ar", args, [[65, 66]] * 2)
+    assert (out["seconds"], out["tokens"]) == (1.0, 6)  # 2 rows x (2 text + EOS)
