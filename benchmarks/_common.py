@@ -6,9 +6,11 @@ does for a bad flag, instead of a traceback; Ctrl-C is ``NAME: interrupted`` and
 ``positive_int`` and ``non_negative_int`` (the CLI's own check,
 ``unmask.commands.at_least(1)`` and ``at_least(0)``) and ``positive_float`` are argparse
 types for counts and durations; ``int_list`` parses a comma list such as
-``--clients 1,4,16``; ``json_text`` writes strict JSON (NaN as null).
+``--clients 1,4,16``, ``non_negative_floats`` one such as ``--scales 0,0.02``; ``json_text``
+writes strict JSON (NaN as null).
 ``output_file`` / ``output_path`` are the type of a ``--json`` path (checked at once, nothing
 made: an unwritable path is refused before the run, not after it).
+``generated(ids, eos)`` counts a row's tokens as a tokens/s wants them (its text and EOS).
 ``default_output(name)`` is where results go when no path is given (``runs/bench``, not the
 committed ``benchmarks/results``). Scripts import this module from their own folder
 (``python benchmarks/NAME.py`` puts it first on ``sys.path``). It imports ``unmask`` only
@@ -20,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 __all__ = ["OUTPUT", "default_output", "fill_defaults", "int_list", "json_text",
-           "non_negative_int", "output_file", "output_path", "positive_float", "positive_int",
-           "run"]  # fmt: skip
+           "generated", "non_negative_floats", "non_negative_int", "output_file", "output_path",
+           "positive_float", "positive_int", "run"]  # fmt: skip
 
 OUTPUT = Path(__file__).resolve().parents[1] / "runs" / "bench"
 """Where a script writes its results when no path is given (``runs/`` is ignored by git)."""
@@ -38,6 +40,15 @@ def default_output(name: str) -> Path:
     measurements the docs cite: running a documented command again must not overwrite them.
     To update one on purpose, name it: ``--json benchmarks/results/NAME``."""
     return OUTPUT / name
+
+
+def generated(ids: Sequence[int], eos: int | None) -> int:
+    """Tokens a row generated: its text and the EOS that ended it (a forward made the EOS
+    too; after it, a left-to-right decoder makes nothing and a diffusion row no text)."""
+    from unmask.sampling import cut_at_eos
+
+    text = len(cut_at_eos(ids, eos))
+    return text + (text < len(ids))
 
 
 def json_text(
@@ -79,6 +90,28 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{value:g} must be positive")
     return value
+
+
+def non_negative_floats(what: str) -> Callable[[str], list[float]]:
+    """argparse type of a comma list of finite numbers >= 0 (``--temperatures 0,0.5,1``,
+    ``--scales 0,0.02``): a bad item is refused as the flag is parsed, in one line naming
+    ``what`` one item is, where ``float()`` raised a traceback after minutes of training."""
+
+    def parse(text: str) -> list[float]:
+        import math
+
+        try:
+            values = [float(t) for t in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated numbers, got {text!r}"
+            ) from None
+        bad = [v for v in values if not (v >= 0 and math.isfinite(v))]  # NaN too
+        if bad:
+            raise argparse.ArgumentTypeError(f"{what} is a finite number >= 0, got {bad[0]:g}")
+        return values
+
+    return parse
 
 
 def output_file(text: str) -> str:

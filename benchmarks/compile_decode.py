@@ -40,11 +40,15 @@ def _time_modes(
     first: dict[str, float] = {}
     times: dict[str, list[float]] = {mode: [] for mode in configs}
     ids: dict[str, Any] = {}
+    decoded: dict[str, int] = {}  # tokens per row: an ar row stops at its EOS
 
     def once(mode: str) -> float:
         t0 = time.perf_counter()
-        ids[mode] = api.start(loaded, prompt, configs[mode]).run().gen_ids
-        return time.perf_counter() - t0
+        res = api.start(loaded, prompt, configs[mode]).run()
+        seconds = time.perf_counter() - t0
+        ids[mode] = res.gen_ids
+        decoded[mode] = res.steps if configs[mode].decoder == "ar" else configs[mode].gen_length
+        return seconds
 
     for mode in configs:
         first[mode] = once(mode)
@@ -52,12 +56,12 @@ def _time_modes(
         for mode in configs:
             times[mode].append(once(mode))
     rows = {}
-    for mode, config in configs.items():
+    for mode in configs:
         steady = statistics.median(times[mode])
         rows[mode] = {
             "first_s": round(first[mode], 2),
             "steady_s": round(steady, 3),
-            "tok_s": round(len(prompt) * config.gen_length / steady, 1),
+            "tok_s": round(len(prompt) * decoded[mode] / steady, 1),
             "ids": ids[mode],
         }
     return rows

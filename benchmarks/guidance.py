@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _common import default_output, json_text, output_file, positive_int
+from _common import default_output, json_text, non_negative_floats, output_file, positive_int
 
 from unmask import api
 from unmask.checkpoint import load
@@ -40,7 +40,8 @@ def main() -> None:
                     "nothing: --sample-steps sets the decoding steps)")
     ap.add_argument("--words", default="Moses, Israel", help="guide words, comma-separated")
     ap.add_argument("--prompt", default="And the LORD said")
-    ap.add_argument("--scales", default="0,0.01,0.02,0.05,0.2", help="guide scales to try")
+    ap.add_argument("--scales", type=non_negative_floats("a guide scale"),
+                    default="0,0.01,0.02,0.05,0.2", help="guide scales to try, comma-separated")
     ap.add_argument("--n", type=positive_int, default=16, help="samples per scale (default: 16)")
     ap.add_argument("--gen-length", type=positive_int, default=32)
     ap.add_argument("--sample-steps", type=positive_int, default=32)
@@ -85,7 +86,7 @@ def main() -> None:
         ids = {w: loaded.tokenizer.encode(" " + w) for w in words}
         wanted = {t for v in ids.values() for t in v}
         rows = []
-        for scale in (float(s) for s in args.scales.split(",")):
+        for scale in args.scales:
             steps = args.sample_steps // 2 if args.equal_nfe and scale > 0 else args.sample_steps
             config = SampleConfig(
                 gen_length=args.gen_length, steps=steps, seed=0, temperature=temperature,

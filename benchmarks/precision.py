@@ -13,7 +13,8 @@ For each model and generation length this decodes the same held-out prompts (tho
 corpus-tail``, training text, as the committed results were measured) with the checkpoint's
 recommended sampling options (what a user with no flags gets: ``api.sample_config``) in
 each dtype, interleaving the dtypes in every repeat, and reports per dtype: tokens/s (the
-fastest of ``--repeats`` runs of all prompts) and ``speedup``, its ratio to fp32's (to the
+fastest of ``--repeats`` runs of all prompts; an ``ar`` row's tokens end at its EOS, a
+diffusion row decodes every position) and ``speedup``, its ratio to fp32's (to the
 first dtype without fp32), the share of generated tokens equal to fp32's, and the quality
 columns of ``benchmarks/defaults.py`` (gen ppl under the offline scorer, per-text
 distinct-2, unigram entropy, repeated word 4-grams).
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import json_text, output_file, positive_int
+from _common import generated, json_text, output_file, positive_int
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/defaults.py
 
@@ -137,15 +138,16 @@ def main(argv: list[str] | None = None) -> int:
                     ids, texts, dt = _decode_all(models[d], prompts, cfg, args.batch)
                     best[d] = min(best[d], dt)
                     outs[d] = (ids, texts)
-            ref_ids = outs[ref][0]
+            ref_ids, decoder, eos = outs[ref][0], api.choose(first, cfg), first.config.eos_id
+            rate = {d: sum(generated(r, eos) if decoder == "ar" else len(r)  # an ar row ends
+                           for r in outs[d][0]) / best[d]  # at its EOS; diffusion decodes all
+                    for d in args.dtypes}  # fmt: skip
             for d in args.dtypes:
                 ids, texts = outs[d]
-                n = sum(len(r) for r in ids)
-                row = {"model": name, "gen_length": G, "dtype": d, "decoder": api.choose(
-                    first, cfg), "tok_s": n / best[d],
-                    "speedup": best[ref] / best[d],
-                    "token_agreement": _agreement(ref_ids, ids),
-                    **quality(texts, prompts, first.tokenizer, scorer)}
+                row = {"model": name, "gen_length": G, "dtype": d, "decoder": decoder,
+                       "tok_s": rate[d], "speedup": rate[d] / rate[ref],
+                       "token_agreement": _agreement(ref_ids, ids),
+                       **quality(texts, prompts, first.tokenizer, scorer)}
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr)
 

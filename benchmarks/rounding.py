@@ -35,7 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output, json_text, output_file, positive_int
+from _common import (
+    default_output,
+    json_text,
+    non_negative_floats,
+    output_file,
+    positive_int,
+)
 from defaults import quality  # benchmarks/defaults.py: the same columns, the same rule
 from objectives import (  # the prompts, the broken count and the tempered-unigram floor
     floor_at,
@@ -88,18 +94,8 @@ CONTINUOUS = ("embed-diffusion", "latent-diffusion")
 """The objectives whose decoders round a continuous state to tokens at a temperature."""
 
 
-def temperatures(text: str) -> list[float]:
-    """``--temperatures``: a comma list of temperatures >= 0 (an argparse type)."""
-    try:
-        temps = [float(t) for t in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
-    bad = [t for t in temps if not t >= 0]  # NaN too
-    if bad:
-        raise argparse.ArgumentTypeError(f"a temperature is 0 or more, got {bad[0]:g}")
-    return temps
+temperatures = non_negative_floats("a temperature")
+"""``--temperatures``: a comma list of temperatures >= 0 (an argparse type)."""
 
 
 def main(argv: list[str] | None = None) -> int:

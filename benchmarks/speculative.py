@@ -62,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/decoding.
 
 from _common import (  # noqa: E402
     default_output,
+    generated,
     json_text,
     non_negative_int,
     output_file,
@@ -80,13 +81,6 @@ from unmask.sampling import cut_at_eos  # noqa: E402
 
 LENGTH_MULTIPLE = 8
 """Generation lengths are cut to a multiple of this (blocks of 4 for the diffusion row)."""
-
-
-def generated(ids: Sequence[int], eos: int | None) -> int:
-    """Tokens a row generated: its text and the EOS that ended it (a forward made the EOS
-    too; after it, a left-to-right decoder makes nothing and a diffusion row no text)."""
-    text = len(cut_at_eos(ids, eos))
-    return text + (text < len(ids))
 
 
 def identity(ids: list[list[int]], ref: list[list[int]], eos: int | None) -> float:

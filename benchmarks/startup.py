@@ -1,8 +1,8 @@
 """How long ``unmask`` takes before it does anything: ``--help`` and argument errors.
 
-Each case runs ``--repeats`` times in a fresh ``python -m unmask.cli`` subprocess (what a
-user's shell does, minus the console-script shim); the table shows the median and the
-fastest wall time and the ratio to ``import torch`` measured in the same run, since
+Each case runs once untimed, then ``--repeats`` times, in a fresh ``python -m unmask.cli``
+subprocess (what a user's shell does, minus the console-script shim); the table shows the
+median and the fastest wall time and the ratio to ``import torch`` measured in the same run, since
 these machines are shared and absolute times drift. The target is under 0.5 s for every
 ``--help`` and argument error (issue 16, item 11): none of them may import torch.
 
@@ -62,6 +62,11 @@ def time_once(argv: list[str], src: Path) -> tuple[float, int]:
 
 
 def measure(argv: list[str], src: Path, repeats: int) -> dict[str, object]:
+    """Median and fastest of ``repeats`` runs after one untimed run: the first run of a case
+    (a checkout's first import compiles its ``.pyc`` files, a cold disk cache reads torch's
+    libraries) took seconds, the whole median of ``--repeats 1`` and a ``--baseline-src``
+    checkout's first case (its speed-up)."""
+    time_once(argv, src)
     times, codes = [], set()
     for _ in range(repeats):
         seconds, code = time_once(argv, src)

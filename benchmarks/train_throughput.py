@@ -153,6 +153,12 @@ def sides_plain(args: argparse.Namespace, device: torch.device, x: torch.Tensor)
     return cfg, sides
 
 
+PRECISION_SIDES = ("fp32-eager", "bf16-eager", "fp32-compiled", "bf16-compiled",
+                   "fp32-eager-ckpt")
+"""The sides ``--compare precision`` can run (``--sides``); the last with
+``--activation-checkpointing``."""
+
+
 def sides_precision(args: argparse.Namespace, device: torch.device, x: torch.Tensor):
     cfg = model_preset(args.preset, vocab_size=args.vocab, max_seq_len=max(args.seq_len, 128))
     sides = {}
@@ -166,7 +172,7 @@ def sides_precision(args: argparse.Namespace, device: torch.device, x: torch.Ten
         variants.append(("fp32", False, True))
     for prec, compiled, ckpt in variants:
         key = f"{prec}-{'compiled' if compiled else 'eager'}" + ("-ckpt" if ckpt else "")
-        if args.sides and key not in args.sides.split(","):
+        if args.sides and key not in args.sides:
             continue
         torch.manual_seed(0)
         model = Transformer(cfg).to(device)
@@ -363,6 +369,16 @@ def main() -> None:
     ap.add_argument("--worker", choices=("ddp", "fsdp"), help=argparse.SUPPRESS)
     ap.add_argument("--json", type=output_file, help="write the results here")
     args = ap.parse_args()
+    wanted = [w.strip() for w in args.sides.split(",")] if args.sides else []
+    known = PRECISION_SIDES if args.activation_checkpointing else PRECISION_SIDES[:-1]
+    if wanted and args.compare != "precision":  # was ignored: every side ran
+        ap.error(f"--sides picks sides of --compare precision, not of --compare {args.compare}")
+    if any(w not in known for w in wanted):  # was a StopIteration traceback or a side dropped
+        bad = next(w for w in wanted if w not in known)
+        hint = (" (with --activation-checkpointing)" if bad == PRECISION_SIDES[-1] else
+                f"; choose from {', '.join(known)}")
+        ap.error(f"--sides {args.sides}: no side {bad!r}{hint}")
+    args.sides = wanted
     args.row_len = {}  # side -> tokens per row where not --seq-len (objectives' long ar)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -30,7 +30,9 @@ def test_a_discrete_model_is_refused_before_anything_is_measured(tmp_path):
 @pytest.mark.parametrize(
     "value, message",
     [("0,x", "expected comma-separated numbers, got '0,x'"),  # was a ValueError traceback
-     ("-1", "a temperature is 0 or more, got -1"), ("nan", "a temperature is 0 or more, got nan")],
+     ("-1", "a temperature is a finite number >= 0, got -1"),
+     ("nan", "a temperature is a finite number >= 0, got nan"),
+     ("inf", "a temperature is a finite number >= 0, got inf")],
 )  # fmt: skip
 def test_temperatures_are_checked_as_a_flag(benchmark, value, message):
     import argparse
