@@ -209,8 +209,9 @@ def select_template(value: Any, *, source: str) -> str | None:
 _MARKS_FLAG = "unmask_generation_marks"
 """The render variable that makes ``{% generation %}`` write its marks (``example``)."""
 
-_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
-"""A ``{% generation %}`` tag in a template's source (``ChatTemplate._generation_span``)."""
+_GENERATION_TAG = re.compile(r"\{%[-+]?\s*generation\s*[-+]?%\}")
+"""A ``{% generation %}`` tag in a template's source (``ChatTemplate._generation_span``),
+with any of Jinja's whitespace controls (``{%- generation -%}``, ``{%+ generation +%}``)."""
 
 _SPAN_OPEN, _SPAN_CLOSE = "\U00100000", "\U00100001"
 """Where a ``{% generation %}`` span opens and closes in a marked rendering (Supplementary
@@ -518,12 +519,14 @@ class ChatTemplate:
         self, messages: Sequence[dict[str, str]], start: int
     ) -> tuple[int, int] | None:
         """Where, in the rendering of ``messages`` (no generation prompt), the text that
-        ``{% generation %}`` marks after ``start`` (the prompt's end) begins and ends: from
-        the first such span to the end of the last, as ``transformers`` marks the
-        assistant's tokens (``return_assistant_tokens_mask``, TRL's ``assistant_only_loss``);
-        text between the prompt and the span (a header the generation prompt lacks) and after
-        it (a newline after the end of turn) is not trained. None where the template has no
-        such span there (or a message holds a mark's character)."""
+        ``{% generation %}`` marks after ``start`` (the prompt's end) begins and ends: the
+        span ``transformers`` marks as the assistant's (``return_assistant_tokens_mask``,
+        TRL's ``assistant_only_loss``); text between the prompt and the span (a header the
+        generation prompt lacks) and after it (a newline after the end of turn) is not
+        trained. Where the turn holds two or more spans, this runs from the first to the end
+        of the last, the text between them included, which ``transformers`` leaves out: a
+        response is one run of text. None where the template has no such span there (or a
+        message holds a mark's character)."""
         if not _GENERATION_TAG.search(self.source) or any(
             c in m.get(k, "") for m in messages for k in _TEXT_FIELDS
             for c in (_SPAN_OPEN, _SPAN_CLOSE)

@@ -47,6 +47,7 @@ from unmask.errors import UserError
 from unmask.files import (  # noqa: F401  (moved there; kept importable)
     asset_path,
     atomic_write_text,
+    file_digest,
     file_mode,
     staging_dir,
 )
@@ -357,15 +358,37 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
     )
 
 
-def weights_stamp(path: str | os.PathLike[str]) -> list[int] | None:
-    """[size, mtime_ns] of the weights file (model.safetensors) of the checkpoint at ``path``
-    (``checkpoint_dir``), None where there is none: what tells a checkpoint rewritten in place
-    from the one something was made with (``unmask distill``'s trajectory cache)."""
+def weights_stamp(
+    path: str | os.PathLike[str], *, known: Any = None
+) -> list[Any] | None:
+    """[size, mtime_ns, sha256 (16 hex digits)] of the weights file (model.safetensors) of the
+    checkpoint at ``path`` (``checkpoint_dir``), None where there is none: what tells a
+    checkpoint rewritten in place from the one something was made with (``unmask distill``'s
+    trajectory cache), while a copy or a ``touch`` of the same weights is no change
+    (``same_weights``). ``known``: a stamp recorded earlier, returned as it is while the
+    file's size and modification time still match it, so only a changed file is read (about
+    a second per GB); an older stamp of [size, mtime_ns] alone is honoured the same way."""
     try:
-        stat = (checkpoint_dir(path) / "model.safetensors").stat()
+        file = checkpoint_dir(path) / "model.safetensors"
+        stat = file.stat()
     except (UserError, OSError):
         return None
-    return [stat.st_size, stat.st_mtime_ns]
+    if isinstance(known, list) and known[:2] == [stat.st_size, stat.st_mtime_ns]:
+        return known
+    try:
+        return [stat.st_size, stat.st_mtime_ns, file_digest(file)]
+    except OSError:
+        return None
+
+
+def same_weights(then: Any, now: Any) -> bool:
+    """Whether ``weights_stamp``s ``then`` and ``now`` (taken with ``known=then``) are of the
+    same weights: equal, or of the same size and contents at another modification time (a
+    copy, a ``touch``)."""
+    if then == now:
+        return True
+    return (isinstance(then, list) and isinstance(now, list) and len(then) == len(now) == 3
+            and then[0] == now[0] and then[2] == now[2])
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:

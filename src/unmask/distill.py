@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from unmask.config import ModelConfig, SampleConfig, TrainConfig
 from unmask.errors import UserError
-from unmask.files import check_creatable
+from unmask.files import check_creatable, file_digest
 from unmask.progress import progress_bar
 from unmask.run_checks import check_out
 
@@ -202,8 +202,11 @@ def _settings(
     data: str,
     cfg: TrajectoryConfig,
     vocab: int | None = None,
+    known: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What makes trajectories: a cache with other settings is not reused."""
+    """What makes trajectories: a cache with other settings is not reused. ``known``: the
+    settings of a file there, whose teacher's weights stamp stands while the weights file's
+    size and time still match it (``weights_stamp``: only a changed file is read)."""
     from unmask.checkpoint import weights_stamp
     from unmask.objectives.distill import TOKENIZER_KEY, tokenizer_stamp
 
@@ -212,7 +215,8 @@ def _settings(
     extra = {} if vocab is None else {"vocab": vocab}
     return extra | {
         "teacher": _teacher_named(teacher, teacher_path) if teacher_path else None,
-        "teacher_weights": weights_stamp(teacher_path) if teacher_path else None,
+        "teacher_weights": weights_stamp(teacher_path, known=(known or {}).get(
+            "teacher_weights")) if teacher_path else None,
         TOKENIZER_KEY: tokenizer_stamp(teacher.tokenizer),
         "data": str(Path(data).resolve()),
         "data_files": corpus_stamp(data),
@@ -251,7 +255,6 @@ def corpus_stamp(
     second per GB (2 ms for the demo corpus), against minutes of decoding trajectories; a
     copy or ``touch`` of the same corpus no longer counts as a change. ``content=False``:
     [name, size, mtime_ns], the stamp of files written before (still honoured)."""
-    import hashlib
     import json
 
     folder = Path(data)
@@ -269,14 +272,10 @@ def corpus_stamp(
         if not content:
             stamp.append([str(name), st.st_size, st.st_mtime_ns])
             continue
-        digest = hashlib.sha256()
         try:
-            with open(folder / str(name), "rb") as f:
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
+            stamp.append([str(name), st.st_size, file_digest(folder / str(name))])
         except OSError:
             return None
-        stamp.append([str(name), st.st_size, digest.hexdigest()[:16]])
     return stamp
 
 
@@ -291,6 +290,10 @@ options of ``TrajectoryConfig`` by their names, which the command line shows as 
 _VALUED = ("teacher", "data", "vocab", "prompt_length", "gen_length", "seed", "batch")
 """Settings whose values a difference shows (the others are stamps: hashes, sizes)."""
 
+_STAMPS = ("teacher_weights", "data_files", "tokenizer")
+"""Settings that are stamps of files (the teacher's weights and tokenizer, the corpus): no
+flag gives them, so a file differing only in these can only be decoded again."""
+
 _FOLLOWS_GEN_LENGTH = ("gen_length", "steps")
 """Sampling options that ``trajectory_sample_config`` sets from ``gen_length``."""
 
@@ -301,14 +304,14 @@ def _what_differs(stored: dict[str, Any], settings: dict[str, Any]) -> str:
     the teacher recommends as the teacher's), with the file's value and the one asked for
     where it is a value (``traj_seed 0 in the file, 5 now``)."""
     stored = _as_now(stored, settings)  # what an older file lacks is no difference
-    keys = sorted(set(stored) | set(settings), key=lambda k: (k not in _SETTING_NAMES, k))
     names = []
-    for key in keys:
+    for key in _differing(stored, settings):
         then, now = stored.get(key), settings.get(key)
-        if then == now:
-            continue
         if key == "data_files" and then is None:
             names.append("corpus contents (not recorded by this older file)")
+        elif key in ("teacher_weights", "data_files") and _older_stamp(key, then):
+            names.append(f"{_SETTING_NAMES[key]}, by size or time (this older file records "
+                         "no hash of them: a copy or a touch counts too)")
         elif key == "sample" and isinstance(then, dict) and isinstance(now, dict):
             follows = stored.get("gen_length") != settings.get("gen_length")
             names += _sampling_differs(then, now, gen_length=follows)
@@ -318,6 +321,30 @@ def _what_differs(stored: dict[str, Any], settings: dict[str, Any]) -> str:
         else:
             names.append(_SETTING_NAMES.get(key, key.replace("_", " ")))
     return "; ".join(names) or "settings"
+
+
+def _differing(stored: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """The keys in which ``stored`` settings (``_as_now``) differ from ``settings``, those
+    ``_SETTING_NAMES`` names first."""
+    keys = sorted(set(stored) | set(settings), key=lambda k: (k not in _SETTING_NAMES, k))
+    return [k for k in keys if stored.get(k) != settings.get(k)]
+
+
+def _older_stamp(key: str, stamp: Any) -> bool:
+    """Whether ``stamp`` (of ``teacher_weights`` or ``data_files``) is of sizes and
+    modification times alone, as files written before contents were hashed hold."""
+    if not isinstance(stamp, list) or not stamp:
+        return False
+    if key == "teacher_weights":
+        return len(stamp) == 2
+    return all(isinstance(f, list) and f and isinstance(f[-1], int) for f in stamp)
+
+
+def _only_stamps_differ(stored: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Whether ``stored`` settings differ from ``settings`` in stamps of files alone
+    (``_STAMPS``): nothing a flag can give again."""
+    keys = _differing(_as_now(stored, settings), settings)
+    return bool(keys) and all(k in _STAMPS for k in keys)
 
 
 def _sampling_differs(then: dict[str, Any], now: dict[str, Any], *, gen_length: bool
@@ -356,14 +383,18 @@ def _as_now(stored: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     since) had its default, a file made before ``WHOLE_BATCHES`` holds the same rows but for
     a batch cut short (``make_trajectories`` decodes that one again), one made before
     ``TOKENIZER_KEY`` records no tokenizer (the teacher's weights stamp stands for it), and
-    one whose corpus stamp is of sizes and times matches while they do."""
+    one whose corpus stamp is of sizes and times matches while they do; the teacher's
+    weights are the same where their contents are (``same_weights``: a copy, a touch)."""
+    from unmask.checkpoint import same_weights
     from unmask.objectives.distill import TOKENIZER_KEY
 
     stored = {**stored, WHOLE_BATCHES: settings.get(WHOLE_BATCHES)}
     if TOKENIZER_KEY not in stored:
         stored[TOKENIZER_KEY] = settings.get(TOKENIZER_KEY)
+    if same_weights(stored.get("teacher_weights"), settings.get("teacher_weights")):
+        stored["teacher_weights"] = settings.get("teacher_weights")
     files = stored.get("data_files")
-    if files and all(isinstance(f, list) and isinstance(f[-1], int) for f in files) \
+    if _older_stamp("data_files", files) \
             and files == corpus_stamp(str(settings.get("data")), content=False):
         stored["data_files"] = settings.get("data_files")  # an older file's size + mtime
     sample = stored.get("sample")
@@ -654,16 +685,22 @@ def refresh_trajectories(
     tokenizer_file = Path(teacher.path) / "tokenizer.json"
     check_corpus_tokenizer(teacher.tokenizer, data, tokenizer_file)
     vocab = student_vocab(teacher, student) if student else None
-    settings = _settings(teacher, teacher_path, data, cfg, vocab)
     path = Path(cache)
     n = cfg.trajectories
     first = int(os.environ.get("RANK", "0")) == 0
-    old = Trajectories.load(path) if path.is_file() and (first or not replace_other) else None
-    if old is not None and not replace_other and not _same_settings(old.meta, settings):
+    old = Trajectories.load(path) if first and path.is_file() else None
+    stored = old.meta if old is not None else (  # torchrun's other ranks: its header alone
+        Trajectories.settings_of(path) if path.is_file() else None)
+    settings = _settings(teacher, teacher_path, data, cfg, vocab, known=stored)
+    if stored is not None and not replace_other and not _same_settings(stored, settings):
         raise UserError(  # every rank says it: none waits for a file rank 0 will not write
             f"--trajectory-file {path}: made with other settings "
-            f"({_what_differs(old.meta, settings)}); it is not decoded over: give the "
-            "settings it was made with, or another --trajectory-file (or remove this one)"
+            f"({_what_differs(stored, settings)}); it is not decoded over: "
+            + ("those files changed since, and no flag gives them back: remove it, or pass "
+               "another --trajectory-file, to decode again" if _only_stamps_differ(
+                   stored, settings) else
+               "give the settings it was made with, or another --trajectory-file (or remove "
+               "this one)")
         )
     if not first:  # torchrun: rank 0 decodes, the others wait
         return _wait_for(path, settings, cfg)

@@ -6,9 +6,10 @@ file it failed on), ``atomic_write_text`` and
 ``atomic_write_bytes`` (temporary file + rename), ``staging_dir`` (a folder to fill
 before renaming it into place), ``write_safetensors`` (tensors streamed to a file),
 ``read_user_text`` (a file the user named, with one-line errors), ``read_json`` (a JSON
-object, with one-line errors naming a trailing comma); ``json_line`` (one line of a JSON Lines
-log, strict JSON: a non-finite number written as null) and ``as_number`` (such a number read
-back, old logs' bare NaN too); ``asset_path``, a file shipped in ``unmask/assets``.
+object, with one-line errors naming a trailing comma), ``file_digest`` (a file's SHA-256);
+``json_line`` (one line of a JSON Lines log, strict JSON: a non-finite number written as null)
+and ``as_number`` (such a number read back, old logs' bare NaN too); ``asset_path``, a file
+shipped in ``unmask/assets``.
 
 It sits at the bottom of the import graph (the standard library; torch only inside
 ``write_safetensors``), so ``config``, ``checkpoint`` and ``convert`` all use it without
@@ -188,6 +189,20 @@ SAFETENSORS_DTYPES = {
     "int64": "I64", "int32": "I32", "bool": "BOOL", "uint8": "U8",
 }  # fmt: skip
 """torch dtype name -> safetensors dtype tag."""
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of the file at ``path``, 16 hex digits: what tells a file's contents from
+    another's of the same size, where its modification time changes with a copy or a
+    ``touch``. Reads it whole, in 1 MiB pieces (about a second per GB); ``OSError`` as
+    ``open``'s."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def write_safetensors(

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -191,19 +192,9 @@ class UnmaskLM(LM):
         limit = self.facts.max_seq_len or 2048
         self.max_length = min(int(max_length), limit) if max_length is not None else limit
         self.gen_length = gen_length
-        given = {
-            "steps": steps,
-            "block_length": block_length,
-            "policy": policy,
-            "cache": cache,
-            "temperature": temperature,
-            "decoder": decoder,
-            "repetition_penalty": repetition_penalty,
-            "presence_penalty": presence_penalty,
-            "frequency_penalty": frequency_penalty,
-            "no_repeat_ngram_size": no_repeat_ngram_size,
-        }
-        self.sampling = {k: v for k, v in given.items() if v is not None}
+        given = locals()  # the sampling arguments, by the names SAMPLING_ARGS reads off them
+        self.sampling = {k: given[k] for k in SAMPLING_ARGS
+                         if k != "gen_length" and given[k] is not None}
         if self.sampling:  # an option the checkpoint refuses (steps 0, an unknown policy, a
             # decoder of another family) fails now, not at the first generate_until request
             # after every log-likelihood task has run
@@ -505,6 +496,15 @@ class UnmaskLM(LM):
         }
 
 
+SAMPLING_ARGS: tuple[str, ...] = tuple(
+    name for name in inspect.signature(UnmaskLM).parameters
+    if name == "gen_length" or name in SampleConfig.__dataclass_fields__ and name != "seed"
+)
+"""The sampling options ``UnmaskLM`` takes as ``model_args``, read off its arguments (the one
+list of them: ``unmask eval --tasks`` hands on these flags and names the others in a note):
+``gen_length`` and the ``SampleConfig`` fields among them, ``seed`` aside (the run's)."""
+
+
 def check_seed(seed: int) -> None:
     """One-line ``UserError`` for a seed lm-eval cannot take: it seeds numpy's global
     generator with it, which takes 0 to 2**32 - 1 (a larger one was numpy's traceback)."""
@@ -700,6 +700,7 @@ def run_tasks(
 __all__ = [
     "LM_EVAL_INSTALL",
     "LOGLIKELIHOOD_TYPES",
+    "SAMPLING_ARGS",
     "UnmaskLM",
     "check_output_path",
     "check_seed",

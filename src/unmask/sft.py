@@ -108,8 +108,11 @@ def _check_messages(messages: Any, where: str) -> tuple[list[dict[str, str]], fr
                         "response (the prompt)")
     if not out[-1]["content"].strip() and len(out) - 1 not in untrained:  # weight 0: not one
         raise UserError(f"{where}: empty response")
-    if not _trained_turns(out, untrained):
-        raise UserError(f"{where}: every assistant turn has weight 0; nothing to train")
+    if not _trained_turns(out, untrained):  # every turn of weight 1 is empty, or none is
+        weighted = [i for i, m in enumerate(out) if i > 0 and m["role"] == "assistant"
+                    and i not in untrained]
+        raise UserError(f"{where}: empty response" if weighted else
+                        f"{where}: every assistant turn has weight 0; nothing to train")
     return out, untrained
 
 

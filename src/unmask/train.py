@@ -1004,9 +1004,9 @@ def _parts_text(parts: dict[str, float]) -> str:
 def _trajectory_teacher(data: Any, model_cfg: ModelConfig, device: torch.device) -> nn.Module:
     """The frozen teacher named by a trajectory file (``TrajectoryData``), on ``device``, for
     an objective that learns its distributions; one line if it is gone, does not fit, or its
-    weights file is not the one that made the trajectories (size and mtime,
-    ``unmask.checkpoint.weights_stamp``)."""
-    from unmask.checkpoint import load, weights_stamp
+    weights file is not the one that made the trajectories (by contents, a copy or a touch
+    is no change: ``unmask.checkpoint.weights_stamp``)."""
+    from unmask.checkpoint import load, same_weights, weights_stamp
 
     meta = data.trajectories.meta
     path = meta.get("teacher")
@@ -1016,7 +1016,8 @@ def _trajectory_teacher(data: Any, model_cfg: ModelConfig, device: torch.device)
         teacher = load(path, device=str(device))
     except UserError as e:
         raise UserError(f"{data.path}: its teacher cannot be loaded ({e})") from None
-    if meta.get("teacher_weights") not in (None, weights_stamp(path)):
+    then = meta.get("teacher_weights")
+    if then is not None and not same_weights(then, weights_stamp(path, known=then)):
         raise UserError(
             f"{data.path}: its teacher's weights ({path}) changed since the trajectories were "
             f"made; make them again (unmask distill with this teacher and a new --cache)"

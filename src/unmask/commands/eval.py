@@ -15,6 +15,7 @@ cannot be measured says so in one line and the rest still prints. Library code:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -369,27 +370,38 @@ def _plot(report: Any, summary: Any, path: Path, *, given: bool) -> None:
     except OSError as e:
         why = e.strerror or str(e)
         if given:
-            raise UserError(f"--plot {path}: the loss curve cannot be written there ({why})") \
-                from None
+            raise UserError(
+                f"--plot {path}: the loss curve cannot be written there ({why})"
+            ) from None
         report.notes.append(f"loss curve: not drawn, {path} cannot be written ({why}); "
                             "--plot FILE writes it elsewhere")
 
 
 def run(args: argparse.Namespace) -> int:
-    import contextlib
-
     with contextlib.ExitStack() as stack:  # the demo's held-out text, prepared for this run
         return _run(args, stack)
 
 
-def _run(args: argparse.Namespace, stack: Any) -> int:
+def _demo_data(args: argparse.Namespace, stack: contextlib.ExitStack) -> str:
+    """The shipped demo's held-out text (``report.demo_heldout``) as ``args.data``: prepared
+    once, into a temporary folder ``stack`` removes when the command ends (Ctrl-C too)."""
+    if args.data is None:
+        import tempfile
+
+        from unmask.report import demo_heldout
+
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="unmask-eval-"))
+        args.data = str(demo_heldout(Path(folder) / "heldout"))
+    return args.data
+
+
+def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     from unmask import api
     from unmask.checkpoint import load
     from unmask.config import SampleConfig, TrainConfig, resolve_device
     from unmask.report import (
         PLOT_NAME,
         RunReport,
-        demo_heldout,
         find_run,
         has_demo_heldout,
         heldout_bound,
@@ -416,17 +428,13 @@ def _run(args: argparse.Namespace, stack: Any) -> int:
         _check_lm_eval()
     info = find_run(args.run)
     cfg = info.train_config
-    demo_data = False  # the shipped demo measured on its own held-out text
     if args.data is not None:
         _check_data(args.data)
-    elif cfg is None and has_demo_heldout(info.checkpoint):
-        # the shipped demo has no run, but its held-out text ships with it: measured there
-        import tempfile
-
-        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="unmask-eval-"))
-        args.data, demo_data = str(demo_heldout(Path(folder) / "heldout")), True
+    # the shipped demo has no run, but its held-out text ships with it: measured there,
+    # prepared (~5 s) by _demo_data once the checks that need none of it have passed
+    demo_data = args.data is None and cfg is None and has_demo_heldout(info.checkpoint)
     data = args.data or ((cfg.heldout_data or cfg.data) if cfg else None)
-    no_bound = None if args.data else _no_bound(cfg, data)
+    no_bound = None if args.data or demo_data else _no_bound(cfg, data)
     bound_flags = [f for f in ("seq_len", "batches", "noise_draws") if getattr(args, f) is not None]
     if no_bound and bound_flags:  # a flag of the bound, which cannot be measured: not ignored
         flag = "--" + bound_flags[0].replace("_", "-")
@@ -454,6 +462,8 @@ def _run(args: argparse.Namespace, stack: Any) -> int:
     device = str(resolve_device(args.device or "auto"))
     loaded = load(info.checkpoint, device=device)
     model = loaded.model.eval()
+    if no_bound is None and args.seq_len is not None:
+        _check_seq_len(model.config, args.seq_len)
     from unmask.sampling.continuous import takes_no_prompt
 
     facts = api.facts_of(loaded)  # read once, for every part below
@@ -513,6 +523,8 @@ def _run(args: argparse.Namespace, stack: Any) -> int:
         if getattr(model.config, "attention", None) == "causal" and config.cfg_scale > 0:
             raise UserError("--cfg-scale applies to diffusion models; this checkpoint is "
                             "autoregressive (causal)")
+        if demo_data and not unprompted:  # its prompts are held-out text
+            data = _demo_data(args, stack)
         prompt_tokens = 0 if unprompted else _prompt_tokens(data, args.prompt_tokens)
         # steps not given fit the blocks the prompts span, as generate fits them (a checkpoint
         # whose blocks start at the prompt refused the steps nobody gave)
@@ -524,6 +536,8 @@ def _run(args: argparse.Namespace, stack: Any) -> int:
         # a distilled student or an SFT model: trained by one objective, a model of another
         # (its checkpoint's), measured on a corpus as that one
         cfg = dataclasses.replace(cfg, objective=trained)
+    if demo_data:  # the bound is measured next
+        data = _demo_data(args, stack)
     if cfg is None and args.data:
         # an imported checkpoint: evaluate by the objective it records (sedd, bd3lm, ...),
         # else as its attention says
@@ -545,8 +559,7 @@ def _run(args: argparse.Namespace, stack: Any) -> int:
         if not reads_ids_of(loaded.tokenizer, TokenDataset(data, "val").tokenizer()):
             raise UserError(f"--data {data}: tokenized by another tokenizer than the "
                             "checkpoint's; its held-out bound would mean nothing")
-        if args.seq_len is not None:
-            _check_seq_len(model.config, args.seq_len)
+        if args.seq_len is not None:  # checked when the model loaded
             cfg = dataclasses.replace(cfg, seq_len=args.seq_len)
         elif cfg.heldout_seq_len:  # a distilled student: its teacher's windows
             seq_len = min(cfg.heldout_seq_len, model.config.max_seq_len)
@@ -575,9 +588,11 @@ def _run(args: argparse.Namespace, stack: Any) -> int:
         report.infill = _infill(loaded, args.gaps, gaps, given)
     if args.tasks:
         report.lm_eval = _lm_eval(loaded, args, tasks, given, manager)
-        left = [f"--{f.replace('_', '-')}" for f in given if f not in (*LM_EVAL_SAMPLING, "seed")]
+        from unmask.lm_eval import SAMPLING_ARGS
+
+        left = [f"--{f.replace('_', '-')}" for f in given if f not in (*SAMPLING_ARGS, "seed")]
         if left:  # they still set the other parts' sampling: dropped here without a word
-            takes = ", ".join(f"--{f.replace('_', '-')}" for f in LM_EVAL_SAMPLING)
+            takes = ", ".join(f"--{f.replace('_', '-')}" for f in SAMPLING_ARGS)
             report.notes.append(f"lm-eval: {', '.join(left)} not applied to its generation "
                                 f"tasks (its model takes {takes})")
         if args.mc_samples is not None and (report.lm_eval.get("unmask") or {}).get("exact"):
@@ -605,13 +620,6 @@ def _infill(loaded: Any, path: str, samples: Any, given: dict[str, Any]) -> dict
 
 LM_EVAL_INSTALL = 'pip install lm-eval (or, in a source checkout, pip install -e ".[lm-eval]")'
 
-LM_EVAL_SAMPLING = ("gen_length", "steps", "block_length", "policy", "cache", "temperature",
-                    "decoder", "repetition_penalty", "presence_penalty", "frequency_penalty",
-                    "no_repeat_ngram_size")
-"""The sampling flags lm-eval's model takes (``unmask.lm_eval.UnmaskLM``'s arguments); the
-others given with ``--tasks`` are named in a note."""
-
-
 def _check_lm_eval() -> None:
     import importlib.util
 
@@ -631,9 +639,9 @@ def _lm_eval(
     their config, the standard errors, seconds per item, the table."""
     import time
 
-    from unmask.lm_eval import UnmaskLM, run_tasks
+    from unmask.lm_eval import SAMPLING_ARGS, UnmaskLM, run_tasks
 
-    sampling = {k: given[k] for k in LM_EVAL_SAMPLING if k in given}
+    sampling = {k: given[k] for k in SAMPLING_ARGS if k in given}
     extra = {"mc_samples": args.mc_samples} if args.mc_samples is not None else {}
     lm = UnmaskLM(
         args.run,

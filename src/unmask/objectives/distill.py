@@ -121,17 +121,28 @@ class Trajectories:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Trajectories:
         """Read a file written by ``save``; a one-line ``UserError`` for anything else."""
+        return cls._read(Path(path), rows=True)
+
+    @classmethod
+    def settings_of(cls, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """The settings (``meta``) of the trajectory file ``path``, read from its header alone
+        (not its rows); the one-line errors of ``load``."""
+        return cls._read(Path(path), rows=False)
+
+    @classmethod
+    def _read(cls, p: Path, *, rows: bool) -> Any:
         from safetensors import SafetensorError, safe_open
 
-        p = Path(path)
         if not p.is_file():
             raise UserError(f"{p}: no such trajectory file (make one with `unmask distill`)")
+        tensors = {}
         try:
             with safe_open(str(p), framework="pt") as f:
                 info = f.metadata() or {}
                 if info.get("format") != TRAJECTORY_FORMAT:
                     raise UserError(f"{p}: not a trajectory file of `unmask distill`")
-                tensors = {k: f.get_tensor(k) for k in ("tokens", "commit_step", "seed")}
+                if rows:
+                    tensors = {k: f.get_tensor(k) for k in ("tokens", "commit_step", "seed")}
         except SafetensorError as e:
             raise UserError(f"{p}: not a trajectory file ({e})") from None
         try:
@@ -140,6 +151,8 @@ class Trajectories:
             meta = None
         if not isinstance(meta, dict):
             raise UserError(f"{p}: not a trajectory file (its settings are not a JSON object)")
+        if not rows:
+            return meta
         tokens, steps, seed = tensors["tokens"], tensors["commit_step"], tensors["seed"]
         if any(t.dtype != torch.long for t in (tokens, steps, seed)) or tokens.dim() != 2:
             raise UserError(f"{p}: not a trajectory file (tokens, commit_step and seed must be "

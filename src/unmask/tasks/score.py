@@ -109,11 +109,12 @@ def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) ->
 def without_penalties(config: Any, given: Mapping[str, Any]) -> Any:
     """``config`` with the repetition penalties (``PENALTY_FIELDS``) not in ``given`` at their
     neutral defaults: a checkpoint recommends them for prose (``sample_defaults``), and a task
-    answer repeats what its prompt holds. The 4-gram ban that ``ar`` and ``mdlm``
-    checkpoints recommend left 32 of 200 ``sudoku4`` items (byte tokenizer) with no answer
-    a perfect model could write (a run of clues the solution repeats) and barred the
-    reference answer of 10 of 200 ``countdown3`` items (a few-shot format line of an lm-eval
-    task the same); the published task measurements were decoded without them."""
+    answer repeats what its prompt holds. The 4-gram ban that ``ar``, ``hybrid`` and
+    ``mdlm`` checkpoints recommend (the shipped demo: a 3-gram ban) left 32 of 200
+    ``sudoku4`` items (byte tokenizer) with no answer a perfect model could write (a run of
+    clues the solution repeats) and barred the reference answer of 10 of 200 ``countdown3``
+    items (a few-shot format line of an lm-eval task the same); the published task
+    measurements were decoded without them."""
     import dataclasses
 
     from unmask.config import SampleConfig
@@ -308,4 +309,4 @@ def _groups(item: Item) -> list[str]:
 
 
 __all__ = ["TaskScore", "answer_tokens", "decode_each", "repeat_seeds", "score_items",
-           "task_config", "wilson_interval"]
+           "task_config", "wilson_interval", "without_penalties"]
