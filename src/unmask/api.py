@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from unmask.checkpoint import Loaded
     from unmask.infill import Gap, InfillOptions
     from unmask.sampling import DecoderRun, GenerateResult, ViewCallback
-    from unmask.sampling.protocol import StepCallback
+    from unmask.sampling.protocol import RowRuns, StepCallback
 
 
 def refuse_continuous(loaded: Loaded, task: str) -> None:
@@ -1108,21 +1108,23 @@ def _runs_apart(
     step_callback: ViewCallback | None,
     draft: Loaded | None,
 ) -> tuple[GenerateResult, float]:
-    """``rows`` in several runs, joined as one result (``_joined``), and the wall time: each
-    row the decoder keeps apart (``Decoder.rows_apart``) a run of its own; the others one
-    run (``seeds`` None, a run that draws nothing: ``generate``'s greedy rows; seeded: where
-    they may share one, ``seeds_in_one_run`` of them, with a generator each), else a run
-    each (seeded ``seeds[i]``). Runs of a row each that share forward passes (``llada``
-    without a KV cache) and are not kept apart step together, one forward per step for all
-    of them (as the server's continuous batching steps them); the others run one after
-    another. ``step_callback`` sees all rows, (B, gen_length)."""
+    """``rows`` in several runs, joined as one result (``_joined``), and the wall time, as
+    ``row_runs`` groups them: each row the decoder keeps apart (``Decoder.rows_apart``) a run
+    of its own (once for all its identical rows where the run draws nothing); the others
+    one run (``seeds`` None: ``generate``'s greedy rows; seeded: where they may share one,
+    ``seeds_in_one_run`` of them, with a generator each), else a run each (seeded
+    ``seeds[i]``). Runs of a row each that share forward passes (``llada`` without a KV
+    cache) and are not kept apart step together, one forward per step for all of them (as
+    the server's continuous batching steps them); the others run one after another.
+    ``step_callback`` sees all rows, (B, gen_length)."""
     import torch
 
     from unmask.sampling.protocol import step_together
 
     facts = facts_of(loaded)
-    groups, apart = _apart_groups(loaded, rows, config, seeds, draft)
+    groups, apart, same = row_runs(loaded, rows, config, seeded=seeds is not None, draft=draft)
     together: set[int] = set()  # the groups that step together (a callback once a step)
+    copies = [i for i, j in enumerate(same) if i != j]
 
     def group_view(k: int, idx: list[int]) -> ViewCallback | None:
         if step_callback is None:
@@ -1130,6 +1132,8 @@ def _runs_apart(
 
         def seen(step: int, part: Tensor) -> None:
             view[idx] = part.to(view.device)
+            if copies:
+                view[copies] = view[[same[i] for i in copies]]
             if k not in together:  # its run's own step (a count over runs one after
                 step_callback(step, view.clone())  # another passed the steps); else below
 
@@ -1176,31 +1180,45 @@ def _runs_apart(
     ordered = [results[k] for k in range(len(runs))]
     steps = max(r.steps for r in ordered)  # the server's count, whether or not together
     joined = _joined(ordered, forwards, steps, pad_id=facts.pad_id, eos_id=facts.eos_id)
-    order = [i for idx in groups for i in idx]  # the joined rows' own indices
-    if order == sorted(order):
+    at = {i: n for n, i in enumerate(i for idx in groups for i in idx)}  # row: joined row
+    back = [at[j] for j in same]
+    if back == list(range(len(back))):
         return joined, seconds
-    back = torch.tensor(sorted(range(len(order)), key=order.__getitem__))  # (B,)
+    index = torch.tensor(back)  # (B,): a copy's row repeats the row it copies
     mask = joined.attention_mask
-    return dataclasses.replace(joined, tokens=joined.tokens[back],
-                               attention_mask=None if mask is None else mask[back]), seconds
+    return dataclasses.replace(joined, tokens=joined.tokens[index],
+                               attention_mask=None if mask is None else mask[index]), seconds
 
 
-def _apart_groups(
-    loaded: Loaded, rows: list[list[int]], config: SampleConfig, seeds: list[int] | None,
-    draft: Loaded | None,
-) -> tuple[list[list[int]], list[bool]]:
-    """The runs of ``_runs_apart`` as lists of row indices, the rows that may share a run
-    first, and per row whether the decoder keeps it apart (``Decoder.rows_apart``)."""
+def row_runs(
+    loaded: Loaded, rows: Sequence[Sequence[int]], config: SampleConfig, *, seeded: bool,
+    draft: Loaded | None = None,
+) -> RowRuns:
+    """How ``rows`` (prompt ids) of one request run under ``config`` (``RowRuns``): each
+    row the decoder keeps apart (``Decoder.rows_apart``: a prompt of [MASK]s alone, a
+    [MASK] in a prompt under a KV cache) a run of its own, the others one run where they
+    may share one (``seeded``, a seed a row: ``seeds_in_one_run`` of them; else always),
+    else a run each. Where the run draws nothing (``draws_noise``, not ``seeded``), identical
+    rows kept apart run once, their copies taking its text: the same text (a greedy run is
+    deterministic) at one run's cost (``--n 8`` of a prompt of [MASK]s: one run, not
+    eight). The one rule of ``generate``, ``run_rows``, the server's ``Engine`` and
+    ``unmask.tasks.score``."""
     from unmask.sampling import choose_decoder
+    from unmask.sampling.protocol import RowRuns
 
     facts = facts_of(loaded)
-    apart = choose_decoder(facts, _with_draft(config, draft)).rows_apart(
-        config, rows, facts.mask_id)
+    chosen = choose_decoder(facts, _with_draft(config, draft))
+    apart = chosen.rows_apart(config, rows, facts.mask_id)
     rest = [i for i, a in enumerate(apart) if not a]
-    shared = len(rest) > 1 and (
-        seeds is None or seeds_in_one_run(loaded, config, draft, rows=[rows[i] for i in rest]))
-    alone = [[i] for i, a in enumerate(apart) if a]
-    return ([rest] if shared else [[i] for i in rest]) + alone, apart
+    shared = len(rest) > 1 and (not seeded or seeds_in_one_run(
+        loaded, config, draft, rows=[rows[i] for i in rest]))
+    same = list(range(len(rows)))
+    if not seeded and not draws_noise(chosen.name, config):
+        first: dict[tuple[int, ...], int] = {}
+        for i in (i for i, a in enumerate(apart) if a):
+            same[i] = first.setdefault(tuple(rows[i]), i)
+    alone = [[i] for i, a in enumerate(apart) if a and same[i] == i]
+    return RowRuns(([rest] if shared else [[i] for i in rest]) + alone, apart, same)
 
 
 def _joined(results: list[GenerateResult], nfe: int, steps: int, *,
@@ -1736,6 +1754,7 @@ __all__ = [
     "recommended_options",
     "refuse_continuous",
     "refuse_generation_only",
+    "row_runs",
     "row_seeds",
     "run_rows",
     "run_to_end",
