@@ -104,6 +104,11 @@ def test_identical_greedy_rows_kept_apart_run_once_on_the_server(client, mdlm):
         "gen_length": 16, "steps": 16, "block_length": 8, "temperature": 0.0})
     assert texts == alone.texts * 4
     assert nfe == 16
+    from test_server_rows import _streamed
+
+    assert _streamed(client, body) == texts
+    mixed = {**body, "prompt": ["In the", "[MASK][MASK]"], "n": 2, "cache": "dual"}
+    assert _streamed(client, mixed) == _served(client, mixed)[0]
 
 
 def test_sampling_without_a_seed_does_not_copy_rows(mdlm):

@@ -40,6 +40,12 @@ as one run (slices of ``max_batch`` rows), each drawing what it draws alone, and
 seeded jobs of the same settings but their seeds share that run (``Job._row_seeds``: batch
 key ``seeded``). A queued request that runs alone stops later requests from joining until it
 has run, so nothing waits forever.
+
+Rows kept apart: a row its decoder keeps apart (a prompt of [MASK]s alone, a [MASK] in a
+prompt under a KV cache: ``Engine(row_runs=...)``, ``unmask.api.row_runs``, the grouping of
+``unmask generate``) is a part of its own that runs alone once the batch has drained, after
+the job's other rows (one run, or a run each); identical such rows of a run that draws
+nothing run once. Such a job shares no run with other jobs.
 """
 
 from __future__ import annotations
