@@ -121,3 +121,17 @@ def test_sampling_without_a_seed_does_not_copy_rows(mdlm):
     greedy = api.sample_config(mdlm, {"gen_length": 8, "steps": 8, "temperature": 0.0})
     runs = api.row_runs(mdlm, [[M, M], [5, 6], [M, M]], greedy, seeded=False)
     assert runs.same == [0, 1, 0] and runs.groups == [[1], [0]]
+
+
+def test_the_task_scorer_decodes_greedy_rows_as_generate(mdlm):
+    """``tasks.score.decode_each`` (``unmask eval``, lm-eval's ``generate_until``) ran a
+    greedy batch holding a row kept apart as one batch: now ``generate``'s grouping."""
+    from unmask.tasks.score import decode_each
+
+    prompts = ["a[MASK]b", "In the", "xyz"]
+    options = {"gen_length": 16, "steps": 16, "block_length": 8, "temperature": 0.0,
+               "cache": "dual"}
+    config = api.sample_config(mdlm, options)
+    out = decode_each(mdlm, api.prompt_ids(mdlm, prompts), config, "llada")
+    ids = [result.gen_ids[k] for result, k in out]
+    assert ids == api.generate(mdlm, prompts, config=options).ids

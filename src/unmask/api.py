@@ -957,14 +957,7 @@ def generate(
     seeds = None
     if len(rows) > 1 and draws_noise(decoder, config):
         seeds = row_seeds(config.seed, len(prompt_ids), n)
-    if seeds is not None:
-        result, seconds = run_rows(loaded, rows, config, seeds, step_callback, draft)
-    elif len(rows) > 1 and any(chosen.rows_apart(config, rows, facts.mask_id)):
-        # a greedy batch too: such a row, or the rows beside it, wrote otherwise than alone
-        result, seconds = _runs_apart(loaded, rows, config, None, step_callback, draft)
-    else:
-        run = start(loaded, rows, config, step_callback=step_callback, draft=draft)
-        result, seconds = run_to_end(run, device=str(_device(loaded)))
+    result, seconds = run_rows(loaded, rows, config, seeds, step_callback, draft)
     if template is not None:
         texts = [template.reply(tok, ids, facts.eos_id) for ids in result.gen_ids]
     else:
@@ -1075,7 +1068,7 @@ def run_rows(
     loaded: Loaded,
     rows: list[list[int]],
     config: SampleConfig,
-    seeds: list[int],
+    seeds: list[int] | None,
     step_callback: ViewCallback | None = None,
     draft: Loaded | None = None,
 ) -> tuple[GenerateResult, float]:
@@ -1086,10 +1079,23 @@ def run_rows(
     [MASK] in a prompt under a KV cache, runs alone and the others still share one run; in
     half precision or under a registered commit policy, a run per row). ``step_callback``
     sees all rows, (B, gen_length). Each row writes what it writes alone under its seed,
-    whichever way: ``config.seed`` is not used, ``seeds`` (one a row) replace it. No rows,
-    or a count of ``seeds`` other than of ``rows``: a ``UserError``."""
+    whichever way: ``config.seed`` is not used, ``seeds`` (one a row) replace it. ``seeds``
+    None: one batch of one run (``config.seed``; a greedy run's text depends on no
+    generator), but for the rows the decoder keeps apart, which run alone (``row_runs``:
+    greedy, identical ones once), so that every greedy row writes what it writes alone. No
+    rows, or a count of ``seeds`` other than of ``rows``: a ``UserError``."""
     if not rows:
         raise UserError("no prompts given")
+    if seeds is None:
+        from unmask.sampling import choose_decoder
+
+        facts = facts_of(loaded)
+        chosen = choose_decoder(facts, _with_draft(config, draft))
+        if len(rows) > 1 and any(chosen.rows_apart(config, rows, facts.mask_id)):
+            # such a row, or the rows beside it, wrote otherwise than alone in one batch
+            return _runs_apart(loaded, rows, config, None, step_callback, draft)
+        run = start(loaded, rows, config, step_callback=step_callback, draft=draft)
+        return run_to_end(run, device=str(_device(loaded)))
     seeds = _seed_list(seeds)
     if len(seeds) != len(rows):
         raise UserError(f"{plural(len(seeds), 'seed')} for {plural(len(rows), 'row')}")
