@@ -921,7 +921,8 @@ def generate(
     one batch, each row drawing from its own. Otherwise the rows are one batch of one run
     (a greedy run's text depends on no generator), but for a row the decoder keeps apart (a
     prompt of [MASK]s alone, a [MASK] in a prompt under a KV cache: ``Decoder.rows_apart``),
-    which runs alone, so that every row writes what it writes alone.
+    which runs alone, so that every row writes what it writes alone (identical such rows
+    of a greedy run once: ``row_runs``; the server groups rows by the same rule).
 
     With ``template`` each prompt is one user message (after ``system``, if given) rendered
     through the chat template, and ``texts`` are the replies (cut at EOS or end of turn).
