@@ -844,9 +844,9 @@ def test_generation_after_an_empty_context_starts_a_document(tmp_path, monkeypat
     seen = []
     real = unmask.api.start
 
-    def spy(loaded, prompts, config):
+    def spy(loaded, prompts, config, **options):
         seen.extend(prompts)
-        return real(loaded, prompts, config)
+        return real(loaded, prompts, config, **options)
 
     monkeypatch.setattr(unmask.api, "start", spy)
     kwargs = {"until": ["\n"], "max_gen_toks": 3}

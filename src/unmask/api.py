@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from unmask.checkpoint import Loaded
     from unmask.infill import Gap, InfillOptions
     from unmask.sampling import DecoderRun, GenerateResult, ViewCallback
-    from unmask.sampling.protocol import StepCallback
+    from unmask.sampling.protocol import RowRuns, StepCallback
 
 
 def refuse_continuous(loaded: Loaded, task: str) -> None:
@@ -928,7 +928,8 @@ def generate(
     one batch, each row drawing from its own. Otherwise the rows are one batch of one run
     (a greedy run's text depends on no generator), but for a row the decoder keeps apart (a
     prompt of [MASK]s alone, a [MASK] in a prompt under a KV cache: ``Decoder.rows_apart``),
-    which runs alone, so that every row writes what it writes alone.
+    which runs alone, so that every row writes what it writes alone (identical such rows
+    of a greedy run once: ``row_runs``; the server groups rows by the same rule).
 
     With ``template`` each prompt is one user message (after ``system``, if given) rendered
     through the chat template, and ``texts`` are the replies (cut at EOS or end of turn).
@@ -965,14 +966,7 @@ def generate(
     seeds = None
     if len(rows) > 1 and draws_noise(decoder, config):
         seeds = row_seeds(config.seed, len(prompt_ids), n)
-    if seeds is not None:
-        result, seconds = run_rows(loaded, rows, config, seeds, step_callback, draft)
-    elif len(rows) > 1 and any(chosen.rows_apart(config, rows, facts.mask_id)):
-        # a greedy batch too: such a row, or the rows beside it, wrote otherwise than alone
-        result, seconds = _runs_apart(loaded, rows, config, None, step_callback, draft)
-    else:
-        run = start(loaded, rows, config, step_callback=step_callback, draft=draft)
-        result, seconds = run_to_end(run, device=str(_device(loaded)))
+    result, seconds = run_rows(loaded, rows, config, seeds, step_callback, draft)
     if template is not None:
         texts = [template.reply(tok, ids, facts.eos_id, stops) for ids in result.gen_ids]
     else:
@@ -1066,7 +1060,7 @@ def run_rows(
     loaded: Loaded,
     rows: list[list[int]],
     config: SampleConfig,
-    seeds: list[int],
+    seeds: list[int] | None,
     step_callback: ViewCallback | None = None,
     draft: Loaded | None = None,
 ) -> tuple[GenerateResult, float]:
@@ -1077,10 +1071,23 @@ def run_rows(
     [MASK] in a prompt under a KV cache, runs alone and the others still share one run; in
     half precision or under a registered commit policy, a run per row). ``step_callback``
     sees all rows, (B, gen_length). Each row writes what it writes alone under its seed,
-    whichever way: ``config.seed`` is not used, ``seeds`` (one a row) replace it. No rows,
-    or a count of ``seeds`` other than of ``rows``: a ``UserError``."""
+    whichever way: ``config.seed`` is not used, ``seeds`` (one a row) replace it. ``seeds``
+    None: one batch of one run (``config.seed``; a greedy run's text depends on no
+    generator), but for the rows the decoder keeps apart, which run alone (``row_runs``:
+    greedy, identical ones once), so that every greedy row writes what it writes alone. No
+    rows, or a count of ``seeds`` other than of ``rows``: a ``UserError``."""
     if not rows:
         raise UserError("no prompts given")
+    if seeds is None:
+        from unmask.sampling import choose_decoder
+
+        facts = facts_of(loaded)
+        chosen = choose_decoder(facts, _with_draft(config, draft))
+        if len(rows) > 1 and any(chosen.rows_apart(config, rows, facts.mask_id)):
+            # such a row, or the rows beside it, wrote otherwise than alone in one batch
+            return _runs_apart(loaded, rows, config, None, step_callback, draft)
+        run = start(loaded, rows, config, step_callback=step_callback, draft=draft)
+        return run_to_end(run, device=str(_device(loaded)))
     seeds = _seed_list(seeds)
     if len(seeds) != len(rows):
         raise UserError(f"{plural(len(seeds), 'seed')} for {plural(len(rows), 'row')}")
@@ -1099,21 +1106,23 @@ def _runs_apart(
     step_callback: ViewCallback | None,
     draft: Loaded | None,
 ) -> tuple[GenerateResult, float]:
-    """``rows`` in several runs, joined as one result (``_joined``), and the wall time: each
-    row the decoder keeps apart (``Decoder.rows_apart``) a run of its own; the others one
-    run (``seeds`` None, a run that draws nothing: ``generate``'s greedy rows; seeded: where
-    they may share one, ``seeds_in_one_run`` of them, with a generator each), else a run
-    each (seeded ``seeds[i]``). Runs of a row each that share forward passes (``llada``
-    without a KV cache) and are not kept apart step together, one forward per step for all
-    of them (as the server's continuous batching steps them); the others run one after
-    another. ``step_callback`` sees all rows, (B, gen_length)."""
+    """``rows`` in several runs, joined as one result (``_joined``), and the wall time, as
+    ``row_runs`` groups them: each row the decoder keeps apart (``Decoder.rows_apart``) a run
+    of its own (once for all its identical rows where the run draws nothing); the others
+    one run (``seeds`` None: ``generate``'s greedy rows; seeded: where they may share one,
+    ``seeds_in_one_run`` of them, with a generator each), else a run each (seeded
+    ``seeds[i]``). Runs of a row each that share forward passes (``llada`` without a KV
+    cache) and are not kept apart step together, one forward per step for all of them (as
+    the server's continuous batching steps them); the others run one after another.
+    ``step_callback`` sees all rows, (B, gen_length)."""
     import torch
 
     from unmask.sampling.protocol import step_together
 
     facts = facts_of(loaded)
-    groups, apart = _apart_groups(loaded, rows, config, seeds, draft)
+    groups, apart, same = row_runs(loaded, rows, config, seeded=seeds is not None, draft=draft)
     together: set[int] = set()  # the groups that step together (a callback once a step)
+    copies = [i for i, j in enumerate(same) if i != j]
 
     def group_view(k: int, idx: list[int]) -> ViewCallback | None:
         if step_callback is None:
@@ -1121,6 +1130,8 @@ def _runs_apart(
 
         def seen(step: int, part: Tensor) -> None:
             view[idx] = part.to(view.device)
+            if copies:
+                view[copies] = view[[same[i] for i in copies]]
             if k not in together:  # its run's own step (a count over runs one after
                 step_callback(step, view.clone())  # another passed the steps); else below
 
@@ -1167,31 +1178,45 @@ def _runs_apart(
     ordered = [results[k] for k in range(len(runs))]
     steps = max(r.steps for r in ordered)  # the server's count, whether or not together
     joined = _joined(ordered, forwards, steps, pad_id=facts.pad_id, eos_id=facts.eos_id)
-    order = [i for idx in groups for i in idx]  # the joined rows' own indices
-    if order == sorted(order):
+    at = {i: n for n, i in enumerate(i for idx in groups for i in idx)}  # row: joined row
+    back = [at[j] for j in same]
+    if back == list(range(len(back))):
         return joined, seconds
-    back = torch.tensor(sorted(range(len(order)), key=order.__getitem__))  # (B,)
+    index = torch.tensor(back)  # (B,): a copy's row repeats the row it copies
     mask = joined.attention_mask
-    return dataclasses.replace(joined, tokens=joined.tokens[back],
-                               attention_mask=None if mask is None else mask[back]), seconds
+    return dataclasses.replace(joined, tokens=joined.tokens[index],
+                               attention_mask=None if mask is None else mask[index]), seconds
 
 
-def _apart_groups(
-    loaded: Loaded, rows: list[list[int]], config: SampleConfig, seeds: list[int] | None,
-    draft: Loaded | None,
-) -> tuple[list[list[int]], list[bool]]:
-    """The runs of ``_runs_apart`` as lists of row indices, the rows that may share a run
-    first, and per row whether the decoder keeps it apart (``Decoder.rows_apart``)."""
+def row_runs(
+    loaded: Loaded, rows: Sequence[Sequence[int]], config: SampleConfig, *, seeded: bool,
+    draft: Loaded | None = None,
+) -> RowRuns:
+    """How ``rows`` (prompt ids) of one request run under ``config`` (``RowRuns``): each
+    row the decoder keeps apart (``Decoder.rows_apart``: a prompt of [MASK]s alone, a
+    [MASK] in a prompt under a KV cache) a run of its own, the others one run where they
+    may share one (``seeded``, a seed a row: ``seeds_in_one_run`` of them; else always),
+    else a run each. Where the run draws nothing (``draws_noise``, not ``seeded``), identical
+    rows kept apart run once, their copies taking its text: the same text (a greedy run is
+    deterministic) at one run's cost (``--n 8`` of a prompt of [MASK]s: one run, not
+    eight). The one rule of ``generate``, ``run_rows``, the server's ``Engine`` and
+    ``unmask.tasks.score``."""
     from unmask.sampling import choose_decoder
+    from unmask.sampling.protocol import RowRuns
 
     facts = facts_of(loaded)
-    apart = choose_decoder(facts, _with_draft(config, draft)).rows_apart(
-        config, rows, facts.mask_id)
+    chosen = choose_decoder(facts, _with_draft(config, draft))
+    apart = chosen.rows_apart(config, rows, facts.mask_id)
     rest = [i for i, a in enumerate(apart) if not a]
-    shared = len(rest) > 1 and (
-        seeds is None or seeds_in_one_run(loaded, config, draft, rows=[rows[i] for i in rest]))
-    alone = [[i] for i, a in enumerate(apart) if a]
-    return ([rest] if shared else [[i] for i in rest]) + alone, apart
+    shared = len(rest) > 1 and (not seeded or seeds_in_one_run(
+        loaded, config, draft, rows=[rows[i] for i in rest]))
+    same = list(range(len(rows)))
+    if not seeded and not draws_noise(chosen.name, config):
+        first: dict[tuple[int, ...], int] = {}
+        for i in (i for i, a in enumerate(apart) if a):
+            same[i] = first.setdefault(tuple(rows[i]), i)
+    alone = [[i] for i, a in enumerate(apart) if a and same[i] == i]
+    return RowRuns(([rest] if shared else [[i] for i in rest]) + alone, apart, same)
 
 
 def _joined(results: list[GenerateResult], nfe: int, steps: int, *,
@@ -1729,6 +1754,7 @@ __all__ = [
     "recommended_options",
     "refuse_continuous",
     "refuse_generation_only",
+    "row_runs",
     "row_seeds",
     "run_rows",
     "run_to_end",

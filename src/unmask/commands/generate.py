@@ -234,14 +234,18 @@ runs that fit."""
 
 
 def _check_rows_fit(loaded: Any, lengths: list[int], config: SampleConfig, n: int,
-                    device: str, decoder: str, draft: Any = None) -> None:
+                    device: str, decoder: str, draft: Any = None,
+                    apart: list[bool] | None = None) -> None:
     """Refuse, in one line, prompts × ``--n`` rows whose memory (``rows_bytes``, a lower
     bound; ``FIT_MARGIN`` of it) exceeds what ``device`` has free: ``--n 1000000000`` was
     killed by the system
-    (status 137, no message) after filling the memory. A length the model's context cannot
-    take, or where one row alone would not fit, is left to the library's own checks, which
-    name the length, not the count (``--gen-length 100000``: the model's max_seq_len;
-    ``--gen-length 10**23 --segment-length 16``: at most 1048576 tokens).
+    (status 137, no message) after filling the memory. ``apart``: per prompt, whether its
+    rows run alone (``unmask.api.row_runs``: a prompt of [MASK]s, a [MASK] under a KV
+    cache), one forward of one row at a time beside the others' runs (None: none). A length
+    the model's context cannot take, or where one row alone would not fit, is left to the
+    library's own checks, which name the length, not the count (``--gen-length 100000``:
+    the model's max_seq_len; ``--gen-length 10**23 --segment-length 16``: at most 1048576
+    tokens).
     ``UNMASK_NO_FIT_CHECK=1`` skips it, as it skips the check of the weights at load
     (``unmask.quantize.check_fits``)."""
     import os
@@ -261,14 +265,25 @@ def _check_rows_fit(loaded: Any, lengths: list[int], config: SampleConfig, n: in
         at_once = "together"  # runs of a row each, stepped with one forward
     else:
         at_once = "each"  # runs of a row each, one after another
-    need = rows_bytes(loaded, lengths, config, n, decoder, rows_at_once=at_once)
+    flags = apart if apart is not None and len(lengths) * n > 1 else [False] * len(lengths)
+    rest = [length for length, a in zip(lengths, flags, strict=True) if not a]
+    alone = [length for length, a in zip(lengths, flags, strict=True) if a]
+
+    def need_of(count: int) -> int:  # the others' runs, and those alone (their canvases and
+        # one row's forward: a bound above the larger of the two forwards, never below)
+        return ((rows_bytes(loaded, rest, config, count, decoder, rows_at_once=at_once)
+                 if rest else 0)
+                + (rows_bytes(loaded, alone, config, count, decoder, rows_at_once="each")
+                   if alone else 0))
+
+    need = need_of(n)
     free = free_bytes(device)
     if free is None or need * FIT_MARGIN <= free:
         return
     if rows_bytes(loaded, [max(lengths)], config, 1, decoder) * FIT_MARGIN > free:
         return  # one row alone: its length is at fault, which the decoder's checks name
-    one = rows_bytes(loaded, lengths, config, 1, decoder, rows_at_once=at_once)
-    each = rows_bytes(loaded, lengths, config, 2, decoder, rows_at_once=at_once) - one  # per --n
+    one = need_of(1)
+    each = need_of(2) - one  # per --n
     most = int((free / FIT_MARGIN - (one - each)) // each)  # the most it lets run: more cannot
     fewer = f"more than --n {most} cannot fit" if most >= 1 else "give fewer prompts"
     if most >= 1 and len(lengths) > 1:
@@ -295,13 +310,15 @@ def run(args: argparse.Namespace) -> int:
     template = api.chat_template(loaded, args.template) if args.chat else None
     # flags not given take the checkpoint's recommended sampling options (sample_defaults);
     # steps not given fit the blocks the prompts leave (api.generate's, the server's)
-    lengths = api.prompt_lengths(loaded, prompts, template=template, system=args.system)
+    ids = api.prompt_ids(loaded, prompts, template=template, system=args.system)
+    lengths = [len(i) for i in ids]
     config = api.sample_config(loaded, given_fields(SampleConfig, args),
                                prompt_lengths=lengths)
     # refuse what the checkpoint cannot do, before sampling
     decoder = api.choose(loaded, config, draft=draft)
     config = with_seed(config, decoder)  # a sampled run reports the seed that repeats it
-    _check_rows_fit(loaded, lengths, config, args.n, device, decoder, draft)  # before a row
+    apart = api.row_runs(loaded, ids, config, seeded=False, draft=draft).apart
+    _check_rows_fit(loaded, lengths, config, args.n, device, decoder, draft, apart)  # first
     if args.n > 1 and not api.draws_noise(decoder, config):
         print(f"unmask generate: note: --n {args.n} of a run that draws nothing (decoder "
               f"{decoder}, temperature {config.temperature:g}): every choice is the same; "

@@ -109,11 +109,15 @@ def check_given_options(args: argparse.Namespace) -> None:
     import dataclasses
 
     from unmask.sampling import validate
+    from unmask.sampling.registry import MAX_STEPS
 
     config = sample_config_from_args(args)
     if getattr(args, "steps", None) is None:
         config = dataclasses.replace(config, steps=config.gen_length)
-    validate(config)
+    # steps over MAX_STEPS are refused once the decoder is known: one that takes none
+    # (``ar``) says so, the more useful line (``choose_decoder``)
+    validate(dataclasses.replace(config, steps=min(config.steps, max(MAX_STEPS,
+                                                                     config.gen_length))))
 
 
 def with_seed(config: SampleConfig, decoder: str | None = None) -> SampleConfig:

@@ -82,10 +82,12 @@ from unmask.sampling.protocol import (
 )
 from unmask.sampling.protocol import model_device as _model_device
 from unmask.sampling.registry import (
+    MAX_STEPS,
     SIGMA_HINT,
     Decoder,
     Prompts,
     Target,
+    check_steps,
     refuse_top_k,
     register_decoder,
 )
@@ -285,14 +287,6 @@ def split_steps(steps: int, num_blocks: int) -> list[int]:
     return [base + (b < extra) for b in range(num_blocks)]
 
 
-MAX_STEPS = 1 << 20
-"""The most ``steps`` the commit loop takes (more only as one step per token of a longer
-``gen_length``, which its own checks bound): a step past a block's last mask commits nothing,
-and its count schedule is a (B, steps) tensor built up front, so ``steps`` of 10**9 (a typo)
-was a list of 8 GB a row, and the kernel killed the process (10**6 on the tiny test
-model: 19 s)."""
-
-
 def validate(
     config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int | None = None,
     split: bool = False,
@@ -310,11 +304,7 @@ def validate(
         raise UserError(f"gen_length must be positive, got {config.gen_length}")
     if config.steps <= 0:
         raise UserError(f"steps must be positive, got {config.steps}")
-    if config.steps > max(MAX_STEPS, config.gen_length):  # one a token: the length's checks
-        raise UserError(
-            f"steps must be at most {MAX_STEPS}, got {config.steps} (one step per token, "
-            f"{config.gen_length} here, is the most that commits anything)"
-        )
+    check_steps(config)  # MAX_STEPS
     block_length = config.gen_length if config.block_length is None else config.block_length
     if block_length <= 0:
         raise UserError(f"block_length must be positive, got {block_length}")

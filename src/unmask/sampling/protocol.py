@@ -17,15 +17,15 @@ Written once over the protocol: ``run()`` (advance until done), ``step_together`
 bookkeeping of the callers (``unmask.api``, the server's ``Engine``).
 
 Inside: ``MaskPredictor``, ``StepCallback``, ``ViewCallback``, ``GenerateResult``,
-``DecoderRun``, ``step_together``, ``StepError``, ``rows_finished``, ``cut_at_eos``,
-``decode_generations``, ``make_generator``, ``model_device``.
+``DecoderRun``, ``step_together``, ``StepError``, ``RowRuns``, ``rows_finished``,
+``cut_at_eos``, ``decode_generations``, ``make_generator``, ``model_device``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -222,6 +222,19 @@ StepError = Callable[[DecoderRun, BaseException], None]
 """``on_error(run, exc)``: a run's own step failed (see ``step_together``)."""
 
 
+class RowRuns(NamedTuple):
+    """How the rows of one request run (``unmask.api.row_runs``: ``generate``, ``run_rows``,
+    the server's ``Engine``, the task scorer, one rule): ``groups``, the runs as lists of row
+    indices (the rows that may share a run first, in order); ``apart``, per row, whether the
+    decoder keeps it apart (``Decoder.rows_apart``: it runs alone); ``same``, per row, the
+    row whose run writes its text (itself, or an identical row kept apart of a run that draws
+    nothing, which runs once for all its copies; a row that copies is in no group)."""
+
+    groups: list[list[int]]
+    apart: list[bool]
+    same: list[int]
+
+
 def step_together(runs: Sequence[DecoderRun], *, on_error: StepError | None = None) -> int:
     """One step of every run, sharing one forward pass among those that need the model.
 
@@ -294,6 +307,7 @@ __all__ = [
     "DecoderRun",
     "GenerateResult",
     "MaskPredictor",
+    "RowRuns",
     "StepCallback",
     "StepError",
     "ViewCallback",

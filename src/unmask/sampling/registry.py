@@ -234,12 +234,31 @@ def check_penalty_decoder(decoder: str, config: SampleConfig) -> None:
         )
 
 
+MAX_STEPS = 1 << 20
+"""The most ``steps`` a decoder takes (more only as one step per token of a longer
+``gen_length``, which its own checks bound): each step runs the model (a commit-loop step
+past a block's last mask commits nothing; SEDD's and the continuous decoders' time steps
+refine less and less), and a run's schedule is built up front, so ``steps`` of 10**9 (a
+typo) was a list of 8 GB a row, and the kernel killed the process (10**6 on the tiny test
+model: 19 s)."""
+
+
+def check_steps(config: SampleConfig) -> None:
+    """Refuse, in one line, ``steps`` over ``MAX_STEPS`` (and over ``gen_length``): the
+    commit loop's ``validate``, and ``choose_decoder`` for every decoder that takes steps,
+    after the refusal of a decoder that takes none (``steps does not apply ...``)."""
+    if config.steps > max(MAX_STEPS, config.gen_length):  # one a token: the length's checks
+        raise UserError(f"steps must be at most {MAX_STEPS}, got {config.steps} (each step "
+                        "runs the model once)")
+
+
 def choose_decoder(facts: ModelFacts, config: SampleConfig) -> Decoder:
     """The decoder for a checkpoint with ``facts`` and the user's ``config``: ``config.decoder``,
     or the checkpoint's own for ``auto`` (``ModelFacts.default_decoder``). A combination the
     checkpoint cannot do is refused here with one ``UserError`` line: an unknown decoder, a
     decoder that needs other attention or another objective, a KV cache on a model without
-    one, options the decoder has no use for (top_k on diffusion, cfg on AR, ``Decoder.unused``)."""
+    one, options the decoder has no use for (top_k on diffusion, cfg on AR, ``Decoder.unused``),
+    and, for a decoder that takes steps, more than ``MAX_STEPS`` (``check_steps``)."""
     name = facts.decoder_for(config.decoder)
     if name not in DECODERS:
         known = ", ".join(["auto", *sorted(DECODERS)])
@@ -253,6 +272,8 @@ def choose_decoder(facts: ModelFacts, config: SampleConfig) -> Decoder:
     decoder.check(facts, config)
     refuse_unused(decoder, config)
     refuse_dependent(decoder, config)
+    if "steps" not in decoder.unused:
+        check_steps(config)
     return decoder
 
 
@@ -260,12 +281,14 @@ __all__ = [
     "COMMIT_LOOP_OPTIONS",
     "DECODERS",
     "DEPENDENT_OPTIONS",
+    "MAX_STEPS",
     "SIGMA_HINT",
     "Decoder",
     "Prompts",
     "Target",
     "applies_penalties",
     "check_penalty_decoder",
+    "check_steps",
     "choose_decoder",
     "option_given",
     "penalty_decoders",

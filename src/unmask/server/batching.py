@@ -40,6 +40,12 @@ as one run (slices of ``max_batch`` rows), each drawing what it draws alone, and
 seeded jobs of the same settings but their seeds share that run (``Job._row_seeds``: batch
 key ``seeded``). A queued request that runs alone stops later requests from joining until it
 has run, so nothing waits forever.
+
+Rows kept apart: a row its decoder keeps apart (a prompt of [MASK]s alone, a [MASK] in a
+prompt under a KV cache: ``Engine(row_runs=...)``, ``unmask.api.row_runs``, the grouping of
+``unmask generate``) is a part of its own that runs alone once the batch has drained, after
+the job's other rows (one run, or a run each); identical such rows of a run that draws
+nothing run once. Such a job shares no run with other jobs.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from typing import Any, cast
 import torch
 
 from unmask.config import SampleConfig
-from unmask.sampling.protocol import DecoderRun, ViewCallback, step_together
+from unmask.sampling.protocol import DecoderRun, RowRuns, ViewCallback, step_together
 from unmask.server.metrics import Metrics
 
 StepSink = Callable[[int, list[list[int]]], None]
@@ -77,6 +83,14 @@ batched run with a generator per row (``unmask.api.seeds_in_one_run``: every bui
 in float32), not a run per row; with ``rows`` (prompt ids), for those rows (the commit loop
 keeps a run per row beside a prompt of [MASK]s alone or a [MASK] in a prompt under a KV
 cache, and such a job shares no run with other jobs)."""
+
+RowRunsOf = Callable[..., "RowRuns | None"]
+"""``row_runs(config, rows, *, seeded) -> RowRuns | None``: how a job's rows run
+(``unmask.api.row_runs``, the rule of ``unmask generate``): each row the decoder keeps
+apart (a prompt of [MASK]s alone, a [MASK] in a prompt under a KV cache) a run of its own,
+alone on the worker (it writes what it writes alone, and the rows beside it too), once for
+its identical rows where the run draws nothing; the other rows as without one. None: the
+settings are refused (the run says so)."""
 
 _ids = itertools.count()
 
@@ -142,6 +156,9 @@ class Job:
     alone; None elsewhere."""
     _parts: list[_Part] = field(default_factory=list, repr=False)
     """The runs the rows are split into (``Engine._split``, at ``submit``)."""
+    _same: list[int] | None = field(default=None, repr=False)
+    """Per row, the row whose part writes its text (``RowRuns.same``: an identical row kept
+    apart of a run that draws nothing runs once); None: every row its own."""
     _next: int = 0
     """Parts started so far (a job leaves the queue once all have)."""
     _done: int = 0
@@ -161,11 +178,17 @@ class Job:
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
+    @property
+    def _pieced(self) -> bool:
+        """Whether no one run writes all its rows (several parts, or copies of a row)."""
+        return len(self._parts) > 1 or self._same is not None
+
     def batch_key(self) -> Hashable:
         """Jobs with equal keys may share one whole-batch run: unseeded ones (or seeded ones
         that draw nothing) of the same settings, and seeded ones of the same settings but their
         seeds whose rows each draw from a generator of their own in one run (``_row_seeds``)."""
-        if self.fn is not None or self.config is None or len(self._parts) > 1:
+        if (self.fn is not None or self.config is None or len(self._parts) > 1
+                or any(p.alone for p in self._parts)):
             return ("alone", self.id)
         shape = dataclasses.astuple(dataclasses.replace(self.config, seed=None))
         if self._row_seeds is not None:
@@ -184,13 +207,16 @@ class _Part:
     """Some rows of a job, run as one decoder run (``Engine._split``)."""
 
     job: Job
-    offset: int
-    """The job's row index of the first row."""
+    index: list[int]
+    """The job's row index of each row."""
     rows: list[list[int]]
     config: SampleConfig
     run: DecoderRun | None = None
     seeds: list[int] | None = None
     """Row i's seed, each row drawing from a generator of its own in one run (``_split``)."""
+    alone: bool = False
+    """A row the decoder keeps apart (``RowRunsOf``): it runs alone on the worker, with no
+    other part in its forward passes."""
 
 
 def _resolve(
@@ -225,6 +251,8 @@ class Engine:
     continuous batch, the others run alone, ``advance()`` by ``advance()`` (see the module
     docstring). ``seeds_in_one_run(config, rows=)`` (``SeedsInOneRun``; None: never): whether
     a seeded job's rows run as one run, ``start_run(..., seeds=)``, not a run per row.
+    ``row_runs(config, rows, seeded=)`` (``RowRunsOf``; None: no row kept apart): the rows a
+    decoder keeps apart, each a part that runs alone.
     """
 
     def __init__(
@@ -236,11 +264,13 @@ class Engine:
         batch_wait_s: float = 0.0,
         metrics: Metrics | None = None,
         seeds_in_one_run: SeedsInOneRun | None = None,
+        row_runs: RowRunsOf | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
         self.start_run = start_run
         self.seeds_in_one_run = seeds_in_one_run
+        self.row_runs = row_runs
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.batch_wait_s = batch_wait_s
@@ -333,23 +363,52 @@ class Engine:
         unless its decoder gives each row a generator of its own in one run
         (``seeds_in_one_run``), else slices of at most ``max_batch`` rows (a request of more
         rows than ``max_batch`` runs in several runs, as the batch admits them: the operator's
-        bound on the rows of one forward holds for a single request too)."""
+        bound on the rows of one forward holds for a single request too). A row its decoder
+        keeps apart (``row_runs``) is a part of its own that runs alone, after the others
+        (``unmask generate``'s grouping, so the server writes its text)."""
         if job.config is None or job.fn is not None:
             return []
-        size = self.max_batch
         seeded = job.seeds is not None or (not job.batchable and job.config.seed is not None)
+        runs = None if self.row_runs is None else self.row_runs(
+            job.config, job.rows, seeded=seeded)
+        if runs is not None and any(runs.apart):
+            return self._apart(job, runs, seeded)
         together = seeded and self.seeds_in_one_run is not None and self.seeds_in_one_run(
             job.config, rows=job.rows)
         if together:  # a generator per row: any seeded jobs of these settings may share a run
             job._row_seeds = cast("list[int]", list(job.seeds) if job.seeds is not None
                                   else [job.config.seed] * len(job.rows))
         if job.seeds is not None and not together:
-            return [_Part(job, k, [row], dataclasses.replace(job.config, seed=seed))
+            return [_Part(job, [k], [row], dataclasses.replace(job.config, seed=seed))
                     for k, (row, seed) in enumerate(zip(job.rows, job.seeds, strict=True))]
-        seeds = cast("list[int] | None", job.seeds)
-        return [_Part(job, o, job.rows[o : o + size], job.config,
-                      seeds=None if seeds is None else seeds[o : o + size])
-                for o in range(0, max(len(job.rows), 1), size)]
+        return self._slices(job, list(range(len(job.rows))), cast("list[int] | None", job.seeds))
+
+    def _slices(self, job: Job, index: list[int], seeds: list[int] | None) -> list[_Part]:
+        """The rows ``index`` of ``job`` as parts of at most ``max_batch`` rows (``seeds``:
+        a generator per row, else None)."""
+        size = self.max_batch
+        return [_Part(job, index[o : o + size], [job.rows[i] for i in index[o : o + size]],
+                      cast(SampleConfig, job.config),
+                      seeds=None if seeds is None else [seeds[i] for i in index[o : o + size]])
+                for o in range(0, max(len(index), 1), size)]
+
+    def _apart(self, job: Job, runs: RowRuns, seeded: bool) -> list[_Part]:
+        """The parts of a job holding a row kept apart (``RowRuns``): the groups of
+        ``runs``, the shared one in slices of ``max_batch`` rows, a row each seeded with its
+        own seed (``seeded``), the rows kept apart marked to run alone."""
+        config = cast(SampleConfig, job.config)
+        seeds = (None if not seeded else list(job.seeds) if job.seeds is not None
+                 else [config.seed] * len(job.rows))
+        job._same = runs.same
+        parts: list[_Part] = []
+        for idx in runs.groups:
+            if len(idx) > 1:
+                parts += self._slices(job, idx, cast("list[int] | None", seeds))
+                continue
+            i = idx[0]
+            one = config if seeds is None else dataclasses.replace(config, seed=seeds[i])
+            parts.append(_Part(job, [i], [job.rows[i]], one, alone=runs.apart[i]))
+        return parts
 
     def _sink_callback(self, part: _Part) -> ViewCallback | None:
         """The run's step callback that streams the part's rows to its job's sink. A job of
@@ -361,12 +420,15 @@ class Engine:
         if job.sink is None:
             return None
         sink = job.sink
-        whole = len(job._parts) == 1
+        whole = not job._pieced
 
         def callback(step: int, view: torch.Tensor) -> None:
             if not whole:
                 assert job._view is not None
-                job._view[part.offset : part.offset + len(part.rows)] = view.tolist()
+                for i, row in zip(part.index, view.tolist(), strict=True):
+                    job._view[i] = row
+                if job._same is not None:  # the copies of a row show it
+                    job._view[:] = [job._view[j] for j in job._same]
                 job._viewed = True
                 return
             try:
@@ -399,7 +461,7 @@ class Engine:
                 part.run = self.start_run(part.rows, part.config, step_callback=view,
                                           seeds=part.seeds)
             job = part.job
-            if job._view is None and job.sink is not None and len(job._parts) > 1:
+            if job._view is None and job.sink is not None and job._pieced:
                 blank = part.run.view()[0].tolist()  # the region before any step: every
                 job._view = [list(blank) for _ in job.rows]  # row's is the same
         return part.run
@@ -409,12 +471,13 @@ class Engine:
         the future holds the error). Starts the run of the job's next part the first time."""
         if job.fn is not None or job.config is None:
             return "alone"
+        part = job._parts[min(job._next, len(job._parts) - 1)]
         try:
-            run = self._begin(job._parts[min(job._next, len(job._parts) - 1)])
+            run = self._begin(part)
         except BaseException as e:  # noqa: BLE001 -- bad settings fail this job only
             self._fail(job, e)
             return "failed"
-        return "join" if run.shares_forward else "alone"
+        return "join" if run.shares_forward and not part.alone else "alone"
 
     def _fail(self, job: Job, e: BaseException) -> None:
         """End ``job`` with ``e``: its running parts leave the batch at the next step."""
@@ -485,8 +548,9 @@ class Engine:
                 elif kind == "join":
                     while job._next < len(job._parts):
                         part = job._parts[job._next]
-                        if (active or joined) and rows + len(part.rows) > self.max_batch:
-                            break
+                        if part.alone or (active or joined) and (
+                                rows + len(part.rows) > self.max_batch):
+                            break  # a part kept apart runs once the batch has drained
                         try:
                             self._begin(part)
                         except BaseException as e:  # noqa: BLE001 -- fails this job only
@@ -524,14 +588,14 @@ class Engine:
 
     def _start(self, part: _Part, active: list[_Running], *, joining: bool) -> None:
         job = part.job
-        if part.offset == 0 and not job.future.set_running_or_notify_cancel():
+        if part is job._parts[0] and not job.future.set_running_or_notify_cancel():
             job.cancel()
         if job.cancelled:
             _resolve(job.future, exc=Cancelled())
             return
         assert part.run is not None
         active.append(_Running(part, part.run))
-        if joining and part.offset == 0:
+        if joining and part is job._parts[0]:
             self.metrics.inc("joined")
         self._count(active)
 
@@ -545,13 +609,15 @@ class Engine:
         if not job._gen:
             job._gen = [[] for _ in job.rows]
             job._prompts = [[] for _ in job.rows]
-        end = part.offset + len(part.rows)
-        job._gen[part.offset : end] = result.gen_ids
-        job._prompts[part.offset : end] = result.prompt_ids
+        for i, gen, prompt in zip(part.index, result.gen_ids, result.prompt_ids, strict=True):
+            job._gen[i], job._prompts[i] = gen, prompt
         job._steps = max(job._steps, steps)
         job._batch_rows = max(job._batch_rows, batch_rows)
         job._done += 1
         if job._done == len(job._parts):
+            if job._same is not None:  # a row kept apart ran once for its copies
+                job._gen = [list(job._gen[j]) for j in job._same]
+                job._prompts = [list(job._prompts[j]) for j in job._same]
             _resolve(job.future, GenOutput(gen_ids=job._gen, prompt_ids=job._prompts,
                                            nfe=job._nfe, steps=job._steps,
                                            batch_rows=job._batch_rows))
@@ -619,7 +685,8 @@ class Engine:
                 pass
 
     def _run_whole(self, batch: list[Job]) -> None:
-        live = [j for j in batch if not j.cancelled and j.future.set_running_or_notify_cancel()]
+        live = [j for j in batch if not j.cancelled and (  # its parts may have run already
+            j.future.running() or j.future.set_running_or_notify_cancel())]
         for j in batch:
             if j not in live:
                 _resolve(j.future, exc=Cancelled())
@@ -656,7 +723,7 @@ class Engine:
         if len(batch) == 1:  # its parts one after another (one run: its rows together)
             job = batch[0]
             try:
-                for part in job._parts:
+                for part in job._parts[job._next:]:  # those not run in the batch already
                     run = self._begin(part)
                     self._advance(run, [job], len(part.rows))
                     job._nfe += run.nfe

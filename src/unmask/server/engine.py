@@ -42,6 +42,7 @@ def make_engine(
     a running batch); ``draft_options`` (``SampleConfig`` fields such as
     ``draft_length``) replace those of every request."""
     from unmask import api
+    from unmask.errors import UserError
 
     extra = dict(draft_options or {})
     unknown = set(extra) - {f.name for f in dataclasses.fields(SampleConfig)}
@@ -68,6 +69,14 @@ def make_engine(
             config = dataclasses.replace(config, **extra)
         return api.seeds_in_one_run(loaded, config, draft, rows=rows)
 
+    def row_runs(config: SampleConfig, rows: Sequence[Sequence[int]], *, seeded: bool) -> Any:
+        if extra:
+            config = dataclasses.replace(config, **extra)
+        try:
+            return api.row_runs(loaded, rows, config, seeded=seeded, draft=draft)
+        except UserError:  # settings the decoder refuses: the run says so when started
+            return None
+
     return Engine(
         start,
         max_batch=limits.max_batch,
@@ -75,6 +84,7 @@ def make_engine(
         batch_wait_s=limits.batch_wait_s,
         metrics=metrics,
         seeds_in_one_run=seeds_in_one_run,
+        row_runs=row_runs,
     )
 
 

@@ -222,9 +222,12 @@ def decode_each(
     random numbers (``unmask.api.draws_noise``: SEDD, the continuous decoders at any
     temperature, any decoder above temperature 0) decodes by ``unmask.api.run_rows``, as
     ``generate`` does: one run with a generator per row where the decoder has them (every
-    built-in decoder in float32: ``unmask.api.seeds_in_one_run``), else a run per row,
-    stepped together where the runs share forward passes (``llada`` without a KV cache),
-    else one after another; a greedy run is one batch. One generator for a batch
+    built-in decoder in float32: ``unmask.api.seeds_in_one_run``), a row the decoder keeps
+    apart (a prompt of [MASK]s, a [MASK] under a KV cache) alone beside them, else a run
+    per row, stepped together where the runs share forward passes (``llada`` without a KV
+    cache), else one after another; a greedy run is one batch, but for the rows the decoder
+    keeps apart, which run alone (``unmask.api.run_rows``, ``row_runs``: ``generate``'s
+    rule, so ``unmask eval`` writes its text). One generator for a batch
     made a row's output depend on the rows beside it and on the batch size (all 16 items of
     a SEDD model's test set changed between batches of 32 and of 1).
     On a checkpoint whose blocks start at the first prompt token (``absolute_blocks``) the
@@ -234,7 +237,7 @@ def decode_each(
     ``generate`` fits them; else the caller's ``steps`` are checked against every group's
     blocks before any group decodes (``_check_group_steps``). The task scorer and
     ``unmask.lm_eval``'s ``generate_until`` decode by it."""
-    from unmask.api import draws_noise, run_rows, run_to_end, start
+    from unmask.api import draws_noise, run_rows
 
     noisy = config.seed is not None and draws_noise(decoder, config)
     if noisy and seeds is None:
@@ -242,11 +245,8 @@ def decode_each(
     out: list[tuple[Any, int]] = [(None, 0)] * len(prompts)
     for idx, cfg in _block_groups(loaded, prompts, config, decoder, fit_steps):
         rows = [prompts[i] for i in idx]
-        if noisy:
-            assert seeds is not None
-            result = run_rows(loaded, rows, cfg, [seeds[i] for i in idx])[0]
-        else:
-            result = run_to_end(start(loaded, rows, cfg))[0]
+        result = run_rows(loaded, rows, cfg,
+                          None if seeds is None or not noisy else [seeds[i] for i in idx])[0]
         for k, i in enumerate(idx):
             out[i] = (result, k)
     return out
