@@ -1,0 +1,88 @@
+"""Review fixes of ``unmask prepare`` (session 31): JSON piped to ``-`` gets the note a ``.json``
+file gets (a JSON array was trained on as text, ``[{"text": ...`` and all, without a word),
+JSON Lines after blank lines are records, ``<stdin>`` is named in input order in that note,
+the Ctrl-D hint is printed only for a run that goes on, and ``-o`` an empty folder that only
+looks like a mount point (a btrfs subvolume: a device of its own) is taken."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+from unmask.cli import main
+
+ARGS = ["--tokenizer", "byte", "--val-fraction", "0", "--no-progress"]
+
+
+class _Stdin(io.TextIOWrapper):
+    """Standard input over ``raw`` bytes, as a pipe gives them."""
+
+    def __init__(self, raw: bytes) -> None:
+        super().__init__(io.BytesIO(raw), encoding="utf-8")
+
+
+
+def _prepare(monkeypatch, capsys, out: Path, piped: bytes, *inputs: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "stdin", _Stdin(piped))
+    rc = main(["prepare", *(inputs or ["-"]), "-o", str(out), *ARGS])
+    got = capsys.readouterr()
+    return rc, got.out, got.err
+
+
+JQ_NOTE = ("unmask prepare: note: <stdin> read as plain text, JSON syntax and all (the first "
+           "line is not a JSON object with a field 'text', as in JSON Lines); pipe a JSON array "
+           "of records through jq -c '.[]' first\n")
+
+
+@pytest.mark.parametrize("piped", [
+    b'[{"text":"a"},{"text":"b"}]\n',
+    b'\n  [\n  {\n    "text": "a"\n  },\n  {"text": "b"}\n]\n',  # pretty-printed, blank first
+    b'\xef\xbb\xbf["a", "b"]',  # a byte-order mark; an array of strings
+])
+def test_a_json_array_piped_in_gets_the_note_a_json_file_gets(tmp_path, monkeypatch, capsys,
+                                                             piped):
+    rc, out, err = _prepare(monkeypatch, capsys, tmp_path / "d", piped)
+    assert rc == 0 and "documents        1\n" in out
+    assert err == JQ_NOTE
+
+
+@pytest.mark.parametrize("piped", [b"[Verse 1]\nla la la\n", b"[[a wiki link]] and text\n",
+                                   b"plain text\n"])
+def test_text_that_starts_with_a_bracket_gets_no_note(tmp_path, monkeypatch, capsys, piped):
+    rc, _, err = _prepare(monkeypatch, capsys, tmp_path / "d", piped)
+    assert rc == 0 and err == ""
+
+
+def test_json_lines_after_blank_lines_are_records(tmp_path, monkeypatch, capsys):
+    """Piped, or in a ``.json`` file: blank lines first (the JSONL reader skips them) made the
+    records one document of text, with no note on standard input."""
+    records = b'\r\n \n{"text": "first"}\n\n{"text": "second"}\n'
+    rc, out, err = _prepare(monkeypatch, capsys, tmp_path / "piped", records)
+    assert rc == 0 and "documents        2\n" in out and err == ""
+    (tmp_path / "r.json").write_bytes(b"\xef\xbb\xbf\n" + records)
+    rc, out, err = _prepare(monkeypatch, capsys, tmp_path / "file", b"", str(tmp_path / "r.json"))
+    assert rc == 0 and "documents        2\n" in out and err == ""
+    # a record without the field after blank lines is named as such, not as "not an object"
+    rc, _, err = _prepare(monkeypatch, capsys, tmp_path / "body", b'\n\n{"body": "x"}\n')
+    assert rc == 0 and "its first line is a JSON object without a string field 'text'; " \
+        "fields: body" in err
+
+
+def test_stdin_is_named_in_input_order_in_the_json_note(tmp_path, monkeypatch, capsys):
+    """It was sniffed last and counted as "1 more .json files"."""
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text('{"body": "x"}\n')
+    said = "read as plain text, JSON syntax and all (its first line is a JSON object without"
+    rc, _, err = _prepare(monkeypatch, capsys, tmp_path / "a", b'{"note": "y"}\n', "-", str(cfg))
+    assert rc == 0 and f"note: <stdin> and 1 more inputs {said} a string field 'text'; " \
+        "fields: note)" in err
+    rc, _, err = _prepare(monkeypatch, capsys, tmp_path / "b", b'{"note": "y"}\n', str(cfg), "-")
+    assert rc == 0 and f"note: {cfg} and 1 more inputs {said} a string field 'text'; " \
+        "fields: body)" in err
+    other = tmp_path / "other.json"
+    other.write_text("[1]\n")
+    rc, _, err = _prepare(monkeypatch, capsys, tmp_path / "c", b"", str(cfg), str(other))
+    assert rc == 0 and f"note: {cfg} and 1 more .json files {said}" in err
