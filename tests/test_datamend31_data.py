@@ -24,6 +24,10 @@ class _Stdin(io.TextIOWrapper):
         super().__init__(io.BytesIO(raw), encoding="utf-8")
 
 
+class _Terminal(_Stdin):
+    def isatty(self) -> bool:
+        return True
+
 
 def _prepare(monkeypatch, capsys, out: Path, piped: bytes, *inputs: str) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "stdin", _Stdin(piped))
@@ -86,3 +90,41 @@ def test_stdin_is_named_in_input_order_in_the_json_note(tmp_path, monkeypatch, c
     other.write_text("[1]\n")
     rc, _, err = _prepare(monkeypatch, capsys, tmp_path / "c", b"", str(cfg), str(other))
     assert rc == 0 and f"note: {cfg} and 1 more .json files {said}" in err
+
+
+def test_the_terminal_hint_is_said_only_for_a_run_that_goes_on(tmp_path, monkeypatch, capsys):
+    """A refused run (``-o`` not empty) said how to end the typed corpus, then refused."""
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    monkeypatch.setattr(sys, "stdin", _Terminal(b"typed in\n"))
+    assert main(["prepare", "-", "-o", str(taken), *ARGS]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"unmask prepare: error: {taken} already exists and is not empty")
+    assert err.count("\n") == 1
+    monkeypatch.setattr(sys, "stdin", _Terminal(b"typed in\n"))
+    assert main(["prepare", "-", "-o", str(tmp_path / "new"), *ARGS]) == 0
+    assert capsys.readouterr().err == ("unmask prepare: reading the corpus from the terminal "
+                                       "('-'); end it with Ctrl-D (Ctrl-Z Enter on Windows)\n")
+
+
+def test_one_terminal_check_of_standard_input():
+    """``unmask.terminal.is_tty``: prepare's and generate's question (a copy each before)."""
+    from unmask.commands import generate
+    from unmask.terminal import is_terminal, is_tty
+
+    class Closed:
+        def isatty(self) -> bool:
+            raise ValueError("I/O operation on closed file")
+
+    for stream, default, want in [(_Terminal(b""), False, True), (_Stdin(b""), True, False),
+                                  (None, False, False), (None, True, True),
+                                  (Closed(), True, True), (object(), False, False)]:
+        assert is_tty(stream, default) is want
+    assert not is_terminal(Closed()) and not is_terminal(None)
+    import unittest.mock as mock
+
+    with mock.patch.object(sys, "stdin", None):  # no standard input: nothing piped in
+        assert generate._stdin_is_terminal()
+    with mock.patch.object(sys, "stdin", _Stdin(b"")):
+        assert not generate._stdin_is_terminal()

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from unmask.errors import UserError
-from unmask.files import check_creatable, named
+from unmask.files import STDIN_NAME, check_creatable, named
 from unmask.folders import is_checkpoint
 from unmask.sniff import lfs_pointer, safetensors_file
 from unmask.sniff import not_text as _not_text
@@ -168,8 +168,6 @@ def _under(real: str, folder: str) -> bool:
 
 STDIN = "-"
 """The input that stands for standard input (the string; ``Path("-")`` is a file so named)."""
-STDIN_NAME = "<stdin>"
-"""Standard input in messages and in ``index.json``'s ``sources``."""
 
 
 def _is_stdin(item: object) -> bool:
@@ -1206,9 +1204,14 @@ def _save_stdin(path: Path) -> None:
     its inputs more than once (the BPE tokenizer is trained on a first pass)."""
     import sys
 
+    from unmask.terminal import is_tty
+
     stream = sys.stdin
     if stream is None:
         raise UserError(f"{STDIN}: there is no standard input to read")
+    if is_tty(stream):  # else it waits without a word; said once the run is taken, not before
+        print(f"unmask prepare: reading the corpus from the terminal ({STDIN!r}); end it with "
+              "Ctrl-D (Ctrl-Z Enter on Windows)", file=sys.stderr, flush=True)
     raw = getattr(stream, "buffer", None)  # a text stream with none: a test, an embedding program
     with open(path, "xb") as f:
         if raw is not None:

@@ -243,6 +243,10 @@ def write_safetensors(
         os.fsync(f.fileno())
 
 
+STDIN_NAME = "<stdin>"
+"""Standard input in messages (and in a prepared dataset's ``sources``)."""
+
+
 def _user_text(raw: bytes, name: object) -> str:
     """``raw`` decoded as UTF-8 (without a leading byte-order mark, which JSON readers refuse
     and no prompt means; newlines as a file read as text), or a one-line ``UserError`` naming
@@ -257,7 +261,7 @@ def _user_text(raw: bytes, name: object) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        what = "input is" if name == "<stdin>" else f"{name}:"
+        what = "input is" if name == STDIN_NAME else f"{name}:"
         raise UserError(f"{what} not UTF-8 text (byte 0x{raw[e.start]:02x} at {e.start}; "
                         "save it as UTF-8)") from None
     text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark (Notepad): a mark, not text
@@ -289,13 +293,13 @@ def read_user_stdin() -> str:
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:  # replaced by a text stream (a test, an embedding program)
         return sys.stdin.read()
-    return _user_text(stream.read(), "<stdin>")
+    return _user_text(stream.read(), STDIN_NAME)
 
 
-__all__ = ["SAFETENSORS_DTYPES", "as_number", "atomic_write_bytes", "atomic_write_text",
-           "check_creatable", "file_mode", "finite_or_null", "json_line", "named",
-           "read_user_stdin", "read_user_text", "stale_staging", "staging_dir", "staging_prefix",
-           "write_safetensors"]
+__all__ = ["SAFETENSORS_DTYPES", "STDIN_NAME", "as_number", "atomic_write_bytes",
+           "atomic_write_text", "check_creatable", "file_mode", "finite_or_null", "json_line",
+           "named", "read_user_stdin", "read_user_text", "stale_staging", "staging_dir",
+           "staging_prefix", "write_safetensors"]
 
 
 def asset_path(name: str) -> Path:
