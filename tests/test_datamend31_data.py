@@ -7,12 +7,15 @@ looks like a mount point (a btrfs subvolume: a device of its own) is taken."""
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from unmask import data
 from unmask.cli import main
+from unmask.errors import UserError
 
 ARGS = ["--tokenizer", "byte", "--val-fraction", "0", "--no-progress"]
 
@@ -128,3 +131,47 @@ def test_one_terminal_check_of_standard_input():
         assert generate._stdin_is_terminal()
     with mock.patch.object(sys, "stdin", _Stdin(b"")):
         assert not generate._stdin_is_terminal()
+
+
+def _mounts(tmp_path: Path, *points: Path) -> Path:
+    """A mount table as /proc/self/mountinfo writes it (a space as backslash 040)."""
+    table = tmp_path / "mountinfo"
+    table.write_text("".join(
+        f"{30 + i} 1 0:{40 + i} / {str(p).replace(' ', chr(92) + '040')} rw - tmpfs tmpfs rw\n"
+        for i, p in enumerate(points)))
+    return table
+
+
+def test_an_empty_folder_with_a_device_of_its_own_but_no_mount_is_taken(tmp_path, monkeypatch,
+                                                                        capsys):
+    """A btrfs subvolume has its own device number, so ``os.path.ismount`` says yes; it is no
+    mount point (the mount table does not list it), and an empty one is removed and replaced
+    as any empty folder. It was refused as "a mount point"."""
+    (tmp_path / "a.txt").write_text("some text of a corpus\n" * 50)
+    vol = tmp_path / "sub vol"
+    vol.mkdir()
+    ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == vol or ismount(p))
+    monkeypatch.setattr(data, "_MOUNTS", str(_mounts(tmp_path, Path("/"), tmp_path / "other")))
+    info = data.prepare([tmp_path / "a.txt"], vol, tokenizer="byte", val_fraction=0,
+                        progress=False)
+    assert info.n_documents == 1 and (vol / "index.json").is_file()
+    # listed (a name with a space, escaped in the table): refused, as without a table
+    vol2 = tmp_path / "sub vol2"
+    vol2.mkdir()
+    monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == vol2 or ismount(p))
+    for table in (_mounts(tmp_path, vol2), tmp_path / "no such table"):
+        monkeypatch.setattr(data, "_MOUNTS", str(table))
+        with pytest.raises(UserError, match="sub vol2: a mount point"):
+            data.prepare([tmp_path / "a.txt"], vol2, tokenizer="byte", val_fraction=0,
+                         progress=False)
+    capsys.readouterr()
+
+
+@pytest.mark.skipif(not (os.path.ismount("/proc") and os.path.exists("/proc/self/mountinfo")),
+                    reason="needs Linux /proc")
+def test_a_real_mount_point_is_refused(tmp_path):
+    (tmp_path / "a.txt").write_text("some text\n")
+    with pytest.raises(UserError, match=r"^/proc: a mount point \(a disk of its own\)"):
+        data.prepare([tmp_path / "a.txt"], "/proc", tokenizer="byte", val_fraction=0,
+                     progress=False)

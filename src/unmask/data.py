@@ -1003,6 +1003,29 @@ def _real_out(out: Path) -> Path:
     return target
 
 
+_MOUNTS = "/proc/self/mountinfo"  # Linux: the mount points this process sees
+
+
+def _mount_point(path: Path) -> bool:
+    """Whether ``path`` (resolved) is a mount point, which no folder can be renamed onto.
+    ``os.path.ismount`` (a device of its own) says so of a btrfs subvolume too, an ordinary
+    folder to the rename (an empty one is removed and replaced): on Linux the mount table
+    decides; elsewhere, or with no ``/proc``, ``ismount`` does."""
+    if not os.path.ismount(path):
+        return False
+    try:
+        with open(_MOUNTS, "rb") as f:
+            table = f.read()
+    except OSError:
+        return True
+    target = os.fsencode(path)
+    # field 5 is the mount point, with space, tab, newline and backslash written \ooo
+    return any(
+        re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), fields[4]) == target
+        for fields in (line.split(b" ") for line in table.splitlines()) if len(fields) > 4
+    )
+
+
 def _own_folder(out: Path) -> Path:
     """``out`` resolved; a ``UserError`` when it has no name of its own (``.``, ``..``, ``/``),
     is the current folder (it would be replaced under the shell that is in it) or a mount point
@@ -1011,7 +1034,7 @@ def _own_folder(out: Path) -> Path:
     if out.name in ("", "..") or whole == Path.cwd().resolve() or whole.parent == whole:
         raise UserError(f"{out}: give the dataset a folder of its own (e.g. {out / 'data'}); "
                         f"it is built beside that folder and renamed into it")
-    if os.path.ismount(whole):  # an empty disk: the rename failed (EBUSY) after all the work
+    if _mount_point(whole):  # an empty disk: the rename failed (EBUSY) after all the work
         raise UserError(f"{out}: a mount point (a disk of its own), which the dataset cannot "
                         f"be renamed into; give a folder inside it (e.g. {out / 'data'})")
     return whole
