@@ -150,9 +150,13 @@ def _pid_space() -> str:
 
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` runs on this machine (one of another user's counts). On Windows
-    every one counts as running: there ``os.kill(pid, 0)`` is no probe but TerminateProcess,
-    which killed the process (a live prepare or convert writing beside the same output, or
-    whatever program got a dead one's id), so leftovers there stay for the user to delete."""
+    every one counts as running, so leftovers there stay for the user to delete: there
+    ``os.kill(pid, 0)`` is no probe. Signal 0 is ``CTRL_C_EVENT``, which Python passes to
+    ``GenerateConsoleCtrlEvent`` for the console process group ``pid``: Windows documents
+    that the call then succeeds but the group does not receive the Ctrl-C, and it fails for a
+    process that shares no console with this one. Either way the probe said "running", for
+    a dead process too, and stopped nothing. (A real probe would be ``OpenProcess`` and
+    ``GetExitCodeProcess``.)"""
     import sys
 
     if sys.platform == "win32":
