@@ -1,6 +1,6 @@
 """``unmask.files`` on Windows: atomic writes where ``os.fchmod`` is missing (before Python
 3.13; every write of a config or checkpoint JSON failed with an AttributeError), and the
-leftover check that signalled (terminated) processes."""
+leftover check, which sends no signal there (``os.kill(pid, 0)`` is no probe on Windows)."""
 
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ def test_atomic_writes_with_fchmod_give_an_ordinary_file(tmp_path):
 
 
 def test_no_process_is_signalled_to_tell_a_leftover_on_windows(tmp_path, monkeypatch):
-    """On Windows ``os.kill(pid, 0)`` terminates the process ``pid``: a prepare or convert
-    killed whatever process had the id in a staging folder's name, its twin writing beside
-    the same output included. There the folders stay."""
+    """On Windows ``os.kill(pid, 0)`` is no probe: signal 0 is ``CTRL_C_EVENT``, a Ctrl-C to
+    the console process group ``pid`` (``GenerateConsoleCtrlEvent``), which said "running"
+    for a dead process too. No signal is sent there, and the folders stay."""
     out = tmp_path / "data"
     left = out.with_name(staging_prefix(out, 4242) + "0badcafe")
     left.mkdir()

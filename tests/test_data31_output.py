@@ -19,6 +19,9 @@ def test_a_mount_point_as_the_output_is_refused_before_any_work(tmp_path, monkey
     disk.mkdir()
     ismount = os.path.ismount
     monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == disk or ismount(p))
+    table = tmp_path / "mountinfo"  # as /proc/self/mountinfo lists it
+    table.write_text(f"36 1 0:40 / {disk} rw,relatime - tmpfs tmpfs rw\n")
+    monkeypatch.setattr(data, "_MOUNTS", str(table))
 
     def no_pass(*args: object, **kwargs: object) -> None:
         raise AssertionError("tokenized before refusing")
@@ -31,7 +34,7 @@ def test_a_mount_point_as_the_output_is_refused_before_any_work(tmp_path, monkey
                            r"the dataset cannot be renamed into; give a folder inside it "
                            r"\(e\.g\. .*disk/data\)$"):
             data.prepare([tmp_path / "a.txt"], out, val_fraction=0, progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "disk", "link"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "disk", "link", "mountinfo"]
     assert list(disk.iterdir()) == []
 
 

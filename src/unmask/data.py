@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from unmask.errors import UserError
-from unmask.files import check_creatable, named
+from unmask.files import STDIN_NAME, check_creatable, named
 from unmask.folders import is_checkpoint
 from unmask.sniff import lfs_pointer, safetensors_file
 from unmask.sniff import not_text as _not_text
@@ -168,8 +168,6 @@ def _under(real: str, folder: str) -> bool:
 
 STDIN = "-"
 """The input that stands for standard input (the string; ``Path("-")`` is a file so named)."""
-STDIN_NAME = "<stdin>"
-"""Standard input in messages and in ``index.json``'s ``sources``."""
 
 
 def _is_stdin(item: object) -> bool:
@@ -302,8 +300,9 @@ _PEEK_BYTES = 1 << 20  # the longest first line of a .json file read to tell JSO
 
 
 def _first_json_line(src: _Source) -> Any:
-    """The first line of ``src`` parsed as JSON, or None where it is not JSON."""
-    line = src.peek_line(_PEEK_BYTES)
+    """The first non-blank line of ``src`` parsed as JSON, or None where it is not JSON (blank
+    lines before it are skipped, as the JSONL reader skips them)."""
+    line = src.peek_nonblank(1, _PEEK_BYTES)[0]
     try:
         return json.loads(line.decode("utf-8").removeprefix("\ufeff"))
     except (ValueError, RecursionError):
@@ -322,12 +321,21 @@ def _json_lines(src: _Source, text_field: str) -> bool:
         return False
     if isinstance(obj.get(text_field), str) or _chat_record(obj):
         return True
-    return text_field in obj and bool(src.peek_lines(2, _PEEK_BYTES)[1].strip())
+    return text_field in obj and bool(src.peek_nonblank(2, _PEEK_BYTES)[1])
 
 
 def _chat_record(obj: dict[str, Any]) -> bool:
     """Whether a JSON record is chat (``messages``) or prompt/response data."""
     return "messages" in obj or {"prompt", "response"} <= obj.keys()
+
+
+def _json_array(src: _Source) -> bool:
+    """Whether ``src`` starts like a JSON array of records or strings: ``[`` then ``{`` or
+    ``"`` (blank lines and spaces around the ``[``, as pretty-printed; a byte-order mark). Told
+    from the first bytes, not the first line: a one-line array may be gigabytes long. Text
+    that starts with ``[`` (``[Verse 1]``, ``[[a wiki link]]``) is not one."""
+    head = src.peek(_HEAD_BYTES).removeprefix(codecs.BOM_UTF8).lstrip()
+    return head[:1] == b"[" and head[1:].lstrip()[:1] in (b"{", b'"')
 
 
 def _reads_as_jsonl(src: _Source, text_field: str) -> bool:
@@ -424,16 +432,36 @@ class _Source:
             self._pos = pos
         return line
 
+    def peek(self, n: int) -> bytes:
+        """The first ``n`` bytes (fewer at the end), left to be read again."""
+        chunks: list[bytes] = []
+        while n > 0 and (line := self.readline(n)):
+            chunks.append(line)
+            n -= len(line)
+        head = b"".join(chunks)
+        self._head = head + self._head
+        return head
+
+    def peek_nonblank(self, n: int, limit: int) -> list[bytes]:
+        """The first ``n`` lines that are not blank (b"" past the end, or where they start
+        more than ``limit`` bytes in; each at most ``limit`` bytes, the first without its
+        byte-order mark), left to be read again."""
+        lines: list[bytes] = []
+        found: list[bytes] = []
+        read = 0
+        while len(found) < n and read <= limit and (line := self.readline(limit)):
+            lines.append(line)
+            read += len(line)
+            if (line.removeprefix(codecs.BOM_UTF8) if len(lines) == 1 else line).strip():
+                found.append(line)
+        self._head = b"".join(lines) + self._head
+        return found + [b""] * (n - len(found))
+
     def peek_line(self, limit: int) -> bytes:
         """The first line (at most ``limit`` bytes), left to be read again."""
-        return self.peek_lines(1, limit)[0]
-
-    def peek_lines(self, n: int, limit: int) -> list[bytes]:
-        """The first ``n`` lines (each at most ``limit`` bytes; b"" past the end), left to be
-        read again."""
-        lines = [self.readline(limit) for _ in range(n)]
-        self._head = b"".join(lines) + self._head
-        return lines
+        line = self.readline(limit)
+        self._head = line + self._head
+        return line
 
     def close(self) -> None:
         if self._stream is not self._raw:
@@ -975,6 +1003,29 @@ def _real_out(out: Path) -> Path:
     return target
 
 
+_MOUNTS = "/proc/self/mountinfo"  # Linux: the mount points this process sees
+
+
+def _mount_point(path: Path) -> bool:
+    """Whether ``path`` (resolved) is a mount point, which no folder can be renamed onto.
+    ``os.path.ismount`` (a device of its own) says so of a btrfs subvolume too, an ordinary
+    folder to the rename (an empty one is removed and replaced): on Linux the mount table
+    decides; elsewhere, or with no ``/proc``, ``ismount`` does."""
+    if not os.path.ismount(path):
+        return False
+    try:
+        with open(_MOUNTS, "rb") as f:
+            table = f.read()
+    except OSError:
+        return True
+    target = os.fsencode(path)
+    # field 5 is the mount point, with space, tab, newline and backslash written \ooo
+    return any(
+        re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), fields[4]) == target
+        for fields in (line.split(b" ") for line in table.splitlines()) if len(fields) > 4
+    )
+
+
 def _own_folder(out: Path) -> Path:
     """``out`` resolved; a ``UserError`` when it has no name of its own (``.``, ``..``, ``/``),
     is the current folder (it would be replaced under the shell that is in it) or a mount point
@@ -983,7 +1034,7 @@ def _own_folder(out: Path) -> Path:
     if out.name in ("", "..") or whole == Path.cwd().resolve() or whole.parent == whole:
         raise UserError(f"{out}: give the dataset a folder of its own (e.g. {out / 'data'}); "
                         f"it is built beside that folder and renamed into it")
-    if os.path.ismount(whole):  # an empty disk: the rename failed (EBUSY) after all the work
+    if _mount_point(whole):  # an empty disk: the rename failed (EBUSY) after all the work
         raise UserError(f"{out}: a mount point (a disk of its own), which the dataset cannot "
                         f"be renamed into; give a folder inside it (e.g. {out / 'data'})")
     return whole
@@ -1176,9 +1227,14 @@ def _save_stdin(path: Path) -> None:
     its inputs more than once (the BPE tokenizer is trained on a first pass)."""
     import sys
 
+    from unmask.terminal import is_tty
+
     stream = sys.stdin
     if stream is None:
         raise UserError(f"{STDIN}: there is no standard input to read")
+    if is_tty(stream):  # else it waits without a word; said once the run is taken, not before
+        print(f"unmask prepare: reading the corpus from the terminal ({STDIN!r}); end it with "
+              "Ctrl-D (Ctrl-Z Enter on Windows)", file=sys.stderr, flush=True)
     raw = getattr(stream, "buffer", None)  # a text stream with none: a test, an embedding program
     with open(path, "xb") as f:
         if raw is not None:
@@ -1357,27 +1413,32 @@ def prepare(
     # a tokenizer given (byte, a path) is loaded before any pass, and before standard input
     # is read: a mistyped path did not leave the piped corpus read and lost
     tok = None if tokenizer == "bpe" else _make_tokenizer(tokenizer, vocab_size, None)
-    json_text: list[str] = []  # .json files read as plain text, JSON syntax and all
+    # inputs read as plain text, JSON syntax and all (.json files; standard input holding
+    # JSON that is not JSON Lines), by their place in `files`
+    json_text: dict[int, str] = {}
     first_line: Any = None  # the first line of the first of them, parsed
+    first_at = len(files)  # its place
     n_jsonl = 0
 
-    def sniff(f: Path) -> None:
+    def sniff(i: int) -> None:
         """Refuse archives, UTF-16, binary data before any pass over the corpus; tell JSONL."""
-        nonlocal first_line, n_jsonl
-        src = _Source(f, lambda n: None, errors, stdin=f == stdin)
+        nonlocal first_line, first_at, n_jsonl
+        src = _Source(files[i], lambda n: None, errors, stdin=files[i] == stdin)
         try:
             jsonl = _reads_as_jsonl(src, text_field)
-            line = None if jsonl or not src.stdin else _first_json_line(src)
-            if (_named(f, ".json") or isinstance(line, dict)) and not jsonl:
-                first_line = _first_json_line(src) if not json_text else first_line
-                json_text.append(src.name)
+            as_text = not jsonl and (_named(src.path, ".json") or (src.stdin and (
+                isinstance(_first_json_line(src), dict) or _json_array(src))))
+            if as_text:
+                if i < first_at:
+                    first_line, first_at = _first_json_line(src), i
+                json_text[i] = src.name
         finally:
             src.close()
         n_jsonl += jsonl
 
-    for f in files:
+    for i, f in enumerate(files):
         if f != stdin:
-            sniff(f)
+            sniff(i)
     notes = skipped
     made = _missing_parents(out)  # removed again if the build fails
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -1388,7 +1449,7 @@ def prepare(
     try:
         if stdin is not None:
             _save_stdin(stdin)
-            sniff(stdin)
+            sniff(files.index(stdin))
         total_bytes = sum(f.stat().st_size for f in files)
 
         def pieces(desc: str, chunk: int | None = None) -> Iterator[tuple[str, bool]]:
@@ -1408,17 +1469,21 @@ def prepare(
             notes.append("--line-docs (line_docs= in Python) was not used: every input is JSONL, "
                          "one document per record already (it splits text files by line)")
         if json_text:
-            more = f" and {len(json_text) - 1} more .json files" if len(json_text) > 1 else ""
-            said = f"{json_text[0]}{more} read as plain text, JSON syntax and all"
+            names = [json_text[i] for i in sorted(json_text)]
+            kind = "inputs" if STDIN_NAME in names else ".json files"
+            more = f" and {len(names) - 1} more {kind}" if len(names) > 1 else ""
+            said = f"{names[0]}{more} read as plain text, JSON syntax and all"
             if isinstance(first_line, dict):  # records without the field, or a config file
                 keys = ", ".join(map(str, list(first_line)[:8])) or "none"
                 notes.append(f"{said} (its first line is a JSON object without a string "
                              f"field {text_field!r}; fields: {keys}); if it is JSON Lines, name "
                              "the field of the text with --text-field (text_field= in Python)")
             else:
+                fix = ("pipe a JSON array of records through jq -c '.[]' first"
+                       if names[0] == STDIN_NAME else
+                       "convert a JSON array of records with jq -c '.[]' in.json > out.jsonl")
                 notes.append(f"{said} (the first line is not a JSON object with a field "
-                             f"{text_field!r}, as in JSON Lines); convert a JSON array of records "
-                             "with jq -c '.[]' in.json > out.jsonl")
+                             f"{text_field!r}, as in JSON Lines); {fix}")
         if tokenizer == "bpe" and V < vocab_size:
             notes.append(f"the corpus supports a BPE vocabulary of only {V:,} tokens (of the "
                          f"{vocab_size:,} asked): no more pairs of tokens occur twice")

@@ -151,9 +151,13 @@ def _pid_space() -> str:
 
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` runs on this machine (one of another user's counts). On Windows
-    every one counts as running: there ``os.kill(pid, 0)`` is no probe but TerminateProcess,
-    which killed the process (a live prepare or convert writing beside the same output, or
-    whatever program got a dead one's id), so leftovers there stay for the user to delete."""
+    every one counts as running, so leftovers there stay for the user to delete: there
+    ``os.kill(pid, 0)`` is no probe. Signal 0 is ``CTRL_C_EVENT``, which Python passes to
+    ``GenerateConsoleCtrlEvent`` for the console process group ``pid``: Windows documents
+    that the call then succeeds but the group does not receive the Ctrl-C, and it fails for a
+    process that shares no console with this one. Either way the probe said "running", for
+    a dead process too, and stopped nothing. (A real probe would be ``OpenProcess`` and
+    ``GetExitCodeProcess``.)"""
     import sys
 
     if sys.platform == "win32":
@@ -258,6 +262,10 @@ def write_safetensors(
         os.fsync(f.fileno())
 
 
+STDIN_NAME = "<stdin>"
+"""Standard input in messages (and in a prepared dataset's ``sources``)."""
+
+
 def _user_text(raw: bytes, name: object) -> str:
     """``raw`` decoded as UTF-8 (without a leading byte-order mark, which JSON readers refuse
     and no prompt means; newlines as a file read as text), or a one-line ``UserError`` naming
@@ -272,7 +280,7 @@ def _user_text(raw: bytes, name: object) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        what = "input is" if name == "<stdin>" else f"{name}:"
+        what = "input is" if name == STDIN_NAME else f"{name}:"
         raise UserError(f"{what} not UTF-8 text (byte 0x{raw[e.start]:02x} at {e.start}; "
                         "save it as UTF-8)") from None
     text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark (Notepad): a mark, not text
@@ -304,13 +312,13 @@ def read_user_stdin() -> str:
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:  # replaced by a text stream (a test, an embedding program)
         return sys.stdin.read()
-    return _user_text(stream.read(), "<stdin>")
+    return _user_text(stream.read(), STDIN_NAME)
 
 
-__all__ = ["SAFETENSORS_DTYPES", "as_number", "atomic_write_bytes", "atomic_write_text",
-           "check_creatable", "file_mode", "finite_or_null", "json_line", "named",
-           "read_user_stdin", "read_user_text", "stale_staging", "staging_dir", "staging_prefix",
-           "write_safetensors"]
+__all__ = ["SAFETENSORS_DTYPES", "STDIN_NAME", "as_number", "atomic_write_bytes",
+           "atomic_write_text", "check_creatable", "file_mode", "finite_or_null", "json_line",
+           "named", "read_user_stdin", "read_user_text", "stale_staging", "staging_dir",
+           "staging_prefix", "write_safetensors"]
 
 
 def asset_path(name: str) -> Path:

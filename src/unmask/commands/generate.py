@@ -129,10 +129,9 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
 def _stdin_is_terminal() -> bool:
     """Whether standard input is a terminal (or absent): where it is not, a run given no prompt
     was likely meant to read it (``echo hi | unmask generate ...``)."""
-    try:
-        return sys.stdin is None or sys.stdin.isatty()
-    except (AttributeError, ValueError, OSError):  # closed, or a stand-in without isatty
-        return True
+    from unmask.terminal import is_tty
+
+    return is_tty(sys.stdin, default=True)
 
 
 def _note_empty_steps(config: SampleConfig, prompts: list[str], tokenizer: Any) -> None:

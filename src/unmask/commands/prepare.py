@@ -83,9 +83,6 @@ def run(args: argparse.Namespace) -> int:
     if args.vocab_size is not None and args.tokenizer != "bpe":
         raise UserError(f"--vocab-size trains a BPE tokenizer (--tokenizer bpe); "
                         f"--tokenizer {args.tokenizer} brings its own vocabulary")
-    if "-" in args.inputs and _terminal(sys.stdin):  # else it waits without a word
-        print("unmask prepare: reading the corpus from the terminal ('-'); end it with Ctrl-D "
-              "(Ctrl-Z Enter on Windows)", file=sys.stderr)
     info = prepare(
         args.inputs,
         args.out,
@@ -111,11 +108,3 @@ def run(args: argparse.Namespace) -> int:
     for note in info.notes:
         print(f"unmask prepare: note: {note}", file=sys.stderr)
     return 0
-
-
-def _terminal(stream: Any) -> bool:
-    """Whether ``stream`` (standard input) is a terminal, not a pipe or a file."""
-    try:
-        return bool(stream is not None and stream.isatty())
-    except (AttributeError, ValueError, OSError):  # closed, or a stand-in without isatty
-        return False
