@@ -110,20 +110,28 @@ class _Status:
     """The ``send`` of an app that notes the status of the response it starts: 500 while
     none has started (an error the outer handler answers), ``CLIENT_GONE`` when the app
     returned without one (``BodyLimit``: the client left before sending its whole body;
-    counted as a 500, it read as a server error)."""
+    counted as a 500, it read as a server error) or without its last body message (a
+    stream whose client left mid-body: Starlette stops it and returns; it read as a 200)."""
 
     def __init__(self, send: Callable) -> None:
-        self.send, self.status, self.started = send, 500, False
+        self.send, self.status, self.started, self.ended = send, 500, False, False
 
     async def __call__(self, message: dict) -> None:
         if message["type"] == "http.response.start":
             self.status, self.started = message["status"], True
         await self.send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.ended = True  # (once sent: a send that failed, the client gone, did not end it)
 
     async def run(self, app: Any, scope: dict, receive: Callable) -> None:
         """``app`` on ``scope``, its response sent through this."""
-        await app(scope, receive, self)
-        if not self.started:
+        try:
+            await app(scope, receive, self)
+        except BaseException:
+            if self.started and not self.ended:  # a send to a client gone: OSError, ...
+                self.status = CLIENT_GONE
+            raise
+        if not self.ended:
             self.status = CLIENT_GONE
 
 
