@@ -9,9 +9,10 @@ automaton (Glushkov's: one position per character or class of the expanded patte
 stops as soon as it passes a limit or a budget of work, so its own cost is bounded too.
 
 What it counts is the engine's unit, bytes: each class is a set of code points (Python's
-reading of ``\\w``, ``\\d``, ``\\s``; ``\\p{..}``, ``\\P{..}``, ``\\u{..}`` and ``\\x{..}``
-as any character), the characters the pattern's classes tell apart are all tried (one per
-interval between class ends), and to each set of positions it adds the states inside a
+reading of ``\\w``, ``\\d``, ``\\s``; ``\\p{..}`` and ``\\P{..}`` as any character,
+``\\u{..}`` and ``\\x{..}`` as their code points), the characters the pattern's classes
+tell apart are all tried (one per interval between class ends), and to each set of
+positions it adds the states inside a
 multi-byte character the engine may reach from it: one per distinct way the UTF-8 prefixes
 read so far split the classes still possible (``\\w{1,30}\\s\\w{1,30}`` is 62 sets of
 positions but 18,999 engine states, the ways a partial character may still end as a word
@@ -416,7 +417,9 @@ def dfa_sizes(pattern: str, limit: int, *, most_positions: int = 50_000,
     the sum, over these states, of the tokens starting with one of its bytes (``.{200}``:
     201 of about 1,600 states, each open to nearly every token; ``a{1000}``: 1,001, each to
     the tokens starting with ``a``). Both counted as ``dfa_states`` counts, the second only
-    as far as the first stays within ``limit``."""
+    as far as the first stays within ``limit``; the states inside a character under
+    ``CONTINUATION``, and a final state's mask holds the first byte of the end mark it also
+    moves on. Never under the library's moves on the patterns tried (``estimated_moves``)."""
     import re._parser as parser
 
     work = _Work(budget)
