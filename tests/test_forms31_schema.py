@@ -73,6 +73,21 @@ def test_ecma_classes_narrow_only_where_the_narrowing_is_safe():
         assert (dot.accepts(ids), space.accepts(ids), nonspace.accepts(ids)) == (d, s, ns), ch
 
 
+
+def test_a_non_space_class_inside_brackets_is_ecmas_too():
+    """``[\\S]`` and ``[\\S-]`` kept the engine's Unicode ``\\S`` (U+FEFF, a space to ECMA, was
+    filled) while ``\\S`` outside brackets was narrowed."""
+    from unmask.infill.automaton import ecma_classes
+
+    vocab = vocab_of(TOK)
+    for pattern in (r"[\S]", r"[\S-]", r"[a\S\d]"):
+        auto = TokenAutomaton.from_regex(ecma_classes(pattern), vocab)
+        assert not auto.accepts(TOK.encode("\ufeff")), pattern
+        assert auto.accepts(TOK.encode("é")) and auto.accepts(TOK.encode("x")), pattern
+    assert TokenAutomaton.from_regex(ecma_classes(r"[\S-]"), vocab).accepts(TOK.encode("-"))
+    assert ecma_classes(r"[^\S]") == r"[^\S]"  # negated: the Unicode reading is narrower
+
+
 @pytest.mark.parametrize("schema", [
     {"type": "object", "properties": {}},
     {"type": "object", "properties": {}, "additionalProperties": {"type": "integer",

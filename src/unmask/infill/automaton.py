@@ -1138,6 +1138,25 @@ _ECMA_OUTSIDE = {
 _ECMA_DOT = r"[^\n\r\x{2028}\x{2029}]"
 
 
+def _ecma_class(text: str) -> str:
+    """A positive bracketed class ``text`` narrowed as ``ecma_classes`` says; one holding
+    ``\\S`` as that class without it or ECMA's ``\\S`` (``[\\S-]`` admitted U+FEFF, which
+    ECMA's ``\\s`` matches), where it nests no class."""
+    wide = False
+
+    def narrow(m: re.Match[str]) -> str:
+        nonlocal wide
+        if m.group(0) == "\\S" and "[" not in text[1:]:
+            wide = True
+            return ""
+        return _ECMA.get(m.group(0)[1:], m.group(0))
+
+    text = _BRACED_ESCAPE.sub(narrow, text)
+    if not wide:
+        return text
+    return _ECMA_OUTSIDE["S"] if text == "[]" else f"(?:{text}|{_ECMA_OUTSIDE['S']})"
+
+
 def ecma_classes(pattern: str) -> str:
     """A JSON Schema ``pattern`` with ``\\d``, ``\\w``, ``\\s``, ``\\S`` and ``.`` narrowed to
     what ECMA-262 (JSON Schema's regex dialect) and Python's ``re`` both match: ``\\d`` is
@@ -1145,7 +1164,8 @@ def ecma_classes(pattern: str) -> str:
     engine's Unicode ``\\d`` also wrote digits of scripts newer than Python's tables
     (``"\\d{2}"`` filled with ``"𖄳６"``, which neither ``jsonschema`` nor a JavaScript
     validator accepts). Inside a negated class, or one with a set difference, each stays as
-    written: there the Unicode reading is the narrower one. ``\\D``, ``\\W`` are narrower as
+    written: there the Unicode reading is the narrower one; a positive class with ``\\S`` is
+    the rest of the class or ECMA's ``\\S``. ``\\D``, ``\\W`` are narrower as
     written too."""
     out: list[str] = []
     i, n = 0, len(pattern)
@@ -1160,7 +1180,7 @@ def ecma_classes(pattern: str) -> str:
             end = _class_end(pattern, i)
             text = pattern[i:end]
             if "[^" not in text and "--" not in text and "~~" not in text:
-                text = _BRACED_ESCAPE.sub(lambda m: _ECMA.get(m.group(0)[1:], m.group(0)), text)
+                text = _ecma_class(text)
             out.append(text)
             i = end
         else:
