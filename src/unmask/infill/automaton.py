@@ -36,7 +36,7 @@ import warnings
 import weakref
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1096,35 +1096,50 @@ def ascii_classes(pattern: str) -> str | None:
     """``pattern`` with its Unicode classes ``\\w``, ``\\d``, ``\\s`` and ``.`` narrowed to
     ASCII, for ``check_size``'s advice: ``(?:\\w+ ){1,50}`` is counted at 46,353 states (every
     byte of a multi-byte word character), ``(?:[A-Za-z0-9_]+ ){1,50}`` at a few hundred. None
-    where the pattern holds a class with no ASCII narrowing (``\\W``, ``\\p{L}``, ...)."""
+    where the pattern holds a class with no ASCII narrowing (``\\W``, ``\\p{L}``, a negated
+    class, ...)."""
+
+    def escape(text: str) -> str | None:
+        if text[1:] in _ASCII:
+            return f"[{_ASCII[text[1:]]}]"
+        return None if text[1:2] in ("W", "D", "S", "p", "P") else text
+
+    def bracketed(text: str) -> str | None:
+        if "[^" in text:
+            return None
+        escapes = [m.group(0) for m in _BRACED_ESCAPE.finditer(text)]
+        if any(e[1:2] in ("W", "D", "S", "p", "P") for e in escapes):
+            return None
+        return _BRACED_ESCAPE.sub(lambda m: _ASCII.get(m.group(0)[1:], m.group(0)), text)
+
+    return _map_classes(pattern, escape, bracketed, "[ -~]")
+
+
+def _map_classes(pattern: str, escape: Callable[[str], str | None],
+                 bracketed: Callable[[str], str | None], dot: str) -> str | None:
+    """``pattern`` with each escape outside brackets as ``escape`` writes it, each bracketed
+    class (``_class_end``) as ``bracketed`` does and each unescaped ``.`` outside brackets as
+    ``dot``: the one scanner of ``ascii_classes`` and ``ecma_classes``. None where ``escape``
+    or ``bracketed`` gives None."""
     out: list[str] = []
-    inside = False
-    i = 0
-    while i < len(pattern):
+    i, n = 0, len(pattern)
+    while i < n:
         c = pattern[i]
-        if c == "\\" and i + 1 < len(pattern):
-            e = pattern[i + 1]
-            if e in _ASCII:
-                out.append(_ASCII[e] if inside else f"[{_ASCII[e]}]")
-            elif e in "WDSpP":
-                return None
-            else:
-                out.append(c + e)
-            i += 2
-            continue
-        if c == "[" and not inside:
-            inside = True
-            out.append(c)
-            if pattern[i + 1:i + 2] == "^":  # a negated class stays as it is
-                return None
-        elif c == "]" and inside and out[-1] != "[":
-            inside = False
-            out.append(c)
-        elif c == "." and not inside:
-            out.append("[ -~]")
+        if c == "\\":
+            m = _BRACED_ESCAPE.match(pattern, i)
+            text = m.group(0) if m else c
+            i += len(text)
+            text = escape(text)
+        elif c == "[":
+            end = _class_end(pattern, i)
+            text = bracketed(pattern[i:end])
+            i = end
         else:
-            out.append(c)
-        i += 1
+            text = dot if c == "." else c
+            i += 1
+        if text is None:
+            return None
+        out.append(text)
     return "".join(out)
 
 
@@ -1167,26 +1182,13 @@ def ecma_classes(pattern: str) -> str:
     written: there the Unicode reading is the narrower one; a positive class with ``\\S`` is
     the rest of the class or ECMA's ``\\S``. ``\\D``, ``\\W`` are narrower as
     written too."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            m = _BRACED_ESCAPE.match(pattern, i)
-            text = m.group(0) if m else c
-            out.append(_ECMA_OUTSIDE.get(text[1:], text))
-            i += len(text)
-        elif c == "[":
-            end = _class_end(pattern, i)
-            text = pattern[i:end]
-            if "[^" not in text and "--" not in text and "~~" not in text:
-                text = _ecma_class(text)
-            out.append(text)
-            i = end
-        else:
-            out.append(_ECMA_DOT if c == "." else c)
-            i += 1
-    return "".join(out)
+    def bracketed(text: str) -> str:
+        return text if "[^" in text or "--" in text or "~~" in text else _ecma_class(text)
+
+    out = _map_classes(pattern, lambda text: _ECMA_OUTSIDE.get(text[1:], text), bracketed,
+                       _ECMA_DOT)
+    assert out is not None  # neither gives None
+    return out
 
 
 def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> Any:
