@@ -494,15 +494,17 @@ def _count(auto: _Positions, start: tuple[bool, int], last: int, limit: int, wor
         if (nexts, final) in moved:
             return
         moved.add((nexts, final))
-        work.spend(_OP)
+        work.spend(_OP + nexts.bit_count())  # the classes of its positions, read below
         key, rest = 0, nexts  # the classes of those positions, as bits
         while rest:
             low = rest & -rest
             key |= 1 << kinds[low.bit_length() - 1]
             rest ^= low
         if key not in leads_of:
-            leads_of[key] = _lead_bytes(tuple(
-                r for k in range(key.bit_length()) if key >> k & 1 for r in classes[k]))
+            ranges = tuple(r for k in range(key.bit_length()) if key >> k & 1
+                           for r in classes[k])
+            work.spend(_OP + len(ranges))
+            leads_of[key] = _lead_bytes(ranges)
         lead = leads_of[key] | (_MARK_LEAD if final else 0)
         leads[lead] = leads.get(lead, 0) + 1
         within = after(nexts)  # the states inside a character after it
