@@ -10,24 +10,23 @@ stops as soon as it passes a limit or a budget of work, so its own cost is bound
 
 What it counts is the engine's unit, bytes: each class is a set of code points (Python's
 reading of ``\\w``, ``\\d``, ``\\s``; ``\\p{..}`` and ``\\P{..}`` as any character,
-``\\u{..}`` and ``\\x{..}`` as their code points), the characters the pattern's classes
-tell apart are all tried (one per interval between class ends), and to each set of
-positions it adds the states inside a
-multi-byte character the engine may reach from it: one per distinct way the UTF-8 prefixes
-read so far split the classes still possible (``\\w{1,30}\\s\\w{1,30}`` is 62 sets of
-positions but 18,999 engine states, the ways a partial character may still end as a word
-or a space character). That sum is an over-approximation of the byte DFA a subset
-construction builds from this automaton; the engine's automaton is another (Thompson's), so
-it is an estimate of the engine's count, not a proof, which the margin of
-``automaton.MAX_DFA_STATES`` covers. A pattern over ``most_positions`` positions, or whose
-count spends the work budget, is counted as over the limit (refused). The engine's own syntax
-is read as far as the count needs (``_for_python``: POSIX classes and classes with set
-operations or nested classes as any character, ``\\z`` as ``$``, named groups ``(?<n>..)`` as
-groups, its ``u``, ``U``, ``R`` flags dropped, a flag group past the pattern's start dropped); a
-pattern Python still cannot parse is not counted (None), and ``automaton.check_size`` refuses
-it unless the engine rejects it anyway (it counted as no states there, so a named group let
-any pattern through: ``(?<n>x).*a.{17}`` took 39 s of the engine).
-"""
+``\\u{..}`` and ``\\x{..}`` as their code points), the characters the pattern's classes tell
+apart are all tried (one per interval between class ends), and to each set of positions it
+adds the states inside a multi-byte character the engine may reach from it: one per distinct
+way the UTF-8 prefixes read so far split the classes still possible
+(``\\w{1,30}\\s\\w{1,30}`` is 62 sets of positions but 18,999 engine states, the ways a
+partial character may still end as a word or a space character). That sum is an
+over-approximation of the byte DFA a subset construction builds from this automaton; the
+engine's automaton is another (Thompson's), so it is an estimate of the engine's count, not
+a proof, which the margin of ``automaton.MAX_DFA_STATES`` covers. A pattern over
+``most_positions`` positions, or whose count spends the work budget, is counted as over the
+limit (refused). The engine's own syntax is read as far as the count needs (``_for_python``:
+POSIX classes and classes with set operations or nested classes as any character, ``\\z`` as
+``$``, named groups ``(?<n>..)`` as groups, its ``u``, ``U``, ``R`` flags dropped, a flag
+group past the pattern's start dropped); a pattern Python still cannot parse is not counted
+(None), and ``automaton.check_size`` refuses it unless the engine rejects it anyway (it
+counted as no states there, so a named group let any pattern through: ``(?<n>x).*a.{17}``
+took 39 s of the engine). """
 
 from __future__ import annotations
 
