@@ -44,8 +44,8 @@ def test_named_groups_count_toward_the_request_bound():
 
 
 def test_a_pattern_the_estimate_cannot_read_is_refused_not_counted_as_small(monkeypatch):
-    monkeypatch.setattr(automaton, "dfa_states", lambda pattern, limit: None)
-    automaton._estimated_states.cache_clear()
+    monkeypatch.setattr(automaton, "dfa_sizes", lambda pattern, limit: None)
+    automaton._estimated_sizes.cache_clear()
     try:
         with pytest.raises(UserError, match="its size cannot be bounded") as e:
             check_size("xy*")
@@ -58,7 +58,7 @@ def test_a_pattern_the_estimate_cannot_read_is_refused_not_counted_as_small(monk
         with pytest.raises(UserError, match="min repeat greater than max repeat"):
             check_syntax("x{2,1}")
     finally:
-        automaton._estimated_states.cache_clear()
+        automaton._estimated_sizes.cache_clear()
 
 
 def test_estimates_are_within_the_limit_for_small_patterns_in_the_engines_syntax():

@@ -8,6 +8,7 @@ import torch
 
 from unmask.config import model_preset
 from unmask.errors import UserError
+from unmask.gapset import GapSample, infill_exact_match
 from unmask.infill import fill_form
 from unmask.infill.fim import fill_middle, infill_causal
 from unmask.infill.template import Gap
@@ -30,6 +31,9 @@ CALLS = {
     "constrained gap": lambda m, t: infill_causal(m, t, ["ab ", Gap(regex="[0-9]{2}"), " cd"]),
     "form before text": lambda m, t: fill_form(m, t, '{"a": "<bool>"}', prefix_ids=t.encode("x"),
                                               suffix_ids=t.encode("y")),
+    # the eval's gap set (``unmask eval --gaps``) scored a causal model without the check
+    "gap set": lambda m, t: infill_exact_match(
+        m, t, [GapSample(window=t.encode("abcdef"), start=2, length=2, lo=2, hi=2)]),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import re
@@ -70,6 +71,21 @@ def test_ecma_classes_narrow_only_where_the_narrowing_is_safe():
                          ("\u3000", True, True, False)):
         ids = TOK.encode(ch)
         assert (dot.accepts(ids), space.accepts(ids), nonspace.accepts(ids)) == (d, s, ns), ch
+
+
+
+def test_a_non_space_class_inside_brackets_is_ecmas_too():
+    """``[\\S]`` and ``[\\S-]`` kept the engine's Unicode ``\\S`` (U+FEFF, a space to ECMA, was
+    filled) while ``\\S`` outside brackets was narrowed."""
+    from unmask.infill.automaton import ecma_classes
+
+    vocab = vocab_of(TOK)
+    for pattern in (r"[\S]", r"[\S-]", r"[a\S\d]"):
+        auto = TokenAutomaton.from_regex(ecma_classes(pattern), vocab)
+        assert not auto.accepts(TOK.encode("\ufeff")), pattern
+        assert auto.accepts(TOK.encode("é")) and auto.accepts(TOK.encode("x")), pattern
+    assert TokenAutomaton.from_regex(ecma_classes(r"[\S-]"), vocab).accepts(TOK.encode("-"))
+    assert ecma_classes(r"[^\S]") == r"[^\S]"  # negated: the Unicode reading is narrower
 
 
 @pytest.mark.parametrize("schema", [
@@ -234,3 +250,47 @@ def test_any_object_holds_finite_numbers(schema):
         r = fill_schema(MODEL, TOK, schema, cfg(seed))
         jsonschema.validate(r.value, schema)
         json.dumps(r.value, allow_nan=False)  # ValueError for inf or nan
+
+
+def _pets(**changes):
+    """``TAGGED``'s pet union with ``changes`` made to its node (None: the keyword removed)."""
+    schema = copy.deepcopy(TAGGED)
+    pet = schema["properties"]["pet"]
+    pet.update(changes)
+    for key in [k for k, v in pet.items() if v is None]:
+        del pet[key]
+    return schema
+
+
+@pytest.mark.parametrize("schema", [
+    _pets(discriminator={"propertyName": "nope"}),  # no branch has it
+    _pets(discriminator={"propertyName": "pet_type",  # routes dog to Cat
+                         "mapping": {"dog": "#/$defs/Cat", "cat": "#/$defs/Dog"}}),
+    _pets(discriminator={"propertyName": "pet_type", "mapping": {"bird": "#/$defs/Cat"}}),
+    _pets(anyOf=[{"$ref": "#/$defs/Cat"}, {"type": "object", "required": ["pet_type"],
+                                             "properties": {"pet_type": {"type": "string"}}}],
+          oneOf=None),  # a branch with no tag
+    _pets(anyOf=[{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Cat"}], oneOf=None),  # one tag
+    {"anyOf": [{"type": "integer"}, {"type": "null"}], "discriminator": {"propertyName": "x"}},
+])
+def test_a_discriminator_the_branches_tags_do_not_decide_is_refused(schema):
+    """OpenAPI routes a value by its discriminator; unmask reads it as an annotation only
+    where the branches' const tags already decide the branch (they were accepted, and a
+    mapping that sends ``"dog"`` to ``Cat`` was filled with a dog that ``Cat`` refuses)."""
+    from unmask.infill.schema import schema_form
+
+    with pytest.raises(UserError, match="discriminator '(nope|pet_type|x)' cannot be "
+                                        "enforced") as e:
+        schema_form(schema, TOK)
+    assert "\n" not in str(e.value)
+
+
+def test_a_discriminator_over_single_enum_tags_and_names_in_its_mapping_is_accepted():
+    from unmask.infill.schema import schema_form
+
+    schema = _pets(discriminator={"propertyName": "pet_type",
+                                  "mapping": {"cat": "Cat", "dog": "#/$defs/Dog"}})
+    schema["$defs"]["Dog"]["properties"]["pet_type"] = {"enum": ["dog"]}
+    schema_form(schema, TOK)
+    value = fill_schema(MODEL, TOK, schema, cfg(0)).value
+    jsonschema.validate(value, schema)

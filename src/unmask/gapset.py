@@ -350,13 +350,14 @@ def infill_exact_match(
     gap's length greedily; a causal model without them is a ``UserError``.
     """
     from unmask.infill import InfillOptions
-    from unmask.infill.fim import fill_middle_ids, fim_prompt
+    from unmask.infill.fim import check_sentinels, fill_middle_ids, fim_prompt
 
     if not samples:
         raise UserError("the gap set is empty")
     cfg = model.config
     refuse_unfillable(cfg)
     if getattr(cfg, "attention", None) == "causal":
+        check_sentinels(cfg, tok)  # the gaps' prompts are read with the model's sentinels
         method = "ar-fim"
         sampling: dict[str, Any] = {"decoder": "ar-fim", "temperature": 0.0}
 

@@ -266,9 +266,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-wait must be a finite number of seconds >= 0, got "
                         f"{args.batch_wait:g}")
     check_draft_flags(args)
-    from unmask.infill.automaton import cache_limit_bytes
+    from unmask.infill.automaton import automaton_memory_limit, cache_limit_bytes
 
     cache_limit_bytes()  # a bad UNMASK_CACHE_MAX_MB now, not in every guided request's 400
+    automaton_memory_limit()  # and a bad UNMASK_MAX_AUTOMATON_MB
     draft_options = {f: getattr(args, f) for f in DRAFT_FIELDS if getattr(args, f) is not None}
     if draft_options:  # refused now, in one line, as SampleConfig refuses them
         from unmask.config import SampleConfig

@@ -36,7 +36,7 @@ import warnings
 import weakref
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from torch import Tensor
 from unmask.canvas import CanvasConstraint
 from unmask.errors import UserError
 from unmask.files import atomic_write_bytes
-from unmask.infill.dfa import Leads, dfa_sizes
+from unmask.infill.dfa import CONTINUATION, Leads, dfa_sizes
 
 MAX_STATES = 20000
 """Largest token automaton a constraint may compile to (states)."""
@@ -57,14 +57,20 @@ MAX_DFA_STATES = 2 * MAX_STATES
 engine builds it: on the patterns tried from a fifth under the engine's own count, ``.{0,300}``
 2,403 vs 3,009, to three times over, ``\\w+( \\w+){0,30}`` 28,739 vs 9,853). At the limit the
 engine builds in a few seconds (``\\w{1,30}\\s\\w{1,30}``: 18,999 states, about a second)."""
-MAX_TRANSITIONS = 32_000_000
-"""Most (state, token) moves a pattern's automaton may have over a tokenizer, estimated before
-the engine builds it (``check_transitions``): the library hands them over as one Python
-dict, about 260 bytes each at the peak of a compile, so it is the vocabulary times the
-pattern's character positions that fills memory, not its states alone. At 126,000 tokens
-(LLaDA's vocabulary) a ``{"type": "string", "maxLength": 200}`` value (25M moves) takes
-6.5 GB for 23 s, within the limit; ``.{1000}`` (126M), within every other limit, took
-some 30 GB and is refused. On the demo's 4,096 tokens the DFA state limit comes first."""
+BYTES_PER_MOVE = 140
+"""Memory a (state, token) move of a pattern's automaton takes at a compile's peak: the
+library hands the moves over as one Python dict, so it is the vocabulary times the
+pattern's character positions that fills memory, not its states alone. Measured at 126,000
+tokens (LLaDA's vocabulary, ``benchmarks/constraints.py``'s synthetic one): a
+``{"type": "string", "maxLength": 128}`` value, about 31M moves, peaked at 4.4 GB in 42 s,
+and an array of 5 strings of ``maxLength`` 50 at 4.3 GB; ``.{1000}``, about 126M moves
+within every other limit, would take some 18 GB."""
+AUTOMATON_MEMORY_ENV = "UNMASK_MAX_AUTOMATON_MB"
+"""The most megabytes one automaton's compile may take (``automaton_memory_limit``)."""
+AUTOMATON_MEMORY_SHARE = 0.75
+"""The share of the memory available (``MemAvailable``) a compile may take by default."""
+AUTOMATON_MEMORY_FALLBACK_MB = 8192
+"""The limit where the memory available cannot be read (no ``/proc/meminfo``)."""
 MAX_REQUEST_DFA_STATES = 2 * MAX_DFA_STATES
 """Most states the DFAs of one request's patterns may have together (``check_total``: each
 distinct pattern's estimate, as for ``MAX_DFA_STATES``, summed): the per-pattern limit bounds
@@ -1025,17 +1031,44 @@ def estimated_moves(sizes: tuple[int, Leads], vocab: Vocab, keep: np.ndarray
     for mask, count in sizes[1].items():
         bits = np.array([(mask >> b) & 1 for b in range(256)], dtype=bool)
         moves += count * int(firsts[bits].sum())
-        positions += count
-    inside = max(sizes[0] - positions, 0)  # the start and the two marks counted too: over
-    return moves + inside * int(firsts[0x80:0xC0].sum()), positions
+        positions += count if mask != CONTINUATION else 0
+    return moves, positions
+
+
+def _available_memory() -> int | None:
+    """The bytes of memory available (``/proc/meminfo``'s ``MemAvailable``), None unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def automaton_memory_limit() -> int:
+    """The most bytes one automaton's compile may take: ``AUTOMATON_MEMORY_ENV`` (megabytes)
+    where set, else ``AUTOMATON_MEMORY_SHARE`` of the memory available now, else
+    ``AUTOMATON_MEMORY_FALLBACK_MB``. A value that is not a number > 0 is a ``UserError``."""
+    given = _megabytes(AUTOMATON_MEMORY_ENV, "the most megabytes one automaton may take "
+                       "to compile, a number > 0", positive=True)
+    if given is not None:
+        return given
+    available = _available_memory()
+    if available is None:
+        return AUTOMATON_MEMORY_FALLBACK_MB << 20
+    return int(available * AUTOMATON_MEMORY_SHARE)
 
 
 def check_transitions(pattern: str, vocab: Vocab, allowed: np.ndarray | None = None,
                       what: str = "regex") -> None:
     """``UserError`` when ``pattern``'s automaton over ``vocab`` (its tokens with bytes, those
-    in ``allowed``) may have over ``MAX_TRANSITIONS`` moves (``estimated_moves``), the moves
-    the library builds as one Python dict before unmask turns them into its compact table.
-    Checked before the engine builds anything (a cached automaton is not checked)."""
+    in ``allowed``) may have more moves (``estimated_moves``, which is never under the
+    library's count and within about 1.2x of it on wide patterns) than fit in
+    ``automaton_memory_limit`` at ``BYTES_PER_MOVE`` each: the moves the library builds as
+    one Python dict before unmask turns them into its compact table. Checked before the
+    engine builds anything (a cached automaton is not checked)."""
     sizes = _estimated_sizes(pattern)
     if sizes is None:
         return
@@ -1043,11 +1076,14 @@ def check_transitions(pattern: str, vocab: Vocab, allowed: np.ndarray | None = N
     if allowed is not None:
         keep &= np.asarray(allowed, dtype=bool)
     moves, positions = estimated_moves(sizes, vocab, keep)
-    if moves > MAX_TRANSITIONS:
+    limit = automaton_memory_limit()
+    if moves * BYTES_PER_MOVE > limit:
         raise UserError(
             f"{what}: too large for this tokenizer (about {moves} token moves over its "
-            f"{positions} character positions, the limit is {MAX_TRANSITIONS}, for memory); "
-            "shorten its counted runs or maximum lengths"
+            f"{positions} character positions, some {moves * BYTES_PER_MOVE >> 20} MB to "
+            f"compile, over the {limit >> 20} MB limit: ${AUTOMATON_MEMORY_ENV}, else "
+            f"{AUTOMATON_MEMORY_SHARE:.0%} of the memory available); shorten its counted "
+            "runs or maximum lengths"
         )
 
 
@@ -1060,35 +1096,50 @@ def ascii_classes(pattern: str) -> str | None:
     """``pattern`` with its Unicode classes ``\\w``, ``\\d``, ``\\s`` and ``.`` narrowed to
     ASCII, for ``check_size``'s advice: ``(?:\\w+ ){1,50}`` is counted at 46,353 states (every
     byte of a multi-byte word character), ``(?:[A-Za-z0-9_]+ ){1,50}`` at a few hundred. None
-    where the pattern holds a class with no ASCII narrowing (``\\W``, ``\\p{L}``, ...)."""
+    where the pattern holds a class with no ASCII narrowing (``\\W``, ``\\p{L}``, a negated
+    class, ...)."""
+
+    def escape(text: str) -> str | None:
+        if text[1:] in _ASCII:
+            return f"[{_ASCII[text[1:]]}]"
+        return None if text[1:2] in ("W", "D", "S", "p", "P") else text
+
+    def bracketed(text: str) -> str | None:
+        if "[^" in text:
+            return None
+        escapes = [m.group(0) for m in _BRACED_ESCAPE.finditer(text)]
+        if any(e[1:2] in ("W", "D", "S", "p", "P") for e in escapes):
+            return None
+        return _BRACED_ESCAPE.sub(lambda m: _ASCII.get(m.group(0)[1:], m.group(0)), text)
+
+    return _map_classes(pattern, escape, bracketed, "[ -~]")
+
+
+def _map_classes(pattern: str, escape: Callable[[str], str | None],
+                 bracketed: Callable[[str], str | None], dot: str) -> str | None:
+    """``pattern`` with each escape outside brackets as ``escape`` writes it, each bracketed
+    class (``_class_end``) as ``bracketed`` does and each unescaped ``.`` outside brackets as
+    ``dot``: the one scanner of ``ascii_classes`` and ``ecma_classes``. None where ``escape``
+    or ``bracketed`` gives None."""
     out: list[str] = []
-    inside = False
-    i = 0
-    while i < len(pattern):
+    i, n = 0, len(pattern)
+    while i < n:
         c = pattern[i]
-        if c == "\\" and i + 1 < len(pattern):
-            e = pattern[i + 1]
-            if e in _ASCII:
-                out.append(_ASCII[e] if inside else f"[{_ASCII[e]}]")
-            elif e in "WDSpP":
-                return None
-            else:
-                out.append(c + e)
-            i += 2
-            continue
-        if c == "[" and not inside:
-            inside = True
-            out.append(c)
-            if pattern[i + 1:i + 2] == "^":  # a negated class stays as it is
-                return None
-        elif c == "]" and inside and out[-1] != "[":
-            inside = False
-            out.append(c)
-        elif c == "." and not inside:
-            out.append("[ -~]")
+        if c == "\\":
+            m = _BRACED_ESCAPE.match(pattern, i)
+            text = m.group(0) if m else c
+            i += len(text)
+            text = escape(text)
+        elif c == "[":
+            end = _class_end(pattern, i)
+            text = bracketed(pattern[i:end])
+            i = end
         else:
-            out.append(c)
-        i += 1
+            text = dot if c == "." else c
+            i += 1
+        if text is None:
+            return None
+        out.append(text)
     return "".join(out)
 
 
@@ -1102,6 +1153,25 @@ _ECMA_OUTSIDE = {
 _ECMA_DOT = r"[^\n\r\x{2028}\x{2029}]"
 
 
+def _ecma_class(text: str) -> str:
+    """A positive bracketed class ``text`` narrowed as ``ecma_classes`` says; one holding
+    ``\\S`` as that class without it or ECMA's ``\\S`` (``[\\S-]`` admitted U+FEFF, which
+    ECMA's ``\\s`` matches), where it nests no class."""
+    wide = False
+
+    def narrow(m: re.Match[str]) -> str:
+        nonlocal wide
+        if m.group(0) == "\\S" and "[" not in text[1:]:
+            wide = True
+            return ""
+        return _ECMA.get(m.group(0)[1:], m.group(0))
+
+    text = _BRACED_ESCAPE.sub(narrow, text)
+    if not wide:
+        return text
+    return _ECMA_OUTSIDE["S"] if text == "[]" else f"(?:{text}|{_ECMA_OUTSIDE['S']})"
+
+
 def ecma_classes(pattern: str) -> str:
     """A JSON Schema ``pattern`` with ``\\d``, ``\\w``, ``\\s``, ``\\S`` and ``.`` narrowed to
     what ECMA-262 (JSON Schema's regex dialect) and Python's ``re`` both match: ``\\d`` is
@@ -1109,28 +1179,16 @@ def ecma_classes(pattern: str) -> str:
     engine's Unicode ``\\d`` also wrote digits of scripts newer than Python's tables
     (``"\\d{2}"`` filled with ``"𖄳６"``, which neither ``jsonschema`` nor a JavaScript
     validator accepts). Inside a negated class, or one with a set difference, each stays as
-    written: there the Unicode reading is the narrower one. ``\\D``, ``\\W`` are narrower as
+    written: there the Unicode reading is the narrower one; a positive class with ``\\S`` is
+    the rest of the class or ECMA's ``\\S``. ``\\D``, ``\\W`` are narrower as
     written too."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            m = _BRACED_ESCAPE.match(pattern, i)
-            text = m.group(0) if m else c
-            out.append(_ECMA_OUTSIDE.get(text[1:], text))
-            i += len(text)
-        elif c == "[":
-            end = _class_end(pattern, i)
-            text = pattern[i:end]
-            if "[^" not in text and "--" not in text and "~~" not in text:
-                text = _BRACED_ESCAPE.sub(lambda m: _ECMA.get(m.group(0)[1:], m.group(0)), text)
-            out.append(text)
-            i = end
-        else:
-            out.append(_ECMA_DOT if c == "." else c)
-            i += 1
-    return "".join(out)
+    def bracketed(text: str) -> str:
+        return text if "[^" in text or "--" in text or "~~" in text else _ecma_class(text)
+
+    out = _map_classes(pattern, lambda text: _ECMA_OUTSIDE.get(text[1:], text), bracketed,
+                       _ECMA_DOT)
+    assert out is not None  # neither gives None
+    return out
 
 
 def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> Any:
@@ -1328,16 +1386,24 @@ def _well_formed(a: Mapping[str, np.ndarray], vocab_size: int) -> bool:
 def cache_limit_bytes() -> int:
     """The size the on-disk automata are pruned to (``CACHE_MAX_ENV``, in megabytes; a value
     that is not a number >= 0 is a one-line ``UserError``)."""
-    given = os.environ.get(CACHE_MAX_ENV, "").strip()
+    given = _megabytes(CACHE_MAX_ENV, "the most megabytes the automaton cache may take, "
+                       "a number >= 0", positive=False)
+    return CACHE_MAX_MB << 20 if given is None else given
+
+
+def _megabytes(name: str, meaning: str, *, positive: bool) -> int | None:
+    """The bytes the environment variable ``name`` gives in megabytes (None where unset or
+    empty); a value that is not a finite number >= 0 (> 0: ``positive``) is a ``UserError``
+    saying it should be ``meaning``."""
+    given = os.environ.get(name, "").strip()
     if not given:
-        return CACHE_MAX_MB << 20
+        return None
     try:
         mb = float(given)
     except ValueError:
         mb = -1.0
-    if not mb >= 0 or mb == float("inf"):
-        raise UserError(f"{CACHE_MAX_ENV}={given!r}: give the most megabytes the automaton "
-                        "cache may take, a number >= 0")
+    if not mb >= 0 or mb == float("inf") or (positive and mb == 0):
+        raise UserError(f"{name}={given!r}: give {meaning}")
     return int(mb * (1 << 20))
 
 

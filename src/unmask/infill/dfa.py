@@ -9,24 +9,24 @@ automaton (Glushkov's: one position per character or class of the expanded patte
 stops as soon as it passes a limit or a budget of work, so its own cost is bounded too.
 
 What it counts is the engine's unit, bytes: each class is a set of code points (Python's
-reading of ``\\w``, ``\\d``, ``\\s``; ``\\p{..}``, ``\\P{..}``, ``\\u{..}`` and ``\\x{..}``
-as any character), the characters the pattern's classes tell apart are all tried (one per
-interval between class ends), and to each set of positions it adds the states inside a
-multi-byte character the engine may reach from it: one per distinct way the UTF-8 prefixes
-read so far split the classes still possible (``\\w{1,30}\\s\\w{1,30}`` is 62 sets of
-positions but 18,999 engine states, the ways a partial character may still end as a word
-or a space character). That sum is an over-approximation of the byte DFA a subset
-construction builds from this automaton; the engine's automaton is another (Thompson's), so
-it is an estimate of the engine's count, not a proof, which the margin of
-``automaton.MAX_DFA_STATES`` covers. A pattern over ``most_positions`` positions, or whose
-count spends the work budget, is counted as over the limit (refused). The engine's own syntax
-is read as far as the count needs (``_for_python``: POSIX classes and classes with set
-operations or nested classes as any character, ``\\z`` as ``$``, named groups ``(?<n>..)`` as
-groups, its ``u``, ``U``, ``R`` flags dropped, a flag group past the pattern's start dropped); a
-pattern Python still cannot parse is not counted (None), and ``automaton.check_size`` refuses
-it unless the engine rejects it anyway (it counted as no states there, so a named group let
-any pattern through: ``(?<n>x).*a.{17}`` took 39 s of the engine).
-"""
+reading of ``\\w``, ``\\d``, ``\\s``; ``\\p{..}`` and ``\\P{..}`` as any character,
+``\\u{..}`` and ``\\x{..}`` as their code points), the characters the pattern's classes tell
+apart are all tried (one per interval between class ends), and to each set of positions it
+adds the states inside a multi-byte character the engine may reach from it: one per distinct
+way the UTF-8 prefixes read so far split the classes still possible
+(``\\w{1,30}\\s\\w{1,30}`` is 62 sets of positions but 18,999 engine states, the ways a
+partial character may still end as a word or a space character). That sum is an
+over-approximation of the byte DFA a subset construction builds from this automaton; the
+engine's automaton is another (Thompson's), so it is an estimate of the engine's count, not
+a proof, which the margin of ``automaton.MAX_DFA_STATES`` covers. A pattern over
+``most_positions`` positions, or whose count spends the work budget, is counted as over the
+limit (refused). The engine's own syntax is read as far as the count needs (``_for_python``:
+POSIX classes and classes with set operations or nested classes as any character, ``\\z`` as
+``$``, named groups ``(?<n>..)`` as groups, its ``u``, ``U``, ``R`` flags dropped, a flag
+group past the pattern's start dropped); a pattern Python still cannot parse is not counted
+(None), and ``automaton.check_size`` refuses it unless the engine rejects it anyway (it
+counted as no states there, so a named group let any pattern through: ``(?<n>x).*a.{17}``
+took 39 s of the engine). """
 
 from __future__ import annotations
 
@@ -42,7 +42,19 @@ Ranges = tuple[tuple[int, int], ...]
 _UNIVERSE: Ranges = ((0, 0xD7FF), (0xE000, 0x10FFFF))  # no surrogates: UTF-8 has none
 _ANYTHING = "\U0010fffe"
 """What an escape of the engine's own syntax becomes for Python's parser: any character."""
-_ENGINE = re.compile(r"\\[pP](?:\{[^}]*\}|[A-Za-z])|\\[ux]\{[0-9A-Fa-f]+\}")
+_ENGINE = re.compile(r"\\[pP](?:\{[^}]*\}|[A-Za-z])")
+"""The engine's Unicode property escapes (``\\p{L}``): any character for the count."""
+_BRACED = re.compile(r"\\[uxU]\{([0-9A-Fa-f]{1,8})\}")
+"""The engine's braced code point escapes (``\\x{10FFFF}``): written as Python's ``\\U``, so a
+class's range stays exact (as one placeholder, ``[\\x{20}-\\x{10FFFF}]`` was read as one
+character and its moves were estimated from the tokens of one first byte)."""
+
+
+def _code_point(m: re.Match[str]) -> str:
+    value = int(m.group(1), 16)
+    return f"\\U{value:08X}" if value <= 0x10FFFF else _ANYTHING
+
+
 _POSIX = re.compile(r"\[:\^?[a-z]+:\]")
 """A POSIX class inside brackets (``[[:alpha:]]``), which Python reads as characters."""
 _ANCHORS = re.compile(r"\\z|\\b\{[a-z-]+\}|\\[<>]")
@@ -115,7 +127,8 @@ def _for_python(pattern: str) -> str:
     """``pattern`` in Python's syntax, as far as the count goes: the engine's escapes, POSIX
     classes and classes with set operations as any character, its anchors as Python's, its
     named groups as groups, its own flags dropped."""
-    out = _classes(_POSIX.sub(_ANYTHING, _ENGINE.sub(_ANYTHING, pattern)))
+    out = _BRACED.sub(_code_point, _ENGINE.sub(_ANYTHING, pattern))
+    out = _classes(_POSIX.sub(_ANYTHING, out))
     out = _ANCHORS.sub(lambda m: "$" if m.group(0) == "\\z" else "\\b", out)
     out = _NAMED.sub(lambda m: m.group(0) if m.group(0)[0] == "\\" else "(?:", out)
     return _FLAG_GROUP.sub(lambda m: _flag_group(m, m.start() == 0), out)
@@ -283,6 +296,8 @@ class _Positions:
                 return _UNIVERSE  # ``[^\p{L}]`` too: any character, as the engine's escape
             elif item == "LITERAL":
                 parts.append((arg, arg))
+            elif item == "RANGE" and _ANYTHING in (chr(arg[0]), chr(arg[1])):
+                return _UNIVERSE  # a range from or to the engine's escape: at least that
             elif item == "RANGE":
                 parts.append(tuple(arg))
             elif item == "CATEGORY" and str(arg) in _CATEGORY:
@@ -381,8 +396,15 @@ def dfa_states(pattern: str, limit: int, *, most_positions: int = 50_000,
 
 
 Leads = dict[int, int]
-"""Per mask of first bytes (bit b: a character may start with byte b), how many states
-between characters have it."""
+"""Per mask of first bytes (bit b: a token's first byte may be b), how many states have it:
+the states between characters by the bytes the next character may start with, and under
+``CONTINUATION`` the states inside a character."""
+_MARK_LEAD = 1 << 0xF4
+"""The first byte of the mark after the pattern (``automaton.SENTINEL``, U+10FFFF), which a
+final state also moves on."""
+CONTINUATION = ((1 << 0x40) - 1) << 0x80
+"""The first bytes from a state inside a character: UTF-8's continuation bytes, none of
+which starts a character (so no state between characters has this mask)."""
 
 
 def dfa_sizes(pattern: str, limit: int, *, most_positions: int = 50_000,
@@ -394,7 +416,9 @@ def dfa_sizes(pattern: str, limit: int, *, most_positions: int = 50_000,
     the sum, over these states, of the tokens starting with one of its bytes (``.{200}``:
     201 of about 1,600 states, each open to nearly every token; ``a{1000}``: 1,001, each to
     the tokens starting with ``a``). Both counted as ``dfa_states`` counts, the second only
-    as far as the first stays within ``limit``."""
+    as far as the first stays within ``limit``; the states inside a character under
+    ``CONTINUATION``, and a final state's mask holds the first byte of the end mark it also
+    moves on. Never under the library's moves on the patterns tried (``estimated_moves``)."""
     import re._parser as parser
 
     work = _Work(budget)
@@ -403,8 +427,8 @@ def dfa_sizes(pattern: str, limit: int, *, most_positions: int = 50_000,
             warnings.simplefilter("ignore")
             parsed = parser.parse(_for_python(pattern))
         auto = _Positions(most_positions, work)
-        _, first, _ = auto.sequence(parsed, parsed.state.flags)
-        return _count(auto, first, limit, work)
+        empty, first, last = auto.sequence(parsed, parsed.state.flags)
+        return _count(auto, (empty, first), last, limit, work)
     except _TooLarge:
         return limit + 1, {}
     except (_Unknown, re.error, RecursionError, OverflowError, ValueError, TypeError):
@@ -425,7 +449,9 @@ def _lead_bytes(ranges: Ranges) -> int:
     return mask
 
 
-def _count(auto: _Positions, first: int, limit: int, work: _Work) -> tuple[int, Leads]:
+def _count(auto: _Positions, start: tuple[bool, int], last: int, limit: int, work: _Work
+           ) -> tuple[int, Leads]:
+    empty, first = start
     classes = list(auto.classes)  # by index
     words = len(auto.kinds) // 64 + 1
     of_class = [0] * len(classes)  # per class: its positions
@@ -456,21 +482,38 @@ def _count(auto: _Positions, first: int, limit: int, work: _Work) -> tuple[int, 
     leads: Leads = {}
     kinds = auto.kinds
 
-    def between(nexts: int) -> None:
-        """One more state between characters, whose next positions are ``nexts``."""
+    moved: set[tuple[int, bool]] = set()
+
+    def between(nexts: int, final: bool) -> None:
+        """One more state between characters, whose next positions are ``nexts``: counted
+        once per (next positions, final), as the engine's subset construction (Thompson's)
+        reaches one state after either branch of a JSON string's character, a plain
+        one or an escape, where the sets of positions taken are two (its moves were
+        estimated twice over)."""
+        if (nexts, final) in moved:
+            return
+        moved.add((nexts, final))
+        work.spend(_OP + nexts.bit_count())  # the classes of its positions, read below
         key, rest = 0, nexts  # the classes of those positions, as bits
         while rest:
             low = rest & -rest
             key |= 1 << kinds[low.bit_length() - 1]
             rest ^= low
         if key not in leads_of:
-            leads_of[key] = _lead_bytes(tuple(
-                r for k in range(key.bit_length()) if key >> k & 1 for r in classes[k]))
-        leads[leads_of[key]] = leads.get(leads_of[key], 0) + 1
+            ranges = tuple(r for k in range(key.bit_length()) if key >> k & 1
+                           for r in classes[k])
+            work.spend(_OP + len(ranges))
+            leads_of[key] = _lead_bytes(ranges)
+        lead = leads_of[key] | (_MARK_LEAD if final else 0)
+        leads[lead] = leads.get(lead, 0) + 1
+        within = after(nexts)  # the states inside a character after it
+        if within:
+            leads[CONTINUATION] = leads.get(CONTINUATION, 0) + within
 
     follow = auto.follow
     total = 3 + after(first)  # the start, ``START`` and ``SENTINEL`` (automaton._index)
-    between(first)
+    leads[CONTINUATION] = 3  # inside the end mark, after its first byte
+    between(first, empty)
     todo = [first]
     seen: set[int] = set()
     while todo:
@@ -488,11 +531,11 @@ def _count(auto: _Positions, first: int, limit: int, work: _Work) -> tuple[int, 
                 out |= follow[low.bit_length() - 1]
                 rest ^= low
             total += 1 + after(out)
-            between(out)
+            between(out, bool(state & last))
             if total > limit:
                 return limit + 1, leads
             todo.append(out)
     return total, leads
 
 
-__all__ = ["WORK_BUDGET", "Leads", "dfa_sizes", "dfa_states"]
+__all__ = ["CONTINUATION", "WORK_BUDGET", "Leads", "dfa_sizes", "dfa_states"]

@@ -88,7 +88,7 @@ def check_sentinels(config: Any, tokenizer: Any) -> None:
     a tokenizer that never spells them). A tokenizer whose sentinels sit at other ids, or
     whose ordinary tokens have the model's sentinel ids, is not the model's: the prompt it
     encodes is not one the model was trained on. Every FIM path checks it (a constrained
-    gap and a form with text after it were filled without it)."""
+    gap, a form with text after it and the eval's gap set ran without it)."""
     want = {k: getattr(config, k) for k in ("fim_prefix_id", "fim_suffix_id", "fim_middle_id")}
     fim = tokenizer.fim_ids() if hasattr(tokenizer, "fim_ids") else {}
     if fim and fim != want:

@@ -375,7 +375,7 @@ _NOTES = ("title", "description", "$schema", "$id", "default", "examples", "$com
 and ``deprecated`` as pydantic and OpenAPI documents write them were refused as "cannot be
 enforced", though they constrain no value), the names a schema gives itself, and OpenAPI's
 ``discriminator`` beside a ``oneOf``/``anyOf`` (pydantic's tagged union: the branches'
-tags already decide; JSON Schema validators ignore it)."""
+tags already decide, ``_check_discriminator``; JSON Schema validators ignore it)."""
 _INERT = (*_NOTES, "$defs", "definitions")
 """Keywords that constrain no value: annotations, and definitions (read through ``root``
 when a ``$ref`` names them)."""
@@ -643,6 +643,8 @@ def check_schema(
         if key in node and (not isinstance(node[key], list) or not node[key]):
             raise UserError(f"{_where(path)}: {key} must be a non-empty list")
     _check_structure(node, path)
+    if "discriminator" in node:
+        _check_discriminator(node, root, path, "oneOf" if "oneOf" in schema else "anyOf")
     if "type" in node:
         types = node["type"] if isinstance(node["type"], list) else [node["type"]]
         bad = [t for t in types if t not in _TYPES]
@@ -714,6 +716,53 @@ def _check_structure(node: Mapping[str, Any], path: str) -> None:
         if key in node and not isinstance(node[key], (Mapping, bool)):
             raise UserError(f"{_where(path)}: {key} must be a schema (an object or a "
                             f"boolean), not {type(node[key]).__name__}")
+
+
+def _check_discriminator(node: Mapping[str, Any], root: Mapping[str, Any], path: str,
+                         written: str) -> None:
+    """``UserError`` unless ``node``'s ``discriminator`` adds nothing to its ``oneOf``/``anyOf``
+    (it is read as an annotation): each branch (its ``$ref`` followed) an object that
+    requires the property with a ``const`` (or one-value ``enum``) tag of its own, and a
+    ``mapping`` that sends each tag it names to that tag's branch. Otherwise OpenAPI would
+    route a fill by a property the branches do not decide (a branch without the tag, a
+    mapping that sends ``"dog"`` to ``Cat``), which the fill cannot honour. ``written``: the
+    union's keyword as the schema wrote it (a disjoint ``oneOf`` is an ``anyOf`` by now)."""
+    told = node["discriminator"]
+    name = told["propertyName"]
+    key = "oneOf" if "oneOf" in node else "anyOf"
+
+    def refuse(why: str) -> UserError:
+        return UserError(f"{_where(path)}: discriminator {name!r} cannot be enforced: {why}; "
+                         f"each {written} branch must be an object that requires {name!r} with a "
+                         "const tag of its own")
+
+    tags: dict[str, str | None] = {}  # tag (as JSON) -> the branch's $ref
+    for i, raw in enumerate(node[key]):
+        branch = _resolve(raw, root, f"{path}.{key}[{i}]")
+        props = branch.get("properties") if isinstance(branch, Mapping) else None
+        if (not isinstance(props, Mapping) or _types(branch) != ["object"]
+                or name not in (branch.get("required") or ())):
+            raise refuse(f"{written}[{i}] is no object that requires it")
+        prop = _resolve(props.get(name), root, f"{path}.{key}[{i}].properties.{name}")
+        if isinstance(prop, Mapping) and "const" in prop:
+            tag = prop["const"]
+        elif (isinstance(prop, Mapping) and isinstance(prop.get("enum"), list)
+              and len(prop["enum"]) == 1):
+            tag = prop["enum"][0]
+        else:
+            raise refuse(f"{written}[{i}] gives it no const tag")
+        text = json.dumps(tag, sort_keys=True)
+        if text in tags:
+            raise refuse(f"{written}[{i}] has the tag {text} of another branch")
+        ref = raw.get("$ref") if isinstance(raw, Mapping) else None
+        tags[text] = ref if isinstance(ref, str) else None
+    mapping = told.get("mapping", {})
+    if not isinstance(mapping, Mapping):
+        raise refuse("its mapping is no object")
+    for tag, target in mapping.items():
+        ref = tags.get(json.dumps(tag))
+        if ref is None or target not in (ref, ref.rsplit("/", 1)[-1]):
+            raise refuse(f"its mapping sends {tag!r} to {target!r}, not the branch tagged so")
 
 
 NumberRange = tuple[Decimal, bool, Decimal, bool]
