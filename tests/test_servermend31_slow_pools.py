@@ -179,3 +179,28 @@ def test_the_timeout_is_one_deadline_for_the_slow_check_and_the_model_job(monkey
     assert late.status_code == 504, late.text
     assert late.json()["error"]["code"] == "timeout"
     assert timeouts == 1
+
+
+def test_a_streams_deadline_counts_its_slow_check_too(monkeypatch):
+    """The same for a streamed guided completion: a 0.6 s compile, then a 0.6 s fill, under a
+    1 s ``--timeout`` end in a timeout (the old code: the whole answer, the stream's own
+    deadline starting after the compile)."""
+    import unmask.infill
+
+    def pause(fn, when=lambda kwargs: True):
+        def slow(*args, **kwargs):
+            if when(kwargs):
+                time.sleep(0.6)
+            return fn(*args, **kwargs)
+
+        return slow
+
+    monkeypatch.setattr(guided, "build_form",
+                        pause(guided.build_form, lambda kwargs: kwargs.get("slow", True)))
+    monkeypatch.setattr(unmask.infill, "fill_form", pause(unmask.infill.fill_form))
+    app = _app(request_timeout_s=1.0)
+    with TestClient(app) as c:
+        r = c.post("/v1/completions", json={**CASES["choice"][1], "stream": True, "seed": 3})
+    # a 504 before its first step (``stream_job``'s first_step), else the stream's error event
+    assert r.status_code in (200, 504)
+    assert '"code": "timeout"' in r.text or '"code":"timeout"' in r.text, r.text[-300:]
