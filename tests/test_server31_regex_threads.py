@@ -78,13 +78,13 @@ def test_regex_searches_beyond_the_queue_are_a_429(monkeypatch):
                    for _ in range(2)]
         for w in workers:  # one searching, one waiting for the regex thread
             w.start()
-        wait_until(lambda: len(entered) == 1 and state.slow_pending == 2)
+        wait_until(lambda: len(entered) == 1 and state.searches.pending == 2)
         refused = c.post("/v1/edit", json=EDIT)
         plain = c.post("/v1/edit", json={"text": "abcdef", "spans": [[1, 3]]})
         release.set()
         for w in workers:
             w.join(timeout=30)
-        assert state.slow_pending == 0  # every slot given back
+        assert state.searches.pending == 0  # every slot given back
         again = c.post("/v1/edit", json=EDIT)
     assert refused.status_code == 429, refused.text
     err = refused.json()["error"]
@@ -106,7 +106,7 @@ def test_a_regex_search_waiting_past_the_timeout_is_a_504(monkeypatch):
         first.start()
         wait_until(lambda: entered)
         late = c.post("/v1/edit", json=EDIT)  # waits for the one regex thread, then 504
-        assert state.slow_pending == 1  # its slot given back: it never ran
+        assert state.searches.pending == 1  # its slot given back: it never ran
         release.set()
         first.join(timeout=30)
         timeouts = state.metrics.get("timeouts")
@@ -118,6 +118,8 @@ def test_a_regex_search_waiting_past_the_timeout_is_a_504(monkeypatch):
 
 class _Gone:
     """A request whose client has gone away."""
+
+    scope: dict = {}
 
     async def is_disconnected(self) -> bool:
         return True
@@ -137,13 +139,13 @@ def test_a_check_whose_client_left_while_it_waited_is_dropped_not_run(monkeypatc
 
         async def abandoned() -> int:
             try:
-                await slow_check(state, lambda: ran.append(1), _Gone())
+                await slow_check(state, lambda: ran.append(1), _Gone(), on=state.searches)
             except APIError as e:
                 return e.status
             return 200
 
         status = c.portal.call(abandoned)
-        waiting = state.slow_pending  # only the first: the abandoned check was dropped
+        waiting = state.searches.pending  # only the first: the abandoned check was dropped
         release.set()
         first.join(timeout=30)
         cancelled = state.metrics.get("cancelled")

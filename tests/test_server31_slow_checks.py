@@ -40,8 +40,9 @@ def _slow_compile(monkeypatch):
     original = guided.build_form
 
     def slow(*args, **kwargs):
-        entered.set()
-        seen.append(release.wait(timeout=5))
+        if kwargs.get("slow", True):  # it compiles (not a cheap look in the compiled forms)
+            entered.set()
+            seen.append(release.wait(timeout=5))
         return original(*args, **kwargs)
 
     monkeypatch.setattr(guided, "build_form", slow)
@@ -64,14 +65,14 @@ def test_a_compiling_guided_request_holds_neither_the_loop_nor_a_default_thread(
         worker.start()
         assert entered.wait(timeout=10)
         health = c.get("/healthz")  # the old completions and chat: blocked on the loop
-        running = getattr(app.state.server, "slow_pending", None)  # on a slow-check thread
+        running = app.state.server.compiles.pending  # on a slow-check thread
         plain = c.post("/v1/tokenize", json={"text": "abc"})  # its check: a default thread
         release.set()
         worker.join(timeout=60)
     assert health.status_code == 200 and plain.status_code == 200
     assert seen == [True], "a request waited for a guided request's compile"
     assert answers[0].status_code == 200, answers[0].text
-    assert running == 1 and app.state.server.slow_pending == 0
+    assert running == 1 and app.state.server.compiles.pending == 0
 
 
 def test_a_guided_refusal_found_in_the_compile_is_still_a_400_naming_the_field():

@@ -48,7 +48,8 @@ class Metrics:
         "forward_rows": "Canvas rows in the forward passes of batched generation (completions "
                         "and chat without structured output; the rest add nfe, not rows).",
         "joined": "Generation requests that joined a running batch at a step boundary.",
-        "rejected": "Requests refused with 429 because the queue was full.",
+        "rejected": "Requests refused with 429 because a queue was full (the model's, or a "
+                    "slow check's: regex searches, structured-output compiles).",
         "timeouts": "Requests that ran past the per-request timeout.",
         "cancelled": "Requests whose client went away or timed out before they finished.",
     }

@@ -6,8 +6,8 @@ Bearer check as a route dependency), the request checks (``check_model``, ``chec
 ``check_steps``, ``diffusion_only``, ``check_generation``, ``check_names``),
 ``sample_config``, ``blaming`` (the field a refusal found on the worker names), the job life
 cycle (``submit``, ``wait``, ``alone``, ``run_alone``, ``job_failure``, ``timed_out``),
-``slow_check`` (checks that may take seconds, on threads of their own) and ``note`` (fields
-for the access log).
+``deadline``, ``checked`` and ``slow_check`` (checks that may take seconds, on threads of
+their own) and ``note`` (fields for the access log).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from unmask.sampling.policies import make_policy
 from unmask.server.batching import Cancelled, Job, QueueFull, WorkerDown
 from unmask.server.http import _STATUS_TYPES, _TYPE_TAGS, ACCESS_FIELDS, APIError
 from unmask.server.schemas import MAX_STOP, DiffusionOptions, _Generation
-from unmask.server.state import ServerState
+from unmask.server.state import ServerState, SlowChecks
 
 log = logging.getLogger("unmask.server")
 
@@ -461,32 +461,54 @@ def submit(state: ServerState, job: Job) -> None:
                        "retry later", type="rate_limit_error", code="queue_full") from None
 
 
-async def slow_check(state: ServerState, fn: Callable[[], T], request: Request) -> T:
+class TakesSeconds(Exception):  # noqa: N818 (a signal to ``checked``, not an error)
+    """Raised by a request's checks run with ``slow=False`` (``checked``) at the work that
+    may take seconds: a structured answer's automata not compiled yet
+    (``routes.guided.build_form``), a regex search."""
+
+
+async def checked(state: ServerState, request: Request, fn: Callable[[bool], T], *,
+                  on: SlowChecks) -> T:
+    """``fn(False)``: a request's checks, on one of asyncio's default threads (off the event
+    loop), as every request's; where they reach work that may take seconds (they raise
+    ``TakesSeconds``), ``fn(True)`` as a slow check on the threads ``on`` (``slow_check``).
+    So a request that compiles nothing (a form compiled before, its automata cached) never
+    waits for the slow checks: it waited behind other clients' compiles and regex searches,
+    or got their 429."""
+    try:
+        return await asyncio.to_thread(fn, False)
+    except TakesSeconds:
+        return await slow_check(state, lambda: fn(True), request, on=on)
+
+
+async def slow_check(state: ServerState, fn: Callable[[], T], request: Request, *,
+                     on: SlowChecks) -> T:
     """``fn()``: a request's checks that may take seconds (a user's regex searched in a child
-    process for up to ``REGEX_SECONDS``: ``unmask.infill.edit.regex_spans``; a structured
-    answer's automata compiled) on the server's own threads (``ServerState.slow_pool``),
-    not asyncio's default ones: six slow regex searches held every default thread, and every
-    other request's checks waited for them. Up to ``max_queue`` wait for a thread, holding
-    none; beyond that, 429. Past the request timeout (waiting included), 504; a client gone
-    while it waits, 499 (it is dropped, not run: a queue of abandoned requests held the
-    threads for those still waiting)."""
+    process for up to ``REGEX_SECONDS``: ``unmask.infill.edit.regex_spans``, ``on``
+    ``state.searches``; a structured answer's automata compiled, on ``state.compiles``) on
+    the threads of that kind (``SlowChecks``), not asyncio's default ones: six slow regex
+    searches held every default thread, and every other request's checks waited for them.
+    Up to ``max_queue`` wait for a thread, holding none; beyond that, 429. Past the request's
+    deadline (``deadline``: waiting included), 504; a client gone while it waits, 499 (it is
+    dropped, not run: a queue of abandoned requests held the threads for those still
+    waiting)."""
     limits = state.limits
-    with state.slow_lock:
-        if state.slow_pending >= limits.max_slow_checks + limits.max_queue:
-            busy = state.slow_pending
+    with on.lock:
+        if on.pending >= limits.max_slow_checks + limits.max_queue:
+            busy = on.pending
         else:
-            busy, state.slow_pending = 0, state.slow_pending + 1
+            busy, on.pending = 0, on.pending + 1
     if busy:
         state.metrics.inc("rejected")
-        raise APIError(429, f"the server is busy ({busy} requests with slow checks, regex "
-                       "searches or structured-output compiles, running or queued); retry "
-                       "later", type="rate_limit_error", code="queue_full")
+        raise APIError(429, f"the server is busy ({busy} requests with slow checks, {on.what}, "
+                       "running or queued); retry later", type="rate_limit_error",
+                       code="queue_full")
 
     def done(_: object) -> None:  # when it ends, or is cancelled before it starts
-        with state.slow_lock:
-            state.slow_pending -= 1
+        with on.lock:
+            on.pending -= 1
 
-    future = state.slow_pool.submit(contextvars.copy_context().run, fn)
+    future = on.pool.submit(contextvars.copy_context().run, fn)
     future.add_done_callback(done)
     fut = asyncio.wrap_future(future)
     try:
@@ -533,13 +555,21 @@ def drop(state: ServerState, job: Job) -> None:
     state.engine.cancel(job)
 
 
+def deadline(state: ServerState, request: Request) -> float:
+    """The event loop's time when ``request`` runs out of time: ``--timeout`` after its first
+    wait (a slow check's, or the model's), one for all its waits (a slow check and then the
+    model job each had the whole ``--timeout``: a request could take twice it)."""
+    return request.scope.setdefault(  # type: ignore[no-any-return]
+        "unmask.deadline", asyncio.get_running_loop().time() + state.limits.request_timeout_s)
+
+
 async def until_done(state: ServerState, fut: asyncio.Future[Any], request: Request) -> None:
-    """Wait for ``fut``: a 504 past the request timeout (counted), a 499 when the client of
-    ``request`` goes away first (polled every 0.25 s). ``fut`` is left as it is."""
+    """Wait for ``fut``: a 504 past the request's ``deadline`` (counted), a 499 when the
+    client of ``request`` goes away first (polled every 0.25 s). ``fut`` is left as it is."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + state.limits.request_timeout_s
+    end = deadline(state, request)
     while True:
-        remaining = deadline - loop.time()
+        remaining = end - loop.time()
         if remaining <= 0:
             state.metrics.inc("timeouts")
             raise timed_out(state)

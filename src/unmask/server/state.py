@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,11 +58,12 @@ class ServerLimits:
     """Accept ``regex`` in ``/v1/edit`` and ``/v1/infill`` (a pattern runs or compiles on the
     worker: a pathological one can occupy it; turn off for untrusted clients)."""
     max_slow_checks: int = 2
-    """Most requests checked at once whose checks may take seconds, each on a thread of its
-    own (``plumbing.slow_check``): a ``/v1/edit`` regex search (a child process for up to
-    ``REGEX_SECONDS``), a structured answer's automata (``response_format`` and ``guided_*``
-    of completions, chat and ``/v1/infill``). Up to ``max_queue`` more wait for one; beyond
-    that, 429."""
+    """Most requests checked at once, of each kind, whose checks may take seconds, each on a
+    thread of its own (``plumbing.slow_check``): ``/v1/edit`` regex searches (a child process
+    for up to ``REGEX_SECONDS``: ``ServerState.searches``) and, apart from them, structured
+    answers' compiles (``response_format`` and ``guided_*`` of completions, chat and
+    ``/v1/infill``, a ``/v1/forms`` schema: ``ServerState.compiles``), so neither kind waits
+    for the other. Up to ``max_queue`` more of a kind wait for one; beyond that, 429."""
 
     def __post_init__(self) -> None:
         from unmask.config import check_field_types
@@ -77,6 +79,45 @@ class ServerLimits:
                 raise UserError(f"server limit {f.name}={v!r} must be at least 0")
             if not at_least_0 and not (math.isfinite(v) and v > 0):
                 raise UserError(f"server limit {f.name}={v!r} must be positive")
+
+
+class SlowChecks:
+    """One kind of slow check (``plumbing.slow_check``): its threads, apart from asyncio's
+    default ones that every other request's checks use, and how many are running or waiting
+    for one (``pending``, under ``lock``)."""
+
+    def __init__(self, what: str, threads: int) -> None:
+        self.what = what
+        """The kind, as a 429 names it (``regex searches``)."""
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="unmask-slow-check")
+        self.pending = 0
+        self.lock = threading.Lock()
+
+
+class FormMemo:
+    """The structured answers' forms compiled so far (``routes.guided.build_form``), by their
+    constraint, the least recently used dropped past ``size``: a request whose form is here
+    compiles nothing (its automata are cached), so it needs no slow check. Thread-safe."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._forms: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        """The form kept under ``key``, or None."""
+        with self._lock:
+            if key not in self._forms:
+                return None
+            self._forms.move_to_end(key)
+            return self._forms[key]
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._forms[key] = value
+            self._forms.move_to_end(key)
+            while len(self._forms) > self.size:
+                self._forms.popitem(last=False)
 
 
 def model_name(loaded: Loaded) -> str:
@@ -106,12 +147,14 @@ class ServerState:
     chat_ends: frozenset[int] = field(init=False, repr=False)
     """Tokens that end a chat reply: EOS and the chat template's end-of-turn tokens
     (``ChatTemplate.reply``), found once, not per request."""
-    slow_pool: ThreadPoolExecutor = field(init=False, repr=False)
-    """The threads slow checks run on (``plumbing.slow_check``), apart from asyncio's
-    default ones that every other request's checks use."""
-    slow_pending: int = field(default=0, init=False, repr=False)
-    """Slow checks running or waiting for a ``slow_pool`` thread (``slow_lock``)."""
-    slow_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    searches: SlowChecks = field(init=False, repr=False)
+    """The threads ``/v1/edit`` regex searches run on (``plumbing.slow_check``)."""
+    compiles: SlowChecks = field(init=False, repr=False)
+    """The threads structured answers compile on (``plumbing.slow_check``): apart from the
+    regex searches, so that one client's slow searches neither delay nor refuse (429) every
+    structured answer, nor its compiles the searches."""
+    forms: FormMemo = field(init=False, repr=False)
+    """The structured answers' forms already compiled (``routes.guided.build_form``)."""
 
     def __post_init__(self) -> None:
         tok = self.loaded.tokenizer
@@ -119,8 +162,9 @@ class ServerState:
         eos = getattr(self.loaded.config, "eos_id", None)
         no_chat = frozenset({eos} - {None})
         self.chat_ends = self.chat.ends(tok, eos) if self.chat is not None else no_chat
-        self.slow_pool = ThreadPoolExecutor(self.limits.max_slow_checks,
-                                             thread_name_prefix="unmask-slow-check")
+        self.searches = SlowChecks("regex searches", self.limits.max_slow_checks)
+        self.compiles = SlowChecks("structured-output compiles", self.limits.max_slow_checks)
+        self.forms = FormMemo()
 
     @property
     def tok(self) -> Any:

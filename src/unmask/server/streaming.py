@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 
 from unmask.server.batching import Cancelled, Job
 from unmask.server.http import APIError, sse
-from unmask.server.plumbing import drop, job_failure, submit, timed_out
+from unmask.server.plumbing import deadline, drop, job_failure, submit, timed_out
 from unmask.server.state import ServerState
 
 DONE = "data: [DONE]\n\n"
@@ -64,11 +64,12 @@ def sse_error(err: APIError) -> str:
                           "code": err.code}})
 
 
-def open_stream(state: ServerState, job: Job) -> NextEvent:
+def open_stream(state: ServerState, job: Job, owner: Request) -> NextEvent:
     """Submit ``job`` with a sink that queues its steps (429 before anything is sent);
     returns ``next_event(request=None)``: the next ``("step", (step, rows))``, then
     ``("done", None)`` once the job's future resolves, or ``("timeout", None)`` past the
-    request timeout. With ``request`` it also answers ``("gone", None)`` when the client
+    ``deadline`` of ``owner``, the request (its slow check's wait included). With
+    ``request`` it also answers ``("gone", None)`` when the client
     has gone away (poll it only before a response starts: a ``StreamingResponse`` watches
     for the disconnect itself and cancels its body)."""
     loop = asyncio.get_running_loop()
@@ -81,11 +82,11 @@ def open_stream(state: ServerState, job: Job) -> NextEvent:
     submit(state, job)
     job.future.add_done_callback(
         lambda _: loop.call_soon_threadsafe(events.put_nowait, ("done", None)))
-    deadline = loop.time() + state.limits.request_timeout_s
+    end = deadline(state, owner)
 
     async def next_event(request: Request | None = None) -> tuple[str, Any]:
         while True:
-            remaining = deadline - loop.time()
+            remaining = end - loop.time()
             if remaining <= 0:
                 state.metrics.inc("timeouts")
                 return "timeout", None
@@ -113,7 +114,7 @@ async def stream_job(state: ServerState, request: Request, job: Job, events: Eve
     worker finds before any step (a template it rejects) is still a plain JSON error
     (infill, forms); otherwise it starts at once (completions, chat: their errors are found
     before submitting)."""
-    next_event = open_stream(state, job)  # 429 before the stream starts
+    next_event = open_stream(state, job, request)  # 429 before the stream starts
     first: tuple[str, Any] | None = None
     if first_step:
         try:

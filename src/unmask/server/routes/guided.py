@@ -34,18 +34,19 @@ from unmask.messages import plural
 from unmask.sampling.loop import StepCallback
 from unmask.server.http import APIError, sse
 from unmask.server.plumbing import (
+    TakesSeconds,
     account,
     alone,
     blaming,
     check_generation,
     check_names,
     check_text,
+    checked,
     note,
     overflow_param,
     repair_calls,
     run_alone,
     sample_config,
-    slow_check,
     usage,
     user_error,
 )
@@ -152,11 +153,19 @@ def schema_text(schema: Any) -> str:
     return json.dumps(schema, ensure_ascii=False, separators=(",", ":"))
 
 
-def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int) -> tuple[Any, bool]:
-    """``constraint_form`` for the served tokenizer; a ``UserError`` becomes a 400 naming
-    the field (an unenforceable keyword, a regex the engine rejects, a too large automaton).
-    A schema is held to the size of a form's text (``limits.max_prompt_chars``, ``check_text``):
-    it had no bound (an ``enum`` of 5000 entries compiles for seconds)."""
+def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int, *,
+               slow: bool = True) -> tuple[Any, bool]:
+    """``constraint_form`` for the served tokenizer, its automata compiled (``parse_form``:
+    kept in ``cached_automaton``, so that the worker and a stream's ``AnswerSoFar`` find
+    them built); a ``UserError`` becomes a 400 naming the field (an unenforceable keyword, a
+    regex the engine rejects, a too large automaton). A schema is held to the size of a
+    form's text (``limits.max_prompt_chars``, ``check_text``): it had no bound (an ``enum``
+    of 5000 entries compiles for seconds).
+
+    A form compiled before is taken from ``state.forms`` (nothing compiles); otherwise,
+    unless ``slow``, ``TakesSeconds`` (``plumbing.checked``: the caller compiles it on a
+    slow-check thread)."""
+    from unmask.infill.forms import parse_form
     from unmask.infill.schema import constraint_form
 
     schema = kwargs.get("json_schema")
@@ -169,10 +178,22 @@ def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int) -> t
             param="guided_regex",
             code="unsupported",
         )
+    key = json.dumps([kwargs, max_tokens], sort_keys=True, ensure_ascii=False)
+    kept = state.forms.get(key)
+    if kept is not None:
+        return kept  # type: ignore[no-any-return]
+    if not slow:
+        raise TakesSeconds
     try:
-        return constraint_form(state.tok, max_tokens=max_tokens, **kwargs)
+        form, parse = constraint_form(state.tok, max_tokens=max_tokens, **kwargs)
     except UserError as e:
         raise APIError(400, str(e), param=kwargs["source"], code="invalid_value") from None
+    try:
+        parse_form(form, state.tok, source=kwargs["source"])  # its automata compile here
+    except UserError as e:
+        raise user_error(e, kwargs["source"]) from None
+    state.forms.put(key, (form, parse))
+    return form, parse
 
 
 def fitting_choices(state: ServerState, choices: list[Any], max_tokens: int) -> list[Any]:
@@ -417,13 +438,18 @@ async def run_guided(
         )
     source = kwargs["source"]
 
-    def compiled() -> tuple[Any, bool, AnswerSoFar | None]:
+    bound = req.max_tokens if "max_tokens" in req.model_fields_set else None
+
+    def compiled(slow: bool) -> tuple[Any, bool, AnswerSoFar | None]:
         """The form, and what a stream writes the answer with: their automata compile for
-        seconds (a slow check: on the loop, they held every client)."""
+        seconds the first time (a slow check: on the loop, they held every client), then
+        are cached (``build_form``: no slow check)."""
         given = kwargs
-        if "choice" in given and "max_tokens" in req.model_fields_set:
-            given = {**given, "choice": fitting_choices(state, given["choice"], req.max_tokens)}
-        form, parse = build_form(state, given, req.max_tokens)
+        if "choice" in given and bound is not None:
+            given = {**given, "choice": fitting_choices(state, given["choice"], bound)}
+        form, parse = build_form(state, given, req.max_tokens, slow=slow)
+        if bound is not None:
+            check_room(state, form, source, bound)
         if not req.stream:
             return form, parse, None
         try:  # its refusal before the stream starts names the field, as the plain one
@@ -431,7 +457,7 @@ async def run_guided(
         except UserError as e:
             raise user_error(e, source) from None
 
-    form, parse, so_far = await slow_check(state, compiled, request)
+    form, parse, so_far = await checked(state, request, compiled, on=state.compiles)
     # not the checkpoint's recommendation (no ``loaded``): its penalties, measured on free
     # text, would fight the constraint (a structured answer repeats on purpose); steps not
     # sent: one per masked token, at most --max-steps (as infill and forms)
@@ -443,11 +469,7 @@ async def run_guided(
     config = api.with_seed(config)
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
 
-    bound = req.max_tokens if "max_tokens" in req.model_fields_set else None
-
-    def run(on_step: StepCallback) -> Any:
-        if bound is not None:  # the automata compile here, on the worker (and are kept)
-            check_room(state, form, kwargs["source"], bound)
+    def run(on_step: StepCallback) -> Any:  # its automata compiled in ``compiled``
         return fill_form(
             state.model,
             state.tok,

@@ -14,7 +14,6 @@ Inside: ``infill_body``, ``form_body`` and ``router``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -29,12 +28,14 @@ from unmask.sampling.loop import StepCallback
 from unmask.server.http import APIError
 from unmask.server.plumbing import (
     SAMPLE_OPTIONS,
+    TakesSeconds,
     alone,
     blaming,
     check_model,
     check_names,
     check_steps,
     check_text,
+    checked,
     diffusion_only,
     note,
     repair_calls,
@@ -42,7 +43,6 @@ from unmask.server.plumbing import (
     sample_config,
     secured,
     sent_option,
-    slow_check,
     spoken,
     user_error,
 )
@@ -53,13 +53,9 @@ from unmask.server.streaming import DenoisingEvents, refuse_if_gone, stream_job
 Plan = tuple[Callable[[StepCallback], Any], Callable[[ServerState, Any], dict[str, Any]],
              str | None]
 """A checked template request: its work on the worker, its response body and the field a
-refusal found there names (``_run``); made off the event loop (``asyncio.to_thread``: the
-checks parse templates and tokenize texts; a structured answer's, which compile its
-automata for seconds, on a slow-check thread: ``plumbing.slow_check``)."""
-
-GUIDED_FIELDS = ("response_format", "guided_json", "guided_regex", "guided_choice")
-"""The fields of a structured answer (``routes.guided.guidance``): its automata compile among
-the request's checks, on a slow-check thread (``plumbing.slow_check``)."""
+refusal found there names (``_run``); made off the event loop (``plumbing.checked``: the
+checks parse templates and tokenize texts; those that compile a structured answer's
+automata or check a schema's patterns, for seconds, on a slow-check thread)."""
 
 INFILL_FIELDS = ("length_mode", "length_score", "max_candidates", "elbo_samples")
 """``InfillRequest`` fields that are ``InfillOptions`` fields (unset: the library's default)."""
@@ -186,14 +182,13 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/infill")
     async def infill_(req: InfillRequest, request: Request) -> Response:
-        if any(getattr(req, f) is not None for f in GUIDED_FIELDS):  # automata compile
-            fn, body, blame = await slow_check(state, lambda: plan_infill(req), request)
-        else:
-            fn, body, blame = await asyncio.to_thread(plan_infill, req)  # off the event loop
+        fn, body, blame = await checked(state, request, lambda slow: plan_infill(req, slow),
+                                        on=state.compiles)
         return await _run(state, request, req, req.stream, "infill-", fn, body, blame)
 
-    def plan_infill(req: InfillRequest) -> Plan:
-        """The checks of an infill request, and its work (thread-safe: off the loop)."""
+    def plan_infill(req: InfillRequest, slow: bool) -> Plan:
+        """The checks of an infill request, and its work (thread-safe: off the loop;
+        ``TakesSeconds`` where a structured answer compiles, unless ``slow``)."""
         from unmask import api
         from unmask.infill import SearchLimitError, parse_template
         from unmask.infill.options import constrain_gaps
@@ -205,7 +200,7 @@ def router(state: ServerState) -> APIRouter:
         check(req, "infill", causal_ok=guided is not None or fim)
         check_text(state, req.template, "template")
         if guided is not None:
-            return plan_guided_infill(req, guided)
+            return plan_guided_infill(req, guided, slow)
         if req.regex and not state.limits.allow_regex:
             raise no_regex("regex")
         if req.regex:  # the gaps' patterns together, before any compiles (on the worker)
@@ -248,7 +243,7 @@ def router(state: ServerState) -> APIRouter:
 
         return run, infill_body, None
 
-    def plan_guided_infill(req: InfillRequest, guided: dict[str, Any]) -> Plan:
+    def plan_guided_infill(req: InfillRequest, guided: dict[str, Any], slow: bool) -> Plan:
         """One gap ``[MASK:n]`` filled under ``response_format`` / ``guided_*``: the text
         around it is locked context; the gap gets at most n tokens."""
         from unmask import api
@@ -287,7 +282,7 @@ def router(state: ServerState) -> APIRouter:
                            "the template's text (/v1/tokenize counts tokens)", param="template",
                            code="context_length_exceeded")
         width = gap.length or 32
-        form, parse = build_form(state, guided, width)
+        form, parse = build_form(state, guided, width, slow=slow)
         items, holes, automata = user_call(
             lambda: parse_form(form, tok, source=guided["source"]), guided["source"])
         # at its longest, as fill_form lays it: a first piece with no text before it starts a
@@ -332,11 +327,13 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/forms")
     async def forms(req: FormRequest, request: Request) -> Response:
-        fn, body, blame = await asyncio.to_thread(plan_form, req)  # off the event loop
+        fn, body, blame = await checked(state, request, lambda slow: plan_form(req, slow),
+                                        on=state.compiles)
         return await _run(state, request, req, req.stream, "form-", fn, body, blame)
 
-    def plan_form(req: FormRequest) -> Plan:
-        """The checks of a forms request, and its work (thread-safe: off the loop)."""
+    def plan_form(req: FormRequest, slow: bool) -> Plan:
+        """The checks of a forms request, and its work (thread-safe: off the loop;
+        ``TakesSeconds`` before a schema's checks, unless ``slow``)."""
         from unmask import api
         from unmask.errors import UserError
         from unmask.infill.forms import load_json
@@ -347,6 +344,8 @@ def router(state: ServerState) -> APIRouter:
             raise APIError(400, "give a form or a schema (exactly one)", param="form",
                            code="invalid_value")
         if req.schema_ is not None:
+            if not slow:  # its patterns are checked for seconds (a plain /v1/tokenize
+                raise TakesSeconds  # waited 20 s behind six schemas on the default threads)
             return plan_schema_form(req)
         text = req.form if isinstance(req.form, str) else json.dumps(req.form)
         check_text(state, text, "form")
@@ -386,11 +385,9 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/edit")
     async def edit_(req: EditRequest, request: Request) -> Response:
-        if req.regex is not None and req.lowest is None and state.limits.allow_regex:
-            # its search holds a thread for up to REGEX_SECONDS: one of the slow checks'
-            run, blame = await slow_check(state, lambda: plan_edit(req), request)
-        else:
-            run, blame = await asyncio.to_thread(plan_edit, req)  # off the event loop
+        # a regex search holds a thread for up to REGEX_SECONDS: a slow check
+        run, blame = await checked(state, request, lambda slow: plan_edit(req, slow),
+                                   on=state.searches)
         await refuse_if_gone(state, request)  # left while its checks ran: not run
         res = await run_alone(state, request,
                               blaming(run, req, blame, most=state.limits.max_steps))
@@ -402,9 +399,11 @@ def router(state: ServerState) -> APIRouter:
                              "changes": changes, "spans": [list(s) for s in res.spans],
                              "rounds": res.rounds, "nfe": res.nfe})
 
-    def plan_edit(req: EditRequest) -> tuple[Callable[[StepCallback], Any], str | None]:
+    def plan_edit(req: EditRequest, slow: bool
+                  ) -> tuple[Callable[[StepCallback], Any], str | None]:
         """The checks of an edit request (the text tokenized), its work and the field its
-        refusals name (thread-safe: off the loop)."""
+        refusals name (thread-safe: off the loop; ``TakesSeconds`` before a regex search,
+        unless ``slow``)."""
         from unmask import api
         from unmask.infill.edit import CallLimitError, edit_spans
 
@@ -427,6 +426,8 @@ def router(state: ServerState) -> APIRouter:
         spans = [tuple(s) for s in req.spans or ()]
         regex = req.regex
         if regex is not None and req.lowest is None:
+            if not slow:
+                raise TakesSeconds
             # the matches found here, off the loop, in a child process (at most
             # REGEX_SECONDS): on the worker, a slow regex held every request for 5 s
             try:
