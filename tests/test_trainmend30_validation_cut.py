@@ -66,23 +66,30 @@ def same_weights(a: Path, b: Path, name: str) -> bool:
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
-def cut(config: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run ``config`` and send SIGINT while its first validation (step 2) reads its batches."""
+def interrupted(config: TrainConfig, monkeypatch: pytest.MonkeyPatch, validation: int) -> Path:
+    """Run ``config`` and send SIGINT while its ``validation``-th validation (1: the first)
+    reads its second batch; the run must stop."""
     orig = TokenDataset.windows
-    sent = []
+    passes = []
 
     def windows(self, seq_len, **k):
+        if self.split == "val":
+            passes.append(True)
         for i, w in enumerate(orig(self, seq_len, **k)):
-            if self.split == "val" and not sent and i == 1:
+            if self.split == "val" and len(passes) == validation and i == 1:
                 os.kill(os.getpid(), signal.SIGINT)
-                sent.append(True)
             yield w
 
     with monkeypatch.context() as m:
         m.setattr(TokenDataset, "windows", windows)
         with pytest.raises(TrainingStopped):
             train(config, progress=False)
-    run = Path(config.out)
+    return Path(config.out)
+
+
+def cut(config: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run ``config`` and send SIGINT while its first validation (step 2) reads its batches."""
+    run = interrupted(config, monkeypatch, 1)
     assert trainer(run)["step"] == 2 and trainer(run)["validation_cut"] == 2
     return run
 
@@ -343,22 +350,7 @@ def test_ctrl_c_during_the_final_validation_stops_it_and_the_resume_runs_it(
     the last step says ``validation_cut``, and the resume runs that validation only, so the
     log, the weights and the best checkpoint equal the uninterrupted run's."""
     config = cfg(dataset, tmp_path / "run")
-    orig = TokenDataset.windows
-    passes = []
-
-    def windows(self, seq_len, **k):
-        if self.split == "val":
-            passes.append(True)
-        for i, w in enumerate(orig(self, seq_len, **k)):
-            if self.split == "val" and len(passes) == 2 and i == 1:  # step 4's: the final one
-                os.kill(os.getpid(), signal.SIGINT)
-            yield w
-
-    with monkeypatch.context() as m:
-        m.setattr(TokenDataset, "windows", windows)
-        with pytest.raises(TrainingStopped):
-            train(config, progress=False)
-    run = Path(config.out)
+    run = interrupted(config, monkeypatch, 2)  # step 4's: the final one
     assert trainer(run)["step"] == 4 and trainer(run)["validation_cut"] == 4
     assert [r["step"] for r in lines(run) if "val_loss" in r] == [2]
     train(config, resume=True, progress=False)
