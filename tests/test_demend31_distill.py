@@ -197,3 +197,27 @@ def test_the_trajectory_file_is_written_every_save_every_s(teacher, corpus, tmp_
     make_trajectories(load(teacher), str(corpus), cfg, save_to=tmp_path / "t.safetensors",
                       progress=False)
     assert writes == [2, 6, 8]
+
+
+def test_another_teachers_stamp_is_not_taken_for_weights_of_the_same_size_and_time(
+        teacher, corpus, tmp_path):
+    """The file's recorded stamp stood for the weights whenever their size and time matched
+    it, whatever teacher had made it: a second teacher (other weights, same size, same
+    modification time: touch -r, rsync -t) decoding over the same file recorded the first
+    one's hash, so touching it later read as changed weights (decoded again, refused)."""
+    from unmask.checkpoint import file_digest
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(teacher, a, copy_function=shutil.copy)
+    shutil.copytree(teacher, b, copy_function=shutil.copy)
+    wa, wb = _weights(a), _weights(b)
+    data = bytearray(wb.read_bytes())
+    data[-1] ^= 1  # another weight (the last tensor's last byte), the same size
+    wb.write_bytes(bytes(data))
+    st = wa.stat()
+    os.utime(wb, ns=(st.st_atime_ns, st.st_mtime_ns))
+    file = tmp_path / "t.safetensors"
+    refresh_trajectories(str(a), str(corpus), file, TRAJ, progress=False)
+    refresh_trajectories(str(b), str(corpus), file, TRAJ, progress=False)
+    stamp = Trajectories.settings_of(file)["teacher_weights"]
+    assert stamp[2] == file_digest(wb) != file_digest(wa)

@@ -213,10 +213,13 @@ def _settings(
     sample = dataclasses.asdict(trajectory_sample_config(teacher, cfg, seed=0))
     del sample["seed"]  # per batch, stored with every row
     extra = {} if vocab is None else {"vocab": vocab}
+    named = _teacher_named(teacher, teacher_path) if teacher_path else None
+    # the file's stamp stands for this teacher's weights only if it is of this teacher: another
+    # weights file of the same size and time (touch -r, rsync -t) took the first one's hash
+    then = (known or {}).get("teacher_weights") if (known or {}).get("teacher") == named else None
     return extra | {
-        "teacher": _teacher_named(teacher, teacher_path) if teacher_path else None,
-        "teacher_weights": weights_stamp(teacher_path, known=(known or {}).get(
-            "teacher_weights")) if teacher_path else None,
+        "teacher": named,
+        "teacher_weights": weights_stamp(teacher_path, known=then) if teacher_path else None,
         TOKENIZER_KEY: tokenizer_stamp(teacher.tokenizer),
         "data": str(Path(data).resolve()),
         "data_files": corpus_stamp(data),
