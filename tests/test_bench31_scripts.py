@@ -40,7 +40,8 @@ if [ "$1" = -m ] && { [ "$3" = train ] || [ "$3" = distill ]; }; then
   case "$out" in
     "$WORK"/*) if [ -n "$(ls -A "$out" 2>/dev/null)" ]; then echo "stale $out" >> "$LOG"
                else echo "fresh $out" >> "$LOG"; fi
-               mkdir -p "$out" && echo '{}' > "$out/metrics.jsonl" ;;
+               mkdir -p "$out" && echo '{}' > "$out/metrics.jsonl" \
+                 && echo '{}' > "$out/train_config.json" ;;
     *) echo "outside $out" >> "$LOG" ;;
   esac
 fi
@@ -56,8 +57,9 @@ def test_device_session_stages_train_in_fresh_folders(tmp_path):
     py, work, log = tmp_path / "python3", tmp_path / "work", tmp_path / "calls.log"
     py.write_text(FAKE_PY)
     py.chmod(0o755)
+    stages = work / "unmask_device_session"
     for stage in ("probe", "demo", "twin", "drafter", "small0"):
-        (work / stage / "checkpoint").mkdir(parents=True)  # an earlier call's runs
+        (stages / stage / "checkpoint").mkdir(parents=True)  # an earlier call's runs
     env = {"PATH": "/usr/bin:/bin", "PY": str(py), "OUT": str(tmp_path / "out"),
            "WORK": str(work), "LOG": str(log), "DEVICE": "cpu",
            "STAGES": "demo twin drafter", "TOTAL": "30"}  # fmt: skip
@@ -65,7 +67,54 @@ def test_device_session_stages_train_in_fresh_folders(tmp_path):
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode == 0, r.stderr
     calls = log.read_text().splitlines()
-    assert calls == [f"fresh {work}/{d}" for d in ("probe", "demo", "twin", "small0", "drafter")]
+    assert calls == [f"fresh {stages}/{d}" for d in ("probe", "demo", "twin", "small0", "drafter")]
+
+
+def _device_session(tmp_path, work, **env):
+    py, log = tmp_path / "python3", tmp_path / "calls.log"
+    py.write_text(FAKE_PY)
+    py.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PY": str(py), "OUT": str(tmp_path / "out"),
+           "WORK": str(work), "LOG": str(log), "DEVICE": "cpu", "TOTAL": "30",
+           "STAGES": "demo distill twin drafter hybrid", "HYBRID_SELF": "1", **env}  # fmt: skip
+    r = subprocess.run(["/bin/bash", "benchmarks/device_session.sh"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    return r, (log.read_text().splitlines() if log.exists() else [])
+
+
+def test_device_session_deletes_only_its_own_folders(tmp_path):
+    """Its stages emptied WORK/demo, WORK/twin, WORK/hybrid ... with WORK defaulting to /tmp:
+    other people's /tmp/demo, a user's runs/twin (WORK=runs). They now live in
+    WORK/unmask_device_session alone; and a WORK with a space worked for `rm` only (every
+    --out, cp and convert path was split in two)."""
+    work = tmp_path / "my runs"
+    for mine in ("demo", "twin", "hybrid", "probe", "distill", "drafter", "small0"):
+        (work / mine / "checkpoint").mkdir(parents=True)
+        (work / mine / "checkpoint" / "model.safetensors").write_text("a user's weights")
+    r, calls = _device_session(tmp_path, work)
+    assert r.returncode == 0, r.stderr
+    assert "cp: " not in r.stderr, r.stderr
+    stages = work / "unmask_device_session"
+    assert calls == [
+        f"fresh {stages}/{d}"
+        for d in ("probe", "demo", "distill", "twin", "small0", "drafter", "hybrid")
+    ]
+    for mine in ("demo", "twin", "hybrid", "probe", "distill", "drafter", "small0"):
+        assert (work / mine / "checkpoint" / "model.safetensors").exists(), mine
+
+
+def test_device_session_refuses_home_as_work(tmp_path):
+    """WORK=$HOME (or /) would put its stage folders, deleted at each call, in the home."""
+    home = tmp_path / "home"
+    (home / "unmask_device_session" / "demo").mkdir(parents=True)
+    for work in (home, f"{home}/", f"{home}/x/.."):
+        r, calls = _device_session(tmp_path, work, HOME=str(home))
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip() == (
+            f"device_session.sh: error: WORK={work} is / or $HOME (a folder for its runs)"
+        )
+        assert calls == []
+    assert (home / "unmask_device_session" / "demo").is_dir()
 
 
 class _Clock:
