@@ -10,7 +10,7 @@ types for counts and durations; ``int_list`` parses a comma list such as
 writes strict JSON (NaN as null).
 ``output_file`` / ``output_path`` are the type of a ``--json`` path (checked at once, nothing
 made: an unwritable path is refused before the run, not after it).
-``generated(ids, eos)`` counts a row's tokens as a tokens/s wants them (its text and EOS).
+``generated(ids, eos)`` is the one count of a row's tokens behind every script's tokens/s.
 ``default_output(name)`` is where results go when no path is given (``runs/bench``, not the
 committed ``benchmarks/results``). Scripts import this module from their own folder
 (``python benchmarks/NAME.py`` puts it first on ``sys.path``). It imports ``unmask`` only
@@ -42,13 +42,17 @@ def default_output(name: str) -> Path:
     return OUTPUT / name
 
 
-def generated(ids: Sequence[int], eos: int | None) -> int:
-    """Tokens a row generated: its text and the EOS that ended it (a forward made the EOS
-    too; after it, a left-to-right decoder makes nothing and a diffusion row no text)."""
+def generated(ids: Sequence[int], eos: int | None, *, with_eos: bool = False) -> int:
+    """Tokens a row generated, as every script's tokens/s counts them (and so its ratio to
+    ``ar``): its text, cut at its first EOS, the EOS not counted; a row that ended at EOS
+    early counts its own length, not the batch's longest row's (``generate_ar``'s ``steps``).
+    ``with_eos``: the EOS that ended the row counted too, for tokens per *forward* (a forward
+    made the EOS; after it, a left-to-right decoder makes nothing and a diffusion row no
+    text)."""
     from unmask.sampling import cut_at_eos
 
     text = len(cut_at_eos(ids, eos))
-    return text + (text < len(ids))
+    return text + (with_eos and text < len(ids))
 
 
 def json_text(

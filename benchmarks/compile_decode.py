@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import fill_defaults, json_text, output_file, positive_int
+from _common import fill_defaults, generated, json_text, output_file, positive_int
 
 from unmask.config import DECODE_COMPILES
 
@@ -40,14 +40,17 @@ def _time_modes(
     first: dict[str, float] = {}
     times: dict[str, list[float]] = {mode: [] for mode in configs}
     ids: dict[str, Any] = {}
-    decoded: dict[str, int] = {}  # tokens per row: an ar row stops at its EOS
+    decoded: dict[str, int] = {}  # tokens of all rows: an ar row stops at its EOS
 
     def once(mode: str) -> float:
         t0 = time.perf_counter()
         res = api.start(loaded, prompt, configs[mode]).run()
         seconds = time.perf_counter() - t0
         ids[mode] = res.gen_ids
-        decoded[mode] = res.steps if configs[mode].decoder == "ar" else configs[mode].gen_length
+        decoded[mode] = (  # an ar row's text ends at its EOS (_common.generated)
+            sum(generated(r, loaded.config.eos_id) for r in res.gen_ids)
+            if configs[mode].decoder == "ar" else len(prompt) * configs[mode].gen_length
+        )
         return seconds
 
     for mode in configs:
@@ -61,7 +64,7 @@ def _time_modes(
         rows[mode] = {
             "first_s": round(first[mode], 2),
             "steady_s": round(steady, 3),
-            "tok_s": round(len(prompt) * decoded[mode] / steady, 1),
+            "tok_s": round(decoded[mode] / steady, 1),
             "ids": ids[mode],
         }
     return rows

@@ -35,12 +35,20 @@
 #   STAGES="demo distill drafter spec" TOTAL=560 DEMO_S=150 DISTILL_S=200 \
 #     bash benchmarks/device_session.sh
 # data/bible: the demo corpus prepared as benchmarks/hybrid_scale.sh prepares it.
-# Runs train in WORK (default /tmp): a stage removes its own folder there first, so a second
-# call on the same machine trains afresh where train/distill refused the folder (and a
-# stage skipped reuses the last call's: distill the demo of an earlier call).
+# Runs train in WORK/unmask_device_session (WORK default /tmp; WORK=/ or $HOME is refused):
+# a stage DELETES its own folder there first (probe, demo, distill, twin, small0, drafter,
+# hybrid), so a second call on the same machine trains afresh where train/distill refused
+# the folder (and a stage skipped reuses the last call's: distill the demo of an earlier
+# call). Nothing else under WORK is touched: a user's runs/twin survives WORK=runs.
 set -uo pipefail
 PY=${PY:-python3}; DEV=${DEVICE:-cuda}
-O=${OUT:-/tmp/out}; W=${WORK:-/tmp}; mkdir -p "$O/logs"; L="$O/logs"
+O=${OUT:-/tmp/out}; WORK=${WORK:-/tmp}
+case "$(realpath -m -- "$WORK")" in  # its stage folders were /tmp/demo, runs/twin ...: others'
+  / | "$(realpath -m -- "${HOME:-/}")")
+    echo "device_session.sh: error: WORK=$WORK is / or \$HOME (a folder for its runs)" >&2
+    exit 2 ;;
+esac
+W="$WORK/unmask_device_session"; mkdir -p "$O/logs"; L="$O/logs"
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
 T0=$(date +%s); left() { echo $(( ${TOTAL:-540} - ($(date +%s) - T0) )); }
 STAGES=" ${STAGES:-demo distill drafter hybrid spec} "; want() { [[ "$STAGES" == *" $1 "* ]]; }
@@ -61,49 +69,50 @@ DEMO=(--data data/bible --preset demo --init src/unmask/assets/demo --seq-len 25
       --batch-size "$DB" --lr 1e-3 --ema 0.999 --eval-batches 8 --seed 2 --device "$DEV" --no-progress)
 echo "== demo probe left $(left)s"  # (its rate sizes the demo and distill stages)
 rm -rf "$W/probe"  # a run folder of an earlier call: train and distill refuse one
-$PY -m unmask.cli train "${DEMO[@]}" --out $W/probe --steps 60 --warmup 10 --log-every 10 \
+$PY -m unmask.cli train "${DEMO[@]}" --out "$W/probe" --steps 60 --warmup 10 --log-every 10 \
   --eval-every 1000 --save-every 1000 2>&1 | tail -3 | tee "$L/probe.txt"
 read -r STEPS DSTEPS < <($PY -c "
-import json
-r=[json.loads(l) for l in open('$W/probe/metrics.jsonl') if '\"elapsed_s\"' in l]
+import json, sys
+r=[json.loads(l) for l in open(sys.argv[1]) if '\"elapsed_s\"' in l]
 a,b=r[1],r[-1]; rate=(b['step']-a['step'])/(b['elapsed_s']-a['elapsed_s'])
 n=lambda s: max(250, int(rate*s*0.85)//250*250)
-print(n($DEMO_S), n(60*${DMIN:-1.3}))" 2>>"$L/probe.txt" || echo 500 500)
+print(n($DEMO_S), n(60*${DMIN:-1.3}))" "$W/probe/metrics.jsonl" 2>>"$L/probe.txt" \
+  || echo 500 500)
 echo "== demo train $STEPS steps (distill $DSTEPS) left $(left)s" | tee -a "$L/probe.txt"
 if want demo; then
   rm -rf "$W/demo"
-  timeout $((DEMO_S + 60)) $PY -m unmask.cli train "${DEMO[@]}" --out $W/demo --steps "$STEPS" \
+  timeout $((DEMO_S + 60)) $PY -m unmask.cli train "${DEMO[@]}" --out "$W/demo" --steps "$STEPS" \
     --warmup 200 --eval-every 500 --save-every 500 --keep-best --time-limit $((DEMO_S / 60 + 1)) \
     2>&1 | tail -5 | tee "$L/demo_train.txt"
-  cp $W/demo/metrics.jsonl "$L/demo_metrics.jsonl"; cp $W/demo/train_config.json "$L/demo_train_config.json"
-  $PY -m unmask.cli convert $W/demo/best/checkpoint "$O/demo" --dtype fp16 2>&1 | tail -2
+  cp "$W/demo/metrics.jsonl" "$L/demo_metrics.jsonl"; cp "$W/demo/train_config.json" "$L/demo_train_config.json"
+  $PY -m unmask.cli convert "$W/demo/best/checkpoint" "$O/demo" --dtype fp16 2>&1 | tail -2
 fi
 if want distill; then
   echo "== distill left $(left)s"
-  TEACH=$W/demo/best/checkpoint; [ -f $TEACH/model.safetensors ] || TEACH=src/unmask/assets/demo
+  TEACH="$W/demo/best/checkpoint"; [ -f "$TEACH/model.safetensors" ] || TEACH=src/unmask/assets/demo
   echo "teacher: $TEACH" | tee "$L/distill.txt"
   rm -rf "$W/distill"
   timeout ${DISTILL_S:-130} $PY -m unmask.cli distill --teacher "$TEACH" --data data/bible \
-    --out $W/distill --trajectories ${DN:-2048} --prompt-length 16 --gen-length 240 \
+    --out "$W/distill" --trajectories ${DN:-2048} --prompt-length 16 --gen-length 240 \
     --traj-batch ${DTB:-256} --traj-cache none --traj-temperature 0 --steps "$DSTEPS" \
     --batch-size ${DBATCH:-64} --lr 5e-4 --warmup 50 --save-every 250 --log-every 50 \
     --device "$DEV" --time-limit ${DMIN:-1.3} --no-progress 2>&1 | tail -5 | tee -a "$L/distill.txt"
-  cp $W/distill/metrics.jsonl "$L/distill_metrics.jsonl"
-  cp $W/distill/train_config.json "$L/distill_train_config.json"
-  $PY -m unmask.cli convert $W/distill/checkpoint "$O/student" --dtype fp16 2>&1 | tail -2
+  cp "$W/distill/metrics.jsonl" "$L/distill_metrics.jsonl"
+  cp "$W/distill/train_config.json" "$L/distill_train_config.json"
+  $PY -m unmask.cli convert "$W/distill/checkpoint" "$O/student" --dtype fp16 2>&1 | tail -2
 fi
 TWIN=.devcarry/ar-fim  # the AR twin: carried, or trained here by the twin stage
 if want twin; then  # the twin's recorded recipe (docs/training.md, "Small corpora"): best step kept
   echo "== twin left $(left)s" | tee "$L/twin.txt"
   rm -rf "$W/twin"
-  timeout ${TWIN_S:-150} $PY -m unmask.cli train --data data/bible --out $W/twin --preset demo \
+  timeout ${TWIN_S:-150} $PY -m unmask.cli train --data data/bible --out "$W/twin" --preset demo \
     --objective ar --fim-rate 0.5 --seq-len 256 --batch-size 16 --steps ${TSTEPS:-3000} \
     --lr 2e-3 --warmup 200 --ema 0.999 --eval-every 250 --eval-batches 8 --save-every 250 \
     --keep-best --seed 0 --device "$DEV" --time-limit ${TMIN:-2} --no-progress 2>&1 | tail -5 \
     | tee -a "$L/twin.txt"
-  cp $W/twin/metrics.jsonl "$L/twin_metrics.jsonl"
-  for c in $W/twin/best/checkpoint $W/twin/checkpoint; do
-    [ -f $c/model.safetensors ] && TWIN=$c && break
+  cp "$W/twin/metrics.jsonl" "$L/twin_metrics.jsonl"
+  for c in "$W/twin/best/checkpoint" "$W/twin/checkpoint"; do
+    [ -f "$c/model.safetensors" ] && TWIN=$c && break
   done
   $PY -m unmask.cli convert "$TWIN" "$O/twin" --dtype fp16 2>&1 | tail -2
 fi
@@ -113,38 +122,38 @@ if want drafter; then
   rm -rf "$W/small0" "$W/drafter"
   SI=${DRAFT_INIT:-}  # the student; unset: a fresh bench-preset model (the CPU found a
   if [ -z "$SI" ]; then  # demo-size one, distilled, 1.07-1.14x AR: docs/sampling.md)
-    SI=$W/small0
-    $PY -m unmask.cli train --data data/bible --out $SI --preset bench --seq-len 256 --steps 1 \
+    SI="$W/small0"
+    $PY -m unmask.cli train --data data/bible --out "$SI" --preset bench --seq-len 256 --steps 1 \
       --batch-size 2 --eval-every 0 --save-every 0 --device "$DEV" --no-progress 2>&1 | tail -1
   fi
   timeout ${DRAFTER_S:-150} $PY -m unmask.cli distill --teacher "$TWIN" --student "$SI" \
-    --data data/bible --out $W/drafter --trajectories ${RN:-8192} --prompt-length 16 \
+    --data data/bible --out "$W/drafter" --trajectories ${RN:-8192} --prompt-length 16 \
     --gen-length 240 --traj-batch ${RTB:-512} --traj-temperature 0 --distill-window 8 \
     --steps ${RSTEPS:-4000} --batch-size ${RBATCH:-128} --lr 2e-3 --warmup 200 --save-every 1000 \
     --log-every 100 --device "$DEV" --time-limit ${RMIN:-1.5} --no-progress 2>&1 | tail -5 \
     | tee -a "$L/drafter.txt"
-  cp $W/drafter/metrics.jsonl "$L/drafter_metrics.jsonl"
-  $PY -m unmask.cli convert $W/drafter/checkpoint "$O/drafter" --dtype fp16 2>&1 | tail -2
+  cp "$W/drafter/metrics.jsonl" "$L/drafter_metrics.jsonl"
+  $PY -m unmask.cli convert "$W/drafter/checkpoint" "$O/drafter" --dtype fp16 2>&1 | tail -2
 fi
 if want hybrid && [ "${HYBRID_SELF:-0}" = 1 ]; then  # the twin drafting its own greedy text
   echo "== hybrid (self-distilled) left $(left)s" | tee "$L/hybrid_train.txt"
   rm -rf "$W/hybrid"
   timeout ${TRAIN_S:-170} $PY -m unmask.cli distill --teacher "$TWIN" --student "$TWIN" \
-    --data data/bible --out $W/hybrid --trajectories ${HN:-4096} --prompt-length 16 \
+    --data data/bible --out "$W/hybrid" --trajectories ${HN:-4096} --prompt-length 16 \
     --gen-length 240 --traj-batch ${HTB:-512} --traj-temperature 0 --draft-block ${HBLOCK:-8} \
     --steps ${HSTEPS:-3000} --batch-size ${HBATCH:-64} --lr 5e-4 --warmup 100 --save-every 500 \
     --log-every 50 --device "$DEV" --time-limit ${HMIN:-2} --no-progress 2>&1 | tail -5 \
     | tee -a "$L/hybrid_train.txt"
-  cp $W/hybrid/metrics.jsonl "$L/hybrid_metrics.jsonl"
-  $PY -m unmask.cli convert $W/hybrid/checkpoint "$O/hybrid" --dtype fp16 2>&1 | tail -2
+  cp "$W/hybrid/metrics.jsonl" "$L/hybrid_metrics.jsonl"
+  $PY -m unmask.cli convert "$W/hybrid/checkpoint" "$O/hybrid" --dtype fp16 2>&1 | tail -2
 elif want hybrid; then
   echo "== hybrid train ($HSTEPS steps) left $(left)s"
   rm -rf "$W/hybrid"  # hybrid_scale.sh would resume it
-  PY=$PY INIT="$TWIN" DATA=data/bible OUT=$W/hybrid SHIP="$O/hybrid" STEPS=$HSTEPS \
+  PY=$PY INIT="$TWIN" DATA=data/bible OUT="$W/hybrid" SHIP="$O/hybrid" STEPS=$HSTEPS \
     DEVICE=$DEV MEASURE=0 BATCH=${HBATCH:-32} TIME_LIMIT=${HMIN:-2} timeout ${TRAIN_S:-170} \
     bash benchmarks/hybrid_scale.sh 2>&1 | tail -5 | tee "$L/hybrid_train.txt"
-  cp $W/hybrid/metrics.jsonl "$L/hybrid_metrics.jsonl"
-  cp $W/hybrid/train_config.json "$L/hybrid_train_config.json"
+  cp "$W/hybrid/metrics.jsonl" "$L/hybrid_metrics.jsonl"
+  cp "$W/hybrid/train_config.json" "$L/hybrid_train_config.json"
 fi
 S=$(( $(left) - 25 )); [ "$S" -gt "${SPEC_S:-80}" ] && S=${SPEC_S:-80}
 if want spec && [ "$S" -gt 15 ]; then

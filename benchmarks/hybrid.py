@@ -34,13 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import json_text, output_file, positive_int
+from _common import generated, json_text, output_file, positive_int
 
 from unmask import api
 from unmask.config import SampleConfig, model_preset
 from unmask.model import KVCache, Transformer
 from unmask.objectives import draft_layout
-from unmask.sampling import cut_at_eos
 from unmask.sampling.hybrid import HybridRun
 
 PROMPT_LEN = 32
@@ -155,7 +154,7 @@ def decode(ld: Any, data: str, n: int, gen: int, batch: int) -> list[dict]:
                                                      r.accepted), strict=True)]  # fmt: skip
                 ids += r.gen_ids
             s = time.perf_counter() - t
-            tok_s = sum(len(cut_at_eos(r, eos)) for r in ids) / s
+            tok_s = sum(generated(r, eos) for r in ids) / s
             if name == "ar":
                 ar_ids, ar_tok_s = ids, tok_s
             rows.append({

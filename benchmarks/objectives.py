@@ -93,7 +93,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import default_output, non_negative_int, output_file, positive_int
+from _common import default_output, generated, non_negative_int, output_file, positive_int
 
 from unmask import api
 from unmask.checkpoint import checkpoint_dir, load
@@ -276,8 +276,8 @@ def sample(
         prompts = [[]] * len(prompts)
         sampled = cfg.latent_window or sampled
 
-    ar = cfg.objective not in CONTINUOUS and cfg.attention == "causal"  # rows end at EOS:
-    # its tokens are the ones decoded (steps), a diffusion row's every position
+    ar = cfg.objective not in CONTINUOUS and cfg.attention == "causal"  # a row ends at its
+    # EOS: it counts its own text (_common.generated), a diffusion row every position
 
     def decode(prompts: list[list[int]], gen: torch.Generator) -> Any:
         if cfg.objective in CONTINUOUS:  # the one decoding path
@@ -314,7 +314,8 @@ def sample(
     texts = decode_generations(gen, tok, cfg.eos_id)
     return {"texts": texts, "nfe": res.nfe, "seconds": seconds, "entropy": unigram_entropy(cut),
             "broken": sum(is_broken(g, t, tok) for g, t in zip(cut, texts, strict=True)),
-            "tokens": len(gen) * (res.steps if ar else sampled)}  # fmt: skip
+            "tokens": sum(generated(g, cfg.eos_id) for g in gen) if ar  # each row's own
+            else len(gen) * sampled}  # fmt: skip
 
 
 def unigram_samples(

@@ -13,7 +13,7 @@ For each model and generation length this decodes the same held-out prompts (tho
 corpus-tail``, training text, as the committed results were measured) with the checkpoint's
 recommended sampling options (what a user with no flags gets: ``api.sample_config``) in
 each dtype, interleaving the dtypes in every repeat, and reports per dtype: tokens/s (the
-fastest of ``--repeats`` runs of all prompts; an ``ar`` row's tokens end at its EOS, a
+fastest of ``--repeats`` runs of all prompts; an ``ar`` row counts its text, cut at EOS, a
 diffusion row decodes every position) and ``speedup``, its ratio to fp32's (to the
 first dtype without fp32), the share of generated tokens equal to fp32's, and the quality
 columns of ``benchmarks/defaults.py`` (gen ppl under the offline scorer, per-text
@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                     best[d] = min(best[d], dt)
                     outs[d] = (ids, texts)
             ref_ids, decoder, eos = outs[ref][0], api.choose(first, cfg), first.config.eos_id
-            rate = {d: sum(generated(r, eos) if decoder == "ar" else len(r)  # an ar row ends
-                           for r in outs[d][0]) / best[d]  # at its EOS; diffusion decodes all
+            rate = {d: sum(generated(r, eos) if decoder == "ar" else len(r)  # an ar row's
+                           for r in outs[d][0]) / best[d]  # text; diffusion decodes all
                     for d in args.dtypes}  # fmt: skip
             for d in args.dtypes:
                 ids, texts = outs[d]

@@ -150,9 +150,8 @@ def measure(
     label, loaded, config = case.label, case.loaded, case.config
     eos = loaded.config.eos_id
     gen = [r for res in results for r in res.gen_ids]
-    cut = [cut_at_eos(r, eos) for r in gen]
-    tokens = sum(len(r) for r in cut) or 1
-    made = sum(generated(r, eos) for r in gen)  # with each row's EOS: a forward made it too
+    tokens = sum(generated(r, eos) for r in gen) or 1
+    made = sum(generated(r, eos, with_eos=True) for r in gen)  # a forward made the EOS too
     texts = [t for res in results for t in res.texts(loaded.tokenizer)]
     nfe = sum(res.nfe for res in results)
     row: dict[str, Any] = {

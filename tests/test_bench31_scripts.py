@@ -40,7 +40,8 @@ if [ "$1" = -m ] && { [ "$3" = train ] || [ "$3" = distill ]; }; then
   case "$out" in
     "$WORK"/*) if [ -n "$(ls -A "$out" 2>/dev/null)" ]; then echo "stale $out" >> "$LOG"
                else echo "fresh $out" >> "$LOG"; fi
-               mkdir -p "$out" && echo '{}' > "$out/metrics.jsonl" ;;
+               mkdir -p "$out" && echo '{}' > "$out/metrics.jsonl" \
+                 && echo '{}' > "$out/train_config.json" ;;
     *) echo "outside $out" >> "$LOG" ;;
   esac
 fi
@@ -56,8 +57,9 @@ def test_device_session_stages_train_in_fresh_folders(tmp_path):
     py, work, log = tmp_path / "python3", tmp_path / "work", tmp_path / "calls.log"
     py.write_text(FAKE_PY)
     py.chmod(0o755)
+    stages = work / "unmask_device_session"
     for stage in ("probe", "demo", "twin", "drafter", "small0"):
-        (work / stage / "checkpoint").mkdir(parents=True)  # an earlier call's runs
+        (stages / stage / "checkpoint").mkdir(parents=True)  # an earlier call's runs
     env = {"PATH": "/usr/bin:/bin", "PY": str(py), "OUT": str(tmp_path / "out"),
            "WORK": str(work), "LOG": str(log), "DEVICE": "cpu",
            "STAGES": "demo twin drafter", "TOTAL": "30"}  # fmt: skip
@@ -65,12 +67,59 @@ def test_device_session_stages_train_in_fresh_folders(tmp_path):
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode == 0, r.stderr
     calls = log.read_text().splitlines()
-    assert calls == [f"fresh {work}/{d}" for d in ("probe", "demo", "twin", "small0", "drafter")]
+    assert calls == [f"fresh {stages}/{d}" for d in ("probe", "demo", "twin", "small0", "drafter")]
+
+
+def _device_session(tmp_path, work, **env):
+    py, log = tmp_path / "python3", tmp_path / "calls.log"
+    py.write_text(FAKE_PY)
+    py.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PY": str(py), "OUT": str(tmp_path / "out"),
+           "WORK": str(work), "LOG": str(log), "DEVICE": "cpu", "TOTAL": "30",
+           "STAGES": "demo distill twin drafter hybrid", "HYBRID_SELF": "1", **env}  # fmt: skip
+    r = subprocess.run(["/bin/bash", "benchmarks/device_session.sh"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    return r, (log.read_text().splitlines() if log.exists() else [])
+
+
+def test_device_session_deletes_only_its_own_folders(tmp_path):
+    """Its stages emptied WORK/demo, WORK/twin, WORK/hybrid ... with WORK defaulting to /tmp:
+    other people's /tmp/demo, a user's runs/twin (WORK=runs). They now live in
+    WORK/unmask_device_session alone; and a WORK with a space worked for `rm` only (every
+    --out, cp and convert path was split in two)."""
+    work = tmp_path / "my runs"
+    for mine in ("demo", "twin", "hybrid", "probe", "distill", "drafter", "small0"):
+        (work / mine / "checkpoint").mkdir(parents=True)
+        (work / mine / "checkpoint" / "model.safetensors").write_text("a user's weights")
+    r, calls = _device_session(tmp_path, work)
+    assert r.returncode == 0, r.stderr
+    assert "cp: " not in r.stderr, r.stderr
+    stages = work / "unmask_device_session"
+    assert calls == [
+        f"fresh {stages}/{d}"
+        for d in ("probe", "demo", "distill", "twin", "small0", "drafter", "hybrid")
+    ]
+    for mine in ("demo", "twin", "hybrid", "probe", "distill", "drafter", "small0"):
+        assert (work / mine / "checkpoint" / "model.safetensors").exists(), mine
+
+
+def test_device_session_refuses_home_as_work(tmp_path):
+    """WORK=$HOME (or /) would put its stage folders, deleted at each call, in the home."""
+    home = tmp_path / "home"
+    (home / "unmask_device_session" / "demo").mkdir(parents=True)
+    for work in (home, f"{home}/", f"{home}/x/.."):
+        r, calls = _device_session(tmp_path, work, HOME=str(home))
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip() == (
+            f"device_session.sh: error: WORK={work} is / or $HOME (a folder for its runs)"
+        )
+        assert calls == []
+    assert (home / "unmask_device_session" / "demo").is_dir()
 
 
 class _Clock:
-    """A fake ``time`` for a benchmark module: every decoding call costs 1 s, and the first
-    call of all (the one-time costs: allocations, kernels) 10 s more."""
+    """A fake ``time`` for a benchmark module: every decoding call costs ``cost`` (1 s), and
+    the first call of all (the one-time costs: allocations, kernels) 10 s more."""
 
     def __init__(self) -> None:
         self.now, self.calls = 0.0, 0
@@ -78,14 +127,16 @@ class _Clock:
     def perf_counter(self) -> float:
         return self.now
 
-    def spend(self) -> None:
+    def spend(self, cost: float = 1.0) -> None:
         self.calls += 1
-        self.now += 11.0 if self.calls == 1 else 1.0
+        self.now += cost + (10.0 if self.calls == 1 else 0.0)
 
 
 def test_hybrid_decode_rows_exclude_the_warm_up(benchmark, monkeypatch):
     """The first timed call (ar, batch 1) paid the process's one-time costs, so every hybrid
-    row's vs_ar came out inflated; vs_ar is now the tokens/s ratio the docstring names."""
+    row's vs_ar came out inflated; vs_ar is now the tokens/s ratio the docstring names. The
+    hybrid's calls cost half ar's and its rows end at EOS after 3 of 4 tokens, so a time
+    ratio (2.0), an inverted one (0.67) or counting the EOS (2.0) each differ from 1.5."""
     import types
 
     import unmask.data
@@ -94,24 +145,24 @@ def test_hybrid_decode_rows_exclude_the_warm_up(benchmark, monkeypatch):
     clock = _Clock()
     monkeypatch.setattr(hybrid, "time", clock)
 
-    def result(chunk, gen):
-        clock.spend()
-        return types.SimpleNamespace(gen_ids=[[5] * gen for _ in chunk], row_rounds=len(chunk),
-                                     committed=gen * len(chunk), drafted=2, accepted=1)  # fmt: skip
+    def result(chunk, row, cost):
+        clock.spend(cost)
+        return types.SimpleNamespace(gen_ids=[row] * len(chunk), row_rounds=len(chunk),
+                                     committed=4 * len(chunk), drafted=2, accepted=1)  # fmt: skip
 
-    class Start:
+    class Start:  # ar: 4 text tokens in 1 s a call
         def __init__(self, ld, chunk, config):
             self.chunk, self.gen = chunk, config.gen_length
 
         def run(self):
-            return result(self.chunk, self.gen)
+            return result(self.chunk, [5] * self.gen, 1.0)
 
-    class Hybrid:
+    class Hybrid:  # 3 text tokens and EOS in 0.5 s a call: 1.5x ar's text tokens/s
         def __init__(self, model, chunk, max_new_tokens, eos_id, predraft):
             self.chunk, self.gen = chunk, max_new_tokens
 
         def run(self):
-            return result(self.chunk, self.gen)
+            return result(self.chunk, [5] * (self.gen - 1) + [0], 0.5)
 
     class Windows:
         def __init__(self, data, split):
@@ -129,8 +180,8 @@ def test_hybrid_decode_rows_exclude_the_warm_up(benchmark, monkeypatch):
     rows = hybrid.decode(ld, "data", n=2, gen=4, batch=2)
     assert [(r["decoder"], r["batch"]) for r in rows] == [
         (d, b) for b in (1, 2) for d in ("ar", "all", "ends")]
-    # every timed call costs the same 1 s: each decoder runs as fast as ar at each batch size
-    assert [r["vs_ar"] for r in rows] == [1.0] * 6
+    assert [r["vs_ar"] for r in rows] == [1.0, 1.5, 1.5] * 2
+    assert [r["tok_s"] for r in rows] == [4.0, 6.0, 6.0, 8.0, 12.0, 12.0]
 
 
 def test_startup_cases_exclude_their_first_run(benchmark, monkeypatch):
@@ -196,8 +247,9 @@ def test_defaults_ties_are_broken_by_warm_per_pass_seconds(benchmark, monkeypatc
 
 
 def test_compile_decode_counts_the_tokens_an_ar_row_decoded(benchmark, monkeypatch):
-    """An ar row that ended at its EOS after 3 of 8 tokens was counted as 8 tokens/s-worth:
-    tok_s is now the tokens decoded (a diffusion row decodes every position)."""
+    """An ar row that ended at its EOS after 3 of 8 tokens was counted as 8 tokens/s-worth,
+    then as the batch's steps (its longest row's length): tok_s now counts each row's text
+    to its EOS (``_common.generated``; a diffusion row decodes every position)."""
     import types
 
     import unmask.api
@@ -208,17 +260,18 @@ def test_compile_decode_counts_the_tokens_an_ar_row_decoded(benchmark, monkeypat
     monkeypatch.setattr(compile_decode, "time", clock)
 
     def start(loaded, prompt, config):
-        def run():
+        def run():  # rows ending at EOS (0) after 2 and 5 text tokens: the batch ran 6 steps
             clock.spend()
-            steps = 3 if config.decoder == "ar" else 2
-            return types.SimpleNamespace(gen_ids=[[7, 7, 0] + [0] * 5], steps=steps)
+            rows = [[7, 7, 0] + [0] * 5, [7] * 5 + [0] * 3]
+            return types.SimpleNamespace(gen_ids=rows, steps=6 if config.decoder == "ar" else 2)
 
         return types.SimpleNamespace(run=run)
 
     monkeypatch.setattr(unmask.api, "start", start)
-    for decoder, tokens in (("ar", 3.0), ("llada", 8.0)):
+    loaded = types.SimpleNamespace(config=types.SimpleNamespace(eos_id=0))
+    for decoder, tokens in (("ar", 7.0), ("llada", 16.0)):  # ar: each row's text, not 2 x 6
         configs = {"off": SampleConfig(gen_length=8, decoder=decoder)}
-        rows = compile_decode._time_modes(None, [[5, 6]], configs, repeats=1)
+        rows = compile_decode._time_modes(loaded, [[5, 6]] * 2, configs, repeats=1)
         assert rows["off"]["tok_s"] == tokens
 
 
@@ -249,7 +302,7 @@ def test_precision_counts_the_tokens_an_ar_row_generated(benchmark, monkeypatch)
     precision.main(["--prompts", "2", "--gen-lengths", "8", "--prompt-source", "corpus-tail",
                     "--no-score", "--repeats", "1", "--dtypes", "fp32", "bf16"])  # fmt: skip
     assert [(r["dtype"], r["tok_s"], r["speedup"]) for r in rows] == [
-        ("fp32", 16.0, 1.0), ("bf16", 6.0, 0.375)]  # 2 x 8 text; 2 x (2 text + EOS)
+        ("fp32", 16.0, 1.0), ("bf16", 4.0, 0.25)]  # 2 x 8 text; 2 x 2 text (cut at EOS)
 
 
 @pytest.mark.parametrize(
@@ -276,7 +329,8 @@ def test_train_throughput_sides_are_checked(args, message):
 def test_objectives_sampling_is_timed_warm_and_counts_ar_tokens(benchmark, monkeypatch):
     """objectives.py timed each model's first sampling call (ar, sampled first, paid the
     process's one-time costs: its seconds are the equal-time comparison's budget) and counted
-    gen_length tokens for an ar row that ended at its EOS."""
+    gen_length tokens for an ar row that ended at its EOS, then rows x steps: a row that ended
+    early counted at the longest row's length."""
     import argparse
     import types
 
@@ -294,11 +348,12 @@ def test_objectives_sampling_is_timed_warm_and_counts_ar_tokens(benchmark, monke
     monkeypatch.setattr(objectives, "load", lambda run: loaded)
 
     def generate_ar(model, prompts, max_new_tokens, **kw):
-        clock.spend()
-        row = [72, 105, special["eos_id"]] + [special["pad_id"]] * (max_new_tokens - 3)
-        return types.SimpleNamespace(gen_ids=[row] * len(prompts), nfe=3, steps=3)
+        clock.spend()  # rows end at EOS after 2 and 5 text tokens: the batch ran 6 steps
+        eos, pad = special["eos_id"], special["pad_id"]
+        rows = [[72, 105, eos] + [pad] * 5, [72, 105, 106, 107, 108, eos, pad, pad]]
+        return types.SimpleNamespace(gen_ids=rows[: len(prompts)], nfe=6, steps=6)
 
     monkeypatch.setattr(objectives, "generate_ar", generate_ar)
     args = argparse.Namespace(gen_length=8, sample_steps=None)
     out = objectives.sample(Path("run"), "ar", args, [[65, 66]] * 2)
-    assert (out["seconds"], out["tokens"]) == (1.0, 6)  # 2 rows x (2 text + EOS)
+    assert (out["seconds"], out["tokens"]) == (1.0, 7)  # 2 + 5 text tokens, not 2 rows x 6
