@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -204,3 +205,44 @@ def test_a_streams_deadline_counts_its_slow_check_too(monkeypatch):
     # a 504 before its first step (``stream_job``'s first_step), else the stream's error event
     assert r.status_code in (200, 504)
     assert '"code": "timeout"' in r.text or '"code":"timeout"' in r.text, r.text[-300:]
+
+
+def test_schemas_whose_properties_differ_in_order_are_different_forms():
+    """The remembered form was keyed with the schema's keys sorted: a schema listing b before
+    a, sent after one listing a before b, was answered with a first (review rm31)."""
+    ab = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "boolean"}},
+          "required": ["a", "b"]}
+    ba = {"type": "object", "properties": {"b": {"type": "boolean"}, "a": {"type": "integer"}},
+          "required": ["a", "b"]}
+    with TestClient(_app()) as c:
+        for schema, first in ((ab, "a"), (ba, "b")):
+            r = c.post("/v1/completions", json={"prompt": "x", "max_tokens": 16,
+                                                "guided_json": schema, "seed": 1})
+            assert r.status_code == 200, r.text
+            assert next(iter(json.loads(r.json()["choices"][0]["text"]))) == first
+
+
+def test_a_remembered_form_whose_automata_were_dropped_compiles_on_a_slow_check(monkeypatch):
+    """A form compiled before skipped the slow check even when its automata had since been
+    dropped from the automaton cache: they were built again on asyncio's default threads (no
+    bound, no 429) and once more on the worker (review rm31). Once any automaton is dropped,
+    a remembered form takes the slow check again."""
+    from unmask.infill import automaton
+
+    path, body = CASES["schema"]
+    with TestClient(_app()) as c:
+        assert c.post(path, json=body).status_code == 200  # compiled and remembered
+        calls: list[bool] = []
+        real = guided.build_form
+
+        def spy(*args, **kwargs):
+            calls.append(kwargs.get("slow", True))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(guided, "build_form", spy)
+        assert c.post(path, json=body).status_code == 200
+        assert calls and True not in calls  # remembered: the fast look found it
+        calls.clear()
+        monkeypatch.setattr(automaton, "_EVICTED", [automaton.evictions() + 1])
+        assert c.post(path, json=body).status_code == 200
+        assert calls[0] is False and True in calls  # the fast look missed: a slow check

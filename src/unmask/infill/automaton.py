@@ -1487,6 +1487,14 @@ CACHE_BYTES = 512 * 2**20
 dropped first: it kept every automaton for good, and a server compiles one per distinct
 pattern a client sends (a 19,000-state automaton over a 126k vocabulary is tens of MB)."""
 _LOCK = threading.Lock()
+_EVICTED = [0]  # automata ``cached_automaton`` has dropped so far (any tokenizer)
+
+
+def evictions() -> int:
+    """How many automata ``cached_automaton`` has dropped since the process started: a
+    caller that remembers what it compiled (the server's ``FormMemo``) can tell that its
+    automata may be gone (the count moved) and must be built again."""
+    return _EVICTED[0]
 
 
 def _nbytes(automaton: TokenAutomaton) -> int:
@@ -1515,6 +1523,7 @@ def cached_automaton(tokenizer: Any, key: Any, build: Any) -> TokenAutomaton:
             used = sum(_nbytes(a) for a in store.values())
             while used > CACHE_BYTES and len(store) > 1:
                 used -= _nbytes(store.popitem(last=False)[1])
+                _EVICTED[0] += 1
     return out
 
 

@@ -162,9 +162,12 @@ def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int, *,
     form's text (``limits.max_prompt_chars``, ``check_text``): it had no bound (an ``enum``
     of 5000 entries compiles for seconds).
 
-    A form compiled before is taken from ``state.forms`` (nothing compiles); otherwise,
-    unless ``slow``, ``TakesSeconds`` (``plumbing.checked``: the caller compiles it on a
+    A form compiled before is taken from ``state.forms`` (nothing compiles) while no
+    automaton has been dropped from the cache since (``automaton.evictions``: its automata
+    may be gone, and would compile outside the slow check); otherwise, unless ``slow``,
+    ``TakesSeconds`` (``plumbing.checked``: the caller compiles it on a
     slow-check thread)."""
+    from unmask.infill.automaton import evictions
     from unmask.infill.forms import parse_form
     from unmask.infill.schema import constraint_form
 
@@ -178,10 +181,12 @@ def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int, *,
             param="guided_regex",
             code="unsupported",
         )
-    key = json.dumps([kwargs, max_tokens], sort_keys=True, ensure_ascii=False)
+    # (not sort_keys: a schema's property order is its answer's field order)
+    key = json.dumps([kwargs, max_tokens], ensure_ascii=False)
+    stamp = evictions()  # read before compiling: its own build may drop automata
     kept = state.forms.get(key)
-    if kept is not None:
-        return kept  # type: ignore[no-any-return]
+    if kept is not None and kept[0] == stamp:  # its automata are all still cached
+        return kept[1]  # type: ignore[no-any-return]
     if not slow:
         raise TakesSeconds
     try:
@@ -192,7 +197,7 @@ def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int, *,
         parse_form(form, state.tok, source=kwargs["source"])  # its automata compile here
     except UserError as e:
         raise user_error(e, kwargs["source"]) from None
-    state.forms.put(key, (form, parse))
+    state.forms.put(key, (stamp, (form, parse)))
     return form, parse
 
 
