@@ -39,6 +39,10 @@ class ServerLimits:
     lone request starts at once; requests arriving later join it at the next step."""
     request_timeout_s: float = 300.0
     """Wall-time limit per request (queueing included); then 504 and the work is cancelled."""
+    keepalive_s: float = 15.0
+    """A stream that has sent nothing for this long sends an SSE comment (``: keep-alive``,
+    which SSE and OpenAI clients ignore), so that a proxy or client with a read timeout does
+    not cut a generation whose text is not final yet. 0: never."""
     max_n: int = 8
     """Most choices per prompt."""
     max_prompts: int = 16
@@ -74,7 +78,7 @@ class ServerLimits:
             if isinstance(v, bool):
                 continue
             # a timeout of -1 answered every request 504, max_n 0 refused every one
-            at_least_0 = f.name in ("batch_wait_s", "max_search_calls")  # 0: none (search)
+            at_least_0 = f.name in ("batch_wait_s", "max_search_calls", "keepalive_s")  # 0: none
             if at_least_0 and not (math.isfinite(v) and v >= 0):
                 raise UserError(f"server limit {f.name}={v!r} must be at least 0")
             if not at_least_0 and not (math.isfinite(v) and v > 0):

@@ -4,7 +4,9 @@ A streamed job sends what its ``Events`` make of each sampler step (OpenAI chunk
 completions and chat, ``denoising.step`` events for infill and forms), then what they
 make of the job's result, then ``data: [DONE]``. The streamer owns the rest: submitting
 (429 before anything is sent), the request timeout (an ``{"error": ...}`` event), a job
-that fails (the same), and cancelling the work when the client goes away.
+that fails (the same), cancelling the work when the client goes away, a ``: keep-alive``
+comment after ``ServerLimits.keepalive_s`` of silence, and a bounded backlog of steps for a
+client that reads slower than the sampler steps (``MAX_UNREAD_STEPS``, ``open_stream``).
 
 Inside: ``Events`` (what an endpoint streams), ``stream_job``, ``denoising_event``,
 ``DenoisingEvents`` (the whole-canvas steps of infill and forms, then the body), and
@@ -26,6 +28,13 @@ from unmask.server.plumbing import deadline, drop, job_failure, submit, timed_ou
 from unmask.server.state import ServerState
 
 DONE = "data: [DONE]\n\n"
+KEEPALIVE = ": keep-alive\n\n"
+"""An SSE comment (clients ignore it): what a stream sends after ``keepalive_s`` of silence,
+so that a proxy's or client's read timeout does not cut it while its text is not final."""
+
+MAX_UNREAD_STEPS = 16
+"""Most sampler steps a stream holds for a client that reads slower than they come
+(``open_stream``): each holds the job's whole canvas."""
 
 NextEvent = Callable[..., Awaitable[tuple[str, Any]]]
 
@@ -66,17 +75,33 @@ def sse_error(err: APIError) -> str:
 
 def open_stream(state: ServerState, job: Job, owner: Request) -> NextEvent:
     """Submit ``job`` with a sink that queues its steps (429 before anything is sent);
-    returns ``next_event(request=None)``: the next ``("step", (step, rows))``, then
-    ``("done", None)`` once the job's future resolves, or ``("timeout", None)`` past the
+    returns ``next_event(request=None, ping_at=None)``: the next ``("step", (step, rows))``,
+    then ``("done", None)`` once the job's future resolves, or ``("timeout", None)`` past the
     ``deadline`` of ``owner``, the request (its slow check's wait included). With
     ``request`` it also answers ``("gone", None)`` when the client
     has gone away (poll it only before a response starts: a ``StreamingResponse`` watches
-    for the disconnect itself and cancels its body)."""
+    for the disconnect itself and cancels its body); with ``ping_at`` (a ``loop.time()``),
+    ``("ping", None)`` when nothing came by then.
+
+    At most ``MAX_UNREAD_STEPS`` steps wait to be read: past that, a new step replaces the
+    newest unread one (a client that reads slower than the sampler steps gets the latest
+    canvas, not a backlog of whole canvases that grows with the steps until the timeout)."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    unread = 0  # steps queued and not read yet
+    newest: list[Any] = []  # the box of the step queued last (its payload at [0])
+
+    def put_step(payload: tuple[int, list[list[int]]]) -> None:  # event loop
+        nonlocal unread, newest
+        if unread >= MAX_UNREAD_STEPS:
+            newest[0] = payload
+            return
+        newest = [payload]
+        unread += 1
+        events.put_nowait(("step", newest))
 
     def sink(step: int, rows: list[list[int]]) -> None:  # worker thread
-        loop.call_soon_threadsafe(events.put_nowait, ("step", (step, rows)))
+        loop.call_soon_threadsafe(put_step, (step, rows))
 
     job.sink = sink
     submit(state, job)
@@ -84,15 +109,30 @@ def open_stream(state: ServerState, job: Job, owner: Request) -> NextEvent:
         lambda _: loop.call_soon_threadsafe(events.put_nowait, ("done", None)))
     end = deadline(state, owner)
 
-    async def next_event(request: Request | None = None) -> tuple[str, Any]:
+    def take(kind: str, payload: Any) -> tuple[str, Any]:
+        nonlocal unread
+        if kind == "step":
+            unread -= 1
+            payload = payload[0]
+        return kind, payload
+
+    async def next_event(request: Request | None = None,
+                         ping_at: float | None = None) -> tuple[str, Any]:
         while True:
-            remaining = end - loop.time()
+            now = loop.time()
+            remaining = end - now
             if remaining <= 0:
                 state.metrics.inc("timeouts")
                 return "timeout", None
+            if not events.empty():
+                return take(*events.get_nowait())
+            if ping_at is not None and ping_at <= now:
+                return "ping", None
             wait = min(0.25, remaining) if request else remaining
+            if ping_at is not None:
+                wait = min(wait, ping_at - now)
             try:
-                return await asyncio.wait_for(events.get(), timeout=wait)
+                return take(*await asyncio.wait_for(events.get(), timeout=wait))
             except asyncio.TimeoutError:
                 if request is not None and await request.is_disconnected():
                     return "gone", None
@@ -134,16 +174,26 @@ async def stream_job(state: ServerState, request: Request, job: Job, events: Eve
             except BaseException as e:  # noqa: BLE001
                 raise job_failure(e) from None
 
+    keepalive = state.limits.keepalive_s
+
     async def body() -> AsyncIterator[str]:
         finished = False
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()  # when the stream last sent something
+
+        def next_after_quiet() -> Awaitable[tuple[str, Any]]:
+            return next_event(ping_at=quiet_since + keepalive if keepalive > 0 else None)
+
         try:
             for event in events.opening():
                 yield event
-            kind, payload = first if first is not None else await next_event()
-            while kind == "step":
-                for event in events.step(*payload):
+                quiet_since = loop.time()
+            kind, payload = first if first is not None else await next_after_quiet()
+            while kind in ("step", "ping"):
+                for event in events.step(*payload) if kind == "step" else (KEEPALIVE,):
                     yield event
-                kind, payload = await next_event()
+                    quiet_since = loop.time()
+                kind, payload = await next_after_quiet()
             if kind == "timeout":
                 yield sse_error(timed_out(state))
                 return
