@@ -85,6 +85,26 @@ def test_the_memory_a_compile_may_take(monkeypatch):
         assert "\n" not in str(e.value)
 
 
+def test_the_default_limit_follows_a_containers_memory_limit(tmp_path, monkeypatch):
+    """Inside a container ``MemAvailable`` is the host's: the default limit is a share of what
+    the cgroup limit leaves (``quantize.free_bytes``), as for loading a model and training,
+    not of the host's memory (review rl31: 16 GB allowed in a 4 GB container)."""
+    from unmask import quantize, train_guards
+
+    group = tmp_path / "cg"
+    group.mkdir()
+    (group / "memory.max").write_text(f"{4 << 30}\n")
+    (group / "memory.current").write_text(f"{1 << 30}\n")
+    (group / "memory.stat").write_text("anon 1\n")
+    read_int = quantize._read_int
+    monkeypatch.setattr(quantize, "_read_int", lambda path, key=None: (
+        64 << 20 if path == "/proc/meminfo" else read_int(path, key)))  # 64 GiB, in kB
+    monkeypatch.setattr(quantize, "CGROUP_ROOT", str(group))
+    monkeypatch.delenv(automaton.AUTOMATON_MEMORY_ENV, raising=False)
+    assert automaton.automaton_memory_limit() == int(0.75 * (3 << 30))
+    assert train_guards.available_memory("cpu") == 3 << 30  # one reading for both
+
+
 def test_what_fits_in_memory_is_not_refused(monkeypatch):
     """The refusal follows the memory (the moves times ``BYTES_PER_MOVE``), not a fixed count
     of moves: a pattern over the old fixed 32M moves compiles where memory allows it, and

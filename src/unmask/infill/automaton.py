@@ -1036,15 +1036,11 @@ def estimated_moves(sizes: tuple[int, Leads], vocab: Vocab, keep: np.ndarray
 
 
 def _available_memory() -> int | None:
-    """The bytes of memory available (``/proc/meminfo``'s ``MemAvailable``), None unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    """The bytes of memory available (``MemAvailable``, no more than a container's cgroup limit
+    leaves: ``quantize.free_bytes``), None unknown."""
+    from unmask.quantize import free_bytes
+
+    return free_bytes("cpu")
 
 
 def automaton_memory_limit() -> int:
