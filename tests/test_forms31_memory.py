@@ -159,3 +159,21 @@ def test_common_schemas_fit_in_8_gb_at_llada_vocabulary_size(schema, fits, mb, b
     else:
         with pytest.raises(UserError, match="too large for this tokenizer"):
             schema_form(schema, tok)
+
+
+def test_a_limit_under_a_megabyte_is_told_in_bytes(monkeypatch):
+    """``UNMASK_MAX_AUTOMATON_MB=0.0001`` is about 100 bytes; it was told as "the 0 MB limit"."""
+    monkeypatch.setenv(automaton.AUTOMATON_MEMORY_ENV, "0.0001")
+    with pytest.raises(UserError, match=r"some \d+ bytes to compile, over the 104 bytes limit"):
+        automaton.check_transitions("n=[a-z]{3}", BYTES)
+
+
+def test_a_bad_limit_is_an_error_with_the_automaton_cached_too(tmp_path, monkeypatch):
+    """A bad ``UNMASK_MAX_AUTOMATON_MB`` was only noticed on a cache miss: the same command
+    failed (exit 2) or ran depending on the cache."""
+    monkeypatch.setenv("UNMASK_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(automaton.AUTOMATON_MEMORY_ENV, raising=False)
+    TokenAutomaton.from_regex("[a-c]{2}", BYTES)
+    monkeypatch.setenv(automaton.AUTOMATON_MEMORY_ENV, "lots")
+    with pytest.raises(UserError, match="^UNMASK_MAX_AUTOMATON_MB="):
+        TokenAutomaton.from_regex("[a-c]{2}", BYTES)

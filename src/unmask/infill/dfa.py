@@ -418,7 +418,10 @@ def dfa_sizes(pattern: str, limit: int, *, most_positions: int = 50_000,
     the tokens starting with ``a``). Both counted as ``dfa_states`` counts, the second only
     as far as the first stays within ``limit``; the states inside a character under
     ``CONTINUATION``, and a final state's mask holds the first byte of the end mark it also
-    moves on. Never under the library's moves on the patterns tried (``estimated_moves``)."""
+    moves on. An estimate (``estimated_moves``): over the library's moves on most patterns
+    tried (JSON strings in arrays or unions about 2x), but under them for overlapping
+    alternations inside counted repetitions (``(?:\\S|[a-z]{0,4}){12}``: 0.19x at 126k
+    tokens), whose states the engine keeps apart in priority order."""
     import re._parser as parser
 
     work = _Work(budget)
