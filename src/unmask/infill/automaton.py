@@ -68,9 +68,10 @@ within every other limit, would take some 18 GB."""
 AUTOMATON_MEMORY_ENV = "UNMASK_MAX_AUTOMATON_MB"
 """The most megabytes one automaton's compile may take (``automaton_memory_limit``)."""
 AUTOMATON_MEMORY_SHARE = 0.75
-"""The share of the memory available (``MemAvailable``) a compile may take by default."""
+"""The share of the memory available (``MemAvailable``, no more than a container's cgroup
+limit leaves) a compile may take by default."""
 AUTOMATON_MEMORY_FALLBACK_MB = 8192
-"""The limit where the memory available cannot be read (no ``/proc/meminfo``)."""
+"""The limit where the memory available cannot be read (no ``/proc/meminfo`` nor cgroup)."""
 MAX_REQUEST_DFA_STATES = 2 * MAX_DFA_STATES
 """Most states the DFAs of one request's patterns may have together (``check_total``: each
 distinct pattern's estimate, as for ``MAX_DFA_STATES``, summed): the per-pattern limit bounds
@@ -1072,9 +1073,9 @@ def _in_megabytes(size: int) -> str:
 def check_transitions(pattern: str, vocab: Vocab, allowed: np.ndarray | None = None,
                       what: str = "regex") -> None:
     """``UserError`` when ``pattern``'s automaton over ``vocab`` (its tokens with bytes, those
-    in ``allowed``) may have more moves (``estimated_moves``: an estimate, 1-2.3x the
+    in ``allowed``) may have more moves (``estimated_moves``: an estimate, 1-3x the
     library's count on the patterns tried, that can be under it for overlapping alternations
-    inside counted repetitions: ``(?:\\S|[a-z]{0,4}){12}`` at 126k tokens 5.6M for 29.6M)
+    inside counted repetitions: ``(?:\\S|[a-z]{0,4}){12}`` at 126k tokens 6.4M for 29.6M)
     than fit in ``automaton_memory_limit`` at ``BYTES_PER_MOVE`` each: the moves the library
     builds as one Python dict before unmask turns them into its compact table. Checked
     before the engine builds anything (a cached automaton is not checked)."""
