@@ -294,3 +294,70 @@ def test_a_discriminator_over_single_enum_tags_and_names_in_its_mapping_is_accep
     schema_form(schema, TOK)
     value = fill_schema(MODEL, TOK, schema, cfg(0)).value
     jsonschema.validate(value, schema)
+
+
+_LIZARDS = {  # pydantic 2.14's Owner with pet: Union[Cat, Lizard] = Field(discriminator=...)
+    "$defs": {
+        "Cat": {"properties": {"pet_type": {"const": "cat", "type": "string"},
+                               "meows": {"type": "integer"}},
+                "required": ["pet_type", "meows"], "type": "object"},
+        "Lizard": {"properties": {"pet_type": {"enum": ["reptile", "lizard"], "type": "string"},
+                                  "scales": {"type": "boolean"}},
+                   "required": ["pet_type", "scales"], "type": "object"}},
+    "properties": {"pet": {
+        "discriminator": {"mapping": {"cat": "#/$defs/Cat", "lizard": "#/$defs/Lizard",
+                                      "reptile": "#/$defs/Lizard"}, "propertyName": "pet_type"},
+        "oneOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Lizard"}]}},
+    "required": ["pet"], "type": "object"}
+_BY_INT = {  # pydantic's x: Union[One, Two] = Field(discriminator="kind"), kind: Literal[1]
+    "$defs": {
+        "One": {"properties": {"kind": {"const": 1, "type": "integer"},
+                               "a": {"type": "integer"}},
+                "required": ["kind", "a"], "type": "object"},
+        "Two": {"properties": {"kind": {"const": 2, "type": "integer"},
+                               "b": {"type": "integer"}},
+                "required": ["kind", "b"], "type": "object"}},
+    "properties": {"x": {
+        "discriminator": {"mapping": {"1": "#/$defs/One", "2": "#/$defs/Two"},
+                          "propertyName": "kind"},
+        "oneOf": [{"$ref": "#/$defs/One"}, {"$ref": "#/$defs/Two"}]}},
+    "required": ["x"], "type": "object"}
+
+
+@pytest.mark.parametrize("schema", [_LIZARDS, _BY_INT])
+def test_pydantics_tagged_unions_with_several_or_integer_tags_are_accepted(schema):
+    """A branch's tags may be an enum (``Literal["reptile", "lizard"]``) and a tag a number
+    (``Literal[1]``, named ``"1"`` in the mapping, whose keys are strings): both were refused
+    (review rl31), though the tags decide the branch."""
+    from unmask.infill.schema import schema_form
+
+    schema_form(schema, TOK)
+    value = fill_schema(MODEL, TOK, schema, cfg(0)).value
+    jsonschema.validate(value, schema)
+
+
+def _changed(schema, path, value):
+    schema = copy.deepcopy(schema)
+    node = schema
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return schema
+
+
+@pytest.mark.parametrize("schema", [
+    # a tag in two branches' enums (anyOf: a oneOf is refused before, as not disjoint)
+    _changed(_changed(_LIZARDS, ("$defs", "Cat", "properties", "pet_type"),
+                      {"enum": ["cat", "lizard"]}),
+             ("properties", "pet"), {"anyOf": _LIZARDS["properties"]["pet"]["oneOf"],
+                                     "discriminator": {"propertyName": "pet_type"}}),
+    # "1" sent to the branch tagged 2
+    _changed(_BY_INT, ("properties", "x", "discriminator", "mapping"), {"1": "#/$defs/Two"}),
+    # a key that names no tag
+    _changed(_BY_INT, ("properties", "x", "discriminator", "mapping"), {"3": "#/$defs/One"}),
+])
+def test_overlapping_tags_or_a_mapping_against_the_tags_are_still_refused(schema):
+    from unmask.infill.schema import schema_form
+
+    with pytest.raises(UserError, match="discriminator '(pet_type|kind)' cannot be enforced"):
+        schema_form(schema, TOK)

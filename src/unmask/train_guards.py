@@ -397,31 +397,6 @@ def estimate_memory(
     )
 
 
-def _meminfo_available() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _cgroup_available() -> int | None:
-    """Room left under a cgroup v2 memory limit (containers), if there is one."""
-    root = Path("/sys/fs/cgroup")
-    try:
-        limit = (root / "memory.max").read_text().strip()
-        if limit == "max":
-            return None
-        return int(limit) - int((root / "memory.current").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def available_memory(device: Any) -> int | None:
     """Free bytes where training allocates: CUDA's free memory on a GPU, else the smaller of
     MemAvailable and the cgroup's room; None when it cannot be read."""
@@ -432,8 +407,9 @@ def available_memory(device: Any) -> int | None:
             return int(torch.cuda.mem_get_info(device)[0])
         except (RuntimeError, AssertionError):
             return None
-    found = [m for m in (_meminfo_available(), _cgroup_available()) if m is not None]
-    return min(found) if found else None
+    from unmask.quantize import free_bytes
+
+    return free_bytes("cpu")
 
 
 def _size(n: float) -> str:

@@ -68,9 +68,10 @@ within every other limit, would take some 18 GB."""
 AUTOMATON_MEMORY_ENV = "UNMASK_MAX_AUTOMATON_MB"
 """The most megabytes one automaton's compile may take (``automaton_memory_limit``)."""
 AUTOMATON_MEMORY_SHARE = 0.75
-"""The share of the memory available (``MemAvailable``) a compile may take by default."""
+"""The share of the memory available (``MemAvailable``, no more than a container's cgroup
+limit leaves) a compile may take by default."""
 AUTOMATON_MEMORY_FALLBACK_MB = 8192
-"""The limit where the memory available cannot be read (no ``/proc/meminfo``)."""
+"""The limit where the memory available cannot be read (no ``/proc/meminfo`` nor cgroup)."""
 MAX_REQUEST_DFA_STATES = 2 * MAX_DFA_STATES
 """Most states the DFAs of one request's patterns may have together (``check_total``: each
 distinct pattern's estimate, as for ``MAX_DFA_STATES``, summed): the per-pattern limit bounds
@@ -218,6 +219,7 @@ class TokenAutomaton:
         one too large to compile, or one no token sequence can spell.
         """
         check_size(pattern, what)
+        _configured_memory()  # a bad setting is an error whether or not the map is cached
         path = _disk_path(pattern, vocab, allowed)
         cached = _disk_load(path, vocab.size)
         if cached is not None:
@@ -1036,23 +1038,25 @@ def estimated_moves(sizes: tuple[int, Leads], vocab: Vocab, keep: np.ndarray
 
 
 def _available_memory() -> int | None:
-    """The bytes of memory available (``/proc/meminfo``'s ``MemAvailable``), None unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    """The bytes of memory available (``MemAvailable``, no more than a container's cgroup limit
+    leaves: ``quantize.free_bytes``), None unknown."""
+    from unmask.quantize import free_bytes
+
+    return free_bytes("cpu")
+
+
+def _configured_memory() -> int | None:
+    """``AUTOMATON_MEMORY_ENV`` in bytes, None unset; ``UserError`` for a bad value."""
+    return _megabytes(AUTOMATON_MEMORY_ENV, "the most megabytes one automaton may take "
+                      "to compile, a number > 0", positive=True)
 
 
 def automaton_memory_limit() -> int:
     """The most bytes one automaton's compile may take: ``AUTOMATON_MEMORY_ENV`` (megabytes)
-    where set, else ``AUTOMATON_MEMORY_SHARE`` of the memory available now, else
+    where set, else ``AUTOMATON_MEMORY_SHARE`` of the memory available now (so the same
+    pattern may pass on an idle machine and be refused under load), else
     ``AUTOMATON_MEMORY_FALLBACK_MB``. A value that is not a number > 0 is a ``UserError``."""
-    given = _megabytes(AUTOMATON_MEMORY_ENV, "the most megabytes one automaton may take "
-                       "to compile, a number > 0", positive=True)
+    given = _configured_memory()
     if given is not None:
         return given
     available = _available_memory()
@@ -1061,14 +1065,20 @@ def automaton_memory_limit() -> int:
     return int(available * AUTOMATON_MEMORY_SHARE)
 
 
+def _in_megabytes(size: int) -> str:
+    """``size`` bytes as whole megabytes, or as bytes under one (not "0 MB")."""
+    return f"{size >> 20} MB" if size >= 1 << 20 else f"{size} bytes"
+
+
 def check_transitions(pattern: str, vocab: Vocab, allowed: np.ndarray | None = None,
                       what: str = "regex") -> None:
     """``UserError`` when ``pattern``'s automaton over ``vocab`` (its tokens with bytes, those
-    in ``allowed``) may have more moves (``estimated_moves``, which is never under the
-    library's count and within about 1.2x of it on wide patterns) than fit in
-    ``automaton_memory_limit`` at ``BYTES_PER_MOVE`` each: the moves the library builds as
-    one Python dict before unmask turns them into its compact table. Checked before the
-    engine builds anything (a cached automaton is not checked)."""
+    in ``allowed``) may have more moves (``estimated_moves``: an estimate, 1-3x the
+    library's count on the patterns tried, that can be under it for overlapping alternations
+    inside counted repetitions: ``(?:\\S|[a-z]{0,4}){12}`` at 126k tokens 6.4M for 29.6M)
+    than fit in ``automaton_memory_limit`` at ``BYTES_PER_MOVE`` each: the moves the library
+    builds as one Python dict before unmask turns them into its compact table. Checked
+    before the engine builds anything (a cached automaton is not checked)."""
     sizes = _estimated_sizes(pattern)
     if sizes is None:
         return
@@ -1080,8 +1090,8 @@ def check_transitions(pattern: str, vocab: Vocab, allowed: np.ndarray | None = N
     if moves * BYTES_PER_MOVE > limit:
         raise UserError(
             f"{what}: too large for this tokenizer (about {moves} token moves over its "
-            f"{positions} character positions, some {moves * BYTES_PER_MOVE >> 20} MB to "
-            f"compile, over the {limit >> 20} MB limit: ${AUTOMATON_MEMORY_ENV}, else "
+            f"{positions} character positions, some {_in_megabytes(moves * BYTES_PER_MOVE)} "
+            f"to compile, over the {_in_megabytes(limit)} limit: ${AUTOMATON_MEMORY_ENV}, else "
             f"{AUTOMATON_MEMORY_SHARE:.0%} of the memory available); shorten its counted "
             "runs or maximum lengths"
         )

@@ -722,8 +722,9 @@ def _check_discriminator(node: Mapping[str, Any], root: Mapping[str, Any], path:
                          written: str) -> None:
     """``UserError`` unless ``node``'s ``discriminator`` adds nothing to its ``oneOf``/``anyOf``
     (it is read as an annotation): each branch (its ``$ref`` followed) an object that
-    requires the property with a ``const`` (or one-value ``enum``) tag of its own, and a
-    ``mapping`` that sends each tag it names to that tag's branch. Otherwise OpenAPI would
+    requires the property with a ``const`` or ``enum`` of tags of its own (no tag in two
+    branches), and a ``mapping`` that sends each tag it names to that tag's branch (a key is
+    the tag, or a non-string tag as JSON writes it: ``"1"`` for 1). Otherwise OpenAPI would
     route a fill by a property the branches do not decide (a branch without the tag, a
     mapping that sends ``"dog"`` to ``Cat``), which the fill cannot honour. ``written``: the
     union's keyword as the schema wrote it (a disjoint ``oneOf`` is an ``anyOf`` by now)."""
@@ -737,6 +738,7 @@ def _check_discriminator(node: Mapping[str, Any], root: Mapping[str, Any], path:
                          "const tag of its own")
 
     tags: dict[str, str | None] = {}  # tag (as JSON) -> the branch's $ref
+    owner: dict[str, int] = {}  # tag (as JSON) -> the branch's index
     for i, raw in enumerate(node[key]):
         branch = _resolve(raw, root, f"{path}.{key}[{i}]")
         props = branch.get("properties") if isinstance(branch, Mapping) else None
@@ -745,23 +747,26 @@ def _check_discriminator(node: Mapping[str, Any], root: Mapping[str, Any], path:
             raise refuse(f"{written}[{i}] is no object that requires it")
         prop = _resolve(props.get(name), root, f"{path}.{key}[{i}].properties.{name}")
         if isinstance(prop, Mapping) and "const" in prop:
-            tag = prop["const"]
-        elif (isinstance(prop, Mapping) and isinstance(prop.get("enum"), list)
-              and len(prop["enum"]) == 1):
-            tag = prop["enum"][0]
+            values = [prop["const"]]
+        elif isinstance(prop, Mapping) and isinstance(prop.get("enum"), list) and prop["enum"]:
+            values = prop["enum"]  # pydantic's Literal["reptile", "lizard"]
         else:
             raise refuse(f"{written}[{i}] gives it no const tag")
-        text = json.dumps(tag, sort_keys=True)
-        if text in tags:
-            raise refuse(f"{written}[{i}] has the tag {text} of another branch")
         ref = raw.get("$ref") if isinstance(raw, Mapping) else None
-        tags[text] = ref if isinstance(ref, str) else None
+        for tag in values:
+            text = json.dumps(tag, sort_keys=True)
+            if owner.setdefault(text, i) != i:
+                raise refuse(f"{written}[{i}] has the tag {text} of another branch")
+            tags[text] = ref if isinstance(ref, str) else None
     mapping = told.get("mapping", {})
     if not isinstance(mapping, Mapping):
         raise refuse("its mapping is no object")
     for tag, target in mapping.items():
-        ref = tags.get(json.dumps(tag))
-        if ref is None or target not in (ref, ref.rsplit("/", 1)[-1]):
+        # a mapping's keys are strings: a tag 1 is named "1" (as pydantic writes Literal[1])
+        refs = [tags[t] for t in {json.dumps(tag), str(tag)} if t in tags
+                and (t == json.dumps(tag) or not t.startswith('"'))]
+        if not refs or any(ref is None or target not in (ref, ref.rsplit("/", 1)[-1])
+                           for ref in refs):
             raise refuse(f"its mapping sends {tag!r} to {target!r}, not the branch tagged so")
 
 
