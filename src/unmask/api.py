@@ -181,7 +181,9 @@ def start(
     draft: Loaded | str | Path | None = None,
     seeds: Sequence[int] | None = None,
 ) -> DecoderRun:
-    """The decoder run for ``prompt_ids`` (one batch) under ``config``, not yet stepped.
+    """The decoder run for ``prompt_ids`` (one batch) under ``config``, not yet stepped:
+    ``while not run.done: run.advance()``, or ``run.run()``; stepping it once ``done`` is a
+    one-line ``UserError`` (``DecoderRun``).
 
     The decoder is ``choose_decoder(facts, config)``; the run's config records its name.
     ``step_callback(step, view)`` gets the (B, gen_length) generation region after every
