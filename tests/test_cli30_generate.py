@@ -52,7 +52,7 @@ def test_rows_beyond_the_free_memory_are_one_line(tiny, one_gb, capsys, monkeypa
 
 def test_the_count_it_names_is_the_most_whose_bound_fits(tiny, one_gb, capsys, monkeypatch):
     from unmask import api
-    from unmask.commands.generate import FIT_MARGIN, rows_bytes
+    from unmask.api import FIT_MARGIN, rows_bytes
 
     assert main(_argv(tiny, "ab", "--n", "10000000")) == 2
     most = int(re.search(r"more than --n (\d+) cannot fit", capsys.readouterr().err)[1])
@@ -71,7 +71,7 @@ def test_a_bound_a_little_over_the_free_memory_is_not_refused(tiny, monkeypatch)
     vocabulary (review rm30): it refuses only where FIT_MARGIN of it is over the free memory,
     so a run that fits is never refused for the bound's last percent."""
     from unmask import api
-    from unmask.commands.generate import rows_bytes
+    from unmask.api import rows_bytes
 
     loaded = api.load_for_decoding(tiny, device="cpu")
     config = api.sample_config(loaded, {"gen_length": 8}, prompt_lengths=[2])
@@ -95,7 +95,7 @@ def test_the_bound_counts_the_logits_of_the_whole_canvas(tiny, temperature):
     still: the bound counted one position's logits a row, 70 times below the demo's
     measured need, so --n 10000 passed it and was killed by the system."""
     from unmask import api
-    from unmask.commands.generate import rows_bytes
+    from unmask.api import rows_bytes
 
     loaded = api.load_for_decoding(tiny, device="cpu")
     config = SampleConfig(gen_length=8, temperature=temperature)
@@ -188,7 +188,7 @@ def test_rows_that_step_together_count_one_rows_float64_work(tiny, capsys, monke
     forward's logits are every row's, the float64 work of a step one row's at a time. A
     bound that counted it for every row would refuse a count that fits (a guard)."""
     from unmask import api
-    from unmask.commands.generate import rows_bytes
+    from unmask.api import rows_bytes
 
     loaded = api.load_for_decoding(tiny, device="cpu", dtype="bf16")
     config = api.sample_config(loaded, {"gen_length": 8, "temperature": 1.0},
@@ -196,7 +196,7 @@ def test_rows_that_step_together_count_one_rows_float64_work(tiny, capsys, monke
     assert not api.seeds_in_one_run(loaded, config)
     fits = rows_bytes(loaded, [2], config, 3, rows_at_once="together")
     assert rows_bytes(loaded, [2], config, 3) > fits  # all at once: more
-    free = iter([FREE, fits])  # the weights' check at load, then the rows'
+    free = iter([FREE, fits, fits])  # the weights at load, the rows (CLI, then api.generate)
     monkeypatch.setattr("unmask.quantize.free_bytes", lambda device: next(free))
     assert main(_argv(tiny, "ab", "--n", "3", "--dtype", "bf16", "--temperature", "1",
                       "--json")) == 0

@@ -14,7 +14,7 @@ from unmask.cli import main
 
 def _rows_over_the_free_memory_as_one_batch(tiny):  # noqa: F811
     from unmask import api
-    from unmask.commands.generate import rows_bytes
+    from unmask.api import rows_bytes
 
     loaded = api.load_for_decoding(tiny, device="cpu")
     config = api.sample_config(loaded, {"gen_length": 8, "temperature": 0.0},

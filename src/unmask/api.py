@@ -181,7 +181,9 @@ def start(
     draft: Loaded | str | Path | None = None,
     seeds: Sequence[int] | None = None,
 ) -> DecoderRun:
-    """The decoder run for ``prompt_ids`` (one batch) under ``config``, not yet stepped.
+    """The decoder run for ``prompt_ids`` (one batch) under ``config``, not yet stepped:
+    ``while not run.done: run.advance()``, or ``run.run()``; stepping it once ``done`` is a
+    one-line ``UserError`` (``DecoderRun``).
 
     The decoder is ``choose_decoder(facts, config)``; the run's config records its name.
     ``step_callback(step, view)`` gets the (B, gen_length) generation region after every
@@ -941,6 +943,10 @@ def generate(
     one found in it, as after EOS (with a template, in the reply as decoded, before it is
     stripped: ``chat``); the server's ``stop`` rule (``unmask.chat.text_end``); ``ids`` and
     ``n_tokens`` stay what was decoded.
+
+    Prompts × ``n`` rows whose memory cannot fit what the device has free are a one-line
+    ``UserError`` before any row is made (``check_rows_fit``; ``UNMASK_NO_FIT_CHECK=1``
+    skips it), not a process the system kills.
     """
     check_loaded(loaded)
     texts_in = _prompt_texts(prompts)
@@ -955,14 +961,18 @@ def generate(
     prompt_ids = _encode_prompts(loaded, texts_in, template, system)
     if options is None or isinstance(options, Mapping):  # steps one per token: whole blocks
         config = _as_config(loaded, options, prompt_lengths=[len(i) for i in prompt_ids])
-    rows = [ids for ids in prompt_ids for _ in range(n)]
-    texts_in = [p for p in texts_in for _ in range(n)]
     from unmask.sampling import choose_decoder
 
     # the decoder's name decides the seeding (``start`` checks the combination, per run)
     facts = facts_of(loaded)
     chosen = choose_decoder(facts, _with_draft(config, draft))
     decoder = chosen.name
+    _check_choice(facts, _with_draft(config, draft), decoder)  # before the rows' memory
+    check_rows_fit(loaded, [len(i) for i in prompt_ids], config, n, str(_device(loaded)),
+                   decoder, draft, row_runs(loaded, prompt_ids, config, seeded=False,
+                                            draft=draft).apart)  # before a row is made
+    rows = [ids for ids in prompt_ids for _ in range(n)]
+    texts_in = [p for p in texts_in for _ in range(n)]
     seeds = None
     if len(rows) > 1 and draws_noise(decoder, config):
         seeds = row_seeds(config.seed, len(prompt_ids), n)
@@ -1217,6 +1227,148 @@ def row_runs(
             same[i] = first.setdefault(tuple(rows[i]), i)
     alone = [[i] for i, a in enumerate(apart) if a and same[i] == i]
     return RowRuns(([rest] if shared else [[i] for i in rest]) + alone, apart, same)
+
+
+_WHOLE_CANVAS = ("llada", "bd3lm", "sedd", "embed-diffusion", "latent-diffusion")
+"""The decoders whose forward runs over the whole canvas (a segment of it, with
+``segment_length``) and returns its logits, (B, L, V): ``bd3lm``'s last block sees the prompt
+and every block before it, and its cache keeps logits as wide (``sampling.cache``)."""
+
+
+def rows_bytes(loaded: Any, lengths: list[int], config: SampleConfig, n: int,
+               decoder: str = "llada", *, rows_at_once: str = "batch") -> int:
+    """A lower bound of the memory that ``n`` texts of each prompt (``lengths``: the prompts'
+    token counts) take under ``decoder``: every row's canvas (int64 ids, and the result's
+    list of them), and, per row of one forward, the larger of
+
+    - one layer's activations over the positions the forward runs on (its input and output,
+      keys and values, the MLP's two hidden projections; the prompt, for the decoders that
+      read fewer columns than the canvas), and
+    - the logits over the positions the decoder reads, in the weights' dtype (2 bytes a
+      value below float32; SEDD's scores in float32): the whole canvas, or its segment, for
+      ``llada``, ``bd3lm``, ``sedd`` and the continuous decoders, the next position for
+      ``ar``, the draft columns for ``speculative`` and ``hybrid``; and the commit loop's
+      float64 work on the block's columns (``llada``, ``bd3lm``): the Gumbel-perturbed
+      logits when sampling and the cast and softmax of ``low_confidence``, or, when
+      sampling, the noise it draws over every logit (``add_gumbel_noise``), the larger.
+
+    ``rows_at_once``: ``"batch"``, every row in one forward and one step; ``"together"``,
+    one forward over every row and each row's step (its float64 work) in turn (seeded rows
+    in half precision, ``llada`` without a cache: ``unmask.api.run_rows``); ``"each"``, one
+    row's forward at a time (other seeded rows there).
+
+    Measured on the demo model (V 4096, 65 positions; --n 200 and 400, fp32 greedy and
+    sampling, bf16 sampling) it is 54-98% of the peak memory the rows add; 96-99% for greedy
+    runs over a 50k vocabulary; far less for ``"each"`` and ``ar`` (review rm30)."""
+    cfg = loaded.config
+    width = max(lengths) + config.gen_length  # a row's canvas, left-padded to the longest
+    rows = len(lengths) * n
+    dtype = (weights_dtype(loaded) or "").split(" + ")[0]  # None: a stand-in, no parameters
+    value = 4 if dtype in ("fp32", "float64") else 2
+    vocab = getattr(cfg, "vocab_size", 0)  # a stand-in model's config may lack sizes
+    seen = min(width, config.segment_length or width)  # the positions a forward runs on
+    heads = getattr(cfg, "n_kv_heads", None) or getattr(cfg, "n_heads", 0)
+    ffn = getattr(cfg, "ffn_hidden", 0) if not getattr(cfg, "n_experts", 0) else 0
+    hidden = 2 * getattr(cfg, "d_model", 0) + 2 * heads * getattr(cfg, "head_dim", 0) + 2 * ffn
+    sampling = config.temperature > 0
+    if decoder in _WHOLE_CANVAS:
+        read = seen
+    elif decoder in ("speculative", "hybrid"):
+        read = config.draft_length or getattr(cfg, "draft_block", None) or 1
+    else:  # ar, or a registered decoder: the next position
+        read = 1
+    # the others' first forward runs on the prompt, later ones on the columns they read
+    layer = (seen if decoder in _WHOLE_CANVAS else min(seen, max(max(lengths), read))
+             ) * hidden * value
+    if decoder == "sedd":
+        value = 4  # its scores in float32 (``.float()``)
+    logits = read * vocab * value
+    if decoder in ("llada", "bd3lm"):  # the first block's columns
+        block = config.block_length or (getattr(cfg, "block_size", None)
+                                        if decoder == "bd3lm" else None) or config.gen_length
+        window = min(block, config.gen_length, seen) * vocab * 8
+        work = (window if sampling else 0) + (
+            2 * window if config.remasking == "low_confidence" else 0)
+        noise = seen * vocab * 8 + window if sampling else 0
+        own = max(work, noise)  # the step's, after the forward
+    else:
+        own = 0
+    canvases = rows * width * 16
+    if rows_at_once == "each":
+        return canvases + max(layer, logits + own)
+    if rows_at_once == "together":
+        return canvases + max(rows * layer, rows * logits + own)
+    return canvases + rows * max(layer, logits + own)
+
+
+FIT_MARGIN = 0.8
+"""``check_rows_fit`` refuses only where this share of the rows' bound is more than the free
+memory: the bound came within 1-4% of the measured need of greedy runs on a 50k vocabulary
+(review rm30), so a later change that frees one of its buffers sooner must not start refusing
+runs that fit."""
+
+
+def check_rows_fit(loaded: Loaded, lengths: list[int], config: SampleConfig, n: int,
+                   device: str, decoder: str, draft: Loaded | None = None,
+                   apart: list[bool] | None = None, *, count: str = "n={}") -> None:
+    """Refuse, in one line, prompts × ``n`` rows whose memory (``rows_bytes``, a lower
+    bound; ``FIT_MARGIN`` of it) exceeds what ``device`` has free, before any row is made:
+    ``generate(..., n=1000000000)`` and ``unmask generate --n 1000000000`` were killed by the
+    system (status 137, no message) after filling the memory. ``lengths``: the prompts' token
+    counts; ``decoder``: the one that runs (``choose``). ``apart``: per prompt, whether its
+    rows run alone (``row_runs``: a prompt of [MASK]s, a [MASK] under a KV cache), one
+    forward of one row at a time beside the others' runs (None: none). Seeded rows of a run
+    that draws (``config.seed`` set, ``draws_noise``) run as ``run_rows`` runs them; without
+    a seed they are one batch. A length the model's context cannot take, or where one row
+    alone would not fit, is left to the library's own checks, which name the length, not the
+    count (``gen_length=100000``: the model's max_seq_len; ``gen_length=10**23,
+    segment_length=16``: at most 1048576 tokens). ``count``: how the message names the
+    count (``"--n {}"`` on the command line).
+    ``UNMASK_NO_FIT_CHECK=1`` skips it, as it skips the check of the weights at load
+    (``unmask.quantize.check_fits``). ``generate`` checks it; ``unmask generate`` calls it
+    first, before its notes."""
+    from unmask.quantize import SKIP_ENV, free_bytes, memory_refusal
+
+    if os.environ.get(SKIP_ENV) == "1":
+        return
+    limit, _ = context_limit(loaded, draft)
+    if (config.segment_length is None and limit is not None
+            and max(*lengths, 1) + config.gen_length > limit):  # '' starts with a token
+        return  # the length is at fault: the decoder's check names it
+    if (config.seed is None or not draws_noise(decoder, config)
+            or seeds_in_one_run(loaded, config, draft)):
+        at_once = "batch"  # one run of every row
+    elif decoder == "llada" and config.cache == "none":
+        at_once = "together"  # runs of a row each, stepped with one forward
+    else:
+        at_once = "each"  # runs of a row each, one after another
+    flags = apart if apart is not None and len(lengths) * n > 1 else [False] * len(lengths)
+    rest = [length for length, a in zip(lengths, flags, strict=True) if not a]
+    alone = [length for length, a in zip(lengths, flags, strict=True) if a]
+
+    def need_of(rows: int) -> int:  # the others' runs, and those alone (their canvases and
+        # one row's forward: a bound above the larger of the two forwards, never below)
+        return ((rows_bytes(loaded, rest, config, rows, decoder, rows_at_once=at_once)
+                 if rest else 0)
+                + (rows_bytes(loaded, alone, config, rows, decoder, rows_at_once="each")
+                   if alone else 0))
+
+    need = need_of(n)
+    free = free_bytes(device)
+    if free is None or need * FIT_MARGIN <= free:
+        return
+    if rows_bytes(loaded, [max(lengths)], config, 1, decoder) * FIT_MARGIN > free:
+        return  # one row alone: its length is at fault, which the decoder's checks name
+    one = need_of(1)
+    each = need_of(2) - one  # per n
+    most = int((free / FIT_MARGIN - (one - each)) // each)  # the most it lets run: more cannot
+    fewer = (f"more than {count.format(most)} cannot fit" if most >= 1
+             else "give fewer prompts")
+    if most >= 1 and len(lengths) > 1:
+        fewer += " (or give fewer prompts)"
+    raise memory_refusal(
+        f"{count.format(n)} × {plural(len(lengths), 'prompt')} ({len(lengths) * n:,} rows)",
+        need, free, device, fewer, bound="at least")
 
 
 def _joined(results: list[GenerateResult], nfe: int, steps: int, *,

@@ -151,147 +151,6 @@ def _note_empty_steps(config: SampleConfig, prompts: list[str], tokenizer: Any) 
               "(--skip-empty-steps skips those)", file=sys.stderr)
 
 
-_WHOLE_CANVAS = ("llada", "bd3lm", "sedd", "embed-diffusion", "latent-diffusion")
-"""The decoders whose forward runs over the whole canvas (a segment of it, with
-``segment_length``) and returns its logits, (B, L, V): ``bd3lm``'s last block sees the prompt
-and every block before it, and its cache keeps logits as wide (``sampling.cache``)."""
-
-
-def rows_bytes(loaded: Any, lengths: list[int], config: SampleConfig, n: int,
-               decoder: str = "llada", *, rows_at_once: str = "batch") -> int:
-    """A lower bound of the memory that ``n`` texts of each prompt (``lengths``: the prompts'
-    token counts) take under ``decoder``: every row's canvas (int64 ids, and the result's
-    list of them), and, per row of one forward, the larger of
-
-    - one layer's activations over the positions the forward runs on (its input and output,
-      keys and values, the MLP's two hidden projections; the prompt, for the decoders that
-      read fewer columns than the canvas), and
-    - the logits over the positions the decoder reads, in the weights' dtype (2 bytes a
-      value below float32; SEDD's scores in float32): the whole canvas, or its segment, for
-      ``llada``, ``bd3lm``, ``sedd`` and the continuous decoders, the next position for
-      ``ar``, the draft columns for ``speculative`` and ``hybrid``; and the commit loop's
-      float64 work on the block's columns (``llada``, ``bd3lm``): the Gumbel-perturbed
-      logits when sampling and the cast and softmax of ``low_confidence``, or, when
-      sampling, the noise it draws over every logit (``add_gumbel_noise``), the larger.
-
-    ``rows_at_once``: ``"batch"``, every row in one forward and one step; ``"together"``,
-    one forward over every row and each row's step (its float64 work) in turn (seeded rows
-    in half precision, ``llada`` without a cache: ``unmask.api.run_rows``); ``"each"``, one
-    row's forward at a time (other seeded rows there).
-
-    Measured on the demo model (V 4096, 65 positions; --n 200 and 400, fp32 greedy and
-    sampling, bf16 sampling) it is 54-98% of the peak memory the rows add; 96-99% for greedy
-    runs over a 50k vocabulary; far less for ``"each"`` and ``ar`` (review rm30)."""
-    from unmask.api import weights_dtype
-
-    cfg = loaded.config
-    width = max(lengths) + config.gen_length  # a row's canvas, left-padded to the longest
-    rows = len(lengths) * n
-    dtype = (weights_dtype(loaded) or "").split(" + ")[0]  # None: a stand-in, no parameters
-    value = 4 if dtype in ("fp32", "float64") else 2
-    vocab = getattr(cfg, "vocab_size", 0)  # a stand-in model's config may lack sizes
-    seen = min(width, config.segment_length or width)  # the positions a forward runs on
-    heads = getattr(cfg, "n_kv_heads", None) or getattr(cfg, "n_heads", 0)
-    ffn = getattr(cfg, "ffn_hidden", 0) if not getattr(cfg, "n_experts", 0) else 0
-    hidden = 2 * getattr(cfg, "d_model", 0) + 2 * heads * getattr(cfg, "head_dim", 0) + 2 * ffn
-    sampling = config.temperature > 0
-    if decoder in _WHOLE_CANVAS:
-        read = seen
-    elif decoder in ("speculative", "hybrid"):
-        read = config.draft_length or getattr(cfg, "draft_block", None) or 1
-    else:  # ar, or a registered decoder: the next position
-        read = 1
-    # the others' first forward runs on the prompt, later ones on the columns they read
-    layer = (seen if decoder in _WHOLE_CANVAS else min(seen, max(max(lengths), read))
-             ) * hidden * value
-    if decoder == "sedd":
-        value = 4  # its scores in float32 (``.float()``)
-    logits = read * vocab * value
-    if decoder in ("llada", "bd3lm"):  # the first block's columns
-        block = config.block_length or (getattr(cfg, "block_size", None)
-                                        if decoder == "bd3lm" else None) or config.gen_length
-        window = min(block, config.gen_length, seen) * vocab * 8
-        work = (window if sampling else 0) + (
-            2 * window if config.remasking == "low_confidence" else 0)
-        noise = seen * vocab * 8 + window if sampling else 0
-        own = max(work, noise)  # the step's, after the forward
-    else:
-        own = 0
-    canvases = rows * width * 16
-    if rows_at_once == "each":
-        return canvases + max(layer, logits + own)
-    if rows_at_once == "together":
-        return canvases + max(rows * layer, rows * logits + own)
-    return canvases + rows * max(layer, logits + own)
-
-
-FIT_MARGIN = 0.8
-"""``_check_rows_fit`` refuses only where this share of the rows' bound is more than the free
-memory: the bound came within 1-4% of the measured need of greedy runs on a 50k vocabulary
-(review rm30), so a later change that frees one of its buffers sooner must not start refusing
-runs that fit."""
-
-
-def _check_rows_fit(loaded: Any, lengths: list[int], config: SampleConfig, n: int,
-                    device: str, decoder: str, draft: Any = None,
-                    apart: list[bool] | None = None) -> None:
-    """Refuse, in one line, prompts × ``--n`` rows whose memory (``rows_bytes``, a lower
-    bound; ``FIT_MARGIN`` of it) exceeds what ``device`` has free: ``--n 1000000000`` was
-    killed by the system
-    (status 137, no message) after filling the memory. ``apart``: per prompt, whether its
-    rows run alone (``unmask.api.row_runs``: a prompt of [MASK]s, a [MASK] under a KV
-    cache), one forward of one row at a time beside the others' runs (None: none). A length
-    the model's context cannot take, or where one row alone would not fit, is left to the
-    library's own checks, which name the length, not the count (``--gen-length 100000``:
-    the model's max_seq_len; ``--gen-length 10**23 --segment-length 16``: at most 1048576
-    tokens).
-    ``UNMASK_NO_FIT_CHECK=1`` skips it, as it skips the check of the weights at load
-    (``unmask.quantize.check_fits``)."""
-    import os
-
-    from unmask import api
-    from unmask.quantize import SKIP_ENV, free_bytes, memory_refusal
-
-    if os.environ.get(SKIP_ENV) == "1":
-        return
-    limit, _ = api.context_limit(loaded, draft)
-    if (config.segment_length is None and limit is not None
-            and max(*lengths, 1) + config.gen_length > limit):  # '' starts with a token
-        return  # the length is at fault: the decoder's check names it
-    if not api.draws_noise(decoder, config) or api.seeds_in_one_run(loaded, config, draft):
-        at_once = "batch"  # one run of every row
-    elif decoder == "llada" and config.cache == "none":
-        at_once = "together"  # runs of a row each, stepped with one forward
-    else:
-        at_once = "each"  # runs of a row each, one after another
-    flags = apart if apart is not None and len(lengths) * n > 1 else [False] * len(lengths)
-    rest = [length for length, a in zip(lengths, flags, strict=True) if not a]
-    alone = [length for length, a in zip(lengths, flags, strict=True) if a]
-
-    def need_of(count: int) -> int:  # the others' runs, and those alone (their canvases and
-        # one row's forward: a bound above the larger of the two forwards, never below)
-        return ((rows_bytes(loaded, rest, config, count, decoder, rows_at_once=at_once)
-                 if rest else 0)
-                + (rows_bytes(loaded, alone, config, count, decoder, rows_at_once="each")
-                   if alone else 0))
-
-    need = need_of(n)
-    free = free_bytes(device)
-    if free is None or need * FIT_MARGIN <= free:
-        return
-    if rows_bytes(loaded, [max(lengths)], config, 1, decoder) * FIT_MARGIN > free:
-        return  # one row alone: its length is at fault, which the decoder's checks name
-    one = need_of(1)
-    each = need_of(2) - one  # per --n
-    most = int((free / FIT_MARGIN - (one - each)) // each)  # the most it lets run: more cannot
-    fewer = f"more than --n {most} cannot fit" if most >= 1 else "give fewer prompts"
-    if most >= 1 and len(lengths) > 1:
-        fewer += " (or give fewer prompts)"
-    raise memory_refusal(
-        f"--n {n} × {plural(len(lengths), 'prompt')} ({len(lengths) * n:,} rows)", need, free,
-        device, fewer, bound="at least")
-
-
 def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.commands.sample_options import make_live
@@ -317,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
     decoder = api.choose(loaded, config, draft=draft)
     config = with_seed(config, decoder)  # a sampled run reports the seed that repeats it
     apart = api.row_runs(loaded, ids, config, seeded=False, draft=draft).apart
-    _check_rows_fit(loaded, lengths, config, args.n, device, decoder, draft, apart)  # first
+    api.check_rows_fit(loaded, lengths, config, args.n, device, decoder, draft, apart,
+                       count="--n {}")  # first, in the flag's words (api.generate checks too)
     if args.n > 1 and not api.draws_noise(decoder, config):
         print(f"unmask generate: note: --n {args.n} of a run that draws nothing (decoder "
               f"{decoder}, temperature {config.temperature:g}): every choice is the same; "

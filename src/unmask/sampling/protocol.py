@@ -23,6 +23,7 @@ Inside: ``MaskPredictor``, ``StepCallback``, ``ViewCallback``, ``GenerateResult`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -141,7 +142,18 @@ class DecoderRun:
     ``steps`` up to date; they implement ``done``, ``advance``, ``view`` and ``result`` (and,
     when ``shares_forward``, ``needs_model``, ``model_inputs``, ``step`` and ``skip``), and
     call ``_report()`` after every step.
+
+    ``advance()``, ``step()`` and ``skip()`` of a run that is ``done`` raise a one-line
+    ``UserError`` (a run has no step past its last; check ``done`` first, as ``run()`` and
+    ``step_together`` do): written once here for every subclass (``__init_subclass__``), it
+    was an ``AssertionError`` from inside the decoder.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("advance", "step", "skip"):
+            if name in cls.__dict__:
+                setattr(cls, name, _not_after_done(cls.__dict__[name]))
 
     model: Any
     mask_id: int
@@ -196,7 +208,8 @@ class DecoderRun:
         raise NotImplementedError(f"{type(self).__name__} has no steps to skip")
 
     def advance(self) -> None:
-        """One step on its own (a model call, or a skipped empty step)."""
+        """One step on its own (a model call, or a skipped empty step); a ``UserError`` once
+        ``done`` (see the class docstring)."""
         raise NotImplementedError
 
     def view(self) -> Tensor:
@@ -216,6 +229,23 @@ class DecoderRun:
     def _report(self) -> None:
         if self.on_view is not None:
             self.on_view(self.steps, self.view())
+
+
+def _not_after_done(method: Callable[..., None]) -> Callable[..., None]:
+    """``method`` (a step of a ``DecoderRun``), refusing in one line to step a run that is
+    ``done``."""
+    if getattr(method, "_checks_done", False):
+        return method
+
+    @functools.wraps(method)
+    def checked(self: DecoderRun, *args: Any, **kwargs: Any) -> None:
+        if self.done:
+            raise UserError(f"the run is done ({self.steps} steps): {method.__name__}() has no "
+                            "step left; check run.done before stepping, then run.result()")
+        method(self, *args, **kwargs)
+
+    checked._checks_done = True  # type: ignore[attr-defined]
+    return checked
 
 
 StepError = Callable[[DecoderRun, BaseException], None]
