@@ -246,6 +246,8 @@ def test_serve_checks_the_address_before_loading_the_model(served, capsys, free_
     ("--batch-wait", "inf", "--batch-wait must be a finite number of seconds >= 0, got inf"),
     ("--batch-wait", "nan", "--batch-wait must be a finite number of seconds >= 0, got nan"),
     ("--max-search-calls", "-1", "--max-search-calls must be 0 (no limit) or positive, got -1"),
+    ("--keepalive", "-1", "--keepalive must be a finite number of seconds >= 0, got -1"),
+    ("--keepalive", "nan", "--keepalive must be a finite number of seconds >= 0, got nan"),
 ])
 def test_serve_names_the_flag_of_a_bad_limit(served, capsys, flag, value, says):
     """``--timeout nan`` passed the flag check (nan <= 0 is False) and was refused later as
@@ -387,3 +389,16 @@ def test_the_threads_help_of_serve_says_what_serve_does():
                 if p.get_default("decodes_model")}
     assert named == decoding, (named, decoding)
     assert "serve" not in named and serve.get_default("decodes_model") is None
+
+
+@pytest.mark.parametrize("value", [None, "2.5", "0"])
+def test_serve_keepalive_is_the_streams_keepalive(ckpt, served, free_port, value):
+    """A stream's keep-alive interval (``ServerLimits.keepalive_s``) had no flag: a server
+    behind a proxy with a shorter read timeout could not shorten it, nor turn it off."""
+    from unmask.server import ServerLimits
+
+    argv = ["serve", "--model", ckpt, "--port", str(free_port), "--device", "cpu", "--quiet"]
+    assert main(argv + (["--keepalive", value] if value else [])) == 0
+    (app, _), = served
+    want = float(value) if value else ServerLimits.keepalive_s
+    assert app.state.limits.keepalive_s == want

@@ -85,6 +85,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-wait", type=float, default=0.0, metavar="SECONDS",
                    help="time the worker waits for more requests before a batch (default: 0, "
                         "greedy)")
+    p.add_argument("--keepalive", type=float, default=15.0, metavar="SECONDS",  # as ServerLimits
+                   help="a stream silent this long sends an SSE comment (': keep-alive'), so a "
+                        "proxy's read timeout does not cut it (default: 15; 0: never)")
     searches = InfillOptions.max_search_calls
     p.add_argument("--max-search-calls", type=int, default=searches, metavar="N",
                    help="most model calls the length search of one /v1/infill template may "
@@ -262,9 +265,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_search_calls < 0:
         raise UserError(f"--max-search-calls must be 0 (no limit) or positive, got "
                         f"{args.max_search_calls}")
-    if not (math.isfinite(args.batch_wait) and args.batch_wait >= 0):
-        raise UserError(f"--batch-wait must be a finite number of seconds >= 0, got "
-                        f"{args.batch_wait:g}")
+    for flag, value in (("--batch-wait", args.batch_wait), ("--keepalive", args.keepalive)):
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{flag} must be a finite number of seconds >= 0, got {value:g}")
     check_draft_flags(args)
     from unmask.infill.automaton import automaton_memory_limit, cache_limit_bytes
 
@@ -315,7 +318,7 @@ def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
     limits = ServerLimits(max_batch=args.max_batch, max_queue=args.max_queue,
                           request_timeout_s=args.timeout, max_steps=args.max_steps,
                           allow_regex=not args.no_regex, batch_wait_s=args.batch_wait,
-                          max_search_calls=args.max_search_calls)
+                          max_search_calls=args.max_search_calls, keepalive_s=args.keepalive)
     with flags_named():
         app = create_app(loaded, api_key=api_key, limits=limits, model_name=args.model_name,
                          chat_template=args.chat_template, access_log=not args.quiet,
