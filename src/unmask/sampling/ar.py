@@ -337,7 +337,6 @@ class ARRun(DecoderRun):
         return self._stopped
 
     def advance(self) -> None:
-        assert not self._stopped, "the run is finished"
         B, P, t = self.gen.shape[0], self.prompt.shape[1], self.steps
         with torch.no_grad():
             if self._logits is None and self._head is not None:  # the prompt, once: the head

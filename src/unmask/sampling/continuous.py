@@ -289,7 +289,6 @@ class _GaussianRun(DecoderRun):
         return add_gumbel_noise(logits, self.temperature, self.generator).argmax(dim=-1)
 
     def advance(self) -> None:
-        assert not self.done, "the run is finished"
         t, s = self.grid[self.steps], self.grid[self.steps + 1]
         with torch.no_grad():
             self._prepare(t)

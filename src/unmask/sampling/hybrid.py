@@ -455,7 +455,6 @@ class HybridRun(DecoderRun):
         return n, out
 
     def advance(self) -> None:
-        assert not self._stopped, "the run is finished"
         B, d, P = self.gen.shape[0], self.drafts.shape[1], self.prompt.shape[1]
         active = ~self.finished
         blocks = self._blocks(d, active)

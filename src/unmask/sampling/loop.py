@@ -606,13 +606,12 @@ class Denoiser(DecoderRun):
     def skip(self) -> None:
         """Take a step that commits nothing without calling the model (``skip_empty_steps``):
         the canvas, and so the logits, stay as they are."""
-        assert not self.done and not self.needs_model, "skip() needs a skippable step"
+        assert not self.needs_model, "skip() needs a skippable step"
         self._after_step()
 
     def step(self, logits: Tensor) -> None:
         """One denoising step from the logits (B', L, V) of ``model_inputs()`` (logit shift
         applied)."""
-        assert not self.done, "the run is finished"
         config, canvas, x = self.config, self.canvas, self.x
         if config.cfg_scale > 0:
             cond, un = torch.chunk(logits, 2, dim=0)

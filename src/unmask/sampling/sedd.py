@@ -253,7 +253,6 @@ class SEDDRun(DecoderRun):
         return self.block >= self.num_blocks
 
     def advance(self) -> None:
-        assert not self.done, "the run is finished"
         x, canvas, k = self.x, self.canvas, self.block_step
         start = canvas.region[0] + self.block * self.block_length
         in_block = torch.zeros_like(self.todo)

@@ -794,7 +794,6 @@ class SpeculativeRun(DecoderRun):
         return n, out
 
     def advance(self) -> None:
-        assert not self._stopped, "the run is finished"
         B, P = self.gen.shape[0], self.prompt.shape[1]
         active = ~self.finished
         # a round commits at most k + 1 tokens; the least advanced row decides k
