@@ -1089,13 +1089,10 @@ def run_rows(
     if not rows:
         raise UserError("no prompts given")
     if seeds is None:
-        from unmask.sampling import choose_decoder
-
-        facts = facts_of(loaded)
-        chosen = choose_decoder(facts, _with_draft(config, draft))
-        if len(rows) > 1 and any(chosen.rows_apart(config, rows, facts.mask_id)):
+        plan = row_runs(loaded, rows, config, seeded=False, draft=draft)
+        if len(rows) > 1 and any(plan.apart):
             # such a row, or the rows beside it, wrote otherwise than alone in one batch
-            return _runs_apart(loaded, rows, config, None, step_callback, draft)
+            return _runs_apart(loaded, rows, config, None, step_callback, draft, plan)
         run = start(loaded, rows, config, step_callback=step_callback, draft=draft)
         return run_to_end(run, device=str(_device(loaded)))
     seeds = _seed_list(seeds)
@@ -1115,22 +1112,25 @@ def _runs_apart(
     seeds: list[int] | None,
     step_callback: ViewCallback | None,
     draft: Loaded | None,
+    plan: RowRuns | None = None,
 ) -> tuple[GenerateResult, float]:
     """``rows`` in several runs, joined as one result (``_joined``), and the wall time, as
-    ``row_runs`` groups them: each row the decoder keeps apart (``Decoder.rows_apart``) a run
-    of its own (once for all its identical rows where the run draws nothing); the others
-    one run (``seeds`` None: ``generate``'s greedy rows; seeded: where they may share one,
-    ``seeds_in_one_run`` of them, with a generator each), else a run each (seeded
-    ``seeds[i]``). Runs of a row each that share forward passes (``llada`` without a KV
-    cache) and are not kept apart step together, one forward per step for all of them (as
-    the server's continuous batching steps them); the others run one after another.
-    ``step_callback`` sees all rows, (B, gen_length)."""
+    ``row_runs`` groups them (``plan``, where the caller has it already): each row the
+    decoder keeps apart (``Decoder.rows_apart``) a run of its own (once for all its
+    identical rows where the run draws nothing); the others one run (``seeds`` None:
+    ``generate``'s greedy rows; seeded: where they may share one, ``seeds_in_one_run`` of
+    them, with a generator each), else a run each (seeded ``seeds[i]``). Runs of a row each
+    that share forward passes (``llada`` without a KV cache) and are not kept apart step
+    together, one forward per step for all of them (as the server's continuous batching
+    steps them); the others run one after another. ``step_callback`` sees all rows, (B,
+    gen_length)."""
     import torch
 
     from unmask.sampling.protocol import step_together
 
     facts = facts_of(loaded)
-    groups, apart, same = row_runs(loaded, rows, config, seeded=seeds is not None, draft=draft)
+    groups, apart, same = plan or row_runs(loaded, rows, config, seeded=seeds is not None,
+                                           draft=draft)
     together: set[int] = set()  # the groups that step together (a callback once a step)
     copies = [i for i, j in enumerate(same) if i != j]
 
