@@ -243,6 +243,13 @@ class _Running:
         return self.part.job
 
 
+
+def _seeds_each(job: Job) -> list[int]:
+    """A seeded job's seed per row: its ``seeds``, else its config's ``seed`` for every row."""
+    if job.seeds is not None:
+        return list(job.seeds)
+    return cast("list[int]", [cast(SampleConfig, job.config).seed] * len(job.rows))
+
 class Engine:
     """The model worker: ``submit`` jobs, get ``concurrent.futures.Future`` s back.
 
@@ -376,8 +383,7 @@ class Engine:
         together = seeded and self.seeds_in_one_run is not None and self.seeds_in_one_run(
             job.config, rows=job.rows)
         if together:  # a generator per row: any seeded jobs of these settings may share a run
-            job._row_seeds = cast("list[int]", list(job.seeds) if job.seeds is not None
-                                  else [job.config.seed] * len(job.rows))
+            job._row_seeds = _seeds_each(job)
         if job.seeds is not None and not together:
             return [_Part(job, [k], [row], dataclasses.replace(job.config, seed=seed))
                     for k, (row, seed) in enumerate(zip(job.rows, job.seeds, strict=True))]
@@ -397,8 +403,7 @@ class Engine:
         ``runs``, the shared one in slices of ``max_batch`` rows, a row each seeded with its
         own seed (``seeded``), the rows kept apart marked to run alone."""
         config = cast(SampleConfig, job.config)
-        seeds = (None if not seeded else list(job.seeds) if job.seeds is not None
-                 else [config.seed] * len(job.rows))
+        seeds = _seeds_each(job) if seeded else None
         job._same = runs.same
         parts: list[_Part] = []
         for idx in runs.groups:

@@ -54,26 +54,24 @@ def make_engine(
     else:
         check_servable(loaded)
 
+    def own(config: SampleConfig) -> SampleConfig:
+        """``config`` with the server's decoding options (``draft_options``)."""
+        return dataclasses.replace(config, **extra) if extra else config
+
     def start(
         rows: Sequence[Sequence[int]], config: SampleConfig, *, step_callback: Any = None,
         seeds: Sequence[int] | None = None,
     ) -> Any:
-        if extra:
-            config = dataclasses.replace(config, **extra)
-        return api.start(loaded, rows, config, step_callback=step_callback, draft=draft,
+        return api.start(loaded, rows, own(config), step_callback=step_callback, draft=draft,
                          seeds=seeds)
 
     def seeds_in_one_run(config: SampleConfig, *,
                          rows: Sequence[Sequence[int]] | None = None) -> bool:
-        if extra:  # else a run per seeded row
-            config = dataclasses.replace(config, **extra)
-        return api.seeds_in_one_run(loaded, config, draft, rows=rows)
+        return api.seeds_in_one_run(loaded, own(config), draft, rows=rows)
 
     def row_runs(config: SampleConfig, rows: Sequence[Sequence[int]], *, seeded: bool) -> Any:
-        if extra:
-            config = dataclasses.replace(config, **extra)
         try:
-            return api.row_runs(loaded, rows, config, seeded=seeded, draft=draft)
+            return api.row_runs(loaded, rows, own(config), seeded=seeded, draft=draft)
         except UserError:  # settings the decoder refuses: the run says so when started
             return None
 
