@@ -81,6 +81,13 @@ MAX_NUMBER_DIGITS = 40
 branches per digit (``unmask.infill.forms.int_range``), cheap up to here; wider ranges
 (``"maximum": 1e300``) are refused by name rather than compiled slowly."""
 
+_NOTES = ("title", "description", "$schema", "$id", "default", "examples", "$comment",
+          "readOnly", "writeOnly", "deprecated", "$anchor", "discriminator")
+"""Annotations and identifiers: JSON Schema's meta-data vocabulary (``readOnly``, ``writeOnly``
+and ``deprecated`` as pydantic and OpenAPI documents write them were refused as "cannot be
+enforced", though they constrain no value), the names a schema gives itself, and OpenAPI's
+``discriminator`` beside a ``oneOf``/``anyOf`` (pydantic's tagged union: the branches'
+tags already decide, ``_check_discriminator``; JSON Schema validators ignore it)."""
 ENFORCED = {
     "type",
     "properties",
@@ -106,18 +113,7 @@ ENFORCED = {
     "$ref",
     "$defs",
     "definitions",
-    "title",
-    "description",
-    "$schema",
-    "$id",
-    "default",
-    "examples",
-    "$comment",
-    "readOnly",
-    "writeOnly",
-    "deprecated",
-    "$anchor",
-    "discriminator",
+    *_NOTES,
     "strict",
     "name",
 }
@@ -369,13 +365,6 @@ def _admits(value: Any, schema: Any, root: Mapping[str, Any], path: str, depth: 
 
 _LOWER = ("minimum", "exclusiveMinimum", "minLength", "minItems")
 _UPPER = ("maximum", "exclusiveMaximum", "maxLength", "maxItems")
-_NOTES = ("title", "description", "$schema", "$id", "default", "examples", "$comment",
-          "readOnly", "writeOnly", "deprecated", "$anchor", "discriminator")
-"""Annotations and identifiers: JSON Schema's meta-data vocabulary (``readOnly``, ``writeOnly``
-and ``deprecated`` as pydantic and OpenAPI documents write them were refused as "cannot be
-enforced", though they constrain no value), the names a schema gives itself, and OpenAPI's
-``discriminator`` beside a ``oneOf``/``anyOf`` (pydantic's tagged union: the branches'
-tags already decide, ``_check_discriminator``; JSON Schema validators ignore it)."""
 _INERT = (*_NOTES, "$defs", "definitions")
 """Keywords that constrain no value: annotations, and definitions (read through ``root``
 when a ``$ref`` names them)."""
