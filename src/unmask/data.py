@@ -174,6 +174,12 @@ def _is_stdin(item: object) -> bool:
     return isinstance(item, str) and item == STDIN
 
 
+def _input_list(inputs: Any) -> list[Any]:
+    """``inputs`` as a list: one path, not the characters of its name; a generator (what
+    ``Path(...).glob('*.txt')`` gives) read once."""
+    return [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+
+
 def resolve_inputs(
     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
@@ -194,8 +200,7 @@ def resolve_inputs(
     ``"-"`` (``STDIN``; at most once) stands for that file, which need not exist yet: the one
     standard input is saved to (``prepare``).
     """
-    # one path, not the characters of its name; a generator (Path.glob) read once
-    inputs = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+    inputs = _input_list(inputs)
     if not inputs:
         raise UserError("no input files given")
     if stdin is not None and sum(map(_is_stdin, inputs)) > 1:
@@ -1400,8 +1405,7 @@ def prepare(
     if tokenizer == "bpe" and vocab_size > MAX_VOCAB_SIZE:
         raise UserError(f"vocab_size={vocab_size:,} is larger than any BPE vocabulary needs "
                         f"(at most {MAX_VOCAB_SIZE:,}; the trainer allocates for all of it)")
-    # (a generator too, as `Path(...).glob('*.txt')` gives: it is read once)
-    inputs_list = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+    inputs_list = _input_list(inputs)
     given, out = out, _real_out(out)
     _own_folder(out)  # (a staging name beside it is taken now)
     tmp = _staging_name(out)  # the folder the dataset is built in, made once `out` is checked
@@ -1416,21 +1420,20 @@ def prepare(
     # inputs read as plain text, JSON syntax and all (.json files; standard input holding
     # JSON that is not JSON Lines), by their place in `files`
     json_text: dict[int, str] = {}
-    first_line: Any = None  # the first line of the first of them, parsed
-    first_at = len(files)  # its place
+    first_line: Any = None  # the first line of the first of them (by place), parsed
     n_jsonl = 0
 
     def sniff(i: int) -> None:
         """Refuse archives, UTF-16, binary data before any pass over the corpus; tell JSONL."""
-        nonlocal first_line, first_at, n_jsonl
+        nonlocal first_line, n_jsonl
         src = _Source(files[i], lambda n: None, errors, stdin=files[i] == stdin)
         try:
             jsonl = _reads_as_jsonl(src, text_field)
             as_text = not jsonl and (_named(src.path, ".json") or (src.stdin and (
                 isinstance(_first_json_line(src), dict) or _json_array(src))))
             if as_text:
-                if i < first_at:
-                    first_line, first_at = _first_json_line(src), i
+                if not json_text or i < min(json_text):
+                    first_line = _first_json_line(src)
                 json_text[i] = src.name
         finally:
             src.close()
