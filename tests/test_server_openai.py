@@ -157,10 +157,15 @@ def test_client_disconnect_stops_the_work():
             while engine.in_flight == 0:
                 assert time.monotonic() - t0 < 5
                 time.sleep(0.005)
-        # the client is gone; let the model run: the stream's next write fails and the batch stops
-        gated.gate.set()
+        # the client is gone: the response notices (its disconnect listener) and drops the
+        # job. Open the gate only then: opened at once, a loaded machine could run all 32
+        # steps before the event loop read the hang-up (the test raced; the server did not)
         t0 = time.monotonic()
-        while engine.in_flight or not metrics.get("cancelled"):
+        while not metrics.get("cancelled"):
+            assert time.monotonic() - t0 < 5, "the disconnect was not noticed"
+            time.sleep(0.005)
+        gated.gate.set()
+        while engine.in_flight:
             assert time.monotonic() - t0 < 5, "the work did not stop"
             time.sleep(0.005)
     assert gated.calls < 32, gated.calls
