@@ -488,6 +488,10 @@ def test_bd3lm_import_matches_reference_and_decodes_block_by_block(
     assert "adaln=False" in _error(tmp_path / "noadaln")
     make_bd3lm(tmp_path / "timed", time_conditioning=True)  # sigma of the block, not the canvas
     assert "time_conditioning=True is not supported for bd3lm" in _error(tmp_path / "timed")
+    # no cross_attn: BD3LM's backbone builds no block mask, all positions attend to all
+    make_bd3lm(tmp_path / "nocross", cross_attn=False)
+    assert "cross_attn=False is not supported for bd3lm (needs True)" in _error(
+        tmp_path / "nocross")
 
 
 # -- the model options themselves ----------------------------------------------------------

@@ -224,8 +224,11 @@ BD3LM = Importer(
     constants={**DIT_CONSTANTS, "output": "logits", "attention": "block-causal"},
     # options of BD3LMConfig (some versions) that the published checkpoints leave at these;
     # with time conditioning its sigma is the current block's noise level, which a canvas-wide
-    # count of masks (sigma_input='masked_fraction') is not
-    requires={"adaln": (True, None), "causal": (False, None), "time_conditioning": (False, None)},
+    # count of masks (sigma_input='masked_fraction') is not; without cross_attn its backbone
+    # builds no block mask and every position attends to all (a bidirectional model, which
+    # imported as block-causal decoded with attention it was never trained with)
+    requires={"adaln": (True, None), "causal": (False, None), "time_conditioning": (False, None),
+              "cross_attn": (True, None)},
     weights=dit_weights("backbone."),
     derive=_mdlm_derive,
     underive=_import_only("bd3lm"),
