@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="bf16|fp16|fp32",
         default=None,
         help="dtype of the written weights, bf16, fp16 or fp32 (default: as stored: a "
-             "publisher folder's torch_dtype, a native checkpoint's weights)",
+             "publisher folder's torch_dtype, else its shards', a native checkpoint's weights)",
     )
     p.add_argument(
         "--to",

@@ -147,6 +147,7 @@ def _sedd_derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
         if model.get(key) is None:
             raise UserError(f"config.json: missing model.{key} (needed for sedd)")
         out[name] = model[key]
+    out["schedule"] = _sedd_schedule(hf)
     if hf.get("tokens") is None:
         raise UserError("config.json: missing tokens (needed for sedd)")
     tokens = int(hf["tokens"])
@@ -155,6 +156,33 @@ def _sedd_derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
         mask_id=tokens,
         max_seq_len=model.get("length", 1024),
         ffn_hidden=MLP_RATIO * int(out["d_model"]),
+    )
+
+
+def _sedd_schedule(hf: dict[str, Any]) -> str:
+    """The schedule the SEDD decoder steps on for the config's ``noise``: ``linear`` for the
+    log-linear noise (the published checkpoints'; the reference fixes its eps at 1e-3, as
+    ``schedule_eps`` does), ``geometric`` for the geometric noise with the bounds unmask's
+    ``GeometricSchedule`` has; any other noise is refused (it was imported as log-linear and
+    sampled on a noise grid the model was not trained on)."""
+    from unmask.schedules import GeometricSchedule
+
+    noise = hf.get("noise") if isinstance(hf.get("noise"), dict) else {}
+    kind = noise.get("type", "loglinear")
+    if kind == "loglinear":
+        return "linear"
+    bounds = (GeometricSchedule.sigma_min, GeometricSchedule.sigma_max)
+    got = (noise.get("sigma_min"), noise.get("sigma_max"))
+    if kind == "geometric" and got == bounds:
+        return "geometric"
+    if kind == "geometric":
+        raise UserError(
+            f"config.json: noise sigma_min={got[0]!r}, sigma_max={got[1]!r} is not supported "
+            f"for sedd (geometric noise needs sigma_min={bounds[0]!r}, sigma_max={bounds[1]!r})"
+        )
+    raise UserError(
+        f"config.json: noise.type={kind!r} is not supported for sedd (needs 'loglinear' or "
+        "'geometric')"
     )
 
 

@@ -21,7 +21,7 @@ from unmask.convert.families import (
 )
 from unmask.convert.stream import targets as _targets
 from unmask.errors import UserError
-from unmask.files import read_json
+from unmask.files import SAFETENSORS_DTYPES, read_json
 
 if TYPE_CHECKING:
     import torch
@@ -509,18 +509,16 @@ def _checks(model: Any, imp: Importer, names: Mapping[str, Any]) -> dict[str, An
             "buffers": imp.buffers, "why": why}
 
 
-def _default_dtype(hf: dict[str, Any], source: Path) -> torch.dtype:
+def _default_dtype(hf: dict[str, Any], source: Path) -> torch.dtype | None:
     """The dtype the publisher stored (``torch_dtype``, or ``dtype`` as newer ``transformers``
-    write it), float32 where it says none; a name unmask does not know is a one-line error
+    write it), None where it says none; a name unmask does not know is a one-line error
     (it was taken as float32 silently, doubling a bfloat16 model's memory)."""
-    import torch
-
     from unmask.config import torch_dtype
 
     key = "torch_dtype" if hf.get("torch_dtype") is not None else "dtype"
     name = hf.get(key)
     if name is None:
-        return torch.float32
+        return None
     if not isinstance(name, str):
         raise UserError(f"{source}: {key}={name!r} is not a dtype's name (e.g. \"bfloat16\")")
     try:
@@ -549,11 +547,43 @@ def folder_parts(
     folder: Path, dtype: torch.dtype | None
 ) -> tuple[Importer, ModelConfig, Tokenizer, torch.dtype]:
     """``model_config`` of the publisher folder ``folder`` and the dtype to load or convert it
-    in: ``dtype``, else the folder's ``torch_dtype``."""
+    in: ``dtype``, else the folder's ``torch_dtype``, else the dtype its first shard stores
+    (SEDD's config.json, a Hydra training config, names none: a bfloat16 file was loaded and
+    converted as float32, twice its size), else float32."""
+    import torch
+
     imp, config, tok = model_config(folder)
     if dtype is None:
         dtype = _default_dtype(read_json(folder / "config.json"), folder / "config.json")
+    if dtype is None:
+        try:
+            first = shard_files(folder)[0]
+        except UserError:  # the weights' own checks say what is wrong, after the config's
+            first = None
+        dtype = (file_dtype(first) if first is not None else None) or torch.float32
     return imp, config, tok, dtype
+
+
+_SAFETENSORS_FLOATS = {tag: name for name, tag in SAFETENSORS_DTYPES.items() if "float" in name}
+"""safetensors tag -> torch dtype name, the floating ones."""
+
+
+def file_dtype(path: Path) -> torch.dtype | None:
+    """The floating dtype the safetensors file ``path`` stores its weights in (its first
+    floating tensor, read from the header); None where it cannot be read (a file cut short
+    or not safetensors: the load says so, in one line) or holds no floating tensor."""
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open handles are not mappings)
+                name = _SAFETENSORS_FLOATS.get(f.get_slice(key).get_dtype())
+                if name is not None:
+                    return getattr(torch, name)
+    except (OSError, ValueError, RuntimeError, SafetensorError):
+        return None
+    return None
 
 
 def import_folder(

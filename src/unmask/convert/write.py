@@ -16,6 +16,7 @@ from unmask.convert.load import (
     _shape_fields,
     build_meta,
     detect,
+    file_dtype,
     folder_parts,
     is_publisher_folder,
     streamed_weights,
@@ -23,7 +24,6 @@ from unmask.convert.load import (
 )
 from unmask.errors import UserError
 from unmask.files import (
-    SAFETENSORS_DTYPES,
     check_creatable,
     read_json,
     staging_dir,
@@ -192,30 +192,17 @@ def clear_stale_staging(out: Path) -> list[Path]:
 # -- export: native -> publisher layout ------------------------------------------------------
 
 
-_SAFETENSORS_FLOATS = {tag: name for name, tag in SAFETENSORS_DTYPES.items() if "float" in name}
-"""safetensors tag -> torch dtype name, the floating ones."""
-
-
 def stored_dtype(src: str | os.PathLike[str]) -> torch.dtype | None:
-    """The floating dtype a native checkpoint's weights are stored in (its first floating
-    tensor, read from the file's header), so that converting or exporting it without
-    ``--dtype`` keeps it: loading upcasts fp16 to fp32 on a CPU, which doubled the folder.
-    None where it cannot be read (a publisher folder; ``load`` says what is wrong)."""
-    import torch
-    from safetensors import SafetensorError, safe_open
-
+    """The floating dtype a native checkpoint's weights are stored in (``file_dtype`` of its
+    ``model.safetensors``), so that converting or exporting it without ``--dtype`` keeps it:
+    loading upcasts fp16 to fp32 on a CPU, which doubled the folder. None where it cannot be
+    read (a publisher folder; ``load`` says what is wrong)."""
     from unmask.checkpoint import checkpoint_dir
 
     try:
-        path = checkpoint_dir(src) / "model.safetensors"
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open handles are not mappings)
-                name = _SAFETENSORS_FLOATS.get(f.get_slice(key).get_dtype())
-                if name is not None:
-                    return getattr(torch, name)
-    except (UserError, OSError, ValueError, RuntimeError, SafetensorError):
-        return None  # a file cut short or not safetensors: load says so, in one line
-    return None
+        return file_dtype(checkpoint_dir(src) / SINGLE)
+    except UserError:
+        return None
 
 
 def export_config(imp: Importer, config: ModelConfig, dtype: torch.dtype) -> dict[str, Any]:
