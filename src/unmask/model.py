@@ -185,6 +185,11 @@ def make_norm(cfg: ModelConfig) -> nn.Module:
     )
 
 
+ROPE_ROWS = 4096
+"""Positions the RoPE tables of a model start with (``Transformer._rope_tables``), doubled as
+longer inputs come, up to ``max_seq_len``."""
+
+
 def rope_cache(
     seq_len: int,
     head_dim: int,
@@ -535,7 +540,13 @@ class Transformer(nn.Module):
         if rope is None or rope[0].shape[0] < L or rope[0].device != device or (
             rope[0].dtype != dtype
         ):
-            n = max(L, self.config.max_seq_len)
+            # grown by doubling up to max_seq_len, not built for all of it at once: Dream's
+            # 131072 positions took 128 MiB and over a second before a short prompt's first
+            # forward; a compiled forward gets every position (no rebuild inside its graph)
+            rows = 0 if rope is None else rope[0].shape[0]
+            full = self.config.max_seq_len
+            grown = full if torch.compiler.is_compiling() else max(ROPE_ROWS, 2 * rows)
+            n = max(L, min(grown, full))
             rd = self.config.rotary_dim or self.config.head_dim
             self._rope = rope_cache(n, rd, self.config.rope_theta, device, dtype)
         cos, sin = self._rope
