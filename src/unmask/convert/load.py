@@ -324,6 +324,12 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
             f"the model only {shape['vocab_size']}"
         )
     ids = tok.special_ids()
+    clash = [n.removesuffix("_id") for n in ("eos_id", "pad_id") if ids[n] == ids["mask_id"]]
+    if clash:  # decoded, the EOS was never seen (every [MASK] is one) and the canvas pads masked
+        raise UserError(
+            f"{source}: the mask token (id {ids['mask_id']}) is also the {' and '.join(clash)} "
+            f"token; {SPECIAL_KEYS['mask_id']} must name a token of its own"
+        )
     # [EMPTY] (variable-length gaps): an export drops empty_id, as its tokenizer keeps it
     empty = tok.empty_ids()
     for name, value in ids.items():  # ids the family fixes (MDLM/SEDD: [MASK] is the last row)
