@@ -73,7 +73,6 @@ def convert(
         tensors, source = _streamed_native(model, folder), "unmask"
     else:
         tensors, source = streamed_weights(model, imp, folder), imp.name
-    out.parent.mkdir(parents=True, exist_ok=True)
     with tensors:  # each tensor read as it is written: one in memory, not the model
         return _write_folder(out, tensors, {"source": source}, to_dict(config), tokenizer,
                              like=tensors.params)
@@ -149,12 +148,21 @@ def _write_folder(
 ) -> Path:
     """Write model.safetensors + config.json + tokenizer.json (+ ``files``: name -> text) into a
     staging folder beside ``out`` and rename it into place, so a failure leaves nothing
-    half-written; ``like``: as ``write_safetensors`` takes it (``tensors`` read as written)."""
+    half-written; ``like``: as ``write_safetensors`` takes it (``tensors`` read as written).
+    Folders above ``out`` that it creates are removed again when it fails (a NaN found in the
+    last tensor left ``a/b/`` of ``a/b/out`` behind)."""
+    made = [p for p in reversed(out.parent.parents) if not p.exists()]
+    made += [out.parent] if not out.parent.exists() else []
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         clear_stale_staging(out)
         tmp = staging_dir(out.parent, staging_prefix(out))
     except OSError as e:
+        _remove_empty(made)
         raise UserError(f"{out}: cannot be written ({e.strerror})") from None
+    except BaseException:
+        _remove_empty(made)
+        raise
     try:
         write_safetensors(tensors, tmp / SINGLE, metadata=metadata, like=like)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -169,13 +177,24 @@ def _write_folder(
         os.replace(tmp, out)
     except OSError as e:  # a full disk: one line naming the folder (a write names no file)
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(made)
         if e.filename is None:
             raise OSError(e.errno, e.strerror or str(e), str(out)) from None
         raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(made)
         raise
     return out
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (outermost first), deepest first, each only if still empty."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (another process wrote into it) or gone: leave those above
 
 
 def clear_stale_staging(out: Path) -> list[Path]:
@@ -314,7 +333,6 @@ def export(
     with _streamed_native(model, folder) as tensors:  # one tensor in memory at a time
         renamed = _Renamed(tensors, names)
         like = {names[k]: p for k, p in tensors.params.items()}
-        out.parent.mkdir(parents=True, exist_ok=True)
         return _write_folder(out, renamed, {"format": "pt"}, header, tokenizer, files,
                              like=like)
 
