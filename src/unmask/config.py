@@ -307,7 +307,12 @@ class ModelConfig:
             raise UserError(f"draft_block={self.draft_block} must be positive")
         if not 0.0 <= self.schedule_eps < 1.0:
             raise UserError(f"schedule_eps={self.schedule_eps} must be in [0, 1)")
-        unknown = sorted(set(self.sample_defaults) - {f.name for f in fields(SampleConfig)})
+        if not isinstance(self.sample_defaults, dict):  # a list was a TypeError in the join
+            raise UserError(f"sample_defaults must be a dict of sampling options, not "
+                            f"{self.sample_defaults!r}")
+        names = {f.name for f in fields(SampleConfig)}
+        unknown = sorted(repr(k) if not isinstance(k, str) else k
+                         for k in self.sample_defaults if k not in names)
         if unknown:
             raise UserError(f"sample_defaults: {', '.join(unknown)} not sampling options")
         try:  # the values too: a bad one failed at the first run, not naming config.json
