@@ -53,7 +53,11 @@ def test_a_folder_naming_no_dtype_loads_and_converts_as_stored(
     src = tmp_path / "sedd"
     make_sedd(src)
     path = src / "model.safetensors"
-    save_file({k: v.to(torch.bfloat16) for k, v in load_file(str(path)).items()}, str(path))
+    # bf16 weights beside the saved RoPE buffer in float32 (its name sorts before most)
+    tensors = {k: v if k == "rotary_emb.inv_freq" else v.to(torch.bfloat16)
+               for k, v in load_file(str(path)).items()}
+    assert tensors["rotary_emb.inv_freq"].dtype == torch.float32
+    save_file(tensors, str(path))
     assert next(unmask.load(src).model.parameters()).dtype == torch.bfloat16
     assert main(["convert", str(src), str(tmp_path / "native")]) == 0
     capsys.readouterr()

@@ -576,8 +576,9 @@ _SAFETENSORS_FLOATS = {tag: name for name, tag in SAFETENSORS_DTYPES.items() if 
 
 def file_dtype(path: Path) -> torch.dtype | None:
     """The floating dtype the safetensors file ``path`` stores its weights in (its first
-    floating tensor, read from the header); None where it cannot be read (a file cut short
-    or not safetensors: the load says so, in one line) or holds no floating tensor."""
+    floating tensor, read from the header; the names sort, so a weight's); None where it
+    cannot be read (a file cut short or not safetensors: the load says so, in one line) or
+    holds no floating tensor."""
     import torch
     from safetensors import SafetensorError, safe_open
 
