@@ -1123,14 +1123,12 @@ def index_moves(index: Any, at_most: int | None = None) -> int | None:
     serialized form (some 6-8 bytes a move, a tenth of the Python dict ``get_transitions``
     builds): initial state, final states, then per state its id, its move count and a
     (token, state) pair per move, each a varint, and two varints more (the end token and
-    the vocabulary's size). With ``at_most``, a count that cannot exceed it (each move
-    takes at least two bytes) is not made: ``at_most`` itself is returned. None where the
-    layout is not the one read here (another outlines-core)."""
+    the vocabulary's size). With ``at_most``, a count that cannot exceed it (by the size of
+    that form) is not made: ``at_most`` itself is returned. None where the layout is not the
+    one read here (another outlines-core)."""
     data = index.__reduce__()[1][0]
     if not isinstance(data, bytes):
         return None
-    if at_most is not None and len(data) // 2 <= at_most:
-        return at_most
     try:
         _, i = _varint(data, 0)  # the initial state
         finals, i = _varint(data, i)
@@ -1139,6 +1137,9 @@ def index_moves(index: Any, at_most: int | None = None) -> int | None:
         states, i = _varint(data, i)
     except IndexError:
         return None
+    # a move takes two bytes at least, four unless its token's id is under 251 (one byte)
+    if at_most is not None and (len(data) + 2 * 251 * states) // 4 <= at_most:
+        return at_most
     varints, at = 0, 0
     while at < len(data):  # in runs, as one substitution over all of it took 5 GB
         run = _VARINT_RUN.match(data, at)
