@@ -89,3 +89,20 @@ def test_a_recursive_one_of_is_one_line_not_a_recursion_error():
                     "$ref": "#/$defs/t"}):
         with pytest.raises(UserError, match="recursive \\$ref '#/\\$defs/t' cannot be enforced"):
             check_schema(schema)
+
+
+def test_an_optional_prefix_item_that_admits_nothing_ends_the_array():
+    """``"prefixItems": [..., false]`` forbids an item there: the array ends before it (it
+    was refused, ``schema at $[1]: false admits no value``); a required one is refused."""
+    jsonschema = pytest.importorskip("jsonschema")
+    for schema in ({"type": "array", "prefixItems": [{"type": "boolean"}, False,
+                                                      {"type": "null"}]},
+                   {"type": "array", "prefixItems": [{"type": "boolean"}, EMPTY_RANGE],
+                    "items": {"type": "null"}, "maxItems": 5}):
+        check_schema(schema)
+        value = fill_schema(MODEL, TOK, schema, SampleConfig(steps=3, seed=0)).value
+        jsonschema.validate(value, schema)
+        assert len(value) == 1 and isinstance(value[0], bool)
+    with pytest.raises(UserError, match=r"^schema at \$\[1\]: no integer lies in its range$"):
+        check_schema({"type": "array", "prefixItems": [{"type": "boolean"}, EMPTY_RANGE],
+                      "minItems": 2})

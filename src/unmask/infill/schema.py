@@ -708,7 +708,12 @@ def check_schema(
     if isinstance(node.get("items"), Mapping) or node.get("items") is True:
         check_schema(node["items"], root, f"{path}[]", depth + 1)  # false: no more items
     for i, sub in enumerate(node.get("prefixItems") or []):
-        check_schema(sub, root, f"{path}[{i}]", depth + 1)
+        try:
+            check_schema(sub, root, f"{path}[{i}]", depth + 1)
+        except Unsatisfiable:
+            if i < node.get("minItems", 0):
+                raise
+            break  # the array ends before it (``_pruned``)
     branches = node.get("anyOf") or []
     unsatisfiable = []
     for i, sub in enumerate(branches):
@@ -728,8 +733,9 @@ def _pruned(doc: Any, root: Mapping[str, Any], path: str = "$") -> Any:
     """``doc`` (a schema document, ``root`` its whole) without the ``anyOf`` / ``oneOf``
     branches no value satisfies (``Unsatisfiable``), anywhere in it: JSON Schema reads a
     union as any of its branches, so the others are filled (one such branch refused the
-    whole schema). A union whose every branch is one is left for ``check_schema`` to
-    refuse, naming them; another error a branch has is left for it too."""
+    whole schema), and so are an optional property and an optional ``prefixItems`` entry
+    (the array ends before it) that admit nothing. A union whose every branch is one is
+    left for ``check_schema`` to refuse, naming them; another error is left for it too."""
     if isinstance(doc, list):
         return [_pruned(v, root, f"{path}[{i}]") for i, v in enumerate(doc)]
     if not isinstance(doc, Mapping):
@@ -752,6 +758,17 @@ def _pruned(doc: Any, root: Mapping[str, Any], path: str = "$") -> Any:
             out["properties"] = kept
             if not kept:  # none to lay out: the object holds no other either
                 out["additionalProperties"] = False
+    prefix, least, most = out.get("prefixItems"), out.get("minItems", 0), out.get("maxItems")
+    if isinstance(prefix, list) and isinstance(least, int) and isinstance(most, int | None):
+        # an optional item that admits nothing: the array ends before it
+        k = next((i for i, sub in enumerate(prefix) if i >= least and not _satisfiable(
+            sub, root, f"{path}[{i}]")), None)
+        if k is not None:
+            out["maxItems"] = k if most is None else min(most, k)
+            if k:
+                out["prefixItems"] = prefix[:k]
+            else:
+                del out["prefixItems"]
     return out
 
 
