@@ -226,6 +226,7 @@ class TokenAutomaton:
             return cached
         check_transitions(pattern, vocab, allowed, what)
         index = _index(pattern, vocab, what)
+        check_built(index, what)
         moves = index.get_transitions()
         finals = set(index.get_final_states())
         # The sentinel token (id V + 1) leads to a final state exactly from the states where
@@ -1078,7 +1079,8 @@ def check_transitions(pattern: str, vocab: Vocab, allowed: np.ndarray | None = N
     inside counted repetitions: ``(?:\\S|[a-z]{0,4}){12}`` at 126k tokens 6.4M for 29.6M)
     than fit in ``automaton_memory_limit`` at ``BYTES_PER_MOVE`` each: the moves the library
     builds as one Python dict before unmask turns them into its compact table. Checked
-    before the engine builds anything (a cached automaton is not checked)."""
+    before the engine builds anything (a cached automaton is not checked); what the engine
+    builds is counted exactly before that dict (``check_built``)."""
     sizes = _estimated_sizes(pattern)
     if sizes is None:
         return
@@ -1096,6 +1098,77 @@ def check_transitions(pattern: str, vocab: Vocab, allowed: np.ndarray | None = N
             "runs or maximum lengths"
         )
 
+
+
+_WIDE_VARINT = re.compile(rb"\xfb..|\xfc....|\xfd........", re.DOTALL)
+"""A multi-byte varint of the engine's serialized index (bincode: a first byte of 251, 252,
+253 for 2, 4, 8 little-endian bytes; under 251 the value itself, one byte)."""
+
+
+_VARINT_RUN = re.compile(rb"(?:[\x00-\xfa]|\xfb..|\xfc....|\xfd........){1,65536}+",
+                        re.DOTALL)
+"""Up to 65,536 whole varints from where one begins."""
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    """The varint of ``data`` at ``i`` and where the next begins."""
+    width = {251: 2, 252: 4, 253: 8}.get(data[i], 0)
+    if not width:
+        return data[i], i + 1
+    return int.from_bytes(data[i + 1:i + 1 + width], "little"), i + 1 + width
+
+
+def index_moves(index: Any, at_most: int | None = None) -> int | None:
+    """The (state, token) moves ``index`` (an ``outlines_core.Index``) holds, counted on its
+    serialized form (some 6-8 bytes a move, a tenth of the Python dict ``get_transitions``
+    builds): initial state, final states, then per state its id, its move count and a
+    (token, state) pair per move, each a varint, and two varints more (the end token and
+    the vocabulary's size). With ``at_most``, a count that cannot exceed it (by the size of
+    that form) is not made: ``at_most`` itself is returned. None where the layout is not the
+    one read here (another outlines-core)."""
+    data = index.__reduce__()[1][0]
+    if not isinstance(data, bytes):
+        return None
+    try:
+        _, i = _varint(data, 0)  # the initial state
+        finals, i = _varint(data, i)
+        for _ in range(finals):
+            _, i = _varint(data, i)
+        states, i = _varint(data, i)
+    except IndexError:
+        return None
+    # a move takes two bytes at least, four unless its token's id is under 251 (one byte)
+    if at_most is not None and (len(data) + 2 * 251 * states) // 4 <= at_most:
+        return at_most
+    varints, at = 0, 0
+    while at < len(data):  # in runs, as one substitution over all of it took 5 GB
+        run = _VARINT_RUN.match(data, at)
+        if run is None:
+            return None
+        varints += len(_WIDE_VARINT.sub(b"\xfb", run.group()))  # each varint one byte
+        at = run.end()
+    pairs, odd = divmod(varints - 3 - finals - 2 * states - 2, 2)
+    return None if odd or pairs < 0 else pairs
+
+
+def check_built(index: Any, what: str = "regex") -> None:
+    """``UserError`` when the engine's ``index`` holds more moves than fit in
+    ``automaton_memory_limit`` at ``BYTES_PER_MOVE`` each, counted before the library hands
+    them over as a Python dict: ``check_transitions`` estimates them before the engine runs,
+    but the estimate can be under the count (``(?:\\S|[a-z]{0,4}){12}`` at 126k tokens: 6.4M
+    for 29.6M: built at a peak of 4.1 GB under a 1.5 GB limit, now refused at 1.1 GB). The
+    engine's own index, built before this count, takes under 40 bytes a move, so the
+    limit holds unless the estimate is under the count by over about 3.5x."""
+    limit = automaton_memory_limit()
+    moves = index_moves(index, at_most=limit // BYTES_PER_MOVE)
+    if moves is not None and moves * BYTES_PER_MOVE > limit:
+        raise UserError(
+            f"{what}: too large for this tokenizer (its automaton has {moves} token moves, "
+            f"some {_in_megabytes(moves * BYTES_PER_MOVE)} to compile, over the "
+            f"{_in_megabytes(limit)} limit: ${AUTOMATON_MEMORY_ENV}, else "
+            f"{AUTOMATON_MEMORY_SHARE:.0%} of the memory available); shorten its counted "
+            "runs or maximum lengths"
+        )
 
 _ASCII = {"w": "A-Za-z0-9_", "d": "0-9", "s": " \\t\\n\\r\\f\\v"}
 """What ``ascii_classes`` puts for ``\\w``, ``\\d``, ``\\s`` (inside brackets as it is,

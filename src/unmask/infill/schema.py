@@ -130,6 +130,13 @@ def _where(path: str) -> str:
     return f"schema at {path}"
 
 
+class Unsatisfiable(UserError):
+    """A (sub)schema no value satisfies (an empty range, ``false``, ``allOf`` branches that
+    exclude each other...): an ``anyOf`` / ``oneOf`` branch that is one is left out, as no
+    value could match it (``check_schema``, ``_pruned``); the schema is refused only when
+    every branch is."""
+
+
 def load_schema(schema: str | Mapping[str, Any], source: str = "schema") -> dict[str, Any]:
     """A schema from JSON text or a mapping; OpenAI's ``{"name", "schema", "strict"}`` wrapper
     (``response_format.json_schema``) is unwrapped."""
@@ -183,7 +190,7 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
             target = target[part]
         rest = {k: v for k, v in node.items() if k != "$ref"}
         if target is False:
-            raise UserError(f"{_where(path)}: $ref {ref!r} is false, which admits no value")
+            raise Unsatisfiable(f"{_where(path)}: $ref {ref!r} is false, which admits no value")
         if target is True:
             target = {}
         if not isinstance(target, Mapping):
@@ -207,7 +214,7 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
     if isinstance(node, Mapping) and "allOf" in node:
         node = _merge_all(node, root, path, depth)
     if isinstance(node, Mapping) and "oneOf" in node:
-        node = _one_of(node, root, path)
+        node = _one_of(node, root, path, depth)
     if isinstance(node, Mapping):
         node = _typed_values(_required_present(node, path), root, path, depth)
     return node
@@ -225,7 +232,7 @@ def _required_present(node: Mapping[str, Any], path: str) -> Mapping[str, Any]:
         return node
     extra = node.get("additionalProperties", True)
     if extra is False:
-        raise UserError(f"{_where(path)}: required property {missing[0]!r} is not in "
+        raise Unsatisfiable(f"{_where(path)}: required property {missing[0]!r} is not in "
                         "properties and additionalProperties is false: no object satisfies it")
     more = {n: (extra if isinstance(extra, Mapping) else {}) for n in missing}
     return {**node, "properties": {**(props or {}), **more}}
@@ -249,7 +256,7 @@ def _typed_values(node: Mapping[str, Any], root: Mapping[str, Any], path: str,
         typed = [v for v in values if _kinds({"const": v}) and _kinds({"const": v}) <= kinds]
         if not typed:
             key = "enum" if "enum" in node else "const"
-            raise UserError(f"{_where(path)}: no {key} value is of type {node['type']!r}")
+            raise Unsatisfiable(f"{_where(path)}: no {key} value is of type {node['type']!r}")
     rest = {k: v for k, v in node.items() if k not in ("enum", "const", *_NOTES)}
     if "enum" in node and "const" in node:
         rest["const"] = node["const"]
@@ -257,7 +264,7 @@ def _typed_values(node: Mapping[str, Any], root: Mapping[str, Any], path: str,
     keep = [v for v in values if _admits(v, rest, root, path, depth + 1)]
     if not keep:
         others = ", ".join(sorted(rest)) or "none"
-        raise UserError(f"{_where(path)}: no enum/const value satisfies the schema's other "
+        raise Unsatisfiable(f"{_where(path)}: no enum/const value satisfies the schema's other "
                         f"keywords ({others})")
     return {**{k: v for k, v in node.items() if k in _NOTES}, "enum": keep}
 
@@ -394,8 +401,11 @@ def _merge_all(node: Mapping[str, Any], root: Mapping[str, Any], path: str, dept
     for i, sub in enumerate(branches):
         if sub is True:
             continue
+        if sub is False:
+            raise Unsatisfiable(f"{_where(f'{where}[{i}]')}: false admits no value")
         if not isinstance(sub, Mapping):
-            raise UserError(f"{_where(f'{where}[{i}]')}: false admits no value")
+            raise UserError(f"{_where(f'{where}[{i}]')}: a schema is an object, not "
+                            f"{type(sub).__name__}")
         sub = _resolve(sub, root, f"{where}[{i}]", depth + 1)
         if isinstance(sub, Mapping):
             _check_structure(sub, f"{where}[{i}]")  # before its parts are merged
@@ -445,14 +455,14 @@ def _forbidden_dropped(node: dict[str, Any], path: str) -> dict[str, Any]:
     if isinstance(props, Mapping) and any(s is False for s in props.values()):
         for name, sub in props.items():
             if sub is False and name in (node.get("required") or []):
-                raise UserError(f"{_where(path)}: allOf: required property {name!r} is "
+                raise Unsatisfiable(f"{_where(path)}: allOf: required property {name!r} is "
                                 "forbidden by another branch's additionalProperties")
         node["properties"] = {n: s for n, s in props.items() if s is not False}
     prefix = node.get("prefixItems")
     if isinstance(prefix, list) and False in prefix:
         k = next(i for i, s in enumerate(prefix) if s is False)
         if node.get("minItems", 0) > k:
-            raise UserError(f"{_where(path)}: allOf: minItems {node['minItems']} but another "
+            raise Unsatisfiable(f"{_where(path)}: allOf: minItems {node['minItems']} but another "
                             f"branch's items forbid item {k}: no array satisfies it")
         node["maxItems"] = min(node.get("maxItems", k), k)
         if k:
@@ -469,7 +479,7 @@ def _merge_key(key: str, a: Any, b: Any, root: Mapping[str, Any], path: str, dep
     if key == "type":
         both = (_type_set({"type": a}) or set()) & (_type_set({"type": b}) or set())
         if not both:
-            raise UserError(f"{_where(path)}: allOf: no type satisfies every branch")
+            raise Unsatisfiable(f"{_where(path)}: allOf: no type satisfies every branch")
         return sorted(both - {"integer"} if "number" in both else both)
     if key == "required":
         return list(dict.fromkeys([*a, *b]))
@@ -483,7 +493,7 @@ def _merge_key(key: str, a: Any, b: Any, root: Mapping[str, Any], path: str, dep
         other = b if key == "enum" else [b]
         keep = [v for v in values if any(_same_value(v, w) for w in other)]
         if not keep:
-            raise UserError(f"{_where(path)}: allOf: no value satisfies every {key}")
+            raise Unsatisfiable(f"{_where(path)}: allOf: no value satisfies every {key}")
         return keep if key == "enum" else keep[0]
     if key in _LOWER + _UPPER and isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return max(a, b) if key in _LOWER else min(a, b)
@@ -551,12 +561,39 @@ def _interval(node: Mapping[str, Any]) -> tuple[float, bool, float, bool]:
     return lo, lo_open, hi, hi_open
 
 
-def _disjoint(a: Any, b: Any, root: Mapping[str, Any], path: str) -> bool:
+def _empty(node: Any) -> bool:
+    """Whether a resolved subschema's own bounds admit no value (``maxLength`` under
+    ``minLength``, ``maxItems`` under ``minItems``, an empty numeric range), as
+    ``check_schema`` finds them (its subschemas are not read)."""
+    if not isinstance(node, Mapping):
+        return node is False
+    for low, high in (("minLength", "maxLength"), ("minItems", "maxItems")):
+        lo, hi = node.get(low, 0), node.get(high)
+        if isinstance(lo, int) and isinstance(hi, int) and hi < lo:
+            return True
+    try:
+        _number_bounds(node, "$")
+    except Unsatisfiable:
+        return True
+    except UserError:
+        pass  # check_schema names it
+    return False
+
+
+def _disjoint(a: Any, b: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> bool:
     """Whether no JSON value can satisfy both schemas, by a proof that is sound but not
     complete: different kinds (``type``, or the kinds of ``enum``/``const`` values),
     ``enum``/``const`` without a common value, numeric ranges that do not overlap, or
-    objects with a common required property whose schemas are disjoint (a tagged union)."""
-    a, b = _resolve(a, root, path), _resolve(b, root, path)
+    objects with a common required property whose schemas are disjoint (a tagged union), or
+    one that no value satisfies (``Unsatisfiable``: left out of the union)."""
+    if a is False or b is False:
+        return True
+    try:
+        a, b = _resolve(a, root, path, depth + 1), _resolve(b, root, path, depth + 1)
+    except Unsatisfiable:
+        return True
+    if _empty(a) or _empty(b):
+        return True
     ka, kb = _kinds(a), _kinds(b)
     if ka is not None and kb is not None and not ka & kb:
         return True
@@ -572,11 +609,13 @@ def _disjoint(a: Any, b: Any, root: Mapping[str, Any], path: str) -> bool:
     if ka == {"object"} and kb == {"object"}:
         pa, pb = a.get("properties") or {}, b.get("properties") or {}
         both = set(a.get("required") or []) & set(b.get("required") or []) & set(pa) & set(pb)
-        return any(_disjoint(pa[n], pb[n], root, f"{path}.{n}") for n in sorted(both))
+        return any(_disjoint(pa[n], pb[n], root, f"{path}.{n}", depth + 1)
+                   for n in sorted(both))
     return False
 
 
-def _one_of(node: Mapping[str, Any], root: Mapping[str, Any], path: str) -> dict[str, Any]:
+def _one_of(node: Mapping[str, Any], root: Mapping[str, Any], path: str, depth: int = 0
+            ) -> dict[str, Any]:
     """``oneOf`` as ``anyOf`` where the branches are provably pairwise disjoint (then at most
     one matches, and any output matching one matches exactly one); ``UserError`` naming the
     first pair that cannot be told apart otherwise."""
@@ -587,7 +626,7 @@ def _one_of(node: Mapping[str, Any], root: Mapping[str, Any], path: str) -> dict
         raise UserError(f"{_where(path)}: oneOf together with anyOf cannot be enforced")
     for i in range(len(branches)):
         for j in range(i + 1, len(branches)):
-            if not _disjoint(branches[i], branches[j], root, f"{path}.oneOf"):
+            if not _disjoint(branches[i], branches[j], root, f"{path}.oneOf", depth):
                 raise UserError(
                     f"{_where(path)}: oneOf branches {i} and {j} cannot be proven disjoint "
                     "(a value might match both); use anyOf, or tell them apart by type, "
@@ -613,7 +652,7 @@ def check_schema(
         raise UserError(f"{_where(path)}: nested too deep (recursive $ref?)")
     if isinstance(schema, bool):
         if not schema:
-            raise UserError(f"{_where(path)}: false admits no value")
+            raise Unsatisfiable(f"{_where(path)}: false admits no value")
         return
     if not isinstance(schema, Mapping):
         raise UserError(f"{_where(path)}: a schema is an object, not {type(schema).__name__}")
@@ -653,22 +692,96 @@ def check_schema(
         raise UserError(f"{_where(path)}: keyword 'uniqueItems' cannot be enforced")
     lo, hi = node.get("minLength", 0), node.get("maxLength")
     if hi is not None and hi < lo:
-        raise UserError(f"{_where(path)}: maxLength {hi} < minLength {lo}")
+        raise Unsatisfiable(f"{_where(path)}: maxLength {hi} < minLength {lo}")
     lo, hi = node.get("minItems", 0), node.get("maxItems")
     if hi is not None and hi < lo:
-        raise UserError(f"{_where(path)}: maxItems {hi} < minItems {lo}")
+        raise Unsatisfiable(f"{_where(path)}: maxItems {hi} < minItems {lo}")
     _number_bounds(node, path)  # bounds errors early
+    required = node.get("required") if isinstance(node.get("required"), list) else []
     for name, sub in (node.get("properties") or {}).items():
-        check_schema(sub, root, f"{path}.{name}", depth + 1)
+        try:
+            check_schema(sub, root, f"{path}.{name}", depth + 1)
+        except Unsatisfiable:
+            if name in required:
+                raise
+            # ``{"b": false}``, the common way to forbid a property: left out (``_pruned``)
     if isinstance(node.get("items"), Mapping) or node.get("items") is True:
         check_schema(node["items"], root, f"{path}[]", depth + 1)  # false: no more items
     for i, sub in enumerate(node.get("prefixItems") or []):
-        check_schema(sub, root, f"{path}[{i}]", depth + 1)
-    for i, sub in enumerate(node.get("anyOf") or []):
-        check_schema(sub, root, f"{path}.anyOf[{i}]", depth + 1)
+        try:
+            check_schema(sub, root, f"{path}[{i}]", depth + 1)
+        except Unsatisfiable:
+            if i < node.get("minItems", 0):
+                raise
+            break  # the array ends before it (``_pruned``)
+    branches = node.get("anyOf") or []
+    unsatisfiable = []
+    for i, sub in enumerate(branches):
+        try:
+            check_schema(sub, root, f"{path}.anyOf[{i}]", depth + 1)
+        except Unsatisfiable as e:  # no value matches it: left out (``_pruned``)
+            unsatisfiable.append(str(e))
+    if branches and len(unsatisfiable) == len(branches):
+        raise Unsatisfiable(f"{_where(path)}: no anyOf/oneOf branch can be satisfied ("
+                            + "; ".join(unsatisfiable) + ")")
     add = node.get("additionalProperties")
     if isinstance(add, Mapping):
         check_schema(add, root, f"{path}.additionalProperties", depth + 1)
+
+
+def _pruned(doc: Any, root: Mapping[str, Any], path: str = "$") -> Any:
+    """``doc`` (a schema document, ``root`` its whole) without the ``anyOf`` / ``oneOf``
+    branches no value satisfies (``Unsatisfiable``), anywhere in it: JSON Schema reads a
+    union as any of its branches, so the others are filled (one such branch refused the
+    whole schema), and so are an optional property and an optional ``prefixItems`` entry
+    (the array ends before it) that admit nothing. A union whose every branch is one is
+    left for ``check_schema`` to refuse, naming them; another error is left for it too."""
+    if isinstance(doc, list):
+        return [_pruned(v, root, f"{path}[{i}]") for i, v in enumerate(doc)]
+    if not isinstance(doc, Mapping):
+        return doc
+    out = {k: v if k in ("enum", "const", *_NOTES) else _pruned(v, root, f"{path}.{k}")
+           for k, v in doc.items()}
+    for key in ("anyOf", "oneOf"):
+        branches = out.get(key)
+        if isinstance(branches, list):
+            keep = [sub for i, sub in enumerate(branches)
+                    if _satisfiable(sub, root, f"{path}.{key}[{i}]")]
+            out[key] = keep or branches
+    props, required = out.get("properties"), out.get("required")
+    if isinstance(props, Mapping):  # an optional property that admits nothing: left out
+        needed = set(n for n in required if isinstance(n, str)) if isinstance(
+            required, list) else set()
+        kept = {n: sub for n, sub in props.items()
+                if n in needed or _satisfiable(sub, root, f"{path}.{n}")}
+        if len(kept) < len(props):
+            out["properties"] = kept
+            if not kept:  # none to lay out: the object holds no other either
+                out["additionalProperties"] = False
+    prefix, least, most = out.get("prefixItems"), out.get("minItems", 0), out.get("maxItems")
+    if isinstance(prefix, list) and isinstance(least, int) and isinstance(most, int | None):
+        # an optional item that admits nothing: the array ends before it
+        k = next((i for i, sub in enumerate(prefix) if i >= least and not _satisfiable(
+            sub, root, f"{path}[{i}]")), None)
+        if k is not None:
+            out["maxItems"] = k if most is None else min(most, k)
+            if k:
+                out["prefixItems"] = prefix[:k]
+            else:
+                del out["prefixItems"]
+    return out
+
+
+def _satisfiable(schema: Any, root: Mapping[str, Any], path: str) -> bool:
+    """Whether ``check_schema`` finds no ``Unsatisfiable`` in ``schema`` (another error it
+    finds is left for it to give)."""
+    try:
+        check_schema(schema, root, path)
+    except Unsatisfiable:
+        return False
+    except UserError:
+        pass
+    return True
 
 
 def _check_structure(node: Mapping[str, Any], path: str) -> None:
@@ -812,10 +925,10 @@ def _number_bounds(node: Mapping[str, Any], path: str) -> NumberRange | None:
     if _types(node) == ["integer"]:
         first, last = _integers((lo, lo_open, hi, hi_open))
         if last < first:
-            raise UserError(f"{_where(path)}: no integer lies in its range")
+            raise Unsatisfiable(f"{_where(path)}: no integer lies in its range")
         return Decimal(first), False, Decimal(last), False
     if hi < lo or (hi == lo and (lo_open or hi_open)):
-        raise UserError(f"{_where(path)}: no number lies in its range")
+        raise Unsatisfiable(f"{_where(path)}: no number lies in its range")
     return lo, lo_open, hi, hi_open
 
 
@@ -1172,6 +1285,7 @@ def schema_form(
     # its patterns as written, bounded together before check_schema compiles any (an enum
     # beside a pattern is checked against the pattern's automaton)
     check_total(_patterns(given, "$"), source)
+    given = _pruned(given, given)
     check_schema(given)
     widest = int(max(vocab_of(tokenizer).lengths.max(), 1))  # bytes of the longest token
     dropped: list[int] = []
