@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -67,6 +66,7 @@ from _common import (  # noqa: E402
     non_negative_int,
     output_file,
     positive_int,
+    round_robin,
 )
 from decoding import fit_lengths, prompt_texts, timed  # noqa: E402
 
@@ -107,12 +107,8 @@ def time_cases(
     cases: Sequence[Case], groups: list[list[list[int]]], repeats: int, device: torch.device
 ) -> list[tuple[list[Any], list[Any], float]]:
     """(runs, results, median seconds) of each case, each timed run decoding every batch of
-    ``groups`` in turn (the same prompts for every row). The repeats go round-robin over the
-    cases, each cycle starting one case later, so a machine whose speed drifts (shared cores)
-    slows every row alike and no row always follows the same one. Timing each row's repeats
-    back to back, two rows of the same decoding read 0.85× and 1.25× AR in one run on this
-    CPU; in a fixed order, a row right after the widest hybrid row read 0.60× where it reads
-    0.87× elsewhere."""
+    ``groups`` in turn (the same prompts for every row), the repeats round-robin over the
+    cases (``round_robin``)."""
     for c in cases:  # refuses a bad combination before anything is timed
         api.start(c.loaded, groups[0], c.config, draft=c.draft)
 
@@ -120,14 +116,9 @@ def time_cases(
         runs = [api.start(c.loaded, ids, c.config, draft=c.draft) for ids in groups]
         return runs, [run.run() for run in runs]
 
-    times: list[list[float]] = [[] for _ in cases]
-    last: list[Any] = [None] * len(cases)
-    n = len(cases)
-    for r in range(max(repeats, 1)):
-        for i in ((r + j) % n for j in range(n)):
-            last[i], t = timed(lambda c=cases[i]: go(c), 1, device)
-            times[i].append(t)
-    return [(*out, statistics.median(t)) for out, t in zip(last, times, strict=True)]
+    calls = [lambda c=c: go(c) for c in cases]
+    timings = round_robin(calls, repeats, lambda fn: timed(fn, 1, device))
+    return [(*out, t) for out, t in timings]
 
 
 COUNTS = ("verifier_nfe", "drafter_nfe", "drafted", "accepted", "row_rounds", "committed")
@@ -214,11 +205,9 @@ def forward_cost(
 
             step()
             steps[w] = step
-        times: dict[int, list[float]] = {w: [] for w in widths}
-        for _ in range(repeats):  # round-robin over the widths (``time_cases``' reason)
-            for w in widths:
-                times[w].append(timed(steps[w], 1, dev)[1])
-    return {w: statistics.median(t) for w, t in times.items()}
+        timings = round_robin([steps[w] for w in widths], repeats,
+                              lambda fn: timed(fn, 1, dev))  # fmt: skip
+    return {w: t for w, (_, t) in zip(widths, timings, strict=True)}
 
 
 HEADER = (

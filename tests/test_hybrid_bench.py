@@ -68,6 +68,7 @@ def test_decoding_rows_count_the_text_they_made(benchmark, monkeypatch):
     as benchmarks/speculative.py counts it; tokens per forward: ``ar`` one, the hybrid its
     commits (EOS included) per round."""
     import dataclasses
+    import sys
     import types
     from pathlib import Path
 
@@ -105,12 +106,37 @@ def test_decoding_rows_count_the_text_they_made(benchmark, monkeypatch):
     want = api.start(ld, prompts, SampleConfig(gen_length=8, decoder="ar")).run().gen_ids
     text = sum(len(cut_at_eos(r, eos)) for r in want)
     assert text < 2 * 8
-    clock = iter(range(1000))  # every row takes one second
-    monkeypatch.setattr(hyb, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
-    got = hyb.decode(ld, "data", 2, 8, 2)
+    # every timed pass takes one second but the second round of the three, which takes 50
+    # (a machine slowed by another job): the median of each row's three passes is 1 second
+    seconds = iter([1] * 3 + [50] * 3 + [1] * 3 + [1] * 3 + [50] * 3 + [1] * 3)
+    ticks = iter(t for d in seconds for t in (0, d))
+    common = sys.modules["_common"]
+    monkeypatch.setattr(common, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    got = hyb.decode(ld, "data", 2, 8, 2, repeats=3)
+    assert next(ticks, None) is None  # three timed passes of each row at each batch size
     assert [(r["decoder"], r["batch"]) for r in got] == [
         (d, b) for b in (1, 2) for d in ("ar", "all", "ends")]
     for r in got:
         assert r["tok_s"] == text and r["identical"] == 1.0, r
         assert r["tokens_per_forward"] >= 1.0
     assert got[0]["tokens_per_forward"] == 1.0
+
+
+def test_round_robin_rotates_the_order_and_takes_each_rows_median(benchmark):
+    """The repeats go round-robin, each cycle one row later (no row always follows the same
+    one), and each row's seconds are the median of its repeats, not a drifting one pass."""
+    benchmark("hybrid")  # puts benchmarks/ on sys.path
+    from _common import round_robin
+
+    order: list[str] = []
+    slow = {("b", 1): 9.0}  # row b's second call was slowed by the machine
+
+    def timer(fn):
+        name = fn()
+        order.append(name)
+        return name, slow.get((name, order.count(name) - 1), 1.0 + len(name))
+
+    calls = [lambda n=n: n for n in ("a", "b", "cc")]
+    got = round_robin(calls, 3, timer)
+    assert order == ["a", "b", "cc", "b", "cc", "a", "cc", "a", "b"]
+    assert got == [("a", 2.0), ("b", 2.0), ("cc", 3.0)]
