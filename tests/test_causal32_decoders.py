@@ -44,3 +44,53 @@ def test_an_empty_prompt_starts_from_the_models_start_token_as_ar_does(decoder):
     got = _decode(model, decoder, [[]], drafter=drafter)
     assert int(got.tokens[0, 0]) == start == int(want.tokens[0, 0])
     assert got.gen_ids == want.gen_ids
+
+
+def test_speculative_batch_rows_are_medians_of_warm_round_robin_runs(benchmark, monkeypatch,
+                                                                     capsys):
+    """benchmarks/speculative_batch.py timed one warm call per row, back to back: a slow
+    moment of the shared machine fell on whichever row ran then. Now each row is the median
+    of --repeats runs taken round-robin, after an untimed one: a first run of 10 s (one-time
+    costs) and one slow repeat of 5 s move no row."""
+    import json
+    import sys
+    import types
+
+    bench = benchmark("speculative_batch")
+    now = [0.0]
+    monkeypatch.setattr(sys.modules["_common"], "time",
+                        types.SimpleNamespace(perf_counter=lambda: now[0]))  # fmt: skip
+    calls: dict[str, int] = {}
+
+    def spend(name: str, cost: float):
+        calls[name] = calls.get(name, 0) + 1
+        now[0] += {1: 10.0, 2: 5.0}.get(calls[name], cost)  # warm-up, then one slow repeat
+        return types.SimpleNamespace(gen_ids=[[5]], nfe=1, steps=1)
+
+    def generate_ar(model, ids, max_new_tokens, eos_id):
+        return spend(model, 1.0)
+
+    class Run:
+        def __init__(self, model, *args, predraft="spec", **kw):
+            self.name = f"{model}-{predraft}"
+
+        def run(self):
+            return spend(self.name, 0.5)
+
+    def load(path, device):
+        model = types.SimpleNamespace(eval=lambda: None, name=path)
+        tok = types.SimpleNamespace(encode=lambda text: [5])
+        return types.SimpleNamespace(model=model, tokenizer=tok,
+                                     config=types.SimpleNamespace(eos_id=0))  # fmt: skip
+
+    monkeypatch.setattr(bench, "load", load)
+    monkeypatch.setattr(bench, "shared_vocabulary", lambda a, b: 10)
+    monkeypatch.setattr(bench, "generate_ar", lambda m, *a, **kw: generate_ar(m.name, *a, **kw))
+    monkeypatch.setattr(bench, "SpeculativeRun", lambda m, *a, **kw: Run(m.name, *a, **kw))
+    monkeypatch.setattr(bench, "HybridRun", lambda m, *a, **kw: Run(m.name, *a, **kw))
+    bench.main(["--ar-model", "ar", "--hybrid", "hy", "--drafter", "dr", "--repeats", "3"])
+    out = json.loads(capsys.readouterr().out)
+    assert set(calls.values()) == {4}  # a warm-up and three timed runs of each row
+    assert [out[k]["s"] for k in ("ar", "ar_hybrid")] == [1.0, 1.0]
+    for k in ("spec", "hybrid_all", "hybrid_ends"):
+        assert out[k]["s"] == 0.5 and out[k]["vs_ar"] == 2.0 and out[k]["identical"], out[k]
