@@ -200,6 +200,14 @@ def main() -> None:
             raise UserError(f"--model {args.model}: not a hybrid checkpoint (its config has no "
                             "draft_block; train one with --objective hybrid)")
         ld.model.eval()
+        from unmask.data import TokenDataset
+        from unmask.tokenizer import reads_ids_of
+
+        # the data too, before minutes of forward costs: a missing folder, or ids of another
+        # tokenizer (an IndexError traceback in the embedding, or drafts judged on other text)
+        if not reads_ids_of(ld.tokenizer, TokenDataset(args.data, "val").tokenizer()):
+            raise UserError(f"--data {args.data}: tokenized by another tokenizer than "
+                            f"--model {args.model}'s")
     context = model_preset(args.preset, vocab_size=4100).max_seq_len
     if args.prefix + 2 * args.draft_block >= context:
         p.error(f"--prefix {args.prefix} with --draft-block {args.draft_block} reaches position "

@@ -140,3 +140,44 @@ def test_round_robin_rotates_the_order_and_takes_each_rows_median(benchmark):
     got = round_robin(calls, 3, timer)
     assert order == ["a", "b", "cc", "b", "cc", "a", "cc", "a", "b"]
     assert got == [("a", 2.0), ("b", 2.0), ("cc", 3.0)]
+
+
+def test_data_of_another_tokenizer_is_refused_before_the_forward_costs(benchmark, tmp_path,
+                                                                       monkeypatch):
+    """--data tokenized by another tokenizer than --model's was read anyway, after the
+    forward-cost table: an IndexError traceback in the embedding (ids past a smaller
+    vocabulary), or drafts scored against other tokens. Now one line, before anything is
+    measured; data of the model's own tokenizer runs."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.data import prepare
+    from unmask.errors import UserError
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    hyb = benchmark("hybrid")
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, init_std=0.3,
+                       attention="causal", draft_block=2, objective="hybrid",
+                       **tok.special_ids())  # fmt: skip
+    save_checkpoint(tmp_path / "h", model=Transformer(cfg), tokenizer=tok)
+    text = tmp_path / "a.txt"
+    text.write_text("in the beginning was the word and the word was good\n" * 60)
+    import unmask.data
+
+    monkeypatch.setattr(unmask.data, "SPLIT_BLOCK", 256)  # a small corpus splits
+    for name, kind in (("bytes", "byte"), ("bpe", "bpe")):
+        prepare([text], tmp_path / name, tokenizer=kind, vocab_size=300 if kind == "bpe" else None,
+                val_fraction=0.2, min_val_tokens=64, progress=False)  # fmt: skip
+    measured = []
+    monkeypatch.setattr(hyb, "forward_cost", lambda *a: measured.append(a) or [])
+    argv = ["hybrid.py", "--preset", "tiny", "--prefix", "8", "--draft-block", "2",
+            "--model", str(tmp_path / "h"), "--prompts", "1", "--gen-length", "8"]
+    monkeypatch.setattr("sys.argv", [*argv, "--data", str(tmp_path / "bpe")])
+    with pytest.raises(UserError, match="another tokenizer"):
+        hyb.main()
+    assert measured == []
+    monkeypatch.setattr("sys.argv", [*argv, "--data", str(tmp_path / "bytes"), "--batch", "1",
+                                     "--decode-repeats", "1"])  # fmt: skip
+    hyb.main()
+    assert len(measured) == 2  # batch 1 and --batch (1)
