@@ -11,6 +11,8 @@ writes strict JSON (NaN as null).
 ``output_file`` / ``output_path`` are the type of a ``--json`` path (checked at once, nothing
 made: an unwritable path is refused before the run, not after it).
 ``generated(ids, eos)`` is the one count of a row's tokens behind every script's tokens/s.
+``round_robin(calls, repeats)`` times rows that are compared side by side: the median of
+repeats taken round-robin over the rows.
 ``default_output(name)`` is where results go when no path is given (``runs/bench``, not the
 committed ``benchmarks/results``). Scripts import this module from their own folder
 (``python benchmarks/NAME.py`` puts it first on ``sys.path``). It imports ``unmask`` only
@@ -21,14 +23,16 @@ when a flag is parsed or an error is raised or caught, so a script may still cho
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 __all__ = ["OUTPUT", "default_output", "fill_defaults", "int_list", "json_text",
            "generated", "non_negative_floats", "non_negative_int", "output_file", "output_path",
-           "positive_float", "positive_int", "run"]  # fmt: skip
+           "positive_float", "positive_int", "round_robin", "run"]  # fmt: skip
 
 OUTPUT = Path(__file__).resolve().parents[1] / "runs" / "bench"
 """Where a script writes its results when no path is given (``runs/`` is ignored by git)."""
@@ -53,6 +57,38 @@ def generated(ids: Sequence[int], eos: int | None, *, with_eos: bool = False) ->
 
     text = len(cut_at_eos(ids, eos))
     return text + (with_eos and text < len(ids))
+
+
+T = TypeVar("T")
+
+
+def _clock(fn: Callable[[], T]) -> tuple[T, float]:
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def round_robin(
+    calls: Sequence[Callable[[], T]], repeats: int,
+    timer: Callable[[Callable[[], T]], tuple[T, float]] = _clock,
+) -> list[tuple[T, float]]:
+    """(last result, median seconds) of each of ``calls``, each called ``repeats`` times
+    (at least once; ``timer(fn)`` -> (result, seconds), default the wall clock around it).
+    The repeats go round-robin over the calls, each cycle starting one call later, so a
+    machine whose speed drifts (shared cores) slows every row alike and no row always
+    follows the same one. Timing each row's repeats back to back, two rows of the same
+    decoding read 0.85x and 1.25x AR in one run on a shared CPU; in a fixed order, a row
+    right after the widest hybrid row read 0.60x where it reads 0.87x elsewhere
+    (benchmarks/speculative.py); one pass per row moved benchmarks/hybrid.py's ratios by
+    0.3x between runs. Warm the calls up before: the first call of each pays one-time costs."""
+    n = len(calls)
+    times: list[list[float]] = [[] for _ in calls]
+    last: list[Any] = [None] * n
+    for r in range(max(repeats, 1)):
+        for i in ((r + j) % n for j in range(n)):
+            last[i], t = timer(calls[i])
+            times[i].append(t)
+    return [(out, statistics.median(t)) for out, t in zip(last, times, strict=True)]
 
 
 def json_text(

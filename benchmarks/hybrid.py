@@ -15,7 +15,8 @@ Two tables, one run:
   tokens/s (text tokens, cut at EOS) and its ratio to the checkpoint's own ``ar`` decoding,
   tokens per forward (tokens a row commits, its EOS included, per round it decodes: one
   forward each; ``ar`` makes one token per forward), draft acceptance, token identity with
-  ``ar``; and **draft agreement** per draft position
+  ``ar`` (each row the median of ``--decode-repeats`` passes, round-robin over the rows,
+  after an untimed warm-up); and **draft agreement** per draft position
   (``draft_agreement``): the share of one-step drafts equal to the held-out token and to the
   checkpoint's own greedy continuation (what greedy decoding keeps), on ``--prompts`` × 8
   validation windows of 64 tokens, beside its causal next-token accuracy. It shows which
@@ -29,12 +30,12 @@ Two tables, one run:
 from __future__ import annotations
 
 import argparse
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import generated, json_text, output_file, positive_int
+from _common import generated, json_text, output_file, positive_int, round_robin
 
 from unmask import api
 from unmask.config import SampleConfig, model_preset
@@ -44,18 +45,6 @@ from unmask.sampling.hybrid import HybridRun
 
 PROMPT_LEN = 32
 """Tokens of each decoding prompt (a validation window's start)."""
-
-
-def timed(fn: Any, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls after two warm-up calls."""
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
 
 
 @torch.no_grad()
@@ -71,13 +60,14 @@ def forward_cost(preset: str, k: int, prefix: int, batch: int, repeats: int) -> 
         kv.length = prefix - 1  # roll back as the decoders do
         m(tokens, cache=kv, start=prefix - 1, **layout)
 
-    rows = [{"layout": "ar step", "positions": 1,
-             "seconds": timed(lambda: round_(x[:, -1:]), repeats)}]  # fmt: skip
+    rows: list[tuple[str, int, Callable[[], None]]] = [
+        ("ar step", 1, lambda: round_(x[:, -1:]))]
     for name, ms in (("hybrid all", range(k + 1)), ("hybrid ends", (0, k))):
         pos, bias = draft_layout(1 + k, [prefix + j for j in ms], k, offset=prefix - 1)
         toks = torch.randint(4, 4000, (batch, pos.shape[0]))
-        s = timed(lambda: round_(toks, positions=pos, attn_bias=bias), repeats)  # noqa: B023
-        rows.append({"layout": name, "positions": int(pos.shape[0]), "seconds": s})
+
+        def whole(toks: torch.Tensor = toks, pos: torch.Tensor = pos, bias: torch.Tensor = bias):
+            round_(toks, positions=pos, attn_bias=bias)
 
         def read(toks: torch.Tensor = toks, pos: torch.Tensor = pos, bias: torch.Tensor = bias):
             kv.length = prefix - 1  # the decoder's round: the head on the 2k + 1 columns it reads
@@ -85,11 +75,16 @@ def forward_cost(preset: str, k: int, prefix: int, batch: int, repeats: int) -> 
                   return_hidden=True)  # fmt: skip
             m.lm_head(h[:, : 2 * k + 1])
 
-        rows.append({"layout": f"{name}, head on read columns", "positions": int(pos.shape[0]),
-                     "seconds": timed(read, repeats)})  # fmt: skip
-    for r in rows:
-        r["batch"], r["vs_ar_step"] = batch, r["seconds"] / rows[0]["seconds"]
-    return rows
+        n = int(pos.shape[0])
+        rows += [(name, n, whole), (f"{name}, head on read columns", n, read)]
+    for _, _, fn in rows:  # warm-up: the first calls pay one-time costs
+        fn(), fn()
+    timings = round_robin([fn for _, _, fn in rows], repeats)
+    out = [{"layout": name, "positions": n, "seconds": t}
+           for (name, n, _), (_, t) in zip(rows, timings, strict=True)]  # fmt: skip
+    for r in out:
+        r["batch"], r["vs_ar_step"] = batch, r["seconds"] / out[0]["seconds"]
+    return out
 
 
 AGREEMENT_LEN = 64
@@ -129,36 +124,44 @@ def draft_agreement(model: Any, mask_id: int, windows: torch.Tensor, k: int) -> 
     }
 
 
-def decode(ld: Any, data: str, n: int, gen: int, batch: int) -> list[dict]:
-    """Greedy decoding rows of the loaded hybrid checkpoint ``ld`` (module docstring)."""
+def decode(ld: Any, data: str, n: int, gen: int, batch: int, repeats: int = 1) -> list[dict]:
+    """Greedy decoding rows of the loaded hybrid checkpoint ``ld`` (module docstring): each
+    row's seconds the median of ``repeats`` passes over the prompts, round-robin over the
+    rows (``round_robin``), after an untimed pass of each."""
     from unmask.data import TokenDataset
 
     windows = TokenDataset(data, "val").windows(200)
     prompts = [w[:PROMPT_LEN].tolist() for _, w in zip(range(n), windows, strict=False)]
-    rows, ar_ids, ar_tok_s, eos = [], None, 0.0, ld.config.eos_id
+    rows, eos, names = [], ld.config.eos_id, ("ar", "all", "ends")
 
     def run(name: str, chunk: list[list[int]]) -> Any:
         if name == "ar":
             return api.start(ld, chunk, SampleConfig(gen_length=gen, decoder="ar")).run()
         return HybridRun(ld.model, chunk, max_new_tokens=gen, eos_id=eos, predraft=name).run()
 
+    def one_pass(name: str, bs: int) -> tuple[list[list[int]], list[int]]:
+        """Every prompt in batches of ``bs``: the ids, and for the hybrid its counts summed
+        (row_rounds and committed are summed over rows: each row's own)."""
+        ids, st = [], [0, 0, 0, 0]
+        for i in range(0, len(prompts), bs):
+            r = run(name, prompts[i : i + bs])
+            if name != "ar":
+                st = [a + b for a, b in zip(st, (r.row_rounds, r.committed, r.drafted,
+                                                 r.accepted), strict=True)]  # fmt: skip
+            ids += r.gen_ids
+        return ids, st
+
     for bs in sorted({1, batch}):
-        for name in ("ar", "all", "ends"):  # untimed: the first calls' one-time costs fell
-            run(name, prompts[:bs])  # on the first row, ar at batch 1, and inflated vs_ar
-        for name in ("ar", "all", "ends"):
-            t, ids, st = time.perf_counter(), [], [0, 0, 0, 0]
-            for i in range(0, len(prompts), bs):
-                r = run(name, prompts[i : i + bs])
-                if name != "ar":  # committed is summed over rows; row_rounds: each row's
-                    st = [a + b for a, b in zip(st, (r.row_rounds, r.committed, r.drafted,
-                                                     r.accepted), strict=True)]  # fmt: skip
-                ids += r.gen_ids
-            s = time.perf_counter() - t
+        for name in names:  # untimed: the first calls' one-time costs fell on the first row
+            run(name, prompts[:bs])  # (ar at batch 1) and inflated vs_ar
+        calls = [lambda name=name, bs=bs: one_pass(name, bs) for name in names]
+        timings = round_robin(calls, repeats)
+        (ar_ids, _), ar_s = timings[0]
+        ar_tok_s = sum(generated(r, eos) for r in ar_ids) / ar_s
+        for name, ((ids, st), s) in zip(names, timings, strict=True):
             tok_s = sum(generated(r, eos) for r in ids) / s
-            if name == "ar":
-                ar_ids, ar_tok_s = ids, tok_s
             rows.append({
-                "decoder": name, "batch": bs, "tok_s": tok_s,
+                "decoder": name, "batch": bs, "tok_s": tok_s, "repeats": repeats,
                 "vs_ar": tok_s / ar_tok_s if ar_tok_s else float("nan"),  # tokens/s: rows
                 # may end at EOS sooner than ar's
                 "tokens_per_forward": st[1] / st[0] if st[0] else 1.0,
@@ -173,7 +176,10 @@ def main() -> None:
     p.add_argument("--preset", default="demo")
     p.add_argument("--draft-block", type=positive_int, default=8)
     p.add_argument("--prefix", type=positive_int, default=128)
-    p.add_argument("--repeats", type=positive_int, default=20)
+    p.add_argument("--repeats", type=positive_int, default=20,
+                   help="timed forwards per forward-cost row (median, round-robin)")
+    p.add_argument("--decode-repeats", type=positive_int, default=3,
+                   help="timed passes per decoding row (median, round-robin over the rows)")
     p.add_argument("--model")
     p.add_argument("--data", default="data/bible")
     p.add_argument("--prompts", type=positive_int, default=8)
@@ -194,6 +200,14 @@ def main() -> None:
             raise UserError(f"--model {args.model}: not a hybrid checkpoint (its config has no "
                             "draft_block; train one with --objective hybrid)")
         ld.model.eval()
+        from unmask.data import TokenDataset
+        from unmask.tokenizer import reads_ids_of
+
+        # the data too, before minutes of forward costs: a missing folder, or ids of another
+        # tokenizer (an IndexError traceback in the embedding, or drafts judged on other text)
+        if not reads_ids_of(ld.tokenizer, TokenDataset(args.data, "val").tokenizer()):
+            raise UserError(f"--data {args.data}: tokenized by another tokenizer than "
+                            f"--model {args.model}'s")
     context = model_preset(args.preset, vocab_size=4100).max_seq_len
     if args.prefix + 2 * args.draft_block >= context:
         p.error(f"--prefix {args.prefix} with --draft-block {args.draft_block} reaches position "
@@ -227,7 +241,7 @@ def main() -> None:
             out["skipped"].append(why)
             print(why)
             continue
-        rows = decode(ld, args.data, args.prompts, gen, args.batch)
+        rows = decode(ld, args.data, args.prompts, gen, args.batch, args.decode_repeats)
         out["decode"] += [{**r, "gen_length": gen} for r in rows]
         print(f"greedy decoding, {args.prompts} prompts x {gen} tokens")
         for r in rows:

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -62,11 +61,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/decoding.
 
 from _common import (  # noqa: E402
     default_output,
+    fill_defaults,
     generated,
     json_text,
     non_negative_int,
     output_file,
     positive_int,
+    round_robin,
 )
 from decoding import fit_lengths, prompt_texts, timed  # noqa: E402
 
@@ -103,31 +104,65 @@ class Case:
     draft: Loaded | None = None
 
 
+def build_cases(
+    args: argparse.Namespace, g: int, ar: Loaded, diff: Loaded, hybrids: list[tuple[str, Loaded]]
+) -> list[Case]:
+    """The rows of one generation length ``g``: ar (the reference, first), the diffusion
+    row, the spec rows and the hybrid rows."""
+    T, seed = args.temperature, (args.seed if args.temperature > 0 else None)
+    pen = {"repetition_penalty": args.repetition_penalty,  # the causal rows'
+           "no_repeat_ngram_size": args.no_repeat_ngram_size}
+    seg = {"segment_length": args.segment_length}
+    cfg = SampleConfig(gen_length=g, temperature=T, seed=seed, **pen, **seg)
+    cases = [Case("ar", ar, cfg)]
+    dcfg = api.sample_config(diff, {"gen_length": g, "steps": g, "seed": args.seed, **seg})
+    if not args.no_diffusion_row:
+        cases.append(Case("diffusion (recommended)", diff, dcfg))
+    specs = [(f"spec k={k}", {"draft_length": k}) for k in args.draft_lengths]
+    k_max = max(args.draft_lengths, default=0)
+    specs += [
+        (f"spec k={k_max} thr={t:g}", {"draft_length": k_max, "draft_threshold": t})
+        for t in (args.thresholds if k_max else [])
+    ]
+    if args.no_cache_row and k_max:
+        specs.append((f"spec k={k_max} no cache", {"draft_length": k_max, "draft_cache": "none"}))
+    for label, opts in specs:
+        sc = SampleConfig(gen_length=g, temperature=T, seed=seed, draft_steps=args.draft_steps,
+                          **opts, **pen, **seg)  # fmt: skip
+        cases.append(Case(label, ar, sc, draft=diff))
+    layouts = product(hybrids, args.predraft, args.hybrid_draft_lengths or [None],
+                      [0.0, *args.hybrid_thresholds])  # fmt: skip
+    for (name, hybrid), pre, n, thr in layouts:
+        hc = SampleConfig(gen_length=g, temperature=T, seed=seed, predraft=pre,
+                          draft_length=n, draft_threshold=thr, **pen, **seg)  # fmt: skip
+        label = f"{name} {pre}" + ("" if n is None else f" n={n}")
+        cases.append(Case(label + (f" thr={thr:g}" if thr else ""), hybrid, hc))
+    return cases
+
+
+def refuse_bad_cases(cases: Sequence[Case], ids: list[list[int]]) -> None:
+    """Start every case on ``ids`` without running it: a combination the decoders refuse
+    (an unknown predraft, a threshold out of range, a checkpoint of the wrong kind) is one
+    ``UserError`` line before anything is timed."""
+    for c in cases:
+        api.start(c.loaded, ids, c.config, draft=c.draft)
+
+
 def time_cases(
     cases: Sequence[Case], groups: list[list[list[int]]], repeats: int, device: torch.device
 ) -> list[tuple[list[Any], list[Any], float]]:
     """(runs, results, median seconds) of each case, each timed run decoding every batch of
-    ``groups`` in turn (the same prompts for every row). The repeats go round-robin over the
-    cases, each cycle starting one case later, so a machine whose speed drifts (shared cores)
-    slows every row alike and no row always follows the same one. Timing each row's repeats
-    back to back, two rows of the same decoding read 0.85× and 1.25× AR in one run on this
-    CPU; in a fixed order, a row right after the widest hybrid row read 0.60× where it reads
-    0.87× elsewhere."""
-    for c in cases:  # refuses a bad combination before anything is timed
-        api.start(c.loaded, groups[0], c.config, draft=c.draft)
+    ``groups`` in turn (the same prompts for every row), the repeats round-robin over the
+    cases (``round_robin``)."""
+    refuse_bad_cases(cases, groups[0])
 
     def go(c: Case) -> tuple[list[Any], list[Any]]:
         runs = [api.start(c.loaded, ids, c.config, draft=c.draft) for ids in groups]
         return runs, [run.run() for run in runs]
 
-    times: list[list[float]] = [[] for _ in cases]
-    last: list[Any] = [None] * len(cases)
-    n = len(cases)
-    for r in range(max(repeats, 1)):
-        for i in ((r + j) % n for j in range(n)):
-            last[i], t = timed(lambda c=cases[i]: go(c), 1, device)
-            times[i].append(t)
-    return [(*out, statistics.median(t)) for out, t in zip(last, times, strict=True)]
+    calls = [lambda c=c: go(c) for c in cases]
+    timings = round_robin(calls, repeats, lambda fn: timed(fn, 1, device))
+    return [(*out, t) for out, t in timings]
 
 
 COUNTS = ("verifier_nfe", "drafter_nfe", "drafted", "accepted", "row_rounds", "committed")
@@ -214,11 +249,9 @@ def forward_cost(
 
             step()
             steps[w] = step
-        times: dict[int, list[float]] = {w: [] for w in widths}
-        for _ in range(repeats):  # round-robin over the widths (``time_cases``' reason)
-            for w in widths:
-                times[w].append(timed(steps[w], 1, dev)[1])
-    return {w: statistics.median(t) for w, t in times.items()}
+        timings = round_robin([steps[w] for w in widths], repeats,
+                              lambda fn: timed(fn, 1, dev))  # fmt: skip
+    return {w: t for w, (_, t) in zip(widths, timings, strict=True)}
 
 
 HEADER = (
@@ -278,29 +311,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "for every layout and draft length)",
     )  # fmt: skip
     ap.add_argument("--no-diffusion-row", action="store_true", help="skip the plain-diffusion row")
-    ap.add_argument("--gen-lengths", type=positive_int, nargs="+", default=[256, 512])
+    ap.add_argument("--gen-lengths", type=positive_int, nargs="+", default=None,
+                    help="default 256 512 (--quick: 32)")  # fmt: skip
     ap.add_argument(
         "--segment-length", type=positive_int, default=None, metavar="N",
         help="every row in segments of N tokens over a sliding window "
              "(SampleConfig.segment_length): lengths past the context run instead of being cut",
     )
-    ap.add_argument("--batches", type=positive_int, nargs="+", default=[1, 8])
+    ap.add_argument("--batches", type=positive_int, nargs="+", default=None,
+                    help="default 1 8 (--quick: 1 2)")  # fmt: skip
     ap.add_argument(
         "--prompts", type=positive_int, default=None,
         help="prompts every row decodes, in batches of each --batches size (a multiple of "
         "each; default: the largest batch)",
     )  # fmt: skip
-    ap.add_argument("--prompt-words", type=positive_int, default=8)
+    ap.add_argument("--prompt-words", type=positive_int, default=None,
+                    help="default 8 (--quick: 4)")  # fmt: skip
     ap.add_argument(
-        "--draft-lengths", type=positive_int, nargs="*", default=[4, 8],
-        help="spec rows (none: no spec row)",
+        "--draft-lengths", type=positive_int, nargs="*", default=None,
+        help="spec rows (none: no spec row; default 4 8, --quick: 4)",
     )
     ap.add_argument(
         "--thresholds",
         type=float,
         nargs="*",
-        default=[0.5],
-        help="adaptive rows: draft_threshold values, with the longest draft length",
+        default=None,
+        help="adaptive rows: draft_threshold values, with the longest draft length (default "
+        "0.5)",
     )
     ap.add_argument("--draft-steps", type=positive_int, default=1, help="denoising steps per draft")
     ap.add_argument(
@@ -344,12 +381,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="gen 32, batches 1 and 2, draft length 4, 4 prompt words, no scorer",
+        help="gen 32, batches 1 and 2, draft length 4, 4 prompt words, no scorer (the defaults "
+        "of the flags not given)",
     )
     args = ap.parse_args(argv)
+    fill_defaults(args, normal={"gen_lengths": [256, 512], "batches": [1, 8], "prompt_words": 8,
+                                "draft_lengths": [4, 8], "thresholds": [0.5]},
+                  quick={"gen_lengths": [32], "batches": [1, 2], "prompt_words": 4,
+                         "draft_lengths": [4]})  # fmt: skip
     if args.quick:
-        args.gen_lengths, args.batches, args.prompt_words = [32], [1, 2], 4
-        args.draft_lengths, args.thresholds = [4], [0.5]
         args.score = bool(args.score)
     return args
 
@@ -403,7 +443,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:  # any length: segments over a sliding window (SampleConfig.segment_length)
         lengths = list(dict.fromkeys(args.gen_lengths))
         notes.append(f"segments of {args.segment_length} tokens (--segment-length)")
-    seg = {"segment_length": args.segment_length}
+    # every length's rows refused or not before minutes of forward costs and other rows
+    for g in lengths:
+        refuse_bad_cases(build_cases(args, g, ar, diff, hybrids),
+                         [ar.tokenizer.encode(prompts_all[0])])  # fmt: skip
     print(
         f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}; "
         f"drafter {diff.path}, verifier {ar.path}; prompts {prompts_all}"
@@ -425,43 +468,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows: list[dict[str, Any]] = []
     print(LEGEND)
     print(HEADER, flush=True)
-    T, seed = args.temperature, (args.seed if args.temperature > 0 else None)
-    pen = {"repetition_penalty": args.repetition_penalty,  # the causal rows'
-           "no_repeat_ngram_size": args.no_repeat_ngram_size}
     for g in lengths:
         for b in args.batches:
             prompts = prompts_all  # every row decodes them all, in batches of b
             ids = [ar.tokenizer.encode(p) for p in prompts]
             groups = [ids[i : i + b] for i in range(0, len(ids), b)]
-            cfg = SampleConfig(gen_length=g, temperature=T, seed=seed, **pen, **seg)
-            cases = [Case("ar", ar, cfg)]
-            dcfg = api.sample_config(diff, {"gen_length": g, "steps": g, "seed": args.seed,
-                                            **seg})
-            if not args.no_diffusion_row:
-                cases.append(Case("diffusion (recommended)", diff, dcfg))
-            specs = [(f"spec k={k}", {"draft_length": k}) for k in args.draft_lengths]
-            k_max = max(args.draft_lengths, default=0)
-            specs += [
-                (f"spec k={k_max} thr={t:g}", {"draft_length": k_max, "draft_threshold": t})
-                for t in (args.thresholds if k_max else [])
-            ]
-            if args.no_cache_row and k_max:
-                specs.append(
-                    (f"spec k={k_max} no cache", {"draft_length": k_max, "draft_cache": "none"})
-                )
-            for label, opts in specs:
-                sc = SampleConfig(
-                    gen_length=g, temperature=T, seed=seed, draft_steps=args.draft_steps,
-                    **opts, **pen, **seg,
-                )
-                cases.append(Case(label, ar, sc, draft=diff))
-            layouts = product(hybrids, args.predraft, args.hybrid_draft_lengths or [None],
-                              [0.0, *args.hybrid_thresholds])  # fmt: skip
-            for (name, hybrid), pre, n, thr in layouts:
-                hc = SampleConfig(gen_length=g, temperature=T, seed=seed, predraft=pre,
-                                  draft_length=n, draft_threshold=thr, **pen, **seg)  # fmt: skip
-                label = f"{name} {pre}" + ("" if n is None else f" n={n}")
-                cases.append(Case(label + (f" thr={thr:g}" if thr else ""), hybrid, hc))
+            cases = build_cases(args, g, ar, diff, hybrids)
             timings = time_cases(cases, groups, args.repeats, device)
             kw = {"batch": b, "prompts": prompts, "scorer": scorer}
             ref = measure(cases[0], *timings[0], ref=None, **kw)

@@ -3,7 +3,8 @@
 Counts what per-row acceptance changes: forwards per batch (independent of machine load)
 and tokens/s as a ratio to AR decoding of the same model and prompts. Run it once with each
 source tree to compare two versions (``PYTHONPATH=<tree>/src``); every row checks greedy
-identity with AR.
+identity with AR. Each row's seconds are the median of ``--repeats`` runs, round-robin over
+the rows, after an untimed run of each.
 
     python benchmarks/speculative_batch.py --ar-model runs/ar-fim/checkpoint \\
         --hybrid runs/hybrid/checkpoint --gen-length 64 --batch 8
@@ -13,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/decoding.py
 
-from _common import json_text, positive_int  # noqa: E402
+from _common import json_text, positive_int, round_robin  # noqa: E402
 from decoding import prompt_texts  # noqa: E402
 
 from unmask.checkpoint import load  # noqa: E402
@@ -29,15 +28,6 @@ from unmask.commands.demo import asset_path  # noqa: E402
 from unmask.sampling.ar import generate_ar  # noqa: E402
 from unmask.sampling.hybrid import HybridRun  # noqa: E402
 from unmask.sampling.speculative import SpeculativeRun, shared_vocabulary  # noqa: E402
-
-
-def timed(fn: Any) -> tuple[Any, float]:
-    """``fn()``'s result and the seconds of a second call: the first, untimed, pays the
-    one-time costs (the ar row, timed first, paid the process's and inflated every vs_ar)."""
-    fn()
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=positive_int, default=8)
     ap.add_argument("--draft-length", type=positive_int, default=4)
     ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--repeats", type=positive_int, default=3,
+                    help="timed runs per row (median), round-robin over the rows")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     ar, hy, dr = (load(p, device="cpu") for p in (args.ar_model, args.hybrid, args.drafter))
@@ -58,25 +50,30 @@ def main(argv: list[str] | None = None) -> None:
     shared = shared_vocabulary(ar.tokenizer, dr.tokenizer)
     ids = [ar.tokenizer.encode(p) for p in prompt_texts(args.batch, 8)]
     g, out = args.gen_length, {"gen": args.gen_length, "batch": len(ids)}
+    calls = {
+        "ar": lambda: generate_ar(ar.model, ids, max_new_tokens=g, eos_id=ar.config.eos_id),
+        "ar_hybrid": lambda: generate_ar(hy.model, ids, max_new_tokens=g,
+                                         eos_id=hy.config.eos_id),  # fmt: skip
+        "spec": lambda: SpeculativeRun(ar.model, dr.model, ids, max_new_tokens=g,
+                                       draft_length=args.draft_length, eos_id=ar.config.eos_id,
+                                       shared_vocab=shared).run(),  # fmt: skip
+        **{f"hybrid_{pre}": (lambda pre=pre: HybridRun(hy.model, ids, max_new_tokens=g,
+                                                       eos_id=hy.config.eos_id,
+                                                       predraft=pre).run())  # fmt: skip
+           for pre in ("all", "ends")},
+    }
     with torch.no_grad():
-        ref = {}
-        for name, m in (("ar", ar), ("ar_hybrid", hy)):
-            r, s = timed(lambda m=m: generate_ar(m.model, ids, max_new_tokens=g,
-                                                 eos_id=m.config.eos_id))  # fmt: skip
-            ref[name] = (r.gen_ids, s)
-            out[name] = {"s": s, "nfe": r.nfe}
-        r, s = timed(lambda: SpeculativeRun(ar.model, dr.model, ids, max_new_tokens=g,
-                                            draft_length=args.draft_length,
-                                            eos_id=ar.config.eos_id,
-                                            shared_vocab=shared).run())  # fmt: skip
-        out["spec"] = {"s": s, "vs_ar": ref["ar"][1] / s, "nfe": r.nfe, "rounds": r.steps,
-                       "identical": r.gen_ids == ref["ar"][0]}  # fmt: skip
-        for pre in ("all", "ends"):
-            r, s = timed(lambda pre=pre: HybridRun(hy.model, ids, max_new_tokens=g,
-                                                   eos_id=hy.config.eos_id,
-                                                   predraft=pre).run())  # fmt: skip
-            out[f"hybrid_{pre}"] = {"s": s, "vs_ar": ref["ar_hybrid"][1] / s, "nfe": r.nfe,
-                                    "identical": r.gen_ids == ref["ar_hybrid"][0]}  # fmt: skip
+        for fn in calls.values():  # untimed: one-time costs (the ar row, timed first, paid
+            fn()  # the process's and inflated every vs_ar); a wrong checkpoint refused here
+        timed = dict(zip(calls, round_robin(list(calls.values()), args.repeats), strict=True))
+    for name, (r, s) in timed.items():
+        out[name] = {"s": s, "nfe": r.nfe}
+        if name.startswith("ar"):
+            continue
+        ref, ref_s = timed["ar" if name == "spec" else "ar_hybrid"]
+        out[name].update(vs_ar=ref_s / s, identical=r.gen_ids == ref.gen_ids)
+        if name == "spec":
+            out[name]["rounds"] = r.steps
     print(json_text(out, indent=None), end="")
 
 

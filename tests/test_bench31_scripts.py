@@ -143,7 +143,7 @@ def test_hybrid_decode_rows_exclude_the_warm_up(benchmark, monkeypatch):
 
     hybrid = benchmark("hybrid")
     clock = _Clock()
-    monkeypatch.setattr(hybrid, "time", clock)
+    monkeypatch.setattr(sys.modules["_common"], "time", clock)  # round_robin's clock
 
     def result(chunk, row, cost):
         clock.spend(cost)
@@ -199,20 +199,6 @@ def test_startup_cases_exclude_their_first_run(benchmark, monkeypatch):
     row = startup.measure(["python", "-c", "pass"], Path("src"), 1)
     assert row == {"median_s": 0.25, "min_s": 0.25, "exit": [0]}
     assert len(runs) == 2
-
-
-def test_speculative_batch_times_a_warm_call(benchmark, monkeypatch):
-    """speculative_batch.py timed each decoder's first call, the ar row first of all: the
-    process's one-time costs inflated every vs_ar."""
-    spec = benchmark("speculative_batch")
-    clock = _Clock()
-    monkeypatch.setattr(spec, "time", clock)
-
-    def decode():
-        clock.spend()
-        return clock.calls
-
-    assert spec.timed(decode) == (2, 1.0)
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,7 @@ def test_decoding_rows_count_the_text_they_made(benchmark, monkeypatch):
     as benchmarks/speculative.py counts it; tokens per forward: ``ar`` one, the hybrid its
     commits (EOS included) per round."""
     import dataclasses
+    import sys
     import types
     from pathlib import Path
 
@@ -105,12 +106,78 @@ def test_decoding_rows_count_the_text_they_made(benchmark, monkeypatch):
     want = api.start(ld, prompts, SampleConfig(gen_length=8, decoder="ar")).run().gen_ids
     text = sum(len(cut_at_eos(r, eos)) for r in want)
     assert text < 2 * 8
-    clock = iter(range(1000))  # every row takes one second
-    monkeypatch.setattr(hyb, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
-    got = hyb.decode(ld, "data", 2, 8, 2)
+    # every timed pass takes one second but the second round of the three, which takes 50
+    # (a machine slowed by another job): the median of each row's three passes is 1 second
+    seconds = iter([1] * 3 + [50] * 3 + [1] * 3 + [1] * 3 + [50] * 3 + [1] * 3)
+    ticks = iter(t for d in seconds for t in (0, d))
+    common = sys.modules["_common"]
+    monkeypatch.setattr(common, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    got = hyb.decode(ld, "data", 2, 8, 2, repeats=3)
+    assert next(ticks, None) is None  # three timed passes of each row at each batch size
     assert [(r["decoder"], r["batch"]) for r in got] == [
         (d, b) for b in (1, 2) for d in ("ar", "all", "ends")]
     for r in got:
         assert r["tok_s"] == text and r["identical"] == 1.0, r
         assert r["tokens_per_forward"] >= 1.0
     assert got[0]["tokens_per_forward"] == 1.0
+
+
+def test_round_robin_rotates_the_order_and_takes_each_rows_median(benchmark):
+    """The repeats go round-robin, each cycle one row later (no row always follows the same
+    one), and each row's seconds are the median of its repeats, not a drifting one pass."""
+    benchmark("hybrid")  # puts benchmarks/ on sys.path
+    from _common import round_robin
+
+    order: list[str] = []
+    slow = {("b", 1): 9.0}  # row b's second call was slowed by the machine
+
+    def timer(fn):
+        name = fn()
+        order.append(name)
+        return name, slow.get((name, order.count(name) - 1), 1.0 + len(name))
+
+    calls = [lambda n=n: n for n in ("a", "b", "cc")]
+    got = round_robin(calls, 3, timer)
+    assert order == ["a", "b", "cc", "b", "cc", "a", "cc", "a", "b"]
+    assert got == [("a", 2.0), ("b", 2.0), ("cc", 3.0)]
+
+
+def test_data_of_another_tokenizer_is_refused_before_the_forward_costs(benchmark, tmp_path,
+                                                                       monkeypatch):
+    """--data tokenized by another tokenizer than --model's was read anyway, after the
+    forward-cost table: an IndexError traceback in the embedding (ids past a smaller
+    vocabulary), or drafts scored against other tokens. Now one line, before anything is
+    measured; data of the model's own tokenizer runs."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.data import prepare
+    from unmask.errors import UserError
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    hyb = benchmark("hybrid")
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, init_std=0.3,
+                       attention="causal", draft_block=2, objective="hybrid",
+                       **tok.special_ids())  # fmt: skip
+    save_checkpoint(tmp_path / "h", model=Transformer(cfg), tokenizer=tok)
+    text = tmp_path / "a.txt"
+    text.write_text("in the beginning was the word and the word was good\n" * 60)
+    import unmask.data
+
+    monkeypatch.setattr(unmask.data, "SPLIT_BLOCK", 256)  # a small corpus splits
+    for name, kind in (("bytes", "byte"), ("bpe", "bpe")):
+        prepare([text], tmp_path / name, tokenizer=kind, vocab_size=300 if kind == "bpe" else None,
+                val_fraction=0.2, min_val_tokens=64, progress=False)  # fmt: skip
+    measured = []
+    monkeypatch.setattr(hyb, "forward_cost", lambda *a: measured.append(a) or [])
+    argv = ["hybrid.py", "--preset", "tiny", "--prefix", "8", "--draft-block", "2",
+            "--model", str(tmp_path / "h"), "--prompts", "1", "--gen-length", "8"]
+    monkeypatch.setattr("sys.argv", [*argv, "--data", str(tmp_path / "bpe")])
+    with pytest.raises(UserError, match="another tokenizer"):
+        hyb.main()
+    assert measured == []
+    monkeypatch.setattr("sys.argv", [*argv, "--data", str(tmp_path / "bytes"), "--batch", "1",
+                                     "--decode-repeats", "1"])  # fmt: skip
+    hyb.main()
+    assert len(measured) == 2  # batch 1 and --batch (1)

@@ -208,3 +208,42 @@ def test_a_nan_gen_ppl_is_written_as_null(tmp_path, benchmark, monkeypatch):
 
     rows = json.loads(out.read_text(), parse_constant=refuse)["rows"]
     assert [r["gen_ppl"] for r in rows] == [None, None]
+
+
+def test_quick_never_overrides_a_flag_given(benchmark):
+    """``--quick`` set gen lengths, batches, prompt words, draft lengths and thresholds
+    whatever the user gave: ``--quick --thresholds 0.3`` ran (and labelled) thr=0.5."""
+    spec = benchmark("speculative")
+    args = spec.parse_args(["--ar-model", "a", "--quick", "--thresholds", "0.3",
+                            "--gen-lengths", "16", "--draft-lengths", "2", "6"])  # fmt: skip
+    assert args.thresholds == [0.3] and args.gen_lengths == [16]
+    assert args.draft_lengths == [2, 6]
+    assert args.batches == [1, 2] and args.prompt_words == 4  # the quick defaults of the rest
+    full = spec.parse_args(["--ar-model", "a", "--draft-lengths"])
+    assert full.draft_lengths == [] and full.gen_lengths == [256, 512]
+    assert full.thresholds == [0.5] and full.batches == [1, 8]
+
+
+@pytest.mark.parametrize("bad, message", [(["--predraft", "bogus"], "unknown predraft"),
+                                          (["--thresholds", "1.5"], "draft_threshold"),
+                                          (["--hybrid-thresholds", "2"], "draft_threshold")])
+def test_a_bad_row_option_is_refused_before_anything_is_measured(tmp_path, benchmark,
+                                                                 monkeypatch, bad, message):
+    """A row option the decoders refuse was refused only when its rows were timed: after the
+    forward costs of both models and the warm-up (minutes on a real checkpoint)."""
+    from unmask.errors import UserError
+
+    spec = benchmark("speculative")
+    paths = _ar_and_mdlm(tmp_path, max_seq_len=64)
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, init_std=0.3,
+                       attention="causal", draft_block=2, objective="hybrid",
+                       **tok.special_ids())  # fmt: skip
+    save_checkpoint(tmp_path / "hybrid", model=Transformer(cfg), tokenizer=tok)
+    measured = []
+    monkeypatch.setattr(spec, "forward_cost", lambda *a, **kw: measured.append(a) or {})
+    with pytest.raises(UserError, match=message):
+        spec.main(["--quick", "--no-score", "--ar-model", paths["ar"], "--model", paths["mdlm"],
+                   "--hybrid", str(tmp_path / "hybrid"), "--json", str(tmp_path / "r.json"),
+                   *bad])  # fmt: skip
+    assert measured == []

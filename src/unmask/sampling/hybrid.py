@@ -206,6 +206,7 @@ class HybridRun(DecoderRun):
         top_p: float | None = None,
         eos_id: int | None,
         pad_id: int | None = None,
+        start_id: int | None = None,
         mask_id: int | None = None,
         draft_block: int | None = None,
         predraft: str = "all",
@@ -243,10 +244,11 @@ class HybridRun(DecoderRun):
         if any(mask_id in r for r in rows):
             raise UserError("decoder 'hybrid' cannot fill a [MASK] in the prompt")
         started = [not r for r in rows]  # rows given a start token: not text, never counted
-        if any(started):
-            if eos_id is None:
-                raise UserError("an empty prompt needs a start token (eos_id)")
-            rows = [r or [eos_id] for r in rows]
+        if any(started):  # ``ModelFacts.start_id``: a published model's BOS, else the EOS
+            start_id = start_id if start_id is not None else eos_id
+            if start_id is None:
+                raise UserError("an empty prompt needs a start token (start_id or eos_id)")
+            rows = [r or [start_id] for r in rows]
         if pad_id is None and len({len(r) for r in rows}) > 1:
             raise UserError("prompts of different lengths need a pad id")
         B, P = len(rows), max(len(r) for r in rows)
@@ -589,6 +591,7 @@ class HybridDecoder(Decoder):
             top_p=config.top_p,
             eos_id=f.eos_id,
             pad_id=f.pad_id,
+            start_id=f.start_id,
             mask_id=f.mask_id,
             draft_block=config.draft_length or f.draft_block,
             predraft=config.predraft,
