@@ -35,6 +35,7 @@ from unmask.commands.sample_options import (
     check_draft_flags,
     check_given_options,
     load_draft,
+    note_empty_steps,
     sample_config_from_args,
     with_seed,
 )
@@ -134,23 +135,6 @@ def _stdin_is_terminal() -> bool:
     return is_tty(sys.stdin, default=True)
 
 
-def _note_empty_steps(config: SampleConfig, prompts: list[str], tokenizer: Any) -> None:
-    """Say so when some step of the scheduled policy has no mask left to commit (it still
-    runs the model). A block's schedule has ``steps / blocks`` steps for its ``block_length``
-    masks, and the first block's also counts the prompt's ``[MASK]`` blanks (``prompt_masks``
-    fill), so with one block those blanks take up the extra steps."""
-    from unmask import api
-
-    blocks = config.gen_length // (config.block_length or config.gen_length)
-    blanks = 0
-    if blocks == 1 and config.prompt_masks == "fill" and tokenizer.mask_id is not None:
-        blanks = max(api.encode_prompt(tokenizer, p).count(tokenizer.mask_id) for p in prompts)
-    if config.steps > config.gen_length + blanks:
-        print(f"unmask generate: note: {config.steps} steps for {config.gen_length + blanks} "
-              "masked tokens: a step past the last one commits nothing but still runs the model "
-              "(--skip-empty-steps skips those)", file=sys.stderr)
-
-
 def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.commands.sample_options import make_live
@@ -182,8 +166,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"unmask generate: note: --n {args.n} of a run that draws nothing (decoder "
               f"{decoder}, temperature {config.temperature:g}): every choice is the same; "
               "sample (--temperature above 0) for different ones", file=sys.stderr)
-    if decoder == "llada" and config.policy == "llada" and not config.skip_empty_steps:
-        _note_empty_steps(config, prompts, loaded.tokenizer)
+    note_empty_steps("unmask generate", config, decoder, ids, loaded.tokenizer.mask_id)
 
     live = None if args.no_live or args.json else make_live(loaded.tokenizer, config, decoder)
     try:
