@@ -46,3 +46,41 @@ def test_demo_notes_steps_past_the_tokens_as_generate_does(tiny, capsys):
     assert f"unmask generate: note: {NOTE}" in err and "--skip-empty-steps" in err
     assert main([*gen, "--steps", "8", "--skip-empty-steps"]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+def test_the_shipped_model_is_found_from_a_zipped_install(tmp_path):
+    """The package imported from a zip (a zipapp, a wheel on ``sys.path``): ``--model demo``
+    said "the demo checkpoint is not in this install; run unmask demo --train", since its
+    files have no path of their own. Now they are copied out for the process, and the copy
+    goes at exit."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    import unmask
+
+    package = Path(unmask.__file__).parent
+    if not (package / "assets" / "demo" / "model.safetensors").is_file():
+        pytest.skip("demo checkpoint not bundled")
+    zipped = tmp_path / "unmask.zip"
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_STORED) as z:
+        for f in sorted(package.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                z.write(f, f.relative_to(package.parent).as_posix())
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import unmask\n"
+        "assert unmask.__file__.startswith(sys.argv[1]), unmask.__file__\n"
+        "from unmask.checkpoint import checkpoint_dir, shipped_model\n"
+        "from unmask.files import asset_path\n"
+        "from unmask.tokenizer import load_tokenizer\n"
+        "p = shipped_model('demo')\n"
+        "assert checkpoint_dir('demo') == checkpoint_dir(asset_path('demo')) == p\n"
+        "load_tokenizer(p / 'tokenizer.json')\n"
+        "print(p)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(zipped)], capture_output=True,
+                          text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    extracted = Path(done.stdout.strip())
+    assert extracted.name == "demo" and not extracted.exists()  # removed at exit
