@@ -84,3 +84,32 @@ def test_the_shipped_model_is_found_from_a_zipped_install(tmp_path):
     assert done.returncode == 0, done.stderr
     extracted = Path(done.stdout.strip())
     assert extracted.name == "demo" and not extracted.exists()  # removed at exit
+
+
+def test_generate_stop_ends_each_text_as_the_api_does(tiny, capsys):
+    """``unmask generate --stop TEXT`` (repeatable) ends each text before the earliest stop
+    found in it, by the rule of ``api.generate``'s and the server's ``stop``
+    (``unmask.chat.cut_text``); ``--json``'s tokens stay what was decoded. The CLI had no
+    such flag; an empty stop text is a one-line refusal, exit 2."""
+    import json
+
+    from unmask.chat import cut_text
+
+    gen = ["generate", "x", "--model", str(tiny), "--gen-length", "24", "--no-live",
+           "--device", "cpu", "--json"]
+    assert main(gen) == 0
+    whole = json.loads(capsys.readouterr().out)["results"][0]
+    text = whole["text"]
+    stops = [text[10:13], text[6:8]]  # the later-starting one given first
+    assert main([*gen, "--stop", stops[0], f"--stop={stops[1]}"]) == 0
+    cut = json.loads(capsys.readouterr().out)
+    assert cut["results"][0]["text"] == cut_text(text, stops) == text[: text.index(stops[1])]
+    assert cut["results"][0]["tokens"] == whole["tokens"] and cut["stop"] == stops
+    assert main([*gen[:-1], "--stop", stops[1]]) == 0
+    assert capsys.readouterr().out == "x" + text[: text.index(stops[1])] + "\n"
+    with pytest.raises(SystemExit) as stopped:  # argparse's refusal, as the program exits
+        main([*gen, "--stop", ""])
+    assert stopped.value.code == 2
+    assert "argument --stop: a stop text needs at least one character" in (
+        capsys.readouterr().err)
+

@@ -7,6 +7,8 @@ by ``unmask.api`` (``unmask.sampling.choose_decoder``), which refuses options a 
 cannot use. With ``--chat`` each prompt is one user message rendered through the model's
 chat template (``unmask.chat``) and only the reply is printed. A ``[MASK]`` written in a
 prompt is filled too, and the prompt is printed as it ended (``prompt`` in ``--json``).
+``--stop TEXT`` ends each text before the first such text in it (``api.generate``'s
+``stop``, the server's rule: ``unmask.chat.text_end``).
 """
 
 from __future__ import annotations
@@ -90,6 +92,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "--seed is given), so a prompt writes the same texts alone or beside "
                         "others; a count whose rows cannot fit the free memory is refused "
                         "(UNMASK_NO_FIT_CHECK=1 skips it) (default 1)")
+    p.add_argument("--stop", action="append", type=_stop_text, metavar="TEXT",
+                   help="end each text before the first place this text appears in it "
+                        "(repeatable: the earliest found wins), as stop= of the Python API and "
+                        "the server; a newline is --stop $'\\n' in bash; --json's tokens stay "
+                        "what was decoded")
     add_draft_flag(p)
     add_sample_flags(p)
     add_json_flag(p, what="per prompt and choice: text and tokens; plus nfe, steps, seconds, "
@@ -99,6 +106,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)
     p.set_defaults(func=run)
+
+
+def _stop_text(text: str) -> str:
+    """A ``--stop`` text: one character at least (an empty one would end every text at once,
+    and ``api.generate`` refuses it)."""
+    if not text:
+        raise argparse.ArgumentTypeError("a stop text needs at least one character")
+    return text
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:
@@ -171,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
     live = None if args.no_live or args.json else make_live(loaded.tokenizer, config, decoder)
     try:
         out = api.generate(loaded, prompts, config=config, n=args.n, template=template,
-                           system=args.system, step_callback=live, draft=draft)
+                           system=args.system, step_callback=live, draft=draft,
+                           stop=args.stop)
     finally:
         if live is not None:
             live.close(clear=True)
@@ -198,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
         }
         if hasattr(out.result, "acceptance_stats"):  # speculative, hybrid: drafts and forwards
             result.update(out.result.acceptance_stats())
+        if args.stop:
+            result["stop"] = args.stop
         if draft is not None:
             result["drafter_dtype"] = api.weights_dtype(draft)
         print(json.dumps(result, ensure_ascii=False))
