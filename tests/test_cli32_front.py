@@ -113,3 +113,14 @@ def test_generate_stop_ends_each_text_as_the_api_does(tiny, capsys):
     assert "argument --stop: a stop text needs at least one character" in (
         capsys.readouterr().err)
 
+
+def test_generate_with_stdout_closed_ends_without_a_traceback(tiny, monkeypatch, capsys):
+    """``unmask generate ... >&-`` (Python starts with ``sys.stdout`` None): the final flush
+    raised AttributeError, a traceback after the run."""
+    import sys
+
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(["generate", "x", "--model", str(tiny), "--gen-length", "4", "--no-live",
+                 "--device", "cpu"]) == 0
+    monkeypatch.undo()
+    assert "4 tokens, 4 steps" in capsys.readouterr().err

@@ -324,7 +324,8 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
             _import_torch_whole()  # every command imports it; a signal meanwhile is one line
             with threads:
                 status = int(args.func(args) or 0)
-            sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+            if sys.stdout is not None:  # None: started with stdout closed (>&-)
+                sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
             return status
     except UserError as e:
         _said_by_rank_0(e)
