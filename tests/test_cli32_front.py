@@ -124,3 +124,21 @@ def test_generate_with_stdout_closed_ends_without_a_traceback(tiny, monkeypatch,
                  "--device", "cpu"]) == 0
     monkeypatch.undo()
     assert "4 tokens, 4 steps" in capsys.readouterr().err
+
+
+def test_a_model_typed_without_model_is_named_in_the_refusal(tiny, tmp_path, monkeypatch,
+                                                             capsys):
+    """``unmask generate RUN "hi"`` (as ``unmask eval RUN`` takes it) said only that --model
+    is required; now it says how the word it took for a prompt is given. A prompt that is
+    no path (one too long to be a file name) keeps the plain refusal."""
+    monkeypatch.chdir(tmp_path)  # no ./demo here
+    for argv, hint in ((["generate", str(tiny), "hi"], f"--model {tiny})"),
+                       (["infill", "Demo", "a [MASK] b"], "--model Demo)"),
+                       (["generate", "x" * 5000], None)):
+        with pytest.raises(SystemExit) as refused:
+            main(argv)
+        assert refused.value.code == 2
+        err = capsys.readouterr().err
+        assert "the following arguments are required: --model" in err
+        assert (hint is None and "a model is given" not in err) or (
+            f"(a model is given as {hint}" in err)

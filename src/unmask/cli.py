@@ -33,6 +33,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from shlex import quote
 from typing import Any, NoReturn
 
 from unmask import __version__
@@ -131,7 +132,33 @@ class _Parser(argparse.ArgumentParser):
         text = None if flag is None else self._dash_text(flag[1])
         if text is not None:  # `--prompt -x` met this, argparse taking the text for a flag
             message += f" (a text that begins with '-' is written {flag[1]}={text})"
+        model = self._model_as_word(message)
+        if model is not None:  # `unmask generate runs/mine "hi"`, as `unmask eval runs/mine`
+            message += f" (a model is given as --model {model})"
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+    def _model_as_word(self, message: str) -> str | None:
+        """The word typed where ``--model`` was missing that names a model (a folder holding
+        a config.json, or a run's ``checkpoint`` one; a shipped model's name): the user took
+        ``--model`` for a positional argument, as ``unmask eval RUN`` takes it. None else."""
+        if not (message.startswith("the following arguments are required:")
+                and "--model" in message):
+            return None
+        from pathlib import Path
+
+        from unmask.names import SHIPPED_MODELS
+
+        for word in self._argv or []:
+            if word.startswith("-"):
+                continue
+            try:  # a prompt is no path: too long a name is an OSError, not False
+                if (word.casefold() in SHIPPED_MODELS and not Path(word).exists()) or any(
+                        (Path(word) / sub / "config.json").is_file()
+                        for sub in ("", "checkpoint")):
+                    return quote(word)
+            except (OSError, ValueError):
+                continue
+        return None
 
     def _dash_text(self, flag: str) -> str | None:
         """The word beginning with ``-`` that followed ``flag`` and that it takes as its
