@@ -142,3 +142,13 @@ def test_a_model_typed_without_model_is_named_in_the_refusal(tiny, tmp_path, mon
         assert "the following arguments are required: --model" in err
         assert (hint is None and "a model is given" not in err) or (
             f"(a model is given as {hint}" in err)
+
+
+def test_a_long_flag_typed_with_one_dash_is_named(capsys):
+    """``-n 3`` / ``-model demo`` (one dash, as other tools spell them) were "unrecognized
+    arguments: -n" with no hint; the nearest-flag hint covered ``--`` words only."""
+    assert main(["generate", "-model", "demo", "-n", "3", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: -model -n; did you mean --model and --n?" in err
+    assert main(["generate", "--model", "demo", "-x", "hi"]) == 2  # no such long flag
+    assert "unrecognized arguments: -x (see" in capsys.readouterr().err

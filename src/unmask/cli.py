@@ -411,7 +411,9 @@ def unknown_flags(
     it (``--system "--be brief"``), unless an ``=`` precedes the space (``--sytem=be
     brief`` is a misspelt flag with its value), and the word after a flag that takes a
     value is that value (``--prompt "--x=1 y"``, which was refused as ``--x``). Nearness
-    leaves the ``--`` out (``unmask.names.closest``): ``--port`` is no typo of ``--prompt``."""
+    leaves the ``--`` out (``unmask.names.closest``): ``--port`` is no typo of ``--prompt``.
+    A word with one dash that is a long flag with two (``-n``, ``-model``) is named too:
+    argparse said only "unrecognized arguments: -n"."""
     options = command._option_string_actions
     longs = [s for s in options if s.startswith("--")]
     found = []
@@ -424,6 +426,9 @@ def unknown_flags(
             continue
         value_next = _takes_value(options, word)
         flag = word.split("=", 1)[0]  # --flg=some value: the flag is what precedes the =
+        if re.fullmatch(r"-[a-z][\w-]*", flag) and flag not in options and f"-{flag}" in longs:
+            found.append((flag, f"-{flag}"))  # -n, -model: one dash short of --n, --model
+            continue
         if not flag.startswith("--") or len(flag) <= 2 or " " in flag:
             continue
         if any(s.startswith(flag) for s in longs):  # itself, or a prefix argparse judges
