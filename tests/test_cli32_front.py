@@ -152,3 +152,15 @@ def test_a_long_flag_typed_with_one_dash_is_named(capsys):
     assert "unrecognized arguments: -model -n; did you mean --model and --n?" in err
     assert main(["generate", "--model", "demo", "-x", "hi"]) == 2  # no such long flag
     assert "unrecognized arguments: -x (see" in capsys.readouterr().err
+
+
+def test_unmask_help_command_shows_the_commands_help(capsys):
+    """``unmask help generate`` (as git and pip take it) was "unknown command 'help'"."""
+    for argv, usage in ((["help", "generate"], "usage: unmask generate"),
+                        (["help"], "usage: unmask [-h]")):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 0
+        assert capsys.readouterr().out.startswith(usage)
+    assert main(["help", "genrate"]) == 2
+    assert "unknown command 'genrate'; did you mean generate?" in capsys.readouterr().err

@@ -57,9 +57,9 @@ def stopped_how(exit_code: int) -> str:
 EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: the reader of stdout left
 
 EPILOG = (
-    "Run 'unmask COMMAND --help' for a command's options. Exit status: 0 done, 2 a usage "
-    "error or bad input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up "
-    "(SIGHUP), 141 output pipe closed. Docs: README.md and docs/."
+    "Run 'unmask COMMAND --help' (or 'unmask help COMMAND') for a command's options. Exit "
+    "status: 0 done, 2 a usage error or bad input, 130 interrupted (Ctrl-C), 143 terminated "
+    "(SIGTERM), 129 hung up (SIGHUP), 141 output pipe closed. Docs: README.md and docs/."
 )
 
 
@@ -303,6 +303,8 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
     # Idle OpenMP threads sleep instead of spinning; must be set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["help"] and len(argv) <= 2:  # `unmask help [COMMAND]`, as git and pip
+        argv = [*argv[1:], "--help"]
     name = command_of(argv)
     label = f"unmask {argv[0]}" if name else "unmask"
     bad = next((a for a in argv if not _is_utf8(a)), None)
