@@ -33,6 +33,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from shlex import quote
 from typing import Any, NoReturn
 
 from unmask import __version__
@@ -56,9 +57,9 @@ def stopped_how(exit_code: int) -> str:
 EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: the reader of stdout left
 
 EPILOG = (
-    "Run 'unmask COMMAND --help' for a command's options. Exit status: 0 done, 2 a usage "
-    "error or bad input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up "
-    "(SIGHUP), 141 output pipe closed. Docs: README.md and docs/."
+    "Run 'unmask COMMAND --help' (or 'unmask help COMMAND') for a command's options. Exit "
+    "status: 0 done, 2 a usage error or bad input, 130 interrupted (Ctrl-C), 143 terminated "
+    "(SIGTERM), 129 hung up (SIGHUP), 141 output pipe closed. Docs: README.md and docs/."
 )
 
 
@@ -131,7 +132,33 @@ class _Parser(argparse.ArgumentParser):
         text = None if flag is None else self._dash_text(flag[1])
         if text is not None:  # `--prompt -x` met this, argparse taking the text for a flag
             message += f" (a text that begins with '-' is written {flag[1]}={text})"
+        model = self._model_as_word(message)
+        if model is not None:  # `unmask generate runs/mine "hi"`, as `unmask eval runs/mine`
+            message += f" (a model is given as --model {model})"
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+    def _model_as_word(self, message: str) -> str | None:
+        """The word typed where ``--model`` was missing that names a model (a folder holding
+        a config.json, or a run's ``checkpoint`` one; a shipped model's name): the user took
+        ``--model`` for a positional argument, as ``unmask eval RUN`` takes it. None else."""
+        if not (message.startswith("the following arguments are required:")
+                and "--model" in message):
+            return None
+        from pathlib import Path
+
+        from unmask.names import SHIPPED_MODELS
+
+        for word in self._argv or []:
+            if word.startswith("-"):
+                continue
+            try:  # a prompt is no path: too long a name is an OSError, not False
+                if (word.casefold() in SHIPPED_MODELS and not Path(word).exists()) or any(
+                        (Path(word) / sub / "config.json").is_file()
+                        for sub in ("", "checkpoint")):
+                    return quote(word)
+            except (OSError, ValueError):
+                continue
+        return None
 
     def _dash_text(self, flag: str) -> str | None:
         """The word beginning with ``-`` that followed ``flag`` and that it takes as its
@@ -276,6 +303,8 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
     # Idle OpenMP threads sleep instead of spinning; must be set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["help"] and len(argv) <= 2:  # `unmask help [COMMAND]`, as git and pip
+        argv = [*argv[1:], "--help"]
     name = command_of(argv)
     label = f"unmask {argv[0]}" if name else "unmask"
     bad = next((a for a in argv if not _is_utf8(a)), None)
@@ -324,7 +353,8 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
             _import_torch_whole()  # every command imports it; a signal meanwhile is one line
             with threads:
                 status = int(args.func(args) or 0)
-            sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+            if sys.stdout is not None:  # None: started with stdout closed (>&-)
+                sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
             return status
     except UserError as e:
         _said_by_rank_0(e)
@@ -383,7 +413,9 @@ def unknown_flags(
     it (``--system "--be brief"``), unless an ``=`` precedes the space (``--sytem=be
     brief`` is a misspelt flag with its value), and the word after a flag that takes a
     value is that value (``--prompt "--x=1 y"``, which was refused as ``--x``). Nearness
-    leaves the ``--`` out (``unmask.names.closest``): ``--port`` is no typo of ``--prompt``."""
+    leaves the ``--`` out (``unmask.names.closest``): ``--port`` is no typo of ``--prompt``.
+    A word with one dash that is a long flag with two (``-n``, ``-model``) is named too:
+    argparse said only "unrecognized arguments: -n"."""
     options = command._option_string_actions
     longs = [s for s in options if s.startswith("--")]
     found = []
@@ -396,6 +428,9 @@ def unknown_flags(
             continue
         value_next = _takes_value(options, word)
         flag = word.split("=", 1)[0]  # --flg=some value: the flag is what precedes the =
+        if re.fullmatch(r"-[a-z][\w-]*", flag) and flag not in options and f"-{flag}" in longs:
+            found.append((flag, f"-{flag}"))  # -n, -model: one dash short of --n, --model
+            continue
         if not flag.startswith("--") or len(flag) <= 2 or " " in flag:
             continue
         if any(s.startswith(flag) for s in longs):  # itself, or a prefix argparse judges

@@ -322,10 +322,44 @@ __all__ = ["SAFETENSORS_DTYPES", "STDIN_NAME", "as_number", "atomic_write_bytes"
 
 
 def asset_path(name: str) -> Path:
-    """The path of ``name`` in the package's ``assets`` folder (the demo model, its corpus)."""
+    """The path of ``name`` in the package's ``assets`` folder (the demo model, its corpus).
+    From a zipped install (the package imported from a zip: a zipapp, a wheel on
+    ``sys.path``) the asset has no path of its own, so it is copied out once per process
+    into a temporary folder removed at exit (``_extracted``): it was reported missing ("not
+    in this install; run unmask demo --train")."""
     from importlib import resources
 
-    return Path(str(resources.files("unmask") / "assets" / name))
+    found = resources.files("unmask") / "assets" / name
+    if isinstance(found, Path) or not (found.is_file() or found.is_dir()):
+        return Path(str(found))  # on the file system, or absent (the callers say so)
+    return _extracted(found, name)
+
+
+_EXTRACTED: dict[str, Path] = {}
+
+
+def _extracted(found: Any, name: str) -> Path:
+    """``found`` (an ``importlib.resources`` entry inside a zip, a file or a folder) copied
+    to a temporary folder once per process, removed at exit."""
+    if name not in _EXTRACTED:
+        import atexit
+        import shutil
+
+        root = Path(tempfile.mkdtemp(prefix="unmask-assets-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        out = root / name
+        _copy_out(found, out)
+        _EXTRACTED[name] = out
+    return _EXTRACTED[name]
+
+
+def _copy_out(entry: Any, out: Path) -> None:
+    if entry.is_dir():
+        out.mkdir(parents=True)
+        for child in entry.iterdir():
+            _copy_out(child, out / child.name)
+    else:
+        out.write_bytes(entry.read_bytes())
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -273,6 +273,7 @@ def _label(n_params: int) -> str:
 def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.checkpoint import checkpoint_dir, shipped_model
+    from unmask.commands.sample_options import note_empty_steps
 
     if args.gen_length is not None and args.gen_length <= 0:
         raise UserError(f"--gen-length must be positive, got {args.gen_length}")
@@ -309,7 +310,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"unmask demo: a {_label(n_params)}-parameter {show.family} ({cfg.n_layers} layers, "
           f"d={cfg.d_model}, {api.weights_dtype(m)} weights) "
           + ("trained on the World English Bible" if bible else f"from {path}") + "\n")
-    print(legend(_color(), api.choose(m, configs[0])) + "\n")
+    decoder = api.choose(m, configs[0])
+    print(legend(_color(), decoder) + "\n")
+    note_empty_steps("unmask demo", configs[0], decoder,
+                     [_prompt_ids(m, p, template) for p in show.prompts], m.tokenizer.mask_id,
+                     skip_flag=False)
     live_ok = not args.no_live and _terminal()
     total = len(show.prompts) + len(show.blanks)
     for i, (prompt, config) in enumerate(zip(show.prompts, configs, strict=True), 1):

@@ -7,6 +7,8 @@ by ``unmask.api`` (``unmask.sampling.choose_decoder``), which refuses options a 
 cannot use. With ``--chat`` each prompt is one user message rendered through the model's
 chat template (``unmask.chat``) and only the reply is printed. A ``[MASK]`` written in a
 prompt is filled too, and the prompt is printed as it ended (``prompt`` in ``--json``).
+``--stop TEXT`` ends each text before the first such text in it (``api.generate``'s
+``stop``, the server's rule: ``unmask.chat.text_end``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from unmask.commands.sample_options import (
     check_draft_flags,
     check_given_options,
     load_draft,
+    note_empty_steps,
     sample_config_from_args,
     with_seed,
 )
@@ -89,6 +92,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "--seed is given), so a prompt writes the same texts alone or beside "
                         "others; a count whose rows cannot fit the free memory is refused "
                         "(UNMASK_NO_FIT_CHECK=1 skips it) (default 1)")
+    p.add_argument("--stop", action="append", type=_stop_text, metavar="TEXT",
+                   help="end each text before the first place this text appears in it "
+                        "(repeatable: the earliest found wins), as stop= of the Python API and "
+                        "the server; a newline is --stop $'\\n' in bash; --json's tokens stay "
+                        "what was decoded")
     add_draft_flag(p)
     add_sample_flags(p)
     add_json_flag(p, what="per prompt and choice: text and tokens; plus nfe, steps, seconds, "
@@ -98,6 +106,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)
     p.set_defaults(func=run)
+
+
+def _stop_text(text: str) -> str:
+    """A ``--stop`` text: one character at least (an empty one would end every text at once,
+    and ``api.generate`` refuses it)."""
+    if not text:
+        raise argparse.ArgumentTypeError("a stop text needs at least one character")
+    return text
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:
@@ -134,23 +150,6 @@ def _stdin_is_terminal() -> bool:
     return is_tty(sys.stdin, default=True)
 
 
-def _note_empty_steps(config: SampleConfig, prompts: list[str], tokenizer: Any) -> None:
-    """Say so when some step of the scheduled policy has no mask left to commit (it still
-    runs the model). A block's schedule has ``steps / blocks`` steps for its ``block_length``
-    masks, and the first block's also counts the prompt's ``[MASK]`` blanks (``prompt_masks``
-    fill), so with one block those blanks take up the extra steps."""
-    from unmask import api
-
-    blocks = config.gen_length // (config.block_length or config.gen_length)
-    blanks = 0
-    if blocks == 1 and config.prompt_masks == "fill" and tokenizer.mask_id is not None:
-        blanks = max(api.encode_prompt(tokenizer, p).count(tokenizer.mask_id) for p in prompts)
-    if config.steps > config.gen_length + blanks:
-        print(f"unmask generate: note: {config.steps} steps for {config.gen_length + blanks} "
-              "masked tokens: a step past the last one commits nothing but still runs the model "
-              "(--skip-empty-steps skips those)", file=sys.stderr)
-
-
 def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.commands.sample_options import make_live
@@ -182,13 +181,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"unmask generate: note: --n {args.n} of a run that draws nothing (decoder "
               f"{decoder}, temperature {config.temperature:g}): every choice is the same; "
               "sample (--temperature above 0) for different ones", file=sys.stderr)
-    if decoder == "llada" and config.policy == "llada" and not config.skip_empty_steps:
-        _note_empty_steps(config, prompts, loaded.tokenizer)
+    note_empty_steps("unmask generate", config, decoder, ids, loaded.tokenizer.mask_id)
 
     live = None if args.no_live or args.json else make_live(loaded.tokenizer, config, decoder)
     try:
         out = api.generate(loaded, prompts, config=config, n=args.n, template=template,
-                           system=args.system, step_callback=live, draft=draft)
+                           system=args.system, step_callback=live, draft=draft,
+                           stop=args.stop)
     finally:
         if live is not None:
             live.close(clear=True)
@@ -215,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
         }
         if hasattr(out.result, "acceptance_stats"):  # speculative, hybrid: drafts and forwards
             result.update(out.result.acceptance_stats())
+        if args.stop:
+            result["stop"] = args.stop
         if draft is not None:
             result["drafter_dtype"] = api.weights_dtype(draft)
         print(json.dumps(result, ensure_ascii=False))

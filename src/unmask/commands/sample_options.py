@@ -3,14 +3,16 @@
 ``add_sample_flags`` / ``sample_config_from_args`` (one ``--flag`` per ``SampleConfig``
 field), ``add_draft_flag`` / ``check_draft_flags`` / ``load_draft`` (``--draft PATH``,
 speculative decoding), ``make_live`` (a ``LiveView`` over the generation region when stdout
-is a terminal) and ``with_seed`` (the seed a sampled run draws and reports). ``unmask
+is a terminal), ``with_seed`` (the seed a sampled run draws and reports) and
+``note_empty_steps`` (the note on steps past the masked tokens). ``unmask
 generate``, ``unmask chat`` and the infill commands import them from here, so no command
 module imports another."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from unmask.commands import add_dataclass_flags, dataclass_from_args, model_choice
@@ -192,3 +194,26 @@ def make_live(tok: Any, config: SampleConfig, decoder: str) -> Any:
     total = config.steps if fixed else None
     live = LiveView(tok, start=0, total_steps=total)
     return live if live.enabled else None
+
+
+def note_empty_steps(label: str, config: SampleConfig, decoder: str,
+                     prompt_ids: Sequence[Sequence[int]], mask_id: int | None, *,
+                     skip_flag: bool = True) -> None:
+    """``LABEL: note: ...`` on stderr when some step of LLaDA's scheduled policy will have no
+    mask left to commit (it still runs the model): ``unmask generate`` and ``unmask demo``,
+    one rule. A block's schedule has ``steps / blocks`` steps for its ``block_length`` masks,
+    and the first block's also counts the prompts' ``[MASK]`` blanks (``prompt_masks`` fill),
+    so with one block those blanks take up the extra steps. ``skip_flag``: the command has
+    ``--skip-empty-steps`` to name; else the note names the steps that run none."""
+    if decoder != "llada" or config.policy != "llada" or config.skip_empty_steps:
+        return
+    blocks = config.gen_length // (config.block_length or config.gen_length)
+    blanks = 0
+    if blocks == 1 and config.prompt_masks == "fill" and mask_id is not None:
+        blanks = max((list(ids).count(mask_id) for ids in prompt_ids), default=0)
+    masked = config.gen_length + blanks
+    if config.steps > masked:
+        how = ("--skip-empty-steps skips those" if skip_flag
+               else f"--steps {masked} or fewer runs none")
+        print(f"{label}: note: {config.steps} steps for {masked} masked tokens: a step past "
+              f"the last one commits nothing but still runs the model ({how})", file=sys.stderr)
