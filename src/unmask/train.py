@@ -493,7 +493,7 @@ def _train(
     precision = resolve_precision(config.precision, device)
     check_model_size(model_cfg, device, world)  # before building even a meta-device copy
     kind = _parallel_kind(config, model_cfg, device, world)
-    _check_sizes(config, model_cfg, train_ds, val_ds, device, world, kind)
+    _check_sizes(config, model_cfg, train_ds, val_ds, device, world, kind, name_setting)
     if val_ds is not None and val_ds.n_tokens == 0:  # prepared with val_fraction 0
         val_ds = None
 
@@ -1264,9 +1264,10 @@ def _throughput(
 
 def _check_sizes(
     config: TrainConfig, model_cfg: ModelConfig, train_ds: Any, val_ds: Any,
-    device: torch.device, world: int, kind: str = "none",
+    device: torch.device, world: int, kind: str = "none", name: SettingNamer | None = None,
 ) -> None:
-    """Sizes against the data and the free memory, before anything big is allocated."""
+    """Sizes against the data and the free memory, before anything big is allocated; the
+    refusals name the settings by ``name`` (the CLI's flags)."""
     check_data_sizes(config, train_ds, val_ds)
     rows = config.batch_size // (world * config.grad_accum)
     estimate = estimate_memory(
@@ -1274,7 +1275,7 @@ def _check_sizes(
         shards=world if kind == "fsdp" else 1,
     )  # fmt: skip
     check_memory(estimate, available_memory(device), config=config, rows=rows,
-                 processes=_sharing(device))
+                 processes=_sharing(device), name=name)
 
 
 def _sharing(device: torch.device) -> int:

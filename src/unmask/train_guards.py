@@ -118,8 +118,13 @@ def _validation_setting(key: str, value: Any, name: SettingNamer) -> str:
     ``batch_size`` given (at most 32 of it), so it is not named as if it were."""
     if key != "batch_size":
         return name(key, value)
-    given = re.sub(r"[ =]?1$", "", name(key, 1))  # the flag (field) alone: --batch-size
-    return f"the validation batch size {value} (min of {given} and 32)"
+    return f"the validation batch size {value} (min of {setting_name(name, key)} and 32)"
+
+
+def setting_name(name: SettingNamer, key: str) -> str:
+    """The setting ``key`` alone, as ``name`` names it with a value: ``--batch-size`` (the
+    CLI's flag) or ``batch_size`` (the field), for advice that gives no value."""
+    return re.sub(r"[ =]?1$", "", name(key, 1))
 
 
 @dataclass(frozen=True)
@@ -441,21 +446,24 @@ def _count(n: float) -> str:
 
 def check_memory(
     estimate: MemoryEstimate, available: int | None, *, config: TrainConfig, rows: int,
-    processes: int = 1,
+    processes: int = 1, name: SettingNamer | None = None,
 ) -> None:
     """Refuse a run whose estimate (times the processes sharing this machine) exceeds the free
-    memory, with a one-line ``UserError`` that says what to lower."""
+    memory, with a one-line ``UserError`` that says what to lower, the settings of its advice
+    named by ``name`` (the CLI: its flags, typed or not; it named ``grad_accum``, a field, to a
+    user who had not typed ``--grad-accum``)."""
     if available is None:
         return
     need = estimate.total * processes
     if need <= available:
         return
+    alone = [setting_name(name or _as_field, k) for k in ("seq_len", "batch_size", "grad_accum")]
     who = f" × {processes} processes" if processes > 1 else ""
     raise UserError(
         f"this run needs about {_size(need)} of memory{who} (weights and optimizer state "
         f"{_size(estimate.state)}, activations of {rows} rows × seq_len={config.seq_len} "
         f"{_size(estimate.activations)}), more than the {_size(available)} available; lower "
-        "seq_len or batch_size, or raise grad_accum"
+        f"{alone[0]} or {alone[1]}, or raise {alone[2]}"
     )
 
 
