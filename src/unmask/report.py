@@ -220,15 +220,17 @@ def heldout_bound(
     a causal model's likelihood is exact, drawn once.
 
     The call is the one ``unmask.train`` makes for ``val_loss`` / ``val_bpb`` (objective,
-    ``seq_len``, batch size, ``eps``, fixed noise seed, the autocast of its ``precision``;
-    ``max_batches`` default the run's ``eval_batches``; 0 = the whole split), so for the
-    same weights it gives the number the run logged, and more batches give a steadier one.
+    ``seq_len``, batch size (``validation_batch_size``, as one process runs it), ``eps``,
+    fixed noise seed, the autocast of its ``precision``; ``max_batches`` default the run's
+    ``eval_batches``; 0 = the whole split), so for the same weights it gives the number the
+    run logged, and more batches give a steadier one.
     """
     import torch
 
     from unmask.data import TokenDataset
     from unmask.evaluate import evaluate_loss
     from unmask.scoring import perplexity
+    from unmask.train_guards import validation_batch_size
 
     objective = config.objective
     if objective == "sft":  # LLaDA's SFT trains a masked-diffusion model: mdlm's bound
@@ -259,7 +261,7 @@ def heldout_bound(
             val,
             objective=objective,
             seq_len=config.seq_len,
-            batch_size=max(1, min(config.batch_size, 32)),
+            batch_size=validation_batch_size(config),
             max_batches=batches or None,
             eps=config.eps,
             device=dev,

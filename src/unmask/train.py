@@ -116,6 +116,7 @@ from unmask.train_guards import (
     renew_time_limit,
     resume_plan,
     saved_progress,
+    validation_batch_size,
     validation_changes,
     validation_settings,
 )
@@ -614,7 +615,7 @@ def _train(
         res = evaluate_loss(
             target, val_ds if split is None else split, objective=config.objective,
             seq_len=config.seq_len,
-            batch_size=max(1, min(config.batch_size, 32)),
+            batch_size=validation_batch_size(config, world),  # no more rows than a step's
             max_batches=config.eval_batches or None,  # 0: the whole split, as unmask eval reads
             eps=config.eps, device=device, autocast_dtype=autocast_dtype,
         )
@@ -653,13 +654,14 @@ def _train(
         best.update(step=rec["step"], metric=metric, value=float(value))
         log({"event": "best", **best})
 
-    measured = validation_settings(config, precision.name)  # how validations measure now
+    measured = validation_settings(config, precision.name, world)  # how validations measure now
     # how the kept best was scored: as now with --keep-best (scored again below where that
     # differs); a run resumed without it keeps the best's record as it was
     best_measured = measured if config.keep_best else prior_measured
     if best and config.keep_best and val_ds is not None and saved is not None:
         then = prior_measured or validation_settings(
-            saved, precision.name if saved.precision == config.precision else saved.precision)
+            saved, precision.name if saved.precision == config.precision else saved.precision,
+            world)
         changed = validation_changes(then, measured, name_setting)
         if changed:  # a score measured another way compares with nothing measured now
             _score_best_again(run, best, changed, measure,

@@ -13,7 +13,8 @@
   turns into exit code 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
 
 Inside: ``resume_plan``, ``renew_time_limit``, ``time_limit_exit``, ``under_torchrun``,
-``validation_settings``, ``validation_changes``, ``saved_progress``, ``describe_resume``,
+``validation_batch_size``, ``validation_settings``, ``validation_changes``, ``saved_progress``,
+``describe_resume``,
 ``check_data_sizes``, ``estimate_memory``, ``available_memory``, ``check_memory``,
 ``StopFlag``, ``TrainingStopped``.
 """
@@ -86,16 +87,33 @@ def _not_its_option(objective: str, name: str) -> bool:
         name in s.options for s in OBJECTIVES.values())
 
 
-def validation_settings(config: TrainConfig, precision: str) -> dict[str, Any]:
-    """How a run's validation measures (``precision``: the resolved one, e.g. ``bf16``): two
-    scores compare only when measured the same way, so a ``--keep-best`` checkpoint records
-    these with its score, and a resume that changes any of them scores the kept best again.
-    ``eval_every`` is not among them: how often a run validates changes no score."""
+VALIDATION_ROWS = 32
+"""The most rows a validation batch holds (``validation_batch_size``)."""
+
+
+def validation_batch_size(config: TrainConfig, world: int = 1) -> int:
+    """The rows of a run's validation batches: a training micro-batch's (``batch_size`` over
+    ``world`` processes × ``grad_accum``), at most ``VALIDATION_ROWS``. Validation then never
+    holds more rows than a training step, which the memory check counted: at
+    min(``batch_size``, 32) a run given ``--grad-accum 8`` to fit its memory validated 8 times
+    the rows it trained on, and could run out of memory at its first validation, hours in.
+    Like the training's result it depends on the micro-batch count alone, not on how it is
+    spread over processes."""
+    micro = max(1, world * config.grad_accum)
+    return max(1, min(config.batch_size // micro, VALIDATION_ROWS))
+
+
+def validation_settings(config: TrainConfig, precision: str, world: int = 1) -> dict[str, Any]:
+    """How a run's validation measures (``precision``: the resolved one, e.g. ``bf16``; over
+    ``world`` processes): two scores compare only when measured the same way, so a
+    ``--keep-best`` checkpoint records these with its score, and a resume that changes any of
+    them scores the kept best again. ``eval_every`` is not among them: how often a run
+    validates changes no score."""
     return {
         "data": str(Path(config.data).resolve()) if config.data else config.data,
         "seq_len": config.seq_len,
         "eval_batches": config.eval_batches,
-        "batch_size": max(1, min(config.batch_size, 32)),  # the validation's batch size
+        "batch_size": validation_batch_size(config, world),  # the validation's batch size
         "eps": config.eps,
         "precision": precision,
     }
@@ -115,10 +133,12 @@ def validation_changes(
 
 def _validation_setting(key: str, value: Any, name: SettingNamer) -> str:
     """A setting of ``validation_settings`` in words: the validation's batch size is not the
-    ``batch_size`` given (at most 32 of it), so it is not named as if it were."""
+    ``batch_size`` given (``validation_batch_size``), so it is not named as if it were."""
     if key != "batch_size":
         return name(key, value)
-    return f"the validation batch size {value} (min of {setting_name(name, key)} and 32)"
+    size, accum = setting_name(name, "batch_size"), setting_name(name, "grad_accum")
+    return (f"the validation batch size {value} (a micro-batch's rows: {size} / (processes × "
+            f"{accum}), at most {VALIDATION_ROWS})")
 
 
 def setting_name(name: SettingNamer, key: str) -> str:
