@@ -66,6 +66,14 @@ TMP_PREFIX = ".checkpoint.tmp"
 BEST = "best"
 """Where a ``--keep-best`` run keeps its best checkpoint: ``RUN/best/checkpoint`` (training
 writes it, loading points at it; ``unmask.train`` re-exports it)."""
+BEST_RECORD = "best.json"
+"""In ``RUN/best/checkpoint``: the ``{"step", "metric", "value"}`` of the validation whose
+weights it holds, written with them (atomically), so a resume can tell them from the best its
+checkpoint records."""
+PREVIOUS_BEST = "previous"
+"""``RUN/best/previous``: the best the run's last checkpoint records, kept (hard links) from
+the first newer best until the next checkpoint records that one, so a resume after a hard
+kill puts back the best of the step it resumes at."""
 
 
 def _state_for_save(

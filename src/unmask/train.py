@@ -56,8 +56,11 @@ from torch import nn
 
 from unmask.checkpoint import (
     BEST,
+    BEST_RECORD,
     CKPT,
     OLD,
+    PREVIOUS_BEST,
+    TMP_PREFIX,
     checkpoint_dir,
     finish_full_train_state,
     gathered_weights,
@@ -82,7 +85,7 @@ from unmask.config import (
 )
 from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss
-from unmask.files import json_line, named
+from unmask.files import json_line, named, staging_dir
 from unmask.model import Transformer
 from unmask.objectives import BATCH_EXTRA, OBJECTIVES, ObjectiveSpec, objective_spec
 from unmask.parallel import (
@@ -561,6 +564,7 @@ def _train(
             save_json(replace(config, time_limit=plan_limit), run / "train_config.json")
         if is_main:
             _tidy_resumed_run(run, start_step, redo_validation=was_cut)
+            _restore_best(run, prior_best, start_step)
     elif is_main:
         save_json(config, run / "train_config.json")
 
@@ -629,6 +633,7 @@ def _train(
         return rec
 
     best: dict[str, Any] = dict(prior_best)  # {"step", "metric", "value"} of OUT/best
+    recorded_best = [prior_best.get("step")]  # the best's step the run's checkpoint records
 
     def keep_if_best(rec: dict[str, Any]) -> None:
         """Write OUT/best (atomically: ``save_checkpoint``) when ``rec`` beats it. Under FSDP
@@ -648,10 +653,11 @@ def _train(
                 weights = gathered_weights(model)  # collective: rank 0 receives them
         if not better[0]:
             return
+        record = {"step": rec["step"], "metric": metric, "value": float(value)}
         if is_main:
-            save_checkpoint(run / BEST, model=model, tokenizer=tokenizer,
-                            inference_model=ema_model, weights=weights)
-        best.update(step=rec["step"], metric=metric, value=float(value))
+            _write_best(run, record, recorded_best[0], model=model, tokenizer=tokenizer,
+                        inference_model=ema_model, weights=weights)
+        best.update(record)
         log({"event": "best", **best})
 
     measured = validation_settings(config, precision.name, world)  # how validations measure now
@@ -715,6 +721,9 @@ def _train(
         if distributed:
             dist.barrier()
         saved_at[0] = step
+        recorded_best[0] = best.get("step")
+        if is_main:  # the checkpoint records OUT/best as it is: the one before it is no longer
+            shutil.rmtree(run / BEST / PREVIOUS_BEST, ignore_errors=True)  # needed
 
     if is_main and not resume:
         log(
@@ -1125,6 +1134,85 @@ def _tidy_resumed_run(run: Path, step: int, redo_validation: bool = False) -> No
             keep.append(line if line.endswith("\n") else line + "\n")
     if len(keep) != len(lines) or (lines and not lines[-1].endswith("\n")):
         atomic_write_text(path, "".join(keep))
+
+
+def _best_step(folder: Path) -> int | None:
+    """The step whose weights the best folder ``folder`` holds (its ``BEST_RECORD``); None
+    where it has none (gone, or written before runs recorded it) or it cannot be read."""
+    try:
+        record = json.loads((folder / BEST_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def _write_best(run: Path, record: dict[str, Any], recorded: int | None, *, model: nn.Module,
+                tokenizer: Any, inference_model: nn.Module | None,
+                weights: dict[str, Any] | None) -> None:
+    """Write ``OUT/best`` (``save_checkpoint``: atomic) with ``record`` (``BEST_RECORD``).
+    The first best after a checkpoint keeps the one that checkpoint records (step
+    ``recorded``) as ``PREVIOUS_BEST`` (hard links, no copy of the weights) until the next
+    checkpoint: after a hard kill the resume puts it back (``_restore_best``). Without it the
+    killed session's best stayed, the weights of steps the resume runs again, which under a
+    changed plan (another ``--lr``, ``--eval-every``, ``--no-keep-best``) it may never reach:
+    ``OUT/best`` then held weights no record of the run describes."""
+    folder = run / BEST
+    folder.mkdir(parents=True, exist_ok=True)
+    previous = folder / PREVIOUS_BEST
+    if recorded is not None and not previous.exists() and _best_step(folder / CKPT) == recorded:
+        staged = staging_dir(folder, TMP_PREFIX)
+        try:
+            shutil.copytree(folder / CKPT, staged, copy_function=_link_or_copy,
+                            dirs_exist_ok=True)
+            os.replace(staged, previous)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+    staged = staging_dir(folder, TMP_PREFIX)
+    try:
+        (staged / BEST_RECORD).write_text(json.dumps(record, sort_keys=True) + "\n")
+    except BaseException as e:
+        shutil.rmtree(staged, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise named(e, folder / CKPT) from None
+        raise
+    save_checkpoint(folder, model=model, tokenizer=tokenizer, inference_model=inference_model,
+                    weights=weights, staging=staged)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link of ``src`` at ``dst`` (checkpoint files are replaced, never rewritten in
+    place, so the link keeps the contents), a copy where the file system has no links."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _restore_best(run: Path, recorded: dict[str, Any], step: int) -> None:
+    """A run resumed at checkpoint ``step``: ``OUT/best`` as that checkpoint records it
+    (``recorded``: its best, empty where none). A best written after it by a session that
+    died before it saved again is replaced by the recorded one kept as ``PREVIOUS_BEST``, or
+    removed where the checkpoint records none, with one line on stderr; the resumed run
+    validates those steps again (or, under another plan, not) and keeps its own best."""
+    folder = run / BEST
+    current, previous = folder / CKPT, folder / PREVIOUS_BEST
+    want, there = recorded.get("step"), _best_step(current)
+    done = ""
+    if want is not None and there != want and _best_step(previous) == want:
+        shutil.rmtree(current, ignore_errors=True)  # (a kill here: the next resume ends this)
+        os.replace(previous, current)
+        done = f"put back the best of step {want} it records"
+    elif want is None and there is not None:
+        shutil.rmtree(current, ignore_errors=True)
+        done = "removed it (the checkpoint records no best)"
+    shutil.rmtree(previous, ignore_errors=True)
+    if done:
+        held = f"the best of step {there}" if there is not None else "no whole best"
+        print(f"--keep-best: {folder} held {held}, written after the checkpoint of step {step} "
+              f"by a session stopped before it saved again; {done}", file=sys.stderr,
+              flush=True)
 
 
 def _init_vocabulary(spec: ObjectiveSpec, init: Any, data_tokenizer: Any,
