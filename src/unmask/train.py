@@ -119,7 +119,7 @@ from unmask.train_guards import (
     renew_time_limit,
     resume_plan,
     saved_progress,
-    validation_batch_size,
+    validation_batches,
     validation_changes,
     validation_settings,
 )
@@ -615,12 +615,13 @@ def _train(
         finally:
             paused[0] += time.perf_counter() - began
 
+    # no more rows than a training micro-batch; None: the whole split, as unmask eval reads
+    val_rows, val_batches = validation_batches(config, world)
+
     def measure(target: nn.Module, split: Any = None) -> dict[str, float]:
         res = evaluate_loss(
             target, val_ds if split is None else split, objective=config.objective,
-            seq_len=config.seq_len,
-            batch_size=validation_batch_size(config, world),  # no more rows than a step's
-            max_batches=config.eval_batches or None,  # 0: the whole split, as unmask eval reads
+            seq_len=config.seq_len, batch_size=val_rows, max_batches=val_batches,
             eps=config.eps, device=device, autocast_dtype=autocast_dtype,
         )
         return res.as_dict()

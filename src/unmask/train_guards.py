@@ -13,7 +13,7 @@
   turns into exit code 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
 
 Inside: ``resume_plan``, ``renew_time_limit``, ``time_limit_exit``, ``under_torchrun``,
-``validation_batch_size``, ``validation_settings``, ``validation_changes``, ``saved_progress``,
+``validation_batches``, ``validation_settings``, ``validation_changes``, ``saved_progress``,
 ``describe_resume``,
 ``check_data_sizes``, ``estimate_memory``, ``available_memory``, ``check_memory``,
 ``StopFlag``, ``TrainingStopped``.
@@ -88,19 +88,24 @@ def _not_its_option(objective: str, name: str) -> bool:
 
 
 VALIDATION_ROWS = 32
-"""The most rows a validation batch holds (``validation_batch_size``)."""
+"""The most rows a validation batch holds (``validation_batches``)."""
 
 
-def validation_batch_size(config: TrainConfig, world: int = 1) -> int:
-    """The rows of a run's validation batches: a training micro-batch's (``batch_size`` over
-    ``world`` processes × ``grad_accum``), at most ``VALIDATION_ROWS``. Validation then never
-    holds more rows than a training step, which the memory check counted: at
-    min(``batch_size``, 32) a run given ``--grad-accum 8`` to fit its memory validated 8 times
-    the rows it trained on, and could run out of memory at its first validation, hours in.
-    Like the training's result it depends on the micro-batch count alone, not on how it is
-    spread over processes."""
-    micro = max(1, world * config.grad_accum)
-    return max(1, min(config.batch_size // micro, VALIDATION_ROWS))
+def validation_batches(config: TrainConfig, world: int = 1,
+                       batches: int | None = None) -> tuple[int, int | None]:
+    """(rows, batches) of a run's validation on ``world`` processes: ``batches`` (default
+    ``eval_batches``; 0: the whole split, None) batches of min(``batch_size``, 32) rows, the
+    windows it reads, read in batches of no more rows than a training micro-batch
+    (``batch_size`` / (``world`` × ``grad_accum``)): the largest divisor of min(``batch_size``,
+    32) that fits, so the windows read stay the same. At min(``batch_size``, 32) rows a run
+    given ``--grad-accum 8`` to fit its memory validated 8 times the rows it trained on, which
+    the memory check never counted, and could run out of memory at its first validation,
+    hours in. Like the training's result, it depends on the micro-batch count alone."""
+    whole = max(1, min(config.batch_size, VALIDATION_ROWS))
+    micro = max(1, config.batch_size // max(1, world * config.grad_accum))
+    rows = max(d for d in range(1, whole + 1) if whole % d == 0 and d <= micro)
+    n = config.eval_batches if batches is None else batches
+    return rows, (n * (whole // rows) if n else None)
 
 
 def validation_settings(config: TrainConfig, precision: str, world: int = 1) -> dict[str, Any]:
@@ -113,7 +118,7 @@ def validation_settings(config: TrainConfig, precision: str, world: int = 1) -> 
         "data": str(Path(config.data).resolve()) if config.data else config.data,
         "seq_len": config.seq_len,
         "eval_batches": config.eval_batches,
-        "batch_size": validation_batch_size(config, world),  # the validation's batch size
+        "batch_size": validation_batches(config, world)[0],  # the validation's batch size
         "eps": config.eps,
         "precision": precision,
     }
@@ -133,12 +138,12 @@ def validation_changes(
 
 def _validation_setting(key: str, value: Any, name: SettingNamer) -> str:
     """A setting of ``validation_settings`` in words: the validation's batch size is not the
-    ``batch_size`` given (``validation_batch_size``), so it is not named as if it were."""
+    ``batch_size`` given (``validation_batches``), so it is not named as if it were."""
     if key != "batch_size":
         return name(key, value)
     size, accum = setting_name(name, "batch_size"), setting_name(name, "grad_accum")
-    return (f"the validation batch size {value} (a micro-batch's rows: {size} / (processes × "
-            f"{accum}), at most {VALIDATION_ROWS})")
+    return (f"the validation batch size {value} (min({size}, {VALIDATION_ROWS}), or a divisor "
+            f"of it as small as a micro-batch: {size} / (processes × {accum}))")
 
 
 def setting_name(name: SettingNamer, key: str) -> str:
