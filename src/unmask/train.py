@@ -1164,11 +1164,13 @@ def _write_best(run: Path, record: dict[str, Any], recorded: int | None, *, mode
     if recorded is not None and not previous.exists() and _best_step(folder / CKPT) == recorded:
         staged = staging_dir(folder, TMP_PREFIX)
         try:
-            shutil.copytree(folder / CKPT, staged, copy_function=_link_or_copy,
-                            dirs_exist_ok=True)
+            for file in (folder / CKPT).iterdir():  # (flat: weights, config, tokenizer, record)
+                _link_or_copy(file, staged / file.name)
             os.replace(staged, previous)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(staged, ignore_errors=True)
+            if isinstance(e, OSError):  # a full disk where no hard links: one line naming it
+                raise named(e, previous) from None
             raise
     staged = staging_dir(folder, TMP_PREFIX)
     try:
@@ -1182,7 +1184,7 @@ def _write_best(run: Path, record: dict[str, Any], recorded: int | None, *, mode
                     weights=weights, staging=staged)
 
 
-def _link_or_copy(src: str, dst: str) -> None:
+def _link_or_copy(src: Path, dst: Path) -> None:
     """A hard link of ``src`` at ``dst`` (checkpoint files are replaced, never rewritten in
     place, so the link keeps the contents), a copy where the file system has no links."""
     try:
