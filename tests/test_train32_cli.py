@@ -38,3 +38,13 @@ def test_the_python_api_advises_fields(data, tmp_path, monkeypatch):
     config = TrainConfig(data=str(data), out=str(tmp_path / "run"), preset="tiny")
     with pytest.raises(UserError, match="lower seq_len or batch_size, or raise grad_accum$"):
         train_module.train(config, progress=False)
+
+
+@pytest.mark.parametrize("command", ["train", "distill"])
+def test_the_help_lists_the_status_of_a_closed_terminal(command, capsys):
+    """SIGHUP (the terminal or ssh session closing) stops a run with its checkpoint saved and
+    exit status 129; the help listed 130 and 143 only."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "130 / 143 / 129 Ctrl-C / SIGTERM / SIGHUP" in text

@@ -224,7 +224,8 @@ failed worker."""
 
 EXIT_CODES = (
     "exit status: 0 the run finished its steps; 75 its --time-limit stopped it short, "
-    "checkpoint saved (continue with --resume); 130 / 143 Ctrl-C / SIGTERM stopped it, "
+    "checkpoint saved (continue with --resume); 130 / 143 / 129 Ctrl-C / SIGTERM / SIGHUP "
+    "(the terminal closed) stopped it, "
     "checkpoint saved; 2 refused (one line saying why)"
 )
 """The ``epilog`` of ``unmask train --help`` and ``unmask distill --help``."""
