@@ -101,3 +101,24 @@ def test_an_uninterrupted_run_keeps_one_best_and_no_previous(data, tmp_path):
     assert sorted(p.name for p in (run / "best").iterdir()) == ["checkpoint"]
     record = json.loads((run / "best" / "checkpoint" / "best.json").read_text())
     assert record == _best_record(run)
+
+
+def test_a_new_run_killed_before_its_first_checkpoint_starts_again(data, tmp_path,
+                                                                   monkeypatch, capsys):
+    """A ``--keep-best`` run validates (every 100 steps by default) before its first checkpoint
+    (every 500): killed between, its folder held ``best/`` and neither ``--resume`` (nothing to
+    resume) nor the same command again (``already exists``) would take it."""
+    run = tmp_path / "run"
+    args = _args(data, run, "--steps", "3", "--keep-best")
+    with monkeypatch.context() as m:
+        _kill_at_the_checkpoint(run, m)
+        with pytest.raises(Killed):
+            main(args)
+    assert sorted(p.name for p in run.iterdir()) == ["best", "metrics.jsonl",
+                                                     "train_config.json"]  # as kill -9 leaves it
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 2
+    assert "start it again without --resume" in capsys.readouterr().err
+    assert main(args) == 0
+    assert "starting it anew" in capsys.readouterr().err
+    assert json.loads((run / "checkpoint" / "trainer.json").read_text())["step"] == 3
