@@ -1360,7 +1360,7 @@ def _check_sizes(
     device: torch.device, world: int, kind: str = "none", name: SettingNamer | None = None,
 ) -> None:
     """Sizes against the data and the free memory, before anything big is allocated; the
-    refusals name the settings by ``name`` (the CLI's flags)."""
+    memory refusal's advice names the settings by ``name`` (the CLI's flags)."""
     check_data_sizes(config, train_ds, val_ds)
     rows = config.batch_size // (world * config.grad_accum)
     estimate = estimate_memory(
