@@ -1,5 +1,5 @@
 """The ``--keep-best`` line of a resume whose validation batch size changed names the
-validation's batch size (at most 32 of ``--batch-size``), not a ``--batch-size`` the user
+validation's batch size, not a ``--batch-size`` the user
 never typed."""
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ def test_the_rescore_line_names_the_validation_batch_size(
     note = [line for line in capsys.readouterr().err.splitlines()
             if line.startswith("--keep-best:")]
     assert len(note) == 1
-    assert ("validation now measures otherwise (the validation batch size 32 (min of "
-            "--batch-size and 32), was 4)") in note[0]
+    assert ("validation now measures otherwise (the validation batch size 32 (min(--batch-size, "
+            "32), or a divisor of it as small as a micro-batch: --batch-size / (processes × "
+            "--grad-accum)), was 4)") in note[0]
     assert "--batch-size 32" not in note[0]
 
 
@@ -39,4 +40,5 @@ def test_the_python_api_names_the_field():
 
     then = {"seq_len": 16, "batch_size": 4}
     assert validation_changes(then, {"seq_len": 32, "batch_size": 32}) == (
-        "seq_len=32, was 16, the validation batch size 32 (min of batch_size and 32), was 4")
+        "seq_len=32, was 16, the validation batch size 32 (min(batch_size, 32), or a divisor "
+        "of it as small as a micro-batch: batch_size / (processes × grad_accum)), was 4")

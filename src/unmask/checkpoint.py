@@ -66,6 +66,14 @@ TMP_PREFIX = ".checkpoint.tmp"
 BEST = "best"
 """Where a ``--keep-best`` run keeps its best checkpoint: ``RUN/best/checkpoint`` (training
 writes it, loading points at it; ``unmask.train`` re-exports it)."""
+BEST_RECORD = "best.json"
+"""In ``RUN/best/checkpoint``: the ``{"step", "metric", "value"}`` of the validation whose
+weights it holds, written with them (atomically), so a resume can tell them from the best its
+checkpoint records."""
+PREVIOUS_BEST = "previous"
+"""``RUN/best/previous``: the best the run's last checkpoint records, kept (hard links) from
+the first newer best until the next checkpoint records that one, so a resume after a hard
+kill puts back the best of the step it resumes at."""
 
 
 def _state_for_save(
@@ -604,7 +612,8 @@ def load_train_state(
         if ema_model is not None:
             _load_weights(ema_model, inference, ckpt / "model.safetensors")
     try:
-        sd: dict[str, Any] = {"state": {}, "param_groups": meta["optimizer"]["param_groups"]}
+        sd: dict[str, Any] = {"state": {}, "param_groups": _this_process_groups(
+            meta["optimizer"]["param_groups"], optimizer)}
         for k, v in tensors.items():
             if k.startswith("optim."):
                 _, pid, name = k.split(".", 2)
@@ -618,6 +627,22 @@ def load_train_state(
             "saved, or start a new run from its weights with --init"
         ) from None
     return meta
+
+
+RUNS_ON = ("fused", "foreach", "capturable")
+"""The optimizer settings that say how its step runs on the device, not what it computes:
+this process's (``optimizer.defaults``), never the checkpoint's. Loaded as saved, a run
+begun on a CPU (``fused=False``) resumed on a GPU kept the slower unfused AdamW for good
+(and a GPU run resumed on a CPU kept ``fused=True``)."""
+
+
+def _this_process_groups(groups: Any, optimizer: torch.optim.Optimizer) -> Any:
+    """The saved ``param_groups`` with ``RUNS_ON`` as ``optimizer`` was built with; anything
+    that is not a list of dicts is left for ``load_state_dict`` to refuse."""
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        return groups
+    own = {k: optimizer.defaults[k] for k in RUNS_ON if k in optimizer.defaults}
+    return [{**group, **own} for group in groups]
 
 
 def _check_moments(optimizer: torch.optim.Optimizer, state: dict[int, dict[str, Any]]) -> None:

@@ -220,15 +220,17 @@ def heldout_bound(
     a causal model's likelihood is exact, drawn once.
 
     The call is the one ``unmask.train`` makes for ``val_loss`` / ``val_bpb`` (objective,
-    ``seq_len``, batch size, ``eps``, fixed noise seed, the autocast of its ``precision``;
-    ``max_batches`` default the run's ``eval_batches``; 0 = the whole split), so for the
-    same weights it gives the number the run logged, and more batches give a steadier one.
+    ``seq_len``, batches (``validation_batches``, as one process runs it), ``eps``,
+    fixed noise seed, the autocast of its ``precision``; ``max_batches`` default the run's
+    ``eval_batches``; 0 = the whole split), so for the same weights it gives the number the
+    run logged, and more batches give a steadier one.
     """
     import torch
 
     from unmask.data import TokenDataset
     from unmask.evaluate import evaluate_loss
     from unmask.scoring import perplexity
+    from unmask.train_guards import validation_batches
 
     objective = config.objective
     if objective == "sft":  # LLaDA's SFT trains a masked-diffusion model: mdlm's bound
@@ -245,7 +247,7 @@ def heldout_bound(
         )
     if noise_draws < 1:
         raise UserError(f"noise draws must be at least 1, got {noise_draws}")
-    batches = config.eval_batches if max_batches is None else max_batches
+    rows, batches = validation_batches(config, batches=max_batches)  # as one process runs it
     dev = torch.device(device)
     val = TokenDataset(folder, "val")
     if len(val) == 0:  # it read "split 'val' has 0 tokens, fewer than seq_len=N"
@@ -259,8 +261,8 @@ def heldout_bound(
             val,
             objective=objective,
             seq_len=config.seq_len,
-            batch_size=max(1, min(config.batch_size, 32)),
-            max_batches=batches or None,
+            batch_size=rows,
+            max_batches=batches,
             eps=config.eps,
             device=dev,
             autocast_dtype=autocast,

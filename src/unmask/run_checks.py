@@ -140,7 +140,10 @@ def check_init_family(init: str, objective: str) -> None:
 
 
 _RUN_FILES = ("train_config.json", "metrics.jsonl")
-"""What a run writes before its first checkpoint."""
+"""What a run writes before its first checkpoint (besides ``--keep-best``'s ``best/``)."""
+_BEST = "best"
+"""``unmask.checkpoint.BEST``: a ``--keep-best`` run's best weights, written at its first
+validations (every 100 steps by default), before its first checkpoint (every 500)."""
 
 
 @contextlib.contextmanager
@@ -157,9 +160,10 @@ def no_empty_run(out: str) -> Iterator[None]:
             made.append(p)
             p = p.parent
     if run is not None and unfinished_run(run):  # killed (SIGKILL, out of memory) before
+        best = " (and the best weights it kept, best/)" if (run / _BEST).exists() else ""
         _clear_unfinished(run)                     # its first save: nothing to resume, start anew
-        print(f"note: {run} held a run stopped before its first checkpoint; starting it anew",
-              file=sys.stderr)
+        print(f"note: {run} held a run stopped before its first checkpoint{best}; starting it "
+              "anew", file=sys.stderr)
     fresh = run is not None and (bool(made) or (run.is_dir() and not any(run.iterdir())))
     try:
         yield
@@ -179,7 +183,7 @@ def unfinished_run(run: Path) -> bool:
     except OSError:
         return False
     return bool(names) and "train_config.json" in names and all(
-        n in _RUN_FILES or n.startswith(TMP_PREFIX) for n in names)
+        n in (*_RUN_FILES, _BEST) or n.startswith(TMP_PREFIX) for n in names)
 
 
 def _clear_unfinished(run: Path) -> None:
@@ -193,7 +197,13 @@ def _clear_unfinished(run: Path) -> None:
 
 
 def _remove_unfinished(run: Path, made: list[Path]) -> None:
+    """A new run that ended before its first checkpoint leaves no folder; one that kept best
+    weights (``--keep-best``, then a refusal such as a diverged run) keeps them, with its plan,
+    so the folder reads as unfinished (``unfinished_run``): the next start clears it, saying so
+    (it was left holding ``best/`` alone, which neither a resume nor a new run would take)."""
     if (run / "checkpoint").exists() or (run / ".checkpoint.old").exists():
+        return
+    if (run / _BEST).exists():
         return
     for name in _RUN_FILES:
         with contextlib.suppress(OSError):

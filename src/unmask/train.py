@@ -56,8 +56,11 @@ from torch import nn
 
 from unmask.checkpoint import (
     BEST,
+    BEST_RECORD,
     CKPT,
     OLD,
+    PREVIOUS_BEST,
+    TMP_PREFIX,
     checkpoint_dir,
     finish_full_train_state,
     gathered_weights,
@@ -82,7 +85,7 @@ from unmask.config import (
 )
 from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss
-from unmask.files import json_line, named
+from unmask.files import json_line, named, staging_dir
 from unmask.model import Transformer
 from unmask.objectives import BATCH_EXTRA, OBJECTIVES, ObjectiveSpec, objective_spec
 from unmask.parallel import (
@@ -116,6 +119,7 @@ from unmask.train_guards import (
     renew_time_limit,
     resume_plan,
     saved_progress,
+    validation_batches,
     validation_changes,
     validation_settings,
 )
@@ -493,7 +497,7 @@ def _train(
     precision = resolve_precision(config.precision, device)
     check_model_size(model_cfg, device, world)  # before building even a meta-device copy
     kind = _parallel_kind(config, model_cfg, device, world)
-    _check_sizes(config, model_cfg, train_ds, val_ds, device, world, kind)
+    _check_sizes(config, model_cfg, train_ds, val_ds, device, world, kind, name_setting)
     if val_ds is not None and val_ds.n_tokens == 0:  # prepared with val_fraction 0
         val_ds = None
 
@@ -560,6 +564,7 @@ def _train(
             save_json(replace(config, time_limit=plan_limit), run / "train_config.json")
         if is_main:
             _tidy_resumed_run(run, start_step, redo_validation=was_cut)
+            _restore_best(run, prior_best, start_step)
     elif is_main:
         save_json(config, run / "train_config.json")
 
@@ -610,12 +615,13 @@ def _train(
         finally:
             paused[0] += time.perf_counter() - began
 
+    # no more rows than a training micro-batch; None: the whole split, as unmask eval reads
+    val_rows, val_batches = validation_batches(config, world)
+
     def measure(target: nn.Module, split: Any = None) -> dict[str, float]:
         res = evaluate_loss(
             target, val_ds if split is None else split, objective=config.objective,
-            seq_len=config.seq_len,
-            batch_size=max(1, min(config.batch_size, 32)),
-            max_batches=config.eval_batches or None,  # 0: the whole split, as unmask eval reads
+            seq_len=config.seq_len, batch_size=val_rows, max_batches=val_batches,
             eps=config.eps, device=device, autocast_dtype=autocast_dtype,
         )
         return res.as_dict()
@@ -628,6 +634,7 @@ def _train(
         return rec
 
     best: dict[str, Any] = dict(prior_best)  # {"step", "metric", "value"} of OUT/best
+    recorded_best = [prior_best.get("step")]  # the best's step the run's checkpoint records
 
     def keep_if_best(rec: dict[str, Any]) -> None:
         """Write OUT/best (atomically: ``save_checkpoint``) when ``rec`` beats it. Under FSDP
@@ -647,19 +654,21 @@ def _train(
                 weights = gathered_weights(model)  # collective: rank 0 receives them
         if not better[0]:
             return
+        record = {"step": rec["step"], "metric": metric, "value": float(value)}
         if is_main:
-            save_checkpoint(run / BEST, model=model, tokenizer=tokenizer,
-                            inference_model=ema_model, weights=weights)
-        best.update(step=rec["step"], metric=metric, value=float(value))
+            _write_best(run, record, recorded_best[0], model=model, tokenizer=tokenizer,
+                        inference_model=ema_model, weights=weights)
+        best.update(record)
         log({"event": "best", **best})
 
-    measured = validation_settings(config, precision.name)  # how validations measure now
+    measured = validation_settings(config, precision.name, world)  # how validations measure now
     # how the kept best was scored: as now with --keep-best (scored again below where that
     # differs); a run resumed without it keeps the best's record as it was
     best_measured = measured if config.keep_best else prior_measured
     if best and config.keep_best and val_ds is not None and saved is not None:
         then = prior_measured or validation_settings(
-            saved, precision.name if saved.precision == config.precision else saved.precision)
+            saved, precision.name if saved.precision == config.precision else saved.precision,
+            world)
         changed = validation_changes(then, measured, name_setting)
         if changed:  # a score measured another way compares with nothing measured now
             _score_best_again(run, best, changed, measure,
@@ -713,6 +722,9 @@ def _train(
         if distributed:
             dist.barrier()
         saved_at[0] = step
+        recorded_best[0] = best.get("step")
+        if is_main:  # the checkpoint records OUT/best as it is: the one before it is no longer
+            shutil.rmtree(run / BEST / PREVIOUS_BEST, ignore_errors=True)  # needed
 
     if is_main and not resume:
         log(
@@ -1125,6 +1137,87 @@ def _tidy_resumed_run(run: Path, step: int, redo_validation: bool = False) -> No
         atomic_write_text(path, "".join(keep))
 
 
+def _best_step(folder: Path) -> int | None:
+    """The step whose weights the best folder ``folder`` holds (its ``BEST_RECORD``); None
+    where it has none (gone, or written before runs recorded it) or it cannot be read."""
+    try:
+        record = json.loads((folder / BEST_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def _write_best(run: Path, record: dict[str, Any], recorded: int | None, *, model: nn.Module,
+                tokenizer: Any, inference_model: nn.Module | None,
+                weights: dict[str, Any] | None) -> None:
+    """Write ``OUT/best`` (``save_checkpoint``: atomic) with ``record`` (``BEST_RECORD``).
+    The first best after a checkpoint keeps the one that checkpoint records (step
+    ``recorded``) as ``PREVIOUS_BEST`` (hard links, no copy of the weights) until the next
+    checkpoint: after a hard kill the resume puts it back (``_restore_best``). Without it the
+    killed session's best stayed, the weights of steps the resume runs again, which under a
+    changed plan (another ``--lr``, ``--eval-every``, ``--no-keep-best``) it may never reach:
+    ``OUT/best`` then held weights no record of the run describes."""
+    folder = run / BEST
+    folder.mkdir(parents=True, exist_ok=True)
+    previous = folder / PREVIOUS_BEST
+    if recorded is not None and not previous.exists() and _best_step(folder / CKPT) == recorded:
+        staged = staging_dir(folder, TMP_PREFIX)
+        try:
+            for file in (folder / CKPT).iterdir():  # (flat: weights, config, tokenizer, record)
+                _link_or_copy(file, staged / file.name)
+            os.replace(staged, previous)
+        except BaseException as e:
+            shutil.rmtree(staged, ignore_errors=True)
+            if isinstance(e, OSError):  # a full disk where no hard links: one line naming it
+                raise named(e, previous) from None
+            raise
+    staged = staging_dir(folder, TMP_PREFIX)
+    try:
+        (staged / BEST_RECORD).write_text(json.dumps(record, sort_keys=True) + "\n")
+    except BaseException as e:
+        shutil.rmtree(staged, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise named(e, folder / CKPT) from None
+        raise
+    save_checkpoint(folder, model=model, tokenizer=tokenizer, inference_model=inference_model,
+                    weights=weights, staging=staged)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link of ``src`` at ``dst`` (checkpoint files are replaced, never rewritten in
+    place, so the link keeps the contents), a copy where the file system has no links."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _restore_best(run: Path, recorded: dict[str, Any], step: int) -> None:
+    """A run resumed at checkpoint ``step``: ``OUT/best`` as that checkpoint records it
+    (``recorded``: its best, empty where none). A best written after it by a session that
+    died before it saved again is replaced by the recorded one kept as ``PREVIOUS_BEST``, or
+    removed where the checkpoint records none, with one line on stderr; the resumed run
+    validates those steps again (or, under another plan, not) and keeps its own best."""
+    folder = run / BEST
+    current, previous = folder / CKPT, folder / PREVIOUS_BEST
+    want, there = recorded.get("step"), _best_step(current)
+    done = ""
+    if want is not None and there != want and _best_step(previous) == want:
+        shutil.rmtree(current, ignore_errors=True)  # (a kill here: the next resume ends this)
+        os.replace(previous, current)
+        done = f"put back the best of step {want} it records"
+    elif want is None and there is not None:
+        shutil.rmtree(current, ignore_errors=True)
+        done = "removed it (the checkpoint records no best)"
+    shutil.rmtree(previous, ignore_errors=True)
+    if done:
+        held = f"the best of step {there}" if there is not None else "no whole best"
+        print(f"--keep-best: {folder} held {held}, written after the checkpoint of step {step} "
+              f"by a session stopped before it saved again; {done}", file=sys.stderr,
+              flush=True)
+
+
 def _init_vocabulary(spec: ObjectiveSpec, init: Any, data_tokenizer: Any,
                      config: TrainConfig) -> tuple[Any, ModelConfig]:
     """(tokenizer, model config) of a run continued from ``init`` on token data: ``init``'s
@@ -1264,9 +1357,10 @@ def _throughput(
 
 def _check_sizes(
     config: TrainConfig, model_cfg: ModelConfig, train_ds: Any, val_ds: Any,
-    device: torch.device, world: int, kind: str = "none",
+    device: torch.device, world: int, kind: str = "none", name: SettingNamer | None = None,
 ) -> None:
-    """Sizes against the data and the free memory, before anything big is allocated."""
+    """Sizes against the data and the free memory, before anything big is allocated; the
+    memory refusal's advice names the settings by ``name`` (the CLI's flags)."""
     check_data_sizes(config, train_ds, val_ds)
     rows = config.batch_size // (world * config.grad_accum)
     estimate = estimate_memory(
@@ -1274,7 +1368,7 @@ def _check_sizes(
         shards=world if kind == "fsdp" else 1,
     )  # fmt: skip
     check_memory(estimate, available_memory(device), config=config, rows=rows,
-                 processes=_sharing(device))
+                 processes=_sharing(device), name=name)
 
 
 def _sharing(device: torch.device) -> int:

@@ -13,7 +13,8 @@
   turns into exit code 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
 
 Inside: ``resume_plan``, ``renew_time_limit``, ``time_limit_exit``, ``under_torchrun``,
-``validation_settings``, ``validation_changes``, ``saved_progress``, ``describe_resume``,
+``validation_batches``, ``validation_settings``, ``validation_changes``, ``saved_progress``,
+``describe_resume``,
 ``check_data_sizes``, ``estimate_memory``, ``available_memory``, ``check_memory``,
 ``StopFlag``, ``TrainingStopped``.
 """
@@ -86,16 +87,38 @@ def _not_its_option(objective: str, name: str) -> bool:
         name in s.options for s in OBJECTIVES.values())
 
 
-def validation_settings(config: TrainConfig, precision: str) -> dict[str, Any]:
-    """How a run's validation measures (``precision``: the resolved one, e.g. ``bf16``): two
-    scores compare only when measured the same way, so a ``--keep-best`` checkpoint records
-    these with its score, and a resume that changes any of them scores the kept best again.
-    ``eval_every`` is not among them: how often a run validates changes no score."""
+VALIDATION_ROWS = 32
+"""The most rows a validation batch holds (``validation_batches``)."""
+
+
+def validation_batches(config: TrainConfig, world: int = 1,
+                       batches: int | None = None) -> tuple[int, int | None]:
+    """(rows, batches) of a run's validation on ``world`` processes: ``batches`` (default
+    ``eval_batches``; 0: the whole split, None) batches of min(``batch_size``, 32) rows, the
+    windows it reads, read in batches of no more rows than a training micro-batch
+    (``batch_size`` / (``world`` × ``grad_accum``)): the largest divisor of min(``batch_size``,
+    32) that fits, so the windows read stay the same. At min(``batch_size``, 32) rows a run
+    given ``--grad-accum 8`` to fit its memory validated 8 times the rows it trained on, which
+    the memory check never counted, and could run out of memory at its first validation,
+    hours in. Like the training's result, it depends on the micro-batch count alone."""
+    whole = max(1, min(config.batch_size, VALIDATION_ROWS))
+    micro = max(1, config.batch_size // max(1, world * config.grad_accum))
+    rows = max(d for d in range(1, whole + 1) if whole % d == 0 and d <= micro)
+    n = config.eval_batches if batches is None else batches
+    return rows, (n * (whole // rows) if n else None)
+
+
+def validation_settings(config: TrainConfig, precision: str, world: int = 1) -> dict[str, Any]:
+    """How a run's validation measures (``precision``: the resolved one, e.g. ``bf16``; over
+    ``world`` processes): two scores compare only when measured the same way, so a
+    ``--keep-best`` checkpoint records these with its score, and a resume that changes any of
+    them scores the kept best again. ``eval_every`` is not among them: how often a run
+    validates changes no score."""
     return {
         "data": str(Path(config.data).resolve()) if config.data else config.data,
         "seq_len": config.seq_len,
         "eval_batches": config.eval_batches,
-        "batch_size": max(1, min(config.batch_size, 32)),  # the validation's batch size
+        "batch_size": validation_batches(config, world)[0],  # the validation's batch size
         "eps": config.eps,
         "precision": precision,
     }
@@ -115,11 +138,18 @@ def validation_changes(
 
 def _validation_setting(key: str, value: Any, name: SettingNamer) -> str:
     """A setting of ``validation_settings`` in words: the validation's batch size is not the
-    ``batch_size`` given (at most 32 of it), so it is not named as if it were."""
+    ``batch_size`` given (``validation_batches``), so it is not named as if it were."""
     if key != "batch_size":
         return name(key, value)
-    given = re.sub(r"[ =]?1$", "", name(key, 1))  # the flag (field) alone: --batch-size
-    return f"the validation batch size {value} (min of {given} and 32)"
+    size, accum = setting_name(name, "batch_size"), setting_name(name, "grad_accum")
+    return (f"the validation batch size {value} (min({size}, {VALIDATION_ROWS}), or a divisor "
+            f"of it as small as a micro-batch: {size} / (processes × {accum}))")
+
+
+def setting_name(name: SettingNamer, key: str) -> str:
+    """The setting ``key`` alone, as ``name`` names it with a value: ``--batch-size`` (the
+    CLI's flag) or ``batch_size`` (the field), for advice that gives no value."""
+    return re.sub(r"[ =]?1$", "", name(key, 1))
 
 
 @dataclass(frozen=True)
@@ -194,7 +224,8 @@ failed worker."""
 
 EXIT_CODES = (
     "exit status: 0 the run finished its steps; 75 its --time-limit stopped it short, "
-    "checkpoint saved (continue with --resume); 130 / 143 Ctrl-C / SIGTERM stopped it, "
+    "checkpoint saved (continue with --resume); 130 / 143 / 129 Ctrl-C / SIGTERM / SIGHUP "
+    "(the terminal closed) stopped it, "
     "checkpoint saved; 2 refused (one line saying why)"
 )
 """The ``epilog`` of ``unmask train --help`` and ``unmask distill --help``."""
@@ -441,21 +472,24 @@ def _count(n: float) -> str:
 
 def check_memory(
     estimate: MemoryEstimate, available: int | None, *, config: TrainConfig, rows: int,
-    processes: int = 1,
+    processes: int = 1, name: SettingNamer | None = None,
 ) -> None:
     """Refuse a run whose estimate (times the processes sharing this machine) exceeds the free
-    memory, with a one-line ``UserError`` that says what to lower."""
+    memory, with a one-line ``UserError`` that says what to lower, the settings of its advice
+    named by ``name`` (the CLI: its flags, typed or not; it named ``grad_accum``, a field, to a
+    user who had not typed ``--grad-accum``)."""
     if available is None:
         return
     need = estimate.total * processes
     if need <= available:
         return
+    alone = [setting_name(name or _as_field, k) for k in ("seq_len", "batch_size", "grad_accum")]
     who = f" × {processes} processes" if processes > 1 else ""
     raise UserError(
         f"this run needs about {_size(need)} of memory{who} (weights and optimizer state "
         f"{_size(estimate.state)}, activations of {rows} rows × seq_len={config.seq_len} "
         f"{_size(estimate.activations)}), more than the {_size(available)} available; lower "
-        "seq_len or batch_size, or raise grad_accum"
+        f"{alone[0]} or {alone[1]}, or raise {alone[2]}"
     )
 
 
