@@ -34,8 +34,6 @@ import dataclasses
 import inspect
 import json
 import math
-import os
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -56,6 +54,7 @@ from unmask.evaluate import (
     elbo_loglikelihood,
     untimed_bound,
 )
+from unmask.scoring import offline_hub
 
 LM_EVAL_INSTALL = 'pip install lm-eval (or, in a source checkout, pip install -e ".[lm-eval]")'
 """How to get lm-eval."""
@@ -584,46 +583,6 @@ def find_tasks(tasks: Sequence[str], include_path: str | None = None) -> Any:
             "`lm-eval ls tasks` lists the known ones, --include-path adds a folder"
         )
     return manager
-
-
-_OFFLINE_FLAGS = (
-    ("huggingface_hub.constants", "HF_HUB_OFFLINE"),
-    ("datasets.config", "HF_HUB_OFFLINE"),
-    ("datasets.config", "HF_DATASETS_OFFLINE"),
-)
-"""The switches that Hugging Face Hub and datasets read at call time, once imported."""
-
-
-@contextlib.contextmanager
-def offline_hub() -> Iterator[None]:
-    """The Hugging Face Hub and ``datasets`` offline while it runs, then as they were: a task's
-    dataset is read from local files or the cache, never downloaded (online, lm-eval
-    downloaded it; offline, it retried the Hub for a minute before failing). The variables
-    ``HF_HUB_OFFLINE`` and ``HF_DATASETS_OFFLINE`` for what is imported inside, the modules'
-    own switches for what was imported before."""
-    import importlib
-
-    for module in {m for m, _ in _OFFLINE_FLAGS}:  # imported first (when installed): a module
-        with contextlib.suppress(ImportError):  # imported inside would keep its switch on
-            importlib.import_module(module)
-    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    env = {k: os.environ.get(k) for k in names}
-    os.environ.update(dict.fromkeys(names, "1"))
-    flags = [(sys.modules[m], a) for m, a in _OFFLINE_FLAGS
-             if m in sys.modules and hasattr(sys.modules[m], a)]
-    saved = [getattr(mod, a) for mod, a in flags]
-    for mod, a in flags:
-        setattr(mod, a, True)
-    try:
-        yield
-    finally:
-        for (mod, a), value in zip(flags, saved, strict=True):
-            setattr(mod, a, value)
-        for k, v in env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @contextlib.contextmanager
