@@ -1,7 +1,8 @@
 """Evaluation fixes of session 32: the reference scorer leaves the process's Hugging Face
 offline switches as they were (it left ``HF_HUB_OFFLINE`` and ``TRANSFORMERS_OFFLINE`` set, so
 a later download in the same program failed); a causal model's log-likelihoods are batched
-by length, not in request order (a batch was as wide as its longest row)."""
+by length, not in request order (a batch was as wide as its longest row); a run trained in
+bf16 is evaluated in fp32 on a CPU without fast bf16 (4.6x slower there), with a note."""
 
 from __future__ import annotations
 
@@ -62,3 +63,18 @@ def test_ar_loglikelihoods_are_batched_by_length_and_returned_in_request_order()
     assert [r.is_greedy for r in got] == [r.is_greedy for r in alone]
     # the two long rows share a batch, the short ones the others: 2·31 + 2·6 + 2·1 columns
     assert sorted(model.shapes) == [(2, 1), (2, 6), (2, 31)]
+
+
+def test_a_bf16_run_is_evaluated_in_fp32_on_a_cpu_without_fast_bf16(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unmask import report
+
+    monkeypatch.setattr(report, "_fast_cpu_bf16", lambda: False)
+    assert report._autocast("bf16", "cpu") is None
+    assert "measured in fp32" in (report.cpu_bf16_note("bf16", "cpu") or "")
+    for precision in ("fp32", "auto", "fp16"):  # nothing of bf16 to leave
+        assert report.cpu_bf16_note(precision, "cpu") is None
+    monkeypatch.setattr(report, "_fast_cpu_bf16", lambda: True)
+    assert report._autocast("bf16", "cpu") is torch.bfloat16
+    assert report.cpu_bf16_note("bf16", "cpu") is None
