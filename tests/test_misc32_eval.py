@@ -78,3 +78,31 @@ def test_a_bf16_run_is_evaluated_in_fp32_on_a_cpu_without_fast_bf16(
     monkeypatch.setattr(report, "_fast_cpu_bf16", lambda: True)
     assert report._autocast("bf16", "cpu") is torch.bfloat16
     assert report.cpu_bf16_note("bf16", "cpu") is None
+
+
+@pytest.mark.parametrize("text,match", [
+    ('{"text": "an item"}\n', "not an lm-eval task file .*fields: text"),
+    ("a: [1\n", "not a valid task file"),
+    ("- 1\n- 2\n", "not an lm-eval task file .*fields: none"),
+])
+def test_a_task_file_lm_eval_cannot_build_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, match: str
+) -> None:
+    """``unmask eval --tasks FILE``: lm-eval raised ``ValueError: Unknown config shape`` (a
+    traceback) for a file that is not a task YAML (a JSONL of items, for one), and only at the
+    end of the run."""
+    tasks = pytest.importorskip("lm_eval.tasks")
+    from unmask.lm_eval import find_tasks
+
+    class NoTasks:  # lm-eval's index of its thousands of tasks takes ~15 s to build
+        all_tasks: list[str] = []
+
+        def __init__(self, **kw: object) -> None:
+            pass
+
+    monkeypatch.setattr(tasks, "TaskManager", NoTasks)
+
+    path = tmp_path / "items.jsonl"
+    path.write_text(text)
+    with pytest.raises(UserError, match=match):
+        find_tasks([str(path)])
