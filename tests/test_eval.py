@@ -801,13 +801,13 @@ def test_offline_hub_restores_the_switches_of_modules_imported_inside(tmp_path, 
     kept its switch on afterwards."""
     import importlib
 
-    from unmask import lm_eval
+    from unmask import lm_eval, scoring
 
     (tmp_path / "fake_hub_config.py").write_text(
         "import os\nHF_HUB_OFFLINE = os.environ.get('HF_HUB_OFFLINE') == '1'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(lm_eval, "_OFFLINE_FLAGS", (("fake_hub_config", "HF_HUB_OFFLINE"),))
+    monkeypatch.setattr(scoring, "_OFFLINE_FLAGS", (("fake_hub_config", "HF_HUB_OFFLINE"),))
     monkeypatch.delitem(sys.modules, "fake_hub_config", raising=False)
     with lm_eval.offline_hub():
         module = importlib.import_module("fake_hub_config")

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from unmask.errors import UserError
-from unmask.files import STDIN_NAME, check_creatable, named
+from unmask.files import STDIN_NAME, check_creatable, named, plain_name
 from unmask.folders import is_checkpoint
 from unmask.sniff import lfs_pointer, safetensors_file
 from unmask.sniff import not_text as _not_text
@@ -306,12 +306,49 @@ _PEEK_BYTES = 1 << 20  # the longest first line of a .json file read to tell JSO
 
 def _first_json_line(src: _Source) -> Any:
     """The first non-blank line of ``src`` parsed as JSON, or None where it is not JSON (blank
-    lines before it are skipped, as the JSONL reader skips them)."""
+    lines before it are skipped, as the JSONL reader skips them). A line longer than
+    ``_PEEK_BYTES`` (a first record over 1 MB, once read as text) gives the members of the
+    object it starts that begin in its first ``_PEEK_BYTES`` (``_object_head``)."""
     line = src.peek_nonblank(1, _PEEK_BYTES)[0]
     try:
         return json.loads(line.decode("utf-8").removeprefix("\ufeff"))
     except (ValueError, RecursionError):
+        if len(line) < _PEEK_BYTES or line.endswith(b"\n"):
+            return None
+        # "ignore": a character cut in two at the end of the bytes read
+        return _object_head(line.decode("utf-8", "ignore").removeprefix("\ufeff"))
+
+
+def _object_head(text: str) -> dict[str, Any] | None:
+    """The members of the JSON object that ``text``, the start of a longer line, begins: those
+    whose value ends in ``text`` with their values; the one cut off with ``""`` where its value
+    is a string (``"text": "...`` is a record's text field) and None where not. None where
+    ``text`` does not start a JSON object."""
+    space, decoder = json.decoder.WHITESPACE, json.JSONDecoder()
+    i = space.match(text, 0).end()
+    if text[i : i + 1] != "{":
         return None
+    obj: dict[str, Any] = {}
+    while True:
+        i = space.match(text, i + 1).end()  # past "{" or ","
+        if text[i : i + 1] != '"':
+            return obj if i == len(text) else None
+        try:
+            key, i = json.decoder.scanstring(text, i + 1)
+        except ValueError:  # the key is cut off
+            return obj
+        i = space.match(text, i).end()
+        if text[i : i + 1] != ":":
+            return obj if i == len(text) else None
+        i = space.match(text, i + 1).end()
+        try:
+            obj[key], i = decoder.raw_decode(text, i)
+        except (ValueError, RecursionError):  # the value is cut off
+            obj[key] = "" if text[i : i + 1] == '"' else None
+            return obj
+        i = space.match(text, i).end()
+        if text[i : i + 1] != ",":
+            return obj if i == len(text) else None
 
 
 def _json_lines(src: _Source, text_field: str) -> bool:
@@ -334,13 +371,17 @@ def _chat_record(obj: dict[str, Any]) -> bool:
     return "messages" in obj or {"prompt", "response"} <= obj.keys()
 
 
-def _json_array(src: _Source) -> bool:
-    """Whether ``src`` starts like a JSON array of records or strings: ``[`` then ``{`` or
-    ``"`` (blank lines and spaces around the ``[``, as pretty-printed; a byte-order mark). Told
-    from the first bytes, not the first line: a one-line array may be gigabytes long. Text
-    that starts with ``[`` (``[Verse 1]``, ``[[a wiki link]]``) is not one."""
+def _json_document(src: _Source) -> bool:
+    """Whether ``src`` starts like a JSON object or an array of records or strings: ``{`` then
+    ``"`` or ``}``, or ``[`` then ``{`` or ``"`` (blank lines and spaces around them, as
+    pretty-printed; a byte-order mark). Told from the first bytes, not the first line: a
+    one-line array may be gigabytes long, and a pretty-printed object's first line is ``{``.
+    Text that starts with a bracket (``[Verse 1]``, ``[[a wiki link]]``, ``{curly}``) is not
+    one."""
     head = src.peek(_HEAD_BYTES).removeprefix(codecs.BOM_UTF8).lstrip()
-    return head[:1] == b"[" and head[1:].lstrip()[:1] in (b"{", b'"')
+    after = head[1:].lstrip()[:1]
+    return (head[:1] == b"{" and after in (b'"', b"}")) or (
+        head[:1] == b"[" and after in (b"{", b'"'))
 
 
 def _reads_as_jsonl(src: _Source, text_field: str) -> bool:
@@ -1429,8 +1470,9 @@ def prepare(
         src = _Source(files[i], lambda n: None, errors, stdin=files[i] == stdin)
         try:
             jsonl = _reads_as_jsonl(src, text_field)
-            as_text = not jsonl and (_named(src.path, ".json") or (src.stdin and (
-                isinstance(_first_json_line(src), dict) or _json_array(src))))
+            # standard input has no name: JSON told by its first bytes, one line or many
+            as_text = not jsonl and (_named(src.path, ".json")
+                                     or (src.stdin and _json_document(src)))
             if as_text:
                 if not json_text or i < min(json_text):
                     first_line = _first_json_line(src)
@@ -1726,8 +1768,8 @@ def _check_index(path: Path, index: dict[str, Any]) -> None:
         raise bad("special_ids", "an object of mask_id, pad_id, eos_id, bos_id")
     if not isinstance(where.get("splits"), dict):
         raise bad("splits", "an object of splits (train, val)")
-    if "tokenizer" in where and not isinstance(where["tokenizer"], str):
-        raise bad("tokenizer", "a file name")
+    if "tokenizer" in where and not plain_name(where["tokenizer"]):
+        raise bad("tokenizer", "a file name in the folder")
     where, name = index["special_ids"], "special_ids."
     for key in ("mask_id", "pad_id", "eos_id", "bos_id"):
         count(key)
@@ -1737,8 +1779,9 @@ def _check_index(path: Path, index: dict[str, Any]) -> None:
             raise bad(split, "an object of shards, n_tokens, n_bytes")
         where, name = info, f"splits.{split}."
         shards = where.get("shards")
-        if not isinstance(shards, list) or not all(isinstance(x, str) for x in shards):
-            raise bad("shards", "a list of file names")
+        # plain names: a crafted index of "../x" or "/etc/x" read files outside the folder
+        if not isinstance(shards, list) or not all(map(plain_name, shards)):
+            raise bad("shards", "a list of file names in the folder")
         count("n_tokens")
         count("n_bytes")
 

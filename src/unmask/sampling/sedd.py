@@ -60,7 +60,7 @@ from unmask.sampling.registry import (
     refuse_unused,
     register_decoder,
 )
-from unmask.schedules import GeometricSchedule
+from unmask.schedules import schedule_of
 from unmask.sedd import (
     SEDD_OUTPUT,
     AbsorbingGraph,
@@ -430,16 +430,17 @@ def model_noise(config: Any) -> Noise:
     geometric noise, or the log-linear one with its ``schedule_eps``, ``--eps``; a
     time-conditioned model never saw σ outside its noise's range), else the default
     log-linear one (masked-diffusion checkpoints: their denoiser's score needs no particular
-    grid)."""
-    eps = getattr(config, "schedule_eps", None)
+    grid). A SEDD config whose schedule has no SEDD noise (hand-edited: ``cosine``, eps 0)
+    gets the default one too."""
     sedd = getattr(config, "objective", None) == "sedd" or getattr(config, "output", None) == (
         SEDD_OUTPUT
     )
     if not sedd:
         return LogLinearNoise()
-    if getattr(config, "schedule", None) == "geometric":
-        return noise_of(GeometricSchedule())
-    return LogLinearNoise(eps) if eps is not None and 0.0 < eps < 1.0 else LogLinearNoise()
+    try:
+        return noise_of(schedule_of(config))
+    except UserError:
+        return LogLinearNoise()
 
 
 def uses_sedd_sampler(config: SampleConfig, model_config: Any) -> bool:
