@@ -50,3 +50,29 @@ def test_an_unconstrained_causal_fill_is_well_formed_utf8(template):
         for g in r.gaps:
             assert r.text[g.start : g.end] == g.text and TOK.decode(g.tokens) == g.text
         assert r.text.startswith("a ") == template.startswith("a ")
+
+
+def test_a_greedy_infill_on_a_sedd_checkpoint_reports_no_seed(tmp_path, capsys):
+    """The fill runs the commit loop on every masked-diffusion checkpoint, SEDD's too (not
+    its reverse steps), so at temperature 0 it draws nothing: ``--json`` reported a drawn
+    seed that changed nothing (two runs, two seeds, one text), unlike an MDLM checkpoint's
+    ``null`` (tests/test_infill_seed.py)."""
+    import json
+
+    from unmask.checkpoint import save_checkpoint
+    from unmask.cli import main
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, objective="sedd",
+                       **tok.special_ids())
+    torch.manual_seed(0)
+    ckpt = str(save_checkpoint(tmp_path, model=Transformer(cfg).eval(), tokenizer=tok))
+    argv = ["infill", "--model", ckpt, "--json", "--device", "cpu", "ab [MASK:4] cd"]
+    outs = []
+    for _ in range(2):
+        assert main(argv) == 0
+        outs.append(json.loads(capsys.readouterr().out))
+    assert outs[0]["text"] == outs[1]["text"]
+    assert outs[0]["config"]["seed"] is None and outs[1]["config"]["seed"] is None
+    assert main([*argv, "--temperature", "1"]) == 0  # a sampled one still reports its seed
+    assert isinstance(json.loads(capsys.readouterr().out)["config"]["seed"], int)
