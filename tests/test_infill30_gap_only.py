@@ -88,6 +88,8 @@ def test_a_causal_model_never_leaves_a_template_of_a_gap_only_empty():
     a = tok.encode("a")[0]
 
     class EndsAtOnce(torch.nn.Module):
+        supports_kv_cache = True  # logits of whatever it is given (it reads no cache)
+
         def __init__(self) -> None:
             super().__init__()
             self.config = fim_cfg()

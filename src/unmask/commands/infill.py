@@ -145,11 +145,12 @@ def run(args: argparse.Namespace) -> int:
     template = constrained_template(args)  # template and constraint errors before loading anything
     loaded = load_model(args)
     config = api.infill_sample_config(loaded, given)
-    # the checkpoint's decoder decides whether the fill draws (a continuous one does at
-    # temperature 0 too: its Gaussian start), so whether it has a seed to report
-    from unmask.sampling import choose_decoder
-
-    config = with_seed(config, choose_decoder(api.facts_of(loaded), config).name)
+    # whether the fill draws, so whether it has a seed to report: the commit loop (decoder
+    # None) only when sampled; an embed-diffusion checkpoint's own decoder, which api.infill
+    # runs, at temperature 0 too (its Gaussian start). A SEDD checkpoint is filled by the
+    # commit loop, not its decoder: it reported a seed that changed nothing
+    own = api.facts_of(loaded).default_decoder
+    config = with_seed(config, own if own == "embed-diffusion" else None)
     if config.seed is not None:
         given["seed"] = config.seed
     causal = getattr(loaded.config, "attention", None) == "causal"

@@ -1658,7 +1658,9 @@ class GapConstraint(CanvasConstraint):
         index_p: list[int] = []
         masks: list[np.ndarray] = []
         for r, s, e in self.spans:
-            row = rows_cache.setdefault(r, tokens[r].tolist())
+            row = rows_cache.get(r)
+            if row is None:  # setdefault(r, tokens[r].tolist()) read the row for every span
+                row = rows_cache[r] = tokens[r].tolist()
             seq = self._seq(row, s, e)
             if all(t is not None for t in seq):
                 continue
@@ -1688,7 +1690,9 @@ class GapConstraint(CanvasConstraint):
         out = []
         rows_cache: dict[int, list[int]] = {}
         for r, s, e in self.spans:
-            row = rows_cache.setdefault(r, tokens[r].tolist())
+            row = rows_cache.get(r)
+            if row is None:  # setdefault(r, tokens[r].tolist()) read the row for every span
+                row = rows_cache[r] = tokens[r].tolist()
             seq = row[s:e]
             if self.mask_id in seq or not self.automaton.accepts(seq):
                 out.append((r, s, e))

@@ -48,7 +48,6 @@ from unmask.infill.template import (
 )
 from unmask.sampling.ar import forbid_id, generate_ar
 from unmask.sampling.cache import call_model
-from unmask.sampling.loop import make_generator
 from unmask.sampling.penalties import Penalties
 
 _NO_FIM = (
@@ -311,9 +310,10 @@ def infill_causal(
     middle then starts with neither whitespace nor closing punctuation after it
     (``AFTER_SPACE_TEXT``); a gap that starts the text takes a virtual space, dropped from
     the output (``leads``; ``LEAD_TEXT``), but is not given the diffusion path's locked line
-    break (``START_CONTEXT``): the FIM prompt's prefix is empty. Such a gap, and a
-    constrained one (regex, choices, class, banned words), is written under its automaton
-    left to right (``unmask.infill.ordered``), so its text satisfies it. Templates
+    break (``START_CONTEXT``): the FIM prompt's prefix is empty. Every gap is written under
+    its automaton left to right (``unmask.infill.ordered``), so its text satisfies its
+    constraint (regex, choices, class, banned words) and, unconstrained too, is well-formed
+    UTF-8, as on the diffusion path (a fixed-length gap: one forward more, its EOS). Templates
     with several gaps raise ``UserError``: PSM conditions on one prefix and one suffix.
     """
     config = config or SampleConfig()
@@ -351,26 +351,13 @@ def infill_causal(
     if not plan.has_given_text and lo == 0 and hi > 0:  # as the diffusion path: a
         lo = hole.feasible[1]  # template of a gap only (and spaces) is never left empty
     before = prefix[:-1] if hole.space else prefix
-    device = next(iter(_params(model)), torch.empty(0)).device
     if hi == 0:  # a constraint that only the empty text satisfies: nothing to write
         res = FimResult(tokens=[], ended=True, nfe=0)
-    elif _constrained(gap) or hole.space or hole.lead:
+    else:  # under the gap's automaton, as the diffusion path: an unconstrained gap's too,
+        # whose text must still be well-formed UTF-8 (the free middle of ``fill_middle``
+        # ended inside a character, or wrote bytes no character has: "a \ufffd\ufffd b")
         res = _guided_middle(model, tokenizer, hole.automaton, label, before, suffix, (lo, hi),
                              config)
-    else:
-        res = fill_middle(
-            model,
-            tokenizer,
-            before,
-            suffix,
-            max_new_tokens=hi,
-            min_new_tokens=lo,
-            temperature=config.temperature,
-            top_k=config.top_k,
-            top_p=config.top_p,
-            generator=make_generator(config.seed, device),
-            penalties=Penalties.of(config),
-        )
     layout = plan.layout([len(res.tokens)])
     row: list[int] = []
     span = (0, 0)
