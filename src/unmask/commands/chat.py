@@ -52,6 +52,7 @@ from unmask.commands import (
 from unmask.commands.sample_options import (
     add_draft_flag,
     add_sample_flags,
+    add_stop_flag,
     check_draft_flags,
     check_given_options,
     load_draft,
@@ -146,6 +147,9 @@ class ChatSession:
     given: dict[str, Any] | None = None
     """The options the user gave (the ``--flags``, the drawn seed included), from which each
     turn's options are made for its prompt (``turn_config``); None: ``config`` every turn."""
+    stop: tuple[str, ...] = ()
+    """Texts a reply ends before (``--stop``; ``api.chat``'s ``stop``): the conversation keeps
+    the reply as cut."""
 
     def messages(self, turns: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
         """The system message (if any) and ``turns`` (default: the conversation so far)."""
@@ -297,7 +301,8 @@ class ChatSession:
 
         config = prepared.config or self.config
         out = api.chat(self.loaded, self.messages(prepared.turns), config=config,
-                       template=self.template, step_callback=live, draft=self.draft)
+                       template=self.template, step_callback=live, draft=self.draft,
+                       stop=self.stop or None)
         self.turns = [*prepared.turns, {"role": "assistant", "content": out.text}]
         stats = getattr(out.result, "acceptance_stats", dict)()
         return Turn(reply=out.text, prompt=prepared, nfe=out.nfe, seconds=out.seconds, stats=stats,
@@ -456,6 +461,8 @@ def converse(
             record.update(turn.stats)  # speculative, hybrid: acceptance and forwards
             record["config"] = dataclasses.asdict(  # the options that ran, as generate --json
                 turn.config or dataclasses.replace(session.config, decoder=session.decoder))
+            if session.stop:  # as generate --json
+                record["stop"] = list(session.stop)
             print(json.dumps(record, ensure_ascii=False), flush=True)
         else:
             print(turn.reply, flush=True)
@@ -514,12 +521,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="chat template instead of the model's: a Jinja file, a JSON file with "
                         "chat_template (tokenizer_config.json), a Jinja string, or a built-in: "
                         "default (unmask's SFT format), plain (User:/Assistant: transcript)")
+    add_stop_flag(p, what="each reply")
     add_draft_flag(p)
     add_sample_flags(p)
     p.add_argument("--show-prompt", action="store_true",
                    help="print each rendered prompt to stderr before sampling")
     add_json_flag(p, what="one per turn: user, reply, prompt, prompt_tokens, dropped, nfe, "
-                          "steps, seconds, config")
+                          "steps, seconds, config, and stop where given")
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)
@@ -583,7 +591,7 @@ def run(args: argparse.Namespace) -> int:
     config = api.sample_config(loaded, given)
     template = model_template(loaded, args.template)
     session = ChatSession(loaded, template, config, system=args.system, device=device,
-                          draft=draft)
+                          draft=draft, stop=tuple(args.stop or ()))
     # a broken template, or a --system message it rejects or too long for any reply, fails
     # now, not at the first turn
     session.check_system()

@@ -34,6 +34,7 @@ from unmask.commands import (
 from unmask.commands.sample_options import (
     add_draft_flag,
     add_sample_flags,
+    add_stop_flag,
     check_draft_flags,
     check_given_options,
     load_draft,
@@ -92,11 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "--seed is given), so a prompt writes the same texts alone or beside "
                         "others; a count whose rows cannot fit the free memory is refused "
                         "(UNMASK_NO_FIT_CHECK=1 skips it) (default 1)")
-    p.add_argument("--stop", action="append", type=_stop_text, metavar="TEXT",
-                   help="end each text before the first place this text appears in it "
-                        "(repeatable: the earliest found wins), as stop= of the Python API and "
-                        "the server; a newline is --stop $'\\n' in bash; --json's tokens stay "
-                        "what was decoded")
+    add_stop_flag(p, what="each text")
     add_draft_flag(p)
     add_sample_flags(p)
     add_json_flag(p, what="per prompt and choice: text and tokens; plus nfe, steps, seconds, "
@@ -106,14 +103,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)
     p.set_defaults(func=run)
-
-
-def _stop_text(text: str) -> str:
-    """A ``--stop`` text: one character at least (an empty one would end every text at once,
-    and ``api.generate`` refuses it)."""
-    if not text:
-        raise argparse.ArgumentTypeError("a stop text needs at least one character")
-    return text
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:

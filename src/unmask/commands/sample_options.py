@@ -144,6 +144,24 @@ HYBRID_DRAFT_FIELDS = ("draft_length", "draft_threshold")
 decoder is known (``unmask.api``)."""
 
 
+def add_stop_flag(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """``--stop TEXT`` (repeatable): where ``what`` ends, as ``stop=`` of ``api.generate`` and
+    ``api.chat`` and the server's ``stop`` (one rule: ``unmask.chat.text_end``)."""
+    parser.add_argument(
+        "--stop", action="append", type=_stop_text, metavar="TEXT",
+        help=f"end {what} before the first place this text appears in it (repeatable: the "
+             "earliest found wins), as stop= of the Python API and the server; a newline is "
+             "--stop $'\\n' in bash; --json's tokens stay what was decoded")
+
+
+def _stop_text(text: str) -> str:
+    """A ``--stop`` text: one character at least (an empty one would end every text at once,
+    and ``api.generate`` refuses it)."""
+    if not text:
+        raise argparse.ArgumentTypeError("a stop text needs at least one character")
+    return text
+
+
 def add_draft_flag(parser: argparse.ArgumentParser) -> None:
     """``--draft PATH``: a diffusion checkpoint that drafts for a causal ``--model``."""
     parser.add_argument(
