@@ -267,14 +267,19 @@ def router(state: ServerState) -> APIRouter:
         before = "".join(s for s in segments[:k] if isinstance(s, str))
         after = "".join(s for s in segments[k + 1 :] if isinstance(s, str))
         fim = state.causal and bool(after)  # a causal model reads the text after it first
-        # a published model's BOS leads, as in a plain infill and a guided completion (an
-        # AR-FIM prompt is laid out by its sentinels, as a plain causal infill's)
-        prefix = tok.encode(before) if fim else api.facts_of(state.loaded).prompt_ids(
-            tok.encode(before))
+        # a published model's BOS leads, as in a plain infill and /v1/forms (an AR-FIM
+        # prompt is laid out by its sentinels, as a plain causal infill's): as fill_form's
+        # start_ids, hidden from the steps streamed (they showed it as the canvas's first
+        # token), and with nothing before the gap the answer then starts a text, as the
+        # tokenizer encodes one after its BOS (it was laid as a continuation: "<s>{", not
+        # "<s>▁{", on a Llama-style tokenizer)
+        prefix = tok.encode(before)
+        start = [] if fim else api.facts_of(state.loaded).prompt_ids(prefix)
+        start = start[: len(start) - len(prefix)]  # the BOS prompt_ids adds, if any
         # the text after the gap continues the text (``segment_ids``): encoded on its own, a
         # SentencePiece tokenizer gave it a word start, a space the model read ("▁dog")
         suffix = segment_ids(tok, after, first=False)
-        n_text = len(prefix) + len(suffix)
+        n_text = len(start) + len(prefix) + len(suffix)
         least = form_span(n_text, 1, causal=state.causal, fim=fim)
         if least > state.max_seq_len:  # the text and at least one token of the gap
             raise APIError(400, f"template needs at least {least} tokens ({n_text} of "
@@ -306,7 +311,7 @@ def router(state: ServerState) -> APIRouter:
 
         def run(on_step: StepCallback) -> Any:
             return fill_form(model, tok, form, config, step_callback=on_step,
-                             source=guided["source"], prefix_ids=prefix,
+                             source=guided["source"], start_ids=start, prefix_ids=prefix,
                              suffix_ids=suffix, parse=parse,
                              max_repair_calls=repair_calls(state, config))
 
