@@ -124,3 +124,20 @@ def test_a_guided_completion_of_an_empty_prompt_starts_a_text_after_the_bos():
     start = segment_ids(tok, '{"a":', first=True)
     assert seen and seen[0][: 1 + len(start)] == [tok.bos_id, *start], seen[0][:8]
     assert json.loads(r.json()["choices"][0]["text"])["a"] is not None
+
+
+def test_a_guided_infill_parses_its_template_once(monkeypatch):
+    """Its checks run twice where the form compiles (``plumbing.checked``: the second on a
+    slow-check thread); the template was parsed and encoded both times (a 64K template:
+    some 70 ms on a slow-check thread each time)."""
+    import unmask.infill
+
+    calls: list[str] = []
+    parse = unmask.infill.parse_template
+    monkeypatch.setattr(unmask.infill, "parse_template",
+                        lambda text, *a, **k: calls.append(text) or parse(text, *a, **k))
+    with TestClient(create_app(loaded(random_transformer(0)))) as c:
+        r = c.post("/v1/infill", json={"template": "Hi [MASK:6]", "guided_json": SCHEMA,
+                                       "steps": 2})
+    assert r.status_code == 200, r.text
+    assert calls == ["Hi [MASK:6]"], calls
