@@ -24,3 +24,18 @@ def test_an_infill_with_a_huge_block_length_neither_hangs_nor_holds_the_worker()
         assert r.json()["text"].startswith("a ")
         after = c.post("/v1/infill", json={"template": "a [MASK:3] b", "steps": 3})
         assert after.status_code == 200, after.text
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/forms", {"schema": {"type": "array", "items": {"type": "integer"},
+                              "minItems": 2**64}}),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 8,
+                         "guided_json": {"type": "array", "minItems": 10**30}}),
+])
+def test_a_min_count_past_what_the_regex_writer_holds_is_refused_not_dropped(path, body):
+    """``minItems`` 2**64 or more was dropped by the schema's regex writer (a u64): the
+    answer was ``[]``, which breaks the schema; below 2**64 it is a 400 ("too large")."""
+    with TestClient(create_app(loaded(random_transformer(0)))) as c:
+        r = c.post(path, json={**body, "steps": 4})
+    assert r.status_code == 400, r.text
+    assert "minItems" in r.json()["error"]["message"] and "too large" in r.text
