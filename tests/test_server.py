@@ -916,13 +916,9 @@ def test_streamed_infill_stops_when_the_client_goes():
             assert r.status_code == 200
             first = next(line for line in r.iter_lines() if line.startswith("data: "))
             assert json.loads(first[len("data: ") :])["step"] == 1
-        for _ in range(
-            30
-        ):  # one forward at a time, so the stream sees the disconnect before the end
-            if metrics.get("cancelled"):
-                break
-            stepped.allow(1)
-            time.sleep(0.02)
+        # the response's disconnect listener drops the job with no step to send: permits
+        # only once it has (given while it had not, a loaded machine ran every step first)
+        wait_until(lambda: metrics.get("cancelled") == 1)
         stepped.allow(2)
         wait_until(lambda: engine.in_flight == 0 and metrics.get("cancelled") == 1)
         assert len(stepped.sizes) < 30, stepped.sizes
@@ -935,7 +931,7 @@ def test_streamed_infill_stops_when_the_client_goes():
         wait_until(lambda: metrics.get("cancelled") == 2)
         stepped.allow(3)
         wait_until(lambda: engine.in_flight == 0)
-        assert stepped.entered - entered == 1  # the step under way ends the work
+        assert stepped.entered - entered <= 1  # the step under way (if begun) ends the work
 
 
 def test_chat_without_a_chat_template_is_refused_as_the_cli_refuses():

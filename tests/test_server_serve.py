@@ -248,6 +248,7 @@ def test_serve_checks_the_address_before_loading_the_model(served, capsys, free_
     ("--max-search-calls", "-1", "--max-search-calls must be 0 (no limit) or positive, got -1"),
     ("--keepalive", "-1", "--keepalive must be a finite number of seconds >= 0, got -1"),
     ("--keepalive", "nan", "--keepalive must be a finite number of seconds >= 0, got nan"),
+    ("--max-slow-checks", "0", "--max-slow-checks must be a finite number > 0, got 0"),
 ])
 def test_serve_names_the_flag_of_a_bad_limit(served, capsys, flag, value, says):
     """``--timeout nan`` passed the flag check (nan <= 0 is False) and was refused later as
@@ -402,3 +403,18 @@ def test_serve_keepalive_is_the_streams_keepalive(ckpt, served, free_port, value
     (app, _), = served
     want = float(value) if value else ServerLimits.keepalive_s
     assert app.state.limits.keepalive_s == want
+
+
+@pytest.mark.parametrize("value", [None, "5"])
+def test_serve_max_slow_checks_sizes_the_slow_check_threads(ckpt, served, free_port, value):
+    """``ServerLimits.max_slow_checks`` had no flag: a server for many clients' schemas ran
+    two compiles at a time whatever its cores."""
+    from unmask.server import ServerLimits
+
+    argv = ["serve", "--model", ckpt, "--port", str(free_port), "--device", "cpu", "--quiet"]
+    assert main(argv + (["--max-slow-checks", value] if value else [])) == 0
+    (app, _), = served
+    want = int(value) if value else ServerLimits.max_slow_checks
+    assert app.state.limits.max_slow_checks == want
+    state = app.state.server
+    assert state.compiles.pool._max_workers == state.searches.pool._max_workers == want

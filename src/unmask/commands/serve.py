@@ -93,6 +93,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="most model calls the length search of one /v1/infill template may "
                         "make; a template that needs more is refused (400) before any work "
                         f"(default: {searches}; 0: no limit)")
+    p.add_argument("--max-slow-checks", type=int, default=2, metavar="N",  # as ServerLimits
+                   help="requests whose checks may take seconds (a structured answer's compile, "
+                        "an /v1/edit regex search) checked at once, of each kind, on threads of "
+                        "their own; more wait (default: 2)")
     p.add_argument("--no-regex", action="store_true",
                    help="refuse regex constraints from clients (/v1/edit, /v1/infill, /v1/forms)")
     p.add_argument("--quiet", action="store_true",
@@ -259,7 +263,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
     for flag, value in (("--max-batch", args.max_batch), ("--max-queue", args.max_queue),
-                        ("--max-steps", args.max_steps), ("--timeout", args.timeout)):
+                        ("--max-steps", args.max_steps), ("--timeout", args.timeout),
+                        ("--max-slow-checks", args.max_slow_checks)):
         if not (math.isfinite(value) and value > 0):  # (nan > 0 is False: said here too)
             raise UserError(f"{flag} must be a finite number > 0, got {value:g}")
     if args.max_search_calls < 0:
@@ -318,7 +323,8 @@ def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
     limits = ServerLimits(max_batch=args.max_batch, max_queue=args.max_queue,
                           request_timeout_s=args.timeout, max_steps=args.max_steps,
                           allow_regex=not args.no_regex, batch_wait_s=args.batch_wait,
-                          max_search_calls=args.max_search_calls, keepalive_s=args.keepalive)
+                          max_search_calls=args.max_search_calls, keepalive_s=args.keepalive,
+                          max_slow_checks=args.max_slow_checks)
     with flags_named():
         app = create_app(loaded, api_key=api_key, limits=limits, model_name=args.model_name,
                          chat_template=args.chat_template, access_log=not args.quiet,

@@ -178,8 +178,8 @@ def _fit_blocks(length: int, room: int, block_length: int, steps: int) -> tuple[
     length below it whose whole blocks do (1 at the latest: ``length <= room``), unless
     that makes more blocks than ``steps`` (each takes a step): then the shortest longer one
     that fits with at most ``steps`` blocks (``length`` at the latest: one block)."""
-    bl = block_length
-    while -(-length // bl) * bl > room:
+    bl = min(block_length, room)  # (a longer block alone is longer than the room: a
+    while -(-length // bl) * bl > room:  # block_length of 2**64 counted down for ever)
         bl -= 1
     if -(-length // bl) > steps > 0:
         bl = next(n for n in range(-(-length // steps), length + 1)

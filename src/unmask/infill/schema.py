@@ -667,6 +667,9 @@ def check_schema(
         v = node.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
             raise UserError(f"{_where(path)}: {key} must be a non-negative integer, not {v!r}")
+        if key.startswith("min") and v is not None and v >= 1 << 64:  # the regex writer's u64
+            # dropped it: an array of minItems 2**64 was answered []
+            raise UserError(f"{_where(path)}: {key} {v} is too large to enforce")
     for key in ("enum", "anyOf", "oneOf", "allOf", "prefixItems"):
         if key in node and (not isinstance(node[key], list) or not node[key]):
             raise UserError(f"{_where(path)}: {key} must be a non-empty list")

@@ -318,11 +318,16 @@ class GuidedEvents:
         chat: bool,
         so_far: AnswerSoFar,
         ids: list[int],
+        prompt_columns: int,
         *,
         seed: int | None = None,
     ) -> None:
         self.state, self.request, self.req, self.rid, self.chat = state, request, req, rid, chat
         self.so_far, self.ids = so_far, ids
+        self.prompt_columns = prompt_columns
+        """The prompt's columns of a step's rows (its BOS hidden): its ``denoising.step``
+        events show the answer's positions only, as an unguided completion's (they sent the
+        whole prompt's tokens with every step)."""
         self.obj = "chat.completion.chunk" if chat else "text_completion"
         self.last: list[list[int]] | None = None
         self.sent = ""
@@ -364,10 +369,11 @@ class GuidedEvents:
     def step(self, step: int, rows: list[list[int]]) -> Iterable[str]:
         out = []
         if self.req.stream_denoising:
-            if self.last is not None and len(self.last) != len(rows):
+            answer = [row[self.prompt_columns :] for row in rows]
+            if self.last is not None and len(self.last) != len(answer):
                 self.last = None
-            out.append(denoising_event(self.state, self.rid, step, rows, self.last))
-            self.last = rows
+            out.append(denoising_event(self.state, self.rid, step, answer, self.last))
+            self.last = answer
         text = self.so_far.text(rows[0])
         if len(text) > len(self.sent) and text.startswith(self.sent):
             out.append(self._chunk(text[len(self.sent) :], None))
@@ -442,6 +448,13 @@ async def run_guided(
             code="context_length_exceeded",
         )
     source = kwargs["source"]
+    # a published model's BOS leads as fill_form's ``start_ids`` (as /v1/forms lays it):
+    # hidden from the steps streamed, and after it alone (an empty prompt) the answer starts
+    # a text, as the tokenizer encodes one (it was laid as a continuation, "<s>{" on a
+    # Llama-style tokenizer, not "<s>▁{")
+    bos = api.facts_of(state.loaded).prompt_ids([])
+    start = bos if bos and ids[: len(bos)] == bos else []
+    prefix = ids[len(start) :]
 
     bound = req.max_tokens if "max_tokens" in req.model_fields_set else None
 
@@ -458,7 +471,7 @@ async def run_guided(
         if not req.stream:
             return form, parse, None
         try:  # its refusal before the stream starts names the field, as the plain one
-            return form, parse, AnswerSoFar(state, form, parse, len(ids), source)
+            return form, parse, AnswerSoFar(state, form, parse, len(prefix), source)
         except UserError as e:
             raise user_error(e, source) from None
 
@@ -482,7 +495,8 @@ async def run_guided(
             config,
             step_callback=on_step,
             source=kwargs["source"],
-            prefix_ids=ids,
+            start_ids=start,
+            prefix_ids=prefix,
             parse=parse,
             max_repair_calls=repair_calls(state, config),
         )
@@ -490,7 +504,8 @@ async def run_guided(
     # "the form needs 625 tokens": response_format
     work = blaming(run, req, kwargs["source"], most=state.limits.max_steps)
     if so_far is not None:
-        events = GuidedEvents(state, request, req, rid, chat, so_far, ids, seed=config.seed)
+        events = GuidedEvents(state, request, req, rid, chat, so_far, ids, len(prefix),
+                              seed=config.seed)
         return await stream_job(state, request, alone(work), events, first_step=True)
     await refuse_if_gone(state, request)  # left while its checks ran: not run
     res = await run_alone(state, request, work)

@@ -182,13 +182,16 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/infill")
     async def infill_(req: InfillRequest, request: Request) -> Response:
-        fn, body, blame = await checked(state, request, lambda slow: plan_infill(req, slow),
+        memo: dict[str, Any] = {}  # a guided template's parse, kept for its slow retry
+        fn, body, blame = await checked(state, request,
+                                        lambda slow: plan_infill(req, slow, memo),
                                         on=state.compiles)
         return await _run(state, request, req, req.stream, "infill-", fn, body, blame)
 
-    def plan_infill(req: InfillRequest, slow: bool) -> Plan:
+    def plan_infill(req: InfillRequest, slow: bool, memo: dict[str, Any]) -> Plan:
         """The checks of an infill request, and its work (thread-safe: off the loop;
-        ``TakesSeconds`` where a structured answer compiles, unless ``slow``)."""
+        ``TakesSeconds`` where a structured answer compiles, unless ``slow``; ``memo``: what
+        the first call worked out, for the second: ``plumbing.checked``)."""
         from unmask import api
         from unmask.infill import SearchLimitError, parse_template
         from unmask.infill.options import constrain_gaps
@@ -200,7 +203,9 @@ def router(state: ServerState) -> APIRouter:
         check(req, "infill", causal_ok=guided is not None or fim)
         check_text(state, req.template, "template")
         if guided is not None:
-            return plan_guided_infill(req, guided, slow)
+            if "text" not in memo:  # parsed and encoded once (a 64K template: some 70 ms)
+                memo["text"] = guided_text(req)
+            return plan_guided_infill(req, guided, slow, *memo["text"])
         if req.regex and not state.limits.allow_regex:
             raise no_regex("regex")
         if req.regex:  # the gaps' patterns together, before any compiles (on the worker)
@@ -243,14 +248,14 @@ def router(state: ServerState) -> APIRouter:
 
         return run, infill_body, None
 
-    def plan_guided_infill(req: InfillRequest, guided: dict[str, Any], slow: bool) -> Plan:
-        """One gap ``[MASK:n]`` filled under ``response_format`` / ``guided_*``: the text
-        around it is locked context; the gap gets at most n tokens."""
+    def guided_text(req: InfillRequest) -> tuple[Any, ...]:
+        """A guided infill's template: (its one gap, the text before and after it, whether a
+        causal model reads them as fill-in-the-middle, the BOS, the ids before and after);
+        a 400 for a template without exactly one ``[MASK:n]``, or without room for it."""
         from unmask import api
-        from unmask.infill import Gap, fill_form, parse_form, parse_template
+        from unmask.infill import Gap, parse_template
         from unmask.infill.ordered import form_span
         from unmask.infill.template import segment_ids
-        from unmask.server.routes.guided import build_form, room_check
 
         user_call(lambda: api.refuse_continuous(state.loaded, "guided infill"), "model")
         segments = user_call(lambda: parse_template(req.template), "template")
@@ -267,20 +272,38 @@ def router(state: ServerState) -> APIRouter:
         before = "".join(s for s in segments[:k] if isinstance(s, str))
         after = "".join(s for s in segments[k + 1 :] if isinstance(s, str))
         fim = state.causal and bool(after)  # a causal model reads the text after it first
-        # a published model's BOS leads, as in a plain infill and a guided completion (an
-        # AR-FIM prompt is laid out by its sentinels, as a plain causal infill's)
-        prefix = tok.encode(before) if fim else api.facts_of(state.loaded).prompt_ids(
-            tok.encode(before))
+        # a published model's BOS leads, as in a plain infill and /v1/forms (an AR-FIM
+        # prompt is laid out by its sentinels, as a plain causal infill's): as fill_form's
+        # start_ids, hidden from the steps streamed (they showed it as the canvas's first
+        # token), and with nothing before the gap the answer then starts a text, as the
+        # tokenizer encodes one after its BOS (it was laid as a continuation: "<s>{", not
+        # "<s>▁{", on a Llama-style tokenizer)
+        prefix = tok.encode(before)
+        start = [] if fim else api.facts_of(state.loaded).prompt_ids(prefix)
+        start = start[: len(start) - len(prefix)]  # the BOS prompt_ids adds, if any
         # the text after the gap continues the text (``segment_ids``): encoded on its own, a
         # SentencePiece tokenizer gave it a word start, a space the model read ("▁dog")
         suffix = segment_ids(tok, after, first=False)
-        n_text = len(prefix) + len(suffix)
+        n_text = len(start) + len(prefix) + len(suffix)
         least = form_span(n_text, 1, causal=state.causal, fim=fim)
         if least > state.max_seq_len:  # the text and at least one token of the gap
             raise APIError(400, f"template needs at least {least} tokens ({n_text} of "
                            f"text), more than {CONTEXT_WORDS} {state.max_seq_len}): shorten "
                            "the template's text (/v1/tokenize counts tokens)", param="template",
                            code="context_length_exceeded")
+        return gap, before, after, fim, start, prefix, suffix
+
+    def plan_guided_infill(req: InfillRequest, guided: dict[str, Any], slow: bool, gap: Any,
+                           before: str, after: str, fim: bool, start: list[int],
+                           prefix: list[int], suffix: list[int]) -> Plan:
+        """One gap ``[MASK:n]`` filled under ``response_format`` / ``guided_*``: the text
+        around it (``guided_text``) is locked context; the gap gets at most n tokens."""
+        from unmask.infill import fill_form, parse_form
+        from unmask.infill.ordered import form_span
+        from unmask.infill.template import segment_ids
+        from unmask.server.routes.guided import build_form, room_check
+
+        n_text = len(start) + len(prefix) + len(suffix)
         width = gap.length or 32
         form, parse = build_form(state, guided, width, slow=slow)
         items, holes, automata = user_call(
@@ -306,7 +329,7 @@ def router(state: ServerState) -> APIRouter:
 
         def run(on_step: StepCallback) -> Any:
             return fill_form(model, tok, form, config, step_callback=on_step,
-                             source=guided["source"], prefix_ids=prefix,
+                             source=guided["source"], start_ids=start, prefix_ids=prefix,
                              suffix_ids=suffix, parse=parse,
                              max_repair_calls=repair_calls(state, config))
 
