@@ -95,3 +95,6 @@ def test_a_failed_convert_leaves_no_folder_it_created(
     (tmp_path / "kept").mkdir()  # one that was there stays
     assert main(["convert", str(tmp_path / "f"), str(tmp_path / "kept" / "a" / "out")]) == 2
     assert [p.name for p in tmp_path.joinpath("kept").iterdir()] == []
+    through = tmp_path / "x" / ".." / "y" / "out"  # x/ is made on the way to y/, then removed
+    assert main(["convert", str(tmp_path / "f"), str(through)]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "kept"]
