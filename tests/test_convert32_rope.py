@@ -1,6 +1,8 @@
 """The RoPE tables (session 32): built for the positions a forward reaches, grown as longer
 inputs come, not for all of ``max_seq_len`` at once (Dream's 131072 positions cost 128 MiB
-and over a second before the first forward of a short prompt), and the same numbers."""
+and over a second before the first forward of a short prompt), and the same numbers: with a
+KV cache across the first table's rows, with rows at their own positions, from threads
+sharing the model, and from the compiled twin (given every position before it compiles)."""
 
 from __future__ import annotations
 
@@ -56,6 +58,20 @@ def test_kv_cache_decoding_across_the_first_table_gives_the_same_logits() -> Non
             want = full(tokens[:, s : s + 1], cache=kv_full, start=s)
             torch.testing.assert_close(step, want, rtol=0, atol=0)
     assert model._rope[0].shape[0] == 2 * ROPE_ROWS
+
+
+def test_rows_of_a_batch_at_positions_past_the_first_table_give_the_same_logits() -> None:
+    model, full = tiny()
+    B, L = 2, 6
+    tokens = torch.randint(4, 32, (1, L)).expand(B, L)
+    positions = torch.stack([torch.arange(0, L), torch.arange(9000, 9000 + L)])  # each row
+    bias = torch.ones(B, 1, L, L, dtype=torch.bool)
+    with torch.no_grad():
+        model(tokens[:1])  # a first table of ROPE_ROWS rows
+        got = model(tokens, positions=positions, attn_bias=bias)
+        want = full(tokens, positions=positions, attn_bias=bias)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert model._rope is not None and model._rope[0].shape[0] == 9000 + L
 
 
 def test_a_thread_never_reads_the_shorter_table_another_thread_stored(monkeypatch) -> None:
