@@ -47,6 +47,28 @@ def test_a_sedd_noise_unmask_cannot_step_on_is_one_line(tmp_path: Path, noise: d
     assert "config.json" in msg and words in msg and "sedd" in msg
 
 
+@pytest.mark.parametrize(("noise", "words"), [
+    ("geometric", "missing noise.sigma_min and noise.sigma_max"),  # read as log-linear
+    ({"type": "geometric"}, "missing noise.sigma_min and noise.sigma_max"),  # said "=None"
+    ({"type": "geometric", "sigma_min": 1e-4}, "missing noise.sigma_max"),
+    (3, "noise=3"),
+])
+def test_a_sedd_noise_short_of_its_keys_names_them(tmp_path: Path, noise: object,
+                                                   words: str) -> None:
+    make_sedd(tmp_path / "f")
+    cfg = json.loads((tmp_path / "f" / "config.json").read_text())
+    (tmp_path / "f" / "config.json").write_text(json.dumps({**cfg, "noise": noise}))
+    msg = load_error(tmp_path / "f")
+    assert "config.json" in msg and words in msg and "sedd" in msg
+
+
+def test_a_sedd_noise_given_as_its_type_alone_is_that_type(tmp_path: Path) -> None:
+    make_sedd(tmp_path / "f")
+    cfg = json.loads((tmp_path / "f" / "config.json").read_text())
+    (tmp_path / "f" / "config.json").write_text(json.dumps({**cfg, "noise": "loglinear"}))
+    assert unmask.load(tmp_path / "f").config.schedule == "linear"
+
+
 def test_a_folder_naming_no_dtype_loads_and_converts_as_stored(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -95,3 +117,6 @@ def test_a_failed_convert_leaves_no_folder_it_created(
     (tmp_path / "kept").mkdir()  # one that was there stays
     assert main(["convert", str(tmp_path / "f"), str(tmp_path / "kept" / "a" / "out")]) == 2
     assert [p.name for p in tmp_path.joinpath("kept").iterdir()] == []
+    through = tmp_path / "x" / ".." / "y" / "out"  # x/ is made on the way to y/, then removed
+    assert main(["convert", str(tmp_path / "f"), str(through)]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "kept"]

@@ -207,6 +207,15 @@ def rope_cache(
     return emb.cos(), emb.sin()
 
 
+def _rope_covers(
+    rope: tuple[Tensor, Tensor] | None, n: int, device: torch.device, dtype: torch.dtype
+) -> bool:
+    """Whether ``rope`` (cos, sin) holds positions 0..n-1 on ``device`` in ``dtype``."""
+    return rope is not None and rope[0].shape[0] >= n and rope[0].device == device and (
+        rope[0].dtype == dtype
+    )
+
+
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate (B, H, L, hd) by position; cos/sin are (L, rd). With rd < hd (partial rotary
     embeddings, Ling 2.0 / LLaDA 2.x) only the first rd dimensions turn; the rest pass."""
@@ -534,23 +543,47 @@ class Transformer(nn.Module):
         return end
 
     def _rope_tables(self, L: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        """cos/sin (L, rd) of positions 0..L-1: float32, float64 for a float64 model."""
+        """cos/sin (L, rd) of positions 0..L-1: float32, float64 for a float64 model.
+
+        Sliced from the table this call read or built, never from ``self._rope`` read again:
+        threads decoding with one model (docs/sampling.md, "Threads") each store what they
+        build, and another thread's table, stored in between, can be shorter than ``L``."""
         dtype = wide_dtype(self.embed.weight.dtype)
         rope = self._rope
-        if rope is None or rope[0].shape[0] < L or rope[0].device != device or (
-            rope[0].dtype != dtype
-        ):
+        if not _rope_covers(rope, L, device, dtype):
             # grown by doubling up to max_seq_len, not built for all of it at once: Dream's
             # 131072 positions took 128 MiB and over a second before a short prompt's first
-            # forward; a compiled forward gets every position (no rebuild inside its graph)
+            # forward. ``compile_for_decoding`` gives the compiled twin every position before
+            # compiling (``full_rope_tables``), so its graphs read the table and never build
+            # one; a traced build (the model moved to another device since) takes them all.
             rows = 0 if rope is None else rope[0].shape[0]
             full = self.config.max_seq_len
             grown = full if torch.compiler.is_compiling() else max(ROPE_ROWS, 2 * rows)
-            n = max(L, min(grown, full))
-            rd = self.config.rotary_dim or self.config.head_dim
-            self._rope = rope_cache(n, rd, self.config.rope_theta, device, dtype)
-        cos, sin = self._rope
+            rope = self._build_rope(max(L, min(grown, full)), device, dtype)
+        cos, sin = rope
         return cos[:L], sin[:L]
+
+    def _build_rope(
+        self, n: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor]:
+        """The tables of positions 0..n-1, stored on the model unless the one stored there
+        already covers as many (another thread's, built meanwhile): a smaller table would make
+        the next long call build again. Callers slice the table returned, not the stored one."""
+        rd = self.config.rotary_dim or self.config.head_dim
+        rope = rope_cache(n, rd, self.config.rope_theta, device, dtype)
+        if not _rope_covers(self._rope, n, device, dtype):
+            self._rope = rope
+        return rope
+
+    def full_rope_tables(self) -> None:
+        """Build the RoPE tables of every position (``max_seq_len``) now, on the device and in
+        the dtype of the model's weights, unless the stored ones already cover them: what
+        ``compile_for_decoding`` calls before compiling, so that no compiled graph builds the
+        table or sees its size change (a recompile) as decoding passes the grown rows."""
+        device = self.embed.weight.device
+        dtype = wide_dtype(self.embed.weight.dtype)
+        if not _rope_covers(self._rope, self.config.max_seq_len, device, dtype):
+            self._build_rope(self.config.max_seq_len, device, dtype)
 
     def _position_rope(
         self,

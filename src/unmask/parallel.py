@@ -181,6 +181,10 @@ def compile_for_decoding(model: nn.Module, mode: str = "inductor") -> nn.Module:
         return model
     import torch
 
+    from unmask.model import Transformer
+
+    if isinstance(model, Transformer):  # every position now: no compiled graph builds them
+        model.full_rope_tables()
     twins = model.__dict__.setdefault(_DECODE_CACHE, {})
     if mode not in twins:
         if mode == "cuda-graphs":

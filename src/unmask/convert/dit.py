@@ -167,7 +167,16 @@ def _sedd_schedule(hf: dict[str, Any]) -> str:
     sampled on a noise grid the model was not trained on)."""
     from unmask.schedules import GeometricSchedule
 
-    noise = hf.get("noise") if isinstance(hf.get("noise"), dict) else {}
+    noise = hf.get("noise")
+    if isinstance(noise, str):  # the type alone (it read as log-linear, whatever it named)
+        noise = {"type": noise}
+    elif noise is None:
+        noise = {}
+    elif not isinstance(noise, dict):
+        raise UserError(
+            f"config.json: noise={noise!r} is not supported for sedd (needs a mapping with "
+            "'type': 'loglinear' or 'geometric')"
+        )
     kind = noise.get("type", "loglinear")
     if kind == "loglinear":
         return "linear"
@@ -175,6 +184,12 @@ def _sedd_schedule(hf: dict[str, Any]) -> str:
     got = (noise.get("sigma_min"), noise.get("sigma_max"))
     if kind == "geometric" and got == bounds:
         return "geometric"
+    missing = [f"noise.{k}" for k in ("sigma_min", "sigma_max") if noise.get(k) is None]
+    if kind == "geometric" and missing:  # SEDD's own defaults (1e-3, 1) are not unmask's
+        raise UserError(
+            f"config.json: missing {' and '.join(missing)} (geometric noise for sedd needs "
+            f"sigma_min={bounds[0]!r}, sigma_max={bounds[1]!r})"
+        )
     if kind == "geometric":
         raise UserError(
             f"config.json: noise sigma_min={got[0]!r}, sigma_max={got[1]!r} is not supported "

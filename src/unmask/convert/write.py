@@ -151,8 +151,11 @@ def _write_folder(
     half-written; ``like``: as ``write_safetensors`` takes it (``tensors`` read as written).
     Folders above ``out`` that it creates are removed again when it fails (a NaN found in the
     last tensor left ``a/b/`` of ``a/b/out`` behind)."""
-    made = [p for p in reversed(out.parent.parents) if not p.exists()]
-    made += [out.parent] if not out.parent.exists() else []
+    # the folders mkdir makes: "x/.." of x/../y is one it passes, not one it makes (its
+    # rmdir fails and stopped the removal, leaving x/); one made between this look and a
+    # failure, by another process, is removed too when still empty
+    made = [p for p in [*reversed(out.parent.parents), out.parent] if not p.exists()]
+    made = [p for p in made if p.name != ".."]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         clear_stale_staging(out)
