@@ -10,6 +10,7 @@ types for counts and durations; ``int_list`` parses a comma list such as
 writes strict JSON (NaN as null).
 ``output_file`` / ``output_path`` are the type of a ``--json`` path (checked at once, nothing
 made: an unwritable path is refused before the run, not after it).
+``require_hybrid(loaded, flag)`` refuses a checkpoint not trained with ``--objective hybrid``.
 ``generated(ids, eos)`` is the one count of a row's tokens behind every script's tokens/s.
 ``round_robin(calls, repeats)`` times rows that are compared side by side: the median of
 repeats taken in cycles over the rows, in the balanced orders of ``balanced_orders(n)``.
@@ -32,7 +33,8 @@ from typing import Any, NoReturn, TypeVar
 
 __all__ = ["OUTPUT", "balanced_orders", "default_output", "fill_defaults", "int_list",
            "json_text", "generated", "non_negative_floats", "non_negative_int", "output_file",
-           "output_path", "positive_float", "positive_int", "round_robin", "run"]  # fmt: skip
+           "output_path", "positive_float", "positive_int", "require_hybrid", "round_robin",
+           "run"]  # fmt: skip
 
 OUTPUT = Path(__file__).resolve().parents[1] / "runs" / "bench"
 """Where a script writes its results when no path is given (``runs/`` is ignored by git)."""
@@ -226,6 +228,17 @@ def int_list(text: str, flag: str) -> list[int]:
         return [positive_int(x.strip()) for x in text.split(",")]
     except argparse.ArgumentTypeError as e:
         raise UserError(f"{flag} {text}: {e} (a comma list of positive integers)") from None
+
+
+def require_hybrid(loaded: Any, flag: str) -> None:
+    """A ``UserError`` naming ``flag`` (``--model PATH``) unless ``loaded`` (an
+    ``unmask.checkpoint.Loaded``) was trained with ``--objective hybrid`` (its config has a
+    ``draft_block``): checked as the checkpoint is loaded, before anything is timed."""
+    from unmask.errors import UserError
+
+    if not loaded.config.draft_block:
+        raise UserError(f"{flag}: not a hybrid checkpoint (its config has no draft_block; "
+                        "train one with --objective hybrid)")
 
 
 def run(main: Callable[[], object], *, interrupted: str = "") -> NoReturn:
