@@ -10,9 +10,10 @@ types for counts and durations; ``int_list`` parses a comma list such as
 writes strict JSON (NaN as null).
 ``output_file`` / ``output_path`` are the type of a ``--json`` path (checked at once, nothing
 made: an unwritable path is refused before the run, not after it).
+``require_hybrid(loaded, flag)`` refuses a checkpoint not trained with ``--objective hybrid``.
 ``generated(ids, eos)`` is the one count of a row's tokens behind every script's tokens/s.
 ``round_robin(calls, repeats)`` times rows that are compared side by side: the median of
-repeats taken round-robin over the rows.
+repeats taken in cycles over the rows, in the balanced orders of ``balanced_orders(n)``.
 ``default_output(name)`` is where results go when no path is given (``runs/bench``, not the
 committed ``benchmarks/results``). Scripts import this module from their own folder
 (``python benchmarks/NAME.py`` puts it first on ``sys.path``). It imports ``unmask`` only
@@ -30,9 +31,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-__all__ = ["OUTPUT", "default_output", "fill_defaults", "int_list", "json_text",
-           "generated", "non_negative_floats", "non_negative_int", "output_file", "output_path",
-           "positive_float", "positive_int", "round_robin", "run"]  # fmt: skip
+__all__ = ["OUTPUT", "balanced_orders", "default_output", "fill_defaults", "int_list",
+           "json_text", "generated", "non_negative_floats", "non_negative_int", "output_file",
+           "output_path", "positive_float", "positive_int", "require_hybrid", "round_robin",
+           "run"]  # fmt: skip
 
 OUTPUT = Path(__file__).resolve().parents[1] / "runs" / "bench"
 """Where a script writes its results when no path is given (``runs/`` is ignored by git)."""
@@ -68,24 +70,52 @@ def _clock(fn: Callable[[], T]) -> tuple[T, float]:
     return out, time.perf_counter() - t
 
 
+def balanced_orders(n: int) -> list[list[int]]:
+    """The cycles of ``round_robin``: orders of rows ``0..n-1`` (a Williams design, a
+    balanced Latin square), ``n`` of them for an even ``n``, ``2n`` for an odd one. Over
+    them each row comes first equally often and, within a cycle, right after each other
+    row equally often (once for an even ``n``, twice for an odd one). Each order is
+    followed by its reverse, so the last row of one cycle is the first of the next (a row
+    after itself); the next pair starts one row lower, which keeps the first three cycles
+    from putting a row after the same other row twice (five rows or more)."""
+    zigzag = [0][:n]
+    low, high = 1, n - 1
+    while len(zigzag) < n:  # 0, 1, n-1, 2, n-2, ...: each difference once
+        zigzag.append(low)
+        low += 1
+        if len(zigzag) < n:
+            zigzag.append(high)
+            high -= 1
+    orders: list[list[int]] = []
+    for r in range(n if n % 2 else n // 2):  # an even n's reverses are the other translates
+        order = [(i - r) % n for i in zigzag]
+        orders += [order, order[::-1]]
+    return orders
+
+
 def round_robin(
     calls: Sequence[Callable[[], T]], repeats: int,
     timer: Callable[[Callable[[], T]], tuple[T, float]] = _clock,
 ) -> list[tuple[T, float]]:
     """(last result, median seconds) of each of ``calls``, each called ``repeats`` times
     (at least once; ``timer(fn)`` -> (result, seconds), default the wall clock around it).
-    The repeats go round-robin over the calls, each cycle starting one call later, so a
-    machine whose speed drifts (shared cores) slows every row alike and no row always
-    follows the same one. Timing each row's repeats back to back, two rows of the same
-    decoding read 0.85x and 1.25x AR in one run on a shared CPU; in a fixed order, a row
-    right after the widest hybrid row read 0.60x where it reads 0.87x elsewhere
-    (benchmarks/speculative.py); one pass per row moved benchmarks/hybrid.py's ratios by
-    0.3x between runs. Warm the calls up before: the first call of each pays one-time costs."""
+    Each cycle of the repeats calls every row once, so a machine whose speed drifts
+    (shared cores) slows every row alike, in the orders of ``balanced_orders``: over ``n``
+    cycles of ``n`` rows (``2n`` for an odd ``n``) each row goes first equally often and
+    comes right after each other row equally often, so a row that slows whatever runs next
+    slows no other row in most of its repeats: with five rows or more, not in two of the
+    first three (with three or four rows, some row still follows it in half of a long run).
+    Timing each row's repeats back to back, two rows of the same decoding read 0.85x and
+    1.25x AR in one run on a shared CPU; in a fixed order, a row right after the widest
+    hybrid row read 0.60x where it reads 0.87x elsewhere (benchmarks/speculative.py); one
+    pass per row moved benchmarks/hybrid.py's ratios by 0.3x between runs. Warm the calls up
+    before: the first call of each pays one-time costs."""
     n = len(calls)
     times: list[list[float]] = [[] for _ in calls]
     last: list[Any] = [None] * n
+    orders = balanced_orders(n) or [[]]
     for r in range(max(repeats, 1)):
-        for i in ((r + j) % n for j in range(n)):
+        for i in orders[r % len(orders)]:
             last[i], t = timer(calls[i])
             times[i].append(t)
     return [(out, statistics.median(t)) for out, t in zip(last, times, strict=True)]
@@ -198,6 +228,17 @@ def int_list(text: str, flag: str) -> list[int]:
         return [positive_int(x.strip()) for x in text.split(",")]
     except argparse.ArgumentTypeError as e:
         raise UserError(f"{flag} {text}: {e} (a comma list of positive integers)") from None
+
+
+def require_hybrid(loaded: Any, flag: str) -> None:
+    """A ``UserError`` naming ``flag`` (``--model PATH``) unless ``loaded`` (an
+    ``unmask.checkpoint.Loaded``) was trained with ``--objective hybrid`` (its config has a
+    ``draft_block``): checked as the checkpoint is loaded, before anything is timed."""
+    from unmask.errors import UserError
+
+    if not loaded.config.draft_block:
+        raise UserError(f"{flag}: not a hybrid checkpoint (its config has no draft_block; "
+                        "train one with --objective hybrid)")
 
 
 def run(main: Callable[[], object], *, interrupted: str = "") -> NoReturn:

@@ -15,11 +15,12 @@ Two tables, one run:
   tokens/s (text tokens, cut at EOS) and its ratio to the checkpoint's own ``ar`` decoding,
   tokens per forward (tokens a row commits, its EOS included, per round it decodes: one
   forward each; ``ar`` makes one token per forward), draft acceptance, token identity with
-  ``ar`` (each row the median of ``--decode-repeats`` passes, round-robin over the rows,
-  after an untimed warm-up); and **draft agreement** per draft position
-  (``draft_agreement``): the share of one-step drafts equal to the held-out token and to the
-  checkpoint's own greedy continuation (what greedy decoding keeps), on ``--prompts`` × 8
-  validation windows of 64 tokens, beside its causal next-token accuracy. It shows which
+  ``ar`` (each row the median of ``--decode-repeats`` passes, in cycles over the rows
+  (``round_robin``), after an untimed call of each on the first batch); and **draft
+  agreement** per draft position (``draft_agreement``): the share of one-step drafts equal
+  to the held-out token and to the checkpoint's own greedy continuation (what greedy
+  decoding keeps), on ``--prompts`` × 8 validation windows of 64 tokens, beside its causal
+  next-token accuracy. It shows which
   positions of the draft block carry information: at the bench size only the first one or
   two do (docs/sampling.md).
 
@@ -35,7 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import generated, json_text, output_file, positive_int, round_robin
+from _common import (
+    generated,
+    json_text,
+    output_file,
+    positive_int,
+    require_hybrid,
+    round_robin,
+)
 
 from unmask import api
 from unmask.config import SampleConfig, model_preset
@@ -66,10 +74,14 @@ def forward_cost(preset: str, k: int, prefix: int, batch: int, repeats: int) -> 
         pos, bias = draft_layout(1 + k, [prefix + j for j in ms], k, offset=prefix - 1)
         toks = torch.randint(4, 4000, (batch, pos.shape[0]))
 
-        def whole(toks: torch.Tensor = toks, pos: torch.Tensor = pos, bias: torch.Tensor = bias):
+        def whole(
+            toks: torch.Tensor = toks, pos: torch.Tensor = pos, bias: torch.Tensor = bias
+        ) -> None:
             round_(toks, positions=pos, attn_bias=bias)
 
-        def read(toks: torch.Tensor = toks, pos: torch.Tensor = pos, bias: torch.Tensor = bias):
+        def read(
+            toks: torch.Tensor = toks, pos: torch.Tensor = pos, bias: torch.Tensor = bias
+        ) -> None:
             kv.length = prefix - 1  # the decoder's round: the head on the 2k + 1 columns it reads
             h = m(toks, cache=kv, start=prefix - 1, positions=pos, attn_bias=bias,
                   return_hidden=True)  # fmt: skip
@@ -126,8 +138,8 @@ def draft_agreement(model: Any, mask_id: int, windows: torch.Tensor, k: int) -> 
 
 def decode(ld: Any, data: str, n: int, gen: int, batch: int, repeats: int = 1) -> list[dict]:
     """Greedy decoding rows of the loaded hybrid checkpoint ``ld`` (module docstring): each
-    row's seconds the median of ``repeats`` passes over the prompts, round-robin over the
-    rows (``round_robin``), after an untimed pass of each."""
+    row's seconds the median of ``repeats`` passes over the prompts, in cycles over the rows
+    (``round_robin``), after an untimed call of each on the first batch."""
     from unmask.data import TokenDataset
 
     windows = TokenDataset(data, "val").windows(200)
@@ -196,9 +208,7 @@ def main() -> None:
         from unmask.errors import UserError
 
         ld = load(args.model, device="cpu")
-        if not ld.config.draft_block:
-            raise UserError(f"--model {args.model}: not a hybrid checkpoint (its config has no "
-                            "draft_block; train one with --objective hybrid)")
+        require_hybrid(ld, f"--model {args.model}")
         ld.model.eval()
         from unmask.data import TokenDataset
         from unmask.tokenizer import reads_ids_of

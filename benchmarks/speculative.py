@@ -67,6 +67,7 @@ from _common import (  # noqa: E402
     non_negative_int,
     output_file,
     positive_int,
+    require_hybrid,
     round_robin,
 )
 from decoding import fit_lengths, prompt_texts, timed  # noqa: E402
@@ -424,13 +425,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             notes.append(f"hybrid: {path} skipped (not present)")
             continue
         h = load(path, device=str(device), dtype=dtype)
+        require_hybrid(h, f"--hybrid {path}")  # not "predraft applies to ..." (a default)
         h.model.eval()
         name = Path(path).name if Path(path).name != "checkpoint" else Path(path).parent.name
         hybrids.append(("hybrid" if len(args.hybrid) == 1 else f"hybrid {name}", h))
     if not args.hybrid:
         notes.append("hybrid: skipped (no --hybrid given)")
-    scorer, note = load_scorer(args, device)
-    notes.append(note)
     n_prompts = args.prompts or max(args.batches)
     if any(n_prompts % b for b in args.batches):
         raise UserError(f"--prompts {n_prompts} must be a multiple of every batch {args.batches}")
@@ -447,6 +447,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for g in lengths:
         refuse_bad_cases(build_cases(args, g, ar, diff, hybrids),
                          [ar.tokenizer.encode(prompts_all[0])])  # fmt: skip
+    scorer, note = load_scorer(args, device)  # after: SmolLM2 takes a while to load
+    notes.append(note)
     print(
         f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}; "
         f"drafter {diff.path}, verifier {ar.path}; prompts {prompts_all}"

@@ -94,3 +94,27 @@ def test_speculative_batch_rows_are_medians_of_warm_round_robin_runs(benchmark, 
     assert [out[k]["s"] for k in ("ar", "ar_hybrid")] == [1.0, 1.0]
     for k in ("spec", "hybrid_all", "hybrid_ends"):
         assert out[k]["s"] == 0.5 and out[k]["vs_ar"] == 2.0 and out[k]["identical"], out[k]
+
+
+def test_every_decoder_starts_an_empty_prompt_with_the_one_helper():
+    """The ``ar``, ``hybrid`` and ``speculative`` runs each had their own copy of the start
+    block beside ``start_empty_prompts``; now they share it: the same start token and, on a
+    model with neither a start token nor an EOS (and no pad fallback: a causal decoder pads
+    nothing into its text), the same one-line refusal."""
+    from unmask.errors import UserError
+    from unmask.sampling import ar, loop
+    from unmask.sampling.hybrid import HybridRun
+    from unmask.sampling.speculative import SpeculativeRun
+
+    assert loop.start_empty_prompts is ar.start_empty_prompts
+    model, drafter = _model(), _model("bidirectional", 1)
+    runs = {"ar": lambda p, **kw: ar.ARRun(model, p, max_new_tokens=4, **kw),
+            "hybrid": lambda p, **kw: HybridRun(model, p, max_new_tokens=4, **kw),
+            "speculative": lambda p, **kw: SpeculativeRun(model, drafter, p, max_new_tokens=4,
+                                                          draft_length=2, **kw)}  # fmt: skip
+    for name, start in runs.items():
+        with pytest.raises(UserError, match=r"^an empty prompt needs a start token"):
+            start([[5], []], eos_id=None)
+        got = start([[5], []], eos_id=2, start_id=7).run()
+        assert got.tokens[1, 0] == 7 and got.tokens[0, 0] == 5, name
+    assert ar.start_empty_prompts([[5], []], eos_id=None, pad_id=1) == ([[5], [1]], [False, True])

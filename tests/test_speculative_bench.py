@@ -230,7 +230,8 @@ def test_quick_never_overrides_a_flag_given(benchmark):
 def test_a_bad_row_option_is_refused_before_anything_is_measured(tmp_path, benchmark,
                                                                  monkeypatch, bad, message):
     """A row option the decoders refuse was refused only when its rows were timed: after the
-    forward costs of both models and the warm-up (minutes on a real checkpoint)."""
+    forward costs of both models and the warm-up (minutes on a real checkpoint); then after
+    loading the gen ppl scorer (SmolLM2, when installed). Now before either."""
     from unmask.errors import UserError
 
     spec = benchmark("speculative")
@@ -242,8 +243,24 @@ def test_a_bad_row_option_is_refused_before_anything_is_measured(tmp_path, bench
     save_checkpoint(tmp_path / "hybrid", model=Transformer(cfg), tokenizer=tok)
     measured = []
     monkeypatch.setattr(spec, "forward_cost", lambda *a, **kw: measured.append(a) or {})
+    monkeypatch.setattr(spec, "load_scorer", lambda *a: measured.append("scorer") or (None, ""))
     with pytest.raises(UserError, match=message):
         spec.main(["--quick", "--no-score", "--ar-model", paths["ar"], "--model", paths["mdlm"],
                    "--hybrid", str(tmp_path / "hybrid"), "--json", str(tmp_path / "r.json"),
                    *bad])  # fmt: skip
     assert measured == []
+
+
+def test_a_checkpoint_that_is_not_hybrid_is_refused_as_the_hybrid_flag(tmp_path, benchmark):
+    """A non-hybrid ``--hybrid`` read ``predraft applies to a checkpoint trained with
+    objective hybrid ...``: a flag the user never gave (its default makes the hybrid rows).
+    Now the line names ``--hybrid`` and its path, as ``benchmarks/hybrid.py --model`` does."""
+    from unmask.errors import UserError
+
+    spec = benchmark("speculative")
+    paths = _ar_and_mdlm(tmp_path, max_seq_len=64)
+    with pytest.raises(UserError) as e:
+        spec.main(["--quick", "--no-score", "--ar-model", paths["ar"], "--model", paths["mdlm"],
+                   "--hybrid", paths["ar"], "--json", str(tmp_path / "r.json")])  # fmt: skip
+    assert str(e.value) == (f"--hybrid {paths['ar']}: not a hybrid checkpoint (its config has "
+                            "no draft_block; train one with --objective hybrid)")

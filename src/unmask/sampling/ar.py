@@ -222,6 +222,36 @@ def separate_head(model: Any) -> Any:
     return getattr(model, "lm_head", None)
 
 
+def start_empty_prompts(
+    prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor, *,
+    eos_id: int | None, pad_id: int | None = None, start_id: int | None = None,
+) -> tuple[list[list[int]], list[bool]]:
+    """The prompts as rows, an empty one given a start token: ``start_id`` where given (the
+    decoders pass ``ModelFacts.start_id``: a published model's BOS, which its raw text
+    prompts begin with too, ``ModelFacts.prompt_ids``), else the document separator (EOS,
+    else ``pad_id`` where given), which every document of ``unmask.data``'s training stream
+    follows and lm-eval puts before an empty context (``unmask.lm_eval``). The one start of
+    every decoder: the causal ones (``ar``, ``hybrid``, ``speculative``: no ``pad_id``, so a
+    model with neither token is refused in one ``UserError``) and the masked-diffusion ones
+    (``unmask.sampling.loop``, ``unmask.sampling.blocks``). Without it a diffusion canvas is
+    all [MASK]: every column of a model without absolute positions (RoPE) then has the same
+    hidden state, so the first greedy commit is an exact tie that rounding decides, and the
+    same request wrote another text beside a longer prompt in a batch; a Dream-style
+    (``logit_shift``) model committed its first token from the wrong prediction (position 0
+    keeps its own logits, ``shift_logits``; in a batch, the padding's). The generated tokens
+    are the same count either way. Returns the rows and, per row, whether it was given the
+    token (not text: never counted; for a diffusion decoder the last prompt column, which
+    guidance does not blank out: it is no condition, so a row without a prompt has none to
+    guide by)."""
+    rows = as_rows(prompt_ids)
+    if all(rows):
+        return rows, [False] * len(rows)
+    start = start_id if start_id is not None else eos_id if eos_id is not None else pad_id
+    if start is None:
+        raise UserError("an empty prompt needs a start token (start_id or eos_id)")
+    return [r or [int(start)] for r in rows], [not r for r in rows]
+
+
 class ARRun(DecoderRun):
     """The ``ar`` decoder's run: token by token with a KV cache (see ``generate_ar``).
 
@@ -273,18 +303,13 @@ class ARRun(DecoderRun):
         check_sampling(temperature, top_k, top_p)
         pad_id = pad_id if pad_id is not None else getattr(mcfg, "pad_id", eos_id)
         mask_id = mask_id if mask_id is not None else getattr(mcfg, "mask_id", None)
-        start_id = start_id if start_id is not None else eos_id
         rows = as_rows(prompt_ids)
         if mask_id is not None and any(mask_id in r for r in rows):
             raise UserError(
                 "an autoregressive model cannot fill a [MASK] in the prompt; "
                 "use a masked diffusion model (or infill)"
             )
-        started = [not r for r in rows]  # rows given a start token: not text, never counted
-        if any(started):
-            if start_id is None:
-                raise UserError("an empty prompt needs a start token (start_id or eos_id)")
-            rows = [r or [start_id] for r in rows]
+        rows, started = start_empty_prompts(rows, eos_id=eos_id, start_id=start_id)
         if pad_id is None and len({len(r) for r in rows}) > 1:
             raise UserError("prompts of different lengths need a pad id")
         B, P = len(rows), max(len(r) for r in rows)

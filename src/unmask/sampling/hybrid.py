@@ -70,6 +70,7 @@ from unmask.sampling.ar import (
     row_generators,
     sample_token,
     separate_head,
+    start_empty_prompts,
 )
 from unmask.sampling.cache import supports_kv_cache
 from unmask.sampling.penalties import Penalties, text_counts
@@ -243,12 +244,7 @@ class HybridRun(DecoderRun):
         rows = as_rows(prompt_ids)
         if any(mask_id in r for r in rows):
             raise UserError("decoder 'hybrid' cannot fill a [MASK] in the prompt")
-        started = [not r for r in rows]  # rows given a start token: not text, never counted
-        if any(started):  # ``ModelFacts.start_id``: a published model's BOS, else the EOS
-            start_id = start_id if start_id is not None else eos_id
-            if start_id is None:
-                raise UserError("an empty prompt needs a start token (start_id or eos_id)")
-            rows = [r or [start_id] for r in rows]
+        rows, started = start_empty_prompts(rows, eos_id=eos_id, start_id=start_id)
         if pad_id is None and len({len(r) for r in rows}) > 1:
             raise UserError("prompts of different lengths need a pad id")
         B, P = len(rows), max(len(r) for r in rows)

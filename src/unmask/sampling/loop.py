@@ -37,7 +37,12 @@ from unmask.canvas import Canvas, as_rows
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
-from unmask.sampling.ar import RowGenerators, row_generators, separate_head
+from unmask.sampling.ar import (
+    RowGenerators,
+    row_generators,
+    separate_head,
+    start_empty_prompts,
+)
 from unmask.sampling.cache import (
     NoCache,
     check_cache_name,
@@ -182,31 +187,6 @@ def row_apart(row: Sequence[int] | Tensor, mask_id: int, *, cache: str = "none")
 def model_logit_shift(model: Any) -> bool:
     """Whether ``model.config.logit_shift`` is set (default False)."""
     return bool(getattr(getattr(model, "config", None), "logit_shift", False))
-
-
-def start_empty_prompts(
-    prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor, *,
-    eos_id: int | None, pad_id: int, start_id: int | None = None,
-) -> tuple[list[list[int]], list[bool]]:
-    """The prompts as rows, an empty one given a start token: ``start_id`` where given (the
-    decoders pass ``ModelFacts.start_id``: a published model's BOS, which its raw text
-    prompts begin with too, ``ModelFacts.prompt_ids``), else the document separator (EOS,
-    else the pad id), which every document of ``unmask.data``'s training stream follows and
-    lm-eval puts before an empty context (``unmask.lm_eval``), as the ``ar``, ``hybrid`` and
-    ``speculative`` decoders give an empty prompt one. Without it the canvas is all [MASK]:
-    every column of a model without absolute positions (RoPE) then has the same hidden
-    state, so the first greedy commit is an exact tie that rounding decides, and the same
-    request wrote another text beside a longer prompt in a batch; a Dream-style
-    (``logit_shift``) model committed its first token from the wrong prediction (position 0
-    keeps its own logits, ``shift_logits``; in a batch, the padding's). The generated tokens
-    are the same count either way. Returns the rows and, per row, whether it was given the
-    token (the last prompt column then, which guidance does not blank out: it is no
-    condition, so a row without a prompt has none to guide by)."""
-    rows = as_rows(prompt_ids)
-    if all(rows):
-        return rows, [False] * len(rows)
-    start = start_id if start_id is not None else eos_id if eos_id is not None else pad_id
-    return [r or [int(start)] for r in rows], [not r for r in rows]
 
 
 START_TOKEN_NOTE = (
