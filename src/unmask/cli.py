@@ -33,7 +33,6 @@ import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from shlex import quote
 from typing import Any, NoReturn
 
 from unmask import __version__
@@ -139,25 +138,29 @@ class _Parser(argparse.ArgumentParser):
 
     def _model_as_word(self, message: str) -> str | None:
         """The word typed where ``--model`` was missing that names a model (a folder holding
-        a config.json, or a run's ``checkpoint`` one; a shipped model's name): the user took
-        ``--model`` for a positional argument, as ``unmask eval RUN`` takes it. None else."""
+        a config.json, or a run's ``checkpoint`` one; a shipped model's name, as
+        ``--model`` takes it: ``commands.model_choice``): the user took ``--model`` for a
+        positional argument, as ``unmask eval RUN`` takes it. Only positional words are
+        looked at (``--draft DIR`` or ``--prompt demo`` is no model typed without
+        ``--model``). None else."""
         if not (message.startswith("the following arguments are required:")
                 and "--model" in message):
             return None
         from pathlib import Path
+        from shlex import quote
 
+        from unmask.commands import model_choice
         from unmask.names import SHIPPED_MODELS
 
-        for word in self._argv or []:
-            if word.startswith("-"):
-                continue
+        for word in _positional_words(self._option_string_actions, self._argv or []):
             try:  # a prompt is no path: too long a name is an OSError, not False
-                if (word.casefold() in SHIPPED_MODELS and not Path(word).exists()) or any(
-                        (Path(word) / sub / "config.json").is_file()
+                model = model_choice(word)
+                if (model in SHIPPED_MODELS and not os.path.lexists(model)) or any(
+                        (Path(model) / sub / "config.json").is_file()
                         for sub in ("", "checkpoint")):
                     return quote(word)
-            except (OSError, ValueError):
-                continue
+            except (OSError, ValueError, argparse.ArgumentTypeError):
+                continue  # no model, or one --model refuses (a dataset, Demo with ./demo)
         return None
 
     def _dash_text(self, flag: str) -> str | None:
@@ -437,6 +440,23 @@ def unknown_flags(
             continue
         found.append((flag, closest(flag, longs, prefix="--")))
     return found
+
+
+def _positional_words(options: dict[str, argparse.Action], words: Sequence[str]) -> Iterator[str]:
+    """The words of ``words`` (a command's, after its name) that are no flag of ``options``
+    nor the value of one (``_takes_value``), as ``unknown_flags`` skips them; every word
+    after a bare ``--``."""
+    value_next = False
+    for i, word in enumerate(words):
+        if word == "--":
+            yield from words[i + 1:]
+            return
+        if value_next:
+            value_next = False
+        elif word.startswith("-"):
+            value_next = _takes_value(options, word)
+        else:
+            yield word
 
 
 def _takes_value(options: dict[str, argparse.Action], word: str) -> bool:
