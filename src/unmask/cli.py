@@ -306,8 +306,15 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
     # Idle OpenMP threads sleep instead of spinning; must be set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["help"] and len(argv) <= 2:  # `unmask help [COMMAND]`, as git and pip
-        argv = [*argv[1:], "--help"]
+    if argv[:1] == ["help"]:  # `unmask help [COMMAND]`, as git and pip
+        topic = argv[1:]
+        if len(topic) > 1 or (topic and topic[0].startswith("-") and topic[0] not in (
+                "-h", "--help")):  # `help generate extra`, `help --version`
+            _said_by_rank_0()
+            print(f"unmask help: error: help takes one command, got {' '.join(topic)!r} "
+                  f"(see: unmask --help)", file=sys.stderr)
+            return EXIT_USER_ERROR
+        argv = [*(t for t in topic if t not in ("help", "-h", "--help")), "--help"]
     name = command_of(argv)
     label = f"unmask {argv[0]}" if name else "unmask"
     bad = next((a for a in argv if not _is_utf8(a)), None)
