@@ -295,6 +295,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+def flush(*streams: Any) -> None:
+    """Flush each of ``streams`` (``sys.stdout``, ``sys.stderr``) that is there: Python sets
+    one to None where the process started with it closed (``unmask ... >&-``), and
+    ``None.flush()`` was an AttributeError, a traceback after the run."""
+    for stream in streams:
+        if stream is not None:
+            stream.flush()
+
+
 def hold_signals() -> None:
     """Block SIGINT/SIGTERM/SIGHUP for the rest of the process (it is exiting): one C call,
     so a second signal cannot interrupt the exit path between bytecodes."""
@@ -363,8 +372,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
             _import_torch_whole()  # every command imports it; a signal meanwhile is one line
             with threads:
                 status = int(args.func(args) or 0)
-            if sys.stdout is not None:  # None: started with stdout closed (>&-)
-                sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+            flush(sys.stdout)  # a closed pipe shows here, inside the handlers below
             return status
     except UserError as e:
         _said_by_rank_0(e)
@@ -391,9 +399,9 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         if not _follower():  # torchrun: every process got it; rank 0 says it
             print(f"{label}: {stopped_how(EXIT_INTERRUPTED)}", file=sys.stderr)
         if getattr(sys.modules.get("unmask.tokenizer"), "ABANDONED", False):
-            sys.stdout.flush()  # a thread left in native code (BPE training): exit now, the
-            sys.stderr.flush()  # interpreter's shutdown would abort on it
-            os._exit(EXIT_INTERRUPTED)
+            with contextlib.suppress(OSError, ValueError):  # a thread left in native code
+                flush(sys.stdout, sys.stderr)  # (BPE training): exit now, the interpreter's
+            os._exit(EXIT_INTERRUPTED)  # shutdown would abort on it
         return EXIT_INTERRUPTED
     except Terminated as e:
         if program:
