@@ -83,18 +83,27 @@ def test_the_shipped_model_is_found_from_a_zipped_install(tmp_path):
     )
     cache, tmp = tmp_path / "cache", tmp_path / "tmp"
     tmp.mkdir()
-    env = {"PATH": "/usr/bin:/bin", "XDG_CACHE_HOME": str(cache), "TMPDIR": str(tmp)}
-    copies = []
-    for _ in range(2):
+    env = {"PATH": "/usr/bin:/bin", "UNMASK_CACHE_DIR": str(cache), "TMPDIR": str(tmp)}
+
+    def extract():
         done = subprocess.run([sys.executable, "-c", code, str(zipped)], capture_output=True,
                               text=True, cwd=tmp_path, env=env, timeout=120)
         assert done.returncode == 0, done.stderr
         extracted = Path(done.stdout.strip())
-        assert extracted.name == "demo" and extracted.is_relative_to(cache / "unmask")
+        assert extracted.name == "demo"
+        return extracted
+
+    copies = []
+    for _ in range(2):
+        extracted = extract()
+        assert extracted.is_relative_to(cache / "assets")
         copies.append((extracted, (extracted / "model.safetensors").stat().st_ino))
     assert copies[0] == copies[1]  # the second process used the first one's copy
     assert not list(tmp.iterdir())  # no temporary folder, which a kill would leave
     assert [p.name for p in extracted.parent.iterdir()] == ["demo"]  # no staging left
+    env["UNMASK_CACHE_DIR"] = "off"  # no disk cache: a copy for the process, gone at exit
+    extracted = extract()
+    assert extracted.is_relative_to(tmp) and not extracted.exists()
 
 
 def test_generate_stop_ends_each_text_as_the_api_does(tiny, capsys):

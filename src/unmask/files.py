@@ -316,10 +316,30 @@ def read_user_stdin() -> str:
     return _user_text(stream.read(), STDIN_NAME)
 
 
-__all__ = ["SAFETENSORS_DTYPES", "STDIN_NAME", "as_number", "atomic_write_bytes",
-           "atomic_write_text", "check_creatable", "file_mode", "finite_or_null", "json_line",
-           "named", "plain_name", "read_user_stdin", "read_user_text", "stale_staging",
-           "staging_dir", "staging_prefix", "write_safetensors"]
+__all__ = ["CACHE_ENV", "SAFETENSORS_DTYPES", "STDIN_NAME", "as_number", "atomic_write_bytes",
+           "atomic_write_text", "cache_dir", "check_creatable", "file_mode", "finite_or_null",
+           "json_line", "named", "plain_name", "read_user_stdin", "read_user_text",
+           "stale_staging", "staging_dir", "staging_prefix", "write_safetensors"]
+
+
+CACHE_ENV = "UNMASK_CACHE_DIR"
+"""Where unmask keeps files across processes (``off``: nowhere): compiled automata
+(``unmask.infill.automaton``), the assets of a zipped install (``asset_path``); default
+``$XDG_CACHE_HOME/unmask``, else ``~/.cache/unmask``."""
+
+
+def cache_dir() -> Path | None:
+    """The folder of unmask's on-disk cache (``CACHE_ENV``), or None when it is off."""
+    given = os.environ.get(CACHE_ENV)
+    if given is not None:
+        return None if given.strip().lower() in ("", "off", "0", "none") else Path(given)
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory: no disk cache
+            return None
+    return Path(base) / "unmask"
 
 
 def asset_path(name: str) -> Path:
@@ -341,13 +361,13 @@ _EXTRACTED: dict[str, Path] = {}
 
 def _extracted(found: Any, name: str) -> Path:
     """``found`` (an ``importlib.resources`` entry inside a zip, a file or a folder) copied
-    to ``$XDG_CACHE_HOME/unmask/assets/KEY/name`` (``~/.cache`` where unset), KEY naming the
+    to ``assets/KEY/name`` in unmask's cache folder (``cache_dir``), KEY naming the
     zip by its path, size and modification time (a rebuilt zip gets a copy of its own). The
     copy is made in a staging folder and renamed into place, so a process killed while
     copying leaves no half asset (its staging folder is removed by the next copy,
     ``stale_staging``), and processes share the copy: 11 MB for the demo, copied per process
     into a temporary folder before, and left there by a SIGKILL each time. Where that cache
-    cannot be written, a temporary folder of this process, removed at exit."""
+    cannot be written or is off, a temporary folder of this process, removed at exit."""
     if name not in _EXTRACTED:
         try:
             _EXTRACTED[name] = _cached_copy(found, name)
@@ -372,8 +392,10 @@ def _cached_copy(found: Any, name: str) -> Path:
     archive = Path(archive).resolve()
     stat = archive.stat()
     key = hashlib.sha256(f"{archive}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    out = base / "unmask" / "assets" / key[:16] / name
+    base = cache_dir()
+    if base is None:
+        raise FileNotFoundError(f"{CACHE_ENV} is off")
+    out = base / "assets" / key[:16] / name
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
