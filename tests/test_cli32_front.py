@@ -51,8 +51,10 @@ def test_demo_notes_steps_past_the_tokens_as_generate_does(tiny, capsys):
 def test_the_shipped_model_is_found_from_a_zipped_install(tmp_path):
     """The package imported from a zip (a zipapp, a wheel on ``sys.path``): ``--model demo``
     said "the demo checkpoint is not in this install; run unmask demo --train", since its
-    files have no path of their own. Now they are copied out for the process, and the copy
-    goes at exit."""
+    files have no path of their own. Now they are copied out once into a cache folder keyed
+    by the zip, which a later process reuses: each process copied the 11 MB again into a
+    temporary folder, left there by a SIGKILL. A name with a folder in it is copied too (its
+    folder was not made)."""
     import subprocess
     import sys
     import zipfile
@@ -76,14 +78,32 @@ def test_the_shipped_model_is_found_from_a_zipped_install(tmp_path):
         "from unmask.tokenizer import load_tokenizer\n"
         "p = shipped_model('demo')\n"
         "assert checkpoint_dir('demo') == checkpoint_dir(asset_path('demo')) == p\n"
-        "load_tokenizer(p / 'tokenizer.json')\n"
+        "load_tokenizer(asset_path('demo/tokenizer.json'))\n"
         "print(p)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(zipped)], capture_output=True,
-                          text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=120)
-    assert done.returncode == 0, done.stderr
-    extracted = Path(done.stdout.strip())
-    assert extracted.name == "demo" and not extracted.exists()  # removed at exit
+    cache, tmp = tmp_path / "cache", tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "UNMASK_CACHE_DIR": str(cache), "TMPDIR": str(tmp)}
+
+    def extract():
+        done = subprocess.run([sys.executable, "-c", code, str(zipped)], capture_output=True,
+                              text=True, cwd=tmp_path, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        extracted = Path(done.stdout.strip())
+        assert extracted.name == "demo"
+        return extracted
+
+    copies = []
+    for _ in range(2):
+        extracted = extract()
+        assert extracted.is_relative_to(cache / "assets")
+        copies.append((extracted, (extracted / "model.safetensors").stat().st_ino))
+    assert copies[0] == copies[1]  # the second process used the first one's copy
+    assert not list(tmp.iterdir())  # no temporary folder, which a kill would leave
+    assert [p.name for p in extracted.parent.iterdir()] == ["demo"]  # no staging left
+    env["UNMASK_CACHE_DIR"] = "off"  # no disk cache: a copy for the process, gone at exit
+    extracted = extract()
+    assert extracted.is_relative_to(tmp) and not extracted.exists()
 
 
 def test_generate_stop_ends_each_text_as_the_api_does(tiny, capsys):

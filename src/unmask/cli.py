@@ -33,7 +33,6 @@ import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from shlex import quote
 from typing import Any, NoReturn
 
 from unmask import __version__
@@ -139,25 +138,29 @@ class _Parser(argparse.ArgumentParser):
 
     def _model_as_word(self, message: str) -> str | None:
         """The word typed where ``--model`` was missing that names a model (a folder holding
-        a config.json, or a run's ``checkpoint`` one; a shipped model's name): the user took
-        ``--model`` for a positional argument, as ``unmask eval RUN`` takes it. None else."""
+        a config.json, or a run's ``checkpoint`` one; a shipped model's name, as
+        ``--model`` takes it: ``commands.model_choice``): the user took ``--model`` for a
+        positional argument, as ``unmask eval RUN`` takes it. Only positional words are
+        looked at (``--draft DIR`` or ``--prompt demo`` is no model typed without
+        ``--model``). None else."""
         if not (message.startswith("the following arguments are required:")
                 and "--model" in message):
             return None
         from pathlib import Path
+        from shlex import quote
 
+        from unmask.commands import model_choice
         from unmask.names import SHIPPED_MODELS
 
-        for word in self._argv or []:
-            if word.startswith("-"):
-                continue
+        for word in _positional_words(self._option_string_actions, self._argv or []):
             try:  # a prompt is no path: too long a name is an OSError, not False
-                if (word.casefold() in SHIPPED_MODELS and not Path(word).exists()) or any(
-                        (Path(word) / sub / "config.json").is_file()
+                model = model_choice(word)
+                if (model in SHIPPED_MODELS and not os.path.lexists(model)) or any(
+                        (Path(model) / sub / "config.json").is_file()
                         for sub in ("", "checkpoint")):
                     return quote(word)
-            except (OSError, ValueError):
-                continue
+            except (OSError, ValueError, argparse.ArgumentTypeError):
+                continue  # no model, or one --model refuses (a dataset, Demo with ./demo)
         return None
 
     def _dash_text(self, flag: str) -> str | None:
@@ -292,6 +295,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+def flush(*streams: Any) -> None:
+    """Flush each of ``streams`` (``sys.stdout``, ``sys.stderr``) that is there: Python sets
+    one to None where the process started with it closed (``unmask ... >&-``), and
+    ``None.flush()`` was an AttributeError, a traceback after the run."""
+    for stream in streams:
+        if stream is not None:
+            stream.flush()
+
+
 def hold_signals() -> None:
     """Block SIGINT/SIGTERM/SIGHUP for the rest of the process (it is exiting): one C call,
     so a second signal cannot interrupt the exit path between bytecodes."""
@@ -303,8 +315,15 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
     # Idle OpenMP threads sleep instead of spinning; must be set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["help"] and len(argv) <= 2:  # `unmask help [COMMAND]`, as git and pip
-        argv = [*argv[1:], "--help"]
+    if argv[:1] == ["help"]:  # `unmask help [COMMAND]`, as git and pip
+        topic = argv[1:]
+        if len(topic) > 1 or (topic and topic[0].startswith("-") and topic[0] not in (
+                "-h", "--help")):  # `help generate extra`, `help --version`
+            _said_by_rank_0()
+            print(f"unmask help: error: help takes one command, got {' '.join(topic)!r} "
+                  f"(see: unmask --help)", file=sys.stderr)
+            return EXIT_USER_ERROR
+        argv = [*(t for t in topic if t not in ("help", "-h", "--help")), "--help"]
     name = command_of(argv)
     label = f"unmask {argv[0]}" if name else "unmask"
     bad = next((a for a in argv if not _is_utf8(a)), None)
@@ -353,8 +372,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
             _import_torch_whole()  # every command imports it; a signal meanwhile is one line
             with threads:
                 status = int(args.func(args) or 0)
-            if sys.stdout is not None:  # None: started with stdout closed (>&-)
-                sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+            flush(sys.stdout)  # a closed pipe shows here, inside the handlers below
             return status
     except UserError as e:
         _said_by_rank_0(e)
@@ -381,9 +399,9 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         if not _follower():  # torchrun: every process got it; rank 0 says it
             print(f"{label}: {stopped_how(EXIT_INTERRUPTED)}", file=sys.stderr)
         if getattr(sys.modules.get("unmask.tokenizer"), "ABANDONED", False):
-            sys.stdout.flush()  # a thread left in native code (BPE training): exit now, the
-            sys.stderr.flush()  # interpreter's shutdown would abort on it
-            os._exit(EXIT_INTERRUPTED)
+            with contextlib.suppress(OSError, ValueError):  # a thread left in native code
+                flush(sys.stdout, sys.stderr)  # (BPE training): exit now, the interpreter's
+            os._exit(EXIT_INTERRUPTED)  # shutdown would abort on it
         return EXIT_INTERRUPTED
     except Terminated as e:
         if program:
@@ -437,6 +455,23 @@ def unknown_flags(
             continue
         found.append((flag, closest(flag, longs, prefix="--")))
     return found
+
+
+def _positional_words(options: dict[str, argparse.Action], words: Sequence[str]) -> Iterator[str]:
+    """The words of ``words`` (a command's, after its name) that are no flag of ``options``
+    nor the value of one (``_takes_value``), as ``unknown_flags`` skips them; every word
+    after a bare ``--``."""
+    value_next = False
+    for i, word in enumerate(words):
+        if word == "--":
+            yield from words[i + 1:]
+            return
+        if value_next:
+            value_next = False
+        elif word.startswith("-"):
+            value_next = _takes_value(options, word)
+        else:
+            yield word
 
 
 def _takes_value(options: dict[str, argparse.Action], word: str) -> bool:

@@ -316,18 +316,38 @@ def read_user_stdin() -> str:
     return _user_text(stream.read(), STDIN_NAME)
 
 
-__all__ = ["SAFETENSORS_DTYPES", "STDIN_NAME", "as_number", "atomic_write_bytes",
-           "atomic_write_text", "check_creatable", "file_mode", "finite_or_null", "json_line",
-           "named", "plain_name", "read_user_stdin", "read_user_text", "stale_staging",
-           "staging_dir", "staging_prefix", "write_safetensors"]
+__all__ = ["CACHE_ENV", "SAFETENSORS_DTYPES", "STDIN_NAME", "as_number", "atomic_write_bytes",
+           "atomic_write_text", "cache_dir", "check_creatable", "file_mode", "finite_or_null",
+           "json_line", "named", "plain_name", "read_user_stdin", "read_user_text",
+           "stale_staging", "staging_dir", "staging_prefix", "write_safetensors"]
+
+
+CACHE_ENV = "UNMASK_CACHE_DIR"
+"""Where unmask keeps files across processes (``off``: nowhere): compiled automata
+(``unmask.infill.automaton``), the assets of a zipped install (``asset_path``); default
+``$XDG_CACHE_HOME/unmask``, else ``~/.cache/unmask``."""
+
+
+def cache_dir() -> Path | None:
+    """The folder of unmask's on-disk cache (``CACHE_ENV``), or None when it is off."""
+    given = os.environ.get(CACHE_ENV)
+    if given is not None:
+        return None if given.strip().lower() in ("", "off", "0", "none") else Path(given)
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory: no disk cache
+            return None
+    return Path(base) / "unmask"
 
 
 def asset_path(name: str) -> Path:
     """The path of ``name`` in the package's ``assets`` folder (the demo model, its corpus).
     From a zipped install (the package imported from a zip: a zipapp, a wheel on
-    ``sys.path``) the asset has no path of its own, so it is copied out once per process
-    into a temporary folder removed at exit (``_extracted``): it was reported missing ("not
-    in this install; run unmask demo --train")."""
+    ``sys.path``) the asset has no path of its own, so it is copied out once into a cache
+    folder that later processes reuse (``_extracted``): it was reported missing ("not in
+    this install; run unmask demo --train")."""
     from importlib import resources
 
     found = resources.files("unmask") / "assets" / name
@@ -341,17 +361,57 @@ _EXTRACTED: dict[str, Path] = {}
 
 def _extracted(found: Any, name: str) -> Path:
     """``found`` (an ``importlib.resources`` entry inside a zip, a file or a folder) copied
-    to a temporary folder once per process, removed at exit."""
+    to ``assets/KEY/name`` in unmask's cache folder (``cache_dir``), KEY naming the
+    zip by its path, size and modification time (a rebuilt zip gets a copy of its own). The
+    copy is made in a staging folder and renamed into place, so a process killed while
+    copying leaves no half asset (its staging folder is removed by the next copy,
+    ``stale_staging``), and processes share the copy: 11 MB for the demo, copied per process
+    into a temporary folder before, and left there by a SIGKILL each time. Where that cache
+    cannot be written or is off, a temporary folder of this process, removed at exit."""
     if name not in _EXTRACTED:
-        import atexit
-        import shutil
+        try:
+            _EXTRACTED[name] = _cached_copy(found, name)
+        except OSError:  # no writable cache folder (a read-only home)
+            import atexit
+            import shutil
 
-        root = Path(tempfile.mkdtemp(prefix="unmask-assets-"))
-        atexit.register(shutil.rmtree, root, ignore_errors=True)
-        out = root / name
-        _copy_out(found, out)
-        _EXTRACTED[name] = out
+            root = Path(tempfile.mkdtemp(prefix="unmask-assets-"))
+            atexit.register(shutil.rmtree, root, ignore_errors=True)
+            _copy_out(found, root / name)
+            _EXTRACTED[name] = root / name
     return _EXTRACTED[name]
+
+
+def _cached_copy(found: Any, name: str) -> Path:
+    import hashlib
+    import shutil
+
+    archive = getattr(getattr(found, "root", None), "filename", None)  # zipfile.Path's zip
+    if archive is None:
+        raise FileNotFoundError("no archive to key a cached copy by")
+    archive = Path(archive).resolve()
+    stat = archive.stat()
+    key = hashlib.sha256(f"{archive}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
+    base = cache_dir()
+    if base is None:
+        raise FileNotFoundError(f"{CACHE_ENV} is off")
+    out = base / "assets" / key[:16] / name
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in stale_staging(out):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = staging_dir(out.parent, staging_prefix(out))
+    try:
+        _copy_out(found, staging / out.name)
+        try:
+            os.replace(staging / out.name, out)
+        except OSError:
+            if not out.is_dir():  # else another process renamed its copy first: that one
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 def _copy_out(entry: Any, out: Path) -> None:
@@ -360,6 +420,7 @@ def _copy_out(entry: Any, out: Path) -> None:
         for child in entry.iterdir():
             _copy_out(child, out / child.name)
     else:
+        out.parent.mkdir(parents=True, exist_ok=True)  # a name with a folder in it
         out.write_bytes(entry.read_bytes())
 
 

@@ -47,7 +47,7 @@ from torch import Tensor
 
 from unmask.canvas import CanvasConstraint
 from unmask.errors import UserError
-from unmask.files import atomic_write_bytes
+from unmask.files import CACHE_ENV, atomic_write_bytes, cache_dir  # noqa: F401 (CACHE_ENV)
 from unmask.infill.dfa import CONTINUATION, Leads, dfa_sizes
 
 MAX_STATES = 20000
@@ -1374,9 +1374,6 @@ def _pattern_start(
     return int(start)
 
 
-CACHE_ENV = "UNMASK_CACHE_DIR"
-"""Where compiled automata are kept across processes (``off``: nowhere); default
-``$XDG_CACHE_HOME/unmask``, else ``~/.cache/unmask``."""
 CACHE_VERSION = 2
 """Bumped when the stored layout or the compilation changes, so old entries are not read."""
 CACHE_MAX_ENV = "UNMASK_CACHE_MAX_MB"
@@ -1384,20 +1381,6 @@ CACHE_MAX_ENV = "UNMASK_CACHE_MAX_MB"
 entries used longest ago are deleted when one is written (a server compiling every client's
 regexes filled the disk, one file per pattern, without end)."""
 CACHE_MAX_MB = 1024
-
-
-def cache_dir() -> Path | None:
-    """The folder of the on-disk automaton cache (``CACHE_ENV``), or None when it is off."""
-    given = os.environ.get(CACHE_ENV)
-    if given is not None:
-        return None if given.strip().lower() in ("", "off", "0", "none") else Path(given)
-    base = os.environ.get("XDG_CACHE_HOME")
-    if not base:
-        try:
-            base = str(Path.home() / ".cache")
-        except RuntimeError:  # no home directory: no disk cache
-            return None
-    return Path(base) / "unmask"
 
 
 def vocab_fingerprint(vocab: Vocab) -> str:
