@@ -216,7 +216,7 @@ def router(state: ServerState) -> APIRouter:
         parsed = user_call(lambda: parse_template(req.template), "template")  # named here
         config: SampleConfig | dict[str, Any] = configure(req)  # infill caps steps at masks
         facts = api.facts_of(state.loaded)
-        if facts.default_decoder == "embed-diffusion":
+        if api.infill_decoder(state.loaded) == "embed-diffusion":
             # the options sent (a dict, as `unmask infill`): api.infill puts the checkpoint's
             # recommendation (its rounding temperature) under them; a SampleConfig rounded by
             # argmax. steps not sent: the library's, within --max-steps
