@@ -315,8 +315,7 @@ def router(state: ServerState) -> APIRouter:
         need = form_span(n_text, answer, causal=state.causal, fim=fim)
         if need > state.max_seq_len:  # fill_form said "use fewer or shorter holes"
             source, where = guided["source"], gap.source or "[MASK]"
-            extra = (" and the end-of-text token a causal model writes after it"
-                     + " (and 3 fill-in-the-middle sentinels)" * bool(after)) * state.causal
+            extra = " and 3 fill-in-the-middle sentinels" * fim
             raise APIError(400, f"{source}: its answer in {where} takes up to {answer} tokens "
                            f"(each value at most {width}), {need} with the template's text"
                            f"{extra}, more than {CONTEXT_WORDS} {state.max_seq_len}): give a "
