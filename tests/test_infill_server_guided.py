@@ -38,12 +38,13 @@ def test_a_guided_gap_too_wide_for_the_context_names_the_gap_and_its_n():
         assert r.status_code == 200 and r.json()["text"] == "A xy b"
 
 
-def test_a_causal_models_guided_gap_counts_the_end_of_text_token():
-    """A causal model fills the gap left to right and reads an end-of-text token after it
-    (``unmask.infill.ordered``): the route's count left it out, so [MASK:62] after "A " in a
-    context of 64 passed the route and got the form's "use fewer or shorter holes" (a form
-    the client never sent). Now the route, ``fill_form`` and ``fill_left_to_right`` count by
-    one ``form_span``: 62 is refused naming the gap, 61 fills; a diffusion model fills 62."""
+def test_a_causal_models_guided_gap_fits_the_context_exactly():
+    """A causal model fills the gap left to right (``unmask.infill.ordered``); the route,
+    ``fill_form`` and ``fill_left_to_right`` count by one ``form_span``: [MASK:63] after "A "
+    in a context of 64 is refused naming the gap (it passed the route once and got the form's
+    "use fewer or shorter holes", a form the client never sent), 62 fills, as on a diffusion
+    model: the end-of-text token after a full gap is forced, taken without a forward, and
+    takes no room (it was counted, and 62 refused)."""
     import dataclasses
 
     from unmask.infill.ordered import form_span
@@ -53,16 +54,16 @@ def test_a_causal_models_guided_gap_counts_the_end_of_text_token():
                                              objective="ar")).eval()  # fmt: skip
     body = {"guided_regex": "[a-z]+", "temperature": 0}
     with TestClient(create_app(loaded(causal))) as c:
-        r = c.post("/v1/infill", json={"template": "A [MASK:62]", **body})
+        r = c.post("/v1/infill", json={"template": "A [MASK:63]", **body})
         assert r.status_code == 400, r.text
         err = r.json()["error"]
         assert err["param"] == "guided_regex" and err["code"] == "context_length_exceeded"
-        assert err["message"].startswith("guided_regex: its answer in [MASK:62] takes up to "
-                                         "62 tokens (each value at most 62), 65 with the "
-                                         "template's text and the end-of-text token")
-        r = c.post("/v1/infill", json={"template": "A [MASK:61]", **body})
+        assert err["message"].startswith("guided_regex: its answer in [MASK:63] takes up to "
+                                         "63 tokens (each value at most 63), 65 with the "
+                                         "template's text, more than")
+        r = c.post("/v1/infill", json={"template": "A [MASK:62]", **body})
         assert r.status_code == 200, r.text
     with TestClient(create_app(loaded(MODEL))) as c:
         assert c.post("/v1/infill", json={"template": "A [MASK:62]", **body}).status_code == 200
-    assert form_span(2, 62, causal=False) == 64 and form_span(2, 62, causal=True) == 65
-    assert form_span(2, 62, causal=True, fim=True) == 68
+    assert form_span(2, 62, causal=False) == 64 and form_span(2, 62, causal=True) == 64
+    assert form_span(2, 62, causal=True, fim=True) == 67

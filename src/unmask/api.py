@@ -1661,7 +1661,7 @@ def infill(
         raise UserError(f"template must be a text or a list of texts and Gap items, not "
                         f"{type(template).__name__}")
     options = _infill_options(options)
-    embed = facts_of(loaded).default_decoder == "embed-diffusion"
+    embed = infill_decoder(loaded) == "embed-diffusion"
     config = infill_sample_config(loaded, config)
     t0 = time.perf_counter()
     if embed:  # fixed-length gaps, kept context
@@ -1691,6 +1691,15 @@ def infill(
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 
 
+def infill_decoder(loaded: Loaded) -> str | None:
+    """The decoder ``infill`` runs on ``loaded``: ``"embed-diffusion"``, the checkpoint's own
+    (fixed-length gaps), or None: the commit loop of masked diffusion (a SEDD checkpoint's
+    too) or a causal checkpoint's fill-in-the-middle, which draw only when sampled. The one
+    answer for ``infill``, ``infill_sample_config``, the CLI's seed (``with_seed``) and the
+    server's route."""
+    return "embed-diffusion" if facts_of(loaded).default_decoder == "embed-diffusion" else None
+
+
 def infill_sample_config(
     loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None = None
 ) -> SampleConfig:
@@ -1702,7 +1711,7 @@ def infill_sample_config(
     given (nor recommended) stays the dataclass's: the template, not ``gen_length``, sets the
     length. A generation-only option is refused in one line. ``unmask infill --json`` reports
     what this returns."""
-    if facts_of(loaded).default_decoder == "embed-diffusion" and (
+    if infill_decoder(loaded) == "embed-diffusion" and (
             config is None or isinstance(config, Mapping)):
         given = dict(config or {})
         check_option_names(given)
@@ -1899,6 +1908,7 @@ __all__ = [
     "fit_block_steps",
     "generate",
     "infill",
+    "infill_decoder",
     "infill_sample_config",
     "load_drafter",
     "load_for_decoding",

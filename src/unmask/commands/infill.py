@@ -145,12 +145,10 @@ def run(args: argparse.Namespace) -> int:
     template = constrained_template(args)  # template and constraint errors before loading anything
     loaded = load_model(args)
     config = api.infill_sample_config(loaded, given)
-    # whether the fill draws, so whether it has a seed to report: the commit loop (decoder
-    # None) only when sampled; an embed-diffusion checkpoint's own decoder, which api.infill
-    # runs, at temperature 0 too (its Gaussian start). A SEDD checkpoint is filled by the
-    # commit loop, not its decoder: it reported a seed that changed nothing
-    own = api.facts_of(loaded).default_decoder
-    config = with_seed(config, own if own == "embed-diffusion" else None)
+    # whether the fill draws, so whether it has a seed to report: by the decoder api.infill
+    # runs (an embed-diffusion checkpoint's own draws at temperature 0 too; a SEDD
+    # checkpoint's commit loop does not: it reported a seed that changed nothing)
+    config = with_seed(config, api.infill_decoder(loaded))
     if config.seed is not None:
         given["seed"] = config.seed
     causal = getattr(loaded.config, "attention", None) == "causal"

@@ -579,6 +579,15 @@ class TokenAutomaton:
         self._distance = dist
         return dist
 
+    def stretches(self) -> bool:
+        """Whether every accepted sequence (reachable from the start) goes on, one token more,
+        to another accepted one: then a state ``d`` tokens from acceptance reaches it in any
+        number of tokens from ``d`` on, so a least length is a counter beside the automaton
+        (``unmask.infill.ordered.FormGuide``), not a product with ``at_least`` (about ten
+        states a token for the UTF-8 automaton: over ``MAX_STATES`` past 2,000 tokens)."""
+        states = np.nonzero(self.accept & self._reachable())[0]
+        return bool(self.accept[self.table[states]].any(axis=1).all())
+
     def max_tokens(self) -> int | None:
         """Tokens in the longest accepted sequence; None if unbounded (or nothing accepted).
 

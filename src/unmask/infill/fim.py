@@ -14,14 +14,13 @@ Inside:
   the KV cache of ``unmask.sampling.ar.generate_ar`` (greedy by default). EOS is banned
   before ``min_new_tokens``, so ``min_new_tokens = max_new_tokens = n`` gives exactly n
   tokens; special tokens other than EOS are never proposed.
-- ``fill_middle``: the same on text; ``FimResult``.
-- ``infill_causal``: a one-gap template (``"The [MASK:2-6] sat."``) filled by ``fill_middle``,
-  returned as an ``InfillResult`` (what ``unmask infill`` does with a causal checkpoint).
-
-An unconstrained middle need not be well-formed UTF-8 when the tokenizer splits characters;
-a gap with regex/choices/classes/banned words, or one the diffusion path's spacing rules
-shape (after a space it took, or at the start of the text), is written under its token
-automaton (``unmask.infill.ordered``), as the diffusion path holds it.
+- ``fill_middle``: the same on text; ``FimResult``. Free decoding: the middle need not be
+  well-formed UTF-8 when the tokenizer splits characters.
+- ``infill_causal``: a one-gap template (``"The [MASK:2-6] sat."``) filled left to right under
+  the gap's token automaton (``unmask.infill.ordered``), as the diffusion path holds it: its
+  constraint (regex/choices/classes/banned words), the spacing rules (after a space it took,
+  at the start of the text) and well-formed UTF-8; returned as an ``InfillResult`` (what
+  ``unmask infill`` does with a causal checkpoint).
 """
 
 from __future__ import annotations
@@ -116,15 +115,16 @@ def fim_prompt(config: Any, prefix_ids: Sequence[int], suffix_ids: Sequence[int]
     ]
 
 
-def _check_fits(config: Any, prefix: int, suffix: int, middle: int, *, eos: bool = False) -> None:
+def _check_fits(config: Any, prefix: int, suffix: int, middle: int) -> None:
     """``UserError`` when the PSM prompt (``prefix`` + ``suffix`` tokens and 3 sentinels) and
-    up to ``middle`` tokens (and the EOS that ends them, where the decoder feeds it: ``eos``)
-    do not fit the model's ``max_seq_len``: the text is refused, never cut."""
+    up to ``middle`` tokens do not fit the model's ``max_seq_len``: the text is refused, never
+    cut. The EOS that ends the middle takes no room (``unmask.infill.ordered.form_span``):
+    the one rule of ``fill_middle_ids`` and ``infill_causal``."""
     max_seq_len = getattr(config, "max_seq_len", None)
-    if max_seq_len is not None and prefix + suffix + 3 + middle + int(eos) > max_seq_len:
+    if max_seq_len is not None and prefix + suffix + 3 + middle > max_seq_len:
         raise UserError(
             f"prefix ({prefix} tokens) + suffix ({suffix} tokens) + 3 sentinels + up to "
-            f"{middle} middle tokens{' and EOS' * eos} exceed the model's max_seq_len "
+            f"{middle} middle tokens exceed the model's max_seq_len "
             f"({max_seq_len}); shorten the text or the middle"
         )
 
@@ -270,22 +270,23 @@ def _guided_middle(
     """The middle of a gap held to its automaton ``auto`` (a constraint, or the spacing
     rules of a gap that took a space or starts the text: ``unmask.infill.template
     .gap_automaton``), written left to right (``unmask.infill.ordered``): at least
-    ``bounds[0]`` and at most ``bounds[1]`` tokens, ended by EOS only where accepted."""
+    ``bounds[0]`` and at most ``bounds[1]`` tokens, ended by EOS only where accepted (at
+    ``bounds[1]`` tokens without a forward: ``FormGuide.close``). The least length is the
+    guide's counter, not a product automaton (10 states a token: a [MASK:2100] was refused)."""
     from unmask.infill.ordered import fill_left_to_right
 
     cfg = _config(model)
     check_sentinels(cfg, tokenizer)
     lo, hi = bounds
-    auto = auto.intersect(TokenAutomaton.at_least(lo, auto.vocab_size))
-    if not auto.feasible_lengths(hi).any():
+    if not auto.feasible_lengths(hi)[lo:].any():
         raise UserError(f"{label}: no text of {lo} to {hi} tokens satisfies its constraint")
     prefix_ids = tokenizer.encode(prefix)
     suffix_ids = segment_ids(tokenizer, suffix, first=False)
     # fill_left_to_right's own check speaks of a form's holes
-    _check_fits(cfg, len(prefix_ids), len(suffix_ids), hi, eos=True)
+    _check_fits(cfg, len(prefix_ids), len(suffix_ids), hi)
     prompt = fim_prompt(cfg, prefix_ids, suffix_ids)
     got = fill_left_to_right(model, [prompt], [[("hole", 0)]], [auto], [hi], config,
-                             eos_id=cfg.eos_id)
+                             eos_id=cfg.eos_id, minimums=[lo])
     tokens = got.holes[0][0]
     return FimResult(tokens=tokens, ended=True, nfe=got.nfe,
                      middle=vocab_of(tokenizer).decode(tokens))
@@ -297,7 +298,7 @@ def infill_causal(
     template: str | Sequence[str | Gap],
     config: SampleConfig | None = None,
 ) -> InfillResult:
-    """Fill a one-gap template with an AR-FIM model (``fill_middle``), as an ``InfillResult``.
+    """Fill a one-gap template with an AR-FIM model, as an ``InfillResult``.
 
     ``[MASK:n]`` / ``Gap(n)`` gives exactly n tokens; ``[MASK:a-b]`` lets the model end the
     middle with EOS after a to b tokens (the model chooses the length, not an ELBO search;
@@ -313,7 +314,7 @@ def infill_causal(
     break (``START_CONTEXT``): the FIM prompt's prefix is empty. Every gap is written under
     its automaton left to right (``unmask.infill.ordered``), so its text satisfies its
     constraint (regex, choices, class, banned words) and, unconstrained too, is well-formed
-    UTF-8, as on the diffusion path (a fixed-length gap: one forward more, its EOS). Templates
+    UTF-8, as on the diffusion path (n tokens: n forwards, the EOS after them forced). Templates
     with several gaps raise ``UserError``: PSM conditions on one prefix and one suffix.
     """
     config = config or SampleConfig()

@@ -820,9 +820,8 @@ def fill_form(
     total = form_span(around, whole - around, causal=causal, fim=causal and bool(suffix_ids))
     max_seq_len = _max_seq_len(model)
     if max_seq_len is not None and total > max_seq_len:
-        eos = ", and the end-of-text token a causal model writes after them" * causal
         raise UserError(
-            f"{source}: the form needs {total} tokens (holes at their widest{eos}), more "
+            f"{source}: the form needs {total} tokens (holes at their widest), more "
             f"than {CONTEXT_WORDS} {max_seq_len}); use fewer or shorter holes"
         )
     canvas, spans = layouts_canvas([layout], automata, [f"hole {h.path}" for h in holes],

@@ -90,9 +90,12 @@ def _joined(pieces: Sequence[Piece]) -> list[Piece]:
 class FormGuide:
     """``ARRun(allowed=FormGuide(...))``: which tokens each row may take next.
 
-    ``pieces[row]``: that row's layout after its prompt; ``automata[k]`` / ``widths[k]``: the
-    language and the most tokens of hole k. After the last piece only EOS is allowed, so the
-    run stops there. ``tokens[row][k]`` collects each hole's tokens as they are written.
+    ``pieces[row]``: that row's layout after its prompt; ``automata[k]`` / ``widths[k]`` /
+    ``minimums[k]`` (default 0): the language and the most and fewest tokens of hole k (a
+    least length is counted beside an automaton that ``stretches``, else built into it with
+    ``TokenAutomaton.at_least``). After the last piece only EOS is allowed, so the run stops
+    there; a row at its widest takes that EOS in ``close``, without a forward.
+    ``tokens[row][k]`` collects each hole's tokens as they are written.
 
     Where a hole ends: the hole is followed by locked text (or by EOS after the last piece).
     From an accepting state the run may start writing that text, and a token that is both the
@@ -111,9 +114,15 @@ class FormGuide:
         *,
         vocab_size: int,
         eos_id: int,
+        minimums: Sequence[int] | None = None,
     ) -> None:
         self.pieces = [_joined(p) for p in pieces]
         self.automata, self.widths = list(automata), [int(w) for w in widths]
+        self.minimums = [int(m) for m in minimums or [0] * len(self.automata)]
+        for k, (a, least) in enumerate(zip(self.automata, self.minimums, strict=True)):
+            if least > 0 and not a.stretches():  # a counter beside it would not be exact
+                self.automata[k] = a.intersect(TokenAutomaton.at_least(least, a.vocab_size))
+                self.minimums[k] = 0
         self.V, self.eos_id = int(vocab_size), int(eos_id)
         self.cursors = [_Cursor() for _ in self.pieces]
         self.consumed = 0
@@ -135,6 +144,13 @@ class FormGuide:
         if cur.piece < len(pieces) and pieces[cur.piece][0] == "hole" and cur.used == 0:
             cur.state = self.automata[pieces[cur.piece][1]].start
             cur.open, cur.written, cur.splits = True, [], []
+
+    def _accepts(self, r: int) -> bool:
+        """Whether the current hole may end here: an accepting state, its least length met."""
+        cur = self.cursors[r]
+        k = self.pieces[r][cur.piece][1]
+        return cur.open and bool(self.automata[k].accept[cur.state]) and (
+            cur.used >= self.minimums[k])
 
     def _after(self, r: int) -> list[int]:
         """The tokens that end the current hole: the locked text after it, else ``[EOS]``."""
@@ -173,7 +189,7 @@ class FormGuide:
         a, text = self.automata[k], self._after(r)
         n = len(cur.written)
         splits = [p for p in cur.splits if text[n - p] == token]
-        if cur.open and bool(a.accept[cur.state]) and token == text[0]:
+        if self._accepts(r) and token == text[0]:
             splits.append(n)
         if cur.open and self._in_hole(r)[token]:
             cur.state = int(a.table[cur.state, a.token_class[token]])
@@ -215,7 +231,7 @@ class FormGuide:
             return ok
         ok = self._in_hole(r)
         text, n = self._after(r), len(cur.written)
-        if cur.open and self.automata[v].accept[cur.state]:
+        if self._accepts(r):
             ok[text[0]] = True
         for p in cur.splits:
             ok[text[n - p]] = True
@@ -240,6 +256,20 @@ class FormGuide:
 
     def finished(self) -> bool:
         return all(c.done for c in self.cursors)
+
+    def close(self, steps: int, tokens: Tensor) -> None:
+        """After a run of ``steps`` tokens (``tokens`` (B, P + steps)): every row not ended is
+        at its widest, where only EOS may follow; it takes that EOS here. A forward for a
+        token that has no choice is spent for nothing (and read one position past the form:
+        a form that fitted the context exactly was refused)."""
+        if steps:
+            self.sync(steps, tokens)
+        for r, cur in enumerate(self.cursors):
+            if not cur.done:
+                ok = self._allowed(r)
+                if not ok[self.eos_id] or int(ok.sum()) != 1:  # cannot happen: see form_span
+                    raise RuntimeError("left-to-right fill ended before its form; please report")
+                self._take(r, self.eos_id)
 
 
 @dataclass
@@ -289,10 +319,11 @@ def form_span(text: int, form: int, *, causal: bool, fim: bool = False) -> int:
     """The tokens of context a form takes: ``text`` tokens of locked text around it (a
     prompt, a template's text before and after the form), the form at its widest (``form``:
     its own text and every hole at its width), and, filled left to right by a causal model
-    (``causal``), the end-of-text token the fill reads after the last piece
-    (``fill_left_to_right``), with the three fill-in-the-middle sentinels when text after the
-    form is read before it (``fim``: ``unmask.infill.fim.fim_prompt``)."""
-    return text + form + (1 + 3 * int(fim) if causal else 0)
+    (``causal``), the three fill-in-the-middle sentinels when text after the form is read
+    before it (``fim``: ``unmask.infill.fim.fim_prompt``). The end-of-text token after a form
+    at its widest takes no room: it is the only token allowed there, taken without a forward
+    (``FormGuide.close``); an earlier one is read from a position inside the form."""
+    return text + form + (3 * int(fim) if causal else 0)
 
 
 def fill_left_to_right(
@@ -310,9 +341,11 @@ def fill_left_to_right(
     space_id: int | None = None,
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
+    minimums: Sequence[int] | None = None,
 ) -> Ordered:
     """Decode ``pieces`` after each prompt with a causal model (``ARRun`` with a ``FormGuide``):
-    locked text forced, every hole held to its automaton within its width.
+    locked text forced, every hole held to its automaton within its width (and to at least
+    ``minimums[k]`` tokens, default 0).
 
     Leading locked text joins the prompt (one forward for all of it). ``config`` supplies
     ``temperature``, ``top_k``, ``top_p``, ``seed`` and the repetition penalties. With
@@ -327,14 +360,14 @@ def fill_left_to_right(
     longest = max(sum(len(v) if kind == "text" else widths[v] for kind, v in row) for row in pieces)
     mcfg = getattr(model, "config", None)
     vocab_size = int(getattr(mcfg, "vocab_size", max(a.vocab_size for a in automata)))
-    guide = FormGuide(pieces, automata, widths, vocab_size=vocab_size, eos_id=eos_id)
+    guide = FormGuide(pieces, automata, widths, vocab_size=vocab_size, eos_id=eos_id,
+                      minimums=minimums)
     max_seq_len = getattr(mcfg, "max_seq_len", None)
     need = form_span(max(len(p) for p in prompts), longest, causal=True)
     if max_seq_len is not None and need > max_seq_len:
         raise UserError(
-            f"the form needs up to {need} tokens with the prompt (holes at their widest, and "
-            f"the end-of-text token after them), more than {CONTEXT_WORDS} {max_seq_len}); "
-            "use fewer or shorter holes"
+            f"the form needs up to {need} tokens with the prompt (holes at their widest), "
+            f"more than {CONTEXT_WORDS} {max_seq_len}); use fewer or shorter holes"
         )
     device = model_device(model) or torch.device("cpu")
     if generator is None:
@@ -347,10 +380,13 @@ def fill_left_to_right(
             guide.sync(step, tokens)
             step_callback(step, _view(canvas, spans, guide, mask_id, space_id))
 
+    if longest == 0:  # nothing to write: every row's EOS is forced (close)
+        guide.close(0, torch.empty(0))
+        return Ordered(holes=guide.tokens, nfe=0, steps=0)
     run = ARRun(
         model,
         prompts,
-        max_new_tokens=longest + 1,
+        max_new_tokens=longest,
         temperature=config.temperature,
         top_k=config.top_k,
         top_p=config.top_p,
@@ -361,6 +397,7 @@ def fill_left_to_right(
         penalties=Penalties.of(config),
     )
     run.run()
+    guide.close(run.steps, torch.cat([run.prompt, run.gen[:, : run.steps]], dim=1))
     return Ordered(holes=guide.tokens, nfe=run.nfe, steps=run.steps)
 
 

@@ -916,6 +916,14 @@ class Spans:
     """texts[row] = (start, end) columns of each text item, in order."""
 
 
+def _group_name(labels: Sequence[str]) -> str:
+    """The name of a constraint shared by holes ``labels``: up to three named, else the first
+    and a count (800 gaps named an error line of 800 labels)."""
+    if len(labels) <= 3:
+        return ", ".join(labels)
+    return f"{labels[0]} and {len(labels) - 1} others"
+
+
 def layouts_canvas(
     layouts: Sequence[Sequence[tuple[str, Any]]],
     automata: Sequence[TokenAutomaton],
@@ -969,7 +977,7 @@ def layouts_canvas(
     constraints = [
         GapConstraint(
             automata[ks[0]], [(r, *spans.holes[r][k]) for k in ks for r in range(len(rows))],
-            mask_id=mask_id, name=", ".join(labels[k] for k in ks),
+            mask_id=mask_id, name=_group_name([labels[k] for k in ks]),
         )
         for ks in groups.values()
     ]

@@ -435,7 +435,7 @@ async def run_guided(
             400, "structured output takes one prompt and n = 1", param="n", code="invalid_value"
         )
     ids = encode(prompts[0])
-    # a causal checkpoint fills left to right and reads an end-of-text token after the answer
+    # the one rule of a form's room (the end-of-text token after a full answer takes none)
     need = form_span(len(ids), req.max_tokens, causal=state.causal)
     if need > state.max_seq_len:
         room = state.max_seq_len - (need - req.max_tokens)

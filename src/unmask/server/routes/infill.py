@@ -216,7 +216,7 @@ def router(state: ServerState) -> APIRouter:
         parsed = user_call(lambda: parse_template(req.template), "template")  # named here
         config: SampleConfig | dict[str, Any] = configure(req)  # infill caps steps at masks
         facts = api.facts_of(state.loaded)
-        if facts.default_decoder == "embed-diffusion":
+        if api.infill_decoder(state.loaded) == "embed-diffusion":
             # the options sent (a dict, as `unmask infill`): api.infill puts the checkpoint's
             # recommendation (its rounding temperature) under them; a SampleConfig rounded by
             # argmax. steps not sent: the library's, within --max-steps
@@ -315,8 +315,7 @@ def router(state: ServerState) -> APIRouter:
         need = form_span(n_text, answer, causal=state.causal, fim=fim)
         if need > state.max_seq_len:  # fill_form said "use fewer or shorter holes"
             source, where = guided["source"], gap.source or "[MASK]"
-            extra = (" and the end-of-text token a causal model writes after it"
-                     + " (and 3 fill-in-the-middle sentinels)" * bool(after)) * state.causal
+            extra = " and 3 fill-in-the-middle sentinels" * fim
             raise APIError(400, f"{source}: its answer in {where} takes up to {answer} tokens "
                            f"(each value at most {width}), {need} with the template's text"
                            f"{extra}, more than {CONTEXT_WORDS} {state.max_seq_len}): give a "
