@@ -125,3 +125,15 @@ def test_the_reviews_cli_repro_is_refused_not_an_invalid_value(tmp_path, capsys)
     err = capsys.readouterr().err
     assert code == 2, err
     assert "oneOf branches 0 and 1 cannot be proven disjoint" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": 5, "required": ["a"], "additionalProperties": False},
+    {"type": [{}], "required": ["a"], "additionalProperties": False},
+    {"allOf": [{"type": [[]]}, {"required": ["a"], "additionalProperties": False}]},
+], ids=json.dumps)
+def test_a_malformed_type_beside_a_dead_keyword_is_one_line(schema):
+    """The types a node admits are read from a malformed ``type`` too (no TypeError)."""
+    with pytest.raises(UserError) as e:
+        check_schema(schema)
+    assert "\n" not in str(e.value)

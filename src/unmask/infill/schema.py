@@ -577,8 +577,12 @@ def _allowed(node: Mapping[str, Any]) -> set[str]:
     """The JSON types (``_KINDS``) a resolved node's own ``type``, ``enum`` and ``const``
     admit: the only values its type-specific keywords (lengths, ranges, items, required...)
     act on; every other value passes them."""
-    types = _types(node)
-    out = {"number" if t == "integer" else t for t in types} if types else set(_KINDS)
+    t = node.get("type")
+    types = [t] if isinstance(t, str) else t if isinstance(t, list) else []
+    if types and all(isinstance(t, str) and t in _TYPES for t in types):
+        out = {"number" if t == "integer" else t for t in types}
+    else:  # none, or malformed (check_schema names it)
+        out = set(_KINDS)
     values = node.get("enum", [node["const"]] if "const" in node else None)
     if isinstance(values, list):
         out &= {"number" if k == "integer" else k for k in map(_json_kind, values)}
