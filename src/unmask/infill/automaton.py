@@ -1076,8 +1076,11 @@ def automaton_memory_limit() -> int:
 
 
 def _in_megabytes(size: int) -> str:
-    """``size`` bytes as whole megabytes, or as bytes under one (not "0 MB")."""
-    return f"{size >> 20} MB" if size >= 1 << 20 else f"{size} bytes"
+    """``size`` bytes in megabytes, three figures under 100 (a limit of 1.37 MB was told as
+    "the 1 MB limit"), or as bytes under one (not "0 MB")."""
+    if size < 1 << 20:
+        return f"{size} bytes"
+    return f"{size >> 20} MB" if size >= 100 << 20 else f"{size / (1 << 20):.3g} MB"
 
 
 def check_transitions(pattern: str, vocab: Vocab, allowed: np.ndarray | None = None,
@@ -1108,15 +1111,16 @@ def check_transitions(pattern: str, vocab: Vocab, allowed: np.ndarray | None = N
         )
 
 
-
 _WIDE_VARINT = re.compile(rb"\xfb..|\xfc....|\xfd........", re.DOTALL)
 """A multi-byte varint of the engine's serialized index (bincode: a first byte of 251, 252,
 253 for 2, 4, 8 little-endian bytes; under 251 the value itself, one byte)."""
 
 
-_VARINT_RUN = re.compile(rb"(?:[\x00-\xfa]|\xfb..|\xfc....|\xfd........){1,65536}+",
-                        re.DOTALL)
-"""Up to 65,536 whole varints from where one begins."""
+_VARINT_RUN = re.compile(rb"(?:[\x00-\xfa]|\xfb..|\xfc....|\xfd........){1,65536}",
+                         re.DOTALL)
+"""Up to 65,536 whole varints from where one begins (greedy, as nothing follows: a varint's
+first byte tells its width, so a run never gives one back; no possessive ``{...}+``, which
+Python reads from 3.11 on only)."""
 
 
 def _varint(data: bytes, i: int) -> tuple[int, int]:
@@ -1178,6 +1182,7 @@ def check_built(index: Any, what: str = "regex") -> None:
             f"{AUTOMATON_MEMORY_SHARE:.0%} of the memory available); shorten its counted "
             "runs or maximum lengths"
         )
+
 
 _ASCII = {"w": "A-Za-z0-9_", "d": "0-9", "s": " \\t\\n\\r\\f\\v"}
 """What ``ascii_classes`` puts for ``\\w``, ``\\d``, ``\\s`` (inside brackets as it is,

@@ -232,8 +232,9 @@ def _required_present(node: Mapping[str, Any], path: str) -> Mapping[str, Any]:
         return node
     extra = node.get("additionalProperties", True)
     if extra is False:
-        raise Unsatisfiable(f"{_where(path)}: required property {missing[0]!r} is not in "
-                        "properties and additionalProperties is false: no object satisfies it")
+        _rule_out(node, "object", f"{_where(path)}: required property {missing[0]!r} is not in "
+                  "properties and additionalProperties is false: no object satisfies it")
+        return node  # it admits no object: what it says of properties is moot
     more = {n: (extra if isinstance(extra, Mapping) else {}) for n in missing}
     return {**node, "properties": {**(props or {}), **more}}
 
@@ -260,10 +261,16 @@ def _typed_values(node: Mapping[str, Any], root: Mapping[str, Any], path: str,
     rest = {k: v for k, v in node.items() if k not in ("enum", "const", *_NOTES)}
     if "enum" in node and "const" in node:
         rest["const"] = node["const"]
+    others = ", ".join(sorted(rest)) or "none"  # as the schema wrote them
+    if not types or all(isinstance(t, str) and t in _TYPES for t in types):
+        # the other keywords as they act on the values' own types: a maxLength under
+        # minLength beside "const": 5 says nothing of 5
+        own = {_json_kind(v) for v in values}
+        rest["type"] = sorted(k for k in own if not types or k in types
+                              or (k == "integer" and "number" in types)) or types
     check_schema(rest, root, path, depth + 1)  # what the values are checked against
     keep = [v for v in values if _admits(v, rest, root, path, depth + 1)]
     if not keep:
-        others = ", ".join(sorted(rest)) or "none"
         raise Unsatisfiable(f"{_where(path)}: no enum/const value satisfies the schema's other "
                         f"keywords ({others})")
     return {**{k: v for k, v in node.items() if k in _NOTES}, "enum": keep}
@@ -455,15 +462,15 @@ def _forbidden_dropped(node: dict[str, Any], path: str) -> dict[str, Any]:
     if isinstance(props, Mapping) and any(s is False for s in props.values()):
         for name, sub in props.items():
             if sub is False and name in (node.get("required") or []):
-                raise Unsatisfiable(f"{_where(path)}: allOf: required property {name!r} is "
-                                "forbidden by another branch's additionalProperties")
+                _rule_out(node, "object", f"{_where(path)}: allOf: required property {name!r} "
+                          "is forbidden by another branch's additionalProperties")
         node["properties"] = {n: s for n, s in props.items() if s is not False}
     prefix = node.get("prefixItems")
     if isinstance(prefix, list) and False in prefix:
         k = next(i for i, s in enumerate(prefix) if s is False)
         if node.get("minItems", 0) > k:
-            raise Unsatisfiable(f"{_where(path)}: allOf: minItems {node['minItems']} but another "
-                            f"branch's items forbid item {k}: no array satisfies it")
+            _rule_out(node, "array", f"{_where(path)}: allOf: minItems {node['minItems']} but "
+                      f"another branch's items forbid item {k}: no array satisfies it")
         node["maxItems"] = min(node.get("maxItems", k), k)
         if k:
             node["prefixItems"] = prefix[:k]
@@ -561,18 +568,77 @@ def _interval(node: Mapping[str, Any]) -> tuple[float, bool, float, bool]:
     return lo, lo_open, hi, hi_open
 
 
-def _empty(node: Any) -> bool:
-    """Whether a resolved subschema's own bounds admit no value (``maxLength`` under
-    ``minLength``, ``maxItems`` under ``minItems``, an empty numeric range), as
-    ``check_schema`` finds them (its subschemas are not read)."""
-    if not isinstance(node, Mapping):
-        return node is False
-    for low, high in (("minLength", "maxLength"), ("minItems", "maxItems")):
+_KINDS = ("null", "boolean", "object", "array", "string", "number")
+"""The JSON types as JSON Schema's keywords tell them apart: ``minimum`` / ``maximum`` act on
+integers and numbers alike, so ``integer`` counts as ``number`` here."""
+
+
+def _allowed(node: Mapping[str, Any]) -> set[str]:
+    """The JSON types (``_KINDS``) a resolved node's own ``type``, ``enum`` and ``const``
+    admit: the only values its type-specific keywords (lengths, ranges, items, required...)
+    act on; every other value passes them."""
+    t = node.get("type")
+    types = [t] if isinstance(t, str) else t if isinstance(t, list) else []
+    if types and all(isinstance(t, str) and t in _TYPES for t in types):
+        out = {"number" if t == "integer" else t for t in types}
+    else:  # none, or malformed (check_schema names it)
+        out = set(_KINDS)
+    values = node.get("enum", [node["const"]] if "const" in node else None)
+    if isinstance(values, list):
+        out &= {"number" if k == "integer" else k for k in map(_json_kind, values)}
+    return out
+
+
+def _rule_out(node: Mapping[str, Any], kind: str, why: str) -> None:
+    """For a keyword of type ``kind`` (``_KINDS``) that no value of that type satisfies:
+    ``Unsatisfiable`` when ``node`` admits no other type (then no value satisfies it); a
+    plain refusal when it admits others (a value of one of them satisfies it, but a fill is
+    not held to "any type but ``kind``"); nothing when it admits no ``kind`` at all (the
+    keyword says nothing of its values: ``"type": "string"`` beside an empty range)."""
+    _settle(node, {kind: Unsatisfiable(why)})
+
+
+def _settle(node: Mapping[str, Any], dead: Mapping[str, UserError]) -> None:
+    """``_rule_out`` for several types at once (``dead``: a type -> why no value of it
+    satisfies ``node``): ``Unsatisfiable`` only when every type ``node`` admits is dead."""
+    allowed = _allowed(node)
+    hit = sorted(k for k in _KINDS if k in allowed and k in dead)
+    if not hit:
+        return
+    refused = [dead[k] for k in hit if not isinstance(dead[k], Unsatisfiable)]
+    if refused:  # some value of the type is left, which the fill is not held to
+        raise UserError(str(refused[0]))
+    if len(hit) == len(allowed):
+        raise Unsatisfiable("; ".join(dict.fromkeys(str(dead[k]) for k in hit)))
+    others = ", ".join(k for k in _KINDS if k in allowed and k not in dead)
+    raise UserError(f"{dead[hit[0]]}; only a value of another type ({others}) satisfies it, "
+                    "which cannot be enforced: give it a type")
+
+
+def _own_dead(node: Mapping[str, Any], path: str) -> dict[str, UserError]:
+    """The types (``_KINDS``) whose values a resolved node's own bounds rule out, each with
+    why: ``maxLength`` under ``minLength`` (strings), ``maxItems`` under ``minItems``
+    (arrays), an empty numeric range (numbers). Its subschemas are not read."""
+    dead: dict[str, UserError] = {}
+    for kind, low, high in (("string", "minLength", "maxLength"),
+                            ("array", "minItems", "maxItems")):
         lo, hi = node.get(low, 0), node.get(high)
         if isinstance(lo, int) and isinstance(hi, int) and hi < lo:
-            return True
+            dead[kind] = Unsatisfiable(f"{_where(path)}: {high} {hi} < {low} {lo}")
     try:
-        _number_bounds(node, "$")
+        _number_bounds(node, path)
+    except Unsatisfiable as e:
+        dead["number"] = e
+    return dead
+
+
+def _empty(node: Any) -> bool:
+    """Whether a resolved subschema's own bounds (``_own_dead``) rule out every type it
+    admits, as ``check_schema`` finds them (its subschemas are not read)."""
+    if not isinstance(node, Mapping):
+        return node is False
+    try:
+        _settle(node, _own_dead(node, "$"))
     except Unsatisfiable:
         return True
     except UserError:
@@ -693,30 +759,31 @@ def check_schema(
                         "keep one (a pattern can spell the format)")
     if node.get("uniqueItems"):
         raise UserError(f"{_where(path)}: keyword 'uniqueItems' cannot be enforced")
-    lo, hi = node.get("minLength", 0), node.get("maxLength")
-    if hi is not None and hi < lo:
-        raise Unsatisfiable(f"{_where(path)}: maxLength {hi} < minLength {lo}")
-    lo, hi = node.get("minItems", 0), node.get("maxItems")
-    if hi is not None and hi < lo:
-        raise Unsatisfiable(f"{_where(path)}: maxItems {hi} < minItems {lo}")
-    _number_bounds(node, path)  # bounds errors early
+    # a keyword no value of its type satisfies rules that type out, not every value: a
+    # string passes an empty numeric range (``_settle``)
+    dead = _own_dead(node, path)
     required = node.get("required") if isinstance(node.get("required"), list) else []
     for name, sub in (node.get("properties") or {}).items():
         try:
             check_schema(sub, root, f"{path}.{name}", depth + 1)
-        except Unsatisfiable:
+        except Unsatisfiable as e:
             if name in required:
-                raise
+                dead.setdefault("object", e)
             # ``{"b": false}``, the common way to forbid a property: left out (``_pruned``)
     if isinstance(node.get("items"), Mapping) or node.get("items") is True:
-        check_schema(node["items"], root, f"{path}[]", depth + 1)  # false: no more items
+        try:  # false: no more items
+            check_schema(node["items"], root, f"{path}[]", depth + 1)
+        except Unsatisfiable as e:  # only [] (or the prefix) is left: not enforced
+            dead.setdefault("array", e if node.get("minItems", 0) > len(
+                node.get("prefixItems") or []) else UserError(str(e)))
     for i, sub in enumerate(node.get("prefixItems") or []):
         try:
             check_schema(sub, root, f"{path}[{i}]", depth + 1)
-        except Unsatisfiable:
+        except Unsatisfiable as e:
             if i < node.get("minItems", 0):
-                raise
+                dead.setdefault("array", e)
             break  # the array ends before it (``_pruned``)
+    _settle(node, dead)
     branches = node.get("anyOf") or []
     unsatisfiable = []
     for i, sub in enumerate(branches):
@@ -729,7 +796,10 @@ def check_schema(
                             + "; ".join(unsatisfiable) + ")")
     add = node.get("additionalProperties")
     if isinstance(add, Mapping):
-        check_schema(add, root, f"{path}.additionalProperties", depth + 1)
+        try:
+            check_schema(add, root, f"{path}.additionalProperties", depth + 1)
+        except Unsatisfiable as e:  # no other property, as false says: not enforced
+            _settle(node, {"object": UserError(str(e))})
 
 
 def _pruned(doc: Any, root: Mapping[str, Any], path: str = "$") -> Any:
@@ -1030,8 +1100,9 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         # library's own value regex has an unbounded exponent, and ``-22.02e+7246`` parsed
         # to -inf, which the output then wrote as -Infinity, not JSON
         node = {**node, "additionalProperties": dict(ANY_VALUE)}
-    bounds = _number_bounds(node, path)
-    if bounds is not None and set(_types(node)) <= {"integer", "number"} and _types(node):
+    numeric = bool(_types(node)) and set(_types(node)) <= {"integer", "number"}
+    bounds = _number_bounds(node, path) if numeric else None  # (a string's is moot)
+    if bounds is not None:
         if _types(node) == ["integer"]:
             regex = int_range(*_integers(bounds))
         else:
