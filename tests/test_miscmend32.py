@@ -66,3 +66,32 @@ def test_a_task_file_whose_includes_give_no_task_is_one_line(
     with pytest.raises(UserError, match=match) as e:
         find_tasks([str(path)])
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("onednn,amx,path", [
+    (True, True, "amx"), (True, False, "onednn"), (False, False, "generic"),
+    (False, True, "generic"),  # AMX under ONEDNN_MAX_CPU_ISA=AVX2: the generic kernel
+])
+def test_one_cpu_bf16_detection_answers_decoding_and_eval(
+    monkeypatch: pytest.MonkeyPatch, onednn: bool, amx: bool, path: str
+) -> None:
+    """``--dtype auto`` (AMX: bf16 faster than fp32 at decoding) and ``unmask eval`` (oneDNN's
+    kernels: bf16 not pathologically slow) read one detection. ``--dtype auto`` took bf16 on
+    an AMX flag alone, where oneDNN's bf16 was off and bf16 ran 3.6x slower than fp32."""
+    from unmask import api, parallel, report
+
+    monkeypatch.setattr(parallel, "_onednn_bf16", lambda: onednn)
+    monkeypatch.setattr(parallel, "_has_cpu_flag", lambda flag: amx and flag == "amx_bf16")
+    monkeypatch.setattr(parallel, "cpu_bf16", parallel.cpu_bf16.__wrapped__)
+    assert parallel.cpu_bf16() == path
+    assert api.cpu_has_bf16_matmul() is (path == "amx")
+    assert (report.cpu_bf16_note("bf16", "cpu") is None) is (path != "generic")
+
+
+def test_the_cpu_flags_are_read_from_proc_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unmask import parallel
+
+    text = "processor\t: 0\nflags\t\t: fpu avx512f amx_bf16\nbugs\t\t: amx_bf17\n"
+    monkeypatch.setattr(parallel.Path, "read_text", lambda self, **kw: text)
+    assert parallel._has_cpu_flag("amx_bf16") and parallel._has_cpu_flag("avx512f")
+    assert not parallel._has_cpu_flag("amx_bf17") and not parallel._has_cpu_flag("avx512")
