@@ -95,3 +95,27 @@ def test_the_cpu_flags_are_read_from_proc_cpuinfo(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(parallel.Path, "read_text", lambda self, **kw: text)
     assert parallel._has_cpu_flag("amx_bf16") and parallel._has_cpu_flag("avx512f")
     assert not parallel._has_cpu_flag("amx_bf17") and not parallel._has_cpu_flag("avx512")
+
+
+def test_the_reference_scorer_does_not_import_datasets() -> None:
+    """``ReferenceScorer.from_pretrained`` imported ``datasets`` (over a second) to turn its
+    offline switch, which the scorer never reads: only lm-eval's tasks need it."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("datasets") is None:
+        pytest.skip("datasets is not installed: nothing could import it")
+    code = (
+        "import sys\n"
+        "from unmask.scoring import ReferenceScorer\n"
+        "ReferenceScorer._from_pretrained = classmethod(lambda cls, *a: None)\n"
+        "ReferenceScorer.from_pretrained('ref')\n"
+        "print(sorted(m for m in ('datasets', 'huggingface_hub.constants') if m in sys.modules))\n"
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    assert out.strip() == "['huggingface_hub.constants']"
