@@ -119,3 +119,18 @@ def test_the_reference_scorer_does_not_import_datasets() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, check=True).stdout
     assert out.strip() == "['huggingface_hub.constants']"
+
+
+@pytest.mark.parametrize("eps", [None, "0.01", [1e-3]])
+def test_model_noise_of_a_sedd_config_whose_eps_is_no_number_is_the_default(eps: object) -> None:
+    """A duck-typed config's ``schedule_eps=None`` raised ``TypeError`` in ``get_schedule``;
+    ``model_noise`` gave the default log-linear noise for it before it read ``noise_of``."""
+    from types import SimpleNamespace
+
+    from unmask.sampling.sedd import model_noise
+    from unmask.sedd import LogLinearNoise
+
+    config = SimpleNamespace(objective="sedd", schedule="linear", schedule_eps=eps)
+    noise = model_noise(config)
+    assert isinstance(noise, LogLinearNoise)
+    assert noise.eps == LogLinearNoise().eps
