@@ -134,3 +134,30 @@ def test_model_noise_of_a_sedd_config_whose_eps_is_no_number_is_the_default(eps:
     noise = model_noise(config)
     assert isinstance(noise, LogLinearNoise)
     assert noise.eps == LogLinearNoise().eps
+
+
+@pytest.mark.parametrize("name", ["../outside.bin", "ABSOLUTE", "sub/x.bin", 7])
+def test_corpus_stamp_reads_no_file_an_index_names_outside_its_folder(
+    tmp_path: Path, name: object
+) -> None:
+    """``corpus_stamp`` hashed every shard name of ``index.json`` below the folder: a crafted
+    ``../outside.bin`` was read (a ``/dev/zero`` would never end). The data reader refuses such an
+    index (``files.plain_name``); the stamp is None for it."""
+    import json
+
+    from unmask.distill import corpus_stamp
+
+    folder = tmp_path / "corpus"
+    (folder / "sub").mkdir(parents=True)
+    (tmp_path / "outside.bin").write_bytes(b"secret")
+    (folder / "sub" / "x.bin").write_bytes(b"x")
+    (folder / "7").write_bytes(b"7")
+    (folder / "train-00000.bin").write_bytes(b"\0" * 8)
+    if name == "ABSOLUTE":
+        name = str(tmp_path / "outside.bin")
+    index = {"splits": {"train": {"shards": ["train-00000.bin", name]}}}
+    (folder / "index.json").write_text(json.dumps(index))
+    assert corpus_stamp(folder) is None
+    index["splits"]["train"]["shards"] = ["train-00000.bin"]  # a plain name is stamped
+    (folder / "index.json").write_text(json.dumps(index))
+    assert [row[0] for row in corpus_stamp(folder)] == ["index.json", "train-00000.bin"]
