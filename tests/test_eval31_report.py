@@ -44,9 +44,9 @@ def test_heldout_bound_of_a_bf16_run_equals_its_logged_validation(bf16_run, caps
     fp32 / fp16 on a GPU) was measured in another precision than it logged: the bound the
     docs call equal to the last ``val_bpb`` differed from it. (On a CPU with fast bf16: on
     one without, it is measured in fp32, ``test_misc32_eval``.)"""
-    from unmask import report
+    from unmask import parallel
 
-    monkeypatch.setattr(report, "_fast_cpu_bf16", lambda: True)
+    monkeypatch.setattr(parallel, "cpu_bf16", lambda: "onednn")
     rc, out, _ = _eval(capsys, bf16_run, "--no-plot", "--json")
     report = json.loads(out)
     assert rc == 0
@@ -106,9 +106,9 @@ def test_a_bf16_run_on_a_cpu_without_fast_bf16_is_measured_in_fp32_with_a_note(
         bf16_run, capsys, monkeypatch):
     """bf16 there is a slow generic kernel (4.6x fp32, the demo model): fp32, said in a note,
     and the bound is the logged one to about 1e-3."""
-    from unmask import report
+    from unmask import parallel
 
-    monkeypatch.setattr(report, "_fast_cpu_bf16", lambda: False)
+    monkeypatch.setattr(parallel, "cpu_bf16", lambda: "generic")
     rc, out, _ = _eval(capsys, bf16_run, "--no-plot", "--json")
     got = json.loads(out)
     assert rc == 0

@@ -68,14 +68,14 @@ def test_ar_loglikelihoods_are_batched_by_length_and_returned_in_request_order()
 def test_a_bf16_run_is_evaluated_in_fp32_on_a_cpu_without_fast_bf16(
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from unmask import report
+    from unmask import parallel, report
 
-    monkeypatch.setattr(report, "_fast_cpu_bf16", lambda: False)
+    monkeypatch.setattr(parallel, "cpu_bf16", lambda: "generic")
     assert report._autocast("bf16", "cpu") is None
     assert "measured in fp32" in (report.cpu_bf16_note("bf16", "cpu") or "")
     for precision in ("fp32", "auto", "fp16"):  # nothing of bf16 to leave
         assert report.cpu_bf16_note(precision, "cpu") is None
-    monkeypatch.setattr(report, "_fast_cpu_bf16", lambda: True)
+    monkeypatch.setattr(parallel, "cpu_bf16", lambda: "onednn")
     assert report._autocast("bf16", "cpu") is torch.bfloat16
     assert report.cpu_bf16_note("bf16", "cpu") is None
 

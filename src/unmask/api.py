@@ -31,7 +31,6 @@ below them, so they decode a checkpoint the same way.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import re
 import time
@@ -75,18 +74,14 @@ def facts_of(loaded: Loaded) -> ModelFacts:
     return dataclasses.replace(facts, has_kv_cache=has_cache)
 
 
-@functools.cache
 def cpu_has_bf16_matmul() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware: Intel AMX (``amx_bf16`` among
-    the flags of ``/proc/cpuinfo``; False where that file is missing). There a bfloat16 product
-    of 256 rows cost about what one of 1 row does (benchmarks/precision.py)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return any(
-        line.startswith("flags") and "amx_bf16" in line.split() for line in text.splitlines()
-    )
+    """Whether bf16 beats fp32 at decoding on this CPU: Intel AMX with oneDNN's bf16 kernels
+    (``unmask.parallel.cpu_bf16`` is ``"amx"``). There a bfloat16 product of 256 rows cost
+    about what one of 1 row does (benchmarks/precision.py). Other CPUs with oneDNN's bf16
+    kernels (AVX-512, Arm bf16) are not counted: not measured at decoding."""
+    from unmask.parallel import cpu_bf16
+
+    return cpu_bf16() == "amx"
 
 
 def decode_dtype(dtype: str, device: str | torch.device, config: Any) -> torch.dtype | None:

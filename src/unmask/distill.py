@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from unmask.config import ModelConfig, SampleConfig, TrainConfig
 from unmask.errors import UserError
-from unmask.files import check_creatable, file_digest
+from unmask.files import check_creatable, file_digest, plain_name
 from unmask.progress import progress_bar
 from unmask.run_checks import check_out
 
@@ -257,7 +257,8 @@ def corpus_stamp(
     (``cp -p``), from the one trajectories were made from. Reading the shards costs about a
     second per GB (2 ms for the demo corpus), against minutes of decoding trajectories; a
     copy or ``touch`` of the same corpus no longer counts as a change. ``content=False``:
-    [name, size, mtime_ns], the stamp of files written before (still honoured)."""
+    [name, size, mtime_ns], the stamp of files written before (still honoured). None too
+    for an index naming a file outside the folder (``plain_name``: it is not read)."""
     import json
 
     folder = Path(data)
@@ -265,6 +266,8 @@ def corpus_stamp(
         index = json.loads((folder / "index.json").read_text())
         shards = list(index["splits"]["train"]["shards"])
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not all(map(plain_name, shards)):  # ../../x, /dev/zero: read_index refuses them
         return None
     stamp: list[list[Any]] = []
     for name in ["index.json", *shards]:

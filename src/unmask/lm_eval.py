@@ -537,21 +537,57 @@ def _task_file(path: Path) -> Any:
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a valid task file (not UTF-8 text)") from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{path}{where}: not a valid task file ({problem})") from None
+        raise _yaml_error(str(path), e) from None
+
+
+def _yaml_error(name: str, e: Exception) -> UserError:
+    """``NAME:LINE: not a valid task file (PROBLEM)``: PyYAML's error in one line."""
+    mark = getattr(e, "problem_mark", None)
+    where = f":{mark.line + 1}" if mark is not None else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return UserError(f"{name}{where}: not a valid task file ({problem})")
 
 
 def _check_task_path(path: Path) -> None:
-    """A task given as a file is a YAML mapping lm-eval can build (``task``, ``group`` or
-    ``class``): lm-eval raised a ``ValueError`` (a traceback) at the end of the run for any
-    other file, a JSONL of items (``--task-file``'s) among them."""
-    cfg = _task_file(path)
+    """A task given as a file is one lm-eval can build: a YAML mapping with a ``task``,
+    ``group`` or ``class`` field (lm-eval's ``TaskIndex._kind_of``), its own or one from the
+    files it names in ``include:``. lm-eval raised a ``ValueError`` (a traceback) at the end
+    of the run for any other file, a JSONL of items (``--task-file``'s) among them."""
+    cfg = _task_file(path)  # a parse error names its line
+    if isinstance(cfg, dict) and "include" in cfg:
+        cfg = _with_includes(path)
+        if cfg is None:  # an lm-eval without the loader judges the file itself
+            return
     if not isinstance(cfg, dict) or not {"task", "group", "class"} & cfg.keys():
         keys = ", ".join(map(str, list(cfg)[:6])) if isinstance(cfg, dict) else "none"
         raise UserError(f"{path}: not an lm-eval task file (a YAML mapping with a task, group "
-                        f"or class field; its fields: {keys or 'none'})")
+                        f"or class field, its own or an included file's; its fields: "
+                        f"{keys or 'none'})")
+
+
+def _with_includes(path: Path) -> dict | None:
+    """The task file at ``path`` with the files its ``include:`` names merged in, read by
+    lm-eval's own ``load_yaml`` as lm-eval reads a task given as a path (relative names,
+    precedence, cycles as lm-eval has them); where that fails, a one-line ``UserError``.
+    ``None`` for an older lm-eval without that loader."""
+    import yaml
+
+    try:
+        from lm_eval.tasks._yaml_loader import load_yaml
+    except ImportError:
+        return None
+    try:
+        return load_yaml(path, resolve_func=False)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        name = getattr(mark, "name", None) or "an included file"
+        raise _yaml_error(f"{path}: include {name}", e) from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: an included file is not UTF-8 text") from None
+    except OSError as e:  # a missing include
+        raise UserError(f"{path}: include {e.filename}: {e.strerror or e}") from None
+    except (ValueError, TypeError) as e:  # a cycle, an included list, include: 5
+        raise UserError(f"{path}: not an lm-eval task file ({e})") from None
 
 
 def check_output_path(output_path: str | Path) -> Path:

@@ -37,6 +37,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unmask.config import DECODE_COMPILES, PARALLEL_MODES, PRECISIONS, torch_dtype
@@ -116,6 +117,58 @@ def resolve_precision(mode: str, device: torch.device) -> Precision:
         raise UserError("precision=bf16: this GPU has no bf16; use fp16")
     dtype = None if mode == "fp32" else torch_dtype(mode)
     return Precision(name=mode, autocast=dtype, scaled=mode == "fp16")
+
+
+CPU_BF16_PATHS = ("amx", "onednn", "generic")
+"""What ``cpu_bf16`` answers, fastest first."""
+
+
+@functools.cache
+def cpu_bf16() -> str:
+    """How torch multiplies bfloat16 matrices on this CPU (one of ``CPU_BF16_PATHS``): the one
+    detection behind unmask's two CPU bf16 choices, which ask different questions.
+
+    - ``"amx"``: Intel AMX (``amx_bf16`` among the flags of ``/proc/cpuinfo``) with oneDNN's
+      bf16 kernels on. A bf16 product of 256 rows costs about what one of 1 row does, so bf16
+      beats fp32 at decoding (benchmarks/precision.py). ``--dtype auto`` decodes in bf16 only
+      here (``unmask.api.cpu_has_bf16_matmul``: "bf16 faster than fp32").
+    - ``"onednn"``: oneDNN's bf16 kernels, no AMX (``torch.ops.mkldnn.
+      _is_mkldnn_bf16_supported()``: oneDNN's instruction set is AVX-512 or later, or Arm's
+      bf16; it follows ``ONEDNN_MAX_CPU_ISA``). With native bf16 instructions
+      (``avx512_bf16``) bf16 was 3.9x faster than fp32; on AVX-512 without them (Skylake-like)
+      1.3x slower: not fast, but near fp32. ``unmask eval`` keeps a bf16 run's bf16 from here
+      up (``unmask.report.cpu_bf16_note``: "bf16 not pathologically slow"), so its bound is
+      the one the run logged.
+    - ``"generic"``: neither (AVX2 only, or a torch without oneDNN): torch's generic kernel,
+      3.6x slower than fp32; 4.6x for the demo model's held-out bound. ``unmask eval``
+      measures in fp32 there, with a note. An AMX CPU whose oneDNN is held below AVX-512
+      (``ONEDNN_MAX_CPU_ISA=AVX2``) is ``"generic"`` too.
+
+    Measured: a 512-2048-512 MLP over 2048 rows, fp32 against bf16 autocast, one thread,
+    torch 2.13, a 2-core AMD EPYC with ``avx512_bf16`` (``ONEDNN_MAX_CPU_ISA=AVX512_CORE`` or
+    ``AVX2`` standing in for the older CPUs)."""
+    if not _onednn_bf16():
+        return "generic"
+    return "amx" if _has_cpu_flag("amx_bf16") else "onednn"
+
+
+def _onednn_bf16() -> bool:
+    """Whether torch's oneDNN runs bf16 matrix products on this CPU."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def _has_cpu_flag(flag: str) -> bool:
+    """Whether ``flag`` is among the CPU's flags in ``/proc/cpuinfo`` (False without it)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(line.startswith("flags") and flag in line.split() for line in text.splitlines())
 
 
 def apply_activation_checkpointing(model: nn.Module) -> None:

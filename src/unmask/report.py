@@ -294,8 +294,8 @@ def _autocast(precision: str, device: Any) -> Any:
     (``unmask.parallel.resolve_precision``, as training reads it), so the bound is the number
     the run logged: bf16 on a GPU was assumed (a run trained in fp32 or fp16 there, or in
     bf16 on a CPU, logged another). Where ``device`` cannot run the run's precision (fp16
-    on a CPU, bf16 on a GPU without it), that device's default; bf16 on a CPU without fast
-    bf16 (``cpu_bf16_note``), fp32."""
+    on a CPU, bf16 on a GPU without it), that device's default; bf16 on a CPU without torch's
+    bf16 kernels (``cpu_bf16_note``), fp32."""
     import torch
 
     from unmask.parallel import resolve_precision
@@ -308,36 +308,27 @@ def _autocast(precision: str, device: Any) -> Any:
     return None if cpu_bf16_note(precision, device) else dtype
 
 
-def _fast_cpu_bf16() -> bool:
-    """Whether torch runs bf16 matrix products on this CPU with oneDNN's kernels (AVX-512 or
-    Arm bf16); elsewhere it falls back to a slow generic kernel."""
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
-        return False
-
-
 def cpu_bf16_note(precision: str, device: Any) -> str | None:
     """Why the held-out bound of a run trained in ``precision`` bf16 is measured in fp32 on
-    ``device``, else None: a CPU without fast bf16 (``_fast_cpu_bf16``). Measured with the
-    demo model (4 batches of 8 x 256 tokens, one thread): bf16 4.6x slower than fp32 where
-    oneDNN's bf16 kernels are off, 2.1x faster where a CPU has them; the bound moved by
-    0.0004 nats (0.02%)."""
+    ``device``, else None: a CPU without oneDNN's bf16 kernels (``unmask.parallel.cpu_bf16``
+    is ``"generic"``: AVX2 only, say), where bf16 is pathologically slow. Measured with the demo
+    model (4 batches of 8 x 256 tokens, one thread): bf16 4.6x slower than fp32 there, 2.1x
+    faster on a CPU with native bf16 (``avx512_bf16``); the bound moved by 0.0004 nats
+    (0.02%). AVX-512 without native bf16 keeps the run's bf16: about fp32's speed there."""
     import torch
 
-    from unmask.parallel import resolve_precision
+    from unmask.parallel import cpu_bf16, resolve_precision
 
     device = torch.device(device)
     try:
         dtype = resolve_precision(precision, device).autocast
     except UserError:
         return None
-    if dtype is not torch.bfloat16 or device.type != "cpu" or _fast_cpu_bf16():
+    if dtype is not torch.bfloat16 or device.type != "cpu" or cpu_bf16() != "generic":
         return None
-    return ("held-out: measured in fp32, not the run's bf16: this CPU has no fast bf16 (about "
-            "4x slower than fp32); the bound may differ from the logged val_bpb in the 4th digit")
+    return ("held-out: measured in fp32, not the run's bf16: torch has only its generic bf16 "
+            "kernel on this CPU (oneDNN's need AVX-512 or Arm bf16), about 4x slower than fp32; "
+            "the bound may differ from the logged val_bpb in the 4th digit")
 
 
 DEMO_CORPUS = "web-bible.txt.gz"

@@ -84,18 +84,25 @@ _OFFLINE_FLAGS = (
 
 
 @contextlib.contextmanager
-def offline_hub() -> Iterator[None]:
+def offline_hub(modules: Sequence[str] | None = None) -> Iterator[None]:
     """The Hugging Face Hub, ``transformers`` and ``datasets`` offline while it runs, then as
     they were: a reference model or a task's dataset is read from local files or the cache,
     never downloaded (online, lm-eval downloaded it; offline, it retried the Hub for a minute
     before failing), and the caller's process is left as it was (``from_pretrained`` left
     ``HF_HUB_OFFLINE`` set, so a later download in the same process failed). The variables
     ``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE`` and ``HF_DATASETS_OFFLINE`` for what is
-    imported inside, the modules' own switches for what was imported before."""
+    imported inside, the modules' own switches for what was imported before.
+
+    ``modules``: those of ``_OFFLINE_FLAGS`` the caller uses inside, imported first (where
+    installed: a module imported inside would keep its switch on); None = all of them
+    (lm-eval's tasks read ``datasets``). The reference scorer names only the Hub's: importing
+    ``datasets`` takes over a second. A module of ``_OFFLINE_FLAGS`` already imported has its
+    switch turned either way."""
     import importlib
 
-    for module in {m for m, _ in _OFFLINE_FLAGS}:  # imported first (when installed): a module
-        with contextlib.suppress(ImportError):  # imported inside would keep its switch on
+    wanted = {m for m, _ in _OFFLINE_FLAGS} if modules is None else set(modules)
+    for module in sorted(wanted):
+        with contextlib.suppress(ImportError):
             importlib.import_module(module)
     names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
     env = {k: os.environ.get(k) for k in names}
@@ -240,7 +247,7 @@ class ReferenceScorer:
         """
         _require("transformers", *(("gguf", "accelerate") if gguf_file else ()))
         # Offline, whatever the caller's environment says about the hub; as it was after
-        with offline_hub():
+        with offline_hub(modules=("huggingface_hub.constants",)):  # transformers' hub
             return cls._from_pretrained(path, gguf_file, device, start_token)
 
     @classmethod

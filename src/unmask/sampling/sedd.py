@@ -430,8 +430,8 @@ def model_noise(config: Any) -> Noise:
     geometric noise, or the log-linear one with its ``schedule_eps``, ``--eps``; a
     time-conditioned model never saw σ outside its noise's range), else the default
     log-linear one (masked-diffusion checkpoints: their denoiser's score needs no particular
-    grid). A SEDD config whose schedule has no SEDD noise (hand-edited: ``cosine``, eps 0)
-    gets the default one too."""
+    grid). A SEDD config whose schedule has no SEDD noise (hand-edited: ``cosine``, eps 0,
+    an eps that is no number) gets the default one too."""
     sedd = getattr(config, "objective", None) == "sedd" or getattr(config, "output", None) == (
         SEDD_OUTPUT
     )
@@ -439,7 +439,7 @@ def model_noise(config: Any) -> Noise:
         return LogLinearNoise()
     try:
         return noise_of(schedule_of(config))
-    except UserError:
+    except (UserError, TypeError, ValueError):  # get_schedule compares eps: None, "x"
         return LogLinearNoise()
 
 
