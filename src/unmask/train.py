@@ -657,8 +657,8 @@ def _train(
             return
         record = {"step": rec["step"], "metric": metric, "value": float(value)}
         if is_main:
-            _write_best(run, record, recorded_best[0], model=model, tokenizer=tokenizer,
-                        inference_model=ema_model, weights=weights)
+            _write_best(run, {**record, "world_size": world}, recorded_best[0], model=model,
+                        tokenizer=tokenizer, inference_model=ema_model, weights=weights)
         best.update(record)
         log({"event": "best", **best})
 
@@ -692,6 +692,7 @@ def _train(
             "objective": config.objective,
             "train_config": to_dict(config),
             "train_seconds": prior_seconds + time.perf_counter() - t0,
+            "world_size": world,  # its validations' batches: unmask eval reads as they did
         }
         if skipped:  # a stop inside a run of non-finite steps: the resume goes on counting
             state["skipped_in_a_row"] = skipped
