@@ -48,14 +48,17 @@ def test_a_new_run_into_a_finished_runs_best_keeps_it(data, tmp_path, capsys):
     assert got.keys() == kept.keys() and all(got[k].equal(kept[k]) for k in kept)
 
 
-def test_a_folder_with_an_empty_best_still_starts_anew(data, tmp_path, capsys):
-    """Nothing of value (no weights in ``best/``): the run stopped before its first
-    checkpoint starts anew, as before."""
+def test_a_folder_with_no_whole_best_still_starts_anew(data, tmp_path, capsys):
+    """Nothing of value (no whole weights in ``best/``, a best being staged at the kill): the
+    run stopped before its first checkpoint starts anew, as before."""
+    from unmask.checkpoint import TMP_PREFIX
+
     run = tmp_path / "run"
     run.mkdir()
     (run / "train_config.json").write_text("{}")
     (run / "metrics.jsonl").write_text("")
-    (run / "best").mkdir()
+    (run / "best" / f"{TMP_PREFIX}-1").mkdir(parents=True)
+    (run / "best" / f"{TMP_PREFIX}-1" / "model.safetensors").write_bytes(b"half")
     assert main(_args(data, run, "--steps", "1")) == 0
     assert "starting it anew" in capsys.readouterr().err
     assert not (run / "best").exists()

@@ -190,9 +190,14 @@ def unfinished_run(run: Path) -> bool:
 
 
 def kept_best(run: Path) -> bool:
-    """Whether ``run/best`` holds weights (a ``.safetensors`` file anywhere in it)."""
+    """Whether ``run/best`` holds weights (a ``.safetensors`` file in it, outside a folder
+    being staged, whose weights were never whole)."""
+    from unmask.checkpoint import TMP_PREFIX
+
+    best = run / _BEST
     try:
-        return any((run / _BEST).rglob("*.safetensors"))
+        return any(not any(part.startswith(TMP_PREFIX) for part in p.relative_to(best).parts)
+                   for p in best.rglob("*.safetensors"))
     except OSError:
         return True  # unreadable: never taken as nothing to lose
 
