@@ -100,14 +100,15 @@ def test_an_uninterrupted_run_keeps_one_best_and_no_previous(data, tmp_path):
     assert main(_args(data, run, "--steps", "4", "--save-every", "1", "--keep-best")) == 0
     assert sorted(p.name for p in (run / "best").iterdir()) == ["checkpoint"]
     record = json.loads((run / "best" / "checkpoint" / "best.json").read_text())
-    assert record == _best_record(run)
+    assert record == {**_best_record(run), "world_size": 1}  # (unmask eval reads as it did)
 
 
-def test_a_new_run_killed_before_its_first_checkpoint_starts_again(data, tmp_path,
-                                                                   monkeypatch, capsys):
+def test_a_new_run_killed_before_its_first_checkpoint_keeps_its_best(data, tmp_path,
+                                                                    monkeypatch, capsys):
     """A ``--keep-best`` run validates (every 100 steps by default) before its first checkpoint
-    (every 500): killed between, its folder held ``best/`` and neither ``--resume`` (nothing to
-    resume) nor the same command again (``already exists``) would take it."""
+    (every 500): killed between, its folder holds ``best/``, the only weights of those hours.
+    Neither ``--resume`` nor the same command again deletes them: both say where they are and
+    how to start anew (session 32's first fix started anew and deleted them)."""
     run = tmp_path / "run"
     args = _args(data, run, "--steps", "3", "--keep-best")
     with monkeypatch.context() as m:
@@ -116,9 +117,16 @@ def test_a_new_run_killed_before_its_first_checkpoint_starts_again(data, tmp_pat
             main(args)
     assert sorted(p.name for p in run.iterdir()) == ["best", "metrics.jsonl",
                                                      "train_config.json"]  # as kill -9 leaves it
+    kept = _weights(run / "best" / "checkpoint")
     capsys.readouterr()
     assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 2
-    assert "start it again without --resume" in capsys.readouterr().err
-    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert f"its best weights are in {run / 'best'}" in err
+    assert "without --resume" not in err
+    assert main(args) == 2
+    assert f"move {run / 'best'} elsewhere or remove {run}" in capsys.readouterr().err
+    assert _same(_weights(run / "best" / "checkpoint"), kept)
+    (run / "best").rename(tmp_path / "kept")  # as the refusal advises: the same command now
+    assert main(args) == 0                    # starts anew
     assert "starting it anew" in capsys.readouterr().err
     assert json.loads((run / "checkpoint" / "trainer.json").read_text())["step"] == 3

@@ -40,7 +40,7 @@ from unmask.config import ModelConfig, SampleConfig, TrainConfig
 from unmask.errors import UserError
 from unmask.files import check_creatable, file_digest, plain_name
 from unmask.progress import progress_bar
-from unmask.run_checks import check_out
+from unmask.run_checks import check_out, not_empty
 
 if TYPE_CHECKING:
     from unmask.checkpoint import Loaded
@@ -908,10 +908,7 @@ def _distill(
     _check_cache_outside(path, run)
     check_out(run)  # before minutes of decoding: training makes it only after them
     if run.exists() and any(run.iterdir()):  # before minutes of decoding, not after
-        raise UserError(
-            f"{run} already exists and is not empty; pass --resume to continue it "
-            "or choose another --out"
-        )
+        raise not_empty(run)
     causal = _causal_checkpoint(teacher)
     hybrid = bool(student) and _causal_checkpoint(student, any_causal=True)
     if base.distill_window and not causal:  # before minutes of decoding, not after

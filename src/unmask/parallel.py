@@ -321,9 +321,9 @@ def hold_back_for_rank_0(error: BaseException | None, *, rank: int, world: int) 
 
 
 def _quiet_exit(signum: int, frame: Any) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        sys.stdout.flush()
-        sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # each on its own: one closed (or None, as
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # under pythonw) must
+            stream.flush()  # neither skip the other nor raise in this handler
     os._exit(2)  # the user-mistake status; rank 0 said why, the interpreter's exit is skipped
 
 

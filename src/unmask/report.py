@@ -54,6 +54,10 @@ class RunInfo:
     trainer.json; None for an imported or hand-made checkpoint."""
     step: int | None
     """Optimizer steps behind the checkpoint (trainer.json), when known."""
+    world_size: int = 1
+    """Processes of the session that saved the checkpoint (trainer.json; ``best.json`` for
+    ``RUN/best``): its validations read batches of a size that depends on them
+    (``validation_batches``), and a diffusion bound's noise is drawn per batch read."""
 
     @property
     def metrics_path(self) -> Path | None:
@@ -67,7 +71,7 @@ def find_run(path: str | Path) -> RunInfo:
     """Resolve a run directory or checkpoint folder; ``UserError`` when it is neither. The
     ``--keep-best`` weights (``RUN/best``, which hold no trainer state) belong to the run
     above them, at the step of the run's last ``best`` event."""
-    from unmask.checkpoint import BEST, checkpoint_dir
+    from unmask.checkpoint import BEST, BEST_RECORD, checkpoint_dir
 
     ckpt = checkpoint_dir(path)
     run: Path | None = None
@@ -88,11 +92,15 @@ def find_run(path: str | Path) -> RunInfo:
     if best and step is None and run is not None and (run / "metrics.jsonl").is_file():
         events = [r for r in read_metrics(run / "metrics.jsonl") if r.get("event") == "best"]
         step = events[-1].get("step") if events else None
+    if best and not meta and (ckpt / BEST_RECORD).is_file():
+        meta = read_json(ckpt / BEST_RECORD)
+    world = meta.get("world_size")
+    world = world if isinstance(world, int) and not isinstance(world, bool) and world > 0 else 1
     if run is not None and (run / "train_config.json").is_file():
         cfg = load_json(TrainConfig, run / "train_config.json")
     elif isinstance(meta.get("train_config"), dict):
         cfg = from_dict(TrainConfig, meta["train_config"], source=str(trainer))
-    return RunInfo(checkpoint=ckpt, run=run, train_config=cfg, step=step)
+    return RunInfo(checkpoint=ckpt, run=run, train_config=cfg, step=step, world_size=world)
 
 
 _METRIC_FIELDS = {"step": int, "params": int, "loss": float, "val_loss": float,
@@ -207,6 +215,7 @@ def heldout_bound(
     max_batches: int | None = None,
     device: str = "cpu",
     noise_draws: int = 1,
+    world: int = 1,
 ) -> Any:
     """The run's held-out numbers (``unmask.evaluate.EvalResult``: ELBO bound in nats per
     token, its perplexity bound and bits per byte) on the validation split of ``data``
@@ -220,10 +229,11 @@ def heldout_bound(
     a causal model's likelihood is exact, drawn once.
 
     The call is the one ``unmask.train`` makes for ``val_loss`` / ``val_bpb`` (objective,
-    ``seq_len``, batches (``validation_batches``, as one process runs it), ``eps``,
-    fixed noise seed, the autocast of its ``precision``; ``max_batches`` default the run's
-    ``eval_batches``; 0 = the whole split), so for the same weights it gives the number the
-    run logged, and more batches give a steadier one.
+    ``seq_len``, batches (``validation_batches``, as ``world`` processes run it: a diffusion
+    bound's noise is drawn per batch read), ``eps``, fixed noise seed, the autocast of its
+    ``precision``; ``max_batches`` default the run's ``eval_batches``; 0 = the whole split),
+    so for the same weights it gives the number the run logged (``world``: the processes it
+    ran on, ``RunInfo.world_size``), and more batches give a steadier one.
     """
     import torch
 
@@ -247,7 +257,7 @@ def heldout_bound(
         )
     if noise_draws < 1:
         raise UserError(f"noise draws must be at least 1, got {noise_draws}")
-    rows, batches = validation_batches(config, batches=max_batches)  # as one process runs it
+    rows, batches = validation_batches(config, world, batches=max_batches)  # as the run did
     dev = torch.device(device)
     val = TokenDataset(folder, "val")
     if len(val) == 0:  # it read "split 'val' has 0 tokens, fewer than seq_len=N"

@@ -160,10 +160,9 @@ def no_empty_run(out: str) -> Iterator[None]:
             made.append(p)
             p = p.parent
     if run is not None and unfinished_run(run):  # killed (SIGKILL, out of memory) before
-        best = " (and the best weights it kept, best/)" if (run / _BEST).exists() else ""
         _clear_unfinished(run)                     # its first save: nothing to resume, start anew
-        print(f"note: {run} held a run stopped before its first checkpoint{best}; starting it "
-              "anew", file=sys.stderr)
+        print(f"note: {run} held a run stopped before its first checkpoint; starting it anew",
+              file=sys.stderr)
     fresh = run is not None and (bool(made) or (run.is_dir() and not any(run.iterdir())))
     try:
         yield
@@ -174,8 +173,11 @@ def no_empty_run(out: str) -> Iterator[None]:
 
 def unfinished_run(run: Path) -> bool:
     """Whether ``run`` holds only what a run writes before its first checkpoint (its plan,
-    its log, a checkpoint being staged): a run killed before it saved, which can neither
-    resume nor be a reason to refuse a new run there."""
+    its log, a checkpoint being staged, a ``best/`` with no weights in it): a run killed
+    before it saved, which can neither resume nor be a reason to refuse a new run there.
+    A folder whose ``best/`` holds weights (``kept_best``) is not: starting anew would delete
+    them (a ``--keep-best`` run killed before its first checkpoint, or a finished one whose
+    ``checkpoint/`` was removed to keep the best weights alone)."""
     from unmask.checkpoint import TMP_PREFIX
 
     try:
@@ -183,7 +185,34 @@ def unfinished_run(run: Path) -> bool:
     except OSError:
         return False
     return bool(names) and "train_config.json" in names and all(
-        n in (*_RUN_FILES, _BEST) or n.startswith(TMP_PREFIX) for n in names)
+        n in (*_RUN_FILES, _BEST) or n.startswith(TMP_PREFIX) for n in names
+    ) and not kept_best(run)
+
+
+def kept_best(run: Path) -> bool:
+    """Whether ``run/best`` holds weights (a ``.safetensors`` file in it, outside a folder
+    being staged, whose weights were never whole)."""
+    from unmask.checkpoint import TMP_PREFIX
+
+    best = run / _BEST
+    try:
+        return any(not any(part.startswith(TMP_PREFIX) for part in p.relative_to(best).parts)
+                   for p in best.rglob("*.safetensors"))
+    except OSError:
+        return True  # unreadable: never taken as nothing to lose
+
+
+def not_empty(run: Path) -> UserError:
+    """The refusal of a new run into ``run``, a folder that is not empty: where it holds best
+    weights and no checkpoint, how to start anew without losing them."""
+    if kept_best(run) and not (run / "checkpoint").exists():
+        return UserError(
+            f"{run} holds the best weights of a run with no checkpoint to resume ({run / _BEST}: "
+            "stopped before its first checkpoint, or its checkpoint/ was removed); to start "
+            f"anew there, move {run / _BEST} elsewhere or remove {run}, or choose another --out"
+        )
+    return UserError(f"{run} already exists and is not empty; pass --resume to continue it "
+                     "or choose another --out")
 
 
 def _clear_unfinished(run: Path) -> None:
@@ -198,9 +227,9 @@ def _clear_unfinished(run: Path) -> None:
 
 def _remove_unfinished(run: Path, made: list[Path]) -> None:
     """A new run that ended before its first checkpoint leaves no folder; one that kept best
-    weights (``--keep-best``, then a refusal such as a diverged run) keeps them, with its plan,
-    so the folder reads as unfinished (``unfinished_run``): the next start clears it, saying so
-    (it was left holding ``best/`` alone, which neither a resume nor a new run would take)."""
+    weights (``--keep-best``, then a refusal such as a diverged run) keeps them, with its plan:
+    the next start refuses the folder and says how to start anew without losing them
+    (``not_empty``)."""
     if (run / "checkpoint").exists() or (run / ".checkpoint.old").exists():
         return
     if (run / _BEST).exists():
@@ -222,6 +251,8 @@ __all__ = [
     "check_init_family",
     "check_out",
     "check_train_numbers",
+    "kept_best",
     "no_empty_run",
+    "not_empty",
     "unfinished_run",
 ]

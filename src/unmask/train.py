@@ -247,18 +247,19 @@ def _prepare_run_dir(cfg: TrainConfig, resume: bool, is_main: bool) -> Path:
     run = Path(cfg.out)
     if resume:
         if not (run / CKPT).exists() and not (run / OLD).exists():
-            from unmask.run_checks import unfinished_run
+            from unmask.run_checks import kept_best, unfinished_run
 
             again = ("; it stopped before its first checkpoint: start it again without "
-                     "--resume" if unfinished_run(run) else "")
+                     "--resume" if unfinished_run(run) else
+                     f"; its best weights are in {run / BEST} (to start anew there, move them "
+                     "elsewhere first, or choose another --out)" if kept_best(run) else "")
             raise UserError(f"{run}: nothing to resume (no checkpoint/ in it){again}")
         return run
     check_out(run)
     if run.exists() and any(run.iterdir()):
-        raise UserError(
-            f"{run} already exists and is not empty; pass --resume to continue it "
-            f"or choose another --out"
-        )
+        from unmask.run_checks import not_empty
+
+        raise not_empty(run)
     if is_main:
         check_out(run, make=True)
     return run
@@ -656,8 +657,8 @@ def _train(
             return
         record = {"step": rec["step"], "metric": metric, "value": float(value)}
         if is_main:
-            _write_best(run, record, recorded_best[0], model=model, tokenizer=tokenizer,
-                        inference_model=ema_model, weights=weights)
+            _write_best(run, {**record, "world_size": world}, recorded_best[0], model=model,
+                        tokenizer=tokenizer, inference_model=ema_model, weights=weights)
         best.update(record)
         log({"event": "best", **best})
 
@@ -691,6 +692,7 @@ def _train(
             "objective": config.objective,
             "train_config": to_dict(config),
             "train_seconds": prior_seconds + time.perf_counter() - t0,
+            "world_size": world,  # its validations' batches: unmask eval reads as they did
         }
         if skipped:  # a stop inside a run of non-finite steps: the resume goes on counting
             state["skipped_in_a_row"] = skipped
@@ -1195,19 +1197,23 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def _restore_best(run: Path, recorded: dict[str, Any], step: int) -> None:
     """A run resumed at checkpoint ``step``: ``OUT/best`` as that checkpoint records it
-    (``recorded``: its best, empty where none). A best written after it by a session that
-    died before it saved again is replaced by the recorded one kept as ``PREVIOUS_BEST``, or
-    removed where the checkpoint records none, with one line on stderr; the resumed run
-    validates those steps again (or, under another plan, not) and keeps its own best."""
+    (``recorded``: its best, empty where none). A best of a step past it (its ``BEST_RECORD``),
+    written by a session that died before it saved again, is replaced by the recorded one kept
+    as ``PREVIOUS_BEST``, or removed where the checkpoint records none, with one line on
+    stderr; the resumed run validates those steps again (or, under another plan, not) and
+    keeps its own best. A best of the checkpoint's step or before stays, recorded or not (a
+    best the run forgot, ``_score_best_again``, is still the user's weights)."""
     folder = run / BEST
     current, previous = folder / CKPT, folder / PREVIOUS_BEST
     want, there = recorded.get("step"), _best_step(current)
+    past = there is not None and there > step  # the killed session's
     done = ""
-    if want is not None and there != want and _best_step(previous) == want:
+    if (want is not None and there != want and (past or there is None)  # (None: cut mid-swap)
+            and _best_step(previous) == want):
         shutil.rmtree(current, ignore_errors=True)  # (a kill here: the next resume ends this)
         os.replace(previous, current)
         done = f"put back the best of step {want} it records"
-    elif want is None and there is not None:
+    elif want is None and past:
         shutil.rmtree(current, ignore_errors=True)
         done = "removed it (the checkpoint records no best)"
     shutil.rmtree(previous, ignore_errors=True)

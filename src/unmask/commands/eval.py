@@ -567,7 +567,7 @@ def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             cfg = dataclasses.replace(cfg, seq_len=seq_len)
         try:
             res = heldout_bound(model, cfg, data=data, max_batches=args.batches, device=device,
-                                noise_draws=args.noise_draws or 1)
+                                noise_draws=args.noise_draws or 1, world=info.world_size)
             # no bound (res.likelihood False): ppl and bpb are NaN, null in --json, where every
             # family's report has the same keys
             report.heldout = {**dataclasses.asdict(res), "seq_len": cfg.seq_len}
