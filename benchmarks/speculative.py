@@ -444,9 +444,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         lengths = list(dict.fromkeys(args.gen_lengths))
         notes.append(f"segments of {args.segment_length} tokens (--segment-length)")
     # every length's rows refused or not before minutes of forward costs and other rows
-    for g in lengths:
-        refuse_bad_cases(build_cases(args, g, ar, diff, hybrids),
-                         [ar.tokenizer.encode(prompts_all[0])])  # fmt: skip
+    cases_of = {g: build_cases(args, g, ar, diff, hybrids) for g in lengths}
+    for cases in cases_of.values():
+        refuse_bad_cases(cases, [ar.tokenizer.encode(prompts_all[0])])
     scorer, note = load_scorer(args, device)  # after: SmolLM2 takes a while to load
     notes.append(note)
     print(
@@ -475,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             prompts = prompts_all  # every row decodes them all, in batches of b
             ids = [ar.tokenizer.encode(p) for p in prompts]
             groups = [ids[i : i + b] for i in range(0, len(ids), b)]
-            cases = build_cases(args, g, ar, diff, hybrids)
+            cases = cases_of[g]
             timings = time_cases(cases, groups, args.repeats, device)
             kw = {"batch": b, "prompts": prompts, "scorer": scorer}
             ref = measure(cases[0], *timings[0], ref=None, **kw)

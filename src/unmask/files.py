@@ -136,6 +136,19 @@ def stale_staging(out: Path) -> list[Path]:
     return found
 
 
+def clear_stale_staging(out: Path) -> list[Path]:
+    """Remove the staging folders of writes to ``out`` whose process is gone (a convert or an
+    asset copy killed by SIGKILL or the out-of-memory killer leaves one beside ``out``, as big
+    as what it wrote); returns them (``stale_staging``: a live process's, another machine's or
+    container's are left alone)."""
+    import shutil
+
+    removed = stale_staging(out)
+    for tmp in removed:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return removed
+
+
 def _host() -> str:
     import socket
 
@@ -399,8 +412,7 @@ def _cached_copy(found: Any, name: str) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in stale_staging(out):
-        shutil.rmtree(stale, ignore_errors=True)
+    clear_stale_staging(out)
     staging = staging_dir(out.parent, staging_prefix(out))
     try:
         _copy_out(found, staging / out.name)

@@ -629,10 +629,14 @@ def find_tasks(tasks: Sequence[str], include_path: str | None = None) -> Any:
         if not all(t in manager.all_tasks for t in tasks):
             manager = None
     manager = manager or TaskManager(include_path=include_path)
-    unknown = [t for t in tasks if t not in manager.all_tasks and not Path(t).is_file()]
+    unknown = []
     for t in tasks:
-        if t not in manager.all_tasks and Path(t).is_file():
+        if t in manager.all_tasks:
+            continue
+        if Path(t).is_file():
             _check_task_path(Path(t))
+        else:
+            unknown.append(t)
     if unknown:
         where = f" (nor in {include_path})" if include_path else ""
         raise UserError(

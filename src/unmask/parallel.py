@@ -119,14 +119,11 @@ def resolve_precision(mode: str, device: torch.device) -> Precision:
     return Precision(name=mode, autocast=dtype, scaled=mode == "fp16")
 
 
-CPU_BF16_PATHS = ("amx", "onednn", "generic")
-"""What ``cpu_bf16`` answers, fastest first."""
-
-
 @functools.cache
 def cpu_bf16() -> str:
-    """How torch multiplies bfloat16 matrices on this CPU (one of ``CPU_BF16_PATHS``): the one
-    detection behind unmask's two CPU bf16 choices, which ask different questions.
+    """How torch multiplies bfloat16 matrices on this CPU (``"amx"``, ``"onednn"`` or
+    ``"generic"``, fastest first): the one detection behind unmask's two CPU bf16 choices,
+    which ask different questions.
 
     - ``"amx"``: Intel AMX (``amx_bf16`` among the flags of ``/proc/cpuinfo``) with oneDNN's
       bf16 kernels on. A bf16 product of 256 rows costs about what one of 1 row does, so bf16

@@ -141,9 +141,6 @@ def check_init_family(init: str, objective: str) -> None:
 
 _RUN_FILES = ("train_config.json", "metrics.jsonl")
 """What a run writes before its first checkpoint (besides ``--keep-best``'s ``best/``)."""
-_BEST = "best"
-"""``unmask.checkpoint.BEST``: a ``--keep-best`` run's best weights, written at its first
-validations (every 100 steps by default), before its first checkpoint (every 500)."""
 
 
 @contextlib.contextmanager
@@ -178,23 +175,23 @@ def unfinished_run(run: Path) -> bool:
     A folder whose ``best/`` holds weights (``kept_best``) is not: starting anew would delete
     them (a ``--keep-best`` run killed before its first checkpoint, or a finished one whose
     ``checkpoint/`` was removed to keep the best weights alone)."""
-    from unmask.checkpoint import TMP_PREFIX
+    from unmask.checkpoint import BEST, TMP_PREFIX
 
     try:
         names = [p.name for p in run.iterdir()] if run.is_dir() else []
     except OSError:
         return False
     return bool(names) and "train_config.json" in names and all(
-        n in (*_RUN_FILES, _BEST) or n.startswith(TMP_PREFIX) for n in names
+        n in (*_RUN_FILES, BEST) or n.startswith(TMP_PREFIX) for n in names
     ) and not kept_best(run)
 
 
 def kept_best(run: Path) -> bool:
     """Whether ``run/best`` holds weights (a ``.safetensors`` file in it, outside a folder
     being staged, whose weights were never whole)."""
-    from unmask.checkpoint import TMP_PREFIX
+    from unmask.checkpoint import BEST, TMP_PREFIX
 
-    best = run / _BEST
+    best = run / BEST
     try:
         return any(not any(part.startswith(TMP_PREFIX) for part in p.relative_to(best).parts)
                    for p in best.rglob("*.safetensors"))
@@ -205,11 +202,13 @@ def kept_best(run: Path) -> bool:
 def not_empty(run: Path) -> UserError:
     """The refusal of a new run into ``run``, a folder that is not empty: where it holds best
     weights and no checkpoint, how to start anew without losing them."""
-    if kept_best(run) and not (run / "checkpoint").exists():
+    from unmask.checkpoint import BEST, CKPT
+
+    if kept_best(run) and not (run / CKPT).exists():
         return UserError(
-            f"{run} holds the best weights of a run with no checkpoint to resume ({run / _BEST}: "
+            f"{run} holds the best weights of a run with no checkpoint to resume ({run / BEST}: "
             "stopped before its first checkpoint, or its checkpoint/ was removed); to start "
-            f"anew there, move {run / _BEST} elsewhere or remove {run}, or choose another --out"
+            f"anew there, move {run / BEST} elsewhere or remove {run}, or choose another --out"
         )
     return UserError(f"{run} already exists and is not empty; pass --resume to continue it "
                      "or choose another --out")
@@ -230,9 +229,11 @@ def _remove_unfinished(run: Path, made: list[Path]) -> None:
     weights (``--keep-best``, then a refusal such as a diverged run) keeps them, with its plan:
     the next start refuses the folder and says how to start anew without losing them
     (``not_empty``)."""
+    from unmask.checkpoint import BEST
+
     if (run / "checkpoint").exists() or (run / ".checkpoint.old").exists():
         return
-    if (run / _BEST).exists():
+    if (run / BEST).exists():
         return
     for name in _RUN_FILES:
         with contextlib.suppress(OSError):

@@ -25,10 +25,10 @@ from unmask.convert.load import (
 from unmask.errors import UserError
 from unmask.files import (
     check_creatable,
+    clear_stale_staging,
     read_json,
     staging_dir,
     staging_prefix,
-    stale_staging,
     write_safetensors,
 )
 
@@ -198,17 +198,6 @@ def _remove_empty(folders: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             return  # not empty (another process wrote into it) or gone: leave those above
-
-
-def clear_stale_staging(out: Path) -> list[Path]:
-    """Remove the staging folders of writes to ``out`` whose process is gone (a convert killed
-    by SIGKILL or the out-of-memory killer leaves one beside ``out``, as big as the model);
-    returns them (``unmask.files.stale_staging``: a live process's, another machine's or
-    container's are left alone)."""
-    removed = stale_staging(out)
-    for tmp in removed:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return removed
 
 
 # -- export: native -> publisher layout ------------------------------------------------------

@@ -1644,20 +1644,22 @@ class GapConstraint(CanvasConstraint):
         self.mask_id = int(mask_id)
         self.name = name
 
+    def _rows(self, tokens: Tensor) -> dict[int, list[int]]:
+        """Each row the spans cover, as a list, read once (not once per span)."""
+        return {r: tokens[r].tolist() for r in dict.fromkeys(r for r, _, _ in self.spans)}
+
     def _seq(self, row: list[int], start: int, end: int) -> list[int | None]:
         return [None if t == self.mask_id else t for t in row[start:end]]
 
     def apply(self, logits: Tensor, tokens: Tensor) -> Tensor:
         V = logits.shape[-1]
-        rows_cache: dict[int, list[int]] = {}
+        rows_cache = self._rows(tokens)
         usable: np.ndarray | None = None
         index_r: list[int] = []
         index_p: list[int] = []
         masks: list[np.ndarray] = []
         for r, s, e in self.spans:
-            row = rows_cache.get(r)
-            if row is None:  # setdefault(r, tokens[r].tolist()) read the row for every span
-                row = rows_cache[r] = tokens[r].tolist()
+            row = rows_cache[r]
             seq = self._seq(row, s, e)
             if all(t is not None for t in seq):
                 continue
@@ -1685,11 +1687,9 @@ class GapConstraint(CanvasConstraint):
 
     def violations(self, tokens: Tensor) -> list[tuple[int, int, int]]:
         out = []
-        rows_cache: dict[int, list[int]] = {}
+        rows_cache = self._rows(tokens)
         for r, s, e in self.spans:
-            row = rows_cache.get(r)
-            if row is None:  # setdefault(r, tokens[r].tolist()) read the row for every span
-                row = rows_cache[r] = tokens[r].tolist()
+            row = rows_cache[r]
             seq = row[s:e]
             if self.mask_id in seq or not self.automaton.accepts(seq):
                 out.append((r, s, e))

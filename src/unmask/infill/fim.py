@@ -36,6 +36,7 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.infill.automaton import TokenAutomaton, vocab_of
 from unmask.infill.fill import InfillResult, _render
+from unmask.infill.ordered import form_span
 from unmask.infill.template import (
     Gap,
     Spans,
@@ -121,7 +122,8 @@ def _check_fits(config: Any, prefix: int, suffix: int, middle: int) -> None:
     cut. The EOS that ends the middle takes no room (``unmask.infill.ordered.form_span``):
     the one rule of ``fill_middle_ids`` and ``infill_causal``."""
     max_seq_len = getattr(config, "max_seq_len", None)
-    if max_seq_len is not None and prefix + suffix + 3 + middle > max_seq_len:
+    if max_seq_len is not None and form_span(prefix + suffix, middle, causal=True,
+                                              fim=True) > max_seq_len:
         raise UserError(
             f"prefix ({prefix} tokens) + suffix ({suffix} tokens) + 3 sentinels + up to "
             f"{middle} middle tokens exceed the model's max_seq_len "

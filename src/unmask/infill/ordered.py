@@ -262,8 +262,7 @@ class FormGuide:
         at its widest, where only EOS may follow; it takes that EOS here. A forward for a
         token that has no choice is spent for nothing (and read one position past the form:
         a form that fitted the context exactly was refused)."""
-        if steps:
-            self.sync(steps, tokens)
+        self.sync(steps, tokens)  # (none to take at 0: consumed starts there)
         for r, cur in enumerate(self.cursors):
             if not cur.done:
                 ok = self._allowed(r)
