@@ -38,8 +38,15 @@ def test_streamed_steps_of_a_guided_infill_hold_the_template_not_the_bos(templat
     assert r.status_code == 200, r.text
     *steps, final = _events(r.text)
     assert steps and final["text"] == plain["text"]
-    last = "".join(t or "" for t in steps[-1]["choices"][0]["tokens"])
+    tokens = steps[-1]["choices"][0]["tokens"]
+    last = "".join(t or "" for t in tokens)
     assert last == final["text"], (last, final["text"])  # the canvas is the template's text
+    # position for position: as many as the same request's on the model without a BOS (the
+    # BOS, shown as "", made one more, which the join above cannot see)
+    with TestClient(create_app(loaded(random_transformer(0)))) as c:
+        r = c.post("/v1/infill", json={**body, "stream": True})
+    no_bos = _events(r.text)[-2]["choices"][0]["tokens"]
+    assert len(tokens) == len(no_bos), (tokens, no_bos)
 
 
 def test_with_nothing_before_the_gap_the_answer_starts_a_text_after_the_bos():

@@ -44,6 +44,19 @@ from unmask.errors import UserError
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 SERVE_HINT = "bash install.sh (or pip install -e '.[serve]') in the unmask clone"
+
+MAX_SLOW_CHECKS = 1024
+"""Most ``--max-slow-checks``: each check runs on a thread of its own, and a count past any
+machine's cores only grows the threads (``ServerLimits.max_slow_checks``)."""
+
+
+def _shown(value: float) -> str:
+    """A flag's number as an error says it: a float by ``:g``, an int in full, or its length
+    where it runs past a line (an int of 400 digits has no ``:g``)."""
+    if isinstance(value, int):
+        text = str(value)
+        return text if len(text) <= 20 else f"a number of {len(text.lstrip('-'))} digits"
+    return f"{value:g}"
 """How to install what serving needs, as printed: both work from a clone of the repository."""
 
 
@@ -96,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-slow-checks", type=int, default=2, metavar="N",  # as ServerLimits
                    help="requests whose checks may take seconds (a structured answer's compile, "
                         "an /v1/edit regex search) checked at once, of each kind, on threads of "
-                        "their own; more wait (default: 2)")
+                        f"their own; more wait (default: 2; at most {MAX_SLOW_CHECKS})")
     p.add_argument("--no-regex", action="store_true",
                    help="refuse regex constraints from clients (/v1/edit, /v1/infill, /v1/forms)")
     p.add_argument("--quiet", action="store_true",
@@ -265,8 +278,12 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--max-batch", args.max_batch), ("--max-queue", args.max_queue),
                         ("--max-steps", args.max_steps), ("--timeout", args.timeout),
                         ("--max-slow-checks", args.max_slow_checks)):
-        if not (math.isfinite(value) and value > 0):  # (nan > 0 is False: said here too)
-            raise UserError(f"{flag} must be a finite number > 0, got {value:g}")
+        # (nan > 0 is False: said here too; an int is finite, and too long for math.isfinite)
+        if not (value > 0 and (isinstance(value, int) or math.isfinite(value))):
+            raise UserError(f"{flag} must be a finite number > 0, got {_shown(value)}")
+    if args.max_slow_checks > MAX_SLOW_CHECKS:  # each a thread of its own: never unbounded
+        raise UserError(f"--max-slow-checks must be at most {MAX_SLOW_CHECKS} (threads of each "
+                        f"kind), got {_shown(args.max_slow_checks)}")
     if args.max_search_calls < 0:
         raise UserError(f"--max-search-calls must be 0 (no limit) or positive, got "
                         f"{args.max_search_calls}")
