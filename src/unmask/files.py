@@ -363,24 +363,30 @@ def asset_path(name: str) -> Path:
     this install; run unmask demo --train")."""
     from importlib import resources
 
-    found = resources.files("unmask") / "assets" / name
+    assets = resources.files("unmask") / "assets"
+    found = assets / name
     if isinstance(found, Path) or not (found.is_file() or found.is_dir()):
         return Path(str(found))  # on the file system, or absent (the callers say so)
-    return _extracted(found, name)
+    top, _, rest = name.partition("/")  # copied whole: its top entry (``demo``), not a part
+    copied = _extracted(assets / top, top)
+    return copied / rest if rest else copied
 
 
 _EXTRACTED: dict[str, Path] = {}
 
 
 def _extracted(found: Any, name: str) -> Path:
-    """``found`` (an ``importlib.resources`` entry inside a zip, a file or a folder) copied
-    to ``assets/KEY/name`` in unmask's cache folder (``cache_dir``), KEY naming the
-    zip by its path, size and modification time (a rebuilt zip gets a copy of its own). The
-    copy is made in a staging folder and renamed into place, so a process killed while
-    copying leaves no half asset (its staging folder is removed by the next copy,
-    ``stale_staging``), and processes share the copy: 11 MB for the demo, copied per process
-    into a temporary folder before, and left there by a SIGKILL each time. Where that cache
-    cannot be written or is off, a temporary folder of this process, removed at exit."""
+    """``found`` (an ``importlib.resources`` entry inside a zip, a file or a folder, directly
+    in ``assets``) copied to ``assets/PLACE-VERSION/name`` in unmask's cache folder
+    (``cache_dir``), PLACE naming the zip by its path and VERSION by its size and modification
+    time too (a rebuilt zip gets a copy of its own, and the copies of the zip's older versions
+    are removed then: 11 MB each). The copy is made in a staging folder and renamed into
+    place, so a process killed while copying leaves no half asset (its staging folder is
+    removed by the next copy, ``stale_staging``), and processes share the copy: 11 MB for the
+    demo, copied per process into a temporary folder before, and left there by a SIGKILL each
+    time. A copy missing a file the zip holds (one deleted by hand, or a part of it an older
+    unmask copied alone) is made again. Where that cache cannot be written or is off, a
+    temporary folder of this process, removed at exit."""
     if name not in _EXTRACTED:
         try:
             _EXTRACTED[name] = _cached_copy(found, name)
@@ -396,6 +402,7 @@ def _extracted(found: Any, name: str) -> Path:
 
 
 def _cached_copy(found: Any, name: str) -> Path:
+    import contextlib
     import hashlib
     import shutil
 
@@ -404,26 +411,40 @@ def _cached_copy(found: Any, name: str) -> Path:
         raise FileNotFoundError("no archive to key a cached copy by")
     archive = Path(archive).resolve()
     stat = archive.stat()
-    key = hashlib.sha256(f"{archive}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
+    place = hashlib.sha256(str(archive).encode()).hexdigest()[:8]
+    version = hashlib.sha256(f"{archive}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     base = cache_dir()
     if base is None:
         raise FileNotFoundError(f"{CACHE_ENV} is off")
-    out = base / "assets" / key[:16] / name
-    if out.exists():
+    out = base / "assets" / f"{place}-{version.hexdigest()[:12]}" / name
+    if _whole(found, out):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     clear_stale_staging(out)
     staging = staging_dir(out.parent, staging_prefix(out))
     try:
         _copy_out(found, staging / out.name)
+        if (out.exists() or out.is_symlink()) and not _whole(found, out):  # set aside, removed
+            with contextlib.suppress(FileNotFoundError):  # (another process moved it first)
+                os.replace(out, staging / "incomplete")
         try:
             os.replace(staging / out.name, out)
         except OSError:
-            if not out.is_dir():  # else another process renamed its copy first: that one
+            if not _whole(found, out):  # else another process renamed its copy first: that one
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    for older in out.parent.parent.glob(f"{place}-*"):  # this zip's older versions' copies
+        if older != out.parent:
+            shutil.rmtree(older, ignore_errors=True)
     return out
+
+
+def _whole(entry: Any, out: Path) -> bool:
+    """Whether ``out`` holds a copy of ``entry`` (``_copy_out``) with every file it has."""
+    if entry.is_dir():
+        return out.is_dir() and all(_whole(child, out / child.name) for child in entry.iterdir())
+    return out.is_file()
 
 
 def _copy_out(entry: Any, out: Path) -> None:

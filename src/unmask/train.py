@@ -1197,19 +1197,21 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def _restore_best(run: Path, recorded: dict[str, Any], step: int) -> None:
     """A run resumed at checkpoint ``step``: ``OUT/best`` as that checkpoint records it
-    (``recorded``: its best, empty where none). A best of a step past it (its ``BEST_RECORD``),
-    written by a session that died before it saved again, is replaced by the recorded one kept
-    as ``PREVIOUS_BEST``, or removed where the checkpoint records none, with one line on
-    stderr; the resumed run validates those steps again (or, under another plan, not) and
-    keeps its own best. A best of the checkpoint's step or before stays, recorded or not (a
-    best the run forgot, ``_score_best_again``, is still the user's weights)."""
+    (``recorded``: its best, empty where none). A best written by a session that died before
+    it saved again is replaced by the recorded one, which ``_write_best`` kept as
+    ``PREVIOUS_BEST`` (so that one's presence says the best was written after the checkpoint,
+    whatever its step: a resume that validates the checkpoint's own step again, a cut
+    validation, writes a best of that step), or, where the checkpoint records none, removed
+    when it is of a step past the checkpoint, with one line on stderr; the resumed run
+    validates those steps again (or, under another plan, not) and keeps its own best. Any
+    other best stays, recorded or not (a best the run forgot, ``_score_best_again``, is still
+    the user's weights)."""
     folder = run / BEST
     current, previous = folder / CKPT, folder / PREVIOUS_BEST
     want, there = recorded.get("step"), _best_step(current)
     past = there is not None and there > step  # the killed session's
     done = ""
-    if (want is not None and there != want and (past or there is None)  # (None: cut mid-swap)
-            and _best_step(previous) == want):
+    if want is not None and there != want and _best_step(previous) == want:
         shutil.rmtree(current, ignore_errors=True)  # (a kill here: the next resume ends this)
         os.replace(previous, current)
         done = f"put back the best of step {want} it records"
