@@ -72,9 +72,49 @@ def test_a_copy_missing_a_file_is_made_again(zipped, tmp_path):
 
 def test_a_rebuilt_zip_replaces_the_old_copy(zipped, tmp_path):
     cache = tmp_path / "cache"
-    [old] = _ask(zipped, cache, "demo")
-    stat = zipped.stat()
-    os.utime(zipped, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    [new] = _ask(zipped, cache, "demo")
+    rebuilt = tmp_path / "zip" / zipped.name  # the same path for both zips
+    rebuilt.parent.mkdir()
+    rebuilt.write_bytes(zipped.read_bytes())
+    [old] = _ask(rebuilt, cache, "demo")
+    with zipfile.ZipFile(rebuilt, "a") as z:  # other assets
+        z.writestr("unmask/assets/NOTES.txt", "a new asset\n")
+    [new] = _ask(rebuilt, cache, "demo")
     assert new != old and _files(new) == _files(PACKAGE / "assets" / "demo")
     assert list((cache / "assets").iterdir()) == [new.parent]  # 11 MB a rebuild, kept before
+
+
+def test_a_touched_zip_keeps_its_copy(zipped, tmp_path):
+    """Keyed by modification time, a touched (or re-copied) zip of the same assets got a new
+    copy, and the old one, which a live process of the zip may be reading, was removed."""
+    cache = tmp_path / "cache"
+    touched = tmp_path / "zip" / zipped.name
+    touched.parent.mkdir()
+    touched.write_bytes(zipped.read_bytes())
+    [old] = _ask(touched, cache, "demo")
+    stat = touched.stat()
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert _ask(touched, cache, "demo") == [old] and old.is_dir()
+
+
+def test_a_process_never_removes_a_copy_it_uses(zipped, tmp_path):
+    """A process that asked for one asset, whose zip then changed, and asks for another: the
+    new version's copy does not remove the folder of the first one it still uses."""
+    cache = tmp_path / "cache"
+    changing = tmp_path / "zip" / zipped.name
+    changing.parent.mkdir()
+    changing.write_bytes(zipped.read_bytes())
+    probe = (
+        "import sys, zipfile; sys.path.insert(0, sys.argv[1]); import unmask\n"
+        "from unmask.files import asset_path\n"
+        "demo = asset_path('demo')\n"
+        "with zipfile.ZipFile(sys.argv[1], 'a') as z:\n"
+        "    z.writestr('unmask/assets/NOTES.txt', 'new')\n"
+        "import importlib, zipimport; zipimport._zip_directory_cache.clear()\n"
+        "asset_path('web-bible.txt.gz')\n"
+        "print(demo.is_dir())\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "UNMASK_CACHE_DIR": str(cache)}
+    done = subprocess.run([sys.executable, "-c", probe, str(changing)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"

@@ -429,3 +429,15 @@ def test_serve_max_slow_checks_sizes_the_slow_check_threads(ckpt, served, free_p
     assert app.state.limits.max_slow_checks == want
     state = app.state.server
     assert state.compiles.pool._max_workers == state.searches.pool._max_workers == want
+
+
+@pytest.mark.parametrize("field", ["max_batch", "max_queue", "max_steps", "max_search_calls"])
+def test_server_limits_take_an_int_too_long_for_a_float(field):
+    """``ServerLimits`` checked ints with ``math.isfinite``: ``unmask serve --max-batch
+    <400 nines>`` passed the flag check and raised OverflowError once the model had loaded."""
+    from unmask.errors import UserError
+    from unmask.server.state import ServerLimits
+
+    assert getattr(ServerLimits(**{field: 10**400}), field) == 10**400
+    with pytest.raises(UserError, match=f"server limit {field}=a number of 401 digits must"):
+        ServerLimits(**{field: -(10**400)})

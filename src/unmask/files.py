@@ -378,9 +378,10 @@ _EXTRACTED: dict[str, Path] = {}
 def _extracted(found: Any, name: str) -> Path:
     """``found`` (an ``importlib.resources`` entry inside a zip, a file or a folder, directly
     in ``assets``) copied to ``assets/PLACE-VERSION/name`` in unmask's cache folder
-    (``cache_dir``), PLACE naming the zip by its path and VERSION by its size and modification
-    time too (a rebuilt zip gets a copy of its own, and the copies of the zip's older versions
-    are removed then: 11 MB each). The copy is made in a staging folder and renamed into
+    (``cache_dir``), PLACE naming the zip by its path and VERSION by the assets it holds (their
+    names, CRCs and sizes in the zip's directory: a rebuilt zip with other assets gets a copy
+    of its own, and the copies of the zip's older versions are removed then, 11 MB each, but
+    not one this process uses). The copy is made in a staging folder and renamed into
     place, so a process killed while copying leaves no half asset (its staging folder is
     removed by the next copy, ``stale_staging``), and processes share the copy: 11 MB for the
     demo, copied per process into a temporary folder before, and left there by a SIGKILL each
@@ -410,9 +411,15 @@ def _cached_copy(found: Any, name: str) -> Path:
     if archive is None:
         raise FileNotFoundError("no archive to key a cached copy by")
     archive = Path(archive).resolve()
-    stat = archive.stat()
     place = hashlib.sha256(str(archive).encode()).hexdigest()[:8]
-    version = hashlib.sha256(f"{archive}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    # the assets' content as the zip's directory lists it (names, CRCs, sizes; no data read):
+    # a touched or re-copied zip of the same assets keeps its copy, which a live process of it
+    # may be reading (keyed by modification time, the next process removed it)
+    at = getattr(found, "at", "").rstrip("/")
+    folder = at.rsplit("/", 1)[0] + "/" if "/" in at else ""
+    listed = sorted((i.filename, i.CRC, i.file_size) for i in found.root.infolist()
+                    if i.filename.startswith(folder))
+    version = hashlib.sha256(repr(listed).encode())
     base = cache_dir()
     if base is None:
         raise FileNotFoundError(f"{CACHE_ENV} is off")
@@ -434,8 +441,9 @@ def _cached_copy(found: Any, name: str) -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    mine = {p.parent for p in _EXTRACTED.values()}  # copies this process still uses
     for older in out.parent.parent.glob(f"{place}-*"):  # this zip's older versions' copies
-        if older != out.parent:
+        if older != out.parent and older not in mine:
             shutil.rmtree(older, ignore_errors=True)
     return out
 

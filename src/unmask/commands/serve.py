@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import errno
 import logging
-import math
 import os
 import signal
 import socket
@@ -40,24 +39,17 @@ from unmask.commands.sample_options import (
 )
 from unmask.config import DECODE_COMPILES, DRAFT_CACHES, PREDRAFTS, InfillOptions
 from unmask.errors import UserError
+from unmask.messages import finite, shown_number
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 SERVE_HINT = "bash install.sh (or pip install -e '.[serve]') in the unmask clone"
+"""How to install what serving needs, as printed: both work from a clone of the repository."""
 
 MAX_SLOW_CHECKS = 1024
 """Most ``--max-slow-checks``: each check runs on a thread of its own, and a count past any
 machine's cores only grows the threads (``ServerLimits.max_slow_checks``)."""
 
-
-def _shown(value: float) -> str:
-    """A flag's number as an error says it: a float by ``:g``, an int in full, or its length
-    where it runs past a line (an int of 400 digits has no ``:g``)."""
-    if isinstance(value, int):
-        text = str(value)
-        return text if len(text) <= 20 else f"a number of {len(text.lstrip('-'))} digits"
-    return f"{value:g}"
-"""How to install what serving needs, as printed: both work from a clone of the repository."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -278,17 +270,16 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--max-batch", args.max_batch), ("--max-queue", args.max_queue),
                         ("--max-steps", args.max_steps), ("--timeout", args.timeout),
                         ("--max-slow-checks", args.max_slow_checks)):
-        # (nan > 0 is False: said here too; an int is finite, and too long for math.isfinite)
-        if not (value > 0 and (isinstance(value, int) or math.isfinite(value))):
-            raise UserError(f"{flag} must be a finite number > 0, got {_shown(value)}")
+        if not (finite(value) and value > 0):  # (nan > 0 is False: said here too)
+            raise UserError(f"{flag} must be a finite number > 0, got {shown_number(value)}")
     if args.max_slow_checks > MAX_SLOW_CHECKS:  # each a thread of its own: never unbounded
         raise UserError(f"--max-slow-checks must be at most {MAX_SLOW_CHECKS} (threads of each "
-                        f"kind), got {_shown(args.max_slow_checks)}")
+                        f"kind), got {shown_number(args.max_slow_checks)}")
     if args.max_search_calls < 0:
         raise UserError(f"--max-search-calls must be 0 (no limit) or positive, got "
                         f"{args.max_search_calls}")
     for flag, value in (("--batch-wait", args.batch_wait), ("--keepalive", args.keepalive)):
-        if not (math.isfinite(value) and value >= 0):
+        if not (finite(value) and value >= 0):
             raise UserError(f"{flag} must be a finite number of seconds >= 0, got {value:g}")
     check_draft_flags(args)
     from unmask.infill.automaton import automaton_memory_limit, cache_limit_bytes

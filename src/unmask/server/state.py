@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from unmask.chat import ChatTemplate
 from unmask.checkpoint import Loaded
 from unmask.config import InfillOptions
 from unmask.errors import UserError
+from unmask.messages import finite, shown_number
 from unmask.server.batching import Engine
 from unmask.server.metrics import Metrics
 
@@ -79,10 +79,11 @@ class ServerLimits:
                 continue
             # a timeout of -1 answered every request 504, max_n 0 refused every one
             at_least_0 = f.name in ("batch_wait_s", "max_search_calls", "keepalive_s")  # 0: none
-            if at_least_0 and not (math.isfinite(v) and v >= 0):
-                raise UserError(f"server limit {f.name}={v!r} must be at least 0")
-            if not at_least_0 and not (math.isfinite(v) and v > 0):
-                raise UserError(f"server limit {f.name}={v!r} must be positive")
+            # finite: an int too long for math.isfinite was an OverflowError traceback
+            if at_least_0 and not (finite(v) and v >= 0):
+                raise UserError(f"server limit {f.name}={shown_number(v)} must be at least 0")
+            if not at_least_0 and not (finite(v) and v > 0):
+                raise UserError(f"server limit {f.name}={shown_number(v)} must be positive")
 
 
 class SlowChecks:
