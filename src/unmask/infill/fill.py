@@ -379,6 +379,26 @@ class InfillResult:
         return out
 
 
+def _unspaced(tokenizer: Any, ids: list[int], text: str, *, first: bool) -> list[int]:
+    """The ids of a gap's ``text`` whose written ``ids`` led with a space now dropped from it:
+    the tokens the model wrote, the first one's rest encoded again (``" a"`` as ``"a"``, a
+    lone ``" "`` dropped), so a ``[MASK:4]`` written as ``" a"``, ``"f"``, ``"g"``, ``"h"``
+    still reports 4 tokens (the whole text encoded again was ``"afgh"``, one token). Where
+    those pieces do not spell ``text`` exactly, the whole text encoded again."""
+    vocab = vocab_of(tokenizer)
+    head = vocab.token_bytes(ids[0]) if ids else b""
+    if head[:1] == b" ":
+        try:
+            rest = head[1:].decode("utf-8")
+        except UnicodeDecodeError:  # the token ends inside a character
+            rest = None
+        if rest is not None:
+            kept = (segment_ids(tokenizer, rest, first=first) if rest else []) + ids[1:]
+            if b"".join(vocab.token_bytes(t) for t in kept) == text.encode("utf-8"):
+                return kept
+    return segment_ids(tokenizer, text, first=first) if text else []
+
+
 def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Spans, r: int,
             tokenizer: Any, empty_id: int | None = None) -> tuple[str, list[FilledGap], list[int]]:
     """Text, gaps and token ids of row ``r``: ``[EMPTY]`` fillers dropped, taken spaces put back
@@ -413,7 +433,7 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
         elif hole.lead and hole.space_is_taken(text):  # a virtual space at the start: dropped
             text = text[1:]
             first = not any(t for t, _, _ in pieces)  # else the start of a line
-            ids = segment_ids(tokenizer, text, first=first) if text else []
+            ids = _unspaced(tokenizer, ids, text, first=first)
         pieces.append((text, ids, k))
     lead = next((i for i, (t, _, _) in enumerate(pieces) if t), None)
     # a gap before the first text takes a space (a byte tokenizer's take none: there the
@@ -430,7 +450,7 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
         if not text and nxt is not None and nxt[2] is not None and nxt[0]:
             # the space was the next gap's (``[MASK:0-3] [MASK:0-3]``, the first left empty),
             # maybe in its first token (``" cat"``): that gap starts the text, encoded again
-            pieces[lead + 1] = (nxt[0], segment_ids(tokenizer, nxt[0], first=True), nxt[2])
+            pieces[lead + 1] = (nxt[0], _unspaced(tokenizer, nxt[1], nxt[0], first=True), nxt[2])
     parts: list[str] = []
     gaps: list[FilledGap] = []
     tokens: list[int] = []
