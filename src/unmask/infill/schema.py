@@ -216,8 +216,27 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
     if isinstance(node, Mapping) and "oneOf" in node:
         node = _one_of(node, root, path, depth)
     if isinstance(node, Mapping):
-        node = _typed_values(_required_present(node, path), root, path, depth)
+        node = _typed_values(_required_present(_live_types(node, path), path), root, path,
+                             depth)
     return node
+
+
+def _live_types(node: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+    """A node with a ``type`` list without the types its own bounds (``_own_dead``) leave no
+    value of, when others are left: no value of them satisfies it, so it admits the same
+    values (``{"type": ["string", "integer"], "minimum": 5, "maximum": 3}`` is a string;
+    it was refused as "only a value of another type"). Unchanged otherwise: ``enum`` /
+    ``const`` (``_typed_values``), a malformed ``type`` or bound (``check_schema``)."""
+    types = node.get("type")
+    if not isinstance(types, list) or "enum" in node or "const" in node or not all(
+            isinstance(t, str) and t in _TYPES for t in types):
+        return node
+    try:
+        dead = {k for k, e in _own_dead(node, path).items() if isinstance(e, Unsatisfiable)}
+    except UserError:
+        return node
+    live = [t for t in types if ("number" if t == "integer" else t) not in dead]
+    return {**node, "type": live} if live and len(live) < len(types) else node
 
 
 def _required_present(node: Mapping[str, Any], path: str) -> Mapping[str, Any]:
@@ -611,8 +630,10 @@ def _settle(node: Mapping[str, Any], dead: Mapping[str, UserError]) -> None:
     if len(hit) == len(allowed):
         raise Unsatisfiable("; ".join(dict.fromkeys(str(dead[k]) for k in hit)))
     others = ", ".join(k for k in _KINDS if k in allowed and k not in dead)
+    # a node with a type was told to "give it a type"
+    fix = f"narrow its type to {others}" if "type" in node else "give it a type"
     raise UserError(f"{dead[hit[0]]}; only a value of another type ({others}) satisfies it, "
-                    "which cannot be enforced: give it a type")
+                    f"which cannot be enforced: {fix}")
 
 
 def _own_dead(node: Mapping[str, Any], path: str) -> dict[str, UserError]:
@@ -773,9 +794,9 @@ def check_schema(
     if isinstance(node.get("items"), Mapping) or node.get("items") is True:
         try:  # false: no more items
             check_schema(node["items"], root, f"{path}[]", depth + 1)
-        except Unsatisfiable as e:  # only [] (or the prefix) is left: not enforced
-            dead.setdefault("array", e if node.get("minItems", 0) > len(
-                node.get("prefixItems") or []) else UserError(str(e)))
+        except Unsatisfiable as e:  # only [] (or the prefix) is left: items false (_pruned)
+            if node.get("minItems", 0) > len(node.get("prefixItems") or []):
+                dead.setdefault("array", e)
     for i, sub in enumerate(node.get("prefixItems") or []):
         try:
             check_schema(sub, root, f"{path}[{i}]", depth + 1)
@@ -798,8 +819,8 @@ def check_schema(
     if isinstance(add, Mapping):
         try:
             check_schema(add, root, f"{path}.additionalProperties", depth + 1)
-        except Unsatisfiable as e:  # no other property, as false says: not enforced
-            _settle(node, {"object": UserError(str(e))})
+        except Unsatisfiable:  # no other property, as false says (``_pruned``)
+            pass
 
 
 def _pruned(doc: Any, root: Mapping[str, Any], path: str = "$") -> Any:
@@ -842,6 +863,15 @@ def _pruned(doc: Any, root: Mapping[str, Any], path: str = "$") -> Any:
                 out["prefixItems"] = prefix[:k]
             else:
                 del out["prefixItems"]
+    # a subschema for the other properties (the items past the prefix) that admits nothing:
+    # as false, none (it was refused); items that minItems asks for are left to check_schema
+    extra, items = out.get("additionalProperties"), out.get("items")
+    if isinstance(extra, Mapping) and not _satisfiable(extra, root, f"{path}.additionalProperties"):
+        out["additionalProperties"] = False
+    least, prefix = out.get("minItems", 0), out.get("prefixItems") or []
+    if isinstance(items, Mapping) and isinstance(least, int) and isinstance(prefix, list) and (
+            least <= len(prefix)) and not _satisfiable(items, root, f"{path}[]"):
+        out["items"] = False
     return out
 
 
@@ -1100,6 +1130,9 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         # library's own value regex has an unbounded exponent, and ``-22.02e+7246`` parsed
         # to -inf, which the output then wrote as -Infinity, not JSON
         node = {**node, "additionalProperties": dict(ANY_VALUE)}
+    elif _types(node) == ["object"] and "properties" not in node and node.get(
+            "additionalProperties") is False:
+        node = {**node, "properties": {}}  # no property at all: {} (outlines-core refused)
     numeric = bool(_types(node)) and set(_types(node)) <= {"integer", "number"}
     bounds = _number_bounds(node, path) if numeric else None  # (a string's is moot)
     if bounds is not None:
