@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(--span START:END, repeatable), every match of --regex, or the --lowest K tokens "
             "by the "
             "model's confidence (--rounds N repeats that, reporting what changed). Text outside "
-            "the spans is kept exactly."
+            "the spans is kept exactly. --gen-length is ignored: a span is refilled with as many "
+            "tokens as it held."
         ),
     )
     p.add_argument("--text", required=True, metavar="TEXT",

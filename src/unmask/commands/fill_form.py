@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "ambiguous). All holes are filled in one pass (on a causal checkpoint: left to right "
             "under the same constraints); the output always parses as JSON. "
             "With --schema SCHEMA instead of a template, the output validates against that "
-            "JSON Schema (see docs/infill.md)."
+            "JSON Schema (see docs/infill.md). --gen-length is ignored: the holes' types set the "
+            "lengths."
         ),
     )
     p.add_argument("template", metavar="TEMPLATE", nargs="?",
