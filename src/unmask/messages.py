@@ -1,6 +1,8 @@
-"""Wording of the messages users read: ``plural``, ``shown_number``.
+"""Wording of the messages users read: ``plural``, ``shown_number`` (and ``finite``, the check
+that goes with it).
 
-No imports: every layer may use it (library errors, CLI summaries, the server).
+Nothing imported at module level: every layer may use it (library errors, CLI summaries, the
+server).
 """
 
 from __future__ import annotations

@@ -51,7 +51,6 @@ MAX_SLOW_CHECKS = 1024
 machine's cores only grows the threads (``ServerLimits.max_slow_checks``)."""
 
 
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
