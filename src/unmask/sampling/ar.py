@@ -7,6 +7,7 @@ Inside:
   sampling; the prompt runs once, then every new token costs one forward of one position
   against the cached keys/values (``unmask.model.KVCache``).
 - ``filter_logits``: top-k and top-p (nucleus; Holtzman et al. 2020, arXiv:1904.09751).
+- ``tempered``: logits over a temperature, finite at any temperature > 0.
 - ``sample_token``: one token per row from (B, V) logits; ``uniforms`` its draws, from one
   generator or one per row (``RowGenerators``, ``row_generators``: seeded rows in one batch
   draw what each draws alone).
@@ -127,6 +128,25 @@ def uniforms(
     return u  # (rows, 1)
 
 
+TEMPERATURE_FLOOR = 1e-30
+"""Below this temperature ``tempered`` shifts the logits by their maximum before dividing: a
+logit over a subnormal temperature (``1e-310``) overflowed to inf, softmax gave NaN and every
+causal decoder wrote token 0 (``[MASK]``). At or above it ``logits / temperature`` stays finite
+for logits up to about 1e8 in float32 (1e278 in float64), and is computed as it always was."""
+
+
+def tempered(logits: Tensor, temperature: float) -> Tensor:
+    """``logits / temperature`` (temperature > 0) along the last dim, finite where the logits
+    are: below ``TEMPERATURE_FLOOR`` the row's maximum is subtracted first (softmax is the same;
+    the largest logits become 0, the others -inf or finite negatives, ties still ties), so a
+    tiny temperature samples the argmax (a uniform draw among exact ties), as its limit does.
+    The one division of every causal decoder's sampling (``sample_token``, ``speculative``'s
+    and ``hybrid``'s proposals and acceptance ratios)."""
+    if temperature >= TEMPERATURE_FLOOR:
+        return logits / temperature
+    return (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+
+
 def sample_token(
     logits: Tensor,
     *,
@@ -142,7 +162,7 @@ def sample_token(
     outside ``draws`` draw nothing and get a token not to be used)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = filter_logits(logits.to(torch.float64) / temperature, top_k, top_p)
+    logits = filter_logits(tempered(logits.to(torch.float64), temperature), top_k, top_p)
     probs = F.softmax(logits, dim=-1)  # (B, V)
     cdf = probs.cumsum(dim=-1)
     u = uniforms(probs.shape[0], probs.device, generator, draws) * cdf[:, -1:]

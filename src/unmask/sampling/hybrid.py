@@ -71,6 +71,7 @@ from unmask.sampling.ar import (
     sample_token,
     separate_head,
     start_empty_prompts,
+    tempered,
 )
 from unmask.sampling.cache import supports_kv_cache
 from unmask.sampling.penalties import Penalties, text_counts
@@ -390,7 +391,7 @@ class HybridRun(DecoderRun):
             conf = F.softmax(logits.float(), dim=-1).amax(dim=-1) if self.threshold > 0 else None
             return logits.argmax(dim=-1), None, conf
         B, n, V = logits.shape
-        q = F.softmax(logits / self.temperature, dim=-1)  # (B, n, V)
+        q = F.softmax(tempered(logits, self.temperature), dim=-1)  # (B, n, V)
         conf = q.amax(dim=-1) if self.threshold > 0 else None
         if self._rows is not None:  # row i: its own first length[i] drafts, as alone
             drafts = torch.full((B, n), self.mask_id, dtype=torch.long, device=logits.device)
@@ -467,7 +468,7 @@ class HybridRun(DecoderRun):
                 n, out = accept_greedy(self.drafts, p_logits)
                 n = torch.minimum(n, self.dlen)  # a row accepts no more than it drafted
             else:
-                flat = p_logits.reshape(B * (d + 1), -1) / self.temperature
+                flat = tempered(p_logits.reshape(B * (d + 1), -1), self.temperature)
                 p = F.softmax(filter_logits(flat, self.top_k, self.top_p), dim=-1)
                 n, out = self._accept(p.reshape(B, d + 1, -1), active)
             # a row commits n + 1 tokens: none past gen_length (drafts past it were free)

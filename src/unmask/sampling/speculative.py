@@ -90,6 +90,7 @@ from unmask.sampling.ar import (
     sample_token,
     separate_head,
     start_empty_prompts,
+    tempered,
 )
 from unmask.sampling.cache import call_model, shift_logits, supports_kv_cache
 from unmask.sampling.penalties import Penalties, text_counts
@@ -565,7 +566,7 @@ class SpeculativeRun(DecoderRun):
                 if self.threshold > 0:  # the drafter's probability of its argmax
                     conf[:, a : a + size] = F.softmax(logits, dim=-1).amax(dim=-1)
             else:
-                qs = F.softmax(logits / self.temperature, dim=-1)  # (B, size, V)
+                qs = F.softmax(tempered(logits, self.temperature), dim=-1)  # (B, size, V)
                 V = qs.shape[-1]
                 tok = _draw(qs.reshape(B * size, V), self.generator).reshape(B, size)
                 conf[:, a : a + size] = _confidence(qs, tok)
@@ -658,7 +659,7 @@ class SpeculativeRun(DecoderRun):
                 else:
                     logits = self._draft_logits(self._row_logits(i, tokens, h, want[i],
                                                                  a, a + size))[0]  # fmt: skip
-                qs = F.softmax(logits / self.temperature, dim=-1)  # (size, V)
+                qs = F.softmax(tempered(logits, self.temperature), dim=-1)  # (size, V)
                 if q is None:
                     q = qs.new_zeros(B, k, qs.shape[-1])
                 q[i, a : a + size] = qs
@@ -819,7 +820,7 @@ class SpeculativeRun(DecoderRun):
                 n, out = accept_greedy(draft, logits)
                 n = torch.minimum(n, lengths)  # a row accepts no more than it drafted
             else:
-                flat = logits.reshape(B * (K + 1), -1) / self.temperature
+                flat = tempered(logits.reshape(B * (K + 1), -1), self.temperature)
                 p = F.softmax(filter_logits(flat, self.top_k, self.top_p), dim=-1)
                 p = p.reshape(B, K + 1, -1)
                 n, out = self._accept(draft, q, p, lengths, active)

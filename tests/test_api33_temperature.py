@@ -1,0 +1,53 @@
+"""Session 33: a positive temperature too small for ``logits / temperature`` (a subnormal one,
+``1e-310``) samples the argmax, as its limit does, under every causal decoder; it wrote
+token 0 (``[MASK]``) at every position (the scaled logits overflowed and softmax gave NaN)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unmask.config import SampleConfig, model_preset
+from unmask.facts import ModelFacts
+from unmask.model import Transformer
+from unmask.sampling import choose_decoder
+from unmask.sampling.registry import Target
+
+
+def _model(attention: str = "causal", seed: int = 0) -> Transformer:
+    draft = dict(draft_block=3) if attention == "causal" else {}
+    cfg = model_preset("tiny", vocab_size=16, max_seq_len=64, attention=attention, init_std=0.3,
+                       mask_id=0, pad_id=1, eos_id=2, bos_id=3, **draft)  # fmt: skip
+    torch.manual_seed(seed)
+    return Transformer(cfg).double().eval()
+
+
+def _decode(model: Transformer, decoder: str, drafter: Transformer | None, **options) -> list:
+    facts = ModelFacts.of(model)
+    config = SampleConfig(decoder=decoder, gen_length=10, **options)
+    aux = {} if drafter is None else {"drafter": drafter}
+    run = choose_decoder(facts, config).start(Target(model, facts, aux), [[4, 5]], config)
+    return run.run().gen_ids
+
+
+@pytest.mark.parametrize("temperature", [1e-310, 5e-324])
+@pytest.mark.parametrize("decoder", ["ar", "hybrid", "speculative"])
+def test_a_subnormal_temperature_samples_the_argmax(decoder, temperature):
+    model = _model()
+    drafter = _model("bidirectional", 1) if decoder == "speculative" else None
+    greedy = _decode(model, decoder, drafter, temperature=0.0)
+    got = _decode(model, decoder, drafter, temperature=temperature, seed=1)
+    assert got == greedy
+    assert 0 not in got[0]  # [MASK], which no causal decoder proposes
+
+
+def test_tempered_divides_as_before_at_or_above_the_floor_and_keeps_ties_below():
+    from unmask.sampling.ar import TEMPERATURE_FLOOR, tempered
+
+    logits = torch.tensor([[1.5, -2.0, 1.5, float("-inf")]], dtype=torch.float64)
+    for t in (TEMPERATURE_FLOOR, 0.7, 3.0):
+        assert torch.equal(tempered(logits, t), logits / t)  # bit for bit: same samples
+    tiny = tempered(logits, 1e-310)
+    assert torch.isfinite(tiny[0, :3]).tolist() == [True, False, True]
+    probs = torch.softmax(tiny, dim=-1)
+    assert probs.tolist() == [[0.5, 0.0, 0.5, 0.0]]  # the two tied maxima, nothing else
