@@ -266,6 +266,10 @@ def as_rows(prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor) -> list[l
         raise UserError(f"prompt tensor must be 1-D or 2-D, got shape {tuple(prompts.shape)}")
     if isinstance(prompts, (str, bytes)):
         raise UserError(_NOT_IDS + ", got text")
+    if not isinstance(prompts, Iterable):  # None, a lone id: list() raised a TypeError
+        one = f" (one prompt of one id: [{prompts}])" if _is_id(prompts) else ""
+        raise UserError(f"prompt ids must be a list of ids or of lists of ids (one a prompt), "
+                        f"not {type(prompts).__name__}{one}")
     prompts = list(prompts)
     if not prompts:
         return [[]]
