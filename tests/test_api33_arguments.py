@@ -25,3 +25,17 @@ def test_lists_and_tensors_of_ids_are_rows_as_before():
     assert as_rows([4, 5]) == [[4, 5]]
     assert as_rows(torch.tensor([[4, 5]])) == [[4, 5]]
     assert as_rows(iter([[4], [5, 6]])) == [[4], [5, 6]]
+
+
+@pytest.mark.parametrize("given", [[True, False], [[4, True]], [[True]]])
+def test_bools_are_no_token_ids(given):
+    """A mask passed where ids go: ``[[True]]`` ran as id 1 ([PAD] of unmask's tokenizers)."""
+    with pytest.raises(UserError, match="prompt ids must be whole numbers.*got bool True"):
+        as_rows(given)
+
+
+def test_a_bool_tensor_is_no_prompt():
+    import torch
+
+    with pytest.raises(UserError, match="got a torch.bool tensor"):
+        as_rows(torch.tensor([[True, False]]))

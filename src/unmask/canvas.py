@@ -257,7 +257,7 @@ def as_rows(prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor) -> list[l
     2-D tensor); ``[]`` is one empty prompt. Raises ``UserError`` for mixed or bad input:
     text, or numbers that are not whole (a float id was silently cut to an int)."""
     if isinstance(prompts, Tensor):
-        if prompts.is_floating_point() or prompts.is_complex():
+        if prompts.is_floating_point() or prompts.is_complex() or prompts.dtype == torch.bool:
             raise UserError(_NOT_IDS + f", got a {prompts.dtype} tensor")
         if prompts.dim() == 1:
             return [prompts.tolist()]
@@ -292,15 +292,19 @@ _NOT_IDS = (
 
 
 def _is_id(p: object) -> bool:
-    """Whether ``p`` is one token id (an int, a NumPy integer, a 0-d integer tensor)."""
+    """Whether ``p`` is one token id (an int, a NumPy integer, a 0-d integer tensor); not a
+    bool (a mask passed for ids: True was id 1)."""
     if isinstance(p, Tensor):
-        return p.dim() == 0 and not (p.is_floating_point() or p.is_complex())
-    return hasattr(p, "__index__") and not hasattr(p, "__len__")
+        return p.dim() == 0 and not (p.is_floating_point() or p.is_complex()
+                                     or p.dtype == torch.bool)
+    return hasattr(p, "__index__") and not hasattr(p, "__len__") and not isinstance(p, bool)
 
 
 def _ids(row: Iterable[Any]) -> list[int]:
     row = list(row)  # a generator is read once
     try:
+        if any(isinstance(t, bool) for t in row):
+            raise TypeError
         return [operator.index(t) for t in row]
     except TypeError:
         bad = next(t for t in row if not _is_id(t))
