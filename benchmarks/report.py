@@ -185,12 +185,12 @@ def _pyplot() -> Any:
 def _save(fig: Any, path: Path) -> None:
     import io
 
+    from unmask.files import atomic_write_bytes
+
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())  # a temp file of its own: two builds do not race
 
 
 def _bar_plot(key: str, value: str, ylabel: str) -> Callable[..., str | None]:
@@ -497,11 +497,12 @@ def build(results: Path, out: Path) -> list[str]:
             continue
         loaded = []
         for name in mine:
-            try:
-                loaded.append((name, json.loads(files[name].read_text())))
-            except json.JSONDecodeError as e:
-                lines += [f"`{name}`: not valid JSON ({e.msg}), skipped.", ""]
-                notes.append(f"{name}: not valid JSON, skipped")
+            d, why = _read_result(files[name])
+            if why is None:
+                loaded.append((name, d))
+            else:
+                lines += [f"`{name}`: {why}, skipped.", ""]
+                notes.append(f"{name}: {why.split(' (')[0]}, skipped")
         lines += [f"Measured with `{_section_source(sec)}`; each file records its settings.", ""]
         for name, d in loaded:
             rows, extra = _safe_rows(sec, name, d, notes)
@@ -525,11 +526,10 @@ def build(results: Path, out: Path) -> list[str]:
     if rest:
         lines += ["## Other results", ""]
         for name in rest:
-            try:
-                d = json.loads(files[name].read_text())
-            except json.JSONDecodeError as e:  # said, as in a section: nothing is lost unseen
-                lines += [f"`{name}`: not valid JSON ({e.msg}), skipped.", ""]
-                notes.append(f"{name}: not valid JSON, skipped")
+            d, why = _read_result(files[name])
+            if why is not None:  # said, as in a section: nothing is lost unseen
+                lines += [f"`{name}`: {why}, skipped.", ""]
+                notes.append(f"{name}: {why.split(' (')[0]}, skipped")
                 continue
             tables = generic_tables(d)
             source = source_of(name)
@@ -539,10 +539,23 @@ def build(results: Path, out: Path) -> list[str]:
             for i, (where, rows) in enumerate(tables):
                 label = (f" `{where}`" if where else "") + ("" if i else made)
                 lines += [f"`{name}`{label}:", "", *markdown_table(rows), ""]
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text("\n".join(lines).rstrip() + "\n")
-    os.replace(tmp, out)
+    from unmask.files import atomic_write_bytes
+
+    out.parent.mkdir(parents=True, exist_ok=True)  # UTF-8 whatever the locale: it has "–", "·"
+    atomic_write_bytes(out, ("\n".join(lines).rstrip() + "\n").encode("utf-8"))
     return notes
+
+
+def _read_result(path: Path) -> tuple[Any, str | None]:
+    """The JSON value of result file ``path`` and None, or None and why it cannot be read
+    (not JSON, not UTF-8 text: a binary or UTF-16 file stopped the whole page with a
+    traceback)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON ({e.msg})"
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 text (byte {e.start})"
 
 
 def _extra_tables(name: str, d: Any, shown: Sequence[str]) -> list[str]:
