@@ -404,8 +404,9 @@ SECTIONS = [
         "Planning and reversal",
         "solve rate of equal-size diffusion (mdlm, or sft: the prompt never masked) and ar "
         "models on the same data and steps (Sudoku, Countdown, reversed facts), with its 95% "
-        "Wilson interval (low to high: the rates of two models whose intervals overlap may "
-        "not differ)",
+        "Wilson interval (low to high); a file written since 2026-12-07 also pairs each two "
+        "models on the items they share (`paired`: only_a and only_b, the items one of them "
+        "alone solved; p_value, the exact McNemar test that both solve as often)",
         ("planning*.json",),
         "python benchmarks/planning.py --run mdlm=RUN --run ar=RUN --task-file DIR --json "
         "benchmarks/results/planning_TASK.json (recipes: docs/evaluation.md)",

@@ -82,3 +82,83 @@ def test_planning_plot_draws_the_rows_it_can_with_their_intervals(tmp_path, repo
     # the table: the interval beside each rate, for files written before planning.py had it
     assert "| sudoku4 | sft | sft | 167 | 200 | 0.835 | 0.7773 | 0.88 |" in page
     assert "| sudoku4 | ar | ar | 133 | 200 | 0.665 | 0.597 | 0.7268 |" in page
+
+
+def test_mcnemar_p_by_hand():
+    from unmask.tasks.score import mcnemar_p
+
+    # 12 discordant items split 10 to 2: 2 * (C(12,0) + C(12,1) + C(12,2)) / 2**12
+    assert mcnemar_p(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 4096)
+    assert mcnemar_p(2, 10) == mcnemar_p(10, 2)
+    assert mcnemar_p(0, 5) == pytest.approx(2 / 32)
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(3, 3) == 1.0  # capped at 1
+    assert 0.02 < mcnemar_p(1000, 900) < 0.025  # no overflow; the normal approximation's 0.023
+    with pytest.raises(ValueError):
+        mcnemar_p(-1, 2)
+
+
+def test_paired_rows_count_the_items_one_model_alone_solved(benchmark):
+    planning = benchmark("planning")
+    a = [1] * 10 + [0] * 2 + [1] * 5 + [0] * 3  # 15 of 20
+    b = [0] * 10 + [1] * 2 + [1] * 5 + [0] * 3  # 7 of 20
+    rows = [{"group": "g", "model": "mdlm", "outcomes": a},
+            {"group": "h", "model": "mdlm", "outcomes": [1]},
+            {"group": "g", "model": "ar", "outcomes": b},
+            {"group": "h", "model": "ar", "outcomes": [0]}]
+    paired = planning.paired_rows(rows)
+    assert paired[0] == {"group": "g", "a": "mdlm", "b": "ar", "items": 20, "both": 5,
+                         "only_a": 10, "only_b": 2, "neither": 3, "difference": 0.4,
+                         "p_value": pytest.approx(0.0386, abs=1e-4)}
+    assert [(r["group"], r["only_a"], r["only_b"]) for r in paired] == [("g", 10, 2),
+                                                                         ("h", 1, 0)]
+
+
+def _planning(*args: str):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "benchmarks/planning.py", *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def test_planning_refuses_a_label_given_twice_before_decoding(tmp_path):
+    """``--run a=X --run a=Y`` wrote two rows named ``a`` per group: which model solved what
+    could not be told in the table, the plot or the JSON."""
+    from unmask.tasks import write_task
+
+    write_task("reversal", tmp_path / "task", n_train=1, n_eval=1)
+    demo = "src/unmask/assets/demo"
+    r = _planning("--task-file", str(tmp_path / "task"), "--run", f"a={demo}",
+                  "--run", f"a={demo}", "--json", str(tmp_path / "p.json"))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "label a is given twice" in r.stderr
+    assert "group" not in r.stdout and not (tmp_path / "p.json").exists()
+
+
+def test_planning_writes_intervals_outcomes_and_the_paired_comparison(tmp_path):
+    from unmask.tasks import write_task
+    from unmask.tasks.score import wilson_interval
+
+    write_task("reversal", tmp_path / "task", n_train=1, n_eval=2)
+    demo = "src/unmask/assets/demo"
+    out = tmp_path / "p.json"
+    r = _planning("--task-file", str(tmp_path / "task"), "--run", f"one={demo}",
+                  "--run", f"two={demo}", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    rows = {(row["group"], row["model"]): row for row in d["rows"]}
+    assert len(rows) == 6  # reversal, reversal/forward, reversal/reverse; two models
+    for row in rows.values():
+        assert len(row["outcomes"]) == row["total"] and sum(row["outcomes"]) == row["solved"]
+        low, high = wilson_interval(row["solved"], row["total"])
+        assert (row["low"], row["high"]) == (round(low, 4), round(high, 4))
+    assert rows["reversal", "one"]["total"] == 4 and rows["reversal/reverse", "one"]["total"] == 2
+    # one model twice: the same outcomes, no item only one of them solved
+    assert [(p["group"], p["a"], p["b"], p["items"], p["only_a"], p["only_b"], p["p_value"])
+            for p in d["paired"]] == [("reversal", "one", "two", 4, 0, 0, 1.0),
+                                      ("reversal/forward", "one", "two", 2, 0, 0, 1.0),
+                                      ("reversal/reverse", "one", "two", 2, 0, 0, 1.0)]
+    assert "only a" in r.stdout and "95% interval" in r.stdout
