@@ -162,3 +162,32 @@ def test_planning_writes_intervals_outcomes_and_the_paired_comparison(tmp_path):
                                       ("reversal/forward", "one", "two", 2, 0, 0, 1.0),
                                       ("reversal/reverse", "one", "two", 2, 0, 0, 1.0)]
     assert "only a" in r.stdout and "95% interval" in r.stdout
+
+
+def test_a_task_rewritten_over_a_full_disk_keeps_the_old_files_together(tmp_path, monkeypatch):
+    """Each file was renamed into place as soon as written: a disk that filled up while
+    ``eval.jsonl`` was written left the new seed's ``train.txt`` beside the old seed's held-out
+    items, which that training file may hold. Now the folder keeps one whole set."""
+    import errno
+    import os
+
+    from unmask.tasks import write_task
+
+    folder = tmp_path / "task"
+    write_task("countdown3", folder, n_train=50, n_eval=5, seed=0)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    real, calls = os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == 3:  # the third file: eval.jsonl
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError):
+        write_task("countdown3", folder, n_train=50, n_eval=5, seed=1)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no temp left either
+    write_task("countdown3", folder, n_train=50, n_eval=5, seed=1)
+    assert json.loads((folder / "task.json").read_text())["seed"] == 1
