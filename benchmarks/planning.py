@@ -26,13 +26,13 @@ from pathlib import Path
 import torch
 from _common import output_file, positive_int
 
-from unmask.api import check_option_names
+from unmask.api import check_option_names, choose
 from unmask.checkpoint import load
 from unmask.errors import UserError
 from unmask.files import atomic_write_text
 from unmask.report import find_run
 from unmask.tasks import read_items
-from unmask.tasks.score import item_groups, mcnemar_p, score_items
+from unmask.tasks.score import item_groups, mcnemar_p, score_items, task_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     # every run found before the first decodes: a missing second one was an error after the
     # first model's whole task had been decoded
     infos = [(label, find_run(path)) for label, path in runs]
+    for label, info in infos:
+        check_run(label, info.checkpoint, items, given)
     rows = []
     groups = [item_groups(item) for item in items]
     print(f"{'group':<20} {'model':<10} {'solved':>11} {'rate':>7} {'95% interval':>15} "
@@ -123,6 +125,27 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)  # --json was checked by
         atomic_write_text(Path(args.json), text)  # output_file before anything ran
     return 0
+
+
+def check_run(label: str, checkpoint: Path, items: list, given: dict) -> None:
+    """Refuse, before any run decodes, a run whose task settings ``score_items`` would refuse
+    (``task_config``: the prompt and answer past its context, a ``--sample-set`` it cannot
+    run), checked on the model's shape alone (a native checkpoint's weights are not read;
+    a publisher's folder is checked as it loads). A second run too short for the task was
+    refused after the first had decoded every item, in a line that did not say which run."""
+    from unmask.checkpoint import native_parts
+    from unmask.convert.load import build_meta, is_publisher_folder
+    from unmask.loaded import Loaded
+
+    if is_publisher_folder(checkpoint):
+        return
+    ckpt, config, tokenizer = native_parts(checkpoint)
+    shape = Loaded(model=build_meta(config, ckpt / "config.json"), tokenizer=tokenizer,
+                   config=config, path=ckpt)
+    try:
+        choose(shape, task_config(shape, items, given))  # the decoder score_items runs
+    except UserError as e:
+        raise UserError(f"--run {label}: {e}") from None
 
 
 def paired_rows(rows: list[dict]) -> list[dict]:

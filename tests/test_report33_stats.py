@@ -191,3 +191,36 @@ def test_a_task_rewritten_over_a_full_disk_keeps_the_old_files_together(tmp_path
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no temp left either
     write_task("countdown3", folder, n_train=50, n_eval=5, seed=1)
     assert json.loads((folder / "task.json").read_text())["seed"] == 1
+
+
+def _tiny_checkpoint(folder, max_seq_len: int) -> None:
+    import torch
+
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=max_seq_len)
+    save_checkpoint(folder, model=Transformer(cfg), tokenizer=tok)
+
+
+def test_planning_refuses_a_run_too_short_for_the_task_before_any_decodes(tmp_path):
+    """The second run's context too short for the task was refused after the first run had
+    decoded every item, in a line that did not say which run."""
+    from unmask.tasks import write_task
+
+    write_task("sudoku4", tmp_path / "task", n_train=0, n_eval=2)  # 18 + 17 tokens
+    _tiny_checkpoint(tmp_path / "long", 64)
+    _tiny_checkpoint(tmp_path / "short", 24)
+    r = _planning("--task-file", str(tmp_path / "task"), "--run", f"long={tmp_path / 'long'}",
+                  "--run", f"short={tmp_path / 'short'}")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("planning.py: error: --run short: the task's longest prompt")
+    assert r.stderr.count("\n") == 1 and r.stdout == ""  # nothing decoded, no header
+    r = _planning("--task-file", str(tmp_path / "task"), "--run", f"long={tmp_path / 'long'}",
+                  "--sample-set", "top_k=3")  # an option its decoder does not read
+    assert r.returncode == 2 and r.stdout == "", r.stdout
+    assert r.stderr.startswith("planning.py: error: --run long: top_k"), r.stderr
