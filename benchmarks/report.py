@@ -627,6 +627,11 @@ def main(argv: list[str] | None = None) -> int:
         from unmask.errors import UserError
 
         raise UserError(f"--results {results}: no such folder")
+    if Path(args.out).is_dir():  # was "Is a directory" naming a temp file beside it
+        from unmask.errors import UserError
+
+        raise UserError(f"--out {args.out}: a folder; give the page's file name "
+                        f"({Path(args.out) / 'report.md'}, say)")
     notes = build(results, Path(args.out))
     print(f"wrote {args.out}")
     for n in notes:

@@ -224,3 +224,20 @@ def test_planning_refuses_a_run_too_short_for_the_task_before_any_decodes(tmp_pa
                   "--sample-set", "top_k=3")  # an option its decoder does not read
     assert r.returncode == 2 and r.stdout == "", r.stdout
     assert r.stderr.startswith("planning.py: error: --run long: top_k"), r.stderr
+
+
+def test_report_out_that_is_a_folder_is_one_line_naming_it(tmp_path):
+    """``--out docs`` said "Is a directory" of a temp file the user never named."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "results").mkdir()
+    r = subprocess.run([sys.executable, "benchmarks/report.py", "--results",
+                        str(tmp_path / "results"), "--out", str(tmp_path)], cwd=root,
+                       env={"PYTHONPATH": str(root / "src"), "PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith(f"report.py: error: --out {tmp_path}: a folder"), r.stderr
+    assert r.stderr.count("\n") == 1 and not list(tmp_path.glob(".*tmp"))
