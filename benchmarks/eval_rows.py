@@ -141,8 +141,12 @@ def main() -> int:
             rows.append(row)
             print(f"{family:16} {row['batched_cpu_s']:10.3f} {row['per_row_cpu_s']:10.3f} "
                   f"{row['ratio']:6.2f}", flush=True)
+    from unmask.files import atomic_write_text
+
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json_text({"threads": args.threads, "rows": rows}))
+    # whole or not at all: a full disk or Ctrl-C mid-write left a torn file in place of the
+    # last measurement
+    atomic_write_text(args.json, json_text({"threads": args.threads, "rows": rows}))
     print(f"wrote {args.json}")
     return 0
 

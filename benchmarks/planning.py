@@ -8,7 +8,11 @@ Each ``--run LABEL=PATH`` is decoded on the items of ``--task-file`` (an ``eval.
 ``unmask eval --task-file``: greedy, the answer as one block, one token per step (a causal
 model left to right). ``--sample-set KEY=VALUE`` changes that for every run, e.g.
 ``block_length=1`` decodes a diffusion model left to right too. Prints one row per model
-and item group (reversal: forward and reverse) and writes them as JSON for
+and item group (reversal: forward and reverse), its solve rate with the 95% Wilson interval
+(``low``, ``high``) and which items it solved (``outcomes``, in the file's order), then, for
+each group and each two models, the paired comparison on the items they share: how many
+only one of them solved, and the exact McNemar p-value (``unmask.tasks.score.mcnemar_p``)
+that they solve equally often. Writes them as JSON (``rows``, ``paired``) for
 ``benchmarks/report.py``. Recipes: docs/evaluation.md.
 """
 
@@ -22,13 +26,13 @@ from pathlib import Path
 import torch
 from _common import output_file, positive_int
 
-from unmask.api import check_option_names
+from unmask.api import check_option_names, choose
 from unmask.checkpoint import load
 from unmask.errors import UserError
 from unmask.files import atomic_write_text
 from unmask.report import find_run
 from unmask.tasks import read_items
-from unmask.tasks.score import score_items
+from unmask.tasks.score import item_groups, mcnemar_p, score_items, task_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         label, eq, path = spec.partition("=")
         if not (eq and label and path):
             raise UserError(f"--run {spec}: expected LABEL=PATH (e.g. mdlm=runs/mdlm)")
+        if label in {known for known, _ in runs}:  # two rows of one name in every table
+            raise UserError(f"--run {spec}: the label {label} is given twice; give each run "
+                            "its own")
         runs.append((label, path))
     items = read_items(args.task_file)[: args.limit]
     given = dict(_value(kv) for kv in args.sample_set)
@@ -62,8 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     # every run found before the first decodes: a missing second one was an error after the
     # first model's whole task had been decoded
     infos = [(label, find_run(path)) for label, path in runs]
+    for label, info in infos:
+        check_run(label, info.checkpoint, items, given)
     rows = []
-    print(f"{'group':<20} {'model':<10} {'solved':>11} {'rate':>7} {'steps':>6} {'sec':>7}")
+    groups = [item_groups(item) for item in items]
+    print(f"{'group':<20} {'model':<10} {'solved':>11} {'rate':>7} {'95% interval':>15} "
+          f"{'steps':>6} {'sec':>7}")
     for label, info in infos:
         loaded = load(info.checkpoint)
         t0 = time.perf_counter()
@@ -71,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - t0
         params = sum(p.numel() for p in loaded.model.parameters())
         for group, (solved, total) in sorted(score.by_group.items()):
+            low, high = score.intervals[group]
             row = {
                 "group": group,
                 "model": label,
@@ -78,18 +90,29 @@ def main(argv: list[str] | None = None) -> int:
                 "solved": solved,
                 "total": total,
                 "rate": solved / total,
+                "low": round(low, 4),
+                "high": round(high, 4),
                 "steps": info.step,
                 "params": params,
                 "seconds": seconds,
                 "sampling": score.sampling,
                 "examples": score.examples,
+                "outcomes": [int(ok) for ok, g in zip(score.outcomes, groups, strict=True)
+                             if group in g],
             }
             rows.append(row)
             print(
                 f"{group:<20} {label:<10} {solved:>5}/{total:<5} {solved / total:>7.1%} "
-                f"{info.step or '-':>6} {seconds:>7.1f}",
+                f"{low:>7.1%}-{high:<7.1%} {info.step or '-':>6} {seconds:>7.1f}",
                 flush=True,
             )
+    paired = paired_rows(rows)
+    if paired:
+        print(f"\n{'group':<20} {'model a':<10} {'model b':<10} {'only a':>6} {'only b':>6} "
+              f"{'both':>5} {'neither':>7} {'a - b':>7} {'p':>8}")
+    for r in paired:
+        print(f"{r['group']:<20} {r['a']:<10} {r['b']:<10} {r['only_a']:>6} {r['only_b']:>6} "
+              f"{r['both']:>5} {r['neither']:>7} {r['difference']:>+7.1%} {r['p_value']:>8.3g}")
     if args.json:
         meta = {
             "task_file": args.task_file,
@@ -98,10 +121,53 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "sample_set": given,
         }
-        text = json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n"
+        text = json.dumps({"meta": meta, "rows": rows, "paired": paired}, indent=2) + "\n"
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)  # --json was checked by
         atomic_write_text(Path(args.json), text)  # output_file before anything ran
     return 0
+
+
+def check_run(label: str, checkpoint: Path, items: list, given: dict) -> None:
+    """Refuse, before any run decodes, a run whose task settings ``score_items`` would refuse
+    (``task_config``: the prompt and answer past its context, a ``--sample-set`` it cannot
+    run), checked on the model's shape alone (a native checkpoint's weights are not read;
+    a publisher's folder is checked as it loads). A second run too short for the task was
+    refused after the first had decoded every item, in a line that did not say which run."""
+    from unmask.checkpoint import native_parts
+    from unmask.convert.load import build_meta, is_publisher_folder
+    from unmask.loaded import Loaded
+
+    if is_publisher_folder(checkpoint):
+        return
+    ckpt, config, tokenizer = native_parts(checkpoint)
+    shape = Loaded(model=build_meta(config, ckpt / "config.json"), tokenizer=tokenizer,
+                   config=config, path=ckpt)
+    try:
+        choose(shape, task_config(shape, items, given))  # the decoder score_items runs
+    except UserError as e:
+        raise UserError(f"--run {label}: {e}") from None
+
+
+def paired_rows(rows: list[dict]) -> list[dict]:
+    """For each group and each two models (in the order run), the items solved by both, by
+    one only, by neither, the difference of their rates and the exact McNemar p-value of
+    that difference (``mcnemar_p``): the models are scored on the same items, so the test
+    pairs them item by item (``outcomes``)."""
+    out = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1 :]:
+            if a["group"] != b["group"]:
+                continue
+            pairs = list(zip(a["outcomes"], b["outcomes"], strict=True))
+            only_a = sum(x and not y for x, y in pairs)
+            only_b = sum(y and not x for x, y in pairs)
+            both = sum(x and y for x, y in pairs)
+            out.append({"group": a["group"], "a": a["model"], "b": b["model"],
+                        "items": len(pairs), "both": both, "only_a": only_a,
+                        "only_b": only_b, "neither": len(pairs) - both - only_a - only_b,
+                        "difference": round((only_a - only_b) / len(pairs), 4),
+                        "p_value": mcnemar_p(only_a, only_b)})
+    return sorted(out, key=lambda r: r["group"])
 
 
 def _value(kv: str) -> tuple[str, object]:

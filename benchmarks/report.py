@@ -65,7 +65,26 @@ def _serve_rows(d: dict[str, Any]) -> Rows:
 
 
 def _planning_rows(d: dict[str, Any]) -> Rows:
-    return _top_rows(d)
+    """planning.py's rows, each with the 95% Wilson interval of its solve rate (``low``,
+    ``high``; ``unmask.tasks.score.wilson_interval``) computed from ``solved`` / ``total`` where
+    the file has none (written before 2026-12-07): two models' rates are compared with it."""
+    out = []
+    for r in _top_rows(d):
+        solved, total = r.get("solved"), r.get("total")
+        if "low" not in r and _counts(solved, total):
+            from unmask.tasks.score import wilson_interval
+
+            low, high = wilson_interval(solved, total)
+            r = {**r, "low": round(low, 4), "high": round(high, 4)}
+        out.append(r)
+    return out
+
+
+def _counts(solved: Any, total: Any) -> bool:
+    """Whether ``solved`` of ``total`` is a rate (whole numbers, 0 <= solved <= total, total
+    at least 1)."""
+    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (solved, total))
+    return whole and 0 <= solved <= total and total > 0
 
 
 def _distill_rows(d: dict[str, Any]) -> Rows:
@@ -185,12 +204,12 @@ def _pyplot() -> Any:
 def _save(fig: Any, path: Path) -> None:
     import io
 
+    from unmask.files import atomic_write_bytes
+
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())  # a temp file of its own: two builds do not race
 
 
 def _bar_plot(key: str, value: str, ylabel: str) -> Callable[..., str | None]:
@@ -255,17 +274,29 @@ def _elbo_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str | Non
 
 
 def _planning_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str | None:
+    """A bar per row, its 95% interval as an error bar; a row without a numeric rate (or
+    counts to take one from) is left out: it was drawn as 0% solved, or a rate that was text
+    left the whole section without its plot."""
     plt = _pyplot()
-    labels, values = [], []
+    labels, values, errors = [], [], []
     for _, d in files:
-        for r in _top_rows(d):
+        for r in _planning_rows(d):
+            rate = r.get("rate")
+            if not isinstance(rate, int | float) or isinstance(rate, bool) or math.isnan(rate):
+                if not _counts(r.get("solved"), r.get("total")):
+                    continue
+                rate = r["solved"] / r["total"]
             step = f" · step {r['steps']}" if r.get("steps") is not None else ""
             labels.append(f"{r.get('group')} · {r.get('model')}{step}")
-            values.append(100 * float(r.get("rate", 0.0)))
+            values.append(100 * rate)
+            low, high = r.get("low"), r.get("high")
+            bounded = all(isinstance(v, int | float) for v in (low, high))
+            errors.append((100 * max(rate - low, 0.0), 100 * max(high - rate, 0.0))
+                          if bounded else (0.0, 0.0))
     if not values:
         return "no rows to plot"
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * len(values)), dpi=100)
-    ax.barh(labels, values)
+    ax.barh(labels, values, xerr=list(zip(*errors, strict=True)), capsize=2)
     ax.set_xlim(0, 100)
     ax.set_xlabel("solved (%)")
     ax.grid(alpha=0.3, axis="x")
@@ -372,12 +403,16 @@ SECTIONS = [
     Section(
         "Planning and reversal",
         "solve rate of equal-size diffusion (mdlm, or sft: the prompt never masked) and ar "
-        "models on the same data and steps (Sudoku, Countdown, reversed facts)",
+        "models on the same data and steps (Sudoku, Countdown, reversed facts), with its 95% "
+        "Wilson interval (low to high); a file written since 2026-12-07 also pairs each two "
+        "models on the items they share (`paired`: only_a and only_b, the items one of them "
+        "alone solved; p_value, the exact McNemar test that both solve as often)",
         ("planning*.json",),
         "python benchmarks/planning.py --run mdlm=RUN --run ar=RUN --task-file DIR --json "
         "benchmarks/results/planning_TASK.json (recipes: docs/evaluation.md)",
         _planning_rows,
-        ("group", "model", "objective", "solved", "total", "rate", "steps", "params", "seconds"),
+        ("group", "model", "objective", "solved", "total", "rate", "low", "high", "steps",
+         "params", "seconds"),
         plot=_planning_plot,
     ),
     Section(
@@ -456,10 +491,13 @@ def _section_source(sec: Section) -> str:
     return sec.command.split(" --json ")[0].split(" (")[0]
 
 
-def _safe_rows(sec: Section, name: str, d: Any, notes: list[str]) -> tuple[Rows, list[str]]:
+def _safe_rows(
+    sec: Section, name: str, d: Any, notes: list[str]
+) -> tuple[Rows | None, list[str]]:
     """The section's table of file ``name`` and the tables of its other numbers; a file not
     in the shape the section reads (hand-edited, torn, another script's) is shown whole as
-    generic tables, with a note, instead of stopping the report."""
+    generic tables, with a note, instead of stopping the report (its rows None: the
+    section's plot leaves it out)."""
     try:
         if not isinstance(d, dict):
             raise TypeError(f"a JSON {type(d).__name__}, not an object")
@@ -471,7 +509,7 @@ def _safe_rows(sec: Section, name: str, d: Any, notes: list[str]) -> tuple[Rows,
         for where, rows in tables:
             label = f" `{where}`" if where else ""
             lines += [f"`{name}`{label}:", "", *markdown_table(rows), ""]
-        return [], lines or [f"`{name}`:", "", "(no rows)", ""]
+        return None, lines or [f"`{name}`:", "", "(no rows)", ""]
 
 
 def build(results: Path, out: Path) -> list[str]:
@@ -497,22 +535,26 @@ def build(results: Path, out: Path) -> list[str]:
             continue
         loaded = []
         for name in mine:
-            try:
-                loaded.append((name, json.loads(files[name].read_text())))
-            except json.JSONDecodeError as e:
-                lines += [f"`{name}`: not valid JSON ({e.msg}), skipped.", ""]
-                notes.append(f"{name}: not valid JSON, skipped")
+            d, why = _read_result(files[name])
+            if why is None:
+                loaded.append((name, d))
+            else:
+                lines += [f"`{name}`: {why}, skipped.", ""]
+                notes.append(f"{name}: {why.split(' (')[0]}, skipped")
         lines += [f"Measured with `{_section_source(sec)}`; each file records its settings.", ""]
+        shaped = []  # the files in the section's shape: one that is not stopped the plot
         for name, d in loaded:
             rows, extra = _safe_rows(sec, name, d, notes)
-            if rows or not extra:
+            if rows is not None:
+                shaped.append((name, d))
+            if rows or (rows is not None and not extra):
                 lines += [f"`{name}`:", "", *markdown_table(rows, sec.columns), ""]
             lines += extra
         if sec.plot is not None and loaded:
             png = png_dir / f"{Path(sec.patterns[0]).stem.rstrip('*')}.png"
             try:
                 png_dir.mkdir(parents=True, exist_ok=True)
-                why = sec.plot(loaded, png)
+                why = sec.plot(shaped, png) if shaped else "no file in the shape it reads"
             except ImportError:
                 why = "matplotlib is not installed"
             except (AttributeError, KeyError, TypeError, ValueError) as e:
@@ -525,11 +567,10 @@ def build(results: Path, out: Path) -> list[str]:
     if rest:
         lines += ["## Other results", ""]
         for name in rest:
-            try:
-                d = json.loads(files[name].read_text())
-            except json.JSONDecodeError as e:  # said, as in a section: nothing is lost unseen
-                lines += [f"`{name}`: not valid JSON ({e.msg}), skipped.", ""]
-                notes.append(f"{name}: not valid JSON, skipped")
+            d, why = _read_result(files[name])
+            if why is not None:  # said, as in a section: nothing is lost unseen
+                lines += [f"`{name}`: {why}, skipped.", ""]
+                notes.append(f"{name}: {why.split(' (')[0]}, skipped")
                 continue
             tables = generic_tables(d)
             source = source_of(name)
@@ -539,10 +580,23 @@ def build(results: Path, out: Path) -> list[str]:
             for i, (where, rows) in enumerate(tables):
                 label = (f" `{where}`" if where else "") + ("" if i else made)
                 lines += [f"`{name}`{label}:", "", *markdown_table(rows), ""]
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text("\n".join(lines).rstrip() + "\n")
-    os.replace(tmp, out)
+    from unmask.files import atomic_write_bytes
+
+    out.parent.mkdir(parents=True, exist_ok=True)  # UTF-8 whatever the locale: it has "–", "·"
+    atomic_write_bytes(out, ("\n".join(lines).rstrip() + "\n").encode("utf-8"))
     return notes
+
+
+def _read_result(path: Path) -> tuple[Any, str | None]:
+    """The JSON value of result file ``path`` and None, or None and why it cannot be read
+    (not JSON, not UTF-8 text: a binary or UTF-16 file stopped the whole page with a
+    traceback)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON ({e.msg})"
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 text (byte {e.start})"
 
 
 def _extra_tables(name: str, d: Any, shown: Sequence[str]) -> list[str]:
@@ -573,6 +627,11 @@ def main(argv: list[str] | None = None) -> int:
         from unmask.errors import UserError
 
         raise UserError(f"--results {results}: no such folder")
+    if Path(args.out).is_dir():  # was "Is a directory" naming a temp file beside it
+        from unmask.errors import UserError
+
+        raise UserError(f"--out {args.out}: a folder; give the page's file name "
+                        f"({Path(args.out) / 'report.md'}, say)")
     notes = build(results, Path(args.out))
     print(f"wrote {args.out}")
     for n in notes:

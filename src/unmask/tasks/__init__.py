@@ -287,13 +287,12 @@ def write_task(
     name: str, out: str | Path, *, n_train: int, n_eval: int, seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Write ``train.txt``, ``eval.jsonl`` and ``task.json`` of task ``name`` into ``out``
-    (created; files written atomically) and return the ``task.json`` record. ``progress``:
-    a bar (plain lines where stderr is no terminal, ``unmask.progress``) while a task that
-    counts its items (``Task.counts_items``: sudoku) makes them; ``sudoku9``'s default
-    10,200 puzzles take about 5 minutes of one core, ``sudoku4``'s about 10 seconds."""
-    from unmask.files import atomic_write_text
-
+    """Write ``train.txt``, ``sft.jsonl``, ``eval.jsonl`` and ``task.json`` of task ``name``
+    into ``out`` (created; the files written all or none: ``_write_all``) and return the
+    ``task.json`` record. ``progress``: a bar (plain lines where stderr is no terminal,
+    ``unmask.progress``) while a task that counts its items (``Task.counts_items``: sudoku)
+    makes them; ``sudoku9``'s default 10,200 puzzles take about 5 minutes of one core,
+    ``sudoku4``'s about 10 seconds."""
     if n_train < 0 or n_eval < 1:
         raise UserError(f"need n_train >= 0 and n_eval >= 1, got {n_train} and {n_eval}")
     if seed < 0:  # random.Random(-s) is random.Random(s): the files of the opposite seed
@@ -307,20 +306,6 @@ def write_task(
         i.prompt for i in train
     }
     assert not overlap, f"eval prompts leaked into training: {sorted(overlap)[:3]}"
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "train.txt", "".join(i.text + "\n" for i in train))
-    atomic_write_text(
-        folder / "sft.jsonl",
-        "".join(
-            json.dumps({"prompt": i.prompt, "response": i.answer}, ensure_ascii=False) + "\n"
-            for i in train
-        ),
-    )
-    atomic_write_text(
-        folder / "eval.jsonl",
-        "".join(json.dumps(asdict(i), ensure_ascii=False) + "\n" for i in evals),
-    )
     record = {
         "task": name,
         "summary": spec.summary,
@@ -331,8 +316,43 @@ def write_task(
         "sft_template": SFT_TEMPLATE,
         "eval_items": len(evals),
     }
-    atomic_write_text(folder / "task.json", json.dumps(record, indent=2) + "\n")
+    texts = {
+        "train.txt": "".join(i.text + "\n" for i in train),
+        "sft.jsonl": "".join(
+            json.dumps({"prompt": i.prompt, "response": i.answer}, ensure_ascii=False) + "\n"
+            for i in train
+        ),
+        "eval.jsonl": "".join(json.dumps(asdict(i), ensure_ascii=False) + "\n" for i in evals),
+        "task.json": json.dumps(record, indent=2) + "\n",
+    }
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_all(folder, texts)
     return record
+
+
+def _write_all(folder: Path, texts: dict[str, str]) -> None:
+    """Write each ``texts`` file into ``folder``, all or none: each is written in full (UTF-8)
+    in a staging folder beside them, then all are renamed into place. Written one after
+    another (``atomic_write_text`` each), a failure (a full disk) after ``train.txt`` left
+    the new training lines beside the old folder's ``eval.jsonl``, whose held-out items they
+    may hold."""
+    import os
+    import shutil
+
+    from unmask.files import staging_dir
+
+    staging = staging_dir(folder, ".task-files.tmp-")
+    try:
+        for name, text in texts.items():
+            with open(staging / name, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        for name in texts:
+            os.replace(staging / name, folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _make_showing_progress(

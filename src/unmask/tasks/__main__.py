@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         default=10000,
         metavar="N",
         help="training examples (reversal: pairs seen both ways; past 1225 pairs in all, "
-        "the names get a third syllable) (default: 10000)",
+        "the names get a third syllable); the held-out items are drawn after them, so a "
+        "larger N with the same seed trains on a smaller N's held-out items (default: 10000)",
     )
     p.add_argument(
         "--eval",

@@ -8,7 +8,8 @@ penalty (``without_penalties``). Every sampling option given by the user overrid
 defaults.
 
 Inside: ``TaskScore``, ``task_config``, ``without_penalties``, ``answer_tokens``,
-``score_items``, ``decode_each``, ``repeat_seeds``, ``wilson_interval``.
+``score_items``, ``decode_each``, ``repeat_seeds``, ``wilson_interval``, ``mcnemar_p``,
+``item_groups``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ class TaskScore:
     """``by_group``'s keys -> [low, high]: the 95% Wilson score interval of the group's solve
     rate (``wilson_interval``): on 200 items a rate of 43% is 36% to 50%, so two models
     a few points apart on one task file are not told apart."""
+    outcomes: list[bool] = field(default_factory=list)
+    """Whether each item was solved, in the items' order: two models scored on one file are
+    compared item by item (``mcnemar_p``), a test that sees differences the two intervals,
+    which ignore that the items are shared, do not."""
 
     @property
     def rate(self) -> float:
@@ -157,6 +162,7 @@ def score_items(
     groups: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     solved = 0
     examples: list[dict[str, Any]] = []
+    outcomes: list[bool] = []
     decoder = choose(loaded, config)
     fit_steps = "steps" not in (given or {})  # one a token, fitted to the blocks a prompt spans
     seeds = repeat_seeds(config.seed or 0, [i.prompt for i in items])  # over the whole file
@@ -170,8 +176,9 @@ def score_items(
         texts = [decoded[id(r)][i] for r, i in rows]
         for item, text in zip(chunk, texts, strict=True):
             ok = check_item(item, text)
+            outcomes.append(ok)
             solved += ok
-            for key in _groups(item):
+            for key in item_groups(item):
                 groups[key][0] += ok
                 groups[key][1] += 1
             if len(examples) < keep_examples:
@@ -180,7 +187,7 @@ def score_items(
                 )
     sampling = {"gen_length": config.gen_length, **decoding_options(loaded, config)}
     intervals = {k: list(wilson_interval(*v)) for k, v in groups.items()}
-    return TaskScore(solved, len(items), dict(groups), sampling, examples, intervals)
+    return TaskScore(solved, len(items), dict(groups), sampling, examples, intervals, outcomes)
 
 
 def wilson_interval(solved: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -194,6 +201,20 @@ def wilson_interval(solved: int, total: int, z: float = 1.96) -> tuple[float, fl
     centre = (p + z2 / (2 * total)) / (1 + z2 / total)
     half = z * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total)) / (1 + z2 / total)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """The exact two-sided McNemar p-value (McNemar 1947; the binomial test of the discordant
+    pairs) that two models solve the same items equally often, from the items only the first
+    solves (``only_a``) and only the second (``only_b``): twice the chance of a split at
+    least as uneven as the one seen of ``only_a + only_b`` fair coin flips, at most 1 (no
+    discordant item: 1). 10 against 2: 2 * (1 + 12 + 66) / 4096 = 0.0386. ``ValueError`` for
+    a negative count."""
+    if only_a < 0 or only_b < 0:
+        raise ValueError(f"counts of items must be 0 or more, got {only_a} and {only_b}")
+    n, k = only_a + only_b, min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1))  # exact integers: no underflow
+    return min(1.0, 2 * tail / 2**n)
 
 
 def repeat_seeds(seed: int, keys: Sequence[Any]) -> list[int]:
@@ -303,10 +324,12 @@ def _check_group_steps(config: Any, decoder: str, block: int, tails: list[int]) 
                         f"{span}; try {nearest_multiples(config.steps, math.lcm(*counts))}")
 
 
-def _groups(item: Item) -> list[str]:
+def item_groups(item: Item) -> list[str]:
+    """The ``TaskScore.by_group`` keys ``item`` counts in: its task, and ``task/direction``
+    where it has one (reversal's ``forward`` and ``reverse``)."""
     direction = item.meta.get("direction")
     return [item.task] + ([f"{item.task}/{direction}"] if direction else [])
 
 
-__all__ = ["TaskScore", "answer_tokens", "decode_each", "repeat_seeds", "score_items",
-           "task_config", "wilson_interval", "without_penalties"]
+__all__ = ["TaskScore", "answer_tokens", "decode_each", "item_groups", "mcnemar_p", "repeat_seeds",
+           "score_items", "task_config", "wilson_interval", "without_penalties"]
