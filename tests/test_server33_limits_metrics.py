@@ -6,14 +6,18 @@ has: a client that left mid-way had its forwards run, uncounted)."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
+from fastapi.testclient import TestClient  # noqa: E402
+from server_helpers import Echo, Gated, loaded, tiny_config, wait_until  # noqa: E402
 
 from unmask.errors import UserError  # noqa: E402
-from unmask.server import ServerLimits  # noqa: E402
+from unmask.server import ServerLimits, create_app  # noqa: E402
 
 
 def test_server_limits_bound_the_slow_check_threads():
@@ -22,3 +26,44 @@ def test_server_limits_bound_the_slow_check_threads():
         with pytest.raises(UserError, match="max_slow_checks=.* must be at most 1024 "
                                             r"\(threads of each kind\)"):
             ServerLimits(max_slow_checks=many)
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/infill", {"template": "a[MASK:6]b", "steps": 6}),
+    ("/v1/forms", {"form": {"x": "<text:6>"}, "steps": 6}),
+])
+def test_nfe_counts_the_forwards_of_a_cancelled_job(path, body):
+    """The request times out (504) while its first forward waits at the gate; the gate opens
+    once the server has counted the cancellation; the job stops at its next step, and the
+    forward it ran is in ``unmask_nfe_total``."""
+    gated = Gated(Echo(tiny_config()))
+    app = create_app(loaded(gated), access_log=False, limits=ServerLimits(request_timeout_s=1))
+    metrics, answers = app.state.metrics, []
+    try:
+        with TestClient(app) as c:
+            engine = app.state.engine
+            t = threading.Thread(target=lambda: answers.append(c.post(path, json=body)))
+            t.start()
+            wait_until(lambda: gated.calls == 1, timeout=10)  # inside its first forward
+            wait_until(lambda: metrics.get("cancelled") == 1, timeout=10)  # and timed out
+            gated.gate.set()
+            t.join(10)
+            wait_until(lambda: engine.in_flight == 0, timeout=10)  # the job has stopped
+    finally:
+        gated.gate.set()
+    assert answers[0].status_code == 504, answers[0].text
+    assert gated.calls >= 1
+    assert metrics.get("nfe") == gated.calls
+
+
+def test_nfe_of_a_finished_infill_is_its_forwards():
+    """Counted by the hook on the model, the metric still equals the answer's ``nfe``; a
+    second app over the same model (a server run again) counts with the same hook, once."""
+    model = Echo(tiny_config())
+    for _ in range(2):
+        app = create_app(loaded(model), access_log=False)
+        with TestClient(app) as c:
+            r = c.post("/v1/infill", json={"template": "a[MASK:6]b", "steps": 3})
+        assert r.status_code == 200, r.text
+        assert app.state.metrics.get("nfe") == r.json()["nfe"] == 3
+    assert len(model._forward_hooks) == 1

@@ -2,7 +2,7 @@
 
 Inside: ``Job`` (one request's work), ``GenOutput`` (its result), ``StartRun`` (the factory
 of decoder runs the engine is built on: ``functools.partial(unmask.api.start, loaded)``),
-``QueueFull``, ``Cancelled`` and ``Engine``.
+``QueueFull``, ``Cancelled``, ``ForwardCount`` and ``Engine``.
 
 One worker thread owns the model, so the event loop never blocks on it and requests
 never race on the device. Requests wait in a bounded queue (``QueueFull`` when it is
@@ -250,6 +250,31 @@ def _seeds_each(job: Job) -> list[int]:
         return list(job.seeds)
     return cast("list[int]", [cast(SampleConfig, job.config).seed] * len(job.rows))
 
+
+class ForwardCount:
+    """The forward passes of a model so far (``n``), counted by a forward hook: what a job
+    that runs alone (``Job.fn``: infill, forms, edit, structured output) adds to the ``nfe``
+    metric as it runs, the forwards of a job cancelled or failed part way included (its
+    result, which counts them too, never comes). One per model (``of``)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.n = 0
+        model.register_forward_hook(self._seen)
+
+    def _seen(self, *_: Any) -> None:  # (torch.compile traces it: no graph break)
+        self.n += 1
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> ForwardCount:
+        """``model``'s count, kept on it: its hook is registered once, before a compiled twin
+        (``compile_for_decoding``) traces it, and shared by every engine built for the model
+        (each run of an app builds one)."""
+        count = model.__dict__.get("_unmask_forwards")
+        if count is None:
+            count = model.__dict__["_unmask_forwards"] = cls(model)
+        return count
+
+
 class Engine:
     """The model worker: ``submit`` jobs, get ``concurrent.futures.Future`` s back.
 
@@ -272,6 +297,7 @@ class Engine:
         metrics: Metrics | None = None,
         seeds_in_one_run: SeedsInOneRun | None = None,
         row_runs: RowRunsOf | None = None,
+        forwards: ForwardCount | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
@@ -282,6 +308,7 @@ class Engine:
         self.max_queue = max_queue
         self.batch_wait_s = batch_wait_s
         self.metrics = metrics or Metrics()
+        self.forwards = forwards
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -716,14 +743,16 @@ class Engine:
     def _run(self, batch: list[Job]) -> None:
         if batch[0].fn is not None:
             job = batch[0]
+            seen = self.forwards.n if self.forwards is not None else 0
+            out, error = None, None
             try:
                 out = job.fn()
             except BaseException as e:  # noqa: BLE001 -- reported to the request, the worker lives on
-                self._idle()
-                _resolve(job.future, exc=e)
-                return
+                error = e
+            if self.forwards is not None:  # its forwards, answered or not: a client that left
+                self.metrics.inc("nfe", self.forwards.n - seen)  # mid-way had them run all the same
             self._idle()
-            _resolve(job.future, out)
+            _resolve(job.future, out, exc=error)
             return
         if len(batch) == 1:  # its parts one after another (one run: its rows together)
             job = batch[0]
