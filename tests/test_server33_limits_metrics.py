@@ -67,3 +67,27 @@ def test_nfe_of_a_finished_infill_is_its_forwards():
         assert r.status_code == 200, r.text
         assert app.state.metrics.get("nfe") == r.json()["nfe"] == 3
     assert len(model._forward_hooks) == 1
+
+
+def test_a_full_batch_does_not_wait_out_batch_wait():
+    """``batch_wait_s`` waits for company, at most: once ``max_batch`` rows are queued the
+    batch starts (it slept the whole wait, here a minute, with a full batch queued)."""
+    import functools
+
+    from unmask import api
+    from unmask.config import SampleConfig
+    from unmask.server.batching import Engine, Job
+    from unmask.server.metrics import Metrics
+
+    engine = Engine(functools.partial(api.start, loaded(Echo(tiny_config()))), max_batch=2,
+                    batch_wait_s=60, metrics=Metrics())
+    config = SampleConfig(gen_length=2, steps=2)
+    jobs = [Job(rows=[[70 + i]], config=config) for i in range(2)]
+    try:
+        for j in jobs:
+            engine.submit(j)
+        for j in jobs:
+            assert len(j.future.result(timeout=10).gen_ids[0]) == 2
+    finally:
+        engine.close(timeout=10)
+    assert not engine._thread.is_alive()

@@ -54,7 +54,6 @@ import concurrent.futures
 import dataclasses
 import itertools
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -546,8 +545,10 @@ class Engine:
                 # batch (a seeded sampled request, drawn seed included, steps with any other)
                 fresh = head is not None and not head.cancelled and (
                     head.batch_key()[0] != "alone" or self._kind(head) == "join")
-            if fresh and self.batch_wait_s > 0:
-                time.sleep(self.batch_wait_s)  # let requests that arrive together start together
+                if fresh and self.batch_wait_s > 0:
+                    self._gather()
+                    if self._stop:
+                        break
             joined, whole = self._take(active)
             if whole:
                 self._run_whole(whole)
@@ -559,6 +560,14 @@ class Engine:
             r.job.cancel()
             _resolve(r.job.future, exc=Cancelled())
         self._running = self._rows = 0
+
+    def _gather(self) -> None:
+        """Let requests that arrive together start together (``batch_wait_s``, under
+        ``_cond``): wait until a batch's rows are queued or the engine closes, at most
+        ``batch_wait_s`` (a sleep waited it out with a full batch queued, and held ``close``
+        for all of it)."""
+        self._cond.wait_for(lambda: self._stop or sum(
+            len(j.rows) for j in self._queue) >= self.max_batch, self.batch_wait_s)
 
     def _take(self, active: list[_Running]) -> tuple[list[_Part], list[Job]]:
         """(parts that join the continuous batch, a run alone) from the head of the queue.
