@@ -91,3 +91,40 @@ def test_a_full_batch_does_not_wait_out_batch_wait():
     finally:
         engine.close(timeout=10)
     assert not engine._thread.is_alive()
+
+
+def test_batch_wait_must_be_shorter_than_the_timeout():
+    """A ``batch_wait_s`` of the request timeout or more made every lone request wait out
+    its timeout (504); a huge one (``--batch-wait 1e10``) killed the worker at the first
+    request (an OverflowError), and every request after it was a 503."""
+    assert ServerLimits(batch_wait_s=0.5, request_timeout_s=1).batch_wait_s == 0.5
+    for wait, timeout in ((1, 1), (1e10, 300)):
+        with pytest.raises(UserError, match="batch_wait_s=.* must be less than the request "
+                                            "timeout"):
+            ServerLimits(batch_wait_s=wait, request_timeout_s=timeout)
+
+
+def test_a_huge_batch_wait_leaves_the_worker_alive():
+    """An ``Engine`` built directly with a wait past ``threading.TIMEOUT_MAX``: the worker
+    waits (for the queue's condition, at most that long) instead of dying of an
+    OverflowError; a second request fills the batch and both run."""
+    import functools
+
+    from unmask import api
+    from unmask.config import SampleConfig
+    from unmask.server.batching import Engine, Job
+    from unmask.server.metrics import Metrics
+
+    engine = Engine(functools.partial(api.start, loaded(Echo(tiny_config()))), max_batch=2,
+                    batch_wait_s=1e300, metrics=Metrics())
+    config = SampleConfig(gen_length=2, steps=2)
+    jobs = [Job(rows=[[70 + i]], config=config) for i in range(2)]
+    try:
+        engine.submit(jobs[0])
+        wait_until(lambda: len(engine._cond._waiters) == 1, timeout=10)  # waiting for company
+        engine.submit(jobs[1])
+        for j in jobs:
+            assert len(j.future.result(timeout=10).gen_ids[0]) == 2
+    finally:
+        engine.close(timeout=10)
+    assert not engine._thread.is_alive()

@@ -567,7 +567,8 @@ class Engine:
         ``batch_wait_s`` (a sleep waited it out with a full batch queued, and held ``close``
         for all of it)."""
         self._cond.wait_for(lambda: self._stop or sum(
-            len(j.rows) for j in self._queue) >= self.max_batch, self.batch_wait_s)
+            len(j.rows) for j in self._queue) >= self.max_batch,
+            min(self.batch_wait_s, threading.TIMEOUT_MAX))  # (past it: an OverflowError)
 
     def _take(self, active: list[_Running]) -> tuple[list[_Part], list[Job]]:
         """(parts that join the continuous batch, a run alone) from the head of the queue.

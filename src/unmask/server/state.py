@@ -50,7 +50,7 @@ class ServerLimits:
     batch_wait_s: float = 0.0
     """How long the idle worker waits for company before starting a batch, at most: it starts
     once ``max_batch`` rows wait. 0 (greedy): a lone request starts at once; requests
-    arriving later join it at the next step."""
+    arriving later join it at the next step. Less than ``request_timeout_s``."""
     request_timeout_s: float = 300.0
     """Wall-time limit per request (queueing included); then 504 and the work is cancelled."""
     keepalive_s: float = 15.0
@@ -99,6 +99,11 @@ class ServerLimits:
                 raise LimitError(f.name, v, "must be at least 0")
             if not at_least_0 and not (finite(v) and v > 0):
                 raise LimitError(f.name, v, "must be positive")
+        if self.batch_wait_s >= self.request_timeout_s:  # (a huge one killed the worker: an
+            # OverflowError at the first request, and every request after it a 503)
+            raise LimitError("batch_wait_s", self.batch_wait_s, "must be less than the request "
+                             f"timeout, {shown_number(self.request_timeout_s)} s (a lone request "
+                             "would wait it out)")
         if self.max_slow_checks > MAX_SLOW_CHECKS:  # threads of their own: never unbounded
             raise LimitError("max_slow_checks", self.max_slow_checks,
                              f"must be at most {MAX_SLOW_CHECKS} (threads of each kind)")
