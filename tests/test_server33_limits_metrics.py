@@ -33,25 +33,29 @@ def test_server_limits_bound_the_slow_check_threads():
     ("/v1/forms", {"form": {"x": "<text:6>"}, "steps": 6}),
 ])
 def test_nfe_counts_the_forwards_of_a_cancelled_job(path, body):
-    """The request times out (504) while its first forward waits at the gate; the gate opens
-    once the server has counted the cancellation; the job stops at its next step, and the
-    forward it ran is in ``unmask_nfe_total``."""
+    """The request is dropped (``plumbing.drop``, what a client gone or a timeout does)
+    while its first forward waits at the gate; the gate opens once the server has counted
+    the cancellation; the job stops at its next step (499), and the forward it ran is in
+    ``unmask_nfe_total``."""
+    from unmask.server.plumbing import drop
+
     gated = Gated(Echo(tiny_config()))
-    app = create_app(loaded(gated), access_log=False, limits=ServerLimits(request_timeout_s=1))
-    metrics, answers = app.state.metrics, []
+    app = create_app(loaded(gated), access_log=False)
+    state, metrics, answers = app.state.server, app.state.metrics, []
     try:
         with TestClient(app) as c:
-            engine = app.state.engine
+            engine = state.engine
             t = threading.Thread(target=lambda: answers.append(c.post(path, json=body)))
             t.start()
-            wait_until(lambda: gated.calls == 1, timeout=10)  # inside its first forward
-            wait_until(lambda: metrics.get("cancelled") == 1, timeout=10)  # and timed out
+            wait_until(lambda: gated.calls == 1 and engine._whole, timeout=10)  # first forward
+            drop(state, engine._whole[0])
+            wait_until(lambda: metrics.get("cancelled") == 1, timeout=10)
             gated.gate.set()
             t.join(10)
             wait_until(lambda: engine.in_flight == 0, timeout=10)  # the job has stopped
     finally:
         gated.gate.set()
-    assert answers[0].status_code == 504, answers[0].text
+    assert answers[0].status_code == 499, answers[0].text
     assert gated.calls >= 1
     assert metrics.get("nfe") == gated.calls
 
