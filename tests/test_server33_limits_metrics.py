@@ -28,6 +28,17 @@ def test_server_limits_bound_the_slow_check_threads():
             ServerLimits(max_slow_checks=many)
 
 
+def test_serve_help_says_the_slow_check_ceiling(capsys):
+    """``unmask serve --help`` spells the ceiling out (the CLI imports no server module
+    until it runs): the same number as ``ServerLimits``'."""
+    from unmask.cli import main
+    from unmask.server.state import MAX_SLOW_CHECKS
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert f"at most {MAX_SLOW_CHECKS})" in " ".join(capsys.readouterr().out.split())
+
+
 @pytest.mark.parametrize("path,body", [
     ("/v1/infill", {"template": "a[MASK:6]b", "steps": 6}),
     ("/v1/forms", {"form": {"x": "<text:6>"}, "steps": 6}),

@@ -107,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-slow-checks", type=int, default=2, metavar="N",  # as ServerLimits
                    help="requests whose checks may take seconds (a structured answer's compile, "
                         "an /v1/edit regex search) checked at once, of each kind, on threads of "
-                        "their own; more wait (default: 2; at most 1024)")  # MAX_SLOW_CHECKS
+                        "their own; more wait (default: 2; at most 1024)")  # state.MAX_SLOW_CHECKS
     p.add_argument("--no-regex", action="store_true",
                    help="refuse regex constraints from clients (/v1/edit, /v1/infill, /v1/forms)")
     p.add_argument("--quiet", action="store_true",
@@ -284,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--batch-wait", args.batch_wait), ("--keepalive", args.keepalive)):
         if not (finite(value) and value >= 0):
             raise UserError(f"{flag} must be a finite number of seconds >= 0, got {value:g}")
-    limits = server_limits(args)  # ServerLimits' own rules too (the most slow checks), now
+    limits = server_limits(args)  # ServerLimits' own rules too (cross-field ones), now
     check_draft_flags(args)
     from unmask.infill.automaton import automaton_memory_limit, cache_limit_bytes
 
