@@ -143,3 +143,18 @@ def test_a_huge_batch_wait_leaves_the_worker_alive():
     finally:
         engine.close(timeout=10)
     assert not engine._thread.is_alive()
+
+
+@pytest.mark.parametrize("host", ["", " "])
+def test_serve_refuses_an_empty_host(monkeypatch, capsys, host):
+    """``--host "$HOST"`` of an unset ``HOST`` bound every interface (0.0.0.0), with a
+    warning that named no address, and loaded the model; now one line, exit 2, before any
+    socket or model."""
+    from unmask.cli import main
+    from unmask.commands import serve
+
+    monkeypatch.setattr(serve, "bind_socket", lambda *a: pytest.fail("bound a socket"))
+    assert main(["serve", "--model", "/no/such/run", "--host", host]) == 2
+    assert capsys.readouterr().err == (
+        "unmask serve: error: --host is empty (an unset variable?): give an address, "
+        "127.0.0.1 for this machine only or 0.0.0.0 for every interface\n")

@@ -273,6 +273,9 @@ def run(args: argparse.Namespace) -> int:
                         f"{SERVE_HINT}") from None
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
+    if not args.host.strip():  # --host "$HOST" of an unset HOST bound every interface (0.0.0.0)
+        raise UserError("--host is empty (an unset variable?): give an address, 127.0.0.1 for "
+                        "this machine only or 0.0.0.0 for every interface")
     for flag, value in (("--max-batch", args.max_batch), ("--max-queue", args.max_queue),
                         ("--max-steps", args.max_steps), ("--timeout", args.timeout),
                         ("--max-slow-checks", args.max_slow_checks)):
