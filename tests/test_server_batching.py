@@ -517,18 +517,13 @@ def test_batch_wait_holds_a_sampled_request_without_a_seed_too(monkeypatch):
     continuous batch (or may share a whole run): greedy, sampled and seeded alike, a KV
     cache with a seed too (its seeded rows share whole runs, a generator per row)."""
     pytest.importorskip("fastapi")
-    import time
-    import types
-
     from fastapi.testclient import TestClient
 
     import unmask.server.batching as batching
     from unmask.server import ServerLimits, create_app
 
-    waits: list[float] = []  # the module's ``time`` with ``sleep`` recorded, not slept
-    clock = types.SimpleNamespace(**{n: getattr(time, n) for n in dir(time) if n[0] != "_"})
-    clock.sleep = waits.append
-    monkeypatch.setattr(batching, "time", clock)
+    waits: list[float] = []  # the waits for company recorded, not waited
+    monkeypatch.setattr(batching.Engine, "_gather", lambda self: waits.append(self.batch_wait_s))
     app = create_app(loaded(random_transformer()), limits=ServerLimits(batch_wait_s=0.125))
     body = {"prompt": "In the", "max_tokens": 4, "steps": 4}
     with TestClient(app) as c:

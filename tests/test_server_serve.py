@@ -257,6 +257,8 @@ def test_serve_checks_the_address_before_loading_the_model(served, capsys, free_
      "kind), got 1025"),
     ("--max-slow-checks", "9" * 400, "--max-slow-checks must be at most 1024 (threads of each "
      "kind), got a number of 400 digits"),
+    ("--batch-wait", "1e10", "--batch-wait must be less than the request timeout, 300 s (a "
+     "lone request would wait it out), got 1e+10"),
 ])
 def test_serve_names_the_flag_of_a_bad_limit(served, capsys, flag, value, says):
     """``--timeout nan`` passed the flag check (nan <= 0 is False) and was refused later as

@@ -19,7 +19,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unmask.commands import (
     add_dtype_flag,
@@ -41,14 +41,20 @@ from unmask.config import DECODE_COMPILES, DRAFT_CACHES, PREDRAFTS, InfillOption
 from unmask.errors import UserError
 from unmask.messages import finite, shown_number
 
+if TYPE_CHECKING:
+    from unmask.server.state import ServerLimits
+
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 SERVE_HINT = "bash install.sh (or pip install -e '.[serve]') in the unmask clone"
 """How to install what serving needs, as printed: both work from a clone of the repository."""
 
-MAX_SLOW_CHECKS = 1024
-"""Most ``--max-slow-checks``: each check runs on a thread of its own, and a count past any
-machine's cores only grows the threads (``ServerLimits.max_slow_checks``)."""
+LIMIT_FLAGS = {"max_batch": "max_batch", "max_queue": "max_queue",
+               "request_timeout_s": "timeout", "max_steps": "max_steps",
+               "batch_wait_s": "batch_wait", "max_search_calls": "max_search_calls",
+               "keepalive_s": "keepalive", "max_slow_checks": "max_slow_checks"}
+"""The ``ServerLimits`` fields the flags set: field -> the flag's ``args`` name (``--no-regex``
+sets ``allow_regex``, the one more)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -87,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=1024, metavar="N",
                    help="most denoising steps per request (default: 1024)")
     p.add_argument("--batch-wait", type=float, default=0.0, metavar="SECONDS",
-                   help="time the worker waits for more requests before a batch (default: 0, "
+                   help="time the worker waits for more requests before a batch, at most: it "
+                        "starts once --max-batch rows wait; less than --timeout (default: 0, "
                         "greedy)")
     p.add_argument("--keepalive", type=float, default=15.0, metavar="SECONDS",  # as ServerLimits
                    help="a stream silent this long sends an SSE comment (': keep-alive'), so a "
@@ -100,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-slow-checks", type=int, default=2, metavar="N",  # as ServerLimits
                    help="requests whose checks may take seconds (a structured answer's compile, "
                         "an /v1/edit regex search) checked at once, of each kind, on threads of "
-                        f"their own; more wait (default: 2; at most {MAX_SLOW_CHECKS})")
+                        "their own; more wait (default: 2; at most 1024)")  # state.MAX_SLOW_CHECKS
     p.add_argument("--no-regex", action="store_true",
                    help="refuse regex constraints from clients (/v1/edit, /v1/infill, /v1/forms)")
     p.add_argument("--quiet", action="store_true",
@@ -266,20 +273,21 @@ def run(args: argparse.Namespace) -> int:
                         f"{SERVE_HINT}") from None
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
+    if not args.host.strip():  # --host "$HOST" of an unset HOST bound every interface (0.0.0.0)
+        raise UserError("--host is empty (an unset variable?): give an address, 127.0.0.1 for "
+                        "this machine only or 0.0.0.0 for every interface")
     for flag, value in (("--max-batch", args.max_batch), ("--max-queue", args.max_queue),
                         ("--max-steps", args.max_steps), ("--timeout", args.timeout),
                         ("--max-slow-checks", args.max_slow_checks)):
         if not (finite(value) and value > 0):  # (nan > 0 is False: said here too)
             raise UserError(f"{flag} must be a finite number > 0, got {shown_number(value)}")
-    if args.max_slow_checks > MAX_SLOW_CHECKS:  # each a thread of its own: never unbounded
-        raise UserError(f"--max-slow-checks must be at most {MAX_SLOW_CHECKS} (threads of each "
-                        f"kind), got {shown_number(args.max_slow_checks)}")
     if args.max_search_calls < 0:
         raise UserError(f"--max-search-calls must be 0 (no limit) or positive, got "
                         f"{args.max_search_calls}")
     for flag, value in (("--batch-wait", args.batch_wait), ("--keepalive", args.keepalive)):
         if not (finite(value) and value >= 0):
             raise UserError(f"{flag} must be a finite number of seconds >= 0, got {value:g}")
+    limits = server_limits(args)  # ServerLimits' own rules too (cross-field ones), now
     check_draft_flags(args)
     from unmask.infill.automaton import automaton_memory_limit, cache_limit_bytes
 
@@ -298,20 +306,33 @@ def run(args: argparse.Namespace) -> int:
         check_api_key(api_key)
     sock = bind_socket(args.host, args.port)  # before the model loads: the port is ours
     try:
-        return _serve(args, sock, api_key, draft_options)
+        return _serve(args, sock, api_key, limits, draft_options)
     except BaseException:  # not served (a bad model, template, drafter), or interrupted
         sock.close()  # (which uvicorn's shutdown has done already: closing twice is harmless)
         raise
 
 
+def server_limits(args: argparse.Namespace) -> ServerLimits:
+    """The ``ServerLimits`` the flags give, before the model loads; a limit they refuse
+    names its flag (``--max-slow-checks must be at most 1024 ..., got 1025``)."""
+    from unmask.server.state import LimitError, ServerLimits
+
+    try:
+        return ServerLimits(allow_regex=not args.no_regex,
+                            **{f: getattr(args, name) for f, name in LIMIT_FLAGS.items()})
+    except LimitError as e:
+        flag = "--" + LIMIT_FLAGS[e.field].replace("_", "-")
+        raise UserError(f"{flag} {e.rule}, got {shown_number(e.value)}") from None
+
+
 def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
-           draft_options: dict[str, Any]) -> int:
+           limits: ServerLimits, draft_options: dict[str, Any]) -> int:
     """Load the model, build the app and serve it on ``sock`` (bound) until shut down."""
     import uvicorn
 
     from unmask import api
     from unmask.config import resolve_device
-    from unmask.server import ServerLimits, create_app
+    from unmask.server import create_app
 
     if args.host not in LOOPBACK and not api_key:
         print(f"unmask serve: warning: listening on {args.host} without --api-key; anyone who "
@@ -327,11 +348,6 @@ def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
         draft_options["compile"] = args.compile
     if args.predraft is not None:  # the hybrid decoder's layout, for every request
         draft_options["predraft"] = args.predraft
-    limits = ServerLimits(max_batch=args.max_batch, max_queue=args.max_queue,
-                          request_timeout_s=args.timeout, max_steps=args.max_steps,
-                          allow_regex=not args.no_regex, batch_wait_s=args.batch_wait,
-                          max_search_calls=args.max_search_calls, keepalive_s=args.keepalive,
-                          max_slow_checks=args.max_slow_checks)
     with flags_named():
         app = create_app(loaded, api_key=api_key, limits=limits, model_name=args.model_name,
                          chat_template=args.chat_template, access_log=not args.quiet,

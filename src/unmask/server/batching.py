@@ -2,7 +2,7 @@
 
 Inside: ``Job`` (one request's work), ``GenOutput`` (its result), ``StartRun`` (the factory
 of decoder runs the engine is built on: ``functools.partial(unmask.api.start, loaded)``),
-``QueueFull``, ``Cancelled`` and ``Engine``.
+``QueueFull``, ``Cancelled``, ``ForwardCount`` and ``Engine``.
 
 One worker thread owns the model, so the event loop never blocks on it and requests
 never race on the device. Requests wait in a bounded queue (``QueueFull`` when it is
@@ -54,7 +54,6 @@ import concurrent.futures
 import dataclasses
 import itertools
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -250,6 +249,31 @@ def _seeds_each(job: Job) -> list[int]:
         return list(job.seeds)
     return cast("list[int]", [cast(SampleConfig, job.config).seed] * len(job.rows))
 
+
+class ForwardCount:
+    """The forward passes of a model so far (``n``), counted by a forward hook: what a job
+    that runs alone (``Job.fn``: infill, forms, edit, structured output) adds to the ``nfe``
+    metric as it runs, the forwards of a job cancelled or failed part way included (its
+    result, which counts them too, never comes). One per model (``of``)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.n = 0
+        model.register_forward_hook(self._seen)
+
+    def _seen(self, *_: Any) -> None:  # (torch.compile traces it: no graph break)
+        self.n += 1
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> ForwardCount:
+        """``model``'s count, kept on it: its hook is registered once, before a compiled twin
+        (``compile_for_decoding``) traces it, and shared by every engine built for the model
+        (each run of an app builds one)."""
+        count = model.__dict__.get("_unmask_forwards")
+        if count is None:
+            count = model.__dict__["_unmask_forwards"] = cls(model)
+        return count
+
+
 class Engine:
     """The model worker: ``submit`` jobs, get ``concurrent.futures.Future`` s back.
 
@@ -272,6 +296,7 @@ class Engine:
         metrics: Metrics | None = None,
         seeds_in_one_run: SeedsInOneRun | None = None,
         row_runs: RowRunsOf | None = None,
+        forwards: ForwardCount | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
@@ -282,6 +307,7 @@ class Engine:
         self.max_queue = max_queue
         self.batch_wait_s = batch_wait_s
         self.metrics = metrics or Metrics()
+        self.forwards = forwards
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -519,8 +545,10 @@ class Engine:
                 # batch (a seeded sampled request, drawn seed included, steps with any other)
                 fresh = head is not None and not head.cancelled and (
                     head.batch_key()[0] != "alone" or self._kind(head) == "join")
-            if fresh and self.batch_wait_s > 0:
-                time.sleep(self.batch_wait_s)  # let requests that arrive together start together
+                if fresh and self.batch_wait_s > 0:
+                    self._gather()
+                    if self._stop:
+                        break
             joined, whole = self._take(active)
             if whole:
                 self._run_whole(whole)
@@ -532,6 +560,15 @@ class Engine:
             r.job.cancel()
             _resolve(r.job.future, exc=Cancelled())
         self._running = self._rows = 0
+
+    def _gather(self) -> None:
+        """Let requests that arrive together start together (``batch_wait_s``, under
+        ``_cond``): wait until a batch's rows are queued or the engine closes, at most
+        ``batch_wait_s`` (a sleep waited it out with a full batch queued, and held ``close``
+        for all of it)."""
+        self._cond.wait_for(lambda: self._stop or sum(
+            len(j.rows) for j in self._queue) >= self.max_batch,
+            min(self.batch_wait_s, threading.TIMEOUT_MAX))  # (past it: an OverflowError)
 
     def _take(self, active: list[_Running]) -> tuple[list[_Part], list[Job]]:
         """(parts that join the continuous batch, a run alone) from the head of the queue.
@@ -716,14 +753,16 @@ class Engine:
     def _run(self, batch: list[Job]) -> None:
         if batch[0].fn is not None:
             job = batch[0]
+            seen = self.forwards.n if self.forwards is not None else 0
+            out, error = None, None
             try:
                 out = job.fn()
             except BaseException as e:  # noqa: BLE001 -- reported to the request, the worker lives on
-                self._idle()
-                _resolve(job.future, exc=e)
-                return
+                error = e
+            if self.forwards is not None:  # its forwards, answered or not: a client that left
+                self.metrics.inc("nfe", self.forwards.n - seen)  # mid-way had them run all the same
             self._idle()
-            _resolve(job.future, out)
+            _resolve(job.future, out, exc=error)
             return
         if len(batch) == 1:  # its parts one after another (one run: its rows together)
             job = batch[0]

@@ -16,7 +16,7 @@ from typing import Any
 from unmask.checkpoint import Loaded
 from unmask.config import SampleConfig
 from unmask.facts import ModelFacts
-from unmask.server.batching import Engine
+from unmask.server.batching import Engine, ForwardCount
 from unmask.server.metrics import Metrics
 from unmask.server.state import ServerLimits
 
@@ -30,7 +30,8 @@ def make_engine(
     draft_options: Mapping[str, Any] | None = None,
 ) -> Engine:
     """The engine that runs ``loaded`` for every request, with the queue and batch bounds of
-    ``limits``, counting forward passes into ``metrics``. Every request becomes the decoder
+    ``limits``, counting forward passes into ``metrics`` (those of runs alone, infill and the
+    like, by a hook on the model: ``ForwardCount``). Every request becomes the decoder
     run that ``unmask.api.start`` gives for it (the checkpoint's own decoder, as the CLI
     uses); runs that can share a forward pass are batched continuously. Its worker thread
     starts with the first job; ``Engine.close`` stops it. A checkpoint the decoder it is
@@ -83,6 +84,7 @@ def make_engine(
         metrics=metrics,
         seeds_in_one_run=seeds_in_one_run,
         row_runs=row_runs,
+        forwards=ForwardCount.of(loaded.model),
     )
 
 

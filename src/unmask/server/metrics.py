@@ -44,7 +44,7 @@ class Metrics:
         "prompt_tokens": "Prompt tokens of finished generation requests.",
         "completion_tokens": "Tokens generated (through the EOS or stop sequence that ended them).",
         "nfe": "Model evaluations (forward passes) run by the worker; a step shared by many "
-               "requests counts once.",
+               "requests counts once; a request cancelled part way counts those it ran.",
         "forward_rows": "Canvas rows in the forward passes of batched generation (completions "
                         "and chat without structured output; the rest add nfe, not rows).",
         "joined": "Generation requests that joined a running batch at a step boundary.",

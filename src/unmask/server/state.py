@@ -24,6 +24,19 @@ from unmask.messages import finite, shown_number
 from unmask.server.batching import Engine
 from unmask.server.metrics import Metrics
 
+MAX_SLOW_CHECKS = 1024
+"""Most ``ServerLimits.max_slow_checks``: each check runs on a thread of its own, and a count
+past any machine's cores only grows the threads, one per check under way."""
+
+
+class LimitError(UserError):
+    """A ``ServerLimits`` field refused: which one (``field``), its value and the ``rule`` it
+    breaks (``must be ...``), so that ``unmask serve`` names the flag the user typed."""
+
+    def __init__(self, field: str, value: Any, rule: str) -> None:
+        self.field, self.value, self.rule = field, value, rule
+        super().__init__(f"server limit {field}={shown_number(value)} {rule}")
+
 
 @dataclass(kw_only=True)
 class ServerLimits:
@@ -35,8 +48,9 @@ class ServerLimits:
     max_queue: int = 64
     """Most requests waiting for the worker; beyond that, 429."""
     batch_wait_s: float = 0.0
-    """How long the idle worker waits for company before starting a batch. 0 (greedy): a
-    lone request starts at once; requests arriving later join it at the next step."""
+    """How long the idle worker waits for company before starting a batch, at most: it starts
+    once ``max_batch`` rows wait. 0 (greedy): a lone request starts at once; requests
+    arriving later join it at the next step. Less than ``request_timeout_s``."""
     request_timeout_s: float = 300.0
     """Wall-time limit per request (queueing included); then 504 and the work is cancelled."""
     keepalive_s: float = 15.0
@@ -67,7 +81,8 @@ class ServerLimits:
     for up to ``REGEX_SECONDS``: ``ServerState.searches``) and, apart from them, structured
     answers' compiles (``response_format`` and ``guided_*`` of completions, chat and
     ``/v1/infill``, a ``/v1/forms`` schema: ``ServerState.compiles``), so neither kind waits
-    for the other. Up to ``max_queue`` more of a kind wait for one; beyond that, 429."""
+    for the other. Up to ``max_queue`` more of a kind wait for one; beyond that, 429. At most
+    ``MAX_SLOW_CHECKS``."""
 
     def __post_init__(self) -> None:
         from unmask.config import check_field_types
@@ -81,9 +96,17 @@ class ServerLimits:
             at_least_0 = f.name in ("batch_wait_s", "max_search_calls", "keepalive_s")  # 0: none
             # finite: an int too long for math.isfinite was an OverflowError traceback
             if at_least_0 and not (finite(v) and v >= 0):
-                raise UserError(f"server limit {f.name}={shown_number(v)} must be at least 0")
+                raise LimitError(f.name, v, "must be at least 0")
             if not at_least_0 and not (finite(v) and v > 0):
-                raise UserError(f"server limit {f.name}={shown_number(v)} must be positive")
+                raise LimitError(f.name, v, "must be positive")
+        if self.batch_wait_s >= self.request_timeout_s:  # (a huge one killed the worker: an
+            # OverflowError at the first request, and every request after it a 503)
+            raise LimitError("batch_wait_s", self.batch_wait_s, "must be less than the request "
+                             f"timeout, {shown_number(self.request_timeout_s)} s (a lone request "
+                             "would wait it out)")
+        if self.max_slow_checks > MAX_SLOW_CHECKS:  # threads of their own: never unbounded
+            raise LimitError("max_slow_checks", self.max_slow_checks,
+                             f"must be at most {MAX_SLOW_CHECKS} (threads of each kind)")
 
 
 class SlowChecks:

@@ -401,10 +401,10 @@ def settle(state: ServerState, request: Request, ids: list[int], res: Any, parse
     """The answer of a finished constrained request (prompt ``ids``) and its completion
     tokens: the returned text's tokens, as a plain completion counts its text (not the
     canvas, padding included). Counted in the metrics and the access log as every
-    completion (``account``), with its NFE."""
+    completion (``account``), with its NFE in the log (the ``nfe`` metric counted its forwards
+    as they ran: ``batching.ForwardCount``)."""
     text = answer_text(res, parse)
     completion = len(state.tok.encode(text))
-    state.metrics.inc("nfe", res.nfe)
     note(request, nfe=res.nfe)
     account(state, request, [ids], 1, completion)
     return text, completion

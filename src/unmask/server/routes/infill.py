@@ -106,7 +106,6 @@ async def _run(state: ServerState, request: Request, opts: DiffusionOptions, str
     work = context_code(blaming(fn, opts, blame, most=state.limits.max_steps))
 
     def answer(res: Any) -> dict[str, Any]:
-        state.metrics.inc("nfe", res.nfe)
         note(request, nfe=res.nfe)
         return body(state, res)
 
@@ -413,7 +412,6 @@ def router(state: ServerState) -> APIRouter:
         await refuse_if_gone(state, request)  # left while its checks ran: not run
         res = await run_alone(state, request,
                               blaming(run, req, blame, most=state.limits.max_steps))
-        state.metrics.inc("nfe", res.nfe)
         note(request, nfe=res.nfe)
         changes = [{"round": c.round, "start": c.start, "end": c.end, "old": c.old,
                     "new": c.new} for c in res.changes]  # as `unmask edit --json`
