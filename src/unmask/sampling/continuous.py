@@ -14,7 +14,9 @@ the network predicts x0, the state moves to x_s ~ q(x_s | x_t, x0 = prediction).
   temperature 1 from the exact p(x0 | x_t), this is exact ancestral sampling at any step
   count (tested with an oracle). Known positions (the
   prompt, tokens around a ``[MASK]``) are replaced at every step by a fresh draw of
-  q(x_t | their embedding) (infilling by replacement), and come out verbatim. ``view()`` is
+  q(x_t | their embedding) (infilling by replacement), and come out verbatim; a template
+  gap the last step's rounding broke (``unmask.infill``'s constraint: well-formed UTF-8, no
+  special token) is rounded again left to right from the same scores. ``view()`` is
   the rounded canvas of the last step: it sharpens from noise to text.
 - ``LatentRun``: the state is ``latent_len`` vectors; the prediction is the denoiser's z0 and
   the text it reads off z_t is the view; the last step decodes the predicted z0
@@ -215,6 +217,7 @@ class _GaussianRun(DecoderRun):
             dtype=torch.long,
         )
         self.ids = canvas.tokens.clone()  # (B, L): the rounded canvas of the last step
+        self.scores = torch.empty(0)  # (..., V): what ``_round`` took the argmax of last
         self.state = torch.empty(0)
         self.nfe = self.steps = 0
 
@@ -286,7 +289,8 @@ class _GaussianRun(DecoderRun):
         if logits.shape[:2] == self.canvas.tokens.shape:
             logits = self.canvas.apply_constraints(logits)
         logits.index_fill_(-1, self.banned.to(logits.device), float("-inf"))
-        return add_gumbel_noise(logits, self.temperature, self.generator).argmax(dim=-1)
+        self.scores = add_gumbel_noise(logits, self.temperature, self.generator)  # (..., V)
+        return self.scores.argmax(dim=-1)
 
     def advance(self) -> None:
         t, s = self.grid[self.steps], self.grid[self.steps + 1]
@@ -397,7 +401,26 @@ class EmbedRun(_GaussianRun):
         return self.x0_hat
 
     def _finish(self, x0_hat: Tensor) -> None:
+        if self.canvas.violations(self.ids):
+            self._round_in_order()
         self.canvas.commit(~self.known, self.ids)
+
+    def _round_in_order(self) -> None:
+        """Round the last step again, one column at a time from the left, each seeing the
+        tokens before it, where the rounding of every position at once broke a gap's
+        constraint (``unmask.infill``'s: well-formed UTF-8, no special token): its
+        automaton allows a position only what keeps the gap completable after the tokens
+        to its left. The last step's scores (noise included) are kept: no new draws."""
+        open_ = ~self.known  # (B, L)
+        broken = torch.zeros_like(open_)
+        for r, s, e in self.canvas.violations(self.ids):
+            broken[r, s:e] = True
+        broken &= open_
+        for col in broken.any(dim=0).nonzero().flatten().tolist():
+            rows = broken[:, col]
+            choice = self.canvas.apply_constraints(self.scores)[:, col].argmax(dim=-1)  # (B,)
+            self.canvas.tokens[rows, col] = choice[rows]
+        self.ids = torch.where(broken, self.canvas.tokens, self.ids)
 
 
 class LatentRun(_GaussianRun):
