@@ -48,21 +48,28 @@ def test_text_room_is_the_canvas_limit_the_sampler_enforces(self_condition):
     assert res.tokens.shape == (1, room)
 
 
-def test_latent_denoise_refuses_a_seq_len_beside_the_slots_in_one_line(
-    word_corpus, benchmark, tmp_path, capsys
-):
-    """``--seq-len`` up to ``max_seq_len - latent_len`` was accepted, and a window the
-    self-conditioned layout could not hold failed in the model with a traceback."""
+@pytest.fixture(scope="module")
+def latent_run(word_corpus, tmp_path_factory):
+    """(A latent-diffusion run trained one step on windows of 8 tokens, its corpus.)"""
     from unmask.train import train
 
     data = word_corpus("room33", "the lord said unto moses go down".split())
-    cfg = TrainConfig(data=str(data), out=str(tmp_path / "lat"), preset="tiny", seq_len=8,
+    out = tmp_path_factory.mktemp("room33") / "lat"
+    cfg = TrainConfig(data=str(data), out=str(out), preset="tiny", seq_len=8,
                       batch_size=2, steps=1, warmup=0, eval_every=0, eval_batches=1,
                       save_every=0, seed=0, random_length_frac=0.0,
                       objective="latent-diffusion", latent_len=2)  # fmt: skip
-    run = train(cfg, progress=False)
+    return train(cfg, progress=False), data
+
+
+def test_latent_denoise_refuses_a_seq_len_beside_the_slots_in_one_line(
+    latent_run, benchmark, capsys
+):
+    """``--seq-len`` up to ``max_seq_len - latent_len`` was accepted, and a window the
+    self-conditioned layout could not hold failed in the model with a traceback."""
     from unmask.checkpoint import load
 
+    run, data = latent_run
     config = load(run, device="cpu").config
     room = text_room(config)
     assert config.latent_self_condition and room == config.max_seq_len - 2 * 2 - 1
@@ -72,3 +79,17 @@ def test_latent_denoise_refuses_a_seq_len_beside_the_slots_in_one_line(
         script.main([*argv, "--seq-len", str(room + 1)])
     assert script.main([*argv, "--seq-len", str(room)]) == 0
     assert "| 0.95 |" in capsys.readouterr().out
+
+
+def test_rounding_refuses_a_gen_length_past_a_latent_models_window(
+    latent_run, benchmark, tmp_path
+):
+    """A latent model writes windows of its ``latent_window`` (8 here): with the default
+    ``--gen-length`` 56 its samples were cut to 8 tokens and compared with 56-token held-out
+    text, whose entropy and distinct-n they cannot match, skewing the recommendation."""
+    run, data = latent_run
+    script = benchmark("rounding")
+    argv = ["--model", str(run), "--data", str(data), "--no-score", "--n", "1",
+            "--steps", "1", "--temperatures", "0", "--json", str(tmp_path / "r.json")]
+    with pytest.raises(UserError, match="writes windows of 8 tokens; give --gen-length 8 or"):
+        script.main(argv)  # the default --gen-length, 56
