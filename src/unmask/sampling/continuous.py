@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from unmask.canvas import Canvas, as_rows
+from unmask.canvas import Canvas, CanvasConstraint, as_rows
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
@@ -217,7 +217,10 @@ class _GaussianRun(DecoderRun):
             dtype=torch.long,
         )
         self.ids = canvas.tokens.clone()  # (B, L): the rounded canvas of the last step
-        self.scores = torch.empty(0)  # (..., V): what ``_round`` took the argmax of last
+        # what the last step's ``_round`` took the argmax of, (B, L, V), kept only where a
+        # gap's automaton may need it again (``EmbedRun._round_in_order``): it is large
+        self.keep_scores = any(isinstance(c, CanvasConstraint) for c in canvas.constraints)
+        self.scores: Tensor | None = None
         self.state = torch.empty(0)
         self.nfe = self.steps = 0
 
@@ -289,8 +292,10 @@ class _GaussianRun(DecoderRun):
         if logits.shape[:2] == self.canvas.tokens.shape:
             logits = self.canvas.apply_constraints(logits)
         logits.index_fill_(-1, self.banned.to(logits.device), float("-inf"))
-        self.scores = add_gumbel_noise(logits, self.temperature, self.generator)  # (..., V)
-        return self.scores.argmax(dim=-1)
+        scores = add_gumbel_noise(logits, self.temperature, self.generator)  # (..., V)
+        if self.keep_scores and self.steps == len(self.grid) - 2:  # the last step's
+            self.scores = scores
+        return scores.argmax(dim=-1)
 
     def advance(self) -> None:
         t, s = self.grid[self.steps], self.grid[self.steps + 1]
@@ -411,6 +416,7 @@ class EmbedRun(_GaussianRun):
         constraint (``unmask.infill``'s: well-formed UTF-8, no special token): its
         automaton allows a position only what keeps the gap completable after the tokens
         to its left. The last step's scores (noise included) are kept: no new draws."""
+        assert self.scores is not None  # kept by ``_round`` at the last step
         open_ = ~self.known  # (B, L)
         broken = torch.zeros_like(open_)
         for r, s, e in self.canvas.violations(self.ids):
@@ -421,6 +427,7 @@ class EmbedRun(_GaussianRun):
             choice = self.canvas.apply_constraints(self.scores)[:, col].argmax(dim=-1)  # (B,)
             self.canvas.tokens[rows, col] = choice[rows]
         self.ids = torch.where(broken, self.canvas.tokens, self.ids)
+        self.scores = None
 
 
 class LatentRun(_GaussianRun):
