@@ -565,7 +565,8 @@ def fmt(v: float | None, spec: str) -> str:
 
 def check_sampling(args: argparse.Namespace, runs: list[tuple[str, str, dict[str, Any]]]) -> None:
     """Refuse at once the sampling settings a family would refuse after its training (hours
-    into a long run): block diffusion samples whole blocks, a latent model whole windows."""
+    into a long run): block diffusion samples whole blocks, a latent model whole windows;
+    and a two-stage split (``--ae-fraction``) that leaves a stage no steps."""
     for name, objective, extra in runs:
         block = extra.get("block_size")
         if block and args.gen_length % block:
@@ -574,6 +575,21 @@ def check_sampling(args: argparse.Namespace, runs: list[tuple[str, str, dict[str
         if objective == "latent-diffusion" and args.gen_length > args.seq_len:
             raise UserError(f"{name} samples windows of --seq-len ({args.seq_len}) tokens; "
                             f"--gen-length ({args.gen_length}) cannot exceed it")  # fmt: skip
+        if objective in STAGE1:  # its second stage failed after the first had trained
+            if not 0 < args.ae_fraction < 1:  # nan included
+                raise UserError(f"--ae-fraction must be between 0 and 1 (the autoencoder's "
+                                f"share of {name}'s steps), got {args.ae_fraction}")
+            second = stage_steps(args.steps, args.ae_fraction)[1]
+            if second < 1:
+                raise UserError(f"{name} trains in two stages: --steps {args.steps} at "
+                                f"--ae-fraction {args.ae_fraction} leaves {second} for the "
+                                f"second; give at least 2 steps, or a smaller fraction")
+
+
+def stage_steps(steps: int, ae_fraction: float) -> tuple[int, int]:
+    """The steps of a two-stage family's autoencoder (at least one) and of its second stage."""
+    first = max(1, round(steps * ae_fraction))
+    return first, steps - first
 
 
 def main() -> None:
@@ -731,7 +747,7 @@ def main() -> None:
             )
             seconds, tokens = 0.0, 0
             if objective in STAGE1:  # --ae-fraction of the budget for the autoencoder
-                half = max(1, round(args.steps * args.ae_fraction))
+                half = stage_steps(args.steps, args.ae_fraction)[0]
                 first = train_run(replace(cfg, objective=STAGE1[objective], steps=half,
                                           out=str(work / f"{name}-ae")))  # fmt: skip
                 seconds += train_seconds(first)
