@@ -1,7 +1,7 @@
 """A latent model's context holds its text, its latent slots (twice that self-conditioned) and
 the time: a window that fits ``max_seq_len`` alone but not beside them is refused in one line
 (``benchmarks/latent_denoise.py`` let it through to the model's "exceeds max_seq_len"
-traceback)."""
+traceback). Also: a latent run's per-step view draws nothing."""
 
 from __future__ import annotations
 
@@ -93,3 +93,27 @@ def test_rounding_refuses_a_gen_length_past_a_latent_models_window(
             "--steps", "1", "--temperatures", "0", "--json", str(tmp_path / "r.json")]
     with pytest.raises(UserError, match="writes windows of 8 tokens; give --gen-length 8 or"):
         script.main(argv)  # the default --gen-length, 56
+
+
+def test_a_latent_runs_view_draws_nothing_so_temperature_moves_only_the_final_tokens():
+    """The view of a latent run (the text read off z_t) was drawn at the rounding
+    temperature every step, a (B, G, V) Gumbel draw the state never reads (3x the model's
+    time at V = 4096) that also shifted the state's noise stream. It is the argmax now: the
+    intermediate views, hence the states, are the same at every temperature."""
+    from unmask.canvas import Canvas
+    from unmask.sampling.continuous import LatentRun
+
+    model = _model(True)
+
+    def views(temperature: float) -> tuple[list[list[list[int]]], torch.Tensor]:
+        seen: list[list[list[int]]] = []
+        canvas = Canvas.from_prompts([[], []], 16, mask_id=0, pad_id=1)
+        config = SampleConfig(gen_length=16, steps=4, seed=0, temperature=temperature)
+        run = LatentRun(model, canvas, config, on_view=lambda s, v: seen.append(v.tolist()))
+        return seen, run.run().tokens
+
+    argmax, _ = views(0.0)
+    for temperature in (0.5, 1.0):
+        seen, _ = views(temperature)
+        assert seen[:-1] == argmax[:-1]  # every step but the final decode
+    assert views(1.0)[1].tolist() == views(1.0)[1].tolist()  # seeded: the same tokens
