@@ -30,7 +30,7 @@ from unmask.checkpoint import load
 from unmask.data import TokenDataset
 from unmask.errors import UserError
 from unmask.objectives.continuous import SqrtSchedule, rms_normalize
-from unmask.objectives.latent import decode_logits, denoise, encode
+from unmask.objectives.latent import decode_logits, denoise, encode, text_room
 
 TIMES = (0.05, 0.2, 0.4, 0.6, 0.8, 0.95)
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="held-out windows (default: 64)")  # fmt: skip
     ap.add_argument("--seq-len", type=positive_int, default=None,
                     help="window in tokens (default: the one the model compresses, its "
-                    "latent_window; else its context less its latent vectors)")
+                    "latent_window; else what its context holds beside its latent vectors)")
     ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--json", type=output_file, default=None, help="write the numbers here")
     args = ap.parse_args(argv)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.latent_len:
         raise UserError(f"--model {args.model}: not a latent model (objective "
                         f"{cfg.objective!r}; latent-diffusion or latent-ae)")
-    most = cfg.max_seq_len - cfg.latent_len  # text and latent vectors share the context
+    most = text_room(cfg)  # text, latent vectors (self-conditioned: twice) and time share it
     L = args.seq_len or cfg.latent_window or most
     if not 0 < L <= most:
         raise UserError(f"--seq-len {L}: this model reads windows of 1..{most} tokens "

@@ -119,32 +119,15 @@ RUNS: list[tuple[str, str, dict[str, Any]]] = [
     ("latent", "latent-diffusion", {"latent_len": 16}),
 ]
 CONTINUOUS = ("embed-diffusion", "latent-diffusion")
-
-
-def select_runs(only: str | None, keep_ar: bool = True) -> list[tuple[str, str, dict[str, Any]]]:
-    """The rows of ``RUNS`` that ``--only`` names (all without it), ``ar`` first when
-    ``keep_ar`` (the ratios need it); a ``UserError`` for a name no row has."""
-    if not only:
-        return list(RUNS)
-    wanted = [w.strip() for w in only.split(",")]
-    unknown = [w for w in wanted if w not in {name for name, _, _ in RUNS}]
-    if unknown:
-        from unmask.errors import UserError
-
-        raise UserError(f"--only {only}: unknown {', '.join(map(repr, unknown))}; choose from "
-                        + ", ".join(name for name, _, _ in RUNS))  # fmt: skip
-    runs = [r for r in RUNS if r[0] in wanted]
-    if "ar" not in wanted and keep_ar:
-        runs = [RUNS[0], *runs]  # with --work: a later full rerun adds it
-    return runs
+"""Objectives without a likelihood bound here (sampled through ``unmask.api.start``)."""
 FLOOR_TEMPERATURES = (1.2, 1.1, 1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
 """The tempered-unigram floor: unigram samples at these temperatures trace gen ppl against
 sample entropy. Gen ppl alone rewards repeating frequent tokens (a unigram at temperature 0.6
 scores 7× better than at 1), so each family is compared with the floor at its own entropy
 (``x floor``: above 1, the scorer rates its text below a unigram's of the same diversity)."""
-"""Objectives without a likelihood bound here (sampled through ``unmask.api.start``)."""
 STAGE1 = {"latent-diffusion": "latent-ae"}
-"""Objectives trained in two stages: the first stage's objective (half of the steps)."""
+"""Objectives trained in two stages: the first stage's objective (``--ae-fraction`` of the
+steps, half by default; ``stage_steps``)."""
 INFILL = ("mdlm", "sedd", "embed-diffusion")
 """Objectives whose decoders refill a masked span from both sides."""
 ANCHORS = [
@@ -172,6 +155,24 @@ QUICK = dict(
     corpus_lines=3000,
     vocab_size=512,
 )
+
+
+def select_runs(only: str | None, keep_ar: bool = True) -> list[tuple[str, str, dict[str, Any]]]:
+    """The rows of ``RUNS`` that ``--only`` names (all without it), ``ar`` first when
+    ``keep_ar`` (the ratios need it); a ``UserError`` for a name no row has."""
+    if not only:
+        return list(RUNS)
+    wanted = [w.strip() for w in only.split(",")]
+    unknown = [w for w in wanted if w not in {name for name, _, _ in RUNS}]
+    if unknown:
+        from unmask.errors import UserError
+
+        raise UserError(f"--only {only}: unknown {', '.join(map(repr, unknown))}; choose from "
+                        + ", ".join(name for name, _, _ in RUNS))  # fmt: skip
+    runs = [r for r in RUNS if r[0] in wanted]
+    if "ar" not in wanted and keep_ar:
+        runs = [RUNS[0], *runs]  # with --work: a later full rerun adds it
+    return runs
 
 
 def prepare_corpus(work: Path, *, lines: int | None, vocab_size: int) -> Path:
@@ -565,7 +566,8 @@ def fmt(v: float | None, spec: str) -> str:
 
 def check_sampling(args: argparse.Namespace, runs: list[tuple[str, str, dict[str, Any]]]) -> None:
     """Refuse at once the sampling settings a family would refuse after its training (hours
-    into a long run): block diffusion samples whole blocks, a latent model whole windows."""
+    into a long run): block diffusion samples whole blocks, a latent model whole windows;
+    and a two-stage split (``--ae-fraction``) that leaves a stage no steps."""
     for name, objective, extra in runs:
         block = extra.get("block_size")
         if block and args.gen_length % block:
@@ -574,6 +576,21 @@ def check_sampling(args: argparse.Namespace, runs: list[tuple[str, str, dict[str
         if objective == "latent-diffusion" and args.gen_length > args.seq_len:
             raise UserError(f"{name} samples windows of --seq-len ({args.seq_len}) tokens; "
                             f"--gen-length ({args.gen_length}) cannot exceed it")  # fmt: skip
+        if objective in STAGE1:  # its second stage failed after the first had trained
+            if not 0 < args.ae_fraction < 1:  # nan included
+                raise UserError(f"--ae-fraction must be between 0 and 1 (the autoencoder's "
+                                f"share of {name}'s steps), got {args.ae_fraction}")
+            second = stage_steps(args.steps, args.ae_fraction)[1]
+            if second < 1:
+                raise UserError(f"{name} trains in two stages: --steps {args.steps} at "
+                                f"--ae-fraction {args.ae_fraction} leaves {second} for the "
+                                f"second; give at least 2 steps, or a smaller fraction")
+
+
+def stage_steps(steps: int, ae_fraction: float) -> tuple[int, int]:
+    """The steps of a two-stage family's autoencoder (at least one) and of its second stage."""
+    first = max(1, round(steps * ae_fraction))
+    return first, steps - first
 
 
 def main() -> None:
@@ -731,7 +748,7 @@ def main() -> None:
             )
             seconds, tokens = 0.0, 0
             if objective in STAGE1:  # --ae-fraction of the budget for the autoencoder
-                half = max(1, round(args.steps * args.ae_fraction))
+                half = stage_steps(args.steps, args.ae_fraction)[0]
                 first = train_run(replace(cfg, objective=STAGE1[objective], steps=half,
                                           out=str(work / f"{name}-ae")))  # fmt: skip
                 seconds += train_seconds(first)

@@ -124,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.objective not in CONTINUOUS:  # an mdlm model was swept as if it were
             raise UserError(f"--model {path}: objective {cfg.objective!r} rounds "
                             f"nothing; give an {' or '.join(CONTINUOUS)} checkpoint")
+        window = cfg.latent_window if cfg.objective == "latent-diffusion" else None
+        if window is not None and window < args.gen_length:  # shorter texts than the
+            # held-out ones they are compared with: their entropy and distinct-n are skewed
+            raise UserError(f"--model {path} writes windows of {window} tokens; give "
+                            f"--gen-length {window} or less (got {args.gen_length})")
     scorer = None
     if not args.no_score:
         from unmask.scoring import ReferenceScorer

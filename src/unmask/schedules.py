@@ -8,7 +8,8 @@ Nie et al. 2025):
 - ``weight(t)``: the ELBO weight ``-α'(t) / p_mask(t)`` of the cross-entropy at a
   masked token (``1/p_mask`` for the linear schedule, LLaDA's form);
 - ``sample_t``: t ~ U(0, 1) per row, optionally low-discrepancy ("antithetic") so a
-  batch covers [0, 1) evenly (MDLM);
+  batch covers [0, 1) evenly (VDM's low-discrepancy sampler, one random offset of an even
+  grid, Kingma et al. 2021; MDLM's "antithetic" flag draws one offset per stratum instead);
 - ``mask``: the forward process q(x_t | x_0);
 - ``transfer_counts``: how many of n masked tokens to reveal at each of s reverse
   steps, i.e. the expected share ``(α(s) - α(t)) / (1 - α(t))`` per step, rounded so
@@ -63,7 +64,9 @@ class Schedule:
     def sample_t(
         self, batch: int, generator: torch.Generator, *, antithetic: bool = True
     ) -> Tensor:
-        """(batch,) times in [0, 1); antithetic = one uniform offset plus an even grid (MDLM)."""
+        """(batch,) times in [0, 1); antithetic = one uniform offset plus an even grid, t_i =
+        (u + i/batch) mod 1 (VDM's low-discrepancy sampler; each t_i is still U(0, 1), so
+        the loss stays an unbiased estimate, with less variance across the batch)."""
         if antithetic:
             u = torch.rand(1, generator=generator)
             return (u + torch.arange(batch) / batch) % 1.0

@@ -34,7 +34,9 @@ def infill_template(
     over the whole template, whose known positions are re-noised from their own embeddings
     at every step, so they come out verbatim (Diffusion-LM's infilling by fixing the known
     embeddings). The template language, the space a gap takes in and the result are those of
-    ``unmask.infill.infill``, so the CLI, the API and the result shape are the same.
+    ``unmask.infill.infill``, so the CLI, the API and the result shape are the same, and so
+    is the promise on a plain gap's text: well-formed UTF-8, no special token (``EmbedRun``
+    rounds a gap its last step broke again, left to right under the gap's automaton).
 
     Refused in one line: a gap of variable length (``[MASK:2-12]``: the masked models pick
     one by their ELBO, which this family has none of) and a constrained gap (regex, choices,

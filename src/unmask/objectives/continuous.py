@@ -61,6 +61,8 @@ class SqrtSchedule:
     ᾱ(t) = 1 - sqrt(s + (1 - s)·t), from 1 - sqrt(s) ≈ 0.99 at t = 0 to 0 at t = 1."""
 
     def __init__(self, s: float = 1e-4) -> None:
+        if not 0.0 <= s < 1.0:  # a negative s made ᾱ NaN near t = 0, one of 1 or more 0 there
+            raise UserError(f"the sqrt schedule's offset s={s} must be in [0, 1)")
         self.s = s
 
     def alpha_bar(self, t: Tensor) -> Tensor:
@@ -92,6 +94,9 @@ class SqrtSchedule:
         β·(1 - ᾱ_s)/(1 - ᾱ_t), with α = ᾱ_t/ᾱ_s, β = 1 - α. With x0 the true x0 and
         x_t ~ q(x_t | x0), x_s has the marginal q(x_s | x0) (tested). ``noise``: the standard
         normal draws (xt's shape) in place of drawing them from ``generator``."""
+        if not 0.0 <= s < t <= 1.0:  # s > t gave a negative variance, clamped to 0: no error
+            raise UserError(f"a posterior step goes back in time, 0 <= s < t <= 1; got t={t}, "
+                            f"s={s}")
         a_t = float(self.alpha_bar(torch.tensor(t)))
         a_s = float(self.alpha_bar(torch.tensor(s)))
         alpha = a_t / a_s

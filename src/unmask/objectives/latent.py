@@ -43,8 +43,8 @@ native folder (``config.json`` + ``model.safetensors``) that ``unmask.load`` and
 handle like any other, and the kept reconstruction term keeps every latent the denoiser
 learns decodable while the encoder moves. Neither loss is a likelihood bound.
 
-Inside: ``AE_NOISE``, ``encode``, ``decode_logits``, ``denoise``, ``latent_ae``,
-``latent_diffusion``, ``latent_model_config``.
+Inside: ``AE_NOISE``, ``layout_positions``, ``text_room``, ``encode``, ``decode_logits``,
+``denoise``, ``latent_ae``, ``latent_diffusion``, ``latent_model_config``.
 """
 
 from __future__ import annotations
@@ -124,6 +124,20 @@ def _mask_rows(model: MaskPredictor, config: ModelConfig, B: int, n: int) -> Ten
     """(B, n, D) copies of the [MASK] embedding."""
     m = _core(model).embed.weight[config.mask_id]  # (D,)
     return m[None, None].expand(B, n, -1)
+
+
+def layout_positions(latent_len: int, self_condition: bool) -> int:
+    """The positions of the layout besides the text: ``latent_len`` slots (twice that for a
+    self-conditioned model, its previous estimate) and the time (``_run``)."""
+    return (2 if self_condition else 1) * latent_len + 1
+
+
+def text_room(config: ModelConfig) -> int:
+    """The most text positions a latent model's context holds: ``max_seq_len`` less the
+    layout's other positions (``layout_positions``)."""
+    return config.max_seq_len - layout_positions(
+        _latent_len(config), config.latent_self_condition
+    )
 
 
 def _latent_len(config: ModelConfig) -> int:
@@ -244,7 +258,7 @@ def latent_model_config(model_cfg: ModelConfig, train_cfg: TrainConfig) -> Model
     K = model_cfg.latent_len or train_cfg.latent_len
     # a stage-2 checkpoint keeps its layout (older ones have no self-conditioning slots)
     sc = model_cfg.latent_self_condition or model_cfg.objective != "latent-diffusion"
-    n = train_cfg.seq_len + (2 if sc else 1) * K + 1
+    n = train_cfg.seq_len + layout_positions(K, sc)
     return replace(
         model_cfg,
         latent_len=K,
@@ -322,4 +336,6 @@ __all__ = [
     "latent_ae",
     "latent_diffusion",
     "latent_model_config",
+    "layout_positions",
+    "text_room",
 ]
