@@ -51,3 +51,16 @@ def test_tempered_divides_as_before_at_or_above_the_floor_and_keeps_ties_below()
     assert torch.isfinite(tiny[0, :3]).tolist() == [True, False, True]
     probs = torch.softmax(tiny, dim=-1)
     assert probs.tolist() == [[0.5, 0.0, 0.5, 0.0]]  # the two tied maxima, nothing else
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("temperature", [1e-310, 1e-5])
+def test_tempered_is_finite_for_logits_of_any_float_dtype(dtype, temperature):
+    """Float32/half logits: a temperature below 1e-45 became 0 in their dtype (``0/0`` NaN at
+    the maxima), and half logits of 10 over 1e-5 overflowed to inf (softmax NaN)."""
+    from unmask.sampling.ar import tempered
+
+    logits = torch.tensor([[10.0, 3.0, 10.0, float("-inf")]], dtype=dtype)
+    got = tempered(logits, temperature)
+    assert got.dtype == dtype
+    assert torch.softmax(got.double(), dim=-1).tolist() == [[0.5, 0.0, 0.5, 0.0]]
