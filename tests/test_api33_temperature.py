@@ -22,11 +22,13 @@ def _model(attention: str = "causal", seed: int = 0) -> Transformer:
     return Transformer(cfg).double().eval()
 
 
-def _decode(model: Transformer, decoder: str, drafter: Transformer | None, **options) -> list:
+def _decode(model: Transformer, decoder: str, drafter: Transformer | None, seeds=None,
+            **options) -> list:
     facts = ModelFacts.of(model)
     config = SampleConfig(decoder=decoder, gen_length=10, **options)
     aux = {} if drafter is None else {"drafter": drafter}
-    run = choose_decoder(facts, config).start(Target(model, facts, aux), [[4, 5]], config)
+    run = choose_decoder(facts, config).start(Target(model, facts, aux), [[4, 5]], config,
+                                              seeds=seeds)  # fmt: skip
     return run.run().gen_ids
 
 
@@ -39,6 +41,23 @@ def test_a_subnormal_temperature_samples_the_argmax(decoder, temperature):
     got = _decode(model, decoder, drafter, temperature=temperature, seed=1)
     assert got == greedy
     assert 0 not in got[0]  # [MASK], which no causal decoder proposes
+
+
+@pytest.mark.parametrize("seeds", [None, [1]])
+@pytest.mark.parametrize("decoder", ["hybrid", "speculative"])
+def test_a_subnormal_temperature_drafts_the_argmax_too(decoder, seeds):
+    """The drafts' distribution q (hybrid's proposals, speculative's drafter, with per-row
+    seeds too) was NaN at 1e-310: every draft was rejected and redrawn from the verifier, so
+    the text stayed greedy's and only the number of verifier forwards showed it (hybrid 9 ->
+    10, speculative 7 -> 10 here)."""
+    model = _model()
+    drafter = _model("bidirectional", 1) if decoder == "speculative" else None
+    calls = [0]
+    model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    greedy = _decode(model, decoder, drafter, temperature=0.0)
+    greedy_calls, calls[0] = calls[0], 0
+    got = _decode(model, decoder, drafter, seeds, temperature=1e-310, seed=1)
+    assert (got, calls[0]) == (greedy, greedy_calls)
 
 
 def test_tempered_divides_as_before_at_or_above_the_floor_and_keeps_ties_below():
