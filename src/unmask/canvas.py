@@ -255,15 +255,14 @@ class Canvas:
 def as_rows(prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor) -> list[list[int]]:
     """Prompt ids as a list of rows: one prompt (ids or a 1-D tensor), a batch (lists or a
     2-D tensor); ``[]`` is one empty prompt. Raises ``UserError`` for mixed or bad input:
-    text, or numbers that are not whole (a float id was silently cut to an int)."""
+    text, bools (a mask passed for ids), or numbers that are not whole (a float id was
+    silently cut to an int)."""
     if isinstance(prompts, Tensor):
-        if prompts.is_floating_point() or prompts.is_complex() or prompts.dtype == torch.bool:
-            raise UserError(_NOT_IDS + f", got a {prompts.dtype} tensor")
-        if prompts.dim() == 1:
-            return [prompts.tolist()]
-        if prompts.dim() == 2:
-            return prompts.tolist()
-        raise UserError(f"prompt tensor must be 1-D or 2-D, got shape {tuple(prompts.shape)}")
+        if prompts.dim() not in (1, 2):
+            raise UserError(
+                f"prompt tensor must be 1-D or 2-D, got shape {tuple(prompts.shape)}")
+        ids = _tensor_ids(prompts)
+        return [ids] if prompts.dim() == 1 else ids
     if isinstance(prompts, (str, bytes)):
         raise UserError(_NOT_IDS + ", got text")
     if not isinstance(prompts, Iterable):  # None, a lone id: list() raised a TypeError
@@ -273,16 +272,14 @@ def as_rows(prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor) -> list[l
     prompts = list(prompts)
     if not prompts:
         return [[]]
-    if all(_is_id(p) for p in prompts):
+    if all(map(_is_id, prompts)):
         return [_ids(prompts)]
-    rows: list[list[int]] = []
-    for p in prompts:
-        if _is_id(p):
-            raise UserError("prompts mix token ids and lists of token ids")
-        if isinstance(p, (str, bytes)) or not hasattr(p, "__iter__"):
-            raise UserError(_NOT_IDS + f", got {type(p).__name__} {p!r:.40}")
-        rows.append(_ids(p))
-    return rows
+    for p in prompts:  # before the mix: in [4, True] the True is what is wrong
+        if not (_is_id(p) or _is_row(p)):
+            raise UserError(_NOT_IDS + f", got {_what(p)}")
+    if any(map(_is_id, prompts)):
+        raise UserError("prompts mix token ids and lists of token ids")
+    return [_ids(p) for p in prompts]
 
 
 _NOT_IDS = (
@@ -292,23 +289,54 @@ _NOT_IDS = (
 
 
 def _is_id(p: object) -> bool:
-    """Whether ``p`` is one token id (an int, a NumPy integer, a 0-d integer tensor); not a
-    bool (a mask passed for ids: True was id 1)."""
+    """Whether ``p`` is one token id: an int, a NumPy integer, a 0-d integer tensor or array;
+    not a bool, nor a 0-d bool tensor (a mask passed for ids: True was id 1)."""
     if isinstance(p, Tensor):
-        return p.dim() == 0 and not (p.is_floating_point() or p.is_complex()
-                                     or p.dtype == torch.bool)
-    return hasattr(p, "__index__") and not hasattr(p, "__len__") and not isinstance(p, bool)
+        return p.dim() == 0 and not _not_int(p)
+    return (hasattr(p, "__index__") and getattr(p, "ndim", 0) == 0
+            and not isinstance(p, bool))
+
+
+def _is_row(p: object) -> bool:
+    """Whether ``p`` may be one prompt's ids: an iterable that is no text and no 0-d tensor or
+    array (iterating those raised a TypeError)."""
+    return (hasattr(p, "__iter__") and not isinstance(p, (str, bytes))
+            and getattr(p, "ndim", 1) != 0)
+
+
+def _not_int(t: Tensor) -> bool:
+    return t.is_floating_point() or t.is_complex() or t.dtype == torch.bool
+
+
+def _tensor_ids(t: Tensor) -> list:
+    """``t.tolist()`` of an integer tensor; a float, complex or bool one is no ids."""
+    if _not_int(t):
+        raise UserError(_NOT_IDS + f", got a {t.dtype} tensor")
+    return t.tolist()
+
+
+def _what(p: object) -> str:
+    """``p`` in a refusal: its type and value, a tensor's dtype (and shape)."""
+    if isinstance(p, Tensor):
+        return f"a {p.dtype} tensor" + (f" of shape {tuple(p.shape)}" if p.dim() else "")
+    return f"{type(p).__name__} {p!r:.40}"
 
 
 def _ids(row: Iterable[Any]) -> list[int]:
-    row = list(row)  # a generator is read once
-    try:
-        if any(isinstance(t, bool) for t in row):
-            raise TypeError
-        return [operator.index(t) for t in row]
-    except TypeError:
-        bad = next(t for t in row if not _is_id(t))
-        raise UserError(_NOT_IDS + f", got {type(bad).__name__} {bad!r:.40}") from None
+    """One prompt's ids; ``UserError`` naming the first that is none (``_is_id``)."""
+    if isinstance(row, Tensor):  # one prompt of a list: list(row) gave 0-d tensors
+        if row.dim() != 1:
+            raise UserError(f"a prompt tensor in a list must be 1-D, got shape {tuple(row.shape)}")
+        return _tensor_ids(row)
+    ids = []
+    for t in row:  # a generator is read once
+        try:
+            if not _is_id(t):
+                raise TypeError
+            ids.append(operator.index(t))
+        except TypeError:  # also a 0-d NumPy bool array, which has __index__ and refuses
+            raise UserError(_NOT_IDS + f", got {_what(t)}") from None
+    return ids
 
 
 def left_pad(rows: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[Tensor, Tensor]:

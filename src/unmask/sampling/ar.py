@@ -132,19 +132,23 @@ TEMPERATURE_FLOOR = 1e-30
 """Below this temperature ``tempered`` shifts the logits by their maximum before dividing: a
 logit over a subnormal temperature (``1e-310``) overflowed to inf, softmax gave NaN and every
 causal decoder wrote token 0 (``[MASK]``). At or above it ``logits / temperature`` stays finite
-for logits up to about 1e8 in float32 (1e278 in float64), and is computed as it always was."""
+for float64 logits up to about 1e278, and is computed as it always was."""
 
 
 def tempered(logits: Tensor, temperature: float) -> Tensor:
-    """``logits / temperature`` (temperature > 0) along the last dim, finite where the logits
-    are: below ``TEMPERATURE_FLOOR`` the row's maximum is subtracted first (softmax is the same;
-    the largest logits become 0, the others -inf or finite negatives, ties still ties), so a
-    tiny temperature samples the argmax (a uniform draw among exact ties), as its limit does.
-    The one division of every causal decoder's sampling (``sample_token``, ``speculative``'s
-    and ``hybrid``'s proposals and acceptance ratios)."""
-    if temperature >= TEMPERATURE_FLOOR:
+    """``logits / temperature`` (temperature > 0) along the last dim, in ``logits``' dtype,
+    finite where the logits are. Float64 logits at or above ``TEMPERATURE_FLOOR``: exactly that
+    division. Below it, or logits of another dtype (half logits of 10 over 1e-5 overflowed to
+    inf; a temperature under 1e-45 became 0 in float32, and 0/0 was NaN), the row's maximum is
+    subtracted first and the division done in float64 (softmax is the same; the largest logits
+    become 0, the others -inf or finite negatives, ties still ties), so a tiny temperature
+    samples the argmax (a uniform draw among exact ties), as its limit does. The one division
+    of every causal decoder's sampling (``sample_token``, ``speculative``'s and ``hybrid``'s
+    proposals and acceptance ratios)."""
+    if temperature >= TEMPERATURE_FLOOR and logits.dtype == torch.float64:
         return logits / temperature
-    return (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+    wide = logits.to(torch.float64)
+    return ((wide - wide.amax(dim=-1, keepdim=True)) / temperature).to(logits.dtype)
 
 
 def sample_token(
