@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +63,7 @@ from unmask.errors import UserError
 from unmask.loaded import Loaded
 from unmask.messages import plural
 from unmask.names import closest
+from unmask.terminal import json_text, shown_text
 
 COMMANDS = {
     "/reset": "start a new conversation",
@@ -383,7 +383,10 @@ def converse(
     ``interactive``: errors and Ctrl-C during a reply are reported and the loop goes on;
     otherwise they end it (``UserError`` -> exit code 2; so does input that ends inside a
     message of many lines). Replies go to stdout (one JSON object per turn with
-    ``json_lines``), notes to stderr; returns the exit code.
+    ``json_lines``; ``unmask.terminal.json_text``), notes to stderr; on a terminal a reply's
+    control characters are shown escaped (``unmask.terminal.shown_text``: ``\\x1b``, not an
+    escape sequence that clears the screen), piped they are written as generated; returns
+    the exit code.
     """
     tok = session.loaded.tokenizer
     more = read if more is None else more
@@ -434,8 +437,8 @@ def converse(
             if prepared.dropped:
                 print(f"(dropped the {plural(prepared.dropped, 'oldest exchange')} to fit "
                       f"the {prepared.limited_by}'s context)", file=sys.stderr)
-            if show_prompt:
-                print(prepared.text, file=sys.stderr)
+            if show_prompt:  # earlier replies are in it
+                print(shown_text(prepared.text, sys.stderr), file=sys.stderr)
             config = prepared.config or session.config  # steps fitted to this turn's blocks
             view = make_live(tok, config, session.decoder) if live else None
             try:
@@ -463,9 +466,9 @@ def converse(
                 turn.config or dataclasses.replace(session.config, decoder=session.decoder))
             if session.stop:  # as generate --json
                 record["stop"] = list(session.stop)
-            print(json.dumps(record, ensure_ascii=False), flush=True)
-        else:
-            print(turn.reply, flush=True)
+            print(json_text(record), flush=True)
+        else:  # a model's ESC, CR or CSI would rewrite the user's screen: escaped on a tty
+            print(shown_text(turn.reply), flush=True)
             if interactive and not turn.reply:  # a blank line alone looked like a hang or bug
                 print("(an empty reply: the model ended its turn at once)", file=sys.stderr)
         if interactive:
