@@ -26,7 +26,8 @@ template, whose markers are plain text, also where it starts another turn (``TUR
 
 Messages are ``{"role", "content"}`` objects, with an optional ``name`` (a string) that
 the template sees as ``message.name``; a template that never mentions ``name`` refuses a
-message that has one, rather than silently dropping it.
+message that has one, rather than silently dropping it, and a prompt (``ChatTemplate.prompt``)
+whose template renders the same without its system message refuses that message.
 
 Inside: ``ROLES``, ``DEFAULT_CHAT_TEMPLATE``, ``PLAIN_CHAT_TEMPLATE``, ``BUILTIN_TEMPLATES``,
 ``TURN_STARTS``, ``check_messages``, ``select_template``, ``ChatTemplate``, ``TemplateRejected``,
@@ -469,10 +470,36 @@ class ChatTemplate:
 
     def prompt(self, tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, list[int]]:
         """Text and ids of the prompt a chat model continues: ``messages`` and the generation
-        prompt (a message's special-token strings are plain text, in its content and name)."""
+        prompt (a message's special-token strings are plain text, in its content and name); a
+        ``TemplateRejected`` where the template drops a system message (``_renders_system``)."""
         shielded, plain = self._shield(self._controls(tokenizer), messages)
         text = self.render(shielded, add_generation_prompt=True)
+        self._renders_system(shielded, text)
         return _unshield(text, plain), self._encode(tokenizer, text, plain)
+
+    def _renders_system(self, messages: Sequence[dict[str, str]], text: str) -> None:
+        """A ``TemplateRejected`` naming the first system message with text when ``messages``
+        render as ``text`` (generation prompt included) without their system messages too: a
+        template that writes only user and assistant turns dropped it, and the instruction
+        (``--system``, a request's ``system`` message) silently never reached the model, as a
+        ``name`` would (``render`` refuses that). ``transformers``' published templates raise
+        instead (Gemma's "System role not supported"); a template that requires a system
+        message is left alone."""
+        said = next((i for i, m in enumerate(messages)
+                     if m["role"] == "system" and m["content"].strip()), None)
+        rest = [m for m in messages if m["role"] != "system"]
+        if said is None or not rest:
+            return
+        try:
+            without = self.render(rest, add_generation_prompt=True)
+        except UserError:  # it needs its system message, so it renders it
+            return
+        if without == text:
+            raise TemplateRejected(
+                f"{self.origin} does not render system messages: the prompt is the same "
+                f"without messages[{said}] (system), so the model would never see it; put its "
+                "text in the user message, or use a template that writes the system role"
+            )
 
     def example(
         self, tokenizer: Any, messages: Sequence[dict[str, str]]
