@@ -234,8 +234,9 @@ GENERATION_TEMPLATE = (  # transformers' {% generation %} marks the assistant's 
 )
 NAMESPACE_TEMPLATE = (  # namespace, loop controls, dict, tojson with non-ASCII text
     "{% set ns = namespace(n=0) %}{% for m in messages %}{% if m.role == 'system' %}"
-    "{{ m.content }}\n{% continue %}{% endif %}{% set ns.n = ns.n + 1 %}{{ ns.n }}. {{ m.content | tojson }}\n"
-    "{% endfor %}{{ dict(turns=ns.n, note='\u00e9t\u00e9') | tojson }}"
+    "{{ m.content }}\n{% continue %}{% endif %}{% set ns.n = ns.n + 1 %}"
+    "{{ ns.n }}. {{ m.content | tojson }}\n{% endfor %}"
+    "{{ dict(turns=ns.n, note='\u00e9t\u00e9') | tojson }}"
 )
 
 
