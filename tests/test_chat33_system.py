@@ -42,6 +42,20 @@ def test_templates_that_render_the_system_message_are_unchanged(source):
     assert "Answer in French." in text
 
 
+def test_a_system_message_equal_to_the_templates_default_is_kept():
+    """Qwen's and Dream's templates write "You are a helpful assistant." when no system message
+    is given: the same prompt with that message, which is not dropped."""
+    default = "You are a helpful assistant."
+    qwen = ("{% if messages[0].role == 'system' %}S: {{ messages[0].content }}\n{% else %}"
+            f"S: {default}\n{{% endif %}}{{% for m in messages %}}{{% if m.role != 'system' %}}"
+            "{{ m.role }}: {{ m.content }}\n{% endif %}{% endfor %}")
+    talk = [{"role": "system", "content": default}, TALK[1]]
+    assert ChatTemplate(qwen).prompt(byte_tokenizer(), talk)[0] == f"S: {default}\nuser: Hi\n"
+    with pytest.raises(TemplateRejected):  # a template that drops it is still refused
+        ChatTemplate(NO_SYSTEM).prompt(byte_tokenizer(), talk)
+    assert ChatTemplate(qwen).prompt(byte_tokenizer(), TALK)[0].startswith("S: Answer in")
+
+
 def test_a_blank_system_message_or_none_is_no_instruction_to_lose():
     tok = byte_tokenizer()
     assert ChatTemplate(NO_SYSTEM).prompt(tok, TALK[1:])[0] == "U: Hi\nA:"

@@ -479,16 +479,17 @@ class ChatTemplate:
 
     def _renders_system(self, messages: Sequence[dict[str, str]], text: str) -> None:
         """A ``TemplateRejected`` naming the first system message with text when ``messages``
-        render as ``text`` (generation prompt included) without their system messages too: a
-        template that writes only user and assistant turns dropped it, and the instruction
-        (``--system``, a request's ``system`` message) silently never reached the model, as a
-        ``name`` would (``render`` refuses that). ``transformers``' published templates raise
-        instead (Gemma's "System role not supported"); a template that requires a system
-        message is left alone."""
+        render as ``text`` (generation prompt included) without their system messages too, and
+        ``text`` lacks that message's text: a template that writes only user and assistant
+        turns dropped it, and the instruction (``--system``, a request's ``system`` message)
+        silently never reached the model, as a ``name`` would (``render`` refuses that).
+        ``transformers``' published templates raise instead (Gemma's "System role not
+        supported"); one that requires a system message is left alone, and so is one whose
+        default system message is the one given (Qwen's "You are a helpful assistant.")."""
         said = next((i for i, m in enumerate(messages)
                      if m["role"] == "system" and m["content"].strip()), None)
         rest = [m for m in messages if m["role"] != "system"]
-        if said is None or not rest:
+        if said is None or not rest or messages[said]["content"].strip() in text:
             return
         try:
             without = self.render(rest, add_generation_prompt=True)
