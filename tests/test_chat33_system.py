@@ -63,6 +63,17 @@ def test_a_blank_system_message_or_none_is_no_instruction_to_lose():
     assert ChatTemplate(NO_SYSTEM).prompt(tok, blank)[0] == "U: Hi\nA:"
 
 
+def test_sft_refuses_an_example_whose_system_message_the_template_drops():
+    """SFT trained the reply to "Answer in French." on a prompt without it."""
+    tok = byte_tokenizer()
+    reply = {"role": "assistant", "content": "Bonjour"}
+    with pytest.raises(TemplateRejected, match="does not render system messages"):
+        ChatTemplate(NO_SYSTEM).example(tok, [*TALK, reply])
+    prompt, response = ChatTemplate(NO_SYSTEM).example(tok, [TALK[1], reply])
+    assert tok.decode(prompt) == "U: Hi\nA:" and tok.decode(response).strip() == "Bonjour"
+    assert ChatTemplate(DEFAULT_CHAT_TEMPLATE).example(tok, [*TALK, reply])
+
+
 @pytest.fixture(scope="module")
 def chat_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     tok = byte_tokenizer()

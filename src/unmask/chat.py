@@ -509,11 +509,14 @@ class ChatTemplate:
         response: ``render(messages[:-1], add_generation_prompt=True)`` is the prompt and the
         rest of ``render(messages)`` the response (a message's special-token strings are plain
         text, in its content and name). A one-line ``UserError`` when the template does not
-        render the prompt as a prefix of the conversation, or drops the response's text. A
-        template that ignores ``add_generation_prompt`` and appends its assistant header after
-        every conversation has that header cut off the response (``_without_header``)."""
+        render the prompt as a prefix of the conversation, or drops the response's text or a
+        system message (``_renders_system``: the model would learn replies to an instruction
+        it never saw). A template that ignores ``add_generation_prompt`` and appends its
+        assistant header after every conversation has that header cut off the response
+        (``_without_header``)."""
         shielded, plain = self._shield(self._controls(tokenizer), messages)
         prompt = self.render(shielded[:-1], add_generation_prompt=True)
+        self._renders_system(shielded[:-1], prompt)  # else trained as if never given
         full = self.render(shielded, add_generation_prompt=False)
         if not full.startswith(prompt):
             raise UserError(
