@@ -51,9 +51,11 @@ PENALTY_FIELDS: tuple[str, ...] = (
 )
 """The ``SampleConfig`` fields of the penalties."""
 
+
 @dataclass(frozen=True)
 class Penalties:
-    """The three penalties (see the module); build with ``Penalties.of(config)``."""
+    """The four penalties (see the module): r, a, f and the n-gram size; build with
+    ``Penalties.of(config)``."""
 
     repetition: float = 1.0
     presence: float = 0.0
