@@ -767,6 +767,26 @@ def _uses_messages(template: ChatTemplate) -> ChatTemplate:
     return template
 
 
+_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json",
+                   "config.json")
+"""Files of a model folder that ``--template`` reads a template from, in the order a folder
+given in their place names them (``template_arg``)."""
+
+
+def _holds_template(path: Path) -> bool:
+    """Whether ``path`` is a file ``template_arg`` reads a template from: a Jinja file, or JSON
+    with a ``chat_template`` (a Hugging Face ``config.json`` has none)."""
+    if not path.is_file():
+        return False
+    if path.suffix != ".json":
+        return True
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and bool(data.get("chat_template"))
+
+
 def template_arg(value: str) -> ChatTemplate:
     """A ``--template`` value: a built-in name (``BUILTIN_TEMPLATES``), a Jinja file, a JSON
     file with a ``chat_template`` key (``tokenizer_config.json``, ``chat_template.json``), or
@@ -792,6 +812,11 @@ def template_arg(value: str) -> ChatTemplate:
         return _uses_messages(ChatTemplate(text, origin=f"chat template {path}"))
     if "{{" in value or "{%" in value:
         return _uses_messages(ChatTemplate(value, origin="chat template (--template)"))
+    if path.is_dir():  # a model folder: "no such file" misled
+        inside = [n for n in _TEMPLATE_FILES if _holds_template(path / n)]
+        hint = (f"give {path / inside[0]}" if inside else
+                f"it holds none of {', '.join(_TEMPLATE_FILES)}")
+        raise UserError(f"--template {value!r} is a folder, not a chat template file; {hint}")
     raise UserError(
         f"--template {value!r}: no such file, not a built-in template "
         f"({', '.join(BUILTIN_TEMPLATES)}) "
