@@ -87,3 +87,25 @@ def test_json_lines_hold_no_raw_control_character(monkeypatch, tty):
     assert not any(c in out for c in "\x1b\r\x9b\x7f")
     records = [json.loads(line) for line in out.splitlines() if line]  # Ctrl-D: a newline
     assert [r["reply"] for r in records] == [REPLY, REPLY]  # the same value
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_the_prompt_goes_where_the_person_typing_sees_it(monkeypatch, tty):
+    """``unmask chat > replies.txt``: ``input`` wrote each ``> `` prompt into the file, before
+    each reply (and a newline at Ctrl-D), and none on the terminal."""
+    out, err = _Stream(tty), _Stream(False)
+    monkeypatch.setattr("sys.stdout", out)
+    monkeypatch.setattr("sys.stderr", err)
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+    assert chat_cmd._input_line() == "hello"
+    assert (out.getvalue(), err.getvalue()) == (("> ", "") if tty else ("", "> "))
+
+
+def test_a_transcript_holds_the_replies_alone(monkeypatch):
+    out, err = _Stream(False), _Stream(False)
+    monkeypatch.setattr("sys.stdout", out)
+    monkeypatch.setattr("sys.stderr", err)
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\nagain\n"))
+    assert chat_cmd.converse(_Session(), chat_cmd._input_line, interactive=True) == 0
+    assert out.getvalue() == f"{REPLY}\n{REPLY}\n"  # no "> ", no newline at the end of input
+    assert err.getvalue().startswith("> ") and err.getvalue().endswith("> \n")
