@@ -234,8 +234,9 @@ GENERATION_TEMPLATE = (  # transformers' {% generation %} marks the assistant's 
 )
 NAMESPACE_TEMPLATE = (  # namespace, loop controls, dict, tojson with non-ASCII text
     "{% set ns = namespace(n=0) %}{% for m in messages %}{% if m.role == 'system' %}"
-    "{% continue %}{% endif %}{% set ns.n = ns.n + 1 %}{{ ns.n }}. {{ m.content | tojson }}\n"
-    "{% endfor %}{{ dict(turns=ns.n, note='\u00e9t\u00e9') | tojson }}"
+    "{{ m.content }}\n{% continue %}{% endif %}{% set ns.n = ns.n + 1 %}"
+    "{{ ns.n }}. {{ m.content | tojson }}\n{% endfor %}"
+    "{{ dict(turns=ns.n, note='\u00e9t\u00e9') | tojson }}"
 )
 
 
@@ -1169,6 +1170,8 @@ def test_an_empty_reply_is_said_in_a_terminal(chat_model, monkeypatch, capsys):
 
     assert chat_cmd.converse(session, reader(), interactive=True) == 0
     out, err = capsys.readouterr()
-    assert out == "\n\n" and "(an empty reply: the model ended its turn at once)" in err
+    # the blank reply; the newline at the end of input follows the prompt (stderr: stdout is
+    # not a terminal here)
+    assert out == "\n" and "(an empty reply: the model ended its turn at once)" in err
     assert chat_cmd.converse(session, reader(), interactive=False) == 0
     assert "empty reply" not in capsys.readouterr().err  # piped: stdout alone

@@ -26,7 +26,8 @@ template, whose markers are plain text, also where it starts another turn (``TUR
 
 Messages are ``{"role", "content"}`` objects, with an optional ``name`` (a string) that
 the template sees as ``message.name``; a template that never mentions ``name`` refuses a
-message that has one, rather than silently dropping it.
+message that has one, rather than silently dropping it, and a prompt (``ChatTemplate.prompt``)
+whose template renders the same without its system message refuses that message.
 
 Inside: ``ROLES``, ``DEFAULT_CHAT_TEMPLATE``, ``PLAIN_CHAT_TEMPLATE``, ``BUILTIN_TEMPLATES``,
 ``TURN_STARTS``, ``check_messages``, ``select_template``, ``ChatTemplate``, ``TemplateRejected``,
@@ -469,10 +470,37 @@ class ChatTemplate:
 
     def prompt(self, tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, list[int]]:
         """Text and ids of the prompt a chat model continues: ``messages`` and the generation
-        prompt (a message's special-token strings are plain text, in its content and name)."""
+        prompt (a message's special-token strings are plain text, in its content and name); a
+        ``TemplateRejected`` where the template drops a system message (``_renders_system``)."""
         shielded, plain = self._shield(self._controls(tokenizer), messages)
         text = self.render(shielded, add_generation_prompt=True)
+        self._renders_system(shielded, text)
         return _unshield(text, plain), self._encode(tokenizer, text, plain)
+
+    def _renders_system(self, messages: Sequence[dict[str, str]], text: str) -> None:
+        """A ``TemplateRejected`` naming the first system message with text when ``messages``
+        render as ``text`` (generation prompt included) without their system messages too, and
+        ``text`` lacks that message's text: a template that writes only user and assistant
+        turns dropped it, and the instruction (``--system``, a request's ``system`` message)
+        silently never reached the model, as a ``name`` would (``render`` refuses that).
+        ``transformers``' published templates raise instead (Gemma's "System role not
+        supported"); one that requires a system message is left alone, and so is one whose
+        default system message is the one given (Qwen's "You are a helpful assistant.")."""
+        said = next((i for i, m in enumerate(messages)
+                     if m["role"] == "system" and m["content"].strip()), None)
+        rest = [m for m in messages if m["role"] != "system"]
+        if said is None or not rest or messages[said]["content"].strip() in text:
+            return
+        try:
+            without = self.render(rest, add_generation_prompt=True)
+        except UserError:  # it needs its system message, so it renders it
+            return
+        if without == text:
+            raise TemplateRejected(
+                f"{self.origin} does not render system messages: the prompt is the same "
+                f"without messages[{said}] (system), so the model would never see it; put its "
+                "text in the user message, or use a template that writes the system role"
+            )
 
     def example(
         self, tokenizer: Any, messages: Sequence[dict[str, str]]
@@ -481,11 +509,14 @@ class ChatTemplate:
         response: ``render(messages[:-1], add_generation_prompt=True)`` is the prompt and the
         rest of ``render(messages)`` the response (a message's special-token strings are plain
         text, in its content and name). A one-line ``UserError`` when the template does not
-        render the prompt as a prefix of the conversation, or drops the response's text. A
-        template that ignores ``add_generation_prompt`` and appends its assistant header after
-        every conversation has that header cut off the response (``_without_header``)."""
+        render the prompt as a prefix of the conversation, or drops the response's text or a
+        system message (``_renders_system``: the model would learn replies to an instruction
+        it never saw). A template that ignores ``add_generation_prompt`` and appends its
+        assistant header after every conversation has that header cut off the response
+        (``_without_header``)."""
         shielded, plain = self._shield(self._controls(tokenizer), messages)
         prompt = self.render(shielded[:-1], add_generation_prompt=True)
+        self._renders_system(shielded[:-1], prompt)  # else trained as if never given
         full = self.render(shielded, add_generation_prompt=False)
         if not full.startswith(prompt):
             raise UserError(
@@ -736,6 +767,26 @@ def _uses_messages(template: ChatTemplate) -> ChatTemplate:
     return template
 
 
+_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json",
+                   "config.json")
+"""Files of a model folder that ``--template`` reads a template from, in the order a folder
+given in their place names them (``template_arg``)."""
+
+
+def _holds_template(path: Path) -> bool:
+    """Whether ``path`` is a file ``template_arg`` reads a template from: a Jinja file, or JSON
+    with a ``chat_template`` (a Hugging Face ``config.json`` has none)."""
+    if not path.is_file():
+        return False
+    if path.suffix != ".json":
+        return True
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and bool(data.get("chat_template"))
+
+
 def template_arg(value: str) -> ChatTemplate:
     """A ``--template`` value: a built-in name (``BUILTIN_TEMPLATES``), a Jinja file, a JSON
     file with a ``chat_template`` key (``tokenizer_config.json``, ``chat_template.json``), or
@@ -761,6 +812,11 @@ def template_arg(value: str) -> ChatTemplate:
         return _uses_messages(ChatTemplate(text, origin=f"chat template {path}"))
     if "{{" in value or "{%" in value:
         return _uses_messages(ChatTemplate(value, origin="chat template (--template)"))
+    if path.is_dir():  # a model folder: "no such file" misled
+        inside = [n for n in _TEMPLATE_FILES if _holds_template(path / n)]
+        hint = (f"give {path / inside[0]}" if inside else
+                f"it holds none of {', '.join(_TEMPLATE_FILES)}")
+        raise UserError(f"--template {value!r} is a folder, not a chat template file; {hint}")
     raise UserError(
         f"--template {value!r}: no such file, not a built-in template "
         f"({', '.join(BUILTIN_TEMPLATES)}) "

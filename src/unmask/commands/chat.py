@@ -10,9 +10,10 @@ template is refused with a one-line error naming ``--template`` and SFT: a base 
 continues text, and silently chatting with it through an invented format misleads.
 
 In a terminal: ``/reset`` starts over, ``/exit`` (or Ctrl-D) quits, Ctrl-C stops a reply and
-returns to the prompt. A message spans lines where a line ends with a backslash (the next
-line continues it, at a ``... `` prompt) or inside a block opened and closed by three double
-quotes (sent as typed, never a command; ``gather``). With standard input not a terminal each
+returns to the prompt (on stderr where stdout is redirected: a transcript holds replies). A
+message spans lines where a line ends with a backslash (the next line continues it, at a
+``... `` prompt) or inside a block opened and closed by three double quotes (sent as typed,
+never a command; ``gather``). With standard input not a terminal each
 line is one user message, by the same rules for many lines (``/reset`` and ``/exit`` work
 there too; input that ends inside a message is an error), decoded as UTF-8 on its own, and
 each reply is printed as it comes (one JSON object per turn with ``--json``, the options
@@ -30,9 +31,9 @@ Inside: ``model_template``, ``ChatSession``, ``converse``, ``register``, ``run``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ from unmask.errors import UserError
 from unmask.loaded import Loaded
 from unmask.messages import plural
 from unmask.names import closest
+from unmask.terminal import is_tty, json_text, shown_text
 
 COMMANDS = {
     "/reset": "start a new conversation",
@@ -383,7 +385,10 @@ def converse(
     ``interactive``: errors and Ctrl-C during a reply are reported and the loop goes on;
     otherwise they end it (``UserError`` -> exit code 2; so does input that ends inside a
     message of many lines). Replies go to stdout (one JSON object per turn with
-    ``json_lines``), notes to stderr; returns the exit code.
+    ``json_lines``; ``unmask.terminal.json_text``), notes to stderr; on a terminal a reply's
+    control characters are shown escaped (``unmask.terminal.shown_text``: ``\\x1b``, not an
+    escape sequence that clears the screen), piped they are written as generated; returns
+    the exit code.
     """
     tok = session.loaded.tokenizer
     more = read if more is None else more
@@ -391,8 +396,8 @@ def converse(
         try:
             gathered = gather(read(), more)
         except EOFError:
-            if interactive:
-                print()
+            if interactive:  # off the prompt's line
+                print(file=_prompt_stream())
             return 0
         except KeyboardInterrupt as e:  # Ctrl-C at the prompt: a fresh one, as Python's REPL
             if not interactive:  # piped input: nobody at a prompt, so Ctrl-C ends the run
@@ -434,8 +439,8 @@ def converse(
             if prepared.dropped:
                 print(f"(dropped the {plural(prepared.dropped, 'oldest exchange')} to fit "
                       f"the {prepared.limited_by}'s context)", file=sys.stderr)
-            if show_prompt:
-                print(prepared.text, file=sys.stderr)
+            if show_prompt:  # earlier replies are in it
+                print(shown_text(prepared.text, sys.stderr), file=sys.stderr)
             config = prepared.config or session.config  # steps fitted to this turn's blocks
             view = make_live(tok, config, session.decoder) if live else None
             try:
@@ -463,9 +468,9 @@ def converse(
                 turn.config or dataclasses.replace(session.config, decoder=session.decoder))
             if session.stop:  # as generate --json
                 record["stop"] = list(session.stop)
-            print(json.dumps(record, ensure_ascii=False), flush=True)
-        else:
-            print(turn.reply, flush=True)
+            print(json_text(record), flush=True)
+        else:  # a model's ESC, CR or CSI would rewrite the user's screen: escaped on a tty
+            print(shown_text(turn.reply), flush=True)
             if interactive and not turn.reply:  # a blank line alone looked like a hang or bug
                 print("(an empty reply: the model ended its turn at once)", file=sys.stderr)
         if interactive:
@@ -566,12 +571,20 @@ class _StdinLines:
                             f"at byte {e.start + 1})") from None
 
 
+def _prompt_stream() -> Any:
+    """Where the ``> `` prompt goes: standard output where it is a terminal, else standard
+    error (``unmask chat > replies.txt``: ``input`` wrote every prompt into the file, before
+    each reply, and none where the person typing could see it)."""
+    return sys.stdout if is_tty(sys.stdout) else sys.stderr
+
+
 def _input_line(prompt: str = "> ") -> str:
-    """A line typed at the ``> `` prompt (``... `` where a message goes on: ``gather``); one
-    the terminal sends as bytes that are not UTF-8 is a ``UserError`` (the chat goes on), not
-    the end of the session."""
+    """A line typed at the ``> `` prompt (``... `` where a message goes on: ``gather``), the
+    prompt on ``_prompt_stream``; one the terminal sends as bytes that are not UTF-8 is a
+    ``UserError`` (the chat goes on), not the end of the session."""
     try:
-        return input(prompt)
+        with contextlib.redirect_stdout(_prompt_stream()):  # input writes it on sys.stdout
+            return input(prompt)
     except UnicodeDecodeError as e:
         raise UserError(f"that line is not UTF-8 text ({e.reason}); check the terminal's "
                         "encoding") from None

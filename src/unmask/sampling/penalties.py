@@ -51,9 +51,11 @@ PENALTY_FIELDS: tuple[str, ...] = (
 )
 """The ``SampleConfig`` fields of the penalties."""
 
+
 @dataclass(frozen=True)
 class Penalties:
-    """The three penalties (see the module); build with ``Penalties.of(config)``."""
+    """The four penalties (see the module): r, a, f and the n-gram size; build with
+    ``Penalties.of(config)``."""
 
     repetition: float = 1.0
     presence: float = 0.0
@@ -181,7 +183,9 @@ SPECIAL_ID_FIELDS: tuple[str, ...] = (
 def special_ids(model_config: Any) -> tuple[int, ...]:
     """The model's special token ids (``SPECIAL_ID_FIELDS`` of its config): never counted, so
     never penalised. An end-of-text token in the prompt (a document separator, the end of an
-    earlier chat turn) must not make the model less willing to stop."""
+    earlier chat turn) must not make the model less willing to stop. A chat template's own
+    end-of-turn token that is not the EOS (``<|eot_id|>``, ``<|im_end|>``) is not among them:
+    the decoders see the model's config, not the template (docs/sampling.md says so)."""
     ids = (getattr(model_config, f, None) for f in SPECIAL_ID_FIELDS)
     return tuple(sorted({int(i) for i in ids if i is not None}))
 
