@@ -69,3 +69,19 @@ def test_a_filled_row_takes_its_edit_only_steps_then_waits() -> None:
                              eos_id=None).run()
             assert batch.gen_ids[i] == alone.gen_ids[0], (post, i)
     assert BD3LMDecoder().takes_seeds(config)
+
+
+def test_live_view_highlights_an_edited_token() -> None:
+    """The live view highlighted a token only when its position was masked a step earlier:
+    a committed token that token editing replaced was drawn as unchanged text."""
+    from unmask.sampling import LiveView
+
+    class Tok:
+        mask_id, eos_id, pad_id, bos_id = 0, 2, 1, None
+
+        def decode(self, ids, *, skip_special: bool = True) -> str:
+            return "".join(chr(ord("a") + i - 4) for i in ids)
+
+    view = LiveView(Tok(), enabled=False)
+    assert view.render_row([4, 5, 0], [4, 0, 0]) == [("a", "old"), ("b", "new"), ("░", "mask")]
+    assert view.render_row([4, 6, 7], [4, 5, 0]) == [("a", "old"), ("cd", "new")]
