@@ -34,22 +34,9 @@ class WholeCanvasEdits(BlockRun):
                 logits = proc(logits)
         return logits
 
-    def _mask_and_edit_step(self, inner):
-        logits = self._logits(inner)
-        editable = self._editable(inner)
-        before = inner.x.clone()
-        inner.step(logits)
-        edit = edit_step(self._edit_logits(inner, logits), before, editable,
+    def _edit(self, inner, logits, tokens, editable):
+        return edit_step(self._edit_logits(inner, logits), tokens, editable,
                          self.edit_threshold, self.mask_id)  # fmt: skip
-        inner.x[edit] = before[edit]
-
-    def _edit_only_step(self, inner):
-        logits = self._edit_logits(inner, self._logits(inner))
-        edit = edit_step(logits, inner.x, self._editable(inner), self.edit_threshold, self.mask_id)
-        self._post += 1
-        self._extra = (self._extra[0] + 1, self._extra[1] + 1)
-        if not bool(edit.any()):
-            self._post = self.max_post_steps
 
 
 class Restless:

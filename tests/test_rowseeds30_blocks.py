@@ -96,14 +96,14 @@ def test_absolute_blocks_draw_as_alone():
         assert batch.gen_ids[i][:width] == alone.gen_ids[0], i
 
 
-def test_token_editing_under_a_dynamic_policy_keeps_a_run_per_row():
-    """A row whose block is filled edits while it waits for the batch's: not what it does
-    alone, so those seeded rows stay runs of their own."""
+def test_token_editing_under_a_dynamic_policy_shares_a_run():
+    """A row whose block is filled edited while it waited for the batch's, so those seeded
+    rows were runs of their own; it now takes its edit-only steps as alone and waits
+    unchanged (tests/test_sampling33_edits.py), so they share one."""
     d = BD3LMDecoder()
     assert d.takes_seeds(SampleConfig(gen_length=8, temperature=1.0, edit_threshold=0.5))
     assert d.takes_seeds(SampleConfig(gen_length=8, policy="threshold"))
-    assert not d.takes_seeds(SampleConfig(gen_length=8, policy="threshold",
-                                          edit_threshold=0.5))
+    assert d.takes_seeds(SampleConfig(gen_length=8, policy="threshold", edit_threshold=0.5))
 
 
 def test_generate_runs_seeded_bd3lm_rows_as_one_batch(tmp_path):

@@ -22,8 +22,9 @@ then have the same length modulo the block size. LLaDA 2.1's token-to-token edit
 (``SampleConfig.edit_threshold``; Bie et al. 2026, arXiv:2602.08676; SGLang's
 ``JointThreshold``): at every step, a token already committed in the current block (not the
 prompt) whose argmax differs from it with probability > ``edit_threshold`` is replaced, in the
-same forward as the mask commits; once the block has no mask, edit-only steps follow until one
-changes nothing or ``max_post_steps`` have run.
+same forward as the mask commits; once a row's block has no mask, edit-only steps follow until
+one changes nothing in it or ``max_post_steps`` have run, and the row then waits, unchanged, for
+the others' (each row as alone: ``BlockRun._edit_round``).
 
 Inside: ``BlockRun`` (the ``bd3lm`` decoder's run), ``sample_blocks``, ``block_size_of``,
 ``edit_step``, ``plan_blocks``, ``room_after_prompt`` (the most new tokens that fit after a
@@ -290,7 +291,7 @@ class BlockRun(DecoderRun):
             # the padding row i's run alone has not: the columns its canvas is narrower by
             own = [len(r) if self.absolute else -(-len(r) // bs) * bs for r in rows]
             self._lead = [P - p for p in own]
-        # Token editing runs the model every step (``_mask_and_edit_step``), an empty one
+        # Token editing runs the model every step (``_edit_round``), an empty one
         # too: no step is skipped, so every row draws in it (``Denoiser.step``'s rule)
         self.block_config = dataclasses.replace(
             config, gen_length=bs, block_length=None, steps=steps_per_block,
@@ -302,7 +303,10 @@ class BlockRun(DecoderRun):
         self.nfe = self.steps = 0
         self.blocks_done = 0
         self.edit_threshold, self.max_post_steps = config.edit_threshold, config.max_post_steps
-        self._post: int | None = None  # edit-only steps taken once the block has no mask
+        # per row, as its run alone (token editing): the edit-only steps it has taken since
+        # its block had no mask, and whether its block is final (``_edit_round``)
+        self._post = torch.zeros(B, dtype=torch.long, device=device)  # (B,)
+        self._frozen = torch.zeros(B, dtype=torch.bool, device=device)  # (B,)
         self._extra = (0, 0)  # (nfe, steps) of this block's edit-only steps
         self._inner: Denoiser | None = None
         self._next_block()
@@ -333,7 +337,8 @@ class BlockRun(DecoderRun):
         forbid_empty(canvas, self.model)  # free text: no [EMPTY], as ``Denoiser.for_prompts``
         self._attn = attn
         self._base = (self.nfe, self.steps)
-        self._post, self._extra = None, (0, 0)
+        self._post, self._frozen = torch.zeros_like(self._post), self.finished.clone()
+        self._extra = (0, 0)
         draws: torch.Generator | RowDraws | None = self.generator
         if self._row_gens is not None:  # rows past EOS: their runs alone have ended
             draws = RowDraws(self._row_gens, [L + n - lead for lead in self._lead],
@@ -362,21 +367,15 @@ class BlockRun(DecoderRun):
         assert inner is not None, "the run is finished"
         if self.edit_threshold is None:
             inner.advance()
-        elif self._post is None:  # masks left: commit (M2T) and edit (T2T) from one forward
-            self._mask_and_edit_step(inner)
         else:
-            self._edit_only_step(inner)
+            self._edit_round(inner)
         self.nfe = self._base[0] + inner.nfe + self._extra[0]
         self.steps = self._base[1] + inner.steps + self._extra[1]
         if self.history is not None:  # the canvas after the whole step, its edits included
             self.history.append(inner.x.clone())
         if self.step_callback is not None:
             self.step_callback(self.steps, inner.x)
-        if inner.done and self.edit_threshold is not None and self._post is None:
-            self._post = 0  # every mask is committed: edit-only steps follow
-        elif inner.done and self._post is None:
-            self._end_block()
-        if self._post is not None and self._post >= self.max_post_steps:
+        if inner.done and (self.edit_threshold is None or bool(self._frozen.all())):
             self._end_block()
         self._report()
 
@@ -413,27 +412,35 @@ class BlockRun(DecoderRun):
         return edit
 
     def _editable(self, inner: Denoiser) -> Tensor:
-        """(B, L) bool: committed generated tokens of the current block (not the prompt)."""
+        """(B, L) bool: committed generated tokens of the current block (not the prompt), in
+        the rows whose block is not final yet (``_frozen``; rows past EOS never edit)."""
         start, end = inner.canvas.region
         editable = torch.zeros_like(inner.x, dtype=torch.bool)
         editable[:, max(start, self.P) : end] = True
-        return editable & (inner.x != self.mask_id) & ~self.finished[:, None]
+        return editable & (inner.x != self.mask_id) & ~self._frozen[:, None]
 
-    def _mask_and_edit_step(self, inner: Denoiser) -> None:
+    def _edit_round(self, inner: Denoiser) -> None:
+        """One step under token editing, each row as its run alone. A row whose block is
+        still running (``Denoiser.rows_done``) commits (M2T) and edits (T2T) from one forward;
+        a row whose block is done (filled, under a dynamic policy) takes an edit-only step,
+        until one changes nothing in it or ``max_post_steps`` have run, and its block is then
+        final (``_frozen``): it waits, unchanged, for the other rows' (until 2026-12-07 it went
+        on editing while it waited, every step, so under a dynamic policy a row wrote other
+        text in a batch than alone, greedy too). The block ends when every row's is final."""
+        post = inner.rows_done() & ~self._frozen  # (B,) the rows whose step is edit-only
         logits = self._logits(inner)
         editable = self._editable(inner)  # before this step's commits
-        before = inner.x.clone()
-        inner.step(logits)
-        edit = self._edit(inner, logits, before, editable)
-        inner.x[edit] = before[edit]
-
-    def _edit_only_step(self, inner: Denoiser) -> None:
-        assert self._post is not None
-        edit = self._edit(inner, self._logits(inner), inner.x, self._editable(inner))
-        self._post += 1
-        self._extra = (self._extra[0] + 1, self._extra[1] + 1)
-        if not bool(edit.any()):
-            self._post = self.max_post_steps  # nothing changed: the block is final
+        if inner.done:  # no row has a mask left: edits alone
+            edit = self._edit(inner, logits, inner.x, editable)
+            self._extra = (self._extra[0] + 1, self._extra[1] + 1)
+        else:
+            before = inner.x.clone()
+            inner.step(logits)
+            edit = self._edit(inner, logits, before, editable)
+            inner.x[edit] = before[edit]
+        self._post += post
+        self._frozen |= post & ~edit.any(dim=1)  # an edit-only step that changed nothing
+        self._frozen |= inner.rows_done() & (self._post >= self.max_post_steps)
 
     def view(self) -> Tensor:
         """(B, gen_length): finished blocks, the current block, masks (EOS for finished rows)
@@ -516,13 +523,10 @@ class BD3LMDecoder(Decoder):
         self, config: SampleConfig, prompts: Prompts | None = None, mask_id: int | None = None,
     ) -> bool:
         """The commit loop's rule (``rows_draw_alone``; for ``prompts``, ``row_apart``: a
-        prompt of [MASK]s alone; block-causal caches recompute nothing another row changes),
-        but not token editing under a dynamic policy: a row whose block is filled edits while
-        it waits for the batch's (alone, its edit-only steps are bounded by
-        ``max_post_steps``)."""
-        dynamic = config.policy in ("threshold", "factor", "entropy")
-        return (loop_takes_seeds(self, config, prompts, mask_id)
-                and not (config.edit_threshold is not None and dynamic))
+        prompt of [MASK]s alone; block-causal caches recompute nothing another row changes).
+        Token editing under a dynamic policy too: a row whose block is filled takes its
+        edit-only steps as alone, then waits unchanged (``BlockRun._edit_round``)."""
+        return loop_takes_seeds(self, config, prompts, mask_id)
 
     def rows_apart(self, config: SampleConfig, prompts: Prompts, mask_id: int) -> list[bool]:
         # its block-causal caches recompute nothing another row changes: the ties alone

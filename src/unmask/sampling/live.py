@@ -165,7 +165,9 @@ class LiveView:
     ) -> list[Segment]:
         """Segments of one row's region; ``prev`` is the row one step earlier (None = all
         masked); ``drafts`` the row's drafts (``mask_id`` where none), drawn where ``row``
-        is still masked."""
+        is still masked. A token that differs from ``prev`` is new: committed this step, or
+        a committed one replaced (``bd3lm``'s token editing, ``edit_threshold``; drawn as
+        unchanged text until 2026-12-07)."""
         segs: list[Segment] = []
         run: list[int] = []
         run_new: list[str] = []
@@ -177,7 +179,7 @@ class LiveView:
                 run_new.clear()
 
         for i, t in enumerate(row):
-            fresh = prev is None or prev[i] == self.mask_id
+            fresh = prev is None or prev[i] != t
             if t == self.mask_id and drafts is not None and drafts[i] != self.mask_id:
                 run.append(drafts[i])
                 run_new.append("draft")

@@ -522,6 +522,15 @@ class Denoiser(DecoderRun):
         block_start, block_end = self.block_bounds
         return masked[:, 0 if self._count_from_zero else block_start : block_end]
 
+    def rows_done(self) -> Tensor:
+        """(B,) bool: the rows whose runs alone have finished the current block (every row
+        once the run is done; under a dynamic policy also a row with none of the masks its
+        block counts left, which waits for the batch's: ``step`` gives it no candidate)."""
+        if self.done or not self.policy.dynamic:
+            return torch.full((self.batch_size,), self.done, dtype=torch.bool,
+                              device=self.x.device)
+        return ~self._counted(self.canvas.masked).any(dim=1)
+
     def _enter_block(self) -> None:
         block_start, block_end = self.block_bounds
         masked = self.canvas.masked  # (B, L)
