@@ -33,3 +33,21 @@ def test_rows_of_different_prompts_are_one_error_line(tmp_path, case):
                        env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2, r.stderr
     assert r.stderr == f"distinct_ci.py: error: {want}\n"
+
+
+def test_distinct_matched_takes_the_flag_its_refusal_names(tmp_path):
+    """distinct_matched.py refused a missing --data with "or pass --prompt-source corpus-tail"
+    (``defaults.validation``'s words), a flag it did not take."""
+    env = {"PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "benchmarks/distinct_matched.py", *argv],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    json_out = str(tmp_path / "o.json")
+    refused = run("--other", "x", "--data", str(tmp_path / "none"), "--json", json_out)
+    assert refused.returncode == 2 and "or pass --prompt-source corpus-tail" in refused.stderr
+    other = str(tmp_path / "no-model")
+    taken = run("--other", other, "--prompt-source", "corpus-tail", "--json", json_out)
+    assert taken.returncode == 2 and "unrecognized arguments" not in taken.stderr, taken.stderr
+    assert f"{other}: no such folder" in taken.stderr  # past the prompts, at loading --other
