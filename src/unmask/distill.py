@@ -846,7 +846,7 @@ def _weightless(path: str) -> Loaded:
     and a model on the meta device, the names and shapes of a native checkpoint's weights
     checked from the file's header. What ``student_vocab`` needs of a student before the
     teacher decodes: training loads its weights once (``init``); reading them here as well
-    read the whole student twice (an 8B student: 32 GB of float32 in memory, for its config
+    read the whole student twice (a native 8B student: 32 GB of float32 in memory, for its config
     and tokenizer)."""
     from unmask.checkpoint import check_model_path, native_checks, native_parts, native_sources
     from unmask.convert.load import build_meta, is_publisher_folder, model_config
