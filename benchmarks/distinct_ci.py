@@ -64,7 +64,7 @@ def bootstrap(
     """(point, 2.5%, 97.5%) of the mean per-text distinct-2 of texts ``a``, of ``b`` and of
     the paired difference, the prompts (index i of both) resampled with replacement."""
     if len(a) != len(b) or not a:
-        raise SystemExit(f"the rows continue different prompt sets ({len(a)} vs {len(b)} texts)")
+        raise UserError(f"the rows continue different prompt sets ({len(a)} vs {len(b)} texts)")
     xa = [distinct_n([t], 2) for t in a]
     xb = [distinct_n([t], 2) for t in b]
     rng = random.Random(seed)
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.other:
         second, rows_b = read_rows(args.other)
         if first.get("meta", {}).get("prompts") != second.get("meta", {}).get("prompts"):
-            raise SystemExit(f"{args.result} and {args.other} continue different prompts")
+            raise UserError(f"{args.result} and {args.other} continue different prompts")
     ra = pick(rows_a, args.rows[0], args.result)
     rb = pick(rows_b, args.rows[1], args.other or args.result)
     out = bootstrap(ra["texts"], rb["texts"], resamples=args.resamples, seed=args.seed)

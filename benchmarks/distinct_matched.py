@@ -6,10 +6,11 @@ also cut to the words of --other's text for the same prompt, and both are compar
     python benchmarks/distinct_matched.py --other runs/twin/best --data data/bible \\
         --json benchmarks/results/NAME.json
 
-Prompts: the validation split of --data, as ``benchmarks/defaults.py`` takes them. Settings:
-each checkpoint's own recommendation (``default``) and plain greedy decoding (``greedy``:
-temperature 0, no penalties; --model in blocks of each --greedy-blocks length, each such row
-against --other's one greedy run).
+Prompts: the validation split of --data (or the packaged corpus' tail, ``--prompt-source
+corpus-tail``), as ``benchmarks/defaults.py`` takes them. Settings: each checkpoint's own
+recommendation (``default``) and plain greedy decoding (``greedy``: temperature 0, no
+penalties; --model in blocks of each --greedy-blocks length, each such row against --other's
+one greedy run).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 from _common import default_output, json_text, output_path, positive_int, run
-from defaults import per_text_distinct2, validation
+from defaults import add_prompt_args, per_text_distinct2, prompt_pairs
 
 GREEDY = {"temperature": 0.0, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
 """Plain greedy decoding: no sampling, no penalties."""
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="demo", help="diffusion checkpoint (default: the demo)")
     ap.add_argument("--other", required=True, help="the checkpoint to match lengths with")
-    ap.add_argument("--data", default="data/bible", help="prepared dataset (its val split)")
+    add_prompt_args(ap)  # --data and --prompt-source, as benchmarks/defaults.py takes them
     ap.add_argument("--prompts", type=positive_int, default=64)
     ap.add_argument("--prompt-words", type=positive_int, default=12)
     ap.add_argument("--gen-length", type=positive_int, default=64)
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     from unmask.commands.demo import asset_path
 
     model = str(asset_path("demo")) if args.model == "demo" else args.model
-    pairs = validation(args.data, args.prompts, args.prompt_words, args.gen_length)
+    pairs, source = prompt_pairs(args, args.prompts, args.gen_length)
     prompts = [p for p, _ in pairs]
     texts: dict[tuple[str, str], list[str]] = {}
     settings: list[tuple[str, str]] = []  # (row name, --other's mode it is compared with)
@@ -80,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
               f" (whole, {r['model_words']:.1f} words: {r['model_dist2_whole']:.3f})")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json_text({"model": model, "other": args.other, "data": args.data,
-                                     "prompts": prompts, "gen_length": args.gen_length,
-                                     "rows": rows}, indent=1))
+                                     "prompt_source": source, "prompts": prompts,
+                                     "gen_length": args.gen_length, "rows": rows}, indent=1))
     print(f"wrote {args.json}")
 
 

@@ -775,8 +775,8 @@ def _jsonl_objects(
         array = first and line.lstrip().startswith("[")  # past the bytes ``head`` saw
         first = False
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
+            obj = json.loads(line.rstrip("\r\n"))  # a line cut short: its end's column,
+        except json.JSONDecodeError as e:  # not column 1 of the next line
             if array:  # "[" alone on line 1: a pretty-printed array (Alpaca's data files)
                 raise _array_error(src.path, src.kind) from None
             raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None

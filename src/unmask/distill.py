@@ -826,10 +826,9 @@ def student_vocab(teacher: Loaded, student_path: str) -> int | None:
     hybrid to be) of exactly the teacher's tokenizer. Returns the student's vocabulary size
     when it is the smaller one (rows are cut at ids beyond it), else None."""
     from unmask.api import draft_aux
-    from unmask.checkpoint import load
     from unmask.objectives.distill import teacher_problem
 
-    student = load(student_path)
+    student = _weightless(student_path)
     if student.config.attention == "causal":  # a one-model hybrid: the teacher's own tokenizer
         _same_tokenizer(teacher, student, student_path)
         return None
@@ -840,6 +839,32 @@ def student_vocab(teacher: Loaded, student_path: str) -> int | None:
     if shared is not None and shared < teacher.config.vocab_size:
         return int(shared)
     return None
+
+
+def _weightless(path: str) -> Loaded:
+    """The checkpoint at ``path`` as ``load`` reads it but for its weights: config, tokenizer
+    and a model on the meta device, the names and shapes of a native checkpoint's weights
+    checked from the file's header. What ``student_vocab`` needs of a student before the
+    teacher decodes: training loads its weights once (``init``); reading them here as well
+    read the whole student twice (a native 8B student: 32 GB of float32 in memory, for its config
+    and tokenizer)."""
+    from unmask.checkpoint import check_model_path, native_checks, native_parts, native_sources
+    from unmask.convert.load import build_meta, is_publisher_folder, model_config
+    from unmask.convert.stream import check_sources
+    from unmask.loaded import Loaded
+
+    check_model_path(path)
+    if is_publisher_folder(path):  # its importer's checks are the load's, in training
+        imp, config, tokenizer = model_config(path)
+        model = build_meta(config, Path(path) / "config.json")
+        return Loaded(model=model, tokenizer=tokenizer, config=config, path=Path(path),
+                      family=imp.name, name=os.fsdecode(path))
+    ckpt, config, tokenizer = native_parts(path)
+    model = build_meta(config, ckpt / "config.json")
+    weights = ckpt / "model.safetensors"
+    check_sources(model, *native_sources(model, weights), **native_checks(model, weights))
+    return Loaded(model=model, tokenizer=tokenizer, config=config, path=ckpt,
+                  name=os.fsdecode(path))
 
 
 def _same_tokenizer(teacher: Loaded, student: Loaded, student_path: str) -> None:
