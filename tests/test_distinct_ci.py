@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from unmask.errors import UserError
+
 
 @pytest.fixture
 def ci(benchmark):
@@ -27,7 +29,7 @@ def test_identical_rows_differ_by_nothing_and_a_loop_loses(tmp_path, ci, capsys)
     assert ci.main([str(path), "--resamples", "50"]) == 0
     text = capsys.readouterr().out
     assert "pooled distinct-2 d / p: 0.067" in text and "0 of 6" in text
-    with pytest.raises(SystemExit, match="different prompt sets"):
+    with pytest.raises(UserError, match="different prompt sets"):
         ci.bootstrap(loop, varied[:3], resamples=10, seed=0)
 
 
@@ -45,5 +47,5 @@ def test_row_b_from_another_run_of_the_same_prompts(tmp_path, ci, capsys):
     assert ci.main([a, "--other", write("b", varied, ["p"] * 6), "--resamples", "50"]) == 0
     text = capsys.readouterr().out
     assert "pooled distinct-2 b / p: 1.000" in text and "0 of 6" in text
-    with pytest.raises(SystemExit, match="continue different prompts"):
+    with pytest.raises(UserError, match="continue different prompts"):
         ci.main([a, "--other", write("c", varied, ["q"] * 6)])
