@@ -114,8 +114,8 @@ def test_batch_wait_must_be_shorter_than_the_timeout():
     request (an OverflowError), and every request after it was a 503."""
     assert ServerLimits(batch_wait_s=0.5, request_timeout_s=1).batch_wait_s == 0.5
     for wait, timeout in ((1, 1), (1e10, 300)):
-        with pytest.raises(UserError, match="batch_wait_s=.* must be less than the request "
-                                            "timeout"):
+        with pytest.raises(UserError, match="batch_wait_s=.* must be less than "
+                                            "request_timeout_s"):
             ServerLimits(batch_wait_s=wait, request_timeout_s=timeout)
 
 

@@ -257,8 +257,8 @@ def test_serve_checks_the_address_before_loading_the_model(served, capsys, free_
      "kind), got 1025"),
     ("--max-slow-checks", "9" * 400, "--max-slow-checks must be at most 1024 (threads of each "
      "kind), got a number of 400 digits"),
-    ("--batch-wait", "1e10", "--batch-wait must be less than the request timeout, 300 s (a "
-     "lone request would wait it out), got 1e+10"),
+    ("--batch-wait", "1e10", "--batch-wait must be less than --timeout (300 s: a lone "
+     "request would wait it out), got 1e+10"),
 ])
 def test_serve_names_the_flag_of_a_bad_limit(served, capsys, flag, value, says):
     """``--timeout nan`` passed the flag check (nan <= 0 is False) and was refused later as
@@ -269,6 +269,16 @@ def test_serve_names_the_flag_of_a_bad_limit(served, capsys, flag, value, says):
         assert "/no/such/run" in err and "Traceback" not in err, err
     else:
         assert err == f"unmask serve: error: {says}\n", err
+    assert served == []
+
+
+def test_serve_names_both_flags_of_batch_wait_past_the_timeout(served, capsys):
+    """The rule that holds ``--batch-wait`` against ``--timeout`` names that flag too, not
+    "the request timeout"."""
+    assert main(["serve", "--model", "/no/such/run", "--batch-wait", "5", "--timeout", "2"]) == 2
+    assert capsys.readouterr().err == ("unmask serve: error: --batch-wait must be less than "
+                                       "--timeout (2 s: a lone request would wait it out), "
+                                       "got 5\n")
     assert served == []
 
 

@@ -321,8 +321,11 @@ def server_limits(args: argparse.Namespace) -> ServerLimits:
         return ServerLimits(allow_regex=not args.no_regex,
                             **{f: getattr(args, name) for f, name in LIMIT_FLAGS.items()})
     except LimitError as e:
-        flag = "--" + LIMIT_FLAGS[e.field].replace("_", "-")
-        raise UserError(f"{flag} {e.rule}, got {shown_number(e.value)}") from None
+        def flag(field: str) -> str:
+            return "--" + LIMIT_FLAGS[field].replace("_", "-")
+
+        raise UserError(f"{flag(e.field)} {e.naming(flag)}, got {shown_number(e.value)}"
+                        ) from None
 
 
 def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,

@@ -51,11 +51,12 @@ nothing run once. Such a job shares no run with other jobs.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -250,28 +251,53 @@ def _seeds_each(job: Job) -> list[int]:
     return cast("list[int]", [cast(SampleConfig, job.config).seed] * len(job.rows))
 
 
+class _Counting(threading.local):
+    """The count the forwards of this thread go to (``ForwardCount.counting``); None: none."""
+
+    count: ForwardCount | None = None
+
+
+_COUNTING = _Counting()
+_HOOKED = "_unmask_forward_hook"
+
+
+def _seen(*_: Any) -> None:
+    """The forward hook: a forward of the model adds one to the count of the thread that ran
+    it, if that thread counts (torch.compile traces it: no graph break, no recompile)."""
+    count = _COUNTING.count
+    if count is not None:
+        count.n += 1
+
+
 class ForwardCount:
-    """The forward passes of a model so far (``n``), counted by a forward hook: what a job
-    that runs alone (``Job.fn``: infill, forms, edit, structured output) adds to the ``nfe``
-    metric as it runs, the forwards of a job cancelled or failed part way included (its
-    result, which counts them too, never comes). One per model (``of``)."""
+    """The forward passes of a worker's jobs that run alone (``Job.fn``: infill, forms, edit,
+    structured output) so far (``n``), counted by a forward hook on the model: what such a
+    job adds to the ``nfe`` metric when it ends, the forwards of a job cancelled or failed
+    part way included (its result, which counts them too, never comes). One per engine
+    (``on``), counting only the forwards its worker thread runs in ``counting``: two apps on
+    one model, or a closed app's worker still finishing beside its successor's, never count
+    each other's forwards, and only that one thread writes ``n``."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self) -> None:
         self.n = 0
-        model.register_forward_hook(self._seen)
-
-    def _seen(self, *_: Any) -> None:  # (torch.compile traces it: no graph break)
-        self.n += 1
 
     @classmethod
-    def of(cls, model: torch.nn.Module) -> ForwardCount:
-        """``model``'s count, kept on it: its hook is registered once, before a compiled twin
-        (``compile_for_decoding``) traces it, and shared by every engine built for the model
-        (each run of an app builds one)."""
-        count = model.__dict__.get("_unmask_forwards")
-        if count is None:
-            count = model.__dict__["_unmask_forwards"] = cls(model)
-        return count
+    def on(cls, model: torch.nn.Module) -> ForwardCount:
+        """A new count of ``model``'s forwards. The hook is registered once per model, before
+        a compiled twin (``compile_for_decoding``) traces it, and serves every count."""
+        if not model.__dict__.get(_HOOKED):
+            model.register_forward_hook(_seen)
+            model.__dict__[_HOOKED] = True
+        return cls()
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        """Count the forwards this thread runs in the block (of any model hooked by ``on``)."""
+        before, _COUNTING.count = _COUNTING.count, self
+        try:
+            yield
+        finally:
+            _COUNTING.count = before
 
 
 class Engine:
@@ -283,7 +309,9 @@ class Engine:
     docstring). ``seeds_in_one_run(config, rows=)`` (``SeedsInOneRun``; None: never): whether
     a seeded job's rows run as one run, ``start_run(..., seeds=)``, not a run per row.
     ``row_runs(config, rows, seeded=)`` (``RowRunsOf``; None: no row kept apart): the rows a
-    decoder keeps apart, each a part that runs alone.
+    decoder keeps apart, each a part that runs alone. ``forwards`` (``ForwardCount.on(model)``;
+    None: a count no hook feeds): the forwards of the jobs that run alone, added to the
+    ``nfe`` metric when each ends.
     """
 
     def __init__(
@@ -307,7 +335,7 @@ class Engine:
         self.max_queue = max_queue
         self.batch_wait_s = batch_wait_s
         self.metrics = metrics or Metrics()
-        self.forwards = forwards
+        self.forwards = forwards if forwards is not None else ForwardCount()
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -753,14 +781,15 @@ class Engine:
     def _run(self, batch: list[Job]) -> None:
         if batch[0].fn is not None:
             job = batch[0]
-            seen = self.forwards.n if self.forwards is not None else 0
+            seen = self.forwards.n
             out, error = None, None
             try:
-                out = job.fn()
+                with self.forwards.counting():
+                    out = job.fn()
             except BaseException as e:  # noqa: BLE001 -- reported to the request, the worker lives on
                 error = e
-            if self.forwards is not None:  # its forwards, answered or not: a client that left
-                self.metrics.inc("nfe", self.forwards.n - seen)  # mid-way had them run all the same
+            # its forwards, answered or not: a client that left mid-way had them run all the same
+            self.metrics.inc("nfe", self.forwards.n - seen)
             self._idle()
             _resolve(job.future, out, exc=error)
             return

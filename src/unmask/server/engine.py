@@ -84,7 +84,7 @@ def make_engine(
         metrics=metrics,
         seeds_in_one_run=seeds_in_one_run,
         row_runs=row_runs,
-        forwards=ForwardCount.of(loaded.model),
+        forwards=ForwardCount.on(loaded.model),
     )
 
 

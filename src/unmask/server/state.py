@@ -31,11 +31,17 @@ past any machine's cores only grows the threads, one per check under way."""
 
 class LimitError(UserError):
     """A ``ServerLimits`` field refused: which one (``field``), its value and the ``rule`` it
-    breaks (``must be ...``), so that ``unmask serve`` names the flag the user typed."""
+    breaks (``must be ...``; ``{other}`` in it stands for the field ``other`` it is held
+    against), so that ``unmask serve`` names the flags the user typed (``naming``)."""
 
-    def __init__(self, field: str, value: Any, rule: str) -> None:
-        self.field, self.value, self.rule = field, value, rule
-        super().__init__(f"server limit {field}={shown_number(value)} {rule}")
+    def __init__(self, field: str, value: Any, rule: str, *, other: str | None = None) -> None:
+        self.field, self.value, self.rule, self.other = field, value, rule, other
+        super().__init__(f"server limit {field}={shown_number(value)} {self.naming(str)}")
+
+    def naming(self, name: Callable[[str], str]) -> str:
+        """The rule, with the field it is held against called ``name(other)``."""
+        return self.rule if self.other is None else self.rule.replace("{other}",
+                                                                      name(self.other))
 
 
 @dataclass(kw_only=True)
@@ -101,9 +107,9 @@ class ServerLimits:
                 raise LimitError(f.name, v, "must be positive")
         if self.batch_wait_s >= self.request_timeout_s:  # (a huge one killed the worker: an
             # OverflowError at the first request, and every request after it a 503)
-            raise LimitError("batch_wait_s", self.batch_wait_s, "must be less than the request "
-                             f"timeout, {shown_number(self.request_timeout_s)} s (a lone request "
-                             "would wait it out)")
+            raise LimitError("batch_wait_s", self.batch_wait_s, "must be less than {other} ("
+                             f"{shown_number(self.request_timeout_s)} s: a lone request would "
+                             "wait it out)", other="request_timeout_s")
         if self.max_slow_checks > MAX_SLOW_CHECKS:  # threads of their own: never unbounded
             raise LimitError("max_slow_checks", self.max_slow_checks,
                              f"must be at most {MAX_SLOW_CHECKS} (threads of each kind)")

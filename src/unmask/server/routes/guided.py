@@ -402,7 +402,7 @@ def settle(state: ServerState, request: Request, ids: list[int], res: Any, parse
     tokens: the returned text's tokens, as a plain completion counts its text (not the
     canvas, padding included). Counted in the metrics and the access log as every
     completion (``account``), with its NFE in the log (the ``nfe`` metric counted its forwards
-    as they ran: ``batching.ForwardCount``)."""
+    when its run ended: ``batching.ForwardCount``)."""
     text = answer_text(res, parse)
     completion = len(state.tok.encode(text))
     note(request, nfe=res.nfe)
