@@ -1,10 +1,15 @@
 """Whether a stream is a terminal, without torch: the live view (``unmask.sampling.live``),
 ``unmask demo`` and the line ``unmask.cli`` prints before torch loads ask the same question;
-``unmask prepare -`` and ``unmask generate`` ask it of standard input."""
+``unmask prepare -`` and ``unmask generate`` ask it of standard input. Also how text a model
+wrote reaches a terminal: ``shown_text`` (control characters escaped on a tty, as they are
+otherwise) and ``json_text`` (JSON with no raw control character)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import sys
 from typing import Any
 
 
@@ -22,3 +27,31 @@ def is_terminal(stream: Any) -> bool:
     """Whether ``stream`` is a terminal that takes escape codes (a tty, not ``TERM=dumb``);
     False for a closed stream or none."""
     return is_tty(stream) and os.environ.get("TERM") != "dumb"
+
+
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""The C0 control characters but newline and tab, DEL and the C1 controls: what a terminal
+may take as a command (ESC starts a sequence that moves the cursor, clears the screen, sets
+the window title; a carriage return writes over the line; U+009B is a one-character CSI)."""
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with each control character of ``_CONTROLS`` written as Python writes it in a
+    string (``\\x1b``, ``\\r``, ``\\x9b``); newlines, tabs and all other text as they are."""
+    return _CONTROLS.sub(lambda m: repr(m[0])[1:-1], text)
+
+
+def shown_text(text: str, stream: Any = None) -> str:
+    """``text`` (a model's, or a prompt echoed with it) as written to ``stream`` (default
+    ``sys.stdout``): control characters escaped where it is a terminal (``escape_controls``:
+    a model could emit bytes that rewrite the user's screen or title), the exact text where it
+    is a pipe or a file (``unmask generate ... > out.txt`` keeps every byte)."""
+    return escape_controls(text) if is_tty(sys.stdout if stream is None else stream) else text
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """``value`` as JSON, non-ASCII characters as themselves (``ensure_ascii=False``) but DEL
+    and the C1 controls escaped (``\\u009b``), as JSON already escapes the C0 ones: the same
+    JSON value, which no terminal can take as a command, wherever it is written."""
+    text = json.dumps(value, ensure_ascii=False, indent=indent)
+    return re.sub("[\x7f-\x9f]", lambda m: f"\\u{ord(m[0]):04x}", text)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import re
 import sys
 import time
@@ -14,6 +13,7 @@ from unmask.commands.infill import add_common_flags, live_view, load_model, stdi
 from unmask.commands.sample_options import with_seed
 from unmask.errors import UserError
 from unmask.messages import plural
+from unmask.terminal import json_text, shown_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
         out = dataclasses.asdict(result)
         out["seconds"] = round(seconds, 4)
         out["config"] = dataclasses.asdict(config)  # the options it ran with, as infill --json
-        print(json.dumps(out, ensure_ascii=False))
+        print(json_text(out))
         return 0
-    print(result.text)
+    print(shown_text(result.text))
     for c in result.changes:
         print(f"round {c.round}: {c.old!r} -> {c.new!r}", file=sys.stderr)
     print(f"{plural(len(result.changes), 'change')} in {plural(result.rounds, 'round')}, "

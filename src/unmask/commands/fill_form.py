@@ -14,6 +14,7 @@ from unmask.commands.sample_options import with_seed
 from unmask.errors import UserError
 from unmask.files import read_user_stdin
 from unmask.messages import plural
+from unmask.terminal import json_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -133,9 +134,9 @@ def run(args: argparse.Namespace) -> int:
             "seconds": round(seconds, 4),
             "config": dataclasses.asdict(config),
         }
-        print(json.dumps(out, ensure_ascii=False))
+        print(json_text(out))
         return 0
-    print(result.pretty())
+    print(json_text(result.value, indent=2))  # result.pretty(), no raw C1 control
     print(f"{plural(len(result.holes), 'hole')}, {result.nfe} NFE in {seconds:.2f} s",
           file=sys.stderr)
     return 0

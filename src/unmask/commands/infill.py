@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from typing import Any
@@ -28,6 +27,7 @@ from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
 from unmask.files import read_user_stdin
 from unmask.messages import plural
+from unmask.terminal import json_text, shown_text
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -172,9 +172,9 @@ def run(args: argparse.Namespace) -> int:
         out = result.as_dict()
         out["seconds"] = round(seconds, 4)
         out["config"] = dataclasses.asdict(config)
-        print(json.dumps(out, ensure_ascii=False))
+        print(json_text(out))
         return 0
-    print(result.text)
+    print(shown_text(result.text))
     lengths = ", ".join(f"{g.name}: {len(g.tokens)}" for g in result.gaps)
     how = f", lengths by {result.length_mode}" if result.length_mode else ""
     if result.length_mode == "elbo":

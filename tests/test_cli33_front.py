@@ -1,0 +1,95 @@
+"""The command line's front door (session 33): control characters in the text a command
+prints, ``--gen-length`` on the commands that ignore it, temperatures too small to divide by."""
+
+import io
+import json
+import sys
+
+import pytest
+import torch
+
+from unmask.checkpoint import save_checkpoint
+from unmask.cli import main
+from unmask.config import model_preset
+from unmask.files import asset_path
+from unmask.model import Transformer
+from unmask.terminal import escape_controls, json_text
+from unmask.tokenizer import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A random tiny model with the shipped demo tokenizer (byte-level: any text encodes)."""
+    shipped = asset_path("demo") / "tokenizer.json"
+    if not shipped.is_file():
+        pytest.skip("demo checkpoint not bundled")
+    tok = load_tokenizer(shipped)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, **tok.special_ids())
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("ck")
+    save_checkpoint(out, model=Transformer(cfg), tokenizer=tok)
+    return out
+
+
+class _Terminal(io.StringIO):
+    """Standard output that is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\rX\x9b31m"
+"""Set the window title, clear the screen, return to the line's start, a one-character CSI."""
+SHOWN = "\\x1b]0;pwned\\x07\\x1b[2J\\rX\\x9b31m"
+
+
+def test_escape_controls_keeps_newlines_tabs_and_text():
+    assert escape_controls(f"a\tb\nc{HOSTILE}é\x7f\x00") == f"a\tb\nc{SHOWN}é\\x7f\\x00"
+    text = json_text({"t": f"{HOSTILE}\x7fé"})
+    assert json.loads(text) == {"t": f"{HOSTILE}\x7fé"}  # the same value
+    assert not any(0x7f <= ord(c) <= 0x9f or ord(c) < 0x20 for c in text)
+    assert "é" in text  # non-ASCII text stays itself
+
+
+def _run(argv, monkeypatch, capsys, terminal):
+    out = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(argv) == 0
+    capsys.readouterr()
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_printed_text_escapes_controls_on_a_terminal_only(tiny, monkeypatch, capsys, terminal):
+    """Text a model wrote (or a prompt echoed before it) went to the terminal byte for byte: an
+    ESC sequence in it could clear the screen, set the window title or hide what came before
+    (a carriage return). On a terminal they are shown escaped now; a pipe or a file keeps the
+    exact text."""
+    run = ["--model", str(tiny), "--no-live", "--device", "cpu"]
+    want = SHOWN if terminal else HOSTILE
+    gen = _run(["generate", f"hi {HOSTILE}", "--gen-length", "2", *run],
+               monkeypatch, capsys, terminal)
+    assert gen.startswith(f"hi {want}")
+    infill = _run(["infill", f"{HOSTILE} [MASK] end", *run], monkeypatch, capsys, terminal)
+    assert infill.startswith(want) and infill.rstrip("\n").endswith(" end")
+    span = f"{len(HOSTILE) + 1}:{len(HOSTILE) + 3}"  # "ab"
+    edit = _run(["edit", "--text", f"{HOSTILE} ab cd", "--span", span, *run],
+                monkeypatch, capsys, terminal)
+    assert edit.startswith(want)
+    if terminal:
+        assert not any(c in gen + infill + edit for c in "\x1b\x07\r\x9b")
+
+
+def test_json_and_forms_hold_no_raw_control(tiny, monkeypatch, capsys):
+    """``--json`` escaped C0 controls (JSON must) but wrote U+009B, a one-character CSI, and
+    DEL as themselves; fill-form's JSON too. Now escaped as JSON escapes them: the same
+    value."""
+    run = ["--model", str(tiny), "--no-live", "--device", "cpu"]
+    for terminal in (True, False):
+        form = _run(["fill-form", json.dumps({"k": "\x9b2J", "n": "<digits:1>"}), *run],
+                    monkeypatch, capsys, terminal)
+        assert "\x9b" not in form and json.loads(form)["k"] == "\x9b2J"
+        out = _run(["generate", "a\x9bb", "--gen-length", "2", "--json", *run],
+                   monkeypatch, capsys, terminal)
+        assert "\x9b" not in out and json.loads(out)["results"][0]["prompt"] == "a\x9bb"
+
