@@ -93,3 +93,20 @@ def test_json_and_forms_hold_no_raw_control(tiny, monkeypatch, capsys):
                    monkeypatch, capsys, terminal)
         assert "\x9b" not in out and json.loads(out)["results"][0]["prompt"] == "a\x9bb"
 
+
+@pytest.mark.parametrize("command, why", [
+    (["infill", "a [MASK] b"], "the template sets each gap's length"),
+    (["edit", "--text", "abc", "--span", "0:1"], "a span is refilled with as many tokens"),
+    (["fill-form", '{"a": "<int>"}'], "the holes' types set the lengths"),
+])
+def test_gen_length_is_refused_where_the_text_sets_the_lengths(tiny, capsys, command, why):
+    """``unmask infill TEMPLATE --gen-length 200`` ran and wrote the template's few tokens:
+    the flag was accepted and ignored (the --help description said so). Given, it is one line
+    now, saying what sets the length, before the model loads; not given, the run goes on."""
+    run = [*command, "--model", str(tiny), "--no-live", "--device", "cpu"]
+    assert main([*run, "--gen-length", "200"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"unmask {command[0]}: error: --gen-length does not apply: {why}")
+    assert "\n" not in err
+    assert main(run) == 0
+
