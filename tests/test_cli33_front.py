@@ -110,3 +110,43 @@ def test_gen_length_is_refused_where_the_text_sets_the_lengths(tiny, capsys, com
     assert "\n" not in err
     assert main(run) == 0
 
+
+@pytest.fixture(scope="module")
+def tiny_ar(tmp_path_factory):
+    """A random tiny causal (``ar``) model with the shipped demo tokenizer."""
+    shipped = asset_path("demo") / "tokenizer.json"
+    if not shipped.is_file():
+        pytest.skip("demo checkpoint not bundled")
+    tok = load_tokenizer(shipped)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, attention="causal",
+                       objective="ar", **tok.special_ids())
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("ar")
+    save_checkpoint(out, model=Transformer(cfg), tokenizer=tok)
+    return out
+
+
+def test_a_temperature_too_small_to_divide_by_is_refused(tiny_ar, capsys):
+    """``--temperature 1e-310`` (a subnormal float) on a causal checkpoint divided the logits
+    into inf, the softmax into NaN, and wrote token 0 at every position, exit 0. Now a
+    temperature above 0 and under ``MIN_TEMPERATURE`` is one line, on the CLI and in the
+    library (``SampleConfig``: the server's too); the smallest one taken samples as greedy
+    decoding does."""
+    from unmask.config import MIN_TEMPERATURE, SampleConfig
+    from unmask.errors import UserError
+
+    run = ["generate", "hello", "--model", str(tiny_ar), "--gen-length", "6", "--json",
+           "--device", "cpu", "--seed", "1"]
+    for tiny_t in ("1e-310", "5e-324", "1e-40"):
+        assert main([*run, "--temperature", tiny_t]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == ("unmask generate: error: --temperature must be 0 (greedy) or at least "
+                       f"{MIN_TEMPERATURE:g}, got {float(tiny_t):g}")
+        with pytest.raises(UserError, match="temperature must be 0"):
+            SampleConfig(temperature=float(tiny_t))
+    tokens = {}
+    for t in ("0", repr(MIN_TEMPERATURE)):
+        assert main([*run, "--temperature", t]) == 0
+        tokens[t] = json.loads(capsys.readouterr().out)["results"][0]["tokens"]
+    assert tokens["0"] == tokens[repr(MIN_TEMPERATURE)]
+    assert set(tokens["0"]) != {0}
