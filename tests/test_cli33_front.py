@@ -150,3 +150,24 @@ def test_a_temperature_too_small_to_divide_by_is_refused(tiny_ar, capsys):
         tokens[t] = json.loads(capsys.readouterr().out)["results"][0]["tokens"]
     assert tokens["0"] == tokens[repr(MIN_TEMPERATURE)]
     assert set(tokens["0"]) != {0}
+
+
+def test_demo_escapes_a_models_controls_on_a_terminal(tiny, monkeypatch, capsys):
+    """``unmask demo --model RUN`` printed the text a model wrote, byte for byte, as generate
+    did: on a terminal its control characters are shown escaped now (the demo's own bold
+    stays)."""
+    import dataclasses
+
+    from unmask import api
+
+    real = api.generate
+
+    def hostile(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return dataclasses.replace(out, texts=[HOSTILE + t for t in out.texts])
+
+    monkeypatch.setattr(api, "generate", hostile)
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = _run(["demo", "--model", str(tiny), "--gen-length", "4", "--steps", "4", "--no-live",
+                "--device", "cpu"], monkeypatch, capsys, terminal=True)
+    assert SHOWN in out and not any(c in out for c in "\x1b\x07\r\x9b")
