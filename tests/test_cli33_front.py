@@ -171,3 +171,19 @@ def test_demo_escapes_a_models_controls_on_a_terminal(tiny, monkeypatch, capsys)
     out = _run(["demo", "--model", str(tiny), "--gen-length", "4", "--steps", "4", "--no-live",
                 "--device", "cpu"], monkeypatch, capsys, terminal=True)
     assert SHOWN in out and not any(c in out for c in "\x1b\x07\r\x9b")
+
+
+def test_stdout_that_cannot_hold_a_character_gets_an_escape_not_a_traceback(tiny, monkeypatch):
+    """Standard output in an encoding without some character of the text
+    (``PYTHONIOENCODING=latin-1``, a cp1252 file on Windows) ended the run, after all of its
+    work, with a UnicodeEncodeError traceback (exit 1). The character is written as
+    ``\\u201c`` now, as Python writes stderr; the rest of the text stays."""
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="latin-1", write_through=True)
+    monkeypatch.setattr(sys, "stdout", out)
+    argv = ["infill", "\u201cé\u201d [MASK] end", "--model", str(tiny), "--no-live",
+            "--device", "cpu"]
+    assert main(argv) == 0
+    out.flush()
+    written = raw.getvalue().decode("latin-1")
+    assert written.startswith("\\u201cé\\u201d ") and written.rstrip("\n").endswith(" end")
