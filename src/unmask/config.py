@@ -706,7 +706,7 @@ class SampleConfig:
     skip_empty_steps: bool = False
     """Skip the model call of a step that commits nothing (llada with steps > tokens)."""
     temperature: float = 0.0
-    """Gumbel-max temperature (0 = argmax)."""
+    """Gumbel-max temperature (0 = argmax; above 0, at least 1e-6: ``MIN_TEMPERATURE``)."""
     cfg_scale: float = 0.0
     """Classifier-free guidance scale (0 = off)."""
     forbid_eos: bool = False
