@@ -334,6 +334,11 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         return EXIT_USER_ERROR
     with contextlib.suppress(AttributeError, ValueError):  # stdin as text read: UTF-8, strict
         sys.stdin.reconfigure(encoding="utf-8", errors="strict")  # type: ignore[union-attr]
+    # stdout in an encoding that cannot hold every character (PYTHONIOENCODING=latin-1, a
+    # cp1252 file on Windows): the text is written with \u201c for what it cannot hold, as
+    # Python writes stderr, instead of a UnicodeEncodeError traceback after the whole run
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     if argv and not argv[0].startswith("-") and (name is None or "_" in argv[0]):
         _said_by_rank_0()
         print(f"unmask: error: {unknown_command(argv[0])} (see: unmask --help)",

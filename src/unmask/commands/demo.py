@@ -30,6 +30,7 @@ from unmask.commands import (
 from unmask.errors import UserError
 from unmask.files import asset_path
 from unmask.messages import plural
+from unmask.terminal import shown_text
 
 PROMPTS = ("In the beginning, God", "Jesus said to his disciples,", "Yahweh is my shepherd;")
 # Fill-in-the-blank templates: [MASK:a-b] is a gap of a to b tokens; the length is chosen
@@ -468,7 +469,7 @@ def _continue(m: Any, n: str, prompt: str, config: Any, template: Any, live_ok: 
         res = api.generate(m, prompt, config=config, template=template, step_callback=view)
     finally:  # Ctrl-C too: the frame goes, the one line starts on a line of its own
         view.close(clear=True)
-    n_tokens, dt, text = res.n_tokens, res.seconds, res.texts[0]
+    n_tokens, dt, text = res.n_tokens, res.seconds, shown_text(res.texts[0])  # no raw ESC
     shown = f"\x1b[1m{text}\x1b[0m" if _color() else f"[{text}]"
     print(f"  User: {prompt}\n  Assistant: {shown}" if template is not None
           else f"  {prompt}{shown}")
@@ -491,7 +492,7 @@ def _fill(m: Any, template: str, how: str, seed: int, live_ok: bool) -> None:
     res, dt = filled.detail, filled.seconds
     text, n = res.text, sum(len(g.tokens) for g in res.gaps)
     for g in sorted(res.gaps, key=lambda g: -g.start):  # the filled gaps in bold, or [in]
-        inner = text[g.start : g.end]
+        inner = shown_text(text[g.start : g.end])  # as generate prints a model's text
         inner = f"\x1b[1m{inner}\x1b[0m" if _color() else f"[{inner}]"
         text = f"{text[: g.start]}{inner}{text[g.end :]}"
     if how == "fim":

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import re
 import sys
 import time
 
 from unmask.commands import registry_choice
-from unmask.commands.infill import add_common_flags, live_view, load_model, stdin_text
+from unmask.commands.infill import (
+    add_common_flags,
+    live_view,
+    load_model,
+    refuse_gen_length,
+    stdin_text,
+)
 from unmask.commands.sample_options import with_seed
 from unmask.errors import UserError
 from unmask.messages import plural
+from unmask.terminal import json_text, shown_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(--span START:END, repeatable), every match of --regex, or the --lowest K tokens "
             "by the "
             "model's confidence (--rounds N repeats that, reporting what changed). Text outside "
-            "the spans is kept exactly. --gen-length is ignored: a span is refilled with as many "
+            "the spans is kept exactly. --gen-length is refused: a span is refilled with as many "
             "tokens as it held."
         ),
     )
@@ -66,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.commands.generate import sample_config_from_args
 
+    refuse_gen_length(args, "a span is refilled with as many tokens as it held")
     config = with_seed(sample_config_from_args(args))  # a sampled run reports its seed
     # as infill's template: the newline that ends the input is not part of the text
     text = stdin_text() if args.text == "-" else args.text
@@ -92,9 +99,9 @@ def run(args: argparse.Namespace) -> int:
         out = dataclasses.asdict(result)
         out["seconds"] = round(seconds, 4)
         out["config"] = dataclasses.asdict(config)  # the options it ran with, as infill --json
-        print(json.dumps(out, ensure_ascii=False))
+        print(json_text(out))
         return 0
-    print(result.text)
+    print(shown_text(result.text))
     for c in result.changes:
         print(f"round {c.round}: {c.old!r} -> {c.new!r}", file=sys.stderr)
     print(f"{plural(len(result.changes), 'change')} in {plural(result.rounds, 'round')}, "

@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from unmask.commands.infill import add_common_flags, live_view, load_model
+from unmask.commands.infill import add_common_flags, live_view, load_model, refuse_gen_length
 from unmask.commands.sample_options import with_seed
 from unmask.errors import UserError
 from unmask.files import read_user_stdin
 from unmask.messages import plural
+from unmask.terminal import json_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "ambiguous). All holes are filled in one pass (on a causal checkpoint: left to right "
             "under the same constraints); the output always parses as JSON. "
             "With --schema SCHEMA instead of a template, the output validates against that "
-            "JSON Schema (see docs/infill.md). --gen-length is ignored: the holes' types set the "
+            "JSON Schema (see docs/infill.md). --gen-length is refused: the holes' types set the "
             "lengths."
         ),
     )
@@ -81,6 +82,7 @@ def _read(arg: str, what: str = "template") -> tuple[str, str]:
 def run(args: argparse.Namespace) -> int:
     if (args.template is None) == (args.schema is None):  # before any heavy import
         raise UserError("give a TEMPLATE or --schema SCHEMA (exactly one)")
+    refuse_gen_length(args, "the holes' types set the lengths (<text:2-8>, <digits:4>)")
     from unmask import api
     from unmask.commands.generate import sample_config_from_args
     from unmask.infill import parse_form
@@ -133,9 +135,9 @@ def run(args: argparse.Namespace) -> int:
             "seconds": round(seconds, 4),
             "config": dataclasses.asdict(config),
         }
-        print(json.dumps(out, ensure_ascii=False))
+        print(json_text(out))
         return 0
-    print(result.pretty())
+    print(json_text(result.value, indent=2))  # result.pretty(), no raw C1 control
     print(f"{plural(len(result.holes), 'hole')}, {result.nfe} NFE in {seconds:.2f} s",
           file=sys.stderr)
     return 0

@@ -45,6 +45,7 @@ from unmask.commands.sample_options import (
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
 from unmask.messages import plural
+from unmask.terminal import json_text, shown_text
 
 __all__ = ["add_sample_flags", "register", "run", "sample_config_from_args"]
 
@@ -207,13 +208,13 @@ def run(args: argparse.Namespace) -> int:
             result["stop"] = args.stop
         if draft is not None:
             result["drafter_dtype"] = api.weights_dtype(draft)
-        print(json.dumps(result, ensure_ascii=False))
+        print(json_text(result))
         return 0
     for i, text in enumerate(out.texts):
         if len(out.texts) > 1:
             print(f"--- [{i}]")
         # a reply, or the prompt (as it ended: its [MASK]s filled) and its continuation
-        print(text if template is not None else out.prompts[i] + text)
+        print(shown_text(text if template is not None else out.prompts[i] + text))
     how = f"decoder {out.decoder}"
     # the commit loop's parallelism: positions committed per step (EOS filled after EOS too)
     per_step = sum(len(r) for r in out.ids) / len(out.ids) / max(out.steps, 1)

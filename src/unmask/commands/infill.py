@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from typing import Any
@@ -28,6 +27,7 @@ from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
 from unmask.files import read_user_stdin
 from unmask.messages import plural
+from unmask.terminal import json_text, shown_text
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +38,17 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
     add_no_live_flag(parser)
     add_runtime_flags(parser, decodes=True)
+    for action in parser._actions:  # the flag stays, so a user who gives it hears why not
+        if "--gen-length" in action.option_strings:
+            action.help = "refused here: the text sets the lengths (see the description)"
+
+
+def refuse_gen_length(args: argparse.Namespace, why: str) -> None:
+    """``--gen-length`` given to a command whose text sets the lengths (infill, edit,
+    fill-form): one line saying what does (``why``), before anything loads. It was accepted
+    and ignored, so ``--gen-length 200`` ran and wrote the template's few tokens."""
+    if getattr(args, "gen_length", None) is not None:
+        raise UserError(f"--gen-length does not apply: {why}")
 
 
 def stdin_text() -> str:
@@ -87,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "together. Gap lengths count tokens (a word is often one token); to bound characters "
             "use a regex, e.g. --regex '1=\\d{1,3}'. A gap after a space takes the space in, so "
             "a choice such as Rome may be the one token ' Rome'. "
-            "--gen-length is ignored; --steps is capped at the number of masked tokens. A causal "
+            "--gen-length is refused; --steps is capped at the number of masked tokens. A causal "
             "checkpoint trained with --fim-rate fills a one-gap template by fill-in-the-middle "
             "instead."
         ),
@@ -137,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     from unmask.infill import InfillOptions, SearchLimitError
     from unmask.infill.template import GapRoomError
 
+    refuse_gen_length(args, "the template sets each gap's length ([MASK:n], [MASK:min-max])")
     given = given_fields(SampleConfig, args)
     SampleConfig(**given)  # bad options before loading anything
     options = dataclass_from_args(InfillOptions, args)
@@ -172,9 +184,9 @@ def run(args: argparse.Namespace) -> int:
         out = result.as_dict()
         out["seconds"] = round(seconds, 4)
         out["config"] = dataclasses.asdict(config)
-        print(json.dumps(out, ensure_ascii=False))
+        print(json_text(out))
         return 0
-    print(result.text)
+    print(shown_text(result.text))
     lengths = ", ".join(f"{g.name}: {len(g.tokens)}" for g in result.gaps)
     how = f", lengths by {result.length_mode}" if result.length_mode else ""
     if result.length_mode == "elbo":
