@@ -706,7 +706,7 @@ class SampleConfig:
     skip_empty_steps: bool = False
     """Skip the model call of a step that commits nothing (llada with steps > tokens)."""
     temperature: float = 0.0
-    """Gumbel-max temperature (0 = argmax; above 0, at least 1e-6: ``MIN_TEMPERATURE``)."""
+    """Gumbel-max temperature (0 = argmax; a tiny one, even subnormal, samples the argmax)."""
     cfg_scale: float = 0.0
     """Classifier-free guidance scale (0 = off)."""
     forbid_eos: bool = False
@@ -798,9 +798,6 @@ class SampleConfig:
             value = getattr(self, name)  # checkpoint's sample_defaults is checked on loading
             if not (value >= 0 and math.isfinite(value)):
                 raise UserError(f"{name} must be a finite number >= 0, got {value}")
-        if 0 < self.temperature < MIN_TEMPERATURE:
-            raise UserError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, "
-                            f"got {self.temperature:g}")
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"seed must be from 0 to 2**63 - 1, got {self.seed}")
         if self.top_k is not None and self.top_k < 1:
@@ -846,13 +843,6 @@ class SampleConfig:
 
 MAX_SEED = 2**63 - 1
 """Largest seed: torch's generators take a signed 64-bit one (CLI, API and server alike)."""
-
-MIN_TEMPERATURE = 1e-6
-"""Smallest ``temperature`` above 0: the left-to-right decoders divide the logits by it, and
-below about 1e-300 (a subnormal float such as 1e-310) the quotient overflowed to inf, the
-softmax to NaN, and a run at ``temperature=1e-310`` wrote token 0 at every position, silently;
-in float32 logits that happens from about 1e-37. 1e-6 keeps logits of any size a model gives
-finite, and samples as argmax does unless two logits lie within about 1e-5."""
 
 _SCALARS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,),
                                          "str": (str,)}
