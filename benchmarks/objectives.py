@@ -748,12 +748,12 @@ def main() -> None:
             )
             seconds, tokens = 0.0, 0
             if objective in STAGE1:  # --ae-fraction of the budget for the autoencoder
-                half = stage_steps(args.steps, args.ae_fraction)[0]
-                first = train_run(replace(cfg, objective=STAGE1[objective], steps=half,
+                ae_steps, rest = stage_steps(args.steps, args.ae_fraction)  # the one split
+                first = train_run(replace(cfg, objective=STAGE1[objective], steps=ae_steps,
                                           out=str(work / f"{name}-ae")))  # fmt: skip
                 seconds += train_seconds(first)
-                tokens += half * args.batch_size * args.seq_len
-                cfg = replace(cfg, steps=args.steps - half, init=str(first))
+                tokens += ae_steps * args.batch_size * args.seq_len
+                cfg = replace(cfg, steps=rest, init=str(first))
             run = train_run(cfg)
             metrics = [
                 json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()

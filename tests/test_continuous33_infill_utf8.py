@@ -33,6 +33,7 @@ def test_gaps_are_well_formed_utf8_and_the_text_is_kept(temperature):
         res = infill_template(model, tok, "the lord [MASK:5] unto moses [MASK:4] go", config)
         assert "\ufffd" not in res.text, (seed, res.text)
         assert res.text.startswith("the lord ") and res.text.endswith(" go")
+        assert " unto moses " in res.text  # the given text between the gaps too
         for gap in res.gaps:
             assert not specials & set(gap.tokens)
             assert gap.text == tok.decode(gap.tokens)

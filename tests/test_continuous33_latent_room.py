@@ -37,8 +37,13 @@ def test_text_room_is_what_latent_model_config_makes_room_for():
 
 @pytest.mark.parametrize("self_condition", [True, False])
 def test_text_room_is_the_canvas_limit_the_sampler_enforces(self_condition):
-    """``unmask.facts`` keeps its own copy of the layout's size (it imports no torch):
-    the two agree, and the sampler writes a window of exactly that many tokens."""
+    """``unmask.facts`` (it imports no torch) holds the one copy of the layout's size that
+    ``text_room`` uses too: the two agree, and the sampler writes a window of exactly that
+    many tokens."""
+    from unmask import facts
+    from unmask.objectives import latent
+
+    assert latent.layout_positions is facts.layout_positions
     model = _model(self_condition)
     facts = ModelFacts.of(model)
     room = text_room(model.config)

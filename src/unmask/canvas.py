@@ -58,6 +58,13 @@ class CanvasConstraint:
         still holding a mask counts as broken)."""
         return []
 
+    def complete(self, tokens: Tensor, scores: Tensor) -> Tensor:
+        """``tokens`` (B, L) with the open (mask) positions of each span filled left to right,
+        each by the best of its ``scores`` (B, L, V) among the tokens that keep its span
+        completable (a span that cannot be completed stays as it is); ``tokens`` itself is
+        not modified. Default: ``tokens`` (a constraint without spans has nothing to fill)."""
+        return tokens
+
 
 Constraint = LogitsProcessor | CanvasConstraint
 """What ``Canvas.constraints`` holds."""

@@ -12,7 +12,8 @@ runs given the user's ``decoder`` option (``ModelFacts.decoder_for``: ``api.samp
 ``choose_decoder`` and the server's ``served_decoder``), and what a raw prompt's ids begin
 with (``ModelFacts.prompt_ids``: a published model's BOS, ``prompt_bos_id``).
 
-Inside: ``ModelFacts``, ``Attention``, ``infer_objective``, ``default_decoder``.
+Inside: ``ModelFacts``, ``Attention``, ``infer_objective``, ``default_decoder``,
+``layout_positions`` (a latent model's canvas limit needs it).
 
 This module imports nothing heavy (no torch): it sits on the path of argument errors.
 """
@@ -230,15 +231,24 @@ class ModelFacts:
 
 
 __all__ = ["CAUSAL_DECODERS", "STARTED_DECODERS", "Attention", "ModelFacts", "default_decoder",
-           "infer_objective"]
+           "infer_objective", "layout_positions"]
+
+
+def layout_positions(latent_len: int, self_condition: bool) -> int:
+    """The positions a latent-diffusion denoiser's layout holds besides the text
+    (``unmask.objectives.latent``): ``latent_len`` slots (twice that for a self-conditioned
+    model, its previous estimate) and the time. Here, not there, so that this module needs
+    no torch."""
+    return (2 if self_condition else 1) * latent_len + 1
 
 
 def _canvas_limit(config: Any, objective: str) -> int | None:
     """The longest canvas (prompt + generation) the model takes: its ``max_seq_len``, less the
-    rows a latent-diffusion denoiser adds after the text (``latent_len`` slots, twice that when
-    self-conditioned, and one for the time: ``unmask.objectives.latent``)."""
+    rows a latent-diffusion denoiser adds after the text (``layout_positions``)."""
     limit = getattr(config, "max_seq_len", None)
     slots = getattr(config, "latent_len", None) or 0
     if limit is None or objective != "latent-diffusion" or not slots:
         return limit
-    return int(limit) - slots * (2 if getattr(config, "latent_self_condition", False) else 1) - 1
+    return int(limit) - layout_positions(
+        slots, bool(getattr(config, "latent_self_condition", False))
+    )

@@ -646,24 +646,37 @@ class TokenAutomaton:
         return self.accepts(segment_ids(tokenizer, text, first=False))
 
     def complete(
-        self, seq: Sequence[int | None], prefer: Sequence[int | None] | None = None
+        self,
+        seq: Sequence[int | None],
+        prefer: Sequence[int | None] | None = None,
+        scores: np.ndarray | None = None,
     ) -> list[int] | None:
-        """Fill the open positions left to right with allowed tokens: ``prefer[i]`` when it is
-        allowed there, else the smallest allowed id. None when no completion exists."""
+        """Fill the open positions left to right with allowed tokens: the best of ``scores[i]``
+        ((len(seq), V); NaN counts as very unlikely) among the allowed ids when given, else
+        ``prefer[i]`` when it is allowed there, else the smallest allowed id. None when no
+        completion exists. Linear in ``len(seq)``: one backward pass serves the whole walk
+        (the positions right of the one being filled do not change)."""
         seq = list(seq)
-        for i in range(len(seq)):
-            if seq[i] is not None:
-                continue
-            allowed = self.allowed(seq)
-            if allowed is None:
-                return None
-            ok = allowed[i]
-            want = None if prefer is None else prefer[i]
-            seq[i] = (
-                int(want)
-                if want is not None and 0 <= want < len(ok) and ok[want]
-                else int(np.nonzero(ok)[0][0])
-            )
+        cls_seq = self.classes_of(seq)
+        _, bwd = self._passes(cls_seq)
+        if not bwd[0, self.start] and -1 in cls_seq:
+            return None
+        q = self.start  # the one state the committed tokens left of i lead to
+        for i, c in enumerate(cls_seq):
+            if c < 0:
+                ok = bwd[i + 1][self.table[q]][self.token_class]  # (V,)
+                ids = np.nonzero(ok)[0]  # allowed at i (never none: q keeps it completable)
+                want = None if prefer is None else prefer[i]
+                if scores is not None and ids[0] < len(scores[i]):
+                    ids = ids[ids < len(scores[i])]  # a model's scores may be narrower
+                    best = scores[i][ids]
+                    seq[i] = int(ids[np.where(np.isnan(best), -np.inf, best).argmax()])
+                elif want is not None and 0 <= want < len(ok) and ok[want]:
+                    seq[i] = int(want)
+                else:
+                    seq[i] = int(ids[0])
+                c = int(self.token_class[seq[i]])
+            q = int(self.table[q, c])
         return [int(t) for t in seq]  # type: ignore[arg-type]
 
 
@@ -1684,6 +1697,19 @@ class GapConstraint(CanvasConstraint):
         ip = torch.tensor(index_p, dtype=torch.long, device=logits.device)
         allowed_t = torch.from_numpy(np.stack(masks)).to(logits.device)  # (N, V)
         return logits.index_put((ir, ip), restrict_logits(logits[ir, ip], allowed_t))
+
+    def complete(self, tokens: Tensor, scores: Tensor) -> Tensor:
+        out = tokens
+        rows_cache = self._rows(tokens)
+        for r, s, e in self.spans:
+            seq = self._seq(rows_cache[r], s, e)
+            if None not in seq:
+                continue
+            done = self.automaton.complete(seq, scores=scores[r, s:e].double().cpu().numpy())
+            if done is not None:
+                out = out.clone() if out is tokens else out
+                out[r, s:e] = torch.tensor(done, dtype=out.dtype, device=out.device)
+        return out
 
     def violations(self, tokens: Tensor) -> list[tuple[int, int, int]]:
         out = []

@@ -40,10 +40,11 @@ def infill_template(
 
     Refused in one line: a gap of variable length (``[MASK:2-12]``: the masked models pick
     one by their ELBO, which this family has none of) and a constrained gap (regex, choices,
-    charset, banned words: the clamping rounds every position at once each step, so an
-    automaton over the gap's tokens has no order to follow), and what the decoder has no use
-    for (``block_length``, the commit loop's options, a decoder other than ``auto`` /
-    ``embed-diffusion``: they were silently ignored). ``config.steps`` is the number
+    charset, banned words: the clamping rounds every position at once each step, so the
+    trajectory never follows the gap's automaton; it would act only in the last step's left
+    to right repair, forcing a pattern onto a fill nothing steered towards it), and what the
+    decoder has no use for (``block_length``, the commit loop's options, a decoder other than
+    ``auto`` / ``embed-diffusion``: they were silently ignored). ``config.steps`` is the number
     of denoising steps (``gen_length`` is ignored); ``step_callback(step, canvas)`` sees the
     rounded canvas (B, L) after each step (from the end of the hidden line break before a gap
     at offset 0)."""

@@ -58,6 +58,7 @@ from torch import Tensor
 
 from unmask.config import ModelConfig, TrainConfig
 from unmask.errors import UserError
+from unmask.facts import layout_positions  # the one copy: facts.py needs it without torch
 from unmask.objectives.continuous import TIME_SCALE, SqrtSchedule, rms_normalize
 from unmask.objectives.spec import (
     LossParts,
@@ -124,12 +125,6 @@ def _mask_rows(model: MaskPredictor, config: ModelConfig, B: int, n: int) -> Ten
     """(B, n, D) copies of the [MASK] embedding."""
     m = _core(model).embed.weight[config.mask_id]  # (D,)
     return m[None, None].expand(B, n, -1)
-
-
-def layout_positions(latent_len: int, self_condition: bool) -> int:
-    """The positions of the layout besides the text: ``latent_len`` slots (twice that for a
-    self-conditioned model, its previous estimate) and the time (``_run``)."""
-    return (2 if self_condition else 1) * latent_len + 1
 
 
 def text_room(config: ModelConfig) -> int:

@@ -413,22 +413,22 @@ class EmbedRun(_GaussianRun):
         self.canvas.commit(~self.known, self.ids)
 
     def _round_in_order(self) -> None:
-        """Round the last step again, one column at a time from the left, each seeing the
-        tokens before it, where the rounding of every position at once broke a gap's
-        constraint (``unmask.infill``'s: well-formed UTF-8, no special token): its
-        automaton allows a position only what keeps the gap completable after the tokens
-        to its left. The last step's scores (noise included) are kept: no new draws."""
+        """Round the gaps the last step broke again, each on its own from the left, each
+        position seeing the tokens before it (``CanvasConstraint.complete``: for
+        ``unmask.infill``'s gaps, well-formed UTF-8 and no special token; the automaton
+        allows a position only what keeps its gap completable after the tokens to its left).
+        The last step's scores (float64, noise included) are kept: no new draws; a gap the
+        rounding of every position at once left valid keeps its tokens."""
         assert self.scores is not None  # kept by ``_round`` at the last step
-        open_ = ~self.known  # (B, L)
-        broken = torch.zeros_like(open_)
+        broken = torch.zeros_like(self.known)
         for r, s, e in self.canvas.violations(self.ids):
             broken[r, s:e] = True
-        broken &= open_
-        for col in broken.any(dim=0).nonzero().flatten().tolist():
-            rows = broken[:, col]
-            choice = self.canvas.apply_constraints(self.scores)[:, col].argmax(dim=-1)  # (B,)
-            self.canvas.tokens[rows, col] = choice[rows]
-        self.ids = torch.where(broken, self.canvas.tokens, self.ids)
+        broken &= ~self.known  # (B, L): given text is kept
+        draft = torch.where(broken, self.canvas.tokens, self.ids)  # broken gaps open (masks)
+        for proc in self.canvas.constraints:
+            if isinstance(proc, CanvasConstraint):
+                draft = proc.complete(draft, self.scores)
+        self.ids = torch.where(broken, draft, self.ids)
         self.scores = None
 
 
