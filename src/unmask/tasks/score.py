@@ -213,7 +213,10 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     if only_a < 0 or only_b < 0:
         raise ValueError(f"counts of items must be 0 or more, got {only_a} and {only_b}")
     n, k = only_a + only_b, min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1))  # exact integers: no underflow
+    tail, term = 0, 1  # exact integers: no underflow; term is C(n, i), kept running (each
+    for i in range(k + 1):  # math.comb(n, i) from scratch took 17 s at 5,000 against 5,000)
+        tail += term
+        term = term * (n - i) // (i + 1)
     return min(1.0, 2 * tail / 2**n)
 
 
