@@ -590,13 +590,16 @@ def build(results: Path, out: Path) -> list[str]:
 def _read_result(path: Path) -> tuple[Any, str | None]:
     """The JSON value of result file ``path`` and None, or None and why it cannot be read
     (not JSON, not UTF-8 text: a binary or UTF-16 file stopped the whole page with a
-    traceback)."""
+    traceback; not readable: a folder named ``*.json``, a file without read permission
+    stopped it with one line and no page)."""
     try:
         return json.loads(path.read_text(encoding="utf-8")), None
     except json.JSONDecodeError as e:
         return None, f"not valid JSON ({e.msg})"
     except UnicodeDecodeError as e:
         return None, f"not UTF-8 text (byte {e.start})"
+    except OSError as e:
+        return None, f"not readable ({e.strerror or e})"
 
 
 def _extra_tables(name: str, d: Any, shown: Sequence[str]) -> list[str]:
