@@ -51,3 +51,24 @@ def test_mcnemar_p_of_forty_thousand_pairs_is_not_minutes_of_cpu():
     assert r.returncode == 0, r.stderr
     p_close, p_even, p_odd = map(float, r.stdout.split())
     assert p_even == p_odd == 1.0 and 0.0 < p_close < 1e-6  # an even split: a tail >= half
+
+
+@pytest.mark.parametrize("bad", [(True, 2), (1, True), (1.5, 3), (1, 2.0), ("1", 2),
+                                 (None, 2), (3, 2), (-1, 5), (0, 0)])
+def test_wilson_interval_refuses_counts_that_are_no_rate(bad):
+    """One check of a rate's counts (report.py kept a copy): a bool, a fraction or text as a
+    count was taken as a number (or a TypeError), not the ValueError of a count out of range."""
+    from unmask.tasks.score import wilson_interval
+
+    with pytest.raises(ValueError, match="whole numbers"):
+        wilson_interval(*bad)
+
+
+def test_report_leaves_counts_that_are_no_rate_without_an_interval(benchmark):
+    report = benchmark("report")
+    rows = [{"group": "g", "model": m, "solved": s, "total": t}
+            for m, s, t in [("ok", 1, 2), ("bool", True, True), ("text", "1", 2),
+                            ("float", 1.0, 2)]]
+    out = report._planning_rows({"rows": rows})
+    assert [("low" in r, "high" in r) for r in out] == [(True, True)] + [(False, False)] * 3
+    assert (out[0]["low"], out[0]["high"]) == (0.0945, 0.9055)
