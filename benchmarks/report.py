@@ -70,21 +70,23 @@ def _planning_rows(d: dict[str, Any]) -> Rows:
     the file has none (written before 2026-12-07): two models' rates are compared with it."""
     out = []
     for r in _top_rows(d):
-        solved, total = r.get("solved"), r.get("total")
-        if "low" not in r and _counts(solved, total):
-            from unmask.tasks.score import wilson_interval
-
-            low, high = wilson_interval(solved, total)
-            r = {**r, "low": round(low, 4), "high": round(high, 4)}
+        interval = None if "low" in r else _interval(r.get("solved"), r.get("total"))
+        if interval is not None:
+            r = {**r, "low": round(interval[0], 4), "high": round(interval[1], 4)}
         out.append(r)
     return out
 
 
-def _counts(solved: Any, total: Any) -> bool:
-    """Whether ``solved`` of ``total`` is a rate (whole numbers, 0 <= solved <= total, total
-    at least 1)."""
-    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (solved, total))
-    return whole and 0 <= solved <= total and total > 0
+def _interval(solved: Any, total: Any) -> tuple[float, float] | None:
+    """The 95% Wilson interval of ``solved`` of ``total``, None where they are no rate
+    (``wilson_interval``'s ``ValueError``: not whole numbers, 0 <= solved <= total, total at
+    least 1)."""
+    from unmask.tasks.score import wilson_interval
+
+    try:
+        return wilson_interval(solved, total)
+    except ValueError:
+        return None
 
 
 def _distill_rows(d: dict[str, Any]) -> Rows:
@@ -283,7 +285,7 @@ def _planning_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str |
         for r in _planning_rows(d):
             rate = r.get("rate")
             if not isinstance(rate, int | float) or isinstance(rate, bool) or math.isnan(rate):
-                if not _counts(r.get("solved"), r.get("total")):
+                if _interval(r.get("solved"), r.get("total")) is None:
                     continue
                 rate = r["solved"] / r["total"]
             step = f" · step {r['steps']}" if r.get("steps") is not None else ""
@@ -590,13 +592,16 @@ def build(results: Path, out: Path) -> list[str]:
 def _read_result(path: Path) -> tuple[Any, str | None]:
     """The JSON value of result file ``path`` and None, or None and why it cannot be read
     (not JSON, not UTF-8 text: a binary or UTF-16 file stopped the whole page with a
-    traceback)."""
+    traceback; not readable: a folder named ``*.json``, a file without read permission
+    stopped it with one line and no page)."""
     try:
         return json.loads(path.read_text(encoding="utf-8")), None
     except json.JSONDecodeError as e:
         return None, f"not valid JSON ({e.msg})"
     except UnicodeDecodeError as e:
         return None, f"not UTF-8 text (byte {e.start})"
+    except OSError as e:
+        return None, f"not readable ({e.strerror or e})"
 
 
 def _extra_tables(name: str, d: Any, shown: Sequence[str]) -> list[str]:

@@ -332,27 +332,82 @@ def write_task(
 
 
 def _write_all(folder: Path, texts: dict[str, str]) -> None:
-    """Write each ``texts`` file into ``folder``, all or none: each is written in full (UTF-8)
-    in a staging folder beside them, then all are renamed into place. Written one after
-    another (``atomic_write_text`` each), a failure (a full disk) after ``train.txt`` left
-    the new training lines beside the old folder's ``eval.jsonl``, whose held-out items they
-    may hold."""
+    """Write each ``texts`` file into ``folder``, all or none. Each is written in full (UTF-8,
+    fsynced) in a staging folder beside them; then the old files of those names are moved
+    aside into it (``task.json`` first) and the new ones renamed into place (``task.json``
+    last). A failure or a Ctrl-C in the renames deletes the new files moved in so far and
+    puts the old ones back. Never, even while the renames run, does the folder hold new
+    files beside old ones: a process killed midway (SIGKILL) leaves part of one set and no
+    ``task.json``, and the next write removes its staging folder (``clear_stale_staging``).
+    Written one after another (``atomic_write_text`` each), a failure (a full disk) after
+    ``train.txt`` left the new training lines beside the old folder's ``eval.jsonl``, whose
+    held-out items they may hold. A failure is an ``OSError`` naming the file of ``folder``
+    it was writing, not the staging folder."""
+    import errno
     import os
     import shutil
 
-    from unmask.files import staging_dir
+    from unmask.files import clear_stale_staging, staging_dir, staging_prefix
 
-    staging = staging_dir(folder, ".task-files.tmp-")
+    for name in texts:  # moved aside below, a folder of that name would go with the staging
+        target = folder / name
+        if target.is_dir() and not target.is_symlink():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
+    out = folder / "task-files"  # staging folders named .task-files.tmp-HOST-NS-PID-*
+    clear_stale_staging(out)
+    staging = staging_dir(folder, staging_prefix(out))
+    keep = False  # True while old files wait in the staging folder to be put back
     try:
         for name, text in texts.items():
-            with open(staging / name, "w", encoding="utf-8", newline="\n") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-        for name in texts:
-            os.replace(staging / name, folder / name)
+            try:
+                with open(staging / name, "w", encoding="utf-8", newline="\n") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise _naming(e, folder / name) from None
+        old = staging / "old"
+        old.mkdir()
+        aside: list[str] = []
+        placed: list[str] = []
+        try:
+            for name in reversed(texts):  # task.json first: a folder without it is not whole
+                if (folder / name).exists() or (folder / name).is_symlink():
+                    _rename(folder / name, old / name, folder / name)
+                    aside.append(name)
+            for name in texts:
+                _rename(staging / name, folder / name, folder / name)
+                placed.append(name)
+        except BaseException:
+            keep = True
+            for name in placed:  # every new file out before an old one is back: never a mix
+                (folder / name).unlink(missing_ok=True)
+            for name in reversed(aside):  # task.json last again
+                os.replace(old / name, folder / name)
+            keep = False
+            raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not keep:  # else interrupted putting the old files back: they stay, not deleted
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _rename(source: Path, target: Path, user: Path) -> None:
+    """``os.replace(source, target)``, an ``OSError`` naming ``user`` (``_naming``)."""
+    import os
+
+    try:
+        os.replace(source, target)
+    except OSError as e:
+        raise _naming(e, user) from None
+
+
+def _naming(error: OSError, user: Path) -> OSError:
+    """``error`` naming ``user``, the task folder's file, in place of the staging path it
+    names (an ``open`` or a rename there: a path the user never gave, gone by the time the
+    error is read) or of no file (a write or an fsync on a full disk: ``unmask.files.named``)."""
+    from unmask.files import named
+
+    return named(OSError(error.errno, error.strerror or str(error)), user)
 
 
 def _make_showing_progress(
