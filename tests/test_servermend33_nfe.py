@@ -84,8 +84,10 @@ def test_the_count_is_the_counting_threads_and_compiles_without_a_graph_break():
     x = torch.randint(0, 200, (1, 8))
 
     def other() -> None:
-        with theirs.counting(), torch.no_grad():
-            twin(x)
+        with torch.no_grad():
+            with theirs.counting():
+                twin(x)
+            model(x)  # a thread that counts nothing: no count's
 
     with torch.no_grad():
         with mine.counting():
@@ -99,3 +101,18 @@ def test_the_count_is_the_counting_threads_and_compiles_without_a_graph_break():
     assert (mine.n, theirs.n) == (3, 1)
     assert not counters["graph_break"]
     assert len(model._forward_hooks) == 1
+
+
+def test_a_served_model_inside_another_served_model_counts_once():
+    """App A serves a wrapper whose forward calls a model app B serves (both hooked): A's
+    ``nfe`` metric is its answer's, not twice it (every hooked module fed the thread's
+    count)."""
+    inner = Echo(tiny_config())
+    wrapper = FirstWaits(inner)
+    wrapper.started.set()
+    create_app(loaded(inner), access_log=False)  # hooks ``inner``
+    a = create_app(loaded(wrapper), access_log=False)
+    with TestClient(a) as ca:
+        r = ca.post("/v1/infill", json={"template": "a[MASK:6]b", "steps": 3})
+    assert r.status_code == 200, r.text
+    assert a.state.metrics.get("nfe") == r.json()["nfe"] > 0

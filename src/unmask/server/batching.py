@@ -261,11 +261,11 @@ _COUNTING = _Counting()
 _HOOKED = "_unmask_forward_hook"
 
 
-def _seen(*_: Any) -> None:
+def _seen(module: torch.nn.Module, *_: Any) -> None:
     """The forward hook: a forward of the model adds one to the count of the thread that ran
     it, if that thread counts (torch.compile traces it: no graph break, no recompile)."""
     count = _COUNTING.count
-    if count is not None:
+    if count is not None and count.model is module:
         count.n += 1
 
 
@@ -278,8 +278,8 @@ class ForwardCount:
     one model, or a closed app's worker still finishing beside its successor's, never count
     each other's forwards, and only that one thread writes ``n``."""
 
-    def __init__(self) -> None:
-        self.n = 0
+    def __init__(self, model: torch.nn.Module | None = None) -> None:
+        self.n, self.model = 0, model
 
     @classmethod
     def on(cls, model: torch.nn.Module) -> ForwardCount:
@@ -288,7 +288,7 @@ class ForwardCount:
         if not model.__dict__.get(_HOOKED):
             model.register_forward_hook(_seen)
             model.__dict__[_HOOKED] = True
-        return cls()
+        return cls(model)
 
     @contextlib.contextmanager
     def counting(self) -> Iterator[None]:
@@ -310,8 +310,8 @@ class Engine:
     a seeded job's rows run as one run, ``start_run(..., seeds=)``, not a run per row.
     ``row_runs(config, rows, seeded=)`` (``RowRunsOf``; None: no row kept apart): the rows a
     decoder keeps apart, each a part that runs alone. ``forwards`` (``ForwardCount.on(model)``;
-    None: a count no hook feeds): the forwards of the jobs that run alone, added to the
-    ``nfe`` metric when each ends.
+    None: a count of no model, which no hook feeds): the forwards of the jobs that run alone,
+    added to the ``nfe`` metric when each ends.
     """
 
     def __init__(
