@@ -72,3 +72,12 @@ def test_report_leaves_counts_that_are_no_rate_without_an_interval(benchmark):
     out = report._planning_rows({"rows": rows})
     assert [("low" in r, "high" in r) for r in out] == [(True, True)] + [(False, False)] * 3
     assert (out[0]["low"], out[0]["high"]) == (0.0945, 0.9055)
+
+
+def test_mcnemar_p_takes_numpy_integers_as_python_ones():
+    """``2**n`` of a NumPy ``int64`` wrapped around: 30 against 40 gave 1.0, not 0.282."""
+    import numpy as np
+
+    from unmask.tasks.score import mcnemar_p
+
+    assert mcnemar_p(np.int64(30), np.int64(40)) == mcnemar_p(30, 40) < 0.3

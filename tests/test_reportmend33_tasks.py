@@ -147,3 +147,43 @@ def test_a_second_ctrl_c_while_the_old_files_are_put_back_keeps_them(tmp_path, m
     assert here and all(old[n] == b for n, b in here.items())
     kept = {p.name: p.read_bytes() for p in folder.glob(".*/old/*")}
     assert {**here, **kept} == old
+
+
+KILLED_ASIDE = """
+import os, signal, sys
+real, calls = os.replace, []
+def replace(a, b):
+    calls.append(a)
+    if len(calls) == 5:  # the 4 old files set aside, before the first new one moves in
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(a, b)
+os.replace = replace
+from unmask.tasks import write_task
+write_task("countdown3", sys.argv[1], n_train=20, n_eval=5, seed=1)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="SIGKILL of a child: POSIX")
+def test_a_failed_write_keeps_the_old_set_a_killed_one_left_aside(tmp_path, monkeypatch):
+    """A write killed after it set the old files aside leaves them only in its staging
+    folder; the next write removed that folder before writing, so when it then failed (a
+    full disk) the old set was gone. Stale staging folders are cleared after a write
+    succeeds."""
+    folder = tmp_path / "task"
+    write_task("countdown3", folder, n_train=20, n_eval=5, seed=0)
+    old = _files(folder)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    assert subprocess.run([sys.executable, "-c", KILLED_ASIDE, str(folder)], env=env).returncode
+    [hidden] = list(folder.iterdir())  # no file of either set beside it
+    assert {n: (hidden / "old" / n).read_bytes() for n in NAMES} == {n: old[n] for n in NAMES}
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_task("countdown3", folder, n_train=20, n_eval=5, seed=1)
+    assert {n: (hidden / "old" / n).read_bytes() for n in NAMES} == {n: old[n] for n in NAMES}
+    monkeypatch.undo()
+    write_task("countdown3", folder, n_train=20, n_eval=5, seed=1)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(NAMES)

@@ -338,7 +338,9 @@ def _write_all(folder: Path, texts: dict[str, str]) -> None:
     last). A failure or a Ctrl-C in the renames deletes the new files moved in so far and
     puts the old ones back. Never, even while the renames run, does the folder hold new
     files beside old ones: a process killed midway (SIGKILL) leaves part of one set and no
-    ``task.json``, and the next write removes its staging folder (``clear_stale_staging``).
+    ``task.json``, and the next write that succeeds removes its staging folder
+    (``clear_stale_staging``, after the renames: a write that fails keeps the old set a
+    killed one left there).
     Written one after another (``atomic_write_text`` each), a failure (a full disk) after
     ``train.txt`` left the new training lines beside the old folder's ``eval.jsonl``, whose
     held-out items they may hold. A failure is an ``OSError`` naming the file of ``folder``
@@ -354,7 +356,6 @@ def _write_all(folder: Path, texts: dict[str, str]) -> None:
         if target.is_dir() and not target.is_symlink():
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
     out = folder / "task-files"  # staging folders named .task-files.tmp-HOST-NS-PID-*
-    clear_stale_staging(out)
     staging = staging_dir(folder, staging_prefix(out))
     keep = False  # True while old files wait in the staging folder to be put back
     try:
@@ -389,6 +390,7 @@ def _write_all(folder: Path, texts: dict[str, str]) -> None:
     finally:
         if not keep:  # else interrupted putting the old files back: they stay, not deleted
             shutil.rmtree(staging, ignore_errors=True)
+    clear_stale_staging(out)
 
 
 def _rename(source: Path, target: Path, user: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -214,7 +215,9 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     solves (``only_a``) and only the second (``only_b``): twice the chance of a split at
     least as uneven as the one seen of ``only_a + only_b`` fair coin flips, at most 1 (no
     discordant item: 1). 10 against 2: 2 * (1 + 12 + 66) / 4096 = 0.0386. ``ValueError`` for
-    a negative count."""
+    a negative count. NumPy integers count as Python ones (``2**n`` of an ``int64`` wrapped
+    around: 1.0 for 30 against 40)."""
+    only_a, only_b = operator.index(only_a), operator.index(only_b)
     if only_a < 0 or only_b < 0:
         raise ValueError(f"counts of items must be 0 or more, got {only_a} and {only_b}")
     n, k = only_a + only_b, min(only_a, only_b)
