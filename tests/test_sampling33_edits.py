@@ -145,3 +145,27 @@ def test_a_batch_takes_the_forwards_of_its_slowest_row_a_block() -> None:
             per_block.append([shapes.count(s) for s in dict.fromkeys(shapes)])
         slowest = [max(row[b] for row in per_block) for b in range(3)]
         assert batch.nfe == batch.steps == sum(slowest), (edit, post, per_block, batch.nfe)
+
+
+def test_api_generate_shares_one_run_for_seeded_rows_under_editing(tmp_path) -> None:
+    """``api.generate`` with a seed and ``n`` under ``bd3lm``'s token editing and a dynamic
+    policy: ``seeds_in_one_run`` says the seeded rows share a run, they do (forwards = nfe),
+    and row ``k * n + j`` writes what its prompt writes alone under ``seed + j``."""
+    from test_rowseeds30_commit import counted_forwards
+    from test_seeds_rows import _checkpoint
+
+    from unmask import api
+
+    path = _checkpoint(tmp_path, objective="bd3lm", attention="block-causal", block_size=4)
+    m = api.load_for_decoding(path, device="cpu", dtype="fp32")
+    config = {"gen_length": 12, "steps": 12, "temperature": 1.0, "seed": 5, "policy": "threshold",
+              "threshold": 0.5, "edit_threshold": 0.3, "max_post_steps": 3}
+    assert api.seeds_in_one_run(m, config)
+    prompts = ["ab", "The cat sat", ""]
+    with counted_forwards(m.model) as calls:
+        out = api.generate(m, prompts, config=config, n=2)
+    assert len(calls) == out.nfe
+    for k, p in enumerate(prompts):
+        for j in range(2):
+            alone = api.generate(m, p, config={**config, "seed": 5 + j})
+            assert alone.texts == [out.texts[k * 2 + j]], (k, j)
