@@ -2,7 +2,8 @@
 reads only the current block's columns of the step's logits: the guidance merge, the token
 bans and the softmax over V ran again over the whole canvas (prompt and finished blocks
 included) after the step's commits had processed it. Same seed, same tokens as the
-whole-canvas reference below (the code before the change, verbatim)."""
+whole-canvas reference below (the edit logits of before, over the whole canvas; the step
+around them is ``BlockRun``'s own)."""
 
 from __future__ import annotations
 

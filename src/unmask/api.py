@@ -202,8 +202,8 @@ def start(
     its own seeded ``seeds[i]``, so it writes what it writes alone under ``seed=seeds[i]``, in
     one batched run (in segments: one run per segment, row i's segments seeded as alone). Only
     where the decoder takes them (``Decoder.takes_seeds``: every built-in decoder, the commit
-    loop under its built-in policies and scores, ``bd3lm`` but for token editing under a
-    dynamic policy); elsewhere a ``UserError`` (run a run per row).
+    loop under its built-in policies and scores); elsewhere a ``UserError`` (run a run per
+    row).
     """
     from unmask.canvas import as_rows
     from unmask.sampling import Target, choose_decoder
@@ -1036,12 +1036,10 @@ def seeds_in_one_run(
     """Whether rows seeded one seed each run as one batched run (``start(..., seeds=)``): the
     decoder ``config`` chooses gives each row a generator of its own under ``config``
     (``Decoder.takes_seeds``: every built-in decoder, but the commit loop under a registered
-    policy or score and ``bd3lm``'s token editing under a dynamic policy; in segments too:
-    each segment one batched run, row i's segments seeded as alone), and the weights decode
-    in float32 or float64: in bfloat16
-    or float16 (or quantised) a prompt left-padded beside longer ones rounds otherwise than
-    alone, and near ties then sample other tokens, so each seeded row stays a run of its own
-    there.
+    policy or score; in segments too: each segment one batched run, row i's segments seeded
+    as alone), and the weights decode in float32 or float64: in bfloat16 or float16 (or
+    quantised) a prompt left-padded beside longer ones rounds otherwise than alone, and near
+    ties then sample other tokens, so each seeded row stays a run of its own there.
     With ``rows`` (their prompt ids), whether those rows may share a run, with each other and
     with other rows of ``config`` (the server's seeded jobs share runs): not where the commit
     loop has a prompt of [MASK]s alone, or a [MASK] in a prompt under a KV cache

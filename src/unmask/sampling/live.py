@@ -2,11 +2,12 @@
 
 Inside: ``LiveView``, a ``step_callback`` for ``unmask.sampling.generate`` that redraws
 the generation region in place: masked positions as a dim placeholder (``░``), committed
-tokens as text, tokens committed in this step highlighted, and (speculative decoding,
-``LiveView.draft``) drafts not yet verified in their own style. Runs of committed tokens
-between masks are decoded together (byte-exact with ``tokenizer.token_bytes``) so
-multi-byte characters render. Colour follows the NO_COLOR convention (https://no-color.org);
-the view draws nothing unless its stream is a terminal (or it is forced on).
+tokens as text, tokens committed or changed (token editing) in this step highlighted, and
+(speculative decoding, ``LiveView.draft``) drafts not yet verified in their own style. Runs
+of committed tokens between masks are decoded together (byte-exact with
+``tokenizer.token_bytes``) so multi-byte characters render. Colour follows the NO_COLOR
+convention (https://no-color.org); the view draws nothing unless its stream is a terminal
+(or it is forced on).
 """
 
 from __future__ import annotations

@@ -615,7 +615,7 @@ class Denoiser(DecoderRun):
         live = None  # (B,) bool: the rows whose runs alone take this step (None: every row)
         if self.policy.dynamic:  # a row whose block is done waits for the batch's (alone, it
             # would move on), or it commits a prompt mask now (prompt_masks 'reference')
-            live = self._counted(masked).any(dim=1)
+            live = ~self.rows_done()  # (a step never runs once the run is done)
             candidates[~live] = False
         elif config.skip_empty_steps:  # a row with nothing to commit skips the step alone
             empty = self.policy.empty_rows(self.block_step)
