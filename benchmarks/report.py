@@ -537,12 +537,9 @@ def build(results: Path, out: Path) -> list[str]:
             continue
         loaded = []
         for name in mine:
-            d, why = _read_result(files[name])
-            if why is None:
+            d, ok = _read_result(name, files[name], lines, notes)
+            if ok:
                 loaded.append((name, d))
-            else:
-                lines += [f"`{name}`: {why}, skipped.", ""]
-                notes.append(f"{name}: {why.split(' (')[0]}, skipped")
         lines += [f"Measured with `{_section_source(sec)}`; each file records its settings.", ""]
         shaped = []  # the files in the section's shape: one that is not stopped the plot
         for name, d in loaded:
@@ -569,10 +566,8 @@ def build(results: Path, out: Path) -> list[str]:
     if rest:
         lines += ["## Other results", ""]
         for name in rest:
-            d, why = _read_result(files[name])
-            if why is not None:  # said, as in a section: nothing is lost unseen
-                lines += [f"`{name}`: {why}, skipped.", ""]
-                notes.append(f"{name}: {why.split(' (')[0]}, skipped")
+            d, ok = _read_result(name, files[name], lines, notes)
+            if not ok:  # said, as in a section: nothing is lost unseen
                 continue
             tables = generic_tables(d)
             source = source_of(name)
@@ -589,19 +584,22 @@ def build(results: Path, out: Path) -> list[str]:
     return notes
 
 
-def _read_result(path: Path) -> tuple[Any, str | None]:
-    """The JSON value of result file ``path`` and None, or None and why it cannot be read
-    (not JSON, not UTF-8 text: a binary or UTF-16 file stopped the whole page with a
-    traceback; not readable: a folder named ``*.json``, a file without read permission
-    stopped it with one line and no page)."""
+def _read_result(name: str, path: Path, lines: list[str], notes: list[str]) -> tuple[Any, bool]:
+    """The JSON value of result file ``path`` (shown as ``name``) and True; or None and False
+    when it cannot be read, said in ``lines`` and ``notes`` (not JSON, not UTF-8 text: a
+    binary or UTF-16 file stopped the whole page with a traceback; not readable: a folder
+    named ``*.json``, a file without read permission stopped it with one line and no page)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8")), None
+        return json.loads(path.read_text(encoding="utf-8")), True
     except json.JSONDecodeError as e:
-        return None, f"not valid JSON ({e.msg})"
+        why = f"not valid JSON ({e.msg})"
     except UnicodeDecodeError as e:
-        return None, f"not UTF-8 text (byte {e.start})"
+        why = f"not UTF-8 text (byte {e.start})"
     except OSError as e:
-        return None, f"not readable ({e.strerror or e})"
+        why = f"not readable ({e.strerror or e})"
+    lines += [f"`{name}`: {why}, skipped.", ""]
+    notes.append(f"{name}: {why.split(' (')[0]}, skipped")
+    return None, False
 
 
 def _extra_tables(name: str, d: Any, shown: Sequence[str]) -> list[str]:

@@ -408,8 +408,7 @@ class EmbedRun(_GaussianRun):
         return self.x0_hat
 
     def _finish(self, x0_hat: Tensor) -> None:
-        if self.canvas.violations(self.ids):
-            self._round_in_order()
+        self._round_in_order()
         self.canvas.commit(~self.known, self.ids)
 
     def _round_in_order(self) -> None:
@@ -419,9 +418,12 @@ class EmbedRun(_GaussianRun):
         allows a position only what keeps its gap completable after the tokens to its left).
         The last step's scores (float64, noise included) are kept: no new draws; a gap the
         rounding of every position at once left valid keeps its tokens."""
+        spans = self.canvas.violations(self.ids)
+        if not spans:
+            return
         assert self.scores is not None  # kept by ``_round`` at the last step
         broken = torch.zeros_like(self.known)
-        for r, s, e in self.canvas.violations(self.ids):
+        for r, s, e in spans:
             broken[r, s:e] = True
         broken &= ~self.known  # (B, L): given text is kept
         draft = torch.where(broken, self.canvas.tokens, self.ids)  # broken gaps open (masks)

@@ -162,7 +162,6 @@ def score_items(
     head = [facts_of(loaded).start_id]
     tok = loaded.tokenizer
     groups: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    solved = 0
     examples: list[dict[str, Any]] = []
     outcomes: list[bool] = []
     decoder = choose(loaded, config)
@@ -179,7 +178,6 @@ def score_items(
         for item, text in zip(chunk, texts, strict=True):
             ok = check_item(item, text)
             outcomes.append(ok)
-            solved += ok
             for key in item_groups(item):
                 groups[key][0] += ok
                 groups[key][1] += 1
@@ -189,6 +187,7 @@ def score_items(
                 )
     sampling = {"gen_length": config.gen_length, **decoding_options(loaded, config)}
     intervals = {k: list(wilson_interval(*v)) for k, v in groups.items()}
+    solved = sum(outcomes)
     return TaskScore(solved, len(items), dict(groups), sampling, examples, intervals, outcomes)
 
 
