@@ -436,6 +436,14 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def layout_positions(latent_len: int, self_condition: bool) -> int:
+    """The positions a latent-diffusion denoiser's layout holds besides the text
+    (``unmask.objectives.latent``): ``latent_len`` slots (twice that for a self-conditioned
+    model, its previous estimate) and the time. Here, not there, so that ``unmask.facts``
+    needs no torch (and no import circle through ``unmask.objectives``)."""
+    return (2 if self_condition else 1) * latent_len + 1
+
+
 def model_preset(name: str, **overrides: Any) -> ModelConfig:
     """A ``ModelConfig`` from a named preset (``MODEL_PRESETS``) with field overrides."""
     if name not in MODEL_PRESETS:

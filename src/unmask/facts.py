@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from unmask.config import layout_positions  # torch-free; objectives.latent uses it too
+
 Attention = Literal["bidirectional", "block-causal", "causal"]
 """How positions see each other: all at once (masked diffusion), causal within the past
 blocks and bidirectional inside a block (BD3-LM), or causal (autoregressive)."""
@@ -232,14 +234,6 @@ class ModelFacts:
 
 __all__ = ["CAUSAL_DECODERS", "STARTED_DECODERS", "Attention", "ModelFacts", "default_decoder",
            "infer_objective", "layout_positions"]
-
-
-def layout_positions(latent_len: int, self_condition: bool) -> int:
-    """The positions a latent-diffusion denoiser's layout holds besides the text
-    (``unmask.objectives.latent``): ``latent_len`` slots (twice that for a self-conditioned
-    model, its previous estimate) and the time. Here, not there, so that this module needs
-    no torch."""
-    return (2 if self_condition else 1) * latent_len + 1
 
 
 def _canvas_limit(config: Any, objective: str) -> int | None:

@@ -56,9 +56,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from unmask.config import ModelConfig, TrainConfig
+from unmask.config import ModelConfig, TrainConfig, layout_positions
 from unmask.errors import UserError
-from unmask.facts import layout_positions  # the one copy: facts.py needs it without torch
 from unmask.objectives.continuous import TIME_SCALE, SqrtSchedule, rms_normalize
 from unmask.objectives.spec import (
     LossParts,
