@@ -464,6 +464,19 @@ def native_checks(model: nn.Module, path: Path) -> dict[str, Any]:
             "ignore": frozenset({"lm_head.weight"}) if tied else frozenset()}
 
 
+def check_native_weights(
+    model: nn.Module, path: Path
+) -> tuple[dict[str, str], dict[str, Path]]:
+    """The checks ``load`` makes of the native weights file ``path`` before reading any weight,
+    from its header alone (``unmask.convert.stream.check_sources``): every tensor's name, shape
+    and dtype as ``model`` (built on the meta device) implies, none missing, the file not cut
+    short. Returns (every parameter under its own name, tensor name -> ``path``)."""
+    from unmask.convert.stream import check_sources
+
+    names, files = native_sources(model, path)
+    return names, check_sources(model, names, files, **native_checks(model, path))
+
+
 SIZE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads")
 """The ``ModelConfig`` fields a native checkpoint's config.json must name (unmask writes every
 field): without them the defaults of the ``tiny`` preset were taken silently and the weights

@@ -485,12 +485,25 @@ def streamed_weights(model: Any, imp: Importer, folder: Path) -> StreamedWeights
     (``unmask.convert.stream.StreamedWeights``): what ``unmask convert`` writes, in the memory
     of one tensor rather than of the model. Every name, shape and dtype is checked first, as
     ``load_weights`` checks them; a value that is not finite is refused as it is read."""
-    from unmask.convert.stream import StreamedWeights, check_sources
+    from unmask.convert.stream import StreamedWeights
+
+    return StreamedWeights(model, *check_weights(model, imp, folder))
+
+
+def check_weights(
+    model: Any, imp: Importer, folder: Path
+) -> tuple[dict[str, str | tuple[str, ...]], dict[str, Path]]:
+    """The checks ``load_weights`` makes before reading any weight, from the shards' headers
+    alone: the shards the index lists all there, every tensor's name, shape and dtype as
+    ``model`` (built on the meta device) implies, none missing, no file cut short. Returns
+    (the family's weight map, source tensor name -> the file holding it), as
+    ``unmask.convert.stream.check_sources`` does; a ``UserError`` in one line otherwise."""
+    from unmask.convert.stream import check_sources
 
     names = _names(model, imp)
     where = check_sources(model, names, shard_files(folder), folder=folder,
                           **_checks(model, imp, names))
-    return StreamedWeights(model, names, where)
+    return names, where
 
 
 def _names(model: Any, imp: Importer) -> dict[str, str | tuple[str, ...]]:

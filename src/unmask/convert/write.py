@@ -94,14 +94,11 @@ def _native_parts(
 def _streamed_native(model: Any, folder: Path) -> StreamedWeights:
     """The weights of the native checkpoint ``folder`` as ``model`` (on the meta device, in the
     dtype to write) holds them, read as they are asked for, after the checks of a load
-    (``unmask.checkpoint.native_checks``)."""
-    from unmask.checkpoint import native_checks, native_sources
-    from unmask.convert.stream import StreamedWeights, check_sources
+    (``unmask.checkpoint.check_native_weights``)."""
+    from unmask.checkpoint import check_native_weights
+    from unmask.convert.stream import StreamedWeights
 
-    path = folder / SINGLE
-    names, files = native_sources(model, path)
-    return StreamedWeights(model, names, check_sources(model, names, files,
-                                                       **native_checks(model, path)))
+    return StreamedWeights(model, *check_native_weights(model, folder / SINGLE))
 
 
 def check_destination(out: Path, src: str | os.PathLike[str] | None = None) -> None:
