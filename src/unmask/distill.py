@@ -844,7 +844,7 @@ def student_vocab(teacher: Loaded, student_path: str) -> int | None:
 def _weightless(path: str) -> Loaded:
     """The checkpoint at ``path`` as ``load`` reads it but for its weights' values: config,
     tokenizer and a model on the meta device, after the checks ``load`` makes before reading a
-    weight (``check_size``: a config.json of a billion layers is one line, not minutes
+    weight (``checked_meta``: a config.json of a billion layers is one line, not minutes
     building them; the weights' names, shapes, dtypes and files from their headers:
     ``unmask.checkpoint.check_native_weights``, ``unmask.convert.load.check_weights`` for a
     publisher's folder). What ``student_vocab`` needs of a student before the teacher
@@ -855,22 +855,19 @@ def _weightless(path: str) -> Loaded:
     import torch
 
     from unmask.checkpoint import check_model_path, check_native_weights, native_parts
-    from unmask.convert.load import build_meta, check_weights, folder_parts, is_publisher_folder
+    from unmask.convert.load import check_weights, checked_meta, folder_parts, is_publisher_folder
     from unmask.loaded import Loaded
-    from unmask.quantize import check_size
 
     check_model_path(path)
     if is_publisher_folder(path):
         folder = Path(path)
         imp, config, tokenizer, dtype = folder_parts(folder, None)
-        check_size(config, dtype, "cpu", source=str(folder))
-        model = build_meta(config, folder / "config.json").to(dtype=dtype)
+        model = checked_meta(config, folder, dtype)
         check_weights(model, imp, folder)
         return Loaded(model=model, tokenizer=tokenizer, config=config, path=folder,
                       family=imp.name, name=os.fsdecode(path))
     ckpt, config, tokenizer = native_parts(path)
-    check_size(config, torch.float32, "cpu", source=str(ckpt))
-    model = build_meta(config, ckpt / "config.json")
+    model = checked_meta(config, ckpt, torch.float32)
     check_native_weights(model, ckpt / "model.safetensors")
     return Loaded(model=model, tokenizer=tokenizer, config=config, path=ckpt,
                   name=os.fsdecode(path))

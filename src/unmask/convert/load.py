@@ -561,6 +561,20 @@ def build_meta(config: ModelConfig, source: Path) -> Any:
         raise UserError(f"{source}: no model of this shape can be built ({first})") from None
 
 
+def checked_meta(
+    config: ModelConfig, folder: Path, dtype: torch.dtype, device: str | torch.device = "cpu"
+) -> Any:
+    """``build_meta`` of the model folder ``folder``'s ``config``, in ``dtype``, after
+    ``unmask.quantize.check_size`` for ``device``: a config.json of ``n_layers`` 1000000000 is
+    a one-line refusal, not minutes and gigabytes building a billion meta layers. The model
+    every load (``import_folder``, ``unmask.checkpoint.load``), ``unmask convert`` / ``export``
+    and distill's check of a ``--student`` build before they read or check any weight."""
+    from unmask.quantize import check_size
+
+    check_size(config, dtype, device, source=str(folder))
+    return build_meta(config, folder / "config.json").to(dtype=dtype)
+
+
 def folder_parts(
     folder: Path, dtype: torch.dtype | None
 ) -> tuple[Importer, ModelConfig, Tokenizer, torch.dtype]:
@@ -623,15 +637,13 @@ def import_folder(
     """
     from unmask.config import load_target
     from unmask.loaded import Loaded
-    from unmask.quantize import check_fits, check_quantize, check_size
+    from unmask.quantize import check_fits, check_quantize
 
     device, dtype = load_target(device, dtype)
     folder = Path(path)
     imp, config, tok, dtype = folder_parts(folder, dtype)
     check_quantize(quantize, device, dtype)
-    check_size(config, dtype, device, source=str(folder))
-    model = build_meta(config, folder / "config.json")
-    model = model.to(dtype=dtype)
+    model = checked_meta(config, folder, dtype, device)
     check_fits(model, dtype, quantize, device, source=str(folder))
     model._rope = None
     load_weights(model, imp, folder, device=device, quantize=quantize)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from unmask.convert.families import IMPORTERS, SINGLE, SPECIAL_KEYS, Importer
 from unmask.convert.load import (
     _shape_fields,
-    build_meta,
+    checked_meta,
     detect,
     file_dtype,
     folder_parts,
@@ -68,7 +68,7 @@ def convert(
         imp, config, tokenizer, dtype = folder_parts(folder, dtype)
     else:  # a native checkpoint or run directory (native_parts names what is wrong otherwise)
         folder, config, tokenizer, dtype = _native_parts(src, dtype)
-    model = build_meta(config, folder / "config.json").to(dtype=dtype)
+    model = checked_meta(config, folder, dtype)  # a billion layers: one line, not a hang
     if imp is None:
         tensors, source = _streamed_native(model, folder), "unmask"
     else:
@@ -310,7 +310,7 @@ def export(
             f"takes a native checkpoint: `unmask convert {src} NATIVE` first, then export NATIVE"
         )
     folder, config, tokenizer, dtype = _native_parts(src, dtype)
-    model = build_meta(config, folder / "config.json").to(dtype=dtype)
+    model = checked_meta(config, folder, dtype)  # a billion layers: one line, not a hang
     params = {n for n, _ in model.named_parameters()}  # a tied output head once, as saved
     header, names = _checked_layout(imp, config, dtype, params)
     if imp.files is not None:  # transformers: tokenizer_config.json holds the template
