@@ -464,6 +464,19 @@ def native_checks(model: nn.Module, path: Path) -> dict[str, Any]:
             "ignore": frozenset({"lm_head.weight"}) if tied else frozenset()}
 
 
+def check_native_weights(
+    model: nn.Module, path: Path
+) -> tuple[dict[str, str], dict[str, Path]]:
+    """The checks ``load`` makes of the native weights file ``path`` before reading any weight,
+    from its header alone (``unmask.convert.stream.check_sources``): every tensor's name, shape
+    and dtype as ``model`` (built on the meta device) implies, none missing, the file not cut
+    short. Returns (every parameter under its own name, tensor name -> ``path``)."""
+    from unmask.convert.stream import check_sources
+
+    names, files = native_sources(model, path)
+    return names, check_sources(model, names, files, **native_checks(model, path))
+
+
 SIZE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads")
 """The ``ModelConfig`` fields a native checkpoint's config.json must name (unmask writes every
 field): without them the defaults of the ``tiny`` preset were taken silently and the weights
@@ -555,19 +568,18 @@ def load(
     (``unmask.config.load_target``).
     """
     from unmask.config import load_target
-    from unmask.convert.load import build_meta, import_folder, is_publisher_folder
+    from unmask.convert.load import checked_meta, import_folder, is_publisher_folder
 
     check_model_path(path)
     device, dtype = load_target(device, dtype)  # one line, not torch's error deep inside
     if is_publisher_folder(path):
         return import_folder(path, device=device, dtype=dtype, quantize=quantize)
-    from unmask.quantize import check_fits, check_quantize, check_size
+    from unmask.quantize import check_fits, check_quantize
 
     load_dtype = dtype if dtype is not None else torch.float32
     check_quantize(quantize, device, load_dtype)  # the dtype it loads in: int4 CUDA needs bf16
     ckpt, config, tokenizer = native_parts(path)
-    check_size(config, load_dtype, device, source=str(ckpt))
-    model = build_meta(config, ckpt / "config.json").to(dtype=load_dtype)
+    model = checked_meta(config, ckpt, load_dtype, device)
     check_fits(model, load_dtype, quantize, device, source=str(ckpt))
     model._rope = None
     _stream_weights(model, ckpt / "model.safetensors", device, quantize)

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from unmask.errors import UserError
-from unmask.files import STDIN_NAME, check_creatable, named, plain_name
+from unmask.files import STDIN_NAME, check_creatable, json_message, named, plain_name
 from unmask.folders import is_checkpoint
 from unmask.sniff import lfs_pointer, safetensors_file
 from unmask.sniff import not_text as _not_text
@@ -779,7 +779,8 @@ def _jsonl_objects(
         except json.JSONDecodeError as e:  # not column 1 of the next line
             if array:  # "[" alone on line 1: a pretty-printed array (Alpaca's data files)
                 raise _array_error(src.path, src.kind) from None
-            raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+            why = f"{json_message(e)} at column {e.colno}"
+            raise UserError(f"{where}: not valid JSON ({why})") from None
         except RecursionError:  # "[[[[..." deeper than the parser's stack
             raise UserError(f"{where}: not valid JSON (nested too deeply)") from None
         if not isinstance(obj, dict):

@@ -842,27 +842,33 @@ def student_vocab(teacher: Loaded, student_path: str) -> int | None:
 
 
 def _weightless(path: str) -> Loaded:
-    """The checkpoint at ``path`` as ``load`` reads it but for its weights: config, tokenizer
-    and a model on the meta device, the names and shapes of a native checkpoint's weights
-    checked from the file's header. What ``student_vocab`` needs of a student before the
-    teacher decodes: training loads its weights once (``init``); reading them here as well
-    read the whole student twice (a native 8B student: 32 GB of float32 in memory, for its config
-    and tokenizer)."""
-    from unmask.checkpoint import check_model_path, native_checks, native_parts, native_sources
-    from unmask.convert.load import build_meta, is_publisher_folder, model_config
-    from unmask.convert.stream import check_sources
+    """The checkpoint at ``path`` as ``load`` reads it but for its weights' values: config,
+    tokenizer and a model on the meta device, after the checks ``load`` makes before reading a
+    weight (``checked_meta``: a config.json of a billion layers is one line, not minutes
+    building them; the weights' names, shapes, dtypes and files from their headers:
+    ``unmask.checkpoint.check_native_weights``, ``unmask.convert.load.check_weights`` for a
+    publisher's folder). What ``student_vocab`` needs of a student before the teacher
+    decodes: training loads its weights once (``init``); reading them here as well read the
+    whole student twice (a native 8B student: 32 GB of float32 in memory, for its config and
+    tokenizer). The values themselves (NaN, infinity) are checked as training loads them,
+    after the decode."""
+    import torch
+
+    from unmask.checkpoint import check_model_path, check_native_weights, native_parts
+    from unmask.convert.load import check_weights, checked_meta, folder_parts, is_publisher_folder
     from unmask.loaded import Loaded
 
     check_model_path(path)
-    if is_publisher_folder(path):  # its importer's checks are the load's, in training
-        imp, config, tokenizer = model_config(path)
-        model = build_meta(config, Path(path) / "config.json")
-        return Loaded(model=model, tokenizer=tokenizer, config=config, path=Path(path),
+    if is_publisher_folder(path):
+        folder = Path(path)
+        imp, config, tokenizer, dtype = folder_parts(folder, None)
+        model = checked_meta(config, folder, dtype)
+        check_weights(model, imp, folder)
+        return Loaded(model=model, tokenizer=tokenizer, config=config, path=folder,
                       family=imp.name, name=os.fsdecode(path))
     ckpt, config, tokenizer = native_parts(path)
-    model = build_meta(config, ckpt / "config.json")
-    weights = ckpt / "model.safetensors"
-    check_sources(model, *native_sources(model, weights), **native_checks(model, weights))
+    model = checked_meta(config, ckpt, torch.float32)
+    check_native_weights(model, ckpt / "model.safetensors")
     return Loaded(model=model, tokenizer=tokenizer, config=config, path=ckpt,
                   name=os.fsdecode(path))
 

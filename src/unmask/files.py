@@ -505,7 +505,13 @@ def _json_problem(e: json.JSONDecodeError) -> str:
     closing = e.doc[e.pos : e.pos + 1] in ("}", "]")
     if before.endswith(",") and closing:
         return f"a comma after the last entry, line {e.doc.count(chr(10), 0, len(before)) + 1}"
-    return f"{e.msg} at line {e.lineno}"
+    return f"{json_message(e)} at line {e.lineno}"
+
+
+def json_message(e: json.JSONDecodeError) -> str:
+    """Python's message of ``e`` without the " at" some end in ("Unterminated string starting
+    at"), for a message that names the place itself: "... at at line 1" otherwise."""
+    return e.msg.removesuffix(" at")
 
 
 def finite_or_null(value: Any) -> Any:

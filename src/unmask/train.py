@@ -85,7 +85,7 @@ from unmask.config import (
 )
 from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss
-from unmask.files import json_line, named, staging_dir
+from unmask.files import json_line, json_message, named, staging_dir
 from unmask.model import Transformer
 from unmask.objectives import BATCH_EXTRA, OBJECTIVES, ObjectiveSpec, objective_spec
 from unmask.parallel import (
@@ -1411,7 +1411,7 @@ def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
     except FileNotFoundError:
         raise UserError(f"{p}: no such file") from None
     except json.JSONDecodeError as e:
-        raise UserError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        raise UserError(f"{p}: not valid JSON ({json_message(e)} at line {e.lineno})") from None
     return from_dict(TrainConfig, data, source=str(p))
 
 

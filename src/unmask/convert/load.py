@@ -485,12 +485,25 @@ def streamed_weights(model: Any, imp: Importer, folder: Path) -> StreamedWeights
     (``unmask.convert.stream.StreamedWeights``): what ``unmask convert`` writes, in the memory
     of one tensor rather than of the model. Every name, shape and dtype is checked first, as
     ``load_weights`` checks them; a value that is not finite is refused as it is read."""
-    from unmask.convert.stream import StreamedWeights, check_sources
+    from unmask.convert.stream import StreamedWeights
+
+    return StreamedWeights(model, *check_weights(model, imp, folder))
+
+
+def check_weights(
+    model: Any, imp: Importer, folder: Path
+) -> tuple[dict[str, str | tuple[str, ...]], dict[str, Path]]:
+    """The checks ``load_weights`` makes before reading any weight, from the shards' headers
+    alone: the shards the index lists all there, every tensor's name, shape and dtype as
+    ``model`` (built on the meta device) implies, none missing, no file cut short. Returns
+    (the family's weight map, source tensor name -> the file holding it), as
+    ``unmask.convert.stream.check_sources`` does; a ``UserError`` in one line otherwise."""
+    from unmask.convert.stream import check_sources
 
     names = _names(model, imp)
     where = check_sources(model, names, shard_files(folder), folder=folder,
                           **_checks(model, imp, names))
-    return StreamedWeights(model, names, where)
+    return names, where
 
 
 def _names(model: Any, imp: Importer) -> dict[str, str | tuple[str, ...]]:
@@ -546,6 +559,20 @@ def build_meta(config: ModelConfig, source: Path) -> Any:
     except RuntimeError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{source}: no model of this shape can be built ({first})") from None
+
+
+def checked_meta(
+    config: ModelConfig, folder: Path, dtype: torch.dtype, device: str | torch.device = "cpu"
+) -> Any:
+    """``build_meta`` of the model folder ``folder``'s ``config``, in ``dtype``, after
+    ``unmask.quantize.check_size`` for ``device``: a config.json of ``n_layers`` 1000000000 is
+    a one-line refusal, not minutes and gigabytes building a billion meta layers. The model
+    every load (``import_folder``, ``unmask.checkpoint.load``), ``unmask convert`` / ``export``
+    and distill's check of a ``--student`` build before they read or check any weight."""
+    from unmask.quantize import check_size
+
+    check_size(config, dtype, device, source=str(folder))
+    return build_meta(config, folder / "config.json").to(dtype=dtype)
 
 
 def folder_parts(
@@ -610,15 +637,13 @@ def import_folder(
     """
     from unmask.config import load_target
     from unmask.loaded import Loaded
-    from unmask.quantize import check_fits, check_quantize, check_size
+    from unmask.quantize import check_fits, check_quantize
 
     device, dtype = load_target(device, dtype)
     folder = Path(path)
     imp, config, tok, dtype = folder_parts(folder, dtype)
     check_quantize(quantize, device, dtype)
-    check_size(config, dtype, device, source=str(folder))
-    model = build_meta(config, folder / "config.json")
-    model = model.to(dtype=dtype)
+    model = checked_meta(config, folder, dtype, device)
     check_fits(model, dtype, quantize, device, source=str(folder))
     model._rope = None
     load_weights(model, imp, folder, device=device, quantize=quantize)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from unmask.convert.families import IMPORTERS, SINGLE, SPECIAL_KEYS, Importer
 from unmask.convert.load import (
     _shape_fields,
-    build_meta,
+    checked_meta,
     detect,
     file_dtype,
     folder_parts,
@@ -68,7 +68,7 @@ def convert(
         imp, config, tokenizer, dtype = folder_parts(folder, dtype)
     else:  # a native checkpoint or run directory (native_parts names what is wrong otherwise)
         folder, config, tokenizer, dtype = _native_parts(src, dtype)
-    model = build_meta(config, folder / "config.json").to(dtype=dtype)
+    model = checked_meta(config, folder, dtype)  # a billion layers: one line, not a hang
     if imp is None:
         tensors, source = _streamed_native(model, folder), "unmask"
     else:
@@ -94,14 +94,11 @@ def _native_parts(
 def _streamed_native(model: Any, folder: Path) -> StreamedWeights:
     """The weights of the native checkpoint ``folder`` as ``model`` (on the meta device, in the
     dtype to write) holds them, read as they are asked for, after the checks of a load
-    (``unmask.checkpoint.native_checks``)."""
-    from unmask.checkpoint import native_checks, native_sources
-    from unmask.convert.stream import StreamedWeights, check_sources
+    (``unmask.checkpoint.check_native_weights``)."""
+    from unmask.checkpoint import check_native_weights
+    from unmask.convert.stream import StreamedWeights
 
-    path = folder / SINGLE
-    names, files = native_sources(model, path)
-    return StreamedWeights(model, names, check_sources(model, names, files,
-                                                       **native_checks(model, path)))
+    return StreamedWeights(model, *check_native_weights(model, folder / SINGLE))
 
 
 def check_destination(out: Path, src: str | os.PathLike[str] | None = None) -> None:
@@ -313,7 +310,7 @@ def export(
             f"takes a native checkpoint: `unmask convert {src} NATIVE` first, then export NATIVE"
         )
     folder, config, tokenizer, dtype = _native_parts(src, dtype)
-    model = build_meta(config, folder / "config.json").to(dtype=dtype)
+    model = checked_meta(config, folder, dtype)  # a billion layers: one line, not a hang
     params = {n for n, _ in model.named_parameters()}  # a tied output head once, as saved
     header, names = _checked_layout(imp, config, dtype, params)
     if imp.files is not None:  # transformers: tokenizer_config.json holds the template
