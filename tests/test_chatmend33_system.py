@@ -8,8 +8,13 @@ Mistral v0.3's renders one where the conversation ends with a user message."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from unmask.chat import DEFAULT_CHAT_TEMPLATE, ChatTemplate, TemplateRejected
+from unmask.checkpoint import save_checkpoint
+from unmask.cli import main
+from unmask.config import model_preset
+from unmask.model import Transformer
 from unmask.tokenizer import byte_tokenizer
 
 FIRST_ONLY = ("{% if messages[0].role == 'system' %}S: {{ messages[0].content }}\n{% endif %}"
@@ -66,3 +71,25 @@ def test_a_template_that_rewrites_the_system_text_renders_it():
     assert ChatTemplate(ONE_LINE).prompt(byte_tokenizer(), probe)[0].startswith("system: unmask")
     with pytest.raises(TemplateRejected):
         ChatTemplate(NO_SYSTEM).prompt(byte_tokenizer(), probe)
+
+
+def test_generate_names_system_where_the_template_drops_it(tmp_path, capsys):
+    """``unmask generate --chat --system`` named ``messages[0] (system)``, an index the user
+    never wrote; ``unmask chat`` names ``--system``. A prompt the template rejects is still
+    said as the template says it."""
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, **tok.special_ids())
+    torch.manual_seed(0)
+    model = save_checkpoint(tmp_path / "m", model=Transformer(cfg), tokenizer=tok)
+    picky = tmp_path / "picky.jinja"
+    picky.write_text("{% if messages[-1].content == 'bad' %}{{ raise_exception('no bad') }}"
+                     "{% endif %}" + NO_SYSTEM)
+    run = ["generate", "--model", str(model), "--chat", "--template", str(picky),
+           "--gen-length", "4", "--device", "cpu", "--no-live"]
+    assert main([*run, "--system", "Answer in French.", "Hi"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unmask generate: error: --system: chat template ")
+    assert "leaves messages[0] (system) out of the prompt" in err
+    assert main([*run, "--system", "Answer in French.", "bad"]) == 2
+    err = capsys.readouterr().err
+    assert "--system" not in err and "no bad" in err
