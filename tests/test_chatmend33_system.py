@@ -1,4 +1,8 @@
-"""The check that a chat template renders the system messages (``ChatTemplate._renders_system``)
+"""``--template RUN`` (the folder ``--model`` takes, the model in ``RUN/checkpoint``) said the
+folder holds no template; it names the file in the checkpoint, and says that leaving out
+``--template`` uses the model's own template.
+
+The check that a chat template renders the system messages (``ChatTemplate._renders_system``)
 looked at the first system message only, and let it through when its text occurred anywhere in
 the prompt: a later system message the template drops passed, and so did system "Hi" with a
 user message "Hi there". Each system message is now checked by rendering the conversation with
@@ -10,10 +14,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unmask.chat import DEFAULT_CHAT_TEMPLATE, ChatTemplate, TemplateRejected
+from unmask.chat import DEFAULT_CHAT_TEMPLATE, ChatTemplate, TemplateRejected, template_arg
 from unmask.checkpoint import save_checkpoint
 from unmask.cli import main
 from unmask.config import model_preset
+from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.tokenizer import byte_tokenizer
 
@@ -93,3 +98,17 @@ def test_generate_names_system_where_the_template_drops_it(tmp_path, capsys):
     assert main([*run, "--system", "Answer in French.", "bad"]) == 2
     err = capsys.readouterr().err
     assert "--system" not in err and "no bad" in err
+
+
+def test_template_given_a_run_folder_names_the_checkpoints_file(tmp_path):
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32,
+                       chat_template=DEFAULT_CHAT_TEMPLATE, **tok.special_ids())
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)  # in checkpoint/
+    with pytest.raises(UserError) as refused:
+        template_arg(str(tmp_path / "run"))
+    said = str(refused.value)
+    assert f"give {tmp_path / 'run' / 'checkpoint' / 'config.json'}, or leave out" in said
+    assert said.endswith("leave out --template to use the model's own chat template")
+    assert template_arg(str(tmp_path / "run" / "checkpoint" / "config.json")).source == \
+        DEFAULT_CHAT_TEMPLATE  # as the hint says

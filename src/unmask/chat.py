@@ -826,10 +826,15 @@ def template_arg(value: str) -> ChatTemplate:
     if "{{" in value or "{%" in value:
         return _uses_messages(ChatTemplate(value, origin="chat template (--template)"))
     if path.is_dir():  # a model folder: "no such file" misled
-        inside = [n for n in _TEMPLATE_FILES if _holds_template(path / n)]
-        hint = (f"give {path / inside[0]}" if inside else
-                f"it holds none of {', '.join(_TEMPLATE_FILES)}")
-        raise UserError(f"--template {value!r} is a folder, not a chat template file; {hint}")
+        from unmask.folders import CHECKPOINT_FOLDERS
+
+        # a run folder (what --model takes) keeps its model in checkpoint/
+        inside = [path / sub / n for sub in ("", *CHECKPOINT_FOLDERS) for n in _TEMPLATE_FILES
+                  if _holds_template(path / sub / n)]
+        hint = (f"give {inside[0]}, or" if inside else
+                f"it holds none of {', '.join(_TEMPLATE_FILES)} (nor does a checkpoint in it);")
+        raise UserError(f"--template {value!r} is a folder, not a chat template file; {hint} "
+                        "leave out --template to use the model's own chat template")
     raise UserError(
         f"--template {value!r}: no such file, not a built-in template "
         f"({', '.join(BUILTIN_TEMPLATES)}) "
