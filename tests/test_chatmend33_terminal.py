@@ -6,11 +6,12 @@ A Windows line end showed a literal ``\\r`` at the end of every line of a reply 
 from __future__ import annotations
 
 import io
+import json
 
 import torch
 
 from unmask.sampling.live import LiveView, _line_rows
-from unmask.terminal import escape_controls, shown_text
+from unmask.terminal import escape_controls, json_text, shown_text
 
 MASK = 0
 
@@ -78,3 +79,9 @@ def test_a_windows_line_end_committed_over_two_steps_is_one_newline():
     frame = _frame(view, 2, ids, out)
     assert "\\r" not in frame and "\r\n" not in frame and "\ufffd" not in frame
     assert "cd" in frame
+
+
+def test_json_escapes_bidi_overrides_as_it_does_the_c1_controls():
+    text = json_text({"t": "evil\u202eexe.txt \u2066x\u2069"})
+    assert text == '{"t": "evil\\u202eexe.txt \\u2066x\\u2069"}'
+    assert json.loads(text) == {"t": "evil\u202eexe.txt \u2066x\u2069"}  # the same value

@@ -29,7 +29,9 @@ def is_terminal(stream: Any) -> bool:
     return is_tty(stream) and os.environ.get("TERM") != "dumb"
 
 
-_CONTROLS = re.compile("\r\n|[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_BIDI = "\u202a-\u202e\u2066-\u2069"
+"""The bidirectional embeddings, overrides and isolates, as a character class's ranges."""
+_CONTROLS = re.compile(f"\r\n|[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
 """The C0 control characters but newline and tab, DEL and the C1 controls: what a terminal
 may take as a command (ESC starts a sequence that moves the cursor, clears the screen, sets
 the window title; a carriage return writes over the line; U+009B is a one-character CSI);
@@ -62,8 +64,9 @@ def shown_text(text: str, stream: Any = None) -> str:
 
 
 def json_text(value: Any, indent: int | None = None) -> str:
-    """``value`` as JSON, non-ASCII characters as themselves (``ensure_ascii=False``) but DEL
-    and the C1 controls escaped (``\\u009b``), as JSON already escapes the C0 ones: the same
-    JSON value, which no terminal can take as a command, wherever it is written."""
+    """``value`` as JSON, non-ASCII characters as themselves (``ensure_ascii=False``) but DEL,
+    the C1 controls and the bidi overrides of ``_CONTROLS`` escaped (``\\u009b``,
+    ``\\u202e``), as JSON already escapes the C0 ones: the same JSON value, which no terminal
+    can take as a command or show reordered, wherever it is written."""
     text = json.dumps(value, ensure_ascii=False, indent=indent)
-    return re.sub("[\x7f-\x9f]", lambda m: f"\\u{ord(m[0]):04x}", text)
+    return re.sub(f"[\x7f-\x9f{_BIDI}]", lambda m: f"\\u{ord(m[0]):04x}", text)
