@@ -28,8 +28,8 @@ TALK = [{"role": "system", "content": "Answer in French."}, {"role": "user", "co
 
 def test_a_template_that_drops_the_system_message_is_refused():
     tok = byte_tokenizer()
-    with pytest.raises(TemplateRejected, match=r"does not render system messages: the prompt "
-                                               r"is the same without messages\[0\] \(system\)"):
+    with pytest.raises(TemplateRejected, match=r"leaves messages\[0\] \(system\) out of the "
+                                               r"prompt of these messages"):
         ChatTemplate(NO_SYSTEM).prompt(tok, TALK)
     later = [TALK[1], {"role": "assistant", "content": "Salut"}, TALK[0], TALK[1]]
     with pytest.raises(TemplateRejected, match=r"messages\[2\] \(system\)"):
@@ -67,7 +67,7 @@ def test_sft_refuses_an_example_whose_system_message_the_template_drops():
     """SFT trained the reply to "Answer in French." on a prompt without it."""
     tok = byte_tokenizer()
     reply = {"role": "assistant", "content": "Bonjour"}
-    with pytest.raises(TemplateRejected, match="does not render system messages"):
+    with pytest.raises(TemplateRejected, match="out of the prompt"):
         ChatTemplate(NO_SYSTEM).example(tok, [*TALK, reply])
     prompt, response = ChatTemplate(NO_SYSTEM).example(tok, [TALK[1], reply])
     assert tok.decode(prompt) == "U: Hi\nA:" and tok.decode(response).strip() == "Bonjour"
@@ -91,7 +91,7 @@ def test_chat_names_system_at_startup(chat_model, monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith("unmask chat: error: --system: chat template of ")
-    assert "does not render system messages" in err and len(err.splitlines()) == 1
+    assert "(system) out of the prompt" in err and len(err.splitlines()) == 1
     assert main(["chat", "--model", chat_model, *flags]) == 0  # without --system it chats
 
 
@@ -108,6 +108,6 @@ def test_the_server_answers_400_naming_messages():
     r = client.post("/v1/chat/completions", json={"messages": TALK, "max_tokens": 2})
     assert r.status_code == 400, r.text
     error = r.json()["error"]
-    assert error["param"] == "messages" and "does not render system messages" in error["message"]
+    assert error["param"] == "messages" and "(system) out of the prompt" in error["message"]
     r = client.post("/v1/chat/completions", json={"messages": TALK[1:], "max_tokens": 2})
     assert r.status_code == 200, r.text

@@ -22,6 +22,7 @@ def test_a_folder_names_the_file_that_holds_its_template(tmp_path):
     with pytest.raises(UserError) as refused:
         template_arg(str(tmp_path))
     assert str(refused.value) == (f"--template {str(tmp_path)!r} is a folder, not a chat "
-                                  f"template file; give {tmp_path / 'tokenizer_config.json'}")
+                                  f"template file; give {tmp_path / 'tokenizer_config.json'}, "
+                                  "or leave out --template to use the model's own chat template")
     named = template_arg(str(tmp_path / "tokenizer_config.json"))  # as the hint says
     assert named.source == DEFAULT_CHAT_TEMPLATE

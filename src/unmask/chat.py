@@ -111,6 +111,12 @@ class _Raised(Exception):
     """``raise_exception(message)`` called by a template."""
 
 
+_PROBE_SYSTEM = ("unmask probe: a system message", "unmask probe: another system message")
+"""Text that ``ChatTemplate._renders_system`` gives a system message in place of its own (the
+second where the message says the first): a template that renders the message renders a
+prompt that differs."""
+
+
 class TemplateRejected(UserError):
     """A template's own ``raise_exception``: it refused these messages (not a broken
     template)."""
@@ -478,28 +484,35 @@ class ChatTemplate:
         return _unshield(text, plain), self._encode(tokenizer, text, plain)
 
     def _renders_system(self, messages: Sequence[dict[str, str]], text: str) -> None:
-        """A ``TemplateRejected`` naming the first system message with text when ``messages``
-        render as ``text`` (generation prompt included) without their system messages too, and
-        ``text`` lacks that message's text: a template that writes only user and assistant
-        turns dropped it, and the instruction (``--system``, a request's ``system`` message)
-        silently never reached the model, as a ``name`` would (``render`` refuses that).
-        ``transformers``' published templates raise instead (Gemma's "System role not
-        supported"); one that requires a system message is left alone, and so is one whose
-        default system message is the one given (Qwen's "You are a helpful assistant.")."""
-        said = next((i for i, m in enumerate(messages)
-                     if m["role"] == "system" and m["content"].strip()), None)
-        rest = [m for m in messages if m["role"] != "system"]
-        if said is None or not rest or messages[said]["content"].strip() in text:
+        """A ``TemplateRejected`` naming a system message with text that ``text``, the prompt
+        of ``messages`` (generation prompt included), leaves out: the template renders the
+        same prompt whatever that message says, so the instruction (``--system``, a request's
+        system message) silently never reached the model, as a ``name`` would (``render``
+        refuses that). Every system message is checked, by rendering ``messages`` again with
+        its text replaced (``_PROBE_SYSTEM``): sound whatever the template does to the text
+        (trims it, escapes it, writes it only where a conversation ends with a user turn, as
+        Mistral v0.3's does, or has it as its default system message, as Qwen's does), where
+        finding the text in the prompt let "Hi" through in a prompt holding "Hi there", and
+        only the first system message was checked. A conversation without a user or
+        assistant message is left alone, and so is one the template rejects with the text
+        replaced; ``transformers``' published templates that take no system message raise
+        (Gemma's "System role not supported")."""
+        if all(m["role"] == "system" for m in messages):
             return
-        try:
-            without = self.render(rest, add_generation_prompt=True)
-        except UserError:  # it needs its system message, so it renders it
-            return
-        if without == text:
+        for i, m in enumerate(messages):
+            if m["role"] != "system" or not m["content"].strip():
+                continue
+            probe = _PROBE_SYSTEM[m["content"] == _PROBE_SYSTEM[0]]
+            changed = [*messages[:i], {**m, "content": probe}, *messages[i + 1 :]]
+            try:
+                if self.render(changed, add_generation_prompt=True) != text:
+                    continue
+            except UserError:  # it judges the text: it reads it
+                continue
             raise TemplateRejected(
-                f"{self.origin} does not render system messages: the prompt is the same "
-                f"without messages[{said}] (system), so the model would never see it; put its "
-                "text in the user message, or use a template that writes the system role"
+                f"{self.origin} leaves messages[{i}] (system) out of the prompt of these "
+                "messages (the prompt is the same whatever it says), so the model would never "
+                "see it; put its text in a user message, or use a template that writes it"
             )
 
     def example(
@@ -813,10 +826,15 @@ def template_arg(value: str) -> ChatTemplate:
     if "{{" in value or "{%" in value:
         return _uses_messages(ChatTemplate(value, origin="chat template (--template)"))
     if path.is_dir():  # a model folder: "no such file" misled
-        inside = [n for n in _TEMPLATE_FILES if _holds_template(path / n)]
-        hint = (f"give {path / inside[0]}" if inside else
-                f"it holds none of {', '.join(_TEMPLATE_FILES)}")
-        raise UserError(f"--template {value!r} is a folder, not a chat template file; {hint}")
+        from unmask.folders import CHECKPOINT_FOLDERS
+
+        # a run folder (what --model takes) keeps its model in checkpoint/
+        inside = [path / sub / n for sub in ("", *CHECKPOINT_FOLDERS) for n in _TEMPLATE_FILES
+                  if _holds_template(path / sub / n)]
+        hint = (f"give {inside[0]}, or" if inside else
+                f"it holds none of {', '.join(_TEMPLATE_FILES)} (nor does a checkpoint in it);")
+        raise UserError(f"--template {value!r} is a folder, not a chat template file; {hint} "
+                        "leave out --template to use the model's own chat template")
     raise UserError(
         f"--template {value!r}: no such file, not a built-in template "
         f"({', '.join(BUILTIN_TEMPLATES)}) "

@@ -29,16 +29,30 @@ def is_terminal(stream: Any) -> bool:
     return is_tty(stream) and os.environ.get("TERM") != "dumb"
 
 
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_BIDI = "\u202a-\u202e\u2066-\u2069"
+"""The bidirectional embeddings, overrides and isolates, as a character class's ranges."""
+_CONTROLS = re.compile(f"\r\n|[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
 """The C0 control characters but newline and tab, DEL and the C1 controls: what a terminal
 may take as a command (ESC starts a sequence that moves the cursor, clears the screen, sets
-the window title; a carriage return writes over the line; U+009B is a one-character CSI)."""
+the window title; a carriage return writes over the line; U+009B is a one-character CSI);
+and the bidirectional embeddings, overrides and isolates (U+202A..U+202E, U+2066..U+2069),
+which reorder the text after them ("Trojan Source": ``evil\\u202etxt.exe`` shows as
+``evilexe.txt``). Other format characters (the zero-width joiner and non-joiner of emoji and
+Persian, a soft hyphen) are text. A carriage return before a newline (Windows line ends) is
+matched with it: the newline it is."""
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return "\n" if match[0] == "\r\n" else repr(match[0])[1:-1]  # \x1b, \r, \u202e
 
 
 def escape_controls(text: str) -> str:
-    """``text`` with each control character of ``_CONTROLS`` written as Python writes it in a
-    string (``\\x1b``, ``\\r``, ``\\x9b``); newlines, tabs and all other text as they are."""
-    return _CONTROLS.sub(lambda m: repr(m[0])[1:-1], text)
+    """``text`` as a terminal is to show it, the one way a model's text reaches a screen (the
+    final print, ``shown_text``, and the live view, ``unmask.sampling.live``): each character
+    of ``_CONTROLS`` written as Python writes it in a string (``\\x1b``, ``\\r``, ``\\x9b``,
+    ``\\u202e``), a Windows line end (``\\r\\n``) as a newline; newlines, tabs and all other
+    text as they are."""
+    return _CONTROLS.sub(_escaped, text)
 
 
 def shown_text(text: str, stream: Any = None) -> str:
@@ -50,8 +64,9 @@ def shown_text(text: str, stream: Any = None) -> str:
 
 
 def json_text(value: Any, indent: int | None = None) -> str:
-    """``value`` as JSON, non-ASCII characters as themselves (``ensure_ascii=False``) but DEL
-    and the C1 controls escaped (``\\u009b``), as JSON already escapes the C0 ones: the same
-    JSON value, which no terminal can take as a command, wherever it is written."""
+    """``value`` as JSON, non-ASCII characters as themselves (``ensure_ascii=False``) but DEL,
+    the C1 controls and the bidi overrides of ``_CONTROLS`` escaped (``\\u009b``,
+    ``\\u202e``), as JSON already escapes the C0 ones: the same JSON value, which no terminal
+    can take as a command or show reordered, wherever it is written."""
     text = json.dumps(value, ensure_ascii=False, indent=indent)
-    return re.sub("[\x7f-\x9f]", lambda m: f"\\u{ord(m[0]):04x}", text)
+    return re.sub(f"[\x7f-\x9f{_BIDI}]", lambda m: f"\\u{ord(m[0]):04x}", text)

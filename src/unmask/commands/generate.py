@@ -142,6 +142,7 @@ def _stdin_is_terminal() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from unmask import api
+    from unmask.chat import TemplateRejected
     from unmask.commands.sample_options import make_live
 
     check_given_options(args)
@@ -157,7 +158,13 @@ def run(args: argparse.Namespace) -> int:
     template = api.chat_template(loaded, args.template) if args.chat else None
     # flags not given take the checkpoint's recommended sampling options (sample_defaults);
     # steps not given fit the blocks the prompts leave (api.generate's, the server's)
-    ids = api.prompt_ids(loaded, prompts, template=template, system=args.system)
+    try:
+        ids = api.prompt_ids(loaded, prompts, template=template, system=args.system)
+    except TemplateRejected as e:  # named messages[0], which the user never wrote
+        if args.system is None:
+            raise
+        api.prompt_ids(loaded, prompts, template=template)  # it rejects a prompt: said as is
+        raise UserError(f"--system: {e}") from None  # it rejects --system (as unmask chat's)
     lengths = [len(i) for i in ids]
     config = api.sample_config(loaded, given_fields(SampleConfig, args),
                                prompt_lengths=lengths)

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from torch import Tensor
 
-from unmask.terminal import is_terminal
+from unmask.terminal import escape_controls, is_terminal
 
 # SGR styles; "old" (text committed in an earlier step) is drawn plain.
 _STYLES = {
@@ -37,26 +37,20 @@ Segment = tuple[str, str]  # (text, style): mask | special | new | old | draft |
 
 
 def _sanitize(text: str) -> str:
-    """Keep newlines; make tabs spaces and other control characters visible, so generated
-    text can never move the cursor or change the terminal."""
-    out = []
-    for ch in text:
-        if ch == "\n":
-            out.append(ch)
-        elif ch == "\t":
-            out.append("    ")
-        elif unicodedata.category(ch) in ("Cc", "Cf") and ch != "\u200d":
-            out.append("\ufffd")
-        else:
-            out.append(ch)
-    return "".join(out)
+    """``text`` as the final print shows it on a terminal (``escape_controls``: ``\\x1b``,
+    ``\\u202e``, a Windows line end as a newline; until 2026-12-07 the view drew U+FFFD for
+    the character the final print wrote ``\\x17``, and hid a bidi override it printed raw),
+    tabs as four spaces: the view counts the columns a line takes, and a tab's depend on where
+    it starts."""
+    return escape_controls(text).replace("\t", "    ")
 
 
 def _char_width(ch: str) -> int:
     """Terminal columns one character takes (as wcwidth): wide and full-width East Asian
-    characters (CJK, most emoji) 2; combining and enclosing marks and the zero-width joiner
-    0; anything else 1."""
-    if ch == "\u200d" or unicodedata.category(ch) in ("Mn", "Me"):
+    characters (CJK, most emoji) 2; combining and enclosing marks and the format characters
+    ``_sanitize`` keeps (the zero-width joiner and non-joiner, an emoji's tag characters) 0,
+    but a soft hyphen; anything else 1."""
+    if unicodedata.category(ch) in ("Mn", "Me", "Cf") and ch != "\u00ad":
         return 0
     return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
 
@@ -153,6 +147,9 @@ class LiveView:
                     j += 1
                 chars.extend((c, styles[i]) for c in self.tokenizer.decode(ids[i:j]))
                 i = j
+        for k in range(len(chars) - 1):  # a Windows line end split across two styles
+            if chars[k][0] == "\r" and chars[k + 1][0] == "\n":  # shows as one newline
+                chars[k] = ("\r", chars[k + 1][1])
         segs: list[Segment] = []
         for c, style in chars:
             if segs and segs[-1][1] == style:
