@@ -26,3 +26,12 @@ def test_a_folder_names_the_file_that_holds_its_template(tmp_path):
                                   "or leave out --template to use the model's own chat template")
     named = template_arg(str(tmp_path / "tokenizer_config.json"))  # as the hint says
     assert named.source == DEFAULT_CHAT_TEMPLATE
+
+
+def test_a_template_file_of_broken_json_says_at_once(tmp_path):
+    """A ``--template`` JSON file with an unterminated string said "starting at at line 1"."""
+    path = tmp_path / "tokenizer_config.json"
+    path.write_text('{"chat_template": "{{ x }}')
+    with pytest.raises(UserError, match="not valid JSON") as got:
+        template_arg(str(path))
+    assert "at at" not in str(got.value) and "at line 1" in str(got.value)

@@ -139,3 +139,54 @@ def test_a_temperature_too_small_to_divide_by_samples_the_argmax(tiny_ar, capsys
         tokens[t] = json.loads(capsys.readouterr().out)["results"][0]["tokens"]
     assert set(tokens["0"]) != {0}
     assert all(got == tokens["0"] for got in tokens.values()), tokens
+def test_demo_escapes_a_models_controls_on_a_terminal(tiny, monkeypatch, capsys):
+    """``unmask demo --model RUN`` printed the text a model wrote, byte for byte, as generate
+    did: on a terminal its control characters are shown escaped now (the demo's own bold
+    stays)."""
+    import dataclasses
+
+    from unmask import api
+
+    real = api.generate
+
+    def hostile(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return dataclasses.replace(out, texts=[HOSTILE + t for t in out.texts])
+
+    monkeypatch.setattr(api, "generate", hostile)
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = _run(["demo", "--model", str(tiny), "--gen-length", "4", "--steps", "4", "--no-live",
+                "--device", "cpu"], monkeypatch, capsys, terminal=True)
+    assert SHOWN in out and not any(c in out for c in "\x1b\x07\r\x9b")
+
+
+def test_stdout_that_cannot_hold_a_character_gets_an_escape_not_a_traceback(tiny, monkeypatch):
+    """Standard output in an encoding without some character of the text
+    (``PYTHONIOENCODING=latin-1``, a cp1252 file on Windows) ended the run, after all of its
+    work, with a UnicodeEncodeError traceback (exit 1). The character is written as
+    ``\\u201c`` now, as Python writes stderr; the rest of the text stays."""
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="latin-1", write_through=True)
+    monkeypatch.setattr(sys, "stdout", out)
+    argv = ["infill", "\u201cé\u201d [MASK] end", "--model", str(tiny), "--no-live",
+            "--device", "cpu"]
+    assert main(argv) == 0
+    out.flush()
+    written = raw.getvalue().decode("latin-1")
+    assert written.startswith("\\u201cé\\u201d ") and written.rstrip("\n").endswith(" end")
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "cp1252", "latin-1"])
+def test_json_to_a_narrow_stdout_still_parses(tiny, monkeypatch, encoding):
+    """``--json`` to a stdout whose encoding cannot hold every character wrote ``\\xe9`` and
+    ``\\U0001f600`` (the stream's ``backslashreplace``), no JSON escapes: the output did not
+    parse. Such a stream gets every non-ASCII character as ``\\u00e9`` now, the same value."""
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding=encoding, write_through=True)
+    monkeypatch.setattr(sys, "stdout", out)
+    prompt = "caf\u00e9 \U0001f600 \u201cq\u201d [MASK] end"
+    assert main(["infill", prompt, "--model", str(tiny), "--no-live", "--device", "cpu",
+                 "--json"]) == 0
+    out.flush()
+    got = json.loads(raw.getvalue().decode(encoding))
+    assert got["text"].startswith("caf\u00e9 \U0001f600 \u201cq\u201d ")

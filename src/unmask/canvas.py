@@ -298,6 +298,8 @@ _NOT_IDS = (
 def _is_id(p: object) -> bool:
     """Whether ``p`` is one token id: an int, a NumPy integer, a 0-d integer tensor or array;
     not a bool, nor a 0-d bool tensor (a mask passed for ids: True was id 1)."""
+    if type(p) is int:  # the common case, first
+        return True
     if isinstance(p, Tensor):
         return p.dim() == 0 and not _not_int(p)
     return (hasattr(p, "__index__") and getattr(p, "ndim", 0) == 0
@@ -335,8 +337,11 @@ def _ids(row: Iterable[Any]) -> list[int]:
         if row.dim() != 1:
             raise UserError(f"a prompt tensor in a list must be 1-D, got shape {tuple(row.shape)}")
         return _tensor_ids(row)
+    row = list(row)  # a generator is read once
+    if all(type(t) is int for t in row):  # plain ints (the common case): ids as they are
+        return row
     ids = []
-    for t in row:  # a generator is read once
+    for t in row:
         try:
             if not _is_id(t):
                 raise TypeError
