@@ -831,9 +831,9 @@ def template_arg(value: str) -> ChatTemplate:
         from unmask.folders import CHECKPOINT_FOLDERS
 
         # a run folder (what --model takes) keeps its model in checkpoint/
-        inside = [path / sub / n for sub in ("", *CHECKPOINT_FOLDERS) for n in _TEMPLATE_FILES
-                  if _holds_template(path / sub / n)]
-        hint = (f"give {inside[0]}, or" if inside else
+        inside = next((path / sub / n for sub in ("", *CHECKPOINT_FOLDERS)
+                       for n in _TEMPLATE_FILES if _holds_template(path / sub / n)), None)
+        hint = (f"give {inside}, or" if inside else
                 f"it holds none of {', '.join(_TEMPLATE_FILES)} (nor does a checkpoint in it);")
         raise UserError(f"--template {value!r} is a folder, not a chat template file; {hint} "
                         "leave out --template to use the model's own chat template")

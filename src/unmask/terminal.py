@@ -63,15 +63,15 @@ def shown_text(text: str, stream: Any = None) -> str:
     return escape_controls(text) if is_tty(sys.stdout if stream is None else stream) else text
 
 
-def json_text(value: Any, indent: int | None = None, stream: Any = None) -> str:
-    """``value`` as JSON for ``stream`` (default ``sys.stdout``), non-ASCII characters as
+def json_text(value: Any, indent: int | None = None) -> str:
+    """``value`` as JSON for ``sys.stdout``, non-ASCII characters as
     themselves (``ensure_ascii=False``) but DEL, the C1 controls and the bidi overrides of
     ``_CONTROLS`` escaped (``\\u009b``, ``\\u202e``), as JSON already escapes the C0 ones: the
     same JSON value, which no terminal can take as a command or show reordered, wherever it
     is written. A stream whose encoding is not a UTF one (``PYTHONIOENCODING=ascii``, a
     cp1252 file) gets every non-ASCII character as a JSON escape: its ``backslashreplace``
     wrote ``\\xe9`` and ``\\U0001f600``, which no JSON parser reads."""
-    wide = _encoding_holds_all(sys.stdout if stream is None else stream)
+    wide = _encoding_holds_all(sys.stdout)
     text = json.dumps(value, ensure_ascii=not wide, indent=indent)
     return re.sub(f"[\x7f-\x9f{_BIDI}]", lambda m: f"\\u{ord(m[0]):04x}", text)
 
