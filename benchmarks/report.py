@@ -589,10 +589,12 @@ def _read_result(name: str, path: Path, lines: list[str], notes: list[str]) -> t
     when it cannot be read, said in ``lines`` and ``notes`` (not JSON, not UTF-8 text: a
     binary or UTF-16 file stopped the whole page with a traceback; not readable: a folder
     named ``*.json``, a file without read permission stopped it with one line and no page)."""
+    from unmask.files import json_message
+
     try:
         return json.loads(path.read_text(encoding="utf-8")), True
     except json.JSONDecodeError as e:
-        why = f"not valid JSON ({e.msg})"
+        why = f"not valid JSON ({json_message(e)})"
     except UnicodeDecodeError as e:
         why = f"not UTF-8 text (byte {e.start})"
     except OSError as e:

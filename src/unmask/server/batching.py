@@ -292,7 +292,7 @@ class ForwardCount:
 
     @contextlib.contextmanager
     def counting(self) -> Iterator[None]:
-        """Count the forwards this thread runs in the block (of any model hooked by ``on``)."""
+        """Count the forwards of this count's model (``on``) that this thread runs in the block."""
         before, _COUNTING.count = _COUNTING.count, self
         try:
             yield
