@@ -331,8 +331,8 @@ def read_user_stdin() -> str:
 
 __all__ = ["CACHE_ENV", "SAFETENSORS_DTYPES", "STDIN_NAME", "as_number", "atomic_write_bytes",
            "atomic_write_text", "cache_dir", "check_creatable", "clear_stale_staging", "file_mode",
-           "finite_or_null", "json_line", "json_message", "named", "plain_name", "read_user_stdin", "read_user_text",
-           "stale_staging", "staging_dir", "staging_prefix", "write_safetensors"]
+           "finite_or_null", "json_line", "json_message", "named", "plain_name", "read_user_stdin",
+           "read_user_text", "stale_staging", "staging_dir", "staging_prefix", "write_safetensors"]
 
 
 CACHE_ENV = "UNMASK_CACHE_DIR"
