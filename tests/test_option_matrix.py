@@ -91,6 +91,7 @@ PROBES: dict[str, tuple[Any, dict[str, Any]]] = {
     "presence_penalty": (2.0, {}),
     "frequency_penalty": (2.0, {}),
     "no_repeat_ngram_size": (1, {}),
+    "exempt_ids": ((70,), {}),
     "draft_length": (2, {}),
     "guide_words": ("ab", {}),
     "guide_scale": (1.0, {"guide_words": "ab"}),
@@ -118,6 +119,7 @@ OVERRIDES: dict[tuple[str, str], tuple[Any, dict[str, Any]]] = {
 SAME_BY_DESIGN = {
     "decoder": "the run under test names its decoder; auto is the checkpoint's own, the same",
     "compile": "compiles the same model for speed (docs/sampling.md); not run here, slow",
+    "exempt_ids": "only narrows the penalties (off here); tests/test_eotpen33_exempt.py",
 }
 """Options documented to leave every decoder's work as it is (never run here)."""
 

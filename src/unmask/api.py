@@ -957,6 +957,7 @@ def generate(
     if options is None or isinstance(options, Mapping):  # steps one per token: whole blocks
         config = _as_config(loaded, options, prompt_lengths=[len(i) for i in prompt_ids])
     from unmask.sampling import choose_decoder
+    from unmask.sampling.penalties import exempting
 
     # the decoder's name decides the seeding (``start`` checks the combination, per run)
     facts = facts_of(loaded)
@@ -971,7 +972,9 @@ def generate(
     seeds = None
     if len(rows) > 1 and draws_noise(decoder, config):
         seeds = row_seeds(config.seed, len(prompt_ids), n)
-    result, seconds = run_rows(loaded, rows, config, seeds, step_callback, draft)
+    ends = template.ends(tok, facts.eos_id) if template is not None else frozenset()
+    result, seconds = run_rows(loaded, rows, exempting(config, ends), seeds, step_callback,
+                               draft)  # a turn's end is never penalised
     if template is not None:
         texts = [template.reply(tok, ids, facts.eos_id, stops) for ids in result.gen_ids]
     else:
@@ -991,7 +994,7 @@ def generate(
         seconds=seconds,
         decoder=decoder,
         result=result,
-        ends=template.ends(tok, facts.eos_id) if template is not None else frozenset(),
+        ends=ends,
         config=dataclasses.replace(config, decoder=decoder),
     )
 
@@ -1576,9 +1579,14 @@ def chat(
     text, ids = template.prompt(loaded.tokenizer, list(messages))
     if options is None or isinstance(options, Mapping):  # steps one per token: whole blocks
         config = _as_config(loaded, options, prompt_lengths=[len(ids)])
-    run = start(loaded, [ids], config, step_callback=step_callback, draft=draft)
+    from unmask.sampling.penalties import exempting
+
+    eos_id = facts_of(loaded).eos_id
+    ends = template.ends(loaded.tokenizer, eos_id)  # a turn's end is never penalised
+    run = start(loaded, [ids], exempting(config, ends), step_callback=step_callback,
+                draft=draft)
     result, seconds = run_to_end(run, device=str(_device(loaded)))
-    reply = template.reply(loaded.tokenizer, result.gen_ids[0], facts_of(loaded).eos_id, stops)
+    reply = template.reply(loaded.tokenizer, result.gen_ids[0], eos_id, stops)
     return Reply(
         text=reply,
         prompt=text,

@@ -743,6 +743,13 @@ class SampleConfig:
     (Hugging Face's ``no_repeat_ngram_size``; 0 = off, 3-4 typical): the tokens that would
     complete one are forbidden. The same decoders; n-grams with a special token (EOS, padding,
     mask) never count."""
+    exempt_ids: tuple[int, ...] = ()
+    """Token ids the four penalties above never count nor penalise, besides the model's special
+    tokens (EOS, padding, mask, ...): a chat template's end-of-turn tokens that are not the EOS
+    (``<|eot_id|>``, ``<|im_end|>``; ``ChatTemplate.ends``), which every earlier turn holds, so
+    that penalties never make the model less willing to end its reply. Chat sets it
+    (``unmask.sampling.penalties.exempting``: ``api.chat``, ``api.generate`` with a template,
+    ``unmask chat``, the server's chat); no command-line flag."""
     draft_length: int | None = None
     """Draft tokens per round (>= 1). Decoder ``speculative``: tokens the diffusion drafter
     proposes (None = 8, ``unmask.sampling.speculative.SPECULATIVE_DRAFT_LENGTH``). Decoder
@@ -818,6 +825,12 @@ class SampleConfig:
             raise UserError(f"draft_length must be >= 1, got {self.draft_length}")
         check_penalties(self.repetition_penalty, self.presence_penalty, self.frequency_penalty,
                         self.no_repeat_ngram_size)
+        ids = self.exempt_ids
+        if not isinstance(ids, (list, tuple, set, frozenset)) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            raise UserError(f"exempt_ids must be a list of token ids (whole numbers >= 0), "
+                            f"not {ids!r}")
+        self.exempt_ids = tuple(sorted(set(ids)))  # a JSON list, a set: one form, hashable
         if not (self.guide_scale >= 0 and math.isfinite(self.guide_scale)):  # nan: no guidance
             raise UserError(f"guide_scale must be a finite number >= 0, got {self.guide_scale}")
         if self.edit_threshold is not None and not 0.0 <= self.edit_threshold < 1.0:

@@ -420,7 +420,7 @@ class Denoiser(DecoderRun):
         penalties = Penalties.of(config)
         if penalties is not None:
             ids = {*special_ids(getattr(model, "config", None)), canvas.mask_id,
-                   *(() if eos_id is None else (eos_id,))}
+                   *(() if eos_id is None else (eos_id,)), *penalties.exempt}
 
             def penalty(p: Penalties) -> PenaltyConstraint:
                 return PenaltyConstraint(p, mask_id=canvas.mask_id, locked=canvas.locked,

@@ -30,14 +30,19 @@ r is applied first, then a and f (vLLM's order), then the n-gram ban (Hugging Fa
 
 ``SampleConfig.repetition_penalty`` etc. carry them; ``Penalties.of(config)`` is None when all
 four are neutral, and then no decoder does any extra work.
+
+No decoder counts or penalises the model's special tokens (``special_ids``: EOS, padding, ...)
+nor ``SampleConfig.exempt_ids`` (``Penalties.exempt``): a chat template's own end-of-turn
+tokens, which chat puts there (``exempting``), so that the ends of earlier turns never make the
+model less willing to end its reply.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -61,6 +66,9 @@ class Penalties:
     presence: float = 0.0
     frequency: float = 0.0
     ngram: int = 0
+    exempt: tuple[int, ...] = ()
+    """Ids never counted nor penalised besides the model's ``special_ids``
+    (``SampleConfig.exempt_ids``: a chat template's end-of-turn tokens)."""
 
     @classmethod
     def of(cls, config: SampleConfig) -> Penalties | None:
@@ -71,7 +79,8 @@ class Penalties:
         return cls(repetition=float(config.repetition_penalty),
                    presence=float(config.presence_penalty),
                    frequency=float(config.frequency_penalty),
-                   ngram=int(config.no_repeat_ngram_size))  # fmt: skip
+                   ngram=int(config.no_repeat_ngram_size),
+                   exempt=tuple(config.exempt_ids))  # fmt: skip
 
     @property
     def counted(self) -> bool:
@@ -184,8 +193,9 @@ def special_ids(model_config: Any) -> tuple[int, ...]:
     """The model's special token ids (``SPECIAL_ID_FIELDS`` of its config): never counted, so
     never penalised. An end-of-text token in the prompt (a document separator, the end of an
     earlier chat turn) must not make the model less willing to stop. A chat template's own
-    end-of-turn token that is not the EOS (``<|eot_id|>``, ``<|im_end|>``) is not among them:
-    the decoders see the model's config, not the template (docs/sampling.md says so)."""
+    end-of-turn token that is not the EOS (``<|eot_id|>``, ``<|im_end|>``) is not among them
+    (the model's config does not know the template): chat exempts it through
+    ``SampleConfig.exempt_ids`` (``exempting``)."""
     ids = (getattr(model_config, f, None) for f in SPECIAL_ID_FIELDS)
     return tuple(sorted({int(i) for i in ids if i is not None}))
 
@@ -542,11 +552,13 @@ def text_counts(penalties: Penalties | None, prompt: Tensor, real: Tensor,
                 started: Sequence[bool], model_config: Any) -> TextCounts | None:
     """The ``TextCounts`` of a left-to-right run with ``penalties`` (None without) over
     ``prompt`` (B, P), counting its ``real`` (B, P) positions except in the rows ``started``
-    (an empty prompt given a start token: not text), never the model's ``special_ids``."""
+    (an empty prompt given a start token: not text), never the model's ``special_ids`` nor
+    ``penalties.exempt``."""
     if penalties is None:
         return None
     no_text = torch.tensor(list(started), dtype=torch.bool, device=prompt.device)
-    return TextCounts(penalties, prompt, real & ~no_text[:, None], special_ids(model_config))
+    exempt = sorted({*special_ids(model_config), *penalties.exempt})
+    return TextCounts(penalties, prompt, real & ~no_text[:, None], exempt)
 
 
 class PenaltyConstraint(CanvasConstraint):
@@ -655,6 +667,19 @@ def _near_text(open_: Tensor, text: Tensor, n: int) -> Tensor:
     return torch.where(near.gather(1, query), query, -1)
 
 
+def exempting(config: SampleConfig, ids: Iterable[int]) -> SampleConfig:
+    """``config`` with ``ids`` (a chat template's ``ChatTemplate.ends``) also exempt from the
+    penalties (``SampleConfig.exempt_ids``): every earlier turn ends with them, and a penalty on
+    them made a reply that should end go on (``<|eot_id|>`` under ``repetition_penalty`` 1.2
+    wrote text where the reply ended at once). ``config`` itself when no penalty is on, so
+    that a chat run's options stay as given (and batch with others) where they change nothing.
+    The one rule of ``api.chat``, ``api.generate`` with a template and the server's chat."""
+    more = {*config.exempt_ids, *(int(i) for i in ids)}
+    if not given_penalties(config) or more == set(config.exempt_ids):
+        return config
+    return replace(config, exempt_ids=tuple(sorted(more)))
+
+
 def given_penalties(config: SampleConfig) -> list[str]:
     """The ``PENALTY_FIELDS`` of ``config`` that are not at their neutral default."""
     return [f for f in PENALTY_FIELDS if getattr(config, f) != getattr(SampleConfig, f)]
@@ -668,6 +693,7 @@ __all__ = [
     "TextCounts",
     "ban",
     "banned_ids",
+    "exempting",
     "given_penalties",
     "ngram_bans",
     "prefix_counts",

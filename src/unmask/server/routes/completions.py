@@ -25,7 +25,7 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.messages import plural
 from unmask.sampling import Decoder, choose_decoder, make_policy, validate
-from unmask.sampling.penalties import given_penalties
+from unmask.sampling.penalties import exempting, given_penalties
 from unmask.sampling.registry import check_penalty_decoder
 from unmask.sampling.segments import segment_configs, segment_windows
 from unmask.server.batching import GenOutput, Job
@@ -779,6 +779,8 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
     # advice may run, held every other client (/healthz, streams) for their whole time
     job, ids = await asyncio.to_thread(prepare, state, req, prompts, encode)
     ends = state.chat_ends if chat else frozenset({state.cfg.eos_id} - {None})
+    if chat and job.config is not None:  # a turn's end is never penalised, as api.chat
+        job.config = exempting(job.config, ends)
     reply = Reply(rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
                   created=int(time.time()), chat=chat, ids=ids, ends=ends,
                   template=state.chat if chat else None)
