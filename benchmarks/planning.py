@@ -132,16 +132,21 @@ def check_run(label: str, checkpoint: Path, items: list, given: dict) -> None:
     (``task_config``: the prompt and answer past its context, a ``--sample-set`` it cannot
     run), checked on the model's shape alone (a native checkpoint's weights are not read;
     a publisher's folder is checked as it loads). A second run too short for the task was
-    refused after the first had decoded every item, in a line that did not say which run."""
+    refused after the first had decoded every item, in a line that did not say which run.
+    The shape is ``checked_meta``'s, as ``load`` builds it (float32 on the CPU): an absurd
+    config.json (``n_layers`` 1000000000) is one line, not minutes building meta layers."""
     from unmask.checkpoint import native_parts
-    from unmask.convert.load import build_meta, is_publisher_folder
+    from unmask.convert.load import checked_meta, is_publisher_folder
     from unmask.loaded import Loaded
 
     if is_publisher_folder(checkpoint):
         return
     ckpt, config, tokenizer = native_parts(checkpoint)
-    shape = Loaded(model=build_meta(config, ckpt / "config.json"), tokenizer=tokenizer,
-                   config=config, path=ckpt)
+    try:
+        model = checked_meta(config, ckpt, torch.float32)
+    except UserError as e:
+        raise UserError(f"--run {label}: {e}") from None
+    shape = Loaded(model=model, tokenizer=tokenizer, config=config, path=ckpt)
     try:
         choose(shape, task_config(shape, items, given))  # the decoder score_items runs
     except UserError as e:

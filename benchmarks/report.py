@@ -577,10 +577,10 @@ def build(results: Path, out: Path) -> list[str]:
             for i, (where, rows) in enumerate(tables):
                 label = (f" `{where}`" if where else "") + ("" if i else made)
                 lines += [f"`{name}`{label}:", "", *markdown_table(rows), ""]
-    from unmask.files import atomic_write_bytes
+    from unmask.files import atomic_write_text
 
     out.parent.mkdir(parents=True, exist_ok=True)  # UTF-8 whatever the locale: it has "–", "·"
-    atomic_write_bytes(out, ("\n".join(lines).rstrip() + "\n").encode("utf-8"))
+    atomic_write_text(out, "\n".join(lines).rstrip() + "\n")
     return notes
 
 

@@ -1623,6 +1623,25 @@ layout, continuous guidance, segments, LLaDA 2's editing pass): ``infill``, ``ed
 the canvas with the masked-diffusion loop, or left to right on a causal checkpoint)."""
 
 
+LENGTH_SET_BY = {
+    "infill": "the template sets each gap's length ([MASK:n], [MASK:min-max])",
+    "edit": "a span is refilled with as many tokens as it held",
+    "fill_form": "the holes' types set the lengths (<text:2-8>, <digits:4>)",
+}
+"""What sets the length of ``infill``, ``edit`` and ``fill_form``'s output, which no
+``gen_length`` does: the line that refuses one (``refuse_gen_length``; ``--gen-length`` on
+the command line)."""
+
+
+def refuse_gen_length(config: SampleConfig | Mapping[str, Any] | None, task: str) -> None:
+    """One line for a ``gen_length`` the caller set in ``config`` (a mapping of options) on
+    ``task`` (a key of ``LENGTH_SET_BY``): it was silently ignored (``{"gen_length": 200}``
+    ran and wrote the template's few tokens). A ``SampleConfig`` always holds one (its
+    default, or a checkpoint's recommendation), so it is not refused."""
+    if isinstance(config, Mapping) and "gen_length" in config:
+        raise UserError(f"gen_length does not apply to {task}: {LENGTH_SET_BY[task]}")
+
+
 def refuse_generation_only(config: SampleConfig | None, task: str) -> None:
     """One line for a ``GENERATION_ONLY`` option set away from its default on ``task``, which
     would silently ignore it (``unmask infill --draft-length 4`` did)."""
@@ -1661,6 +1680,7 @@ def infill(
     if not isinstance(template, (str, list, tuple)):  # list(5) failed inside the parser
         raise UserError(f"template must be a text or a list of texts and Gap items, not "
                         f"{type(template).__name__}")
+    refuse_gen_length(config, "infill")
     options = _infill_options(options)
     embed = infill_decoder(loaded) == "embed-diffusion"
     config = infill_sample_config(loaded, config)
@@ -1802,6 +1822,7 @@ def edit(
     if rounds < 1:  # revise refuses it; spans and regex edited once regardless
         raise UserError(f"rounds must be at least 1, got {rounds}")
     edit_checks(loaded)
+    refuse_gen_length(config, "edit")
     config = _task_config(config)
     refuse_generation_only(config, "edit")
     t0 = time.perf_counter()
@@ -1864,6 +1885,7 @@ def fill_form(
     _check_callback(step_callback)
     _check_repair_calls(max_repair_calls)
     refuse_continuous(loaded, "form filling")
+    refuse_gen_length(config, "fill_form")
     config = _task_config(config)
     refuse_generation_only(config, "fill_form")
     if (template is None) == (schema is None):
@@ -1885,6 +1907,7 @@ def fill_form(
 __all__ = [
     "DETERMINISTIC_AT_ZERO",
     "GENERATION_ONLY",
+    "LENGTH_SET_BY",
     "Filled",
     "Generation",
     "Reply",
@@ -1917,6 +1940,7 @@ __all__ = [
     "prompt_lengths",
     "recommended_options",
     "refuse_continuous",
+    "refuse_gen_length",
     "refuse_generation_only",
     "row_runs",
     "rows_bytes",

@@ -58,13 +58,16 @@ def _ordinary_mode(fd: int, path: str) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename; a
-    failed write (a full disk) raises ``OSError`` naming ``path``, which stays as it was."""
+    """Write ``text`` to ``path`` as UTF-8 via a temporary file in the same folder and a
+    rename; a failed write (a full disk) raises ``OSError`` naming ``path``, which stays as it
+    was. UTF-8 whatever the locale (every reader here reads UTF-8): under a narrower locale
+    encoding a non-ASCII text was a ``UnicodeEncodeError`` (ASCII) or bytes no reader
+    decoded (Latin-1)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         _ordinary_mode(fd, tmp)  # mkstemp's 0600 would outlive the rename
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

@@ -72,7 +72,14 @@ def json_text(value: Any, indent: int | None = None) -> str:
     cp1252 file) gets every non-ASCII character as a JSON escape: its ``backslashreplace``
     wrote ``\\xe9`` and ``\\U0001f600``, which no JSON parser reads."""
     wide = _encoding_holds_all(sys.stdout)
-    text = json.dumps(value, ensure_ascii=not wide, indent=indent)
+    return json_escaped(json.dumps(value, ensure_ascii=not wide, indent=indent))
+
+
+def json_escaped(text: str) -> str:
+    """The JSON ``text`` with DEL, the C1 controls and the bidi overrides written as JSON
+    escapes (``\\u009b``, ``\\u202e``): the same value (no JSON has them outside a string).
+    ``json_text``'s, and the server's bodies and server-sent events (``json.dumps`` with
+    ``ensure_ascii=False`` wrote them raw)."""
     return re.sub(f"[\x7f-\x9f{_BIDI}]", lambda m: f"\\u{ord(m[0]):04x}", text)
 
 

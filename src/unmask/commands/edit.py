@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.commands.generate import sample_config_from_args
 
-    refuse_gen_length(args, "a span is refilled with as many tokens as it held")
+    refuse_gen_length(args, "edit")
     config = with_seed(sample_config_from_args(args))  # a sampled run reports its seed
     # as infill's template: the newline that ends the input is not part of the text
     text = stdin_text() if args.text == "-" else args.text

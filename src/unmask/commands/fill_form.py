@@ -82,7 +82,7 @@ def _read(arg: str, what: str = "template") -> tuple[str, str]:
 def run(args: argparse.Namespace) -> int:
     if (args.template is None) == (args.schema is None):  # before any heavy import
         raise UserError("give a TEMPLATE or --schema SCHEMA (exactly one)")
-    refuse_gen_length(args, "the holes' types set the lengths (<text:2-8>, <digits:4>)")
+    refuse_gen_length(args, "fill_form")
     from unmask import api
     from unmask.commands.generate import sample_config_from_args
     from unmask.infill import parse_form

@@ -43,12 +43,15 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
             action.help = "refused here: the text sets the lengths (see the description)"
 
 
-def refuse_gen_length(args: argparse.Namespace, why: str) -> None:
+def refuse_gen_length(args: argparse.Namespace, task: str) -> None:
     """``--gen-length`` given to a command whose text sets the lengths (infill, edit,
-    fill-form): one line saying what does (``why``), before anything loads. It was accepted
-    and ignored, so ``--gen-length 200`` ran and wrote the template's few tokens."""
+    fill-form; ``task`` a key of ``api.LENGTH_SET_BY``, which the API's refusal says too):
+    one line saying what does, before anything loads. It was accepted and ignored, so
+    ``--gen-length 200`` ran and wrote the template's few tokens."""
     if getattr(args, "gen_length", None) is not None:
-        raise UserError(f"--gen-length does not apply: {why}")
+        from unmask.api import LENGTH_SET_BY
+
+        raise UserError(f"--gen-length does not apply: {LENGTH_SET_BY[task]}")
 
 
 def stdin_text() -> str:
@@ -148,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     from unmask.infill import InfillOptions, SearchLimitError
     from unmask.infill.template import GapRoomError
 
-    refuse_gen_length(args, "the template sets each gap's length ([MASK:n], [MASK:min-max])")
+    refuse_gen_length(args, "infill")
     given = given_fields(SampleConfig, args)
     SampleConfig(**given)  # bad options before loading anything
     options = dataclass_from_args(InfillOptions, args)

@@ -167,8 +167,8 @@ def _write_folder(
         write_safetensors(tensors, tmp / SINGLE, metadata=metadata, like=like)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         tokenizer.save(tmp)
-        for name, text in (files or {}).items():
-            (tmp / name).write_text(text)
+        for name, text in (files or {}).items():  # UTF-8 whatever the locale (modeling code)
+            (tmp / name).write_text(text, encoding="utf-8")
         for f in tmp.iterdir():  # on disk before the rename makes the folder the result
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())

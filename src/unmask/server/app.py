@@ -26,7 +26,15 @@ from fastapi import FastAPI
 
 from unmask.checkpoint import Loaded
 from unmask.server.engine import make_engine
-from unmask.server.http import AccessLog, APIError, BodyLimit, RecordMetrics, render_chat, sse
+from unmask.server.http import (
+    AccessLog,
+    APIError,
+    BodyLimit,
+    JSONResponse,
+    RecordMetrics,
+    render_chat,
+    sse,
+)
 from unmask.server.metrics import Metrics
 from unmask.server.plumbing import check_api_key, install_error_handlers
 from unmask.server.routes import chat, completions, infill, info, playground
@@ -91,7 +99,8 @@ def create_app(
         state.engine.close()
 
     app = FastAPI(title="unmask", version="1", lifespan=lifespan, docs_url=None,
-                  redoc_url=None, openapi_url="/openapi.json")
+                  redoc_url=None, openapi_url="/openapi.json",
+                  default_response_class=JSONResponse)
     app.state.server = state
     app.state.engine, app.state.metrics = engine, metrics
     app.state.limits, app.state.loaded = limits, loaded

@@ -14,10 +14,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse as _JSONResponse
 
 from unmask.server.metrics import Metrics
 from unmask.server.schemas import ChatMessage
+from unmask.terminal import json_escaped
+
+
+class JSONResponse(_JSONResponse):
+    """FastAPI's JSON response with DEL, the C1 controls and the bidi overrides in its strings
+    as JSON escapes (``terminal.json_escaped``, as ``sse`` writes them): written raw, a body a
+    client printed (``curl``) could drive or reorder its terminal. Every JSON answer of the
+    server is one (``app.default_response_class`` too)."""
+
+    def render(self, content: Any) -> bytes:
+        return json_escaped(super().render(content).decode("utf-8")).encode("utf-8")
 
 ENDPOINTS = (
     "/", "/healthz", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions",
@@ -217,6 +228,7 @@ def chat_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
 
 
 def sse(data: dict[str, Any], *, event: str | None = None) -> str:
-    """One server-sent event carrying ``data`` as JSON."""
+    """One server-sent event carrying ``data`` as JSON (``json_escaped``: no raw DEL, C1
+    control or bidi override, as ``JSONResponse``)."""
     head = f"event: {event}\n" if event else ""
-    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
+    return f"{head}data: {json_escaped(json.dumps(data, ensure_ascii=False))}\n\n"

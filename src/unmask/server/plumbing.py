@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from unmask import api
@@ -35,7 +34,7 @@ from unmask.sampling.cache import check_cache_name
 from unmask.sampling.loop import StepCallback
 from unmask.sampling.policies import make_policy
 from unmask.server.batching import Cancelled, Job, QueueFull, WorkerDown
-from unmask.server.http import _STATUS_TYPES, _TYPE_TAGS, ACCESS_FIELDS, APIError
+from unmask.server.http import _STATUS_TYPES, _TYPE_TAGS, ACCESS_FIELDS, APIError, JSONResponse
 from unmask.server.schemas import MAX_STOP, DiffusionOptions, _Generation
 from unmask.server.state import ServerState, SlowChecks
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from unmask import api
 from unmask.chat import ChatTemplate, reply_lead, text_end
@@ -30,7 +30,7 @@ from unmask.sampling.registry import check_penalty_decoder
 from unmask.sampling.segments import segment_configs, segment_windows
 from unmask.server.batching import GenOutput, Job
 from unmask.server.engine import served_decoder
-from unmask.server.http import APIError, sse
+from unmask.server.http import APIError, JSONResponse, sse
 from unmask.server.plumbing import (
     account,
     check_generation,

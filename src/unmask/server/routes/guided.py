@@ -26,13 +26,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from unmask import api
 from unmask.errors import UserError
 from unmask.messages import plural
 from unmask.sampling.loop import StepCallback
-from unmask.server.http import APIError, sse
+from unmask.server.http import APIError, JSONResponse, sse
 from unmask.server.plumbing import (
     TakesSeconds,
     account,

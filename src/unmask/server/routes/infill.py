@@ -20,12 +20,12 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from unmask.config import InfillOptions, SampleConfig
 from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.sampling.loop import StepCallback
-from unmask.server.http import APIError
+from unmask.server.http import APIError, JSONResponse
 from unmask.server.plumbing import (
     SAMPLE_OPTIONS,
     TakesSeconds,

@@ -7,10 +7,11 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 
 from unmask import api
 from unmask.errors import UserError
+from unmask.server.http import JSONResponse
 from unmask.server.plumbing import check_model, check_text, secured, user_error
 from unmask.server.schemas import TokenizeRequest
 from unmask.server.state import ServerState
