@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -210,7 +211,7 @@ def _settings(
     from unmask.checkpoint import weights_stamp
     from unmask.objectives.distill import TOKENIZER_KEY, tokenizer_stamp
 
-    sample = dataclasses.asdict(trajectory_sample_config(teacher, cfg, seed=0))
+    sample = _as_json(trajectory_sample_config(teacher, cfg, seed=0))
     del sample["seed"]  # per batch, stored with every row
     extra = {} if vocab is None else {"vocab": vocab}
     named = _teacher_named(teacher, teacher_path) if teacher_path else None
@@ -405,11 +406,17 @@ def _as_now(stored: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
         stored["data_files"] = settings.get("data_files")  # an older file's size + mtime
     sample = stored.get("sample")
     if isinstance(sample, dict):
-        defaults = dataclasses.asdict(SampleConfig())
+        defaults = _as_json(SampleConfig())
         del defaults["seed"]
         known = {k: v for k, v in defaults.items() if k not in sample}
         stored = {**stored, "sample": {**sample, **known}}
     return stored
+
+
+def _as_json(config: SampleConfig) -> dict[str, Any]:
+    """``config``'s fields as the trajectory file's JSON holds them (a tuple, ``exempt_ids``,
+    as a list): a file's settings and the run's compare equal when they are."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def _batch_seed(seed: int, batch: int) -> int:
