@@ -63,7 +63,7 @@ def test_step_callback_sees_every_row(loaded) -> None:
     assert seen[-1].tolist() == out.ids
 
 
-def test_given_steps_that_split_over_no_group_are_refused_first(loaded) -> None:
+def test_given_steps_a_group_cannot_take_are_refused_first(loaded) -> None:
     # 40 steps over 2 blocks fit, over 3 they do not: refused before any group decodes
     with pytest.raises(UserError, match=r"steps \(40\) must be a multiple .* try 36 or 42"):
         api.generate(loaded, PROMPTS, config=SampleConfig(gen_length=40, steps=40))
@@ -81,3 +81,43 @@ def test_cli_unequal_prompts_write_what_each_writes_alone(loaded, capsys) -> Non
     # steps not given: fitted per group, not refused as 40 over 3 blocks
     assert tokens(*PROMPTS) == [row for p in PROMPTS for row in tokens(p)]
 
+
+def test_server_requests_of_unequal_tails_that_arrive_together_are_both_served(
+    loaded, monkeypatch
+) -> None:
+    """Two requests of one prompt each, queued together, shared a whole-batch run whose
+    decoder refused them: both a 400 naming lengths neither sent. ``Job.block_tail`` keeps
+    them in runs of their own; each writes what it writes alone."""
+    pytest.importorskip("fastapi")
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    import unmask.server.batching as batching
+    from unmask.server import ServerLimits, create_app
+
+    waited: list[bool] = []
+
+    def gather(self) -> None:  # the first wait for company lasts until both are queued
+        if not waited:
+            waited.append(True)
+            self._cond.wait_for(lambda: len(self._queue) >= 2, 60)
+
+    monkeypatch.setattr(batching.Engine, "_gather", gather)
+    app = create_app(loaded, limits=ServerLimits(batch_wait_s=1.0))
+    prompts = PROMPTS[:2]
+    out: dict[str, object] = {}
+    with TestClient(app) as c:
+        def post(p: str) -> None:
+            out[p] = c.post("/v1/completions", json={"prompt": p, "max_tokens": 8})
+
+        threads = [threading.Thread(target=post, args=(p,)) for p in prompts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for p in prompts:
+        r = out[p]
+        assert r.status_code == 200, r.text
+        want = api.generate(loaded, [p], config={"gen_length": 8}).texts[0]
+        assert r.json()["choices"][0]["text"] == want
