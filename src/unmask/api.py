@@ -996,6 +996,12 @@ def generate(
     prompt of [MASK]s alone, a [MASK] in a prompt under a KV cache: ``Decoder.rows_apart``),
     which runs alone, so that every row writes what it writes alone (identical such rows
     of a greedy run once: ``row_runs``; the server groups rows by the same rule).
+    On a checkpoint whose blocks start at the first prompt token (LLaDA 2.x), where one
+    run needs prompts of equal lengths modulo the block size, the prompts are decoded in
+    groups of equal ones, one after another (``block_groups``, as ``unmask eval`` decodes
+    them): each still writes what it writes alone, ``steps`` not chosen (a mapping or None
+    without them) fitted to its own group's blocks (``fit_block_steps``); a
+    ``SampleConfig``'s steps that a group's blocks cannot take are refused before any runs.
 
     With ``template`` each prompt is one user message (after ``system``, if given) rendered
     through the chat template, and ``texts`` are the replies (cut at EOS or end of turn).
