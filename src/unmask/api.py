@@ -31,6 +31,7 @@ below them, so they decode a checkpoint the same way.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import time
@@ -702,6 +703,74 @@ def fit_block_steps(loaded: Loaded, config: SampleConfig,
     return dataclasses.replace(config, steps=steps)
 
 
+def block_tail(loaded: Loaded, prompt_len: int, decoder: str) -> int | None:
+    """How far into its last block a prompt of ``prompt_len`` tokens ends under ``decoder``
+    (its columns, ``ModelFacts.prompt_columns``, modulo the block size) where the
+    checkpoint's blocks start at the first prompt token (``absolute_blocks``, LLaDA 2.x):
+    the prompts of one run must share it (``block_groups``; the server's whole-batch runs,
+    ``Job.block_tail``). None where blocks start after the prompt (any lengths batch)."""
+    from unmask.sampling.blocks import absolute_blocks
+
+    facts = facts_of(loaded)
+    if not facts.block_size or not absolute_blocks(loaded.config):
+        return None
+    return facts.prompt_columns(prompt_len, decoder) % facts.block_size
+
+
+def block_groups(
+    loaded: Loaded, prompts: Sequence[Sequence[int]], config: SampleConfig, decoder: str, *,
+    fit_steps: bool,
+) -> list[tuple[list[int], SampleConfig]]:
+    """The prompts' (token ids) indices in the batches a run of ``decoder`` (``choose``) under
+    ``config`` takes, each with its config: one batch of ``config``, but where the
+    checkpoint's blocks start at the first prompt token (``absolute_blocks``, LLaDA 2.x),
+    whose decoder refuses a batch of unequal lengths modulo the block size, one per prompt
+    length modulo it, ``steps`` fitted to its blocks where ``fit_steps`` (the user chose
+    none: ``fit_block_steps``, as each prompt alone fits them), else the caller's ``steps``
+    checked against every group's blocks before any group decodes (``_check_group_steps``).
+    ``generate`` and ``unmask.tasks.score.decode_each`` (``unmask eval``, lm-eval) decode
+    by it."""
+    facts = facts_of(loaded)
+    tails = [block_tail(loaded, len(p), decoder) for p in prompts]
+    if not prompts or tails[0] is None:  # blocks after the prompt: any lengths batch
+        return [(list(range(len(prompts))), config)]
+    groups: dict[int | None, list[int]] = {}
+    for i, tail in enumerate(tails):
+        groups.setdefault(tail, []).append(i)
+    if not fit_steps and len(groups) > 1:
+        _check_group_steps(config, facts.decoder_for(decoder), cast(int, facts.block_size),
+                           cast(list[int], sorted(groups)))
+    return [(idx, fit_block_steps(loaded, config, [len(prompts[idx[0]])]) if fit_steps
+             else config) for idx in groups.values()]
+
+
+def _check_group_steps(config: SampleConfig, decoder: str, block: int, tails: list[int]) -> None:
+    """Refuse, once and before any group decodes, the caller's ``steps`` where a group of
+    prompts ending ``tails`` tokens into a block of ``block`` would refuse them: the scheduled
+    ``llada`` policy needs a multiple of each group's blocks (the answer names multiples of
+    their lcm, which fit every group), a dynamic one at least the most blocks. Each group
+    alone named only the steps that fit it, and a later one refused after earlier ones ran."""
+    from unmask.sampling.loop import nearest_multiples
+    from unmask.sampling.policies import make_policy
+
+    if decoder != "bd3lm" or config.gen_length <= 0 or config.steps <= 0:
+        return  # no blocks, or a refusal every group makes alike
+    counts = sorted({1 + -(-max(config.gen_length - (block - t), 0) // block) for t in tails})
+    if len(counts) < 2:
+        return
+    span = (f"the {config.gen_length} new tokens span after prompts of each length modulo "
+            f"{block} ({' or '.join(map(str, counts))}: this model's blocks start at the "
+            f"first prompt token)")
+    if make_policy(config).dynamic:
+        if config.steps < counts[-1]:
+            raise UserError(f"steps ({config.steps}) must be at least the number of blocks "
+                            f"{span}: each block takes a step; try steps {counts[-1]}")
+        return
+    if any(config.steps % c for c in counts):
+        raise UserError(f"steps ({config.steps}) must be a multiple of the number of blocks "
+                        f"{span}; try {nearest_multiples(config.steps, math.lcm(*counts))}")
+
+
 def prompt_lengths(loaded: Loaded, prompts: str | Sequence[str], *,
                    template: ChatTemplate | str | None = None,
                    system: str | None = None) -> list[int]:
@@ -927,6 +996,12 @@ def generate(
     prompt of [MASK]s alone, a [MASK] in a prompt under a KV cache: ``Decoder.rows_apart``),
     which runs alone, so that every row writes what it writes alone (identical such rows
     of a greedy run once: ``row_runs``; the server groups rows by the same rule).
+    On a checkpoint whose blocks start at the first prompt token (LLaDA 2.x), where one
+    run needs prompts of equal lengths modulo the block size, the prompts are decoded in
+    groups of equal ones, one after another (``block_groups``, as ``unmask eval`` decodes
+    them): each still writes what it writes alone, ``steps`` not chosen (a mapping or None
+    without them) fitted to its own group's blocks (``fit_block_steps``); a
+    ``SampleConfig``'s steps that a group's blocks cannot take are refused before any runs.
 
     With ``template`` each prompt is one user message (after ``system``, if given) rendered
     through the chat template, and ``texts`` are the replies (cut at EOS or end of turn).
@@ -967,14 +1042,23 @@ def generate(
     check_rows_fit(loaded, [len(i) for i in prompt_ids], config, n, str(_device(loaded)),
                    decoder, draft, row_runs(loaded, prompt_ids, config, seeded=False,
                                             draft=draft).apart)  # before a row is made
+    # the user chose no steps: each group's fitted to its blocks, as each prompt alone
+    fit_steps = (options is None or isinstance(options, Mapping)) and not any(
+        "steps" in m for m in (options or {}, facts.sample_defaults))
+    groups = block_groups(loaded, prompt_ids, config, decoder, fit_steps=fit_steps)
     rows = [ids for ids in prompt_ids for _ in range(n)]
     texts_in = [p for p in texts_in for _ in range(n)]
     seeds = None
     if len(rows) > 1 and draws_noise(decoder, config):
         seeds = row_seeds(config.seed, len(prompt_ids), n)
     ends = template.ends(tok, facts.eos_id) if template is not None else frozenset()
-    result, seconds = run_rows(loaded, rows, exempting(config, ends), seeds, step_callback,
-                               draft)  # a turn's end is never penalised
+    if len(groups) == 1:  # a turn's end is never penalised (``exempting``)
+        result, seconds = run_rows(loaded, rows, exempting(config, ends), seeds, step_callback,
+                                   draft)
+    else:  # prompt k's choices are rows k * n to k * n + n - 1
+        groups = [([k * n + j for k in idx for j in range(n)], exempting(cfg, ends))
+                  for idx, cfg in groups]
+        result, seconds = _run_groups(loaded, rows, groups, seeds, step_callback, draft)
     if template is not None:
         texts = [template.reply(tok, ids, facts.eos_id, stops) for ids in result.gen_ids]
     else:
@@ -997,6 +1081,46 @@ def generate(
         ends=ends,
         config=dataclasses.replace(config, decoder=decoder),
     )
+
+
+def _run_groups(
+    loaded: Loaded, rows: list[list[int]], groups: list[tuple[list[int], SampleConfig]],
+    seeds: list[int] | None, step_callback: ViewCallback | None, draft: Loaded | None,
+) -> tuple[GenerateResult, float]:
+    """``rows`` (prompt ids) decoded in ``groups`` (``block_groups``: row indices, each with
+    its config), one ``run_rows`` after another, row i seeded ``seeds[i]``, joined as one
+    result in the rows' order (``_joined``), and the wall time. ``step_callback`` sees all
+    rows, (B, gen_length): those of a group yet to run are still ``[MASK]``."""
+    import torch
+
+    facts = facts_of(loaded)
+    view = None if step_callback is None else torch.full(
+        (len(rows), groups[0][1].gen_length), facts.mask_id)  # (B, G)
+
+    def group_view(idx: list[int]) -> ViewCallback | None:
+        if step_callback is None:
+            return None
+
+        def seen(step: int, part: Tensor) -> None:
+            view[idx] = part.to(view.device)
+            step_callback(step, view.clone())
+
+        return seen
+
+    results, seconds = [], 0.0
+    for idx, cfg in groups:
+        part = None if seeds is None else [seeds[i] for i in idx]
+        result, took = run_rows(loaded, [rows[i] for i in idx], cfg, part, group_view(idx),
+                                draft)
+        results.append(result)
+        seconds += took
+    joined = _joined(results, sum(r.nfe for r in results), max(r.steps for r in results),
+                     pad_id=facts.pad_id, eos_id=facts.eos_id)
+    at = {i: k for k, i in enumerate(i for idx, _ in groups for i in idx)}  # row: joined row
+    index = torch.tensor([at[i] for i in range(len(rows))])  # (B,)
+    mask = joined.attention_mask
+    return dataclasses.replace(joined, tokens=joined.tokens[index],
+                               attention_mask=None if mask is None else mask[index]), seconds
 
 
 def _stops(stop: Any) -> list[str]:
@@ -1929,6 +2053,8 @@ __all__ = [
     "encode_prompt",
     "facts_of",
     "fill_form",
+    "block_groups",
+    "block_tail",
     "fit_block_steps",
     "generate",
     "infill",

@@ -166,8 +166,8 @@ def run(args: argparse.Namespace) -> int:
         api.prompt_ids(loaded, prompts, template=template)  # it rejects a prompt: said as is
         raise UserError(f"--system: {e}") from None  # it rejects --system (as unmask chat's)
     lengths = [len(i) for i in ids]
-    config = api.sample_config(loaded, given_fields(SampleConfig, args),
-                               prompt_lengths=lengths)
+    given = given_fields(SampleConfig, args)
+    config = api.sample_config(loaded, given, prompt_lengths=lengths)
     # refuse what the checkpoint cannot do, before sampling
     decoder = api.choose(loaded, config, draft=draft)
     config = with_seed(config, decoder)  # a sampled run reports the seed that repeats it
@@ -182,7 +182,11 @@ def run(args: argparse.Namespace) -> int:
 
     live = None if args.no_live or args.json else make_live(loaded.tokenizer, config, decoder)
     try:
-        out = api.generate(loaded, prompts, config=config, n=args.n, template=template,
+        # the options as given (and the seed drawn), which api.generate makes this config
+        # of: a LLaDA 2.x checkpoint's prompts of unequal lengths modulo its blocks decode in
+        # groups, steps not given fitted to each group's blocks as each prompt alone
+        options = {**given, **({} if config.seed is None else {"seed": config.seed})}
+        out = api.generate(loaded, prompts, config=options, n=args.n, template=template,
                            system=args.system, step_callback=live, draft=draft,
                            stop=args.stop)
     finally:

@@ -146,6 +146,12 @@ class Job:
     (seeded ``seeds[i]``), so its text depends on its seed only, not on the rows beside it: a
     run per row, or one run of a generator per row where the decoder has that
     (``Engine.seeds_in_one_run``); None: the rows share one run (and ``config.seed``)."""
+    block_tail: int | None = None
+    """How far into its last block each prompt ends on a checkpoint whose blocks start at the
+    first prompt token (``unmask.api.block_tail``, LLaDA 2.x; one for all the job's rows):
+    jobs share a whole-batch run only where it is equal, as its decoder needs. Two requests
+    of unequal prompt lengths modulo the block that arrived together were both refused (a
+    400 naming lengths that neither sent). None: any lengths batch."""
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     id: int = field(default_factory=lambda: next(_ids))
     _cancelled: threading.Event = field(default_factory=threading.Event)
@@ -190,7 +196,8 @@ class Job:
         if (self.fn is not None or self.config is None or len(self._parts) > 1
                 or any(p.alone for p in self._parts)):
             return ("alone", self.id)
-        shape = dataclasses.astuple(dataclasses.replace(self.config, seed=None))
+        shape = (dataclasses.astuple(dataclasses.replace(self.config, seed=None)),
+                 self.block_tail)
         if self._row_seeds is not None:
             return ("seeded", shape)
         if not self.batchable or self.seeds is not None:

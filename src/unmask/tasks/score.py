@@ -266,72 +266,21 @@ def decode_each(
     needs of a batch; ``fit_steps`` (``steps`` chosen by the caller, not the user): each
     group's ``steps`` fitted to the blocks its prompts span (``api.fit_block_steps``), as
     ``generate`` fits them; else the caller's ``steps`` are checked against every group's
-    blocks before any group decodes (``_check_group_steps``). The task scorer and
-    ``unmask.lm_eval``'s ``generate_until`` decode by it."""
-    from unmask.api import draws_noise, run_rows
+    blocks before any group decodes (``api.block_groups``: ``generate``'s groups). The task
+    scorer and ``unmask.lm_eval``'s ``generate_until`` decode by it."""
+    from unmask.api import block_groups, draws_noise, run_rows
 
     noisy = config.seed is not None and draws_noise(decoder, config)
     if noisy and seeds is None:
         seeds = repeat_seeds(config.seed, [tuple(p) for p in prompts])
     out: list[tuple[Any, int]] = [(None, 0)] * len(prompts)
-    for idx, cfg in _block_groups(loaded, prompts, config, decoder, fit_steps):
+    for idx, cfg in block_groups(loaded, prompts, config, decoder, fit_steps=fit_steps):
         rows = [prompts[i] for i in idx]
         result = run_rows(loaded, rows, cfg,
                           None if seeds is None or not noisy else [seeds[i] for i in idx])[0]
         for k, i in enumerate(idx):
             out[i] = (result, k)
     return out
-
-
-def _block_groups(
-    loaded: Any, prompts: list[list[int]], config: Any, decoder: str, fit_steps: bool
-) -> list[tuple[list[int], Any]]:
-    """The prompts' indices in the batches ``decode_each`` runs, each with its config: one
-    batch of ``config``, but where the checkpoint's blocks start at the first prompt token
-    (``absolute_blocks``), one per prompt length modulo the block size, ``steps`` fitted to
-    its blocks where ``fit_steps`` (``api.fit_block_steps``)."""
-    from unmask.api import facts_of, fit_block_steps
-    from unmask.sampling.blocks import absolute_blocks
-
-    facts = facts_of(loaded)
-    block = facts.block_size
-    if not block or not absolute_blocks(loaded.config):
-        return [(list(range(len(prompts))), config)]
-    groups: dict[int, list[int]] = {}
-    for i, p in enumerate(prompts):
-        groups.setdefault(facts.prompt_columns(len(p), decoder) % block, []).append(i)
-    if not fit_steps and len(groups) > 1:
-        _check_group_steps(config, facts.decoder_for(decoder), block, sorted(groups))
-    return [(idx, fit_block_steps(loaded, config, [len(prompts[idx[0]])]) if fit_steps
-             else config) for idx in groups.values()]
-
-
-def _check_group_steps(config: Any, decoder: str, block: int, tails: list[int]) -> None:
-    """Refuse, once and before any group decodes, the caller's ``steps`` where a group of
-    prompts ending ``tails`` tokens into a block of ``block`` would refuse them: the scheduled
-    ``llada`` policy needs a multiple of each group's blocks (the answer names multiples of
-    their lcm, which fit every group), a dynamic one at least the most blocks. Each group
-    alone named only the steps that fit it, and a later one refused after earlier ones ran."""
-    from unmask.errors import UserError
-    from unmask.sampling.loop import nearest_multiples
-    from unmask.sampling.policies import make_policy
-
-    if decoder != "bd3lm" or config.gen_length <= 0 or config.steps <= 0:
-        return  # no blocks, or a refusal every group makes alike
-    counts = sorted({1 + -(-max(config.gen_length - (block - t), 0) // block) for t in tails})
-    if len(counts) < 2:
-        return
-    span = (f"the {config.gen_length} new tokens span after prompts of each length modulo "
-            f"{block} ({' or '.join(map(str, counts))}: this model's blocks start at the "
-            f"first prompt token)")
-    if make_policy(config).dynamic:
-        if config.steps < counts[-1]:
-            raise UserError(f"steps ({config.steps}) must be at least the number of blocks "
-                            f"{span}: each block takes a step; try steps {counts[-1]}")
-        return
-    if any(config.steps % c for c in counts):
-        raise UserError(f"steps ({config.steps}) must be a multiple of the number of blocks "
-                        f"{span}; try {nearest_multiples(config.steps, math.lcm(*counts))}")
 
 
 def item_groups(item: Item) -> list[str]:

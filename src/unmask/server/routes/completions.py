@@ -295,7 +295,10 @@ def _prepare(state: ServerState, req: _Generation, prompts: list[str],
     seeds = None
     if seeded_sampling and len(rows) > 1:
         seeds = cast(list[int | None], api.row_seeds(config.seed, len(ids), req.n))
-    return Job(rows=rows, config=config, batchable=not seeded_sampling, seeds=seeds), ids
+    # its prompts share one (check_whole_blocks): a whole-batch run takes jobs of the same
+    tail = api.block_tail(state.loaded, len(ids[0]), decoder.name)
+    return Job(rows=rows, config=config, batchable=not seeded_sampling, seeds=seeds,
+               block_tail=tail), ids
 
 
 def shares_forward(decoder: Decoder, config: SampleConfig) -> bool:
