@@ -95,11 +95,15 @@ def test_generate_with_a_template_exempts_its_end_of_turn_too():
 
 def test_exempting_changes_a_config_only_where_a_penalty_is_on():
     plain = SampleConfig()
-    assert exempting(plain, {EOT}) is plain  # nothing to exempt from: batches as given
+    assert exempting(plain, {EOT}, 2) is plain  # nothing to exempt from: batches as given
     pen = SampleConfig(repetition_penalty=1.2)
-    assert exempting(pen, {EOT, 2}).exempt_ids == tuple(sorted({EOT, 2}))
+    assert exempting(pen, {EOT, 2}, None).exempt_ids == tuple(sorted({EOT, 2}))
+    # the EOS is exempt already: a template whose turns end with it changes nothing (the
+    # demo's chat config differed from completions' for nothing and batched apart)
+    assert exempting(pen, {2}, 2) is pen
+    assert exempting(pen, {EOT, 2}, 2).exempt_ids == (EOT,)
     assert SampleConfig(exempt_ids=[7, 3, 7]).exempt_ids == (3, 7)  # a JSON list
-    for bad in ("7", [1.5], [-1], [True]):
+    for bad in ("7", [1.5], [-1], [True], [2**70]):  # 2**70: a traceback past int64
         with pytest.raises(UserError, match="exempt_ids must be a list of token ids"):
             SampleConfig(exempt_ids=bad)
 

@@ -1053,11 +1053,11 @@ def generate(
         seeds = row_seeds(config.seed, len(prompt_ids), n)
     ends = template.ends(tok, facts.eos_id) if template is not None else frozenset()
     if len(groups) == 1:  # a turn's end is never penalised (``exempting``)
-        result, seconds = run_rows(loaded, rows, exempting(config, ends), seeds, step_callback,
-                                   draft)
+        result, seconds = run_rows(loaded, rows, exempting(config, ends, facts.eos_id), seeds,
+                                   step_callback, draft)
     else:  # prompt k's choices are rows k * n to k * n + n - 1
-        groups = [([k * n + j for k in idx for j in range(n)], exempting(cfg, ends))
-                  for idx, cfg in groups]
+        groups = [([k * n + j for k in idx for j in range(n)],
+                   exempting(cfg, ends, facts.eos_id)) for idx, cfg in groups]
         result, seconds = _run_groups(loaded, rows, groups, seeds, step_callback, draft)
     if template is not None:
         texts = [template.reply(tok, ids, facts.eos_id, stops) for ids in result.gen_ids]
@@ -1707,7 +1707,7 @@ def chat(
 
     eos_id = facts_of(loaded).eos_id
     ends = template.ends(loaded.tokenizer, eos_id)  # a turn's end is never penalised
-    run = start(loaded, [ids], exempting(config, ends), step_callback=step_callback,
+    run = start(loaded, [ids], exempting(config, ends, eos_id), step_callback=step_callback,
                 draft=draft)
     result, seconds = run_to_end(run, device=str(_device(loaded)))
     reply = template.reply(loaded.tokenizer, result.gen_ids[0], eos_id, stops)

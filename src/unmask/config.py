@@ -827,9 +827,9 @@ class SampleConfig:
                         self.no_repeat_ngram_size)
         ids = self.exempt_ids
         if not isinstance(ids, (list, tuple, set, frozenset)) or not all(
-                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
-            raise UserError(f"exempt_ids must be a list of token ids (whole numbers >= 0), "
-                            f"not {ids!r}")
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**63 for i in ids):
+            raise UserError("exempt_ids must be a list of token ids (whole numbers from 0 to "
+                            f"2**63 - 1), not {ids!r}")
         self.exempt_ids = tuple(sorted(set(ids)))  # a JSON list, a set: one form, hashable
         if not (self.guide_scale >= 0 and math.isfinite(self.guide_scale)):  # nan: no guidance
             raise UserError(f"guide_scale must be a finite number >= 0, got {self.guide_scale}")

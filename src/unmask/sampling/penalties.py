@@ -667,14 +667,15 @@ def _near_text(open_: Tensor, text: Tensor, n: int) -> Tensor:
     return torch.where(near.gather(1, query), query, -1)
 
 
-def exempting(config: SampleConfig, ids: Iterable[int]) -> SampleConfig:
-    """``config`` with ``ids`` (a chat template's ``ChatTemplate.ends``) also exempt from the
+def exempting(config: SampleConfig, ids: Iterable[int], eos_id: int | None) -> SampleConfig:
+    """``config`` with ``ids`` (a chat template's ``ChatTemplate.ends``) but the model's
+    ``eos_id`` (exempt already: a template whose turns end with EOS changes nothing) exempt from the
     penalties (``SampleConfig.exempt_ids``): every earlier turn ends with them, and a penalty on
     them made a reply that should end go on (``<|eot_id|>`` under ``repetition_penalty`` 1.2
     wrote text where the reply ended at once). ``config`` itself when no penalty is on, so
     that a chat run's options stay as given (and batch with others) where they change nothing.
     The one rule of ``api.chat``, ``api.generate`` with a template and the server's chat."""
-    more = {*config.exempt_ids, *(int(i) for i in ids)}
+    more = {*config.exempt_ids, *(int(i) for i in ids if i != eos_id)}
     if not given_penalties(config) or more == set(config.exempt_ids):
         return config
     return replace(config, exempt_ids=tuple(sorted(more)))

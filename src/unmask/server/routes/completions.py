@@ -783,7 +783,7 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
     job, ids = await asyncio.to_thread(prepare, state, req, prompts, encode)
     ends = state.chat_ends if chat else frozenset({state.cfg.eos_id} - {None})
     if chat and job.config is not None:  # a turn's end is never penalised, as api.chat
-        job.config = exempting(job.config, ends)
+        job.config = exempting(job.config, ends, state.cfg.eos_id)
     reply = Reply(rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
                   created=int(time.time()), chat=chat, ids=ids, ends=ends,
                   template=state.chat if chat else None)
