@@ -253,12 +253,13 @@ def quantize_module(module: nn.Module, name: str | None, device: str | torch.dev
     import warnings
 
     from torch import nn
-    from torchao.quantization import quantize_
 
     if name is None:  # as load(quantize=None); it quantised as int4
-        return
+        return  # (and needs no torchao: it imported it first, a traceback without it)
     dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
     check_quantize(name, device, dtype)  # "int3", "mps": it quantised them as int4 / on cpu
+    from torchao.quantization import quantize_  # installed: check_quantize said so
+
     root_linear = isinstance(module, nn.Linear)
     group = _group(name, device)
     tied = _tied_head(module)
