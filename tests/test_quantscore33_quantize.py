@@ -57,3 +57,16 @@ def test_round_trip_within_half_a_step(scheme: str) -> None:
     err = (got - w).abs()
     assert bool((err <= step / 2 * 1.01 + 1e-6).all())
     assert float(err.max()) > 0  # quantised, not the float weights passed through
+
+
+def test_no_layer_to_quantise_names_only_the_rules_of_the_scheme() -> None:
+    """A model with no linear layer wide enough: int8 said "a multiple of 1" (its per-row
+    scheme has no group); int4 names its group."""
+    pytest.importorskip("torchao")
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4))
+    with pytest.raises(UserError, match="would quantise no layer") as e:
+        quantize_model(model, "int8", "cpu")
+    assert "multiple of" not in str(e.value)
+    assert "at least 8 inputs wide; load it without --quantize" in str(e.value)
+    with pytest.raises(UserError, match=r"8 inputs wide and a multiple of 32 \(int4's group"):
+        quantize_model(nn.Sequential(nn.Linear(40, 4)), "int4", "cpu")

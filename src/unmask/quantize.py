@@ -533,13 +533,13 @@ def check_quantizable(
     without a word."""
     if quantize is None or _quantizes_any(model, quantize, device):
         return
-    group = _group(quantize, device)
-    hint = " (int4's group on this device)" if group > 1 else ""
+    group = _group(quantize, device)  # int8's is 1: "a multiple of 1" said nothing
+    multiple = f" and a multiple of {group} (int4's group on this device)" if group > 1 else ""
     other = [q for q in QUANTIZATIONS if q != quantize and _quantizes_any(model, q, device)]
     way = f"use --quantize {other[0]} or none" if other else "load it without --quantize"
     raise UserError(
         f"{source}: --quantize {quantize} would quantise no layer: no linear layer is at least "
-        f"{MIN_IN_FEATURES} inputs wide and a multiple of {group}{hint}; {way}"
+        f"{MIN_IN_FEATURES} inputs wide{multiple}; {way}"
     )
 
 
