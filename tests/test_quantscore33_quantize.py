@@ -70,3 +70,18 @@ def test_no_layer_to_quantise_names_only_the_rules_of_the_scheme() -> None:
     assert "at least 8 inputs wide; load it without --quantize" in str(e.value)
     with pytest.raises(UserError, match=r"8 inputs wide and a multiple of 32 \(int4's group"):
         quantize_model(nn.Sequential(nn.Linear(40, 4)), "int4", "cpu")
+
+
+def test_a_torchao_that_fails_to_import_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A torchao built for another torch can fail at import with other than ImportError (an
+    AttributeError on a torch dtype it expects): it was a traceback out of ``check_quantize``;
+    now one line naming the reinstall."""
+    from unmask import quantize
+
+    def broken() -> None:
+        raise AttributeError("module 'torch' has no attribute 'int1'")
+
+    monkeypatch.setattr(quantize, "import_torchao", broken)
+    with pytest.raises(UserError, match=r"fails to import \(AttributeError: module 'torch' "
+                       r"has no attribute 'int1'\): pip install -U 'unmask\[quantize\]'$"):
+        quantize.check_quantize("int8", "cpu")

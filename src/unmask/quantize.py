@@ -152,6 +152,12 @@ def check_quantize(name: str | None, device: str | torch.device, dtype: Any = No
         raise UserError(
             f"--quantize {name} needs torchao: pip install 'unmask[quantize]'"
         ) from None
+    except Exception as e:  # noqa: BLE001 - a torchao built for another torch fails its own way
+        first = str(e).splitlines()[0][:120] if str(e) else ""
+        raise UserError(
+            f"--quantize {name}: torchao is installed but fails to import ({type(e).__name__}"
+            f"{': ' + first if first else ''}): pip install -U 'unmask[quantize]'"
+        ) from None
     found = str(getattr(torchao, "__version__", ""))
     if _version(found) < TORCHAO_MIN:  # its configs' names and arguments differ before
         raise UserError(
