@@ -152,6 +152,12 @@ def check_quantize(name: str | None, device: str | torch.device, dtype: Any = No
         raise UserError(
             f"--quantize {name} needs torchao: pip install 'unmask[quantize]'"
         ) from None
+    except Exception as e:  # noqa: BLE001 - a torchao built for another torch fails its own way
+        first = str(e).splitlines()[0][:120] if str(e) else ""
+        raise UserError(
+            f"--quantize {name}: torchao is installed but fails to import ({type(e).__name__}"
+            f"{': ' + first if first else ''}): pip install -U 'unmask[quantize]'"
+        ) from None
     found = str(getattr(torchao, "__version__", ""))
     if _version(found) < TORCHAO_MIN:  # its configs' names and arguments differ before
         raise UserError(
@@ -253,12 +259,13 @@ def quantize_module(module: nn.Module, name: str | None, device: str | torch.dev
     import warnings
 
     from torch import nn
-    from torchao.quantization import quantize_
 
     if name is None:  # as load(quantize=None); it quantised as int4
-        return
+        return  # (and needs no torchao: it imported it first, a traceback without it)
     dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
     check_quantize(name, device, dtype)  # "int3", "mps": it quantised them as int4 / on cpu
+    from torchao.quantization import quantize_  # installed: check_quantize said so
+
     root_linear = isinstance(module, nn.Linear)
     group = _group(name, device)
     tied = _tied_head(module)
@@ -532,13 +539,13 @@ def check_quantizable(
     without a word."""
     if quantize is None or _quantizes_any(model, quantize, device):
         return
-    group = _group(quantize, device)
-    hint = " (int4's group on this device)" if group > 1 else ""
+    group = _group(quantize, device)  # int8's is 1: "a multiple of 1" said nothing
+    multiple = f" and a multiple of {group} (int4's group on this device)" if group > 1 else ""
     other = [q for q in QUANTIZATIONS if q != quantize and _quantizes_any(model, q, device)]
     way = f"use --quantize {other[0]} or none" if other else "load it without --quantize"
     raise UserError(
         f"{source}: --quantize {quantize} would quantise no layer: no linear layer is at least "
-        f"{MIN_IN_FEATURES} inputs wide and a multiple of {group}{hint}; {way}"
+        f"{MIN_IN_FEATURES} inputs wide{multiple}; {way}"
     )
 
 

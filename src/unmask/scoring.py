@@ -265,6 +265,11 @@ class ReferenceScorer:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder = Path(path)
+        if folder.is_file() and gguf_file is None:  # said "no such folder" of a file that is
+            raise UserError(  # there, as likely a GGUF file as not
+                f"{path}: a file, not a folder: give the folder that holds it"
+                + (f", with gguf_file={folder.name!r}" if folder.suffix == ".gguf" else "")
+            )
         if not folder.is_dir():
             raise UserError(
                 f"{path}: no such folder (the reference model is read from local files only)"
