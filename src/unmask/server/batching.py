@@ -46,6 +46,10 @@ prompt under a KV cache: ``Engine(row_runs=...)``, ``unmask.api.row_runs``, the 
 ``unmask generate``) is a part of its own that runs alone once the batch has drained, after
 the job's other rows (one run, or a run each); identical such rows of a run that draws
 nothing run once. Such a job shares no run with other jobs.
+
+Groups: a LLaDA 2.x request of prompts of unequal lengths modulo the block (``Job.groups``,
+``unmask.api.block_groups``) is split group by group, each group's rows as a job of their
+own (its config, its rows' seeds): its parts run one after another, as ``api.generate``'s.
 """
 
 from __future__ import annotations
@@ -152,6 +156,11 @@ class Job:
     jobs share a whole-batch run only where it is equal, as its decoder needs. Two requests
     of unequal prompt lengths modulo the block that arrived together were both refused (a
     400 naming lengths that neither sent). None: any lengths batch."""
+    groups: list[tuple[list[int], SampleConfig]] | None = None
+    """The rows (indices) of each run and its config where one run cannot take them all: a
+    LLaDA 2.x request of prompts of unequal lengths modulo the block (``api.block_groups``),
+    decoded group after group as ``unmask.api.generate`` does, each row writing what it writes
+    alone (they were a 400). Such a job shares no run with other jobs. None: one config."""
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     id: int = field(default_factory=lambda: next(_ids))
     _cancelled: threading.Event = field(default_factory=threading.Event)
@@ -436,6 +445,8 @@ class Engine:
         (``unmask generate``'s grouping, so the server writes its text)."""
         if job.config is None or job.fn is not None:
             return []
+        if job.groups is not None:
+            return self._grouped(job, job.groups)
         seeded = job.seeds is not None or (not job.batchable and job.config.seed is not None)
         runs = None if self.row_runs is None else self.row_runs(
             job.config, job.rows, seeded=seeded)
@@ -449,6 +460,21 @@ class Engine:
             return [_Part(job, [k], [row], dataclasses.replace(job.config, seed=seed))
                     for k, (row, seed) in enumerate(zip(job.rows, job.seeds, strict=True))]
         return self._slices(job, list(range(len(job.rows))), cast("list[int] | None", job.seeds))
+
+    def _grouped(self, job: Job, groups: list[tuple[list[int], SampleConfig]]) -> list[_Part]:
+        """The parts of a job in ``groups`` (``Job.groups``): each group's rows split as a job
+        of their own (``_split``: its config, its rows' seeds), one group after another."""
+        parts: list[_Part] = []
+        same = list(range(len(job.rows)))
+        for idx, config in groups:
+            own = Job(rows=[job.rows[i] for i in idx], config=config, batchable=job.batchable,
+                      seeds=None if job.seeds is None else [job.seeds[i] for i in idx])
+            parts += [dataclasses.replace(p, job=job, index=[idx[i] for i in p.index])
+                      for p in self._split(own)]
+            for k, j in enumerate(own._same or ()):  # a copy of a row kept apart
+                same[idx[k]] = idx[j]
+        job._same = None if same == list(range(len(job.rows))) else same
+        return parts
 
     def _slices(self, job: Job, index: list[int], seeds: list[int] | None) -> list[_Part]:
         """The rows ``index`` of ``job`` as parts of at most ``max_batch`` rows (``seeds``:

@@ -256,27 +256,16 @@ def _prepare(state: ServerState, req: _Generation, prompts: list[str],
         check_names(config)  # an unknown name first, whatever the decoder
         decoder = choose_decoder(facts, config)  # its refusals: a causal model's loop options
         check_penalties_apply(decoder, config)
-        config = cap_default_steps(state, req, decoder, config, [len(i) for i in ids])
-        config = cap_prompt_masks(state, req, decoder, config, ids)
-        parts = [config]
-        if segmented:  # every segment is a run of its own, on a window of the latest text
-            # (a drafter's decoder uses no steps either)
-            align = facts.block_size or 1
-            parts = segment_configs(config, align=align, uses_steps=decoder.uses_steps(config))
-            windows = segment_windows(parts, ctx, align=align)
-            longest = min(longest, min(windows))
-            shapes: list[SampleConfig] = []  # segments differ in seed and at most the last's
-            for part in parts:  # lengths: each distinct shape checked once, not per segment
-                shape = dataclasses.replace(part, seed=config.seed)
-                if shape not in shapes:
-                    shapes.append(shape)
-            parts = shapes
-            for part in parts:  # a segment's own lengths
-                choose_decoder(facts, part)
-        for part in parts:
-            if not state.causal:
-                validate(part, prompt_length=longest, max_seq_len=ctx)
-            check_whole_blocks(state, decoder, part, [len(i) for i in ids])
+        # LLaDA 2.x: prompts of unequal lengths modulo the block run in groups, one after
+        # another, steps not sent fitted to each group's blocks (``api.block_groups``, as
+        # api.generate and unmask generate); each group is checked as a request of its own
+        groups = api.block_groups(state.loaded, ids, config, decoder.name, fit_steps=(
+            req.steps is None and "steps" not in facts.sample_defaults))
+        if len(groups) == 1:
+            groups = [(groups[0][0], config)]  # fitted to all of them already
+        groups = [(idx, _checked(state, req, decoder, cfg, [ids[i] for i in idx], longest, ctx))
+                  for idx, cfg in groups]
+        config = groups[0][1]
     except UserError as e:
         raise request_error(req, e) from None
     rows = [i for i in ids for _ in range(req.n)]
@@ -295,10 +284,45 @@ def _prepare(state: ServerState, req: _Generation, prompts: list[str],
     seeds = None
     if seeded_sampling and len(rows) > 1:
         seeds = cast(list[int | None], api.row_seeds(config.seed, len(ids), req.n))
-    # its prompts share one (check_whole_blocks): a whole-batch run takes jobs of the same
+    n = req.n  # prompt k's choices are rows k * n to k * n + n - 1
+    parted = None if len(groups) == 1 else [
+        ([k * n + j for k in idx for j in range(n)], dataclasses.replace(cfg, seed=config.seed))
+        for idx, cfg in groups]
+    # its prompts share one (check_whole_blocks) but for a job in groups, which runs alone
     tail = api.block_tail(state.loaded, len(ids[0]), decoder.name)
     return Job(rows=rows, config=config, batchable=not seeded_sampling, seeds=seeds,
-               block_tail=tail), ids
+               block_tail=tail, groups=parted), ids
+
+
+def _checked(state: ServerState, req: _Generation, decoder: Decoder, config: SampleConfig,
+             ids: list[list[int]], longest: int, ctx: int) -> SampleConfig:
+    """``config`` for a run of prompts ``ids`` (of equal lengths modulo a LLaDA 2.x block)
+    within the server's limits (``cap_default_steps``, ``cap_prompt_masks``), or the
+    ``UserError`` (or 400) of settings its decoder refuses, found before a stream starts."""
+    facts = api.facts_of(state.loaded)
+    segmented = req.segment_length is not None
+    config = cap_default_steps(state, req, decoder, config, [len(i) for i in ids])
+    config = cap_prompt_masks(state, req, decoder, config, ids)
+    parts = [config]
+    if segmented:  # every segment is a run of its own, on a window of the latest text
+        # (a drafter's decoder uses no steps either)
+        align = facts.block_size or 1
+        parts = segment_configs(config, align=align, uses_steps=decoder.uses_steps(config))
+        windows = segment_windows(parts, ctx, align=align)
+        longest = min(longest, min(windows))
+        shapes: list[SampleConfig] = []  # segments differ in seed and at most the last's
+        for part in parts:  # lengths: each distinct shape checked once, not per segment
+            shape = dataclasses.replace(part, seed=config.seed)
+            if shape not in shapes:
+                shapes.append(shape)
+        parts = shapes
+        for part in parts:  # a segment's own lengths
+            choose_decoder(facts, part)
+    for part in parts:
+        if not state.causal:
+            validate(part, prompt_length=longest, max_seq_len=ctx)
+        check_whole_blocks(state, decoder, part, [len(i) for i in ids])
+    return config
 
 
 def shares_forward(decoder: Decoder, config: SampleConfig) -> bool:
