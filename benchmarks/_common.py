@@ -244,7 +244,8 @@ def require_hybrid(loaded: Any, flag: str) -> None:
 def run(main: Callable[[], object], *, interrupted: str = "") -> NoReturn:
     """``sys.exit(main())``, with a ``UserError`` (or an ``OSError``: a path that cannot be
     read or written) as one line on stderr and exit status 2, and Ctrl-C as ``NAME:
-    interrupted`` (and the ``interrupted`` argument: what to do next) and status 130, as
+    interrupted`` (and the interrupt's ``note``, e.g. what ``main`` kept, then the
+    ``interrupted`` argument: what to do next) and status 130, as
     ``unmask`` says them (a run of minutes stopped by Ctrl-C printed a traceback of wherever
     it was), with further signals held while it says so; a training run that saved on
     SIGTERM (``TrainingStopped``) exits with its ``exit_code`` and says ``terminated``. A
@@ -266,7 +267,8 @@ def run(main: Callable[[], object], *, interrupted: str = "") -> NoReturn:
 
         hold_signals()  # the process is ending: a second Ctrl-C cannot break the line
         code = getattr(e, "exit_code", EXIT_INTERRUPTED)  # 128 + the signal, as a shell says
-        hint = f"; {interrupted}" if interrupted else ""
+        said = (getattr(e, "note", ""), interrupted)  # what main kept, what to do next
+        hint = "".join(f"; {x}" for x in said if x)
         print(f"{Path(sys.argv[0]).name}: {stopped_how(code)}{hint}", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -13,7 +13,9 @@ and item group (reversal: forward and reverse), its solve rate with the 95% Wils
 each group and each two models, the paired comparison on the items they share: how many
 only one of them solved, and the exact McNemar p-value (``unmask.tasks.score.mcnemar_p``)
 that they solve equally often. Writes them as JSON (``rows``, ``paired``) for
-``benchmarks/report.py``. Recipes: docs/evaluation.md.
+``benchmarks/report.py``. Stopped by Ctrl-C, it writes the runs that finished (``meta``
+says ``interrupted`` and which runs are ``missing``) and exits 130; the same command with
+``--resume`` keeps those runs' rows and decodes the others. Recipes: docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -49,7 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--json", type=output_file, metavar="FILE")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the rows of the runs already in --json (same task, items, --sample-set "
+        "and run path: an interrupted study's) and decode only the others",
+    )
     args = p.parse_args(argv)
+    if args.resume and not args.json:
+        raise UserError("--resume keeps the runs of a --json file: give --json FILE")
     torch.set_num_threads(args.threads)
     runs = []
     for spec in args.run:
@@ -71,41 +81,108 @@ def main(argv: list[str] | None = None) -> int:
     infos = [(label, find_run(path)) for label, path in runs]
     for label, info in infos:
         check_run(label, info.checkpoint, items, given)
+    kept = _finished(args, items, given, runs) if args.resume else {}
     rows = []
     groups = [item_groups(item) for item in items]
     print(f"{'group':<20} {'model':<10} {'solved':>11} {'rate':>7} {'95% interval':>15} "
           f"{'steps':>6} {'sec':>7}")
-    for label, info in infos:
-        loaded = load(info.checkpoint)
-        t0 = time.perf_counter()
-        score = score_items(loaded, items, given=given)
-        seconds = time.perf_counter() - t0
-        params = sum(p.numel() for p in loaded.model.parameters())
-        for group, (solved, total) in sorted(score.by_group.items()):
-            low, high = score.intervals[group]
-            row = {
-                "group": group,
-                "model": label,
-                "objective": loaded.config.objective,
-                "solved": solved,
-                "total": total,
-                "rate": solved / total,
-                "low": round(low, 4),
-                "high": round(high, 4),
-                "steps": info.step,
-                "params": params,
-                "seconds": seconds,
-                "sampling": score.sampling,
-                "examples": score.examples,
-                "outcomes": [int(ok) for ok, g in zip(score.outcomes, groups, strict=True)
-                             if group in g],
-            }
-            rows.append(row)
-            print(
-                f"{group:<20} {label:<10} {solved:>5}/{total:<5} {solved / total:>7.1%} "
-                f"{low:>7.1%}-{high:<7.1%} {info.step or '-':>6} {seconds:>7.1f}",
-                flush=True,
-            )
+    done: list[str] = []  # the runs whose rows are all in ``rows``
+    try:
+        for label, info in infos:
+            if label in kept:  # decoded by an earlier, interrupted command
+                for row in kept[label]:
+                    _print_row(row)
+            rows += kept.get(label) or _decode(label, info, items, given, groups)
+            done.append(label)
+    except KeyboardInterrupt as e:  # a long study stopped after some runs: keep theirs
+        from unmask.cli import hold_signals
+
+        hold_signals()  # a second Ctrl-C cannot break the write
+        missing = [label for label, _ in infos if label not in done]
+        if args.json and rows:
+            _write(args, items, given, runs, rows, missing)
+            said = f"wrote the runs that finished ({', '.join(done)}) to {args.json}"
+            hint = " (the same command with --resume decodes them)"
+        else:
+            said, hint = ("no run finished" if not rows else "no --json given"), ""
+        e.note = f"{said}; missing: {', '.join(missing)}{hint}"  # in run()'s one line
+        raise
+    _report(args, items, given, runs, rows)
+    return 0
+
+
+def _decode(label: str, info, items: list, given: dict, groups: list) -> list[dict]:
+    """One run's rows (one per item group), printed as they come."""
+    rows = []
+    loaded = load(info.checkpoint)
+    t0 = time.perf_counter()
+    score = score_items(loaded, items, given=given)
+    seconds = time.perf_counter() - t0
+    params = sum(p.numel() for p in loaded.model.parameters())
+    for group, (solved, total) in sorted(score.by_group.items()):
+        low, high = score.intervals[group]
+        row = {
+            "group": group,
+            "model": label,
+            "objective": loaded.config.objective,
+            "solved": solved,
+            "total": total,
+            "rate": solved / total,
+            "low": round(low, 4),
+            "high": round(high, 4),
+            "steps": info.step,
+            "params": params,
+            "seconds": seconds,
+            "sampling": score.sampling,
+            "examples": score.examples,
+            "outcomes": [int(ok) for ok, g in zip(score.outcomes, groups, strict=True)
+                         if group in g],
+        }
+        rows.append(row)
+        _print_row(row)
+    return rows
+
+
+def _print_row(row: dict) -> None:
+    solved, total = row["solved"], row["total"]
+    print(
+        f"{row['group']:<20} {row['model']:<10} {solved:>5}/{total:<5} {solved / total:>7.1%} "
+        f"{row['low']:>7.1%}-{row['high']:<7.1%} {row['steps'] or '-':>6} "
+        f"{row['seconds']:>7.1f}",
+        flush=True,
+    )
+
+
+def _meta(args: argparse.Namespace, items: list, given: dict) -> dict:
+    """What the rows depend on, but the runs: a ``--resume`` keeps rows of the same."""
+    return {"task_file": args.task_file, "items": len(items), "sample_set": given}
+
+
+def _finished(args: argparse.Namespace, items: list, given: dict,
+              runs: list[tuple[str, str]]) -> dict[str, list[dict]]:
+    """``--resume``: the rows in ``--json`` of each run given again with the same path, where
+    the file was written for the same task, items and ``--sample-set`` (``_meta``); nothing
+    where there is no file yet. A run's rows are in the file only once it finished."""
+    path = Path(args.json)
+    if not path.exists():
+        return {}
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        meta, rows = old["meta"], old["rows"]
+        same = {k: meta.get(k) for k in _meta(args, items, given)} == _meta(args, items, given)
+        paths = meta.get("runs", {})
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UserError(f"--resume: {path} is not results of planning.py") from None
+    if not same:
+        raise UserError(f"--resume: {path} was written for another task, --limit or "
+                        "--sample-set; give another --json")
+    return {label: [r for r in rows if r.get("model") == label] for label, at in runs
+            if paths.get(label) == at and any(r.get("model") == label for r in rows)}
+
+
+def _report(args: argparse.Namespace, items: list, given: dict, runs: list[tuple[str, str]],
+            rows: list[dict]) -> None:
+    """The paired comparison printed, and everything written to ``--json``."""
     paired = paired_rows(rows)
     if paired:
         print(f"\n{'group':<20} {'model a':<10} {'model b':<10} {'only a':>6} {'only b':>6} "
@@ -114,17 +191,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['group']:<20} {r['a']:<10} {r['b']:<10} {r['only_a']:>6} {r['only_b']:>6} "
               f"{r['both']:>5} {r['neither']:>7} {r['difference']:>+7.1%} {r['p_value']:>8.3g}")
     if args.json:
-        meta = {
-            "task_file": args.task_file,
-            "items": len(items),
-            "torch": torch.__version__,
-            "threads": args.threads,
-            "sample_set": given,
-        }
-        text = json.dumps({"meta": meta, "rows": rows, "paired": paired}, indent=2) + "\n"
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)  # --json was checked by
-        atomic_write_text(Path(args.json), text)  # output_file before anything ran
-    return 0
+        _write(args, items, given, runs, rows)
+
+
+def _write(args: argparse.Namespace, items: list, given: dict, runs: list[tuple[str, str]],
+           rows: list[dict], missing: list[str] | None = None) -> None:
+    """``--json``, atomically (a Ctrl-C or a full disk leaves the old file or the new one).
+    ``missing``: the runs that had not finished when it was interrupted (``meta``)."""
+    meta = {
+        **_meta(args, items, given),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "runs": dict(runs),  # what a --resume keeps a run's rows for
+    }
+    if missing:
+        meta |= {"interrupted": True, "missing": missing}
+    paired = paired_rows(rows)
+    text = json.dumps({"meta": meta, "rows": rows, "paired": paired}, indent=2) + "\n"
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)  # --json was checked by
+    atomic_write_text(Path(args.json), text)  # output_file before anything ran
 
 
 def check_run(label: str, checkpoint: Path, items: list, given: dict) -> None:

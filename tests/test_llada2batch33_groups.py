@@ -121,3 +121,22 @@ def test_server_requests_of_unequal_tails_that_arrive_together_are_both_served(
         assert r.status_code == 200, r.text
         want = api.generate(loaded, [p], config={"gen_length": 8}).texts[0]
         assert r.json()["choices"][0]["text"] == want
+
+
+def test_each_row_reports_the_steps_its_group_ran(loaded, capsys) -> None:
+    """The grouped run reported one config, fitted to all prompts together (steps 40),
+    though the long prompt's group ran 39 (3 blocks): ``configs`` and ``--json``'s per-result
+    ``steps`` say what each row's run was given."""
+    from unmask.cli import main
+
+    config = {"gen_length": 40, "policy": "llada"}
+    out = api.generate(loaded, PROMPTS, config=config, n=2)
+    steps = [api.generate(loaded, [p], config=config).config.steps for p in PROMPTS]
+    assert steps == [40, 39, 40]  # else the test shows nothing
+    assert [c.steps for c in out.configs] == [s for s in steps for _ in range(2)]
+    assert out.config.steps == out.steps == 40 and out.config.decoder == out.decoder
+    args = ["generate", "--model", str(loaded.path), "--gen-length", "40", "--policy",
+            "llada", "--device", "cpu", "--no-live", "--json", *PROMPTS]
+    assert main(args) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert [r["steps"] for r in d["results"]] == steps and d["config"]["steps"] == 40

@@ -887,7 +887,12 @@ class Generation:
     recommendation filled in, as ``unmask generate --json`` reports them (None: built by
     hand). But for the seed: a sampled run given no ``seed`` drew from torch's global
     generator and its ``seed`` stays None (``--json`` reports the seed the command drew,
-    ``with_seed``); give ``config`` a ``seed`` to log a run that can be repeated."""
+    ``with_seed``); give ``config`` a ``seed`` to log a run that can be repeated. Prompts
+    decoded in groups (``block_groups``: LLaDA 2.x) whose steps were fitted to each group's
+    blocks: the options of the group that took the most steps; ``configs`` has each row's."""
+    configs: list[SampleConfig] | None = field(default=None, repr=False)
+    """Each row's options as it ran (``config``'s, but for prompts decoded in groups whose
+    steps were fitted to each group's own blocks, ``block_groups``); None: built by hand."""
 
     @property
     def n_tokens(self) -> int:
@@ -1052,6 +1057,11 @@ def generate(
     if len(rows) > 1 and draws_noise(decoder, config):
         seeds = row_seeds(config.seed, len(prompt_ids), n)
     ends = template.ends(tok, facts.eos_id) if template is not None else frozenset()
+    # the options each group ran, as reported (one group runs ``config``)
+    ran = [dataclasses.replace(cfg if len(groups) > 1 else config, decoder=decoder)
+           for _, cfg in groups]  # fmt: skip
+    group_of = {k: g for g, (idx, _) in enumerate(groups) for k in idx}  # prompt: its group
+    configs = [ran[group_of[k]] for k in range(len(prompt_ids)) for _ in range(n)]
     if len(groups) == 1:  # a turn's end is never penalised (``exempting``)
         result, seconds = run_rows(loaded, rows, exempting(config, ends, facts.eos_id), seeds,
                                    step_callback, draft)
@@ -1079,7 +1089,8 @@ def generate(
         decoder=decoder,
         result=result,
         ends=ends,
-        config=dataclasses.replace(config, decoder=decoder),
+        config=max(ran, key=lambda c: c.steps),  # the first of the most steps
+        configs=configs,
     )
 
 

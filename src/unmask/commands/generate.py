@@ -199,10 +199,10 @@ def run(args: argparse.Namespace) -> int:
         result: dict[str, Any] = {
             "results": [
                 {"prompt": p, "choice": k % args.n, "text": t, "tokens": ids,
-                 "filled_prompt": shown}
-                for k, (p, t, ids, shown) in enumerate(zip(
+                 "filled_prompt": shown, "steps": cfg.steps}  # its own run's (groups)
+                for k, (p, t, ids, shown, cfg) in enumerate(zip(
                     [p for p in prompts for _ in range(args.n)], out.texts, out.ids,
-                    out.prompts, strict=True))
+                    out.prompts, out.configs, strict=True))
             ],
             "decoder": out.decoder,
             "nfe": out.nfe,
