@@ -154,8 +154,15 @@ def _print_row(row: dict) -> None:
 
 
 def _meta(args: argparse.Namespace, items: list, given: dict) -> dict:
-    """What the rows depend on, but the runs: a ``--resume`` keeps rows of the same."""
-    return {"task_file": args.task_file, "items": len(items), "sample_set": given}
+    """What the rows depend on, but the runs: a ``--resume`` keeps rows of the same (the
+    items' own text too: a task file made again with other items of the same count would pair
+    rows of other items)."""
+    import hashlib
+
+    text = json.dumps([[i.prompt, i.answer] for i in items], ensure_ascii=False)
+    return {"task_file": args.task_file, "items": len(items),
+            "items_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            "sample_set": given}
 
 
 def _finished(args: argparse.Namespace, items: list, given: dict,

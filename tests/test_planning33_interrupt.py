@@ -70,3 +70,19 @@ def test_planning_resume_refuses_results_of_another_task(tmp_path, benchmark, mo
     out.write_text("[1]")
     with pytest.raises(UserError, match="not results of planning.py"):
         planning.main(argv)
+
+
+def test_planning_resume_tells_other_items_of_the_same_count_apart(benchmark):
+    """``--resume`` compared a task file's items by count alone: a file made again with other
+    items of the same count kept rows that the paired comparison then set beside other
+    items."""
+    import argparse
+
+    from unmask.tasks import Item
+
+    planning = benchmark("planning")
+    args = argparse.Namespace(task_file="t/eval.jsonl")
+    one = [Item("countdown3", "1 2 3 -> 6", "1+2+3"), Item("countdown3", "2 2 2 -> 6", "2+2+2")]
+    other = [Item("countdown3", "1 2 3 -> 6", "1+2+3"), Item("countdown3", "3 3 3 -> 9", "3+3+3")]
+    assert planning._meta(args, one, {}) == planning._meta(args, list(one), {})
+    assert planning._meta(args, one, {}) != planning._meta(args, other, {})

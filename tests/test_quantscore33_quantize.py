@@ -85,3 +85,21 @@ def test_a_torchao_that_fails_to_import_is_one_line(monkeypatch: pytest.MonkeyPa
     with pytest.raises(UserError, match=r"fails to import \(AttributeError: module 'torch' "
                        r"has no attribute 'int1'\): pip install -U 'unmask\[quantize\]'$"):
         quantize.check_quantize("int8", "cpu")
+
+
+def test_a_torchao_that_fails_with_an_import_error_is_not_called_missing(tmp_path, monkeypatch):
+    """A torchao built for another torch usually fails with an ``ImportError`` ("cannot
+    import name ... from torch"); that said "needs torchao: pip install", though it is
+    installed. Only a missing torchao module is "needs torchao"."""
+    import sys
+
+    from unmask.quantize import check_quantize
+
+    fake = tmp_path / "torchao"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("from torch import _no_such_name\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for mod in [m for m in sys.modules if m == "torchao" or m.startswith("torchao.")]:
+        monkeypatch.delitem(sys.modules, mod)
+    with pytest.raises(UserError, match="torchao is installed but fails to import"):
+        check_quantize("int8", "cpu")

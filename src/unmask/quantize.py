@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from unmask.errors import UserError
 
@@ -136,6 +136,16 @@ def _version(text: str) -> tuple[int, int]:
     return (int(m[1]), int(m[2])) if m else (0, 0)
 
 
+def _broken_torchao(name: str, e: BaseException) -> NoReturn:
+    """One line for a torchao that is installed but fails to import (built for another torch:
+    "cannot import name ... from torch", an undefined symbol), which "needs torchao" misled."""
+    first = str(e).splitlines()[0][:120] if str(e) else ""
+    raise UserError(
+        f"--quantize {name}: torchao is installed but fails to import ({type(e).__name__}"
+        f"{': ' + first if first else ''}): pip install -U 'unmask[quantize]'"
+    ) from None
+
+
 def check_quantize(name: str | None, device: str | torch.device, dtype: Any = None) -> None:
     """Refuse, with one line, a quantisation that is unknown or that torchao / the device cannot
     do; None is no quantisation."""
@@ -148,16 +158,14 @@ def check_quantize(name: str | None, device: str | torch.device, dtype: Any = No
         raise UserError(f"--quantize {name} runs on cpu or cuda, not {kind}")
     try:
         torchao = import_torchao()
-    except ImportError:
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] != "torchao":  # torchao there, a module it needs not
+            _broken_torchao(name, e)
         raise UserError(
             f"--quantize {name} needs torchao: pip install 'unmask[quantize]'"
         ) from None
     except Exception as e:  # noqa: BLE001 - a torchao built for another torch fails its own way
-        first = str(e).splitlines()[0][:120] if str(e) else ""
-        raise UserError(
-            f"--quantize {name}: torchao is installed but fails to import ({type(e).__name__}"
-            f"{': ' + first if first else ''}): pip install -U 'unmask[quantize]'"
-        ) from None
+        _broken_torchao(name, e)
     found = str(getattr(torchao, "__version__", ""))
     if _version(found) < TORCHAO_MIN:  # its configs' names and arguments differ before
         raise UserError(
