@@ -18,6 +18,20 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(autouse=True)
+def _signal_mask_restored():
+    """A test that runs an exit path in process (``unmask.cli.hold_signals``: SIGINT, SIGTERM,
+    SIGHUP blocked for "the rest of the process") left them blocked for every later test and,
+    the mask being inherited across exec, for every command those tests start: their Ctrl-C
+    tests ran to the end (benchmarks/planning.py's interrupted run did, session 33)."""
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: no mask to leak
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    yield
+    signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 @pytest.fixture
 def tiny_config():
     from unmask.config import model_preset
