@@ -102,11 +102,16 @@ def sedd_model_config(model_cfg: ModelConfig, train_cfg: TrainConfig) -> ModelCo
     parameterisation itself and returns the log-score. Any other SEDD model keeps ``output=
     'logits'``: its head output is parameterised outside (``as_log_score``), and under the
     absorbing graph it is a denoiser's logits up to a per-row constant, so the commit policies
-    sample it as they are.
+    sample it as they are. A Dream-style model (``logit_shift``) keeps ``logits`` too: its
+    output at i - 1 is position i's, so the log-score is taken after the shift (``unshift``);
+    computed in the forward, each position's 0 (its own token's ratio) landed on its right
+    neighbour, which then held its left neighbour's token at a score of 1 whatever the noise
+    (copied at the first steps of sampling) and the [MASK] entry a learned value.
     """
     graph = train_cfg.sedd_graph
     scored = (
         graph == "absorbing" and model_cfg.time_conditioning and model_cfg.sigma_input != "zero"
+        and not model_cfg.logit_shift
     )
     return replace(model_cfg, sedd_graph=graph, output=SEDD_OUTPUT if scored else "logits")
 

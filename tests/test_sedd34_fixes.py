@@ -1,0 +1,38 @@
+"""SEDD fixes of session 34: each test failed on the code before its fix."""
+
+import pytest
+import torch
+
+from unmask.config import ModelConfig, TrainConfig
+from unmask.model import Transformer
+from unmask.objectives.score_entropy import sedd_model_config
+from unmask.sampling.sedd import model_score_fn
+from unmask.sedd import graph_of
+
+
+def test_a_dream_style_time_conditioned_model_scores_each_position_against_its_own_token():
+    """A ``logit_shift`` model's output at i - 1 is position i's. With the absorbing
+    log-score computed in the forward (``output='sedd_log_score'``) the 0 of each position's
+    own token was put before the shift: a masked position held its left neighbour's token at
+    score 1 (e^0) whatever the noise, and its [MASK] entry a learned value, so the first steps
+    of sampling copied the neighbour and training could not learn that entry."""
+    base = ModelConfig(vocab_size=12, mask_id=11, pad_id=0, eos_id=1, d_model=16, n_layers=1,
+                       n_heads=2, max_seq_len=32, logit_shift=True, time_conditioning=True,
+                       sigma_input="given")  # fmt: skip
+    cfg = sedd_model_config(base, TrainConfig(objective="sedd"))
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    x = torch.tensor([[5, 11, 11, 7], [6, 8, 11, 11]])
+    sigma = torch.tensor([1.0, 3.0])
+    graph = graph_of(cfg)
+    with torch.no_grad():
+        got = model_score_fn(model, graph=graph)(x, sigma)
+        raw = model(x, sigma=sigma)
+    masked = x == cfg.mask_id
+    assert torch.all(got[masked][:, cfg.mask_id] == 0)  # the current token's ratio is 1
+    left = torch.cat([x[:, :1], x[:, :-1]], dim=1)[masked]  # the left neighbour's token
+    clean = left != cfg.mask_id
+    assert clean.sum() == 2 and torch.all(got[masked][clean].gather(-1, left[clean, None]) != 0)
+    # the shifted raw output, parameterised as the absorbing graph does (scale_by_sigma)
+    shifted = torch.cat([raw[:, :1], raw[:, :-1]], dim=1)
+    torch.testing.assert_close(got, graph.parameterize(shifted, x, sigma))
