@@ -1,9 +1,15 @@
 """SEDD fixes of session 34: each test failed on the code before its fix."""
 
+import json
+
 import pytest
 import torch
+from test_dit import make_sedd
 
-from unmask.config import ModelConfig, TrainConfig
+import unmask
+from unmask.cli import main
+
+from unmask.config import ModelConfig, SampleConfig, TrainConfig
 from unmask.model import Transformer
 from unmask.objectives.score_entropy import sedd_model_config
 from unmask.sampling.sedd import model_score_fn
@@ -36,3 +42,33 @@ def test_a_dream_style_time_conditioned_model_scores_each_position_against_its_o
     # the shifted raw output, parameterised as the absorbing graph does (scale_by_sigma)
     shifted = torch.cat([raw[:, :1], raw[:, :-1]], dim=1)
     torch.testing.assert_close(got, graph.parameterize(shifted, x, sigma))
+
+
+def test_an_imported_sedd_checkpoint_samples_with_the_sedd_decoder(tmp_path, capsys):
+    """A published SEDD folder (louaaron/sedd-small's layout) records no objective: it was
+    taken for an ``mdlm`` checkpoint, so ``--decoder sedd`` (and ``--policy sedd-analytic``)
+    was refused, though its head is SEDD's log-score and its ``noise`` sets the schedule that
+    decoder steps on (docs/models.md). Its default decoder stays the commit loop."""
+    make_sedd(tmp_path / "sedd")
+    args = ["generate", "w1 w2", "--model", str(tmp_path / "sedd"), "--json", "--no-live",
+            "--gen-length", "4", "--steps", "4", "--seed", "0"]  # fmt: skip
+    for flags in (["--decoder", "sedd"], ["--policy", "sedd-euler"]):
+        assert main([*args, *flags]) == 0, capsys.readouterr().err
+        out = json.loads(capsys.readouterr().out)
+        assert out["decoder"] == "sedd" and len(out["results"][0]["tokens"]) == 4
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["decoder"] == "llada"
+    loaded = unmask.load(tmp_path / "sedd")
+    seen = []
+    forward = loaded.model.forward
+
+    def recording(*a, **kw):
+        seen.append(kw.get("sigma"))
+        return forward(*a, **kw)
+
+    loaded.model.forward = recording  # type: ignore[method-assign]
+    res = unmask.api.generate(loaded, "w1", config=SampleConfig(decoder="sedd", gen_length=4,
+                                                                 steps=2, seed=0))  # fmt: skip
+    assert (res.decoder, res.nfe, len(seen)) == ("sedd", 2, 2)
+    # the log-linear noise with the reference's eps: σ(1) = -log(1e-3), then σ(1/2)
+    assert [float(s[0]) for s in seen] == pytest.approx([6.9078, 0.6926], abs=1e-3)

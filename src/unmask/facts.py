@@ -105,6 +105,10 @@ class ModelFacts:
     """Draft block length of a model trained with objective ``hybrid``; None otherwise."""
     has_kv_cache: bool = True
     """Whether the model takes ``cache=`` / ``start=`` (``unmask.model.Transformer`` does)."""
+    sedd_score: bool = False
+    """The head gives SEDD's absorbing log-score (``output='sedd_log_score'``: a published SEDD
+    checkpoint imported, which records no objective, or a time-conditioned ``sedd`` run), so
+    the ``sedd`` decoder runs it whatever objective is recorded or inferred."""
     needs_sigma: bool = False
     """The forward needs the noise level passed (``time_conditioning`` with ``sigma_input``
     ``given``: a time-conditioned ``sedd`` or ``embed-diffusion`` model), so a loop that calls
@@ -226,6 +230,7 @@ class ModelFacts:
             max_seq_len=_canvas_limit(config, str(objective)),
             draft_block=getattr(config, "draft_block", None),
             has_kv_cache=has_cache,
+            sedd_score=getattr(config, "output", None) == "sedd_log_score",
             needs_sigma=bool(getattr(config, "time_conditioning", False))
             and getattr(config, "sigma_input", "given") == "given",
             sample_defaults=dict(getattr(config, "sample_defaults", None) or {}),

@@ -566,7 +566,7 @@ class SEDDDecoder(Decoder):
         return True
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
-        if facts.objective != "sedd":
+        if facts.objective != "sedd" and not facts.sedd_score:  # an imported SEDD: its score
             raise UserError(
                 f"decoder 'sedd' needs a SEDD checkpoint (objective sedd); this one is "
                 f"{facts.objective}: use decoder {facts.default_decoder!r}"
