@@ -28,6 +28,7 @@ from _common import int_list, json_text, output_file, positive_int
 from unmask.checkpoint import load
 from unmask.commands import at_least
 from unmask.data import TokenDataset
+from unmask.errors import UserError
 from unmask.evaluate import elbo_loglikelihood
 
 
@@ -50,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     loaded = load(args.model)
     mask_id = loaded.config.mask_id
+    window = args.context + max(targets)
+    if window > loaded.config.max_seq_len:  # it failed inside the model's forward
+        raise UserError(
+            f"--context {args.context} + the longest of --targets ({max(targets)}) = {window} "
+            f"tokens exceeds the model's max_seq_len ({loaded.config.max_seq_len})"
+        )
     windows = []
     for w in TokenDataset(args.data, "val").windows(args.context + max(targets)):
         windows.append(w.tolist())

@@ -8,7 +8,6 @@ from test_dit import make_sedd
 
 import unmask
 from unmask.cli import main
-
 from unmask.config import ModelConfig, SampleConfig, TrainConfig
 from unmask.model import Transformer
 from unmask.objectives.score_entropy import sedd_model_config
@@ -72,3 +71,22 @@ def test_an_imported_sedd_checkpoint_samples_with_the_sedd_decoder(tmp_path, cap
     assert (res.decoder, res.nfe, len(seen)) == ("sedd", 2, 2)
     # the log-linear noise with the reference's eps: σ(1) = -log(1e-3), then σ(1/2)
     assert [float(s[0]) for s in seen] == pytest.approx([6.9078, 0.6926], abs=1e-3)
+
+
+def test_elbo_stderr_refuses_a_window_longer_than_the_model_in_one_line(benchmark, tmp_path):
+    """``--context`` + ``--targets`` past the model's ``max_seq_len`` was a ValueError
+    traceback from inside the forward, after the data had been read."""
+    from pathlib import Path
+
+    from unmask.data import prepare
+    from unmask.errors import UserError
+
+    demo = Path(unmask.__file__).parent / "assets" / "demo"
+    line = "In the beginning God created the heaven and the earth.\n"
+    (tmp_path / "a.txt").write_text(line * 800)
+    prepare([tmp_path / "a.txt"], tmp_path / "data", tokenizer=demo / "tokenizer.json",
+            val_fraction=0.5, progress=False)  # fmt: skip
+    script = benchmark("elbo_stderr")
+    with pytest.raises(UserError, match=r"--context 250 \+ the longest of --targets \(8\) = 258"):
+        script.main(["--data", str(tmp_path / "data"), "--context", "250", "--targets", "4,8",
+                     "--items", "1", "--samples", "1", "--repeats", "2"])  # fmt: skip
