@@ -90,3 +90,20 @@ def test_elbo_stderr_refuses_a_window_longer_than_the_model_in_one_line(benchmar
     with pytest.raises(UserError, match=r"--context 250 \+ the longest of --targets \(8\) = 258"):
         script.main(["--data", str(tmp_path / "data"), "--context", "250", "--targets", "4,8",
                      "--items", "1", "--samples", "1", "--repeats", "2"])  # fmt: skip
+
+
+@pytest.mark.parametrize("absorbing", [True, False], ids=["absorbing", "uniform"])
+def test_the_transition_into_a_state_is_the_matrix_exponential(absorbing):
+    """``transition_parts`` (the one value from every other state, and the one from the state
+    itself) written out by ``transition_into`` is the column of exp(σQ), Q written in full;
+    the analytic step multiplies by the parts in place of an (N, V) transition tensor."""
+    from test_sedd import rate_matrix
+
+    from unmask.sedd import AbsorbingGraph, UniformGraph
+
+    graph = AbsorbingGraph(5, 4) if absorbing else UniformGraph(5)
+    x = torch.arange(5)
+    for sigma in (1e-4, 0.3, 7.0):
+        P = torch.linalg.matrix_exp(sigma * rate_matrix(graph))  # P[y, x] = q(x | y)
+        got = graph.transition_into(x, torch.full((5,), sigma, dtype=torch.float64))
+        torch.testing.assert_close(got, P[:, x].T, atol=1e-12, rtol=0)

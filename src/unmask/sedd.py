@@ -166,14 +166,22 @@ class Graph:
         """(..., V) forward rates Q(y → x) into each state of ``x`` (...), 0 at y = x."""
         raise NotImplementedError
 
+    def transition_parts(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """P(x_{t} = x | x_{s} = y) for a noise increment σ = σ(t) - σ(s) (σ (B,), x (B, ...)),
+        which under both graphs is one value for every y ≠ x: (off, at), each (B, ..., 1),
+        the probability from any other state and from x itself."""
+        raise NotImplementedError
+
     def transition_into(self, x: Tensor, sigma: Tensor) -> Tensor:
         """(..., V) P(x_{t} = x | x_{s} = y) for a noise increment σ = σ(t) - σ(s)
-        (σ (B,), x (B, ...))."""
-        raise NotImplementedError
+        (σ (B,), x (B, ...)): ``transition_parts`` written out."""
+        off, at = self.transition_parts(x, sigma)
+        out = off.expand(*x.shape, self.vocab_size).clone()
+        return out.scatter_(-1, x[..., None], at)
 
     def staggered_score(self, score: Tensor, dsigma: Tensor) -> Tensor:
         """exp(-dσ·Q)ᵀ applied to ``score`` (..., V): the score moved back by dσ (SEDD's analytic
-        sampler, Tweedie τ-leaping); dσ (B,)."""
+        sampler, Tweedie τ-leaping); dσ (B,). A new tensor (the sampler writes into it)."""
         raise NotImplementedError
 
     def score_entropy(self, log_score: Tensor, sigma: Tensor, xt: Tensor, x0: Tensor) -> Tensor:
@@ -251,14 +259,13 @@ class AbsorbingGraph(Graph):
         rate[..., self.mask_id] = 0.0
         return rate
 
-    def transition_into(self, x: Tensor, sigma: Tensor) -> Tensor:
-        stay = torch.exp(-_rows(sigma, x))  # (B, ...)
-        out = torch.zeros(*x.shape, self.vocab_size, dtype=stay.dtype, device=x.device)
-        out.scatter_(-1, x[..., None], stay[..., None].expand_as(x[..., None]).to(out.dtype))
-        is_mask = x == self.mask_id
-        # into the mask: from the mask with prob 1, from any token with prob 1 - e^{-σ}
-        into_mask = torch.where(is_mask, 1.0 - stay, torch.zeros_like(stay))[..., None]
-        return out + into_mask  # the mask's own entry: e^{-σ} + 1 - e^{-σ} = 1
+    def transition_parts(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        stay = torch.exp(-_rows(sigma, x))[..., None]  # (B, ..., 1)
+        is_mask = (x == self.mask_id)[..., None]
+        # into the mask: from any token with prob 1 - e^{-σ}, from the mask itself with prob 1;
+        # into a token: from no other state, from itself with prob e^{-σ}
+        off = torch.where(is_mask, 1.0 - stay, torch.zeros_like(stay))
+        return off, torch.where(is_mask, torch.ones_like(stay), stay)
 
     def staggered_score(self, score: Tensor, dsigma: Tensor) -> Tensor:
         e = torch.exp(_rows(dsigma, score[..., 0]))[..., None]  # (B, ..., 1)
@@ -342,14 +349,13 @@ class UniformGraph(Graph):
         rate = torch.full((*x.shape, self.vocab_size), 1.0 / self.vocab_size, device=x.device)
         return rate.scatter(-1, x[..., None], 0.0)
 
-    def transition_into(self, x: Tensor, sigma: Tensor) -> Tensor:
+    def transition_parts(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
         move = -torch.expm1(-_rows(sigma, x))[..., None]  # (B, ..., 1)
-        out = (move / self.vocab_size).expand(*x.shape, self.vocab_size).clone()
-        return out.scatter(-1, x[..., None], 1.0 - move + move / self.vocab_size)
+        return move / self.vocab_size, 1.0 - move + move / self.vocab_size
 
     def staggered_score(self, score: Tensor, dsigma: Tensor) -> Tensor:
         e = torch.exp(_rows(dsigma, score[..., 0]))[..., None]
-        return e * score + (1.0 - e) * score.mean(dim=-1, keepdim=True)
+        return (e * score).add_((1.0 - e) * score.mean(dim=-1, keepdim=True))
 
     def score_entropy(self, log_score: Tensor, sigma: Tensor, xt: Tensor, x0: Tensor) -> Tensor:
         V = self.vocab_size
