@@ -253,6 +253,9 @@ class KVCache:
         """Write k/v (B, H_kv, l, hd) at positions [start, start + l) of ``layer``; return the
         keys/values of the valid positions [0, length), (B, H_kv, length, hd) each."""
         end = start + k.shape[2]
+        if self.layers and k.shape[0] != self.layers[0][0].shape[0]:  # else a broadcast error
+            raise ValueError(f"the KV cache holds {self.layers[0][0].shape[0]} rows; this call "
+                             f"has {k.shape[0]} (a cache serves the batch that filled it)")
         if layer == len(self.layers):
             if start != 0:
                 raise ValueError(
@@ -618,6 +621,8 @@ class Transformer(nn.Module):
             )
         if per_row and attn_bias is None:
             raise ValueError("per-row positions (B, L) need an explicit attn_bias")
+        if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
+            raise ValueError(f"positions must be whole numbers, got {positions.dtype}")
         positions = positions.to(device)
         n = self._positions_end(positions if given else None, start + L)
         cos, sin = self._rope_tables(n, device)
@@ -746,6 +751,8 @@ class Transformer(nn.Module):
         start + L)``; ``attention_mask`` is then (B, Lk) over those key positions. A cached
         forward of a whole sequence from an empty cache gives the same logits as no cache.
         """
+        if tokens.dim() != 2:  # one row as (L,) was "not enough values to unpack"
+            raise ValueError(f"tokens must be (B, L) ids, got shape {tuple(tokens.shape)}")
         B, L = tokens.shape
         if cache is None:
             if start:
