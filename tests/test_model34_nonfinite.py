@@ -10,7 +10,6 @@ once, when its result is taken (``DecoderRun.result``).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -140,5 +139,17 @@ def test_training_forwards_are_not_counted():
     assert int(model.nonfinite_forwards) == 1
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_inference_mode_before_and_after():
+    """A count made under ``torch.inference_mode`` was an inference tensor: the next run
+    outside it failed with "Inplace update to inference tensor outside InferenceMode"."""
+    loaded = _loaded("llada")
+    with torch.inference_mode():
+        api.generate(loaded, "hello", config={"gen_length": 4})
+    api.generate(loaded, "hello", config={"gen_length": 4})
+    _poison(loaded.model)
+    with torch.inference_mode(), pytest.raises(UserError, match=NONFINITE):
+        api.generate(loaded, "hello", config={"gen_length": 4})
+    with pytest.raises(UserError, match=NONFINITE):
+        api.generate(loaded, "hello", config={"gen_length": 4})

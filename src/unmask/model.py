@@ -815,10 +815,13 @@ class Transformer(nn.Module):
 
     def _nonfinite_count(self, device: torch.device) -> Tensor:
         """The () int64 count of ``nonfinite_forwards`` on ``device``, made (from 0) when there
-        is none there yet (the model's first forward, or its first since it moved)."""
+        is none there yet (the model's first forward, or its first since it moved). Made as a
+        normal tensor even under ``torch.inference_mode``: one made there refused every later
+        in-place count outside it ("Inplace update to inference tensor")."""
         count = self._nonfinite
         if count is None or count.device != device:
-            count = self._nonfinite = torch.zeros((), dtype=torch.long, device=device)
+            with torch.inference_mode(False):
+                count = self._nonfinite = torch.zeros((), dtype=torch.long, device=device)
         return count
 
     @property
