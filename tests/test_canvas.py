@@ -161,3 +161,30 @@ def test_one_row_canvas_takes_a_one_row_padding_mask():
                            attention_mask=torch.tensor([False, True, True, True]))
     assert c.attention_mask.tolist() == [[False, True, True, True]]
     assert c.locked.tolist() == [[True, True, False, False]]
+
+
+def test_flags_of_another_shape_are_one_line():
+    """A padding mask or locks not of the tokens' shape were torch's broadcast error; a
+    (2, L) mask beside one row was refused as the shape of ``locked``."""
+    tokens = torch.tensor([[1, 2, MASK, MASK, 3]])
+    with pytest.raises(UserError, match=r"attention_mask has shape \(1, 4\), tokens \(1, 5\)"):
+        Canvas.from_tokens(tokens, mask_id=MASK, attention_mask=torch.ones(1, 4))
+    with pytest.raises(UserError, match=r"attention_mask has shape \(2, 5\)"):
+        Canvas.from_tokens(tokens, mask_id=MASK, attention_mask=torch.ones(2, 5))
+    with pytest.raises(UserError, match=r"locked has shape \(1, 4\), tokens \(1, 5\)"):
+        Canvas.from_tokens(tokens, mask_id=MASK, locked=torch.ones(1, 4, dtype=torch.bool))
+    two = Canvas.from_tokens(tokens.repeat(2, 1), mask_id=MASK,
+                             locked=[False, True, False, False, False])  # one row for both
+    assert two.locked.tolist() == [[False, True, False, False, False]] * 2
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, "4", True])
+def test_from_prompts_refuses_a_bad_gen_length(bad):
+    with pytest.raises(UserError, match="gen_length must be a whole number >= 0"):
+        Canvas.from_prompts([[5, 6]], bad, mask_id=MASK, pad_id=PAD)
+
+
+def test_token_mask_of_numbers_acts_as_bools():
+    """0/1 numbers (as the canvas' own flags may be): ``~allowed`` was a TypeError."""
+    out = TokenMask(torch.tensor([[1.0, 0.0, 1.0]]))(torch.zeros(1, 1, 3))
+    assert out.tolist() == [[[0.0, float("-inf"), 0.0]]]

@@ -11,8 +11,8 @@ from unmask.errors import UserError
 
 @pytest.mark.parametrize(("value", "words"), [
     ([1], "sample_defaults must be a dict of sampling options, not [1]"),
-    ({1: 2, "steps": 4}, "sample_defaults: 1 not sampling options"),
-    ({"stepz": 4}, "sample_defaults: stepz not sampling options"),
+    ({1: 2, "steps": 4}, "sample_defaults: 1 is not a sampling option"),
+    ({"stepz": 4}, "sample_defaults: stepz (did you mean steps?) is not a sampling option"),
 ])
 def test_bad_sample_defaults_are_one_line(value: object, words: str) -> None:
     with pytest.raises(UserError) as e:

@@ -152,7 +152,8 @@ def test_the_shipped_demo_model_recommends_its_measured_setting():
 def test_unknown_options_in_config_json_are_one_line_errors():
     data = to_dict(model_preset("tiny", vocab_size=300))
     data["sample_defaults"] = {"temprature": 0.8}
-    with pytest.raises(UserError, match="sample_defaults: temprature not sampling options$"):
+    words = r"sample_defaults: temprature \(did you mean temperature\?\) is not a sampling option$"
+    with pytest.raises(UserError, match=words):
         from_dict(ModelConfig, data)
 
 
@@ -170,3 +171,10 @@ def test_unmask_generate_without_steps_takes_one_step_per_token(recommended, cap
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["config"]["steps"], out["nfe"]) == (8, 8)
+
+
+def test_several_unknown_options_are_named_together():
+    with pytest.raises(UserError) as e:
+        model_preset("tiny", vocab_size=300, sample_defaults={"zzz": 1, "stepz": 4})
+    assert str(e.value) == ("sample_defaults: stepz (did you mean steps?), zzz are not sampling "
+                            "options")

@@ -199,10 +199,13 @@ class Canvas:
             what = _NOT_IDS.replace("prompt ids", "canvas tokens")
             raise UserError(f"{what}, got {raw.dtype}")
         tokens = raw.to(torch.long)
+        if attention_mask is not None:
+            attention_mask = torch.as_tensor(attention_mask)
         if tokens.dim() == 1:  # one row: its mask and locks may be given as one row too
             tokens = tokens[None]
             if attention_mask is not None and attention_mask.dim() == 1:
                 attention_mask = attention_mask[None]
+        _check_flags(tokens, attention_mask, locked)
         real = (
             torch.ones_like(tokens, dtype=torch.bool)
             if attention_mask is None
@@ -212,7 +215,7 @@ class Canvas:
         if locked is None:
             locked = given | ~real
         else:
-            locked = locked.to(device=tokens.device, dtype=torch.bool) | ~real
+            locked = torch.as_tensor(locked).to(device=tokens.device, dtype=torch.bool) | ~real
         if attention_mask is not None and bool(real.all()):
             attention_mask = None
         return cls(
@@ -245,6 +248,9 @@ class Canvas:
         rows = as_rows(prompts)
         if not rows:
             raise UserError("no prompts given")
+        if not _is_id(gen_length) or int(gen_length) < 0:  # -1 was a broadcast error of torch
+            raise UserError(f"gen_length must be a whole number >= 0, got {gen_length!r}")
+        gen_length = operator.index(gen_length)
         P = max(len(r) for r in rows)
         B, L = len(rows), P + gen_length
         tokens = torch.full((B, L), mask_id, dtype=torch.long)
@@ -257,6 +263,24 @@ class Canvas:
                 tokens[i, pad:P] = torch.tensor(r, dtype=torch.long)
         canvas = cls.from_tokens(tokens, mask_id=mask_id, attention_mask=real, region=(P, L))
         return canvas if device is None else canvas.to(device)
+
+
+def _check_flags(tokens: Tensor, attention_mask: Tensor | None, locked: Tensor | None) -> None:
+    """One line for a padding mask that is not the shape of ``tokens`` (B, L), or ``locked``
+    flags that do not broadcast to it (a row (L,) for every row may): else torch's broadcast
+    error, or a (2, L) mask beside one row of tokens refused as the shape of ``locked``."""
+    if attention_mask is not None and attention_mask.shape != tokens.shape:
+        raise UserError(f"canvas attention_mask has shape {tuple(attention_mask.shape)}, "
+                        f"tokens {tuple(tokens.shape)}")
+    if locked is None:
+        return
+    try:
+        fits = torch.broadcast_shapes(torch.as_tensor(locked).shape, tokens.shape) == tokens.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise UserError(f"canvas locked has shape {tuple(torch.as_tensor(locked).shape)}, "
+                        f"tokens {tuple(tokens.shape)}")
 
 
 def as_rows(prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor) -> list[list[int]]:
@@ -373,6 +397,9 @@ class TokenMask:
     allowed: Tensor
 
     def __post_init__(self) -> None:
+        self.allowed = torch.as_tensor(self.allowed)
+        if self.allowed.dtype != torch.bool:  # 0/1 numbers, as the canvas' flags: ~ needs bools
+            self.allowed = self.allowed != 0
         if self.allowed.dim() not in (2, 3):
             raise UserError(
                 f"allowed-token mask must be (L, V) or (B, L, V), got {tuple(self.allowed.shape)}"

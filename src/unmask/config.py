@@ -314,7 +314,12 @@ class ModelConfig:
         unknown = sorted(repr(k) if not isinstance(k, str) else k
                          for k in self.sample_defaults if k not in names)
         if unknown:
-            raise UserError(f"sample_defaults: {', '.join(unknown)} not sampling options")
+            from unmask.names import closest
+
+            meant = [f"{k} (did you mean {near}?)" if (near := closest(k, sorted(names)))
+                     else k for k in unknown]
+            what = "is not a sampling option" if len(unknown) == 1 else "are not sampling options"
+            raise UserError(f"sample_defaults: {', '.join(meant)} {what}")
         try:  # the values too: a bad one failed at the first run, not naming config.json
             SampleConfig(**self.sample_defaults)
         except UserError as e:

@@ -36,6 +36,11 @@ shared expert); ``qk_norm`` adds a per-head RMSNorm on queries and keys before R
 Ling 2.0 / LLaDA 2.x: a sigmoid router with expert bias and group-limited top-k, routed scaling,
 dense first blocks (``dense_layers``) and partial rotary embeddings (``rotary_dim``).
 
+NaN watch: every forward in eval mode counts, on the device, whether its final hidden states
+held NaN or infinity (``Transformer.nonfinite_forwards``); a decoder notes the count when its
+run starts (``nonfinite_mark``) and checks it once at the end (``check_finite``, which raises
+``NonFiniteOutput``), so no step waits on a device read for it.
+
 Losses, noise, sampling, checkpoint formats and parallelism live elsewhere.
 """
 
@@ -45,6 +50,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +58,7 @@ from torch import Tensor, nn
 
 from unmask.config import SIGMA_FREQ_DIM, ModelConfig
 from unmask.errors import UserError
+from unmask.messages import plural
 
 # scaled_dot_product_attention(enable_gqa=) came with torch 2.5; on CPU it is 3-10x faster at
 # decode shapes than repeating K/V per head (benchmarks/gqa_attention.py)
@@ -246,6 +253,9 @@ class KVCache:
         """Write k/v (B, H_kv, l, hd) at positions [start, start + l) of ``layer``; return the
         keys/values of the valid positions [0, length), (B, H_kv, length, hd) each."""
         end = start + k.shape[2]
+        if self.layers and k.shape[0] != self.layers[0][0].shape[0]:  # else a broadcast error
+            raise ValueError(f"the KV cache holds {self.layers[0][0].shape[0]} rows; this call "
+                             f"has {k.shape[0]} (a cache serves the batch that filled it)")
         if layer == len(self.layers):
             if start != 0:
                 raise ValueError(
@@ -498,6 +508,7 @@ class Transformer(nn.Module):
         if config.embed_self_condition:  # embed-diffusion's previous x0 estimate, added to x_t
             self.self_condition = nn.Linear(config.d_model, config.d_model, bias=False)
         self._rope: tuple[Tensor, Tensor] | None = None
+        self._nonfinite: Tensor | None = None  # () int64 on the device: ``nonfinite_forwards``
         self.reset_parameters()
 
     @torch.no_grad()
@@ -579,9 +590,12 @@ class Transformer(nn.Module):
         """Build the RoPE tables of every position (``max_seq_len``) now, on the device and in
         the dtype of the model's weights, unless the stored ones already cover them: what
         ``compile_for_decoding`` calls before compiling, so that no compiled graph builds the
-        table or sees its size change (a recompile) as decoding passes the grown rows."""
+        table or sees its size change (a recompile) as decoding passes the grown rows. The
+        count of non-finite forwards (``nonfinite_forwards``) is made there now too: made by
+        the first compiled forward, it was a second compile of every graph."""
         device = self.embed.weight.device
         dtype = wide_dtype(self.embed.weight.dtype)
+        self._nonfinite_count(device)
         if not _rope_covers(self._rope, self.config.max_seq_len, device, dtype):
             self._build_rope(self.config.max_seq_len, device, dtype)
 
@@ -607,6 +621,8 @@ class Transformer(nn.Module):
             )
         if per_row and attn_bias is None:
             raise ValueError("per-row positions (B, L) need an explicit attn_bias")
+        if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
+            raise ValueError(f"positions must be whole numbers, got {positions.dtype}")
         positions = positions.to(device)
         n = self._positions_end(positions if given else None, start + L)
         cos, sin = self._rope_tables(n, device)
@@ -735,6 +751,8 @@ class Transformer(nn.Module):
         start + L)``; ``attention_mask`` is then (B, Lk) over those key positions. A cached
         forward of a whole sequence from an empty cache gives the same logits as no cache.
         """
+        if tokens.dim() != 2:  # one row as (L,) was "not enough values to unpack"
+            raise ValueError(f"tokens must be (B, L) ids, got shape {tuple(tokens.shape)}")
         B, L = tokens.shape
         if cache is None:
             if start:
@@ -771,6 +789,8 @@ class Transformer(nn.Module):
         x = self.embed(tokens) if inputs_embeds is None else inputs_embeds.to(dtype)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, is_causal, cache, i, start, cond)
+        if not self.training:
+            self._count_nonfinite(x)
         if cond is None:
             return self.norm(x) if return_hidden else self.lm_head(self.norm(x))  # (B, L, V|D)
         shift, scale = self.final_modulation(cond)[:, None].chunk(2, dim=-1)  # (B, 1, D) each
@@ -783,6 +803,34 @@ class Transformer(nn.Module):
             if sigma is None:
                 out = denoiser_logits(out, self.config)
         return out
+
+    def _count_nonfinite(self, x: Tensor) -> None:
+        """Count this forward in ``nonfinite_forwards`` when its final hidden states x (B, L, D)
+        hold NaN or infinity (then so do the logits, the norm and head after them), on the
+        device: a few fused reductions, no device read, so a decoding step keeps its pace;
+        the decoder reads the count once, when its run ends (``check_finite``). Their sum is
+        taken in float32: a float16 sum of finite states can overflow."""
+        count = self._nonfinite_count(x.device)
+        count.add_(torch.isfinite(x.sum(dtype=torch.float32)).logical_not())
+
+    def _nonfinite_count(self, device: torch.device) -> Tensor:
+        """The () int64 count of ``nonfinite_forwards`` on ``device``, made (from 0) when there
+        is none there yet (the model's first forward, or its first since it moved). Made as a
+        normal tensor even under ``torch.inference_mode``: one made there refused every later
+        in-place count outside it ("Inplace update to inference tensor")."""
+        count = self._nonfinite
+        if count is None or count.device != device:
+            with torch.inference_mode(False):
+                count = self._nonfinite = torch.zeros((), dtype=torch.long, device=device)
+        return count
+
+    @property
+    def nonfinite_forwards(self) -> Tensor | None:
+        """() int64 on the model's device: how many forwards in eval mode gave NaN or
+        infinite outputs so far (None before the first); a device tensor, so reading it is a
+        sync. Decoders compare it before and after a run (``nonfinite_mark``, ``check_finite``).
+        Training forwards are not counted (``unmask.train_guards`` watches the loss)."""
+        return self._nonfinite
 
     def _noise_level(
         self,
@@ -910,6 +958,56 @@ class Transformer(nn.Module):
             mask = _hide_padding(mask, attention_mask, L, start)
         cache.length = kv_len
         return cos, sin, mask, False
+
+
+class NonFiniteOutput(UserError):
+    """A decoding run whose model gave NaN or infinite outputs (``check_finite``): its tokens
+    are garbage (every proposal's score is NaN), so the run refuses to return them."""
+
+
+def _counting(model: Any) -> Transformer | None:
+    """The ``Transformer`` that counts ``model``'s non-finite forwards: ``model`` itself, the
+    module a compiled twin wraps (``_orig_mod``) or the model a score function wraps
+    (``__wrapped__``); None for any other predictor (a test double, a Hugging Face model)."""
+    for _ in range(4):
+        if isinstance(model, Transformer):
+            return model
+        model = getattr(model, "_orig_mod", None) or getattr(model, "__wrapped__", None)
+    return None
+
+
+def nonfinite_mark(model: Any) -> Tensor | int | None:
+    """Where ``model``'s count of non-finite forwards stands now (``nonfinite_forwards``), for
+    ``check_finite`` after a run: a copy on the device (no device read), 0 before the model's
+    first forward; None for a predictor that does not count them."""
+    counting = _counting(model)
+    if counting is None:
+        return None
+    count = counting.nonfinite_forwards
+    return 0 if count is None else count.clone()
+
+
+def check_finite(model: Any, mark: Tensor | int | None) -> None:
+    """Raise ``NonFiniteOutput`` (one line) when ``model`` gave NaN or infinite outputs since
+    ``nonfinite_mark`` returned ``mark``: one device read, once per run. Without it such a run
+    ended quietly with garbage (the commit loop took the first allowed id at every position;
+    a causal run, its first allowed token)."""
+    counting = _counting(model)
+    count = None if counting is None else counting.nonfinite_forwards
+    if count is None or mark is None:
+        return
+    n = int(count - mark)  # a model moved to another device since starts again from 0: n < 0
+    if n <= 0:
+        return
+    hint = (
+        "float16 overflows: load the model in bf16 or fp32, --dtype bf16"
+        if counting.embed.weight.dtype == torch.float16
+        else "broken weights, or activations beyond the range of the dtype"
+    )
+    raise NonFiniteOutput(
+        f"the model gave NaN or infinite outputs in {plural(n, 'forward pass', 'forward passes')}"
+        f" of this run ({hint}): its tokens would be garbage, so none are returned"
+    )
 
 
 MASKED_FRACTION_EPS = 1e-3

@@ -146,14 +146,19 @@ class DecoderRun:
     ``advance()``, ``step()`` and ``skip()`` of a run that is ``done`` raise a one-line
     ``UserError`` (a run has no step past its last; check ``done`` first, as ``run()`` and
     ``step_together`` do): written once here for every subclass (``__init_subclass__``), it
-    was an ``AssertionError`` from inside the decoder.
+    was an ``AssertionError`` from inside the decoder. Written once here too: ``result()``
+    raises ``unmask.model.NonFiniteOutput`` (one line) when the run's model gave NaN or
+    infinite outputs since the run was made (``unmask.model.check_finite``: one device read
+    per run, none per step).
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name in ("advance", "step", "skip"):
+        wrappers = {"advance": _not_after_done, "step": _not_after_done, "skip": _not_after_done,
+                    "__init__": _marking, "result": _finite_result}
+        for name, wrap in wrappers.items():
             if name in cls.__dict__:
-                setattr(cls, name, _not_after_done(cls.__dict__[name]))
+                setattr(cls, name, wrap(cls.__dict__[name]))
 
     model: Any
     mask_id: int
@@ -245,6 +250,35 @@ def _not_after_done(method: Callable[..., None]) -> Callable[..., None]:
         method(self, *args, **kwargs)
 
     checked._checks_done = True  # type: ignore[attr-defined]
+    return checked
+
+
+def _marking(init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` (a run's ``__init__``), noting where its model's count of non-finite forwards
+    stands (``unmask.model.nonfinite_mark``; no device read) for ``_finite_result``."""
+
+    @functools.wraps(init)
+    def marked(self: DecoderRun, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        from unmask.model import nonfinite_mark
+
+        self._finite_mark = nonfinite_mark(getattr(self, "model", None))
+
+    return marked
+
+
+def _finite_result(result: Callable[[DecoderRun], Any]) -> Callable[[DecoderRun], Any]:
+    """``result`` (a run's), raising ``unmask.model.NonFiniteOutput`` in one line when the
+    model gave NaN or infinity during the run (``check_finite``: one device read per run,
+    none per step); without it the run returned garbage tokens without a word."""
+
+    @functools.wraps(result)
+    def checked(self: DecoderRun) -> Any:
+        from unmask.model import check_finite
+
+        check_finite(getattr(self, "model", None), getattr(self, "_finite_mark", None))
+        return result(self)
+
     return checked
 
 

@@ -428,6 +428,7 @@ def model_score_fn(model: Any, *, graph: Graph, attention_mask: Tensor | None = 
         assert isinstance(graph, AbsorbingGraph)
         return graph.log_score_from_logits(out, tokens, sigma)
 
+    score_fn.__wrapped__ = model  # type: ignore[attr-defined]  # its runs' NaN check finds it
     return score_fn
 
 
