@@ -553,6 +553,7 @@ def load(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str | None = None,
     quantize: str | None = None,
+    weights: bool = True,
 ) -> Loaded:
     """Load a checkpoint for inference, in eval mode.
 
@@ -566,6 +567,12 @@ def load(
     ``device`` is ``cpu``, ``cuda[:i]`` or ``auto``; ``dtype`` a floating ``torch.dtype`` or a
     name (``bf16``, ``fp16``, ``fp32``): anything else is a one-line ``UserError``
     (``unmask.config.load_target``).
+
+    ``weights=False`` reads everything but the weights' values: config, tokenizer and a model
+    left on the meta device, after every check made before a weight is read (the config's
+    size, the weights' names, shapes, dtypes and files from their headers; not the memory
+    ``device`` has free, nor ``quantize``): what a caller needs to know of a model it does not
+    run yet (``unmask distill``'s ``--student``), without reading a whole 8B model for it.
     """
     from unmask.config import load_target
     from unmask.convert.load import checked_meta, import_folder, is_publisher_folder
@@ -573,13 +580,19 @@ def load(
     check_model_path(path)
     device, dtype = load_target(device, dtype)  # one line, not torch's error deep inside
     if is_publisher_folder(path):
-        return import_folder(path, device=device, dtype=dtype, quantize=quantize)
+        return import_folder(path, device=device, dtype=dtype, quantize=quantize,
+                             weights=weights)
     from unmask.quantize import check_fits, check_quantize
 
     load_dtype = dtype if dtype is not None else torch.float32
-    check_quantize(quantize, device, load_dtype)  # the dtype it loads in: int4 CUDA needs bf16
+    if weights:
+        check_quantize(quantize, device, load_dtype)  # the dtype it loads in: int4 CUDA: bf16
     ckpt, config, tokenizer = native_parts(path)
     model = checked_meta(config, ckpt, load_dtype, device)
+    if not weights:
+        check_native_weights(model, ckpt / "model.safetensors")
+        return Loaded(model=model, tokenizer=tokenizer, config=config, path=ckpt,
+                      name=os.fsdecode(path))
     check_fits(model, load_dtype, quantize, device, source=str(ckpt))
     model._rope = None
     _stream_weights(model, ckpt / "model.safetensors", device, quantize)

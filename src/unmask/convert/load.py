@@ -625,6 +625,7 @@ def import_folder(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str | None = None,
     quantize: str | None = None,
+    weights: bool = True,
 ) -> Loaded:
     """Load a publisher folder (LLaDA, Dream, MDLM, SEDD, LLaDA 2.x) as an unmask ``Transformer``
     in eval mode.
@@ -633,7 +634,9 @@ def import_folder(
     free (``unmask.quantize.check_fits``, a one-line refusal naming the setting that fits),
     filled block by block from the shards in ``dtype`` (default: the folder's ``torch_dtype``)
     on ``device``, with ``quantize`` (``int8`` / ``int4``, torchao) quantising the linear layers
-    of each block as it is loaded (``load_weights``).
+    of each block as it is loaded (``load_weights``). ``weights=False``: the model left on the
+    meta device after the weights' checks from the shards' headers (``check_weights``), as
+    ``unmask.checkpoint.load`` says.
     """
     from unmask.config import load_target
     from unmask.loaded import Loaded
@@ -642,11 +645,15 @@ def import_folder(
     device, dtype = load_target(device, dtype)
     folder = Path(path)
     imp, config, tok, dtype = folder_parts(folder, dtype)
-    check_quantize(quantize, device, dtype)
+    if weights:
+        check_quantize(quantize, device, dtype)
     model = checked_meta(config, folder, dtype, device)
-    check_fits(model, dtype, quantize, device, source=str(folder))
-    model._rope = None
-    load_weights(model, imp, folder, device=device, quantize=quantize)
-    model.eval()
+    if weights:
+        check_fits(model, dtype, quantize, device, source=str(folder))
+        model._rope = None
+        load_weights(model, imp, folder, device=device, quantize=quantize)
+        model.eval()
+    else:
+        check_weights(model, imp, folder)
     return Loaded(model=model, tokenizer=tok, config=config, path=folder, family=imp.name,
                   name=os.fsdecode(path))
