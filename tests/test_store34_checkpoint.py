@@ -3,6 +3,7 @@ checkpoint folder is read without its weights (distill's ``--student`` check rea
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,35 @@ def test_weightless_load_of_a_publisher_folder(tmp_path: Path) -> None:
     (folder / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(UserError, match="missing"):
         load(folder, weights=False)
+
+
+def test_llada_without_mlp_hidden_size_is_mlp_ratio_4_as_llada_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # LLaDA's block is mlp_hidden_size, else mlp_ratio · d_model with mlp_ratio 4 by default;
+    # unmask took its own SwiGLU width and refused the weights as the wrong shape
+    import test_convert
+
+    monkeypatch.setattr(test_convert, "D", 64)  # unmask's own width for it: 192
+    monkeypatch.setattr(test_convert, "FFN", 4 * 64)
+    folder = tmp_path / "llada"
+    make_llada(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    del cfg["mlp_hidden_size"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    assert load(folder).config.ffn_hidden == 4 * 64
+    cfg["mlp_ratio"] = 3  # named: as it says (then the weights' width does not match)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="shape"):
+        load(folder)
+
+
+def test_a_special_id_beyond_any_tokenizer_is_one_line(tmp_path: Path) -> None:
+    # an id over 2**32 (a typo) was tokenizers' OverflowError traceback
+    folder = tmp_path / "llada"
+    make_llada(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["mask_token_id"] = 10**12
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="mask_token_id"):
+        load(folder)

@@ -206,7 +206,7 @@ def _with_specials(path: Path, raw: Any, folder: Path, hf: dict[str, Any], *,
     for fld, key in SPECIAL_KEYS.items():
         tid = _first_id(hf.get(key), key, folder / "config.json")
         if tid is not None:
-            token = raw.id_to_token(tid)
+            token = raw.id_to_token(tid) if tid < 2**32 else None  # tokenizers: u32 ids
             if token is None:
                 raise UserError(f"{shown or path}: no token with id {tid} (config.json {key})")
             names[fld] = token
