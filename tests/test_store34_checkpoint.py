@@ -80,3 +80,16 @@ def test_a_special_id_beyond_any_tokenizer_is_one_line(tmp_path: Path) -> None:
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UserError, match="mask_token_id"):
         load(folder)
+
+
+@pytest.mark.parametrize("key", ["vocab_size", "ffn_hidden", "d_model"])
+def test_a_size_past_what_a_tensor_holds_is_one_line(tmp_path: Path, key: str) -> None:
+    # 10**30 (past 2**63) overflowed torch's size unpacking: a TypeError traceback, not the
+    # "no model of this shape" line a size too large for storage gets
+    ckpt = _native(tmp_path)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg[key] = 10**30
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    for weights in (True, False):
+        with pytest.raises(UserError, match="no model of this shape"):
+            load(ckpt, weights=weights)

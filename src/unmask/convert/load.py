@@ -550,13 +550,16 @@ def _default_dtype(hf: dict[str, Any], source: Path) -> torch.dtype | None:
 
 def build_meta(config: ModelConfig, source: Path) -> Any:
     """``unmask.model.meta_model(config)``, with torch's refusal of a shape no tensor can have
-    (``hidden_dim`` 1000000000: "Storage size calculation overflowed") as a one-line
+    (``hidden_dim`` 1000000000: "Storage size calculation overflowed"; a size past 2**63,
+    ``d_model`` 10**12: "Overflow when unpacking long long", a ``TypeError``) as a one-line
     ``UserError`` naming ``source``."""
     from unmask.model import meta_model
 
     try:
         return meta_model(config)
-    except RuntimeError as e:
+    except (RuntimeError, TypeError) as e:
+        if isinstance(e, TypeError) and "Overflow" not in str(e):
+            raise  # a bug, not a size
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{source}: no model of this shape can be built ({first})") from None
 
