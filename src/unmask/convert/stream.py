@@ -165,6 +165,8 @@ class StreamedWeights(Mapping[str, "torch.Tensor"]):
         self.params = dict(model.named_parameters())  # a tied head appears once, as saved
         self.names, self.where = names, where
         self.source = {t: (k, j) for k, d in names.items() for j, t in enumerate(targets(d))}
+        self.group = {f"{prefix}.{n}": prefix for prefix, module in module_groups(model)
+                      for n, _ in module.named_parameters()}  # the walk's, as it opens files
         self._stack = contextlib.ExitStack()
         self._group: str | None = None  # the module group whose files are open
         self._handles: dict[Path, Any] = {}
@@ -196,9 +198,9 @@ class StreamedWeights(Mapping[str, "torch.Tensor"]):
         # the files of one block open at a time, as stream_weights opens them: the pages read
         # through a handle count in memory until it is closed (a native checkpoint is one
         # file, the whole model)
-        if _group(name) != self._group:
+        if self.group[name] != self._group:
             self._stack.close()
-            self._group, self._handles = _group(name), {}
+            self._group, self._handles = self.group[name], {}
         if file not in self._handles:
             self._handles[file] = _open(file, self._stack)
         sizes = [self.params[t].shape[0] for t in targets(self.names[key])]
@@ -207,12 +209,6 @@ class StreamedWeights(Mapping[str, "torch.Tensor"]):
             out = stored.to(param.dtype).contiguous()
         _check_finite(out, stored, key, file)
         return out
-
-
-def _group(name: str) -> str:
-    """The module group (``module_groups``) of parameter ``name``: ``layers.3``, ``embed``..."""
-    parts = name.split(".")
-    return ".".join(parts[:2]) if parts[0] == "layers" else parts[0]
 
 
 WEIGHT_DTYPES = ("BF16", "F16", "F32", "F64")
