@@ -93,3 +93,18 @@ def test_a_size_past_what_a_tensor_holds_is_one_line(tmp_path: Path, key: str) -
     for weights in (True, False):
         with pytest.raises(UserError, match="no model of this shape"):
             load(ckpt, weights=weights)
+
+
+LFS_POINTER = ("version https://git-lfs.github.com/spec/v1\noid sha256:" + "a" * 64
+               + "\nsize 123\n")
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "config.json"])
+def test_a_native_file_left_a_git_lfs_pointer_says_so(tmp_path: Path, name: str) -> None:
+    # a checkpoint cloned without git-lfs: the tokenizer and config are read before the weights
+    # (whose pointer was already named so), and were "not a valid tokenizer.json" / "not JSON"
+    ckpt = _native(tmp_path)
+    (ckpt / name).write_text(LFS_POINTER)
+    for weights in (True, False):
+        with pytest.raises(UserError, match=f"{name}: a Git LFS pointer"):
+            load(ckpt, weights=weights)

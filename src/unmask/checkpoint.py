@@ -488,9 +488,12 @@ def read_config(ckpt: Path) -> ModelConfig:
     one-line errors: not JSON (a trailing comma), an unknown field, a value of the wrong type,
     a size of ``SIZE_FIELDS`` missing."""
     from unmask.config import ModelConfig, from_dict
+    from unmask.convert.stream import is_lfs_pointer, lfs_error
     from unmask.files import read_json
 
     path = ckpt / "config.json"
+    if is_lfs_pointer(path):  # a clone without git-lfs: say so, not "not valid JSON"
+        raise lfs_error(path)
     data = read_json(path)
     missing = [name for name in SIZE_FIELDS if name not in data]
     if missing:
@@ -538,6 +541,10 @@ def native_parts(path: str | os.PathLike[str]) -> tuple[Path, ModelConfig, Token
         raise UserError(
             f"{ckpt}: tokenizer.json is missing; copy the tokenizer the model was trained with"
         )
+    from unmask.convert.stream import is_lfs_pointer, lfs_error
+
+    if is_lfs_pointer(ckpt / "tokenizer.json"):  # read before the weights, often in LFS too
+        raise lfs_error(ckpt / "tokenizer.json")
     tokenizer = load_tokenizer(ckpt / "tokenizer.json")
     if tokenizer.vocab_size > config.vocab_size:
         raise UserError(
