@@ -29,6 +29,8 @@ def test_weightless_load_of_a_native_checkpoint_reads_no_weight(tmp_path: Path) 
     got = load(ckpt, weights=False)
     assert got.config == full.config and got.tokenizer.vocab_size == full.tokenizer.vocab_size
     assert {p.device.type for p in got.model.parameters()} == {"meta"}
+    with pytest.raises(UserError, match="unknown quantization"):  # not ignored
+        load(ckpt, weights=False, quantize="int3")
     # the headers are checked as load checks them: a tensor of another shape is refused
     sd = {k: v.clone() for k, v in full.model.state_dict().items() if k != "lm_head.weight"}
     sd["embed.weight"] = sd["embed.weight"][:-1].contiguous()

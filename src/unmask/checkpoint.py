@@ -577,8 +577,8 @@ def load(
 
     ``weights=False`` reads everything but the weights' values: config, tokenizer and a model
     left on the meta device, after every check made before a weight is read (the config's
-    size, the weights' names, shapes, dtypes and files from their headers; not the memory
-    ``device`` has free, nor ``quantize``): what a caller needs to know of a model it does not
+    size, the weights' names, shapes, dtypes and files from their headers, ``quantize``; not
+    the memory ``device`` has free): what a caller needs to know of a model it does not
     run yet (``unmask distill``'s ``--student``), without reading a whole 8B model for it.
     """
     from unmask.config import load_target
@@ -592,8 +592,7 @@ def load(
     from unmask.quantize import check_fits, check_quantize
 
     load_dtype = dtype if dtype is not None else torch.float32
-    if weights:
-        check_quantize(quantize, device, load_dtype)  # the dtype it loads in: int4 CUDA: bf16
+    check_quantize(quantize, device, load_dtype)  # the dtype it loads in: int4 CUDA needs bf16
     ckpt, config, tokenizer = native_parts(path)
     model = checked_meta(config, ckpt, load_dtype, device)
     if not weights:

@@ -648,8 +648,7 @@ def import_folder(
     device, dtype = load_target(device, dtype)
     folder = Path(path)
     imp, config, tok, dtype = folder_parts(folder, dtype)
-    if weights:
-        check_quantize(quantize, device, dtype)
+    check_quantize(quantize, device, dtype)
     model = checked_meta(config, folder, dtype, device)
     if weights:
         check_fits(model, dtype, quantize, device, source=str(folder))
