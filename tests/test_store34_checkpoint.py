@@ -110,3 +110,21 @@ def test_a_native_file_left_a_git_lfs_pointer_says_so(tmp_path: Path, name: str)
     for weights in (True, False):
         with pytest.raises(UserError, match=f"{name}: a Git LFS pointer"):
             load(ckpt, weights=weights)
+
+
+def test_a_reference_folder_transformers_cannot_load_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an empty folder, and an unmask export (a masked LM whose config.json names its own code):
+    # transformers' ValueError tracebacks, the second after asking "run the custom code? [y/N]"
+    pytest.importorskip("transformers")
+    from unmask.convert import export
+    from unmask.scoring import ReferenceScorer
+
+    (tmp_path / "empty").mkdir()
+    hf = export(_native(tmp_path), tmp_path / "hf", family="transformers")
+    for folder in (tmp_path / "empty", hf):
+        with pytest.raises(UserError, match="not a causal language model") as e:
+            ReferenceScorer.from_pretrained(folder)
+        assert "\n" not in str(e.value)
+    assert "[y/N]" not in capsys.readouterr().out
