@@ -128,3 +128,12 @@ def test_a_reference_folder_transformers_cannot_load_is_one_line(
             ReferenceScorer.from_pretrained(folder)
         assert "\n" not in str(e.value)
     assert "[y/N]" not in capsys.readouterr().out
+
+
+def test_a_publisher_config_left_a_git_lfs_pointer_says_so(tmp_path: Path) -> None:
+    folder = tmp_path / "llada"
+    make_llada(folder)  # shards: a publisher folder whatever config.json holds
+    (folder / "config.json").write_text(LFS_POINTER)
+    for weights in (True, False):
+        with pytest.raises(UserError, match="config.json: a Git LFS pointer"):
+            load(folder, weights=weights)

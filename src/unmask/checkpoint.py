@@ -488,13 +488,10 @@ def read_config(ckpt: Path) -> ModelConfig:
     one-line errors: not JSON (a trailing comma), an unknown field, a value of the wrong type,
     a size of ``SIZE_FIELDS`` missing."""
     from unmask.config import ModelConfig, from_dict
-    from unmask.convert.stream import is_lfs_pointer, lfs_error
-    from unmask.files import read_json
+    from unmask.convert.load import read_config_json
 
     path = ckpt / "config.json"
-    if is_lfs_pointer(path):  # a clone without git-lfs: say so, not "not valid JSON"
-        raise lfs_error(path)
-    data = read_json(path)
+    data = read_config_json(path)  # a Git LFS pointer named so, not "not valid JSON"
     missing = [name for name in SIZE_FIELDS if name not in data]
     if missing:
         raise UserError(

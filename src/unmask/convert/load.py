@@ -108,6 +108,17 @@ def detect(hf: dict[str, Any], source: Path) -> Importer:
 # -- config.json -> ModelConfig -----------------------------------------------------------
 
 
+def read_config_json(path: Path) -> dict[str, Any]:
+    """A model folder's ``config.json`` (``unmask.files.read_json``), native or a publisher's;
+    a Git LFS pointer in its place (a clone without git-lfs) is the LFS line
+    (``convert.stream.lfs_error``), not "not valid JSON"."""
+    from unmask.convert.stream import is_lfs_pointer, lfs_error
+
+    if is_lfs_pointer(path):
+        raise lfs_error(path)
+    return read_json(path)
+
+
 def _first_id(value: Any, key: str, source: Path) -> int | None:
     """A token id from config.json ``key``, where some publishers store a list of EOS ids; a
     value that is not a non-negative integer is a one-line error."""
@@ -156,7 +167,7 @@ def publisher_tokenizer(folder: str | os.PathLike[str]) -> Tokenizer:
     ``unmask prepare --tokenizer FOLDER`` tokenizes a corpus with for that model."""
     p = Path(folder)
     source = p / "config.json"
-    hf = read_json(source)
+    hf = read_config_json(source)
     return _tokenizer(p, hf, detect(hf, source))
 
 
@@ -310,7 +321,7 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
 
     p = Path(folder)
     source = p / "config.json"
-    hf = read_json(source)
+    hf = read_config_json(source)
     imp = detect(hf, source)
     try:  # every family, before its own checks of config.json's keys and of the tensors
         refuse_prequantized(hf, imp.name)
@@ -589,7 +600,7 @@ def folder_parts(
 
     imp, config, tok = model_config(folder)
     if dtype is None:
-        dtype = _default_dtype(read_json(folder / "config.json"), folder / "config.json")
+        dtype = _default_dtype(read_config_json(folder / "config.json"), folder / "config.json")
     if dtype is None:
         try:
             first = shard_files(folder)[0]
