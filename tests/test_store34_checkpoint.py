@@ -137,3 +137,21 @@ def test_a_publisher_config_left_a_git_lfs_pointer_says_so(tmp_path: Path) -> No
     for weights in (True, False):
         with pytest.raises(UserError, match="config.json: a Git LFS pointer"):
             load(folder, weights=weights)
+
+
+def test_a_float64_export_loads_back(tmp_path: Path) -> None:
+    # export(dtype=torch.float64) wrote torch_dtype "float64", which the import refused
+    # ("not a dtype unmask loads") unless given dtype= again
+    import torch
+
+    from unmask.convert import export
+
+    ckpt = _native(tmp_path)
+    out = export(ckpt, tmp_path / "f64", family="llada", dtype=torch.float64)
+    got = load(out)
+    assert got.model.embed.weight.dtype == torch.float64
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["torch_dtype"] = "float8"  # still refused by name
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="torch_dtype='float8' is not a dtype unmask loads"):
+        load(out)

@@ -540,9 +540,11 @@ def _checks(model: Any, imp: Importer, names: Mapping[str, Any]) -> dict[str, An
 
 def _default_dtype(hf: dict[str, Any], source: Path) -> torch.dtype | None:
     """The dtype the publisher stored (``torch_dtype``, or ``dtype`` as newer ``transformers``
-    write it), None where it says none; a name unmask does not know is a one-line error
-    (it was taken as float32 silently, doubling a bfloat16 model's memory)."""
-    from unmask.config import torch_dtype
+    write it), None where it says none; any name ``unmask.load`` takes (``load_target``: the
+    float64 of an ``export(dtype=torch.float64)`` too, which its own import refused); a name
+    unmask does not know is a one-line error (it was taken as float32 silently, doubling a
+    bfloat16 model's memory)."""
+    from unmask.config import LOAD_DTYPES, load_target
 
     key = "torch_dtype" if hf.get("torch_dtype") is not None else "dtype"
     name = hf.get(key)
@@ -551,11 +553,11 @@ def _default_dtype(hf: dict[str, Any], source: Path) -> torch.dtype | None:
     if not isinstance(name, str):
         raise UserError(f"{source}: {key}={name!r} is not a dtype's name (e.g. \"bfloat16\")")
     try:
-        return torch_dtype(name)
+        return load_target("cpu", name)[1]
     except UserError:
         raise UserError(
-            f"{source}: {key}={name!r} is not a dtype unmask loads (bfloat16, float16, "
-            "float32); pass the one to load in (dtype=, --dtype)"
+            f"{source}: {key}={name!r} is not a dtype unmask loads ({', '.join(LOAD_DTYPES)}); "
+            "pass the one to load in (dtype=, --dtype)"
         ) from None
 
 
