@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from test_convert import make_llada
 
 from unmask.checkpoint import load, save_checkpoint
@@ -155,3 +155,27 @@ def test_a_float64_export_loads_back(tmp_path: Path) -> None:
     (out / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UserError, match="torch_dtype='float8' is not a dtype unmask loads"):
         load(out)
+
+
+def test_a_head_of_its_own_under_a_config_that_ties_it_is_refused(tmp_path: Path) -> None:
+    # config.json edited to tie_embeddings true over an untied model: the trained head was
+    # skipped silently and the embedding decoded in its place (a publisher folder said so)
+    from unmask.convert import convert
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=16, tie_embeddings=False,
+                       **tok.special_ids())
+    ckpt = save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    data = json.loads((ckpt / "config.json").read_text())
+    data["tie_embeddings"] = True
+    (ckpt / "config.json").write_text(json.dumps(data))
+    for weights in (True, False):
+        with pytest.raises(UserError, match="lm_head.weight.*tie_embeddings"):
+            load(ckpt, weights=weights)
+    with pytest.raises(UserError, match="lm_head.weight"):
+        convert(ckpt, tmp_path / "out")
+    # a head stored anyway that is the embedding (a file made elsewhere) still loads
+    sd = load_file(str(ckpt / "model.safetensors"))
+    sd["lm_head.weight"] = sd["embed.weight"].clone()
+    save_file(sd, str(ckpt / "model.safetensors"))
+    assert load(ckpt).config.tie_embeddings

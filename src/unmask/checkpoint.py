@@ -445,8 +445,36 @@ def _stream_weights(
     stored anyway is skipped."""
     from unmask.convert.stream import stream_weights
 
+    check_tied_head(model, path)
     stream_weights(model, *native_sources(model, path), device=device, quantize=quantize,
                    **native_checks(model, path))
+
+
+def check_tied_head(model: nn.Module, path: Path) -> None:
+    """Refuse in one line a native weights file ``path`` that holds an output head of its own
+    (``lm_head.weight``) other than its embedding while ``model``'s config ties the two: the
+    head was skipped silently, so a config.json edited to ``tie_embeddings: true`` decoded
+    with the embedding in place of the trained head. unmask never writes a tied head; a head
+    stored anyway (a file made elsewhere) that equals the embedding is skipped as before.
+    Reads the two tensors only where the head is there."""
+    from unmask.convert.stream import open_file
+
+    if not getattr(model.config, "tie_embeddings", False):
+        return
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        f = open_file(path, stack)
+        if "lm_head.weight" not in f.keys() or "embed.weight" not in f.keys():  # noqa: SIM118
+            return  # no head (as unmask writes it), or no embedding: the checks name it
+        head, embed = f.get_tensor("lm_head.weight"), f.get_tensor("embed.weight")
+        if head.shape == embed.shape and torch.equal(head.to(embed.dtype), embed):
+            return
+    raise UserError(
+        f"{path}: holds an output head (lm_head.weight) of its own, other than the embedding, "
+        "while config.json ties the head to the embedding (tie_embeddings true): set "
+        '"tie_embeddings": false'
+    )
 
 
 def native_sources(model: nn.Module, path: Path) -> tuple[dict[str, str], list[Path]]:
@@ -470,11 +498,14 @@ def check_native_weights(
     """The checks ``load`` makes of the native weights file ``path`` before reading any weight,
     from its header alone (``unmask.convert.stream.check_sources``): every tensor's name, shape
     and dtype as ``model`` (built on the meta device) implies, none missing, the file not cut
-    short. Returns (every parameter under its own name, tensor name -> ``path``)."""
+    short; and ``check_tied_head`` (which reads a head stored beside a tied one). Returns
+    (every parameter under its own name, tensor name -> ``path``)."""
     from unmask.convert.stream import check_sources
 
     names, files = native_sources(model, path)
-    return names, check_sources(model, names, files, **native_checks(model, path))
+    where = check_sources(model, names, files, **native_checks(model, path))
+    check_tied_head(model, path)
+    return names, where
 
 
 SIZE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads")

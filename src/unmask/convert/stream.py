@@ -119,7 +119,7 @@ def check_sources(
     where: dict[str, Path] = {}  # source key -> its file
     for file in files:  # each file opened for its checks and closed: nothing stays mapped
         with contextlib.ExitStack() as stack:
-            f = _open(file, stack)
+            f = open_file(file, stack)
             for key in f.keys():  # noqa: SIM118 (safe_open handles are not mappings)
                 if key in ignore:
                     continue
@@ -202,7 +202,7 @@ class StreamedWeights(Mapping[str, "torch.Tensor"]):
             self._stack.close()
             self._group, self._handles = self.group[name], {}
         if file not in self._handles:
-            self._handles[file] = _open(file, self._stack)
+            self._handles[file] = open_file(file, self._stack)
         sizes = [self.params[t].shape[0] for t in targets(self.names[key])]
         stored = _read_part(self._handles[file], key, part, sizes)
         with torch.no_grad():
@@ -238,7 +238,7 @@ def _check_dtype(kind: str, key: str, file: Path) -> None:
     )
 
 
-def _open(file: Path, stack: contextlib.ExitStack) -> Any:
+def open_file(file: Path, stack: contextlib.ExitStack) -> Any:
     """``safe_open(file)`` kept open by ``stack``; a one-line ``UserError`` for a file that is
     not a safetensors file (cut short by an interrupted copy, an HTML error page, ...)."""
     from safetensors import safe_open
@@ -340,7 +340,7 @@ def _fill_module(
     own = dict(module.named_parameters())
     keys = {source[f"{prefix}.{n}"][0] for n in own if f"{prefix}.{n}" in source}
     with torch.no_grad(), contextlib.ExitStack() as stack:
-        handles = {file: _open(file, stack) for file in sorted({where[k] for k in keys})}
+        handles = {file: open_file(file, stack) for file in sorted({where[k] for k in keys})}
         for name, param in own.items():
             if f"{prefix}.{name}" not in source:  # a tied head's weight: the embedding's
                 continue
@@ -399,5 +399,5 @@ def _name(dtype: torch.dtype) -> str:
 
 __all__ = [
     "StreamedWeights", "Target", "check_sources", "is_lfs_pointer", "lfs_error",
-    "module_groups", "quantizes", "stream_weights", "targets", "unreadable",
+    "module_groups", "open_file", "quantizes", "stream_weights", "targets", "unreadable",
 ]
