@@ -132,8 +132,8 @@ def test_asking_whether_a_streamed_weight_is_there_reads_nothing(tmp_path, monke
     imp, config, _ = model_config(tmp_path / "src")
     model = build_meta(config, tmp_path / "src" / "config.json")
     opened: list[Path] = []
-    real = stream._open
-    monkeypatch.setattr(stream, "_open", lambda f, stack: opened.append(f) or real(f, stack))
+    real = stream.open_file
+    monkeypatch.setattr(stream, "open_file", lambda f, stack: opened.append(f) or real(f, stack))
     with streamed_weights(model, imp, tmp_path / "src") as tensors:
         opened.clear()  # the checks read the headers
         assert "embed.weight" in tensors and "embed.weight" in tensors.keys()

@@ -445,8 +445,36 @@ def _stream_weights(
     stored anyway is skipped."""
     from unmask.convert.stream import stream_weights
 
+    check_tied_head(model, path)
     stream_weights(model, *native_sources(model, path), device=device, quantize=quantize,
                    **native_checks(model, path))
+
+
+def check_tied_head(model: nn.Module, path: Path) -> None:
+    """Refuse in one line a native weights file ``path`` that holds an output head of its own
+    (``lm_head.weight``) other than its embedding while ``model``'s config ties the two: the
+    head was skipped silently, so a config.json edited to ``tie_embeddings: true`` decoded
+    with the embedding in place of the trained head. unmask never writes a tied head; a head
+    stored anyway (a file made elsewhere) that equals the embedding is skipped as before.
+    Reads the two tensors only where the head is there."""
+    from unmask.convert.stream import open_file
+
+    if not getattr(model.config, "tie_embeddings", False):
+        return
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        f = open_file(path, stack)
+        if "lm_head.weight" not in f.keys() or "embed.weight" not in f.keys():  # noqa: SIM118
+            return  # no head (as unmask writes it), or no embedding: the checks name it
+        head, embed = f.get_tensor("lm_head.weight"), f.get_tensor("embed.weight")
+        if head.shape == embed.shape and torch.equal(head.to(embed.dtype), embed):
+            return
+    raise UserError(
+        f"{path}: holds an output head (lm_head.weight) of its own, other than the embedding, "
+        "while config.json ties the head to the embedding (tie_embeddings true): set "
+        '"tie_embeddings": false'
+    )
 
 
 def native_sources(model: nn.Module, path: Path) -> tuple[dict[str, str], list[Path]]:
@@ -470,11 +498,14 @@ def check_native_weights(
     """The checks ``load`` makes of the native weights file ``path`` before reading any weight,
     from its header alone (``unmask.convert.stream.check_sources``): every tensor's name, shape
     and dtype as ``model`` (built on the meta device) implies, none missing, the file not cut
-    short. Returns (every parameter under its own name, tensor name -> ``path``)."""
+    short; and ``check_tied_head`` (which reads a head stored beside a tied one). Returns
+    (every parameter under its own name, tensor name -> ``path``)."""
     from unmask.convert.stream import check_sources
 
     names, files = native_sources(model, path)
-    return names, check_sources(model, names, files, **native_checks(model, path))
+    where = check_sources(model, names, files, **native_checks(model, path))
+    check_tied_head(model, path)
+    return names, where
 
 
 SIZE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads")
@@ -488,10 +519,10 @@ def read_config(ckpt: Path) -> ModelConfig:
     one-line errors: not JSON (a trailing comma), an unknown field, a value of the wrong type,
     a size of ``SIZE_FIELDS`` missing."""
     from unmask.config import ModelConfig, from_dict
-    from unmask.files import read_json
+    from unmask.convert.load import read_config_json
 
     path = ckpt / "config.json"
-    data = read_json(path)
+    data = read_config_json(path)  # a Git LFS pointer named so, not "not valid JSON"
     missing = [name for name in SIZE_FIELDS if name not in data]
     if missing:
         raise UserError(
@@ -538,6 +569,10 @@ def native_parts(path: str | os.PathLike[str]) -> tuple[Path, ModelConfig, Token
         raise UserError(
             f"{ckpt}: tokenizer.json is missing; copy the tokenizer the model was trained with"
         )
+    from unmask.convert.stream import is_lfs_pointer, lfs_error
+
+    if is_lfs_pointer(ckpt / "tokenizer.json"):  # read before the weights, often in LFS too
+        raise lfs_error(ckpt / "tokenizer.json")
     tokenizer = load_tokenizer(ckpt / "tokenizer.json")
     if tokenizer.vocab_size > config.vocab_size:
         raise UserError(
@@ -553,6 +588,7 @@ def load(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str | None = None,
     quantize: str | None = None,
+    weights: bool = True,
 ) -> Loaded:
     """Load a checkpoint for inference, in eval mode.
 
@@ -566,6 +602,12 @@ def load(
     ``device`` is ``cpu``, ``cuda[:i]`` or ``auto``; ``dtype`` a floating ``torch.dtype`` or a
     name (``bf16``, ``fp16``, ``fp32``): anything else is a one-line ``UserError``
     (``unmask.config.load_target``).
+
+    ``weights=False`` reads everything but the weights' values: config, tokenizer and a model
+    left on the meta device, after every check made before a weight is read (the config's
+    size, the weights' names, shapes, dtypes and files from their headers, ``quantize``; not
+    the memory ``device`` has free): what a caller needs to know of a model it does not
+    run yet (``unmask distill``'s ``--student``), without reading a whole 8B model for it.
     """
     from unmask.config import load_target
     from unmask.convert.load import checked_meta, import_folder, is_publisher_folder
@@ -573,13 +615,18 @@ def load(
     check_model_path(path)
     device, dtype = load_target(device, dtype)  # one line, not torch's error deep inside
     if is_publisher_folder(path):
-        return import_folder(path, device=device, dtype=dtype, quantize=quantize)
+        return import_folder(path, device=device, dtype=dtype, quantize=quantize,
+                             weights=weights)
     from unmask.quantize import check_fits, check_quantize
 
     load_dtype = dtype if dtype is not None else torch.float32
     check_quantize(quantize, device, load_dtype)  # the dtype it loads in: int4 CUDA needs bf16
     ckpt, config, tokenizer = native_parts(path)
     model = checked_meta(config, ckpt, load_dtype, device)
+    if not weights:
+        check_native_weights(model, ckpt / "model.safetensors")
+        return Loaded(model=model, tokenizer=tokenizer, config=config, path=ckpt,
+                      name=os.fsdecode(path))
     check_fits(model, load_dtype, quantize, device, source=str(ckpt))
     model._rope = None
     _stream_weights(model, ckpt / "model.safetensors", device, quantize)

@@ -849,35 +849,16 @@ def student_vocab(teacher: Loaded, student_path: str) -> int | None:
 
 
 def _weightless(path: str) -> Loaded:
-    """The checkpoint at ``path`` as ``load`` reads it but for its weights' values: config,
-    tokenizer and a model on the meta device, after the checks ``load`` makes before reading a
-    weight (``checked_meta``: a config.json of a billion layers is one line, not minutes
-    building them; the weights' names, shapes, dtypes and files from their headers:
-    ``unmask.checkpoint.check_native_weights``, ``unmask.convert.load.check_weights`` for a
-    publisher's folder). What ``student_vocab`` needs of a student before the teacher
-    decodes: training loads its weights once (``init``); reading them here as well read the
-    whole student twice (a native 8B student: 32 GB of float32 in memory, for its config and
-    tokenizer). The values themselves (NaN, infinity) are checked as training loads them,
-    after the decode."""
-    import torch
+    """The checkpoint at ``path`` as ``load`` reads it but for its weights' values
+    (``unmask.checkpoint.load(weights=False)``: config, tokenizer and a model on the meta
+    device, after the checks made before reading a weight). What ``student_vocab`` needs of a
+    student before the teacher decodes: training loads its weights once (``init``); reading
+    them here as well read the whole student twice (a native 8B student: 32 GB of float32 in
+    memory, for its config and tokenizer). The values themselves (NaN, infinity) are checked
+    as training loads them, after the decode."""
+    from unmask.checkpoint import load
 
-    from unmask.checkpoint import check_model_path, check_native_weights, native_parts
-    from unmask.convert.load import check_weights, checked_meta, folder_parts, is_publisher_folder
-    from unmask.loaded import Loaded
-
-    check_model_path(path)
-    if is_publisher_folder(path):
-        folder = Path(path)
-        imp, config, tokenizer, dtype = folder_parts(folder, None)
-        model = checked_meta(config, folder, dtype)
-        check_weights(model, imp, folder)
-        return Loaded(model=model, tokenizer=tokenizer, config=config, path=folder,
-                      family=imp.name, name=os.fsdecode(path))
-    ckpt, config, tokenizer = native_parts(path)
-    model = checked_meta(config, ckpt, torch.float32)
-    check_native_weights(model, ckpt / "model.safetensors")
-    return Loaded(model=model, tokenizer=tokenizer, config=config, path=ckpt,
-                  name=os.fsdecode(path))
+    return load(path, weights=False)
 
 
 def _same_tokenizer(teacher: Loaded, student: Loaded, student_path: str) -> None:

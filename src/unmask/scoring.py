@@ -240,7 +240,9 @@ class ReferenceScorer:
         start_token: str | None = None,
     ) -> ReferenceScorer:
         """A Hugging Face causal LM from the local folder ``path`` (``gguf_file``: a GGUF file
-        in it, dequantized to float32 by ``transformers`` + ``gguf``). Never touches the network.
+        in it, dequantized to float32 by ``transformers`` + ``gguf``). Never touches the network
+        nor runs code the folder ships (``trust_remote_code``); a folder ``transformers`` cannot
+        load so is a one-line ``UserError``.
 
         ``start_token`` names the token put before every text; None = the tokenizer's BOS,
         else its EOS (the usual document separator).
@@ -276,15 +278,23 @@ class ReferenceScorer:
             )
         if gguf_file is not None and not (folder / gguf_file).is_file():
             raise UserError(f"{folder / gguf_file}: no such file")
-        extra: dict[str, Any] = {"local_files_only": True}
+        # never the folder's own code: transformers asked "run the custom code? [y/N]" (and
+        # waited 15 s) for a folder with an auto_map, such as an unmask export
+        extra: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
         if gguf_file is not None:
             extra["gguf_file"] = gguf_file
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), **extra)  # before the dtype is added
-        # transformers >= 4.56 calls it ``dtype``, older versions ``torch_dtype``.
-        major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
-        extra["dtype" if (major, minor) >= (4, 56) else "torch_dtype"] = torch.float32
-        with torchao_quiet(), _no_load_bars(transformers):
-            model = AutoModelForCausalLM.from_pretrained(str(folder), **extra)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), **extra)  # before the dtype
+            # transformers >= 4.56 calls it ``dtype``, older versions ``torch_dtype``.
+            major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
+            extra["dtype" if (major, minor) >= (4, 56) else "torch_dtype"] = torch.float32
+            with torchao_quiet(), _no_load_bars(transformers):
+                model = AutoModelForCausalLM.from_pretrained(str(folder), **extra)
+        except (OSError, ValueError, KeyError) as e:  # not a folder transformers can load
+            first = next((line.strip() for line in str(e).splitlines() if line.strip()),
+                         type(e).__name__)
+            raise UserError(f"{path}: not a causal language model that transformers loads "
+                            f"from local files without the folder's own code ({first})") from None
         model = model.to(device).eval()
 
         if start_token is not None:

@@ -29,8 +29,9 @@ def _llada_derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
     # LLaDA's Llama block puts a bias on q/k/v when either flag is set (include_bias is
     # rejected by ``requires`` since attn_out / MLP biases have no place in our model).
     out["qkv_bias"] = bool(hf.get("include_bias") or hf.get("include_qkv_bias"))
-    if out.get("ffn_hidden") is None and hf.get("mlp_ratio") is not None:
-        out["ffn_hidden"] = int(hf["mlp_ratio"]) * int(out["d_model"])
+    if out.get("ffn_hidden") is None:  # LLaDA's block: mlp_ratio · d_model, mlp_ratio 4 absent
+        ratio = hf.get("mlp_ratio")
+        out["ffn_hidden"] = int(4 if ratio is None else ratio) * int(out["d_model"])
     # OLMo's deprecated flag, as LLaDA's ModelConfig.effective_n_kv_heads reads it: true means
     # one key/value head, false as many as query heads; it must agree with n_kv_heads if both.
     mqa = hf.get("multi_query_attention")

@@ -108,6 +108,17 @@ def detect(hf: dict[str, Any], source: Path) -> Importer:
 # -- config.json -> ModelConfig -----------------------------------------------------------
 
 
+def read_config_json(path: Path) -> dict[str, Any]:
+    """A model folder's ``config.json`` (``unmask.files.read_json``), native or a publisher's;
+    a Git LFS pointer in its place (a clone without git-lfs) is the LFS line
+    (``convert.stream.lfs_error``), not "not valid JSON"."""
+    from unmask.convert.stream import is_lfs_pointer, lfs_error
+
+    if is_lfs_pointer(path):
+        raise lfs_error(path)
+    return read_json(path)
+
+
 def _first_id(value: Any, key: str, source: Path) -> int | None:
     """A token id from config.json ``key``, where some publishers store a list of EOS ids; a
     value that is not a non-negative integer is a one-line error."""
@@ -156,7 +167,7 @@ def publisher_tokenizer(folder: str | os.PathLike[str]) -> Tokenizer:
     ``unmask prepare --tokenizer FOLDER`` tokenizes a corpus with for that model."""
     p = Path(folder)
     source = p / "config.json"
-    hf = read_json(source)
+    hf = read_config_json(source)
     return _tokenizer(p, hf, detect(hf, source))
 
 
@@ -206,7 +217,7 @@ def _with_specials(path: Path, raw: Any, folder: Path, hf: dict[str, Any], *,
     for fld, key in SPECIAL_KEYS.items():
         tid = _first_id(hf.get(key), key, folder / "config.json")
         if tid is not None:
-            token = raw.id_to_token(tid)
+            token = raw.id_to_token(tid) if tid < 2**32 else None  # tokenizers: u32 ids
             if token is None:
                 raise UserError(f"{shown or path}: no token with id {tid} (config.json {key})")
             names[fld] = token
@@ -310,7 +321,7 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
 
     p = Path(folder)
     source = p / "config.json"
-    hf = read_json(source)
+    hf = read_config_json(source)
     imp = detect(hf, source)
     try:  # every family, before its own checks of config.json's keys and of the tensors
         refuse_prequantized(hf, imp.name)
@@ -529,9 +540,11 @@ def _checks(model: Any, imp: Importer, names: Mapping[str, Any]) -> dict[str, An
 
 def _default_dtype(hf: dict[str, Any], source: Path) -> torch.dtype | None:
     """The dtype the publisher stored (``torch_dtype``, or ``dtype`` as newer ``transformers``
-    write it), None where it says none; a name unmask does not know is a one-line error
-    (it was taken as float32 silently, doubling a bfloat16 model's memory)."""
-    from unmask.config import torch_dtype
+    write it), None where it says none; any name ``unmask.load`` takes (``load_target``: the
+    float64 of an ``export(dtype=torch.float64)`` too, which its own import refused); a name
+    unmask does not know is a one-line error (it was taken as float32 silently, doubling a
+    bfloat16 model's memory)."""
+    from unmask.config import LOAD_DTYPES, load_target
 
     key = "torch_dtype" if hf.get("torch_dtype") is not None else "dtype"
     name = hf.get(key)
@@ -540,23 +553,26 @@ def _default_dtype(hf: dict[str, Any], source: Path) -> torch.dtype | None:
     if not isinstance(name, str):
         raise UserError(f"{source}: {key}={name!r} is not a dtype's name (e.g. \"bfloat16\")")
     try:
-        return torch_dtype(name)
+        return load_target("cpu", name)[1]
     except UserError:
         raise UserError(
-            f"{source}: {key}={name!r} is not a dtype unmask loads (bfloat16, float16, "
-            "float32); pass the one to load in (dtype=, --dtype)"
+            f"{source}: {key}={name!r} is not a dtype unmask loads ({', '.join(LOAD_DTYPES)}); "
+            "pass the one to load in (dtype=, --dtype)"
         ) from None
 
 
 def build_meta(config: ModelConfig, source: Path) -> Any:
     """``unmask.model.meta_model(config)``, with torch's refusal of a shape no tensor can have
-    (``hidden_dim`` 1000000000: "Storage size calculation overflowed") as a one-line
+    (``hidden_dim`` 1000000000: "Storage size calculation overflowed"; a size past 2**63,
+    ``d_model`` 10**12: "Overflow when unpacking long long", a ``TypeError``) as a one-line
     ``UserError`` naming ``source``."""
     from unmask.model import meta_model
 
     try:
         return meta_model(config)
-    except RuntimeError as e:
+    except (RuntimeError, TypeError) as e:
+        if isinstance(e, TypeError) and "Overflow" not in str(e):
+            raise  # a bug, not a size
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{source}: no model of this shape can be built ({first})") from None
 
@@ -586,7 +602,7 @@ def folder_parts(
 
     imp, config, tok = model_config(folder)
     if dtype is None:
-        dtype = _default_dtype(read_json(folder / "config.json"), folder / "config.json")
+        dtype = _default_dtype(read_config_json(folder / "config.json"), folder / "config.json")
     if dtype is None:
         try:
             first = shard_files(folder)[0]
@@ -625,6 +641,7 @@ def import_folder(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str | None = None,
     quantize: str | None = None,
+    weights: bool = True,
 ) -> Loaded:
     """Load a publisher folder (LLaDA, Dream, MDLM, SEDD, LLaDA 2.x) as an unmask ``Transformer``
     in eval mode.
@@ -633,7 +650,9 @@ def import_folder(
     free (``unmask.quantize.check_fits``, a one-line refusal naming the setting that fits),
     filled block by block from the shards in ``dtype`` (default: the folder's ``torch_dtype``)
     on ``device``, with ``quantize`` (``int8`` / ``int4``, torchao) quantising the linear layers
-    of each block as it is loaded (``load_weights``).
+    of each block as it is loaded (``load_weights``). ``weights=False``: the model left on the
+    meta device after the weights' checks from the shards' headers (``check_weights``), as
+    ``unmask.checkpoint.load`` says.
     """
     from unmask.config import load_target
     from unmask.loaded import Loaded
@@ -644,9 +663,12 @@ def import_folder(
     imp, config, tok, dtype = folder_parts(folder, dtype)
     check_quantize(quantize, device, dtype)
     model = checked_meta(config, folder, dtype, device)
-    check_fits(model, dtype, quantize, device, source=str(folder))
-    model._rope = None
-    load_weights(model, imp, folder, device=device, quantize=quantize)
-    model.eval()
+    if weights:
+        check_fits(model, dtype, quantize, device, source=str(folder))
+        model._rope = None
+        load_weights(model, imp, folder, device=device, quantize=quantize)
+        model.eval()
+    else:
+        check_weights(model, imp, folder)
     return Loaded(model=model, tokenizer=tok, config=config, path=folder, family=imp.name,
                   name=os.fsdecode(path))

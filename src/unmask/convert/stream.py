@@ -119,7 +119,7 @@ def check_sources(
     where: dict[str, Path] = {}  # source key -> its file
     for file in files:  # each file opened for its checks and closed: nothing stays mapped
         with contextlib.ExitStack() as stack:
-            f = _open(file, stack)
+            f = open_file(file, stack)
             for key in f.keys():  # noqa: SIM118 (safe_open handles are not mappings)
                 if key in ignore:
                     continue
@@ -165,6 +165,8 @@ class StreamedWeights(Mapping[str, "torch.Tensor"]):
         self.params = dict(model.named_parameters())  # a tied head appears once, as saved
         self.names, self.where = names, where
         self.source = {t: (k, j) for k, d in names.items() for j, t in enumerate(targets(d))}
+        self.group = {f"{prefix}.{n}": prefix for prefix, module in module_groups(model)
+                      for n, _ in module.named_parameters()}  # the walk's, as it opens files
         self._stack = contextlib.ExitStack()
         self._group: str | None = None  # the module group whose files are open
         self._handles: dict[Path, Any] = {}
@@ -196,23 +198,17 @@ class StreamedWeights(Mapping[str, "torch.Tensor"]):
         # the files of one block open at a time, as stream_weights opens them: the pages read
         # through a handle count in memory until it is closed (a native checkpoint is one
         # file, the whole model)
-        if _group(name) != self._group:
+        if self.group[name] != self._group:
             self._stack.close()
-            self._group, self._handles = _group(name), {}
+            self._group, self._handles = self.group[name], {}
         if file not in self._handles:
-            self._handles[file] = _open(file, self._stack)
+            self._handles[file] = open_file(file, self._stack)
         sizes = [self.params[t].shape[0] for t in targets(self.names[key])]
         stored = _read_part(self._handles[file], key, part, sizes)
         with torch.no_grad():
             out = stored.to(param.dtype).contiguous()
         _check_finite(out, stored, key, file)
         return out
-
-
-def _group(name: str) -> str:
-    """The module group (``module_groups``) of parameter ``name``: ``layers.3``, ``embed``..."""
-    parts = name.split(".")
-    return ".".join(parts[:2]) if parts[0] == "layers" else parts[0]
 
 
 WEIGHT_DTYPES = ("BF16", "F16", "F32", "F64")
@@ -242,7 +238,7 @@ def _check_dtype(kind: str, key: str, file: Path) -> None:
     )
 
 
-def _open(file: Path, stack: contextlib.ExitStack) -> Any:
+def open_file(file: Path, stack: contextlib.ExitStack) -> Any:
     """``safe_open(file)`` kept open by ``stack``; a one-line ``UserError`` for a file that is
     not a safetensors file (cut short by an interrupted copy, an HTML error page, ...)."""
     from safetensors import safe_open
@@ -344,7 +340,7 @@ def _fill_module(
     own = dict(module.named_parameters())
     keys = {source[f"{prefix}.{n}"][0] for n in own if f"{prefix}.{n}" in source}
     with torch.no_grad(), contextlib.ExitStack() as stack:
-        handles = {file: _open(file, stack) for file in sorted({where[k] for k in keys})}
+        handles = {file: open_file(file, stack) for file in sorted({where[k] for k in keys})}
         for name, param in own.items():
             if f"{prefix}.{name}" not in source:  # a tied head's weight: the embedding's
                 continue
@@ -403,5 +399,5 @@ def _name(dtype: torch.dtype) -> str:
 
 __all__ = [
     "StreamedWeights", "Target", "check_sources", "is_lfs_pointer", "lfs_error",
-    "module_groups", "quantizes", "stream_weights", "targets", "unreadable",
+    "module_groups", "open_file", "quantizes", "stream_weights", "targets", "unreadable",
 ]
