@@ -1,9 +1,11 @@
-"""Evaluation fixes of session 34: ``unmask eval --gaps`` honours ``--seed`` when it samples."""
+"""Evaluation fixes of session 34: ``unmask eval --gaps`` honours ``--seed`` when it samples;
+the generative perplexity's held-out prompts lie inside one document."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from unmask.config import SampleConfig
@@ -11,6 +13,7 @@ from unmask.gapset import GapSample, infill_exact_match
 from unmask.tokenizer import byte_tokenizer
 
 TOK = byte_tokenizer()
+WORDS = "the lord said unto moses go down and speak to the people of israel".split()
 TEXT = "In the beginning God created the heaven and the earth. And the earth was without form."
 
 
@@ -37,3 +40,41 @@ def test_gap_fills_at_a_temperature_follow_the_seed():
     assert _fills(1) == _fills(1)
     assert _fills(1) != _fills(2)
     assert _fills(None) == _fills(0)  # no seed: 0, as before
+
+
+@pytest.fixture(scope="module")
+def short_docs(tmp_path_factory):
+    """A prepared corpus of one-line documents of 9 to 40 bytes (byte tokens)."""
+    from unmask.data import prepare
+
+    root = tmp_path_factory.mktemp("docs")
+    g = torch.Generator().manual_seed(0)
+    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (n,), generator=g).tolist())
+             for n in torch.randint(2, 8, (400,), generator=g).tolist()]
+    (root / "a.txt").write_text("\n".join(lines) + "\n")
+    prepare([root / "a.txt"], root / "d", tokenizer="byte", val_fraction=0.2, line_docs=True,
+            min_val_tokens=0, progress=False)
+    return root / "d"
+
+
+def test_generative_perplexity_prompts_lie_inside_one_document(short_docs):
+    """A prompt that held a document separator ended one document and began another: the
+    model continued a new document, the reference scorer read the prompt as one text."""
+    from unmask.data import TokenDataset
+    from unmask.report import validation_prompts
+
+    tok = TokenDataset(short_docs, "val").tokenizer()
+    prompts = validation_prompts(short_docs, n=8, length=12)
+    assert len(prompts) == 8 and all(len(p) == 12 for p in prompts)
+    assert not any(tok.is_special(t) for p in prompts for t in p[1:])
+
+
+def test_prompts_longer_than_every_document_say_so(short_docs):
+    """No prompt fits inside a document: the samples are unconditional, and the note says
+    why (it said the split held fewer tokens than the prompt)."""
+    from unmask.commands.eval import _no_prompts, _prompt_tokens
+    from unmask.report import validation_prompts
+
+    assert validation_prompts(short_docs, n=8, length=60) == []
+    assert _prompt_tokens(str(short_docs), 60) == 0  # gen_length keeps the whole context
+    assert "inside one document" in _no_prompts(str(short_docs), 60)
