@@ -78,3 +78,28 @@ def test_prompts_longer_than_every_document_say_so(short_docs):
     assert validation_prompts(short_docs, n=8, length=60) == []
     assert _prompt_tokens(str(short_docs), 60) == 0  # gen_length keeps the whole context
     assert "inside one document" in _no_prompts(str(short_docs), 60)
+
+
+def test_rolling_windows_of_many_documents_share_batches(tmp_path):
+    """A causal model's rolling windows are batched across documents: a perplexity task of
+    short documents ran one forward (a batch of 1) per document; the sums are unchanged."""
+    pytest.importorskip("lm_eval")
+    from unmask.checkpoint import load, save_checkpoint
+    from unmask.config import model_preset
+    from unmask.lm_eval import UnmaskLM
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    net = Transformer(model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=32,
+                                   attention="causal"))
+    save_checkpoint(tmp_path, model=net, tokenizer=TOK)
+    loaded = load(tmp_path)
+    calls = []
+    loaded.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape))
+    lm = UnmaskLM(loaded=loaded, batch_size=8)
+    docs = [SimpleNamespace(args=(text,)) for text in TEXT.split(". ")] * 3  # 6 docs, 9 windows
+    alone = [lm.loglikelihood_rolling([d])[0] for d in docs]
+    calls.clear()
+    together = lm.loglikelihood_rolling(docs)
+    assert together == pytest.approx(alone, abs=1e-4)
+    assert len(calls) == 2  # its 9 windows in batches of 8 (one call a document: 6)

@@ -289,16 +289,23 @@ class UnmaskLM(LM):
 
         t0 = time.perf_counter()
         window = self.max_length if self.causal else self.max_length - 1
-        out = []
+        windows: list[tuple[list[int], list[int]]] = []
+        ends = []  # where each request's windows end in ``windows``
         for req in requests:
             ids = self.tokenizer.encode(req.args[0])
-            windows = [
+            windows += [
                 make_disjoint_window(w)
                 for w in get_rolling_token_windows(
                     token_list=ids, prefix_token=self._start_id, max_seq_len=window, context_len=1
                 )
             ]
-            total = sum(r.logprob for r in self._loglikelihoods(windows, greedy=False))
+            ends.append(len(windows))
+        # every request's windows in one call: a causal model's are batched by length across
+        # documents (scored a document at a time, a task of short documents ran batches of 1)
+        scored = self._loglikelihoods(windows, greedy=False)
+        out = []
+        for req, lo, hi in zip(requests, [0, *ends], ends, strict=False):
+            total = sum(r.logprob for r in scored[lo:hi])
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
             out.append(total)
         self.model_seconds += time.perf_counter() - t0
