@@ -103,3 +103,23 @@ def test_rolling_windows_of_many_documents_share_batches(tmp_path):
     together = lm.loglikelihood_rolling(docs)
     assert together == pytest.approx(alone, abs=1e-4)
     assert len(calls) == 2  # its 9 windows in batches of 8 (one call a document: 6)
+
+
+def test_the_documented_json_keys_are_the_reports():
+    """docs/evaluation.md lists the keys of ``unmask eval --json``: its table names every
+    part of ``RunReport`` and every held-out number of ``EvalResult``, nothing else."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from unmask.evaluate import EvalResult
+    from unmask.report import RunReport
+
+    doc = (Path(__file__).parents[1] / "docs/evaluation.md").read_text(encoding="utf-8")
+    table = doc.split("The `--json` object")[1].split("\n\n")[1]
+    rows = [line.split("|")[1:3] for line in table.splitlines()[2:]]
+    top = [k for first, _ in rows for k in re.findall(r"`([^`]+)`", first)]
+    assert top == [f.name for f in dataclasses.fields(RunReport)]
+    heldout = next(held for first, held in rows if "`heldout`" in first)
+    said = re.findall(r"`([a-z_]+)`", heldout)
+    assert said == [f.name for f in dataclasses.fields(EvalResult)] + ["seq_len"]
