@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-greedy-check",
         action="store_true",
-        help="skip is_greedy (one forward per continuation token; multiple choice never uses it)",
+        help="skip is_greedy (one forward per continuation token; multiple choice uses it only "
+        "for exact_match)",
     )
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--json", type=output_file, metavar="FILE")

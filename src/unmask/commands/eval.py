@@ -150,7 +150,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-greedy-check",
         action="store_true",
         help="do not decode each continuation greedily for lm-eval's is_greedy (diffusion "
-        "models: one forward per continuation token; multiple-choice tasks never use it)",
+        "models: one forward per continuation token; a multiple-choice task uses it only "
+        "for an exact_match metric)",
     )
     p.add_argument(
         "--task-file",
