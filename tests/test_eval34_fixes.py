@@ -31,6 +31,7 @@ def _fills(seed: int | None) -> list[str]:
     gaps = [GapSample(ids, start, 6, 6, 6) for start in (3, 20, 40)]
     config = SampleConfig(temperature=1.0, seed=seed)
     score = infill_exact_match(Uniform(), TOK, gaps, config=config)
+    assert score.sampling["seed"] == (seed or 0)  # the report names the draws' seed
     return [e["fill"] for e in score.examples]
 
 

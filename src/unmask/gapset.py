@@ -385,6 +385,8 @@ def infill_exact_match(
             if config is None
             else {"steps": config.steps, "policy": config.policy, "temperature": config.temperature}
         )
+        if config is not None and config.temperature > 0:  # the fills are the seed's draws
+            sampling["seed"] = 0 if config.seed is None else config.seed
 
         def fill(x: GapSample) -> tuple[list[int], int]:
             c = SampleConfig(steps=x.length) if config is None else config
