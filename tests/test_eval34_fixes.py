@@ -124,3 +124,24 @@ def test_the_documented_json_keys_are_the_reports():
     heldout = next(held for first, held in rows if "`heldout`" in first)
     said = re.findall(r"`([a-z_]+)`", heldout)
     assert said == [f.name for f in dataclasses.fields(EvalResult)] + ["seq_len"]
+
+
+def test_lm_eval_demo_items_are_whole_documents(benchmark, tmp_path):
+    """benchmarks/lm_eval_demo.py builds its items from held-out verses: each context and
+    true ending is one document. It decoded 512-token windows, whose separators decode to
+    nothing, so an item ran documents together and was half a window long."""
+    import json
+
+    from unmask.data import prepare
+
+    g = torch.Generator().manual_seed(1)
+    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (n,), generator=g).tolist())
+             for n in torch.randint(12, 17, (900,), generator=g).tolist()]
+    (tmp_path / "a.txt").write_text("\n".join(lines) + "\n")
+    prepare([tmp_path / "a.txt"], tmp_path / "d", tokenizer="byte", val_fraction=0.2,
+            line_docs=True, min_val_tokens=0, progress=False)
+    benchmark("lm_eval_demo").build_tasks(str(tmp_path / "d"), tmp_path, 6, seed=0)
+    items = [json.loads(line) for line in (tmp_path / "mc.jsonl").read_text().splitlines()]
+    assert len(items) == 6
+    for item in items:
+        assert item["context"] + item["choices"][item["label"]] in lines
