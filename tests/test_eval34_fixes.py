@@ -145,3 +145,46 @@ def test_lm_eval_demo_items_are_whole_documents(benchmark, tmp_path):
     assert len(items) == 6
     for item in items:
         assert item["context"] + item["choices"][item["label"]] in lines
+
+
+MC = """task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{label}}}}"
+metric_list:
+  - metric: {metric}
+"""
+
+
+@pytest.mark.parametrize("metric, decoded", [("acc", False), ("exact_match", True)])
+def test_is_greedy_is_decoded_only_for_tasks_that_read_it(tmp_path, monkeypatch, metric,
+                                                          decoded):
+    """A diffusion model's is_greedy (a forward per continuation token, several times the
+    ELBO's cost) was decoded for every multiple-choice item, whose acc never reads it."""
+    pytest.importorskip("lm_eval")
+    import json
+
+    from unmask.checkpoint import load, save_checkpoint
+    from unmask.config import model_preset
+    from unmask.lm_eval import UnmaskLM, run_tasks
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "ckpt", tokenizer=TOK, model=Transformer(
+        model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=48)))
+    rows = [{"question": f"q{i} is", "choices": [" ab", " cd"], "label": i % 2} for i in range(2)]
+    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "mc.yaml").write_text(MC.format(name="tiny_mc34", data=tmp_path / "mc.jsonl",
+                                                metric=metric))
+    greedy = []
+    monkeypatch.setattr(UnmaskLM, "_greedy", lambda self, c, t: greedy.append(t) or False)
+    lm = UnmaskLM(loaded=load(tmp_path / "ckpt"), mc_samples=2)
+    res = run_tasks(lm, ["tiny_mc34"], include_path=str(tmp_path))
+    assert metric + ",none" in res["results"]["tiny_mc34"]
+    assert bool(greedy) == decoded and lm.greedy_check  # the model's own setting is kept

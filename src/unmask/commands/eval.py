@@ -150,8 +150,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-greedy-check",
         action="store_true",
         help="do not decode each continuation greedily for lm-eval's is_greedy (diffusion "
-        "models: one forward per continuation token; a multiple-choice task uses it only "
-        "for an exact_match metric)",
+        "models: one forward per continuation token; skipped by itself where no task reads "
+        "it, as a multiple-choice task scored by acc)",
     )
     p.add_argument(
         "--task-file",
