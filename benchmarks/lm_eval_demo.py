@@ -73,12 +73,21 @@ def build_tasks(data: str, folder: Path, n: int, seed: int) -> None:
     from unmask.tokenizer import load_tokenizer
 
     tok = load_tokenizer(Path(data) / "tokenizer.json")
-    text = ""
+    # one verse (document) a line: the separators between documents decode to nothing, so
+    # decoded windows ran verses together ("Jerusalem.Then") and an item was half a window
+    docs: list[str] = []
+    doc: list[int] = []
     for w in TokenDataset(data, "val").windows(512):
-        text += tok.decode(w.tolist()) + "\n"
-        if len(text) > 40_000:
+        for t in w.tolist():
+            if not tok.is_special(t):
+                doc.append(t)
+            elif doc:
+                docs.append(tok.decode(doc))
+                doc = []
+        if sum(map(len, docs)) > 40_000:
             break
-    lines = [ln.strip() for ln in text.splitlines() if len(ln.split()) >= 12]
+    # the first may have lost its start where the split begins; the last its end (not kept)
+    lines = [ln.strip() for d in docs[1:] for ln in d.splitlines() if len(ln.split()) >= 12]
     rng = random.Random(seed)
     rng.shuffle(lines)
     lines = lines[: n + 3]
@@ -110,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-greedy-check",
         action="store_true",
-        help="skip is_greedy (one forward per continuation token; multiple choice never uses it)",
+        help="skip is_greedy (one forward per continuation token; multiple choice uses it only "
+        "for exact_match)",
     )
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--json", type=output_file, metavar="FILE")
@@ -171,8 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "torch": torch.__version__,
         }
+        from unmask.files import atomic_write_text
+
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json_text({"meta": meta, "rows": rows}))
+        atomic_write_text(Path(args.json), json_text({"meta": meta, "rows": rows}))
     return 0
 
 

@@ -277,6 +277,7 @@ class GapFiller:
         from unmask.infill import Gap, plan_template
         from unmask.infill.fill import fill_plan
         from unmask.infill.template import Plan, check_context
+        from unmask.sampling.protocol import make_generator
 
         key = (lo, hi)
         if key not in self._gaps:
@@ -298,7 +299,9 @@ class GapFiller:
             plan,
             config,
             options=replace(self.options, length_mode=mode),
-            generator=torch.Generator().manual_seed(0),
+            # the sampling seed (``--seed``), 0 when none is given: a fixed 0 made every seed
+            # fill the gaps alike at a temperature above 0
+            generator=make_generator(0 if config.seed is None else config.seed),
         )
 
 
@@ -382,6 +385,8 @@ def infill_exact_match(
             if config is None
             else {"steps": config.steps, "policy": config.policy, "temperature": config.temperature}
         )
+        if config is not None and config.temperature > 0:  # the fills are the seed's draws
+            sampling["seed"] = 0 if config.seed is None else config.seed
 
         def fill(x: GapSample) -> tuple[list[int], int]:
             c = SampleConfig(steps=x.length) if config is None else config

@@ -17,7 +17,7 @@ data is local or cached, never downloaded). The three request types:
   seed for every candidate of a question (common random numbers between candidates of one
   length in tokens), its standard error kept
   in ``estimates``; ``is_greedy`` by greedy decoding through ``unmask.api`` (optional:
-  ``greedy_check``).
+  ``greedy_check``; ``run_tasks`` skips it where no task reads it, ``reads_is_greedy``).
 - ``loglikelihood_rolling``: lm-eval's rolling windows over the model's context, each
   window scored as above.
 - ``generate_until``: ``unmask.api.start`` (the one decoding path: any decoder, policy and
@@ -111,13 +111,30 @@ def scoring_tasks(manager: Any, tasks: Sequence[str]) -> list[str]:
     """The names of ``tasks`` (as ``find_tasks`` checked them, with its ``manager``) that
     score log-likelihoods: a task of an output type in ``LOGLIKELIHOOD_TYPES``, or a group or
     tag with one among its tasks. Builds the tasks (their data is read, offline)."""
-    scored = []
+    return [name for name, built in _built(manager, tasks)
+            if any(t.OUTPUT_TYPE in LOGLIKELIHOOD_TYPES for t in built)]
+
+
+def reads_is_greedy(manager: Any, tasks: Sequence[str]) -> bool:
+    """Whether any of ``tasks`` (as ``find_tasks`` checked them, with its ``manager``) reads
+    lm-eval's ``is_greedy``: a ``loglikelihood`` task (its ``acc``) or a ``multiple_choice``
+    one with an ``exact_match`` metric (lm-eval's ``ConfigurableTask.process_results``;
+    ``acc``, ``acc_norm`` and the rest never do). A task whose metrics cannot be read counts
+    as one that does. Builds the tasks (their data is read, offline)."""
+    for _, built in _built(manager, tasks):
+        for t in built:
+            metrics = getattr(t, "_metric_fn_list", None)
+            if t.OUTPUT_TYPE == "loglikelihood" or t.OUTPUT_TYPE == "multiple_choice" and (
+                not isinstance(metrics, dict) or "exact_match" in metrics
+            ):
+                return True
+    return False
+
+
+def _built(manager: Any, tasks: Sequence[str]) -> list[tuple[str, list[Any]]]:
+    """Each name of ``tasks`` with the lm-eval task objects it builds (a group: its tasks)."""
     with _task_errors(tasks), offline_hub():
-        for name in tasks:
-            built = manager.load([name])["tasks"].values()
-            if any(t.OUTPUT_TYPE in LOGLIKELIHOOD_TYPES for t in built):
-                scored.append(name)
-    return scored
+        return [(name, list(manager.load([name])["tasks"].values())) for name in tasks]
 
 
 @register_model("unmask")
@@ -289,16 +306,23 @@ class UnmaskLM(LM):
 
         t0 = time.perf_counter()
         window = self.max_length if self.causal else self.max_length - 1
-        out = []
+        windows: list[tuple[list[int], list[int]]] = []
+        ends = []  # where each request's windows end in ``windows``
         for req in requests:
             ids = self.tokenizer.encode(req.args[0])
-            windows = [
+            windows += [
                 make_disjoint_window(w)
                 for w in get_rolling_token_windows(
                     token_list=ids, prefix_token=self._start_id, max_seq_len=window, context_len=1
                 )
             ]
-            total = sum(r.logprob for r in self._loglikelihoods(windows, greedy=False))
+            ends.append(len(windows))
+        # every request's windows in one call: a causal model's are batched by length across
+        # documents (scored a document at a time, a task of short documents ran batches of 1)
+        scored = self._loglikelihoods(windows, greedy=False)
+        out = []
+        for req, lo, hi in zip(requests, [0, *ends], ends, strict=False):
+            total = sum(r.logprob for r in scored[lo:hi])
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
             out.append(total)
         self.model_seconds += time.perf_counter() - t0
@@ -689,21 +713,29 @@ def run_tasks(
         check_output_path(output_path)
     manager = task_manager if task_manager is not None else find_tasks(tasks, include_path)
     tracker = EvaluationTracker(output_path=output_path) if output_path else None
-    with _task_errors(tasks), offline_hub():  # the tasks' data: local or cached, never fetched
-        results = simple_evaluate(
-            model=model,
-            model_args=model.model_args,  # with a model object: only recorded
-            tasks=list(tasks),
-            num_fewshot=num_fewshot,
-            limit=limit,
-            task_manager=manager,
-            log_samples=log_samples,
-            evaluation_tracker=tracker,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
-        )
+    greedy = model.greedy_check
+    if greedy and not model.causal and not reads_is_greedy(manager, tasks):
+        # a diffusion model's is_greedy costs a forward per continuation token, several times
+        # its ELBO estimate, for tasks (multiple choice by acc) that never read it
+        model.greedy_check = False
+    try:
+        with _task_errors(tasks), offline_hub():  # the tasks' data: local or cached, not fetched
+            results = simple_evaluate(
+                model=model,
+                model_args=model.model_args,  # with a model object: only recorded
+                tasks=list(tasks),
+                num_fewshot=num_fewshot,
+                limit=limit,
+                task_manager=manager,
+                log_samples=log_samples,
+                evaluation_tracker=tracker,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+            )
+    finally:
+        model.greedy_check = greedy
     if results is None:
         return {}
     samples = results.pop("samples", None)
@@ -728,6 +760,7 @@ __all__ = [
     "find_tasks",
     "loglikelihood_refusal",
     "offline_hub",
+    "reads_is_greedy",
     "refuse_unprompted",
     "run_tasks",
     "scoring_tasks",

@@ -475,17 +475,24 @@ def decoding_options(
 
 def validation_prompts(data: str | Path, *, n: int, length: int) -> list[list[int]]:
     """The first ``length`` tokens of ``n`` consecutive validation windows: held-out text
-    the model has not trained on, so its continuations are not recitations. Fewer when the
-    split is short, none when it holds fewer than ``length`` tokens (a dataset prepared
-    with ``--val-fraction 0``)."""
+    the model has not trained on, so its continuations are not recitations. A window with a
+    document separator (a special token) after its first token is passed over: its prompt
+    ended one document and began another, which the model continued as a new document
+    while the reference scorer read the prompt's text as one. Fewer when the split is short
+    (or its documents are shorter than ``length``), none when it holds fewer than
+    ``length`` tokens (a dataset prepared with ``--val-fraction 0``)."""
     from unmask.data import TokenDataset
 
     val = TokenDataset(data, "val")
     if len(val) < length:
         return []
+    tok = val.tokenizer()
     out: list[list[int]] = []
     for window in val.windows(length):
-        out.append([int(t) for t in window.tolist()])
+        ids = [int(t) for t in window.tolist()]
+        if any(tok.is_special(t) for t in ids[1:]):
+            continue
+        out.append(ids)
         if len(out) == n:
             break
     return out

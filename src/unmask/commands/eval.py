@@ -150,7 +150,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-greedy-check",
         action="store_true",
         help="do not decode each continuation greedily for lm-eval's is_greedy (diffusion "
-        "models: one forward per continuation token; multiple-choice tasks never use it)",
+        "models: one forward per continuation token; skipped by itself where no task reads "
+        "it, as a multiple-choice task scored by acc)",
     )
     p.add_argument(
         "--task-file",
@@ -330,12 +331,12 @@ def _fit_gen_length(
 def _prompt_tokens(data: str | None, wanted: int) -> int:
     """The prompt length the generative-perplexity samples will have: ``wanted`` tokens of
     held-out text, or none (unconditional samples) where ``data`` has no validation split
-    that long (``report.validation_prompts``)."""
+    that long inside one document (``report.validation_prompts``)."""
     if not data or not (Path(data) / "index.json").is_file():
         return 0
-    from unmask.data import TokenDataset
+    from unmask.report import validation_prompts
 
-    return wanted if len(TokenDataset(data, "val")) >= wanted else 0
+    return wanted if validation_prompts(data, n=1, length=wanted) else 0
 
 
 def _no_prompts(data: str | None, wanted: int) -> str:
@@ -345,6 +346,9 @@ def _no_prompts(data: str | None, wanted: int) -> str:
         from unmask.data import TokenDataset
 
         n = len(TokenDataset(data, "val"))
+        if n >= wanted:  # every window of that many tokens crosses a document boundary
+            return (f"no {wanted} consecutive tokens of the validation split lie inside one "
+                    f"document (give fewer --prompt-tokens than {wanted})")
         if n:
             return (f"the validation split holds {n:,} tokens, fewer than --prompt-tokens "
                     f"{wanted}")
