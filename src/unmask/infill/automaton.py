@@ -1099,10 +1099,10 @@ def _in_megabytes(size: int) -> str:
 def check_transitions(pattern: str, vocab: Vocab, allowed: np.ndarray | None = None,
                       what: str = "regex") -> None:
     """``UserError`` when ``pattern``'s automaton over ``vocab`` (its tokens with bytes, those
-    in ``allowed``) may have more moves (``estimated_moves``: an estimate, 1-3x the
-    library's count on the patterns tried, that can be under it for overlapping alternations
-    inside counted repetitions: ``(?:\\S|[a-z]{0,4}){12}`` at 126k tokens 6.4M for 29.6M)
-    than fit in ``automaton_memory_limit`` at ``BYTES_PER_MOVE`` each: the moves the library
+    in ``allowed``) may have more moves (``estimated_moves``: an estimate, 1-4x the
+    library's count on the patterns tried, none under it since session 34 counts states in
+    the engine's priority order) than fit in ``automaton_memory_limit`` at
+    ``BYTES_PER_MOVE`` each: the moves the library
     builds as one Python dict before unmask turns them into its compact table. Checked
     before the engine builds anything (a cached automaton is not checked); what the engine
     builds is counted exactly before that dict (``check_built``)."""
@@ -1181,9 +1181,10 @@ def check_built(index: Any, what: str = "regex") -> None:
     """``UserError`` when the engine's ``index`` holds more moves than fit in
     ``automaton_memory_limit`` at ``BYTES_PER_MOVE`` each, counted before the library hands
     them over as a Python dict: ``check_transitions`` estimates them before the engine runs,
-    but the estimate can be under the count (``(?:\\S|[a-z]{0,4}){12}`` at 126k tokens: 6.4M
-    for 29.6M: built at a peak of 4.1 GB under a 1.5 GB limit, now refused at 1.1 GB). The
-    engine's own index, built before this count, takes under 40 bytes a move, so the
+    but the estimate is not a proof (before it kept the engine's priority order it was
+    under the count for overlapping alternations: ``(?:\\S|[a-z]{0,4}){12}`` at 126k tokens
+    6.4M for 29.6M, built at a peak of 4.1 GB under a 1.5 GB limit, refused here at 1.1 GB).
+    The engine's own index, built before this count, takes under 40 bytes a move, so the
     limit holds unless the estimate is under the count by over about 3.5x."""
     limit = automaton_memory_limit()
     moves = index_moves(index, at_most=limit // BYTES_PER_MOVE)
