@@ -260,7 +260,7 @@ class _Positions:
         self.reads: dict[int, tuple[int, int]] = {}  # node -> (position, node after)
         self.after: list[int] = []  # per position: the node after it
         self.end = -1
-        self._follow: dict[int, tuple[Ordered, bool]] = {}
+        self.follows: dict[int, tuple[Ordered, bool]] = {}  # ``after_position``'s
 
     def _node(self) -> int:
         if len(self.eps) >= 8 * self.most:
@@ -328,14 +328,14 @@ class _Positions:
                 positions.append(self.reads[n][0])
             else:
                 stack.extend(reversed(self.eps[n]))
-        self.work.spend(_OP + len(seen))
+        self.work.spend(2 * _OP * (1 + len(seen)))  # some Python steps a node
         return _runs(1 << q for q in positions), final
 
     def after_position(self, p: int) -> tuple[Ordered, bool]:
         """``follow`` of the node after position ``p``, once per position."""
-        if p not in self._follow:
-            self._follow[p] = self.follow(self.after[p])
-        return self._follow[p]
+        if p not in self.follows:
+            self.follows[p] = self.follow(self.after[p])
+        return self.follows[p]
 
     def _class(self, op: str, av: Any, flags: int) -> Ranges:
         ignore = bool(flags & re.IGNORECASE)
@@ -590,27 +590,33 @@ def _count(auto: _Positions, start: tuple[Ordered, bool], limit: int, work: _Wor
     total += between(_union(first), empty, _runs(part & wide_mask for part in first))
     todo = [first]
     seen: set[Ordered] = set()
+    follows = auto.follows
     while todo:
         nexts = todo.pop()  # the positions the next character may take, by priority
+        if not nexts:
+            continue
         work.spend(len(matching) * (_OP + words * len(nexts)))
         for mask in matching:
-            state = _runs(part & mask for part in nexts)
+            state = _runs(part & mask for part in nexts) if len(nexts) > 1 else \
+                tuple(part for part in (nexts[0] & mask,) if part)
             if not state or state in seen:
                 continue
             seen.add(state)
             parts: list[int] = []  # the positions that may follow, by priority
-            out, final = 0, False
+            out, final, cost = 0, False, 0
             for part in state:
-                work.spend(part.bit_count() * (_OP + words))
                 while part:
                     low = part & -part
-                    then, ends = auto.after_position(low.bit_length() - 1)
+                    p = low.bit_length() - 1
+                    then, ends = follows[p] if p in follows else auto.after_position(p)
+                    cost += len(then) + 1
                     final |= ends
                     for more in then:
                         if more & ~out:
                             parts.append(more & ~out)
                             out |= more
                     part ^= low
+            work.spend(cost * (2 * _OP + words))
             total += 1 + between(out, final, _runs(part & wide_mask for part in parts))
             if total > limit:
                 return limit + 1, leads
