@@ -87,6 +87,9 @@ MAX_PATTERN_SIZE = 100_000
 keeps one request from holding a worker for minutes (``a{1000}`` nested in ``{1000}`` is a
 million positions although each quantifier is under ``MAX_REPEAT``)."""
 
+NO_MATCH = "no sequence of this tokenizer's tokens matches it"
+"""How ``from_regex`` ends its error for a pattern no token sequence spells."""
+
 QUOTE_CHARS = 60
 """Most characters of a pattern an error message quotes (``quote_pattern``)."""
 
@@ -1227,10 +1230,12 @@ def ascii_classes(pattern: str) -> str | None:
 
 
 def _map_classes(pattern: str, escape: Callable[[str], str | None],
-                 bracketed: Callable[[str], str | None], dot: str) -> str | None:
+                 bracketed: Callable[[str], str | None], dot: str,
+                 literal: Callable[[str], str] = str) -> str | None:
     """``pattern`` with each escape outside brackets as ``escape`` writes it, each bracketed
-    class (``_class_end``) as ``bracketed`` does and each unescaped ``.`` outside brackets as
-    ``dot``: the one scanner of ``ascii_classes`` and ``ecma_classes``. None where ``escape``
+    class (``_class_end``) as ``bracketed`` does, each unescaped ``.`` outside brackets as
+    ``dot`` and each other character as ``literal`` does: the one scanner of
+    ``ascii_classes``, ``ecma_classes`` and ``schema._json_plain``. None where ``escape``
     or ``bracketed`` gives None."""
     out: list[str] = []
     i, n = 0, len(pattern)
@@ -1246,7 +1251,7 @@ def _map_classes(pattern: str, escape: Callable[[str], str | None],
             text = bracketed(pattern[i:end])
             i = end
         else:
-            text = dot if c == "." else c
+            text = dot if c == "." else literal(c)
             i += 1
         if text is None:
             return None
@@ -1331,7 +1336,7 @@ def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> 
         if "incompatible" in msg:
             if not matchable:
                 return None
-            raise UserError(f"{what}: no sequence of this tokenizer's tokens matches it") from None
+            raise UserError(f"{what}: {NO_MATCH}") from None
         reason = msg.split(".")[0].replace("Failed to build DFA ", "")
         try:  # the engine's message has no position; Python's parser often names one
             with warnings.catch_warnings():  # its notes on the engine's syntax ("[[")
