@@ -55,7 +55,7 @@ MAX_STATES = 20000
 MAX_DFA_STATES = 2 * MAX_STATES
 """Most states a pattern's byte DFA may have (``dfa.dfa_states``, an estimate counted before the
 engine builds it: on the patterns tried from a fifth under the engine's own count, ``.{0,300}``
-2,403 vs 3,009, to three times over, ``\\w+( \\w+){0,30}`` 28,739 vs 9,853). At the limit the
+2,403 vs 3,009, to twice over, ``\\w+( \\w+){0,30}`` 19,191 vs 9,853). At the limit the
 engine builds in a few seconds (``\\w{1,30}\\s\\w{1,30}``: 18,999 states, about a second)."""
 BYTES_PER_MOVE = 140
 """Memory a (state, token) move of a pattern's automaton takes at a compile's peak: the
