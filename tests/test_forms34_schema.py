@@ -64,3 +64,13 @@ def test_an_error_inside_anyof_names_the_branch():
         {"type": "string", "pattern": "^a+$", "minLength": 2}, {"type": "boolean"}]}}
     with pytest.raises(UserError, match=r"schema at \$\.additionalProperties\.anyOf\[0\]: "):
         schema_form(schema, TOK)
+
+
+def test_the_keywords_an_enum_fails_leave_out_definitions():
+    """``$defs`` constrains no value: it was named among the keywords no enum value met."""
+    schema = {"$defs": {"s": {"type": "string"}},
+              "allOf": [{"type": "string", "maxLength": 2}, {"enum": ["abc"]}]}
+    with pytest.raises(UserError) as e:
+        schema_form(schema, TOK)
+    assert str(e.value).endswith("other keywords (maxLength, type)")
+    assert "$defs" not in str(e.value)

@@ -284,7 +284,7 @@ def _typed_values(node: Mapping[str, Any], root: Mapping[str, Any], path: str,
     rest = {k: v for k, v in node.items() if k not in ("enum", "const", *_NOTES)}
     if "enum" in node and "const" in node:
         rest["const"] = node["const"]
-    others = ", ".join(sorted(rest)) or "none"  # as the schema wrote them
+    others = ", ".join(sorted(k for k in rest if k not in _INERT)) or "none"  # as written
     if not types or all(isinstance(t, str) and t in _TYPES for t in types):
         # the other keywords as they act on the values' own types: a maxLength under
         # minLength beside "const": 5 says nothing of 5
