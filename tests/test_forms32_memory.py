@@ -13,7 +13,9 @@ from unmask.tokenizer import byte_tokenizer, load_tokenizer
 BYTES = vocab_of(byte_tokenizer())
 UNDER = r"(?:a|[a-z]{0,3}){8}"
 """Overlapping alternation in a counted repetition: the engine keeps its states apart in
-priority order, so the estimate is under its moves (about 0.3x over bytes)."""
+priority order, so the estimate was under its moves (about 0.3x over bytes) until session 34
+counted them in that order; ``test_an_automaton_over_its_estimate_is_refused_before_the_dict``
+now makes the estimate a quarter of the count to stand for a pattern it still misjudges."""
 
 
 def _tokenizer():
@@ -46,10 +48,9 @@ def test_an_automaton_over_its_estimate_is_refused_before_the_dict(monkeypatch):
     line, once the engine's index is counted."""
     monkeypatch.setenv("UNMASK_CACHE_DIR", "off")
     vocab = _demo()
-    sizes = automaton._estimated_sizes(UNDER)
-    estimate = automaton.estimated_moves(sizes, vocab, vocab.lengths > 0)[0]
     actual = automaton.index_moves(automaton._index(UNDER, vocab, "x"))
-    assert estimate < actual / 2  # the case this guards
+    estimate = actual // 4  # the case this guards: an estimate under the count
+    monkeypatch.setattr(automaton, "estimated_moves", lambda *a: (estimate, 1))
     limit = (estimate + actual) // 2 * automaton.BYTES_PER_MOVE
     monkeypatch.setattr(automaton, "automaton_memory_limit", lambda: limit)
     automaton.check_transitions(UNDER, vocab)  # the estimate fits

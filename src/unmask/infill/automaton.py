@@ -55,7 +55,7 @@ MAX_STATES = 20000
 MAX_DFA_STATES = 2 * MAX_STATES
 """Most states a pattern's byte DFA may have (``dfa.dfa_states``, an estimate counted before the
 engine builds it: on the patterns tried from a fifth under the engine's own count, ``.{0,300}``
-2,403 vs 3,009, to three times over, ``\\w+( \\w+){0,30}`` 28,739 vs 9,853). At the limit the
+2,403 vs 3,009, to twice over, ``\\w+( \\w+){0,30}`` 19,191 vs 9,853). At the limit the
 engine builds in a few seconds (``\\w{1,30}\\s\\w{1,30}``: 18,999 states, about a second)."""
 BYTES_PER_MOVE = 140
 """Memory a (state, token) move of a pattern's automaton takes at a compile's peak: the
@@ -86,6 +86,9 @@ MAX_PATTERN_SIZE = 100_000
 """Most positions a pattern may expand to (``pattern_size``): the bound on compile work that
 keeps one request from holding a worker for minutes (``a{1000}`` nested in ``{1000}`` is a
 million positions although each quantifier is under ``MAX_REPEAT``)."""
+
+NO_MATCH = "no sequence of this tokenizer's tokens matches it"
+"""How ``from_regex`` ends its error for a pattern no token sequence spells."""
 
 QUOTE_CHARS = 60
 """Most characters of a pattern an error message quotes (``quote_pattern``)."""
@@ -1099,10 +1102,10 @@ def _in_megabytes(size: int) -> str:
 def check_transitions(pattern: str, vocab: Vocab, allowed: np.ndarray | None = None,
                       what: str = "regex") -> None:
     """``UserError`` when ``pattern``'s automaton over ``vocab`` (its tokens with bytes, those
-    in ``allowed``) may have more moves (``estimated_moves``: an estimate, 1-3x the
-    library's count on the patterns tried, that can be under it for overlapping alternations
-    inside counted repetitions: ``(?:\\S|[a-z]{0,4}){12}`` at 126k tokens 6.4M for 29.6M)
-    than fit in ``automaton_memory_limit`` at ``BYTES_PER_MOVE`` each: the moves the library
+    in ``allowed``) may have more moves (``estimated_moves``: an estimate, 1-4x the
+    library's count on the patterns tried, none under it since session 34 counts states in
+    the engine's priority order) than fit in ``automaton_memory_limit`` at
+    ``BYTES_PER_MOVE`` each: the moves the library
     builds as one Python dict before unmask turns them into its compact table. Checked
     before the engine builds anything (a cached automaton is not checked); what the engine
     builds is counted exactly before that dict (``check_built``)."""
@@ -1181,9 +1184,10 @@ def check_built(index: Any, what: str = "regex") -> None:
     """``UserError`` when the engine's ``index`` holds more moves than fit in
     ``automaton_memory_limit`` at ``BYTES_PER_MOVE`` each, counted before the library hands
     them over as a Python dict: ``check_transitions`` estimates them before the engine runs,
-    but the estimate can be under the count (``(?:\\S|[a-z]{0,4}){12}`` at 126k tokens: 6.4M
-    for 29.6M: built at a peak of 4.1 GB under a 1.5 GB limit, now refused at 1.1 GB). The
-    engine's own index, built before this count, takes under 40 bytes a move, so the
+    but the estimate is not a proof (before it kept the engine's priority order it was
+    under the count for overlapping alternations: ``(?:\\S|[a-z]{0,4}){12}`` at 126k tokens
+    6.4M for 29.6M, built at a peak of 4.1 GB under a 1.5 GB limit, refused here at 1.1 GB).
+    The engine's own index, built before this count, takes under 40 bytes a move, so the
     limit holds unless the estimate is under the count by over about 3.5x."""
     limit = automaton_memory_limit()
     moves = index_moves(index, at_most=limit // BYTES_PER_MOVE)
@@ -1226,10 +1230,12 @@ def ascii_classes(pattern: str) -> str | None:
 
 
 def _map_classes(pattern: str, escape: Callable[[str], str | None],
-                 bracketed: Callable[[str], str | None], dot: str) -> str | None:
+                 bracketed: Callable[[str], str | None], dot: str,
+                 literal: Callable[[str], str] = str) -> str | None:
     """``pattern`` with each escape outside brackets as ``escape`` writes it, each bracketed
-    class (``_class_end``) as ``bracketed`` does and each unescaped ``.`` outside brackets as
-    ``dot``: the one scanner of ``ascii_classes`` and ``ecma_classes``. None where ``escape``
+    class (``_class_end``) as ``bracketed`` does, each unescaped ``.`` outside brackets as
+    ``dot`` and each other character as ``literal`` does: the one scanner of
+    ``ascii_classes``, ``ecma_classes`` and ``schema._json_plain``. None where ``escape``
     or ``bracketed`` gives None."""
     out: list[str] = []
     i, n = 0, len(pattern)
@@ -1245,7 +1251,7 @@ def _map_classes(pattern: str, escape: Callable[[str], str | None],
             text = bracketed(pattern[i:end])
             i = end
         else:
-            text = dot if c == "." else c
+            text = dot if c == "." else literal(c)
             i += 1
         if text is None:
             return None
@@ -1330,7 +1336,7 @@ def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> 
         if "incompatible" in msg:
             if not matchable:
                 return None
-            raise UserError(f"{what}: no sequence of this tokenizer's tokens matches it") from None
+            raise UserError(f"{what}: {NO_MATCH}") from None
         reason = msg.split(".")[0].replace("Failed to build DFA ", "")
         try:  # the engine's message has no position; Python's parser often names one
             with warnings.catch_warnings():  # its notes on the engine's syntax ("[[")

@@ -4,9 +4,11 @@ outlines-core determinizes a pattern in full before unmask can count its states,
 short patterns have exponentially many (``.*a.{30}``: the DFA tracks which of the last 31
 characters were ``a``, 2^31 sets). The engine is native code that no timeout interrupts, so
 one such request held the server's worker for good (``[a-z]{1,60}x[a-z]{1,60}`` did not
-finish in 10 minutes). ``dfa_states`` runs a subset construction over the pattern's position
-automaton (Glushkov's: one position per character or class of the expanded pattern) and
-stops as soon as it passes a limit or a budget of work, so its own cost is bounded too.
+finish in 10 minutes). ``dfa_states`` runs a subset construction over the pattern's
+Thompson automaton (one position per character or class of the expanded pattern), its sets
+of positions kept in priority order as the engine keeps them (leftmost-first: the same
+positions in another order are another state), and stops as soon as it passes a limit or a
+budget of work, so its own cost is bounded too.
 
 What it counts is the engine's unit, bytes: each class is a set of code points (Python's
 reading of ``\\w``, ``\\d``, ``\\s``; ``\\p{..}`` and ``\\P{..}`` as any character,
@@ -15,10 +17,11 @@ apart are all tried (one per interval between class ends), and to each set of po
 adds the states inside a multi-byte character the engine may reach from it: one per distinct
 way the UTF-8 prefixes read so far split the classes still possible
 (``\\w{1,30}\\s\\w{1,30}`` is 62 sets of positions but 18,999 engine states, the ways a
-partial character may still end as a word or a space character). That sum is an
-over-approximation of the byte DFA a subset construction builds from this automaton; the
-engine's automaton is another (Thompson's), so it is an estimate of the engine's count, not
-a proof, which the margin of ``automaton.MAX_DFA_STATES`` covers. A pattern over
+partial character may still end as a word or a space character). That sum models the
+engine's own determinization (its byte-level details aside), so it is an estimate of the
+engine's count, not a proof: on 33 patterns tried (2026-12-07, the synthetic vocabulary of
+``benchmarks/constraints.py`` at 8,000 tokens) 0.6-2.3x the engine's states and 1.0-136x
+its moves, none under. A pattern over
 ``most_positions`` positions, or whose count spends the work budget, is counted as over the
 limit (refused). The engine's own syntax is read as far as the count needs (``_for_python``:
 POSIX classes and classes with set operations or nested classes as any character, ``\\z`` as
@@ -148,6 +151,10 @@ positions it holds, a UTF-8 prefix tried ``_PREFIX`` per class. ``(?:[a-z]{0,100
 took 100 s of an unbounded count (and 19 s of the engine)."""
 _OP = 20
 _PREFIX = 500
+_SLACK = 16
+"""The states inside a character are counted a ``1/_SLACK`` over the fewest the pattern's
+classes need: the engine keeps a few more (its moves 1.03x the estimate on
+``(?:.|\\S+){0,4}`` at 256 tokens without it)."""
 
 
 class _Unknown(Exception):
@@ -217,45 +224,73 @@ class _Work:
             raise _TooLarge
 
 
+Ordered = tuple[int, ...]
+"""A set of positions in priority order: its parts (bit masks), each in the order of the
+positions' indices, a part's lowest index above the one before's highest (``_runs``)."""
+
+
+def _runs(parts: Any) -> Ordered:
+    """``parts`` (disjoint position masks, in priority order) as an ``Ordered``: the empty
+    ones dropped, consecutive ones whose indices rise from one to the next merged, so an
+    order has one form."""
+    out: list[int] = []
+    for part in parts:
+        if not part:
+            continue
+        if out and (part & -part).bit_length() > out[-1].bit_length():
+            out[-1] |= part
+        else:
+            out.append(part)
+    return tuple(out)
+
+
 class _Positions:
-    """The Glushkov automaton of a parsed pattern: a class (``Ranges``) per position and the
-    positions that may follow each (bit masks), counted repetitions written out."""
+    """The Thompson automaton of a parsed pattern, as the engine builds it: nodes with
+    moves on nothing (``eps``, by priority: a greedy repetition tries one more copy first)
+    and nodes that read one character (``reads``: a position, with its class, and the node
+    after it), counted repetitions written out. The engine's DFA keeps the positions a state
+    may take next in priority order (leftmost-first), so two states with the same positions
+    in another order are two states: ``(?:x|[a-z]{0,4}|[a-c]{0,6}){8}`` has 252 sets of
+    positions and 23,418 engine states (``follow``: the positions after a position, by
+    priority)."""
 
     def __init__(self, most: int, work: _Work) -> None:
         self.work = work
         self.kinds: list[int] = []  # per position: its class's index in ``classes``
         self.classes: dict[Ranges, int] = {}
-        self.follow: list[int] = []
         self.most = most
         self.made: dict[Any, int] = {}
+        self.eps: list[list[int]] = []
+        self.reads: dict[int, tuple[int, int]] = {}  # node -> (position, node after)
+        self.after: list[int] = []  # per position: the node after it
+        self.end = -1
+        self.follows: dict[int, tuple[Ordered, bool]] = {}  # ``after_position``'s
 
-    def atom(self, kind: int) -> tuple[bool, int, int]:
-        """A new position of class ``kind``."""
+    def _node(self) -> int:
+        if len(self.eps) >= 8 * self.most:
+            raise _TooLarge
+        self.eps.append([])
+        return len(self.eps) - 1
+
+    def atom(self, kind: int) -> tuple[int, int]:
+        """A new position of class ``kind``: (the node reading it, the node after)."""
         if len(self.kinds) >= self.most:
             raise _TooLarge
         self.kinds.append(kind)
-        self.follow.append(0)
-        bit = 1 << (len(self.kinds) - 1)
-        return False, bit, bit
+        at, after = self._node(), self._node()
+        self.reads[at] = (len(self.kinds) - 1, after)
+        self.after.append(after)
+        return at, after
 
-    def link(self, last: int, first: int) -> None:
-        self.work.spend(last.bit_count() * (_OP + first.bit_length() // 64))
-        while last:
-            low = last & -last
-            self.follow[low.bit_length() - 1] |= first
-            last ^= low
-
-    def concat(self, a: tuple[bool, int, int], b: tuple[bool, int, int]) -> tuple[bool, int, int]:
-        self.link(a[2], b[1])
-        return (a[0] and b[0], a[1] | (b[1] if a[0] else 0), b[2] | (a[2] if b[0] else 0))
-
-    def sequence(self, items: Any, flags: int) -> tuple[bool, int, int]:
-        out = (True, 0, 0)
+    def sequence(self, items: Any, flags: int) -> tuple[int, int]:
+        entry = out = self._node()
         for op, av in items:
-            out = self.concat(out, self.node(str(op), av, flags))
-        return out
+            a, b = self.node(str(op), av, flags)
+            self.eps[out].append(a)
+            out = b
+        return entry, out
 
-    def node(self, op: str, av: Any, flags: int) -> tuple[bool, int, int]:
+    def node(self, op: str, av: Any, flags: int) -> tuple[int, int]:
         if op in ("LITERAL", "NOT_LITERAL", "ANY", "IN"):  # one class for every copy
             key = (op, av if op != "IN" else id(av), flags)
             if key not in self.made:
@@ -263,19 +298,48 @@ class _Positions:
                                                          len(self.classes))
             return self.atom(self.made[key])
         if op == "BRANCH":
-            parts = [self.sequence(b, flags) for b in av[1]]
-            return (any(p[0] for p in parts), _union(p[1] for p in parts),
-                    _union(p[2] for p in parts))
+            entry, out = self._node(), self._node()
+            for branch in av[1]:
+                a, b = self.sequence(branch, flags)
+                self.eps[entry].append(a)
+                self.eps[b].append(out)
+            return entry, out
         if op == "SUBPATTERN":
             _, add, drop, sub = av
             return self.sequence(sub, (flags | add) & ~drop)
         if op == "ATOMIC_GROUP":
             return self.sequence(av, flags)
         if op in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-            return self._repeat(av, flags)
+            return self._repeat(av, flags, op != "MIN_REPEAT")
         if op == "AT":
-            return True, 0, 0
+            return self.sequence((), flags)
         raise _Unknown(op)
+
+    def follow(self, node: int) -> tuple[Ordered, bool]:
+        """The positions read next from ``node``, by priority (the engine's ordered
+        closure: depth first, each node once), and whether the pattern may end there."""
+        positions: list[int] = []
+        seen: set[int] = set()
+        stack, final = [node], False
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            if n == self.end:
+                final = True
+            elif n in self.reads:
+                positions.append(self.reads[n][0])
+            else:
+                stack.extend(reversed(self.eps[n]))
+        self.work.spend(2 * _OP * (1 + len(seen)))  # some Python steps a node
+        return _runs(1 << q for q in positions), final
+
+    def after_position(self, p: int) -> tuple[Ordered, bool]:
+        """``follow`` of the node after position ``p``, once per position."""
+        if p not in self.follows:
+            self.follows[p] = self.follow(self.after[p])
+        return self.follows[p]
 
     def _class(self, op: str, av: Any, flags: int) -> Ranges:
         ignore = bool(flags & re.IGNORECASE)
@@ -311,22 +375,29 @@ class _Positions:
             ranges = _fold_ranges(ranges)
         return _complement(ranges) if negate else _within(ranges, _UNIVERSE)
 
-    def _repeat(self, av: Any, flags: int) -> tuple[bool, int, int]:
+    def _repeat(self, av: Any, flags: int, greedy: bool) -> tuple[int, int]:
         import re._constants as c
 
         lo, hi, sub = av
-        out = (True, 0, 0)
+        entry = at = self._node()
         for _ in range(lo):
-            out = self.concat(out, self.sequence(sub, flags))
-        if hi == c.MAXREPEAT:
-            star = self.sequence(sub, flags)
-            self.link(star[2], star[1])
-            return self.concat(out, (True, star[1], star[2]))
-        tail = (True, 0, 0)  # the optional copies, nested from the right: x(x(x)?)?
-        for _ in range(hi - lo):
-            tail = self.concat(self.sequence(sub, flags), tail)
-            tail = (True, tail[1], tail[2])
-        return self.concat(out, tail)
+            a, b = self.sequence(sub, flags)
+            self.eps[at].append(a)
+            at = b
+        out = self._node()
+        if hi == c.MAXREPEAT:  # a loop: one more copy, or out
+            loop = self._node()
+            self.eps[at].append(loop)
+            a, b = self.sequence(sub, flags)
+            self.eps[loop].extend([a, out] if greedy else [out, a])
+            self.eps[b].append(loop)
+            return entry, out
+        for _ in range(hi - lo):  # the optional copies: each may go out instead
+            a, b = self.sequence(sub, flags)
+            self.eps[at].extend([a, out] if greedy else [out, a])
+            at = b
+        self.eps[at].append(out)
+        return entry, out
 
 
 def _union(masks: Any) -> int:
@@ -418,10 +489,10 @@ def dfa_sizes(pattern: str, limit: int, *, most_positions: int = 50_000,
     the tokens starting with ``a``). Both counted as ``dfa_states`` counts, the second only
     as far as the first stays within ``limit``; the states inside a character under
     ``CONTINUATION``, and a final state's mask holds the first byte of the end mark it also
-    moves on. An estimate (``estimated_moves``): over the library's moves on most patterns
-    tried (JSON strings in arrays or unions about 2x), but under them for overlapping
-    alternations inside counted repetitions (``(?:\\S|[a-z]{0,4}){12}``: 0.22x at 126k
-    tokens), whose states the engine keeps apart in priority order."""
+    moves on. An estimate (``estimated_moves``): over the library's moves on every pattern
+    tried (JSON strings in arrays or unions about 2-4x; overlapping alternations inside
+    counted repetitions, ``(?:x|[a-z]{0,4}|[a-c]{0,6}){8}``, 1.3x: 0.01x before the sets of
+    positions were kept in the engine's priority order)."""
     import re._parser as parser
 
     work = _Work(budget)
@@ -430,8 +501,8 @@ def dfa_sizes(pattern: str, limit: int, *, most_positions: int = 50_000,
             warnings.simplefilter("ignore")
             parsed = parser.parse(_for_python(pattern))
         auto = _Positions(most_positions, work)
-        empty, first, last = auto.sequence(parsed, parsed.state.flags)
-        return _count(auto, (empty, first), last, limit, work)
+        entry, auto.end = auto.sequence(parsed, parsed.state.flags)
+        return _count(auto, auto.follow(entry), limit, work)
     except _TooLarge:
         return limit + 1, {}
     except (_Unknown, re.error, RecursionError, OverflowError, ValueError, TypeError):
@@ -452,9 +523,12 @@ def _lead_bytes(ranges: Ranges) -> int:
     return mask
 
 
-def _count(auto: _Positions, start: tuple[bool, int], last: int, limit: int, work: _Work
+def _count(auto: _Positions, start: tuple[Ordered, bool], limit: int, work: _Work
            ) -> tuple[int, Leads]:
-    empty, first = start
+    """``dfa_sizes`` of ``auto`` from ``start`` (the positions read first, by priority, and
+    whether the pattern may be empty): a subset construction over ordered sets of
+    positions."""
+    first, empty = start
     classes = list(auto.classes)  # by index
     words = len(auto.kinds) // 64 + 1
     of_class = [0] * len(classes)  # per class: its positions
@@ -477,15 +551,19 @@ def _count(auto: _Positions, start: tuple[bool, int], last: int, limit: int, wor
     def after(nexts: int) -> int:
         """The states inside a character after one whose next positions are ``nexts``."""
         key = tuple(k for k in wide if nexts & of_class[k])
-        if key not in inside:
-            inside[key] = _inside(tuple(classes[k] for k in key), work) if key else 0
+        if key not in inside:  # a sixteenth more: the engine's UTF-8 states are not minimal
+            least = _inside(tuple(classes[k] for k in key), work) if key else 0
+            inside[key] = least + -(-least // _SLACK)  # (``(?:.|\\S+){0,4}``: 3% more)
         return inside[key]
 
     leads_of: dict[int, int] = {}
     leads: Leads = {}
     kinds = auto.kinds
 
-    def between(nexts: int, final: bool) -> None:
+    wide_mask = _union(of_class[k] for k in wide)
+    wide_seen: set[Ordered] = set()
+
+    def between(nexts: int, final: bool, wide_order: Ordered) -> int:
         """One more state between characters, whose next positions are ``nexts``: counted
         once per set of positions taken, as the engine keeps apart states whose next
         positions are the same (``(?:[^\\s]*){0,4}``'s start and loop; merging them gave
@@ -504,35 +582,50 @@ def _count(auto: _Positions, start: tuple[bool, int], last: int, limit: int, wor
             leads_of[key] = _lead_bytes(ranges)
         lead = leads_of[key] | (_MARK_LEAD if final else 0)
         leads[lead] = leads.get(lead, 0) + 1
+        if wide_order in wide_seen:
+            return 0
+        wide_seen.add(wide_order)
         within = after(nexts)  # the states inside a character after it
         if within:
             leads[CONTINUATION] = leads.get(CONTINUATION, 0) + within
+        return within
 
-    follow = auto.follow
-    total = 3 + after(first)  # the start, ``START`` and ``SENTINEL`` (automaton._index)
+    total = 3  # the start, ``START`` and ``SENTINEL`` (automaton._index)
     leads[CONTINUATION] = 3  # inside the end mark, after its first byte
-    between(first, empty)
+    total += between(_union(first), empty, _runs(part & wide_mask for part in first))
     todo = [first]
-    seen: set[int] = set()
+    seen: set[Ordered] = set()
+    follows = auto.follows
     while todo:
-        nexts = todo.pop()  # the positions the next character may take
-        work.spend(len(matching) * (_OP + words))
+        nexts = todo.pop()  # the positions the next character may take, by priority
+        if not nexts:
+            continue
+        work.spend(len(matching) * (_OP + words * len(nexts)))
         for mask in matching:
-            state = nexts & mask
+            state = _runs(part & mask for part in nexts) if len(nexts) > 1 else \
+                tuple(part for part in (nexts[0] & mask,) if part)
             if not state or state in seen:
                 continue
             seen.add(state)
-            work.spend(state.bit_count() * (_OP + words))
-            out, rest = 0, state
-            while rest:
-                low = rest & -rest
-                out |= follow[low.bit_length() - 1]
-                rest ^= low
-            total += 1 + after(out)
-            between(out, bool(state & last))
+            parts: list[int] = []  # the positions that may follow, by priority
+            out, final, cost = 0, False, 0
+            for part in state:
+                while part:
+                    low = part & -part
+                    p = low.bit_length() - 1
+                    then, ends = follows[p] if p in follows else auto.after_position(p)
+                    cost += len(then) + 1
+                    final |= ends
+                    for more in then:
+                        if more & ~out:
+                            parts.append(more & ~out)
+                            out |= more
+                    part ^= low
+            work.spend(cost * (2 * _OP + words))
+            total += 1 + between(out, final, _runs(part & wide_mask for part in parts))
             if total > limit:
                 return limit + 1, leads
-            todo.append(out)
+            todo.append(_runs(parts))
     return total, leads
 
 

@@ -27,6 +27,7 @@ import functools
 import json
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -36,8 +37,11 @@ import torch
 from unmask.config import SampleConfig
 from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.infill.automaton import (
+    _HEX_ESCAPE,
     MAX_DFA_STATES,
+    NO_MATCH,
     TokenAutomaton,
+    _map_classes,
     check_size,
     check_syntax,
     check_total,
@@ -280,7 +284,7 @@ def _typed_values(node: Mapping[str, Any], root: Mapping[str, Any], path: str,
     rest = {k: v for k, v in node.items() if k not in ("enum", "const", *_NOTES)}
     if "enum" in node and "const" in node:
         rest["const"] = node["const"]
-    others = ", ".join(sorted(rest)) or "none"  # as the schema wrote them
+    others = ", ".join(sorted(k for k in rest if k not in _INERT)) or "none"  # as written
     if not types or all(isinstance(t, str) and t in _TYPES for t in types):
         # the other keywords as they act on the values' own types: a maxLength under
         # minLength beside "const": 5 says nothing of 5
@@ -1059,6 +1063,58 @@ _PLAIN_CHAR = r'[^"\\\x00-\x1f]'
 """A character a JSON string holds as itself (no quote, backslash or control character)."""
 
 
+_NOT_PLAIN = r'[\x00-\x1f"\\]'
+"""What a JSON string holds only escaped: a control character, a quote, a backslash."""
+_NOT_PLAIN_CHARS = "".join(map(chr, range(0x20))) + '"\\'
+_NO_CHARACTER = r"[^\x00-\x{10FFFF}]"
+
+
+def _json_plain(pattern: str) -> str:
+    """A string schema's ``pattern`` (in the engine's syntax, matched between the quotes of
+    the value's JSON text) with each class and ``.`` narrowed to characters a JSON string
+    holds as themselves (``_PLAIN_CHAR``), and each literal quote, backslash or control
+    character as no character at all. The regex writes the match as it is, so a string
+    inside an array, a union or a list of types (one language, no ``_string_bound``)
+    matching ``^[^@]+@[^@]+$`` was written with a raw control character (the fill crashed
+    with a ``JSONDecodeError``) or a quote that closed it early (``["x", "y@z"]``, whose
+    ``"x"`` fails the pattern). A class that holds none of them is kept as written, and a
+    negated one takes them in (``[^@\x00-\x1f"\\]``), so the size estimate
+    (``unmask.infill.dfa``) still reads it."""
+
+    def narrowed(text: str) -> str:
+        """A class (bracketed, or an escape such as ``\\S``) without ``_NOT_PLAIN``."""
+        try:  # as Python reads it, where it reads it as the engine does
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if "[:" not in text and "{" not in text and not re.search(
+                        text, _NOT_PLAIN_CHARS):
+                    return text
+        except (re.error, RecursionError, OverflowError):
+            pass
+        if text[:1] == "\\" and text[1:2] in ("S", "W", "D", "P"):
+            return f"[^{text[0]}{text[1].lower()}{text[2:]}{_NOT_PLAIN[1:]}"
+        if text.startswith("[^") and "[" not in text[2:] and not any(
+                op in text for op in ("--", "&&", "~~")):
+            return text[:-1] + _NOT_PLAIN[1:]
+        return f"[{text}--{_NOT_PLAIN}]"
+
+    def escape(text: str) -> str:
+        hexed = _HEX_ESCAPE.fullmatch(text)
+        if hexed:
+            code = int(next(g for g in hexed.groups() if g), 16)
+            return _NO_CHARACTER if code < 0x20 or chr(code) in '"\\' else text
+        if text[1:] in ('"', "\\") or text[1:] in tuple("nrtfvae"):
+            return _NO_CHARACTER
+        return narrowed(text) if text[1:2] in tuple("sSwWdDpP") else text
+
+    def literal(c: str) -> str:
+        return _NO_CHARACTER if ord(c) < 0x20 or c == '"' else c
+
+    out = _map_classes(pattern, escape, narrowed, "[^\\n" + _NOT_PLAIN[1:], literal)
+    assert out is not None  # none of them gives None
+    return out
+
+
 def _string_bound(node: Mapping[str, Any]) -> str | None:
     """The second language of a string value with a ``pattern`` (and its length bound, if
     any): JSON text of plain characters. The pattern's regex is written between the quotes
@@ -1161,13 +1217,15 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         elif (k == "items" and (v is True or isinstance(v, Mapping))) or (
             k == "additionalProperties" and isinstance(v, Mapping)
         ):
-            out[k] = _marked(v, root, f"{path}[]", marks, depth + 1)
-        elif k in ("prefixItems", "anyOf"):
-            out[k] = [_marked(s, root, f"{path}[{i}]", marks, depth + 1) for i, s in enumerate(v)]
+            where = f"{path}[]" if k == "items" else f"{path}.{k}"
+            out[k] = _marked(v, root, where, marks, depth + 1)
+        elif k in ("prefixItems", "anyOf"):  # an error names the branch as check_schema does
+            out[k] = [_marked(s, root, f"{path}[{i}]" if k == "prefixItems" else
+                              f"{path}.{k}[{i}]", marks, depth + 1) for i, s in enumerate(v)]
         elif k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             continue
         elif k == "pattern" and isinstance(v, str):
-            out[k] = _anchored(ecma_classes(v))
+            out[k] = _anchored(_json_plain(ecma_classes(v)))
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -1368,10 +1426,16 @@ def schema_regex(
 
 def _width(regex: str, tokenizer: Any, path: str, max_tokens: int, bound: str | None = None
            ) -> int:
-    auto = value_automaton(regex, bound, tokenizer, _where(path))  # the hole's, once
+    none = UserError(f"{_where(path)}: no value of this tokenizer's tokens satisfies it")
+    try:
+        auto = value_automaton(regex, bound, tokenizer, _where(path))  # the hole's, once
+    except UserError as e:  # the engine's words for a regex of no token sequence: as below
+        if str(e).endswith(NO_MATCH):
+            raise none from None
+        raise
     shortest = auto.min_tokens()
     if shortest is None:
-        raise UserError(f"{_where(path)}: no value of this tokenizer's tokens satisfies it")
+        raise none
     longest = auto.max_tokens()
     return max(shortest, min(max_tokens if longest is None else longest, max_tokens))
 
