@@ -1890,8 +1890,16 @@ class TokenDataset:
         return self._n_tokens
 
     def tokenizer(self) -> Tokenizer:
-        """The dataset's tokenizer (``tokenizer.json`` next to the shards)."""
-        tok = load_tokenizer(self.directory / self.index.get("tokenizer", "tokenizer.json"))
+        """The dataset's tokenizer (``tokenizer.json`` next to the shards), with the special
+        tokens ``index.json`` names by id: those of a foreign tokenizer were named by its
+        folder (``config.json``, ``tokenizer_config.json``), which the dataset lacks."""
+        path = self.directory / self.index.get("tokenizer", "tokenizer.json")
+        tok = load_tokenizer(path)
+        if tok.special_ids() != self.special_ids:
+            named = {k.removesuffix("_id") + "_token": tok.id_to_token(i)
+                     for k, i in self.special_ids.items()}
+            if None not in named.values():  # else it does not match: said below
+                tok = load_tokenizer(path, **named)
         if tok.special_ids() != self.special_ids or tok.vocab_size != self.vocab_size:
             raise UserError(f"{self.directory}: tokenizer.json does not match index.json")
         return tok

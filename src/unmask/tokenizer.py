@@ -555,6 +555,32 @@ def _find(
     return None
 
 
+def config_tokens(folder: Path, hf: HFTokenizer) -> dict[str, str | None]:
+    """The special tokens ``folder``'s ``tokenizer_config.json`` names (``transformers``'
+    ``mask_token``, ``pad_token``, ``eos_token``, ``bos_token``: a string or an added-token
+    object), keyed by role (``mask`` ...); None for a role it does not name or whose token
+    ``hf`` lacks, or is one ordinary character (``_find`` refuses that), and for every role
+    when there is no such file or it is not a JSON object. How a tokenizer folder says which
+    of its tokens ends a document when the token's name is none ``load_tokenizer`` knows
+    (DeepSeek's ``<｜end▁of▁sentence｜>``), as ``transformers`` reads it."""
+    from unmask.files import read_json
+
+    path = folder / "tokenizer_config.json"
+    try:
+        cfg = read_json(path) if path.is_file() else {}
+    except UserError:  # a broken side file: the search by name, as without one
+        cfg = {}
+    special = {t.content for t in hf.get_added_tokens_decoder().values() if t.special}
+    out: dict[str, str | None] = {}
+    for role in ("mask", "pad", "eos", "bos"):
+        token = cfg.get(f"{role}_token")
+        if isinstance(token, dict):
+            token = token.get("content")
+        usable = isinstance(token, str) and hf.token_to_id(token) is not None
+        out[role] = token if usable and (len(token) > 1 or token in special) else None
+    return out
+
+
 def _other_format(folder: Path) -> str:
     """What a folder without ``tokenizer.json`` holds instead, and how to convert it: the two
     older formats that published models still ship alone. ``""`` when it holds neither."""
@@ -578,9 +604,10 @@ def load_tokenizer(
 ) -> Tokenizer:
     """Load ``path`` (a ``tokenizer.json`` or a directory holding one): ours or a foreign one.
 
-    Special tokens are found by name (``MASK_CANDIDATES``, ``PAD_CANDIDATES``,
-    ``EOS_CANDIDATES``, ``BOS_CANDIDATES``, first match wins) unless given explicitly by
-    ``mask_token`` etc., which must then be in the vocabulary. Tokenizers without a mask,
+    Special tokens are ``mask_token`` etc. where given, which must then be in the
+    vocabulary; else those the ``tokenizer_config.json`` beside the file names
+    (``config_tokens``); else found by name (``MASK_CANDIDATES``, ``PAD_CANDIDATES``,
+    ``EOS_CANDIDATES``, ``BOS_CANDIDATES``, first match wins). Tokenizers without a mask,
     pad or EOS token get ``[MASK]`` / ``[PAD]`` / ``[EOS]`` appended as new special tokens
     at the end of the vocabulary (so ``vocab_size`` grows; ``save`` keeps them). A
     tokenizer without a BOS token uses its EOS token as BOS (GPT-2's convention).
@@ -597,10 +624,11 @@ def load_tokenizer(
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{p}: not a valid tokenizer.json ({msg})") from None
 
-    mask = _find(hf, "mask", mask_token, MASK_CANDIDATES)
-    pad = _find(hf, "pad", pad_token, PAD_CANDIDATES)
-    eos = _find(hf, "eos", eos_token, EOS_CANDIDATES)
-    bos = _find(hf, "bos", bos_token, BOS_CANDIDATES)
+    named = config_tokens(p.parent, hf)
+    mask = _find(hf, "mask", named["mask"] if mask_token is None else mask_token, MASK_CANDIDATES)
+    pad = _find(hf, "pad", named["pad"] if pad_token is None else pad_token, PAD_CANDIDATES)
+    eos = _find(hf, "eos", named["eos"] if eos_token is None else eos_token, EOS_CANDIDATES)
+    bos = _find(hf, "bos", named["bos"] if bos_token is None else bos_token, BOS_CANDIDATES)
     found = [i for i in (mask, pad, eos, bos) if i is not None]
     # Register found tokens as special (no-op for tokens that already are).
     hf.add_special_tokens([hf.id_to_token(i) for i in found])

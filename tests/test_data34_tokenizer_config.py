@@ -1,0 +1,92 @@
+"""A tokenizer folder's ``tokenizer_config.json`` names its special tokens (session 34)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from unmask.tokenizer import load_tokenizer
+
+BOS, EOS, PAD = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"
+
+
+def _folder(tmp_path, config: dict | None):
+    """A byte-level BPE tokenizer folder whose special tokens have names ``load_tokenizer``
+    does not search for (DeepSeek's), with ``config`` as its ``tokenizer_config.json``."""
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=[BOS, EOS, PAD],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    hf.train_from_iterator(["hello world, some text"] * 20, trainer)
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    hf.save(str(folder / "tokenizer.json"))
+    if config is not None:
+        (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_special_tokens_named_in_tokenizer_config_are_used(tmp_path):
+    """Before, only names in ``*_CANDIDATES`` were found: documents ended in an appended
+    ``[EOS]`` the model never saw, not the tokenizer's own end of sentence, and BOS was
+    that ``[EOS]`` too."""
+    folder = _folder(tmp_path, {"bos_token": {"content": BOS, "special": True},
+                                "eos_token": EOS, "pad_token": PAD, "add_bos_token": True})
+    for path in (folder, folder / "tokenizer.json"):
+        tok = load_tokenizer(path)
+        named = {k: tok.id_to_token(v) for k, v in tok.special_ids().items()}
+        assert named == {"mask_id": "[MASK]", "pad_id": PAD, "eos_id": EOS, "bos_id": BOS}
+        assert tok.vocab_size == HFTokenizer.from_file(str(folder / "tokenizer.json")) \
+            .get_vocab_size() + 1  # only [MASK] appended
+
+
+def test_explicit_tokens_win_and_unusable_config_entries_are_ignored(tmp_path):
+    folder = _folder(tmp_path, {"eos_token": "<not in vocab>", "pad_token": "e",
+                                "bos_token": None})
+    tok = load_tokenizer(folder, eos_token=PAD)
+    assert tok.id_to_token(tok.eos_id) == PAD
+    tok = load_tokenizer(folder)  # nothing usable: the search by name, as without the file
+    assert [tok.id_to_token(i) for i in (tok.pad_id, tok.eos_id)] == ["[PAD]", "[EOS]"]
+    assert tok.bos_id == tok.eos_id
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]"])
+def test_a_broken_tokenizer_config_is_the_search_by_name(tmp_path, text):
+    folder = _folder(tmp_path, None)
+    (folder / "tokenizer_config.json").write_text(text)
+    tok = load_tokenizer(folder)
+    assert tok.id_to_token(tok.eos_id) == "[EOS]"
+
+
+def test_prepare_ends_documents_with_the_configured_eos(tmp_path):
+    from unmask.data import TokenDataset, prepare
+
+    folder = _folder(tmp_path, {"eos_token": EOS})
+    (tmp_path / "a.txt").write_text("hello world\nsome text\n")
+    prepare([tmp_path / "a.txt"], tmp_path / "d", tokenizer=str(folder), line_docs=True,
+            val_fraction=0, progress=False)
+    ds = TokenDataset(tmp_path / "d", "train")
+    tok = ds.tokenizer()
+    ids = ds.read(0, ds.n_tokens).tolist()
+    assert tok.id_to_token(ids[-1]) == EOS and ids.count(tok.eos_id) == 2
+
+
+def test_a_dataset_of_a_publisher_folder_with_unusual_token_names_reads_back(tmp_path):
+    """``config.json`` named the special tokens by id; the dataset keeps only tokenizer.json,
+    so reading it found other tokens by name and every use of the dataset (``unmask train``,
+    ``TokenDataset.tokenizer``) failed with "tokenizer.json does not match index.json"."""
+    from unmask.data import TokenDataset, prepare
+
+    folder = _folder(tmp_path, None)
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llada", "architectures": ["LLaDAModelLM"],
+        "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}))
+    (tmp_path / "a.txt").write_text("hello world\nsome text\n")
+    prepare([tmp_path / "a.txt"], tmp_path / "d", tokenizer=str(folder), line_docs=True,
+            val_fraction=0, progress=False)
+    tok = TokenDataset(tmp_path / "d", "train").tokenizer()
+    assert [tok.id_to_token(i) for i in (tok.bos_id, tok.eos_id, tok.pad_id)] == [BOS, EOS, PAD]
