@@ -90,3 +90,32 @@ def test_a_dataset_of_a_publisher_folder_with_unusual_token_names_reads_back(tmp
             val_fraction=0, progress=False)
     tok = TokenDataset(tmp_path / "d", "train").tokenizer()
     assert [tok.id_to_token(i) for i in (tok.bos_id, tok.eos_id, tok.pad_id)] == [BOS, EOS, PAD]
+
+
+def test_a_checkpoint_of_a_foreign_tokenizer_loads_its_special_tokens(tmp_path):
+    """A model trained on such a dataset saved its tokenizer.json and the ids in config.json;
+    loading it searched by name and appended [EOS]: 'tokenizer has 279 tokens, model only
+    277', so the trained model could not be loaded at all."""
+    from unmask.checkpoint import native_parts
+    from unmask.config import ModelConfig, save_json
+
+    tok = load_tokenizer(_folder(tmp_path, {"eos_token": EOS, "bos_token": BOS,
+                                            "pad_token": PAD}))
+    ckpt = tmp_path / "run" / "checkpoint"
+    tok.save(ckpt)
+    save_json(ModelConfig(vocab_size=tok.vocab_size, d_model=16, n_layers=1, n_heads=2,
+                          **tok.special_ids()), ckpt / "config.json")
+    (ckpt / "model.safetensors").write_bytes(b"")  # not read
+    got = native_parts(tmp_path / "run")[2]
+    assert got.special_ids() == tok.special_ids() and got.vocab_size == tok.vocab_size
+
+
+def test_a_git_lfs_pointer_in_place_of_tokenizer_json_says_so(tmp_path):
+    """A clone without git-lfs leaves a pointer (Llama-3's 9 MB tokenizer.json is in LFS):
+    it was 'not a valid tokenizer.json (expected value at line 1 column 1)'."""
+    from unmask.errors import UserError
+
+    (tmp_path / "tokenizer.json").write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:" + "ab" * 32 + "\nsize 9085657\n")
+    with pytest.raises(UserError, match=r"tokenizer.json: a Git LFS pointer, .*git lfs pull"):
+        load_tokenizer(tmp_path)

@@ -53,7 +53,13 @@ from unmask.files import STDIN_NAME, check_creatable, json_message, named, plain
 from unmask.folders import is_checkpoint
 from unmask.sniff import lfs_pointer, safetensors_file
 from unmask.sniff import not_text as _not_text
-from unmask.tokenizer import Tokenizer, byte_tokenizer, load_tokenizer, train_bpe
+from unmask.tokenizer import (
+    Tokenizer,
+    byte_tokenizer,
+    load_tokenizer,
+    load_tokenizer_with_ids,
+    train_bpe,
+)
 
 INDEX_VERSION = 1
 SPLIT_BLOCK = 4096
@@ -1894,12 +1900,7 @@ class TokenDataset:
         tokens ``index.json`` names by id: those of a foreign tokenizer were named by its
         folder (``config.json``, ``tokenizer_config.json``), which the dataset lacks."""
         path = self.directory / self.index.get("tokenizer", "tokenizer.json")
-        tok = load_tokenizer(path)
-        if tok.special_ids() != self.special_ids:
-            named = {k.removesuffix("_id") + "_token": tok.id_to_token(i)
-                     for k, i in self.special_ids.items()}
-            if None not in named.values():  # else it does not match: said below
-                tok = load_tokenizer(path, **named)
+        tok = load_tokenizer_with_ids(path, self.special_ids)
         if tok.special_ids() != self.special_ids or tok.vocab_size != self.vocab_size:
             raise UserError(f"{self.directory}: tokenizer.json does not match index.json")
         return tok

@@ -26,7 +26,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -621,6 +621,12 @@ def load_tokenizer(
     try:
         hf = HFTokenizer.from_file(str(p))
     except Exception as e:  # HF raises plain Exception for bad JSON / unknown schema
+        from unmask.sniff import lfs_pointer
+
+        with open(p, "rb") as f:
+            pointer = lfs_pointer(f.read(200))  # a clone of a model without git-lfs
+        if pointer is not None:
+            raise UserError(f"{p}: {pointer}") from None
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{p}: not a valid tokenizer.json ({msg})") from None
 
@@ -644,6 +650,24 @@ def load_tokenizer(
     if bos is None:
         bos = eos
     return Tokenizer(hf, mask_id=mask, pad_id=pad, eos_id=eos, bos_id=bos)
+
+
+def load_tokenizer_with_ids(path: str | os.PathLike[str],
+                            special_ids: Mapping[str, int | None]) -> Tokenizer:
+    """``load_tokenizer(path)`` with the special tokens at ``special_ids`` (``mask_id``,
+    ``pad_id``, ``eos_id``, ``bos_id``, None for one not recorded: what a dataset's
+    ``index.json`` or a checkpoint's ``config.json`` says) where the search by name finds
+    others: a foreign tokenizer's were named by its folder (``config.json`` by id,
+    ``tokenizer_config.json``), which the saved copy lacks. The caller checks the result
+    (an id with no token in the file is left to the search by name)."""
+    tok = load_tokenizer(path)
+    ids = {k: i for k, i in special_ids.items() if i is not None}
+    found = tok.special_ids()
+    if all(found.get(k) == i for k, i in ids.items()):
+        return tok
+    named = {k.removesuffix("_id") + "_token": tok.id_to_token(i) if 0 <= i < tok.vocab_size
+             else None for k, i in ids.items()}
+    return tok if None in named.values() else load_tokenizer(path, **named)
 
 
 def first_difference(a: Tokenizer, b: Tokenizer) -> int | None:
