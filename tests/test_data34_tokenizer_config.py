@@ -44,6 +44,18 @@ def test_special_tokens_named_in_tokenizer_config_are_used(tmp_path):
             .get_vocab_size() + 1  # only [MASK] appended
 
 
+def test_a_token_found_by_name_is_kept(tmp_path):
+    """An instruct model's tokenizer_config.json names its turn end (``<|eot_id|>``) as EOS;
+    the end of text found by name stays the document separator, as before and as the model
+    folder's config.json says."""
+    folder = _folder(tmp_path, {"eos_token": EOS})
+    hf = HFTokenizer.from_file(str(folder / "tokenizer.json"))
+    hf.add_special_tokens(["<|end_of_text|>"])
+    hf.save(str(folder / "tokenizer.json"))
+    tok = load_tokenizer(folder)
+    assert tok.id_to_token(tok.eos_id) == "<|end_of_text|>"
+
+
 def test_explicit_tokens_win_and_unusable_config_entries_are_ignored(tmp_path):
     folder = _folder(tmp_path, {"eos_token": "<not in vocab>", "pad_token": "e",
                                 "bos_token": None})

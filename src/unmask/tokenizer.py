@@ -635,12 +635,15 @@ def load_tokenizer(
     """Load ``path`` (a ``tokenizer.json`` or a directory holding one): ours or a foreign one.
 
     Special tokens are ``mask_token`` etc. where given, which must then be in the
-    vocabulary; else those the ``tokenizer_config.json`` beside the file names
-    (``config_tokens``); else found by name (``MASK_CANDIDATES``, ``PAD_CANDIDATES``,
-    ``EOS_CANDIDATES``, ``BOS_CANDIDATES``, first match wins). Tokenizers without a mask,
-    pad or EOS token get ``[MASK]`` / ``[PAD]`` / ``[EOS]`` appended as new special tokens
-    at the end of the vocabulary (so ``vocab_size`` grows; ``save`` keeps them). A
-    tokenizer without a BOS token uses its EOS token as BOS (GPT-2's convention).
+    vocabulary; else found by name (``MASK_CANDIDATES``, ``PAD_CANDIDATES``,
+    ``EOS_CANDIDATES``, ``BOS_CANDIDATES``, first match wins), and last the one the
+    ``tokenizer_config.json`` beside the file names (``config_tokens``: DeepSeek's
+    ``<｜end▁of▁sentence｜>``; after the names, so a tokenizer found before is found still:
+    an instruct model's config names its turn end, ``<|eot_id|>``, not the end of text).
+    Tokenizers without a mask, pad or EOS token get ``[MASK]`` / ``[PAD]`` / ``[EOS]``
+    appended as new special tokens at the end of the vocabulary (so ``vocab_size`` grows;
+    ``save`` keeps them). A tokenizer without a BOS token uses its EOS token as BOS
+    (GPT-2's convention).
     Tokens found are registered as special, so ``decode`` skips them.
     """
     p = Path(path)
@@ -660,11 +663,11 @@ def load_tokenizer(
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{p}: not a valid tokenizer.json ({msg})") from None
 
-    named = config_tokens(p.parent, hf)
-    mask = _find(hf, "mask", named["mask"] if mask_token is None else mask_token, MASK_CANDIDATES)
-    pad = _find(hf, "pad", named["pad"] if pad_token is None else pad_token, PAD_CANDIDATES)
-    eos = _find(hf, "eos", named["eos"] if eos_token is None else eos_token, EOS_CANDIDATES)
-    bos = _find(hf, "bos", named["bos"] if bos_token is None else bos_token, BOS_CANDIDATES)
+    named = {k: (v,) if v else () for k, v in config_tokens(p.parent, hf).items()}
+    mask = _find(hf, "mask", mask_token, MASK_CANDIDATES + named["mask"])
+    pad = _find(hf, "pad", pad_token, PAD_CANDIDATES + named["pad"])
+    eos = _find(hf, "eos", eos_token, EOS_CANDIDATES + named["eos"])
+    bos = _find(hf, "bos", bos_token, BOS_CANDIDATES + named["bos"])
     found = [i for i in (mask, pad, eos, bos) if i is not None]
     # Register found tokens as special (no-op for tokens that already are).
     hf.add_special_tokens([hf.id_to_token(i) for i in found])
