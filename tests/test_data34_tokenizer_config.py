@@ -131,3 +131,26 @@ def test_a_git_lfs_pointer_in_place_of_tokenizer_json_says_so(tmp_path):
         "version https://git-lfs.github.com/spec/v1\noid sha256:" + "ab" * 32 + "\nsize 9085657\n")
     with pytest.raises(UserError, match=r"tokenizer.json: a Git LFS pointer, .*git lfs pull"):
         load_tokenizer(tmp_path)
+
+
+def test_prepare_with_a_dataset_or_checkpoint_tokenizer_keeps_its_special_tokens(tmp_path):
+    """``prepare(..., tokenizer="data/tokenizer.json")`` (docs: "same tokenizer") or a run
+    directory searched the copy by name: a foreign tokenizer's EOS became an appended
+    ``[EOS]``, so the new dataset's ids disagreed with the first one's and the model's."""
+    from unmask.config import ModelConfig, save_json
+    from unmask.data import TokenDataset, prepare
+
+    folder = _folder(tmp_path, {"eos_token": EOS, "bos_token": BOS, "pad_token": PAD})
+    (tmp_path / "a.txt").write_text("hello world\nsome text\n")
+    kw = {"line_docs": True, "val_fraction": 0, "progress": False}
+    first = prepare([tmp_path / "a.txt"], tmp_path / "d", tokenizer=str(folder), **kw)
+    tok = TokenDataset(first.out, "train").tokenizer()
+    ckpt = tmp_path / "run" / "checkpoint"
+    tok.save(ckpt)
+    save_json(ModelConfig(vocab_size=tok.vocab_size, d_model=16, n_layers=1, n_heads=2,
+                          **tok.special_ids()), ckpt / "config.json")
+    (ckpt / "model.safetensors").write_bytes(b"")  # not read
+    for i, spec in enumerate([first.out, first.out / "tokenizer.json", tmp_path / "run", ckpt]):
+        again = prepare([tmp_path / "a.txt"], tmp_path / f"e{i}", tokenizer=str(spec), **kw)
+        assert (again.vocab_size, TokenDataset(again.out, "train").special_ids) == \
+            (first.vocab_size, tok.special_ids()), spec

@@ -50,7 +50,7 @@ import torch
 
 from unmask.errors import UserError
 from unmask.files import STDIN_NAME, check_creatable, json_message, named, plain_name
-from unmask.folders import is_checkpoint
+from unmask.folders import is_checkpoint, is_dataset
 from unmask.sniff import lfs_pointer, safetensors_file
 from unmask.sniff import not_text as _not_text
 from unmask.tokenizer import (
@@ -1344,6 +1344,16 @@ def _make_tokenizer(
 
         with contextlib.suppress(UserError):  # not a checkpoint: load_tokenizer says what is
             p = checkpoint_dir(p)
+    # a dataset's or checkpoint's copy, with the special tokens its index.json or config.json
+    # records (a foreign tokenizer's, named by a folder the copy left behind)
+    folder = p if p.is_dir() else p.parent
+    if p.is_dir() or p.name == "tokenizer.json":
+        if is_dataset(folder):
+            return TokenDataset(folder, "train").tokenizer()
+        if is_checkpoint(folder) and (folder / "config.json").is_file():
+            from unmask.checkpoint import native_parts
+
+            return native_parts(folder)[2]
     return load_tokenizer(p)
 
 
