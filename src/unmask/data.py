@@ -310,19 +310,28 @@ def _is_jsonl(p: Path) -> bool:
 _PEEK_BYTES = 1 << 20  # the longest first line of a .json file read to tell JSON Lines
 
 
-def _first_json_line(src: _Source) -> Any:
+def _first_json_line(src: _Source, text_field: str) -> Any:
     """The first non-blank line of ``src`` parsed as JSON, or None where it is not JSON (blank
     lines before it are skipped, as the JSONL reader skips them). A line longer than
     ``_PEEK_BYTES`` (a first record over 1 MB, once read as text) gives the members of the
-    object it starts that begin in its first ``_PEEK_BYTES`` (``_object_head``)."""
-    line = src.peek_nonblank(1, _PEEK_BYTES)[0]
-    try:
-        return json.loads(line.decode("utf-8").removeprefix("\ufeff"))
-    except (ValueError, RecursionError):
-        if len(line) < _PEEK_BYTES or line.endswith(b"\n"):
-            return None
+    object it starts that begin in its first ``_PEEK_BYTES`` (``_object_head``); where
+    ``text_field`` is not among them (a long field before it: ``{"html": "<2 MB>", "text":``,
+    once read as text with a note saying the record had no such field), in its first 8, then
+    64 times ``_PEEK_BYTES``: no more than the JSONL reader holds to parse that line."""
+    limit = _PEEK_BYTES
+    while True:
+        line = src.peek_nonblank(1, limit)[0]
+        try:
+            return json.loads(line.decode("utf-8").removeprefix("\ufeff"))
+        except (ValueError, RecursionError):
+            if len(line) < limit or line.endswith(b"\n"):
+                return None
         # "ignore": a character cut in two at the end of the bytes read
-        return _object_head(line.decode("utf-8", "ignore").removeprefix("\ufeff"))
+        head = _object_head(line.decode("utf-8", "ignore").removeprefix("\ufeff"))
+        if (head is None or text_field in head or _chat_record(head)
+                or limit >= 64 * _PEEK_BYTES):
+            return head
+        limit *= 8
 
 
 def _object_head(text: str) -> dict[str, Any] | None:
@@ -364,7 +373,7 @@ def _json_lines(src: _Source, text_field: str) -> bool:
     has the field (null, a number: refused with its line, as in a ``.jsonl``) and more lines
     follow. Any other ``.json`` (a one-line config file, a JSON array, one document
     pretty-printed over many lines) is text."""
-    obj = _first_json_line(src)
+    obj = _first_json_line(src, text_field)
     if not isinstance(obj, dict):
         return False
     if isinstance(obj.get(text_field), str) or _chat_record(obj):
@@ -1492,7 +1501,7 @@ def prepare(
                                      or (src.stdin and _json_document(src)))
             if as_text:
                 if not json_text or i < min(json_text):
-                    first_line = _first_json_line(src)
+                    first_line = _first_json_line(src, text_field)
                 json_text[i] = src.name
         finally:
             src.close()
