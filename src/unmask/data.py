@@ -288,8 +288,10 @@ def resolve_inputs(
         first = seen.setdefault(_real(f, folders), f)
         if first is not f:
             also = f"once more as {f}" if str(f) != str(first) else "twice"
-            raise UserError(f"{first}: given {also} (a file and a folder holding it?); "
-                            f"name each file once")
+            why = (f"{f} is a link to it" if os.path.islink(f) else
+                   f"it is a link to {f}" if os.path.islink(first) else
+                   "a file and a folder holding it?")
+            raise UserError(f"{first}: given {also} ({why}); name each file once")
     return files
 
 
