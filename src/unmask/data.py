@@ -284,6 +284,7 @@ def resolve_inputs(
                         " (hidden files and folders, named .*, are skipped, and so are "
                         "datasets unmask prepare wrote)")
     seen: dict[str, Path] = {}
+    inodes: dict[tuple[int, int], Path] = {}  # hard links: one file under two names
     for f in files:  # twice in the stream, its text could land in both train and validation
         first = seen.setdefault(_real(f, folders), f)
         if first is not f:
@@ -292,6 +293,15 @@ def resolve_inputs(
                    f"it is a link to {f}" if os.path.islink(first) else
                    "a file and a folder holding it?")
             raise UserError(f"{first}: given {also} ({why}); name each file once")
+        try:
+            st = os.stat(f)
+        except OSError:  # standard input's file, not saved yet; a vanished file: read later
+            continue
+        if st.st_nlink > 1 and st.st_ino:  # 0: a file system without inode numbers
+            first = inodes.setdefault((st.st_dev, st.st_ino), f)
+            if first is not f:
+                raise UserError(f"{first}: given once more as {f} (a hard link to the same "
+                                "file); name each file once")
     return files
 
 
