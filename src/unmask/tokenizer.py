@@ -165,7 +165,7 @@ class Tokenizer:
         self._special = {i for i, t in added.items() if t.special}
         self._special |= {self.mask_id, self.pad_id, self.eos_id, self.bos_id}
         self._hf_plain = _plain_copy(hf, self._special)  # specials are plain text here
-        # the byte tokenizer: plain text is its UTF-8 bytes + 4, 5x faster than through HF
+        # the byte tokenizer: plain text is its UTF-8 bytes + 4 (prepare: 2.5x less CPU than HF)
         self._bytes_plus = 4 if self._vocab_size == 260 and hf.to_str() == _byte_json() else 0
         self._token_bytes: list[bytes] | None = None
 
@@ -656,8 +656,11 @@ def load_tokenizer(
     except Exception as e:  # HF raises plain Exception for bad JSON / unknown schema
         from unmask.sniff import lfs_pointer
 
-        with open(p, "rb") as f:
-            pointer = lfs_pointer(f.read(200))  # a clone of a model without git-lfs
+        try:
+            with open(p, "rb") as f:
+                pointer = lfs_pointer(f.read(200))  # a clone of a model without git-lfs
+        except OSError:
+            pointer = None
         if pointer is not None:
             raise UserError(f"{p}: {pointer}") from None
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
