@@ -154,3 +154,20 @@ def test_prepare_with_a_dataset_or_checkpoint_tokenizer_keeps_its_special_tokens
         again = prepare([tmp_path / "a.txt"], tmp_path / f"e{i}", tokenizer=str(spec), **kw)
         assert (again.vocab_size, TokenDataset(again.out, "train").special_ids) == \
             (first.vocab_size, tok.special_ids()), spec
+
+
+def test_another_tokenizer_in_a_datasets_place_is_still_refused(tmp_path):
+    """The special tokens index.json names by id are taken only where the file has special
+    tokens there: an ordinary token at the EOS id is another tokenizer, not the dataset's."""
+    from unmask.data import TokenDataset, prepare
+    from unmask.errors import UserError
+
+    folder = _folder(tmp_path, {"eos_token": EOS})
+    (tmp_path / "a.txt").write_text("hello world\n")
+    out = prepare([tmp_path / "a.txt"], tmp_path / "d", tokenizer=str(folder), val_fraction=0,
+                  progress=False).out
+    index = json.loads((out / "index.json").read_text())
+    index["special_ids"]["eos_id"] = 100  # an ordinary merge of the file
+    (out / "index.json").write_text(json.dumps(index))
+    with pytest.raises(UserError, match="tokenizer.json does not match index.json"):
+        TokenDataset(out, "train").tokenizer()

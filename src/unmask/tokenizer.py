@@ -694,15 +694,16 @@ def load_tokenizer_with_ids(path: str | os.PathLike[str],
     ``pad_id``, ``eos_id``, ``bos_id``, None for one not recorded: what a dataset's
     ``index.json`` or a checkpoint's ``config.json`` says) where the search by name finds
     others: a foreign tokenizer's were named by its folder (``config.json`` by id,
-    ``tokenizer_config.json``), which the saved copy lacks. The caller checks the result
-    (an id with no token in the file is left to the search by name)."""
+    ``tokenizer_config.json``), which the saved copy lacks, though it keeps them special. The
+    caller checks the result: where an id is not a special token of the file (another
+    tokenizer put in its place) the search by name's tokenizer is returned."""
     tok = load_tokenizer(path)
     ids = {k: i for k, i in special_ids.items() if i is not None}
     found = tok.special_ids()
     if all(found.get(k) == i for k, i in ids.items()):
         return tok
-    named = {k.removesuffix("_id") + "_token": tok.id_to_token(i) if 0 <= i < tok.vocab_size
-             else None for k, i in ids.items()}
+    named = {k.removesuffix("_id") + "_token": tok.id_to_token(i)
+             if 0 <= i < tok.vocab_size and tok.is_special(i) else None for k, i in ids.items()}
     return tok if None in named.values() else load_tokenizer(path, **named)
 
 
