@@ -560,7 +560,7 @@ def check_model_path(path: Any) -> None:
 def native_parts(path: str | os.PathLike[str]) -> tuple[Path, ModelConfig, Tokenizer]:
     """(folder, config, tokenizer) of the native checkpoint at ``path``, checked as ``load``
     checks them, its weights not read: a missing tokenizer.json, one larger than the model."""
-    from unmask.tokenizer import load_tokenizer
+    from unmask.tokenizer import load_tokenizer_with_ids
 
     check_model_path(path)  # "" is the working folder to pathlib (convert/export call this)
     ckpt = checkpoint_dir(path)
@@ -569,11 +569,8 @@ def native_parts(path: str | os.PathLike[str]) -> tuple[Path, ModelConfig, Token
         raise UserError(
             f"{ckpt}: tokenizer.json is missing; copy the tokenizer the model was trained with"
         )
-    from unmask.convert.stream import is_lfs_pointer, lfs_error
-
-    if is_lfs_pointer(ckpt / "tokenizer.json"):  # read before the weights, often in LFS too
-        raise lfs_error(ckpt / "tokenizer.json")
-    tokenizer = load_tokenizer(ckpt / "tokenizer.json")
+    ids = {k: getattr(config, k) for k in ("mask_id", "pad_id", "eos_id", "bos_id")}
+    tokenizer = load_tokenizer_with_ids(ckpt / "tokenizer.json", ids)
     if tokenizer.vocab_size > config.vocab_size:
         raise UserError(
             f"{ckpt / 'tokenizer.json'}: tokenizer has {tokenizer.vocab_size} tokens, "

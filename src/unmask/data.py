@@ -50,10 +50,16 @@ import torch
 
 from unmask.errors import UserError
 from unmask.files import STDIN_NAME, check_creatable, json_message, named, plain_name
-from unmask.folders import is_checkpoint
+from unmask.folders import is_checkpoint, is_dataset
 from unmask.sniff import lfs_pointer, safetensors_file
 from unmask.sniff import not_text as _not_text
-from unmask.tokenizer import Tokenizer, byte_tokenizer, load_tokenizer, train_bpe
+from unmask.tokenizer import (
+    Tokenizer,
+    byte_tokenizer,
+    load_tokenizer,
+    load_tokenizer_with_ids,
+    train_bpe,
+)
 
 INDEX_VERSION = 1
 SPLIT_BLOCK = 4096
@@ -278,12 +284,24 @@ def resolve_inputs(
                         " (hidden files and folders, named .*, are skipped, and so are "
                         "datasets unmask prepare wrote)")
     seen: dict[str, Path] = {}
+    inodes: dict[tuple[int, int], Path] = {}  # hard links: one file under two names
     for f in files:  # twice in the stream, its text could land in both train and validation
         first = seen.setdefault(_real(f, folders), f)
         if first is not f:
             also = f"once more as {f}" if str(f) != str(first) else "twice"
-            raise UserError(f"{first}: given {also} (a file and a folder holding it?); "
-                            f"name each file once")
+            why = (f"{f} is a link to it" if os.path.islink(f) else
+                   f"it is a link to {f}" if os.path.islink(first) else
+                   "a file and a folder holding it?")
+            raise UserError(f"{first}: given {also} ({why}); name each file once")
+        try:
+            st = os.stat(f)
+        except OSError:  # standard input's file, not saved yet; a vanished file: read later
+            continue
+        if st.st_nlink > 1 and st.st_ino:  # 0: a file system without inode numbers
+            first = inodes.setdefault((st.st_dev, st.st_ino), f)
+            if first is not f:
+                raise UserError(f"{first}: given once more as {f} (a hard link to the same "
+                                "file); name each file once")
     return files
 
 
@@ -304,19 +322,28 @@ def _is_jsonl(p: Path) -> bool:
 _PEEK_BYTES = 1 << 20  # the longest first line of a .json file read to tell JSON Lines
 
 
-def _first_json_line(src: _Source) -> Any:
+def _first_json_line(src: _Source, text_field: str) -> Any:
     """The first non-blank line of ``src`` parsed as JSON, or None where it is not JSON (blank
     lines before it are skipped, as the JSONL reader skips them). A line longer than
     ``_PEEK_BYTES`` (a first record over 1 MB, once read as text) gives the members of the
-    object it starts that begin in its first ``_PEEK_BYTES`` (``_object_head``)."""
-    line = src.peek_nonblank(1, _PEEK_BYTES)[0]
-    try:
-        return json.loads(line.decode("utf-8").removeprefix("\ufeff"))
-    except (ValueError, RecursionError):
-        if len(line) < _PEEK_BYTES or line.endswith(b"\n"):
-            return None
+    object it starts that begin in its first ``_PEEK_BYTES`` (``_object_head``); where
+    ``text_field`` is not among them (a long field before it: ``{"html": "<2 MB>", "text":``,
+    once read as text with a note saying the record had no such field), in its first 8, then
+    64 times ``_PEEK_BYTES``: no more than the JSONL reader holds to parse that line."""
+    limit = _PEEK_BYTES
+    while True:
+        line = src.peek_nonblank(1, limit)[0]
+        try:
+            return json.loads(line.decode("utf-8").removeprefix("\ufeff"))
+        except (ValueError, RecursionError):
+            if len(line) < limit or line.endswith(b"\n"):
+                return None
         # "ignore": a character cut in two at the end of the bytes read
-        return _object_head(line.decode("utf-8", "ignore").removeprefix("\ufeff"))
+        head = _object_head(line.decode("utf-8", "ignore").removeprefix("\ufeff"))
+        if (head is None or text_field in head or _chat_record(head)
+                or limit >= 64 * _PEEK_BYTES):
+            return head
+        limit *= 8
 
 
 def _object_head(text: str) -> dict[str, Any] | None:
@@ -358,7 +385,7 @@ def _json_lines(src: _Source, text_field: str) -> bool:
     has the field (null, a number: refused with its line, as in a ``.jsonl``) and more lines
     follow. Any other ``.json`` (a one-line config file, a JSON array, one document
     pretty-printed over many lines) is text."""
-    obj = _first_json_line(src)
+    obj = _first_json_line(src, text_field)
     if not isinstance(obj, dict):
         return False
     if isinstance(obj.get(text_field), str) or _chat_record(obj):
@@ -1338,6 +1365,16 @@ def _make_tokenizer(
 
         with contextlib.suppress(UserError):  # not a checkpoint: load_tokenizer says what is
             p = checkpoint_dir(p)
+    # a dataset's or checkpoint's copy, with the special tokens its index.json or config.json
+    # records (a foreign tokenizer's, named by a folder the copy left behind)
+    folder = p if p.is_dir() else p.parent
+    if p.is_dir() or p.name == "tokenizer.json":
+        if is_dataset(folder):
+            return TokenDataset(folder, "train").tokenizer()
+        if is_checkpoint(folder) and (folder / "config.json").is_file():
+            from unmask.checkpoint import native_parts
+
+            return native_parts(folder)[2]
     return load_tokenizer(p)
 
 
@@ -1476,7 +1513,7 @@ def prepare(
                                      or (src.stdin and _json_document(src)))
             if as_text:
                 if not json_text or i < min(json_text):
-                    first_line = _first_json_line(src)
+                    first_line = _first_json_line(src, text_field)
                 json_text[i] = src.name
         finally:
             src.close()
@@ -1890,8 +1927,11 @@ class TokenDataset:
         return self._n_tokens
 
     def tokenizer(self) -> Tokenizer:
-        """The dataset's tokenizer (``tokenizer.json`` next to the shards)."""
-        tok = load_tokenizer(self.directory / self.index.get("tokenizer", "tokenizer.json"))
+        """The dataset's tokenizer (``tokenizer.json`` next to the shards), with the special
+        tokens ``index.json`` names by id: those of a foreign tokenizer were named by its
+        folder (``config.json``, ``tokenizer_config.json``), which the dataset lacks."""
+        path = self.directory / self.index.get("tokenizer", "tokenizer.json")
+        tok = load_tokenizer_with_ids(path, self.special_ids)
         if tok.special_ids() != self.special_ids or tok.vocab_size != self.vocab_size:
             raise UserError(f"{self.directory}: tokenizer.json does not match index.json")
         return tok

@@ -26,7 +26,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -165,6 +165,8 @@ class Tokenizer:
         self._special = {i for i, t in added.items() if t.special}
         self._special |= {self.mask_id, self.pad_id, self.eos_id, self.bos_id}
         self._hf_plain = _plain_copy(hf, self._special)  # specials are plain text here
+        # the byte tokenizer: plain text is its UTF-8 bytes + 4 (prepare: 2.5x less CPU than HF)
+        self._bytes_plus = 4 if self._vocab_size == 260 and hf.to_str() == _byte_json() else 0
         self._token_bytes: list[bytes] | None = None
 
     # -- facts ------------------------------------------------------------------------
@@ -228,6 +230,8 @@ class Tokenizer:
         With ``allow_special=False`` (default) special-token strings in ``text`` are plain
         text; with True they become their ids.
         """
+        if self._bytes_plus and not allow_special:
+            return self._byte_ids([text])[0]
         hf = self._hf_special if allow_special else self._hf_plain
         with _encode_errors([text]):
             if len(text) >= _GIL_FREE_CHARS and _batch_is_fork_safe():
@@ -238,10 +242,28 @@ class Tokenizer:
 
     def encode_batch(self, texts: Sequence[str], *, allow_special: bool = False) -> list[list[int]]:
         """``encode`` for many texts at once (parallel in HF tokenizers)."""
-        hf = self._hf_special if allow_special else self._hf_plain
         texts = list(texts)
+        if self._bytes_plus and not allow_special:
+            return self._byte_ids(texts)
+        hf = self._hf_special if allow_special else self._hf_plain
         with _encode_errors(texts):
             return [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)]
+
+    def _byte_ids(self, texts: list[str]) -> list[list[int]]:
+        """What HF encodes ``texts`` into with the byte tokenizer (``_bytes_plus``)."""
+        out = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text {i} is {type(text).__name__}, not str")
+            try:
+                raw = text.encode("utf-8")
+            except UnicodeEncodeError:  # an unpaired surrogate: HF's path says so
+                hf = self._hf_plain
+                with _encode_errors(texts):
+                    return [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)]
+            ids = np.frombuffer(raw, dtype=np.uint8).astype(np.int64)
+            out.append((ids + self._bytes_plus).tolist())
+        return out
 
     def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
         """Text of ``ids``.
@@ -431,13 +453,21 @@ def byte_tokenizer() -> Tokenizer:
     Stored as an HF BPE model without merges, so it shares ``Tokenizer`` and the
     ``tokenizer.json`` format with trained BPE tokenizers.
     """
+    return _ours(HFTokenizer.from_str(_byte_json()))
+
+
+@lru_cache(maxsize=1)
+def _byte_json() -> str:
+    """``byte_tokenizer``'s ``tokenizer.json``: a ``Tokenizer`` holding exactly this (ours, or
+    its copy saved in a dataset or checkpoint) encodes plain text as its UTF-8 bytes + 4,
+    which ``Tokenizer`` then does without HF (``_bytes_plus``)."""
     b2u = bytes_to_unicode()
     vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
     vocab.update({b2u[b]: len(SPECIAL_TOKENS) + b for b in range(256)})
     hf = HFTokenizer(models.BPE(vocab=vocab, merges=[]))
     _byte_level_parts(hf, use_regex=False)
     hf.add_special_tokens(list(SPECIAL_TOKENS))
-    return _ours(hf)
+    return str(hf.to_str())
 
 
 def train_bpe(
@@ -555,6 +585,32 @@ def _find(
     return None
 
 
+def config_tokens(folder: Path, hf: HFTokenizer) -> dict[str, str | None]:
+    """The special tokens ``folder``'s ``tokenizer_config.json`` names (``transformers``'
+    ``mask_token``, ``pad_token``, ``eos_token``, ``bos_token``: a string or an added-token
+    object), keyed by role (``mask`` ...); None for a role it does not name or whose token
+    ``hf`` lacks, or is one ordinary character (``_find`` refuses that), and for every role
+    when there is no such file or it is not a JSON object. How a tokenizer folder says which
+    of its tokens ends a document when the token's name is none ``load_tokenizer`` knows
+    (DeepSeek's ``<｜end▁of▁sentence｜>``), as ``transformers`` reads it."""
+    from unmask.files import read_json
+
+    path = folder / "tokenizer_config.json"
+    try:
+        cfg = read_json(path) if path.is_file() else {}
+    except UserError:  # a broken side file: the search by name, as without one
+        cfg = {}
+    special = {t.content for t in hf.get_added_tokens_decoder().values() if t.special}
+    out: dict[str, str | None] = {}
+    for role in ("mask", "pad", "eos", "bos"):
+        token = cfg.get(f"{role}_token")
+        if isinstance(token, dict):
+            token = token.get("content")
+        usable = isinstance(token, str) and hf.token_to_id(token) is not None
+        out[role] = token if usable and (len(token) > 1 or token in special) else None
+    return out
+
+
 def _other_format(folder: Path) -> str:
     """What a folder without ``tokenizer.json`` holds instead, and how to convert it: the two
     older formats that published models still ship alone. ``""`` when it holds neither."""
@@ -578,12 +634,16 @@ def load_tokenizer(
 ) -> Tokenizer:
     """Load ``path`` (a ``tokenizer.json`` or a directory holding one): ours or a foreign one.
 
-    Special tokens are found by name (``MASK_CANDIDATES``, ``PAD_CANDIDATES``,
-    ``EOS_CANDIDATES``, ``BOS_CANDIDATES``, first match wins) unless given explicitly by
-    ``mask_token`` etc., which must then be in the vocabulary. Tokenizers without a mask,
-    pad or EOS token get ``[MASK]`` / ``[PAD]`` / ``[EOS]`` appended as new special tokens
-    at the end of the vocabulary (so ``vocab_size`` grows; ``save`` keeps them). A
-    tokenizer without a BOS token uses its EOS token as BOS (GPT-2's convention).
+    Special tokens are ``mask_token`` etc. where given, which must then be in the
+    vocabulary; else found by name (``MASK_CANDIDATES``, ``PAD_CANDIDATES``,
+    ``EOS_CANDIDATES``, ``BOS_CANDIDATES``, first match wins), and last the one the
+    ``tokenizer_config.json`` beside the file names (``config_tokens``: DeepSeek's
+    ``<｜end▁of▁sentence｜>``; after the names, so a tokenizer found before is found still:
+    an instruct model's config names its turn end, ``<|eot_id|>``, not the end of text).
+    Tokenizers without a mask, pad or EOS token get ``[MASK]`` / ``[PAD]`` / ``[EOS]``
+    appended as new special tokens at the end of the vocabulary (so ``vocab_size`` grows;
+    ``save`` keeps them). A tokenizer without a BOS token uses its EOS token as BOS
+    (GPT-2's convention).
     Tokens found are registered as special, so ``decode`` skips them.
     """
     p = Path(path)
@@ -594,13 +654,23 @@ def load_tokenizer(
     try:
         hf = HFTokenizer.from_file(str(p))
     except Exception as e:  # HF raises plain Exception for bad JSON / unknown schema
+        from unmask.sniff import lfs_pointer
+
+        try:
+            with open(p, "rb") as f:
+                pointer = lfs_pointer(f.read(200))  # a clone of a model without git-lfs
+        except OSError:
+            pointer = None
+        if pointer is not None:
+            raise UserError(f"{p}: {pointer}") from None
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{p}: not a valid tokenizer.json ({msg})") from None
 
-    mask = _find(hf, "mask", mask_token, MASK_CANDIDATES)
-    pad = _find(hf, "pad", pad_token, PAD_CANDIDATES)
-    eos = _find(hf, "eos", eos_token, EOS_CANDIDATES)
-    bos = _find(hf, "bos", bos_token, BOS_CANDIDATES)
+    named = {k: (v,) if v else () for k, v in config_tokens(p.parent, hf).items()}
+    mask = _find(hf, "mask", mask_token, MASK_CANDIDATES + named["mask"])
+    pad = _find(hf, "pad", pad_token, PAD_CANDIDATES + named["pad"])
+    eos = _find(hf, "eos", eos_token, EOS_CANDIDATES + named["eos"])
+    bos = _find(hf, "bos", bos_token, BOS_CANDIDATES + named["bos"])
     found = [i for i in (mask, pad, eos, bos) if i is not None]
     # Register found tokens as special (no-op for tokens that already are).
     hf.add_special_tokens([hf.id_to_token(i) for i in found])
@@ -616,6 +686,25 @@ def load_tokenizer(
     if bos is None:
         bos = eos
     return Tokenizer(hf, mask_id=mask, pad_id=pad, eos_id=eos, bos_id=bos)
+
+
+def load_tokenizer_with_ids(path: str | os.PathLike[str],
+                            special_ids: Mapping[str, int | None]) -> Tokenizer:
+    """``load_tokenizer(path)`` with the special tokens at ``special_ids`` (``mask_id``,
+    ``pad_id``, ``eos_id``, ``bos_id``, None for one not recorded: what a dataset's
+    ``index.json`` or a checkpoint's ``config.json`` says) where the search by name finds
+    others: a foreign tokenizer's were named by its folder (``config.json`` by id,
+    ``tokenizer_config.json``), which the saved copy lacks, though it keeps them special. The
+    caller checks the result: where an id is not a special token of the file (another
+    tokenizer put in its place) the search by name's tokenizer is returned."""
+    tok = load_tokenizer(path)
+    ids = {k: i for k, i in special_ids.items() if i is not None}
+    found = tok.special_ids()
+    if all(found.get(k) == i for k, i in ids.items()):
+        return tok
+    named = {k.removesuffix("_id") + "_token": tok.id_to_token(i)
+             if 0 <= i < tok.vocab_size and tok.is_special(i) else None for k, i in ids.items()}
+    return tok if None in named.values() else load_tokenizer(path, **named)
 
 
 def first_difference(a: Tokenizer, b: Tokenizer) -> int | None:

@@ -209,10 +209,9 @@ def _with_specials(path: Path, raw: Any, folder: Path, hf: dict[str, Any], *,
     """``load_tokenizer(path)`` with the special tokens ``config.json`` (``hf``) names by id, or
     ``tokenizer_config.json`` by string; ``raw`` is the file's ``tokenizers.Tokenizer``, and
     errors name ``shown`` (the file it was built from) if given, else ``path``."""
-    from unmask.tokenizer import load_tokenizer
+    from unmask.tokenizer import config_tokens, load_tokenizer
 
-    tok_cfg_path = folder / "tokenizer_config.json"
-    tok_cfg = read_json(tok_cfg_path) if tok_cfg_path.is_file() else {}
+    named = config_tokens(folder, raw)
     names: dict[str, str | None] = {}
     for fld, key in SPECIAL_KEYS.items():
         tid = _first_id(hf.get(key), key, folder / "config.json")
@@ -222,12 +221,7 @@ def _with_specials(path: Path, raw: Any, folder: Path, hf: dict[str, Any], *,
                 raise UserError(f"{shown or path}: no token with id {tid} (config.json {key})")
             names[fld] = token
             continue
-        token = tok_cfg.get(key.replace("_id", ""))  # e.g. "pad_token": "<|endoftext|>"
-        if isinstance(token, dict):
-            token = token.get("content")
-        names[fld] = (
-            token if isinstance(token, str) and raw.token_to_id(token) is not None else None
-        )
+        names[fld] = named[key.removesuffix("_token_id")]  # "pad_token": "<|endoftext|>"
     return load_tokenizer(
         path,
         mask_token=names["mask_id"],
