@@ -176,7 +176,8 @@ class ModelConfig:
     """What ``forward(..., sigma=s)`` returns: ``logits`` (the denoiser) or ``sedd_log_score``
     (SEDD's absorbing-graph log concrete score, Lou et al. 2024: head output - log(e^sigma - 1) -
     log(V - 1), 0 at each position's own token). Called without ``sigma`` (samplers, evaluators),
-    a model returns denoiser logits either way (``unmask.model.denoiser_logits``)."""
+    a model returns denoiser logits either way (``unmask.model.denoiser_logits``). A Dream-style
+    model (``logit_shift``) has ``logits``: its log-score is taken after the shift."""
     sedd_graph: SeddGraph | None = None
     """Forward graph of a model trained with objective ``sedd`` (``absorbing`` or ``uniform``;
     ``unmask.sedd``); None = not a SEDD model. A ``uniform`` model's head output is its log-score
@@ -349,6 +350,8 @@ class ModelConfig:
                 "output='sedd_log_score' needs time_conditioning with a noise level "
                 "(sigma_input given or masked_fraction)"
             )
+        if self.output == "sedd_log_score" and self.logit_shift:
+            self._shifted_sedd_output()
         for name in ("mask_id", "pad_id", "eos_id", "bos_id", "prompt_bos_id", *FIM_FIELDS,
                      "empty_id"):
             v = getattr(self, name)
@@ -356,6 +359,21 @@ class ModelConfig:
                 raise UserError(f"{name}={v} is outside the vocabulary (size {self.vocab_size})")
         if len({getattr(self, name) is None for name in FIM_FIELDS}) > 1:
             raise UserError(f"give all of {', '.join(FIM_FIELDS)} or none")
+
+    def _shifted_sedd_output(self) -> None:
+        """A Dream-style ``sedd`` run with ``output='sedd_log_score'`` (written before session
+        34) put each position's 0 (its own token's ratio) on its right neighbour. It gets
+        ``output='logits'``, the config that objective writes now
+        (``unmask.objectives.score_entropy.sedd_model_config``): the same weights, their
+        log-score taken after the shift (``unmask.sedd.as_log_score``). Any other such pair
+        is refused."""
+        if self.objective != "sedd" or self.sedd_graph != "absorbing":
+            raise UserError(
+                "output='sedd_log_score' with logit_shift scores each position against its "
+                "left neighbour's token: set output to 'logits' (with objective 'sedd' and "
+                "sedd_graph 'absorbing' the log-score is taken after the shift)"
+            )
+        self.output = "logits"
 
     def _check_moe_options(self) -> None:
         """The router / partial-rotary / block-alignment options (one-line ``UserError``s)."""

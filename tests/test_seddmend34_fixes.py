@@ -1,0 +1,49 @@
+"""SEDD follow-ups of session 34 (seddmend): each test failed on the code before its fix."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from unmask.checkpoint import read_config
+from unmask.config import ModelConfig, TrainConfig
+from unmask.errors import UserError
+from unmask.model import Transformer
+from unmask.objectives.score_entropy import sedd_model_config
+from unmask.sampling.sedd import model_score_fn
+from unmask.sedd import graph_of
+
+BASE = ModelConfig(vocab_size=12, mask_id=11, pad_id=0, eos_id=1, d_model=16, n_layers=1,
+                   n_heads=2, max_seq_len=32, logit_shift=True, time_conditioning=True,
+                   sigma_input="given")  # fmt: skip
+
+
+def test_a_checkpoint_with_the_pre_fix_shifted_sedd_output_is_read_as_the_fixed_config(tmp_path):
+    """A Dream-style time-conditioned ``sedd`` run wrote ``output='sedd_log_score'`` before the
+    fix: loaded, it still scored a masked position's left neighbour's token at 0 (ratio 1)
+    whatever the noise. It is read as the config the objective writes now (``logits``): the
+    same weights give exactly the fixed model's log-score."""
+    fixed = sedd_model_config(BASE, TrainConfig(objective="sedd"))
+    fixed = dataclasses.replace(fixed, objective="sedd")
+    stale = {**dataclasses.asdict(fixed), "output": "sedd_log_score"}
+    (tmp_path / "config.json").write_text(json.dumps(stale))
+    loaded = read_config(tmp_path)
+    assert loaded == fixed and loaded.output == "logits"
+    torch.manual_seed(0)
+    reference = Transformer(fixed).eval()
+    model = Transformer(loaded).eval()
+    model.load_state_dict(reference.state_dict())
+    x = torch.tensor([[5, 11, 11, 7]])
+    sigma = torch.tensor([1.0])
+    with torch.no_grad():
+        got = model_score_fn(model, graph=graph_of(loaded))(x, sigma)
+        want = model_score_fn(reference, graph=graph_of(fixed))(x, sigma)
+    assert torch.equal(got, want)
+    assert got[0, 1, 11] == 0 and got[0, 1, 5] != 0  # its own [MASK], not the neighbour's 5
+
+
+def test_a_shifted_sedd_output_that_is_no_sedd_run_is_refused_in_one_line():
+    """Without objective ``sedd`` and the absorbing graph there is no fixed config it maps to."""
+    with pytest.raises(UserError, match="^output='sedd_log_score' with logit_shift .*'logits'"):
+        dataclasses.replace(BASE, output="sedd_log_score")
