@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             f"tokens exceeds the model's max_seq_len ({loaded.config.max_seq_len})"
         )
     windows = []
-    for w in TokenDataset(args.data, "val").windows(args.context + max(targets)):
+    for w in TokenDataset(args.data, "val").windows(window):
         windows.append(w.tolist())
         if len(windows) == args.items:
             break
