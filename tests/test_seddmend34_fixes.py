@@ -11,8 +11,8 @@ from unmask.config import ModelConfig, TrainConfig
 from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.objectives.score_entropy import sedd_model_config
-from unmask.sampling.sedd import model_score_fn
-from unmask.sedd import graph_of
+from unmask.sampling.sedd import _analytic, model_score_fn
+from unmask.sedd import Graph, UniformGraph, graph_of
 
 BASE = ModelConfig(vocab_size=12, mask_id=11, pad_id=0, eos_id=1, d_model=16, n_layers=1,
                    n_heads=2, max_seq_len=32, logit_shift=True, time_conditioning=True,
@@ -47,3 +47,43 @@ def test_a_shifted_sedd_output_that_is_no_sedd_run_is_refused_in_one_line():
     """Without objective ``sedd`` and the absorbing graph there is no fixed config it maps to."""
     with pytest.raises(UserError, match="^output='sedd_log_score' with logit_shift .*'logits'"):
         dataclasses.replace(BASE, output="sedd_log_score")
+
+
+class _ColumnGraph(UniformGraph):
+    """A graph written against ``transition_into`` alone (the API before ``transition_parts``),
+    whose staggered score at dσ = 0 is the score tensor itself."""
+
+    transition_parts = Graph.transition_parts
+
+    def transition_into(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        move = -torch.expm1(-sigma)[:, None]  # (B, 1)
+        out = (move / self.vocab_size).expand(*x.shape, self.vocab_size).clone()
+        return out.scatter_(-1, x[:, None], 1.0 - move + move / self.vocab_size)
+
+    def staggered_score(self, score: torch.Tensor, dsigma: torch.Tensor) -> torch.Tensor:
+        return score if bool((dsigma == 0).all()) else super().staggered_score(score, dsigma)
+
+
+class _SameScoreGraph(UniformGraph):
+    """The uniform graph with a staggered score that is the score tensor itself at dσ = 0."""
+
+    def staggered_score(self, score: torch.Tensor, dsigma: torch.Tensor) -> torch.Tensor:
+        return score if bool((dsigma == 0).all()) else super().staggered_score(score, dsigma)
+
+
+@pytest.mark.parametrize("graph", [_ColumnGraph(7), _SameScoreGraph(7)],
+                         ids=lambda g: type(g).__name__)
+def test_the_analytic_step_takes_a_graph_with_transition_into_only_and_keeps_the_score(graph):
+    """A ``Graph`` subclass that overrides ``transition_into`` only (``transition_parts`` came
+    later) raised ``NotImplementedError`` in the analytic step; one whose staggered score is the
+    score it was given had that score overwritten (the sampler reads it again). Both give the
+    uniform graph's step and leave the score as it was."""
+    x = torch.tensor([0, 3, 6])
+    score = torch.rand(3, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for dsigma in (0.0, 0.4):
+        ds = torch.full((3,), dsigma, dtype=torch.float64)
+        kept = score.clone()
+        got = _analytic(graph, score, x, ds)
+        assert torch.equal(score, kept)
+        want = UniformGraph(7).transition_into(x, ds) * graph.staggered_score(score.clone(), ds)
+        torch.testing.assert_close(got, want.clamp_min(0.0), rtol=0, atol=1e-15)

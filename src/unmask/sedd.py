@@ -169,7 +169,8 @@ class Graph:
     def transition_parts(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
         """P(x_{t} = x | x_{s} = y) for a noise increment σ = σ(t) - σ(s) (σ (B,), x (B, ...)),
         which under both graphs is one value for every y ≠ x: (off, at), each (B, ..., 1),
-        the probability from any other state and from x itself."""
+        the probability from any other state and from x itself. A graph without that shape
+        overrides ``transition_into`` instead (the analytic step then multiplies by it)."""
         raise NotImplementedError
 
     def transition_into(self, x: Tensor, sigma: Tensor) -> Tensor:
@@ -181,7 +182,7 @@ class Graph:
 
     def staggered_score(self, score: Tensor, dsigma: Tensor) -> Tensor:
         """exp(-dσ·Q)ᵀ applied to ``score`` (..., V): the score moved back by dσ (SEDD's analytic
-        sampler, Tweedie τ-leaping); dσ (B,). A new tensor (the sampler writes into it)."""
+        sampler, Tweedie τ-leaping); dσ (B,)."""
         raise NotImplementedError
 
     def score_entropy(self, log_score: Tensor, sigma: Tensor, xt: Tensor, x0: Tensor) -> Tensor:

@@ -103,8 +103,15 @@ def _dsigma(noise: Noise, t: float, s: float | None, n: int, like: Tensor) -> Te
 def _analytic(graph: Graph, score: Tensor, x: Tensor, dsigma: Tensor) -> Tensor:
     """The staggered score times the transition into ``x``, by its two values
     (``Graph.transition_parts``): no (N, V) transition tensor is written, and the products
-    are made in place (a step over a 50k vocabulary runs on (N, V) float64 tensors)."""
-    stag = graph.staggered_score(score, dsigma)  # (N, V), a new tensor
+    are made in place (a step over a 50k vocabulary runs on (N, V) float64 tensors). A graph
+    that gives ``transition_into`` only (no ``transition_parts``) is multiplied by it, and a
+    staggered score that shares ``score``'s memory is copied first (the caller reads ``score``
+    again)."""
+    stag = graph.staggered_score(score, dsigma)  # (N, V)
+    if type(graph).transition_parts is Graph.transition_parts:
+        return (stag * graph.transition_into(x, dsigma).to(score.dtype)).clamp_min_(0.0)
+    if stag.untyped_storage().data_ptr() == score.untyped_storage().data_ptr():
+        stag = stag.clone()
     off, at = (p.to(score.dtype) for p in graph.transition_parts(x, dsigma))  # (N, 1) each
     own = stag.gather(-1, x[:, None]) * at  # (N, 1)
     return stag.mul_(off).scatter_(-1, x[:, None], own).clamp_min_(0.0)
