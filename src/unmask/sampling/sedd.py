@@ -582,8 +582,9 @@ class SEDDDecoder(Decoder):
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         if facts.objective != "sedd" and not facts.sedd_score:  # an imported SEDD: its score
             raise UserError(
-                f"decoder 'sedd' needs a SEDD checkpoint (objective sedd); this one is "
-                f"{facts.objective}: use decoder {facts.default_decoder!r}"
+                "decoder 'sedd' needs a SEDD checkpoint (objective sedd, or an imported SEDD's "
+                f"log-score head); this one is {facts.objective}: "
+                f"use decoder {facts.default_decoder!r}"
             )
         if facts.attention != "bidirectional":
             raise UserError(
