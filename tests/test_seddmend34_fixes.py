@@ -41,6 +41,8 @@ def test_a_checkpoint_with_the_pre_fix_shifted_sedd_output_is_read_as_the_fixed_
         want = model_score_fn(reference, graph=graph_of(fixed))(x, sigma)
     assert torch.equal(got, want)
     assert got[0, 1, 11] == 0 and got[0, 1, 5] != 0  # its own [MASK], not the neighbour's 5
+    # a config older than the objective field: its graph says sedd, and sedd it is
+    assert ModelConfig(**{**stale, "objective": None}) == fixed
 
 
 def test_a_shifted_sedd_output_that_is_no_sedd_run_is_refused_in_one_line():

@@ -365,15 +365,16 @@ class ModelConfig:
         34) put each position's 0 (its own token's ratio) on its right neighbour. It gets
         ``output='logits'``, the config that objective writes now
         (``unmask.objectives.score_entropy.sedd_model_config``): the same weights, their
-        log-score taken after the shift (``unmask.sedd.as_log_score``). Any other such pair
-        is refused."""
-        if self.objective != "sedd" or self.sedd_graph != "absorbing":
+        log-score taken after the shift (``unmask.sedd.as_log_score``); an objective not
+        recorded is ``sedd``, the one its graph says (``unmask.facts.infer_objective``), so the
+        run's noise still reads its schedule. Any other such pair is refused."""
+        if self.objective not in (None, "sedd") or self.sedd_graph != "absorbing":
             raise UserError(
                 "output='sedd_log_score' with logit_shift scores each position against its "
                 "left neighbour's token: set output to 'logits' (with objective 'sedd' and "
                 "sedd_graph 'absorbing' the log-score is taken after the shift)"
             )
-        self.output = "logits"
+        self.output, self.objective = "logits", "sedd"
 
     def _check_moe_options(self) -> None:
         """The router / partial-rotary / block-alignment options (one-line ``UserError``s)."""
