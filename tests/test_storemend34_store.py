@@ -144,3 +144,14 @@ def test_a_key_error_inside_transformers_is_not_called_a_folder_it_cannot_load(
     (folder / "model.safetensors").write_bytes(b"")
     with pytest.raises(KeyError, match="internal"):
         ReferenceScorer.from_pretrained(folder)
+
+
+def test_same_values_compares_past_its_first_chunk() -> None:
+    from unmask.checkpoint import same_values
+
+    a = torch.randn(5 << 20)  # more than one chunk (4 Mi values)
+    b = a.to(torch.bfloat16)
+    assert same_values(a, b) and same_values(b, a)
+    b[-1] = torch.nextafter(b[-1], torch.tensor(10.0, dtype=torch.bfloat16))
+    assert not same_values(a, b)
+    assert not same_values(a, a[:-1])
