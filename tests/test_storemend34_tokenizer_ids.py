@@ -65,3 +65,18 @@ def test_distills_corpus_check_reads_the_teacher_as_load_does(tmp_path: Path) ->
     data = prepare([tmp_path / "a.txt"], tmp_path / "d", tokenizer=str(run / "checkpoint"),
                    line_docs=True, val_fraction=0, progress=False).out
     _check_corpus(str(run), str(data))
+
+
+def test_resuming_a_run_reads_its_tokenizer_with_the_configs_ids(tmp_path: Path) -> None:
+    # by name: [EOS] and [PAD] appended, so resuming on the run's own dataset was refused as
+    # "its tokenizer differs from the run's"
+    from unmask.data import TokenDataset, prepare
+    from unmask.tokenizer import reads_ids_of
+    from unmask.train import load_checkpoint_tokenizer
+
+    run, tok = _run(tmp_path)
+    (tmp_path / "a.txt").write_text("hello world\nsome text\n")
+    data = prepare([tmp_path / "a.txt"], tmp_path / "d", tokenizer=str(tmp_path / "tok"),
+                   line_docs=True, val_fraction=0, progress=False).out
+    got = load_checkpoint_tokenizer(run)
+    assert _same(got, tok) and reads_ids_of(got, TokenDataset(data, "train").tokenizer())
