@@ -123,8 +123,9 @@ def test_a_reference_folder_transformers_cannot_load_is_one_line(
 
     (tmp_path / "empty").mkdir()
     hf = export(_native(tmp_path), tmp_path / "hf", family="transformers")
-    for folder in (tmp_path / "empty", hf):
-        with pytest.raises(UserError, match="not a causal language model") as e:
+    for folder, says in ((tmp_path / "empty", "no config.json"),
+                         (hf, "not a causal language model")):
+        with pytest.raises(UserError, match=says) as e:
             ReferenceScorer.from_pretrained(folder)
         assert "\n" not in str(e.value)
     assert "[y/N]" not in capsys.readouterr().out

@@ -455,8 +455,9 @@ def check_tied_head(model: nn.Module, path: Path) -> None:
     (``lm_head.weight``) other than its embedding while ``model``'s config ties the two: the
     head was skipped silently, so a config.json edited to ``tie_embeddings: true`` decoded
     with the embedding in place of the trained head. unmask never writes a tied head; a head
-    stored anyway (a file made elsewhere) that equals the embedding is skipped as before.
-    Reads the two tensors only where the head is there."""
+    stored anyway (a file made elsewhere) that equals the embedding is skipped as before
+    (``same_values``: a lower-precision copy, NaN where the embedding's are, which the
+    weights' check names). Reads the two tensors only where the head is there."""
     from unmask.convert.stream import open_file
 
     if not getattr(model.config, "tie_embeddings", False):
@@ -468,13 +469,30 @@ def check_tied_head(model: nn.Module, path: Path) -> None:
         if "lm_head.weight" not in f.keys() or "embed.weight" not in f.keys():  # noqa: SIM118
             return  # no head (as unmask writes it), or no embedding: the checks name it
         head, embed = f.get_tensor("lm_head.weight"), f.get_tensor("embed.weight")
-        if head.shape == embed.shape and torch.equal(head.to(embed.dtype), embed):
+        if same_values(head, embed):
             return
     raise UserError(
         f"{path}: holds an output head (lm_head.weight) of its own, other than the embedding, "
         "while config.json ties the head to the embedding (tie_embeddings true): set "
         '"tie_embeddings": false'
     )
+
+
+def same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` hold the same values as stored: of one shape, and equal in the
+    lower precision of their two dtypes (a bf16 copy of an fp32 tensor is the tensor), NaN
+    counted equal to NaN (``torch.equal`` is False for a NaN in both). Compared a few million
+    values at a time: an 8B model's head is 2 GB in float32, whose copies were as large."""
+    if a.shape != b.shape:
+        return False
+    if not (a.is_floating_point() and b.is_floating_point()):
+        return torch.equal(a.to(b.dtype), b)
+    low = max(a.dtype, b.dtype, key=lambda d: torch.finfo(d).eps)  # a tie: a's
+    for x, y in zip(a.reshape(-1).split(1 << 22), b.reshape(-1).split(1 << 22), strict=True):
+        x, y = x.to(low), y.to(low)
+        if not bool((x.eq(y) | (x.isnan() & y.isnan())).all()):
+            return False
+    return True
 
 
 def native_sources(model: nn.Module, path: Path) -> tuple[dict[str, str], list[Path]]:
@@ -601,10 +619,13 @@ def load(
     (``unmask.config.load_target``).
 
     ``weights=False`` reads everything but the weights' values: config, tokenizer and a model
-    left on the meta device, after every check made before a weight is read (the config's
-    size, the weights' names, shapes, dtypes and files from their headers, ``quantize``; not
-    the memory ``device`` has free): what a caller needs to know of a model it does not
-    run yet (``unmask distill``'s ``--student``), without reading a whole 8B model for it.
+    left on the meta device (in eval mode), after every check made before a weight is read
+    (the config's size, the weights' names, shapes, dtypes and files from their headers,
+    ``quantize``; not the memory ``device`` has free): what a caller needs to know of a
+    model it does not run yet (``unmask distill``'s ``--student``), without reading a whole
+    8B model for it. The only values it reads: an output head stored beside an embedding
+    that the config ties to it (a file made elsewhere), both tensors, to check that the head
+    is the embedding (``check_tied_head``).
     """
     from unmask.config import load_target
     from unmask.convert.load import checked_meta, import_folder, is_publisher_folder
@@ -622,6 +643,7 @@ def load(
     model = checked_meta(config, ckpt, load_dtype, device)
     if not weights:
         check_native_weights(model, ckpt / "model.safetensors")
+        model.eval()  # as a full load returns it (free on the meta device)
         return Loaded(model=model, tokenizer=tokenizer, config=config, path=ckpt,
                       name=os.fsdecode(path))
     check_fits(model, load_dtype, quantize, device, source=str(ckpt))

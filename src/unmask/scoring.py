@@ -196,6 +196,20 @@ class TextScore:
         return perplexity(self.mean_nll) if self.n_tokens else float("nan")
 
 
+def _check_hf_folder(folder: Path, path: str | os.PathLike[str]) -> None:
+    """Refuse in one line a folder that holds no Hugging Face model for ``from_pretrained``
+    (no ``config.json``, or no weights beside it): transformers said it of the tokenizer
+    ("Couldn't instantiate the backend tokenizer from one of:") or as "not a causal language
+    model"."""
+    if not (folder / "config.json").is_file():
+        gguf = sorted(p.name for p in folder.glob("*.gguf"))
+        hint = f"; a GGUF file: pass gguf_file={gguf[0]!r}" if gguf else ""
+        raise UserError(f"{path}: no config.json, not a Hugging Face model folder{hint}")
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise UserError(f"{path}: no weights beside config.json (*.safetensors or "
+                        "pytorch_model*.bin): an interrupted download or copy?")
+
+
 class ReferenceScorer:
     """A causal LM that scores text: NLL per text and the generative perplexity of a set.
 
@@ -278,6 +292,8 @@ class ReferenceScorer:
             )
         if gguf_file is not None and not (folder / gguf_file).is_file():
             raise UserError(f"{folder / gguf_file}: no such file")
+        if gguf_file is None:
+            _check_hf_folder(folder, path)
         # never the folder's own code: transformers asked "run the custom code? [y/N]" (and
         # waited 15 s) for a folder with an auto_map, such as an unmask export
         extra: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
@@ -290,11 +306,14 @@ class ReferenceScorer:
             extra["dtype" if (major, minor) >= (4, 56) else "torch_dtype"] = torch.float32
             with torchao_quiet(), _no_load_bars(transformers):
                 model = AutoModelForCausalLM.from_pretrained(str(folder), **extra)
-        except (OSError, ValueError, KeyError) as e:  # not a folder transformers can load
-            first = next((line.strip() for line in str(e).splitlines() if line.strip()),
-                         type(e).__name__)
+        except (OSError, ValueError) as e:  # not a folder transformers can load (not any
+            # KeyError: one from transformers' own code is a bug to see, not a verdict on it)
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            said = (lines[0] if lines else type(e).__name__)  # its first line; its lines
+            if said.endswith(":"):  # when that only begins a list ("... from one of:")
+                said = " ".join(lines)
             raise UserError(f"{path}: not a causal language model that transformers loads "
-                            f"from local files without the folder's own code ({first})") from None
+                            f"from local files without the folder's own code ({said})") from None
         model = model.to(device).eval()
 
         if start_token is not None:

@@ -1398,9 +1398,9 @@ def _default_template() -> str:
 
 def load_checkpoint_tokenizer(run: Path) -> Any:
     """The tokenizer saved in ``run``'s checkpoint (resuming a run without a dataset tokenizer)."""
-    from unmask.tokenizer import load_tokenizer
+    from unmask.checkpoint import native_parts  # the special ids config.json names, as load
 
-    return load_tokenizer(checkpoint_dir(run) / "tokenizer.json")
+    return native_parts(run)[2]
 
 
 def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:

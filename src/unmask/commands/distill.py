@@ -182,17 +182,16 @@ def _check_corpus(teacher: str, data: str) -> None:
     (``unmask.distill.check_corpus_tokenizer``; ``refresh_trajectories`` checks a publisher's
     folder once loaded). Missing folders are left to ``distill``, which says what is wrong
     with them."""
-    from unmask.checkpoint import checkpoint_dir
+    from unmask.checkpoint import checkpoint_dir, native_parts
     from unmask.convert.load import is_publisher_folder
     from unmask.distill import check_corpus_tokenizer
-    from unmask.tokenizer import load_tokenizer
 
     if is_publisher_folder(teacher):
         return
     ckpt = checkpoint_dir(teacher)
     if not (ckpt / "tokenizer.json").is_file():
         return
-    theirs = load_tokenizer(ckpt / "tokenizer.json")
+    theirs = native_parts(teacher)[2]  # with the special ids its config.json names, as load
     check_corpus_tokenizer(theirs, data, ckpt / "tokenizer.json")
 
 

@@ -661,8 +661,8 @@ def import_folder(
         check_fits(model, dtype, quantize, device, source=str(folder))
         model._rope = None
         load_weights(model, imp, folder, device=device, quantize=quantize)
-        model.eval()
     else:
         check_weights(model, imp, folder)
+    model.eval()  # weights=False too: the model a load returns, but for the values
     return Loaded(model=model, tokenizer=tok, config=config, path=folder, family=imp.name,
                   name=os.fsdecode(path))

@@ -19,6 +19,7 @@ from unmask.convert.load import (
     file_dtype,
     folder_parts,
     is_publisher_folder,
+    read_config_json,
     streamed_weights,
     weight_map,
 )
@@ -26,7 +27,6 @@ from unmask.errors import UserError
 from unmask.files import (
     check_creatable,
     clear_stale_staging,
-    read_json,
     staging_dir,
     staging_prefix,
     write_safetensors,
@@ -304,9 +304,10 @@ def export(
     # refusals before the weights are read (minutes for a large model): a publisher folder, a
     # model the family cannot hold
     if is_publisher_folder(src):  # one unmask cannot import: detect's refusal (convert fails)
-        cfg = Path(src) / "config.json"
+        cfg = Path(src) / "config.json"  # an LFS pointer is the LFS line, as load says
+        family = detect(read_config_json(cfg), cfg).name
         raise UserError(
-            f"{src}: already a publisher folder ({detect(read_json(cfg), cfg).name}); export "
+            f"{src}: already a publisher folder ({family}); export "
             f"takes a native checkpoint: `unmask convert {src} NATIVE` first, then export NATIVE"
         )
     folder, config, tokenizer, dtype = _native_parts(src, dtype)

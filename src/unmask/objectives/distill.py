@@ -217,9 +217,8 @@ def teacher_tokenizer(meta: dict[str, Any]) -> Any:
     native checkpoint's ``tokenizer.json``, or a publisher's folder's), read without its
     weights; None where that teacher is no longer there or names none (files made by
     ``make_trajectories`` alone record no teacher)."""
-    from unmask.checkpoint import checkpoint_dir
+    from unmask.checkpoint import checkpoint_dir, native_parts
     from unmask.convert.load import is_publisher_folder, publisher_tokenizer
-    from unmask.tokenizer import load_tokenizer
 
     teacher = meta.get("teacher")
     if not isinstance(teacher, str) or not Path(teacher).exists():
@@ -227,8 +226,8 @@ def teacher_tokenizer(meta: dict[str, Any]) -> Any:
     try:
         if is_publisher_folder(teacher):
             return publisher_tokenizer(teacher)
-        file = checkpoint_dir(teacher) / "tokenizer.json"
-        return load_tokenizer(file) if file.is_file() else None
+        file = checkpoint_dir(teacher) / "tokenizer.json"  # the ids its config.json names
+        return native_parts(teacher)[2] if file.is_file() else None
     except UserError:  # no checkpoint there any more: nothing to compare with
         return None
 
