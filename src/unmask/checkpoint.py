@@ -270,6 +270,9 @@ def _load_sharded(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer
     with warnings.catch_warnings():  # one process reading shards is intended, not a mistake
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.load(state, checkpoint_id=ckpt / SHARDED, no_dist=not dist.is_initialized())
+    optim = state["optim"]  # (the saved groups came back with the moments: this process's
+    if isinstance(optim, dict):  # RUNS_ON, as the native path sets them)
+        optim["param_groups"] = _this_process_groups(optim.get("param_groups"), optimizer)
     set_state_dict(
         model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
     )

@@ -1,8 +1,8 @@
 """What a training run (``unmask.train.train``, hence ``unmask train`` and ``unmask distill``)
 checks before it starts, and cleans after it fails.
 
-- ``check_train_numbers``: the optimiser's numbers in range (a negative ``--lr`` or a
-  ``--beta2`` of 1 would fail inside torch with a traceback, or train nothing).
+- ``check_train_numbers``: the optimiser's numbers and the seed in range (a negative ``--lr``
+  or a ``--beta2`` of 1 would fail inside torch with a traceback, or train nothing).
 - ``check_batch_split``: positive steps and sizes; the batch splits into processes ×
   micro-batches.
 - ``check_context``: the training window fits the model's context.
@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from unmask.config import MAX_SEED
 from unmask.errors import UserError
 
 _RANGES: tuple[tuple[str, float, float, bool], ...] = (
@@ -59,6 +60,9 @@ def check_train_numbers(config: Any) -> None:
     for name in _NON_NEGATIVE:
         if getattr(config, name) < 0:
             raise UserError(f"{name}={getattr(config, name)} must be >= 0")
+    if not 0 <= config.seed <= MAX_SEED:  # as --seed: torch's generators take a signed 64-bit
+        # one (a --config or train() seed of 2**64 failed at the first draw with a traceback)
+        raise UserError(f"seed={config.seed} must be from 0 to 2**63 - 1")
 
 
 def check_batch_split(config: Any, world: int = 1) -> None:
