@@ -10,13 +10,12 @@ import pytest
 
 from unmask.cli import main
 from unmask.config import TrainConfig
-from unmask.errors import UserError
 from unmask.train import train
 
 WORDS = "in the beginning god created the heaven and the earth and it was good".split()
 
 
-@pytest.mark.parametrize("seed", [2**64, 2**63, -(2**64)])
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1, -(2**64)])
 def test_a_config_seed_out_of_range_is_one_line(word_corpus, tmp_path, capsys, seed):
     data = word_corpus("seed34", WORDS)
     config = tmp_path / "train_config.json"
@@ -26,11 +25,16 @@ def test_a_config_seed_out_of_range_is_one_line(word_corpus, tmp_path, capsys, s
                  "--steps", "1", "--seq-len", "16", "--batch-size", "2", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert err == f"unmask train: error: seed={seed} must be from 0 to 2**63 - 1\n"
+    assert err == f"unmask train: error: seed={seed} must be from -2**63 to 2**64 - 1\n"
     assert not out.exists()
 
 
-def test_train_refuses_a_negative_seed_as_the_cli_does(tmp_path):
-    with pytest.raises(UserError, match=r"^seed=-1 must be from 0 to 2\*\*63 - 1$"):
-        train(TrainConfig(data=str(tmp_path / "none"), out=str(tmp_path / "run"), seed=-1),
-              progress=False)
+def test_a_negative_seed_from_train_still_trains(tmp_path, word_corpus):
+    # train() and --config always took one (torch.manual_seed does), so a run saved with one
+    # resumes; only what torch refuses is refused
+    data = word_corpus("seed34neg", WORDS)
+    out = tmp_path / "run"
+    train(TrainConfig(data=str(data), out=str(out), seed=-1, steps=1, seq_len=16,
+                      batch_size=2), progress=False)
+    assert json.loads((out / "train_config.json").read_text())["seed"] == -1
+    assert (out / "checkpoint").is_dir()

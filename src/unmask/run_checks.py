@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from unmask.config import MAX_SEED
 from unmask.errors import UserError
 
 _RANGES: tuple[tuple[str, float, float, bool], ...] = (
@@ -60,9 +59,10 @@ def check_train_numbers(config: Any) -> None:
     for name in _NON_NEGATIVE:
         if getattr(config, name) < 0:
             raise UserError(f"{name}={getattr(config, name)} must be >= 0")
-    if not 0 <= config.seed <= MAX_SEED:  # as --seed: torch's generators take a signed 64-bit
-        # one (a --config or train() seed of 2**64 failed at the first draw with a traceback)
-        raise UserError(f"seed={config.seed} must be from 0 to 2**63 - 1")
+    if not -(2**63) <= config.seed < 2**64:  # what torch.manual_seed takes (a --config or
+        # train() seed of 2**64 failed at the first draw with a traceback); a negative one
+        # from --config or train() always ran, so a run saved with one still resumes
+        raise UserError(f"seed={config.seed} must be from -2**63 to 2**64 - 1")
 
 
 def check_batch_split(config: Any, world: int = 1) -> None:
