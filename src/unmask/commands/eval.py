@@ -151,7 +151,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not decode each continuation greedily for lm-eval's is_greedy (diffusion "
         "models: one forward per continuation token; skipped by itself where no task reads "
-        "it, as a multiple-choice task scored by acc)",
+        "it, as a multiple-choice task scored by lm-eval's own acc)",
     )
     p.add_argument(
         "--task-file",
