@@ -78,7 +78,8 @@ def test_prompts_longer_than_every_document_say_so(short_docs):
 
     assert validation_prompts(short_docs, n=8, length=60) == []
     assert _prompt_tokens(str(short_docs), 60) == 0  # gen_length keeps the whole context
-    assert "inside one document" in _no_prompts(str(short_docs), 60)
+    assert "no document of the validation split holds 60 tokens" in _no_prompts(
+        str(short_docs), 60)
 
 
 def test_rolling_windows_of_many_documents_share_batches(tmp_path):

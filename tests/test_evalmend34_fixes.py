@@ -1,6 +1,7 @@
 """Evaluation fixes of session 34, after review: the is_greedy skip of ``run_tasks`` (a task
 with its own ``process_results`` reads it; the tasks are built once; a ``--log-samples`` log
-says None where it was not decoded)."""
+says None where it was not decoded); the generative perplexity's prompts are found inside
+documents of any length."""
 
 from __future__ import annotations
 
@@ -117,3 +118,54 @@ def test_a_skipped_check_is_logged_as_none_and_the_tasks_are_built_once(mc_setup
     # lm-eval logs every value as a string: "False" was logged, as if decoded
     assert len(answers) == 4 and all(greedy == "None" for _, greedy in answers)
 
+
+WORDS = "the lord said unto moses go down and speak to the people of israel".split()
+
+
+@pytest.fixture(scope="module")
+def verses(tmp_path_factory):
+    """A prepared corpus of one-line documents of 2 to 11 words (byte tokens), as the demo
+    corpus's verses: (its folder, the lines)."""
+    from unmask.data import prepare
+
+    root = tmp_path_factory.mktemp("verses")
+    g = torch.Generator().manual_seed(0)
+    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (n,), generator=g).tolist())
+             for n in torch.randint(2, 12, (400,), generator=g).tolist()]
+    (root / "a.txt").write_text("\n".join(lines) + "\n")
+    prepare([root / "a.txt"], root / "d", tokenizer="byte", val_fraction=0.2, line_docs=True,
+            min_val_tokens=0, progress=False)
+    return root / "d", lines
+
+
+def test_prompts_are_found_inside_documents_not_in_fixed_windows(verses):
+    """Prompts were the starts of fixed windows, those with a separator passed over: of
+    documents of 9 to 70 tokens, 8 prompts of 50 tokens found 3 (on the demo
+    corpus 5 of 8 at 64 tokens, none at 96) though enough documents are that long. Now each
+    is the start of a document that long, in order."""
+    from unmask.data import TokenDataset
+    from unmask.report import validation_prompts
+
+    data, lines = verses
+    tok = TokenDataset(data, "val").tokenizer()
+    prompts = validation_prompts(data, n=8, length=50)
+    assert len(prompts) == 8 and all(len(p) == 50 for p in prompts)
+    assert not any(tok.is_special(t) for p in prompts for t in p)
+    texts = [tok.decode(p) for p in prompts]
+    assert len(set(texts)) == 8  # eight documents, not one cut in pieces
+    assert all(any(line.startswith(t) for line in lines) for t in texts[1:])  # the first
+    # document of the split may be the tail of one begun in the training split
+
+
+def test_short_documents_give_their_next_tokens_and_the_count_is_deterministic(verses):
+    """Where fewer documents than ``n`` hold a prompt, their next tokens are prompts too:
+    all the prompts the documents hold, each inside one, the same on every call."""
+    from unmask.report import validation_documents, validation_prompts
+
+    data, _ = verses
+    _, lengths = validation_documents(data, length=30)
+    held = int((lengths // 30).sum())
+    assert held > len(lengths)  # some documents hold two prompts of 30 tokens
+    prompts = validation_prompts(data, n=held + 5, length=30)
+    assert len(prompts) == held and prompts == validation_prompts(data, n=held + 5, length=30)
+    assert validation_prompts(data, n=8, length=int(lengths.max()) + 1) == []
