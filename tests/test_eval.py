@@ -283,6 +283,36 @@ def test_a_split_shorter_than_the_prompts_is_named(run, capsys, uniform_scorer):
     assert note in json.loads(out)["notes"]
 
 
+def test_fewer_prompts_than_samples_are_a_note(run, capsys, uniform_scorer, tmp_path):
+    """Documents that hold fewer prompts of --prompt-tokens than --samples: the samples are
+    that many and a note says so (the report's sample count dropped silently), and with
+    none that long the note names the longest document (it said that no window of that many
+    tokens lay inside one, having tried only fixed windows)."""
+    from unmask.data import prepare
+
+    lines = ["moses said unto the lord" if i % 50 else "go down and speak to the people"
+             for i in range(400)]  # documents of 24 and 31 tokens
+    (tmp_path / "a.txt").write_text("\n".join(lines) + "\n")
+    prepare([tmp_path / "a.txt"], tmp_path / "d", tokenizer="byte", val_fraction=0.2,
+            line_docs=True, min_val_tokens=0, progress=False)
+    args = ("--json", "--no-plot", "--data", tmp_path / "d", "--samples", "8", "--gen-length",
+            "4", "--steps", "4")
+    rc, out, err = _eval(capsys, run, *args, "--prompt-tokens", "28")
+    assert rc == 0, err
+    report = json.loads(out)
+    held = report["sample_quality"]["samples"]  # the documents of 31 tokens
+    assert 0 < held < 8
+    assert (f"generative perplexity: {held} samples of --samples 8, the validation split's "
+            f"documents hold only {held} prompts of 28 tokens (fewer --prompt-tokens find more)"
+            in report["notes"])
+    rc, out, err = _eval(capsys, run, *args[:4], "--samples", "1", "--gen-length", "4",
+                         "--steps", "4", "--prompt-tokens", "32")
+    assert rc == 0, err
+    assert ("generative perplexity: no document of the validation split holds 32 tokens (the "
+            "longest holds 31; give --prompt-tokens 31 or fewer), samples are unconditional"
+            in json.loads(out)["notes"])
+
+
 def test_missing_scorer_is_one_line_and_the_rest_prints(run, capsys, monkeypatch):
     from unmask.errors import UserError
     from unmask.scoring import ReferenceScorer

@@ -78,7 +78,8 @@ def test_prompts_longer_than_every_document_say_so(short_docs):
 
     assert validation_prompts(short_docs, n=8, length=60) == []
     assert _prompt_tokens(str(short_docs), 60) == 0  # gen_length keeps the whole context
-    assert "inside one document" in _no_prompts(str(short_docs), 60)
+    assert "no document of the validation split holds 60 tokens" in _no_prompts(
+        str(short_docs), 60)
 
 
 def test_rolling_windows_of_many_documents_share_batches(tmp_path):
@@ -108,13 +109,17 @@ def test_rolling_windows_of_many_documents_share_batches(tmp_path):
 
 def test_the_documented_json_keys_are_the_reports():
     """docs/evaluation.md lists the keys of ``unmask eval --json``: its table names every
-    part of ``RunReport`` and every held-out number of ``EvalResult``, nothing else."""
+    part of ``RunReport``, every held-out number of ``EvalResult`` and every key of the
+    training, sample-quality, task and infill parts, nothing else (only the first two rows
+    were checked: the others could drift unnoticed)."""
     import dataclasses
     import re
     from pathlib import Path
 
     from unmask.evaluate import EvalResult
-    from unmask.report import RunReport
+    from unmask.gapset import InfillScore
+    from unmask.report import RunReport, SampleQuality, TrainingSummary
+    from unmask.tasks.score import TaskScore
 
     doc = (Path(__file__).parents[1] / "docs/evaluation.md").read_text(encoding="utf-8")
     table = doc.split("The `--json` object")[1].split("\n\n")[1]
@@ -124,6 +129,19 @@ def test_the_documented_json_keys_are_the_reports():
     heldout = next(held for first, held in rows if "`heldout`" in first)
     said = re.findall(r"`([a-z_]+)`", heldout)
     assert said == [f.name for f in dataclasses.fields(EvalResult)] + ["seq_len"]
+
+    def fields(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    parts = {  # as unmask.commands.eval fills them in
+        "training": set(TrainingSummary().as_dict()),
+        "sample_quality": fields(SampleQuality) | {"sampling"},
+        "tasks": fields(TaskScore),
+        "infill": {"gaps"} | fields(InfillScore),
+    }
+    for part, keys in parts.items():
+        row = next(held for first, held in rows if f"`{part}`" in first)
+        assert set(re.findall(r"`([a-z_]+)`", row)) - {"--task-file", "--gaps"} == keys, part
 
 
 def test_lm_eval_demo_items_are_whole_documents(benchmark, tmp_path):

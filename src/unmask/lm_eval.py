@@ -35,7 +35,7 @@ import inspect
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,20 +115,80 @@ def scoring_tasks(manager: Any, tasks: Sequence[str]) -> list[str]:
             if any(t.OUTPUT_TYPE in LOGLIKELIHOOD_TYPES for t in built)]
 
 
-def reads_is_greedy(manager: Any, tasks: Sequence[str]) -> bool:
-    """Whether any of ``tasks`` (as ``find_tasks`` checked them, with its ``manager``) reads
-    lm-eval's ``is_greedy``: a ``loglikelihood`` task (its ``acc``) or a ``multiple_choice``
-    one with an ``exact_match`` metric (lm-eval's ``ConfigurableTask.process_results``;
-    ``acc``, ``acc_norm`` and the rest never do). A task whose metrics cannot be read counts
-    as one that does. Builds the tasks (their data is read, offline)."""
-    for _, built in _built(manager, tasks):
-        for t in built:
-            metrics = getattr(t, "_metric_fn_list", None)
-            if t.OUTPUT_TYPE == "loglikelihood" or t.OUTPUT_TYPE == "multiple_choice" and (
-                not isinstance(metrics, dict) or "exact_match" in metrics
-            ):
-                return True
-    return False
+def reads_is_greedy(tasks: Iterable[Any]) -> bool:
+    """Whether any of the lm-eval task objects ``tasks`` reads lm-eval's ``is_greedy``. Only
+    a plain ``ConfigurableTask`` (no ``process_results`` of its own, in its class or its
+    config) is known not to: one of output type ``loglikelihood_rolling`` or
+    ``generate_until``, or ``multiple_choice`` without an ``exact_match`` metric (``acc``,
+    ``acc_norm`` and the rest never read it; ``ConfigurableTask.process_results``). Any other
+    task (a ``loglikelihood`` one, whose ``acc`` is it; a ``process_results`` function, which
+    may read it under any metric name; another ``Task`` class; metrics that cannot be read)
+    counts as one that reads it."""
+    from lm_eval.api.task import ConfigurableTask
+
+    def reads(t: Any) -> bool:
+        config = getattr(t, "config", None)
+        if (not isinstance(t, ConfigurableTask)
+                or type(t).process_results is not ConfigurableTask.process_results
+                or getattr(config, "process_results", None) is not None):
+            return True
+        metrics = getattr(t, "_metric_fn_list", None)
+        if t.OUTPUT_TYPE == "multiple_choice":
+            return not isinstance(metrics, dict) or "exact_match" in metrics
+        return t.OUTPUT_TYPE not in ("loglikelihood_rolling", "generate_until")
+
+    return any(reads(t) for t in tasks)
+
+
+@contextlib.contextmanager
+def _greedy_where_read(
+    model: UnmaskLM, manager: Any, model_args: dict[str, Any]
+) -> Iterator[list[bool]]:
+    """Within: ``model`` (a diffusion one, with ``greedy_check``) decodes no ``is_greedy``
+    where none of the tasks ``manager`` builds reads it (``reads_is_greedy``), judged on the
+    task objects lm-eval's ``simple_evaluate`` builds itself through ``manager.load`` (not
+    built a second time); ``model_args`` (those recorded in the results) then say
+    ``greedy_check: False``. Yields ``[True]`` once the check is skipped (``[]`` before). A
+    ``manager`` lm-eval does not load through leaves the check on."""
+    skipped: list[bool] = []
+    if not model.greedy_check or model.causal:  # a causal model's is_greedy costs nothing
+        yield skipped
+        return
+    load = manager.load
+    own = "load" in vars(manager)
+
+    def watched(task_list: Any) -> Any:
+        loaded = load(task_list)
+        skipped[:] = [not reads_is_greedy(loaded["tasks"].values())]
+        model.greedy_check = model_args["greedy_check"] = not skipped[0]
+        return loaded
+
+    manager.load = watched
+    try:
+        yield skipped
+    finally:
+        if own:
+            manager.load = load
+        else:
+            del manager.load
+        model.greedy_check = True
+
+
+def _not_decoded(samples: dict[str, list[dict[str, Any]]]) -> None:
+    """The logged ``samples`` (lm-eval's, by task) with each log-likelihood answer's
+    ``is_greedy`` (in ``resps`` and ``filtered_resps``) None: not decoded, where a False
+    would read as measured (``run_tasks`` skipped the check: no task reads it)."""
+
+    def unread(x: Any) -> Any:
+        if isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], bool):
+            return (x[0], None)
+        return [unread(y) for y in x] if isinstance(x, list) else x
+
+    for rows in samples.values():
+        for row in rows:
+            for key in ("resps", "filtered_resps"):
+                if key in row:
+                    row[key] = unread(row[key])
 
 
 def _built(manager: Any, tasks: Sequence[str]) -> list[tuple[str, list[Any]]]:
@@ -713,32 +773,33 @@ def run_tasks(
         check_output_path(output_path)
     manager = task_manager if task_manager is not None else find_tasks(tasks, include_path)
     tracker = EvaluationTracker(output_path=output_path) if output_path else None
-    greedy = model.greedy_check
-    if greedy and not model.causal and not reads_is_greedy(manager, tasks):
-        # a diffusion model's is_greedy costs a forward per continuation token, several times
-        # its ELBO estimate, for tasks (multiple choice by acc) that never read it
-        model.greedy_check = False
-    try:
-        with _task_errors(tasks), offline_hub():  # the tasks' data: local or cached, not fetched
-            results = simple_evaluate(
-                model=model,
-                model_args=model.model_args,  # with a model object: only recorded
-                tasks=list(tasks),
-                num_fewshot=num_fewshot,
-                limit=limit,
-                task_manager=manager,
-                log_samples=log_samples,
-                evaluation_tracker=tracker,
-                random_seed=seed,
-                numpy_random_seed=seed,
-                torch_random_seed=seed,
-                fewshot_random_seed=seed,
-            )
-    finally:
-        model.greedy_check = greedy
+    model_args = model.model_args  # with a model object: only recorded
+    # a diffusion model's is_greedy costs a forward per continuation token, several times its
+    # ELBO estimate: not decoded for tasks (multiple choice by acc) that never read it
+    with (
+        _greedy_where_read(model, manager, model_args) as greedy_skipped,
+        _task_errors(tasks),
+        offline_hub(),  # the tasks' data: local or cached, not fetched
+    ):
+        results = simple_evaluate(
+            model=model,
+            model_args=model_args,
+            tasks=list(tasks),
+            num_fewshot=num_fewshot,
+            limit=limit,
+            task_manager=manager,
+            log_samples=log_samples,
+            evaluation_tracker=tracker,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
     if results is None:
         return {}
     samples = results.pop("samples", None)
+    if samples and any(greedy_skipped):
+        _not_decoded(samples)
     if tracker is not None:
         tracker.save_results_aggregated(results=results, samples=samples)
         if log_samples and samples:

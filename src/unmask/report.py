@@ -473,29 +473,65 @@ def decoding_options(
     return out
 
 
-def validation_prompts(data: str | Path, *, n: int, length: int) -> list[list[int]]:
-    """The first ``length`` tokens of ``n`` consecutive validation windows: held-out text
-    the model has not trained on, so its continuations are not recitations. A window with a
-    document separator (a special token) after its first token is passed over: its prompt
-    ended one document and began another, which the model continued as a new document
-    while the reference scorer read the prompt's text as one. Fewer when the split is short
-    (or its documents are shorter than ``length``), none when it holds fewer than
-    ``length`` tokens (a dataset prepared with ``--val-fraction 0``)."""
+def validation_documents(
+    data: str | Path, *, length: int = 1, enough: int | None = None
+) -> tuple[Any, Any]:
+    """The documents of ``data``'s validation split that hold ``length`` tokens or more, as
+    numpy arrays of their first token's place and their length, in order: the runs of
+    tokens between special tokens (the separators; the split's first run may be the tail of
+    a document begun in the training split). Read in chunks, with numpy, until ``enough``
+    such documents are found (``None``: the whole split)."""
+    import numpy as np
+
     from unmask.data import TokenDataset
 
     val = TokenDataset(data, "val")
-    if len(val) < length:
-        return []
     tok = val.tokenizer()
-    out: list[list[int]] = []
-    for window in val.windows(length):
-        ids = [int(t) for t in window.tolist()]
-        if any(tok.is_special(t) for t in ids[1:]):
+    special = np.fromiter((tok.is_special(i) for i in range(val.vocab_size)), bool,
+                          val.vocab_size)
+    starts: list[Any] = []
+    lengths: list[Any] = []
+    found, begin, total, chunk = 0, 0, len(val), 1 << 20
+    for at in range(0, total, chunk):
+        seps = np.flatnonzero(special[val.read(at, min(chunk, total - at))]) + at
+        ends = np.append(seps, total) if at + chunk >= total else seps  # the last run ends
+        if not len(ends):
             continue
-        out.append(ids)
-        if len(out) == n:
+        first = np.concatenate([[begin], seps[: len(ends) - 1] + 1])
+        keep = ends - first >= length
+        starts.append(first[keep])
+        lengths.append((ends - first)[keep])
+        found += int(keep.sum())
+        begin = int(seps[-1]) + 1 if len(seps) else begin
+        if enough is not None and found >= enough:
             break
-    return out
+    if not starts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(starts), np.concatenate(lengths)
+
+
+def validation_prompts(data: str | Path, *, n: int, length: int) -> list[list[int]]:
+    """``n`` prompts of ``length`` tokens of held-out text, the model has not trained on, so
+    its continuations are not recitations; each inside one document
+    (``validation_documents``), as a prompt that ran from one document into the next was
+    continued by the model as a new document while the reference scorer read its text as
+    one. The first ``length`` tokens of the first ``n`` documents that long; where fewer are,
+    their next ``length`` tokens too, and so on. Fewer than ``n`` when the documents hold
+    fewer prompts, none when none is ``length`` tokens long (or the split is empty, as in a
+    dataset prepared with ``--val-fraction 0``)."""
+    from unmask.data import TokenDataset
+
+    if length < 1 or n < 1:
+        return []
+    starts, lengths = validation_documents(data, length=length, enough=n)
+    fits = lengths // length  # the prompts each document holds, one after another
+    places: list[int] = []
+    k = 0
+    while len(places) < n and (fits > k).any():
+        places.extend(int(s) + k * length for s in starts[fits > k][: n - len(places)])
+        k += 1
+    val = TokenDataset(data, "val")
+    return [val.read(at, length).tolist() for at in places]
 
 
 def plot_loss_curve(summary: TrainingSummary, out: str | Path, *, title: str = "") -> Path:

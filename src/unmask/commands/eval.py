@@ -31,6 +31,7 @@ from unmask.commands import (
 )
 from unmask.commands.generate import add_sample_flags, sample_config_from_args
 from unmask.errors import UserError
+from unmask.messages import plural
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -151,7 +152,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not decode each continuation greedily for lm-eval's is_greedy (diffusion "
         "models: one forward per continuation token; skipped by itself where no task reads "
-        "it, as a multiple-choice task scored by acc)",
+        "it, as a multiple-choice task scored by lm-eval's own acc)",
     )
     p.add_argument(
         "--task-file",
@@ -340,15 +341,20 @@ def _prompt_tokens(data: str | None, wanted: int) -> int:
 
 
 def _no_prompts(data: str | None, wanted: int) -> str:
-    """Why no sample has a held-out prompt of ``wanted`` tokens: no validation split, or one
-    shorter than that (it read "no held-out text" there too)."""
+    """Why no sample has a held-out prompt of ``wanted`` tokens: no validation split, one
+    shorter than that (it read "no held-out text" there too), or no document in it that
+    long (``report.validation_documents``)."""
     if data and (Path(data) / "index.json").is_file():
         from unmask.data import TokenDataset
+        from unmask.report import validation_documents
 
         n = len(TokenDataset(data, "val"))
-        if n >= wanted:  # every window of that many tokens crosses a document boundary
-            return (f"no {wanted} consecutive tokens of the validation split lie inside one "
-                    f"document (give fewer --prompt-tokens than {wanted})")
+        longest = int(validation_documents(data)[1].max(initial=0)) if n >= wanted else 0
+        if longest:  # a prompt may not run from one document into the next
+            return (f"no document of the validation split holds {wanted} tokens (the longest "
+                    f"holds {longest:,}; give --prompt-tokens {longest} or fewer)")
+        if n >= wanted:
+            return "the validation split holds no text between its separators"
         if n:
             return (f"the validation split holds {n:,} tokens, fewer than --prompt-tokens "
                     f"{wanted}")
@@ -726,6 +732,12 @@ def _score(
             report.notes.append(f"generative perplexity: {_no_prompts(data, args.prompt_tokens)}"
                                 ", samples are unconditional")
         prompts = [[] for _ in range(args.samples)]
+    elif len(prompts) < args.samples:  # a prompt lies inside one document
+        report.notes.append(
+            f"generative perplexity: {plural(len(prompts), 'sample')} of --samples "
+            f"{args.samples}, the validation split's documents hold only "
+            f"{plural(len(prompts), 'prompt')} of {args.prompt_tokens} tokens (fewer "
+            "--prompt-tokens find more)")
     q = sample_quality(
         loaded.tokenizer,
         prompts,
