@@ -834,9 +834,11 @@ class Transformer(nn.Module):
     @property
     def nonfinite_forwards(self) -> Tensor | None:
         """() int64 on the model's device: how many forwards in eval mode gave NaN or
-        infinite outputs so far (None before the first); a device tensor, so reading it is a
-        sync. Decoders compare it before and after a run (``nonfinite_mark``, ``check_finite``).
-        Training forwards are not counted (``unmask.train_guards`` watches the loss)."""
+        infinite outputs so far (None before the first run or forward), less those a caller
+        handed out row by row to the runs that shared them (``take_nonfinite_rows``); a device
+        tensor, so reading it is a sync. Decoders compare it before and after a run
+        (``nonfinite_mark``, ``check_finite``). Training forwards are not counted
+        (``unmask.train_guards`` watches the loss)."""
         return self._nonfinite
 
     @property
