@@ -139,8 +139,6 @@ def test_training_forwards_are_not_counted():
     assert int(model.nonfinite_forwards) == 1
 
 
-
-
 def test_inference_mode_before_and_after():
     """A count made under ``torch.inference_mode`` was an inference tensor: the next run
     outside it failed with "Inplace update to inference tensor outside InferenceMode"."""

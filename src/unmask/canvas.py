@@ -99,10 +99,9 @@ class Canvas:
         shape = self.tokens.shape
         for name in ("locked", "prompt_index", "attention_mask"):
             t = getattr(self, name)
-            if t is not None and t.shape != shape:
-                raise UserError(f"canvas {name} has shape {tuple(t.shape)}, tokens {tuple(shape)}")
-            if t is not None and t.dtype != torch.bool:  # 0/1 ints: ~ and indexing need bools
-                setattr(self, name, t != 0)
+            if t is not None:
+                _check_shape(name, t, shape)
+                setattr(self, name, _as_flags(t, f"canvas {name}"))  # ~ and indexing need bools
         start, end = self.region
         if not 0 <= start <= end <= shape[1]:
             raise UserError(
@@ -200,7 +199,9 @@ class Canvas:
             raise UserError(f"{what}, got {raw.dtype}")
         tokens = raw.to(torch.long)
         if attention_mask is not None:
-            attention_mask = torch.as_tensor(attention_mask)
+            attention_mask = _as_flags(torch.as_tensor(attention_mask), "canvas attention_mask")
+        if locked is not None:
+            locked = _as_flags(torch.as_tensor(locked), "canvas locked")
         if tokens.dim() == 1:  # one row: its mask and locks may be given as one row too
             tokens = tokens[None]
             if attention_mask is not None and attention_mask.dim() == 1:
@@ -209,13 +210,10 @@ class Canvas:
         real = (
             torch.ones_like(tokens, dtype=torch.bool)
             if attention_mask is None
-            else attention_mask.to(device=tokens.device, dtype=torch.bool)
+            else attention_mask.to(tokens.device)
         )
         given = (tokens != mask_id) & real
-        if locked is None:
-            locked = given | ~real
-        else:
-            locked = torch.as_tensor(locked).to(device=tokens.device, dtype=torch.bool) | ~real
+        locked = given | ~real if locked is None else locked.to(tokens.device) | ~real
         if attention_mask is not None and bool(real.all()):
             attention_mask = None
         return cls(
@@ -265,22 +263,39 @@ class Canvas:
         return canvas if device is None else canvas.to(device)
 
 
+def _check_shape(name: str, flags: Tensor, shape: torch.Size) -> None:
+    """One line for canvas flags (``locked``, ``attention_mask``, ...) not of shape (B, L)."""
+    if flags.shape != shape:
+        raise UserError(f"canvas {name} has shape {tuple(flags.shape)}, tokens {tuple(shape)}")
+
+
 def _check_flags(tokens: Tensor, attention_mask: Tensor | None, locked: Tensor | None) -> None:
     """One line for a padding mask that is not the shape of ``tokens`` (B, L), or ``locked``
     flags that do not broadcast to it (a row (L,) for every row may): else torch's broadcast
-    error, or a (2, L) mask beside one row of tokens refused as the shape of ``locked``."""
-    if attention_mask is not None and attention_mask.shape != tokens.shape:
-        raise UserError(f"canvas attention_mask has shape {tuple(attention_mask.shape)}, "
-                        f"tokens {tuple(tokens.shape)}")
+    error, or a (2, L) mask beside one row of tokens refused as the shape of ``locked``. Run
+    before the broadcast of ``from_tokens``; ``Canvas`` checks the shapes it is given too."""
+    if attention_mask is not None:
+        _check_shape("attention_mask", attention_mask, tokens.shape)
     if locked is None:
         return
     try:
-        fits = torch.broadcast_shapes(torch.as_tensor(locked).shape, tokens.shape) == tokens.shape
+        fits = torch.broadcast_shapes(locked.shape, tokens.shape) == tokens.shape
     except RuntimeError:
         fits = False
     if not fits:
-        raise UserError(f"canvas locked has shape {tuple(torch.as_tensor(locked).shape)}, "
-                        f"tokens {tuple(tokens.shape)}")
+        _check_shape("locked", locked, tokens.shape)
+
+
+def _as_flags(flags: Tensor, what: str) -> Tensor:
+    """``flags`` as bools: True/False, or the numbers 0 and 1 (``what`` names them in the
+    error). Any other number is refused in one line: ``!= 0`` took 0.5 (a probability
+    mask) and NaN as True without a word, where the docs promise 0/1."""
+    if flags.dtype == torch.bool:
+        return flags
+    if not bool(((flags == 0) | (flags == 1)).all()):
+        raise UserError(f"{what} must hold True/False or 0/1, got other values (for "
+                        "probabilities or scores, pass a comparison: probs > 0)")
+    return flags != 0
 
 
 def as_rows(prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor) -> list[list[int]]:
@@ -397,9 +412,8 @@ class TokenMask:
     allowed: Tensor
 
     def __post_init__(self) -> None:
-        self.allowed = torch.as_tensor(self.allowed)
-        if self.allowed.dtype != torch.bool:  # 0/1 numbers, as the canvas' flags: ~ needs bools
-            self.allowed = self.allowed != 0
+        # 0/1 numbers, as the canvas' flags: ~ needs bools
+        self.allowed = _as_flags(torch.as_tensor(self.allowed), "allowed-token mask")
         if self.allowed.dim() not in (2, 3):
             raise UserError(
                 f"allowed-token mask must be (L, V) or (B, L, V), got {tuple(self.allowed.shape)}"

@@ -37,9 +37,11 @@ Ling 2.0 / LLaDA 2.x: a sigmoid router with expert bias and group-limited top-k,
 dense first blocks (``dense_layers``) and partial rotary embeddings (``rotary_dim``).
 
 NaN watch: every forward in eval mode counts, on the device, whether its final hidden states
-held NaN or infinity (``Transformer.nonfinite_forwards``); a decoder notes the count when its
-run starts (``nonfinite_mark``) and checks it once at the end (``check_finite``, which raises
-``NonFiniteOutput``), so no step waits on a device read for it.
+held NaN or infinity (``Transformer.nonfinite_forwards``) and keeps which rows did
+(``nonfinite_rows``); a decoder notes the count when its run starts (``nonfinite_mark``) and
+checks it once at the end (``check_finite``, which raises ``NonFiniteOutput``), so no step
+waits on a device read for it. A forward shared by several runs is handed out row by row
+(``unmask.sampling.protocol.step_together``): one run's NaN rows fail that run only.
 
 Losses, noise, sampling, checkpoint formats and parallelism live elsewhere.
 """
@@ -509,6 +511,7 @@ class Transformer(nn.Module):
             self.self_condition = nn.Linear(config.d_model, config.d_model, bias=False)
         self._rope: tuple[Tensor, Tensor] | None = None
         self._nonfinite: Tensor | None = None  # () int64 on the device: ``nonfinite_forwards``
+        self._nonfinite_rows: Tensor | None = None  # (B,) bool of the last forward
         self.reset_parameters()
 
     @torch.no_grad()
@@ -806,12 +809,16 @@ class Transformer(nn.Module):
 
     def _count_nonfinite(self, x: Tensor) -> None:
         """Count this forward in ``nonfinite_forwards`` when its final hidden states x (B, L, D)
-        hold NaN or infinity (then so do the logits, the norm and head after them), on the
-        device: a few fused reductions, no device read, so a decoding step keeps its pace;
-        the decoder reads the count once, when its run ends (``check_finite``). Their sum is
-        taken in float32: a float16 sum of finite states can overflow."""
-        count = self._nonfinite_count(x.device)
-        count.add_(torch.isfinite(x.sum(dtype=torch.float32)).logical_not())
+        hold NaN or infinity (then so do the logits, the norm and head after them), and keep
+        which rows did (``nonfinite_rows``), on the device: a few fused reductions, no device
+        read, so a decoding step keeps its pace; the decoder reads the count once, when its run
+        ends (``check_finite``). The sums are taken in float32: a float16 sum of finite states
+        can overflow. ``s - s`` is NaN for a NaN or infinite sum and 0 for any other: two
+        kernels where ``isfinite`` and ``logical_not`` were five on a CPU."""
+        s = x.sum(dim=(1, 2), dtype=torch.float32)  # (B,)
+        rows = (s - s).ne(0)  # (B,) bool
+        self._nonfinite_count(x.device).add_(rows.any())
+        self._nonfinite_rows = rows
 
     def _nonfinite_count(self, device: torch.device) -> Tensor:
         """The () int64 count of ``nonfinite_forwards`` on ``device``, made (from 0) when there
@@ -827,10 +834,20 @@ class Transformer(nn.Module):
     @property
     def nonfinite_forwards(self) -> Tensor | None:
         """() int64 on the model's device: how many forwards in eval mode gave NaN or
-        infinite outputs so far (None before the first); a device tensor, so reading it is a
-        sync. Decoders compare it before and after a run (``nonfinite_mark``, ``check_finite``).
-        Training forwards are not counted (``unmask.train_guards`` watches the loss)."""
+        infinite outputs so far (None before the first run or forward), less those a caller
+        handed out row by row to the runs that shared them (``take_nonfinite_rows``); a device
+        tensor, so reading it is a sync. Decoders compare it before and after a run
+        (``nonfinite_mark``, ``check_finite``). Training forwards are not counted
+        (``unmask.train_guards`` watches the loss)."""
         return self._nonfinite
+
+    @property
+    def nonfinite_rows(self) -> Tensor | None:
+        """(B,) bool on the device: the rows of the last forward in eval mode whose outputs
+        held NaN or infinity (None before the first). A new tensor each forward, so a caller
+        that splits one forward among runs (``unmask.sampling.protocol.step_together``) tells
+        its forward's flags by identity."""
+        return self._nonfinite_rows
 
     def _noise_level(
         self,
@@ -976,15 +993,43 @@ def _counting(model: Any) -> Transformer | None:
     return None
 
 
-def nonfinite_mark(model: Any) -> Tensor | int | None:
+def nonfinite_mark(model: Any) -> Tensor | None:
     """Where ``model``'s count of non-finite forwards stands now (``nonfinite_forwards``), for
-    ``check_finite`` after a run: a copy on the device (no device read), 0 before the model's
-    first forward; None for a predictor that does not count them."""
+    ``check_finite`` after a run: a copy on the device (no device read; the count is made
+    there, from 0, before the model's first forward); None for a predictor that does not
+    count them."""
     counting = _counting(model)
     if counting is None:
         return None
     count = counting.nonfinite_forwards
-    return 0 if count is None else count.clone()
+    if count is None:  # made where the forward's last hidden states will be
+        last = next(counting.norm.parameters(), counting.embed.weight)
+        count = counting._nonfinite_count(last.device)
+    return count.clone()
+
+
+def last_nonfinite_rows(model: Any) -> Tensor | None:
+    """(B,) bool: the rows of ``model``'s last forward whose outputs held NaN or infinity
+    (``Transformer.nonfinite_rows``, on the device); None for a predictor that does not count
+    them, or before its first forward."""
+    counting = _counting(model)
+    return None if counting is None else counting.nonfinite_rows
+
+
+def take_nonfinite_rows(model: Any, before: Tensor | None, batch: int) -> Tensor | None:
+    """The (batch,) bool flags of the forward ``model`` made since ``last_nonfinite_rows``
+    returned ``before``, taken off its count (``nonfinite_forwards``; on the device, no read): for a
+    caller that splits one forward among runs and hands each run its own rows
+    (``unmask.sampling.protocol.step_together``), so that one run's NaN rows count against
+    that run only. None when the forward flagged nothing (a predictor that does not count,
+    a forward in training mode, a forward of another batch)."""
+    counting = _counting(model)
+    rows = None if counting is None else counting.nonfinite_rows
+    count = None if counting is None else counting.nonfinite_forwards
+    if rows is None or rows is before or count is None or rows.shape[0] != batch:
+        return None
+    count.add_(rows.any(), alpha=-1)  # (a bool is refused by sub_)
+    return rows
 
 
 def check_finite(model: Any, mark: Tensor | int | None) -> None:

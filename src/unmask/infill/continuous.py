@@ -85,7 +85,7 @@ def infill_template(
             report(step, run.ids)  # (B, L): the rounded canvas
 
     run = EmbedRun(model, canvas, config, eos_id=getattr(tokenizer, "eos_id", None),
-                   on_view=on_view)  # fmt: skip
+                   on_view=None if report is None else on_view)  # fmt: skip
     res = run.run()
     text, gaps, tokens = _render(plan, layout, res.tokens[0].tolist(), spans, 0, tokenizer)
     return InfillResult(text=text, gaps=gaps, tokens=tokens, nfe=res.nfe)

@@ -429,6 +429,7 @@ class ARRun(DecoderRun):
         self.steps += 1
         self.finished |= rows_finished(nxt[:, None], self.eos_id)
         if self.step_callback is not None:
+            self.check_finite()  # not a canvas of garbage: NaN logits
             self.step_callback(
                 self.steps, torch.cat([self.prompt, self.gen[:, : self.steps]], dim=1)
             )

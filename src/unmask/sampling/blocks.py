@@ -374,6 +374,7 @@ class BlockRun(DecoderRun):
         if self.history is not None:  # the canvas after the whole step, its edits included
             self.history.append(inner.x.clone())
         if self.step_callback is not None:
+            self.check_finite()  # not a canvas of garbage: NaN logits
             self.step_callback(self.steps, inner.x)
         if inner.done and (self.edit_threshold is None or bool(self._frozen.all())):
             self._end_block()

@@ -578,6 +578,7 @@ class Denoiser(DecoderRun):
         if self.history is not None:
             self.history.append(self.x.clone())
         if self.step_callback is not None:
+            self.check_finite()  # not a canvas of garbage: NaN logits
             self.step_callback(self.steps, self.x)
         self._report()
         self._settle()

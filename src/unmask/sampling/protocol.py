@@ -148,8 +148,10 @@ class DecoderRun:
     ``step_together`` do): written once here for every subclass (``__init_subclass__``), it
     was an ``AssertionError`` from inside the decoder. Written once here too: ``result()``
     raises ``unmask.model.NonFiniteOutput`` (one line) when the run's model gave NaN or
-    infinite outputs since the run was made (``unmask.model.check_finite``: one device read
-    per run, none per step).
+    infinite outputs in the run's forwards (``check_finite``: one device read per run, none
+    per step), and so does ``_report()`` before a view is shown (the view reads the device
+    anyway). In a forward shared with other runs (``step_together``) only the run's own
+    rows count.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -231,8 +233,19 @@ class DecoderRun:
                 self.advance()
         return self.result()
 
+    def check_finite(self) -> None:
+        """Raise ``unmask.model.NonFiniteOutput`` (one line) when the model gave NaN or
+        infinite outputs in this run's forwards so far (``unmask.model.check_finite``): one
+        device read. ``result()`` calls it, and so does ``_report()`` before a view is shown,
+        or a step callback of the decoder sees the canvas: garbage was shown before the error
+        (a server stream's text, the live view)."""
+        from unmask.model import check_finite
+
+        check_finite(getattr(self, "model", None), getattr(self, "_finite_mark", None))
+
     def _report(self) -> None:
         if self.on_view is not None:
+            self.check_finite()  # one more scalar read where the view's read waits anyway
             self.on_view(self.steps, self.view())
 
 
@@ -274,12 +287,24 @@ def _finite_result(result: Callable[[DecoderRun], Any]) -> Callable[[DecoderRun]
 
     @functools.wraps(result)
     def checked(self: DecoderRun) -> Any:
-        from unmask.model import check_finite
-
-        check_finite(getattr(self, "model", None), getattr(self, "_finite_mark", None))
+        self.check_finite()
         return result(self)
 
     return checked
+
+
+def _own_rows_only(runs: Sequence[DecoderRun], sizes: Sequence[int], flags: Tensor) -> None:
+    """Hand a shared forward's NaN watch out row by row (``flags`` (N,) bool, taken off the
+    model's count: ``unmask.model.take_nonfinite_rows``): a run counts the forward as
+    non-finite only where one of its own rows (``sizes``, in order) was. Counted per model,
+    one request's NaN row failed every request batched with it, and the requests that waited
+    to join. On the device: two small kernels a run, no device read."""
+    row = 0
+    for r, n in zip(runs, sizes, strict=True):
+        mark = getattr(r, "_finite_mark", None)
+        if mark is not None:  # its mark moves down: check_finite reads count - mark
+            r._finite_mark = mark.add(flags[row : row + n].any(), alpha=-1)
+        row += n
 
 
 StepError = Callable[[DecoderRun, BaseException], None]
@@ -340,6 +365,8 @@ def step_together(runs: Sequence[DecoderRun], *, on_error: StepError | None = No
     for r in todo:
         if not r.shares_forward:
             raise UserError(r.why_alone)
+    from unmask.model import last_nonfinite_rows, take_nonfinite_rows
+
     inputs = [r.model_inputs() for r in todo]
     if len(inputs) == 1:
         tokens, attn = inputs[0]
@@ -356,8 +383,12 @@ def step_together(runs: Sequence[DecoderRun], *, on_error: StepError | None = No
                 masks.append(torch.nn.functional.pad(real, (pad, 0), value=False))
         tokens = torch.cat(parts, dim=0)  # (N, L)
         attn = torch.cat(masks, dim=0) if padded else None  # (N, L)
+    before = last_nonfinite_rows(model)
     with torch.no_grad():
         logits = call_model(model, tokens, attn)  # (N, L, V)
+    flags = take_nonfinite_rows(model, before, tokens.shape[0])  # (N,) bool or None
+    if flags is not None:
+        _own_rows_only(todo, [t.shape[0] for t, _ in inputs], flags)
     row = 0
     for r, (t, _) in zip(todo, inputs, strict=True):
         n, length = t.shape

@@ -310,6 +310,7 @@ class SEDDRun(DecoderRun):
         if self.history is not None:
             self.history.append(x.clone())
         if self.step_callback is not None:
+            self.check_finite()  # not a canvas of garbage: NaN logits
             self.step_callback(self.nfe, x)
         self._report()
 

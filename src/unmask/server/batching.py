@@ -67,6 +67,7 @@ from typing import Any, cast
 import torch
 
 from unmask.config import SampleConfig
+from unmask.model import NonFiniteOutput
 from unmask.sampling.protocol import DecoderRun, RowRuns, ViewCallback, step_together
 from unmask.server.metrics import Metrics
 
@@ -844,6 +845,8 @@ class Engine:
         rows = [r for j in batch for r in j.rows]
         offsets = list(itertools.accumulate([0] + [len(j.rows) for j in batch]))
 
+        shown: set[int] = set()  # the jobs whose stream was sent a step of this run
+
         def on_view(step: int, view: torch.Tensor) -> None:
             sinks = [
                 (j, o)
@@ -854,6 +857,7 @@ class Engine:
                 return
             ids = view.tolist()
             for j, o in sinks:
+                shown.add(j.id)
                 try:
                     j.sink(step, ids[o : o + len(j.rows)])  # type: ignore[misc]
                 except Exception:  # noqa: BLE001 -- a broken stream must not stop the others
@@ -871,7 +875,10 @@ class Engine:
         except BaseException as e:  # noqa: BLE001 -- every job of the batch gets the error
             self._idle()
             for j in batch:
-                _resolve(j.future, exc=Cancelled() if j.cancelled else e)
+                if isinstance(e, NonFiniteOutput) and j.id not in shown and not j.cancelled:
+                    self._again_alone(j)
+                else:
+                    _resolve(j.future, exc=Cancelled() if j.cancelled else e)
             return
         self._idle()
         for j, o in zip(batch, offsets, strict=False):
@@ -885,6 +892,16 @@ class Engine:
                     batch_rows=len(rows),
                 ),
             )
+
+    def _again_alone(self, job: Job) -> None:
+        """Run ``job`` again alone after the whole-batch run it shared went NaN or infinite
+        (``NonFiniteOutput``): one request's rows (a prompt overflowing float16) failed every
+        request batched with it. A fresh run, whose NaN watch starts at its own first forward,
+        so only the job whose rows go NaN fails again. A job whose stream was sent steps of the
+        shared run fails with it instead (its text cannot start over)."""
+        for part in job._parts:
+            part.run = None  # begun before the shared run: its watch would count that run
+        self._run_whole([job])
 
     def _advance(self, run: DecoderRun, batch: list[Job], rows: int) -> None:
         """Advance a run alone to its end; ``Cancelled`` once every job of ``batch`` is."""

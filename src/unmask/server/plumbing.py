@@ -30,6 +30,7 @@ from unmask.checkpoint import Loaded
 from unmask.config import SampleConfig
 from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.infill.options import ConstraintError
+from unmask.model import NonFiniteOutput
 from unmask.sampling.cache import check_cache_name
 from unmask.sampling.loop import StepCallback
 from unmask.sampling.policies import make_policy
@@ -164,7 +165,13 @@ def user_error(e: UserError, param: str | None = None) -> APIError:
     gap constraint names its field (``choices.city``). A refusal of something too long for
     the model's context (its message says ``CONTEXT_WORDS``: a form, schema or template) is
     coded ``context_length_exceeded``, as a too-long prompt is, on every endpoint (structured
-    output on completions and chat said ``invalid_value`` where ``/v1/forms`` said that)."""
+    output on completions and chat said ``invalid_value`` where ``/v1/forms`` said that).
+    A model that gave NaN or infinite outputs (``NonFiniteOutput``) is the server's failure,
+    not the request's: a 500 ``server_error`` (logged), not a 400 telling a client that its
+    valid request was invalid."""
+    if isinstance(e, NonFiniteOutput):
+        log.error("model execution failed: %s", e)
+        return APIError(500, str(e), type="server_error", code="model_error")
     if param is None and isinstance(e, ConstraintError):
         param = e.option if e.key is None else f"{e.option}.{e.key}"
     message = spoken(str(e))
