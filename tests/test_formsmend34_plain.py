@@ -1,0 +1,56 @@
+"""A string pattern narrowed to plain JSON characters (``schema._json_plain``) keeps its size
+estimate (session 34 review): the narrowed class, ``[X--[\\x00-\\x1f"\\\\]]``, was read by
+``dfa`` as any character, so an array of ``^[A-Za-z\\s]{1,40}$`` was estimated at over a
+million states (the engine builds 1,631) and refused as too large with every tokenizer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from unmask.config import SampleConfig, model_preset
+from unmask.infill.dfa import dfa_states
+from unmask.infill.schema import fill_schema
+from unmask.model import Transformer
+from unmask.tokenizer import byte_tokenizer
+
+jsonschema = pytest.importorskip("jsonschema")
+
+TOK = byte_tokenizer()
+WORDS = [r"^[A-Za-z\s]{1,40}$", r"^\w+(,\s*\w+){0,10}$", r"^\w+(?:[\s,]+\w+){0,8}$"]
+
+
+def _array(pattern: str) -> dict:
+    return {"type": "array", "items": {"type": "string", "pattern": pattern}, "maxItems": 5}
+
+
+@pytest.mark.parametrize("pattern", WORDS)
+def test_an_array_of_a_spaced_pattern_is_filled_and_validates(pattern):
+    schema = _array(pattern)
+    torch.manual_seed(0)
+    model = Transformer(model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=256)).eval()
+    for seed in range(2):
+        r = fill_schema(model, TOK, schema, SampleConfig(steps=4, seed=seed, temperature=1.0))
+        jsonschema.validate(r.value, schema)
+        assert json.loads(r.text) == r.value
+
+
+@pytest.mark.parametrize("operation, ranges", [
+    ("[a-z--[aeiou]]", "[b-df-hj-np-tv-z]"),
+    ("[a-z&&[^aeiou]]", "[b-df-hj-np-tv-z]"),
+    ("[a-f~~d-k]", "[a-cg-k]"),
+    ("[[a-c][x-z]]", "[a-cx-z]"),
+    ("[^a-z--[b-y]]", "[^az]"),
+    (r'[ -~--["\\]]', r'[ !#-\[\]-~]'),
+])
+def test_a_class_set_operation_is_counted_as_its_characters(operation, ranges):
+    for pattern in (f"{operation}{{1,9}}[aeiou]", f"(?:{operation}|b{{0,3}}|x){{4}}"):
+        assert dfa_states(pattern, 10**6) == dfa_states(pattern.replace(operation, ranges), 10**6)
+
+
+def test_an_operation_on_the_engines_own_escapes_is_counted_as_a_superset():
+    """``\\p{L}`` is read as any character: a difference from it must not subtract it."""
+    assert dfa_states(r"[a-c--\p{L}]{1,5}", 10**6) == dfa_states("[a-c]{1,5}", 10**6)
+    assert dfa_states(r"[^a--\p{L}]{1,5}", 10**6) == dfa_states("(?s:.){1,5}", 10**6)
