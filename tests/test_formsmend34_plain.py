@@ -12,7 +12,8 @@ import torch
 
 from unmask.config import SampleConfig, model_preset
 from unmask.infill.dfa import dfa_states
-from unmask.infill.schema import fill_schema
+from unmask.infill.forms import value_automaton
+from unmask.infill.schema import fill_schema, schema_form
 from unmask.model import Transformer
 from unmask.tokenizer import byte_tokenizer
 
@@ -54,3 +55,24 @@ def test_an_operation_on_the_engines_own_escapes_is_counted_as_a_superset():
     """``\\p{L}`` is read as any character: a difference from it must not subtract it."""
     assert dfa_states(r"[a-c--\p{L}]{1,5}", 10**6) == dfa_states("[a-c]{1,5}", 10**6)
     assert dfa_states(r"[^a--\p{L}]{1,5}", 10**6) == dfa_states("(?s:.){1,5}", 10**6)
+
+
+@pytest.mark.parametrize("pattern, written", [
+    (r"^[ -~]{1,200}$", "[ -~]{1,200}"),
+    (r"^[^@]+@[^@]+$", "[^@]+@[^@]+"),
+])
+def test_a_value_with_its_own_plain_bound_keeps_its_pattern(pattern, written):
+    """The plain-JSON bound is intersected there: narrowing the pattern as well only made its
+    estimate larger (``[ -~]{1,200}``: 404 to 2,004 states)."""
+    hole = schema_form({"type": "string", "pattern": pattern}, TOK)
+    assert hole.regex == f'("{written}")'
+    assert value_automaton(hole.regex, hole.bound, TOK, "t").accepts_text('"a@b"', TOK)
+    assert not value_automaton(hole.regex, hole.bound, TOK, "t").accepts_text('"a\x01@b"', TOK)
+
+
+def test_an_enum_value_with_a_quote_satisfies_a_pattern_that_admits_it():
+    """``a"@b`` matches ``^[^@]+@[^@]+$``: it was dropped, as its JSON text ``"a\\"@b"`` did
+    not match the pattern narrowed to plain characters."""
+    schema = {"type": "string", "pattern": "^[^@]+@[^@]+$", "enum": ['a"@b', "x@y"]}
+    hole = schema_form(schema, TOK)
+    assert value_automaton(hole.regex, hole.bound, TOK, "t").accepts_text('"a\\"@b"', TOK)
