@@ -76,3 +76,11 @@ def test_an_enum_value_with_a_quote_satisfies_a_pattern_that_admits_it():
     schema = {"type": "string", "pattern": "^[^@]+@[^@]+$", "enum": ['a"@b', "x@y"]}
     hole = schema_form(schema, TOK)
     assert value_automaton(hole.regex, hole.bound, TOK, "t").accepts_text('"a\\"@b"', TOK)
+
+
+def test_raw_whitespace_in_a_verbose_pattern_is_ignored_as_the_engine_does():
+    """In ``(?x)`` raw whitespace is no character of the pattern (a newline ends a comment): it
+    was written as a character no string holds, so no item matched."""
+    schema = _array("^(?x)[a-z]+ \t # letters\n [0-9]+$")
+    hole = schema_form(schema, TOK)
+    assert value_automaton(hole.regex, hole.bound, TOK, "t").accepts_text('["ab12"]', TOK)

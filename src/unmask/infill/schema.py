@@ -1079,7 +1079,8 @@ def _json_plain(pattern: str) -> str:
     with a ``JSONDecodeError``) or a quote that closed it early (``["x", "y@z"]``, whose
     ``"x"`` fails the pattern). A class that holds none of them is kept as written, and a
     negated one takes them in (``[^@\x00-\x1f"\\]``), so the size estimate
-    (``unmask.infill.dfa``) still reads it."""
+    (``unmask.infill.dfa``) still reads it. In a pattern that starts in verbose mode
+    (``(?x)``) raw whitespace is kept: the engine ignores it there."""
 
     def narrowed(text: str) -> str:
         """A class (bracketed, or an escape such as ``\\S``) without ``_NOT_PLAIN``."""
@@ -1107,7 +1108,11 @@ def _json_plain(pattern: str) -> str:
             return _NO_CHARACTER
         return narrowed(text) if text[1:2] in tuple("sSwWdDpP") else text
 
+    verbose = re.match(r"\^?\(\?[a-zA-Z]*x", pattern) is not None
+
     def literal(c: str) -> str:
+        if verbose and c in "\t\n\v\f\r":  # ignored by ``(?x)``, and a comment's end
+            return c
         return _NO_CHARACTER if ord(c) < 0x20 or c == '"' else c
 
     out = _map_classes(pattern, escape, narrowed, "[^\\n" + _NOT_PLAIN[1:], literal)
