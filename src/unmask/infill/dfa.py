@@ -11,7 +11,8 @@ positions in another order are another state), and stops as soon as it passes a 
 budget of work, so its own cost is bounded too.
 
 What it counts is the engine's unit, bytes: each class is a set of code points (Python's
-reading of ``\\w``, ``\\d``, ``\\s``; ``\\p{..}`` and ``\\P{..}`` as any character,
+reading of ``\\w``, ``\\d``, ``\\s``; a general category ``\\p{L}``, ``\\P{Nd}`` as Python's
+``unicodedata`` reads it, any other ``\\p{..}`` and ``\\P{..}`` as any character,
 ``\\u{..}`` and ``\\x{..}`` as their code points), the characters the pattern's classes tell
 apart are all tried (one per interval between class ends), and to each set of positions it
 adds the states inside a multi-byte character the engine may reach from it: one per distinct
@@ -37,6 +38,7 @@ from __future__ import annotations
 import bisect
 import functools
 import re
+import unicodedata
 import warnings
 from typing import Any
 
@@ -47,11 +49,68 @@ _UNIVERSE: Ranges = ((0, 0xD7FF), (0xE000, 0x10FFFF))  # no surrogates: UTF-8 ha
 _ANYTHING = "\U0010fffe"
 """What an escape of the engine's own syntax becomes for Python's parser: any character."""
 _ENGINE = re.compile(r"\\[pP](?:\{[^}]*\}|[A-Za-z])")
-"""The engine's Unicode property escapes (``\\p{L}``): any character for the count."""
+"""The engine's Unicode property escapes (``\\p{L}``, ``\\pN``, ``\\P{Greek}``)."""
 _BRACED = re.compile(r"\\[uxU]\{([0-9A-Fa-f]{1,8})\}")
 """The engine's braced code point escapes (``\\x{10FFFF}``): written as Python's ``\\U``, so a
 class's range stays exact (as one placeholder, ``[\\x{20}-\\x{10FFFF}]`` was read as one
 character and its moves were estimated from the tokens of one first byte)."""
+
+
+@functools.cache
+def _general_categories() -> dict[str, Ranges]:
+    """Per Unicode general category, lowercase (``lu``, and ``l`` for all letters), its code
+    points (Python's Unicode tables)."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    last, start = "", 0
+    for c in range(0x110001):
+        cat = unicodedata.category(chr(c)) if c <= 0x10FFFF else ""
+        if cat != last:
+            if last:
+                spans.setdefault(last.lower(), []).append((start, c - 1))
+            last, start = cat, c
+    out = {k: _within(_merge(v), _UNIVERSE) for k, v in spans.items()}
+    for major in {k[0] for k in spans}:
+        out[major] = _merge([r for k, v in spans.items() if k[0] == major for r in v])
+        out[major] = _within(out[major], _UNIVERSE)
+    return out
+
+
+def _written(ranges: Ranges) -> str:
+    """``ranges`` as a class's items Python reads."""
+    return "".join(f"\\U{lo:08X}-\\U{hi:08X}" for lo, hi in ranges)
+
+
+def _properties(pattern: str) -> str:
+    """``pattern`` with each of the engine's general category escapes (``\\p{L}``, ``\\pN``,
+    ``\\P{Lu}``) as its code points, a class (its items inside brackets), and every other
+    property escape (``\\p{Greek}``) as any character: as any character, ``\\p{L}``'s many
+    ranges were one, and the states inside a multi-byte character they split were not
+    counted (an array of ``^[\\p{L} '-]{1,50}$`` was estimated at 1,367 states, the engine
+    built 44,796 in two minutes at a 126,000-token vocabulary)."""
+    out: list[str] = []
+    i, n, depth = 0, len(pattern), 0
+    while i < n:
+        m = _ENGINE.match(pattern, i)
+        if m:
+            name = m.group(0)[3:-1] if m.group(0)[2] == "{" else m.group(0)[2]
+            ranges = _general_categories().get(re.sub(r"[\s_-]", "", name).lower())
+            if ranges is not None and m.group(0)[1] == "P":
+                ranges = _complement(ranges)
+            body = _written(ranges) if ranges else ""
+            out.append(_ANYTHING if not body else body if depth else f"[{body}]")
+            i = m.end()
+        elif pattern[i] == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+        elif pattern[i] == "[":
+            j = _opened(pattern, i + 1)
+            out.append(pattern[i:j])
+            depth, i = depth + 1, j
+        else:
+            depth -= pattern[i] == "]" and depth > 0
+            out.append(pattern[i])
+            i += 1
+    return "".join(out)
 
 
 def _code_point(m: re.Match[str]) -> str:
@@ -144,8 +203,8 @@ def _set_operation(text: str) -> str | None:
     ``[\\w&&[^\\d]]``) as a class of code point ranges Python reads, or None where its parts
     are not classes Python reads. An operand that holds the engine's escapes is read as any
     character, more than it is, so the result is kept a superset: a difference from it
-    subtracts nothing, a symmetric difference with it is the union (``[\\p{L}--\\d]`` is
-    counted as any character but a digit, ``[a-z--\\p{L}]`` as ``[a-z]``), and a negated
+    subtracts nothing, a symmetric difference with it is the union (``[\\p{Greek}--\\d]`` is
+    counted as any character but a digit, ``[a-z--\\p{Greek}]`` as ``[a-z]``), and a negated
     class of such a superset is any character. Case-insensitive, the ranges are folded
     afterwards: a superset of the engine's operation on folded operands."""
     negate = text[1:2] == "^"
@@ -176,9 +235,7 @@ def _set_operation(text: str) -> str | None:
     if negate and not exact:
         return None
     ranges = _complement(ranges) if negate else ranges
-    if not ranges:
-        return "[^\\x00-\\U0010FFFF]"
-    return "[" + "".join(f"\\U{lo:08X}-\\U{hi:08X}" for lo, hi in ranges) + "]"
+    return f"[{_written(ranges)}]" if ranges else "[^\\x00-\\U0010FFFF]"
 
 
 def _classes(pattern: str) -> str:
@@ -224,7 +281,7 @@ def _for_python(pattern: str) -> str:
     """``pattern`` in Python's syntax, as far as the count goes: the engine's escapes and
     POSIX classes as any character, classes with set operations as ``_classes`` writes them,
     its anchors as Python's, its named groups as groups, its own flags dropped."""
-    out = _BRACED.sub(_code_point, _ENGINE.sub(_ANYTHING, pattern))
+    out = _BRACED.sub(_code_point, _properties(pattern))
     out = _classes(_POSIX.sub(_ANYTHING, out))
     out = _ANCHORS.sub(lambda m: "$" if m.group(0) == "\\z" else "\\b", out)
     out = _NAMED.sub(lambda m: m.group(0) if m.group(0)[0] == "\\" else "(?:", out)
@@ -452,7 +509,7 @@ class _Positions:
             if item == "NEGATE":
                 negate = True
             elif item == "LITERAL" and chr(arg) == _ANYTHING:
-                return _UNIVERSE  # ``[^\p{L}]`` too: any character, as the engine's escape
+                return _UNIVERSE  # ``[^\p{Greek}]`` too: any character, as the engine's escape
             elif item == "LITERAL":
                 parts.append((arg, arg))
             elif item == "RANGE" and _ANYTHING in (chr(arg[0]), chr(arg[1])):
