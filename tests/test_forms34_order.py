@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from unmask.errors import UserError
 from unmask.infill import automaton
 from unmask.infill.automaton import _estimated_sizes, _index, estimated_moves, index_moves, vocab_of
 from unmask.infill.dfa import dfa_states
@@ -36,8 +37,15 @@ def test_a_pattern_whose_engine_dfa_is_too_large_is_refused_before_it_builds(mon
     """``(?:\\w{0,3}|\\d{0,5}){6}`` has 66,297 engine states, over ``MAX_DFA_STATES``: it was
     estimated at 31,732 and built (seconds of native code at 256 tokens, at a 126k vocabulary
     minutes and gigabytes) to be refused only afterwards for its token states."""
-    assert dfa_states(r"(?:\w{0,3}|\d{0,5}){6}", automaton.MAX_DFA_STATES) \
-        > automaton.MAX_DFA_STATES
+    pattern = r"(?:\w{0,3}|\d{0,5}){6}"
+    assert dfa_states(pattern, automaton.MAX_DFA_STATES) > automaton.MAX_DFA_STATES
+
+    def engine(*args, **kwargs):
+        raise AssertionError("the engine built the pattern")
+
+    monkeypatch.setattr(automaton, "_index", engine)
+    with pytest.raises(UserError, match="too large"):
+        automaton.TokenAutomaton.from_regex(pattern, BYTES)
 
 
 def test_priority_order_alone_tells_states_apart():

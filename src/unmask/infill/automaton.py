@@ -54,9 +54,12 @@ MAX_STATES = 20000
 """Largest token automaton a constraint may compile to (states)."""
 MAX_DFA_STATES = 2 * MAX_STATES
 """Most states a pattern's byte DFA may have (``dfa.dfa_states``, an estimate counted before the
-engine builds it: on the patterns tried from a fifth under the engine's own count, ``.{0,300}``
-2,403 vs 3,009, to twice over, ``\\w+( \\w+){0,30}`` 19,191 vs 9,853). At the limit the
-engine builds in a few seconds (``\\w{1,30}\\s\\w{1,30}``: 18,999 states, about a second)."""
+engine builds it). On the patterns tried (byte vocabulary, 2026-12-07) the estimate is from
+0.7x the engine's own count to 6x: under it on lazy or nested optional repetitions,
+``(?:[a-z]*?x){0,6}`` 15 vs 21, ``.{0,300}`` 2,703 vs 3,009; over it on overlapping runs,
+``\\w+( \\w+){0,30}`` 20,431 vs 9,853, ``(?:\\w{0,2}|[\\u00e0-\\u00ff]{0,3}){5}`` 85,745 vs
+13,586. At the limit the engine builds in a few seconds (``\\w{1,30}\\s\\w{1,30}``: 18,999
+states, about a second)."""
 BYTES_PER_MOVE = 140
 """Memory a (state, token) move of a pattern's automaton takes at a compile's peak: the
 library hands the moves over as one Python dict, so it is the vocabulary times the

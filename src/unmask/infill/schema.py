@@ -369,7 +369,7 @@ def _admits(value: Any, schema: Any, root: Mapping[str, Any], path: str, depth: 
         text = json.dumps(value, ensure_ascii=False)
         pattern = node.get("pattern")
         if pattern is not None and not _text_matches(
-            text, schema_regex({"type": "string", "pattern": pattern}, path=path),
+            text, schema_regex({"type": "string", "pattern": pattern}, path=path, plain=False),
             f"{_where(path)}: pattern {pattern!r}",
         ):
             return False
@@ -1079,7 +1079,8 @@ def _json_plain(pattern: str) -> str:
     with a ``JSONDecodeError``) or a quote that closed it early (``["x", "y@z"]``, whose
     ``"x"`` fails the pattern). A class that holds none of them is kept as written, and a
     negated one takes them in (``[^@\x00-\x1f"\\]``), so the size estimate
-    (``unmask.infill.dfa``) still reads it."""
+    (``unmask.infill.dfa``) still reads it. In a pattern that starts in verbose mode
+    (``(?x)``) raw whitespace is kept: the engine ignores it there."""
 
     def narrowed(text: str) -> str:
         """A class (bracketed, or an escape such as ``\\S``) without ``_NOT_PLAIN``."""
@@ -1107,7 +1108,11 @@ def _json_plain(pattern: str) -> str:
             return _NO_CHARACTER
         return narrowed(text) if text[1:2] in tuple("sSwWdDpP") else text
 
+    verbose = re.match(r"\^?\(\?[a-zA-Z]*x", pattern) is not None
+
     def literal(c: str) -> str:
+        if verbose and c in "\t\n\v\f\r":  # ignored by ``(?x)``, and a comment's end
+            return c
         return _NO_CHARACTER if ord(c) < 0x20 or c == '"' else c
 
     out = _map_classes(pattern, escape, narrowed, "[^\\n" + _NOT_PLAIN[1:], literal)
@@ -1160,9 +1165,11 @@ def _types(node: Mapping[str, Any]) -> list[str]:
 
 
 def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str],
-            depth: int = 0) -> Any:
+            depth: int = 0, plain: bool = True) -> Any:
     """A copy of ``node`` with every numeric range replaced by a ``const`` marker, whose regex
-    ``schema_regex`` substitutes (the library would drop the range)."""
+    ``schema_regex`` substitutes (the library would drop the range), and every ``pattern``
+    narrowed to plain JSON characters (``_json_plain``), but ``node``'s own without
+    ``plain``."""
     if node is True or (isinstance(node, Mapping) and not set(node) - set(_NOTES)):
         return dict(ANY_VALUE)
     if not isinstance(node, Mapping):
@@ -1225,7 +1232,7 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         elif k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             continue
         elif k == "pattern" and isinstance(v, str):
-            out[k] = _anchored(_json_plain(ecma_classes(v)))
+            out[k] = _anchored(_json_plain(ecma_classes(v)) if plain else ecma_classes(v))
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -1403,15 +1410,20 @@ def _number_regex(bounds: NumberRange) -> str:
 
 
 def schema_regex(
-    schema: Mapping[str, Any], root: Mapping[str, Any] | None = None, path: str = "$"
+    schema: Mapping[str, Any], root: Mapping[str, Any] | None = None, path: str = "$",
+    *, plain: bool = True,
 ) -> str:
     """The regex of a subschema's JSON text (whitespace: at most one space where JSON allows
-    it), with numeric ranges compiled here."""
+    it), with numeric ranges compiled here. Without ``plain``, ``schema``'s own ``pattern``
+    is kept as written, not narrowed to the characters a JSON string holds unescaped
+    (``_json_plain``): where ``_string_bound`` is intersected with it, so the narrowing
+    changes no language (only the size estimate), or where a value's escaped JSON text is
+    matched (``_admits``: ``"a\\"@b"`` satisfies ``^[^@]+@[^@]+$``)."""
     from outlines_core import json_schema  # waits for the package's init in another thread
 
     root = schema if root is None else root
     marks: dict[str, str] = {}
-    marked = _marked(schema, root, path, marks)  # every $ref followed: no $defs needed
+    marked = _marked(schema, root, path, marks, plain=plain)  # every $ref followed
     try:
         regex = json_schema.build_regex_from_schema(json.dumps(marked), " ?")
     except ValueError as e:
@@ -1518,7 +1530,7 @@ def schema_form(
         bound = _string_bound(node)  # a second language, intersected
         if bound is not None:
             node = {k: v for k, v in node.items() if k not in ("minLength", "maxLength")}
-        regex = schema_regex(node, root, path)
+        regex = schema_regex(node, root, path, plain=bound is None)
         return ValueHole(regex=regex, width=0, spec=f"<schema {path}>", bound=bound,
                          composite=_composite(node, types))
 
