@@ -62,3 +62,30 @@ def test_a_config_pad_of_its_own_is_taken(tmp_path: Path) -> None:
     (hf_folder / "tokenizer_config.json").write_text(json.dumps({"pad_token": "<|my_pad|>"}))
     tok = load_tokenizer(hf_folder)
     assert _roles(tok)["pad_id"] == "<|my_pad|>" and tok.vocab_size == 278
+
+
+def test_a_native_checkpoints_roles_follow_its_config_json(tmp_path: Path) -> None:
+    """A Dream-like checkpoint whose config.json has BOS = ``<|endoftext|>`` (id 0) while its
+    vocabulary also holds ``<|beginoftext|>``, which the search by name picks: the ids the
+    model was trained with win, as the publisher-folder loader reads them."""
+    from unmask.checkpoint import native_parts
+    from unmask.config import ModelConfig, save_json
+
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_end|>", "<|beginoftext|>", "<|mask|>"]
+    hf.train_from_iterator(["hello world"] * 20, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    ckpt = tmp_path / "ck"
+    ckpt.mkdir()
+    hf.save(str(ckpt / "tokenizer.json"))
+    save_json(ModelConfig(vocab_size=hf.get_vocab_size(), d_model=16, n_layers=1, n_heads=2,
+                          mask_id=3, pad_id=0, eos_id=0, bos_id=0), ckpt / "config.json")
+    (ckpt / "model.safetensors").write_bytes(b"")  # not read
+    assert load_tokenizer(ckpt).bos_id == 2  # by name
+    tok = native_parts(ckpt)[2]
+    assert _roles(tok) == {"mask_id": "<|mask|>", "pad_id": "<|endoftext|>",
+                           "eos_id": "<|endoftext|>", "bos_id": "<|endoftext|>"}
+    assert tok.vocab_size == hf.get_vocab_size()
