@@ -320,62 +320,85 @@ def _is_jsonl(p: Path) -> bool:
 
 
 _PEEK_BYTES = 1 << 20  # the longest first line of a .json file read to tell JSON Lines
+_PEEK_MEMBERS = 10_000  # the most members looked at past _PEEK_BYTES (a long field's record)
 
 
 def _first_json_line(src: _Source, text_field: str) -> Any:
     """The first non-blank line of ``src`` parsed as JSON, or None where it is not JSON (blank
-    lines before it are skipped, as the JSONL reader skips them). A line longer than
-    ``_PEEK_BYTES`` (a first record over 1 MB, once read as text) gives the members of the
-    object it starts that begin in its first ``_PEEK_BYTES`` (``_object_head``); where
-    ``text_field`` is not among them (a long field before it: ``{"html": "<2 MB>", "text":``,
-    once read as text with a note saying the record had no such field), in its first 8, then
-    64 times ``_PEEK_BYTES``: no more than the JSONL reader holds to parse that line."""
-    limit = _PEEK_BYTES
+    lines before it are skipped, as the JSONL reader skips them); read once per ``src``. A
+    line longer than ``_PEEK_BYTES`` (a first record over 1 MB, once read as text) gives the
+    names of the members of the object it starts that begin in its first ``_PEEK_BYTES``
+    (``_object_head``; only ``text_field``'s value). Where those bytes end inside a string
+    value before ``text_field`` (a long field: ``{"html": "<2 MB>", "text":``, once read as
+    text with a note saying the record had no such field), the look goes on in its first 8,
+    then 64 times ``_PEEK_BYTES`` (no more than the JSONL reader holds to parse that line), at
+    the most ``_PEEK_MEMBERS`` members further. A long object of small members (a minified
+    word count) ends in no string: its first ``_PEEK_BYTES`` only are looked at."""
+    if text_field in src.first_line:
+        return src.first_line[text_field]
+    limit, obj, at = _PEEK_BYTES, None, 0
     while True:
         line = src.peek_nonblank(1, limit)[0]
         try:
-            return json.loads(line.decode("utf-8").removeprefix("\ufeff"))
+            obj = json.loads(line.decode("utf-8").removeprefix("\ufeff"))
+            break
         except (ValueError, RecursionError):
             if len(line) < limit or line.endswith(b"\n"):
-                return None
+                obj = None
+                break
         # "ignore": a character cut in two at the end of the bytes read
-        head = _object_head(line.decode("utf-8", "ignore").removeprefix("\ufeff"))
-        if (head is None or text_field in head or _chat_record(head)
+        text = line.decode("utf-8", "ignore").removeprefix("\ufeff")
+        obj, at = _object_head(text, text_field, obj, at)
+        if (at < 0 or text_field in obj or _chat_record(obj)
                 or limit >= 64 * _PEEK_BYTES):
-            return head
+            break
         limit *= 8
+    src.first_line[text_field] = obj
+    return obj
 
 
-def _object_head(text: str) -> dict[str, Any] | None:
+def _object_head(
+    text: str, keep: str, members: dict[str, Any] | None = None, at: int = 0,
+) -> tuple[dict[str, Any] | None, int]:
     """The members of the JSON object that ``text``, the start of a longer line, begins: those
-    whose value ends in ``text`` with their values; the one cut off with ``""`` where its value
-    is a string (``"text": "...`` is a record's text field) and None where not. None where
-    ``text`` does not start a JSON object."""
+    whose value ends in ``text``, with None for a value (``keep``'s value as it is: a record's
+    text field); the one cut off with ``""`` where its value is a string (``"text": "...`` is
+    a record's text field) and None where not. None where ``text`` does not start a JSON
+    object. With them, where ``text`` ends inside a string value, the place to go on from
+    with a longer ``text`` (given back as ``at``, with the ``members`` read so far, and then
+    at most ``_PEEK_MEMBERS`` members more), else -1."""
     space, decoder = json.decoder.WHITESPACE, json.JSONDecoder()
-    i = space.match(text, 0).end()
-    if text[i : i + 1] != "{":
-        return None
-    obj: dict[str, Any] = {}
-    while True:
-        i = space.match(text, i + 1).end()  # past "{" or ","
+    most = len(members) + _PEEK_MEMBERS if members is not None else -1
+    if members is None:
+        at = space.match(text, 0).end()
+        if text[at : at + 1] != "{":
+            return None, -1
+        members = {}
+    i = at
+    while len(members) != most:
+        at = i  # the "{" or "," before the next member
+        i = space.match(text, i + 1).end()
         if text[i : i + 1] != '"':
-            return obj if i == len(text) else None
+            return (members if i == len(text) else None), -1
         try:
             key, i = json.decoder.scanstring(text, i + 1)
         except ValueError:  # the key is cut off
-            return obj
+            return members, -1
         i = space.match(text, i).end()
         if text[i : i + 1] != ":":
-            return obj if i == len(text) else None
+            return (members if i == len(text) else None), -1
         i = space.match(text, i + 1).end()
         try:
-            obj[key], i = decoder.raw_decode(text, i)
+            value, i = decoder.raw_decode(text, i)
         except (ValueError, RecursionError):  # the value is cut off
-            obj[key] = "" if text[i : i + 1] == '"' else None
-            return obj
+            string = text[i : i + 1] == '"'
+            members[key] = "" if string else None
+            return members, at if string else -1
+        members[key] = value if key == keep else None
         i = space.match(text, i).end()
         if text[i : i + 1] != ",":
-            return obj if i == len(text) else None
+            return (members if i == len(text) else None), -1
+    return members, -1
 
 
 def _json_lines(src: _Source, text_field: str) -> bool:
@@ -443,6 +466,7 @@ class _Source:
         self.path = path
         self.stdin = stdin
         self.name = STDIN_NAME if stdin else str(path)
+        self.first_line: dict[str, Any] = {}  # _first_json_line's, by text field
         try:
             self._raw: BinaryIO = open(path, "rb")  # closed in close()
             head = self._raw.read(_HEAD_BYTES)
@@ -901,15 +925,17 @@ def _iter_pieces(
     line_docs: bool = False,
     chunk: int | None = None,
     stdin: Path | None = None,
+    jsonl: Sequence[bool] | None = None,
 ) -> Iterator[tuple[str, bool]]:
     """``(piece, end_of_document)`` over all files; pieces are about ``chunk`` characters
     (default ``_CHUNK_CHARS``; ``_split_text``). ``stdin``: the file that holds standard
-    input (named ``<stdin>``)."""
+    input (named ``<stdin>``). ``jsonl``: which files are JSONL, by place, where told
+    already (``_reads_as_jsonl``)."""
     chunk = _CHUNK_CHARS if chunk is None else chunk
-    for path in files:
+    for i, path in enumerate(files):
         src = _Source(path, on_progress, errors, stdin=path == stdin)
         try:
-            if _reads_as_jsonl(src, text_field):
+            if jsonl[i] if jsonl is not None else _reads_as_jsonl(src, text_field):
                 yield from _jsonl_pieces(src, text_field, errors, chunk)
             elif line_docs:
                 yield from _line_pieces(src, errors, chunk)
@@ -1499,25 +1525,27 @@ def prepare(
     # inputs read as plain text, JSON syntax and all (.json files; standard input holding
     # JSON that is not JSON Lines), by their place in `files`
     json_text: dict[int, str] = {}
-    first_line: Any = None  # the first line of the first of them (by place), parsed
-    n_jsonl = 0
+    # the first line of the first of them (by place): the names of its first 8 members where
+    # it is a JSON object (not the object: a minified one may hold millions)
+    first_names: list[str] | None = None
+    jsonl = [False] * len(files)  # read as JSONL, by place (told once, not on every pass)
 
     def sniff(i: int) -> None:
         """Refuse archives, UTF-16, binary data before any pass over the corpus; tell JSONL."""
-        nonlocal first_line, n_jsonl
+        nonlocal first_names
         src = _Source(files[i], lambda n: None, errors, stdin=files[i] == stdin)
         try:
-            jsonl = _reads_as_jsonl(src, text_field)
+            jsonl[i] = _reads_as_jsonl(src, text_field)
             # standard input has no name: JSON told by its first bytes, one line or many
-            as_text = not jsonl and (_named(src.path, ".json")
-                                     or (src.stdin and _json_document(src)))
+            as_text = not jsonl[i] and (_named(src.path, ".json")
+                                        or (src.stdin and _json_document(src)))
             if as_text:
                 if not json_text or i < min(json_text):
-                    first_line = _first_json_line(src, text_field)
+                    obj = _first_json_line(src, text_field)
+                    first_names = list(map(str, obj))[:8] if isinstance(obj, dict) else None
                 json_text[i] = src.name
         finally:
             src.close()
-        n_jsonl += jsonl
 
     for i, f in enumerate(files):
         if f != stdin:
@@ -1539,12 +1567,13 @@ def prepare(
             with _progress(desc, total_bytes, progress) as bar:
                 yield from _iter_pieces(
                     files, text_field=text_field, errors=errors, on_progress=bar.update,
-                    line_docs=line_docs, chunk=chunk, stdin=stdin,
+                    line_docs=line_docs, chunk=chunk, stdin=stdin, jsonl=jsonl,
                 )
 
         if tok is None:
             tok = _make_tokenizer(tokenizer, vocab_size, pieces)
         V = tok.vocab_size
+        n_jsonl = sum(jsonl)
         if text_field != "text" and not n_jsonl:
             notes.append(f"--text-field {text_field} (text_field= in Python) was not used: no "
                          "input is JSONL (.jsonl, .ndjson, or JSON Lines in a .json file)")
@@ -1556,8 +1585,8 @@ def prepare(
             kind = "inputs" if STDIN_NAME in names else ".json files"
             more = f" and {len(names) - 1} more {kind}" if len(names) > 1 else ""
             said = f"{names[0]}{more} read as plain text, JSON syntax and all"
-            if isinstance(first_line, dict):  # records without the field, or a config file
-                keys = ", ".join(map(str, list(first_line)[:8])) or "none"
+            if first_names is not None:  # records without the field, or a config file
+                keys = ", ".join(first_names) or "none"
                 notes.append(f"{said} (its first line is a JSON object without a string "
                              f"field {text_field!r}; fields: {keys}); if it is JSON Lines, name "
                              "the field of the text with --text-field (text_field= in Python)")

@@ -587,12 +587,12 @@ def _find(
 
 def config_tokens(folder: Path, hf: HFTokenizer) -> dict[str, str | None]:
     """The special tokens ``folder``'s ``tokenizer_config.json`` names (``transformers``'
-    ``mask_token``, ``pad_token``, ``eos_token``, ``bos_token``: a string or an added-token
-    object), keyed by role (``mask`` ...); None for a role it does not name or whose token
-    ``hf`` lacks, or is one ordinary character (``_find`` refuses that), and for every role
-    when there is no such file or it is not a JSON object. How a tokenizer folder says which
-    of its tokens ends a document when the token's name is none ``load_tokenizer`` knows
-    (DeepSeek's ``<｜end▁of▁sentence｜>``), as ``transformers`` reads it."""
+    ``mask_token``, ``pad_token``, ``eos_token``, ``bos_token``, ``unk_token``: a string or an
+    added-token object), keyed by role (``mask`` ...); None for a role it does not name or
+    whose token ``hf`` lacks, or is one ordinary character (``_find`` refuses that), and for
+    every role when there is no such file or it is not a JSON object. How a tokenizer folder
+    says which of its tokens ends a document when the token's name is none ``load_tokenizer``
+    knows (DeepSeek's ``<｜end▁of▁sentence｜>``), as ``transformers`` reads it."""
     from unmask.files import read_json
 
     path = folder / "tokenizer_config.json"
@@ -602,13 +602,19 @@ def config_tokens(folder: Path, hf: HFTokenizer) -> dict[str, str | None]:
         cfg = {}
     special = {t.content for t in hf.get_added_tokens_decoder().values() if t.special}
     out: dict[str, str | None] = {}
-    for role in ("mask", "pad", "eos", "bos"):
+    for role in ("mask", "pad", "eos", "bos", "unk"):
         token = cfg.get(f"{role}_token")
         if isinstance(token, dict):
             token = token.get("content")
         usable = isinstance(token, str) and hf.token_to_id(token) is not None
         out[role] = token if usable and (len(token) > 1 or token in special) else None
     return out
+
+
+def _unk_token(hf: HFTokenizer) -> str:
+    """The token ``hf``'s model puts for what it cannot encode (BPE, WordPiece, WordLevel),
+    else ``""``."""
+    return getattr(hf.model, "unk_token", None) or ""
 
 
 def _other_format(folder: Path) -> str:
@@ -639,7 +645,10 @@ def load_tokenizer(
     ``EOS_CANDIDATES``, ``BOS_CANDIDATES``, first match wins), and last the one the
     ``tokenizer_config.json`` beside the file names (``config_tokens``: DeepSeek's
     ``<｜end▁of▁sentence｜>``; after the names, so a tokenizer found before is found still:
-    an instruct model's config names its turn end, ``<|eot_id|>``, not the end of text).
+    an instruct model's config names its turn end, ``<|eot_id|>``, not the end of text; and
+    its mask and pad only where each is a token of its own, not the EOS, BOS, mask or
+    unknown token, so a fine-tune's ``"pad_token": "</s>"`` still gets ``[PAD]``, as before
+    the file was read).
     Tokenizers without a mask, pad or EOS token get ``[MASK]`` / ``[PAD]`` / ``[EOS]``
     appended as new special tokens at the end of the vocabulary (so ``vocab_size`` grows;
     ``save`` keeps them). A tokenizer without a BOS token uses its EOS token as BOS
@@ -667,10 +676,20 @@ def load_tokenizer(
         raise UserError(f"{p}: not a valid tokenizer.json ({msg})") from None
 
     named = {k: (v,) if v else () for k, v in config_tokens(p.parent, hf).items()}
-    mask = _find(hf, "mask", mask_token, MASK_CANDIDATES + named["mask"])
-    pad = _find(hf, "pad", pad_token, PAD_CANDIDATES + named["pad"])
     eos = _find(hf, "eos", eos_token, EOS_CANDIDATES + named["eos"])
     bos = _find(hf, "bos", bos_token, BOS_CANDIDATES + named["bos"])
+    # a mask or pad the config names that is another role's token or the unknown token
+    # (Llama-2 and Mistral fine-tunes: "pad_token": "</s>" or "<unk>") is not taken: such
+    # folders got [PAD] appended before tokenizer_config.json was read, and keep the
+    # datasets and models made then
+    taken = {eos, bos, *map(hf.token_to_id, (*named["unk"], _unk_token(hf)))}
+
+    def own(role: str) -> tuple[str, ...]:
+        return tuple(t for t in named[role] if hf.token_to_id(t) not in taken)
+
+    mask = _find(hf, "mask", mask_token, MASK_CANDIDATES + own("mask"))
+    taken.add(mask)
+    pad = _find(hf, "pad", pad_token, PAD_CANDIDATES + own("pad"))
     found = [i for i in (mask, pad, eos, bos) if i is not None]
     # Register found tokens as special (no-op for tokens that already are).
     hf.add_special_tokens([hf.id_to_token(i) for i in found])
