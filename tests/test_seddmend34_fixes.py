@@ -45,10 +45,20 @@ def test_a_checkpoint_with_the_pre_fix_shifted_sedd_output_is_read_as_the_fixed_
     assert ModelConfig(**{**stale, "objective": None}) == fixed
 
 
-def test_a_shifted_sedd_output_that_is_no_sedd_run_is_refused_in_one_line():
-    """Without objective ``sedd`` and the absorbing graph there is no fixed config it maps to."""
+def test_a_shifted_sedd_output_on_the_uniform_graph_is_refused_in_one_line():
+    """Without the absorbing graph there is no fixed config it maps to."""
     with pytest.raises(UserError, match="^output='sedd_log_score' with logit_shift .*'logits'"):
-        dataclasses.replace(BASE, output="sedd_log_score")
+        dataclasses.replace(BASE, output="sedd_log_score", sedd_graph="uniform",
+                            objective="sedd")
+
+
+def test_a_pre_fix_sedd_run_fine_tuned_as_mdlm_still_loads():
+    """``--init`` of such a run with ``--objective mdlm`` kept ``output='sedd_log_score'``;
+    an mdlm forward passes no noise level, so the head is the same as ``logits``: it loads
+    (it did before the fix) with its objective kept."""
+    config = dataclasses.replace(BASE, output="sedd_log_score", objective="mdlm",
+                                 sedd_graph="absorbing")
+    assert config.output == "logits" and config.objective == "mdlm"
 
 
 class _ColumnGraph(UniformGraph):

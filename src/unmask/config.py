@@ -367,14 +367,19 @@ class ModelConfig:
         (``unmask.objectives.score_entropy.sedd_model_config``): the same weights, their
         log-score taken after the shift (``unmask.sedd.as_log_score``); an objective not
         recorded is ``sedd``, the one its graph says (``unmask.facts.infer_objective``), so the
-        run's noise still reads its schedule. Any other such pair is refused."""
-        if self.objective not in (None, "sedd") or self.sedd_graph != "absorbing":
+        run's noise still reads its schedule. Another objective on the absorbing graph (a
+        run fine-tuned with ``--init ... --objective mdlm``) gets ``output='logits'`` too: its
+        forwards pass no noise level, so the output head is the same. Any other such pair (a
+        uniform graph) is refused; a graph not recorded is absorbing (``sedd.graph_of``)."""
+        if self.sedd_graph not in (None, "absorbing"):
             raise UserError(
                 "output='sedd_log_score' with logit_shift scores each position against its "
                 "left neighbour's token: set output to 'logits' (with objective 'sedd' and "
                 "sedd_graph 'absorbing' the log-score is taken after the shift)"
             )
-        self.output, self.objective = "logits", "sedd"
+        self.output = "logits"
+        if self.objective is None:
+            self.objective = "sedd"
 
     def _check_moe_options(self) -> None:
         """The router / partial-rotary / block-alignment options (one-line ``UserError``s)."""
