@@ -155,3 +155,16 @@ def test_same_values_compares_past_its_first_chunk() -> None:
     b[-1] = torch.nextafter(b[-1], torch.tensor(10.0, dtype=torch.bfloat16))
     assert not same_values(a, b)
     assert not same_values(a, a[:-1])
+
+
+def test_a_truncated_reference_weights_file_is_one_line(tmp_path: Path) -> None:
+    # an interrupted download: safetensors' SafetensorError ended in a traceback (review rm1)
+    pytest.importorskip("transformers")
+    from unmask.scoring import ReferenceScorer
+
+    folder = tmp_path / "cut"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    (folder / "model.safetensors").write_bytes(b"")
+    with pytest.raises(UserError, match="cut: not a causal language model .*header"):
+        ReferenceScorer.from_pretrained(folder)

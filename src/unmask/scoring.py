@@ -274,6 +274,8 @@ class ReferenceScorer:
         device: torch.device | str,
         start_token: str | None,
     ) -> ReferenceScorer:
+        from safetensors import SafetensorError
+
         from unmask.quantize import torchao_quiet
 
         with torchao_quiet():  # transformers' quantizers import torchao, if it is installed
@@ -306,7 +308,8 @@ class ReferenceScorer:
             extra["dtype" if (major, minor) >= (4, 56) else "torch_dtype"] = torch.float32
             with torchao_quiet(), _no_load_bars(transformers):
                 model = AutoModelForCausalLM.from_pretrained(str(folder), **extra)
-        except (OSError, ValueError) as e:  # not a folder transformers can load (not any
+        except (OSError, ValueError, SafetensorError) as e:  # not a folder transformers can
+            # load, or a truncated weights file (an interrupted download) (not any
             # KeyError: one from transformers' own code is a bug to see, not a verdict on it)
             lines = [line.strip() for line in str(e).splitlines() if line.strip()]
             said = (lines[0] if lines else type(e).__name__)  # its first line; its lines
