@@ -646,15 +646,13 @@ def load(
     check_quantize(quantize, device, load_dtype)  # the dtype it loads in: int4 CUDA needs bf16
     ckpt, config, tokenizer = native_parts(path)
     model = checked_meta(config, ckpt, load_dtype, device)
-    if not weights:
+    if weights:
+        check_fits(model, load_dtype, quantize, device, source=str(ckpt))
+        model._rope = None
+        _stream_weights(model, ckpt / "model.safetensors", device, quantize)
+    else:
         check_native_weights(model, ckpt / "model.safetensors")
-        model.eval()  # as a full load returns it (free on the meta device)
-        return Loaded(model=model, tokenizer=tokenizer, config=config, path=ckpt,
-                      name=os.fsdecode(path))
-    check_fits(model, load_dtype, quantize, device, source=str(ckpt))
-    model._rope = None
-    _stream_weights(model, ckpt / "model.safetensors", device, quantize)
-    model.eval()
+    model.eval()  # weights=False too (free on the meta device)
     return Loaded(model=model, tokenizer=tokenizer, config=config, path=ckpt,
                   name=os.fsdecode(path))
 

@@ -833,9 +833,12 @@ def student_vocab(teacher: Loaded, student_path: str) -> int | None:
     hybrid to be) of exactly the teacher's tokenizer. Returns the student's vocabulary size
     when it is the smaller one (rows are cut at ids beyond it), else None."""
     from unmask.api import draft_aux
+    from unmask.checkpoint import load
     from unmask.objectives.distill import teacher_problem
 
-    student = _weightless(student_path)
+    # config, tokenizer and a meta-device model, its weights' values not read: training reads
+    # them once (init); reading them here too read a native 8B student twice (32 GB)
+    student = load(student_path, weights=False)
     if student.config.attention == "causal":  # a one-model hybrid: the teacher's own tokenizer
         _same_tokenizer(teacher, student, student_path)
         return None
@@ -846,19 +849,6 @@ def student_vocab(teacher: Loaded, student_path: str) -> int | None:
     if shared is not None and shared < teacher.config.vocab_size:
         return int(shared)
     return None
-
-
-def _weightless(path: str) -> Loaded:
-    """The checkpoint at ``path`` as ``load`` reads it but for its weights' values
-    (``unmask.checkpoint.load(weights=False)``: config, tokenizer and a model on the meta
-    device, after the checks made before reading a weight). What ``student_vocab`` needs of a
-    student before the teacher decodes: training loads its weights once (``init``); reading
-    them here as well read the whole student twice (a native 8B student: 32 GB of float32 in
-    memory, for its config and tokenizer). The values themselves (NaN, infinity) are checked
-    as training loads them, after the decode."""
-    from unmask.checkpoint import load
-
-    return load(path, weights=False)
 
 
 def _same_tokenizer(teacher: Loaded, student: Loaded, student_path: str) -> None:
