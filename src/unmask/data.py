@@ -925,17 +925,17 @@ def _iter_pieces(
     line_docs: bool = False,
     chunk: int | None = None,
     stdin: Path | None = None,
-    jsonl: Sequence[bool] | None = None,
+    jsonl: Sequence[bool],
 ) -> Iterator[tuple[str, bool]]:
     """``(piece, end_of_document)`` over all files; pieces are about ``chunk`` characters
     (default ``_CHUNK_CHARS``; ``_split_text``). ``stdin``: the file that holds standard
-    input (named ``<stdin>``). ``jsonl``: which files are JSONL, by place, where told
+    input (named ``<stdin>``). ``jsonl``: which files are JSONL, by place, as told
     already (``_reads_as_jsonl``)."""
     chunk = _CHUNK_CHARS if chunk is None else chunk
     for i, path in enumerate(files):
         src = _Source(path, on_progress, errors, stdin=path == stdin)
         try:
-            if jsonl[i] if jsonl is not None else _reads_as_jsonl(src, text_field):
+            if jsonl[i]:
                 yield from _jsonl_pieces(src, text_field, errors, chunk)
             elif line_docs:
                 yield from _line_pieces(src, errors, chunk)

@@ -663,15 +663,10 @@ def load_tokenizer(
     try:
         hf = HFTokenizer.from_file(str(p))
     except Exception as e:  # HF raises plain Exception for bad JSON / unknown schema
-        from unmask.sniff import lfs_pointer
+        from unmask.convert.stream import is_lfs_pointer, lfs_error
 
-        try:
-            with open(p, "rb") as f:
-                pointer = lfs_pointer(f.read(200))  # a clone of a model without git-lfs
-        except OSError:
-            pointer = None
-        if pointer is not None:
-            raise UserError(f"{p}: {pointer}") from None
+        if is_lfs_pointer(p):  # a clone of a model without git-lfs
+            raise lfs_error(p) from None
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{p}: not a valid tokenizer.json ({msg})") from None
 

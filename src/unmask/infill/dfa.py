@@ -412,7 +412,7 @@ class _Positions:
         self.most = most
         self.made: dict[Any, int] = {}
         self.eps: list[list[int]] = []
-        self.reads: dict[int, tuple[int, int]] = {}  # node -> (position, node after)
+        self.reads: dict[int, int] = {}  # node -> the position it reads
         self.after: list[int] = []  # per position: the node after it
         self.end = -1
         self.follows: dict[int, tuple[Ordered, bool]] = {}  # ``after_position``'s
@@ -429,7 +429,7 @@ class _Positions:
             raise _TooLarge
         self.kinds.append(kind)
         at, after = self._node(), self._node()
-        self.reads[at] = (len(self.kinds) - 1, after)
+        self.reads[at] = len(self.kinds) - 1
         self.after.append(after)
         return at, after
 
@@ -480,7 +480,7 @@ class _Positions:
             if n == self.end:
                 final = True
             elif n in self.reads:
-                positions.append(self.reads[n][0])
+                positions.append(self.reads[n])
             else:
                 stack.extend(reversed(self.eps[n]))
         self.work.spend(2 * _OP * (1 + len(seen)))  # some Python steps a node
