@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from chi2_helpers import chi2_bar, pearson
 
 from unmask.sampling import generate_ar
 from unmask.sampling import speculative as spec_mod
 from unmask.sampling.ar import row_generators
 from unmask.sampling.protocol import make_generator
 from unmask.sampling.speculative import SpeculativeRun
-
-CHI2_15_AT_1E3 = 37.70
-"""The chi-square statistic with 15 degrees of freedom that a true law exceeds with
-probability 0.001 (16 cells: the 4 x 4 text-token pairs)."""
 
 
 def _pairs(per_row: bool, runs: int = 2000, **kw) -> torch.Tensor:
@@ -31,9 +28,10 @@ def _pairs(per_row: bool, runs: int = 2000, **kw) -> torch.Tensor:
     return torch.tensor(r.gen_ids)[:, :2]  # the first round drafts up to 3 of 4
 
 
-def _chi2(ids: torch.Tensor) -> float:
-    """Pearson's statistic of the (x1, x2) pair counts against the verifier's exact joint
-    law P(x1 | 2) P(x2 | x1) ([MASK] forbidden)."""
+def _chi2(ids: torch.Tensor) -> tuple[float, int]:
+    """Pearson's statistic (``chi2_helpers.pearson``) of the (x1, x2) pair counts against the
+    verifier's exact joint law P(x1 | 2) P(x2 | x1) ([MASK] forbidden); its degrees of
+    freedom."""
     from test_speculative import MASK, TABLE
 
     t = TABLE.clone()
@@ -43,21 +41,23 @@ def _chi2(ids: torch.Tensor) -> float:
     counts = torch.zeros(MASK, MASK, dtype=torch.float64)
     for a, b in ids.tolist():
         counts[a, b] += 1
-    expected = joint * ids.shape[0]
-    return float(((counts - expected) ** 2 / expected).sum())
+    return pearson(counts, joint * ids.shape[0])
 
 
-SETTINGS = [{"draft_length": 2}, {"draft_length": 2, "draft_steps": 2},
+SETTINGS = [{"draft_length": 1}, {"draft_length": 2}, {"draft_length": 2, "draft_steps": 2},
             {"draft_length": 3, "draft_steps": 3, "draft_threshold": 0.3}]  # fmt: skip
+"""draft_length 1 puts the bonus token (the draw from p after every draft accepted) at x2;
+the longer drafts put an accepted draft or the correction there."""
 
 
 @pytest.mark.parametrize("per_row", [True, False])
 @pytest.mark.parametrize("kw", SETTINGS)
 def test_the_first_two_tokens_follow_the_verifiers_joint_law(per_row, kw):
     """A chi-square test of the pairs (x1, x2), fixed seeds (the same statistic every run):
-    the accepted draft, the correction and the bonus token are each drawn given the token
-    before them, not only with the right marginals."""
-    assert _chi2(_pairs(per_row, **kw)) < CHI2_15_AT_1E3
+    the accepted draft, the correction and (draft_length 1) the bonus token are each drawn
+    given the token before them, not only with the right marginals."""
+    stat, df = _chi2(_pairs(per_row, **kw))
+    assert stat < chi2_bar(df), (stat, df)
 
 
 def test_a_correction_drawn_from_p_fails_the_joint_check(monkeypatch):
@@ -76,7 +76,8 @@ def test_a_correction_drawn_from_p_fails_the_joint_check(monkeypatch):
         return n, torch.cat([fixed, out[:, k:]], dim=1)
 
     monkeypatch.setattr(spec_mod, "accept_sampled", from_p)
-    assert _chi2(_pairs(False, draft_length=2)) > 2 * CHI2_15_AT_1E3
+    stat, df = _chi2(_pairs(False, draft_length=2))
+    assert stat > 2 * chi2_bar(df), (stat, df)
 
 
 class Oracle(torch.nn.Module):
