@@ -116,10 +116,13 @@ def scoring_tasks(manager: Any, tasks: Sequence[str]) -> list[str]:
 
 
 def reads_is_greedy(tasks: Iterable[Any]) -> bool:
-    """Whether any of the lm-eval task objects ``tasks`` reads lm-eval's ``is_greedy``. Only
-    a plain ``ConfigurableTask`` (no ``process_results`` of its own, in its class or its
-    config) is known not to: one of output type ``loglikelihood_rolling`` or
-    ``generate_until``, or ``multiple_choice`` without an ``exact_match`` metric (``acc``,
+    """Whether any of the lm-eval task objects ``tasks`` reads lm-eval's ``is_greedy``. A
+    ``ConfigurableTask`` that builds its requests as lm-eval does (no ``construct_requests``
+    of its own) of output type ``loglikelihood_rolling`` or ``generate_until`` is never sent
+    it, whatever its ``process_results`` (``wikitext`` has one); only ``loglikelihood``
+    requests return it. Of the other output types, only a plain ``ConfigurableTask`` (no
+    ``process_results`` of its own, in its class or its config) is known not to read it: one
+    of output type ``multiple_choice`` without an ``exact_match`` metric (``acc``,
     ``acc_norm`` and the rest never read it; ``ConfigurableTask.process_results``). Any other
     task (a ``loglikelihood`` one, whose ``acc`` is it; a ``process_results`` function, which
     may read it under any metric name; another ``Task`` class; metrics that cannot be read)
@@ -127,15 +130,18 @@ def reads_is_greedy(tasks: Iterable[Any]) -> bool:
     from lm_eval.api.task import ConfigurableTask
 
     def reads(t: Any) -> bool:
-        config = getattr(t, "config", None)
-        if (not isinstance(t, ConfigurableTask)
-                or type(t).process_results is not ConfigurableTask.process_results
-                or getattr(config, "process_results", None) is not None):
+        if not isinstance(t, ConfigurableTask):
+            return True
+        if (type(t).construct_requests is ConfigurableTask.construct_requests
+                and t.OUTPUT_TYPE in ("loglikelihood_rolling", "generate_until")):
+            return False  # it sends no loglikelihood request
+        if (type(t).process_results is not ConfigurableTask.process_results
+                or getattr(getattr(t, "config", None), "process_results", None) is not None):
             return True
         metrics = getattr(t, "_metric_fn_list", None)
         if t.OUTPUT_TYPE == "multiple_choice":
             return not isinstance(metrics, dict) or "exact_match" in metrics
-        return t.OUTPUT_TYPE not in ("loglikelihood_rolling", "generate_until")
+        return True  # loglikelihood (its acc is is_greedy), or a type not known here
 
     return any(reads(t) for t in tasks)
 

@@ -23,6 +23,7 @@ Heavy imports (torch, matplotlib) happen inside the functions that need them.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -473,36 +474,88 @@ def decoding_options(
     return out
 
 
+_CHUNK = 1 << 20
+"""Tokens ``validation_documents`` reads at a time."""
+
+
+def _special_table(val: Any) -> Any:
+    """A numpy table of ``val``'s vocabulary (a ``TokenDataset``), True at its special
+    tokens (``Tokenizer.is_special``). The tokenizer is loaded once per dataset and
+    process (``_special_ids``): an evaluation looks for prompts up to 3 times, and loading
+    a vocabulary of 128k tokens took 1.5 s each time."""
+    import numpy as np
+
+    files = (val.directory / val.index.get("tokenizer", "tokenizer.json"),
+             val.directory / "index.json")
+    try:
+        stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    except OSError:  # the tokenizer's own error says what is missing
+        ids: tuple[int, ...] = _special_ids.__wrapped__(val.directory, ())
+    else:  # re-prepared in place: a new stamp
+        ids = _special_ids(val.directory.resolve(), stamp)
+    table = np.zeros(val.vocab_size, bool)
+    table[[i for i in ids if 0 <= i < val.vocab_size]] = True
+    return table
+
+
+@functools.lru_cache(maxsize=4)
+def _special_ids(directory: Path, stamp: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
+    """The special token ids of the dataset at ``directory`` whose tokenizer and index files
+    have ``stamp`` (modification times and sizes): its four, and those of the tokens added
+    to the vocabulary that ``is_special`` counts (only an added token can be another)."""
+    from unmask.data import TokenDataset
+
+    tok = TokenDataset(directory, "val").tokenizer()
+    found = [*tok.special_ids().values(), *tok.hf.get_added_tokens_decoder()]
+    return tuple(sorted({int(i) for i in found if tok.is_special(i)}))
+
+
 def validation_documents(
     data: str | Path, *, length: int = 1, enough: int | None = None
 ) -> tuple[Any, Any]:
     """The documents of ``data``'s validation split that hold ``length`` tokens or more, as
     numpy arrays of their first token's place and their length, in order: the runs of
-    tokens between special tokens (the separators; the split's first run may be the tail of
-    a document begun in the training split). Read in chunks, with numpy, until ``enough``
-    such documents are found (``None``: the whole split)."""
+    tokens between special tokens (the separators) and the split's block joins. The split
+    is blocks of ``split_block`` tokens (``index.json``) that training text separated in the
+    corpus, joined with no separator, so a run ends at each join too, and a run that begins
+    at a block's start and ends at a separator is the tail of a document begun before the
+    block: it is left out. A block that holds no separator (a piece of a document longer
+    than a block, as a corpus prepared without ``--line-docs`` has) counts whole. Read in
+    chunks, with numpy, until ``enough`` such documents are found (``None``: the whole
+    split)."""
     import numpy as np
 
-    from unmask.data import TokenDataset
+    from unmask.data import SPLIT_BLOCK, TokenDataset
 
     val = TokenDataset(data, "val")
-    tok = val.tokenizer()
-    special = np.fromiter((tok.is_special(i) for i in range(val.vocab_size)), bool,
-                          val.vocab_size)
+    block = val.index.get("split_block")
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        block = SPLIT_BLOCK
+    special = _special_table(val)
     starts: list[Any] = []
     lengths: list[Any] = []
-    found, begin, total, chunk = 0, 0, len(val), 1 << 20
+    found, begin, after_sep, total, chunk = 0, 0, False, len(val), _CHUNK
     for at in range(0, total, chunk):
-        seps = np.flatnonzero(special[val.read(at, min(chunk, total - at))]) + at
-        ends = np.append(seps, total) if at + chunk >= total else seps  # the last run ends
+        n = min(chunk, total - at)
+        seps = np.flatnonzero(special[val.read(at, n)]) + at
+        joins = np.arange(-(-at // block) * block, at + n, block)
+        joins = joins[joins > 0]
+        last = at + n >= total
+        # the cuts in order: a run ends at each (its end), the next begins at its start
+        ends = np.concatenate([joins, seps, [total] if last else []]).astype(np.int64)
+        is_sep = np.concatenate([np.zeros(len(joins), bool), np.ones(len(seps), bool),
+                                 [False] if last else []]).astype(bool)
+        order = np.argsort(2 * ends + is_sep, kind="stable")  # a join before a separator on it
+        ends, is_sep = ends[order], is_sep[order]
         if not len(ends):
             continue
-        first = np.concatenate([[begin], seps[: len(ends) - 1] + 1])
-        keep = ends - first >= length
+        first = np.concatenate([[begin], ends[:-1] + is_sep[:-1]])
+        from_sep = np.concatenate([[after_sep], is_sep[:-1]])
+        keep = (ends - first >= max(length, 1)) & (from_sep | ~is_sep)
         starts.append(first[keep])
         lengths.append((ends - first)[keep])
         found += int(keep.sum())
-        begin = int(seps[-1]) + 1 if len(seps) else begin
+        begin, after_sep = int(ends[-1] + is_sep[-1]), bool(is_sep[-1])
         if enough is not None and found >= enough:
             break
     if not starts:
@@ -512,13 +565,14 @@ def validation_documents(
 
 def validation_prompts(data: str | Path, *, n: int, length: int) -> list[list[int]]:
     """``n`` prompts of ``length`` tokens of held-out text, the model has not trained on, so
-    its continuations are not recitations; each inside one document
-    (``validation_documents``), as a prompt that ran from one document into the next was
-    continued by the model as a new document while the reference scorer read its text as
-    one. The first ``length`` tokens of the first ``n`` documents that long; where fewer are,
-    their next ``length`` tokens too, and so on. Fewer than ``n`` when the documents hold
-    fewer prompts, none when none is ``length`` tokens long (or the split is empty, as in a
-    dataset prepared with ``--val-fraction 0``)."""
+    its continuations are not recitations; each inside one document, from its start but in
+    a document longer than a block (``validation_documents``), as a prompt that ran from
+    one document into the next was continued by the model as a new document while the
+    reference scorer read its text as one. The first ``length`` tokens of the first ``n``
+    documents that long; where fewer are, their next ``length`` tokens too, and so on.
+    Fewer than ``n`` when the documents hold fewer prompts, none when none is ``length``
+    tokens long (or the split is empty, as in a dataset prepared with
+    ``--val-fraction 0``)."""
     from unmask.data import TokenDataset
 
     if length < 1 or n < 1:
