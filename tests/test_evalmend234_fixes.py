@@ -215,3 +215,35 @@ def test_documents_read_in_chunks_follow_the_rule_token_by_token(verses, tmp_pat
         assert list(zip(starts.tolist(), lengths.tolist(), strict=True)) == want
         some, _ = report.validation_documents(data, length=length, enough=7)
         assert 7 <= len(some) < len(want) and some.tolist() == starts[: len(some)].tolist()
+
+
+def test_a_tokenizer_rewritten_with_its_old_modification_time_is_read_again(tmp_path):
+    """The per-process cache of a dataset's special ids was keyed on modification time and
+    size only: a tokenizer.json rewritten at the same size with its old time put back (cp -p,
+    rsync -t, tar) kept the old special ids (review rm6); its change time says otherwise."""
+    import os
+    import re
+
+    import unmask.report as report
+    from unmask.data import TokenDataset, prepare
+    from unmask.tokenizer import byte_tokenizer, with_fim_tokens
+
+    with_fim_tokens(byte_tokenizer()).save(tmp_path / "tok")
+    (tmp_path / "a.txt").write_text("\n".join(f"the lord said unto moses {i}"
+                                              for i in range(3000)) + "\n")
+    prepare([tmp_path / "a.txt"], tmp_path / "d", tokenizer=tmp_path / "tok" / "tokenizer.json",
+            val_fraction=0.2, min_val_tokens=0, line_docs=True, progress=False)
+    val = TokenDataset(tmp_path / "d", "val")
+    before = int(report._special_table(val).sum())
+    file = tmp_path / "d" / val.index.get("tokenizer", "tokenizer.json")
+    st = os.stat(file)
+    old = file.read_text()
+    new = re.sub(r'("content": "\[FIM_\w+\]",(?:\n.*?){4})"normalized": false,(\s*)"special": true',
+                 r'\1"normalized":false,\2"special": false', old)  # same size, FIM not special
+    assert new != old and len(new) == len(old)
+    file.write_text(new)
+    os.utime(file, ns=(st.st_atime_ns, st.st_mtime_ns))
+    got = int(report._special_table(TokenDataset(tmp_path / "d", "val")).sum())
+    report._special_ids.cache_clear()
+    fresh = int(report._special_table(TokenDataset(tmp_path / "d", "val")).sum())
+    assert got == fresh < before

@@ -488,7 +488,9 @@ def _special_table(val: Any) -> Any:
     files = (val.directory / val.index.get("tokenizer", "tokenizer.json"),
              val.directory / "index.json")
     try:
-        stamp = tuple((f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+        stats = [f.stat() for f in files]  # ctime and inode: a copy that keeps the old
+        # modification time (cp -p, rsync -t, tar) still changes them
+        stamp = tuple((st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino) for st in stats)
     except OSError:  # the tokenizer's own error says what is missing
         ids: tuple[int, ...] = _special_ids.__wrapped__(val.directory, ())
     else:  # re-prepared in place: a new stamp
@@ -499,10 +501,11 @@ def _special_table(val: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=4)
-def _special_ids(directory: Path, stamp: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
+def _special_ids(directory: Path, stamp: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
     """The special token ids of the dataset at ``directory`` whose tokenizer and index files
-    have ``stamp`` (modification times and sizes): its four, and those of the tokens added
-    to the vocabulary that ``is_special`` counts (only an added token can be another)."""
+    have ``stamp`` (modification and change times, sizes, inodes): its four, and those of the
+    tokens added to the vocabulary that ``is_special`` counts (only an added token can be
+    another)."""
     from unmask.data import TokenDataset
 
     tok = TokenDataset(directory, "val").tokenizer()
