@@ -12,6 +12,7 @@ from unmask.errors import UserError
 from unmask.infill import automaton
 from unmask.infill.automaton import _index, vocab_of
 from unmask.infill.dfa import dfa_states
+from unmask.infill.forms import value_automaton
 from unmask.infill.schema import schema_form
 from unmask.tokenizer import byte_tokenizer
 
@@ -43,3 +44,22 @@ def test_an_array_of_letters_by_a_long_name_is_refused_before_the_engine_builds_
               "items": {"type": "string", "pattern": "^[\\p{" + name + "} '-]{1,50}$"}}
     with pytest.raises(UserError, match="too large"):
         schema_form(schema, TOK)
+
+
+def _items(pattern: str) -> dict:
+    return {"type": "array", "items": {"type": "string", "pattern": pattern}, "maxItems": 3}
+
+
+def test_a_scoped_verbose_group_keeps_raw_whitespace_out_of_the_json_string():
+    """``(?x:a)`` makes only its group verbose: the raw tab after it is a character of the
+    pattern, which no JSON string holds raw (it was kept, and a raw tab was accepted)."""
+    try:
+        hole = schema_form(_items("^(?x:a)\tb$"), TOK)
+    except UserError:
+        return  # no item can match: refused is right too
+    assert not value_automaton(hole.regex, hole.bound, TOK, "t").accepts_text('["a\tb"]', TOK)
+
+
+def test_a_verbose_flag_group_that_also_clears_a_flag_still_ignores_raw_whitespace():
+    hole = schema_form(_items("^(?x-i)[a-z]+ \t[0-9]+$"), TOK)
+    assert value_automaton(hole.regex, hole.bound, TOK, "t").accepts_text('["ab12"]', TOK)
