@@ -229,6 +229,8 @@ def _opened(pattern: str, j: int) -> int:
 
 
 _SET_OPS = ("--", "&&", "~~")
+_ITEM = re.compile(r"\\(?:U[0-9A-Fa-f]{8}|u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|.)|.", re.DOTALL)
+"""One character of a class's items, an escape (as ``_for_python`` writes code points) or not."""
 
 
 def _operands(body: str) -> list[tuple[str, list[str]]] | None:
@@ -239,9 +241,7 @@ def _operands(body: str) -> list[tuple[str, list[str]]] | None:
     out: list[tuple[str, list[str]]] = [("", [])]
     flat, i, n = "", 0, len(body)
     while i < n:
-        if body[i] == "\\":
-            flat, i = flat + body[i:i + 2], i + 2
-        elif body[i:i + 2] in _SET_OPS:
+        if body[i:i + 2] in _SET_OPS:
             out[-1][1].append(flat)
             out.append((body[i:i + 2], []))
             flat, i = "", i + 2
@@ -255,8 +255,11 @@ def _operands(body: str) -> list[tuple[str, list[str]]] | None:
                 return None
             out[-1][1].append(body[i:j + 1])
             i = j + 1
-        else:
-            flat, i = flat + body[i], i + 1
+        else:  # a character, and the end of a range it starts, before any operation after
+            j = _ITEM.match(body, i).end()  # (``[ -~~~a]`` is `` -~``, ``~~``, ``a``)
+            if body[j:j + 1] == "-" and body[j + 1:j + 2] not in ("", "]", "-", "["):
+                j = _ITEM.match(body, j + 1).end()
+            flat, i = flat + body[i:j], j
     out[-1][1].append(flat)
     return out
 
