@@ -135,21 +135,19 @@ def _loose(name: str) -> str:
 
 def _property(name: str) -> Ranges | None:
     """The code points of the engine's ``\\p{name}``: a general category by its code or long
-    name, alone or as ``gc=``/``General_Category=`` (``:`` or, negated, ``!=``), and the
-    binary properties ``_binary`` reads; None for any other (a script, ``\\p{Greek}``:
-    Python has no script table)."""
-    key, op, value = re.fullmatch(r"(?:(.*?)(!=|=|:))?(.*)", name, re.DOTALL).groups()
-    table = _general_categories()
+    name, alone or as ``gc=``/``General_Category=`` (or ``:``, or ``!=``, which the engine
+    reads as ``=``: its ``\\p{gc!=Nd}`` matches ``5`` and not ``a``), and the binary
+    properties ``_binary`` reads; None for any other (a script, ``\\p{Greek}``: Python has no
+    script table)."""
+    key, value = re.fullmatch(r"(?:(.*?)!?[=:])?(.*)", name, re.DOTALL).groups()
+    value = _loose(value)
     if key is None:  # the engine tries a binary property's name first, then a category's
-        value = _loose(value)
         ranges = _binary(value) if value not in ("cf", "sc", "lc") else None
     elif _loose(key) in ("gc", "generalcategory"):
-        value, ranges = _loose(value), None
+        ranges = None
     else:
         return None
-    if ranges is None:
-        ranges = table.get(_CATEGORY_NAMES.get(value, value))
-    return _complement(ranges) if ranges is not None and op == "!=" else ranges
+    return ranges or _general_categories().get(_CATEGORY_NAMES.get(value, value))
 
 
 def _written(ranges: Ranges) -> str:
