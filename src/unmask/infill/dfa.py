@@ -11,9 +11,10 @@ positions in another order are another state), and stops as soon as it passes a 
 budget of work, so its own cost is bounded too.
 
 What it counts is the engine's unit, bytes: each class is a set of code points (Python's
-reading of ``\\w``, ``\\d``, ``\\s``; a general category ``\\p{L}``, ``\\P{Nd}`` as Python's
-``unicodedata`` reads it, any other ``\\p{..}`` and ``\\P{..}`` as any character,
-``\\u{..}`` and ``\\x{..}`` as their code points), the characters the pattern's classes tell
+reading of ``\\w``, ``\\d``, ``\\s``; a general category ``\\p{L}``, ``\\p{Letter}``,
+``\\P{gc=Nd}`` and some binary properties as Python's ``unicodedata`` reads them
+(``_property``), any other ``\\p{..}`` and ``\\P{..}`` as any character, ``\\u{..}`` and
+``\\x{..}`` as their code points), the characters the pattern's classes tell
 apart are all tried (one per interval between class ends), and to each set of positions it
 adds the states inside a multi-byte character the engine may reach from it: one per distinct
 way the UTF-8 prefixes read so far split the classes still possible
@@ -22,7 +23,14 @@ partial character may still end as a word or a space character). That sum models
 engine's own determinization (its byte-level details aside), so it is an estimate of the
 engine's count, not a proof: on 33 patterns tried (2026-12-07, the synthetic vocabulary of
 ``benchmarks/constraints.py`` at 8,000 tokens) 0.6-2.3x the engine's states and 1.0-136x
-its moves, none under. A pattern over
+its moves, none under. Where a class is read as more characters than it holds, the count
+is no bound: fewer, wider ranges split fewer UTF-8 prefixes, so a script read as any
+character counts a fraction of the engine's states (``[\\p{Latin} '-]{1,20}`` 183 vs 649;
+an array of ``^[\\p{Latin} '-]{1,50}$`` 1,367 vs 4,824); so may a class of characters
+assigned after Python's Unicode version (``unicodedata.unidata_version``, older than the
+engine's: ``[\\p{Nd} '-]{1,20}`` 483 vs 509 with 14.0), or Python's ``\\w`` (no marks)
+in a set operation (``[\\w--\\p{L}]{1,20}`` 1,883 vs 3,930). ``automaton.check_built``
+counts what the engine built. A pattern over
 ``most_positions`` positions, or whose count spends the work budget, is counted as over the
 limit (refused). The engine's own syntax is read as far as the count needs (``_for_python``:
 POSIX classes as any character, classes with set operations or nested classes as the code
@@ -46,8 +54,10 @@ Ranges = tuple[tuple[int, int], ...]
 """A set of code points: sorted, disjoint, inclusive ``(lo, hi)`` ranges."""
 
 _UNIVERSE: Ranges = ((0, 0xD7FF), (0xE000, 0x10FFFF))  # no surrogates: UTF-8 has none
-_ANYTHING = "\U0010fffe"
-"""What an escape of the engine's own syntax becomes for Python's parser: any character."""
+_ANYTHING = "\ud800"
+"""What an escape of the engine's own syntax becomes for Python's parser: any character. A
+surrogate, which no class of code points written out (``_written``) names: as U+10FFFE,
+``\\p{Cn}``'s last range ended there, and the whole class was read as any character."""
 _ENGINE = re.compile(r"\\[pP](?:\{[^}]*\}|[A-Za-z])")
 """The engine's Unicode property escapes (``\\p{L}``, ``\\pN``, ``\\P{Greek}``)."""
 _BRACED = re.compile(r"\\[uxU]\{([0-9A-Fa-f]{1,8})\}")
@@ -58,8 +68,8 @@ character and its moves were estimated from the tokens of one first byte)."""
 
 @functools.cache
 def _general_categories() -> dict[str, Ranges]:
-    """Per Unicode general category, lowercase (``lu``, and ``l`` for all letters), its code
-    points (Python's Unicode tables)."""
+    """Per Unicode general category, lowercase (``lu``, ``l`` for all letters, ``lc`` for the
+    cased ones), its code points (Python's Unicode tables)."""
     spans: dict[str, list[tuple[int, int]]] = {}
     last, start = "", 0
     for c in range(0x110001):
@@ -68,11 +78,76 @@ def _general_categories() -> dict[str, Ranges]:
             if last:
                 spans.setdefault(last.lower(), []).append((start, c - 1))
             last, start = cat, c
-    out = {k: _within(_merge(v), _UNIVERSE) for k, v in spans.items()}
+    spans["lc"] = [r for k in ("lu", "ll", "lt") for r in spans[k]]
     for major in {k[0] for k in spans}:
-        out[major] = _merge([r for k, v in spans.items() if k[0] == major for r in v])
-        out[major] = _within(out[major], _UNIVERSE)
-    return out
+        spans[major] = [r for k, v in spans.items() if k[0] == major and k != "lc" for r in v]
+    return {k: _within(_merge(v), _UNIVERSE) for k, v in spans.items()}
+
+
+_CATEGORY_NAMES = {
+    "other": "c", "control": "cc", "cntrl": "cc", "format": "cf", "unassigned": "cn",
+    "privateuse": "co", "surrogate": "cs", "letter": "l", "casedletter": "lc",
+    "lowercaseletter": "ll", "modifierletter": "lm", "otherletter": "lo",
+    "titlecaseletter": "lt", "uppercaseletter": "lu", "mark": "m", "combiningmark": "m",
+    "spacingmark": "mc", "enclosingmark": "me", "nonspacingmark": "mn", "number": "n",
+    "decimalnumber": "nd", "digit": "nd", "letternumber": "nl", "othernumber": "no",
+    "punctuation": "p", "punct": "p", "connectorpunctuation": "pc", "dashpunctuation": "pd",
+    "closepunctuation": "pe", "finalpunctuation": "pf", "initialpunctuation": "pi",
+    "otherpunctuation": "po", "openpunctuation": "ps", "symbol": "s", "currencysymbol": "sc",
+    "modifiersymbol": "sk", "mathsymbol": "sm", "othersymbol": "so", "separator": "z",
+    "lineseparator": "zl", "paragraphseparator": "zp", "spaceseparator": "zs",
+}
+"""The general categories' long names and aliases (Unicode's PropertyValueAliases, loose:
+lowercase, no ``_``, ``-`` or space), by their short codes."""
+_BINARY = {"lower": "lowercase", "upper": "uppercase", "wspace": "whitespace",
+           "space": "whitespace", "alpha": "alphabetic"}
+"""The binary properties' aliases ``_binary`` reads, by their long names (loose)."""
+_WHITE_SPACE: Ranges = ((0x09, 0x0D), (0x20, 0x20), (0x85, 0x85), (0xA0, 0xA0),
+                        (0x1680, 0x1680), (0x2000, 0x200A), (0x2028, 0x2029),
+                        (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000))
+"""Unicode's ``White_Space`` (PropList; Python's ``str.isspace`` differs: ``\\x1c``-``\\x1f``)."""
+
+
+@functools.cache
+def _binary(name: str) -> Ranges | None:
+    """The code points of the binary property ``name`` (loose) that Python's tables give:
+    ``Any``, ``ASCII``, ``Assigned``, ``White_Space``, ``Lowercase`` and ``Uppercase``
+    (``str.islower``, ``str.isupper`` of one character read them), and ``Alphabetic`` read
+    as letters, letter numbers and marks (Python has no ``Other_Alphabetic``, the vowel
+    signs among the marks); None for any other."""
+    name = _BINARY.get(name, name)
+    if name in ("lowercase", "uppercase"):
+        test = str.islower if name == "lowercase" else str.isupper
+        return _merge([(c, c) for lo, hi in _UNIVERSE for c in range(lo, hi + 1)
+                       if test(chr(c))])
+    table = _general_categories()
+    return {"any": _UNIVERSE, "ascii": ((0, 0x7F),), "whitespace": _WHITE_SPACE,
+            "assigned": _complement(table["cn"]),
+            "alphabetic": _merge([*table["l"], *table["nl"], *table["m"]])}.get(name)
+
+
+def _loose(name: str) -> str:
+    """``name`` as the engine matches a property's name or value (UAX44-LM3): lowercase,
+    without spaces, ``_``, ``-`` and a leading ``is``."""
+    name = re.sub(r"[\s_-]", "", name).lower()
+    return name[2:] if name.startswith("is") else name
+
+
+def _property(name: str) -> Ranges | None:
+    """The code points of the engine's ``\\p{name}``: a general category by its code or long
+    name, alone or as ``gc=``/``General_Category=`` (or ``:``, or ``!=``, which the engine
+    reads as ``=``: its ``\\p{gc!=Nd}`` matches ``5`` and not ``a``), and the binary
+    properties ``_binary`` reads; None for any other (a script, ``\\p{Greek}``: Python has no
+    script table)."""
+    key, value = re.fullmatch(r"(?:(.*?)!?[=:])?(.*)", name, re.DOTALL).groups()
+    value = _loose(value)
+    if key is None:  # the engine tries a binary property's name first, then a category's
+        ranges = _binary(value) if value not in ("cf", "sc", "lc") else None
+    elif _loose(key) in ("gc", "generalcategory"):
+        ranges = None
+    else:
+        return None
+    return ranges or _general_categories().get(_CATEGORY_NAMES.get(value, value))
 
 
 def _written(ranges: Ranges) -> str:
@@ -81,19 +156,19 @@ def _written(ranges: Ranges) -> str:
 
 
 def _properties(pattern: str) -> str:
-    """``pattern`` with each of the engine's general category escapes (``\\p{L}``, ``\\pN``,
-    ``\\P{Lu}``) as its code points, a class (its items inside brackets), and every other
-    property escape (``\\p{Greek}``) as any character: as any character, ``\\p{L}``'s many
-    ranges were one, and the states inside a multi-byte character they split were not
-    counted (an array of ``^[\\p{L} '-]{1,50}$`` was estimated at 1,367 states, the engine
-    built 44,796 in two minutes at a 126,000-token vocabulary)."""
+    """``pattern`` with each of the engine's property escapes that ``_property`` reads
+    (``\\p{L}``, ``\\pN``, ``\\P{Lu}``, ``\\p{Letter}``, ``\\p{gc=Nd}``) as its code points, a
+    class (its items inside brackets), and every other one (``\\p{Greek}``) as any character:
+    as any character, ``\\p{L}``'s many ranges were one, and the states inside a multi-byte
+    character they split were not counted (an array of ``^[\\p{L} '-]{1,50}$`` was estimated
+    at 1,367 states, the engine built 44,796 in two minutes at a 126,000-token vocabulary;
+    ``\\p{Letter}``, until its long name was read, likewise)."""
     out: list[str] = []
     i, n, depth = 0, len(pattern), 0
     while i < n:
         m = _ENGINE.match(pattern, i)
         if m:
-            name = m.group(0)[3:-1] if m.group(0)[2] == "{" else m.group(0)[2]
-            ranges = _general_categories().get(re.sub(r"[\s_-]", "", name).lower())
+            ranges = _property(m.group(0)[3:-1] if m.group(0)[2] == "{" else m.group(0)[2])
             if ranges is not None and m.group(0)[1] == "P":
                 ranges = _complement(ranges)
             body = _written(ranges) if ranges else ""
@@ -152,6 +227,8 @@ def _opened(pattern: str, j: int) -> int:
 
 
 _SET_OPS = ("--", "&&", "~~")
+_ITEM = re.compile(r"\\(?:U[0-9A-Fa-f]{8}|u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|.)|.", re.DOTALL)
+"""One character of a class's items, an escape (as ``_for_python`` writes code points) or not."""
 
 
 def _operands(body: str) -> list[tuple[str, list[str]]] | None:
@@ -162,9 +239,7 @@ def _operands(body: str) -> list[tuple[str, list[str]]] | None:
     out: list[tuple[str, list[str]]] = [("", [])]
     flat, i, n = "", 0, len(body)
     while i < n:
-        if body[i] == "\\":
-            flat, i = flat + body[i:i + 2], i + 2
-        elif body[i:i + 2] in _SET_OPS:
+        if body[i:i + 2] in _SET_OPS:
             out[-1][1].append(flat)
             out.append((body[i:i + 2], []))
             flat, i = "", i + 2
@@ -178,8 +253,11 @@ def _operands(body: str) -> list[tuple[str, list[str]]] | None:
                 return None
             out[-1][1].append(body[i:j + 1])
             i = j + 1
-        else:
-            flat, i = flat + body[i], i + 1
+        else:  # a character, and the end of a range it starts, before any operation after
+            j = _ITEM.match(body, i).end()  # (``[ -~~~a]`` is `` -~``, ``~~``, ``a``)
+            if body[j:j + 1] == "-" and body[j + 1:j + 2] not in ("", "]", "-", "["):
+                j = _ITEM.match(body, j + 1).end()
+            flat, i = flat + body[i:j], j
     out[-1][1].append(flat)
     return out
 
@@ -202,7 +280,10 @@ def _set_operation(text: str) -> str | None:
     """A bracketed class with nested classes or set operations (``[\\s--[\\x00-\\x1f]]``,
     ``[\\w&&[^\\d]]``) as a class of code point ranges Python reads, or None where its parts
     are not classes Python reads. An operand that holds the engine's escapes is read as any
-    character, more than it is, so the result is kept a superset: a difference from it
+    character, more than it is, so the result is kept a superset of the characters (not a
+    bound on the states: fewer, wider ranges split fewer UTF-8 prefixes, the module's doc
+    says how the count may fall under; so may ``\\w``, Python's, no marks, in a difference
+    or a symmetric difference): a difference from it
     subtracts nothing, a symmetric difference with it is the union (``[\\p{Greek}--\\d]`` is
     counted as any character but a digit, ``[a-z--\\p{Greek}]`` as ``[a-z]``), and a negated
     class of such a superset is any character. Case-insensitive, the ranges are folded
@@ -268,7 +349,7 @@ def _classes(pattern: str) -> str:
                 continue
             if pattern[j] == "]":
                 depth -= 1
-            elif pattern[j:j + 2] in ("--", "&&", "~~"):
+            elif pattern[j:j + 2] in _SET_OPS:
                 odd = True
             j += 1
         out.append((_set_operation(pattern[i:j]) or _ANYTHING) if odd and not depth
