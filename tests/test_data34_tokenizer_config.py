@@ -33,15 +33,16 @@ def _folder(tmp_path, config: dict | None):
 def test_special_tokens_named_in_tokenizer_config_are_used(tmp_path):
     """Before, only names in ``*_CANDIDATES`` were found: documents ended in an appended
     ``[EOS]`` the model never saw, not the tokenizer's own end of sentence, and BOS was
-    that ``[EOS]`` too."""
+    that ``[EOS]`` too. The pad it names is not taken (``[PAD]`` appended, as before the file
+    was read: only EOS and BOS change what a dataset's ids mean)."""
     folder = _folder(tmp_path, {"bos_token": {"content": BOS, "special": True},
                                 "eos_token": EOS, "pad_token": PAD, "add_bos_token": True})
     for path in (folder, folder / "tokenizer.json"):
         tok = load_tokenizer(path)
         named = {k: tok.id_to_token(v) for k, v in tok.special_ids().items()}
-        assert named == {"mask_id": "[MASK]", "pad_id": PAD, "eos_id": EOS, "bos_id": BOS}
+        assert named == {"mask_id": "[MASK]", "pad_id": "[PAD]", "eos_id": EOS, "bos_id": BOS}
         assert tok.vocab_size == HFTokenizer.from_file(str(folder / "tokenizer.json")) \
-            .get_vocab_size() + 1  # only [MASK] appended
+            .get_vocab_size() + 2  # [MASK] and [PAD] appended, no [EOS]
 
 
 def test_a_token_found_by_name_is_kept(tmp_path):
@@ -107,12 +108,14 @@ def test_a_dataset_of_a_publisher_folder_with_unusual_token_names_reads_back(tmp
 def test_a_checkpoint_of_a_foreign_tokenizer_loads_its_special_tokens(tmp_path):
     """A model trained on such a dataset saved its tokenizer.json and the ids in config.json;
     loading it searched by name and appended [EOS]: 'tokenizer has 279 tokens, model only
-    277', so the trained model could not be loaded at all."""
+    277', so the trained model could not be loaded at all. Its pad is the config's (a
+    ``pad_token`` given, as a dataset made while ``load_tokenizer`` took the config's pad has
+    it): the saved ids win over the ``[PAD]`` the search would now append."""
     from unmask.checkpoint import native_parts
     from unmask.config import ModelConfig, save_json
 
     tok = load_tokenizer(_folder(tmp_path, {"eos_token": EOS, "bos_token": BOS,
-                                            "pad_token": PAD}))
+                                            "pad_token": PAD}), pad_token=PAD)
     ckpt = tmp_path / "run" / "checkpoint"
     tok.save(ckpt)
     save_json(ModelConfig(vocab_size=tok.vocab_size, d_model=16, n_layers=1, n_heads=2,

@@ -92,3 +92,73 @@ def test_members_past_the_head_are_bounded(
     finally:
         src.close()
     assert list(obj)[-1] == "m99" and "text" not in obj
+
+
+@pytest.mark.parametrize("first", [
+    {"input_ids": list(range(2000)), "text": "late"},  # token ids stored before the text
+    {"meta": {"html": "x" * 3000, "n": [1, {"a": "]}"}]}, "text": "late"},
+    {"rows": [[i, [i, {"k": "v"}]] for i in range(500)], "text": "late"},  # deeper than _FLAT
+])
+def test_a_long_array_or_object_before_the_text_is_read_past(
+    tmp_path: Path, first: dict
+) -> None:
+    """The head ends inside an array or object value (review rm4 #2): the look went on only
+    after a cut string, so such records were read as one plain-text document with a note."""
+    (tmp_path / "a.json").write_text(json.dumps(first) + "\n" + '{"text": "more"}\n')
+    info = data.prepare(tmp_path / "a.json", tmp_path / "d", **KW)
+    assert info.n_documents == 2 and not info.notes
+    assert info.n_bytes["train"] == len("late") + len("more")
+
+
+def test_a_cut_line_is_not_given_to_json_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """json.loads of a cut line builds every value it holds before it fails at the cut
+    (review rm4 #3: a 10 MB string then 12 M small members peaked at 921 MB)."""
+    first = {"html": "x" * 10_000, **{f"m{i}": i for i in range(20_000)}, "text": "late"}
+    (tmp_path / "a.json").write_text(json.dumps(first))
+    sizes: list[int] = []
+    loads = json.loads
+
+    def counted(s, *a, **kw):  # type: ignore[no-untyped-def]
+        sizes.append(len(s))
+        return loads(s, *a, **kw)
+
+    monkeypatch.setattr(json, "loads", counted)
+    src = data._Source(tmp_path / "a.json", lambda n: None)
+    try:
+        obj = data._first_json_line(src, "text")
+    finally:
+        src.close()
+    assert sizes == [] and obj["html"] is None and "m999" in obj and "text" not in obj
+
+
+def test_a_first_line_of_exactly_the_head_at_the_end_is_read_whole(tmp_path: Path) -> None:
+    """A line of exactly ``_PEEK_BYTES`` with no newline is the whole file, not a cut line."""
+    pad = 1024 - len(json.dumps({"id": [1], "text": "hi", "x": ""}))
+    line = json.dumps({"id": [1], "text": "hi", "x": "y" * pad})
+    assert len(line) == 1024
+    (tmp_path / "a.json").write_text(line)
+    info = data.prepare(tmp_path / "a.json", tmp_path / "d", **KW)
+    assert info.n_documents == 1 and not info.notes and info.n_bytes["train"] == 2
+
+
+def test_skip_nested_finds_the_end_of_a_value_or_says_it_is_cut() -> None:
+    import random
+
+    rng = random.Random(0)
+
+    def value(depth: int) -> object:
+        r = rng.random()
+        if depth > 5 or r < 0.3:
+            return rng.choice([1, "a]", 'q"{', "\\", None, 2.5, "[x}"])
+        if r < 0.65:
+            return [value(depth + 1) for _ in range(rng.randrange(4))]
+        return {f"{rng.choice('k]{')}{i}": value(depth + 1) for i in range(rng.randrange(4))}
+
+    for n in range(500):
+        v = value(0)
+        if isinstance(v, (list, dict)):
+            text = json.dumps(v, separators=(",", ":") if n % 2 else None)
+            assert data._skip_nested(text + ', "z": 1}', 0) == len(text), text
+            assert all(data._skip_nested(text[:cut], 0) == -1 for cut in range(len(text)))

@@ -321,6 +321,30 @@ def _is_jsonl(p: Path) -> bool:
 
 _PEEK_BYTES = 1 << 20  # the longest first line of a .json file read to tell JSON Lines
 _PEEK_MEMBERS = 10_000  # the most members looked at past _PEEK_BYTES (a long field's record)
+_PEEK_STEPS = 1 << 20  # the most brackets _skip_nested steps through one by one
+# a run of JSON text that leaves the depth of brackets as it was: strings (brackets in them
+# too), numbers, ",", ":" ..., and arrays and objects nested at most two deep, whole
+_ATOM = r'[^"\[\]{}]++|"(?:[^"\\]++|\\.)*+"'
+_NEST = _ATOM + r"|[\[{](?:" + _ATOM + r"|[\[{](?:" + _ATOM + r")*+[\]}])*+[\]}]"
+_FLAT = re.compile(f"(?:{_NEST})*+")
+
+
+def _skip_nested(text: str, i: int) -> int:
+    """Where the JSON array or object that starts at ``text[i]`` ends (just past it), or -1
+    where ``text`` ends first, or -2 where it takes more than ``_PEEK_STEPS`` brackets
+    deeper than ``_FLAT`` reads at once to tell. Its values are not built (``raw_decode`` of
+    64 MB of token ids or records took 0.9-3.4 s and 500 MB only to drop them). Not a check
+    of its syntax: the reader parses the line it is in."""
+    depth = 0
+    for _ in range(_PEEK_STEPS):
+        c = text[i : i + 1]
+        if c in ("", '"'):  # the end, or a string cut there
+            return -1
+        depth += 1 if c in "[{" else -1
+        if not depth:
+            return i + 1
+        i = _FLAT.match(text, i + 1).end()
+    return -2
 
 
 def _first_json_line(src: _Source, text_field: str) -> Any:
@@ -328,24 +352,26 @@ def _first_json_line(src: _Source, text_field: str) -> Any:
     lines before it are skipped, as the JSONL reader skips them); read once per ``src``. A
     line longer than ``_PEEK_BYTES`` (a first record over 1 MB, once read as text) gives the
     names of the members of the object it starts that begin in its first ``_PEEK_BYTES``
-    (``_object_head``; only ``text_field``'s value). Where those bytes end inside a string
-    value before ``text_field`` (a long field: ``{"html": "<2 MB>", "text":``, once read as
-    text with a note saying the record had no such field), the look goes on in its first 8,
-    then 64 times ``_PEEK_BYTES`` (no more than the JSONL reader holds to parse that line), at
-    the most ``_PEEK_MEMBERS`` members further. A long object of small members (a minified
-    word count) ends in no string: its first ``_PEEK_BYTES`` only are looked at."""
+    (``_object_head``; only ``text_field``'s value). Where those bytes end inside a value
+    before ``text_field`` (a long field: ``{"html": "<2 MB>", "text":``, token ids
+    ``{"input_ids": [...], "text":``, ``{"meta": {"html": ...}, "text":``, once read as text
+    with a note saying the record had no such field), the look goes on in its first 8, then
+    64 times ``_PEEK_BYTES`` (no more than the JSONL reader holds to parse that line), at the
+    most ``_PEEK_MEMBERS`` members further. A long object of small members (a minified word
+    count) is looked at in no more than that many members past its first ``_PEEK_BYTES``. A
+    line that long is not given to ``json.loads`` (which builds every value before it fails
+    at the cut)."""
     if text_field in src.first_line:
         return src.first_line[text_field]
     limit, obj, at = _PEEK_BYTES, None, 0
     while True:
         line = src.peek_nonblank(1, limit)[0]
-        try:
-            obj = json.loads(line.decode("utf-8").removeprefix("\ufeff"))
-            break
-        except (ValueError, RecursionError):
-            if len(line) < limit or line.endswith(b"\n"):
+        if len(line) < limit or line.endswith(b"\n"):  # whole: parsed (a cut line is not,
+            try:  # which would build every value it holds first, to fail at its end)
+                obj = json.loads(line.decode("utf-8").removeprefix("\ufeff"))
+            except (ValueError, RecursionError):
                 obj = None
-                break
+            break
         # "ignore": a character cut in two at the end of the bytes read
         text = line.decode("utf-8", "ignore").removeprefix("\ufeff")
         obj, at = _object_head(text, text_field, obj, at)
@@ -364,9 +390,9 @@ def _object_head(
     whose value ends in ``text``, with None for a value (``keep``'s value as it is: a record's
     text field); the one cut off with ``""`` where its value is a string (``"text": "...`` is
     a record's text field) and None where not. None where ``text`` does not start a JSON
-    object. With them, where ``text`` ends inside a string value, the place to go on from
-    with a longer ``text`` (given back as ``at``, with the ``members`` read so far, and then
-    at most ``_PEEK_MEMBERS`` members more), else -1."""
+    object. With them, where ``text`` ends inside a value, the place to go on from with a
+    longer ``text`` (given back as ``at``, with the ``members`` read so far, and then at most
+    ``_PEEK_MEMBERS`` members more), else -1 (also where the object ends with ``text``)."""
     space, decoder = json.decoder.WHITESPACE, json.JSONDecoder()
     most = len(members) + _PEEK_MEMBERS if members is not None else -1
     if members is None:
@@ -388,14 +414,21 @@ def _object_head(
         if text[i : i + 1] != ":":
             return (members if i == len(text) else None), -1
         i = space.match(text, i + 1).end()
-        try:
-            value, i = decoder.raw_decode(text, i)
-        except (ValueError, RecursionError):  # the value is cut off
-            string = text[i : i + 1] == '"'
-            members[key] = "" if string else None
-            return members, at if string else -1
-        members[key] = value if key == keep else None
+        value = None
+        if key != keep and text[i : i + 1] in ("[", "{"):
+            end = _skip_nested(text, i)
+        else:
+            try:
+                value, end = decoder.raw_decode(text, i)
+            except (ValueError, RecursionError):
+                end = -1
+        if end < 0:  # the value is cut off (or, -2, too deep to tell cheaply)
+            members[key] = "" if text[i : i + 1] == '"' else None
+            return members, at if end == -1 else -1
+        members[key], i = (value if key == keep else None), end
         i = space.match(text, i).end()
+        if text[i : i + 1] == "}" and not text[i + 1 :].strip():  # a line of ``limit`` bytes
+            return members, -1
         if text[i : i + 1] != ",":
             return (members if i == len(text) else None), -1
     return members, -1

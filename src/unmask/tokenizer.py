@@ -612,8 +612,11 @@ def config_tokens(folder: Path, hf: HFTokenizer) -> dict[str, str | None]:
 
 
 def _unk_token(hf: HFTokenizer) -> str:
-    """The token ``hf``'s model puts for what it cannot encode (BPE, WordPiece, WordLevel),
-    else ``""``."""
+    """The token ``hf``'s model puts for what it cannot encode (BPE, WordPiece, WordLevel;
+    Unigram's by its ``unk_id``, which only the saved JSON holds), else ``""``."""
+    if isinstance(hf.model, models.Unigram):
+        unk = json.loads(hf.to_str())["model"].get("unk_id")
+        return (hf.id_to_token(unk) or "") if isinstance(unk, int) else ""
     return getattr(hf.model, "unk_token", None) or ""
 
 
@@ -645,10 +648,10 @@ def load_tokenizer(
     ``EOS_CANDIDATES``, ``BOS_CANDIDATES``, first match wins), and last the one the
     ``tokenizer_config.json`` beside the file names (``config_tokens``: DeepSeek's
     ``<｜end▁of▁sentence｜>``; after the names, so a tokenizer found before is found still:
-    an instruct model's config names its turn end, ``<|eot_id|>``, not the end of text; and
-    its mask and pad only where each is a token of its own, not the EOS, BOS, mask or
-    unknown token, so a fine-tune's ``"pad_token": "</s>"`` still gets ``[PAD]``, as before
-    the file was read).
+    an instruct model's config names its turn end, ``<|eot_id|>``, not the end of text; its
+    mask only where that is a token of its own, not the EOS, BOS or unknown token; and never
+    its pad, so a fine-tune's ``"pad_token": "</s>"``, ``"<|eot_id|>"`` or
+    ``"<|finetune_right_pad_id|>"`` still gets ``[PAD]``, as before the file was read).
     Tokenizers without a mask, pad or EOS token get ``[MASK]`` / ``[PAD]`` / ``[EOS]``
     appended as new special tokens at the end of the vocabulary (so ``vocab_size`` grows;
     ``save`` keeps them). A tokenizer without a BOS token uses its EOS token as BOS
@@ -673,18 +676,17 @@ def load_tokenizer(
     named = {k: (v,) if v else () for k, v in config_tokens(p.parent, hf).items()}
     eos = _find(hf, "eos", eos_token, EOS_CANDIDATES + named["eos"])
     bos = _find(hf, "bos", bos_token, BOS_CANDIDATES + named["bos"])
-    # a mask or pad the config names that is another role's token or the unknown token
-    # (Llama-2 and Mistral fine-tunes: "pad_token": "</s>" or "<unk>") is not taken: such
-    # folders got [PAD] appended before tokenizer_config.json was read, and keep the
-    # datasets and models made then
-    taken = {eos, bos, *map(hf.token_to_id, (*named["unk"], _unk_token(hf)))}
-
-    def own(role: str) -> tuple[str, ...]:
-        return tuple(t for t in named[role] if hf.token_to_id(t) not in taken)
-
-    mask = _find(hf, "mask", mask_token, MASK_CANDIDATES + own("mask"))
-    taken.add(mask)
-    pad = _find(hf, "pad", pad_token, PAD_CANDIDATES + own("pad"))
+    # a mask the config names that is another role's token or the unknown token is not
+    # taken, and its pad never is (Llama-2 fine-tunes' "pad_token": "</s>", Llama-3-Instruct's
+    # "<|eot_id|>", unsloth's "<|finetune_right_pad_id|>"): such folders got [PAD] appended
+    # before tokenizer_config.json was read, and keep the datasets and models made then
+    mask_named = named["mask"]
+    if mask_named:
+        others = (*named["eos"], *named["bos"], *named["unk"], _unk_token(hf))
+        taken = {eos, bos, *map(hf.token_to_id, others)}
+        mask_named = tuple(t for t in mask_named if hf.token_to_id(t) not in taken)
+    mask = _find(hf, "mask", mask_token, MASK_CANDIDATES + mask_named)
+    pad = _find(hf, "pad", pad_token, PAD_CANDIDATES)
     found = [i for i in (mask, pad, eos, bos) if i is not None]
     # Register found tokens as special (no-op for tokens that already are).
     hf.add_special_tokens([hf.id_to_token(i) for i in found])
