@@ -1042,14 +1042,21 @@ def check_finite(model: Any, mark: Tensor | int | None) -> None:
     if count is None or mark is None:
         return
     n = int(count - mark)  # a model moved to another device since starts again from 0: n < 0
-    if n <= 0:
-        return
+    if n > 0:
+        raise nonfinite_error(counting, n)
+
+
+def nonfinite_error(model: Any, n: int) -> NonFiniteOutput:
+    """The one-line ``NonFiniteOutput`` of a run whose ``model`` gave NaN or infinite outputs
+    in ``n`` of its forward passes (``check_finite``; the server's whole-batch run, for the
+    requests whose rows were flagged)."""
+    counting = _counting(model)
     hint = (
         "float16 overflows: load the model in bf16 or fp32, --dtype bf16"
-        if counting.embed.weight.dtype == torch.float16
+        if counting is not None and counting.embed.weight.dtype == torch.float16
         else "broken weights, or activations beyond the range of the dtype"
     )
-    raise NonFiniteOutput(
+    return NonFiniteOutput(
         f"the model gave NaN or infinite outputs in {plural(n, 'forward pass', 'forward passes')}"
         f" of this run ({hint}): its tokens would be garbage, so none are returned"
     )
