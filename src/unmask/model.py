@@ -50,6 +50,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -512,6 +514,7 @@ class Transformer(nn.Module):
         self._rope: tuple[Tensor, Tensor] | None = None
         self._nonfinite: Tensor | None = None  # () int64 on the device: ``nonfinite_forwards``
         self._nonfinite_rows: Tensor | None = None  # (B,) bool of the last forward
+        self._nonfinite_eager: Tensor | None = None  # the same, of the last one not compiled
         self.reset_parameters()
 
     @torch.no_grad()
@@ -819,6 +822,9 @@ class Transformer(nn.Module):
         rows = (s - s).ne(0)  # (B,) bool
         self._nonfinite_count(x.device).add_(rows.any())
         self._nonfinite_rows = rows
+        if not torch.compiler.is_compiling():  # a compiled forward cannot tell its thread
+            self._nonfinite_eager = rows
+            _THREAD_ROWS.rows[self] = rows
 
     def _nonfinite_count(self, device: torch.device) -> Tensor:
         """The () int64 count of ``nonfinite_forwards`` on ``device``, made (from 0) when there
@@ -844,9 +850,10 @@ class Transformer(nn.Module):
     @property
     def nonfinite_rows(self) -> Tensor | None:
         """(B,) bool on the device: the rows of the last forward in eval mode whose outputs
-        held NaN or infinity (None before the first). A new tensor each forward, so a caller
-        that splits one forward among runs (``unmask.sampling.protocol.step_together``) tells
-        its forward's flags by identity."""
+        held NaN or infinity (None before the first), whichever thread ran it. A new tensor
+        each forward; a caller that splits one forward among runs
+        (``unmask.sampling.protocol.step_together``) takes its own thread's
+        (``take_nonfinite_rows``)."""
         return self._nonfinite_rows
 
     def _noise_level(
@@ -1008,25 +1015,50 @@ def nonfinite_mark(model: Any) -> Tensor | None:
     return count.clone()
 
 
-def last_nonfinite_rows(model: Any) -> Tensor | None:
-    """(B,) bool: the rows of ``model``'s last forward whose outputs held NaN or infinity
-    (``Transformer.nonfinite_rows``, on the device); None for a predictor that does not count
-    them, or before its first forward."""
+class _ThreadRows(threading.local):
+    """Per thread, each model's flags of the last forward that thread ran (not compiled):
+    what ``take_nonfinite_rows`` hands out, so that a forward another thread runs on the
+    same model in between cannot be taken for this thread's (its NaN then went unseen)."""
+
+    def __init__(self) -> None:
+        self.rows: weakref.WeakKeyDictionary[Transformer, Tensor] = weakref.WeakKeyDictionary()
+
+
+_THREAD_ROWS = _ThreadRows()
+
+
+def nonfinite_rows_mark(model: Any) -> tuple[Tensor | None, Tensor | None] | None:
+    """Where ``model``'s row flags stand now, for ``take_nonfinite_rows`` after a forward: an
+    opaque pair (this thread's last flags, the model's last: ``Transformer.nonfinite_rows``);
+    None for a predictor that does not count them."""
     counting = _counting(model)
-    return None if counting is None else counting.nonfinite_rows
+    if counting is None:
+        return None
+    return _THREAD_ROWS.rows.get(counting), counting.nonfinite_rows
 
 
-def take_nonfinite_rows(model: Any, before: Tensor | None, batch: int) -> Tensor | None:
-    """The (batch,) bool flags of the forward ``model`` made since ``last_nonfinite_rows``
+def take_nonfinite_rows(model: Any, before: tuple[Tensor | None, Tensor | None] | None,
+                        batch: int) -> Tensor | None:
+    """The (batch,) bool flags of the forward ``model`` made since ``nonfinite_rows_mark``
     returned ``before``, taken off its count (``nonfinite_forwards``; on the device, no read): for a
     caller that splits one forward among runs and hands each run its own rows
     (``unmask.sampling.protocol.step_together``), so that one run's NaN rows count against
-    that run only. None when the forward flagged nothing (a predictor that does not count,
-    a forward in training mode, a forward of another batch)."""
+    that run only. The forward is this thread's own: a forward that another thread ran on
+    the model since is never taken (a compiled forward cannot tell its thread: the model's
+    last is taken, so threads sharing a compiled twin can still take each other's). None when
+    no such forward flagged anything (a predictor that does not count, a forward in training
+    mode, a forward of another batch, another thread's forward)."""
     counting = _counting(model)
-    rows = None if counting is None else counting.nonfinite_rows
     count = None if counting is None else counting.nonfinite_forwards
-    if rows is None or rows is before or count is None or rows.shape[0] != batch:
+    if counting is None or count is None:
+        return None
+    mine_before, last_before = (None, None) if before is None else before
+    rows = _THREAD_ROWS.rows.get(counting)
+    if rows is None or rows is mine_before:  # none run here since: a compiled forward?
+        rows = counting.nonfinite_rows
+        if rows is last_before or rows is counting._nonfinite_eager:  # none, or another's
+            return None
+    if rows is None or rows.shape[0] != batch:
         return None
     count.add_(rows.any(), alpha=-1)  # (a bool is refused by sub_)
     return rows

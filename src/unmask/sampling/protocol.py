@@ -250,9 +250,9 @@ class DecoderRun:
         model's count, so ``check_finite`` and ``result()`` raise only for forwards it could
         not hand out, and the caller fails the requests whose rows were flagged, the others
         going on in the same run (rows of a batch do not mix). On the device, no read."""
-        from unmask.model import last_nonfinite_rows
+        from unmask.model import nonfinite_rows_mark
 
-        self._row_before = last_nonfinite_rows(getattr(self, "model", None))
+        self._row_before = nonfinite_rows_mark(getattr(self, "model", None))
         self._row_batch = self.batch_size
         self._row_counts: Tensor | None = None
         self._watching = True
@@ -266,11 +266,11 @@ class DecoderRun:
         device read. ``check_finite`` calls it; so does the server after every step."""
         if not getattr(self, "_watching", False):
             return None
-        from unmask.model import take_nonfinite_rows
+        from unmask.model import nonfinite_rows_mark, take_nonfinite_rows
 
         flags = take_nonfinite_rows(self.model, self._row_before, self._row_batch)
-        if flags is not None:
-            self._row_before = flags  # taken off the count: the caller answers for it
+        if flags is not None:  # taken off the count: the caller answers for it
+            self._row_before = nonfinite_rows_mark(self.model)
             self._row_counts = flags.long() if self._row_counts is None else (
                 self._row_counts + flags)
         return self._row_counts
@@ -397,7 +397,7 @@ def step_together(runs: Sequence[DecoderRun], *, on_error: StepError | None = No
     for r in todo:
         if not r.shares_forward:
             raise UserError(r.why_alone)
-    from unmask.model import last_nonfinite_rows, take_nonfinite_rows
+    from unmask.model import nonfinite_rows_mark, take_nonfinite_rows
 
     inputs = [r.model_inputs() for r in todo]
     if len(inputs) == 1:
@@ -415,7 +415,7 @@ def step_together(runs: Sequence[DecoderRun], *, on_error: StepError | None = No
                 masks.append(torch.nn.functional.pad(real, (pad, 0), value=False))
         tokens = torch.cat(parts, dim=0)  # (N, L)
         attn = torch.cat(masks, dim=0) if padded else None  # (N, L)
-    before = last_nonfinite_rows(model)
+    before = nonfinite_rows_mark(model)
     with torch.no_grad():
         logits = call_model(model, tokens, attn)  # (N, L, V)
     flags = take_nonfinite_rows(model, before, tokens.shape[0])  # (N,) bool or None
