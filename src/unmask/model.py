@@ -39,9 +39,13 @@ dense first blocks (``dense_layers``) and partial rotary embeddings (``rotary_di
 NaN watch: every forward in eval mode counts, on the device, whether its final hidden states
 held NaN or infinity (``Transformer.nonfinite_forwards``) and keeps which rows did
 (``nonfinite_rows``); a decoder notes the count when its run starts (``nonfinite_mark``) and
-checks it once at the end (``check_finite``, which raises ``NonFiniteOutput``), so no step
-waits on a device read for it. A forward shared by several runs is handed out row by row
-(``unmask.sampling.protocol.step_together``): one run's NaN rows fail that run only.
+checks it (``check_finite``, which raises ``NonFiniteOutput``) when its result is taken and,
+where a run has a step callback or view callback, before each call (one small device read a
+step: a callback that reads nothing pays it too); a run without one reads it once. A forward
+shared by several runs is handed out row by row (``take_nonfinite_rows``, its own thread's
+forward: ``step_together`` in ``unmask.sampling.protocol``), as is a run of several requests'
+rows (``DecoderRun.watch_rows``, the server's whole batch): one run's, or one request's, NaN
+rows fail it only.
 
 Losses, noise, sampling, checkpoint formats and parallelism live elsewhere.
 """
@@ -1066,9 +1070,9 @@ def take_nonfinite_rows(model: Any, before: tuple[Tensor | None, Tensor | None] 
 
 def check_finite(model: Any, mark: Tensor | int | None) -> None:
     """Raise ``NonFiniteOutput`` (one line) when ``model`` gave NaN or infinite outputs since
-    ``nonfinite_mark`` returned ``mark``: one device read, once per run. Without it such a run
-    ended quietly with garbage (the commit loop took the first allowed id at every position;
-    a causal run, its first allowed token)."""
+    ``nonfinite_mark`` returned ``mark``: one device read (at a run's result, and before each
+    callback it calls). Without it such a run ended quietly with garbage (the commit loop took
+    the first allowed id at every position; a causal run, its first allowed token)."""
     counting = _counting(model)
     count = None if counting is None else counting.nonfinite_forwards
     if count is None or mark is None:

@@ -148,10 +148,12 @@ class DecoderRun:
     ``step_together`` do): written once here for every subclass (``__init_subclass__``), it
     was an ``AssertionError`` from inside the decoder. Written once here too: ``result()``
     raises ``unmask.model.NonFiniteOutput`` (one line) when the run's model gave NaN or
-    infinite outputs in the run's forwards (``check_finite``: one device read per run, none
-    per step), and so does ``_report()`` before a view is shown (the view reads the device
-    anyway). In a forward shared with other runs (``step_together``) only the run's own
-    rows count.
+    infinite outputs in the run's forwards (``check_finite``: one device read), and so does
+    ``_report()`` before a view is shown (one small read a step where there is an
+    ``on_view``; a view that is read waits for the same work, one that is not pays it; a run
+    without callbacks reads once, at its result). In a forward shared with other runs
+    (``step_together``) only the run's own rows count; a run that ``watch_rows`` is handed
+    its rows' flags and leaves them to its caller.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -277,7 +279,7 @@ class DecoderRun:
 
     def _report(self) -> None:
         if self.on_view is not None:
-            self.check_finite()  # one more scalar read where the view's read waits anyway
+            self.check_finite()  # one small read a step: no garbage view is shown
             self.on_view(self.steps, self.view())
 
 
