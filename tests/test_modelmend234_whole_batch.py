@@ -126,3 +126,91 @@ def test_a_forward_that_raises_is_counted_in_the_metrics():
     finally:
         engine.close()
     assert metrics.get("nfe") >= 1 and metrics.get("forward_rows") >= 2
+
+
+def test_a_nan_the_run_cannot_hand_out_runs_the_others_again_alone():
+    """A guided bd3lm whole batch (``cfg_scale``: one forward of 2B rows, which the run cannot
+    split by request): the bad request fails, the healthy one is run again alone and gets its
+    alone text."""
+    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64, objective="bd3lm",
+                       attention="block-causal", block_size=4, **TOK.special_ids())
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    with torch.no_grad():
+        model.embed.weight[TOK.bos_id] = float("nan")
+    stepped = Stepped(model)
+    stepped.__wrapped__ = model
+    loaded = Loaded(model=stepped, tokenizer=TOK, config=cfg, path=Path("x"))
+    engine = Engine(functools.partial(api.start, loaded), metrics=Metrics(), max_batch=8)
+    config = SampleConfig(gen_length=4, steps=4, cfg_scale=1.0, forbid_eos=True)
+    hold = SampleConfig(gen_length=4, steps=1)
+    try:
+        first = engine.submit(Job(rows=[TOK.encode("h")], config=hold))
+        wait_until(lambda: stepped.entered == 1)
+        bad = engine.submit(Job(rows=[[TOK.bos_id, *TOK.encode("abc")]], config=config))
+        good = engine.submit(Job(rows=[TOK.encode("wxyz")], config=config))
+        stepped.allow(1000)
+        assert first.result(timeout=30).gen_ids
+        with pytest.raises(NonFiniteOutput):
+            bad.result(timeout=30)
+        out = good.result(timeout=30)
+    finally:
+        stepped.allow(1000)
+        engine.close()
+    assert 4 in stepped.sizes  # they did share a (guided) forward
+    alone = api.start(Loaded(model=model, tokenizer=TOK, config=cfg, path=Path("x")),
+                      [TOK.encode("wxyz")], config).run()
+    assert out.gen_ids == alone.gen_ids
+
+
+def test_a_request_streamed_before_such_a_nan_is_not_run_again():
+    """As above, the NaN from the bad request's 3rd forward on: the healthy streamed request
+    had steps of the shared run sent, cannot start over, and fails with it (its stream never
+    told a step twice); the healthy plain one is run again alone."""
+    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64, objective="bd3lm",
+                       attention="block-causal", block_size=4, **TOK.special_ids())
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    state: dict = {"bad": None, "n": 0}
+
+    def pre(mod, args, kwargs):
+        tokens = args[0] if args else kwargs["tokens"]
+        state["bad"] = (tokens == MARK).any(dim=1)
+        state["n"] += bool(state["bad"].any())
+
+    def late(mod, args, out):  # rows holding MARK go NaN from their 3rd forward on
+        if state["n"] < 3 or not bool(state["bad"].any()):
+            return None
+        out = out.clone()
+        out[state["bad"]] = float("nan")
+        return out
+
+    model.register_forward_pre_hook(pre, with_kwargs=True)
+    model.layers[-1].register_forward_hook(late)
+    loaded = Loaded(model=model, tokenizer=TOK, config=cfg, path=Path("x"))
+    stepped = Stepped(model)
+    stepped.__wrapped__ = model
+    engine = Engine(functools.partial(api.start, Loaded(model=stepped, tokenizer=TOK, config=cfg,
+                                                        path=Path("x"))),
+                    metrics=Metrics(), max_batch=8)
+    config = SampleConfig(gen_length=8, steps=8, cfg_scale=1.0, forbid_eos=True)
+    steps: list[int] = []
+    try:
+        first = engine.submit(Job(rows=[TOK.encode("h")], config=SampleConfig(gen_length=4,
+                                                                               steps=1)))
+        wait_until(lambda: stepped.entered == 1)
+        bad = engine.submit(Job(rows=[TOK.encode("abcZ")], config=config))
+        streamed = engine.submit(Job(rows=[TOK.encode("wxyz")], config=config,
+                                     sink=lambda step, ids: steps.append(step)))
+        plain = engine.submit(Job(rows=[TOK.encode("pqrs")], config=config))
+        stepped.allow(1000)
+        assert first.result(timeout=30).gen_ids
+        for job in (bad, streamed):
+            with pytest.raises(NonFiniteOutput):
+                job.result(timeout=30)
+        out = plain.result(timeout=30)
+    finally:
+        stepped.allow(1000)
+        engine.close()
+    assert steps == [1, 2]  # the steps before the NaN, once
+    assert out.gen_ids == api.start(loaded, [TOK.encode("pqrs")], config).run().gen_ids
