@@ -80,7 +80,7 @@ def test_a_shared_forward_of_one_run_still_counts():
 @pytest.mark.parametrize("objective", ["mdlm", "ar"])
 def test_the_engine_fails_only_the_request_that_went_nan(objective):
     """mdlm: the continuous batch (one forward, rows of both requests); ar: one whole-batch
-    run of both requests' rows, which the engine runs again job by job."""
+    run of both requests' rows, handed out row by row (``DecoderRun.watch_rows``)."""
     from unmask.server.batching import Engine, Job
     from unmask.server.metrics import Metrics
 

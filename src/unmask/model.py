@@ -39,9 +39,13 @@ dense first blocks (``dense_layers``) and partial rotary embeddings (``rotary_di
 NaN watch: every forward in eval mode counts, on the device, whether its final hidden states
 held NaN or infinity (``Transformer.nonfinite_forwards``) and keeps which rows did
 (``nonfinite_rows``); a decoder notes the count when its run starts (``nonfinite_mark``) and
-checks it once at the end (``check_finite``, which raises ``NonFiniteOutput``), so no step
-waits on a device read for it. A forward shared by several runs is handed out row by row
-(``unmask.sampling.protocol.step_together``): one run's NaN rows fail that run only.
+checks it (``check_finite``, which raises ``NonFiniteOutput``) when its result is taken and,
+where a run has a step callback or view callback, before each call (one small device read a
+step: a callback that reads nothing pays it too); a run without one reads it once. A forward
+shared by several runs is handed out row by row (``take_nonfinite_rows``, its own thread's
+forward: ``step_together`` in ``unmask.sampling.protocol``), as is a run of several requests'
+rows (``DecoderRun.watch_rows``, the server's whole batch): one run's, or one request's, NaN
+rows fail it only.
 
 Losses, noise, sampling, checkpoint formats and parallelism live elsewhere.
 """
@@ -50,6 +54,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -512,6 +518,7 @@ class Transformer(nn.Module):
         self._rope: tuple[Tensor, Tensor] | None = None
         self._nonfinite: Tensor | None = None  # () int64 on the device: ``nonfinite_forwards``
         self._nonfinite_rows: Tensor | None = None  # (B,) bool of the last forward
+        self._nonfinite_eager: Tensor | None = None  # the same, of the last one not compiled
         self.reset_parameters()
 
     @torch.no_grad()
@@ -819,6 +826,9 @@ class Transformer(nn.Module):
         rows = (s - s).ne(0)  # (B,) bool
         self._nonfinite_count(x.device).add_(rows.any())
         self._nonfinite_rows = rows
+        if not torch.compiler.is_compiling():  # a compiled forward cannot tell its thread
+            self._nonfinite_eager = rows
+            _THREAD_ROWS.rows[self] = rows
 
     def _nonfinite_count(self, device: torch.device) -> Tensor:
         """The () int64 count of ``nonfinite_forwards`` on ``device``, made (from 0) when there
@@ -844,9 +854,10 @@ class Transformer(nn.Module):
     @property
     def nonfinite_rows(self) -> Tensor | None:
         """(B,) bool on the device: the rows of the last forward in eval mode whose outputs
-        held NaN or infinity (None before the first). A new tensor each forward, so a caller
-        that splits one forward among runs (``unmask.sampling.protocol.step_together``) tells
-        its forward's flags by identity."""
+        held NaN or infinity (None before the first), whichever thread ran it. A new tensor
+        each forward; a caller that splits one forward among runs
+        (``unmask.sampling.protocol.step_together``) takes its own thread's
+        (``take_nonfinite_rows``)."""
         return self._nonfinite_rows
 
     def _noise_level(
@@ -1008,25 +1019,50 @@ def nonfinite_mark(model: Any) -> Tensor | None:
     return count.clone()
 
 
-def last_nonfinite_rows(model: Any) -> Tensor | None:
-    """(B,) bool: the rows of ``model``'s last forward whose outputs held NaN or infinity
-    (``Transformer.nonfinite_rows``, on the device); None for a predictor that does not count
-    them, or before its first forward."""
+class _ThreadRows(threading.local):
+    """Per thread, each model's flags of the last forward that thread ran (not compiled):
+    what ``take_nonfinite_rows`` hands out, so that a forward another thread runs on the
+    same model in between cannot be taken for this thread's (its NaN then went unseen)."""
+
+    def __init__(self) -> None:
+        self.rows: weakref.WeakKeyDictionary[Transformer, Tensor] = weakref.WeakKeyDictionary()
+
+
+_THREAD_ROWS = _ThreadRows()
+
+
+def nonfinite_rows_mark(model: Any) -> tuple[Tensor | None, Tensor | None] | None:
+    """Where ``model``'s row flags stand now, for ``take_nonfinite_rows`` after a forward: an
+    opaque pair (this thread's last flags, the model's last: ``Transformer.nonfinite_rows``);
+    None for a predictor that does not count them."""
     counting = _counting(model)
-    return None if counting is None else counting.nonfinite_rows
+    if counting is None:
+        return None
+    return _THREAD_ROWS.rows.get(counting), counting.nonfinite_rows
 
 
-def take_nonfinite_rows(model: Any, before: Tensor | None, batch: int) -> Tensor | None:
-    """The (batch,) bool flags of the forward ``model`` made since ``last_nonfinite_rows``
+def take_nonfinite_rows(model: Any, before: tuple[Tensor | None, Tensor | None] | None,
+                        batch: int) -> Tensor | None:
+    """The (batch,) bool flags of the forward ``model`` made since ``nonfinite_rows_mark``
     returned ``before``, taken off its count (``nonfinite_forwards``; on the device, no read): for a
     caller that splits one forward among runs and hands each run its own rows
     (``unmask.sampling.protocol.step_together``), so that one run's NaN rows count against
-    that run only. None when the forward flagged nothing (a predictor that does not count,
-    a forward in training mode, a forward of another batch)."""
+    that run only. The forward is this thread's own: a forward that another thread ran on
+    the model since is never taken (a compiled forward cannot tell its thread: the model's
+    last is taken, so threads sharing a compiled twin can still take each other's). None when
+    no such forward flagged anything (a predictor that does not count, a forward in training
+    mode, a forward of another batch, another thread's forward)."""
     counting = _counting(model)
-    rows = None if counting is None else counting.nonfinite_rows
     count = None if counting is None else counting.nonfinite_forwards
-    if rows is None or rows is before or count is None or rows.shape[0] != batch:
+    if counting is None or count is None:
+        return None
+    mine_before, last_before = (None, None) if before is None else before
+    rows = _THREAD_ROWS.rows.get(counting)
+    if rows is None or rows is mine_before:  # none run here since: a compiled forward?
+        rows = counting.nonfinite_rows
+        if rows is last_before or rows is counting._nonfinite_eager:  # none, or another's
+            return None
+    if rows is None or rows.shape[0] != batch:
         return None
     count.add_(rows.any(), alpha=-1)  # (a bool is refused by sub_)
     return rows
@@ -1034,22 +1070,29 @@ def take_nonfinite_rows(model: Any, before: Tensor | None, batch: int) -> Tensor
 
 def check_finite(model: Any, mark: Tensor | int | None) -> None:
     """Raise ``NonFiniteOutput`` (one line) when ``model`` gave NaN or infinite outputs since
-    ``nonfinite_mark`` returned ``mark``: one device read, once per run. Without it such a run
-    ended quietly with garbage (the commit loop took the first allowed id at every position;
-    a causal run, its first allowed token)."""
+    ``nonfinite_mark`` returned ``mark``: one device read (at a run's result, and before each
+    callback it calls). Without it such a run ended quietly with garbage (the commit loop took
+    the first allowed id at every position; a causal run, its first allowed token)."""
     counting = _counting(model)
     count = None if counting is None else counting.nonfinite_forwards
     if count is None or mark is None:
         return
     n = int(count - mark)  # a model moved to another device since starts again from 0: n < 0
-    if n <= 0:
-        return
+    if n > 0:
+        raise nonfinite_error(counting, n)
+
+
+def nonfinite_error(model: Any, n: int) -> NonFiniteOutput:
+    """The one-line ``NonFiniteOutput`` of a run whose ``model`` gave NaN or infinite outputs
+    in ``n`` of its forward passes (``check_finite``; the server's whole-batch run, for the
+    requests whose rows were flagged)."""
+    counting = _counting(model)
     hint = (
         "float16 overflows: load the model in bf16 or fp32, --dtype bf16"
-        if counting.embed.weight.dtype == torch.float16
+        if counting is not None and counting.embed.weight.dtype == torch.float16
         else "broken weights, or activations beyond the range of the dtype"
     )
-    raise NonFiniteOutput(
+    return NonFiniteOutput(
         f"the model gave NaN or infinite outputs in {plural(n, 'forward pass', 'forward passes')}"
         f" of this run ({hint}): its tokens would be garbage, so none are returned"
     )

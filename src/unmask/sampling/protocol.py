@@ -148,10 +148,12 @@ class DecoderRun:
     ``step_together`` do): written once here for every subclass (``__init_subclass__``), it
     was an ``AssertionError`` from inside the decoder. Written once here too: ``result()``
     raises ``unmask.model.NonFiniteOutput`` (one line) when the run's model gave NaN or
-    infinite outputs in the run's forwards (``check_finite``: one device read per run, none
-    per step), and so does ``_report()`` before a view is shown (the view reads the device
-    anyway). In a forward shared with other runs (``step_together``) only the run's own
-    rows count.
+    infinite outputs in the run's forwards (``check_finite``: one device read), and so does
+    ``_report()`` before a view is shown (one small read a step where there is an
+    ``on_view``; a view that is read waits for the same work, one that is not pays it; a run
+    without callbacks reads once, at its result). In a forward shared with other runs
+    (``step_together``) only the run's own rows count; a run that ``watch_rows`` is handed
+    its rows' flags and leaves them to its caller.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -241,11 +243,43 @@ class DecoderRun:
         (a server stream's text, the live view)."""
         from unmask.model import check_finite
 
+        self.take_rows()
         check_finite(getattr(self, "model", None), getattr(self, "_finite_mark", None))
+
+    def watch_rows(self) -> None:
+        """Answer for the run's NaN watch row by row from now on (the server's whole-batch run
+        of several requests' rows): ``take_rows`` takes each forward's (B,) flags off the
+        model's count, so ``check_finite`` and ``result()`` raise only for forwards it could
+        not hand out, and the caller fails the requests whose rows were flagged, the others
+        going on in the same run (rows of a batch do not mix). On the device, no read."""
+        from unmask.model import nonfinite_rows_mark
+
+        self._row_before = nonfinite_rows_mark(getattr(self, "model", None))
+        self._row_batch = self.batch_size
+        self._row_counts: Tensor | None = None
+        self._watching = True
+
+    def take_rows(self) -> Tensor | None:
+        """(B,) int64 on the device, for a run that ``watch_rows``: in how many of its forwards
+        each row was NaN or infinite so far, the last forward's flags taken off the model's
+        count now (``unmask.model.take_nonfinite_rows``; one forward of B rows since the last
+        take: a forward it cannot tell, another batch or an earlier one, stays counted and
+        fails the run); None when no row was flagged or the run does not watch its rows. No
+        device read. ``check_finite`` calls it; so does the server after every step."""
+        if not getattr(self, "_watching", False):
+            return None
+        from unmask.model import nonfinite_rows_mark, take_nonfinite_rows
+
+        flags = take_nonfinite_rows(self.model, self._row_before, self._row_batch)
+        if flags is not None:  # taken off the count: the caller answers for it
+            self._row_before = nonfinite_rows_mark(self.model)
+            self._row_counts = flags.long() if self._row_counts is None else (
+                self._row_counts + flags)
+        return self._row_counts
 
     def _report(self) -> None:
         if self.on_view is not None:
-            self.check_finite()  # one more scalar read where the view's read waits anyway
+            self.check_finite()  # one small read a step: no garbage view is shown
             self.on_view(self.steps, self.view())
 
 
@@ -365,7 +399,7 @@ def step_together(runs: Sequence[DecoderRun], *, on_error: StepError | None = No
     for r in todo:
         if not r.shares_forward:
             raise UserError(r.why_alone)
-    from unmask.model import last_nonfinite_rows, take_nonfinite_rows
+    from unmask.model import nonfinite_rows_mark, take_nonfinite_rows
 
     inputs = [r.model_inputs() for r in todo]
     if len(inputs) == 1:
@@ -383,7 +417,7 @@ def step_together(runs: Sequence[DecoderRun], *, on_error: StepError | None = No
                 masks.append(torch.nn.functional.pad(real, (pad, 0), value=False))
         tokens = torch.cat(parts, dim=0)  # (N, L)
         attn = torch.cat(masks, dim=0) if padded else None  # (N, L)
-    before = last_nonfinite_rows(model)
+    before = nonfinite_rows_mark(model)
     with torch.no_grad():
         logits = call_model(model, tokens, attn)  # (N, L, V)
     flags = take_nonfinite_rows(model, before, tokens.shape[0])  # (N,) bool or None

@@ -67,7 +67,7 @@ from typing import Any, cast
 import torch
 
 from unmask.config import SampleConfig
-from unmask.model import NonFiniteOutput
+from unmask.model import NonFiniteOutput, nonfinite_error
 from unmask.sampling.protocol import DecoderRun, RowRuns, ViewCallback, step_together
 from unmask.server.metrics import Metrics
 
@@ -844,8 +844,12 @@ class Engine:
             return
         rows = [r for j in batch for r in j.rows]
         offsets = list(itertools.accumulate([0] + [len(j.rows) for j in batch]))
-
+        started: list[DecoderRun] = []  # the run, once started (``on_view`` reads its flags)
         shown: set[int] = set()  # the jobs whose stream was sent a step of this run
+
+        def bad(counts: list[int], j: Job, o: int) -> int:
+            """Forwards in which a row of ``j`` went NaN (the most of any of its rows)."""
+            return max(counts[o : o + len(j.rows)], default=0) if counts else 0
 
         def on_view(step: int, view: torch.Tensor) -> None:
             sinks = [
@@ -856,7 +860,11 @@ class Engine:
             if not sinks:
                 return
             ids = view.tolist()
+            flags = started[0].take_rows() if started else None  # checked before shown
+            counts = [] if flags is None else flags.tolist()
             for j, o in sinks:
+                if bad(counts, j, o):
+                    continue  # its rows went NaN: never shown, it fails at the end
                 shown.add(j.id)
                 try:
                     j.sink(step, ids[o : o + len(j.rows)])  # type: ignore[misc]
@@ -866,22 +874,36 @@ class Engine:
         seeds: dict[str, list[int]] = {}  # seeded jobs: a generator per row, seeded as alone
         if batch[0]._row_seeds is not None:
             seeds["seeds"] = [s for j in batch for s in cast("list[int]", j._row_seeds)]
+        streams = any(j.sink is not None for j in batch)
         try:  # one run over the rows of every job of the batch
             run = self.start_run(rows, batch[0].config,  # type: ignore[arg-type]
-                                 step_callback=on_view, **seeds)
+                                 step_callback=on_view if streams else None, **seeds)
+            run.watch_rows()  # a job whose rows go NaN fails alone, the others go on
+            started.append(run)
             self._advance(run, batch, len(rows))
             result = run.result()
             gen, prompts = result.gen_ids, result.prompt_ids
+            flags = run.take_rows()
+            counts = [] if flags is None else flags.tolist()
         except BaseException as e:  # noqa: BLE001 -- every job of the batch gets the error
             self._idle()
-            for j in batch:
-                if isinstance(e, NonFiniteOutput) and j.id not in shown and not j.cancelled:
+            # NaN in a forward the run could not hand out row by row (not one of B rows: a
+            # guided forward of 2B): the jobs not flagged nor streamed yet run again alone
+            again = isinstance(e, NonFiniteOutput) and bool(started)
+            flags = started[0].take_rows() if again else None
+            counts = [] if flags is None else flags.tolist()
+            for j, o in zip(batch, offsets, strict=False):
+                if again and j.id not in shown and not j.cancelled and not bad(counts, j, o):
                     self._again_alone(j)
                 else:
                     _resolve(j.future, exc=Cancelled() if j.cancelled else e)
             return
         self._idle()
         for j, o in zip(batch, offsets, strict=False):
+            n = bad(counts, j, o)
+            if n:
+                _resolve(j.future, exc=nonfinite_error(run.model, n))
+                continue
             _resolve(
                 j.future,
                 GenOutput(
@@ -894,11 +916,9 @@ class Engine:
             )
 
     def _again_alone(self, job: Job) -> None:
-        """Run ``job`` again alone after the whole-batch run it shared went NaN or infinite
-        (``NonFiniteOutput``): one request's rows (a prompt overflowing float16) failed every
-        request batched with it. A fresh run, whose NaN watch starts at its own first forward,
-        so only the job whose rows go NaN fails again. A job whose stream was sent steps of the
-        shared run fails with it instead (its text cannot start over)."""
+        """Run ``job`` again alone after the whole-batch run it shared went NaN or infinite in
+        a forward that could not be handed out row by row (``_run``): a fresh run, whose NaN
+        watch starts at its own first forward, so only the job whose rows go NaN fails again."""
         for part in job._parts:
             part.run = None  # begun before the shared run: its watch would count that run
         self._run_whole([job])
@@ -909,8 +929,11 @@ class Engine:
             if all(j.cancelled for j in batch):
                 raise Cancelled
             nfe = run.nfe
-            run.advance()
+            try:
+                run.advance()
+                run.take_rows()  # this step's NaN rows answer for their own job only
+            finally:  # a step that raised (its check) made its forwards all the same
+                self.metrics.inc("nfe", run.nfe - nfe)
+                self.metrics.inc("forward_rows", (run.nfe - nfe) * rows)
             for job in batch:
                 self._show(job)
-            self.metrics.inc("nfe", run.nfe - nfe)
-            self.metrics.inc("forward_rows", (run.nfe - nfe) * rows)
