@@ -1108,9 +1108,7 @@ def _json_plain(pattern: str) -> str:
             return _NO_CHARACTER
         return narrowed(text) if text[1:2] in tuple("sSwWdDpP") else text
 
-    # the whole pattern's flags, not a scoped ``(?x:..)`` group (raw whitespace outside it is
-    # a character: kept raw, a JSON string would hold a raw control character)
-    verbose = re.match(r"\^?\(\?[a-zA-Z]*x[a-zA-Z]*(?:-[a-zA-Z]*)?\)", pattern) is not None
+    verbose = re.match(r"\^?\(\?[a-zA-Z]*x", pattern) is not None
 
     def literal(c: str) -> str:
         if verbose and c in "\t\n\v\f\r":  # ignored by ``(?x)``, and a comment's end
