@@ -180,3 +180,23 @@ def test_a_head_of_its_own_under_a_config_that_ties_it_is_refused(tmp_path: Path
     sd["lm_head.weight"] = sd["embed.weight"].clone()
     save_file(sd, str(ckpt / "model.safetensors"))
     assert load(ckpt).config.tie_embeddings
+
+
+def test_the_training_side_loader_refuses_a_head_of_its_own_under_a_tied_config(
+    tmp_path: Path,
+) -> None:
+    # resume / --keep-best rescoring read weights through _load_weights, which dropped such a
+    # head silently where load refused it (review rm1)
+    from unmask.checkpoint import load_inference_weights
+
+    tok = byte_tokenizer()
+    kw = dict(vocab_size=tok.vocab_size, max_seq_len=16, **tok.special_ids())
+    ckpt = save_checkpoint(tmp_path / "run", tokenizer=tok,
+                           model=Transformer(model_preset("tiny", tie_embeddings=False, **kw)))
+    tied = Transformer(model_preset("tiny", tie_embeddings=True, **kw))
+    with pytest.raises(UserError, match="lm_head.weight.*tie_embeddings"):
+        load_inference_weights(ckpt, tied)
+    sd = load_file(str(ckpt / "model.safetensors"))
+    sd["lm_head.weight"] = sd["embed.weight"].clone()  # the embedding: skipped, as before
+    save_file(sd, str(ckpt / "model.safetensors"))
+    load_inference_weights(ckpt, tied)

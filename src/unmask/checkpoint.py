@@ -419,6 +419,9 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
     if getattr(model.config, "tie_embeddings", False):
+        head, embed = tensors.get("lm_head.weight"), tensors.get("embed.weight")
+        if head is not None and embed is not None and not same_values(head, embed):
+            raise _untied_head(source)  # as a load says (``check_tied_head``): not dropped
         tensors = {k: v for k, v in tensors.items() if k != "lm_head.weight"}
     tied = model.config.tie_embeddings
     expected = {k for k in model.state_dict() if not (tied and k == "lm_head.weight")}
@@ -474,7 +477,13 @@ def check_tied_head(model: nn.Module, path: Path) -> None:
         head, embed = f.get_tensor("lm_head.weight"), f.get_tensor("embed.weight")
         if same_values(head, embed):
             return
-    raise UserError(
+    raise _untied_head(path)
+
+
+def _untied_head(path: Path) -> UserError:
+    """The one-line error for a weights file ``path`` holding a head of its own under a config
+    that ties it (``check_tied_head``, ``_load_weights``)."""
+    return UserError(
         f"{path}: holds an output head (lm_head.weight) of its own, other than the embedding, "
         "while config.json ties the head to the embedding (tie_embeddings true): set "
         '"tie_embeddings": false'
