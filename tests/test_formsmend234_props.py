@@ -76,3 +76,24 @@ def test_a_pattern_all_in_a_scoped_verbose_group_ignores_its_whitespace():
 def test_a_verbose_flag_group_that_also_clears_a_flag_still_ignores_raw_whitespace():
     hole = schema_form(_items("^(?x-i)[a-z]+ \t[0-9]+$"), TOK)
     assert value_automaton(hole.regex, hole.bound, TOK, "t").accepts_text('["ab12"]', TOK)
+
+
+@pytest.mark.parametrize("pattern", ["^(?x:a)\tb$", "^(?x)(?-x:a\tb)$", "^(?x)a(?-x)\tb$"])
+def test_raw_whitespace_where_the_verbose_flag_is_off_is_no_raw_json_character(pattern):
+    """The ``x`` flag is tracked per position (review rm7 items 1, 2): read per pattern, a raw
+    tab after a scoped ``(?x:..)`` group, or where ``(?-x)`` turned verbose off, was kept, and
+    the array accepted ``["a<TAB>b"]``, which is no JSON."""
+    with pytest.raises(UserError, match="no value"):  # a tab it needs raw: unsatisfiable
+        schema_form(_items(pattern), TOK)
+
+
+def test_raw_whitespace_after_a_verbose_flag_mid_pattern_is_ignored():
+    """``(?x)`` after the start turns verbose on to the end of its group: the tab after it is
+    no character (it was read as a raw one, and the pattern refused as unsatisfiable)."""
+    hole = schema_form(_items("^a(?x)\tb$"), TOK)
+    assert value_automaton(hole.regex, hole.bound, TOK, "t").accepts_text('["ab"]', TOK)
+
+
+def test_a_verbose_comment_in_a_scoped_group_ends_at_its_newline():
+    hole = schema_form(_items("^(?x:\n  [a-z]+  # a word (or two\n)$"), TOK)
+    assert value_automaton(hole.regex, hole.bound, TOK, "t").accepts_text('["ab"]', TOK)
