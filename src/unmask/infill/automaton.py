@@ -1237,10 +1237,11 @@ def ascii_classes(pattern: str) -> str | None:
 
 def _map_classes(pattern: str, escape: Callable[[str], str | None],
                  bracketed: Callable[[str], str | None], dot: str,
-                 literal: Callable[[str], str] = str) -> str | None:
+                 literal: Callable[[str, int], str] | None = None) -> str | None:
     """``pattern`` with each escape outside brackets as ``escape`` writes it, each bracketed
     class (``_class_end``) as ``bracketed`` does, each unescaped ``.`` outside brackets as
-    ``dot`` and each other character as ``literal`` does: the one scanner of
+    ``dot`` and each other character ``pattern[i]`` as ``literal(pattern, i)`` does (as
+    written without one; called in order, so it may follow the groups): the one scanner of
     ``ascii_classes``, ``ecma_classes`` and ``schema._json_plain``. None where ``escape``
     or ``bracketed`` gives None."""
     out: list[str] = []
@@ -1257,7 +1258,7 @@ def _map_classes(pattern: str, escape: Callable[[str], str | None],
             text = bracketed(pattern[i:end])
             i = end
         else:
-            text = dot if c == "." else literal(c)
+            text = dot if c == "." else c if literal is None else literal(pattern, i)
             i += 1
         if text is None:
             return None

@@ -112,7 +112,8 @@ _WHITE_SPACE: Ranges = ((0x09, 0x0D), (0x20, 0x20), (0x85, 0x85), (0xA0, 0xA0),
 def _binary(name: str) -> Ranges | None:
     """The code points of the binary property ``name`` (loose) that Python's tables give:
     ``Any``, ``ASCII``, ``Assigned``, ``White_Space``, ``Lowercase`` and ``Uppercase``
-    (``str.islower``, ``str.isupper`` of one character read them), and ``Alphabetic`` read
+    (``str.islower``, ``str.isupper`` of one character read them), ``Cased`` (the two and
+    the titlecase letters, Unicode's definition), and ``Alphabetic`` read
     as letters, letter numbers and marks (Python has no ``Other_Alphabetic``, the vowel
     signs among the marks); None for any other."""
     name = _BINARY.get(name, name)
@@ -121,6 +122,8 @@ def _binary(name: str) -> Ranges | None:
         return _merge([(c, c) for lo, hi in _UNIVERSE for c in range(lo, hi + 1)
                        if test(chr(c))])
     table = _general_categories()
+    if name == "cased":  # Unicode's definition
+        return _merge([*_binary("lowercase"), *_binary("uppercase"), *table["lt"]])
     return {"any": _UNIVERSE, "ascii": ((0, 0x7F),), "whitespace": _WHITE_SPACE,
             "assigned": _complement(table["cn"]),
             "alphabetic": _merge([*table["l"], *table["nl"], *table["m"]])}.get(name)
@@ -143,8 +146,8 @@ def _property(name: str) -> Ranges | None:
     value = _loose(value)
     if key is None:  # the engine tries a binary property's name first, then a category's
         ranges = _binary(value) if value not in ("cf", "sc", "lc") else None
-    elif _loose(key) in ("gc", "generalcategory"):
-        ranges = None
+    elif _loose(key) in ("gc", "generalcategory"):  # the three it reads as categories too
+        ranges = _binary(value) if value in ("any", "ascii", "assigned") else None
     else:
         return None
     return ranges or _general_categories().get(_CATEGORY_NAMES.get(value, value))

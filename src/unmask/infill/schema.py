@@ -37,6 +37,7 @@ import torch
 from unmask.config import SampleConfig
 from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.infill.automaton import (
+    _FLAGS,
     _HEX_ESCAPE,
     MAX_DFA_STATES,
     NO_MATCH,
@@ -1079,8 +1080,9 @@ def _json_plain(pattern: str) -> str:
     with a ``JSONDecodeError``) or a quote that closed it early (``["x", "y@z"]``, whose
     ``"x"`` fails the pattern). A class that holds none of them is kept as written, and a
     negated one takes them in (``[^@\x00-\x1f"\\]``), so the size estimate
-    (``unmask.infill.dfa``) still reads it. In a pattern that starts in verbose mode
-    (``(?x)``) raw whitespace is kept: the engine ignores it there."""
+    (``unmask.infill.dfa``) still reads it. Raw whitespace where the ``x`` flag is on
+    (after ``(?x)`` to the end of its group, inside ``(?x:..)``, not inside ``(?-x:..)``)
+    is kept: the engine ignores it there."""
 
     def narrowed(text: str) -> str:
         """A class (bracketed, or an escape such as ``\\S``) without ``_NOT_PLAIN``."""
@@ -1108,10 +1110,25 @@ def _json_plain(pattern: str) -> str:
             return _NO_CHARACTER
         return narrowed(text) if text[1:2] in tuple("sSwWdDpP") else text
 
-    verbose = re.match(r"\^?\(\?[a-zA-Z]*x", pattern) is not None
+    verbose, stack, comment, flag_end = [False], [], [False], [-1]  # x here, at each group
 
-    def literal(c: str) -> str:
-        if verbose and c in "\t\n\v\f\r":  # ignored by ``(?x)``, and a comment's end
+    def literal(text: str, i: int) -> str:
+        c = text[i]
+        if comment[0] or (verbose[0] and c == "#"):  # a verbose comment runs to a newline
+            comment[0] = c != "\n"
+        elif c == "(":
+            flags = _FLAGS.match(text, i)
+            stack.append(verbose[0])
+            if flags is not None:
+                on, _, off = flags.group(1).partition("-")
+                x = False if "x" in off else True if "x" in on else verbose[0]
+                if flags.group(2) == ")":  # (?x): the rest of the enclosing group
+                    stack.pop()
+                    flag_end[0] = flags.end() - 1
+                verbose[0] = x
+        elif c == ")" and i != flag_end[0] and stack:
+            verbose[0] = stack.pop()
+        if verbose[0] and c in "\t\n\v\f\r":  # ignored by ``(?x)``, and a comment's end
             return c
         return _NO_CHARACTER if ord(c) < 0x20 or c == '"' else c
 
