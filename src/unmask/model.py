@@ -1042,17 +1042,15 @@ def nonfinite_rows_mark(model: Any) -> tuple[Tensor | None, Tensor | None] | Non
 
 
 def take_nonfinite_rows(model: Any, before: tuple[Tensor | None, Tensor | None] | None,
-                        batch: int, copies: int = 1) -> Tensor | None:
+                        batch: int) -> Tensor | None:
     """The (batch,) bool flags of the forward ``model`` made since ``nonfinite_rows_mark``
     returned ``before``, taken off its count (``nonfinite_forwards``; on the device, no read): for a
     caller that splits one forward among runs and hands each run its own rows
     (``unmask.sampling.protocol.step_together``), so that one run's NaN rows count against
-    that run only. A forward of ``copies`` * batch rows (a guided run's: the conditional rows,
-    then the unconditional ones) is folded: row i is flagged when any of its copies is.
-    The forward is this thread's own: a forward that another thread ran on the model since
-    is never taken (a compiled forward cannot tell its thread: the model's last is taken, so
-    threads sharing a compiled twin can still take each other's). None when no such forward
-    flagged anything (a predictor that does not count, a forward in training
+    that run only. The forward is this thread's own: a forward that another thread ran on
+    the model since is never taken (a compiled forward cannot tell its thread: the model's
+    last is taken, so threads sharing a compiled twin can still take each other's). None when
+    no such forward flagged anything (a predictor that does not count, a forward in training
     mode, a forward of another batch, another thread's forward)."""
     counting = _counting(model)
     count = None if counting is None else counting.nonfinite_forwards
@@ -1064,10 +1062,10 @@ def take_nonfinite_rows(model: Any, before: tuple[Tensor | None, Tensor | None] 
         rows = counting.nonfinite_rows
         if rows is last_before or rows is counting._nonfinite_eager:  # none, or another's
             return None
-    if rows is None or rows.shape[0] not in (batch, batch * copies):
+    if rows is None or rows.shape[0] != batch:
         return None
     count.add_(rows.any(), alpha=-1)  # (a bool is refused by sub_)
-    return rows if rows.shape[0] == batch else rows.view(copies, batch).any(dim=0)
+    return rows
 
 
 def check_finite(model: Any, mark: Tensor | int | None) -> None:

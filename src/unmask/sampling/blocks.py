@@ -362,10 +362,6 @@ class BlockRun(DecoderRun):
         self.blocks_done += 1
         self._next_block()
 
-    @property
-    def forward_copies(self) -> int:
-        return 2 if self.block_config.cfg_scale > 0 else 1  # its blocks' ``Denoiser``s
-
     def advance(self) -> None:
         inner = self._inner
         assert inner is not None, "the run is finished"

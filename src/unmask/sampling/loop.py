@@ -585,10 +585,6 @@ class Denoiser(DecoderRun):
 
     # -- stepping ----------------------------------------------------------------------------------
 
-    @property
-    def forward_copies(self) -> int:
-        return 2 if self.config.cfg_scale > 0 else 1  # ``model_inputs``: cond, then uncond
-
     def model_inputs(self) -> tuple[Tensor, Tensor | None]:
         """(tokens (B, L) or (2B, L) with guidance, padding mask or None) of the next forward."""
         if self.config.cfg_scale > 0:

@@ -246,42 +246,31 @@ class DecoderRun:
         self.take_rows()
         check_finite(getattr(self, "model", None), getattr(self, "_finite_mark", None))
 
-    @property
-    def forward_copies(self) -> int:
-        """How many copies of its B rows each of the run's forwards holds, one after another:
-        2 for a guided run (``cfg_scale``: conditional, then unconditional), else 1."""
-        return 1
-
     def watch_rows(self) -> None:
         """Answer for the run's NaN watch row by row from now on (the server's whole-batch run
         of several requests' rows): ``take_rows`` takes each forward's (B,) flags off the
         model's count, so ``check_finite`` and ``result()`` raise only for forwards it could
         not hand out, and the caller fails the requests whose rows were flagged, the others
-        going on in the same run (rows of a batch do not mix; a guided run's forward of 2B
-        rows, conditional then unconditional, is folded to its B rows). On the device, no
-        read."""
+        going on in the same run (rows of a batch do not mix). On the device, no read."""
         from unmask.model import nonfinite_rows_mark
 
         self._row_before = nonfinite_rows_mark(getattr(self, "model", None))
         self._row_batch = self.batch_size
-        self._row_copies = self.forward_copies
         self._row_counts: Tensor | None = None
         self._watching = True
 
     def take_rows(self) -> Tensor | None:
         """(B,) int64 on the device, for a run that ``watch_rows``: in how many of its forwards
-        each row was NaN or infinite so far (all zeros when none was), the last forward's
-        flags taken off the model's count now (``unmask.model.take_nonfinite_rows``; one
-        forward of B rows, or 2B guided, since the last take: a forward it cannot tell,
-        another batch or an earlier one, stays counted and fails the run); None before the
-        run's first forward was taken or when the run does not watch its rows. No device
-        read. ``check_finite`` calls it; so does the server after every step."""
+        each row was NaN or infinite so far, the last forward's flags taken off the model's
+        count now (``unmask.model.take_nonfinite_rows``; one forward of B rows since the last
+        take: a forward it cannot tell, another batch or an earlier one, stays counted and
+        fails the run); None when no row was flagged or the run does not watch its rows. No
+        device read. ``check_finite`` calls it; so does the server after every step."""
         if not getattr(self, "_watching", False):
             return None
         from unmask.model import nonfinite_rows_mark, take_nonfinite_rows
 
-        flags = take_nonfinite_rows(self.model, self._row_before, self._row_batch,
-                                    self._row_copies)
+        flags = take_nonfinite_rows(self.model, self._row_before, self._row_batch)
         if flags is not None:  # taken off the count: the caller answers for it
             self._row_before = nonfinite_rows_mark(self.model)
             self._row_counts = flags.long() if self._row_counts is None else (

@@ -67,7 +67,7 @@ from typing import Any, cast
 import torch
 
 from unmask.config import SampleConfig
-from unmask.model import nonfinite_error
+from unmask.model import NonFiniteOutput, nonfinite_error
 from unmask.sampling.protocol import DecoderRun, RowRuns, ViewCallback, step_together
 from unmask.server.metrics import Metrics
 
@@ -845,6 +845,7 @@ class Engine:
         rows = [r for j in batch for r in j.rows]
         offsets = list(itertools.accumulate([0] + [len(j.rows) for j in batch]))
         started: list[DecoderRun] = []  # the run, once started (``on_view`` reads its flags)
+        shown: set[int] = set()  # the jobs whose stream was sent a step of this run
 
         def bad(counts: list[int], j: Job, o: int) -> int:
             """Forwards in which a row of ``j`` went NaN (the most of any of its rows)."""
@@ -864,6 +865,7 @@ class Engine:
             for j, o in sinks:
                 if bad(counts, j, o):
                     continue  # its rows went NaN: never shown, it fails at the end
+                shown.add(j.id)
                 try:
                     j.sink(step, ids[o : o + len(j.rows)])  # type: ignore[misc]
                 except Exception:  # noqa: BLE001 -- a broken stream must not stop the others
@@ -885,8 +887,16 @@ class Engine:
             counts = [] if flags is None else flags.tolist()
         except BaseException as e:  # noqa: BLE001 -- every job of the batch gets the error
             self._idle()
-            for j in batch:
-                _resolve(j.future, exc=Cancelled() if j.cancelled else e)
+            # NaN in a forward the run could not hand out row by row (not one of B rows: a
+            # guided forward of 2B): the jobs not flagged nor streamed yet run again alone
+            again = isinstance(e, NonFiniteOutput) and bool(started)
+            flags = started[0].take_rows() if again else None
+            counts = [] if flags is None else flags.tolist()
+            for j, o in zip(batch, offsets, strict=False):
+                if again and j.id not in shown and not j.cancelled and not bad(counts, j, o):
+                    self._again_alone(j)
+                else:
+                    _resolve(j.future, exc=Cancelled() if j.cancelled else e)
             return
         self._idle()
         for j, o in zip(batch, offsets, strict=False):
@@ -904,6 +914,14 @@ class Engine:
                     batch_rows=len(rows),
                 ),
             )
+
+    def _again_alone(self, job: Job) -> None:
+        """Run ``job`` again alone after the whole-batch run it shared went NaN or infinite in
+        a forward that could not be handed out row by row (``_run``): a fresh run, whose NaN
+        watch starts at its own first forward, so only the job whose rows go NaN fails again."""
+        for part in job._parts:
+            part.run = None  # begun before the shared run: its watch would count that run
+        self._run_whole([job])
 
     def _advance(self, run: DecoderRun, batch: list[Job], rows: int) -> None:
         """Advance a run alone to its end; ``Cancelled`` once every job of ``batch`` is."""
