@@ -264,8 +264,9 @@ class DecoderRun:
         each row was NaN or infinite so far, the last forward's flags taken off the model's
         count now (``unmask.model.take_nonfinite_rows``; one forward of B rows since the last
         take: a forward it cannot tell, another batch or an earlier one, stays counted and
-        fails the run); None when no row was flagged or the run does not watch its rows. No
-        device read. ``check_finite`` calls it; so does the server after every step."""
+        fails the run); all zeros when no row was flagged; None before a forward of its own
+        was taken, or when the run does not watch its rows. No device read.
+        ``check_finite`` calls it; so does the server after every step."""
         if not getattr(self, "_watching", False):
             return None
         from unmask.model import nonfinite_rows_mark, take_nonfinite_rows
