@@ -851,6 +851,12 @@ class Engine:
             """Forwards in which a row of ``j`` went NaN (the most of any of its rows)."""
             return max(counts[o : o + len(j.rows)], default=0) if counts else 0
 
+        def flagged() -> list[int]:
+            """Per row, the forwards of the run so far in which it went NaN (``take_rows``;
+            [] before the run started or before its first forward was handed out)."""
+            flags = started[0].take_rows() if started else None
+            return [] if flags is None else flags.tolist()
+
         def on_view(step: int, view: torch.Tensor) -> None:
             sinks = [
                 (j, o)
@@ -860,8 +866,7 @@ class Engine:
             if not sinks:
                 return
             ids = view.tolist()
-            flags = started[0].take_rows() if started else None  # checked before shown
-            counts = [] if flags is None else flags.tolist()
+            counts = flagged()  # checked before shown
             for j, o in sinks:
                 if bad(counts, j, o):
                     continue  # its rows went NaN: never shown, it fails at the end
@@ -883,15 +888,13 @@ class Engine:
             self._advance(run, batch, len(rows))
             result = run.result()
             gen, prompts = result.gen_ids, result.prompt_ids
-            flags = run.take_rows()
-            counts = [] if flags is None else flags.tolist()
+            counts = flagged()
         except BaseException as e:  # noqa: BLE001 -- every job of the batch gets the error
             self._idle()
             # NaN in a forward the run could not hand out row by row (not one of B rows: a
             # guided forward of 2B): the jobs not flagged nor streamed yet run again alone
             again = isinstance(e, NonFiniteOutput) and bool(started)
-            flags = started[0].take_rows() if again else None
-            counts = [] if flags is None else flags.tolist()
+            counts = flagged() if again else []
             for j, o in zip(batch, offsets, strict=False):
                 if again and j.id not in shown and not j.cancelled and not bad(counts, j, o):
                     self._again_alone(j)
