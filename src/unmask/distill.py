@@ -150,6 +150,19 @@ def is_causal_teacher(config: ModelConfig) -> bool:
     return objective_of(config).name == "ar"
 
 
+def _check_counts(cfg: TrajectoryConfig) -> None:
+    """Refuse, in one line, a count of ``cfg`` below 1 (``trajectories``, ``prompt_length``,
+    ``gen_length``, ``traj_batch``): checked before anything compares them (a
+    ``--gen-length -3`` was refused as shorter than ``--distill-window`` 0, which is off)."""
+    if cfg.trajectories < 1:
+        raise UserError(
+            f"trajectories={cfg.trajectories} must be at least 1: the prompt set is empty"
+        )
+    for name in ("prompt_length", "gen_length", "traj_batch"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"{name}={getattr(cfg, name)} must be at least 1")
+
+
 def _check(teacher: Loaded, cfg: TrajectoryConfig) -> None:
     from unmask.objectives.distill import TEACHER_OBJECTIVES, teacher_problem
     from unmask.objectives.spec import objective_of
@@ -160,13 +173,7 @@ def _check(teacher: Loaded, cfg: TrajectoryConfig) -> None:
             f" or, with a student, an autoregressive one (ar); not objective "
             f"{objective_of(teacher.config).name!r}"
         )
-    if cfg.trajectories < 1:
-        raise UserError(
-            f"trajectories={cfg.trajectories} must be at least 1: the prompt set is empty"
-        )
-    for name in ("prompt_length", "gen_length", "traj_batch"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"{name}={getattr(cfg, name)} must be at least 1")
+    _check_counts(cfg)
     bs = teacher.config.block_size if teacher.config.attention == "block-causal" else None
     if bs and (cfg.prompt_length % bs or cfg.gen_length % bs):
         raise UserError(
@@ -766,11 +773,17 @@ def _refuse_other_tokenizer(theirs: Any, teacher: Any, who: str, *, appended_ok:
     """Refuse, in one line opening with ``who``, a tokenizer ``theirs`` that is not the
     teacher's: more tokens (any other count unless ``appended_ok``: the teacher's may append
     special tokens), then ``fix``; or an id meaning another token, then ``fix_ids``."""
-    from unmask.tokenizer import first_difference
-
     n, m = theirs.vocab_size, teacher.vocab_size
     if n > m or (n != m and not appended_ok):
         raise UserError(f"{who}: its tokenizer has {n} tokens, the teacher's {m}; {fix}")
+    _refuse_other_ids(theirs, teacher, who, fix_ids)
+
+
+def _refuse_other_ids(theirs: Any, teacher: Any, who: str, fix_ids: str) -> None:
+    """Refuse, in one line opening with ``who``, a tokenizer ``theirs`` in which an id below
+    both vocabularies means another token than in the ``teacher``'s, then ``fix_ids``."""
+    from unmask.tokenizer import first_difference
+
     i = first_difference(theirs, teacher)
     if i is not None:
         raise UserError(
@@ -845,6 +858,12 @@ def student_vocab(teacher: Loaded, student_path: str) -> int | None:
     why = teacher_problem(student.config)
     if why is not None:
         raise UserError(f"--student {student_path}: {why.replace('teacher', 'student')}")
+    if student.tokenizer is not None and teacher.tokenizer is not None:  # said as a student:
+        # draft_aux says "the drafter's tokenizer differs from the model's" and "speculative
+        # decoding", which a diffusion teacher's student is not about
+        _refuse_other_ids(student.tokenizer, teacher.tokenizer, f"--student {student_path}",
+                          "; it would learn the teacher's ids as other text: a student needs "
+                          "the teacher's tokenizer")
     shared = draft_aux(teacher, student).get("shared_vocab")
     if shared is not None and shared < teacher.config.vocab_size:
         return int(shared)
@@ -912,6 +931,7 @@ def _distill(
     base = train_config or DISTILL_DEFAULTS
     if not out:
         raise UserError("no run directory given (--out)")
+    _check_counts(tcfg)  # before they are compared with --distill-window
     run = Path(out)
     path = Path(cache) if cache else default_cache(out)
     _check_cache_outside(path, run)
