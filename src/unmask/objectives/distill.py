@@ -215,21 +215,26 @@ class TrajectoryData:
 def teacher_tokenizer(meta: dict[str, Any]) -> Any:
     """The tokenizer of the teacher a trajectory file's settings name (``meta["teacher"]``: a
     native checkpoint's ``tokenizer.json``, or a publisher's folder's), read without its
-    weights; None where that teacher is no longer there or names none (files made by
-    ``make_trajectories`` alone record no teacher)."""
+    weights; None where that teacher is no longer there (no such path, no checkpoint in it,
+    no ``tokenizer.json`` beside its config) or the file names none (files made by
+    ``make_trajectories`` alone record no teacher). A teacher that is there but cannot be
+    read (a ``config.json`` or ``tokenizer.json`` that is not valid, a publisher's folder its
+    importer refuses) is the loader's one-line ``UserError``: it was taken for a teacher gone,
+    so a file without a tokenizer stamp was trained on unchecked and a refusal said the
+    teacher "is not there"."""
     from unmask.checkpoint import checkpoint_dir, native_parts
     from unmask.convert.load import is_publisher_folder, publisher_tokenizer
 
     teacher = meta.get("teacher")
     if not isinstance(teacher, str) or not Path(teacher).exists():
         return None
+    if is_publisher_folder(teacher):
+        return publisher_tokenizer(teacher)
     try:
-        if is_publisher_folder(teacher):
-            return publisher_tokenizer(teacher)
         file = checkpoint_dir(teacher) / "tokenizer.json"  # the ids its config.json names
-        return native_parts(teacher)[2] if file.is_file() else None
     except UserError:  # no checkpoint there any more: nothing to compare with
         return None
+    return native_parts(teacher)[2] if file.is_file() else None
 
 
 TOKENIZER_KEY = "tokenizer"
@@ -299,7 +304,15 @@ def check_student_tokenizer(data: TrajectoryData, tokenizer: Any, who: str) -> N
         return
     stamp = meta.get(TOKENIZER_KEY)
     if not _is_stamp(stamp):  # an older file: its teacher's folder, where it is still there
-        theirs = teacher_tokenizer(meta)
+        try:
+            theirs = teacher_tokenizer(meta)
+        except UserError as e:  # there, not readable: the check cannot be made
+            raise UserError(
+                f"{who}: its tokenizer cannot be compared with that of the teacher of "
+                f"{data.path}, which the file does not record (made before it did), and the "
+                f"teacher cannot be read: {e}; repair that checkpoint, or make the "
+                "trajectories again"
+            ) from None
         i = None if theirs is None else first_difference(tokenizer, theirs)
         if i is not None:
             _refuse_at(data, tokenizer, theirs, i, who)
@@ -307,7 +320,10 @@ def check_student_tokenizer(data: TrajectoryData, tokenizer: Any, who: str) -> N
     span = stamp_difference(stamp, tokenizer)
     if span is None:
         return
-    theirs = teacher_tokenizer(meta)
+    try:
+        theirs, unreadable = teacher_tokenizer(meta), None
+    except UserError as e:  # the stamp says enough to refuse; the line says why it is alone
+        theirs, unreadable = None, str(e)
     if (theirs is not None and int(theirs.vocab_size) == int(stamp["size"])
             and stamp_difference(stamp, theirs) is None):  # the folder still holds it
         i = first_difference(tokenizer, theirs)
@@ -316,6 +332,8 @@ def check_student_tokenizer(data: TrajectoryData, tokenizer: Any, who: str) -> N
     teacher = meta.get("teacher")
     if not isinstance(teacher, str) or not teacher:
         where = "the file names no teacher"
+    elif unreadable is not None:
+        where = f"the teacher {teacher} cannot be read: {unreadable}"
     elif theirs is None:
         where = f"the teacher {teacher} is not there"
     else:
