@@ -156,3 +156,65 @@ def test_the_trajectory_counts_are_checked_by_the_library_too(teacher, corpus, t
                 trajectories=TrajectoryConfig(gen_length=-1),
                 train_config=replace(DISTILL_DEFAULTS, distill_window=0))
     assert not (tmp_path / "o").exists()
+
+
+def _stopped_at_step_3(config: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run ``config`` until a SIGINT during step 2 stops it (a resume continues at step 3)."""
+    import os
+    import signal
+
+    import unmask.train as train_mod
+    from unmask.train_guards import TrainingStopped
+
+    orig = train_mod.lr_at
+
+    def lr(step: int, c: TrainConfig) -> float:
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return orig(step, c)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "lr_at", lr)
+        with pytest.raises(TrainingStopped):
+            train(config, progress=False)
+
+
+def test_a_run_on_a_shared_file_resumes_after_another_run_extended_it(
+    teacher, corpus, tmp_path, monkeypatch, capsys
+):
+    """Run A trains on a --trajectory-file holding exactly its 4 rows; run B (8 rows, same
+    settings) extends that file. A's resume was refused ("4 rows then, 8 now"); its rows are
+    still the file's first 4, so it resumes on them and ends as if never stopped. A file
+    whose first rows changed is still refused."""
+    from unmask.distill import DISTILL_DEFAULTS, TrajectoryConfig, refresh_trajectories
+
+    traj = TrajectoryConfig(trajectories=4, prompt_length=8, gen_length=8, traj_batch=2,
+                            traj_temperature=0.8, traj_block_length=4)
+    shared = tmp_path / "shared.safetensors"
+    refresh_trajectories(str(teacher), str(corpus), shared, traj, progress=False)
+    alone = tmp_path / "alone.safetensors"
+    shutil.copy(shared, alone)
+
+    def cfg(data: Path, out: str) -> TrainConfig:
+        return replace(DISTILL_DEFAULTS, init=str(teacher), data=str(data),
+                       out=str(tmp_path / out), seq_len=16, batch_size=4, steps=5, warmup=1,
+                       lr=1e-3, save_every=0, log_every=1, seed=2)
+
+    full = train(cfg(alone, "full"), progress=False)
+    _stopped_at_step_3(cfg(shared, "part"), monkeypatch)
+    refresh_trajectories(str(teacher), str(corpus), shared, replace(traj, trajectories=8),
+                         progress=False)
+    assert len(Trajectories.load(shared)) == 8
+    capsys.readouterr()
+    assert main(["distill", "--resume", "--out", str(tmp_path / "part"), "--no-progress"]) == 0
+    a, b = load(full).model.state_dict(), load(tmp_path / "part").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    _stopped_at_step_3(cfg(alone, "other"), monkeypatch)
+    now = Trajectories.load(shared)
+    now.tokens[0, -1] = (now.tokens[0, -1] + 1) % 200  # a first row that is not the one
+    now.save(alone)
+    capsys.readouterr()
+    assert main(["distill", "--resume", "--out", str(tmp_path / "other"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the trajectory file changed since this run started (4 rows then, 8 now)" in err

@@ -11,8 +11,8 @@ together.
 
 Inside: ``Trajectories`` (the file: safetensors, written atomically), ``TrajectoryData`` (the
 ``trajectory`` batch kind of ``unmask.train``), ``teacher_tokenizer``,
-``tokenizer_stamp``, ``check_student_tokenizer``, ``teacher_problem``, ``trajectory_states``,
-``distill`` (the loss).
+``tokenizer_stamp``, ``check_student_tokenizer``, ``rows_started_on``, ``teacher_problem``,
+``trajectory_states``, ``distill`` (the loss).
 """
 
 from __future__ import annotations
@@ -182,12 +182,14 @@ class TrajectoryData:
         started_on: dict[str, Any] | None = None,
     ) -> None:
         """``started_on``: the ``Trajectories.stamp`` a resumed run recorded; a file that no
-        longer matches it is refused in one line (``check_same_rows``)."""
+        longer holds those rows is refused in one line (``check_same_rows``). One extended
+        since (a run of more trajectories with the same settings appended rows to it) still
+        holds them as its first rows: the resume trains on those (``rows_started_on``)."""
         self.path = Path(path)
         self.trajectories = Trajectories.load(self.path)
-        self.stamp = self.trajectories.stamp()
         if started_on is not None:
-            check_same_rows(self.path, started_on, self.stamp)
+            self.trajectories = rows_started_on(self.path, self.trajectories, started_on)
+        self.stamp = self.trajectories.stamp()
         if len(self.trajectories) == 0:
             raise UserError(f"{self.path}: holds no trajectories")
         self.row_length = int(self.trajectories.tokens.shape[1])
@@ -363,6 +365,24 @@ def _refuse_at(data: TrajectoryData, tokenizer: Any, theirs: Any, i: int,
         f"there, {theirs.id_to_token(i)!r} in the teacher; train on trajectories of "
         "this model's own tokenizer"
     )
+
+
+def rows_started_on(path: Path, have: Trajectories, then: dict[str, Any]) -> Trajectories:
+    """The rows of the trajectory file ``path`` (read: ``have``) that a run started on, by the
+    ``Trajectories.stamp`` it recorded (``then``): all of them, or where the file was extended
+    since, its first ``then["rows"]`` when their stamp is ``then`` (every batch is decoded
+    whole, so a file extended with the same settings keeps its rows in front: ``unmask
+    distill`` trains a run on a shared ``--trajectory-file`` holding exactly its rows, and a
+    later run of more extended it, which made the first one impossible to resume); else a
+    one-line refusal naming what changed (``check_same_rows``)."""
+    now = have.stamp()
+    n = then.get("rows")
+    if now != then and isinstance(n, int) and 0 < n < len(have):
+        first = Trajectories(have.tokens[:n], have.commit_step[:n], have.seed[:n], have.meta)
+        if first.stamp() == then:
+            return first
+    check_same_rows(path, then, now)
+    return have
 
 
 def check_same_rows(path: Path, then: dict[str, Any], now: dict[str, Any]) -> None:
@@ -595,6 +615,7 @@ __all__ = [
     "TOKENIZER_KEY",
     "check_student_tokenizer",
     "distill",
+    "rows_started_on",
     "stamp_difference",
     "teacher_problem",
     "teacher_tokenizer",
