@@ -218,3 +218,26 @@ def test_a_run_on_a_shared_file_resumes_after_another_run_extended_it(
     assert main(["distill", "--resume", "--out", str(tmp_path / "other"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "the trajectory file changed since this run started (4 rows then, 8 now)" in err
+
+
+@pytest.mark.parametrize("data", ["missing", "text file"])
+def test_a_corpus_that_is_not_there_is_refused_before_the_teacher_is_loaded(
+    data, teacher, tmp_path, monkeypatch, capsys
+):
+    """A mistyped --data was reported only after the teacher's weights were read (all of a
+    large model's)."""
+    import unmask.checkpoint
+
+    def load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the teacher was loaded")
+
+    monkeypatch.setattr(unmask.checkpoint, "load", load)
+    path = tmp_path / "nothere"
+    if data == "text file":
+        path.write_text("the lord\n")
+    out = tmp_path / "o"
+    capsys.readouterr()
+    assert main(_distill(teacher, path, out)) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "run `unmask prepare` first" in err and err.count("\n") == 1
+    assert not out.exists()

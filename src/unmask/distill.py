@@ -975,6 +975,7 @@ def _distill(
     )  # fmt: skip
     device = str(resolve_device(base.device))
     _check_before_decoding(config, student, device, tcfg.prompt_length)
+    _check_prompts_there(data)
     named = cache is not None and path.resolve() != default_cache(out).resolve()
     rows = refresh_trajectories(
         teacher, data, path, tcfg, device=device, progress=progress, student=student,
@@ -1034,6 +1035,16 @@ def _check_before_decoding(
     why = spec.mismatch(model, config)
     if why is not None:  # ``teacher_problem`` words it for a teacher: here it is the student
         raise UserError(f"--student {student}: {why.replace('teacher', 'student')}")
+
+
+def _check_prompts_there(data: str) -> None:
+    """Refuse, in one line, a ``data`` that is no prepared corpus with a train split (missing,
+    a text file, no shards) before the teacher is loaded: ``refresh_trajectories`` needs its
+    prompts and its tokenizer either way, and found out only after reading the teacher's
+    weights (all of an 8B model's, to say that a path was mistyped)."""
+    from unmask.data import TokenDataset
+
+    TokenDataset(data, "train")  # reads index.json and looks at the shards, not their tokens
 
 
 def _trained_seq_len(path: str) -> int:
