@@ -241,3 +241,40 @@ def test_a_corpus_that_is_not_there_is_refused_before_the_teacher_is_loaded(
     err = capsys.readouterr().err
     assert str(path) in err and "run `unmask prepare` first" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_a_bd3lm_student_whose_blocks_do_not_split_the_rows_is_refused_before_decoding(
+    teacher, corpus, tmp_path, capsys
+):
+    """An mdlm teacher's bd3lm student with prompt + generation = 14 and blocks of 4: the
+    teacher decoded every trajectory, then training refused the rows, blaming "the teacher's
+    block_size" (the teacher has none)."""
+    cfg = TrainConfig(
+        data=str(corpus), out=str(tmp_path / "bd"), preset="tiny", seq_len=32, batch_size=4,
+        steps=1, warmup=0, eval_every=0, save_every=0, seed=1, objective="bd3lm", block_size=4,
+    )  # fmt: skip
+    student = train(cfg, progress=False)
+    out = tmp_path / "o"
+    args = _distill(teacher, corpus, out, "--student", str(student))
+    args[args.index("--prompt-length") + 1] = "6"
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--student {student}: --prompt-length + --gen-length = 14 does not split into its " \
+           "blocks of 4" in err and err.count("\n") == 1, err
+    assert not out.exists() and not Path(f"{out}.trajectories.safetensors").exists()
+
+
+def test_rows_that_do_not_split_into_blocks_name_the_model_that_learns():
+    from unmask.config import ModelConfig
+    from unmask.objectives.distill import distill
+    from unmask.objectives.spec import ObjectiveOptions
+    from unmask.schedules import get_schedule
+
+    config = ModelConfig(objective="bd3lm", attention="block-causal", block_size=4)
+    x0 = torch.ones(1, 14, dtype=torch.long)
+    steps = torch.tensor([[-1] * 6 + list(range(8))])
+    with pytest.raises(UserError, match=r"blocks of 4 \(the block_size of the model that"):
+        distill(lambda x, *a: torch.zeros(1, 14, 512), config, x0, attention_mask=None,
+                generator=torch.Generator(), commit_step=steps,
+                options=ObjectiveOptions(schedule=get_schedule()))

@@ -1035,6 +1035,13 @@ def _check_before_decoding(
     why = spec.mismatch(model, config)
     if why is not None:  # ``teacher_problem`` words it for a teacher: here it is the student
         raise UserError(f"--student {student}: {why.replace('teacher', 'student')}")
+    bs = model.block_size if model.attention == "block-causal" else None
+    if bs and config.seq_len % bs:  # the loss draws a state per block (``_unit_size``)
+        raise UserError(
+            f"--student {student}: prompt_length + gen_length = {config.seq_len} does not "
+            f"split into its blocks of {bs} (a bd3lm student learns a state per block); use "
+            f"a prompt_length and gen_length that add up to a multiple of {bs}"
+        )
 
 
 def _check_prompts_there(data: str) -> None:

@@ -426,7 +426,7 @@ def _unit_size(config: ModelConfig, L: int) -> int:
         if not config.block_size or L % config.block_size:
             raise UserError(
                 f"trajectory rows of {L} tokens do not split into blocks of "
-                f"{config.block_size} (the teacher's block_size)"
+                f"{config.block_size} (the block_size of the model that learns from them)"
             )
         return int(config.block_size)
     return L
