@@ -120,13 +120,23 @@ def _distill(teacher: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
 
 
 def test_a_diffusion_student_of_another_tokenizer_is_refused_as_a_student(
-    teacher, corpus, tmp_path, capsys
+    teacher, corpus, tmp_path, monkeypatch, capsys
 ):
     """An mdlm teacher's student whose tokenizer swaps two ids: refused before decoding, but
-    as "the drafter's tokenizer differs from the model's ... speculative decoding"."""
+    as "the drafter's tokenizer differs from the model's ... speculative decoding", and only
+    after the teacher's weights were read; now before."""
+    import unmask.checkpoint
+
     student = _copy(teacher, tmp_path / "s")
     _swap_ids(student)
     out = tmp_path / "o"
+    original = unmask.checkpoint.load
+
+    def load(path: object, *args: object, weights: bool = True, **kw: object) -> object:
+        assert not weights, f"{path}: weights read before the student was checked"
+        return original(path, *args, weights=weights, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(unmask.checkpoint, "load", load)
     capsys.readouterr()
     assert main(_distill(teacher, corpus, out, "--student", str(student))) == 2
     err = capsys.readouterr().err

@@ -700,11 +700,12 @@ def refresh_trajectories(
     from unmask.objectives.distill import Trajectories
 
     _check_cache_path(Path(cache))  # before the teacher decodes anything
+    # the student against the teacher's config and tokenizer, before its weights are read
+    vocab = student_vocab(load(teacher_path, weights=False), student) if student else None
     teacher = load(teacher_path, device=device)
     _check(teacher, cfg)
     tokenizer_file = Path(teacher.path) / "tokenizer.json"
     check_corpus_tokenizer(teacher.tokenizer, data, tokenizer_file)
-    vocab = student_vocab(teacher, student) if student else None
     path = Path(cache)
     n = cfg.trajectories
     first = int(os.environ.get("RANK", "0")) == 0
