@@ -288,3 +288,29 @@ def test_rows_that_do_not_split_into_blocks_name_the_model_that_learns():
         distill(lambda x, *a: torch.zeros(1, 14, 512), config, x0, attention_mask=None,
                 generator=torch.Generator(), commit_step=steps,
                 options=ObjectiveOptions(schedule=get_schedule()))
+
+
+def test_a_reused_or_refused_trajectory_file_reads_no_teacher_weights(
+    teacher, corpus, tmp_path, monkeypatch, capsys
+):
+    """A file with the settings asked for is reused, and a named one made with others is
+    refused, from the teacher's config and tokenizer: both loaded all of its weights first."""
+    import unmask.checkpoint
+    from unmask.distill import TrajectoryConfig, refresh_trajectories
+
+    traj = TrajectoryConfig(trajectories=2, prompt_length=8, gen_length=8, traj_batch=2)
+    path = tmp_path / "t.safetensors"
+    refresh_trajectories(str(teacher), str(corpus), path, traj, progress=False)
+    original = unmask.checkpoint.load
+
+    def load(p: object, *args: object, weights: bool = True, **kw: object) -> object:
+        assert not weights, f"{p}: weights read"
+        return original(p, *args, weights=weights, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(unmask.checkpoint, "load", load)
+    capsys.readouterr()
+    assert refresh_trajectories(str(teacher), str(corpus), path, traj, progress=False) == path
+    assert "reusing its 2 trajectories" in capsys.readouterr().err
+    with pytest.raises(UserError, match="made with other settings .*traj_seed 0 in the file"):
+        refresh_trajectories(str(teacher), str(corpus), path, replace(traj, traj_seed=5),
+                             progress=False, replace_other=False)

@@ -700,19 +700,19 @@ def refresh_trajectories(
     from unmask.objectives.distill import Trajectories
 
     _check_cache_path(Path(cache))  # before the teacher decodes anything
-    # the student against the teacher's config and tokenizer, before its weights are read
-    vocab = student_vocab(load(teacher_path, weights=False), student) if student else None
-    teacher = load(teacher_path, device=device)
-    _check(teacher, cfg)
-    tokenizer_file = Path(teacher.path) / "tokenizer.json"
-    check_corpus_tokenizer(teacher.tokenizer, data, tokenizer_file)
+    # its config and tokenizer (a meta-device model): everything below but the decoding reads
+    # only those, so a file reused (or refused) no longer waits for the weights to be read
+    plan = load(teacher_path, weights=False)
+    vocab = student_vocab(plan, student) if student else None
+    _check(plan, cfg)
+    check_corpus_tokenizer(plan.tokenizer, data, Path(plan.path) / "tokenizer.json")
     path = Path(cache)
     n = cfg.trajectories
     first = int(os.environ.get("RANK", "0")) == 0
     old = Trajectories.load(path) if first and path.is_file() else None
     stored = old.meta if old is not None else (  # torchrun's other ranks: its header alone
         Trajectories.settings_of(path) if path.is_file() else None)
-    settings = _settings(teacher, teacher_path, data, cfg, vocab, known=stored)
+    settings = _settings(plan, teacher_path, data, cfg, vocab, known=stored)
     if stored is not None and not replace_other and not _same_settings(stored, settings):
         raise UserError(  # every rank says it: none waits for a file rank 0 will not write
             f"--trajectory-file {path}: made with other settings "
@@ -749,8 +749,8 @@ def refresh_trajectories(
             )
     path.parent.mkdir(parents=True, exist_ok=True)
     make_trajectories(
-        teacher, data, cfg, settings=settings, have=have, save_to=path, progress=progress,
-        vocab=vocab,
+        load(teacher_path, device=device), data, cfg, settings=settings, have=have,
+        save_to=path, progress=progress, vocab=vocab,
     )  # fmt: skip
     return path
 

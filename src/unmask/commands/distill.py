@@ -180,8 +180,8 @@ def _check_corpus(teacher: str, data: str) -> None:
     """The corpus' prompts are token ids of the teacher's tokenizer, checked from the
     checkpoint's ``tokenizer.json`` before the teacher is loaded
     (``unmask.distill.check_corpus_tokenizer``; ``refresh_trajectories`` checks a publisher's
-    folder once loaded). Missing folders are left to ``distill``, which says what is wrong
-    with them."""
+    folder, from its config and tokenizer). Missing folders are left to ``distill``, which
+    says what is wrong with them."""
     from unmask.checkpoint import checkpoint_dir, native_parts
     from unmask.convert.load import is_publisher_folder
     from unmask.distill import check_corpus_tokenizer
