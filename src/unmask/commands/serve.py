@@ -57,6 +57,12 @@ LIMIT_FLAGS = {"max_batch": "max_batch", "max_queue": "max_queue",
 sets ``allow_regex``, the one more)."""
 
 
+ABANDONED = False
+"""True once the server stopped with a slow check still running (``ServerState.checking``):
+its thread runs on to its end, which the interpreter's shutdown would wait for, so the
+command line exits with ``os._exit`` (``unmask.cli.ABANDONING``)."""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
@@ -361,8 +367,13 @@ def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
           f"{base_url(args.host, args.port)} (playground at /)", file=sys.stderr)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = _server_class(uvicorn.Server)(config)
-    with _hangup_shuts_down(server):
-        server.run(sockets=[sock])  # (closed by uvicorn when it shuts down)
+    try:
+        with _hangup_shuts_down(server):
+            server.run(sockets=[sock])  # (closed by uvicorn when it shuts down)
+    finally:  # (a SIGTERM's Terminated is raised in it, once the server is down)
+        if app.state.server.checking:  # a slow check of a client gone still runs: the
+            global ABANDONED  # process exits without waiting for it (it waited, signals
+            ABANDONED = True  # held, a compile's tens of seconds after the line)
     if server.should_exit:  # Ctrl-C: uvicorn shut down gracefully and swallowed the interrupt
         raise KeyboardInterrupt  # so the exit status is 130, as for every command (cli.main)
     return 0

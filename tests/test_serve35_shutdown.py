@@ -1,0 +1,87 @@
+"""``unmask serve`` stopped by a signal while a slow check (an ``/v1/edit`` regex search, a
+structured answer's compile) of a client that went away still runs: the process exits after
+its one line, not when the check ends (it waited for the check's thread with the signals
+held, so a second Ctrl-C did nothing for the tens of seconds a compile can take)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+import torch  # noqa: E402
+from server_helpers import tiny_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LAUNCH = """\
+import importlib, sys, threading
+edit = importlib.import_module("unmask.infill.edit")
+
+def edit_spans(*args, **kwargs):  # a regex search that never ends
+    print("CHECK STARTED", file=sys.stderr, flush=True)
+    threading.Event().wait()
+
+edit.edit_spans = edit_spans
+from unmask.cli import main
+main()
+"""
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from unmask.checkpoint import save_checkpoint
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    torch.manual_seed(0)
+    run = tmp_path_factory.mktemp("runs") / "mine"
+    return str(save_checkpoint(run, model=Transformer(tiny_config()).eval(),
+                               tokenizer=byte_tokenizer()))
+
+
+def wait_for_line(proc: subprocess.Popen, what: str) -> list[str]:
+    """The server's stderr lines up to the first that holds ``what``."""
+    lines = []
+    for line in proc.stderr:  # type: ignore[union-attr]
+        lines.append(line)
+        if what in line:
+            return lines
+    raise AssertionError(f"the server ended before {what!r}: {''.join(lines)}")
+
+
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"),
+                                             (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_does_not_wait_for_a_slow_check_whose_client_left(
+        ckpt, free_port, tmp_path, sig, code, word):
+    launch = tmp_path / "launch.py"
+    launch.write_text(LAUNCH)
+    proc = subprocess.Popen(
+        [sys.executable, str(launch), "serve", "--model", ckpt, "--port", str(free_port),
+         "--device", "cpu", "--threads", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    try:
+        wait_for_line(proc, "playground at /")  # listening
+        body = b'{"text": "hello world", "regex": "o"}'
+        with socket.create_connection(("127.0.0.1", free_port)) as client:
+            client.sendall(b"POST /v1/edit HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                           b"application/json\r\nContent-Length: %d\r\n\r\n%s"
+                           % (len(body), body))
+            wait_for_line(proc, "CHECK STARTED")
+        wait_for_line(proc, '"POST /v1/edit" 499')  # the client's request is over
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)  # (it never ended: the check never does)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == code, err
+    assert err == f"unmask serve: {word}\n", err
