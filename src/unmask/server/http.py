@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -192,8 +193,17 @@ class AccessLog:
         finally:
             client = (scope.get("client") or ("-",))[0]
             extra = "".join(f" {k}={fields[k]}" for k in ACCESS_FIELDS if k in fields)
-            self.logger.info('%s "%s %s" %d %.3fs%s', client, scope["method"], scope["path"],
-                             response.status, time.perf_counter() - t0, extra)
+            self.logger.info('%s "%s %s" %d %.3fs%s', client, scope["method"],
+                             logged_path(scope["path"]), response.status,
+                             time.perf_counter() - t0, extra)
+
+
+def logged_path(path: str) -> str:
+    """A request's path (decoded: ``%1b`` is ESC) as the access log writes it: what is not
+    ASCII text in a URL percent-encoded again (``/%1B%5D0;title%07``). Written as decoded, any
+    client could put ESC sequences (a window title, a cleared screen), bidi overrides or a
+    newline (a forged log line) on the operator's terminal with one request to a 404 path."""
+    return urllib.parse.quote(path, safe="/!$&'()*+,;=:@")
 
 
 # -- chat rendering ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""``unmask serve`` stopped by a signal while a slow check (an ``/v1/edit`` regex search, a
-structured answer's compile) of a client that went away still runs: the process exits after
-its one line, not when the check ends (it waited for the check's thread with the signals
-held, so a second Ctrl-C did nothing for the tens of seconds a compile can take)."""
+"""``unmask serve`` as its operator sees it: stopped by a signal while a slow check (an
+``/v1/edit`` regex search, a structured answer's compile) of a client that went away still
+runs, the process exits after its one line, not when the check ends (it waited for the
+check's thread with the signals held, so a second Ctrl-C did nothing for the tens of seconds
+a compile can take); the access log writes no control character a client put in a path."""
 
 from __future__ import annotations
 
@@ -84,4 +85,28 @@ def test_a_signal_does_not_wait_for_a_slow_check_whose_client_left(
         proc.kill()
         proc.wait()
     assert proc.returncode == code, err
-    assert err == f"unmask serve: {word}\n", err
+    # (the request's task may still be ending: "stopping once the 1 request ..." before it)
+    assert err.splitlines()[-1] == f"unmask serve: {word}" and "Traceback" not in err, err
+
+
+def test_the_access_log_writes_no_control_character_of_a_path(caplog):
+    """A path is decoded (``%1b`` is ESC): written as it was, one request to a 404 path put
+    ESC sequences (a window title, colours), a C1 CSI, a bidi override or a newline (a forged
+    log line) on the operator's terminal. It is percent-encoded again, as clients send it."""
+    import logging
+
+    from fastapi.testclient import TestClient
+    from server_helpers import Echo, loaded
+
+    from unmask.server import create_app
+
+    caplog.set_level(logging.INFO, logger="unmask.server.access")
+    with TestClient(create_app(loaded(Echo(tiny_config())))) as c:
+        assert c.get("/%1b]0;pwned%07%1b[31mx%c2%9b%e2%80%ae%0a1.2.3.4 \"GET /\" 200").status_code \
+            == 404
+        assert c.get("/v1/models").status_code == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "unmask.server.access"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith('testclient "GET /%1B%5D0;pwned%07%1B%5B31mx%C2%9B%E2%80%AE'
+                               '%0A1.2.3.4%20%22GET%20/%22%20200" 404 '), lines[0]
+    assert lines[1].startswith('testclient "GET /v1/models" 200 '), lines[1]
