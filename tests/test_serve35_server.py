@@ -7,6 +7,7 @@ a compile can take); the access log writes no control character a client put in 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -110,3 +111,25 @@ def test_the_access_log_writes_no_control_character_of_a_path(caplog):
     assert lines[0].startswith('testclient "GET /%1B%5D0;pwned%07%1B%5B31mx%C2%9B%E2%80%AE'
                                '%0A1.2.3.4%20%22GET%20/%22%20200" 404 '), lines[0]
     assert lines[1].startswith('testclient "GET /v1/models" 200 '), lines[1]
+
+
+def test_every_served_path_has_its_own_metrics_label():
+    """The playground's ``/playground/options`` (asked at every change of a field),
+    ``/openapi.json`` and ``/v1/models/{model}`` counted as ``other``, with the 404s of paths
+    clients invent; an invented path still counts as ``other`` (no label per path)."""
+    from fastapi.testclient import TestClient
+    from server_helpers import Echo, loaded
+
+    from unmask.server import create_app
+
+    with TestClient(create_app(loaded(Echo(tiny_config())), access_log=False)) as c:
+        for path in ("/playground/options", "/openapi.json", "/v1/models/tiny",
+                     "/v1/models/other", "/nope", "/nope2"):
+            c.get(path)
+        metrics = c.get("/metrics").text
+    counts = dict(re.findall(r"^unmask_requests_total\{(.*)\} (\S+)$", metrics, re.M))
+    assert counts == {'endpoint="/playground/options",status="200"': "1",
+                      'endpoint="/openapi.json",status="200"': "1",
+                      'endpoint="/v1/models/{model}",status="200"': "1",
+                      'endpoint="/v1/models/{model}",status="404"': "1",
+                      'endpoint="other",status="404"': "2"}, counts

@@ -33,9 +33,24 @@ class JSONResponse(_JSONResponse):
 
 ENDPOINTS = (
     "/", "/healthz", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions",
-    "/v1/infill", "/v1/edit", "/v1/forms", "/v1/tokenize",
+    "/v1/infill", "/v1/edit", "/v1/forms", "/v1/tokenize", "/playground/options",
+    "/openapi.json",
 )
-"""Paths with their own metrics label (anything else counts as ``other``)."""
+"""Paths with their own metrics label (``endpoint_label``; anything else counts as ``other``)."""
+
+MODEL_PATH = "/v1/models/"
+"""The prefix of ``GET /v1/models/{model}``, counted as ``/v1/models/{model}`` (one label for
+every id a client asks about)."""
+
+
+def endpoint_label(path: str) -> str:
+    """The ``endpoint`` label of a request for ``path``: one of ``ENDPOINTS``, the model route's
+    template, else ``other`` (a 404: any path a client invents, which must not grow the label
+    set). The playground's ``/playground/options``, asked at every change of a field, and
+    ``/v1/models/{model}`` counted as ``other``, among the 404s."""
+    if path in ENDPOINTS:
+        return path
+    return MODEL_PATH + "{model}" if path.startswith(MODEL_PATH) else "other"
 
 
 MAX_MESSAGE = 2000
@@ -156,7 +171,7 @@ class RecordMetrics:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
+        endpoint = endpoint_label(scope["path"])
         t0, response = time.perf_counter(), _Status(send)
         try:
             await response.run(self.app, scope, receive)
