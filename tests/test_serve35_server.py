@@ -133,3 +133,30 @@ def test_every_served_path_has_its_own_metrics_label():
                       'endpoint="/v1/models/{model}",status="200"': "1",
                       'endpoint="/v1/models/{model}",status="404"': "1",
                       'endpoint="other",status="404"': "2"}, counts
+
+
+def test_a_stream_cut_by_its_own_error_counts_as_a_500_not_a_client_gone(caplog):
+    """A stream whose events raised after the response started (a server bug) was counted,
+    and logged, as 499 (the client went away): the bug hid among the clients gone."""
+    import logging
+
+    from fastapi.testclient import TestClient
+    from server_helpers import Echo, loaded
+
+    from unmask.server import create_app
+
+    caplog.set_level(logging.INFO, logger="unmask.server.access")
+    app = create_app(loaded(Echo(tiny_config())))
+
+    def broken(token: int) -> str:
+        raise RuntimeError("a bug in the stream's events")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        app.state.server.decode_one = broken  # the denoising events decode every position
+        c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 4, "stream": True,
+                                        "stream_denoising": True})
+        metrics = c.get("/metrics").text
+    assert re.findall(r'^unmask_requests_total\{endpoint="/v1/completions",status="(\d+)"\} 1$',
+                      metrics, re.M) == ["500"], metrics
+    lines = [r.getMessage() for r in caplog.records if r.name == "unmask.server.access"]
+    assert lines[0].startswith('testclient "POST /v1/completions" 500 '), lines

@@ -8,6 +8,7 @@ request), ``sse`` (one server-sent event) and ``render_chat`` (messages → prom
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -142,21 +143,29 @@ class _Status:
 
     def __init__(self, send: Callable) -> None:
         self.send, self.status, self.started, self.ended = send, 500, False, False
+        self.send_failed = False
 
     async def __call__(self, message: dict) -> None:
         if message["type"] == "http.response.start":
             self.status, self.started = message["status"], True
-        await self.send(message)
+        try:
+            await self.send(message)
+        except BaseException:
+            self.send_failed = True  # the client gone: OSError, ...
+            raise
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             self.ended = True  # (once sent: a send that failed, the client gone, did not end it)
 
     async def run(self, app: Any, scope: dict, receive: Callable) -> None:
-        """``app`` on ``scope``, its response sent through this."""
+        """``app`` on ``scope``, its response sent through this. A response cut by the app's
+        own error after it started (a stream whose events raised) is a 500, not the client's
+        leaving (it read as a 499, and a server bug hid among the clients gone)."""
         try:
             await app(scope, receive, self)
-        except BaseException:
-            if self.started and not self.ended:  # a send to a client gone: OSError, ...
-                self.status = CLIENT_GONE
+        except BaseException as e:
+            if self.started and not self.ended:  # a send to a client gone, or cancelled
+                gone = self.send_failed or isinstance(e, asyncio.CancelledError)
+                self.status = CLIENT_GONE if gone else 500
             raise
         if not self.ended:
             self.status = CLIENT_GONE
