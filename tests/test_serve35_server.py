@@ -135,9 +135,12 @@ def test_every_served_path_has_its_own_metrics_label():
                       'endpoint="other",status="404"': "2"}, counts
 
 
-def test_a_stream_cut_by_its_own_error_counts_as_a_500_not_a_client_gone(caplog):
-    """A stream whose events raised after the response started (a server bug) was counted,
-    and logged, as 499 (the client went away): the bug hid among the clients gone."""
+def test_a_stream_whose_events_fail_ends_with_an_error_event(caplog):
+    """A stream whose events raised (a server bug) was cut mid-body with no event and no end
+    (clients report a broken connection); docs/serving.md promises that any failure after
+    the stream starts is one ``{"error": ...}`` event. It is, a 500 ``internal_error``, logged
+    with its traceback."""
+    import json
     import logging
 
     from fastapi.testclient import TestClient
@@ -145,18 +148,53 @@ def test_a_stream_cut_by_its_own_error_counts_as_a_500_not_a_client_gone(caplog)
 
     from unmask.server import create_app
 
-    caplog.set_level(logging.INFO, logger="unmask.server.access")
-    app = create_app(loaded(Echo(tiny_config())))
+    caplog.set_level(logging.ERROR, logger="unmask.server")
+    app = create_app(loaded(Echo(tiny_config())), access_log=False)
 
     def broken(token: int) -> str:
         raise RuntimeError("a bug in the stream's events")
 
     with TestClient(app, raise_server_exceptions=False) as c:
         app.state.server.decode_one = broken  # the denoising events decode every position
-        c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 4, "stream": True,
-                                        "stream_denoising": True})
-        metrics = c.get("/metrics").text
-    assert re.findall(r'^unmask_requests_total\{endpoint="/v1/completions",status="(\d+)"\} 1$',
-                      metrics, re.M) == ["500"], metrics
-    lines = [r.getMessage() for r in caplog.records if r.name == "unmask.server.access"]
-    assert lines[0].startswith('testclient "POST /v1/completions" 500 '), lines
+        r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 4, "stream": True,
+                                            "stream_denoising": True})
+        assert c.get("/healthz").status_code == 200  # and the server serves on
+    data = [line[len("data: "):] for line in r.text.splitlines() if line.startswith("data: ")]
+    assert json.loads(data[-1]) == {"error": {"message": "internal server error",
+                                              "type": "server_error", "param": None,
+                                              "code": "internal_error"}}, r.text
+    assert any("a bug in the stream's events" in (rec.exc_text or "")
+               for rec in caplog.records), caplog.records
+
+
+def test_a_response_cut_by_the_app_counts_as_a_500_not_a_client_gone():
+    """A response the app started and then cut by its own error was counted, and logged, as
+    499 (the client went away): a server bug hid among the clients gone. A send that failed
+    (the client gone) is still a 499."""
+    import asyncio
+
+    from unmask.server.http import RecordMetrics
+    from unmask.server.metrics import Metrics
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+        raise RuntimeError("a bug mid-body")
+
+    async def gone(message):
+        if message["type"] == "http.response.body":
+            raise OSError("the client went away")
+
+    async def fine(message):
+        pass
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    metrics = Metrics()
+    scope = {"type": "http", "path": "/v1/completions"}
+    for send in (fine, gone):
+        with pytest.raises((RuntimeError, OSError)):
+            asyncio.run(RecordMetrics(app, metrics)(scope, receive, send))
+    assert metrics.get("requests", endpoint="/v1/completions", status="500") == 1
+    assert metrics.get("requests", endpoint="/v1/completions", status="499") == 1
