@@ -34,6 +34,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -75,15 +76,21 @@ def rss_mb(pid: int) -> float:
 def start_server(
     model: str, port: int, max_batch: int, threads: int, device: str
 ) -> subprocess.Popen:
+    """``unmask serve`` on ``port``, once it answers ``/healthz``. Its stderr goes to a
+    temporary file (read when it exits early), not a pipe: nobody reads a pipe while the load
+    runs, and a server that logs (a failing model logs a line per request) blocked on it once
+    it held 64 KiB, and the benchmark hung."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     cmd = [sys.executable, "-m", "unmask.cli", "serve", "--model", model, "--port", str(port),
            "--max-batch", str(max_batch), "--max-queue", "1024", "--device", device,
-           "--quiet"]  # no access log: stderr is a pipe nobody reads while the load runs
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+           "--quiet"]  # no access log
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    LOGS[proc.pid] = log
     t0 = time.monotonic()
     while time.monotonic() - t0 < 120:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise SystemExit(f"server exited: {server_log(proc)}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return proc
@@ -93,6 +100,17 @@ def start_server(
     raise SystemExit("server did not start in 120 s")
 
 
+LOGS: dict[int, Any] = {}
+"""The stderr file of each server started (``start_server``), by its pid."""
+
+
+def server_log(proc: subprocess.Popen) -> str:
+    """What the server ``proc`` wrote to stderr so far."""
+    log = LOGS[proc.pid]
+    log.seek(0)
+    return log.read().decode(errors="replace")
+
+
 def stop_server(proc: subprocess.Popen) -> None:
     proc.terminate()  # only the process this script started
     try:
@@ -100,6 +118,7 @@ def stop_server(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+    LOGS.pop(proc.pid).close()
 
 
 def server_counters(base: str) -> dict[str, float]:

@@ -52,3 +52,49 @@ def test_seeded_sampled_load_sends_a_seed_of_its_own_per_request(benchmark, monk
     serve_load.warm_up("http://server", [8], None, {"temperature": 0.5, "seeded": True})
     assert sent == [{"prompt": serve_load.PROMPTS[0], "max_tokens": 8, "steps": 8,
                      "temperature": 0.5, "seed": 0}]
+
+
+FAKE_SERVER = """\
+import http.server, sys
+
+class Healthz(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+        self.wfile.flush()
+        sys.stderr.write("a logged line of a server under load\\n" * 3000)  # ~110 KB
+        sys.stderr.flush()
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Healthz).serve_forever()
+"""
+
+
+def test_a_server_that_logs_a_lot_does_not_hang_the_load(benchmark, monkeypatch, tmp_path,
+                                                         free_port):
+    """The servers' stderr was a pipe nobody read while the load ran: a server that logged
+    (a failing model logs a line per request) blocked on it past 64 KiB, and the benchmark
+    hung. It goes to a file, read when a server exits early."""
+    import subprocess
+    import sys
+
+    serve_load = benchmark("serve_load")
+    script = tmp_path / "server.py"
+    script.write_text(FAKE_SERVER)
+    real = subprocess.Popen
+
+    def popen(cmd, **kwargs):  # the same pipes, this stand-in for `unmask serve`
+        return real([sys.executable, str(script), cmd[cmd.index("--port") + 1]], **kwargs)
+
+    monkeypatch.setattr(serve_load.subprocess, "Popen", popen)
+    proc = serve_load.start_server("model", free_port, 1, 1, "cpu")
+    try:
+        for _ in range(3):  # each answer is followed by ~110 KB on stderr
+            r = httpx.get(f"http://127.0.0.1:{free_port}/healthz", timeout=30)
+            assert r.status_code == 200
+        assert "a logged line" in serve_load.server_log(proc)
+    finally:
+        serve_load.stop_server(proc)

@@ -298,7 +298,7 @@ def test_serve_refusals_of_decoding_flags_name_the_flag(ckpt, served, capsys, ar
 def test_sigterm_lets_a_streamed_request_in_flight_finish(ckpt, free_port):
     """SIGTERM while a streamed infill is under way: the stream still ends with the response
     body and ``[DONE]`` (graceful shutdown waits for it), then the server exits 143 with one
-    line and no traceback."""
+    line and no traceback; the signal is answered at once with a line saying so."""
     import json
     import signal
 
@@ -332,6 +332,9 @@ def test_sigterm_lets_a_streamed_request_in_flight_finish(ckpt, free_port):
         proc.kill()
     assert proc.returncode == 143, err
     assert err.splitlines()[-1] == "unmask serve: terminated" and "Traceback" not in err, err
+    # it says that it waits (it said nothing: the signal looked ignored while the run went on)
+    assert ("unmask serve: stopping once the 1 request in flight ends (a second signal drops "
+            "it)\n") in err, err
 
 
 def test_a_server_that_took_the_port_while_the_model_loaded_is_one_line(

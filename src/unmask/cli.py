@@ -403,10 +403,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
             hold_signals()  # first: a second Ctrl-C must not interrupt this line
         if not _follower():  # torchrun: every process got it; rank 0 says it
             print(f"{label}: {stopped_how(EXIT_INTERRUPTED)}", file=sys.stderr)
-        if getattr(sys.modules.get("unmask.tokenizer"), "ABANDONED", False):
-            with contextlib.suppress(OSError, ValueError):  # a thread left in native code
-                flush(sys.stdout, sys.stderr)  # (BPE training): exit now, the interpreter's
-            os._exit(EXIT_INTERRUPTED)  # shutdown would abort on it
+        _exit_if_abandoned(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except Terminated as e:
         if program:
@@ -414,7 +411,24 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         code = EXIT_HUNG_UP if e.signum == signal.SIGHUP else EXIT_TERMINATED
         if not _follower():  # torchrun stops the others when one ends (rank 0 said why), or
             print(f"{label}: {stopped_how(code)}", file=sys.stderr)  # all got it: rank 0 says
+        _exit_if_abandoned(code)
         return code
+
+
+ABANDONING = ("unmask.tokenizer", "unmask.commands.serve")
+"""The modules whose ``ABANDONED`` flag says a run stopped by a signal left a thread running
+that the interpreter's shutdown must not wait for: BPE training in native code (it would
+abort on it), ``unmask serve``'s slow check of a client gone (it waited for it, signals
+held, for as long as the check ran: ``commands.serve``)."""
+
+
+def _exit_if_abandoned(code: int) -> None:
+    """Exit now with ``code`` (``os._exit``, after flushing) where a thread was left running
+    (``ABANDONING``)."""
+    if any(getattr(sys.modules.get(m), "ABANDONED", False) for m in ABANDONING):
+        with contextlib.suppress(OSError, ValueError):
+            flush(sys.stdout, sys.stderr)
+        os._exit(code)
 
 
 def unknown_command(word: str) -> str:

@@ -39,7 +39,7 @@ from unmask.commands.sample_options import (
 )
 from unmask.config import DECODE_COMPILES, DRAFT_CACHES, PREDRAFTS, InfillOptions
 from unmask.errors import UserError
-from unmask.messages import finite, shown_number
+from unmask.messages import finite, plural, shown_number
 
 if TYPE_CHECKING:
     from unmask.server.state import ServerLimits
@@ -55,6 +55,12 @@ LIMIT_FLAGS = {"max_batch": "max_batch", "max_queue": "max_queue",
                "keepalive_s": "keepalive", "max_slow_checks": "max_slow_checks"}
 """The ``ServerLimits`` fields the flags set: field -> the flag's ``args`` name (``--no-regex``
 sets ``allow_regex``, the one more)."""
+
+
+ABANDONED = False
+"""True once the server stopped with a slow check still running (``ServerState.checking``):
+its thread runs on to its end, which the interpreter's shutdown would wait for, so the
+command line exits with ``os._exit`` (``unmask.cli.ABANDONING``)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -228,16 +234,26 @@ def flags_named() -> Iterator[None]:
 def _server_class(base: type) -> type:
     """uvicorn's ``Server`` whose second SIGINT/SIGTERM exits at once, in one line: uvicorn's
     own force-quit cancelled the requests' tasks with a traceback each and left the decoding
-    thread inside a torch call, which aborted the process (SIGABRT) at exit."""
+    thread inside a torch call, which aborted the process (SIGABRT) at exit. The first one,
+    with requests in flight, says that the server waits for them (it said nothing: a Ctrl-C
+    looked ignored for as long as they ran, up to ``--timeout``)."""
 
     class Server(base):  # type: ignore[misc, valid-type]
         def handle_exit(self, sig: int, frame: Any) -> None:
-            if self.should_exit and sig in (signal.SIGINT, signal.SIGTERM):
-                what = "interrupted" if sig == signal.SIGINT else "terminated"
-                print(f"unmask serve: {what} (second signal: requests in flight are dropped)",
-                      file=sys.stderr)
-                sys.stderr.flush()
-                os._exit(128 + sig)
+            if sig in (signal.SIGINT, signal.SIGTERM):
+                if self.should_exit:
+                    what = "interrupted" if sig == signal.SIGINT else "terminated"
+                    print(f"unmask serve: {what} (second signal: requests in flight are "
+                          "dropped)", file=sys.stderr)
+                    sys.stderr.flush()
+                    os._exit(128 + sig)
+                busy = len(self.server_state.tasks)
+                if busy:
+                    again = "Ctrl-C" if sig == signal.SIGINT else "signal"
+                    print(f"unmask serve: stopping once the {plural(busy, 'request')} in "
+                          f"flight {'end' if busy > 1 else 'ends'} (a second {again} drops "
+                          f"{'them' if busy > 1 else 'it'})", file=sys.stderr)
+                    sys.stderr.flush()
             super().handle_exit(sig, frame)
 
     return Server
@@ -361,8 +377,13 @@ def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
           f"{base_url(args.host, args.port)} (playground at /)", file=sys.stderr)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = _server_class(uvicorn.Server)(config)
-    with _hangup_shuts_down(server):
-        server.run(sockets=[sock])  # (closed by uvicorn when it shuts down)
+    try:
+        with _hangup_shuts_down(server):
+            server.run(sockets=[sock])  # (closed by uvicorn when it shuts down)
+    finally:  # (a SIGTERM's Terminated is raised in it, once the server is down)
+        if app.state.server.checking:  # a slow check of a client gone still runs: the
+            global ABANDONED  # process exits without waiting for it (it waited, signals
+            ABANDONED = True  # held, a compile's tens of seconds after the line)
     if server.should_exit:  # Ctrl-C: uvicorn shut down gracefully and swallowed the interrupt
         raise KeyboardInterrupt  # so the exit status is 130, as for every command (cli.main)
     return 0

@@ -8,9 +8,11 @@ request), ``sse`` (one server-sent event) and ``render_chat`` (messages → prom
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -32,9 +34,24 @@ class JSONResponse(_JSONResponse):
 
 ENDPOINTS = (
     "/", "/healthz", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions",
-    "/v1/infill", "/v1/edit", "/v1/forms", "/v1/tokenize",
+    "/v1/infill", "/v1/edit", "/v1/forms", "/v1/tokenize", "/playground/options",
+    "/openapi.json",
 )
-"""Paths with their own metrics label (anything else counts as ``other``)."""
+"""Paths with their own metrics label (``endpoint_label``; anything else counts as ``other``)."""
+
+MODEL_PATH = "/v1/models/"
+"""The prefix of ``GET /v1/models/{model}``, counted as ``/v1/models/{model}`` (one label for
+every id a client asks about)."""
+
+
+def endpoint_label(path: str) -> str:
+    """The ``endpoint`` label of a request for ``path``: one of ``ENDPOINTS``, the model route's
+    template, else ``other`` (a 404: any path a client invents, which must not grow the label
+    set). The playground's ``/playground/options``, asked at every change of a field, and
+    ``/v1/models/{model}`` counted as ``other``, among the 404s."""
+    if path in ENDPOINTS:
+        return path
+    return MODEL_PATH + "{model}" if path.startswith(MODEL_PATH) else "other"
 
 
 MAX_MESSAGE = 2000
@@ -126,21 +143,29 @@ class _Status:
 
     def __init__(self, send: Callable) -> None:
         self.send, self.status, self.started, self.ended = send, 500, False, False
+        self.send_failed = False
 
     async def __call__(self, message: dict) -> None:
         if message["type"] == "http.response.start":
             self.status, self.started = message["status"], True
-        await self.send(message)
+        try:
+            await self.send(message)
+        except BaseException:
+            self.send_failed = True  # the client gone: OSError, ...
+            raise
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             self.ended = True  # (once sent: a send that failed, the client gone, did not end it)
 
     async def run(self, app: Any, scope: dict, receive: Callable) -> None:
-        """``app`` on ``scope``, its response sent through this."""
+        """``app`` on ``scope``, its response sent through this. A response cut by the app's
+        own error after it started (a stream whose events raised) is a 500, not the client's
+        leaving (it read as a 499, and a server bug hid among the clients gone)."""
         try:
             await app(scope, receive, self)
-        except BaseException:
-            if self.started and not self.ended:  # a send to a client gone: OSError, ...
-                self.status = CLIENT_GONE
+        except BaseException as e:
+            if self.started and not self.ended:  # a send to a client gone, or cancelled
+                gone = self.send_failed or isinstance(e, asyncio.CancelledError)
+                self.status = CLIENT_GONE if gone else 500
             raise
         if not self.ended:
             self.status = CLIENT_GONE
@@ -155,7 +180,7 @@ class RecordMetrics:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
+        endpoint = endpoint_label(scope["path"])
         t0, response = time.perf_counter(), _Status(send)
         try:
             await response.run(self.app, scope, receive)
@@ -192,8 +217,17 @@ class AccessLog:
         finally:
             client = (scope.get("client") or ("-",))[0]
             extra = "".join(f" {k}={fields[k]}" for k in ACCESS_FIELDS if k in fields)
-            self.logger.info('%s "%s %s" %d %.3fs%s', client, scope["method"], scope["path"],
-                             response.status, time.perf_counter() - t0, extra)
+            self.logger.info('%s "%s %s" %d %.3fs%s', client, scope["method"],
+                             logged_path(scope["path"]), response.status,
+                             time.perf_counter() - t0, extra)
+
+
+def logged_path(path: str) -> str:
+    """A request's path (decoded: ``%1b`` is ESC) as the access log writes it: what is not
+    ASCII text in a URL percent-encoded again (``/%1B%5D0;title%07``). Written as decoded, any
+    client could put ESC sequences (a window title, a cleared screen), bidi overrides or a
+    newline (a forged log line) on the operator's terminal with one request to a 404 path."""
+    return urllib.parse.quote(path, safe="/!$&'()*+,;=:@")
 
 
 # -- chat rendering ---------------------------------------------------------------------------

@@ -134,9 +134,14 @@ async def _user_error(request: Request, exc: UserError) -> JSONResponse:
 
 
 async def _crash(request: Request, exc: Exception) -> JSONResponse:
+    return crashed(request).response()
+
+
+def crashed(request: Request) -> APIError:
+    """The 500 of an error nothing caught (a bug), logged with its traceback (call it in the
+    ``except``): the client sees no internals."""
     log.exception("unhandled error on %s", request.url.path)
-    return APIError(500, "internal server error", type="server_error",
-                    code="internal_error").response()
+    return APIError(500, "internal server error", type="server_error", code="internal_error")
 
 
 def install_error_handlers(app: FastAPI) -> None:

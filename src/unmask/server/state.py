@@ -127,6 +127,12 @@ class SlowChecks:
         self.pending = 0
         self.lock = threading.Lock()
 
+    @property
+    def busy(self) -> bool:
+        """Whether a check is running or waiting for a thread (``pending``)."""
+        with self.lock:
+            return self.pending > 0
+
 
 class FormMemo:
     """The structured answers' forms compiled so far (``routes.guided.build_form``), by their
@@ -191,6 +197,12 @@ class ServerState:
     structured answer, nor its compiles the searches."""
     forms: FormMemo = field(init=False, repr=False)
     """The structured answers' forms already compiled (``routes.guided.build_form``)."""
+
+    @property
+    def checking(self) -> bool:
+        """Whether a slow check (``searches``, ``compiles``) is running: once the server has
+        stopped, one whose client left (it ends on its own, up to tens of seconds later)."""
+        return self.searches.busy or self.compiles.busy
 
     def __post_init__(self) -> None:
         tok = self.loaded.tokenizer

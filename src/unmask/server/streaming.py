@@ -24,7 +24,7 @@ from fastapi.responses import StreamingResponse
 
 from unmask.server.batching import Cancelled, Job
 from unmask.server.http import APIError, sse
-from unmask.server.plumbing import deadline, drop, job_failure, submit, timed_out
+from unmask.server.plumbing import crashed, deadline, drop, job_failure, submit, timed_out
 from unmask.server.state import ServerState
 
 DONE = "data: [DONE]\n\n"
@@ -148,7 +148,9 @@ def event_stream(body: AsyncIterator[str]) -> StreamingResponse:
 async def stream_job(state: ServerState, request: Request, job: Job, events: Events, *,
                      first_step: bool = False) -> StreamingResponse:
     """Stream ``job``: ``events.opening()``, ``events.step`` for every sampler step,
-    ``events.result`` of its result, ``[DONE]``.
+    ``events.result`` of its result, ``[DONE]``. An error of the events themselves (a bug)
+    ends the stream with a 500 error event, logged (the connection was cut mid-body, with no
+    event and no end, which clients report as a broken connection).
 
     ``first_step``: start the response only with the job's first step, so an error the
     worker finds before any step (a template it rejects) is still a plain JSON error
@@ -206,6 +208,8 @@ async def stream_job(state: ServerState, request: Request, job: Job, events: Eve
             for event in events.result(result):
                 yield event
             yield DONE
+        except Exception:  # noqa: BLE001 -- a bug of the events: an error event, as documented
+            yield sse_error(crashed(request))
         finally:
             if not finished or not job.future.done():
                 drop(state, job)
