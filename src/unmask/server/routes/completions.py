@@ -730,7 +730,8 @@ class GenerationEvents:
         if job.config is not None and job.config.edit_threshold is not None:
             self.hold = api.facts_of(state.loaded).block_size or job.config.gen_length
 
-    def chunk(self, i: int, text: str | None, reason: str | None, *, role: bool = False) -> str:
+    def chunk(self, i: int, text: str | None, reason: str | None, *, role: bool = False,
+              extra: dict[str, Any] | None = None) -> str:
         choice: dict[str, Any]
         if self.reply.chat:
             delta: dict[str, Any] = {"role": "assistant"} if role else {}
@@ -739,6 +740,7 @@ class GenerationEvents:
             choice = {"index": i, "delta": delta, "finish_reason": reason, "logprobs": None}
         else:
             choice = {"index": i, "text": text or "", "finish_reason": reason, "logprobs": None}
+        choice.update(extra or {})
         body = {"id": self.reply.rid, "object": self.obj, "created": self.reply.created,
                 "model": self.state.name, "choices": [choice], "seed": self.seed}
         if self.usage_chunk:  # OpenAI: every chunk before the usage chunk has "usage": null
@@ -778,7 +780,10 @@ class GenerationEvents:
             completion += n_tok
             sent = self.sent[i]
             rest = text[len(sent):] if text.startswith(sent) else ""
-            out.append(self.chunk(i, rest or None if self.reply.chat else rest, reason))
+            filled = {} if self.reply.chat else filled_prompt(self.state, result,
+                                                               self.reply.ids, self.req.n, i)
+            out.append(self.chunk(i, rest or None if self.reply.chat else rest, reason,
+                                  extra=filled))
         account(self.state, self.request, self.reply.ids, self.req.n, completion)
         if self.usage_chunk:
             out.append(sse({"id": self.reply.rid, "object": self.obj,
@@ -786,6 +791,17 @@ class GenerationEvents:
                             "choices": [], "seed": self.seed,
                             "usage": usage(self.reply.ids, completion)}))
         return out
+
+
+def filled_prompt(state: ServerState, out: GenOutput, ids: list[list[int]], n: int,
+                  i: int) -> dict[str, str]:
+    """``{"filled_prompt": ...}`` for choice ``i`` of a completion whose prompt held a
+    ``[MASK]`` (a blank the model filled: what the prompt became, as ``unmask generate
+    --json`` gives it), else ``{}``; in the answer's choice, and streamed in the choice's
+    closing chunk (it was in the plain answer only: a streaming client never saw it)."""
+    if i < len(out.prompt_ids) and state.cfg.mask_id in ids[i // max(n, 1)]:
+        return {"filled_prompt": state.tok.decode(out.prompt_ids[i])}
+    return {}
 
 
 async def run_generation(state: ServerState, request: Request, req: _Generation,
@@ -828,11 +844,7 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
                             "finish_reason": reason, "logprobs": None})
         else:
             choice = {"index": i, "text": text, "finish_reason": reason, "logprobs": None}
-            mask_id = state.cfg.mask_id
-            if i < len(out.prompt_ids) and mask_id in ids[i // max(req.n, 1)]:
-                # a [MASK] in the prompt was a blank the model filled: show what it became
-                choice["filled_prompt"] = state.tok.decode(out.prompt_ids[i])
-            choices.append(choice)
+            choices.append(choice | filled_prompt(state, out, ids, req.n, i))
     account(state, request, ids, req.n, completion)
     return JSONResponse({"id": reply.rid, "object": reply.object, "created": reply.created,
                          "model": state.name, "choices": choices,

@@ -1,0 +1,42 @@
+"""Session 35 audit of the HTTP routes as a demanding client uses them (tiny test models)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from server_helpers import Echo, loaded, tiny_config  # noqa: E402
+
+from unmask.server import create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    app = create_app(loaded(Echo(tiny_config())), chat_template="plain", access_log=False)
+    with TestClient(app) as c:
+        yield c
+
+
+def events(text: str) -> list[dict]:
+    return [json.loads(line[6:]) for line in text.split("\n")
+            if line.startswith("data: ") and line != "data: [DONE]"]
+
+
+def test_a_streamed_completion_of_a_masked_prompt_gives_the_filled_prompt(client):
+    """A [MASK] in a prompt is a blank the model fills; the plain answer says what the prompt
+    became (``filled_prompt``), and a streamed one said it nowhere: now each choice's closing
+    chunk carries it, the same text."""
+    body = {"prompt": ["a[MASK]c", "xy"], "max_tokens": 4, "n": 2}
+    plain = client.post("/v1/completions", json=body).json()["choices"]
+    want = {c["index"]: c.get("filled_prompt") for c in plain}
+    assert want == {0: "abc", 1: "abc", 2: None, 3: None}
+    r = client.post("/v1/completions", json={**body, "stream": True})
+    closing = {c["index"]: c.get("filled_prompt") for e in events(r.text)
+               for c in e["choices"] if c["finish_reason"] is not None}
+    assert closing == want
+    streamed = [c for e in events(r.text) for c in e["choices"] if c["finish_reason"] is None]
+    assert all("filled_prompt" not in c for c in streamed)
