@@ -224,6 +224,12 @@ def router(state: ServerState) -> APIRouter:
             steps = facts.sample_defaults.get("steps", SampleConfig.steps)
             if "steps" not in config and steps > state.limits.max_steps:
                 config["steps"] = state.limits.max_steps
+        if req.length_mode == "empty" and getattr(model.config, "empty_id", None) is None:
+            # the library's refusal names its CLI flags ("use --length-mode elbo") and came
+            # without a param: said in the request's words
+            raise APIError(400, "length_mode 'empty' needs a model trained with --empty-rate "
+                           "(its config.json has no empty_id); use length_mode 'elbo' or "
+                           "'auto'", param="length_mode", code="invalid_value")
         options = InfillOptions(max_search_calls=state.limits.max_search_calls,
                                 **{k: v for k in INFILL_FIELDS
                                    if (v := getattr(req, k)) is not None})
