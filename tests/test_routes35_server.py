@@ -40,3 +40,15 @@ def test_a_streamed_completion_of_a_masked_prompt_gives_the_filled_prompt(client
     assert closing == want
     streamed = [c for e in events(r.text) for c in e["choices"] if c["finish_reason"] is None]
     assert all("filled_prompt" not in c for c in streamed)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_masked_prompt_in_segments_is_refused_in_the_apis_words(client, stream):
+    """A [MASK] in a prompt written in segments cannot be filled; the 400 told an HTTP client
+    to fill it "first (unmask infill)", a command it does not run, and named no field."""
+    r = client.post("/v1/completions", json={"prompt": "a[MASK]" + "x" * 80, "max_tokens": 32,
+                                             "segment_length": 16, "stream": stream})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert "POST /v1/infill" in err["message"] and "unmask infill" not in err["message"], err
+    assert err["param"] == "prompt", err

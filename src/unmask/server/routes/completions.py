@@ -226,6 +226,12 @@ def _prepare(state: ServerState, req: _Generation, prompts: list[str],
         raise APIError(400, "an autoregressive model cannot fill a [MASK] in the prompt; use a "
                        "masked diffusion model", param="messages" if hasattr(req, "messages")
                        else "prompt", code="invalid_value")
+    if req.segment_length is not None and mask_id is not None and any(mask_id in i for i in ids):
+        # the segmented run's refusal, in the API's words (it said "fill it first (unmask
+        # infill)", a command an HTTP client does not run, and named no field)
+        raise APIError(400, "a [MASK] in the prompt cannot be filled when generating in "
+                       "segments (the window moves past it); fill it first (POST /v1/infill) "
+                       "or drop segment_length", param="prompt", code="invalid_value")
     facts = api.facts_of(state.loaded)
     # an empty prompt takes its start token's column where the run's decoder gives it one
     longest = max(facts.prompt_columns(len(i), served_decoder(facts)) for i in ids)
