@@ -52,3 +52,22 @@ def test_a_masked_prompt_in_segments_is_refused_in_the_apis_words(client, stream
     err = r.json()["error"]
     assert "POST /v1/infill" in err["message"] and "unmask infill" not in err["message"], err
     assert err["param"] == "prompt", err
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/completions", {"prompt": "ab", "guided_regex": "[a-z]+"}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                              "response_format": {"type": "json_object"}}),
+])
+@pytest.mark.parametrize("option", [{"edit_threshold": 0.5}, {"max_post_steps": 4}])
+@pytest.mark.parametrize("stream", [False, True])
+def test_token_editing_options_are_refused_with_structured_output(client, path, body, option,
+                                                                  stream):
+    """A structured answer is filled as a form (no token editing), so ``edit_threshold`` and
+    ``max_post_steps`` would do nothing: a 400 naming the field, as ``/v1/forms`` answers
+    (they were accepted and silently ignored)."""
+    r = client.post(path, json={**body, "max_tokens": 8, **option, "stream": stream})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    (name,) = option
+    assert err["param"] == name and name in err["message"], err

@@ -47,6 +47,7 @@ from unmask.server.plumbing import (
     repair_calls,
     run_alone,
     sample_config,
+    sent_option,
     usage,
     user_error,
 )
@@ -482,6 +483,11 @@ async def run_guided(
     steps = min(state.max_seq_len, state.limits.max_steps)
     config = dataclasses.replace(sample_config(req, 1, steps), top_p=top_p)
     check_names(config)
+    try:  # a form is filled by the masked-diffusion loop: token editing (edit_threshold,
+        # max_post_steps) would do nothing, a 400 as on /v1/forms (it was silently ignored)
+        api.refuse_generation_only(config, "structured output")
+    except UserError as e:
+        raise user_error(e, sent_option(req, e)) from None
     # a sampled request sent no seed: one drawn and reported, as for a completion (it runs
     # alone on the worker, so the seed costs nothing); sending it back repeats the answer
     config = api.with_seed(config)
