@@ -71,3 +71,40 @@ def test_token_editing_options_are_refused_with_structured_output(client, path, 
     err = r.json()["error"]
     (name,) = option
     assert err["param"] == name and name in err["message"], err
+
+
+@pytest.fixture(scope="module")
+def causal_client():
+    import dataclasses
+
+    import torch
+
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(), attention="causal", objective="ar")
+    app = create_app(loaded(Transformer(config).eval()), chat_template="plain",
+                     access_log=False)
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/completions", {"prompt": "ab", "max_tokens": 8, "guided_regex": "[a-z]+"}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8,
+                              "guided_choice": ["yes", "no"]}),
+    ("/v1/forms", {"form": {"a": "<choice:x|y>"}}),
+])
+@pytest.mark.parametrize("option", [{"steps": 3}, {"block_length": 4}, {"cache": "prefix"},
+                                    {"policy": "entropy"}])
+def test_a_causal_fill_refuses_the_denoising_loops_options(causal_client, path, body, option):
+    """A causal checkpoint fills a structured answer or a form left to right: ``steps``,
+    ``block_length``, ``cache`` and ``policy`` would do nothing, a 400 naming the field as a
+    plain completion answers it (they were accepted and silently ignored)."""
+    ok = causal_client.post(path, json=body)
+    assert ok.status_code == 200, ok.text
+    r = causal_client.post(path, json={**body, **option})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    (name,) = option
+    assert err["param"] == name and "does not apply to decoder 'ar'" in err["message"], err

@@ -311,6 +311,22 @@ def diffusion_only(state: ServerState, what: str) -> None:
                        "autoregressive (causal)", code="unsupported")
 
 
+def left_to_right(state: ServerState, opts: DiffusionOptions, gen_length: int) -> None:
+    """On a causal checkpoint, a 400 naming the denoising loop's options that ``opts`` sends
+    (``steps`` other than ``gen_length``, ``block_length``, ``policy``, ``cache``, ...: the
+    served decoder's ``unused``, refused as a plain completion refuses them) where a form is
+    filled left to right (structured output, ``/v1/forms``): they would do nothing, and were
+    accepted in silence."""
+    if not state.causal:
+        return
+    from unmask.sampling import choose_decoder
+
+    try:
+        choose_decoder(api.facts_of(state.loaded), sample_config(opts, gen_length, gen_length))
+    except UserError as e:
+        raise user_error(e, sent_option(opts, e)) from None
+
+
 def check_generation(state: ServerState, req: _Generation, prompts: list[str]) -> float | None:
     """The checks of a completions or chat request that need only the request itself, with
     structured output or without: a 400 naming the field. Returns its ``top_p`` (None: off)."""

@@ -42,6 +42,7 @@ from unmask.server.plumbing import (
     check_names,
     check_text,
     checked,
+    left_to_right,
     note,
     overflow_param,
     repair_calls,
@@ -431,6 +432,7 @@ async def run_guided(
         api.refuse_continuous(state.loaded, "structured output")
     except UserError as e:
         raise user_error(e, "response_format") from None
+    left_to_right(state, req, req.max_tokens)  # a causal model's fill: no denoising loop
     if len(prompts) != 1 or req.n != 1:
         raise APIError(
             400, "structured output takes one prompt and n = 1", param="n", code="invalid_value"

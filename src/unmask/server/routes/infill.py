@@ -37,6 +37,7 @@ from unmask.server.plumbing import (
     check_text,
     checked,
     diffusion_only,
+    left_to_right,
     note,
     repair_calls,
     run_alone,
@@ -160,6 +161,9 @@ def router(state: ServerState) -> APIRouter:
         check_steps(state, opts)
         if not causal_ok:
             diffusion_only(state, what)
+        # filled left to right on a causal model: the denoising loop's options are refused
+        # (a sent steps, at most --max-steps, differs from a length past it)
+        left_to_right(state, opts, state.limits.max_steps + 1)
 
     def configure(opts: DiffusionOptions) -> SampleConfig:
         """The request's ``SampleConfig`` (``steps`` capped at the masks by the library), an
