@@ -108,3 +108,15 @@ def test_a_causal_fill_refuses_the_denoising_loops_options(causal_client, path, 
     err = r.json()["error"]
     (name,) = option
     assert err["param"] == name and "does not apply to decoder 'ar'" in err["message"], err
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_causal_structured_answer_to_a_masked_prompt_blames_the_prompt(causal_client, stream):
+    """A causal model cannot fill a [MASK] in a prompt: with structured output the refusal
+    came from the worker and named the constraint's field (``guided_regex``); now it names
+    the prompt, as a plain completion's does."""
+    r = causal_client.post("/v1/completions", json={
+        "prompt": "a[MASK]b", "max_tokens": 8, "guided_regex": "[a-z]+", "stream": stream})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "prompt" and "cannot fill a [MASK]" in err["message"], err

@@ -356,6 +356,18 @@ def check_generation(state: ServerState, req: _Generation, prompts: list[str]) -
     return top_p
 
 
+def refuse_causal_masks(state: ServerState, req: _Generation, ids: list[list[int]]) -> None:
+    """A 400 naming the prompt (``messages`` in chat) when a causal checkpoint is given a
+    prompt with ``[MASK]``: its decoder's refusal, found before a stream starts (it was a 200
+    and an error event), and for structured output before the worker (it named the
+    constraint's field, and said "or infill")."""
+    mask_id = state.cfg.mask_id
+    if state.causal and mask_id is not None and any(mask_id in i for i in ids):
+        raise APIError(400, "an autoregressive model cannot fill a [MASK] in the prompt; use a "
+                       "masked diffusion model", param="messages" if hasattr(req, "messages")
+                       else "prompt", code="invalid_value")
+
+
 def overflow_param(req: _Generation, fits: int) -> str:
     """``param`` of a ``context_length_exceeded`` 400: ``max_tokens`` while a smaller one
     would fit (``fits``: the largest, ``max_tokens_room``), else the prompt's own field

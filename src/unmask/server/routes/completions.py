@@ -37,6 +37,7 @@ from unmask.server.plumbing import (
     check_names,
     max_tokens_room,
     overflow_param,
+    refuse_causal_masks,
     sample_config,
     secured,
     sent_option,
@@ -221,11 +222,7 @@ def _prepare(state: ServerState, req: _Generation, prompts: list[str],
     top_p = check_generation(state, req, prompts)
     ids = [encode(p) for p in prompts]
     mask_id = state.cfg.mask_id
-    if state.causal and mask_id is not None and any(mask_id in i for i in ids):
-        # the decoder's refusal, found before a stream starts (it was a 200 and an error event)
-        raise APIError(400, "an autoregressive model cannot fill a [MASK] in the prompt; use a "
-                       "masked diffusion model", param="messages" if hasattr(req, "messages")
-                       else "prompt", code="invalid_value")
+    refuse_causal_masks(state, req, ids)
     if req.segment_length is not None and mask_id is not None and any(mask_id in i for i in ids):
         # the segmented run's refusal, in the API's words (it said "fill it first (unmask
         # infill)", a command an HTTP client does not run, and named no field)

@@ -45,6 +45,7 @@ from unmask.server.plumbing import (
     left_to_right,
     note,
     overflow_param,
+    refuse_causal_masks,
     repair_calls,
     run_alone,
     sample_config,
@@ -438,6 +439,7 @@ async def run_guided(
             400, "structured output takes one prompt and n = 1", param="n", code="invalid_value"
         )
     ids = encode(prompts[0])
+    refuse_causal_masks(state, req, [ids])
     # the one rule of a form's room (the end-of-text token after a full answer takes none)
     need = form_span(len(ids), req.max_tokens, causal=state.causal)
     if need > state.max_seq_len:
