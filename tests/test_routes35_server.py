@@ -120,3 +120,17 @@ def test_a_causal_structured_answer_to_a_masked_prompt_blames_the_prompt(causal_
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["param"] == "prompt" and "cannot fill a [MASK]" in err["message"], err
+
+
+@pytest.mark.parametrize("option", [{"length_mode": "elbo"}, {"length_score": "context"},
+                                    {"max_candidates": 3}, {"elbo_samples": 4}])
+def test_a_guided_infill_refuses_the_length_search_options(client, option):
+    """With a structured-output constraint the gap is ``[MASK:n]`` and the constraint sets
+    its length: the length search's options would do nothing, a 400 naming the field as the
+    gap constraints are (they were accepted and silently ignored)."""
+    r = client.post("/v1/infill", json={"template": "x [MASK:4] y", "guided_regex": "[0-9]+",
+                                         **option})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    (name,) = option
+    assert err["param"] == name and "guided_regex" in err["message"], err

@@ -273,6 +273,14 @@ def router(state: ServerState) -> APIRouter:
         if not isinstance(gap, Gap) or req.choices or req.regex or req.charset or req.ban:
             raise APIError(400, "with response_format or guided_*, the template has one gap "
                            "and no other gap constraints", param="template", code="invalid_value")
+        sent = [k for k in INFILL_FIELDS if getattr(req, k) is not None]
+        if sent:  # the length search's options: the constraint sets the length (ignored)
+            from unmask.server.routes.guided import guidance
+
+            source = (guidance(req) or {}).get("source", "structured output")
+            raise APIError(400, f"{sent[0]} does not apply with {source}: the constraint sets "
+                           "the gap's length (no length search)", param=sent[0],
+                           code="invalid_value")
         if gap.length is None and (gap.min_len is not None or gap.max_len is not None):
             raise APIError(400, "with response_format or guided_*, the gap is [MASK:n] (at most "
                            "n tokens; the constraint sets the length), not a range",
