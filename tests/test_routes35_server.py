@@ -134,3 +134,21 @@ def test_a_guided_infill_refuses_the_length_search_options(client, option):
     err = r.json()["error"]
     (name,) = option
     assert err["param"] == name and "guided_regex" in err["message"], err
+
+
+@pytest.mark.parametrize("option", [{"repetition_penalty": 3.0}, {"presence_penalty": 1.0},
+                                    {"frequency_penalty": 1.0}, {"no_repeat_ngram_size": 2}])
+@pytest.mark.parametrize("how", [{"spans": [[0, 5]]}, {"lowest": 2}])
+def test_edit_refuses_the_repetition_penalties_it_does_not_apply(client, option, how):
+    """An edit's refill applies no repetition penalty (the same text with or without one):
+    a 400 naming the field, not a penalty accepted and silently ignored; neutral values
+    pass."""
+    body = {"text": "hello world", **how}
+    r = client.post("/v1/edit", json={**body, **option})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    (name,) = option
+    assert err["param"] == name and "/v1/edit" in err["message"], err
+    neutral = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+               "no_repeat_ngram_size": 0}[name]
+    assert client.post("/v1/edit", json={**body, name: neutral}).status_code == 200

@@ -25,6 +25,7 @@ from fastapi.responses import Response
 from unmask.config import InfillOptions, SampleConfig
 from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.sampling.loop import StepCallback
+from unmask.sampling.penalties import given_penalties
 from unmask.server.http import APIError, JSONResponse
 from unmask.server.plumbing import (
     SAMPLE_OPTIONS,
@@ -459,6 +460,11 @@ def router(state: ServerState) -> APIRouter:
             raise APIError(400, "rounds needs lowest (spans and regex matches are rewritten "
                            "once)", param="rounds", code="invalid_value")
         config = configure(req)
+        unused = given_penalties(config)
+        if unused:  # the library's edit refills without them: they were silently ignored
+            raise APIError(400, f"{unused[0]} does not apply to /v1/edit (an edit's refill "
+                           "applies no repetition penalty)", param=unused[0],
+                           code="invalid_value")
         given = [k for k in ("spans", "regex", "lowest") if getattr(req, k) is not None]
         blame = given[0] if len(given) == 1 else None  # "span 5:3 is empty ...": spans
         spans = [tuple(s) for s in req.spans or ()]
