@@ -152,3 +152,24 @@ def test_edit_refuses_the_repetition_penalties_it_does_not_apply(client, option,
     neutral = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
                "no_repeat_ngram_size": 0}[name]
     assert client.post("/v1/edit", json={**body, name: neutral}).status_code == 200
+
+
+def test_a_fill_in_the_middle_infill_refuses_steps():
+    """A causal checkpoint trained for fill-in-the-middle fills a ``/v1/infill`` gap left to
+    right: ``steps`` did nothing (the same text), now a 400 naming it."""
+    import dataclasses
+
+    import torch
+
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(), attention="causal", objective="ar",
+                                 vocab_size=263, fim_prefix_id=260, fim_suffix_id=261,
+                                 fim_middle_id=262)
+    app = create_app(loaded(Transformer(config).eval()), access_log=False)
+    with TestClient(app) as c:
+        assert c.post("/v1/infill", json={"template": "a [MASK:4] b"}).status_code == 200
+        r = c.post("/v1/infill", json={"template": "a [MASK:4] b", "steps": 2})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == "steps", r.text
