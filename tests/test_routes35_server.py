@@ -173,3 +173,27 @@ def test_a_fill_in_the_middle_infill_refuses_steps():
         r = c.post("/v1/infill", json={"template": "a [MASK:4] b", "steps": 2})
         assert r.status_code == 400, r.text
         assert r.json()["error"]["param"] == "steps", r.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_structured_answer_past_the_context_is_refused_in_the_requests_words(client, stream):
+    """A JSON Schema whose answer at its widest does not fit after the chat prompt: the 400
+    spoke of "the form ... holes at their widest ... use fewer or shorter holes" (words of
+    ``/v1/forms``), found on the worker; now, before it, the answer's and the prompt's
+    tokens and what to change (``max_tokens``, the prompt, the schema)."""
+    schema = {"type": "object", "properties": {"name": {"type": "string"},
+                                               "age": {"type": "integer"}},
+              "required": ["name", "age"]}
+    r = client.post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 30, "stream": stream,
+        "response_format": {"type": "json_schema",
+                            "json_schema": {"name": "p", "schema": schema}}})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "context_length_exceeded" and err["param"] == "response_format", err
+    assert "max_tokens" in err["message"] and "holes" not in err["message"], err
+    ok = client.post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
+        "response_format": {"type": "json_schema",
+                            "json_schema": {"name": "p", "schema": schema}}})
+    assert ok.status_code == 200, ok.text

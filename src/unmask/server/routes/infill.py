@@ -318,18 +318,14 @@ def router(state: ServerState) -> APIRouter:
         around it (``guided_text``) is locked context; the gap gets at most n tokens."""
         from unmask.infill import fill_form, parse_form
         from unmask.infill.ordered import form_span
-        from unmask.infill.template import segment_ids
-        from unmask.server.routes.guided import build_form, room_check
+        from unmask.server.routes.guided import build_form, piece_widths, room_check
 
         n_text = len(start) + len(prefix) + len(suffix)
         width = gap.length or 32
         form, parse = build_form(state, guided, width, slow=slow)
         items, holes, automata = user_call(
             lambda: parse_form(form, tok, source=guided["source"]), guided["source"])
-        # at its longest, as fill_form lays it: a first piece with no text before it starts a
-        # text (a SentencePiece word start: one token more on a Llama-style tokenizer)
-        answer = sum(len(segment_ids(tok, v, first=i == 0 and not prefix))
-                     if kind == "text" else holes[v].width for i, (kind, v) in enumerate(items))
+        answer = sum(piece_widths(tok, items, holes, after_text=bool(prefix)))  # at its widest
         need = form_span(n_text, answer, causal=state.causal, fim=fim)
         if need > state.max_seq_len:  # fill_form said "use fewer or shorter holes"
             source, where = guided["source"], gap.source or "[MASK]"
