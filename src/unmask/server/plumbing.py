@@ -314,9 +314,9 @@ def diffusion_only(state: ServerState, what: str) -> None:
 def left_to_right(state: ServerState, opts: DiffusionOptions, gen_length: int) -> None:
     """On a causal checkpoint, a 400 naming the denoising loop's options that ``opts`` sends
     (``steps`` other than ``gen_length``, ``block_length``, ``policy``, ``cache``, ...: the
-    served decoder's ``unused``, refused as a plain completion refuses them) where a form is
-    filled left to right (structured output, ``/v1/forms``): they would do nothing, and were
-    accepted in silence."""
+    served decoder's ``unused``, refused as a plain completion refuses them) where a request
+    is filled left to right (structured output, ``/v1/forms``, a fill-in-the-middle
+    ``/v1/infill``): they would do nothing, and were accepted in silence."""
     if not state.causal:
         return
     from unmask.sampling import choose_decoder

@@ -518,8 +518,8 @@ async def run_guided(
     steps = min(state.max_seq_len, state.limits.max_steps)
     config = dataclasses.replace(sample_config(req, 1, steps), top_p=top_p)
     check_names(config)
-    try:  # a form is filled by the masked-diffusion loop: token editing (edit_threshold,
-        # max_post_steps) would do nothing, a 400 as on /v1/forms (it was silently ignored)
+    try:  # a form is filled without token editing: edit_threshold and max_post_steps would
+        # do nothing, a 400 as on /v1/forms (they were silently ignored)
         api.refuse_generation_only(config, "structured output")
     except UserError as e:
         raise user_error(e, sent_option(req, e)) from None
