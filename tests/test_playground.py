@@ -316,6 +316,26 @@ def test_generation_ends_with_the_answer_cut_at_eos(browser):
         pg.close()
 
 
+def test_a_masked_prompt_ends_shown_as_it_was_filled(browser):
+    """A [MASK] in the prompt is a blank the model fills; when the stream ends the page shows
+    the prompt as it was filled (the stream's ``filled_prompt``), not the "[MASK]" typed."""
+    from server_helpers import Echo, tiny_config
+
+    with live_server(create_app(loaded(Echo(tiny_config())))) as port:
+        pg = browser.new_page(viewport={"width": 800, "height": 600})
+        pg.goto(f"http://127.0.0.1:{port}/")
+        pg.fill("#prompt", "a[MASK]c")
+        pg.fill("#max_tokens", "4")
+        pg.fill("#temperature", "0")
+        pg.click("#go")
+        pg.wait_for_function(
+            "document.getElementById('status').textContent.includes(' steps in ')",
+            timeout=30_000,
+        )
+        assert pg.text_content("#canvas") == "abcdefg"  # Echo: the letter of each column
+        pg.close()
+
+
 def word(page: Page, text: str):
     return page.locator("#words .word").filter(has_text=re.compile(f"^{re.escape(text)}$"))
 

@@ -98,14 +98,15 @@ def test_infill_length_options_match_the_library(client, score):
     ({"length_score": "mean"}, "length_score", "Input should be 'total', 'per_token' or 'context'"),
     ({"elbo_samples": 0}, "elbo_samples", "greater than or equal to 1"),
     ({"max_candidates": 100}, "max_candidates", "less than or equal to 16"),
-    ({"length_mode": "empty"}, None, "length mode 'empty' needs a model trained with"),
+    # in the request's words, naming the field (it said "use --length-mode elbo", no param)
+    ({"length_mode": "empty"}, "length_mode", "length_mode 'empty' needs a model trained with"),
 ])
 def test_bad_length_options_are_400s(client, extra, param, message):
     r = client.post("/v1/infill", json={"template": "The [MASK:1-3] sat.", **extra})
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert message in err["message"] and err["param"] == param, err
-    assert "\n" not in err["message"]
+    assert "\n" not in err["message"] and "--length-mode" not in err["message"]
 
 
 def test_a_template_over_the_search_limit_is_a_400_without_advice_a_client_cannot_take(client):

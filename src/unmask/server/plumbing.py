@@ -316,6 +316,22 @@ def diffusion_only(state: ServerState, what: str) -> None:
                        "autoregressive (causal)", code="unsupported")
 
 
+def left_to_right(state: ServerState, opts: DiffusionOptions, gen_length: int) -> None:
+    """On a causal checkpoint, a 400 naming the denoising loop's options that ``opts`` sends
+    (``steps`` other than ``gen_length``, ``block_length``, ``policy``, ``cache``, ...: the
+    served decoder's ``unused``, refused as a plain completion refuses them) where a request
+    is filled left to right (structured output, ``/v1/forms``, a fill-in-the-middle
+    ``/v1/infill``): they would do nothing, and were accepted in silence."""
+    if not state.causal:
+        return
+    from unmask.sampling import choose_decoder
+
+    try:
+        choose_decoder(api.facts_of(state.loaded), sample_config(opts, gen_length, gen_length))
+    except UserError as e:
+        raise user_error(e, sent_option(opts, e)) from None
+
+
 def check_generation(state: ServerState, req: _Generation, prompts: list[str]) -> float | None:
     """The checks of a completions or chat request that need only the request itself, with
     structured output or without: a 400 naming the field. Returns its ``top_p`` (None: off)."""
@@ -343,6 +359,18 @@ def check_generation(state: ServerState, req: _Generation, prompts: list[str]) -
     for p in prompts:
         check_text(state, p, "prompt")
     return top_p
+
+
+def refuse_causal_masks(state: ServerState, req: _Generation, ids: list[list[int]]) -> None:
+    """A 400 naming the prompt (``messages`` in chat) when a causal checkpoint is given a
+    prompt with ``[MASK]``: its decoder's refusal, found before a stream starts (it was a 200
+    and an error event), and for structured output before the worker (it named the
+    constraint's field, and said "or infill")."""
+    mask_id = state.cfg.mask_id
+    if state.causal and mask_id is not None and any(mask_id in i for i in ids):
+        raise APIError(400, "an autoregressive model cannot fill a [MASK] in the prompt; use a "
+                       "masked diffusion model", param="messages" if hasattr(req, "messages")
+                       else "prompt", code="invalid_value")
 
 
 def overflow_param(req: _Generation, fits: int) -> str:

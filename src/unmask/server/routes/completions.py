@@ -37,6 +37,7 @@ from unmask.server.plumbing import (
     check_names,
     max_tokens_room,
     overflow_param,
+    refuse_causal_masks,
     sample_config,
     secured,
     sent_option,
@@ -221,11 +222,13 @@ def _prepare(state: ServerState, req: _Generation, prompts: list[str],
     top_p = check_generation(state, req, prompts)
     ids = [encode(p) for p in prompts]
     mask_id = state.cfg.mask_id
-    if state.causal and mask_id is not None and any(mask_id in i for i in ids):
-        # the decoder's refusal, found before a stream starts (it was a 200 and an error event)
-        raise APIError(400, "an autoregressive model cannot fill a [MASK] in the prompt; use a "
-                       "masked diffusion model", param="messages" if hasattr(req, "messages")
-                       else "prompt", code="invalid_value")
+    refuse_causal_masks(state, req, ids)
+    if req.segment_length is not None and mask_id is not None and any(mask_id in i for i in ids):
+        # the segmented run's refusal, in the API's words (it said "fill it first (unmask
+        # infill)", a command an HTTP client does not run, and named no field)
+        raise APIError(400, "a [MASK] in the prompt cannot be filled when generating in "
+                       "segments (the window moves past it); fill it first (POST /v1/infill) "
+                       "or drop segment_length", param="prompt", code="invalid_value")
     facts = api.facts_of(state.loaded)
     # an empty prompt takes its start token's column where the run's decoder gives it one
     longest = max(facts.prompt_columns(len(i), served_decoder(facts)) for i in ids)
@@ -730,7 +733,8 @@ class GenerationEvents:
         if job.config is not None and job.config.edit_threshold is not None:
             self.hold = api.facts_of(state.loaded).block_size or job.config.gen_length
 
-    def chunk(self, i: int, text: str | None, reason: str | None, *, role: bool = False) -> str:
+    def chunk(self, i: int, text: str | None, reason: str | None, *, role: bool = False,
+              extra: dict[str, Any] | None = None) -> str:
         choice: dict[str, Any]
         if self.reply.chat:
             delta: dict[str, Any] = {"role": "assistant"} if role else {}
@@ -739,6 +743,7 @@ class GenerationEvents:
             choice = {"index": i, "delta": delta, "finish_reason": reason, "logprobs": None}
         else:
             choice = {"index": i, "text": text or "", "finish_reason": reason, "logprobs": None}
+        choice.update(extra or {})
         body = {"id": self.reply.rid, "object": self.obj, "created": self.reply.created,
                 "model": self.state.name, "choices": [choice], "seed": self.seed}
         if self.usage_chunk:  # OpenAI: every chunk before the usage chunk has "usage": null
@@ -778,7 +783,10 @@ class GenerationEvents:
             completion += n_tok
             sent = self.sent[i]
             rest = text[len(sent):] if text.startswith(sent) else ""
-            out.append(self.chunk(i, rest or None if self.reply.chat else rest, reason))
+            filled = {} if self.reply.chat else filled_prompt(self.state, result,
+                                                               self.reply.ids, self.req.n, i)
+            out.append(self.chunk(i, rest or None if self.reply.chat else rest, reason,
+                                  extra=filled))
         account(self.state, self.request, self.reply.ids, self.req.n, completion)
         if self.usage_chunk:
             out.append(sse({"id": self.reply.rid, "object": self.obj,
@@ -786,6 +794,17 @@ class GenerationEvents:
                             "choices": [], "seed": self.seed,
                             "usage": usage(self.reply.ids, completion)}))
         return out
+
+
+def filled_prompt(state: ServerState, out: GenOutput, ids: list[list[int]], n: int,
+                  i: int) -> dict[str, str]:
+    """``{"filled_prompt": ...}`` for choice ``i`` of a completion whose prompt held a
+    ``[MASK]`` (a blank the model filled: what the prompt became, as ``unmask generate
+    --json`` gives it), else ``{}``; in the answer's choice, and streamed in the choice's
+    closing chunk (it was in the plain answer only: a streaming client never saw it)."""
+    if i < len(out.prompt_ids) and state.cfg.mask_id in ids[i // max(n, 1)]:
+        return {"filled_prompt": state.tok.decode(out.prompt_ids[i])}
+    return {}
 
 
 async def run_generation(state: ServerState, request: Request, req: _Generation,
@@ -828,11 +847,7 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
                             "finish_reason": reason, "logprobs": None})
         else:
             choice = {"index": i, "text": text, "finish_reason": reason, "logprobs": None}
-            mask_id = state.cfg.mask_id
-            if i < len(out.prompt_ids) and mask_id in ids[i // max(req.n, 1)]:
-                # a [MASK] in the prompt was a blank the model filled: show what it became
-                choice["filled_prompt"] = state.tok.decode(out.prompt_ids[i])
-            choices.append(choice)
+            choices.append(choice | filled_prompt(state, out, ids, req.n, i))
     account(state, request, ids, req.n, completion)
     return JSONResponse({"id": reply.rid, "object": reply.object, "created": reply.created,
                          "model": state.name, "choices": choices,

@@ -29,7 +29,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from unmask import api
-from unmask.errors import UserError
+from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.messages import plural
 from unmask.sampling.loop import StepCallback
 from unmask.server.http import APIError, JSONResponse, sse
@@ -42,11 +42,14 @@ from unmask.server.plumbing import (
     check_names,
     check_text,
     checked,
+    left_to_right,
     note,
     overflow_param,
+    refuse_causal_masks,
     repair_calls,
     run_alone,
     sample_config,
+    sent_option,
     usage,
     user_error,
 )
@@ -243,6 +246,38 @@ def room_check(holes: list[Any], automata: list[Any], source: str, width: int, b
                            code="invalid_value")
 
 
+def piece_widths(tok: Any, items: list[Any], holes: list[Any], after_text: bool) -> list[int]:
+    """The tokens each piece of a parsed form (``parse_form``'s items: skeleton text, holes)
+    takes at its widest, laid as ``fill_form`` lays it: the first piece, when no text comes
+    before it (``after_text`` False), starts a text (a SentencePiece word start: one token
+    more on a Llama-style tokenizer); a hole its width."""
+    from unmask.infill.template import segment_ids
+
+    return [len(segment_ids(tok, v, first=k == 0 and not after_text)) if kind == "text"
+            else holes[v].width for k, (kind, v) in enumerate(items)]
+
+
+def check_answer_room(state: ServerState, form: Any, source: str, prompt: int,
+                      after_text: bool, max_tokens: int) -> None:
+    """A 400 in the request's words (``context_length_exceeded``) when a structured answer at
+    its widest does not fit in the context after the ``prompt``'s tokens (``after_text``: the
+    prompt holds text, not only a BOS: ``piece_widths``); found here, before the worker, where
+    it read "the form needs 66 tokens (holes at their widest) ...; use fewer or shorter
+    holes", words of ``/v1/forms`` that a completions or chat client has no use for."""
+    from unmask.infill.forms import parse_form
+    from unmask.infill.ordered import form_span
+
+    items, holes, _ = parse_form(form, state.tok, source=source)
+    answer = sum(piece_widths(state.tok, items, holes, after_text))
+    need = form_span(prompt, answer, causal=state.causal)
+    if need > state.max_seq_len:
+        raise APIError(400, f"{source}: its answer takes up to {answer} tokens at its widest "
+                       f"(each open value up to max_tokens {max_tokens}, the skeleton on "
+                       f"top), {need} with the prompt's {prompt}, more than {CONTEXT_WORDS} "
+                       f"{state.max_seq_len}): send a smaller max_tokens, a shorter prompt or "
+                       f"a smaller {source}", param=source, code="context_length_exceeded")
+
+
 class AnswerSoFar:
     """The answer's text as far as a partly filled canvas has made it final: the skeleton
     and every hole from the form's start up to the first hole still masked (or not yet in
@@ -258,17 +293,15 @@ class AnswerSoFar:
     def __init__(self, state: ServerState, form: Any, parse: bool, offset: int, source: str):
         from unmask.infill.automaton import vocab_of
         from unmask.infill.forms import parse_form
-        from unmask.infill.template import segment_ids
 
         items, self.holes, _ = parse_form(form, state.tok, source=source)
         self.vocab, self.mask_id, self.parse = vocab_of(state.tok), state.cfg.mask_id, parse
         # (start, end, skeleton text or hole index) of each layout piece on the canvas row
         self.pieces: list[tuple[int, int, str | int]] = []
         at = offset
-        for kind, v in items:  # the skeleton encoded as ``fill_form`` lays it on the canvas
-            first = not offset and not self.pieces
-            width = (len(segment_ids(state.tok, v, first=first)) if kind == "text"
-                     else self.holes[v].width)
+        # the skeleton encoded as ``fill_form`` lays it on the canvas
+        for (_, v), width in zip(items, piece_widths(state.tok, items, self.holes, offset > 0),
+                                 strict=True):
             self.pieces.append((at, at + width, v))
             at += width
 
@@ -430,11 +463,13 @@ async def run_guided(
         api.refuse_continuous(state.loaded, "structured output")
     except UserError as e:
         raise user_error(e, "response_format") from None
+    left_to_right(state, req, req.max_tokens)  # a causal model's fill: no denoising loop
     if len(prompts) != 1 or req.n != 1:
         raise APIError(
             400, "structured output takes one prompt and n = 1", param="n", code="invalid_value"
         )
     ids = encode(prompts[0])
+    refuse_causal_masks(state, req, [ids])
     # the one rule of a form's room (the end-of-text token after a full answer takes none)
     need = form_span(len(ids), req.max_tokens, causal=state.causal)
     if need > state.max_seq_len:
@@ -468,6 +503,7 @@ async def run_guided(
         form, parse = build_form(state, given, req.max_tokens, slow=slow)
         if bound is not None:
             check_room(state, form, source, bound)
+        check_answer_room(state, form, source, len(ids), bool(prefix), req.max_tokens)
         if not req.stream:
             return form, parse, None
         try:  # its refusal before the stream starts names the field, as the plain one
@@ -482,6 +518,11 @@ async def run_guided(
     steps = min(state.max_seq_len, state.limits.max_steps)
     config = dataclasses.replace(sample_config(req, 1, steps), top_p=top_p)
     check_names(config)
+    try:  # a form is filled without token editing: edit_threshold and max_post_steps would
+        # do nothing, a 400 as on /v1/forms (they were silently ignored)
+        api.refuse_generation_only(config, "structured output")
+    except UserError as e:
+        raise user_error(e, sent_option(req, e)) from None
     # a sampled request sent no seed: one drawn and reported, as for a completion (it runs
     # alone on the worker, so the seed costs nothing); sending it back repeats the answer
     config = api.with_seed(config)
@@ -536,6 +577,6 @@ async def run_guided(
 
 
 __all__ = [
-    "AnswerSoFar", "GuidedEvents", "build_form", "check_room", "fitting_choices", "guidance",
-    "response_format", "room_check", "run_guided",
+    "AnswerSoFar", "GuidedEvents", "build_form", "check_answer_room", "check_room",
+    "fitting_choices", "guidance", "piece_widths", "response_format", "room_check", "run_guided",
 ]

@@ -25,6 +25,7 @@ from fastapi.responses import Response
 from unmask.config import InfillOptions, SampleConfig
 from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.sampling.loop import StepCallback
+from unmask.sampling.penalties import given_penalties
 from unmask.server.http import APIError, JSONResponse
 from unmask.server.plumbing import (
     SAMPLE_OPTIONS,
@@ -37,6 +38,7 @@ from unmask.server.plumbing import (
     check_text,
     checked,
     diffusion_only,
+    left_to_right,
     note,
     repair_calls,
     run_alone,
@@ -160,6 +162,9 @@ def router(state: ServerState) -> APIRouter:
         check_steps(state, opts)
         if not causal_ok:
             diffusion_only(state, what)
+        # filled left to right on a causal model: the denoising loop's options are refused
+        # (a sent steps, at most --max-steps, differs from a length past it)
+        left_to_right(state, opts, state.limits.max_steps + 1)
 
     def configure(opts: DiffusionOptions) -> SampleConfig:
         """The request's ``SampleConfig`` (``steps`` capped at the masks by the library), an
@@ -224,6 +229,12 @@ def router(state: ServerState) -> APIRouter:
             steps = facts.sample_defaults.get("steps", SampleConfig.steps)
             if "steps" not in config and steps > state.limits.max_steps:
                 config["steps"] = state.limits.max_steps
+        if req.length_mode == "empty" and getattr(model.config, "empty_id", None) is None:
+            # the library's refusal names its CLI flags ("use --length-mode elbo") and came
+            # without a param: said in the request's words
+            raise APIError(400, "length_mode 'empty' needs a model trained with --empty-rate "
+                           "(its config.json has no empty_id); use length_mode 'elbo' or "
+                           "'auto'", param="length_mode", code="invalid_value")
         options = InfillOptions(max_search_calls=state.limits.max_search_calls,
                                 **{k: v for k in INFILL_FIELDS
                                    if (v := getattr(req, k)) is not None})
@@ -263,6 +274,14 @@ def router(state: ServerState) -> APIRouter:
         if not isinstance(gap, Gap) or req.choices or req.regex or req.charset or req.ban:
             raise APIError(400, "with response_format or guided_*, the template has one gap "
                            "and no other gap constraints", param="template", code="invalid_value")
+        sent = [k for k in INFILL_FIELDS if getattr(req, k) is not None]
+        if sent:  # the length search's options: the constraint sets the length (ignored)
+            from unmask.server.routes.guided import guidance
+
+            source = (guidance(req) or {}).get("source", "structured output")
+            raise APIError(400, f"{sent[0]} does not apply with {source}: the constraint sets "
+                           "the gap's length (no length search)", param=sent[0],
+                           code="invalid_value")
         if gap.length is None and (gap.min_len is not None or gap.max_len is not None):
             raise APIError(400, "with response_format or guided_*, the gap is [MASK:n] (at most "
                            "n tokens; the constraint sets the length), not a range",
@@ -299,18 +318,14 @@ def router(state: ServerState) -> APIRouter:
         around it (``guided_text``) is locked context; the gap gets at most n tokens."""
         from unmask.infill import fill_form, parse_form
         from unmask.infill.ordered import form_span
-        from unmask.infill.template import segment_ids
-        from unmask.server.routes.guided import build_form, room_check
+        from unmask.server.routes.guided import build_form, piece_widths, room_check
 
         n_text = len(start) + len(prefix) + len(suffix)
         width = gap.length or 32
         form, parse = build_form(state, guided, width, slow=slow)
         items, holes, automata = user_call(
             lambda: parse_form(form, tok, source=guided["source"]), guided["source"])
-        # at its longest, as fill_form lays it: a first piece with no text before it starts a
-        # text (a SentencePiece word start: one token more on a Llama-style tokenizer)
-        answer = sum(len(segment_ids(tok, v, first=i == 0 and not prefix))
-                     if kind == "text" else holes[v].width for i, (kind, v) in enumerate(items))
+        answer = sum(piece_widths(tok, items, holes, after_text=bool(prefix)))  # at its widest
         need = form_span(n_text, answer, causal=state.causal, fim=fim)
         if need > state.max_seq_len:  # fill_form said "use fewer or shorter holes"
             source, where = guided["source"], gap.source or "[MASK]"
@@ -441,6 +456,11 @@ def router(state: ServerState) -> APIRouter:
             raise APIError(400, "rounds needs lowest (spans and regex matches are rewritten "
                            "once)", param="rounds", code="invalid_value")
         config = configure(req)
+        unused = given_penalties(config)
+        if unused:  # the library's edit refills without them: they were silently ignored
+            raise APIError(400, f"{unused[0]} does not apply to /v1/edit (an edit's refill "
+                           "applies no repetition penalty)", param=unused[0],
+                           code="invalid_value")
         given = [k for k in ("spans", "regex", "lowest") if getattr(req, k) is not None]
         blame = given[0] if len(given) == 1 else None  # "span 5:3 is empty ...": spans
         spans = [tuple(s) for s in req.spans or ()]
