@@ -42,3 +42,39 @@ def test_distinct_ci_says_a_row_without_texts_has_none(tmp_path, benchmark):
         {"model": "m", "policy": "p", "texts": []}]}]}))  # fmt: skip
     with pytest.raises(UserError, match="a row has no texts"):
         ci.main([str(path)])
+
+
+def test_distinct_matched_never_leaves_a_torn_results_file(benchmark, monkeypatch, tmp_path):
+    """The JSON was written in place (``Path.write_text``): a full disk or Ctrl-C mid-write
+    left half a file where the last measurement was."""
+    import errno
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from unmask import api
+    from unmask.data import prepare
+
+    dm = benchmark("distinct_matched")
+    lines = [" ".join(f"w{i}x{j}" for j in range(8)) for i in range(400)]
+    (tmp_path / "a.txt").write_text("\n".join(lines) + "\n")
+    prepare([tmp_path / "a.txt"], tmp_path / "data", tokenizer="byte", val_fraction=0.2,
+            progress=False)  # fmt: skip
+    monkeypatch.setattr(api, "load_for_decoding", lambda path, *a, **k: SimpleNamespace())
+    monkeypatch.setattr(api, "facts_of", lambda loaded: SimpleNamespace(attention="causal"))
+    monkeypatch.setattr(api, "sample_config", lambda loaded, given: given)
+    monkeypatch.setattr(api, "generate", lambda *a, **k: SimpleNamespace(texts=["a b", "c d"]))
+    out = tmp_path / "r.json"
+    out.write_text('{"old": "measurement"}\n')
+    real = Path.write_text
+
+    def disk_full(self, text, *a, **k):  # half the text lands, then the disk is full
+        real(self, text[: len(text) // 2], *a, **k)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    try:
+        dm.main(["--other", "o", "--data", str(tmp_path / "data"), "--prompts", "2",
+                 "--gen-length", "4", "--json", str(out)])  # fmt: skip
+    except OSError:
+        pass
+    json.loads(out.read_text())  # whole JSON, the old measurement or the new one
