@@ -78,3 +78,34 @@ def test_distinct_matched_never_leaves_a_torn_results_file(benchmark, monkeypatc
     except OSError:
         pass
     json.loads(out.read_text())  # whole JSON, the old measurement or the new one
+
+
+def test_eval_rows_times_the_two_ways_in_turns_after_the_start_token(benchmark, monkeypatch,
+                                                                       tmp_path):
+    """Every batched run came before every per-row run (a drifting machine moved the ratio),
+    and the prompts lacked the start token ``unmask eval`` decodes them after."""
+    from unmask import api
+
+    er = benchmark("eval_rows")
+    loaded = er.checkpoint(tmp_path / "m", "mdlm")
+    order: list[str] = []
+    heads: set[int] = set()
+
+    def start(loaded, prompts, config):
+        heads.update(p[0] for p in prompts)
+        order.append("batched")
+
+    def run_rows(loaded, prompts, config, seeds):
+        heads.update(p[0] for p in prompts)
+        order.append("per row")
+
+    monkeypatch.setattr(api, "start", start)
+    monkeypatch.setattr(api, "run_to_end", lambda run: None)
+    monkeypatch.setattr(api, "run_rows", run_rows)
+    args = er.parse_args(["--items", "2", "--batch", "2", "--repeats", "4",
+                          "--json", str(tmp_path / "r.json")])  # fmt: skip
+    row = er.measure(loaded, "mdlm", args)
+    timed = order[2:]  # after one warm-up run of each way
+    assert sorted(timed) == ["batched"] * 4 + ["per row"] * 4
+    assert timed.index("per row") < 4  # not all four batched runs first
+    assert heads == {api.facts_of(loaded).start_id} and row["items"] == 2
