@@ -51,7 +51,8 @@ def read_rows(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             for r in rows
         ):
             raise TypeError
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError,
+            RecursionError):
         raise UserError(f"{path}: not a benchmarks/decoding.py --json file (sections of rows "
                         "with their model, policy and texts)") from None
     return result, rows

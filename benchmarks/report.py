@@ -598,6 +598,8 @@ def _read_result(name: str, path: Path, lines: list[str], notes: list[str]) -> t
         return json.loads(path.read_text(encoding="utf-8")), True
     except json.JSONDecodeError as e:
         why = f"not valid JSON ({json_message(e)})"
+    except RecursionError:  # "[[[[..." past the parser's stack stopped the whole page
+        why = "not valid JSON (nested too deep to read)"
     except UnicodeDecodeError as e:
         why = f"not UTF-8 text (byte {e.start})"
     except OSError as e:
