@@ -48,3 +48,24 @@ def test_distinct_ci_refuses_a_file_nested_too_deep(tmp_path, benchmark):
     path.write_text(DEEP)
     with pytest.raises(UserError, match="not a benchmarks/decoding.py --json file"):
         ci.main([str(path)])
+
+
+def test_ctrl_c_while_making_a_task_is_one_line_and_130(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during ``sudoku9``'s minutes of puzzle making was a traceback from inside the
+    solver; the folder keeps what it held (``write_task`` writes all files or none)."""
+    import unmask.cli
+    import unmask.tasks.__main__ as cli
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "write_task", interrupted)
+    monkeypatch.setattr(unmask.cli, "hold_signals", lambda: None)  # not in the test process
+    try:
+        code = cli.main(["sudoku9", "--out", str(tmp_path / "t")])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C went out of main: a traceback")
+    assert code == 130
+    err = capsys.readouterr().err
+    assert err.strip() == f"python -m unmask.tasks: interrupted; {tmp_path / 't'} left as it was"
+    assert not (tmp_path / "t").exists()
