@@ -37,16 +37,24 @@ def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def read_rows(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the JSON, its rows) of a ``decoding.py --json`` file; a file that is not one (not
-    JSON, no ``sections`` of rows with ``texts``) is a ``UserError`` naming it."""
+    JSON, no ``sections`` of rows with their ``model``, ``policy`` and ``texts``, a list of
+    strings; a ``meta`` that is no object) is a ``UserError`` naming it: each was a
+    traceback (``KeyError: 'model'``, a ``ValueError`` of ``distinct_n``) after the file
+    was read."""
     try:
         with open(path, encoding="utf-8") as f:
             result = json.load(f)
         rows = rows_of(result)
-        if not all(isinstance(r["texts"], list) for r in rows):
+        if not isinstance(result.get("meta", {}), dict) or not all(
+            isinstance(r["texts"], list) and all(isinstance(t, str) for t in r["texts"])
+            and {"model", "policy"} <= r.keys()
+            for r in rows
+        ):
             raise TypeError
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError,
+            RecursionError):
         raise UserError(f"{path}: not a benchmarks/decoding.py --json file (sections of rows "
-                        "with their texts)") from None
+                        "with their model, policy and texts)") from None
     return result, rows
 
 
@@ -63,7 +71,9 @@ def bootstrap(
 ) -> dict[str, tuple[float, float, float]]:
     """(point, 2.5%, 97.5%) of the mean per-text distinct-2 of texts ``a``, of ``b`` and of
     the paired difference, the prompts (index i of both) resampled with replacement."""
-    if len(a) != len(b) or not a:
+    if not a or not b:  # was "different prompt sets (0 vs 0 texts)"
+        raise UserError("a row has no texts: nothing to compare")
+    if len(a) != len(b):
         raise UserError(f"the rows continue different prompt sets ({len(a)} vs {len(b)} texts)")
     xa = [distinct_n([t], 2) for t in a]
     xb = [distinct_n([t], 2) for t in b]

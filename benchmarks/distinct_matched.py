@@ -79,10 +79,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{mode}: --other {r['other_words']:.1f} words a text, distinct-2 "
               f"{r['other_dist2']:.3f}; --model cut to those words {r['model_dist2_matched']:.3f}"
               f" (whole, {r['model_words']:.1f} words: {r['model_dist2_whole']:.3f})")
+    from unmask.files import atomic_write_text
+
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json_text({"model": model, "other": args.other, "data": args.data,
-                                     "prompt_source": source, "prompts": prompts,
-                                     "gen_length": args.gen_length, "rows": rows}, indent=1))
+    # whole or not at all: a full disk or Ctrl-C mid-write left a torn file in place of the
+    # last measurement (the decoding of both checkpoints before it lost)
+    atomic_write_text(args.json, json_text({
+        "model": model, "other": args.other, "data": args.data, "prompt_source": source,
+        "prompts": prompts, "gen_length": args.gen_length, "rows": rows}, indent=1))
     print(f"wrote {args.json}")
 
 

@@ -6,8 +6,11 @@ the task scorer and lm-eval's ``generate_until`` do for a run that draws random 
 Untrained tiny checkpoints of each family are built in a temporary folder (nothing is read
 from the disk): SEDD, an ``mdlm`` model at temperature 1 and ``embed-diffusion``. The items
 are countdown prompts of a few lengths, ``--items`` of them in batches of ``--batch``, the
-settings ``unmask eval`` picks for them (``task_config``). Each way runs ``--repeats``
-times; the table shows the fewest CPU seconds of the process (one thread unless
+settings ``unmask eval`` picks for them (``task_config``), each prompt after the start token
+``unmask eval`` decodes it after (``ModelFacts.start_id``). Each way runs ``--repeats``
+times, the two ways taking turns (``_common.round_robin``: until 2026-12-07 every run of
+the batched way came before every run of the other, so a machine whose speed drifted moved
+the ratio); the table shows the median CPU seconds of the process (one thread unless
 ``--threads``), and the ratio of the per-row way to the batched one. On a GPU, where a
 batch costs about what one row does, the ratio approaches the batch size for the decoders
 that run a row at a time.
@@ -25,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import default_output, json_text, output_path, positive_int, run
+from _common import default_output, json_text, output_path, positive_int, round_robin, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -39,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch", type=positive_int, default=32, metavar="N",
                     help="items a batch (default: 32, unmask eval's --batch-size)")
     ap.add_argument("--repeats", type=positive_int, default=2, metavar="N",
-                    help="runs of each way; the fewest CPU seconds count (default: 2)")
+                    help="runs of each way, taking turns; the median CPU seconds count "
+                    "(default: 2)")
     ap.add_argument("--threads", type=positive_int, default=1, metavar="N",
                     help="torch threads (default: 1)")
     ap.add_argument("--families", default=",".join(FAMILIES), metavar="LIST",
@@ -91,15 +95,17 @@ def checkpoint(folder: Path, family: str) -> Any:
 
 
 def measure(loaded: Any, family: str, args: argparse.Namespace) -> dict[str, Any]:
-    """CPU seconds of the items decoded a batch per run and by ``run_rows``."""
-    from unmask.api import run_rows, run_to_end, start
+    """CPU seconds of the items decoded a batch per run and by ``run_rows``, the two ways
+    taking turns (``round_robin``)."""
+    from unmask.api import facts_of, run_rows, run_to_end, start
     from unmask.tasks.score import repeat_seeds, task_config
 
     batch = items(args.items)
     given = {"temperature": 1.0} if family == "mdlm" else {}
     config = task_config(loaded, batch, given)
     tok = loaded.tokenizer
-    prompts = [tok.encode(i.prompt) for i in batch]
+    head = [facts_of(loaded).start_id]  # as score_items decodes them: a document's start
+    prompts = [head + tok.encode(i.prompt) for i in batch]
     seeds = repeat_seeds(config.seed or 0, [i.prompt for i in batch])
     chunks = range(0, len(prompts), args.batch)
 
@@ -111,16 +117,14 @@ def measure(loaded: Any, family: str, args: argparse.Namespace) -> dict[str, Any
         for lo in chunks:
             run_rows(loaded, prompts[lo : lo + args.batch], config, seeds[lo : lo + args.batch])
 
-    def fewest(way: Any) -> float:
-        times = []
-        for _ in range(args.repeats):
-            t0 = time.process_time()
-            way()
-            times.append(time.process_time() - t0)
-        return min(times)
+    def cpu(way: Any) -> tuple[None, float]:
+        t0 = time.process_time()
+        way()
+        return None, time.process_time() - t0
 
-    batched()  # warm-up: the first forward pays for allocations
-    one, each = fewest(batched), fewest(per_row)
+    batched()  # warm-up: the first forward pays for allocations, as do the first per-row runs
+    per_row()
+    (_, one), (_, each) = round_robin([batched, per_row], args.repeats, cpu)
     return {"family": family, "items": args.items, "batch": args.batch,
             "gen_length": config.gen_length, "steps": config.steps,
             "temperature": config.temperature, "batched_cpu_s": round(one, 4),

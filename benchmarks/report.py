@@ -176,7 +176,10 @@ def _fmt(v: Any) -> str:
         return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
     if isinstance(v, (list, dict)):
         return ""
-    return str(v).replace("|", "\\|")
+    # a line break ended the row mid-cell: a sample text's "\n" left the rest of the row,
+    # and every row after it, outside the table (guidance_*.json's samples)
+    text = str(v).replace("\r\n", "\n").replace("\r", "\n")
+    return text.replace("|", "\\|").replace("\n", "<br>")
 
 
 def markdown_table(rows: Rows, columns: Sequence[str] = ()) -> list[str]:
@@ -189,7 +192,7 @@ def markdown_table(rows: Rows, columns: Sequence[str] = ()) -> list[str]:
         if any(not isinstance(r.get(k), (list, dict)) for r in rows if k in r)
     ]
     cols = [c for c in cols if any(c in r for r in rows)]
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out = ["| " + " | ".join(_fmt(str(c)) for c in cols) + " |", "|" + "---|" * len(cols)]
     out += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
     return out
 
@@ -595,6 +598,8 @@ def _read_result(name: str, path: Path, lines: list[str], notes: list[str]) -> t
         return json.loads(path.read_text(encoding="utf-8")), True
     except json.JSONDecodeError as e:
         why = f"not valid JSON ({json_message(e)})"
+    except RecursionError:  # "[[[[..." past the parser's stack stopped the whole page
+        why = "not valid JSON (nested too deep to read)"
     except UnicodeDecodeError as e:
         why = f"not UTF-8 text (byte {e.start})"
     except OSError as e:

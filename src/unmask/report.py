@@ -139,7 +139,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # "[[[[...": a traceback
             if i == len(lines):
                 break
             raise UserError(f"{p}:{i}: not a JSON line") from None

@@ -491,7 +491,8 @@ def read_items(path: str | Path) -> list[Item]:
                 # str(None) was a prompt "None"; a meta "ab" "not a JSON object"
                 raise _BadItem("task, prompt and answer must be strings, meta an object")
             item = Item(*fields, meta=dict(meta))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, _BadItem) as e:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError,
+                _BadItem) as e:  # RecursionError: "[[[[..." nested past the parser's stack
             what = (f"missing field {e}" if isinstance(e, KeyError)
                     else str(e) if isinstance(e, _BadItem) else "not a JSON object")
             raise UserError(

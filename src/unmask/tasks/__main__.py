@@ -17,7 +17,8 @@ from unmask.tasks import TASKS, write_task
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, write the task's files, print its ``task.json``; exit code 2 and one
-    line on a user error."""
+    line on a user error, 130 and one line on Ctrl-C (the folder's files as they were:
+    ``write_task`` writes all or none)."""
     p = argparse.ArgumentParser(
         prog="python -m unmask.tasks",
         description="Write a planning or reversal task: DIR/train.txt (one example per line, "
@@ -68,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"{p.prog}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # was a traceback from inside the sudoku solver
+        from unmask.cli import EXIT_INTERRUPTED, hold_signals, stopped_how
+
+        hold_signals()  # exiting: a second Ctrl-C cannot break the line
+        code = getattr(e, "exit_code", EXIT_INTERRUPTED)
+        print(f"{p.prog}: {stopped_how(code)}; {args.out} left as it was", file=sys.stderr)
+        return code
     print(json.dumps(record))
     return 0
 
