@@ -63,6 +63,7 @@ from unmask.commands.demo import asset_path
 from unmask.config import SampleConfig
 from unmask.data import SPLIT_BLOCK, TokenDataset, prepare
 from unmask.errors import UserError
+from unmask.files import atomic_write_text
 from unmask.gapset import SLACK, GapFiller, GapSample, make_gap_set, write_gap_set
 from unmask.infill import InfillOptions, fill_middle_ids
 
@@ -332,6 +333,15 @@ def print_tables(fixed: list[dict[str, Any]], variable: list[dict[str, Any]]) ->
         )
 
 
+def write_results(out: Path, result: dict[str, Any]) -> None:
+    """``result`` as JSON in ``out`` (its folders made), whole or not at all
+    (``unmask.files.atomic_write_text``): a write cut short (a full disk, Ctrl-C) left a
+    half-written file in place of the one there, such as the committed
+    ``benchmarks/results/infill.json`` that ``--json`` updates."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -460,30 +470,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{total:.1f} s in all")
     out = Path(args.json) if args.json else (None if args.quick else RESULTS)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(
-            json.dumps(
-                {
-                    "model": args.model,
-                    "ar_model": args.ar_model,
-                    "window": window,
-                    "n": n,
-                    "spans": list(spans),
-                    "seed": args.seed,
-                    "quick": args.quick,
-                    "elbo_samples": elbo_samples,
-                    "held_out_tokens": n_val,
-                    "slack": SLACK,
-                    "empty_mode": diff.has_empty,
-                    "threads": torch.get_num_threads(),
-                    "policies": POLICY_NOTES,
-                    "fixed": fixed,
-                    "variable": variable,
-                    "seconds": total,
-                },
-                indent=2,
-            )
-            + "\n"
+        write_results(
+            out,
+            {
+                "model": args.model,
+                "ar_model": args.ar_model,
+                "window": window,
+                "n": n,
+                "spans": list(spans),
+                "seed": args.seed,
+                "quick": args.quick,
+                "elbo_samples": elbo_samples,
+                "held_out_tokens": n_val,
+                "slack": SLACK,
+                "empty_mode": diff.has_empty,
+                "threads": torch.get_num_threads(),
+                "policies": POLICY_NOTES,
+                "fixed": fixed,
+                "variable": variable,
+                "seconds": total,
+            },
         )
         print(f"results: {out}")
     return 0

@@ -3,6 +3,8 @@ infill`` makes with that ``--length-score`` (review of session 35)."""
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from unmask.config import InfillOptions, SampleConfig, model_preset
@@ -31,3 +33,53 @@ def test_the_per_token_row_is_scored_as_length_score_per_token_scores(benchmark)
     got = rows[bench.ELBO["per_token"]]
     assert got["nfe"] == sum(r.nfe for r in runs) / len(runs)
     assert got["mean_len_err"] == sum(len(r.gaps[0].tokens) - 2 for r in runs) / len(runs)
+
+
+def _stubbed(bench, monkeypatch) -> None:
+    """``bench.main`` with nothing loaded, prepared nor measured: only its results are written."""
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(max_seq_len=256, attention="bidirectional", empty_id=None)
+    model = SimpleNamespace(model=SimpleNamespace(parameters=lambda: iter([torch.zeros(3)]),
+                                                  config=config),
+                            config=config, path=None, tokenizer=None)
+    data = SimpleNamespace(tokenizer=lambda: None, n_tokens=10)
+    monkeypatch.setattr(bench, "load", lambda *a, **k: model)
+    monkeypatch.setattr(bench, "held_out", lambda *a, **k: data)
+    monkeypatch.setattr(bench, "TokenDataset", lambda *a, **k: data)
+    monkeypatch.setattr(bench, "check_vocab", lambda *a, **k: None)
+    monkeypatch.setattr(bench, "make_gap_set", lambda *a, **k: {1: []})
+    rows = [{"method": "x", "pad": "y" * 2000}]
+    monkeypatch.setattr(bench, "run_fixed", lambda *a, **k: rows)
+    monkeypatch.setattr(bench, "run_variable", lambda *a, **k: [])
+    monkeypatch.setattr(bench, "print_tables", lambda *a, **k: None)
+
+
+def test_a_results_file_is_written_whole_or_not_at_all(benchmark, monkeypatch, tmp_path):
+    """``--json`` wrote the results in place: a write cut short (here the file size limit a
+    full disk acts as) left half a JSON file where the last results were."""
+    import os
+    import resource
+    import signal
+
+    bench = benchmark("infill")
+    _stubbed(bench, monkeypatch)
+    out = tmp_path / "infill.json"
+    out.write_text('{"old": 1}\n')
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails (EFBIG) instead
+            resource.setrlimit(resource.RLIMIT_FSIZE, (500, resource.RLIM_INFINITY))
+            bench.main(["--quick", "--data", str(tmp_path), "--json", str(out)])
+        except OSError:
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # the write failed
+    assert out.read_text() == '{"old": 1}\n'  # was the first 500 bytes of the new results
+    assert [p.name for p in tmp_path.iterdir()] == ["infill.json"]  # no temporary file left
+    bench.main(["--quick", "--data", str(tmp_path), "--json", str(out)])  # no limit: written
+    assert json.loads(out.read_text())["fixed"][0]["method"] == "x"
