@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from unmask.config import InfillOptions, SampleConfig, model_preset
@@ -83,3 +84,31 @@ def test_a_results_file_is_written_whole_or_not_at_all(benchmark, monkeypatch, t
     assert [p.name for p in tmp_path.iterdir()] == ["infill.json"]  # no temporary file left
     bench.main(["--quick", "--data", str(tmp_path), "--json", str(out)])  # no limit: written
     assert json.loads(out.read_text())["fixed"][0]["method"] == "x"
+
+
+def test_sedd_sampler_is_refused_by_the_template_tasks(tmp_path, capsys):
+    """``--sedd-sampler`` is read only by SEDD's reverse process, which generation runs; the
+    gaps of infill, edit and forms are filled by the commit loop on every checkpoint (a
+    SEDD one's too), so ``unmask infill --sedd-sampler euler`` ran and changed nothing."""
+    from unmask import api
+    from unmask.checkpoint import load, save_checkpoint
+    from unmask.cli import main
+    from unmask.errors import UserError
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    model = Transformer(model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32)).eval()
+    run = str(save_checkpoint(tmp_path / "run", model=model, tokenizer=tok))
+    flags = ["--model", run, "--no-live", "--device", "cpu", "--sedd-sampler", "euler"]
+    assert main(["infill", "the [MASK:2] sat", *flags]) == 2
+    err = capsys.readouterr().err
+    assert "--sedd-sampler applies to generation" in err and "not to infill" in err
+    assert main(["edit", "--text", "the cat", "--span", "4:7", *flags]) == 2
+    assert "--sedd-sampler applies to generation" in capsys.readouterr().err
+    loaded = load(run)
+    for call in (lambda c: api.infill(loaded, "the [MASK:2] sat", config=c),
+                 lambda c: api.edit(loaded, "the cat", spans=[(4, 7)], config=c),
+                 lambda c: api.fill_form(loaded, '{"a": "<int:0..9>"}', config=c)):
+        with pytest.raises(UserError, match="sedd_sampler applies to generation"):
+            call({"sedd_sampler": "euler"})
+        assert call({}).text  # the default still runs
