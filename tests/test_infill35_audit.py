@@ -1,5 +1,7 @@
-"""``benchmarks/infill.py``: each row of the variable-length table is the choice ``unmask
-infill`` makes with that ``--length-score`` (review of session 35)."""
+"""Infilling and editing as a demanding user runs them (review of session 35):
+``benchmarks/infill.py``'s rows are what ``unmask infill`` does and its results file is
+written whole; ``--sedd-sampler`` is refused where nothing reads it; a later round of
+``revise`` that cannot fit its blocks ends the revision instead of failing it."""
 
 from __future__ import annotations
 
@@ -112,3 +114,45 @@ def test_sedd_sampler_is_refused_by_the_template_tasks(tmp_path, capsys):
         with pytest.raises(UserError, match="sedd_sampler applies to generation"):
             call({"sedd_sampler": "euler"})
         assert call({}).text  # the default still runs
+
+
+class _Hashed:
+    """Logits drawn from a generator seeded by each row's tokens: deterministic, context
+    dependent, no training."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.V, self.calls = vocab_size, 0
+
+    def __call__(self, tokens, attention_mask=None):
+        import hashlib
+
+        self.calls += 1
+        out = torch.empty(*tokens.shape, self.V)
+        for b, row in enumerate(tokens.tolist()):
+            seed = int(hashlib.md5(str(row).encode()).hexdigest()[:8], 16)
+            out[b] = torch.randn(len(row), self.V, generator=torch.Generator().manual_seed(seed))
+        return out * 3
+
+
+@pytest.mark.parametrize(("text", "block_length", "steps"),
+                         [("abcdef", 1, 2), ("abcdef", 2, 1), ("a cat", 3, 1)])
+def test_a_later_round_whose_tokens_span_more_blocks_than_steps_ends_the_revision(
+        text, block_length, steps):
+    """The first round's two least confident tokens fit the blocks its steps allow; a later
+    round's lay further apart, and its fill refused the steps (one line, after the rounds
+    before it had run: their changes were lost). The revision now ends before that round,
+    as it does when a round's scoring outgrows its share of ``max_calls``."""
+    from unmask.config import SampleConfig
+    from unmask.errors import UserError
+    from unmask.infill import revise
+
+    tok = byte_tokenizer()
+    config = SampleConfig(steps=steps, block_length=block_length)
+    one = revise(_Hashed(tok.vocab_size), tok, text, rounds=1, lowest=2, config=config)
+    model = _Hashed(tok.vocab_size)
+    got = revise(model, tok, text, rounds=3, lowest=2, config=config)
+    assert 1 <= got.rounds < 3 and got.nfe == model.calls
+    assert [c for c in got.changes if c.round == 1] == one.changes
+    with pytest.raises(UserError, match="must be at least the number of blocks"):  # round 1
+        revise(_Hashed(tok.vocab_size), tok, text, rounds=3, lowest=2,
+               config=SampleConfig(steps=1, block_length=1))
