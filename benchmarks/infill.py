@@ -15,10 +15,10 @@ masked and refilled from the text on both sides:
   tokens), "n/a" without one;
 - variable length: the gap is ``[MASK:a-b]`` with ``b - a = 4`` and the true length at a
   random place inside; the diffusion model picks the length by ELBO (length mode ``elbo``:
-  all 5 lengths filled once, llada one token per step, the choice by each ``length_score``
-  read from the same candidates: rows ``diffusion (ELBO)``, whole text,
-  ``diffusion (ELBO/tok)``, per token, and ``diffusion (ELBO/context)``, the given text
-  only) and, when it was trained with
+  all 5 lengths filled once, llada one token per step, the choice by each ``length_score``:
+  rows ``diffusion (ELBO)``, whole text, and ``diffusion (ELBO/context)``, the given text
+  only, read from the same candidates, and ``diffusion (ELBO/tok)``, per token, a run of its
+  own, scored as ``--length-score per_token`` scores, ``SHARED``) and, when it was trained with
   ``--empty-rate`` (``config.empty_id``), also in one pass of b slots whose unused trailing
   slots hold ``[EMPTY]`` (length mode ``empty``; "n/a" otherwise); the AR model by where it
   writes EOS. Reported: how often the chosen length is the true one, the mean absolute and
@@ -51,6 +51,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ from unmask.commands.demo import asset_path
 from unmask.config import SampleConfig
 from unmask.data import SPLIT_BLOCK, TokenDataset, prepare
 from unmask.errors import UserError
+from unmask.files import atomic_write_text
 from unmask.gapset import SLACK, GapFiller, GapSample, make_gap_set, write_gap_set
 from unmask.infill import InfillOptions, fill_middle_ids
 
@@ -156,6 +158,13 @@ ELBO = {"total": "diffusion (ELBO)", "per_token": "diffusion (ELBO/tok)",
         "context": "diffusion (ELBO/context)"}
 """Row names of the ELBO length search by ``InfillOptions.length_score``: one fill of every
 candidate length per gap, the choice made from its candidates by each score."""
+SHARED = ("total", "context")
+"""The scores read from one run: ``total`` and ``context`` are terms of the same continuous-time
+bound (``sequence_elbo_terms``), so the run of either ranks its candidates by the other too.
+``per_token`` is scored its own way (``unmask.infill.fill.paired_per_token_terms``: LLaDA's
+count estimator, more copies for close calls), so its row is a run of its own: read from the
+``total`` run's candidates it was the continuous-time bound per token, a choice that
+``--length-score per_token`` never makes, at the other run's NFE."""
 EMPTY = "diffusion (EMPTY)"
 
 
@@ -173,11 +182,18 @@ def variable_methods(diff: GapFiller, ar_model: Any) -> dict[str, Method]:
 
         return fill
 
-    def elbo(x: GapSample) -> tuple[Any, int]:  # the whole result: every score's choice
+    def elbo(x: GapSample) -> tuple[Any, int]:  # the whole result: the SHARED scores' choices
         r = diff(x, x.lo, x.hi, SampleConfig(steps=x.hi), "elbo")
         return r, r.nfe
 
-    methods: dict[str, Method] = {"elbo": elbo}  # type: ignore[dict-item]
+    per_token = GapFiller(diff.model, diff.tok, replace(diff.options, length_score="per_token"))
+
+    def elbo_per_token(x: GapSample) -> tuple[list[int], int]:  # its own scoring, as unmask's
+        r = per_token(x, x.lo, x.hi, SampleConfig(steps=x.hi), "elbo")
+        return r.gaps[0].tokens, r.nfe
+
+    methods: dict[str, Method] = {"elbo": elbo,  # type: ignore[dict-item]
+                                  ELBO["per_token"]: elbo_per_token}
     if diff.has_empty:
         methods[EMPTY] = diffusion("empty")
     if ar_model is not None:
@@ -243,7 +259,10 @@ def run_variable(
     for s, batch in samples.items():
         res = measure(methods["elbo"], batch)
         for score, name in ELBO.items():
-            got = [(chosen(r, score), nfe, sec) for r, nfe, sec in res]
+            if score in SHARED:
+                got = [(chosen(r, score), nfe, sec) for r, nfe, sec in res]
+            else:
+                got = measure(methods[name], batch)
             rows.append(_variable_row(name, s, got, batch))
         for name in (EMPTY, AR + " (EOS)"):
             if name not in methods:  # no [EMPTY] token / no AR model
@@ -312,6 +331,15 @@ def print_tables(fixed: list[dict[str, Any]], variable: list[dict[str, Any]]) ->
             f"{_f(r['nfe'], '.1f'):>6} "
             f"{_f(r['s_per_fill'], '.4f'):>8}"
         )
+
+
+def write_results(out: Path, result: dict[str, Any]) -> None:
+    """``result`` as JSON in ``out`` (its folders made), whole or not at all
+    (``unmask.files.atomic_write_text``): a write cut short (a full disk, Ctrl-C) left a
+    half-written file in place of the one there, such as the committed
+    ``benchmarks/results/infill.json`` that ``--json`` updates."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -442,30 +470,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{total:.1f} s in all")
     out = Path(args.json) if args.json else (None if args.quick else RESULTS)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(
-            json.dumps(
-                {
-                    "model": args.model,
-                    "ar_model": args.ar_model,
-                    "window": window,
-                    "n": n,
-                    "spans": list(spans),
-                    "seed": args.seed,
-                    "quick": args.quick,
-                    "elbo_samples": elbo_samples,
-                    "held_out_tokens": n_val,
-                    "slack": SLACK,
-                    "empty_mode": diff.has_empty,
-                    "threads": torch.get_num_threads(),
-                    "policies": POLICY_NOTES,
-                    "fixed": fixed,
-                    "variable": variable,
-                    "seconds": total,
-                },
-                indent=2,
-            )
-            + "\n"
+        write_results(
+            out,
+            {
+                "model": args.model,
+                "ar_model": args.ar_model,
+                "window": window,
+                "n": n,
+                "spans": list(spans),
+                "seed": args.seed,
+                "quick": args.quick,
+                "elbo_samples": elbo_samples,
+                "held_out_tokens": n_val,
+                "slack": SLACK,
+                "empty_mode": diff.has_empty,
+                "threads": torch.get_num_threads(),
+                "policies": POLICY_NOTES,
+                "fixed": fixed,
+                "variable": variable,
+                "seconds": total,
+            },
         )
         print(f"results: {out}")
     return 0

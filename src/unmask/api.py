@@ -1750,10 +1750,11 @@ class Filled:
 
 GENERATION_ONLY = (
     "draft_length", "draft_threshold", "draft_steps", "draft_cache", "predraft", "guide_words",
-    "guide_scale", "segment_length", "edit_threshold", "max_post_steps",
+    "guide_scale", "segment_length", "edit_threshold", "max_post_steps", "sedd_sampler",
 )  # fmt: skip
 """``SampleConfig`` fields that only the generation decoders read (drafting, the hybrid's
-layout, continuous guidance, segments, LLaDA 2's editing pass): ``infill``, ``edit`` and
+layout, continuous guidance, segments, LLaDA 2's editing pass, SEDD's reverse process: a
+SEDD checkpoint's gaps are filled by the commit loop too): ``infill``, ``edit`` and
 ``fill_form`` refuse them, and a ``decoder`` other than ``auto`` or ``llada`` (they fill
 the canvas with the masked-diffusion loop, or left to right on a causal checkpoint)."""
 

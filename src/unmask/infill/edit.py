@@ -600,6 +600,12 @@ def _edit(
         plan = plan_template(segments, tokenizer, max_seq_len=_max_seq_len(model),
                              start_ids=start_ids)
         nfe = 0
+    bl = config.block_length
+    if clamp and bl is not None and bl > 0 and (
+            _capped_steps(config, max_calls, nfe) < -(-_region(plan) // bl)):
+        # the tokens a later round chose lie further apart than the first round's: the
+        # rounds done stand (this failed the whole revision, their changes lost, after them)
+        raise _RoundOver(nfe)
     config, repair = _within(config, plan, max_calls, nfe, whole)
     res = fill_plan(model, tokenizer, plan, config, options=InfillOptions(), generator=generator,
                     step_callback=step_callback, max_repair_calls=repair)
@@ -630,22 +636,47 @@ def _within(config: SampleConfig, plan: Plan, max_calls: int | None, spent: int,
     if max_calls is None:
         return config, None
     calls = max_calls - spent
-    steps = min(config.steps, calls) if config.steps > 0 else calls
+    steps = _capped_steps(config, max_calls, spent)
     masks = sum(max(h.candidates) for h in plan.holes)
     bl = config.block_length
     if bl is not None and bl > 0:
-        pos, first, last = 0, None, 0
-        for kind, v in plan.items:
-            n = max(plan.holes[v].candidates) if kind == "hole" else len(v[0])
-            if kind == "hole":
-                first = pos if first is None else first
-                last = pos + n
-            pos += n
-        length = last - (first or 0)
+        length = _region(plan)
         if steps < -(-length // bl) and steps < config.steps:  # the cap's doing
             raise CallLimitError.blocks_over(bl, length, steps, whole or max_calls)
     runs = min(steps, max(1, masks)) if bl is None else steps
     return dataclasses.replace(config, steps=steps), calls - runs
+
+
+def _capped_steps(config: SampleConfig, max_calls: int | None, spent: int) -> int:
+    """The steps of a fill after ``spent`` scoring calls: ``config.steps``, capped at what
+    ``max_calls`` (None: no limit) leaves (``_within``)."""
+    if max_calls is None:
+        return config.steps
+    calls = max_calls - spent
+    return min(config.steps, calls) if config.steps > 0 else calls
+
+
+def _region(plan: Plan) -> int:
+    """The tokens from the start of the first hole of ``plan`` to the end of its last (each at
+    its longest): the region the fill's blocks cover (``infill_config``)."""
+    pos, first, last = 0, None, 0
+    for kind, v in plan.items:
+        n = max(plan.holes[v].candidates) if kind == "hole" else len(v[0])
+        if kind == "hole":
+            first = pos if first is None else first
+            last = pos + n
+        pos += n
+    return last - (first or 0)
+
+
+class _RoundOver(Exception):
+    """A later round of ``revise`` whose re-masked tokens span more blocks of
+    ``block_length`` than it has steps (a step each): the revision ends before it, as when a
+    round's scoring outgrows its share of ``max_calls``. ``nfe``: its scoring calls."""
+
+    def __init__(self, nfe: int) -> None:
+        super().__init__(nfe)
+        self.nfe = nfe
 
 
 def _trim_end(text: str, s: int, e: int) -> tuple[int, int]:
@@ -696,7 +727,9 @@ def revise(
     scoring, then its steps, then refills); rounds whose scoring and one step each cannot
     fit it are a ``CallLimitError`` before any model work. A later round whose text now
     takes more scoring calls than its share allows ends the revision there (``rounds``
-    says how many ran).
+    says how many ran), and so does one whose least confident tokens lie across more blocks
+    of ``config.block_length`` than it has steps (each block takes a step; the first round
+    refuses that in one line): the rounds before it stand, its scoring counted in ``nfe``.
     """
     if rounds < 1:
         raise UserError(f"rounds must be at least 1, got {rounds}")
@@ -715,20 +748,24 @@ def revise(
             n = len(tokenizer.encode(out.text))
             if r > 1 and scoring_calls(n, confidence_mode) + 1 > share:
                 break
-        res = _edit(
-            model,
-            tokenizer,
-            out.text,
-            lowest=lowest,
-            config=config,
-            confidence_mode=confidence_mode,
-            generator=generator,
-            step_callback=step_callback,
-            clamp=r > 1,
-            max_calls=share,
-            whole=max_calls,
-            start_ids=start_ids,
-        )
+        try:
+            res = _edit(
+                model,
+                tokenizer,
+                out.text,
+                lowest=lowest,
+                config=config,
+                confidence_mode=confidence_mode,
+                generator=generator,
+                step_callback=step_callback,
+                clamp=r > 1,
+                max_calls=share,
+                whole=max_calls,
+                start_ids=start_ids,
+            )
+        except _RoundOver as over:  # its tokens span more blocks than its steps: stop here
+            out.nfe += over.nfe
+            break
         for c in res.changes:
             c.round = r
         out.nfe += res.nfe
