@@ -247,7 +247,9 @@ def _server_class(base: type) -> type:
                           "dropped)", file=sys.stderr)
                     sys.stderr.flush()
                     os._exit(128 + sig)
-                busy = len(self.server_state.tasks)
+                # uvicorn's own bookkeeping; a version without it prints nothing here
+                # rather than failing inside the signal handler
+                busy = len(getattr(getattr(self, "server_state", None), "tasks", ()))
                 if busy:
                     again = "Ctrl-C" if sig == signal.SIGINT else "signal"
                     print(f"unmask serve: stopping once the {plural(busy, 'request')} in "
