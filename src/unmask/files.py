@@ -326,6 +326,10 @@ def read_user_stdin() -> str:
     ``read_user_text``'s one-line errors naming ``<stdin>``."""
     import sys
 
+    from unmask.errors import UserError
+
+    if sys.stdin is None:  # started with it closed (`<&-`): sys.stdin.read() was a traceback
+        raise UserError("standard input is closed: give the text another way, or pipe it in")
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:  # replaced by a text stream (a test, an embedding program)
         return sys.stdin.read()
