@@ -57,3 +57,44 @@ def test_dataclass_flags_skip_tuples_and_lists():
     add_dataclass_flags(parser, Options)
     flags = {s for a in parser._actions for s in a.option_strings}
     assert "--count" in flags and "--ids" not in flags and "--names" not in flags
+
+
+def test_tokens_per_step_counts_no_padding_of_later_segments(tmp_path, capsys):
+    """A BD3-LM run in segments whose row ended at EOS in its first segment: the later
+    segments' columns hold padding no step wrote, and were counted as committed (``--gen-length
+    100 --segment-length 20`` that ended in the first block of 4 reported 25 tokens/step; a
+    block decoder commits at most a block a step)."""
+    import re
+
+    import torch
+
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48, **tok.special_ids(),
+                       attention="block-causal", block_size=4, objective="bd3lm")
+    torch.manual_seed(1)
+    path = save_checkpoint(tmp_path / "bd3lm", model=Transformer(cfg), tokenizer=tok)
+    argv = ["generate", "--model", str(path), "ab", "--gen-length", "100",
+            "--segment-length", "20", "--no-live"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    per_step = float(re.search(r"([\d.]+) tokens/step", err)[1])
+    tokens = int(re.search(r"(\d+) tokens?,", err)[1])
+    assert tokens < 20, "the row should end in its first segment for this test to bite"
+    assert 0 < per_step <= 4, err
+
+
+def test_committed_positions_reads_each_segment():
+    from types import SimpleNamespace
+
+    from unmask.commands.generate import committed_positions
+
+    whole = SimpleNamespace(segments=None)
+    assert committed_positions(whole, [[1] * 8, [1] * 8]) == 16
+    parts = SimpleNamespace(segments=[SimpleNamespace(gen_ids=[[5, 5, 2, 2], [5, 5, 5, 5]]),
+                                      SimpleNamespace(gen_ids=[[5, 5, 5, 5]])])
+    assert committed_positions(parts, [[0] * 100, [0] * 100]) == 12
