@@ -98,3 +98,39 @@ def test_committed_positions_reads_each_segment():
     parts = SimpleNamespace(segments=[SimpleNamespace(gen_ids=[[5, 5, 2, 2], [5, 5, 5, 5]]),
                                       SimpleNamespace(gen_ids=[[5, 5, 5, 5]])])
     assert committed_positions(parts, [[0] * 100, [0] * 100]) == 12
+
+
+class _Typed:
+    """Standard input a person types into: a terminal holding ``text``."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def isatty(self) -> bool:
+        return True
+
+    def read(self, *_: int) -> str:
+        text, self._text = self._text, ""
+        return text
+
+
+def test_prompts_read_from_a_terminal_say_how_to_end_them(monkeypatch, capsys):
+    """``unmask generate --prompt-file -`` in a terminal waited without a word (``unmask
+    prepare -`` says it reads the terminal and how to end it)."""
+    monkeypatch.setattr(sys, "stdin", _Typed("In the beginning\n"))
+    argv = ["generate", "--model", "demo", "--prompt-file", "-", "--gen-length", "4",
+            "--no-live", "--json"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith("unmask generate: reading the prompts, one a line, from the "
+                          "terminal; end it with Ctrl-D")
+    assert '"prompt": "In the beginning"' in out
+
+
+def test_prompts_piped_in_are_read_without_a_word(monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("In the beginning\n"))
+    argv = ["generate", "--model", "demo", "--prompt-file", "-", "--gen-length", "4", "--json"]
+    assert main(argv) == 0
+    assert "Ctrl-D" not in capsys.readouterr().err

@@ -112,7 +112,7 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
         if args.prompt_file == "-":
             from unmask.files import read_user_stdin
 
-            text = read_user_stdin()
+            text = read_user_stdin("unmask generate: reading the prompts, one a line,")
         else:
             from unmask.files import read_user_text
 
