@@ -134,3 +134,39 @@ def test_prompts_piped_in_are_read_without_a_word(monkeypatch, capsys):
     argv = ["generate", "--model", "demo", "--prompt-file", "-", "--gen-length", "4", "--json"]
     assert main(argv) == 0
     assert "Ctrl-D" not in capsys.readouterr().err
+
+
+def test_no_progress_bar_where_stderr_is_closed(monkeypatch):
+    """tqdm wrote to ``sys.stderr`` None: an ``AttributeError`` (distill's trajectories, the
+    task sets' items, run with ``2>&-``)."""
+    from unmask.progress import progress_bar
+
+    monkeypatch.setattr(sys, "stderr", None)
+    assert progress_bar("trajectories", 3) == (None, None)
+
+
+def test_progress_with_stderr_closed_is_dropped(monkeypatch):
+    """``unmask train ... 2>&-``: Python's ``sys.stderr`` is None, and the first progress
+    line was an ``AttributeError`` (``None.write``) that ended the run before it started."""
+    from unmask.progress import progress_bar, stderr_may_close
+
+    monkeypatch.setattr(sys, "stderr", None)
+    with stderr_may_close():
+        print("a note", file=sys.stderr, flush=True)
+        bar, plain = progress_bar("train", 3)
+        if plain is not None:
+            plain.start("3 steps")
+            plain.line(1)
+        if bar is not None:
+            bar.update(1)
+            bar.close()
+    assert sys.stderr is None
+
+
+def test_train_with_stderr_closed_saves_its_run(monkeypatch, tmp_path, word_corpus, capsys):
+    data = word_corpus("api35", ["alpha", "beta", "gamma", "delta"])
+    monkeypatch.setattr(sys, "stderr", None)
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny",
+            "--steps", "2", "--seq-len", "16", "--batch-size", "2", "--threads", "1"]
+    assert main(argv) == 0
+    assert (tmp_path / "run" / "checkpoint" / "model.safetensors").is_file()
