@@ -170,3 +170,15 @@ def test_train_with_stderr_closed_saves_its_run(monkeypatch, tmp_path, word_corp
             "--steps", "2", "--seq-len", "16", "--batch-size", "2", "--threads", "1"]
     assert main(argv) == 0
     assert (tmp_path / "run" / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_generate_with_stderr_closed_writes_only_the_text(monkeypatch, capsys):
+    """``unmask generate ... 2>&- > out.txt``: ``print(file=sys.stderr)`` with stderr None
+    writes to stdout, so the summary line ("4 tokens, 4 steps, ...") ended up in the text."""
+    monkeypatch.setattr(sys, "stderr", None)
+    assert main(["generate", "--model", "demo", "In the", "--gen-length", "4", "--no-live"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("In the") and out.count("\n") <= 2 and "NFE" not in out, out
+    assert sys.stderr is None
+    assert main(["generate", "--model", "demo", "hi", "--gen-length", "0"]) == 2
+    assert capsys.readouterr().out == ""  # the error line too: not into the text
