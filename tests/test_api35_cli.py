@@ -182,3 +182,12 @@ def test_generate_with_stderr_closed_writes_only_the_text(monkeypatch, capsys):
     assert sys.stderr is None
     assert main(["generate", "--model", "demo", "hi", "--gen-length", "0"]) == 2
     assert capsys.readouterr().out == ""  # the error line too: not into the text
+
+
+def test_generate_refuses_a_closed_stdout_before_it_runs(monkeypatch, capsys):
+    """``unmask generate ... >&-``: Python's ``sys.stdout`` is None, ``print`` dropped the
+    text, and the run exited 0 with nothing to show for it."""
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(["generate", "--model", "demo", "hi", "--gen-length", "4", "--no-live"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "unmask generate: error: standard output is closed: the generated text would be lost")

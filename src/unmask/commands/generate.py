@@ -145,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
     from unmask.chat import TemplateRejected
     from unmask.commands.sample_options import make_live
 
+    if sys.stdout is None:  # started with it closed (`>&-`): print() dropped every text
+        raise UserError("standard output is closed: the generated text would be lost; send "
+                        "it to a file (> out.txt) or a pipe")
     check_given_options(args)
     if (args.system is not None or args.template is not None) and not args.chat:
         raise UserError("--system and --template apply to --chat")
