@@ -191,3 +191,46 @@ def test_generate_refuses_a_closed_stdout_before_it_runs(monkeypatch, capsys):
     assert main(["generate", "--model", "demo", "hi", "--gen-length", "4", "--no-live"]) == 2
     assert capsys.readouterr().err.startswith(
         "unmask generate: error: standard output is closed: the generated text would be lost")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    import torch
+
+    from unmask.checkpoint import load, save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48, **tok.special_ids())
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path_factory.mktemp("api35") / "m", model=Transformer(cfg),
+                           tokenizer=tok)
+    return load(path)
+
+
+def test_a_prompt_too_long_among_several_is_named(small):
+    """A prompt file of many lines, one too long: the refusal said "prompt (86 tokens) + ..."
+    without saying which prompt to shorten."""
+    from unmask import api
+    from unmask.errors import UserError
+
+    prompts = ["a", "b" * 86, "c"]
+    with pytest.raises(UserError, match=r"^prompt 2 of 3 \(86 tokens\) \+ gen_length \(8\) "
+                                        r"exceeds the model's max_seq_len \(48\); use a shorter"):
+        api.generate(small, prompts, config={"gen_length": 8}, n=2)
+    with pytest.raises(UserError, match=r"^prompt \(86 tokens\) \+ gen_length \(8\)"):
+        api.generate(small, prompts[1], config={"gen_length": 8})  # one: as it was
+    out = api.generate(small, ["a", "b" * 20], config={"gen_length": 8})  # all fit: runs
+    assert len(out.texts) == 2
+
+
+def test_the_command_line_names_the_prompt_too(small, tmp_path, capsys):
+    lines = tmp_path / "prompts.txt"
+    lines.write_text("a\n" + "b" * 86 + "\nc\n")
+    argv = ["generate", "--model", str(small.path), "--prompt-file", str(lines),
+            "--gen-length", "8"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(
+        "unmask generate: error: prompt 2 of 3 (86 tokens) + --gen-length (8) exceeds")
