@@ -488,6 +488,31 @@ def _check_fits(
     )
 
 
+def _check_each_fits(loaded: Loaded, prompt_ids: list[list[int]], config: SampleConfig,
+                     decoder: str, draft: Loaded | None) -> None:
+    """``generate``'s prompts checked one by one against the context (``_check_fits``, as
+    ``start`` checks a run's rows), so that a refusal names the prompt: ``prompt 2 of 3 (86
+    tokens) + gen_length ...``; a batch's refusal named only the longest's length, which
+    does not say which line of a prompt file to shorten."""
+    from unmask.sampling.continuous import CONTINUOUS_DECODERS
+
+    if config.segment_length is not None or len(prompt_ids) < 2:
+        return  # segments take any length; one prompt: start's own refusal names it
+    facts = facts_of(loaded)
+    limit, who = context_limit(loaded, draft)
+    for k, ids in enumerate(prompt_ids):
+        try:
+            _check_fits([ids], config, limit, who,
+                        block_model=loaded.model if decoder == "bd3lm" else None,
+                        segments=decoder not in CONTINUOUS_DECODERS, facts=facts,
+                        decoder=decoder)
+        except UserError as e:
+            text = str(e)
+            if text.startswith("prompt ("):
+                text = f"prompt {k + 1} of {len(prompt_ids)} ({text.removeprefix('prompt (')}"
+            raise UserError(text) from None
+
+
 def decoding_model(loaded: Loaded, config: SampleConfig | None) -> Any:
     """The model a run under ``config`` calls: ``loaded.model``, or with ``config.compile``
     its twin compiled for decoding (``unmask.parallel.compile_for_decoding``), made by the
@@ -1044,6 +1069,7 @@ def generate(
     chosen = choose_decoder(facts, _with_draft(config, draft))
     decoder = chosen.name
     _check_choice(facts, _with_draft(config, draft), decoder)  # before the rows' memory
+    _check_each_fits(loaded, prompt_ids, config, decoder, draft)  # naming the prompt
     check_rows_fit(loaded, [len(i) for i in prompt_ids], config, n, str(_device(loaded)),
                    decoder, draft, row_runs(loaded, prompt_ids, config, seeded=False,
                                             draft=draft).apart)  # before a row is made

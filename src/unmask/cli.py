@@ -289,10 +289,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     As the program (``argv`` None), a run that ends by a signal ignores further ones: a
     second Ctrl-C would otherwise land in the interpreter's shutdown (threading's, torch's
     atexit hooks) and print a traceback after the one line."""
-    status = _main(argv, program=argv is None)
+    with _stderr_present():
+        status = _main(argv, program=argv is None)
     if argv is None and status in (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_HUNG_UP):
         hold_signals()
     return status
+
+
+@contextlib.contextmanager
+def _stderr_present() -> Iterator[None]:
+    """Inside, ``sys.stderr`` is a stream: where the process started with it closed (``2>&-``)
+    Python sets it to None, and ``print(..., file=sys.stderr)`` then writes to stdout: the
+    summary, notes and errors landed in the text of ``unmask generate ... > out.txt``. They
+    go to the null device instead (the user closed where they would be read)."""
+    if sys.stderr is not None:
+        yield
+        return
+    with open(os.devnull, "w", encoding="utf-8") as sink:
+        sys.stderr = sink
+        try:
+            yield
+        finally:
+            sys.stderr = None  # type: ignore[assignment]
 
 
 def flush(*streams: Any) -> None:

@@ -321,11 +321,21 @@ def read_user_text(path: Path, what: str = "file") -> str:
     return _user_text(raw, path)
 
 
-def read_user_stdin() -> str:
+def read_user_stdin(announce: str | None = None) -> str:
     """Standard input as UTF-8 text (a template, text or prompts given as ``-``), with
-    ``read_user_text``'s one-line errors naming ``<stdin>``."""
+    ``read_user_text``'s one-line errors naming ``<stdin>``. ``announce`` (``"unmask generate:
+    reading the prompts"``): said on stderr first where standard input is a terminal, with how
+    to end it, as ``unmask prepare -`` says it; else the command waited without a word."""
     import sys
 
+    from unmask.errors import UserError
+    from unmask.terminal import is_tty
+
+    if sys.stdin is None:  # started with it closed (`<&-`): sys.stdin.read() was a traceback
+        raise UserError("standard input is closed: give the text another way, or pipe it in")
+    if announce is not None and is_tty(sys.stdin):
+        print(f"{announce} from the terminal; end it with Ctrl-D (Ctrl-Z Enter on Windows)",
+              file=sys.stderr, flush=True)
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:  # replaced by a text stream (a test, an embedding program)
         return sys.stdin.read()

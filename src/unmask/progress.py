@@ -53,8 +53,10 @@ class PlainLines:
 def progress_bar(desc: str, total: int, *, initial: int = 0, unit: str = "step",
                  label: str | None = None, enabled: bool = True) -> tuple[Any, PlainLines | None]:
     """A tqdm bar on stderr (``None`` when not ``enabled``), and ``PlainLines`` to use instead
-    when stderr is not a terminal and the bar is hidden (``None`` otherwise)."""
-    if not enabled:
+    when stderr is not a terminal and the bar is hidden (``None`` otherwise). Neither where
+    stderr is closed (``2>&-``: ``sys.stderr`` None, which tqdm wrote to: an ``AttributeError``
+    that ended the job)."""
+    if not enabled or sys.stderr is None:
         return None, None
     from tqdm import tqdm
 
@@ -65,10 +67,16 @@ def progress_bar(desc: str, total: int, *, initial: int = 0, unit: str = "step",
 
 class _Tolerant:
     """A text stream whose writes stop, silently, once its reader has left (a closed pipe:
-    ``unmask train ... 2>&1 | head``); everything else is the stream's own."""
+    ``unmask train ... 2>&1 | head``); everything else is the stream's own. ``None`` (the
+    process started with stderr closed, ``2>&-``: Python's ``sys.stderr`` is None) takes every
+    write and drops it: the first line of progress was an ``AttributeError`` that ended the
+    run before it started."""
 
-    def __init__(self, stream: TextIO) -> None:
-        self._stream, self.closed_pipe = stream, False
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream, self.closed_pipe = stream, stream is None
+
+    def isatty(self) -> bool:
+        return self._stream is not None and self._stream.isatty()
 
     def write(self, text: str) -> int:
         if not self.closed_pipe:

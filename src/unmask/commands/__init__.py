@@ -589,9 +589,10 @@ def add_dataclass_flags(
     Unset flags stay None so ``dataclass_from_args`` keeps the dataclass (or base) value.
     Fields that are shared flags (``device``, ``threads``, ``seed``) use the shared
     definition, once per parser. A ``choices`` entry that is a function is a
-    registry, checked only when the flag is given. A ``shown_defaults`` entry is what the command
-    takes for that field when its flag is not given, where that is not the dataclass's
-    default (``own_default``).
+    registry, checked only when the flag is given. A field that holds a mapping or a sequence
+    (``exempt_ids``, ``model_overrides``) gets no flag. A ``shown_defaults`` entry is what the
+    command takes for that field when its flag is not given, where that is not the
+    dataclass's default (``own_default``).
     """
     from unmask.config import field_docs
 
@@ -628,8 +629,9 @@ def add_dataclass_flags(
                                 type=registry_choice(f.name.replace("_", " "), list(allowed)),
                                 help=f"{help_} (one of: {', '.join(allowed)})"
                                 if not all(a in help_ for a in allowed) else help_)
-        elif kind.startswith("dict"):
-            continue  # no flag for a mapping; commands give their own (e.g. --model-set)
+        elif kind.startswith(("dict", "tuple", "list")):
+            continue  # no flag for a mapping or a sequence (a text was refused whatever it
+            # held: --exempt-ids 5); commands give their own (e.g. --model-set)
         else:
             metavar = _PATH_METAVARS.get(f.name, "TEXT")
             kind_of = model_choice if f.name == "init" else None  # --init Demo: the demo

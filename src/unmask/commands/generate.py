@@ -112,7 +112,7 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
         if args.prompt_file == "-":
             from unmask.files import read_user_stdin
 
-            text = read_user_stdin()
+            text = read_user_stdin("unmask generate: reading the prompts, one a line,")
         else:
             from unmask.files import read_user_text
 
@@ -145,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
     from unmask.chat import TemplateRejected
     from unmask.commands.sample_options import make_live
 
+    if sys.stdout is None:  # started with it closed (`>&-`): print() dropped every text
+        raise UserError("standard output is closed: the generated text would be lost; send "
+                        "it to a file (> out.txt) or a pipe")
     check_given_options(args)
     if (args.system is not None or args.template is not None) and not args.chat:
         raise UserError("--system and --template apply to --chat")
@@ -228,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         print(shown_text(text if template is not None else out.prompts[i] + text))
     how = f"decoder {out.decoder}"
     # the commit loop's parallelism: positions committed per step (EOS filled after EOS too)
-    per_step = sum(len(r) for r in out.ids) / len(out.ids) / max(out.steps, 1)
+    per_step = committed_positions(out.result, out.ids) / len(out.ids) / max(out.steps, 1)
     if out.decoder in ("llada", "bd3lm"):  # the commit loop: which policy and cache ran
         how += "".join(f", {name} {value}" for name, value, default in (
             ("policy", config.policy, "llada"), ("cache", config.cache, "none"))
@@ -252,6 +255,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"unmask generate: note: policy {config.policy} committed {per_step:.2f} tokens a "
               f"step: {why}", file=sys.stderr)
     return 0
+
+
+def committed_positions(result: Any, ids: list[list[int]]) -> int:
+    """The positions of the generation region that the run's steps decoded, over all rows
+    (``ids``: ``Generation.ids``): the EOS a diffusion decoder fills after EOS counts (it was
+    committed), but in a run in segments only each segment's own region (``result.segments``):
+    a row that ended in an earlier segment holds padding in the later ones, which no step
+    wrote (a BD3-LM run ended at EOS in its first segment of 20 of ``--gen-length 100``
+    reported 25 tokens/step)."""
+    segments = getattr(result, "segments", None)
+    if not segments:
+        return sum(len(r) for r in ids)
+    return sum(len(r) for part in segments for r in part.gen_ids)
 
 
 def _distilled(model: str) -> bool:
