@@ -25,9 +25,10 @@ token the template writes (the end-of-turn marker, ``ChatTemplate.reply``); with
 template, whose markers are plain text, also where it starts another turn (``TURN_STARTS``).
 
 Messages are ``{"role", "content"}`` objects, with an optional ``name`` (a string) that
-the template sees as ``message.name``; a template that never mentions ``name`` refuses a
-message that has one, rather than silently dropping it, and a prompt (``ChatTemplate.prompt``)
-whose template renders the same without its system message refuses that message.
+the template sees as ``message.name``; a template that does not render it (the text is the
+same whatever the name says) refuses a message that has one, rather than silently dropping
+it, and a prompt (``ChatTemplate.prompt``) whose template renders the same without its
+system message refuses that message.
 
 Inside: ``ROLES``, ``DEFAULT_CHAT_TEMPLATE``, ``PLAIN_CHAT_TEMPLATE``, ``BUILTIN_TEMPLATES``,
 ``TURN_STARTS``, ``check_messages``, ``select_template``, ``ChatTemplate``, ``TemplateRejected``,
@@ -115,6 +116,11 @@ _PROBE_SYSTEM = ("unmask probe: a system message", "unmask probe: another system
 """Text that ``ChatTemplate._renders_system`` gives a system message in place of its own (the
 second where the message says the first): a template that renders the message renders a
 prompt that differs."""
+
+
+_PROBE_NAME = ("unmask-probe-name", "unmask-probe-other-name")
+"""Names that ``ChatTemplate._renders_name`` gives a message in place of its own (the second
+where the message has the first)."""
 
 
 class TemplateRejected(UserError):
@@ -359,10 +365,32 @@ class ChatTemplate:
         appends the header of an assistant turn; ``marks``: every ``{% generation %}`` span
         between ``_SPAN_OPEN`` and ``_SPAN_CLOSE``. Any failure is a one-line ``UserError``."""
         msgs = check_messages(list(messages))
-        named = next((i for i, m in enumerate(msgs) if "name" in m), None)
-        if named is not None and "name" not in self.source:
-            raise UserError(f"{self.origin} does not render message names: messages[{named}] "
-                            "has 'name' (drop it, or use a template that writes message.name)")
+        text = self._render(msgs, add_generation_prompt, marks)
+        for i, m in enumerate(msgs):
+            if "name" in m and not self._renders_name(msgs, i, text, add_generation_prompt,
+                                                      marks):
+                raise UserError(f"{self.origin} does not render message names: messages[{i}] "
+                                "has 'name' (drop it, or use a template that writes "
+                                "message.name)")
+        return text
+
+    def _renders_name(self, msgs: list[dict[str, str]], i: int, text: str,
+                      add_generation_prompt: bool, marks: bool) -> bool:
+        """Whether ``text``, the rendering of ``msgs``, depends on ``msgs[i]``'s name: the
+        same messages with another name render otherwise (or the template judges the name,
+        refusing the other one). Finding ``name`` in the source let every template through
+        that calls ``namespace()`` or prints a tool call's ``name`` (Qwen2.5's, Llama 3's),
+        and dropped the name silently."""
+        probe = _PROBE_NAME[msgs[i]["name"] == _PROBE_NAME[0]]
+        changed = [*msgs[:i], {**msgs[i], "name": probe}, *msgs[i + 1 :]]
+        try:
+            return self._render(changed, add_generation_prompt, marks) != text
+        except UserError:  # it judges the name: it reads it
+            return True
+
+    def _render(self, msgs: list[dict[str, str]], add_generation_prompt: bool,
+                marks: bool) -> str:
+        """``render`` of checked messages, names unchecked."""
         _environment()  # a missing jinja2 is a UserError
         import jinja2
 
