@@ -319,6 +319,26 @@ def _token_text(tokenizer: Any, token_id: int | None) -> str:
 
 
 @dataclass(frozen=True)
+class _Scan:
+    """What ``ChatTemplate._scan`` finds for one tokenizer and template."""
+
+    specials: dict[str, int]
+    """``ChatTemplate.specials``."""
+    controls: dict[str, int]
+    """The strings a message may not forge (text -> id), as ``transformers``'
+    ``sanitize_control_tokens`` picks them: every special token of the tokenizer, the
+    template's own (``specials``), and the added tokens that are not special (Qwen's
+    ``<think>``, ``<tool_call>``) which the template writes, whitespace tokens apart."""
+    pattern: re.Pattern[str] | None
+    """Any of ``controls``, the longest first (None: there are none)."""
+
+
+_SCANS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str, str], _Scan]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@dataclass(frozen=True)
 class ChatTemplate:
     """A chat template with the special-token strings it may use."""
 
@@ -425,24 +445,39 @@ class ChatTemplate:
         """Special tokens the template writes itself (those of ``tokenizer`` whose text occurs
         in the source, plus ``bos_token`` / ``eos_token`` when it uses them): text -> id. The
         ids that end a reply (``ends``)."""
-        out = {text: tid for text, tid, special in _added_tokens(tokenizer)
-               if special and text in self.source}
+        return dict(self._scan(tokenizer).specials)
+
+    def _scan(self, tokenizer: Any) -> _Scan:
+        """``specials``, the control tokens and their pattern for ``tokenizer`` (``_Scan``),
+        found once per tokenizer and template: looking through every added token on each
+        prompt and SFT example cost more than rendering it (2.4 ms an example with 2,000
+        reserved tokens, 0.44 ms with Llama 3's 256, against 0.25 ms with none)."""
+        key = (self.source, self.bos_token, self.eos_token)
+        try:
+            return _SCANS[tokenizer][key]
+        except (KeyError, TypeError):
+            pass
+        specials = {text: tid for text, tid, special in _added_tokens(tokenizer)
+                    if special and text in self.source}
         for name, text in (("bos_token", self.bos_token), ("eos_token", self.eos_token)):
             tid = tokenizer.token_to_id(text) if text and name in self.source else None
             if tid is not None:
-                out[text] = int(tid)
-        return out
-
-    def _controls(self, tokenizer: Any) -> dict[str, int]:
-        """The strings a message may not forge (text -> id), as ``transformers``'
-        ``sanitize_control_tokens`` picks them: every special token of ``tokenizer``, the
-        template's own (``specials``), and the added tokens that are not special (Qwen's
-        ``<think>``, ``<tool_call>``) which the template writes, whitespace tokens apart."""
-        out = dict(self.specials(tokenizer))
+                specials[text] = int(tid)
+        controls = dict(specials)
         for text, tid, special in _added_tokens(tokenizer):
             if special or (text in self.source and not text.isspace()):
-                out.setdefault(text, tid)
-        return out
+                controls.setdefault(text, tid)
+        longest_first = sorted(controls, key=lambda c: (-len(c), c))
+        pattern = re.compile("|".join(map(re.escape, longest_first))) if controls else None
+        scan = _Scan(specials=specials, controls=controls, pattern=pattern)
+        try:
+            known = _SCANS.setdefault(tokenizer, {})
+        except TypeError:  # not weakly referable: found again next time
+            return scan
+        if len(known) >= 32:  # a caller trying template after template
+            known.clear()
+        known[key] = scan
+        return scan
 
     def _encode(
         self, tokenizer: Any, text: str, plain: dict[str, str], *, start: bool = True
@@ -474,39 +509,40 @@ class ChatTemplate:
         return ids
 
     def _shield(
-        self, controls: dict[str, int], messages: Sequence[dict[str, str]]
+        self, scan: _Scan, messages: Sequence[dict[str, str]]
     ) -> tuple[list[dict[str, str]], dict[str, str]]:
-        """``messages`` (checked) with every control-token string (``_controls``) in a
+        """``messages`` (checked) with every control-token string (``_Scan.controls``) in a
         message's text (its content and name, the strings a template prints) replaced by a
         private-use character found nowhere in the conversation or the template, and the map
         from those characters back to the strings: only the template's own markup then
-        matches a special token."""
+        matches a special token. Where two control tokens overlap, the one starting first
+        is replaced (the longest of those starting there)."""
         msgs = check_messages(list(messages))
         texts = [m[k] for m in msgs for k in _TEXT_FIELDS if k in m]
-        found = [s for s in controls if any(s in t for t in texts)]
+        found = (set() if scan.pattern is None else
+                 {hit.group() for t in texts for hit in scan.pattern.finditer(t)})
         if not found:
             return msgs, {}
         taken = set(self.source).union(*texts)
         stand_in: dict[str, str] = {}
         code = 0xF0000  # Supplementary Private Use Area-A
-        for s in sorted(found, key=len, reverse=True):
+        for s in sorted(found, key=lambda c: (-len(c), c)):
             while chr(code) in taken:
                 code += 1
             stand_in[s] = chr(code)
             code += 1
-        pattern = re.compile("|".join(re.escape(s) for s in stand_in))
         shielded = [
-            {**m, **{k: pattern.sub(lambda x: stand_in[x.group()], m[k])
+            {**m, **{k: scan.pattern.sub(lambda x: stand_in[x.group()], m[k])
                      for k in _TEXT_FIELDS if k in m}}
             for m in msgs
-        ]
+        ]  # (the pattern finds what it found above: every match is in stand_in)
         return shielded, {v: k for k, v in stand_in.items()}
 
     def prompt(self, tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, list[int]]:
         """Text and ids of the prompt a chat model continues: ``messages`` and the generation
         prompt (a message's special-token strings are plain text, in its content and name); a
         ``TemplateRejected`` where the template drops a system message (``_renders_system``)."""
-        shielded, plain = self._shield(self._controls(tokenizer), messages)
+        shielded, plain = self._shield(self._scan(tokenizer), messages)
         text = self.render(shielded, add_generation_prompt=True)
         self._renders_system(shielded, text)
         return _unshield(text, plain), self._encode(tokenizer, text, plain)
@@ -555,7 +591,7 @@ class ChatTemplate:
         it never saw). A template that ignores ``add_generation_prompt`` and appends its
         assistant header after every conversation has that header cut off the response
         (``_without_header``)."""
-        shielded, plain = self._shield(self._controls(tokenizer), messages)
+        shielded, plain = self._shield(self._scan(tokenizer), messages)
         prompt = self.render(shielded[:-1], add_generation_prompt=True)
         self._renders_system(shielded[:-1], prompt)  # else trained as if never given
         full = self.render(shielded, add_generation_prompt=False)
