@@ -36,3 +36,4 @@ def test_a_template_that_judges_a_name_reads_it():
     source = ("{% for m in messages %}{% if m.name and m.name != 'ann' %}"
               "{{ raise_exception('unknown speaker') }}{% endif %}{{ m.content }}{% endfor %}")
     assert ChatTemplate(source).render(NAMED) == "hi"
+
