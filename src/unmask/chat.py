@@ -22,7 +22,8 @@ content or name (any special token, or an added token the template writes, such 
 ``<think>``) is those characters, never the token, as a literal ``[MASK]`` in a prompt or
 corpus is plain text (``Tokenizer.encode``). A reply ends at EOS or at the first special
 token the template writes (the end-of-turn marker, ``ChatTemplate.reply``); with a built-in
-template, whose markers are plain text, also where it starts another turn (``TURN_STARTS``).
+template, whose markers are plain text, also where it starts another turn (``TURN_STARTS``),
+and with another, at the end of turn it writes as text (``ChatTemplate.turn_starts``).
 
 Messages are ``{"role", "content"}`` objects, with an optional ``name`` (a string) that
 the template sees as ``message.name``; a template that does not render it (the text is the
@@ -105,7 +106,8 @@ through ``plain`` writes ``\nUser: ...`` next), so it cannot run into the next u
 put words in the user's mouth (``ChatTemplate.reply``). Only the turns a conversation goes
 on with: ``plain``'s ``\nSystem:`` is ordinary text too (a manual's ``System: Boot order``
 line), and a system message comes first, not after a reply. Every front end (``unmask
-chat``, ``api.chat``, the server) cuts by this table."""
+chat``, ``api.chat``, the server) cuts by this table; another template by the text it writes
+(``ChatTemplate.turn_starts``)."""
 
 
 class _Raised(Exception):
@@ -696,9 +698,16 @@ class ChatTemplate:
 
     @property
     def turn_starts(self) -> tuple[str, ...]:
-        """The text that starts a turn of this template where it is a built-in one
-        (``TURN_STARTS``; ``()``: its turns end at a special token or EOS only)."""
-        return TURN_STARTS.get(self.source, ())
+        """The text that ends a reply of this template besides EOS and its special tokens: for
+        a built-in one, where it starts another turn (``TURN_STARTS``); for another, the text it
+        writes after an assistant message (its end of turn, such as ChatML's ``<|im_end|>``,
+        which SFT trained each response to end with: through a tokenizer without that token
+        it is text, and the reply ran on past it, marker and all), else, where it writes
+        nothing there but whitespace, the text that starts the next user turn
+        (``_written_turn_ends``); ``()``: none but whitespace."""
+        if self.source in TURN_STARTS:
+            return TURN_STARTS[self.source]
+        return _written_turn_ends(self.source, self.bos_token, self.eos_token)
 
     def turn_start(self, text: str) -> tuple[int, int] | None:
         """Where ``text``, a reply as decoded (before it is stripped), starts another turn: the
@@ -706,6 +715,40 @@ class ChatTemplate:
         The one rule of ``reply``, ``unmask chat``, ``api.chat`` and the server's chat."""
         found = [(k, k + len(s)) for s in self.turn_starts if (k := text.find(s)) >= 0]
         return min(found) if found else None
+
+
+_PROBE_TURNS = ("unmask-probe-question", "unmask-probe-answer", "unmask-probe-next")
+"""The user, assistant and next user message ``_written_turn_ends`` renders."""
+
+
+@functools.lru_cache(maxsize=32)
+def _written_turn_ends(source: str, bos_token: str, eos_token: str) -> tuple[str, ...]:
+    """``ChatTemplate.turn_starts`` of a template that is not a built-in one: what it writes
+    after an assistant message's content both where the conversation ends and where a user
+    turn follows (the common start of the two, ``<|im_end|>\n`` for ChatML; LLaDA's appends
+    an assistant header after every conversation), trailing whitespace dropped; where that is
+    whitespace alone, the text before the next user's content (``\n\n### Instruction:``).
+    ``()`` where that is whitespace too, or the template renders the probe otherwise."""
+    question, answer, following = _PROBE_TURNS
+    template = ChatTemplate(source, bos_token=bos_token, eos_token=eos_token)
+    talk = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    try:
+        ended = template.render(talk, add_generation_prompt=False)
+        going = template.render([*talk, {"role": "user", "content": following}],
+                                add_generation_prompt=False)
+    except UserError:  # a template that refuses the probe: no text of it is known
+        return ()
+    at, on = ended.find(answer, ended.find(question)), going.find(answer, going.find(question))
+    nxt = going.find(following, on)
+    if question not in ended or at < 0 or on < 0 or nxt < 0:
+        return ()
+    after, before_next = ended[at + len(answer):], going[on + len(answer): nxt]
+    common = after[: next((k for k, (a, b) in enumerate(zip(after, before_next, strict=False))
+                          if a != b), min(len(after), len(before_next)))]
+    for marker in (common.rstrip(), before_next.rstrip()):
+        if marker.strip():
+            return (marker,)
+    return ()
 
 
 def stop_at(text: str, stops: Sequence[str]) -> int | None:
