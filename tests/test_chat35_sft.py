@@ -24,3 +24,16 @@ def test_sft_lines_that_define_tools_are_refused_naming_the_line(tmp_path, key):
     with pytest.raises(UserError, match=rf"^{path}:2: the line defines '{key}'; unmask has no "
                                         "tool calls"):
         read_sft_jsonl(path)
+
+
+@pytest.mark.parametrize(("message", "why"), [
+    ({"role": "tool", "content": "22C", "tool_call_id": "1"}, r"has role 'tool'; .*"),
+    ({"role": "assistant", "content": "", "tool_calls": [{"id": "1"}]}, r"has key 'tool_calls'"),
+])
+def test_tool_messages_say_why_they_are_refused(message, why):
+    """A tool call in chat data or a request was refused as an unknown role or key, which
+    read like a typo; it now says unmask has no tool calls, as the server's ``tools`` does."""
+    from unmask.chat import check_messages
+
+    with pytest.raises(UserError, match=rf"messages\[1\] {why}.*; unmask has no tool calls$"):
+        check_messages([{"role": "user", "content": "weather?"}, message])

@@ -162,13 +162,15 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise UserError(f"{where}: messages[{i}] needs 'role' and 'content'")
         if m["role"] not in ROLES:
+            why = "; unmask has no tool calls" if m["role"] in ("tool", "function") else ""
             raise UserError(f"{where}: messages[{i}] has role {m['role']!r}; a role is one of "
-                            f"{', '.join(ROLES)}")
+                            f"{', '.join(ROLES)}{why}")
         m = present_keys(m)  # an empty column of an export: absent
         extra = [k for k in m if k not in ("role", *_TEXT_FIELDS)]
         if extra:  # transformers hands it to the template; dropped, it would silently vanish
-            why = ("; 'weight' (OpenAI fine-tuning's) belongs to SFT data (unmask sft)"
-                   if extra[0] == "weight" else "")
+            why = {"weight": "; 'weight' (OpenAI fine-tuning's) belongs to SFT data (unmask sft)",
+                   "tool_calls": "; unmask has no tool calls",
+                   "function_call": "; unmask has no tool calls"}.get(extra[0], "")
             raise UserError(f"{where}: messages[{i}] has key {extra[0]!r}; a message has role, "
                             "content and an optional name (no other key reaches the chat "
                             f"template){why}")
