@@ -43,8 +43,17 @@ def test_the_built_in_templates_and_special_token_markers_keep_their_rule():
     assert ChatTemplate(DEFAULT_CHAT_TEMPLATE).turn_starts == (
         "\n<|user|>", "\n<|assistant|>", "\n<|system|>")
     assert ChatTemplate(PLAIN_CHAT_TEMPLATE).turn_starts == ("\nUser:", "\nAssistant:")
-    # LLaDA's appends an assistant header after every conversation: the common text ends it
-    assert ChatTemplate(LLADA_TEMPLATE).turn_starts == ("<|eot_id|><|start_header_id|>",)
+    # LLaDA's appends an assistant header after every conversation: its user header ends it
+    assert ChatTemplate(LLADA_TEMPLATE).turn_starts == (
+        "<|eot_id|><|start_header_id|>user<|end_header_id|>",)
+    # a header the template appends after every conversation is not an end of turn, and no
+    # part of two headers is one: a Markdown heading in a reply is text
+    headed = ("{% for m in messages %}### {{ m.role }}: {{ m.content }}\n{% endfor %}"
+              "### assistant:")
+    assert ChatTemplate(headed).turn_starts == ("\n### user:",)
+    tok = byte_tokenizer()
+    text = "Steps:\n### Install\nrun it\n### user: next"
+    assert ChatTemplate(headed).reply(tok, tok.encode(text), None) == "Steps:\n### Install\nrun it"
     refuses = "{{ raise_exception('no') }}"
     assert ChatTemplate(refuses).turn_starts == ()
 

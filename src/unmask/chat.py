@@ -704,9 +704,8 @@ class ChatTemplate:
         a built-in one, where it starts another turn (``TURN_STARTS``); for another, the text it
         writes after an assistant message (its end of turn, such as ChatML's ``<|im_end|>``,
         which SFT trained each response to end with: through a tokenizer without that token
-        it is text, and the reply ran on past it, marker and all), else, where it writes
-        nothing there but whitespace, the text that starts the next user turn
-        (``_written_turn_ends``); ``()``: none but whitespace."""
+        it is text, and the reply ran on past it, marker and all), else the text that starts
+        the next user turn (``_written_turn_ends``); ``()``: none but whitespace."""
         if self.source in TURN_STARTS:
             return TURN_STARTS[self.source]
         return _written_turn_ends(self.source, self.bos_token, self.eos_token)
@@ -725,12 +724,15 @@ _PROBE_TURNS = ("unmask-probe-question", "unmask-probe-answer", "unmask-probe-ne
 
 @functools.lru_cache(maxsize=32)
 def _written_turn_ends(source: str, bos_token: str, eos_token: str) -> tuple[str, ...]:
-    """``ChatTemplate.turn_starts`` of a template that is not a built-in one: what it writes
-    after an assistant message's content both where the conversation ends and where a user
-    turn follows (the common start of the two, ``<|im_end|>\n`` for ChatML; LLaDA's appends
-    an assistant header after every conversation), trailing whitespace dropped; where that is
-    whitespace alone, the text before the next user's content (``\n\n### Instruction:``).
-    ``()`` where that is whitespace too, or the template renders the probe otherwise."""
+    """``ChatTemplate.turn_starts`` of a template that is not a built-in one: the text it
+    writes after an assistant message's content where the conversation ends, trailing
+    whitespace dropped, when it writes the same where a user turn follows (an end of turn:
+    ChatML's ``<|im_end|>``, Mistral's ``</s>``); else the text before the next user's
+    content (``\n\n### Instruction:``; LLaDA's, which appends an assistant header after every
+    conversation, ``<|eot_id|><|start_header_id|>user<|end_header_id|>``), never a part of
+    it (the common start of ``\n### assistant:`` and ``\n### user:`` would cut a reply at
+    every Markdown heading). ``()`` where that is whitespace too, or the template renders
+    the probe otherwise."""
     question, answer, following = _PROBE_TURNS
     template = ChatTemplate(source, bos_token=bos_token, eos_token=eos_token)
     talk = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
@@ -740,17 +742,17 @@ def _written_turn_ends(source: str, bos_token: str, eos_token: str) -> tuple[str
                                 add_generation_prompt=False)
     except UserError:  # a template that refuses the probe: no text of it is known
         return ()
-    at, on = ended.find(answer, ended.find(question)), going.find(answer, going.find(question))
-    nxt = going.find(following, on)
-    if question not in ended or at < 0 or on < 0 or nxt < 0:
+    if question not in ended or question not in going:
         return ()
-    after, before_next = ended[at + len(answer):], going[on + len(answer): nxt]
-    common = after[: next((k for k, (a, b) in enumerate(zip(after, before_next, strict=False))
-                          if a != b), min(len(after), len(before_next)))]
-    for marker in (common.rstrip(), before_next.rstrip()):
-        if marker.strip():
-            return (marker,)
-    return ()
+    at, on = ended.find(answer, ended.find(question)), going.find(answer, going.find(question))
+    nxt = going.find(following, on) if on >= 0 else -1
+    if at < 0 or nxt < 0:
+        return ()
+    end = ended[at + len(answer):].rstrip()
+    start = going[on + len(answer): nxt].rstrip()
+    if end.strip() and start.startswith(end):
+        return (end,)
+    return (start,) if start.strip() else ()
 
 
 def stop_at(text: str, stops: Sequence[str]) -> int | None:
