@@ -19,7 +19,9 @@ prompt of later turns), 1 (or none) trains it. Roles may come in any order (two 
 in a row, a system message later on): as in ``transformers`` and TRL, the order is the
 template's to accept or reject (its ``raise_exception`` then names the line). Other fields
 of a line (an ``id``, a ``source``) are ignored, as TRL drops a dataset's unused columns, and
-a field that is null counts as absent (one table of both layouts, exported, has nulls).
+a field that is null counts as absent (one table of both layouts, exported, has nulls); but
+tool definitions (a ``tools`` or ``functions`` list, as OpenAI's fine-tuning format and TRL
+give them) are refused: no tool reaches the template (``_refuse_tools``).
 A ``messages`` list must end with an ``assistant`` turn: that last turn is the response,
 everything before it (system prompt, earlier turns; at least one message) the prompt. Every
 earlier assistant turn with text and a message before it is trained too, as its own pair
@@ -127,6 +129,7 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
         # null is absent: a dataset of both layouts exported as one table (``datasets``'
         # to_json) writes "messages": null on prompt/response rows and the other way round
         obj = {k: v for k, v in given.items() if v is not None}
+        _refuse_tools(obj, where)
         both = [k for k in ("prompt", "response") if k in obj]
         if "messages" in obj and both:
             raise UserError(f"{where}: give 'messages' or 'prompt'/'response', not both (this "
@@ -257,6 +260,24 @@ class SFTData:
         u = torch.rand(batch_size, generator=generator).tolist()  # which turn of each
         idx = [self.turns[c][int(x * len(self.turns[c]))] for c, x in zip(conv, u, strict=True)]
         return self.batch(idx, seq_len)
+
+
+TOOL_KEYS = ("tools", "functions")
+"""Keys of a line that hold tool definitions (OpenAI's chat fine-tuning format, TRL's ``tools``
+column): refused unless empty (``_refuse_tools``)."""
+
+
+def _refuse_tools(obj: dict[str, Any], where: str) -> None:
+    """A one-line ``UserError`` naming ``where`` when the line ``obj`` defines tools (a
+    non-empty ``tools`` or ``functions``): no tool reaches unmask's chat templates, so the
+    example would be trained without the definitions its answers were written against (TRL and
+    OpenAI's fine-tuning hand them to the model); ignored as another field, they vanished
+    silently."""
+    key = next((k for k in TOOL_KEYS if obj.get(k) not in (None, [], {}, "")), None)
+    if key is not None:
+        raise UserError(f"{where}: the line defines {key!r}; unmask has no tool calls (no tool "
+                        "reaches the chat template), so the example would be trained without "
+                        "them: drop the key, or the line")
 
 
 def _other_format(obj: dict[str, Any]) -> str:

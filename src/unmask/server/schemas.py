@@ -296,8 +296,8 @@ class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
     name: str | None = Field(None, max_length=64)
-    """The author's name, for a chat template that renders ``message.name`` (one that never
-    mentions ``name`` refuses it: ``unmask.chat``)."""
+    """The author's name, for a chat template that renders ``message.name`` (one that does
+    not render it refuses it: ``unmask.chat``)."""
 
     @model_validator(mode="before")
     @classmethod
