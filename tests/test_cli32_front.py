@@ -134,18 +134,6 @@ def test_generate_stop_ends_each_text_as_the_api_does(tiny, capsys):
         capsys.readouterr().err)
 
 
-def test_generate_with_stdout_closed_ends_without_a_traceback(tiny, monkeypatch, capsys):
-    """``unmask generate ... >&-`` (Python starts with ``sys.stdout`` None): the final flush
-    raised AttributeError, a traceback after the run."""
-    import sys
-
-    monkeypatch.setattr(sys, "stdout", None)
-    assert main(["generate", "x", "--model", str(tiny), "--gen-length", "4", "--no-live",
-                 "--device", "cpu"]) == 0
-    monkeypatch.undo()
-    assert "4 tokens, 4 steps" in capsys.readouterr().err
-
-
 def test_a_model_typed_without_model_is_named_in_the_refusal(tiny, tmp_path, monkeypatch,
                                                              capsys):
     """``unmask generate RUN "hi"`` (as ``unmask eval RUN`` takes it) said only that --model
