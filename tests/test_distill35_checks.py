@@ -218,6 +218,9 @@ def test_a_run_on_a_shared_file_resumes_after_another_run_extended_it(
     assert len(Trajectories.load(shared)) == 8
     capsys.readouterr()
     assert main(["distill", "--resume", "--out", str(tmp_path / "part"), "--no-progress"]) == 0
+    err = capsys.readouterr().err  # said, as a fresh run says "reusing the first 4"
+    assert err.count(f"{shared}: resuming on its first 4 of 8 trajectories (those this run "
+                     "started on") == 1, err
     a, b = load(full).model.state_dict(), load(tmp_path / "part").model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
