@@ -393,3 +393,22 @@ def test_a_resume_refused_for_other_settings_says_so(teacher, corpus, tmp_path, 
     err = capsys.readouterr().err
     assert "changed since this run started (made with other settings since" in err, err
     assert err.count("\n") == 1
+
+
+def test_a_teacher_without_its_tokenizer_is_gone_if_native_unreadable_if_a_publishers(
+    teacher, tmp_path
+):
+    """As ``teacher_tokenizer``'s docstring now says (it said None for both): a native
+    checkpoint without tokenizer.json records no tokenizer, so there is nothing to compare
+    with; a publisher's folder without one cannot be loaded at all, and is said so."""
+    from unmask.objectives.distill import teacher_tokenizer
+
+    t = _copy(teacher, tmp_path / "t")
+    (t / "checkpoint" / "tokenizer.json").unlink()
+    assert teacher_tokenizer({"teacher": str(t)}) is None
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    (pub / "config.json").write_text(json.dumps({
+        "model_type": "llada", "architectures": ["LLaDAModelLM"], "vocab_size": 300}))
+    with pytest.raises(UserError, match="tokenizer.json"):
+        teacher_tokenizer({"teacher": str(pub)})

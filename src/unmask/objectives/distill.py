@@ -221,13 +221,16 @@ class TrajectoryData:
 def teacher_tokenizer(meta: dict[str, Any]) -> Any:
     """The tokenizer of the teacher a trajectory file's settings name (``meta["teacher"]``: a
     native checkpoint's ``tokenizer.json``, or a publisher's folder's), read without its
-    weights; None where that teacher is no longer there (no such path, no checkpoint in it,
-    no ``tokenizer.json`` beside its config) or the file names none (files made by
+    weights; None where that teacher is no longer there (no such path, no checkpoint in it),
+    where a native checkpoint has no ``tokenizer.json`` beside its config (it records none:
+    nothing to compare with), or where the file names none (files made by
     ``make_trajectories`` alone record no teacher). A teacher that is there but cannot be
-    read (a ``config.json`` or ``tokenizer.json`` that is not valid, a publisher's folder its
-    importer refuses) is the loader's one-line ``UserError``: it was taken for a teacher gone,
-    so a file without a tokenizer stamp was trained on unchecked and a refusal said the
-    teacher "is not there"."""
+    read is the loader's one-line ``UserError``: a ``config.json`` or ``tokenizer.json`` that
+    is not valid, or a publisher's folder its importer refuses, one without its tokenizer
+    among them (``tokenizer.json``, or the files its family builds one from: such a folder
+    cannot be loaded as a teacher either). Such a teacher was taken for one gone, so a file
+    without a tokenizer stamp was trained on unchecked and a refusal said the teacher "is
+    not there"."""
     from unmask.checkpoint import checkpoint_dir, native_parts
     from unmask.convert.load import is_publisher_folder, publisher_tokenizer
 
