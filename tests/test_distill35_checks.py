@@ -412,3 +412,24 @@ def test_a_teacher_without_its_tokenizer_is_gone_if_native_unreadable_if_a_publi
         "model_type": "llada", "architectures": ["LLaDAModelLM"], "vocab_size": 300}))
     with pytest.raises(UserError, match="tokenizer.json"):
         teacher_tokenizer({"teacher": str(pub)})
+
+
+def test_a_students_tokenizer_is_compared_with_the_teachers_once(teacher, tmp_path,
+                                                                 monkeypatch):
+    """``student_vocab`` compared the two tokenizers id by id, then ``draft_aux`` compared
+    them again (``shared_vocabulary``): about 150k ``id_to_token`` calls for a Qwen-size
+    tokenizer, twice. Once now, and the shared size is the same."""
+    import unmask.tokenizer
+    from unmask.distill import student_vocab
+
+    calls = []
+    original = unmask.tokenizer.first_difference
+
+    def counted(a: object, b: object) -> int | None:
+        calls.append(1)
+        return original(a, b)
+
+    monkeypatch.setattr(unmask.tokenizer, "first_difference", counted)
+    student = _copy(teacher, tmp_path / "s")
+    assert student_vocab(load(teacher, weights=False), str(student)) is None
+    assert len(calls) == 1

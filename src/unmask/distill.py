@@ -757,12 +757,13 @@ def _wait_for(
 def student_vocab(teacher: Loaded, student_path: str) -> int | None:
     """Check that the checkpoint at ``student_path`` can learn from ``teacher``'s trajectories
     and draft for it: a masked-diffusion model (mdlm, sft, bd3lm) of the teacher's tokenizer,
-    up to special tokens the teacher appends (``unmask.api.draft_aux``), or a causal model (a
+    up to special tokens the teacher appends (``check_drafter``), or a causal model (a
     hybrid to be) of exactly the teacher's tokenizer. Returns the student's vocabulary size
     when it is the smaller one (rows are cut at ids beyond it), else None."""
-    from unmask.api import draft_aux
+    from unmask.api import facts_of
     from unmask.checkpoint import load
     from unmask.objectives.distill import teacher_problem
+    from unmask.sampling.speculative import check_drafter
 
     # config, tokenizer and a meta-device model, its weights' values not read: training reads
     # them once (init); reading them here too read a native 8B student twice (32 GB)
@@ -773,13 +774,17 @@ def student_vocab(teacher: Loaded, student_path: str) -> int | None:
     why = teacher_problem(student.config)
     if why is not None:
         raise UserError(f"--student {student_path}: {why.replace('teacher', 'student')}")
+    shared = None
     if student.tokenizer is not None and teacher.tokenizer is not None:  # said as a student:
-        # draft_aux says "the drafter's tokenizer differs from the model's" and "speculative
-        # decoding", which a diffusion teacher's student is not about
+        # shared_vocabulary says "the drafter's tokenizer differs from the model's" and
+        # "speculative decoding", which a diffusion teacher's student is not about
         _refuse_other_ids(student.tokenizer, teacher.tokenizer, f"--student {student_path}",
                           "; it would learn the teacher's ids as other text: a student needs "
                           "the teacher's tokenizer")
-    shared = draft_aux(teacher, student).get("shared_vocab")
+        # the ids they share, as shared_vocabulary gives them once no id differs (it compared
+        # the whole vocabulary again: 150k id_to_token calls for a Qwen-size tokenizer)
+        shared = min(int(student.tokenizer.vocab_size), int(teacher.tokenizer.vocab_size))
+    check_drafter(teacher.model, student.model, facts_of(student), shared)
     if shared is not None and shared < teacher.config.vocab_size:
         return int(shared)
     return None
