@@ -6,6 +6,7 @@ is compared with another option."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -217,6 +218,9 @@ def test_a_run_on_a_shared_file_resumes_after_another_run_extended_it(
     assert len(Trajectories.load(shared)) == 8
     capsys.readouterr()
     assert main(["distill", "--resume", "--out", str(tmp_path / "part"), "--no-progress"]) == 0
+    err = capsys.readouterr().err  # said, as a fresh run says "reusing the first 4"
+    assert err.count(f"{shared}: resuming on its first 4 of 8 trajectories (those this run "
+                     "started on") == 1, err
     a, b = load(full).model.state_dict(), load(tmp_path / "part").model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -226,8 +230,9 @@ def test_a_run_on_a_shared_file_resumes_after_another_run_extended_it(
     now.save(alone)
     capsys.readouterr()
     assert main(["distill", "--resume", "--out", str(tmp_path / "other"), "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert "the trajectory file changed since this run started (4 rows then, 8 now)" in err
+    err = capsys.readouterr().err  # the reason, not the row count (more rows are fine now)
+    assert "the trajectory file changed since this run started (its first 4 of 8 rows are " \
+           "other rows, with the same settings)" in err, err
 
 
 @pytest.mark.parametrize("data", ["missing", "text file"])
@@ -314,3 +319,117 @@ def test_a_reused_or_refused_trajectory_file_reads_no_teacher_weights(
     with pytest.raises(UserError, match="made with other settings .*traj_seed 0 in the file"):
         refresh_trajectories(str(teacher), str(corpus), path, replace(traj, traj_seed=5),
                              progress=False, replace_other=False)
+
+
+def _touch(path: Path) -> None:
+    """``path`` with a later modification time, its contents as they were (a cp, a touch)."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
+@pytest.mark.parametrize("change", ["teacher touched", "file of an older version"])
+def test_a_shared_file_extended_with_its_settings_rewritten_still_resumes(
+    change, teacher, corpus, tmp_path, monkeypatch, capsys
+):
+    """Run B extends run A's shared file and writes its own settings, which a reuse takes
+    for the same while they differ byte for byte: the teacher's weights stamp of a teacher
+    touched (or copied) since, or the keys a file of an older version lacks. A's resume was
+    still refused ("4 rows then, 8 now ... restore that file"), though its 4 rows are the
+    file's first; it resumes on them, says so, and ends as an uninterrupted run."""
+    from unmask.distill import DISTILL_DEFAULTS, TrajectoryConfig, refresh_trajectories
+
+    t = _copy(teacher, tmp_path / "t")
+    traj = TrajectoryConfig(trajectories=4, prompt_length=8, gen_length=8, traj_batch=2)
+    shared = tmp_path / "shared.safetensors"
+    refresh_trajectories(str(t), str(corpus), shared, traj, progress=False)
+    if change == "file of an older version":
+        old = Trajectories.load(shared)
+        meta = {k: v for k, v in old.meta.items() if k not in (TOKENIZER_KEY, "whole_batches")}
+        Trajectories(old.tokens, old.commit_step, old.seed, meta).save(shared)
+    alone = tmp_path / "alone.safetensors"
+    shutil.copy(shared, alone)
+    started = Trajectories.load(shared).meta
+
+    def cfg(data: Path, out: str) -> TrainConfig:
+        return replace(DISTILL_DEFAULTS, init=str(t), data=str(data), out=str(tmp_path / out),
+                       seq_len=16, batch_size=4, steps=5, warmup=1, lr=1e-3, save_every=0,
+                       log_every=1, seed=2)
+
+    full = train(cfg(alone, "full"), progress=False)
+    _stopped_at_step_3(cfg(shared, "part"), monkeypatch)
+    if change == "teacher touched":
+        _touch(t / "checkpoint" / "model.safetensors")
+    refresh_trajectories(str(t), str(corpus), shared, replace(traj, trajectories=8),
+                         progress=False)
+    extended = Trajectories.load(shared)
+    assert len(extended) == 8 and extended.meta != started  # B's own settings
+    capsys.readouterr()
+    assert main(["distill", "--resume", "--out", str(tmp_path / "part"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"{shared}: resuming on its first 4 of 8 trajectories" in err, err
+    a, b = load(full).model.state_dict(), load(tmp_path / "part").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_resume_refused_for_other_settings_says_so(teacher, corpus, tmp_path, monkeypatch,
+                                                     capsys):
+    """The file extended, its first rows the same but made with other sampling (written by
+    hand here): refused naming the settings, not "4 rows then, 8 now"."""
+    from unmask.distill import DISTILL_DEFAULTS, TrajectoryConfig, refresh_trajectories
+
+    traj = TrajectoryConfig(trajectories=8, prompt_length=8, gen_length=8, traj_batch=2)
+    eight = tmp_path / "eight.safetensors"
+    refresh_trajectories(str(teacher), str(corpus), eight, traj, progress=False)
+    have = Trajectories.load(eight)
+    path = tmp_path / "t.safetensors"
+    Trajectories(have.tokens[:4], have.commit_step[:4], have.seed[:4], have.meta).save(path)
+    _stopped_at_step_3(replace(DISTILL_DEFAULTS, init=str(teacher), data=str(path),
+                               out=str(tmp_path / "run"), seq_len=16, batch_size=4, steps=5,
+                               warmup=1, save_every=0, seed=2), monkeypatch)
+    meta = {**have.meta, "sample": {**have.meta["sample"], "temperature": 0.5}}
+    Trajectories(have.tokens, have.commit_step, have.seed, meta).save(path)
+    capsys.readouterr()
+    assert main(["distill", "--resume", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "changed since this run started (made with other settings since" in err, err
+    assert err.count("\n") == 1
+
+
+def test_a_teacher_without_its_tokenizer_is_gone_if_native_unreadable_if_a_publishers(
+    teacher, tmp_path
+):
+    """As ``teacher_tokenizer``'s docstring now says (it said None for both): a native
+    checkpoint without tokenizer.json records no tokenizer, so there is nothing to compare
+    with; a publisher's folder without one cannot be loaded at all, and is said so."""
+    from unmask.objectives.distill import teacher_tokenizer
+
+    t = _copy(teacher, tmp_path / "t")
+    (t / "checkpoint" / "tokenizer.json").unlink()
+    assert teacher_tokenizer({"teacher": str(t)}) is None
+    pub = tmp_path / "pub"
+    pub.mkdir()
+    (pub / "config.json").write_text(json.dumps({
+        "model_type": "llada", "architectures": ["LLaDAModelLM"], "vocab_size": 300}))
+    with pytest.raises(UserError, match="tokenizer.json"):
+        teacher_tokenizer({"teacher": str(pub)})
+
+
+def test_a_students_tokenizer_is_compared_with_the_teachers_once(teacher, tmp_path,
+                                                                 monkeypatch):
+    """``student_vocab`` compared the two tokenizers id by id, then ``draft_aux`` compared
+    them again (``shared_vocabulary``): about 150k ``id_to_token`` calls for a Qwen-size
+    tokenizer, twice. Once now, and the shared size is the same."""
+    import unmask.tokenizer
+    from unmask.distill import student_vocab
+
+    calls = []
+    original = unmask.tokenizer.first_difference
+
+    def counted(a: object, b: object) -> int | None:
+        calls.append(1)
+        return original(a, b)
+
+    monkeypatch.setattr(unmask.tokenizer, "first_difference", counted)
+    student = _copy(teacher, tmp_path / "s")
+    assert student_vocab(load(teacher, weights=False), str(student)) is None
+    assert len(calls) == 1

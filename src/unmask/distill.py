@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -39,9 +38,18 @@ from typing import TYPE_CHECKING, Any
 
 from unmask.config import ModelConfig, SampleConfig, TrainConfig
 from unmask.errors import UserError
-from unmask.files import check_creatable, file_digest, plain_name
+from unmask.files import check_creatable
 from unmask.progress import progress_bar
 from unmask.run_checks import check_out, not_empty
+from unmask.trajectory_settings import (
+    TOKENIZER_KEY,
+    WHOLE_BATCHES,
+    as_json,
+    as_now,
+    corpus_stamp,
+    older_stamp,
+    same_settings,
+)
 
 if TYPE_CHECKING:
     from unmask.checkpoint import Loaded
@@ -216,9 +224,9 @@ def _settings(
     settings of a file there, whose teacher's weights stamp stands while the weights file's
     size and time still match it (``weights_stamp``: only a changed file is read)."""
     from unmask.checkpoint import weights_stamp
-    from unmask.objectives.distill import TOKENIZER_KEY, tokenizer_stamp
+    from unmask.objectives.distill import tokenizer_stamp
 
-    sample = _as_json(trajectory_sample_config(teacher, cfg, seed=0))
+    sample = as_json(trajectory_sample_config(teacher, cfg, seed=0))
     del sample["seed"]  # per batch, stored with every row
     extra = {} if vocab is None else {"vocab": vocab}
     named = _teacher_named(teacher, teacher_path) if teacher_path else None
@@ -250,49 +258,6 @@ def _teacher_named(teacher: Loaded, teacher_path: str) -> str:
     return str(Path(teacher.path).resolve())
 
 
-WHOLE_BATCHES = "whole_batches"
-"""Key of a trajectory file's settings: every batch was decoded whole (``traj_batch`` rows) and
-cut to the rows asked for. Files made before (without it) decoded a last batch cut short at
-its own size, so those rows differ from the same rows of a longer file."""
-
-
-def corpus_stamp(
-    data: str | os.PathLike[str], *, content: bool = True
-) -> list[list[Any]] | None:
-    """[name, size, sha256 (16 hex digits)] of the prepared corpus ``data``'s ``index.json``
-    and train shards, None where it has no index: what tells a corpus prepared again at the
-    same path (``unmask prepare --overwrite``), or another one copied over it with its times
-    (``cp -p``), from the one trajectories were made from. Reading the shards costs about a
-    second per GB (2 ms for the demo corpus), against minutes of decoding trajectories; a
-    copy or ``touch`` of the same corpus no longer counts as a change. ``content=False``:
-    [name, size, mtime_ns], the stamp of files written before (still honoured). None too
-    for an index naming a file outside the folder (``plain_name``: it is not read)."""
-    import json
-
-    folder = Path(data)
-    try:
-        index = json.loads((folder / "index.json").read_text())
-        shards = list(index["splits"]["train"]["shards"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not all(map(plain_name, shards)):  # ../../x, /dev/zero: read_index refuses them
-        return None
-    stamp: list[list[Any]] = []
-    for name in ["index.json", *shards]:
-        try:
-            st = (folder / str(name)).stat()
-        except OSError:
-            return None
-        if not content:
-            stamp.append([str(name), st.st_size, st.st_mtime_ns])
-            continue
-        try:
-            stamp.append([str(name), st.st_size, file_digest(folder / str(name))])
-        except OSError:
-            return None
-    return stamp
-
-
 _SETTING_NAMES = {
     "teacher": "teacher", "teacher_weights": "teacher's weights", "data": "corpus",
     "data_files": "corpus contents", "vocab": "student's vocabulary",
@@ -317,13 +282,13 @@ def _what_differs(stored: dict[str, Any], settings: dict[str, Any]) -> str:
     named as ``TrajectoryConfig`` names it (a sampling option as its ``traj_`` option, one
     the teacher recommends as the teacher's), with the file's value and the one asked for
     where it is a value (``traj_seed 0 in the file, 5 now``)."""
-    stored = _as_now(stored, settings)  # what an older file lacks is no difference
+    stored = as_now(stored, settings)  # what an older file lacks is no difference
     names = []
     for key in _differing(stored, settings):
         then, now = stored.get(key), settings.get(key)
         if key == "data_files" and then is None:
             names.append("corpus contents (not recorded by this older file)")
-        elif key in ("teacher_weights", "data_files") and _older_stamp(key, then):
+        elif key in ("teacher_weights", "data_files") and older_stamp(key, then):
             names.append(f"{_SETTING_NAMES[key]}, by size or time (this older file records "
                          "no hash of them: a copy or a touch counts too)")
         elif key == "sample" and isinstance(then, dict) and isinstance(now, dict):
@@ -338,26 +303,16 @@ def _what_differs(stored: dict[str, Any], settings: dict[str, Any]) -> str:
 
 
 def _differing(stored: dict[str, Any], settings: dict[str, Any]) -> list[str]:
-    """The keys in which ``stored`` settings (``_as_now``) differ from ``settings``, those
+    """The keys in which ``stored`` settings (``as_now``) differ from ``settings``, those
     ``_SETTING_NAMES`` names first."""
     keys = sorted(set(stored) | set(settings), key=lambda k: (k not in _SETTING_NAMES, k))
     return [k for k in keys if stored.get(k) != settings.get(k)]
 
 
-def _older_stamp(key: str, stamp: Any) -> bool:
-    """Whether ``stamp`` (of ``teacher_weights`` or ``data_files``) is of sizes and
-    modification times alone, as files written before contents were hashed hold."""
-    if not isinstance(stamp, list) or not stamp:
-        return False
-    if key == "teacher_weights":
-        return len(stamp) == 2
-    return all(isinstance(f, list) and f and isinstance(f[-1], int) for f in stamp)
-
-
 def _only_stamps_differ(stored: dict[str, Any], settings: dict[str, Any]) -> bool:
     """Whether ``stored`` settings differ from ``settings`` in stamps of files alone
     (``_STAMPS``): nothing a flag can give again."""
-    keys = _differing(_as_now(stored, settings), settings)
+    keys = _differing(as_now(stored, settings), settings)
     return bool(keys) and all(k in _STAMPS for k in keys)
 
 
@@ -383,47 +338,6 @@ def _shown(value: Any) -> str:
     """A setting's value in ``_what_differs``: None (not recorded, or no such limit) as
     ``unset``."""
     return "unset" if value is None else str(value)
-
-
-def _same_settings(stored: dict[str, Any], settings: dict[str, Any]) -> bool:
-    """Whether trajectories made with ``stored`` settings are those ``settings`` asks for
-    (``_as_now``)."""
-    return _as_now(stored, settings) == settings
-
-
-def _as_now(stored: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """A trajectory file's ``stored`` settings as this version records them, next to the
-    ``settings`` asked for: a sampling option the file predates (added to ``SampleConfig``
-    since) had its default, a file made before ``WHOLE_BATCHES`` holds the same rows but for
-    a batch cut short (``make_trajectories`` decodes that one again), one made before
-    ``TOKENIZER_KEY`` records no tokenizer (the teacher's weights stamp stands for it), and
-    one whose corpus stamp is of sizes and times matches while they do; the teacher's
-    weights are the same where their contents are (``same_weights``: a copy, a touch)."""
-    from unmask.checkpoint import same_weights
-    from unmask.objectives.distill import TOKENIZER_KEY
-
-    stored = {**stored, WHOLE_BATCHES: settings.get(WHOLE_BATCHES)}
-    if TOKENIZER_KEY not in stored:
-        stored[TOKENIZER_KEY] = settings.get(TOKENIZER_KEY)
-    if same_weights(stored.get("teacher_weights"), settings.get("teacher_weights")):
-        stored["teacher_weights"] = settings.get("teacher_weights")
-    files = stored.get("data_files")
-    if _older_stamp("data_files", files) \
-            and files == corpus_stamp(str(settings.get("data")), content=False):
-        stored["data_files"] = settings.get("data_files")  # an older file's size + mtime
-    sample = stored.get("sample")
-    if isinstance(sample, dict):
-        defaults = _as_json(SampleConfig())
-        del defaults["seed"]
-        known = {k: v for k, v in defaults.items() if k not in sample}
-        stored = {**stored, "sample": {**sample, **known}}
-    return stored
-
-
-def _as_json(config: SampleConfig) -> dict[str, Any]:
-    """``config``'s fields as the trajectory file's JSON holds them (a tuple, ``exempt_ids``,
-    as a list): a file's settings and the run's compare equal when they are."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def _batch_seed(seed: int, batch: int) -> int:
@@ -552,7 +466,7 @@ def _say_kept(path: Path, asked: int, settings: dict[str, Any]) -> None:
         have = Trajectories.load(path) if path.is_file() else None
     except UserError:
         have = None
-    kept = len(have) if have is not None and _same_settings(have.meta, settings) else 0
+    kept = len(have) if have is not None and same_settings(have.meta, settings) else 0
     if kept == 0:  # stopped inside the first batch: nothing was written
         print(f"{path}: no batch of trajectories finished; nothing kept", file=sys.stderr)
         return
@@ -713,7 +627,7 @@ def refresh_trajectories(
     stored = old.meta if old is not None else (  # torchrun's other ranks: its header alone
         Trajectories.settings_of(path) if path.is_file() else None)
     settings = _settings(plan, teacher_path, data, cfg, vocab, known=stored)
-    if stored is not None and not replace_other and not _same_settings(stored, settings):
+    if stored is not None and not replace_other and not same_settings(stored, settings):
         raise UserError(  # every rank says it: none waits for a file rank 0 will not write
             f"--trajectory-file {path}: made with other settings "
             f"({_what_differs(stored, settings)}); it is not decoded over: "
@@ -727,7 +641,7 @@ def refresh_trajectories(
         return _wait_for(path, settings, cfg)
     have = None
     if old is not None:
-        if _same_settings(old.meta, settings):
+        if same_settings(old.meta, settings):
             if _holds(old, cfg):
                 if len(old) == n:
                     print(f"{path}: reusing its {n:,} trajectories (same teacher, corpus and "
@@ -835,7 +749,7 @@ def _wait_for(
                 continue  # of thousands of rows is not read again every poll until it changes
             seen[p] = version
             have = Trajectories.load(p)
-            if _same_settings(have.meta, settings) and _holds(have, cfg) and len(have) == n:
+            if same_settings(have.meta, settings) and _holds(have, cfg) and len(have) == n:
                 return p
         time.sleep(poll_s)
 
@@ -843,12 +757,13 @@ def _wait_for(
 def student_vocab(teacher: Loaded, student_path: str) -> int | None:
     """Check that the checkpoint at ``student_path`` can learn from ``teacher``'s trajectories
     and draft for it: a masked-diffusion model (mdlm, sft, bd3lm) of the teacher's tokenizer,
-    up to special tokens the teacher appends (``unmask.api.draft_aux``), or a causal model (a
+    up to special tokens the teacher appends (``check_drafter``), or a causal model (a
     hybrid to be) of exactly the teacher's tokenizer. Returns the student's vocabulary size
     when it is the smaller one (rows are cut at ids beyond it), else None."""
-    from unmask.api import draft_aux
+    from unmask.api import facts_of
     from unmask.checkpoint import load
     from unmask.objectives.distill import teacher_problem
+    from unmask.sampling.speculative import check_drafter
 
     # config, tokenizer and a meta-device model, its weights' values not read: training reads
     # them once (init); reading them here too read a native 8B student twice (32 GB)
@@ -859,13 +774,17 @@ def student_vocab(teacher: Loaded, student_path: str) -> int | None:
     why = teacher_problem(student.config)
     if why is not None:
         raise UserError(f"--student {student_path}: {why.replace('teacher', 'student')}")
+    shared = None
     if student.tokenizer is not None and teacher.tokenizer is not None:  # said as a student:
-        # draft_aux says "the drafter's tokenizer differs from the model's" and "speculative
-        # decoding", which a diffusion teacher's student is not about
+        # shared_vocabulary says "the drafter's tokenizer differs from the model's" and
+        # "speculative decoding", which a diffusion teacher's student is not about
         _refuse_other_ids(student.tokenizer, teacher.tokenizer, f"--student {student_path}",
                           "; it would learn the teacher's ids as other text: a student needs "
                           "the teacher's tokenizer")
-    shared = draft_aux(teacher, student).get("shared_vocab")
+        # the ids they share, as shared_vocabulary gives them once no id differs (it compared
+        # the whole vocabulary again: 150k id_to_token calls for a Qwen-size tokenizer)
+        shared = min(int(student.tokenizer.vocab_size), int(teacher.tokenizer.vocab_size))
+    check_drafter(teacher.model, student.model, facts_of(student), shared)
     if shared is not None and shared < teacher.config.vocab_size:
         return int(shared)
     return None

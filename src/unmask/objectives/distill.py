@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -40,6 +41,7 @@ from unmask.objectives.spec import (
     register_objective,
     unshift,
 )
+from unmask.trajectory_settings import TOKENIZER_KEY, same_settings
 
 TRAJECTORY_FORMAT = "unmask-trajectories/1"
 """``format`` of a trajectory file's metadata."""
@@ -104,7 +106,9 @@ class Trajectories:
     def stamp(self) -> dict[str, Any]:
         """What a run records of the file it trains on (``TrajectoryData``), so a resume can
         tell the same rows from a file rewritten since: rows, row length, teacher, corpus, a
-        hash of the settings and one of the rows themselves."""
+        hash of the settings and one of the rows themselves, and the settings (``meta``), so a
+        file another run extended and wrote its own equal settings to is still the same
+        (``rows_started_on``)."""
         import hashlib
 
         digest = hashlib.sha256()
@@ -115,7 +119,7 @@ class Trajectories:
             "rows": len(self), "length": int(self.tokens.shape[1]),
             "teacher": self.meta.get("teacher"), "data": self.meta.get("data"),
             "settings": hashlib.sha256(settings).hexdigest()[:16],
-            "rows_sha256": digest.hexdigest()[:16],
+            "rows_sha256": digest.hexdigest()[:16], "meta": self.meta,
         }  # fmt: skip
 
     @classmethod
@@ -217,13 +221,16 @@ class TrajectoryData:
 def teacher_tokenizer(meta: dict[str, Any]) -> Any:
     """The tokenizer of the teacher a trajectory file's settings name (``meta["teacher"]``: a
     native checkpoint's ``tokenizer.json``, or a publisher's folder's), read without its
-    weights; None where that teacher is no longer there (no such path, no checkpoint in it,
-    no ``tokenizer.json`` beside its config) or the file names none (files made by
+    weights; None where that teacher is no longer there (no such path, no checkpoint in it),
+    where a native checkpoint has no ``tokenizer.json`` beside its config (it records none:
+    nothing to compare with), or where the file names none (files made by
     ``make_trajectories`` alone record no teacher). A teacher that is there but cannot be
-    read (a ``config.json`` or ``tokenizer.json`` that is not valid, a publisher's folder its
-    importer refuses) is the loader's one-line ``UserError``: it was taken for a teacher gone,
-    so a file without a tokenizer stamp was trained on unchecked and a refusal said the
-    teacher "is not there"."""
+    read is the loader's one-line ``UserError``: a ``config.json`` or ``tokenizer.json`` that
+    is not valid, or a publisher's folder its importer refuses, one without its tokenizer
+    among them (``tokenizer.json``, or the files its family builds one from: such a folder
+    cannot be loaded as a teacher either). Such a teacher was taken for one gone, so a file
+    without a tokenizer stamp was trained on unchecked and a refusal said the teacher "is
+    not there"."""
     from unmask.checkpoint import checkpoint_dir, native_parts
     from unmask.convert.load import is_publisher_folder, publisher_tokenizer
 
@@ -238,11 +245,6 @@ def teacher_tokenizer(meta: dict[str, Any]) -> Any:
         return None
     return native_parts(teacher)[2] if file.is_file() else None
 
-
-TOKENIZER_KEY = "tokenizer"
-"""Key of a trajectory file's settings: ``tokenizer_stamp`` of the teacher's tokenizer. Files
-written before it lack the key; they are still reused and trained on, checked against the
-teacher's own tokenizer where the teacher is still there."""
 
 TOKENIZER_BLOCK = 256
 """Ids per hash of ``tokenizer_stamp``."""
@@ -369,37 +371,60 @@ def _refuse_at(data: TrajectoryData, tokenizer: Any, theirs: Any, i: int,
 
 def rows_started_on(path: Path, have: Trajectories, then: dict[str, Any]) -> Trajectories:
     """The rows of the trajectory file ``path`` (read: ``have``) that a run started on, by the
-    ``Trajectories.stamp`` it recorded (``then``): all of them, or where the file was extended
-    since, its first ``then["rows"]`` when their stamp is ``then`` (every batch is decoded
-    whole, so a file extended with the same settings keeps its rows in front: ``unmask
-    distill`` trains a run on a shared ``--trajectory-file`` holding exactly its rows, and a
-    later run of more extended it, which made the first one impossible to resume); else a
-    one-line refusal naming what changed (``check_same_rows``)."""
-    now = have.stamp()
+    ``Trajectories.stamp`` it recorded (``then``): its first ``then["rows"]`` (all of them,
+    or where a run of more trajectories extended the file since, those: every batch is
+    decoded whole, so an extension keeps the rows in front, and ``unmask distill`` trains a
+    run on a shared ``--trajectory-file`` holding exactly its rows), when they are the rows
+    it started on (their hash) made with the same settings: equal, or equal as a reuse of the
+    file takes them (``same_settings``: the extending run wrote its own settings, with the
+    weights stamp of a teacher copied or touched since, or the keys a file of an older
+    version lacks). Else a one-line refusal naming what changed (``check_same_rows``); a
+    checkpoint recording no settings (written before) needs their hash to be equal."""
     n = then.get("rows")
-    if now != then and isinstance(n, int) and 0 < n < len(have):
-        first = Trajectories(have.tokens[:n], have.commit_step[:n], have.seed[:n], have.meta)
-        if first.stamp() == then:
-            return first
-    check_same_rows(path, then, now)
-    return have
+    if not isinstance(n, int) or not 0 < n <= len(have):  # fewer rows now: refused
+        check_same_rows(path, then, have.stamp())
+        return have
+    first = have if n == len(have) else Trajectories(
+        have.tokens[:n], have.commit_step[:n], have.seed[:n], have.meta)
+    now = first.stamp()
+    meta = then.get("meta")
+    settings = then.get("settings") == now["settings"] or (
+        isinstance(meta, dict) and same_settings(meta, first.meta))
+    check_same_rows(path, then, now, settings=settings, of=len(have))
+    if n < len(have) and int(os.environ.get("RANK", "0")) == 0:  # as a fresh run says it
+        print(f"{path}: resuming on its first {n:,} of {len(have):,} trajectories (those this "
+              "run started on; another run extended the file since)", file=sys.stderr)
+    return first
 
 
-def check_same_rows(path: Path, then: dict[str, Any], now: dict[str, Any]) -> None:
-    """Refuse, in one line, a trajectory file whose ``Trajectories.stamp`` ``now`` differs
-    from the one (``then``) its run started on: a resume must train on the same rows."""
-    if then == now:
+_ROWS = ("teacher", "data", "length", "rows", "rows_sha256")
+"""The keys of a ``Trajectories.stamp`` that must be equal for a resume: the settings are
+compared apart (``rows_started_on``)."""
+
+
+def check_same_rows(path: Path, then: dict[str, Any], now: dict[str, Any], *,
+                    settings: bool | None = None, of: int | None = None) -> None:
+    """Refuse, in one line, a trajectory file whose ``Trajectories.stamp`` ``now`` (of its
+    first ``then["rows"]`` rows where it holds more: ``of``) differs from the one (``then``)
+    its run started on: a resume must train on the same rows. ``settings``: whether the two
+    were made with the same settings (default: their hashes are equal)."""
+    if settings is None:
+        settings = then.get("settings") == now.get("settings")
+    if settings and all(then.get(k) == now.get(k) for k in _ROWS):
         return
+    rows = then.get("rows")
     if then.get("teacher") != now.get("teacher"):
         what = f"teacher {then.get('teacher')} then, {now.get('teacher')} now"
     elif then.get("data") != now.get("data"):
         what = f"prompts from {then.get('data')} then, {now.get('data')} now"
     elif then.get("length") != now.get("length"):
         what = f"rows of {then.get('length')} tokens then, {now.get('length')} now"
-    elif then.get("rows") != now.get("rows"):
-        what = f"{then.get('rows')} rows then, {now.get('rows')} now"
-    elif then.get("settings") != now.get("settings"):
+    elif rows != now.get("rows"):
+        what = f"{rows} rows then, {now.get('rows')} now"
+    elif not settings:
         what = "made with other settings since (teacher weights, corpus or sampling)"
+    elif of is not None and of > rows:
+        what = f"its first {rows:,} of {of:,} rows are other rows, with the same settings"
     else:
         what = "same settings and row count, other rows"
     raise UserError(
