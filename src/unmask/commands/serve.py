@@ -240,25 +240,44 @@ def _server_class(base: type) -> type:
 
     class Server(base):  # type: ignore[misc, valid-type]
         def handle_exit(self, sig: int, frame: Any) -> None:
-            if sig in (signal.SIGINT, signal.SIGTERM):
-                if self.should_exit:
-                    what = "interrupted" if sig == signal.SIGINT else "terminated"
-                    print(f"unmask serve: {what} (second signal: requests in flight are "
-                          "dropped)", file=sys.stderr)
-                    sys.stderr.flush()
-                    os._exit(128 + sig)
-                # uvicorn's own bookkeeping; a version without it prints nothing here
-                # rather than failing inside the signal handler
-                busy = len(getattr(getattr(self, "server_state", None), "tasks", ()))
-                if busy:
-                    again = "Ctrl-C" if sig == signal.SIGINT else "signal"
-                    print(f"unmask serve: stopping once the {plural(busy, 'request')} in "
-                          f"flight {'end' if busy > 1 else 'ends'} (a second {again} drops "
-                          f"{'them' if busy > 1 else 'it'})", file=sys.stderr)
-                    sys.stderr.flush()
-            super().handle_exit(sig, frame)
+            if sig not in (signal.SIGINT, signal.SIGTERM):
+                super().handle_exit(sig, frame)
+                return
+            if self.should_exit:
+                what = "interrupted" if sig == signal.SIGINT else "terminated"
+                _say(f"unmask serve: {what} (second signal: requests in flight are dropped)")
+                os._exit(128 + sig)
+            super().handle_exit(sig, frame)  # the shutdown starts before anything is said
+            # uvicorn's own bookkeeping; a version without it prints nothing here
+            # rather than failing inside the signal handler
+            busy = len(getattr(getattr(self, "server_state", None), "tasks", ()))
+            if busy:
+                again = "Ctrl-C" if sig == signal.SIGINT else "signal"
+                _say(f"unmask serve: stopping once the {plural(busy, 'request')} in flight "
+                     f"{'end' if busy > 1 else 'ends'} (a second {again} drops "
+                     f"{'them' if busy > 1 else 'it'})")
 
     return Server
+
+
+def _say(line: str) -> None:
+    """Write ``line`` to stderr from a signal handler, never raising: a stderr closed
+    (``2>&-``: ``sys.stderr`` is None, and fd 2 may be another file by now, so nothing is
+    written), gone (a closed pipe) or busy (the access log writing to it: the text layer
+    raises ``RuntimeError``, a reentrant call) raised inside the handler, and the shutdown
+    never started (a request in flight got a 500, exit 1). Written to the stream's file
+    descriptor at once (``os.write``, no lock) where it has one."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    with contextlib.suppress(Exception):
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # (a stream in memory: a test's)
+            stream.write(line + "\n")
+            stream.flush()
+        else:
+            os.write(fd, (line + "\n").encode())
 
 
 @contextlib.contextmanager
