@@ -145,3 +145,27 @@ def test_a_stream_that_succeeds_still_counts_as_a_200(caplog):
     assert status == "200"
 
 
+def test_the_access_log_escapes_a_lone_surrogate_in_a_path(caplog):
+    """A path with a lone surrogate (an ASGI server that decodes with ``surrogateescape``)
+    raised UnicodeEncodeError in the access log's ``finally``: a traceback for the request."""
+    import asyncio
+
+    from unmask.server.http import AccessLog
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        pass
+
+    caplog.set_level(logging.INFO, logger="unmask.server.access")
+    scope = {"type": "http", "method": "GET", "path": "/x\ud800y", "client": ("1.2.3.4", 5)}
+    asyncio.run(AccessLog(app)(scope, receive, send))
+    lines = [r.getMessage() for r in caplog.records if r.name == "unmask.server.access"]
+    assert len(lines) == 1 and lines[0].startswith('1.2.3.4 "GET /x%5Cud800y" 404 '), lines
+
+

@@ -237,8 +237,10 @@ def logged_path(path: str) -> str:
     """A request's path (decoded: ``%1b`` is ESC) as the access log writes it: what is not
     ASCII text in a URL percent-encoded again (``/%1B%5D0;title%07``). Written as decoded, any
     client could put ESC sequences (a window title, a cleared screen), bidi overrides or a
-    newline (a forged log line) on the operator's terminal with one request to a 404 path."""
-    return urllib.parse.quote(path, safe="/!$&'()*+,;=:@")
+    newline (a forged log line) on the operator's terminal with one request to a 404 path.
+    A lone surrogate (no UTF-8 for it: an ASGI server that decodes paths with
+    ``surrogateescape``) is written as its escape, ``%5Cud800``; it raised in the log."""
+    return urllib.parse.quote(path, safe="/!$&'()*+,;=:@", errors="backslashreplace")
 
 
 # -- chat rendering ---------------------------------------------------------------------------
