@@ -60,7 +60,8 @@ sets ``allow_regex``, the one more)."""
 ABANDONED = False
 """True once the server stopped with a slow check still running (``ServerState.checking``):
 its thread runs on to its end, which the interpreter's shutdown would wait for, so the
-command line exits with ``os._exit`` (``unmask.cli.ABANDONING``)."""
+command line exits with ``os._exit`` (``unmask.cli.ABANDONING``). Each run of the server sets
+it anew (``_serve``)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -240,25 +241,44 @@ def _server_class(base: type) -> type:
 
     class Server(base):  # type: ignore[misc, valid-type]
         def handle_exit(self, sig: int, frame: Any) -> None:
-            if sig in (signal.SIGINT, signal.SIGTERM):
-                if self.should_exit:
-                    what = "interrupted" if sig == signal.SIGINT else "terminated"
-                    print(f"unmask serve: {what} (second signal: requests in flight are "
-                          "dropped)", file=sys.stderr)
-                    sys.stderr.flush()
-                    os._exit(128 + sig)
-                # uvicorn's own bookkeeping; a version without it prints nothing here
-                # rather than failing inside the signal handler
-                busy = len(getattr(getattr(self, "server_state", None), "tasks", ()))
-                if busy:
-                    again = "Ctrl-C" if sig == signal.SIGINT else "signal"
-                    print(f"unmask serve: stopping once the {plural(busy, 'request')} in "
-                          f"flight {'end' if busy > 1 else 'ends'} (a second {again} drops "
-                          f"{'them' if busy > 1 else 'it'})", file=sys.stderr)
-                    sys.stderr.flush()
-            super().handle_exit(sig, frame)
+            if sig not in (signal.SIGINT, signal.SIGTERM):
+                super().handle_exit(sig, frame)
+                return
+            if self.should_exit:
+                what = "interrupted" if sig == signal.SIGINT else "terminated"
+                _say(f"unmask serve: {what} (second signal: requests in flight are dropped)")
+                os._exit(128 + sig)
+            super().handle_exit(sig, frame)  # the shutdown starts before anything is said
+            # uvicorn's own bookkeeping; a version without it prints nothing here
+            # rather than failing inside the signal handler
+            busy = len(getattr(getattr(self, "server_state", None), "tasks", ()))
+            if busy:
+                again = "Ctrl-C" if sig == signal.SIGINT else "signal"
+                _say(f"unmask serve: stopping once the {plural(busy, 'request')} in flight "
+                     f"{'end' if busy > 1 else 'ends'} (a second {again} drops "
+                     f"{'them' if busy > 1 else 'it'})")
 
     return Server
+
+
+def _say(line: str) -> None:
+    """Write ``line`` to stderr from a signal handler, never raising: a stderr closed
+    (``2>&-``: ``sys.stderr`` is None, and fd 2 may be another file by now, so nothing is
+    written), gone (a closed pipe) or busy (the access log writing to it: the text layer
+    raises ``RuntimeError``, a reentrant call) raised inside the handler, and the shutdown
+    never started (a request in flight got a 500, exit 1). Written to the stream's file
+    descriptor at once (``os.write``, no lock) where it has one."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    with contextlib.suppress(Exception):
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # (a stream in memory: a test's)
+            stream.write(line + "\n")
+            stream.flush()
+        else:
+            os.write(fd, (line + "\n").encode())
 
 
 @contextlib.contextmanager
@@ -355,6 +375,9 @@ def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
     from unmask.config import resolve_device
     from unmask.server import create_app
 
+    global ABANDONED
+    ABANDONED = False  # this run's alone: an earlier run's, in the same process (main()
+    # called again), made any later Ctrl-C or SIGTERM end it with os._exit
     if args.host not in LOOPBACK and not api_key:
         print(f"unmask serve: warning: listening on {args.host} without --api-key; anyone who "
               "can reach this port can use the model", file=sys.stderr)
@@ -383,9 +406,9 @@ def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
         with _hangup_shuts_down(server):
             server.run(sockets=[sock])  # (closed by uvicorn when it shuts down)
     finally:  # (a SIGTERM's Terminated is raised in it, once the server is down)
-        if app.state.server.checking:  # a slow check of a client gone still runs: the
-            global ABANDONED  # process exits without waiting for it (it waited, signals
-            ABANDONED = True  # held, a compile's tens of seconds after the line)
+        # a slow check of a client gone still runs: the process exits without waiting for it
+        # (it waited, signals held, a compile's tens of seconds after the line)
+        ABANDONED = bool(app.state.server.checking)
     if server.should_exit:  # Ctrl-C: uvicorn shut down gracefully and swallowed the interrupt
         raise KeyboardInterrupt  # so the exit status is 130, as for every command (cli.main)
     return 0

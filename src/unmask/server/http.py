@@ -134,12 +134,20 @@ CLIENT_GONE = 499
 (nginx's "client closed request"), as the routes answer a client gone mid-request."""
 
 
+ERROR_STATUS = "unmask.error_status"
+"""The scope key under which a stream that ends with an error event (``streaming.stream_job``:
+a bug of its events, a model error, the timeout) notes that error's status: ``_Status``
+records it, not the 200 the response started with (a server error mid-stream hid among the
+streams that succeeded, in the metrics and the access log)."""
+
+
 class _Status:
     """The ``send`` of an app that notes the status of the response it starts: 500 while
     none has started (an error the outer handler answers), ``CLIENT_GONE`` when the app
     returned without one (``BodyLimit``: the client left before sending its whole body;
     counted as a 500, it read as a server error) or without its last body message (a
-    stream whose client left mid-body: Starlette stops it and returns; it read as a 200)."""
+    stream whose client left mid-body: Starlette stops it and returns; it read as a 200),
+    and a stream's ``ERROR_STATUS`` when it ended with an error event."""
 
     def __init__(self, send: Callable) -> None:
         self.send, self.status, self.started, self.ended = send, 500, False, False
@@ -158,8 +166,9 @@ class _Status:
 
     async def run(self, app: Any, scope: dict, receive: Callable) -> None:
         """``app`` on ``scope``, its response sent through this. A response cut by the app's
-        own error after it started (a stream whose events raised) is a 500, not the client's
-        leaving (it read as a 499, and a server bug hid among the clients gone)."""
+        own error after it started is a 500, not the client's leaving (it read as a 499, and a
+        server bug hid among the clients gone); a stream whose own events raise does not get
+        here cut: it ends with an error event, counted by its ``ERROR_STATUS`` (500)."""
         try:
             await app(scope, receive, self)
         except BaseException as e:
@@ -169,6 +178,8 @@ class _Status:
             raise
         if not self.ended:
             self.status = CLIENT_GONE
+        else:
+            self.status = scope.get(ERROR_STATUS, self.status)
 
 
 class RecordMetrics:
@@ -226,8 +237,10 @@ def logged_path(path: str) -> str:
     """A request's path (decoded: ``%1b`` is ESC) as the access log writes it: what is not
     ASCII text in a URL percent-encoded again (``/%1B%5D0;title%07``). Written as decoded, any
     client could put ESC sequences (a window title, a cleared screen), bidi overrides or a
-    newline (a forged log line) on the operator's terminal with one request to a 404 path."""
-    return urllib.parse.quote(path, safe="/!$&'()*+,;=:@")
+    newline (a forged log line) on the operator's terminal with one request to a 404 path.
+    A lone surrogate (no UTF-8 for it: an ASGI server that decodes paths with
+    ``surrogateescape``) is written as its escape, ``%5Cud800``; it raised in the log."""
+    return urllib.parse.quote(path, safe="/!$&'()*+,;=:@", errors="backslashreplace")
 
 
 # -- chat rendering ---------------------------------------------------------------------------

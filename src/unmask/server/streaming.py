@@ -23,7 +23,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from unmask.server.batching import Cancelled, Job
-from unmask.server.http import APIError, sse
+from unmask.server.http import ERROR_STATUS, APIError, sse
 from unmask.server.plumbing import crashed, deadline, drop, job_failure, submit, timed_out
 from unmask.server.state import ServerState
 
@@ -71,6 +71,14 @@ def sse_error(err: APIError) -> str:
     """An error event, in the error body's shape (``param`` left out: the stream has begun)."""
     return sse({"error": {"message": err.message, "type": err.type, "param": None,
                           "code": err.code}})
+
+
+def ending_error(request: Request, err: APIError) -> str:
+    """``sse_error(err)``, the event that ends the stream of ``request``, with its status
+    noted for the metrics and the access log (``http.ERROR_STATUS``): counted as the 200 the
+    response started with, a server error mid-stream hid among the streams that succeeded."""
+    request.scope[ERROR_STATUS] = err.status
+    return sse_error(err)
 
 
 def open_stream(state: ServerState, job: Job, owner: Request) -> NextEvent:
@@ -150,7 +158,9 @@ async def stream_job(state: ServerState, request: Request, job: Job, events: Eve
     """Stream ``job``: ``events.opening()``, ``events.step`` for every sampler step,
     ``events.result`` of its result, ``[DONE]``. An error of the events themselves (a bug)
     ends the stream with a 500 error event, logged (the connection was cut mid-body, with no
-    event and no end, which clients report as a broken connection).
+    event and no end, which clients report as a broken connection). A stream that ends with
+    an error event (that one, the job's failure, the timeout) is counted and logged with the
+    error's status (``ending_error``).
 
     ``first_step``: start the response only with the job's first step, so an error the
     worker finds before any step (a template it rejects) is still a plain JSON error
@@ -197,19 +207,19 @@ async def stream_job(state: ServerState, request: Request, job: Job, events: Eve
                     quiet_since = loop.time()
                 kind, payload = await next_after_quiet()
             if kind == "timeout":
-                yield sse_error(timed_out(state))
+                yield ending_error(request, timed_out(state))
                 return
             finished = True
             try:
                 result = job.future.result()
             except BaseException as e:  # noqa: BLE001
-                yield sse_error(job_failure(e))
+                yield ending_error(request, job_failure(e))
                 return
             for event in events.result(result):
                 yield event
             yield DONE
         except Exception:  # noqa: BLE001 -- a bug of the events: an error event, as documented
-            yield sse_error(crashed(request))
+            yield ending_error(request, crashed(request))
         finally:
             if not finished or not job.future.done():
                 drop(state, job)
