@@ -279,6 +279,7 @@ class BlockRun(DecoderRun):
         self.gen_length, self.block_size, self.P = config.gen_length, bs, P
         self.x, self.real = x.to(device), real.to(device)  # (B, L): prompt and finished blocks
         self.prompt = unguided_starts(self.real, started, P - 1)  # (B, P): what guidance blanks out
+        self._given = self.real & (self.x != mask_id)  # (B, P): the prompt tokens, locked
         self._row_gens: list[torch.Generator] | None = None
         self.generator: torch.Generator | None = None
         if generator is None or isinstance(generator, torch.Generator):
@@ -329,8 +330,16 @@ class BlockRun(DecoderRun):
             new[self.finished] = self.eos_id  # finished rows: EOS padding, nothing to denoise
         tokens = torch.cat([self.x, new], dim=1)  # (B, L + n)
         attn = torch.cat([self.real, torch.ones(B, n, dtype=torch.bool, device=device)], dim=1)
+        # Locked: the prompt's given tokens (and padding) alone. The finished blocks (and a
+        # [MASK] of the prompt, once filled) are generated text, which presence and frequency
+        # count (``PenaltyConstraint``: the unlocked tokens); they are no masks, so nothing
+        # writes them. Locked, as ``from_tokens`` locks any given token, a block's penalties
+        # forgot every block before it.
+        locked = torch.zeros(B, L + n, dtype=torch.bool, device=device)
+        locked[:, : self.P] = self._given
         canvas = Canvas.from_tokens(
-            tokens, mask_id=self.mask_id, attention_mask=attn, region=(L - tail, L + n)
+            tokens, mask_id=self.mask_id, attention_mask=attn, locked=locked,
+            region=(L - tail, L + n),
         )
         pad = torch.zeros(B, tokens.shape[1] - self.P, dtype=torch.bool, device=device)
         canvas = dataclasses.replace(canvas, prompt_index=torch.cat([self.prompt, pad], dim=1))
