@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -58,3 +60,39 @@ def test_a_mask_in_the_prompt_is_still_filled(penalty: dict) -> None:
     out = sample_blocks(Flat(), [[8, 0, 9]], cfg, mask_id=0, pad_id=1, eos_id=2, block_size=2)
     assert out.tokens[0, :4].tolist() == [1, 8, 5, 9]
     assert 0 not in out.tokens.tolist()[0]
+
+
+class Widths:
+    """A block-causal ``Transformer`` that records the columns each call runs."""
+
+    def __init__(self, model: Transformer) -> None:
+        self.model, self.config, self.widths = model, model.config, []
+        self.supports_kv_cache = True
+
+    def __call__(self, tokens: torch.Tensor, **kw: object) -> torch.Tensor:
+        self.widths.append(tokens.shape[1])
+        return self.model(tokens, **kw)
+
+    def parameters(self):  # noqa: ANN201 -- the device probe of the decoders
+        return self.model.parameters()
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_a_block_starts_from_the_last_blocks_cache(cache: str) -> None:
+    # block-causal blocks aligned with the run's: a finished block's K/V never change, so a
+    # new block's first call runs the last block and itself (8 columns), not the whole
+    # canvas (it did: 8, 12, 16, 20, 24 columns, the prompt recomputed every block); the
+    # tokens are those of no cache
+    cfg = model_preset("tiny", vocab_size=40, attention="block-causal", block_size=4,
+                       max_seq_len=32, init_std=0.5)
+    torch.manual_seed(0)
+    model = Widths(Transformer(cfg).double().eval())
+    sample = SampleConfig(gen_length=20, steps=20)
+    ids = dict(mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=None)
+    off = sample_blocks(model.model, [[5, 6, 7, 8], [9, 10]], sample, **ids)
+    on = sample_blocks(model, [[5, 6, 7, 8], [9, 10]], dataclasses.replace(sample, cache=cache),
+                       **ids)
+    assert torch.equal(on.tokens, off.tokens) and on.nfe == off.nfe == 20
+    firsts = model.widths[::4]  # one call a step, 4 steps a block
+    assert firsts == [8, 8, 8, 8, 8]
+    assert all(w == 4 for i, w in enumerate(model.widths) if i % 4)

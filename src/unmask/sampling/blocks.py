@@ -45,6 +45,7 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.ar import RowGenerators, row_generators
+from unmask.sampling.cache import WindowCache
 from unmask.sampling.loop import (
     START_TOKEN_NOTE,
     Denoiser,
@@ -309,6 +310,9 @@ class BlockRun(DecoderRun):
         self._post = torch.zeros(B, dtype=torch.long, device=device)  # (B,)
         self._frozen = torch.zeros(B, dtype=torch.bool, device=device)  # (B,)
         self._extra = (0, 0)  # (nfe, steps) of this block's edit-only steps
+        # the K/V a cache of the last block leaves, and its first columns that hold the final
+        # tokens' (``WindowCache.settled``): the next block starts from them (``_carry``)
+        self._kv: tuple[Any, int] | None = None
         self._inner: Denoiser | None = None
         self._next_block()
 
@@ -359,12 +363,30 @@ class BlockRun(DecoderRun):
             eos_id=self.eos_id,
             generator=draws,
         )  # history and step_callback are kept here: a step ends after its edits
+        self._carry(self._inner)
         if self._inner.done:  # nothing to denoise in this block
             self._end_block()
+
+    def _carry(self, inner: Denoiser) -> None:
+        """Start ``inner``'s KV cache (``prefix``/``dual``) from the last block's: under
+        block-causal attention whose blocks are the run's (the module docstring), a column's
+        K/V never depend on the columns after it, so those of the finished blocks hold once
+        their tokens are final, and the block's first call recomputes from the last block's
+        stale columns on, not the whole canvas (``WindowCache.carry``): the same logits, bit
+        for bit where the kernels are (float64 tested), and the same tokens. Until
+        2026-12-07 every block's first call ran the whole canvas, prompt and every finished
+        block, so a block's cost grew with the text."""
+        if self._kv is not None and isinstance(inner.cache, WindowCache):
+            inner.cache.carry(*self._kv)
 
     def _end_block(self) -> None:
         inner = self._inner
         assert inner is not None
+        cache = inner.cache
+        if isinstance(cache, WindowCache) and cache.kv is not None:  # else: no model call
+            # down to an attention block's start (blocks of the model count from column 0 in
+            # either layout): a column left of a recomputed one in its block sees it
+            self._kv = (cache.kv, cache.settled // self.block_size * self.block_size)
         L = self.x.shape[1]
         self.x, self.real = inner.x, self._attn
         self.finished |= rows_finished(self.x[:, L:], self.eos_id)
