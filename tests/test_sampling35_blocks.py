@@ -96,3 +96,20 @@ def test_a_block_starts_from_the_last_blocks_cache(cache: str) -> None:
     firsts = model.widths[::4]  # one call a step, 4 steps a block
     assert firsts == [8, 8, 8, 8, 8]
     assert all(w == 4 for i, w in enumerate(model.widths) if i % 4)
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_a_prompt_mask_mid_block_is_exact_under_a_cache(cache: str) -> None:
+    # the prompt's [MASK] sits mid attention block (padded prompt: pad, 5, [MASK], 6): the
+    # columns of its block before it see it, so the cache recomputes from the block's start
+    # (it started at the mask, and those columns kept the K/V of a masked canvas)
+    cfg = model_preset("tiny", vocab_size=40, attention="block-causal", block_size=4,
+                       max_seq_len=32, init_std=0.5)
+    torch.manual_seed(0)
+    model = Transformer(cfg).double().eval()
+    sample = SampleConfig(gen_length=16, steps=32, skip_empty_steps=True,
+                          prompt_masks="reference")
+    ids = dict(mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=None)
+    off = sample_blocks(model, [[5, 0, 6]], sample, **ids)
+    on = sample_blocks(model, [[5, 0, 6]], dataclasses.replace(sample, cache=cache), **ids)
+    assert torch.equal(on.tokens, off.tokens)

@@ -376,7 +376,10 @@ class BlockRun(DecoderRun):
         for bit where the kernels are (float64 tested), and the same tokens. Until
         2026-12-07 every block's first call ran the whole canvas, prompt and every finished
         block, so a block's cost grew with the text."""
-        if self._kv is not None and isinstance(inner.cache, WindowCache):
+        if not isinstance(inner.cache, WindowCache):
+            return
+        inner.cache.align(self.block_size)  # a [MASK] of the prompt mid-block: its block too
+        if self._kv is not None:
             inner.cache.carry(*self._kv)
 
     def _end_block(self) -> None:
@@ -384,9 +387,7 @@ class BlockRun(DecoderRun):
         assert inner is not None
         cache = inner.cache
         if isinstance(cache, WindowCache) and cache.kv is not None:  # else: no model call
-            # down to an attention block's start (blocks of the model count from column 0 in
-            # either layout): a column left of a recomputed one in its block sees it
-            self._kv = (cache.kv, cache.settled // self.block_size * self.block_size)
+            self._kv = (cache.kv, cache.settled)  # a block's first column (``align``)
         L = self.x.shape[1]
         self.x, self.real = inner.x, self._attn
         self.finished |= rows_finished(self.x[:, L:], self.eos_id)

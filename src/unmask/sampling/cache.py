@@ -215,6 +215,13 @@ class WindowCache(CachePolicy):
         self.lo = int(earlier[0]) if len(earlier) else block_start
         self.hi = self.window_end(block_end, masked.shape[1])
 
+    def align(self, block: int) -> None:
+        """Recompute from the start of the attention block (of ``block`` columns, counted
+        from column 0) that holds the window's first column: under block-causal attention
+        the columns before a [MASK] in its block see it, so their K/V change when it is
+        filled (``BlockRun``; a no-op where the window starts on a block's first column)."""
+        self.lo = self.lo // block * block
+
     def carry(self, kv: Any, valid: int) -> None:
         """Start the current block from ``kv``, the K/V of an earlier canvas that this one
         extends, whose first ``valid`` columns hold the K/V of the tokens this canvas holds
