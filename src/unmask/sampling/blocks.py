@@ -45,6 +45,7 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.ar import RowGenerators, row_generators
+from unmask.sampling.cache import WindowCache
 from unmask.sampling.loop import (
     START_TOKEN_NOTE,
     Denoiser,
@@ -279,6 +280,7 @@ class BlockRun(DecoderRun):
         self.gen_length, self.block_size, self.P = config.gen_length, bs, P
         self.x, self.real = x.to(device), real.to(device)  # (B, L): prompt and finished blocks
         self.prompt = unguided_starts(self.real, started, P - 1)  # (B, P): what guidance blanks out
+        self._given = self.real & (self.x != mask_id)  # (B, P): the prompt tokens, locked
         self._row_gens: list[torch.Generator] | None = None
         self.generator: torch.Generator | None = None
         if generator is None or isinstance(generator, torch.Generator):
@@ -308,6 +310,9 @@ class BlockRun(DecoderRun):
         self._post = torch.zeros(B, dtype=torch.long, device=device)  # (B,)
         self._frozen = torch.zeros(B, dtype=torch.bool, device=device)  # (B,)
         self._extra = (0, 0)  # (nfe, steps) of this block's edit-only steps
+        # the K/V a cache of the last block leaves, and its first columns that hold the final
+        # tokens' (``WindowCache.settled``): the next block starts from them (``_carry``)
+        self._kv: tuple[Any, int] | None = None
         self._inner: Denoiser | None = None
         self._next_block()
 
@@ -329,8 +334,16 @@ class BlockRun(DecoderRun):
             new[self.finished] = self.eos_id  # finished rows: EOS padding, nothing to denoise
         tokens = torch.cat([self.x, new], dim=1)  # (B, L + n)
         attn = torch.cat([self.real, torch.ones(B, n, dtype=torch.bool, device=device)], dim=1)
+        # Locked: the prompt's given tokens (and padding) alone. The finished blocks (and a
+        # [MASK] of the prompt, once filled) are generated text, which presence and frequency
+        # count (``PenaltyConstraint``: the unlocked tokens); they are no masks, so nothing
+        # writes them. Locked, as ``from_tokens`` locks any given token, a block's penalties
+        # forgot every block before it.
+        locked = torch.zeros(B, L + n, dtype=torch.bool, device=device)
+        locked[:, : self.P] = self._given
         canvas = Canvas.from_tokens(
-            tokens, mask_id=self.mask_id, attention_mask=attn, region=(L - tail, L + n)
+            tokens, mask_id=self.mask_id, attention_mask=attn, locked=locked,
+            region=(L - tail, L + n),
         )
         pad = torch.zeros(B, tokens.shape[1] - self.P, dtype=torch.bool, device=device)
         canvas = dataclasses.replace(canvas, prompt_index=torch.cat([self.prompt, pad], dim=1))
@@ -350,12 +363,31 @@ class BlockRun(DecoderRun):
             eos_id=self.eos_id,
             generator=draws,
         )  # history and step_callback are kept here: a step ends after its edits
+        self._carry(self._inner)
         if self._inner.done:  # nothing to denoise in this block
             self._end_block()
+
+    def _carry(self, inner: Denoiser) -> None:
+        """Start ``inner``'s KV cache (``prefix``/``dual``) from the last block's: under
+        block-causal attention whose blocks are the run's (the module docstring), a column's
+        K/V never depend on the columns after it, so those of the finished blocks hold once
+        their tokens are final, and the block's first call recomputes from the last block's
+        stale columns on, not the whole canvas (``WindowCache.carry``): the same logits, bit
+        for bit where the kernels are (float64 tested), and the same tokens. Until
+        2026-12-07 every block's first call ran the whole canvas, prompt and every finished
+        block, so a block's cost grew with the text."""
+        if not isinstance(inner.cache, WindowCache):
+            return
+        inner.cache.align(self.block_size)  # a [MASK] of the prompt mid-block: its block too
+        if self._kv is not None:
+            inner.cache.carry(*self._kv)
 
     def _end_block(self) -> None:
         inner = self._inner
         assert inner is not None
+        cache = inner.cache
+        if isinstance(cache, WindowCache) and cache.kv is not None:  # else: no model call
+            self._kv = (cache.kv, cache.settled)  # a block's first column (``align``)
         L = self.x.shape[1]
         self.x, self.real = inner.x, self._attn
         self.finished |= rows_finished(self.x[:, L:], self.eos_id)

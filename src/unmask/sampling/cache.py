@@ -204,15 +204,42 @@ class WindowCache(CachePolicy):
         self.kv: Any = None
         self.buf: Tensor | None = None  # (B, L, V) logits of the current block
         self.lo = self.hi = 0
+        self._carried: int | None = None  # the first column the next call recomputes (carry)
 
     def window_end(self, block_end: int, length: int) -> int:
         raise NotImplementedError
 
     def start_block(self, masked: Tensor, block_start: int, block_end: int) -> None:
-        self.kv = None  # refresh at the block's first model call
+        self.kv, self._carried = None, None  # refresh at the block's first model call
         earlier = masked[:, :block_start].any(dim=0).nonzero()
         self.lo = int(earlier[0]) if len(earlier) else block_start
         self.hi = self.window_end(block_end, masked.shape[1])
+
+    def align(self, block: int) -> None:
+        """Recompute from the start of the attention block (of ``block`` columns, counted
+        from column 0) that holds the window's first column: under block-causal attention
+        the columns before a [MASK] in its block see it, so their K/V change when it is
+        filled (``BlockRun``; a no-op where the window starts on a block's first column)."""
+        self.lo = self.lo // block * block
+
+    def carry(self, kv: Any, valid: int) -> None:
+        """Start the current block from ``kv``, the K/V of an earlier canvas that this one
+        extends, whose first ``valid`` columns hold the K/V of the tokens this canvas holds
+        there and can see nothing after them (block-causal attention whose blocks are the
+        sampler's: ``unmask.sampling.blocks.BlockRun``, where the block is the canvas's last
+        columns): the block's first call recomputes from ``valid`` (or the window) on, not
+        the whole canvas. Exact only there; nothing else calls it."""
+        self.kv, self._carried = kv, valid
+
+    @property
+    def settled(self) -> int:
+        """The columns ``[0, settled)`` whose cached K/V are those of tokens no later step of
+        the block changes: those before the window (a block's last call runs before its last
+        commit, so the window's are stale); a carried cache's own before the block's first
+        call, else 0 then."""
+        if self.kv is None:
+            return 0
+        return self.lo if self._carried is None else self._carried
 
     def logits(
         self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool,
@@ -233,19 +260,25 @@ class WindowCache(CachePolicy):
             return self.buf
         # With a logit shift position lo needs the logits of lo - 1: run one more position.
         q0 = max(self.lo - 1, 0) if shift else self.lo
+        carried, self._carried = self._carried, None
+        if carried is not None:  # a carried cache: its stale columns too, a new buffer
+            assert self.hi == tokens.shape[1], "a carried cache serves a block at the end"
+            q0, self.buf = min(q0, carried), None
         part = call_model(
             model, tokens[:, q0 : self.hi], attention_mask, cache=self.kv, start=q0,
             return_hidden=narrow,
         )  # (B, W, V|D)
         if narrow:  # the read columns lie in [lo, hi): masks only ever get filled
-            assert window is not None and self.buf is not None
+            assert window is not None
             lo = max(window[0], self.lo)  # the widening stops at the recomputed columns
             if part.shape[0] * (window[1] - lo) >= MIN_HEAD_ROWS:
-                return head_window(part, head, (lo, window[1]), shift=shift, offset=q0,
-                                   out=self.buf)
+                self.buf = head_window(part, head, (lo, window[1]), shift=shift, offset=q0,
+                                       out=self.buf)
+                return self.buf
             part = head(part)  # too few rows for the same bits: the head on all of them
-        if shift:
-            part = shift_logits(part)[:, self.lo - q0 :]
+        part = (shift_logits(part) if shift else part)[:, self.lo - q0 :]
+        if self.buf is None:  # (B, L, V): the columns before lo are never read
+            self.buf = part.new_zeros(part.shape[0], tokens.shape[1], part.shape[2])
         # Outside [lo, hi) the block's first logits stay: no candidate lies there (lo is the
         # first masked column, hi >= the block end), and one buffer per block saves a
         # (B, L, V) allocation per step.
