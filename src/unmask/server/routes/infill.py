@@ -220,7 +220,8 @@ def router(state: ServerState) -> APIRouter:
         parsed = user_call(lambda: parse_template(req.template), "template")  # named here
         config: SampleConfig | dict[str, Any] = configure(req)  # infill caps steps at masks
         facts = api.facts_of(state.loaded)
-        if api.infill_decoder(state.loaded) == "embed-diffusion":
+        embed = api.infill_decoder(state.loaded) == "embed-diffusion"
+        if embed:
             # the options sent (a dict, as `unmask infill`): api.infill puts the checkpoint's
             # recommendation (its rounding temperature) under them; a SampleConfig rounded by
             # argmax. steps not sent: the library's, within --max-steps
@@ -229,15 +230,16 @@ def router(state: ServerState) -> APIRouter:
             steps = facts.sample_defaults.get("steps", SampleConfig.steps)
             if "steps" not in config and steps > state.limits.max_steps:
                 config["steps"] = state.limits.max_steps
-        if req.length_mode == "empty" and getattr(model.config, "empty_id", None) is None:
+        if (req.length_mode == "empty" and getattr(model.config, "empty_id", None) is None
+                and not embed and not fim):
             # the library's refusal names its CLI flags ("use --length-mode elbo") and came
-            # without a param: said in the request's words
+            # without a param: said in the request's words, where the length search runs (an
+            # AR-FIM or embed-diffusion checkpoint refuses every length option itself: this
+            # told them to use 'elbo' or 'auto', each a 400 there too)
             raise APIError(400, "length_mode 'empty' needs a model trained with --empty-rate "
                            "(its config.json has no empty_id); use length_mode 'elbo' or "
                            "'auto'", param="length_mode", code="invalid_value")
-        options = InfillOptions(max_search_calls=state.limits.max_search_calls,
-                                **{k: v for k in INFILL_FIELDS
-                                   if (v := getattr(req, k)) is not None})
+        options = infill_options(req)
 
         def run(on_step: StepCallback) -> Any:  # worker thread: regexes compile here
             segments = constrain_gaps(parsed,  # copies: the parsed segments stay as they are
@@ -258,6 +260,11 @@ def router(state: ServerState) -> APIRouter:
 
         return run, infill_body, None
 
+    def infill_options(req: InfillRequest) -> InfillOptions:
+        """The request's ``InfillOptions`` (a field not sent: the library's default)."""
+        return InfillOptions(max_search_calls=state.limits.max_search_calls,
+                             **{k: v for k in INFILL_FIELDS if (v := getattr(req, k)) is not None})
+
     def guided_text(req: InfillRequest) -> tuple[Any, ...]:
         """A guided infill's template: (its one gap, the text before and after it, whether a
         causal model reads them as fill-in-the-middle, the BOS, the ids before and after);
@@ -274,14 +281,15 @@ def router(state: ServerState) -> APIRouter:
         if not isinstance(gap, Gap) or req.choices or req.regex or req.charset or req.ban:
             raise APIError(400, "with response_format or guided_*, the template has one gap "
                            "and no other gap constraints", param="template", code="invalid_value")
-        sent = [k for k in INFILL_FIELDS if getattr(req, k) is not None]
-        if sent:  # the length search's options: the constraint sets the length (ignored)
-            from unmask.server.routes.guided import guidance
+        from unmask.server.routes.guided import guidance
 
-            source = (guidance(req) or {}).get("source", "structured output")
-            raise APIError(400, f"{sent[0]} does not apply with {source}: the constraint sets "
-                           "the gap's length (no length search)", param=sent[0],
-                           code="invalid_value")
+        source = (guidance(req) or {}).get("source", "structured output")
+        try:  # the length search's options (ignored): at their defaults they pass, as on
+            # an AR-FIM or embed-diffusion checkpoint (any one sent was a 400)
+            api._refuse_length_options(infill_options(req), f"with {source} the constraint "
+                                       "sets the gap's length")
+        except UserError as e:
+            raise user_error(e, sent_option(req, e)) from None
         if gap.length is None and (gap.min_len is not None or gap.max_len is not None):
             raise APIError(400, "with response_format or guided_*, the gap is [MASK:n] (at most "
                            "n tokens; the constraint sets the length), not a range",

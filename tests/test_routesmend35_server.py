@@ -1,0 +1,79 @@
+"""Session 35 review of the routes fixes: the refusals they added let neutral values through,
+as the rest of the server does (tiny test models)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from server_helpers import Echo, loaded, tiny_config  # noqa: E402
+
+from unmask.server import create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    app = create_app(loaded(Echo(tiny_config())), chat_template="plain", access_log=False)
+    with TestClient(app) as c:
+        yield c
+
+
+def _client(**fields):
+    import torch
+
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(dataclasses.replace(tiny_config(), **fields)).eval()
+    return TestClient(create_app(loaded(model), chat_template="plain", access_log=False))
+
+
+@pytest.fixture(scope="module")
+def fim_client():
+    with _client(attention="causal", objective="ar", vocab_size=263, fim_prefix_id=260,
+                 fim_suffix_id=261, fim_middle_id=262) as c:
+        yield c
+
+
+DEFAULTS = {"length_mode": "auto", "length_score": "total", "max_candidates": 6,
+            "elbo_samples": 16}
+
+
+@pytest.mark.parametrize("option", [*({k: v} for k, v in DEFAULTS.items()), DEFAULTS])
+def test_a_guided_infill_takes_the_length_options_at_their_defaults(client, option):
+    """A guided infill refuses the length search's options, which would do nothing; at their
+    defaults (a client that sends its infill options in full) they do nothing either, and
+    pass, as on an AR-FIM or embed-diffusion checkpoint (every one sent was a 400)."""
+    r = client.post("/v1/infill", json={"template": "x [MASK:4] y", "guided_regex": "[0-9]+",
+                                         **option})
+    assert r.status_code == 200, r.text
+    r = client.post("/v1/infill", json={"template": "x [MASK:4] y", "guided_regex": "[0-9]+",
+                                         **option, "max_candidates": 3})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "max_candidates" and "guided_regex" in err["message"], err
+
+
+def test_length_mode_empty_on_an_ar_fim_checkpoint_gives_advice_that_works(fim_client):
+    """``length_mode`` does not apply on an AR-FIM checkpoint (the model ends its gap); for
+    "empty" the 400 told the client to use 'elbo' or 'auto', and 'elbo' was a 400 too."""
+    r = fim_client.post("/v1/infill", json={"template": "a [MASK:1-4] b",
+                                             "length_mode": "empty"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "length_mode", err
+    assert "AR-FIM" in err["message"] and "'elbo'" not in err["message"], err
+
+
+def test_length_mode_empty_on_an_embed_diffusion_checkpoint_says_why_it_does_not_apply():
+    """The same on an embed-diffusion checkpoint, which fills fixed-length gaps only."""
+    with _client(objective="embed-diffusion") as c:
+        r = c.post("/v1/infill", json={"template": "a [MASK:4] b", "length_mode": "empty"})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == "length_mode", err
+        assert "fixed-length" in err["message"] and "'elbo'" not in err["message"], err
