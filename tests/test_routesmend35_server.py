@@ -39,6 +39,12 @@ def fim_client():
         yield c
 
 
+@pytest.fixture(scope="module")
+def causal_client():
+    with _client(attention="causal", objective="ar") as c:
+        yield c
+
+
 DEFAULTS = {"length_mode": "auto", "length_score": "total", "max_candidates": 6,
             "elbo_samples": 16}
 
@@ -77,3 +83,48 @@ def test_length_mode_empty_on_an_embed_diffusion_checkpoint_says_why_it_does_not
         err = r.json()["error"]
         assert err["param"] == "length_mode", err
         assert "fixed-length" in err["message"] and "'elbo'" not in err["message"], err
+
+
+@pytest.mark.parametrize("template,width", [("a [MASK:4] b", 4), ("a [MASK:1-3] b", 3)])
+@pytest.mark.parametrize("name", ["steps", "block_length"])
+def test_a_fill_in_the_middle_infill_takes_steps_at_its_gap_width(fim_client, template, width,
+                                                                   name):
+    """A fill-in-the-middle gap is written token by token: ``steps`` (or ``block_length``) at
+    the gap's width, one step per token, changes nothing and passes, as ``steps`` equal to
+    ``max_tokens`` does in a causal completion (every sent one was a 400); another is a
+    400 naming it."""
+    assert fim_client.post("/v1/infill", json={"template": template, name: width}
+                           ).status_code == 200
+    r = fim_client.post("/v1/infill", json={"template": template, name: width - 1})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == name, r.text
+
+
+def test_a_guided_fill_in_the_middle_infill_takes_steps_at_n(fim_client):
+    """A guided gap ``[MASK:n]`` on a causal checkpoint: n plays ``max_tokens``, so ``steps``
+    n passes, as in a causal structured completion."""
+    body = {"template": "a [MASK:4] b", "guided_regex": "[a-z]+"}
+    assert fim_client.post("/v1/infill", json={**body, "steps": 4}).status_code == 200
+    r = fim_client.post("/v1/infill", json={**body, "steps": 3})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "steps", r.text
+
+
+@pytest.mark.parametrize("body", [
+    {"form": {"a": "<choice:x|yz>", "n": "<int:0..99>"}},
+    {"schema": {"type": "object", "properties": {"a": {"enum": ["x", "y"]}},
+                "required": ["a"]}},
+])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_causal_form_takes_steps_at_its_holes_width(causal_client, body, stream):
+    """A causal checkpoint fills a form's holes left to right: ``steps`` or ``block_length``
+    equal to their width (what the holes take at their widest: one step per masked token,
+    the default on a diffusion checkpoint) passes; another is a 400 before any stream."""
+    r = causal_client.post("/v1/forms", json=body)
+    assert r.status_code == 200, r.text
+    width = sum(h["width"] for h in r.json()["holes"])
+    for name in ("steps", "block_length"):
+        r = causal_client.post("/v1/forms", json={**body, name: width, "stream": stream})
+        assert r.status_code == 200, (name, r.text)
+        r = causal_client.post("/v1/forms", json={**body, name: width + 1, "stream": stream})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == name, r.text

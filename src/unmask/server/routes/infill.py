@@ -59,6 +59,9 @@ refusal found there names (``_run``); made off the event loop (``plumbing.checke
 checks parse templates and tokenize texts; those that compile a structured answer's
 automata or check a schema's patterns, for seconds, on a slow-check thread)."""
 
+GUIDED_WIDTH = 32
+"""n of a bare ``[MASK]`` in a guided infill (each value's bound, as ``max_tokens``)."""
+
 INFILL_FIELDS = ("length_mode", "length_score", "max_candidates", "elbo_samples")
 """``InfillRequest`` fields that are ``InfillOptions`` fields (unset: the library's default)."""
 
@@ -162,9 +165,19 @@ def router(state: ServerState) -> APIRouter:
         check_steps(state, opts)
         if not causal_ok:
             diffusion_only(state, what)
-        # filled left to right on a causal model: the denoising loop's options are refused
-        # (a sent steps, at most --max-steps, differs from a length past it)
-        left_to_right(state, opts, state.limits.max_steps + 1)
+
+    def causal_fill(opts: DiffusionOptions, width: Callable[[], int]) -> None:
+        """On a causal checkpoint, which fills a gap or a form left to right: the denoising
+        loop's options are a 400 (``left_to_right``), ``steps`` and ``block_length`` at
+        ``width()``, the tokens it writes (one step per token, one block, as a causal
+        completion's at ``max_tokens``) pass. ``width()`` is worked out only where one of the
+        two is sent (it may compile constraints: ``TakesSeconds``). Every sent ``steps`` was
+        refused (``[MASK:4]`` with ``steps`` 4 too), where a causal completion takes
+        ``max_tokens``."""
+        if not state.causal:
+            return
+        sized = opts.steps is not None or opts.block_length is not None
+        left_to_right(state, opts, width() if sized else 1)  # not sized: any length
 
     def configure(opts: DiffusionOptions) -> SampleConfig:
         """The request's ``SampleConfig`` (``steps`` capped at the masks by the library), an
@@ -209,6 +222,8 @@ def router(state: ServerState) -> APIRouter:
         if guided is not None:
             if "text" not in memo:  # parsed and encoded once (a 64K template: some 70 ms)
                 memo["text"] = guided_text(req)
+            gap = memo["text"][0]
+            causal_fill(req, lambda: gap.length or GUIDED_WIDTH)  # n plays max_tokens
             return plan_guided_infill(req, guided, slow, *memo["text"])
         if req.regex and not state.limits.allow_regex:
             raise no_regex("regex")
@@ -218,6 +233,8 @@ def router(state: ServerState) -> APIRouter:
             user_call(lambda: check_total(((f"gap {k}", v) for k, v in req.regex.items()),
                                           "regex"), "regex")
         parsed = user_call(lambda: parse_template(req.template), "template")  # named here
+        if fim:  # one gap, filled left to right (a template of several: the worker says so)
+            causal_fill(req, lambda: fim_width(req, parsed, slow))
         config: SampleConfig | dict[str, Any] = configure(req)  # infill caps steps at masks
         facts = api.facts_of(state.loaded)
         embed = api.infill_decoder(state.loaded) == "embed-diffusion"
@@ -264,6 +281,25 @@ def router(state: ServerState) -> APIRouter:
         """The request's ``InfillOptions`` (a field not sent: the library's default)."""
         return InfillOptions(max_search_calls=state.limits.max_search_calls,
                              **{k: v for k in INFILL_FIELDS if (v := getattr(req, k)) is not None})
+
+    def fim_width(req: InfillRequest, parsed: list[Any], slow: bool) -> int:
+        """The most tokens a fill-in-the-middle infill writes in the one gap of ``parsed``
+        (``infill_causal``'s: the longest length the gap's plan allows, its constraints
+        set); 0 for a template of several gaps (refused on the worker)."""
+        from unmask.infill import Gap
+        from unmask.infill.options import constrain_gaps
+        from unmask.infill.template import plan_template
+
+        if sum(isinstance(s, Gap) for s in parsed) != 1:
+            return 0
+        if not slow:  # its constraints compile
+            raise TakesSeconds
+        segments = user_call(lambda: constrain_gaps(
+            parsed, choices=list((req.choices or {}).items()),
+            regex=list((req.regex or {}).items()), charset=list((req.charset or {}).items()),
+            ban=req.ban or ()), "template")
+        return int(user_call(lambda: plan_template(segments, tok), "template").holes[0]
+                   .feasible[-1])
 
     def guided_text(req: InfillRequest) -> tuple[Any, ...]:
         """A guided infill's template: (its one gap, the text before and after it, whether a
@@ -329,7 +365,7 @@ def router(state: ServerState) -> APIRouter:
         from unmask.server.routes.guided import build_form, piece_widths, room_check
 
         n_text = len(start) + len(prefix) + len(suffix)
-        width = gap.length or 32
+        width = gap.length or GUIDED_WIDTH
         form, parse = build_form(state, guided, width, slow=slow)
         items, holes, automata = user_call(
             lambda: parse_form(form, tok, source=guided["source"]), guided["source"])
@@ -400,6 +436,7 @@ def router(state: ServerState) -> APIRouter:
                 form = None  # the worker says where the JSON is broken
             if _has_regex_hole(form):
                 raise no_regex("form")
+        causal_fill(req, lambda: form_width(text, "form", slow))
         config = configure(req)
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask fill-form`
@@ -408,6 +445,24 @@ def router(state: ServerState) -> APIRouter:
                                  max_repair_calls=repair_calls(state, config)).detail
 
         return run, form_body, "form"
+
+    def form_width(form: Any, source: str, slow: bool) -> int:
+        """The masked positions of a form (``source`` "form") or a schema's (``"schema"``):
+        its holes at their widest, one step each by default (``fill_form``'s layout); its
+        automata compile (cached for the fill)."""
+        from unmask.infill import parse_form
+        from unmask.infill.schema import schema_form
+
+        if not slow:
+            raise TakesSeconds
+        if source == "schema":
+            form = user_call(lambda: schema_form(form, tok, source=source,
+                                                 context=state.max_seq_len), source)
+            if not isinstance(form, (dict, list)):  # a scalar schema: one hole (fill_schema)
+                form = [form]
+        _, holes, _ = user_call(lambda: parse_form(form, tok, source=source,
+                                                   max_seq_len=state.max_seq_len), source)
+        return sum(h.width for h in holes)
 
     def plan_schema_form(req: FormRequest) -> Plan:
         from unmask import api
@@ -418,6 +473,7 @@ def router(state: ServerState) -> APIRouter:
         check_text(state, schema_text(schema), "schema")
         # Unenforceable keywords here; the automata compile on the worker.
         user_call(lambda: check_schema(load_schema(schema, "schema")), "schema")
+        causal_fill(req, lambda: form_width(schema, "schema", True))
         config = configure(req)
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask fill-form`
