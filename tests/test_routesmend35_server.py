@@ -128,3 +128,37 @@ def test_a_causal_form_takes_steps_at_its_holes_width(causal_client, body, strea
         r = causal_client.post("/v1/forms", json={**body, name: width + 1, "stream": stream})
         assert r.status_code == 400, r.text
         assert r.json()["error"]["param"] == name, r.text
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/completions", {"prompt": "ab", "max_tokens": 8, "guided_regex": "[a-z]+"}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                              "response_format": {"type": "json_object"}}),
+    ("/v1/forms", {"form": {"a": "<choice:x|y>"}}),
+    ("/v1/infill", {"template": "x [MASK:4] y"}),
+    ("/v1/edit", {"text": "hello world", "lowest": 2}),
+])
+def test_max_post_steps_off_passes_where_no_token_is_edited(client, path, body):
+    """``max_post_steps`` 0 is token editing's off value: a plain completion takes it; a
+    form, a structured answer, a template's gaps or an edit (no token editing there) refused
+    it as a generation-only option. It passes now; 4 is still a 400."""
+    assert client.post("/v1/completions", json={"prompt": "ab", "max_post_steps": 0}
+                       ).status_code == 200
+    r = client.post(path, json={**body, "max_post_steps": 0})
+    assert r.status_code == 200, r.text
+    r = client.post(path, json={**body, "max_post_steps": 4})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_post_steps", r.text
+
+
+def test_token_editing_is_refused_before_a_structured_answer_compiles(client, monkeypatch):
+    """The cheap 400 for ``max_post_steps`` comes before the answer's automata compile (a
+    heavy schema compiled for seconds, then was refused)."""
+    from unmask.server.routes import guided
+
+    def compiled(*args, **kwargs):
+        raise AssertionError("compiled before the refusal")
+
+    monkeypatch.setattr(guided, "build_form", compiled)
+    r = client.post("/v1/completions", json={"prompt": "ab", "max_tokens": 8,
+                                             "guided_regex": "[a-z]{3}x", "max_post_steps": 4})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_post_steps", r.text
