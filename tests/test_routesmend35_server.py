@@ -136,6 +136,7 @@ def test_a_causal_form_takes_steps_at_its_holes_width(causal_client, body, strea
                               "response_format": {"type": "json_object"}}),
     ("/v1/forms", {"form": {"a": "<choice:x|y>"}}),
     ("/v1/infill", {"template": "x [MASK:4] y"}),
+    ("/v1/infill", {"template": "x [MASK:4] y", "guided_regex": "[0-9]+"}),
     ("/v1/edit", {"text": "hello world", "lowest": 2}),
 ])
 def test_max_post_steps_off_passes_where_no_token_is_edited(client, path, body):
@@ -162,3 +163,15 @@ def test_token_editing_is_refused_before_a_structured_answer_compiles(client, mo
     r = client.post("/v1/completions", json={"prompt": "ab", "max_tokens": 8,
                                              "guided_regex": "[a-z]{3}x", "max_post_steps": 4})
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_post_steps", r.text
+
+
+@pytest.mark.parametrize("option", [{"edit_threshold": 0.5}, {"max_post_steps": 4}])
+def test_a_guided_infill_refuses_token_editing(client, option):
+    """A guided gap is filled as a form, without token editing: ``edit_threshold`` and
+    ``max_post_steps`` did nothing (the same text, a 200), now a 400 naming the field, as
+    in structured output."""
+    r = client.post("/v1/infill", json={"template": "x [MASK:4] y", "guided_regex": "[0-9]+",
+                                         **option})
+    assert r.status_code == 400, r.text
+    (name,) = option
+    assert r.json()["error"]["param"] == name, r.text

@@ -40,6 +40,7 @@ from unmask.server.plumbing import (
     diffusion_only,
     left_to_right,
     note,
+    refuse_editing,
     repair_calls,
     run_alone,
     sample_config,
@@ -367,6 +368,10 @@ def router(state: ServerState) -> APIRouter:
 
         n_text = len(start) + len(prefix) + len(suffix)
         width = gap.length or GUIDED_WIDTH
+        config = configure(req)
+        # filled as a form, without token editing: refused as in structured output (they
+        # were accepted and ignored), before its automata compile
+        refuse_editing(req, config, "structured output")
         form, parse = build_form(state, guided, width, slow=slow)
         items, holes, automata = user_call(
             lambda: parse_form(form, tok, source=guided["source"]), guided["source"])
@@ -383,7 +388,6 @@ def router(state: ServerState) -> APIRouter:
         # n bounds each value as max_tokens does (the skeleton on top)
         room_check(holes, automata, guided["source"], width,
                    f"the gap [MASK:{width}]", guided["source"])
-        config = configure(req)
 
         def run(on_step: StepCallback) -> Any:
             return fill_form(model, tok, form, config, step_callback=on_step,
