@@ -100,6 +100,21 @@ def test_a_fill_in_the_middle_infill_takes_steps_at_its_gap_width(fim_client, te
     assert r.json()["error"]["param"] == name, r.text
 
 
+@pytest.mark.parametrize("body,param,words", [
+    ({"template": "a [MASK:2] b [MASK:2]", "steps": 2}, None, "exactly one gap"),
+    ({"template": "a [MASK:2] b", "regex": {"1": "[a"}, "steps": 2}, "regex.1", "regex '[a'"),
+])
+def test_a_fill_in_the_middle_infill_with_steps_is_refused_for_its_template(fim_client, body,
+                                                                           param, words):
+    """Working out the gap's width with ``steps`` sent, a template the fill cannot take is
+    refused for what is wrong with it, naming the field as on the worker (several gaps: not
+    'gen_length must be positive'; a bad gap regex: ``regex.1``, not ``template``)."""
+    r = fim_client.post("/v1/infill", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and words in err["message"], err
+
+
 def test_a_guided_fill_in_the_middle_infill_takes_steps_at_n(fim_client):
     """A guided gap ``[MASK:n]`` on a causal checkpoint: n plays ``max_tokens``, so ``steps``
     n passes, as in a causal structured completion."""

@@ -212,7 +212,7 @@ def router(state: ServerState) -> APIRouter:
         ``TakesSeconds`` where a structured answer compiles, unless ``slow``; ``memo``: what
         the first call worked out, for the second: ``plumbing.checked``)."""
         from unmask import api
-        from unmask.infill import SearchLimitError, parse_template
+        from unmask.infill import Gap, SearchLimitError, parse_template
         from unmask.infill.options import constrain_gaps
         from unmask.infill.template import GapRoomError
         from unmask.server.routes.guided import guidance
@@ -235,7 +235,8 @@ def router(state: ServerState) -> APIRouter:
             user_call(lambda: check_total(((f"gap {k}", v) for k, v in req.regex.items()),
                                           "regex"), "regex")
         parsed = user_call(lambda: parse_template(req.template), "template")  # named here
-        if fim:  # one gap, filled left to right (a template of several: the worker says so)
+        if fim and sum(isinstance(s, Gap) for s in parsed) == 1:  # filled left to right
+            # (a template of several gaps: the worker refuses it, naming why)
             causal_fill(req, lambda: fim_width(req, parsed, slow))
         config: SampleConfig | dict[str, Any] = configure(req)  # infill caps steps at masks
         facts = api.facts_of(state.loaded)
@@ -286,22 +287,21 @@ def router(state: ServerState) -> APIRouter:
 
     def fim_width(req: InfillRequest, parsed: list[Any], slow: bool) -> int:
         """The most tokens a fill-in-the-middle infill writes in the one gap of ``parsed``
-        (``infill_causal``'s: the longest length the gap's plan allows, its constraints
-        set); 0 for a template of several gaps (refused on the worker)."""
-        from unmask.infill import Gap
+        (``infill_causal``'s: the longest length the gap's plan allows, its constraints set;
+        a bad one a 400 naming its field, as on the worker)."""
         from unmask.infill.options import constrain_gaps
         from unmask.infill.template import plan_template
 
-        if sum(isinstance(s, Gap) for s in parsed) != 1:
-            return 0
         if not slow:  # its constraints compile
             raise TakesSeconds
-        segments = user_call(lambda: constrain_gaps(
-            parsed, choices=list((req.choices or {}).items()),
-            regex=list((req.regex or {}).items()), charset=list((req.charset or {}).items()),
-            ban=req.ban or ()), "template")
-        return int(user_call(lambda: plan_template(segments, tok), "template").holes[0]
-                   .feasible[-1])
+        try:
+            segments = constrain_gaps(parsed, choices=list((req.choices or {}).items()),
+                                      regex=list((req.regex or {}).items()),
+                                      charset=list((req.charset or {}).items()),
+                                      ban=req.ban or ())
+            return int(plan_template(segments, tok).holes[0].feasible[-1])
+        except UserError as e:
+            raise user_error(e) from None
 
     def guided_text(req: InfillRequest) -> tuple[Any, ...]:
         """A guided infill's template: (its one gap, the text before and after it, whether a
