@@ -190,3 +190,13 @@ def test_a_guided_infill_refuses_token_editing(client, option):
     assert r.status_code == 400, r.text
     (name,) = option
     assert r.json()["error"]["param"] == name, r.text
+
+
+def test_a_causal_form_too_wide_with_steps_is_coded_as_without(causal_client):
+    """Working out a form's width with ``steps`` sent, a form too wide for the context is the
+    same 400 as without ``steps``: ``context_length_exceeded``, naming the form."""
+    body = {"form": {"a": "<text:200>"}}
+    want = causal_client.post("/v1/forms", json=body).json()["error"]
+    r = causal_client.post("/v1/forms", json={**body, "steps": 5})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == want and want["code"] == "context_length_exceeded", r.text

@@ -460,13 +460,14 @@ def router(state: ServerState) -> APIRouter:
 
         if not slow:
             raise TakesSeconds
-        if source == "schema":
-            form = user_call(lambda: schema_form(form, tok, source=source,
-                                                 context=state.max_seq_len), source)
-            if not isinstance(form, (dict, list)):  # a scalar schema: one hole (fill_schema)
-                form = [form]
-        _, holes, _ = user_call(lambda: parse_form(form, tok, source=source,
-                                                   max_seq_len=state.max_seq_len), source)
+        try:  # its refusals as on the worker (one too wide for the context coded so)
+            if source == "schema":
+                form = schema_form(form, tok, source=source, context=state.max_seq_len)
+                if not isinstance(form, (dict, list)):  # a scalar schema: one hole (fill_schema)
+                    form = [form]
+            _, holes, _ = parse_form(form, tok, source=source, max_seq_len=state.max_seq_len)
+        except UserError as e:
+            raise user_error(e, source) from None
         return sum(h.width for h in holes)
 
     def plan_schema_form(req: FormRequest) -> Plan:
