@@ -127,13 +127,18 @@ def test_a_causal_structured_answer_to_a_masked_prompt_blames_the_prompt(causal_
 def test_a_guided_infill_refuses_the_length_search_options(client, option):
     """With a structured-output constraint the gap is ``[MASK:n]`` and the constraint sets
     its length: the length search's options would do nothing, a 400 naming the field as the
-    gap constraints are (they were accepted and silently ignored)."""
-    r = client.post("/v1/infill", json={"template": "x [MASK:4] y", "guided_regex": "[0-9]+",
-                                         **option})
+    gap constraints are (they were accepted and silently ignored); at their defaults they
+    pass (``InfillOptions``'s, as on an AR-FIM checkpoint)."""
+    body = {"template": "x [MASK:4] y", "guided_regex": "[0-9]+"}
+    r = client.post("/v1/infill", json={**body, **option})
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     (name,) = option
     assert err["param"] == name and "guided_regex" in err["message"], err
+    default = {"length_mode": "auto", "length_score": "total", "max_candidates": 6,
+               "elbo_samples": 16}[name]
+    r = client.post("/v1/infill", json={**body, name: default})
+    assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize("option", [{"repetition_penalty": 3.0}, {"presence_penalty": 1.0},

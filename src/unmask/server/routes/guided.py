@@ -46,10 +46,11 @@ from unmask.server.plumbing import (
     note,
     overflow_param,
     refuse_causal_masks,
+    refuse_editing,
     repair_calls,
     run_alone,
     sample_config,
-    sent_option,
+    unedited,
     usage,
     user_error,
 )
@@ -468,6 +469,16 @@ async def run_guided(
         raise APIError(
             400, "structured output takes one prompt and n = 1", param="n", code="invalid_value"
         )
+    # not the checkpoint's recommendation (no ``loaded``): its penalties, measured on free
+    # text, would fight the constraint (a structured answer repeats on purpose); steps not
+    # sent: one per masked token, at most --max-steps (as infill and forms)
+    steps = min(state.max_seq_len, state.limits.max_steps)
+    config = dataclasses.replace(unedited(sample_config(req, 1, steps)), top_p=top_p)
+    check_names(config)
+    # a form is filled without token editing: edit_threshold and max_post_steps would do
+    # nothing, a 400 as on /v1/forms (they were silently ignored; 0, off, passes as in a
+    # plain completion); before its automata compile, for seconds
+    refuse_editing(req, config, "structured output")
     ids = encode(prompts[0])
     refuse_causal_masks(state, req, [ids])
     # the one rule of a form's room (the end-of-text token after a full answer takes none)
@@ -512,17 +523,6 @@ async def run_guided(
             raise user_error(e, source) from None
 
     form, parse, so_far = await checked(state, request, compiled, on=state.compiles)
-    # not the checkpoint's recommendation (no ``loaded``): its penalties, measured on free
-    # text, would fight the constraint (a structured answer repeats on purpose); steps not
-    # sent: one per masked token, at most --max-steps (as infill and forms)
-    steps = min(state.max_seq_len, state.limits.max_steps)
-    config = dataclasses.replace(sample_config(req, 1, steps), top_p=top_p)
-    check_names(config)
-    try:  # a form is filled without token editing: edit_threshold and max_post_steps would
-        # do nothing, a 400 as on /v1/forms (they were silently ignored)
-        api.refuse_generation_only(config, "structured output")
-    except UserError as e:
-        raise user_error(e, sent_option(req, e)) from None
     # a sampled request sent no seed: one drawn and reported, as for a completion (it runs
     # alone on the worker, so the seed costs nothing); sending it back repeats the answer
     config = api.with_seed(config)

@@ -40,12 +40,14 @@ from unmask.server.plumbing import (
     diffusion_only,
     left_to_right,
     note,
+    refuse_editing,
     repair_calls,
     run_alone,
     sample_config,
     secured,
     sent_option,
     spoken,
+    unedited,
     user_error,
 )
 from unmask.server.schemas import DiffusionOptions, EditRequest, FormRequest, InfillRequest
@@ -58,6 +60,9 @@ Plan = tuple[Callable[[StepCallback], Any], Callable[[ServerState, Any], dict[st
 refusal found there names (``_run``); made off the event loop (``plumbing.checked``: the
 checks parse templates and tokenize texts; those that compile a structured answer's
 automata or check a schema's patterns, for seconds, on a slow-check thread)."""
+
+GUIDED_WIDTH = 32
+"""n of a bare ``[MASK]`` in a guided infill (each value's bound, as ``max_tokens``)."""
 
 INFILL_FIELDS = ("length_mode", "length_score", "max_candidates", "elbo_samples")
 """``InfillRequest`` fields that are ``InfillOptions`` fields (unset: the library's default)."""
@@ -162,9 +167,19 @@ def router(state: ServerState) -> APIRouter:
         check_steps(state, opts)
         if not causal_ok:
             diffusion_only(state, what)
-        # filled left to right on a causal model: the denoising loop's options are refused
-        # (a sent steps, at most --max-steps, differs from a length past it)
-        left_to_right(state, opts, state.limits.max_steps + 1)
+
+    def causal_fill(opts: DiffusionOptions, width: Callable[[], int]) -> None:
+        """On a causal checkpoint, which fills a gap or a form left to right: the denoising
+        loop's options are a 400 (``left_to_right``), ``steps`` and ``block_length`` at
+        ``width()``, the tokens it writes (one step per token, one block, as a causal
+        completion's at ``max_tokens``) pass. ``width()`` is worked out only where one of the
+        two is sent (it may compile constraints: ``TakesSeconds``). Every sent ``steps`` was
+        refused (``[MASK:4]`` with ``steps`` 4 too), where a causal completion takes
+        ``max_tokens``."""
+        if not state.causal:
+            return
+        sized = opts.steps is not None or opts.block_length is not None
+        left_to_right(state, opts, width() if sized else 1)  # not sized: any length
 
     def configure(opts: DiffusionOptions) -> SampleConfig:
         """The request's ``SampleConfig`` (``steps`` capped at the masks by the library), an
@@ -178,7 +193,7 @@ def router(state: ServerState) -> APIRouter:
         search, a form's hole widths), and a client could not know what to send."""
         config = sample_config(opts, 1, min(state.max_seq_len, state.limits.max_steps))
         check_names(config)
-        return config
+        return unedited(config)  # max_post_steps 0 is off, as in a plain completion
 
     def no_regex(param: str) -> APIError:
         return APIError(400, f"regex constraints are turned off on this server ({param})",
@@ -197,7 +212,7 @@ def router(state: ServerState) -> APIRouter:
         ``TakesSeconds`` where a structured answer compiles, unless ``slow``; ``memo``: what
         the first call worked out, for the second: ``plumbing.checked``)."""
         from unmask import api
-        from unmask.infill import SearchLimitError, parse_template
+        from unmask.infill import Gap, SearchLimitError, parse_template
         from unmask.infill.options import constrain_gaps
         from unmask.infill.template import GapRoomError
         from unmask.server.routes.guided import guidance
@@ -209,6 +224,8 @@ def router(state: ServerState) -> APIRouter:
         if guided is not None:
             if "text" not in memo:  # parsed and encoded once (a 64K template: some 70 ms)
                 memo["text"] = guided_text(req)
+            gap = memo["text"][0]
+            causal_fill(req, lambda: gap.length or GUIDED_WIDTH)  # n plays max_tokens
             return plan_guided_infill(req, guided, slow, *memo["text"])
         if req.regex and not state.limits.allow_regex:
             raise no_regex("regex")
@@ -218,9 +235,13 @@ def router(state: ServerState) -> APIRouter:
             user_call(lambda: check_total(((f"gap {k}", v) for k, v in req.regex.items()),
                                           "regex"), "regex")
         parsed = user_call(lambda: parse_template(req.template), "template")  # named here
+        if fim and sum(isinstance(s, Gap) for s in parsed) == 1:  # filled left to right
+            # (a template of several gaps: the worker refuses it, naming why)
+            causal_fill(req, lambda: fim_width(req, parsed, slow))
         config: SampleConfig | dict[str, Any] = configure(req)  # infill caps steps at masks
         facts = api.facts_of(state.loaded)
-        if api.infill_decoder(state.loaded) == "embed-diffusion":
+        embed = api.infill_decoder(state.loaded) == "embed-diffusion"
+        if embed:
             # the options sent (a dict, as `unmask infill`): api.infill puts the checkpoint's
             # recommendation (its rounding temperature) under them; a SampleConfig rounded by
             # argmax. steps not sent: the library's, within --max-steps
@@ -229,15 +250,16 @@ def router(state: ServerState) -> APIRouter:
             steps = facts.sample_defaults.get("steps", SampleConfig.steps)
             if "steps" not in config and steps > state.limits.max_steps:
                 config["steps"] = state.limits.max_steps
-        if req.length_mode == "empty" and getattr(model.config, "empty_id", None) is None:
+        if (req.length_mode == "empty" and getattr(model.config, "empty_id", None) is None
+                and not embed and not fim):
             # the library's refusal names its CLI flags ("use --length-mode elbo") and came
-            # without a param: said in the request's words
+            # without a param: said in the request's words, where the length search runs (an
+            # AR-FIM or embed-diffusion checkpoint refuses every length option itself: this
+            # told them to use 'elbo' or 'auto', each a 400 there too)
             raise APIError(400, "length_mode 'empty' needs a model trained with --empty-rate "
                            "(its config.json has no empty_id); use length_mode 'elbo' or "
                            "'auto'", param="length_mode", code="invalid_value")
-        options = InfillOptions(max_search_calls=state.limits.max_search_calls,
-                                **{k: v for k in INFILL_FIELDS
-                                   if (v := getattr(req, k)) is not None})
+        options = infill_options(req)
 
         def run(on_step: StepCallback) -> Any:  # worker thread: regexes compile here
             segments = constrain_gaps(parsed,  # copies: the parsed segments stay as they are
@@ -258,6 +280,29 @@ def router(state: ServerState) -> APIRouter:
 
         return run, infill_body, None
 
+    def infill_options(req: InfillRequest) -> InfillOptions:
+        """The request's ``InfillOptions`` (a field not sent: the library's default)."""
+        return InfillOptions(max_search_calls=state.limits.max_search_calls,
+                             **{k: v for k in INFILL_FIELDS if (v := getattr(req, k)) is not None})
+
+    def fim_width(req: InfillRequest, parsed: list[Any], slow: bool) -> int:
+        """The most tokens a fill-in-the-middle infill writes in the one gap of ``parsed``
+        (``infill_causal``'s: the longest length the gap's plan allows, its constraints set;
+        a bad one a 400 naming its field, as on the worker)."""
+        from unmask.infill.options import constrain_gaps
+        from unmask.infill.template import plan_template
+
+        if not slow:  # its constraints compile
+            raise TakesSeconds
+        try:
+            segments = constrain_gaps(parsed, choices=list((req.choices or {}).items()),
+                                      regex=list((req.regex or {}).items()),
+                                      charset=list((req.charset or {}).items()),
+                                      ban=req.ban or ())
+            return int(plan_template(segments, tok).holes[0].feasible[-1])
+        except UserError as e:
+            raise user_error(e) from None
+
     def guided_text(req: InfillRequest) -> tuple[Any, ...]:
         """A guided infill's template: (its one gap, the text before and after it, whether a
         causal model reads them as fill-in-the-middle, the BOS, the ids before and after);
@@ -274,14 +319,15 @@ def router(state: ServerState) -> APIRouter:
         if not isinstance(gap, Gap) or req.choices or req.regex or req.charset or req.ban:
             raise APIError(400, "with response_format or guided_*, the template has one gap "
                            "and no other gap constraints", param="template", code="invalid_value")
-        sent = [k for k in INFILL_FIELDS if getattr(req, k) is not None]
-        if sent:  # the length search's options: the constraint sets the length (ignored)
-            from unmask.server.routes.guided import guidance
+        from unmask.server.routes.guided import guidance
 
-            source = (guidance(req) or {}).get("source", "structured output")
-            raise APIError(400, f"{sent[0]} does not apply with {source}: the constraint sets "
-                           "the gap's length (no length search)", param=sent[0],
-                           code="invalid_value")
+        source = (guidance(req) or {}).get("source", "structured output")
+        try:  # the length search's options (ignored): at their defaults they pass, as on
+            # an AR-FIM or embed-diffusion checkpoint (any one sent was a 400)
+            api._refuse_length_options(infill_options(req), f"with {source} the constraint "
+                                       "sets the gap's length")
+        except UserError as e:
+            raise user_error(e, sent_option(req, e)) from None
         if gap.length is None and (gap.min_len is not None or gap.max_len is not None):
             raise APIError(400, "with response_format or guided_*, the gap is [MASK:n] (at most "
                            "n tokens; the constraint sets the length), not a range",
@@ -321,7 +367,11 @@ def router(state: ServerState) -> APIRouter:
         from unmask.server.routes.guided import build_form, piece_widths, room_check
 
         n_text = len(start) + len(prefix) + len(suffix)
-        width = gap.length or 32
+        width = gap.length or GUIDED_WIDTH
+        config = configure(req)
+        # filled as a form, without token editing: refused as in structured output (they
+        # were accepted and ignored), before its automata compile
+        refuse_editing(req, config, "structured output")
         form, parse = build_form(state, guided, width, slow=slow)
         items, holes, automata = user_call(
             lambda: parse_form(form, tok, source=guided["source"]), guided["source"])
@@ -338,7 +388,6 @@ def router(state: ServerState) -> APIRouter:
         # n bounds each value as max_tokens does (the skeleton on top)
         room_check(holes, automata, guided["source"], width,
                    f"the gap [MASK:{width}]", guided["source"])
-        config = configure(req)
 
         def run(on_step: StepCallback) -> Any:
             return fill_form(model, tok, form, config, step_callback=on_step,
@@ -392,6 +441,7 @@ def router(state: ServerState) -> APIRouter:
                 form = None  # the worker says where the JSON is broken
             if _has_regex_hole(form):
                 raise no_regex("form")
+        causal_fill(req, lambda: form_width(text, "form", slow))
         config = configure(req)
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask fill-form`
@@ -400,6 +450,25 @@ def router(state: ServerState) -> APIRouter:
                                  max_repair_calls=repair_calls(state, config)).detail
 
         return run, form_body, "form"
+
+    def form_width(form: Any, source: str, slow: bool) -> int:
+        """The masked positions of a form (``source`` "form") or a schema's (``"schema"``):
+        its holes at their widest, one step each by default (``fill_form``'s layout); its
+        automata compile (cached for the fill)."""
+        from unmask.infill import parse_form
+        from unmask.infill.schema import schema_form
+
+        if not slow:
+            raise TakesSeconds
+        try:  # its refusals as on the worker (one too wide for the context coded so)
+            if source == "schema":
+                form = schema_form(form, tok, source=source, context=state.max_seq_len)
+                if not isinstance(form, (dict, list)):  # a scalar schema: one hole (fill_schema)
+                    form = [form]
+            _, holes, _ = parse_form(form, tok, source=source, max_seq_len=state.max_seq_len)
+        except UserError as e:
+            raise user_error(e, source) from None
+        return sum(h.width for h in holes)
 
     def plan_schema_form(req: FormRequest) -> Plan:
         from unmask import api
@@ -410,6 +479,7 @@ def router(state: ServerState) -> APIRouter:
         check_text(state, schema_text(schema), "schema")
         # Unenforceable keywords here; the automata compile on the worker.
         user_call(lambda: check_schema(load_schema(schema, "schema")), "schema")
+        causal_fill(req, lambda: form_width(schema, "schema", True))
         config = configure(req)
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask fill-form`
