@@ -118,3 +118,22 @@ def test_eval_rows_times_the_two_ways_in_turns_after_the_start_token(benchmark, 
     assert timed.index("per row") < 4  # not all four batched runs first
     assert heads == {api.facts_of(loaded).start_id} and row["items"] == 2
 
+
+def test_eval_rows_runs_three_times_and_says_how_it_counted(benchmark, monkeypatch, tmp_path):
+    """The default of 2 repeats made the median the mean of two (one slow run moved it), and
+    the JSON did not say how its seconds were taken (the fewest of the runs until
+    2026-12-07, the median since)."""
+    er = benchmark("eval_rows")
+    out = tmp_path / "r.json"
+    monkeypatch.setattr("sys.argv", ["eval_rows.py", "--families", "mdlm", "--json", str(out)])
+    monkeypatch.setattr(er, "checkpoint", lambda folder, family: None)
+    seen = []
+
+    def measure(loaded, family, args):
+        seen.append(args.repeats)
+        return {"family": family, "batched_cpu_s": 1.0, "per_row_cpu_s": 1.0, "ratio": 1.0}
+
+    monkeypatch.setattr(er, "measure", measure)
+    assert er.main() == 0
+    result = json.loads(out.read_text())
+    assert seen == [3] and result["repeats"] == 3 and result["statistic"] == "median"
