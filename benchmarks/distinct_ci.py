@@ -19,7 +19,6 @@ interval holds 0 is not shown by these prompts.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +27,10 @@ from _common import positive_int
 
 from unmask.errors import UserError
 from unmask.evaluate import distinct_n
+from unmask.files import parse_json
+
+DECODING_JSON = "a benchmarks/decoding.py --json file"
+"""What ``read_rows`` reads, in its errors."""
 
 
 def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -43,7 +46,11 @@ def read_rows(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     was read."""
     try:
         with open(path, encoding="utf-8") as f:
-            result = json.load(f)
+            text = f.read()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not {DECODING_JSON} (not UTF-8 text)") from None
+    result = parse_json(text, path, what=DECODING_JSON)
+    try:
         rows = rows_of(result)
         if not isinstance(result.get("meta", {}), dict) or not all(
             isinstance(r["texts"], list) and all(isinstance(t, str) for t in r["texts"])
@@ -51,10 +58,9 @@ def read_rows(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             for r in rows
         ):
             raise TypeError
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError,
-            RecursionError):
-        raise UserError(f"{path}: not a benchmarks/decoding.py --json file (sections of rows "
-                        "with their model, policy and texts)") from None
+    except (KeyError, TypeError, AttributeError):
+        raise UserError(f"{path}: not {DECODING_JSON} (sections of rows with their model, "
+                        "policy and texts)") from None
     return result, rows
 
 

@@ -11,11 +11,11 @@ settings ``unmask eval`` picks for them (``task_config``), each prompt after the
 times, the two ways taking turns (``_common.round_robin``: until 2026-12-07 every run of
 the batched way came before every run of the other, so a machine whose speed drifted moved
 the ratio); the table shows the median CPU seconds of the process (one thread unless
-``--threads``), and the ratio of the per-row way to the batched one. On a GPU, where a
-batch costs about what one row does, the ratio approaches the batch size for the decoders
-that run a row at a time.
+``--threads``; the JSON records the repeats and the statistic), and the ratio of the
+per-row way to the batched one. On a GPU, where a batch costs about what one row does, the
+ratio approaches the batch size for the decoders that run a row at a time.
 
-    python benchmarks/eval_rows.py [--items 64] [--batch 32] [--repeats 2]
+    python benchmarks/eval_rows.py [--items 64] [--batch 32] [--repeats 3]
         [--families sedd,mdlm,embed-diffusion] [--json runs/bench/eval_rows.json]
 """
 
@@ -41,9 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="task items decoded (default: 64)")
     ap.add_argument("--batch", type=positive_int, default=32, metavar="N",
                     help="items a batch (default: 32, unmask eval's --batch-size)")
-    ap.add_argument("--repeats", type=positive_int, default=2, metavar="N",
+    ap.add_argument("--repeats", type=positive_int, default=3, metavar="N",
                     help="runs of each way, taking turns; the median CPU seconds count "
-                    "(default: 2)")
+                    "(default: 3: the median of 2 is their mean, one slow run moves it)")
     ap.add_argument("--threads", type=positive_int, default=1, metavar="N",
                     help="torch threads (default: 1)")
     ap.add_argument("--families", default=",".join(FAMILIES), metavar="LIST",
@@ -150,7 +150,10 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     # whole or not at all: a full disk or Ctrl-C mid-write left a torn file in place of the
     # last measurement
-    atomic_write_text(args.json, json_text({"threads": args.threads, "rows": rows}))
+    # how the seconds were taken: files of the fewest of the runs (before 2026-12-07) carry
+    # neither key
+    atomic_write_text(args.json, json_text({"threads": args.threads, "repeats": args.repeats,
+                                            "statistic": "median", "rows": rows}))
     print(f"wrote {args.json}")
     return 0
 

@@ -15,7 +15,6 @@ machines are shared, so compare the ratios within one file rather than seconds a
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -592,14 +591,12 @@ def _read_result(name: str, path: Path, lines: list[str], notes: list[str]) -> t
     when it cannot be read, said in ``lines`` and ``notes`` (not JSON, not UTF-8 text: a
     binary or UTF-16 file stopped the whole page with a traceback; not readable: a folder
     named ``*.json``, a file without read permission stopped it with one line and no page)."""
-    from unmask.files import json_message
+    from unmask.files import BadJSON, parse_json
 
     try:
-        return json.loads(path.read_text(encoding="utf-8")), True
-    except json.JSONDecodeError as e:
-        why = f"not valid JSON ({json_message(e)})"
-    except RecursionError:  # "[[[[..." past the parser's stack stopped the whole page
-        why = "not valid JSON (nested too deep to read)"
+        return parse_json(path.read_text(encoding="utf-8"), name), True
+    except BadJSON as e:  # nested too deep, a 4,300-digit integer: stopped the whole page
+        why = f"not valid JSON ({e.why})"
     except UnicodeDecodeError as e:
         why = f"not UTF-8 text (byte {e.start})"
     except OSError as e:

@@ -1,6 +1,7 @@
 """Session 35 (tasks): the report's tables and the distinct-2 bootstrap's refusals."""
 
 import json
+import signal
 
 import pytest
 
@@ -44,11 +45,14 @@ def test_distinct_ci_says_a_row_without_texts_has_none(tmp_path, benchmark):
         ci.main([str(path)])
 
 
-def test_distinct_matched_never_leaves_a_torn_results_file(benchmark, monkeypatch, tmp_path):
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="no file-size limit here")
+def test_distinct_matched_never_leaves_a_torn_results_file(benchmark, monkeypatch, tmp_path,
+                                                          capsys):  # capsys: prints in memory
     """The JSON was written in place (``Path.write_text``): a full disk or Ctrl-C mid-write
-    left half a file where the last measurement was."""
-    import errno
-    from pathlib import Path
+    left half a file where the last measurement was. A file-size limit fails the write
+    half-way whichever way the script writes (EFBIG, as a full disk gives ENOSPC); with room,
+    the new measurement must then replace the old one."""
+    import resource
     from types import SimpleNamespace
 
     from unmask import api
@@ -63,21 +67,25 @@ def test_distinct_matched_never_leaves_a_torn_results_file(benchmark, monkeypatc
     monkeypatch.setattr(api, "facts_of", lambda loaded: SimpleNamespace(attention="causal"))
     monkeypatch.setattr(api, "sample_config", lambda loaded, given: given)
     monkeypatch.setattr(api, "generate", lambda *a, **k: SimpleNamespace(texts=["a b", "c d"]))
-    out = tmp_path / "r.json"
-    out.write_text('{"old": "measurement"}\n')
-    real = Path.write_text
-
-    def disk_full(self, text, *a, **k):  # half the text lands, then the disk is full
-        real(self, text[: len(text) // 2], *a, **k)
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(Path, "write_text", disk_full)
+    out = tmp_path / "out" / "r.json"
+    out.parent.mkdir()
+    old = '{"old": "measurement"}\n'
+    out.write_text(old)
+    argv = ["--other", "o", "--data", str(tmp_path / "data"), "--prompts", "2",
+            "--gen-length", "4", "--json", str(out)]  # fmt: skip
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a killed process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64, hard))  # the new JSON is longer
     try:
-        dm.main(["--other", "o", "--data", str(tmp_path / "data"), "--prompts", "2",
-                 "--gen-length", "4", "--json", str(out)])  # fmt: skip
-    except OSError:
-        pass
-    json.loads(out.read_text())  # whole JSON, the old measurement or the new one
+        with pytest.raises(OSError):
+            dm.main(argv)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert out.read_text() == old  # the old measurement, whole
+    assert [p.name for p in out.parent.iterdir()] == ["r.json"]  # no temporary file left
+    dm.main(argv)
+    assert json.loads(out.read_text())["rows"]  # room again: the new measurement
 
 
 def test_eval_rows_times_the_two_ways_in_turns_after_the_start_token(benchmark, monkeypatch,
@@ -109,3 +117,23 @@ def test_eval_rows_times_the_two_ways_in_turns_after_the_start_token(benchmark, 
     assert sorted(timed) == ["batched"] * 4 + ["per row"] * 4
     assert timed.index("per row") < 4  # not all four batched runs first
     assert heads == {api.facts_of(loaded).start_id} and row["items"] == 2
+
+
+def test_eval_rows_runs_three_times_and_says_how_it_counted(benchmark, monkeypatch, tmp_path):
+    """The default of 2 repeats made the median the mean of two (one slow run moved it), and
+    the JSON did not say how its seconds were taken (the fewest of the runs until
+    2026-12-07, the median since)."""
+    er = benchmark("eval_rows")
+    out = tmp_path / "r.json"
+    monkeypatch.setattr("sys.argv", ["eval_rows.py", "--families", "mdlm", "--json", str(out)])
+    monkeypatch.setattr(er, "checkpoint", lambda folder, family: None)
+    seen = []
+
+    def measure(loaded, family, args):
+        seen.append(args.repeats)
+        return {"family": family, "batched_cpu_s": 1.0, "per_row_cpu_s": 1.0, "ratio": 1.0}
+
+    monkeypatch.setattr(er, "measure", measure)
+    assert er.main() == 0
+    result = json.loads(out.read_text())
+    assert seen == [3] and result["repeats"] == 3 and result["statistic"] == "median"

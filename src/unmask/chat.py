@@ -950,16 +950,11 @@ def template_arg(value: str) -> ChatTemplate:
         return ChatTemplate(BUILTIN_TEMPLATES[value], origin=f"built-in chat template {value!r}")
     path = Path(value)
     if path.is_file():
-        from unmask.files import json_message, read_user_text
+        from unmask.files import parse_json, read_user_text
 
         text = read_user_text(path, "chat template")
         if path.suffix == ".json":
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise UserError(
-                    f"{path}: not valid JSON ({json_message(e)} at line {e.lineno})"
-                ) from None
+            data = parse_json(text, path)
             source = select_template(
                 data.get("chat_template") if isinstance(data, dict) else None, source=str(path)
             )

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from unmask.errors import UserError
-from unmask.files import STDIN_NAME, check_creatable, json_message, named, plain_name
+from unmask.files import STDIN_NAME, BadJSON, check_creatable, named, parse_json, plain_name
 from unmask.folders import is_checkpoint, is_dataset
 from unmask.sniff import lfs_pointer, safetensors_file
 from unmask.sniff import not_text as _not_text
@@ -858,15 +858,12 @@ def _jsonl_objects(
             continue
         array = first and line.lstrip().startswith("[")  # past the bytes ``head`` saw
         first = False
-        try:
-            obj = json.loads(line.rstrip("\r\n"))  # a line cut short: its end's column,
-        except json.JSONDecodeError as e:  # not column 1 of the next line
+        try:  # a line cut short: its end's column, not column 1 of the next line
+            obj = parse_json(line.rstrip("\r\n"), src.name, line=lineno)
+        except BadJSON:
             if array:  # "[" alone on line 1: a pretty-printed array (Alpaca's data files)
                 raise _array_error(src.path, src.kind) from None
-            why = f"{json_message(e)} at column {e.colno}"
-            raise UserError(f"{where}: not valid JSON ({why})") from None
-        except RecursionError:  # "[[[[..." deeper than the parser's stack
-            raise UserError(f"{where}: not valid JSON (nested too deeply)") from None
+            raise
         if not isinstance(obj, dict):
             if array and isinstance(obj, list):
                 raise _array_error(src.path, src.kind)

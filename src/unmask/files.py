@@ -5,16 +5,17 @@ Inside: ``file_mode`` (what the umask gives a new file), ``named`` (an ``OSError
 file it failed on), ``atomic_write_text`` and
 ``atomic_write_bytes`` (temporary file + rename), ``staging_dir`` (a folder to fill
 before renaming it into place), ``write_safetensors`` (tensors streamed to a file),
-``read_user_text`` (a file the user named, with one-line errors), ``read_json`` (a JSON
-object, with one-line errors naming a trailing comma), ``file_digest`` (a file's SHA-256);
+``read_user_text`` (a file the user named, with one-line errors), ``parse_json`` (JSON text
+read from a file, every parser failure a one-line ``BadJSON`` naming the file and line),
+``read_json`` (a JSON object, with its one-line errors), ``file_digest`` (a file's SHA-256);
 ``plain_name`` (a file name with no folder part, as an index lists its files);
 ``json_line`` (one line of a JSON Lines log, strict JSON: a non-finite number written as null)
 and ``as_number`` (such a number read back, old logs' bare NaN too); ``asset_path``, a file
 shipped in ``unmask/assets``.
 
-It sits at the bottom of the import graph (the standard library; torch only inside
-``write_safetensors``), so ``config``, ``checkpoint`` and ``convert`` all use it without
-importing each other.
+It sits at the bottom of the import graph (the standard library and ``unmask.errors``; torch
+only inside ``write_safetensors``), so ``config``, ``checkpoint`` and ``convert`` all use it
+without importing each other.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from unmask.errors import UserError
 
 if TYPE_CHECKING:
     import torch
@@ -342,10 +347,11 @@ def read_user_stdin(announce: str | None = None) -> str:
     return _user_text(stream.read(), STDIN_NAME)
 
 
-__all__ = ["CACHE_ENV", "SAFETENSORS_DTYPES", "STDIN_NAME", "as_number", "atomic_write_bytes",
-           "atomic_write_text", "cache_dir", "check_creatable", "clear_stale_staging", "file_mode",
-           "finite_or_null", "json_line", "json_message", "named", "plain_name", "read_user_stdin",
-           "read_user_text", "stale_staging", "staging_dir", "staging_prefix", "write_safetensors"]
+__all__ = ["CACHE_ENV", "SAFETENSORS_DTYPES", "STDIN_NAME", "BadJSON", "as_number",
+           "atomic_write_bytes", "atomic_write_text", "cache_dir", "check_creatable",
+           "clear_stale_staging", "file_mode", "finite_or_null", "json_line", "json_message",
+           "named", "parse_json", "plain_name", "read_user_stdin", "read_user_text",
+           "stale_staging", "staging_dir", "staging_prefix", "write_safetensors"]
 
 
 CACHE_ENV = "UNMASK_CACHE_DIR"
@@ -489,8 +495,7 @@ def plain_name(name: object) -> bool:
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON object in ``path`` (a config.json, an index), with one-line errors: not JSON
-    (a trailing comma named as one: Python's "Expecting property name enclosed in double
-    quotes" pointed at the line after it), not UTF-8, not an object."""
+    (``parse_json``'s: a trailing comma named as one), not UTF-8, not an object."""
     from unmask.errors import UserError
 
     path = Path(path)
@@ -498,27 +503,75 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise UserError(f"{path}: no such file")
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({_json_problem(e)})") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
+    data = parse_json(text, path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object")
     return data
 
 
-def _json_problem(e: json.JSONDecodeError) -> str:
+class BadJSON(UserError):
+    """``parse_json``'s refusal: ``where`` (a file, or ``file:line`` of a JSON Lines file) and
+    ``why`` (what is wrong, and where in the text when known); its message is ``"{where}: not
+    {what} ({why})"``. A reader that does not stop at a bad file (``benchmarks/report.py``
+    skips it with a note) says ``why`` its own way."""
+
+    def __init__(self, where: str, what: str, why: str) -> None:
+        super().__init__(f"{where}: not {what} ({why})")
+        self.where, self.what, self.why = where, what, why
+
+    def __reduce__(self) -> tuple[Any, ...]:  # raised in a worker process, pickled back
+        return type(self), (self.where, self.what, self.why)
+
+
+def parse_json(text: str, where: str | os.PathLike[str], *, line: int | None = None,
+               what: str = "valid JSON") -> Any:
+    """The JSON value of ``text``, read from the file ``where`` (``line``: the line of a JSON
+    Lines file it is). Every way the parser fails is a one-line ``BadJSON`` naming the file
+    (and line), saying ``not {what}`` and why: Python's own error with its line (a comma after
+    the last entry named as one), or with its column for a line of a JSON Lines file; arrays
+    or objects nested past the parser's stack (a ``RecursionError`` traceback); an integer
+    longer than Python converts (from 3.11, 4,300 digits: a plain ``ValueError``). The one
+    place unmask's readers of JSON turn a parser failure into words."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        why = _json_problem(e, line is not None)
+    except RecursionError:  # "[[[[..." a hundred thousand deep
+        why = "nested too deep to read"
+    except ValueError:  # not a JSONDecodeError: an integer past sys.get_int_max_str_digits()
+        why = _long_integer(text, line is not None)
+    raise BadJSON(str(where) if line is None else f"{where}:{line}", what, why) from None
+
+
+def _place(text: str, pos: int, in_line: bool) -> str:
+    """Where offset ``pos`` of ``text`` is: its column in one line of a JSON Lines file, else
+    its line."""
+    return f"column {pos + 1}" if in_line else f"line {text.count(chr(10), 0, pos) + 1}"
+
+
+def _long_integer(text: str, in_line: bool) -> str:
+    """Why ``json.loads(text)`` raised a plain ``ValueError``: an integer with more digits than
+    ``sys.get_int_max_str_digits()`` (Python 3.11+, and 3.10.7+) converts; where, when found."""
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+    found = re.search(rf"\d{{{limit + 1},}}", text) if limit else None
+    if found is None:
+        return "a number too long to read"
+    return f"an integer of more than {limit:,} digits at {_place(text, found.start(), in_line)}"
+
+
+def _json_problem(e: json.JSONDecodeError, in_line: bool = False) -> str:
     """What is wrong where ``e`` stopped: an empty file, or a comma before a closing bracket, as
-    editors leave after deleting the last entry, by its line; else Python's message and
-    line."""
+    editors leave after deleting the last entry, by its line (its column: ``in_line``, a line of
+    a JSON Lines file); else Python's message and line (column)."""
     if not e.doc.strip():
         return "the file is empty"
     before = e.doc[: e.pos].rstrip()
     closing = e.doc[e.pos : e.pos + 1] in ("}", "]")
     if before.endswith(",") and closing:
-        return f"a comma after the last entry, line {e.doc.count(chr(10), 0, len(before)) + 1}"
-    return f"{json_message(e)} at line {e.lineno}"
+        return f"a comma after the last entry, {_place(e.doc, len(before) - 1, in_line)}"
+    return f"{json_message(e)} at " + (f"column {e.colno}" if in_line else f"line {e.lineno}")
 
 
 def json_message(e: json.JSONDecodeError) -> str:

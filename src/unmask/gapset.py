@@ -158,13 +158,17 @@ def write_gap_set(path: str | Path, samples: Sequence[GapSample], tok: Any) -> P
     return out
 
 
+_GAP = "a JSON object of strings prefix, middle, suffix"
+"""What a line of a gap set is, in ``read_gap_set``'s errors."""
+
+
 def read_gap_set(path: str | Path, tok: Any) -> list[GapSample]:
     """The gaps of a gap-set JSONL for a model with tokenizer ``tok``. A line that does not
     parse, lacks a field, has an empty middle, whose ids belong to another tokenizer (outside
     its vocabulary, or not decoding to the line's prefix, middle and suffix), hold the mask id
     (a special token in the middle), or whose ``lo``/``hi`` do not hold the middle's length is
     a one-line ``UserError`` naming ``file:line``."""
-    from unmask.files import read_user_text
+    from unmask.files import parse_json, read_user_text
 
     p = Path(path)
     text = read_user_text(p, "gap set (a JSONL of prefix/middle/suffix lines)")  # BOM dropped
@@ -176,8 +180,8 @@ def read_gap_set(path: str | Path, tok: Any) -> list[GapSample]:
         if not line.strip():
             continue
         where = f"{p}:{n}"
+        d = parse_json(line, p, line=n, what=_GAP)
         try:
-            d = json.loads(line)
             text = {k: d[k] for k in ("prefix", "middle", "suffix")}
             if not all(isinstance(v, str) for v in text.values()):
                 raise TypeError
@@ -185,11 +189,8 @@ def read_gap_set(path: str | Path, tok: Any) -> list[GapSample]:
             raise UserError(
                 f"{where}: missing field {e} (a gap is prefix, middle, suffix)"
             ) from None
-        except (ValueError, TypeError, RecursionError):  # JSONDecodeError; an integer of
-            # 4,300+ digits, or arrays nested thousands deep, were tracebacks
-            raise UserError(
-                f"{where}: not a JSON object of strings prefix, middle, suffix"
-            ) from None
+        except TypeError:
+            raise UserError(f"{where}: not {_GAP}") from None
         for k, v in text.items():
             try:
                 v.encode("utf-8")

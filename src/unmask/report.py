@@ -33,7 +33,7 @@ from typing import Any
 
 from unmask.config import TrainConfig, from_dict, load_json
 from unmask.errors import UserError
-from unmask.files import as_number, finite_or_null, read_json
+from unmask.files import BadJSON, as_number, finite_or_null, parse_json, read_json
 from unmask.messages import plural
 
 PLOT_INSTALL = "pip install matplotlib"
@@ -138,11 +138,11 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):  # "[[[[...": a traceback
+            record = parse_json(line, p, line=i, what="a JSON line")
+        except BadJSON:
             if i == len(lines):
                 break
-            raise UserError(f"{p}:{i}: not a JSON line") from None
+            raise
         if not isinstance(record, dict):
             raise UserError(f"{p}:{i}: not a JSON object (a metrics record is one)")
         if (why := _bad_field(record)) is not None:

@@ -460,6 +460,10 @@ class _BadItem(Exception):
     """A task-file line whose fields have the wrong types."""
 
 
+_ITEM = "{task, prompt, answer, meta}"
+"""What a line of a task file holds, in ``read_items``'s errors."""
+
+
 def read_items(path: str | Path) -> list[Item]:
     """The items of an ``eval.jsonl`` (or of the ``eval.jsonl`` in folder ``path``); a line
     that does not parse, names an unknown task, or whose reference answer its task's checker
@@ -473,7 +477,7 @@ def read_items(path: str | Path) -> list[Item]:
                             "`python -m unmask.tasks` writes); give the task file itself")
     if not p.is_file():
         raise UserError(f"{path}: no such task file (an eval.jsonl from `python -m unmask.tasks`)")
-    from unmask.files import read_user_text
+    from unmask.files import parse_json, read_user_text
 
     text = read_user_text(p, "task file")  # UTF-16, binary: one line; a BOM dropped
     items: list[Item] = []
@@ -483,21 +487,18 @@ def read_items(path: str | Path) -> list[Item]:
     for n, line in enumerate(re.split(r"\r\n|\r|\n", text), 1):
         if not line.strip():
             continue
+        d = parse_json(line, p, line=n, what=f"a JSON object {_ITEM}")
         try:
-            d = json.loads(line)
             fields = [d["task"], d["prompt"], d["answer"]]
             meta = d.get("meta") or {}
             if not all(isinstance(f, str) for f in fields) or not isinstance(meta, dict):
                 # str(None) was a prompt "None"; a meta "ab" "not a JSON object"
                 raise _BadItem("task, prompt and answer must be strings, meta an object")
             item = Item(*fields, meta=dict(meta))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError,
-                _BadItem) as e:  # RecursionError: "[[[[..." nested past the parser's stack
+        except (KeyError, TypeError, _BadItem) as e:
             what = (f"missing field {e}" if isinstance(e, KeyError)
                     else str(e) if isinstance(e, _BadItem) else "not a JSON object")
-            raise UserError(
-                f"{p}:{n}: {what} (an item is {{task, prompt, answer, meta}})"
-            ) from None
+            raise UserError(f"{p}:{n}: {what} (an item is {_ITEM})") from None
         if item.task not in TASKS:
             raise UserError(f"{p}:{n}: unknown task {item.task!r}; one of {', '.join(TASKS)}")
         problem = _meta_problem(item)
