@@ -100,11 +100,13 @@ def run(args: argparse.Namespace) -> int:
         out["seconds"] = round(seconds, 4)
         out["config"] = dataclasses.asdict(config)  # the options it ran with, as infill --json
         print(json_text(out))
-        return 0
-    print(shown_text(result.text))
-    for c in result.changes:
-        print(f"round {c.round}: {c.old!r} -> {c.new!r}", file=sys.stderr)
-    print(f"{plural(len(result.changes), 'change')} in {plural(result.rounds, 'round')}, "
-          f"{result.nfe} NFE in {seconds:.2f} s",
-          file=sys.stderr)
+    else:
+        print(shown_text(result.text))
+        for c in result.changes:
+            print(f"round {c.round}: {c.old!r} -> {c.new!r}", file=sys.stderr)
+        print(f"{plural(len(result.changes), 'change')} in {plural(result.rounds, 'round')}, "
+              f"{result.nfe} NFE in {seconds:.2f} s",
+              file=sys.stderr)
+    if result.stopped:  # fewer rounds than --rounds, not for a round that changed nothing
+        print(f"unmask edit: note: {result.stopped}", file=sys.stderr)
     return 0

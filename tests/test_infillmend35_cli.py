@@ -1,0 +1,87 @@
+"""``unmask edit``, ``infill`` and ``fill-form`` as a demanding user runs them (review of
+session 35): a revision that runs fewer rounds than asked says why; ``--policy sedd-euler``
+is refused by its decoder, not by an option the user never gave; ``-`` read from a terminal
+says how to end it; a closed standard output is refused before the model loads."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from unmask import api
+from unmask.checkpoint import load, save_checkpoint
+from unmask.cli import main
+from unmask.config import model_preset
+from unmask.errors import UserError
+from unmask.model import Transformer
+from unmask.tokenizer import byte_tokenizer
+
+TEXT = "the lord said"  # on RUN, round 2's least confident tokens lie across 6 tokens
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> str:
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    model = Transformer(model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32)).eval()
+    return str(save_checkpoint(tmp_path_factory.mktemp("mend") / "run", model=model,
+                               tokenizer=tok))
+
+
+def _flags(run: str) -> list[str]:
+    return ["--model", run, "--no-live", "--device", "cpu"]
+
+
+# -- a revision that stops early ---------------------------------------------------------------
+
+
+def test_a_later_round_its_share_of_max_calls_cannot_fit_ends_the_revision(run):
+    """Round 2's share of ``max_calls`` leaves 2 steps for its 6 blocks of 1: the revision
+    ends before it, round 1's change kept, as when a later round's scoring outgrows its
+    share (it was a ``CallLimitError`` before 922563d7; the docs still said so), and the
+    result says why."""
+    loaded = load(run)
+    config = {"block_length": 1, "steps": 8}
+    got = api.edit(loaded, TEXT, lowest=2, rounds=2, max_calls=6, config=config).detail
+    one = api.edit(loaded, TEXT, lowest=2, rounds=1, max_calls=3, config=config).detail
+    assert got.rounds == 1 and got.nfe <= 6 and got.changes == one.changes
+    assert got.stopped == ("stopped before round 2 of 2: its least confident tokens lie across "
+                           "6 blocks of 1 token (a step each), more than the 2 steps its share "
+                           "of max_calls leaves")
+    assert one.stopped is None
+    with pytest.raises(UserError, match=r"^block_length 1: .* max_calls \(4\) leaves"):
+        api.edit(loaded, TEXT, lowest=2, rounds=2, max_calls=4, config=config)  # round 1
+
+
+def test_a_round_whose_text_outgrew_its_share_says_so(run, monkeypatch):
+    edit_mod = importlib.import_module("unmask.infill.edit")  # not the function `edit`
+    real = edit_mod._edit
+
+    def growing(*args, **kwargs):  # round 1's text comes back 8 tokens longer, changed
+        res = real(*args, **kwargs)
+        res.text += "a" * 8
+        res.changes.append(edit_mod.Change(round=1, start=0, end=1, old="a", new="b"))
+        return res
+
+    monkeypatch.setattr(edit_mod, "_edit", growing)
+    got = api.edit(load(run), "a" * 32, lowest=4, rounds=2, max_calls=4).detail
+    assert got.rounds == 1 and got.stopped == (
+        "stopped before round 2 of 2: scoring its text's 40 tokens takes 2 model calls and a "
+        "refill at least 1, more than the 2 its share of max_calls (4) leaves")
+
+
+def test_the_command_line_says_why_it_ran_fewer_rounds(run, capsys):
+    argv = ["edit", "--text", TEXT, "--lowest", "2", "--rounds", "3", "--block-length", "1",
+            "--steps", "2", *_flags(run)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == ("unmask edit: note: stopped before round 2 of 3: its least confident "
+                       "tokens lie across 6 blocks of 1 token (a step each), more than the 2 "
+                       "steps")  # after the summary line
+    assert err[-2].startswith(("1 change in 1 round,", "0 changes in 1 round,"))
+    assert main([*argv, "--json"]) == 0
+    assert '"stopped": "stopped before round 2 of 3: ' in capsys.readouterr().out
+    assert main(["edit", "--text", TEXT, "--lowest", "2", *_flags(run)]) == 0
+    assert "note" not in capsys.readouterr().err  # one round asked, one ran
