@@ -85,3 +85,22 @@ def test_the_command_line_says_why_it_ran_fewer_rounds(run, capsys):
     assert '"stopped": "stopped before round 2 of 3: ' in capsys.readouterr().out
     assert main(["edit", "--text", TEXT, "--lowest", "2", *_flags(run)]) == 0
     assert "note" not in capsys.readouterr().err  # one round asked, one ran
+
+
+# -- --policy sedd-euler -------------------------------------------------------------------------
+
+
+def test_policy_sedd_euler_is_refused_by_its_decoder(run, capsys):
+    """``SampleConfig(policy="sedd-euler")`` sets ``decoder='sedd'`` and
+    ``sedd_sampler='euler'``: the refusal named ``sedd_sampler``, which the user never gave
+    (and the server has no such field)."""
+    loaded = load(run)
+    for policy in ("sedd-euler", "sedd-analytic"):
+        with pytest.raises(UserError, match=r"^decoder 'sedd' applies to generation"):
+            api.infill(loaded, "the [MASK:2] sat", config={"policy": policy})
+        with pytest.raises(UserError, match=r"^decoder 'sedd' applies to generation"):
+            api.edit(loaded, "the cat", spans=[(4, 7)], config={"policy": policy})
+    assert main(["infill", "the [MASK:2] sat", "--policy", "sedd-euler", *_flags(run)]) == 2
+    assert capsys.readouterr().err.startswith("unmask infill: error: decoder 'sedd' applies")
+    with pytest.raises(UserError, match=r"^sedd_sampler applies to generation"):  # still
+        api.infill(loaded, "the [MASK:2] sat", config={"sedd_sampler": "euler"})
