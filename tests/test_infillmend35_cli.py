@@ -6,6 +6,8 @@ says how to end it; a closed standard output is refused before the model loads."
 from __future__ import annotations
 
 import importlib
+import io
+import sys
 
 import pytest
 import torch
@@ -104,3 +106,50 @@ def test_policy_sedd_euler_is_refused_by_its_decoder(run, capsys):
     assert capsys.readouterr().err.startswith("unmask infill: error: decoder 'sedd' applies")
     with pytest.raises(UserError, match=r"^sedd_sampler applies to generation"):  # still
         api.infill(loaded, "the [MASK:2] sat", config={"sedd_sampler": "euler"})
+
+
+# -- standard input and output -------------------------------------------------------------------
+
+
+class _Typed(io.StringIO):
+    """Standard input a person types into: a terminal holding the text."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["infill", "-"], "unmask infill: reading the template"),
+    (["edit", "--text", "-", "--span", "4:7"], "unmask edit: reading the text"),
+    (["fill-form", "-"], "unmask fill-form: reading the template"),
+])
+def test_text_read_from_a_terminal_says_how_to_end_it(run, monkeypatch, capsys, argv, said):
+    """``unmask infill -`` (edit ``--text -``, ``fill-form -``) in a terminal waited without
+    a word; ``unmask generate --prompt-file -`` says what it reads and how to end it."""
+    text = '{"a": "<int:0..9>"}' if argv[0] == "fill-form" else "the [MASK:2] sat"
+    monkeypatch.setattr(sys, "stdin", _Typed(text + "\n"))
+    assert main([*argv, *_flags(run)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"{said} from the terminal; end it with Ctrl-D"), err
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text + "\n"))  # piped in: no word
+    assert main([*argv, *_flags(run)]) == 0
+    assert "Ctrl-D" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "what"), [
+    (["infill", "the [MASK:2] sat"], "the filled text"),
+    (["edit", "--text", "the cat", "--span", "4:7"], "the edited text"),
+    (["fill-form", '{"a": "<int:0..9>"}'], "the filled form"),
+])
+def test_a_closed_standard_output_is_refused_before_the_model_loads(run, monkeypatch, capsys,
+                                                                    argv, what):
+    """``unmask infill ... >&-``: Python's ``sys.stdout`` is None, ``print`` dropped the
+    text and the command exited 0 after the whole run (``generate`` refuses it)."""
+    loads = []
+    monkeypatch.setattr(api, "load_for_decoding", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main([*argv, *_flags(run)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"unmask {argv[0]}: error: standard output is closed: {what} would be lost; "
+                   "send it to a file (> out.txt) or a pipe\n")
+    assert loads == []

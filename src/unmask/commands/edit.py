@@ -18,6 +18,7 @@ from unmask.commands.infill import (
 )
 from unmask.commands.sample_options import with_seed
 from unmask.errors import UserError
+from unmask.files import require_stdout
 from unmask.messages import plural
 from unmask.terminal import json_text, shown_text
 
@@ -72,10 +73,11 @@ def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.commands.generate import sample_config_from_args
 
+    require_stdout("the edited text")
     refuse_gen_length(args, "edit")
     config = with_seed(sample_config_from_args(args))  # a sampled run reports its seed
     # as infill's template: the newline that ends the input is not part of the text
-    text = stdin_text() if args.text == "-" else args.text
+    text = stdin_text("unmask edit: reading the text") if args.text == "-" else args.text
     if args.rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {args.rounds}")
     if args.rounds > 1 and args.lowest is None:
