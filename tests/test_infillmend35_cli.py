@@ -106,6 +106,7 @@ def test_policy_sedd_euler_is_refused_by_its_decoder(run, capsys):
     assert capsys.readouterr().err.startswith("unmask infill: error: decoder 'sedd' applies")
     with pytest.raises(UserError, match=r"^sedd_sampler applies to generation"):  # still
         api.infill(loaded, "the [MASK:2] sat", config={"sedd_sampler": "euler"})
+    assert api.infill(loaded, "the [MASK:2] sat", config={"sedd_sampler": "analytic"}).text
 
 
 # -- standard input and output -------------------------------------------------------------------
