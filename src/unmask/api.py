@@ -1810,6 +1810,8 @@ def refuse_generation_only(config: SampleConfig | None, task: str) -> None:
     if config is None:
         return
     for name in GENERATION_ONLY:
+        if name == "sedd_sampler" and config.decoder == "sedd":  # policy sedd-euler sets both:
+            continue  # the decoder line below names what the user gave
         if getattr(config, name) != getattr(SampleConfig, name):  # the field's default
             raise UserError(f"{name} applies to generation (generate, chat, serve), not to {task}")
     if config.decoder not in ("auto", "llada"):

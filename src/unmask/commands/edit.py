@@ -18,6 +18,7 @@ from unmask.commands.infill import (
 )
 from unmask.commands.sample_options import with_seed
 from unmask.errors import UserError
+from unmask.files import require_stdout
 from unmask.messages import plural
 from unmask.terminal import json_text, shown_text
 
@@ -72,10 +73,11 @@ def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.commands.generate import sample_config_from_args
 
+    require_stdout("the edited text")
     refuse_gen_length(args, "edit")
     config = with_seed(sample_config_from_args(args))  # a sampled run reports its seed
     # as infill's template: the newline that ends the input is not part of the text
-    text = stdin_text() if args.text == "-" else args.text
+    text = stdin_text("unmask edit: reading the text") if args.text == "-" else args.text
     if args.rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {args.rounds}")
     if args.rounds > 1 and args.lowest is None:
@@ -100,11 +102,13 @@ def run(args: argparse.Namespace) -> int:
         out["seconds"] = round(seconds, 4)
         out["config"] = dataclasses.asdict(config)  # the options it ran with, as infill --json
         print(json_text(out))
-        return 0
-    print(shown_text(result.text))
-    for c in result.changes:
-        print(f"round {c.round}: {c.old!r} -> {c.new!r}", file=sys.stderr)
-    print(f"{plural(len(result.changes), 'change')} in {plural(result.rounds, 'round')}, "
-          f"{result.nfe} NFE in {seconds:.2f} s",
-          file=sys.stderr)
+    else:
+        print(shown_text(result.text))
+        for c in result.changes:
+            print(f"round {c.round}: {c.old!r} -> {c.new!r}", file=sys.stderr)
+        print(f"{plural(len(result.changes), 'change')} in {plural(result.rounds, 'round')}, "
+              f"{result.nfe} NFE in {seconds:.2f} s",
+              file=sys.stderr)
+    if result.stopped:  # fewer rounds than --rounds, not for a round that changed nothing
+        print(f"unmask edit: note: {result.stopped}", file=sys.stderr)
     return 0

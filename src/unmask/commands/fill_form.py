@@ -12,7 +12,7 @@ from pathlib import Path
 from unmask.commands.infill import add_common_flags, live_view, load_model, refuse_gen_length
 from unmask.commands.sample_options import with_seed
 from unmask.errors import UserError
-from unmask.files import read_user_stdin
+from unmask.files import read_user_stdin, require_stdout
 from unmask.messages import plural
 from unmask.terminal import json_text
 
@@ -50,7 +50,7 @@ def _read(arg: str, what: str = "template") -> tuple[str, str]:
     schema, ``"<int>"`` a template) or starts like a JSON object or array (the parser then
     says what is wrong where)."""
     if arg == "-":
-        return read_user_stdin(), "<stdin>"
+        return read_user_stdin(f"unmask fill-form: reading the {what}"), "<stdin>"
     if not arg.strip():  # Path("") is the current folder: "'': a folder, not a template file"
         raise UserError(f"the {what} is empty (give a {what} file, '-' for stdin, or the "
                         "JSON itself)")
@@ -82,6 +82,7 @@ def _read(arg: str, what: str = "template") -> tuple[str, str]:
 def run(args: argparse.Namespace) -> int:
     if (args.template is None) == (args.schema is None):  # before any heavy import
         raise UserError("give a TEMPLATE or --schema SCHEMA (exactly one)")
+    require_stdout("the filled form")
     refuse_gen_length(args, "fill_form")
     from unmask import api
     from unmask.commands.generate import sample_config_from_args

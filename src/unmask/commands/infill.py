@@ -25,7 +25,7 @@ from unmask.commands import (
 from unmask.commands.sample_options import STEPS_PER_MASK, add_sample_flags, with_seed
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
-from unmask.files import read_user_stdin
+from unmask.files import read_user_stdin, require_stdout
 from unmask.messages import plural
 from unmask.terminal import json_text, shown_text
 
@@ -54,11 +54,12 @@ def refuse_gen_length(args: argparse.Namespace, task: str) -> None:
         raise UserError(f"--gen-length does not apply: {LENGTH_SET_BY[task]}")
 
 
-def stdin_text() -> str:
+def stdin_text(announce: str) -> str:
     """Standard input less the newline that ends it (``-`` for a template or a text), read
     as ``read_user_stdin`` reads it: a ``"\r\n"`` or ``"\r"`` line end is a ``"\n"`` (spans
-    count that text, and a CRLF file's last line end goes as a LF file's does)."""
-    return read_user_stdin().removesuffix("\n")
+    count that text, and a CRLF file's last line end goes as a LF file's does); ``announce``
+    (``"unmask infill: reading the template"``) is said first where it is a terminal."""
+    return read_user_stdin(announce).removesuffix("\n")
 
 
 def load_model(args: argparse.Namespace) -> Any:
@@ -151,12 +152,14 @@ def run(args: argparse.Namespace) -> int:
     from unmask.infill import InfillOptions, SearchLimitError
     from unmask.infill.template import GapRoomError
 
+    require_stdout("the filled text")
     refuse_gen_length(args, "infill")
     given = given_fields(SampleConfig, args)
     SampleConfig(**given)  # bad options before loading anything
     options = dataclass_from_args(InfillOptions, args)
     if args.template == "-":
-        args.template = stdin_text()  # less the line end that ends the input
+        # less the line end that ends the input
+        args.template = stdin_text("unmask infill: reading the template")
     template = constrained_template(args)  # template and constraint errors before loading anything
     loaded = load_model(args)
     config = api.infill_sample_config(loaded, given)

@@ -137,6 +137,11 @@ class EditResult:
     """Model evaluations (confidence scoring included)."""
     spans: list[tuple[int, int]] = field(default_factory=list)
     """Character spans of the input that were re-masked (first round)."""
+    stopped: str | None = None
+    """Why ``revise`` ran fewer rounds than asked where a round could not fit, a sentence
+    (``stopped before round 2 of 3: ...``): its scoring outgrew its share of ``max_calls``,
+    or its tokens lay across more blocks than it had steps. None where every round ran or a
+    round changed nothing (the next would be the same)."""
 
 
 @torch.no_grad()
@@ -533,14 +538,17 @@ def _edit(
     confidence_mode: str = "masked",
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
-    clamp: bool = False,
+    later_round: bool = False,
     max_calls: int | None = None,
     whole: int | None = None,
     start_ids: Sequence[int] = (),
 ) -> EditResult:
-    """``edit``; ``clamp``: a ``lowest`` over the text's tokens rewrites them all
-    (``_lowest_plan``); ``whole``: the limit ``max_calls`` is a round's share of, for
-    messages (``revise``)."""
+    """``edit``; ``later_round``: a round of ``revise`` after the first, where a ``lowest``
+    over the text's tokens rewrites them all (``_lowest_plan``'s ``clamp``), and where tokens
+    that lie across more blocks of ``block_length`` than the round's steps (``max_calls``
+    capping them or not) raise ``_RoundOver`` (the revision ends before the round) instead of
+    a ``UserError``; ``whole``: the limit ``max_calls`` is a round's share of, for messages
+    (``revise``)."""
     config = config or SampleConfig()
     if confidence_mode not in CONFIDENCE_MODES:  # a typo with spans/regex was ignored
         raise UserError(f"unknown confidence_mode {confidence_mode!r}; choose one of "
@@ -557,8 +565,8 @@ def _edit(
         raise UserError("nothing to edit: give spans, a regex or lowest")
     _check_max_calls(max_calls)
     if lowest is not None:
-        plan, olds, nfe = _lowest_plan(model, tokenizer, text, lowest, confidence_mode, clamp,
-                                       max_calls, start_ids)
+        plan, olds, nfe = _lowest_plan(model, tokenizer, text, lowest, confidence_mode,
+                                       later_round, max_calls, start_ids)
         check_context(plan, _max_seq_len(model))
         char_spans: list[tuple[int, int]] = []
         cursor = 0
@@ -601,11 +609,16 @@ def _edit(
                              start_ids=start_ids)
         nfe = 0
     bl = config.block_length
-    if clamp and bl is not None and bl > 0 and (
-            _capped_steps(config, max_calls, nfe) < -(-_region(plan) // bl)):
-        # the tokens a later round chose lie further apart than the first round's: the
-        # rounds done stand (this failed the whole revision, their changes lost, after them)
-        raise _RoundOver(nfe)
+    if later_round and bl is not None and bl > 0:
+        steps, length = _capped_steps(config, max_calls, nfe), _region(plan)
+        if steps < -(-length // bl):
+            # the tokens a later round chose lie further apart than the first round's: the
+            # rounds done stand (this failed the whole revision, their changes lost, after
+            # them); the first round refuses it (_within, or the fill's own line)
+            capped = " its share of max_calls leaves" if steps < config.steps else ""
+            raise _RoundOver(nfe, f"its least confident tokens lie across {-(-length // bl)} "
+                                  f"blocks of {plural(bl, 'token')} (a step each), more than "
+                                  f"the {plural(steps, 'step')}{capped}")
     config, repair = _within(config, plan, max_calls, nfe, whole)
     res = fill_plan(model, tokenizer, plan, config, options=InfillOptions(), generator=generator,
                     step_callback=step_callback, max_repair_calls=repair)
@@ -672,11 +685,12 @@ def _region(plan: Plan) -> int:
 class _RoundOver(Exception):
     """A later round of ``revise`` whose re-masked tokens span more blocks of
     ``block_length`` than it has steps (a step each): the revision ends before it, as when a
-    round's scoring outgrows its share of ``max_calls``. ``nfe``: its scoring calls."""
+    round's scoring outgrows its share of ``max_calls``. ``nfe``: its scoring calls; ``why``:
+    the reason, for ``EditResult.stopped``."""
 
-    def __init__(self, nfe: int) -> None:
-        super().__init__(nfe)
-        self.nfe = nfe
+    def __init__(self, nfe: int, why: str) -> None:
+        super().__init__(nfe, why)
+        self.nfe, self.why = nfe, why
 
 
 def _trim_end(text: str, s: int, e: int) -> tuple[int, int]:
@@ -729,7 +743,8 @@ def revise(
     takes more scoring calls than its share allows ends the revision there (``rounds``
     says how many ran), and so does one whose least confident tokens lie across more blocks
     of ``config.block_length`` than it has steps (each block takes a step; the first round
-    refuses that in one line): the rounds before it stand, its scoring counted in ``nfe``.
+    refuses that in one line): the rounds before it stand, its scoring counted in ``nfe``,
+    and ``stopped`` says why.
     """
     if rounds < 1:
         raise UserError(f"rounds must be at least 1, got {rounds}")
@@ -746,7 +761,12 @@ def revise(
         if max_calls is not None:
             share = (max_calls - out.nfe) // (rounds - r + 1)
             n = len(tokenizer.encode(out.text))
-            if r > 1 and scoring_calls(n, confidence_mode) + 1 > share:
+            scoring = scoring_calls(n, confidence_mode)
+            if r > 1 and scoring + 1 > share:
+                out.stopped = (f"stopped before round {r} of {rounds}: scoring its text's "
+                               f"{plural(n, 'token')} takes {plural(scoring, 'model call')} "
+                               f"and a refill at least 1, more than the {share} its share of "
+                               f"max_calls ({max_calls}) leaves")
                 break
         try:
             res = _edit(
@@ -758,13 +778,14 @@ def revise(
                 confidence_mode=confidence_mode,
                 generator=generator,
                 step_callback=step_callback,
-                clamp=r > 1,
+                later_round=r > 1,
                 max_calls=share,
                 whole=max_calls,
                 start_ids=start_ids,
             )
         except _RoundOver as over:  # its tokens span more blocks than its steps: stop here
             out.nfe += over.nfe
+            out.stopped = f"stopped before round {r} of {rounds}: {over.why}"
             break
         for c in res.changes:
             c.round = r

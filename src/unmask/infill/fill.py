@@ -45,7 +45,7 @@ from unmask.config import (  # noqa: F401 (re-exported)
     InfillOptions,
     SampleConfig,
 )
-from unmask.errors import UserError
+from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.evaluate import _shifted, sequence_elbo_terms
 from unmask.infill.automaton import GapConstraint, cached_automaton, vocab_of
 from unmask.infill.template import (
@@ -529,14 +529,16 @@ def fill_plan(
     refills of all runs may make together (None: no limit; the smaller of the two holds).
     """
     mode, empty_id = _length_mode(model, plan, options)
+    max_seq_len = _max_seq_len(model)
+    room = _check_room(plan, max_seq_len, name)
     limit = options.max_search_calls if mode == "elbo" and _choices(plan)[1] > 1 else 0
     spare: int | None = None  # model calls a refill may make (None: no limit)
     if limit:
-        spare = limit - _check_search(plan, config, options, tokenizer, name)
+        spare = limit - _check_search(plan, config, options, tokenizer, name, max_seq_len)
     if max_repair_calls is not None:
         spare = max_repair_calls if spare is None else min(spare, max_repair_calls)
     if mode == "empty":
-        plan = _empty_plan(plan, tokenizer, empty_id)  # type: ignore[arg-type]
+        plan = _empty_plan(plan, tokenizer, empty_id, room)  # type: ignore[arg-type]
     automata = [h.automaton for h in plan.holes]
     labels = [h.label for h in plan.holes]
     ids = dict(mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
@@ -625,7 +627,7 @@ def fill_plan(
         rows, spans, layouts = run([combo])
         best = 0
     elif n_combos - int(nothing) <= options.max_joint:
-        combos = [c for c in itertools.product(*choices) if any(c) or not nothing]
+        combos = [c for c in itertools.product(*choices) if _allowed(c, nothing, room)]
         rows, spans, layouts = run(combos)
         best = choose(combos, rows, spans, layouts)
     else:  # one variable gap at a time: see _coordinate_search
@@ -638,7 +640,8 @@ def fill_plan(
             spare = max(left, 0)
             return left >= 0
 
-        rows, spans, layouts, best = _coordinate_search(choices, nothing, run, choose, afford)
+        rows, spans, layouts, best = _coordinate_search(choices, nothing, run, choose, afford,
+                                                        room)
     text, gaps, tokens = _render(plan, layouts[best], rows[best], spans, best, tokenizer, empty_id)
     return InfillResult(
         text=text,
@@ -652,10 +655,10 @@ def fill_plan(
 
 
 def _check_search(plan: Plan, config: SampleConfig, options: InfillOptions, tokenizer: Any,
-                  name: str) -> int:
+                  name: str, max_seq_len: int | None) -> int:
     """``search_calls`` of ``plan``, or a ``SearchLimitError`` where that is over the limit."""
     need = search_calls(plan, config, options, mask_id=tokenizer.mask_id,
-                        pad_id=tokenizer.pad_id)
+                        pad_id=tokenizer.pad_id, max_seq_len=max_seq_len)
     if need > options.max_search_calls:
         variable = sum(len(h.candidates) > 1 for h in plan.holes)
         raise SearchLimitError(name, variable, need, options.max_search_calls)
@@ -690,6 +693,52 @@ def _choices(plan: Plan) -> tuple[list[list[int]], int, bool]:
     n_combos = math.prod(len(c) for c in choices)
     nothing = not plan.has_given_text and all(0 in c for c in choices) and n_combos > 1
     return choices, n_combos, nothing
+
+
+def _allowed(combo: Sequence[int], nothing: bool, room: int | None) -> bool:
+    """Whether the length search tries ``combo`` (each hole's length): not all empty where
+    ``nothing`` (``_choices``), and its gaps together fit the ``room`` the model's context
+    leaves after the template's text (``_check_room``; None: no limit). Each gap's longest
+    fits beside the others' shortest (``check_context``), not always beside their longest:
+    nine ``[MASK:1-16]`` on a 64-token model; such lengths can never be the answer."""
+    return (any(combo) or not nothing) and (room is None or sum(combo) <= room)
+
+
+def _check_room(plan: Plan, max_seq_len: int | None, name: str) -> int | None:
+    """The tokens the model's context leaves ``plan``'s gaps together after its text (None:
+    no limit), or a ``UserError`` naming the template (``name``) where no combination of
+    their lengths fits (``_allowed``): it needs more than the context even with every gap at
+    its shortest (``check_context`` refuses that first where the plan was made for this
+    model)."""
+    if max_seq_len is None:
+        return None
+    room = max_seq_len - plan.fixed_tokens
+    choices, _, nothing = _choices(plan)
+    least = sum(c[0] for c in choices)
+    if nothing:  # all empty is no answer: the shortest non-empty length of some gap
+        least = min((n for c in choices for n in c if n), default=0)
+    if least > room:
+        raise UserError(
+            f"{name} needs at least {plan.fixed_tokens + least} tokens with its gaps at their "
+            f"shortest ({plan.fixed_tokens} of text), more than {CONTEXT_WORDS} {max_seq_len}); "
+            "use shorter text or gaps"
+        )
+    return room
+
+
+def _lowered(choices: list[list[int]], start: Sequence[int], room: int | None) -> list[int]:
+    """``start`` (a candidate of each hole's ``choices``) with its longest lengths lowered,
+    one candidate at a time (the longest first; the first such hole on a tie) until they fit
+    ``room`` together (None: no limit), each at least its first candidate."""
+    out = list(start)
+    while room is not None and sum(out) > room:
+        lower = [k for k, c in enumerate(choices) if out[k] > c[0]]
+        if not lower:
+            break
+        k = max(lower, key=lambda k: (out[k], -k))
+        i = choices[k].index(out[k])
+        out[k] = choices[k][i - 1]
+    return out
 
 
 def _run_calls(plan: Plan, config: SampleConfig, options: InfillOptions,
@@ -748,7 +797,7 @@ def _steps_bound(config: SampleConfig, canvas: Canvas) -> int:
 
 
 def search_calls(plan: Plan, config: SampleConfig, options: InfillOptions, *, mask_id: int,
-                 pad_id: int) -> int:
+                 pad_id: int, max_seq_len: int | None = None) -> int:
     """The most model calls ``fill_plan``'s length search (``length_mode="elbo"``) of ``plan``
     needs before it can choose, counted as ``InfillResult.nfe`` counts them, known before any
     model work: every combination in one run (at most ``max_joint``), or the first sweep of
@@ -757,15 +806,18 @@ def search_calls(plan: Plan, config: SampleConfig, options: InfillOptions, *, ma
     ``options.max_search_calls``. Refills of spans that broke a constraint (``fill_canvas``:
     only when several tokens of a constrained span were committed in one step) are not
     planned: ``fill_plan`` makes one only while it fits the limit with these calls. 0 when no
-    gap has a choice of length."""
+    gap has a choice of length. ``max_seq_len``: the model's context, which the gaps' lengths
+    must fit together (``_allowed``; None: no limit): a later run's rows are counted as if
+    the other gaps were at their shortest, where every candidate fits (``check_context``)."""
     choices, n_combos, nothing = _choices(plan)
     if n_combos == 1:
         return 0
+    room = None if max_seq_len is None else max_seq_len - plan.fixed_tokens
     ids = dict(mask_id=mask_id, pad_id=pad_id)
     if n_combos - int(nothing) <= options.max_joint:
-        combos = [c for c in itertools.product(*choices) if any(c) or not nothing]
+        combos = [c for c in itertools.product(*choices) if _allowed(c, nothing, room)]
         return _run_calls(plan, config, options, combos, None, **ids)
-    middle = [c[len(c) // 2] for c in choices]
+    middle = _lowered(choices, [c[len(c) // 2] for c in choices], room)
     longest = [max(c) for c in choices]
     total, first = 0, True
     for k, cands in enumerate(choices):
@@ -773,7 +825,7 @@ def search_calls(plan: Plan, config: SampleConfig, options: InfillOptions, *, ma
             continue
         base = middle if first else longest
         combos = [tuple(base[:k]) + (n,) + tuple(base[k + 1 :]) for n in cands]
-        combos = [c for c in combos if any(c) or not nothing]
+        combos = [c for c in combos if _allowed(c, nothing, room if first else None)]
         total += _run_calls(plan, config, options, combos, None if first else k, **ids,
                             exact=first)
         first = False
@@ -798,11 +850,14 @@ its candidates) to its current length; 0: all of them."""
 
 
 def _coordinate_search(
-    choices: list[list[int]], nothing: bool, run: Run, choose: Choose, afford: Afford
+    choices: list[list[int]], nothing: bool, run: Run, choose: Choose, afford: Afford,
+    room: int | None = None,
 ) -> tuple[list[list[int]], Spans, list[list[tuple[str, Any]]], int]:
     """The length search when every combination is too many (``max_joint``): one variable gap
-    at a time, in template order, the gaps not yet decided at their middle candidate, in up
-    to ``SWEEPS`` sweeps over the gaps (it stops when a sweep changes no length).
+    at a time, in template order, the gaps not yet decided at their middle candidate (the
+    longest of those lowered until they fit ``room`` together, ``_lowered``), in up to
+    ``SWEEPS`` sweeps over the gaps (it stops when a sweep changes no length). A run tries
+    only the lengths that fit ``room`` beside the other gaps' (``_allowed``).
 
     The first run fills the whole canvas; after it, the best row so far is kept: every
     other gap holds its text from that row, locked, and only the gap being decided is
@@ -813,7 +868,7 @@ def _coordinate_search(
     was made while the other gaps were still at their middle length. A run after the first
     sweep is made only if ``afford(combos, k)`` (the budget, ``max_search_calls``). Returns
     (rows, spans, layouts, best row) of the last run."""
-    current = [c[len(c) // 2] for c in choices]
+    current = _lowered(choices, [c[len(c) // 2] for c in choices], room)
     kept: list[list[int]] | None = None  # each hole's tokens in the best row so far
     rows: list[list[int]] = []
     spans, layouts, best = Spans(holes=[]), [], 0
@@ -826,7 +881,7 @@ def _coordinate_search(
                 i = cands.index(current[k])
                 cands = cands[max(0, i - REFINE_NEAR) : i + REFINE_NEAR + 1]
             combos = [tuple(current[:k]) + (n,) + tuple(current[k + 1 :]) for n in cands]
-            combos = [c for c in combos if any(c) or not nothing]
+            combos = [c for c in combos if _allowed(c, nothing, room)]
             fill: list[list[list[int] | None]] | None = None
             if kept is not None:
                 this = tuple(current)
@@ -875,18 +930,25 @@ def _length_mode(
     return asked, (empty_id if asked == "empty" else None)
 
 
-def _empty_plan(plan: Plan, tokenizer: Any, empty_id: int) -> Plan:
+def _empty_plan(plan: Plan, tokenizer: Any, empty_id: int, room: int | None = None) -> Plan:
     """Each variable-length hole at its longest length, its automaton allowing trailing ``[EMPTY]``
     after at least its shortest length of text (``TokenAutomaton.with_empty_tail``). In a
     template of gaps only (``_choices``), the first hole that may be empty holds a token at
-    least, as the ELBO search never leaves them all empty (all ``[EMPTY]`` gave ``""``)."""
-    holes = []
+    least, as the ELBO search never leaves them all empty (all ``[EMPTY]`` gave ``""``).
+    Where the longest lengths do not fit ``room`` together (the tokens the model's context
+    leaves the gaps; None: no limit), the longest are lowered until they do (``_lowered``)."""
     nothing = _choices(plan)[2]
+    sizes = []  # each hole's lengths: at least its shortest text
     for h in plan.holes:
+        lo = h.feasible[0]
+        if len(h.feasible) > 1 and nothing and lo == 0:
+            lo, nothing = h.feasible[1], False
+        sizes.append([n for n in h.feasible if n >= lo] if len(h.feasible) > 1 else h.candidates)
+    longest = _lowered(sizes, [s[-1] for s in sizes], room)
+    holes = []
+    for h, lengths, hi in zip(plan.holes, sizes, longest, strict=True):
         if len(h.feasible) > 1:
-            lo, hi = h.feasible[0], h.feasible[-1]
-            if nothing and lo == 0:
-                lo, nothing = h.feasible[1], False
+            lo = lengths[0]
             tail = cached_automaton(tokenizer, ("empty", h.automaton, empty_id, lo),
                                     lambda h=h, lo=lo: h.automaton.with_empty_tail(empty_id, lo))
             h = dataclasses.replace(h, automaton=tail, candidates=[hi], feasible=[hi])
