@@ -16,7 +16,6 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-import torch  # noqa: E402
 from server_helpers import Broken, Echo, Gated, loaded, tiny_config  # noqa: E402
 
 
@@ -170,41 +169,3 @@ def test_the_access_log_escapes_a_lone_surrogate_in_a_path(caplog):
     assert len(lines) == 1 and lines[0].startswith('1.2.3.4 "GET /x%5Cud800y" 404 '), lines
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    from unmask.checkpoint import save_checkpoint
-    from unmask.model import Transformer
-    from unmask.tokenizer import byte_tokenizer
-
-    torch.manual_seed(0)
-    run = tmp_path_factory.mktemp("runs") / "mine"
-    return str(save_checkpoint(run, model=Transformer(tiny_config()).eval(),
-                               tokenizer=byte_tokenizer()))
-
-
-def test_a_server_run_does_not_inherit_an_earlier_runs_abandoned_check(
-        ckpt, free_port, monkeypatch, capsys):
-    """``commands.serve.ABANDONED`` (a slow check left running when the server stopped) was
-    never reset: once one run in a process set it, a later Ctrl-C of any command run in it
-    (``main()`` called again: tests, an embedding program) ended the process with
-    ``os._exit``, skipping its cleanup. Each server run sets it anew."""
-    import uvicorn
-
-    from unmask import cli
-    from unmask.commands import serve
-
-    def exit_now(status):
-        raise SystemExit(status)
-
-    def interrupted():
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(serve, "ABANDONED", True)  # what an earlier run left
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)  # served: over
-    assert cli.main(["serve", "--model", ckpt, "--port", str(free_port), "--device", "cpu",
-                     "--quiet"]) == 0
-    assert serve.ABANDONED is False
-    monkeypatch.setattr(cli.os, "_exit", exit_now)
-    monkeypatch.setattr(cli, "_import_torch_whole", interrupted)
-    assert cli.main(["generate", "--model", "demo", "hi"]) == 130  # a plain Ctrl-C: no _exit
-    assert "unmask generate: interrupted" in capsys.readouterr().err

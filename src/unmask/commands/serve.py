@@ -60,8 +60,7 @@ sets ``allow_regex``, the one more)."""
 ABANDONED = False
 """True once the server stopped with a slow check still running (``ServerState.checking``):
 its thread runs on to its end, which the interpreter's shutdown would wait for, so the
-command line exits with ``os._exit`` (``unmask.cli.ABANDONING``). Each run of the server sets
-it anew (``_serve``)."""
+command line exits with ``os._exit`` (``unmask.cli.ABANDONING``)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -375,9 +374,6 @@ def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
     from unmask.config import resolve_device
     from unmask.server import create_app
 
-    global ABANDONED
-    ABANDONED = False  # this run's alone: an earlier run's, in the same process (main()
-    # called again), made any later Ctrl-C or SIGTERM end it with os._exit
     if args.host not in LOOPBACK and not api_key:
         print(f"unmask serve: warning: listening on {args.host} without --api-key; anyone who "
               "can reach this port can use the model", file=sys.stderr)
@@ -406,9 +402,9 @@ def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
         with _hangup_shuts_down(server):
             server.run(sockets=[sock])  # (closed by uvicorn when it shuts down)
     finally:  # (a SIGTERM's Terminated is raised in it, once the server is down)
-        # a slow check of a client gone still runs: the process exits without waiting for it
-        # (it waited, signals held, a compile's tens of seconds after the line)
-        ABANDONED = bool(app.state.server.checking)
+        if app.state.server.checking:  # a slow check of a client gone still runs: the
+            global ABANDONED  # process exits without waiting for it (it waited, signals
+            ABANDONED = True  # held, a compile's tens of seconds after the line)
     if server.should_exit:  # Ctrl-C: uvicorn shut down gracefully and swallowed the interrupt
         raise KeyboardInterrupt  # so the exit status is 130, as for every command (cli.main)
     return 0
