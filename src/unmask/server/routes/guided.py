@@ -221,17 +221,6 @@ def fitting_choices(state: ServerState, choices: list[Any], max_tokens: int) -> 
     return fits
 
 
-def check_room(state: ServerState, form: Any, source: str, max_tokens: int) -> None:
-    """A 400 naming ``max_tokens`` where a value of ``form`` cannot be written in it (its
-    shortest answer is longer), as ``guided_choice`` (``fitting_choices``) and ``/v1/infill``'s
-    ``[MASK:n]`` refuse it: a ``"minLength": 100`` string under a sent ``max_tokens`` of 16
-    was answered in 102 tokens although ``max_tokens`` bounds each value."""
-    from unmask.infill.forms import parse_form
-
-    _, holes, automata = parse_form(form, state.tok, source=source)
-    room_check(holes, automata, source, max_tokens, f"max_tokens ({max_tokens})", "max_tokens")
-
-
 def room_check(holes: list[Any], automata: list[Any], source: str, width: int, bound: str,
                param: str) -> None:
     """A 400 naming ``param`` where a scalar hole's shortest answer takes over ``width``
@@ -258,17 +247,15 @@ def piece_widths(tok: Any, items: list[Any], holes: list[Any], after_text: bool)
             else holes[v].width for k, (kind, v) in enumerate(items)]
 
 
-def check_answer_room(state: ServerState, form: Any, source: str, prompt: int,
-                      after_text: bool, max_tokens: int) -> None:
+def check_answer_room(state: ServerState, items: list[Any], holes: list[Any], source: str,
+                      prompt: int, after_text: bool, max_tokens: int) -> None:
     """A 400 in the request's words (``context_length_exceeded``) when a structured answer at
     its widest does not fit in the context after the ``prompt``'s tokens (``after_text``: the
     prompt holds text, not only a BOS: ``piece_widths``); found here, before the worker, where
     it read "the form needs 66 tokens (holes at their widest) ...; use fewer or shorter
     holes", words of ``/v1/forms`` that a completions or chat client has no use for."""
-    from unmask.infill.forms import parse_form
     from unmask.infill.ordered import form_span
 
-    items, holes, _ = parse_form(form, state.tok, source=source)
     answer = sum(piece_widths(state.tok, items, holes, after_text))
     need = form_span(prompt, answer, causal=state.causal)
     if need > state.max_seq_len:
@@ -457,6 +444,7 @@ async def run_guided(
     """Answer a constrained completions / chat request (one prompt of ids ``encode``,
     ``n`` = 1), after the checks every completions request passes."""
     from unmask.infill import fill_form
+    from unmask.infill.forms import parse_form
     from unmask.infill.ordered import form_span
 
     top_p = check_generation(state, req, prompts)
@@ -512,9 +500,10 @@ async def run_guided(
         if "choice" in given and bound is not None:
             given = {**given, "choice": fitting_choices(state, given["choice"], bound)}
         form, parse = build_form(state, given, req.max_tokens, slow=slow)
+        items, holes, automata = parse_form(form, state.tok, source=source)  # (cached)
         if bound is not None:
-            check_room(state, form, source, bound)
-        check_answer_room(state, form, source, len(ids), bool(prefix), req.max_tokens)
+            room_check(holes, automata, source, bound, f"max_tokens ({bound})", "max_tokens")
+        check_answer_room(state, items, holes, source, len(ids), bool(prefix), req.max_tokens)
         if not req.stream:
             return form, parse, None
         try:  # its refusal before the stream starts names the field, as the plain one
@@ -577,6 +566,6 @@ async def run_guided(
 
 
 __all__ = [
-    "AnswerSoFar", "GuidedEvents", "build_form", "check_answer_room", "check_room",
+    "AnswerSoFar", "GuidedEvents", "build_form", "check_answer_room",
     "fitting_choices", "guidance", "piece_widths", "response_format", "room_check", "run_guided",
 ]

@@ -213,7 +213,6 @@ def router(state: ServerState) -> APIRouter:
         the first call worked out, for the second: ``plumbing.checked``)."""
         from unmask import api
         from unmask.infill import Gap, SearchLimitError, parse_template
-        from unmask.infill.options import constrain_gaps
         from unmask.infill.template import GapRoomError
         from unmask.server.routes.guided import guidance
 
@@ -223,7 +222,7 @@ def router(state: ServerState) -> APIRouter:
         check_text(state, req.template, "template")
         if guided is not None:
             if "text" not in memo:  # parsed and encoded once (a 64K template: some 70 ms)
-                memo["text"] = guided_text(req)
+                memo["text"] = guided_text(req, guided["source"])
             gap = memo["text"][0]
             causal_fill(req, lambda: gap.length or GUIDED_WIDTH)  # n plays max_tokens
             return plan_guided_infill(req, guided, slow, *memo["text"])
@@ -262,11 +261,7 @@ def router(state: ServerState) -> APIRouter:
         options = infill_options(req)
 
         def run(on_step: StepCallback) -> Any:  # worker thread: regexes compile here
-            segments = constrain_gaps(parsed,  # copies: the parsed segments stay as they are
-                                      choices=list((req.choices or {}).items()),
-                                      regex=list((req.regex or {}).items()),
-                                      charset=list((req.charset or {}).items()),
-                                      ban=req.ban or ())
+            segments = constrained(req, parsed)
             # the checkpoint's own way, as `unmask infill`: masked, embed-diffusion, AR-FIM
             try:
                 return api.infill(state.loaded, segments, config=config, options=options,
@@ -285,25 +280,28 @@ def router(state: ServerState) -> APIRouter:
         return InfillOptions(max_search_calls=state.limits.max_search_calls,
                              **{k: v for k in INFILL_FIELDS if (v := getattr(req, k)) is not None})
 
+    def constrained(req: InfillRequest, parsed: list[Any]) -> list[Any]:
+        """``parsed`` with the request's gap constraints set (copies: ``parsed`` stays)."""
+        from unmask.infill.options import constrain_gaps
+
+        return constrain_gaps(parsed, choices=list((req.choices or {}).items()),
+                              regex=list((req.regex or {}).items()),
+                              charset=list((req.charset or {}).items()), ban=req.ban or ())
+
     def fim_width(req: InfillRequest, parsed: list[Any], slow: bool) -> int:
         """The most tokens a fill-in-the-middle infill writes in the one gap of ``parsed``
         (``infill_causal``'s: the longest length the gap's plan allows, its constraints set;
         a bad one a 400 naming its field, as on the worker)."""
-        from unmask.infill.options import constrain_gaps
         from unmask.infill.template import plan_template
 
         if not slow:  # its constraints compile
             raise TakesSeconds
         try:
-            segments = constrain_gaps(parsed, choices=list((req.choices or {}).items()),
-                                      regex=list((req.regex or {}).items()),
-                                      charset=list((req.charset or {}).items()),
-                                      ban=req.ban or ())
-            return int(plan_template(segments, tok).holes[0].feasible[-1])
+            return int(plan_template(constrained(req, parsed), tok).holes[0].feasible[-1])
         except UserError as e:
             raise user_error(e) from None
 
-    def guided_text(req: InfillRequest) -> tuple[Any, ...]:
+    def guided_text(req: InfillRequest, source: str) -> tuple[Any, ...]:
         """A guided infill's template: (its one gap, the text before and after it, whether a
         causal model reads them as fill-in-the-middle, the BOS, the ids before and after);
         a 400 for a template without exactly one ``[MASK:n]``, or without room for it."""
@@ -319,9 +317,6 @@ def router(state: ServerState) -> APIRouter:
         if not isinstance(gap, Gap) or req.choices or req.regex or req.charset or req.ban:
             raise APIError(400, "with response_format or guided_*, the template has one gap "
                            "and no other gap constraints", param="template", code="invalid_value")
-        from unmask.server.routes.guided import guidance
-
-        source = (guidance(req) or {}).get("source", "structured output")
         try:  # the length search's options (ignored): at their defaults they pass, as on
             # an AR-FIM or embed-diffusion checkpoint (any one sent was a 400)
             api._refuse_length_options(infill_options(req), f"with {source} the constraint "
