@@ -180,8 +180,6 @@ def _alive(pid: int) -> bool:
     process that shares no console with this one. Either way the probe said "running", for
     a dead process too, and stopped nothing. (A real probe would be ``OpenProcess`` and
     ``GetExitCodeProcess``.)"""
-    import sys
-
     if sys.platform == "win32":
         return True
     try:
@@ -198,8 +196,6 @@ def check_creatable(path: Path) -> None:
     would write it: a folder is made and removed again in its nearest existing parent (what a
     permission check alone misses: ``/proc``, a read-only disk). Nothing is left behind, not
     even the missing folders above ``path`` (they are made when ``path`` is written)."""
-    from unmask.errors import UserError
-
     parent = next((p for p in path.absolute().parents if p.exists()), None)
     if parent is None or not parent.is_dir():
         raise UserError(f"{path}: cannot be written ({parent} is not a writable folder)")
@@ -293,7 +289,6 @@ def _user_text(raw: bytes, name: object) -> str:
     and no prompt means; newlines as a file read as text), or a one-line ``UserError`` naming
     ``name`` and what the bytes are instead (UTF-16 with the iconv line, binary data, an
     archive: ``sniff``)."""
-    from unmask.errors import UserError
     from unmask.sniff import not_text
 
     problem = not_text(raw[:4096])  # UTF-16 of ASCII or Cyrillic is valid UTF-8, with NULs
@@ -313,8 +308,6 @@ def read_user_text(path: Path, what: str = "file") -> str:
     """The UTF-8 text of a file the user named (a prompt file, a template, a gap set); a
     one-line ``UserError`` that says why when it is missing, a folder, unreadable or not
     UTF-8 (UTF-16 and binary data named as such; ``what`` names the kind of file)."""
-    from unmask.errors import UserError
-
     if path.is_dir():
         raise UserError(f"{path}: a folder, not a {what}")
     try:
@@ -331,9 +324,6 @@ def read_user_stdin(announce: str | None = None) -> str:
     ``read_user_text``'s one-line errors naming ``<stdin>``. ``announce`` (``"unmask generate:
     reading the prompts"``): said on stderr first where standard input is a terminal, with how
     to end it, as ``unmask prepare -`` says it; else the command waited without a word."""
-    import sys
-
-    from unmask.errors import UserError
     from unmask.terminal import is_tty
 
     if sys.stdin is None:  # started with it closed (`<&-`): sys.stdin.read() was a traceback
@@ -506,8 +496,6 @@ def plain_name(name: object) -> bool:
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON object in ``path`` (a config.json, an index), with one-line errors: not JSON
     (``parse_json``'s: a trailing comma named as one), not UTF-8, not an object."""
-    from unmask.errors import UserError
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")

@@ -192,8 +192,10 @@ class TrajectoryData:
         self.path = Path(path)
         self.trajectories = Trajectories.load(self.path)
         if started_on is not None:
-            self.trajectories = rows_started_on(self.path, self.trajectories, started_on)
-        self.stamp = self.trajectories.stamp()
+            self.trajectories, self.stamp = rows_started_on(self.path, self.trajectories,
+                                                            started_on)
+        else:
+            self.stamp = self.trajectories.stamp()
         if len(self.trajectories) == 0:
             raise UserError(f"{self.path}: holds no trajectories")
         self.row_length = int(self.trajectories.tokens.shape[1])
@@ -369,7 +371,8 @@ def _refuse_at(data: TrajectoryData, tokenizer: Any, theirs: Any, i: int,
     )
 
 
-def rows_started_on(path: Path, have: Trajectories, then: dict[str, Any]) -> Trajectories:
+def rows_started_on(path: Path, have: Trajectories,
+                    then: dict[str, Any]) -> tuple[Trajectories, dict[str, Any]]:
     """The rows of the trajectory file ``path`` (read: ``have``) that a run started on, by the
     ``Trajectories.stamp`` it recorded (``then``): its first ``then["rows"]`` (all of them,
     or where a run of more trajectories extended the file since, those: every batch is
@@ -382,8 +385,9 @@ def rows_started_on(path: Path, have: Trajectories, then: dict[str, Any]) -> Tra
     checkpoint recording no settings (written before) needs their hash to be equal."""
     n = then.get("rows")
     if not isinstance(n, int) or not 0 < n <= len(have):  # fewer rows now: refused
-        check_same_rows(path, then, have.stamp())
-        return have
+        now = have.stamp()
+        check_same_rows(path, then, now)
+        return have, now
     first = have if n == len(have) else Trajectories(
         have.tokens[:n], have.commit_step[:n], have.seed[:n], have.meta)
     now = first.stamp()
@@ -394,7 +398,7 @@ def rows_started_on(path: Path, have: Trajectories, then: dict[str, Any]) -> Tra
     if n < len(have) and int(os.environ.get("RANK", "0")) == 0:  # as a fresh run says it
         print(f"{path}: resuming on its first {n:,} of {len(have):,} trajectories (those this "
               "run started on; another run extended the file since)", file=sys.stderr)
-    return first
+    return first, now
 
 
 _ROWS = ("teacher", "data", "length", "rows", "rows_sha256")
