@@ -120,9 +120,12 @@ second where the message says the first): a template that renders the message re
 prompt that differs."""
 
 
-_PROBE_NAME = ("unmask-probe-name", "unmask-probe-other-name")
-"""Names that ``ChatTemplate._renders_name`` gives a message in place of its own (the second
-where the message has the first)."""
+def _probe_name(i: int, name: str) -> str:
+    """The name ``ChatTemplate._names_dropped`` gives ``messages[i]`` in place of ``name``:
+    lower-case letters and digits (a template may sanitize or upper-case a name), numbered so
+    that no probe holds another's."""
+    probe = f"unmaskprobe{i}name"
+    return probe if name.lower() != probe else f"unmaskprobe{i}other"
 
 
 class TemplateRejected(UserError):
@@ -413,33 +416,55 @@ class ChatTemplate:
         *,
         add_generation_prompt: bool = True,
         marks: bool = False,
+        check_names: bool = True,
     ) -> str:
         """The text of ``messages`` (checked by ``check_messages``); ``add_generation_prompt``
         appends the header of an assistant turn; ``marks``: every ``{% generation %}`` span
-        between ``_SPAN_OPEN`` and ``_SPAN_CLOSE``. Any failure is a one-line ``UserError``."""
+        between ``_SPAN_OPEN`` and ``_SPAN_CLOSE``; ``check_names``: a message ``name`` the
+        template drops is refused (``_names_dropped``: one more rendering), not for a
+        rendering whose length alone is wanted (the server's length check). Any failure is a
+        one-line ``UserError``."""
         msgs = check_messages(list(messages))
         text = self._render(msgs, add_generation_prompt, marks)
-        for i, m in enumerate(msgs):
-            if "name" in m and not self._renders_name(msgs, i, text, add_generation_prompt,
-                                                      marks):
-                raise UserError(f"{self.origin} does not render message names: messages[{i}] "
-                                "has 'name' (drop it, or use a template that writes "
-                                "message.name)")
+        if check_names:
+            self._check_names(msgs, add_generation_prompt, marks, text)
         return text
 
-    def _renders_name(self, msgs: list[dict[str, str]], i: int, text: str,
-                      add_generation_prompt: bool, marks: bool) -> bool:
-        """Whether ``text``, the rendering of ``msgs``, depends on ``msgs[i]``'s name: the
-        same messages with another name render otherwise (or the template judges the name,
-        refusing the other one). Finding ``name`` in the source let every template through
-        that calls ``namespace()`` or prints a tool call's ``name`` (Qwen2.5's, Llama 3's),
-        and dropped the name silently."""
-        probe = _PROBE_NAME[msgs[i]["name"] == _PROBE_NAME[0]]
-        changed = [*msgs[:i], {**msgs[i], "name": probe}, *msgs[i + 1 :]]
+    def _check_names(self, msgs: list[dict[str, str]], add_generation_prompt: bool,
+                     marks: bool, text: str) -> None:
+        """A ``UserError`` naming the first message of ``msgs`` (checked) whose ``name``
+        ``text``, their rendering, leaves out (``_names_dropped``)."""
+        dropped = self._names_dropped(msgs, add_generation_prompt, marks, text)
+        if dropped:
+            raise UserError(f"{self.origin} does not render message names: "
+                            f"messages[{dropped[0]}] has 'name' (drop it, or use a template "
+                            "that writes message.name)")
+
+    def _names_dropped(self, msgs: list[dict[str, str]], add_generation_prompt: bool,
+                       marks: bool, text: str) -> list[int]:
+        """Indices of the named messages of ``msgs`` whose name ``text``, their rendering,
+        leaves out, found in one more rendering, every name at once replaced by its own probe
+        (``_probe_name``): a message whose probe the new rendering holds (in any case:
+        ``| upper``) is rendered with its name, and so is every one when the rendering differs
+        but holds none of the probes (the template writes names otherwise) or the template
+        judges the names (it refuses the probes); none is when it renders the same. Finding
+        ``name`` in the source let every template through that calls ``namespace()`` or
+        prints a tool call's ``name`` (Qwen2.5's, Llama 3's), and dropped the name silently;
+        a rendering per named message made a conversation's cost quadratic."""
+        named = [i for i, m in enumerate(msgs) if "name" in m]
+        if not named:
+            return []
+        probes = {i: _probe_name(i, msgs[i]["name"]) for i in named}
+        changed = [{**m, "name": probes[i]} if i in probes else m for i, m in enumerate(msgs)]
         try:
-            return self._render(changed, add_generation_prompt, marks) != text
-        except UserError:  # it judges the name: it reads it
-            return True
+            seen = self._render(changed, add_generation_prompt, marks)
+        except UserError:  # it judges the names: it reads them
+            return []
+        if seen == text:
+            return named
+        seen = seen.lower()
+        dropped = [i for i in named if probes[i] not in seen]
+        return [] if len(dropped) == len(named) else dropped
 
     def _render(self, msgs: list[dict[str, str]], add_generation_prompt: bool,
                 marks: bool) -> str:
@@ -604,7 +629,7 @@ class ChatTemplate:
             probe = _PROBE_SYSTEM[m["content"] == _PROBE_SYSTEM[0]]
             changed = [*messages[:i], {**m, "content": probe}, *messages[i + 1 :]]
             try:
-                if self.render(changed, add_generation_prompt=True) != text:
+                if self.render(changed, add_generation_prompt=True, check_names=False) != text:
                     continue
             except UserError:  # it judges the text: it reads it
                 continue
@@ -627,9 +652,9 @@ class ChatTemplate:
         assistant header after every conversation has that header cut off the response
         (``_without_header``)."""
         shielded, plain = self._shield(self._scan(tokenizer), messages)
-        prompt = self.render(shielded[:-1], add_generation_prompt=True)
+        prompt = self.render(shielded[:-1], add_generation_prompt=True, check_names=False)
         self._renders_system(shielded[:-1], prompt)  # else trained as if never given
-        full = self.render(shielded, add_generation_prompt=False)
+        full = self.render(shielded, add_generation_prompt=False)  # every name checked
         if not full.startswith(prompt):
             raise UserError(
                 f"{self.origin} renders the conversation without its generation prompt as a "
@@ -648,7 +673,7 @@ class ChatTemplate:
             )
         try:  # a template may refuse a generation prompt after an assistant turn
             ignores_flag = marked is None and \
-                self.render(shielded, add_generation_prompt=True) == full
+                self.render(shielded, add_generation_prompt=True, check_names=False) == full
         except UserError:
             ignores_flag = False
         if ignores_flag:
@@ -677,7 +702,8 @@ class ChatTemplate:
             return None
         spans, at, opened = [], 0, None
         for piece in re.split(f"([{_SPAN_OPEN}{_SPAN_CLOSE}])",
-                              self.render(messages, add_generation_prompt=False, marks=True)):
+                              self.render(messages, add_generation_prompt=False, marks=True,
+                                          check_names=False)):
             if piece == _SPAN_OPEN:
                 opened = at
             elif piece == _SPAN_CLOSE and opened is not None:
