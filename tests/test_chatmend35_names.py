@@ -40,6 +40,8 @@ def test_names_cost_one_more_rendering_per_conversation(renders):
     tok = byte_tokenizer()
     t = ChatTemplate(NAMED_SRC)
     msgs = conversation()
+    t.prompt(tok, msgs[:2])  # the template's end of turn, found once (_written_turn_ends)
+    renders.clear()
     t.render(msgs)
     assert len(renders) == 2  # the text, and the names probed at once
     renders.clear()

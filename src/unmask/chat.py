@@ -23,7 +23,9 @@ content or name (any special token, or an added token the template writes, such 
 corpus is plain text (``Tokenizer.encode``). A reply ends at EOS or at the first special
 token the template writes (the end-of-turn marker, ``ChatTemplate.reply``); with a built-in
 template, whose markers are plain text, also where it starts another turn (``TURN_STARTS``),
-and with another, at the end of turn it writes as text (``ChatTemplate.turn_starts``).
+and with another, at the end of turn it writes as markup right after a reply where that is
+no token of the tokenizer (``ChatTemplate.turn_starts``: ChatML's ``<|im_end|>`` through a
+tokenizer without it; never a header of the next turn).
 
 Messages are ``{"role", "content"}`` objects, with an optional ``name`` (a string) that
 the template sees as ``message.name``; a template that does not render it (the text is the
@@ -45,7 +47,7 @@ import json
 import re
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -336,6 +338,8 @@ class _Scan:
     ``sanitize_control_tokens`` picks them: every special token of the tokenizer, the
     template's own (``specials``), and the added tokens that are not special (Qwen's
     ``<think>``, ``<tool_call>``) which the template writes, whitespace tokens apart."""
+    token_ends: frozenset[str] = frozenset()
+    """``ChatTemplate.token_ends``."""
 
     @functools.cached_property
     def lengths(self) -> dict[str, tuple[int, ...]]:
@@ -386,6 +390,11 @@ class ChatTemplate:
     """What ``{{ eos_token }}`` renders as."""
     origin: str = "chat template"
     """How error messages name the template (e.g. its file)."""
+    token_ends: frozenset[str] = frozenset()
+    """The ends of turn the template writes as text (``_written_turn_ends``) that are one
+    token of the tokenizer (``with_tokens``, ``reply``), such as Mistral's ``</s>``: that
+    token's id ends a reply (``ends``), and the same characters written as text (HTML's
+    ``<s>old</s>``) do not (``turn_starts``)."""
 
     def __post_init__(self) -> None:
         if self.source in (_DEFAULT_BEFORE_TRIM_BLOCKS, _DEFAULT_BEFORE_LAST_ASSISTANT):
@@ -402,13 +411,20 @@ class ChatTemplate:
         origin: str = "chat template",
     ) -> ChatTemplate:
         """``source`` with ``bos_token`` / ``eos_token`` the text of ``bos_id`` / ``eos_id`` in
-        ``tokenizer`` (a model's ``config.bos_id`` / ``eos_id``)."""
+        ``tokenizer`` (a model's ``config.bos_id`` / ``eos_id``), knowing which of its ends of
+        turn are tokens of ``tokenizer`` (``token_ends``)."""
         return cls(
             source,
             bos_token=_token_text(tokenizer, bos_id),
             eos_token=_token_text(tokenizer, eos_id),
             origin=origin,
-        )
+        )._knowing(tokenizer)
+
+    def _knowing(self, tokenizer: Any) -> ChatTemplate:
+        """This template with ``token_ends`` for ``tokenizer``: the ends of turn it writes
+        that are one of its added tokens (special or not), or its BOS/EOS token."""
+        ends = self._scan(tokenizer).token_ends
+        return self if ends == self.token_ends else replace(self, token_ends=ends)
 
     def render(
         self,
@@ -506,8 +522,8 @@ class ChatTemplate:
         return dict(self._scan(tokenizer).specials)
 
     def _scan(self, tokenizer: Any) -> _Scan:
-        """``specials`` and the control tokens for ``tokenizer`` (``_Scan``), found once per
-        tokenizer and template: looking through every added token on each
+        """``specials``, the control tokens and ``token_ends`` for ``tokenizer`` (``_Scan``),
+        found once per tokenizer and template: looking through every added token on each
         prompt and SFT example cost more than rendering it (2.4 ms an example with 2,000
         reserved tokens, 0.44 ms with Llama 3's 256, against 0.25 ms with none)."""
         key = (self.source, self.bos_token, self.eos_token)
@@ -525,7 +541,13 @@ class ChatTemplate:
         for text, tid, special in _added_tokens(tokenizer):
             if special or (text in self.source and not text.isspace()):
                 controls.setdefault(text, tid)
-        scan = _Scan(specials=specials, controls=controls)
+        tokens = {text for text, _, _ in _added_tokens(tokenizer)}
+        tokens.update(t for t in (self.bos_token, self.eos_token)
+                      if t and tokenizer.token_to_id(t) is not None)
+        written = () if self.source in TURN_STARTS else \
+            _written_turn_ends(self.source, self.bos_token, self.eos_token)
+        scan = _Scan(specials=specials, controls=controls,
+                     token_ends=frozenset(m for m in written if m in tokens))
         try:
             known = _SCANS.setdefault(tokenizer, {})
         except TypeError:  # not weakly referable: found again next time
@@ -737,35 +759,40 @@ class ChatTemplate:
         return response[: len(response) - n]
 
     def ends(self, tokenizer: Any, eos_id: int | None) -> frozenset[int]:
-        """The ids that end a generated turn: EOS and every special token the template
-        writes (its end-of-turn marker)."""
+        """The ids that end a generated turn: EOS, every special token the template writes
+        (its end-of-turn marker) and the end of turn it writes as text where that is one
+        token of ``tokenizer`` (``token_ends``)."""
+        written = (tokenizer.token_to_id(t) for t in self._knowing(tokenizer).token_ends)
         return frozenset(self.specials(tokenizer).values()) | (
             {int(eos_id)} if eos_id is not None else frozenset()
-        )
+        ) | {int(i) for i in written if i is not None}
 
     def reply(self, tokenizer: Any, gen_ids: Sequence[int], eos_id: int | None,
               stops: Sequence[str] = ()) -> str:
-        """The text of a generated turn: ``gen_ids`` up to EOS or the first special token the
-        template writes (its end-of-turn marker), decoded, cut where it starts another turn
-        of a built-in template (``TURN_STARTS``: ``\nUser:`` for ``plain``) or before the
-        earliest of the stop sequences ``stops``, whichever starts first, and stripped
-        (``cut_text``, the rule of the server's chat)."""
+        """The text of a generated turn: ``gen_ids`` up to the first id that ends it
+        (``ends``: EOS, the template's end-of-turn token), decoded, cut where its text ends
+        a turn (``turn_starts``: ``\nUser:`` for ``plain``, ChatML's ``<|im_end|>`` through a
+        tokenizer without that token) or before the earliest of the stop sequences
+        ``stops``, whichever starts first, and stripped (``cut_text``, the rule of the
+        server's chat)."""
         stop = self.ends(tokenizer, eos_id)
         ids = [int(i) for i in gen_ids]
         end = next((k for k, i in enumerate(ids) if i in stop), len(ids))
-        return cut_text(tokenizer.decode(ids[:end]), stops, self)
+        return cut_text(tokenizer.decode(ids[:end]), stops, self._knowing(tokenizer))
 
     @property
     def turn_starts(self) -> tuple[str, ...]:
         """The text that ends a reply of this template besides EOS and its special tokens: for
-        a built-in one, where it starts another turn (``TURN_STARTS``); for another, the text it
-        writes after an assistant message (its end of turn, such as ChatML's ``<|im_end|>``,
-        which SFT trained each response to end with: through a tokenizer without that token
-        it is text, and the reply ran on past it, marker and all), else the text that starts
-        the next user turn (``_written_turn_ends``); ``()``: none but whitespace."""
+        a built-in one, where it starts another turn (``TURN_STARTS``); for another, the end of
+        turn it writes as markup right after an assistant message (``_written_turn_ends``:
+        ChatML's ``<|im_end|>``, which SFT trained each response to end with; through a
+        tokenizer without that token it is text, and the reply ran on past it, marker and
+        all), unless it is a token of the tokenizer (``token_ends``: its id ends the reply);
+        ``()``: none (a header of the next turn or plain words are text a reply may hold)."""
         if self.source in TURN_STARTS:
             return TURN_STARTS[self.source]
-        return _written_turn_ends(self.source, self.bos_token, self.eos_token)
+        written = _written_turn_ends(self.source, self.bos_token, self.eos_token)
+        return tuple(m for m in written if m not in self.token_ends)
 
     def turn_start(self, text: str) -> tuple[int, int] | None:
         """Where ``text``, a reply as decoded (before it is stripped), starts another turn: the
@@ -779,17 +806,23 @@ _PROBE_TURNS = ("unmask-probe-question", "unmask-probe-answer", "unmask-probe-ne
 """The user, assistant and next user message ``_written_turn_ends`` renders."""
 
 
+_MARKUP = frozenset("<>[]{}|")
+"""Characters of which an end of turn written as text holds one (``_written_turn_ends``):
+``<|im_end|>``, ``</s>``, ``[/INST]``, not ``---`` or ``USER:``."""
+
+
 @functools.lru_cache(maxsize=32)
 def _written_turn_ends(source: str, bos_token: str, eos_token: str) -> tuple[str, ...]:
     """``ChatTemplate.turn_starts`` of a template that is not a built-in one: the text it
-    writes after an assistant message's content where the conversation ends, trailing
-    whitespace dropped, when it writes the same where a user turn follows (an end of turn:
-    ChatML's ``<|im_end|>``, Mistral's ``</s>``); else the text before the next user's
-    content (``\n\n### Instruction:``; LLaDA's, which appends an assistant header after every
-    conversation, ``<|eot_id|><|start_header_id|>user<|end_header_id|>``), never a part of
-    it (the common start of ``\n### assistant:`` and ``\n### user:`` would cut a reply at
-    every Markdown heading). ``()`` where that is whitespace too, or the template renders
-    the probe otherwise."""
+    writes right after an assistant message's content, leading and trailing whitespace
+    dropped, when it writes the same where the conversation ends and where a user turn
+    follows (an end of turn: ChatML's ``<|im_end|>``, Phi-3's ``<|end|>``, Mistral's
+    ``</s>``) and that text is markup (holds one of ``_MARKUP``). ``()`` otherwise: a header
+    of the next turn, plain words or a rule are text a reply may hold (``\nuser:`` of a
+    ``{{ m.role }}: {{ m.content }}`` template cut a reply at a YAML line ``user: admin``,
+    Vicuna's ``USER:`` mid-line), and so is the text of a template that writes nothing
+    there but whitespace, appends its assistant header after every conversation (LLaDA's,
+    whose ``<|eot_id|>`` is a special token) or renders the probe otherwise."""
     question, answer, following = _PROBE_TURNS
     template = ChatTemplate(source, bos_token=bos_token, eos_token=eos_token)
     talk = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
@@ -805,11 +838,9 @@ def _written_turn_ends(source: str, bos_token: str, eos_token: str) -> tuple[str
     nxt = going.find(following, on) if on >= 0 else -1
     if at < 0 or nxt < 0:
         return ()
-    end = ended[at + len(answer):].rstrip()
-    start = going[on + len(answer): nxt].rstrip()
-    if end.strip() and start.startswith(end):
-        return (end,)
-    return (start,) if start.strip() else ()
+    end = ended[at + len(answer):].strip()
+    start = going[on + len(answer): nxt].lstrip()
+    return (end,) if end and start.startswith(end) and _MARKUP.intersection(end) else ()
 
 
 def stop_at(text: str, stops: Sequence[str]) -> int | None:
