@@ -359,14 +359,17 @@ class _Scan:
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Where ``text`` holds control tokens, left to right: at each position the longest
-        one starting there, and the next one looked for after it."""
+        one starting there, and the next one looked for after it (every span inside
+        ``text``)."""
         out: list[tuple[int, int]] = []
         end = 0
         for hit in self.starts.finditer(text) if self.starts is not None else ():
             i = hit.start()
             if i < end:
                 continue
-            n = next((n for n in self.lengths[text[i]] if text[i : i + n] in self.controls), 0)
+            left = len(text) - i  # a longer token cannot start here
+            n = next((n for n in self.lengths[text[i]]
+                      if n <= left and text[i : i + n] in self.controls), 0)
             if n:
                 out.append((i, i + n))
                 end = i + n
