@@ -21,8 +21,8 @@ def test_sft_lines_that_define_tools_are_refused_naming_the_line(tmp_path, key):
     path.write_text(json.dumps({**pair, key: []}) + "\n"  # empty: absent
                     + json.dumps({**pair, key: [{"type": "function",
                                                  "function": {"name": "get"}}]}) + "\n")
-    with pytest.raises(UserError, match=rf"^{path}:2: the line defines '{key}'; unmask has no "
-                                        "tool calls"):
+    with pytest.raises(UserError, match=rf"^{path}:2: the line defines '{key}' \(1 tool "
+                                        r"definition\); unmask has no tool calls"):
         read_sft_jsonl(path)
 
 

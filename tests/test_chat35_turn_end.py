@@ -1,9 +1,9 @@
 """A reply ends at the end of turn its template writes as text. Through a tokenizer without
 ChatML's ``<|im_end|>`` token (an SFT of the demo with ``--chat-template chatml.jinja``),
 the marker SFT trained every response to end with is plain text: no special token ended the
-turn, and the reply ran on past it, ``<|im_end|>`` and all, into the history. The same holds
-for a template that writes no end of turn, at the text that starts the next user turn
-(``\\n\\n### Instruction:``), as the built-in ``plain`` ends at ``\\nUser:``; ``unmask chat``,
+turn, and the reply ran on past it, ``<|im_end|>`` and all, into the history. A template that
+writes no such markup (an Alpaca one) ends a reply at EOS or a stop sequence only: its next
+header is text a reply may hold (``tests/test_chatmend35_turn_end.py``). ``unmask chat``,
 ``api.chat`` and the server (streamed or not) cut by the one rule."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ ALPACA = ("{% for m in messages %}{% if m.role == 'user' %}### Instruction:\n{{ 
 @pytest.mark.parametrize(("source", "generated", "want"), [
     (CHATML, "Moses.<|im_end|>\nNoah.<|im_end|>\n", "Moses."),
     (CHATML, "a <|im_start|> b<|im_end|>", "a <|im_start|> b"),
-    (ALPACA, "Moses.\n\n### Instruction:\nWho?", "Moses."),
+    (ALPACA, "Moses.\n\n### Instruction:\nWho?", "Moses.\n\n### Instruction:\nWho?"),
     (ALPACA, "One.\n\nTwo.\n### Instruction: x", "One.\n\nTwo.\n### Instruction: x"),
     # where the template's own text ends nothing: the content alone
     ("{% for m in messages %}{{ m.content }}{% endfor %}", "a\n\nb", "a\n\nb"),
@@ -43,17 +43,17 @@ def test_the_built_in_templates_and_special_token_markers_keep_their_rule():
     assert ChatTemplate(DEFAULT_CHAT_TEMPLATE).turn_starts == (
         "\n<|user|>", "\n<|assistant|>", "\n<|system|>")
     assert ChatTemplate(PLAIN_CHAT_TEMPLATE).turn_starts == ("\nUser:", "\nAssistant:")
-    # LLaDA's appends an assistant header after every conversation: its user header ends it
-    assert ChatTemplate(LLADA_TEMPLATE).turn_starts == (
-        "<|eot_id|><|start_header_id|>user<|end_header_id|>",)
+    # LLaDA's appends an assistant header after every conversation: no text of it is an end
+    # of turn (its <|eot_id|> is a special token of LLaDA's tokenizer)
+    assert ChatTemplate(LLADA_TEMPLATE).turn_starts == ()
     # a header the template appends after every conversation is not an end of turn, and no
     # part of two headers is one: a Markdown heading in a reply is text
     headed = ("{% for m in messages %}### {{ m.role }}: {{ m.content }}\n{% endfor %}"
               "### assistant:")
-    assert ChatTemplate(headed).turn_starts == ("\n### user:",)
+    assert ChatTemplate(headed).turn_starts == ()
     tok = byte_tokenizer()
-    text = "Steps:\n### Install\nrun it\n### user: next"
-    assert ChatTemplate(headed).reply(tok, tok.encode(text), None) == "Steps:\n### Install\nrun it"
+    text = "Steps:\n### Install\nrun it"
+    assert ChatTemplate(headed).reply(tok, tok.encode(text), None) == text
     refuses = "{{ raise_exception('no') }}"
     assert ChatTemplate(refuses).turn_starts == ()
 

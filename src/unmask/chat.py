@@ -23,7 +23,9 @@ content or name (any special token, or an added token the template writes, such 
 corpus is plain text (``Tokenizer.encode``). A reply ends at EOS or at the first special
 token the template writes (the end-of-turn marker, ``ChatTemplate.reply``); with a built-in
 template, whose markers are plain text, also where it starts another turn (``TURN_STARTS``),
-and with another, at the end of turn it writes as text (``ChatTemplate.turn_starts``).
+and with another, at the end of turn it writes as markup right after a reply where that is
+no token of the tokenizer (``ChatTemplate.turn_starts``: ChatML's ``<|im_end|>`` through a
+tokenizer without it; never a header of the next turn).
 
 Messages are ``{"role", "content"}`` objects, with an optional ``name`` (a string) that
 the template sees as ``message.name``; a template that does not render it (the text is the
@@ -45,7 +47,7 @@ import json
 import re
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +122,12 @@ second where the message says the first): a template that renders the message re
 prompt that differs."""
 
 
-_PROBE_NAME = ("unmask-probe-name", "unmask-probe-other-name")
-"""Names that ``ChatTemplate._renders_name`` gives a message in place of its own (the second
-where the message has the first)."""
+def _probe_name(i: int, name: str) -> str:
+    """The name ``ChatTemplate._names_dropped`` gives ``messages[i]`` in place of ``name``:
+    lower-case letters and digits (a template may sanitize or upper-case a name), numbered so
+    that no probe holds another's."""
+    probe = f"unmaskprobe{i}name"
+    return probe if name.lower() != probe else f"unmaskprobe{i}other"
 
 
 class TemplateRejected(UserError):
@@ -333,6 +338,8 @@ class _Scan:
     ``sanitize_control_tokens`` picks them: every special token of the tokenizer, the
     template's own (``specials``), and the added tokens that are not special (Qwen's
     ``<think>``, ``<tool_call>``) which the template writes, whitespace tokens apart."""
+    token_ends: frozenset[str] = frozenset()
+    """``ChatTemplate.token_ends``."""
 
     @functools.cached_property
     def lengths(self) -> dict[str, tuple[int, ...]]:
@@ -352,14 +359,17 @@ class _Scan:
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Where ``text`` holds control tokens, left to right: at each position the longest
-        one starting there, and the next one looked for after it."""
+        one starting there, and the next one looked for after it (every span inside
+        ``text``)."""
         out: list[tuple[int, int]] = []
         end = 0
         for hit in self.starts.finditer(text) if self.starts is not None else ():
             i = hit.start()
             if i < end:
                 continue
-            n = next((n for n in self.lengths[text[i]] if text[i : i + n] in self.controls), 0)
+            left = len(text) - i  # a longer token cannot start here
+            n = next((n for n in self.lengths[text[i]]
+                      if n <= left and text[i : i + n] in self.controls), 0)
             if n:
                 out.append((i, i + n))
                 end = i + n
@@ -383,6 +393,11 @@ class ChatTemplate:
     """What ``{{ eos_token }}`` renders as."""
     origin: str = "chat template"
     """How error messages name the template (e.g. its file)."""
+    token_ends: frozenset[str] = frozenset()
+    """The ends of turn the template writes as text (``_written_turn_ends``) that are one
+    token of the tokenizer (``with_tokens``, ``reply``), such as Mistral's ``</s>``: that
+    token's id ends a reply (``ends``), and the same characters written as text (HTML's
+    ``<s>old</s>``) do not (``turn_starts``)."""
 
     def __post_init__(self) -> None:
         if self.source in (_DEFAULT_BEFORE_TRIM_BLOCKS, _DEFAULT_BEFORE_LAST_ASSISTANT):
@@ -399,13 +414,20 @@ class ChatTemplate:
         origin: str = "chat template",
     ) -> ChatTemplate:
         """``source`` with ``bos_token`` / ``eos_token`` the text of ``bos_id`` / ``eos_id`` in
-        ``tokenizer`` (a model's ``config.bos_id`` / ``eos_id``)."""
+        ``tokenizer`` (a model's ``config.bos_id`` / ``eos_id``), knowing which of its ends of
+        turn are tokens of ``tokenizer`` (``token_ends``)."""
         return cls(
             source,
             bos_token=_token_text(tokenizer, bos_id),
             eos_token=_token_text(tokenizer, eos_id),
             origin=origin,
-        )
+        )._knowing(tokenizer)
+
+    def _knowing(self, tokenizer: Any) -> ChatTemplate:
+        """This template with ``token_ends`` for ``tokenizer``: the ends of turn it writes
+        that are one of its added tokens (special or not), or its BOS/EOS token."""
+        ends = self._scan(tokenizer).token_ends
+        return self if ends == self.token_ends else replace(self, token_ends=ends)
 
     def render(
         self,
@@ -413,33 +435,55 @@ class ChatTemplate:
         *,
         add_generation_prompt: bool = True,
         marks: bool = False,
+        check_names: bool = True,
     ) -> str:
         """The text of ``messages`` (checked by ``check_messages``); ``add_generation_prompt``
         appends the header of an assistant turn; ``marks``: every ``{% generation %}`` span
-        between ``_SPAN_OPEN`` and ``_SPAN_CLOSE``. Any failure is a one-line ``UserError``."""
+        between ``_SPAN_OPEN`` and ``_SPAN_CLOSE``; ``check_names``: a message ``name`` the
+        template drops is refused (``_names_dropped``: one more rendering), not for a
+        rendering whose length alone is wanted (the server's length check). Any failure is a
+        one-line ``UserError``."""
         msgs = check_messages(list(messages))
         text = self._render(msgs, add_generation_prompt, marks)
-        for i, m in enumerate(msgs):
-            if "name" in m and not self._renders_name(msgs, i, text, add_generation_prompt,
-                                                      marks):
-                raise UserError(f"{self.origin} does not render message names: messages[{i}] "
-                                "has 'name' (drop it, or use a template that writes "
-                                "message.name)")
+        if check_names:
+            self._check_names(msgs, add_generation_prompt, marks, text)
         return text
 
-    def _renders_name(self, msgs: list[dict[str, str]], i: int, text: str,
-                      add_generation_prompt: bool, marks: bool) -> bool:
-        """Whether ``text``, the rendering of ``msgs``, depends on ``msgs[i]``'s name: the
-        same messages with another name render otherwise (or the template judges the name,
-        refusing the other one). Finding ``name`` in the source let every template through
-        that calls ``namespace()`` or prints a tool call's ``name`` (Qwen2.5's, Llama 3's),
-        and dropped the name silently."""
-        probe = _PROBE_NAME[msgs[i]["name"] == _PROBE_NAME[0]]
-        changed = [*msgs[:i], {**msgs[i], "name": probe}, *msgs[i + 1 :]]
+    def _check_names(self, msgs: list[dict[str, str]], add_generation_prompt: bool,
+                     marks: bool, text: str) -> None:
+        """A ``UserError`` naming the first message of ``msgs`` (checked) whose ``name``
+        ``text``, their rendering, leaves out (``_names_dropped``)."""
+        dropped = self._names_dropped(msgs, add_generation_prompt, marks, text)
+        if dropped:
+            raise UserError(f"{self.origin} does not render message names: "
+                            f"messages[{dropped[0]}] has 'name' (drop it, or use a template "
+                            "that writes message.name)")
+
+    def _names_dropped(self, msgs: list[dict[str, str]], add_generation_prompt: bool,
+                       marks: bool, text: str) -> list[int]:
+        """Indices of the named messages of ``msgs`` whose name ``text``, their rendering,
+        leaves out, found in one more rendering, every name at once replaced by its own probe
+        (``_probe_name``): a message whose probe the new rendering holds (in any case:
+        ``| upper``) is rendered with its name, and so is every one when the rendering differs
+        but holds none of the probes (the template writes names otherwise) or the template
+        judges the names (it refuses the probes); none is when it renders the same. Finding
+        ``name`` in the source let every template through that calls ``namespace()`` or
+        prints a tool call's ``name`` (Qwen2.5's, Llama 3's), and dropped the name silently;
+        a rendering per named message made a conversation's cost quadratic."""
+        named = [i for i, m in enumerate(msgs) if "name" in m]
+        if not named:
+            return []
+        probes = {i: _probe_name(i, msgs[i]["name"]) for i in named}
+        changed = [{**m, "name": probes[i]} if i in probes else m for i, m in enumerate(msgs)]
         try:
-            return self._render(changed, add_generation_prompt, marks) != text
-        except UserError:  # it judges the name: it reads it
-            return True
+            seen = self._render(changed, add_generation_prompt, marks)
+        except UserError:  # it judges the names: it reads them
+            return []
+        if seen == text:
+            return named
+        seen = seen.lower()
+        dropped = [i for i in named if probes[i] not in seen]
+        return [] if len(dropped) == len(named) else dropped
 
     def _render(self, msgs: list[dict[str, str]], add_generation_prompt: bool,
                 marks: bool) -> str:
@@ -481,8 +525,8 @@ class ChatTemplate:
         return dict(self._scan(tokenizer).specials)
 
     def _scan(self, tokenizer: Any) -> _Scan:
-        """``specials`` and the control tokens for ``tokenizer`` (``_Scan``), found once per
-        tokenizer and template: looking through every added token on each
+        """``specials``, the control tokens and ``token_ends`` for ``tokenizer`` (``_Scan``),
+        found once per tokenizer and template: looking through every added token on each
         prompt and SFT example cost more than rendering it (2.4 ms an example with 2,000
         reserved tokens, 0.44 ms with Llama 3's 256, against 0.25 ms with none)."""
         key = (self.source, self.bos_token, self.eos_token)
@@ -500,7 +544,13 @@ class ChatTemplate:
         for text, tid, special in _added_tokens(tokenizer):
             if special or (text in self.source and not text.isspace()):
                 controls.setdefault(text, tid)
-        scan = _Scan(specials=specials, controls=controls)
+        tokens = {text for text, _, _ in _added_tokens(tokenizer)}
+        tokens.update(t for t in (self.bos_token, self.eos_token)
+                      if t and tokenizer.token_to_id(t) is not None)
+        written = () if self.source in TURN_STARTS else \
+            _written_turn_ends(self.source, self.bos_token, self.eos_token)
+        scan = _Scan(specials=specials, controls=controls,
+                     token_ends=frozenset(m for m in written if m in tokens))
         try:
             known = _SCANS.setdefault(tokenizer, {})
         except TypeError:  # not weakly referable: found again next time
@@ -604,7 +654,7 @@ class ChatTemplate:
             probe = _PROBE_SYSTEM[m["content"] == _PROBE_SYSTEM[0]]
             changed = [*messages[:i], {**m, "content": probe}, *messages[i + 1 :]]
             try:
-                if self.render(changed, add_generation_prompt=True) != text:
+                if self.render(changed, add_generation_prompt=True, check_names=False) != text:
                     continue
             except UserError:  # it judges the text: it reads it
                 continue
@@ -627,9 +677,9 @@ class ChatTemplate:
         assistant header after every conversation has that header cut off the response
         (``_without_header``)."""
         shielded, plain = self._shield(self._scan(tokenizer), messages)
-        prompt = self.render(shielded[:-1], add_generation_prompt=True)
+        prompt = self.render(shielded[:-1], add_generation_prompt=True, check_names=False)
         self._renders_system(shielded[:-1], prompt)  # else trained as if never given
-        full = self.render(shielded, add_generation_prompt=False)
+        full = self.render(shielded, add_generation_prompt=False)  # every name checked
         if not full.startswith(prompt):
             raise UserError(
                 f"{self.origin} renders the conversation without its generation prompt as a "
@@ -648,7 +698,7 @@ class ChatTemplate:
             )
         try:  # a template may refuse a generation prompt after an assistant turn
             ignores_flag = marked is None and \
-                self.render(shielded, add_generation_prompt=True) == full
+                self.render(shielded, add_generation_prompt=True, check_names=False) == full
         except UserError:
             ignores_flag = False
         if ignores_flag:
@@ -677,7 +727,8 @@ class ChatTemplate:
             return None
         spans, at, opened = [], 0, None
         for piece in re.split(f"([{_SPAN_OPEN}{_SPAN_CLOSE}])",
-                              self.render(messages, add_generation_prompt=False, marks=True)):
+                              self.render(messages, add_generation_prompt=False, marks=True,
+                                          check_names=False)):
             if piece == _SPAN_OPEN:
                 opened = at
             elif piece == _SPAN_CLOSE and opened is not None:
@@ -711,35 +762,40 @@ class ChatTemplate:
         return response[: len(response) - n]
 
     def ends(self, tokenizer: Any, eos_id: int | None) -> frozenset[int]:
-        """The ids that end a generated turn: EOS and every special token the template
-        writes (its end-of-turn marker)."""
+        """The ids that end a generated turn: EOS, every special token the template writes
+        (its end-of-turn marker) and the end of turn it writes as text where that is one
+        token of ``tokenizer`` (``token_ends``)."""
+        written = (tokenizer.token_to_id(t) for t in self._knowing(tokenizer).token_ends)
         return frozenset(self.specials(tokenizer).values()) | (
             {int(eos_id)} if eos_id is not None else frozenset()
-        )
+        ) | {int(i) for i in written if i is not None}
 
     def reply(self, tokenizer: Any, gen_ids: Sequence[int], eos_id: int | None,
               stops: Sequence[str] = ()) -> str:
-        """The text of a generated turn: ``gen_ids`` up to EOS or the first special token the
-        template writes (its end-of-turn marker), decoded, cut where it starts another turn
-        of a built-in template (``TURN_STARTS``: ``\nUser:`` for ``plain``) or before the
-        earliest of the stop sequences ``stops``, whichever starts first, and stripped
-        (``cut_text``, the rule of the server's chat)."""
+        """The text of a generated turn: ``gen_ids`` up to the first id that ends it
+        (``ends``: EOS, the template's end-of-turn token), decoded, cut where its text ends
+        a turn (``turn_starts``: ``\nUser:`` for ``plain``, ChatML's ``<|im_end|>`` through a
+        tokenizer without that token) or before the earliest of the stop sequences
+        ``stops``, whichever starts first, and stripped (``cut_text``, the rule of the
+        server's chat)."""
         stop = self.ends(tokenizer, eos_id)
         ids = [int(i) for i in gen_ids]
         end = next((k for k, i in enumerate(ids) if i in stop), len(ids))
-        return cut_text(tokenizer.decode(ids[:end]), stops, self)
+        return cut_text(tokenizer.decode(ids[:end]), stops, self._knowing(tokenizer))
 
     @property
     def turn_starts(self) -> tuple[str, ...]:
         """The text that ends a reply of this template besides EOS and its special tokens: for
-        a built-in one, where it starts another turn (``TURN_STARTS``); for another, the text it
-        writes after an assistant message (its end of turn, such as ChatML's ``<|im_end|>``,
-        which SFT trained each response to end with: through a tokenizer without that token
-        it is text, and the reply ran on past it, marker and all), else the text that starts
-        the next user turn (``_written_turn_ends``); ``()``: none but whitespace."""
+        a built-in one, where it starts another turn (``TURN_STARTS``); for another, the end of
+        turn it writes as markup right after an assistant message (``_written_turn_ends``:
+        ChatML's ``<|im_end|>``, which SFT trained each response to end with; through a
+        tokenizer without that token it is text, and the reply ran on past it, marker and
+        all), unless it is a token of the tokenizer (``token_ends``: its id ends the reply);
+        ``()``: none (a header of the next turn or plain words are text a reply may hold)."""
         if self.source in TURN_STARTS:
             return TURN_STARTS[self.source]
-        return _written_turn_ends(self.source, self.bos_token, self.eos_token)
+        written = _written_turn_ends(self.source, self.bos_token, self.eos_token)
+        return tuple(m for m in written if m not in self.token_ends)
 
     def turn_start(self, text: str) -> tuple[int, int] | None:
         """Where ``text``, a reply as decoded (before it is stripped), starts another turn: the
@@ -753,17 +809,23 @@ _PROBE_TURNS = ("unmask-probe-question", "unmask-probe-answer", "unmask-probe-ne
 """The user, assistant and next user message ``_written_turn_ends`` renders."""
 
 
+_MARKUP = frozenset("<>[]{}|")
+"""Characters of which an end of turn written as text holds one (``_written_turn_ends``):
+``<|im_end|>``, ``</s>``, ``[/INST]``, not ``---`` or ``USER:``."""
+
+
 @functools.lru_cache(maxsize=32)
 def _written_turn_ends(source: str, bos_token: str, eos_token: str) -> tuple[str, ...]:
     """``ChatTemplate.turn_starts`` of a template that is not a built-in one: the text it
-    writes after an assistant message's content where the conversation ends, trailing
-    whitespace dropped, when it writes the same where a user turn follows (an end of turn:
-    ChatML's ``<|im_end|>``, Mistral's ``</s>``); else the text before the next user's
-    content (``\n\n### Instruction:``; LLaDA's, which appends an assistant header after every
-    conversation, ``<|eot_id|><|start_header_id|>user<|end_header_id|>``), never a part of
-    it (the common start of ``\n### assistant:`` and ``\n### user:`` would cut a reply at
-    every Markdown heading). ``()`` where that is whitespace too, or the template renders
-    the probe otherwise."""
+    writes right after an assistant message's content, leading and trailing whitespace
+    dropped, when it writes the same where the conversation ends and where a user turn
+    follows (an end of turn: ChatML's ``<|im_end|>``, Phi-3's ``<|end|>``, Mistral's
+    ``</s>``) and that text is markup (holds one of ``_MARKUP``). ``()`` otherwise: a header
+    of the next turn, plain words or a rule are text a reply may hold (``\nuser:`` of a
+    ``{{ m.role }}: {{ m.content }}`` template cut a reply at a YAML line ``user: admin``,
+    Vicuna's ``USER:`` mid-line), and so is the text of a template that writes nothing
+    there but whitespace, appends its assistant header after every conversation (LLaDA's,
+    whose ``<|eot_id|>`` is a special token) or renders the probe otherwise."""
     question, answer, following = _PROBE_TURNS
     template = ChatTemplate(source, bos_token=bos_token, eos_token=eos_token)
     talk = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
@@ -779,11 +841,9 @@ def _written_turn_ends(source: str, bos_token: str, eos_token: str) -> tuple[str
     nxt = going.find(following, on) if on >= 0 else -1
     if at < 0 or nxt < 0:
         return ()
-    end = ended[at + len(answer):].rstrip()
-    start = going[on + len(answer): nxt].rstrip()
-    if end.strip() and start.startswith(end):
-        return (end,)
-    return (start,) if start.strip() else ()
+    end = ended[at + len(answer):].strip()
+    start = going[on + len(answer): nxt].lstrip()
+    return (end,) if end and start.startswith(end) and _MARKUP.intersection(end) else ()
 
 
 def stop_at(text: str, stops: Sequence[str]) -> int | None:

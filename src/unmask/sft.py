@@ -20,8 +20,9 @@ in a row, a system message later on): as in ``transformers`` and TRL, the order 
 template's to accept or reject (its ``raise_exception`` then names the line). Other fields
 of a line (an ``id``, a ``source``) are ignored, as TRL drops a dataset's unused columns, and
 a field that is null counts as absent (one table of both layouts, exported, has nulls); but
-tool definitions (a ``tools`` or ``functions`` list, as OpenAI's fine-tuning format and TRL
-give them) are refused: no tool reaches the template (``_refuse_tools``).
+tool definitions (objects in a ``tools`` or ``functions`` list, as OpenAI's fine-tuning
+format and TRL give them, or in a JSON string of one, as TRL stores the column) are refused:
+no tool reaches the template (``_refuse_tools``; ``"[]"`` or a list of names is none).
 A ``messages`` list must end with an ``assistant`` turn: that last turn is the response,
 everything before it (system prompt, earlier turns; at least one message) the prompt. Every
 earlier assistant turn with text and a message before it is trained too, as its own pair
@@ -43,6 +44,7 @@ Inside: ``chat_prompt``, ``SFTExample``, ``read_sft_jsonl``, ``SFTData``; ``DEFA
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -263,21 +265,40 @@ class SFTData:
 
 
 TOOL_KEYS = ("tools", "functions")
-"""Keys of a line that hold tool definitions (OpenAI's chat fine-tuning format, TRL's ``tools``
-column): refused unless empty (``_refuse_tools``)."""
+"""Keys of a line that may hold tool definitions (OpenAI's chat fine-tuning format, TRL's
+``tools`` column): refused when they do (``_refuse_tools``)."""
+
+
+def _tool_definitions(value: Any) -> int:
+    """How many tool definitions ``value``, a line's ``tools`` or ``functions``, holds: the
+    objects of a list, or 1 for an object (an empty one: 0). A string is read as JSON (TRL
+    stores the column as a JSON string, ``"[]"`` where a row has no tools); ``null``,
+    ``false``, ``"[]"``, a list of names or text that is not JSON define none."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return 0
+    if isinstance(value, dict):
+        return 1 if value else 0
+    return sum(isinstance(v, dict) for v in value) if isinstance(value, list) else 0
 
 
 def _refuse_tools(obj: dict[str, Any], where: str) -> None:
-    """A one-line ``UserError`` naming ``where`` when the line ``obj`` defines tools (a
-    non-empty ``tools`` or ``functions``): no tool reaches unmask's chat templates, so the
-    example would be trained without the definitions its answers were written against (TRL and
-    OpenAI's fine-tuning hand them to the model); ignored as another field, they vanished
-    silently."""
-    key = next((k for k in TOOL_KEYS if obj.get(k) not in (None, [], {}, "")), None)
-    if key is not None:
-        raise UserError(f"{where}: the line defines {key!r}; unmask has no tool calls (no tool "
-                        "reaches the chat template), so the example would be trained without "
-                        "them: drop the key, or the line")
+    """A one-line ``UserError`` naming ``where`` when the line ``obj`` defines tools (its
+    ``tools`` or ``functions`` holds a definition, ``_tool_definitions``): no tool reaches
+    unmask's chat templates, so the example would be trained without the definitions its
+    answers were written against (TRL and OpenAI's fine-tuning hand them to the model);
+    ignored as another field, they vanished silently. An empty column (``[]``, ``"[]"``,
+    ``null``) or one that holds other data (a list of function names) is left alone."""
+    for key in TOOL_KEYS:
+        n = _tool_definitions(obj.get(key))
+        if n:
+            what = "a JSON string of " if isinstance(obj[key], str) else ""
+            raise UserError(f"{where}: the line defines {key!r} ({what}{n} tool "
+                            f"definition{'s' if n > 1 else ''}); unmask has no tool calls (no "
+                            "tool reaches the chat template), so the example would be trained "
+                            "without them: drop the key, or the line")
 
 
 def _other_format(obj: dict[str, Any]) -> str:

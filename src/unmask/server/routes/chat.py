@@ -91,7 +91,8 @@ def chat_prompt(state: ServerState, chat: ChatTemplate, req: ChatRequest
     messages = chat_messages(req.messages)
     try:  # a message's "[EOS]" or "<|im_start|>" is text; the template's markup is not
         check_length(state, sum(len(m["content"]) for m in messages))
-        check_length(state, len(chat.render(messages)))  # before tokenizing it
+        # before tokenizing it, and before the name probe (one more rendering, in prompt)
+        check_length(state, len(chat.render(messages, check_names=False)))
         prompt, ids = chat.prompt(state.tok, messages)
     except UserError as e:  # unmask.chat turns every template failure into one line
         raise APIError(400, str(e), param="messages", code="invalid_value") from None

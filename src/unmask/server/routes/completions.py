@@ -704,8 +704,9 @@ class Reply:
     ends: frozenset[int] = frozenset()
     """Tokens that end a row's text: EOS, and for chat the template's end-of-turn tokens."""
     template: ChatTemplate | None = None
-    """A chat's template: through a built-in one a reply also ends where it starts another
-    turn (``ChatTemplate.turn_start``, the rule of ``unmask chat`` and ``api.chat``)."""
+    """A chat's template: a reply also ends at the text that ends its turns
+    (``ChatTemplate.turn_start``: where it starts another turn of a built-in template, the end
+    of turn another writes as markup), the rule of ``unmask chat`` and ``api.chat``."""
 
     @property
     def object(self) -> str:
