@@ -200,3 +200,55 @@ def test_a_causal_form_too_wide_with_steps_is_coded_as_without(causal_client):
     r = causal_client.post("/v1/forms", json={**body, "steps": 5})
     assert r.status_code == 400, r.text
     assert r.json()["error"] == want and want["code"] == "context_length_exceeded", r.text
+
+
+@pytest.mark.parametrize("body,width,narrow", [
+    ({"template": "a [MASK:1-8] b", "choices": {"1": ["yes", "no"]}}, 8, 3),
+    ({"template": "a [MASK:1-20] b", "regex": {"1": "[0-9]{2,5}"}}, 20, 5),
+    ({"template": "a [MASK] b", "regex": {"1": "[0-9]{2,5}"}}, 16, 5),
+])
+def test_a_constrained_fill_in_the_middle_gap_takes_steps_at_its_declared_width(
+        fim_client, body, width, narrow):
+    """A constrained fill-in-the-middle gap takes ``steps`` at the length the template
+    declares (a range's maximum, 16 for a bare ``[MASK]`` with a regex or choices), as
+    docs/serving.md says and a client can read off its template; it took the longest length
+    the constraint allows instead (``[MASK:1-8]`` with choices yes/no: 3, and 8 was a 400)."""
+    r = fim_client.post("/v1/infill", json={**body, "steps": width, "temperature": 0})
+    assert r.status_code == 200, r.text
+    r = fim_client.post("/v1/infill", json={**body, "steps": narrow})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "steps", r.text
+
+
+def test_a_fill_in_the_middle_infill_with_steps_uses_no_slow_check(fim_client, monkeypatch):
+    """The gap's declared width compiles nothing: a request with ``steps`` is checked on the
+    request path, as without (it waited in the slow-check pool, behind other clients'
+    compiles, or got their 429)."""
+    from unmask.server import plumbing
+
+    calls = []
+    slow_check = plumbing.slow_check
+
+    async def counted(*args, **kwargs):
+        calls.append(1)
+        return await slow_check(*args, **kwargs)
+
+    monkeypatch.setattr(plumbing, "slow_check", counted)
+    for body in ({"template": "a [MASK:4] b", "steps": 4},
+                 {"template": "a [MASK:1-8] b", "choices": {"1": ["yes", "no"]}, "steps": 8}):
+        r = fim_client.post("/v1/infill", json=body)
+        assert r.status_code == 200, r.text
+    assert calls == []
+
+
+@pytest.mark.parametrize("template", ["a [MASK:1-60] b", "a [MASK:60] b"])
+@pytest.mark.parametrize("name", ["steps", "block_length"])
+def test_a_fill_in_the_middle_gap_too_long_with_steps_is_refused_as_without(fim_client,
+                                                                             template, name):
+    """A gap too long for the context (64 tokens here) with ``steps`` sent gets the same 400
+    as without (the template does not fit), not 'steps does not apply', which sent a
+    client to change the one field that was not wrong."""
+    want = fim_client.post("/v1/infill", json={"template": template}).json()["error"]
+    assert "max_seq_len" in want["message"], want
+    r = fim_client.post("/v1/infill", json={"template": template, name: 3})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == want, r.text

@@ -265,6 +265,19 @@ def _constrained(gap: Gap) -> bool:
                 gap.choices is not None)
 
 
+def check_declared_room(model: Any, tokenizer: Any, gap: Gap, prefix: str, suffix: str) -> None:
+    """``infill_causal``'s first refusal, before the gap compiles ([MASK:1-100000] took
+    seconds): ``UserError`` when an unconstrained gap's declared length (a range's maximum)
+    and the PSM prompt of ``prefix`` and ``suffix`` do not fit the model's context (an
+    unconstrained gap can take every length up to its maximum, a constrained one maybe
+    fewer: the plan's, checked later). The server runs it before it checks ``steps``."""
+    declared = gap.length if gap.length is not None else gap.max_len
+    if isinstance(declared, int) and not _constrained(gap):
+        cut = prefix[:-1] if takes_space(gap, prefix, tokenizer) else prefix  # as the plan
+        _check_fits(_config(model), len(tokenizer.encode(cut)),
+                    len(segment_ids(tokenizer, suffix, first=False)), declared)
+
+
 def _guided_middle(
     model: Any, tokenizer: Any, auto: TokenAutomaton, label: str, prefix: str, suffix: str,
     bounds: tuple[int, int], config: SampleConfig,
@@ -339,13 +352,7 @@ def infill_causal(
     # The spacing rules of the diffusion path (docs/infill.md, BPE spacing): the plan says
     # whether the gap took the space before it (Hole.space) or starts the text (Hole.lead),
     # holds its fill to the same automaton and renders it the same way (fill._render).
-    declared = gap.length if gap.length is not None else gap.max_len
-    # refused before the gap is compiled ([MASK:1-100000] took seconds); an unconstrained
-    # gap can take every length up to its maximum, a constrained one maybe fewer (the plan's)
-    if isinstance(declared, int) and not _constrained(gap):
-        cut = prefix[:-1] if takes_space(gap, prefix, tokenizer) else prefix  # as the plan
-        _check_fits(_config(model), len(tokenizer.encode(cut)),
-                    len(segment_ids(tokenizer, suffix, first=False)), declared)
+    check_declared_room(model, tokenizer, gap, prefix, suffix)
     plan = plan_template(segments, tokenizer)
     hole = plan.holes[0]
     # the lengths the diffusion path may give it: [MASK:0-b] may stay empty, a bare [MASK]
@@ -374,5 +381,5 @@ def infill_causal(
     return InfillResult(text=text, gaps=gaps_out, tokens=ids, nfe=res.nfe)
 
 
-__all__ = ["FimResult", "check_sentinels", "fill_middle", "fill_middle_ids", "fim_prompt",
-           "infill_causal"]
+__all__ = ["FimResult", "check_declared_room", "check_sentinels", "fill_middle",
+           "fill_middle_ids", "fim_prompt", "infill_causal"]

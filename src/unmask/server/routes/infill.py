@@ -173,7 +173,7 @@ def router(state: ServerState) -> APIRouter:
         loop's options are a 400 (``left_to_right``), ``steps`` and ``block_length`` at
         ``width()``, the tokens it writes (one step per token, one block, as a causal
         completion's at ``max_tokens``) pass. ``width()`` is worked out only where one of the
-        two is sent (it may compile constraints: ``TakesSeconds``). Every sent ``steps`` was
+        two is sent (a form's compiles its automata: ``TakesSeconds``). Every sent ``steps`` was
         refused (``[MASK:4]`` with ``steps`` 4 too), where a causal completion takes
         ``max_tokens``."""
         if not state.causal:
@@ -236,7 +236,7 @@ def router(state: ServerState) -> APIRouter:
         parsed = user_call(lambda: parse_template(req.template), "template")  # named here
         if fim and sum(isinstance(s, Gap) for s in parsed) == 1:  # filled left to right
             # (a template of several gaps: the worker refuses it, naming why)
-            causal_fill(req, lambda: fim_width(req, parsed, slow))
+            causal_fill(req, lambda: fim_width(req, parsed))
         config: SampleConfig | dict[str, Any] = configure(req)  # infill caps steps at masks
         facts = api.facts_of(state.loaded)
         embed = api.infill_decoder(state.loaded) == "embed-diffusion"
@@ -288,18 +288,34 @@ def router(state: ServerState) -> APIRouter:
                               regex=list((req.regex or {}).items()),
                               charset=list((req.charset or {}).items()), ban=req.ban or ())
 
-    def fim_width(req: InfillRequest, parsed: list[Any], slow: bool) -> int:
-        """The most tokens a fill-in-the-middle infill writes in the one gap of ``parsed``
-        (``infill_causal``'s: the longest length the gap's plan allows, its constraints set;
-        a bad one a 400 naming its field, as on the worker)."""
-        from unmask.infill.template import plan_template
+    def fim_width(req: InfillRequest, parsed: list[Any]) -> int:
+        """The most tokens a fill-in-the-middle infill writes in the one gap of ``parsed``, as
+        declared (no compile: on the request path): ``[MASK:n]`` n, a range's maximum, a bare
+        ``[MASK]`` 1, or ``default_max_len`` where a regex or choices bound it (the bounds
+        ``plan_template`` starts from); the template refused first where that width and its
+        text overflow the context, as on the worker (it was a 400 naming ``steps``). It was
+        the longest length the constraint allows ([MASK:1-8] with choices yes/no took
+        ``steps`` 3, not 8), compiled on a slow-check thread for every sized request."""
+        from unmask.infill import Gap
+        from unmask.infill.fim import check_declared_room
+        from unmask.infill.template import DEFAULT_MAX_LEN
 
-        if not slow:  # its constraints compile
-            raise TakesSeconds
-        try:
-            return int(plan_template(constrained(req, parsed), tok).holes[0].feasible[-1])
-        except UserError as e:
-            raise user_error(e) from None
+        k = next(k for k, s in enumerate(parsed) if isinstance(s, Gap))
+        gap = parsed[k]
+        if not (req.choices or req.regex or req.charset or req.ban):  # else checked later
+            before = "".join(s for s in parsed[:k] if isinstance(s, str))
+            after = "".join(s for s in parsed[k + 1 :] if isinstance(s, str))
+            try:
+                check_declared_room(model, tok, gap, before, after)
+            except UserError as e:
+                raise user_error(e) from None
+        if gap.length is not None:
+            return int(gap.length)
+        if gap.max_len is not None:
+            return int(gap.max_len)
+        if gap.min_len is None and not (gap.constrained or req.choices or req.regex):
+            return 1
+        return max(gap.min_len or 0, DEFAULT_MAX_LEN)
 
     def guided_text(req: InfillRequest, source: str) -> tuple[Any, ...]:
         """A guided infill's template: (its one gap, the text before and after it, whether a
