@@ -252,3 +252,28 @@ def test_a_fill_in_the_middle_gap_too_long_with_steps_is_refused_as_without(fim_
     r = fim_client.post("/v1/infill", json={"template": template, name: 3})
     assert r.status_code == 400, r.text
     assert r.json()["error"] == want, r.text
+
+
+def test_a_causal_form_sized_before_uses_no_slow_check(causal_client, monkeypatch):
+    """A form's width is worked out once (its automata compile on a slow-check thread), then
+    kept: the same form with ``steps`` again is checked on the request path, as without
+    ``steps`` (every sized request waited in the slow-check pool)."""
+    from unmask.server import plumbing
+
+    body = {"form": {"a": "<choice:x|yz>", "n": "<int:0..9>"}}
+    r = causal_client.post("/v1/forms", json=body)
+    width = sum(h["width"] for h in r.json()["holes"])
+    calls = []
+    slow_check = plumbing.slow_check
+
+    async def counted(*args, **kwargs):
+        calls.append(1)
+        return await slow_check(*args, **kwargs)
+
+    monkeypatch.setattr(plumbing, "slow_check", counted)
+    for _ in range(2):
+        r = causal_client.post("/v1/forms", json={**body, "steps": width})
+        assert r.status_code == 200, r.text
+    assert calls == [1]
+    r = causal_client.post("/v1/forms", json={**body, "steps": width + 1})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "steps", r.text

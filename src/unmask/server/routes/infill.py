@@ -465,10 +465,16 @@ def router(state: ServerState) -> APIRouter:
     def form_width(form: Any, source: str, slow: bool) -> int:
         """The masked positions of a form (``source`` "form") or a schema's (``"schema"``):
         its holes at their widest, one step each by default (``fill_form``'s layout); its
-        automata compile (cached for the fill)."""
+        automata compile (cached for the fill). Kept in ``state.forms``: a form's width is
+        its tokenizer's, so one sized before is answered on the request path (each sized
+        request waited in the slow-check pool, and re-parsed its form or schema there)."""
         from unmask.infill import parse_form
         from unmask.infill.schema import schema_form
 
+        key = json.dumps(["width", source, form], ensure_ascii=False)
+        kept = state.forms.get(key)
+        if kept is not None:
+            return int(kept)
         if not slow:
             raise TakesSeconds
         try:  # its refusals as on the worker (one too wide for the context coded so)
@@ -479,7 +485,9 @@ def router(state: ServerState) -> APIRouter:
             _, holes, _ = parse_form(form, tok, source=source, max_seq_len=state.max_seq_len)
         except UserError as e:
             raise user_error(e, source) from None
-        return sum(h.width for h in holes)
+        width = sum(h.width for h in holes)
+        state.forms.put(key, width)
+        return width
 
     def plan_schema_form(req: FormRequest) -> Plan:
         from unmask import api
