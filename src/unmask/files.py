@@ -342,10 +342,24 @@ def read_user_stdin(announce: str | None = None) -> str:
     return _user_text(stream.read(), STDIN_NAME)
 
 
+def require_stdout(what: str) -> None:
+    """A ``UserError`` where the command was started with standard output closed (``>&-``:
+    Python's ``sys.stdout`` is None), called before any work: ``print`` dropped every line,
+    so ``what`` (``"the generated text"``) was lost and the command exited 0."""
+    import sys
+
+    from unmask.errors import UserError
+
+    if sys.stdout is None:
+        raise UserError(f"standard output is closed: {what} would be lost; send it to a file "
+                        "(> out.txt) or a pipe")
+
+
 __all__ = ["CACHE_ENV", "SAFETENSORS_DTYPES", "STDIN_NAME", "as_number", "atomic_write_bytes",
            "atomic_write_text", "cache_dir", "check_creatable", "clear_stale_staging", "file_mode",
            "finite_or_null", "json_line", "json_message", "named", "plain_name", "read_user_stdin",
-           "read_user_text", "stale_staging", "staging_dir", "staging_prefix", "write_safetensors"]
+           "read_user_text", "require_stdout", "stale_staging", "staging_dir", "staging_prefix",
+           "write_safetensors"]
 
 
 CACHE_ENV = "UNMASK_CACHE_DIR"

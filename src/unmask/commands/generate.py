@@ -44,6 +44,7 @@ from unmask.commands.sample_options import (
 )
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
+from unmask.files import require_stdout
 from unmask.messages import plural
 from unmask.terminal import json_text, shown_text
 
@@ -145,9 +146,7 @@ def run(args: argparse.Namespace) -> int:
     from unmask.chat import TemplateRejected
     from unmask.commands.sample_options import make_live
 
-    if sys.stdout is None:  # started with it closed (`>&-`): print() dropped every text
-        raise UserError("standard output is closed: the generated text would be lost; send "
-                        "it to a file (> out.txt) or a pipe")
+    require_stdout("the generated text")
     check_given_options(args)
     if (args.system is not None or args.template is not None) and not args.chat:
         raise UserError("--system and --template apply to --chat")
