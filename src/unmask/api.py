@@ -1538,7 +1538,8 @@ def _joined(results: list[GenerateResult], nfe: int, steps: int, *,
     once), ``steps`` the steps (the most of any row's run: what the server reports, the
     depth of the batch rather than the work, which ``nfe`` counts). A decoder's own result
     class keeps its counts, summed over the runs (the drafts and acceptances of
-    ``speculative`` and ``hybrid``: ``acceptance_stats``)."""
+    ``speculative`` and ``hybrid``: ``acceptance_stats``); ``runs`` keeps each run's own
+    result (what each decoded, without the padding that aligns them)."""
     import torch
 
     from unmask.sampling.protocol import GenerateResult
@@ -1569,7 +1570,7 @@ def _joined(results: list[GenerateResult], nfe: int, steps: int, *,
     }
     return dataclasses.replace(
         results[0], tokens=torch.cat(tokens), region=(head, head + width), nfe=nfe,
-        steps=steps, history=None, segments=None,
+        steps=steps, history=None, segments=None, runs=results,
         attention_mask=None if bool(mask.all()) else mask, **own,
     )
 

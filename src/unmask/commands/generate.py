@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         print(shown_text(text if template is not None else out.prompts[i] + text))
     how = f"decoder {out.decoder}"
     # the commit loop's parallelism: positions committed per step (EOS filled after EOS too)
-    per_step = committed_positions(out.result, out.ids) / len(out.ids) / max(out.steps, 1)
+    per_step = positions_per_step(out.result)
     if out.decoder in ("llada", "bd3lm"):  # the commit loop: which policy and cache ran
         how += "".join(f", {name} {value}" for name, value, default in (
             ("policy", config.policy, "llada"), ("cache", config.cache, "none"))
@@ -256,17 +256,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def committed_positions(result: Any, ids: list[list[int]]) -> int:
-    """The positions of the generation region that the run's steps decoded, over all rows
-    (``ids``: ``Generation.ids``): the EOS a diffusion decoder fills after EOS counts (it was
-    committed), but in a run in segments only each segment's own region (``result.segments``):
-    a row that ended in an earlier segment holds padding in the later ones, which no step
-    wrote (a BD3-LM run ended at EOS in its first segment of 20 of ``--gen-length 100``
-    reported 25 tokens/step)."""
-    segments = getattr(result, "segments", None)
-    if not segments:
-        return sum(len(r) for r in ids)
-    return sum(len(r) for part in segments for r in part.gen_ids)
+def positions_per_step(result: Any) -> float:
+    """The commit loop's parallelism: the positions of the generation region the run's steps
+    decoded, per running row per step (``decoded_work``); the EOS a diffusion decoder fills
+    after EOS counts (it was committed)."""
+    positions, row_steps = decoded_work(result)
+    return positions / max(row_steps, 1)
+
+
+def decoded_work(result: Any) -> tuple[int, int]:
+    """The positions of the generation region that ``result``'s steps decoded, over all its
+    rows, and the row-steps that decoded them (each run's rows × its steps): in a run in
+    segments each segment's own region and rows (``result.segments``: a row that ended in an
+    earlier segment holds padding in the later ones, which no step wrote, and takes no part
+    in their steps), in rows run apart or in groups each run's own (``result.runs``: a run
+    that stopped early is padded to the widest). Counting padding over all rows and steps
+    said 25 tokens/step for a BD3-LM run that ended in its first segment of 20, 0.83 for a
+    LLaDA run of one token a step whose rows ended in different segments."""
+    parts = getattr(result, "runs", None) or getattr(result, "segments", None)
+    if parts:
+        counts = [decoded_work(part) for part in parts]
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
+    start, end = result.region
+    rows = len(result.tokens)
+    return rows * (end - start), rows * result.steps
 
 
 def _distilled(model: str) -> bool:
