@@ -220,5 +220,6 @@ def test_the_command_line_names_the_prompt_too(small, tmp_path, capsys):
     argv = ["generate", "--model", str(small.path), "--prompt-file", str(lines),
             "--gen-length", "8"]
     assert main(argv) == 2
-    assert capsys.readouterr().err.startswith(
-        "unmask generate: error: prompt 2 of 3 (86 tokens) + --gen-length (8) exceeds")
+    assert capsys.readouterr().err.startswith(  # the file's line (test_apimend35_cli)
+        f"unmask generate: error: prompt on line 2 of {lines} (86 tokens) + --gen-length (8) "
+        "exceeds")

@@ -1,10 +1,12 @@
 """Session 35 (apimend): the review of the api branch. ``generate``'s tokens/step counts each
 run's and segment's own rows and steps (rows that ended in an early segment, prompts decoded
-in groups)."""
+in groups); a batch too long for the context is refused with a ``gen_length`` every prompt
+fits, naming a prompt file's line."""
 
 from __future__ import annotations
 
 import re
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -104,3 +106,57 @@ def test_tokens_per_step_of_prompts_decoded_in_groups(tmp_path, capsys):
     work = [[(p.region[1] - p.region[0], p.steps) for p in run.segments]
             for run in out.result.runs]
     assert work == [[(3, 3)], [(16, 14), (16, 14), (8, 7)]]  # the hand count's
+
+
+# ---- a batch too long for the context ---------------------------------------------------
+
+
+def test_the_length_offered_fits_every_prompt(mdlm):
+    """Prompts of 1, 42 and 46 tokens with gen_length 8 on a context of 48: the refusal named
+    prompt 2 and offered its own room (gen_length <= 6), which prompt 3 then refused (<= 2):
+    two rounds. It names the first prompt too long, counts the others, and offers the room of
+    the longest."""
+    from unmask import api
+    from unmask.errors import UserError
+
+    loaded = api.load_for_decoding(str(mdlm))
+    prompts = ["a", "b" * 42, "c" * 46]
+    with pytest.raises(UserError) as e:
+        api.generate(loaded, prompts, config={"gen_length": 8}, n=3)
+    assert str(e.value) == (
+        "prompt 2 of 3 (42 tokens) + gen_length (8) exceeds the model's max_seq_len (48), as "
+        "does 1 other prompt (the longest: prompt 3 of 3, 46 tokens); use gen_length <= 2, "
+        "shorter prompts, or segment_length (e.g. 24) to write it in segments that each see "
+        "the latest text")
+    out = api.generate(loaded, prompts, config={"gen_length": 2})  # the advice, followed
+    assert len(out.texts) == 3
+    with pytest.raises(UserError, match=r"^prompt 1 of 3 \(46 tokens\) .*, as do 2 other "
+                                        r"prompts; use gen_length <= 2, shorter prompts"):
+        api.generate(loaded, ["c" * 46, "b" * 42, "d" * 44], config={"gen_length": 8})
+
+
+def test_a_prompt_file_line_is_named(mdlm, tmp_path, capsys):
+    """Blank lines are skipped and the positional prompts come first, so "prompt 2 of 2" was
+    line 3 of the file, and "prompt 4 of 4" with two prompts before it."""
+    lines = tmp_path / "prompts.txt"
+    lines.write_text("a\n\n" + "0" * 46 + "\n")
+    base = ["generate", "--model", str(mdlm), "--gen-length", "8"]
+    assert main([*base, "--prompt-file", str(lines)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"unmask generate: error: prompt on line 3 of {lines} (46 tokens) + --gen-length (8) "
+        "exceeds the model's max_seq_len (48); use --gen-length <= 2, a shorter prompt")
+    assert main([*base, "x", "y" * 45, "--prompt-file", str(lines), "--n", "2"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "unmask generate: error: prompt 2 of 4 (45 tokens) + --gen-length (8) exceeds the "
+        f"model's max_seq_len (48), as does 1 other prompt (the longest: prompt on line 3 of "
+        f"{lines}, 46 tokens); use --gen-length <= 2, shorter prompts")
+
+
+def test_prompts_from_standard_input_are_named_by_line(mdlm, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n\n" + "0" * 46 + "\nb\n"))
+    assert main(["generate", "--model", str(mdlm), "--prompt-file", "-", "--gen-length",
+                 "8"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "unmask generate: error: prompt on line 3 of standard input (46 tokens)")

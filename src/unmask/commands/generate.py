@@ -107,8 +107,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _read_prompts(args: argparse.Namespace) -> list[str]:
+def _read_prompts(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The prompts given, and what to call each in a refusal: "prompt 2 of 3", or for one
+    read from ``--prompt-file`` (blank lines skipped) "prompt on line 5 of FILE"."""
     prompts = [*args.prompt, *args.prompt_flags]
+    lines: list[int] = []
     if args.prompt_file:
         if args.prompt_file == "-":
             from unmask.files import read_user_stdin
@@ -118,7 +121,8 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
             from unmask.files import read_user_text
 
             text = read_user_text(Path(args.prompt_file), "prompt file")
-        from_file = [line for line in text.splitlines() if line.strip()]
+        numbered = [(k + 1, line) for k, line in enumerate(text.splitlines()) if line.strip()]
+        lines, from_file = [k for k, _ in numbered], [line for _, line in numbered]
         if not from_file:  # the user gave prompts, in a file that holds none
             where = "stdin" if args.prompt_file == "-" else args.prompt_file
             raise UserError(f"--prompt-file {where}: no prompt in it (one prompt per line; "
@@ -130,7 +134,10 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
             "no prompt: give one or more prompts (or --prompt TEXT), or --prompt-file FILE ('' for "
             "unconditional)" + (f"{piped}--prompt-file -" if piped else "")
         )
-    return prompts
+    given = len(prompts) - len(lines)
+    where = "standard input" if args.prompt_file == "-" else args.prompt_file
+    names = [f"prompt {k + 1} of {len(prompts)}" for k in range(given)]
+    return prompts, names + [f"prompt on line {line} of {where}" for line in lines]
 
 
 def _stdin_is_terminal() -> bool:
@@ -151,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.system is not None or args.template is not None) and not args.chat:
         raise UserError("--system and --template apply to --chat")
     check_draft_flags(args)
-    prompts = _read_prompts(args)
+    prompts, names = _read_prompts(args)
     device = str(resolve_device(args.device))
     loaded = api.load_for_decoding(args.model, device=device, dtype=args.dtype,
                                     quantize=args.quantize)
@@ -173,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
     # refuse what the checkpoint cannot do, before sampling
     decoder = api.choose(loaded, config, draft=draft)
     config = with_seed(config, decoder)  # a sampled run reports the seed that repeats it
+    api.check_prompts_fit(loaded, ids, config, decoder, draft, names=names)  # the file's line
     apart = api.row_runs(loaded, ids, config, seeded=False, draft=draft).apart
     api.check_rows_fit(loaded, lengths, config, args.n, device, decoder, draft, apart,
                        count="--n {}")  # first, in the flag's words (api.generate checks too)
