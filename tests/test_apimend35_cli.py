@@ -1,7 +1,8 @@
 """Session 35 (apimend): the review of the api branch. ``generate``'s tokens/step counts each
 run's and segment's own rows and steps (rows that ended in an early segment, prompts decoded
 in groups); a batch too long for the context is refused with a ``gen_length`` every prompt
-fits, naming a prompt file's line."""
+fits, naming a prompt file's line; ``prepare -`` reads standard input through the one helper
+(``files.user_stdin``)."""
 
 from __future__ import annotations
 
@@ -160,3 +161,17 @@ def test_prompts_from_standard_input_are_named_by_line(mdlm, monkeypatch, capsys
                  "8"]) == 2
     assert capsys.readouterr().err.startswith(
         "unmask generate: error: prompt on line 3 of standard input (46 tokens)")
+
+
+# ---- standard streams -------------------------------------------------------------------
+
+
+def test_prepare_from_closed_stdin_is_said_as_generate_says_it(tmp_path, monkeypatch, capsys):
+    """``unmask prepare - <&-`` said "-: there is no standard input to read", generate's
+    ``--prompt-file -`` "standard input is closed: ...": one helper, one wording."""
+    monkeypatch.setattr(sys, "stdin", None)
+    argv = ["prepare", "-", "-o", str(tmp_path / "out"), "--tokenizer", "byte", "--no-progress"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == ("unmask prepare: error: standard input is closed: give "
+                                       "the text another way, or pipe it in\n")
+    assert not (tmp_path / "out").exists()
