@@ -2,7 +2,7 @@
 run's and segment's own rows and steps (rows that ended in an early segment, prompts decoded
 in groups); a batch too long for the context is refused with a ``gen_length`` every prompt
 fits, naming a prompt file's line; ``prepare -`` reads standard input through the one helper
-(``files.user_stdin``)."""
+(``files.user_stdin``); ``eval`` and ``demo`` refuse a closed standard output."""
 
 from __future__ import annotations
 
@@ -175,3 +175,14 @@ def test_prepare_from_closed_stdin_is_said_as_generate_says_it(tmp_path, monkeyp
     assert capsys.readouterr().err == ("unmask prepare: error: standard input is closed: give "
                                        "the text another way, or pipe it in\n")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [["eval", "demo"], ["demo"]])
+def test_a_closed_stdout_is_refused_before_the_run(argv, monkeypatch, capsys):
+    """``unmask eval ... >&-`` and ``unmask demo >&-``: ``print`` dropped the whole report
+    (or showcase) and the command exited 0 after its run."""
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"unmask {argv[0]}: error: standard output is closed: the \S+ \w+ "
+                        r"would be lost; send it to a file \(> out.txt\) or a pipe\n", err), err
