@@ -88,18 +88,6 @@ def test_tokens_per_step_counts_no_padding_of_later_segments(tmp_path, capsys):
     assert 0 < per_step <= 4, err
 
 
-def test_committed_positions_reads_each_segment():
-    from types import SimpleNamespace
-
-    from unmask.commands.generate import committed_positions
-
-    whole = SimpleNamespace(segments=None)
-    assert committed_positions(whole, [[1] * 8, [1] * 8]) == 16
-    parts = SimpleNamespace(segments=[SimpleNamespace(gen_ids=[[5, 5, 2, 2], [5, 5, 5, 5]]),
-                                      SimpleNamespace(gen_ids=[[5, 5, 5, 5]])])
-    assert committed_positions(parts, [[0] * 100, [0] * 100]) == 12
-
-
 class _Typed:
     """Standard input a person types into: a terminal holding ``text``."""
 
@@ -232,5 +220,6 @@ def test_the_command_line_names_the_prompt_too(small, tmp_path, capsys):
     argv = ["generate", "--model", str(small.path), "--prompt-file", str(lines),
             "--gen-length", "8"]
     assert main(argv) == 2
-    assert capsys.readouterr().err.startswith(
-        "unmask generate: error: prompt 2 of 3 (86 tokens) + --gen-length (8) exceeds")
+    assert capsys.readouterr().err.startswith(  # the file's line (test_apimend35_cli)
+        f"unmask generate: error: prompt on line 2 of {lines} (86 tokens) + --gen-length (8) "
+        "exceeds")

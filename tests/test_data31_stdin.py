@@ -183,7 +183,7 @@ def test_a_terminal_on_standard_input_is_told_how_to_end_the_corpus(
     assert main(["prepare", "-", "-o", str(tmp_path / "out"), "--tokenizer", "byte",
                  *ARGS]) == 0
     err = capsys.readouterr().err
-    assert err == ("unmask prepare: reading the corpus from the terminal ('-'); end it with "
+    assert err == ("unmask prepare: reading the corpus from the terminal; end it with "
                    "Ctrl-D (Ctrl-Z Enter on Windows)\n")
     _stdin(monkeypatch, b"piped in\n")  # a pipe: nothing said
     assert main(["prepare", "-", "-o", str(tmp_path / "out2"), "--tokenizer", "byte",

@@ -107,8 +107,9 @@ def test_the_terminal_hint_is_said_only_for_a_run_that_goes_on(tmp_path, monkeyp
     assert err.count("\n") == 1
     monkeypatch.setattr(sys, "stdin", _Terminal(b"typed in\n"))
     assert main(["prepare", "-", "-o", str(tmp_path / "new"), *ARGS]) == 0
-    assert capsys.readouterr().err == ("unmask prepare: reading the corpus from the terminal "
-                                       "('-'); end it with Ctrl-D (Ctrl-Z Enter on Windows)\n")
+    assert capsys.readouterr().err == (
+        "unmask prepare: reading the corpus from the terminal; end it with Ctrl-D (Ctrl-Z "
+        "Enter on Windows)\n")
 
 
 def test_one_terminal_check_of_standard_input():

@@ -440,7 +440,7 @@ def _check_ids(prompt_ids: Any, loaded: Loaded) -> None:
 def _check_fits(
     prompt_ids: Any, config: SampleConfig, limit: int | None, who: str = "model",
     block_model: Any = None, segments: bool = True, facts: ModelFacts | None = None,
-    decoder: str | None = None,
+    decoder: str | None = None, names: Sequence[str] | None = None,
 ) -> None:
     """Refuse, in one line that names ``segment_length``, a prompt + ``gen_length`` longer
     than the context of ``who`` (the model, or its drafter; the decoders refuse it too,
@@ -452,7 +452,9 @@ def _check_fits(
     ``facts.prompt_columns`` columns, so an empty one counts 1 where the decoder gives it a
     start token (``ModelFacts.starts_empty_prompts``: the causal decoders, the commit loop and
     bd3lm, ``unmask.sampling.loop.start_empty_prompts``), and the refusal says why
-    (``START_TOKEN_NOTE``, one note for every decoder)."""
+    (``START_TOKEN_NOTE``, one note for every decoder). The refusal speaks of the longest
+    prompt; with ``names`` (one a row: "prompt 2 of 3"), of the first that does not fit, and
+    of how many others do not; its ``gen_length`` offered is the whole batch's either way."""
     from unmask.canvas import as_rows
     from unmask.sampling.blocks import absolute_blocks, room_after_prompt
     from unmask.sampling.loop import START_TOKEN_NOTE
@@ -461,56 +463,70 @@ def _check_fits(
     text = max(len(r) for r in rows)
     if limit is None:
         return
-    longest = text
+    columns = [len(r) for r in rows]
     if facts is not None and decoder is not None:
-        longest = max(facts.prompt_columns(len(r), decoder) for r in rows)
+        columns = [facts.prompt_columns(len(r), decoder) for r in rows]
+    longest = max(columns)
     started = longest > text  # every prompt empty: the start token is the longest
     block = getattr(getattr(block_model, "config", None), "block_size", None)
-    room = room_after_prompt(longest, limit, block_size=block,
-                             absolute=block_model is not None and absolute_blocks(block_model))
-    assert room is not None  # limit is known
+
+    def room_after(length: int) -> int:
+        room = room_after_prompt(length, limit, block_size=block,
+                                 absolute=block_model is not None and absolute_blocks(block_model))
+        assert room is not None  # limit is known
+        return room
+
+    room = room_after(longest)  # the batch's: the longest prompt's
     if config.gen_length <= room:
         return
     blocks = f" in whole blocks of {block}" if block else ""
     if started:
         blocks += f" ({START_TOKEN_NOTE})"
+    named, more = f"prompt ({plural(longest, 'token')})", ""
+    if names is not None:
+        over = [k for k, c in enumerate(columns) if room_after(c) < config.gen_length]
+        named = f"{names[over[0]]} ({plural(columns[over[0]], 'token')})"
+        if len(over) > 1:
+            top = max(over, key=lambda k: columns[k])  # the first of the longest
+            more = (f", as {'do' if len(over) > 2 else 'does'} "
+                    f"{plural(len(over) - 1, 'other prompt')}")
+            if top != over[0]:
+                more += f" (the longest: {names[top]}, {plural(columns[top], 'token')})"
     ways = [f"gen_length <= {room}"] if room > 0 else []
     if longest and not started:
-        ways.append("a shorter prompt")
+        ways.append("shorter prompts" if more else "a shorter prompt")
     if segments:
         ways.append(f"segment_length (e.g. {limit // 2}) to write it in segments that each see "
                     "the latest text")
     way_out = ways[-1] if len(ways) == 1 else (
         f"{', '.join(ways[:-1])}{',' if len(ways) > 2 else ''} or {ways[-1]}")
     raise UserError(
-        f"prompt ({plural(longest, 'token')}) + gen_length ({config.gen_length}) exceeds the "
-        f"{who}'s max_seq_len ({limit}){blocks}; use {way_out}"
+        f"{named} + gen_length ({config.gen_length}) exceeds the {who}'s max_seq_len "
+        f"({limit}){blocks}{more}; use {way_out}"
     )
 
 
-def _check_each_fits(loaded: Loaded, prompt_ids: list[list[int]], config: SampleConfig,
-                     decoder: str, draft: Loaded | None) -> None:
-    """``generate``'s prompts checked one by one against the context (``_check_fits``, as
-    ``start`` checks a run's rows), so that a refusal names the prompt: ``prompt 2 of 3 (86
-    tokens) + gen_length ...``; a batch's refusal named only the longest's length, which
-    does not say which line of a prompt file to shorten."""
+def check_prompts_fit(loaded: Loaded, prompt_ids: list[list[int]], config: SampleConfig,
+                      decoder: str, draft: Loaded | None = None,
+                      names: Sequence[str] | None = None) -> None:
+    """``generate``'s prompts checked against the context as ``start`` checks a run's rows
+    (``_check_fits``), but naming the first prompt that does not fit, ``names[k]`` for
+    prompt k (default "prompt k+1 of N"; ``unmask generate`` names a prompt file's line),
+    and how many others do not, where there are several prompts (a batch's refusal named
+    only the longest's length, which does not say which line of a prompt file to shorten);
+    the ``gen_length`` it offers fits them all. One prompt, or ``segment_length`` (segments
+    take any length): nothing to check here (``start`` checks it)."""
     from unmask.sampling.continuous import CONTINUOUS_DECODERS
 
     if config.segment_length is not None or len(prompt_ids) < 2:
-        return  # segments take any length; one prompt: start's own refusal names it
-    facts = facts_of(loaded)
+        return
+    if names is None:
+        names = [f"prompt {k + 1} of {len(prompt_ids)}" for k in range(len(prompt_ids))]
     limit, who = context_limit(loaded, draft)
-    for k, ids in enumerate(prompt_ids):
-        try:
-            _check_fits([ids], config, limit, who,
-                        block_model=loaded.model if decoder == "bd3lm" else None,
-                        segments=decoder not in CONTINUOUS_DECODERS, facts=facts,
-                        decoder=decoder)
-        except UserError as e:
-            text = str(e)
-            if text.startswith("prompt ("):
-                text = f"prompt {k + 1} of {len(prompt_ids)} ({text.removeprefix('prompt (')}"
-            raise UserError(text) from None
+    _check_fits(prompt_ids, config, limit, who,
+                block_model=loaded.model if decoder == "bd3lm" else None,
+                segments=decoder not in CONTINUOUS_DECODERS, facts=facts_of(loaded),
+                decoder=decoder, names=names)
 
 
 def decoding_model(loaded: Loaded, config: SampleConfig | None) -> Any:
@@ -1069,7 +1085,7 @@ def generate(
     chosen = choose_decoder(facts, _with_draft(config, draft))
     decoder = chosen.name
     _check_choice(facts, _with_draft(config, draft), decoder)  # before the rows' memory
-    _check_each_fits(loaded, prompt_ids, config, decoder, draft)  # naming the prompt
+    check_prompts_fit(loaded, prompt_ids, config, decoder, draft)  # naming the prompt
     check_rows_fit(loaded, [len(i) for i in prompt_ids], config, n, str(_device(loaded)),
                    decoder, draft, row_runs(loaded, prompt_ids, config, seeded=False,
                                             draft=draft).apart)  # before a row is made
@@ -1538,7 +1554,8 @@ def _joined(results: list[GenerateResult], nfe: int, steps: int, *,
     once), ``steps`` the steps (the most of any row's run: what the server reports, the
     depth of the batch rather than the work, which ``nfe`` counts). A decoder's own result
     class keeps its counts, summed over the runs (the drafts and acceptances of
-    ``speculative`` and ``hybrid``: ``acceptance_stats``)."""
+    ``speculative`` and ``hybrid``: ``acceptance_stats``); ``runs`` keeps each run's own
+    result (what each decoded, without the padding that aligns them)."""
     import torch
 
     from unmask.sampling.protocol import GenerateResult
@@ -1569,7 +1586,7 @@ def _joined(results: list[GenerateResult], nfe: int, steps: int, *,
     }
     return dataclasses.replace(
         results[0], tokens=torch.cat(tokens), region=(head, head + width), nfe=nfe,
-        steps=steps, history=None, segments=None,
+        steps=steps, history=None, segments=None, runs=results,
         attention_mask=None if bool(mask.all()) else mask, **own,
     )
 
@@ -2080,6 +2097,7 @@ __all__ = [
     "check_loaded",
     "check_option_names",
     "check_policy_options",
+    "check_prompts_fit",
     "check_rows_fit",
     "choose",
     "context_limit",

@@ -1355,16 +1355,10 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
 def _save_stdin(path: Path) -> None:
     """Standard input, as its bytes (compressed or not), saved to ``path``: ``prepare`` reads
     its inputs more than once (the BPE tokenizer is trained on a first pass)."""
-    import sys
+    from unmask.files import user_stdin
 
-    from unmask.terminal import is_tty
-
-    stream = sys.stdin
-    if stream is None:
-        raise UserError(f"{STDIN}: there is no standard input to read")
-    if is_tty(stream):  # else it waits without a word; said once the run is taken, not before
-        print(f"unmask prepare: reading the corpus from the terminal ({STDIN!r}); end it with "
-              "Ctrl-D (Ctrl-Z Enter on Windows)", file=sys.stderr, flush=True)
+    # said once the run is taken, not before
+    stream = user_stdin("unmask prepare: reading the corpus")
     raw = getattr(stream, "buffer", None)  # a text stream with none: a test, an embedding program
     with open(path, "xb") as f:
         if raw is not None:

@@ -28,7 +28,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from unmask.errors import UserError
 
@@ -319,11 +319,12 @@ def read_user_text(path: Path, what: str = "file") -> str:
     return _user_text(raw, path)
 
 
-def read_user_stdin(announce: str | None = None) -> str:
-    """Standard input as UTF-8 text (a template, text or prompts given as ``-``), with
-    ``read_user_text``'s one-line errors naming ``<stdin>``. ``announce`` (``"unmask generate:
-    reading the prompts"``): said on stderr first where standard input is a terminal, with how
-    to end it, as ``unmask prepare -`` says it; else the command waited without a word."""
+def user_stdin(announce: str | None = None) -> TextIO:
+    """Standard input, about to be read to its end (``read_user_stdin``; ``unmask prepare -``
+    copies it as bytes): closed (``<&-``, ``sys.stdin`` None) a one-line ``UserError`` rather
+    than a traceback; ``announce`` (``"unmask generate: reading the prompts"``) said on stderr
+    first where it is a terminal, with how to end it, else the command waited without a
+    word."""
     from unmask.terminal import is_tty
 
     if sys.stdin is None:  # started with it closed (`<&-`): sys.stdin.read() was a traceback
@@ -331,6 +332,13 @@ def read_user_stdin(announce: str | None = None) -> str:
     if announce is not None and is_tty(sys.stdin):
         print(f"{announce} from the terminal; end it with Ctrl-D (Ctrl-Z Enter on Windows)",
               file=sys.stderr, flush=True)
+    return sys.stdin
+
+
+def read_user_stdin(announce: str | None = None) -> str:
+    """Standard input as UTF-8 text (a template, text or prompts given as ``-``), with
+    ``read_user_text``'s one-line errors naming ``<stdin>``; ``announce``: ``user_stdin``'s."""
+    user_stdin(announce)
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:  # replaced by a text stream (a test, an embedding program)
         return sys.stdin.read()
@@ -350,7 +358,7 @@ __all__ = ["CACHE_ENV", "SAFETENSORS_DTYPES", "STDIN_NAME", "BadJSON", "as_numbe
            "atomic_write_bytes", "atomic_write_text", "cache_dir", "check_creatable",
            "clear_stale_staging", "file_mode", "finite_or_null", "json_line", "json_message",
            "named", "parse_json", "plain_name", "read_user_stdin", "read_user_text",
-           "require_stdout", "stale_staging", "staging_dir", "staging_prefix",
+           "require_stdout", "user_stdin", "stale_staging", "staging_dir", "staging_prefix",
            "write_safetensors"]
 
 

@@ -275,7 +275,9 @@ def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.checkpoint import checkpoint_dir, shipped_model
     from unmask.commands.sample_options import note_empty_steps
+    from unmask.files import require_stdout
 
+    require_stdout("the demo's showcase")  # print() would drop it (`>&-`), after the run
     if args.gen_length is not None and args.gen_length <= 0:
         raise UserError(f"--gen-length must be positive, got {args.gen_length}")
     if args.block_length is not None and args.block_length <= 0:

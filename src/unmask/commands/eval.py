@@ -388,6 +388,9 @@ def _plot(report: Any, summary: Any, path: Path, *, given: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unmask.files import require_stdout
+
+    require_stdout("the evaluation report")  # print() would drop it (`>&-`), after the run
     with contextlib.ExitStack() as stack:  # the demo's held-out text, prepared for this run
         return _run(args, stack)
 

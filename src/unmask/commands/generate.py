@@ -107,8 +107,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _read_prompts(args: argparse.Namespace) -> list[str]:
+def _read_prompts(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The prompts given, and what to call each in a refusal: "prompt 2 of 3", or for one
+    read from ``--prompt-file`` (blank lines skipped) "prompt on line 5 of FILE"."""
     prompts = [*args.prompt, *args.prompt_flags]
+    lines: list[int] = []
     if args.prompt_file:
         if args.prompt_file == "-":
             from unmask.files import read_user_stdin
@@ -118,7 +121,8 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
             from unmask.files import read_user_text
 
             text = read_user_text(Path(args.prompt_file), "prompt file")
-        from_file = [line for line in text.splitlines() if line.strip()]
+        numbered = [(k + 1, line) for k, line in enumerate(text.splitlines()) if line.strip()]
+        lines, from_file = [k for k, _ in numbered], [line for _, line in numbered]
         if not from_file:  # the user gave prompts, in a file that holds none
             where = "stdin" if args.prompt_file == "-" else args.prompt_file
             raise UserError(f"--prompt-file {where}: no prompt in it (one prompt per line; "
@@ -130,7 +134,10 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
             "no prompt: give one or more prompts (or --prompt TEXT), or --prompt-file FILE ('' for "
             "unconditional)" + (f"{piped}--prompt-file -" if piped else "")
         )
-    return prompts
+    given = len(prompts) - len(lines)
+    where = "standard input" if args.prompt_file == "-" else args.prompt_file
+    names = [f"prompt {k + 1} of {len(prompts)}" for k in range(given)]
+    return prompts, names + [f"prompt on line {line} of {where}" for line in lines]
 
 
 def _stdin_is_terminal() -> bool:
@@ -151,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.system is not None or args.template is not None) and not args.chat:
         raise UserError("--system and --template apply to --chat")
     check_draft_flags(args)
-    prompts = _read_prompts(args)
+    prompts, names = _read_prompts(args)
     device = str(resolve_device(args.device))
     loaded = api.load_for_decoding(args.model, device=device, dtype=args.dtype,
                                     quantize=args.quantize)
@@ -173,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
     # refuse what the checkpoint cannot do, before sampling
     decoder = api.choose(loaded, config, draft=draft)
     config = with_seed(config, decoder)  # a sampled run reports the seed that repeats it
+    api.check_prompts_fit(loaded, ids, config, decoder, draft, names=names)  # the file's line
     apart = api.row_runs(loaded, ids, config, seeded=False, draft=draft).apart
     api.check_rows_fit(loaded, lengths, config, args.n, device, decoder, draft, apart,
                        count="--n {}")  # first, in the flag's words (api.generate checks too)
@@ -230,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         print(shown_text(text if template is not None else out.prompts[i] + text))
     how = f"decoder {out.decoder}"
     # the commit loop's parallelism: positions committed per step (EOS filled after EOS too)
-    per_step = committed_positions(out.result, out.ids) / len(out.ids) / max(out.steps, 1)
+    per_step = positions_per_step(out.result)
     if out.decoder in ("llada", "bd3lm"):  # the commit loop: which policy and cache ran
         how += "".join(f", {name} {value}" for name, value, default in (
             ("policy", config.policy, "llada"), ("cache", config.cache, "none"))
@@ -256,17 +264,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def committed_positions(result: Any, ids: list[list[int]]) -> int:
-    """The positions of the generation region that the run's steps decoded, over all rows
-    (``ids``: ``Generation.ids``): the EOS a diffusion decoder fills after EOS counts (it was
-    committed), but in a run in segments only each segment's own region (``result.segments``):
-    a row that ended in an earlier segment holds padding in the later ones, which no step
-    wrote (a BD3-LM run ended at EOS in its first segment of 20 of ``--gen-length 100``
-    reported 25 tokens/step)."""
-    segments = getattr(result, "segments", None)
-    if not segments:
-        return sum(len(r) for r in ids)
-    return sum(len(r) for part in segments for r in part.gen_ids)
+def positions_per_step(result: Any) -> float:
+    """The commit loop's parallelism: the positions of the generation region the run's steps
+    decoded, per running row per step (``decoded_work``); the EOS a diffusion decoder fills
+    after EOS counts (it was committed)."""
+    positions, row_steps = decoded_work(result)
+    return positions / max(row_steps, 1)
+
+
+def decoded_work(result: Any) -> tuple[int, int]:
+    """The positions of the generation region that ``result``'s steps decoded, over all its
+    rows, and the row-steps that decoded them (each run's rows × its steps): in a run in
+    segments each segment's own region and rows (``result.segments``: a row that ended in an
+    earlier segment holds padding in the later ones, which no step wrote, and takes no part
+    in their steps), in rows run apart or in groups each run's own (``result.runs``: a run
+    that stopped early is padded to the widest). Counting padding over all rows and steps
+    said 25 tokens/step for a BD3-LM run that ended in its first segment of 20, 0.83 for a
+    LLaDA run of one token a step whose rows ended in different segments."""
+    parts = getattr(result, "runs", None) or getattr(result, "segments", None)
+    if parts:
+        counts = [decoded_work(part) for part in parts]
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
+    start, end = result.region
+    rows = len(result.tokens)
+    return rows * (end - start), rows * result.steps
 
 
 def _distilled(model: str) -> bool:

@@ -85,6 +85,9 @@ class GenerateResult:
     segments: list[GenerateResult] | None = field(default=None, repr=False)
     """With ``SampleConfig.segment_length``: each segment's own result (its rows are the
     rows still running when it began; ``unmask.sampling.segments``); None otherwise."""
+    runs: list[GenerateResult] | None = field(default=None, repr=False)
+    """A result joined from several runs (``unmask.api``: rows run apart, prompts decoded in
+    groups): each run's own result, over its own rows; None: one run."""
 
     @property
     def gen_ids(self) -> list[list[int]]:
