@@ -354,12 +354,11 @@ def require_stdout(what: str) -> None:
                         "(> out.txt) or a pipe")
 
 
-__all__ = ["CACHE_ENV", "SAFETENSORS_DTYPES", "STDIN_NAME", "BadJSON", "as_number",
-           "atomic_write_bytes", "atomic_write_text", "cache_dir", "check_creatable",
-           "clear_stale_staging", "file_mode", "finite_or_null", "json_line", "json_message",
-           "named", "parse_json", "plain_name", "read_user_stdin", "read_user_text",
-           "require_stdout", "user_stdin", "stale_staging", "staging_dir", "staging_prefix",
-           "write_safetensors"]
+__all__ = ["CACHE_ENV", "SAFETENSORS_DTYPES", "STDIN_NAME", "as_number", "atomic_write_bytes",
+           "atomic_write_text", "BadJSON", "cache_dir", "check_creatable", "clear_stale_staging",
+           "file_mode", "finite_or_null", "json_line", "json_message", "named", "parse_json",
+           "plain_name", "read_user_stdin", "read_user_text", "require_stdout", "staging_dir",
+           "staging_prefix", "stale_staging", "user_stdin", "write_safetensors"]
 
 
 CACHE_ENV = "UNMASK_CACHE_DIR"
