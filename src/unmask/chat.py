@@ -1009,7 +1009,11 @@ def template_arg(value: str) -> ChatTemplate:
     if value in BUILTIN_TEMPLATES:
         return ChatTemplate(BUILTIN_TEMPLATES[value], origin=f"built-in chat template {value!r}")
     path = Path(value)
-    if path.is_file():
+    try:  # Jinja text with a line past the file-name limit raised "File name too long"
+        is_file, is_dir = path.is_file(), path.is_dir()
+    except OSError:  # no file or folder has that name: the text is all there is
+        is_file = is_dir = False
+    if is_file:
         from unmask.files import parse_json, read_user_text
 
         text = read_user_text(path, "chat template")
@@ -1024,7 +1028,7 @@ def template_arg(value: str) -> ChatTemplate:
         return _uses_messages(ChatTemplate(text, origin=f"chat template {path}"))
     if "{{" in value or "{%" in value:
         return _uses_messages(ChatTemplate(value, origin="chat template (--template)"))
-    if path.is_dir():  # a model folder: "no such file" misled
+    if is_dir:  # a model folder: "no such file" misled
         from unmask.folders import CHECKPOINT_FOLDERS
 
         # a run folder (what --model takes) keeps its model in checkpoint/
