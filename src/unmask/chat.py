@@ -834,9 +834,26 @@ _PROBE_TURNS = ("unmask-probe-question", "unmask-probe-answer", "unmask-probe-ne
 """The user, assistant and next user message ``_written_turn_ends`` renders."""
 
 
-_MARKUP = frozenset("<>[]{}|")
-"""Characters of which an end of turn written as text holds one (``_written_turn_ends``):
-``<|im_end|>``, ``</s>``, ``[/INST]``, not ``---`` or ``USER:``."""
+_TOKEN_LIKE = re.compile(r"<\|[^|\s]+\|>|</?([A-Za-z][\w.-]*)>|\[/?([A-Za-z][\w.-]*)\]")
+"""Text that reads as a special token written out (``_token_like``): ``<|im_end|>``,
+``<end_of_turn>``, ``</s>``, ``[/END]``: ``<|...|>``, or one word in angle or square brackets."""
+
+_ORDINARY_TAGS = frozenset(
+    "a abbr b big blockquote body br center cite code dd del details div dl dt em figure font "
+    "footer h1 h2 h3 h4 h5 h6 head header hr html i img ins kbd li mark nav ol p pre q quote "
+    "samp section small span strong sub summary sup table tbody td th thead title tr tt u ul "
+    "url var".split())
+"""HTML (and BBCode) tag names: ``</p>``, ``[/quote]`` close text an ordinary reply writes,
+not a turn. ``s`` is not one of them: ``</s>`` is Llama's and Mistral's end of sequence."""
+
+
+def _token_like(end: str) -> bool:
+    """Whether ``end``, the text a template writes after an assistant message, holds a special
+    token written out (``_TOKEN_LIKE``) other than an HTML or BBCode tag (``_ORDINARY_TAGS``):
+    not ``"}`` (a JSON-lines template; every reply that writes JSON holds it), ``</p>``,
+    ``---`` or ``USER:``."""
+    return any((m[1] or m[2] or "").lower() not in _ORDINARY_TAGS
+               for m in _TOKEN_LIKE.finditer(end))
 
 
 @functools.lru_cache(maxsize=32)
@@ -845,7 +862,7 @@ def _written_turn_ends(source: str, bos_token: str, eos_token: str) -> tuple[str
     writes right after an assistant message's content, leading and trailing whitespace
     dropped, when it writes the same where the conversation ends and where a user turn
     follows (an end of turn: ChatML's ``<|im_end|>``, Phi-3's ``<|end|>``, Mistral's
-    ``</s>``) and that text is markup (holds one of ``_MARKUP``). ``()`` otherwise: a header
+    ``</s>``) and that text holds a token written out (``_token_like``). ``()`` otherwise: a header
     of the next turn, plain words or a rule are text a reply may hold (``\nuser:`` of a
     ``{{ m.role }}: {{ m.content }}`` template cut a reply at a YAML line ``user: admin``,
     Vicuna's ``USER:`` mid-line), and so is the text of a template that writes nothing
@@ -868,7 +885,7 @@ def _written_turn_ends(source: str, bos_token: str, eos_token: str) -> tuple[str
         return ()
     end = ended[at + len(answer):].strip()
     start = going[on + len(answer): nxt].lstrip()
-    return (end,) if end and start.startswith(end) and _MARKUP.intersection(end) else ()
+    return (end,) if end and start.startswith(end) and _token_like(end) else ()
 
 
 def stop_at(text: str, stops: Sequence[str]) -> int | None:
