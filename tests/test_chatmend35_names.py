@@ -10,7 +10,6 @@ import pytest
 from server_helpers import loaded, tiny_config
 from test_server import Scripted
 
-import unmask.chat as chat
 from unmask.chat import ChatTemplate
 from unmask.errors import UserError
 from unmask.tokenizer import byte_tokenizer
@@ -80,5 +79,5 @@ def test_one_rendering_still_finds_the_name_it_drops():
                           "{% endfor %}")
     assert hashed.render(conversation(2)) == "0Be brief.2turn 02turn 1"
     # a name equal to its probe is probed with another
-    own = [{"role": "user", "content": "hi", "name": chat._probe_name(0, "x")}]
+    own = [{"role": "user", "content": "hi", "name": "unmaskprobe0name"}]
     assert ChatTemplate(NAMED_SRC).render(own).startswith("<|user|> unmaskprobe0name\n")

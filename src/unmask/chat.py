@@ -122,12 +122,18 @@ second where the message says the first): a template that renders the message re
 prompt that differs."""
 
 
-def _probe_name(i: int, name: str) -> str:
-    """The name ``ChatTemplate._names_dropped`` gives ``messages[i]`` in place of ``name``:
-    lower-case letters and digits (a template may sanitize or upper-case a name), numbered so
-    that no probe holds another's."""
-    probe = f"unmaskprobe{i}name"
-    return probe if name.lower() != probe else f"unmaskprobe{i}other"
+_PROBE_STEM = "unmaskprobe"
+"""The start of the names ``ChatTemplate._names_dropped`` gives named messages (``_probe_stem``):
+lower-case letters (a template may sanitize or upper-case a name), then the message's index and
+``name``, so that no probe holds another's."""
+
+
+def _probe_stem(text: str) -> str:
+    """``_PROBE_STEM`` and as many ``x`` as make a stem that ``text`` (lower-cased: a rendering)
+    does not hold, found in one pass: a message whose text holds a probe (``unmaskprobe1name``)
+    cannot pass for that message's name, nor a name equal to its probe for a dropped one."""
+    runs = re.findall(rf"{_PROBE_STEM}(x*)", text.lower())
+    return _PROBE_STEM + "x" * (max(map(len, runs)) + 1 if runs else 0)
 
 
 class TemplateRejected(UserError):
@@ -463,27 +469,46 @@ class ChatTemplate:
                        marks: bool, text: str) -> list[int]:
         """Indices of the named messages of ``msgs`` whose name ``text``, their rendering,
         leaves out, found in one more rendering, every name at once replaced by its own probe
-        (``_probe_name``): a message whose probe the new rendering holds (in any case:
-        ``| upper``) is rendered with its name, and so is every one when the rendering differs
-        but holds none of the probes (the template writes names otherwise) or the template
-        judges the names (it refuses the probes); none is when it renders the same. Finding
-        ``name`` in the source let every template through that calls ``namespace()`` or
-        prints a tool call's ``name`` (Qwen2.5's, Llama 3's), and dropped the name silently;
-        a rendering per named message made a conversation's cost quadratic."""
+        (``_probe_stem``, then the index): a message whose probe the new rendering holds (in
+        any case: ``| upper``) is rendered with its name, and none is when it renders the same.
+        The others (all when the rendering tells nothing: it differs but holds no probe, the
+        template writes names otherwise, ``| length``; or it refuses the probes, it judges
+        names) are probed again, each role's alone (at most ``len(ROLES)`` renderings more,
+        only then): one role's names truncated or judged no longer lets another's dropped names
+        through, and one role's written otherwise is not refused for another's printed.
+        Finding ``name`` in the source let every template through that calls ``namespace()``
+        or prints a tool call's ``name`` (Qwen2.5's, Llama 3's), and dropped the name
+        silently; a rendering per named message made a conversation's cost quadratic."""
         named = [i for i, m in enumerate(msgs) if "name" in m]
         if not named:
             return []
-        probes = {i: _probe_name(i, msgs[i]["name"]) for i in named}
-        changed = [{**m, "name": probes[i]} if i in probes else m for i, m in enumerate(msgs)]
+        stem = _probe_stem(text)
+        dropped = self._probed(msgs, named, stem, add_generation_prompt, marks, text)
+        if dropped == named:  # it renders the same: every name is left out
+            return named
+        suspects = named if dropped is None else dropped
+        by_role = ([i for i in suspects if msgs[i]["role"] == role] for role in ROLES)
+        return sorted(i for which in by_role if which
+                      for i in self._probed(msgs, which, stem, add_generation_prompt, marks,
+                                            text) or ())
+
+    def _probed(self, msgs: list[dict[str, str]], which: list[int], stem: str,
+                add_generation_prompt: bool, marks: bool, text: str) -> list[int] | None:
+        """The messages ``which`` (named) of ``msgs`` whose names ``text`` leaves out, from
+        one rendering with their names replaced by probes (``stem``, the index, ``name``): all
+        when it renders ``text``; those whose probe it lacks (one regular-expression pass)
+        when it holds one; ``None`` when it tells nothing (it holds none, or it raises)."""
+        probed = set(which)
+        changed = [{**m, "name": f"{stem}{i}name"} if i in probed else m
+                   for i, m in enumerate(msgs)]
         try:
             seen = self._render(changed, add_generation_prompt, marks)
         except UserError:  # it judges the names: it reads them
-            return []
+            return None
         if seen == text:
-            return named
-        seen = seen.lower()
-        dropped = [i for i in named if probes[i] not in seen]
-        return [] if len(dropped) == len(named) else dropped
+            return which
+        found = {int(n) for n in re.findall(rf"{stem}(\d+)name", seen.lower())}
+        return [i for i in which if i not in found] if found & probed else None
 
     def _render(self, msgs: list[dict[str, str]], add_generation_prompt: bool,
                 marks: bool) -> str:
@@ -809,9 +834,26 @@ _PROBE_TURNS = ("unmask-probe-question", "unmask-probe-answer", "unmask-probe-ne
 """The user, assistant and next user message ``_written_turn_ends`` renders."""
 
 
-_MARKUP = frozenset("<>[]{}|")
-"""Characters of which an end of turn written as text holds one (``_written_turn_ends``):
-``<|im_end|>``, ``</s>``, ``[/INST]``, not ``---`` or ``USER:``."""
+_TOKEN_LIKE = re.compile(r"<\|[^|\s]+\|>|</?([A-Za-z][\w.-]*)>|\[/?([A-Za-z][\w.-]*)\]")
+"""Text that reads as a special token written out (``_token_like``): ``<|im_end|>``,
+``<end_of_turn>``, ``</s>``, ``[/END]``: ``<|...|>``, or one word in angle or square brackets."""
+
+_ORDINARY_TAGS = frozenset(
+    "a abbr b big blockquote body br center cite code dd del details div dl dt em figure font "
+    "footer h1 h2 h3 h4 h5 h6 head header hr html i img ins kbd li mark nav ol p pre q quote "
+    "samp section small span strong sub summary sup table tbody td th thead title tr tt u ul "
+    "url var".split())
+"""HTML (and BBCode) tag names: ``</p>``, ``[/quote]`` close text an ordinary reply writes,
+not a turn. ``s`` is not one of them: ``</s>`` is Llama's and Mistral's end of sequence."""
+
+
+def _token_like(end: str) -> bool:
+    """Whether ``end``, the text a template writes after an assistant message, holds a special
+    token written out (``_TOKEN_LIKE``) other than an HTML or BBCode tag (``_ORDINARY_TAGS``):
+    not ``"}`` (a JSON-lines template; every reply that writes JSON holds it), ``</p>``,
+    ``---`` or ``USER:``."""
+    return any((m[1] or m[2] or "").lower() not in _ORDINARY_TAGS
+               for m in _TOKEN_LIKE.finditer(end))
 
 
 @functools.lru_cache(maxsize=32)
@@ -820,7 +862,7 @@ def _written_turn_ends(source: str, bos_token: str, eos_token: str) -> tuple[str
     writes right after an assistant message's content, leading and trailing whitespace
     dropped, when it writes the same where the conversation ends and where a user turn
     follows (an end of turn: ChatML's ``<|im_end|>``, Phi-3's ``<|end|>``, Mistral's
-    ``</s>``) and that text is markup (holds one of ``_MARKUP``). ``()`` otherwise: a header
+    ``</s>``) and that text holds a token written out (``_token_like``). ``()`` otherwise: a header
     of the next turn, plain words or a rule are text a reply may hold (``\nuser:`` of a
     ``{{ m.role }}: {{ m.content }}`` template cut a reply at a YAML line ``user: admin``,
     Vicuna's ``USER:`` mid-line), and so is the text of a template that writes nothing
@@ -843,7 +885,7 @@ def _written_turn_ends(source: str, bos_token: str, eos_token: str) -> tuple[str
         return ()
     end = ended[at + len(answer):].strip()
     start = going[on + len(answer): nxt].lstrip()
-    return (end,) if end and start.startswith(end) and _MARKUP.intersection(end) else ()
+    return (end,) if end and start.startswith(end) and _token_like(end) else ()
 
 
 def stop_at(text: str, stops: Sequence[str]) -> int | None:
@@ -1009,7 +1051,11 @@ def template_arg(value: str) -> ChatTemplate:
     if value in BUILTIN_TEMPLATES:
         return ChatTemplate(BUILTIN_TEMPLATES[value], origin=f"built-in chat template {value!r}")
     path = Path(value)
-    if path.is_file():
+    try:  # Jinja text with a line past the file-name limit raised "File name too long"
+        is_file, is_dir = path.is_file(), path.is_dir()
+    except OSError:  # no file or folder has that name: the text is all there is
+        is_file = is_dir = False
+    if is_file:
         from unmask.files import parse_json, read_user_text
 
         text = read_user_text(path, "chat template")
@@ -1024,7 +1070,7 @@ def template_arg(value: str) -> ChatTemplate:
         return _uses_messages(ChatTemplate(text, origin=f"chat template {path}"))
     if "{{" in value or "{%" in value:
         return _uses_messages(ChatTemplate(value, origin="chat template (--template)"))
-    if path.is_dir():  # a model folder: "no such file" misled
+    if is_dir:  # a model folder: "no such file" misled
         from unmask.folders import CHECKPOINT_FOLDERS
 
         # a run folder (what --model takes) keeps its model in checkpoint/

@@ -54,6 +54,7 @@ from torch import Tensor
 
 from unmask.chat import DEFAULT_CHAT_TEMPLATE, ROLES, ChatTemplate, check_messages, render_chat
 from unmask.errors import UserError
+from unmask.files import parse_json
 
 
 def chat_prompt(template: str | None, messages: list[dict[str, str]]) -> str:
@@ -269,14 +270,18 @@ TOOL_KEYS = ("tools", "functions")
 ``tools`` column): refused when they do (``_refuse_tools``)."""
 
 
-def _tool_definitions(value: Any) -> int:
+def _tool_definitions(value: Any, where: str) -> int:
     """How many tool definitions ``value``, a line's ``tools`` or ``functions``, holds: the
     objects of a list, or 1 for an object (an empty one: 0). A string is read as JSON (TRL
     stores the column as a JSON string, ``"[]"`` where a row has no tools); ``null``,
-    ``false``, ``"[]"``, a list of names or text that is not JSON define none."""
+    ``false``, ``"[]"``, a list of names or text that is not JSON define none. A string nested
+    past the parser's stack is ``parse_json``'s one-line refusal naming ``where`` (the file and
+    line), not a ``RecursionError`` traceback."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
+        except RecursionError:  # "[[[[..." a hundred thousand deep
+            parse_json(value, where, what="a readable JSON string of tools")  # raises
         except ValueError:
             return 0
     if isinstance(value, dict):
@@ -292,7 +297,7 @@ def _refuse_tools(obj: dict[str, Any], where: str) -> None:
     ignored as another field, they vanished silently. An empty column (``[]``, ``"[]"``,
     ``null``) or one that holds other data (a list of function names) is left alone."""
     for key in TOOL_KEYS:
-        n = _tool_definitions(obj.get(key))
+        n = _tool_definitions(obj.get(key), where)
         if n:
             what = "a JSON string of " if isinstance(obj[key], str) else ""
             raise UserError(f"{where}: the line defines {key!r} ({what}{n} tool "
