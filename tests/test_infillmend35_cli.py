@@ -154,3 +154,20 @@ def test_a_closed_standard_output_is_refused_before_the_model_loads(run, monkeyp
     assert err == (f"unmask {argv[0]}: error: standard output is closed: {what} would be lost; "
                    "send it to a file (> out.txt) or a pipe\n")
     assert loads == []
+
+
+def test_the_server_edit_says_why_it_ran_fewer_rounds(run):
+    """``/v1/edit`` answers ``stopped`` as ``unmask edit --json`` does (a client got fewer
+    ``rounds`` than it asked for with no reason)."""
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+    from unmask.server.state import ServerLimits
+
+    app = create_app(load(run), limits=ServerLimits(max_steps=8))
+    body = {"text": TEXT, "lowest": 2, "block_length": 1}
+    with TestClient(app) as client:
+        two = client.post("/v1/edit", json={**body, "rounds": 2}).json()
+        one = client.post("/v1/edit", json=body).json()
+    assert two["rounds"] == 1 and two["stopped"].startswith("stopped before round 2 of 2: ")
+    assert one["stopped"] is None

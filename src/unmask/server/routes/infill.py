@@ -521,7 +521,7 @@ def router(state: ServerState) -> APIRouter:
                     "new": c.new} for c in res.changes]  # as `unmask edit --json`
         return JSONResponse({"object": "edit", "model": state.name, "text": res.text,
                              "changes": changes, "spans": [list(s) for s in res.spans],
-                             "rounds": res.rounds, "nfe": res.nfe})
+                             "rounds": res.rounds, "stopped": res.stopped, "nfe": res.nfe})
 
     def plan_edit(req: EditRequest, slow: bool
                   ) -> tuple[Callable[[StepCallback], Any], str | None]:
