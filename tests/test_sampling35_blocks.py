@@ -113,3 +113,33 @@ def test_a_prompt_mask_mid_block_is_exact_under_a_cache(cache: str) -> None:
     off = sample_blocks(model, [[5, 0, 6]], sample, **ids)
     on = sample_blocks(model, [[5, 0, 6]], dataclasses.replace(sample, cache=cache), **ids)
     assert torch.equal(on.tokens, off.tokens)
+
+
+@pytest.mark.parametrize(("attention", "model_block", "run_block", "carried"), [
+    ("block-causal", 4, 2, False), ("bidirectional", None, 4, False), ("causal", None, 4, True),
+])
+def test_the_cache_is_carried_only_where_it_is_exact(
+    attention: str, model_block: int | None, run_block: int, carried: bool
+) -> None:
+    # an explicit block_size other than the model's attention blocks (or a bidirectional
+    # model): a finished block's K/V see the block after it, so every block's first call
+    # refreshes the whole canvas, as before the carry (carried, the blocks-of-4 model wrote
+    # 37 where no cache writes 43, and the bidirectional model's finished blocks never saw
+    # any later text); causal attention is exact, carried
+    extra = dict(block_size=model_block) if model_block else {}
+    cfg = model_preset("tiny", vocab_size=48, max_seq_len=96, init_std=0.5,
+                       attention=attention, **extra)
+    torch.manual_seed(1)
+    model = Widths(Transformer(cfg).double().eval())
+    sample = SampleConfig(gen_length=16, steps=16)
+    ids = dict(mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=None, block_size=run_block)
+    prompt = [[5, 6, 7, 8, 9, 10]]
+    off = sample_blocks(model.model, prompt, sample, **ids)
+    on = sample_blocks(model, prompt, dataclasses.replace(sample, cache="prefix"), **ids)
+    padded = -(-6 // run_block) * run_block
+    canvases = list(range(padded + run_block, padded + 17, run_block))
+    firsts = model.widths[::run_block]  # one call a step, one step a token
+    assert firsts == (canvases[:1] + [2 * run_block] * (len(canvases) - 1) if carried
+                      else canvases)
+    if attention != "bidirectional":  # exact: the tokens of no cache
+        assert torch.equal(on.tokens, off.tokens)

@@ -313,6 +313,10 @@ class BlockRun(DecoderRun):
         # the K/V a cache of the last block leaves, and its first columns that hold the final
         # tokens' (``WindowCache.settled``): the next block starts from them (``_carry``)
         self._kv: tuple[Any, int] | None = None
+        # carried only where exact: attention blocks that are the run's, or causal attention
+        # (under other attention a finished block's K/V see the blocks after it: refreshed)
+        self._carries = block_size_of(model) == bs or getattr(
+            getattr(model, "config", None), "attention", None) == "causal"
         self._inner: Denoiser | None = None
         self._next_block()
 
@@ -375,8 +379,11 @@ class BlockRun(DecoderRun):
         stale columns on, not the whole canvas (``WindowCache.carry``): the same logits, bit
         for bit where the kernels are (float64 tested), and the same tokens. Until
         2026-12-07 every block's first call ran the whole canvas, prompt and every finished
-        block, so a block's cost grew with the text."""
-        if not isinstance(inner.cache, WindowCache):
+        block, so a block's cost grew with the text. Under any other attention (an explicit
+        ``block_size`` other than the model's, a bidirectional model) each block's first call
+        still runs the whole canvas, as it did before (``_carries``); causal attention is
+        carried too (nothing sees a later column)."""
+        if not isinstance(inner.cache, WindowCache) or not self._carries:
             return
         inner.cache.align(self.block_size)  # a [MASK] of the prompt mid-block: its block too
         if self._kv is not None:
