@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import weakref
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch
 from unmask.config import SampleConfig, model_preset
 from unmask.model import Transformer
 from unmask.sampling import generate
-from unmask.sampling.blocks import sample_blocks
+from unmask.sampling.blocks import BlockRun, sample_blocks
 
 V = 10
 
@@ -143,3 +145,45 @@ def test_the_cache_is_carried_only_where_it_is_exact(
                       else canvases)
     if attention != "bidirectional":  # exact: the tokens of no cache
         assert torch.equal(on.tokens, off.tokens)
+
+
+class Slots:
+    """A ``Transformer`` that records, after each call, the K/V slots of the cache it was
+    given (weakly: the cache's life is the run's)."""
+
+    def __init__(self, model: Transformer) -> None:
+        self.model, self.config, self.supports_kv_cache = model, model.config, True
+        self.slots: list[int] = []
+        self.caches: list[weakref.ref] = []
+
+    def __call__(self, tokens: torch.Tensor, **kw: object) -> torch.Tensor:
+        out = self.model(tokens, **kw)
+        kv = kw["cache"]
+        self.slots.append(kv.layers[0][0].shape[2])  # type: ignore[attr-defined]
+        if not any(ref() is kv for ref in self.caches):
+            self.caches.append(weakref.ref(kv))
+        return out
+
+    def parameters(self):  # noqa: ANN201 -- the device probe of the decoders
+        return self.model.parameters()
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_a_carried_cache_holds_the_last_canvas_and_is_let_go(cache: str) -> None:
+    # the one cache of the run reserves the last canvas (4 padded prompt + 16 = 20 slots)
+    # from its first write: it grew by doubling, 8 then 16 then 32 slots (up to twice the
+    # K/V memory of the old per-block cache, on a GPU-sized model), and the finished run
+    # kept it after its result
+    cfg = model_preset("tiny", vocab_size=40, attention="block-causal", block_size=4,
+                       max_seq_len=32, init_std=0.5)
+    torch.manual_seed(0)
+    model = Slots(Transformer(cfg).double().eval())
+    sample = SampleConfig(gen_length=16, steps=16, cache=cache)
+    run = BlockRun(model, [[5, 6, 7]], sample, mask_id=cfg.mask_id, pad_id=cfg.pad_id,
+                   eos_id=None)
+    out = run.run()
+    assert out.tokens.shape[1] == 20 and len(model.caches) == 1
+    assert model.slots == [20] * 16
+    gc.collect()
+    assert model.caches[0]() is None  # released with the run's end, the run still held
+    assert run.done
