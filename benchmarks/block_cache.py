@@ -7,7 +7,8 @@ and a block's first call runs the last block and itself, not the prompt and ever
 block again. The old path is kept here (``Refresh``: a block's first call with no carried
 cache, a full forward), run in turns with the new one on the same random block-causal model
 of the demo's shape (untrained: the tokens, not their quality, are compared), one token a
-step, CPU time of the process, median of ``--repeats``. The tokens must be identical.
+step, CPU time of the process, median of ``--repeats``, each path first in every other
+repeat. The tokens must be identical.
 
     python benchmarks/block_cache.py [--lengths 64 256] [--repeats 3] [--threads 1]
     python benchmarks/block_cache.py --quick   # does it run?
@@ -16,12 +17,12 @@ step, CPU time of the process, median of ``--repeats``. The tokens must be ident
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _common import fill_defaults, json_text, output_file, positive_int, run
+from _common import fill_defaults, json_text, output_file, positive_int, round_robin, run
 
 from unmask.config import SampleConfig, model_preset
 from unmask.model import Transformer
@@ -66,20 +67,21 @@ def main() -> list[dict]:
     warm = SampleConfig(gen_length=bs, steps=bs, cache=args.cache)
     for cls in (Refresh, BlockRun):  # first calls pay for allocations: not timed
         cls(model, [prompt], warm, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=None).run()
+    def cpu(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
+        t0 = time.process_time()
+        out = fn()
+        return out, time.process_time() - t0
+
     rows = []
     for n in args.lengths:
         sample = SampleConfig(gen_length=n, steps=n, cache=args.cache)
-        times: dict[str, list[float]] = {"refresh": [], "carry": []}
-        tokens: dict[str, torch.Tensor] = {}
-        for _ in range(args.repeats):
-            for name, cls in (("refresh", Refresh), ("carry", BlockRun)):
-                t0 = time.process_time()
-                out = cls(model, [prompt], sample, mask_id=cfg.mask_id, pad_id=cfg.pad_id,
-                          eos_id=None).run()
-                times[name].append(time.process_time() - t0)
-                tokens[name] = out.tokens
-        same = torch.equal(tokens["refresh"], tokens["carry"])
-        old, new = statistics.median(times["refresh"]), statistics.median(times["carry"])
+        calls = [  # in turns, each first in every other repeat (``round_robin``)
+            lambda cls=cls, sample=sample: cls(model, [prompt], sample, mask_id=cfg.mask_id,
+                                               pad_id=cfg.pad_id, eos_id=None).run().tokens
+            for cls in (Refresh, BlockRun)
+        ]
+        (refreshed, old), (carried, new) = round_robin(calls, args.repeats, cpu)
+        same = torch.equal(refreshed, carried)
         rows.append({"gen_length": n, "refresh_s": old, "carry_s": new, "ratio": old / new,
                      "identical": same})
         print(f"{n:>5} {old:>10.3f} {new:>9.3f} {old / new:>5.2f}x  "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import weakref
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch
 from unmask.config import SampleConfig, model_preset
 from unmask.model import Transformer
 from unmask.sampling import generate
-from unmask.sampling.blocks import sample_blocks
+from unmask.sampling.blocks import BlockRun, sample_blocks
 
 V = 10
 
@@ -113,3 +115,75 @@ def test_a_prompt_mask_mid_block_is_exact_under_a_cache(cache: str) -> None:
     off = sample_blocks(model, [[5, 0, 6]], sample, **ids)
     on = sample_blocks(model, [[5, 0, 6]], dataclasses.replace(sample, cache=cache), **ids)
     assert torch.equal(on.tokens, off.tokens)
+
+
+@pytest.mark.parametrize(("attention", "model_block", "run_block", "carried"), [
+    ("block-causal", 4, 2, False), ("bidirectional", None, 4, False), ("causal", None, 4, True),
+])
+def test_the_cache_is_carried_only_where_it_is_exact(
+    attention: str, model_block: int | None, run_block: int, carried: bool
+) -> None:
+    # an explicit block_size other than the model's attention blocks (or a bidirectional
+    # model): a finished block's K/V see the block after it, so every block's first call
+    # refreshes the whole canvas, as before the carry (carried, the blocks-of-4 model wrote
+    # 37 where no cache writes 43, and the bidirectional model's finished blocks never saw
+    # any later text); causal attention is exact, carried
+    extra = dict(block_size=model_block) if model_block else {}
+    cfg = model_preset("tiny", vocab_size=48, max_seq_len=96, init_std=0.5,
+                       attention=attention, **extra)
+    torch.manual_seed(1)
+    model = Widths(Transformer(cfg).double().eval())
+    sample = SampleConfig(gen_length=16, steps=16)
+    ids = dict(mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=None, block_size=run_block)
+    prompt = [[5, 6, 7, 8, 9, 10]]
+    off = sample_blocks(model.model, prompt, sample, **ids)
+    on = sample_blocks(model, prompt, dataclasses.replace(sample, cache="prefix"), **ids)
+    padded = -(-6 // run_block) * run_block
+    canvases = list(range(padded + run_block, padded + 17, run_block))
+    firsts = model.widths[::run_block]  # one call a step, one step a token
+    assert firsts == (canvases[:1] + [2 * run_block] * (len(canvases) - 1) if carried
+                      else canvases)
+    if attention != "bidirectional":  # exact: the tokens of no cache
+        assert torch.equal(on.tokens, off.tokens)
+
+
+class Slots:
+    """A ``Transformer`` that records, after each call, the K/V slots of the cache it was
+    given (weakly: the cache's life is the run's)."""
+
+    def __init__(self, model: Transformer) -> None:
+        self.model, self.config, self.supports_kv_cache = model, model.config, True
+        self.slots: list[int] = []
+        self.caches: list[weakref.ref] = []
+
+    def __call__(self, tokens: torch.Tensor, **kw: object) -> torch.Tensor:
+        out = self.model(tokens, **kw)
+        kv = kw["cache"]
+        self.slots.append(kv.layers[0][0].shape[2])  # type: ignore[attr-defined]
+        if not any(ref() is kv for ref in self.caches):
+            self.caches.append(weakref.ref(kv))
+        return out
+
+    def parameters(self):  # noqa: ANN201 -- the device probe of the decoders
+        return self.model.parameters()
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_a_carried_cache_holds_the_last_canvas_and_is_let_go(cache: str) -> None:
+    # the one cache of the run reserves the last canvas (4 padded prompt + 16 = 20 slots)
+    # from its first write: it grew by doubling, 8 then 16 then 32 slots (up to twice the
+    # K/V memory of the old per-block cache, on a GPU-sized model), and the finished run
+    # kept it after its result
+    cfg = model_preset("tiny", vocab_size=40, attention="block-causal", block_size=4,
+                       max_seq_len=32, init_std=0.5)
+    torch.manual_seed(0)
+    model = Slots(Transformer(cfg).double().eval())
+    sample = SampleConfig(gen_length=16, steps=16, cache=cache)
+    run = BlockRun(model, [[5, 6, 7]], sample, mask_id=cfg.mask_id, pad_id=cfg.pad_id,
+                   eos_id=None)
+    out = run.run()
+    assert out.tokens.shape[1] == 20 and len(model.caches) == 1
+    assert model.slots == [20] * 16
+    gc.collect()
+    assert model.caches[0]() is None  # released with the run's end, the run still held
+    assert run.done

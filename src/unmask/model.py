@@ -256,6 +256,10 @@ class KVCache:
     """Per layer (k, v), each (B, H_kv, capacity, hd)."""
     length: int = 0
     """Number of valid positions: the key length attention sees."""
+    reserve: int = 0
+    """Slots the first write allocates at least: the final length of a sequence that grows
+    to it (``unmask.sampling.blocks.BlockRun``), so it never grows by doubling (up to twice
+    the slots it needs)."""
 
     def update(self, layer: int, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write k/v (B, H_kv, l, hd) at positions [start, start + l) of ``layer``; return the
@@ -269,6 +273,11 @@ class KVCache:
                 raise ValueError(
                     f"KV cache layer {layer} is empty; the first write must start at 0"
                 )
+            if self.reserve > k.shape[2]:  # the slots still to come, allocated once
+                room = (*k.shape[:2], self.reserve, k.shape[3])
+                ck, cv = k.new_zeros(room), v.new_zeros(room)
+                ck[:, :, :end], cv[:, :, :end] = k, v
+                k, v = ck, cv
             self.layers.append((k, v))
         else:
             ck, cv = self.layers[layer]

@@ -313,6 +313,11 @@ class BlockRun(DecoderRun):
         # the K/V a cache of the last block leaves, and its first columns that hold the final
         # tokens' (``WindowCache.settled``): the next block starts from them (``_carry``)
         self._kv: tuple[Any, int] | None = None
+        self._need = need  # the last block's canvas: the slots a carried cache reserves
+        # carried only where exact: attention blocks that are the run's, or causal attention
+        # (under other attention a finished block's K/V see the blocks after it: refreshed)
+        self._carries = block_size_of(model) == bs or getattr(
+            getattr(model, "config", None), "attention", None) == "causal"
         self._inner: Denoiser | None = None
         self._next_block()
 
@@ -324,6 +329,7 @@ class BlockRun(DecoderRun):
         """Start the next block's denoiser, or none when all blocks (or all rows) are done."""
         self._inner = None
         if self.blocks_done >= self.num_blocks or bool(self.finished.all()):
+            self._kv = None  # the run is over: its K/V are not kept with its result
             return
         B, L = self.x.shape[0], self.x.shape[1]
         n = self.first_new if self.blocks_done == 0 else self.block_size  # new columns
@@ -375,10 +381,16 @@ class BlockRun(DecoderRun):
         stale columns on, not the whole canvas (``WindowCache.carry``): the same logits, bit
         for bit where the kernels are (float64 tested), and the same tokens. Until
         2026-12-07 every block's first call ran the whole canvas, prompt and every finished
-        block, so a block's cost grew with the text."""
-        if not isinstance(inner.cache, WindowCache):
+        block, so a block's cost grew with the text. Under any other attention (an explicit
+        ``block_size`` other than the model's, a bidirectional model) each block's first call
+        still runs the whole canvas, as it did before (``_carries``); causal attention is
+        carried too (nothing sees a later column)."""
+        if not isinstance(inner.cache, WindowCache) or not self._carries:
             return
         inner.cache.align(self.block_size)  # a [MASK] of the prompt mid-block: its block too
+        # the one cache grows to the last canvas: its slots allocated at once (as the old
+        # refresh's last cache held), not by doubling up to twice them
+        inner.cache.reserve = self._need
         if self._kv is not None:
             inner.cache.carry(*self._kv)
 

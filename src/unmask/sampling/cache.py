@@ -205,6 +205,7 @@ class WindowCache(CachePolicy):
         self.buf: Tensor | None = None  # (B, L, V) logits of the current block
         self.lo = self.hi = 0
         self._carried: int | None = None  # the first column the next call recomputes (carry)
+        self.reserve = 0  # the K/V slots a new cache allocates (``KVCache.reserve``)
 
     def window_end(self, block_end: int, length: int) -> int:
         raise NotImplementedError
@@ -249,7 +250,7 @@ class WindowCache(CachePolicy):
 
         narrow = head is not None and window is not None
         if self.kv is None:
-            self.kv = KVCache()
+            self.kv = KVCache(reserve=self.reserve)
             out = call_model(model, tokens, attention_mask, cache=self.kv, start=0,
                              return_hidden=narrow)  # (B, L, V|D)
             if narrow:  # the previous block's buffer serves again (``head_window``)
