@@ -566,10 +566,11 @@ class ChatTemplate:
             if tid is not None:
                 specials[text] = int(tid)
         controls = dict(specials)
+        tokens: set[str] = set()
         for text, tid, special in _added_tokens(tokenizer):
+            tokens.add(text)
             if special or (text in self.source and not text.isspace()):
                 controls.setdefault(text, tid)
-        tokens = {text for text, _, _ in _added_tokens(tokenizer)}
         tokens.update(t for t in (self.bos_token, self.eos_token)
                       if t and tokenizer.token_to_id(t) is not None)
         written = () if self.source in TURN_STARTS else \
@@ -790,8 +791,9 @@ class ChatTemplate:
         """The ids that end a generated turn: EOS, every special token the template writes
         (its end-of-turn marker) and the end of turn it writes as text where that is one
         token of ``tokenizer`` (``token_ends``)."""
-        written = (tokenizer.token_to_id(t) for t in self._knowing(tokenizer).token_ends)
-        return frozenset(self.specials(tokenizer).values()) | (
+        scan = self._scan(tokenizer)
+        written = (tokenizer.token_to_id(t) for t in scan.token_ends)
+        return frozenset(scan.specials.values()) | (
             {int(eos_id)} if eos_id is not None else frozenset()
         ) | {int(i) for i in written if i is not None}
 
