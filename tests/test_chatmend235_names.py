@@ -53,3 +53,11 @@ def test_a_message_text_holding_a_probe_decides_nothing():
         user_only.render(text)  # the assistant's name is dropped, whatever the text says
     counted = ChatTemplate(LOOP + "{{ (m.name or '') | length }}: {{ m.content }}\n{% endfor %}")
     assert counted.render(text) == "5: see unmaskprobe1name\n3: yo\n"  # every name is read
+
+
+def test_a_name_equal_to_its_own_probe_is_not_taken_for_written():
+    """The probe's stem avoids the names too (review rm8): a name ``unmaskprobe0name``
+    written as its length rendered the same as its probe and was refused."""
+    t = ChatTemplate("{% for m in messages %}{{ (m.name or '') | length }}: {{ m.content }}\n"
+                     "{% endfor %}")
+    t.render([{"role": "user", "content": "hi", "name": "unmaskprobe0name"}])

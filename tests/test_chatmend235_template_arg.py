@@ -20,3 +20,17 @@ def test_a_long_jinja_string_is_a_template():
 def test_a_long_string_that_is_not_jinja_is_no_such_file():
     with pytest.raises(UserError, match="no such file"):
         template_arg("x" * 300)
+
+
+def test_a_template_file_that_cannot_be_read_is_said_so(tmp_path, monkeypatch):
+    """Only a name too long for a file is taken for Jinja text (review rm8): a template file
+    behind a folder that cannot be entered was reported as 'no such file'."""
+    import errno
+    from pathlib import Path
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_file", denied)
+    with pytest.raises(UserError, match=r"t\.jinja: cannot be read \(Permission denied\)"):
+        template_arg(str(tmp_path / "t.jinja"))

@@ -32,3 +32,23 @@ def test_ordinary_markup_after_a_reply_does_not_end_it(source):
 def test_a_token_written_out_still_ends_a_reply(end, after):
     t = ChatTemplate(LOOP + "<{{ m.role }}>{{ m.content }}" + end + after + "{% endfor %}")
     assert t.turn_starts == (end,)
+
+
+DEEPSEEK = ("{% for m in messages %}{% if m.role == 'user' %}<｜User｜>{{ m.content }}{% else %}"
+            "<｜Assistant｜>{{ m.content }}<｜end▁of▁sentence｜>{% endif %}{% endfor %}"
+            "{% if add_generation_prompt %}<｜Assistant｜>{% endif %}")
+EXAONE = ("{% for m in messages %}[|{{ m.role }}|]{{ m.content }}{% if m.role == 'assistant' %}"
+          "[|endofturn|]{% endif %}\n{% endfor %}{% if add_generation_prompt %}[|assistant|]"
+          "{% endif %}")
+
+
+@pytest.mark.parametrize(("source", "reply"), [
+    (DEEPSEEK, "Moses.<｜end▁of▁sentence｜><｜User｜>more"),
+    (EXAONE, "Moses.[|endofturn|]\n[|user|]more"),
+], ids=["deepseek", "exaone"])
+def test_full_width_and_barred_ends_still_end_a_reply(source, reply):
+    """DeepSeek's full-width bars and EXAONE's ``[|...|]`` read as tokens written out (review
+    rm8: the first token-like rule wanted an ASCII ``|`` or a letter after the bracket, and
+    such replies ran on into the next turn through a tokenizer without those tokens)."""
+    tok = byte_tokenizer()
+    assert ChatTemplate(source).reply(tok, tok.encode(reply), None) == "Moses."

@@ -42,6 +42,7 @@ server alike.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import re
@@ -482,7 +483,9 @@ class ChatTemplate:
         named = [i for i, m in enumerate(msgs) if "name" in m]
         if not named:
             return []
-        stem = _probe_stem(text)
+        # neither the rendering nor a name holds it: a name equal to its own probe
+        # (``unmaskprobe0name`` written as its length) is not taken for written
+        stem = _probe_stem("\n".join([text, *(str(msgs[i]["name"]) for i in named)]))
         dropped = self._probed(msgs, named, stem, add_generation_prompt, marks, text)
         if dropped == named:  # it renders the same: every name is left out
             return named
@@ -836,15 +839,16 @@ _PROBE_TURNS = ("unmask-probe-question", "unmask-probe-answer", "unmask-probe-ne
 """The user, assistant and next user message ``_written_turn_ends`` renders."""
 
 
-_TOKEN_LIKE = re.compile(r"<\|[^|\s]+\|>|</?([A-Za-z][\w.-]*)>|\[/?([A-Za-z][\w.-]*)\]")
+_TOKEN_LIKE = re.compile(r"<([^<>\s]+)>|\[([^\[\]\s]+)\]")
 """Text that reads as a special token written out (``_token_like``): ``<|im_end|>``,
-``<end_of_turn>``, ``</s>``, ``[/END]``: ``<|...|>``, or one word in angle or square brackets."""
+``<end_of_turn>``, ``</s>``, ``[/END]``, DeepSeek's ``<｜end▁of▁sentence｜>``, EXAONE's
+``[|endofturn|]``: a run without spaces in angle or square brackets."""
 
 _ORDINARY_TAGS = frozenset(
     "a abbr b big blockquote body br center cite code dd del details div dl dt em figure font "
     "footer h1 h2 h3 h4 h5 h6 head header hr html i img ins kbd li mark nav ol p pre q quote "
     "samp section small span strong sub summary sup table tbody td th thead title tr tt u ul "
-    "url var".split())
+    "url var article aside main color size list".split())
 """HTML (and BBCode) tag names: ``</p>``, ``[/quote]`` close text an ordinary reply writes,
 not a turn. ``s`` is not one of them: ``</s>`` is Llama's and Mistral's end of sequence."""
 
@@ -854,7 +858,7 @@ def _token_like(end: str) -> bool:
     token written out (``_TOKEN_LIKE``) other than an HTML or BBCode tag (``_ORDINARY_TAGS``):
     not ``"}`` (a JSON-lines template; every reply that writes JSON holds it), ``</p>``,
     ``---`` or ``USER:``."""
-    return any((m[1] or m[2] or "").lower() not in _ORDINARY_TAGS
+    return any((m[1] or m[2]).strip("/").lower() not in _ORDINARY_TAGS
                for m in _TOKEN_LIKE.finditer(end))
 
 
@@ -1055,8 +1059,10 @@ def template_arg(value: str) -> ChatTemplate:
     path = Path(value)
     try:  # Jinja text with a line past the file-name limit raised "File name too long"
         is_file, is_dir = path.is_file(), path.is_dir()
-    except OSError:  # no file or folder has that name: the text is all there is
-        is_file = is_dir = False
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:  # a file there that cannot be read: say so
+            raise UserError(f"{value}: cannot be read ({e.strerror or e})") from None
+        is_file = is_dir = False  # no file or folder has that name: the text is all there is
     if is_file:
         from unmask.files import parse_json, read_user_text
 
