@@ -155,6 +155,7 @@ class Slots:
         self.model, self.config, self.supports_kv_cache = model, model.config, True
         self.slots: list[int] = []
         self.caches: list[weakref.ref] = []
+        self.alive: list[int] = []  # caches alive at each call
 
     def __call__(self, tokens: torch.Tensor, **kw: object) -> torch.Tensor:
         out = self.model(tokens, **kw)
@@ -162,6 +163,7 @@ class Slots:
         self.slots.append(kv.layers[0][0].shape[2])  # type: ignore[attr-defined]
         if not any(ref() is kv for ref in self.caches):
             self.caches.append(weakref.ref(kv))
+        self.alive.append(sum(ref() is not None for ref in self.caches))
         return out
 
     def parameters(self):  # noqa: ANN201 -- the device probe of the decoders
@@ -170,10 +172,9 @@ class Slots:
 
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
 def test_a_carried_cache_holds_the_last_canvas_and_is_let_go(cache: str) -> None:
-    # the one cache of the run reserves the last canvas (4 padded prompt + 16 = 20 slots)
-    # from its first write: it grew by doubling, 8 then 16 then 32 slots (up to twice the
-    # K/V memory of the old per-block cache, on a GPU-sized model), and the finished run
-    # kept it after its result
+    # the one cache of the run grows by doubling capped at the last canvas (4 padded prompt
+    # + 16 = 20 slots): it grew 8, 16, then 32 slots (up to twice the K/V memory of the old
+    # per-block cache, on a GPU-sized model), and the finished run kept it after its result
     cfg = model_preset("tiny", vocab_size=40, attention="block-causal", block_size=4,
                        max_seq_len=32, init_std=0.5)
     torch.manual_seed(0)
@@ -183,7 +184,39 @@ def test_a_carried_cache_holds_the_last_canvas_and_is_let_go(cache: str) -> None
                    eos_id=None)
     out = run.run()
     assert out.tokens.shape[1] == 20 and len(model.caches) == 1
-    assert model.slots == [20] * 16
+    assert model.slots == [8] * 4 + [16] * 8 + [20] * 4  # was 8, 16, 16, 32: doubling
     gc.collect()
     assert model.caches[0]() is None  # released with the run's end, the run still held
     assert run.done
+
+
+def test_a_reserve_caps_doubling_and_allocates_nothing_up_front() -> None:
+    """``KVCache.reserve`` caps growth by doubling at the sequence's final length, and is no
+    up-front allocation (review rm9: a run of ``gen_length`` 1024 that met EOS in its second
+    block held 1,032 slots for a 28-column canvas)."""
+    from unmask.model import KVCache
+
+    kv = KVCache(reserve=100)
+
+    def write(start: int, end: int) -> int:
+        x = torch.zeros(1, 1, end - start, 2)
+        kv.length = end
+        kv.update(0, start, x, x)
+        return kv.layers[0][0].shape[2]
+
+    assert [write(0, 8), write(8, 16), write(16, 60), write(60, 100)] == [8, 16, 60, 100]
+    assert write(100, 101) == 200  # past the reserve: doubling again, no error
+
+
+def test_a_run_that_does_not_carry_keeps_one_cache_at_a_time() -> None:
+    """Blocks of 2 on a model whose attention blocks are 4 do not carry the cache (not exact
+    there), and the block that ended lets its cache go (review rm9: it was kept, unused,
+    beside the next block's: twice the K/V memory)."""
+    cfg = model_preset("tiny", vocab_size=40, attention="block-causal", block_size=4,
+                       max_seq_len=32, init_std=0.5)
+    torch.manual_seed(0)
+    model = Slots(Transformer(cfg).double().eval())
+    sample = SampleConfig(gen_length=8, steps=8, cache="prefix", block_length=2)
+    BlockRun(model, [[5, 6, 7]], sample, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=None,
+             block_size=2).run()
+    assert len(model.caches) > 1 and max(model.alive) == 1

@@ -257,9 +257,10 @@ class KVCache:
     length: int = 0
     """Number of valid positions: the key length attention sees."""
     reserve: int = 0
-    """Slots the first write allocates at least: the final length of a sequence that grows
-    to it (``unmask.sampling.blocks.BlockRun``), so it never grows by doubling (up to twice
-    the slots it needs)."""
+    """The most slots growth by doubling allocates while a write fits in it (0: no cap): the
+    final length of a sequence that grows to it (``unmask.sampling.blocks.BlockRun``), so a
+    run that fills it holds exactly that many, not up to twice as many, and one that stops
+    early (EOS) holds no more than it used would double to."""
 
     def update(self, layer: int, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write k/v (B, H_kv, l, hd) at positions [start, start + l) of ``layer``; return the
@@ -273,16 +274,14 @@ class KVCache:
                 raise ValueError(
                     f"KV cache layer {layer} is empty; the first write must start at 0"
                 )
-            if self.reserve > k.shape[2]:  # the slots still to come, allocated once
-                room = (*k.shape[:2], self.reserve, k.shape[3])
-                ck, cv = k.new_zeros(room), v.new_zeros(room)
-                ck[:, :, :end], cv[:, :, :end] = k, v
-                k, v = ck, cv
             self.layers.append((k, v))
         else:
             ck, cv = self.layers[layer]
             if end > ck.shape[2]:  # grow by doubling: token-by-token decoding stays linear
-                extra = max(end, 2 * ck.shape[2]) - ck.shape[2]
+                size = max(end, 2 * ck.shape[2])
+                if end <= self.reserve:  # never past the length the sequence ends at
+                    size = min(size, self.reserve)
+                extra = size - ck.shape[2]
                 ck = torch.cat([ck, ck.new_zeros(*ck.shape[:2], extra, ck.shape[3])], dim=2)
                 cv = torch.cat([cv, cv.new_zeros(*cv.shape[:2], extra, cv.shape[3])], dim=2)
                 self.layers[layer] = (ck, cv)

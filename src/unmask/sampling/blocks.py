@@ -398,8 +398,9 @@ class BlockRun(DecoderRun):
         inner = self._inner
         assert inner is not None
         cache = inner.cache
-        if isinstance(cache, WindowCache) and cache.kv is not None:  # else: no model call
-            self._kv = (cache.kv, cache.settled)  # a block's first column (``align``)
+        if self._carries and isinstance(cache, WindowCache) and cache.kv is not None:
+            self._kv = (cache.kv, cache.settled)  # a block's first column (``align``); else
+            # the next block builds its own and this one goes now, not after it
         L = self.x.shape[1]
         self.x, self.real = inner.x, self._attn
         self.finished |= rows_finished(self.x[:, L:], self.eos_id)

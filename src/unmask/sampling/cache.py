@@ -227,9 +227,9 @@ class WindowCache(CachePolicy):
         """Start the current block from ``kv``, the K/V of an earlier canvas that this one
         extends, whose first ``valid`` columns hold the K/V of the tokens this canvas holds
         there and can see nothing after them (block-causal attention whose blocks are the
-        sampler's: ``unmask.sampling.blocks.BlockRun``, where the block is the canvas's last
-        columns): the block's first call recomputes from ``valid`` (or the window) on, not
-        the whole canvas. Exact only there; nothing else calls it."""
+        sampler's, or causal attention: ``unmask.sampling.blocks.BlockRun``, where the block
+        is the canvas's last columns): the block's first call recomputes from ``valid`` (or
+        the window) on, not the whole canvas. Exact only there; nothing else calls it."""
         self.kv, self._carried = kv, valid
 
     @property
