@@ -26,7 +26,8 @@ same forward as the mask commits; once a row's block has no mask, edit-only step
 one changes nothing in it or ``max_post_steps`` have run, and the row then waits, unchanged, for
 the others' (each row as alone: ``BlockRun._edit_round``).
 
-Inside: ``BlockRun`` (the ``bd3lm`` decoder's run), ``sample_blocks``, ``block_size_of``,
+Inside: ``BlockRun`` (the ``bd3lm`` decoder's run), ``sample_blocks``, ``block_size_of`` (of
+``unmask.sampling.cache``, whose windows start on an attention block's first column),
 ``edit_step``, ``plan_blocks``, ``room_after_prompt`` (the most new tokens that fit after a
 prompt, whole blocks where the model writes them) and ``absolute_blocks``.
 """
@@ -45,7 +46,7 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.ar import RowGenerators, row_generators
-from unmask.sampling.cache import WindowCache
+from unmask.sampling.cache import WindowCache, block_size_of
 from unmask.sampling.loop import (
     START_TOKEN_NOTE,
     Denoiser,
@@ -86,14 +87,6 @@ def edit_step(
     edit = editable & (x != tokens) & (p > threshold)
     tokens[edit] = x[edit]
     return edit
-
-
-def block_size_of(model: Any) -> int | None:
-    """``model.config.block_size`` of a ``block-causal`` model, else None."""
-    cfg = getattr(model, "config", None)
-    if getattr(cfg, "attention", None) == "block-causal":
-        return getattr(cfg, "block_size", None)
-    return None
 
 
 def absolute_blocks(model_or_config: Any) -> bool:
@@ -387,7 +380,6 @@ class BlockRun(DecoderRun):
         carried too (nothing sees a later column)."""
         if not isinstance(inner.cache, WindowCache) or not self._carries:
             return
-        inner.cache.align(self.block_size)  # a [MASK] of the prompt mid-block: its block too
         # the one cache grows to the last canvas: its slots allocated at once (as the old
         # refresh's last cache held), not by doubling up to twice them
         inner.cache.reserve = self._need
@@ -399,8 +391,8 @@ class BlockRun(DecoderRun):
         assert inner is not None
         cache = inner.cache
         if self._carries and isinstance(cache, WindowCache) and cache.kv is not None:
-            self._kv = (cache.kv, cache.settled)  # a block's first column (``align``); else
-            # the next block builds its own and this one goes now, not after it
+            self._kv = (cache.kv, cache.settled)  # a block's first column (``start_block``);
+            # else the next block builds its own and this one goes now, not after it
         L = self.x.shape[1]
         self.x, self.real = inner.x, self._attn
         self.finished |= rows_finished(self.x[:, L:], self.eos_id)

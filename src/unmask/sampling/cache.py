@@ -12,7 +12,8 @@ Inside:
   once when the block starts and reused; each step recomputes the block and the suffix.
 - ``DualCache`` (``"dual"``): Fast-dLLM's DualCache: the suffix after the block is reused
   too, so each step recomputes only the current block.
-- ``CACHES`` / ``register_cache`` / ``make_cache`` / ``supports_kv_cache``: the registry.
+- ``CACHES`` / ``register_cache`` / ``make_cache`` / ``supports_kv_cache``: the registry;
+  ``block_size_of``: a block-causal model's attention block, where a window starts.
 - ``call_model``, ``shift_logits``: one model call, Dream's logit shift.
 
 For bidirectional attention the reused K/V are stale (they were computed when the block
@@ -188,7 +189,8 @@ class WindowCache(CachePolicy):
     recompute only the window ``[lo, hi)`` and attend to the cached K/V elsewhere.
 
     ``lo`` is the block start, or the first still-masked column before it (a mask inside
-    the prompt) in any row, fixed when the block starts; ``hi`` is chosen by the subclass.
+    the prompt) in any row, fixed when the block starts, moved down to the start of its
+    attention block on a block-causal model (``block``); ``hi`` is chosen by the subclass.
     The window is the batch's: a row without prompt masks recomputes from the ``lo`` another
     row needs, so with bidirectional attention its tokens may differ from the row alone
     (docs/sampling.md, Library; a row holding such a mask therefore runs a run of its own
@@ -206,6 +208,7 @@ class WindowCache(CachePolicy):
         self.lo = self.hi = 0
         self._carried: int | None = None  # the first column the next call recomputes (carry)
         self.reserve = 0  # the K/V slots a new cache allocates (``KVCache.reserve``)
+        self.block: int | None = None  # the model's attention block, block-causal (make_cache)
 
     def window_end(self, block_end: int, length: int) -> int:
         raise NotImplementedError
@@ -214,14 +217,12 @@ class WindowCache(CachePolicy):
         self.kv, self._carried = None, None  # refresh at the block's first model call
         earlier = masked[:, :block_start].any(dim=0).nonzero()
         self.lo = int(earlier[0]) if len(earlier) else block_start
+        if self.block:  # recompute from the start of the attention block (counted from
+            # column 0) that holds the window's first column: under block-causal attention
+            # the columns before a [MASK] in its block see it, so their K/V change when it is
+            # filled (a no-op where the window starts on a block's first column)
+            self.lo = self.lo // self.block * self.block
         self.hi = self.window_end(block_end, masked.shape[1])
-
-    def align(self, block: int) -> None:
-        """Recompute from the start of the attention block (of ``block`` columns, counted
-        from column 0) that holds the window's first column: under block-causal attention
-        the columns before a [MASK] in its block see it, so their K/V change when it is
-        filled (``BlockRun``; a no-op where the window starts on a block's first column)."""
-        self.lo = self.lo // block * block
 
     def carry(self, kv: Any, valid: int) -> None:
         """Start the current block from ``kv``, the K/V of an earlier canvas that this one
@@ -323,10 +324,20 @@ def check_cache_name(name: str) -> None:
         raise UserError(f"unknown cache {name!r}; choose one of {', '.join(sorted(CACHES))}")
 
 
+def block_size_of(model: Any) -> int | None:
+    """``model.config.block_size`` of a ``block-causal`` model, else None."""
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "attention", None) == "block-causal":
+        return getattr(cfg, "block_size", None)
+    return None
+
+
 def make_cache(config: SampleConfig, model: Any) -> CachePolicy:
     """A fresh cache policy for one sampling run; ``UserError`` if ``model`` cannot run it."""
     check_cache_name(config.cache)
     policy = CACHES[config.cache]()
+    if isinstance(policy, WindowCache):  # the window starts on an attention block's start
+        policy.block = block_size_of(model)
     if policy.needs_kv and not supports_kv_cache(model):
         valid = sorted(n for n, f in CACHES.items() if not f().needs_kv)
         raise UserError(
