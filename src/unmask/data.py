@@ -1209,10 +1209,10 @@ def _not_prepared(folder: Path) -> str:
     it), or ``""`` when it is: its ``index.json`` parses and has the keys ``prepare`` writes,
     and the folder holds nothing but that, ``tokenizer.json`` and token shards."""
     try:
-        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+        index = parse_json((folder / "index.json").read_text(encoding="utf-8"), folder)
     except FileNotFoundError:
         return "no index.json"
-    except (OSError, ValueError):
+    except (OSError, ValueError, UserError):  # not UTF-8; not JSON (nested too deep too)
         return "its index.json is not one unmask wrote"
     if not (
         isinstance(index, dict)
@@ -1825,9 +1825,10 @@ def read_index(directory: str | os.PathLike[str]) -> dict[str, Any]:
     if not d.is_dir() or not path.is_file():
         raise UserError(f"{d} {_NOT_DATASET}")
     try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    index = parse_json(text, path)  # one line for a long integer or deep nesting too
     if not isinstance(index, dict) or index.get("version") != INDEX_VERSION:
         raise UserError(f"{path}: unsupported index version (expected {INDEX_VERSION})")
     _check_index(path, index)

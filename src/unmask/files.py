@@ -560,10 +560,21 @@ def _long_integer(text: str, in_line: bool) -> str:
     """Why ``json.loads(text)`` raised a plain ``ValueError``: an integer with more digits than
     ``sys.get_int_max_str_digits()`` (Python 3.11+, and 3.10.7+) converts; where, when found."""
     limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
-    found = re.search(rf"\d{{{limit + 1},}}", text) if limit else None
-    if found is None:
+    if not limit:
         return "a number too long to read"
-    return f"an integer of more than {limit:,} digits at {_place(text, found.start(), in_line)}"
+    for token in _JSON_TOKEN.finditer(text):  # the text before the failure parsed, so its
+        digits = token.group("int")            # strings are whole: digits in one are skipped
+        if digits is not None and len(digits.lstrip("-")) > limit:
+            return (f"an integer of more than {limit:,} digits at "
+                    f"{_place(text, token.start(), in_line)}")
+    return f"an integer of more than {limit:,} digits"
+
+
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|(?P<int>-?\d+)(?![.\deE])|-?\d+(?:\.\d+)?'
+                         r"(?:[eE][-+]?\d+)?")
+"""A JSON string, an integer (``int``: what Python converts with ``int``, so what
+``sys.get_int_max_str_digits()`` limits), or another number, as ``_long_integer`` scans for
+the integer that failed."""
 
 
 def _json_problem(e: json.JSONDecodeError, in_line: bool = False) -> str:

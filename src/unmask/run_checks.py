@@ -18,7 +18,6 @@ Nothing here imports torch: argument errors answer at once.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from unmask.errors import UserError
+from unmask.files import parse_json
 
 _RANGES: tuple[tuple[str, float, float, bool], ...] = (
     # field, low, high, high included
@@ -132,8 +132,8 @@ def check_init_family(init: str, objective: str) -> None:
         return
     config = Path(checkpoint_dir(init)) / "config.json"
     try:
-        theirs = json.loads(config.read_text()).get("objective")
-    except (OSError, ValueError, AttributeError):
+        theirs = parse_json(config.read_text(), config).get("objective")
+    except (OSError, ValueError, AttributeError, UserError):
         return  # loading it says what is wrong
     family = CONTINUES.get(str(theirs or ""))
     if family is not None and objective not in family:

@@ -85,7 +85,7 @@ from unmask.config import (
 )
 from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss
-from unmask.files import json_line, json_message, named, staging_dir
+from unmask.files import json_line, named, parse_json, staging_dir
 from unmask.model import Transformer
 from unmask.objectives import BATCH_EXTRA, OBJECTIVES, ObjectiveSpec, objective_spec
 from unmask.parallel import (
@@ -1125,10 +1125,10 @@ def _tidy_resumed_run(run: Path, step: int, redo_validation: bool = False) -> No
         return
     lines = path.read_text().splitlines(keepends=True)
     keep = []
-    for line in lines:
+    for n, line in enumerate(lines, 1):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by the kill
+            record = parse_json(line, path, line=n)
+        except UserError:  # a line cut short by the kill (or a hand-edited one)
             continue
         if redo_validation and isinstance(record, dict) and record.get("step") == step and (
                 "val_loss" in record or record.get("event") == "best"):
@@ -1143,8 +1143,8 @@ def _best_step(folder: Path) -> int | None:
     """The step whose weights the best folder ``folder`` holds (its ``BEST_RECORD``); None
     where it has none (gone, or written before runs recorded it) or it cannot be read."""
     try:
-        record = json.loads((folder / BEST_RECORD).read_text())
-    except (OSError, ValueError):
+        record = parse_json((folder / BEST_RECORD).read_text(), folder / BEST_RECORD)
+    except (OSError, ValueError, UserError):  # not UTF-8; not JSON (nested too deep too)
         return None
     step = record.get("step") if isinstance(record, dict) else None
     return step if isinstance(step, int) and not isinstance(step, bool) else None
@@ -1407,11 +1407,10 @@ def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
     """Read a train_config.json (for ``--config``)."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text())
+        text = p.read_text()
     except FileNotFoundError:
         raise UserError(f"{p}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{p}: not valid JSON ({json_message(e)} at line {e.lineno})") from None
+    data = parse_json(text, p)  # one line for a long integer or deep nesting too
     return from_dict(TrainConfig, data, source=str(p))
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import re
@@ -35,6 +34,7 @@ from typing import Any
 
 from unmask.config import ModelConfig, TrainConfig
 from unmask.errors import UserError
+from unmask.files import parse_json
 
 FIXED_ON_RESUME = (
     "preset", "objective", "schedule", "model_overrides", "block_size", "sedd_graph", "init",
@@ -264,7 +264,8 @@ def time_limit_exit(run: Path, command: str, *, say: bool) -> int:
 
     try:
         done = saved_progress(run / CKPT)
-        planned = json.loads((run / "train_config.json").read_text())
+        plan = run / "train_config.json"
+        planned = parse_json(plan.read_text(), plan)
         steps = int(planned["steps"])
         limit = done.time_limit or float(planned["time_limit"])  # a renewed one, if renewed
     except (UserError, OSError, ValueError, KeyError, TypeError):
@@ -524,8 +525,9 @@ def resume_hint(stopped: TrainingStopped, command: str) -> str:
     if not (stopped.run / CKPT).is_dir():
         return ""
     try:
-        planned = int(json.loads((stopped.run / "train_config.json").read_text())["steps"])
-    except (OSError, ValueError, KeyError, TypeError):
+        plan = stopped.run / "train_config.json"
+        planned = int(parse_json(plan.read_text(), plan)["steps"])
+    except (OSError, ValueError, KeyError, TypeError, UserError):
         planned = None
     if stopped.step is not None and planned is not None and stopped.step >= planned:
         return f"; all {planned} steps were done, the run is complete"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from unmask.commands.sample_options import (
 )
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
-from unmask.files import require_stdout
+from unmask.files import parse_json, require_stdout
 from unmask.messages import plural
 from unmask.terminal import json_text, shown_text
 
@@ -296,7 +295,8 @@ def _distilled(model: str) -> bool:
     from unmask.checkpoint import checkpoint_dir
 
     try:
-        meta = json.loads((checkpoint_dir(model) / "trainer.json").read_text())
-    except (UserError, OSError, ValueError):
+        path = checkpoint_dir(model) / "trainer.json"
+        meta = parse_json(path.read_text(), path)
+    except (UserError, OSError, ValueError):  # BadJSON (nested too deep too) is a UserError
         return False
     return isinstance(meta, dict) and meta.get("objective") == "distill"

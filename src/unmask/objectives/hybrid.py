@@ -25,7 +25,6 @@ Inside: ``draft_layout``, ``draft_chunks``, ``hybrid``.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -280,7 +279,9 @@ def _with_init_tokens(tokenizer: Any, cfg: TrainConfig) -> Any:
         config = checkpoint_dir(cfg.init) / "config.json"
     else:
         return tokenizer
-    if json.loads(config.read_text()).get("fim_prefix_id") is None:
+    from unmask.files import read_json  # a damaged config.json: one line, not a traceback
+
+    if read_json(config).get("fim_prefix_id") is None:
         return tokenizer
     from unmask.tokenizer import with_fim_tokens
 
