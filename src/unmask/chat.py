@@ -1045,7 +1045,7 @@ def _holds_template(path: Path) -> bool:
         return True
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # not JSON that holds a template
         return False
     return isinstance(data, dict) and bool(data.get("chat_template"))
 

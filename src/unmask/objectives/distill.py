@@ -151,7 +151,7 @@ class Trajectories:
             raise UserError(f"{p}: not a trajectory file ({e})") from None
         try:
             meta = json.loads(info.get("settings", ""))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to read
             meta = None
         if not isinstance(meta, dict):
             raise UserError(f"{p}: not a trajectory file (its settings are not a JSON object)")
