@@ -58,9 +58,10 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 
 def _one_line_error(capsys, argv: list[str], says: str) -> str:
     assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    full = capsys.readouterr().err
+    err = full.strip().splitlines()[-1]
     assert err.startswith("unmask ") and "error:" in err and says in err, err
-    assert "Traceback" not in err
+    assert "Traceback" not in full
     return err
 
 

@@ -380,8 +380,8 @@ class BlockRun(DecoderRun):
         carried too (nothing sees a later column)."""
         if not isinstance(inner.cache, WindowCache) or not self._carries:
             return
-        # the one cache grows to the last canvas: its slots allocated at once (as the old
-        # refresh's last cache held), not by doubling up to twice them
+        # the one cache grows to the last canvas: doubling capped there (as the old
+        # refresh's last cache held), not up to twice its slots
         inner.cache.reserve = self._need
         if self._kv is not None:
             inner.cache.carry(*self._kv)

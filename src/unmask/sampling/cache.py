@@ -281,8 +281,9 @@ class WindowCache(CachePolicy):
         part = (shift_logits(part) if shift else part)[:, self.lo - q0 :]
         if self.buf is None:  # (B, L, V): the columns before lo are never read
             self.buf = part.new_zeros(part.shape[0], tokens.shape[1], part.shape[2])
-        # Outside [lo, hi) the block's first logits stay: no candidate lies there (lo is the
-        # first masked column, hi >= the block end), and one buffer per block saves a
+        # Outside [lo, hi) the block's first logits stay: no candidate lies there (lo is at
+        # or before the first masked column: the start of its attention block, hi >= the
+        # block end), and one buffer per block saves a
         # (B, L, V) allocation per step.
         self.buf[:, self.lo : self.hi] = part
         return self.buf
