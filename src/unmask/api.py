@@ -1824,11 +1824,20 @@ def refuse_gen_length(config: SampleConfig | Mapping[str, Any] | None, task: str
 def refuse_generation_only(config: SampleConfig | None, task: str) -> None:
     """One line for a ``GENERATION_ONLY`` option set away from its default on ``task``, which
     would silently ignore it (``unmask infill --draft-length 4`` did)."""
+    from unmask.sampling.registry import DEPENDENT_OPTIONS
+
     if config is None:
         return
+    # max_post_steps at its off value without edit_threshold edits nothing, as the default:
+    # taken as a plain completion takes it (`fill-form --max-post-steps 0` was refused, the
+    # server's /v1/forms took it)
+    off = (config.edit_threshold is None
+           and config.max_post_steps == DEPENDENT_OPTIONS["max_post_steps"][2])
     for name in GENERATION_ONLY:
         if name == "sedd_sampler" and config.decoder == "sedd":  # policy sedd-euler sets both:
             continue  # the decoder line below names what the user gave
+        if name == "max_post_steps" and off:
+            continue
         if getattr(config, name) != getattr(SampleConfig, name):  # the field's default
             raise UserError(f"{name} applies to generation (generate, chat, serve), not to {task}")
     if config.decoder not in ("auto", "llada"):

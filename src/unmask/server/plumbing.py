@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import dataclasses
 import hmac
 import logging
 import re
@@ -331,19 +330,6 @@ def left_to_right(state: ServerState, opts: DiffusionOptions, gen_length: int) -
         choose_decoder(api.facts_of(state.loaded), sample_config(opts, gen_length, gen_length))
     except UserError as e:
         raise user_error(e, sent_option(opts, e)) from None
-
-
-def unedited(config: SampleConfig) -> SampleConfig:
-    """``config`` for a fill that edits no tokens (a form, a structured answer, a template's
-    gaps, an edit's refill: ``api.GENERATION_ONLY`` refuses token editing there), its
-    ``max_post_steps`` at the off value (0 without ``edit_threshold``, ``DEPENDENT_OPTIONS``)
-    as not sent: a plain completion on the same checkpoint takes it so (it was a 400 here)."""
-    from unmask.sampling.registry import DEPENDENT_OPTIONS
-
-    off = DEPENDENT_OPTIONS["max_post_steps"][2]
-    if config.max_post_steps == off and config.edit_threshold is None:
-        return dataclasses.replace(config, max_post_steps=SampleConfig.max_post_steps)
-    return config
 
 
 def refuse_editing(opts: DiffusionOptions, config: SampleConfig, task: str) -> None:

@@ -50,7 +50,6 @@ from unmask.server.plumbing import (
     repair_calls,
     run_alone,
     sample_config,
-    unedited,
     usage,
     user_error,
 )
@@ -461,7 +460,7 @@ async def run_guided(
     # text, would fight the constraint (a structured answer repeats on purpose); steps not
     # sent: one per masked token, at most --max-steps (as infill and forms)
     steps = min(state.max_seq_len, state.limits.max_steps)
-    config = dataclasses.replace(unedited(sample_config(req, 1, steps)), top_p=top_p)
+    config = dataclasses.replace(sample_config(req, 1, steps), top_p=top_p)
     check_names(config)
     # a form is filled without token editing: edit_threshold and max_post_steps would do
     # nothing, a 400 as on /v1/forms (they were silently ignored; 0, off, passes as in a

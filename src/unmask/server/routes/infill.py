@@ -47,7 +47,6 @@ from unmask.server.plumbing import (
     secured,
     sent_option,
     spoken,
-    unedited,
     user_error,
 )
 from unmask.server.schemas import DiffusionOptions, EditRequest, FormRequest, InfillRequest
@@ -193,7 +192,7 @@ def router(state: ServerState) -> APIRouter:
         search, a form's hole widths), and a client could not know what to send."""
         config = sample_config(opts, 1, min(state.max_seq_len, state.limits.max_steps))
         check_names(config)
-        return unedited(config)  # max_post_steps 0 is off, as in a plain completion
+        return config  # max_post_steps 0 is off, as in a plain completion (the library's)
 
     def no_regex(param: str) -> APIError:
         return APIError(400, f"regex constraints are turned off on this server ({param})",
