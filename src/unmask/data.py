@@ -892,7 +892,7 @@ def read_jsonl(
     """(``file:line``, object) for every non-blank line of a JSONL file (``.gz`` too)."""
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"{p}: no such file")
+        raise UserError(f"{p}: {'a folder, not a JSONL file' if p.is_dir() else 'no such file'}")
     src = _Source(p, lambda n: None)
     try:  # its readers (SFT data, task files) have no --errors flag
         yield from _jsonl_objects(src, errors, "save the file as UTF-8")

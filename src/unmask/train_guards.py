@@ -68,8 +68,9 @@ def resume_plan(saved: TrainConfig, config: TrainConfig) -> dict[str, Any]:
         if f.name in RUNTIME_FIELDS or new == old:
             continue
         if f.name in FIXED_ON_RESUME and not _not_its_option(saved.objective, f.name):
+            was = "none (its default)" if old is None else repr(old)
             raise UserError(
-                f"{f.name}={new!r} differs from the run's {old!r}: a resumed run keeps its "
+                f"{f.name}={new!r} differs from the run's {was}: a resumed run keeps its "
                 f"model; start a new run to change {f.name}"
             )
         changes[f.name] = new
