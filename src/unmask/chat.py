@@ -1043,9 +1043,11 @@ def _holds_template(path: Path) -> bool:
         return False
     if path.suffix != ".json":
         return True
+    from unmask.files import parse_json
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):  # not JSON that holds a template
+        data = parse_json(path.read_text(encoding="utf-8"), path)
+    except (OSError, ValueError, UserError):  # not UTF-8, not JSON: holds no template
         return False
     return isinstance(data, dict) and bool(data.get("chat_template"))
 

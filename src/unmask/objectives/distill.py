@@ -30,6 +30,7 @@ from torch import Tensor
 
 from unmask.config import ModelConfig, TrainConfig
 from unmask.errors import UserError
+from unmask.files import parse_json
 from unmask.model import at_least_fp32
 from unmask.objectives.blocks import bd3lm_logits
 from unmask.objectives.spec import (
@@ -150,8 +151,8 @@ class Trajectories:
         except SafetensorError as e:
             raise UserError(f"{p}: not a trajectory file ({e})") from None
         try:
-            meta = json.loads(info.get("settings", ""))
-        except (ValueError, RecursionError):  # RecursionError: nested too deep to read
+            meta = parse_json(info.get("settings", ""), p)
+        except UserError:  # not JSON, nested too deep, a too long integer: said below
             meta = None
         if not isinstance(meta, dict):
             raise UserError(f"{p}: not a trajectory file (its settings are not a JSON object)")
