@@ -72,6 +72,25 @@ def _at_least(name: str, value: Any, least: int) -> int:
     return n
 
 
+MAX_TOKEN_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens")
+"""The names lm-eval takes for a ``generate_until`` request's token budget, first first."""
+
+
+def gen_options(gen_kwargs: dict[str, Any]) -> tuple[int, float]:
+    """(tokens to generate, temperature) of a ``generate_until`` request's arguments, read as
+    lm-eval's own models read them (``lm_eval.models.utils.normalize_gen_kwargs``, 0.4.13):
+    the budget under the first of ``MAX_TOKEN_KEYS`` given (256 when none is), and the
+    task's temperature where it samples: ``do_sample`` true, or not given with a temperature
+    above 0; else 0 (greedy). Only ``max_gen_toks`` and a ``do_sample: true`` were read: a
+    task of ``max_new_tokens: 32`` decoded 256 tokens (another answer on a diffusion
+    canvas), and one of ``temperature: 0.7`` alone was decoded greedily."""
+    budget = next((gen_kwargs[k] for k in MAX_TOKEN_KEYS if gen_kwargs.get(k) is not None), 256)
+    temperature = float(gen_kwargs.get("temperature") or 0.0)
+    do_sample = gen_kwargs.get("do_sample")
+    sampled = temperature > 0 if do_sample is None else bool(do_sample)
+    return int(budget), temperature if sampled else 0.0
+
+
 def refuse_unprompted(facts: Any, task: str) -> None:
     """One-line ``UserError`` for a checkpoint no lm-eval task can run on: a latent model
     (``takes_no_prompt``) has no log-likelihood to score and takes no prompt to continue.
@@ -463,15 +482,15 @@ class UnmaskLM(LM):
             "seed": self.seed,
             "temperature": 0.0,
         }
-        if gen_kwargs.get("do_sample") and gen_kwargs.get("temperature"):
-            given["temperature"] = float(gen_kwargs["temperature"])
+        if (temperature := gen_options(gen_kwargs)[1]) > 0:
+            given["temperature"] = temperature
         given.update(self.sampling)
         return without_penalties(sample_config(self.loaded, given), given)
 
     def _wanted_tokens(self, gen_kwargs: dict[str, Any]) -> int:
         """Tokens a ``generate_until`` request may get: its ``max_gen_toks`` capped by
         ``gen_length`` and by the context."""
-        length = int(gen_kwargs.get("max_gen_toks") or 256)
+        length = gen_options(gen_kwargs)[0]
         if self.gen_length:
             length = min(length, int(self.gen_length))
         return max(1, min(length, self.max_length - 1))
@@ -825,6 +844,7 @@ __all__ = [
     "check_seed",
     "check_task_files",
     "find_tasks",
+    "gen_options",
     "loglikelihood_refusal",
     "offline_hub",
     "reads_is_greedy",

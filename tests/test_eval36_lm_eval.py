@@ -1,0 +1,71 @@
+"""lm-eval's request contract as its own models read it (session 36 of the eval audit):
+a ``generate_until`` request's token budget under any of its names, and its temperature
+where the task samples without saying ``do_sample``."""
+
+import pytest
+import torch
+
+from unmask.config import model_preset
+from unmask.model import Transformer
+
+pytest.importorskip("lm_eval")
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    from unmask.checkpoint import save_checkpoint
+    from unmask.lm_eval import UnmaskLM
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48)
+    root = tmp_path_factory.mktemp("ckpt")
+    save_checkpoint(root, model=Transformer(cfg), tokenizer=tok)
+    return UnmaskLM(str(root), device="cpu", greedy_check=False)
+
+
+class _Request:
+    def __init__(self, *args):
+        self.args = args
+
+
+@pytest.mark.parametrize("key", ["max_gen_toks", "max_new_tokens", "max_tokens",
+                                 "max_completion_tokens"])
+def test_every_name_of_the_token_budget_is_read(lm, key):
+    """A task of ``max_new_tokens: 5`` decoded 47 tokens (the context's room, 256 capped):
+    another canvas, so another answer from a diffusion model, and a longer one where no
+    stop sequence cuts it."""
+    assert lm.generation_config({key: 5}).gen_length == 5
+    (text,) = lm.generate_until([_Request("abc", {key: 3, "until": []})])
+    assert len(text) <= 3  # byte tokenizer: a character at most per token
+
+
+@pytest.mark.parametrize("kwargs, temperature", [
+    ({"temperature": 0.7}, 0.7),  # no do_sample: lm-eval samples (it was greedy here)
+    ({"do_sample": True, "temperature": 0.7}, 0.7),
+    ({"do_sample": False, "temperature": 0.7}, 0.0),
+    ({"do_sample": True}, 0.0),  # no temperature to sample at: greedy, as lm-eval warns
+    ({}, 0.0),
+])
+def test_a_task_samples_where_lm_eval_would(lm, kwargs, temperature):
+    from unmask.lm_eval import gen_options
+
+    assert lm.generation_config(kwargs).temperature == temperature
+    assert gen_options(kwargs)[1] == temperature
+
+
+def test_the_budget_and_temperature_match_lm_evals_own_reading():
+    utils = pytest.importorskip("lm_eval.models.utils")
+    if not hasattr(utils, "normalize_gen_kwargs"):
+        pytest.skip("an lm-eval before normalize_gen_kwargs")
+    from unmask.lm_eval import gen_options
+
+    cases = [{}, {"max_new_tokens": 7}, {"max_tokens": 9, "max_new_tokens": 7},
+             {"max_completion_tokens": 4}, {"max_gen_toks": 3, "max_tokens": 9},
+             {"temperature": 0.5}, {"temperature": 0.0}, {"do_sample": True, "temperature": 1.2},
+             {"do_sample": False, "temperature": 1.2}]
+    for kwargs in cases:
+        theirs = utils.normalize_gen_kwargs(dict(kwargs), 256)
+        want = float(theirs.get("temperature", 0.0)) if theirs["do_sample"] else 0.0
+        assert gen_options(kwargs) == (theirs["max_gen_toks"], want), kwargs
