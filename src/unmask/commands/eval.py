@@ -436,8 +436,9 @@ def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         from unmask.tasks import read_items
 
         items = read_items(args.task_file)  # a bad file fails before the model loads
-    if args.gaps is not None and not Path(args.gaps).is_file():
-        raise UserError(f"--gaps {args.gaps}: no such gap set (a JSONL of prefix/middle/suffix)")
+    if args.gaps is not None and not Path(args.gaps).is_file():  # a folder is named one
+        what = "a folder, not a" if Path(args.gaps).is_dir() else "no such"
+        raise UserError(f"--gaps {args.gaps}: {what} gap set (a JSONL of prefix/middle/suffix)")
     if args.tasks:
         _check_lm_eval()
     info = find_run(args.run)
