@@ -69,3 +69,31 @@ def test_the_budget_and_temperature_match_lm_evals_own_reading():
         theirs = utils.normalize_gen_kwargs(dict(kwargs), 256)
         want = float(theirs.get("temperature", 0.0)) if theirs["do_sample"] else 0.0
         assert gen_options(kwargs) == (theirs["max_gen_toks"], want), kwargs
+
+
+@pytest.fixture(scope="module")
+def causal_lm(tmp_path_factory):
+    from unmask.checkpoint import save_checkpoint
+    from unmask.lm_eval import UnmaskLM
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48, attention="causal")
+    root = tmp_path_factory.mktemp("causal")
+    save_checkpoint(root, model=Transformer(cfg), tokenizer=tok)
+    return UnmaskLM(str(root), device="cpu")
+
+
+def test_a_sampled_tasks_nucleus_applies_to_a_causal_decoder_only(lm, causal_lm):
+    """``humaneval_64`` samples at temperature 0.2 with ``top_p: 0.95``: an AR model sampled
+    the whole distribution (the task's top_p was dropped), unlike lm-eval's own models."""
+    task = {"do_sample": True, "temperature": 0.2, "top_p": 0.95, "top_k": 40}
+    c = causal_lm.generation_config(task)
+    assert (c.temperature, c.top_p, c.top_k) == (0.2, 0.95, 40)
+    greedy = causal_lm.generation_config({"do_sample": False, "top_p": 0.95})
+    assert (greedy.temperature, greedy.top_p) == (0.0, None)  # greedy: nothing to cut
+    d = lm.generation_config(task)  # a diffusion decoder samples no single token's
+    assert (d.temperature, d.top_p, d.top_k) == (0.2, None, None)
+    (text,) = causal_lm.generate_until([_Request("abc", {**task, "max_gen_toks": 3})])
+    assert len(text) <= 3

@@ -471,8 +471,13 @@ class UnmaskLM(LM):
         unless the task samples, the model_args' sampling options, the checkpoint's
         recommendation for the rest but its repetition penalties (``without_penalties``: a
         few-shot prompt's format lines are what the answer repeats), one token per step by
-        default."""
-        from unmask.api import sample_config
+        default. A sampled request's ``top_k`` / ``top_p`` (lm-eval hands them to its models'
+        samplers: ``humaneval_64``'s nucleus of 0.95) apply where the decoder samples one
+        token's distribution (a causal one, ``facts.CAUSAL_DECODERS``); a diffusion decoder
+        has none to cut (they were dropped for every model: an AR model sampled the whole
+        distribution)."""
+        from unmask.api import choose, sample_config
+        from unmask.facts import CAUSAL_DECODERS
         from unmask.tasks.score import without_penalties
 
         length = self._whole_blocks(self._wanted_tokens(gen_kwargs))
@@ -485,7 +490,13 @@ class UnmaskLM(LM):
         if (temperature := gen_options(gen_kwargs)[1]) > 0:
             given["temperature"] = temperature
         given.update(self.sampling)
-        return without_penalties(sample_config(self.loaded, given), given)
+        config = without_penalties(sample_config(self.loaded, given), given)
+        cut = {k: gen_kwargs[k] for k in ("top_k", "top_p") if gen_kwargs.get(k)}  # HF: 0 = off
+        if cut and config.temperature > 0 and choose(self.loaded, config) in CAUSAL_DECODERS:
+            given |= {"top_k": int(cut["top_k"])} if "top_k" in cut else {}
+            given |= {"top_p": float(cut["top_p"])} if "top_p" in cut else {}
+            config = without_penalties(sample_config(self.loaded, given), given)
+        return config
 
     def _wanted_tokens(self, gen_kwargs: dict[str, Any]) -> int:
         """Tokens a ``generate_until`` request may get: its ``max_gen_toks`` capped by
