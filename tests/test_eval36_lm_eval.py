@@ -97,3 +97,18 @@ def test_a_sampled_tasks_nucleus_applies_to_a_causal_decoder_only(lm, causal_lm)
     assert (d.temperature, d.top_p, d.top_k) == (0.2, None, None)
     (text,) = causal_lm.generate_until([_Request("abc", {**task, "max_gen_toks": 3})])
     assert len(text) <= 3
+
+
+def test_model_args_lm_eval_passes_as_words_are_read_or_refused(lm):
+    """lm-eval passes a model_arg it cannot parse as a string: ``greedy_check=no`` was
+    ``bool("no")``, True, and ``seed=abc`` int()'s ValueError traceback."""
+    from unmask.errors import UserError
+    from unmask.lm_eval import UnmaskLM
+
+    for word, want in (("no", False), ("False", False), (0, False), ("yes", True), (True, True)):
+        assert UnmaskLM(loaded=lm.loaded, greedy_check=word).greedy_check is want
+    with pytest.raises(UserError, match="greedy_check must be true or false"):
+        UnmaskLM(loaded=lm.loaded, greedy_check="maybe")
+    with pytest.raises(UserError, match="seed must be a whole number"):
+        UnmaskLM(loaded=lm.loaded, seed="abc")
+    assert UnmaskLM(loaded=lm.loaded, seed="7").seed == 7

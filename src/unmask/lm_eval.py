@@ -91,6 +91,17 @@ def gen_options(gen_kwargs: dict[str, Any]) -> tuple[int, float]:
     return int(budget), temperature if sampled else 0.0
 
 
+def _flag(name: str, value: Any) -> bool:
+    """``value`` (a model_arg: lm-eval parses ``true``/``false`` and numbers, and passes any
+    other word as a string) as a bool, else a one-line ``UserError``: ``bool("no")`` was
+    True, so ``greedy_check=no`` left the check on without a word."""
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    said = words.get(str(value).strip().lower())
+    if said is None:
+        raise UserError(f"{name} must be true or false, got {value!r}")
+    return said
+
+
 def refuse_unprompted(facts: Any, task: str) -> None:
     """One-line ``UserError`` for a checkpoint no lm-eval task can run on: a latent model
     (``takes_no_prompt``) has no log-likelihood to score and takes no prompt to continue.
@@ -288,8 +299,8 @@ class UnmaskLM(LM):
         self.tokenizer = loaded.tokenizer
         self.batch_size = 16 if auto else int(str(batch_size))
         self.mc_samples = int(mc_samples)
-        self.seed = int(seed)
-        self.greedy_check = bool(greedy_check)
+        self.seed = _at_least("seed", seed, 0)  # "abc" was int()'s traceback
+        self.greedy_check = _flag("greedy_check", greedy_check)
         limit = self.facts.max_seq_len or 2048
         self.max_length = min(int(max_length), limit) if max_length is not None else limit
         self.gen_length = gen_length
