@@ -93,6 +93,10 @@ def test_a_sampled_tasks_nucleus_applies_to_a_causal_decoder_only(lm, causal_lm)
     assert (c.temperature, c.top_p, c.top_k) == (0.2, 0.95, 40)
     greedy = causal_lm.generation_config({"do_sample": False, "top_p": 0.95})
     assert (greedy.temperature, greedy.top_p) == (0.0, None)  # greedy: nothing to cut
+    from unmask.lm_eval import UnmaskLM
+
+    hot = UnmaskLM(loaded=causal_lm.loaded, temperature=0.7)  # the user samples, the task not
+    assert hot.generation_config({"do_sample": False, "top_p": 0.5}).top_p is None
     d = lm.generation_config(task)  # a diffusion decoder samples no single token's
     assert (d.temperature, d.top_p, d.top_k) == (0.2, None, None)
     (text,) = causal_lm.generate_until([_Request("abc", {**task, "max_gen_toks": 3})])
