@@ -112,8 +112,12 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "torch": torch.__version__,
         }
+        from unmask.files import atomic_write_text
+
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json_text({"meta": meta, "rows": rows}))
+        # the measured results the report draws its curve from: a write cut short (a full
+        # disk, Ctrl-C) left them half-written in place of the last run's
+        atomic_write_text(Path(args.json), json_text({"meta": meta, "rows": rows}))
     return 0
 
 
