@@ -116,3 +116,33 @@ def test_model_args_lm_eval_passes_as_words_are_read_or_refused(lm):
     with pytest.raises(UserError, match="seed must be a whole number"):
         UnmaskLM(loaded=lm.loaded, seed="abc")
     assert UnmaskLM(loaded=lm.loaded, seed="7").seed == 7
+
+
+def test_is_greedy_on_a_checkpoint_whose_blocks_start_at_the_prompt(tmp_path):
+    """LLaDA 2.x's layout (``block_align: absolute``): the greedy check decoded one step a
+    token, which its scheduled policy refuses where the answer spans blocks unevenly ("steps
+    (8) must be a multiple of the number of blocks ..."): the first multiple-choice item of
+    a task that reads is_greedy stopped the run."""
+    from unmask.api import fit_block_steps, run_to_end, start
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import SampleConfig
+    from unmask.lm_eval import UnmaskLM
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48,
+                       attention="block-causal", block_size=4, block_align="absolute",
+                       objective="bd3lm")
+    save_checkpoint(tmp_path, model=Transformer(cfg), tokenizer=tok)
+    lm = UnmaskLM(str(tmp_path), device="cpu", mc_samples=2)
+    context = tok.encode("ab")
+    config = fit_block_steps(lm.loaded, SampleConfig(gen_length=8, steps=8, temperature=0.0,
+                                                     block_length=None, seed=0), [2])
+    written = [int(t) for t in run_to_end(start(lm.loaded, [context], config))[0].gen_ids[0][:7]]
+    other = [t + 1 if t + 1 < 256 else 97 for t in written]  # another answer of 7 bytes
+    mine, theirs = lm._loglikelihoods([(context, written), (context, other)], greedy=True)
+    assert mine.is_greedy is True and mine.logprob < 0
+    assert theirs.is_greedy is False
+    (_, is_greedy), = lm.loglikelihood([_Request("ab", "cdefghi")])  # by the text path too
+    assert is_greedy is False or written == tok.encode("cdefghi")

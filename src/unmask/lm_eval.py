@@ -589,8 +589,13 @@ class UnmaskLM(LM):
         """Whether greedy decoding after ``context`` (one token per step, the most confident
         first, no blocks: LLaDA's check) writes exactly ``target``. A block-causal (``bd3lm``)
         model decodes the whole blocks that hold ``target`` (``_whole_blocks``; the context
-        cut further where they would not fit) and their first tokens are compared."""
-        from unmask.api import run_to_end, start
+        cut further where they would not fit) and their first tokens are compared. On a
+        checkpoint whose blocks start at the first prompt token (LLaDA 2.x, ``block_align:
+        absolute``) the steps are fitted to the blocks the answer spans (``api.fit_block_steps``,
+        as ``generate_until`` and ``unmask generate`` fit them): one a token was refused there
+        ("steps (8) must be a multiple of the number of blocks ..."), a refusal of steps the
+        user never chose, at the first multiple-choice item."""
+        from unmask.api import fit_block_steps, run_to_end, start
 
         n = len(target)
         if n == 0:  # nothing to write: greedy decoding writes it
@@ -603,6 +608,7 @@ class UnmaskLM(LM):
         config = SampleConfig(
             gen_length=length, steps=length, temperature=0.0, block_length=None, seed=self.seed
         )
+        config = fit_block_steps(self.loaded, config, [len(context)])
         result, _ = run_to_end(start(self.loaded, [context], config))
         return [int(t) for t in result.gen_ids[0][:n]] == [int(t) for t in target]
 
