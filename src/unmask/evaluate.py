@@ -590,7 +590,9 @@ def _items(sample: str | Sequence[int] | Tensor) -> list[Any]:
     if not hasattr(sample, "__iter__"):  # an id where a sample was due: a flat list of ids
         raise ValueError(f"each sample is a string or a sequence of ids, got {sample!r}; a "
                          "flat list of ids is one sample: wrap it in a list")
-    return [int(t) for t in sample]
+    # a pre-tokenized sample (a list of words) keeps its strings: int() of them was a
+    # ValueError "invalid literal for int()"
+    return [t if isinstance(t, str) else int(t) for t in sample]
 
 
 def _samples(samples: Any, what: str) -> Any:
@@ -609,10 +611,11 @@ def distinct_n(texts: Sequence[str] | Sequence[Sequence[int]] | Tensor, n: int) 
     """Distinct-n (Li et al. 2016, arXiv:1510.03055): unique n-grams / all n-grams, pooled over
     ``texts``, in [0, 1]; 1 = no n-gram repeats anywhere in the set.
 
-    Each item is a string, split on whitespace (words), or a sequence of token ids (a 2-D
-    tensor = one sample per row). N-grams never cross from one sample to the next. Pooled,
-    so N copies of one text score at most 1/N: it also catches samples that repeat each
-    other. Returns 0.0 when no sample has ``n`` items (nothing generated = no diversity).
+    Each item is a string, split on whitespace (words), or a sequence of tokens: ids (a 2-D
+    tensor = one sample per row) or strings (a sample already split into words). N-grams
+    never cross from one sample to the next. Pooled, so N copies of one text score at most
+    1/N: it also catches samples that repeat each other. Returns 0.0 when no sample has
+    ``n`` items (nothing generated = no diversity).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
