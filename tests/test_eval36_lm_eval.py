@@ -146,3 +146,9 @@ def test_is_greedy_on_a_checkpoint_whose_blocks_start_at_the_prompt(tmp_path):
     assert theirs.is_greedy is False
     (_, is_greedy), = lm.loglikelihood([_Request("ab", "cdefghi")])  # by the text path too
     assert is_greedy is False or written == tok.encode("cdefghi")
+
+
+def test_an_empty_document_has_a_rolling_log_likelihood_of_float_zero(lm):
+    """lm-eval's contract is a float per request; an empty text summed no window: int 0."""
+    (total,) = lm.loglikelihood_rolling([_Request("")])
+    assert isinstance(total, float) and total == 0.0

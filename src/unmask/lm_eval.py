@@ -418,7 +418,7 @@ class UnmaskLM(LM):
         scored = self._loglikelihoods(windows, greedy=False)
         out = []
         for req, lo, hi in zip(requests, [0, *ends], ends, strict=False):
-            total = sum(r.logprob for r in scored[lo:hi])
+            total = float(sum(r.logprob for r in scored[lo:hi]))  # an empty text: 0.0, not 0
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
             out.append(total)
         self.model_seconds += time.perf_counter() - t0
