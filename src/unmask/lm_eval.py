@@ -505,8 +505,7 @@ class UnmaskLM(LM):
         cut = {k: gen_kwargs[k] for k in ("top_k", "top_p") if gen_kwargs.get(k)}  # HF: 0 = off
         sampled = temperature > 0 and config.temperature > 0  # the task samples, and so do we
         if cut and sampled and choose(self.loaded, config) in CAUSAL_DECODERS:
-            given |= {"top_k": int(cut["top_k"])} if "top_k" in cut else {}
-            given |= {"top_p": float(cut["top_p"])} if "top_p" in cut else {}
+            given |= {k: int(v) if k == "top_k" else float(v) for k, v in cut.items()}
             config = without_penalties(sample_config(self.loaded, given), given)
         return config
 
