@@ -345,8 +345,9 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
             )
     if "prompt_bos_id" not in shape:  # its errors name their own file (config.json or another)
         shape["prompt_bos_id"] = prompt_bos_id(imp, p, tok, hf)
+    template = chat_template(p)  # its errors name their own file, not config.json
     try:
-        config = ModelConfig(**{**ids, **empty, **shape}, chat_template=chat_template(p))
+        config = ModelConfig(**{**ids, **empty, **shape}, chat_template=template)
     except TypeError as e:  # a fact of the wrong type in config.json
         raise UserError(f"{source}: {e}") from None
     except UserError as e:
@@ -407,11 +408,11 @@ def shard_files(folder: Path) -> list[Path]:
             return [single]  # an index that lists nothing is no rival to the single file
         if not isinstance(weight_map, dict) or not weight_map:
             raise UserError(f"{index}: no weight_map")
-        names = set(weight_map.values())
-        bad = [f for f in names if not plain_name(f)]
-        if bad:  # a name, of a file in this folder (not ../x, not null)
+        bad = [f for f in weight_map.values() if not plain_name(f)]
+        if bad:  # a name, of a file in this folder (not ../x, not null, not a list: unhashable)
             raise UserError(f"{index}: weight_map values must be shard file names in this "
                             f"folder, got {bad[0]!r}")
+        names = set(weight_map.values())
         files = [folder / f for f in sorted(names)]
         missing = [f for f in files if not f.is_file()]
         if missing and single.is_file():  # a stale index: the shards it lists were deleted
