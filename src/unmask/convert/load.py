@@ -240,9 +240,9 @@ def _with_specials(path: Path, raw: Any, folder: Path, hf: dict[str, Any], *,
     if mask_needed and raw.token_to_id(tok.id_to_token(tok.mask_id) or "") is None:
         raise UserError(
             f"{shown or path}: has no mask token (config.json names no "
-            f"{SPECIAL_KEYS['mask_id']}, tokenizer_config.json no mask_token, and the vocabulary "
-            f"holds none of {', '.join(MASK_CANDIDATES)}): the model was trained with its own; "
-            "use the tokenizer of the publisher's folder"
+            f"{SPECIAL_KEYS['mask_id']}, tokenizer_config.json no mask_token of its own, and the "
+            f"vocabulary holds none of {', '.join(MASK_CANDIDATES)}): the model was trained "
+            "with its own; use the tokenizer of the publisher's folder"
         )
     return tok
 
