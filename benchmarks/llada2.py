@@ -272,6 +272,23 @@ def agreement(threads: int) -> dict[str, Any]:
     return out
 
 
+def child(cmd: list[str], what: str) -> dict[str, Any]:
+    """Run this script as a child (``cmd``) and return the JSON it prints last; a child that
+    fails is one line naming ``what`` and its last line of stderr (the traceback of a child
+    was a ``CalledProcessError`` traceback here, its own error hidden by the capture)."""
+    from unmask.errors import UserError
+
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    lines = res.stdout.strip().splitlines()
+    if res.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    said = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    why = said[-1].strip() if said else (
+        f"killed by signal {-res.returncode} (out of memory?)" if res.returncode < 0
+        else f"exit status {res.returncode}")  # fmt: skip
+    raise UserError(f"the {what} child process failed: {why}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--layers", type=int, default=3,
@@ -300,6 +317,13 @@ def main() -> None:
             "MoE block, whose figures are extrapolated)"
         )
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    if args.child is None:  # int8 / int4 need torchao: say so before the bf16 child's minutes
+        import torch
+
+        from unmask.quantize import check_quantize
+
+        for scheme in ("int8", "int4"):
+            check_quantize(scheme, "cpu", torch.bfloat16)
     if args.child == "speed":
         print(json_text(child_speed(args), indent=None), end="")
         return
@@ -311,8 +335,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", "speed", "--quantize", q,
                "--layers", str(args.layers), "--threads", str(args.threads),
                "--forwards", str(args.forwards), "--shape", args.shape]  # fmt: skip
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        rows.append(child(cmd, q))
     import torch
 
     from unmask.model import Transformer
@@ -328,8 +351,7 @@ def main() -> None:
     agree = None
     if not args.skip_agreement:
         cmd = [sys.executable, __file__, "--child", "agreement", "--threads", str(args.threads)]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        agree = json.loads(res.stdout.strip().splitlines()[-1])
+        agree = child(cmd, "agreement")
     gb = 1e9
     print(f"LLaDA2.0-{args.shape} shape, random weights, {args.layers} blocks built, "
           f"{args.threads} thread(s), shared machine")  # fmt: skip

@@ -283,3 +283,24 @@ def test_dit_options_export_with_unmask_outputs(tmp_path: Path, kind: str) -> No
             torch.testing.assert_close(mlm(input_ids=x).logits, model(x), atol=1e-5, rtol=0)
         back = unmask.load(out)
         assert back.config == cfg and torch.equal(back.model(x, sigma=sigma), model(x, sigma=sigma))
+
+
+def test_a_saved_export_keeps_its_modeling_code(tmp_path: Path) -> None:
+    """``save_pretrained`` copies the modeling file only for a class registered for an Auto
+    class: a model whose class came without the Auto loader's registration (every local load
+    under transformers 4.x; here, the class read from the folder) was saved with
+    ``modeling_unmask.py`` named in ``auto_map`` and missing, and the folder no longer loaded
+    in transformers."""
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    run, model, _ = _run(tmp_path, "bidirectional")
+    out = export(run, tmp_path / "hf", family="transformers")
+    cls = get_class_from_dynamic_module("modeling_unmask.UnmaskForMaskedLM", str(out),
+                                        local_files_only=True)
+    saved = tmp_path / "saved"
+    cls.from_pretrained(str(out), local_files_only=True).save_pretrained(str(saved))
+    assert {"modeling_unmask.py", "configuration_unmask.py"} <= {p.name for p in saved.iterdir()}
+    again = _auto("AutoModelForMaskedLM", saved)
+    tokens = torch.randint(4, model.config.vocab_size, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(again(tokens).logits, model(tokens), rtol=1e-5, atol=1e-5)

@@ -97,3 +97,56 @@ def test_the_llada2_table_names_the_blocks_of_its_shape(benchmark, tmp_path, mon
     assert "RSS 4 blk" in text and "s/fwd 4" in text and "at small (4 blocks)" in text, text
     assert "20" not in text.splitlines()[1] and "mini" not in text
     assert [r["setting"] for r in json.loads(out.read_text())["rows"]] == ["bf16", "int8", "int4"]
+
+
+def test_the_llada2_benchmark_without_torchao_is_one_line_before_any_child(tmp_path) -> None:
+    """int8 / int4 need torchao: it ran the bf16 child (minutes at the mini shape) and then
+    ended in a ``CalledProcessError`` traceback that hid the child's "No module named
+    torchao"."""
+    shim = tmp_path / "torchao"
+    shim.mkdir()
+    (shim / "__init__.py").write_text(
+        'raise ModuleNotFoundError("No module named \'torchao\'", name="torchao")\n')
+    r = subprocess.run(
+        [sys.executable, "benchmarks/llada2.py", "--shape", "small", "--skip-agreement",
+         "--layers", "2", "--out", str(tmp_path / "r.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={"PYTHONPATH": f"{tmp_path}:{ROOT / 'src'}", "OMP_NUM_THREADS": "1",
+             "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == "llada2.py: error: --quantize int8 needs torchao: pip install " \
+        "'unmask[quantize]'", r.stderr[-2000:]
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_a_failing_llada2_child_is_one_line_with_its_error(benchmark, tmp_path, monkeypatch,
+                                                           capsys) -> None:
+    """A child that fails (killed for memory, an error of its own) was a
+    ``CalledProcessError`` traceback with the child's stderr captured and lost."""
+    from unmask.errors import UserError
+
+    llada2 = benchmark("llada2")
+    row = {"load_s": 1.0, "rss_built": 1e9, "peak_rss_built": 1e9,
+           "rss_full_extrapolated": 2e9, "s_per_forward_full_extrapolated": 0.5}  # fmt: skip
+    import json
+
+    def child(argv: list[str], **kw: object) -> subprocess.CompletedProcess:
+        setting = argv[argv.index("--quantize") + 1]
+        if setting == "int4":
+            return subprocess.CompletedProcess(argv, -9, "", "")
+        if setting == "int8":
+            return subprocess.CompletedProcess(
+                argv, 1, "", "Traceback (most recent call last):\n  ...\nRuntimeError: boom\n")
+        return subprocess.CompletedProcess(argv, 0, json.dumps({**row, "setting": setting}), "")
+
+    monkeypatch.setattr(llada2.subprocess, "run", child)
+    argv = ["llada2.py", "--shape", "small", "--skip-agreement", "--out", str(tmp_path / "r")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(UserError, match=r"^the int8 child process failed: RuntimeError: boom$"):
+        llada2.main()
+    assert llada2.child(["x", "--quantize", "bf16"], "bf16")["setting"] == "bf16"
+    with pytest.raises(UserError, match=r"the int4 child .*killed by signal 9 \(out of memory"):
+        llada2.child(["x", "--quantize", "int4"], "int4")

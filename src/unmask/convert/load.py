@@ -171,11 +171,13 @@ def publisher_tokenizer(folder: str | os.PathLike[str]) -> Tokenizer:
     return _tokenizer(p, hf, detect(hf, source))
 
 
-def _tokenizer(folder: Path, hf: dict[str, Any], imp: Importer) -> Tokenizer:
+def _tokenizer(folder: Path, hf: dict[str, Any], imp: Importer, *,
+               mask_needed: bool = False) -> Tokenizer:
     """The folder's tokenizer with its special tokens taken from ``config.json`` ids (falling
     back to ``tokenizer_config.json`` strings, then to the loader's search by name); without
     ``tokenizer.json``, the family's ``slow_tokenizer`` builds it from the files the publisher
-    ships (Dream), else the error says where to get one (``tokenizer_note``)."""
+    ships (Dream), else the error says where to get one (``tokenizer_note``).
+    ``mask_needed``: the mask must be one of the folder's own tokens (``_with_specials``)."""
     import tempfile
 
     from tokenizers import Tokenizer as HFTokenizer
@@ -190,7 +192,7 @@ def _tokenizer(folder: Path, hf: dict[str, Any], imp: Importer) -> Tokenizer:
         with tempfile.TemporaryDirectory() as tmp:  # load_tokenizer reads a file
             raw.save(str(Path(tmp) / "tokenizer.json"))
             return _with_specials(Path(tmp) / "tokenizer.json", raw, folder, hf,
-                                  shown=folder / "vocab.json")
+                                  shown=folder / "vocab.json", mask_needed=mask_needed)
     from unmask.convert.stream import is_lfs_pointer, lfs_error
 
     if is_lfs_pointer(path):  # tokenizer.json is big enough to be stored in LFS too
@@ -201,15 +203,21 @@ def _tokenizer(folder: Path, hf: dict[str, Any], imp: Importer) -> Tokenizer:
         raise UserError(
             f"{path}: not a valid tokenizer.json ({str(e).splitlines()[0] if str(e) else e})"
         ) from None
-    return _with_specials(path, raw, folder, hf)
+    return _with_specials(path, raw, folder, hf, mask_needed=mask_needed)
 
 
 def _with_specials(path: Path, raw: Any, folder: Path, hf: dict[str, Any], *,
-                   shown: Path | None = None) -> Tokenizer:
+                   shown: Path | None = None, mask_needed: bool = False) -> Tokenizer:
     """``load_tokenizer(path)`` with the special tokens ``config.json`` (``hf``) names by id, or
     ``tokenizer_config.json`` by string; ``raw`` is the file's ``tokenizers.Tokenizer``, and
-    errors name ``shown`` (the file it was built from) if given, else ``path``."""
-    from unmask.tokenizer import config_tokens, load_tokenizer
+    errors name ``shown`` (the file it was built from) if given, else ``path``.
+
+    ``mask_needed`` (a family whose mask is not fixed by its shape, as MDLM's and SEDD's last
+    row is): a folder whose tokenizer has no mask token is refused, where the loader would
+    append ``[MASK]`` at an id the model never learnt as its mask (a padded embedding row) and
+    every output would be noise (LLaDA-MoE and LLaDA 2.x name theirs nowhere but in the
+    tokenizer: ``<|mask|>``)."""
+    from unmask.tokenizer import MASK_CANDIDATES, config_tokens, load_tokenizer
 
     named = config_tokens(folder, raw)
     names: dict[str, str | None] = {}
@@ -222,13 +230,21 @@ def _with_specials(path: Path, raw: Any, folder: Path, hf: dict[str, Any], *,
             names[fld] = token
             continue
         names[fld] = named[key.removesuffix("_token_id")]  # "pad_token": "<|endoftext|>"
-    return load_tokenizer(
+    tok = load_tokenizer(
         path,
         mask_token=names["mask_id"],
         pad_token=names["pad_id"],
         eos_token=names["eos_id"],
         bos_token=names["bos_id"],
     )
+    if mask_needed and raw.token_to_id(tok.id_to_token(tok.mask_id) or "") is None:
+        raise UserError(
+            f"{shown or path}: has no mask token (config.json names no "
+            f"{SPECIAL_KEYS['mask_id']}, tokenizer_config.json no mask_token of its own, and the "
+            f"vocabulary holds none of {', '.join(MASK_CANDIDATES)}): the model was trained "
+            "with its own; use the tokenizer of the publisher's folder"
+        )
+    return tok
 
 
 def chat_template(folder: Path) -> str | None:
@@ -322,7 +338,7 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
     except UserError as e:
         raise UserError(f"{source}: {e}") from None
     shape = _shape_fields(imp, hf, source)
-    tok = _tokenizer(p, hf, imp)
+    tok = _tokenizer(p, hf, imp, mask_needed="mask_id" not in shape)  # MDLM/SEDD: appended
     if tok.vocab_size > int(shape["vocab_size"]):
         raise UserError(
             f"{p / 'tokenizer.json'}: tokenizer has {tok.vocab_size} tokens, "
@@ -345,8 +361,9 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
             )
     if "prompt_bos_id" not in shape:  # its errors name their own file (config.json or another)
         shape["prompt_bos_id"] = prompt_bos_id(imp, p, tok, hf)
+    template = chat_template(p)  # its errors name their own file, not config.json
     try:
-        config = ModelConfig(**{**ids, **empty, **shape}, chat_template=chat_template(p))
+        config = ModelConfig(**{**ids, **empty, **shape}, chat_template=template)
     except TypeError as e:  # a fact of the wrong type in config.json
         raise UserError(f"{source}: {e}") from None
     except UserError as e:
@@ -407,11 +424,11 @@ def shard_files(folder: Path) -> list[Path]:
             return [single]  # an index that lists nothing is no rival to the single file
         if not isinstance(weight_map, dict) or not weight_map:
             raise UserError(f"{index}: no weight_map")
-        names = set(weight_map.values())
-        bad = [f for f in names if not plain_name(f)]
-        if bad:  # a name, of a file in this folder (not ../x, not null)
+        bad = [f for f in weight_map.values() if not plain_name(f)]
+        if bad:  # a name, of a file in this folder (not ../x, not null, not a list: unhashable)
             raise UserError(f"{index}: weight_map values must be shard file names in this "
                             f"folder, got {bad[0]!r}")
+        names = set(weight_map.values())
         files = [folder / f for f in sorted(names)]
         missing = [f for f in files if not f.is_file()]
         if missing and single.is_file():  # a stale index: the shards it lists were deleted

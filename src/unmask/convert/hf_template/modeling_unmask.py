@@ -433,3 +433,10 @@ class UnmaskForMaskedLM(UnmaskPreTrainedModel):
             rest = (logits, out.hidden_states) if out.hidden_states is not None else (logits,)
             return (loss, *rest) if loss is not None else rest
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+
+
+# save_pretrained copies this file (and configuration_unmask.py) into the folder it writes only
+# for a class registered for an Auto class: transformers 4.x registered none of a model loaded
+# from a local folder, so a saved fine-tune named modeling_unmask.py in auto_map without it.
+UnmaskModel.register_for_auto_class("AutoModel")
+UnmaskForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")
