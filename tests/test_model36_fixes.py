@@ -1,0 +1,37 @@
+"""Session 36 (model area): defects found by probing model.py, config.py, canvas.py and the
+SEDD sampler, each with the test that failed before its fix."""
+
+import pytest
+import torch
+
+from unmask.canvas import Canvas
+from unmask.config import ModelConfig, SampleConfig
+from unmask.errors import UserError
+from unmask.model import Transformer
+from unmask.sampling.sedd import generate_sedd, sample_sedd
+from unmask.sedd import AbsorbingGraph
+
+
+def _sedd_model() -> Transformer:
+    cfg = ModelConfig(vocab_size=50, d_model=32, n_layers=1, n_heads=4, max_seq_len=64,
+                      objective="sedd", sedd_graph="absorbing")
+    return Transformer(cfg).eval()
+
+
+def test_sedd_refuses_prompt_ids_outside_the_vocabulary():
+    """The commit loop refuses an id the model has no embedding for in one line; the SEDD
+    decoder raised torch's IndexError from inside the embedding."""
+    config = SampleConfig(decoder="sedd", gen_length=4, steps=2, seed=0)
+    with pytest.raises(UserError, match="token id 60 is outside"):
+        generate_sedd(_sedd_model(), [[5, 60]], config, mask_id=0, pad_id=1, eos_id=2)
+
+
+def test_sedd_score_function_refuses_canvas_ids_outside_the_graph():
+    canvas = Canvas.from_tokens(torch.tensor([[7, 0, 0]]), mask_id=0)
+
+    def score_fn(tokens, sigma):  # never reached
+        raise AssertionError
+
+    with pytest.raises(UserError, match="token id 7 is outside"):
+        sample_sedd(score_fn, canvas, SampleConfig(decoder="sedd", gen_length=3, steps=1),
+                    graph=AbsorbingGraph(5, 0))
