@@ -35,3 +35,13 @@ def test_sedd_score_function_refuses_canvas_ids_outside_the_graph():
     with pytest.raises(UserError, match="token id 7 is outside"):
         sample_sedd(score_fn, canvas, SampleConfig(decoder="sedd", gen_length=3, steps=1),
                     graph=AbsorbingGraph(5, 0))
+
+
+def test_a_uniform_graph_with_the_absorbing_log_score_head_is_refused():
+    """``output='sedd_log_score'`` is the absorbing parameterisation; beside
+    ``sedd_graph='uniform'`` the sampler ran the absorbing graph (``graph_of``) while the
+    facts said uniform. Training never writes the pair: only a hand-edited config.json."""
+    with pytest.raises(UserError, match="^output='sedd_log_score' is the absorbing"):
+        ModelConfig(time_conditioning=True, output="sedd_log_score", sedd_graph="uniform")
+    ModelConfig(time_conditioning=True, output="sedd_log_score", sedd_graph="absorbing")
+    ModelConfig(time_conditioning=True, output="logits", sedd_graph="uniform")

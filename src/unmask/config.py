@@ -352,6 +352,14 @@ class ModelConfig:
             )
         if self.output == "sedd_log_score" and self.logit_shift:
             self._shifted_sedd_output()
+        if self.output == "sedd_log_score" and self.sedd_graph == "uniform":
+            # the head computes the absorbing log-score: sampled as absorbing (graph_of) while
+            # the facts said uniform (blocks refused, the commit policies refused), silently
+            raise UserError(
+                "output='sedd_log_score' is the absorbing graph's log-score, not "
+                "sedd_graph='uniform''s: a uniform-graph model has output 'logits' (its head "
+                "is the log-score)"
+            )
         for name in ("mask_id", "pad_id", "eos_id", "bos_id", "prompt_bos_id", *FIM_FIELDS,
                      "empty_id"):
             v = getattr(self, name)
