@@ -45,3 +45,21 @@ def test_a_uniform_graph_with_the_absorbing_log_score_head_is_refused():
         ModelConfig(time_conditioning=True, output="sedd_log_score", sedd_graph="uniform")
     ModelConfig(time_conditioning=True, output="sedd_log_score", sedd_graph="absorbing")
     ModelConfig(time_conditioning=True, output="logits", sedd_graph="uniform")
+
+
+@pytest.mark.parametrize("router", ["softmax", "sigmoid"])
+def test_a_float64_mixture_of_experts_routes_in_float64(router):
+    """Every other layer of a float64 model stays float64 (``at_least_fp32``); the router
+    computed its probabilities in float32, so a float64 model's routing weights (and its
+    outputs, the tests' exact comparisons) were off by ~1e-8."""
+    extra = {"router_expert_bias": True} if router == "sigmoid" else {}
+    cfg = ModelConfig(vocab_size=40, d_model=32, n_layers=1, n_heads=4, max_seq_len=16,
+                      n_experts=4, experts_top_k=2, router=router, **extra)
+    torch.manual_seed(0)
+    moe = Transformer(cfg).double().eval().layers[0].mlp
+    x = torch.randn(6, 32, dtype=torch.float64)
+    weights, chosen = moe.route(x)
+    logits = x @ moe.router.weight.T  # (N, E) float64
+    probs = logits.softmax(-1) if router == "softmax" else logits.sigmoid()
+    assert weights.dtype == torch.float64
+    assert torch.allclose(weights, probs.gather(1, chosen), rtol=0, atol=1e-14)
