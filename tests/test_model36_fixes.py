@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from unmask.canvas import Canvas
-from unmask.config import ModelConfig, SampleConfig
+from unmask.config import ModelConfig, SampleConfig, TrainConfig, from_dict
 from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.sampling.sedd import generate_sedd, sample_sedd
@@ -63,3 +63,25 @@ def test_a_float64_mixture_of_experts_routes_in_float64(router):
     probs = logits.softmax(-1) if router == "softmax" else logits.sigmoid()
     assert weights.dtype == torch.float64
     assert torch.allclose(weights, probs.gather(1, chosen), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize(("cls", "name"), [(ModelConfig, "rope_theta"),
+                                           (SampleConfig, "temperature"),
+                                           (TrainConfig, "lr")])
+def test_an_integer_too_large_for_a_float_field_is_one_line(cls, name):
+    """JSON reads 1 followed by 400 zeros as an int; the range checks' ``math.isfinite``
+    raised an ``OverflowError`` traceback (``unmask train --config`` too)."""
+    with pytest.raises(UserError, match=f"^cfg.json: {name} must be a finite number"):
+        from_dict(cls, {name: 10**400}, source="cfg.json")
+    with pytest.raises(UserError, match=f"^{name} must be a finite number"):
+        cls(**{name: -(10**400)})
+
+
+def test_unmask_train_config_with_a_huge_integer_exits_2(tmp_path, capsys):
+    from unmask.cli import main
+
+    cfg = tmp_path / "big.json"
+    cfg.write_text('{"lr": 1' + "0" * 400 + "}")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "lr must be a finite number" in err and "Traceback" not in err

@@ -906,6 +906,15 @@ _SCALARS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "
                                          "str": (str,)}
 
 
+def _fits_float(n: int) -> bool:
+    """Whether the integer ``n`` converts to a float (from about 1.8e308 up it does not)."""
+    try:
+        float(n)
+    except OverflowError:
+        return False
+    return True
+
+
 def check_field_types(obj: Any) -> None:
     """``UserError`` naming the first field of dataclass ``obj`` whose value is not of its
     declared scalar type (``int``, ``float``, ``bool``, ``str``, or one of them ``| None``):
@@ -923,6 +932,10 @@ def check_field_types(obj: Any) -> None:
         if not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed):
             want = kind.removesuffix("|None") + (" or None" if optional else "")
             raise UserError(f"{f.name} must be {want}, not {v!r}")
+        if float in allowed and isinstance(v, int) and not _fits_float(v):  # 10**400 from a
+            # JSON file: math.isfinite in the range checks raised an OverflowError traceback
+            raise UserError(f"{f.name} must be a finite number, got an integer of "
+                            f"{len(str(abs(v)))} digits")
 
 
 def check_penalties(repetition: float, presence: float, frequency: float,
