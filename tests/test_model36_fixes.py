@@ -85,3 +85,17 @@ def test_unmask_train_config_with_a_huge_integer_exits_2(tmp_path, capsys):
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "lr must be a finite number" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("other", ["eos_id", "pad_id"])
+def test_a_mask_id_shared_with_eos_or_pad_is_refused(other):
+    """The importers refused a [MASK] that is also the EOS or padding (``convert.load``); a
+    native config.json, ``--model-set mask_id=2`` or ``ModelConfig`` took it, and a run
+    trained with every document separator read as a [MASK]."""
+    with pytest.raises(UserError, match=f"^mask_id=7 is also the {other}: the"):
+        ModelConfig(vocab_size=16, mask_id=7, **{other: 7})
+
+
+def test_from_dict_names_the_file_of_a_mask_clash():
+    with pytest.raises(UserError, match="^config.json: mask_id=2 is also the eos_id"):
+        from_dict(ModelConfig, {"mask_id": 2}, source="config.json")

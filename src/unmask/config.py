@@ -192,7 +192,7 @@ class ModelConfig:
     """Standard deviation of the normal weight init; output projections are scaled by
     1/sqrt(2·n_layers)."""
     mask_id: int = 0
-    """Id of the ``[MASK]`` token."""
+    """Id of the ``[MASK]`` token; an id of its own, not ``pad_id``'s nor ``eos_id``'s."""
     pad_id: int = 1
     """Id of the ``[PAD]`` token (never predicted, never masked)."""
     eos_id: int = 2
@@ -365,6 +365,11 @@ class ModelConfig:
             v = getattr(self, name)
             if v is not None and not 0 <= v < self.vocab_size:
                 raise UserError(f"{name}={v} is outside the vocabulary (size {self.vocab_size})")
+        clash = [n for n in ("eos_id", "pad_id") if getattr(self, n) == self.mask_id]
+        if clash:  # every [MASK] read as an EOS (a row ended where nothing was committed yet),
+            # padding taken for positions to fill: the rule the importers apply (convert.load)
+            raise UserError(f"mask_id={self.mask_id} is also the {' and '.join(clash)}: the "
+                            "[MASK] token needs an id of its own")
         if len({getattr(self, name) is None for name in FIM_FIELDS}) > 1:
             raise UserError(f"give all of {', '.join(FIM_FIELDS)} or none")
 
