@@ -99,3 +99,18 @@ def test_a_mask_id_shared_with_eos_or_pad_is_refused(other):
 def test_from_dict_names_the_file_of_a_mask_clash():
     with pytest.raises(UserError, match="^config.json: mask_id=2 is also the eos_id"):
         from_dict(ModelConfig, {"mask_id": 2}, source="config.json")
+
+
+def test_the_sedd_log_score_head_is_finite_at_a_large_noise_level():
+    """``log(expm1(sigma))`` overflowed from sigma = 89 in float32: every score of the
+    absorbing head was -inf (a run with ``--eps 1e-40`` starts at sigma(1) = 92)."""
+    from unmask.model import sedd_log_score
+
+    head = torch.zeros(1, 2, 5)
+    tokens = torch.tensor([[0, 3]])
+    for sigma in (1e-4, 1.0, 30.0, 100.0):
+        got = sedd_log_score(head, tokens, torch.tensor([sigma]))
+        want = -torch.tensor(sigma, dtype=torch.float64).expm1().log() - torch.tensor(4.0).log()
+        assert torch.isfinite(got).all()
+        assert abs(float(got[0, 0, 1]) - float(want)) < 1e-5 * max(1.0, sigma)
+        assert got[0, 0, 0] == 0 and got[0, 1, 3] == 0  # each position's own token

@@ -1183,6 +1183,12 @@ def masked_fraction_sigma(
     return -torch.log1p(-frac)  # (B,)
 
 
+def log_expm1(x: Tensor) -> Tensor:
+    """log(e^x - 1) for x > 0, accurate for small and large x (``log(expm1(x))`` overflows to
+    inf from x = 89 in float32)."""
+    return torch.where(x < 20.0, torch.log(torch.expm1(x.clamp(max=20.0))), x)
+
+
 def sedd_log_score(head: Tensor, tokens: Tensor, sigma: Tensor) -> Tensor:
     """SEDD's log concrete score from the head output (B, L, V) for the absorbing graph (Lou et al.
     2024, ``scale_by_sigma``): head - log(e^sigma - 1) - log(V - 1), then 0 at each position's own
@@ -1191,7 +1197,8 @@ def sedd_log_score(head: Tensor, tokens: Tensor, sigma: Tensor) -> Tensor:
     up to a per-row constant."""
     V = head.shape[-1]
     wide = wide_dtype(head.dtype)  # float64 for a float64 model
-    esigm1_log = torch.log(torch.expm1(sigma.to(wide))).to(head.dtype)[:, None, None]  # (B, 1, 1)
+    # (B, 1, 1); log(expm1) overflowed from sigma 89 on (float32): every score -inf
+    esigm1_log = log_expm1(sigma.to(wide)).to(head.dtype)[:, None, None]
     score = head - esigm1_log - math.log(V - 1)
     return score.scatter(-1, tokens[..., None], torch.zeros_like(score[..., :1]))  # (B, L, V)
 
