@@ -114,3 +114,9 @@ def test_the_sedd_log_score_head_is_finite_at_a_large_noise_level():
         assert torch.isfinite(got).all()
         assert abs(float(got[0, 0, 1]) - float(want)) < 1e-5 * max(1.0, sigma)
         assert got[0, 0, 0] == 0 and got[0, 1, 3] == 0  # each position's own token
+
+
+def test_an_odd_head_dimension_names_its_numbers():
+    """The refusal named no values: which of d_model and n_heads to change was left to guess."""
+    with pytest.raises(UserError, match=r"^head dimension d_model/n_heads = 36/4 = 9 must be"):
+        ModelConfig(d_model=36, n_heads=4)

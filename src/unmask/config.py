@@ -294,7 +294,8 @@ class ModelConfig:
                 f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}"
             )
         if (self.d_model // self.n_heads) % 2:
-            raise UserError("head dimension d_model/n_heads must be even for rotary embeddings")
+            raise UserError(f"head dimension d_model/n_heads = {self.d_model}/{self.n_heads} = "
+                            f"{self.d_model // self.n_heads} must be even for rotary embeddings")
         for name, allowed in MODEL_MODES.items():
             check_mode(name, getattr(self, name), allowed, optional=name == "sedd_graph")
         if self.attention == "block-causal" and not self.block_size:
