@@ -192,7 +192,7 @@ class ModelConfig:
     """Standard deviation of the normal weight init; output projections are scaled by
     1/sqrt(2·n_layers)."""
     mask_id: int = 0
-    """Id of the ``[MASK]`` token."""
+    """Id of the ``[MASK]`` token; an id of its own, not ``pad_id``'s nor ``eos_id``'s."""
     pad_id: int = 1
     """Id of the ``[PAD]`` token (never predicted, never masked)."""
     eos_id: int = 2
@@ -294,7 +294,8 @@ class ModelConfig:
                 f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}"
             )
         if (self.d_model // self.n_heads) % 2:
-            raise UserError("head dimension d_model/n_heads must be even for rotary embeddings")
+            raise UserError(f"head dimension d_model/n_heads = {self.d_model}/{self.n_heads} = "
+                            f"{self.d_model // self.n_heads} must be even for rotary embeddings")
         for name, allowed in MODEL_MODES.items():
             check_mode(name, getattr(self, name), allowed, optional=name == "sedd_graph")
         if self.attention == "block-causal" and not self.block_size:
@@ -352,11 +353,24 @@ class ModelConfig:
             )
         if self.output == "sedd_log_score" and self.logit_shift:
             self._shifted_sedd_output()
+        if self.output == "sedd_log_score" and self.sedd_graph == "uniform":
+            # the head computes the absorbing log-score: sampled as absorbing (graph_of) while
+            # the facts said uniform (blocks refused, the commit policies refused), silently
+            raise UserError(
+                "output='sedd_log_score' is the absorbing graph's log-score, not "
+                "sedd_graph='uniform''s: a uniform-graph model has output 'logits' (its head "
+                "is the log-score)"
+            )
         for name in ("mask_id", "pad_id", "eos_id", "bos_id", "prompt_bos_id", *FIM_FIELDS,
                      "empty_id"):
             v = getattr(self, name)
             if v is not None and not 0 <= v < self.vocab_size:
                 raise UserError(f"{name}={v} is outside the vocabulary (size {self.vocab_size})")
+        clash = [n for n in ("eos_id", "pad_id") if getattr(self, n) == self.mask_id]
+        if clash:  # every [MASK] read as an EOS (a row ended where nothing was committed yet),
+            # padding taken for positions to fill: the rule the importers apply (convert.load)
+            raise UserError(f"mask_id={self.mask_id} is also the {' and '.join(clash)}: the "
+                            "[MASK] token needs an id of its own")
         if len({getattr(self, name) is None for name in FIM_FIELDS}) > 1:
             raise UserError(f"give all of {', '.join(FIM_FIELDS)} or none")
 
@@ -898,6 +912,15 @@ _SCALARS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "
                                          "str": (str,)}
 
 
+def _fits_float(n: int) -> bool:
+    """Whether the integer ``n`` converts to a float (from about 1.8e308 up it does not)."""
+    try:
+        float(n)
+    except OverflowError:
+        return False
+    return True
+
+
 def check_field_types(obj: Any) -> None:
     """``UserError`` naming the first field of dataclass ``obj`` whose value is not of its
     declared scalar type (``int``, ``float``, ``bool``, ``str``, or one of them ``| None``):
@@ -915,6 +938,10 @@ def check_field_types(obj: Any) -> None:
         if not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed):
             want = kind.removesuffix("|None") + (" or None" if optional else "")
             raise UserError(f"{f.name} must be {want}, not {v!r}")
+        if float in allowed and isinstance(v, int) and not _fits_float(v):  # 10**400 from a
+            # JSON file: math.isfinite in the range checks raised an OverflowError traceback
+            raise UserError(f"{f.name} must be a finite number, got an integer of "
+                            f"{len(str(abs(v)))} digits")
 
 
 def check_penalties(repetition: float, presence: float, frequency: float,

@@ -362,15 +362,17 @@ class MoE(nn.Module):
     """Sparse mixture of SwiGLU experts (Shazeer et al. 2017; OLMoE, Muennighoff et al. 2024;
     LLaDA-MoE, Zhu et al. 2025).
 
-    p = softmax(router(x)) over ``n_experts`` (float32); the ``experts_top_k`` largest p_e are
-    the token's experts, with weights p_e (renormalised to sum 1 if ``norm_topk_prob``);
-    y = sum_e w_e * expert_e(x) (+ shared_expert(x)). Tokens are grouped by expert (a sort of
-    the N·k assignments), so each expert runs once on the rows routed to it.
+    p = softmax(router(x)) over ``n_experts`` (float32; float64 for a float64 model); the
+    ``experts_top_k`` largest p_e are the token's experts, with weights p_e (renormalised to
+    sum 1 if ``norm_topk_prob``); y = sum_e w_e * expert_e(x) (+ shared_expert(x)). Tokens are
+    grouped by expert (a sort of the N·k assignments), so each expert runs once on the rows
+    routed to it.
 
-    ``router='sigmoid'`` (DeepSeek-V3, Ling 2.0, LLaDA 2.x): s = sigmoid(router(x)) in float32;
-    experts are chosen by s + ``expert_bias`` among the ``router_topk_groups`` best of
-    ``router_groups`` groups (a group's rank: the sum of its two best biased scores), weighted
-    by their s, renormalised when ``norm_topk_prob``, times ``routed_scaling``.
+    ``router='sigmoid'`` (DeepSeek-V3, Ling 2.0, LLaDA 2.x): s = sigmoid(router(x)) in float32
+    (float64 likewise); experts are chosen by s + ``expert_bias`` among the
+    ``router_topk_groups`` best of ``router_groups`` groups (a group's rank: the sum of its two
+    best biased scores), weighted by their s, renormalised when ``norm_topk_prob``, times
+    ``routed_scaling``.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -391,15 +393,18 @@ class MoE(nn.Module):
         """Routing of tokens x (N, D): weights (N, k) in x's dtype and expert ids (N, k)."""
         if self.kind == "sigmoid":
             return self._route_sigmoid(x)
-        probs = F.softmax(self.router(x), dim=-1, dtype=torch.float32)  # (N, E)
+        # float32 for half precision; a float64 model stays float64 (routing in float32 moved
+        # its outputs by ~1e-8, where every other layer keeps float64: at_least_fp32)
+        probs = F.softmax(self.router(x), dim=-1, dtype=wide_dtype(x.dtype))  # (N, E)
         weights, chosen = probs.topk(self.top_k, dim=-1)  # (N, k) each
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         return weights.to(x.dtype), chosen
 
     def _route_sigmoid(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        scores = torch.sigmoid(F.linear(x.float(), self.router.weight.float()))  # (N, E) fp32
-        biased = scores + self.expert_bias.float() if hasattr(self, "expert_bias") else scores
+        wide = wide_dtype(x.dtype)
+        scores = torch.sigmoid(F.linear(x.to(wide), self.router.weight.to(wide)))  # (N, E)
+        biased = scores + self.expert_bias.to(wide) if hasattr(self, "expert_bias") else scores
         if self.groups > 1:
             N, E = biased.shape
             grouped = biased.view(N, self.groups, E // self.groups)  # (N, G, E/G)
@@ -1178,6 +1183,12 @@ def masked_fraction_sigma(
     return -torch.log1p(-frac)  # (B,)
 
 
+def log_expm1(x: Tensor) -> Tensor:
+    """log(e^x - 1) for x > 0, accurate for small and large x (``log(expm1(x))`` overflows to
+    inf from x = 89 in float32)."""
+    return torch.where(x < 20.0, torch.log(torch.expm1(x.clamp(max=20.0))), x)
+
+
 def sedd_log_score(head: Tensor, tokens: Tensor, sigma: Tensor) -> Tensor:
     """SEDD's log concrete score from the head output (B, L, V) for the absorbing graph (Lou et al.
     2024, ``scale_by_sigma``): head - log(e^sigma - 1) - log(V - 1), then 0 at each position's own
@@ -1186,7 +1197,8 @@ def sedd_log_score(head: Tensor, tokens: Tensor, sigma: Tensor) -> Tensor:
     up to a per-row constant."""
     V = head.shape[-1]
     wide = wide_dtype(head.dtype)  # float64 for a float64 model
-    esigm1_log = torch.log(torch.expm1(sigma.to(wide))).to(head.dtype)[:, None, None]  # (B, 1, 1)
+    # (B, 1, 1); log(expm1) overflowed from sigma 89 on (float32): every score -inf
+    esigm1_log = log_expm1(sigma.to(wide)).to(head.dtype)[:, None, None]
     score = head - esigm1_log - math.log(V - 1)
     return score.scatter(-1, tokens[..., None], torch.zeros_like(score[..., :1]))  # (B, L, V)
 

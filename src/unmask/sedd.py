@@ -40,7 +40,7 @@ from torch import Tensor
 
 from unmask.config import SEDD_GRAPHS
 from unmask.errors import UserError
-from unmask.model import sedd_log_score
+from unmask.model import log_expm1, sedd_log_score
 from unmask.schedules import GeometricSchedule, Schedule
 
 MaskPredictor = Callable[..., Tensor]
@@ -69,11 +69,6 @@ def r_phi(log_s: Tensor, log_r: Tensor) -> Tensor:
     z_far = torch.where(near | torch.isneginf(log_r), zero, z)  # no 0·∞, even in the gradient
     far_term = log_s.exp() - r * (1.0 + z_far)
     return torch.where(near, near_term, far_term)
-
-
-def log_expm1(x: Tensor) -> Tensor:
-    """log(e^x - 1) for x > 0, accurate for small and large x."""
-    return torch.where(x < 20.0, torch.log(torch.expm1(x.clamp(max=20.0))), x)
 
 
 def _rows(sigma: Tensor, like: Tensor) -> Tensor:
