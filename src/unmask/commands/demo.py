@@ -145,8 +145,9 @@ def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = 
     run = Path(out)
     if run.exists() and any(run.iterdir()):
         trained = (run / "checkpoint" / "config.json").is_file()  # a run: say how to show it
-        hint = (f" (a run: show it with unmask demo --model {quote(str(run))}, or train it on "
-                f"with unmask train --resume --out {quote(str(run))})" if trained else "")
+        unmask, where = invoked_as(), quote(str(run))
+        hint = (f" (a run: show it with {unmask} demo --model {where}, or train it on with "
+                f"{unmask} train --resume --out {where})" if trained else "")
         raise UserError(f"{run} already exists{hint}; choose another --out or remove it")
     data = run.parent / f"{run.name}-data"
     if not (data / "index.json").is_file():
@@ -166,14 +167,17 @@ def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = 
     step = saved_progress(checkpoint_dir(done)).step
     if step < plan.steps:
         print(f"unmask demo: the {plan.time_limit:g}-min limit stopped training at step {step} "
-              f"of {plan.steps}, so the model below is less trained; finish it with: unmask "
-              f"train --resume --out {done} --time-limit 0{_show(done)}", file=sys.stderr)
+              f"of {plan.steps}, so the model below is less trained; finish it with: "
+              f"{invoked_as()} train --resume --out {quote(str(done))} --time-limit 0"
+              f"{_show(done)}", file=sys.stderr)
     return done
 
 
 def _show(run: Path) -> str:
-    """The end of a hint about a demo run: how to show it once trained."""
-    return f", then: unmask demo --model {run}"
+    """The end of a hint about a demo run: how to show it once trained, as the program can be
+    typed again (``invoked_as``: ``.venv/bin/unmask`` where the README's first command ran it,
+    and ``unmask`` is "command not found")."""
+    return f", then: {invoked_as()} demo --model {quote(str(run))}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -298,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             path: Path | str = train_demo(args.out or "runs/demo-train")
         except TrainingStopped as e:  # saved: say where, and how to go on (as unmask train)
-            hint = resume_hint(e, "train")
+            hint = resume_hint(e, "train", program=invoked_as())
             print(f"unmask demo: {e}{hint}{_show(e.run) if hint else ''}", file=sys.stderr)
             return e.exit_code
     elif args.model:
