@@ -67,3 +67,30 @@ def test_demo_train_hints_name_the_program_as_it_was_run(small_demo, tmp_path,  
     err = capsys.readouterr().err
     assert f"finish it with: {program} train --resume --out {q} --time-limit 0, then: " \
            f"{program} demo --model {q}\n" in err, err
+
+
+def test_demo_refuses_a_wrong_flag_before_torch_loads():
+    """An argument error of ``unmask demo`` imported torch and loaded the model first (4-8 s
+    on a shared 2-core machine, against 0.3 s for ``--help``): each is refused with torch not
+    imported, as ``unmask --help`` is (benchmarks/startup.py)."""
+    import subprocess
+    import sys
+
+    cases = ((["--out", "x"], "--out is where --train puts its run; give --train too"),
+             (["--train", "--model", "demo"], "--train shows the model it trains"),
+             (["--temperature", "-1"], "--temperature must be a finite number >= 0, got -1.0"),
+             (["--repetition-penalty", "0"], "--repetition-penalty must be a finite number > 0"),
+             (["--gen-length", "0"], "argument --gen-length: must be at least 1, got 0"),
+             (["--block-length", "0"], "argument --block-length: must be at least 1, got 0"),
+             (["--no-repeat-ngram-size", "-1"], "argument --no-repeat-ngram-size: must be at "
+                                                "least 0, got -1"))
+    for argv, said in cases:
+        code = ("import sys\nfrom unmask.cli import main\n"
+                f"try:\n    rc = main(['demo', *{argv!r}])\n"
+                "except SystemExit as e:\n    rc = e.code\n"  # argparse's refusals
+                "print(rc, 'torch' in sys.modules)")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120)
+        assert done.stdout == "2 False\n", (argv, done.stdout, done.stderr)
+        assert done.stderr.startswith(f"unmask demo: error: {said}"), (argv, done.stderr)
+        assert done.stderr.count("\n") == 1, (argv, done.stderr)
