@@ -31,6 +31,11 @@ if [[ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ]]; then
   new_enough "$py"
 else
   if [[ ! -x .venv/bin/python ]]; then
+    # a .venv whose Python was removed or upgraded away (pyenv, Homebrew, a distribution
+    # upgrade): venv failed on it, and the .venv was deleted with the python3-venv advice
+    [[ ! -L .venv/bin/python ]] || fail ".venv/bin/python is a link to $(readlink -m \
+      .venv/bin/python 2>/dev/null || readlink .venv/bin/python), which is gone (the Python" \
+      "that made .venv was removed or upgraded): remove .venv and run again"
     new_enough python3
     # a failed venv (Debian/Ubuntu without python3-venv: no ensurepip) left .venv/bin/python
     # without pip, so every later run skipped this step and failed at "No module named pip"

@@ -1,0 +1,28 @@
+"""``bash install.sh`` with a ``.venv`` whose Python is gone (session 36, onboard): a pyenv
+version removed, a Homebrew or distribution upgrade. ``python3 -m venv .venv`` failed on it,
+and install.sh deleted the user's ``.venv`` and blamed a missing python3-venv package. Now it
+names the link and the fix, and deletes nothing."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from test_front_install import run_fresh
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
+def test_a_venv_whose_python_is_gone_is_named_and_kept(tmp_path):
+    venv = tmp_path / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    gone = tmp_path / "pyenv" / "versions" / "3.11.4" / "bin" / "python3.11"
+    (venv / "python3").symlink_to(gone)
+    (venv / "python").symlink_to("python3")
+    (tmp_path / ".venv" / "kept").write_text("a package the user installed")
+    done, called = run_fresh(tmp_path, 'case "$1" in -c) exit 0;; esac; exit 1')
+    assert done.returncode == 1, done
+    assert done.stderr == (f"install.sh: .venv/bin/python is a link to {gone}, which is gone "
+                           "(the Python that made .venv was removed or upgraded): remove .venv "
+                           "and run again\n")
+    assert (tmp_path / ".venv" / "kept").is_file()
+    assert not called.exists() or "-m" not in called.read_text()  # no venv made over it
