@@ -10,6 +10,8 @@
 # - --test also installs the test tools (pytest, ruff, playwright) and, as root with apt-get,
 #   the Debian `chromium` package that the browser test drives (never `playwright install`,
 #   which downloads a browser from outside PyPI and Debian).
+# `sh install.sh` (dash on Debian/Ubuntu) stopped at "set: Illegal option -o pipefail"
+[ -n "${BASH_VERSION:-}" ] || { echo "install.sh: run it with bash: bash install.sh" >&2; exit 2; }
 set -euo pipefail
 usage="usage: bash install.sh [--test]"
 case "$#:${1:-}" in  # anything else was taken for a plain install (--tests, --help too)

@@ -26,3 +26,19 @@ def test_a_venv_whose_python_is_gone_is_named_and_kept(tmp_path):
                            "and run again\n")
     assert (tmp_path / ".venv" / "kept").is_file()
     assert not called.exists() or "-m" not in called.read_text()  # no venv made over it
+
+
+@pytest.mark.skipif(shutil.which("dash") is None, reason="no dash")
+def test_run_by_sh_it_says_to_run_it_with_bash(tmp_path):
+    """``sh install.sh`` (dash, Debian's and Ubuntu's sh) stopped at "set: Illegal option -o
+    pipefail", a line that names no fix."""
+    import subprocess
+
+    from test_front_install import ROOT
+
+    shutil.copy(ROOT / "install.sh", tmp_path / "install.sh")
+    done = subprocess.run(["dash", str(tmp_path / "install.sh")], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == "install.sh: run it with bash: bash install.sh\n"
+    assert not (tmp_path / ".venv").exists()
