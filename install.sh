@@ -7,9 +7,10 @@
 # - Keeps a PyTorch that is already installed (a CUDA build, say); otherwise installs
 #   torch==2.13.0 as pip finds it (plain PyPI on Linux: the CUDA build; for the CPU one,
 #   first: pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu).
-# - --test also installs the test tools (pytest, ruff, playwright) and, as root with apt-get,
-#   the Debian `chromium` package that the browser test drives (never `playwright install`,
-#   which downloads a browser from outside PyPI and Debian).
+# - --test also installs the test tools (pytest, ruff, playwright), the libraries some tests
+#   load (pyproject.toml's `test` extra: transformers, lm-eval, ...) and, as root with
+#   apt-get, the Debian `chromium` package that the browser test drives (never `playwright
+#   install`, which downloads a browser from outside PyPI and Debian).
 # `sh install.sh` (dash on Debian/Ubuntu) stopped at "set: Illegal option -o pipefail"
 [ -n "${BASH_VERSION:-}" ] || { echo "install.sh: run it with bash: bash install.sh" >&2; exit 2; }
 set -euo pipefail
@@ -17,7 +18,7 @@ usage="usage: bash install.sh [--test]"
 case "$#:${1:-}" in  # anything else was taken for a plain install (--tests, --help too)
   0:) extras="[serve]" ;;
   1:--test) extras="[serve,test]" ;;
-  1:-h|1:--help) sed -n '2,12s/^# \{0,1\}//p' "$0"; exit 0 ;;
+  1:-h|1:--help) sed -n '2,13s/^# \{0,1\}//p' "$0"; exit 0 ;;
   *) echo "install.sh: unexpected arguments: $* ($usage)" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")"

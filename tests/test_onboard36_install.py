@@ -42,3 +42,13 @@ def test_run_by_sh_it_says_to_run_it_with_bash(tmp_path):
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == "install.sh: run it with bash: bash install.sh\n"
     assert not (tmp_path / ".venv").exists()
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
+def test_help_prints_the_whole_header_and_no_code_comment(tmp_path):
+    """``--help`` prints a fixed range of lines: the header, to its last line."""
+    from test_front_install import run_install
+
+    done, _ = run_install(tmp_path, "--help")
+    assert done.stdout.endswith("which downloads a browser from outside PyPI and Debian).\n")
+    assert "dash" not in done.stdout and "#" not in done.stdout
