@@ -4,7 +4,7 @@
 # - Installs unmask (editable) with its `serve` extra (FastAPI, uvicorn), so `unmask serve`
 #   works after this one command.
 # - Uses the active virtualenv/conda environment if there is one, else creates ./.venv.
-# - Keeps a PyTorch that is already installed (a CUDA build, say); otherwise installs
+# - Keeps a PyTorch >= 2.1 already installed (a CUDA build, say); otherwise installs
 #   torch==2.13.0 as pip finds it (plain PyPI on Linux: the CUDA build; for the CPU one,
 #   first: pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu).
 # - --test also installs the test tools (pytest, ruff, playwright), the libraries some tests
@@ -56,6 +56,13 @@ pipq() { "$py" -m pip install -q "$@" 2> >(grep -v "is ignored" >&2); }
 pipq --upgrade pip
 if ! "$py" -c "import torch" 2>/dev/null; then
   pipq "torch==${UNMASK_TORCH_VERSION:-2.13.0}"
+elif ! "$py" -c 'import re, sys, torch
+sys.exit(tuple(map(int, re.match(r"(\d+)\.(\d+)", torch.__version__).groups())) < (2, 1))'; then
+  # unmask needs torch>=2.1 (pyproject.toml): pip replaced an older one, a CUDA build say,
+  # with whatever build it found, silently (on Linux, PyPI's multi-GB CUDA one)
+  fail "torch $("$py" -c 'import torch; print(torch.__version__)') is older than unmask" \
+    "needs (2.1): upgrade it from the index of your build first (e.g. pip install" \
+    "'torch>=2.1' --index-url https://download.pytorch.org/whl/cu121), then run again"
 fi
 pipq -e ".${extras}"
 if [[ "$extras" == *test* ]] && ! command -v chromium >/dev/null; then
