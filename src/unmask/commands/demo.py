@@ -282,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
     from unmask.files import require_stdout
 
     require_stdout("the demo's showcase")  # print() would drop it (`>&-`), after the run
-    check_flags(args)  # the command line ran it before torch loaded; run() called directly
+    check_flags(args)  # for a caller of run() itself; the command line checked before torch
     from unmask import api
     from unmask.checkpoint import checkpoint_dir, shipped_model
     from unmask.commands.sample_options import note_empty_steps
@@ -339,11 +339,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    """Refuse flags that are wrong whatever the model, without importing torch (the command
-    line runs it before torch loads: an argument error took seconds, torch and the model
-    loaded first): ``--out`` without ``--train``,
-    ``--train`` with ``--model``, and the sampling options ``SampleConfig`` refuses on their
-    own (``--temperature -1``, ``--repetition-penalty 0``); the model's own checks follow."""
+    """Refuse flags that are wrong whatever the model, without importing torch: ``--out``
+    without ``--train``, ``--train`` with ``--model``, and the sampling options
+    ``SampleConfig`` refuses on their own (``--temperature -1``, ``--repetition-penalty 0``).
+    The command line runs it before torch loads (an argument error took seconds: torch and
+    the model loaded first); the model's own checks follow in ``run``."""
     from unmask.config import SampleConfig
 
     if args.out is not None and not args.train:
