@@ -4,18 +4,21 @@
 # - Installs unmask (editable) with its `serve` extra (FastAPI, uvicorn), so `unmask serve`
 #   works after this one command.
 # - Uses the active virtualenv/conda environment if there is one, else creates ./.venv.
-# - Keeps a PyTorch that is already installed (a CUDA build, say); otherwise installs
+# - Keeps a PyTorch >= 2.1 already installed (a CUDA build, say); otherwise installs
 #   torch==2.13.0 as pip finds it (plain PyPI on Linux: the CUDA build; for the CPU one,
 #   first: pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu).
-# - --test also installs the test tools (pytest, ruff, playwright) and, as root with apt-get,
-#   the Debian `chromium` package that the browser test drives (never `playwright install`,
-#   which downloads a browser from outside PyPI and Debian).
+# - --test also installs the test tools (pytest, ruff, playwright), the libraries some tests
+#   load (pyproject.toml's `test` extra: transformers, lm-eval, ...) and, as root with
+#   apt-get, the Debian `chromium` package that the browser test drives (never `playwright
+#   install`, which downloads a browser from outside PyPI and Debian).
+# `sh install.sh` (dash on Debian/Ubuntu) stopped at "set: Illegal option -o pipefail"
+[ -n "${BASH_VERSION:-}" ] || { echo "install.sh: run it with bash: bash install.sh" >&2; exit 2; }
 set -euo pipefail
 usage="usage: bash install.sh [--test]"
 case "$#:${1:-}" in  # anything else was taken for a plain install (--tests, --help too)
   0:) extras="[serve]" ;;
   1:--test) extras="[serve,test]" ;;
-  1:-h|1:--help) sed -n '2,12s/^# \{0,1\}//p' "$0"; exit 0 ;;
+  1:-h|1:--help) sed -n '2,13s/^# \{0,1\}//p' "$0"; exit 0 ;;
   *) echo "install.sh: unexpected arguments: $* ($usage)" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")"
@@ -31,6 +34,11 @@ if [[ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ]]; then
   new_enough "$py"
 else
   if [[ ! -x .venv/bin/python ]]; then
+    # a .venv whose Python was removed or upgraded away (pyenv, Homebrew, a distribution
+    # upgrade): venv failed on it, and the .venv was deleted with the python3-venv advice
+    [[ ! -L .venv/bin/python ]] || fail ".venv/bin/python is a link to $(readlink -m \
+      .venv/bin/python 2>/dev/null || readlink .venv/bin/python), which is gone (the Python" \
+      "that made .venv was removed or upgraded): remove .venv and run again"
     new_enough python3
     # a failed venv (Debian/Ubuntu without python3-venv: no ensurepip) left .venv/bin/python
     # without pip, so every later run skipped this step and failed at "No module named pip"
@@ -48,6 +56,13 @@ pipq() { "$py" -m pip install -q "$@" 2> >(grep -v "is ignored" >&2); }
 pipq --upgrade pip
 if ! "$py" -c "import torch" 2>/dev/null; then
   pipq "torch==${UNMASK_TORCH_VERSION:-2.13.0}"
+elif ! "$py" -c 'import re, sys, torch
+sys.exit(tuple(map(int, re.match(r"(\d+)\.(\d+)", torch.__version__).groups())) < (2, 1))'; then
+  # unmask needs torch>=2.1 (pyproject.toml): pip replaced an older one, a CUDA build say,
+  # with whatever build it found, silently (on Linux, PyPI's multi-GB CUDA one)
+  fail "torch $("$py" -c 'import torch; print(torch.__version__)') is older than unmask" \
+    "needs (2.1): upgrade it from the index of your build first (e.g. pip install" \
+    "'torch>=2.1' --index-url https://download.pytorch.org/whl/cu121), then run again"
 fi
 pipq -e ".${extras}"
 if [[ "$extras" == *test* ]] && ! command -v chromium >/dev/null; then

@@ -48,6 +48,9 @@ def cases() -> list[tuple[str, list[str]]]:
         out.append((f"unmask {word} --help", [*cli, word, "--help"]))
     out.append(("unmask generate (missing --model)", [*cli, "generate", "x"]))
     out.append(("unmask train --steps many", [*cli, "train", "--steps", "many"]))
+    # refused by the command's own check (check_flags), not by argparse: torch loaded first
+    # before session 36
+    out.append(("unmask demo --temperature -1", [*cli, "demo", "--temperature", "-1"]))
     out.append(("unmask nope (unknown command)", [*cli, "nope"]))
     return out
 

@@ -391,6 +391,8 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
                 n = command_threads(args)
                 _limit_threads_before_torch(n)
                 threads = using_threads(n)
+            if getattr(args, "check_flags", None):  # a command's torch-free refusals first
+                args.check_flags(args)
             _say_starting(label, getattr(args, "starting_note", None))
             _import_torch_whole()  # every command imports it; a signal meanwhile is one line
             with threads:

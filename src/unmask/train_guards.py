@@ -30,6 +30,7 @@ import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from shlex import quote
 from typing import Any
 
 from unmask.config import ModelConfig, TrainConfig
@@ -518,9 +519,10 @@ class TrainingStopped(KeyboardInterrupt):
         super().__init__(f"stopped by {signal.Signals(signum).name} {detail}")
 
 
-def resume_hint(stopped: TrainingStopped, command: str) -> str:
+def resume_hint(stopped: TrainingStopped, command: str, *, program: str = "unmask") -> str:
     """What to tell a user whose run ``stopped``: how to resume it, or, when the signal came
-    after its last step (in the final validation or save), that nothing is left to do."""
+    after its last step (in the final validation or save), that nothing is left to do.
+    ``program``: how the user types unmask (``unmask.commands.demo.invoked_as``)."""
     from unmask.checkpoint import CKPT
 
     if not (stopped.run / CKPT).is_dir():
@@ -532,7 +534,7 @@ def resume_hint(stopped: TrainingStopped, command: str) -> str:
         planned = None
     if stopped.step is not None and planned is not None and stopped.step >= planned:
         return f"; all {planned} steps were done, the run is complete"
-    return f"; resume with: unmask {command} --resume --out {stopped.run}"
+    return f"; resume with: {program} {command} --resume --out {quote(str(stopped.run))}"
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

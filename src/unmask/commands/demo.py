@@ -7,7 +7,8 @@ from scratch with a progress bar, then shows the same showcase on it. ``unmask d
 family continues the prompts (a chat checkpoint answers them, a latent one samples from
 noise); the blanks are filled where the family can fill them, else one line says why.
 
-Inside: ``Showcase``, ``plan_showcase``, ``DemoTrainPlan``, ``train_demo``, ``run``.
+Inside: ``Showcase``, ``plan_showcase``, ``DemoTrainPlan``, ``train_demo``, ``check_flags``,
+``run``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from unmask.commands import (
     add_no_live_flag,
     add_runtime_flags,
     add_seed_flag,
+    at_least,
     positive_int,
 )
 from unmask.errors import UserError
@@ -104,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run directory for --train (default: runs/demo-train)")
     add_model_flag(p, required=False, default_help="the shipped demo model")
-    p.add_argument("--gen-length", type=int, default=None, metavar="N",
+    p.add_argument("--gen-length", type=positive_int, default=None, metavar="N",
                    help=f"tokens to generate per prompt (default: {DEFAULT_GEN_LENGTH}, or as many "
                         "as fit after the prompt; a latent diffusion model: its window)")
     p.add_argument("--steps", type=positive_int, default=None, metavar="N",
@@ -116,18 +118,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=None, metavar="X",
                    help="Gumbel-max temperature of the continuations (default: the model's "
                         "recommendation; the blanks are filled greedily)")
-    p.add_argument("--block-length", type=int, default=None, metavar="N",
+    p.add_argument("--block-length", type=positive_int, default=None, metavar="N",
                    help="semi-autoregressive block length (default: the model's recommendation)")
     p.add_argument("--repetition-penalty", type=float, default=None, metavar="X",
                    help="penalty on tokens already in the text, > 0, 1 = off (default: the "
                         "model's recommendation)")
-    p.add_argument("--no-repeat-ngram-size", type=int, default=None, metavar="N",
+    p.add_argument("--no-repeat-ngram-size", type=at_least(0), default=None, metavar="N",
                    help="never repeat an n-gram of this many tokens, 0 = off (default: the "
                         "model's recommendation)")
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
     # a first run waits seconds for torch to import (more on a cold disk) before any output
-    p.set_defaults(func=run, starting_note="starting (loading torch and the model)")
+    p.set_defaults(func=run, check_flags=check_flags,
+                   starting_note="starting (loading torch and the model)")
 
 
 def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = True) -> Path:
@@ -145,8 +148,9 @@ def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = 
     run = Path(out)
     if run.exists() and any(run.iterdir()):
         trained = (run / "checkpoint" / "config.json").is_file()  # a run: say how to show it
-        hint = (f" (a run: show it with unmask demo --model {quote(str(run))}, or train it on "
-                f"with unmask train --resume --out {quote(str(run))})" if trained else "")
+        unmask, where = invoked_as(), quote(str(run))
+        hint = (f" (a run: show it with {unmask} demo --model {where}, or train it on with "
+                f"{unmask} train --resume --out {where})" if trained else "")
         raise UserError(f"{run} already exists{hint}; choose another --out or remove it")
     data = run.parent / f"{run.name}-data"
     if not (data / "index.json").is_file():
@@ -166,14 +170,17 @@ def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = 
     step = saved_progress(checkpoint_dir(done)).step
     if step < plan.steps:
         print(f"unmask demo: the {plan.time_limit:g}-min limit stopped training at step {step} "
-              f"of {plan.steps}, so the model below is less trained; finish it with: unmask "
-              f"train --resume --out {done} --time-limit 0{_show(done)}", file=sys.stderr)
+              f"of {plan.steps}, so the model below is less trained; finish it with: "
+              f"{invoked_as()} train --resume --out {quote(str(done))} --time-limit 0"
+              f"{_show(done)}", file=sys.stderr)
     return done
 
 
 def _show(run: Path) -> str:
-    """The end of a hint about a demo run: how to show it once trained."""
-    return f", then: unmask demo --model {run}"
+    """The end of a hint about a demo run: how to show it once trained, as the program can be
+    typed again (``invoked_as``: ``.venv/bin/unmask`` where the README's first command ran it,
+    and ``unmask`` is "command not found")."""
+    return f", then: {invoked_as()} demo --model {quote(str(run))}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,20 +279,14 @@ def _label(n_params: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unmask import api
-    from unmask.checkpoint import checkpoint_dir, shipped_model
-    from unmask.commands.sample_options import note_empty_steps
     from unmask.files import require_stdout
 
     require_stdout("the demo's showcase")  # print() would drop it (`>&-`), after the run
-    if args.gen_length is not None and args.gen_length <= 0:
-        raise UserError(f"--gen-length must be positive, got {args.gen_length}")
-    if args.block_length is not None and args.block_length <= 0:
-        raise UserError(f"--block-length must be positive, got {args.block_length}")
-    if args.out is not None and not args.train:
-        raise UserError("--out is where --train puts its run; give --train too")
-    if args.train and args.model:
-        raise UserError("--train shows the model it trains; --model shows another: give one")
+    check_flags(args)  # for a caller of run() itself; the command line checked before torch
+    from unmask import api
+    from unmask.checkpoint import checkpoint_dir, shipped_model
+    from unmask.commands.sample_options import note_empty_steps
+
     if args.train:
         from unmask.train_guards import TrainingStopped, resume_hint
 
@@ -298,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             path: Path | str = train_demo(args.out or "runs/demo-train")
         except TrainingStopped as e:  # saved: say where, and how to go on (as unmask train)
-            hint = resume_hint(e, "train")
+            hint = resume_hint(e, "train", program=invoked_as())
             print(f"unmask demo: {e}{hint}{_show(e.run) if hint else ''}", file=sys.stderr)
             return e.exit_code
     elif args.model:
@@ -335,6 +336,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"Try it: {unmask} {command} --model {quote(args.model)}{own}")
     print(OWN_TEXT.format(unmask=unmask))
     return 0
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that are wrong whatever the model, without importing torch: ``--out``
+    without ``--train``, ``--train`` with ``--model``, and the sampling options
+    ``SampleConfig`` refuses on their own (``--temperature -1``, ``--repetition-penalty 0``).
+    The command line runs it before torch loads (an argument error took seconds: torch and
+    the model loaded first); the model's own checks follow in ``run``."""
+    from unmask.config import SampleConfig
+
+    if args.out is not None and not args.train:
+        raise UserError("--out is where --train puts its run; give --train too")
+    if args.train and args.model:
+        raise UserError("--train shows the model it trains; --model shows another: give one")
+    SampleConfig(**_given(args))
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling options given on the command line, as ``SampleConfig`` fields."""
+    flags = {"gen_length": args.gen_length, "steps": args.steps,
+             "temperature": args.temperature, "block_length": args.block_length,
+             "repetition_penalty": args.repetition_penalty,
+             "no_repeat_ngram_size": args.no_repeat_ngram_size}
+    return {k: v for k, v in flags.items() if v is not None}
 
 
 def legend(color: bool, decoder: str = "llada") -> str:
@@ -387,11 +412,7 @@ def _prepare(m: Any, args: argparse.Namespace, name: str) -> tuple[Showcase, lis
     from unmask.api import facts_of
 
     show = plan_showcase(m, name)
-    flags = {"gen_length": args.gen_length, "steps": args.steps,
-             "temperature": args.temperature, "block_length": args.block_length,
-             "repetition_penalty": args.repetition_penalty,
-             "no_repeat_ngram_size": args.no_repeat_ngram_size}
-    given = {k: v for k, v in flags.items() if v is not None}
+    given = _given(args)
     template = api.chat_template(m) if show.chat else None
     ids = _prompt_ids(m, max(show.prompts, key=len), template)
     if show.prompts[0]:  # a latent model samples its window (no prompt)
