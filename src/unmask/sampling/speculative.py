@@ -39,7 +39,9 @@ Each round (one ``advance()``):
    batch runs as many rounds as its slowest row. The verifier's forward feeds each row the
    committed tokens its cache lacks (its last committed token, or the prompt in the first
    round), right-aligned, then the drafts; the drafter's cache does the same for its rows.
-   The batch drafts as many masks as its least advanced row can use; a row with less room
+   The batch drafts as many masks as its least advanced row can use (a drafter without
+   explicit layouts, on one left-padded canvas: no more than fit its context after the most
+   advanced row's text); a row with less room
    left drafts (and is counted for) only the tokens it can still commit, the masks past them
    holes for a drafter with explicit layouts, so (with one draft step: the chunks of
    ``draft_steps`` are cut from the batch's k) its drafts and counts are those it has alone.
@@ -435,6 +437,7 @@ class SpeculativeRun(DecoderRun):
         if self._row_dkv is not None:
             self.dkv = None  # the rows' own caches instead
         self.vocab, self._dvocab = _vocab_size(model), _vocab_size(drafter)
+        self._dlongest = getattr(getattr(drafter, "config", None), "max_seq_len", None)
         self._head, self._dhead = separate_head(model), separate_head(drafter)
         self.shared_vocab = shared_vocab
         self.nfe = self.steps = 0
@@ -535,11 +538,21 @@ class SpeculativeRun(DecoderRun):
         B, device = self.gen.shape[0], self.gen.device
         N = P + self.committed  # (B,) each row's next position
         lo = self.dkv.fed if self.dkv is not None else torch.zeros_like(N)
-        head, head_pos, head_real = columns(self.seq, self.seq_real, lo, N)  # (B, h)
+        batch_canvas = not self._explicit and not (self._rows is not None and self.temperature > 0)
+        upto = N
+        if batch_canvas:  # a finished row's text past the active rows' is never read
+            upto = torch.minimum(N, N[active].max())
+        head, head_pos, head_real = columns(self.seq, self.seq_real, lo, upto)  # (B, h)
         if self._dvocab is not None:  # an id only the verifier has (a special appended to
             head = head.masked_fill(head >= self._dvocab, self.dfacts.mask_id)  # its tokenizer)
         h = head.shape[1]
-        mask_pos = (N[:, None] + torch.arange(k, device=device)[None, :]).clamp(max=P + G - 1)
+        if batch_canvas and self._dlongest is not None:
+            # one left-padded canvas: every row's text right-aligned, then k masks. Rows that
+            # drifted apart make it P + (most committed) + k wide, past the drafter's context
+            # (a ValueError mid-run); the least advanced row then drafts fewer (its drafts
+            # only: the verifier decides the output). h < P + G <= the context, so k >= 1.
+            k = min(k, int(self._dlongest) - h)
+        mask_pos = (upto[:, None] + torch.arange(k, device=device)[None, :]).clamp(max=P + G - 1)
         tokens = torch.cat([head, torch.full_like(mask_pos, self.dfacts.mask_id)], dim=1)
         positions = torch.cat([head_pos, mask_pos], dim=1)  # (B, h + k)
         # k is what the least advanced row can use; a row with less room drafts only what it
