@@ -168,8 +168,15 @@ def sample_token(
         return logits.argmax(dim=-1)
     logits = filter_logits(tempered(logits.to(torch.float64), temperature), top_k, top_p)
     probs = F.softmax(logits, dim=-1)  # (B, V)
+    return inverse_cdf(probs, uniforms(probs.shape[0], probs.device, generator, draws))
+
+
+def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
+    """(B,) the token of each row of ``probs`` (B, V) whose CDF first passes ``u`` (B, 1)
+    uniforms in [0, 1) (scaled by the row's total): ``sample_token``'s draw, for a caller
+    that holds its uniforms (``speculative.accept_sampled``: only the rows it reads)."""
     cdf = probs.cumsum(dim=-1)
-    u = uniforms(probs.shape[0], probs.device, generator, draws) * cdf[:, -1:]
+    u = u * cdf[:, -1:]
     idx = (cdf <= u).sum(dim=-1)  # first token whose CDF passes u; zero-probability ones never do
     last = (
         probs.shape[-1] - 1 - (probs > 0).flip(-1).long().argmax(dim=-1)
