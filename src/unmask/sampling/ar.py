@@ -178,9 +178,9 @@ def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
     cdf = probs.cumsum(dim=-1)
     u = u * cdf[:, -1:]
     idx = (cdf <= u).sum(dim=-1)  # first token whose CDF passes u; zero-probability ones never do
-    last = (
-        probs.shape[-1] - 1 - (probs > 0).flip(-1).long().argmax(dim=-1)
-    )  # guards rounding at the top
+    # the last token of nonzero probability guards rounding at the top (uint8, not int64:
+    # half the time of the (B·k, V) drafts' draw at 50257 ids)
+    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).to(torch.uint8).argmax(dim=-1)
     return torch.minimum(idx, last)
 
 
