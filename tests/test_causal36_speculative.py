@@ -4,6 +4,7 @@ context when the rows of a batch drift apart."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -106,3 +107,26 @@ def test_accept_sampled_draws_only_what_it_reads_and_gives_the_same_tokens():
             m = int(n_ref[i]) + 1
             assert out_new[i, :m].tolist() == out_ref[i, :m].tolist(), (trial, i)
         assert torch.rand(1, generator=g_new).item() == torch.rand(1, generator=g_ref).item()
+
+
+@pytest.mark.parametrize("bad", [600, -1])
+def test_prompt_ids_outside_the_vocabulary_are_one_line_in_every_causal_run(bad):
+    """``generate_ar``, ``SpeculativeRun`` and ``HybridRun`` given an id the model has no
+    embedding for (another tokenizer's, a negative one) failed inside the embedding with an
+    ``IndexError``; they refuse it in one line, as the masked-diffusion sampler does."""
+    from test_hybrid import model as hybrid_model
+    from test_speculative import transformer
+
+    from unmask.errors import UserError
+    from unmask.sampling.hybrid import HybridRun
+
+    verifier, drafter = transformer("causal", 0), transformer("bidirectional", 1)
+    calls = [
+        lambda: generate_ar(verifier, [[5, 6], [bad]], max_new_tokens=3, eos_id=None),
+        lambda: SpeculativeRun(verifier, drafter, [[5, bad]], max_new_tokens=3,
+                               draft_length=2, eos_id=None),
+        lambda: HybridRun(hybrid_model(0), [[4, bad]], max_new_tokens=3, eos_id=None),
+    ]  # fmt: skip
+    for call in calls:
+        with pytest.raises(UserError, match=f"token id {bad} is outside the model's vocabulary"):
+            call()

@@ -253,6 +253,22 @@ def separate_head(model: Any) -> Any:
     return getattr(model, "lm_head", None)
 
 
+def check_token_ids(tokens: Tensor, vocab_size: int | None) -> None:
+    """Refuse in one line ``tokens`` (B, L) holding an id the model has no embedding for
+    (negative, or ``>= vocab_size``, as an id of another tokenizer): it failed inside the
+    embedding with an ``IndexError``. Padding counts too (the model embeds it); ``vocab_size``
+    None (a plain callable) checks nothing. Every decoder's check: the causal runs' prompts,
+    the masked-diffusion loop's canvas (``unmask.sampling.loop.check_ids``)."""
+    if not isinstance(vocab_size, int):
+        return
+    bad = (tokens < 0) | (tokens >= vocab_size)  # (B, L)
+    if bool(bad.any()):
+        first = int(tokens[bad][0])
+        raise UserError(
+            f"token id {first} is outside the model's vocabulary (0..{vocab_size - 1})"
+        )
+
+
 def start_empty_prompts(
     prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor, *,
     eos_id: int | None, pad_id: int | None = None, start_id: int | None = None,
@@ -356,6 +372,7 @@ class ARRun(DecoderRun):
             )
         device = model_device(model) or torch.device("cpu")
         prompt, real = left_pad(rows, P, pad_id if pad_id is not None else 0)
+        check_token_ids(prompt, getattr(mcfg, "vocab_size", None))
         self.prompt, self.real = prompt.to(device), real.to(device)
         self.attn = None if bool(real.all()) else self.real  # (B, P), grows by one column per token
 

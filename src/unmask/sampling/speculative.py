@@ -84,6 +84,7 @@ from unmask.sampling.ar import (
     RowGenerators,
     check_causal,
     check_sampling,
+    check_token_ids,
     filter_logits,
     forbid_id,
     inverse_cdf,
@@ -408,6 +409,7 @@ class SpeculativeRun(DecoderRun):
                 )
         device = model_device(model) or torch.device("cpu")
         prompt, real = left_pad(rows, P, pad_id if pad_id is not None else 0)
+        check_token_ids(prompt, getattr(mcfg, "vocab_size", None))
 
         self.model, self.drafter, self.dfacts = model, drafter, dfacts
         self.prompt, self.real = prompt.to(device), real.to(device)
