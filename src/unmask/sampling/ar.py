@@ -168,12 +168,19 @@ def sample_token(
         return logits.argmax(dim=-1)
     logits = filter_logits(tempered(logits.to(torch.float64), temperature), top_k, top_p)
     probs = F.softmax(logits, dim=-1)  # (B, V)
+    return inverse_cdf(probs, uniforms(probs.shape[0], probs.device, generator, draws))
+
+
+def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
+    """(B,) the token of each row of ``probs`` (B, V) whose CDF first passes ``u`` (B, 1)
+    uniforms in [0, 1) (scaled by the row's total): ``sample_token``'s draw, for a caller
+    that holds its uniforms (``speculative.accept_sampled``: only the rows it reads)."""
     cdf = probs.cumsum(dim=-1)
-    u = uniforms(probs.shape[0], probs.device, generator, draws) * cdf[:, -1:]
+    u = u * cdf[:, -1:]
     idx = (cdf <= u).sum(dim=-1)  # first token whose CDF passes u; zero-probability ones never do
-    last = (
-        probs.shape[-1] - 1 - (probs > 0).flip(-1).long().argmax(dim=-1)
-    )  # guards rounding at the top
+    # the last token of nonzero probability guards rounding at the top (uint8, not int64:
+    # half the time of the (B·k, V) drafts' draw at 50257 ids)
+    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).to(torch.uint8).argmax(dim=-1)
     return torch.minimum(idx, last)
 
 
@@ -244,6 +251,22 @@ def separate_head(model: Any) -> Any:
     if "return_hidden" not in params:
         return None
     return getattr(model, "lm_head", None)
+
+
+def check_token_ids(tokens: Tensor, vocab_size: int | None) -> None:
+    """Refuse in one line ``tokens`` (B, L) holding an id the model has no embedding for
+    (negative, or ``>= vocab_size``, as an id of another tokenizer): it failed inside the
+    embedding with an ``IndexError``. Padding counts too (the model embeds it); ``vocab_size``
+    None (a plain callable) checks nothing. Every decoder's check: the causal runs' prompts,
+    the masked-diffusion loop's canvas (``unmask.sampling.loop.check_ids``)."""
+    if not isinstance(vocab_size, int):
+        return
+    bad = (tokens < 0) | (tokens >= vocab_size)  # (B, L)
+    if bool(bad.any()):
+        first = int(tokens[bad][0])
+        raise UserError(
+            f"token id {first} is outside the model's vocabulary (0..{vocab_size - 1})"
+        )
 
 
 def start_empty_prompts(
@@ -349,6 +372,7 @@ class ARRun(DecoderRun):
             )
         device = model_device(model) or torch.device("cpu")
         prompt, real = left_pad(rows, P, pad_id if pad_id is not None else 0)
+        check_token_ids(prompt, getattr(mcfg, "vocab_size", None))
         self.prompt, self.real = prompt.to(device), real.to(device)
         self.attn = None if bool(real.all()) else self.real  # (B, P), grows by one column per token
 

@@ -63,6 +63,7 @@ from unmask.sampling.ar import (
     RowGenerators,
     check_causal,
     check_sampling,
+    check_token_ids,
     filter_logits,
     forbid_id,
     never_proposed,
@@ -260,6 +261,7 @@ class HybridRun(DecoderRun):
             )
         device = model_device(model) or torch.device("cpu")
         prompt, real = left_pad(rows, P, pad_id if pad_id is not None else 0)
+        check_token_ids(prompt, getattr(mcfg, "vocab_size", None))
 
         self.model, self.eos_id, self.gen_length, self.k = model, eos_id, max_new_tokens, k
         self.mask_id, self.predraft, self.use_cache = mask_id, predraft, use_cache

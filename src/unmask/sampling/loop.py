@@ -39,6 +39,7 @@ from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.ar import (
     RowGenerators,
+    check_token_ids,
     row_generators,
     separate_head,
     start_empty_prompts,
@@ -329,15 +330,7 @@ def check_ids(canvas: Canvas, vocab_size: int | None) -> None:
     ``>= vocab_size``, as an id of another tokenizer): it failed inside the embedding with an
     ``IndexError``. Padding counts too (the model embeds it); ``vocab_size`` None (a plain
     callable) checks nothing."""
-    if not isinstance(vocab_size, int):
-        return
-    tokens = canvas.tokens
-    bad = (tokens < 0) | (tokens >= vocab_size)  # (B, L)
-    if bool(bad.any()):
-        first = int(tokens[bad][0])
-        raise UserError(
-            f"token id {first} is outside the model's vocabulary (0..{vocab_size - 1})"
-        )
+    check_token_ids(canvas.tokens, vocab_size)
 
 
 class Denoiser(DecoderRun):

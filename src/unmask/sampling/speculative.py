@@ -39,7 +39,9 @@ Each round (one ``advance()``):
    batch runs as many rounds as its slowest row. The verifier's forward feeds each row the
    committed tokens its cache lacks (its last committed token, or the prompt in the first
    round), right-aligned, then the drafts; the drafter's cache does the same for its rows.
-   The batch drafts as many masks as its least advanced row can use; a row with less room
+   The batch drafts as many masks as its least advanced row can use (a drafter without
+   explicit layouts, on one left-padded canvas: no more than fit its context after the most
+   advanced row's text); a row with less room
    left drafts (and is counted for) only the tokens it can still commit, the masks past them
    holes for a drafter with explicit layouts, so (with one draft step: the chunks of
    ``draft_steps`` are cut from the batch's k) its drafts and counts are those it has alone.
@@ -82,8 +84,10 @@ from unmask.sampling.ar import (
     RowGenerators,
     check_causal,
     check_sampling,
+    check_token_ids,
     filter_logits,
     forbid_id,
+    inverse_cdf,
     never_proposed,
     prompt_and_generation,
     row_generators,
@@ -236,7 +240,7 @@ def accept_sampled(
     the verifier's probabilities. Returns (n (B,) drafts accepted, out (B, k + 1)): out[:, j]
     for j < n is the draft, out[:, n] the correction (a draw from normalised max(0, p - q))
     or, when n = k, a draw from ``p[:, k]``; each out[:, j], j <= n, is a draw from p[:, j]
-    given the tokens before it (entries after n are draws too, but must not be used).
+    given the tokens before it (entries after n are not drawn and must not be used).
 
     ``lengths`` (B,): row i drafted only its first ``lengths[i]`` tokens (adaptive length;
     the rest of its row is ignored), so its position ``lengths[i]`` is a plain draw from p.
@@ -255,19 +259,37 @@ def accept_sampled(
         u = _rand((B, k), torch.float64, device, generator)
         ok = (u * qx < px) & live  # u < p/q, so accepted with probability min(1, p/q)
         n = ok.long().cumprod(dim=1).sum(dim=1)  # (B,)
-        resid = (p[:, :k] - q).clamp(min=0)  # (B, k, V)
-        mass = resid.sum(dim=-1, keepdim=True)
-        resid = torch.where(mass > 0, resid / mass.clamp(min=1e-300), p[:, :k])  # p == q: any
-        resid = torch.where(live[..., None], resid, p[:, :k])  # no draft there: draw from p
-        fix = _draw(resid.reshape(B * k, -1), generator).reshape(B, k)
-        out[:, :k] = torch.where(ok, draft, fix)
-    out[:, k] = _draw(p[:, k], generator)
+        # one uniform per position, as a draw at every position takes (the same stream), but
+        # the residual and its draw only at each row's n_i: the rest are never read (all B·k
+        # was ~80 ms a round at batch 1 over GPT-2's 50257 ids, about a forward's cost)
+        w = _rand((B * k, 1), torch.float64, device, generator).reshape(B, k)
+        rows = (n < k).nonzero().flatten()  # (R,) rows that rejected a draft (or drafted < k)
+        out[:, :k] = draft
+        if rows.numel():
+            j = n[rows]  # (R,)
+            pj = p[rows, j]  # (R, V)
+            resid = (pj - q[rows, j]).clamp(min=0)
+            mass = resid.sum(dim=-1, keepdim=True)
+            resid = torch.where(mass > 0, resid / mass.clamp(min=1e-300), pj)  # p == q: any
+            resid = torch.where(live[rows, j][:, None], resid, pj)  # no draft there: from p
+            out[rows, j] = _draw(resid, None, w[rows, j][:, None])
+    # the token after k accepted drafts: a uniform per row (the same stream), a draw from
+    # p_k only where it is read
+    bonus = _rand((B, 1), torch.float64, device, generator)
+    whole = (n == k).nonzero().flatten()  # (R,) rows that accepted every draft
+    out[:, k] = 0  # never read where n < k
+    if whole.numel():
+        out[whole, k] = _draw(p[whole, k], None, bonus[whole])
     return n, out
 
 
-def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
-    """(N,) one draw per row of ``probs`` (N, V) (``sample_token`` on log-probabilities)."""
-    return sample_token(probs.clamp(min=0).log(), temperature=1.0, generator=generator)
+def _draw(probs: Tensor, generator: torch.Generator | None, u: Tensor | None = None) -> Tensor:
+    """(N,) one draw per row of ``probs`` (N, V) (``sample_token`` on log-probabilities), or,
+    with ``u`` (N, 1), the draw those uniforms give (``inverse_cdf``: the same token)."""
+    logits = probs.clamp(min=0).log()
+    if u is None:
+        return sample_token(logits, temperature=1.0, generator=generator)
+    return inverse_cdf(F.softmax(tempered(logits.to(torch.float64), 1.0), dim=-1), u)
 
 
 def _chunks(k: int, steps: int) -> list[int]:
@@ -387,6 +409,7 @@ class SpeculativeRun(DecoderRun):
                 )
         device = model_device(model) or torch.device("cpu")
         prompt, real = left_pad(rows, P, pad_id if pad_id is not None else 0)
+        check_token_ids(prompt, getattr(mcfg, "vocab_size", None))
 
         self.model, self.drafter, self.dfacts = model, drafter, dfacts
         self.prompt, self.real = prompt.to(device), real.to(device)
@@ -435,6 +458,7 @@ class SpeculativeRun(DecoderRun):
         if self._row_dkv is not None:
             self.dkv = None  # the rows' own caches instead
         self.vocab, self._dvocab = _vocab_size(model), _vocab_size(drafter)
+        self._dlongest = getattr(getattr(drafter, "config", None), "max_seq_len", None)
         self._head, self._dhead = separate_head(model), separate_head(drafter)
         self.shared_vocab = shared_vocab
         self.nfe = self.steps = 0
@@ -535,11 +559,21 @@ class SpeculativeRun(DecoderRun):
         B, device = self.gen.shape[0], self.gen.device
         N = P + self.committed  # (B,) each row's next position
         lo = self.dkv.fed if self.dkv is not None else torch.zeros_like(N)
-        head, head_pos, head_real = columns(self.seq, self.seq_real, lo, N)  # (B, h)
+        batch_canvas = not self._explicit and not (self._rows is not None and self.temperature > 0)
+        upto = N
+        if batch_canvas:  # a finished row's text past the active rows' is never read
+            upto = torch.minimum(N, N[active].max())
+        head, head_pos, head_real = columns(self.seq, self.seq_real, lo, upto)  # (B, h)
         if self._dvocab is not None:  # an id only the verifier has (a special appended to
             head = head.masked_fill(head >= self._dvocab, self.dfacts.mask_id)  # its tokenizer)
         h = head.shape[1]
-        mask_pos = (N[:, None] + torch.arange(k, device=device)[None, :]).clamp(max=P + G - 1)
+        if batch_canvas and self._dlongest is not None:
+            # one left-padded canvas: every row's text right-aligned, then k masks. Rows that
+            # drifted apart make it P + (most committed) + k wide, past the drafter's context
+            # (a ValueError mid-run); the least advanced row then drafts fewer (its drafts
+            # only: the verifier decides the output). h < P + G <= the context, so k >= 1.
+            k = min(k, int(self._dlongest) - h)
+        mask_pos = (upto[:, None] + torch.arange(k, device=device)[None, :]).clamp(max=P + G - 1)
         tokens = torch.cat([head, torch.full_like(mask_pos, self.dfacts.mask_id)], dim=1)
         positions = torch.cat([head_pos, mask_pos], dim=1)  # (B, h + k)
         # k is what the least advanced row can use; a row with less room drafts only what it
