@@ -12,9 +12,9 @@
   immediate ``KeyboardInterrupt``; ``train`` then raises ``TrainingStopped``, which the CLI
   turns into exit code 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
 
-Inside: ``resume_plan``, ``renew_time_limit``, ``time_limit_exit``, ``under_torchrun``,
-``validation_batches``, ``validation_settings``, ``validation_changes``, ``saved_progress``,
-``describe_resume``,
+Inside: ``resume_plan``, ``resumed_config``, ``renew_time_limit``, ``time_limit_exit``,
+``under_torchrun``, ``validation_batches``, ``validation_settings``, ``validation_changes``,
+``saved_progress``, ``describe_resume``,
 ``check_data_sizes``, ``estimate_memory``, ``available_memory``, ``check_memory``,
 ``StopFlag``, ``TrainingStopped``.
 """
@@ -75,6 +75,16 @@ def resume_plan(saved: TrainConfig, config: TrainConfig) -> dict[str, Any]:
             )
         changes[f.name] = new
     return changes
+
+
+def resumed_config(plan: TrainConfig, given: dict[str, Any]) -> TrainConfig:
+    """A saved run's ``plan`` as a resuming command continues it: the fields its command line
+    ``given`` over the plan, and ``device`` and ``threads`` (``RUNTIME_FIELDS``: how this
+    process runs) this command's, never the saved run's. Kept from the plan, a run begun with
+    ``--threads 1`` or ``--device cpu`` resumed on them whatever the resuming command's own
+    default (all cores, a GPU), though the resume line named no such setting."""
+    runtime = {k: getattr(TrainConfig(), k) for k in RUNTIME_FIELDS if k != "out"}
+    return dataclasses.replace(plan, **{**runtime, **given})
 
 
 def _not_its_option(objective: str, name: str) -> bool:

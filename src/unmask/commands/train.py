@@ -18,7 +18,7 @@ from unmask.commands import (
 )
 from unmask.config import MODEL_PRESETS, PARALLEL_MODES, PRECISIONS, TrainConfig
 from unmask.errors import UserError
-from unmask.train_guards import EXIT_CODES, RUNTIME_FIELDS
+from unmask.train_guards import EXIT_CODES, resumed_config
 
 _SKIP = {"model_overrides", "heldout_data", "heldout_seq_len"}  # the last two: unmask distill
 
@@ -95,12 +95,7 @@ def _resume_config(args: argparse.Namespace) -> TrainConfig:
     saved = Path(args.out) / "train_config.json"
     if not saved.is_file():
         raise UserError(f"{args.out}: nothing to resume (no train_config.json in it)")
-    # device and threads are how this process runs (RUNTIME_FIELDS), never the saved run's: a
-    # run begun with --threads 1 or --device cpu resumed on them whatever this command's own
-    # default (all cores, a GPU), though its resume line named no such setting
-    plan = load_saved_plan(saved)
-    runtime = {k: getattr(TrainConfig, k) for k in RUNTIME_FIELDS if k != "out"}
-    return dataclasses.replace(plan, **{**runtime, **given_fields(TrainConfig, args)})
+    return resumed_config(load_saved_plan(saved), given_fields(TrainConfig, args))
 
 
 def run(args: argparse.Namespace) -> int:
