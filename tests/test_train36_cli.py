@@ -1,7 +1,7 @@
-"""``unmask train --resume``: the saved run's ``--threads`` and ``--device`` are not this
-command's. Both are how a process runs (``RUNTIME_FIELDS``), documented as always the
-resuming command's; the CLI resumed with the saved run's (a run begun with ``--threads 1``
-trained on one thread after a plain ``--resume`` on a machine whose default is all cores)."""
+"""``unmask train`` runs as a user types it. ``--resume``: the saved run's ``--threads`` and
+``--device`` are not this command's (both are how a process runs, ``RUNTIME_FIELDS``, documented
+as always the resuming command's; the CLI resumed with the saved run's). ``--config``: a path
+that is not a JSON file is one line naming it."""
 
 from __future__ import annotations
 
@@ -57,3 +57,20 @@ def test_threads_and_device_given_on_resume_are_used(dataset, tmp_path, monkeypa
                                            "2", "--threads", "2", "--device", "cpu",
                                            "--no-progress"])
     assert (config.threads, config.device) == (2, "cpu")
+
+
+def test_a_config_that_is_not_a_json_file_is_one_line_naming_it(dataset, tmp_path, capsys):
+    """``--config`` given a checkpoint's weights said "input is not UTF-8 text" (no file
+    named), given a run folder "Is a directory: RUN"; both now name the path, and a run folder
+    points at its train_config.json."""
+    run = tmp_path / "run"
+    assert main(_base(dataset, run)) == 0
+    capsys.readouterr()
+    weights = run / "checkpoint" / "model.safetensors"
+    assert main(["train", "--config", str(weights), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"unmask train: error: {weights}: not UTF-8 text (a train_config.json is JSON)"
+    assert main(["train", "--config", str(run), "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"pass {run / 'train_config.json'}" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
