@@ -74,3 +74,24 @@ def test_a_config_that_is_not_a_json_file_is_one_line_naming_it(dataset, tmp_pat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"pass {run / 'train_config.json'}" in err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_a_model_whose_optimizer_state_alone_does_not_fit_is_not_told_to_lower_the_batch():
+    """``--model-set n_layers=100000`` on a 20 GB machine: weights fit (check_model_size), but
+    weights + gradients + AdamW moments (23 GB) do not; the refusal said "lower --seq-len or
+    --batch-size, or raise --grad-accum", which cannot make it fit."""
+    from unmask.config import TrainConfig
+    from unmask.errors import UserError
+    from unmask.train_guards import MemoryEstimate, check_memory
+
+    c = TrainConfig()
+    with pytest.raises(UserError) as e:
+        check_memory(MemoryEstimate(state=3 * 2**30, activations=2**30), 2**30, config=c, rows=8)
+    assert "choose a smaller model" in str(e.value) and "grad_accum" not in str(e.value)
+    with pytest.raises(UserError) as e:  # two processes on one machine: each needs its state
+        check_memory(MemoryEstimate(state=2**29 + 1, activations=1), 2**30, config=c, rows=8,
+                     processes=2)
+    assert "run fewer processes" in str(e.value)
+    with pytest.raises(UserError) as e:  # the state fits: the batch is what to lower
+        check_memory(MemoryEstimate(state=2**29, activations=2**30), 2**30, config=c, rows=8)
+    assert "raise grad_accum" in str(e.value) and "smaller model" not in str(e.value)

@@ -473,9 +473,13 @@ def check_model_size(model_cfg: ModelConfig, device: Any, world: int = 1) -> Non
         return
     raise UserError(
         f"the model has about {_count(n_params)} parameters: its weights alone need "
-        f"{_size(2 * n_params)} per copy, more than the {_size(available)} available; choose a "
-        "smaller model (--preset, --model-set d_model=/n_layers=)"
+        f"{_size(2 * n_params)} per copy, more than the {_size(available)} available; "
+        f"{SMALLER_MODEL}"
     )
+
+
+SMALLER_MODEL = "choose a smaller model (--preset, --model-set d_model=/n_layers=)"
+"""The advice of a refusal no batch setting can lift: the model itself does not fit."""
 
 
 def _count(n: float) -> str:
@@ -489,7 +493,8 @@ def check_memory(
     """Refuse a run whose estimate (times the processes sharing this machine) exceeds the free
     memory, with a one-line ``UserError`` that says what to lower, the settings of its advice
     named by ``name`` (the CLI: its flags, typed or not; it named ``grad_accum``, a field, to a
-    user who had not typed ``--grad-accum``)."""
+    user who had not typed ``--grad-accum``). Where the weights and optimizer state alone do
+    not fit, the advice is a smaller model: lowering the batch, as it said, could not help."""
     if available is None:
         return
     need = estimate.total * processes
@@ -497,11 +502,15 @@ def check_memory(
         return
     alone = [setting_name(name or _as_field, k) for k in ("seq_len", "batch_size", "grad_accum")]
     who = f" × {processes} processes" if processes > 1 else ""
+    if estimate.state * processes > available:  # no batch fits: lowering it was the advice
+        fewer = " or run fewer processes on this machine" if processes > 1 else ""
+        advice = f"its weights and optimizer state alone do not fit; {SMALLER_MODEL}{fewer}"
+    else:
+        advice = f"lower {alone[0]} or {alone[1]}, or raise {alone[2]}"
     raise UserError(
         f"this run needs about {_size(need)} of memory{who} (weights and optimizer state "
         f"{_size(estimate.state)}, activations of {rows} rows × seq_len={config.seq_len} "
-        f"{_size(estimate.activations)}), more than the {_size(available)} available; lower "
-        f"{alone[0]} or {alone[1]}, or raise {alone[2]}"
+        f"{_size(estimate.activations)}), more than the {_size(available)} available; {advice}"
     )
 
 
