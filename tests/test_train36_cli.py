@@ -95,3 +95,17 @@ def test_a_model_whose_optimizer_state_alone_does_not_fit_is_not_told_to_lower_t
     with pytest.raises(UserError) as e:  # the state fits: the batch is what to lower
         check_memory(MemoryEstimate(state=2**29, activations=2**30), 2**30, config=c, rows=8)
     assert "raise grad_accum" in str(e.value) and "smaller model" not in str(e.value)
+
+
+def test_resume_given_a_folder_inside_the_run_names_the_run(dataset, tmp_path, capsys):
+    """``--resume --out RUN/checkpoint`` (the folder ``--model`` takes) said only "nothing to
+    resume (no train_config.json in it)"; it now names the run to resume."""
+    run = tmp_path / "run"
+    assert main(_base(dataset, run)) == 0
+    capsys.readouterr()
+    for inside in (run / "checkpoint", run / "best" / "checkpoint"):
+        assert main(["train", "--resume", "--out", str(inside), "--steps", "2"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(f"; it is inside the run {run}: resume it with --out {run}"), err
+    assert main(["train", "--resume", "--out", str(tmp_path / "none"), "--steps", "2"]) == 2
+    assert capsys.readouterr().err.strip().endswith("(no train_config.json in it)")
