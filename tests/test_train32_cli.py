@@ -20,7 +20,8 @@ def data(word_corpus) -> Path:
 def test_the_memory_advice_names_flags_not_typed(data, tmp_path, monkeypatch, capsys):
     """The refusal's advice said ``raise grad_accum`` (a field) to a user who had typed no
     ``--grad-accum``: every setting it advises is named as the flag to type."""
-    monkeypatch.setattr(train_module, "available_memory", lambda device: 1024)
+    # 10 MB: the tiny model's weights and optimizer state fit, its batch does not
+    monkeypatch.setattr(train_module, "available_memory", lambda device: 10 * 2**20)
     out = tmp_path / "run"
     assert main(["train", "--data", str(data), "--out", str(out), "--preset", "tiny",
                  "--no-progress"]) == 2
@@ -34,7 +35,8 @@ def test_the_python_api_advises_fields(data, tmp_path, monkeypatch):
     from unmask.config import TrainConfig
     from unmask.errors import UserError
 
-    monkeypatch.setattr(train_module, "available_memory", lambda device: 1024)
+    # 10 MB: the tiny model's weights and optimizer state fit, its batch does not
+    monkeypatch.setattr(train_module, "available_memory", lambda device: 10 * 2**20)
     config = TrainConfig(data=str(data), out=str(tmp_path / "run"), preset="tiny")
     with pytest.raises(UserError, match="lower seq_len or batch_size, or raise grad_accum$"):
         train_module.train(config, progress=False)

@@ -1404,12 +1404,22 @@ def load_checkpoint_tokenizer(run: Path) -> Any:
 
 
 def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
-    """Read a train_config.json (for ``--config``)."""
+    """Read a train_config.json (for ``--config``), with one-line errors naming it
+    (a pipe too: ``--config <(jq ...)``). A file that is not UTF-8 (a checkpoint's weights
+    given by mistake) was refused as "input is not UTF-8 text", naming no file, and a run
+    folder as "Is a directory"; a run folder now points at its train_config.json."""
     p = Path(path)
+    if p.is_dir():
+        inside = p / "train_config.json"
+        hint = (f"; pass {inside} to start a new run with its settings (`unmask train --resume "
+                f"--out {p}` continues that run)" if inside.is_file() else "")
+        raise UserError(f"{p}: a folder, not a train_config.json file{hint}")
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{p}: no such file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not UTF-8 text (a train_config.json is JSON)") from None
     data = parse_json(text, p)  # one line for a long integer or deep nesting too
     return from_dict(TrainConfig, data, source=str(p))
 

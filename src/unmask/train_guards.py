@@ -12,9 +12,9 @@
   immediate ``KeyboardInterrupt``; ``train`` then raises ``TrainingStopped``, which the CLI
   turns into exit code 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
 
-Inside: ``resume_plan``, ``renew_time_limit``, ``time_limit_exit``, ``under_torchrun``,
-``validation_batches``, ``validation_settings``, ``validation_changes``, ``saved_progress``,
-``describe_resume``,
+Inside: ``resume_plan``, ``resumed_config``, ``renew_time_limit``, ``time_limit_exit``,
+``under_torchrun``, ``validation_batches``, ``validation_settings``, ``validation_changes``,
+``saved_progress``, ``describe_resume``,
 ``check_data_sizes``, ``estimate_memory``, ``available_memory``, ``check_memory``,
 ``StopFlag``, ``TrainingStopped``.
 """
@@ -76,6 +76,16 @@ def resume_plan(saved: TrainConfig, config: TrainConfig) -> dict[str, Any]:
             )
         changes[f.name] = new
     return changes
+
+
+def resumed_config(plan: TrainConfig, given: dict[str, Any]) -> TrainConfig:
+    """A saved run's ``plan`` as a resuming command continues it: the fields its command line
+    ``given`` over the plan, and ``device`` and ``threads`` (``RUNTIME_FIELDS``: how this
+    process runs) this command's, never the saved run's. Kept from the plan, a run begun with
+    ``--threads 1`` or ``--device cpu`` resumed on them whatever the resuming command's own
+    default (all cores, a GPU), though the resume line named no such setting."""
+    runtime = {k: getattr(TrainConfig(), k) for k in RUNTIME_FIELDS if k != "out"}
+    return dataclasses.replace(plan, **{**runtime, **given})
 
 
 def _not_its_option(objective: str, name: str) -> bool:
@@ -464,9 +474,13 @@ def check_model_size(model_cfg: ModelConfig, device: Any, world: int = 1) -> Non
         return
     raise UserError(
         f"the model has about {_count(n_params)} parameters: its weights alone need "
-        f"{_size(2 * n_params)} per copy, more than the {_size(available)} available; choose a "
-        "smaller model (--preset, --model-set d_model=/n_layers=)"
+        f"{_size(2 * n_params)} per copy, more than the {_size(available)} available; "
+        f"{SMALLER_MODEL}"
     )
+
+
+SMALLER_MODEL = "choose a smaller model (--preset, --model-set d_model=/n_layers=)"
+"""The advice of a refusal no batch setting can lift: the model itself does not fit."""
 
 
 def _count(n: float) -> str:
@@ -480,7 +494,8 @@ def check_memory(
     """Refuse a run whose estimate (times the processes sharing this machine) exceeds the free
     memory, with a one-line ``UserError`` that says what to lower, the settings of its advice
     named by ``name`` (the CLI: its flags, typed or not; it named ``grad_accum``, a field, to a
-    user who had not typed ``--grad-accum``)."""
+    user who had not typed ``--grad-accum``). Where the weights and optimizer state alone do
+    not fit, the advice is a smaller model: lowering the batch, as it said, could not help."""
     if available is None:
         return
     need = estimate.total * processes
@@ -488,11 +503,15 @@ def check_memory(
         return
     alone = [setting_name(name or _as_field, k) for k in ("seq_len", "batch_size", "grad_accum")]
     who = f" × {processes} processes" if processes > 1 else ""
+    if estimate.state * processes > available:  # no batch fits: lowering it was the advice
+        fewer = " or run fewer processes on this machine" if processes > 1 else ""
+        advice = f"its weights and optimizer state alone do not fit; {SMALLER_MODEL}{fewer}"
+    else:
+        advice = f"lower {alone[0]} or {alone[1]}, or raise {alone[2]}"
     raise UserError(
         f"this run needs about {_size(need)} of memory{who} (weights and optimizer state "
         f"{_size(estimate.state)}, activations of {rows} rows × seq_len={config.seq_len} "
-        f"{_size(estimate.activations)}), more than the {_size(available)} available; lower "
-        f"{alone[0]} or {alone[1]}, or raise {alone[2]}"
+        f"{_size(estimate.activations)}), more than the {_size(available)} available; {advice}"
     )
 
 

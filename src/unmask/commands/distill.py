@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import os
 import re
 import sys
@@ -172,7 +171,9 @@ def _resume(args: argparse.Namespace) -> Path:
             f"{args.out}: not a distillation run (objective {cfg.objective!r}); "
             "resume it with unmask train --resume"
         )
-    cfg = dataclasses.replace(cfg, **given_fields(TrainConfig, args))
+    from unmask.train_guards import resumed_config  # threads, device: this command's
+
+    cfg = resumed_config(cfg, given_fields(TrainConfig, args))
     return train(cfg, resume=True, progress=not args.no_progress, name_setting=_flag)
 
 

@@ -18,7 +18,7 @@ from unmask.commands import (
 )
 from unmask.config import MODEL_PRESETS, PARALLEL_MODES, PRECISIONS, TrainConfig
 from unmask.errors import UserError
-from unmask.train_guards import EXIT_CODES
+from unmask.train_guards import EXIT_CODES, resumed_config
 
 _SKIP = {"model_overrides", "heldout_data", "heldout_seq_len"}  # the last two: unmask distill
 
@@ -94,8 +94,18 @@ def _resume_config(args: argparse.Namespace) -> TrainConfig:
         raise UserError("--model-set cannot change the model of a resumed run")
     saved = Path(args.out) / "train_config.json"
     if not saved.is_file():
-        raise UserError(f"{args.out}: nothing to resume (no train_config.json in it)")
-    return dataclasses.replace(load_saved_plan(saved), **given_fields(TrainConfig, args))
+        raise UserError(f"{args.out}: nothing to resume (no train_config.json in it)"
+                        f"{_run_above(Path(args.out))}")
+    return resumed_config(load_saved_plan(saved), given_fields(TrainConfig, args))
+
+
+def _run_above(out: Path) -> str:
+    """A hint where ``--out`` is a folder inside a run (its ``checkpoint/`` or ``best/``, as
+    ``--model`` takes them): the run to resume, or ''."""
+    for up, run in zip((out.parent, out.parent.parent), out.resolve().parents, strict=False):
+        if (run / "train_config.json").is_file():
+            return f"; it is inside the run {up}: resume it with --out {up}"
+    return ""
 
 
 def run(args: argparse.Namespace) -> int:
