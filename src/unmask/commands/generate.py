@@ -279,12 +279,15 @@ def decoded_work(result: Any) -> tuple[int, int]:
     in their steps), in rows run apart or in groups each run's own (``result.runs``: a run
     that stopped early is padded to the widest). Counting padding over all rows and steps
     said 25 tokens/step for a BD3-LM run that ended in its first segment of 20, 0.83 for a
-    LLaDA run of one token a step whose rows ended in different segments."""
+    LLaDA run of one token a step whose rows ended in different segments. A commit loop that
+    stopped after every row's EOS (``ended_at``) decoded the columns before it alone."""
     parts = getattr(result, "runs", None) or getattr(result, "segments", None)
     if parts:
         counts = [decoded_work(part) for part in parts]
         return sum(c[0] for c in counts), sum(c[1] for c in counts)
     start, end = result.region
+    if getattr(result, "ended_at", None) is not None:  # stopped after every row's EOS
+        end = min(end, result.ended_at)
     rows = len(result.tokens)
     return rows * (end - start), rows * result.steps
 

@@ -84,6 +84,7 @@ from unmask.sampling.protocol import (
     cut_at_eos,
     decode_generations,
     make_generator,
+    rows_finished,
     step_together,
 )
 from unmask.sampling.protocol import model_device as _model_device
@@ -367,6 +368,7 @@ class Denoiser(DecoderRun):
         step_callback: StepCallback | None = None,
         on_view: ViewCallback | None = None,
         split: bool = False,
+        stop_at_eos: bool = False,
     ) -> None:
         if config.decoder not in ("auto", "llada", "bd3lm"):
             raise UserError(
@@ -451,6 +453,9 @@ class Denoiser(DecoderRun):
         self.steps = 0  # steps done, skipped empty steps included
         self.block = 0
         self.block_step = 0
+        # generation (``for_prompts``): a row whose finished blocks hold EOS has ended
+        self._stop_at_eos = stop_at_eos and eos_id is not None and not config.forbid_eos
+        self._ended_at: int | None = None  # where every row had ended (``_all_ended``)
         self._enter_block()
         self._settle()
 
@@ -562,8 +567,33 @@ class Denoiser(DecoderRun):
             ):
                 return
             self.block += 1
+            if self._stop_at_eos and not self.done and self._all_ended():
+                self.block = self.num_blocks  # the run is done: nothing after EOS is shown
             if not self.done:
                 self._enter_block()
+
+    def _all_ended(self) -> bool:
+        """At a block boundary of a generation: fill the masks after the finished blocks of
+        each row that has ended (no mask up to the boundary, EOS in its region) with EOS, and
+        whether every row has (the run then stops there: ``GenerateResult.ended_at``). Exact
+        for the text: the loop only commits masks, so what a row wrote up to its EOS never
+        changes after; an ended row's later blocks would only pad it (as ``BlockRun``'s EOS
+        fill, which stops the same way). A row gets the same ids alone as in a batch."""
+        end = self.block_bounds[0]  # the finished blocks' end
+        x, masked = self.x, self.canvas.masked
+        ended = ~masked[:, :end].any(dim=1) & rows_finished(
+            x[:, self.canvas.region[0] : end], self.eos_id)  # (B,)
+        if not bool(ended.any()):
+            return False
+        rest = x[:, end:]  # a view: written in place
+        rest[ended.unsqueeze(1) & masked[:, end:]] = self.eos_id
+        if isinstance(self.generator, RowDraws):  # an ended row draws no more, as alone
+            self.generator.out = [o or e for o, e in zip(
+                self.generator.out, ended.tolist(), strict=True)]
+        if not bool(ended.all()):
+            return False
+        self._ended_at = end
+        return True
 
     def _after_step(self) -> None:
         self.steps += 1
@@ -713,6 +743,7 @@ class Denoiser(DecoderRun):
             eos_id=self.eos_id,
             history=self.history,
             attention_mask=self.attn,
+            ended_at=self._ended_at,
         )
 
     @classmethod
@@ -758,6 +789,7 @@ class Denoiser(DecoderRun):
             return_history=return_history,
             step_callback=step_callback,
             on_view=on_view,
+            stop_at_eos=True,
         )
 
 

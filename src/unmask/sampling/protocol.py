@@ -88,6 +88,10 @@ class GenerateResult:
     runs: list[GenerateResult] | None = field(default=None, repr=False)
     """A result joined from several runs (``unmask.api``: rows run apart, prompts decoded in
     groups): each run's own result, over its own rows; None: one run."""
+    ended_at: int | None = None
+    """The column at which a generation stopped because every row had ended (EOS in the
+    finished blocks; the commit loop, ``Denoiser``): the region after it holds the EOS it
+    was filled with, which no step decoded. None: it ran to the region's end."""
 
     @property
     def gen_ids(self) -> list[list[int]]:
