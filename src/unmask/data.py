@@ -1751,6 +1751,10 @@ def _roundtrip_note(tok: Tokenizer, text: str, ids: Sequence[int]) -> list[str]:
             "n_bytes and bits per byte are approximate, not comparable with other tokenizers"]
 
 
+_SLICE_TOKENS = 1 << 22
+"""Tokens ``prepare_slice`` reads and writes at once."""
+
+
 def prepare_slice(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -1761,7 +1765,9 @@ def prepare_slice(
     """A prepared dataset holding the first ``train_tokens`` of ``source``'s train split and
     its whole validation split, with the same tokenizer: a small corpus for data-constrained
     runs (``benchmarks/data_constrained.py``) whose held-out numbers compare with the full
-    corpus'. Written to a temporary folder and renamed into place, like ``prepare``."""
+    corpus'. Written to a temporary folder and renamed into place, like ``prepare``, a piece
+    at a time (``_SLICE_TOKENS``); its ``n_documents`` counts the documents it holds (its
+    document ends, and the one cut off at the end of its train split), not the source's."""
     src = TokenDataset(source, "train")
     if not 0 < train_tokens <= src.n_tokens:
         raise UserError(
@@ -1779,16 +1785,25 @@ def prepare_slice(
     tmp = _staging(out)
     try:
         splits = {}
+        n_docs = 0  # document ends in the slice
         for split, n in (("train", train_tokens), ("val", None)):
             ds = src if split == "train" else TokenDataset(source, "val")
             w = _ShardWriter(tmp, split, dtype, 2**24, byte_len)
-            w.write(ds.read(0, ds.n_tokens if n is None else n))
+            end = ds.n_tokens if n is None else n
+            # a piece at a time: the whole slice as int64 was 8 bytes a token in memory
+            for start in range(0, end, _SLICE_TOKENS):
+                piece = ds.read(start, min(_SLICE_TOKENS, end - start))
+                n_docs += int(np.count_nonzero(piece == tok.eos_id))
+                w.write(piece)
+            if split == "train" and piece[-1] != tok.eos_id:
+                n_docs += 1  # the document cut off at the slice's end
             w.close()
             splits[split] = {"shards": w.shards, "n_tokens": w.n_tokens, "n_bytes": w.n_bytes}
         tok.save(tmp)
         index = {
             **src.index,
             "splits": splits,
+            "n_documents": n_docs,
             "sliced_from": str(Path(source).resolve()),
             "created_by": "unmask.data.prepare_slice",
         }
@@ -1803,7 +1818,7 @@ def prepare_slice(
         vocab_size=src.vocab_size,
         dtype=src.index["dtype"],
         special_ids=src.special_ids,
-        n_documents=int(src.index.get("n_documents", 1)),
+        n_documents=n_docs,
         n_tokens={s: v["n_tokens"] for s, v in splits.items()},
         n_bytes={s: v["n_bytes"] for s, v in splits.items()},
     )
