@@ -857,12 +857,15 @@ def _jsonl_objects(
         if not line.strip():
             continue
         array = first and line.lstrip().startswith("[")  # past the bytes ``head`` saw
+        opened = first and line.strip() == "{"  # an object pretty-printed over many lines
         first = False
         try:  # a line cut short: its end's column, not column 1 of the next line
             obj = parse_json(line.rstrip("\r\n"), src.name, line=lineno)
         except BadJSON:
             if array:  # "[" alone on line 1: a pretty-printed array (Alpaca's data files)
                 raise _array_error(src.path, src.kind) from None
+            if opened:  # not "line 1: not valid JSON (Expecting property name ...)"
+                raise _array_error(src.path, src.kind, pretty=True) from None
             raise
         if not isinstance(obj, dict):
             if array and isinstance(obj, list):
@@ -871,18 +874,20 @@ def _jsonl_objects(
         yield where, obj
 
 
-def _array_error(path: Path, kind: str | None = None) -> UserError:
+def _array_error(path: Path, kind: str | None = None, *, pretty: bool = False) -> UserError:
     """The refusal of a JSON array of records where JSON Lines (one object a line) go, with the
     jq command that converts it, writing next to it (jq reads no compressed file: one is
-    decompressed into it)."""
+    decompressed into it); with ``pretty``, of JSON objects written over many lines (``jq -c
+    .`` puts each on one)."""
     base = path.name.split(".")[0]
     name = f"{base}.jsonl" if f"{base}.jsonl" != path.name else f"{base}-lines.jsonl"
     target = shlex.quote(str(path.with_name(name)))
     source = shlex.quote(str(path))
     unpack = {"gzip": "gzip -dc", "xz": "xz -dc", "bzip2": "bzip2 -dc"}.get(kind or "")
-    command = (f"{unpack} {source} | jq -c '.[]' > {target}" if unpack
-               else f"jq -c '.[]' {source} > {target}")
-    return UserError(f"{path}: a JSON array, not JSON Lines (one JSON object a line); convert "
+    jq = "jq -c ." if pretty else "jq -c '.[]'"
+    command = f"{unpack} {source} | {jq} > {target}" if unpack else f"{jq} {source} > {target}"
+    what = "JSON written over many lines" if pretty else "a JSON array"
+    return UserError(f"{path}: {what}, not JSON Lines (one JSON object a line); convert "
                      f"it with {command}")
 
 

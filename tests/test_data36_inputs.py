@@ -1,0 +1,40 @@
+"""Inputs of ``unmask prepare`` and ``read_jsonl`` (SFT data, task files) that a user gets
+wrong: JSON records written over many lines where JSON Lines go."""
+
+import gzip
+
+import pytest
+
+from unmask.data import prepare, read_jsonl
+from unmask.errors import UserError
+
+PRETTY = ('{\n  "prompt": "Say hi",\n  "response": "hi"\n}\n'
+          '{\n  "prompt": "a",\n  "response": "b"\n}\n')
+
+
+def test_pretty_printed_records_are_named_with_the_command_that_converts_them(tmp_path):
+    """Records pretty-printed one field a line (``json.dump(..., indent=2)``) were "line 1: not
+    valid JSON (Expecting property name enclosed in double quotes at column 2)"; they are named
+    as such, with the jq line that puts each on one line."""
+    path = tmp_path / "chat.json"
+    path.write_text(PRETTY)
+    with pytest.raises(UserError, match=r"chat.json: JSON written over many lines, not JSON "
+                                        r"Lines .*; convert it with jq -c \. .*chat.json > "
+                                        r".*chat.jsonl$"):
+        list(read_jsonl(path))
+    packed = tmp_path / "notes.jsonl.gz"
+    packed.write_bytes(gzip.compress(PRETTY.replace("prompt", "text").encode()))
+    with pytest.raises(UserError, match=r"over many lines.*gzip -dc .*notes.jsonl.gz \| jq -c \. "
+                                        r"> .*notes.jsonl$"):
+        prepare([packed], tmp_path / "data", tokenizer="byte", val_fraction=0, progress=False)
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_bad_first_line_that_does_not_open_an_object_is_still_a_json_error(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text":\n"a"}\n')
+    with pytest.raises(UserError, match=r"a.jsonl:1: not valid JSON"):
+        list(read_jsonl(path))
+    path.write_text('{"text": "a"}\n{\n')  # the second line is not the first: a JSON error
+    with pytest.raises(UserError, match=r"a.jsonl:2: not valid JSON"):
+        list(read_jsonl(path))
