@@ -38,3 +38,21 @@ def test_a_bad_first_line_that_does_not_open_an_object_is_still_a_json_error(tmp
     path.write_text('{"text": "a"}\n{\n')  # the second line is not the first: a JSON error
     with pytest.raises(UserError, match=r"a.jsonl:2: not valid JSON"):
         list(read_jsonl(path))
+
+
+def test_a_wildcard_pattern_is_named_as_one(tmp_path):
+    """``prepare("corpus/*.txt")`` from Python, or a pattern a shell passed on because it matched
+    nothing, was only "no such file or directory"."""
+    (tmp_path / "corpus").mkdir()
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / "corpus" / name).write_text("some text")
+    pattern = str(tmp_path / "corpus" / "*.txt")
+    with pytest.raises(UserError, match=r"\*\.txt: no such file or directory, a pattern, which 2 "
+                                        r"files match: prepare does not expand one"):
+        prepare(pattern, tmp_path / "data", tokenizer="byte", val_fraction=0, progress=False)
+    with pytest.raises(UserError, match=r"\*\.jsonl: no such file or directory, and no file "
+                                        r"matches it as a pattern"):
+        prepare([str(tmp_path / "corpus" / "*.jsonl")], tmp_path / "data", tokenizer="byte",
+                val_fraction=0, progress=False)
+    with pytest.raises(UserError, match=r"missing.txt: no such file or directory$"):
+        prepare([tmp_path / "missing.txt"], tmp_path / "data", tokenizer="byte", progress=False)

@@ -186,6 +186,10 @@ def _input_list(inputs: Any) -> list[Any]:
     return [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
 
 
+_PATTERN = re.compile(r"[*?]|\[.+\]")
+"""A shell's wildcards (``*.txt``, ``part-?.gz``, ``[ab].txt``) in an input's name."""
+
+
 def resolve_inputs(
     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
@@ -276,6 +280,15 @@ def resolve_inputs(
                             f"standard input instead: ... | unmask prepare {STDIN} -o DIR")
         elif p.exists():
             raise UserError(f"{p}: not a regular file or directory")
+        elif _PATTERN.search(str(item)):  # a shell passes on a pattern that matched nothing
+            import glob
+
+            n = sum(1 for _ in glob.iglob(str(item), recursive=True))
+            said = (f"a pattern, which {n:,} files match: prepare does not expand one; give the "
+                    f"files (sorted(glob.glob({str(item)!r})) in Python) or their folder" if n
+                    else "and no file matches it as a pattern (a shell passes on one that "
+                    "matches nothing as it is)")
+            raise UserError(f"{p}: no such file or directory, {said}")
         else:
             raise UserError(f"{p}: no such file or directory")
     if not files:  # only folders, none with a file to read: "empty corpus" said not why
