@@ -56,3 +56,19 @@ def test_a_wildcard_pattern_is_named_as_one(tmp_path):
                 val_fraction=0, progress=False)
     with pytest.raises(UserError, match=r"missing.txt: no such file or directory$"):
         prepare([tmp_path / "missing.txt"], tmp_path / "data", tokenizer="byte", progress=False)
+
+
+def test_an_input_that_is_a_link_to_a_missing_file_is_named_as_one(tmp_path):
+    """A link given as an input whose target is gone (a git-annex file not fetched, as below a
+    folder, or another) was "no such file or directory", of a name ``ls`` lists."""
+    (tmp_path / ".git" / "annex" / "objects").mkdir(parents=True)
+    annexed, gone = tmp_path / "a.txt", tmp_path / "b.txt"
+    annexed.symlink_to(".git/annex/objects/Xx/SHA256E-s5--0a1b.txt")
+    gone.symlink_to(tmp_path / "moved" / "b.txt")
+    with pytest.raises(UserError, match=r"a.txt: a git-annex link whose content is not here "
+                                        r"\(.git/annex/objects/.*\); fetch it \(git annex get\)"):
+        prepare([annexed], tmp_path / "data", tokenizer="byte", progress=False)
+    with pytest.raises(UserError, match=r"b.txt: a symbolic link to a missing file \(.*moved"):
+        prepare([gone], tmp_path / "data", tokenizer="byte", progress=False)
+    with pytest.raises(UserError, match=r"a.txt: a git-annex link whose content is not here"):
+        prepare([tmp_path], tmp_path.with_name("data"), tokenizer="byte", progress=False)

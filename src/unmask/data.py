@@ -147,6 +147,15 @@ def _annexed(link: Path) -> bool:
         return False
 
 
+def _dangling(link: Path) -> UserError:
+    """The refusal of the symbolic link ``link`` to a missing file, given as an input or (a
+    git-annex one) found below an input folder."""
+    if _annexed(link):
+        return UserError(f"{link}: a git-annex link whose content is not here "
+                         f"({os.readlink(link)}); fetch it (git annex get) or remove the link")
+    return UserError(f"{link}: a symbolic link to a missing file ({os.readlink(link)})")
+
+
 def _real(p: Path, cache: dict[str, str]) -> str:
     """``str(p.resolve())``, through ``cache`` (path -> resolved path, for files and the
     folders that hold them): each folder is resolved once and a file on its own only when it is
@@ -248,9 +257,7 @@ def resolve_inputs(
             dangling = [q for q in kept if q.is_symlink() and not q.exists()]
             annexed = next((q for q in dangling if _annexed(q)), None)
             if annexed is not None:  # content not fetched: a corpus of them read as empty
-                raise UserError(f"{annexed}: a git-annex link whose content is not here "
-                                f"({os.readlink(annexed)}); fetch it (git annex get) or remove "
-                                "the link")
+                raise _dangling(annexed)
             if dangling:  # a source tree's links to build outputs not built: not text anyway
                 if skipped is not None:
                     more = f" and {len(dangling) - 1} more" if len(dangling) > 1 else ""
@@ -280,6 +287,8 @@ def resolve_inputs(
                             f"standard input instead: ... | unmask prepare {STDIN} -o DIR")
         elif p.exists():
             raise UserError(f"{p}: not a regular file or directory")
+        elif p.is_symlink():  # `ls` shows it: "no such file" puzzled
+            raise _dangling(p)
         elif _PATTERN.search(str(item)):  # a shell passes on a pattern that matched nothing
             import glob
 
