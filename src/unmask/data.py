@@ -25,6 +25,7 @@ from __future__ import annotations
 import bz2
 import codecs
 import contextlib
+import glob
 import gzip
 import hashlib
 import heapq
@@ -290,8 +291,6 @@ def resolve_inputs(
         elif p.is_symlink():  # `ls` shows it: "no such file" puzzled
             raise _dangling(p)
         elif _PATTERN.search(str(item)):  # a shell passes on a pattern that matched nothing
-            import glob
-
             n = sum(1 for _ in glob.iglob(str(item), recursive=True))
             said = (f"a pattern, which {n:,} files match: prepare does not expand one; give the "
                     f"files (sorted(glob.glob({str(item)!r})) in Python) or their folder" if n
@@ -1812,7 +1811,7 @@ def prepare_slice(
     tmp = _staging(out)
     try:
         splits = {}
-        n_docs = 0  # document ends in the slice
+        n_docs = 0  # documents in the slice: its ends (EOS), and one cut off
         for split, n in (("train", train_tokens), ("val", None)):
             ds = src if split == "train" else TokenDataset(source, "val")
             w = _ShardWriter(tmp, split, dtype, 2**24, byte_len)
