@@ -72,3 +72,21 @@ def test_an_input_that_is_a_link_to_a_missing_file_is_named_as_one(tmp_path):
         prepare([gone], tmp_path / "data", tokenizer="byte", progress=False)
     with pytest.raises(UserError, match=r"a.txt: a git-annex link whose content is not here"):
         prepare([tmp_path], tmp_path.with_name("data"), tokenizer="byte", progress=False)
+
+
+def test_json_lines_under_a_text_name_is_read_as_text_with_a_note(tmp_path):
+    """JSON Lines in ``data.txt`` (or a file with no extension) was trained on as text, JSON
+    syntax and all, without a word; it still is (a text file is one document), with a note
+    naming it and what to do. Text that only starts with a bracket gets no note."""
+    (tmp_path / "recs.txt").write_text('{"text": "hello"}\n{"text": "world"}\n')
+    (tmp_path / "recs").write_text('{"text": "again"}\n')
+    (tmp_path / "song.txt").write_text("[Verse 1]\nla la la\n")
+    info = prepare([tmp_path / "recs.txt", tmp_path / "recs", tmp_path / "song.txt"],
+                   tmp_path / "data", tokenizer="byte", val_fraction=0, progress=False)
+    assert info.n_documents == 3
+    said = [n for n in info.notes if "JSON syntax and all" in n]
+    assert len(said) == 1 and "recs.txt and 1 more inputs read as plain text" in said[0]
+    assert "its first line is a JSON record, as in JSON Lines); name the file .jsonl" in said[0]
+    plain = prepare([tmp_path / "song.txt"], tmp_path / "data2", tokenizer="byte",
+                    val_fraction=0, progress=False)
+    assert plain.notes == ()
