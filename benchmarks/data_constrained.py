@@ -18,8 +18,10 @@ script measures that on a slice of a prepared corpus with unmask's own training 
 
 Resumable: runs live in ``--work``; running the same command again continues each run from
 its checkpoint (``train --resume``, exact) and skips finished ones, so a long study can be
-stopped (Ctrl-C) and restarted. "Same compute" is the same optimizer steps over the same
-tokens; a ``bd3lm`` step costs about twice the FLOPs (its pass runs over [x_t ; x_0]).
+stopped (Ctrl-C) and restarted; only ``--epochs``, ``--threads`` and ``--device`` may change
+then (other settings, or another ``--data``, are refused: give another ``--work``). "Same
+compute" is the same optimizer steps over the same tokens; a ``bd3lm`` step costs about twice
+the FLOPs (its pass runs over [x_t ; x_0]).
 
     python benchmarks/data_constrained.py --tokens 50000 --epochs 200 --preset demo
     python benchmarks/data_constrained.py --quick   # seconds: does the script run?
@@ -34,7 +36,7 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,7 @@ from _common import (
 )
 
 from unmask.config import TrainConfig, load_json
+from unmask.errors import UserError
 from unmask.files import as_number
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,8 +137,23 @@ def train_config(args: argparse.Namespace, objective: str, data: Path, out: Path
     )  # fmt: skip
 
 
+RESUMED_AS_ASKED = ("steps", "device", "threads", "out")
+"""What a later command may change in a run it continues (``--epochs``, ``--device``,
+``--threads``; ``out``, the run's folder, may be named another way); any other setting is the
+study's."""
+
+
+def _setting(cfg: TrainConfig, name: str) -> Any:
+    """``cfg``'s field ``name``, a path (``data``) as the folder it names."""
+    value = getattr(cfg, name)
+    return str(Path(value).resolve()) if name == "data" and value is not None else value
+
+
 def run_one(cfg: TrainConfig) -> None:
-    """Train ``cfg``, continuing its run when one is there (the study is resumable)."""
+    """Train ``cfg``, continuing its run when one is there (the study is resumable). A run of
+    other settings (another ``--lr``, ``--preset``, ``--seq-len`` ... with the same
+    ``--work``) is refused: it was continued, or taken as done, with its own settings, and
+    reported under the new ones."""
     from unmask.train import train
 
     out = Path(cfg.out)
@@ -143,11 +161,17 @@ def run_one(cfg: TrainConfig) -> None:
     if saved.is_file() and not (out / "checkpoint").is_dir():
         shutil.rmtree(out)  # stopped before its first checkpoint: nothing to keep
     if (out / "checkpoint").is_dir():
+        plan = load_json(TrainConfig, saved)
+        changed = [f"{f.name} {getattr(plan, f.name)!r} (now {getattr(cfg, f.name)!r})"
+                   for f in fields(TrainConfig) if f.name not in RESUMED_AS_ASKED
+                   and _setting(plan, f.name) != _setting(cfg, f.name)]
+        if changed:
+            raise UserError(f"{out}: a run of other settings ({', '.join(changed)}); give "
+                            "another --work for a new study, or the settings of this one")
         done = json.loads((out / "checkpoint" / "trainer.json").read_text())["step"]
         if done >= cfg.steps:
             print(f"{cfg.objective}: done ({done} steps)", file=sys.stderr)
             return
-        plan = load_json(TrainConfig, saved)
         train(replace(plan, steps=cfg.steps, device=cfg.device, threads=cfg.threads), resume=True)
     else:
         train(cfg)
@@ -241,14 +265,19 @@ def main_in(args: argparse.Namespace, argv: list[str] | None) -> int:
     """``main`` once ``args.work`` is known."""
     import torch
 
-    from unmask.data import prepare_slice
+    from unmask.data import prepare_slice, read_index
     from unmask.files import atomic_write_text
     from unmask.train_guards import TrainingStopped
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     work = Path(args.work)
     data = work / f"slice-{args.tokens}"
-    if not (data / "index.json").is_file():
+    if (data / "index.json").is_file():  # a study continued: of the same corpus
+        source = read_index(data).get("sliced_from")
+        if source != str(Path(args.data).resolve()):
+            raise UserError(f"{data}: a slice of {source}, not of --data {args.data}; give "
+                            "another --work for a study of another corpus")
+    else:
         prepare_slice(args.data, data, train_tokens=args.tokens)
     spe = steps_per_epoch(args)
     t0 = time.perf_counter()
@@ -294,7 +323,8 @@ def main_in(args: argparse.Namespace, argv: list[str] | None) -> int:
     for k, v in result.get("crossover_epoch", {}).items():
         ratio = result.get("best_ratio_to_ar", {}).get(k)
         said = f"epoch {v:g}" if v is not None else "none in this range"
-        print(f"{k} below ar from: {said}; best {k} / best ar = {ratio:.3f}" if ratio else said)
+        print(f"{k} below ar from: {said}" + (f"; best {k} / best ar = {ratio:.3f}" if ratio
+                                              else ""))
     print(f"json: {args.json or '(none)'}\nplot: {args.plot or '(none)'}")
     return 130 if stopped else 0
 

@@ -48,3 +48,39 @@ def test_a_study_runs_and_a_second_run_continues_it(word_corpus, tmp_path, prese
     assert json.loads(out.read_text())["curves"] == first["curves"]
     lines = (tmp_path / "work" / "ar" / "metrics.jsonl").read_text().splitlines()
     assert sum(json.loads(line).get("event") == "start" for line in lines) == 1
+
+
+def test_a_continued_study_refuses_other_settings_or_another_corpus(word_corpus, tmp_path,
+                                                                    bench):
+    """A second command with the same --work continued (or took as done) the runs with their
+    own settings and reported them under the new ones (``--lr 0.05`` in the JSON, 0.001
+    trained), and reused the slice of another --data: both are refused in one line, while
+    --epochs, --threads and the --work folder named another way still continue the study."""
+    from unmask.errors import UserError
+
+    corpus, other = word_corpus("dc1", WORDS), word_corpus("dc2", WORDS[::-1])
+    work = tmp_path / "work"
+    argv = ["--data", str(corpus), "--tokens", "256", "--epochs", "1", "--objectives", "ar",
+            "--preset", "tiny", "--seq-len", "16", "--batch-size", "8", "--warmup", "1",
+            "--eval-batches", "1", "--work", str(work), "--json", str(tmp_path / "dc.json"),
+            "--plot", ""]
+    assert bench.main(argv) == 0
+    with pytest.raises(UserError, match=r"a run of other settings \(lr 0.001 \(now 0.05\)\)"):
+        bench.main([*argv, "--lr", "0.05"])
+    with pytest.raises(UserError, match="slice-256: a slice of .*dc1.*, not of --data .*dc2"):
+        bench.main([*argv, "--data", str(other)])
+    same = [*argv, "--work", str(tmp_path / "." / "work"), "--epochs", "2", "--threads", "2"]
+    assert bench.main(same) == 0
+
+
+def test_the_summary_line_names_its_objective_without_an_ar_curve(word_corpus, tmp_path,
+                                                                    bench, monkeypatch, capsys):
+    """With no AR point to compare (its run stopped before its first evaluation), the line of
+    mdlm said only "none in this range", not whose."""
+    monkeypatch.setattr(bench, "run_one", lambda cfg: None)
+    monkeypatch.setattr(bench, "curve", lambda run, spe: [] if run.name == "ar" else _curve([2]))
+    argv = ["--data", str(word_corpus("dc3", WORDS)), "--tokens", "256", "--objectives",
+            "ar,mdlm", "--work", str(tmp_path / "work"), "--json", str(tmp_path / "dc.json"),
+            "--plot", ""]
+    assert bench.main(argv) == 0
+    assert "mdlm below ar from: none in this range\n" in capsys.readouterr().out

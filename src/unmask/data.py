@@ -25,6 +25,7 @@ from __future__ import annotations
 import bz2
 import codecs
 import contextlib
+import glob
 import gzip
 import hashlib
 import heapq
@@ -147,6 +148,15 @@ def _annexed(link: Path) -> bool:
         return False
 
 
+def _dangling(link: Path) -> UserError:
+    """The refusal of the symbolic link ``link`` to a missing file, given as an input or (a
+    git-annex one) found below an input folder."""
+    if _annexed(link):
+        return UserError(f"{link}: a git-annex link whose content is not here "
+                         f"({os.readlink(link)}); fetch it (git annex get) or remove the link")
+    return UserError(f"{link}: a symbolic link to a missing file ({os.readlink(link)})")
+
+
 def _real(p: Path, cache: dict[str, str]) -> str:
     """``str(p.resolve())``, through ``cache`` (path -> resolved path, for files and the
     folders that hold them): each folder is resolved once and a file on its own only when it is
@@ -184,6 +194,10 @@ def _input_list(inputs: Any) -> list[Any]:
     """``inputs`` as a list: one path, not the characters of its name; a generator (what
     ``Path(...).glob('*.txt')`` gives) read once."""
     return [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
+
+
+_PATTERN = re.compile(r"[*?]|\[.+\]")
+"""A shell's wildcards (``*.txt``, ``part-?.gz``, ``[ab].txt``) in an input's name."""
 
 
 def resolve_inputs(
@@ -244,9 +258,7 @@ def resolve_inputs(
             dangling = [q for q in kept if q.is_symlink() and not q.exists()]
             annexed = next((q for q in dangling if _annexed(q)), None)
             if annexed is not None:  # content not fetched: a corpus of them read as empty
-                raise UserError(f"{annexed}: a git-annex link whose content is not here "
-                                f"({os.readlink(annexed)}); fetch it (git annex get) or remove "
-                                "the link")
+                raise _dangling(annexed)
             if dangling:  # a source tree's links to build outputs not built: not text anyway
                 if skipped is not None:
                     more = f" and {len(dangling) - 1} more" if len(dangling) > 1 else ""
@@ -276,6 +288,15 @@ def resolve_inputs(
                             f"standard input instead: ... | unmask prepare {STDIN} -o DIR")
         elif p.exists():
             raise UserError(f"{p}: not a regular file or directory")
+        elif p.is_symlink():  # `ls` shows it: "no such file" puzzled
+            raise _dangling(p)
+        elif _PATTERN.search(str(item)):  # a shell passes on a pattern that matched nothing
+            n = sum(1 for _ in glob.iglob(str(item), recursive=True))
+            said = (f"a pattern, which {n:,} files match: prepare does not expand one; give the "
+                    f"files (sorted(glob.glob({str(item)!r})) in Python) or their folder" if n
+                    else "and no file matches it as a pattern (a shell passes on one that "
+                    "matches nothing as it is)")
+            raise UserError(f"{p}: no such file or directory, {said}")
         else:
             raise UserError(f"{p}: no such file or directory")
     if not files:  # only folders, none with a file to read: "empty corpus" said not why
@@ -460,9 +481,12 @@ def _json_document(src: _Source) -> bool:
     pretty-printed; a byte-order mark). Told from the first bytes, not the first line: a
     one-line array may be gigabytes long, and a pretty-printed object's first line is ``{``.
     Text that starts with a bracket (``[Verse 1]``, ``[[a wiki link]]``, ``{curly}``) is not
-    one."""
-    head = src.peek(_HEAD_BYTES).removeprefix(codecs.BOM_UTF8).lstrip()
-    after = head[1:].lstrip()[:1]
+    one. Reads the first non-blank line, and the next where that line is only the bracket (a
+    look at 4 KB of short lines cost a folder of text files 40% more CPU)."""
+    head = src.peek_nonblank(1, _HEAD_BYTES)[0].removeprefix(codecs.BOM_UTF8).lstrip()
+    if head[:1] not in (b"{", b"["):
+        return False
+    after = head[1:].lstrip()[:1] or src.peek_nonblank(2, _HEAD_BYTES)[1].lstrip()[:1]
     return (head[:1] == b"{" and after in (b'"', b"}")) or (
         head[:1] == b"[" and after in (b"{", b'"'))
 
@@ -857,12 +881,15 @@ def _jsonl_objects(
         if not line.strip():
             continue
         array = first and line.lstrip().startswith("[")  # past the bytes ``head`` saw
+        opened = first and line.strip() == "{"  # an object pretty-printed over many lines
         first = False
         try:  # a line cut short: its end's column, not column 1 of the next line
             obj = parse_json(line.rstrip("\r\n"), src.name, line=lineno)
         except BadJSON:
             if array:  # "[" alone on line 1: a pretty-printed array (Alpaca's data files)
                 raise _array_error(src.path, src.kind) from None
+            if opened:  # not "line 1: not valid JSON (Expecting property name ...)"
+                raise _array_error(src.path, src.kind, pretty=True) from None
             raise
         if not isinstance(obj, dict):
             if array and isinstance(obj, list):
@@ -871,18 +898,20 @@ def _jsonl_objects(
         yield where, obj
 
 
-def _array_error(path: Path, kind: str | None = None) -> UserError:
+def _array_error(path: Path, kind: str | None = None, *, pretty: bool = False) -> UserError:
     """The refusal of a JSON array of records where JSON Lines (one object a line) go, with the
     jq command that converts it, writing next to it (jq reads no compressed file: one is
-    decompressed into it)."""
+    decompressed into it); with ``pretty``, of JSON objects written over many lines (``jq -c
+    .`` puts each on one)."""
     base = path.name.split(".")[0]
     name = f"{base}.jsonl" if f"{base}.jsonl" != path.name else f"{base}-lines.jsonl"
     target = shlex.quote(str(path.with_name(name)))
     source = shlex.quote(str(path))
     unpack = {"gzip": "gzip -dc", "xz": "xz -dc", "bzip2": "bzip2 -dc"}.get(kind or "")
-    command = (f"{unpack} {source} | jq -c '.[]' > {target}" if unpack
-               else f"jq -c '.[]' {source} > {target}")
-    return UserError(f"{path}: a JSON array, not JSON Lines (one JSON object a line); convert "
+    jq = "jq -c ." if pretty else "jq -c '.[]'"
+    command = f"{unpack} {source} | {jq} > {target}" if unpack else f"{jq} {source} > {target}"
+    what = "JSON written over many lines" if pretty else "a JSON array"
+    return UserError(f"{path}: {what}, not JSON Lines (one JSON object a line); convert "
                      f"it with {command}")
 
 
@@ -1546,27 +1575,31 @@ def prepare(
     # a tokenizer given (byte, a path) is loaded before any pass, and before standard input
     # is read: a mistyped path did not leave the piped corpus read and lost
     tok = None if tokenizer == "bpe" else _make_tokenizer(tokenizer, vocab_size, None)
-    # inputs read as plain text, JSON syntax and all (.json files; standard input holding
-    # JSON that is not JSON Lines), by their place in `files`
+    # inputs read as plain text, JSON syntax and all (.json files; other files and standard
+    # input that start like JSON but are not JSON Lines by name), by their place in `files`
     json_text: dict[int, str] = {}
     # the first line of the first of them (by place): the names of its first 8 members where
-    # it is a JSON object (not the object: a minified one may hold millions)
+    # it is a JSON object (not the object: a minified one may hold millions), and whether it
+    # is a record JSON Lines would read (in a file whose name does not say JSON Lines)
     first_names: list[str] | None = None
+    first_record = False
     jsonl = [False] * len(files)  # read as JSONL, by place (told once, not on every pass)
 
     def sniff(i: int) -> None:
         """Refuse archives, UTF-16, binary data before any pass over the corpus; tell JSONL."""
-        nonlocal first_names
+        nonlocal first_names, first_record
         src = _Source(files[i], lambda n: None, errors, stdin=files[i] == stdin)
         try:
             jsonl[i] = _reads_as_jsonl(src, text_field)
-            # standard input has no name: JSON told by its first bytes, one line or many
-            as_text = not jsonl[i] and (_named(src.path, ".json")
-                                        or (src.stdin and _json_document(src)))
+            # standard input has no name, and JSON Lines in data.txt was trained on, JSON syntax
+            # and all, without a word: JSON told by its first bytes, one line or many
+            as_text = not jsonl[i] and (_named(src.path, ".json") or _json_document(src))
             if as_text:
                 if not json_text or i < min(json_text):
                     obj = _first_json_line(src, text_field)
                     first_names = list(map(str, obj))[:8] if isinstance(obj, dict) else None
+                    first_record = isinstance(obj, dict) and (
+                        isinstance(obj.get(text_field), str) or _chat_record(obj))
                 json_text[i] = src.name
         finally:
             src.close()
@@ -1606,10 +1639,14 @@ def prepare(
                          "one document per record already (it splits text files by line)")
         if json_text:
             names = [json_text[i] for i in sorted(json_text)]
-            kind = "inputs" if STDIN_NAME in names else ".json files"
+            named_json = all(_named(Path(n), ".json") for n in names)
+            kind = ".json files" if named_json and STDIN_NAME not in names else "inputs"
             more = f" and {len(names) - 1} more {kind}" if len(names) > 1 else ""
             said = f"{names[0]}{more} read as plain text, JSON syntax and all"
-            if first_names is not None:  # records without the field, or a config file
+            if first_record:  # JSON Lines under another name (data.txt): read by name
+                notes.append(f"{said} (its first line is a JSON record, as in JSON Lines); name "
+                             "the file .jsonl to read one record a line")
+            elif first_names is not None:  # records without the field, or a config file
                 keys = ", ".join(first_names) or "none"
                 notes.append(f"{said} (its first line is a JSON object without a string "
                              f"field {text_field!r}; fields: {keys}); if it is JSON Lines, name "
@@ -1751,6 +1788,10 @@ def _roundtrip_note(tok: Tokenizer, text: str, ids: Sequence[int]) -> list[str]:
             "n_bytes and bits per byte are approximate, not comparable with other tokenizers"]
 
 
+_SLICE_TOKENS = 1 << 22
+"""Tokens ``prepare_slice`` reads and writes at once."""
+
+
 def prepare_slice(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -1761,7 +1802,9 @@ def prepare_slice(
     """A prepared dataset holding the first ``train_tokens`` of ``source``'s train split and
     its whole validation split, with the same tokenizer: a small corpus for data-constrained
     runs (``benchmarks/data_constrained.py``) whose held-out numbers compare with the full
-    corpus'. Written to a temporary folder and renamed into place, like ``prepare``."""
+    corpus'. Written to a temporary folder and renamed into place, like ``prepare``, a piece
+    at a time (``_SLICE_TOKENS``); its ``n_documents`` counts the documents it holds (its
+    document ends, and the one cut off at the end of its train split), not the source's."""
     src = TokenDataset(source, "train")
     if not 0 < train_tokens <= src.n_tokens:
         raise UserError(
@@ -1779,16 +1822,25 @@ def prepare_slice(
     tmp = _staging(out)
     try:
         splits = {}
+        n_docs = 0  # documents in the slice: its ends (EOS), and one cut off
         for split, n in (("train", train_tokens), ("val", None)):
             ds = src if split == "train" else TokenDataset(source, "val")
             w = _ShardWriter(tmp, split, dtype, 2**24, byte_len)
-            w.write(ds.read(0, ds.n_tokens if n is None else n))
+            end = ds.n_tokens if n is None else n
+            # a piece at a time: the whole slice as int64 was 8 bytes a token in memory
+            for start in range(0, end, _SLICE_TOKENS):
+                piece = ds.read(start, min(_SLICE_TOKENS, end - start))
+                n_docs += int(np.count_nonzero(piece == tok.eos_id))
+                w.write(piece)
+            if split == "train" and piece[-1] != tok.eos_id:
+                n_docs += 1  # the document cut off at the slice's end
             w.close()
             splits[split] = {"shards": w.shards, "n_tokens": w.n_tokens, "n_bytes": w.n_bytes}
         tok.save(tmp)
         index = {
             **src.index,
             "splits": splits,
+            "n_documents": n_docs,
             "sliced_from": str(Path(source).resolve()),
             "created_by": "unmask.data.prepare_slice",
         }
@@ -1803,7 +1855,7 @@ def prepare_slice(
         vocab_size=src.vocab_size,
         dtype=src.index["dtype"],
         special_ids=src.special_ids,
-        n_documents=int(src.index.get("n_documents", 1)),
+        n_documents=n_docs,
         n_tokens={s: v["n_tokens"] for s, v in splits.items()},
         n_bytes={s: v["n_bytes"] for s, v in splits.items()},
     )
