@@ -12,7 +12,12 @@ import struct
 import pytest
 import torch
 
-from unmask.model import log_expm1
+from unmask.config import ModelConfig, SampleConfig, TrainConfig
+from unmask.errors import UserError
+from unmask.model import Transformer, log_expm1
+from unmask.objectives import objective_spec
+from unmask.sampling.sedd import generate_sedd
+from unmask.sedd import LogLinearNoise
 
 
 def _float32_bits(x: float) -> int:
@@ -39,3 +44,71 @@ def test_log_expm1_is_log_of_expm1_bit_for_bit_where_that_is_finite(dtype: torch
     assert torch.equal(new[finite], old[finite])
     big = torch.tensor([100.0, 1e4, 1e30], dtype=dtype)
     assert torch.equal(log_expm1(big), big)  # finite past the overflow
+
+
+def _old_sigma(eps: float, t: torch.Tensor) -> torch.Tensor:
+    return -torch.log1p(-(1.0 - eps) * t)
+
+
+def _old_dsigma(eps: float, t: torch.Tensor) -> torch.Tensor:
+    return (1.0 - eps) / (1.0 - (1.0 - eps) * t)
+
+
+@pytest.mark.parametrize("eps", [0.5, 1e-3, 1e-5, 1e-6])
+def test_the_log_linear_noise_is_unchanged_for_a_usual_eps(eps: float) -> None:
+    """σ(t) and dσ/dt are the old expressions bit for bit for eps ≥ 1e-6 (trained and sampled
+    runs keep their numbers), on a dense grid and at the ends."""
+    t = torch.cat([
+        torch.linspace(0.0, 1.0, 100_001, dtype=torch.float64),
+        1.0 - torch.logspace(-17, 0, 10_000, dtype=torch.float64),
+        torch.tensor([0.0, 1e-3, 0.5, 1.0], dtype=torch.float64),
+    ])  # fmt: skip
+    noise = LogLinearNoise(eps)
+    assert torch.equal(noise.sigma(t), _old_sigma(eps, t))
+    assert torch.equal(noise.dsigma(t), _old_dsigma(eps, t))
+
+
+@pytest.mark.parametrize("eps", [1e-12, 1e-17, 1e-30])
+def test_the_log_linear_noise_is_finite_at_t_1_for_a_tiny_eps(eps: float) -> None:
+    """σ(1) = -log(eps) and dσ/dt(1) = (1 - eps)/eps: 1 - eps rounds to 1 below 1.1e-16, and
+    the old σ(1) was inf (so the sampler's first forward was -inf); above it, off by up to 1e-4
+    at eps 1e-12. Near t = 1 σ rises with t, without a jump where the two forms meet."""
+    noise = LogLinearNoise(eps)
+    one = torch.tensor([1.0], dtype=torch.float64)
+    assert float(noise.sigma(one)) == pytest.approx(-math.log(eps), rel=1e-15)
+    assert float(noise.dsigma(one)) == pytest.approx((1.0 - eps) / eps, rel=1e-15)
+    assert float(noise.sigma(one)) == pytest.approx(noise.sigma_max, rel=1e-15)
+    t = torch.sort(torch.cat([torch.linspace(0.99, 1.0, 10_001, dtype=torch.float64),
+                              1.0 - torch.logspace(-16, -2, 10_000, dtype=torch.float64)]))[0]
+    sigma = noise.sigma(t)
+    assert torch.isfinite(sigma).all() and torch.isfinite(noise.dsigma(t)).all()
+    assert bool((sigma.diff() >= 0).all())
+    exact = -torch.log((1.0 - t) + eps * t)  # 1 - t is exact for t ≥ 0.5
+    torch.testing.assert_close(sigma, exact, rtol=1e-9, atol=0)
+
+
+def test_a_tiny_eps_checkpoint_samples_with_the_sedd_decoder() -> None:
+    """A time-conditioned absorbing log-score model trained with eps 1e-20 (σ(1) = 46): both
+    SEDD samplers return tokens (the old σ(1) = inf gave NonFiniteOutput)."""
+    cfg = ModelConfig(vocab_size=50, d_model=32, n_layers=1, n_heads=4, max_seq_len=64,
+                      objective="sedd", sedd_graph="absorbing", time_conditioning=True,
+                      output="sedd_log_score", schedule="linear", schedule_eps=1e-20,
+                      mask_id=0, pad_id=1, eos_id=2)  # fmt: skip
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    for sampler in ("euler", "analytic"):
+        sample = SampleConfig(decoder="sedd", gen_length=8, steps=4, seed=0, sedd_sampler=sampler)
+        out = generate_sedd(model, [[5, 6]], sample, mask_id=0, pad_id=1, eos_id=2)
+        row = out.tokens.tolist()[0]
+        assert row[:2] == [5, 6] and len(row) == 10 and 0 not in row[2:]
+
+
+def test_an_eps_below_the_floor_is_refused_in_one_line() -> None:
+    """Below 1e-30 the sampler's float32 scores (about eps) and rates (about 1/eps) leave
+    float32's range at t = 1: its steps gave inf and NaN, and the old code trained such a
+    run. Training refuses it before it starts; the floor itself is accepted."""
+    spec = objective_spec("sedd")
+    spec.validate(TrainConfig(objective="sedd", eps=1e-30))
+    with pytest.raises(UserError, match=r"^SEDD noise eps=1e-40 must be in \[1e-30, 1\): ") as err:
+        spec.validate(TrainConfig(objective="sedd", eps=1e-40))
+    assert "\n" not in str(err.value)
