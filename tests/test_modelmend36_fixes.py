@@ -7,12 +7,15 @@ noise level (it was -inf from sigma 89)."""
 from __future__ import annotations
 
 import math
+import os
 import struct
+from pathlib import Path
 
 import pytest
 import torch
 
-from unmask.config import ModelConfig, SampleConfig, TrainConfig
+from unmask.checkpoint import save_checkpoint
+from unmask.config import ModelConfig, SampleConfig, TrainConfig, model_preset
 from unmask.errors import UserError
 from unmask.model import Transformer, log_expm1
 from unmask.objectives import objective_spec
@@ -112,3 +115,38 @@ def test_an_eps_below_the_floor_is_refused_in_one_line() -> None:
     with pytest.raises(UserError, match=r"^SEDD noise eps=1e-40 must be in \[1e-30, 1\): ") as err:
         spec.validate(TrainConfig(objective="sedd", eps=1e-40))
     assert "\n" not in str(err.value)
+
+
+def test_the_exported_log_score_is_the_native_one_at_a_large_noise_level(tmp_path: Path) -> None:
+    """The Hugging Face template's own ``sedd_log_score`` (it cannot import unmask) used
+    log(expm1(sigma)): -inf from sigma 89, where the native head is finite."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local files only, before transformers loads
+    transformers = pytest.importorskip("transformers")
+    from unmask.convert import export
+    from unmask.tokenizer import byte_tokenizer
+
+    torch.manual_seed(0)
+    tok = byte_tokenizer()
+    cfg = model_preset(
+        "tiny", vocab_size=tok.vocab_size, norm="layer", mlp="gelu", head_bias=True,
+        tie_embeddings=False, time_conditioning=True, cond_dim=16, sigma_input="given",
+        output="sedd_log_score", **tok.special_ids(),
+    )  # fmt: skip
+    model = Transformer(cfg)
+    with torch.no_grad():  # adaLN-Zero starts at zero: perturb it, or the sigma is unused
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    save_checkpoint(tmp_path / "run", model=model, tokenizer=tok)
+    model.eval()
+    out = export(tmp_path / "run", tmp_path / "hf", family="transformers")
+    mlm = transformers.AutoModelForMaskedLM.from_pretrained(
+        str(out), trust_remote_code=True, local_files_only=True
+    ).eval()
+    m = cfg.mask_id
+    x = torch.tensor([tok.encode("abcd") + [m] * 4, [m] * 6 + tok.encode("ij")])  # (2, 8)
+    for sigma in ([100.0, 0.3], [60.0, 1000.0]):
+        s = torch.tensor(sigma)
+        with torch.no_grad():
+            exported, native = mlm(input_ids=x, sigma=s).logits, model(x, sigma=s)
+        assert torch.isfinite(native).all() and torch.isfinite(exported).all()
+        torch.testing.assert_close(exported, native, atol=1e-4, rtol=1e-6)
