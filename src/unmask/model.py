@@ -1184,9 +1184,10 @@ def masked_fraction_sigma(
 
 
 def log_expm1(x: Tensor) -> Tensor:
-    """log(e^x - 1) for x > 0, accurate for small and large x (``log(expm1(x))`` overflows to
-    inf from x = 89 in float32)."""
-    return torch.where(x < 20.0, torch.log(torch.expm1(x.clamp(max=20.0))), x)
+    """log(e^x - 1) for x > 0, finite at any x (``log(expm1(x))`` overflows to inf from x = 89
+    in float32). Below 50 it is ``log(expm1(x))`` bit for bit; from 50 on it is x, which that
+    rounds to in float64 too (x + log(1 - e^-x): e^-50 is 2e-22, below half an ulp of 50)."""
+    return torch.where(x < 50.0, torch.log(torch.expm1(x.clamp(max=50.0))), x)
 
 
 def sedd_log_score(head: Tensor, tokens: Tensor, sigma: Tensor) -> Tensor:

@@ -76,28 +76,50 @@ def _rows(sigma: Tensor, like: Tensor) -> Tensor:
     return sigma.reshape(sigma.shape + (1,) * (like.dim() - sigma.dim()))
 
 
+EPS_FLOOR = 1e-30
+"""The smallest ``eps`` of ``LogLinearNoise``: at t = 1 the sampler's scores are about eps and
+its rate dσ/dt about 1/eps, in float32 (below ~1e-38 its steps gave inf and NaN)."""
+
+_KEPT_FLOOR = 1e-6
+"""Below this share e^{-σ} the log-linear noise takes σ and dσ/dt from (1 - t) + eps·t: there
+``1 - (1 - eps)·t`` has a relative error above 1e-10 (above 1 where 1 - eps rounds to 1)."""
+
+
 @dataclass(frozen=True)
 class LogLinearNoise:
     """σ(t) = -log(1 - (1 - eps)·t), t ∈ [0, 1] (SEDD's ``LogLinearNoise``).
 
     e^{-σ(t)} = 1 - (1 - eps)·t: under the absorbing graph a token is masked with probability
     (1 - eps)·t, so σ(1) = -log(eps) leaves a fraction eps unmasked (accounted for by
-    ``Graph.prior_kl``).
+    ``Graph.prior_kl``). ``eps`` ≥ ``EPS_FLOOR`` (1e-30); σ(1) is finite for each.
     """
 
     eps: float = 1e-3
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.eps < 1.0:
-            raise UserError(f"SEDD noise eps={self.eps} must be in (0, 1)")
+        if not EPS_FLOOR <= self.eps < 1.0:
+            raise UserError(
+                f"SEDD noise eps={self.eps} must be in [{EPS_FLOOR:g}, 1): below it the score at "
+                f"t = 1, about eps, is out of float32's range"
+            )
+
+    def _kept(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(kept, near): kept = e^{-σ(t)} = (1 - t) + eps·t, exact near t = 1 for any eps
+        (``1 - (1 - eps)·t`` lost eps below 1.1e-16, where 1 - eps rounds to 1: σ(1) was inf,
+        not -log(eps)), and ``near`` where kept < ``_KEPT_FLOOR``, the only place the old
+        forms are replaced (they stay bit-identical for eps ≥ 1e-6)."""
+        kept = (1.0 - t) + self.eps * t
+        return kept, kept < _KEPT_FLOOR
 
     def sigma(self, t: Tensor) -> Tensor:
-        """Total noise σ(t)."""
-        return -torch.log1p(-(1.0 - self.eps) * t)
+        """Total noise σ(t); σ(1) = -log(eps), finite for any eps > 0."""
+        kept, near = self._kept(t)
+        return torch.where(near, -torch.log(kept), -torch.log1p(-(1.0 - self.eps) * t))
 
     def dsigma(self, t: Tensor) -> Tensor:
-        """Noise rate dσ/dt = (1 - eps) / (1 - (1 - eps)·t)."""
-        return (1.0 - self.eps) / (1.0 - (1.0 - self.eps) * t)
+        """Noise rate dσ/dt = (1 - eps) / (1 - (1 - eps)·t), finite at t = 1 for any eps > 0."""
+        kept, near = self._kept(t)
+        return (1.0 - self.eps) / torch.where(near, kept, 1.0 - (1.0 - self.eps) * t)
 
     @property
     def sigma_max(self) -> float:
@@ -457,6 +479,7 @@ def model_log_score(
 
 
 __all__ = [
+    "EPS_FLOOR",
     "GRAPHS",
     "SEDD_OUTPUT",
     "AbsorbingGraph",

@@ -144,11 +144,17 @@ def noise_level(
     return masked_fraction_sigma(tokens, config.mask_token_id, attention_mask)
 
 
+def log_expm1(x: torch.Tensor) -> torch.Tensor:
+    """log(e^x - 1) for x > 0, finite at any x (``log(expm1(x))`` overflows from x = 89 in
+    float32); equal to it below 50 (unmask.model.log_expm1: this file cannot import unmask)."""
+    return torch.where(x < 50.0, torch.log(torch.expm1(x.clamp(max=50.0))), x)
+
+
 def sedd_log_score(head: torch.Tensor, tokens: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """SEDD's absorbing-graph log concrete score (Lou et al. 2024) from the head output (B, L, V):
     head - log(e^sigma - 1) - log(V - 1), 0 at each position's own token."""
     V = head.shape[-1]
-    esigm1_log = torch.log(torch.expm1(sigma.float())).to(head.dtype)[:, None, None]  # (B, 1, 1)
+    esigm1_log = log_expm1(sigma.float()).to(head.dtype)[:, None, None]  # (B, 1, 1)
     score = head - esigm1_log - math.log(V - 1)
     return score.scatter(-1, tokens[..., None], torch.zeros_like(score[..., :1]))
 
