@@ -201,7 +201,8 @@ def test_more_mistakes_are_one_line(tmp_path, script, extra, message):
 THREADS_SCRIPTS = [  # (script, whether 0 means "torch's default" there)
     ("block_cache.py", False),
     ("data_constrained.py", False), ("decoding.py", True), ("defaults.py", False),
-    ("elbo_stderr.py", False), ("gqa_attention.py", False), ("guidance.py", False),
+    ("elbo_stderr.py", False), ("eos_stop.py", False), ("gqa_attention.py", False),
+    ("guidance.py", False),
     ("infill.py", True), ("latent_denoise.py", False), ("lm_eval_demo.py", False),
     ("objectives.py", True), ("planning.py", False), ("precision.py", False),
     ("rounding.py", False), ("train_throughput.py", True),
@@ -513,7 +514,8 @@ JSON_FLAGS = [  # (script, its results flag): every script that writes a results
     (name, "--out" if name == "llada2.py" else "--json")
     for name in ("block_cache.py",
                  "compile_decode.py", "constraints.py", "data_constrained.py", "decoding.py",
-                 "defaults.py", "distinct_matched.py", "elbo_stderr.py", "gpu_check.py",
+                 "defaults.py", "distinct_matched.py", "elbo_stderr.py", "eos_stop.py",
+                 "gpu_check.py",
                  "gqa_attention.py", "guidance.py", "hybrid.py", "infill.py", "large_shape.py",
                  "latent_denoise.py", "llada2.py", "lm_eval_demo.py", "objectives.py",
                  "penalty_cost.py", "planning.py", "precision.py", "rounding.py",

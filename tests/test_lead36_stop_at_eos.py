@@ -78,3 +78,28 @@ def test_no_stop_without_eos_or_with_forbid_eos():
         gen_length=4, steps=4, block_length=2), mask_id=MASK, pad_id=PAD, eos_id=None).run()
     assert r.nfe == 4 and r.gen_ids == [[5, EOS, 6, 7]]
 
+
+
+def test_benchmark_compares_both_paths_on_the_demo(tmp_path):
+    """benchmarks/eos_stop.py --quick: both paths decode the shipped demo model, texts
+    identical, the results file written; a missing model is one line, exit 2."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "r" / "eos.json"
+    r = subprocess.run([sys.executable, "benchmarks/eos_stop.py", "--quick", "--batches", "2",
+                        "--json", str(out)], cwd=root, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["batch"] for row in rows] == [2] and rows[0]["identical"] is True
+    assert rows[0]["nfe_stop"] <= rows[0]["nfe_all"]
+    r = subprocess.run([sys.executable, "benchmarks/eos_stop.py", "--quick", "--model",
+                        str(tmp_path / "nope")], cwd=root, env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("eos_stop.py: error: "), r.stderr

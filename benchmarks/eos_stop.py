@@ -1,0 +1,107 @@
+"""The commit loop's stop after EOS, side by side with decoding every block (the path before
+2026-12-07), on a checkpoint with its own recommended sampling options.
+
+At a block boundary, a row whose finished blocks hold EOS has ended; once every row has, the
+run stops (docs/sampling.md, "Blocks"). The old path is kept here (``Denoiser._all_ended``
+answering no), run in turns with the new one on the same prompts: a line of the packaged
+corpus each, its first ``--prompt-words`` words, batch 1 (``--batch 1``) or all prompts in
+one batch. Reports forwards (NFE), CPU seconds (median of ``--repeats``, each path first in
+every other repeat) and whether the texts are identical (they must be).
+
+    python benchmarks/eos_stop.py [--model src/unmask/assets/demo] [--gen-length 224]
+    python benchmarks/eos_stop.py --quick   # does it run?
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import fill_defaults, json_text, output_file, positive_int, round_robin, run
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "src" / "unmask" / "assets" / "web-bible.txt.gz"
+
+
+def prompts_from_corpus(n: int, words: int, seed: int = 0) -> list[str]:
+    """``n`` lines of the packaged corpus (seeded choice among lines of more than ``words``
+    words), each cut to its first ``words`` words."""
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
+        lines = [line.split() for line in f if len(line.split()) > words]
+    chosen = random.Random(seed).sample(lines, n)
+    return [" ".join(line[:words]) for line in chosen]
+
+
+def main() -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=str(ROOT / "src" / "unmask" / "assets" / "demo"))
+    ap.add_argument("--gen-length", type=positive_int, help="(default: 224; --quick: 32)")
+    ap.add_argument("--prompts", type=positive_int, help="(default: 8; --quick: 2)")
+    ap.add_argument("--prompt-words", type=positive_int, default=12)
+    ap.add_argument("--batches", type=positive_int, nargs="+", help="(default: 1 8)")
+    ap.add_argument("--repeats", type=positive_int, help="(default: 3; --quick: 1)")
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--json", type=output_file, help="also write the rows here")
+    ap.add_argument("--quick", action="store_true", help="short runs")
+    args = ap.parse_args()
+    fill_defaults(args, {"gen_length": 224, "prompts": 8, "repeats": 3, "batches": [1, 8]},
+                  {"gen_length": 32, "prompts": 2, "repeats": 1, "batches": [1, 2]})
+    torch.set_num_threads(args.threads)
+    from unmask import api
+    from unmask.sampling.loop import Denoiser
+
+    loaded = api.load_for_decoding(args.model)
+    prompts = prompts_from_corpus(args.prompts, args.prompt_words)
+    new_ended = Denoiser._all_ended
+
+    def decode(stop: bool, rows: list[str]) -> Any:
+        Denoiser._all_ended = new_ended if stop else (lambda self: False)  # type: ignore
+        try:
+            return api.generate(loaded, rows, config={"gen_length": args.gen_length})
+        finally:
+            Denoiser._all_ended = new_ended  # type: ignore
+
+    def cpu(fn: Callable[[], Any]) -> tuple[Any, float]:
+        t0 = time.process_time()
+        out = fn()
+        return out, time.process_time() - t0
+
+    decode(True, prompts[:1])  # first calls pay for allocations: not timed
+    print(f"torch {torch.__version__}, threads {args.threads}, {args.model}, gen "
+          f"{args.gen_length}, {len(prompts)} prompts of {args.prompt_words} words, the "
+          f"checkpoint's options, CPU seconds (median of {args.repeats})")
+    print(f"{'batch':>5} {'NFE all':>8} {'NFE stop':>9} {'all s':>7} {'stop s':>7} {'ratio':>6}"
+          "  texts")
+    rows = []
+    for batch in args.batches:
+        groups = [prompts[i : i + batch] for i in range(0, len(prompts), batch)]
+
+        def every(stop: bool, groups: list[list[str]] = groups) -> list[Any]:
+            return [decode(stop, g) for g in groups]
+
+        (old_out, old), (new_out, new) = round_robin(
+            [lambda: every(False), lambda: every(True)], args.repeats, cpu)
+        same = [t for o in old_out for t in o.texts] == [t for o in new_out for t in o.texts]
+        nfe_old = sum(o.nfe for o in old_out)
+        nfe_new = sum(o.nfe for o in new_out)
+        rows.append({"batch": batch, "nfe_all": nfe_old, "nfe_stop": nfe_new, "all_s": old,
+                     "stop_s": new, "ratio": old / new, "identical": same})
+        print(f"{batch:>5} {nfe_old:>8} {nfe_new:>9} {old:>7.2f} {new:>7.2f} {old / new:>5.2f}x"
+              f"  {'identical' if same else 'DIFFER'}")
+    if args.json:  # whole or not at all (a full disk, Ctrl-C), in a folder made now
+        from unmask.files import atomic_write_text
+
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json_text({"rows": rows}, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    run(main)
