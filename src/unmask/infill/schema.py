@@ -43,6 +43,7 @@ from unmask.infill.automaton import (
     NO_MATCH,
     TokenAutomaton,
     _map_classes,
+    anchors,
     check_size,
     check_syntax,
     check_total,
@@ -1308,9 +1309,7 @@ def _anchored(pattern: str) -> str:
     branches = top_level_branches(pattern)
     if len(branches) > 1:  # ``^a$|^b$``: anchors belong to each branch (whole_pattern only
         return "(?:" + "|".join(map(_anchored, branches)) + ")"  # stripped the outer two)
-    core = whole_pattern(pattern)
-    start = pattern.startswith("^")
-    end = len(core) < len(pattern) - (1 if start else 0)
+    core, start, end = anchors(pattern)
     if start == end:
         return core
     return f"(?:{core}){_PLAIN_CHAR}*" if start else f"{_PLAIN_CHAR}*(?:{core})"
