@@ -1189,14 +1189,15 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
     narrowed to plain JSON characters (``_json_plain``), but ``node``'s own without
     ``plain``."""
     if node is True or (isinstance(node, Mapping) and not set(node) - set(_NOTES)):
-        return dict(ANY_VALUE)
+        return _marked(dict(ANY_VALUE), root, path, marks, depth + 1, plain)  # numbers in range
     if not isinstance(node, Mapping):
         return node
     if depth > 32:  # a recursive $ref that check_schema did not see (schema_regex alone)
         raise UserError(f"{_where(path)}: nested too deep (recursive $ref?)")
     node = _resolve(node, root, path)
     if node is True or (isinstance(node, Mapping) and not set(node) - set(_INERT)):
-        return dict(ANY_VALUE)  # a $ref to {} (the library's bare alternation broke the JSON)
+        # a $ref to {} (the library's bare alternation broke the JSON)
+        return _marked(dict(ANY_VALUE), root, path, marks, depth + 1, plain)
     node = _other_types_dropped(_by_type(node, root, path))
     if _lengths_with_pattern(node):
         raise UserError(
@@ -1205,6 +1206,8 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
             "or a variable-length array"
         )
     node = _prefix_exactly(node, path)
+    if _types(node) == ["array"] and "items" not in node and "prefixItems" not in node:
+        node = {**node, "items": True}  # any item: a scalar, as for ``{}`` below
     if _types(node) == ["object"] and not node.get("properties") and node.get(
             "additionalProperties", True) in (True, {}):
         # any object: each property holds any scalar (``ANY_VALUE``, numbers in range); the

@@ -1,0 +1,60 @@
+"""JSON Schema forms, session 36: a value the schema leaves open (``{}``, ``true``, an array
+without ``items``) holds numbers in range, as an object without properties does. The
+library's own regex for them has an unbounded exponent: ``[1e+999]`` was admitted, and
+``json.loads`` reads it as inf, which the output then wrote as ``Infinity``, not JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from unmask.infill.forms import value_automaton
+from unmask.infill.schema import schema_form
+from unmask.tokenizer import byte_tokenizer
+
+TOK = byte_tokenizer()
+
+
+def _accepts(schema: dict, text: str) -> bool:
+    hole = schema_form(schema, TOK)
+    return value_automaton(hole.regex, hole.bound, TOK, "t").accepts_text(text, TOK)
+
+
+OPEN = [
+    {"type": "array"},
+    {"type": "array", "maxItems": 3},
+    {"type": "array", "items": {}},
+    {"type": "array", "items": True},
+    {"type": "array", "items": {"type": "array"}},
+    {"anyOf": [{}, {"type": "null"}]},
+    {"anyOf": [{"$ref": "#/$defs/any"}, {"type": "null"}], "$defs": {"any": {}}},
+]
+
+
+@pytest.mark.parametrize("schema", OPEN)
+def test_an_open_value_has_no_number_json_reads_as_infinite(schema):
+    for number in ("1e+999", "-1e+999", "1E+400"):
+        text = number if "anyOf" in schema else f"[{number}]"
+        text = f"[{text}]" if "items" in schema and schema["items"] == {"type": "array"} else text
+        assert math.isinf(json.loads(text.strip("[]")))
+        assert not _accepts(schema, text), (schema, text)
+
+
+@pytest.mark.parametrize("schema, text", [
+    ({"type": "array"}, '[1, -2.5, "a", null, true]'),
+    ({"type": "array", "items": {}}, "[999999, 0.125]"),
+    ({"anyOf": [{}, {"type": "null"}]}, "-3.25"),
+    ({"anyOf": [{}, {"type": "null"}]}, '"x"'),
+])
+def test_an_open_value_still_holds_any_scalar(schema, text):
+    assert _accepts(schema, text)
+
+
+def test_an_open_property_has_no_infinite_number():
+    form = schema_form({"type": "object", "properties": {"a": {}}, "required": ["a"]}, TOK)
+    hole = form["a"]
+    automaton = value_automaton(hole.regex, hole.bound, TOK, "t")
+    assert not automaton.accepts_text("1e+999", TOK)
+    assert automaton.accepts_text("12", TOK)
