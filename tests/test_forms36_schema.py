@@ -10,6 +10,7 @@ import math
 
 import pytest
 
+from unmask.errors import UserError
 from unmask.infill.forms import value_automaton
 from unmask.infill.schema import schema_form
 from unmask.tokenizer import byte_tokenizer
@@ -58,3 +59,24 @@ def test_an_open_property_has_no_infinite_number():
     automaton = value_automaton(hole.regex, hole.bound, TOK, "t")
     assert not automaton.accepts_text("1e+999", TOK)
     assert automaton.accepts_text("12", TOK)
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "array", "items": {"type": "integer"}, "uniqueItems": False, "maxItems": 3},
+    {"type": "array", "items": {"type": "boolean"}, "minItems": 2, "maxItems": 2,
+     "uniqueItems": False},
+    {"allOf": [{"type": "array", "uniqueItems": False}, {"uniqueItems": False, "maxItems": 2}]},
+])
+def test_unique_items_false_constrains_nothing_and_is_accepted(schema):
+    schema_form(schema, TOK)
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "array", "uniqueItems": True},
+    {"allOf": [{"type": "array", "uniqueItems": False}, {"uniqueItems": True}]},
+    {"anyOf": [{"type": "array", "uniqueItems": True}, {"type": "null"}]},
+    {"type": "array", "uniqueItems": "yes"},
+])
+def test_unique_items_true_is_still_refused_by_name(schema):
+    with pytest.raises(UserError, match="'uniqueItems' cannot be enforced"):
+        schema_form(schema, TOK)

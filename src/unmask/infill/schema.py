@@ -122,8 +122,11 @@ ENFORCED = {
     *_NOTES,
     "strict",
     "name",
+    "uniqueItems",
 }
-"""Keywords the output honours (annotations included); any other is refused."""
+"""Keywords the output honours (annotations included); any other is refused. ``uniqueItems``
+only as ``false``, its default, which OpenAPI generators write out (``check_schema`` refuses
+it as ``true``; as ``false`` it was refused too, though it constrains nothing)."""
 FORMATS = ("date", "date-time", "time", "email", "uri", "uuid")
 """String formats enforced (``_format_regex``)."""
 _MARK = "UNMASKNUM{}"
@@ -508,6 +511,8 @@ def _merge_key(key: str, a: Any, b: Any, root: Mapping[str, Any], path: str, dep
     """One keyword set by two ``allOf`` branches, combined (``_merge_all``)."""
     if key in _INERT or a == b:
         return a
+    if key == "uniqueItems":
+        return bool(a or b)  # true in either branch: refused (``check_schema``)
     if key == "type":
         both = (_type_set({"type": a}) or set()) & (_type_set({"type": b}) or set())
         if not both:
@@ -1250,7 +1255,7 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         elif k in ("prefixItems", "anyOf"):  # an error names the branch as check_schema does
             out[k] = [_marked(s, root, f"{path}[{i}]" if k == "prefixItems" else
                               f"{path}.{k}[{i}]", marks, depth + 1) for i, s in enumerate(v)]
-        elif k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        elif k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "uniqueItems"):
             continue
         elif k == "pattern" and isinstance(v, str):
             out[k] = _anchored(_json_plain(ecma_classes(v)) if plain else ecma_classes(v))
