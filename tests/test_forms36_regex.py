@@ -45,6 +45,9 @@ def test_the_pattern_matches_what_python_fullmatch_does(pattern, python, texts):
     (r"\N{LATIN SMALL LETTER E WITH ACUTE}", "named characters"),
     (r"[a\b]", "backspace"),
     ("(?#note)a", "comments"),
+    ("a{b", r"write \{"),
+    (r"x{1F600}", r"write \{"),
+    ("[{]a{1,2", r"write \{"),
 ])
 def test_python_syntax_the_engine_lacks_is_named(pattern, named):
     re.compile(pattern)  # Python reads each of them

@@ -1424,8 +1424,9 @@ def _no_dfa(pattern: str) -> str | None:
 
 _PYTHON_ONLY = re.compile(
     r"(?P<skip>\\[^0-7NZ])|\\(?P<octal>0[0-7]{0,2}|[0-7]{3})|(?P<named>\\N\{)|(?P<end>\\Z)"
+    r"|(?P<backspace>\[\^?\]?(?:\\[^b]|[^\]\\])*\\b)|(?P<klass>\[\^?\]?(?:\\.|[^\]\\])*\])"
     r"|(?P<atomic>\(\?>)|(?P<comment>\(\?#)|(?P<flag>\(\?[a-zA-Z]*a[a-zA-Z-]*[:)])"
-    r"|(?P<upto>\{,\d+\})|(?P<backspace>\[(?:\\.|[^\]\\])*?\\b)",
+    r"|(?P<upto>\{\s*,\s*\d+\s*\})|(?P<brace>\{(?!\s*\d+\s*(?:,\s*\d*\s*)?\}))",
     re.DOTALL,
 )
 _PYTHON_SAYS = {
@@ -1437,6 +1438,7 @@ _PYTHON_SAYS = {
     "flag": "the ASCII flag (?a) is Python's: write [0-9] for \\d, [A-Za-z0-9_] for \\w",
     "upto": "a bound {,n} is Python's: write {0,n}",
     "backspace": "[\\b] (backspace) is Python's: write \\x08",
+    "brace": "a { that starts no {m,n}: write \\{ for a literal one",
 }
 """Python's syntax the engine lacks, as ``_python_only`` names it."""
 
@@ -1446,7 +1448,7 @@ def _python_only(pattern: str) -> str | None:
     ``{,n}``, ``(?>...)``...), as the refusal says it; None for none. Python reads these, so
     the engine's error alone said "error building NFA" and named nothing."""
     for m in _PYTHON_ONLY.finditer(pattern):
-        if m.lastgroup != "skip":
+        if m.lastgroup not in ("skip", "klass"):
             return _PYTHON_SAYS[str(m.lastgroup)]
     return None
 
