@@ -80,3 +80,30 @@ def test_unique_items_false_constrains_nothing_and_is_accepted(schema):
 def test_unique_items_true_is_still_refused_by_name(schema):
     with pytest.raises(UserError, match="'uniqueItems' cannot be enforced"):
         schema_form(schema, TOK)
+
+
+@pytest.mark.parametrize("schema, named", [
+    ({"const": 1e400}, "const"),
+    ({"enum": [1, [2, {"a": -1e400}]]}, "enum"),
+    ({"allOf": [{"const": 1e999}]}, "infinity"),
+    ({"$ref": "#/$defs/x", "$defs": {"x": {"const": 1e999}}}, "infinity"),
+    ({"type": "object", "properties": {"a": {"$ref": "#/$defs/x"}},
+      "$defs": {"x": {"enum": [1e999]}}}, "schema at $.a"),
+])
+def test_an_infinite_enum_or_const_value_is_refused_in_one_line(schema, named):
+    # json.loads reads 1e400 as inf; the library's regex writer raised TypeError (exit 1)
+    with pytest.raises(UserError, match="too large for a float") as e:
+        schema_form(json.loads(json.dumps(schema)), TOK)
+    assert named in str(e.value)
+
+
+@pytest.mark.parametrize("ref, name", [
+    ("#/$defs/a~1b", "a/b"),
+    ("#/$defs/a~0b", "a~b"),
+    ("#/$defs/a%20b", "a b"),
+])
+def test_a_ref_is_read_as_a_json_pointer(ref, name):
+    # RFC 6901: ~1 is "/", ~0 is "~", and a URI fragment is percent-encoded ("points nowhere")
+    hole = schema_form({"$ref": ref, "$defs": {name: {"type": "boolean"}}}, TOK)
+    automaton = value_automaton(hole.regex, hole.bound, TOK, "t")
+    assert automaton.accepts_text("true", TOK) and not automaton.accepts_text("1", TOK)

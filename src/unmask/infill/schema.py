@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
+from urllib.parse import unquote
 
 import torch
 
@@ -193,7 +194,8 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
         if not isinstance(ref, str) or not ref.startswith("#/"):
             raise UserError(f"{_where(path)}: only local $ref (#/$defs/...) is supported")
         target: Any = root
-        for part in ref[2:].split("/"):
+        for part in ref[2:].split("/"):  # a JSON pointer in a URI fragment (RFC 6901)
+            part = unquote(part).replace("~1", "/").replace("~0", "~")  # ``a~1b``: ``a/b``
             if not isinstance(target, Mapping) or part not in target:
                 raise UserError(f"{_where(path)}: $ref {ref!r} points nowhere")
             target = target[part]
@@ -735,6 +737,17 @@ def _one_of(node: Mapping[str, Any], root: Mapping[str, Any], path: str, depth: 
     return out
 
 
+def _finite(value: Any) -> bool:
+    """Whether every number in ``value`` (a JSON value) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
 def check_schema(
     schema: Mapping[str, Any],
     root: Mapping[str, Any] | None = None,
@@ -754,13 +767,17 @@ def check_schema(
         return
     if not isinstance(schema, Mapping):
         raise UserError(f"{_where(path)}: a schema is an object, not {type(schema).__name__}")
-    for key in schema:
-        if key not in ENFORCED:
-            raise UserError(f"{_where(path)}: keyword {key!r} cannot be enforced")
-    node = _resolve(schema, root, path)
-    for key in node:  # what allOf branches brought in
-        if key not in ENFORCED:
-            raise UserError(f"{_where(path)}: keyword {key!r} cannot be enforced")
+    node = schema
+    for _ in range(2):  # as written, then what a $ref or allOf branches brought in
+        for key in node:
+            if key not in ENFORCED:
+                raise UserError(f"{_where(path)}: keyword {key!r} cannot be enforced")
+            if key in ("enum", "const") and not _finite(node[key]):  # the library's traceback
+                raise UserError(f"{_where(path)}: {key} holds a number too large for a float "
+                                "(read as infinity, as 1e400 is), which no JSON output can write")
+        if node is not schema:
+            break
+        node = _resolve(schema, root, path)
     for key in _COUNTS:
         v = node.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
