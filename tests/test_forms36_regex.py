@@ -1,8 +1,8 @@
-"""Regexes as a Python user writes them, session 36: anchors after a leading flag group and
-``\\A``/``\\z``/``\\Z`` are the whole-text anchors they are (they were refused as matching no
-token sequence), a trailing ``(?x)`` comment does not eat the wrapper around the pattern, and
-Python's own syntax the engine lacks is named in the refusal ("error building NFA" named
-nothing)."""
+"""Regexes as a Python user writes them, session 36: anchors after a leading flag group or
+inside a group that is the whole pattern, and ``\\A``/``\\z``/``\\Z``, are the whole-text anchors
+they are (they were refused as matching no token sequence), a trailing ``(?x)`` comment
+does not eat the wrapper around the pattern, and Python's own syntax the engine lacks is named
+in the refusal ("error building NFA" named nothing)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ VOCAB = vocab_of(TOK)
     (r"ab\$", r"ab\$", ["ab$", "ab"]),
     ("(?i)^a$|^b$", "(?i)^a$|^b$", ["A", "b", "ab"]),
     ("(?x)a b # c", "(?x)a b # c", ["ab", "a b", "abc"]),
+    ("(^abc$)", "(^abc$)", ["abc", "ab"]),
+    ("(?:^a|^b)", "(?:^a|^b)", ["a", "b", "ab"]),
+    ("(?i:^abc$)", "(?i:^abc$)", ["ABC", "abd"]),
+    ("(?P<n>^a+$)", "(?P<n>^a+$)", ["aa", "b"]),
     ("(?x) a b # c\n c # d", "(?x) a b # c\n c # d", ["abc", "ab"]),
 ])
 def test_the_pattern_matches_what_python_fullmatch_does(pattern, python, texts):

@@ -793,11 +793,37 @@ def whole_pattern(pattern: str) -> str:
     pattern enters (a gap's regex, a ``<regex:...>`` hole, ``guided_regex``), before it is
     wrapped in a larger pattern, where an anchor would no longer sit at an end. An anchor
     after a leading flag group (``(?i)^abc$``), ``\\A`` and ``\\z`` (the engine's) and ``\\Z``
-    (Python's) were kept, and such a pattern was refused as matching no token sequence."""
+    (Python's), and anchors inside a group that is the whole pattern (``(^abc$)``) were kept,
+    and such a pattern was refused as matching no token sequence."""
     branches = top_level_branches(pattern)
     if len(branches) > 1:  # ``^a$|^b$``: each alternative's anchors are its own
         return "(?:" + "|".join(map(whole_pattern, branches)) + ")"
-    return anchors(pattern)[0]
+    core = anchors(pattern)[0]
+    opened = _GROUP_OPEN.match(core)
+    if opened and _group_close(core) == len(core) - 1:  # ``(^abc$)``, ``(?:^a|^b)``: inside
+        return opened.group(0) + whole_pattern(core[opened.end():-1]) + ")"
+    return core
+
+
+_GROUP_OPEN = re.compile(r"\((?!\?)|\(\?(?:[A-Za-z-]*:|P?<[A-Za-z_][A-Za-z0-9_]*>)")
+"""A group's opening that holds what follows as it is: ``(``, ``(?:``, ``(?i:``, ``(?P<n>``
+(not a lookaround)."""
+
+
+def _group_close(pattern: str) -> int:
+    """Where the ``)`` that closes the group opening at ``pattern[0]`` is; -1 for none."""
+    depth, i = 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "[":
+            i = _class_end(pattern, i)
+            continue
+        if c == "(" or c == ")":
+            depth += 1 if c == "(" else -1
+            if depth == 0:
+                return i
+        i += 2 if c == "\\" else 1
+    return -1
 
 
 _MARKS = r"\x{10FFFE}\x{10FFFF}"
