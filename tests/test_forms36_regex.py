@@ -31,6 +31,8 @@ VOCAB = vocab_of(TOK)
     ("(?:^a|^b)", "(?:^a|^b)", ["a", "b", "ab"]),
     ("(?i:^abc$)", "(?i:^abc$)", ["ABC", "abd"]),
     ("(?P<n>^a+$)", "(?P<n>^a+$)", ["aa", "b"]),
+    ("(?:a|^b)", "(?:a|^b)", ["a", "b"]),  # compiled before, to {a}: the cache version moved
+    ("(?i)^a$|b", "(?i)^a$|b", ["A", "b", "B"]),
     ("(?x) a b # c\n c # d", "(?x) a b # c\n c # d", ["abc", "ab"]),
 ])
 def test_the_pattern_matches_what_python_fullmatch_does(pattern, python, texts):

@@ -1489,8 +1489,10 @@ def _pattern_start(
     return int(start)
 
 
-CACHE_VERSION = 2
-"""Bumped when the stored layout or the compilation changes, so old entries are not read."""
+CACHE_VERSION = 3
+"""Bumped when the stored layout or the compilation changes, so old entries are not read (3:
+anchors inside a group or after a flag group are whole-text anchors, ``(?:a|^b)`` admits
+``b``: an entry stored by 2 held the smaller language under the same pattern)."""
 CACHE_MAX_ENV = "UNMASK_CACHE_MAX_MB"
 """The most megabytes the on-disk automata may take (default ``CACHE_MAX_MB``): past it the
 entries used longest ago are deleted when one is written (a server compiling every client's
