@@ -107,3 +107,11 @@ def test_a_ref_is_read_as_a_json_pointer(ref, name):
     hole = schema_form({"$ref": ref, "$defs": {name: {"type": "boolean"}}}, TOK)
     automaton = value_automaton(hole.regex, hole.bound, TOK, "t")
     assert automaton.accepts_text("true", TOK) and not automaton.accepts_text("1", TOK)
+
+
+@pytest.mark.parametrize("schema, text", [
+    ({"type": "string", "pattern": "(a|b)", "minLength": 5}, '"zzzaz"'),  # a search
+    ({"type": "string", "pattern": "(?:x|y)z", "minLength": 5}, '"..yz."'),
+])
+def test_an_unanchored_pattern_with_a_group_is_still_searched_when_too_short(schema, text):
+    assert _accepts(schema, text)

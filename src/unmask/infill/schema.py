@@ -1354,8 +1354,8 @@ def _searched(node: Mapping[str, Any]) -> Mapping[str, Any]:
     if not isinstance(pattern, str) or _types(node) != ["string"] or not (
             "minLength" in node or "maxLength" in node):
         return node
-    if any(whole_pattern(b) != b for b in top_level_branches(pattern)):
-        return node  # anchored: as it spells
+    if any(anchors(b)[1] or anchors(b)[2] for b in top_level_branches(pattern)):
+        return node  # anchored: as it spells (``whole_pattern`` also rewrites a group's inside)
     try:
         shortest, longest = parser.parse(pattern).getwidth()
     except (re.error, RecursionError, OverflowError, ValueError, TypeError):
