@@ -16,7 +16,9 @@ def test_a_gap_over_two_lines_is_refused_on_one():
         with pytest.raises(UserError) as e:
             make()
         assert "\n" not in str(e.value)
-        assert str(e.value).startswith("[MASK :1-300000]: 300,000 tokens is longer")
+        assert "[MASK :1-300000]: 300,000 tokens is longer" in str(e.value)
+    with pytest.raises(UserError, match="^template line 1 column 3: "):  # where, as any gap error
+        parse_template("a [MASK\n:1-300000]")
 
 
 def test_the_cli_refuses_a_gap_over_two_lines_on_one(capsys):

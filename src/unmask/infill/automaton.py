@@ -765,21 +765,65 @@ def top_level_branches(pattern: str) -> list[str]:
     return [*branches, pattern[start:]]
 
 
+_FLAG_PREFIX = re.compile(r"\(\?[A-Za-z-]*\)")
+"""A pattern's leading inline flag group (``(?i)``, ``(?s-m)``), which an anchor may follow."""
+
+
+def anchors(pattern: str) -> tuple[str, bool, bool]:
+    """``pattern`` (one alternative) without an anchor at its start (``^``, ``\\A``, after a
+    leading flag group as in ``(?i)^abc``) or its end (``$``, ``\\z``, Python's ``\\Z``, not
+    escaped), and whether it had each."""
+    m = _FLAG_PREFIX.match(pattern)
+    flags, pattern = (m.group(0), pattern[m.end():]) if m else ("", pattern)
+    start = pattern.startswith(("^", "\\A"))
+    if start:
+        pattern = pattern[1 if pattern[0] == "^" else 2:]
+    end = False
+    anchor = next((a for a in ("$", "\\z", "\\Z") if pattern.endswith(a)), None)
+    if anchor is not None:
+        body = pattern[:-len(anchor)]
+        if (len(body) - len(body.rstrip("\\"))) % 2 == 0:  # not escaped by an odd run of \\
+            pattern, end = body, True
+    return flags + pattern, start, end
+
+
 def whole_pattern(pattern: str) -> str:
-    """``pattern`` without a leading ``^`` or a trailing unescaped ``$`` (a constraint always
-    matches the whole text; the engine refuses anchors). Applied where a user's pattern enters
-    (a gap's regex, a ``<regex:...>`` hole, ``guided_regex``), before it is wrapped in a
-    larger pattern, where an anchor would no longer sit at an end."""
+    """``pattern`` without its anchors at the ends (``anchors``: a constraint always matches
+    the whole text; the engine refuses anchors there, as it is wrapped). Applied where a user's
+    pattern enters (a gap's regex, a ``<regex:...>`` hole, ``guided_regex``), before it is
+    wrapped in a larger pattern, where an anchor would no longer sit at an end. An anchor
+    after a leading flag group (``(?i)^abc$``), ``\\A`` and ``\\z`` (the engine's) and ``\\Z``
+    (Python's), and anchors inside a group that is the whole pattern (``(^abc$)``) were kept,
+    and such a pattern was refused as matching no token sequence."""
     branches = top_level_branches(pattern)
     if len(branches) > 1:  # ``^a$|^b$``: each alternative's anchors are its own
         return "(?:" + "|".join(map(whole_pattern, branches)) + ")"
-    if pattern.startswith("^"):
-        pattern = pattern[1:]
-    if pattern.endswith("$"):
-        slashes = len(pattern) - 1 - len(pattern[:-1].rstrip("\\"))
-        if slashes % 2 == 0:  # "$" not escaped by an odd run of backslashes
-            pattern = pattern[:-1]
-    return pattern
+    core = anchors(pattern)[0]
+    opened = _GROUP_OPEN.match(core)
+    if opened and _group_close(core) == len(core) - 1:  # ``(^abc$)``, ``(?:^a|^b)``: inside
+        return opened.group(0) + whole_pattern(core[opened.end():-1]) + ")"
+    return core
+
+
+_GROUP_OPEN = re.compile(r"\((?!\?)|\(\?(?:[A-Za-z-]*:|P?<[A-Za-z_][A-Za-z0-9_]*>)")
+"""A group's opening that holds what follows as it is: ``(``, ``(?:``, ``(?i:``, ``(?P<n>``
+(not a lookaround)."""
+
+
+def _group_close(pattern: str) -> int:
+    """Where the ``)`` that closes the group opening at ``pattern[0]`` is; -1 for none."""
+    depth, i = 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "[":
+            i = _class_end(pattern, i)
+            continue
+        if c == "(" or c == ")":
+            depth += 1 if c == "(" else -1
+            if depth == 0:
+                return i
+        i += 2 if c == "\\" else 1
+    return -1
 
 
 _MARKS = r"\x{10FFFE}\x{10FFFF}"
@@ -914,7 +958,7 @@ def guard_pattern(pattern: str, what: str = "regex") -> str:
         elif c == "#" and flags["x"]:  # a comment, to the end of the line
             end = pattern.find("\n", i)
             end = n if end < 0 else end
-            out.append(pattern[i:end])
+            out.append(pattern[i:end] + ("\n" if end == n else ""))  # not to eat what wraps it
             i = end
         else:
             if c in (START, SENTINEL):
@@ -1354,7 +1398,7 @@ def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> 
         except (RecursionError, OverflowError):
             pass
         else:  # Python reads it: a construct no DFA has ("error building NFA" said nothing)
-            reason = _no_dfa(pattern) or reason
+            reason = _no_dfa(pattern) or _python_only(pattern) or reason
         raise UserError(f"{what}: the regex engine (outlines-core) rejects it ({reason}); "
                         "see docs/infill.md for the syntax") from None
 
@@ -1404,6 +1448,37 @@ def _no_dfa(pattern: str) -> str | None:
     return None
 
 
+_PYTHON_ONLY = re.compile(
+    r"(?P<skip>\\[^0-7NZ])|\\(?P<octal>0[0-7]{0,2}|[0-7]{3})|(?P<named>\\N\{)|(?P<end>\\Z)"
+    r"|(?P<backspace>\[\^?\]?(?:\\[^b]|[^\]\\])*\\b)|(?P<klass>\[\^?\]?(?:\\.|[^\]\\])*\])"
+    r"|(?P<atomic>\(\?>)|(?P<comment>\(\?#)|(?P<flag>\(\?[a-zA-Z]*a[a-zA-Z-]*[:)])"
+    r"|(?P<upto>\{\s*,\s*\d+\s*\})|(?P<brace>\{(?!\s*\d+\s*(?:,\s*\d*\s*)?\}))",
+    re.DOTALL,
+)
+_PYTHON_SAYS = {
+    "octal": "octal escapes (\\0, \\101) are Python's: write \\x00, \\x{41}",
+    "named": "named characters (\\N{...}) are Python's: write the character or \\u{e9}",
+    "end": "\\Z is Python's: write $ or \\z",
+    "atomic": "atomic groups (?>...) are not supported",
+    "comment": "comments (?#...) are not supported: leave them out",
+    "flag": "the ASCII flag (?a) is Python's: write [0-9] for \\d, [A-Za-z0-9_] for \\w",
+    "upto": "a bound {,n} is Python's: write {0,n}",
+    "backspace": "[\\b] (backspace) is Python's: write \\x08",
+    "brace": "a { that starts no {m,n}: write \\{ for a literal one",
+}
+"""Python's syntax the engine lacks, as ``_python_only`` names it."""
+
+
+def _python_only(pattern: str) -> str | None:
+    """What in ``pattern`` is Python's syntax and not the engine's (an octal escape, ``\\Z``,
+    ``{,n}``, ``(?>...)``...), as the refusal says it; None for none. Python reads these, so
+    the engine's error alone said "error building NFA" and named nothing."""
+    for m in _PYTHON_ONLY.finditer(pattern):
+        if m.lastgroup not in ("skip", "klass"):
+            return _PYTHON_SAYS[str(m.lastgroup)]
+    return None
+
+
 def _pattern_start(
     moves: Mapping[int, Mapping[int, int]], initial: int, vocab: Vocab, what: str
 ) -> int:
@@ -1414,8 +1489,10 @@ def _pattern_start(
     return int(start)
 
 
-CACHE_VERSION = 2
-"""Bumped when the stored layout or the compilation changes, so old entries are not read."""
+CACHE_VERSION = 3
+"""Bumped when the stored layout or the compilation changes, so old entries are not read (3:
+anchors inside a group or after a flag group are whole-text anchors, ``(?:a|^b)`` admits
+``b``: an entry stored by 2 held the smaller language under the same pattern)."""
 CACHE_MAX_ENV = "UNMASK_CACHE_MAX_MB"
 """The most megabytes the on-disk automata may take (default ``CACHE_MAX_MB``): past it the
 entries used longest ago are deleted when one is written (a server compiling every client's

@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
+from urllib.parse import unquote
 
 import torch
 
@@ -43,6 +44,7 @@ from unmask.infill.automaton import (
     NO_MATCH,
     TokenAutomaton,
     _map_classes,
+    anchors,
     check_size,
     check_syntax,
     check_total,
@@ -121,8 +123,11 @@ ENFORCED = {
     *_NOTES,
     "strict",
     "name",
+    "uniqueItems",
 }
-"""Keywords the output honours (annotations included); any other is refused."""
+"""Keywords the output honours (annotations included); any other is refused. ``uniqueItems``
+only as ``false``, its default, which OpenAPI generators write out (``check_schema`` refuses
+it as ``true``; as ``false`` it was refused too, though it constrains nothing)."""
 FORMATS = ("date", "date-time", "time", "email", "uri", "uuid")
 """String formats enforced (``_format_regex``)."""
 _MARK = "UNMASKNUM{}"
@@ -189,7 +194,8 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
         if not isinstance(ref, str) or not ref.startswith("#/"):
             raise UserError(f"{_where(path)}: only local $ref (#/$defs/...) is supported")
         target: Any = root
-        for part in ref[2:].split("/"):
+        for part in ref[2:].split("/"):  # a JSON pointer in a URI fragment (RFC 6901)
+            part = unquote(part).replace("~1", "/").replace("~0", "~")  # ``a~1b``: ``a/b``
             if not isinstance(target, Mapping) or part not in target:
                 raise UserError(f"{_where(path)}: $ref {ref!r} points nowhere")
             target = target[part]
@@ -507,6 +513,8 @@ def _merge_key(key: str, a: Any, b: Any, root: Mapping[str, Any], path: str, dep
     """One keyword set by two ``allOf`` branches, combined (``_merge_all``)."""
     if key in _INERT or a == b:
         return a
+    if key == "uniqueItems":
+        return bool(a or b)  # true in either branch: refused (``check_schema``)
     if key == "type":
         both = (_type_set({"type": a}) or set()) & (_type_set({"type": b}) or set())
         if not both:
@@ -729,6 +737,17 @@ def _one_of(node: Mapping[str, Any], root: Mapping[str, Any], path: str, depth: 
     return out
 
 
+def _finite(value: Any) -> bool:
+    """Whether every number in ``value`` (a JSON value) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
 def check_schema(
     schema: Mapping[str, Any],
     root: Mapping[str, Any] | None = None,
@@ -748,13 +767,17 @@ def check_schema(
         return
     if not isinstance(schema, Mapping):
         raise UserError(f"{_where(path)}: a schema is an object, not {type(schema).__name__}")
-    for key in schema:
-        if key not in ENFORCED:
-            raise UserError(f"{_where(path)}: keyword {key!r} cannot be enforced")
-    node = _resolve(schema, root, path)
-    for key in node:  # what allOf branches brought in
-        if key not in ENFORCED:
-            raise UserError(f"{_where(path)}: keyword {key!r} cannot be enforced")
+    node = schema
+    for _ in range(2):  # as written, then what a $ref or allOf branches brought in
+        for key in node:
+            if key not in ENFORCED:
+                raise UserError(f"{_where(path)}: keyword {key!r} cannot be enforced")
+            if key in ("enum", "const") and not _finite(node[key]):  # the library's traceback
+                raise UserError(f"{_where(path)}: {key} holds a number too large for a float "
+                                "(read as infinity, as 1e400 is), which no JSON output can write")
+        if node is not schema:
+            break
+        node = _resolve(schema, root, path)
     for key in _COUNTS:
         v = node.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
@@ -1188,14 +1211,15 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
     narrowed to plain JSON characters (``_json_plain``), but ``node``'s own without
     ``plain``."""
     if node is True or (isinstance(node, Mapping) and not set(node) - set(_NOTES)):
-        return dict(ANY_VALUE)
+        return _marked(dict(ANY_VALUE), root, path, marks, depth + 1, plain)  # numbers in range
     if not isinstance(node, Mapping):
         return node
     if depth > 32:  # a recursive $ref that check_schema did not see (schema_regex alone)
         raise UserError(f"{_where(path)}: nested too deep (recursive $ref?)")
     node = _resolve(node, root, path)
     if node is True or (isinstance(node, Mapping) and not set(node) - set(_INERT)):
-        return dict(ANY_VALUE)  # a $ref to {} (the library's bare alternation broke the JSON)
+        # a $ref to {} (the library's bare alternation broke the JSON)
+        return _marked(dict(ANY_VALUE), root, path, marks, depth + 1, plain)
     node = _other_types_dropped(_by_type(node, root, path))
     if _lengths_with_pattern(node):
         raise UserError(
@@ -1204,6 +1228,8 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
             "or a variable-length array"
         )
     node = _prefix_exactly(node, path)
+    if _types(node) == ["array"] and "items" not in node and "prefixItems" not in node:
+        node = {**node, "items": True}  # any item: a scalar, as for ``{}`` below
     if _types(node) == ["object"] and not node.get("properties") and node.get(
             "additionalProperties", True) in (True, {}):
         # any object: each property holds any scalar (``ANY_VALUE``, numbers in range); the
@@ -1246,7 +1272,7 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         elif k in ("prefixItems", "anyOf"):  # an error names the branch as check_schema does
             out[k] = [_marked(s, root, f"{path}[{i}]" if k == "prefixItems" else
                               f"{path}.{k}[{i}]", marks, depth + 1) for i, s in enumerate(v)]
-        elif k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        elif k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "uniqueItems"):
             continue
         elif k == "pattern" and isinstance(v, str):
             out[k] = _anchored(_json_plain(ecma_classes(v)) if plain else ecma_classes(v))
@@ -1308,9 +1334,7 @@ def _anchored(pattern: str) -> str:
     branches = top_level_branches(pattern)
     if len(branches) > 1:  # ``^a$|^b$``: anchors belong to each branch (whole_pattern only
         return "(?:" + "|".join(map(_anchored, branches)) + ")"  # stripped the outer two)
-    core = whole_pattern(pattern)
-    start = pattern.startswith("^")
-    end = len(core) < len(pattern) - (1 if start else 0)
+    core, start, end = anchors(pattern)
     if start == end:
         return core
     return f"(?:{core}){_PLAIN_CHAR}*" if start else f"{_PLAIN_CHAR}*(?:{core})"
@@ -1330,8 +1354,8 @@ def _searched(node: Mapping[str, Any]) -> Mapping[str, Any]:
     if not isinstance(pattern, str) or _types(node) != ["string"] or not (
             "minLength" in node or "maxLength" in node):
         return node
-    if any(whole_pattern(b) != b for b in top_level_branches(pattern)):
-        return node  # anchored: as it spells
+    if any(anchors(b)[1] or anchors(b)[2] for b in top_level_branches(pattern)):
+        return node  # anchored: as it spells (``whole_pattern`` also rewrites a group's inside)
     try:
         shortest, longest = parser.parse(pattern).getwidth()
     except (re.error, RecursionError, OverflowError, ValueError, TypeError):

@@ -290,20 +290,23 @@ def _parse_gap(text: str, i: int) -> tuple[Gap, int]:
             f"[MASK:min-max] or a name first ([MASK:name:n])"
         )
     lo = int(lo_s)
-    if not dash:
-        if lo <= 0:
-            raise UserError(
-                f"{_where(text, i)}: gap length must be at least 1 token, got {lo} in {source!r}"
-            )
-        return Gap(lo, name=name, source=source), close + 1
-    hi = int(hi_s)
+    hi = int(hi_s) if dash else lo
+    if not dash and lo <= 0:
+        raise UserError(
+            f"{_where(text, i)}: gap length must be at least 1 token, got {lo} in {source!r}"
+        )
     if hi < lo:
         raise UserError(
             f"{_where(text, i)}: gap bounds inverted in {source!r} (min {lo} > max {hi} tokens)"
         )
     if hi == 0:
         raise UserError(f"{_where(text, i)}: gap {source!r} can hold no token (max 0)")
-    return Gap(min_len=lo, max_len=hi, name=name, source=source), close + 1
+    try:  # a length past any context: its column, as every other gap error has
+        gap = Gap(lo, name=name, source=source) if not dash else Gap(
+            min_len=lo, max_len=hi, name=name, source=source)
+    except UserError as e:
+        raise UserError(f"{_where(text, i)}: {e}") from None
+    return gap, close + 1
 
 
 _NAME = re.compile(r"[A-Za-z_]\w*", re.ASCII)
