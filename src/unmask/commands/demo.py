@@ -60,20 +60,32 @@ def invoked_as(argv0: str | None = None) -> str:
     """How to type the program again in this shell: ``unmask`` where that finds this program
     on ``PATH``, else the path it was run by (``.venv/bin/unmask demo``, as install.sh says
     to run it, with the environment not activated: ``unmask prepare`` there is "command not
-    found"). ``argv0``: default ``sys.argv[0]``; ``python -m unmask`` is ``unmask``."""
+    found"). ``argv0``: default ``sys.argv[0]``. ``python -m unmask`` (its ``__main__.py``,
+    for an environment whose scripts folder is not on ``PATH``) is ``unmask`` where the
+    ``unmask`` on ``PATH`` is this Python's, else ``PYTHON -m unmask`` with this Python."""
     import os
     import shutil
 
     argv0 = sys.argv[0] if argv0 is None else argv0
+    if argv0.endswith(os.path.join("unmask", "__main__.py")):  # not python -m pytest's
+        found, mine = shutil.which("unmask"), os.path.dirname(sys.executable)
+        return "unmask" if found is not None and _same(os.path.dirname(found), mine) \
+            else f"{quote(sys.executable or 'python')} -m unmask"
     if os.path.basename(argv0) != "unmask" or os.sep not in argv0:
         return "unmask"
     found = shutil.which("unmask")
+    return "unmask" if found is not None and _same(found, argv0) else quote(argv0)
+
+
+def _same(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name the same file or folder (False where either is
+    gone)."""
+    import os
+
     try:
-        if found is not None and os.path.samefile(found, argv0):
-            return "unmask"
+        return os.path.samefile(a, b)
     except OSError:
-        pass
-    return quote(argv0)
+        return False
 
 
 @dataclass(kw_only=True)
