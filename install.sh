@@ -4,9 +4,10 @@
 # - Installs unmask (editable) with its `serve` extra (FastAPI, uvicorn), so `unmask serve`
 #   works after this one command.
 # - Uses the active virtualenv/conda environment if there is one, else creates ./.venv.
-# - Keeps a PyTorch >= 2.1 already installed (a CUDA build, say); otherwise installs
-#   torch==2.13.0 as pip finds it (plain PyPI on Linux: the CUDA build; for the CPU one,
-#   first: pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu).
+# - Keeps a PyTorch already installed (a CUDA build, say; one older than 2.1 is refused,
+#   with how to upgrade it); otherwise installs torch==2.13.0 as pip finds it (plain PyPI
+#   on Linux: the CUDA build; for the CPU one, first: pip install torch==2.13.0
+#   --index-url https://download.pytorch.org/whl/cpu).
 # - --test also installs the test tools (pytest, ruff, playwright), the libraries some tests
 #   load (pyproject.toml's `test` extra: transformers, lm-eval, ...) and, as root with
 #   apt-get, the Debian `chromium` package that the browser test drives (never `playwright
@@ -18,7 +19,7 @@ usage="usage: bash install.sh [--test]"
 case "$#:${1:-}" in  # anything else was taken for a plain install (--tests, --help too)
   0:) extras="[serve]" ;;
   1:--test) extras="[serve,test]" ;;
-  1:-h|1:--help) sed -n '2,13s/^# \{0,1\}//p' "$0"; exit 0 ;;
+  1:-h|1:--help) sed -n '2,14s/^# \{0,1\}//p' "$0"; exit 0 ;;
   *) echo "install.sh: unexpected arguments: $* ($usage)" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")"
@@ -59,10 +60,18 @@ if ! "$py" -c "import torch" 2>/dev/null; then
 elif ! "$py" -c 'import re, sys, torch
 sys.exit(tuple(map(int, re.match(r"(\d+)\.(\d+)", torch.__version__).groups())) < (2, 1))'; then
   # unmask needs torch>=2.1 (pyproject.toml): pip replaced an older one, a CUDA build say,
-  # with whatever build it found, silently (on Linux, PyPI's multi-GB CUDA one)
-  fail "torch $("$py" -c 'import torch; print(torch.__version__)') is older than unmask" \
-    "needs (2.1): upgrade it from the index of your build first (e.g. pip install" \
-    "'torch>=2.1' --index-url https://download.pytorch.org/whl/cu121), then run again"
+  # with whatever build it found, silently (on Linux, PyPI's multi-GB CUDA one). The advice
+  # names the index of the installed build (+cpu, +cu118, +rocm5.6), never another one.
+  tv=$("$py" -c 'import torch; print(torch.__version__)')
+  index="pip install 'torch>=2.1' --index-url https://download.pytorch.org/whl/${tv##*+}"
+  case "$tv" in
+    *+cpu) how="$index" ;;
+    *+cu[0-9]*|*+rocm[0-9]*) how="$index; where that index has no torch 2.1, the index of a"
+      how+=" newer CUDA or ROCm that your driver runs: https://pytorch.org/get-started/locally" ;;
+    *) how="pip install 'torch>=2.1', with the --index-url it was installed from, if any:"
+      how+=" https://pytorch.org/get-started/locally" ;;
+  esac
+  fail "torch $tv is older than unmask needs (2.1): upgrade it first ($how), then run again"
 fi
 pipq -e ".${extras}"
 if [[ "$extras" == *test* ]] && ! command -v chromium >/dev/null; then

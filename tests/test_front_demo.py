@@ -34,7 +34,25 @@ def test_the_program_on_path_is_unmask(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(program.parent))
     assert invoked_as(str(program)) == "unmask"
     assert invoked_as("unmask") == "unmask"  # found on PATH by the shell
-    assert invoked_as(os.path.join("src", "unmask", "__main__.py")) == "unmask"  # python -m
+
+
+def test_python_m_unmask_is_named_as_this_python_unless_its_unmask_is_on_path(tmp_path,
+                                                                              monkeypatch):
+    """``python -m unmask`` is for an environment whose scripts folder is not on PATH: its
+    hints said ``unmask ...``, "command not found" there, or another environment's unmask."""
+    python = tmp_path / "my env" / "bin" / "python"
+    _program(python.parent)
+    python.write_text("")
+    monkeypatch.setattr("sys.executable", str(python))
+    as_run = os.path.join("src", "unmask", "__main__.py")  # sys.argv[0] of python -m unmask
+    monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))  # no unmask on PATH
+    assert invoked_as(as_run) == f"'{python}' -m unmask"
+    monkeypatch.setenv("PATH", str(_program(tmp_path / "other" / "bin").parent))
+    assert invoked_as(as_run) == f"'{python}' -m unmask"  # another environment's unmask
+    monkeypatch.setenv("PATH", str(python.parent))  # this Python's unmask
+    assert invoked_as(as_run) == "unmask"
+    monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))
+    assert invoked_as(os.path.join("pytest", "__main__.py")) == "unmask"  # another python -m
 
 
 def test_a_path_with_a_space_is_quoted(tmp_path, monkeypatch):

@@ -96,10 +96,33 @@ def test_a_torch_older_than_2_1_is_named_not_replaced_by_whatever_pip_finds(tmp_
     done, pip = _fake_env_python(tmp_path, "2.0.1+cu118")
     assert done.returncode == 1, done
     assert done.stderr.endswith(
-        "install.sh: torch 2.0.1+cu118 is older than unmask needs (2.1): upgrade it from the "
-        "index of your build first (e.g. pip install 'torch>=2.1' --index-url "
-        "https://download.pytorch.org/whl/cu121), then run again\n"), done.stderr
+        "install.sh: torch 2.0.1+cu118 is older than unmask needs (2.1): upgrade it first (pip "
+        "install 'torch>=2.1' --index-url https://download.pytorch.org/whl/cu118; where that "
+        "index has no torch 2.1, the index of a newer CUDA or ROCm that your driver runs: "
+        "https://pytorch.org/get-started/locally), then run again\n"), done.stderr
     assert "-e" not in pip.split() and "torch" not in pip  # nothing installed over it
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("python3") is None,
+                    reason="no bash or python3")
+@pytest.mark.parametrize(("version", "how"), [
+    ("2.0.1+cpu", "pip install 'torch>=2.1' --index-url https://download.pytorch.org/whl/cpu)"),
+    ("2.0.1+rocm5.4.2", "pip install 'torch>=2.1' --index-url "
+                        "https://download.pytorch.org/whl/rocm5.4.2; where that index has no "
+                        "torch 2.1, the index of a newer CUDA or ROCm"),
+    ("1.13.1", "pip install 'torch>=2.1', with the --index-url it was installed from, if any: "
+               "https://pytorch.org/get-started/locally)"),
+    ("1.13.0a0+git49444c3", "pip install 'torch>=2.1', with the --index-url it was installed "
+                            "from, if any: "),
+])
+def test_the_upgrade_advice_names_the_index_of_the_build_installed(tmp_path, version, how):
+    """The advice named the CUDA 12.1 index for every build: followed as written, it swapped
+    a CPU or ROCm build for a CUDA one, the very swap the refusal is there to prevent."""
+    done, pip = _fake_env_python(tmp_path, version)
+    assert done.returncode == 1, done
+    assert f"install.sh: torch {version} is older than unmask needs (2.1): upgrade it first " \
+           f"({how}" in done.stderr, done.stderr
+    assert "cu121" not in done.stderr and "torch" not in pip
 
 
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("python3") is None,

@@ -26,7 +26,6 @@ from unmask.commands import (
     add_no_live_flag,
     add_runtime_flags,
     add_seed_flag,
-    at_least,
     positive_int,
 )
 from unmask.errors import UserError
@@ -61,20 +60,32 @@ def invoked_as(argv0: str | None = None) -> str:
     """How to type the program again in this shell: ``unmask`` where that finds this program
     on ``PATH``, else the path it was run by (``.venv/bin/unmask demo``, as install.sh says
     to run it, with the environment not activated: ``unmask prepare`` there is "command not
-    found"). ``argv0``: default ``sys.argv[0]``; ``python -m unmask`` is ``unmask``."""
+    found"). ``argv0``: default ``sys.argv[0]``. ``python -m unmask`` (its ``__main__.py``,
+    for an environment whose scripts folder is not on ``PATH``) is ``unmask`` where the
+    ``unmask`` on ``PATH`` is this Python's, else ``PYTHON -m unmask`` with this Python."""
     import os
     import shutil
 
     argv0 = sys.argv[0] if argv0 is None else argv0
+    if argv0.endswith(os.path.join("unmask", "__main__.py")):  # not python -m pytest's
+        found, mine = shutil.which("unmask"), os.path.dirname(sys.executable)
+        return "unmask" if found is not None and _same(os.path.dirname(found), mine) \
+            else f"{quote(sys.executable or 'python')} -m unmask"
     if os.path.basename(argv0) != "unmask" or os.sep not in argv0:
         return "unmask"
     found = shutil.which("unmask")
+    return "unmask" if found is not None and _same(found, argv0) else quote(argv0)
+
+
+def _same(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name the same file or folder (False where either is
+    gone)."""
+    import os
+
     try:
-        if found is not None and os.path.samefile(found, argv0):
-            return "unmask"
+        return os.path.samefile(a, b)
     except OSError:
-        pass
-    return quote(argv0)
+        return False
 
 
 @dataclass(kw_only=True)
@@ -106,7 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run directory for --train (default: runs/demo-train)")
     add_model_flag(p, required=False, default_help="the shipped demo model")
-    p.add_argument("--gen-length", type=positive_int, default=None, metavar="N",
+    p.add_argument("--gen-length", type=int, default=None, metavar="N",
                    help=f"tokens to generate per prompt (default: {DEFAULT_GEN_LENGTH}, or as many "
                         "as fit after the prompt; a latent diffusion model: its window)")
     p.add_argument("--steps", type=positive_int, default=None, metavar="N",
@@ -118,12 +129,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=None, metavar="X",
                    help="Gumbel-max temperature of the continuations (default: the model's "
                         "recommendation; the blanks are filled greedily)")
-    p.add_argument("--block-length", type=positive_int, default=None, metavar="N",
+    p.add_argument("--block-length", type=int, default=None, metavar="N",
                    help="semi-autoregressive block length (default: the model's recommendation)")
     p.add_argument("--repetition-penalty", type=float, default=None, metavar="X",
                    help="penalty on tokens already in the text, > 0, 1 = off (default: the "
                         "model's recommendation)")
-    p.add_argument("--no-repeat-ngram-size", type=at_least(0), default=None, metavar="N",
+    p.add_argument("--no-repeat-ngram-size", type=int, default=None, metavar="N",
                    help="never repeat an n-gram of this many tokens, 0 = off (default: the "
                         "model's recommendation)")
     add_no_live_flag(p)
@@ -339,13 +350,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    """Refuse flags that are wrong whatever the model, without importing torch: ``--out``
-    without ``--train``, ``--train`` with ``--model``, and the sampling options
-    ``SampleConfig`` refuses on their own (``--temperature -1``, ``--repetition-penalty 0``).
+    """Refuse flags that are wrong whatever the model, without importing torch:
+    ``--gen-length`` or ``--block-length`` below 1, ``--out`` without ``--train``, ``--train``
+    with ``--model``, and the sampling options ``SampleConfig`` refuses on their own
+    (``--temperature -1``, ``--no-repeat-ngram-size -1``).
     The command line runs it before torch loads (an argument error took seconds: torch and
     the model loaded first); the model's own checks follow in ``run``."""
     from unmask.config import SampleConfig
 
+    for flag, value in (("--gen-length", args.gen_length), ("--block-length", args.block_length)):
+        if value is not None and value <= 0:
+            raise UserError(f"{flag} must be positive, got {value}")
     if args.out is not None and not args.train:
         raise UserError("--out is where --train puts its run; give --train too")
     if args.train and args.model:
