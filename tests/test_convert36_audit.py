@@ -16,6 +16,7 @@ from test_moe import make_llada_moe
 import unmask
 from unmask.cli import main
 from unmask.convert.load import publisher_tokenizer
+from unmask.errors import UserError
 
 
 @pytest.mark.parametrize("value", [["model-00001-of-00002.safetensors"], {"a": 1}])
@@ -140,6 +141,17 @@ def test_a_config_mask_that_is_the_unknown_token_is_not_the_mask(tmp_path) -> No
         json.dumps({"mask_token": "<unk>", "unk_token": "<unk>"}))
     msg = load_error(folder)
     assert "mask_token '<unk>' is another role's token" in msg, msg
+
+
+def test_publisher_tokenizer_refuses_a_folder_without_the_families_mask(tmp_path) -> None:
+    """``unmask prepare --tokenizer`` reads a folder as the model load does: a LLaDA-MoE
+    tokenizer without ``<|mask|>`` got ``[MASK]`` appended there (a corpus prepared for a
+    model that then refuses to load)."""
+    folder = tmp_path / "moe"
+    make_llada_moe(folder)
+    _without_mask(folder)
+    with pytest.raises(UserError, match="has no mask token"):
+        publisher_tokenizer(folder)
 
 
 def _renamed_mask(folder: Path) -> int:

@@ -163,12 +163,19 @@ def _shape_fields(imp: Importer, hf: dict[str, Any], source: Path) -> dict[str, 
 def publisher_tokenizer(folder: str | os.PathLike[str]) -> Tokenizer:
     """The tokenizer of a publisher's folder (``is_publisher_folder``) as ``model_config``
     reads it (its special tokens from ``config.json``; Dream's ``vocab.json`` +
-    ``merges.txt`` built as Qwen2's), without the weights' or quantisation's checks: what
+    ``merges.txt`` built as Qwen2's; a folder without the mask its family needs refused, as
+    ``model_config`` refuses it, where its ``config.json`` has the model's facts), without the
+    weights' or quantisation's checks: what
     ``unmask prepare --tokenizer FOLDER`` tokenizes a corpus with for that model."""
     p = Path(folder)
     source = p / "config.json"
     hf = read_config_json(source)
-    return _tokenizer(p, hf, detect(hf, source))
+    imp = detect(hf, source)
+    try:  # the model's rule where config.json tells it (MDLM/SEDD: [MASK] at the last row)
+        mask_needed = "mask_id" not in _shape_fields(imp, hf, source)
+    except UserError:  # a folder kept for its tokenizer, its config.json not a model's
+        mask_needed = False
+    return _tokenizer(p, hf, imp, mask_needed=mask_needed)
 
 
 def _tokenizer(folder: Path, hf: dict[str, Any], imp: Importer, *,
