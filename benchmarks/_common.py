@@ -14,6 +14,8 @@ made: an unwritable path is refused before the run, not after it).
 ``generated(ids, eos)`` is the one count of a row's tokens behind every script's tokens/s.
 ``round_robin(calls, repeats)`` times rows that are compared side by side: the median of
 repeats taken in cycles over the rows, in the balanced orders of ``balanced_orders(n)``.
+``child_json(cmd, what)`` runs a script's child process and returns the JSON object it
+prints last, or says in one line why there is none (killed by a signal, its own error).
 ``default_output(name)`` is where results go when no path is given (``runs/bench``, not the
 committed ``benchmarks/results``). Scripts import this module from their own folder
 (``python benchmarks/NAME.py`` puts it first on ``sys.path``). It imports ``unmask`` only
@@ -24,6 +26,8 @@ when a flag is parsed or an error is raised or caught, so a script may still cho
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import statistics
 import sys
 import time
@@ -31,7 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-__all__ = ["OUTPUT", "balanced_orders", "default_output", "fill_defaults", "int_list",
+__all__ = ["OUTPUT", "balanced_orders", "child_json", "default_output", "fill_defaults", "int_list",
            "json_text", "generated", "non_negative_floats", "non_negative_int", "output_file",
            "output_path", "positive_float", "positive_int", "require_hybrid", "round_robin",
            "run"]  # fmt: skip
@@ -271,6 +275,46 @@ def run(main: Callable[[], object], *, interrupted: str = "") -> NoReturn:
         hint = "".join(f"; {x}" for x in said if x)
         print(f"{Path(sys.argv[0]).name}: {stopped_how(code)}{hint}", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception)\b|: error: ")
+"""A line of a child's stderr that is its error: a traceback's last line (``RuntimeError:
+boom``, ``torch.OutOfMemoryError: ...``) or a script's own (``llada2.py: error: ...``)."""
+
+
+def child_json(cmd: list[str], what: str, *,
+               env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``cmd`` (a child process of a script, with ``env`` if given) and return the JSON
+    object it prints last on stdout. A child that fails is one ``UserError`` line naming
+    ``what``: one killed by a signal says so (``killed by signal 9 (out of memory?)``),
+    whatever warnings its stderr held before it died; one that exits with an error gives
+    the last line of its stderr that is an error (``ERROR_LINE``), else its last line, else
+    its exit status; one whose last line of stdout is not a JSON object quotes that line.
+    (A child's failure was a ``CalledProcessError`` or ``JSONDecodeError`` traceback that
+    hid what the child said.)"""
+    import subprocess
+
+    from unmask.errors import UserError
+
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    said = [ln.strip() for ln in (res.stderr or "").splitlines() if ln.strip()]
+    if res.returncode < 0:
+        sig = -res.returncode
+        why = f"killed by signal {sig}" + (" (out of memory?)" if sig == 9 else "")
+    elif res.returncode:
+        errors = [ln for ln in said if ERROR_LINE.search(ln)]
+        why = (errors or said or [f"exit status {res.returncode}"])[-1]
+    else:
+        lines = (res.stdout or "").strip().splitlines()
+        try:
+            out = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            out = None
+        if isinstance(out, dict):
+            return out
+        why = (f"its last line of output is not a JSON object: {lines[-1][:200]!r}" if lines
+               else "it printed nothing")
+    raise UserError(f"the {what} child process failed: {why}")
 
 
 def fill_defaults(args: Any, normal: dict[str, Any], quick: dict[str, Any]) -> None:

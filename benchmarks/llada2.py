@@ -28,15 +28,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import default_output, json_text, output_file, positive_int
+from _common import child_json, default_output, json_text, output_file, positive_int
 
 MINI: dict[str, Any] = {
     "model_type": "llada2_moe",
@@ -272,23 +270,6 @@ def agreement(threads: int) -> dict[str, Any]:
     return out
 
 
-def child(cmd: list[str], what: str) -> dict[str, Any]:
-    """Run this script as a child (``cmd``) and return the JSON it prints last; a child that
-    fails is one line naming ``what`` and its last line of stderr (the traceback of a child
-    was a ``CalledProcessError`` traceback here, its own error hidden by the capture)."""
-    from unmask.errors import UserError
-
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    lines = res.stdout.strip().splitlines()
-    if res.returncode == 0 and lines:
-        return json.loads(lines[-1])
-    said = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
-    why = said[-1].strip() if said else (
-        f"killed by signal {-res.returncode} (out of memory?)" if res.returncode < 0
-        else f"exit status {res.returncode}")  # fmt: skip
-    raise UserError(f"the {what} child process failed: {why}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--layers", type=int, default=3,
@@ -335,7 +316,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", "speed", "--quantize", q,
                "--layers", str(args.layers), "--threads", str(args.threads),
                "--forwards", str(args.forwards), "--shape", args.shape]  # fmt: skip
-        rows.append(child(cmd, q))
+        rows.append(child_json(cmd, q))
     import torch
 
     from unmask.model import Transformer
@@ -351,7 +332,7 @@ def main() -> None:
     agree = None
     if not args.skip_agreement:
         cmd = [sys.executable, __file__, "--child", "agreement", "--threads", str(args.threads)]
-        agree = child(cmd, "agreement")
+        agree = child_json(cmd, "agreement")
     gb = 1e9
     print(f"LLaDA2.0-{args.shape} shape, random weights, {args.layers} blocks built, "
           f"{args.threads} thread(s), shared machine")  # fmt: skip

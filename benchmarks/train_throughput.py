@@ -34,7 +34,6 @@ import importlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -43,7 +42,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import json_text, non_negative_int, output_file, positive_int
+from _common import child_json, json_text, non_negative_int, output_file, positive_int
 from torch import nn
 
 from unmask.config import model_preset
@@ -322,8 +321,7 @@ def compare_memory(args: argparse.Namespace) -> list[dict]:
         env = dict(os.environ)
         if args.threads:  # 0 = torch's default: the children inherit OMP_NUM_THREADS as is
             env["OMP_NUM_THREADS"] = str(args.threads)
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+        rows.append(child_json(cmd, mode, env=env))  # a failure: one line, the child's error
     print(
         f"params={rows[0]['params'] / 1e6:.1f}M batch={args.batch} seq_len={args.seq_len} "
         f"processes=2 steps={args.steps}"

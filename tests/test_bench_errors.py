@@ -459,7 +459,7 @@ def test_train_throughput_memory_sets_omp_threads_only_when_given(benchmark, mon
         row = {"mode": cmd[cmd.index("--worker") + 1], "params": 1e6, "peak_bytes": 2.0**30}
         return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(row) + "\n")
 
-    monkeypatch.setattr(tt.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)  # what _common.child_json runs
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     args = argparse.Namespace(threads=threads, preset="tiny", vocab=64, batch=2, seq_len=8,
                               steps=1, d_model=0, layers=0)  # fmt: skip

@@ -15,6 +15,8 @@ from test_moe import make_llada_moe
 
 import unmask
 from unmask.cli import main
+from unmask.convert.load import publisher_tokenizer
+from unmask.errors import UserError
 
 
 @pytest.mark.parametrize("value", [["model-00001-of-00002.safetensors"], {"a": 1}])
@@ -82,3 +84,100 @@ def test_mdlm_still_gets_its_mask_appended_at_its_last_row(tmp_path: Path) -> No
     make_mdlm(tmp_path / "mdlm")
     m = unmask.load(tmp_path / "mdlm", weights=False)
     assert m.config.mask_id == m.config.vocab_size - 1 == m.tokenizer.mask_id
+
+
+def _make(family: str, folder: Path) -> None:
+    (make_llada_moe if family == "llada-moe" else write_llada2_folder)(folder)
+
+
+def _mask_entry(tid: int, content: str = "<|mask|>") -> dict[str, dict[str, object]]:
+    """A tokenizer_config.json ``added_tokens_decoder`` holding one special token."""
+    return {str(tid): {"content": content, "special": True, "lstrip": False, "rstrip": False,
+                       "normalized": False, "single_word": False}}
+
+
+@pytest.mark.parametrize("family", ["llada-moe", "llada2"])
+def test_a_mask_the_tokenizer_config_adds_is_taken_at_its_id(tmp_path, capsys,
+                                                            family) -> None:
+    """tokenizer.json without ``<|mask|>``, tokenizer_config.json giving it in
+    ``added_tokens_decoder`` at the next id and naming it ``mask_token``: transformers reads
+    the mask there; the converter refused the folder, saying the file named no mask_token."""
+    folder = tmp_path / family
+    _make(family, folder)
+    _without_mask(folder)
+    n = len(json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"])
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"added_tokens_decoder": _mask_entry(n), "mask_token": "<|mask|>"}))
+    m = unmask.load(folder, weights=False)
+    assert m.config.mask_id == m.tokenizer.mask_id == n
+    assert m.tokenizer.id_to_token(n) == "<|mask|>"
+    assert main(["convert", str(folder), str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    out = unmask.load(tmp_path / "out", weights=False)
+    assert out.config.mask_id == n and out.tokenizer.id_to_token(n) == "<|mask|>"
+    assert publisher_tokenizer(folder).mask_id == n
+
+
+def test_a_config_mask_off_the_vocabulary_is_named_as_missing(tmp_path) -> None:
+    """A mask_token tokenizer.json lacks (its ``added_tokens_decoder`` id beyond the next one,
+    where transformers would put it at another row than the model learnt) is refused in
+    words that say so, not "names no mask_token"."""
+    folder = tmp_path / "moe"
+    make_llada_moe(folder)
+    _without_mask(folder)
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"added_tokens_decoder": _mask_entry(46), "mask_token": "<|mask|>"}))
+    msg = load_error(folder)
+    assert "mask_token '<|mask|>' is not among its tokens" in msg, msg
+
+
+def test_a_config_mask_that_is_the_unknown_token_is_not_the_mask(tmp_path) -> None:
+    """tokenizer_config.json naming ``<unk>`` its mask: load_tokenizer does not take it (every
+    character the vocabulary lacks would read as a mask); the converter took it, as mask 0.
+    One rule for both: refused, and the message says why."""
+    folder = tmp_path / "moe"
+    make_llada_moe(folder)
+    _without_mask(folder)
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"mask_token": "<unk>", "unk_token": "<unk>"}))
+    msg = load_error(folder)
+    assert "mask_token '<unk>' is another role's token" in msg, msg
+
+
+def test_publisher_tokenizer_refuses_a_folder_without_the_families_mask(tmp_path) -> None:
+    """``unmask prepare --tokenizer`` reads a folder as the model load does: a LLaDA-MoE
+    tokenizer without ``<|mask|>`` got ``[MASK]`` appended there (a corpus prepared for a
+    model that then refuses to load)."""
+    folder = tmp_path / "moe"
+    make_llada_moe(folder)
+    _without_mask(folder)
+    with pytest.raises(UserError, match="has no mask token"):
+        publisher_tokenizer(folder)
+
+
+def _renamed_mask(folder: Path) -> int:
+    """The folder's ``<|mask|>`` renamed ``<|special_mask|>`` at its id; that id."""
+    vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+    specials = [("<|special_mask|>" if t == "<|mask|>" else t)
+                for t, i in sorted(vocab.items(), key=lambda kv: kv[1])
+                if t not in ("<unk>", *WORDS)]
+    return word_tokenizer_json(folder / "tokenizer.json", specials)["<|special_mask|>"]
+
+
+@pytest.mark.parametrize("family", ["llada-moe", "llada2"])
+@pytest.mark.parametrize("how", ["config.json", "string", "object"])
+def test_a_mask_named_by_the_folder_still_loads(tmp_path, family, how) -> None:
+    """The refusal of a mask-less tokenizer leaves alone the folders that name their mask:
+    by config.json ``mask_token_id``, or by tokenizer_config.json ``mask_token`` (a string or
+    an added-token object)."""
+    folder = tmp_path / family
+    _make(family, folder)
+    tid = _renamed_mask(folder)
+    if how == "config.json":
+        cfg = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**cfg, "mask_token_id": tid}))
+    else:
+        named = "<|special_mask|>" if how == "string" else {"content": "<|special_mask|>"}
+        (folder / "tokenizer_config.json").write_text(json.dumps({"mask_token": named}))
+    m = unmask.load(folder, weights=False)
+    assert m.config.mask_id == m.tokenizer.mask_id == tid
+    assert m.tokenizer.id_to_token(tid) == "<|special_mask|>"

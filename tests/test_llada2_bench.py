@@ -88,7 +88,7 @@ def test_the_llada2_table_names_the_blocks_of_its_shape(benchmark, tmp_path, mon
         setting = argv[argv.index("--quantize") + 1]
         return subprocess.CompletedProcess(argv, 0, json.dumps({**row, "setting": setting}), "")
 
-    monkeypatch.setattr(llada2.subprocess, "run", child)
+    monkeypatch.setattr(subprocess, "run", child)  # _common.child_json runs them
     out = tmp_path / "r.json"
     monkeypatch.setattr(sys, "argv", ["llada2.py", "--shape", "small", "--skip-agreement",
                                       "--out", str(out)])  # fmt: skip
@@ -142,11 +142,39 @@ def test_a_failing_llada2_child_is_one_line_with_its_error(benchmark, tmp_path, 
                 argv, 1, "", "Traceback (most recent call last):\n  ...\nRuntimeError: boom\n")
         return subprocess.CompletedProcess(argv, 0, json.dumps({**row, "setting": setting}), "")
 
-    monkeypatch.setattr(llada2.subprocess, "run", child)
+    monkeypatch.setattr(subprocess, "run", child)  # _common.child_json runs them
     argv = ["llada2.py", "--shape", "small", "--skip-agreement", "--out", str(tmp_path / "r")]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(UserError, match=r"^the int8 child process failed: RuntimeError: boom$"):
         llada2.main()
-    assert llada2.child(["x", "--quantize", "bf16"], "bf16")["setting"] == "bf16"
+    assert llada2.child_json(["x", "--quantize", "bf16"], "bf16")["setting"] == "bf16"
     with pytest.raises(UserError, match=r"the int4 child .*killed by signal 9 \(out of memory"):
-        llada2.child(["x", "--quantize", "int4"], "int4")
+        llada2.child_json(["x", "--quantize", "int4"], "int4")
+
+
+WARNING = "W1207 torch/utils/_pytree.py:630] <enum 'KernelPreference'> is an Enum subclass"
+"""What every int8 / int4 child prints at import with the installed torchao."""
+
+
+@pytest.mark.parametrize(("result", "said"), [
+    ((-9, "", f"{WARNING}\n"), "killed by signal 9 (out of memory?)"),  # the warning was said
+    ((1, "", f"Traceback ...\nRuntimeError: boom\n{WARNING}\n"), "RuntimeError: boom"),
+    ((0, '{"a": 1}\ndone\n', ""), "its last line of output is not a JSON object: 'done'"),
+])  # fmt: skip
+def test_a_llada2_child_killed_after_a_warning_is_reported_killed(
+        benchmark, tmp_path, monkeypatch, result, said) -> None:
+    """With torchao installed every quantised child writes warnings to stderr at import: one
+    killed for memory (the likely end at the mini shape) was reported by its last warning,
+    not by the signal; an error followed by a warning by the warning; and a last line of
+    stdout that is not JSON was a JSONDecodeError traceback."""
+    from unmask.errors import UserError
+
+    llada2 = benchmark("llada2")
+    monkeypatch.setattr(subprocess, "run",
+                        lambda argv, **kw: subprocess.CompletedProcess(argv, *result))
+    monkeypatch.setattr(sys, "argv", ["llada2.py", "--shape", "small", "--skip-agreement",
+                                      "--out", str(tmp_path / "r")])  # fmt: skip
+    with pytest.raises(UserError) as e:
+        llada2.main()
+    assert str(e.value) == f"the bf16 child process failed: {said}"
+

@@ -611,6 +611,21 @@ def config_tokens(folder: Path, hf: HFTokenizer) -> dict[str, str | None]:
     return out
 
 
+def own_mask(hf: HFTokenizer, named: Mapping[str, str | None], *taken: int | None) -> str | None:
+    """The mask token ``tokenizer_config.json`` names (``named``, ``config_tokens``' result)
+    where it is a token of its own: None where it names none, or the EOS, BOS or unknown
+    token that file names, ``hf``'s model's unknown token, or a token at one of the ``taken``
+    ids (the EOS and BOS found otherwise). The one rule for both readers of such a folder,
+    ``load_tokenizer`` and the converters (``unmask.convert.load``): a mask that is the
+    unknown token would make every character the vocabulary lacks read as a mask."""
+    token = named.get("mask")
+    if token is None:
+        return None
+    others = (named.get("eos"), named.get("bos"), named.get("unk"), _unk_token(hf))
+    ids = {*taken, *(hf.token_to_id(t) for t in others if t)}
+    return None if hf.token_to_id(token) in ids else token
+
+
 def _unk_token(hf: HFTokenizer) -> str:
     """The token ``hf``'s model puts for what it cannot encode (BPE, WordPiece, WordLevel;
     Unigram's by its ``unk_id``, which only the saved JSON holds), else ``""``."""
@@ -673,19 +688,16 @@ def load_tokenizer(
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{p}: not a valid tokenizer.json ({msg})") from None
 
-    named = {k: (v,) if v else () for k, v in config_tokens(p.parent, hf).items()}
+    config_named = config_tokens(p.parent, hf)
+    named = {k: (v,) if v else () for k, v in config_named.items()}
     eos = _find(hf, "eos", eos_token, EOS_CANDIDATES + named["eos"])
     bos = _find(hf, "bos", bos_token, BOS_CANDIDATES + named["bos"])
     # a mask the config names that is another role's token or the unknown token is not
     # taken, and its pad never is (Llama-2 fine-tunes' "pad_token": "</s>", Llama-3-Instruct's
     # "<|eot_id|>", unsloth's "<|finetune_right_pad_id|>"): such folders got [PAD] appended
     # before tokenizer_config.json was read, and keep the datasets and models made then
-    mask_named = named["mask"]
-    if mask_named:
-        others = (*named["eos"], *named["bos"], *named["unk"], _unk_token(hf))
-        taken = {eos, bos, *map(hf.token_to_id, others)}
-        mask_named = tuple(t for t in mask_named if hf.token_to_id(t) not in taken)
-    mask = _find(hf, "mask", mask_token, MASK_CANDIDATES + mask_named)
+    mask_named = own_mask(hf, config_named, eos, bos)
+    mask = _find(hf, "mask", mask_token, MASK_CANDIDATES + ((mask_named,) if mask_named else ()))
     pad = _find(hf, "pad", pad_token, PAD_CANDIDATES)
     found = [i for i in (mask, pad, eos, bos) if i is not None]
     # Register found tokens as special (no-op for tokens that already are).

@@ -163,12 +163,19 @@ def _shape_fields(imp: Importer, hf: dict[str, Any], source: Path) -> dict[str, 
 def publisher_tokenizer(folder: str | os.PathLike[str]) -> Tokenizer:
     """The tokenizer of a publisher's folder (``is_publisher_folder``) as ``model_config``
     reads it (its special tokens from ``config.json``; Dream's ``vocab.json`` +
-    ``merges.txt`` built as Qwen2's), without the weights' or quantisation's checks: what
+    ``merges.txt`` built as Qwen2's; a folder without the mask its family needs refused, as
+    ``model_config`` refuses it, where its ``config.json`` has the model's facts), without the
+    weights' or quantisation's checks: what
     ``unmask prepare --tokenizer FOLDER`` tokenizes a corpus with for that model."""
     p = Path(folder)
     source = p / "config.json"
     hf = read_config_json(source)
-    return _tokenizer(p, hf, detect(hf, source))
+    imp = detect(hf, source)
+    try:  # the model's rule where config.json tells it (MDLM/SEDD: [MASK] at the last row)
+        mask_needed = "mask_id" not in _shape_fields(imp, hf, source)
+    except UserError:  # a folder kept for its tokenizer, its config.json not a model's
+        mask_needed = False
+    return _tokenizer(p, hf, imp, mask_needed=mask_needed)
 
 
 def _tokenizer(folder: Path, hf: dict[str, Any], imp: Importer, *,
@@ -176,48 +183,81 @@ def _tokenizer(folder: Path, hf: dict[str, Any], imp: Importer, *,
     """The folder's tokenizer with its special tokens taken from ``config.json`` ids (falling
     back to ``tokenizer_config.json`` strings, then to the loader's search by name); without
     ``tokenizer.json``, the family's ``slow_tokenizer`` builds it from the files the publisher
-    ships (Dream), else the error says where to get one (``tokenizer_note``).
+    ships (Dream), else the error says where to get one (``tokenizer_note``). The added
+    tokens of ``tokenizer_config.json`` that ``tokenizer.json`` lacks are added, as
+    ``transformers`` adds them (``_config_added``).
     ``mask_needed``: the mask must be one of the folder's own tokens (``_with_specials``)."""
     import tempfile
 
     from tokenizers import Tokenizer as HFTokenizer
 
     path = folder / "tokenizer.json"
+    shown = path
     if not path.is_file():
         raw = imp.slow_tokenizer(folder) if imp.slow_tokenizer is not None else None
         if raw is None:
             note = imp.tokenizer_note or "the publisher's tokenizer.json is needed next to " \
                 "config.json"
             raise UserError(f"{path}: missing ({note})")
-        with tempfile.TemporaryDirectory() as tmp:  # load_tokenizer reads a file
-            raw.save(str(Path(tmp) / "tokenizer.json"))
-            return _with_specials(Path(tmp) / "tokenizer.json", raw, folder, hf,
-                                  shown=folder / "vocab.json", mask_needed=mask_needed)
-    from unmask.convert.stream import is_lfs_pointer, lfs_error
+        shown = folder / "vocab.json"
+    else:
+        from unmask.convert.stream import is_lfs_pointer, lfs_error
 
-    if is_lfs_pointer(path):  # tokenizer.json is big enough to be stored in LFS too
-        raise lfs_error(path)
+        if is_lfs_pointer(path):  # tokenizer.json is big enough to be stored in LFS too
+            raise lfs_error(path)
+        try:
+            raw = HFTokenizer.from_file(str(path))
+        except Exception as e:  # HF raises plain Exception for bad files
+            raise UserError(
+                f"{path}: not a valid tokenizer.json ({str(e).splitlines()[0] if str(e) else e})"
+            ) from None
+        if not _config_added(folder, raw):
+            return _with_specials(path, raw, folder, hf, mask_needed=mask_needed)
+    with tempfile.TemporaryDirectory() as tmp:  # load_tokenizer reads a file
+        raw.save(str(Path(tmp) / "tokenizer.json"))
+        return _with_specials(Path(tmp) / "tokenizer.json", raw, folder, hf, shown=shown,
+                              mask_needed=mask_needed)
+
+
+def _config_added(folder: Path, raw: Any) -> bool:
+    """Add to ``raw`` (the folder's ``tokenizer.json``) the added tokens its
+    ``tokenizer_config.json`` gives (``added_tokens_decoder``) that it lacks, as
+    ``transformers`` adds them, in id order, while each lands at the id the file gives it (a
+    LLaDA-MoE folder whose ``<|mask|>`` is there alone); True if any was added. An entry
+    whose id does not continue the vocabulary ends it: ``transformers`` would put that token
+    at another id than the model learnt it at. A side file that is not readable adds none
+    (``config_tokens`` reads it so too)."""
+    from unmask.convert.qwen2_tokenizer import add_token, added_tokens
+
     try:
-        raw = HFTokenizer.from_file(str(path))
-    except Exception as e:  # HF raises plain Exception for bad files
-        raise UserError(
-            f"{path}: not a valid tokenizer.json ({str(e).splitlines()[0] if str(e) else e})"
-        ) from None
-    return _with_specials(path, raw, folder, hf, mask_needed=mask_needed)
+        entries = added_tokens(folder)
+    except UserError:
+        return False
+    added = False
+    for tid, fields in entries:
+        if raw.token_to_id(fields["content"]) is not None:
+            continue
+        if raw.get_vocab_size(with_added_tokens=True) != tid:
+            break
+        add_token(raw, fields)
+        added = True
+    return added
 
 
 def _with_specials(path: Path, raw: Any, folder: Path, hf: dict[str, Any], *,
                    shown: Path | None = None, mask_needed: bool = False) -> Tokenizer:
     """``load_tokenizer(path)`` with the special tokens ``config.json`` (``hf``) names by id, or
-    ``tokenizer_config.json`` by string; ``raw`` is the file's ``tokenizers.Tokenizer``, and
-    errors name ``shown`` (the file it was built from) if given, else ``path``.
+    ``tokenizer_config.json`` by string (its mask only where that is a token of its own,
+    ``unmask.tokenizer.own_mask``, as ``load_tokenizer`` takes it); ``raw`` is the file's
+    ``tokenizers.Tokenizer``, and errors name ``shown`` (the file it was built from) if given,
+    else ``path``.
 
     ``mask_needed`` (a family whose mask is not fixed by its shape, as MDLM's and SEDD's last
     row is): a folder whose tokenizer has no mask token is refused, where the loader would
     append ``[MASK]`` at an id the model never learnt as its mask (a padded embedding row) and
     every output would be noise (LLaDA-MoE and LLaDA 2.x name theirs nowhere but in the
     tokenizer: ``<|mask|>``)."""
-    from unmask.tokenizer import MASK_CANDIDATES, config_tokens, load_tokenizer
+    from unmask.tokenizer import MASK_CANDIDATES, config_tokens, load_tokenizer, own_mask
 
     named = config_tokens(folder, raw)
     names: dict[str, str | None] = {}
@@ -229,7 +269,11 @@ def _with_specials(path: Path, raw: Any, folder: Path, hf: dict[str, Any], *,
                 raise UserError(f"{shown or path}: no token with id {tid} (config.json {key})")
             names[fld] = token
             continue
-        names[fld] = named[key.removesuffix("_token_id")]  # "pad_token": "<|endoftext|>"
+        # "pad_token": "<|endoftext|>"; the mask below, once the EOS and BOS are known
+        names[fld] = None if fld == "mask_id" else named[key.removesuffix("_token_id")]
+    if names["mask_id"] is None:  # a token of its own, as load_tokenizer takes it
+        ends = (raw.token_to_id(names[f]) for f in ("eos_id", "bos_id") if names[f])
+        names["mask_id"] = own_mask(raw, named, *ends)
     tok = load_tokenizer(
         path,
         mask_token=names["mask_id"],
@@ -240,11 +284,30 @@ def _with_specials(path: Path, raw: Any, folder: Path, hf: dict[str, Any], *,
     if mask_needed and raw.token_to_id(tok.id_to_token(tok.mask_id) or "") is None:
         raise UserError(
             f"{shown or path}: has no mask token (config.json names no "
-            f"{SPECIAL_KEYS['mask_id']}, tokenizer_config.json no mask_token of its own, and the "
+            f"{SPECIAL_KEYS['mask_id']}, {_config_mask_note(folder, raw, named)}, and the "
             f"vocabulary holds none of {', '.join(MASK_CANDIDATES)}): the model was trained "
             "with its own; use the tokenizer of the publisher's folder"
         )
     return tok
+
+
+def _config_mask_note(folder: Path, raw: Any, named: Mapping[str, str | None]) -> str:
+    """What the folder's ``tokenizer_config.json`` says of the mask (``named``: its tokens
+    as ``config_tokens`` takes them), for the refusal of a tokenizer without one: it names
+    none, one the tokenizer lacks, or one that is not a token of its own (``own_mask``)."""
+    path = folder / "tokenizer_config.json"
+    try:
+        token = read_json(path).get("mask_token") if path.is_file() else None
+    except UserError:
+        token = None
+    if isinstance(token, dict):
+        token = token.get("content")
+    if not isinstance(token, str):
+        return "tokenizer_config.json no mask_token"
+    if raw.token_to_id(token) is None:
+        return f"tokenizer_config.json's mask_token {token!r} is not among its tokens"
+    what = "another role's token" if named.get("mask") else "one ordinary character"
+    return f"tokenizer_config.json's mask_token {token!r} is {what}, not a mask of its own"
 
 
 def chat_template(folder: Path) -> str | None:

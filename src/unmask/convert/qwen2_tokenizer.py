@@ -30,7 +30,7 @@ PATTERN = (
 """Qwen2's pre-tokenisation pattern (``tokenization_qwen2.PRETOKENIZE_REGEX``)."""
 
 
-def _added_tokens(folder: Path) -> list[tuple[int, dict[str, Any]]]:
+def added_tokens(folder: Path) -> list[tuple[int, dict[str, Any]]]:
     """(id, ``AddedToken`` fields) of the folder's added tokens, in id order: from
     ``tokenizer_config.json``'s ``added_tokens_decoder``, else ``added_tokens.json`` (then
     every token special, as Qwen2's are)."""
@@ -59,7 +59,7 @@ def qwen2_tokenizer(folder: Path) -> HFTokenizer | None:
     """The folder's tokenizer built from ``vocab.json`` + ``merges.txt`` (+ added tokens) as
     ``transformers`` builds Qwen2's; None when the folder lacks either file. A one-line
     ``UserError`` for files that do not make one (an added token's id out of sequence)."""
-    from tokenizers import AddedToken, Regex, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers, processors
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers.models import BPE
 
@@ -86,15 +86,24 @@ def qwen2_tokenizer(folder: Path) -> HFTokenizer | None:
     ])
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    for tid, fields in _added_tokens(folder):
-        token = AddedToken(**fields)
-        if fields.get("special"):
-            tok.add_special_tokens([token])
-        else:
-            tok.add_tokens([token])
-        if tok.token_to_id(fields["content"]) != tid:
+    for tid, fields in added_tokens(folder):
+        at = add_token(tok, fields)
+        if at != tid:
             raise UserError(
                 f"{folder}: added token {fields['content']!r} has id {tid}, but vocab.json and the "
-                f"tokens before it put it at {tok.token_to_id(fields['content'])}"
+                f"tokens before it put it at {at}"
             )
     return tok
+
+
+def add_token(tok: HFTokenizer, fields: dict[str, Any]) -> int | None:
+    """Add to ``tok`` one added token (``added_tokens``' fields: special or not, as
+    ``transformers`` adds it); the id it has then."""
+    from tokenizers import AddedToken
+
+    token = AddedToken(**fields)
+    if fields.get("special"):
+        tok.add_special_tokens([token])
+    else:
+        tok.add_tokens([token])
+    return tok.token_to_id(fields["content"])
