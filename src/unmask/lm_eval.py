@@ -73,7 +73,8 @@ def _at_least(name: str, value: Any, least: int) -> int:
 
 
 MAX_TOKEN_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens")
-"""The names lm-eval takes for a ``generate_until`` request's token budget, first first."""
+"""The names lm-eval takes for a ``generate_until`` request's token budget, in the order
+it reads them (where a request gives several, the first wins)."""
 
 
 def gen_options(gen_kwargs: dict[str, Any]) -> tuple[int, float]:
@@ -477,41 +478,45 @@ class UnmaskLM(LM):
     # -- shared --------------------------------------------------------------------------
 
     def generation_config(self, gen_kwargs: dict[str, Any]) -> SampleConfig:
-        """The ``SampleConfig`` of a ``generate_until`` request: ``max_gen_toks`` (capped by
-        ``gen_length``) tokens (whole blocks for a bd3lm model, ``_whole_blocks``), greedy
-        unless the task samples, the model_args' sampling options, the checkpoint's
-        recommendation for the rest but its repetition penalties (``without_penalties``: a
-        few-shot prompt's format lines are what the answer repeats), one token per step by
-        default. A sampled request's ``top_k`` / ``top_p`` (lm-eval hands them to its models'
-        samplers: ``humaneval_64``'s nucleus of 0.95) apply where the decoder samples one
-        token's distribution (a causal one, ``facts.CAUSAL_DECODERS``); a diffusion decoder
-        has none to cut (they were dropped for every model: an AR model sampled the whole
-        distribution)."""
-        from unmask.api import choose, sample_config
-        from unmask.facts import CAUSAL_DECODERS
+        """The ``SampleConfig`` of a ``generate_until`` request: its token budget
+        (``gen_options``, capped by ``gen_length``, ``_wanted_tokens``; whole blocks for a
+        bd3lm model, ``_whole_blocks``), greedy unless the task samples, the model_args'
+        sampling options, the checkpoint's recommendation for the rest but its repetition
+        penalties (``without_penalties``: a few-shot prompt's format lines are what the answer
+        repeats), one token per step by default. A sampled request's ``temperature``,
+        ``top_k`` and ``top_p`` (lm-eval hands them to its models' samplers: ``humaneval_64``'s
+        nucleus of 0.95) apply where the chosen decoder takes them, left out as
+        ``sample_config`` leaves out a recommendation it has no use for (``api._inapplicable``):
+        ``top_k`` / ``top_p`` apply to a causal decoder only (a diffusion decoder samples no
+        single token's distribution), and SEDD's reverse process takes no temperature (it
+        draws anyway; a task's temperature was its refusal, after every log-likelihood task
+        had run)."""
+        from unmask.api import _inapplicable, choose, sample_config
         from unmask.tasks.score import without_penalties
 
         length = self._whole_blocks(self._wanted_tokens(gen_kwargs))
-        given: dict[str, Any] = {
+        base: dict[str, Any] = {
             "gen_length": length,
             "steps": length,
             "seed": self.seed,
             "temperature": 0.0,
         }
-        if (temperature := gen_options(gen_kwargs)[1]) > 0:
-            given["temperature"] = temperature
-        given.update(self.sampling)
-        config = without_penalties(sample_config(self.loaded, given), given)
-        cut = {k: gen_kwargs[k] for k in ("top_k", "top_p") if gen_kwargs.get(k)}  # HF: 0 = off
-        sampled = temperature > 0 and config.temperature > 0  # the task samples, and so do we
-        if cut and sampled and choose(self.loaded, config) in CAUSAL_DECODERS:
-            given |= {k: int(v) if k == "top_k" else float(v) for k, v in cut.items()}
-            config = without_penalties(sample_config(self.loaded, given), given)
-        return config
+        ours = sample_config(self.loaded, base | self.sampling)  # model_args' options win
+        temperature = gen_options(gen_kwargs)[1]
+        task: dict[str, Any] = {}
+        if temperature > 0 and ("temperature" not in self.sampling or ours.temperature > 0):
+            # the task samples, and so do we: at its temperature, with its nucleus (HF: 0 off)
+            task = {"temperature": temperature} | {
+                k: int(v) if k == "top_k" else float(v)
+                for k, v in gen_kwargs.items() if k in ("top_k", "top_p") and v}
+        for name in _inapplicable(choose(self.loaded, ours), task):
+            del task[name]  # one the decoder refuses ("temperature does not apply to 'sedd'")
+        given = base | task | self.sampling
+        return without_penalties(sample_config(self.loaded, given), given)
 
     def _wanted_tokens(self, gen_kwargs: dict[str, Any]) -> int:
-        """Tokens a ``generate_until`` request may get: its ``max_gen_toks`` capped by
-        ``gen_length`` and by the context."""
+        """Tokens a ``generate_until`` request may get: its budget (``gen_options``, under any
+        of ``MAX_TOKEN_KEYS``) capped by ``gen_length`` and by the context."""
         length = gen_options(gen_kwargs)[0]
         if self.gen_length:
             length = min(length, int(self.gen_length))

@@ -1,0 +1,42 @@
+"""lm-eval requests on SEDD and block-diffusion checkpoints (review of session 36's eval
+audit): a task's temperature on a decoder that takes none, the default token budget and a
+context-long continuation on a bd3lm model, the greedy check's steps where blocks start at
+the prompt."""
+
+import pytest
+import torch
+
+from unmask.config import model_preset
+from unmask.model import Transformer
+
+pytest.importorskip("lm_eval")
+
+
+class _Request:
+    def __init__(self, *args):
+        self.args = args
+
+
+def _lm(root, **model):
+    from unmask.checkpoint import save_checkpoint
+    from unmask.lm_eval import UnmaskLM
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32, **model)
+    save_checkpoint(root, model=Transformer(cfg), tokenizer=tok)
+    return UnmaskLM(str(root), device="cpu", mc_samples=1)
+
+
+def test_a_tasks_temperature_is_left_out_where_the_decoder_takes_none(tmp_path):
+    """SEDD draws from its reverse process and refuses a temperature: a task of
+    ``temperature: 0.7`` (and ``do_sample: true``, humaneval_64's) stopped the run at its
+    first generate_until request, after every log-likelihood task had run."""
+    lm = _lm(tmp_path, objective="sedd", output="sedd_log_score", time_conditioning=True,
+             sigma_input="masked_fraction")
+    for task in ({"temperature": 0.7}, {"do_sample": True, "temperature": 0.2, "top_p": 0.95}):
+        config = lm.generation_config({**task, "max_gen_toks": 4})
+        assert (config.temperature, config.top_p) == (0.0, None)
+        (text,) = lm.generate_until([_Request("abc", {**task, "max_gen_toks": 4})])
+        assert isinstance(text, str) and len(text) <= 4
