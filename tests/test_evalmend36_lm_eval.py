@@ -40,3 +40,22 @@ def test_a_tasks_temperature_is_left_out_where_the_decoder_takes_none(tmp_path):
         assert (config.temperature, config.top_p) == (0.0, None)
         (text,) = lm.generate_until([_Request("abc", {**task, "max_gen_toks": 4})])
         assert isinstance(text, str) and len(text) <= 4
+
+
+@pytest.mark.parametrize("align", ["pad", "absolute"])
+def test_a_block_model_decodes_the_default_budget_and_checks_a_context_long_answer(
+        tmp_path, align):
+    """A bd3lm model of a 32-token context: a task without ``max_gen_toks`` (256) decoded
+    32 tokens, no room for the prompt, and a continuation of 30 tokens had its greedy check
+    decode as many: both were the decoder's refusal ("prompt (1 token) + gen_length (32)
+    exceeds the model's max_seq_len (32) in whole blocks of 4")."""
+    lm = _lm(tmp_path, objective="bd3lm", attention="block-causal", block_size=4,
+             block_align=align)
+    assert lm.generation_config({}).gen_length == 28  # the context's blocks, one left over
+    for context in ("", "abc", "x" * 40):
+        (text,) = lm.generate_until([_Request(context, {"until": ["\n"]})])
+        assert isinstance(text, str)
+    (logprob, is_greedy), = lm.loglikelihood([_Request("a", "b" * 30)])
+    assert logprob < 0 and is_greedy is False  # its blocks leave the context no room
+    (_, is_greedy), = lm.loglikelihood([_Request("", "b" * 29)])
+    assert is_greedy is False

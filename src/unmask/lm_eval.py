@@ -355,13 +355,15 @@ class UnmaskLM(LM):
 
     def _whole_blocks(self, n: int) -> int:
         """Tokens to decode for ``n`` wanted: a block-causal (``bd3lm``) model decodes whole
-        blocks of its own size, so ``n`` rounded up to them (down where that would not fit
-        the context); ``n`` itself for any other model."""
+        blocks of its own size, so ``n`` rounded up to them, at most the context's whole blocks
+        but one (that one holds the prompt, or the start token an empty one gets: a 256-token
+        default budget on a 64-token model was 64 tokens, no room for either, and the decoder
+        refused every request); ``n`` itself for any other model."""
         block = self.facts.block_size  # None but for block-causal models (ModelFacts.of)
         if not block:
             return n
         up = -(-n // block) * block
-        return up if up <= self.max_length else max(block, self.max_length // block * block)
+        return min(up, max(block, (self.max_length // block - 1) * block))
 
     def _prompt_room(self, gen_length: int) -> int:
         """Prompt tokens that fit beside ``gen_length`` generated ones (a block-causal model
@@ -593,22 +595,25 @@ class UnmaskLM(LM):
         """Whether greedy decoding after ``context`` (one token per step, the most confident
         first, no blocks: LLaDA's check) writes exactly ``target``. A block-causal (``bd3lm``)
         model decodes the whole blocks that hold ``target`` (``_whole_blocks``; the context
-        cut further where they would not fit) and their first tokens are compared. On a
-        checkpoint whose blocks start at the first prompt token (LLaDA 2.x, ``block_align:
-        absolute``) the steps are fitted to the blocks the answer spans (``api.fit_block_steps``,
-        as ``generate_until`` and ``unmask generate`` fit them): one a token was refused there
-        ("steps (8) must be a multiple of the number of blocks ..."), a refusal of steps the
-        user never chose, at the first multiple-choice item."""
+        cut further where they would not fit) and their first tokens are compared; where
+        those blocks leave no room for the context, False (not checked), as for a target
+        longer than the context (it was the decoder's refusal: "prompt (1 token) +
+        gen_length (64) exceeds the model's max_seq_len"). On a checkpoint whose blocks
+        start at the first prompt token (LLaDA 2.x, ``block_align: absolute``) the steps are
+        fitted to the blocks the answer spans (``api.fit_block_steps``, as ``generate_until``
+        and ``unmask generate`` fit them): one a token was refused there ("steps (8) must be a
+        multiple of the number of blocks ..."), a refusal of steps the user never chose, at
+        the first multiple-choice item."""
         from unmask.api import fit_block_steps, run_to_end, start
 
         n = len(target)
         if n == 0:  # nothing to write: greedy decoding writes it
             return True
         length = self._whole_blocks(n)
-        if length < n:  # the blocks of a context-long target do not fit
-            return False
         room = self._prompt_room(length)
-        context = context[len(context) - room :] if room else []
+        if length < n or not room:  # the target's blocks and the context do not fit together
+            return False
+        context = context[len(context) - room :]
         config = SampleConfig(
             gen_length=length, steps=length, temperature=0.0, block_length=None, seed=self.seed
         )
