@@ -59,3 +59,24 @@ def test_a_block_model_decodes_the_default_budget_and_checks_a_context_long_answ
     assert logprob < 0 and is_greedy is False  # its blocks leave the context no room
     (_, is_greedy), = lm.loglikelihood([_Request("", "b" * 29)])
     assert is_greedy is False
+
+
+def test_the_greedy_check_on_absolute_blocks_commits_one_token_a_step(tmp_path, monkeypatch):
+    """8 tokens after a 2-token context span 3 blocks of 4 (2, 4 and 2 of them): the steps
+    were rounded down to 6, two a block, so a full block committed 2 tokens a step; LLaDA's
+    check is one a step."""
+    import unmask.api
+
+    lm = _lm(tmp_path, objective="bd3lm", attention="block-causal", block_size=4,
+             block_align="absolute")
+    seen = []
+    real = unmask.api.start
+
+    def start(loaded, prompts, config, *args, **kwargs):
+        seen.append(config.steps)
+        return real(loaded, prompts, config, *args, **kwargs)
+
+    monkeypatch.setattr(unmask.api, "start", start)
+    lm._greedy([97, 98], [99] * 8)  # blocks 0-3 (2 new), 4-7, 8-11 (2 new)
+    lm._greedy([97, 98, 99, 100], [99] * 8)  # on a block boundary: 2 blocks
+    assert seen == [12, 8]

@@ -599,12 +599,12 @@ class UnmaskLM(LM):
         those blocks leave no room for the context, False (not checked), as for a target
         longer than the context (it was the decoder's refusal: "prompt (1 token) +
         gen_length (64) exceeds the model's max_seq_len"). On a checkpoint whose blocks
-        start at the first prompt token (LLaDA 2.x, ``block_align: absolute``) the steps are
-        fitted to the blocks the answer spans (``api.fit_block_steps``, as ``generate_until``
-        and ``unmask generate`` fit them): one a token was refused there ("steps (8) must be a
-        multiple of the number of blocks ..."), a refusal of steps the user never chose, at
-        the first multiple-choice item."""
-        from unmask.api import fit_block_steps, run_to_end, start
+        start at the first prompt token (LLaDA 2.x, ``block_align: absolute``) an answer
+        that starts mid-block spans one block more: each block gets a block's steps, at most
+        one token a step still, a multiple of the blocks as its scheduled policy needs
+        (``api.fit_block_steps``; one step a token was refused there, "steps (8) must be a
+        multiple of the number of blocks ...", at the first multiple-choice item)."""
+        from unmask.api import block_tail, fit_block_steps, run_to_end, start
 
         n = len(target)
         if n == 0:  # nothing to write: greedy decoding writes it
@@ -614,8 +614,11 @@ class UnmaskLM(LM):
         if length < n or not room:  # the target's blocks and the context do not fit together
             return False
         context = context[len(context) - room :]
+        steps = length
+        if block_tail(self.loaded, len(context), self.facts.decoder_for(None)):
+            steps += self.facts.block_size or 0  # the answer starts mid-block: one block more
         config = SampleConfig(
-            gen_length=length, steps=length, temperature=0.0, block_length=None, seed=self.seed
+            gen_length=length, steps=steps, temperature=0.0, block_length=None, seed=self.seed
         )
         config = fit_block_steps(self.loaded, config, [len(context)])
         result, _ = run_to_end(start(self.loaded, [context], config))
