@@ -137,7 +137,8 @@ def test_is_greedy_on_a_checkpoint_whose_blocks_start_at_the_prompt(tmp_path):
     save_checkpoint(tmp_path, model=Transformer(cfg), tokenizer=tok)
     lm = UnmaskLM(str(tmp_path), device="cpu", mc_samples=2)
     context = tok.encode("ab")
-    config = fit_block_steps(lm.loaded, SampleConfig(gen_length=8, steps=8, temperature=0.0,
+    # 8 tokens after 2 span 3 blocks of 4: a block's steps each, one token a step at most
+    config = fit_block_steps(lm.loaded, SampleConfig(gen_length=8, steps=12, temperature=0.0,
                                                      block_length=None, seed=0), [2])
     written = [int(t) for t in run_to_end(start(lm.loaded, [context], config))[0].gen_ids[0][:7]]
     other = [t + 1 if t + 1 < 256 else 97 for t in written]  # another answer of 7 bytes

@@ -13,3 +13,11 @@ def test_a_sample_given_as_its_words_scores_as_the_string():
         assert distinct_n(words, n) == distinct_n(texts, n)
     assert distinct_n(words, 1) == 3 / 6
     assert unigram_entropy([["a", "b"], ["a", "a"]]) == math.log(2) / 2
+
+
+def test_a_given_word_is_one_item_even_with_a_space_in_it():
+    """A sample given as its items keeps them as given (a token's text may hold a space):
+    the documented reading, which the docs once gave as "their string joined by spaces"."""
+    assert unigram_entropy([["a b"]]) == 0.0  # one item
+    assert unigram_entropy(["a b"]) == math.log(2)  # a string: its two words
+    assert distinct_n([["a b", "a b"]], 1) == 1 / 2

@@ -582,7 +582,10 @@ def generative_perplexity(
     return scorer.perplexity(texts, prompts=prompts, batch_size=batch_size)
 
 
-def _items(sample: str | Sequence[int] | Tensor) -> list[Any]:
+def _items(sample: str | Sequence[int] | Sequence[str] | Tensor) -> list[Any]:
+    """A sample's items, as ``distinct_n`` and ``unigram_entropy`` count them: a string's
+    whitespace-split words, a tensor's or a sequence's ids, a sequence of strings as given
+    (each one item, not split again)."""
     if isinstance(sample, str):
         return sample.split()
     if isinstance(sample, Tensor):
@@ -607,12 +610,15 @@ def _samples(samples: Any, what: str) -> Any:
     return samples
 
 
-def distinct_n(texts: Sequence[str] | Sequence[Sequence[int]] | Tensor, n: int) -> float:
+def distinct_n(
+    texts: Sequence[str | Sequence[int] | Sequence[str]] | Tensor, n: int
+) -> float:
     """Distinct-n (Li et al. 2016, arXiv:1510.03055): unique n-grams / all n-grams, pooled over
     ``texts``, in [0, 1]; 1 = no n-gram repeats anywhere in the set.
 
-    Each item is a string, split on whitespace (words), or a sequence of tokens: ids (a 2-D
-    tensor = one sample per row) or strings (a sample already split into words). N-grams
+    Each sample is a string, split on whitespace (words), or a sequence of tokens: ids (a 2-D
+    tensor = one sample per row) or strings (a sample already split: each string is one
+    item, a word or a token's text, not split again at its spaces). N-grams
     never cross from one sample to the next. Pooled, so N copies of one text score at most
     1/N: it also catches samples that repeat each other. Returns 0.0 when no sample has
     ``n`` items (nothing generated = no diversity).
@@ -627,15 +633,17 @@ def distinct_n(texts: Sequence[str] | Sequence[Sequence[int]] | Tensor, n: int) 
     return len(grams) / total if total else 0.0
 
 
-def unigram_entropy(token_ids: Sequence[Sequence[int]] | Tensor) -> float:
+def unigram_entropy(token_ids: Sequence[str | Sequence[int] | Sequence[str]] | Tensor) -> float:
     """Mean over samples of the entropy (nats) of each sample's empirical token distribution:
     ``H = -sum_v (c_v / n) log(c_v / n)`` over the ``n`` ids of one sample.
 
     The sample-entropy metric of Zheng et al. 2024 (arXiv:2409.02908) and ReMDM (Wang et al.
     2025, arXiv:2503.00307): a sample that repeats one token has H = 0, one of n distinct
     tokens has H = log n, so a drop flags degenerate, repetitive generations that a low
-    generative perplexity would hide. ``token_ids``: one sequence per sample (a 2-D tensor =
-    one row per sample); cut them at EOS first if the padding after it should not count.
+    generative perplexity would hide. ``token_ids``: one sequence of ids per sample (a 2-D
+    tensor = one row per sample); cut them at EOS first if the padding after it should not
+    count. A sample may also be a string (its whitespace-split words) or a sequence of
+    strings (each one item, as ``distinct_n`` reads them).
     An empty sample has H = 0; no samples give 0.0.
     """
     rows = [_items(s) for s in _samples(token_ids, "unigram_entropy")]

@@ -73,7 +73,8 @@ def _at_least(name: str, value: Any, least: int) -> int:
 
 
 MAX_TOKEN_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens")
-"""The names lm-eval takes for a ``generate_until`` request's token budget, first first."""
+"""The names lm-eval takes for a ``generate_until`` request's token budget, in the order
+it reads them (where a request gives several, the first wins)."""
 
 
 def gen_options(gen_kwargs: dict[str, Any]) -> tuple[int, float]:
@@ -354,13 +355,15 @@ class UnmaskLM(LM):
 
     def _whole_blocks(self, n: int) -> int:
         """Tokens to decode for ``n`` wanted: a block-causal (``bd3lm``) model decodes whole
-        blocks of its own size, so ``n`` rounded up to them (down where that would not fit
-        the context); ``n`` itself for any other model."""
+        blocks of its own size, so ``n`` rounded up to them, at most the context's whole blocks
+        but one (that one holds the prompt, or the start token an empty one gets: a 256-token
+        default budget on a 64-token model was 64 tokens, no room for either, and the decoder
+        refused every request); ``n`` itself for any other model."""
         block = self.facts.block_size  # None but for block-causal models (ModelFacts.of)
         if not block:
             return n
         up = -(-n // block) * block
-        return up if up <= self.max_length else max(block, self.max_length // block * block)
+        return min(up, max(block, (self.max_length // block - 1) * block))
 
     def _prompt_room(self, gen_length: int) -> int:
         """Prompt tokens that fit beside ``gen_length`` generated ones (a block-causal model
@@ -477,41 +480,45 @@ class UnmaskLM(LM):
     # -- shared --------------------------------------------------------------------------
 
     def generation_config(self, gen_kwargs: dict[str, Any]) -> SampleConfig:
-        """The ``SampleConfig`` of a ``generate_until`` request: ``max_gen_toks`` (capped by
-        ``gen_length``) tokens (whole blocks for a bd3lm model, ``_whole_blocks``), greedy
-        unless the task samples, the model_args' sampling options, the checkpoint's
-        recommendation for the rest but its repetition penalties (``without_penalties``: a
-        few-shot prompt's format lines are what the answer repeats), one token per step by
-        default. A sampled request's ``top_k`` / ``top_p`` (lm-eval hands them to its models'
-        samplers: ``humaneval_64``'s nucleus of 0.95) apply where the decoder samples one
-        token's distribution (a causal one, ``facts.CAUSAL_DECODERS``); a diffusion decoder
-        has none to cut (they were dropped for every model: an AR model sampled the whole
-        distribution)."""
-        from unmask.api import choose, sample_config
-        from unmask.facts import CAUSAL_DECODERS
+        """The ``SampleConfig`` of a ``generate_until`` request: its token budget
+        (``gen_options``, capped by ``gen_length``, ``_wanted_tokens``; whole blocks for a
+        bd3lm model, ``_whole_blocks``), greedy unless the task samples, the model_args'
+        sampling options, the checkpoint's recommendation for the rest but its repetition
+        penalties (``without_penalties``: a few-shot prompt's format lines are what the answer
+        repeats), one token per step by default. A sampled request's ``temperature``,
+        ``top_k`` and ``top_p`` (lm-eval hands them to its models' samplers: ``humaneval_64``'s
+        nucleus of 0.95) apply where the chosen decoder takes them, left out as
+        ``sample_config`` leaves out a recommendation it has no use for (``api._inapplicable``):
+        ``top_k`` / ``top_p`` apply to a causal decoder only (a diffusion decoder samples no
+        single token's distribution), and SEDD's reverse process takes no temperature (it
+        draws anyway; a task's temperature was its refusal, after every log-likelihood task
+        had run)."""
+        from unmask.api import _inapplicable, choose, sample_config
         from unmask.tasks.score import without_penalties
 
         length = self._whole_blocks(self._wanted_tokens(gen_kwargs))
-        given: dict[str, Any] = {
+        base: dict[str, Any] = {
             "gen_length": length,
             "steps": length,
             "seed": self.seed,
             "temperature": 0.0,
         }
-        if (temperature := gen_options(gen_kwargs)[1]) > 0:
-            given["temperature"] = temperature
-        given.update(self.sampling)
-        config = without_penalties(sample_config(self.loaded, given), given)
-        cut = {k: gen_kwargs[k] for k in ("top_k", "top_p") if gen_kwargs.get(k)}  # HF: 0 = off
-        sampled = temperature > 0 and config.temperature > 0  # the task samples, and so do we
-        if cut and sampled and choose(self.loaded, config) in CAUSAL_DECODERS:
-            given |= {k: int(v) if k == "top_k" else float(v) for k, v in cut.items()}
-            config = without_penalties(sample_config(self.loaded, given), given)
-        return config
+        ours = sample_config(self.loaded, base | self.sampling)  # model_args' options win
+        temperature = gen_options(gen_kwargs)[1]
+        task: dict[str, Any] = {}
+        if temperature > 0 and ("temperature" not in self.sampling or ours.temperature > 0):
+            # the task samples, and so do we: at its temperature, with its nucleus (HF: 0 off)
+            task = {"temperature": temperature} | {
+                k: int(v) if k == "top_k" else float(v)
+                for k, v in gen_kwargs.items() if k in ("top_k", "top_p") and v}
+        for name in _inapplicable(choose(self.loaded, ours), task):
+            del task[name]  # one the decoder refuses ("temperature does not apply to 'sedd'")
+        given = base | task | self.sampling
+        return without_penalties(sample_config(self.loaded, given), given)
 
     def _wanted_tokens(self, gen_kwargs: dict[str, Any]) -> int:
-        """Tokens a ``generate_until`` request may get: its ``max_gen_toks`` capped by
-        ``gen_length`` and by the context."""
+        """Tokens a ``generate_until`` request may get: its budget (``gen_options``, under any
+        of ``MAX_TOKEN_KEYS``) capped by ``gen_length`` and by the context."""
         length = gen_options(gen_kwargs)[0]
         if self.gen_length:
             length = min(length, int(self.gen_length))
@@ -588,24 +595,30 @@ class UnmaskLM(LM):
         """Whether greedy decoding after ``context`` (one token per step, the most confident
         first, no blocks: LLaDA's check) writes exactly ``target``. A block-causal (``bd3lm``)
         model decodes the whole blocks that hold ``target`` (``_whole_blocks``; the context
-        cut further where they would not fit) and their first tokens are compared. On a
-        checkpoint whose blocks start at the first prompt token (LLaDA 2.x, ``block_align:
-        absolute``) the steps are fitted to the blocks the answer spans (``api.fit_block_steps``,
-        as ``generate_until`` and ``unmask generate`` fit them): one a token was refused there
-        ("steps (8) must be a multiple of the number of blocks ..."), a refusal of steps the
-        user never chose, at the first multiple-choice item."""
-        from unmask.api import fit_block_steps, run_to_end, start
+        cut further where they would not fit) and their first tokens are compared; where
+        those blocks leave no room for the context, False (not checked), as for a target
+        longer than the context (it was the decoder's refusal: "prompt (1 token) +
+        gen_length (64) exceeds the model's max_seq_len"). On a checkpoint whose blocks
+        start at the first prompt token (LLaDA 2.x, ``block_align: absolute``) an answer
+        that starts mid-block spans one block more: each block gets a block's steps, at most
+        one token a step still, a multiple of the blocks as its scheduled policy needs
+        (``api.fit_block_steps``; one step a token was refused there, "steps (8) must be a
+        multiple of the number of blocks ...", at the first multiple-choice item)."""
+        from unmask.api import block_tail, fit_block_steps, run_to_end, start
 
         n = len(target)
         if n == 0:  # nothing to write: greedy decoding writes it
             return True
         length = self._whole_blocks(n)
-        if length < n:  # the blocks of a context-long target do not fit
-            return False
         room = self._prompt_room(length)
-        context = context[len(context) - room :] if room else []
+        if length < n or not room:  # the target's blocks and the context do not fit together
+            return False
+        context = context[len(context) - room :]
+        steps = length
+        if block_tail(self.loaded, len(context), self.facts.decoder_for(None)):
+            steps += self.facts.block_size or 0  # the answer starts mid-block: one block more
         config = SampleConfig(
-            gen_length=length, steps=length, temperature=0.0, block_length=None, seed=self.seed
+            gen_length=length, steps=steps, temperature=0.0, block_length=None, seed=self.seed
         )
         config = fit_block_steps(self.loaded, config, [len(context)])
         result, _ = run_to_end(start(self.loaded, [context], config))

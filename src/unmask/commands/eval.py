@@ -436,6 +436,9 @@ def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         from unmask.tasks import read_items
 
         items = read_items(args.task_file)  # a bad file fails before the model loads
+    if args.gaps is not None and not args.gaps.strip():  # Path("") is the current folder:
+        # it read "--gaps : a folder, not a gap set"
+        raise UserError("--gaps is empty: give a gap set (a JSONL of prefix/middle/suffix)")
     if args.gaps is not None and not Path(args.gaps).is_file():  # a folder is named one
         what = "a folder, not a" if Path(args.gaps).is_dir() else "no such"
         raise UserError(f"--gaps {args.gaps}: {what} gap set (a JSONL of prefix/middle/suffix)")
