@@ -26,7 +26,7 @@ class OnesDrafter(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         cfg = model_preset("tiny", vocab_size=5, max_seq_len=CONTEXT, attention="bidirectional",
-                           mask_id=4, pad_id=4, eos_id=3, bos_id=3, time_conditioning=True,
+                           mask_id=4, pad_id=3, eos_id=3, bos_id=3, time_conditioning=True,
                            sigma_input="masked_fraction")  # fmt: skip
         torch.manual_seed(0)
         self.inner = Transformer(cfg).double().eval()
