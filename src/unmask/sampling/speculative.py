@@ -87,7 +87,6 @@ from unmask.sampling.ar import (
     check_token_ids,
     filter_logits,
     forbid_id,
-    inverse_cdf,
     never_proposed,
     prompt_and_generation,
     row_generators,
@@ -284,12 +283,9 @@ def accept_sampled(
 
 
 def _draw(probs: Tensor, generator: torch.Generator | None, u: Tensor | None = None) -> Tensor:
-    """(N,) one draw per row of ``probs`` (N, V) (``sample_token`` on log-probabilities), or,
-    with ``u`` (N, 1), the draw those uniforms give (``inverse_cdf``: the same token)."""
-    logits = probs.clamp(min=0).log()
-    if u is None:
-        return sample_token(logits, temperature=1.0, generator=generator)
-    return inverse_cdf(F.softmax(tempered(logits.to(torch.float64), 1.0), dim=-1), u)
+    """(N,) one draw per row of ``probs`` (N, V) (``sample_token`` on log-probabilities; with
+    ``u`` (N, 1), at those uniforms)."""
+    return sample_token(probs.clamp(min=0).log(), temperature=1.0, generator=generator, u=u)
 
 
 def _chunks(k: int, steps: int) -> list[int]:
