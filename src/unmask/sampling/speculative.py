@@ -248,7 +248,9 @@ def accept_sampled(
     B, k = draft.shape
     device = p.device
     out = torch.empty(B, k + 1, dtype=torch.long, device=device)
+    out[:, :k] = draft
     n = torch.full((B,), k, dtype=torch.long, device=device)
+    rows, dist = torch.arange(B, device=device), p[:, k]  # each row's one draw: p_k if n = k
     if k:
         live = torch.ones(B, k, dtype=torch.bool, device=device)
         if lengths is not None:
@@ -258,27 +260,26 @@ def accept_sampled(
         u = _rand((B, k), torch.float64, device, generator)
         ok = (u * qx < px) & live  # u < p/q, so accepted with probability min(1, p/q)
         n = ok.long().cumprod(dim=1).sum(dim=1)  # (B,)
-        # one uniform per position, as a draw at every position takes (the same stream), but
-        # the residual and its draw only at each row's n_i: the rest are never read (all B·k
-        # was ~80 ms a round at batch 1 over GPT-2's 50257 ids, about a forward's cost)
+        # a uniform per position and one per row for the bonus, as a draw at every position
+        # and in every row takes (the same stream), but one draw per row: the residual at its
+        # n_i < k, or p_k where n_i = k; the rest are never read (drawing all B·k + B was
+        # 7-13x the time at 50257 ids: benchmarks/speculative_accept.py). Picked by masks,
+        # not by the rows' indices: no host sync (a nonzero, a numel) in the round
         w = _rand((B * k, 1), torch.float64, device, generator).reshape(B, k)
-        rows = (n < k).nonzero().flatten()  # (R,) rows that rejected a draft (or drafted < k)
-        out[:, :k] = draft
-        if rows.numel():
-            j = n[rows]  # (R,)
-            pj = p[rows, j]  # (R, V)
-            resid = (pj - q[rows, j]).clamp(min=0)
-            mass = resid.sum(dim=-1, keepdim=True)
-            resid = torch.where(mass > 0, resid / mass.clamp(min=1e-300), pj)  # p == q: any
-            resid = torch.where(live[rows, j][:, None], resid, pj)  # no draft there: from p
-            out[rows, j] = _draw(resid, None, w[rows, j][:, None])
-    # the token after k accepted drafts: a uniform per row (the same stream), a draw from
-    # p_k only where it is read
-    bonus = _rand((B, 1), torch.float64, device, generator)
-    whole = (n == k).nonzero().flatten()  # (R,) rows that accepted every draft
-    out[:, k] = 0  # never read where n < k
-    if whole.numel():
-        out[whole, k] = _draw(p[whole, k], None, bonus[whole])
+        bonus = _rand((B, 1), torch.float64, device, generator)
+        j = n.clamp(max=k - 1)  # (B,) each row's first rejected position (any where n = k)
+        pj = p[rows, j]  # (B, V)
+        resid = (pj - q[rows, j]).clamp(min=0)
+        mass = resid.sum(dim=-1, keepdim=True)
+        resid = torch.where(mass > 0, resid / mass.clamp(min=1e-300), pj)  # p == q: any
+        resid = torch.where(live[rows, j][:, None], resid, pj)  # no draft there: from p
+        cut = (n < k)[:, None]  # (B, 1)
+        dist, bonus = torch.where(cut, resid, dist), torch.where(cut, w[rows, j][:, None], bonus)
+        tok = _draw(dist, None, bonus)  # (B,)
+        out[rows, j] = torch.where(cut[:, 0], tok, draft[rows, j])
+        out[:, k] = tok.masked_fill(cut[:, 0], 0)  # never read where n < k
+    else:
+        out[:, 0] = _draw(dist, generator)
     return n, out
 
 
