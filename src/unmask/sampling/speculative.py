@@ -41,10 +41,11 @@ Each round (one ``advance()``):
    round), right-aligned, then the drafts; the drafter's cache does the same for its rows.
    The batch drafts as many masks as its least advanced row can use (a drafter without
    explicit layouts, on one left-padded canvas: no more than fit its context after the most
-   advanced row's text); a row with less room
-   left drafts (and is counted for) only the tokens it can still commit, the masks past them
-   holes for a drafter with explicit layouts, so (with one draft step: the chunks of
-   ``draft_steps`` are cut from the batch's k) its drafts and counts are those it has alone.
+   advanced active row's text, so rows behind that one may draft fewer than they could; the
+   most advanced row never does); a row with less room left drafts (and is counted for)
+   only the tokens it can still commit, the masks past them holes for a drafter with
+   explicit layouts, so (with one draft step: the chunks of ``draft_steps`` are cut from the
+   batch's k) its drafts and counts are those it has alone.
 
 With a generator per row (``generator=[...]``, ``SpeculativeDecoder.start(seeds=)``: seeded
 rows in one batch) each row also draws as alone: its own draft length ``min(k, room_i)``, its
@@ -397,8 +398,8 @@ class SpeculativeRun(DecoderRun):
         per_row = generator is not None and not isinstance(generator, torch.Generator)
         if per_row and len(generator) != B:  # type: ignore[arg-type]
             raise ValueError(f"{len(generator)} generators for {B} rows")  # type: ignore[arg-type]
-        for who, m in (("model", mcfg), ("drafter", getattr(drafter, "config", None))):
-            longest = getattr(m, "max_seq_len", None)
+        for who, longest in (("model", getattr(mcfg, "max_seq_len", None)),
+                             ("drafter", dfacts.max_seq_len)):  # fmt: skip
             if longest is not None and P + max_new_tokens > longest:
                 raise UserError(
                     f"prompt ({P} tokens) + gen_length ({max_new_tokens}) exceeds the {who}'s "
@@ -455,7 +456,6 @@ class SpeculativeRun(DecoderRun):
         if self._row_dkv is not None:
             self.dkv = None  # the rows' own caches instead
         self.vocab, self._dvocab = _vocab_size(model), _vocab_size(drafter)
-        self._dlongest = getattr(getattr(drafter, "config", None), "max_seq_len", None)
         self._head, self._dhead = separate_head(model), separate_head(drafter)
         self.shared_vocab = shared_vocab
         self.nfe = self.steps = 0
@@ -564,12 +564,13 @@ class SpeculativeRun(DecoderRun):
         if self._dvocab is not None:  # an id only the verifier has (a special appended to
             head = head.masked_fill(head >= self._dvocab, self.dfacts.mask_id)  # its tokenizer)
         h = head.shape[1]
-        if batch_canvas and self._dlongest is not None:
+        if batch_canvas and self.dfacts.max_seq_len is not None:
             # one left-padded canvas: every row's text right-aligned, then k masks. Rows that
             # drifted apart make it P + (most committed) + k wide, past the drafter's context
-            # (a ValueError mid-run); the least advanced row then drafts fewer (its drafts
-            # only: the verifier decides the output). h < P + G <= the context, so k >= 1.
-            k = min(k, int(self._dlongest) - h)
+            # (a ValueError mid-run); k is cut to what fits, so rows behind the most advanced
+            # one may draft fewer (drafts only: the verifier decides the output; the most
+            # advanced row's room is at most context - h - 1). h < P + G <= context: k >= 1.
+            k = min(k, self.dfacts.max_seq_len - h)
         mask_pos = (upto[:, None] + torch.arange(k, device=device)[None, :]).clamp(max=P + G - 1)
         tokens = torch.cat([head, torch.full_like(mask_pos, self.dfacts.mask_id)], dim=1)
         positions = torch.cat([head_pos, mask_pos], dim=1)  # (B, h + k)
