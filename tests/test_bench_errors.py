@@ -520,7 +520,7 @@ JSON_FLAGS = [  # (script, its results flag): every script that writes a results
                  "latent_denoise.py", "llada2.py", "lm_eval_demo.py", "objectives.py",
                  "penalty_cost.py", "planning.py", "precision.py", "rounding.py",
                  "sampling_baseline.py", "segments.py", "serve_load.py", "speculative.py",
-                 "startup.py", "threads.py", "train_throughput.py")
+                 "speculative_accept.py", "startup.py", "threads.py", "train_throughput.py")
 ]  # fmt: skip
 
 

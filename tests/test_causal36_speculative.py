@@ -54,38 +54,16 @@ def test_rows_drifting_apart_keep_a_canvas_drafter_within_its_context():
     assert max(drafter.widths) <= CONTEXT and r.accepted > 0
 
 
-def _reference_accept(draft, q, p, generator, lengths):
-    """Speculative sampling as it was written until session 36: the residual and a draw at
-    every one of the k positions of every row, the bonus draw in every row."""
-    from unmask.sampling.policies import _rand
-    from unmask.sampling.speculative import _draw
-
-    B, k = draft.shape
-    out = torch.empty(B, k + 1, dtype=torch.long)
-    n = torch.full((B,), k, dtype=torch.long)
-    if k:
-        live = torch.arange(k)[None, :] < lengths[:, None]
-        px = p[:, :k].gather(-1, draft[..., None])[..., 0]
-        qx = q.gather(-1, draft[..., None])[..., 0]
-        u = _rand((B, k), torch.float64, p.device, generator)
-        ok = (u * qx < px) & live
-        n = ok.long().cumprod(dim=1).sum(dim=1)
-        resid = (p[:, :k] - q).clamp(min=0)
-        mass = resid.sum(dim=-1, keepdim=True)
-        resid = torch.where(mass > 0, resid / mass.clamp(min=1e-300), p[:, :k])
-        resid = torch.where(live[..., None], resid, p[:, :k])
-        out[:, :k] = torch.where(ok, draft, _draw(resid.reshape(B * k, -1), generator)
-                                 .reshape(B, k))  # fmt: skip
-    out[:, k] = _draw(p[:, k], generator)
-    return n, out
-
-
-def test_accept_sampled_draws_only_what_it_reads_and_gives_the_same_tokens():
-    """The correction and the bonus token are drawn only where a row reads them (one row's
-    residual over the vocabulary, not every position's: 5-30x faster at 50257 ids), from
-    the same uniforms: the same accepted count and tokens up to each row's n_i + 1, and the
-    generator left where drawing everywhere leaves it (seeded runs write what they wrote)."""
+def test_accept_sampled_draws_only_what_it_reads_and_gives_the_same_tokens(benchmark):
+    """The correction and the bonus token are drawn only where a row reads them (one draw
+    per row, not every position's residual over the vocabulary:
+    ``benchmarks/speculative_accept.py``), from the same uniforms: the same accepted count
+    and tokens up to each row's n_i + 1 as the reference that drew everywhere, and the
+    generator left where it leaves it (seeded runs keep their tokens, up to float rounding:
+    the residual's sum is reduced in another shape)."""
     from unmask.sampling.speculative import accept_sampled
+
+    reference = benchmark("speculative_accept").every_position
 
     torch.manual_seed(0)
     for trial in range(300):
@@ -100,7 +78,7 @@ def test_accept_sampled_draws_only_what_it_reads_and_gives_the_same_tokens():
             B, 0, dtype=torch.long)  # fmt: skip
         lengths = torch.randint(0, k + 1, (B,))
         g_ref, g_new = (torch.Generator().manual_seed(trial) for _ in range(2))
-        n_ref, out_ref = _reference_accept(draft, q, p, g_ref, lengths)
+        n_ref, out_ref = reference(draft, q, p, g_ref, lengths)
         n_new, out_new = accept_sampled(draft, q, p, g_new, lengths)
         assert torch.equal(n_new, n_ref), trial
         for i in range(B):

@@ -159,28 +159,26 @@ def sample_token(
     top_p: float | None = None,
     generator: torch.Generator | RowGenerators | None = None,
     draws: Tensor | None = None,
+    u: Tensor | None = None,
 ) -> Tensor:
     """(B,) token ids from (B, V) logits: argmax at temperature 0, else a draw from
     ``softmax(filter_logits(logits / temperature))`` by inverting the CDF at one uniform per row
     (``uniforms``: from ``generator``, or with one generator per row from each row's own; rows
-    outside ``draws`` draw nothing and get a token not to be used)."""
+    outside ``draws`` draw nothing and get a token not to be used). ``u`` (B, 1): uniforms in
+    [0, 1) the caller already drew, used instead (``speculative.accept_sampled`` draws one per
+    position, as it always did, and inverts the CDF only at the rows it reads)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = filter_logits(tempered(logits.to(torch.float64), temperature), top_k, top_p)
     probs = F.softmax(logits, dim=-1)  # (B, V)
-    return inverse_cdf(probs, uniforms(probs.shape[0], probs.device, generator, draws))
-
-
-def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
-    """(B,) the token of each row of ``probs`` (B, V) whose CDF first passes ``u`` (B, 1)
-    uniforms in [0, 1) (scaled by the row's total): ``sample_token``'s draw, for a caller
-    that holds its uniforms (``speculative.accept_sampled``: only the rows it reads)."""
     cdf = probs.cumsum(dim=-1)
+    if u is None:
+        u = uniforms(probs.shape[0], probs.device, generator, draws)
     u = u * cdf[:, -1:]
     idx = (cdf <= u).sum(dim=-1)  # first token whose CDF passes u; zero-probability ones never do
-    # the last token of nonzero probability guards rounding at the top (uint8, not int64:
-    # half the time of the (B·k, V) drafts' draw at 50257 ids)
-    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).to(torch.uint8).argmax(dim=-1)
+    last = (
+        probs.shape[-1] - 1 - (probs > 0).flip(-1).long().argmax(dim=-1)
+    )  # guards rounding at the top
     return torch.minimum(idx, last)
 
 

@@ -41,10 +41,11 @@ Each round (one ``advance()``):
    round), right-aligned, then the drafts; the drafter's cache does the same for its rows.
    The batch drafts as many masks as its least advanced row can use (a drafter without
    explicit layouts, on one left-padded canvas: no more than fit its context after the most
-   advanced row's text); a row with less room
-   left drafts (and is counted for) only the tokens it can still commit, the masks past them
-   holes for a drafter with explicit layouts, so (with one draft step: the chunks of
-   ``draft_steps`` are cut from the batch's k) its drafts and counts are those it has alone.
+   advanced active row's text, so rows behind that one may draft fewer than they could; the
+   most advanced row never does); a row with less room left drafts (and is counted for)
+   only the tokens it can still commit, the masks past them holes for a drafter with
+   explicit layouts, so (with one draft step: the chunks of ``draft_steps`` are cut from the
+   batch's k) its drafts and counts are those it has alone.
 
 With a generator per row (``generator=[...]``, ``SpeculativeDecoder.start(seeds=)``: seeded
 rows in one batch) each row also draws as alone: its own draft length ``min(k, room_i)``, its
@@ -87,7 +88,6 @@ from unmask.sampling.ar import (
     check_token_ids,
     filter_logits,
     forbid_id,
-    inverse_cdf,
     never_proposed,
     prompt_and_generation,
     row_generators,
@@ -249,7 +249,9 @@ def accept_sampled(
     B, k = draft.shape
     device = p.device
     out = torch.empty(B, k + 1, dtype=torch.long, device=device)
+    out[:, :k] = draft
     n = torch.full((B,), k, dtype=torch.long, device=device)
+    rows, dist = torch.arange(B, device=device), p[:, k]  # each row's one draw: p_k if n = k
     if k:
         live = torch.ones(B, k, dtype=torch.bool, device=device)
         if lengths is not None:
@@ -259,37 +261,33 @@ def accept_sampled(
         u = _rand((B, k), torch.float64, device, generator)
         ok = (u * qx < px) & live  # u < p/q, so accepted with probability min(1, p/q)
         n = ok.long().cumprod(dim=1).sum(dim=1)  # (B,)
-        # one uniform per position, as a draw at every position takes (the same stream), but
-        # the residual and its draw only at each row's n_i: the rest are never read (all B·k
-        # was ~80 ms a round at batch 1 over GPT-2's 50257 ids, about a forward's cost)
+        # a uniform per position and one per row for the bonus, as a draw at every position
+        # and in every row takes (the same stream), but one draw per row: the residual at its
+        # n_i < k, or p_k where n_i = k; the rest are never read (drawing all B·k + B was
+        # 7-13x the time at 50257 ids: benchmarks/speculative_accept.py). Picked by masks,
+        # not by the rows' indices: no host sync (a nonzero, a numel) in the round
         w = _rand((B * k, 1), torch.float64, device, generator).reshape(B, k)
-        rows = (n < k).nonzero().flatten()  # (R,) rows that rejected a draft (or drafted < k)
-        out[:, :k] = draft
-        if rows.numel():
-            j = n[rows]  # (R,)
-            pj = p[rows, j]  # (R, V)
-            resid = (pj - q[rows, j]).clamp(min=0)
-            mass = resid.sum(dim=-1, keepdim=True)
-            resid = torch.where(mass > 0, resid / mass.clamp(min=1e-300), pj)  # p == q: any
-            resid = torch.where(live[rows, j][:, None], resid, pj)  # no draft there: from p
-            out[rows, j] = _draw(resid, None, w[rows, j][:, None])
-    # the token after k accepted drafts: a uniform per row (the same stream), a draw from
-    # p_k only where it is read
-    bonus = _rand((B, 1), torch.float64, device, generator)
-    whole = (n == k).nonzero().flatten()  # (R,) rows that accepted every draft
-    out[:, k] = 0  # never read where n < k
-    if whole.numel():
-        out[whole, k] = _draw(p[whole, k], None, bonus[whole])
+        bonus = _rand((B, 1), torch.float64, device, generator)
+        j = n.clamp(max=k - 1)  # (B,) each row's first rejected position (any where n = k)
+        pj = p[rows, j]  # (B, V)
+        resid = (pj - q[rows, j]).clamp(min=0)
+        mass = resid.sum(dim=-1, keepdim=True)
+        resid = torch.where(mass > 0, resid / mass.clamp(min=1e-300), pj)  # p == q: any
+        resid = torch.where(live[rows, j][:, None], resid, pj)  # no draft there: from p
+        cut = (n < k)[:, None]  # (B, 1)
+        dist, bonus = torch.where(cut, resid, dist), torch.where(cut, w[rows, j][:, None], bonus)
+        tok = _draw(dist, None, bonus)  # (B,)
+        out[rows, j] = torch.where(cut[:, 0], tok, draft[rows, j])
+        out[:, k] = tok.masked_fill(cut[:, 0], 0)  # never read where n < k
+    else:
+        out[:, 0] = _draw(dist, generator)
     return n, out
 
 
 def _draw(probs: Tensor, generator: torch.Generator | None, u: Tensor | None = None) -> Tensor:
-    """(N,) one draw per row of ``probs`` (N, V) (``sample_token`` on log-probabilities), or,
-    with ``u`` (N, 1), the draw those uniforms give (``inverse_cdf``: the same token)."""
-    logits = probs.clamp(min=0).log()
-    if u is None:
-        return sample_token(logits, temperature=1.0, generator=generator)
-    return inverse_cdf(F.softmax(tempered(logits.to(torch.float64), 1.0), dim=-1), u)
+    """(N,) one draw per row of ``probs`` (N, V) (``sample_token`` on log-probabilities; with
+    ``u`` (N, 1), at those uniforms)."""
+    return sample_token(probs.clamp(min=0).log(), temperature=1.0, generator=generator, u=u)
 
 
 def _chunks(k: int, steps: int) -> list[int]:
@@ -400,8 +398,8 @@ class SpeculativeRun(DecoderRun):
         per_row = generator is not None and not isinstance(generator, torch.Generator)
         if per_row and len(generator) != B:  # type: ignore[arg-type]
             raise ValueError(f"{len(generator)} generators for {B} rows")  # type: ignore[arg-type]
-        for who, m in (("model", mcfg), ("drafter", getattr(drafter, "config", None))):
-            longest = getattr(m, "max_seq_len", None)
+        for who, longest in (("model", getattr(mcfg, "max_seq_len", None)),
+                             ("drafter", dfacts.max_seq_len)):  # fmt: skip
             if longest is not None and P + max_new_tokens > longest:
                 raise UserError(
                     f"prompt ({P} tokens) + gen_length ({max_new_tokens}) exceeds the {who}'s "
@@ -458,7 +456,6 @@ class SpeculativeRun(DecoderRun):
         if self._row_dkv is not None:
             self.dkv = None  # the rows' own caches instead
         self.vocab, self._dvocab = _vocab_size(model), _vocab_size(drafter)
-        self._dlongest = getattr(getattr(drafter, "config", None), "max_seq_len", None)
         self._head, self._dhead = separate_head(model), separate_head(drafter)
         self.shared_vocab = shared_vocab
         self.nfe = self.steps = 0
@@ -567,12 +564,13 @@ class SpeculativeRun(DecoderRun):
         if self._dvocab is not None:  # an id only the verifier has (a special appended to
             head = head.masked_fill(head >= self._dvocab, self.dfacts.mask_id)  # its tokenizer)
         h = head.shape[1]
-        if batch_canvas and self._dlongest is not None:
+        if batch_canvas and self.dfacts.max_seq_len is not None:
             # one left-padded canvas: every row's text right-aligned, then k masks. Rows that
             # drifted apart make it P + (most committed) + k wide, past the drafter's context
-            # (a ValueError mid-run); the least advanced row then drafts fewer (its drafts
-            # only: the verifier decides the output). h < P + G <= the context, so k >= 1.
-            k = min(k, int(self._dlongest) - h)
+            # (a ValueError mid-run); k is cut to what fits, so rows behind the most advanced
+            # one may draft fewer (drafts only: the verifier decides the output; the most
+            # advanced row's room is at most context - h - 1). h < P + G <= context: k >= 1.
+            k = min(k, self.dfacts.max_seq_len - h)
         mask_pos = (upto[:, None] + torch.arange(k, device=device)[None, :]).clamp(max=P + G - 1)
         tokens = torch.cat([head, torch.full_like(mask_pos, self.dfacts.mask_id)], dim=1)
         positions = torch.cat([head_pos, mask_pos], dim=1)  # (B, h + k)
