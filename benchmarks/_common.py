@@ -281,15 +281,47 @@ ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception)\b|: error: ")
 """A line of a child's stderr that is its error: a traceback's last line (``RuntimeError:
 boom``, ``torch.OutOfMemoryError: ...``) or a script's own (``llada2.py: error: ...``)."""
 
+TORCHRUN_SUMMARY = re.compile(r"^torch\.distributed\.elastic\.[\w.]*ChildFailedError\b")
+"""The line that starts torchrun's own report of its failed workers (``...ChildFailedError:``
+with nothing after it, then a table of each worker's ``exitcode``)."""
+
+TORCHRUN_LOG = re.compile(r"^[DIWEF]\d{4} [\d:.]+ \d+ \S+:\d+\] ")
+"""A log line of torchrun itself (``E1207 12:16:32.023 30793 torch/.../api.py:1002] failed
+(exitcode: 2) ...``), not of a worker."""
+
+EXITCODE = re.compile(r"^exitcode\s*:\s*(-?\d+)")
+
+
+def _child_failure(stderr: str, status: int) -> str:
+    """Why a child process that exited with ``status`` failed, in one line, from its
+    ``stderr``: killed by a signal says so (``killed by signal 9 (out of memory?)``), whatever
+    warnings came before; else the last line that is an error (``ERROR_LINE``), else the last
+    line, else the exit status. A torchrun child's stderr ends in torchrun's traceback and
+    report (``ChildFailedError``): its workers' own lines come before it, and a worker that
+    torchrun saw first failing by a signal (``exitcode  : -9``) was killed. (Its last error
+    line was torchrun's ``...ChildFailedError:``, which says nothing.)"""
+    said = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    codes: list[int] = []
+    cut = next((i for i, ln in enumerate(said) if TORCHRUN_SUMMARY.match(ln)), None)
+    if cut is not None:  # torchrun's: the worker codes, the first failure's last
+        codes = [int(m[1]) for ln in said[cut:] if (m := EXITCODE.match(ln))]
+        tb = [i for i, ln in enumerate(said[:cut]) if ln.startswith("Traceback (most recent")]
+        said = [ln for ln in said[:tb[-1] if tb else cut] if not TORCHRUN_LOG.match(ln)]
+    sig = -status if status < 0 else -codes[-1] if codes and codes[-1] < 0 else 0
+    if sig:
+        who = "a worker was killed" if status >= 0 else "killed"
+        return f"{who} by signal {sig}" + (" (out of memory?)" if sig == 9 else "")
+    errors = [ln for ln in said if ERROR_LINE.search(ln)]
+    last = f"a worker's exit status {codes[-1]}" if codes else f"exit status {status}"
+    return (errors or said or [last])[-1]
+
 
 def child_json(cmd: list[str], what: str, *,
                env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``cmd`` (a child process of a script, with ``env`` if given) and return the JSON
     object it prints last on stdout. A child that fails is one ``UserError`` line naming
-    ``what``: one killed by a signal says so (``killed by signal 9 (out of memory?)``),
-    whatever warnings its stderr held before it died; one that exits with an error gives
-    the last line of its stderr that is an error (``ERROR_LINE``), else its last line, else
-    its exit status; one whose last line of stdout is not a JSON object quotes that line.
+    ``what`` and saying why (``_child_failure``: killed by a signal, or its own error, torchrun's
+    workers' included); one whose last line of stdout is not a JSON object quotes that line.
     (A child's failure was a ``CalledProcessError`` or ``JSONDecodeError`` traceback that
     hid what the child said.)"""
     import subprocess
@@ -297,13 +329,8 @@ def child_json(cmd: list[str], what: str, *,
     from unmask.errors import UserError
 
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    said = [ln.strip() for ln in (res.stderr or "").splitlines() if ln.strip()]
-    if res.returncode < 0:
-        sig = -res.returncode
-        why = f"killed by signal {sig}" + (" (out of memory?)" if sig == 9 else "")
-    elif res.returncode:
-        errors = [ln for ln in said if ERROR_LINE.search(ln)]
-        why = (errors or said or [f"exit status {res.returncode}"])[-1]
+    if res.returncode:
+        why = _child_failure(res.stderr or "", res.returncode)
     else:
         lines = (res.stdout or "").strip().splitlines()
         try:

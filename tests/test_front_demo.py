@@ -9,6 +9,7 @@ import os
 import pytest
 from test_demo import tiny_bible_checkpoint  # noqa: F401 (a fixture)
 
+import unmask.__main__
 from unmask.cli import main
 from unmask.commands.demo import invoked_as
 
@@ -44,7 +45,7 @@ def test_python_m_unmask_is_named_as_this_python_unless_its_unmask_is_on_path(tm
     _program(python.parent)
     python.write_text("")
     monkeypatch.setattr("sys.executable", str(python))
-    as_run = os.path.join("src", "unmask", "__main__.py")  # sys.argv[0] of python -m unmask
+    as_run = unmask.__main__.__file__  # sys.argv[0] of python -m unmask
     monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))  # no unmask on PATH
     assert invoked_as(as_run) == f"'{python}' -m unmask"
     monkeypatch.setenv("PATH", str(_program(tmp_path / "other" / "bin").parent))

@@ -60,17 +60,20 @@ def invoked_as(argv0: str | None = None) -> str:
     """How to type the program again in this shell: ``unmask`` where that finds this program
     on ``PATH``, else the path it was run by (``.venv/bin/unmask demo``, as install.sh says
     to run it, with the environment not activated: ``unmask prepare`` there is "command not
-    found"). ``argv0``: default ``sys.argv[0]``. ``python -m unmask`` (its ``__main__.py``,
-    for an environment whose scripts folder is not on ``PATH``) is ``unmask`` where the
-    ``unmask`` on ``PATH`` is this Python's, else ``PYTHON -m unmask`` with this Python."""
+    found"). ``argv0``: default ``sys.argv[0]``. ``python -m unmask`` (this package's own
+    ``__main__.py``, not pytest's or a folder ``foounmask``'s; for an environment whose
+    scripts folder is not on ``PATH``) is ``unmask`` where the ``unmask`` on ``PATH`` is this
+    Python's, else ``PYTHON -m unmask`` with this Python (``python`` where Python cannot tell
+    which it is: ``sys.executable`` empty or None)."""
     import os
     import shutil
 
     argv0 = sys.argv[0] if argv0 is None else argv0
-    if argv0.endswith(os.path.join("unmask", "__main__.py")):  # not python -m pytest's
-        found, mine = shutil.which("unmask"), os.path.dirname(sys.executable)
+    if _same(argv0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "__main__.py")):
+        exe = sys.executable or ""  # "" or None where Python cannot tell which it is
+        found, mine = shutil.which("unmask"), os.path.dirname(exe)
         return "unmask" if found is not None and _same(os.path.dirname(found), mine) \
-            else f"{quote(sys.executable or 'python')} -m unmask"
+            else f"{quote(exe or 'python')} -m unmask"
     if os.path.basename(argv0) != "unmask" or os.sep not in argv0:
         return "unmask"
     found = shutil.which("unmask")

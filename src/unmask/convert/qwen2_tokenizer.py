@@ -40,7 +40,7 @@ def added_tokens(folder: Path) -> list[tuple[int, dict[str, Any]]]:
     if isinstance(decoder, dict) and decoder:
         for key, entry in decoder.items():
             content = entry.get("content") if isinstance(entry, dict) else None
-            if not (str(key).isdigit() and isinstance(content, str)):
+            if not (str(key).isdecimal() and isinstance(content, str)):  # int() reads it
                 raise UserError(f"{config_path}: added_tokens_decoder entry {key!r} is not "
                                 "an id with its token's content")
             fields = {k: bool(entry[k]) for k in
