@@ -1371,12 +1371,11 @@ def _check_sizes(
     memory refusal's advice names the settings by ``name`` (the CLI's flags)."""
     check_data_sizes(config, train_ds, val_ds)
     rows = config.batch_size // (world * config.grad_accum)
-    estimate = estimate_memory(
-        model_cfg, config, rows=rows, cuda=device.type == "cuda",
-        shards=world if kind == "fsdp" else 1,
-    )  # fmt: skip
+    shards = world if kind == "fsdp" else 1
+    estimate = estimate_memory(model_cfg, config, rows=rows, cuda=device.type == "cuda",
+                               shards=shards)
     check_memory(estimate, available_memory(device), config=config, rows=rows,
-                 processes=_sharing(device), name=name)
+                 processes=_sharing(device), world=world, shards=shards, name=name)
 
 
 def _sharing(device: torch.device) -> int:

@@ -482,19 +482,43 @@ SMALLER_MODEL = "choose a smaller model (--preset, --model-set d_model=/n_layers
 """The advice of a refusal no batch setting can lift: the model itself does not fit."""
 
 
+def _state_advice(
+    state: int, available: int, config: TrainConfig, *, processes: int, world: int,
+    shards: int, name: SettingNamer,
+) -> str:
+    """What makes a ``state`` (per process) too big for ``available`` fit: a smaller model, or
+    each of these where it is enough. Without EMA (16 of its 20 bytes a parameter); under DDP
+    on several processes, FSDP (each holds 1/``world`` of it; EMA is DDP-only); fewer processes
+    sharing this memory, where each holds all of it (under FSDP on one node the processes
+    share the one state: fewer of them, as it said, hold the same in all)."""
+    fits = lambda per_process: per_process * processes <= available  # noqa: E731
+    no_ema = state * 16 / 20 if config.ema > 0 else state
+    ways = []
+    if config.ema > 0 and fits(no_ema):
+        ways.append(f"drop {setting_name(name, 'ema')}")
+    elif shards == 1 and world > 1 and fits(no_ema / world):
+        without = f" without {setting_name(name, 'ema')}" if config.ema > 0 else ""
+        ways.append(f"use {name('parallel', 'fsdp')}{without}")
+    if shards == 1 and processes > 1 and state <= available:
+        ways.append("run fewer processes on this machine")
+    return ", or ".join([*ways, SMALLER_MODEL])
+
+
 def _count(n: float) -> str:
     return f"{n / 1e9:,.1f}B" if n >= 1e9 else f"{n / 1e6:,.1f}M"
 
 
 def check_memory(
     estimate: MemoryEstimate, available: int | None, *, config: TrainConfig, rows: int,
-    processes: int = 1, name: SettingNamer | None = None,
+    processes: int = 1, world: int = 1, shards: int = 1, name: SettingNamer | None = None,
 ) -> None:
     """Refuse a run whose estimate (times the processes sharing this machine) exceeds the free
     memory, with a one-line ``UserError`` that says what to lower, the settings of its advice
     named by ``name`` (the CLI: its flags, typed or not; it named ``grad_accum``, a field, to a
     user who had not typed ``--grad-accum``). Where the weights and optimizer state alone do
-    not fit, the advice is a smaller model: lowering the batch, as it said, could not help."""
+    not fit, the advice is a smaller model: lowering the batch, as it said, could not help
+    (``_state_advice``: or what else makes the state fit, over ``world`` processes of which
+    ``processes`` share this memory, the state split in ``shards`` by FSDP)."""
     if available is None:
         return
     need = estimate.total * processes
@@ -503,8 +527,9 @@ def check_memory(
     alone = [setting_name(name or _as_field, k) for k in ("seq_len", "batch_size", "grad_accum")]
     who = f" × {processes} processes" if processes > 1 else ""
     if estimate.state * processes > available:  # no batch fits: lowering it was the advice
-        fewer = " or run fewer processes on this machine" if processes > 1 else ""
-        advice = f"its weights and optimizer state alone do not fit; {SMALLER_MODEL}{fewer}"
+        ways = _state_advice(estimate.state, available, config, processes=processes,
+                             world=world, shards=shards, name=name or _as_field)
+        advice = f"its weights and optimizer state alone do not fit; {ways}"
     else:
         advice = f"lower {alone[0]} or {alone[1]}, or raise {alone[2]}"
     raise UserError(

@@ -1,0 +1,52 @@
+"""Review of session 36's training fixes. The memory refusal's advice matches how the run is
+split (FSDP: fewer processes on one node hold the same state in all; DDP on several
+processes: FSDP would split it) and names dropping ``--ema`` where that is enough; a resume on
+another device than the run trained on says so in its line."""
+
+from __future__ import annotations
+
+import pytest
+
+from unmask.config import TrainConfig
+from unmask.errors import UserError
+from unmask.train_guards import MemoryEstimate, check_memory
+
+GB = 2**30
+
+
+def _advice(state: float, available: float, config: TrainConfig | None = None,
+            **kw: int) -> str:
+    with pytest.raises(UserError) as e:
+        check_memory(MemoryEstimate(state=int(state), activations=1), int(available),
+                     config=config or TrainConfig(), rows=1, **kw)
+    return str(e.value).split("; ", 1)[1]
+
+
+def test_fsdp_on_one_node_is_not_told_to_run_fewer_processes():
+    # 4 processes each holding a quarter of a 4 GB state on a 3 GB node: 1 process would
+    # hold all 4 GB, so fewer processes cannot help
+    said = _advice(1 * GB, 3 * GB, TrainConfig(parallel="fsdp"), processes=4, world=4, shards=4)
+    assert "fewer processes" not in said and "choose a smaller model" in said
+    # DDP there: each holds all of it, and one process's 1 GB would fit
+    said = _advice(1 * GB, 3 * GB, processes=4, world=4)
+    assert "run fewer processes" in said
+
+
+def test_ddp_on_several_gpus_is_told_fsdp_would_fit():
+    # 2 GPUs, 3 GB of state each under DDP, 2 GB free per GPU: FSDP holds 1.5 GB on each
+    said = _advice(3 * GB, 2 * GB, TrainConfig(parallel="ddp"), world=2)
+    assert "use parallel='fsdp'" in said and "fewer processes" not in said
+    assert "use --parallel fsdp" in _advice(3 * GB, 2 * GB, world=2,
+                                            name=lambda k, v: f"--{k} {v}")
+    assert "fsdp" not in _advice(5 * GB, 2 * GB, world=2)  # half of it does not fit either
+    assert "fsdp" not in _advice(3 * GB, 2 * GB, world=2, shards=2)  # FSDP already
+    # --ema (DDP only): FSDP only without it
+    said = _advice(3 * GB, 1 * GB, TrainConfig(ema=0.999), world=4)
+    assert "use parallel='fsdp' without ema" in said
+
+
+def test_ema_is_named_where_dropping_it_is_enough():
+    said = _advice(20 * GB, 17 * GB, TrainConfig(ema=0.999))  # 16 GB without the EMA copy
+    assert said.startswith("its weights and optimizer state alone do not fit; drop ema, or ")
+    assert "ema" not in _advice(20 * GB, 15 * GB, TrainConfig(ema=0.999))
+    assert "ema" not in _advice(20 * GB, 17 * GB)  # no EMA to drop
