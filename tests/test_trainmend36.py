@@ -50,3 +50,42 @@ def test_ema_is_named_where_dropping_it_is_enough():
     assert said.startswith("its weights and optimizer state alone do not fit; drop ema, or ")
     assert "ema" not in _advice(20 * GB, 15 * GB, TrainConfig(ema=0.999))
     assert "ema" not in _advice(20 * GB, 17 * GB)  # no EMA to drop
+
+
+def test_a_resume_on_another_device_says_so_and_the_precision_it_implies():
+    from unmask.commands.train import _flag
+    from unmask.train_guards import device_change
+
+    saved = TrainConfig(device="cpu")
+    said = device_change(saved, TrainConfig(), "cuda", "bf16", _flag)
+    assert said == ("; the run trained on --device cpu, this session runs on cuda "
+                    "(--precision auto: bf16 here, fp32 on cpu); give --device cpu to keep it")
+    # a precision given (or changed: the resume line names it) is no precision change here
+    assert "precision" not in device_change(saved, TrainConfig(precision="bf16"), "cuda", "bf16")
+    assert device_change(saved, TrainConfig(), "cpu", "fp32") == ""
+    assert device_change(TrainConfig(device="cuda:1"), TrainConfig(), "cuda", "bf16") == ""
+    assert device_change(TrainConfig(), TrainConfig(), "cuda", "bf16") == ""  # auto: unknown
+
+
+def test_the_resume_line_names_the_device_the_run_trained_on(tmp_path, capsys):
+    import json
+
+    from corpus_helpers import word_corpus
+
+    from unmask.cli import main
+
+    data = word_corpus(tmp_path, "the lord said unto moses go down".split(),
+                       lines=300, seed=0)
+    out = tmp_path / "run"
+    base = ["train", "--data", str(data), "--out", str(out), "--preset", "tiny", "--seq-len",
+            "16", "--batch-size", "2", "--eval-every", "0", "--eval-batches", "1", "--warmup",
+            "0", "--no-progress", "--threads", "1"]
+    assert main([*base, "--steps", "1", "--device", "cpu"]) == 0
+    plan = out / "train_config.json"  # as a run trained on a GPU saved it (none here)
+    plan.write_text(json.dumps({**json.loads(plan.read_text()), "device": "cuda"}))
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--steps", "2", "--no-progress",
+                 "--threads", "1"]) == 0
+    assert ("resuming at step 1 of 1; --steps 2 given: the run now ends at 2; the run trained "
+            "on --device cuda, this session runs on cpu (--precision auto: fp32 here, bf16 or "
+            "fp16 on cuda); give --device cuda to keep it") in capsys.readouterr().err

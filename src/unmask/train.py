@@ -115,6 +115,7 @@ from unmask.train_guards import (
     check_memory,
     check_model_size,
     describe_resume,
+    device_change,
     estimate_memory,
     renew_time_limit,
     resume_plan,
@@ -496,6 +497,8 @@ def _train(
                         f"{tokenizer.vocab_size} tokens")
     check_context(config.seq_len, model_cfg.max_seq_len)
     precision = resolve_precision(config.precision, device)
+    if saved is not None:  # a resume on another device than the run's: said in its line
+        resume_line += device_change(saved, config, device.type, precision.name, name_setting)
     check_model_size(model_cfg, device, world)  # before building even a meta-device copy
     kind = _parallel_kind(config, model_cfg, device, world)
     _check_sizes(config, model_cfg, train_ds, val_ds, device, world, kind, name_setting)

@@ -14,7 +14,7 @@
 
 Inside: ``resume_plan``, ``resumed_config``, ``renew_time_limit``, ``time_limit_exit``,
 ``under_torchrun``, ``validation_batches``, ``validation_settings``, ``validation_changes``,
-``saved_progress``, ``describe_resume``,
+``saved_progress``, ``describe_resume``, ``device_change``,
 ``check_data_sizes``, ``estimate_memory``, ``available_memory``, ``check_memory``,
 ``StopFlag``, ``TrainingStopped``.
 """
@@ -359,6 +359,31 @@ def describe_resume(
     if "ema" in changes:
         line += _ema_note(progress, plan, name)
     return line
+
+
+def device_change(
+    saved: TrainConfig, plan: TrainConfig, device: str, precision: str,
+    name: SettingNamer | None = None,
+) -> str:
+    """The resume line's clause for a run that trained on another ``--device`` than this
+    session's (``device``, its type: ``cpu``, ``cuda``), or ''. ``device`` is how a process runs
+    (``RUNTIME_FIELDS``): a plain resume of a ``--device cpu`` run runs where this command's
+    default puts it, a GPU, and under ``--precision auto`` in bf16 (``precision``, resolved),
+    not fp32: the run goes on otherwise than it would have, which it did without a word. A
+    run saved with ``--device auto`` names no device to compare (''), nor does ``precision``
+    change where the plan's is given, or changed (the line names that change)."""
+    then = saved.device.split(":")[0]
+    if saved.device == "auto" or then == device:
+        return ""
+    name = name or _as_field
+    note = f"; the run trained on {name('device', saved.device)}, this session runs on {device}"
+    if plan.precision == saved.precision == "auto":
+        from unmask.parallel import CPU_AUTO_PRECISION
+
+        was = "bf16 or fp16" if then == "cuda" else CPU_AUTO_PRECISION
+        if was != precision:
+            note += f" ({name('precision', 'auto')}: {precision} here, {was} on {then})"
+    return note + f"; give {name('device', saved.device)} to keep it"
 
 
 def _ema_note(progress: SavedProgress, plan: TrainConfig, name: SettingNamer) -> str:
