@@ -89,3 +89,17 @@ def test_the_resume_line_names_the_device_the_run_trained_on(tmp_path, capsys):
     assert ("resuming at step 1 of 1; --steps 2 given: the run now ends at 2; the run trained "
             "on --device cuda, this session runs on cpu (--precision auto: fp32 here, bf16 or "
             "fp16 on cuda); give --device cuda to keep it") in capsys.readouterr().err
+
+
+def test_a_mapping_resume_takes_device_and_threads_as_the_cli_does(tmp_path):
+    """``train({"out": RUN, ...}, resume=True)`` goes through ``resumed_config``, the CLI's
+    helper: the saved plan, ``device``/``threads`` at their defaults, then the fields named."""
+    from unmask.config import save_json
+    from unmask.train import _train_config
+
+    save_json(TrainConfig(out=str(tmp_path), steps=5, seed=3, threads=1, device="cpu"),
+              tmp_path / "train_config.json")
+    got = _train_config({"out": str(tmp_path), "steps": 9}, True)
+    assert (got.steps, got.seed, got.threads, got.device) == (9, 3, 0, "auto")
+    got = _train_config({"out": str(tmp_path), "threads": 2, "device": "cpu"}, True)
+    assert (got.steps, got.threads, got.device) == (5, 2, "cpu")

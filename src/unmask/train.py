@@ -104,7 +104,6 @@ from unmask.progress import progress_bar, stderr_may_close
 from unmask.run_checks import check_batch_split, check_context, check_out
 from unmask.schedules import schedule_of
 from unmask.train_guards import (
-    RUNTIME_FIELDS,
     STOPPED_BY_TIME_LIMIT,
     VALIDATION_CUT,
     SettingNamer,
@@ -119,6 +118,7 @@ from unmask.train_guards import (
     estimate_memory,
     renew_time_limit,
     resume_plan,
+    resumed_config,
     saved_progress,
     validation_batches,
     validation_changes,
@@ -314,9 +314,8 @@ def _train_config(config: Any, resume: bool) -> TrainConfig:
         out = given.get("out")
         plan = Path(out) / "train_config.json" if isinstance(out, str) and out else None
         if resume and plan is not None and plan.is_file():  # (else: the resume says what)
-            saved = {k: v for k, v in to_dict(load_saved_plan(plan)).items()
-                     if k not in RUNTIME_FIELDS}  # always this call's, as for a TrainConfig
-            given = {**saved, **given}
+            # device and threads this call's (their defaults unless given), as on the CLI
+            given = {**to_dict(resumed_config(load_saved_plan(plan), {})), **given}
         return from_dict(TrainConfig, given, source="config")
     raise UserError(f"config must be a TrainConfig or a mapping of its fields, not "
                     f"{type(config).__name__}")
