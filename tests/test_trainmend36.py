@@ -103,3 +103,30 @@ def test_a_mapping_resume_takes_device_and_threads_as_the_cli_does(tmp_path):
     assert (got.steps, got.seed, got.threads, got.device) == (9, 3, 0, "auto")
     got = _train_config({"out": str(tmp_path), "threads": 2, "device": "cpu"}, True)
     assert (got.steps, got.threads, got.device) == (5, 2, "cpu")
+
+
+def test_distill_resume_runs_on_this_commands_threads_and_device(tmp_path, monkeypatch):
+    """``unmask distill --resume``: ``--threads``/``--device`` are the resuming command's, as
+    for ``unmask train --resume`` (``resumed_config``), not the saved run's."""
+    from pathlib import Path
+    from typing import Any
+
+    import unmask.train as train_mod
+    from unmask.cli import main
+    from unmask.config import save_json
+
+    save_json(TrainConfig(objective="distill", data=str(tmp_path / "traj.jsonl"), out=str(tmp_path),
+                          preset="tiny", steps=5, seed=3, threads=1, device="cpu"),
+              tmp_path / "train_config.json")
+    seen: list[Any] = []
+
+    def fake(config: Any, **kw: Any) -> Path:
+        seen.append(config)
+        return Path(config.out)
+
+    monkeypatch.setattr(train_mod, "train", fake)
+    argv = ["distill", "--resume", "--out", str(tmp_path), "--steps", "9", "--no-progress"]
+    main(argv)
+    main([*argv, "--threads", "2", "--device", "cpu"])
+    assert [(c.threads, c.device, c.steps, c.seed) for c in seen] == [
+        (0, "auto", 9, 3), (2, "cpu", 9, 3)]
