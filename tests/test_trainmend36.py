@@ -130,3 +130,26 @@ def test_distill_resume_runs_on_this_commands_threads_and_device(tmp_path, monke
     main([*argv, "--threads", "2", "--device", "cpu"])
     assert [(c.threads, c.device, c.steps, c.seed) for c in seen] == [
         (0, "auto", 9, 3), (2, "cpu", 9, 3)]
+
+
+def test_config_given_a_folder_inside_a_run_points_at_the_runs_train_config(tmp_path):
+    """``--config RUN/checkpoint`` (what ``--model`` takes) named no train_config.json, while
+    ``--config RUN`` and ``--resume --out RUN/checkpoint`` pointed at the run (``run_above``)."""
+    from unmask.config import save_json
+    from unmask.train import load_train_config
+
+    run = tmp_path / "run"
+    (run / "best" / "checkpoint").mkdir(parents=True)
+    save_json(TrainConfig(), run / "train_config.json")
+    plan = run / "train_config.json"
+    for inside in (run / "best", run / "best" / "checkpoint"):
+        with pytest.raises(UserError) as e:
+            load_train_config(inside)
+        assert str(e.value) == (
+            f"{inside}: a folder, not a train_config.json file; it is inside the run {run}; "
+            f"pass {plan} to start a new run with its settings (`unmask train --resume --out "
+            f"{run}` continues that run)")
+    with pytest.raises(UserError, match=f"; pass {plan} to start"):
+        load_train_config(run)
+    with pytest.raises(UserError, match=r"a train_config.json file$"):
+        load_train_config(tmp_path)

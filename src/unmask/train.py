@@ -119,6 +119,7 @@ from unmask.train_guards import (
     renew_time_limit,
     resume_plan,
     resumed_config,
+    run_above,
     saved_progress,
     validation_batches,
     validation_changes,
@@ -1410,10 +1411,11 @@ def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
     given by mistake) was refused as "input is not UTF-8 text", naming no file, and a run
     folder as "Is a directory"; a run folder now points at its train_config.json."""
     p = Path(path)
-    if p.is_dir():
-        inside = p / "train_config.json"
-        hint = (f"; pass {inside} to start a new run with its settings (`unmask train --resume "
-                f"--out {p}` continues that run)" if inside.is_file() else "")
+    if p.is_dir():  # a run, or a folder inside one (RUN/checkpoint): its train_config.json
+        run = p if (p / "train_config.json").is_file() else run_above(p)
+        where = f"; it is inside the run {run}" if run is not None and run != p else ""
+        hint = (f"{where}; pass {run / 'train_config.json'} to start a new run with its settings "
+                f"(`unmask train --resume --out {run}` continues that run)" if run else "")
         raise UserError(f"{p}: a folder, not a train_config.json file{hint}")
     try:
         text = p.read_text(encoding="utf-8")

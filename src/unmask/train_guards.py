@@ -12,9 +12,9 @@
   immediate ``KeyboardInterrupt``; ``train`` then raises ``TrainingStopped``, which the CLI
   turns into exit code 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
 
-Inside: ``resume_plan``, ``resumed_config``, ``renew_time_limit``, ``time_limit_exit``,
-``under_torchrun``, ``validation_batches``, ``validation_settings``, ``validation_changes``,
-``saved_progress``, ``describe_resume``, ``device_change``,
+Inside: ``resume_plan``, ``resumed_config``, ``run_above``, ``renew_time_limit``,
+``time_limit_exit``, ``under_torchrun``, ``validation_batches``, ``validation_settings``,
+``validation_changes``, ``saved_progress``, ``describe_resume``, ``device_change``,
 ``check_data_sizes``, ``estimate_memory``, ``available_memory``, ``check_memory``,
 ``StopFlag``, ``TrainingStopped``.
 """
@@ -85,6 +85,16 @@ def resumed_config(plan: TrainConfig, given: dict[str, Any]) -> TrainConfig:
     default (all cores, a GPU), though the resume line named no such setting."""
     runtime = {k: getattr(TrainConfig(), k) for k in RUNTIME_FIELDS if k != "out"}
     return dataclasses.replace(plan, **{**runtime, **given})
+
+
+def run_above(path: Path) -> Path | None:
+    """The run a folder inside it belongs to (``RUN/checkpoint``, ``RUN/best``,
+    ``RUN/best/checkpoint``: what ``--model`` takes, given where a run is asked for), as
+    ``path`` names it, or None: the folder one or two levels up holding a ``train_config.json``."""
+    for up, run in zip((path.parent, path.parent.parent), path.resolve().parents, strict=False):
+        if (run / "train_config.json").is_file():
+            return up
+    return None
 
 
 def _not_its_option(objective: str, name: str) -> bool:
