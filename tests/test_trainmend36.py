@@ -153,3 +153,9 @@ def test_config_given_a_folder_inside_a_run_points_at_the_runs_train_config(tmp_
         load_train_config(run)
     with pytest.raises(UserError, match=r"a train_config.json file$"):
         load_train_config(tmp_path)
+
+
+def test_the_memory_line_counts_one_row_as_one_row():
+    with pytest.raises(UserError, match=r"activations of 1 row × seq_len"):
+        check_memory(MemoryEstimate(state=1, activations=2 * GB), GB, config=TrainConfig(),
+                     rows=1)

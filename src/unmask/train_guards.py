@@ -569,7 +569,8 @@ def check_memory(
         advice = f"lower {alone[0]} or {alone[1]}, or raise {alone[2]}"
     raise UserError(
         f"this run needs about {_size(need)} of memory{who} (weights and optimizer state "
-        f"{_size(estimate.state)}, activations of {rows} rows × seq_len={config.seq_len} "
+        f"{_size(estimate.state)}, activations of {rows} {'row' if rows == 1 else 'rows'} × "
+        f"seq_len={config.seq_len} "
         f"{_size(estimate.activations)}), more than the {_size(available)} available; {advice}"
     )
 
