@@ -104,7 +104,6 @@ from unmask.progress import progress_bar, stderr_may_close
 from unmask.run_checks import check_batch_split, check_context, check_out
 from unmask.schedules import schedule_of
 from unmask.train_guards import (
-    RUNTIME_FIELDS,
     STOPPED_BY_TIME_LIMIT,
     VALIDATION_CUT,
     SettingNamer,
@@ -115,9 +114,12 @@ from unmask.train_guards import (
     check_memory,
     check_model_size,
     describe_resume,
+    device_change,
     estimate_memory,
     renew_time_limit,
     resume_plan,
+    resumed_config,
+    run_above,
     saved_progress,
     validation_batches,
     validation_changes,
@@ -313,9 +315,8 @@ def _train_config(config: Any, resume: bool) -> TrainConfig:
         out = given.get("out")
         plan = Path(out) / "train_config.json" if isinstance(out, str) and out else None
         if resume and plan is not None and plan.is_file():  # (else: the resume says what)
-            saved = {k: v for k, v in to_dict(load_saved_plan(plan)).items()
-                     if k not in RUNTIME_FIELDS}  # always this call's, as for a TrainConfig
-            given = {**saved, **given}
+            # device and threads this call's (their defaults unless given), as on the CLI
+            given = {**to_dict(resumed_config(load_saved_plan(plan), {})), **given}
         return from_dict(TrainConfig, given, source="config")
     raise UserError(f"config must be a TrainConfig or a mapping of its fields, not "
                     f"{type(config).__name__}")
@@ -496,6 +497,8 @@ def _train(
                         f"{tokenizer.vocab_size} tokens")
     check_context(config.seq_len, model_cfg.max_seq_len)
     precision = resolve_precision(config.precision, device)
+    if saved is not None:  # a resume on another device than the run's: said in its line
+        resume_line += device_change(saved, config, device.type, precision.name, name_setting)
     check_model_size(model_cfg, device, world)  # before building even a meta-device copy
     kind = _parallel_kind(config, model_cfg, device, world)
     _check_sizes(config, model_cfg, train_ds, val_ds, device, world, kind, name_setting)
@@ -1371,12 +1374,11 @@ def _check_sizes(
     memory refusal's advice names the settings by ``name`` (the CLI's flags)."""
     check_data_sizes(config, train_ds, val_ds)
     rows = config.batch_size // (world * config.grad_accum)
-    estimate = estimate_memory(
-        model_cfg, config, rows=rows, cuda=device.type == "cuda",
-        shards=world if kind == "fsdp" else 1,
-    )  # fmt: skip
+    shards = world if kind == "fsdp" else 1
+    estimate = estimate_memory(model_cfg, config, rows=rows, cuda=device.type == "cuda",
+                               shards=shards)
     check_memory(estimate, available_memory(device), config=config, rows=rows,
-                 processes=_sharing(device), name=name)
+                 processes=_sharing(device), world=world, shards=shards, name=name)
 
 
 def _sharing(device: torch.device) -> int:
@@ -1409,10 +1411,11 @@ def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
     given by mistake) was refused as "input is not UTF-8 text", naming no file, and a run
     folder as "Is a directory"; a run folder now points at its train_config.json."""
     p = Path(path)
-    if p.is_dir():
-        inside = p / "train_config.json"
-        hint = (f"; pass {inside} to start a new run with its settings (`unmask train --resume "
-                f"--out {p}` continues that run)" if inside.is_file() else "")
+    if p.is_dir():  # a run, or a folder inside one (RUN/checkpoint): its train_config.json
+        run = p if (p / "train_config.json").is_file() else run_above(p)
+        where = f"; it is inside the run {run}" if run is not None and run != p else ""
+        hint = (f"{where}; pass {run / 'train_config.json'} to start a new run with its settings "
+                f"(`unmask train --resume --out {run}` continues that run)" if run else "")
         raise UserError(f"{p}: a folder, not a train_config.json file{hint}")
     try:
         text = p.read_text(encoding="utf-8")

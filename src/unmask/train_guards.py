@@ -12,9 +12,9 @@
   immediate ``KeyboardInterrupt``; ``train`` then raises ``TrainingStopped``, which the CLI
   turns into exit code 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
 
-Inside: ``resume_plan``, ``resumed_config``, ``renew_time_limit``, ``time_limit_exit``,
-``under_torchrun``, ``validation_batches``, ``validation_settings``, ``validation_changes``,
-``saved_progress``, ``describe_resume``,
+Inside: ``resume_plan``, ``resumed_config``, ``run_above``, ``renew_time_limit``,
+``time_limit_exit``, ``under_torchrun``, ``validation_batches``, ``validation_settings``,
+``validation_changes``, ``saved_progress``, ``describe_resume``, ``device_change``,
 ``check_data_sizes``, ``estimate_memory``, ``available_memory``, ``check_memory``,
 ``StopFlag``, ``TrainingStopped``.
 """
@@ -86,6 +86,16 @@ def resumed_config(plan: TrainConfig, given: dict[str, Any]) -> TrainConfig:
     default (all cores, a GPU), though the resume line named no such setting."""
     runtime = {k: getattr(TrainConfig(), k) for k in RUNTIME_FIELDS if k != "out"}
     return dataclasses.replace(plan, **{**runtime, **given})
+
+
+def run_above(path: Path) -> Path | None:
+    """The run a folder inside it belongs to (``RUN/checkpoint``, ``RUN/best``,
+    ``RUN/best/checkpoint``: what ``--model`` takes, given where a run is asked for), as
+    ``path`` names it, or None: the folder one or two levels up holding a ``train_config.json``."""
+    for up, run in zip((path.parent, path.parent.parent), path.resolve().parents, strict=False):
+        if (run / "train_config.json").is_file():
+            return up
+    return None
 
 
 def _not_its_option(objective: str, name: str) -> bool:
@@ -362,6 +372,31 @@ def describe_resume(
     return line
 
 
+def device_change(
+    saved: TrainConfig, plan: TrainConfig, device: str, precision: str,
+    name: SettingNamer | None = None,
+) -> str:
+    """The resume line's clause for a run that trained on another ``--device`` than this
+    session's (``device``, its type: ``cpu``, ``cuda``), or ''. ``device`` is how a process runs
+    (``RUNTIME_FIELDS``): a plain resume of a ``--device cpu`` run runs where this command's
+    default puts it, a GPU, and under ``--precision auto`` in bf16 (``precision``, resolved),
+    not fp32: the run goes on otherwise than it would have, which it did without a word. A
+    run saved with ``--device auto`` names no device to compare (''), nor does ``precision``
+    change where the plan's is given, or changed (the line names that change)."""
+    then = saved.device.split(":")[0]
+    if saved.device == "auto" or then == device:
+        return ""
+    name = name or _as_field
+    note = f"; the run trained on {name('device', saved.device)}, this session runs on {device}"
+    if plan.precision == saved.precision == "auto":
+        from unmask.parallel import CPU_AUTO_PRECISION
+
+        was = "bf16 or fp16" if then == "cuda" else CPU_AUTO_PRECISION
+        if was != precision:
+            note += f" ({name('precision', 'auto')}: {precision} here, {was} on {then})"
+    return note + f"; give {name('device', saved.device)} to keep it"
+
+
 def _ema_note(progress: SavedProgress, plan: TrainConfig, name: SettingNamer) -> str:
     """What an ``ema`` changed on resume does to the run's weights, said with the resume line:
     ``--ema 0`` on a run with EMA weights drops them for good (the next checkpoint saves the
@@ -483,19 +518,43 @@ SMALLER_MODEL = "choose a smaller model (--preset, --model-set d_model=/n_layers
 """The advice of a refusal no batch setting can lift: the model itself does not fit."""
 
 
+def _state_advice(
+    state: int, available: int, config: TrainConfig, *, processes: int, world: int,
+    shards: int, name: SettingNamer,
+) -> str:
+    """What makes a ``state`` (per process) too big for ``available`` fit: a smaller model, or
+    each of these where it is enough. Without EMA (16 of its 20 bytes a parameter); under DDP
+    on several processes, FSDP (each holds 1/``world`` of it; EMA is DDP-only); fewer processes
+    sharing this memory, where each holds all of it (under FSDP on one node the processes
+    share the one state: fewer of them, as it said, hold the same in all)."""
+    fits = lambda per_process: per_process * processes <= available  # noqa: E731
+    no_ema = state * 16 / 20 if config.ema > 0 else state
+    ways = []
+    if config.ema > 0 and fits(no_ema):
+        ways.append(f"drop {setting_name(name, 'ema')}")
+    elif shards == 1 and world > 1 and fits(no_ema / world):
+        without = f" without {setting_name(name, 'ema')}" if config.ema > 0 else ""
+        ways.append(f"use {name('parallel', 'fsdp')}{without}")
+    if shards == 1 and processes > 1 and state <= available:
+        ways.append("run fewer processes on this machine")
+    return ", or ".join([*ways, SMALLER_MODEL])
+
+
 def _count(n: float) -> str:
     return f"{n / 1e9:,.1f}B" if n >= 1e9 else f"{n / 1e6:,.1f}M"
 
 
 def check_memory(
     estimate: MemoryEstimate, available: int | None, *, config: TrainConfig, rows: int,
-    processes: int = 1, name: SettingNamer | None = None,
+    processes: int = 1, world: int = 1, shards: int = 1, name: SettingNamer | None = None,
 ) -> None:
     """Refuse a run whose estimate (times the processes sharing this machine) exceeds the free
     memory, with a one-line ``UserError`` that says what to lower, the settings of its advice
     named by ``name`` (the CLI: its flags, typed or not; it named ``grad_accum``, a field, to a
     user who had not typed ``--grad-accum``). Where the weights and optimizer state alone do
-    not fit, the advice is a smaller model: lowering the batch, as it said, could not help."""
+    not fit, the advice is a smaller model: lowering the batch, as it said, could not help
+    (``_state_advice``: or what else makes the state fit, over ``world`` processes of which
+    ``processes`` share this memory, the state split in ``shards`` by FSDP)."""
     if available is None:
         return
     need = estimate.total * processes
@@ -504,13 +563,15 @@ def check_memory(
     alone = [setting_name(name or _as_field, k) for k in ("seq_len", "batch_size", "grad_accum")]
     who = f" × {processes} processes" if processes > 1 else ""
     if estimate.state * processes > available:  # no batch fits: lowering it was the advice
-        fewer = " or run fewer processes on this machine" if processes > 1 else ""
-        advice = f"its weights and optimizer state alone do not fit; {SMALLER_MODEL}{fewer}"
+        ways = _state_advice(estimate.state, available, config, processes=processes,
+                             world=world, shards=shards, name=name or _as_field)
+        advice = f"its weights and optimizer state alone do not fit; {ways}"
     else:
         advice = f"lower {alone[0]} or {alone[1]}, or raise {alone[2]}"
     raise UserError(
         f"this run needs about {_size(need)} of memory{who} (weights and optimizer state "
-        f"{_size(estimate.state)}, activations of {rows} rows × seq_len={config.seq_len} "
+        f"{_size(estimate.state)}, activations of {rows} {'row' if rows == 1 else 'rows'} × "
+        f"seq_len={config.seq_len} "
         f"{_size(estimate.activations)}), more than the {_size(available)} available; {advice}"
     )
 

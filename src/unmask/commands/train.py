@@ -18,7 +18,7 @@ from unmask.commands import (
 )
 from unmask.config import MODEL_PRESETS, PARALLEL_MODES, PRECISIONS, TrainConfig
 from unmask.errors import UserError
-from unmask.train_guards import EXIT_CODES, resumed_config
+from unmask.train_guards import EXIT_CODES, resumed_config, run_above
 
 _SKIP = {"model_overrides", "heldout_data", "heldout_seq_len"}  # the last two: unmask distill
 
@@ -102,10 +102,8 @@ def _resume_config(args: argparse.Namespace) -> TrainConfig:
 def _run_above(out: Path) -> str:
     """A hint where ``--out`` is a folder inside a run (its ``checkpoint/`` or ``best/``, as
     ``--model`` takes them): the run to resume, or ''."""
-    for up, run in zip((out.parent, out.parent.parent), out.resolve().parents, strict=False):
-        if (run / "train_config.json").is_file():
-            return f"; it is inside the run {up}: resume it with --out {up}"
-    return ""
+    up = run_above(out)
+    return f"; it is inside the run {up}: resume it with --out {up}" if up else ""
 
 
 def run(args: argparse.Namespace) -> int:
