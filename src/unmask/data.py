@@ -29,6 +29,7 @@ import glob
 import gzip
 import hashlib
 import heapq
+import itertools
 import json
 import lzma
 import math
@@ -200,6 +201,32 @@ _PATTERN = re.compile(r"[*?]|\[.+\]")
 """A shell's wildcards (``*.txt``, ``part-?.gz``, ``[ab].txt``) in an input's name."""
 
 
+_MATCHES_COUNTED = 1000
+"""How many files a wildcard input's message counts at most (``_pattern_said``)."""
+
+
+def _pattern_said(pattern: str) -> str:
+    """What "no such file or directory" adds for an input that holds a shell's wildcards: that
+    it is a pattern, with how many files it matches (at most ``_MATCHES_COUNTED`` counted) and
+    what to give instead, or that none match. The name was looked up as it is first: one with
+    brackets alone (``[draft] notes.txt``) that matches nothing as a pattern is only missing.
+    A ``**`` pattern's matches are not counted: a recursive glob follows links to folders, and
+    two links to ``.`` in one folder (build trees hold such) made it walk for ever."""
+    if "**" in pattern:
+        return (", a pattern: prepare does not expand one; give the files (sorted(glob.glob("
+                f"{pattern!r}, recursive=True)) in Python) or their folder")
+    n = sum(1 for _ in itertools.islice(glob.iglob(pattern), _MATCHES_COUNTED + 1))
+    if n:
+        many = (f"more than {_MATCHES_COUNTED:,} files match" if n > _MATCHES_COUNTED else
+                "1 file matches" if n == 1 else f"{n:,} files match")
+        return (f", a pattern, which {many}: prepare does not expand one; give the "
+                f"files (sorted(glob.glob({pattern!r})) in Python) or their folder")
+    if not re.search(r"[*?]", pattern):  # brackets alone: a name ([2021] report.txt) missing
+        return ""
+    return (", and no file matches it as a pattern (a shell passes on one that matches nothing "
+            "as it is)")
+
+
 def resolve_inputs(
     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
@@ -291,12 +318,7 @@ def resolve_inputs(
         elif p.is_symlink():  # `ls` shows it: "no such file" puzzled
             raise _dangling(p)
         elif _PATTERN.search(str(item)):  # a shell passes on a pattern that matched nothing
-            n = sum(1 for _ in glob.iglob(str(item), recursive=True))
-            said = (f"a pattern, which {n:,} files match: prepare does not expand one; give the "
-                    f"files (sorted(glob.glob({str(item)!r})) in Python) or their folder" if n
-                    else "and no file matches it as a pattern (a shell passes on one that "
-                    "matches nothing as it is)")
-            raise UserError(f"{p}: no such file or directory, {said}")
+            raise UserError(f"{p}: no such file or directory{_pattern_said(str(item))}")
         else:
             raise UserError(f"{p}: no such file or directory")
     if not files:  # only folders, none with a file to read: "empty corpus" said not why

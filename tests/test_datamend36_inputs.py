@@ -1,0 +1,60 @@
+"""Inputs of ``unmask prepare`` a user gets wrong, as the review of session 36's data changes
+found them: a wildcard pattern in a tree with links to itself, a missing name with brackets."""
+
+import signal
+
+import pytest
+
+from unmask.data import resolve_inputs
+from unmask.errors import UserError
+
+
+class _Stuck(Exception):
+    pass
+
+
+def _within(seconds: float, call):
+    """``call()``, stopped with ``_Stuck`` where it runs past ``seconds`` (a walk that never
+    ends); the answer comes at once where nothing is walked."""
+    def stop(signum, frame):
+        raise _Stuck
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return call()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_a_recursive_pattern_in_a_tree_with_links_to_itself_is_answered_at_once(tmp_path):
+    """Two links to ``.`` in one folder (build trees hold such) made counting a ``**`` pattern's
+    matches walk 2^40 paths: the error never came. It says it is a pattern, and the glob call it
+    suggests is the recursive one (without ``recursive=True``, ``**`` is ``*``)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("hi")
+    (corpus / "x").symlink_to(".")
+    (corpus / "y").symlink_to(".")
+    pattern = str(corpus / "**" / "*.md")
+    with pytest.raises(UserError) as e:
+        _within(10, lambda: resolve_inputs([pattern]))
+    assert str(e.value).endswith(
+        "*.md: no such file or directory, a pattern: prepare does not expand one; give the files "
+        f"(sorted(glob.glob({pattern!r}, recursive=True)) in Python) or their folder")
+    with pytest.raises(UserError, match=r"\*/\*\.md: no such file or directory, and no file "
+                                        r"matches it as a pattern"):
+        _within(10, lambda: resolve_inputs([str(corpus / "*" / "*.md")]))
+
+
+def test_a_missing_name_with_brackets_is_a_missing_file(tmp_path):
+    """``[draft] notes.txt`` missing was "... and no file matches it as a pattern (a shell passes
+    on one that matches nothing as it is)", which pointed the wrong way; brackets that match
+    files still make a pattern."""
+    with pytest.raises(UserError, match=r"\[draft\] notes\.txt: no such file or directory$"):
+        resolve_inputs([str(tmp_path / "[draft] notes.txt")])
+    (tmp_path / "a.txt").write_text("hi")
+    with pytest.raises(UserError, match=r"\[ab\]\.txt: no such file or directory, a pattern, "
+                                        r"which 1 file matches: prepare does not expand one"):
+        resolve_inputs([str(tmp_path / "[ab].txt")])
