@@ -1,11 +1,12 @@
 """Inputs of ``unmask prepare`` a user gets wrong, as the review of session 36's data changes
-found them: a wildcard pattern in a tree with links to itself, a missing name with brackets."""
+found them: a wildcard pattern in a tree with links to itself, a missing name with brackets,
+text that starts like JSON but is not, chat records in a text file."""
 
 import signal
 
 import pytest
 
-from unmask.data import resolve_inputs
+from unmask.data import prepare, resolve_inputs
 from unmask.errors import UserError
 
 
@@ -58,3 +59,42 @@ def test_a_missing_name_with_brackets_is_a_missing_file(tmp_path):
     with pytest.raises(UserError, match=r"\[ab\]\.txt: no such file or directory, a pattern, "
                                         r"which 1 file matches: prepare does not expand one"):
         resolve_inputs([str(tmp_path / "[ab].txt")])
+
+
+def _notes(tmp_path, *inputs):
+    info = prepare(list(inputs), tmp_path / "data", tokenizer="byte", val_fraction=0,
+                   progress=False, overwrite=True)
+    return [n for n in info.notes if "JSON syntax and all" in n]
+
+
+def test_text_that_only_starts_like_json_gets_no_json_note(tmp_path):
+    """Any text file that started like JSON got the note, with the jq advice for JSON arrays:
+    a Markdown line, a Ruby hash, a TOML array, a brace alone. Outside ``.json`` files and
+    standard input only a first line that is a JSON record (an object with a string member, or
+    chat) gets it."""
+    texts = {"fruits.md": '["apple", "pear"] are fruits I like.\n',
+             "hash.rb": '{"a" => 1, "b" => 2}.each { |k, v| puts k }\n',
+             "conf.toml": '["x"]\n', "weird.c": "{\n}\n", "one.cfg": '{"a": 1}\n'}
+    for name, text in texts.items():
+        (tmp_path / name).write_text(text)
+    assert _notes(tmp_path, *(tmp_path / n for n in texts)) == []
+    (tmp_path / "c.txt").write_text('{"content": "hello"}\n')
+    [said] = _notes(tmp_path, tmp_path / "c.txt", tmp_path / "conf.toml")
+    assert said.endswith("c.txt read as plain text, JSON syntax and all (its first line is a "
+                         "JSON object without a string field 'text'; fields: content); if it is "
+                         "JSON Lines, name the file .jsonl and the field of the text with "
+                         "--text-field (text_field= in Python)")
+
+
+def test_chat_records_in_a_text_file_are_pointed_at_sft(tmp_path):
+    """Chat records in ``chat.txt`` were told to name the file ``.jsonl``, which ``prepare``
+    then refuses (chat data is fine-tuned on); the note says so at once."""
+    chat = tmp_path / "chat.txt"
+    chat.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    [said] = _notes(tmp_path, chat)
+    assert "chat.txt read as plain text, JSON syntax and all (its first line is a chat record)" \
+        in said
+    assert f"fine-tune a model on the file itself (unmask train --objective sft --init RUN " \
+           f"--data {chat};" in said
+    assert ".jsonl" not in said
+
