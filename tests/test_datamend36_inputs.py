@@ -1,12 +1,12 @@
 """Inputs of ``unmask prepare`` a user gets wrong, as the review of session 36's data changes
 found them: a wildcard pattern in a tree with links to itself, a missing name with brackets,
-text that starts like JSON but is not, chat records in a text file."""
+text that starts like JSON but is not, chat records in a text file, a JSONL file cut short."""
 
 import signal
 
 import pytest
 
-from unmask.data import prepare, resolve_inputs
+from unmask.data import prepare, read_jsonl, resolve_inputs
 from unmask.errors import UserError
 
 
@@ -98,3 +98,14 @@ def test_chat_records_in_a_text_file_are_pointed_at_sft(tmp_path):
            f"--data {chat};" in said
     assert ".jsonl" not in said
 
+
+def test_a_lone_brace_cut_short_gets_no_jq_advice(tmp_path):
+    """A JSONL file holding only ``{`` (cut short) was "JSON written over many lines ...; convert
+    it with jq -c .", which jq fails on; it is the JSON error of its line."""
+    path = tmp_path / "b.jsonl"
+    path.write_text("{\n")
+    with pytest.raises(UserError, match=r"b.jsonl:1: not valid JSON"):
+        list(read_jsonl(path))
+    path.write_text('{\n\n  "text": "a"\n}\n')  # pretty-printed: still named so
+    with pytest.raises(UserError, match=r"b.jsonl: JSON written over many lines"):
+        list(read_jsonl(path))

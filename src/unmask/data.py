@@ -944,7 +944,9 @@ def _jsonl_objects(
         except BadJSON:
             if array:  # "[" alone on line 1: a pretty-printed array (Alpaca's data files)
                 raise _array_error(src.path, src.kind) from None
-            if opened:  # not "line 1: not valid JSON (Expecting property name ...)"
+            # not "line 1: not valid JSON (Expecting property name ...)"; a lone "{" (a file
+            # cut short) is not converted by jq: its JSON error
+            if opened and src.peek_nonblank(1, _HEAD_BYTES)[0].lstrip()[:1] in (b'"', b"}"):
                 raise _array_error(src.path, src.kind, pretty=True) from None
             raise
         if not isinstance(obj, dict):
