@@ -534,11 +534,11 @@ def _json_text_said(src: _Source, text_field: str) -> str:
 def _json_document(src: _Source) -> bool:
     """Whether ``src`` starts like a JSON object or an array of records or strings: ``{`` then
     ``"`` or ``}``, or ``[`` then ``{`` or ``"`` (blank lines and spaces around them, as
-    pretty-printed; a byte-order mark). Told from the first bytes, not the first line: a
-    one-line array may be gigabytes long, and a pretty-printed object's first line is ``{``.
-    Text that starts with a bracket (``[Verse 1]``, ``[[a wiki link]]``, ``{curly}``) is not
-    one. Reads the first non-blank line, and the next where that line is only the bracket (a
-    look at 4 KB of short lines cost a folder of text files 40% more CPU)."""
+    pretty-printed; a byte-order mark). Told from the start of the first non-blank line (at
+    most ``_HEAD_BYTES`` of it: a one-line array may be gigabytes long), and of the next one
+    where that line is only the bracket (a pretty-printed object's first line is ``{``); a look
+    at 4 KB of short lines cost a folder of text files 40% more CPU. Text that starts with a
+    bracket (``[Verse 1]``, ``[[a wiki link]]``, ``{curly}``) is not one."""
     head = src.peek_nonblank(1, _HEAD_BYTES)[0].removeprefix(codecs.BOM_UTF8).lstrip()
     if head[:1] not in (b"{", b"["):
         return False
