@@ -29,6 +29,7 @@ import glob
 import gzip
 import hashlib
 import heapq
+import itertools
 import json
 import lzma
 import math
@@ -200,6 +201,32 @@ _PATTERN = re.compile(r"[*?]|\[.+\]")
 """A shell's wildcards (``*.txt``, ``part-?.gz``, ``[ab].txt``) in an input's name."""
 
 
+_MATCHES_COUNTED = 1000
+"""How many files a wildcard input's message counts at most (``_pattern_said``)."""
+
+
+def _pattern_said(pattern: str) -> str:
+    """What "no such file or directory" adds for an input that holds a shell's wildcards: that
+    it is a pattern, with how many files it matches (at most ``_MATCHES_COUNTED`` counted) and
+    what to give instead, or that none match. The name was looked up as it is first: one with
+    brackets alone (``[draft] notes.txt``) that matches nothing as a pattern is only missing.
+    A ``**`` pattern's matches are not counted: a recursive glob follows links to folders, and
+    two links to ``.`` in one folder (build trees hold such) made it walk for ever."""
+    if "**" in pattern:
+        return (", a pattern: prepare does not expand one; give the files (sorted(glob.glob("
+                f"{pattern!r}, recursive=True)) in Python) or their folder")
+    n = sum(1 for _ in itertools.islice(glob.iglob(pattern), _MATCHES_COUNTED + 1))
+    if n:
+        many = (f"more than {_MATCHES_COUNTED:,} files match" if n > _MATCHES_COUNTED else
+                "1 file matches" if n == 1 else f"{n:,} files match")
+        return (f", a pattern, which {many}: prepare does not expand one; give the "
+                f"files (sorted(glob.glob({pattern!r})) in Python) or their folder")
+    if not re.search(r"[*?]", pattern):  # brackets alone: a name ([2021] report.txt) missing
+        return ""
+    return (", and no file matches it as a pattern (a shell passes on one that matches nothing "
+            "as it is)")
+
+
 def resolve_inputs(
     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
@@ -291,12 +318,7 @@ def resolve_inputs(
         elif p.is_symlink():  # `ls` shows it: "no such file" puzzled
             raise _dangling(p)
         elif _PATTERN.search(str(item)):  # a shell passes on a pattern that matched nothing
-            n = sum(1 for _ in glob.iglob(str(item), recursive=True))
-            said = (f"a pattern, which {n:,} files match: prepare does not expand one; give the "
-                    f"files (sorted(glob.glob({str(item)!r})) in Python) or their folder" if n
-                    else "and no file matches it as a pattern (a shell passes on one that "
-                    "matches nothing as it is)")
-            raise UserError(f"{p}: no such file or directory, {said}")
+            raise UserError(f"{p}: no such file or directory{_pattern_said(str(item))}")
         else:
             raise UserError(f"{p}: no such file or directory")
     if not files:  # only folders, none with a file to read: "empty corpus" said not why
@@ -475,14 +497,48 @@ def _chat_record(obj: dict[str, Any]) -> bool:
     return "messages" in obj or {"prompt", "response"} <= obj.keys()
 
 
+def _json_record(obj: Any) -> bool:
+    """Whether ``obj``, the first line of a file, is a record of JSON Lines: an object with a
+    string member (its text, under ``--text-field``'s name or another) or chat data. Not
+    ``["x"]`` or ``{"a": 1}`` (a line of code, a one-line config)."""
+    return isinstance(obj, dict) and (
+        _chat_record(obj) or any(isinstance(v, str) for v in obj.values()))
+
+
+def _json_text_said(src: _Source, text_field: str) -> str:
+    """The end of ``prepare``'s note on ``src``, JSON read as plain text (a ``.json`` file,
+    standard input, another file whose first line is a record): what its first line is, and
+    what to do. JSON Lines in a file not named as JSON (``data.txt``): name it ``.jsonl``, or
+    fine-tune on its chat records; an object without the string ``text_field``: its fields
+    and ``--text-field``; anything else (an array, a pretty-printed object): ``jq``."""
+    obj = _first_json_line(src, text_field)
+    by_name = src.stdin or _named(src.path, ".json")  # told JSON Lines by the first line
+    if isinstance(obj, dict) and not by_name:
+        if _chat_record(obj):
+            return f"(its first line is a chat record); {_sft_advice(src)}"
+        if isinstance(obj.get(text_field), str):
+            return ("(its first line is a JSON record, as in JSON Lines); name the file .jsonl "
+                    "to read one record a line")
+    if isinstance(obj, dict):  # records without the field, or a config file
+        keys = ", ".join(map(str, itertools.islice(obj, 8))) or "none"
+        name = "the field of the text" if by_name else "the file .jsonl and the field of the text"
+        return (f"(its first line is a JSON object without a string field {text_field!r}; "
+                f"fields: {keys}); if it is JSON Lines, name {name} with --text-field "
+                "(text_field= in Python)")
+    fix = ("pipe a JSON array of records through jq -c '.[]' first" if src.stdin else
+           "convert a JSON array of records with jq -c '.[]' in.json > out.jsonl")
+    return (f"(the first line is not a JSON object with a field {text_field!r}, as in JSON "
+            f"Lines); {fix}")
+
+
 def _json_document(src: _Source) -> bool:
     """Whether ``src`` starts like a JSON object or an array of records or strings: ``{`` then
     ``"`` or ``}``, or ``[`` then ``{`` or ``"`` (blank lines and spaces around them, as
-    pretty-printed; a byte-order mark). Told from the first bytes, not the first line: a
-    one-line array may be gigabytes long, and a pretty-printed object's first line is ``{``.
-    Text that starts with a bracket (``[Verse 1]``, ``[[a wiki link]]``, ``{curly}``) is not
-    one. Reads the first non-blank line, and the next where that line is only the bracket (a
-    look at 4 KB of short lines cost a folder of text files 40% more CPU)."""
+    pretty-printed; a byte-order mark). Told from the start of the first non-blank line (at
+    most ``_HEAD_BYTES`` of it: a one-line array may be gigabytes long), and of the next one
+    where that line is only the bracket (a pretty-printed object's first line is ``{``); a look
+    at 4 KB of short lines cost a folder of text files 40% more CPU. Text that starts with a
+    bracket (``[Verse 1]``, ``[[a wiki link]]``, ``{curly}``) is not one."""
     head = src.peek_nonblank(1, _HEAD_BYTES)[0].removeprefix(codecs.BOM_UTF8).lstrip()
     if head[:1] not in (b"{", b"["):
         return False
@@ -888,7 +944,9 @@ def _jsonl_objects(
         except BadJSON:
             if array:  # "[" alone on line 1: a pretty-printed array (Alpaca's data files)
                 raise _array_error(src.path, src.kind) from None
-            if opened:  # not "line 1: not valid JSON (Expecting property name ...)"
+            # not "line 1: not valid JSON (Expecting property name ...)"; a lone "{" (a file
+            # cut short) is not converted by jq: its JSON error
+            if opened and src.peek_nonblank(1, _HEAD_BYTES)[0].lstrip()[:1] in (b'"', b"}"):
                 raise _array_error(src.path, src.kind, pretty=True) from None
             raise
         if not isinstance(obj, dict):
@@ -942,13 +1000,18 @@ def _json_kind(value: Any) -> str:
     return "an array" if isinstance(value, list) else "an object"
 
 
+def _sft_advice(src: _Source) -> str:
+    """What to do with chat or prompt/response records, which ``prepare`` does not read."""
+    what, data = ("it saved to a file", "FILE") if src.stdin else ("the file itself", src.path)
+    return ("chat or prompt/response data is not prepared: fine-tune a model on "
+            f"{what} (unmask train --objective sft --init RUN --data {data}; docs/training.md)")
+
+
 def _jsonl_pieces(
     src: _Source, text_field: str, errors: str, chunk: int
 ) -> Iterator[tuple[str, bool]]:
     """One document per JSON line (``obj[text_field]``) in pieces; blank lines are skipped."""
-    what, data = ("it saved to a file", "FILE") if src.stdin else ("the file itself", src.path)
-    sft = ("chat or prompt/response data is not prepared: fine-tune a model on "
-           f"{what} (unmask train --objective sft --init RUN --data {data}; docs/training.md)")
+    sft = _sft_advice(src)
     for where, obj in _jsonl_objects(src, errors):
         if text_field not in obj:
             keys = ", ".join(map(str, list(obj)[:8])) or "none"
@@ -1578,28 +1641,25 @@ def prepare(
     # inputs read as plain text, JSON syntax and all (.json files; other files and standard
     # input that start like JSON but are not JSON Lines by name), by their place in `files`
     json_text: dict[int, str] = {}
-    # the first line of the first of them (by place): the names of its first 8 members where
-    # it is a JSON object (not the object: a minified one may hold millions), and whether it
-    # is a record JSON Lines would read (in a file whose name does not say JSON Lines)
-    first_names: list[str] | None = None
-    first_record = False
+    # what the note says of the first of them (by place), told from its first line
+    first_said = ""
     jsonl = [False] * len(files)  # read as JSONL, by place (told once, not on every pass)
 
     def sniff(i: int) -> None:
         """Refuse archives, UTF-16, binary data before any pass over the corpus; tell JSONL."""
-        nonlocal first_names, first_record
+        nonlocal first_said
         src = _Source(files[i], lambda n: None, errors, stdin=files[i] == stdin)
         try:
             jsonl[i] = _reads_as_jsonl(src, text_field)
-            # standard input has no name, and JSON Lines in data.txt was trained on, JSON syntax
-            # and all, without a word: JSON told by its first bytes, one line or many
-            as_text = not jsonl[i] and (_named(src.path, ".json") or _json_document(src))
+            # standard input has no name: JSON told by its first bytes, one line or many; JSON
+            # Lines in data.txt was trained on, JSON syntax and all, without a word: told by a
+            # first line that is a record (text that starts with a bracket is not one)
+            as_text = not jsonl[i] and (
+                _named(src.path, ".json") or (_json_document(src) and (
+                    src.stdin or _json_record(_first_json_line(src, text_field)))))
             if as_text:
                 if not json_text or i < min(json_text):
-                    obj = _first_json_line(src, text_field)
-                    first_names = list(map(str, obj))[:8] if isinstance(obj, dict) else None
-                    first_record = isinstance(obj, dict) and (
-                        isinstance(obj.get(text_field), str) or _chat_record(obj))
+                    first_said = _json_text_said(src, text_field)
                 json_text[i] = src.name
         finally:
             src.close()
@@ -1643,20 +1703,7 @@ def prepare(
             kind = ".json files" if named_json and STDIN_NAME not in names else "inputs"
             more = f" and {len(names) - 1} more {kind}" if len(names) > 1 else ""
             said = f"{names[0]}{more} read as plain text, JSON syntax and all"
-            if first_record:  # JSON Lines under another name (data.txt): read by name
-                notes.append(f"{said} (its first line is a JSON record, as in JSON Lines); name "
-                             "the file .jsonl to read one record a line")
-            elif first_names is not None:  # records without the field, or a config file
-                keys = ", ".join(first_names) or "none"
-                notes.append(f"{said} (its first line is a JSON object without a string "
-                             f"field {text_field!r}; fields: {keys}); if it is JSON Lines, name "
-                             "the field of the text with --text-field (text_field= in Python)")
-            else:
-                fix = ("pipe a JSON array of records through jq -c '.[]' first"
-                       if names[0] == STDIN_NAME else
-                       "convert a JSON array of records with jq -c '.[]' in.json > out.jsonl")
-                notes.append(f"{said} (the first line is not a JSON object with a field "
-                             f"{text_field!r}, as in JSON Lines); {fix}")
+            notes.append(f"{said} {first_said}")
         if tokenizer == "bpe" and V < vocab_size:
             notes.append(f"the corpus supports a BPE vocabulary of only {V:,} tokens (of the "
                          f"{vocab_size:,} asked): no more pairs of tokens occur twice")
