@@ -289,7 +289,7 @@ TORCHRUN_LOG = re.compile(r"^[DIWEF]\d{4} [\d:.]+ \d+ \S+:\d+\] ")
 """A log line of torchrun itself (``E1207 12:16:32.023 30793 torch/.../api.py:1002] failed
 (exitcode: 2) ...``), not of a worker."""
 
-EXITCODE = re.compile(r"^exitcode\s*:\s*(-?\d+)")
+EXITCODE = re.compile(r"^exitcode\s*:\s*(-?\d{1,9})\b")
 
 
 def _child_failure(stderr: str, status: int) -> str:

@@ -103,3 +103,51 @@ def test_benchmark_compares_both_paths_on_the_demo(tmp_path):
                        text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("eos_stop.py: error: "), r.stderr
+
+
+class SharedDrawsModel:
+    """Row 0 writes "5 EOS" then sees flat logits; row 1 a tie of 6 and 7 everywhere, which
+    the shared generator's noise decides: a draw moved shows in row 1's text."""
+
+    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        B, L = tokens.shape
+        logits = torch.zeros(B, L, 16, dtype=torch.float64)
+        logits[0, 1, 5] = logits[0, 2, EOS] = 10.0
+        logits[1, 1:, 6] = logits[1, 1:, 7] = 10.0
+        return logits
+
+
+def test_a_shared_generator_under_a_dynamic_policy_keeps_every_rows_text():
+    """One generator for the batch, a dynamic policy, temperature 1: filling the ended row
+    at once would shorten its blocks, so the batch's draws, and row 1's text would change
+    (review of the first version: 5 of 5 seeds under threshold); the rows wait for all."""
+    for policy in ("threshold", "factor", "entropy"):
+        for seed in range(3):
+            config = SampleConfig(gen_length=12, steps=12, block_length=4, policy=policy,
+                                  threshold=0.4, factor=3.0, entropy_bound=3.0,
+                                  temperature=1.0, seed=seed)
+            full = Denoiser(SharedDrawsModel(), _canvas([[3], [4]], config), config,
+                            eos_id=EOS).run()
+            stop = generate(SharedDrawsModel(), [[3], [4]], config, **IDS)
+            assert [cut_at_eos(r, EOS) for r in stop.gen_ids] == [
+                cut_at_eos(r, EOS) for r in full.gen_ids], (policy, seed)
+
+
+def test_the_fill_is_in_the_step_that_ends_the_block():
+    """The history, the step callback and the live view see the EOS fill in the step that
+    finished the block (the last frame is the result), and a row's commit steps are the
+    same alone as in a batch (distillation records them)."""
+    targets = [[5, EOS, 6, 7, 8, 9], [5, 6, 7, 8, EOS, 9]]
+    config = SampleConfig(gen_length=6, steps=6, block_length=2)
+    views: list[torch.Tensor] = []
+    run = Denoiser.for_prompts(RowModel(targets, 1), [[3], [4]], config, **IDS,
+                               return_history=True,
+                               on_view=lambda step, view: views.append(view.clone()))
+    result = run.run()
+    assert torch.equal(result.history[-1], result.tokens)
+    assert views[-1].tolist() == result.gen_ids
+    assert views[1][0].tolist() == [5, EOS, EOS, EOS, EOS, EOS]  # filled at step 2
+    alone = Denoiser.for_prompts(RowModel(targets[:1], 1), [[3]], config, **IDS,
+                                 return_history=True).run()
+    assert [h[0].tolist() for h in alone.history] == [h[0].tolist() for h in
+                                                      result.history[: len(alone.history)]]

@@ -1586,8 +1586,8 @@ def _joined(results: list[GenerateResult], nfe: int, steps: int, *,
     }
     return dataclasses.replace(
         results[0], tokens=torch.cat(tokens), region=(head, head + width), nfe=nfe,
-        steps=steps, history=None, segments=None, runs=results,
-        attention_mask=None if bool(mask.all()) else mask, **own,
+        steps=steps, history=None, segments=None, runs=results, ended_at=None,
+        attention_mask=None if bool(mask.all()) else mask, **own,  # ``ended_at``: each run's
     )
 
 

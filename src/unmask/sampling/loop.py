@@ -456,6 +456,9 @@ class Denoiser(DecoderRun):
         # generation (``for_prompts``): a row whose finished blocks hold EOS has ended
         self._stop_at_eos = stop_at_eos and eos_id is not None and not config.forbid_eos
         self._ended_at: int | None = None  # where every row had ended (``_all_ended``)
+        self._fill_alone = (isinstance(self.generator, RowDraws) or not self.policy.dynamic
+                            or not (config.temperature > 0
+                                    or config.remasking != "low_confidence"))
         self._enter_block()
         self._settle()
 
@@ -578,19 +581,27 @@ class Denoiser(DecoderRun):
         whether every row has (the run then stops there: ``GenerateResult.ended_at``). Exact
         for the text: the loop only commits masks, so what a row wrote up to its EOS never
         changes after; an ended row's later blocks would only pad it (as ``BlockRun``'s EOS
-        fill, which stops the same way). A row gets the same ids alone as in a batch."""
+        fill, which stops the same way). A row gets the same ids alone as in a batch.
+
+        A row is filled before the others end only where that cannot move another row's
+        draws: a generator per row (``RowDraws``), a policy whose steps per block are fixed,
+        or a run that draws nothing. Under one generator shared by the batch, a dynamic
+        policy and draws (temperature, random remasking), the filled row's block would take
+        fewer steps, so fewer draws, and the other rows' later noise would shift: there the
+        rows are filled only when every row has ended, and the run stops."""
         end = self.block_bounds[0]  # the finished blocks' end
         x, masked = self.x, self.canvas.masked
         ended = ~masked[:, :end].any(dim=1) & rows_finished(
             x[:, self.canvas.region[0] : end], self.eos_id)  # (B,)
-        if not bool(ended.any()):
+        every = bool(ended.all())
+        if not bool(ended.any()) or not (every or self._fill_alone):
             return False
         rest = x[:, end:]  # a view: written in place
         rest[ended.unsqueeze(1) & masked[:, end:]] = self.eos_id
         if isinstance(self.generator, RowDraws):  # an ended row draws no more, as alone
             self.generator.out = [o or e for o, e in zip(
                 self.generator.out, ended.tolist(), strict=True)]
-        if not bool(ended.all()):
+        if not every:
             return False
         self._ended_at = end
         return True
@@ -598,13 +609,13 @@ class Denoiser(DecoderRun):
     def _after_step(self) -> None:
         self.steps += 1
         self.block_step += 1
+        self._settle()  # first: the EOS a finished block's end fills (``_all_ended``) is shown
         if self.history is not None:
             self.history.append(self.x.clone())
         if self.step_callback is not None:
             self.check_finite()  # not a canvas of garbage: NaN logits
             self.step_callback(self.steps, self.x)
         self._report()
-        self._settle()
 
     # -- stepping ----------------------------------------------------------------------------------
 

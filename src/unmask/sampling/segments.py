@@ -393,7 +393,7 @@ class SegmentedRun(DecoderRun):
             first, tokens=torch.cat([prompt, self.gen], dim=1),
             region=(P, P + self.gen_length), nfe=self.nfe, steps=self.steps,
             eos_id=self.eos_id, history=None, attention_mask=attn, segments=self._parts,
-            **counts,
+            ended_at=None, **counts,  # each segment's own ``ended_at`` is in its columns
         )
 
 
