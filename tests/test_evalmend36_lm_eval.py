@@ -64,7 +64,9 @@ def test_a_block_model_decodes_the_default_budget_and_checks_a_context_long_answ
 def test_the_greedy_check_on_absolute_blocks_commits_one_token_a_step(tmp_path, monkeypatch):
     """8 tokens after a 2-token context span 3 blocks of 4 (2, 4 and 2 of them): the steps
     were rounded down to 6, two a block, so a full block committed 2 tokens a step; LLaDA's
-    check is one a step."""
+    check is one a step. It decodes up to the end of the block of the answer's last token:
+    2 tokens after 2 fill that block, and decoding whole blocks of the answer's length (4)
+    after it ran into a second block, 8 steps (forwards) where 4 do."""
     import unmask.api
 
     lm = _lm(tmp_path, objective="bd3lm", attention="block-causal", block_size=4,
@@ -73,10 +75,14 @@ def test_the_greedy_check_on_absolute_blocks_commits_one_token_a_step(tmp_path, 
     real = unmask.api.start
 
     def start(loaded, prompts, config, *args, **kwargs):
-        seen.append(config.steps)
+        seen.append((config.gen_length, config.steps))
         return real(loaded, prompts, config, *args, **kwargs)
 
     monkeypatch.setattr(unmask.api, "start", start)
+    forwards = []
+    lm.loaded.model.register_forward_hook(lambda *_: forwards.append(1))
     lm._greedy([97, 98], [99] * 8)  # blocks 0-3 (2 new), 4-7, 8-11 (2 new)
     lm._greedy([97, 98, 99, 100], [99] * 8)  # on a block boundary: 2 blocks
-    assert seen == [12, 8]
+    lm._greedy([97, 98], [99] * 2)  # the rest of the prompt's block: 1 block
+    assert seen == [(10, 12), (8, 8), (2, 4)]
+    assert len(forwards) == 12 + 8 + 4  # a forward a step

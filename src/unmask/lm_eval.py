@@ -600,11 +600,14 @@ class UnmaskLM(LM):
         longer than the context (it was the decoder's refusal: "prompt (1 token) +
         gen_length (64) exceeds the model's max_seq_len"). On a checkpoint whose blocks
         start at the first prompt token (LLaDA 2.x, ``block_align: absolute``) an answer
-        that starts mid-block spans one block more: each block gets a block's steps, at most
-        one token a step still, a multiple of the blocks as its scheduled policy needs
-        (``api.fit_block_steps``; one step a token was refused there, "steps (8) must be a
-        multiple of the number of blocks ...", at the first multiple-choice item)."""
-        from unmask.api import block_tail, fit_block_steps, run_to_end, start
+        that starts mid-block decodes up to the end of the block that holds its last token
+        (``k`` blocks, the first one partly the prompt's; later blocks cannot change it), and
+        each block gets a block's steps: at most one token a step still, a multiple of the
+        blocks as its scheduled policy needs (``api.fit_block_steps``; one step a token was
+        refused there, "steps (8) must be a multiple of the number of blocks ...", at the
+        first multiple-choice item; whole blocks of the answer's length after the prompt's
+        tail ran into one more block, up to twice the forwards)."""
+        from unmask.api import block_tail, run_to_end, start
 
         n = len(target)
         if n == 0:  # nothing to write: greedy decoding writes it
@@ -614,13 +617,14 @@ class UnmaskLM(LM):
         if length < n or not room:  # the target's blocks and the context do not fit together
             return False
         context = context[len(context) - room :]
-        steps = length
-        if block_tail(self.loaded, len(context), self.facts.decoder_for(None)):
-            steps += self.facts.block_size or 0  # the answer starts mid-block: one block more
-        config = SampleConfig(
-            gen_length=length, steps=steps, temperature=0.0, block_length=None, seed=self.seed
+        tail = block_tail(self.loaded, len(context), self.facts.decoder_for(None)) or 0
+        if tail:  # the answer starts mid-block: to the end of the block of its last token
+            block = self.facts.block_size or 1  # set: block_tail is None without blocks
+            length = -(-(tail + n) // block) * block - tail  # fits: len(context) < room here
+        config = SampleConfig(  # one step a column of the k blocks: k * block, a multiple of k
+            gen_length=length, steps=length + tail, temperature=0.0, block_length=None,
+            seed=self.seed,
         )
-        config = fit_block_steps(self.loaded, config, [len(context)])
         result, _ = run_to_end(start(self.loaded, [context], config))
         return [int(t) for t in result.gen_ids[0][:n]] == [int(t) for t in target]
 
