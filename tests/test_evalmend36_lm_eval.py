@@ -86,3 +86,21 @@ def test_the_greedy_check_on_absolute_blocks_commits_one_token_a_step(tmp_path, 
     lm._greedy([97, 98], [99] * 2)  # the rest of the prompt's block: 1 block
     assert seen == [(10, 12), (8, 8), (2, 4)]
     assert len(forwards) == 12 + 8 + 4  # a forward a step
+
+
+@pytest.mark.parametrize("align", ["pad", "absolute"])
+def test_a_block_model_refuses_a_max_length_under_two_blocks(tmp_path, align):
+    """A bd3lm model of block 4 under ``max_length`` 4 to 7 decoded one block and left the
+    prompt no room: every ``generate_until`` prompt was cut to nothing (text from no
+    context, no error) and no answer was greedy. Now a one-line error; two blocks run."""
+    from unmask.errors import UserError
+    from unmask.lm_eval import UnmaskLM
+
+    lm = _lm(tmp_path, objective="bd3lm", attention="block-causal", block_size=4,
+             block_align=align)
+    for max_length in (4, 7):
+        with pytest.raises(UserError, match="at least two blocks of this model \\(8 tokens"):
+            UnmaskLM(loaded=lm.loaded, device="cpu", max_length=max_length)
+    lm = UnmaskLM(loaded=lm.loaded, device="cpu", mc_samples=1, max_length=8)
+    (text,) = lm.generate_until([_Request("abc", {"until": ["\n"], "max_gen_toks": 2})])
+    assert isinstance(text, str)

@@ -240,11 +240,11 @@ class UnmaskLM(LM):
 
     ``model_args`` of lm-eval are this constructor's arguments: ``pretrained`` (a run or
     checkpoint folder), ``mc_samples`` (Monte Carlo samples per diffusion log-likelihood),
-    ``seed``, ``greedy_check``, ``max_length`` (default: the model's context) and the
-    sampling options of ``generate_until`` (``gen_length`` caps a task's ``max_gen_toks``;
-    the others are ``SampleConfig`` fields; options not given take the checkpoint's
-    recommendation, as ``unmask generate`` does, but for the repetition penalties: off
-    unless given). ``loaded`` passes a checkpoint already in
+    ``seed``, ``greedy_check``, ``max_length`` (default: the model's context; two blocks at
+    least on a block model) and the sampling options of ``generate_until`` (``gen_length``
+    caps a task's ``max_gen_toks``; the others are ``SampleConfig`` fields; options not
+    given take the checkpoint's recommendation, as ``unmask generate`` does, but for the
+    repetition penalties: off unless given). ``loaded`` passes a checkpoint already in
     memory instead of ``pretrained``.
     """
 
@@ -304,6 +304,11 @@ class UnmaskLM(LM):
         self.greedy_check = _flag("greedy_check", greedy_check)
         limit = self.facts.max_seq_len or 2048
         self.max_length = min(int(max_length), limit) if max_length is not None else limit
+        block = self.facts.block_size  # None but for block-causal models (ModelFacts.of)
+        if block and self.max_length < 2 * block:  # _whole_blocks: one block for the prompt
+            raise UserError(  # left no room for it: every prompt was cut to nothing
+                f"max_length must be at least two blocks of this model ({2 * block} tokens: "
+                f"the prompt's and the answer's), got {self.max_length}")
         self.gen_length = gen_length
         given = locals()  # the sampling arguments, by the names SAMPLING_ARGS reads off them
         self.sampling = {k: given[k] for k in SAMPLING_ARGS
@@ -363,7 +368,7 @@ class UnmaskLM(LM):
         if not block:
             return n
         up = -(-n // block) * block
-        return min(up, max(block, (self.max_length // block - 1) * block))
+        return min(up, (self.max_length // block - 1) * block)  # >= block (the constructor)
 
     def _prompt_room(self, gen_length: int) -> int:
         """Prompt tokens that fit beside ``gen_length`` generated ones (a block-causal model
