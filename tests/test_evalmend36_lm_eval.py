@@ -64,7 +64,9 @@ def test_a_block_model_decodes_the_default_budget_and_checks_a_context_long_answ
 def test_the_greedy_check_on_absolute_blocks_commits_one_token_a_step(tmp_path, monkeypatch):
     """8 tokens after a 2-token context span 3 blocks of 4 (2, 4 and 2 of them): the steps
     were rounded down to 6, two a block, so a full block committed 2 tokens a step; LLaDA's
-    check is one a step."""
+    check is one a step. It decodes up to the end of the block of the answer's last token:
+    2 tokens after 2 fill that block, and decoding whole blocks of the answer's length (4)
+    after it ran into a second block, 8 steps (forwards) where 4 do."""
     import unmask.api
 
     lm = _lm(tmp_path, objective="bd3lm", attention="block-causal", block_size=4,
@@ -73,10 +75,32 @@ def test_the_greedy_check_on_absolute_blocks_commits_one_token_a_step(tmp_path, 
     real = unmask.api.start
 
     def start(loaded, prompts, config, *args, **kwargs):
-        seen.append(config.steps)
+        seen.append((config.gen_length, config.steps))
         return real(loaded, prompts, config, *args, **kwargs)
 
     monkeypatch.setattr(unmask.api, "start", start)
+    forwards = []
+    lm.loaded.model.register_forward_hook(lambda *_: forwards.append(1))
     lm._greedy([97, 98], [99] * 8)  # blocks 0-3 (2 new), 4-7, 8-11 (2 new)
     lm._greedy([97, 98, 99, 100], [99] * 8)  # on a block boundary: 2 blocks
-    assert seen == [12, 8]
+    lm._greedy([97, 98], [99] * 2)  # the rest of the prompt's block: 1 block
+    assert seen == [(10, 12), (8, 8), (2, 4)]
+    assert len(forwards) == 12 + 8 + 4  # a forward a step
+
+
+@pytest.mark.parametrize("align", ["pad", "absolute"])
+def test_a_block_model_refuses_a_max_length_under_two_blocks(tmp_path, align):
+    """A bd3lm model of block 4 under ``max_length`` 4 to 7 decoded one block and left the
+    prompt no room: every ``generate_until`` prompt was cut to nothing (text from no
+    context, no error) and no answer was greedy. Now a one-line error; two blocks run."""
+    from unmask.errors import UserError
+    from unmask.lm_eval import UnmaskLM
+
+    lm = _lm(tmp_path, objective="bd3lm", attention="block-causal", block_size=4,
+             block_align=align)
+    for max_length in (4, 7):
+        with pytest.raises(UserError, match="at least two blocks of this model \\(8 tokens"):
+            UnmaskLM(loaded=lm.loaded, device="cpu", max_length=max_length)
+    lm = UnmaskLM(loaded=lm.loaded, device="cpu", mc_samples=1, max_length=8)
+    (text,) = lm.generate_until([_Request("abc", {"until": ["\n"], "max_gen_toks": 2})])
+    assert isinstance(text, str)

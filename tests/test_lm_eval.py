@@ -602,7 +602,7 @@ def test_odd_model_args_are_one_line_errors(arg, want, checkpoint):
         UnmaskLM(loaded=load(checkpoint), **arg)
     assert UnmaskLM(loaded=load(checkpoint), batch_size="auto").batch_size == 16
     assert UnmaskLM(loaded=load(checkpoint), batch_size=None).batch_size == 16  # as typed
-    assert UnmaskLM(loaded=load(checkpoint), max_length="12", mc_samples="3").max_length == 12
+    assert UnmaskLM(loaded=load(checkpoint), max_length="16", mc_samples="3").max_length == 16
 
 
 def test_empty_context_starts_a_document_as_the_rolling_windows_do(checkpoint):

@@ -240,11 +240,11 @@ class UnmaskLM(LM):
 
     ``model_args`` of lm-eval are this constructor's arguments: ``pretrained`` (a run or
     checkpoint folder), ``mc_samples`` (Monte Carlo samples per diffusion log-likelihood),
-    ``seed``, ``greedy_check``, ``max_length`` (default: the model's context) and the
-    sampling options of ``generate_until`` (``gen_length`` caps a task's ``max_gen_toks``;
-    the others are ``SampleConfig`` fields; options not given take the checkpoint's
-    recommendation, as ``unmask generate`` does, but for the repetition penalties: off
-    unless given). ``loaded`` passes a checkpoint already in
+    ``seed``, ``greedy_check``, ``max_length`` (default: the model's context; two blocks at
+    least on a block model) and the sampling options of ``generate_until`` (``gen_length``
+    caps a task's ``max_gen_toks``; the others are ``SampleConfig`` fields; options not
+    given take the checkpoint's recommendation, as ``unmask generate`` does, but for the
+    repetition penalties: off unless given). ``loaded`` passes a checkpoint already in
     memory instead of ``pretrained``.
     """
 
@@ -304,6 +304,11 @@ class UnmaskLM(LM):
         self.greedy_check = _flag("greedy_check", greedy_check)
         limit = self.facts.max_seq_len or 2048
         self.max_length = min(int(max_length), limit) if max_length is not None else limit
+        block = self.facts.block_size  # None but for block-causal models (ModelFacts.of)
+        if block and self.max_length < 2 * block:  # _whole_blocks: one block for the prompt
+            raise UserError(  # left no room for it: every prompt was cut to nothing
+                f"max_length must be at least two blocks of this model ({2 * block} tokens: "
+                f"the prompt's and the answer's), got {self.max_length}")
         self.gen_length = gen_length
         given = locals()  # the sampling arguments, by the names SAMPLING_ARGS reads off them
         self.sampling = {k: given[k] for k in SAMPLING_ARGS
@@ -363,7 +368,7 @@ class UnmaskLM(LM):
         if not block:
             return n
         up = -(-n // block) * block
-        return min(up, max(block, (self.max_length // block - 1) * block))
+        return min(up, (self.max_length // block - 1) * block)  # >= block (the constructor)
 
     def _prompt_room(self, gen_length: int) -> int:
         """Prompt tokens that fit beside ``gen_length`` generated ones (a block-causal model
@@ -600,11 +605,14 @@ class UnmaskLM(LM):
         longer than the context (it was the decoder's refusal: "prompt (1 token) +
         gen_length (64) exceeds the model's max_seq_len"). On a checkpoint whose blocks
         start at the first prompt token (LLaDA 2.x, ``block_align: absolute``) an answer
-        that starts mid-block spans one block more: each block gets a block's steps, at most
-        one token a step still, a multiple of the blocks as its scheduled policy needs
-        (``api.fit_block_steps``; one step a token was refused there, "steps (8) must be a
-        multiple of the number of blocks ...", at the first multiple-choice item)."""
-        from unmask.api import block_tail, fit_block_steps, run_to_end, start
+        that starts mid-block decodes up to the end of the block that holds its last token
+        (``k`` blocks, the first one partly the prompt's; later blocks cannot change it), and
+        each block gets a block's steps: at most one token a step still, a multiple of the
+        blocks as its scheduled policy needs (``api.fit_block_steps``; one step a token was
+        refused there, "steps (8) must be a multiple of the number of blocks ...", at the
+        first multiple-choice item; whole blocks of the answer's length after the prompt's
+        tail ran into one more block, up to twice the forwards)."""
+        from unmask.api import block_tail, run_to_end, start
 
         n = len(target)
         if n == 0:  # nothing to write: greedy decoding writes it
@@ -614,13 +622,14 @@ class UnmaskLM(LM):
         if length < n or not room:  # the target's blocks and the context do not fit together
             return False
         context = context[len(context) - room :]
-        steps = length
-        if block_tail(self.loaded, len(context), self.facts.decoder_for(None)):
-            steps += self.facts.block_size or 0  # the answer starts mid-block: one block more
-        config = SampleConfig(
-            gen_length=length, steps=steps, temperature=0.0, block_length=None, seed=self.seed
+        tail = block_tail(self.loaded, len(context), self.facts.decoder_for(None)) or 0
+        if tail:  # the answer starts mid-block: to the end of the block of its last token
+            block = self.facts.block_size or 1  # set: block_tail is None without blocks
+            length = -(-(tail + n) // block) * block - tail  # fits: len(context) < room here
+        config = SampleConfig(  # one step a column of the k blocks: k * block, a multiple of k
+            gen_length=length, steps=length + tail, temperature=0.0, block_length=None,
+            seed=self.seed,
         )
-        config = fit_block_steps(self.loaded, config, [len(context)])
         result, _ = run_to_end(start(self.loaded, [context], config))
         return [int(t) for t in result.gen_ids[0][:n]] == [int(t) for t in target]
 
