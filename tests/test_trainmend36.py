@@ -140,6 +140,7 @@ def test_config_given_a_folder_inside_a_run_points_at_the_runs_train_config(tmp_
 
     run = tmp_path / "run"
     (run / "best" / "checkpoint").mkdir(parents=True)
+    (run / "checkpoint").mkdir()
     save_json(TrainConfig(), run / "train_config.json")
     plan = run / "train_config.json"
     for inside in (run / "best", run / "best" / "checkpoint"):

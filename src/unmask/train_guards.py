@@ -89,11 +89,20 @@ def resumed_config(plan: TrainConfig, given: dict[str, Any]) -> TrainConfig:
 
 def run_above(path: Path) -> Path | None:
     """The run a folder inside it belongs to (``RUN/checkpoint``, ``RUN/best``,
-    ``RUN/best/checkpoint``: what ``--model`` takes, given where a run is asked for), as
-    ``path`` names it, or None: the folder one or two levels up holding a ``train_config.json``."""
-    for up, run in zip((path.parent, path.parent.parent), path.resolve().parents, strict=False):
-        if (run / "train_config.json").is_file():
-            return up
+    ``RUN/best/checkpoint``: what ``--model`` takes, given where a run is asked for), or None.
+    A run is a folder holding a ``train_config.json`` and a ``checkpoint/`` (a settings folder
+    kept for ``--config`` is none). Named as the user can type it from here: a relative
+    ``path`` gets the run relative to the working directory (``..`` from ``RUN/best`` given
+    ``checkpoint``; working on ``path``'s own ``.`` named ``.`` as the run, a loop)."""
+    here = Path(os.path.abspath(path))  # lexical: '.', '..' and the names the user gave
+    ups = []
+    if here.name in ("checkpoint", "best"):
+        ups.append(here.parent)
+    if here.name == "checkpoint" and here.parent.name == "best":
+        ups.append(here.parent.parent)
+    for run in ups:
+        if (run / "train_config.json").is_file() and (run / "checkpoint").is_dir():
+            return run if path.is_absolute() else Path(os.path.relpath(run))
     return None
 
 
