@@ -61,3 +61,54 @@ def test_run_above_only_for_a_runs_checkpoint_and_best_folders(tmp_path):
     assert run_above(run / "logs" / "a") is None
     (run / "checkpoint").rmdir()  # a settings folder: no checkpoint
     assert run_above(run / "best") is None
+
+
+GB = 2**30
+
+
+def _advice(state: float, available: float, **kw: object) -> str:
+    from unmask.train_guards import MemoryEstimate, check_memory
+
+    with pytest.raises(UserError) as e:
+        check_memory(MemoryEstimate(state=int(state), activations=1), int(available),
+                     config=TrainConfig(), rows=1, **kw)  # type: ignore[arg-type]
+    return str(e.value).split("; ", 1)[1]
+
+
+def test_fsdp_is_named_only_where_each_process_holds_a_full_fp32_copy_first():
+    """Every process builds the whole model (4 bytes a parameter of the state's 16) before
+    FSDP shards it: on 8 GPUs a 16 GB state was told FSDP (2 GB each) with 3 GB free, where
+    the full copy alone needs 4 GB."""
+    assert "fsdp" not in _advice(16 * GB, 3 * GB, world=8)
+    assert "use parallel='fsdp'" in _advice(16 * GB, 4 * GB, world=8)
+
+
+def test_a_resume_is_not_told_fsdp():
+    """A resume loads the full weights and AdamW moments on each process before sharding:
+    measured, an FSDP resume of a DDP run peaks above DDP."""
+    assert "use parallel='fsdp'" in _advice(3 * GB, 2 * GB, world=2)
+    said = _advice(3 * GB, 2 * GB, world=2, resume=True)
+    assert "fsdp" not in said and "choose a smaller model" in said
+
+
+def test_train_passes_world_shards_and_resume_to_the_memory_check(monkeypatch):
+    """``_check_sizes`` (train's path): DDP on 2 processes is told FSDP; under FSDP the state
+    is split in 2 and the same memory is enough; a resume is not told FSDP."""
+    import torch
+
+    import unmask.train as T
+    from unmask.config import ModelConfig
+    from unmask.train_guards import estimate_memory
+
+    m = ModelConfig(vocab_size=64, d_model=64, n_layers=2, n_heads=2, max_seq_len=16)
+    c = TrainConfig(seq_len=16, batch_size=4)
+    state = estimate_memory(m, c, rows=2, cuda=False).state
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setattr(T, "available_memory", lambda d: int(state * 0.8))
+    cpu = torch.device("cpu")
+    with pytest.raises(UserError, match="alone do not fit; use parallel='fsdp'"):
+        T._check_sizes(c, m, None, None, cpu, 2, "ddp")
+    T._check_sizes(c, m, None, None, cpu, 2, "fsdp")  # half the state each: fits
+    with pytest.raises(UserError) as e:
+        T._check_sizes(c, m, None, None, cpu, 2, "ddp", resume=True)
+    assert "fsdp" not in str(e.value)

@@ -528,19 +528,25 @@ SMALLER_MODEL = "choose a smaller model (--preset, --model-set d_model=/n_layers
 
 def _state_advice(
     state: int, available: int, config: TrainConfig, *, processes: int, world: int,
-    shards: int, name: SettingNamer,
+    shards: int, name: SettingNamer, resume: bool = False,
 ) -> str:
     """What makes a ``state`` (per process) too big for ``available`` fit: a smaller model, or
     each of these where it is enough. Without EMA (16 of its 20 bytes a parameter); under DDP
     on several processes, FSDP (each holds 1/``world`` of it; EMA is DDP-only); fewer processes
     sharing this memory, where each holds all of it (under FSDP on one node the processes
-    share the one state: fewer of them, as it said, hold the same in all)."""
+    share the one state: fewer of them, as it said, hold the same in all).
+
+    FSDP is named only for a fresh run (not a ``resume``), and only where one full fp32 copy
+    of the weights (4 of the 16 bytes a parameter) fits on each process too: every process
+    builds the whole model before it is sharded, and a resume loads the full weights and
+    AdamW moments on each (measured: an FSDP resume of a DDP run peaks above DDP's)."""
     fits = lambda per_process: per_process * processes <= available  # noqa: E731
     no_ema = state * 16 / 20 if config.ema > 0 else state
     ways = []
     if config.ema > 0 and fits(no_ema):
         ways.append(f"drop {setting_name(name, 'ema')}")
-    elif shards == 1 and world > 1 and fits(no_ema / world):
+    elif (shards == 1 and world > 1 and not resume
+          and fits(max(no_ema / world, no_ema * 4 / 16))):
         without = f" without {setting_name(name, 'ema')}" if config.ema > 0 else ""
         ways.append(f"use {name('parallel', 'fsdp')}{without}")
     if shards == 1 and processes > 1 and state <= available:
@@ -555,6 +561,7 @@ def _count(n: float) -> str:
 def check_memory(
     estimate: MemoryEstimate, available: int | None, *, config: TrainConfig, rows: int,
     processes: int = 1, world: int = 1, shards: int = 1, name: SettingNamer | None = None,
+    resume: bool = False,
 ) -> None:
     """Refuse a run whose estimate (times the processes sharing this machine) exceeds the free
     memory, with a one-line ``UserError`` that says what to lower, the settings of its advice
@@ -562,7 +569,8 @@ def check_memory(
     user who had not typed ``--grad-accum``). Where the weights and optimizer state alone do
     not fit, the advice is a smaller model: lowering the batch, as it said, could not help
     (``_state_advice``: or what else makes the state fit, over ``world`` processes of which
-    ``processes`` share this memory, the state split in ``shards`` by FSDP)."""
+    ``processes`` share this memory, the state split in ``shards`` by FSDP; FSDP is not
+    named to a ``resume``)."""
     if available is None:
         return
     need = estimate.total * processes
@@ -572,7 +580,8 @@ def check_memory(
     who = f" × {processes} processes" if processes > 1 else ""
     if estimate.state * processes > available:  # no batch fits: lowering it was the advice
         ways = _state_advice(estimate.state, available, config, processes=processes,
-                             world=world, shards=shards, name=name or _as_field)
+                             world=world, shards=shards, name=name or _as_field,
+                             resume=resume)
         advice = f"its weights and optimizer state alone do not fit; {ways}"
     else:
         advice = f"lower {alone[0]} or {alone[1]}, or raise {alone[2]}"
