@@ -112,3 +112,40 @@ def test_train_passes_world_shards_and_resume_to_the_memory_check(monkeypatch):
     with pytest.raises(UserError) as e:
         T._check_sizes(c, m, None, None, cpu, 2, "ddp", resume=True)
     assert "fsdp" not in str(e.value)
+
+
+def test_the_resume_line_names_the_device_the_last_session_trained_on(tmp_path, capsys):
+    """The clause compared with the plan's --device, which a plain resume never rewrites:
+    each later resume said again 'the run trained on --device cuda' though the sessions
+    since ran on the CPU. trainer.json now records the device each session trained on."""
+    import json
+
+    from corpus_helpers import word_corpus
+
+    from unmask.cli import main
+
+    data = word_corpus(tmp_path, "the lord said unto moses go down".split(),
+                       lines=300, seed=0)
+    out = tmp_path / "run"
+    base = ["--eval-every", "0", "--eval-batches", "1", "--no-progress", "--threads", "1"]
+    assert main(["train", "--data", str(data), "--out", str(out), "--preset", "tiny",
+                 "--seq-len", "16", "--batch-size", "2", "--warmup", "0", "--steps", "1",
+                 *base]) == 0
+    meta = out / "checkpoint" / "trainer.json"
+    assert json.loads(meta.read_text())["device"] == "cpu"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "device": "cuda"}))
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--steps", "2", *base]) == 0
+    assert "the run trained on --device cuda, this session runs on cpu" in (
+        capsys.readouterr().err)
+    assert main(["train", "--resume", "--out", str(out), "--steps", "3", *base]) == 0
+    assert "trained on" not in capsys.readouterr().err  # step 2 ran on the CPU
+
+
+def test_the_device_recorded_is_compared_even_where_the_plan_says_auto():
+    from unmask.train_guards import device_change
+
+    said = device_change(TrainConfig(), TrainConfig(), "cuda", "bf16", trained_on="cpu")
+    assert said.startswith("; the run trained on device='cpu', this session runs on cuda")
+    assert device_change(TrainConfig(device="cuda"), TrainConfig(), "cpu", "fp32",
+                         trained_on="cpu") == ""

@@ -81,8 +81,8 @@ def test_the_resume_line_names_the_device_the_run_trained_on(tmp_path, capsys):
             "16", "--batch-size", "2", "--eval-every", "0", "--eval-batches", "1", "--warmup",
             "0", "--no-progress", "--threads", "1"]
     assert main([*base, "--steps", "1", "--device", "cpu"]) == 0
-    plan = out / "train_config.json"  # as a run trained on a GPU saved it (none here)
-    plan.write_text(json.dumps({**json.loads(plan.read_text()), "device": "cuda"}))
+    meta = out / "checkpoint" / "trainer.json"  # as a run trained on a GPU saved it
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "device": "cuda"}))
     capsys.readouterr()
     assert main(["train", "--resume", "--out", str(out), "--steps", "2", "--no-progress",
                  "--threads", "1"]) == 0

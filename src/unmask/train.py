@@ -498,7 +498,8 @@ def _train(
     check_context(config.seq_len, model_cfg.max_seq_len)
     precision = resolve_precision(config.precision, device)
     if saved is not None:  # a resume on another device than the run's: said in its line
-        resume_line += device_change(saved, config, device.type, precision.name, name_setting)
+        resume_line += device_change(saved, config, device.type, precision.name, name_setting,
+                                     trained_on=done.device)
     check_model_size(model_cfg, device, world)  # before building even a meta-device copy
     kind = _parallel_kind(config, model_cfg, device, world)
     _check_sizes(config, model_cfg, train_ds, val_ds, device, world, kind, name_setting,
@@ -697,6 +698,7 @@ def _train(
             "train_config": to_dict(config),
             "train_seconds": prior_seconds + time.perf_counter() - t0,
             "world_size": world,  # its validations' batches: unmask eval reads as they did
+            "device": device.type,  # where it trained: a resume elsewhere says so
         }
         if skipped:  # a stop inside a run of non-finite steps: the resume goes on counting
             state["skipped_in_a_row"] = skipped

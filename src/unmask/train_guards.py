@@ -209,6 +209,9 @@ class SavedProgress:
     it) once a plain resume renewed it; None: no limit, or no record of it."""
     validation_cut: bool = False
     """A signal stopped the validation of the checkpoint's step (``VALIDATION_CUT``)."""
+    device: str | None = None
+    """The device type (``cpu``, ``cuda``) the session that saved it trained on
+    (``trainer.json``'s ``device``); None for a checkpoint written before runs recorded it."""
 
 
 def saved_progress(ckpt: Path) -> SavedProgress:
@@ -231,7 +234,8 @@ def saved_progress(ckpt: Path) -> SavedProgress:
                              meta.get("stopped") == STOPPED_BY_TIME_LIMIT,
                              bool(meta.get("has_raw_model")),
                              _minutes(meta.get("session_limit")), limit,
-                             meta.get(VALIDATION_CUT) == meta["step"])
+                             meta.get(VALIDATION_CUT) == meta["step"],
+                             meta["device"] if isinstance(meta.get("device"), str) else None)
     except (KeyError, TypeError, ValueError, OverflowError):
         raise UserError(f"{path}: not a valid trainer state") from None
 
@@ -382,27 +386,32 @@ def describe_resume(
 
 def device_change(
     saved: TrainConfig, plan: TrainConfig, device: str, precision: str,
-    name: SettingNamer | None = None,
+    name: SettingNamer | None = None, trained_on: str | None = None,
 ) -> str:
-    """The resume line's clause for a run that trained on another ``--device`` than this
-    session's (``device``, its type: ``cpu``, ``cuda``), or ''. ``device`` is how a process runs
+    """The resume line's clause for a run that trained on another device than this
+    session's (``device``, its type: ``cpu``, ``cuda``), or ''. The device it trained on is
+    the one its last session recorded in ``trainer.json`` (``trained_on``), else, for older
+    checkpoints, the plan's ``--device`` (a plain resume does not rewrite the plan: compared
+    with it, each later resume named a device the last sessions had not used, and a run that
+    changed its plan saved ``auto`` and was silent from then on). ``device`` is how a process runs
     (``RUNTIME_FIELDS``): a plain resume of a ``--device cpu`` run runs where this command's
     default puts it, a GPU, and under ``--precision auto`` in bf16 (``precision``, resolved),
     not fp32: the run goes on otherwise than it would have, which it did without a word. A
     run saved with ``--device auto`` names no device to compare (''), nor does ``precision``
     change where the plan's is given, or changed (the line names that change)."""
-    then = saved.device.split(":")[0]
-    if saved.device == "auto" or then == device:
+    was = trained_on or saved.device
+    then = was.split(":")[0]
+    if was == "auto" or then == device:
         return ""
     name = name or _as_field
-    note = f"; the run trained on {name('device', saved.device)}, this session runs on {device}"
+    note = f"; the run trained on {name('device', was)}, this session runs on {device}"
     if plan.precision == saved.precision == "auto":
         from unmask.parallel import CPU_AUTO_PRECISION
 
-        was = "bf16 or fp16" if then == "cuda" else CPU_AUTO_PRECISION
-        if was != precision:
-            note += f" ({name('precision', 'auto')}: {precision} here, {was} on {then})"
-    return note + f"; give {name('device', saved.device)} to keep it"
+        auto = "bf16 or fp16" if then == "cuda" else CPU_AUTO_PRECISION
+        if auto != precision:
+            note += f" ({name('precision', 'auto')}: {precision} here, {auto} on {then})"
+    return note + f"; give {name('device', was)} to keep it"
 
 
 def _ema_note(progress: SavedProgress, plan: TrainConfig, name: SettingNamer) -> str:
