@@ -81,8 +81,8 @@ def test_the_resume_line_names_the_device_the_run_trained_on(tmp_path, capsys):
             "16", "--batch-size", "2", "--eval-every", "0", "--eval-batches", "1", "--warmup",
             "0", "--no-progress", "--threads", "1"]
     assert main([*base, "--steps", "1", "--device", "cpu"]) == 0
-    plan = out / "train_config.json"  # as a run trained on a GPU saved it (none here)
-    plan.write_text(json.dumps({**json.loads(plan.read_text()), "device": "cuda"}))
+    meta = out / "checkpoint" / "trainer.json"  # as a run trained on a GPU saved it
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "device": "cuda"}))
     capsys.readouterr()
     assert main(["train", "--resume", "--out", str(out), "--steps", "2", "--no-progress",
                  "--threads", "1"]) == 0
@@ -140,6 +140,7 @@ def test_config_given_a_folder_inside_a_run_points_at_the_runs_train_config(tmp_
 
     run = tmp_path / "run"
     (run / "best" / "checkpoint").mkdir(parents=True)
+    (run / "checkpoint").mkdir()
     save_json(TrainConfig(), run / "train_config.json")
     plan = run / "train_config.json"
     for inside in (run / "best", run / "best" / "checkpoint"):

@@ -498,10 +498,12 @@ def _train(
     check_context(config.seq_len, model_cfg.max_seq_len)
     precision = resolve_precision(config.precision, device)
     if saved is not None:  # a resume on another device than the run's: said in its line
-        resume_line += device_change(saved, config, device.type, precision.name, name_setting)
+        resume_line += device_change(saved, config, device.type, precision.name, name_setting,
+                                     trained_on=done.device)
     check_model_size(model_cfg, device, world)  # before building even a meta-device copy
     kind = _parallel_kind(config, model_cfg, device, world)
-    _check_sizes(config, model_cfg, train_ds, val_ds, device, world, kind, name_setting)
+    _check_sizes(config, model_cfg, train_ds, val_ds, device, world, kind, name_setting,
+                 resume=resume)
     if val_ds is not None and val_ds.n_tokens == 0:  # prepared with val_fraction 0
         val_ds = None
 
@@ -696,6 +698,7 @@ def _train(
             "train_config": to_dict(config),
             "train_seconds": prior_seconds + time.perf_counter() - t0,
             "world_size": world,  # its validations' batches: unmask eval reads as they did
+            "device": device.type,  # where it trained: a resume elsewhere says so
         }
         if skipped:  # a stop inside a run of non-finite steps: the resume goes on counting
             state["skipped_in_a_row"] = skipped
@@ -1369,16 +1372,19 @@ def _throughput(
 def _check_sizes(
     config: TrainConfig, model_cfg: ModelConfig, train_ds: Any, val_ds: Any,
     device: torch.device, world: int, kind: str = "none", name: SettingNamer | None = None,
+    *, resume: bool = False,
 ) -> None:
     """Sizes against the data and the free memory, before anything big is allocated; the
-    memory refusal's advice names the settings by ``name`` (the CLI's flags)."""
+    memory refusal's advice names the settings by ``name`` (the CLI's flags), FSDP not to a
+    ``resume``."""
     check_data_sizes(config, train_ds, val_ds)
     rows = config.batch_size // (world * config.grad_accum)
     shards = world if kind == "fsdp" else 1
     estimate = estimate_memory(model_cfg, config, rows=rows, cuda=device.type == "cuda",
                                shards=shards)
     check_memory(estimate, available_memory(device), config=config, rows=rows,
-                 processes=_sharing(device), world=world, shards=shards, name=name)
+                 processes=_sharing(device), world=world, shards=shards, name=name,
+                 resume=resume)
 
 
 def _sharing(device: torch.device) -> int:

@@ -90,11 +90,20 @@ def resumed_config(plan: TrainConfig, given: dict[str, Any]) -> TrainConfig:
 
 def run_above(path: Path) -> Path | None:
     """The run a folder inside it belongs to (``RUN/checkpoint``, ``RUN/best``,
-    ``RUN/best/checkpoint``: what ``--model`` takes, given where a run is asked for), as
-    ``path`` names it, or None: the folder one or two levels up holding a ``train_config.json``."""
-    for up, run in zip((path.parent, path.parent.parent), path.resolve().parents, strict=False):
-        if (run / "train_config.json").is_file():
-            return up
+    ``RUN/best/checkpoint``: what ``--model`` takes, given where a run is asked for), or None.
+    A run is a folder holding a ``train_config.json`` and a ``checkpoint/`` (a settings folder
+    kept for ``--config`` is none). Named as the user can type it from here: a relative
+    ``path`` gets the run relative to the working directory (``..`` from ``RUN/best`` given
+    ``checkpoint``; working on ``path``'s own ``.`` named ``.`` as the run, a loop)."""
+    here = Path(os.path.abspath(path))  # lexical: '.', '..' and the names the user gave
+    ups = []
+    if here.name in ("checkpoint", "best"):
+        ups.append(here.parent)
+    if here.name == "checkpoint" and here.parent.name == "best":
+        ups.append(here.parent.parent)
+    for run in ups:
+        if (run / "train_config.json").is_file() and (run / "checkpoint").is_dir():
+            return run if path.is_absolute() else Path(os.path.relpath(run))
     return None
 
 
@@ -201,6 +210,9 @@ class SavedProgress:
     it) once a plain resume renewed it; None: no limit, or no record of it."""
     validation_cut: bool = False
     """A signal stopped the validation of the checkpoint's step (``VALIDATION_CUT``)."""
+    device: str | None = None
+    """The device type (``cpu``, ``cuda``) the session that saved it trained on
+    (``trainer.json``'s ``device``); None for a checkpoint written before runs recorded it."""
 
 
 def saved_progress(ckpt: Path) -> SavedProgress:
@@ -223,7 +235,8 @@ def saved_progress(ckpt: Path) -> SavedProgress:
                              meta.get("stopped") == STOPPED_BY_TIME_LIMIT,
                              bool(meta.get("has_raw_model")),
                              _minutes(meta.get("session_limit")), limit,
-                             meta.get(VALIDATION_CUT) == meta["step"])
+                             meta.get(VALIDATION_CUT) == meta["step"],
+                             meta["device"] if isinstance(meta.get("device"), str) else None)
     except (KeyError, TypeError, ValueError, OverflowError):
         raise UserError(f"{path}: not a valid trainer state") from None
 
@@ -374,27 +387,32 @@ def describe_resume(
 
 def device_change(
     saved: TrainConfig, plan: TrainConfig, device: str, precision: str,
-    name: SettingNamer | None = None,
+    name: SettingNamer | None = None, trained_on: str | None = None,
 ) -> str:
-    """The resume line's clause for a run that trained on another ``--device`` than this
-    session's (``device``, its type: ``cpu``, ``cuda``), or ''. ``device`` is how a process runs
+    """The resume line's clause for a run that trained on another device than this
+    session's (``device``, its type: ``cpu``, ``cuda``), or ''. The device it trained on is
+    the one its last session recorded in ``trainer.json`` (``trained_on``), else, for older
+    checkpoints, the plan's ``--device`` (a plain resume does not rewrite the plan: compared
+    with it, each later resume named a device the last sessions had not used, and a run that
+    changed its plan saved ``auto`` and was silent from then on). ``device`` is how a process runs
     (``RUNTIME_FIELDS``): a plain resume of a ``--device cpu`` run runs where this command's
     default puts it, a GPU, and under ``--precision auto`` in bf16 (``precision``, resolved),
     not fp32: the run goes on otherwise than it would have, which it did without a word. A
     run saved with ``--device auto`` names no device to compare (''), nor does ``precision``
     change where the plan's is given, or changed (the line names that change)."""
-    then = saved.device.split(":")[0]
-    if saved.device == "auto" or then == device:
+    was = trained_on or saved.device
+    then = was.split(":")[0]
+    if was == "auto" or then == device:
         return ""
     name = name or _as_field
-    note = f"; the run trained on {name('device', saved.device)}, this session runs on {device}"
+    note = f"; the run trained on {name('device', was)}, this session runs on {device}"
     if plan.precision == saved.precision == "auto":
         from unmask.parallel import CPU_AUTO_PRECISION
 
-        was = "bf16 or fp16" if then == "cuda" else CPU_AUTO_PRECISION
-        if was != precision:
-            note += f" ({name('precision', 'auto')}: {precision} here, {was} on {then})"
-    return note + f"; give {name('device', saved.device)} to keep it"
+        auto = "bf16 or fp16" if then == "cuda" else CPU_AUTO_PRECISION
+        if auto != precision:
+            note += f" ({name('precision', 'auto')}: {precision} here, {auto} on {then})"
+    return note + f"; give {name('device', was)} to keep it"
 
 
 def _ema_note(progress: SavedProgress, plan: TrainConfig, name: SettingNamer) -> str:
@@ -520,19 +538,25 @@ SMALLER_MODEL = "choose a smaller model (--preset, --model-set d_model=/n_layers
 
 def _state_advice(
     state: int, available: int, config: TrainConfig, *, processes: int, world: int,
-    shards: int, name: SettingNamer,
+    shards: int, name: SettingNamer, resume: bool = False,
 ) -> str:
     """What makes a ``state`` (per process) too big for ``available`` fit: a smaller model, or
     each of these where it is enough. Without EMA (16 of its 20 bytes a parameter); under DDP
     on several processes, FSDP (each holds 1/``world`` of it; EMA is DDP-only); fewer processes
     sharing this memory, where each holds all of it (under FSDP on one node the processes
-    share the one state: fewer of them, as it said, hold the same in all)."""
+    share the one state: fewer of them, as it said, hold the same in all).
+
+    FSDP is named only for a fresh run (not a ``resume``), and only where one full fp32 copy
+    of the weights (4 of the 16 bytes a parameter) fits on each process too: every process
+    builds the whole model before it is sharded, and a resume loads the full weights and
+    AdamW moments on each (measured: an FSDP resume of a DDP run peaks above DDP's)."""
     fits = lambda per_process: per_process * processes <= available  # noqa: E731
     no_ema = state * 16 / 20 if config.ema > 0 else state
     ways = []
     if config.ema > 0 and fits(no_ema):
         ways.append(f"drop {setting_name(name, 'ema')}")
-    elif shards == 1 and world > 1 and fits(no_ema / world):
+    elif (shards == 1 and world > 1 and not resume
+          and fits(max(no_ema / world, no_ema * 4 / 16))):
         without = f" without {setting_name(name, 'ema')}" if config.ema > 0 else ""
         ways.append(f"use {name('parallel', 'fsdp')}{without}")
     if shards == 1 and processes > 1 and state <= available:
@@ -547,6 +571,7 @@ def _count(n: float) -> str:
 def check_memory(
     estimate: MemoryEstimate, available: int | None, *, config: TrainConfig, rows: int,
     processes: int = 1, world: int = 1, shards: int = 1, name: SettingNamer | None = None,
+    resume: bool = False,
 ) -> None:
     """Refuse a run whose estimate (times the processes sharing this machine) exceeds the free
     memory, with a one-line ``UserError`` that says what to lower, the settings of its advice
@@ -554,7 +579,8 @@ def check_memory(
     user who had not typed ``--grad-accum``). Where the weights and optimizer state alone do
     not fit, the advice is a smaller model: lowering the batch, as it said, could not help
     (``_state_advice``: or what else makes the state fit, over ``world`` processes of which
-    ``processes`` share this memory, the state split in ``shards`` by FSDP)."""
+    ``processes`` share this memory, the state split in ``shards`` by FSDP; FSDP is not
+    named to a ``resume``)."""
     if available is None:
         return
     need = estimate.total * processes
@@ -564,7 +590,8 @@ def check_memory(
     who = f" × {processes} processes" if processes > 1 else ""
     if estimate.state * processes > available:  # no batch fits: lowering it was the advice
         ways = _state_advice(estimate.state, available, config, processes=processes,
-                             world=world, shards=shards, name=name or _as_field)
+                             world=world, shards=shards, name=name or _as_field,
+                             resume=resume)
         advice = f"its weights and optimizer state alone do not fit; {ways}"
     else:
         advice = f"lower {alone[0]} or {alone[1]}, or raise {alone[2]}"
