@@ -13,7 +13,8 @@ made: an unwritable path is refused before the run, not after it).
 ``require_hybrid(loaded, flag)`` refuses a checkpoint not trained with ``--objective hybrid``.
 ``generated(ids, eos)`` is the one count of a row's tokens behind every script's tokens/s.
 ``round_robin(calls, repeats)`` times rows that are compared side by side: the median of
-repeats taken in cycles over the rows, in the balanced orders of ``balanced_orders(n)``.
+repeats taken in cycles over the rows, in the balanced orders of ``balanced_orders(n)``
+(wall time; ``cpu_clock`` for the process's CPU seconds).
 ``child_json(cmd, what)`` runs a script's child process and returns the JSON object it
 prints last, or says in one line why there is none (killed by a signal, its own error).
 ``default_output(name)`` is where results go when no path is given (``runs/bench``, not the
@@ -72,6 +73,14 @@ def _clock(fn: Callable[[], T]) -> tuple[T, float]:
     t = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t
+
+
+def cpu_clock(fn: Callable[[], T]) -> tuple[T, float]:
+    """``fn()`` and the CPU seconds of this process it took (``round_robin``'s ``clock`` for
+    rows compared on a machine shared with other work)."""
+    t = time.process_time()
+    out = fn()
+    return out, time.process_time() - t
 
 
 def balanced_orders(n: int) -> list[list[int]]:

@@ -17,12 +17,18 @@ repeat. The tokens must be identical.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _common import fill_defaults, json_text, output_file, positive_int, round_robin, run
+from _common import (
+    cpu_clock,
+    fill_defaults,
+    json_text,
+    output_file,
+    positive_int,
+    round_robin,
+    run,
+)
 
 from unmask.config import SampleConfig, model_preset
 from unmask.files import atomic_write_text
@@ -68,10 +74,6 @@ def main() -> list[dict]:
     warm = SampleConfig(gen_length=bs, steps=bs, cache=args.cache)
     for cls in (Refresh, BlockRun):  # first calls pay for allocations: not timed
         cls(model, [prompt], warm, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=None).run()
-    def cpu(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
-        t0 = time.process_time()
-        out = fn()
-        return out, time.process_time() - t0
 
     rows = []
     for n in args.lengths:
@@ -81,7 +83,7 @@ def main() -> list[dict]:
                                                pad_id=cfg.pad_id, eos_id=None).run().tokens
             for cls in (Refresh, BlockRun)
         ]
-        (refreshed, old), (carried, new) = round_robin(calls, args.repeats, cpu)
+        (refreshed, old), (carried, new) = round_robin(calls, args.repeats, cpu_clock)
         same = torch.equal(refreshed, carried)
         rows.append({"gen_length": n, "refresh_s": old, "carry_s": new, "ratio": old / new,
                      "identical": same})

@@ -53,6 +53,7 @@ from _common import (
 from unmask.config import TrainConfig, load_json
 from unmask.errors import UserError
 from unmask.files import as_number
+from unmask.train_guards import RUNTIME_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 DIFFUSION = ("mdlm", "bd3lm")
@@ -137,7 +138,7 @@ def train_config(args: argparse.Namespace, objective: str, data: Path, out: Path
     )  # fmt: skip
 
 
-RESUMED_AS_ASKED = ("steps", "device", "threads", "out")
+RESUMED_AS_ASKED = ("steps", *RUNTIME_FIELDS)
 """What a later command may change in a run it continues (``--epochs``, ``--device``,
 ``--threads``; ``out``, the run's folder, may be named another way); any other setting is the
 study's."""

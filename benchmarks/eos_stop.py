@@ -17,13 +17,19 @@ from __future__ import annotations
 import argparse
 import gzip
 import random
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import fill_defaults, json_text, output_file, positive_int, round_robin, run
+from _common import (
+    cpu_clock,
+    fill_defaults,
+    json_text,
+    output_file,
+    positive_int,
+    round_robin,
+    run,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "src" / "unmask" / "assets" / "web-bible.txt.gz"
@@ -67,10 +73,6 @@ def main() -> list[dict]:
         finally:
             Denoiser._all_ended = new_ended  # type: ignore
 
-    def cpu(fn: Callable[[], Any]) -> tuple[Any, float]:
-        t0 = time.process_time()
-        out = fn()
-        return out, time.process_time() - t0
 
     decode(True, prompts[:1])  # first calls pay for allocations: not timed
     print(f"torch {torch.__version__}, threads {args.threads}, {args.model}, gen "
@@ -86,7 +88,7 @@ def main() -> list[dict]:
             return [decode(stop, g) for g in groups]
 
         (old_out, old), (new_out, new) = round_robin(
-            [lambda: every(False), lambda: every(True)], args.repeats, cpu)
+            [lambda: every(False), lambda: every(True)], args.repeats, cpu_clock)
         same = [t for o in old_out for t in o.texts] == [t for o in new_out for t in o.texts]
         nfe_old = sum(o.nfe for o in old_out)
         nfe_new = sum(o.nfe for o in new_out)

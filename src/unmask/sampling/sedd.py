@@ -38,9 +38,9 @@ from unmask.canvas import Canvas
 from unmask.config import SEDD_POLICY_ALIASES, SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
-from unmask.sampling.ar import RowGenerators, row_generators
+from unmask.sampling.ar import RowGenerators, check_token_ids, row_generators
 from unmask.sampling.cache import shift_logits
-from unmask.sampling.loop import check_ids, forbid_tokens, model_logit_shift, validate
+from unmask.sampling.loop import forbid_tokens, model_logit_shift, validate
 from unmask.sampling.penalties import banned_ids
 from unmask.sampling.policies import Draws, RowDraws, _rand
 from unmask.sampling.protocol import (
@@ -225,7 +225,7 @@ class SEDDRun(DecoderRun):
         self.step_fn = STEPPERS[_check(config, graph, self.num_blocks)]
         # an id past the graph's vocabulary was the embedding's IndexError (a checkpoint), or a
         # gather's deep in the step (a score function); the commit loop refuses it alike
-        check_ids(canvas, graph.vocab_size)
+        check_token_ids(canvas.tokens, graph.vocab_size)
         self.graph, self.noise = graph, noise or LogLinearNoise()
         canvas = canvas.clone()
         self.ruled_out = _ruled_out(graph, banned, eos_id, forbid_eos=config.forbid_eos)
