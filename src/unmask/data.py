@@ -1700,7 +1700,7 @@ def prepare(
         if json_text:
             names = [json_text[i] for i in sorted(json_text)]
             named_json = all(_named(Path(n), ".json") for n in names)
-            kind = ".json files" if named_json and STDIN_NAME not in names else "inputs"
+            kind = ".json files" if named_json else "inputs"
             more = f" and {len(names) - 1} more {kind}" if len(names) > 1 else ""
             said = f"{names[0]}{more} read as plain text, JSON syntax and all"
             notes.append(f"{said} {first_said}")

@@ -593,6 +593,18 @@ def config_tokens(folder: Path, hf: HFTokenizer) -> dict[str, str | None]:
     every role when there is no such file or it is not a JSON object. How a tokenizer folder
     says which of its tokens ends a document when the token's name is none ``load_tokenizer``
     knows (DeepSeek's ``<｜end▁of▁sentence｜>``), as ``transformers`` reads it."""
+    special = {t.content for t in hf.get_added_tokens_decoder().values() if t.special}
+    out: dict[str, str | None] = {}
+    for role, token in config_token_strings(folder).items():
+        usable = token is not None and hf.token_to_id(token) is not None
+        out[role] = token if usable and (len(token) > 1 or token in special) else None
+    return out
+
+
+def config_token_strings(folder: Path) -> dict[str, str | None]:
+    """The token ``folder``'s ``tokenizer_config.json`` gives each role (``mask``, ``pad``,
+    ``eos``, ``bos``, ``unk``) as written (a string, or an added-token object's content), None
+    where it gives none or there is no readable file; ``config_tokens`` keeps the usable ones."""
     from unmask.files import read_json
 
     path = folder / "tokenizer_config.json"
@@ -600,14 +612,12 @@ def config_tokens(folder: Path, hf: HFTokenizer) -> dict[str, str | None]:
         cfg = read_json(path) if path.is_file() else {}
     except UserError:  # a broken side file: the search by name, as without one
         cfg = {}
-    special = {t.content for t in hf.get_added_tokens_decoder().values() if t.special}
     out: dict[str, str | None] = {}
     for role in ("mask", "pad", "eos", "bos", "unk"):
         token = cfg.get(f"{role}_token")
         if isinstance(token, dict):
             token = token.get("content")
-        usable = isinstance(token, str) and hf.token_to_id(token) is not None
-        out[role] = token if usable and (len(token) > 1 or token in special) else None
+        out[role] = token if isinstance(token, str) else None
     return out
 
 

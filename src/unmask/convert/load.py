@@ -295,14 +295,10 @@ def _config_mask_note(folder: Path, raw: Any, named: Mapping[str, str | None]) -
     """What the folder's ``tokenizer_config.json`` says of the mask (``named``: its tokens
     as ``config_tokens`` takes them), for the refusal of a tokenizer without one: it names
     none, one the tokenizer lacks, or one that is not a token of its own (``own_mask``)."""
-    path = folder / "tokenizer_config.json"
-    try:
-        token = read_json(path).get("mask_token") if path.is_file() else None
-    except UserError:
-        token = None
-    if isinstance(token, dict):
-        token = token.get("content")
-    if not isinstance(token, str):
+    from unmask.tokenizer import config_token_strings
+
+    token = config_token_strings(folder)["mask"]
+    if token is None:
         return "tokenizer_config.json no mask_token"
     if raw.token_to_id(token) is None:
         return f"tokenizer_config.json's mask_token {token!r} is not among its tokens"

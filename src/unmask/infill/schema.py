@@ -748,6 +748,17 @@ def _finite(value: Any) -> bool:
     return True
 
 
+def _check_keywords(node: Mapping[str, Any], path: str) -> None:
+    """``check_schema``'s refusal of a keyword the output cannot be held to, or of an ``enum`` /
+    ``const`` holding a number too large for a float."""
+    for key in node:
+        if key not in ENFORCED:
+            raise UserError(f"{_where(path)}: keyword {key!r} cannot be enforced")
+        if key in ("enum", "const") and not _finite(node[key]):  # the library's traceback
+            raise UserError(f"{_where(path)}: {key} holds a number too large for a float "
+                            "(read as infinity, as 1e400 is), which no JSON output can write")
+
+
 def check_schema(
     schema: Mapping[str, Any],
     root: Mapping[str, Any] | None = None,
@@ -767,17 +778,10 @@ def check_schema(
         return
     if not isinstance(schema, Mapping):
         raise UserError(f"{_where(path)}: a schema is an object, not {type(schema).__name__}")
-    node = schema
-    for _ in range(2):  # as written, then what a $ref or allOf branches brought in
-        for key in node:
-            if key not in ENFORCED:
-                raise UserError(f"{_where(path)}: keyword {key!r} cannot be enforced")
-            if key in ("enum", "const") and not _finite(node[key]):  # the library's traceback
-                raise UserError(f"{_where(path)}: {key} holds a number too large for a float "
-                                "(read as infinity, as 1e400 is), which no JSON output can write")
-        if node is not schema:
-            break
-        node = _resolve(schema, root, path)
+    _check_keywords(schema, path)
+    node = _resolve(schema, root, path)
+    if node is not schema:  # what a $ref or allOf branches brought in
+        _check_keywords(node, path)
     for key in _COUNTS:
         v = node.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
