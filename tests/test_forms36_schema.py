@@ -101,6 +101,8 @@ def test_an_infinite_enum_or_const_value_is_refused_in_one_line(schema, named):
     ("#/$defs/a~1b", "a/b"),
     ("#/$defs/a~0b", "a~b"),
     ("#/$defs/a%20b", "a b"),
+    ("#/$defs/a%20b", "a%20b"),  # a key with a "%" in it, as hand-written schemas have
+    ("#/$defs/a%2520b", "a%20b"),  # the same key, percent-encoded as RFC 3986 has it
 ])
 def test_a_ref_is_read_as_a_json_pointer(ref, name):
     # RFC 6901: ~1 is "/", ~0 is "~", and a URI fragment is percent-encoded ("points nowhere")

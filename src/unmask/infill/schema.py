@@ -194,8 +194,10 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
         if not isinstance(ref, str) or not ref.startswith("#/"):
             raise UserError(f"{_where(path)}: only local $ref (#/$defs/...) is supported")
         target: Any = root
-        for part in ref[2:].split("/"):  # a JSON pointer in a URI fragment (RFC 6901)
-            part = unquote(part).replace("~1", "/").replace("~0", "~")  # ``a~1b``: ``a/b``
+        for raw in ref[2:].split("/"):  # a JSON pointer in a URI fragment (RFC 6901)
+            part = unquote(raw).replace("~1", "/").replace("~0", "~")  # ``a~1b``: ``a/b``
+            if isinstance(target, Mapping) and part not in target:  # a key written with a
+                part = raw.replace("~1", "/").replace("~0", "~")  # "%" in it: ``a%20b``
             if not isinstance(target, Mapping) or part not in target:
                 raise UserError(f"{_where(path)}: $ref {ref!r} points nowhere")
             target = target[part]
