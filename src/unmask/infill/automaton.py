@@ -36,7 +36,7 @@ import warnings
 import weakref
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -794,36 +794,78 @@ def whole_pattern(pattern: str) -> str:
     wrapped in a larger pattern, where an anchor would no longer sit at an end. An anchor
     after a leading flag group (``(?i)^abc$``), ``\\A`` and ``\\z`` (the engine's) and ``\\Z``
     (Python's), and anchors inside a group that is the whole pattern (``(^abc$)``) were kept,
-    and such a pattern was refused as matching no token sequence."""
-    branches = top_level_branches(pattern)
-    if len(branches) > 1:  # ``^a$|^b$``: each alternative's anchors are its own
-        return "(?:" + "|".join(map(whole_pattern, branches)) + ")"
-    core = anchors(pattern)[0]
-    opened = _GROUP_OPEN.match(core)
-    if opened and _group_close(core) == len(core) - 1:  # ``(^abc$)``, ``(?:^a|^b)``: inside
-        return opened.group(0) + whole_pattern(core[opened.end():-1]) + ")"
-    return core
+    and such a pattern was refused as matching no token sequence. ``(?x)`` comments are left
+    out first (``uncommented``): a ``|`` in one splits nothing, and a comment at the end does
+    not run over the group that wraps the alternatives.
+
+    A loop over a stack of what is left to read, not recursion: a group nested 3,000 deep
+    ended in a ``RecursionError`` traceback. Past ``_PEEL_DEPTH`` groups a part is kept as
+    written (the engine refuses that nesting whatever is inside)."""
+    text = uncommented(pattern)
+    closes, bars = _structure(text)
+    out: list[str] = []
+    # what is left to write: text as it is, or (start, end, the group whose top-level "|"
+    # split the text[start:end] (-1: the pattern's; None: it is one alternative), depth)
+    todo: list[str | tuple[int, int, int | None, int]] = [(0, len(text), -1, 0)]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        lo, hi, group, depth = item
+        if depth > _PEEL_DEPTH:
+            out.append(text[lo:hi])
+            continue
+        splits = bars.get(group, []) if group is not None else []
+        if splits:  # ``^a$|^b$``: each alternative's anchors are its own
+            todo.append(")")
+            ends = [*splits, hi]
+            for k in reversed(range(len(ends))):  # pushed last first: read first first
+                start = splits[k - 1] + 1 if k else lo
+                todo.extend([(start, ends[k], None, depth + 1)] + (["|"] if k else []))
+            todo.append("(?:")
+            continue
+        part = text[lo:hi]
+        core, start, _ = anchors(part)
+        if _FLAG_PREFIX.match(part):  # ``(?i)^abc$``: what follows a flag group is kept
+            out.append(core)
+            continue
+        lo += (1 if part[0] == "^" else 2) if start else 0
+        hi = lo + len(core)
+        opened = _GROUP_OPEN.match(text, lo, hi)
+        if opened and closes.get(lo) == hi - 1:  # ``(^abc$)``, ``(?:^a|^b)``
+            todo.extend([")", (opened.end(), hi - 1, lo, depth + 1), opened.group(0)])
+        else:
+            out.append(core)
+    return "".join(out)
+
+
+def _structure(pattern: str) -> tuple[dict[int, int], dict[int, list[int]]]:
+    """Where each group of ``pattern`` opening at ``i`` closes, and where the ``|`` directly
+    inside it stand (-1: those outside every group), in one reading (``_lexed``)."""
+    closes: dict[int, int] = {}
+    bars: dict[int, list[int]] = {}
+    opens: list[int] = []
+    i = 0
+    for text, _ in _lexed(pattern):
+        if text == "(" or (text[:2] == "(?" and text.endswith(":")):
+            opens.append(i)
+        elif text == ")" and opens:
+            closes[opens.pop()] = i
+        elif text == "|":
+            bars.setdefault(opens[-1] if opens else -1, []).append(i)
+        i += len(text)
+    return closes, bars
+
+
+_PEEL_DEPTH = 256
+"""How many groups deep ``whole_pattern`` looks: past the engine's limit (it refuses groups
+nested over 248 deep inside unmask's wrapper), so no pattern it compiles is cut short."""
 
 
 _GROUP_OPEN = re.compile(r"\((?!\?)|\(\?(?:[A-Za-z-]*:|P?<[A-Za-z_][A-Za-z0-9_]*>)")
 """A group's opening that holds what follows as it is: ``(``, ``(?:``, ``(?i:``, ``(?P<n>``
 (not a lookaround)."""
-
-
-def _group_close(pattern: str) -> int:
-    """Where the ``)`` that closes the group opening at ``pattern[0]`` is; -1 for none."""
-    depth, i = 0, 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "[":
-            i = _class_end(pattern, i)
-            continue
-        if c == "(" or c == ")":
-            depth += 1 if c == "(" else -1
-            if depth == 0:
-                return i
-        i += 2 if c == "\\" else 1
-    return -1
 
 
 _MARKS = r"\x{10FFFE}\x{10FFFF}"
@@ -882,6 +924,64 @@ def _class_end(pattern: str, i: int) -> int:
     return n
 
 
+def _lexed(pattern: str) -> Iterator[tuple[str, Mapping[str, bool]]]:
+    """``pattern`` in the engine's syntax cut into the pieces ``guard_pattern`` and
+    ``uncommented`` read, each with the flags in force where it stands (``s``, ``R``, ``u``,
+    ``x``, ``m``): an escape (``\\x{..}``, ``\\pL``, ``\\.``), a bracketed class, a group's
+    opening or a flag group (``(?i)``, ``(?s:``), ``)``, a ``#`` comment under ``x`` (to the
+    end of its line, the newline not included), and any other single character."""
+    flags = {"s": False, "R": False, "u": True, "x": False, "m": False}
+    stack: list[dict[str, bool]] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            m = _BRACED_ESCAPE.match(pattern, i)
+            text = m.group(0) if m else c
+        elif c == "[":
+            text = pattern[i:_class_end(pattern, i)]
+        elif c == "(":
+            m = _FLAGS.match(pattern, i)
+            text = m.group(0) if m is not None else c
+        elif c == "#" and flags["x"]:
+            end = pattern.find("\n", i)
+            text = pattern[i:n if end < 0 else end]
+        else:
+            text = c
+        yield text, flags
+        i += len(text)
+        if c == "(":
+            new = dict(flags)
+            if m is not None:
+                on = True
+                for f in m.group(1):
+                    if f == "-":
+                        on = False
+                    elif f in new:
+                        new[f] = on
+            if m is None or m.group(2) == ":":  # a group: its flags end with it
+                stack.append(flags)
+            flags = new  # (?flags): the rest of this group
+        elif c == ")":
+            flags = stack.pop() if stack else flags
+
+
+def uncommented(pattern: str) -> str:
+    """``pattern`` without what ``(?x)`` makes it ignore: ``#`` comments and whitespace
+    (outside classes, not escaped). A trailing comment ran over the ``)`` unmask wraps a
+    pattern in (``(?x)a|b # c`` was refused as "error building NFA"), a ``|`` in one was read
+    as splitting alternatives, and a space kept an anchor from the end (``(?x) ^ab $``)."""
+    if "x" not in pattern:  # no (?x)
+        return pattern
+    return "".join(text for text, flags in _lexed(pattern)
+                   if not (flags["x"] and (text[0] == "#" or text.isspace())))
+
+
+_NEWLINES = ("\n", "\\n")
+"""A newline as a pattern writes it: next to it, ``^`` and ``$`` under ``(?m)`` are read as
+Python reads them (the start or end of a line)."""
+
+
 def guard_pattern(pattern: str, what: str = "regex") -> str:
     """``pattern`` with ``.`` and every class that could match ``START`` or ``SENTINEL``
     rewritten to leave those two out: the same language over every text without them.
@@ -891,81 +991,58 @@ def guard_pattern(pattern: str, what: str = "regex") -> str:
     also matches ``START`` brings the blow-up back: after every character of a counted run
     (``[^,]{1,30}``, ``.{1,25}``) a new match could have begun, so the DFA tracks a set of
     match starts, 2^n of them (``.{1,16}`` took 11 s to compile, each further repeat
-    doubling it). Read by a small tokenizer of the engine's syntax (Python's parser does not
-    know its nested classes, set operations or ``\\x{..}`` escapes): a bracketed class
-    ``C`` becomes ``[C--[marks]]`` (class difference), ``\\D``, ``\\W``, ``\\S``, ``\\p..``
-    and ``\\P..`` likewise, ``.`` a negated class under the ``s`` and ``R`` flags in force;
-    escaped dots, ``[.]`` and literals are kept. Byte mode (``(?-u)``) is left as written.
+    doubling it). Read by a small tokenizer of the engine's syntax (``_lexed``; Python's
+    parser does not know its nested classes, set operations or ``\\x{..}`` escapes): a
+    bracketed class ``C`` becomes ``[C--[marks]]`` (class difference), ``\\D``, ``\\W``,
+    ``\\S``, ``\\p..`` and ``\\P..`` likewise, ``.`` a negated class under the ``s`` and ``R``
+    flags in force; escaped dots, ``[.]`` and literals are kept, ``(?x)`` comments left out.
+    Byte mode (``(?-u)``) is left as written.
+
     ``UserError`` for a pattern that spells ``START`` or ``SENTINEL`` outside a class (it
-    could never match a text).
+    could never match a text), and for an anchor (``^``, ``$``, ``\\A``, ``\\z``) left
+    inside the pattern once ``whole_pattern`` took those at its ends: wrapped, the engine
+    reads it as never matching, so ``(?:^a|b)c`` silently lost ``ac``, which Python's
+    ``re.fullmatch`` accepts. Under ``(?m)`` a ``^`` after a newline and a ``$`` before one
+    are kept (the engine reads them as Python does).
     """
     out: list[str] = []
-    flags = {"s": False, "R": False, "u": True, "x": False}
-    stack: list[dict[str, bool]] = []
-    i, n = 0, len(pattern)
-
-    def refuse() -> UserError:
-        return UserError(
-            f"{what}: it names U+10FFFE or U+10FFFF, which unmask reserves "
-            "(they mark where every constraint starts and ends)"
-        )
-
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            m = _BRACED_ESCAPE.match(pattern, i)
-            text = m.group(0) if m else c
-            i += len(text)
+    pieces = list(_lexed(pattern))
+    for k, (text, flags) in enumerate(pieces):
+        if text[0] == "\\":
             h = _HEX_ESCAPE.fullmatch(text)
             if h is not None and int(next(g for g in h.groups() if g), 16) in (0x10FFFE, 0x10FFFF):
-                raise refuse()
+                raise _reserved(what)
+            if text in ("\\A", "\\z"):
+                raise _inner_anchor(text, what)
             if flags["u"] and text[1:2] in ("D", "W", "S", "p", "P"):
                 text = f"[{text}--[{_MARKS}]]"
-            out.append(text)
-        elif c == "[":
-            end = _class_end(pattern, i)
-            text = pattern[i:end]
-            i = end
+        elif text[0] == "[":
             if flags["u"] and text.endswith("]"):
                 text = f"[{text}--[{_MARKS}]]"
-            out.append(text)
-        elif c == ".":
-            out.append(_DOT[flags["s"], flags["R"]] if flags["u"] else c)
-            i += 1
-        elif c == "(":
-            m = _FLAGS.match(pattern, i)
-            new = dict(flags)
-            if m is not None:
-                on = True
-                for f in m.group(1):
-                    if f == "-":
-                        on = False
-                    elif f in new:
-                        new[f] = on
-            if m is not None and m.group(2) == ")":  # (?flags): the rest of this group
-                flags = new
-                text = m.group(0)
-            else:
-                stack.append(flags)
-                flags = new if m is not None else dict(flags)
-                text = m.group(0) if m is not None else c
-            out.append(text)
-            i += len(text)
-        elif c == ")":
-            flags = stack.pop() if stack else flags
-            out.append(c)
-            i += 1
-        elif c == "#" and flags["x"]:  # a comment, to the end of the line
-            end = pattern.find("\n", i)
-            end = n if end < 0 else end
-            out.append(pattern[i:end] + ("\n" if end == n else ""))  # not to eat what wraps it
-            i = end
-        else:
-            if c in (START, SENTINEL):
-                raise refuse()
-            out.append(c)
-            i += 1
+        elif text == ".":
+            text = _DOT[flags["s"], flags["R"]] if flags["u"] else text
+        elif flags["x"] and text[0] == "#":
+            continue
+        elif text in ("^", "$"):
+            j = k - 1 if text == "^" else k + 1  # where a newline would have to stand
+            beside = pieces[j][0] if 0 <= j < len(pieces) else ""
+            if not (flags["m"] and beside in _NEWLINES):
+                raise _inner_anchor(text, what)
+        elif text in (START, SENTINEL):
+            raise _reserved(what)
+        out.append(text)
     return "".join(out)
+
+
+def _reserved(what: str) -> UserError:
+    return UserError(f"{what}: it names U+10FFFE or U+10FFFF, which unmask reserves "
+                     "(they mark where every constraint starts and ends)")
+
+
+def _inner_anchor(anchor: str, what: str) -> UserError:
+    return UserError(f"{what}: an anchor ({anchor}) inside the pattern: anchors are only "
+                     "supported at the ends of the pattern or of each top-level alternative "
+                     "(the constraint always matches the whole text)")
 
 
 _QUANTIFIER = re.compile(r"(?<!\\)\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
@@ -1489,10 +1566,12 @@ def _pattern_start(
     return int(start)
 
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 """Bumped when the stored layout or the compilation changes, so old entries are not read (3:
 anchors inside a group or after a flag group are whole-text anchors, ``(?:a|^b)`` admits
-``b``: an entry stored by 2 held the smaller language under the same pattern)."""
+``b``: an entry stored by 2 held the smaller language under the same pattern; 4: an anchor
+left inside the pattern is refused (``guard_pattern``), and an entry stored by 3 for
+``(?:^a|b)c`` held the language without ``ac``, read before the pattern is checked)."""
 CACHE_MAX_ENV = "UNMASK_CACHE_MAX_MB"
 """The most megabytes the on-disk automata may take (default ``CACHE_MAX_MB``): past it the
 entries used longest ago are deleted when one is written (a server compiling every client's
