@@ -513,10 +513,10 @@ def _forbidden_dropped(node: dict[str, Any], path: str) -> dict[str, Any]:
 
 def _merge_key(key: str, a: Any, b: Any, root: Mapping[str, Any], path: str, depth: int) -> Any:
     """One keyword set by two ``allOf`` branches, combined (``_merge_all``)."""
+    if key == "uniqueItems":  # before ==: 0 == False
+        return b if a is False else a  # true (or malformed) in either: refused (check_schema)
     if key in _INERT or a == b:
         return a
-    if key == "uniqueItems":
-        return bool(a or b)  # true in either branch: refused (``check_schema``)
     if key == "type":
         both = (_type_set({"type": a}) or set()) & (_type_set({"type": b}) or set())
         if not both:
@@ -775,8 +775,9 @@ def check_schema(
             if key not in ENFORCED:
                 raise UserError(f"{_where(path)}: keyword {key!r} cannot be enforced")
             if key in ("enum", "const") and not _finite(node[key]):  # the library's traceback
-                raise UserError(f"{_where(path)}: {key} holds a number too large for a float "
-                                "(read as infinity, as 1e400 is), which no JSON output can write")
+                raise UserError(f"{_where(path)}: {key} holds a non-finite number (NaN, or one "
+                                "too large for a float: 1e400 is read as infinity), which no "
+                                "JSON output can write")
         if node is not schema:
             break
         node = _resolve(schema, root, path)
@@ -808,7 +809,10 @@ def check_schema(
         # the format's regex replaced the pattern (an email that did not match it)
         raise UserError(f"{_where(path)}: pattern together with format cannot be enforced; "
                         "keep one (a pattern can spell the format)")
-    if node.get("uniqueItems"):
+    unique = node.get("uniqueItems", False)
+    if not isinstance(unique, bool):  # 0 was taken as false, "yes" said "cannot be enforced"
+        raise UserError(f"{_where(path)}: uniqueItems is true or false, not {unique!r}")
+    if unique:
         raise UserError(f"{_where(path)}: keyword 'uniqueItems' cannot be enforced")
     # a keyword no value of its type satisfies rules that type out, not every value: a
     # string passes an empty numeric range (``_settle``)
