@@ -34,6 +34,20 @@ VOCAB = vocab_of(TOK)
     ("(?:a|^b)", "(?:a|^b)", ["a", "b"]),  # compiled before, to {a}: the cache version moved
     ("(?i)^a$|b", "(?i)^a$|b", ["A", "b", "B"]),
     ("(?x) a b # c\n c # d", "(?x) a b # c\n c # d", ["abc", "ab"]),
+    # a trailing comment after a top-level "|" (it ate the group that wraps the alternatives),
+    # a "|" inside a comment (it split the alternatives), a space before an anchor
+    ("(?x)a|b # c", "(?x)a|b # c", ["a", "b", "ab"]),
+    ("(?x)ab # c|d", "(?x)ab # c|d", ["ab", "d", "c"]),
+    ("(?x)^a$|^b$ # c", "(?x)^a$|^b$ # c", ["a", "b", "ab"]),
+    ("(?x) ^ab $", "(?x) ^ab $", ["ab", "a b"]),
+    (r"(?x)a\ b # c", r"(?x)a\ b # c", ["a b", "ab"]),  # an escaped space is kept
+    # under (?m), ^ after a newline and $ before one are line anchors the engine reads
+    ("(?m)a\n^b", "(?m)a\n^b", ["a\nb", "ab"]),
+    (r"(?m)a$\nb", r"(?m)a$\nb", ["a\nb", "ab"]),
+    # an anchor inside that never holds in Python either loses nothing: compiled as before
+    (r"(?i)A(a|A\zA)|b*", r"(?i)A(a|A\ZA)|b*", ["Aa", "bb", "AA"]),
+    (r"(?m)(\n?|(?i:$)\n+a+)?a", r"(?m)(\n?|(?i:$)\n+a+)?a", ["a", "\na", "\naa"]),
+    ("(^)*a", "(^)*a", ["a", "aa"]),  # what passing it matches, the rest matches too
 ])
 def test_the_pattern_matches_what_python_fullmatch_does(pattern, python, texts):
     a = TokenAutomaton.from_regex(pattern, VOCAB)
@@ -67,3 +81,39 @@ def test_python_syntax_the_engine_lacks_is_named(pattern, named):
 @pytest.mark.parametrize("pattern", [r"\\0", r"a\\Z", r"[\\]b]"])
 def test_escaped_backslashes_are_not_read_as_python_syntax(pattern):
     check_regex(pattern)
+
+
+@pytest.mark.parametrize("pattern", ["(" * 3000 + "a" + ")" * 3000,
+                                     "(a|" * 3000 + "b" + ")" * 3000,
+                                     "(?:" * 3000 + "^a$" + ")" * 3000])
+def test_a_deeply_nested_pattern_is_refused_in_one_line(pattern):
+    # whole_pattern called itself once per group: RecursionError, a traceback (exit 1)
+    with pytest.raises(UserError) as e:
+        check_regex(pattern)
+    assert "\n" not in str(e.value)
+
+
+def test_nested_whole_groups_are_read_inside_up_to_the_engine_limit():
+    check_regex("(" * 200 + "^a$" + ")" * 200)
+
+
+@pytest.mark.parametrize("pattern, anchor", [
+    ("(?:^a|b)c", "^"),  # the engine read it as (?:b)c: "ac" was never written
+    ("(?:b|^a)c", "^"),
+    ("(?:^a|b)+", "^"),
+    ("x|^^a", "^"),
+    ("(?m)(?:^a|b)c", "^"),
+    ("c(?:a|b$)", "$"),
+    ("(?:a$|b)c", "$"),
+    ("(^a)(b$)", "^"),
+    (r"\AA*\A", r"\A"),
+    (r"(?:a\z|b)c?", r"\z"),
+    (r"a$\n", "$"),  # Python's $ also holds before a last newline
+])
+def test_an_anchor_left_inside_the_pattern_is_refused_by_name(pattern, anchor):
+    # Python's fullmatch accepts texts the engine silently left out (or, for $ and \A,
+    # the refusal said "no sequence of this tokenizer's tokens matches it")
+    with pytest.raises(UserError) as e:
+        check_regex(pattern)
+    assert f"an anchor ({anchor}) inside the pattern" in str(e.value)
+    assert "\n" not in str(e.value)

@@ -36,7 +36,7 @@ import warnings
 import weakref
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -794,36 +794,78 @@ def whole_pattern(pattern: str) -> str:
     wrapped in a larger pattern, where an anchor would no longer sit at an end. An anchor
     after a leading flag group (``(?i)^abc$``), ``\\A`` and ``\\z`` (the engine's) and ``\\Z``
     (Python's), and anchors inside a group that is the whole pattern (``(^abc$)``) were kept,
-    and such a pattern was refused as matching no token sequence."""
-    branches = top_level_branches(pattern)
-    if len(branches) > 1:  # ``^a$|^b$``: each alternative's anchors are its own
-        return "(?:" + "|".join(map(whole_pattern, branches)) + ")"
-    core = anchors(pattern)[0]
-    opened = _GROUP_OPEN.match(core)
-    if opened and _group_close(core) == len(core) - 1:  # ``(^abc$)``, ``(?:^a|^b)``: inside
-        return opened.group(0) + whole_pattern(core[opened.end():-1]) + ")"
-    return core
+    and such a pattern was refused as matching no token sequence. ``(?x)`` comments are left
+    out first (``uncommented``): a ``|`` in one splits nothing, and a comment at the end does
+    not run over the group that wraps the alternatives.
+
+    A loop over a stack of what is left to read, not recursion: a group nested 3,000 deep
+    ended in a ``RecursionError`` traceback. Past ``_PEEL_DEPTH`` groups a part is kept as
+    written (the engine refuses that nesting whatever is inside)."""
+    text = uncommented(pattern)
+    closes, bars = _structure(text)
+    out: list[str] = []
+    # what is left to write: text as it is, or (start, end, the group whose top-level "|"
+    # split the text[start:end] (-1: the pattern's; None: it is one alternative), depth)
+    todo: list[str | tuple[int, int, int | None, int]] = [(0, len(text), -1, 0)]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        lo, hi, group, depth = item
+        if depth > _PEEL_DEPTH:
+            out.append(text[lo:hi])
+            continue
+        splits = bars.get(group, []) if group is not None else []
+        if splits:  # ``^a$|^b$``: each alternative's anchors are its own
+            todo.append(")")
+            ends = [*splits, hi]
+            for k in reversed(range(len(ends))):  # pushed last first: read first first
+                start = splits[k - 1] + 1 if k else lo
+                todo.extend([(start, ends[k], None, depth + 1)] + (["|"] if k else []))
+            todo.append("(?:")
+            continue
+        part = text[lo:hi]
+        core, start, _ = anchors(part)
+        if _FLAG_PREFIX.match(part):  # ``(?i)^abc$``: what follows a flag group is kept
+            out.append(core)
+            continue
+        lo += (1 if part[0] == "^" else 2) if start else 0
+        hi = lo + len(core)
+        opened = _GROUP_OPEN.match(text, lo, hi)
+        if opened and closes.get(lo) == hi - 1:  # ``(^abc$)``, ``(?:^a|^b)``
+            todo.extend([")", (opened.end(), hi - 1, lo, depth + 1), opened.group(0)])
+        else:
+            out.append(core)
+    return "".join(out)
+
+
+def _structure(pattern: str) -> tuple[dict[int, int], dict[int, list[int]]]:
+    """Where each group of ``pattern`` opening at ``i`` closes, and where the ``|`` directly
+    inside it stand (-1: those outside every group), in one reading (``_lexed``)."""
+    closes: dict[int, int] = {}
+    bars: dict[int, list[int]] = {}
+    opens: list[int] = []
+    i = 0
+    for text, _ in _lexed(pattern):
+        if text == "(" or (text[:2] == "(?" and text.endswith(":")):
+            opens.append(i)
+        elif text == ")" and opens:
+            closes[opens.pop()] = i
+        elif text == "|":
+            bars.setdefault(opens[-1] if opens else -1, []).append(i)
+        i += len(text)
+    return closes, bars
+
+
+_PEEL_DEPTH = 256
+"""How many groups deep ``whole_pattern`` looks: past the engine's limit (it refuses groups
+nested over 248 deep inside unmask's wrapper), so no pattern it compiles is cut short."""
 
 
 _GROUP_OPEN = re.compile(r"\((?!\?)|\(\?(?:[A-Za-z-]*:|P?<[A-Za-z_][A-Za-z0-9_]*>)")
 """A group's opening that holds what follows as it is: ``(``, ``(?:``, ``(?i:``, ``(?P<n>``
 (not a lookaround)."""
-
-
-def _group_close(pattern: str) -> int:
-    """Where the ``)`` that closes the group opening at ``pattern[0]`` is; -1 for none."""
-    depth, i = 0, 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "[":
-            i = _class_end(pattern, i)
-            continue
-        if c == "(" or c == ")":
-            depth += 1 if c == "(" else -1
-            if depth == 0:
-                return i
-        i += 2 if c == "\\" else 1
-    return -1
 
 
 _MARKS = r"\x{10FFFE}\x{10FFFF}"
@@ -882,6 +924,64 @@ def _class_end(pattern: str, i: int) -> int:
     return n
 
 
+def _lexed(pattern: str) -> Iterator[tuple[str, Mapping[str, bool]]]:
+    """``pattern`` in the engine's syntax cut into the pieces ``guard_pattern`` and
+    ``uncommented`` read, each with the flags in force where it stands (``s``, ``R``, ``u``,
+    ``x``, ``m``): an escape (``\\x{..}``, ``\\pL``, ``\\.``), a bracketed class, a group's
+    opening or a flag group (``(?i)``, ``(?s:``), ``)``, a ``#`` comment under ``x`` (to the
+    end of its line, the newline not included), and any other single character."""
+    flags = {"s": False, "R": False, "u": True, "x": False, "m": False}
+    stack: list[dict[str, bool]] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            m = _BRACED_ESCAPE.match(pattern, i)
+            text = m.group(0) if m else c
+        elif c == "[":
+            text = pattern[i:_class_end(pattern, i)]
+        elif c == "(":
+            m = _FLAGS.match(pattern, i)
+            text = m.group(0) if m is not None else c
+        elif c == "#" and flags["x"]:
+            end = pattern.find("\n", i)
+            text = pattern[i:n if end < 0 else end]
+        else:
+            text = c
+        yield text, flags
+        i += len(text)
+        if c == "(":
+            new = dict(flags)
+            if m is not None:
+                on = True
+                for f in m.group(1):
+                    if f == "-":
+                        on = False
+                    elif f in new:
+                        new[f] = on
+            if m is None or m.group(2) == ":":  # a group: its flags end with it
+                stack.append(flags)
+            flags = new  # (?flags): the rest of this group
+        elif c == ")":
+            flags = stack.pop() if stack else flags
+
+
+def uncommented(pattern: str) -> str:
+    """``pattern`` without what ``(?x)`` makes it ignore: ``#`` comments and whitespace
+    (outside classes, not escaped). A trailing comment ran over the ``)`` unmask wraps a
+    pattern in (``(?x)a|b # c`` was refused as "error building NFA"), a ``|`` in one was read
+    as splitting alternatives, and a space kept an anchor from the end (``(?x) ^ab $``)."""
+    if "x" not in pattern:  # no (?x)
+        return pattern
+    return "".join(text for text, flags in _lexed(pattern)
+                   if not (flags["x"] and (text[0] == "#" or text.isspace())))
+
+
+_NEWLINES = ("\n", "\\n")
+"""A newline as a pattern writes it: next to it, ``^`` and ``$`` under ``(?m)`` are read as
+Python reads them (the start or end of a line)."""
+
+
 def guard_pattern(pattern: str, what: str = "regex") -> str:
     """``pattern`` with ``.`` and every class that could match ``START`` or ``SENTINEL``
     rewritten to leave those two out: the same language over every text without them.
@@ -891,81 +991,232 @@ def guard_pattern(pattern: str, what: str = "regex") -> str:
     also matches ``START`` brings the blow-up back: after every character of a counted run
     (``[^,]{1,30}``, ``.{1,25}``) a new match could have begun, so the DFA tracks a set of
     match starts, 2^n of them (``.{1,16}`` took 11 s to compile, each further repeat
-    doubling it). Read by a small tokenizer of the engine's syntax (Python's parser does not
-    know its nested classes, set operations or ``\\x{..}`` escapes): a bracketed class
-    ``C`` becomes ``[C--[marks]]`` (class difference), ``\\D``, ``\\W``, ``\\S``, ``\\p..``
-    and ``\\P..`` likewise, ``.`` a negated class under the ``s`` and ``R`` flags in force;
-    escaped dots, ``[.]`` and literals are kept. Byte mode (``(?-u)``) is left as written.
+    doubling it). Read by a small tokenizer of the engine's syntax (``_lexed``; Python's
+    parser does not know its nested classes, set operations or ``\\x{..}`` escapes): a
+    bracketed class ``C`` becomes ``[C--[marks]]`` (class difference), ``\\D``, ``\\W``,
+    ``\\S``, ``\\p..`` and ``\\P..`` likewise, ``.`` a negated class under the ``s`` and ``R``
+    flags in force; escaped dots, ``[.]`` and literals are kept, ``(?x)`` comments left out.
+    Byte mode (``(?-u)``) is left as written.
+
     ``UserError`` for a pattern that spells ``START`` or ``SENTINEL`` outside a class (it
-    could never match a text).
+    could never match a text), and for an anchor (``^``, ``$``, ``\\A``, ``\\z``) left
+    inside the pattern once ``whole_pattern`` took those at its ends: wrapped, the engine
+    reads it as never matching, so ``(?:^a|b)c`` silently lost ``ac``, which Python's
+    ``re.fullmatch`` accepts (``_lost_anchors``: only an anchor whose loss shows in a text is
+    refused; ``(^)*a`` compiles). Under ``(?m)`` a ``^`` after a newline and a ``$`` before
+    one are kept (the engine reads them as Python does).
     """
     out: list[str] = []
-    flags = {"s": False, "R": False, "u": True, "x": False}
-    stack: list[dict[str, bool]] = []
-    i, n = 0, len(pattern)
+    pieces = list(_lexed(pattern))
+    verdict: list[list[str] | None] = []
 
-    def refuse() -> UserError:
-        return UserError(
-            f"{what}: it names U+10FFFE or U+10FFFF, which unmask reserves "
-            "(they mark where every constraint starts and ends)"
-        )
+    def loses() -> list[str] | None:  # ``_lost_anchors``, read once, at the first anchor
+        if not verdict:
+            verdict.append(_lost_anchors(pattern))
+        return verdict[0]
 
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            m = _BRACED_ESCAPE.match(pattern, i)
-            text = m.group(0) if m else c
-            i += len(text)
+    for k, (text, flags) in enumerate(pieces):
+        if text[0] == "\\":
             h = _HEX_ESCAPE.fullmatch(text)
             if h is not None and int(next(g for g in h.groups() if g), 16) in (0x10FFFE, 0x10FFFF):
-                raise refuse()
+                raise _reserved(what)
+            if text in ("\\A", "\\z") and (lost := loses()) != []:
+                raise _inner_anchor(text, lost, what)
             if flags["u"] and text[1:2] in ("D", "W", "S", "p", "P"):
                 text = f"[{text}--[{_MARKS}]]"
-            out.append(text)
-        elif c == "[":
-            end = _class_end(pattern, i)
-            text = pattern[i:end]
-            i = end
+        elif text[0] == "[":
             if flags["u"] and text.endswith("]"):
                 text = f"[{text}--[{_MARKS}]]"
-            out.append(text)
-        elif c == ".":
-            out.append(_DOT[flags["s"], flags["R"]] if flags["u"] else c)
-            i += 1
-        elif c == "(":
-            m = _FLAGS.match(pattern, i)
-            new = dict(flags)
-            if m is not None:
-                on = True
-                for f in m.group(1):
-                    if f == "-":
-                        on = False
-                    elif f in new:
-                        new[f] = on
-            if m is not None and m.group(2) == ")":  # (?flags): the rest of this group
-                flags = new
-                text = m.group(0)
-            else:
-                stack.append(flags)
-                flags = new if m is not None else dict(flags)
-                text = m.group(0) if m is not None else c
-            out.append(text)
-            i += len(text)
-        elif c == ")":
-            flags = stack.pop() if stack else flags
-            out.append(c)
-            i += 1
-        elif c == "#" and flags["x"]:  # a comment, to the end of the line
-            end = pattern.find("\n", i)
-            end = n if end < 0 else end
-            out.append(pattern[i:end] + ("\n" if end == n else ""))  # not to eat what wraps it
-            i = end
-        else:
-            if c in (START, SENTINEL):
-                raise refuse()
-            out.append(c)
-            i += 1
+        elif text == ".":
+            text = _DOT[flags["s"], flags["R"]] if flags["u"] else text
+        elif flags["x"] and text[0] == "#":
+            continue
+        elif text in ("^", "$"):
+            j = k - 1 if text == "^" else k + 1  # where a newline would have to stand
+            beside = pieces[j][0] if 0 <= j < len(pieces) else ""
+            if not (flags["m"] and beside in _NEWLINES) and (lost := loses()) != []:
+                raise _inner_anchor(text, lost, what)
+        elif text in (START, SENTINEL):
+            raise _reserved(what)
+        out.append(text)
     return "".join(out)
+
+
+def _reserved(what: str) -> UserError:
+    return UserError(f"{what}: it names U+10FFFE or U+10FFFF, which unmask reserves "
+                     "(they mark where every constraint starts and ends)")
+
+
+def _inner_anchor(anchor: str, lost: list[str] | None, what: str) -> UserError:
+    return UserError(f"{what}: an anchor ({lost[0] if lost else anchor}) inside the pattern: "
+                     "anchors are only supported at the ends of the pattern or of each "
+                     "top-level alternative (the constraint always matches the whole text)")
+
+
+_FIRST = {"AT_BEGINNING": "^", "AT_BEGINNING_LINE": "^", "AT_BEGINNING_STRING": "\\A"}
+_LAST = {"AT_END": "$", "AT_END_LINE": "$", "AT_END_STRING": "\\z"}
+
+
+_GLOBAL_FLAGS = re.compile(r"(?<!\\)\(\?([aiLmsux]+)\)")
+
+
+def _newline_in(name: str, av: Any, flags: int) -> bool:
+    """Whether one item of Python's parse (not a group or an anchor) may match ``\\n``."""
+    if name == "LITERAL":
+        return bool(av == 10)
+    if name == "NOT_LITERAL":
+        return bool(av != 10)
+    if name == "ANY":
+        return bool(flags & re.DOTALL)
+    if name == "IN":
+        kinds = {str(op) for op, _ in av}
+        hit = any((str(op) == "LITERAL" and x == 10) or (str(op) == "RANGE" and x[0] <= 10 <= x[1])
+                  or (str(op) == "CATEGORY" and "SPACE" in str(x) and "NOT" not in str(x))
+                  for op, x in av)
+        return not hit if "NEGATE" in kinds else hit or "CATEGORY" in kinds
+    return True
+
+
+def _lost_anchors(pattern: str) -> list[str] | None:
+    """The anchors of ``pattern`` (past ``whole_pattern``: those left inside it) at which
+    Python's ``re.fullmatch`` can go on while the engine cannot: wrapped in unmask's
+    ``START(?:...)SENTINEL``, the engine reads ``^`` and ``\\A`` as never holding, ``$`` and
+    ``\\z`` likewise (under ``(?m)``, each still holds next to a newline). One Python passes
+    only with nothing read before it (``(?:^a|b)c``), or with nothing but a final newline
+    after it (``c(?:a|b$)``, ``a$\\n``) is lost; one that never holds in Python either
+    (``a^b``, ``.*\\z\\n``, in a branch no text reaches) is not, and such patterns compile
+    as they did. None when Python cannot read the pattern (the engine's own syntax)."""
+    import re._parser as parser
+
+    python = re.sub(r"(?<!\\)((?:\\\\)*)\\z", r"\1\\Z", pattern)  # \z is Python's \Z
+    hoisted = "".join(_GLOBAL_FLAGS.findall(python))  # ``(?:(?i)a|b)``: Python wants them first
+    python = f"(?{hoisted})" * bool(hoisted) + _GLOBAL_FLAGS.sub("", python)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = parser.parse(python)
+    except (re.error, RecursionError, OverflowError, ValueError, TypeError):
+        return None
+    lost: list[str] = []
+    memo: dict[tuple[int, frozenset[int], bool], frozenset[int]] = {}
+
+    def reach(items: Any, states: frozenset[int], forward: bool) -> frozenset[int]:
+        """Where a match can stand after ``items`` (read forward from the start, or back
+        from the end), given where it stood before: 0 at the start (end), 1 (back only)
+        with one final newline left, as Python's ``$`` also holds there."""
+        key = (id(items), states, forward)
+        if key not in memo:
+            memo[key] = states  # a cycle is no deeper than its first pass
+            seq = list(items)
+            for op, av in seq if forward else reversed(seq):
+                if not states:
+                    break
+                name = str(op)
+                if name == "AT":
+                    kind = str(av)
+                    if forward and kind in _FIRST:
+                        lost.append(_FIRST[kind])
+                    elif not forward and kind in _LAST and (
+                            0 in states or kind == "AT_END"):  # ``$`` before a last newline
+                        lost.append(_LAST[kind])
+                    if not forward and kind == "AT_END_STRING":
+                        states = states & {0}
+                elif name == "SUBPATTERN":
+                    states = reach(av[-1], states, forward)
+                elif name == "BRANCH":
+                    states = frozenset().union(*(reach(b, states, forward) for b in av[1]))
+                elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                    lo, hi, body = av
+                    after, now, k = set(states) if lo == 0 else set(), states, 0
+                    while now and k < hi:
+                        k, before = k + 1, now
+                        now = reach(body, now, forward)
+                        if k >= lo or now == before:  # no further pass reaches more
+                            after |= now
+                            if now == before:
+                                break
+                    states = frozenset(after)
+                else:  # a character: back from the very end, it may be that last newline
+                    states = frozenset({1}) if not forward and 0 in states and _newline_in(
+                        name, av, tree.state.flags) else frozenset()
+            memo[key] = states
+        return memo[key]
+
+    reach(tree, frozenset({0}), True)
+    reach(tree, frozenset({0}), False)
+    return lost if lost and _witnessed(tree, python, pattern) else []
+
+
+def _witnessed(tree: Any, python: str, pattern: str) -> bool:
+    """Whether a text Python's ``fullmatch`` of ``python`` (``pattern`` in Python's syntax)
+    accepts is found that the engine's reading of ``pattern``'s anchors (``^``, ``$``,
+    ``\\A``, ``\\z`` never hold; under ``(?m)`` ``^`` and ``$`` only next to a newline) rejects:
+    300 texts drawn along the pattern's parse, seeded, so the answer is the same each time.
+    ``_lost_anchors`` found where an anchor may be passed; this confirms that passing it
+    matches a text nothing else does (``(^)*a`` or ``b?(^|x*)`` lose nothing: they compile)."""
+    import random
+
+    swap = {"^": ("(?!)", "(?<=\\n)"), "$": ("(?!)", "(?=\\n)"), "\\A": ("(?!)",) * 2,
+            "\\z": ("(?!)",) * 2, "\\Z": ("(?!)",) * 2}
+    engine = "".join(swap[t][flags["m"]] if t in swap else t for t, flags in _lexed(pattern))
+    hoisted = "".join(_GLOBAL_FLAGS.findall(engine))
+    engine = f"(?{hoisted})" * bool(hoisted) + _GLOBAL_FLAGS.sub("", engine)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            full, narrow = re.compile(python), re.compile(engine)
+    except (re.error, RecursionError, OverflowError, ValueError, TypeError):
+        return True
+    pool = sorted({chr(av) for op, av in _items(tree) if str(op) == "LITERAL"} | set("a0 \n_"))
+    rng = random.Random(0)
+
+    def draw(items: Any, out: list[str], depth: int) -> None:
+        for op, av in items:
+            name = str(op)
+            if name == "LITERAL":
+                out.append(chr(av))
+            elif name in ("NOT_LITERAL", "ANY", "IN"):
+                if name == "IN":
+                    lits = [chr(x) for o, x in av if str(o) == "LITERAL"]
+                    lits += [chr(rng.randint(*x)) for o, x in av if str(o) == "RANGE"]
+                    out.append(rng.choice(lits + pool) if lits and rng.random() < 0.7
+                               else rng.choice(pool))
+                else:
+                    out.append(rng.choice(pool))
+            elif name == "SUBPATTERN" and depth < 50:
+                draw(av[-1], out, depth + 1)
+            elif name == "BRANCH" and depth < 50:
+                draw(rng.choice(av[1]), out, depth + 1)
+            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and depth < 50:
+                for _ in range(rng.randint(av[0], min(av[1], av[0] + 3))):
+                    draw(av[2], out, depth + 1)
+
+    for _ in range(300):
+        text: list[str] = []
+        draw(tree, text, 0)
+        t = "".join(text)
+        if len(t) <= _WITNESS_CHARS and full.fullmatch(t) and not narrow.fullmatch(t):
+            return True
+    return False
+
+
+_WITNESS_CHARS = 8
+"""The longest text ``_witnessed`` tries: Python's backtracking takes time exponential in a
+text's length for nested repetitions (``((a|.*)*)*``), and a compile must not hang on one."""
+
+
+def _items(tree: Any) -> Iterator[tuple[Any, Any]]:
+    """Every (op, argument) of Python's parse of a pattern, nested ones included."""
+    todo = [tree]
+    while todo:
+        for op, av in todo.pop():
+            yield op, av
+            if str(op) == "SUBPATTERN":
+                todo.append(av[-1])
+            elif str(op) == "BRANCH":
+                todo.extend(av[1])
+            elif str(op) in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                todo.append(av[2])
 
 
 _QUANTIFIER = re.compile(r"(?<!\\)\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
@@ -1387,7 +1638,12 @@ def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> 
         if "incompatible" in msg:
             if not matchable:
                 return None
-            raise UserError(f"{what}: {NO_MATCH}") from None
+            # an anchor kept inside (``(?:a$|b)c``) can leave the engine no match at all,
+            # though Python's fullmatch has one (``bc``): it is named
+            anchor = next((t for t, _ in _lexed(guarded) if t in ("^", "$", "\\A", "\\z")),
+                          None)
+            raise (UserError(f"{what}: {NO_MATCH}") if anchor is None
+                   else _inner_anchor(anchor, None, what)) from None
         reason = msg.split(".")[0].replace("Failed to build DFA ", "")
         try:  # the engine's message has no position; Python's parser often names one
             with warnings.catch_warnings():  # its notes on the engine's syntax ("[[")
@@ -1489,10 +1745,12 @@ def _pattern_start(
     return int(start)
 
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 """Bumped when the stored layout or the compilation changes, so old entries are not read (3:
 anchors inside a group or after a flag group are whole-text anchors, ``(?:a|^b)`` admits
-``b``: an entry stored by 2 held the smaller language under the same pattern)."""
+``b``: an entry stored by 2 held the smaller language under the same pattern; 4: an anchor
+left inside the pattern is refused (``guard_pattern``), and an entry stored by 3 for
+``(?:^a|b)c`` held the language without ``ac``, read before the pattern is checked)."""
 CACHE_MAX_ENV = "UNMASK_CACHE_MAX_MB"
 """The most megabytes the on-disk automata may take (default ``CACHE_MAX_MB``): past it the
 entries used longest ago are deleted when one is written (a server compiling every client's

@@ -194,8 +194,10 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
         if not isinstance(ref, str) or not ref.startswith("#/"):
             raise UserError(f"{_where(path)}: only local $ref (#/$defs/...) is supported")
         target: Any = root
-        for part in ref[2:].split("/"):  # a JSON pointer in a URI fragment (RFC 6901)
-            part = unquote(part).replace("~1", "/").replace("~0", "~")  # ``a~1b``: ``a/b``
+        for raw in ref[2:].split("/"):  # a JSON pointer in a URI fragment (RFC 6901)
+            part = unquote(raw).replace("~1", "/").replace("~0", "~")  # ``a~1b``: ``a/b``
+            if isinstance(target, Mapping) and part not in target:  # a key written with a
+                part = raw.replace("~1", "/").replace("~0", "~")  # "%" in it: ``a%20b``
             if not isinstance(target, Mapping) or part not in target:
                 raise UserError(f"{_where(path)}: $ref {ref!r} points nowhere")
             target = target[part]
@@ -511,10 +513,10 @@ def _forbidden_dropped(node: dict[str, Any], path: str) -> dict[str, Any]:
 
 def _merge_key(key: str, a: Any, b: Any, root: Mapping[str, Any], path: str, depth: int) -> Any:
     """One keyword set by two ``allOf`` branches, combined (``_merge_all``)."""
+    if key == "uniqueItems":  # before ==: 0 == False
+        return b if a is False else a  # true (or malformed) in either: refused (check_schema)
     if key in _INERT or a == b:
         return a
-    if key == "uniqueItems":
-        return bool(a or b)  # true in either branch: refused (``check_schema``)
     if key == "type":
         both = (_type_set({"type": a}) or set()) & (_type_set({"type": b}) or set())
         if not both:
@@ -750,13 +752,14 @@ def _finite(value: Any) -> bool:
 
 def _check_keywords(node: Mapping[str, Any], path: str) -> None:
     """``check_schema``'s refusal of a keyword the output cannot be held to, or of an ``enum`` /
-    ``const`` holding a number too large for a float."""
+    ``const`` holding a non-finite number."""
     for key in node:
         if key not in ENFORCED:
             raise UserError(f"{_where(path)}: keyword {key!r} cannot be enforced")
         if key in ("enum", "const") and not _finite(node[key]):  # the library's traceback
-            raise UserError(f"{_where(path)}: {key} holds a number too large for a float "
-                            "(read as infinity, as 1e400 is), which no JSON output can write")
+            raise UserError(f"{_where(path)}: {key} holds a non-finite number (NaN, or one too "
+                            "large for a float: 1e400 is read as infinity), which no JSON output "
+                            "can write")
 
 
 def check_schema(
@@ -810,7 +813,10 @@ def check_schema(
         # the format's regex replaced the pattern (an email that did not match it)
         raise UserError(f"{_where(path)}: pattern together with format cannot be enforced; "
                         "keep one (a pattern can spell the format)")
-    if node.get("uniqueItems"):
+    unique = node.get("uniqueItems", False)
+    if not isinstance(unique, bool):  # 0 was taken as false, "yes" said "cannot be enforced"
+        raise UserError(f"{_where(path)}: uniqueItems is true or false, not {unique!r}")
+    if unique:
         raise UserError(f"{_where(path)}: keyword 'uniqueItems' cannot be enforced")
     # a keyword no value of its type satisfies rules that type out, not every value: a
     # string passes an empty numeric range (``_settle``)
