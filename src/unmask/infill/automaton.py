@@ -1002,26 +1002,18 @@ def guard_pattern(pattern: str, what: str = "regex") -> str:
     could never match a text), and for an anchor (``^``, ``$``, ``\\A``, ``\\z``) left
     inside the pattern once ``whole_pattern`` took those at its ends: wrapped, the engine
     reads it as never matching, so ``(?:^a|b)c`` silently lost ``ac``, which Python's
-    ``re.fullmatch`` accepts (``_lost_anchors``: only an anchor whose loss shows in a text is
-    refused; ``(^)*a`` compiles). Under ``(?m)`` a ``^`` after a newline and a ``$`` before
-    one are kept (the engine reads them as Python does).
+    ``re.fullmatch`` accepts. Under ``(?m)`` a ``^`` after a newline and a ``$`` before one
+    are kept (the engine reads them as Python does).
     """
     out: list[str] = []
     pieces = list(_lexed(pattern))
-    verdict: list[list[str] | None] = []
-
-    def loses() -> list[str] | None:  # ``_lost_anchors``, read once, at the first anchor
-        if not verdict:
-            verdict.append(_lost_anchors(pattern))
-        return verdict[0]
-
     for k, (text, flags) in enumerate(pieces):
         if text[0] == "\\":
             h = _HEX_ESCAPE.fullmatch(text)
             if h is not None and int(next(g for g in h.groups() if g), 16) in (0x10FFFE, 0x10FFFF):
                 raise _reserved(what)
-            if text in ("\\A", "\\z") and (lost := loses()) != []:
-                raise _inner_anchor(text, lost, what)
+            if text in ("\\A", "\\z"):
+                raise _inner_anchor(text, what)
             if flags["u"] and text[1:2] in ("D", "W", "S", "p", "P"):
                 text = f"[{text}--[{_MARKS}]]"
         elif text[0] == "[":
@@ -1034,8 +1026,8 @@ def guard_pattern(pattern: str, what: str = "regex") -> str:
         elif text in ("^", "$"):
             j = k - 1 if text == "^" else k + 1  # where a newline would have to stand
             beside = pieces[j][0] if 0 <= j < len(pieces) else ""
-            if not (flags["m"] and beside in _NEWLINES) and (lost := loses()) != []:
-                raise _inner_anchor(text, lost, what)
+            if not (flags["m"] and beside in _NEWLINES):
+                raise _inner_anchor(text, what)
         elif text in (START, SENTINEL):
             raise _reserved(what)
         out.append(text)
@@ -1047,176 +1039,10 @@ def _reserved(what: str) -> UserError:
                      "(they mark where every constraint starts and ends)")
 
 
-def _inner_anchor(anchor: str, lost: list[str] | None, what: str) -> UserError:
-    return UserError(f"{what}: an anchor ({lost[0] if lost else anchor}) inside the pattern: "
-                     "anchors are only supported at the ends of the pattern or of each "
-                     "top-level alternative (the constraint always matches the whole text)")
-
-
-_FIRST = {"AT_BEGINNING": "^", "AT_BEGINNING_LINE": "^", "AT_BEGINNING_STRING": "\\A"}
-_LAST = {"AT_END": "$", "AT_END_LINE": "$", "AT_END_STRING": "\\z"}
-
-
-_GLOBAL_FLAGS = re.compile(r"(?<!\\)\(\?([aiLmsux]+)\)")
-
-
-def _newline_in(name: str, av: Any, flags: int) -> bool:
-    """Whether one item of Python's parse (not a group or an anchor) may match ``\\n``."""
-    if name == "LITERAL":
-        return bool(av == 10)
-    if name == "NOT_LITERAL":
-        return bool(av != 10)
-    if name == "ANY":
-        return bool(flags & re.DOTALL)
-    if name == "IN":
-        kinds = {str(op) for op, _ in av}
-        hit = any((str(op) == "LITERAL" and x == 10) or (str(op) == "RANGE" and x[0] <= 10 <= x[1])
-                  or (str(op) == "CATEGORY" and "SPACE" in str(x) and "NOT" not in str(x))
-                  for op, x in av)
-        return not hit if "NEGATE" in kinds else hit or "CATEGORY" in kinds
-    return True
-
-
-def _lost_anchors(pattern: str) -> list[str] | None:
-    """The anchors of ``pattern`` (past ``whole_pattern``: those left inside it) at which
-    Python's ``re.fullmatch`` can go on while the engine cannot: wrapped in unmask's
-    ``START(?:...)SENTINEL``, the engine reads ``^`` and ``\\A`` as never holding, ``$`` and
-    ``\\z`` likewise (under ``(?m)``, each still holds next to a newline). One Python passes
-    only with nothing read before it (``(?:^a|b)c``), or with nothing but a final newline
-    after it (``c(?:a|b$)``, ``a$\\n``) is lost; one that never holds in Python either
-    (``a^b``, ``.*\\z\\n``, in a branch no text reaches) is not, and such patterns compile
-    as they did. None when Python cannot read the pattern (the engine's own syntax)."""
-    import re._parser as parser
-
-    python = re.sub(r"(?<!\\)((?:\\\\)*)\\z", r"\1\\Z", pattern)  # \z is Python's \Z
-    hoisted = "".join(_GLOBAL_FLAGS.findall(python))  # ``(?:(?i)a|b)``: Python wants them first
-    python = f"(?{hoisted})" * bool(hoisted) + _GLOBAL_FLAGS.sub("", python)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = parser.parse(python)
-    except (re.error, RecursionError, OverflowError, ValueError, TypeError):
-        return None
-    lost: list[str] = []
-    memo: dict[tuple[int, frozenset[int], bool], frozenset[int]] = {}
-
-    def reach(items: Any, states: frozenset[int], forward: bool) -> frozenset[int]:
-        """Where a match can stand after ``items`` (read forward from the start, or back
-        from the end), given where it stood before: 0 at the start (end), 1 (back only)
-        with one final newline left, as Python's ``$`` also holds there."""
-        key = (id(items), states, forward)
-        if key not in memo:
-            memo[key] = states  # a cycle is no deeper than its first pass
-            seq = list(items)
-            for op, av in seq if forward else reversed(seq):
-                if not states:
-                    break
-                name = str(op)
-                if name == "AT":
-                    kind = str(av)
-                    if forward and kind in _FIRST:
-                        lost.append(_FIRST[kind])
-                    elif not forward and kind in _LAST and (
-                            0 in states or kind == "AT_END"):  # ``$`` before a last newline
-                        lost.append(_LAST[kind])
-                    if not forward and kind == "AT_END_STRING":
-                        states = states & {0}
-                elif name == "SUBPATTERN":
-                    states = reach(av[-1], states, forward)
-                elif name == "BRANCH":
-                    states = frozenset().union(*(reach(b, states, forward) for b in av[1]))
-                elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-                    lo, hi, body = av
-                    after, now, k = set(states) if lo == 0 else set(), states, 0
-                    while now and k < hi:
-                        k, before = k + 1, now
-                        now = reach(body, now, forward)
-                        if k >= lo or now == before:  # no further pass reaches more
-                            after |= now
-                            if now == before:
-                                break
-                    states = frozenset(after)
-                else:  # a character: back from the very end, it may be that last newline
-                    states = frozenset({1}) if not forward and 0 in states and _newline_in(
-                        name, av, tree.state.flags) else frozenset()
-            memo[key] = states
-        return memo[key]
-
-    reach(tree, frozenset({0}), True)
-    reach(tree, frozenset({0}), False)
-    return lost if lost and _witnessed(tree, python, pattern) else []
-
-
-def _witnessed(tree: Any, python: str, pattern: str) -> bool:
-    """Whether a text Python's ``fullmatch`` of ``python`` (``pattern`` in Python's syntax)
-    accepts is found that the engine's reading of ``pattern``'s anchors (``^``, ``$``,
-    ``\\A``, ``\\z`` never hold; under ``(?m)`` ``^`` and ``$`` only next to a newline) rejects:
-    300 texts drawn along the pattern's parse, seeded, so the answer is the same each time.
-    ``_lost_anchors`` found where an anchor may be passed; this confirms that passing it
-    matches a text nothing else does (``(^)*a`` or ``b?(^|x*)`` lose nothing: they compile)."""
-    import random
-
-    swap = {"^": ("(?!)", "(?<=\\n)"), "$": ("(?!)", "(?=\\n)"), "\\A": ("(?!)",) * 2,
-            "\\z": ("(?!)",) * 2, "\\Z": ("(?!)",) * 2}
-    engine = "".join(swap[t][flags["m"]] if t in swap else t for t, flags in _lexed(pattern))
-    hoisted = "".join(_GLOBAL_FLAGS.findall(engine))
-    engine = f"(?{hoisted})" * bool(hoisted) + _GLOBAL_FLAGS.sub("", engine)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            full, narrow = re.compile(python), re.compile(engine)
-    except (re.error, RecursionError, OverflowError, ValueError, TypeError):
-        return True
-    pool = sorted({chr(av) for op, av in _items(tree) if str(op) == "LITERAL"} | set("a0 \n_"))
-    rng = random.Random(0)
-
-    def draw(items: Any, out: list[str], depth: int) -> None:
-        for op, av in items:
-            name = str(op)
-            if name == "LITERAL":
-                out.append(chr(av))
-            elif name in ("NOT_LITERAL", "ANY", "IN"):
-                if name == "IN":
-                    lits = [chr(x) for o, x in av if str(o) == "LITERAL"]
-                    lits += [chr(rng.randint(*x)) for o, x in av if str(o) == "RANGE"]
-                    out.append(rng.choice(lits + pool) if lits and rng.random() < 0.7
-                               else rng.choice(pool))
-                else:
-                    out.append(rng.choice(pool))
-            elif name == "SUBPATTERN" and depth < 50:
-                draw(av[-1], out, depth + 1)
-            elif name == "BRANCH" and depth < 50:
-                draw(rng.choice(av[1]), out, depth + 1)
-            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and depth < 50:
-                for _ in range(rng.randint(av[0], min(av[1], av[0] + 3))):
-                    draw(av[2], out, depth + 1)
-
-    for _ in range(300):
-        text: list[str] = []
-        draw(tree, text, 0)
-        t = "".join(text)
-        if len(t) <= _WITNESS_CHARS and full.fullmatch(t) and not narrow.fullmatch(t):
-            return True
-    return False
-
-
-_WITNESS_CHARS = 8
-"""The longest text ``_witnessed`` tries: Python's backtracking takes time exponential in a
-text's length for nested repetitions (``((a|.*)*)*``), and a compile must not hang on one."""
-
-
-def _items(tree: Any) -> Iterator[tuple[Any, Any]]:
-    """Every (op, argument) of Python's parse of a pattern, nested ones included."""
-    todo = [tree]
-    while todo:
-        for op, av in todo.pop():
-            yield op, av
-            if str(op) == "SUBPATTERN":
-                todo.append(av[-1])
-            elif str(op) == "BRANCH":
-                todo.extend(av[1])
-            elif str(op) in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-                todo.append(av[2])
+def _inner_anchor(anchor: str, what: str) -> UserError:
+    return UserError(f"{what}: an anchor ({anchor}) inside the pattern: anchors are only "
+                     "supported at the ends of the pattern or of each top-level alternative "
+                     "(the constraint always matches the whole text)")
 
 
 _QUANTIFIER = re.compile(r"(?<!\\)\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
@@ -1638,12 +1464,7 @@ def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> 
         if "incompatible" in msg:
             if not matchable:
                 return None
-            # an anchor kept inside (``(?:a$|b)c``) can leave the engine no match at all,
-            # though Python's fullmatch has one (``bc``): it is named
-            anchor = next((t for t, _ in _lexed(guarded) if t in ("^", "$", "\\A", "\\z")),
-                          None)
-            raise (UserError(f"{what}: {NO_MATCH}") if anchor is None
-                   else _inner_anchor(anchor, None, what)) from None
+            raise UserError(f"{what}: {NO_MATCH}") from None
         reason = msg.split(".")[0].replace("Failed to build DFA ", "")
         try:  # the engine's message has no position; Python's parser often names one
             with warnings.catch_warnings():  # its notes on the engine's syntax ("[[")
