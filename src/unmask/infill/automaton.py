@@ -977,11 +977,6 @@ def uncommented(pattern: str) -> str:
                    if not (flags["x"] and (text[0] == "#" or text.isspace())))
 
 
-_NEWLINES = ("\n", "\\n")
-"""A newline as a pattern writes it: next to it, ``^`` and ``$`` under ``(?m)`` are read as
-Python reads them (the start or end of a line)."""
-
-
 def guard_pattern(pattern: str, what: str = "regex") -> str:
     """``pattern`` with ``.`` and every class that could match ``START`` or ``SENTINEL``
     rewritten to leave those two out: the same language over every text without them.
@@ -999,21 +994,18 @@ def guard_pattern(pattern: str, what: str = "regex") -> str:
     Byte mode (``(?-u)``) is left as written.
 
     ``UserError`` for a pattern that spells ``START`` or ``SENTINEL`` outside a class (it
-    could never match a text), and for an anchor (``^``, ``$``, ``\\A``, ``\\z``) left
-    inside the pattern once ``whole_pattern`` took those at its ends: wrapped, the engine
-    reads it as never matching, so ``(?:^a|b)c`` silently lost ``ac``, which Python's
-    ``re.fullmatch`` accepts. Under ``(?m)`` a ``^`` after a newline and a ``$`` before one
-    are kept (the engine reads them as Python does).
+    could never match a text). An anchor left inside the pattern once ``whole_pattern`` took
+    those at its ends is kept: the engine reads it as never holding (``(?:^a|b)c`` matches
+    ``bc`` alone; docs/infill.md). Refusing every such anchor refused patterns that compile
+    right (``(^)*a``, ``\\w+(\\s|$)\\d``), and deciding which lose a text took Python's
+    backtracking matcher, which could hang (2026-12-07, review rm8).
     """
     out: list[str] = []
-    pieces = list(_lexed(pattern))
-    for k, (text, flags) in enumerate(pieces):
+    for text, flags in _lexed(pattern):
         if text[0] == "\\":
             h = _HEX_ESCAPE.fullmatch(text)
             if h is not None and int(next(g for g in h.groups() if g), 16) in (0x10FFFE, 0x10FFFF):
                 raise _reserved(what)
-            if text in ("\\A", "\\z"):
-                raise _inner_anchor(text, what)
             if flags["u"] and text[1:2] in ("D", "W", "S", "p", "P"):
                 text = f"[{text}--[{_MARKS}]]"
         elif text[0] == "[":
@@ -1023,11 +1015,6 @@ def guard_pattern(pattern: str, what: str = "regex") -> str:
             text = _DOT[flags["s"], flags["R"]] if flags["u"] else text
         elif flags["x"] and text[0] == "#":
             continue
-        elif text in ("^", "$"):
-            j = k - 1 if text == "^" else k + 1  # where a newline would have to stand
-            beside = pieces[j][0] if 0 <= j < len(pieces) else ""
-            if not (flags["m"] and beside in _NEWLINES):
-                raise _inner_anchor(text, what)
         elif text in (START, SENTINEL):
             raise _reserved(what)
         out.append(text)
@@ -1037,12 +1024,6 @@ def guard_pattern(pattern: str, what: str = "regex") -> str:
 def _reserved(what: str) -> UserError:
     return UserError(f"{what}: it names U+10FFFE or U+10FFFF, which unmask reserves "
                      "(they mark where every constraint starts and ends)")
-
-
-def _inner_anchor(anchor: str, what: str) -> UserError:
-    return UserError(f"{what}: an anchor ({anchor}) inside the pattern: anchors are only "
-                     "supported at the ends of the pattern or of each top-level alternative "
-                     "(the constraint always matches the whole text)")
 
 
 _QUANTIFIER = re.compile(r"(?<!\\)\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
@@ -1569,9 +1550,9 @@ def _pattern_start(
 CACHE_VERSION = 4
 """Bumped when the stored layout or the compilation changes, so old entries are not read (3:
 anchors inside a group or after a flag group are whole-text anchors, ``(?:a|^b)`` admits
-``b``: an entry stored by 2 held the smaller language under the same pattern; 4: an anchor
-left inside the pattern is refused (``guard_pattern``), and an entry stored by 3 for
-``(?:^a|b)c`` held the language without ``ac``, read before the pattern is checked)."""
+``b``: an entry stored by 2 held the smaller language under the same pattern; 4: ``(?x)``
+comments and spaces are left out before the anchors and alternatives are read, so
+``(?x)^a$|^b$ # c`` is another language than version 3 stored)."""
 CACHE_MAX_ENV = "UNMASK_CACHE_MAX_MB"
 """The most megabytes the on-disk automata may take (default ``CACHE_MAX_MB``): past it the
 entries used longest ago are deleted when one is written (a server compiling every client's
