@@ -9,7 +9,8 @@ types for counts and durations; ``int_list`` parses a comma list such as
 ``--clients 1,4,16``, ``non_negative_floats`` one such as ``--scales 0,0.02``; ``json_text``
 writes strict JSON (NaN as null).
 ``output_file`` / ``output_path`` are the type of a ``--json`` path (checked at once, nothing
-made: an unwritable path is refused before the run, not after it).
+made: an unwritable path is refused before the run, not after it); ``write_results`` writes
+the file (strict JSON, atomically, its folder made then).
 ``require_hybrid(loaded, flag)`` refuses a checkpoint not trained with ``--objective hybrid``.
 ``generated(ids, eos)`` is the one count of a row's tokens behind every script's tokens/s.
 ``round_robin(calls, repeats)`` times rows that are compared side by side: the median of
@@ -36,10 +37,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-__all__ = ["OUTPUT", "balanced_orders", "child_json", "default_output", "fill_defaults", "int_list",
+__all__ = ["OUTPUT", "balanced_orders", "child_json", "cpu_clock", "default_output",
+           "fill_defaults", "int_list",
            "json_text", "generated", "non_negative_floats", "non_negative_int", "output_file",
            "output_path", "positive_float", "positive_int", "require_hybrid", "round_robin",
-           "run"]  # fmt: skip
+           "run", "write_results"]  # fmt: skip
 
 OUTPUT = Path(__file__).resolve().parents[1] / "runs" / "bench"
 """Where a script writes its results when no path is given (``runs/`` is ignored by git)."""
@@ -225,6 +227,16 @@ def output_file(text: str) -> str:
         where = "" if os.path.exists(path) else f" (no file can be made in {folder})"
         raise argparse.ArgumentTypeError(f"cannot write {text}: {e.strerror or e}{where}") from None
     return text
+
+
+def write_results(path: str | Path, data: Any, *, indent: int | None = 1) -> None:
+    """``data`` as strict JSON (``json_text``) at ``path`` (an ``output_file``), whole or not at
+    all (a full disk, Ctrl-C: ``unmask.files.atomic_write_text``), its folder made now."""
+    from unmask.files import atomic_write_text
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json_text(data, indent=indent))
 
 
 def output_path(text: str) -> Path:

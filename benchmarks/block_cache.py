@@ -17,21 +17,19 @@ repeat. The tokens must be identical.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 from _common import (
     cpu_clock,
     fill_defaults,
-    json_text,
     output_file,
     positive_int,
     round_robin,
     run,
+    write_results,
 )
 
 from unmask.config import SampleConfig, model_preset
-from unmask.files import atomic_write_text
 from unmask.model import Transformer
 from unmask.sampling.blocks import BlockRun
 
@@ -89,10 +87,8 @@ def main() -> list[dict]:
                      "identical": same})
         print(f"{n:>5} {old:>10.3f} {new:>9.3f} {old / new:>5.2f}x  "
               f"{'identical' if same else 'DIFFER'}")
-    if args.json:  # whole or not at all (a full disk, Ctrl-C), in a folder made now
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out, json_text({"rows": rows}, indent=1))
+    if args.json:
+        write_results(args.json, {"rows": rows})
     return rows
 
 

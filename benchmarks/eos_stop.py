@@ -17,28 +17,26 @@ from __future__ import annotations
 import argparse
 import gzip
 import random
-from pathlib import Path
 from typing import Any
 
 import torch
 from _common import (
     cpu_clock,
     fill_defaults,
-    json_text,
     output_file,
     positive_int,
     round_robin,
     run,
+    write_results,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT / "src" / "unmask" / "assets" / "web-bible.txt.gz"
 
 
 def prompts_from_corpus(n: int, words: int, seed: int = 0) -> list[str]:
     """``n`` lines of the packaged corpus (seeded choice among lines of more than ``words``
     words), each cut to its first ``words`` words."""
-    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
+    from unmask.files import asset_path
+
+    with gzip.open(asset_path("web-bible.txt.gz"), "rt", encoding="utf-8") as f:
         lines = [line.split() for line in f if len(line.split()) > words]
     chosen = random.Random(seed).sample(lines, n)
     return [" ".join(line[:words]) for line in chosen]
@@ -46,7 +44,7 @@ def prompts_from_corpus(n: int, words: int, seed: int = 0) -> list[str]:
 
 def main() -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=str(ROOT / "src" / "unmask" / "assets" / "demo"))
+    ap.add_argument("--model", help="a checkpoint (default: the shipped demo model)")
     ap.add_argument("--gen-length", type=positive_int, help="(default: 224; --quick: 32)")
     ap.add_argument("--prompts", type=positive_int, help="(default: 8; --quick: 2)")
     ap.add_argument("--prompt-words", type=positive_int, default=12)
@@ -60,8 +58,10 @@ def main() -> list[dict]:
                   {"gen_length": 32, "prompts": 2, "repeats": 1, "batches": [1, 2]})
     torch.set_num_threads(args.threads)
     from unmask import api
+    from unmask.files import asset_path
     from unmask.sampling.loop import Denoiser
 
+    args.model = args.model or str(asset_path("demo"))
     loaded = api.load_for_decoding(args.model)
     prompts = prompts_from_corpus(args.prompts, args.prompt_words)
     new_ended = Denoiser._all_ended
@@ -96,12 +96,8 @@ def main() -> list[dict]:
                      "stop_s": new, "ratio": old / new, "identical": same})
         print(f"{batch:>5} {nfe_old:>8} {nfe_new:>9} {old:>7.2f} {new:>7.2f} {old / new:>5.2f}x"
               f"  {'identical' if same else 'DIFFER'}")
-    if args.json:  # whole or not at all (a full disk, Ctrl-C), in a folder made now
-        from unmask.files import atomic_write_text
-
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out, json_text({"rows": rows}, indent=1))
+    if args.json:
+        write_results(args.json, {"rows": rows})
     return rows
 
 

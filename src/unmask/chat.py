@@ -1043,13 +1043,13 @@ def _holds_template(path: Path) -> bool:
         return False
     if path.suffix != ".json":
         return True
-    from unmask.files import parse_json
+    from unmask.files import read_json
 
     try:
-        data = parse_json(path.read_text(encoding="utf-8"), path)
-    except (OSError, ValueError, UserError):  # not UTF-8, not JSON: holds no template
+        data = read_json(path)
+    except (OSError, UserError):  # not UTF-8, not a JSON object: holds no template
         return False
-    return isinstance(data, dict) and bool(data.get("chat_template"))
+    return bool(data.get("chat_template"))
 
 
 def template_arg(value: str) -> ChatTemplate:

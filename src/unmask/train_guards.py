@@ -35,7 +35,7 @@ from typing import Any
 
 from unmask.config import ModelConfig, TrainConfig
 from unmask.errors import UserError
-from unmask.files import parse_json
+from unmask.files import read_json
 
 FIXED_ON_RESUME = (
     "preset", "objective", "schedule", "model_overrides", "block_size", "sedd_graph", "init",
@@ -219,8 +219,6 @@ def saved_progress(ckpt: Path) -> SavedProgress:
     """Step and training time recorded in ``ckpt/trainer.json`` (0 s for older checkpoints);
     a one-line ``UserError`` when it is missing, not JSON, not UTF-8 (``read_json``'s lines:
     a trailing comma named as one) or holds no valid step."""
-    from unmask.files import read_json
-
     path = ckpt / "trainer.json"
     if not path.is_file():
         raise UserError(f"{ckpt}: no trainer state to resume from (trainer.json missing)")
@@ -299,8 +297,7 @@ def time_limit_exit(run: Path, command: str, *, say: bool) -> int:
 
     try:
         done = saved_progress(run / CKPT)
-        plan = run / "train_config.json"
-        planned = parse_json(plan.read_text(), plan)
+        planned = read_json(run / "train_config.json")
         steps = int(planned["steps"])
         limit = done.time_limit or float(planned["time_limit"])  # a renewed one, if renewed
     except (UserError, OSError, ValueError, KeyError, TypeError):
@@ -635,8 +632,7 @@ def resume_hint(stopped: TrainingStopped, command: str, *, program: str = "unmas
     if not (stopped.run / CKPT).is_dir():
         return ""
     try:
-        plan = stopped.run / "train_config.json"
-        planned = int(parse_json(plan.read_text(), plan)["steps"])
+        planned = int(read_json(stopped.run / "train_config.json")["steps"])
     except (OSError, ValueError, KeyError, TypeError, UserError):
         planned = None
     if stopped.step is not None and planned is not None and stopped.step >= planned:

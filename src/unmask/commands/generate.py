@@ -43,7 +43,7 @@ from unmask.commands.sample_options import (
 )
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
-from unmask.files import parse_json, require_stdout
+from unmask.files import read_json, require_stdout
 from unmask.messages import plural
 from unmask.terminal import json_text, shown_text
 
@@ -298,8 +298,7 @@ def _distilled(model: str) -> bool:
     from unmask.checkpoint import checkpoint_dir
 
     try:
-        path = checkpoint_dir(model) / "trainer.json"
-        meta = parse_json(path.read_text(), path)
-    except (UserError, OSError, ValueError):  # BadJSON (nested too deep too) is a UserError
+        meta = read_json(checkpoint_dir(model) / "trainer.json")
+    except (UserError, OSError):  # missing, not UTF-8, not a JSON object: all UserErrors
         return False
-    return isinstance(meta, dict) and meta.get("objective") == "distill"
+    return meta.get("objective") == "distill"

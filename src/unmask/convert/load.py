@@ -21,7 +21,7 @@ from unmask.convert.families import (
 )
 from unmask.convert.stream import targets as _targets
 from unmask.errors import UserError
-from unmask.files import SAFETENSORS_DTYPES, parse_json, plain_name, read_json
+from unmask.files import SAFETENSORS_DTYPES, plain_name, read_json
 
 if TYPE_CHECKING:
     import torch
@@ -54,10 +54,10 @@ def is_publisher_folder(path: str | os.PathLike[str]) -> bool:
     # broken one is then reported by the importer, not as a folder without a checkpoint)
     shards = not (p / "model.safetensors").is_file() and any(p.glob("*.safetensors"))
     try:
-        data = parse_json(cfg.read_text(), str(cfg))
-    except (UserError, OSError, UnicodeDecodeError):  # too deep, a 5,000-digit integer too
+        data = read_json(cfg)
+    except (UserError, OSError):  # not an object, too deep, a 5,000-digit integer too
         return shards  # else the native loader reports it
-    if not isinstance(data, dict) or not data:
+    if not data:
         return shards
     return "model_type" in data or "architectures" in data or bool(set(data) - _native_fields())
 
