@@ -852,6 +852,8 @@ class SampleConfig:
             raise UserError(f"gen_length must be positive, got {self.gen_length}")
         if self.steps < 1:
             raise UserError(f"steps must be positive, got {self.steps}")
+        if self.block_length is not None and self.block_length < 1:  # refused without torch
+            raise UserError(f"block_length must be positive, got {self.block_length}")
         for name in ("temperature", "cfg_scale"):  # every decoder reads both; here, so a
             value = getattr(self, name)  # checkpoint's sample_defaults is checked on loading
             if not (value >= 0 and math.isfinite(value)):

@@ -56,6 +56,7 @@ from unmask.commands.sample_options import (
     add_stop_flag,
     check_draft_flags,
     check_given_options,
+    check_sample_flags,
     load_draft,
     make_live,
     with_seed,
@@ -536,7 +537,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, check_flags=check_sample_flags)  # before torch loads
 
 
 def banner(loaded: Loaded, template: ChatTemplate) -> str:

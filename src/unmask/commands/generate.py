@@ -34,8 +34,8 @@ from unmask.commands.sample_options import (
     add_draft_flag,
     add_sample_flags,
     add_stop_flag,
-    check_draft_flags,
     check_given_options,
+    check_sample_flags,
     load_draft,
     note_empty_steps,
     sample_config_from_args,
@@ -103,7 +103,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, check_flags=check_flags)
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that are wrong whatever the model, without importing torch (the command
+    line runs it before torch loads: ``--temperature -1`` took seconds to refuse): the
+    sampling flags (``check_sample_flags``), and ``--system`` or ``--template`` without
+    ``--chat``. The checks that need the decoders' rules follow in ``run``."""
+    check_sample_flags(args)
+    if (args.system is not None or args.template is not None) and not args.chat:
+        raise UserError("--system and --template apply to --chat")
 
 
 def _read_prompts(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -153,10 +163,8 @@ def run(args: argparse.Namespace) -> int:
     from unmask.commands.sample_options import make_live
 
     require_stdout("the generated text")
+    check_flags(args)  # for a caller of run() itself; the command line checked before torch
     check_given_options(args)
-    if (args.system is not None or args.template is not None) and not args.chat:
-        raise UserError("--system and --template apply to --chat")
-    check_draft_flags(args)
     prompts, names = _read_prompts(args)
     device = str(resolve_device(args.device))
     loaded = api.load_for_decoding(args.model, device=device, dtype=args.dtype,

@@ -1,12 +1,12 @@
 """What every sampling command shares: the ``SampleConfig`` flags and the live view.
 
 ``add_sample_flags`` / ``sample_config_from_args`` (one ``--flag`` per ``SampleConfig``
-field), ``add_draft_flag`` / ``check_draft_flags`` / ``load_draft`` (``--draft PATH``,
-speculative decoding), ``make_live`` (a ``LiveView`` over the generation region when stdout
-is a terminal), ``with_seed`` (the seed a sampled run draws and reports) and
-``note_empty_steps`` (the note on steps past the masked tokens). ``unmask
-generate``, ``unmask chat`` and the infill commands import them from here, so no command
-module imports another."""
+field), ``check_sample_flags`` (their refusals that need no torch), ``add_draft_flag`` /
+``check_draft_flags`` / ``load_draft`` (``--draft PATH``, speculative decoding),
+``make_live`` (a ``LiveView`` over the generation region when stdout is a terminal),
+``with_seed`` (the seed a sampled run draws and reports) and ``note_empty_steps`` (the note
+on steps past the masked tokens). ``unmask generate``, ``unmask chat`` and the infill
+commands import them from here, so no command module imports another."""
 
 from __future__ import annotations
 
@@ -100,6 +100,17 @@ def add_sample_flags(parser: argparse.ArgumentParser, *, steps: str = STEPS_PER_
 def sample_config_from_args(args: argparse.Namespace) -> SampleConfig:
     """A ``SampleConfig`` from the flags that were given (others keep their defaults)."""
     return dataclass_from_args(SampleConfig, args)
+
+
+def check_sample_flags(args: argparse.Namespace) -> None:
+    """Refuse, without importing torch, the sampling flags that are wrong whatever the model:
+    what ``SampleConfig`` refuses on its own (``--gen-length 0``, ``--block-length 0``,
+    ``--temperature -1``, ``--top-p 2``, ...) and ``--draft-*`` without ``--draft``
+    (``check_draft_flags``). A command sets it as its ``check_flags`` (``unmask.cli`` runs
+    that before torch loads: such an error took seconds, torch imported first);
+    ``check_given_options`` then checks the lengths by the decoders' rules (with torch)."""
+    sample_config_from_args(args)
+    check_draft_flags(args)
 
 
 def check_given_options(args: argparse.Namespace) -> None:
