@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import json_text, non_negative_int, output_file, positive_int
+from _common import non_negative_int, output_file, positive_int, write_results
 
 from unmask import api
 from unmask.checkpoint import load
@@ -270,8 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                "model": str(args.model or "demo"),
                "machine": platform.processor() or platform.machine(),
                "torch": torch.__version__}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json_text(out, indent=1, default=lambda x: None))
+        write_results(args.json, out)  # whole or not at all
     return 0
 
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import json_text, non_negative_int, output_file, positive_int
+from _common import non_negative_int, output_file, positive_int, write_results
 
 from unmask import api
 from unmask.checkpoint import load
@@ -128,24 +128,19 @@ def main(argv: list[str] | None = None) -> None:
         samples.append(text)
         print(f"  - {text!r}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(
-            json_text(
-                {
-                    "model": args.model,
-                    "rows": rows,
-                    "quality": {
-                        "val_loss": q.loss,
-                        "val_ppl_bound": q.ppl,
-                        "val_bpb": q.bpb,
-                        "val_tokens": q.n_tokens,
-                    },
-                    "samples": samples,
-                    "threads": torch.get_num_threads(),
-                    "quick": args.quick,
-                }
-            )
-        )
+        write_results(args.json, {  # whole or not at all
+            "model": args.model,
+            "rows": rows,
+            "quality": {
+                "val_loss": q.loss,
+                "val_ppl_bound": q.ppl,
+                "val_bpb": q.bpb,
+                "val_tokens": q.n_tokens,
+            },
+            "samples": samples,
+            "threads": torch.get_num_threads(),
+            "quick": args.quick,
+        }, indent=2)
 
 
 if __name__ == "__main__":
