@@ -87,3 +87,48 @@ def test_omp_num_threads_past_the_bound_is_refused_as_the_flag_is(monkeypatch, c
     monkeypatch.setenv("OMP_NUM_THREADS", str(most))
     assert main(["generate", "--model", "demo", "hi"]) == 0
     assert seen == [1, None]
+
+
+def _checkpoint(folder, **options):
+    import torch
+
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48, **tok.special_ids(),
+                       **options)
+    torch.manual_seed(0)
+    return save_checkpoint(folder, model=Transformer(cfg), tokenizer=tok)
+
+
+def test_steps_a_recommended_dynamic_policy_takes_are_not_refused_before_loading(
+        tmp_path, capsys):
+    """A checkpoint recommending a dynamic policy (a LLaDA 2.x conversion: ``threshold``)
+    takes any steps at least its blocks: ``--gen-length 8 --block-length 4 --steps 3`` was
+    refused before loading, by the scheduled policy's rule ("a multiple of the number of
+    blocks"), while ``api.generate`` ran the same options. CLI = API; the scheduled policy,
+    recommended or given, still refuses them, with the same line."""
+    import json
+
+    from unmask import api
+    from unmask.cli import main
+
+    dynamic = _checkpoint(tmp_path / "thr", sample_defaults={"policy": "threshold"})
+    flags = ["hi", "--gen-length", "8", "--block-length", "4", "--steps", "3", "--no-live",
+             "--device", "cpu"]
+    assert main(["generate", "--model", str(dynamic), *flags, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    ran = api.generate(api.load_for_decoding(dynamic, device="cpu"), "hi",
+                       config={"gen_length": 8, "block_length": 4, "steps": 3})
+    assert [r["text"] for r in out["results"]] == ran.texts
+    assert out["config"]["policy"] == "threshold" and out["steps"] == ran.steps
+    said = ("unmask generate: error: --steps (3) must be a multiple of the number of blocks "
+            "(2 = --gen-length 8 / --block-length 4); try 2 or 4\n")
+    assert main(["generate", "--model", str(dynamic), *flags, "--policy", "llada"]) == 2
+    assert capsys.readouterr().err == said
+    scheduled = _checkpoint(tmp_path / "llada")
+    assert main(["generate", "--model", str(scheduled), *flags]) == 2
+    assert capsys.readouterr().err == said

@@ -118,7 +118,11 @@ def check_given_options(args: argparse.Namespace) -> None:
     ``steps`` not given at one per token (``unmask.api.sample_config`` fills that in where the
     checkpoint recommends no ``steps``; the run checks again with the checkpoint's options).
     The dataclass's 64 steps would refuse ``--gen-length 12 --block-length 4``, a run that
-    never takes 64 steps."""
+    never takes 64 steps. ``--policy`` not given, the checkpoint may recommend a dynamic one
+    (a LLaDA 2.x conversion: ``threshold``), which takes any steps at least the blocks: the
+    multiple of the blocks the scheduled policy needs is checked once the policy is known
+    (``--gen-length 8 --block-length 4 --steps 3`` was refused here, where ``api.generate``
+    ran it)."""
     import dataclasses
 
     from unmask.sampling import validate
@@ -130,7 +134,8 @@ def check_given_options(args: argparse.Namespace) -> None:
     # steps over MAX_STEPS are refused once the decoder is known: one that takes none
     # (``ar``) says so, the more useful line (``choose_decoder``)
     validate(dataclasses.replace(config, steps=min(config.steps, max(MAX_STEPS,
-                                                                     config.gen_length))))
+                                                                     config.gen_length))),
+             split=getattr(args, "policy", None) is None)
 
 
 def with_seed(config: SampleConfig, decoder: str | None = None) -> SampleConfig:
