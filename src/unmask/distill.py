@@ -32,6 +32,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -581,12 +582,15 @@ def default_cache(out: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name + ".trajectories.safetensors")
 
 
-def _check_cache_path(path: Path) -> None:
-    """A one-line ``UserError`` when the trajectory file ``path`` cannot be written: a folder
-    there, or no writable folder to put it in (it failed after the first batch was decoded,
+def _check_cache_path(given: str | os.PathLike[str]) -> None:
+    """A one-line ``UserError`` when the trajectory file ``given`` cannot be written: a folder
+    there, or named as one (``cache/``: ``Path`` drops the slash, and a file ``cache`` was
+    made), or no writable folder to put it in (it failed after the first batch was decoded,
     naming a hidden staging file)."""
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder; --trajectory-file names a file (.safetensors)")
+    path = Path(given)
+    if path.is_dir() or str(given).endswith(("/", os.sep)):
+        what = "is a folder" if path.is_dir() else "names a folder (it ends in a slash)"
+        raise UserError(f"{given}: {what}; --trajectory-file names a file (.safetensors)")
     check_creatable(path)
 
 
@@ -613,7 +617,7 @@ def refresh_trajectories(
     from unmask.checkpoint import load
     from unmask.objectives.distill import Trajectories
 
-    _check_cache_path(Path(cache))  # before the teacher decodes anything
+    _check_cache_path(cache)  # before the teacher decodes anything
     # its config and tokenizer (a meta-device model): everything below but the decoding reads
     # only those, so a file reused (or refused) no longer waits for the weights to be read
     plan = load(teacher_path, weights=False)
@@ -623,9 +627,10 @@ def refresh_trajectories(
     path = Path(cache)
     n = cfg.trajectories
     first = int(os.environ.get("RANK", "0")) == 0
-    old = Trajectories.load(path) if first and path.is_file() else None
-    stored = old.meta if old is not None else (  # torchrun's other ranks: its header alone
-        Trajectories.settings_of(path) if path.is_file() else None)
+    with _unreadable_cache(path):
+        old = Trajectories.load(path) if first and path.is_file() else None
+        stored = old.meta if old is not None else (  # torchrun's other ranks: its header alone
+            Trajectories.settings_of(path) if path.is_file() else None)
     settings = _settings(plan, teacher_path, data, cfg, vocab, known=stored)
     if stored is not None and not replace_other and not same_settings(stored, settings):
         raise UserError(  # every rank says it: none waits for a file rank 0 will not write
@@ -667,6 +672,18 @@ def refresh_trajectories(
         save_to=path, progress=progress, vocab=vocab,
     )  # fmt: skip
     return path
+
+
+@contextlib.contextmanager
+def _unreadable_cache(path: Path) -> Iterator[None]:
+    """A trajectory file there that cannot be read (cut short by a copy, another file at its
+    name) refused in one line that says how to go on: it is not decoded over (it may be
+    something else of yours), and the refusal alone named no way out."""
+    try:
+        yield
+    except UserError as e:
+        raise UserError(f"{e}; remove it, or pass another --trajectory-file, to decode the "
+                        "trajectories again") from None
 
 
 def check_corpus_tokenizer(teacher_tokenizer: Any, data: str, tokenizer_file: Path) -> None:
@@ -853,6 +870,8 @@ def _distill(
         raise UserError("no run directory given (--out)")
     _check_counts(tcfg)  # before they are compared with --distill-window
     run = Path(out)
+    if cache:  # as given: ``Path`` drops the slash of a folder named ``cache/``
+        _check_cache_path(cache)
     path = Path(cache) if cache else default_cache(out)
     _check_cache_outside(path, run)
     check_out(run)  # before minutes of decoding: training makes it only after them
