@@ -88,3 +88,29 @@ def test_an_unreadable_trajectory_file_says_how_to_go_on(default, teacher, corpu
     assert err.rstrip().endswith("remove it, or pass another --trajectory-file, to decode the "
                                  "trajectories again"), err
     assert err.count("\n") == 1 and path.read_bytes().startswith(b"\x10")
+
+
+def test_a_train_split_shorter_than_a_prompt_is_refused_before_the_teacher_is_loaded(
+    teacher, tmp_path, monkeypatch, capsys
+):
+    """A corpus whose train split holds no prompt of --prompt-length tokens: "the prompt set
+    is empty" came only after the teacher's weights were read (minutes for a large one)."""
+    import unmask.checkpoint
+    from unmask.data import prepare
+
+    (tmp_path / "a.txt").write_text("tiny\n")
+    data = tmp_path / "p"
+    prepare([tmp_path / "a.txt"], data, tokenizer="byte", val_fraction=0, progress=False)
+    original = unmask.checkpoint.load
+
+    def load(path: object, *args: object, weights: bool = True, **kw: object) -> object:
+        assert not weights, f"{path}: the teacher's weights were read"
+        return original(path, *args, weights=weights, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(unmask.checkpoint, "load", load)
+    out = tmp_path / "o"
+    capsys.readouterr()
+    assert main(_distill(teacher, data, out)) == 2
+    err = capsys.readouterr().err
+    assert "not one prompt of 8: the prompt set is empty" in err and err.count("\n") == 1, err
+    assert not out.exists() and not Path(f"{out}.trajectories.safetensors").exists()

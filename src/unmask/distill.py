@@ -349,16 +349,23 @@ def _prompts(data: str, cfg: TrajectoryConfig, batch: int, rows: int) -> Any:
     """(rows, prompt_length) prompts of batch ``batch``: random windows of the train split."""
     import torch
 
+    ds = _prompt_source(data, cfg.prompt_length)
+    gen = torch.Generator().manual_seed(_batch_seed(cfg.traj_seed, batch) + 1)
+    return ds.sample(rows, cfg.prompt_length, gen)  # (rows, P)
+
+
+def _prompt_source(data: str, prompt_length: int) -> Any:
+    """The train split of the prepared corpus ``data`` (``TokenDataset``), refused in one
+    line where it holds not one prompt of ``prompt_length`` tokens."""
     from unmask.data import TokenDataset
 
     ds = TokenDataset(data, "train")
-    if ds.n_tokens < cfg.prompt_length:
+    if ds.n_tokens < prompt_length:
         raise UserError(
             f"{data}: the train split has {ds.n_tokens} tokens, not one prompt of "
-            f"{cfg.prompt_length}: the prompt set is empty"
+            f"{prompt_length}: the prompt set is empty"
         )
-    gen = torch.Generator().manual_seed(_batch_seed(cfg.traj_seed, batch) + 1)
-    return ds.sample(rows, cfg.prompt_length, gen)  # (rows, P)
+    return ds
 
 
 def decode_batch(
