@@ -114,3 +114,22 @@ def test_a_train_split_shorter_than_a_prompt_is_refused_before_the_teacher_is_lo
     err = capsys.readouterr().err
     assert "not one prompt of 8: the prompt set is empty" in err and err.count("\n") == 1, err
     assert not out.exists() and not Path(f"{out}.trajectories.safetensors").exists()
+
+
+@pytest.mark.parametrize("then, now", [("run", "checkpoint"), ("checkpoint", "run")])
+def test_a_teacher_named_by_its_run_or_its_checkpoint_folder_is_one_teacher(
+    then, now, teacher, corpus, tmp_path, capsys
+):
+    """A trajectory file made with ``--teacher RUN`` and a run with ``--teacher
+    RUN/checkpoint`` (or the other way): the file was taken for another teacher's, a named
+    one refused ("teacher RUN in the file, RUN/checkpoint now"), the default one decoded
+    again."""
+    path = {"run": teacher, "checkpoint": teacher / "checkpoint"}
+    file = tmp_path / "t.safetensors"
+    assert main(_distill(path[then], corpus, tmp_path / "a", "--trajectory-file", str(file))) == 0
+    made = file.read_bytes()
+    capsys.readouterr()
+    assert main(_distill(path[now], corpus, tmp_path / "b", "--trajectory-file", str(file))) == 0
+    err = capsys.readouterr().err
+    assert f"{file}: reusing its 2 trajectories" in err, err
+    assert file.read_bytes() == made

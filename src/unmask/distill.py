@@ -231,6 +231,9 @@ def _settings(
     del sample["seed"]  # per batch, stored with every row
     extra = {} if vocab is None else {"vocab": vocab}
     named = _teacher_named(teacher, teacher_path) if teacher_path else None
+    recorded = (known or {}).get("teacher")
+    if named and isinstance(recorded, str) and _same_checkpoint(recorded, named):
+        named = recorded  # the run directory then, its checkpoint folder now: one teacher
     # the file's stamp stands for this teacher's weights only if it is of this teacher: another
     # weights file of the same size and time (touch -r, rsync -t) took the first one's hash
     then = (known or {}).get("teacher_weights") if (known or {}).get("teacher") == named else None
@@ -257,6 +260,22 @@ def _teacher_named(teacher: Loaded, teacher_path: str) -> str:
     if Path(teacher_path).exists():
         return str(Path(teacher_path).resolve())
     return str(Path(teacher.path).resolve())
+
+
+def _same_checkpoint(a: str, b: str) -> bool:
+    """Whether the teacher paths ``a`` and ``b`` (``_teacher_named``) are one checkpoint
+    folder (``checkpoint_dir``): a run directory and its ``checkpoint`` folder, or a link to
+    it. A file made with ``--teacher runs/mine`` was taken for another teacher's when the
+    next run named ``runs/mine/checkpoint``: decoded again (hours), or a named file refused;
+    its weights are still compared (``teacher_weights``)."""
+    from unmask.checkpoint import checkpoint_dir
+
+    if a == b:
+        return True
+    try:
+        return checkpoint_dir(a).resolve() == checkpoint_dir(b).resolve()
+    except (UserError, OSError):  # one of them gone or no checkpoint: not the same
+        return False
 
 
 _SETTING_NAMES = {
@@ -630,6 +649,7 @@ def refresh_trajectories(
     plan = load(teacher_path, weights=False)
     vocab = student_vocab(plan, student) if student else None
     _check(plan, cfg)
+    _prompt_source(data, cfg.prompt_length)  # not one prompt: before the weights are read
     check_corpus_tokenizer(plan.tokenizer, data, Path(plan.path) / "tokenizer.json")
     path = Path(cache)
     n = cfg.trajectories
