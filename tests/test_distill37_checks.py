@@ -85,8 +85,9 @@ def test_an_unreadable_trajectory_file_says_how_to_go_on(default, teacher, corpu
     assert main(_distill(teacher, corpus, out, *extra)) == 2
     err = capsys.readouterr().err
     assert f"{path}: not a trajectory file" in err, err
-    assert err.rstrip().endswith("remove it, or pass another --trajectory-file, to decode the "
-                                 "trajectories again"), err
+    assert err.rstrip().endswith("pass another --trajectory-file, or remove this one if it is "
+                                 "a trajectory file cut short, to decode the trajectories "
+                                 "again"), err
     assert err.count("\n") == 1 and path.read_bytes().startswith(b"\x10")
 
 

@@ -708,9 +708,9 @@ def _unreadable_cache(path: Path) -> Iterator[None]:
     something else of yours), and the refusal alone named no way out."""
     try:
         yield
-    except UserError as e:
-        raise UserError(f"{e}; remove it, or pass another --trajectory-file, to decode the "
-                        "trajectories again") from None
+    except UserError as e:  # "remove it" alone would be bad advice for a model's weights named
+        raise UserError(f"{e}; pass another --trajectory-file, or remove this one if it is a "
+                        "trajectory file cut short, to decode the trajectories again") from None
 
 
 def check_corpus_tokenizer(teacher_tokenizer: Any, data: str, tokenizer_file: Path) -> None:
