@@ -134,3 +134,26 @@ def test_a_teacher_named_by_its_run_or_its_checkpoint_folder_is_one_teacher(
     err = capsys.readouterr().err
     assert f"{file}: reusing its 2 trajectories" in err, err
     assert file.read_bytes() == made
+
+
+@pytest.fixture(scope="module")
+def ar_teacher(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = TrainConfig(
+        data=str(corpus), out=str(tmp_path_factory.mktemp("ar") / "run"), preset="tiny",
+        objective="ar", seq_len=32, batch_size=4, steps=1, warmup=0, eval_every=0,
+        save_every=0, seed=1,
+    )  # fmt: skip
+    return train(cfg, progress=False)
+
+
+def test_a_refusal_of_the_rows_length_names_what_gives_it(ar_teacher, corpus, tmp_path,
+                                                           capsys):
+    """A one-model hybrid's draft block longer than the rows: "seq_len=16 must be >=
+    --draft-block + 2", a setting unmask distill has no flag for (prompt + generation)."""
+    out = tmp_path / "o"
+    capsys.readouterr()
+    assert main(_distill(ar_teacher, corpus, out, "--student", str(ar_teacher),
+                         "--draft-block", "100")) == 2
+    err = capsys.readouterr().err
+    assert "--prompt-length + --gen-length = 16 must be >= --draft-block + 2 = 102" in err, err
+    assert "seq_len" not in err and err.count("\n") == 1 and not out.exists()
