@@ -897,10 +897,10 @@ def _distill(
         raise UserError("no run directory given (--out)")
     _check_counts(tcfg)  # before they are compared with --distill-window
     run = Path(out)
-    if cache:  # as given: ``Path`` drops the slash of a folder named ``cache/``
-        _check_cache_path(cache)
     path = Path(cache) if cache else default_cache(out)
     _check_cache_outside(path, run)
+    if cache:  # as given: ``Path`` drops the slash of a folder named ``cache/``
+        _check_cache_path(cache)
     check_out(run)  # before minutes of decoding: training makes it only after them
     if run.exists() and any(run.iterdir()):  # before minutes of decoding, not after
         raise not_empty(run)
