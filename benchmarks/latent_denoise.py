@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import json_text, output_file, positive_int
+from _common import output_file, positive_int, write_results
 
 from unmask.checkpoint import load
 from unmask.data import TokenDataset
@@ -100,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['t']} | {r['mse']:.3f} | {r['mse_mean']:.3f} | {r['decode_ce']:.3f} "
               f"| {r['decode_ce_rms']:.3f} |")  # fmt: skip
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json_text(out, indent=1))
+        write_results(args.json, out)  # whole or not at all
     return 0
 
 

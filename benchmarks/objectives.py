@@ -93,7 +93,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import default_output, generated, non_negative_int, output_file, positive_int
+from _common import (
+    default_output,
+    generated,
+    non_negative_int,
+    output_file,
+    positive_int,
+    write_results,
+)
 
 from unmask import api
 from unmask.checkpoint import checkpoint_dir, load
@@ -889,20 +896,17 @@ def main() -> None:
         "entropy is outside the floor's range)."
     )
     out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "args": vars(args),
-                "anchors": [
-                    {"label": label, "ppl": ours, "ar_ppl": ar_ppl, "ratio": ours / ar_ppl}
-                    for label, ours, ar_ppl in ANCHORS
-                ],
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(  # whole or not at all: Ctrl-C or a full disk after hours of training
+        out,
+        {
+            "args": vars(args),
+            "anchors": [
+                {"label": label, "ppl": ours, "ar_ppl": ar_ppl, "ratio": ours / ar_ppl}
+                for label, ours, ar_ppl in ANCHORS
+            ],
+            "rows": rows,
+        },
+        indent=2,
     )
     print(f"wrote {out}", file=sys.stderr)
     if args.plot:

@@ -32,6 +32,7 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -230,6 +231,9 @@ def _settings(
     del sample["seed"]  # per batch, stored with every row
     extra = {} if vocab is None else {"vocab": vocab}
     named = _teacher_named(teacher, teacher_path) if teacher_path else None
+    recorded = (known or {}).get("teacher")
+    if named and isinstance(recorded, str) and _same_checkpoint(recorded, named):
+        named = recorded  # the run directory then, its checkpoint folder now: one teacher
     # the file's stamp stands for this teacher's weights only if it is of this teacher: another
     # weights file of the same size and time (touch -r, rsync -t) took the first one's hash
     then = (known or {}).get("teacher_weights") if (known or {}).get("teacher") == named else None
@@ -256,6 +260,22 @@ def _teacher_named(teacher: Loaded, teacher_path: str) -> str:
     if Path(teacher_path).exists():
         return str(Path(teacher_path).resolve())
     return str(Path(teacher.path).resolve())
+
+
+def _same_checkpoint(a: str, b: str) -> bool:
+    """Whether the teacher paths ``a`` and ``b`` (``_teacher_named``) are one checkpoint
+    folder (``checkpoint_dir``): a run directory and its ``checkpoint`` folder, or a link to
+    it. A file made with ``--teacher runs/mine`` was taken for another teacher's when the
+    next run named ``runs/mine/checkpoint``: decoded again (hours), or a named file refused;
+    its weights are still compared (``teacher_weights``)."""
+    from unmask.checkpoint import checkpoint_dir
+
+    if a == b:
+        return True
+    try:
+        return checkpoint_dir(a).resolve() == checkpoint_dir(b).resolve()
+    except (UserError, OSError):  # one of them gone or no checkpoint: not the same
+        return False
 
 
 _SETTING_NAMES = {
@@ -348,16 +368,23 @@ def _prompts(data: str, cfg: TrajectoryConfig, batch: int, rows: int) -> Any:
     """(rows, prompt_length) prompts of batch ``batch``: random windows of the train split."""
     import torch
 
+    ds = _prompt_source(data, cfg.prompt_length)
+    gen = torch.Generator().manual_seed(_batch_seed(cfg.traj_seed, batch) + 1)
+    return ds.sample(rows, cfg.prompt_length, gen)  # (rows, P)
+
+
+def _prompt_source(data: str, prompt_length: int) -> Any:
+    """The train split of the prepared corpus ``data`` (``TokenDataset``), refused in one
+    line where it holds not one prompt of ``prompt_length`` tokens."""
     from unmask.data import TokenDataset
 
     ds = TokenDataset(data, "train")
-    if ds.n_tokens < cfg.prompt_length:
+    if ds.n_tokens < prompt_length:
         raise UserError(
             f"{data}: the train split has {ds.n_tokens} tokens, not one prompt of "
-            f"{cfg.prompt_length}: the prompt set is empty"
+            f"{prompt_length}: the prompt set is empty"
         )
-    gen = torch.Generator().manual_seed(_batch_seed(cfg.traj_seed, batch) + 1)
-    return ds.sample(rows, cfg.prompt_length, gen)  # (rows, P)
+    return ds
 
 
 def decode_batch(
@@ -581,12 +608,15 @@ def default_cache(out: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name + ".trajectories.safetensors")
 
 
-def _check_cache_path(path: Path) -> None:
-    """A one-line ``UserError`` when the trajectory file ``path`` cannot be written: a folder
-    there, or no writable folder to put it in (it failed after the first batch was decoded,
+def _check_cache_path(given: str | os.PathLike[str]) -> None:
+    """A one-line ``UserError`` when the trajectory file ``given`` cannot be written: a folder
+    there, or named as one (``cache/``: ``Path`` drops the slash, and a file ``cache`` was
+    made), or no writable folder to put it in (it failed after the first batch was decoded,
     naming a hidden staging file)."""
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder; --trajectory-file names a file (.safetensors)")
+    path = Path(given)
+    if path.is_dir() or str(given).endswith(("/", os.sep)):
+        what = "is a folder" if path.is_dir() else "names a folder (it ends in a slash)"
+        raise UserError(f"{given}: {what}; --trajectory-file names a file (.safetensors)")
     check_creatable(path)
 
 
@@ -613,19 +643,21 @@ def refresh_trajectories(
     from unmask.checkpoint import load
     from unmask.objectives.distill import Trajectories
 
-    _check_cache_path(Path(cache))  # before the teacher decodes anything
+    _check_cache_path(cache)  # before the teacher decodes anything
     # its config and tokenizer (a meta-device model): everything below but the decoding reads
     # only those, so a file reused (or refused) no longer waits for the weights to be read
     plan = load(teacher_path, weights=False)
     vocab = student_vocab(plan, student) if student else None
     _check(plan, cfg)
+    _prompt_source(data, cfg.prompt_length)  # not one prompt: before the weights are read
     check_corpus_tokenizer(plan.tokenizer, data, Path(plan.path) / "tokenizer.json")
     path = Path(cache)
     n = cfg.trajectories
     first = int(os.environ.get("RANK", "0")) == 0
-    old = Trajectories.load(path) if first and path.is_file() else None
-    stored = old.meta if old is not None else (  # torchrun's other ranks: its header alone
-        Trajectories.settings_of(path) if path.is_file() else None)
+    with _unreadable_cache(path):
+        old = Trajectories.load(path) if first and path.is_file() else None
+        stored = old.meta if old is not None else (  # torchrun's other ranks: its header alone
+            Trajectories.settings_of(path) if path.is_file() else None)
     settings = _settings(plan, teacher_path, data, cfg, vocab, known=stored)
     if stored is not None and not replace_other and not same_settings(stored, settings):
         raise UserError(  # every rank says it: none waits for a file rank 0 will not write
@@ -667,6 +699,18 @@ def refresh_trajectories(
         save_to=path, progress=progress, vocab=vocab,
     )  # fmt: skip
     return path
+
+
+@contextlib.contextmanager
+def _unreadable_cache(path: Path) -> Iterator[None]:
+    """A trajectory file there that cannot be read (cut short by a copy, another file at its
+    name) refused in one line that says how to go on: it is not decoded over (it may be
+    something else of yours), and the refusal alone named no way out."""
+    try:
+        yield
+    except UserError as e:  # "remove it" alone would be bad advice for a model's weights named
+        raise UserError(f"{e}; pass another --trajectory-file, or remove this one if it is a "
+                        "trajectory file cut short, to decode the trajectories again") from None
 
 
 def check_corpus_tokenizer(teacher_tokenizer: Any, data: str, tokenizer_file: Path) -> None:
@@ -855,6 +899,8 @@ def _distill(
     run = Path(out)
     path = Path(cache) if cache else default_cache(out)
     _check_cache_outside(path, run)
+    if cache:  # as given: ``Path`` drops the slash of a folder named ``cache/``
+        _check_cache_path(cache)
     check_out(run)  # before minutes of decoding: training makes it only after them
     if run.exists() and any(run.iterdir()):  # before minutes of decoding, not after
         raise not_empty(run)

@@ -210,14 +210,19 @@ def _check_trajectory_file(path: str | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``unmask distill``; a refusal names the trajectory file's flag as typed (``--cache`` is
-    ``--trajectory-file``'s older spelling)."""
+    ``--trajectory-file``'s older spelling), and the run's ``seq_len`` as what gives it here,
+    prompt_length + gen_length (``seq_len=16 must be >= draft_block + 2`` named a setting this
+    command has no flag for)."""
     typed = getattr(args, "trajectory_file_flag", None)
     try:
         return _run(args)
     except UserError as e:
-        if typed is None or typed == "--trajectory-file":
+        said = re.sub(r"\bseq_len=(\d+)", r"prompt_length + gen_length = \1", str(e))
+        if typed is not None and typed != "--trajectory-file":
+            said = said.replace("--trajectory-file", typed)
+        if said == str(e):
             raise
-        raise UserError(str(e).replace("--trajectory-file", typed)) from None
+        raise UserError(said) from None
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -602,10 +602,13 @@ def distill(
 
 
 def _check(cfg: TrainConfig) -> None:
-    if cfg.distill_ce_weight < 0 or cfg.distill_entropy_weight < 0:
-        raise UserError(
-            "distill_ce_weight and distill_entropy_weight must be >= 0, got "
-            f"{cfg.distill_ce_weight} and {cfg.distill_entropy_weight}"
+    for name in ("distill_ce_weight", "distill_entropy_weight"):
+        if getattr(cfg, name) < 0:  # each named alone: the command line names it as its flag
+            raise UserError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.distill_ce_weight == 0 and cfg.distill_entropy_weight == 0:
+        raise UserError(  # the loss is 0 at every step: a run of minutes that learns nothing
+            "distill_ce_weight and distill_entropy_weight are both 0: the loss would be 0 and "
+            "the student would learn nothing; give one of them a weight > 0"
         )
     if cfg.distill_temperature <= 0:
         raise UserError(f"distill_temperature must be > 0, got {cfg.distill_temperature}")
