@@ -1,0 +1,44 @@
+"""Session 37 audit of the HTTP routes as an OpenAI-compatible client sees them (tiny test
+models)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from server_helpers import Echo, loaded, tiny_config  # noqa: E402
+
+from unmask.server import create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    app = create_app(loaded(Echo(tiny_config())), chat_template="plain", access_log=False)
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("body", "param", "message"), [
+    # no text of the gap's length satisfies the constraint the request sent for it
+    ({"template": "[MASK:city:3] x", "choices": {"city": ["Copenhagen"]}}, "choices.city",
+     "'city' [MASK:city:3]: no sequence of 3 tokens satisfies its constraint"),
+    ({"template": "a [MASK:2] b [MASK:3]", "regex": {"2": "[0-9]{5}"}}, "regex.2",
+     "gap 2 [MASK:3]: no sequence of 3 tokens"),
+    ({"template": "[MASK:3]", "choices": {"1": ["x"]}, "regex": {"1": "x"}}, "choices.1",
+     "gap 1 [MASK:3]: no sequence of 3 tokens"),
+    # a gap of the template itself
+    ({"template": "[MASK:1-999]"}, "template", "gap 1 [MASK:1-999]: up to 999 tokens"),
+    ({"template": "[MASK:a:2] [MASK:a:2]"}, "template", "gap name 'a' is used twice"),
+])
+def test_an_infill_refusal_about_a_gap_names_its_field(client, stream, body, param, message):
+    """docs/serving.md: a constraint no token sequence satisfies is a 400 naming the field
+    (``choices.town``); such refusals are found on the worker, in the library's words about
+    the gap, and came with ``param`` null (so did a gap's own length past the context, or a
+    gap name used twice: the template's)."""
+    r = client.post("/v1/infill", json={**body, "stream": stream})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["message"].startswith(message) and err["param"] == param, err
