@@ -42,3 +42,17 @@ def test_an_infill_refusal_about_a_gap_names_its_field(client, stream, body, par
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["message"].startswith(message) and err["param"] == param, err
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"prompt": ["ab", "cd"]}, "prompt"),
+    ({"prompt": [[5, 6], [7, 8]]}, "prompt"),  # two prompts of token ids
+    ({"prompt": "ab", "n": 2}, "n"),
+])
+def test_structured_output_of_several_prompts_names_the_prompt(client, body, param):
+    """Structured output takes one prompt and n = 1: the 400 named ``n`` for a list of
+    prompts too, a field the client had not sent."""
+    r = client.post("/v1/completions", json={**body, "max_tokens": 4,
+                                             "guided_choice": ["yes", "no"]})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param, r.text
