@@ -56,3 +56,29 @@ def test_structured_output_of_several_prompts_names_the_prompt(client, body, par
                                              "guided_choice": ["yes", "no"]})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param, r.text
+
+
+def test_max_tokens_and_max_completion_tokens_that_differ_name_the_field(client):
+    """Chat takes either name (equal if both): two different values were a 400 with no
+    ``param``; it names ``max_completion_tokens`` and both values."""
+    r = client.post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
+        "max_completion_tokens": 4})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "max_completion_tokens", err
+    assert "max_tokens (3) and max_completion_tokens (4) differ" in err["message"], err
+    r = client.post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "hi"}], "max_tokens": None,
+        "max_completion_tokens": 4})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4, r.text
+
+
+@pytest.mark.parametrize("other", [{"spans": [[0, 2]]}, {"regex": "l+"}])
+def test_an_edit_of_spans_and_lowest_names_lowest(client, other):
+    """``lowest`` with ``spans`` or ``regex`` is refused ("choose spans/regex or lowest, not
+    both") with no ``param``: it names ``lowest``."""
+    r = client.post("/v1/edit", json={"text": "hello", "lowest": 1, **other})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "lowest" and "not both" in err["message"], err

@@ -591,6 +591,8 @@ def router(state: ServerState) -> APIRouter:
                            code="invalid_value")
         given = [k for k in ("spans", "regex", "lowest") if getattr(req, k) is not None]
         blame = given[0] if len(given) == 1 else None  # "span 5:3 is empty ...": spans
+        if req.lowest is not None and len(given) > 1:  # "choose spans/regex or lowest, not
+            blame = "lowest"  # both": it named no field
         spans = [tuple(s) for s in req.spans or ()]
         regex = req.regex
         if regex is not None and req.lowest is None:
