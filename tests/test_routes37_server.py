@@ -82,3 +82,15 @@ def test_an_edit_of_spans_and_lowest_names_lowest(client, other):
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["param"] == "lowest" and "not both" in err["message"], err
+
+
+@pytest.mark.parametrize("extra", [{}, {"stream": True}, {"guided_choice": ["yes", "no"]},
+                                   {"prompt": ["ab", "a [MASK:3] b"]}])
+def test_a_gap_of_the_infill_syntax_in_a_prompt_names_the_prompt(client, extra):
+    """``[MASK:3]`` in a completions prompt is refused (a prompt fills bare ``[MASK]``s):
+    the 400 had ``param`` null, where ``/v1/tokenize`` names its ``text``."""
+    r = client.post("/v1/completions", json={"prompt": "a [MASK:3] b", "max_tokens": 4,
+                                             **extra})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "prompt" and "POST /v1/infill" in err["message"], err
