@@ -94,3 +94,34 @@ def test_a_gap_of_the_infill_syntax_in_a_prompt_names_the_prompt(client, extra):
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["param"] == "prompt" and "POST /v1/infill" in err["message"], err
+
+
+@pytest.fixture(scope="module")
+def fim_client():
+    import dataclasses
+
+    import torch
+
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(), attention="causal", objective="ar",
+                                 vocab_size=263, fim_prefix_id=260, fim_suffix_id=261,
+                                 fim_middle_id=262)
+    app = create_app(loaded(Transformer(config).eval()), access_log=False)
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.mark.parametrize("sized", [{}, {"steps": 4}])
+def test_a_fill_in_the_middle_template_past_the_context_names_the_template(fim_client, sized):
+    """An AR-FIM checkpoint's refusal of a gap whose declared length does not fit ("prefix
+    (2 tokens) + suffix (2 tokens) + 3 sentinels + up to 999 middle tokens exceed the model's
+    max_seq_len") had ``param`` null, found on the worker or, with ``steps``, before it."""
+    r = fim_client.post("/v1/infill", json={"template": "a [MASK:1-999] b", **sized})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "template" and "max_seq_len" in err["message"], err
+    r = fim_client.post("/v1/infill", json={"template": "a [MASK:3] b",
+                                            "regex": {"1": "[0-9]{5}"}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "regex.1", r.text

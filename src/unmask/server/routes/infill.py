@@ -149,12 +149,13 @@ def context_code(fn: Callable[[StepCallback], Any]) -> Callable[[StepCallback], 
 def gap_param(req: InfillRequest, parsed: list[Any], message: str) -> str | None:
     """The field an infill refusal about one gap of the template names (found on the worker,
     its message starts with the gap as the library names it: ``gap 2 [MASK:3]``, ``'city'
-    [MASK:city]``, or ``gap name 'a' is used twice``): where no text of the gap's length
+    [MASK:city]``, or ``gap name 'a' is used twice``; or it says the template's text and gaps
+    pass ``max_seq_len``, as an AR-FIM checkpoint's does): where no text of the gap's length
     satisfies its constraint, the constraint the request sent for that gap (``choices.city``,
     ``regex.1``, ``charset.2`` as the request keyed it; ``ban`` where only a banned word
     constrains it), as a constraint refused before the worker is named; anything else about a
     gap (a maximum past the context, a name used twice) the template. None: a refusal about
-    no gap. Such refusals had no ``param``."""
+    neither. Such refusals had no ``param``."""
     from unmask.infill import Gap
     from unmask.infill.options import GAP_OPTIONS
     from unmask.infill.template import _named, find_gap
@@ -162,8 +163,8 @@ def gap_param(req: InfillRequest, parsed: list[Any], message: str) -> str | None
     gaps = [k for k, s in enumerate(parsed) if isinstance(s, Gap)]
     at = next((k for n, k in enumerate(gaps, 1) if message.startswith(_named(parsed[k], n) + ":")),
               None)
-    if at is None:
-        return "template" if message.startswith("gap ") else None
+    if at is None:  # a gap name used twice; an AR-FIM prompt past max_seq_len
+        return "template" if message.startswith("gap ") or "max_seq_len" in message else None
     if "satisfies its constraint" not in message:
         return "template"
     for option in GAP_OPTIONS:  # choices, regex, charset: the order they are applied in
@@ -346,8 +347,8 @@ def router(state: ServerState) -> APIRouter:
             after = "".join(s for s in parsed[k + 1 :] if isinstance(s, str))
             try:
                 check_declared_room(model, tok, gap, before, after)
-            except UserError as e:
-                raise user_error(e) from None
+            except UserError as e:  # (it named no field)
+                raise user_error(e, "template") from None
         if gap.length is not None:
             return int(gap.length)
         if gap.max_len is not None:
