@@ -125,3 +125,57 @@ def test_a_fill_in_the_middle_template_past_the_context_names_the_template(fim_c
     r = fim_client.post("/v1/infill", json={"template": "a [MASK:3] b",
                                             "regex": {"1": "[0-9]{5}"}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "regex.1", r.text
+
+
+@pytest.fixture(scope="module")
+def bd3lm_client():
+    import dataclasses
+
+    import torch
+
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(), attention="block-causal", block_size=4,
+                                 objective="bd3lm")
+    app = create_app(loaded(Transformer(config).eval()), chat_template="plain",
+                     access_log=False)
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/forms", {"form": {"a": "<choice:x|y>"}}),
+    ("/v1/infill", {"template": "a [MASK:2] b"}),
+])
+@pytest.mark.parametrize("option", [{"policy": "nope"}, {"cache": "nope"}])
+def test_an_unknown_name_on_a_causal_fill_names_its_field(fim_client, path, body, option):
+    """A causal checkpoint fills a form or an AR-FIM gap left to right; an unknown ``policy``
+    or ``cache`` there was refused by the decoder's check in words that named no field."""
+    r = fim_client.post(path, json={**body, **option})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    (name,) = option
+    assert err["param"] == name and "unknown" in err["message"], err
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/completions", {"prompt": "ab"}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "ab"}]}),
+])
+def test_segments_that_are_not_whole_blocks_name_segment_length(bd3lm_client, path, body):
+    """On a block model, segments must be whole blocks; the refusal ("segments of 1 tokens
+    split max_tokens 4 into 4 x 1: ...") named no field."""
+    r = bd3lm_client.post(path, json={**body, "max_tokens": 4, "segment_length": 1})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "segment_length" and "whole blocks" in err["message"], err
+
+
+def test_a_length_range_a_block_model_cannot_size_names_the_template(bd3lm_client):
+    """A block model sizes no gap of a length range (no bidirectional ELBO): the 400 said to
+    give a fixed length, with ``param`` null."""
+    r = bd3lm_client.post("/v1/infill", json={"template": "a [MASK:1-3] b"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "template" and "[MASK:n]" in err["message"], err

@@ -546,6 +546,8 @@ def request_error(req: _Generation, e: UserError) -> APIError:
     param = sent_option(req, e)
     if param is None and message.startswith("max_tokens"):
         param = "max_tokens"
+    if param is None and message.startswith("segments of") and req.segment_length is not None:
+        param = "segment_length"  # "segments of 1 tokens split max_tokens 4 into 4 x 1: ..."
     return APIError(400, message, param=param, code="invalid_value")
 
 

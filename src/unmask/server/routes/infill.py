@@ -163,8 +163,10 @@ def gap_param(req: InfillRequest, parsed: list[Any], message: str) -> str | None
     gaps = [k for k, s in enumerate(parsed) if isinstance(s, Gap)]
     at = next((k for n, k in enumerate(gaps, 1) if message.startswith(_named(parsed[k], n) + ":")),
               None)
-    if at is None:  # a gap name used twice; an AR-FIM prompt past max_seq_len
-        return "template" if message.startswith("gap ") or "max_seq_len" in message else None
+    if at is None:  # a gap name used twice, a range a block model cannot size; an AR-FIM
+        # prompt past max_seq_len
+        about = message.startswith(("gap ", "a gap ")) or "max_seq_len" in message
+        return "template" if about else None
     if "satisfies its constraint" not in message:
         return "template"
     for option in GAP_OPTIONS:  # choices, regex, charset: the order they are applied in
@@ -207,6 +209,8 @@ def router(state: ServerState) -> APIRouter:
         ``max_tokens``."""
         if not state.causal:
             return
+        configure(opts)  # an unknown policy or cache named first, as elsewhere (the decoder's
+        # refusal below named no field for it)
         sized = opts.steps is not None or opts.block_length is not None
         left_to_right(state, opts, width() if sized else 1)  # not sized: any length
 
