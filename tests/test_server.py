@@ -279,7 +279,8 @@ def test_request_wide_checks_and_stop_lengths_are_said_plainly(echo_client):
     base = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     r = echo_client.post("/v1/chat/completions", json={**base, "max_completion_tokens": 5})
     assert r.status_code == 400
-    assert r.json()["error"]["message"] == "max_tokens and max_completion_tokens differ; give one"
+    assert r.json()["error"]["message"] == ("max_completion_tokens: max_tokens (4) and "
+                                            "max_completion_tokens (5) differ; give one")
     for stop in ([""], "", ["x" * 65]):
         r = echo_client.post("/v1/chat/completions", json={**base, "stop": stop})
         err = r.json()["error"]

@@ -375,13 +375,21 @@ class ChatRequest(_Generation):
     def _neutral_chat(cls, value: Any, info: ValidationInfo) -> Any:
         return _neutral_only(info.field_name or "", value)
 
+    @field_validator("max_completion_tokens")
+    @classmethod
+    def _same_max_tokens(cls, given: int | None, info: ValidationInfo) -> int | None:
+        """Both sent and different: a 400 naming ``max_completion_tokens`` (it named no
+        field); ``max_tokens``, sent or null, is validated before it."""
+        sent = info.data.get("max_tokens")
+        if given is not None and sent is not None and sent != given:
+            raise ValueError(f"max_tokens ({sent}) and max_completion_tokens ({given}) "
+                             "differ; give one")
+        return given
+
     @model_validator(mode="after")
     def _max_completion_tokens(self) -> ChatRequest:
-        given = self.max_completion_tokens
-        if given is not None:
-            if "max_tokens" in self.model_fields_set and self.max_tokens != given:
-                raise ValueError("max_tokens and max_completion_tokens differ; give one")
-            self.max_tokens = given
+        if self.max_completion_tokens is not None:
+            self.max_tokens = self.max_completion_tokens
         return self
 
 

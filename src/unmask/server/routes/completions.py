@@ -43,6 +43,7 @@ from unmask.server.plumbing import (
     sent_option,
     submit,
     usage,
+    user_error,
     wait,
 )
 from unmask.server.schemas import CompletionRequest, _Generation
@@ -545,6 +546,8 @@ def request_error(req: _Generation, e: UserError) -> APIError:
     param = sent_option(req, e)
     if param is None and message.startswith("max_tokens"):
         param = "max_tokens"
+    if param is None and message.startswith("segments of") and req.segment_length is not None:
+        param = "segment_length"  # "segments of 1 tokens split max_tokens 4 into 4 x 1: ..."
     return APIError(400, message, param=param, code="invalid_value")
 
 
@@ -872,12 +875,24 @@ def router(state: ServerState) -> APIRouter:
             return await run_generation(state, request, req, [str(k) for k in range(len(given))],
                                         lambda k: given[int(k)], chat=False)
         prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)  # type: ignore
-        # a [MASK] in the prompt is a blank, and a published model's BOS leads, as in the CLI
-        from unmask.api import encode_prompt, facts_of
-
-        return await run_generation(state, request, req, prompts,
-                                    functools.partial(encode_prompt, state.tok,
-                                                      infill="POST /v1/infill",
-                                                      facts=facts_of(state.loaded)), chat=False)
+        return await run_generation(state, request, req, prompts, prompt_encoder(state),
+                                    chat=False)
 
     return r
+
+
+def prompt_encoder(state: ServerState) -> Callable[[str], list[int]]:
+    """The ids of a completions text prompt: a ``[MASK]`` in it is a blank, and a published
+    model's BOS leads, as in the CLI (``api.encode_prompt``); a gap of the infill syntax
+    (``[MASK:3]``) is a 400 naming ``prompt``, plain, streamed or structured (it named no
+    field, where ``/v1/tokenize`` names its ``text``)."""
+    encode = functools.partial(api.encode_prompt, state.tok, infill="POST /v1/infill",
+                               facts=api.facts_of(state.loaded))
+
+    def encoded(prompt: str) -> list[int]:
+        try:
+            return encode(prompt)
+        except UserError as e:
+            raise user_error(e, "prompt") from None
+
+    return encoded

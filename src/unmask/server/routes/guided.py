@@ -452,10 +452,9 @@ async def run_guided(
     except UserError as e:
         raise user_error(e, "response_format") from None
     left_to_right(state, req, req.max_tokens)  # a causal model's fill: no denoising loop
-    if len(prompts) != 1 or req.n != 1:
-        raise APIError(
-            400, "structured output takes one prompt and n = 1", param="n", code="invalid_value"
-        )
+    if len(prompts) != 1 or req.n != 1:  # the field that broke it (it named n for prompts)
+        raise APIError(400, "structured output takes one prompt and n = 1",
+                       param="n" if len(prompts) == 1 else "prompt", code="invalid_value")
     # not the checkpoint's recommendation (no ``loaded``): its penalties, measured on free
     # text, would fight the constraint (a structured answer repeats on purpose); steps not
     # sent: one per masked token, at most --max-steps (as infill and forms)

@@ -24,6 +24,7 @@ from fastapi.responses import Response
 
 from unmask.config import InfillOptions, SampleConfig
 from unmask.errors import CONTEXT_WORDS, UserError
+from unmask.infill.options import ConstraintError
 from unmask.sampling.loop import StepCallback
 from unmask.sampling.penalties import given_penalties
 from unmask.server.http import APIError, JSONResponse
@@ -145,6 +146,37 @@ def context_code(fn: Callable[[StepCallback], Any]) -> Callable[[StepCallback], 
     return run
 
 
+def gap_param(req: InfillRequest, parsed: list[Any], message: str) -> str | None:
+    """The field an infill refusal about one gap of the template names (found on the worker,
+    its message starts with the gap as the library names it: ``gap 2 [MASK:3]``, ``'city'
+    [MASK:city]``, or ``gap name 'a' is used twice``; or it says the template's text and gaps
+    pass ``max_seq_len``, as an AR-FIM checkpoint's does): where no text of the gap's length
+    satisfies its constraint, the constraint the request sent for that gap (``choices.city``,
+    ``regex.1``, ``charset.2`` as the request keyed it; ``ban`` where only a banned word
+    constrains it), as a constraint refused before the worker is named; anything else about a
+    gap (a maximum past the context, a name used twice) the template. None: a refusal about
+    neither. Such refusals had no ``param``."""
+    from unmask.infill import Gap
+    from unmask.infill.options import GAP_OPTIONS
+    from unmask.infill.template import _named, find_gap
+
+    gaps = [k for k, s in enumerate(parsed) if isinstance(s, Gap)]
+    at = next((k for n, k in enumerate(gaps, 1) if message.startswith(_named(parsed[k], n) + ":")),
+              None)
+    if at is None:  # a gap name used twice, a range a block model cannot size; an AR-FIM
+        # prompt past max_seq_len
+        about = message.startswith(("gap ", "a gap ")) or "max_seq_len" in message
+        return "template" if about else None
+    if "satisfies its constraint" not in message:
+        return "template"
+    for option in GAP_OPTIONS:  # choices, regex, charset: the order they are applied in
+        # (every key names a gap here: constrain_gaps found them all)
+        key = next((k for k in getattr(req, option) or {} if find_gap(parsed, k) == at), None)
+        if key is not None:
+            return f"{option}.{key}"
+    return "ban" if req.ban else "template"
+
+
 def user_call(fn: Callable[[], Any], param: str) -> Any:
     """``fn()``, its ``UserError`` as a 400 naming ``param``."""
     from unmask.errors import UserError
@@ -177,6 +209,8 @@ def router(state: ServerState) -> APIRouter:
         ``max_tokens``."""
         if not state.causal:
             return
+        configure(opts)  # an unknown policy or cache named first, as elsewhere (the decoder's
+        # refusal below named no field for it)
         sized = opts.steps is not None or opts.block_length is not None
         left_to_right(state, opts, width() if sized else 1)  # not sized: any length
 
@@ -259,7 +293,7 @@ def router(state: ServerState) -> APIRouter:
                            "'auto'", param="length_mode", code="invalid_value")
         options = infill_options(req)
 
-        def run(on_step: StepCallback) -> Any:  # worker thread: regexes compile here
+        def fill(on_step: StepCallback) -> Any:  # worker thread: regexes compile here
             segments = constrained(req, parsed)
             # the checkpoint's own way, as `unmask infill`: masked, embed-diffusion, AR-FIM
             try:
@@ -271,6 +305,17 @@ def router(state: ServerState) -> APIRouter:
                     "the server's --max-search-calls" if f == "max_search_calls" else f))) from None
             except GapRoomError as e:  # its clients have no default_max_len to lower
                 raise UserError(e.message(default_hint=False)) from None
+
+        def run(on_step: StepCallback) -> Any:
+            try:
+                return fill(on_step)
+            except ConstraintError:
+                raise  # names its own field (``blaming``)
+            except UserError as e:
+                param = gap_param(req, parsed, str(e))
+                if param is None:
+                    raise
+                raise user_error(e, param) from None
 
         return run, infill_body, None
 
@@ -306,8 +351,8 @@ def router(state: ServerState) -> APIRouter:
             after = "".join(s for s in parsed[k + 1 :] if isinstance(s, str))
             try:
                 check_declared_room(model, tok, gap, before, after)
-            except UserError as e:
-                raise user_error(e) from None
+            except UserError as e:  # (it named no field)
+                raise user_error(e, "template") from None
         if gap.length is not None:
             return int(gap.length)
         if gap.max_len is not None:
@@ -551,6 +596,8 @@ def router(state: ServerState) -> APIRouter:
                            code="invalid_value")
         given = [k for k in ("spans", "regex", "lowest") if getattr(req, k) is not None]
         blame = given[0] if len(given) == 1 else None  # "span 5:3 is empty ...": spans
+        if req.lowest is not None and len(given) > 1:  # "choose spans/regex or lowest, not
+            blame = "lowest"  # both": it named no field
         spans = [tuple(s) for s in req.spans or ()]
         regex = req.regex
         if regex is not None and req.lowest is None:
