@@ -634,7 +634,10 @@ def add_dataclass_flags(
             # held: --exempt-ids 5); commands give their own (e.g. --model-set)
         else:
             metavar = _PATH_METAVARS.get(f.name, "TEXT")
-            kind_of = model_choice if f.name == "init" else None  # --init Demo: the demo
+            # --init Demo: the demo; --chat-template PLAIN, or ./plain: as chat's --template
+            kind_of = {"init": model_choice,
+                       "chat_template": name_or_path("chat template", template_names)
+                       }.get(f.name)
             parser.add_argument(flag, default=None, metavar=metavar, type=kind_of, help=help_)
 
 
