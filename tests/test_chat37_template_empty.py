@@ -1,7 +1,9 @@
 """An empty ``--template`` (``--template ""``, a shell variable left unset) was read as a path,
 and ``Path("")`` is the working folder: the one line said "--template '' is a folder, not a
-chat template file; ... (nor does a checkpoint in it)". It says the value is empty now, in
-``unmask chat``, the API and the server's ``--chat-template`` alike (``template_arg``)."""
+chat template file; ... (nor does a checkpoint in it)". It says the value is empty now: on
+the command line as the flag's error (``name_or_path``, every name-or-path flag: ``train
+--chat-template ""`` silently trained with the ``--init`` model's template), and in the API's
+``template=`` and the server's ``chat_template`` (``template_arg``)."""
 
 from __future__ import annotations
 
@@ -35,7 +37,10 @@ def test_chat_with_an_empty_template_is_one_line(tmp_path, monkeypatch, capsys):
     path = save_checkpoint(tmp_path / "m", model=Transformer(cfg), tokenizer=tok)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n"))
-    assert main(["chat", "--model", str(path), "--template", "", "--device", "cpu"]) == 2
+    with pytest.raises(SystemExit) as e:  # argparse's error
+        main(["chat", "--model", str(path), "--template", "", "--device", "cpu"])
+    assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("unmask chat: error: --template '' is empty") and \
+    assert err.startswith("unmask chat: error: argument --template/--chat-template: empty: "
+                          "give a built-in chat template (default, plain)") and \
         err.count("\n") == 1, err

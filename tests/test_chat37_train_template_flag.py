@@ -53,3 +53,16 @@ def test_a_built_in_name_in_any_case_as_in_chat(base, monkeypatch):
     monkeypatch.chdir(base)
     assert _trained_template(base, "PLAIN", "upper") == PLAIN_CHAT_TEMPLATE
     assert _trained_template(base, "Default", "title") == DEFAULT_CHAT_TEMPLATE
+
+
+def test_an_empty_chat_template_is_refused_not_the_init_models(base, monkeypatch, capsys):
+    """``--chat-template ""`` (a variable left unset) trained with the ``--init`` model's
+    template (else the default) without a word."""
+    monkeypatch.chdir(base)
+    with pytest.raises(SystemExit) as e:  # argparse's error
+        main(["train", "--objective", "sft", "--init", str(base / "base"), "--data",
+              str(base / "pairs.jsonl"), "--out", str(base / "empty"), "--steps", "1",
+              "--seq-len", "32", "--batch-size", "1", "--no-progress", "--chat-template", ""])
+    assert e.value.code == 2
+    assert "argument --chat-template: empty" in capsys.readouterr().err
+    assert not (base / "empty").exists()

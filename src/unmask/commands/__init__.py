@@ -518,11 +518,15 @@ def name_or_path(what: str, names: Choices) -> Callable[[str], str]:
     the command reads as a path: it took the built-in); else a built-in name in any letter
     case (``PLAIN`` is ``plain``; ``any_case``), refused as ambiguous where a path spelled
     as that name exists (``name_and_path_clash``); else the text as typed (the command reads
-    it as a path, or as it documents). ``names``: the names, or a function returning them
-    (called only when the flag is given)."""
+    it as a path, or as it documents). An empty value is refused (``train --chat-template ""``
+    trained with the ``--init`` model's template without a word). ``names``: the names, or a
+    function returning them (called only when the flag is given)."""
 
     def check(text: str) -> str:
         known = list(names() if callable(names) else names)
+        if not text.strip():  # a variable left unset: "" is the working folder to a path
+            raise argparse.ArgumentTypeError(f"empty: give a built-in {what} "
+                                             f"({', '.join(known)}) or a path")
         if os.path.lexists(text):
             return os.path.join(".", text) if text in known else text
         name = any_case(text, known, what)
