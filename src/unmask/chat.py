@@ -1058,6 +1058,10 @@ def template_arg(value: str) -> ChatTemplate:
     a Jinja string. BOS/EOS strings are left empty (``ChatTemplate.with_tokens`` adds them)."""
     if value in BUILTIN_TEMPLATES:
         return ChatTemplate(BUILTIN_TEMPLATES[value], origin=f"built-in chat template {value!r}")
+    if not value.strip():  # Path("") is the working folder: "'' is a folder" misled
+        raise UserError(f"--template {value!r} is empty: give a built-in name "
+                        f"({', '.join(BUILTIN_TEMPLATES)}), a Jinja or JSON file or Jinja text, "
+                        "or leave out --template to use the model's own chat template")
     path = Path(value)
     try:  # Jinja text with a line past the file-name limit raised "File name too long"
         is_file, is_dir = path.is_file(), path.is_dir()

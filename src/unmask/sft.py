@@ -22,7 +22,9 @@ of a line (an ``id``, a ``source``) are ignored, as TRL drops a dataset's unused
 a field that is null counts as absent (one table of both layouts, exported, has nulls); but
 tool definitions (objects in a ``tools`` or ``functions`` list, as OpenAI's fine-tuning
 format and TRL give them, or in a JSON string of one, as TRL stores the column) are refused:
-no tool reaches the template (``_refuse_tools``; ``"[]"`` or a list of names is none).
+no tool reaches the template (``_refuse_tools``; ``"[]"`` or a list of names is none), and so
+is a system prompt in a field of its own (``system``, ``system_prompt``: LLaMA-Factory's and
+OpenOrca's columns), which would be trained as never given (``_refuse_system``).
 A ``messages`` list must end with an ``assistant`` turn: that last turn is the response,
 everything before it (system prompt, earlier turns; at least one message) the prompt. Every
 earlier assistant turn with text and a message before it is trained too, as its own pair
@@ -133,6 +135,7 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
         # to_json) writes "messages": null on prompt/response rows and the other way round
         obj = {k: v for k, v in given.items() if v is not None}
         _refuse_tools(obj, where)
+        _refuse_system(obj, where)
         both = [k for k in ("prompt", "response") if k in obj]
         if "messages" in obj and both:
             raise UserError(f"{where}: give 'messages' or 'prompt'/'response', not both (this "
@@ -304,6 +307,30 @@ def _refuse_tools(obj: dict[str, Any], where: str) -> None:
                             f"definition{'s' if n > 1 else ''}); unmask has no tool calls (no "
                             "tool reaches the chat template), so the example would be trained "
                             "without them: drop the key, or the line")
+
+
+SYSTEM_KEYS = ("system", "system_prompt")
+"""Keys of a line that hold a system prompt in other SFT layouts (LLaMA-Factory's ``system``
+column, OpenOrca's ``system_prompt``): refused when they hold text (``_refuse_system``)."""
+
+
+def _refuse_system(obj: dict[str, Any], where: str) -> None:
+    """A one-line ``UserError`` naming ``where`` when the line ``obj`` holds a system prompt in
+    a field of its own (``SYSTEM_KEYS``, text that is not blank): only ``messages`` or
+    ``prompt``/``response`` reach the chat template, so the response would be trained as the
+    answer to a conversation without that instruction; ignored as another field, it vanished
+    silently. A blank one (``""``, as an exported column holds on rows without one) is
+    absent, and so is one that the line's ``messages`` hold as a system message (a copy)."""
+    given = obj.get("messages")
+    held = {m["content"] for m in (given if isinstance(given, list) else ())
+            if isinstance(m, dict) and m.get("role") == "system"
+            and isinstance(m.get("content"), str)}
+    for key in SYSTEM_KEYS:
+        value = obj.get(key)
+        if isinstance(value, str) and value.strip() and value not in held:
+            raise UserError(f"{where}: the line has {key!r} (a system prompt), which no chat "
+                            "template sees here, so the response would be trained without it: "
+                            "give 'messages' with a system message first, or drop the key")
 
 
 def _other_format(obj: dict[str, Any]) -> str:

@@ -536,11 +536,15 @@ def name_or_path(what: str, names: Choices) -> Callable[[str], str]:
     the command reads as a path: it took the built-in); else a built-in name in any letter
     case (``PLAIN`` is ``plain``; ``any_case``), refused as ambiguous where a path spelled
     as that name exists (``name_and_path_clash``); else the text as typed (the command reads
-    it as a path, or as it documents). ``names``: the names, or a function returning them
-    (called only when the flag is given)."""
+    it as a path, or as it documents). An empty value is refused (``train --chat-template ""``
+    trained with the ``--init`` model's template without a word). ``names``: the names, or a
+    function returning them (called only when the flag is given)."""
 
     def check(text: str) -> str:
         known = list(names() if callable(names) else names)
+        if not text.strip():  # a variable left unset: "" is the working folder to a path
+            raise argparse.ArgumentTypeError(f"empty: give a built-in {what} "
+                                             f"({', '.join(known)}) or a path")
         if os.path.lexists(text):
             return os.path.join(".", text) if text in known else text
         name = any_case(text, known, what)
@@ -652,7 +656,10 @@ def add_dataclass_flags(
             # held: --exempt-ids 5); commands give their own (e.g. --model-set)
         else:
             metavar = _PATH_METAVARS.get(f.name, "TEXT")
-            kind_of = model_choice if f.name == "init" else None  # --init Demo: the demo
+            # --init Demo: the demo; --chat-template PLAIN, or ./plain: as chat's --template
+            kind_of = {"init": model_choice,
+                       "chat_template": name_or_path("chat template", template_names)
+                       }.get(f.name)
             parser.add_argument(flag, default=None, metavar=metavar, type=kind_of, help=help_)
 
 

@@ -63,6 +63,7 @@ from unmask.commands.sample_options import (
 )
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
+from unmask.files import require_stdout, user_stdin
 from unmask.loaded import Loaded
 from unmask.messages import plural
 from unmask.names import closest
@@ -596,6 +597,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_given_options(args)
     check_draft_flags(args)
+    # closed (`<&-`, `>&-`): isatty() raised a traceback; print() dropped every reply, exit 0
+    user_stdin()
+    require_stdout("the replies")
     device = str(resolve_device(args.device))
     loaded = api.load_for_decoding(args.model, device=device, dtype=args.dtype,
                                     quantize=args.quantize)
