@@ -1,0 +1,61 @@
+"""Infilling and editing as a demanding user runs them (review of session 37)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from unmask.config import model_preset
+from unmask.errors import UserError
+from unmask.model import Transformer
+from unmask.tokenizer import byte_tokenizer, with_fim_tokens
+
+
+@pytest.fixture(scope="module")
+def fim_checkpoint(tmp_path_factory) -> str:
+    """A tiny causal checkpoint with fill-in-the-middle sentinels (untrained)."""
+    from unmask.checkpoint import save_checkpoint
+
+    tok = with_fim_tokens(byte_tokenizer())
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64)
+    cfg = dataclasses.replace(cfg, attention="causal", objective="ar", **tok.fim_ids())
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    return str(save_checkpoint(tmp_path_factory.mktemp("fim") / "run", model=model,
+                               tokenizer=tok))
+
+
+@pytest.mark.parametrize("flags", [["--policy", "threshold"], ["--cfg-scale", "1"],
+                                   ["--remasking", "random"], ["--cache", "prefix"],
+                                   ["--threshold", "0.5", "--policy", "threshold"]])
+def test_the_commit_loop_options_are_refused_on_a_causal_checkpoint(fim_checkpoint, capsys,
+                                                                      flags):
+    """A causal checkpoint fills its gap (and a form) left to right; ``unmask infill
+    --policy threshold`` (``--cfg-scale``, ``--cache``, ...) ran and changed nothing, where
+    ``unmask generate`` and the server refuse them on such a checkpoint."""
+    from unmask.cli import main
+
+    run = ["--model", fim_checkpoint, "--no-live", "--device", "cpu"]
+    assert main(["infill", "The [MASK:2] sat", *run, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "decoder 'ar'" in err and f"{flags[0]} " in err
+
+
+def test_the_api_refuses_them_too_and_sampling_options_still_apply(fim_checkpoint):
+    from unmask import api
+    from unmask.checkpoint import load
+
+    loaded = load(fim_checkpoint)
+    for config in ({"policy": "factor"}, {"cfg_scale": 0.5}, {"decoder": "llada"}):
+        with pytest.raises(UserError, match="decoder 'ar'|leave decoder out"):
+            api.infill(loaded, "The [MASK:2] sat", config=config)
+        with pytest.raises(UserError, match="decoder 'ar'|leave decoder out"):
+            api.fill_form(loaded, '{"a": "<int:0..9>"}', config=config)
+    # what the left-to-right fill reads still runs; steps pass, as the server passes them
+    sampled = {"temperature": 1.0, "top_k": 5, "seed": 3, "steps": 2}
+    first = api.infill(loaded, "The [MASK:2] sat", config=sampled)
+    assert first.text == api.infill(loaded, "The [MASK:2] sat", config=sampled).text
+    assert len(first.detail.gaps[0].tokens) == 2
+    assert api.fill_form(loaded, '{"a": "<int:0..9>"}', config={"steps": 2}).text
