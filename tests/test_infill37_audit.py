@@ -59,3 +59,49 @@ def test_the_api_refuses_them_too_and_sampling_options_still_apply(fim_checkpoin
     assert first.text == api.infill(loaded, "The [MASK:2] sat", config=sampled).text
     assert len(first.detail.gaps[0].tokens) == 2
     assert api.fill_form(loaded, '{"a": "<int:0..9>"}', config={"steps": 2}).text
+
+
+def test_a_causal_fill_reports_its_steps_on_the_template_canvas(fim_checkpoint):
+    """``api.infill``'s ``step_callback`` was never called on a causal checkpoint (so ``unmask
+    infill`` showed no live view there, and a streamed ``/v1/infill`` sent no step): it sees
+    the template's canvas as the left-to-right fill writes the gap, as a form's fill shows."""
+    from unmask import api
+    from unmask.checkpoint import load
+
+    loaded = load(fim_checkpoint)
+    tok = loaded.tokenizer
+    config = {"temperature": 1.0, "seed": 1}
+    for template, before, after in (("The [MASK:3] sat", "The ", " sat"),
+                                    ("[MASK:1-4] sat", "", " sat")):
+        seen: list[tuple[int, list[int]]] = []
+
+        def record(step: int, canvas: torch.Tensor, seen: list = seen) -> None:
+            seen.append((step, canvas[0].tolist()))
+
+        res = api.infill(loaded, template, config=config, step_callback=record).detail
+        assert res.text == api.infill(loaded, template, config=config).text  # no other draws
+        gap = res.gaps[0].tokens
+        assert [s for s, _ in seen] == list(range(1, len(gap) + 1))  # a step per token
+        head, tail = tok.encode(before), tok.encode(after)
+        for s, row in seen:
+            assert row[: len(head)] == head and row[len(row) - len(tail):] == tail
+            assert row[len(head) : len(head) + s] == gap[:s]  # written so far, masks after
+        assert seen[-1][1] == head + gap + tail
+
+
+def test_a_causal_gap_at_the_start_is_shown_without_the_hidden_line_break():
+    from unmask.infill import infill_causal
+    from unmask.tokenizer import train_bpe
+
+    tok = with_fim_tokens(train_bpe(["the cat sat on the mat. The dog sat.\n"] * 20,
+                                    vocab_size=300))
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, attention="causal",
+                       objective="ar", **tok.fim_ids())
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    seen: list[list[int]] = []
+    res = infill_causal(model, tok, "[MASK:2] sat.", step_callback=lambda s, t: seen.append(
+        t[0].tolist()))
+    tail = tok.encode(" sat.")
+    assert len(seen) == 2 and all(len(row) == 2 + len(tail) for row in seen)  # no line break
+    assert seen[-1][2:] == tail and tok.decode(seen[-1]).lstrip() == res.text

@@ -1890,7 +1890,8 @@ def infill(
                                "(EOS, within the gap's bounds)")
         if asked is not None:  # filled left to right: the commit loop's options do nothing
             refuse_loop_options(facts_of(loaded), asked)
-        res = infill_causal(decoding_model(loaded, config), loaded.tokenizer, template, config)
+        res = infill_causal(decoding_model(loaded, config), loaded.tokenizer, template, config,
+                            step_callback=step_callback)
     else:
         res = _infill(
             decoding_model(loaded, config),

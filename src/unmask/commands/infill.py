@@ -169,8 +169,7 @@ def run(args: argparse.Namespace) -> int:
     config = with_seed(config, api.infill_decoder(loaded))
     if config.seed is not None:
         given["seed"] = config.seed
-    causal = getattr(loaded.config, "attention", None) == "causal"
-    live = None if causal else live_view(args, loaded.tokenizer)
+    live = live_view(args, loaded.tokenizer)  # a causal checkpoint's fill left to right too
     t0 = time.perf_counter()
     try:
         # the checkpoint's own way (api.infill, as the server): masked diffusion, fixed-length
