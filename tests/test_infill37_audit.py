@@ -105,3 +105,26 @@ def test_a_causal_gap_at_the_start_is_shown_without_the_hidden_line_break():
     tail = tok.encode(" sat.")
     assert len(seen) == 2 and all(len(row) == 2 + len(tail) for row in seen)  # no line break
     assert seen[-1][2:] == tail and tok.decode(seen[-1]).lstrip() == res.text
+
+
+@pytest.mark.parametrize("argv", [
+    ["edit", "--text", "abc", "--span", "x"],
+    ["edit", "--text", "abc", "--span", "1:2", "--rounds", "0"],
+    ["edit", "--text", "abc", "--lowest", "0"],
+    ["edit", "--text", "abc", "--span", "1:2", "--temperature", "-1"],
+    ["infill", "a [MASK]", "--max-candidates", "0"],
+    ["infill", "a [MASK]", "--temperature", "-1"],
+])
+def test_a_flag_error_is_said_before_torch_loads(argv):
+    """These typos were refused only after torch had loaded (seconds, where ``--help`` takes
+    a fraction of one): the command's ``check_flags`` refuses them first, in one line."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom unmask.cli import main\n"
+            f"rc = main({[*argv, '--model', '/nowhere']!r})\n"
+            "print(rc, 'torch' in sys.modules, file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    *said, last = r.stderr.strip().splitlines()
+    assert last == "2 False" and len(said) == 1 and "error: --" in said[0]

@@ -125,7 +125,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dataclass_flags(
         p, InfillOptions, choices={"length_mode": LENGTH_MODES, "length_score": LENGTH_SCORES}
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, check_flags=check_flags)
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse the options that are wrong whatever the model and the template (those
+    ``SampleConfig`` and ``InfillOptions`` refuse on their own: ``--temperature -1``,
+    ``--max-candidates 0``), without importing torch: the command line runs it before torch
+    loads (such a typo took seconds, torch first), and before a template is read from
+    stdin."""
+    from unmask.config import InfillOptions
+
+    SampleConfig(**given_fields(SampleConfig, args))
+    dataclass_from_args(InfillOptions, args)
 
 
 def constrained_template(args: argparse.Namespace) -> list[Any]:
@@ -154,8 +166,8 @@ def run(args: argparse.Namespace) -> int:
 
     require_stdout("the filled text")
     refuse_gen_length(args, "infill")
+    check_flags(args)  # for a caller of run() itself; the command line checked before torch
     given = given_fields(SampleConfig, args)
-    SampleConfig(**given)  # bad options before loading anything
     options = dataclass_from_args(InfillOptions, args)
     if args.template == "-":
         # less the line end that ends the input
