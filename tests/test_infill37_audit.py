@@ -128,3 +128,17 @@ def test_a_flag_error_is_said_before_torch_loads(argv):
                        timeout=120)
     *said, last = r.stderr.strip().splitlines()
     assert last == "2 False" and len(said) == 1 and "error: --" in said[0]
+
+
+def test_a_template_that_names_a_file_says_how_to_give_the_file(tmp_path, monkeypatch, capsys):
+    """``unmask infill "my story.txt"`` (as ``fill-form`` takes a file) said only "template has
+    no gaps"; the template is the text itself, and the line says how to give a file."""
+    from unmask.cli import main
+
+    (tmp_path / "my story.txt").write_text("The [MASK:2] sat\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["infill", "my story.txt", "--model", "/nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert "names a file" in err and "unmask infill - < 'my story.txt'" in err
+    assert main(["infill", "no such.txt", "--model", "/nowhere"]) == 2  # not a file: as before
+    assert "template has no gaps: mark them" in capsys.readouterr().err

@@ -138,6 +138,26 @@ def check_flags(args: argparse.Namespace) -> None:
 
     SampleConfig(**given_fields(SampleConfig, args))
     dataclass_from_args(InfillOptions, args)
+    refuse_file_name(args.template)
+
+
+def refuse_file_name(template: str) -> None:
+    """A ``UserError`` for a template with no gap that names an existing file (``unmask
+    infill story.txt``, as ``fill-form`` takes a file): the template is the text itself, so
+    it said only "template has no gaps"; this says how to give the file (on stdin)."""
+    if template == "-" or "[MASK" in template or "\n" in template or len(template) > 4096:
+        return
+    import shlex
+    from pathlib import Path
+
+    try:
+        named = Path(template).expanduser().is_file()
+    except (OSError, ValueError):  # not a possible file name
+        return
+    if named:
+        raise UserError(f"template {template!r} has no gaps, and names a file: the template "
+                        f"is the text itself; give the file's text on stdin: unmask infill - "
+                        f"< {shlex.quote(template)}")
 
 
 def constrained_template(args: argparse.Namespace) -> list[Any]:
