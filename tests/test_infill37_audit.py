@@ -112,6 +112,7 @@ def test_a_causal_gap_at_the_start_is_shown_without_the_hidden_line_break():
     ["edit", "--text", "abc", "--span", "1:2", "--rounds", "0"],
     ["edit", "--text", "abc", "--lowest", "0"],
     ["edit", "--text", "abc", "--span", "1:2", "--temperature", "-1"],
+    ["edit", "--text", "abc", "--span", "0:1", "--confidence-mode", "visible"],
     ["infill", "a [MASK]", "--max-candidates", "0"],
     ["infill", "a [MASK]", "--temperature", "-1"],
 ])
@@ -142,3 +143,18 @@ def test_a_template_that_names_a_file_says_how_to_give_the_file(tmp_path, monkey
     assert "names a file" in err and "unmask infill - < 'my story.txt'" in err
     assert main(["infill", "no such.txt", "--model", "/nowhere"]) == 2  # not a file: as before
     assert "template has no gaps: mark them" in capsys.readouterr().err
+
+
+def test_confidence_mode_without_lowest_is_refused():
+    """``confidence_mode`` says how ``lowest`` scores the tokens to re-mask; with spans or a
+    regex nothing is scored, and ``--confidence-mode visible --span 0:1`` ran, ignoring it."""
+    from unmask.infill import edit
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    model = Transformer(model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32)).eval()
+    for how in ({"spans": [(0, 1)]}, {"regex": "b"}):
+        with pytest.raises(UserError, match="confidence_mode 'visible' applies to lowest"):
+            edit(model, tok, "abc def", confidence_mode="visible", **how)
+        assert edit(model, tok, "abc def", **how).text.endswith("c def")  # masked: the default
+    assert edit(model, tok, "abc def", lowest=1, confidence_mode="visible").changes is not None

@@ -72,9 +72,10 @@ def _spans(raw: list[str]) -> list[tuple[int, int]]:
 
 def check_flags(args: argparse.Namespace) -> None:
     """Refuse the flags that are wrong whatever the model and the text (``--span``,
-    ``--rounds``, ``--lowest``, the sampling options ``SampleConfig`` refuses on their own),
-    without importing torch: the command line runs it before torch loads (such a typo took
-    seconds, torch first), and before a text is read from stdin."""
+    ``--rounds``, ``--lowest``, ``--confidence-mode`` without it: it was ignored, the
+    sampling options ``SampleConfig`` refuses on their own), without importing torch: the
+    command line runs it before torch loads (such a typo took seconds, torch first), and
+    before a text is read from stdin."""
     if args.rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {args.rounds}")
     if args.rounds > 1 and args.lowest is None:
@@ -83,6 +84,10 @@ def check_flags(args: argparse.Namespace) -> None:
         _spans(args.span)
     if args.lowest is not None and args.lowest < 1:
         raise UserError(f"--lowest must be at least 1, got {args.lowest}")
+    if args.lowest is None and args.confidence_mode != "masked":  # it scored nothing
+        raise UserError(f"--confidence-mode {args.confidence_mode} applies to --lowest (it "
+                        "scores the tokens to re-mask); --span and --regex choose the text "
+                        "themselves")
     SampleConfig(**given_fields(SampleConfig, args))
 
 
