@@ -158,3 +158,50 @@ def test_confidence_mode_without_lowest_is_refused():
             edit(model, tok, "abc def", confidence_mode="visible", **how)
         assert edit(model, tok, "abc def", **how).text.endswith("c def")  # masked: the default
     assert edit(model, tok, "abc def", lowest=1, confidence_mode="visible").changes is not None
+
+
+def test_the_guidance_benchmark_writes_its_results_whole_or_not_at_all(benchmark, tmp_path,
+                                                                         monkeypatch):
+    """``benchmarks/guidance.py`` wrote ``--json`` in place: a write cut short (here the file
+    size limit a full disk acts as) left half a JSON file where the last results were."""
+    import json
+    import os
+    import resource
+    import signal
+    import sys
+
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import TrainConfig
+    from unmask.objectives import objective_spec
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64)
+    cfg = objective_spec("embed-diffusion").configure(cfg, TrainConfig(seq_len=32))
+    torch.manual_seed(0)
+    run = str(save_checkpoint(tmp_path / "embed", model=Transformer(cfg).eval(), tokenizer=tok))
+    out = tmp_path / "res" / "guidance.json"
+    out.parent.mkdir()
+    out.write_text('{"old": 1}\n')
+    bench = benchmark("guidance")
+    monkeypatch.setattr(sys, "argv", ["guidance.py", "--model", run, "--n", "1", "--scales",
+                                      "0", "--sample-steps", "2", "--gen-length", "4",
+                                      "--json", str(out)])
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            # its table to nowhere: pytest's capture is a file, which the limit would stop
+            sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails (EFBIG) instead
+            resource.setrlimit(resource.RLIMIT_FSIZE, (300, resource.RLIM_INFINITY))
+            bench.main()
+        except OSError:
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # the write failed
+    assert out.read_text() == '{"old": 1}\n'  # was the first 300 bytes of the new results
+    assert [p.name for p in out.parent.iterdir()] == ["guidance.json"]  # no temporary left
+    bench.main()  # no limit: written (some 800 bytes)
+    assert json.loads(out.read_text())["rows"][0]["scale"] == 0.0
