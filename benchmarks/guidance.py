@@ -22,7 +22,13 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _common import default_output, json_text, non_negative_floats, output_file, positive_int
+from _common import (
+    default_output,
+    non_negative_floats,
+    output_file,
+    positive_int,
+    write_results,
+)
 
 from unmask import api
 from unmask.checkpoint import load
@@ -107,9 +113,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['scale']:>6g} {r['steps']:>5} {r['samples_with_all_words']:>5}/{r['n']:<4} "
               f"{r['share_of_tokens']:>10.3f} {r['entropy']:>8.2f} {r['nfe']:>5}")  # fmt: skip
-    out_path = Path(args.json)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json_text({"args": vars(args), "rows": rows}))
+    # whole or not at all: a write cut short (a full disk, Ctrl-C) left half a file
+    write_results(args.json, {"args": vars(args), "rows": rows}, indent=2)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import statistics
 import tempfile
 import time
@@ -56,14 +55,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output, non_negative_int, output_file, positive_int
+from _common import (
+    default_output,
+    non_negative_int,
+    output_file,
+    positive_int,
+    write_results,
+)
 
 from unmask.checkpoint import load
 from unmask.commands.demo import asset_path
 from unmask.config import SampleConfig
 from unmask.data import SPLIT_BLOCK, TokenDataset, prepare
 from unmask.errors import UserError
-from unmask.files import atomic_write_text
 from unmask.gapset import SLACK, GapFiller, GapSample, make_gap_set, write_gap_set
 from unmask.infill import InfillOptions, fill_middle_ids
 
@@ -333,15 +337,6 @@ def print_tables(fixed: list[dict[str, Any]], variable: list[dict[str, Any]]) ->
         )
 
 
-def write_results(out: Path, result: dict[str, Any]) -> None:
-    """``result`` as JSON in ``out`` (its folders made), whole or not at all
-    (``unmask.files.atomic_write_text``): a write cut short (a full disk, Ctrl-C) left a
-    half-written file in place of the one there, such as the committed
-    ``benchmarks/results/infill.json`` that ``--json`` updates."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -470,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{total:.1f} s in all")
     out = Path(args.json) if args.json else (None if args.quick else RESULTS)
     if out is not None:
-        write_results(
+        write_results(  # whole or not at all: a cut write left half of results/infill.json
             out,
             {
                 "model": args.model,
@@ -490,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "variable": variable,
                 "seconds": total,
             },
+            indent=2,
         )
         print(f"results: {out}")
     return 0

@@ -1863,6 +1863,7 @@ def infill(
     gives what its ``--max-steps`` leaves)."""
     from unmask.infill import infill as _infill
     from unmask.infill import infill_causal
+    from unmask.infill.ordered import refuse_loop_options
 
     check_loaded(loaded)
     _check_callback(step_callback)
@@ -1873,7 +1874,7 @@ def infill(
     refuse_gen_length(config, "infill")
     options = _infill_options(options)
     embed = infill_decoder(loaded) == "embed-diffusion"
-    config = infill_sample_config(loaded, config)
+    asked, config = config, infill_sample_config(loaded, config)
     t0 = time.perf_counter()
     if embed:  # fixed-length gaps, kept context
         from unmask.infill.continuous import infill_template
@@ -1887,7 +1888,10 @@ def infill(
     if facts_of(loaded).attention == "causal":
         _refuse_length_options(options, "a causal (AR-FIM) model ends its one gap itself "
                                "(EOS, within the gap's bounds)")
-        res = infill_causal(decoding_model(loaded, config), loaded.tokenizer, template, config)
+        if asked is not None:  # filled left to right: the commit loop's options do nothing
+            refuse_loop_options(facts_of(loaded), asked)
+        res = infill_causal(decoding_model(loaded, config), loaded.tokenizer, template, config,
+                            step_callback=step_callback)
     else:
         res = _infill(
             decoding_model(loaded, config),
@@ -2076,8 +2080,12 @@ def fill_form(
     _check_repair_calls(max_repair_calls)
     refuse_continuous(loaded, "form filling")
     refuse_gen_length(config, "fill_form")
-    config = _task_config(config)
+    asked, config = config, _task_config(config)
     refuse_generation_only(config, "fill_form")
+    if asked is not None and facts_of(loaded).attention == "causal":  # filled left to right
+        from unmask.infill.ordered import refuse_loop_options
+
+        refuse_loop_options(facts_of(loaded), asked)
     if (template is None) == (schema is None):
         raise UserError("give a form template or a JSON Schema (exactly one)")
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ import re
 import sys
 import time
 
-from unmask.commands import registry_choice
+from unmask.commands import given_fields, registry_choice
 from unmask.commands.infill import (
     add_common_flags,
     live_view,
@@ -17,6 +17,7 @@ from unmask.commands.infill import (
     stdin_text,
 )
 from unmask.commands.sample_options import with_seed
+from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.files import require_stdout
 from unmask.messages import plural
@@ -52,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="token confidence for --lowest: p(token) with its position masked "
                         "(default) or visible")
     add_common_flags(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, check_flags=check_flags)
 
 
 _DIGITS = re.compile("[0-9]+")
@@ -69,22 +70,38 @@ def _spans(raw: list[str]) -> list[tuple[int, int]]:
     return out
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse the flags that are wrong whatever the model and the text (``--span``,
+    ``--rounds``, ``--lowest``, ``--confidence-mode`` without it: it was ignored, the
+    sampling options ``SampleConfig`` refuses on their own), without importing torch: the
+    command line runs it before torch loads (such a typo took seconds, torch first), and
+    before a text is read from stdin."""
+    if args.rounds < 1:
+        raise UserError(f"--rounds must be at least 1, got {args.rounds}")
+    if args.rounds > 1 and args.lowest is None:
+        raise UserError("--rounds needs --lowest (spans and regex matches are rewritten once)")
+    if args.span:
+        _spans(args.span)
+    if args.lowest is not None and args.lowest < 1:
+        raise UserError(f"--lowest must be at least 1, got {args.lowest}")
+    if args.lowest is None and args.confidence_mode != "masked":  # it scored nothing
+        raise UserError(f"--confidence-mode {args.confidence_mode} applies to --lowest (it "
+                        "scores the tokens to re-mask); --span and --regex choose the text "
+                        "themselves")
+    SampleConfig(**given_fields(SampleConfig, args))
+
+
 def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.commands.generate import sample_config_from_args
 
     require_stdout("the edited text")
     refuse_gen_length(args, "edit")
+    check_flags(args)  # for a caller of run() itself; the command line checked before torch
     config = with_seed(sample_config_from_args(args))  # a sampled run reports its seed
     # as infill's template: the newline that ends the input is not part of the text
     text = stdin_text("unmask edit: reading the text") if args.text == "-" else args.text
-    if args.rounds < 1:
-        raise UserError(f"--rounds must be at least 1, got {args.rounds}")
-    if args.rounds > 1 and args.lowest is None:
-        raise UserError("--rounds needs --lowest (spans and regex matches are rewritten once)")
     spans = _spans(args.span) if args.span else []
-    if args.lowest is not None and args.lowest < 1:
-        raise UserError(f"--lowest must be at least 1, got {args.lowest}")
     loaded = load_model(args)
     api.edit_checks(loaded)  # a continuous or causal model, before the live view starts
     live = live_view(args, loaded.tokenizer)

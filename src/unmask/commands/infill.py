@@ -125,7 +125,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dataclass_flags(
         p, InfillOptions, choices={"length_mode": LENGTH_MODES, "length_score": LENGTH_SCORES}
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, check_flags=check_flags)
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse the options that are wrong whatever the model and the template (those
+    ``SampleConfig`` and ``InfillOptions`` refuse on their own: ``--temperature -1``,
+    ``--max-candidates 0``), without importing torch: the command line runs it before torch
+    loads (such a typo took seconds, torch first), and before a template is read from
+    stdin."""
+    from unmask.config import InfillOptions
+
+    SampleConfig(**given_fields(SampleConfig, args))
+    dataclass_from_args(InfillOptions, args)
+    refuse_file_name(args.template)
+
+
+def refuse_file_name(template: str) -> None:
+    """A ``UserError`` for a template with no gap that names an existing file (``unmask
+    infill story.txt``, as ``fill-form`` takes a file): the template is the text itself, so
+    it said only "template has no gaps"; this says how to give the file (on stdin)."""
+    if template == "-" or "[MASK" in template or "\n" in template or len(template) > 4096:
+        return
+    import shlex
+    from pathlib import Path
+
+    try:
+        named = Path(template).expanduser().is_file()
+    except (OSError, ValueError):  # not a possible file name
+        return
+    if named:
+        raise UserError(f"template {template!r} has no gaps, and names a file: the template "
+                        f"is the text itself; give the file's text on stdin: unmask infill - "
+                        f"< {shlex.quote(template)}")
 
 
 def constrained_template(args: argparse.Namespace) -> list[Any]:
@@ -154,8 +186,8 @@ def run(args: argparse.Namespace) -> int:
 
     require_stdout("the filled text")
     refuse_gen_length(args, "infill")
+    check_flags(args)  # for a caller of run() itself; the command line checked before torch
     given = given_fields(SampleConfig, args)
-    SampleConfig(**given)  # bad options before loading anything
     options = dataclass_from_args(InfillOptions, args)
     if args.template == "-":
         # less the line end that ends the input
@@ -169,8 +201,7 @@ def run(args: argparse.Namespace) -> int:
     config = with_seed(config, api.infill_decoder(loaded))
     if config.seed is not None:
         given["seed"] = config.seed
-    causal = getattr(loaded.config, "attention", None) == "causal"
-    live = None if causal else live_view(args, loaded.tokenizer)
+    live = live_view(args, loaded.tokenizer)  # a causal checkpoint's fill left to right too
     t0 = time.perf_counter()
     try:
         # the checkpoint's own way (api.infill, as the server): masked diffusion, fixed-length

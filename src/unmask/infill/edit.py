@@ -563,6 +563,9 @@ def _edit(
         raise UserError("choose spans/regex or lowest, not both")
     if lowest is None and not spans and regex is None:
         raise UserError("nothing to edit: give spans, a regex or lowest")
+    if lowest is None and confidence_mode != "masked":  # it scored nothing: ignored
+        raise UserError(f"confidence_mode {confidence_mode!r} applies to lowest (it scores the "
+                        "tokens to re-mask); spans and a regex choose the text themselves")
     _check_max_calls(max_calls)
     if lowest is not None:
         plan, olds, nfe = _lowest_plan(model, tokenizer, text, lowest, confidence_mode,

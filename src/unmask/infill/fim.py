@@ -35,12 +35,14 @@ from torch import Tensor
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.infill.automaton import TokenAutomaton, vocab_of
-from unmask.infill.fill import InfillResult, _render
+from unmask.infill.fill import InfillResult, _after_context, _render
 from unmask.infill.ordered import form_span
 from unmask.infill.template import (
     Gap,
+    Plan,
     Spans,
     _named,
+    layouts_canvas,
     parse_template,
     plan_template,
     segment_ids,
@@ -48,6 +50,7 @@ from unmask.infill.template import (
 )
 from unmask.sampling.ar import forbid_id, generate_ar
 from unmask.sampling.cache import call_model
+from unmask.sampling.loop import StepCallback
 from unmask.sampling.penalties import Penalties
 
 _NO_FIM = (
@@ -280,14 +283,15 @@ def check_declared_room(model: Any, tokenizer: Any, gap: Gap, prefix: str, suffi
 
 def _guided_middle(
     model: Any, tokenizer: Any, auto: TokenAutomaton, label: str, prefix: str, suffix: str,
-    bounds: tuple[int, int], config: SampleConfig,
+    bounds: tuple[int, int], config: SampleConfig, view: _View | None = None,
 ) -> FimResult:
     """The middle of a gap held to its automaton ``auto`` (a constraint, or the spacing
     rules of a gap that took a space or starts the text: ``unmask.infill.template
     .gap_automaton``), written left to right (``unmask.infill.ordered``): at least
     ``bounds[0]`` and at most ``bounds[1]`` tokens, ended by EOS only where accepted (at
     ``bounds[1]`` tokens without a forward: ``FormGuide.close``). The least length is the
-    guide's counter, not a product automaton (10 states a token: a [MASK:2100] was refused)."""
+    guide's counter, not a product automaton (10 states a token: a [MASK:2100] was refused).
+    ``view``: where each step is reported (``_progress``)."""
     from unmask.infill.ordered import fill_left_to_right
 
     cfg = _config(model)
@@ -300,11 +304,43 @@ def _guided_middle(
     # fill_left_to_right's own check speaks of a form's holes
     _check_fits(cfg, len(prefix_ids), len(suffix_ids), hi)
     prompt = fim_prompt(cfg, prefix_ids, suffix_ids)
+    shown = {} if view is None else dict(canvas=view.canvas, spans=view.spans,
+                                         mask_id=tokenizer.mask_id, space_id=view.space_id,
+                                         step_callback=view.report)
     got = fill_left_to_right(model, [prompt], [[("hole", 0)]], [auto], [hi], config,
-                             eos_id=cfg.eos_id, minimums=[lo])
+                             eos_id=cfg.eos_id, minimums=[lo], **shown)
     tokens = got.holes[0][0]
     return FimResult(tokens=tokens, ended=True, nfe=got.nfe,
                      middle=vocab_of(tokenizer).decode(tokens))
+
+
+@dataclass
+class _View:
+    """Where ``infill_causal`` reports its steps: ``report(step, canvas)`` sees ``canvas``
+    (1, L), the diffusion path's canvas of the template with its gap at its longest, as far as
+    the run got (``unmask.infill.ordered.fill_left_to_right``); ``spans``: the gap's span."""
+
+    canvas: Tensor
+    spans: list[list[tuple[int, int]]]
+    space_id: int | None
+    report: StepCallback
+
+
+def _progress(plan: Plan, width: int, tokenizer: Any,
+              step_callback: StepCallback | None) -> _View | None:
+    """The ``_View`` of ``plan``'s one gap at ``width`` tokens for ``step_callback`` (None:
+    none), from the end of the hidden line break before a gap at offset 0 (``_after_context``,
+    as the diffusion path reports); a gap that ends short shows spaces after its text, as a
+    form's hole does."""
+    report = _after_context(plan, step_callback)
+    if report is None:
+        return None
+    hole = plan.holes[0]
+    canvas, spans = layouts_canvas([plan.layout([width])], [hole.automaton], [hole.label],
+                                   mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
+    space = segment_ids(tokenizer, " ", first=False)
+    return _View(canvas=canvas.tokens, spans=spans.holes,
+                 space_id=space[0] if len(space) == 1 else None, report=report)
 
 
 def infill_causal(
@@ -312,6 +348,8 @@ def infill_causal(
     tokenizer: Any,
     template: str | Sequence[str | Gap],
     config: SampleConfig | None = None,
+    *,
+    step_callback: StepCallback | None = None,
 ) -> InfillResult:
     """Fill a one-gap template with an AR-FIM model, as an ``InfillResult``.
 
@@ -331,6 +369,9 @@ def infill_causal(
     constraint (regex, choices, class, banned words) and, unconstrained too, is well-formed
     UTF-8, as on the diffusion path (n tokens: n forwards, the EOS after them forced). Templates
     with several gaps raise ``UserError``: PSM conditions on one prefix and one suffix.
+    ``step_callback(step, canvas)`` sees each step on the diffusion path's canvas of the
+    template, the gap at its longest (``_progress``; it was never called: no live view, and
+    a streamed ``/v1/infill`` sent no step).
     """
     config = config or SampleConfig()
     segments = parse_template(template) if isinstance(template, str) else list(template)
@@ -367,7 +408,7 @@ def infill_causal(
         # whose text must still be well-formed UTF-8 (the free middle of ``fill_middle``
         # ended inside a character, or wrote bytes no character has: "a \ufffd\ufffd b")
         res = _guided_middle(model, tokenizer, hole.automaton, label, before, suffix, (lo, hi),
-                             config)
+                             config, _progress(plan, hi, tokenizer, step_callback))
     layout = plan.layout([len(res.tokens)])
     row: list[int] = []
     span = (0, 0)

@@ -8,6 +8,8 @@ Inside:
   causal model under the guide; the hole tokens per row, NFE and steps (``Ordered``).
 - ``form_span``: the tokens of context a form takes, filled either way (the one count
   ``fill_form``, ``fill_left_to_right`` and the server's guided ``/v1/infill`` check).
+- ``refuse_loop_options``: the masked-diffusion loop's options, which a fill left to right
+  would ignore, refused in one line (``unmask.api.infill`` and ``fill_form``).
 
 The same automata as the diffusion path, read in one direction only: in a hole the run is
 in one automaton state, and a token is allowed when its next state can still reach an
@@ -25,9 +27,10 @@ live views and streamed answers read both alike.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +43,9 @@ from unmask.sampling.ar import ARRun
 from unmask.sampling.loop import StepCallback, make_generator
 from unmask.sampling.penalties import Penalties
 from unmask.sampling.protocol import model_device
+
+if TYPE_CHECKING:
+    from unmask.facts import ModelFacts
 
 Piece = tuple[str, Any]
 """``("text", ids)`` locked tokens, or ``("hole", k)`` hole k of the form."""
@@ -400,4 +406,26 @@ def fill_left_to_right(
     return Ordered(holes=guide.tokens, nfe=run.nfe, steps=run.steps)
 
 
-__all__ = ["FormGuide", "Ordered", "fill_left_to_right", "form_span"]
+def refuse_loop_options(facts: ModelFacts, config: SampleConfig | Mapping[str, Any]) -> None:
+    """One ``UserError`` line for an option a causal checkpoint's fill left to right
+    (``fill_left_to_right``: a fill-in-the-middle gap, a form) would ignore: a commit policy
+    and its parameters, ``remasking``, ``cache``, ``cfg_scale`` (``config``: a
+    ``SampleConfig``, or a mapping of the options the caller set), refused as ``unmask
+    generate`` and the server's left-to-right requests refuse them (the ``ar`` decoder's
+    refusals, ``unmask.sampling.choose_decoder``): ``unmask infill --policy threshold`` on an
+    AR-FIM checkpoint ran and changed nothing. ``steps`` and ``block_length`` pass, as the
+    server passes them at the tokens it writes: one step per token, one block. The decoder
+    may be ``auto`` only (``llada``, which the callers take on a diffusion checkpoint, is
+    refused naming that way out, not ``ar``, which they refuse)."""
+    from unmask.sampling import choose_decoder
+
+    if isinstance(config, Mapping):
+        config = SampleConfig(**config)
+    if config.decoder != "auto":
+        raise UserError(f"decoder {config.decoder!r} needs a bidirectional model; this "
+                        f"checkpoint is {facts.attention}, filled left to right: leave decoder "
+                        "out (auto)")
+    choose_decoder(facts, dataclasses.replace(config, steps=config.gen_length, block_length=None))
+
+
+__all__ = ["FormGuide", "Ordered", "fill_left_to_right", "form_span", "refuse_loop_options"]
