@@ -1,0 +1,78 @@
+"""A stream whose client stops reading (its ``send`` held by TCP back-pressure), its
+connection open, still ends at ``--timeout``: its job used to run on to its end, holding the
+worker and the batch's rows (only the stream's next read of an event looked at the
+deadline), and the response waited in ``send`` for ever, so a SIGTERM's graceful shutdown
+never ended."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from server_helpers import Echo, Stepped, loaded, tiny_config, wait_until  # noqa: E402
+
+from unmask.server import ServerLimits, create_app  # noqa: E402
+
+STEPS = 40
+
+
+def scope_for(body: bytes) -> dict:
+    return {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": "/v1/completions", "raw_path": b"/v1/completions", "query_string": b"",
+            "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000),
+            "headers": [(b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode())]}
+
+
+def test_a_stream_whose_client_stops_reading_is_cancelled_at_its_deadline():
+    model = Stepped(Echo(tiny_config()))
+    app = create_app(loaded(model), access_log=False,
+                     limits=ServerLimits(request_timeout_s=0.3, keepalive_s=0))
+    engine = app.state.engine
+    body = json.dumps({"prompt": "ab", "max_tokens": STEPS, "steps": STEPS, "stream": True,
+                       "stream_denoising": True}).encode()
+    scope = scope_for(body)
+
+    async def main() -> None:
+        sent_body = asyncio.Event()
+        stuck = asyncio.Event()  # never set: the client reads nothing more
+
+        async def receive() -> dict:
+            if not scope.get("_body_sent"):
+                scope["_body_sent"] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await stuck.wait()  # the client is there, only not reading
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.body":
+                sent_body.set()
+                await stuck.wait()  # the socket's buffers are full
+
+        task = asyncio.ensure_future(app(scope, receive, send))
+        model.allow(1)  # the first step: its event is sent, and its send never returns
+        await asyncio.wait_for(sent_body.wait(), 10)
+        loop = asyncio.get_running_loop()
+        while loop.time() <= scope["unmask.deadline"]:  # past the request's --timeout
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)
+        model.allow(STEPS)  # the worker may step on now: a job past its deadline does not
+        await asyncio.to_thread(wait_until, lambda: engine.in_flight == 0, 10)
+        # and the response ends, cut, SEND_GRACE_S past the deadline (it waited for ever)
+        await asyncio.wait_for(task, 10)
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.close()
+    metrics = app.state.metrics
+    assert model.entered < STEPS, f"the job ran {model.entered} of {STEPS} forwards"
+    assert metrics.get("nfe") < STEPS
+    assert metrics.get("requests", endpoint="/v1/completions", status="504") == 1
+    assert metrics.get("timeouts") == 1
+    assert metrics.get("cancelled") == 1
