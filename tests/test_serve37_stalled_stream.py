@@ -76,3 +76,44 @@ def test_a_stream_whose_client_stops_reading_is_cancelled_at_its_deadline():
     assert metrics.get("requests", endpoint="/v1/completions", status="504") == 1
     assert metrics.get("timeouts") == 1
     assert metrics.get("cancelled") == 1
+
+
+def test_a_client_that_reads_nothing_does_not_hold_the_shutdown_for_ever():
+    """The graceful shutdown (a SIGTERM: ``should_exit``) of the server ``unmask serve`` runs
+    ends although a stream's client reads nothing more: uvicorn waited for its connection to
+    close, which it never did while its unsent bytes could not be flushed."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from unmask.commands.serve import _server_class, server_config
+
+    limits = ServerLimits(request_timeout_s=0.5, keepalive_s=0, max_batch=32)
+    app = create_app(loaded(Echo(tiny_config(1024))), access_log=False, limits=limits)
+    sock = socket.socket()  # a slow network: small buffers, as listen_socket binds it
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # (the connection's, inherited)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    port = sock.getsockname()[1]
+    server = _server_class(uvicorn.Server)(server_config(app, "127.0.0.1", port, limits))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
+    thread.start()
+    client = socket.socket()
+    try:
+        wait_until(lambda: server.started, 30)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", port))
+        body = json.dumps({"prompt": ["a", "b", "c", "d"], "n": 8, "max_tokens": 1000,
+                           "steps": 1000, "stream": True, "stream_denoising": True}).encode()
+        client.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                       b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        client.recv(1)  # the stream has started; nothing more is read
+        wait_until(lambda: app.state.metrics.get("timeouts") == 1, 30)  # its 504, the stream cut
+        server.should_exit = True  # what SIGTERM does
+        thread.join(timeout=limits.request_timeout_s + 10)
+        assert not thread.is_alive(), "the shutdown waits for the client"
+    finally:
+        server.force_exit = True
+        thread.join(timeout=10)
+        client.close()
