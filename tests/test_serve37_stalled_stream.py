@@ -117,3 +117,40 @@ def test_a_client_that_reads_nothing_does_not_hold_the_shutdown_for_ever():
         server.force_exit = True
         thread.join(timeout=10)
         client.close()
+
+
+@pytest.mark.parametrize("queued", [False, True])
+def test_a_stream_past_its_deadline_ends_with_a_504_event(queued):
+    """Past its deadline a stream reads as a timeout (504 event, counted in ``timeouts``),
+    not as the 499 of a client gone, where the timer that drops its job at the deadline
+    fires a little before the stream's own wait ends (the job's end, cancelled, came first)."""
+    import httpx
+    from server_helpers import Gated
+
+    gated = Gated(Echo(tiny_config()))
+    app = create_app(loaded(gated), access_log=False,
+                     limits=ServerLimits(request_timeout_s=0.3, keepalive_s=0, max_batch=1))
+    engine = app.state.engine
+    body = {"prompt": "x", "max_tokens": 2, "stream": True}
+
+    async def main() -> list[str]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://t") as c:
+            if queued:  # behind a request that holds the worker
+                first = asyncio.ensure_future(c.post("/v1/completions", json=body))
+                await asyncio.to_thread(wait_until, lambda: engine.in_flight == 1)
+            texts = [(await c.post("/v1/completions", json=body)).text]
+            if queued:
+                texts.append((await first).text)
+            return texts
+
+    try:
+        texts = asyncio.run(main())
+    finally:
+        gated.gate.set()
+        engine.close()
+    for text in texts:
+        assert '"code": "timeout"' in text and '"cancelled"' not in text, text
+    metrics = app.state.metrics
+    assert metrics.get("timeouts") == len(texts)
+    assert metrics.get("requests", endpoint="/v1/completions", status="504") == len(texts)

@@ -117,7 +117,14 @@ def open_stream(state: ServerState, job: Job, owner: Request) -> NextEvent:
     # the work stops at the deadline even where nothing asks for the next event: a client
     # that stops reading holds the stream in ``send`` (TCP back-pressure), and its job ran on
     # to its end past ``--timeout``, holding the worker and rows of the batch
-    expiry = loop.call_at(end, state.engine.cancel, job)
+    expired = False
+
+    def expire() -> None:  # event loop, at the deadline
+        nonlocal expired
+        expired = True  # a timeout, whatever comes first now (the job's end as cancelled)
+        state.engine.cancel(job)
+
+    expiry = loop.call_at(end, expire)
 
     def done() -> None:  # event loop
         expiry.cancel()  # (a timer left to run held the job and its result until then)
@@ -137,7 +144,8 @@ def open_stream(state: ServerState, job: Job, owner: Request) -> NextEvent:
         while True:
             now = loop.time()
             remaining = end - now
-            if remaining <= 0:
+            if remaining <= 0 or expired:  # (a timer may fire a little before ``end``: the
+                # job's end as ``expire`` cancelled it read as a 499, the client gone)
                 state.metrics.inc("timeouts")
                 return "timeout", None
             if not events.empty():
@@ -148,10 +156,13 @@ def open_stream(state: ServerState, job: Job, owner: Request) -> NextEvent:
             if ping_at is not None:
                 wait = min(wait, ping_at - now)
             try:
-                return take(*await asyncio.wait_for(events.get(), timeout=wait))
+                event = await asyncio.wait_for(events.get(), timeout=wait)
             except asyncio.TimeoutError:
                 if request is not None and await request.is_disconnected():
                     return "gone", None
+                continue
+            if not expired:
+                return take(*event)
 
     return next_event
 
