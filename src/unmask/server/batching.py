@@ -615,8 +615,9 @@ class Engine:
             if whole:
                 self._run_whole(whole)
                 continue
-            for part in joined:
-                self._start(part, active, joining=bool(active))
+            running = bool(active)  # requests taken into an idle worker start together:
+            for part in joined:  # none of them joined a running batch (all but one counted)
+                self._start(part, active, joining=running)
             self._step(active)
         for r in active:
             r.job.cancel()
