@@ -1,6 +1,8 @@
-"""``unmask_joined_total`` counts the requests that joined a running batch, as its help and
-docs/serving.md say: requests taken into an idle worker together start together (one batch
-from its first forward), and all but the first of them were counted as joining it."""
+"""The batch a request starts in: ``unmask_joined_total`` counts the requests that joined a
+running batch, as its help and docs/serving.md say (requests taken into an idle worker
+together start together, and all but the first of them were counted as joining it); and a
+request that queued while a batch ran starts once the worker is free, without
+``--batch-wait`` again."""
 
 from __future__ import annotations
 
@@ -37,3 +39,25 @@ def test_requests_that_start_together_did_not_join_and_a_later_one_did():
         engine.close()
     assert model.sizes[0] == 4 and [o.batch_rows for o in outs[:4]] == [4, 4, 4, 4]
     assert metrics.get("joined") == 1
+
+
+def test_a_request_queued_behind_a_running_batch_does_not_wait_for_company_again():
+    """``--batch-wait``: the idle worker waits for company before it starts a batch, so that
+    requests arriving together start together. A request that queued while a batch ran (it
+    could not join: the batch was full) has waited already; once the batch drained it waited
+    ``batch_wait_s`` more, idle, each time (under load, a gap at every drain)."""
+    model = Stepped(Echo(tiny_config()))
+    engine = make_engine(loaded(model), ServerLimits(max_batch=2, batch_wait_s=60), Metrics())
+    try:
+        full = Job(rows=[list(b"a"), list(b"b")], config=SampleConfig(gen_length=2, steps=2))
+        engine.submit(full)  # a whole batch's rows: it starts at once
+        wait_until(lambda: model.entered == 1)
+        behind = job("c", 2)  # no room beside it: queued
+        engine.submit(behind)
+        model.allow(100)
+        full.future.result(timeout=10)
+        wait_until(lambda: model.entered >= 3)  # behind's first forward, not 60 s later
+        assert behind.future.result(timeout=10).batch_rows == 1
+    finally:
+        model.allow(100)
+        engine.close()

@@ -189,6 +189,9 @@ class Job:
     """A part stepped since the sink last saw ``_view`` (``Engine._show``)."""
     _shown: int = 0
     """Steps the sink was shown (a job of several parts): its step numbers rise by one."""
+    _waited: bool = False
+    """Queued while the worker ran other requests (``Engine.submit``): it has waited for
+    company already, so the worker starts it without ``batch_wait_s`` (``Engine._loop``)."""
 
     @property
     def cancelled(self) -> bool:
@@ -396,6 +399,7 @@ class Engine:
                 raise WorkerDown()
             if len(self._queue) >= self.max_queue:
                 raise QueueFull
+            job._waited = self._running > 0
             self._queue.append(job)
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -607,7 +611,9 @@ class Engine:
                 # batch (a seeded sampled request, drawn seed included, steps with any other)
                 fresh = head is not None and not head.cancelled and (
                     head.batch_key()[0] != "alone" or self._kind(head) == "join")
-                if fresh and self.batch_wait_s > 0:
+                # (one queued while others ran starts at once: it waited already, and
+                # waited batch_wait_s more each time the batch drained under load)
+                if fresh and self.batch_wait_s > 0 and not head._waited:
                     self._gather()
                     if self._stop:
                         break
