@@ -61,3 +61,20 @@ def test_a_request_queued_behind_a_running_batch_does_not_wait_for_company_again
     finally:
         model.allow(100)
         engine.close()
+
+
+def test_requests_that_arrive_together_and_cannot_share_a_batch_run_back_to_back():
+    """Two requests of 3 rows at ``--max-batch 4``, sent together: the first starts once
+    their rows are queued, the second is left behind it; when the first ends, the second
+    starts at once (it waited ``batch_wait_s`` more, alone in the queue)."""
+    model = Echo(tiny_config())
+    engine = make_engine(loaded(model), ServerLimits(max_batch=4, batch_wait_s=60), Metrics())
+    config = SampleConfig(gen_length=4, steps=4)
+    try:
+        first, second = (Job(rows=[list(p)] * 3, config=config) for p in (b"ab", b"cd"))
+        engine.submit(first)
+        engine.submit(second)
+        assert first.future.result(timeout=10).batch_rows == 3
+        assert second.future.result(timeout=10).batch_rows == 3
+    finally:
+        engine.close()

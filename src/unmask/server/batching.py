@@ -190,8 +190,8 @@ class Job:
     _shown: int = 0
     """Steps the sink was shown (a job of several parts): its step numbers rise by one."""
     _waited: bool = False
-    """Queued while the worker ran other requests (``Engine.submit``): it has waited for
-    company already, so the worker starts it without ``batch_wait_s`` (``Engine._loop``)."""
+    """Left in the queue while the worker started or stepped other requests (``Engine._take``):
+    it has waited already, so the worker starts it without ``batch_wait_s`` (``_loop``)."""
 
     @property
     def cancelled(self) -> bool:
@@ -399,7 +399,6 @@ class Engine:
                 raise WorkerDown()
             if len(self._queue) >= self.max_queue:
                 raise QueueFull
-            job._waited = self._running > 0
             self._queue.append(job)
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -677,6 +676,8 @@ class Engine:
                     if not active and not joined:  # runs alone wait for the batch to drain
                         whole = self._take_whole()
                     break
+            for job in self._queue:  # left behind others: no batch_wait_s for them later
+                job._waited = True
         for job in dropped:
             _resolve(job.future, exc=Cancelled())
         return [p for p in joined if not p.job.cancelled], whole
