@@ -43,11 +43,11 @@ import httpx
 from _common import (
     default_output,
     int_list,
-    json_text,
     output_file,
     positive_float,
     positive_int,
     run,
+    write_results,
 )
 
 from unmask.errors import UserError
@@ -352,36 +352,36 @@ def main() -> int:
     if out:
         import torch
 
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(
-            json_text(
-                {
-                    "meta": {
-                        "model": model,
-                        "max_tokens": lengths,
-                        "steps": args.steps,
-                        "temperature": args.temperature,
-                        "seeded": args.seeded,
-                        "seconds": args.seconds,
-                        "max_batch": args.max_batch,
-                        "threads": args.threads,
-                        "device": args.device,
-                        "torch": torch.__version__,
-                        "python": platform.python_version(),
-                        "cpus": os.cpu_count(),
-                        "quick": args.quick,
-                        "order": "both servers up, one warm-up request each; per level "
-                        "both modes, the first alternating (batched first at even levels)",
-                    },
-                    "runs": runs,
-                    "speedup": speedup,
-                    "rss_mb": {m: {"before": b, "after": a} for m, (b, a) in rss.items()},
+        write_results(  # whole or not at all (a Ctrl-C, a full disk)
+            out,
+            {
+                "meta": {
+                    "model": model,
+                    "max_tokens": lengths,
+                    "steps": args.steps,
+                    "temperature": args.temperature,
+                    "seeded": args.seeded,
+                    "seconds": args.seconds,
+                    "max_batch": args.max_batch,
+                    "threads": args.threads,
+                    "device": args.device,
+                    "torch": torch.__version__,
+                    "python": platform.python_version(),
+                    "cpus": os.cpu_count(),
+                    "quick": args.quick,
+                    "order": "both servers up, one warm-up request each; per level "
+                    "both modes, the first alternating (batched first at even levels)",
                 },
-            )
+                "runs": runs,
+                "speedup": speedup,
+                "rss_mb": {m: {"before": b, "after": a} for m, (b, a) in rss.items()},
+            },
+            indent=2,
         )
         print(f"wrote {out}")
-    if errors:
-        print(f"error: {errors} requests failed (see error_samples in the JSON)", file=sys.stderr)
+    if errors:  # (--quick writes no JSON unless asked: the first failures are shown here)
+        samples = [m for rows in runs.values() for r in rows for m in r["error_samples"]]
+        print(f"error: {errors} requests failed, e.g. {samples[0]}", file=sys.stderr)
         return 1
     return 0
 

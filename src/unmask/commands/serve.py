@@ -365,6 +365,20 @@ def server_limits(args: argparse.Namespace) -> ServerLimits:
                         ) from None
 
 
+def server_config(app: Any, host: str, port: int, limits: ServerLimits) -> Any:
+    """uvicorn's ``Config`` for ``app``. Its graceful shutdown (the first SIGINT or SIGTERM)
+    waits for the requests in flight at most as long as they may run (``--timeout``, a
+    stream's last send ``SEND_GRACE_S`` more, a second to spare): past that, only a connection
+    whose client reads nothing is left, its unsent bytes never flushed, and uvicorn waited
+    for it to close for ever (the server never stopped)."""
+    import uvicorn
+
+    from unmask.server.streaming import SEND_GRACE_S
+
+    return uvicorn.Config(app, host=host, port=port, log_level="warning",
+                          timeout_graceful_shutdown=limits.request_timeout_s + SEND_GRACE_S + 1)
+
+
 def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
            limits: ServerLimits, draft_options: dict[str, Any]) -> int:
     """Load the model, build the app and serve it on ``sock`` (bound) until shut down."""
@@ -396,8 +410,7 @@ def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
     listen(sock)
     print(f"unmask serve: {args.model} ({api.weights_dtype(loaded)} weights) on "
           f"{base_url(args.host, args.port)} (playground at /)", file=sys.stderr)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
-    server = _server_class(uvicorn.Server)(config)
+    server = _server_class(uvicorn.Server)(server_config(app, args.host, args.port, limits))
     try:
         with _hangup_shuts_down(server):
             server.run(sockets=[sock])  # (closed by uvicorn when it shuts down)

@@ -189,6 +189,9 @@ class Job:
     """A part stepped since the sink last saw ``_view`` (``Engine._show``)."""
     _shown: int = 0
     """Steps the sink was shown (a job of several parts): its step numbers rise by one."""
+    _waited: bool = False
+    """Left in the queue while the worker started or stepped other requests (``Engine._take``):
+    it has waited already, so the worker starts it without ``batch_wait_s`` (``_loop``)."""
 
     @property
     def cancelled(self) -> bool:
@@ -607,7 +610,9 @@ class Engine:
                 # batch (a seeded sampled request, drawn seed included, steps with any other)
                 fresh = head is not None and not head.cancelled and (
                     head.batch_key()[0] != "alone" or self._kind(head) == "join")
-                if fresh and self.batch_wait_s > 0:
+                # (one queued while others ran starts at once: it waited already, and
+                # waited batch_wait_s more each time the batch drained under load)
+                if fresh and self.batch_wait_s > 0 and not head._waited:
                     self._gather()
                     if self._stop:
                         break
@@ -615,8 +620,9 @@ class Engine:
             if whole:
                 self._run_whole(whole)
                 continue
-            for part in joined:
-                self._start(part, active, joining=bool(active))
+            running = bool(active)  # requests taken into an idle worker start together:
+            for part in joined:  # none of them joined a running batch (all but one counted)
+                self._start(part, active, joining=running)
             self._step(active)
         for r in active:
             r.job.cancel()
@@ -670,6 +676,8 @@ class Engine:
                     if not active and not joined:  # runs alone wait for the batch to drain
                         whole = self._take_whole()
                     break
+            for job in self._queue:  # left behind others: no batch_wait_s for them later
+                job._waited = True
         for job in dropped:
             _resolve(job.future, exc=Cancelled())
         return [p for p in joined if not p.job.cancelled], whole

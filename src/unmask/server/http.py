@@ -147,7 +147,8 @@ class _Status:
     returned without one (``BodyLimit``: the client left before sending its whole body;
     counted as a 500, it read as a server error) or without its last body message (a
     stream whose client left mid-body: Starlette stops it and returns; it read as a 200),
-    and a stream's ``ERROR_STATUS`` when it ended with an error event."""
+    and a stream's ``ERROR_STATUS`` when it ended with an error event or was cut unfinished
+    with one noted (its client stopped reading past its deadline)."""
 
     def __init__(self, send: Callable) -> None:
         self.send, self.status, self.started, self.ended = send, 500, False, False
@@ -176,8 +177,8 @@ class _Status:
                 gone = self.send_failed or isinstance(e, asyncio.CancelledError)
                 self.status = CLIENT_GONE if gone else 500
             raise
-        if not self.ended:
-            self.status = CLIENT_GONE
+        if not self.ended:  # the client gone, or a stream the server cut (a 504 noted:
+            self.status = scope.get(ERROR_STATUS, CLIENT_GONE)  # ``streaming.EventStream``)
         else:
             self.status = scope.get(ERROR_STATUS, self.status)
 

@@ -56,7 +56,9 @@ class ServerLimits:
     batch_wait_s: float = 0.0
     """How long the idle worker waits for company before starting a batch, at most: it starts
     once ``max_batch`` rows wait. 0 (greedy): a lone request starts at once; requests
-    arriving later join it at the next step. Less than ``request_timeout_s``."""
+    arriving later join it at the next step. A request that queued while the worker ran
+    others starts as soon as it is free (it has waited already). Less than
+    ``request_timeout_s``."""
     request_timeout_s: float = 300.0
     """Wall-time limit per request (queueing included); then 504 and the work is cancelled."""
     keepalive_s: float = 15.0

@@ -16,8 +16,8 @@ Inside: ``Events`` (what an endpoint streams), ``stream_job``, ``denoising_event
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Protocol, cast
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -113,9 +113,24 @@ def open_stream(state: ServerState, job: Job, owner: Request) -> NextEvent:
 
     job.sink = sink
     submit(state, job)
-    job.future.add_done_callback(
-        lambda _: loop.call_soon_threadsafe(events.put_nowait, ("done", None)))
     end = deadline(state, owner)
+    # the work stops at the deadline even where nothing asks for the next event: a client
+    # that stops reading holds the stream in ``send`` (TCP back-pressure), and its job ran on
+    # to its end past ``--timeout``, holding the worker and rows of the batch
+    expired = False
+
+    def expire() -> None:  # event loop, at the deadline
+        nonlocal expired
+        expired = True  # a timeout, whatever comes first now (the job's end as cancelled)
+        state.engine.cancel(job)
+
+    expiry = loop.call_at(end, expire)
+
+    def done() -> None:  # event loop
+        expiry.cancel()  # (a timer left to run held the job and its result until then)
+        events.put_nowait(("done", None))
+
+    job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(done))
 
     def take(kind: str, payload: Any) -> tuple[str, Any]:
         nonlocal unread
@@ -129,7 +144,8 @@ def open_stream(state: ServerState, job: Job, owner: Request) -> NextEvent:
         while True:
             now = loop.time()
             remaining = end - now
-            if remaining <= 0:
+            if remaining <= 0 or expired:  # (a timer may fire a little before ``end``: the
+                # job's end as ``expire`` cancelled it read as a 499, the client gone)
                 state.metrics.inc("timeouts")
                 return "timeout", None
             if not events.empty():
@@ -140,17 +156,49 @@ def open_stream(state: ServerState, job: Job, owner: Request) -> NextEvent:
             if ping_at is not None:
                 wait = min(wait, ping_at - now)
             try:
-                return take(*await asyncio.wait_for(events.get(), timeout=wait))
+                event = await asyncio.wait_for(events.get(), timeout=wait)
             except asyncio.TimeoutError:
                 if request is not None and await request.is_disconnected():
                     return "gone", None
+                continue
+            if not expired:
+                return take(*event)
 
     return next_event
 
 
-def event_stream(body: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(body, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+SEND_GRACE_S = 1.0
+"""How long a stream's send may wait past the request's deadline (``EventStream``): time for
+its last events (the 504 error event, ``[DONE]``) to reach a client that reads."""
+
+
+class EventStream(StreamingResponse):
+    """The ``text/event-stream`` response of ``stream_job``, whose sends give up at the
+    request's deadline (``end``, the event loop's time; ``SEND_GRACE_S`` more): a client that
+    stops reading, its connection open, held a send (TCP back-pressure) and the request with
+    it for ever, past ``--timeout``, and a SIGTERM's graceful shutdown waited on it. Cut
+    there, the response ends unfinished (uvicorn closes the connection, logging that it did),
+    the stream's work is dropped and the request counts as a 504."""
+
+    def __init__(self, body: AsyncIterator[str], *, state: ServerState, request: Request,
+                 end: float) -> None:
+        super().__init__(body, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.state, self.request, self.end = state, request, end
+
+    async def stream_response(self, send: Any) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def bounded(message: dict[str, Any]) -> None:
+            await asyncio.wait_for(send(message), max(self.end - loop.time(), 0) + SEND_GRACE_S)
+
+        try:
+            await super().stream_response(bounded)
+        except asyncio.TimeoutError:
+            self.state.metrics.inc("timeouts")
+            self.request.scope[ERROR_STATUS] = timed_out(self.state).status
+            body = cast("AsyncGenerator[str, None]", self.body_iterator)
+            await body.aclose()  # its work dropped now (its ``finally``), not when collected
 
 
 async def stream_job(state: ServerState, request: Request, job: Job, events: Events, *,
@@ -224,7 +272,7 @@ async def stream_job(state: ServerState, request: Request, job: Job, events: Eve
             if not finished or not job.future.done():
                 drop(state, job)
 
-    return event_stream(body())
+    return EventStream(body(), state=state, request=request, end=deadline(state, request))
 
 
 def denoising_event(state: ServerState, rid: str, step: int, rows: list[list[int]],
