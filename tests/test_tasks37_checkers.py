@@ -1,0 +1,52 @@
+"""Checkers of the task suites on hand-checked cases (session 37)."""
+
+import json
+
+import pytest
+
+from unmask.tasks import Item, check_item, read_items
+
+
+def _reversal(answer: str) -> Item:
+    return Item("reversal", "Tom Cruise's mother is", answer, {"direction": "reverse"})
+
+
+@pytest.mark.parametrize(
+    "output, solved",
+    [
+        (" Mary Lee Pfeiffer", True),
+        (" Mary Lee Pfeiffer.", True),
+        ("Mary  Lee\tPfeiffer was", True),
+        (" Mary Lee Pfeiffer\nsomething else", True),
+        (" Mary Lee", False),  # a name cut short
+        (" Mary", False),
+        (" Mary Lee Pfeifferx", False),
+        (" Mary Lee Pfeiffer's son", False),
+        (" Mary Ann Pfeiffer", False),
+        ("", False),
+    ],
+)
+def test_a_name_of_several_words_is_checked_whole(output, solved):
+    """A hand-written reversal item whose name has several words (the celebrities of
+    Berglund et al.): the checker compared the output's first word with the whole name, so
+    no output solved it and ``read_items`` refused the file's reference answer."""
+    assert check_item(_reversal(" Mary Lee Pfeiffer"), output) is solved
+
+
+@pytest.mark.parametrize(
+    "output, solved",
+    [(" Mira", True), ("Mira", True), (" Mira.", True), (" Mira. Kato's", True),
+     (" Mira is", True), (" Mira's", False), (" Miras", False), (" Mir", False), ("", False),
+     (" .Mira", False), (" Kato", False)],
+)
+def test_a_one_word_name_is_checked_as_before(output, solved):
+    item = Item("reversal", "Kato's child is", " Mira", {"direction": "forward"})
+    assert check_item(item, output) is solved
+
+
+def test_a_task_file_of_full_names_is_read(tmp_path):
+    line = {"task": "reversal", "prompt": "Tom Cruise's mother is",
+            "answer": " Mary Lee Pfeiffer", "meta": {"direction": "reverse"}}
+    (tmp_path / "eval.jsonl").write_text(json.dumps(line) + "\n")
+    (item,) = read_items(tmp_path)
+    assert item.answer == " Mary Lee Pfeiffer"
