@@ -280,10 +280,12 @@ def _elbo_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str | Non
 def _planning_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str | None:
     """A bar per row, its 95% interval as an error bar; a row without a numeric rate (or
     counts to take one from) is left out: it was drawn as 0% solved, or a rate that was text
-    left the whole section without its plot."""
+    left the whole section without its plot. A label two rows share (the same task, model
+    and steps in two files: a rerun) names each row's file: matplotlib drew them on one
+    line, the later bar over the earlier one."""
     plt = _pyplot()
-    labels, values, errors = [], [], []
-    for _, d in files:
+    labels, values, errors, names = [], [], [], []
+    for name, d in files:
         for r in _planning_rows(d):
             rate = r.get("rate")
             if not isinstance(rate, int | float) or isinstance(rate, bool) or math.isnan(rate):
@@ -292,6 +294,7 @@ def _planning_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str |
                 rate = r["solved"] / r["total"]
             step = f" · step {r['steps']}" if r.get("steps") is not None else ""
             labels.append(f"{r.get('group')} · {r.get('model')}{step}")
+            names.append(name)
             values.append(100 * rate)
             low, high = r.get("low"), r.get("high")
             bounded = all(isinstance(v, int | float) for v in (low, high))
@@ -299,6 +302,9 @@ def _planning_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str |
                           if bounded else (0.0, 0.0))
     if not values:
         return "no rows to plot"
+    shared = {label for label in labels if labels.count(label) > 1}
+    labels = [f"{label} ({name})" if label in shared else label
+              for label, name in zip(labels, names, strict=True)]
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * len(values)), dpi=100)
     ax.barh(labels, values, xerr=list(zip(*errors, strict=True)), capsize=2)
     ax.set_xlim(0, 100)
