@@ -639,7 +639,9 @@ def main(argv: list[str] | None = None) -> int:
     if not results.is_dir():
         from unmask.errors import UserError
 
-        raise UserError(f"--results {results}: no such folder")
+        # a file read "no such folder"
+        what = "a file, not a folder of *.json results" if results.exists() else "no such folder"
+        raise UserError(f"--results {results}: {what}")
     if Path(args.out).is_dir():  # was "Is a directory" naming a temp file beside it
         from unmask.errors import UserError
 
