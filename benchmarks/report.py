@@ -464,7 +464,12 @@ SOURCES: list[tuple[tuple[str, ...], str]] = [
     (("blocks_*", "ngram_*", "ng3_21_*", "pen21_*", "penalties*", "twin_fimfix_*", "val22_*",
       "val23_demo_*", "val23_twin_w*"), "python benchmarks/defaults.py (or bash "
      "benchmarks/demo_defaults.sh SET: val22, pen21, ng3_21)"),
-    (("val2*_distinct_matched*",), "python benchmarks/distinct_matched.py"),
+    (("val2*_distinct_matched*", "distinct_matched*"), "python benchmarks/distinct_matched.py"),
+    (("block_cache*",), "python benchmarks/block_cache.py"),
+    (("eos_stop*",), "python benchmarks/eos_stop.py"),
+    (("eval_rows*",), "python benchmarks/eval_rows.py"),
+    (("latent_denoise*",), "python benchmarks/latent_denoise.py"),
+    (("penalty_cost*",), "python benchmarks/penalty_cost.py"),
     (("val23_twin_eval*",), "unmask eval RUN --json > FILE"),
     (("compile_decode*",), "python benchmarks/compile_decode.py"),
     (("constraints*",), "python benchmarks/constraints.py"),
@@ -479,13 +484,17 @@ SOURCES: list[tuple[tuple[str, ...], str]] = [
     (("sampling_baseline*",), "python benchmarks/sampling_baseline.py"),
     (("segments*",), "python benchmarks/segments.py"),
     (("speculative_batch*",), "python benchmarks/speculative_batch.py"),
+    (("speculative_accept*",), "python benchmarks/speculative_accept.py"),
     (("speculative*",), "python benchmarks/speculative.py"),
     (("threads*",), "python benchmarks/threads.py"),
     (("train_*",), "python benchmarks/train_throughput.py --compare ..."),
     (("gpu_check*",), "bash benchmarks/gpu_check.sh"),
 ]
 """The command that writes each kind of result file the sections do not read (first match;
-its settings are in the file): a number in the report names what measured it."""
+its settings are in the file): a number in the report names what measured it. Every script
+with a ``--json`` (or ``--out``) file is here or in a section, by its default file name
+(block_cache, eos_stop, eval_rows, latent_denoise, penalty_cost and distinct_matched's own
+name were "no known script" until 2026-12-07, speculative_accept's "speculative.py")."""
 
 
 def source_of(name: str) -> str | None:
