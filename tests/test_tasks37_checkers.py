@@ -50,3 +50,30 @@ def test_a_task_file_of_full_names_is_read(tmp_path):
     (tmp_path / "eval.jsonl").write_text(json.dumps(line) + "\n")
     (item,) = read_items(tmp_path)
     assert item.answer == " Mary Lee Pfeiffer"
+
+
+def test_a_sampled_task_run_names_its_seed(tmp_path):
+    """At a temperature above 0 the outputs, and so the solve rates, are the seed's draws:
+    ``unmask eval --task-file --temperature 1 --seed 3`` recorded the seed nowhere (the
+    sampling line and the JSON named the decoder and temperature only). A greedy run's
+    outputs do not depend on it, and it is not named."""
+    import torch
+
+    from unmask.checkpoint import load, save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tasks import write_task
+    from unmask.tasks.score import score_items
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48)
+    save_checkpoint(tmp_path / "ckpt", model=Transformer(cfg), tokenizer=tok)
+    loaded = load(tmp_path / "ckpt")
+    write_task("reversal", tmp_path / "task", n_train=1, n_eval=1, seed=0)
+    items = read_items(tmp_path / "task")
+    sampled = score_items(loaded, items, given={"temperature": 1.0, "seed": 3})
+    assert sampled.sampling["seed"] == 3 and sampled.sampling["temperature"] == 1.0
+    greedy = score_items(loaded, items, given={"seed": 3})
+    assert "seed" not in greedy.sampling
