@@ -77,3 +77,34 @@ def test_a_sampled_task_run_names_its_seed(tmp_path):
     assert sampled.sampling["seed"] == 3 and sampled.sampling["temperature"] == 1.0
     greedy = score_items(loaded, items, given={"seed": 3})
     assert "seed" not in greedy.sampling
+
+
+def test_the_generator_on_a_closed_pipe_exits_quietly(tmp_path, monkeypatch, capsys):
+    """``python -m unmask.tasks ... | head -c 0``: printing task.json raised BrokenPipeError,
+    a traceback after the files were written; now exit 141 (128 + SIGPIPE) as ``unmask``
+    does, with the files in place."""
+    import sys
+
+    from unmask.tasks.__main__ import main as tasks_main
+
+    sink = open(tmp_path / "sink", "w")  # noqa: SIM115 - its descriptor is redirected
+
+    class Closed:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            return sink.fileno()
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    try:
+        code = tasks_main(["reversal", "--out", str(tmp_path / "t"), "--train", "1",
+                           "--eval", "1"])
+    finally:
+        sink.close()
+    assert code == 141
+    assert capsys.readouterr().err == ""
+    assert (tmp_path / "t" / "task.json").is_file()

@@ -7,6 +7,7 @@ and ``unmask eval RUN --task-file DIR/eval.jsonl`` (docs/evaluation.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -18,7 +19,7 @@ from unmask.tasks import TASKS, write_task
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, write the task's files, print its ``task.json``; exit code 2 and one
     line on a user error, 130 and one line on Ctrl-C (the folder's files as they were:
-    ``write_task`` writes all or none)."""
+    ``write_task`` writes all or none), 141 and nothing said where stdout's reader left."""
     p = argparse.ArgumentParser(
         prog="python -m unmask.tasks",
         description="Write a planning or reversal task: DIR/train.txt (one example per line, "
@@ -76,7 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         code = getattr(e, "exit_code", EXIT_INTERRUPTED)
         print(f"{p.prog}: {stopped_how(code)}; {args.out} left as it was", file=sys.stderr)
         return code
-    print(json.dumps(record))
+    try:
+        print(json.dumps(record), flush=True)
+    except BrokenPipeError:  # `python -m unmask.tasks ... | head -c 0`: the reader left (the
+        # files are written); a traceback before, as `unmask` says it (its cli.main)
+        import os
+
+        from unmask.cli import EXIT_PIPE_CLOSED
+
+        with contextlib.suppress(OSError):  # the interpreter's last flush kept quiet too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE_CLOSED
     return 0
 
 
