@@ -23,3 +23,35 @@ def test_results_go_through_write_results(script):
     source = (ROOT / "benchmarks" / f"{script}.py").read_text()
     assert "write_results(" in source
     assert not IN_PLACE.search(source), IN_PLACE.search(source)
+
+
+def test_a_script_whose_reader_left_exits_141_quietly(benchmark, tmp_path, monkeypatch, capsys):
+    """``python benchmarks/report.py | head -c 0``: the BrokenPipeError, an OSError, was
+    said as ``report.py: error: Broken pipe`` with status 2; now as ``unmask`` ends on a
+    closed pipe (``unmask.cli.reader_left``): nothing said, status 141."""
+    import sys
+
+    common = benchmark("_common")
+    sink = open(tmp_path / "sink", "w")  # noqa: SIM115 - its descriptor is redirected
+
+    class Closed:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return sink.fileno()
+
+    def main():
+        print("wrote x")
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    try:
+        with pytest.raises(SystemExit) as stop:
+            common.run(main)
+    finally:
+        sink.close()
+    assert stop.value.code == 141
+    assert capsys.readouterr().err == ""

@@ -7,7 +7,6 @@ and ``unmask eval RUN --task-file DIR/eval.jsonl`` (docs/evaluation.md).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 
@@ -80,14 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(json.dumps(record), flush=True)
     except BrokenPipeError:  # `python -m unmask.tasks ... | head -c 0`: the reader left (the
-        # files are written); a traceback before, as `unmask` says it (its cli.main)
-        import os
+        # files are written); a traceback before
+        from unmask.cli import reader_left
 
-        from unmask.cli import EXIT_PIPE_CLOSED
-
-        with contextlib.suppress(OSError):  # the interpreter's last flush kept quiet too
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_PIPE_CLOSED
+        return reader_left()
     return 0
 
 
