@@ -273,7 +273,8 @@ def run(main: Callable[[], object], *, interrupted: str = "") -> NoReturn:
     ``interrupted`` argument: what to do next) and status 130, as
     ``unmask`` says them (a run of minutes stopped by Ctrl-C printed a traceback of wherever
     it was), with further signals held while it says so; a training run that saved on
-    SIGTERM (``TrainingStopped``) exits with its ``exit_code`` and says ``terminated``. A
+    SIGTERM (``TrainingStopped``) exits with its ``exit_code`` and says ``terminated``; where
+    stdout's reader left (``| head``), 141 and nothing said (``unmask.cli.reader_left``). A
     ``main`` that returns no exit status (``None``, or its rows) exits 0."""
     from unmask.errors import UserError
 
@@ -282,6 +283,11 @@ def run(main: Callable[[], object], *, interrupted: str = "") -> NoReturn:
     except UserError as e:
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
         code = 2
+    except BrokenPipeError:  # `python benchmarks/NAME.py | head`: the reader left, no error
+        # of the script's (it said "error: Broken pipe", status 2), as unmask ends
+        from unmask.cli import reader_left
+
+        code = reader_left()
     except OSError as e:  # a --json under a file, a folder with no write permission, a
         # full disk: what the system said, in one line, as the CLI does
         where = f": {e.filename}" if getattr(e, "filename", None) else ""

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import fill_defaults, generated, json_text, output_file, positive_int
+from _common import fill_defaults, generated, output_file, positive_int, write_results
 
 from unmask.config import DECODE_COMPILES
 
@@ -148,10 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"model": name, "params_m": round(n_params / 1e6, 2), "mode": mode, **row})
             print(json.dumps(rows[-1]), flush=True)
     if args.json:
-        from unmask.files import atomic_write_text
-
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(args.json), json_text(rows, indent=1))
+        write_results(args.json, rows, indent=1)
     return 0
 
 

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import output_path, positive_int
+from _common import output_path, positive_int, write_results
 
 from unmask.config import SampleConfig, model_preset
 from unmask.infill import automaton as new_automaton
@@ -583,10 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result["quality"]), flush=True)
     print_tables(result)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        from _common import json_text
-
-        args.json.write_text(json_text(result))
+        write_results(args.json, result, indent=2)
     return 0
 
 

@@ -43,11 +43,11 @@ from typing import Any
 from _common import (
     default_output,
     fill_defaults,
-    json_text,
     non_negative_int,
     output_file,
     positive_float,
     positive_int,
+    write_results,
 )
 
 from unmask.config import TrainConfig, load_json
@@ -267,7 +267,6 @@ def main_in(args: argparse.Namespace, argv: list[str] | None) -> int:
     import torch
 
     from unmask.data import prepare_slice, read_index
-    from unmask.files import atomic_write_text
     from unmask.train_guards import TrainingStopped
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
@@ -305,8 +304,7 @@ def main_in(args: argparse.Namespace, argv: list[str] | None) -> int:
         + " ".join(sys.argv[1:] if argv is None else argv),
     }  # fmt: skip
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(args.json), json_text(result))
+        write_results(args.json, result, indent=2)
     title = (
         f"{args.preset} preset, {args.tokens:,} train tokens, seq {args.seq_len}, "
         f"batch {args.batch_size}, lr {args.lr:g}"

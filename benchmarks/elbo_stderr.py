@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import int_list, json_text, output_file, positive_int
+from _common import int_list, output_file, positive_int, write_results
 
 from unmask.checkpoint import load
 from unmask.commands import at_least
@@ -112,12 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "torch": torch.__version__,
         }
-        from unmask.files import atomic_write_text
-
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         # the measured results the report draws its curve from: a write cut short (a full
         # disk, Ctrl-C) left them half-written in place of the last run's
-        atomic_write_text(Path(args.json), json_text({"meta": meta, "rows": rows}))
+        write_results(args.json, {"meta": meta, "rows": rows}, indent=2)
     return 0
 
 

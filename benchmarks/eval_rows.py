@@ -28,7 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import default_output, json_text, output_path, positive_int, round_robin, run
+from _common import (
+    default_output,
+    output_path,
+    positive_int,
+    round_robin,
+    run,
+    write_results,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -145,15 +152,10 @@ def main() -> int:
             rows.append(row)
             print(f"{family:16} {row['batched_cpu_s']:10.3f} {row['per_row_cpu_s']:10.3f} "
                   f"{row['ratio']:6.2f}", flush=True)
-    from unmask.files import atomic_write_text
-
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    # whole or not at all: a full disk or Ctrl-C mid-write left a torn file in place of the
-    # last measurement
     # how the seconds were taken: files of the fewest of the runs (before 2026-12-07) carry
     # neither key
-    atomic_write_text(args.json, json_text({"threads": args.threads, "repeats": args.repeats,
-                                            "statistic": "median", "rows": rows}))
+    write_results(args.json, {"threads": args.threads, "repeats": args.repeats,
+                              "statistic": "median", "rows": rows}, indent=2)
     print(f"wrote {args.json}")
     return 0
 

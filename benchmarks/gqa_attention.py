@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import json_text, output_file, positive_int
+from _common import output_file, positive_int, write_results
 
 
 def _median_time(fn: Any, repeats: int) -> float:
@@ -121,10 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{dec['decode']}: repeat {dec['repeat_s']} s, enable_gqa {dec['gqa_s']} s, "
           f"{dec['speedup']}x, same tokens: {dec['same_tokens']}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(
-            json_text({"ops": rows, "decode": dec, "threads": args.threads}, indent=1)
-        )
+        write_results(args.json, {"ops": rows, "decode": dec, "threads": args.threads},
+                      indent=1)
     return 0
 
 

@@ -32,17 +32,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from _common import (
     generated,
-    json_text,
     output_file,
     positive_int,
     require_hybrid,
     round_robin,
+    write_results,
 )
 
 from unmask import api
@@ -260,8 +259,7 @@ def main() -> None:
                   f"{r['vs_ar']:5.2f}x ar  {r['tokens_per_forward']:5.2f} tok/forward  "
                   f"accept {acc:5s}  identical {r['identical']:.2f}")  # fmt: skip
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json_text(out, indent=1))
+        write_results(args.json, out, indent=1)
 
 
 if __name__ == "__main__":

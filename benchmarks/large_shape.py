@@ -52,7 +52,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output, json_text, non_negative_int, output_file, positive_int
+from _common import (
+    default_output,
+    non_negative_int,
+    output_file,
+    positive_int,
+    write_results,
+)
 
 from unmask.config import DTYPE_NAMES, ModelConfig, SampleConfig, resolve_device, torch_dtype
 from unmask.errors import UserError
@@ -504,8 +510,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "load": load,
         "rows": rows,
     }  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json_text(result))
+    write_results(out, result, indent=2)
     print(f"\nwrote {out}")
 
 

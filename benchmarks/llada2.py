@@ -34,7 +34,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import child_json, default_output, json_text, output_file, positive_int
+from _common import (
+    child_json,
+    default_output,
+    json_text,
+    output_file,
+    positive_int,
+    write_results,
+)
 
 MINI: dict[str, Any] = {
     "model_type": "llada2_moe",
@@ -354,9 +361,8 @@ def main() -> None:
         print("\nlogit agreement with bf16 (small LLaDA2 shape, 4x128 tokens)")
         for k, v in agree.items():
             print(f"{k}: top-1 {v['top1_agreement']:.4f}  KL {v['kl_bf16_to_q']:.5f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json_text({"rows": rows, "agreement": agree,
-                                         "settings": SETTINGS}))  # fmt: skip
+    write_results(args.out, {"rows": rows, "agreement": agree, "settings": SETTINGS},
+                  indent=2)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import json_text, output_file, positive_int
+from _common import output_file, positive_int, write_results
 
 MC = """task: verse_mc
 dataset_path: json
@@ -181,10 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "torch": torch.__version__,
         }
-        from unmask.files import atomic_write_text
-
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(args.json), json_text({"meta": meta, "rows": rows}))
+        write_results(args.json, {"meta": meta, "rows": rows}, indent=2)
     return 0
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import generated, json_text, output_file, positive_int
+from _common import generated, output_file, positive_int, write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/defaults.py
 
@@ -169,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                "machine": platform.processor() or platform.machine(),
                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "cpu_bf16_matmul": cpu_has_bf16_matmul(), "torch": torch.__version__}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json_text(out, indent=1))
+        write_results(args.json, out, indent=1)
     return 0
 
 

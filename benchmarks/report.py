@@ -280,10 +280,12 @@ def _elbo_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str | Non
 def _planning_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str | None:
     """A bar per row, its 95% interval as an error bar; a row without a numeric rate (or
     counts to take one from) is left out: it was drawn as 0% solved, or a rate that was text
-    left the whole section without its plot."""
+    left the whole section without its plot. A label two rows share (the same task, model
+    and steps in two files: a rerun) names each row's file: matplotlib drew them on one
+    line, the later bar over the earlier one."""
     plt = _pyplot()
-    labels, values, errors = [], [], []
-    for _, d in files:
+    labels, values, errors, names = [], [], [], []
+    for name, d in files:
         for r in _planning_rows(d):
             rate = r.get("rate")
             if not isinstance(rate, int | float) or isinstance(rate, bool) or math.isnan(rate):
@@ -292,6 +294,7 @@ def _planning_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str |
                 rate = r["solved"] / r["total"]
             step = f" · step {r['steps']}" if r.get("steps") is not None else ""
             labels.append(f"{r.get('group')} · {r.get('model')}{step}")
+            names.append(name)
             values.append(100 * rate)
             low, high = r.get("low"), r.get("high")
             bounded = all(isinstance(v, int | float) for v in (low, high))
@@ -299,6 +302,9 @@ def _planning_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str |
                           if bounded else (0.0, 0.0))
     if not values:
         return "no rows to plot"
+    shared = {label for label in labels if labels.count(label) > 1}
+    labels = [f"{label} ({name})" if label in shared else label
+              for label, name in zip(labels, names, strict=True)]
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * len(values)), dpi=100)
     ax.barh(labels, values, xerr=list(zip(*errors, strict=True)), capsize=2)
     ax.set_xlim(0, 100)
@@ -458,7 +464,12 @@ SOURCES: list[tuple[tuple[str, ...], str]] = [
     (("blocks_*", "ngram_*", "ng3_21_*", "pen21_*", "penalties*", "twin_fimfix_*", "val22_*",
       "val23_demo_*", "val23_twin_w*"), "python benchmarks/defaults.py (or bash "
      "benchmarks/demo_defaults.sh SET: val22, pen21, ng3_21)"),
-    (("val2*_distinct_matched*",), "python benchmarks/distinct_matched.py"),
+    (("val2*_distinct_matched*", "distinct_matched*"), "python benchmarks/distinct_matched.py"),
+    (("block_cache*",), "python benchmarks/block_cache.py"),
+    (("eos_stop*",), "python benchmarks/eos_stop.py"),
+    (("eval_rows*",), "python benchmarks/eval_rows.py"),
+    (("latent_denoise*",), "python benchmarks/latent_denoise.py"),
+    (("penalty_cost*",), "python benchmarks/penalty_cost.py"),
     (("val23_twin_eval*",), "unmask eval RUN --json > FILE"),
     (("compile_decode*",), "python benchmarks/compile_decode.py"),
     (("constraints*",), "python benchmarks/constraints.py"),
@@ -473,13 +484,17 @@ SOURCES: list[tuple[tuple[str, ...], str]] = [
     (("sampling_baseline*",), "python benchmarks/sampling_baseline.py"),
     (("segments*",), "python benchmarks/segments.py"),
     (("speculative_batch*",), "python benchmarks/speculative_batch.py"),
+    (("speculative_accept*",), "python benchmarks/speculative_accept.py"),
     (("speculative*",), "python benchmarks/speculative.py"),
     (("threads*",), "python benchmarks/threads.py"),
     (("train_*",), "python benchmarks/train_throughput.py --compare ..."),
     (("gpu_check*",), "bash benchmarks/gpu_check.sh"),
 ]
 """The command that writes each kind of result file the sections do not read (first match;
-its settings are in the file): a number in the report names what measured it."""
+its settings are in the file): a number in the report names what measured it. Every script
+with a ``--json`` (or ``--out``) file is here or in a section, by its default file name
+(block_cache, eos_stop, eval_rows, latent_denoise, penalty_cost and distinct_matched's own
+name were "no known script" until 2026-12-07, speculative_accept's "speculative.py")."""
 
 
 def source_of(name: str) -> str | None:
@@ -633,7 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     if not results.is_dir():
         from unmask.errors import UserError
 
-        raise UserError(f"--results {results}: no such folder")
+        # a file read "no such folder"
+        what = "a file, not a folder of *.json results" if results.exists() else "no such folder"
+        raise UserError(f"--results {results}: {what}")
     if Path(args.out).is_dir():  # was "Is a directory" naming a temp file beside it
         from unmask.errors import UserError
 

@@ -63,12 +63,12 @@ from _common import (  # noqa: E402
     default_output,
     fill_defaults,
     generated,
-    json_text,
     non_negative_int,
     output_file,
     positive_int,
     require_hybrid,
     round_robin,
+    write_results,
 )
 from decoding import fit_lengths, prompt_texts, timed  # noqa: E402
 
@@ -505,12 +505,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "forward_cost_s": costs,
         "rows": rows,
     }
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from unmask.files import atomic_write_text
-
-    atomic_write_text(path, json_text(out, indent=1))
-    print(f"wrote {path}")
+    write_results(args.json, out, indent=1)
+    print(f"wrote {Path(args.json)}")
 
 
 if __name__ == "__main__":

@@ -41,11 +41,11 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
 from _common import (  # noqa: E402
-    json_text,
     output_path,
     positive_int,
     round_robin,
     run,
+    write_results,
 )
 
 from unmask.config import model_preset  # noqa: E402
@@ -210,9 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{r['old_ms']:9.2f} {r['new_ms']:9.2f} {r['speedup']:8.2f}  "
                   f"{r['same_tokens']}", flush=True)  # fmt: skip
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json_text({"threads": args.threads, "repeats": args.repeats,
-                                        "rows": rows}, indent=1), encoding="utf-8")  # fmt: skip
+        write_results(args.json, {"threads": args.threads, "repeats": args.repeats,
+                                  "rows": rows}, indent=1)
     if not all(r["same_tokens"] for r in rows):
         print("speculative_accept.py: error: the two acceptances gave different tokens",
               file=sys.stderr)  # fmt: skip

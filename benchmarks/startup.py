@@ -16,7 +16,6 @@ With ``--baseline-src`` every CLI case also runs with that ``src`` first on PYTH
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -24,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import output_file, positive_int
+from _common import output_file, positive_int, write_results
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
@@ -118,10 +117,8 @@ def main() -> int:
             line += f"  {r['baseline_median_s']:10.3f}  {r['speedup']:7.1f}x"
         print(line)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(
-            {"repeats": args.repeats, "target_s": TARGET_S, "baseline_src": args.baseline_src,
-             "rows": rows}, indent=2) + "\n")
+        write_results(args.json, {"repeats": args.repeats, "target_s": TARGET_S,
+                                  "baseline_src": args.baseline_src, "rows": rows}, indent=2)
     return 0
 
 

@@ -21,9 +21,8 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
-from _common import json_text, output_file, positive_int
+from _common import output_file, positive_int, write_results
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as `unmask` does
 
@@ -77,8 +76,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, float | int | str]
                          "vs_first": tok_s / base})  # fmt: skip
             print(f"{name:>8} {params / 1e6:>7.1f}M {n:>7} {tok_s:>8.1f} {tok_s / base:>10.2f}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json_text({"argv": sys.argv[1:], "rows": rows}, indent=1))
+        write_results(args.json, {"argv": sys.argv[1:], "rows": rows}, indent=1)
     return rows
 
 

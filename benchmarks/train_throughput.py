@@ -38,11 +38,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import child_json, json_text, non_negative_int, output_file, positive_int
+from _common import child_json, non_negative_int, output_file, positive_int, write_results
 from torch import nn
 
 from unmask.config import model_preset
@@ -408,8 +407,7 @@ def main() -> None:
             rows.append({"side": name, "tokens_per_s": tps, "s_per_step": sec, "ratio": tps / base})
             print(f"{name:<28} {tps:>18,.0f} {sec:>8.3f} {tps / base:>30.3f}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json_text({"args": vars(args), "rows": rows}))
+        write_results(args.json, {"args": vars(args), "rows": rows}, indent=2)
 
 
 if __name__ == "__main__":

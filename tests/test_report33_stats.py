@@ -241,3 +241,29 @@ def test_report_out_that_is_a_folder_is_one_line_naming_it(tmp_path):
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith(f"report.py: error: --out {tmp_path}: a folder"), r.stderr
     assert r.stderr.count("\n") == 1 and not list(tmp_path.glob(".*tmp"))
+
+
+def test_planning_plot_names_the_file_of_rows_that_share_a_label(tmp_path, report, monkeypatch):
+    """Two files with the same task, model and steps (a rerun): their bars were drawn on one
+    line of the plot, the second over the first, so one of the two rates was never seen."""
+    drawn: dict = {}
+
+    class Plt:
+        def subplots(self, *a, **k):
+            return object(), _Axes(drawn)
+
+        def close(self, fig):
+            pass
+
+    monkeypatch.setattr(report, "_pyplot", lambda: Plt())
+    monkeypatch.setattr(report, "_save", lambda fig, path: path.write_bytes(b"png"))
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "planning_a.json").write_text(json.dumps(
+        {"rows": [_planning_row("sft", 167, 200), _planning_row("ar", 133, 200)]}))
+    (results / "planning_b.json").write_text(json.dumps({"rows": [_planning_row("sft", 90, 200)]}))
+    report.build(results, tmp_path / "report.md")
+    assert drawn["labels"] == ["sudoku4 · sft (planning_a.json)", "sudoku4 · ar",
+                               "sudoku4 · sft (planning_b.json)"]
+    assert len(set(drawn["labels"])) == 3
+    assert drawn["values"] == pytest.approx([83.5, 66.5, 45.0])

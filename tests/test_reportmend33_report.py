@@ -25,3 +25,14 @@ def test_a_folder_named_like_a_result_file_is_a_note_not_the_end_of_the_page(tmp
     assert "`planning_dir.json`: not readable (Is a directory), skipped." in page
     assert "| sudoku4 | ar | ar | 1 | 2 | 0.5 |" in page
     assert "planning_dir.json: not readable, skipped" in notes
+
+
+def test_results_that_name_a_file_say_so(tmp_path, report):
+    """``--results README.md`` said "no such folder" of a file that is there."""
+    from unmask.errors import UserError
+
+    (tmp_path / "r.json").write_text("{}")
+    with pytest.raises(UserError, match=r"^--results .*r\.json: a file, not a folder of \*\.json"):
+        report.main(["--results", str(tmp_path / "r.json"), "--out", str(tmp_path / "o.md")])
+    with pytest.raises(UserError, match=r"^--results .*nothing: no such folder$"):
+        report.main(["--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "o.md")])

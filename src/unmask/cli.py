@@ -322,6 +322,17 @@ def flush(*streams: Any) -> None:
             stream.flush()
 
 
+def reader_left() -> int:
+    """What a process says where stdout's reader left (``unmask ... | head``; a
+    ``BrokenPipeError``): nothing, stdout pointed at ``os.devnull`` so that the interpreter's
+    last flush is quiet too, and ``EXIT_PIPE_CLOSED`` to exit with, as a shell reports a
+    command killed by a closed pipe. ``unmask``, ``python -m unmask.tasks`` and the
+    benchmark scripts (``_common.run``) end so."""
+    with contextlib.suppress(OSError, AttributeError, ValueError):  # stdout None or closed
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_PIPE_CLOSED
+
+
 def hold_signals() -> None:
     """Block SIGINT/SIGTERM/SIGHUP for the rest of the process (it is exiting): one C call,
     so a second signal cannot interrupt the exit path between bytecodes."""
@@ -409,9 +420,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
               file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:  # `unmask ... | head`: the reader left; not an error of ours
-        with contextlib.suppress(OSError):  # keep the interpreter's final flush quiet too
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_PIPE_CLOSED  # as a shell reports a command killed by a closed pipe
+        return reader_left()
     except OSError as e:  # a path that cannot be made or written (a file where a folder
         # goes, no permission, a full disk): what the system said, in one line
         where = f": {e.filename}" if getattr(e, "filename", None) else ""

@@ -213,8 +213,14 @@ def _reversal_answers(item: Item) -> list[str]:
 
 
 def _check_reversal(item: Item, output: str) -> bool:
-    """The first word of the output is the name (the answer holds its leading space)."""
-    return _first_line(output).split(".")[0].split()[:1] == [item.answer.strip()]
+    """The first words of the output are the name (the answer holds its leading space), as
+    many as it has (a hand-written item's full name, ``Mary Lee Pfeiffer``: until 2026-12-07
+    only the first word was compared, so no output solved such an item and ``read_items``
+    refused its reference), then the line ends or a space or ``.`` follows; spaces between
+    the words are any."""
+    line, name = " ".join(_first_line(output).split()), " ".join(item.answer.split())
+    after = line[len(name) : len(name) + 1]  # "" at the line's end
+    return bool(name) and line.startswith(name) and after in ("", " ", ".")
 
 
 SFT_TEMPLATE = "{{ eos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"

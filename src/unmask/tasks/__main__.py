@@ -18,7 +18,7 @@ from unmask.tasks import TASKS, write_task
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, write the task's files, print its ``task.json``; exit code 2 and one
     line on a user error, 130 and one line on Ctrl-C (the folder's files as they were:
-    ``write_task`` writes all or none)."""
+    ``write_task`` writes all or none), 141 and nothing said where stdout's reader left."""
     p = argparse.ArgumentParser(
         prog="python -m unmask.tasks",
         description="Write a planning or reversal task: DIR/train.txt (one example per line, "
@@ -76,7 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         code = getattr(e, "exit_code", EXIT_INTERRUPTED)
         print(f"{p.prog}: {stopped_how(code)}; {args.out} left as it was", file=sys.stderr)
         return code
-    print(json.dumps(record))
+    try:
+        print(json.dumps(record), flush=True)
+    except BrokenPipeError:  # `python -m unmask.tasks ... | head -c 0`: the reader left (the
+        # files are written); a traceback before
+        from unmask.cli import reader_left
+
+        return reader_left()
     return 0
 
 

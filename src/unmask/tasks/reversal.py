@@ -6,9 +6,9 @@ Table 4) reports that masked diffusion, which learns to predict any masked token
 rest, suffers far less than autoregressive models. Here the facts are made-up names, so
 nothing but the training data can answer them:
 
-- ``both`` pairs appear in training in both directions ("A's child is B." and "B's parent
-  is A."): they teach the two templates;
-- ``forward`` pairs appear only as "A's child is B.": asked forward (``A's child is`` →
+- ``both`` pairs appear in training in both directions ("A's child is B" and "B's parent
+  is A", one line each, no full stop): they teach the two templates;
+- ``forward`` pairs appear only as "A's child is B": asked forward (``A's child is`` →
   B) they test memory, asked in reverse (``B's parent is`` → A) the reversal.
 
 Inside: ``make_names``, ``child_line``, ``parent_line``.

@@ -153,8 +153,9 @@ def score_items(
     training) and count the outputs its task accepts.
     ``config``: ``task_config(loaded, items, given)`` when the caller has it already.
     Each item's output is the one it gets decoded alone (``decode_each``), whatever the
-    ``batch_size`` and the items beside it."""
-    from unmask.api import choose, facts_of
+    ``batch_size`` and the items beside it. ``TaskScore.sampling`` names the ``seed`` of a
+    run that draws random numbers (``unmask.api.draws_noise``), whose outputs it decides."""
+    from unmask.api import choose, draws_noise, facts_of
     from unmask.report import decoding_options
 
     if config is None:
@@ -186,6 +187,8 @@ def score_items(
                     {"prompt": item.prompt, "output": text, "answer": item.answer, "solved": ok}
                 )
     sampling = {"gen_length": config.gen_length, **decoding_options(loaded, config)}
+    if config.seed is not None and draws_noise(decoder, config):  # the outputs are its draws:
+        sampling["seed"] = config.seed  # a sampled run's rates were reported without it
     intervals = {k: list(wilson_interval(*v)) for k, v in groups.items()}
     solved = sum(outcomes)
     return TaskScore(solved, len(items), dict(groups), sampling, examples, intervals, outcomes)

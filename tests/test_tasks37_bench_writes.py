@@ -1,0 +1,57 @@
+"""The benchmark scripts write their results JSON through ``_common.write_results`` (strict
+JSON, atomically): ten of them wrote it with ``Path.write_text``, so a Ctrl-C or a full disk
+mid-write left a torn file in place of the last measurement, and startup.py's
+``json.dumps`` let a NaN through."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPTS = ("train_throughput", "data_constrained", "llada2", "speculative", "speculative_accept",
+           "hybrid", "gqa_attention", "precision", "large_shape", "compile_decode", "threads",
+           "constraints", "lm_eval_demo", "elbo_stderr", "startup", "eval_rows")
+
+IN_PLACE = re.compile(r"\.write_text\(\s*json_text\(|atomic_write_text\(")
+"""A results file written by hand: in place, or atomically but not through write_results."""
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_results_go_through_write_results(script):
+    source = (ROOT / "benchmarks" / f"{script}.py").read_text()
+    assert "write_results(" in source
+    assert not IN_PLACE.search(source), IN_PLACE.search(source)
+
+
+def test_a_script_whose_reader_left_exits_141_quietly(benchmark, tmp_path, monkeypatch, capsys):
+    """``python benchmarks/report.py | head -c 0``: the BrokenPipeError, an OSError, was
+    said as ``report.py: error: Broken pipe`` with status 2; now as ``unmask`` ends on a
+    closed pipe (``unmask.cli.reader_left``): nothing said, status 141."""
+    import sys
+
+    common = benchmark("_common")
+    sink = open(tmp_path / "sink", "w")  # noqa: SIM115 - its descriptor is redirected
+
+    class Closed:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return sink.fileno()
+
+    def main():
+        print("wrote x")
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    try:
+        with pytest.raises(SystemExit) as stop:
+            common.run(main)
+    finally:
+        sink.close()
+    assert stop.value.code == 141
+    assert capsys.readouterr().err == ""
