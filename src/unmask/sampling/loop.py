@@ -559,13 +559,21 @@ class Denoiser(DecoderRun):
         self.policy.start_block(counted, self.steps_per_block)
         self.cache.start_block(masked, block_start, block_end)
         self.block_step = 0
+        # (B,) the rows with no candidate in this block (every mask before its end filled):
+        # alone, such a row's run skips the block (``_settle``), so here it draws nothing
+        self._idle = ~masked[:, :block_end].any(dim=1)
+        self._idle_rows = int(self._idle.sum())  # one read a block, none a step
 
     def _settle(self) -> None:
         """Move on past finished blocks (starting the next one) until one has work or none is
-        left."""
+        left. A block that starts with no candidate in any row (no mask before its end: an
+        infill template's text between its gaps, under ``block_length``) is finished at once:
+        no policy can commit anything in it, and its steps ran the model for nothing (the
+        ``llada`` schedule's share of steps each; the dynamic policies ended it already)."""
         while not self.done:
             bound = self.policy.dynamic and self.block_step >= self.steps_per_block
-            if not bound and not self.policy.block_done(
+            idle = self.block_step == 0 and self._idle_rows == self.batch_size
+            if not (bound or idle) and not self.policy.block_done(
                 self.block_step, self.steps_per_block, self._counted(self.canvas.masked)
             ):
                 return
@@ -654,7 +662,9 @@ class Denoiser(DecoderRun):
             candidates[~live] = False
         elif config.skip_empty_steps:  # a row with nothing to commit skips the step alone
             empty = self.policy.empty_rows(self.block_step)
-            live = None if empty is None else ~empty
+            live = ~self._idle if empty is None else ~(empty | self._idle)
+        elif self._idle_rows:  # a row with no candidate in the block skips it alone
+            live = ~self._idle
         if isinstance(self.generator, RowDraws):  # those rows alone draw now
             self.generator.live = [True] * len(x) if live is None else live.tolist()
         # Proposals and scores are needed only for the candidates, which lie in the window
@@ -821,7 +831,8 @@ def sample(
     denoised left to right with ``steps / num_blocks`` steps each (``split``: steps that are
     not a multiple of the blocks spread over them, ``split_steps``, so the run takes
     exactly ``steps``; dynamic policies: until the block has no masks left, within their
-    share of ``steps`` plus a step per mask before the block, which it fills too). Every
+    share of ``steps`` plus a step per mask before the block, which it fills too). A block
+    that starts with no mask before its end takes no step (``Denoiser._settle``). Every
     step:
 
     1. logits = model(x) (B, L, V), through the ``cache`` policy (which may recompute only
