@@ -456,6 +456,7 @@ class Denoiser(DecoderRun):
         # generation (``for_prompts``): a row whose finished blocks hold EOS has ended
         self._stop_at_eos = stop_at_eos and eos_id is not None and not config.forbid_eos
         self._ended_at: int | None = None  # where every row had ended (``_all_ended``)
+        self._lo: tuple[int, int] | None = None  # (step, first column) of ``_read_window``
         self._fill_alone = (isinstance(self.generator, RowDraws) or not self.policy.dynamic
                             or not (config.temperature > 0
                                     or config.remasking != "low_confidence"))
@@ -672,8 +673,11 @@ class Denoiser(DecoderRun):
         # confidences (a float64 softmax over V per position) are computed there alone;
         # random draws keep the full (B, L[, V]) shape so a seed gives the same stream as
         # LLaDA's reference loop.
-        cols = candidates.any(dim=0).nonzero()
-        w0 = int(cols[0]) if len(cols) else block_start
+        if self._lo is not None and self._lo[0] == self.steps and not self.policy.dynamic:
+            w0 = self._lo[1]  # ``_read_window``'s for this step: the same columns, no read
+        else:
+            cols = candidates.any(dim=0).nonzero()
+            w0 = int(cols[0]) if len(cols) else block_start
         x0 = x.clone()
         noisy = add_gumbel_noise(logits, config.temperature, self.generator,
                                  window=(w0, block_end))  # (B, block_end - w0, V)
@@ -752,8 +756,12 @@ class Denoiser(DecoderRun):
         to enough head rows for the whole canvas' bits (None: whole logits)."""
         block_start, block_end = self.block_bounds
         cols = self.canvas.masked[:, :block_end].any(dim=0).nonzero()
+        lo = int(cols[0]) if len(cols) else block_start
+        # kept for this step's ``step``: under a scheduled policy its candidates are these
+        # masks (a dynamic one leaves out rows whose block is done), so its window starts here
+        self._lo = (self.steps, lo)
         rows = self.batch_size * (2 if self.config.cfg_scale > 0 else 1)
-        return widened(((int(cols[0]) if len(cols) else block_start), block_end), rows)
+        return widened((lo, block_end), rows)
 
     def result(self) -> GenerateResult:
         return GenerateResult(
