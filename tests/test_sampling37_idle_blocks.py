@@ -67,3 +67,21 @@ def test_a_row_alone_with_no_mask_in_a_block_draws_as_in_the_batch():
         alone = Denoiser(m, _canvas([row], M), config,
                          generator=row_generators([3 + i])).run()
         assert alone.tokens.tolist()[0] == batch.tokens.tolist()[i], i
+
+
+def test_topk_per_row_with_a_host_bound_picks_the_same_columns():
+    """``LLaDAPolicy`` passes its per-step bound on k (host counts: no device read a step):
+    any bound at or above the largest k, up to past the row's width, picks what k alone
+    picks, ties in column order, NaN first, -inf (no candidate) never."""
+    from unmask.sampling.policies import topk_per_row
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        conf = torch.randint(0, 4, (3, 9), generator=g).double() / 4  # many exact ties
+        conf[torch.rand(3, 9, generator=g) < 0.2] = float("-inf")
+        if torch.rand(1, generator=g) < 0.3:
+            conf[0, 4] = float("nan")
+        k = torch.randint(0, 5, (3,), generator=g)
+        want = topk_per_row(conf, k)
+        for extra in (0, 2, 20):
+            assert torch.equal(topk_per_row(conf, k, int(k.max()) + extra), want)
