@@ -269,9 +269,10 @@ def test_perfect_predictor_reconstructs_masked_text(steps):
 def test_perfect_predictor_through_fill_canvas_and_blocks():
     canvas = template_canvas("The [MASK:3] sat on the [MASK:3], naïve café.", TOK)
     # 18 tokens from the first gap to the last: 5 blocks of 4, a step each (steps 4 were
-    # rounded up to 5; now a cap, fewer steps than blocks are refused)
+    # rounded up to 5; now a cap, fewer steps than blocks are refused); the 2 blocks of text
+    # between the gaps take none (they took a forward each until session 37)
     out = fill_canvas(Oracle(TRUTH), canvas, SampleConfig(steps=5, block_length=4))
-    assert TOK.decode(out.tokens[0].tolist()) == TRUTH and out.steps == 5
+    assert TOK.decode(out.tokens[0].tolist()) == TRUTH and out.steps == out.nfe == 3
     with pytest.raises(UserError, match=r"steps \(4\) must be at least the number of blocks"):
         fill_canvas(Oracle(TRUTH), canvas, SampleConfig(steps=4, block_length=4))
     assert canvas.masked.sum() == 6  # the caller's canvas is untouched

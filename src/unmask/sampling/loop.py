@@ -456,6 +456,7 @@ class Denoiser(DecoderRun):
         # generation (``for_prompts``): a row whose finished blocks hold EOS has ended
         self._stop_at_eos = stop_at_eos and eos_id is not None and not config.forbid_eos
         self._ended_at: int | None = None  # where every row had ended (``_all_ended``)
+        self._lo: tuple[int, int] | None = None  # (step, first column) of ``_read_window``
         self._fill_alone = (isinstance(self.generator, RowDraws) or not self.policy.dynamic
                             or not (config.temperature > 0
                                     or config.remasking != "low_confidence"))
@@ -559,13 +560,21 @@ class Denoiser(DecoderRun):
         self.policy.start_block(counted, self.steps_per_block)
         self.cache.start_block(masked, block_start, block_end)
         self.block_step = 0
+        # (B,) the rows with no candidate in this block (every mask before its end filled):
+        # alone, such a row's run skips the block (``_settle``), so here it draws nothing
+        self._idle = ~masked[:, :block_end].any(dim=1)
+        self._idle_rows = int(self._idle.sum())  # one read a block, none a step
 
     def _settle(self) -> None:
         """Move on past finished blocks (starting the next one) until one has work or none is
-        left."""
+        left. A block that starts with no candidate in any row (no mask before its end: an
+        infill template's text between its gaps, under ``block_length``) is finished at once:
+        no policy can commit anything in it, and its steps ran the model for nothing (the
+        ``llada`` schedule's share of steps each; the dynamic policies ended it already)."""
         while not self.done:
             bound = self.policy.dynamic and self.block_step >= self.steps_per_block
-            if not bound and not self.policy.block_done(
+            idle = self.block_step == 0 and self._idle_rows == self.batch_size
+            if not (bound or idle) and not self.policy.block_done(
                 self.block_step, self.steps_per_block, self._counted(self.canvas.masked)
             ):
                 return
@@ -654,7 +663,9 @@ class Denoiser(DecoderRun):
             candidates[~live] = False
         elif config.skip_empty_steps:  # a row with nothing to commit skips the step alone
             empty = self.policy.empty_rows(self.block_step)
-            live = None if empty is None else ~empty
+            live = ~self._idle if empty is None else ~(empty | self._idle)
+        elif self._idle_rows:  # a row with no candidate in the block skips it alone
+            live = ~self._idle
         if isinstance(self.generator, RowDraws):  # those rows alone draw now
             self.generator.live = [True] * len(x) if live is None else live.tolist()
         # Proposals and scores are needed only for the candidates, which lie in the window
@@ -662,8 +673,11 @@ class Denoiser(DecoderRun):
         # confidences (a float64 softmax over V per position) are computed there alone;
         # random draws keep the full (B, L[, V]) shape so a seed gives the same stream as
         # LLaDA's reference loop.
-        cols = candidates.any(dim=0).nonzero()
-        w0 = int(cols[0]) if len(cols) else block_start
+        if self._lo is not None and self._lo[0] == self.steps and not self.policy.dynamic:
+            w0 = self._lo[1]  # ``_read_window``'s for this step: the same columns, no read
+        else:
+            cols = candidates.any(dim=0).nonzero()
+            w0 = int(cols[0]) if len(cols) else block_start
         x0 = x.clone()
         noisy = add_gumbel_noise(logits, config.temperature, self.generator,
                                  window=(w0, block_end))  # (B, block_end - w0, V)
@@ -742,8 +756,12 @@ class Denoiser(DecoderRun):
         to enough head rows for the whole canvas' bits (None: whole logits)."""
         block_start, block_end = self.block_bounds
         cols = self.canvas.masked[:, :block_end].any(dim=0).nonzero()
+        lo = int(cols[0]) if len(cols) else block_start
+        # kept for this step's ``step``: under a scheduled policy its candidates are these
+        # masks (a dynamic one leaves out rows whose block is done), so its window starts here
+        self._lo = (self.steps, lo)
         rows = self.batch_size * (2 if self.config.cfg_scale > 0 else 1)
-        return widened(((int(cols[0]) if len(cols) else block_start), block_end), rows)
+        return widened((lo, block_end), rows)
 
     def result(self) -> GenerateResult:
         return GenerateResult(
@@ -821,7 +839,8 @@ def sample(
     denoised left to right with ``steps / num_blocks`` steps each (``split``: steps that are
     not a multiple of the blocks spread over them, ``split_steps``, so the run takes
     exactly ``steps``; dynamic policies: until the block has no masks left, within their
-    share of ``steps`` plus a step per mask before the block, which it fills too). Every
+    share of ``steps`` plus a step per mask before the block, which it fills too). A block
+    that starts with no mask before its end takes no step (``Denoiser._settle``). Every
     step:
 
     1. logits = model(x) (B, L, V), through the ``cache`` policy (which may recompute only

@@ -128,16 +128,20 @@ def num_transfer_tokens(
     )
 
 
-def topk_per_row(confidence: Tensor, k: Tensor) -> Tensor:
+def topk_per_row(confidence: Tensor, k: Tensor, kmax: int | None = None) -> Tensor:
     """(B, L) bool selecting, in each row b, the ``k[b]`` highest confidences, exact ties in
     column order (``most_confident``). ``torch.topk`` (LLaDA's reference) breaks a tie by
     where the row sits in the tensor, so a row left-padded beside a longer prompt committed
     other columns than alone, e.g. two confidences of exactly 1.0; column order is the same
     for the row at any padding (the padding is on the left). The columns above each row's
     k-th confidence, then its ties leftmost first: ``most_confident``'s choice without a sort
-    of every row (a NaN ranks first, as there; a NaN k-th takes that sort)."""
+    of every row (a NaN ranks first, as there; a NaN k-th takes that sort). ``kmax``: a bound
+    on ``k`` the caller knows on the host (``LLaDAPolicy``: its counts), which saves reading
+    ``k.max()`` from the device every step; None: read."""
     k = k.to(confidence.device)
-    kmax = int(k.max()) if k.numel() else 0
+    if kmax is None:
+        kmax = int(k.max()) if k.numel() else 0
+    kmax = min(kmax, confidence.shape[1])
     if kmax <= 0:
         return torch.zeros_like(confidence, dtype=torch.bool)
     top = torch.topk(confidence, kmax, dim=1).values  # (B, kmax), descending
@@ -164,12 +168,14 @@ class LLaDAPolicy(CommitPolicy):
     def __init__(self, schedule: Schedule | None = None) -> None:
         self.schedule = schedule or LinearSchedule()
         self._counts: Tensor | None = None
+        self._kmax: list[int] | None = None  # per step, the most any row commits (host)
 
     def use_schedule(self, schedule: Schedule) -> None:
         self.schedule = schedule
 
     def start_block(self, block_masked: Tensor, steps: int) -> None:
         self._counts = num_transfer_tokens(block_masked, steps, self.schedule)  # (B, steps)
+        self._kmax = self._counts.max(dim=0).values.tolist()  # one read a block, none a step
 
     def select(self, state: StepState) -> Tensor:
         assert self._counts is not None, "start_block was not called"
@@ -177,7 +183,8 @@ class LLaDAPolicy(CommitPolicy):
         # Like the reference, never ask for more than the candidates (they only run short
         # when padding or locks keep positions out); the reference would pick -inf ones.
         k = torch.minimum(k, state.candidates.sum(dim=1))
-        return topk_per_row(state.confidence, k) & state.candidates
+        kmax = None if self._kmax is None else self._kmax[state.block_step]
+        return topk_per_row(state.confidence, k, kmax) & state.candidates
 
     def step_is_empty(self, block_step: int) -> bool:
         assert self._counts is not None, "start_block was not called"
