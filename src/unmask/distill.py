@@ -392,7 +392,9 @@ def decode_batch(
 ) -> tuple[Any, Any]:
     """The teacher's final tokens (B, P + G) and commit steps (B, P + G) for ``prompts``
     (B, P), decoded by ``unmask.api.start`` under ``config``; steps are counted by the run's
-    views (one per step), -1 on the prompt, the step count where nothing was committed.
+    views (one per step), -1 on the prompt, G where nothing was committed: a position the
+    run left masked, or (a diffusion teacher's) one after the row's first generated EOS:
+    filler, which the commit loop writes at once when a row has ended, not the teacher's.
     With ``vocab`` (a student's smaller vocabulary: the teacher's tokenizer with special
     tokens appended), a row is cut at the first id >= ``vocab`` as if it stopped there."""
     import torch
@@ -417,6 +419,11 @@ def decode_batch(
     final = torch.full((B, G), facts.mask_id, dtype=torch.long)  # (B, G)
     final[:, : gen.shape[1]] = gen
     undecided = (first < 0) | (final == facts.mask_id)  # a block decoder stopped at EOS
+    if facts.eos_id is not None and facts.attention != "causal":
+        # after a row's first EOS: the commit loop fills the rest with EOS at once, filler the
+        # teacher did not choose (as a block decoder leaves it masked, above)
+        eos = final == facts.eos_id
+        undecided |= (eos.cumsum(dim=1) - eos.long()) > 0
     if vocab is not None:
         undecided |= (final >= vocab).cumsum(dim=1) > 0  # an id the student does not have
     final[undecided] = facts.eos_id if facts.eos_id is not None else facts.pad_id
