@@ -62,3 +62,17 @@ def test_whole_block_segments_of_a_length_that_is_not_name_the_length(bd3lm_clie
     err = r.json()["error"]
     assert err["param"] == param and "whole blocks of 4" in err["message"], err
     assert err["message"].startswith("max_tokens 6"), err
+
+
+@pytest.mark.parametrize("constraint", [{}, {"choices": {"1": ["x"]}}, {"regex": {"a": "x"}},
+                                        {"ban": ["x"]}])
+def test_a_gap_name_used_twice_names_the_template_whatever_the_constraints(echo_client,
+                                                                           constraint):
+    """docs/serving.md: a gap name used twice names ``template``; with a per-gap constraint
+    the refusal came from the constraint's lookup of its gap and named that entry
+    (``choices.1``)."""
+    r = echo_client.post("/v1/infill", json={"template": "[MASK:a:2] [MASK:a:2]",
+                                              **constraint})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "template" and "is used twice" in err["message"], err

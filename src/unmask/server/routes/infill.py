@@ -247,6 +247,7 @@ def router(state: ServerState) -> APIRouter:
         from unmask import api
         from unmask.infill import Gap, SearchLimitError, parse_template
         from unmask.infill.template import GapRoomError
+        from unmask.infill.template import check_names as check_gap_names
         from unmask.server.routes.guided import guidance
 
         guided = guidance(req)
@@ -267,6 +268,9 @@ def router(state: ServerState) -> APIRouter:
             user_call(lambda: check_total(((f"gap {k}", v) for k, v in req.regex.items()),
                                           "regex"), "regex")
         parsed = user_call(lambda: parse_template(req.template), "template")  # named here
+        # a gap name used twice is the template's, whatever constraint names a gap
+        # (constrain_gaps' find_gap refused it in that entry's name, on the worker)
+        user_call(lambda: check_gap_names(parsed), "template")
         if fim and sum(isinstance(s, Gap) for s in parsed) == 1:  # filled left to right
             # (a template of several gaps: the worker refuses it, naming why)
             causal_fill(req, lambda: fim_width(req, parsed))
