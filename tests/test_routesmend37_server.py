@@ -3,7 +3,9 @@ by the library's type (``GapError``), not by reading its message (tiny test mode
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 
 import pytest
 
@@ -45,6 +47,36 @@ def echo_client():
         yield c
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("body", "param"), [
+    ({"template": "a [MASK:x:3] b", "choices": {"x": ["yes"]}}, "choices.x"),
+    ({"template": "a [MASK:3] b [MASK:2]", "regex": {"2": "[0-9]+"}}, "regex.2"),
+    ({"template": "a [MASK:3] b [MASK:2]", "charset": {"2": "digits"}}, "charset.2"),
+    ({"template": "a [MASK:3] b", "ban": ["a"]}, "ban"),
+])
+def test_a_gap_constraint_on_an_embed_diffusion_checkpoint_names_the_constraint(
+        embed_client, stream, body, param):
+    """An embed-diffusion checkpoint fills plain gaps only: the refusal of a constrained gap
+    named ``template``, which was fine; the field to drop is the constraint (docs/serving.md:
+    a constraint's 400 names its field)."""
+    r = embed_client.post("/v1/infill", json={**body, "stream": stream})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and "need the masked commit loop" in err["message"], err
+
+
+@pytest.mark.parametrize("template", ["a [MASK:1-3] b", "a [MASK:c:1-3] b"])
+def test_a_length_range_on_an_embed_diffusion_checkpoint_names_the_template(embed_client,
+                                                                             template):
+    """A gap of a length range is refused by an embed-diffusion checkpoint: the 400 named
+    ``template`` for an unnamed gap, nothing for a named one (its message, matched as text,
+    starts with a quote)."""
+    r = embed_client.post("/v1/infill", json={"template": template})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "template" and "has a variable length" in err["message"], err
+
+
 @pytest.mark.parametrize(("path", "body", "param"), [
     ("/v1/completions", {"prompt": "ab", "max_tokens": 6}, "max_tokens"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
@@ -76,3 +108,24 @@ def test_a_gap_name_used_twice_names_the_template_whatever_the_constraints(echo_
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["param"] == "template" and "is used twice" in err["message"], err
+
+
+def test_a_refusal_about_a_gap_is_typed_with_its_number():
+    """The server names a gap's field from the refusal's type and gap number, not from its
+    words: an infeasible constraint is a ``GapError`` for its gap (2 here), a gap past the
+    context one about the template (``gap`` None); a copy keeps the number."""
+    from unmask.errors import UserError
+    from unmask.infill import Gap
+    from unmask.infill.template import GapError, GapRoomError, plan_template
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+
+    with pytest.raises(GapError) as e:
+        plan_template(["a ", Gap(length=2), " b ", Gap(length=3, regex="[0-9]{5}")], tok)
+    assert e.value.gap == 2 and isinstance(e.value, UserError), e.value
+    for twin in (copy.copy(e.value), pickle.loads(pickle.dumps(e.value))):
+        assert (type(twin), str(twin), twin.gap) == (GapError, str(e.value), 2)
+    with pytest.raises(GapRoomError) as room:
+        plan_template("a [MASK:1-999] b", tok, max_seq_len=64)
+    assert isinstance(room.value, GapError) and room.value.gap is None
