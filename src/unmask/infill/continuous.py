@@ -16,7 +16,7 @@ from torch import Tensor
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.infill.fill import InfillResult, _after_context, _render
-from unmask.infill.template import layouts_canvas, plan_template
+from unmask.infill.template import GapError, layouts_canvas, plan_template
 from unmask.sampling.continuous import EmbedRun, check_options
 from unmask.sampling.protocol import StepCallback, model_device
 
@@ -56,15 +56,16 @@ def infill_template(
         )
     max_len = getattr(getattr(model, "config", None), "max_seq_len", None)
     plan = plan_template(template, tokenizer, max_seq_len=max_len)
-    for h in plan.holes:
+    for n, h in enumerate(plan.holes, 1):
         gap = h.gap
         if gap is not None and (gap.shapes_text or gap.banned):
-            raise UserError(
+            raise GapError(
                 f"{h.label}: constrained gaps (regex, choices, charset, ban) need the masked "
-                "commit loop; an embed-diffusion model fills plain [MASK] / [MASK:n] gaps only"
+                "commit loop; an embed-diffusion model fills plain [MASK] / [MASK:n] gaps only",
+                n,  # its constraint's
             )
         if len(h.candidates) != 1:
-            raise UserError(
+            raise GapError(
                 f"{h.label} has a variable length; an embed-diffusion model fills fixed-length "
                 "gaps only: write [MASK:n]"
             )

@@ -51,6 +51,7 @@ from unmask.infill.automaton import GapConstraint, cached_automaton, vocab_of
 from unmask.infill.template import (
     CLOSING,
     Gap,
+    GapError,
     Plan,
     Spans,
     layouts_canvas,
@@ -922,7 +923,7 @@ def _length_mode(
         asked = "empty" if empty_id is not None else "elbo"
     attention = getattr(getattr(model, "config", None), "attention", "bidirectional")
     if asked == "elbo" and attention != "bidirectional":
-        raise UserError(
+        raise GapError(  # the template's gaps (a fixed length each)
             f"a gap of a length range is sized by the ELBO of a bidirectional masked-diffusion "
             f"model; this one's attention is {attention!r}: give each gap a fixed length "
             "([MASK:n])"

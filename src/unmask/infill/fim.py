@@ -39,6 +39,7 @@ from unmask.infill.fill import InfillResult, _after_context, _render
 from unmask.infill.ordered import form_span
 from unmask.infill.template import (
     Gap,
+    GapError,
     Plan,
     Spans,
     _named,
@@ -127,7 +128,7 @@ def _check_fits(config: Any, prefix: int, suffix: int, middle: int) -> None:
     max_seq_len = getattr(config, "max_seq_len", None)
     if max_seq_len is not None and form_span(prefix + suffix, middle, causal=True,
                                               fim=True) > max_seq_len:
-        raise UserError(
+        raise GapError(  # the template's: its text and its gap's length
             f"prefix ({prefix} tokens) + suffix ({suffix} tokens) + 3 sentinels + up to "
             f"{middle} middle tokens exceed the model's max_seq_len "
             f"({max_seq_len}); shorten the text or the middle"
@@ -298,7 +299,7 @@ def _guided_middle(
     check_sentinels(cfg, tokenizer)
     lo, hi = bounds
     if not auto.feasible_lengths(hi)[lo:].any():
-        raise UserError(f"{label}: no text of {lo} to {hi} tokens satisfies its constraint")
+        raise GapError(f"{label}: no text of {lo} to {hi} tokens satisfies its constraint", 1)
     prefix_ids = tokenizer.encode(prefix)
     suffix_ids = segment_ids(tokenizer, suffix, first=False)
     # fill_left_to_right's own check speaks of a form's holes

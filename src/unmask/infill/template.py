@@ -776,7 +776,8 @@ def plan_template(
             feas = automaton.feasible_lengths(hi)
             feasible = [n for n in range(lo, hi + 1) if feas[n]]
             if not feasible:
-                raise UserError(_infeasible(p, label, automaton, lo, hi, default_max_len))
+                raise GapError(_infeasible(p, label, automaton, lo, hi, default_max_len),
+                               len(holes) + 1)
             shifted = space or lead
             own = own_automaton(p, tokenizer, label) if shifted and p.shapes_text else None
             natural = _choice_lengths(p, tokenizer, shifted, feasible)
@@ -874,7 +875,22 @@ def check_context(plan: Plan, max_seq_len: int | None) -> None:
             raise GapRoomError(h.label, h.candidates[-1], room, max_seq_len, fixed, default)
 
 
-class GapRoomError(UserError):
+class GapError(UserError):
+    """A refusal about a gap of a template, typed so that a caller can say which input to
+    change without reading the message (the server's ``param``): ``gap``, the gap's number
+    (1-based, in template order), where the refusal is about that gap's constraint (no text
+    of its lengths satisfies it, or the model takes no constraint); None where it is about the
+    template itself (a gap's length: past the context, or a range the model cannot size)."""
+
+    def __init__(self, message: str, gap: int | None = None) -> None:
+        self.gap = gap
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # its gap too (a copy, pickle)
+        return (type(self), (str(self), self.gap))
+
+
+class GapRoomError(GapError):
     """A gap that may be longer than the room the model's context leaves it (``check_context``).
     ``str()`` ends with how to fix it; where the gap's maximum is ``default_max_len``'s (a
     constrained gap with no length) that is a maximum of its own or a lower

@@ -105,9 +105,12 @@ def segment_configs(
     lengths = segment_lengths(G, n)
     block = config.block_length or align
     if block > 1 and any(length % block for length in lengths):
+        # the option to change first (the server names it): the segment's length where it is
+        # not whole blocks, else the length it splits
+        bad = f"segment_length {n}" if n % block else f"gen_length {G}"
         raise UserError(
-            f"segments of {n} tokens split gen_length {G} into {_lengths(lengths)}: each must "
-            f"be whole blocks of {block}; use a segment_length and gen_length that are "
+            f"{bad} is not whole blocks of {block}: segments of {n} tokens split gen_length "
+            f"{G} into {_lengths(lengths)}; use a segment_length and gen_length that are "
             f"multiples of {block}"
         )
     need = math.lcm(*(G // math.gcd(G, length) for length in lengths))

@@ -541,13 +541,13 @@ def cap_dynamic_steps(state: ServerState, decoder: Decoder, config: SampleConfig
 def request_error(req: _Generation, e: UserError) -> APIError:
     """The 400 for a library refusal ``e`` of a completions or chat request, in the API's
     words: the library's ``gen_length`` is the request's ``max_tokens`` (the message named an
-    option the client never sent, and had no ``param``)."""
+    option the client never sent, and had no ``param``), named as the client sent it (chat's
+    ``max_completion_tokens`` too)."""
     message = re.sub(r"(?<![-\w])gen_length\b", "max_tokens", str(e))
     param = sent_option(req, e)
     if param is None and message.startswith("max_tokens"):
-        param = "max_tokens"
-    if param is None and message.startswith("segments of") and req.segment_length is not None:
-        param = "segment_length"  # "segments of 1 tokens split max_tokens 4 into 4 x 1: ..."
+        param = ("max_completion_tokens" if getattr(req, "max_completion_tokens", None)
+                 is not None else "max_tokens")
     return APIError(400, message, param=param, code="invalid_value")
 
 

@@ -24,7 +24,7 @@ from fastapi.responses import Response
 
 from unmask.config import InfillOptions, SampleConfig
 from unmask.errors import CONTEXT_WORDS, UserError
-from unmask.infill.options import ConstraintError
+from unmask.infill.template import GapError
 from unmask.sampling.loop import StepCallback
 from unmask.sampling.penalties import given_penalties
 from unmask.server.http import APIError, JSONResponse
@@ -146,29 +146,20 @@ def context_code(fn: Callable[[StepCallback], Any]) -> Callable[[StepCallback], 
     return run
 
 
-def gap_param(req: InfillRequest, parsed: list[Any], message: str) -> str | None:
-    """The field an infill refusal about one gap of the template names (found on the worker,
-    its message starts with the gap as the library names it: ``gap 2 [MASK:3]``, ``'city'
-    [MASK:city]``, or ``gap name 'a' is used twice``; or it says the template's text and gaps
-    pass ``max_seq_len``, as an AR-FIM checkpoint's does): where no text of the gap's length
-    satisfies its constraint, the constraint the request sent for that gap (``choices.city``,
-    ``regex.1``, ``charset.2`` as the request keyed it; ``ban`` where only a banned word
-    constrains it), as a constraint refused before the worker is named; anything else about a
-    gap (a maximum past the context, a name used twice) the template. None: a refusal about
-    neither. Such refusals had no ``param``."""
+def gap_param(req: InfillRequest, parsed: list[Any], e: GapError) -> str:
+    """The field a refusal about a gap of the template (``GapError``, found on the worker)
+    names: about gap ``e.gap``'s constraint (no text of the gap's lengths satisfies it, or
+    the model takes none), the constraint the request sent for that gap (``choices.city``,
+    ``regex.1``, ``charset.2`` as the request keyed it; the first in that order), else
+    ``ban``; about the template itself (a gap's maximum past the context, a length range the
+    model cannot size) ``template``. Such refusals had no ``param``."""
     from unmask.infill import Gap
     from unmask.infill.options import GAP_OPTIONS
-    from unmask.infill.template import _named, find_gap
+    from unmask.infill.template import find_gap
 
-    gaps = [k for k, s in enumerate(parsed) if isinstance(s, Gap)]
-    at = next((k for n, k in enumerate(gaps, 1) if message.startswith(_named(parsed[k], n) + ":")),
-              None)
-    if at is None:  # a gap name used twice, a range a block model cannot size; an AR-FIM
-        # prompt past max_seq_len
-        about = message.startswith(("gap ", "a gap ")) or "max_seq_len" in message
-        return "template" if about else None
-    if "satisfies its constraint" not in message:
+    if e.gap is None:
         return "template"
+    at = [k for k, s in enumerate(parsed) if isinstance(s, Gap)][e.gap - 1]
     for option in GAP_OPTIONS:  # choices, regex, charset: the order they are applied in
         # (every key names a gap here: constrain_gaps found them all)
         key = next((k for k in getattr(req, option) or {} if find_gap(parsed, k) == at), None)
@@ -247,6 +238,7 @@ def router(state: ServerState) -> APIRouter:
         from unmask import api
         from unmask.infill import Gap, SearchLimitError, parse_template
         from unmask.infill.template import GapRoomError
+        from unmask.infill.template import check_names as check_gap_names
         from unmask.server.routes.guided import guidance
 
         guided = guidance(req)
@@ -267,6 +259,9 @@ def router(state: ServerState) -> APIRouter:
             user_call(lambda: check_total(((f"gap {k}", v) for k, v in req.regex.items()),
                                           "regex"), "regex")
         parsed = user_call(lambda: parse_template(req.template), "template")  # named here
+        # a gap name used twice is the template's, whatever constraint names a gap
+        # (constrain_gaps' find_gap refused it in that entry's name, on the worker)
+        user_call(lambda: check_gap_names(parsed), "template")
         if fim and sum(isinstance(s, Gap) for s in parsed) == 1:  # filled left to right
             # (a template of several gaps: the worker refuses it, naming why)
             causal_fill(req, lambda: fim_width(req, parsed))
@@ -293,7 +288,7 @@ def router(state: ServerState) -> APIRouter:
                            "'auto'", param="length_mode", code="invalid_value")
         options = infill_options(req)
 
-        def fill(on_step: StepCallback) -> Any:  # worker thread: regexes compile here
+        def run(on_step: StepCallback) -> Any:  # worker thread: regexes compile here
             segments = constrained(req, parsed)
             # the checkpoint's own way, as `unmask infill`: masked, embed-diffusion, AR-FIM
             try:
@@ -303,19 +298,9 @@ def router(state: ServerState) -> APIRouter:
             except SearchLimitError as e:  # the operator sets the limit, not the client
                 raise UserError(e.message(raise_hint=False, spell=lambda f: (
                     "the server's --max-search-calls" if f == "max_search_calls" else f))) from None
-            except GapRoomError as e:  # its clients have no default_max_len to lower
-                raise UserError(e.message(default_hint=False)) from None
-
-        def run(on_step: StepCallback) -> Any:
-            try:
-                return fill(on_step)
-            except ConstraintError:
-                raise  # names its own field (``blaming``)
-            except UserError as e:
-                param = gap_param(req, parsed, str(e))
-                if param is None:
-                    raise
-                raise user_error(e, param) from None
+            except GapError as e:  # a GapRoomError's clients have no default_max_len to lower
+                said = e.message(default_hint=False) if isinstance(e, GapRoomError) else str(e)
+                raise user_error(UserError(said), gap_param(req, parsed, e)) from None
 
         return run, infill_body, None
 
