@@ -66,3 +66,23 @@ def test_an_empty_chat_template_is_refused_not_the_init_models(base, monkeypatch
     assert e.value.code == 2
     assert "argument --chat-template: empty" in capsys.readouterr().err
     assert not (base / "empty").exists()
+
+
+def test_an_empty_chat_template_in_a_config_file_is_refused_as_the_flag_is(base, capsys):
+    """``"chat_template": ""`` in a ``--config`` file trained with the ``--init`` model's
+    template without a word, where the flag's ``""`` is refused; it is refused too."""
+    config = base / "train_config.json"
+    config.write_text(json.dumps({"objective": "sft", "chat_template": "", "steps": 1,
+                                  "seq_len": 32, "batch_size": 1}))
+    rc = main(["train", "--config", str(config), "--init", str(base / "base"), "--data",
+               str(base / "pairs.jsonl"), "--out", str(base / "cfg"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "chat template '' is empty: give a built-in chat template (default, plain)" in err
+    assert not (base / "cfg" / "checkpoint").exists()
+
+
+def test_train_help_shows_the_chat_template_flag_as_chat_does(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--chat-template FILE|NAME" in capsys.readouterr().out

@@ -99,6 +99,12 @@ without a template of its own; without one the server refuses chat)."""
 BUILTIN_TEMPLATES = {"default": DEFAULT_CHAT_TEMPLATE, "plain": PLAIN_CHAT_TEMPLATE}
 """Templates ``--template`` accepts by name."""
 
+EMPTY_TEMPLATE = (f"give a built-in chat template ({', '.join(BUILTIN_TEMPLATES)}), a Jinja or "
+                  "JSON file or Jinja text, or leave it out for the model's own")
+"""What to give for an empty chat template (``""``, a variable left unset: ``Path("")`` is the
+working folder): said by ``template_arg`` (the API's ``template=``, the server's, ``train``'s
+``chat_template``) and by the command line's template flags, one wording."""
+
 TURN_STARTS = {
     PLAIN_CHAT_TEMPLATE: ("\nUser:", "\nAssistant:"),
     DEFAULT_CHAT_TEMPLATE: ("\n<|user|>", "\n<|assistant|>", "\n<|system|>"),
@@ -1059,9 +1065,7 @@ def template_arg(value: str) -> ChatTemplate:
     if value in BUILTIN_TEMPLATES:
         return ChatTemplate(BUILTIN_TEMPLATES[value], origin=f"built-in chat template {value!r}")
     if not value.strip():  # Path("") is the working folder: "'' is a folder" misled
-        raise UserError(f"--template {value!r} is empty: give a built-in name "
-                        f"({', '.join(BUILTIN_TEMPLATES)}), a Jinja or JSON file or Jinja text, "
-                        "or leave out --template to use the model's own chat template")
+        raise UserError(f"chat template {value!r} is empty: {EMPTY_TEMPLATE}")
     path = Path(value)
     try:  # Jinja text with a line past the file-name limit raised "File name too long"
         is_file, is_dir = path.is_file(), path.is_dir()
@@ -1104,6 +1108,7 @@ def template_arg(value: str) -> ChatTemplate:
 __all__ = [
     "BUILTIN_TEMPLATES",
     "DEFAULT_CHAT_TEMPLATE",
+    "EMPTY_TEMPLATE",
     "PLAIN_CHAT_TEMPLATE",
     "ROLES",
     "ChatTemplate",

@@ -22,9 +22,11 @@ of a line (an ``id``, a ``source``) are ignored, as TRL drops a dataset's unused
 a field that is null counts as absent (one table of both layouts, exported, has nulls); but
 tool definitions (objects in a ``tools`` or ``functions`` list, as OpenAI's fine-tuning
 format and TRL give them, or in a JSON string of one, as TRL stores the column) are refused:
-no tool reaches the template (``_refuse_tools``; ``"[]"`` or a list of names is none), and so
-is a system prompt in a field of its own (``system``, ``system_prompt``: LLaMA-Factory's and
-OpenOrca's columns), which would be trained as never given (``_refuse_system``).
+no tool reaches the template (``_refuse_tools``; ``"[]"`` or a list of names is none). A
+system prompt in a field of its own (``system``, ``system_prompt``: LLaMA-Factory's and
+OpenOrca's columns) is the conversation's first message, a system message, as ``unmask chat
+--system`` puts it (``_system_field``, ``_with_system``; blank text is none, and a copy of
+the system message that ``messages`` opens with counts once).
 A ``messages`` list must end with an ``assistant`` turn: that last turn is the response,
 everything before it (system prompt, earlier turns; at least one message) the prompt. Every
 earlier assistant turn with text and a message before it is trained too, as its own pair
@@ -54,7 +56,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from unmask.chat import DEFAULT_CHAT_TEMPLATE, ROLES, ChatTemplate, check_messages, render_chat
+from unmask.chat import (
+    DEFAULT_CHAT_TEMPLATE,
+    ROLES,
+    ChatTemplate,
+    _encodable,
+    _json_type,
+    check_messages,
+    render_chat,
+)
 from unmask.errors import UserError
 from unmask.files import parse_json
 
@@ -102,10 +112,13 @@ def _weights(messages: Any, where: str) -> tuple[Any, frozenset[int]]:
     return out, frozenset(untrained)
 
 
-def _check_messages(messages: Any, where: str) -> tuple[list[dict[str, str]], frozenset[int]]:
-    """The checked messages of a line and the turns weighted 0 (``_weights``)."""
+def _check_messages(messages: Any, where: str, system: tuple[str, str] | None = None
+                    ) -> tuple[list[dict[str, str]], frozenset[int]]:
+    """The checked messages of a line and the turns weighted 0 (``_weights``), opening with the
+    line's ``system`` field (``_system_field``; ``_with_system``). The messages are checked as
+    the line gives them, so an error names their own indices."""
     messages, untrained = _weights(messages, where)
-    out = check_messages(messages, where=where)
+    out, untrained = _with_system(check_messages(messages, where=where), untrained, system, where)
     if out[-1]["role"] != "assistant":
         raise UserError(
             f"{where}: the last message must be the assistant's response, not {out[-1]['role']!r}"
@@ -135,29 +148,28 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
         # to_json) writes "messages": null on prompt/response rows and the other way round
         obj = {k: v for k, v in given.items() if v is not None}
         _refuse_tools(obj, where)
-        _refuse_system(obj, where)
         both = [k for k in ("prompt", "response") if k in obj]
         if "messages" in obj and both:
             raise UserError(f"{where}: give 'messages' or 'prompt'/'response', not both (this "
                             f"line has 'messages' and {' and '.join(repr(k) for k in both)})")
         untrained: frozenset[int] = frozenset()
+        # the system field after the layout's own checks: a line of another layout (Alpaca's,
+        # with LLaMA-Factory's 'system') is told how to convert it, not about its system prompt
         if "messages" in obj:
-            messages, untrained = _check_messages(obj["messages"], where)
+            messages, untrained = _check_messages(obj["messages"], where,
+                                                  _system_field(obj, where))
         elif "prompt" in obj and "response" in obj:
             if not isinstance(obj["prompt"], str) or not isinstance(obj["response"], str):
                 raise UserError(f"{where}: 'prompt' and 'response' must be strings")
             for key in ("prompt", "response"):
-                try:
-                    obj[key].encode("utf-8")
-                except UnicodeEncodeError:  # \ud800 in JSON: no tokenizer takes it
-                    raise UserError(f"{where}: {key!r} holds an unpaired surrogate (not valid "
-                                    "UTF-8)") from None
+                _check_text(obj[key], key, where)
             messages = _check_messages(
                 [
                     {"role": "user", "content": obj["prompt"]},
                     {"role": "assistant", "content": obj["response"]},
                 ],
                 where,
+                _system_field(obj, where),
             )[0]
         else:
             nulls = [k for k in ("prompt", "response") if k in given and k not in obj]
@@ -310,27 +322,62 @@ def _refuse_tools(obj: dict[str, Any], where: str) -> None:
 
 
 SYSTEM_KEYS = ("system", "system_prompt")
-"""Keys of a line that hold a system prompt in other SFT layouts (LLaMA-Factory's ``system``
-column, OpenOrca's ``system_prompt``): refused when they hold text (``_refuse_system``)."""
+"""Keys of a line that hold its system prompt (LLaMA-Factory's ``system`` column, OpenOrca's
+``system_prompt``): the first message of its conversation (``_system_field``)."""
 
 
-def _refuse_system(obj: dict[str, Any], where: str) -> None:
-    """A one-line ``UserError`` naming ``where`` when the line ``obj`` holds a system prompt in
-    a field of its own (``SYSTEM_KEYS``, text that is not blank): only ``messages`` or
-    ``prompt``/``response`` reach the chat template, so the response would be trained as the
-    answer to a conversation without that instruction; ignored as another field, it vanished
-    silently. A blank one (``""``, as an exported column holds on rows without one) is
-    absent, and so is one that the line's ``messages`` hold as a system message (a copy)."""
-    given = obj.get("messages")
-    held = {m["content"] for m in (given if isinstance(given, list) else ())
-            if isinstance(m, dict) and m.get("role") == "system"
-            and isinstance(m.get("content"), str)}
+def _check_text(value: str, key: str, where: str) -> None:
+    """A one-line ``UserError`` naming ``where`` and the line's field ``key`` when its text
+    ``value`` holds an unpaired surrogate (``\\ud800`` in JSON: no tokenizer takes it)."""
+    if not _encodable(value):
+        raise UserError(f"{where}: {key!r} holds an unpaired surrogate (not valid UTF-8)")
+
+
+def _system_field(obj: dict[str, Any], where: str) -> tuple[str, str] | None:
+    """``(key, text)`` of the system prompt the line ``obj`` gives in a field of its own
+    (``SYSTEM_KEYS``), or None. Blank text is none (an exported column's empty cell; null was
+    dropped as absent); a value that is not text, or ``system`` and ``system_prompt`` that
+    differ, is a one-line ``UserError`` naming ``where``: ignored, the response was trained as
+    the answer to a conversation without that instruction."""
+    found: list[tuple[str, str]] = []
     for key in SYSTEM_KEYS:
-        value = obj.get(key)
-        if isinstance(value, str) and value.strip() and value not in held:
-            raise UserError(f"{where}: the line has {key!r} (a system prompt), which no chat "
-                            "template sees here, so the response would be trained without it: "
-                            "give 'messages' with a system message first, or drop the key")
+        if key not in obj:
+            continue
+        value = obj[key]
+        if not isinstance(value, str):
+            raise UserError(f"{where}: {key!r} (the system prompt) must be a string, not "
+                            f"{_json_type(value)}")
+        _check_text(value, key, where)
+        if value.strip():
+            found.append((key, value))
+    if len({text.strip() for _, text in found}) > 1:
+        raise UserError(f"{where}: 'system' and 'system_prompt' are two system prompts that "
+                        "differ: keep one")
+    return found[0] if found else None
+
+
+def _with_system(messages: list[dict[str, str]], untrained: frozenset[int],
+                 system: tuple[str, str] | None, where: str
+                 ) -> tuple[list[dict[str, str]], frozenset[int]]:
+    """The checked ``messages`` of a line opening with its ``system`` field (``_system_field``)
+    as a system message, and the indices ``untrained`` of its turns weighted 0 in that list.
+    A copy of the system message ``messages`` opens with (equal but for surrounding
+    whitespace) counts once; a line whose ``messages`` hold another system message is a
+    one-line ``UserError`` naming ``where`` (which one is meant?)."""
+    if system is None:
+        return messages, untrained
+    key, text = system
+    held = [i for i, m in enumerate(messages) if m["role"] == "system"]
+    if held and messages[held[0]]["content"].strip() != text.strip():
+        raise UserError(f"{where}: {key!r} and messages[{held[0]}], a system message, are two "
+                        "system prompts that differ: keep one")
+    if held[:1] == [0]:
+        return messages, untrained  # a copy of the first message: once
+    if held:
+        raise UserError(f"{where}: {key!r} repeats messages[{held[0]}], a system message "
+                        "that is not the first: drop the key, or move the message first")
+    return ([{"role": "system", "content": text}, *messages],
+            frozenset(i + 1 for i in untrained))
 
 
 def _other_format(obj: dict[str, Any]) -> str:

@@ -451,7 +451,9 @@ def _train(
             origin = f"chat template of {run}"
         else:
             given = None
-            if config.chat_template:  # a built-in name, a Jinja or JSON file, or Jinja text
+            # a built-in name, a Jinja or JSON file, or Jinja text; "" (a --config file's) is
+            # refused as the flag is, not read as unset
+            if config.chat_template is not None:
                 from unmask.chat import template_arg
 
                 try:

@@ -529,7 +529,8 @@ def registry_choice(what: str, names: Choices) -> Callable[[str], str]:
     return check
 
 
-def name_or_path(what: str, names: Choices) -> Callable[[str], str]:
+def name_or_path(what: str, names: Choices, *,
+                 empty: Callable[[], str] | None = None) -> Callable[[str], str]:
     """An argparse ``type`` for a flag that takes a built-in name or a path (``--template
     plain|FILE``, ``--tokenizer byte|PATH``), by ``--model``'s rule: a file or folder of the
     typed name is that path (``plain`` with ``./plain`` here comes back as ``./plain``, which
@@ -537,14 +538,15 @@ def name_or_path(what: str, names: Choices) -> Callable[[str], str]:
     case (``PLAIN`` is ``plain``; ``any_case``), refused as ambiguous where a path spelled
     as that name exists (``name_and_path_clash``); else the text as typed (the command reads
     it as a path, or as it documents). An empty value is refused (``train --chat-template ""``
-    trained with the ``--init`` model's template without a word). ``names``: the names, or a
+    trained with the ``--init`` model's template without a word), saying what to give:
+    ``empty()`` where given, else a built-in name or a path. ``names``: the names, or a
     function returning them (called only when the flag is given)."""
 
     def check(text: str) -> str:
         known = list(names() if callable(names) else names)
         if not text.strip():  # a variable left unset: "" is the working folder to a path
-            raise argparse.ArgumentTypeError(f"empty: give a built-in {what} "
-                                             f"({', '.join(known)}) or a path")
+            hint = empty() if empty else f"give a built-in {what} ({', '.join(known)}) or a path"
+            raise argparse.ArgumentTypeError(f"empty: {hint}")
         if os.path.lexists(text):
             return os.path.join(".", text) if text in known else text
         name = any_case(text, known, what)
@@ -562,6 +564,18 @@ def template_names() -> list[str]:
     from unmask.chat import BUILTIN_TEMPLATES
 
     return list(BUILTIN_TEMPLATES)
+
+
+def _empty_template() -> str:
+    """``unmask.chat.EMPTY_TEMPLATE``: what to give for an empty chat template flag."""
+    from unmask.chat import EMPTY_TEMPLATE
+
+    return EMPTY_TEMPLATE
+
+
+template_name_or_path = name_or_path("chat template", template_names, empty=_empty_template)
+"""The argparse ``type`` of every chat template flag (chat's and generate's ``--template``,
+serve's and train's ``--chat-template``): a built-in name or a path, by ``name_or_path``."""
 
 
 # -- dataclass flags ---------------------------------------------------------------------
@@ -590,7 +604,8 @@ def _shared_field(parser: Any, cls: type, name: str, default: Any) -> bool:
     return True
 
 
-_PATH_METAVARS = {"data": "PATH", "out": "DIR", "init": "PATH", "config": "FILE"}
+_PATH_METAVARS = {"data": "PATH", "out": "DIR", "init": "PATH", "config": "FILE",
+                  "chat_template": "FILE|NAME"}  # as chat's, generate's and serve's --template
 
 
 _POSITIVE = ("steps",)
@@ -620,6 +635,8 @@ def add_dataclass_flags(
 
     docs = field_docs(cls)
     defaults = cls()
+    # --init Demo: the demo; --chat-template PLAIN, or ./plain: as chat's --template
+    types = {"init": model_choice, "chat_template": template_name_or_path}
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
@@ -656,11 +673,8 @@ def add_dataclass_flags(
             # held: --exempt-ids 5); commands give their own (e.g. --model-set)
         else:
             metavar = _PATH_METAVARS.get(f.name, "TEXT")
-            # --init Demo: the demo; --chat-template PLAIN, or ./plain: as chat's --template
-            kind_of = {"init": model_choice,
-                       "chat_template": name_or_path("chat template", template_names)
-                       }.get(f.name)
-            parser.add_argument(flag, default=None, metavar=metavar, type=kind_of, help=help_)
+            parser.add_argument(flag, default=None, metavar=metavar, type=types.get(f.name),
+                                help=help_)
 
 
 def given_fields(cls: type, args: argparse.Namespace) -> dict[str, Any]:

@@ -47,8 +47,7 @@ from unmask.commands import (
     add_quantize_flag,
     add_runtime_flags,
     given_fields,
-    name_or_path,
-    template_names,
+    template_name_or_path,
 )
 from unmask.commands.sample_options import (
     add_draft_flag,
@@ -524,7 +523,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--system", metavar="TEXT",
                    help="system message at the start of the conversation")
     p.add_argument("--template", "--chat-template", dest="template", metavar="FILE|NAME",
-                   type=name_or_path("chat template", template_names),
+                   type=template_name_or_path,
                    help="chat template instead of the model's: a Jinja file, a JSON file with "
                         "chat_template (tokenizer_config.json), a Jinja string, or a built-in: "
                         "default (unmask's SFT format), plain (User:/Assistant: transcript)")

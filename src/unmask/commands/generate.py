@@ -26,9 +26,8 @@ from unmask.commands import (
     add_quantize_flag,
     add_runtime_flags,
     given_fields,
-    name_or_path,
     positive_int,
-    template_names,
+    template_name_or_path,
 )
 from unmask.commands.sample_options import (
     add_draft_flag,
@@ -85,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--system", metavar="TEXT",
                    help="with --chat: a system message before each prompt")
     p.add_argument("--template", "--chat-template", dest="template", metavar="FILE|NAME",
-                   type=name_or_path("chat template", template_names),
+                   type=template_name_or_path,
                    help="with --chat: the chat template to use instead of the model's (as in "
                         "unmask chat)")
     p.add_argument("--n", type=positive_int, default=1, metavar="N",

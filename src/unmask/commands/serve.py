@@ -27,9 +27,8 @@ from unmask.commands import (
     add_quantize_flag,
     add_runtime_flags,
     finite_float,
-    name_or_path,
     registry_choice,
-    template_names,
+    template_name_or_path,
 )
 from unmask.commands.sample_options import (
     DRAFT_FIELDS,
@@ -86,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-name", default=None, metavar="NAME",
                    help="model id in the API (default: the run directory's name)")
     p.add_argument("--chat-template", default=None, metavar="FILE|NAME",
-                   type=name_or_path("chat template", template_names),
+                   type=template_name_or_path,
                    help="chat template for /v1/chat/completions: plain, default, a Jinja or JSON "
                         "file, or Jinja text (default: the checkpoint's own; without one, chat "
                         "requests are refused)")
