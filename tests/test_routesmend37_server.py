@@ -129,3 +129,24 @@ def test_a_refusal_about_a_gap_is_typed_with_its_number():
     with pytest.raises(GapRoomError) as room:
         plan_template("a [MASK:1-999] b", tok, max_seq_len=64)
     assert isinstance(room.value, GapError) and room.value.gap is None
+
+
+@pytest.fixture(scope="module")
+def mdlm_client():
+    with _client() as c:
+        yield c
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"template": "a [MASK:x] b", "choices": {"x": [""]}}, "choices.x"),
+    ({"template": "a [MASK:x] b", "regex": {"x": "x{0}"}}, "regex.x"),
+    ({"template": "a [MASK:3] b [MASK:x]", "regex": {"x": "()"}}, "regex.x"),
+])
+def test_a_constraint_that_allows_only_empty_text_names_the_constraint(mdlm_client, body,
+                                                                       param):
+    """A gap whose constraint allows only empty text (and no length given) is refused about
+    the constraint: its 400 names the entry the request sent, as every other constraint's."""
+    r = mdlm_client.post("/v1/infill", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and "allows only empty text" in err["message"], err

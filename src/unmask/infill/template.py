@@ -613,7 +613,9 @@ def _infeasible(gap: Gap, label: str, automaton: TokenAutomaton, lo: int, hi: in
     return out + f" (its answers take {shown} tokens)"
 
 
-def _bounds(gap: Gap, label: str, automaton: TokenAutomaton, default_max: int) -> tuple[int, int]:
+def _bounds(
+    gap: Gap, label: str, automaton: TokenAutomaton, default_max: int, number: int | None = None
+) -> tuple[int, int]:
     for name in ("length", "min_len", "max_len"):
         v = getattr(gap, name)
         if v is not None and (not isinstance(v, int) or v < 0):
@@ -639,8 +641,8 @@ def _bounds(gap: Gap, label: str, automaton: TokenAutomaton, default_max: int) -
     if hi < lo:
         raise UserError(f"{label}: gap bounds inverted (min_len {lo} > max_len {hi} tokens)")
     if hi == 0:
-        if gap.max_len is None:
-            raise UserError(f"{label}: its constraint allows only empty text")
+        if gap.max_len is None:  # about the constraint: gap ``number``'s (``GapError``)
+            raise GapError(f"{label}: its constraint allows only empty text", number)
         raise UserError(f"{label}: max_len must be at least 1 token")
     return lo, hi
 
@@ -772,7 +774,7 @@ def plan_template(
             lead = (move_spaces and not space and (not items or before.endswith("\n"))
                     and leads(p, tokenizer))
             automaton = gap_automaton(p, tokenizer, label, space=space, lead=lead)
-            lo, hi = _bounds(p, label, automaton, default_max_len)
+            lo, hi = _bounds(p, label, automaton, default_max_len, len(holes) + 1)
             feas = automaton.feasible_lengths(hi)
             feasible = [n for n in range(lo, hi + 1) if feas[n]]
             if not feasible:

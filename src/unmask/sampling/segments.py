@@ -107,11 +107,12 @@ def segment_configs(
     if block > 1 and any(length % block for length in lengths):
         # the option to change first (the server names it): the segment's length where it is
         # not whole blocks, else the length it splits
-        bad = f"segment_length {n}" if n % block else f"gen_length {G}"
+        why = (f"segment_length {n} is not whole blocks of {block}: it splits gen_length {G}"
+               if n % block else
+               f"gen_length {G} is not whole blocks of {block}: segments of {n} split it")
         raise UserError(
-            f"{bad} is not whole blocks of {block}: segments of {n} tokens split gen_length "
-            f"{G} into {_lengths(lengths)}; use a segment_length and gen_length that are "
-            f"multiples of {block}"
+            f"{why} into {_lengths(lengths)} tokens; use a segment_length and gen_length that "
+            f"are multiples of {block}"
         )
     need = math.lcm(*(G // math.gcd(G, length) for length in lengths))
     if config.steps % need and uses_steps:
