@@ -60,15 +60,25 @@ def test_one_weight_0_still_trains_and_each_negative_weight_is_named_alone():
         spec.validate(TrainConfig(objective="distill", distill_entropy_weight=-1.0))
 
 
-def test_a_trajectory_file_named_as_a_folder_is_refused(teacher, corpus, tmp_path, capsys):
-    """``--trajectory-file cache/`` (a folder not made yet): a file called ``cache`` was
-    written and trained on."""
-    out, given = tmp_path / "o", f"{tmp_path / 'cache'}/"
+@pytest.mark.parametrize("tail, said", [("/", "a slash"), ("/.", "/."), ("/..", "/..")])
+def test_a_trajectory_file_named_as_a_folder_is_refused(tail, said, teacher, corpus, tmp_path,
+                                                        monkeypatch, capsys):
+    """``--trajectory-file cache/`` or ``cache/.`` (a folder not made yet): a file called
+    ``cache`` was written and trained on; ``cache/..`` failed after the first batch was
+    decoded ("Device or resource busy" naming a hidden staging file), leaving ``cache/``.
+    Refused before the teacher is loaded."""
+    import unmask.checkpoint
+
+    def load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the teacher was loaded")
+
+    monkeypatch.setattr(unmask.checkpoint, "load", load)
+    out, given = tmp_path / "o", f"{tmp_path / 'cache'}{tail}"
     capsys.readouterr()
     assert main(_distill(teacher, corpus, out, "--trajectory-file", given)) == 2
     err = capsys.readouterr().err
-    assert f"{given}: names a folder (it ends in a slash); --trajectory-file names a file" in err
-    assert err.count("\n") == 1
+    assert f"{given}: names a folder (it ends in {said}); --trajectory-file names a file" in err
+    assert err.count("\n") == 1, err
     assert not (tmp_path / "cache").exists() and not out.exists()
 
 

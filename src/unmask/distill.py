@@ -610,12 +610,15 @@ def default_cache(out: str | os.PathLike[str]) -> Path:
 
 def _check_cache_path(given: str | os.PathLike[str]) -> None:
     """A one-line ``UserError`` when the trajectory file ``given`` cannot be written: a folder
-    there, or named as one (``cache/``: ``Path`` drops the slash, and a file ``cache`` was
-    made), or no writable folder to put it in (it failed after the first batch was decoded,
-    naming a hidden staging file)."""
+    there, or named as one however spelled (``cache/`` and ``cache/.``: ``Path`` drops the
+    slash and the dot, and a file ``cache`` was made; ``cache/..`` failed after the first
+    batch was decoded), or no writable folder to put it in (it failed after the first batch
+    was decoded, naming a hidden staging file)."""
     path = Path(given)
-    if path.is_dir() or str(given).endswith(("/", os.sep)):
-        what = "is a folder" if path.is_dir() else "names a folder (it ends in a slash)"
+    last = os.path.basename(os.fspath(given))  # as given: "" after a slash, "." or ".."
+    if path.is_dir() or last in ("", ".", ".."):
+        what = ("is a folder" if path.is_dir() else "names a folder (it ends in "
+                + (f"{os.sep}{last})" if last else "a slash)"))
         raise UserError(f"{given}: {what}; --trajectory-file names a file (.safetensors)")
     check_creatable(path)
 
@@ -899,8 +902,6 @@ def _distill(
     run = Path(out)
     path = Path(cache) if cache else default_cache(out)
     _check_cache_outside(path, run)
-    if cache:  # as given: ``Path`` drops the slash of a folder named ``cache/``
-        _check_cache_path(cache)
     check_out(run)  # before minutes of decoding: training makes it only after them
     if run.exists() and any(run.iterdir()):  # before minutes of decoding, not after
         raise not_empty(run)
@@ -943,8 +944,8 @@ def _distill(
     _check_before_decoding(config, student, device, tcfg.prompt_length)
     _check_prompts_there(data)
     named = cache is not None and path.resolve() != default_cache(out).resolve()
-    rows = refresh_trajectories(
-        teacher, data, path, tcfg, device=device, progress=progress, student=student,
+    rows = refresh_trajectories(  # ``cache`` as given: ``Path`` drops the slash of ``cache/``
+        teacher, data, cache or path, tcfg, device=device, progress=progress, student=student,
         replace_other=not named,
     )  # fmt: skip
     return train(dataclasses.replace(config, data=str(rows.resolve())), progress=progress)
