@@ -373,12 +373,13 @@ def _prompts(data: str, cfg: TrajectoryConfig, batch: int, rows: int) -> Any:
     return ds.sample(rows, cfg.prompt_length, gen)  # (rows, P)
 
 
-def _prompt_source(data: str, prompt_length: int) -> Any:
-    """The train split of the prepared corpus ``data`` (``TokenDataset``), refused in one
-    line where it holds not one prompt of ``prompt_length`` tokens."""
+def _prompt_source(data: str, prompt_length: int, split: Any = None) -> Any:
+    """The train split of the prepared corpus ``data`` (``TokenDataset``; ``split``: it,
+    opened already), refused in one line where it holds not one prompt of ``prompt_length``
+    tokens."""
     from unmask.data import TokenDataset
 
-    ds = TokenDataset(data, "train")
+    ds = TokenDataset(data, "train") if split is None else split
     if ds.n_tokens < prompt_length:
         raise UserError(
             f"{data}: the train split has {ds.n_tokens} tokens, not one prompt of "
@@ -644,15 +645,19 @@ def refresh_trajectories(
     learn from them, checked against the teacher (``student_vocab``; rows are cut at ids it
     lacks)."""
     from unmask.checkpoint import load
+    from unmask.data import TokenDataset
     from unmask.objectives.distill import Trajectories
 
     _check_cache_path(cache)  # before the teacher decodes anything
+    # no prepared corpus (mistyped, a text file): said before the teacher is loaded, not after
+    # all of a large model's weights were read (index.json and the shards' sizes, no tokens)
+    split = TokenDataset(data, "train")
     # its config and tokenizer (a meta-device model): everything below but the decoding reads
     # only those, so a file reused (or refused) no longer waits for the weights to be read
     plan = load(teacher_path, weights=False)
     vocab = student_vocab(plan, student) if student else None
-    _check(plan, cfg)
-    _prompt_source(data, cfg.prompt_length)  # not one prompt: before the weights are read
+    _check(plan, cfg)  # first: a prompt longer than the teacher's context is said as such
+    _prompt_source(data, cfg.prompt_length, split)  # not one prompt: before the weights are read
     check_corpus_tokenizer(plan.tokenizer, data, Path(plan.path) / "tokenizer.json")
     path = Path(cache)
     n = cfg.trajectories
@@ -942,7 +947,6 @@ def _distill(
     )  # fmt: skip
     device = str(resolve_device(base.device))
     _check_before_decoding(config, student, device, tcfg.prompt_length)
-    _check_prompts_there(data)
     named = cache is not None and path.resolve() != default_cache(out).resolve()
     rows = refresh_trajectories(  # ``cache`` as given: ``Path`` drops the slash of ``cache/``
         teacher, data, cache or path, tcfg, device=device, progress=progress, student=student,
@@ -1009,16 +1013,6 @@ def _check_before_decoding(
             f"split into its blocks of {bs} (a bd3lm student learns a state per block); use "
             f"a prompt_length and gen_length that add up to a multiple of {bs}"
         )
-
-
-def _check_prompts_there(data: str) -> None:
-    """Refuse, in one line, a ``data`` that is no prepared corpus with a train split (missing,
-    a text file, no shards) before the teacher is loaded: ``refresh_trajectories`` needs its
-    prompts and its tokenizer either way, and found out only after reading the teacher's
-    weights (all of an 8B model's, to say that a path was mistyped)."""
-    from unmask.data import TokenDataset
-
-    TokenDataset(data, "train")  # reads index.json and looks at the shards, not their tokens
 
 
 def _trained_seq_len(path: str) -> int:
