@@ -146,6 +146,22 @@ def test_a_teacher_named_by_its_run_or_its_checkpoint_folder_is_one_teacher(
     assert file.read_bytes() == made
 
 
+def test_the_python_api_names_prompt_and_generation_for_the_rows_length(ar_teacher, corpus,
+                                                                        tmp_path):
+    """``unmask.distill.distill`` said ``seq_len=16 must be >= draft_block + 2``: a value a
+    caller cannot give it (it is prompt_length + gen_length); only the CLI rewrote it."""
+    from unmask.distill import TrajectoryConfig, distill
+
+    traj = TrajectoryConfig(prompt_length=8, gen_length=8, trajectories=2, traj_batch=2)
+    cfg = TrainConfig(objective="distill", steps=1, batch_size=2, draft_block=100)
+    with pytest.raises(UserError) as e:
+        distill(str(ar_teacher), str(corpus), str(tmp_path / "o"), student=str(ar_teacher),
+                trajectories=traj, train_config=cfg, progress=False)
+    assert str(e.value).startswith("prompt_length + gen_length = 16 must be >= draft_block + "
+                                   "2 = 102"), e.value
+    assert "seq_len" not in str(e.value) and not (tmp_path / "o").exists()
+
+
 @pytest.fixture(scope="module")
 def ar_teacher(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = TrainConfig(

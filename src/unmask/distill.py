@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -866,7 +867,8 @@ def distill(
     ``data`` (a ``cache`` given, other than the default, that holds trajectories made with
     other settings is refused in one line, not decoded over), then train on it
     (``unmask.train.train``, objective ``distill``, ``init`` = ``student`` or the teacher,
-    ``seq_len`` = prompt + generation). ``train_config`` (default
+    ``seq_len`` = prompt + generation: a refusal of it names ``prompt_length +
+    gen_length``, ``rows_named``). ``train_config`` (default
     ``DISTILL_DEFAULTS``) gives the optimiser, steps and loss weights. Returns the run
     directory; the student's checkpoint is ``out/checkpoint``, sampled like the teacher.
 
@@ -880,9 +882,25 @@ def distill(
     from unmask.parallel import said_once
 
     rank = int(os.environ.get("RANK", "0"))
-    with said_once(rank=rank, world=int(os.environ.get("WORLD_SIZE", "1"))):
+    with said_once(rank=rank, world=int(os.environ.get("WORLD_SIZE", "1"))), rows_named():
         return _distill(teacher, data, out, student=student, trajectories=trajectories,
                         train_config=train_config, cache=cache, progress=progress)
+
+
+@contextlib.contextmanager
+def rows_named() -> Iterator[None]:
+    """A refusal raised inside that names a distillation run's ``seq_len``
+    (``seq_len=16 must be >= draft_block + 2 = 102``) names what gives it instead,
+    ``prompt_length + gen_length = 16``: distillation takes no ``seq_len`` (``distill`` sets
+    it to prompt + generation), neither as an argument nor as a flag. ``max_seq_len=`` and
+    ``heldout_seq_len=`` are left as they are."""
+    try:
+        yield
+    except UserError as e:
+        said = re.sub(r"\bseq_len=(\d+)", r"prompt_length + gen_length = \1", str(e))
+        if said == str(e) or type(e) is not UserError:
+            raise
+        raise UserError(said) from None
 
 
 def _distill(
