@@ -4,6 +4,9 @@ there that cannot be read (the refusal named no way on)."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,23 +55,47 @@ def test_both_loss_weights_0_are_refused_before_decoding(teacher, corpus, tmp_pa
     assert not out.exists() and not Path(f"{out}.trajectories.safetensors").exists()
 
 
-def test_one_weight_0_still_trains_and_each_negative_weight_is_named_alone():
+@pytest.mark.parametrize("zero", ["--distill-ce-weight", "--distill-entropy-weight"])
+def test_one_weight_0_still_trains(zero, teacher, corpus, tmp_path):
+    """Refusing both weights 0 must not refuse one: the run trains its steps on the other
+    term alone (the loss logged is that term, weighted)."""
+    out = tmp_path / "o"
+    assert main(_distill(teacher, corpus, out, zero, "0", "--steps", "2", "--batch-size",
+                         "2", "--warmup", "0", "--log-every", "1")) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "step" in r and "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    assert (out / "checkpoint" / "model.safetensors").is_file()
+    for r in steps:
+        left = 2.0 * r["loss_certainty"] if zero == "--distill-ce-weight" else r["loss_ce"]
+        assert r["loss"] == pytest.approx(left) and r["loss_ce"] > 0, r
+
+
+def test_each_negative_weight_is_named_alone():
     spec = objective_spec("distill")
-    spec.validate(TrainConfig(objective="distill", distill_ce_weight=0.0))
-    spec.validate(TrainConfig(objective="distill", distill_entropy_weight=0.0))
     with pytest.raises(UserError, match=r"^distill_entropy_weight must be >= 0, got -1.0$"):
         spec.validate(TrainConfig(objective="distill", distill_entropy_weight=-1.0))
 
 
-def test_a_trajectory_file_named_as_a_folder_is_refused(teacher, corpus, tmp_path, capsys):
-    """``--trajectory-file cache/`` (a folder not made yet): a file called ``cache`` was
-    written and trained on."""
-    out, given = tmp_path / "o", f"{tmp_path / 'cache'}/"
+@pytest.mark.parametrize("tail, said", [("/", "a slash"), ("/.", "/."), ("/..", "/..")])
+def test_a_trajectory_file_named_as_a_folder_is_refused(tail, said, teacher, corpus, tmp_path,
+                                                        monkeypatch, capsys):
+    """``--trajectory-file cache/`` or ``cache/.`` (a folder not made yet): a file called
+    ``cache`` was written and trained on; ``cache/..`` failed after the first batch was
+    decoded ("Device or resource busy" naming a hidden staging file), leaving ``cache/``.
+    Refused before the teacher is loaded."""
+    import unmask.checkpoint
+
+    def load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the teacher was loaded")
+
+    monkeypatch.setattr(unmask.checkpoint, "load", load)
+    out, given = tmp_path / "o", f"{tmp_path / 'cache'}{tail}"
     capsys.readouterr()
     assert main(_distill(teacher, corpus, out, "--trajectory-file", given)) == 2
     err = capsys.readouterr().err
-    assert f"{given}: names a folder (it ends in a slash); --trajectory-file names a file" in err
-    assert err.count("\n") == 1
+    assert f"{given}: names a folder (it ends in {said}); --trajectory-file names a file" in err
+    assert err.count("\n") == 1, err
     assert not (tmp_path / "cache").exists() and not out.exists()
 
 
@@ -134,6 +161,48 @@ def test_a_teacher_named_by_its_run_or_its_checkpoint_folder_is_one_teacher(
     err = capsys.readouterr().err
     assert f"{file}: reusing its 2 trajectories" in err, err
     assert file.read_bytes() == made
+
+
+@pytest.mark.parametrize("then, now", [("run", "checkpoint"), ("checkpoint", "run")])
+def test_a_teacher_retrained_in_place_and_named_the_other_way_is_refused(
+    then, now, teacher, corpus, tmp_path, capsys
+):
+    """The file records the weights' stamp of the teacher named one way; named the other way,
+    that stamp is reused while the weights file keeps its size and time. New weights at the
+    same path (retrained) must still be seen: the named file is refused, not reused."""
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "teacher"
+    shutil.copytree(teacher, run)
+    path = {"run": run, "checkpoint": run / "checkpoint"}
+    file = tmp_path / "t.safetensors"
+    assert main(_distill(path[then], corpus, tmp_path / "a", "--trajectory-file", str(file))) == 0
+    made = file.read_bytes()
+    weights = run / "checkpoint" / "model.safetensors"
+    st = weights.stat()
+    save_file({k: v + 0.01 for k, v in load_file(weights).items()}, weights)
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    capsys.readouterr()
+    assert main(_distill(path[now], corpus, tmp_path / "b", "--trajectory-file", str(file))) == 2
+    err = capsys.readouterr().err
+    assert "teacher's weights" in err and "it is not decoded over" in err, err
+    assert err.count("\n") == 1 and file.read_bytes() == made
+
+
+def test_the_python_api_names_prompt_and_generation_for_the_rows_length(ar_teacher, corpus,
+                                                                        tmp_path):
+    """``unmask.distill.distill`` said ``seq_len=16 must be >= draft_block + 2``: a value a
+    caller cannot give it (it is prompt_length + gen_length); only the CLI rewrote it."""
+    from unmask.distill import TrajectoryConfig, distill
+
+    traj = TrajectoryConfig(prompt_length=8, gen_length=8, trajectories=2, traj_batch=2)
+    cfg = TrainConfig(objective="distill", steps=1, batch_size=2, draft_block=100)
+    with pytest.raises(UserError) as e:
+        distill(str(ar_teacher), str(corpus), str(tmp_path / "o"), student=str(ar_teacher),
+                trajectories=traj, train_config=cfg, progress=False)
+    assert str(e.value).startswith("prompt_length + gen_length = 16 must be >= draft_block + "
+                                   "2 = 102"), e.value
+    assert "seq_len" not in str(e.value) and not (tmp_path / "o").exists()
 
 
 @pytest.fixture(scope="module")

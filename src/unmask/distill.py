@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -373,12 +374,13 @@ def _prompts(data: str, cfg: TrajectoryConfig, batch: int, rows: int) -> Any:
     return ds.sample(rows, cfg.prompt_length, gen)  # (rows, P)
 
 
-def _prompt_source(data: str, prompt_length: int) -> Any:
-    """The train split of the prepared corpus ``data`` (``TokenDataset``), refused in one
-    line where it holds not one prompt of ``prompt_length`` tokens."""
+def _prompt_source(data: str, prompt_length: int, split: Any = None) -> Any:
+    """The train split of the prepared corpus ``data`` (``TokenDataset``; ``split``: it,
+    opened already), refused in one line where it holds not one prompt of ``prompt_length``
+    tokens."""
     from unmask.data import TokenDataset
 
-    ds = TokenDataset(data, "train")
+    ds = TokenDataset(data, "train") if split is None else split
     if ds.n_tokens < prompt_length:
         raise UserError(
             f"{data}: the train split has {ds.n_tokens} tokens, not one prompt of "
@@ -617,12 +619,15 @@ def default_cache(out: str | os.PathLike[str]) -> Path:
 
 def _check_cache_path(given: str | os.PathLike[str]) -> None:
     """A one-line ``UserError`` when the trajectory file ``given`` cannot be written: a folder
-    there, or named as one (``cache/``: ``Path`` drops the slash, and a file ``cache`` was
-    made), or no writable folder to put it in (it failed after the first batch was decoded,
-    naming a hidden staging file)."""
+    there, or named as one however spelled (``cache/`` and ``cache/.``: ``Path`` drops the
+    slash and the dot, and a file ``cache`` was made; ``cache/..`` failed after the first
+    batch was decoded), or no writable folder to put it in (it failed after the first batch
+    was decoded, naming a hidden staging file)."""
     path = Path(given)
-    if path.is_dir() or str(given).endswith(("/", os.sep)):
-        what = "is a folder" if path.is_dir() else "names a folder (it ends in a slash)"
+    last = os.path.basename(os.fspath(given))  # as given: "" after a slash, "." or ".."
+    if path.is_dir() or last in ("", ".", ".."):
+        what = ("is a folder" if path.is_dir() else "names a folder (it ends in "
+                + (f"{os.sep}{last})" if last else "a slash)"))
         raise UserError(f"{given}: {what}; --trajectory-file names a file (.safetensors)")
     check_creatable(path)
 
@@ -648,15 +653,19 @@ def refresh_trajectories(
     learn from them, checked against the teacher (``student_vocab``; rows are cut at ids it
     lacks)."""
     from unmask.checkpoint import load
+    from unmask.data import TokenDataset
     from unmask.objectives.distill import Trajectories
 
     _check_cache_path(cache)  # before the teacher decodes anything
+    # no prepared corpus (mistyped, a text file): said before the teacher is loaded, not after
+    # all of a large model's weights were read (index.json and the shards' sizes, no tokens)
+    split = TokenDataset(data, "train")
     # its config and tokenizer (a meta-device model): everything below but the decoding reads
     # only those, so a file reused (or refused) no longer waits for the weights to be read
     plan = load(teacher_path, weights=False)
     vocab = student_vocab(plan, student) if student else None
-    _check(plan, cfg)
-    _prompt_source(data, cfg.prompt_length)  # not one prompt: before the weights are read
+    _check(plan, cfg)  # first: a prompt longer than the teacher's context is said as such
+    _prompt_source(data, cfg.prompt_length, split)  # not one prompt: before the weights are read
     check_corpus_tokenizer(plan.tokenizer, data, Path(plan.path) / "tokenizer.json")
     path = Path(cache)
     n = cfg.trajectories
@@ -865,7 +874,8 @@ def distill(
     ``data`` (a ``cache`` given, other than the default, that holds trajectories made with
     other settings is refused in one line, not decoded over), then train on it
     (``unmask.train.train``, objective ``distill``, ``init`` = ``student`` or the teacher,
-    ``seq_len`` = prompt + generation). ``train_config`` (default
+    ``seq_len`` = prompt + generation: a refusal of it names ``prompt_length +
+    gen_length``, ``rows_named``). ``train_config`` (default
     ``DISTILL_DEFAULTS``) gives the optimiser, steps and loss weights. Returns the run
     directory; the student's checkpoint is ``out/checkpoint``, sampled like the teacher.
 
@@ -879,9 +889,25 @@ def distill(
     from unmask.parallel import said_once
 
     rank = int(os.environ.get("RANK", "0"))
-    with said_once(rank=rank, world=int(os.environ.get("WORLD_SIZE", "1"))):
+    with said_once(rank=rank, world=int(os.environ.get("WORLD_SIZE", "1"))), rows_named():
         return _distill(teacher, data, out, student=student, trajectories=trajectories,
                         train_config=train_config, cache=cache, progress=progress)
+
+
+@contextlib.contextmanager
+def rows_named() -> Iterator[None]:
+    """A refusal raised inside that names a distillation run's ``seq_len``
+    (``seq_len=16 must be >= draft_block + 2 = 102``) names what gives it instead,
+    ``prompt_length + gen_length = 16``: distillation takes no ``seq_len`` (``distill`` sets
+    it to prompt + generation), neither as an argument nor as a flag. ``max_seq_len=`` and
+    ``heldout_seq_len=`` are left as they are."""
+    try:
+        yield
+    except UserError as e:
+        said = re.sub(r"\bseq_len=(\d+)", r"prompt_length + gen_length = \1", str(e))
+        if said == str(e) or type(e) is not UserError:
+            raise
+        raise UserError(said) from None
 
 
 def _distill(
@@ -906,8 +932,6 @@ def _distill(
     run = Path(out)
     path = Path(cache) if cache else default_cache(out)
     _check_cache_outside(path, run)
-    if cache:  # as given: ``Path`` drops the slash of a folder named ``cache/``
-        _check_cache_path(cache)
     check_out(run)  # before minutes of decoding: training makes it only after them
     if run.exists() and any(run.iterdir()):  # before minutes of decoding, not after
         raise not_empty(run)
@@ -948,10 +972,9 @@ def _distill(
     )  # fmt: skip
     device = str(resolve_device(base.device))
     _check_before_decoding(config, student, device, tcfg.prompt_length)
-    _check_prompts_there(data)
     named = cache is not None and path.resolve() != default_cache(out).resolve()
-    rows = refresh_trajectories(
-        teacher, data, path, tcfg, device=device, progress=progress, student=student,
+    rows = refresh_trajectories(  # ``cache`` as given: ``Path`` drops the slash of ``cache/``
+        teacher, data, cache or path, tcfg, device=device, progress=progress, student=student,
         replace_other=not named,
     )  # fmt: skip
     return train(dataclasses.replace(config, data=str(rows.resolve())), progress=progress)
@@ -1015,16 +1038,6 @@ def _check_before_decoding(
             f"split into its blocks of {bs} (a bd3lm student learns a state per block); use "
             f"a prompt_length and gen_length that add up to a multiple of {bs}"
         )
-
-
-def _check_prompts_there(data: str) -> None:
-    """Refuse, in one line, a ``data`` that is no prepared corpus with a train split (missing,
-    a text file, no shards) before the teacher is loaded: ``refresh_trajectories`` needs its
-    prompts and its tokenizer either way, and found out only after reading the teacher's
-    weights (all of an 8B model's, to say that a path was mistyped)."""
-    from unmask.data import TokenDataset
-
-    TokenDataset(data, "train")  # reads index.json and looks at the shards, not their tokens
 
 
 def _trained_seq_len(path: str) -> int:

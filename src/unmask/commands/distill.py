@@ -144,6 +144,7 @@ def _flag(name: str, value: Any) -> str:
 
 
 def _resume(args: argparse.Namespace) -> Path:
+    from unmask.distill import default_cache, rows_named
     from unmask.train import load_train_config, train
 
     if not args.out:
@@ -156,8 +157,6 @@ def _resume(args: argparse.Namespace) -> Path:
         )
     saved = Path(args.out) / "train_config.json"
     if not saved.is_file():
-        from unmask.distill import default_cache
-
         cache = default_cache(args.out)
         hint = (f"; its trajectories were being decoded into {cache}: run the same "
                 "`unmask distill` command again (without --resume) to continue them"
@@ -174,7 +173,8 @@ def _resume(args: argparse.Namespace) -> Path:
     from unmask.train_guards import resumed_config  # threads, device: this command's
 
     cfg = resumed_config(cfg, given_fields(TrainConfig, args))
-    return train(cfg, resume=True, progress=not args.no_progress, name_setting=_flag)
+    with rows_named():  # its seq_len is prompt + generation, as when it started
+        return train(cfg, resume=True, progress=not args.no_progress, name_setting=_flag)
 
 
 def _check_corpus(teacher: str, data: str) -> None:
@@ -210,19 +210,14 @@ def _check_trajectory_file(path: str | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``unmask distill``; a refusal names the trajectory file's flag as typed (``--cache`` is
-    ``--trajectory-file``'s older spelling), and the run's ``seq_len`` as what gives it here,
-    prompt_length + gen_length (``seq_len=16 must be >= draft_block + 2`` named a setting this
-    command has no flag for)."""
+    ``--trajectory-file``'s older spelling)."""
     typed = getattr(args, "trajectory_file_flag", None)
     try:
         return _run(args)
     except UserError as e:
-        said = re.sub(r"\bseq_len=(\d+)", r"prompt_length + gen_length = \1", str(e))
-        if typed is not None and typed != "--trajectory-file":
-            said = said.replace("--trajectory-file", typed)
-        if said == str(e):
+        if typed is None or typed == "--trajectory-file":
             raise
-        raise UserError(said) from None
+        raise UserError(str(e).replace("--trajectory-file", typed)) from None
 
 
 def _run(args: argparse.Namespace) -> int:
