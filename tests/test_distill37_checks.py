@@ -226,3 +226,21 @@ def test_a_refusal_of_the_rows_length_names_what_gives_it(ar_teacher, corpus, tm
     err = capsys.readouterr().err
     assert "--prompt-length + --gen-length = 16 must be >= --draft-block + 2 = 102" in err, err
     assert "seq_len" not in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_rows_named_rewrites_the_same_error_and_leaves_paths_alone():
+    """``rows_named`` renames ``seq_len=`` on the error itself (a torchrun worker's
+    ``held_back`` mark and the traceback kept: no second 30 s hold-back), and never inside a
+    path that happens to hold ``seq_len=``."""
+    from unmask.distill import rows_named
+
+    err = UserError("seq_len=16 must be >= draft_block + 2 = 102")
+    err.held_back = True  # type: ignore[attr-defined]
+    with pytest.raises(UserError) as got, rows_named():
+        raise err
+    assert got.value is err and getattr(got.value, "held_back", False)
+    assert str(got.value).startswith("prompt_length + gen_length = 16 must be")
+    path = UserError("runs/seq_len=16/o already exists")
+    with pytest.raises(UserError) as got, rows_named():
+        raise path
+    assert str(got.value) == "runs/seq_len=16/o already exists"

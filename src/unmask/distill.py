@@ -904,10 +904,12 @@ def rows_named() -> Iterator[None]:
     try:
         yield
     except UserError as e:
-        said = re.sub(r"\bseq_len=(\d+)", r"prompt_length + gen_length = \1", str(e))
+        said = re.sub(r"(?<![\w/.-])seq_len=(\d+)(?![\w/.])",
+                      r"prompt_length + gen_length = \1", str(e))
         if said == str(e) or type(e) is not UserError:
             raise
-        raise UserError(said) from None
+        e.args = (said,)  # the same error: its traceback and ``held_back`` kept
+        raise
 
 
 def _distill(
