@@ -32,6 +32,7 @@ import dataclasses
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -237,21 +238,21 @@ def _usable_cpus() -> list[int] | None:
 
 
 def _env_threads() -> int | None:
-    """``$OMP_NUM_THREADS`` when the user set it to a positive count, else None; a count over
-    ``--threads``' bound (``_most_threads``) is a one-line ``UserError``, as the flag's is:
-    ``OMP_NUM_THREADS=5000`` on 2 CPUs decoded 4 tokens in 17 s instead of 0.02 s (a job
-    script's count for a whole node, run where the process may use a few of its CPUs)."""
+    """``$OMP_NUM_THREADS`` when the user set it to a positive count (ASCII digits: ``²`` is
+    a digit to ``str.isdigit`` and a ``ValueError`` to ``int``), else None; a count over
+    ``--threads``' bound (``_most_threads``) is capped at it, with a one-line note on stderr:
+    ``OMP_NUM_THREADS=5000`` on 2 CPUs decoded 4 tokens in 17 s instead of 0.02 s. Not
+    refused as the flag is: the variable is often set for other programs (a job script's
+    count for the whole node, in a container, ``taskset`` or a Slurm job given a few CPUs)."""
     env = os.environ.get("OMP_NUM_THREADS", "")
-    if not (env.isdigit() and int(env) > 0):
+    if not (env.isascii() and env.isdigit() and int(env) > 0):
         return None
     n = int(env)
     most, cpus = _most_threads()
     if n > most:
-        from unmask.errors import UserError
-
-        raise UserError(f"OMP_NUM_THREADS={n}: at most {most} threads (4 per CPU; this process "
-                        f"may use {cpus}); set it lower, or pass --threads N")
-    return n
+        print(f"unmask: note: OMP_NUM_THREADS={n} is more than 4 threads per CPU this process "
+              f"may use ({cpus}): using {most}; pass --threads N to choose", file=sys.stderr)
+    return min(n, most)
 
 
 def physical_cores(cpus: Iterable[int], sysfs: str = "/sys/devices/system/cpu") -> int | None:
