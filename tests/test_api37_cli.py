@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 
@@ -55,6 +57,20 @@ def test_block_length_zero_is_refused_by_the_config_itself():
         SampleConfig(block_length=0)
 
 
+def test_validate_still_refuses_a_block_length_set_after_construction():
+    """Guard: ``SampleConfig`` is not frozen, so a caller may set ``block_length = 0`` after
+    ``__post_init__`` checked it; ``validate`` checks it again (as it does ``gen_length`` and
+    ``steps``), else ``gen_length % 0`` is a ``ZeroDivisionError`` traceback."""
+    from unmask.config import SampleConfig
+    from unmask.errors import UserError
+    from unmask.sampling import validate
+
+    config = SampleConfig(gen_length=8, steps=8)
+    config.block_length = 0
+    with pytest.raises(UserError, match="block_length must be positive, got 0"):
+        validate(config)
+
+
 def test_run_called_directly_still_checks():
     """A caller of ``generate.run`` (not through ``unmask.cli``) meets the same refusals."""
     from unmask.cli import build_parser
@@ -67,26 +83,45 @@ def test_run_called_directly_still_checks():
         generate.run(args)
 
 
-def test_omp_num_threads_past_the_bound_is_refused_as_the_flag_is(monkeypatch, capsys):
+def test_omp_num_threads_past_the_bound_is_capped_with_a_note(monkeypatch, capsys):
     """``OMP_NUM_THREADS=5000`` (a job script's count for a whole node) was taken as it was:
-    4 tokens of a tiny model took 17 s instead of 0.02 s on 2 CPUs, where ``--threads 5000``
-    is refused in one line. ``--threads`` still wins over the variable."""
+    4 tokens of a tiny model took 17 s instead of 0.02 s on 2 CPUs. It is capped at
+    ``--threads``' bound with a one-line note, not refused as ``--threads 5000`` is: the
+    variable is often set for other programs (a container, ``taskset``, a Slurm job given a
+    few CPUs), where refusing it turned a slow run into a failed one. ``--threads`` still
+    wins over the variable; a count within the bound is taken silently."""
     from unmask.cli import main
     from unmask.commands import _most_threads
     from unmask.commands import generate as generate_cmd
 
     seen = []
     monkeypatch.setattr(generate_cmd, "run", lambda args: seen.append(args.threads))
+    used = []
+    monkeypatch.setattr("unmask.cli.using_threads", lambda n: (used.append(n),
+                                                                contextlib.nullcontext())[1])
     most, cpus = _most_threads()
     monkeypatch.setenv("OMP_NUM_THREADS", str(most + 1))
-    assert main(["generate", "--model", "demo", "hi"]) == 2
+    assert main(["generate", "--model", "demo", "hi"]) == 0
     assert capsys.readouterr().err == (
-        f"unmask generate: error: OMP_NUM_THREADS={most + 1}: at most {most} threads (4 per "
-        f"CPU; this process may use {cpus}); set it lower, or pass --threads N\n")
+        f"unmask: note: OMP_NUM_THREADS={most + 1} is more than 4 threads per CPU this process "
+        f"may use ({cpus}): using {most}; pass --threads N to choose\n")
     assert main(["generate", "--model", "demo", "hi", "--threads", "1"]) == 0
     monkeypatch.setenv("OMP_NUM_THREADS", str(most))
     assert main(["generate", "--model", "demo", "hi"]) == 0
-    assert seen == [1, None]
+    assert capsys.readouterr().err == ""
+    assert seen == [None, 1, None] and used == [most, 1, most]
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "\uff15"])
+def test_omp_num_threads_of_non_ascii_digits_is_ignored(monkeypatch, value):
+    """``OMP_NUM_THREADS=²`` was a ``ValueError`` traceback: ``str.isdigit`` takes ``²``
+    (and Arabic-Indic or full-width digits), ``int`` refuses ``²``. Ignored, as ``abc`` is."""
+    from unmask.commands import default_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    expected = default_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert default_threads() == expected
 
 
 def _checkpoint(folder, **options):
@@ -105,7 +140,7 @@ def _checkpoint(folder, **options):
 
 
 def test_steps_a_recommended_dynamic_policy_takes_are_not_refused_before_loading(
-        tmp_path, capsys):
+        tmp_path, capsys, monkeypatch):
     """A checkpoint recommending a dynamic policy (a LLaDA 2.x conversion: ``threshold``)
     takes any steps at least its blocks: ``--gen-length 8 --block-length 4 --steps 3`` was
     refused before loading, by the scheduled policy's rule ("a multiple of the number of
@@ -132,3 +167,119 @@ def test_steps_a_recommended_dynamic_policy_takes_are_not_refused_before_loading
     scheduled = _checkpoint(tmp_path / "llada")
     assert main(["generate", "--model", str(scheduled), *flags]) == 2
     assert capsys.readouterr().err == said
+    # unmask chat: the same rule, refused at startup (exit 2) before any turn is read; it
+    # opened the session, refused every turn in field names and exited 0
+    chat = ["--template", "plain", "--gen-length", "8", "--block-length", "4", "--steps", "3",
+            "--no-live", "--device", "cpu"]
+    stdin = _Stdin(monkeypatch)
+    assert main(["chat", "--model", str(dynamic), *chat]) == 0
+    assert stdin.reads == 1  # the session opened and read to the end of its input
+    capsys.readouterr()
+    for model, more in ((dynamic, ["--policy", "llada"]), (scheduled, [])):
+        assert main(["chat", "--model", str(model), *chat, *more]) == 2
+        assert capsys.readouterr().err == said.replace("generate", "chat")
+    assert stdin.reads == 1
+
+
+class _Stdin(io.StringIO):
+    """Standard input at its end (a chat session ends at once), counting the reads."""
+
+    def __init__(self, monkeypatch) -> None:
+        super().__init__("")
+        self.reads = 0
+        monkeypatch.setattr(sys, "stdin", self)
+
+    def readline(self, *args) -> str:  # type: ignore[override]
+        self.reads += 1
+        return super().readline(*args)
+
+
+SEGMENTS = ["hi", "--gen-length", "16", "--segment-length", "8", "--block-length", "4",
+            "--steps", "6", "--no-live", "--device", "cpu"]
+WHOLE_RUN = ("unmask generate: error: --steps (6) must be a multiple of the number of blocks "
+             "(4 = --gen-length 16 / --block-length 4); try 4 or 8\n")
+
+
+def test_segments_are_refused_for_the_whole_run_before_loading(tmp_path, capsys, monkeypatch):
+    """``--gen-length 16 --segment-length 8 --block-length 4 --steps 6`` was refused per
+    segment, after loading: "--steps (3) must be a multiple of the number of blocks (2 =
+    --gen-length 8 / ...); try 2 or 4", values the user never typed, and ``--steps 2`` was
+    then refused again. The checkpoint's policy is read from its config.json without
+    loading it: the whole run's line, before the model loads."""
+    from unmask import api
+    from unmask.cli import main
+
+    model = _checkpoint(tmp_path / "m")
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(api, "load_for_decoding", load)
+    assert main(["generate", "--model", str(model), *SEGMENTS]) == 2
+    assert capsys.readouterr().err == WHOLE_RUN
+
+
+def test_lengths_are_checked_under_the_loaded_checkpoints_options(tmp_path, capsys,
+                                                                   monkeypatch):
+    """Where the policy cannot be read before loading (a publisher's folder, converted as it
+    loads: ``recommended_options`` None), or the checkpoint recommends the steps, the run's
+    resolved options are checked right after the model loads, in the flags' words: the whole
+    run's line for segments, and ``unmask chat`` refuses at startup (exit 2, no turn read)
+    steps its checkpoint recommends that do not split over the given blocks (it refused
+    every turn, in field names, and exited 0 at the end of its input)."""
+    from unmask import commands
+    from unmask.cli import main
+
+    model = _checkpoint(tmp_path / "m")
+    monkeypatch.setattr(commands, "recommended_options", lambda model: None)
+    assert main(["generate", "--model", str(model), *SEGMENTS]) == 2
+    assert capsys.readouterr().err == WHOLE_RUN
+    monkeypatch.undo()
+
+    recommends = _checkpoint(tmp_path / "rec",
+                             sample_defaults={"block_length": 4, "gen_length": 8, "steps": 8})
+    stdin = _Stdin(monkeypatch)
+    flags = ["--gen-length", "12", "--block-length", "4", "--no-live", "--device", "cpu"]
+    said = ("error: steps (8) must be a multiple of the number of blocks (3 = --gen-length 12 "
+            "/ --block-length 4); try 6 or 9\n")
+    assert main(["chat", "--model", str(recommends), "--template", "plain", *flags]) == 2
+    assert capsys.readouterr().err == "unmask chat: " + said
+    assert stdin.reads == 0
+    assert main(["generate", "--model", str(recommends), "hi", *flags]) == 2
+    assert capsys.readouterr().err == "unmask generate: " + said
+    assert main(["chat", "--model", str(recommends), "--template", "plain", *flags,
+                 "--steps", "9"]) == 0  # the hint works
+    assert stdin.reads == 1
+
+
+def test_recommended_options_are_read_without_torch(tmp_path):
+    """``recommended_options``: a native checkpoint's ``sample_defaults`` (a run directory or
+    its checkpoint folder; ``{}``: none), the shipped demo's; None where they are not known
+    before loading (no checkpoint there, a publisher's folder, a config.json that is no JSON
+    object). It imports no torch."""
+    import json
+    import shutil
+
+    from unmask.commands import recommended_options
+    from unmask.files import asset_path
+
+    run = _checkpoint(tmp_path / "thr", sample_defaults={"policy": "threshold"}).parent
+    assert recommended_options(str(run)) == {"policy": "threshold"}
+    assert recommended_options(str(run / "checkpoint")) == {"policy": "threshold"}
+    plain = _checkpoint(tmp_path / "plain")
+    assert recommended_options(str(plain)) == {}
+    assert recommended_options(str(tmp_path / "none")) is None
+    publisher = tmp_path / "publisher"
+    shutil.copytree(plain, publisher)
+    config = json.loads((publisher / "config.json").read_text())
+    (publisher / "config.json").write_text(json.dumps({**config, "model_type": "llada"}))
+    assert recommended_options(str(publisher)) is None
+    (publisher / "config.json").write_text("[1, 2]")
+    assert recommended_options(str(publisher)) is None
+    code = ("import sys\nfrom unmask.commands import recommended_options\n"
+            "print(recommended_options('demo'), recommended_options(None), "
+            "'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    shipped = json.loads((asset_path("demo") / "config.json").read_text())
+    assert done.stdout == f"{shipped['sample_defaults']} {shipped['sample_defaults']} False\n"

@@ -14,7 +14,7 @@ import unmask.commands as commands_mod
 import unmask.commands.generate as generate_cmd
 import unmask.commands.prepare as prepare_cmd
 from unmask.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, main
-from unmask.commands import default_threads, physical_cores
+from unmask.commands import _most_threads, default_threads, physical_cores
 from unmask.errors import UserError
 
 
@@ -151,8 +151,8 @@ def test_threads_apply_for_the_command_and_come_back(monkeypatch):
 
 
 def test_default_threads(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # within 4 per CPU on any machine
-    assert default_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # capped at 4 per CPU on a 1-CPU machine
+    assert default_threads() == min(5, _most_threads()[0])
     monkeypatch.delenv("OMP_NUM_THREADS")
     cpus = os.sched_getaffinity(0)  # the physical cores among them (hyperthreads count once)
     assert default_threads() == (physical_cores(cpus) or len(cpus))

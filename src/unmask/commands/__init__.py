@@ -32,7 +32,9 @@ import dataclasses
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 COMMANDS: dict[str, str] = {
@@ -237,21 +239,21 @@ def _usable_cpus() -> list[int] | None:
 
 
 def _env_threads() -> int | None:
-    """``$OMP_NUM_THREADS`` when the user set it to a positive count, else None; a count over
-    ``--threads``' bound (``_most_threads``) is a one-line ``UserError``, as the flag's is:
-    ``OMP_NUM_THREADS=5000`` on 2 CPUs decoded 4 tokens in 17 s instead of 0.02 s (a job
-    script's count for a whole node, run where the process may use a few of its CPUs)."""
+    """``$OMP_NUM_THREADS`` when the user set it to a positive count (ASCII digits: ``²`` is
+    a digit to ``str.isdigit`` and a ``ValueError`` to ``int``), else None; a count over
+    ``--threads``' bound (``_most_threads``) is capped at it, with a one-line note on stderr:
+    ``OMP_NUM_THREADS=5000`` on 2 CPUs decoded 4 tokens in 17 s instead of 0.02 s. Not
+    refused as the flag is: the variable is often set for other programs (a job script's
+    count for the whole node, in a container, ``taskset`` or a Slurm job given a few CPUs)."""
     env = os.environ.get("OMP_NUM_THREADS", "")
-    if not (env.isdigit() and int(env) > 0):
+    if not (env.isascii() and env.isdigit() and int(env) > 0):
         return None
     n = int(env)
     most, cpus = _most_threads()
     if n > most:
-        from unmask.errors import UserError
-
-        raise UserError(f"OMP_NUM_THREADS={n}: at most {most} threads (4 per CPU; this process "
-                        f"may use {cpus}); set it lower, or pass --threads N")
-    return n
+        print(f"unmask: note: OMP_NUM_THREADS={n} is more than 4 threads per CPU this process "
+              f"may use ({cpus}): using {most}; pass --threads N to choose", file=sys.stderr)
+    return min(n, most)
 
 
 def physical_cores(cpus: Iterable[int], sysfs: str = "/sys/devices/system/cpu") -> int | None:
@@ -458,13 +460,7 @@ def weights_bytes(model: str | None) -> int | None:
     """Total size of the ``*.safetensors`` / ``*.bin`` weights of the checkpoint ``model`` (a
     run directory, checkpoint folder or publisher folder; None or ``demo``: the shipped demo
     model), None when there are none to read (the command reports a bad path itself)."""
-    from pathlib import Path
-
-    from unmask.files import asset_path
-
-    root = Path(model) if model is not None else asset_path("demo")
-    if model == "demo" and not root.exists():
-        root = asset_path("demo")
+    root = _model_root(model)
     for folder in (root, root / "checkpoint"):
         try:
             files = [f for f in folder.iterdir() if f.suffix in (".safetensors", ".bin")]
@@ -473,6 +469,42 @@ def weights_bytes(model: str | None) -> int | None:
         if files:
             return sum(f.stat().st_size for f in files)
     return None
+
+
+def recommended_options(model: str | None) -> dict[str, Any] | None:
+    """The sampling options the native checkpoint ``model`` recommends (its config.json's
+    ``sample_defaults``; ``{}``: none), read without torch, so that a command checks the
+    flags against the policy the run will take before a multi-GB model loads. None where
+    they are not known before loading: a publisher's folder (its importer sets them), a
+    folder or config.json that ``unmask.load`` refuses (it says why, later)."""
+    from unmask.convert.load import is_publisher_folder
+    from unmask.errors import UserError
+    from unmask.files import read_json
+    from unmask.folders import CHECKPOINT_FOLDERS
+
+    root = _model_root(model)
+    # where checkpoint_dir looks: the folder, RUN/checkpoint, RUN/.checkpoint.old (not best/)
+    for folder in (root, *(root / sub for sub in CHECKPOINT_FOLDERS[:2])):
+        try:
+            if not ((folder / "config.json").is_file()
+                    and (folder / "model.safetensors").is_file()):
+                continue
+            if is_publisher_folder(folder):
+                return None
+            options = read_json(folder / "config.json").get("sample_defaults", {})
+        except (OSError, UserError):
+            return None
+        return options if isinstance(options, dict) else None
+    return None
+
+
+def _model_root(model: str | None) -> Path:
+    """The folder ``--model`` names, as typed (None or ``demo`` where no such folder is here:
+    the shipped demo model), unresolved: the command reports a bad one itself."""
+    from unmask.files import asset_path
+
+    root = Path(model) if model is not None else asset_path("demo")
+    return asset_path("demo") if model == "demo" and not root.exists() else root
 
 
 # -- registry-valued flags ---------------------------------------------------------------

@@ -55,6 +55,7 @@ from unmask.commands.sample_options import (
     add_stop_flag,
     check_draft_flags,
     check_given_options,
+    check_lengths,
     check_sample_flags,
     load_draft,
     make_live,
@@ -602,10 +603,11 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     loaded = api.load_for_decoding(args.model, device=device, dtype=args.dtype,
                                     quantize=args.quantize)
-    draft = load_draft(args.draft, device, args.dtype)
     # flags not given take the checkpoint's recommended sampling options (sample_defaults)
     given = given_fields(SampleConfig, args)
     config = api.sample_config(loaded, given)
+    check_lengths(config)  # under the policy the run takes: now, not at every turn
+    draft = load_draft(args.draft, device, args.dtype)
     template = model_template(loaded, args.template)
     session = ChatSession(loaded, template, config, system=args.system, device=device,
                           draft=draft, stop=tuple(args.stop or ()))

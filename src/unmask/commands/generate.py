@@ -34,6 +34,7 @@ from unmask.commands.sample_options import (
     add_sample_flags,
     add_stop_flag,
     check_given_options,
+    check_lengths,
     check_sample_flags,
     load_draft,
     note_empty_steps,
@@ -169,6 +170,10 @@ def run(args: argparse.Namespace) -> int:
     loaded = api.load_for_decoding(args.model, device=device, dtype=args.dtype,
                                     quantize=args.quantize)
     loaded.model.eval()
+    given = given_fields(SampleConfig, args)
+    # the whole run's lengths under the policy it takes (the checkpoint's where --policy is
+    # not given), before a drafter loads and before a segment's lengths are checked
+    check_lengths(api.sample_config(loaded, given))
     draft = load_draft(args.draft, device, args.dtype)
     template = api.chat_template(loaded, args.template) if args.chat else None
     # flags not given take the checkpoint's recommended sampling options (sample_defaults);
@@ -181,7 +186,6 @@ def run(args: argparse.Namespace) -> int:
         api.prompt_ids(loaded, prompts, template=template)  # it rejects a prompt: said as is
         raise UserError(f"--system: {e}") from None  # it rejects --system (as unmask chat's)
     lengths = [len(i) for i in ids]
-    given = given_fields(SampleConfig, args)
     config = api.sample_config(loaded, given, prompt_lengths=lengths)
     # refuse what the checkpoint cannot do, before sampling
     decoder = api.choose(loaded, config, draft=draft)

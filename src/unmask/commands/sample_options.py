@@ -116,26 +116,54 @@ def check_sample_flags(args: argparse.Namespace) -> None:
 def check_given_options(args: argparse.Namespace) -> None:
     """Fail on impossible lengths and options before loading anything: the flags given,
     ``steps`` not given at one per token (``unmask.api.sample_config`` fills that in where the
-    checkpoint recommends no ``steps``; the run checks again with the checkpoint's options).
-    The dataclass's 64 steps would refuse ``--gen-length 12 --block-length 4``, a run that
-    never takes 64 steps. ``--policy`` not given, the checkpoint may recommend a dynamic one
-    (a LLaDA 2.x conversion: ``threshold``), which takes any steps at least the blocks: the
-    multiple of the blocks the scheduled policy needs is checked once the policy is known
-    (``--gen-length 8 --block-length 4 --steps 3`` was refused here, where ``api.generate``
-    ran it)."""
+    checkpoint recommends no ``steps``; the run checks again with the checkpoint's
+    options: ``check_lengths``). The dataclass's 64 steps would refuse ``--gen-length 12
+    --block-length 4``, a run that never takes 64 steps. ``--policy`` not given, the policy
+    is the one the checkpoint recommends, read from its config.json
+    (``recommended_options``): a dynamic one (a LLaDA 2.x conversion: ``threshold``) takes
+    any steps at least the blocks, the scheduled ``llada`` a multiple of them. Where that
+    cannot be read before loading (a publisher's folder), only the rule every policy keeps
+    (steps at least the blocks) is checked here, the rest once the model is loaded."""
+    import dataclasses
+
+    from unmask.commands import recommended_options
+
+    config = sample_config_from_args(args)
+    if getattr(args, "steps", None) is None:
+        config = dataclasses.replace(config, steps=config.gen_length)
+    policy = getattr(args, "policy", None)
+    if policy is None:  # the checkpoint's, where its config.json tells it
+        recommended = recommended_options(getattr(args, "model", None))
+        if recommended is not None:
+            policy = recommended.get("policy", SampleConfig.policy)
+        if policy in POLICY_NAMES:
+            config = dataclasses.replace(config, policy=policy)
+        else:  # not known before loading, or a name loading refuses (it says why)
+            policy = None
+    check_lengths(config, split=policy is None)
+
+
+def check_lengths(config: SampleConfig, *, split: bool = False) -> None:
+    """Refuse lengths and steps the run of ``config`` cannot take
+    (``unmask.sampling.validate``; ``split``: only steps at least the blocks, the rule of
+    every policy, where the policy is not known yet), except steps over ``MAX_STEPS``: those
+    are refused once the decoder is known, where one that takes none (``ar``) says so, the
+    more useful line (``choose_decoder``). ``check_given_options`` checks the flags with it
+    before loading; ``unmask generate`` and ``unmask chat`` check again, right after the model
+    loads and before anything is decoded, ``config`` as ``unmask.api.sample_config``
+    resolves the flags over the checkpoint's recommendation (no prompt lengths: steps not
+    given nor recommended are one per token), under the policy the run takes. Without it
+    ``unmask chat`` refused ``--gen-length 8 --block-length 4 --steps 3`` at every turn, in
+    field names, and exited 0, and ``generate --segment-length 8`` refused it per segment,
+    quoting a segment's steps and length as if they were the flags."""
     import dataclasses
 
     from unmask.sampling import validate
     from unmask.sampling.registry import MAX_STEPS
 
-    config = sample_config_from_args(args)
-    if getattr(args, "steps", None) is None:
-        config = dataclasses.replace(config, steps=config.gen_length)
-    # steps over MAX_STEPS are refused once the decoder is known: one that takes none
-    # (``ar``) says so, the more useful line (``choose_decoder``)
     validate(dataclasses.replace(config, steps=min(config.steps, max(MAX_STEPS,
                                                                      config.gen_length))),
-             split=getattr(args, "policy", None) is None)
+             split=split)
 
 
 def with_seed(config: SampleConfig, decoder: str | None = None) -> SampleConfig:
