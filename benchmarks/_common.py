@@ -274,12 +274,20 @@ def run(main: Callable[[], object], *, interrupted: str = "") -> NoReturn:
     ``unmask`` says them (a run of minutes stopped by Ctrl-C printed a traceback of wherever
     it was), with further signals held while it says so; a training run that saved on
     SIGTERM (``TrainingStopped``) exits with its ``exit_code`` and says ``terminated``; where
-    stdout's reader left (``| head``), 141 and nothing said (``unmask.cli.reader_left``). A
+    stdout's reader left (``| head``, ``--help | head``; stdout is flushed before ``run``
+    returns, a buffered output too), 141 and nothing said (``unmask.cli.reader_left``). A
     ``main`` that returns no exit status (``None``, or its rows) exits 0."""
+    from unmask.cli import flush
     from unmask.errors import UserError
 
     try:
-        code = main()
+        try:
+            code = main()
+        except SystemExit:  # argparse's --help (or an error): its text may still be buffered
+            flush(sys.stdout)  # a closed pipe shows here, in the handlers below
+            raise
+        flush(sys.stdout)  # `| head`: a buffered output reaches the closed pipe here, inside
+        # the handlers below, not at the interpreter's last flush ("Exception ignored", 120)
     except UserError as e:
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
         code = 2
