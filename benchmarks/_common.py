@@ -10,7 +10,8 @@ types for counts and durations; ``int_list`` parses a comma list such as
 writes strict JSON (NaN as null).
 ``output_file`` / ``output_path`` are the type of a ``--json`` path (checked at once, nothing
 made: an unwritable path is refused before the run, not after it); ``write_results`` writes
-the file (strict JSON, atomically, its folder made then).
+the file (strict JSON, atomically, its folder made then; through a symlink, and in place
+where the path is no regular file: ``/dev/null``).
 ``require_hybrid(loaded, flag)`` refuses a checkpoint not trained with ``--objective hybrid``.
 ``generated(ids, eos)`` is the one count of a row's tokens behind every script's tokens/s.
 ``round_robin(calls, repeats)`` times rows that are compared side by side: the median of
@@ -205,12 +206,18 @@ def output_file(text: str) -> str:
     line before anything is measured, where it was an error after the whole run. Nothing is
     made: the check creates (and removes) a temporary file in the nearest folder of the path
     that exists, so a refused command leaves no folder behind; the script makes the missing
-    folders when it writes its results."""
-    import os.path
+    folders when it writes its results. A path that is there but no regular file
+    (``/dev/null``, a FIFO) needs only to be writable: it is written in place."""
+    import os
 
     path = Path(text)  # os.path's tests: False, not an error, for a path that cannot be seen
     if not text.strip() or os.path.isdir(path):
         raise argparse.ArgumentTypeError(f"expected a file to write, got {text!r}")
+    if _in_place(path):  # /dev/null, a FIFO: opened as it is, no file made beside it
+        if not os.access(path, os.W_OK):
+            raise argparse.ArgumentTypeError(f"cannot write {text}: Permission denied")
+        return text
+    path = _written_at(path)  # a symlink's target, replaced in its own folder
     parents = (path.parent, *path.parent.parents)
     folder = next(p for p in parents if os.path.exists(p) or p == p.parent)
     if not os.path.isdir(folder):
@@ -229,14 +236,39 @@ def output_file(text: str) -> str:
     return text
 
 
+def _in_place(path: Path) -> bool:
+    """Whether results at ``path`` are written in place: it is there (through its links) but
+    no regular file (``/dev/null``, ``/dev/stdout``, a FIFO), which a rename would replace."""
+    import os.path
+
+    return os.path.exists(path) and not os.path.isfile(path)
+
+
+def _written_at(path: Path) -> Path:
+    """The file that writing ``path`` replaces: a symlink's final target (``--json
+    results.json`` linked elsewhere), so that the link stays a link; ``path`` otherwise."""
+    import os.path
+
+    return Path(os.path.realpath(path)) if os.path.islink(path) else path
+
+
 def write_results(path: str | Path, data: Any, *, indent: int | None = 1) -> None:
     """``data`` as strict JSON (``json_text``) at ``path`` (an ``output_file``), whole or not at
-    all (a full disk, Ctrl-C: ``unmask.files.atomic_write_text``), its folder made now."""
+    all (a full disk, Ctrl-C: ``unmask.files.atomic_write_text``), its folder made now. A
+    symlink is written through (its target replaced, the link kept), and a path that is there
+    but is no regular file (``/dev/null``, ``/dev/stdout``, a FIFO) is written in place: a
+    rename over it replaced the link, or the device node, with a regular file."""
     from unmask.files import atomic_write_text
 
     out = Path(path)
+    text = json_text(data, indent=indent)
+    if _in_place(out):
+        with out.open("w", encoding="utf-8") as f:
+            f.write(text)
+        return
+    out = _written_at(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json_text(data, indent=indent))
+    atomic_write_text(out, text)
 
 
 def output_path(text: str) -> Path:
@@ -274,12 +306,20 @@ def run(main: Callable[[], object], *, interrupted: str = "") -> NoReturn:
     ``unmask`` says them (a run of minutes stopped by Ctrl-C printed a traceback of wherever
     it was), with further signals held while it says so; a training run that saved on
     SIGTERM (``TrainingStopped``) exits with its ``exit_code`` and says ``terminated``; where
-    stdout's reader left (``| head``), 141 and nothing said (``unmask.cli.reader_left``). A
+    stdout's reader left (``| head``, ``--help | head``; stdout is flushed before ``run``
+    returns, a buffered output too), 141 and nothing said (``unmask.cli.reader_left``). A
     ``main`` that returns no exit status (``None``, or its rows) exits 0."""
+    from unmask.cli import flush
     from unmask.errors import UserError
 
     try:
-        code = main()
+        try:
+            code = main()
+        except SystemExit:  # argparse's --help (or an error): its text may still be buffered
+            flush(sys.stdout)  # a closed pipe shows here, in the handlers below
+            raise
+        flush(sys.stdout)  # `| head`: a buffered output reaches the closed pipe here, inside
+        # the handlers below, not at the interpreter's last flush ("Exception ignored", 120)
     except UserError as e:
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
         code = 2
