@@ -213,11 +213,13 @@ def output_file(text: str) -> str:
     path = Path(text)  # os.path's tests: False, not an error, for a path that cannot be seen
     if not text.strip() or os.path.isdir(path):
         raise argparse.ArgumentTypeError(f"expected a file to write, got {text!r}")
-    if _in_place(path):  # /dev/null, a FIFO: opened as it is, no file made beside it
+    from unmask.files import write_target
+
+    path, in_place = write_target(path)  # a symlink's target, replaced in its own folder
+    if in_place:  # /dev/null, a FIFO: opened as it is, no file made beside it
         if not os.access(path, os.W_OK):
             raise argparse.ArgumentTypeError(f"cannot write {text}: Permission denied")
         return text
-    path = _written_at(path)  # a symlink's target, replaced in its own folder
     parents = (path.parent, *path.parent.parents)
     folder = next(p for p in parents if os.path.exists(p) or p == p.parent)
     if not os.path.isdir(folder):
@@ -236,39 +238,15 @@ def output_file(text: str) -> str:
     return text
 
 
-def _in_place(path: Path) -> bool:
-    """Whether results at ``path`` are written in place: it is there (through its links) but
-    no regular file (``/dev/null``, ``/dev/stdout``, a FIFO), which a rename would replace."""
-    import os.path
-
-    return os.path.exists(path) and not os.path.isfile(path)
-
-
-def _written_at(path: Path) -> Path:
-    """The file that writing ``path`` replaces: a symlink's final target (``--json
-    results.json`` linked elsewhere), so that the link stays a link; ``path`` otherwise."""
-    import os.path
-
-    return Path(os.path.realpath(path)) if os.path.islink(path) else path
-
-
 def write_results(path: str | Path, data: Any, *, indent: int | None = 1) -> None:
     """``data`` as strict JSON (``json_text``) at ``path`` (an ``output_file``), whole or not at
-    all (a full disk, Ctrl-C: ``unmask.files.atomic_write_text``), its folder made now. A
-    symlink is written through (its target replaced, the link kept), and a path that is there
-    but is no regular file (``/dev/null``, ``/dev/stdout``, a FIFO) is written in place: a
-    rename over it replaced the link, or the device node, with a regular file."""
-    from unmask.files import atomic_write_text
+    all (a full disk, Ctrl-C: ``unmask.files.atomic_write_text``, which writes through a
+    symlink and in place to ``/dev/null``, ``/dev/stdout`` or a FIFO), its folder made now."""
+    from unmask.files import atomic_write_text, write_target
 
-    out = Path(path)
     text = json_text(data, indent=indent)
-    if _in_place(out):
-        with out.open("w", encoding="utf-8") as f:
-            f.write(text)
-        return
-    out = _written_at(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, text)
+    write_target(Path(path))[0].parent.mkdir(parents=True, exist_ok=True)  # a link's target's
+    atomic_write_text(Path(path), text)
 
 
 def output_path(text: str) -> Path:

@@ -62,36 +62,43 @@ def _ordinary_mode(fd: int, path: str) -> None:
         os.chmod(path, file_mode())
 
 
+def write_target(path: Path) -> tuple[Path, bool]:
+    """(the file that writing ``path`` replaces, whether it is written in place): a path
+    that is there but is no regular file (``/dev/null``, ``/dev/stdout``, a FIFO) is written
+    in place, since a rename would replace the device node; a symlink's final target is
+    replaced in its own folder, so that the link stays a link; else ``path`` itself."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        return path, True
+    return (Path(os.path.realpath(path)) if os.path.islink(path) else path), False
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` as UTF-8 via a temporary file in the same folder and a
     rename; a failed write (a full disk) raises ``OSError`` naming ``path``, which stays as it
     was. UTF-8 whatever the locale (every reader here reads UTF-8): under a narrower locale
     encoding a non-ASCII text was a ``UnicodeEncodeError`` (ASCII) or bytes no reader
-    decoded (Latin-1)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        _ordinary_mode(fd, tmp)  # mkstemp's 0600 would outlive the rename
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise named(e, path) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    decoded (Latin-1). A symlink is written through (its final target replaced, the link
+    kept), and a path that is there but is no regular file (``/dev/null``, ``/dev/stdout``,
+    a FIFO) is written in place: a rename would replace the link, or the device node, with a
+    regular file."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename (a
-    failed write raises ``OSError`` naming ``path``, as ``atomic_write_text``)."""
-    path = Path(path)
+    failed write raises ``OSError`` naming ``path``; links and special files as
+    ``atomic_write_text``)."""
+    path, in_place = write_target(Path(path))
+    if in_place:
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise named(e, path) from None
+        return
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        _ordinary_mode(fd, tmp)
+        _ordinary_mode(fd, tmp)  # mkstemp's 0600 would outlive the rename
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
