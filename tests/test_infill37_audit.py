@@ -143,6 +143,9 @@ def test_a_template_that_names_a_file_says_how_to_give_the_file(tmp_path, monkey
     assert "names a file" in err and "unmask infill - < 'my story.txt'" in err
     assert main(["infill", "no such.txt", "--model", "/nowhere"]) == 2  # not a file: as before
     assert "template has no gaps: mark them" in capsys.readouterr().err
+    for text in ("~5 minutes to go", "~nosuchuser x"):  # no such user: a RuntimeError traceback
+        assert main(["infill", text, "--model", "/nowhere"]) == 2
+        assert "template has no gaps: mark them" in capsys.readouterr().err
 
 
 def test_confidence_mode_without_lowest_is_refused():
