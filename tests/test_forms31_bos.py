@@ -42,7 +42,7 @@ def test_a_form_begins_with_the_bos(how, causal):
     m = loaded(model)
     seen = _first_ids(m)
     views: list[list[int]] = []
-    out = api.fill_form(m, **how, config={"steps": 2},
+    out = api.fill_form(m, **how, config={} if causal else {"steps": 2},  # ar: steps 1 a token
                         step_callback=lambda step, tokens: views.append(tokens[0].tolist()))
     # a causal run reads the prompt once, then one new token per forward (its KV cache)
     assert seen and (seen[0] == bos if causal else set(seen) == {bos})

@@ -53,12 +53,73 @@ def test_the_api_refuses_them_too_and_sampling_options_still_apply(fim_checkpoin
             api.infill(loaded, "The [MASK:2] sat", config=config)
         with pytest.raises(UserError, match="decoder 'ar'|leave decoder out"):
             api.fill_form(loaded, '{"a": "<int:0..9>"}', config=config)
-    # what the left-to-right fill reads still runs; steps pass, as the server passes them
+    # what the left-to-right fill reads still runs; steps pass at the tokens it writes
     sampled = {"temperature": 1.0, "top_k": 5, "seed": 3, "steps": 2}
     first = api.infill(loaded, "The [MASK:2] sat", config=sampled)
     assert first.text == api.infill(loaded, "The [MASK:2] sat", config=sampled).text
     assert len(first.detail.gaps[0].tokens) == 2
-    assert api.fill_form(loaded, '{"a": "<int:0..9>"}', config={"steps": 2}).text
+    assert api.fill_form(loaded, '{"a": "<int:0..9>"}', config={"steps": 1}).text
+
+
+@pytest.mark.parametrize("flags", [["--steps", "100000000"], ["--steps", "2"],
+                                   ["--block-length", "1"],
+                                   ["--steps", "3", "--block-length", "1"]])
+def test_steps_other_than_the_gap_width_are_refused_on_a_causal_checkpoint(fim_checkpoint,
+                                                                           capsys, flags):
+    """``unmask infill --steps 100000000`` (``--block-length 1``) on an AR-FIM checkpoint ran
+    and ignored it (3 forwards), where the server refuses steps and block_length other than
+    the gap's width (one step per token, one block): one check, ``refuse_loop_options``."""
+    from unmask.cli import main
+
+    run = ["--model", fim_checkpoint, "--no-live", "--device", "cpu"]
+    assert main(["infill", "The [MASK:3] sat", *run, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not apply to decoder 'ar'" in err
+    for fine in (["--steps", "3"], ["--block-length", "3"], ["--steps", "3", "--block-length",
+                                                              "3"], []):
+        assert main(["infill", "The [MASK:3] sat", *run, *fine]) == 0, fine
+    capsys.readouterr()
+
+
+def test_fill_form_and_the_api_check_steps_at_the_width_as_the_server(fim_checkpoint, tmp_path,
+                                                                      capsys):
+    from fastapi.testclient import TestClient
+
+    from unmask import api
+    from unmask.checkpoint import load
+    from unmask.cli import main
+    from unmask.config import SampleConfig
+    from unmask.infill import parse_form
+    from unmask.server import create_app
+
+    loaded = load(fim_checkpoint)
+    form = '{"a": "<int:0..9>", "b": "<bool>"}'
+    width = sum(h.width for h in parse_form(form, loaded.tokenizer)[1])  # a step a token
+    (tmp_path / "form.json").write_text(form)
+    run = ["fill-form", str(tmp_path / "form.json"), "--model", fim_checkpoint, "--no-live",
+           "--device", "cpu"]
+    assert main([*run, "--steps", str(width + 1)]) == 2  # it ran, ignoring it
+    assert "--steps does not apply to decoder 'ar'" in capsys.readouterr().err
+    assert main([*run, "--steps", str(width)]) == 0 and main(run) == 0
+    for bad in ({"steps": width + 1}, {"block_length": 1}):
+        with pytest.raises(UserError, match="apply to decoder 'ar'"):
+            api.fill_form(loaded, form, config=bad)
+        with pytest.raises(UserError, match="apply to decoder 'ar'"):
+            api.infill(loaded, "The [MASK:1-4] sat", config={"steps": 5, **bad})
+    api.infill(loaded, "The [MASK:1-4] sat", config={"steps": 4, "block_length": 4})
+    api.fill_form(loaded, form, config={"steps": width, "block_length": width})
+    # a SampleConfig's steps is always set (the server's, unmask demo's 8): not checked here
+    api.infill(loaded, "The [MASK:2] sat", config=SampleConfig(steps=8))
+    api.fill_form(loaded, form, config=SampleConfig(steps=8))
+    # the server: the same answers, and its defaults pass
+    with TestClient(create_app(loaded)) as client:
+        for path, body, n in (("/v1/infill", {"template": "The [MASK:1-4] sat"}, 4),
+                              ("/v1/forms", {"form": form}, width)):
+            assert client.post(path, json=body).status_code == 200
+            sized = {**body, "steps": n, "block_length": n}
+            assert client.post(path, json=sized).status_code == 200
+            r = client.post(path, json={**body, "steps": n + 1})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "steps"
 
 
 def test_a_causal_fill_reports_its_steps_on_the_template_canvas(fim_checkpoint):
@@ -143,6 +204,9 @@ def test_a_template_that_names_a_file_says_how_to_give_the_file(tmp_path, monkey
     assert "names a file" in err and "unmask infill - < 'my story.txt'" in err
     assert main(["infill", "no such.txt", "--model", "/nowhere"]) == 2  # not a file: as before
     assert "template has no gaps: mark them" in capsys.readouterr().err
+    for text in ("~5 minutes to go", "~nosuchuser x"):  # no such user: a RuntimeError traceback
+        assert main(["infill", text, "--model", "/nowhere"]) == 2
+        assert "template has no gaps: mark them" in capsys.readouterr().err
 
 
 def test_confidence_mode_without_lowest_is_refused():

@@ -1863,7 +1863,7 @@ def infill(
     gives what its ``--max-steps`` leaves)."""
     from unmask.infill import infill as _infill
     from unmask.infill import infill_causal
-    from unmask.infill.ordered import refuse_loop_options
+    from unmask.infill.ordered import fim_width, refuse_loop_options
 
     check_loaded(loaded)
     _check_callback(step_callback)
@@ -1889,7 +1889,9 @@ def infill(
         _refuse_length_options(options, "a causal (AR-FIM) model ends its one gap itself "
                                "(EOS, within the gap's bounds)")
         if asked is not None:  # filled left to right: the commit loop's options do nothing
-            refuse_loop_options(facts_of(loaded), asked)
+            # (steps and block_length at the gap's width; a SampleConfig's steps: always set)
+            refuse_loop_options(facts_of(loaded), asked, None if isinstance(
+                asked, SampleConfig) else lambda: fim_width(template))
         res = infill_causal(decoding_model(loaded, config), loaded.tokenizer, template, config,
                             step_callback=step_callback)
     else:
@@ -2082,12 +2084,17 @@ def fill_form(
     refuse_gen_length(config, "fill_form")
     asked, config = config, _task_config(config)
     refuse_generation_only(config, "fill_form")
-    if asked is not None and facts_of(loaded).attention == "causal":  # filled left to right
-        from unmask.infill.ordered import refuse_loop_options
-
-        refuse_loop_options(facts_of(loaded), asked)
     if (template is None) == (schema is None):
         raise UserError("give a form template or a JSON Schema (exactly one)")
+    if asked is not None and facts_of(loaded).attention == "causal":  # filled left to right
+        from unmask.infill.fill import _max_seq_len
+        from unmask.infill.ordered import form_width, refuse_loop_options
+
+        refuse_loop_options(facts_of(loaded), asked, None if isinstance(
+            asked, SampleConfig) else lambda: form_width(  # a SampleConfig's steps: always set
+                template if schema is None else schema, loaded.tokenizer,
+                source=source or ("form template" if schema is None else "schema"),
+                max_seq_len=_max_seq_len(loaded.model), schema=schema is not None))
     t0 = time.perf_counter()
     start = facts_of(loaded).prompt_ids([])  # a published model's BOS leads
     if schema is not None:

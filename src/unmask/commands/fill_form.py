@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     require_stdout("the filled form")
     refuse_gen_length(args, "fill_form")
     from unmask import api
+    from unmask.commands import given_fields
     from unmask.commands.generate import sample_config_from_args
+    from unmask.config import SampleConfig
     from unmask.infill import parse_form
     from unmask.infill.fill import _max_seq_len
     from unmask.infill.schema import check_schema, load_schema, schema_form
@@ -109,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         # through the API entry, as the server: a checkpoint that cannot fill forms is refused
         form = {"schema": text} if args.schema is not None else {"template": text}
-        result = api.fill_form(loaded, **form, config=config, step_callback=live,
+        # the options given (a dict, as infill): a causal checkpoint checks steps at the form
+        given = {**given_fields(SampleConfig, args), "seed": config.seed}
+        result = api.fill_form(loaded, **form, config=given, step_callback=live,
                                source=source).detail
     finally:
         if live is not None:

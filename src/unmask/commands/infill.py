@@ -152,8 +152,8 @@ def refuse_file_name(template: str) -> None:
 
     try:
         named = Path(template).expanduser().is_file()
-    except (OSError, ValueError):  # not a possible file name
-        return
+    except (OSError, ValueError, RuntimeError):  # not a possible file name (RuntimeError:
+        return  # "~5 minutes to go", no user named 5: expanduser finds no home)
     if named:
         raise UserError(f"template {template!r} has no gaps, and names a file: the template "
                         f"is the text itself; give the file's text on stdin: unmask infill - "

@@ -9,7 +9,9 @@ Inside:
 - ``form_span``: the tokens of context a form takes, filled either way (the one count
   ``fill_form``, ``fill_left_to_right`` and the server's guided ``/v1/infill`` check).
 - ``refuse_loop_options``: the masked-diffusion loop's options, which a fill left to right
-  would ignore, refused in one line (``unmask.api.infill`` and ``fill_form``).
+  would ignore, refused in one line (``unmask.api.infill`` and ``fill_form``, the server's
+  ``plumbing.left_to_right``); ``steps`` and ``block_length`` pass at the tokens it writes:
+  ``declared_width`` (``fim_width``) of a gap, ``form_width`` of a form.
 
 The same automata as the diffusion path, read in one direction only: in a hole the run is
 in one automaton state, and a token is allowed when its next state can still reach an
@@ -28,7 +30,7 @@ live views and streamed answers read both alike.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,7 @@ from torch import Tensor
 from unmask.config import SampleConfig
 from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.infill.automaton import TokenAutomaton
+from unmask.infill.template import DEFAULT_MAX_LEN, Gap, parse_template
 from unmask.sampling.ar import ARRun
 from unmask.sampling.loop import StepCallback, make_generator
 from unmask.sampling.penalties import Penalties
@@ -406,26 +409,93 @@ def fill_left_to_right(
     return Ordered(holes=guide.tokens, nfe=run.nfe, steps=run.steps)
 
 
-def refuse_loop_options(facts: ModelFacts, config: SampleConfig | Mapping[str, Any]) -> None:
+def declared_width(gap: Gap, *, constrained: bool = False) -> int:
+    """The most tokens a fill-in-the-middle ``gap`` is written in, as declared (nothing
+    compiles): ``[MASK:n]`` n, a range's maximum, a bare ``[MASK]`` 1, else (a regex or
+    choices, or ``constrained``: one is set for it elsewhere) ``DEFAULT_MAX_LEN``, or its
+    minimum where more: the bounds ``plan_template`` starts from, before a constraint narrows
+    them. ``steps`` and ``block_length`` pass at this width only (``refuse_loop_options``)."""
+    if gap.length is not None:
+        return int(gap.length)
+    if gap.max_len is not None:
+        return int(gap.max_len)
+    if gap.min_len is None and not (gap.constrained or constrained):
+        return 1
+    return max(gap.min_len or 0, DEFAULT_MAX_LEN)
+
+
+def fim_width(template: str | Sequence[Any]) -> int | None:
+    """``declared_width`` of the one gap of ``template`` (text, or segments), None for a
+    template of other than one gap (a causal checkpoint refuses it, naming why)."""
+    segments = parse_template(template) if isinstance(template, str) else list(template)
+    gaps = [s for s in segments if isinstance(s, Gap)]
+    return declared_width(gaps[0]) if len(gaps) == 1 else None
+
+
+def form_width(form: Any, tokenizer: Any, *, source: str, max_seq_len: int | None,
+               schema: bool = False) -> int:
+    """The tokens the holes of ``form`` (a ``fill_form`` template; ``schema``: a JSON Schema,
+    ``schema_form``) take at their widest: what a causal checkpoint writes, a step each; its
+    automata compile (``parse_form``, which refuses a form too wide for ``max_seq_len``)."""
+    from unmask.infill.forms import parse_form
+    from unmask.infill.schema import schema_form
+
+    if schema:
+        form = schema_form(form, tokenizer, source=source, context=max_seq_len)
+        if not isinstance(form, (dict, list)):  # a scalar schema: one hole (fill_schema)
+            form = [form]
+    _, holes, _ = parse_form(form, tokenizer, source=source, max_seq_len=max_seq_len)
+    return sum(h.width for h in holes)
+
+
+def refuse_loop_options(facts: ModelFacts, config: SampleConfig | Mapping[str, Any],
+                        width: int | Callable[[], int | None] | None = None) -> None:
     """One ``UserError`` line for an option a causal checkpoint's fill left to right
-    (``fill_left_to_right``: a fill-in-the-middle gap, a form) would ignore: a commit policy
-    and its parameters, ``remasking``, ``cache``, ``cfg_scale`` (``config``: a
-    ``SampleConfig``, or a mapping of the options the caller set), refused as ``unmask
-    generate`` and the server's left-to-right requests refuse them (the ``ar`` decoder's
-    refusals, ``unmask.sampling.choose_decoder``): ``unmask infill --policy threshold`` on an
-    AR-FIM checkpoint ran and changed nothing. ``steps`` and ``block_length`` pass, as the
-    server passes them at the tokens it writes: one step per token, one block. The decoder
-    may be ``auto`` only (``llada``, which the callers take on a diffusion checkpoint, is
-    refused naming that way out, not ``ar``, which they refuse)."""
+    (``fill_left_to_right``: a fill-in-the-middle gap, a form, structured output) would
+    ignore: a commit policy and its parameters, ``remasking``, ``cache``, ``cfg_scale``, and
+    ``steps`` or ``block_length`` other than ``width``, the tokens it writes (one step per
+    token, one block, as a causal completion's at ``max_tokens``): the ``ar`` decoder's
+    refusals (``unmask.sampling.choose_decoder``). The one check of ``unmask infill`` and
+    ``fill-form``, ``api.infill`` and ``api.fill_form``, and the server's left-to-right
+    requests (``plumbing.left_to_right``): ``unmask infill --policy threshold`` (``--steps
+    100000000``) on an AR-FIM checkpoint ran and changed nothing.
+
+    ``config``: a mapping of the options the caller set (the command line's flags, a library
+    call's dict), ``steps`` and ``block_length`` checked only where set, ``width`` then worked
+    out (a callable: a form's automata compile; None from it: not checked, a template of
+    other than one gap); or a ``SampleConfig``, whose ``steps`` is always set: checked at
+    ``width`` where one is given (the server's, ``steps`` not sent set to it), else not (a
+    library caller's, whose steps may be the dataclass's). The decoder may be ``auto`` only
+    (``llada``, which the callers take on a diffusion checkpoint, is refused naming that way
+    out: ``choose_decoder``'s line says to use ``ar``, which infill and forms refuse)."""
     from unmask.sampling import choose_decoder
 
+    sent = None
     if isinstance(config, Mapping):
-        config = SampleConfig(**config)
+        sent = {k: v for k, v in config.items() if v is not None}
+        config = SampleConfig(**sent)
     if config.decoder != "auto":
         raise UserError(f"decoder {config.decoder!r} needs a bidirectional model; this "
                         f"checkpoint is {facts.attention}, filled left to right: leave decoder "
                         "out (auto)")
-    choose_decoder(facts, dataclasses.replace(config, steps=config.gen_length, block_length=None))
+    n = None
+    if sent is None or "steps" in sent or "block_length" in sent:
+        n = width() if callable(width) else width
+    if n is None:  # not checked: one step per token, one block
+        config = dataclasses.replace(config, steps=config.gen_length, block_length=None)
+    else:
+        steps = config.steps if sent is None or "steps" in sent else n
+        config = dataclasses.replace(config, gen_length=n, steps=steps)
+    choose_decoder(facts, config)
 
 
-__all__ = ["FormGuide", "Ordered", "fill_left_to_right", "form_span", "refuse_loop_options"]
+__all__ = [
+    "FormGuide",
+    "Ordered",
+    "declared_width",
+    "fill_left_to_right",
+    "fim_width",
+    "form_span",
+    "form_width",
+    "refuse_loop_options",
+]

@@ -324,10 +324,11 @@ def left_to_right(state: ServerState, opts: DiffusionOptions, gen_length: int) -
     ``/v1/infill``): they would do nothing, and were accepted in silence."""
     if not state.causal:
         return
-    from unmask.sampling import choose_decoder
+    from unmask.infill.ordered import refuse_loop_options
 
-    try:
-        choose_decoder(api.facts_of(state.loaded), sample_config(opts, gen_length, gen_length))
+    try:  # the library's check, as unmask infill and fill-form make it
+        refuse_loop_options(api.facts_of(state.loaded), sample_config(opts, gen_length,
+                                                                      gen_length), gen_length)
     except UserError as e:
         raise user_error(e, sent_option(opts, e)) from None
 

@@ -327,7 +327,7 @@ def router(state: ServerState) -> APIRouter:
         ``steps`` 3, not 8), compiled on a slow-check thread for every sized request."""
         from unmask.infill import Gap
         from unmask.infill.fim import check_declared_room
-        from unmask.infill.template import DEFAULT_MAX_LEN
+        from unmask.infill.ordered import declared_width
 
         k = next(k for k, s in enumerate(parsed) if isinstance(s, Gap))
         gap = parsed[k]
@@ -338,13 +338,7 @@ def router(state: ServerState) -> APIRouter:
                 check_declared_room(model, tok, gap, before, after)
             except UserError as e:  # (it named no field)
                 raise user_error(e, "template") from None
-        if gap.length is not None:
-            return int(gap.length)
-        if gap.max_len is not None:
-            return int(gap.max_len)
-        if gap.min_len is None and not (gap.constrained or req.choices or req.regex):
-            return 1
-        return max(gap.min_len or 0, DEFAULT_MAX_LEN)
+        return declared_width(gap, constrained=bool(req.choices or req.regex))
 
     def guided_text(req: InfillRequest, source: str) -> tuple[Any, ...]:
         """A guided infill's template: (its one gap, the text before and after it, whether a
@@ -497,8 +491,7 @@ def router(state: ServerState) -> APIRouter:
         automata compile (cached for the fill). Kept in ``state.forms``: a form's width is
         its tokenizer's, so one sized before is answered on the request path (each sized
         request waited in the slow-check pool, and re-parsed its form or schema there)."""
-        from unmask.infill import parse_form
-        from unmask.infill.schema import schema_form
+        from unmask.infill.ordered import form_width as widest
 
         key = json.dumps(["width", source, form], ensure_ascii=False)
         kept = state.forms.get(key)
@@ -507,14 +500,10 @@ def router(state: ServerState) -> APIRouter:
         if not slow:
             raise TakesSeconds
         try:  # its refusals as on the worker (one too wide for the context coded so)
-            if source == "schema":
-                form = schema_form(form, tok, source=source, context=state.max_seq_len)
-                if not isinstance(form, (dict, list)):  # a scalar schema: one hole (fill_schema)
-                    form = [form]
-            _, holes, _ = parse_form(form, tok, source=source, max_seq_len=state.max_seq_len)
+            width = widest(form, tok, source=source, max_seq_len=state.max_seq_len,
+                           schema=source == "schema")
         except UserError as e:
             raise user_error(e, source) from None
-        width = sum(h.width for h in holes)
         state.forms.put(key, width)
         return width
 
