@@ -346,7 +346,8 @@ def _system_field(obj: dict[str, Any], where: str) -> tuple[str, str] | None:
         value = obj[key]
         if not isinstance(value, str):
             raise UserError(f"{where}: {key!r} (the system prompt) must be a string, not "
-                            f"{_json_type(value)}")
+                            f"{_json_type(value)} (drop or rename the key if it is no system "
+                            "prompt)")
         _check_text(value, key, where)
         if value.strip():
             found.append((key, value))

@@ -459,7 +459,10 @@ def _train(
                 try:
                     given = template_arg(config.chat_template)
                 except UserError as e:  # (it names --template: chat's flag)
-                    raise UserError(str(e).replace("--template", "--chat-template")) from None
+                    said = str(e).replace("--template", "--chat-template")
+                    if not config.chat_template.strip():  # not the flag's (refused as read)
+                        said = f"chat_template (a --config file's or TrainConfig's): {said}"
+                    raise UserError(said) from None
                 origin = given.origin.replace("--template", "--chat-template")
             elif init.config.chat_template:
                 origin = f"chat template of --init {config.init}"
