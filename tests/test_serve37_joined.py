@@ -1,10 +1,12 @@
 """The batch a request starts in: ``unmask_joined_total`` counts the requests that joined a
 running batch, as its help and docs/serving.md say (requests taken into an idle worker
 together start together, and all but the first of them were counted as joining it); and a
-request that queued while a batch ran starts once the worker is free, without
+request that queued while a batch or a run alone ran starts once the worker is free, without
 ``--batch-wait`` again."""
 
 from __future__ import annotations
+
+import threading
 
 from server_helpers import Echo, Stepped, loaded, tiny_config, wait_until
 
@@ -78,3 +80,86 @@ def test_requests_that_arrive_together_and_cannot_share_a_batch_run_back_to_back
         assert second.future.result(timeout=10).batch_rows == 3
     finally:
         engine.close()
+
+
+def test_a_request_queued_behind_a_run_alone_does_not_wait_for_company_again():
+    """A request that queued while a run alone (infill, edit: ``fn``) held the worker has
+    waited already: it starts once the run ends (it waited ``batch_wait_s`` more)."""
+    model = Stepped(Echo(tiny_config()))
+    engine = make_engine(loaded(model), ServerLimits(max_batch=4, batch_wait_s=60), Metrics())
+    running, gate = threading.Event(), threading.Event()
+
+    def alone_run() -> str:
+        running.set()
+        gate.wait(10)
+        return "x"
+
+    try:
+        alone = Job(rows=[[1]], fn=alone_run)  # runs alone: starts at once
+        engine.submit(alone)
+        assert running.wait(10)
+        behind = job("c", 2)
+        engine.submit(behind)  # queued while the run alone holds the worker
+        model.allow(100)
+        gate.set()
+        assert alone.future.result(timeout=10) == "x"
+        assert behind.future.result(timeout=10).batch_rows == 1  # not 60 s later
+    finally:
+        gate.set()
+        model.allow(100)
+        engine.close()
+
+
+def test_a_request_queued_during_a_batchs_last_forward_does_not_wait_for_company_again():
+    """A request that arrives while the batch's last forward runs (after the worker last
+    looked at the queue) starts once that forward ends: it waited ``batch_wait_s`` more,
+    which under load, with long forwards, was most arrivals at a drain."""
+    model = Stepped(Echo(tiny_config()))
+    engine = make_engine(loaded(model), ServerLimits(max_batch=2, batch_wait_s=60), Metrics())
+    try:
+        full = Job(rows=[list(b"a"), list(b"b")], config=SampleConfig(gen_length=2, steps=2))
+        engine.submit(full)  # a whole batch's rows: it starts at once
+        wait_until(lambda: model.entered == 1)
+        model.allow(1)
+        wait_until(lambda: model.entered == 2)  # its last forward, waiting for its permit
+        late = job("c", 2)
+        engine.submit(late)
+        model.allow(100)
+        assert full.future.result(timeout=10).batch_rows == 2
+        assert late.future.result(timeout=10).batch_rows == 1  # not 60 s later
+    finally:
+        model.allow(100)
+        engine.close()
+
+
+def test_a_request_sent_once_a_batch_has_ended_still_waits_for_company():
+    """The worker that is free again waits for company: a request sent once the last one's
+    answer came (the worker's loop may not have come round yet) did not queue while the
+    worker ran others, so it waits, and a second one sent then starts with it."""
+    model = Stepped(Echo(tiny_config()))
+    engine = make_engine(loaded(model), ServerLimits(max_batch=2, batch_wait_s=60), Metrics())
+    full = Job(rows=[list(b"a"), list(b"b")], config=SampleConfig(gen_length=2, steps=2))
+    gathering = threading.Event()  # the worker waits for company once ``full`` has ended
+    wait = engine._cond.wait
+
+    def waiting(timeout: float | None = None) -> bool:
+        if timeout is not None and full.future.done():  # (``_gather``: with a timeout)
+            gathering.set()
+        return wait(timeout)
+
+    engine._cond.wait = waiting
+    try:
+        engine.submit(full)
+        model.allow(100)
+        full.future.result(timeout=10)
+        first = job("c", 2)
+        engine.submit(first)  # at once: the worker may still be finishing ``full``
+        assert gathering.wait(10)  # it waits for company (60 s, or a full batch)
+        second = job("d", 2)
+        engine.submit(second)
+        first.future.result(timeout=10)
+        second.future.result(timeout=10)
+    finally:
+        model.allow(100)
+        engine.close()
+    assert model.sizes == [2, 2, 2, 2]  # each of their forwards holds both (not 1, 2, 1)

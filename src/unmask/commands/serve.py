@@ -98,8 +98,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=1024, metavar="N",
                    help="most denoising steps per request (default: 1024)")
     p.add_argument("--batch-wait", type=float, default=0.0, metavar="SECONDS",
-                   help="time the worker waits for more requests before a batch, at most: it "
-                        "starts once --max-batch rows wait; less than --timeout (default: 0, "
+                   help="time the idle worker waits for more requests before a batch, at most: "
+                        "it starts once --max-batch rows wait; less than --timeout (default: 0, "
                         "greedy)")
     p.add_argument("--keepalive", type=float, default=15.0, metavar="SECONDS",  # as ServerLimits
                    help="a stream silent this long sends an SSE comment (': keep-alive'), so a "

@@ -190,8 +190,9 @@ class Job:
     _shown: int = 0
     """Steps the sink was shown (a job of several parts): its step numbers rise by one."""
     _waited: bool = False
-    """Left in the queue while the worker started or stepped other requests (``Engine._take``):
-    it has waited already, so the worker starts it without ``batch_wait_s`` (``_loop``)."""
+    """Queued while the worker ran others (``Engine.submit``: a batch stepping, a run alone),
+    or left in the queue as it started or stepped others (``Engine._take``): it has waited
+    already, so the worker starts it without ``batch_wait_s`` (``_loop``)."""
 
     @property
     def cancelled(self) -> bool:
@@ -400,6 +401,7 @@ class Engine:
             if len(self._queue) >= self.max_queue:
                 raise QueueFull
             self._queue.append(job)
+            job._waited = self._running > 0  # (0 from a run's end on: ``_step``, ``_idle``)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._work, name="unmask-engine", daemon=True
@@ -611,7 +613,7 @@ class Engine:
                 fresh = head is not None and not head.cancelled and (
                     head.batch_key()[0] != "alone" or self._kind(head) == "join")
                 # (one queued while others ran starts at once: it waited already, and
-                # waited batch_wait_s more each time the batch drained under load)
+                # waited batch_wait_s more each time a batch or a run alone ended under load)
                 if fresh and self.batch_wait_s > 0 and not head._waited:
                     self._gather()
                     if self._stop:
@@ -768,11 +770,12 @@ class Engine:
             mine = [r for r in active if id(r.job) == key]
             job._nfe += max(r.run.nfe - before[id(r)] for r in mine)
             job._batch_rows = max(job._batch_rows, rows)
-        for r in list(active):
+        ended = [r for r in active if r.run in failed or r.run.done]
+        for r in ended:  # the gauges leave them before their futures resolve (a client that
+            active.remove(r)  # has its answer reads them gone, and a request it sends next
+        self._count(active)  # finds the worker free: ``submit``)
+        for r in ended:
             run = r.run
-            if run in failed or run.done:  # the gauges leave it before its future resolves
-                active.remove(r)  # (a client that has its answer reads it gone)
-                self._count(active)
             if run in failed:
                 self._fail(r.job, failed[run])
                 self._unqueue(r.job)
@@ -786,7 +789,6 @@ class Engine:
                     continue
                 if not r.job.cancelled:
                     self._finish(r.part, result, run.steps, rows)
-        self._count(active)
 
     def _unqueue(self, job: Job) -> None:
         """Take a failed job's parts not yet started off the queue."""

@@ -178,7 +178,8 @@ class EventStream(StreamingResponse):
     stops reading, its connection open, held a send (TCP back-pressure) and the request with
     it for ever, past ``--timeout``, and a SIGTERM's graceful shutdown waited on it. Cut
     there, the response ends unfinished (uvicorn closes the connection, logging that it did),
-    the stream's work is dropped and the request counts as a 504."""
+    the stream's work is dropped and the request counts as a 504 (one whose ending error
+    event was made already, the one held in that send, keeps that event's status and count)."""
 
     def __init__(self, body: AsyncIterator[str], *, state: ServerState, request: Request,
                  end: float) -> None:
@@ -195,8 +196,10 @@ class EventStream(StreamingResponse):
         try:
             await super().stream_response(bounded)
         except asyncio.TimeoutError:
-            self.state.metrics.inc("timeouts")
-            self.request.scope[ERROR_STATUS] = timed_out(self.state).status
+            if ERROR_STATUS not in self.request.scope:  # (a stream that timed out on its own,
+                # its 504 event then held in this send, was counted once already: one timeout)
+                self.state.metrics.inc("timeouts")
+                self.request.scope[ERROR_STATUS] = timed_out(self.state).status
             body = cast("AsyncGenerator[str, None]", self.body_iterator)
             await body.aclose()  # its work dropped now (its ``finally``), not when collected
 
