@@ -42,3 +42,40 @@ def test_a_plain_path_is_replaced_whole(tmp_path: Path) -> None:
     atomic_write_text(out, "a")
     atomic_write_text(out, "b")
     assert out.read_text() == "b" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_another_users_link_in_a_shared_sticky_folder_is_replaced_not_followed(tmp_path):
+    """As the kernel's ``fs.protected_symlinks``: in a world-writable sticky folder (/tmp) a
+    link planted by another user is not followed (a rename would skip the kernel's check and
+    overwrite the victim's file); the link itself is replaced, as before links were followed.
+    A link of this user there is followed."""
+    import pytest
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("precious")
+    planted = shared / "out.json"
+    planted.symlink_to(precious)
+    try:
+        os.lchown(planted, 65534, 65534)  # another user's link (needs root)
+    except (PermissionError, AttributeError):
+        pytest.skip("giving a link to another user needs root")
+    if os.geteuid() == 65534:
+        pytest.skip("runs as the other user")
+    atomic_write_text(planted, "results")
+    assert precious.read_text() == "precious"
+    assert not planted.is_symlink() and planted.read_text() == "results"
+    mine = shared / "mine.json"
+    mine.symlink_to(precious)
+    atomic_write_text(mine, "mine")
+    assert mine.is_symlink() and precious.read_text() == "mine"
+
+
+def test_a_missing_folder_names_the_file_asked_for(tmp_path):
+    import pytest
+
+    with pytest.raises(OSError) as e:
+        atomic_write_text(tmp_path / "nothere" / "x.json", "a")
+    assert e.value.filename == str(tmp_path / "nothere" / "x.json")

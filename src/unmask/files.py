@@ -3,7 +3,8 @@ converted folders): a reader never sees a half-written file or folder.
 
 Inside: ``file_mode`` (what the umask gives a new file), ``named`` (an ``OSError`` naming the
 file it failed on), ``atomic_write_text`` and
-``atomic_write_bytes`` (temporary file + rename), ``staging_dir`` (a folder to fill
+``atomic_write_bytes`` (temporary file + rename; through a symlink, in place to a device:
+``write_target``), ``staging_dir`` (a folder to fill
 before renaming it into place), ``write_safetensors`` (tensors streamed to a file),
 ``read_user_text`` (a file the user named, with one-line errors), ``parse_json`` (JSON text
 read from a file, every parser failure a one-line ``BadJSON`` naming the file and line),
@@ -65,11 +66,33 @@ def _ordinary_mode(fd: int, path: str) -> None:
 def write_target(path: Path) -> tuple[Path, bool]:
     """(the file that writing ``path`` replaces, whether it is written in place): a path
     that is there but is no regular file (``/dev/null``, ``/dev/stdout``, a FIFO) is written
-    in place, since a rename would replace the device node; a symlink's final target is
-    replaced in its own folder, so that the link stays a link; else ``path`` itself."""
+    in place, since a rename would replace the device node; a symlink's target is replaced in
+    its own folder, so that the link stays a link, where the kernel would follow the link
+    (``_may_follow``: in a shared sticky folder such as /tmp only a link of this user or of
+    the folder's owner, as ``fs.protected_symlinks``; a rename skips that check, so another
+    user's planted link is replaced, not followed); else ``path`` itself."""
     if os.path.exists(path) and not os.path.isfile(path):
         return path, True
-    return (Path(os.path.realpath(path)) if os.path.islink(path) else path), False
+    for _ in range(40):  # the kernel's limit on links in a row (a loop: the link replaced)
+        if not (os.path.islink(path) and _may_follow(path)):
+            break
+        path = path.parent / os.readlink(path)
+    return path, False
+
+
+def _may_follow(link: Path) -> bool:
+    """Whether the kernel's ``protected_symlinks`` lets this process follow ``link``: always,
+    unless its folder is world-writable and sticky (/tmp) and the link belongs neither to
+    this user nor to the folder's owner."""
+    import stat
+
+    try:
+        own, folder = os.lstat(link).st_uid, os.stat(link.parent)
+    except OSError:
+        return False
+    shared = folder.st_mode & stat.S_ISVTX and folder.st_mode & stat.S_IWOTH
+    uid = os.geteuid() if hasattr(os, "geteuid") else own
+    return not shared or own in (uid, folder.st_uid)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -96,7 +119,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except OSError as e:
             raise named(e, path) from None
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # (a missing folder: named by the file asked for, not the temp)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     try:
         _ordinary_mode(fd, tmp)  # mkstemp's 0600 would outlive the rename
         with os.fdopen(fd, "wb") as f:
@@ -365,7 +391,7 @@ __all__ = ["CACHE_ENV", "SAFETENSORS_DTYPES", "STDIN_NAME", "as_number", "atomic
            "atomic_write_text", "BadJSON", "cache_dir", "check_creatable", "clear_stale_staging",
            "file_mode", "finite_or_null", "json_line", "json_message", "named", "parse_json",
            "plain_name", "read_user_stdin", "read_user_text", "require_stdout", "staging_dir",
-           "staging_prefix", "stale_staging", "user_stdin", "write_safetensors"]
+           "staging_prefix", "stale_staging", "user_stdin", "write_safetensors", "write_target"]
 
 
 CACHE_ENV = "UNMASK_CACHE_DIR"
