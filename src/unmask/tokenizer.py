@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -331,21 +330,14 @@ class Tokenizer:
         return self._hf_special.to_str(pretty=True)
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``directory/tokenizer.json`` atomically (temp file + rename); returns its path."""
+        """Write ``directory/tokenizer.json`` atomically (``files.atomic_write_text``: temp
+        file + rename, UTF-8, an ordinary file's mode); returns its path."""
+        from unmask.files import atomic_write_text
+
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         path = d / "tokenizer.json"
-        # A unique temp name opened with "x" (not mkstemp, which is 0600): normal permissions.
-        tmp = d / f".tokenizer.json.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        try:
-            with open(tmp, "x", encoding="utf-8") as f:
-                f.write(self.to_str())
-                f.flush()
-                os.fsync(f.fileno())  # not an empty file under the name after a power loss
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, self.to_str())
         return path
 
     def __repr__(self) -> str:
