@@ -237,7 +237,7 @@ def _settings(
         named = recorded  # the run directory then, its checkpoint folder now: one teacher
     # the file's stamp stands for this teacher's weights only if it is of this teacher: another
     # weights file of the same size and time (touch -r, rsync -t) took the first one's hash
-    then = (known or {}).get("teacher_weights") if (known or {}).get("teacher") == named else None
+    then = (known or {}).get("teacher_weights") if recorded == named else None
     return extra | {
         "teacher": named,
         "teacher_weights": weights_stamp(teacher_path, known=then) if teacher_path else None,

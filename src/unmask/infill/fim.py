@@ -284,7 +284,7 @@ def check_declared_room(model: Any, tokenizer: Any, gap: Gap, prefix: str, suffi
 
 def _guided_middle(
     model: Any, tokenizer: Any, auto: TokenAutomaton, label: str, prefix: str, suffix: str,
-    bounds: tuple[int, int], config: SampleConfig, view: _View | None = None,
+    bounds: tuple[int, int], config: SampleConfig, shown: dict[str, Any] | None = None,
 ) -> FimResult:
     """The middle of a gap held to its automaton ``auto`` (a constraint, or the spacing
     rules of a gap that took a space or starts the text: ``unmask.infill.template
@@ -292,7 +292,7 @@ def _guided_middle(
     ``bounds[0]`` and at most ``bounds[1]`` tokens, ended by EOS only where accepted (at
     ``bounds[1]`` tokens without a forward: ``FormGuide.close``). The least length is the
     guide's counter, not a product automaton (10 states a token: a [MASK:2100] was refused).
-    ``view``: where each step is reported (``_progress``)."""
+    ``shown``: ``fill_left_to_right``'s view arguments (``_progress``)."""
     from unmask.infill.ordered import fill_left_to_right
 
     cfg = _config(model)
@@ -305,31 +305,17 @@ def _guided_middle(
     # fill_left_to_right's own check speaks of a form's holes
     _check_fits(cfg, len(prefix_ids), len(suffix_ids), hi)
     prompt = fim_prompt(cfg, prefix_ids, suffix_ids)
-    shown = {} if view is None else dict(canvas=view.canvas, spans=view.spans,
-                                         mask_id=tokenizer.mask_id, space_id=view.space_id,
-                                         step_callback=view.report)
     got = fill_left_to_right(model, [prompt], [[("hole", 0)]], [auto], [hi], config,
-                             eos_id=cfg.eos_id, minimums=[lo], **shown)
+                             eos_id=cfg.eos_id, minimums=[lo], **(shown or {}))
     tokens = got.holes[0][0]
     return FimResult(tokens=tokens, ended=True, nfe=got.nfe,
                      middle=vocab_of(tokenizer).decode(tokens))
 
 
-@dataclass
-class _View:
-    """Where ``infill_causal`` reports its steps: ``report(step, canvas)`` sees ``canvas``
-    (1, L), the diffusion path's canvas of the template with its gap at its longest, as far as
-    the run got (``unmask.infill.ordered.fill_left_to_right``); ``spans``: the gap's span."""
-
-    canvas: Tensor
-    spans: list[list[tuple[int, int]]]
-    space_id: int | None
-    report: StepCallback
-
-
 def _progress(plan: Plan, width: int, tokenizer: Any,
-              step_callback: StepCallback | None) -> _View | None:
-    """The ``_View`` of ``plan``'s one gap at ``width`` tokens for ``step_callback`` (None:
+              step_callback: StepCallback | None) -> dict[str, Any] | None:
+    """``fill_left_to_right``'s view arguments for ``plan``'s one gap at ``width`` tokens for
+    ``step_callback`` (None:
     none), from the end of the hidden line break before a gap at offset 0 (``_after_context``,
     as the diffusion path reports); a gap that ends short shows spaces after its text, as a
     form's hole does."""
@@ -340,8 +326,8 @@ def _progress(plan: Plan, width: int, tokenizer: Any,
     canvas, spans = layouts_canvas([plan.layout([width])], [hole.automaton], [hole.label],
                                    mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
     space = segment_ids(tokenizer, " ", first=False)
-    return _View(canvas=canvas.tokens, spans=spans.holes,
-                 space_id=space[0] if len(space) == 1 else None, report=report)
+    return dict(canvas=canvas.tokens, spans=spans.holes, mask_id=tokenizer.mask_id,
+                space_id=space[0] if len(space) == 1 else None, step_callback=report)
 
 
 def infill_causal(
