@@ -8,7 +8,7 @@ import re
 import sys
 import time
 
-from unmask.commands import given_fields, registry_choice
+from unmask.commands import registry_choice
 from unmask.commands.infill import (
     add_common_flags,
     live_view,
@@ -16,8 +16,7 @@ from unmask.commands.infill import (
     refuse_gen_length,
     stdin_text,
 )
-from unmask.commands.sample_options import with_seed
-from unmask.config import SampleConfig
+from unmask.commands.sample_options import sample_config_from_args, with_seed
 from unmask.errors import UserError
 from unmask.files import require_stdout
 from unmask.messages import plural
@@ -88,12 +87,11 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--confidence-mode {args.confidence_mode} applies to --lowest (it "
                         "scores the tokens to re-mask); --span and --regex choose the text "
                         "themselves")
-    SampleConfig(**given_fields(SampleConfig, args))
+    sample_config_from_args(args)
 
 
 def run(args: argparse.Namespace) -> int:
     from unmask import api
-    from unmask.commands.generate import sample_config_from_args
 
     require_stdout("the edited text")
     refuse_gen_length(args, "edit")
