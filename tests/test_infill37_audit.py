@@ -207,6 +207,9 @@ def test_a_template_that_names_a_file_says_how_to_give_the_file(tmp_path, monkey
     for text in ("~5 minutes to go", "~nosuchuser x"):  # no such user: a RuntimeError traceback
         assert main(["infill", text, "--model", "/nowhere"]) == 2
         assert "template has no gaps: mark them" in capsys.readouterr().err
+    monkeypatch.setenv("HOME", str(tmp_path))  # "~/my story.txt": the hint's path expanded
+    assert main(["infill", "~/my story.txt", "--model", "/nowhere"]) == 2
+    assert f"unmask infill - < '{tmp_path}/my story.txt'" in capsys.readouterr().err
 
 
 def test_confidence_mode_without_lowest_is_refused():

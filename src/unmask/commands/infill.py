@@ -151,13 +151,15 @@ def refuse_file_name(template: str) -> None:
     from pathlib import Path
 
     try:
-        named = Path(template).expanduser().is_file()
+        path = Path(template).expanduser()
+        named = path.is_file()
     except (OSError, ValueError, RuntimeError):  # not a possible file name (RuntimeError:
         return  # "~5 minutes to go", no user named 5: expanduser finds no home)
-    if named:
+    if named:  # the path as the shell must see it: no "~" inside the quotes
+        shown = template if path == Path(template) else str(path)
         raise UserError(f"template {template!r} has no gaps, and names a file: the template "
                         f"is the text itself; give the file's text on stdin: unmask infill - "
-                        f"< {shlex.quote(template)}")
+                        f"< {shlex.quote(shown)}")
 
 
 def constrained_template(args: argparse.Namespace) -> list[Any]:
