@@ -203,17 +203,21 @@ def _dynamic_steps(asked: int, capped: int, masked: Tensor, n_blocks: int, busy:
 
 
 def _fit_blocks(length: int, room: int, block_length: int, steps: int,
-                gaps: Callable[[int], int]) -> tuple[int, int]:
+                gaps: Callable[[int], int] | None = None) -> tuple[int, int]:
     """(block length, number of blocks) of a region of ``length`` tokens in a canvas of
     ``room``: whole blocks of ``block_length`` when they fit, else of the longest block
     length below it whose whole blocks do (1 at the latest: ``length <= room``), unless
     that makes more blocks with a gap (``gaps`` of a block length) than ``steps`` (each
     takes a step): then the shortest longer one that fits with at most ``steps`` of them
-    (``length`` at the latest: one block)."""
+    (``length`` at the latest: one block). ``gaps`` None: every block counts."""
     bl = min(block_length, room)  # (a longer block alone is longer than the room: a
     while -(-length // bl) * bl > room:  # block_length of 2**64 counted down for ever)
         bl -= 1
-    if gaps(bl) > steps > 0:
+    if gaps is None:
+        if -(-length // bl) > steps > 0:
+            bl = next(n for n in range(-(-length // steps), length + 1)
+                      if -(-length // n) * n <= room)
+    elif gaps(bl) > steps > 0:
         bl = next(n for n in range(bl + 1, length + 1)
                   if -(-length // n) * n <= room and gaps(n) <= steps)
     return bl, max(1, -(-length // bl))
@@ -820,8 +824,8 @@ def _steps_bound(config: SampleConfig, canvas: Canvas) -> int:
     if config.block_length is not None and config.block_length > 0:
         slack, bl = canvas.length - (end - start), config.block_length
         shorter = range(1, end - start + 1) if bl > slack + 1 else [end - start]  # else fits
-        blocks = max((_fit_blocks(n, n + slack, bl, config.steps, lambda b, n=n: -(-n // b))[1]
-                      for n in shorter), default=1)  # every block, not only those with a gap
+        blocks = max((_fit_blocks(n, n + slack, bl, config.steps)[1] for n in shorter),
+                     default=1)  # every block counted, not only those with a gap
     if make_policy(config).dynamic:  # at most one forward a masked column (_dynamic_steps)
         return _dynamic_forwards(config, canvas, config.steps)
     # the even share per block rounds up by less than a block's step each (infill_config)
