@@ -268,13 +268,17 @@ def test_perfect_predictor_reconstructs_masked_text(steps):
 
 def test_perfect_predictor_through_fill_canvas_and_blocks():
     canvas = template_canvas("The [MASK:3] sat on the [MASK:3], naïve café.", TOK)
-    # 18 tokens from the first gap to the last: 5 blocks of 4, a step each (steps 4 were
-    # rounded up to 5; now a cap, fewer steps than blocks are refused); the 2 blocks of text
-    # between the gaps take none (they took a forward each until session 37)
+    # 18 tokens from the first gap to the last: 5 blocks of 4, the 3 with a gap a step each
+    # (steps 4 were rounded up to 5; now a cap, fewer steps than those are refused); the 2
+    # blocks of text between the gaps take none (they took a forward each until session 37,
+    # then their share was dropped: 5 steps ran 3), the steps go to the gaps (2, 2, 1)
     out = fill_canvas(Oracle(TRUTH), canvas, SampleConfig(steps=5, block_length=4))
+    assert TOK.decode(out.tokens[0].tolist()) == TRUTH and out.steps == out.nfe == 5
+    out = fill_canvas(Oracle(TRUTH), canvas, SampleConfig(steps=3, block_length=4))
     assert TOK.decode(out.tokens[0].tolist()) == TRUTH and out.steps == out.nfe == 3
-    with pytest.raises(UserError, match=r"steps \(4\) must be at least the number of blocks"):
-        fill_canvas(Oracle(TRUTH), canvas, SampleConfig(steps=4, block_length=4))
+    with pytest.raises(UserError, match=r"steps \(2\) must be at least the number of blocks "
+                                        r"\(3 of 5 with a gap"):
+        fill_canvas(Oracle(TRUTH), canvas, SampleConfig(steps=2, block_length=4))
     assert canvas.masked.sum() == 6  # the caller's canvas is untouched
 
 

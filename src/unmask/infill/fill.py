@@ -119,27 +119,39 @@ def infill_config(config: SampleConfig, canvas: Canvas) -> tuple[SampleConfig, C
     below it that fits, or the shortest longer one where that is more blocks than steps: a
     length search's canvases are often short, ``_fit_blocks``). ``steps`` is capped at the
     most masked positions of a row (one token per step at most), but not below the number
-    of blocks (each block takes a step), and never raised above ``config.steps``: spread
-    over the blocks (``unmask.sampling.loop.split_steps``), the run takes at most the steps
-    asked for (they were rounded up to a multiple of the blocks: 30 masks in 4 blocks at
-    steps 10 ran 12, past the server's ``--max-steps``). Fewer steps than blocks of
-    ``block_length`` over the region is a ``UserError``.
+    of blocks with a gap (each takes a step; a block of the template's text alone takes
+    none), and never raised above ``config.steps``: spread over the blocks with a gap
+    (``unmask.sampling.loop.spread_steps``), the run takes at most the steps asked for (they
+    were rounded up to a multiple of the blocks: 30 masks in 4 blocks at steps 10 ran 12,
+    past the server's ``--max-steps``; the share of a text-only block was dropped, not spent
+    on the gaps). Fewer steps than blocks with a gap, of ``block_length`` over the region, is
+    a ``UserError``.
     """
     start, end = canvas.region
-    n_blocks = 1
+    n_blocks = busy = 1
     if config.block_length is not None:
         if config.block_length <= 0:
             raise UserError(f"block_length must be positive, got {config.block_length}")
         length = end - start
-        if 0 < config.steps < -(-length // config.block_length):  # not positive: the
-            blocks = -(-length // config.block_length)  # sampler's own line
+        cols = canvas.masked.any(dim=0)  # (L,)
+        whole = bool(cols[:start].any())  # a mask before the region: every block counts
+
+        def gaps(bl: int) -> int:
+            return _gap_blocks(cols, start, length, bl, whole=whole)
+
+        blocks = gaps(config.block_length)
+        if 0 < config.steps < blocks:  # not positive: the sampler's own line
+            total = -(-length // config.block_length)
+            some = f"{blocks} of {total} with a gap, " if blocks < total else f"{blocks}: "
             raise UserError(
-                f"steps ({config.steps}) must be at least the number of blocks ({blocks}: "
+                f"steps ({config.steps}) must be at least the number of blocks ({some}"
                 f"the {length} tokens from the first gap to the last in blocks of "
-                f"{config.block_length}): each block takes a step; try {blocks} steps or "
-                f"block_length {-(-length // config.steps)}"
+                f"{config.block_length}): each block with a gap takes a step; try {blocks} "
+                f"steps or block_length {-(-length // config.steps)}"
             )
-        bl, n_blocks = _fit_blocks(length, canvas.length, config.block_length, config.steps)
+        bl, n_blocks = _fit_blocks(length, canvas.length, config.block_length, config.steps,
+                                   gaps)
+        busy = gaps(bl)
         config = dataclasses.replace(config, block_length=bl)
         need = n_blocks * bl
         end = min(canvas.length, start + need)
@@ -147,17 +159,33 @@ def infill_config(config: SampleConfig, canvas: Canvas) -> tuple[SampleConfig, C
         canvas = dataclasses.replace(canvas, region=(start, end))
     masked = canvas.masked[:, start:end].sum(dim=1)
     most = int(masked.max()) if masked.numel() else 0
-    steps = min(config.steps, max(1, most, n_blocks))
-    if n_blocks > 1 and make_policy(config).dynamic:
-        steps = _dynamic_steps(config.steps, steps, canvas.masked[:, start:end], n_blocks)
-    elif n_blocks > 1 and -(-steps // n_blocks) * n_blocks <= config.steps:
-        # an even share per block (LLaDA's rule) where it fits in the steps asked for: a
-        # block of as many masks as its share commits one a step, as before the cap
-        steps = -(-steps // n_blocks) * n_blocks
+    steps = min(config.steps, max(1, most, busy))
+    if busy > 1 and make_policy(config).dynamic:
+        steps = _dynamic_steps(config.steps, steps, canvas.masked[:, start:end], n_blocks,
+                               busy)
+    elif busy > 1 and -(-steps // busy) * busy <= config.steps:
+        # an even share per block with a gap (LLaDA's rule) where it fits in the steps asked
+        # for: a block of as many masks as its share commits one a step, as before the cap
+        steps = -(-steps // busy) * busy
     return dataclasses.replace(config, steps=steps, gen_length=end - start), canvas
 
 
-def _dynamic_steps(asked: int, capped: int, masked: Tensor, n_blocks: int) -> int:
+def _gap_blocks(cols: Tensor, start: int, length: int, bl: int, *, whole: bool = False) -> int:
+    """Of the blocks of ``bl`` over the ``length`` tokens from ``start``, placed as
+    ``infill_config`` places them (ending at the canvas end at the latest), those holding a
+    mask (``cols``: (L,) bool, a mask in some row): the others take no step (the sampler's
+    ``spread_steps``). ``whole``: every block (a mask before ``start`` is a candidate of each,
+    so the sampler spreads its steps over them all)."""
+    n = -(-length // bl)
+    if whole:
+        return n
+    end = min(cols.numel(), start + n * bl)
+    held = cols[max(0, end - n * bl) : end]
+    held = torch.cat([held, held.new_zeros(n * bl - held.numel())])  # past the canvas: none
+    return int(held.reshape(n, bl).any(dim=1).sum())
+
+
+def _dynamic_steps(asked: int, capped: int, masked: Tensor, n_blocks: int, busy: int) -> int:
     """Steps of a dynamic policy (threshold, factor, entropy) over ``n_blocks`` blocks of the
     (B, L) ``masked`` region. The loop gives each block an even share of the steps as its
     bound of forwards, at most its own masks; masks are rarely spread evenly over a
@@ -165,26 +193,33 @@ def _dynamic_steps(asked: int, capped: int, masked: Tensor, n_blocks: int) -> in
     a full block below one forward per mask while the steps asked for cover them all. Where
     the forwards one per mask in every block take (the fullest row's per block, summed) fit
     in ``asked``, every block's share is the most masks of any block: the policy runs as if
-    unbounded, in at most ``asked`` forwards. Else ``capped``, spread: the bound binds."""
+    unbounded, in at most ``asked`` forwards. Else ``capped``, spread: the bound binds. The
+    steps go to the ``busy`` blocks that hold a mask only (``spread_steps``)."""
     per_block = masked.reshape(masked.shape[0], n_blocks, -1).sum(dim=2)  # (B, n_blocks)
     need = int(per_block.max(dim=0).values.sum())
     if need > asked:
         return capped
-    return n_blocks * max(1, int(per_block.max()))
+    return busy * max(1, int(per_block.max()))
 
 
-def _fit_blocks(length: int, room: int, block_length: int, steps: int) -> tuple[int, int]:
+def _fit_blocks(length: int, room: int, block_length: int, steps: int,
+                gaps: Callable[[int], int] | None = None) -> tuple[int, int]:
     """(block length, number of blocks) of a region of ``length`` tokens in a canvas of
     ``room``: whole blocks of ``block_length`` when they fit, else of the longest block
     length below it whose whole blocks do (1 at the latest: ``length <= room``), unless
-    that makes more blocks than ``steps`` (each takes a step): then the shortest longer one
-    that fits with at most ``steps`` blocks (``length`` at the latest: one block)."""
+    that makes more blocks with a gap (``gaps`` of a block length) than ``steps`` (each
+    takes a step): then the shortest longer one that fits with at most ``steps`` of them
+    (``length`` at the latest: one block). ``gaps`` None: every block counts."""
     bl = min(block_length, room)  # (a longer block alone is longer than the room: a
     while -(-length // bl) * bl > room:  # block_length of 2**64 counted down for ever)
         bl -= 1
-    if -(-length // bl) > steps > 0:
-        bl = next(n for n in range(-(-length // steps), length + 1)
-                  if -(-length // n) * n <= room)
+    if gaps is None:
+        if -(-length // bl) > steps > 0:
+            bl = next(n for n in range(-(-length // steps), length + 1)
+                      if -(-length // n) * n <= room)
+    elif gaps(bl) > steps > 0:
+        bl = next(n for n in range(bl + 1, length + 1)
+                  if -(-length // n) * n <= room and gaps(n) <= steps)
     return bl, max(1, -(-length // bl))
 
 
@@ -790,7 +825,7 @@ def _steps_bound(config: SampleConfig, canvas: Canvas) -> int:
         slack, bl = canvas.length - (end - start), config.block_length
         shorter = range(1, end - start + 1) if bl > slack + 1 else [end - start]  # else fits
         blocks = max((_fit_blocks(n, n + slack, bl, config.steps)[1] for n in shorter),
-                     default=1)
+                     default=1)  # every block counted, not only those with a gap
     if make_policy(config).dynamic:  # at most one forward a masked column (_dynamic_steps)
         return _dynamic_forwards(config, canvas, config.steps)
     # the even share per block rounds up by less than a block's step each (infill_config)

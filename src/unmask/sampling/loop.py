@@ -269,9 +269,26 @@ def split_steps(steps: int, num_blocks: int) -> list[int]:
     return [base + (b < extra) for b in range(num_blocks)]
 
 
+def busy_blocks(masked: Tensor, num_blocks: int) -> list[bool]:
+    """Which of ``num_blocks`` equal blocks of the (B, region_len) ``masked`` region hold a
+    mask in some row (one host read)."""
+    return masked.reshape(masked.shape[0], num_blocks, -1).any(dim=2).any(dim=0).tolist()
+
+
+def spread_steps(steps: int, busy: Sequence[bool]) -> list[int]:
+    """``steps`` over the blocks where ``busy`` (``split_steps``), none to the others (an
+    infill template's text between its gaps: a block with no mask takes no step,
+    ``Denoiser._settle``), so the run takes the steps asked for where masks are; every block
+    where none is busy or all are (``split_steps``)."""
+    if all(busy) or not any(busy):
+        return split_steps(steps, len(busy))
+    shares = iter(split_steps(steps, sum(busy)))
+    return [next(shares) if b else 0 for b in busy]
+
+
 def validate(
     config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int | None = None,
-    split: bool = False,
+    split: bool = False, busy: Sequence[bool] | None = None,
 ) -> tuple[int, int]:
     """Check lengths and options; return (num_blocks, steps_per_block). Raises ``UserError``.
 
@@ -280,7 +297,8 @@ def validate(
     cap: they are spread over the blocks, ``split_steps``). Dynamic policies (threshold,
     factor, entropy) take ``steps`` as their bound, spread the same way. Where steps are
     spread they must be at least the blocks (each block takes a step); steps_per_block is
-    then the first block's share.
+    then the first block's share. ``busy``, under ``split``: which blocks hold a mask (the
+    others take no step, ``spread_steps``); the steps must then be at least those.
     """
     if config.gen_length <= 0:
         raise UserError(f"gen_length must be positive, got {config.gen_length}")
@@ -299,11 +317,16 @@ def validate(
         )
     num_blocks = config.gen_length // block_length
     dynamic = make_policy(config).dynamic  # also checks the policy name and its parameters
-    if config.steps < num_blocks and (dynamic or split):
+    working = num_blocks  # the blocks that take a step
+    if split and busy is not None and len(busy) == num_blocks and any(busy):
+        working = sum(map(bool, busy))
+    if config.steps < working and (dynamic or split):
+        some = working < num_blocks  # the others hold no mask: they take no step
         raise UserError(
-            f"steps ({config.steps}) must be at least the number of blocks ({num_blocks} = "
-            f"gen_length {config.gen_length} / block_length {block_length}): each block "
-            f"takes a step; try {num_blocks} or longer blocks"
+            f"steps ({config.steps}) must be at least the number of blocks"
+            f"{' with a mask' * some} ({f'{working} of ' * some}{num_blocks} = gen_length "
+            f"{config.gen_length} / block_length {block_length}): each block"
+            f"{' with a mask' * some} takes a step; try {working} or longer blocks"
         )
     if config.steps % num_blocks and not (dynamic or split):
         raise UserError(
@@ -378,11 +401,14 @@ class Denoiser(DecoderRun):
         region_len = canvas.region[1] - canvas.region[0]
         max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
         check = dataclasses.replace(config, gen_length=region_len)
+        busy = self._busy(canvas, config) if split else None
         self.num_blocks, self.steps_per_block = validate(
             check, prompt_length=canvas.length - region_len, max_seq_len=max_seq_len,
-            split=split,
+            split=split, busy=busy,
         )
-        self._block_steps = split_steps(config.steps, self.num_blocks)  # the total: steps
+        # the total: steps (split: over the blocks that hold a mask, the others take none)
+        self._block_steps = (split_steps(config.steps, self.num_blocks) if busy is None
+                             else spread_steps(config.steps, busy))
         self.block_length = region_len // self.num_blocks
         refuse_top_k("llada" if config.decoder == "auto" else config.decoder, config)
         self.model, self.config, self.eos_id = model, config, eos_id
@@ -463,6 +489,21 @@ class Denoiser(DecoderRun):
         self._enter_block()
         self._settle()
 
+    @staticmethod
+    def _busy(canvas: Canvas, config: SampleConfig) -> list[bool] | None:
+        """Under ``split``: which blocks of the region hold a mask in some row (``validate``,
+        ``spread_steps``); None where the blocks do not divide the region (``validate``
+        refuses) or a mask lies before it (it stays a candidate of every block, so a block
+        with none of its own may still commit)."""
+        start, end = canvas.region
+        bl = end - start if config.block_length is None else config.block_length
+        if bl <= 0 or end <= start or (end - start) % bl:
+            return None
+        masked = canvas.masked
+        if bool(masked[:, :start].any()):
+            return None
+        return busy_blocks(masked[:, start:end], (end - start) // bl)
+
     def _row_draws(self, generators: RowGenerators | RowDraws,
                    config: SampleConfig) -> RowDraws:
         """A generator per row (``RowDraws``): row i's run alone has the canvas of its real
@@ -536,7 +577,9 @@ class Denoiser(DecoderRun):
     def _enter_block(self) -> None:
         block_start, block_end = self.block_bounds
         masked = self.canvas.masked  # (B, L)
-        self.steps_per_block = self._block_steps[self.block]
+        # a block with no share (``spread_steps``) starts with no mask and is skipped
+        # (``_settle``); one step should a mask be left (never with the built-in policies)
+        self.steps_per_block = max(1, self._block_steps[self.block])
         counted = self._counted(masked)  # llada: LLaDA's masks
         if self.policy.dynamic:
             # The share is for the block's own masks; the masks before it (a [MASK] of the
@@ -837,11 +880,12 @@ def sample(
 
     The canvas region ``[start, end)`` is split into ``region_len / block_length`` blocks,
     denoised left to right with ``steps / num_blocks`` steps each (``split``: steps that are
-    not a multiple of the blocks spread over them, ``split_steps``, so the run takes
-    exactly ``steps``; dynamic policies: until the block has no masks left, within their
-    share of ``steps`` plus a step per mask before the block, which it fills too). A block
-    that starts with no mask before its end takes no step (``Denoiser._settle``). Every
-    step:
+    not a multiple of the blocks spread over them, ``split_steps``, only over the blocks that
+    hold a mask, ``spread_steps``, so the run takes at most ``steps``: exactly under the
+    ``llada`` policy unless a block starts with no mask, below; dynamic policies: until the
+    block has no masks left, within their share of ``steps`` plus a step per mask before the
+    block, which it fills too). A block that starts with no mask before its end takes no
+    step (``Denoiser._settle``). Every step:
 
     1. logits = model(x) (B, L, V), through the ``cache`` policy (which may recompute only
        part of the canvas); with ``cfg_scale`` > 0 also the unconditional pass
@@ -1014,6 +1058,7 @@ __all__ = [
     "sample",
     "shift_logits",
     "split_steps",
+    "spread_steps",
     "start_empty_prompts",
     "step_together",
     "validate",

@@ -137,7 +137,9 @@ def topk_per_row(confidence: Tensor, k: Tensor, kmax: int | None = None) -> Tens
     k-th confidence, then its ties leftmost first: ``most_confident``'s choice without a sort
     of every row (a NaN ranks first, as there; a NaN k-th takes that sort). ``kmax``: a bound
     on ``k`` the caller knows on the host (``LLaDAPolicy``: its counts), which saves reading
-    ``k.max()`` from the device every step; None: read."""
+    ``k.max()`` from the device every step; None: read. It must be at least ``k.max()``:
+    unchecked (a check would read the device), a smaller one indexes past the top-``kmax``
+    (an ``IndexError``-like ``RuntimeError``, a device-side assert on CUDA)."""
     k = k.to(confidence.device)
     if kmax is None:
         kmax = int(k.max()) if k.numel() else 0
