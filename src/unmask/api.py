@@ -2088,7 +2088,8 @@ def fill_form(
         raise UserError("give a form template or a JSON Schema (exactly one)")
     if asked is not None and facts_of(loaded).attention == "causal":  # filled left to right
         from unmask.infill.fill import _max_seq_len
-        from unmask.infill.ordered import form_width, refuse_loop_options
+        from unmask.infill.ordered import refuse_loop_options
+        from unmask.infill.schema import form_width
 
         refuse_loop_options(facts_of(loaded), asked, None if isinstance(
             asked, SampleConfig) else lambda: form_width(  # a SampleConfig's steps: always set

@@ -181,6 +181,8 @@ def _gap_blocks(cols: Tensor, start: int, length: int, bl: int, *, whole: bool =
         return n
     end = min(cols.numel(), start + n * bl)
     held = cols[max(0, end - n * bl) : end]
+    if n == 1:  # one block, maybe far longer than the canvas (block_length 2**64): no padding
+        return int(bool(held.any()))
     held = torch.cat([held, held.new_zeros(n * bl - held.numel())])  # past the canvas: none
     return int(held.reshape(n, bl).any(dim=1).sum())
 

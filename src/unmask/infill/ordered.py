@@ -11,7 +11,7 @@ Inside:
 - ``refuse_loop_options``: the masked-diffusion loop's options, which a fill left to right
   would ignore, refused in one line (``unmask.api.infill`` and ``fill_form``, the server's
   ``plumbing.left_to_right``); ``steps`` and ``block_length`` pass at the tokens it writes:
-  ``declared_width`` (``fim_width``) of a gap, ``form_width`` of a form.
+  ``declared_width`` (``fim_width``) of a gap (a form's: ``schema.form_width``).
 
 The same automata as the diffusion path, read in one direction only: in a hole the run is
 in one automaton state, and a token is allowed when its next state can still reach an
@@ -432,22 +432,6 @@ def fim_width(template: str | Sequence[Any]) -> int | None:
     return declared_width(gaps[0]) if len(gaps) == 1 else None
 
 
-def form_width(form: Any, tokenizer: Any, *, source: str, max_seq_len: int | None,
-               schema: bool = False) -> int:
-    """The tokens the holes of ``form`` (a ``fill_form`` template; ``schema``: a JSON Schema,
-    ``schema_form``) take at their widest: what a causal checkpoint writes, a step each; its
-    automata compile (``parse_form``, which refuses a form too wide for ``max_seq_len``)."""
-    from unmask.infill.forms import parse_form
-    from unmask.infill.schema import schema_form
-
-    if schema:
-        form = schema_form(form, tokenizer, source=source, context=max_seq_len)
-        if not isinstance(form, (dict, list)):  # a scalar schema: one hole (fill_schema)
-            form = [form]
-    _, holes, _ = parse_form(form, tokenizer, source=source, max_seq_len=max_seq_len)
-    return sum(h.width for h in holes)
-
-
 def refuse_loop_options(facts: ModelFacts, config: SampleConfig | Mapping[str, Any],
                         width: int | Callable[[], int | None] | None = None) -> None:
     """One ``UserError`` line for an option a causal checkpoint's fill left to right
@@ -496,6 +480,5 @@ __all__ = [
     "fill_left_to_right",
     "fim_width",
     "form_span",
-    "form_width",
     "refuse_loop_options",
 ]

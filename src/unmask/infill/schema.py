@@ -64,6 +64,7 @@ from unmask.infill.forms import (
     float_range,
     int_range,
     load_json,
+    parse_form,
     text_value,
     value_automaton,
 )
@@ -1818,12 +1819,28 @@ def constraint_form(
     return ValueHole(regex=whole_pattern(regex), width=max_tokens, spec="<regex>"), False
 
 
+def form_width(form: Any, tokenizer: Any, *, source: str, max_seq_len: int | None,
+               schema: bool = False) -> int:
+    """The tokens the holes of ``form`` (a ``fill_form`` template; ``schema``: a JSON Schema,
+    ``schema_form``) take at their widest: what a causal checkpoint writes, a step each; its
+    automata compile (``parse_form``, which refuses a form too wide for ``max_seq_len``).
+    Here, not in ``unmask.infill.ordered`` (whose ``refuse_loop_options`` takes it): ``forms``
+    imports ``fim``, and ``fim`` ``ordered``."""
+    if schema:
+        form = schema_form(form, tokenizer, source=source, context=max_seq_len)
+        if not isinstance(form, (dict, list)):  # a scalar schema: one hole (fill_schema)
+            form = [form]
+    _, holes, _ = parse_form(form, tokenizer, source=source, max_seq_len=max_seq_len)
+    return sum(h.width for h in holes)
+
+
 __all__ = [
     "JSON_OBJECT",
     "MAX_VALUE_TOKENS",
     "constraint_form",
     "check_schema",
     "fill_schema",
+    "form_width",
     "load_schema",
     "schema_form",
     "schema_regex",

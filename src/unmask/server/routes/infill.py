@@ -491,7 +491,7 @@ def router(state: ServerState) -> APIRouter:
         automata compile (cached for the fill). Kept in ``state.forms``: a form's width is
         its tokenizer's, so one sized before is answered on the request path (each sized
         request waited in the slow-check pool, and re-parsed its form or schema there)."""
-        from unmask.infill.ordered import form_width as widest
+        from unmask.infill.schema import form_width as widest
 
         key = json.dumps(["width", source, form], ensure_ascii=False)
         kept = state.forms.get(key)
