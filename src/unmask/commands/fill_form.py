@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from unmask.commands.infill import add_common_flags, live_view, load_model, refuse_gen_length
-from unmask.commands.sample_options import with_seed
+from unmask.commands.sample_options import sample_config_from_args, with_seed
 from unmask.errors import UserError
 from unmask.files import read_user_stdin, require_stdout
 from unmask.messages import plural
@@ -86,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
     refuse_gen_length(args, "fill_form")
     from unmask import api
     from unmask.commands import given_fields
-    from unmask.commands.generate import sample_config_from_args
     from unmask.config import SampleConfig
     from unmask.infill import parse_form
     from unmask.infill.fill import _max_seq_len

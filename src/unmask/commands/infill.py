@@ -22,7 +22,12 @@ from unmask.commands import (
     dataclass_from_args,
     given_fields,
 )
-from unmask.commands.sample_options import STEPS_PER_MASK, add_sample_flags, with_seed
+from unmask.commands.sample_options import (
+    STEPS_PER_MASK,
+    add_sample_flags,
+    sample_config_from_args,
+    with_seed,
+)
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
 from unmask.files import read_user_stdin, require_stdout
@@ -136,7 +141,7 @@ def check_flags(args: argparse.Namespace) -> None:
     stdin."""
     from unmask.config import InfillOptions
 
-    SampleConfig(**given_fields(SampleConfig, args))
+    sample_config_from_args(args)
     dataclass_from_args(InfillOptions, args)
     refuse_file_name(args.template)
 

@@ -315,10 +315,9 @@ def _guided_middle(
 def _progress(plan: Plan, width: int, tokenizer: Any,
               step_callback: StepCallback | None) -> dict[str, Any] | None:
     """``fill_left_to_right``'s view arguments for ``plan``'s one gap at ``width`` tokens for
-    ``step_callback`` (None:
-    none), from the end of the hidden line break before a gap at offset 0 (``_after_context``,
-    as the diffusion path reports); a gap that ends short shows spaces after its text, as a
-    form's hole does."""
+    ``step_callback`` (None: none), from the end of the hidden line break before a gap at
+    offset 0 (``_after_context``, as the diffusion path reports); a gap that ends short shows
+    spaces after its text, as a form's hole does."""
     report = _after_context(plan, step_callback)
     if report is None:
         return None
