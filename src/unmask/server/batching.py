@@ -365,6 +365,9 @@ class Engine:
         self._rows = 0
         self._whole: list[Job] = []
         """The jobs of the whole-batch run under way (``close`` cancels them)."""
+        self._handing = False
+        """``_take`` handed work out that the gauges do not count yet (``submit``: a job
+        queued in that moment waits behind it, as behind a counted run)."""
 
     # -- the caller's side -------------------------------------------------------------------
 
@@ -401,7 +404,8 @@ class Engine:
             if len(self._queue) >= self.max_queue:
                 raise QueueFull
             self._queue.append(job)
-            job._waited = self._running > 0  # (0 from a run's end on: ``_step``, ``_idle``)
+            # (0 from a run's end on: ``_step``, ``_idle``)
+            job._waited = self._running > 0 or self._handing
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._work, name="unmask-engine", daemon=True
@@ -598,6 +602,7 @@ class Engine:
                 job.cancel()
                 _resolve(job.future, exc=WorkerDown())
             self._running = self._rows = 0
+            self._handing = False
             raise
 
     def _loop(self, active: list[_Running]) -> None:
@@ -625,6 +630,7 @@ class Engine:
             running = bool(active)  # requests taken into an idle worker start together:
             for part in joined:  # none of them joined a running batch (all but one counted)
                 self._start(part, active, joining=running)
+            self._handing = False  # (counted by ``_start`` now)
             self._step(active)
         for r in active:
             r.job.cancel()
@@ -680,6 +686,7 @@ class Engine:
                     break
             for job in self._queue:  # left behind others: no batch_wait_s for them later
                 job._waited = True
+            self._handing = bool(joined or whole)
         for job in dropped:
             _resolve(job.future, exc=Cancelled())
         return [p for p in joined if not p.job.cancelled], whole
@@ -804,9 +811,10 @@ class Engine:
         for j in batch:
             if j not in live:
                 _resolve(j.future, exc=Cancelled())
+        self._running, self._rows = len(live), sum(len(j.rows) for j in live)
+        self._handing = False
         if not live:
             return
-        self._running, self._rows = len(live), sum(len(j.rows) for j in live)
         self._whole = live
         if self._stop:  # closed while these were taken from the queue
             for j in live:
