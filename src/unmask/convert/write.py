@@ -320,6 +320,7 @@ def export(
         template = config.chat_template
         files = {"chat_template.jinja": template} if template else {}
         files["tokenizer_config.json"] = _tokenizer_config(config, tokenizer)
+        files["generation_config.json"] = _generation_config(config)
     with _streamed_native(model, folder) as tensors:  # one tensor in memory at a time
         renamed = _Renamed(tensors, names)
         like = {names[k]: p for k, p in tensors.params.items()}
@@ -357,6 +358,16 @@ def _tokenizer_config(config: ModelConfig, tokenizer: Any) -> str:
 
     plain = dataclasses.replace(config, chat_template=None)
     return json.dumps(tokenizer_config(plain, tokenizer), indent=2) + "\n"
+
+
+def _generation_config(config: ModelConfig) -> str:
+    """A publisher folder's ``generation_config.json``: the special ids, as the publishers'
+    folders ship it. Dream's modeling code reads it in ``from_pretrained`` (its
+    ``DreamGenerationConfig``, whose ``mask_token_id`` its ``diffusion_generate`` fills the
+    canvas with): without the file, the export did not load with the publisher's code."""
+    ids = {key: getattr(config, name) for name, key in SPECIAL_KEYS.items()}
+    return json.dumps({k: v for k, v in ids.items() if v is not None}, indent=2,
+                      sort_keys=True) + "\n"
 
 
 def _layout(
