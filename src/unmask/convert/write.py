@@ -316,7 +316,8 @@ def export(
     header, names = _checked_layout(imp, config, dtype, params)
     if imp.files is not None:  # transformers: tokenizer_config.json holds the template
         files = imp.files(config, tokenizer)
-    else:  # where transformers and the importer look first: an SFT model stays chat-capable
+    else:  # the template also where transformers and the importer look first (an SFT
+        # model stays chat-capable)
         template = config.chat_template
         files = {"chat_template.jinja": template} if template else {}
         files["tokenizer_config.json"] = _tokenizer_config(config, tokenizer)
@@ -350,14 +351,14 @@ class _Renamed(Mapping[str, "torch.Tensor"]):
 def _tokenizer_config(config: ModelConfig, tokenizer: Any) -> str:
     """A publisher folder's ``tokenizer_config.json``, as LLaDA's and Dream's ship one: the
     tokenizer class and the special tokens by name, so ``AutoTokenizer`` over the folder knows
-    its mask and end tokens (without it, it built a tokenizer with none). The chat template
-    stays in ``chat_template.jinja`` alone."""
-    import dataclasses
-
+    its mask and end tokens (without it, it built a tokenizer with none), and the chat template,
+    where LLaDA-8B-Instruct ships it: ``transformers`` before 4.47, which the publishers'
+    modeling code needs (LLaDA's fails under 5.x), reads no ``chat_template.jinja`` (the
+    export's only copy, so ``apply_chat_template`` had none); later versions read that file
+    first, the same text."""
     from unmask.convert.hf_export import tokenizer_config
 
-    plain = dataclasses.replace(config, chat_template=None)
-    return json.dumps(tokenizer_config(plain, tokenizer), indent=2) + "\n"
+    return json.dumps(tokenizer_config(config, tokenizer), indent=2) + "\n"
 
 
 def _generation_config(config: ModelConfig) -> str:
