@@ -4,7 +4,6 @@ layout, or converting one, meets."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
