@@ -352,8 +352,8 @@ def _tokenizer_config(config: ModelConfig, tokenizer: Any) -> str:
     """A publisher folder's ``tokenizer_config.json``, as LLaDA's and Dream's ship one: the
     tokenizer class and the special tokens by name, so ``AutoTokenizer`` over the folder knows
     its mask and end tokens (without it, it built a tokenizer with none), and the chat template,
-    where LLaDA-8B-Instruct ships it: ``transformers`` before 4.47, which the publishers'
-    modeling code needs (LLaDA's fails under 5.x), reads no ``chat_template.jinja`` (the
+    the one place ``transformers`` before 4.47 reads it: those versions, which the publishers'
+    modeling code needs (LLaDA's fails under 5.x), read no ``chat_template.jinja`` (the
     export's only copy, so ``apply_chat_template`` had none); later versions read that file
     first, the same text."""
     from unmask.convert.hf_export import tokenizer_config
