@@ -281,8 +281,8 @@ def export(
     dtype: torch.dtype | str | None = None,
 ) -> Path:
     """Write a native checkpoint ``src`` as a folder in ``family``'s publisher layout at ``dst``
-    (``config.json``, ``model.safetensors``, ``tokenizer.json``, ``tokenizer_config.json``);
-    returns ``dst``.
+    (``config.json``, ``model.safetensors``, ``tokenizer.json``, ``tokenizer_config.json``,
+    ``generation_config.json``); returns ``dst``.
 
     Tensor names are the inverse of the family's weight map, so ``unmask.load(dst)`` imports
     it back exactly. Family ``transformers`` also writes its own modeling code and
