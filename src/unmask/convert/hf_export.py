@@ -101,7 +101,11 @@ def template_text(name: str) -> str:
 
 def tokenizer_config(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
     """``tokenizer_config.json``: ``AutoTokenizer`` builds a ``PreTrainedTokenizerFast`` over
-    ``tokenizer.json`` with these special tokens (and the chat template, if any)."""
+    ``tokenizer.json`` with these special tokens (and the chat template, if any). Its
+    ``bos_token`` is the one a raw prompt begins with (``prompt_bos_id``) where the model has
+    one, as Dream's folder names ``<|beginoftext|>`` there while its ``config.json``'s
+    ``bos_token_id`` is its EOS: a harness that adds ``tokenizer.bos_token`` (Dream's
+    evaluation, ``add_bos_token=true``) put the EOS before an exported Dream's prompts."""
     out: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": config.max_seq_len,
@@ -109,6 +113,8 @@ def tokenizer_config(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any
     }
     for name, key in SPECIAL_KEYS.items():
         token_id = getattr(config, name)
+        if name == "bos_id" and token_id is not None and config.prompt_bos_id is not None:
+            token_id = config.prompt_bos_id
         token = tokenizer.id_to_token(token_id) if token_id is not None else None
         if token is not None:
             out[key.removesuffix("_id")] = token  # mask_token_id -> mask_token

@@ -281,8 +281,8 @@ def export(
     dtype: torch.dtype | str | None = None,
 ) -> Path:
     """Write a native checkpoint ``src`` as a folder in ``family``'s publisher layout at ``dst``
-    (``config.json``, ``model.safetensors``, ``tokenizer.json``, ``tokenizer_config.json``);
-    returns ``dst``.
+    (``config.json``, ``model.safetensors``, ``tokenizer.json``, ``tokenizer_config.json``,
+    ``generation_config.json``); returns ``dst``.
 
     Tensor names are the inverse of the family's weight map, so ``unmask.load(dst)`` imports
     it back exactly. Family ``transformers`` also writes its own modeling code and
@@ -316,10 +316,12 @@ def export(
     header, names = _checked_layout(imp, config, dtype, params)
     if imp.files is not None:  # transformers: tokenizer_config.json holds the template
         files = imp.files(config, tokenizer)
-    else:  # where transformers and the importer look first: an SFT model stays chat-capable
+    else:  # the template also where transformers and the importer look first (an SFT
+        # model stays chat-capable)
         template = config.chat_template
         files = {"chat_template.jinja": template} if template else {}
         files["tokenizer_config.json"] = _tokenizer_config(config, tokenizer)
+        files["generation_config.json"] = _generation_config(config)
     with _streamed_native(model, folder) as tensors:  # one tensor in memory at a time
         renamed = _Renamed(tensors, names)
         like = {names[k]: p for k, p in tensors.params.items()}
@@ -349,14 +351,24 @@ class _Renamed(Mapping[str, "torch.Tensor"]):
 def _tokenizer_config(config: ModelConfig, tokenizer: Any) -> str:
     """A publisher folder's ``tokenizer_config.json``, as LLaDA's and Dream's ship one: the
     tokenizer class and the special tokens by name, so ``AutoTokenizer`` over the folder knows
-    its mask and end tokens (without it, it built a tokenizer with none). The chat template
-    stays in ``chat_template.jinja`` alone."""
-    import dataclasses
-
+    its mask and end tokens (without it, it built a tokenizer with none), and the chat template,
+    the one place ``transformers`` before 4.47 reads it: those versions, which the publishers'
+    modeling code needs (LLaDA's fails under 5.x), read no ``chat_template.jinja`` (the
+    export's only copy, so ``apply_chat_template`` had none); later versions read that file
+    first, the same text."""
     from unmask.convert.hf_export import tokenizer_config
 
-    plain = dataclasses.replace(config, chat_template=None)
-    return json.dumps(tokenizer_config(plain, tokenizer), indent=2) + "\n"
+    return json.dumps(tokenizer_config(config, tokenizer), indent=2) + "\n"
+
+
+def _generation_config(config: ModelConfig) -> str:
+    """A publisher folder's ``generation_config.json``: the special ids, as the publishers'
+    folders ship it. Dream's modeling code reads it in ``from_pretrained`` (its
+    ``DreamGenerationConfig``, whose ``mask_token_id`` its ``diffusion_generate`` fills the
+    canvas with): without the file, the export did not load with the publisher's code."""
+    ids = {key: getattr(config, name) for name, key in SPECIAL_KEYS.items()}
+    return json.dumps({k: v for k, v in ids.items() if v is not None}, indent=2,
+                      sort_keys=True) + "\n"
 
 
 def _layout(
