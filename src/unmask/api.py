@@ -700,6 +700,14 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None, *,
         length = given.get("gen_length", recommended.get("gen_length", SampleConfig.gen_length))
         recommended["steps"] = length
     config = SampleConfig(**{**recommended, **given})
+    from unmask.sampling import DECODERS
+    from unmask.sampling.registry import option_given, refuse_unused
+
+    if decoder in DECODERS and any(option_given(config, n, given) != option_given(config, n)
+                                   for n in ("steps", "block_length")):
+        # steps typed at the dataclass's 64 are as typed as any other count (the rest is
+        # refused in ``choose_decoder``'s order)
+        refuse_unused(DECODERS[decoder], config, explicit=given)
     if per_token and prompt_lengths is not None:
         config = fit_block_steps(loaded, config, prompt_lengths)
     block = recommended.get("block_length")
