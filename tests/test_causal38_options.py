@@ -1,6 +1,6 @@
 """Options given explicitly on a causal checkpoint (session 38, causal): ``--steps 64`` (the
 dataclass's default value, typed) is refused like any other count the token-by-token decoder
-would ignore."""
+would ignore; ``--n N`` of a greedy run decodes each prompt once."""
 
 from __future__ import annotations
 
@@ -67,3 +67,39 @@ def test_the_library_refuses_explicit_steps_but_not_the_dataclass_default(causal
     out = api.generate(loaded, "ab", config=SampleConfig(gen_length=8))
     assert len(out.ids[0]) == 8
     assert api.sample_config(loaded, {"gen_length": 8, "steps": 8}).steps == 8
+
+
+@pytest.fixture(scope="module")
+def mdlm_ckpt(tmp_path_factory):
+    from unmask.checkpoint import save_checkpoint
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, **tok.special_ids())
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("mdlm")
+    return str(save_checkpoint(path, model=Transformer(cfg).eval(), tokenizer=tok))
+
+
+@pytest.mark.parametrize("which", ["causal_ckpt", "mdlm_ckpt"])
+def test_greedy_choices_are_decoded_once(which, request):
+    """``--n 4`` of a greedy run (and a prompt given twice) wrote four identical texts from a
+    batch of four identical rows: four times the forward work for one text. Each distinct
+    prompt is now one row of the batch, its copies its text; the texts are those of the
+    prompts alone, in their places."""
+    from unmask import api
+    from unmask.checkpoint import load
+
+    loaded = load(request.getfixturevalue(which))
+    rows: list[int] = []
+    hook = loaded.model.register_forward_pre_hook(
+        lambda _m, args, kwargs=None: rows.append(int(args[0].shape[0])))
+    try:
+        config = {"gen_length": 8, "temperature": 0.0}
+        alone = {p: api.generate(loaded, p, config=config).texts[0] for p in ("ab", "xyz")}
+        rows.clear()
+        out = api.generate(loaded, ["ab", "xyz", "ab"], config=config, n=3)
+    finally:
+        hook.remove()
+    assert max(rows) == 2  # two distinct prompts, not nine rows
+    assert out.texts == [alone[p] for p in ("ab", "xyz", "ab") for _ in range(3)]
+    assert len(out.ids) == 9 and len(set(map(tuple, out.ids))) <= 2
