@@ -103,3 +103,19 @@ def test_greedy_choices_are_decoded_once(which, request):
     assert max(rows) == 2  # two distinct prompts, not nine rows
     assert out.texts == [alone[p] for p in ("ab", "xyz", "ab") for _ in range(3)]
     assert len(out.ids) == 9 and len(set(map(tuple, out.ids))) <= 2
+
+
+def test_the_server_refuses_steps_64_on_a_causal_checkpoint_like_steps_9(causal_ckpt):
+    """A completion request's ``steps`` is a field the client sent: 64 (the dataclass's
+    default) with ``max_tokens`` 8 on an AR checkpoint was a 200 that ignored it, 9 a 400."""
+    from fastapi.testclient import TestClient
+
+    from unmask.checkpoint import load
+    from unmask.server import create_app
+
+    with TestClient(create_app(load(causal_ckpt))) as c:
+        for steps, status in ((64, 400), (9, 400), (8, 200)):
+            r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 8, "steps": steps})
+            assert r.status_code == status, (steps, r.text)
+            if status == 400:
+                assert "steps does not apply to decoder 'ar'" in r.json()["error"]["message"]
