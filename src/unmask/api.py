@@ -700,6 +700,14 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None, *,
         length = given.get("gen_length", recommended.get("gen_length", SampleConfig.gen_length))
         recommended["steps"] = length
     config = SampleConfig(**{**recommended, **given})
+    from unmask.sampling import DECODERS
+    from unmask.sampling.registry import option_given, refuse_unused
+
+    if decoder in DECODERS and any(option_given(config, n, given) != option_given(config, n)
+                                   for n in ("steps", "block_length")):
+        # steps typed at the dataclass's 64 are as typed as any other count (the rest is
+        # refused in ``choose_decoder``'s order)
+        refuse_unused(DECODERS[decoder], config, explicit=given)
     if per_token and prompt_lengths is not None:
         config = fit_block_steps(loaded, config, prompt_lengths)
     block = recommended.get("block_length")
@@ -1263,8 +1271,9 @@ def run_rows(
         raise UserError("no prompts given")
     if seeds is None:
         plan = row_runs(loaded, rows, config, seeded=False, draft=draft)
-        if len(rows) > 1 and any(plan.apart):
-            # such a row, or the rows beside it, wrote otherwise than alone in one batch
+        if len(rows) > 1 and (any(plan.apart) or plan.same != list(range(len(rows)))):
+            # such a row, or the rows beside it, wrote otherwise than alone in one batch; an
+            # identical row of a greedy run is decoded once (``row_runs``)
             return _runs_apart(loaded, rows, config, None, step_callback, draft, plan)
         run = start(loaded, rows, config, step_callback=step_callback, draft=draft)
         return run_to_end(run, device=str(_device(loaded)))
@@ -1380,9 +1389,11 @@ def row_runs(
     [MASK] in a prompt under a KV cache) a run of its own, the others one run where they
     may share one (``seeded``, a seed a row: ``seeds_in_one_run`` of them; else always),
     else a run each. Where the run draws nothing (``draws_noise``, not ``seeded``), identical
-    rows kept apart run once, their copies taking its text: the same text (a greedy run is
-    deterministic) at one run's cost (``--n 8`` of a prompt of [MASK]s: one run, not
-    eight). The one rule of ``generate``, ``run_rows``, the server's ``Engine`` and
+    rows run once, their copies taking its text: the same text (a greedy run is
+    deterministic, and a row of a batch writes what it writes alone) at one row's cost
+    (``--n 8`` of a greedy run: one row decoded, not eight; of a prompt of [MASK]s: one
+    run). The one rule of ``generate``, ``run_rows``, the server's ``Engine`` (which
+    decodes the copies of a request without a row kept apart all the same) and
     ``unmask.tasks.score``."""
     from unmask.sampling import choose_decoder
     from unmask.sampling.protocol import RowRuns
@@ -1390,14 +1401,14 @@ def row_runs(
     facts = facts_of(loaded)
     chosen = choose_decoder(facts, _with_draft(config, draft))
     apart = chosen.rows_apart(config, rows, facts.mask_id)
-    rest = [i for i, a in enumerate(apart) if not a]
-    shared = len(rest) > 1 and (not seeded or seeds_in_one_run(
-        loaded, config, draft, rows=[rows[i] for i in rest]))
     same = list(range(len(rows)))
     if not seeded and not draws_noise(chosen.name, config):
         first: dict[tuple[int, ...], int] = {}
-        for i in (i for i, a in enumerate(apart) if a):
-            same[i] = first.setdefault(tuple(rows[i]), i)
+        for i, row in enumerate(rows):
+            same[i] = first.setdefault(tuple(row), i)
+    rest = [i for i, a in enumerate(apart) if not a and same[i] == i]
+    shared = len(rest) > 1 and (not seeded or seeds_in_one_run(
+        loaded, config, draft, rows=[rows[i] for i in rest]))
     alone = [[i] for i, a in enumerate(apart) if a and same[i] == i]
     return RowRuns(([rest] if shared else [[i] for i in rest]) + alone, apart, same)
 

@@ -196,8 +196,8 @@ def run(args: argparse.Namespace) -> int:
                        count="--n {}")  # first, in the flag's words (api.generate checks too)
     if args.n > 1 and not api.draws_noise(decoder, config):
         print(f"unmask generate: note: --n {args.n} of a run that draws nothing (decoder "
-              f"{decoder}, temperature {config.temperature:g}): every choice is the same; "
-              "sample (--temperature above 0) for different ones", file=sys.stderr)
+              f"{decoder}, temperature {config.temperature:g}): every choice is the same "
+              "(decoded once); sample (--temperature above 0) for different ones", file=sys.stderr)
     note_empty_steps("unmask generate", config, decoder, ids, loaded.tokenizer.mask_id)
 
     live = None if args.no_live or args.json else make_live(loaded.tokenizer, config, decoder)

@@ -358,8 +358,8 @@ class RowRuns(NamedTuple):
     the server's ``Engine``, the task scorer, one rule): ``groups``, the runs as lists of row
     indices (the rows that may share a run first, in order); ``apart``, per row, whether the
     decoder keeps it apart (``Decoder.rows_apart``: it runs alone); ``same``, per row, the
-    row whose run writes its text (itself, or an identical row kept apart of a run that draws
-    nothing, which runs once for all its copies; a row that copies is in no group)."""
+    row whose run writes its text (itself, or an identical row of a run that draws nothing,
+    which runs once for all its copies; a row that copies is in no group)."""
 
     groups: list[list[int]]
     apart: list[bool]

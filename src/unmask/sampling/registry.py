@@ -22,7 +22,7 @@ Inside: ``Target``, ``Decoder``, ``DECODERS``, ``COMMIT_LOOP_OPTIONS``, ``DEPEND
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -164,21 +164,28 @@ def refuse_top_k(decoder: str, config: SampleConfig) -> None:
         )
 
 
-def option_given(config: SampleConfig, name: str) -> bool:
+def option_given(config: SampleConfig, name: str, explicit: Collection[str] = ()) -> bool:
     """Whether option ``name`` of ``config`` is set to other than its default. ``steps`` and
     ``block_length`` count as unset at ``gen_length`` too (one step per token, one block:
-    what a command fills in)."""
+    what a command fills in), and, where ``explicit`` (the options the caller named: a
+    command's flags, a request's fields) holds them, as set at any other value: ``--steps
+    64`` is a value a user types, not the dataclass's default (``unmask infill --steps 64``
+    on a causal checkpoint ran and did nothing, where ``--steps 63`` was refused)."""
     value = getattr(config, name)
     if name in ("steps", "block_length") and value == config.gen_length:
         return False
+    if name in explicit and name in ("steps", "block_length") and value is not None:
+        return True
     return bool(value != getattr(SampleConfig, name))
 
 
-def refuse_unused(decoder: Decoder, config: SampleConfig) -> None:
+def refuse_unused(
+    decoder: Decoder, config: SampleConfig, explicit: Collection[str] = ()
+) -> None:
     """Refuse, in one ``UserError`` line naming them and the decoder, the options of
-    ``decoder.unused`` that ``config`` sets (``option_given``): the decoder would ignore
-    them."""
-    given = [name for name in decoder.unused if option_given(config, name)]
+    ``decoder.unused`` that ``config`` sets (``option_given``, ``explicit`` the options the
+    caller named): the decoder would ignore them."""
+    given = [name for name in decoder.unused if option_given(config, name, explicit)]
     if given:
         one = len(given) == 1
         raise UserError(

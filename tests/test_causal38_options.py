@@ -1,0 +1,121 @@
+"""Options given explicitly on a causal checkpoint (session 38, causal): ``--steps 64`` (the
+dataclass's default value, typed) is refused like any other count the token-by-token decoder
+would ignore; ``--n N`` of a greedy run decodes each prompt once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unmask.config import SampleConfig, model_preset
+from unmask.errors import UserError
+from unmask.model import Transformer
+from unmask.tokenizer import byte_tokenizer, with_fim_tokens
+
+
+@pytest.fixture(scope="module")
+def causal_ckpt(tmp_path_factory):
+    from unmask.checkpoint import save_checkpoint
+
+    tok = with_fim_tokens(byte_tokenizer())
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=96, attention="causal",
+                       objective="ar", **tok.special_ids(), **tok.fim_ids())
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ar")
+    return str(save_checkpoint(path, model=Transformer(cfg).eval(), tokenizer=tok))
+
+
+@pytest.mark.parametrize("steps", ["64", "8"])
+def test_infill_steps_typed_on_a_causal_checkpoint_are_refused_at_any_count(
+        causal_ckpt, steps, capsys):
+    """A one-gap template of 4 tokens is filled in 4 steps by fill-in-the-middle; ``--steps 8``
+    was refused ("does not apply to decoder 'ar'") but ``--steps 64``, the dataclass's
+    default, was taken as not given and ran, doing nothing with it."""
+    from unmask.cli import main
+
+    argv = ["infill", "--model", causal_ckpt, "--device", "cpu", "ab [MASK:4] cd"]
+    assert main([*argv, "--steps", steps]) == 2
+    err = capsys.readouterr().err
+    assert "--steps does not apply to decoder 'ar'" in err and len(err.strip().splitlines()) == 1
+    assert main([*argv, "--steps", "4"]) == 0  # one step per token: what it does
+    assert main(argv) == 0
+
+
+def test_generate_steps_64_typed_on_a_causal_checkpoint_is_refused(causal_ckpt, capsys):
+    """``unmask generate --gen-length 8 --steps 64`` on an AR checkpoint ran (``--steps 9``
+    was refused); steps at gen_length stay accepted (one step per token)."""
+    from unmask.cli import main
+
+    argv = ["generate", "--model", causal_ckpt, "--device", "cpu", "--no-live", "ab",
+            "--gen-length", "8"]
+    assert main([*argv, "--steps", "64"]) == 2
+    assert "--steps does not apply to decoder 'ar'" in capsys.readouterr().err
+    assert main([*argv, "--steps", "8"]) == 0
+
+
+def test_the_library_refuses_explicit_steps_but_not_the_dataclass_default(causal_ckpt):
+    """A mapping names what the caller set: steps 64 there is refused; a ``SampleConfig``
+    whose steps are the dataclass's (never chosen) still runs, as it always did."""
+    from unmask import api
+    from unmask.checkpoint import load
+
+    loaded = load(causal_ckpt)
+    with pytest.raises(UserError, match="steps does not apply to decoder 'ar'"):
+        api.sample_config(loaded, {"gen_length": 8, "steps": 64})
+    with pytest.raises(UserError, match="steps does not apply to decoder 'ar'"):
+        api.generate(loaded, "ab", config={"gen_length": 8, "steps": 64})
+    out = api.generate(loaded, "ab", config=SampleConfig(gen_length=8))
+    assert len(out.ids[0]) == 8
+    assert api.sample_config(loaded, {"gen_length": 8, "steps": 8}).steps == 8
+
+
+@pytest.fixture(scope="module")
+def mdlm_ckpt(tmp_path_factory):
+    from unmask.checkpoint import save_checkpoint
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, **tok.special_ids())
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("mdlm")
+    return str(save_checkpoint(path, model=Transformer(cfg).eval(), tokenizer=tok))
+
+
+@pytest.mark.parametrize("which", ["causal_ckpt", "mdlm_ckpt"])
+def test_greedy_choices_are_decoded_once(which, request):
+    """``--n 4`` of a greedy run (and a prompt given twice) wrote four identical texts from a
+    batch of four identical rows: four times the forward work for one text. Each distinct
+    prompt is now one row of the batch, its copies its text; the texts are those of the
+    prompts alone, in their places."""
+    from unmask import api
+    from unmask.checkpoint import load
+
+    loaded = load(request.getfixturevalue(which))
+    rows: list[int] = []
+    hook = loaded.model.register_forward_pre_hook(
+        lambda _m, args, kwargs=None: rows.append(int(args[0].shape[0])))
+    try:
+        config = {"gen_length": 8, "temperature": 0.0}
+        alone = {p: api.generate(loaded, p, config=config).texts[0] for p in ("ab", "xyz")}
+        rows.clear()
+        out = api.generate(loaded, ["ab", "xyz", "ab"], config=config, n=3)
+    finally:
+        hook.remove()
+    assert max(rows) == 2  # two distinct prompts, not nine rows
+    assert out.texts == [alone[p] for p in ("ab", "xyz", "ab") for _ in range(3)]
+    assert len(out.ids) == 9 and len(set(map(tuple, out.ids))) <= 2
+
+
+def test_the_server_refuses_steps_64_on_a_causal_checkpoint_like_steps_9(causal_ckpt):
+    """A completion request's ``steps`` is a field the client sent: 64 (the dataclass's
+    default) with ``max_tokens`` 8 on an AR checkpoint was a 200 that ignored it, 9 a 400."""
+    from fastapi.testclient import TestClient
+
+    from unmask.checkpoint import load
+    from unmask.server import create_app
+
+    with TestClient(create_app(load(causal_ckpt))) as c:
+        for steps, status in ((64, 400), (9, 400), (8, 200)):
+            r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 8, "steps": steps})
+            assert r.status_code == status, (steps, r.text)
+            if status == 400:
+                assert "steps does not apply to decoder 'ar'" in r.json()["error"]["message"]
