@@ -53,14 +53,29 @@ def named(error: OSError, path: str | os.PathLike[str]) -> OSError:
     return OSError(error.errno, error.strerror or str(error), str(path))
 
 
-def _ordinary_mode(fd: int, path: str) -> None:
-    """Give the open file ``fd`` (at ``path``) the mode of an ordinary new file
-    (``file_mode``). ``os.fchmod`` is missing on Windows before Python 3.13: every atomic
-    write (configs, checkpoints' JSON) failed there with an AttributeError."""
+def _ordinary_mode(fd: int, path: str, mode: int | None = None) -> None:
+    """Give the open file ``fd`` (at ``path``) ``mode``, by default the mode of an ordinary
+    new file (``file_mode``). ``os.fchmod`` is missing on Windows before Python 3.13: every
+    atomic write (configs, checkpoints' JSON) failed there with an AttributeError."""
+    mode = file_mode() if mode is None else mode
     if hasattr(os, "fchmod"):
-        os.fchmod(fd, file_mode())
+        os.fchmod(fd, mode)
     else:
-        os.chmod(path, file_mode())
+        os.chmod(path, mode)
+
+
+def _kept_mode(path: Path) -> int | None:
+    """The permissions of the regular file ``path`` that an atomic write replaces (its
+    read/write/execute bits), as writing it in place keeps them; None where there is none.
+    A replacement got the umask's mode: a file made private (``chmod 600``) became readable
+    by everyone, an executable script lost its ``x``."""
+    import stat
+
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_mode & 0o777 if stat.S_ISREG(found.st_mode) else None
 
 
 def write_target(path: Path) -> tuple[Path, bool]:
@@ -70,14 +85,16 @@ def write_target(path: Path) -> tuple[Path, bool]:
     its own folder, so that the link stays a link, where the kernel would follow the link
     (``_may_follow``: in a shared sticky folder such as /tmp only a link of this user or of
     the folder's owner, as ``fs.protected_symlinks``; a rename skips that check, so another
-    user's planted link is replaced, not followed); else ``path`` itself."""
+    user's planted link is replaced, not followed); a loop of links is "written in place",
+    so that the write fails as ``open`` does (Too many levels of symbolic links), where the
+    rename replaced the user's link with a file; else ``path`` itself."""
     if os.path.exists(path) and not os.path.isfile(path):
         return path, True
-    for _ in range(40):  # the kernel's limit on links in a row (a loop: the link replaced)
+    for _ in range(40):  # the kernel's limit on links in a row
         if not (os.path.islink(path) and _may_follow(path)):
-            break
+            return path, False
         path = path.parent / os.readlink(path)
-    return path, False
+    return path, True  # a loop (a -> b -> a): opened, the kernel's ELOOP names it
 
 
 def _may_follow(link: Path) -> bool:
@@ -110,7 +127,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename (a
     failed write raises ``OSError`` naming ``path``; links and special files as
-    ``atomic_write_text``)."""
+    ``atomic_write_text``). A file replaced keeps its permissions (``_kept_mode``), a new one
+    gets the umask's (``file_mode``)."""
     path, in_place = write_target(Path(path))
     if in_place:
         try:
@@ -119,12 +137,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except OSError as e:
             raise named(e, path) from None
         return
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    mode = _kept_mode(path)
+    try:  # the temp's name holds at most 48 characters of the file's: a name near the 255
+        fd, tmp = tempfile.mkstemp(  # bytes a name may have was "File name too long"
+            dir=path.parent, prefix=f".{path.name[:48]}.", suffix=".tmp")
     except OSError as e:  # (a missing folder: named by the file asked for, not the temp)
         raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     try:
-        _ordinary_mode(fd, tmp)  # mkstemp's 0600 would outlive the rename
+        _ordinary_mode(fd, tmp, mode)  # mkstemp's 0600 would outlive the rename
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

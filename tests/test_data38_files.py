@@ -1,0 +1,57 @@
+"""``unmask.files``' atomic writers replace a file as writing it in place would: its
+permissions kept (a private file stayed private only until the next save), a link loop an
+error rather than the link replaced by a file, and a long file name (near the 255 bytes a
+name may have) written, where the temporary file's longer name was "File name too long"."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pytest
+
+from unmask.files import atomic_write_bytes, atomic_write_text, file_mode
+
+posix = pytest.mark.skipif(os.name != "posix", reason="POSIX permissions and links")
+
+
+@posix
+@pytest.mark.parametrize("mode", [0o600, 0o755, 0o444])
+def test_a_replaced_file_keeps_its_permissions(tmp_path, mode):
+    out = tmp_path / "a.json"
+    out.write_text("old")
+    out.chmod(mode)
+    atomic_write_text(out, "new")
+    assert out.read_text() == "new" and stat.S_IMODE(out.stat().st_mode) == mode
+    new = tmp_path / "b.bin"
+    atomic_write_bytes(new, b"\x00")
+    assert stat.S_IMODE(new.stat().st_mode) == file_mode()
+
+
+@posix
+def test_a_link_targets_permissions_are_kept(tmp_path):
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    target.chmod(0o600)
+    (tmp_path / "link.json").symlink_to("real.json")
+    atomic_write_text(tmp_path / "link.json", "new")
+    assert target.read_text() == "new" and stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+@posix
+def test_a_loop_of_links_is_an_error_and_stays_as_it_was(tmp_path):
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    with pytest.raises(OSError) as e:
+        atomic_write_text(tmp_path / "a", "x")
+    assert e.value.errno == errno.ELOOP
+    assert (tmp_path / "a").is_symlink() and os.readlink(tmp_path / "a") == "b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_a_long_file_name_is_written(tmp_path):
+    out = tmp_path / ("r" * 240 + ".json")
+    atomic_write_text(out, "1")
+    atomic_write_text(out, "2")
+    assert out.read_text() == "2" and [p.name for p in tmp_path.iterdir()] == [out.name]
