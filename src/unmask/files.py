@@ -3,8 +3,8 @@ converted folders): a reader never sees a half-written file or folder.
 
 Inside: ``file_mode`` (what the umask gives a new file), ``named`` (an ``OSError`` naming the
 file it failed on), ``atomic_write_text`` and
-``atomic_write_bytes`` (temporary file + rename; through a symlink, in place to a device:
-``write_target``), ``staging_dir`` (a folder to fill
+``atomic_write_bytes`` (temporary file + rename, a replaced file's permissions kept; through
+a symlink, in place to a device: ``write_target``), ``staging_dir`` (a folder to fill
 before renaming it into place), ``write_safetensors`` (tensors streamed to a file),
 ``read_user_text`` (a file the user named, with one-line errors), ``parse_json`` (JSON text
 read from a file, every parser failure a one-line ``BadJSON`` naming the file and line),

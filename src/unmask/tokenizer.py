@@ -331,7 +331,7 @@ class Tokenizer:
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``directory/tokenizer.json`` atomically (``files.atomic_write_text``: temp
-        file + rename, UTF-8, an ordinary file's mode); returns its path."""
+        file + rename, UTF-8, a replaced file's mode kept); returns its path."""
         from unmask.files import atomic_write_text
 
         d = Path(directory)
