@@ -1727,7 +1727,7 @@ def prepare(
             nonlocal n_chars, checked
             if not batch:
                 return
-            encoded = tok.encode_batch(batch)
+            encoded = tok.encode_arrays(batch)
             for text, ids in zip(batch, encoded, strict=True):
                 if checked >= _ROUNDTRIP_CHARS or lossy:
                     break
@@ -1735,7 +1735,7 @@ def prepare(
                 lossy.extend(_roundtrip_note(tok, text, ids))
             parts: list[np.ndarray] = []
             for ids, end in zip(encoded, ends, strict=True):
-                parts.append(np.asarray(ids, dtype=np.int64))
+                parts.append(ids)
                 if end:
                     parts.append(eos)
             stream_file.write(np.concatenate(parts).astype(dtype).tobytes())
@@ -1821,7 +1821,7 @@ _ROUNDTRIP_CHARS = 1 << 16
 tokenizer reproduces its text (``_roundtrip_note``)."""
 
 
-def _roundtrip_note(tok: Tokenizer, text: str, ids: Sequence[int]) -> list[str]:
+def _roundtrip_note(tok: Tokenizer, text: str, ids: Sequence[int] | np.ndarray) -> list[str]:
     """A note when ``decode(encode(text))`` is not ``text`` (leading and trailing whitespace
     aside, which SentencePiece-style decoders drop): a foreign tokenizer that lowercases,
     normalizes or replaces unknown words. ``n_bytes`` then counts its tokens, not the text."""
