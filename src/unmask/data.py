@@ -2184,6 +2184,8 @@ class TokenDataset:
         state gives the same batch.
         """
         self._check_len(seq_len)
+        if batch_size < 0:  # torch's "negative dimension" RuntimeError was a traceback
+            raise UserError(f"batch_size={batch_size} must be >= 0")
         starts = torch.randint(
             0, self._n_tokens - seq_len + 1, (batch_size,), generator=generator
         ).tolist()
