@@ -55,3 +55,35 @@ def test_a_long_file_name_is_written(tmp_path):
     atomic_write_text(out, "1")
     atomic_write_text(out, "2")
     assert out.read_text() == "2" and [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_a_prepare_killed_while_saving_its_tokenizer_is_cleared_by_the_next(tmp_path):
+    """The staging folder of a prepare killed inside ``Tokenizer.save`` holds the atomic
+    write's temporary file: the pattern of prepare's own files did not match mkstemp's
+    name, so the folder (the whole finished dataset) was never removed."""
+    import subprocess
+    import sys
+
+    from unmask.data import prepare
+
+    out = tmp_path / "data"
+    child = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from unmask.files import staging_prefix\n"
+        "from unmask.tokenizer import byte_tokenizer\n"
+        "out = Path(sys.argv[1])\n"
+        "tmp = out.with_name(staging_prefix(out) + 'x1y2z3w4')\n"
+        "tmp.mkdir()\n"
+        "(tmp / 'train-00000.bin').write_bytes(bytes(64))\n"
+        "os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "byte_tokenizer().save(tmp)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", child, str(out)], env=os.environ)
+    assert done.returncode == -9
+    (left,) = [p for p in tmp_path.iterdir() if p.name.startswith(".data.tmp-")]
+    assert any(p.name.startswith(".tokenizer.json.") for p in left.iterdir())
+    (tmp_path / "a.txt").write_text("one document of text\n")
+    info = prepare(tmp_path / "a.txt", out, tokenizer="byte", val_fraction=0, progress=False)
+    assert f"removed {left}, left by a prepare that was killed" in info.notes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "data"]

@@ -1356,7 +1356,7 @@ def _staging_name(out: Path) -> Path:
 
 _STAGED_FILE = re.compile(
     r"^(?:(?:train|val)-\d{5,}\.bin|\.stream\.bin|\.stdin|tokenizer\.json|index\.json"
-    r"|\.tokenizer\.json\.\d+\.[0-9a-f]+\.tmp)$"  # Tokenizer.save's own temp file
+    r"|\.tokenizer\.json\.[a-z0-9_]+\.tmp)$"  # Tokenizer.save's temp file (mkstemp's name)
 )
 """The files a staging folder of ``prepare`` / ``prepare_slice`` can hold."""
 
