@@ -87,3 +87,19 @@ def test_a_prepare_killed_while_saving_its_tokenizer_is_cleared_by_the_next(tmp_
     info = prepare(tmp_path / "a.txt", out, tokenizer="byte", val_fraction=0, progress=False)
     assert f"removed {left}, left by a prepare that was killed" in info.notes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "data"]
+
+
+@posix
+def test_a_file_system_that_keeps_no_modes_still_gets_the_write(tmp_path, monkeypatch):
+    """FAT and exFAT (a USB stick) refuse a chmod to a mode they cannot hold (EPERM): the
+    write of a config or a tokenizer there failed with "Operation not permitted"."""
+    from unmask.files import staging_dir
+
+    def refuse(*args):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", refuse)
+    monkeypatch.setattr(os, "chmod", refuse)
+    atomic_write_text(tmp_path / "config.json", "{}\n")
+    assert (tmp_path / "config.json").read_text() == "{}\n"
+    assert staging_dir(tmp_path, ".out.tmp-").is_dir()

@@ -1,7 +1,8 @@
 """Atomic file writes, shared by every layer that writes a result (configs, checkpoints,
 converted folders): a reader never sees a half-written file or folder.
 
-Inside: ``file_mode`` (what the umask gives a new file), ``named`` (an ``OSError`` naming the
+Inside: ``file_mode`` (what the umask gives a new file), ``set_mode`` (a chmod where the file
+system keeps modes), ``named`` (an ``OSError`` naming the
 file it failed on), ``atomic_write_text`` and
 ``atomic_write_bytes`` (temporary file + rename, a replaced file's permissions kept; through
 a symlink, in place to a device: ``write_target``), ``staging_dir`` (a folder to fill
@@ -53,15 +54,23 @@ def named(error: OSError, path: str | os.PathLike[str]) -> OSError:
     return OSError(error.errno, error.strerror or str(error), str(path))
 
 
-def _ordinary_mode(fd: int, path: str, mode: int | None = None) -> None:
-    """Give the open file ``fd`` (at ``path``) ``mode``, by default the mode of an ordinary
-    new file (``file_mode``). ``os.fchmod`` is missing on Windows before Python 3.13: every
-    atomic write (configs, checkpoints' JSON) failed there with an AttributeError."""
-    mode = file_mode() if mode is None else mode
-    if hasattr(os, "fchmod"):
-        os.fchmod(fd, mode)
-    else:
-        os.chmod(path, mode)
+def set_mode(path: str | os.PathLike[str], mode: int, fd: int | None = None) -> None:
+    """Give the file at ``path`` (open as ``fd``, when given) the permissions ``mode``, where
+    its file system keeps them: FAT and exFAT (a USB stick, an SD card) and some network
+    mounts refuse a mode they cannot hold (EPERM, ENOTSUP), and a write there failed with
+    "Operation not permitted" after the work was done; the file then has the mode its file
+    system gives it. ``os.fchmod`` is missing on Windows before Python 3.13: every atomic
+    write (configs, checkpoints' JSON) failed there with an AttributeError."""
+    import errno
+
+    try:
+        if fd is not None and hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
+        else:
+            os.chmod(path, mode)
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
 
 
 def _kept_mode(path: Path) -> int | None:
@@ -144,7 +153,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as e:  # (a missing folder: named by the file asked for, not the temp)
         raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     try:
-        _ordinary_mode(fd, tmp, mode)  # mkstemp's 0600 would outlive the rename
+        # mkstemp's 0600 would outlive the rename
+        set_mode(tmp, file_mode() if mode is None else mode, fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -164,7 +174,7 @@ def staging_dir(parent: Path, prefix: str) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
     umask = os.umask(0)
     os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
+    set_mode(tmp, 0o777 & ~umask)
     return tmp
 
 
@@ -410,8 +420,9 @@ def require_stdout(what: str) -> None:
 __all__ = ["CACHE_ENV", "SAFETENSORS_DTYPES", "STDIN_NAME", "as_number", "atomic_write_bytes",
            "atomic_write_text", "BadJSON", "cache_dir", "check_creatable", "clear_stale_staging",
            "file_mode", "finite_or_null", "json_line", "json_message", "named", "parse_json",
-           "plain_name", "read_user_stdin", "read_user_text", "require_stdout", "staging_dir",
-           "staging_prefix", "stale_staging", "user_stdin", "write_safetensors", "write_target"]
+           "plain_name", "read_user_stdin", "read_user_text", "require_stdout", "set_mode",
+           "staging_dir", "staging_prefix", "stale_staging", "user_stdin", "write_safetensors",
+           "write_target"]
 
 
 CACHE_ENV = "UNMASK_CACHE_DIR"
