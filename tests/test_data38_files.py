@@ -103,3 +103,22 @@ def test_a_file_system_that_keeps_no_modes_still_gets_the_write(tmp_path, monkey
     atomic_write_text(tmp_path / "config.json", "{}\n")
     assert (tmp_path / "config.json").read_text() == "{}\n"
     assert staging_dir(tmp_path, ".out.tmp-").is_dir()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux's /proc/self/fd")
+@pytest.mark.parametrize("name", ["/dev/fd/{}", "/proc/self/fd/{}"])
+def test_a_link_to_an_open_file_of_this_process_is_written_through_it(tmp_path, name):
+    """``--json /dev/stdout > log.txt``: /dev/stdout is a link to the open log file, and the
+    rename replaced the log: what was printed before and after it was lost (``>>``: the
+    whole log). It is written through the descriptor, in order with the rest."""
+    log = tmp_path / "log.txt"
+    log.write_text("old line\n")
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, b"before\n")
+        atomic_write_text(name.format(fd), '{"result": 1}\n')
+        os.write(fd, b"after\n")
+    finally:
+        os.close(fd)
+    assert log.read_text() == 'old line\nbefore\n{"result": 1}\nafter\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["log.txt"]

@@ -96,14 +96,47 @@ def write_target(path: Path) -> tuple[Path, bool]:
     the folder's owner, as ``fs.protected_symlinks``; a rename skips that check, so another
     user's planted link is replaced, not followed); a loop of links is "written in place",
     so that the write fails as ``open`` does (Too many levels of symbolic links), where the
-    rename replaced the user's link with a file; else ``path`` itself."""
-    if os.path.exists(path) and not os.path.isfile(path):
-        return path, True
+    rename replaced the user's link with a file; a link to a file this process has open
+    (``/dev/stdout`` is ``/proc/self/fd/1``: ``> log.txt``) is that open file, written in
+    place through its descriptor (``_own_descriptor``), where the rename replaced ``log.txt``
+    and what the command printed before and after was lost (with ``>>``, the whole log); else
+    ``path`` itself."""
+    given = path
     for _ in range(40):  # the kernel's limit on links in a row
+        if _own_descriptor(path) is not None:
+            return path, True
         if not (os.path.islink(path) and _may_follow(path)):
-            return path, False
+            break
         path = path.parent / os.readlink(path)
-    return path, True  # a loop (a -> b -> a): opened, the kernel's ELOOP names it
+    else:
+        return path, True  # a loop (a -> b -> a): opened, the kernel's ELOOP names it
+    if os.path.exists(given) and not os.path.isfile(given):
+        return given, True
+    return path, False
+
+
+def _own_descriptor(path: Path) -> int | None:
+    """N when ``path`` is ``/proc/self/fd/N`` or ``/dev/fd/N`` of this process (what
+    ``/dev/stdout``, ``/dev/stderr`` and a shell's ``<(...)``/``>(...)`` name): its open file
+    descriptor, written through directly; else None."""
+    if not path.name.isdigit():
+        return None
+    folder = os.path.realpath(path.parent)
+    return int(path.name) if folder in (f"/proc/{os.getpid()}/fd", "/dev/fd") else None
+
+
+def _write_descriptor(fd: int, data: bytes) -> None:
+    """``data`` written to the open descriptor ``fd`` after what Python's ``sys.stdout`` /
+    ``sys.stderr`` hold for it, so the output stays in the order it was made."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and stream.fileno() == fd:
+                stream.flush()
+        except (OSError, ValueError, AttributeError):  # replaced by a stream with no fd
+            pass
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _may_follow(link: Path) -> bool:
@@ -138,13 +171,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     failed write raises ``OSError`` naming ``path``; links and special files as
     ``atomic_write_text``). A file replaced keeps its permissions (``_kept_mode``), a new one
     gets the umask's (``file_mode``)."""
-    path, in_place = write_target(Path(path))
+    given = Path(path)
+    path, in_place = write_target(given)
     if in_place:
         try:
+            fd = _own_descriptor(path)
+            if fd is not None:
+                _write_descriptor(fd, data)
+                return
             with open(path, "wb") as f:
                 f.write(data)
         except OSError as e:
-            raise named(e, path) from None
+            raise named(e, given) from None
         return
     mode = _kept_mode(path)
     try:  # the temp's name holds at most 48 characters of the file's: a name near the 255
