@@ -122,3 +122,25 @@ def test_a_link_to_an_open_file_of_this_process_is_written_through_it(tmp_path, 
         os.close(fd)
     assert log.read_text() == 'old line\nbefore\n{"result": 1}\nafter\n'
     assert [p.name for p in tmp_path.iterdir()] == ["log.txt"]
+
+
+@posix
+def test_a_replaced_file_keeps_its_owner_where_the_process_may(tmp_path, monkeypatch):
+    """``sudo`` rewriting a user's file made it root's (and, kept private, unreadable to its
+    user); root keeps the owner, as writing in place does."""
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    out = tmp_path / "config.json"
+    out.write_text("{}")
+    os.chown(out, 65534, 65534)
+    out.chmod(0o600)
+    atomic_write_text(out, '{"a": 1}')
+    st = out.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o600)
+
+    def refuse(*args):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchown", refuse)  # not root: the file is written all the same
+    atomic_write_text(out, '{"a": 2}')
+    assert out.read_text() == '{"a": 2}'

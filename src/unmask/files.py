@@ -2,11 +2,11 @@
 converted folders): a reader never sees a half-written file or folder.
 
 Inside: ``file_mode`` (what the umask gives a new file), ``set_mode`` (a chmod where the file
-system keeps modes), ``named`` (an ``OSError`` naming the
-file it failed on), ``atomic_write_text`` and
-``atomic_write_bytes`` (temporary file + rename, a replaced file's permissions kept; through
-a symlink, in place to a device: ``write_target``), ``staging_dir`` (a folder to fill
-before renaming it into place), ``write_safetensors`` (tensors streamed to a file),
+system keeps modes), ``named`` (an ``OSError`` naming the file it failed on),
+``atomic_write_text`` and ``atomic_write_bytes`` (temporary file + rename, a replaced file's
+permissions and owner kept; through a symlink, in place to a device: ``write_target``),
+``staging_dir`` (a folder to fill before renaming it into place), ``write_safetensors``
+(tensors streamed to a file),
 ``read_user_text`` (a file the user named, with one-line errors), ``parse_json`` (JSON text
 read from a file, every parser failure a one-line ``BadJSON`` naming the file and line),
 ``read_json`` (a JSON object, with its one-line errors), ``file_digest`` (a file's SHA-256);
@@ -73,18 +73,36 @@ def set_mode(path: str | os.PathLike[str], mode: int, fd: int | None = None) -> 
             raise
 
 
-def _kept_mode(path: Path) -> int | None:
-    """The permissions of the regular file ``path`` that an atomic write replaces (its
-    read/write/execute bits), as writing it in place keeps them; None where there is none.
-    A replacement got the umask's mode: a file made private (``chmod 600``) became readable
-    by everyone, an executable script lost its ``x``."""
+def _replaced(path: Path) -> os.stat_result | None:
+    """The ``stat`` of the regular file ``path`` that an atomic write replaces, whose
+    permissions and owner the new file keeps (``_keep``), as writing it in place does; None
+    where there is none."""
     import stat
 
     try:
         found = os.stat(path)
     except OSError:
         return None
-    return found.st_mode & 0o777 if stat.S_ISREG(found.st_mode) else None
+    return found if stat.S_ISREG(found.st_mode) else None
+
+
+def _keep(fd: int, tmp: str, old: os.stat_result | None) -> None:
+    """Give the new file ``fd`` (at ``tmp``) the read/write/execute bits of the file it
+    replaces (``old``), else an ordinary new file's (``file_mode``; mkstemp's 0600 would
+    outlive the rename), and ``old``'s owner and group where this process may (root, or a
+    group it is in). A replacement got the umask's mode and this process's owner: a file
+    made private (``chmod 600``) became readable by everyone, a script lost its ``x``, and a
+    user's file that root (``sudo``) rewrote was root's."""
+    if old is not None and hasattr(os, "fchown") and (old.st_uid, old.st_gid) != (
+            os.geteuid(), os.getegid()):
+        try:
+            os.fchown(fd, old.st_uid, old.st_gid)
+        except OSError:  # not root: the owner stays this user's
+            try:
+                os.fchown(fd, -1, old.st_gid)
+            except OSError:
+                pass
+    set_mode(tmp, file_mode() if old is None else old.st_mode & 0o777, fd)
 
 
 def write_target(path: Path) -> tuple[Path, bool]:
@@ -169,8 +187,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename (a
     failed write raises ``OSError`` naming ``path``; links and special files as
-    ``atomic_write_text``). A file replaced keeps its permissions (``_kept_mode``), a new one
-    gets the umask's (``file_mode``)."""
+    ``atomic_write_text``). A file replaced keeps its permissions and, where this process
+    may, its owner (``_keep``); a new one gets the umask's mode (``file_mode``)."""
     given = Path(path)
     path, in_place = write_target(given)
     if in_place:
@@ -184,16 +202,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except OSError as e:
             raise named(e, given) from None
         return
-    mode = _kept_mode(path)
+    old = _replaced(path)
     try:  # the temp's name holds at most 48 characters of the file's: a name near the 255
         fd, tmp = tempfile.mkstemp(  # bytes a name may have was "File name too long"
             dir=path.parent, prefix=f".{path.name[:48]}.", suffix=".tmp")
     except OSError as e:  # (a missing folder: named by the file asked for, not the temp)
         raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     try:
-        # mkstemp's 0600 would outlive the rename
-        set_mode(tmp, file_mode() if mode is None else mode, fd)
         with os.fdopen(fd, "wb") as f:
+            _keep(f.fileno(), tmp, old)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
