@@ -144,3 +144,17 @@ def test_a_replaced_file_keeps_its_owner_where_the_process_may(tmp_path, monkeyp
     monkeypatch.setattr(os, "fchown", refuse)  # not root: the file is written all the same
     atomic_write_text(out, '{"a": 2}')
     assert out.read_text() == '{"a": 2}'
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left")])
+def test_ctrl_c_or_a_full_disk_mid_write_leaves_the_old_file_whole(tmp_path, monkeypatch, stop):
+    out = tmp_path / "a.json"
+    out.write_text("old")
+
+    def fail(fd):
+        raise stop
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises((KeyboardInterrupt, OSError)):
+        atomic_write_bytes(out, b"new" * 1000)
+    assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
