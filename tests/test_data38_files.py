@@ -158,3 +158,35 @@ def test_ctrl_c_or_a_full_disk_mid_write_leaves_the_old_file_whole(tmp_path, mon
     with pytest.raises((KeyboardInterrupt, OSError)):
         atomic_write_bytes(out, b"new" * 1000)
     assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="a named pipe")
+def test_a_binary_file_the_user_names_is_refused_from_its_first_bytes(tmp_path):
+    """``--prompt-file /dev/zero`` (or a binary of GBs) was read whole before it was called
+    binary: for ever, or into memory. A pipe that has sent binary data and stays open stands
+    in for it: it is refused without waiting for its end."""
+    import threading
+
+    from unmask.errors import UserError
+    from unmask.files import read_user_text
+
+    pipe = tmp_path / "zeros"
+    os.mkfifo(pipe)
+    answered = threading.Event()
+    waited: list[bool] = []
+
+    def send() -> None:
+        with open(pipe, "wb") as f:
+            f.write(bytes(8192))
+            f.flush()
+            waited.append(not answered.wait(20))  # the pipe stays open until then
+
+    writer = threading.Thread(target=send)
+    writer.start()
+    try:
+        with pytest.raises(UserError, match="binary data"):
+            read_user_text(pipe, "prompt file")
+    finally:
+        answered.set()
+        writer.join()
+    assert waited == [False], "read to the end of the pipe before refusing it"

@@ -407,11 +407,7 @@ def _user_text(raw: bytes, name: object) -> str:
     and no prompt means; newlines as a file read as text), or a one-line ``UserError`` naming
     ``name`` and what the bytes are instead (UTF-16 with the iconv line, binary data, an
     archive: ``sniff``)."""
-    from unmask.sniff import not_text
-
-    problem = not_text(raw[:4096])  # UTF-16 of ASCII or Cyrillic is valid UTF-8, with NULs
-    if problem:
-        raise UserError(f"{name}: {problem}")
+    _refuse_not_text(raw, name)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -422,14 +418,33 @@ def _user_text(raw: bytes, name: object) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")  # as a file read as text
 
 
+_SNIFF_BYTES = 4096
+"""How much of a file the user named ``sniff.not_text`` looks at."""
+
+
+def _refuse_not_text(raw: bytes, name: object) -> None:
+    """A one-line ``UserError`` naming ``name`` when the first bytes of ``raw`` are no text
+    (UTF-16 of ASCII or Cyrillic is valid UTF-8, with NULs)."""
+    from unmask.sniff import not_text
+
+    problem = not_text(raw[:_SNIFF_BYTES])
+    if problem:
+        raise UserError(f"{name}: {problem}")
+
+
 def read_user_text(path: Path, what: str = "file") -> str:
     """The UTF-8 text of a file the user named (a prompt file, a template, a gap set); a
     one-line ``UserError`` that says why when it is missing, a folder, unreadable or not
-    UTF-8 (UTF-16 and binary data named as such; ``what`` names the kind of file)."""
+    UTF-8 (UTF-16 and binary data named as such; ``what`` names the kind of file). Its first
+    bytes are looked at before the rest is read: a binary file of GBs was read whole into
+    memory first, and ``/dev/zero`` or a pipe that never ends was read for ever."""
     if path.is_dir():
         raise UserError(f"{path}: a folder, not a {what}")
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read(_SNIFF_BYTES)
+            _refuse_not_text(raw, path)
+            raw += f.read()
     except FileNotFoundError:
         raise UserError(f"{path}: no such {what}") from None
     except OSError as e:
