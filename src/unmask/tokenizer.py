@@ -348,12 +348,15 @@ class Tokenizer:
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``directory/tokenizer.json`` atomically (``files.atomic_write_text``: temp
-        file + rename, UTF-8, a replaced file's mode kept); returns its path."""
+        file + rename, UTF-8, a replaced file's mode kept); returns its path. A path that ends
+        in ``.json`` and is no folder is the file itself, as HF's ``Tokenizer.save`` takes
+        it: it made a folder ``tokenizer.json/`` holding the file, or, where the file was
+        there, a ``FileExistsError`` traceback."""
         from unmask.files import atomic_write_text
 
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / "tokenizer.json"
+        path = d if d.suffix.lower() == ".json" and not d.is_dir() else d / "tokenizer.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, self.to_str())
         return path
 
