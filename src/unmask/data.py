@@ -948,6 +948,8 @@ def _jsonl_objects(
             # cut short) is not converted by jq: its JSON error
             if opened and src.peek_nonblank(1, _HEAD_BYTES)[0].lstrip()[:1] in (b'"', b"}"):
                 raise _array_error(src.path, src.kind, pretty=True) from None
+            if re.search(r"}\s*\r\s*{", line):  # "{...}\r{...}\r": one line to readline
+                raise _array_error(src.path, src.kind, cr=True) from None
             raise
         if not isinstance(obj, dict):
             if array and isinstance(obj, list):
@@ -956,19 +958,23 @@ def _jsonl_objects(
         yield where, obj
 
 
-def _array_error(path: Path, kind: str | None = None, *, pretty: bool = False) -> UserError:
+def _array_error(path: Path, kind: str | None = None, *, pretty: bool = False,
+                 cr: bool = False) -> UserError:
     """The refusal of a JSON array of records where JSON Lines (one object a line) go, with the
     jq command that converts it, writing next to it (jq reads no compressed file: one is
     decompressed into it); with ``pretty``, of JSON objects written over many lines (``jq -c
-    .`` puts each on one)."""
+    .`` puts each on one); with ``cr``, of records ended by a lone ``\\r`` (old Mac line ends:
+    the whole file one line), with the ``tr`` command."""
     base = path.name.split(".")[0]
     name = f"{base}.jsonl" if f"{base}.jsonl" != path.name else f"{base}-lines.jsonl"
     target = shlex.quote(str(path.with_name(name)))
     source = shlex.quote(str(path))
     unpack = {"gzip": "gzip -dc", "xz": "xz -dc", "bzip2": "bzip2 -dc"}.get(kind or "")
-    jq = "jq -c ." if pretty else "jq -c '.[]'"
-    command = f"{unpack} {source} | {jq} > {target}" if unpack else f"{jq} {source} > {target}"
-    what = "JSON written over many lines" if pretty else "a JSON array"
+    tool = "tr '\\r' '\\n'" if cr else "jq -c ." if pretty else "jq -c '.[]'"
+    command = (f"{unpack} {source} | {tool} > {target}" if unpack else
+               f"{tool} < {source} > {target}" if cr else f"{tool} {source} > {target}")
+    what = ("records ended by a lone \\r (old Mac line ends)" if cr else
+            "JSON written over many lines" if pretty else "a JSON array")
     return UserError(f"{path}: {what}, not JSON Lines (one JSON object a line); convert "
                      f"it with {command}")
 
