@@ -948,6 +948,8 @@ def _jsonl_objects(
             # cut short) is not converted by jq: its JSON error
             if opened and src.peek_nonblank(1, _HEAD_BYTES)[0].lstrip()[:1] in (b'"', b"}"):
                 raise _array_error(src.path, src.kind, pretty=True) from None
+            if re.search(r"}\s*\r\s*{", line):  # "{...}\r{...}\r": one line to readline
+                raise _array_error(src.path, src.kind, cr=True) from None
             raise
         if not isinstance(obj, dict):
             if array and isinstance(obj, list):
@@ -956,19 +958,23 @@ def _jsonl_objects(
         yield where, obj
 
 
-def _array_error(path: Path, kind: str | None = None, *, pretty: bool = False) -> UserError:
+def _array_error(path: Path, kind: str | None = None, *, pretty: bool = False,
+                 cr: bool = False) -> UserError:
     """The refusal of a JSON array of records where JSON Lines (one object a line) go, with the
     jq command that converts it, writing next to it (jq reads no compressed file: one is
     decompressed into it); with ``pretty``, of JSON objects written over many lines (``jq -c
-    .`` puts each on one)."""
+    .`` puts each on one); with ``cr``, of records ended by a lone ``\\r`` (old Mac line ends:
+    the whole file one line), with the ``tr`` command."""
     base = path.name.split(".")[0]
     name = f"{base}.jsonl" if f"{base}.jsonl" != path.name else f"{base}-lines.jsonl"
     target = shlex.quote(str(path.with_name(name)))
     source = shlex.quote(str(path))
     unpack = {"gzip": "gzip -dc", "xz": "xz -dc", "bzip2": "bzip2 -dc"}.get(kind or "")
-    jq = "jq -c ." if pretty else "jq -c '.[]'"
-    command = f"{unpack} {source} | {jq} > {target}" if unpack else f"{jq} {source} > {target}"
-    what = "JSON written over many lines" if pretty else "a JSON array"
+    tool = "tr '\\r' '\\n'" if cr else "jq -c ." if pretty else "jq -c '.[]'"
+    command = (f"{unpack} {source} | {tool} > {target}" if unpack else
+               f"{tool} < {source} > {target}" if cr else f"{tool} {source} > {target}")
+    what = ("records ended by a lone \\r (old Mac line ends)" if cr else
+            "JSON written over many lines" if pretty else "a JSON array")
     return UserError(f"{path}: {what}, not JSON Lines (one JSON object a line); convert "
                      f"it with {command}")
 
@@ -1356,7 +1362,7 @@ def _staging_name(out: Path) -> Path:
 
 _STAGED_FILE = re.compile(
     r"^(?:(?:train|val)-\d{5,}\.bin|\.stream\.bin|\.stdin|tokenizer\.json|index\.json"
-    r"|\.tokenizer\.json\.\d+\.[0-9a-f]+\.tmp)$"  # Tokenizer.save's own temp file
+    r"|\.tokenizer\.json\.[a-z0-9_]+\.tmp)$"  # Tokenizer.save's temp file (mkstemp's name)
 )
 """The files a staging folder of ``prepare`` / ``prepare_slice`` can hold."""
 
@@ -1727,7 +1733,7 @@ def prepare(
             nonlocal n_chars, checked
             if not batch:
                 return
-            encoded = tok.encode_batch(batch)
+            encoded = tok.encode_arrays(batch)
             for text, ids in zip(batch, encoded, strict=True):
                 if checked >= _ROUNDTRIP_CHARS or lossy:
                     break
@@ -1735,7 +1741,7 @@ def prepare(
                 lossy.extend(_roundtrip_note(tok, text, ids))
             parts: list[np.ndarray] = []
             for ids, end in zip(encoded, ends, strict=True):
-                parts.append(np.asarray(ids, dtype=np.int64))
+                parts.append(ids)
                 if end:
                     parts.append(eos)
             stream_file.write(np.concatenate(parts).astype(dtype).tobytes())
@@ -1821,7 +1827,7 @@ _ROUNDTRIP_CHARS = 1 << 16
 tokenizer reproduces its text (``_roundtrip_note``)."""
 
 
-def _roundtrip_note(tok: Tokenizer, text: str, ids: Sequence[int]) -> list[str]:
+def _roundtrip_note(tok: Tokenizer, text: str, ids: Sequence[int] | np.ndarray) -> list[str]:
     """A note when ``decode(encode(text))`` is not ``text`` (leading and trailing whitespace
     aside, which SentencePiece-style decoders drop): a foreign tokenizer that lowercases,
     normalizes or replaces unknown words. ``n_bytes`` then counts its tokens, not the text."""
@@ -2184,6 +2190,8 @@ class TokenDataset:
         state gives the same batch.
         """
         self._check_len(seq_len)
+        if batch_size < 0:  # torch's "negative dimension" RuntimeError was a traceback
+            raise UserError(f"batch_size={batch_size} must be >= 0")
         starts = torch.randint(
             0, self._n_tokens - seq_len + 1, (batch_size,), generator=generator
         ).tolist()

@@ -1,11 +1,12 @@
 """Atomic file writes, shared by every layer that writes a result (configs, checkpoints,
 converted folders): a reader never sees a half-written file or folder.
 
-Inside: ``file_mode`` (what the umask gives a new file), ``named`` (an ``OSError`` naming the
-file it failed on), ``atomic_write_text`` and
-``atomic_write_bytes`` (temporary file + rename; through a symlink, in place to a device:
-``write_target``), ``staging_dir`` (a folder to fill
-before renaming it into place), ``write_safetensors`` (tensors streamed to a file),
+Inside: ``file_mode`` (what the umask gives a new file), ``set_mode`` (a chmod where the file
+system keeps modes), ``named`` (an ``OSError`` naming the file it failed on),
+``atomic_write_text`` and ``atomic_write_bytes`` (temporary file + rename, a replaced file's
+permissions and owner kept; through a symlink, in place to a device: ``write_target``),
+``staging_dir`` (a folder to fill before renaming it into place), ``write_safetensors``
+(tensors streamed to a file),
 ``read_user_text`` (a file the user named, with one-line errors), ``parse_json`` (JSON text
 read from a file, every parser failure a one-line ``BadJSON`` naming the file and line),
 ``read_json`` (a JSON object, with its one-line errors), ``file_digest`` (a file's SHA-256);
@@ -53,14 +54,55 @@ def named(error: OSError, path: str | os.PathLike[str]) -> OSError:
     return OSError(error.errno, error.strerror or str(error), str(path))
 
 
-def _ordinary_mode(fd: int, path: str) -> None:
-    """Give the open file ``fd`` (at ``path``) the mode of an ordinary new file
-    (``file_mode``). ``os.fchmod`` is missing on Windows before Python 3.13: every atomic
+def set_mode(path: str | os.PathLike[str], mode: int, fd: int | None = None) -> None:
+    """Give the file at ``path`` (open as ``fd``, when given) the permissions ``mode``, where
+    its file system keeps them: FAT and exFAT (a USB stick, an SD card) and some network
+    mounts refuse a mode they cannot hold (EPERM, ENOTSUP), and a write there failed with
+    "Operation not permitted" after the work was done; the file then has the mode its file
+    system gives it. ``os.fchmod`` is missing on Windows before Python 3.13: every atomic
     write (configs, checkpoints' JSON) failed there with an AttributeError."""
-    if hasattr(os, "fchmod"):
-        os.fchmod(fd, file_mode())
-    else:
-        os.chmod(path, file_mode())
+    import errno
+
+    try:
+        if fd is not None and hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
+        else:
+            os.chmod(path, mode)
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+
+
+def _replaced(path: Path) -> os.stat_result | None:
+    """The ``stat`` of the regular file ``path`` that an atomic write replaces, whose
+    permissions and owner the new file keeps (``_keep``), as writing it in place does; None
+    where there is none."""
+    import stat
+
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found if stat.S_ISREG(found.st_mode) else None
+
+
+def _keep(fd: int, tmp: str, old: os.stat_result | None) -> None:
+    """Give the new file ``fd`` (at ``tmp``) the read/write/execute bits of the file it
+    replaces (``old``), else an ordinary new file's (``file_mode``; mkstemp's 0600 would
+    outlive the rename), and ``old``'s owner and group where this process may (root, or a
+    group it is in). A replacement got the umask's mode and this process's owner: a file
+    made private (``chmod 600``) became readable by everyone, a script lost its ``x``, and a
+    user's file that root (``sudo``) rewrote was root's."""
+    if old is not None and hasattr(os, "fchown") and (old.st_uid, old.st_gid) != (
+            os.geteuid(), os.getegid()):
+        try:
+            os.fchown(fd, old.st_uid, old.st_gid)
+        except OSError:  # not root: the owner stays this user's
+            try:
+                os.fchown(fd, -1, old.st_gid)
+            except OSError:
+                pass
+    set_mode(tmp, file_mode() if old is None else old.st_mode & 0o777, fd)
 
 
 def write_target(path: Path) -> tuple[Path, bool]:
@@ -70,14 +112,49 @@ def write_target(path: Path) -> tuple[Path, bool]:
     its own folder, so that the link stays a link, where the kernel would follow the link
     (``_may_follow``: in a shared sticky folder such as /tmp only a link of this user or of
     the folder's owner, as ``fs.protected_symlinks``; a rename skips that check, so another
-    user's planted link is replaced, not followed); else ``path`` itself."""
-    if os.path.exists(path) and not os.path.isfile(path):
-        return path, True
-    for _ in range(40):  # the kernel's limit on links in a row (a loop: the link replaced)
+    user's planted link is replaced, not followed); a loop of links is "written in place",
+    so that the write fails as ``open`` does (Too many levels of symbolic links), where the
+    rename replaced the user's link with a file; a link to a file this process has open
+    (``/dev/stdout`` is ``/proc/self/fd/1``: ``> log.txt``) is that open file, written in
+    place through its descriptor (``_own_descriptor``), where the rename replaced ``log.txt``
+    and what the command printed before and after was lost (with ``>>``, the whole log); else
+    ``path`` itself."""
+    given = path
+    for _ in range(40):  # the kernel's limit on links in a row
+        if _own_descriptor(path) is not None:
+            return path, True
         if not (os.path.islink(path) and _may_follow(path)):
             break
         path = path.parent / os.readlink(path)
+    else:
+        return path, True  # a loop (a -> b -> a): opened, the kernel's ELOOP names it
+    if os.path.exists(given) and not os.path.isfile(given):
+        return given, True
     return path, False
+
+
+def _own_descriptor(path: Path) -> int | None:
+    """N when ``path`` is ``/proc/self/fd/N`` or ``/dev/fd/N`` of this process (what
+    ``/dev/stdout``, ``/dev/stderr`` and a shell's ``<(...)``/``>(...)`` name): its open file
+    descriptor, written through directly; else None."""
+    if not path.name.isdigit():
+        return None
+    folder = os.path.realpath(path.parent)
+    return int(path.name) if folder in (f"/proc/{os.getpid()}/fd", "/dev/fd") else None
+
+
+def _write_descriptor(fd: int, data: bytes) -> None:
+    """``data`` written to the open descriptor ``fd`` after what Python's ``sys.stdout`` /
+    ``sys.stderr`` hold for it, so the output stays in the order it was made."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and stream.fileno() == fd:
+                stream.flush()
+        except (OSError, ValueError, AttributeError):  # replaced by a stream with no fd
+            pass
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _may_follow(link: Path) -> bool:
@@ -110,22 +187,30 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename (a
     failed write raises ``OSError`` naming ``path``; links and special files as
-    ``atomic_write_text``)."""
-    path, in_place = write_target(Path(path))
+    ``atomic_write_text``). A file replaced keeps its permissions and, where this process
+    may, its owner (``_keep``); a new one gets the umask's mode (``file_mode``)."""
+    given = Path(path)
+    path, in_place = write_target(given)
     if in_place:
         try:
+            fd = _own_descriptor(path)
+            if fd is not None:
+                _write_descriptor(fd, data)
+                return
             with open(path, "wb") as f:
                 f.write(data)
         except OSError as e:
-            raise named(e, path) from None
+            raise named(e, given) from None
         return
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    old = _replaced(path)
+    try:  # the temp's name holds at most 48 characters of the file's: a name near the 255
+        fd, tmp = tempfile.mkstemp(  # bytes a name may have was "File name too long"
+            dir=path.parent, prefix=f".{path.name[:48]}.", suffix=".tmp")
     except OSError as e:  # (a missing folder: named by the file asked for, not the temp)
         raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     try:
-        _ordinary_mode(fd, tmp)  # mkstemp's 0600 would outlive the rename
         with os.fdopen(fd, "wb") as f:
+            _keep(f.fileno(), tmp, old)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -144,7 +229,7 @@ def staging_dir(parent: Path, prefix: str) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
     umask = os.umask(0)
     os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
+    set_mode(tmp, 0o777 & ~umask)
     return tmp
 
 
@@ -322,11 +407,7 @@ def _user_text(raw: bytes, name: object) -> str:
     and no prompt means; newlines as a file read as text), or a one-line ``UserError`` naming
     ``name`` and what the bytes are instead (UTF-16 with the iconv line, binary data, an
     archive: ``sniff``)."""
-    from unmask.sniff import not_text
-
-    problem = not_text(raw[:4096])  # UTF-16 of ASCII or Cyrillic is valid UTF-8, with NULs
-    if problem:
-        raise UserError(f"{name}: {problem}")
+    _refuse_not_text(raw, name)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -337,14 +418,33 @@ def _user_text(raw: bytes, name: object) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")  # as a file read as text
 
 
+_SNIFF_BYTES = 4096
+"""How much of a file the user named ``sniff.not_text`` looks at."""
+
+
+def _refuse_not_text(raw: bytes, name: object) -> None:
+    """A one-line ``UserError`` naming ``name`` when the first bytes of ``raw`` are no text
+    (UTF-16 of ASCII or Cyrillic is valid UTF-8, with NULs)."""
+    from unmask.sniff import not_text
+
+    problem = not_text(raw[:_SNIFF_BYTES])
+    if problem:
+        raise UserError(f"{name}: {problem}")
+
+
 def read_user_text(path: Path, what: str = "file") -> str:
     """The UTF-8 text of a file the user named (a prompt file, a template, a gap set); a
     one-line ``UserError`` that says why when it is missing, a folder, unreadable or not
-    UTF-8 (UTF-16 and binary data named as such; ``what`` names the kind of file)."""
+    UTF-8 (UTF-16 and binary data named as such; ``what`` names the kind of file). Its first
+    bytes are looked at before the rest is read: a binary file of GBs was read whole into
+    memory first, and ``/dev/zero`` or a pipe that never ends was read for ever."""
     if path.is_dir():
         raise UserError(f"{path}: a folder, not a {what}")
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read(_SNIFF_BYTES)
+            _refuse_not_text(raw, path)
+            raw += f.read()
     except FileNotFoundError:
         raise UserError(f"{path}: no such {what}") from None
     except OSError as e:
@@ -390,8 +490,9 @@ def require_stdout(what: str) -> None:
 __all__ = ["CACHE_ENV", "SAFETENSORS_DTYPES", "STDIN_NAME", "as_number", "atomic_write_bytes",
            "atomic_write_text", "BadJSON", "cache_dir", "check_creatable", "clear_stale_staging",
            "file_mode", "finite_or_null", "json_line", "json_message", "named", "parse_json",
-           "plain_name", "read_user_stdin", "read_user_text", "require_stdout", "staging_dir",
-           "staging_prefix", "stale_staging", "user_stdin", "write_safetensors", "write_target"]
+           "plain_name", "read_user_stdin", "read_user_text", "require_stdout", "set_mode",
+           "staging_dir", "staging_prefix", "stale_staging", "user_stdin", "write_safetensors",
+           "write_target"]
 
 
 CACHE_ENV = "UNMASK_CACHE_DIR"

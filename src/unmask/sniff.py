@@ -1,10 +1,10 @@
 """What the first bytes of a file show it to be when it is not UTF-8 text.
 
-Inside: ``not_text(head)`` (an archive, another compression, UTF-16/32 with or without a
-byte-order mark, binary data, with what to do; None for text), ``safetensors_file(head)``
-(model weights, whose JSON header passes for text), ``lfs_pointer(head)`` (a Git LFS pointer
-in place of a file: the one test and ``LFS_ADVICE`` for ``unmask prepare`` and ``unmask
-convert``) and ``is_utf8_start``. Used by
+Inside: ``not_text(head)`` (an archive, another compression, Python bytecode, UTF-16/32 with
+or without a byte-order mark, binary data, with what to do; None for text),
+``safetensors_file(head)`` (model weights, whose JSON header passes for text),
+``lfs_pointer(head)`` (a Git LFS pointer in place of a file: the one test and ``LFS_ADVICE``
+for ``unmask prepare`` and ``unmask convert``) and ``is_utf8_start``. Used by
 ``unmask prepare`` for every input and by ``files.read_user_text`` for the files a user
 names (prompts, templates, forms), so both refuse the same things with the same line.
 The standard library only: it sits at the bottom of the import graph.
@@ -129,6 +129,12 @@ def not_text(head: bytes, kind: str | None = None, errors: str = "strict") -> st
     ):
         if head.startswith(magic) and not (text_like and magic in (b"%PDF-", b"PAR1")):
             return f"{what}{packed}, not text; {fix}"
+    if head[2:4] == b"\r\n" and 2900 <= int.from_bytes(head[:2], "little") < 4096:
+        # CPython 3's bytecode magic (a __pycache__ in a source tree): its docstrings made a
+        # few in a hundred pass for 8-bit text under errors='replace', read as noise
+        return "Python bytecode (a .pyc file), not text; leave out __pycache__ folders"
+    if head[:4] in (b"\xde\x12\x04\x95", b"\x95\x04\x12\xde"):  # its msgid strings, as .pyc's
+        return "a compiled gettext catalogue (.mo), not text; give its .po file"
     if head[:3] == b"BZh" and head[4:10] == b"1AY&SY" and not text_like:  # bzip2's block magic
         return f"bzip2-compressed data{packed}, not text; decompress it first (bunzip2)"
     if head[257:263] == b"ustar\x00" or head[257:265] == b"ustar  \x00":  # POSIX, GNU

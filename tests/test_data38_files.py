@@ -1,0 +1,192 @@
+"""``unmask.files``' atomic writers replace a file as writing it in place would: its
+permissions kept (a private file stayed private only until the next save), a link loop an
+error rather than the link replaced by a file, and a long file name (near the 255 bytes a
+name may have) written, where the temporary file's longer name was "File name too long"."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pytest
+
+from unmask.files import atomic_write_bytes, atomic_write_text, file_mode
+
+posix = pytest.mark.skipif(os.name != "posix", reason="POSIX permissions and links")
+
+
+@posix
+@pytest.mark.parametrize("mode", [0o600, 0o755, 0o444])
+def test_a_replaced_file_keeps_its_permissions(tmp_path, mode):
+    out = tmp_path / "a.json"
+    out.write_text("old")
+    out.chmod(mode)
+    atomic_write_text(out, "new")
+    assert out.read_text() == "new" and stat.S_IMODE(out.stat().st_mode) == mode
+    new = tmp_path / "b.bin"
+    atomic_write_bytes(new, b"\x00")
+    assert stat.S_IMODE(new.stat().st_mode) == file_mode()
+
+
+@posix
+def test_a_link_targets_permissions_are_kept(tmp_path):
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    target.chmod(0o600)
+    (tmp_path / "link.json").symlink_to("real.json")
+    atomic_write_text(tmp_path / "link.json", "new")
+    assert target.read_text() == "new" and stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+@posix
+def test_a_loop_of_links_is_an_error_and_stays_as_it_was(tmp_path):
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    with pytest.raises(OSError) as e:
+        atomic_write_text(tmp_path / "a", "x")
+    assert e.value.errno == errno.ELOOP
+    assert (tmp_path / "a").is_symlink() and os.readlink(tmp_path / "a") == "b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+def test_a_long_file_name_is_written(tmp_path):
+    out = tmp_path / ("r" * 240 + ".json")
+    atomic_write_text(out, "1")
+    atomic_write_text(out, "2")
+    assert out.read_text() == "2" and [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_a_prepare_killed_while_saving_its_tokenizer_is_cleared_by_the_next(tmp_path):
+    """The staging folder of a prepare killed inside ``Tokenizer.save`` holds the atomic
+    write's temporary file: the pattern of prepare's own files did not match mkstemp's
+    name, so the folder (the whole finished dataset) was never removed."""
+    import subprocess
+    import sys
+
+    from unmask.data import prepare
+
+    out = tmp_path / "data"
+    child = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from unmask.files import staging_prefix\n"
+        "from unmask.tokenizer import byte_tokenizer\n"
+        "out = Path(sys.argv[1])\n"
+        "tmp = out.with_name(staging_prefix(out) + 'x1y2z3w4')\n"
+        "tmp.mkdir()\n"
+        "(tmp / 'train-00000.bin').write_bytes(bytes(64))\n"
+        "os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "byte_tokenizer().save(tmp)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", child, str(out)], env=os.environ)
+    assert done.returncode == -9
+    (left,) = [p for p in tmp_path.iterdir() if p.name.startswith(".data.tmp-")]
+    assert any(p.name.startswith(".tokenizer.json.") for p in left.iterdir())
+    (tmp_path / "a.txt").write_text("one document of text\n")
+    info = prepare(tmp_path / "a.txt", out, tokenizer="byte", val_fraction=0, progress=False)
+    assert f"removed {left}, left by a prepare that was killed" in info.notes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "data"]
+
+
+@posix
+def test_a_file_system_that_keeps_no_modes_still_gets_the_write(tmp_path, monkeypatch):
+    """FAT and exFAT (a USB stick) refuse a chmod to a mode they cannot hold (EPERM): the
+    write of a config or a tokenizer there failed with "Operation not permitted"."""
+    from unmask.files import staging_dir
+
+    def refuse(*args):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", refuse)
+    monkeypatch.setattr(os, "chmod", refuse)
+    atomic_write_text(tmp_path / "config.json", "{}\n")
+    assert (tmp_path / "config.json").read_text() == "{}\n"
+    assert staging_dir(tmp_path, ".out.tmp-").is_dir()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux's /proc/self/fd")
+@pytest.mark.parametrize("name", ["/dev/fd/{}", "/proc/self/fd/{}"])
+def test_a_link_to_an_open_file_of_this_process_is_written_through_it(tmp_path, name):
+    """``--json /dev/stdout > log.txt``: /dev/stdout is a link to the open log file, and the
+    rename replaced the log: what was printed before and after it was lost (``>>``: the
+    whole log). It is written through the descriptor, in order with the rest."""
+    log = tmp_path / "log.txt"
+    log.write_text("old line\n")
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, b"before\n")
+        atomic_write_text(name.format(fd), '{"result": 1}\n')
+        os.write(fd, b"after\n")
+    finally:
+        os.close(fd)
+    assert log.read_text() == 'old line\nbefore\n{"result": 1}\nafter\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["log.txt"]
+
+
+@posix
+def test_a_replaced_file_keeps_its_owner_where_the_process_may(tmp_path, monkeypatch):
+    """``sudo`` rewriting a user's file made it root's (and, kept private, unreadable to its
+    user); root keeps the owner, as writing in place does."""
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    out = tmp_path / "config.json"
+    out.write_text("{}")
+    os.chown(out, 65534, 65534)
+    out.chmod(0o600)
+    atomic_write_text(out, '{"a": 1}')
+    st = out.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o600)
+
+    def refuse(*args):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchown", refuse)  # not root: the file is written all the same
+    atomic_write_text(out, '{"a": 2}')
+    assert out.read_text() == '{"a": 2}'
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left")])
+def test_ctrl_c_or_a_full_disk_mid_write_leaves_the_old_file_whole(tmp_path, monkeypatch, stop):
+    out = tmp_path / "a.json"
+    out.write_text("old")
+
+    def fail(fd):
+        raise stop
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises((KeyboardInterrupt, OSError)):
+        atomic_write_bytes(out, b"new" * 1000)
+    assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="a named pipe")
+def test_a_binary_file_the_user_names_is_refused_from_its_first_bytes(tmp_path):
+    """``--prompt-file /dev/zero`` (or a binary of GBs) was read whole before it was called
+    binary: for ever, or into memory. A pipe that has sent binary data and stays open stands
+    in for it: it is refused without waiting for its end."""
+    import threading
+
+    from unmask.errors import UserError
+    from unmask.files import read_user_text
+
+    pipe = tmp_path / "zeros"
+    os.mkfifo(pipe)
+    answered = threading.Event()
+    waited: list[bool] = []
+
+    def send() -> None:
+        with open(pipe, "wb") as f:
+            f.write(bytes(8192))
+            f.flush()
+            waited.append(not answered.wait(20))  # the pipe stays open until then
+
+    writer = threading.Thread(target=send)
+    writer.start()
+    try:
+        with pytest.raises(UserError, match="binary data"):
+            read_user_text(pipe, "prompt file")
+    finally:
+        answered.set()
+        writer.join()
+    assert waited == [False], "read to the end of the pipe before refusing it"
