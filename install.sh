@@ -22,6 +22,7 @@ case "$#:${1:-}" in  # anything else was taken for a plain install (--tests, --h
   1:-h|1:--help) sed -n '2,14s/^# \{0,1\}//p' "$0"; exit 0 ;;
   *) echo "install.sh: unexpected arguments: $* ($usage)" >&2; exit 2 ;;
 esac
+start=$PWD
 cd "$(dirname "$0")"
 fail() { echo "install.sh: $*" >&2; exit 1; }
 new_enough() {  # unmask needs Python >= 3.10 (pyproject.toml); pip's refusal named no fix
@@ -48,6 +49,9 @@ else
   fi
   py=.venv/bin/python
   run=.venv/bin/unmask
+  # run from another folder (`bash unmask/install.sh` after a clone): .venv/bin/unmask was
+  # "No such file or directory" there; the path from anywhere, quoted for the shell
+  [[ "$PWD" -ef "$start" ]] || printf -v run %q "$PWD/$run"
   "$py" -m pip --version >/dev/null 2>&1 ||
     fail ".venv has no pip (made by a python3 -m venv that failed): remove .venv and run again"
   # a .venv an older python3 made is kept by every run: pip refused unmask deep in its output

@@ -182,3 +182,25 @@ def test_the_options_say_the_decoders_refusals_whatever_the_prompt(kind, query):
             r = client.post("/v1/completions", json={"prompt": prompt, **sent})
             assert r.status_code == 400, r.text
             assert refused == r.json()["error"]["message"]
+
+
+def test_a_block_diffusion_models_blank_block_length_is_its_block_size():
+    """A bd3lm checkpoint writes blocks of its ``block_size`` where no ``block_length`` is sent
+    (nor recommended): the page's placeholder said "none" (one block, the whole text)."""
+    import dataclasses
+
+    import torch
+    from server_helpers import tiny_config
+
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(max_seq_len=64), attention="block-causal",
+                                 block_size=8, objective="bd3lm")
+    with TestClient(create_app(loaded(Transformer(config).eval()))) as client:
+        body = client.get("/playground/options?max_tokens=16").json()
+        assert body["refused"] is None and body["complete"]["block_length"] == 8
+        # the block length shown runs: sent, it is the one the server takes
+        r = client.post("/v1/completions", json={"prompt": "ab", "max_tokens": 16,
+                                                 "block_length": 8})
+        assert r.status_code == 200, r.text

@@ -318,8 +318,10 @@ def shipped_model(name: str) -> Path:
         raise UserError(f"{name}: no shipped model of that name (shipped: {shipped})")
     path = asset_path(name)
     if not (path / "model.safetensors").is_file():
+        # "run unmask demo --train to train it" left --model demo missing after training
         raise UserError(
-            f"the {name} checkpoint is not in this install; run `unmask demo --train` to train it"
+            f"the {name} checkpoint is not in this install (no {path / 'model.safetensors'}: "
+            f"reinstall unmask); or train one: unmask demo --train, then --model runs/demo-train"
         )
     return path
 

@@ -125,6 +125,21 @@ class _Parser(argparse.ArgumentParser):
         self._argv = list(sys.argv[1:] if args is None else args)  # for ``_dash_text``
         return super().parse_known_args(args, namespace)
 
+    # A reader of --help or --version that left (`unmask --help | true`) is main's quiet 141,
+    # as for any command's output: a short text, still in stdout's buffer at exit, was
+    # Python's "Exception ignored ... BrokenPipeError" and status 120; a longer one met the
+    # closed pipe inside argparse, which drops the error: status 0, the text cut short.
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        if message and file is not None and file is sys.stdout:
+            file.write(message)
+            return
+        super()._print_message(message, file)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        flush(sys.stdout)
+        super().exit(status, message)
+
     def error(self, message: str) -> NoReturn:
         _said_by_rank_0()
         flag = _VALUE_MISSING.match(message)
@@ -396,6 +411,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
             if not getattr(args, "func", None):
                 _said_by_rank_0()
                 parser.print_help()
+                flush(sys.stdout)  # a closed pipe: the handler below, not 120 at shutdown
                 return EXIT_USER_ERROR
             threads = contextlib.nullcontext()
             if hasattr(args, "threads"):  # a command that runs a model

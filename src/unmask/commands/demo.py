@@ -168,9 +168,13 @@ def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = 
         raise UserError(f"{run} already exists{hint}; choose another --out or remove it")
     data = run.parent / f"{run.name}-data"
     if not (data / "index.json").is_file():
+        corpus = asset_path("web-bible.txt.gz")
+        if not corpus.is_file():  # was prepare's "...: no such file or directory"
+            raise UserError(f"the demo corpus is not in this install (no {corpus}): "
+                            "reinstall unmask")
         print(f"preparing the demo corpus into {data} ...", file=sys.stderr)
-        prepare([asset_path("web-bible.txt.gz")], data, vocab_size=plan.vocab_size,
-                val_fraction=0.02, progress=progress)
+        prepare([corpus], data, vocab_size=plan.vocab_size, val_fraction=0.02,
+                progress=progress)
     cfg = TrainConfig(
         data=str(data), out=str(run), preset=plan.preset, seq_len=plan.seq_len,
         batch_size=plan.batch_size,

@@ -118,7 +118,10 @@ def check_given_options(args: argparse.Namespace) -> None:
     ``steps`` not given at one per token (``unmask.api.sample_config`` fills that in where the
     checkpoint recommends no ``steps``; the run checks again with the checkpoint's
     options: ``check_lengths``). The dataclass's 64 steps would refuse ``--gen-length 12
-    --block-length 4``, a run that never takes 64 steps. ``--policy`` not given, the policy
+    --block-length 4``, a run that never takes 64 steps. ``--gen-length`` not given, the
+    length is the one the checkpoint recommends where its config.json names one (the
+    dataclass's 64 refused ``--block-length 8 --steps 4`` as 8 blocks on a checkpoint that
+    writes 32 tokens: 4). ``--policy`` not given, the policy
     is the one the checkpoint recommends, read from its config.json
     (``recommended_options``): a dynamic one (a LLaDA 2.x conversion: ``threshold``) takes
     any steps at least the blocks, the scheduled ``llada`` a multiple of them. Where that
@@ -129,11 +132,14 @@ def check_given_options(args: argparse.Namespace) -> None:
     from unmask.commands import recommended_options
 
     config = sample_config_from_args(args)
+    recommended = recommended_options(getattr(args, "model", None))
+    length = (recommended or {}).get("gen_length")
+    if getattr(args, "gen_length", None) is None and type(length) is int and length > 0:
+        config = dataclasses.replace(config, gen_length=length)  # as api.sample_config
     if getattr(args, "steps", None) is None:
         config = dataclasses.replace(config, steps=config.gen_length)
     policy = getattr(args, "policy", None)
     if policy is None:  # the checkpoint's, where its config.json tells it
-        recommended = recommended_options(getattr(args, "model", None))
         if recommended is not None:
             policy = recommended.get("policy", SampleConfig.policy)
         if policy in POLICY_NAMES:

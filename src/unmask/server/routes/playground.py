@@ -38,7 +38,10 @@ def blank_fields(state: ServerState, max_tokens: int | None, steps: int | None,
     (``GET /v1/models``), ``max_steps`` (the server's ``--max-steps``: the most ``steps`` any
     request may send) and ``refused``: the 400 that ``/v1/completions`` answers such a request
     whatever its prompt (a sent ``steps`` over ``--max-steps``; a ``max_tokens`` past the
-    context; steps one per token of a ``max_tokens`` over ``--max-steps``), else None."""
+    context; steps one per token of a ``max_tokens`` over ``--max-steps``), else None.
+    ``complete``'s ``block_length`` of a block-diffusion checkpoint (none given nor
+    recommended) is its ``block_size``, the blocks its decoder writes, as completions takes
+    it (the page said "none": one block, the whole text)."""
     from unmask.server.routes.completions import default_length
     from unmask.server.routes.info import recommended
 
@@ -57,8 +60,11 @@ def blank_fields(state: ServerState, max_tokens: int | None, steps: int | None,
     runs, refused = within_limits(state, req, runs, length)
     fields = DiffusionOptions.model_fields
     template = {k: fields[k].default for k in ("temperature", "policy", "threshold")}
+    complete = {k: getattr(runs, k) for k in SHOWN}
+    if complete["block_length"] is None:  # a block-diffusion checkpoint: its own blocks
+        complete["block_length"] = api.facts_of(state.loaded).block_size
     return {"recommended": recommended(state),
-            "complete": {k: getattr(runs, k) for k in SHOWN},
+            "complete": complete,
             "template": template,
             "max_steps": state.limits.max_steps,
             "refused": refused}
