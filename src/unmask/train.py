@@ -106,6 +106,7 @@ from unmask.schedules import schedule_of
 from unmask.train_guards import (
     STOPPED_BY_TIME_LIMIT,
     VALIDATION_CUT,
+    RunLock,
     SettingNamer,
     StopFlag,
     TrainingStopped,
@@ -340,9 +341,13 @@ def _train_checked(
     # A new run that fails before its first checkpoint (a refusal, Ctrl-C) leaves no folder:
     # one half made would make the next try fail with "already exists". Only rank 0 made it.
     fresh = no_empty_run(config.out) if not resume and main_rank else contextlib.nullcontext()
-    with fresh, StopFlag(Path(config.out) if config.out else None) as flag, stderr_may_close():
-        return _train(config, resume=resume, progress=progress, flag=flag,
-                      name_setting=name_setting)
+    with RunLock() as lock:
+        if main_rank:  # a run another process trains now: refused before anything is cleared
+            lock.hold(config.out)
+        with fresh, StopFlag(Path(config.out) if config.out else None) as flag, \
+                stderr_may_close():
+            return _train(config, resume=resume, progress=progress, flag=flag,
+                          name_setting=name_setting, lock=lock if main_rank else None)
 
 
 def _train(
@@ -352,6 +357,7 @@ def _train(
     progress: bool,
     flag: StopFlag,
     name_setting: SettingNamer | None,
+    lock: RunLock | None = None,
 ) -> Path:
     from unmask.data import TokenDataset
 
@@ -369,6 +375,8 @@ def _train(
         torch.set_num_threads(config.threads)
 
     run = _prepare_run_dir(config, resume, is_main)
+    if lock is not None:  # a new run's folder, made just now
+        lock.hold(run)
     prior_seconds = 0.0  # training time of earlier sessions, against time_limit
     prior_skipped = 0  # steps in a row skipped for a non-finite loss when the checkpoint was saved
     changes: dict[str, Any] = {}
