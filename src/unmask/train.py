@@ -29,7 +29,7 @@ name, so samplers read both from the checkpoint.
 The resume plan, the size checks made before anything big is allocated, and SIGINT/SIGTERM
 handling live in ``unmask.train_guards``.
 
-Inside: ``train`` (Python API), ``build_model_config``, ``lr_at``.
+Inside: ``train`` (Python API), ``build_model_config``, ``lr_at``, ``lr_change``.
 """
 
 from __future__ import annotations
@@ -137,6 +137,19 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     progress = min(1.0, (step - cfg.warmup) / span)
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def lr_change(step: int, saved: TrainConfig, plan: TrainConfig) -> str:
+    """The resume line's clause for a changed plan under which the learning rate at the
+    resumed ``step`` (``lr_at``) is not the saved plan's, or '': more ``--steps`` stretch the
+    cosine decay, so a finished run extended trains on at several times its last rate (at its
+    floor, ``min_lr_ratio``·lr, it goes back up the curve), which it did without a word."""
+    then, now = lr_at(step, saved), lr_at(step, plan)
+    if math.isclose(then, now, rel_tol=0.01):
+        return ""
+    times = f"{now / then:.2g}× " if then > 0 else ""
+    return (f"; the learning rate at step {step} becomes {now:.3g} ({times}the saved plan's "
+            f"{then:.3g})")
 
 
 def warmup_note(cfg: TrainConfig, name: SettingNamer | None = None) -> str:
@@ -403,7 +416,7 @@ def _train(
         # said once the resume is accepted: a refusal below is then the one line printed
         another_go = done.timed_out and renewed not in (None, done.time_limit)
         resume_line = describe_resume(done, saved, config, changes, name=name_setting,
-                                      renewed=another_go)
+                                      renewed=another_go) + lr_change(done.step, saved, config)
     check_batch_split(config, world)
     spec = objective_spec(config.objective)
     spec.validate(config)  # options that do not apply to it, block size, rates
