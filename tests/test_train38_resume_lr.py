@@ -46,3 +46,14 @@ def test_a_plan_whose_rate_at_the_step_is_unchanged_says_nothing():
     assert lr_change(50, plan, longer) == (
         f"; the learning rate at step 50 becomes {lr_at(50, longer):.3g} "
         f"({lr_at(50, longer) / lr_at(50, plan):.2g}× the saved plan's {lr_at(50, plan):.3g})")
+
+
+def test_an_init_given_to_a_resume_of_a_run_without_one_names_none(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(dataset), "--out", str(run), "--preset", "tiny",
+                 "--seq-len", "16", "--batch-size", "2", "--steps", "1", "--eval-every", "0",
+                 "--eval-batches", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(run), "--init", str(run)]) == 2
+    err = capsys.readouterr().err  # was: "differs from the run's ''"
+    assert "differs from the run's none (its default): a resumed run keeps its model" in err

@@ -71,7 +71,7 @@ def resume_plan(saved: TrainConfig, config: TrainConfig) -> dict[str, Any]:
         if f.name in RUNTIME_FIELDS or new == old:
             continue
         if f.name in FIXED_ON_RESUME and not _not_its_option(saved.objective, f.name):
-            was = "none (its default)" if old is None else repr(old)
+            was = "none (its default)" if old in (None, "") else repr(old)  # (init: "")
             raise UserError(
                 f"{f.name}={new!r} differs from the run's {was}: a resumed run keeps its "
                 f"model; start a new run to change {f.name}"
