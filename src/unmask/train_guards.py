@@ -637,7 +637,10 @@ class RunLock:
             import fcntl
         except ImportError:  # (Windows)
             return
-        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError:  # (no read permission: what the run then meets says it)
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
