@@ -130,7 +130,12 @@ from unmask.train_guards import (
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate for optimizer step ``step`` (0-based): linear warmup, cosine to
-    min_lr_ratio·lr."""
+    min_lr_ratio·lr. The training loop calls it once as each step starts (and nothing else
+    does: tests take that call as the step's start)."""
+    return _scheduled_lr(step, cfg)
+
+
+def _scheduled_lr(step: int, cfg: TrainConfig) -> float:
     if cfg.warmup > 0 and step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     span = max(1, cfg.steps - cfg.warmup)
@@ -144,7 +149,7 @@ def lr_change(step: int, saved: TrainConfig, plan: TrainConfig) -> str:
     resumed ``step`` (``lr_at``) is not the saved plan's, or '': more ``--steps`` stretch the
     cosine decay, so a finished run extended trains on at several times its last rate (at its
     floor, ``min_lr_ratio``·lr, it goes back up the curve), which it did without a word."""
-    then, now = lr_at(step, saved), lr_at(step, plan)
+    then, now = _scheduled_lr(step, saved), _scheduled_lr(step, plan)  # (lr_at: the loop's)
     if math.isclose(then, now, rel_tol=0.01):
         return ""
     times = f"{now / then:.2g}× " if then > 0 else ""
