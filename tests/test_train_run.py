@@ -123,7 +123,7 @@ def test_cli_resume_flags_change_the_plan(dataset, tmp_path, monkeypatch, capsys
     args = ["train", "--resume", "--out", str(run), "--no-progress"]
     assert main([*args, "--steps", "5"]) == 0  # shortened
     err = capsys.readouterr().err
-    assert "resuming at step 3 of 8; --steps 5 given: the run now ends at 5\n" in err
+    assert "resuming at step 3 of 8; --steps 5 given: the run now ends at 5; the learning " in err
     assert step_of(run) == 5
     assert load_train_config(run / "train_config.json").steps == 5  # the plan is saved
 
@@ -134,7 +134,8 @@ def test_cli_resume_flags_change_the_plan(dataset, tmp_path, monkeypatch, capsys
     assert main([*args, "--steps", "7", "--lr", "0.001", "--time-limit", "30"]) == 0  # extended
     err = capsys.readouterr().err
     assert ("resuming at step 5 of 5; --steps 7, --lr 0.001, --time-limit 30.0 given: the run "
-            "now ends at 7 or after 30 min of training\n") in err
+            "now ends at 7 or after 30 min of training; the learning rate at step 5 becomes "
+            "0.000411 (1.4× the saved plan's 0.0003)\n") in err
     assert step_of(run) == 7
     lrs = [r["lr"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
            if "lr" in r]

@@ -29,7 +29,7 @@ name, so samplers read both from the checkpoint.
 The resume plan, the size checks made before anything big is allocated, and SIGINT/SIGTERM
 handling live in ``unmask.train_guards``.
 
-Inside: ``train`` (Python API), ``build_model_config``, ``lr_at``.
+Inside: ``train`` (Python API), ``build_model_config``, ``lr_at``, ``lr_change``.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ from unmask.schedules import schedule_of
 from unmask.train_guards import (
     STOPPED_BY_TIME_LIMIT,
     VALIDATION_CUT,
+    RunLock,
     SettingNamer,
     StopFlag,
     TrainingStopped,
@@ -129,13 +130,31 @@ from unmask.train_guards import (
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate for optimizer step ``step`` (0-based): linear warmup, cosine to
-    min_lr_ratio·lr."""
+    min_lr_ratio·lr. The training loop calls it once as each step starts (and nothing else
+    does: tests take that call as the step's start)."""
+    return _scheduled_lr(step, cfg)
+
+
+def _scheduled_lr(step: int, cfg: TrainConfig) -> float:
     if cfg.warmup > 0 and step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     span = max(1, cfg.steps - cfg.warmup)
     progress = min(1.0, (step - cfg.warmup) / span)
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def lr_change(step: int, saved: TrainConfig, plan: TrainConfig) -> str:
+    """The resume line's clause for a changed plan under which the learning rate at the
+    resumed ``step`` (``lr_at``) is not the saved plan's, or '': more ``--steps`` stretch the
+    cosine decay, so a finished run extended trains on at several times its last rate (at its
+    floor, ``min_lr_ratio``·lr, it goes back up the curve), which it did without a word."""
+    then, now = _scheduled_lr(step, saved), _scheduled_lr(step, plan)  # (lr_at: the loop's)
+    if math.isclose(then, now, rel_tol=0.01):
+        return ""
+    times = f"{now / then:.2g}× " if then > 0 else ""
+    return (f"; the learning rate at step {step} becomes {now:.3g} ({times}the saved plan's "
+            f"{then:.3g})")
 
 
 def warmup_note(cfg: TrainConfig, name: SettingNamer | None = None) -> str:
@@ -340,9 +359,13 @@ def _train_checked(
     # A new run that fails before its first checkpoint (a refusal, Ctrl-C) leaves no folder:
     # one half made would make the next try fail with "already exists". Only rank 0 made it.
     fresh = no_empty_run(config.out) if not resume and main_rank else contextlib.nullcontext()
-    with fresh, StopFlag(Path(config.out) if config.out else None) as flag, stderr_may_close():
-        return _train(config, resume=resume, progress=progress, flag=flag,
-                      name_setting=name_setting)
+    with RunLock() as lock:
+        if main_rank:  # a run another process trains now: refused before anything is cleared
+            lock.hold(config.out)
+        with fresh, StopFlag(Path(config.out) if config.out else None) as flag, \
+                stderr_may_close():
+            return _train(config, resume=resume, progress=progress, flag=flag,
+                          name_setting=name_setting, lock=lock if main_rank else None)
 
 
 def _train(
@@ -352,6 +375,7 @@ def _train(
     progress: bool,
     flag: StopFlag,
     name_setting: SettingNamer | None,
+    lock: RunLock | None = None,
 ) -> Path:
     from unmask.data import TokenDataset
 
@@ -369,6 +393,8 @@ def _train(
         torch.set_num_threads(config.threads)
 
     run = _prepare_run_dir(config, resume, is_main)
+    if lock is not None:  # a new run's folder, made just now
+        lock.hold(run)
     prior_seconds = 0.0  # training time of earlier sessions, against time_limit
     prior_skipped = 0  # steps in a row skipped for a non-finite loss when the checkpoint was saved
     changes: dict[str, Any] = {}
@@ -395,7 +421,7 @@ def _train(
         # said once the resume is accepted: a refusal below is then the one line printed
         another_go = done.timed_out and renewed not in (None, done.time_limit)
         resume_line = describe_resume(done, saved, config, changes, name=name_setting,
-                                      renewed=another_go)
+                                      renewed=another_go) + lr_change(done.step, saved, config)
     check_batch_split(config, world)
     spec = objective_spec(config.objective)
     spec.validate(config)  # options that do not apply to it, block size, rates

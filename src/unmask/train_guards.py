@@ -7,6 +7,8 @@
 - Size checks before anything big is allocated: ``seq_len`` and ``batch_size`` against the
   data, and a rough memory estimate (weights + optimizer state + activations) against the
   memory that is free (``/proc/meminfo``, the cgroup limit, or CUDA's free memory).
+- One process trains a run at a time (``RunLock``): a second command on the same run folder
+  is refused while the first runs.
 - Stopping on SIGINT/SIGTERM: ``StopFlag`` turns the first signal into a stop at the next
   safe point (the training loop then saves an atomic checkpoint) and the second into an
   immediate ``KeyboardInterrupt``; ``train`` then raises ``TrainingStopped``, which the CLI
@@ -16,7 +18,7 @@ Inside: ``resume_plan``, ``resumed_config``, ``run_above``, ``renew_time_limit``
 ``time_limit_exit``, ``under_torchrun``, ``validation_batches``, ``validation_settings``,
 ``validation_changes``, ``saved_progress``, ``describe_resume``, ``device_change``,
 ``check_data_sizes``, ``estimate_memory``, ``available_memory``, ``check_memory``,
-``StopFlag``, ``TrainingStopped``.
+``RunLock``, ``StopFlag``, ``TrainingStopped``.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def resume_plan(saved: TrainConfig, config: TrainConfig) -> dict[str, Any]:
         if f.name in RUNTIME_FIELDS or new == old:
             continue
         if f.name in FIXED_ON_RESUME and not _not_its_option(saved.objective, f.name):
-            was = "none (its default)" if old is None else repr(old)
+            was = "none (its default)" if old in (None, "") else repr(old)  # (init: "")
             raise UserError(
                 f"{f.name}={new!r} differs from the run's {was}: a resumed run keeps its "
                 f"model; start a new run to change {f.name}"
@@ -598,6 +600,70 @@ def check_memory(
         f"seq_len={config.seq_len} "
         f"{_size(estimate.activations)}), more than the {_size(available)} available; {advice}"
     )
+
+
+# ----------------------------------------------------------------------------- one at a time
+
+
+_HELD: set[str] = set()
+"""Run folders this process holds (``RunLock``): a run that calls ``train`` inside another
+lock of its own folder (``unmask distill``) holds it once."""
+
+
+class RunLock:
+    """The run folder held by the one process training in it: an exclusive ``flock`` of the
+    folder itself (no file left in it), released when the process ends, however it ends.
+
+    A second ``unmask train`` on the same ``--out`` while the first still ran (the same
+    command typed twice, a scheduler's requeue of a job still running) took a live run
+    before its first checkpoint for one killed (``run_checks.unfinished_run``) and deleted
+    its plan and log, so both failed; given ``--resume``, the two trained into one folder,
+    each replacing the other's checkpoints and interleaving their log lines. ``hold`` refuses
+    it in one line instead. Where the file system takes no locks, nothing is held."""
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self._key: str | None = None
+
+    def hold(self, folder: str | os.PathLike[str] | None) -> None:
+        """Hold ``folder`` if it exists (a new run's is made later: hold it then) and this
+        lock holds none yet; a one-line ``UserError`` if another process holds it."""
+        if self._fd is not None or not folder or not Path(folder).is_dir():
+            return
+        key = os.path.realpath(folder)
+        if key in _HELD:
+            return
+        try:
+            import fcntl
+        except ImportError:  # (Windows)
+            return
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError:  # (no read permission: what the run then meets says it)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(
+                f"{folder}: another process is training this run now (unmask train or "
+                f"distill); wait for it to end or stop it (Ctrl-C saves it), or choose "
+                f"another --out"
+            ) from None
+        except OSError:  # no locks on this file system: train as before
+            os.close(fd)
+            return
+        self._fd, self._key = fd, key
+        _HELD.add(key)
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            _HELD.discard(self._key or "")
+            self._fd = self._key = None
 
 
 # ----------------------------------------------------------------------------- signals

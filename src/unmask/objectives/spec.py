@@ -262,11 +262,16 @@ class ObjectiveSpec:
         objective's own (``model_config``), its name and the run's noise schedule."""
         if self.model_config is not None:
             model = self.model_config(model, cfg)
+        own = dict(self.sample_defaults)
+        if self.continues or self.batch == "prompt_response":  # a fine-tune (SFT) of --init
+            # without a recommendation of its own keeps the one measured on the weights it
+            # starts from: with none, its checkpoints decoded in one greedy block without a
+            # penalty, in which the demo's SFT repeats itself (docs/training.md, SFT)
+            own = own or dict(model.sample_defaults)
         if self.continues:
-            own = dict(self.sample_defaults) or dict(model.sample_defaults)
             return replace(model, sample_defaults=own)
         return replace(model, objective=self.name, schedule=cfg.schedule, schedule_eps=cfg.eps,
-                       sample_defaults=dict(self.sample_defaults))
+                       sample_defaults=own)
 
     def options_for(self, cfg: TrainConfig, schedule: Schedule) -> ObjectiveOptions:
         """The loss options of a run: its schedule and the options that apply here."""

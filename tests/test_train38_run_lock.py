@@ -1,0 +1,86 @@
+"""One process trains a run at a time (``unmask.train_guards.RunLock``). A second ``unmask
+train`` on a run that another process was training took it, before its first checkpoint, for
+one killed and deleted its plan and log (the first then failed at its next log line); with
+``--resume`` the two trained into one folder. The run folder is held with ``flock`` while a
+run trains: the second command is refused in one line, and nothing of the run is touched."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from corpus_helpers import word_corpus
+
+from unmask.cli import main
+from unmask.train_guards import RunLock
+
+WORDS = "the lord said unto moses go down and speak to the people".split()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return word_corpus(tmp_path_factory.mktemp("corpus"), WORDS, lines=300, seed=0)
+
+
+def _argv(dataset: Path, out: Path, steps: int = 1) -> list[str]:
+    return ["train", "--data", str(dataset), "--out", str(out), "--preset", "tiny",
+            "--seq-len", "16", "--batch-size", "2", "--steps", str(steps), "--eval-every", "0",
+            "--eval-batches", "1", "--warmup", "0", "--no-progress"]
+
+
+@contextmanager
+def _training_elsewhere(run: Path) -> Iterator[None]:
+    """``run`` held as another process training it holds it (flock conflicts between two
+    opens of the folder, in one process too)."""
+    fd = os.open(run, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def test_a_second_start_of_a_run_being_trained_leaves_its_plan_and_log(dataset, tmp_path,
+                                                                       capsys):
+    run = tmp_path / "run"
+    run.mkdir()  # a live run before its first checkpoint: what unfinished_run sees
+    (run / "train_config.json").write_text(json.dumps({"steps": 1000}))
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 5.0}\n')
+    with _training_elsewhere(run):
+        assert main(_argv(dataset, run)) == 2
+    err = capsys.readouterr().err
+    assert "another process is training this run now" in err
+    assert len(err.strip().splitlines()) == 1 and "starting it anew" not in err
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl", "train_config.json"]
+    assert (run / "metrics.jsonl").read_text() == '{"step": 1, "loss": 5.0}\n'
+
+
+def test_a_resume_of_a_run_being_trained_is_refused_and_a_later_one_runs(dataset, tmp_path,
+                                                                          capsys):
+    run = tmp_path / "run"
+    assert main(_argv(dataset, run)) == 0
+    log = (run / "metrics.jsonl").read_text()
+    with _training_elsewhere(run):
+        assert main(["train", "--resume", "--out", str(run), "--steps", "2",
+                     "--no-progress"]) == 2
+    assert "another process is training this run now" in capsys.readouterr().err
+    assert (run / "metrics.jsonl").read_text() == log
+    assert json.loads((run / "train_config.json").read_text())["steps"] == 1  # plan as it was
+    # the lock is the training process's alone: released when it ends, a refusal included
+    assert main(["train", "--resume", "--out", str(run), "--steps", "2", "--no-progress"]) == 0
+    with RunLock() as lock:
+        lock.hold(run)  # nothing holds it any more
+
+
+def test_a_lock_is_held_once_by_the_process_that_holds_it(tmp_path):
+    with RunLock() as outer:  # unmask distill holding its run, then training it (train())
+        outer.hold(tmp_path)
+        with RunLock() as inner:
+            inner.hold(tmp_path)
+    with RunLock() as again:
+        again.hold(tmp_path)
