@@ -1200,8 +1200,10 @@ def sedd_log_score(head: Tensor, tokens: Tensor, sigma: Tensor) -> Tensor:
     wide = wide_dtype(head.dtype)  # float64 for a float64 model
     # (B, 1, 1); log(expm1) overflowed from sigma 89 on (float32): every score -inf
     esigm1_log = log_expm1(sigma.to(wide)).to(head.dtype)[:, None, None]
-    score = head - esigm1_log - math.log(V - 1)
-    return score.scatter(-1, tokens[..., None], torch.zeros_like(score[..., :1]))  # (B, L, V)
+    # in place after the first (fresh) difference: the same values, one (B, L, V) tensor
+    # written instead of three (at a 50k vocabulary each was ~0.2 s of a 1,024-token step)
+    score = (head - esigm1_log).sub_(math.log(V - 1))
+    return score.scatter_(-1, tokens[..., None], 0.0)  # (B, L, V)
 
 
 def denoiser_logits(output: Tensor, config: ModelConfig) -> Tensor:
