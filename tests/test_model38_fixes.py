@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
+from unmask.config import dtype_choice
+from unmask.errors import UserError
 from unmask.model import log_expm1, sedd_log_score
 from unmask.sedd import AbsorbingGraph
 
@@ -30,3 +33,20 @@ def test_the_in_place_log_scores_leave_their_inputs_and_match_the_formula() -> N
     logits = head.index_fill(-1, torch.tensor([0]), float("-inf"))
     want = torch.log_softmax(logits, dim=-1) - log_expm1(sigma)[:, None, None]
     assert torch.equal(log_score, want.scatter(-1, tokens[..., None], 0.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, "torch.bfloat16", torch.float16])
+def test_load_for_decoding_takes_a_torch_dtype_as_unmask_load_does(dtype: object) -> None:
+    """``unmask.load(dtype=torch.bfloat16)`` loads; ``load_for_decoding`` refused the same
+    dtype as "choose one of auto, fp32, bf16, fp16" (``config.dtype_choice``)."""
+    from unmask.api import load_for_decoding
+
+    loaded = load_for_decoding("demo", dtype=dtype)  # type: ignore[arg-type]
+    want = torch.float16 if dtype is torch.float16 else torch.bfloat16
+    assert loaded.model.embed.weight.dtype == want
+
+
+def test_dtype_choice_still_refuses_what_is_no_decoding_dtype() -> None:
+    for name in ("torch.bf16", torch.float64, "double", "torch.auto"):
+        with pytest.raises(UserError, match="choose one of auto, fp32, bf16, fp16"):
+            dtype_choice(name)  # type: ignore[arg-type]

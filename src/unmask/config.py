@@ -1015,9 +1015,13 @@ def dtype_name(dtype: torch.dtype) -> str:
     return next((short for short, full in DTYPE_NAMES.items() if full == name), name)
 
 
-def dtype_choice(name: str) -> str:
-    """``name`` as one of ``DECODE_DTYPES`` (aliases resolved), else a one-line error."""
-    canon = DTYPE_ALIASES.get(name, name)
+def dtype_choice(name: str | torch.dtype) -> str:
+    """``name`` as one of ``DECODE_DTYPES`` (aliases resolved; torch's names also as
+    ``torch.bfloat16``, text or the ``torch.dtype`` itself, as ``torch_dtype`` and
+    ``unmask.load`` take them), else a one-line error. ``load_for_decoding(dtype=
+    torch.bfloat16)`` was refused as "choose one of auto, fp32, bf16, fp16"."""
+    spelled = name if isinstance(name, str) else str(name)  # a torch.dtype: "torch.float16"
+    canon = DTYPE_ALIASES.get(spelled.removeprefix("torch."), spelled)
     if canon not in DECODE_DTYPES:
         raise UserError(f"dtype {name!r}: choose one of {', '.join(DECODE_DTYPES)} "
                         f"(or {', '.join(DTYPE_ALIASES)})")
