@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from unmask.config import dtype_choice
+from unmask.config import ModelConfig, dtype_choice, load_json
 from unmask.errors import UserError
 from unmask.model import log_expm1, sedd_log_score
 from unmask.sedd import AbsorbingGraph
@@ -50,3 +52,14 @@ def test_dtype_choice_still_refuses_what_is_no_decoding_dtype() -> None:
     for name in ("torch.bf16", torch.float64, "double", "torch.auto"):
         with pytest.raises(UserError, match="choose one of auto, fp32, bf16, fp16"):
             dtype_choice(name)  # type: ignore[arg-type]
+
+
+def test_an_unknown_config_field_names_the_field_a_typo_meant(tmp_path: Path) -> None:
+    """A hand-edited config.json with ``n_head`` said only "unknown ModelConfig field(s):
+    n_head"; ``sample_defaults`` typos already got "did you mean"."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"n_head": 4, "bogus_thing": 1}))
+    with pytest.raises(UserError) as e:
+        load_json(ModelConfig, path)
+    assert str(e.value) == (f"{path}: unknown ModelConfig field(s): bogus_thing, n_head (did "
+                            "you mean n_heads?)")

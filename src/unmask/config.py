@@ -1159,8 +1159,12 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "config") -> 
         raise UserError(f"{source}: expected a JSON object, not {type(data).__name__}")
     types = {f.name: str(f.type) for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(types))
-    if unknown:
-        raise UserError(f"{source}: unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    if unknown:  # a hand-edited config.json: name the field a typo meant, as sample_defaults
+        from unmask.names import closest
+
+        meant = [f"{k} (did you mean {near}?)" if (near := closest(k, sorted(types))) else k
+                 for k in unknown]
+        raise UserError(f"{source}: unknown {cls.__name__} field(s): {', '.join(meant)}")
     for name, value in data.items():
         problem = _type_error(name, types[name], value)
         if problem:
