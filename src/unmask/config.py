@@ -92,13 +92,14 @@ class ModelConfig:
     n_kv_heads: int | None = None
     """Number of key/value heads (grouped-query attention); None = ``n_heads``."""
     ffn_hidden: int | None = None
-    """Hidden width of the SwiGLU MLP; None = 8/3·d_model rounded up to a multiple of 64."""
+    """Hidden width of the MLP; None = 8/3·d_model rounded up to a multiple of 64 (SwiGLU),
+    4·d_model for ``mlp='gelu'``."""
     max_seq_len: int = 256
     """Longest sequence (prompt + generation) the model is trained and used for."""
     rope_theta: float = 10000.0
     """Base of the rotary position embedding frequencies."""
     norm_eps: float = 1e-5
-    """Epsilon of RMSNorm."""
+    """Epsilon of the norms (RMSNorm, or LayerNorm for ``norm='layer'``; ``qk_norm`` too)."""
     tie_embeddings: bool = True
     """Share the input embedding and the output projection."""
     qkv_bias: bool = False
