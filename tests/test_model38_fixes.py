@@ -12,7 +12,8 @@ import torch
 from unmask.config import ModelConfig, dtype_choice, load_json
 from unmask.errors import UserError
 from unmask.model import log_expm1, sedd_log_score
-from unmask.sedd import AbsorbingGraph
+from unmask.sampling.sedd import euler_step
+from unmask.sedd import AbsorbingGraph, Graph, LogLinearNoise, UniformGraph
 
 
 def test_the_in_place_log_scores_leave_their_inputs_and_match_the_formula() -> None:
@@ -63,3 +64,39 @@ def test_an_unknown_config_field_names_the_field_a_typo_meant(tmp_path: Path) ->
         load_json(ModelConfig, path)
     assert str(e.value) == (f"{path}: unknown ModelConfig field(s): bogus_thing, n_head (did "
                             "you mean n_heads?)")
+
+
+@pytest.mark.parametrize("graph", [AbsorbingGraph(9, 0), UniformGraph(9)], ids=["absorbing",
+                                                                                "uniform"])
+def test_the_euler_step_is_the_identity_plus_the_reverse_rates(graph: Graph) -> None:
+    """A guard of the in-place Euler step: I + Δt·σ'(t)·R written out, clipped at 0, from
+    the caller's score left as it was."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 9, (6,), generator=g)
+    x[:3] = 0  # masked positions under the absorbing graph
+    score = torch.rand(6, 9, generator=g, dtype=torch.float64) * 3
+    before = score.clone()
+    noise = LogLinearNoise()
+    probs = euler_step(graph, score, x, 0.9, 0.6, noise)
+    assert torch.equal(score, before)
+    rate = float(noise.dsigma(torch.tensor(0.9, dtype=torch.float64)))
+    rev = (graph.rate_into(x).double() * score).scatter(-1, x[:, None], 0.0)
+    rev = rev.scatter(-1, x[:, None], -rev.sum(dim=-1, keepdim=True))
+    want = torch.nn.functional.one_hot(x, 9).double() + (0.9 - 0.6) * rate * rev
+    assert torch.equal(probs, want.clamp_min(0.0))
+
+
+def test_the_euler_step_never_writes_a_graph_s_own_rate_tensor() -> None:
+    """A graph may hand out a tensor it keeps (``rate_into``): the step works on a copy."""
+
+    class Kept(UniformGraph):
+        def rate_into(self, x: torch.Tensor) -> torch.Tensor:
+            self.kept = super().rate_into(x).double()
+            self.seen = self.kept.clone()
+            return self.kept
+
+    graph = Kept(5)
+    x = torch.tensor([1, 3])
+    euler_step(graph, torch.full((2, 5), 2.0, dtype=torch.float64), x, 0.5, 0.25,
+               LogLinearNoise())
+    assert torch.equal(graph.kept, graph.seen)

@@ -31,7 +31,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from unmask.canvas import Canvas
@@ -87,10 +86,14 @@ def euler_step(
     """Euler step of the reverse CTMC from t to s: I + (t - s)·σ'(t)·R, R(x → y) = Q(y → x)·s_y
     (SEDD's ``EulerPredictor``); negative probabilities (too large a step) are clipped to 0."""
     rate = float(noise.dsigma(torch.tensor(t, dtype=torch.float64)))
-    rev = (graph.rate_into(x).to(score.dtype) * score).scatter(-1, x[:, None], 0.0)  # (N, V)
-    rev = rev.scatter(-1, x[:, None], -rev.sum(dim=-1, keepdim=True))
-    probs = F.one_hot(x, graph.vocab_size).to(score.dtype) + (t - s) * rate * rev
-    return probs.clamp_min(0.0)
+    # in place on the one fresh (N, V) tensor, no one-hot: the same values, and a step over
+    # a 50k vocabulary writes one (N, V) float64 tensor where it wrote seven
+    rev = graph.rate_into(x).to(score.dtype, copy=True).mul_(score)  # (N, V); a graph's own
+    rev.scatter_(-1, x[:, None], 0.0)  # tensor is never written (copy=True)
+    rev.scatter_(-1, x[:, None], -rev.sum(dim=-1, keepdim=True))  # the diagonal: -(out-rate)
+    probs = rev.mul_((t - s) * rate)  # I + Δt·σ'(t)·R: the identity added at x alone
+    probs.scatter_add_(-1, x[:, None], torch.ones_like(probs[:, :1]))
+    return probs.clamp_min_(0.0)
 
 
 def _dsigma(noise: Noise, t: float, s: float | None, n: int, like: Tensor) -> Tensor:
