@@ -300,13 +300,14 @@ class SEDDRun(DecoderRun):
                 step_fn = denoise_step if last else self.step_fn
                 probs = step_fn(self.graph, score, xm, t, s, self.noise)
                 if forbidden is not None:  # zeroed and renormalised (the draw) at the end only
-                    allowed = ~forbidden[moving]  # (N, V)
-                    probs = probs.masked_fill(~allowed, 0.0)
+                    ruled = forbidden[moving]  # (N, V)
+                    probs.masked_fill_(ruled, 0.0)  # the step's own fresh tensor
                     # a score that favours staying clips every allowed move to 0 (the
                     # staggered score goes negative): draw by the score among the allowed
-                    # tokens, not the fallback (the forbidden token itself)
-                    stuck = (probs.sum(dim=-1) <= 0)[:, None]  # (N, 1)
-                    probs = torch.where(stuck, score * allowed, probs)
+                    # tokens, not the fallback (the forbidden token itself); those rows only
+                    stuck = probs.sum(dim=-1) <= 0  # (N,)
+                    if bool(stuck.any()):
+                        probs[stuck] = score[stuck].masked_fill(ruled[stuck], 0.0)
                 x[moving] = sample_categorical(probs, self.generator, xm,
                                                counts=moving.sum(dim=1).tolist())
         self.steps += 1
