@@ -11,7 +11,7 @@ import torch
 
 from unmask.config import ModelConfig, dtype_choice, load_json
 from unmask.errors import UserError
-from unmask.model import log_expm1, sedd_log_score
+from unmask.model import Transformer, log_expm1, sedd_log_score
 from unmask.sampling.sedd import euler_step
 from unmask.sedd import AbsorbingGraph, Graph, LogLinearNoise, UniformGraph
 
@@ -100,3 +100,32 @@ def test_the_euler_step_never_writes_a_graph_s_own_rate_tensor() -> None:
     euler_step(graph, torch.full((2, 5), 2.0, dtype=torch.float64), x, 0.5, 0.25,
                LogLinearNoise())
     assert torch.equal(graph.kept, graph.seen)
+
+
+def test_the_forward_s_in_place_log_score_trains_as_the_formula_does() -> None:
+    """A time-conditioned absorbing SEDD model writes its log-score into its head's own output
+    (``in_place``): the same outputs and gradients as the log-score of a fresh tensor."""
+    cfg = ModelConfig(vocab_size=11, d_model=16, n_layers=1, n_heads=2, max_seq_len=8,
+                      time_conditioning=True, output="sedd_log_score", sedd_graph="absorbing",
+                      norm="layer", mlp="gelu", head_bias=True, cond_dim=8)
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)  # adaLN-Zero starts at 0: no gradient would reach the head
+    tokens = torch.randint(0, 11, (2, 6))
+    sigma = torch.tensor([0.4, 2.0])
+    weights = torch.randn(2, 6, 11)
+
+    def grads(out: torch.Tensor) -> list[torch.Tensor]:
+        model.zero_grad()
+        (out * weights).sum().backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    out = model(tokens, sigma=sigma)
+    got = grads(out)
+    h = model(tokens, sigma=sigma, return_hidden=True)
+    want_out = sedd_log_score(model.lm_head(h), tokens, sigma)
+    assert torch.equal(out, want_out)
+    want = grads(want_out)
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))

@@ -822,7 +822,7 @@ class Transformer(nn.Module):
             return h
         out = self.lm_head(h)  # (B, L, V)
         if self.config.output == "sedd_log_score":
-            out = sedd_log_score(out, tokens, level)
+            out = sedd_log_score(out, tokens, level, in_place=True)  # (B, L, V), the head's
             if sigma is None:
                 out = denoiser_logits(out, self.config)
         return out
@@ -1190,19 +1190,24 @@ def log_expm1(x: Tensor) -> Tensor:
     return torch.where(x < 50.0, torch.log(torch.expm1(x.clamp(max=50.0))), x)
 
 
-def sedd_log_score(head: Tensor, tokens: Tensor, sigma: Tensor) -> Tensor:
+def sedd_log_score(
+    head: Tensor, tokens: Tensor, sigma: Tensor, *, in_place: bool = False
+) -> Tensor:
     """SEDD's log concrete score from the head output (B, L, V) for the absorbing graph (Lou et al.
     2024, ``scale_by_sigma``): head - log(e^sigma - 1) - log(V - 1), then 0 at each position's own
     token (the ratio p(x)/p(x) = 1). At a masked position the entry of token y is
     log p(x0 = y | xt) - log(e^sigma - 1) up to the network's error, so it is the denoiser's logits
-    up to a per-row constant."""
+    up to a per-row constant. ``in_place``: written into ``head`` (the forward's own fresh
+    output, which nothing else reads; the head's backward does not need it)."""
     V = head.shape[-1]
     wide = wide_dtype(head.dtype)  # float64 for a float64 model
     # (B, 1, 1); log(expm1) overflowed from sigma 89 on (float32): every score -inf
     esigm1_log = log_expm1(sigma.to(wide)).to(head.dtype)[:, None, None]
-    # in place after the first (fresh) difference: the same values, one (B, L, V) tensor
-    # written instead of three (at a 50k vocabulary each was ~0.2 s of a 1,024-token step)
-    score = (head - esigm1_log).sub_(math.log(V - 1))
+    # in place after the first difference (or from the start): the same values, at most one
+    # (B, L, V) tensor written where three were (at a 50k vocabulary each was ~0.2 s of a
+    # 1,024-token step)
+    score = head.sub_(esigm1_log) if in_place else head - esigm1_log
+    score.sub_(math.log(V - 1))
     return score.scatter_(-1, tokens[..., None], 0.0)  # (B, L, V)
 
 
