@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,22 @@ def test_the_forward_s_in_place_log_score_trains_as_the_formula_does() -> None:
     assert torch.equal(out, want_out)
     want = grads(want_out)
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+@pytest.mark.parametrize(("name", "value", "why"), [
+    ("threshold", 5.0, r"threshold must be a finite number in \(0, 1\], got 5.0"),
+    ("factor", -1.0, "factor must be a finite number > 0, got -1.0"),
+    ("entropy_bound", float("nan"), "entropy_bound must be a finite number >= 0, got nan"),
+])
+def test_a_policy_parameter_out_of_range_in_sample_defaults_names_config_json(
+    tmp_path: Path, name: str, value: float, why: str
+) -> None:
+    """A checkpoint whose config.json recommends ``threshold: 5`` loaded, and the first run
+    under that policy failed with "threshold must be ... got 5.0", a value the user never
+    gave, not naming the file (the rule the other sample_defaults values follow)."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"sample_defaults": {name: value}}))
+    with pytest.raises(UserError, match=f"^{re.escape(str(path))}: sample_defaults: {why}$"):
+        load_json(ModelConfig, path)
+    ModelConfig(sample_defaults={"policy": "threshold", "threshold": 0.95, "factor": 1.0,
+                                 "entropy_bound": 0.0})  # in range: as before

@@ -325,6 +325,8 @@ class ModelConfig:
             raise UserError(f"sample_defaults: {', '.join(meant)} {what}")
         try:  # the values too: a bad one failed at the first run, not naming config.json
             SampleConfig(**self.sample_defaults)
+            for name in POLICY_PARAMETERS.keys() & self.sample_defaults.keys():  # the policy
+                check_parameter(name, self.sample_defaults[name])  # may be another's flag
         except UserError as e:
             raise UserError(f"sample_defaults: {e}") from None
         if self.n_experts < 0 or (self.n_experts and not 1 <= self.experts_top_k <= self.n_experts):
@@ -960,6 +962,30 @@ def check_penalties(repetition: float, presence: float, frequency: float,
     if isinstance(ngram, bool) or not isinstance(ngram, int) or ngram < 0:
         raise UserError(f"no_repeat_ngram_size must be a whole number >= 0 (0 = off), got "
                         f"{ngram!r}")
+
+
+POLICY_PARAMETERS: dict[str, tuple[float, bool, float]] = {
+    "threshold": (0.0, True, 1.0), "factor": (0.0, True, math.inf),
+    "entropy_bound": (0.0, False, math.inf),
+}
+"""The commit policies' parameters (``SampleConfig`` fields) and their ranges: (low, whether
+``low`` is left out, high, included). Checked when a policy that reads one is made
+(``unmask.sampling.policies``), and when a checkpoint's ``sample_defaults`` gives one."""
+
+
+def check_parameter(name: str, value: float) -> float:
+    """The one rule of the policies' parameters (``POLICY_PARAMETERS``): a finite number in its
+    range, else one ``UserError`` line saying so. ``threshold`` (0, 1], ``factor`` > 0,
+    ``entropy_bound`` >= 0; an infinite ``factor`` or ``entropy_bound`` (commit every
+    candidate at once) is refused as NaN is."""
+    low, open_low, high = POLICY_PARAMETERS[name]
+    finite = isinstance(value, (int, float)) and math.isfinite(value)
+    above = finite and (value > low if open_low else value >= low)
+    if not (above and value <= high):
+        where = f"in {'(' if open_low else '['}{low:g}, {high:g}]" if math.isfinite(high) else (
+            f"{'>' if open_low else '>='} {low:g}")
+        raise UserError(f"{name} must be a finite number {where}, got {value}")
+    return float(value)
 
 
 SEDD_SAMPLERS: tuple[str, ...] = ("analytic", "euler")
