@@ -12,7 +12,13 @@ import torch
 
 from unmask.config import ModelConfig, dtype_choice, load_json
 from unmask.errors import UserError
-from unmask.model import Transformer, log_expm1, sedd_log_score
+from unmask.model import (
+    Transformer,
+    denoiser_logits,
+    log_expm1,
+    masked_fraction_sigma,
+    sedd_log_score,
+)
 from unmask.sampling.sedd import euler_step
 from unmask.sedd import AbsorbingGraph, Graph, LogLinearNoise, UniformGraph
 
@@ -149,3 +155,21 @@ def test_a_policy_parameter_out_of_range_in_sample_defaults_names_config_json(
         load_json(ModelConfig, path)
     ModelConfig(sample_defaults={"policy": "threshold", "threshold": 0.95, "factor": 1.0,
                                  "entropy_bound": 0.0})  # in range: as before
+
+
+def test_the_forward_s_in_place_denoiser_logits_are_the_log_score_s() -> None:
+    """Without ``sigma`` a masked_fraction SEDD model fills the [MASK] column of its own
+    log-score with -inf (in place): the log-score at the canvas' noise level, that column
+    aside, as ``denoiser_logits`` of a separate tensor gives it."""
+    cfg = ModelConfig(vocab_size=11, d_model=16, n_layers=1, n_heads=2, max_seq_len=8,
+                      time_conditioning=True, sigma_input="masked_fraction",
+                      output="sedd_log_score", sedd_graph="absorbing", cond_dim=8)
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    tokens = torch.randint(0, 11, (2, 6))
+    tokens[:, 3:] = cfg.mask_id
+    with torch.no_grad():
+        got = model(tokens)
+        score = model(tokens, sigma=masked_fraction_sigma(tokens, cfg.mask_id))
+    assert torch.equal(got, denoiser_logits(score, cfg))
+    assert torch.isneginf(got[..., cfg.mask_id]).all() and torch.isfinite(score).all()

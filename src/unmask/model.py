@@ -824,7 +824,7 @@ class Transformer(nn.Module):
         if self.config.output == "sedd_log_score":
             out = sedd_log_score(out, tokens, level, in_place=True)  # (B, L, V), the head's
             if sigma is None:
-                out = denoiser_logits(out, self.config)
+                out = denoiser_logits(out, self.config, in_place=True)  # the head's own
         return out
 
     def _count_nonfinite(self, x: Tensor) -> None:
@@ -1211,17 +1211,17 @@ def sedd_log_score(
     return score.scatter_(-1, tokens[..., None], 0.0)  # (B, L, V)
 
 
-def denoiser_logits(output: Tensor, config: ModelConfig) -> Tensor:
+def denoiser_logits(output: Tensor, config: ModelConfig, *, in_place: bool = False) -> Tensor:
     """Denoiser logits (B, L, V) from a model's output (B, L, V) with ``sigma`` given.
 
     ``logits``: unchanged. ``sedd_log_score``: the log-score with the [MASK] column at -inf
     (there it holds the ratio of a masked position to itself, 0, not a prediction); at a masked
     position its softmax is p(x0 | xt), because SEDD's score of unmasking to y is
     p(x0 = y | xt) / (e^sigma - 1) (Ou et al. 2024, Thm. 1). Unmasked positions carry no
-    prediction in either case.
+    prediction in either case. ``in_place``: written into ``output`` (the forward's own).
     """
     if config.output == "logits":
         return output
-    return output.index_fill(
-        -1, torch.tensor([config.mask_id], device=output.device), float("-inf")
-    )
+    column = torch.tensor([config.mask_id], device=output.device)
+    fill = output.index_fill_ if in_place else output.index_fill
+    return fill(-1, column, float("-inf"))
