@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from unmask.canvas import Canvas
 from unmask.config import ModelConfig, dtype_choice, load_json
 from unmask.errors import UserError
 from unmask.model import (
@@ -173,3 +174,12 @@ def test_the_forward_s_in_place_denoiser_logits_are_the_log_score_s() -> None:
         score = model(tokens, sigma=masked_fraction_sigma(tokens, cfg.mask_id))
     assert torch.equal(got, denoiser_logits(score, cfg))
     assert torch.isneginf(got[..., cfg.mask_id]).all() and torch.isfinite(score).all()
+
+
+@pytest.mark.parametrize("prompts", [{9, 5}, [{9, 5}], [[4], frozenset({9, 5})]],
+                         ids=["set", "row-set", "frozenset"])
+def test_a_set_of_prompt_ids_is_refused_in_one_line(prompts: object) -> None:
+    """A set has no order: {9, 5} was the prompt [5, 9] (hash order), silently."""
+    with pytest.raises(UserError, match="prompt ids must be in order .* not a (frozen)?set"):
+        Canvas.from_prompts(prompts, 2, mask_id=0, pad_id=1)  # type: ignore[arg-type]
+    assert Canvas.from_prompts((9, 5), 1, mask_id=0, pad_id=1).tokens.tolist() == [[9, 5, 0]]
