@@ -311,6 +311,7 @@ def as_rows(prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor) -> list[l
         return [ids] if prompts.dim() == 1 else ids
     if isinstance(prompts, (str, bytes)):
         raise UserError(_NOT_IDS + ", got text")
+    _refuse_unordered(prompts)
     if not isinstance(prompts, Iterable):  # None, a lone id: list() raised a TypeError
         one = f" (one prompt of one id: [{prompts}])" if _is_id(prompts) else ""
         raise UserError(f"prompt ids must be a list of ids or of lists of ids (one a prompt), "
@@ -323,9 +324,18 @@ def as_rows(prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor) -> list[l
     for p in prompts:  # before the mix: in [4, True] the True is what is wrong
         if not (_is_id(p) or _is_row(p)):
             raise UserError(_NOT_IDS + f", got {_what(p)}")
+        _refuse_unordered(p)
     if any(map(_is_id, prompts)):
         raise UserError("prompts mix token ids and lists of token ids")
     return [_ids(p) for p in prompts]
+
+
+def _refuse_unordered(ids: object) -> None:
+    """One line for a set given as prompt ids: it has no order, so the prompt was read in
+    hash order (small ids sorted, repeats dropped) without a word."""
+    if isinstance(ids, (set, frozenset)):
+        raise UserError(f"prompt ids must be in order (a list or tuple), not a "
+                        f"{type(ids).__name__}: its order is not the text's")
 
 
 _NOT_IDS = (

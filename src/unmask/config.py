@@ -92,13 +92,14 @@ class ModelConfig:
     n_kv_heads: int | None = None
     """Number of key/value heads (grouped-query attention); None = ``n_heads``."""
     ffn_hidden: int | None = None
-    """Hidden width of the SwiGLU MLP; None = 8/3·d_model rounded up to a multiple of 64."""
+    """Hidden width of the MLP; None = 8/3·d_model rounded up to a multiple of 64 (SwiGLU),
+    4·d_model for ``mlp='gelu'``."""
     max_seq_len: int = 256
     """Longest sequence (prompt + generation) the model is trained and used for."""
     rope_theta: float = 10000.0
     """Base of the rotary position embedding frequencies."""
     norm_eps: float = 1e-5
-    """Epsilon of RMSNorm."""
+    """Epsilon of the norms (RMSNorm, or LayerNorm for ``norm='layer'``; ``qk_norm`` too)."""
     tie_embeddings: bool = True
     """Share the input embedding and the output projection."""
     qkv_bias: bool = False
@@ -324,6 +325,8 @@ class ModelConfig:
             raise UserError(f"sample_defaults: {', '.join(meant)} {what}")
         try:  # the values too: a bad one failed at the first run, not naming config.json
             SampleConfig(**self.sample_defaults)
+            for name in POLICY_PARAMETERS.keys() & self.sample_defaults.keys():  # the policy
+                check_parameter(name, self.sample_defaults[name])  # may be another's flag
         except UserError as e:
             raise UserError(f"sample_defaults: {e}") from None
         if self.n_experts < 0 or (self.n_experts and not 1 <= self.experts_top_k <= self.n_experts):
@@ -961,6 +964,30 @@ def check_penalties(repetition: float, presence: float, frequency: float,
                         f"{ngram!r}")
 
 
+POLICY_PARAMETERS: dict[str, tuple[float, bool, float]] = {
+    "threshold": (0.0, True, 1.0), "factor": (0.0, True, math.inf),
+    "entropy_bound": (0.0, False, math.inf),
+}
+"""The commit policies' parameters (``SampleConfig`` fields) and their ranges: (low, whether
+``low`` is left out, high, included). Checked when a policy that reads one is made
+(``unmask.sampling.policies``), and when a checkpoint's ``sample_defaults`` gives one."""
+
+
+def check_parameter(name: str, value: float) -> float:
+    """The one rule of the policies' parameters (``POLICY_PARAMETERS``): a finite number in its
+    range, else one ``UserError`` line saying so. ``threshold`` (0, 1], ``factor`` > 0,
+    ``entropy_bound`` >= 0; an infinite ``factor`` or ``entropy_bound`` (commit every
+    candidate at once) is refused as NaN is."""
+    low, open_low, high = POLICY_PARAMETERS[name]
+    finite = isinstance(value, (int, float)) and math.isfinite(value)
+    above = finite and (value > low if open_low else value >= low)
+    if not (above and value <= high):
+        where = f"in {'(' if open_low else '['}{low:g}, {high:g}]" if math.isfinite(high) else (
+            f"{'>' if open_low else '>='} {low:g}")
+        raise UserError(f"{name} must be a finite number {where}, got {value}")
+    return float(value)
+
+
 SEDD_SAMPLERS: tuple[str, ...] = ("analytic", "euler")
 """Values of ``SampleConfig.sedd_sampler``."""
 PROMPT_MASKS: tuple[str, ...] = ("fill", "reference")
@@ -1015,9 +1042,13 @@ def dtype_name(dtype: torch.dtype) -> str:
     return next((short for short, full in DTYPE_NAMES.items() if full == name), name)
 
 
-def dtype_choice(name: str) -> str:
-    """``name`` as one of ``DECODE_DTYPES`` (aliases resolved), else a one-line error."""
-    canon = DTYPE_ALIASES.get(name, name)
+def dtype_choice(name: str | torch.dtype) -> str:
+    """``name`` as one of ``DECODE_DTYPES`` (aliases resolved; torch's names also as
+    ``torch.bfloat16``, text or the ``torch.dtype`` itself, as ``torch_dtype`` and
+    ``unmask.load`` take them), else a one-line error. ``load_for_decoding(dtype=
+    torch.bfloat16)`` was refused as "choose one of auto, fp32, bf16, fp16"."""
+    spelled = name if isinstance(name, str) else str(name)  # a torch.dtype: "torch.float16"
+    canon = DTYPE_ALIASES.get(spelled.removeprefix("torch."), spelled)
     if canon not in DECODE_DTYPES:
         raise UserError(f"dtype {name!r}: choose one of {', '.join(DECODE_DTYPES)} "
                         f"(or {', '.join(DTYPE_ALIASES)})")
@@ -1155,8 +1186,12 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "config") -> 
         raise UserError(f"{source}: expected a JSON object, not {type(data).__name__}")
     types = {f.name: str(f.type) for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(types))
-    if unknown:
-        raise UserError(f"{source}: unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    if unknown:  # a hand-edited config.json: name the field a typo meant, as sample_defaults
+        from unmask.names import closest
+
+        meant = [f"{k} (did you mean {near}?)" if (near := closest(k, sorted(types))) else k
+                 for k in unknown]
+        raise UserError(f"{source}: unknown {cls.__name__} field(s): {', '.join(meant)}")
     for name, value in data.items():
         problem = _type_error(name, types[name], value)
         if problem:

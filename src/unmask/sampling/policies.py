@@ -23,7 +23,6 @@ Inside:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from unmask.config import SampleConfig
+from unmask.config import SampleConfig, check_parameter
 from unmask.errors import UserError
 from unmask.schedules import LinearSchedule, Schedule
 
@@ -329,38 +328,23 @@ def _needs_ranked_scores(config: SampleConfig) -> None:
         )
 
 
-def check_parameter(name: str, value: float, low: float, *, open_low: bool,
-                    high: float = math.inf) -> float:
-    """The one rule of the policies' parameters: a finite number in its range (``low`` left
-    out where ``open_low``, ``high`` included), else one ``UserError`` line saying so.
-    ``threshold`` (0, 1], ``factor`` > 0, ``entropy_bound`` >= 0; an infinite ``factor`` or
-    ``entropy_bound`` (commit every candidate at once) is refused as NaN is."""
-    finite = isinstance(value, (int, float)) and math.isfinite(value)
-    above = finite and (value > low if open_low else value >= low)
-    if not (above and value <= high):
-        where = f"in {'(' if open_low else '['}{low:g}, {high:g}]" if math.isfinite(high) else (
-            f"{'>' if open_low else '>='} {low:g}")
-        raise UserError(f"{name} must be a finite number {where}, got {value}")
-    return float(value)
-
-
 @register_policy("threshold")
 def _threshold(config: SampleConfig) -> CommitPolicy:
-    check_parameter("threshold", config.threshold, 0.0, open_low=True, high=1.0)
+    check_parameter("threshold", config.threshold)
     _needs_ranked_scores(config)
     return ThresholdPolicy(config.threshold)
 
 
 @register_policy("factor")
 def _factor(config: SampleConfig) -> CommitPolicy:
-    check_parameter("factor", config.factor, 0.0, open_low=True)
+    check_parameter("factor", config.factor)
     _needs_ranked_scores(config)
     return FactorPolicy(config.factor)
 
 
 @register_policy("entropy")
 def _entropy(config: SampleConfig) -> CommitPolicy:
-    check_parameter("entropy_bound", config.entropy_bound, 0.0, open_low=False)
+    check_parameter("entropy_bound", config.entropy_bound)
     return EntropyBoundPolicy(config.entropy_bound)
 
 

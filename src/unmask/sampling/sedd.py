@@ -31,7 +31,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from unmask.canvas import Canvas
@@ -87,10 +86,14 @@ def euler_step(
     """Euler step of the reverse CTMC from t to s: I + (t - s)·σ'(t)·R, R(x → y) = Q(y → x)·s_y
     (SEDD's ``EulerPredictor``); negative probabilities (too large a step) are clipped to 0."""
     rate = float(noise.dsigma(torch.tensor(t, dtype=torch.float64)))
-    rev = (graph.rate_into(x).to(score.dtype) * score).scatter(-1, x[:, None], 0.0)  # (N, V)
-    rev = rev.scatter(-1, x[:, None], -rev.sum(dim=-1, keepdim=True))
-    probs = F.one_hot(x, graph.vocab_size).to(score.dtype) + (t - s) * rate * rev
-    return probs.clamp_min(0.0)
+    # in place on the one fresh (N, V) tensor, no one-hot: the same values, and a step over
+    # a 50k vocabulary writes one (N, V) float64 tensor where it wrote seven
+    rev = graph.rate_into(x).to(score.dtype, copy=True).mul_(score)  # (N, V); a graph's own
+    rev.scatter_(-1, x[:, None], 0.0)  # tensor is never written (copy=True)
+    rev.scatter_(-1, x[:, None], -rev.sum(dim=-1, keepdim=True))  # the diagonal: -(out-rate)
+    probs = rev.mul_((t - s) * rate)  # I + Δt·σ'(t)·R: the identity added at x alone
+    probs.scatter_add_(-1, x[:, None], torch.ones_like(probs[:, :1]))
+    return probs.clamp_min_(0.0)
 
 
 def _dsigma(noise: Noise, t: float, s: float | None, n: int, like: Tensor) -> Tensor:
@@ -297,13 +300,14 @@ class SEDDRun(DecoderRun):
                 step_fn = denoise_step if last else self.step_fn
                 probs = step_fn(self.graph, score, xm, t, s, self.noise)
                 if forbidden is not None:  # zeroed and renormalised (the draw) at the end only
-                    allowed = ~forbidden[moving]  # (N, V)
-                    probs = probs.masked_fill(~allowed, 0.0)
+                    ruled = forbidden[moving]  # (N, V)
+                    probs.masked_fill_(ruled, 0.0)  # the step's own fresh tensor
                     # a score that favours staying clips every allowed move to 0 (the
                     # staggered score goes negative): draw by the score among the allowed
-                    # tokens, not the fallback (the forbidden token itself)
-                    stuck = (probs.sum(dim=-1) <= 0)[:, None]  # (N, 1)
-                    probs = torch.where(stuck, score * allowed, probs)
+                    # tokens, not the fallback (the forbidden token itself); those rows only
+                    stuck = probs.sum(dim=-1) <= 0  # (N,)
+                    if bool(stuck.any()):
+                        probs[stuck] = score[stuck].masked_fill(ruled[stuck], 0.0)
                 x[moving] = sample_categorical(probs, self.generator, xm,
                                                counts=moving.sum(dim=1).tolist())
         self.steps += 1
