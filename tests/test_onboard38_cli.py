@@ -36,3 +36,19 @@ def test_the_help_still_reaches_a_reader(capsys):
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("unmask ")
     assert main([]) == 2 and "COMMAND" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("argv", [["--help"], ["generate", "--help"]])
+def test_help_to_a_full_disk_is_one_line(argv):
+    """`unmask --help > /dev/full`: one line and status 2, not that line and then Python's
+    "Exception ignored ... No space left on device" block with status 120 (stdout's buffer
+    failed again at exit)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["PYTHONPATH"] = os.pathsep.join([SRC, env.get("PYTHONPATH", "")])
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run([sys.executable, "-m", "unmask.cli", *argv], stdout=full,
+                           stderr=subprocess.PIPE, env=env, timeout=60)
+    err = p.stderr.decode()
+    assert p.returncode == 2 and err.count("\n") == 1, err
+    assert err.startswith(" ".join(["unmask", *argv[:-1]]) + ": error: No space left on device")

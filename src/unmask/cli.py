@@ -442,6 +442,10 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         _said_by_rank_0()
         print(f"{label}: error: {e.strerror or e}{where}", file=sys.stderr)
+        try:  # stdout's own write failed (`--help > /dev/full`): what its buffer holds would
+            flush(sys.stdout)  # fail again at exit, Python's "Exception ignored" block, 120
+        except OSError:
+            reader_left()  # (it said so in the line above): its buffer dropped
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         if program:
