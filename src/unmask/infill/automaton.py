@@ -361,11 +361,14 @@ class TokenAutomaton:
                    accept=np.concatenate([accept[reps], [False]]), dead_class=dead_class,
                    start=0)
 
-    def intersect(self, other: TokenAutomaton) -> TokenAutomaton:
+    def intersect(self, other: TokenAutomaton, *, what: str | None = None) -> TokenAutomaton:
         """Token sequences both automata accept (the product automaton, reachable part).
 
         Two token automata over the same vocabulary read the same tokens, so their product is
         the automaton of the intersection of their byte languages (as spelt by tokens).
+        ``what`` names the constraint in the ``UserError`` for a product over ``MAX_STATES``
+        (a form's ``<regex:(a|b)*a(a|b){12}>`` under its 16-character bound said only
+        "constraint too large", naming no hole).
         """
         if other.vocab_size != self.vocab_size:
             raise ValueError("automata over different vocabularies")
@@ -392,8 +395,9 @@ class TokenAutomaton:
             at = np.minimum(np.searchsorted(known, found), len(known) - 1)
             new = found[known[at] != found]
             if len(codes) + len(new) > MAX_STATES:
-                raise UserError(f"constraint too large (its token automaton has over "
-                                f"{MAX_STATES} states)")
+                where = "constraint too large" if what is None else f"{what}: too large"
+                raise UserError(f"{where} (its token automaton has over {MAX_STATES} states, "
+                                "the limit); make its counted runs shorter or distinct")
             ids = np.arange(len(codes), len(codes) + len(new), dtype=np.int64)
             codes = np.concatenate([codes, new])
             merged = np.concatenate([known, new])

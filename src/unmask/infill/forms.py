@@ -443,7 +443,7 @@ def value_automaton(regex: str, bound: str | None, tokenizer: Any, where: str
     def build() -> TokenAutomaton:
         out = TokenAutomaton.from_regex(regex, vocab_of(tokenizer), what=where)
         if bound is not None:
-            out = out.intersect(value_automaton(bound, None, tokenizer, where))
+            out = out.intersect(value_automaton(bound, None, tokenizer, where), what=where)
         return out
 
     return cached_automaton(tokenizer, ("value", regex, bound), build)
@@ -505,7 +505,7 @@ def _regex_hole(args: str | None, where: str, tokenizer: Any) -> Lang:
     check_size(args, f"{where}: regex")
     args = whole_pattern(args)
     user = _automaton(args, tokenizer, f"{where}: regex")
-    safe = user.intersect(_automaton(JSON_CHAR + "*", tokenizer, where))
+    safe = user.intersect(_automaton(JSON_CHAR + "*", tokenizer, where), what=where)
     shortest = safe.min_tokens()
     if shortest is None:
         raise UserError(f"{where}: no text matching the regex can stand in a JSON string")
@@ -573,7 +573,7 @@ def _hole(
         if bound is not None:  # value, then spaces: both languages
             other = TokenAutomaton.from_regex(f"(?:{spaced(bound)}) *", vocab_of(tokenizer),
                                               what=where)
-            out = out.intersect(other)
+            out = out.intersect(other, what=where)
         return out
 
     automaton = cached_automaton(tokenizer, ("form", regex, bound, space, inner), build)
@@ -592,15 +592,33 @@ def _hole(
 
 def load_json(text: str, source: str) -> Any:
     """``json.loads(text)`` for text a user gave (a form, a schema): a ``UserError`` naming
-    ``source`` for broken JSON, nesting too deep to parse, or numbers too long to convert."""
+    ``source`` for broken JSON, nesting too deep to parse, numbers too long to convert, or
+    an object with a key twice (JSON keeps the last: a template's first hole of that name
+    vanished from the output, a schema's first ``properties`` went unenforced, silently)."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise UserError(f"{source}: the key {json.dumps(key, ensure_ascii=False)} is "
+                                "given twice in one object (JSON would keep only the last)")
+            out[key] = value
+        return out
+
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=unique)
     except json.JSONDecodeError as e:
+        # a regex written as is ("<regex:\d+>", "pattern": "\w"): JSON says only "Invalid
+        # \escape", and the user who meant the regex's backslash is left to guess
+        hint = (r' (a backslash inside a JSON string is written \\: "\\d" for the regex \d)'
+                if e.msg.startswith("Invalid \\escape") else "")
         raise UserError(
-            f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+            f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}{hint}"
         ) from None
     except RecursionError:
         raise UserError(f"{source}: JSON nested too deep") from None
+    except UserError:
+        raise
     except ValueError as e:  # e.g. an integer of more than 4,300 digits
         raise UserError(f"{source}: invalid JSON ({e})") from None
 

@@ -453,7 +453,7 @@ def own_automaton(gap: Gap, tokenizer: Any, label: str = "gap") -> TokenAutomato
              for r in parts or [ANY_TEXT]]
     out = autos[0]
     for other in autos[1:]:
-        out = out.intersect(other)
+        out = out.intersect(other, what=label)
     return out
 
 
@@ -501,10 +501,10 @@ def gap_automaton(
         out = None
         for r in parts or [ANY_TEXT]:
             auto = _regex_automaton(r, tokenizer, f"{label}: regex {quote_pattern(r)}")
-            out = auto if out is None else out.intersect(auto)
+            out = auto if out is None else out.intersect(auto, what=label)
         assert out is not None
         if mask is not None:
-            out = out.intersect(_mask_automaton(mask))
+            out = out.intersect(_mask_automaton(mask), what=label)
         return out
 
     return cached_automaton(tokenizer, key, build)

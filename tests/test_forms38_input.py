@@ -1,0 +1,49 @@
+"""Session 38 (forms): what a user typing a form template or schema by hand runs into."""
+
+from __future__ import annotations
+
+import pytest
+
+from unmask.errors import UserError
+from unmask.infill import parse_form
+from unmask.infill.schema import load_schema
+from unmask.tokenizer import byte_tokenizer
+
+TOK = byte_tokenizer()
+
+
+@pytest.mark.parametrize("text", [
+    '{"a": "<text:2-8>", "a": "<int>"}',  # the first hole vanished from the output
+    '{"a": 1, "b": {"c": "<int>", "c": 2}}',  # the hole vanished: "no holes"
+])
+def test_a_key_given_twice_in_a_template_is_refused_by_name(text):
+    with pytest.raises(UserError, match=r'^template: the key "(a|c)" is given twice'):
+        parse_form(text, TOK, source="template")
+
+
+def test_a_key_given_twice_in_a_schema_is_refused_by_name():
+    # the first "properties" went unenforced, silently
+    text = ('{"type": "object", "properties": {"a": {"type": "integer"}}, '
+            '"properties": {"b": {"type": "string"}}}')
+    with pytest.raises(UserError, match=r'^schema: the key "properties" is given twice'):
+        load_schema(text, "schema")
+
+
+def test_the_same_key_in_two_objects_is_no_repeat():
+    _, holes, _ = parse_form('{"a": "<int>", "b": {"a": "<bool>"}}', TOK)
+    assert [h.path for h in holes] == ["$.a", "$.b.a"]
+
+
+@pytest.mark.parametrize("text", [r'{"a": "<regex:\d+>"}', r'{"a": "<regex:[\w ]+>"}'])
+def test_a_regex_backslash_written_as_is_gets_a_hint(text):
+    with pytest.raises(UserError, match=r'Invalid \\escape \(a backslash inside a JSON string '
+                                        r'is written \\\\'):
+        parse_form(text, TOK, source="template")
+
+
+def test_an_automaton_too_large_once_bounded_names_its_hole():
+    # the pattern alone fits (8,193 states); under a <regex> hole's 16-character bound the
+    # product is over the limit, and the message named no hole ("constraint too large")
+    with pytest.raises(UserError, match=r"^template: hole \$\.b '<regex:\(a\|b\)\*a\(a\|b\)"
+                                        r"\{12\}>': too large \(its token automaton"):
+        parse_form('{"a": "<int>", "b": "<regex:(a|b)*a(a|b){12}>"}', TOK, source="template")
