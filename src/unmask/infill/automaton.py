@@ -1449,6 +1449,13 @@ def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> 
         if "incompatible" in msg:
             if not matchable:
                 return None
+            anchor = _inner_anchor(pattern)
+            if anchor is not None:  # not "no sequence matches": a|b$c matches a in Python
+                raise UserError(
+                    f"{what}: it has an anchor ({anchor}) inside the pattern, which never holds "
+                    "there, and the regex engine refuses a pattern with a part that can never "
+                    "match; write anchors only at the ends of the pattern (or of each "
+                    "top-level alternative)") from None
             raise UserError(f"{what}: {NO_MATCH}") from None
         reason = msg.split(".")[0].replace("Failed to build DFA ", "")
         try:  # the engine's message has no position; Python's parser often names one
@@ -1463,6 +1470,18 @@ def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> 
             reason = _no_dfa(pattern) or _python_only(pattern) or reason
         raise UserError(f"{what}: the regex engine (outlines-core) rejects it ({reason}); "
                         "see docs/infill.md for the syntax") from None
+
+
+def _inner_anchor(pattern: str) -> str | None:
+    """The first anchor (``^``, ``$``, ``\\A``, ``\\z``, ``\\Z``) left inside ``pattern``
+    once ``whole_pattern`` took those at its ends; None for none. outlines-core refuses a
+    pattern with a part that can never match ("no transitions from state N", reported as
+    incompatible): ``a|b$c``, ``a^b|c`` were refused as matching nothing, although ``a`` and
+    ``c`` match."""
+    for text, _ in _lexed(whole_pattern(pattern)):
+        if text in ("^", "$", "\\A", "\\z", "\\Z"):
+            return text
+    return None
 
 
 @functools.lru_cache(maxsize=512)
