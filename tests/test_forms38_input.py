@@ -47,3 +47,13 @@ def test_an_automaton_too_large_once_bounded_names_its_hole():
     with pytest.raises(UserError, match=r"^template: hole \$\.b '<regex:\(a\|b\)\*a\(a\|b\)"
                                         r"\{12\}>': too large \(its token automaton"):
         parse_form('{"a": "<int>", "b": "<regex:(a|b)*a(a|b){12}>"}', TOK, source="template")
+
+
+def test_a_long_choice_hole_is_quoted_by_its_ends_in_an_error():
+    # 5,000 choices are over the automaton limit; the message quoted the whole spec
+    # (48,000 characters on one line); a <regex:...> hole was already cut
+    words = [f"w{i}x{i * 7919 % 1000}" for i in range(5000)]
+    with pytest.raises(UserError, match=r"^template: hole \$\.a '<choice:w0x0\|.*\(48348 "
+                                        r"characters\): too large") as e:
+        parse_form('{"a": "<choice:' + "|".join(words) + '>"}', TOK, source="template")
+    assert len(str(e.value)) < 400

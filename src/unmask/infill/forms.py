@@ -550,7 +550,8 @@ def _hole(
         m = _HOLE.fullmatch(spec)
         assert m is not None
         kind, args = m.group(1), m.group(2)
-        shown = quote_pattern(spec) if kind == "regex" else repr(spec)  # a long pattern cut
+        # a long spec cut (a <choice:...> of 5,000 words was quoted whole: 40,000 characters)
+        shown = quote_pattern(spec)
         where = f"hole {path} {shown}"
         regex, width, quoted, bound = _hole_regex(kind, args, where, tokenizer)
         assert quoted == (kind in QUOTED)
