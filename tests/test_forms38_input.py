@@ -57,3 +57,23 @@ def test_a_long_choice_hole_is_quoted_by_its_ends_in_an_error():
                                         r"characters\): too large") as e:
         parse_form('{"a": "<choice:' + "|".join(words) + '>"}', TOK, source="template")
     assert len(str(e.value)) < 400
+
+
+@pytest.mark.parametrize("spec", ["<int:{x}>", "<text:{x}>", "<digits:1-{x}>", "<{x}>",
+                                  "<float:1..2{x}>"])
+def test_a_long_bad_hole_argument_is_quoted_by_its_ends(spec):
+    hole = spec.format(x="x" * 3000)  # each error quoted the argument whole after the spec
+    with pytest.raises(UserError) as e:
+        parse_form('{"a": "' + hole + '"}', TOK)
+    assert len(str(e.value)) < 400
+
+
+@pytest.mark.parametrize("template", ["a [MASK:1-{x}]", "a [MASK:my-{x}:3]", "a [MASK:{n}]",
+                                      "a [MASK:0-{z}]", "a [MASK:{n}-{n}]"])
+def test_a_long_bad_gap_is_quoted_by_its_ends(template):
+    from unmask.infill.template import parse_template
+
+    text = template.format(x="x" * 3000, n="1" * 3000, z="0" * 3000)
+    with pytest.raises(UserError, match=r"^template column 3: ") as e:
+        parse_template(text)
+    assert len(str(e.value)) < 400  # it was 3,000 to 7,000 characters on one line

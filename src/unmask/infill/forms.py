@@ -205,7 +205,8 @@ def _bounds(args: str | None, default: tuple[int, int], where: str, unit: str,
         return default
     lo_s, dash, hi_s = args.partition("-")
     if not is_count(lo_s.strip()) or (dash and not is_count(hi_s.strip())):
-        raise UserError(f"{where}: bad length {args!r}; use N or MIN-MAX {unit} (ASCII digits)")
+        raise UserError(f"{where}: bad length {quote_pattern(args)}; use N or MIN-MAX {unit} "
+                        "(ASCII digits)")
     lo = int(lo_s)
     hi = int(hi_s) if dash else lo
     if hi < lo:
@@ -245,7 +246,8 @@ def _value_range(kind: str, args: str | None, where: str) -> tuple[Decimal, Deci
             value = (f"<int:{lo}..{hi}> for a number from {lo} to {hi}" if dash else
                      "<int:LO..HI> for a number from LO to HI")
             raise UserError(f"{where}: ambiguous; write {digits}, or {value}")
-        raise UserError(f"{where}: bad range {args!r}; use <{kind}:LO..HI>, e.g. <{kind}:1..12>")
+        raise UserError(f"{where}: bad range {quote_pattern(args)}; use <{kind}:LO..HI>, e.g. "
+                        f"<{kind}:1..12>")
     lo, hi = Decimal(m.group(1)), Decimal(m.group(2))
     if hi < lo:
         raise UserError(f"{where}: range inverted (from {lo} > to {hi})")
@@ -490,7 +492,8 @@ def _hole_regex(kind: str, args: str | None, where: str, tokenizer: Any) -> Lang
         return _alt(*(re.escape(e) for e in encoded)), width, True, None
     if kind == "regex":
         return _regex_hole(args, where, tokenizer)
-    raise UserError(f"{where}: unknown hole type {kind!r}; choose one of {', '.join(HOLE_TYPES)}")
+    raise UserError(f"{where}: unknown hole type {quote_pattern(kind)}; choose one of "
+                    f"{', '.join(HOLE_TYPES)}")
 
 
 def _regex_hole(args: str | None, where: str, tokenizer: Any) -> Lang:
