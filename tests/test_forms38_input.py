@@ -77,3 +77,11 @@ def test_a_long_bad_gap_is_quoted_by_its_ends(template):
     with pytest.raises(UserError, match=r"^template column 3: ") as e:
         parse_template(text)
     assert len(str(e.value)) < 400  # it was 3,000 to 7,000 characters on one line
+
+
+@pytest.mark.parametrize("text", ["", " \n\t"])
+def test_an_empty_template_or_schema_file_is_called_empty(text):
+    with pytest.raises(UserError, match=r"^form\.json: empty; it holds no JSON$"):
+        parse_form(text, TOK, source="form.json")
+    with pytest.raises(UserError, match=r"^form\.json: empty; it holds no JSON$"):
+        load_schema(text, "form.json")

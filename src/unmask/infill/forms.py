@@ -609,6 +609,8 @@ def load_json(text: str, source: str) -> Any:
             out[key] = value
         return out
 
+    if not text.strip():  # an empty file: "invalid JSON at line 1 column 1: Expecting value"
+        raise UserError(f"{source}: empty; it holds no JSON")
     try:
         return json.loads(text, object_pairs_hook=unique)
     except json.JSONDecodeError as e:
