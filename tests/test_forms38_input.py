@@ -85,3 +85,11 @@ def test_an_empty_template_or_schema_file_is_called_empty(text):
         parse_form(text, TOK, source="form.json")
     with pytest.raises(UserError, match=r"^form\.json: empty; it holds no JSON$"):
         load_schema(text, "form.json")
+
+
+def test_a_form_whose_only_holes_are_keys_says_keys_are_no_holes():
+    with pytest.raises(UserError, match=r"no holes; .* \(a key is never a hole: '<text:3>' is "
+                                        r"a key\)$"):
+        parse_form('{"a": {"<text:3>": 1}}', TOK)
+    with pytest.raises(UserError, match=r"no holes; write values such as .*\"<choice:a\|b>\"$"):
+        parse_form('{"a": 1}', TOK)  # no key like a hole: the message as before

@@ -734,10 +734,29 @@ def parse_form(
     if buf:
         items.append(("text", "".join(buf)))
     if not holes:
+        key = _hole_key(value)
         raise UserError(
             f'{source}: no holes; write values such as "<text:2-8>", "<int>" or "<choice:a|b>"'
+            + (f" (a key is never a hole: {quote_pattern(key)} is a key)" if key else "")
         )
     return items, holes, automata
+
+
+def _hole_key(v: Any) -> str | None:
+    """The first key of ``v`` (parsed JSON) written as a hole (``{"<text>": 1}``), which
+    ``parse_form`` reads as text: a form of such keys only was refused as having "no holes"
+    without saying why."""
+    stack = [v]
+    while stack:  # iterative: a form may nest thousands deep
+        node = stack.pop()
+        if isinstance(node, dict):
+            for k in node:
+                if _HOLE.fullmatch(k):
+                    return k
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
 
 
 def _widest(v: Any) -> int:
