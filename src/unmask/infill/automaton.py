@@ -1091,6 +1091,11 @@ def check_size(pattern: str, what: str = "regex") -> None:
     if states is None:
         _unbounded(pattern, what)
     elif states > MAX_DFA_STATES:
+        if not any(t == "{" for t, _ in _lexed(pattern)):
+            # no counted run: a long list of alternatives (a <choice:...> of 5,000 words),
+            # which the advice below, about counted runs, did not fit
+            raise UserError(f"{what}: too large (its automaton has over {MAX_DFA_STATES} "
+                            "states, the limit); list fewer or shorter alternatives")
         narrow = ascii_classes(pattern)
         hint = narrow is not None and narrow != pattern and \
             (_estimated_states(narrow) or 0) <= MAX_DFA_STATES
