@@ -395,9 +395,11 @@ class TokenAutomaton:
             at = np.minimum(np.searchsorted(known, found), len(known) - 1)
             new = found[known[at] != found]
             if len(codes) + len(new) > MAX_STATES:
-                where = "constraint too large" if what is None else f"{what}: too large"
-                raise UserError(f"{where} (its token automaton has over {MAX_STATES} states, "
-                                "the limit); make its counted runs shorter or distinct")
+                if what is None:  # (a length bound: unmask.infill.ordered)
+                    raise UserError(f"constraint too large (its token automaton has over "
+                                    f"{MAX_STATES} states)")
+                raise UserError(f"{what}: too large (its token automaton has over {MAX_STATES} "
+                                "states, the limit); make its counted runs shorter or distinct")
             ids = np.arange(len(codes), len(codes) + len(new), dtype=np.int64)
             codes = np.concatenate([codes, new])
             merged = np.concatenate([known, new])
