@@ -94,3 +94,11 @@ def test_a_form_whose_only_holes_are_keys_says_keys_are_no_holes():
         parse_form('{"a": {"<text:3>": 1}}', TOK)
     with pytest.raises(UserError, match=r"no holes; write values such as .*\"<choice:a\|b>\"$"):
         parse_form('{"a": 1}', TOK)  # no key like a hole: the message as before
+
+
+def test_a_gap_name_used_twice_is_refused_where_it_stands():
+    from unmask.infill.template import parse_template
+
+    with pytest.raises(UserError, match=r"^template line 2 column 12: gap name 'a' is used "
+                                        r"twice; give each gap its own name$"):
+        parse_template("[MASK:a:1]\n[MASK:b] x [MASK:a:3]")

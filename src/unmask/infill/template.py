@@ -225,6 +225,7 @@ def parse_template(text: str) -> list[str | Gap]:
     out: list[str | Gap] = []
     buf: list[str] = []
     locked_space = False  # the last character of buf is an escaped space
+    names: set[str | None] = set()
     i, n = 0, len(text)
     while i < n:
         c = text[i]
@@ -234,7 +235,12 @@ def parse_template(text: str) -> list[str | Gap]:
             i += 2
             continue
         if c == "[" and text.startswith("[MASK", i):
+            start = i
             gap, i = _parse_gap(text, i)
+            if gap.name is not None and gap.name in names:  # where (check_names says only what)
+                raise UserError(f"{_where(text, start)}: gap name {gap.name!r} is used twice; "
+                                "give each gap its own name")
+            names.add(gap.name)
             if locked_space:
                 gap.take_space = False
             if buf:
