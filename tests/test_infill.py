@@ -218,6 +218,8 @@ def test_too_large_and_unspellable_regexes_are_refused():
     with pytest.raises(UserError, match="too large"):
         compile_regex("a{100000}")
     with pytest.raises(UserError, match="no sequence of this tokenizer's tokens matches it"):
+        compile_regex("a[^\\s\\S]b")
+    with pytest.raises(UserError, match=re.escape("it has an anchor (^) inside the pattern")):
         compile_regex("a^b")
 
 

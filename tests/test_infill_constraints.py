@@ -60,7 +60,7 @@ def test_named_gaps_and_locked_spaces_parse():
         find_gap(parts, "5")
     assert split_choices(r"a|b\|c|\\|") == ["a", "b|c", "\\", ""]
     # a name twice (a constraint by name reached the first gap only), a name [MASK:..] cannot spell
-    twice = parse_template("[MASK:x] and [MASK:x]")
+    twice = [Gap(name="x"), " and ", Gap(name="x")]  # a template refuses it where it stands
     with pytest.raises(UserError, match="^gap name 'x' is used twice; give each gap its own name$"):
         find_gap(twice, "x")
     with pytest.raises(UserError, match="gap name 'x' is used twice"):

@@ -31,7 +31,8 @@ def client():
      "gap 1 [MASK:3]: no sequence of 3 tokens"),
     # a gap of the template itself
     ({"template": "[MASK:1-999]"}, "template", "gap 1 [MASK:1-999]: up to 999 tokens"),
-    ({"template": "[MASK:a:2] [MASK:a:2]"}, "template", "gap name 'a' is used twice"),
+    ({"template": "[MASK:a:2] [MASK:a:2]"}, "template",
+     "template column 12: gap name 'a' is used twice"),
 ])
 def test_an_infill_refusal_about_a_gap_names_its_field(client, stream, body, param, message):
     """docs/serving.md: a constraint no token sequence satisfies is a 400 naming the field

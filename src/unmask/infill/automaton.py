@@ -361,11 +361,14 @@ class TokenAutomaton:
                    accept=np.concatenate([accept[reps], [False]]), dead_class=dead_class,
                    start=0)
 
-    def intersect(self, other: TokenAutomaton) -> TokenAutomaton:
+    def intersect(self, other: TokenAutomaton, *, what: str | None = None) -> TokenAutomaton:
         """Token sequences both automata accept (the product automaton, reachable part).
 
         Two token automata over the same vocabulary read the same tokens, so their product is
         the automaton of the intersection of their byte languages (as spelt by tokens).
+        ``what`` names the constraint in the ``UserError`` for a product over ``MAX_STATES``
+        (a form's ``<regex:(a|b)*a(a|b){12}>`` under its 16-character bound said only
+        "constraint too large", naming no hole).
         """
         if other.vocab_size != self.vocab_size:
             raise ValueError("automata over different vocabularies")
@@ -392,8 +395,11 @@ class TokenAutomaton:
             at = np.minimum(np.searchsorted(known, found), len(known) - 1)
             new = found[known[at] != found]
             if len(codes) + len(new) > MAX_STATES:
-                raise UserError(f"constraint too large (its token automaton has over "
-                                f"{MAX_STATES} states)")
+                if what is None:  # (a length bound: unmask.infill.ordered)
+                    raise UserError(f"constraint too large (its token automaton has over "
+                                    f"{MAX_STATES} states)")
+                raise UserError(f"{what}: too large (its token automaton has over {MAX_STATES} "
+                                "states, the limit); make its counted runs shorter or distinct")
             ids = np.arange(len(codes), len(codes) + len(new), dtype=np.int64)
             codes = np.concatenate([codes, new])
             merged = np.concatenate([known, new])
@@ -1087,6 +1093,11 @@ def check_size(pattern: str, what: str = "regex") -> None:
     if states is None:
         _unbounded(pattern, what)
     elif states > MAX_DFA_STATES:
+        if not any(t == "{" for t, _ in _lexed(pattern)):
+            # no counted run: a long list of alternatives (a <choice:...> of 5,000 words),
+            # which the advice below, about counted runs, did not fit
+            raise UserError(f"{what}: too large (its automaton has over {MAX_DFA_STATES} "
+                            "states, the limit); list fewer or shorter alternatives")
         narrow = ascii_classes(pattern)
         hint = narrow is not None and narrow != pattern and \
             (_estimated_states(narrow) or 0) <= MAX_DFA_STATES
@@ -1445,6 +1456,13 @@ def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> 
         if "incompatible" in msg:
             if not matchable:
                 return None
+            anchor = _inner_anchor(pattern)
+            if anchor is not None:  # not "no sequence matches": a|b$c matches a in Python
+                raise UserError(
+                    f"{what}: it has an anchor ({anchor}) inside the pattern, which never holds "
+                    "there, and the regex engine refuses a pattern with a part that can never "
+                    "match; write anchors only at the ends of the pattern (or of each "
+                    "top-level alternative)") from None
             raise UserError(f"{what}: {NO_MATCH}") from None
         reason = msg.split(".")[0].replace("Failed to build DFA ", "")
         try:  # the engine's message has no position; Python's parser often names one
@@ -1459,6 +1477,18 @@ def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> 
             reason = _no_dfa(pattern) or _python_only(pattern) or reason
         raise UserError(f"{what}: the regex engine (outlines-core) rejects it ({reason}); "
                         "see docs/infill.md for the syntax") from None
+
+
+def _inner_anchor(pattern: str) -> str | None:
+    """The first anchor (``^``, ``$``, ``\\A``, ``\\z``, ``\\Z``) left inside ``pattern``
+    once ``whole_pattern`` took those at its ends; None for none. outlines-core refuses a
+    pattern with a part that can never match ("no transitions from state N", reported as
+    incompatible): ``a|b$c``, ``a^b|c`` were refused as matching nothing, although ``a`` and
+    ``c`` match."""
+    for text, _ in _lexed(whole_pattern(pattern)):
+        if text in ("^", "$", "\\A", "\\z", "\\Z"):
+            return text
+    return None
 
 
 @functools.lru_cache(maxsize=512)

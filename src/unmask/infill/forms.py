@@ -205,7 +205,8 @@ def _bounds(args: str | None, default: tuple[int, int], where: str, unit: str,
         return default
     lo_s, dash, hi_s = args.partition("-")
     if not is_count(lo_s.strip()) or (dash and not is_count(hi_s.strip())):
-        raise UserError(f"{where}: bad length {args!r}; use N or MIN-MAX {unit} (ASCII digits)")
+        raise UserError(f"{where}: bad length {quote_pattern(args)}; use N or MIN-MAX {unit} "
+                        "(ASCII digits)")
     lo = int(lo_s)
     hi = int(hi_s) if dash else lo
     if hi < lo:
@@ -245,7 +246,8 @@ def _value_range(kind: str, args: str | None, where: str) -> tuple[Decimal, Deci
             value = (f"<int:{lo}..{hi}> for a number from {lo} to {hi}" if dash else
                      "<int:LO..HI> for a number from LO to HI")
             raise UserError(f"{where}: ambiguous; write {digits}, or {value}")
-        raise UserError(f"{where}: bad range {args!r}; use <{kind}:LO..HI>, e.g. <{kind}:1..12>")
+        raise UserError(f"{where}: bad range {quote_pattern(args)}; use <{kind}:LO..HI>, e.g. "
+                        f"<{kind}:1..12>")
     lo, hi = Decimal(m.group(1)), Decimal(m.group(2))
     if hi < lo:
         raise UserError(f"{where}: range inverted (from {lo} > to {hi})")
@@ -443,7 +445,7 @@ def value_automaton(regex: str, bound: str | None, tokenizer: Any, where: str
     def build() -> TokenAutomaton:
         out = TokenAutomaton.from_regex(regex, vocab_of(tokenizer), what=where)
         if bound is not None:
-            out = out.intersect(value_automaton(bound, None, tokenizer, where))
+            out = out.intersect(value_automaton(bound, None, tokenizer, where), what=where)
         return out
 
     return cached_automaton(tokenizer, ("value", regex, bound), build)
@@ -490,7 +492,8 @@ def _hole_regex(kind: str, args: str | None, where: str, tokenizer: Any) -> Lang
         return _alt(*(re.escape(e) for e in encoded)), width, True, None
     if kind == "regex":
         return _regex_hole(args, where, tokenizer)
-    raise UserError(f"{where}: unknown hole type {kind!r}; choose one of {', '.join(HOLE_TYPES)}")
+    raise UserError(f"{where}: unknown hole type {quote_pattern(kind)}; choose one of "
+                    f"{', '.join(HOLE_TYPES)}")
 
 
 def _regex_hole(args: str | None, where: str, tokenizer: Any) -> Lang:
@@ -505,7 +508,7 @@ def _regex_hole(args: str | None, where: str, tokenizer: Any) -> Lang:
     check_size(args, f"{where}: regex")
     args = whole_pattern(args)
     user = _automaton(args, tokenizer, f"{where}: regex")
-    safe = user.intersect(_automaton(JSON_CHAR + "*", tokenizer, where))
+    safe = user.intersect(_automaton(JSON_CHAR + "*", tokenizer, where), what=where)
     shortest = safe.min_tokens()
     if shortest is None:
         raise UserError(f"{where}: no text matching the regex can stand in a JSON string")
@@ -550,7 +553,8 @@ def _hole(
         m = _HOLE.fullmatch(spec)
         assert m is not None
         kind, args = m.group(1), m.group(2)
-        shown = quote_pattern(spec) if kind == "regex" else repr(spec)  # a long pattern cut
+        # a long spec cut (a <choice:...> of 5,000 words was quoted whole: 40,000 characters)
+        shown = quote_pattern(spec)
         where = f"hole {path} {shown}"
         regex, width, quoted, bound = _hole_regex(kind, args, where, tokenizer)
         assert quoted == (kind in QUOTED)
@@ -573,7 +577,7 @@ def _hole(
         if bound is not None:  # value, then spaces: both languages
             other = TokenAutomaton.from_regex(f"(?:{spaced(bound)}) *", vocab_of(tokenizer),
                                               what=where)
-            out = out.intersect(other)
+            out = out.intersect(other, what=where)
         return out
 
     automaton = cached_automaton(tokenizer, ("form", regex, bound, space, inner), build)
@@ -592,15 +596,35 @@ def _hole(
 
 def load_json(text: str, source: str) -> Any:
     """``json.loads(text)`` for text a user gave (a form, a schema): a ``UserError`` naming
-    ``source`` for broken JSON, nesting too deep to parse, or numbers too long to convert."""
+    ``source`` for broken JSON, nesting too deep to parse, numbers too long to convert, or
+    an object with a key twice (JSON keeps the last: a template's first hole of that name
+    vanished from the output, a schema's first ``properties`` went unenforced, silently)."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise UserError(f"{source}: the key {json.dumps(key, ensure_ascii=False)} is "
+                                "given twice in one object (JSON would keep only the last)")
+            out[key] = value
+        return out
+
+    if not text.strip():  # an empty file: "invalid JSON at line 1 column 1: Expecting value"
+        raise UserError(f"{source}: empty; it holds no JSON")
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=unique)
     except json.JSONDecodeError as e:
+        # a regex written as is ("<regex:\d+>", "pattern": "\w"): JSON says only "Invalid
+        # \escape", and the user who meant the regex's backslash is left to guess
+        hint = (r' (a backslash inside a JSON string is written \\: "\\d" for the regex \d)'
+                if e.msg.startswith("Invalid \\escape") else "")
         raise UserError(
-            f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+            f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}{hint}"
         ) from None
     except RecursionError:
         raise UserError(f"{source}: JSON nested too deep") from None
+    except UserError:
+        raise
     except ValueError as e:  # e.g. an integer of more than 4,300 digits
         raise UserError(f"{source}: invalid JSON ({e})") from None
 
@@ -710,10 +734,29 @@ def parse_form(
     if buf:
         items.append(("text", "".join(buf)))
     if not holes:
+        key = _hole_key(value)
         raise UserError(
             f'{source}: no holes; write values such as "<text:2-8>", "<int>" or "<choice:a|b>"'
+            + (f" (a key is never a hole: {quote_pattern(key)} is a key)" if key else "")
         )
     return items, holes, automata
+
+
+def _hole_key(v: Any) -> str | None:
+    """The first key of ``v`` (parsed JSON) written as a hole (``{"<text>": 1}``), which
+    ``parse_form`` reads as text: a form of such keys only was refused as having "no holes"
+    without saying why."""
+    stack = [v]
+    while stack:  # iterative: a form may nest thousands deep
+        node = stack.pop()
+        if isinstance(node, dict):
+            for k in node:
+                if _HOLE.fullmatch(k):
+                    return k
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
 
 
 def _widest(v: Any) -> int:

@@ -138,6 +138,10 @@ _PLAIN_KEY = re.compile(r'[^"\\\x00-\x1f]*')
 
 
 def _where(path: str) -> str:
+    """``schema at PATH``; a path over 100 characters by its two ends (a recursive ``$ref``
+    was refused at a path of 33 levels, a message of over 300 characters)."""
+    if len(path) > 100:
+        path = f"{path[:40]}...{path[-50:]}"
     return f"schema at {path}"
 
 
@@ -192,13 +196,19 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
         ref = node["$ref"]
         if depth > 16:
             raise UserError(f"{_where(path)}: recursive $ref {ref!r} cannot be enforced")
-        if not isinstance(ref, str) or not ref.startswith("#/"):
+        if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
             raise UserError(f"{_where(path)}: only local $ref (#/$defs/...) is supported")
         target: Any = root
-        for raw in ref[2:].split("/"):  # a JSON pointer in a URI fragment (RFC 6901)
+        # a JSON pointer in a URI fragment (RFC 6901); "#" is the whole schema (it was
+        # refused as not local), and an array's items are numbered (#/anyOf/0: "points nowhere")
+        for raw in ref[2:].split("/") if ref != "#" else []:
             part = unquote(raw).replace("~1", "/").replace("~0", "~")  # ``a~1b``: ``a/b``
             if isinstance(target, Mapping) and part not in target:  # a key written with a
                 part = raw.replace("~1", "/").replace("~0", "~")  # "%" in it: ``a%20b``
+            if isinstance(target, list) and re.fullmatch(r"0|[1-9][0-9]*", part) and int(
+                    part) < len(target):
+                target = target[int(part)]
+                continue
             if not isinstance(target, Mapping) or part not in target:
                 raise UserError(f"{_where(path)}: $ref {ref!r} points nowhere")
             target = target[part]

@@ -36,6 +36,7 @@ from unmask.canvas import Canvas
 from unmask.config import DEFAULT_MAX_LEN_TOKENS, InfillOptions
 from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.infill.automaton import (
+    QUOTE_CHARS,
     GapConstraint,
     TokenAutomaton,
     cached_automaton,
@@ -136,6 +137,7 @@ class Gap:
             raise UserError(f"a gap: name must be a str, not {type(self.name).__name__} "
                             f"({self.name!r})")  # message that joined it to text
         what = source_line(self) or self.name or "a gap"
+        what = what if len(what) <= QUOTE_CHARS else quote_pattern(what)  # [MASK:<3,000 1s>]
         if self.regex is not None and not isinstance(self.regex, str):  # len(5) inside
             raise UserError(f"{what}: regex must be a str, not {type(self.regex).__name__}")
         if self.allowed is not None and not isinstance(self.allowed, str):
@@ -153,7 +155,8 @@ class Gap:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise UserError(f"{what}: {key} must be a whole number of tokens, not {v!r}")
             if v > MAX_GAP_TOKENS:
-                raise UserError(f"{what}: {v:,} tokens is longer than any model's context "
+                many = f"{v:,}" if v < 10**24 else f"a {len(str(v))}-digit number of"
+                raise UserError(f"{what}: {many} tokens is longer than any model's context "
                                 f"(at most {MAX_GAP_TOKENS:,})")
         if isinstance(self.choices, str):
             raise UserError(f"{what}: choices is a list of strings, not one string "
@@ -222,6 +225,7 @@ def parse_template(text: str) -> list[str | Gap]:
     out: list[str | Gap] = []
     buf: list[str] = []
     locked_space = False  # the last character of buf is an escaped space
+    names: set[str | None] = set()
     i, n = 0, len(text)
     while i < n:
         c = text[i]
@@ -231,7 +235,12 @@ def parse_template(text: str) -> list[str | Gap]:
             i += 2
             continue
         if c == "[" and text.startswith("[MASK", i):
+            start = i
             gap, i = _parse_gap(text, i)
+            if gap.name is not None and gap.name in names:  # where (check_names says only what)
+                raise UserError(f"{_where(text, start)}: gap name {gap.name!r} is used twice; "
+                                "give each gap its own name")
+            names.add(gap.name)
             if locked_space:
                 gap.take_space = False
             if buf:
@@ -259,6 +268,7 @@ def _parse_gap(text: str, i: int) -> tuple[Gap, int]:
         raise UserError(f"{_where(text, i)}: unclosed '[MASK' (write \\[ for a literal '[')")
     body = text[j:close].lstrip()  # spaces around the name and the length are insignificant
     source = text[i : close + 1]
+    shown = quote_pattern(source)  # a long one by its ends
     if body == "":
         return Gap(source=source), close + 1
     if not body.startswith(":"):
@@ -280,27 +290,27 @@ def _parse_gap(text: str, i: int) -> tuple[Gap, int]:
     if name is None and named and not head[:1].isdigit() and head[:1] != "-":
         # [MASK:my-city:3], [MASK:é]: a name the syntax does not take ("bad gap length '3'")
         raise UserError(
-            f"{_where(text, i)}: bad gap name {head!r} in {source!r}; a name is ASCII letters, "
-            f"digits and _, not starting with a digit ([MASK:my_city:3])"
+            f"{_where(text, i)}: bad gap name {quote_pattern(head)} in {shown}; a name is ASCII "
+            "letters, digits and _, not starting with a digit ([MASK:my_city:3])"
         )
     lo_s, dash, hi_s = spec.partition("-")
     if not _COUNT.fullmatch(lo_s.strip()) or (dash and not _COUNT.fullmatch(hi_s.strip())):
         raise UserError(
-            f"{_where(text, i)}: bad gap length {spec!r} in {source!r}; use [MASK:n] (n tokens), "
-            f"[MASK:min-max] or a name first ([MASK:name:n])"
+            f"{_where(text, i)}: bad gap length {quote_pattern(spec)} in {shown}; use [MASK:n] "
+            "(n tokens), [MASK:min-max] or a name first ([MASK:name:n])"
         )
     lo = int(lo_s)
     hi = int(hi_s) if dash else lo
     if not dash and lo <= 0:
         raise UserError(
-            f"{_where(text, i)}: gap length must be at least 1 token, got {lo} in {source!r}"
+            f"{_where(text, i)}: gap length must be at least 1 token, got {lo} in {shown}"
         )
     if hi < lo:
         raise UserError(
-            f"{_where(text, i)}: gap bounds inverted in {source!r} (min {lo} > max {hi} tokens)"
+            f"{_where(text, i)}: gap bounds inverted in {shown} (min {lo} > max {hi} tokens)"
         )
     if hi == 0:
-        raise UserError(f"{_where(text, i)}: gap {source!r} can hold no token (max 0)")
+        raise UserError(f"{_where(text, i)}: gap {shown} can hold no token (max 0)")
     try:  # a length past any context: its column, as every other gap error has
         gap = Gap(lo, name=name, source=source) if not dash else Gap(
             min_len=lo, max_len=hi, name=name, source=source)
@@ -453,7 +463,7 @@ def own_automaton(gap: Gap, tokenizer: Any, label: str = "gap") -> TokenAutomato
              for r in parts or [ANY_TEXT]]
     out = autos[0]
     for other in autos[1:]:
-        out = out.intersect(other)
+        out = out.intersect(other, what=label)
     return out
 
 
@@ -501,10 +511,10 @@ def gap_automaton(
         out = None
         for r in parts or [ANY_TEXT]:
             auto = _regex_automaton(r, tokenizer, f"{label}: regex {quote_pattern(r)}")
-            out = auto if out is None else out.intersect(auto)
+            out = auto if out is None else out.intersect(auto, what=label)
         assert out is not None
         if mask is not None:
-            out = out.intersect(_mask_automaton(mask))
+            out = out.intersect(_mask_automaton(mask), what=label)
         return out
 
     return cached_automaton(tokenizer, key, build)

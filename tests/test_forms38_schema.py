@@ -1,0 +1,55 @@
+"""Session 38 (forms): JSON Schema $ref pointers and the length of a message's path."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+import torch
+
+from unmask.errors import UserError
+from unmask.infill import fill_form
+from unmask.infill.schema import schema_form
+from unmask.tokenizer import byte_tokenizer
+
+TOK = byte_tokenizer()
+
+
+class Uniform:
+    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        return torch.zeros(*tokens.shape, TOK.vocab_size)
+
+
+def test_a_ref_into_an_array_is_followed():
+    # "#/properties/a/anyOf/0" is a JSON pointer through an array: "points nowhere" before
+    schema = {"type": "object", "required": ["a", "b"], "properties": {
+        "a": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 3}, {"type": "null"}]},
+        "b": {"$ref": "#/properties/a/anyOf/0"}}}
+    form = schema_form(json.dumps(schema), TOK)
+    r = fill_form(Uniform(), TOK, form)
+    jsonschema.validate(r.value, schema)
+    assert r.value["b"] in (1, 2, 3)
+
+
+@pytest.mark.parametrize("ref", ["#/properties/a/anyOf/01", "#/properties/a/anyOf/2",
+                                 "#/properties/a/anyOf/-1"])
+def test_a_ref_to_no_item_still_points_nowhere(ref):
+    schema = {"properties": {"a": {"anyOf": [{"type": "null"}, {"type": "boolean"}]},
+                             "b": {"$ref": ref}}}
+    with pytest.raises(UserError, match="points nowhere"):
+        schema_form(schema, TOK)
+
+
+def test_a_ref_to_the_whole_schema_is_called_recursive_not_non_local():
+    with pytest.raises(UserError, match=r"^schema at \$: recursive \$ref '#'"):
+        schema_form({"$ref": "#"}, TOK)
+
+
+def test_a_recursive_ref_is_refused_with_a_short_path():
+    schema = {"$defs": {"n": {"type": "object", "properties": {"next": {"$ref": "#/$defs/n"}},
+                              "required": ["next"]}}, "$ref": "#/$defs/n"}
+    with pytest.raises(UserError, match=r"recursive \$ref") as e:
+        schema_form(schema, TOK)
+    assert len(str(e.value)) < 200 and "..." in str(e.value)  # was over 300 characters
