@@ -438,8 +438,8 @@ class ChatTemplate:
         origin: str = "chat template",
     ) -> ChatTemplate:
         """``source`` with ``bos_token`` / ``eos_token`` the text of ``bos_id`` / ``eos_id`` in
-        ``tokenizer`` (a model's ``config.bos_id`` / ``eos_id``), knowing which of its ends of
-        turn are tokens of ``tokenizer`` (``token_ends``)."""
+        ``tokenizer`` (a model's ``template_bos_id(config)`` / ``config.eos_id``), knowing which
+        of its ends of turn are tokens of ``tokenizer`` (``token_ends``)."""
         return cls(
             source,
             bos_token=_token_text(tokenizer, bos_id),
