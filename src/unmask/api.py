@@ -1675,7 +1675,7 @@ def chat_template(loaded: Loaded, template: str | None = None) -> ChatTemplate:
     ``--template`` value: a file, a Jinja string or a built-in name, ``unmask.chat.template_arg``)
     when given, with the model's BOS/EOS strings. A model without one is a one-line
     ``UserError`` naming the ways out: silently chatting with a base model misleads."""
-    from unmask.chat import ChatTemplate, template_arg
+    from unmask.chat import ChatTemplate, template_arg, template_bos_id
 
     check_loaded(loaded)
     if template is not None and not isinstance(template, str):  # Path(5) failed in template_arg
@@ -1694,7 +1694,7 @@ def chat_template(loaded: Loaded, template: str | None = None) -> ChatTemplate:
             "transcript), --template default or --template FILE"
         )
     return ChatTemplate.with_tokens(
-        source, tok, bos_id=cfg.bos_id, eos_id=cfg.eos_id, origin=origin
+        source, tok, bos_id=template_bos_id(cfg), eos_id=cfg.eos_id, origin=origin
     )
 
 

@@ -35,9 +35,9 @@ system message refuses that message.
 
 Inside: ``ROLES``, ``DEFAULT_CHAT_TEMPLATE``, ``PLAIN_CHAT_TEMPLATE``, ``BUILTIN_TEMPLATES``,
 ``TURN_STARTS``, ``check_messages``, ``select_template``, ``ChatTemplate``, ``TemplateRejected``,
-``render_chat``, ``template_arg``; ``stop_at``, ``text_end``, ``cut_text``: where a generated
-text ends at its stop sequences (and a chat reply at its turn marker), for ``api`` and the
-server alike.
+``render_chat``, ``template_arg``, ``template_bos_id``; ``stop_at``, ``text_end``,
+``cut_text``: where a generated text ends at its stop sequences (and a chat reply at its turn
+marker), for ``api`` and the server alike.
 """
 
 from __future__ import annotations
@@ -340,6 +340,17 @@ def _token_text(tokenizer: Any, token_id: int | None) -> str:
     return tokenizer.id_to_token(int(token_id)) or ""
 
 
+def template_bos_id(config: Any) -> int | None:
+    """The id a model's chat template renders ``{{ bos_token }}`` as (``config``: its
+    ``ModelConfig``): ``prompt_bos_id``, the BOS a raw prompt begins with, where the model
+    has one, else ``bos_id``. The one rule of ``unmask chat``, the server, SFT and an export's
+    ``tokenizer_config.json`` (``unmask.convert.hf_export.tokenizer_config``), so that a
+    template renders the same in ``transformers``: Dream's folder names ``<|beginoftext|>``
+    there while its ``config.json``'s ``bos_token_id`` is its EOS."""
+    bos = getattr(config, "prompt_bos_id", None)
+    return getattr(config, "bos_id", None) if bos is None else bos
+
+
 @dataclass
 class _Scan:
     """What ``ChatTemplate._scan`` finds for one tokenizer and template."""
@@ -427,8 +438,8 @@ class ChatTemplate:
         origin: str = "chat template",
     ) -> ChatTemplate:
         """``source`` with ``bos_token`` / ``eos_token`` the text of ``bos_id`` / ``eos_id`` in
-        ``tokenizer`` (a model's ``config.bos_id`` / ``eos_id``), knowing which of its ends of
-        turn are tokens of ``tokenizer`` (``token_ends``)."""
+        ``tokenizer`` (a model's ``template_bos_id(config)`` / ``config.eos_id``), knowing which
+        of its ends of turn are tokens of ``tokenizer`` (``token_ends``)."""
         return cls(
             source,
             bos_token=_token_text(tokenizer, bos_id),
@@ -1118,4 +1129,5 @@ __all__ = [
     "render_chat",
     "select_template",
     "template_arg",
+    "template_bos_id",
 ]

@@ -202,8 +202,12 @@ class SFTData:
         eos_id: int,
         chat_template: str | None,
         origin: str = "chat template",
+        bos_id: int | None = None,
     ) -> None:
-        """``origin`` names the template in error messages (its file: ``template_arg``)."""
+        """``origin`` names the template in error messages (its file: ``template_arg``);
+        ``bos_id`` is the token ``{{ bos_token }}`` renders as, the model's
+        ``unmask.chat.template_bos_id`` (as ``unmask chat`` renders it), ``tokenizer.bos_id``
+        when not given."""
         self.template = chat_template or DEFAULT_CHAT_TEMPLATE
         self.eos_id = eos_id
         self.rows: list[tuple[list[int], list[int]]] = []
@@ -214,7 +218,8 @@ class SFTData:
         self.turns: list[list[int]] = []
         """Per example, the indices of its rows in ``rows``."""
         template = ChatTemplate.with_tokens(
-            self.template, tokenizer, bos_id=tokenizer.bos_id, eos_id=eos_id, origin=origin
+            self.template, tokenizer, bos_id=tokenizer.bos_id if bos_id is None else bos_id,
+            eos_id=eos_id, origin=origin,
         )
         for ex in examples:
             ends = _trained_turns(ex.messages, ex.untrained)

@@ -469,6 +469,7 @@ def _train(
         if init is not None:  # ids of another tokenizer of the same size fit, silently wrong
             check_student_tokenizer(train_ds, init.tokenizer, f"--init {config.init}")
     elif pairs:  # SFT pairs are text; the tokenizer and template come with the model
+        from unmask.chat import template_bos_id
         from unmask.sft import SFTData, read_sft_jsonl
 
         tokenizer = init.tokenizer if init is not None else load_checkpoint_tokenizer(run)
@@ -497,7 +498,8 @@ def _train(
             template = (given.source if given else None) or init.config.chat_template
             model_cfg = replace(init.config, chat_template=template or _default_template())
         train_ds = SFTData(read_sft_jsonl(config.data), tokenizer, eos_id=model_cfg.eos_id,
-                           chat_template=model_cfg.chat_template, origin=origin)
+                           chat_template=model_cfg.chat_template, origin=origin,
+                           bos_id=template_bos_id(model_cfg))  # as unmask chat renders it
         train_ds.check_fits(config.seq_len)
     else:
         train_ds = TokenDataset(config.data, "train")

@@ -102,19 +102,21 @@ def template_text(name: str) -> str:
 def tokenizer_config(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
     """``tokenizer_config.json``: ``AutoTokenizer`` builds a ``PreTrainedTokenizerFast`` over
     ``tokenizer.json`` with these special tokens (and the chat template, if any). Its
-    ``bos_token`` is the one a raw prompt begins with (``prompt_bos_id``) where the model has
-    one, as Dream's folder names ``<|beginoftext|>`` there while its ``config.json``'s
-    ``bos_token_id`` is its EOS: a harness that adds ``tokenizer.bos_token`` (Dream's
-    evaluation, ``add_bos_token=true``) put the EOS before an exported Dream's prompts."""
+    ``bos_token`` is the one unmask renders a template's ``{{ bos_token }}`` as
+    (``unmask.chat.template_bos_id``: the BOS a raw prompt begins with, ``prompt_bos_id``,
+    where the model has one), as Dream's folder names ``<|beginoftext|>`` there while its
+    ``config.json``'s ``bos_token_id`` is its EOS: a harness that adds ``tokenizer.bos_token``
+    (Dream's evaluation, ``add_bos_token=true``) put the EOS before an exported Dream's
+    prompts, and ``apply_chat_template`` rendered another BOS than unmask."""
+    from unmask.chat import template_bos_id
+
     out: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": config.max_seq_len,
         "clean_up_tokenization_spaces": False,
     }
     for name, key in SPECIAL_KEYS.items():
-        token_id = getattr(config, name)
-        if name == "bos_id" and token_id is not None and config.prompt_bos_id is not None:
-            token_id = config.prompt_bos_id
+        token_id = template_bos_id(config) if name == "bos_id" else getattr(config, name)
         token = tokenizer.id_to_token(token_id) if token_id is not None else None
         if token is not None:
             out[key.removesuffix("_id")] = token  # mask_token_id -> mask_token

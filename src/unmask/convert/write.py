@@ -282,14 +282,19 @@ def export(
 ) -> Path:
     """Write a native checkpoint ``src`` as a folder in ``family``'s publisher layout at ``dst``
     (``config.json``, ``model.safetensors``, ``tokenizer.json``, ``tokenizer_config.json``,
-    ``generation_config.json``); returns ``dst``.
+    and for a publisher's layout ``generation_config.json``, and ``chat_template.jinja`` for a
+    chat model); returns ``dst``.
 
     Tensor names are the inverse of the family's weight map, so ``unmask.load(dst)`` imports
-    it back exactly. Family ``transformers`` also writes its own modeling code and
-    ``tokenizer_config.json`` (the importer's ``files``), so ``transformers`` loads the folder
-    with ``trust_remote_code=True``; for ``llada`` / ``dream`` that needs the publisher's
-    ``configuration_*.py`` / ``modeling_*.py`` copied into ``dst`` (unmask does not ship
-    third-party code). ``dtype`` as for ``convert`` (default: as the checkpoint stores it).
+    it back exactly. Family ``transformers`` writes its own modeling code and
+    ``tokenizer_config.json`` instead (the importer's ``files``), so ``transformers`` loads the
+    folder with ``trust_remote_code=True``; for a publisher's layout that needs the
+    publisher's code copied into ``dst`` (unmask does not ship third-party code):
+    ``configuration_llada.py`` / ``modeling_llada.py`` for ``llada``,
+    ``configuration_lladamoe.py`` / ``modeling_lladamoe.py`` for ``llada-moe``, and
+    ``configuration_dream.py`` / ``modeling_dream.py`` / ``generation_utils.py`` for
+    ``dream`` (docs/models.md). ``dtype`` as for ``convert`` (default: as the checkpoint
+    stores it).
     """
     from unmask.checkpoint import check_model_path
     from unmask.config import load_target
@@ -362,10 +367,11 @@ def _tokenizer_config(config: ModelConfig, tokenizer: Any) -> str:
 
 
 def _generation_config(config: ModelConfig) -> str:
-    """A publisher folder's ``generation_config.json``: the special ids, as the publishers'
-    folders ship it. Dream's modeling code reads it in ``from_pretrained`` (its
-    ``DreamGenerationConfig``, whose ``mask_token_id`` its ``diffusion_generate`` fills the
-    canvas with): without the file, the export did not load with the publisher's code."""
+    """A publisher folder's ``generation_config.json``: the special ids (Dream's folder ships
+    one with its BOS, EOS and pad ids). Dream's ``from_pretrained`` loads it (its
+    ``DreamGenerationConfig``): without the file, the export did not load with the
+    publisher's code. ``diffusion_generate`` then takes its ids, the mask's included, from
+    ``config.json``."""
     ids = {key: getattr(config, name) for name, key in SPECIAL_KEYS.items()}
     return json.dumps({k: v for k, v in ids.items() if v is not None}, indent=2,
                       sort_keys=True) + "\n"

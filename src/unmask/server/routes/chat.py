@@ -26,7 +26,7 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from unmask.chat import ChatTemplate, template_arg
+from unmask.chat import ChatTemplate, template_arg, template_bos_id
 from unmask.checkpoint import Loaded
 from unmask.errors import UserError
 from unmask.server.http import APIError, chat_messages
@@ -49,7 +49,7 @@ def chat_template(loaded: Loaded, value: str | None = None) -> ChatTemplate | No
         source, origin = cfg.chat_template, f"chat template of {loaded.shown}"
     else:
         return None
-    return ChatTemplate.with_tokens(source, tok, bos_id=cfg.bos_id, eos_id=cfg.eos_id,
+    return ChatTemplate.with_tokens(source, tok, bos_id=template_bos_id(cfg), eos_id=cfg.eos_id,
                                     origin=origin)
 
 
