@@ -85,7 +85,9 @@ def cpu_has_bf16_matmul() -> bool:
     return cpu_bf16() == "amx"
 
 
-def decode_dtype(dtype: str, device: str | torch.device, config: Any) -> torch.dtype | None:
+def decode_dtype(
+    dtype: str | torch.dtype, device: str | torch.device, config: Any
+) -> torch.dtype | None:
     """The torch dtype that ``--dtype dtype`` (a name of ``unmask.config.DECODE_DTYPES`` or an
     alias) gives the weights of ``config``'s checkpoint decoding on ``device``; None = the load's
     default (float32 for unmask's own checkpoints, whatever they are stored in: the demo's fp16
@@ -118,15 +120,15 @@ def load_for_decoding(
     path: str | os.PathLike[str],
     *,
     device: str = "cpu",
-    dtype: str = "auto",
+    dtype: str | torch.dtype = "auto",
     quantize: str | None = None,
 ) -> Loaded:
     """``unmask.load`` as the decoding commands load ``--model``: on ``device`` (``auto``,
-    ``cpu``, ``cuda[:i]``), in ``dtype`` (``auto``, ``fp32``, ``bf16``, ``fp16``:
-    ``decode_dtype``). A named dtype is read straight into (a publisher's folder too), and so is
-    bfloat16 where ``auto`` means it for an unmask checkpoint (``decode_dtype``; it was loaded
-    in float32 and cast: twice the memory for a moment); under ``auto`` a publisher's folder and
-    a quantised model load as stored."""
+    ``cpu``, ``cuda[:i]``), in ``dtype`` (``auto``, ``fp32``, ``bf16``, ``fp16``, an alias or a
+    ``torch.dtype``: ``decode_dtype``). A named dtype is read straight into (a publisher's
+    folder too), and so is bfloat16 where ``auto`` means it for an unmask checkpoint
+    (``decode_dtype``; it was loaded in float32 and cast: twice the memory for a moment);
+    under ``auto`` a publisher's folder and a quantised model load as stored."""
     from unmask.checkpoint import check_model_path, load
     from unmask.config import resolve_device
 

@@ -325,8 +325,9 @@ class ModelConfig:
             raise UserError(f"sample_defaults: {', '.join(meant)} {what}")
         try:  # the values too: a bad one failed at the first run, not naming config.json
             SampleConfig(**self.sample_defaults)
-            for name in POLICY_PARAMETERS.keys() & self.sample_defaults.keys():  # the policy
-                check_parameter(name, self.sample_defaults[name])  # may be another's flag
+            for name in POLICY_PARAMETERS:  # (in order: the same one named on every run)
+                if name in self.sample_defaults:  # the policy may be another's flag
+                    check_parameter(name, self.sample_defaults[name])
         except UserError as e:
             raise UserError(f"sample_defaults: {e}") from None
         if self.n_experts < 0 or (self.n_experts and not 1 <= self.experts_top_k <= self.n_experts):

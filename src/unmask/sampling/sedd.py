@@ -88,8 +88,8 @@ def euler_step(
     rate = float(noise.dsigma(torch.tensor(t, dtype=torch.float64)))
     # in place on the one fresh (N, V) tensor, no one-hot: the same values, and a step over
     # a 50k vocabulary writes one (N, V) float64 tensor where it wrote seven
-    rev = graph.rate_into(x).to(score.dtype, copy=True).mul_(score)  # (N, V); a graph's own
-    rev.scatter_(-1, x[:, None], 0.0)  # tensor is never written (copy=True)
+    rev = score * graph.rate_into(x).to(score.dtype)  # (N, V), fresh: a graph's own tensor
+    rev.scatter_(-1, x[:, None], 0.0)  # is never written (and one of (1, V) broadcasts)
     rev.scatter_(-1, x[:, None], -rev.sum(dim=-1, keepdim=True))  # the diagonal: -(out-rate)
     probs = rev.mul_((t - s) * rate)  # I + Δt·σ'(t)·R: the identity added at x alone
     probs.scatter_add_(-1, x[:, None], torch.ones_like(probs[:, :1]))
