@@ -643,8 +643,9 @@ class Denoiser(DecoderRun):
         rows are filled only when every row has ended, and the run stops."""
         end = self.block_bounds[0]  # the finished blocks' end
         x, masked = self.x, self.canvas.masked
-        ended = ~masked[:, :end].any(dim=1) & rows_finished(
-            x[:, self.canvas.region[0] : end], self.eos_id)  # (B,)
+        done = ~masked[:, :end].any(dim=1)  # (B,) rows with every column up to it committed
+        ended = done & (rows_finished(x[:, self.canvas.region[0] : end], self.eos_id)
+                        | self.stopped_rows(done))  # EOS, or a stop sequence (B,)
         every = bool(ended.all())
         if not bool(ended.any()) or not (every or self._fill_alone):
             return False
