@@ -151,3 +151,18 @@ def test_a_row_is_stopped_only_where_its_whole_text_is_cut_there():
                        else cut_text(tok.decode(part), stops))
                 assert cut == whole, (tok.decode(ids), stops, n)
                 break
+
+
+@pytest.mark.parametrize("options", [{}, {"temperature": 0.9, "seed": 11}])
+def test_speculative_stops_at_a_stop_with_the_same_text(options):
+    from test_rows_speculative import _loaded, transformer
+
+    verifier = _loaded(transformer("causal", 5))
+    drafter = _loaded(transformer("bidirectional", 3))
+    config = {"gen_length": 32, "draft_length": 4, **options}
+    full = api.generate(verifier, PROMPTS, config=config, draft=drafter)
+    stops = [t[3:6] for t in full.texts]
+    early = api.generate(verifier, PROMPTS, config=config, draft=drafter, stop=stops)
+    assert early.decoder == "speculative"
+    assert early.texts == [cut_text(t, stops) for t in full.texts]
+    assert early.result.verifier_nfe < full.result.verifier_nfe

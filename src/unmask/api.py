@@ -1086,8 +1086,10 @@ def generate(
     ``template``: a ``ChatTemplate`` or a name, file or Jinja text (``chat_template``).
     ``stop``: a text or a list of texts; each row's text ends before the earliest-starting
     one found in it, as after EOS (with a template, in the reply as decoded, before it is
-    stripped: ``chat``); the server's ``stop`` rule (``unmask.chat.text_end``); ``ids`` and
-    ``n_tokens`` stay what was decoded.
+    stripped: ``chat``); the server's ``stop`` rule (``unmask.chat.text_end``). A stop ends the
+    decoding too, once the text is sure to be cut there (``start``'s ``stop``): ``ids`` hold
+    what was decoded (after the stop, the fill a row ended by EOS holds) and ``n_tokens``
+    counts through the stop's last token, as the server's usage.
 
     Prompts × ``n`` rows whose memory cannot fit what the device has free are a one-line
     ``UserError`` before any row is made (``check_rows_fit``; ``UNMASK_NO_FIT_CHECK=1``

@@ -629,7 +629,8 @@ class Denoiser(DecoderRun):
 
     def _all_ended(self) -> bool:
         """At a block boundary of a generation: fill the masks after the finished blocks of
-        each row that has ended (no mask up to the boundary, EOS in its region) with EOS, and
+        each row that has ended (no mask up to the boundary, EOS in its region, or text a stop
+        sequence is sure to cut: ``DecoderRun.stopped_rows``) with EOS, and
         whether every row has (the run then stops there: ``GenerateResult.ended_at``). Exact
         for the text: the loop only commits masks, so what a row wrote up to its EOS never
         changes after; an ended row's later blocks would only pad it (as ``BlockRun``'s EOS

@@ -13,7 +13,8 @@ come) starts a ``DecoderRun`` for a batch of prompts and steps it until ``done``
 - ``nfe`` (model calls), ``steps``, ``done``, ``result()`` (a ``GenerateResult``).
 
 Written once over the protocol: ``run()`` (advance until done), ``step_together``
-(continuous batching), ``rows_finished`` (stopping at EOS), the live-view and NFE
+(continuous batching), ``rows_finished`` (stopping at EOS; ``stopped_rows`` at a stop
+sequence), the live-view and NFE
 bookkeeping of the callers (``unmask.api``, the server's ``Engine``).
 
 Inside: ``MaskPredictor``, ``StepCallback``, ``ViewCallback``, ``GenerateResult``,
