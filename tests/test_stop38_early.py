@@ -166,3 +166,55 @@ def test_speculative_stops_at_a_stop_with_the_same_text(options):
     assert early.decoder == "speculative"
     assert early.texts == [cut_text(t, stops) for t in full.texts]
     assert early.result.verifier_nfe < full.result.verifier_nfe
+
+
+def _stopped_by(run, stops: list[str], tok) -> tuple[str, int]:
+    """(text cut at ``stops``, forwards) of ``run`` given the stop rule (none: ``[]``)."""
+    eos = tok.special_ids()["eos_id"]
+    if stops:
+        run.stop = StopRows(tok.decode, [TextEnd(tuple(stops), frozenset({eos}))], run.mask_id)
+    out = run.run()
+    ids = [i for i in out.gen_ids[0] if i not in (eos, tok.special_ids()["pad_id"])]
+    return cut_text(tok.decode(ids), stops), out.nfe
+
+
+def test_bd3lm_stops_after_the_block_that_meets_a_stop():
+    from unmask.sampling.blocks import BlockRun
+
+    tok = byte_tokenizer()
+    ids = tok.special_ids()
+    config = SampleConfig(gen_length=16, steps=16, block_length=4)
+
+    def run(stops):
+        r = BlockRun(RowModel("hello world, and more", 4), [tok.encode("abcd")], config,
+                     mask_id=ids["mask_id"], pad_id=ids["pad_id"], eos_id=ids["eos_id"],
+                     block_size=4)
+        return _stopped_by(r, stops, tok)
+
+    assert run([]) == ("hello world, and", 16)
+    assert run(["lo"]) == ("hel", 8)
+
+
+def test_hybrid_stops_at_a_stop_with_the_same_text():
+    from unmask.config import model_preset
+    from unmask.sampling.hybrid import HybridRun
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, attention="causal",
+                       init_std=0.3, draft_block=3, **tok.special_ids())
+    torch.manual_seed(0)
+    model = Transformer(cfg).double().eval()
+
+    def run(stops):
+        r = HybridRun(model, [tok.encode("ab"), tok.encode("hello")], max_new_tokens=40,
+                      eos_id=tok.special_ids()["eos_id"])
+        if stops:
+            r.stop = StopRows(tok.decode, [TextEnd(tuple(stops))] * 2, r.mask_id)
+        out = r.run()
+        return [tok.decode(g) for g in out.gen_ids], out.nfe
+
+    full, nfe = run([])
+    stops = [t[3:5] for t in full]
+    early, nfe_early = run(stops)
+    assert [cut_text(t, stops) for t in early] == [cut_text(t, stops) for t in full]
+    assert nfe_early < nfe
