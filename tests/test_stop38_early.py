@@ -218,3 +218,29 @@ def test_hybrid_stops_at_a_stop_with_the_same_text():
     early, nfe_early = run(stops)
     assert [cut_text(t, stops) for t in early] == [cut_text(t, stops) for t in full]
     assert nfe_early < nfe
+
+
+def test_the_continuous_batch_stops_a_request_at_its_stop_beside_one_without():
+    """The commit loop without a cache shares forwards (``step_together``): a request whose
+    stop is met stops at the block boundary after it while another goes on to its end."""
+    pytest.importorskip("fastapi")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+    from server_helpers import Echo
+
+    from unmask.server import ServerLimits, create_app
+
+    m = loaded(Echo(tiny_config()))
+    body = {"prompt": "ab", "max_tokens": 16, "steps": 16, "block_length": 4}
+    with TestClient(create_app(m, limits=ServerLimits(batch_wait_s=0.5))) as client:
+        full = client.post("/v1/completions", json=body).json()
+        text = full["choices"][0]["text"]
+        stop = text[4:6]
+        with ThreadPoolExecutor(2) as pool:
+            a, b = pool.map(lambda extra: client.post("/v1/completions",
+                                                      json={**body, **extra}).json(),
+                            [{"stop": stop}, {}])
+    assert a["choices"][0]["text"] == text[:4] and a["choices"][0]["finish_reason"] == "stop"
+    assert b["choices"][0]["text"] == text and b["nfe"] == full["nfe"] == 16
+    assert a["nfe"] == 8  # blocks 1 and 2: the stop ends in block 2
