@@ -1131,8 +1131,8 @@ def generate(
         seeds = row_seeds(config.seed, len(prompt_ids), n)
     ends = template.ends(tok, facts.eos_id) if template is not None else frozenset()
     # a stop sequence ends the work too, not only the text (``start``'s ``stop``)
-    text_ends = None if not stops else [text_end_of(tok, stops, ends, template,
-                                                         facts.eos_id)] * len(rows)
+    text_ends = None if not stops else (
+        [_text_end(tok, stops, ends, template, facts.eos_id)] * len(rows))
     # the options each group ran, as reported (one group runs ``config``)
     ran = [dataclasses.replace(cfg if len(groups) > 1 else config, decoder=decoder)
            for _, cfg in groups]  # fmt: skip
@@ -1234,7 +1234,7 @@ def _stops(stop: Any) -> list[str]:
     return stops
 
 
-def text_end_of(tokenizer: Any, stops: Sequence[str], ends: frozenset[int],
+def _text_end(tokenizer: Any, stops: Sequence[str], ends: frozenset[int],
                 template: ChatTemplate | None, eos_id: int | None) -> TextEnd:
     """The ``TextEnd`` of a row of ``generate`` or ``chat`` (``start``'s ``stop``): its stop
     sequences, and with a chat template the ids that end a reply and the template as
@@ -1824,7 +1824,7 @@ def chat(
     eos_id = facts_of(loaded).eos_id
     ends = template.ends(loaded.tokenizer, eos_id)  # a turn's end is never penalised
     run = start(loaded, [ids], exempting(config, ends, eos_id), step_callback=step_callback,
-                draft=draft, stop=[text_end_of(loaded.tokenizer, stops, ends, template, eos_id)]
+                draft=draft, stop=[_text_end(loaded.tokenizer, stops, ends, template, eos_id)]
                 if stops else None)
     result, seconds = run_to_end(run, device=str(_device(loaded)))
     reply = template.reply(loaded.tokenizer, result.gen_ids[0], eos_id, stops)
