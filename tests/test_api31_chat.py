@@ -157,7 +157,15 @@ def test_stop_sequences_end_generate_and_chat_texts():
                        stop=[word, "\x00never"])
     want = [t[: t.find(word)] if word in t else t for t in full.texts]
     assert cut.texts == want and cut.texts[0] == first[:k]
-    assert cut.ids == full.ids and cut.n_tokens == full.n_tokens  # what was decoded
+    # the run stops at the stop (docs/sampling.md, "Stop sequences end decoding"): each row's
+    # ids through it are the full run's, and n_tokens counts through it (the server's usage)
+    from unmask.sampling.stops import TextEnd, tokens_ended
+
+    rule = TextEnd((word, "\x00never"), frozenset({api.facts_of(loaded).eos_id}))
+    through = [tokens_ended(loaded.tokenizer, ids, rule) for ids in full.ids]
+    assert cut.n_tokens == sum(through) < full.n_tokens
+    for c, f, n in zip(cut.ids, full.ids, through, strict=True):
+        assert c[:n] == f[:n]
     assert api.generate(loaded, ["In the beginning", "And God said"], config=config,
                         stop=word).texts == want
     messages = [{"role": "user", "content": "Who was Noah?"}]

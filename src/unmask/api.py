@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from unmask.infill import Gap, InfillOptions
     from unmask.sampling import DecoderRun, GenerateResult, ViewCallback
     from unmask.sampling.protocol import RowRuns, StepCallback
+    from unmask.sampling.stops import TextEnd
 
 
 def refuse_continuous(loaded: Loaded, task: str) -> None:
@@ -178,6 +179,7 @@ def start(
     step_callback: ViewCallback | None = None,
     draft: Loaded | str | Path | None = None,
     seeds: Sequence[int] | None = None,
+    stop: Sequence[TextEnd | None] | None = None,
 ) -> DecoderRun:
     """The decoder run for ``prompt_ids`` (one batch) under ``config``, not yet stepped:
     ``while not run.done: run.advance()``, or ``run.run()``; stepping it once ``done`` is a
@@ -207,6 +209,12 @@ def start(
     where the decoder takes them (``Decoder.takes_seeds``: every built-in decoder, the commit
     loop under its built-in policies and scores); elsewhere a ``UserError`` (run a run per
     row).
+
+    ``stop``: how each row's text ends besides EOS (``unmask.sampling.stops.TextEnd``: its
+    stop sequences; None: none), one a row: a decoder that stops after EOS (``ar``,
+    ``speculative``, ``hybrid``; the commit loop and ``bd3lm`` at a block boundary) finishes a
+    row once its text is sure to be cut at one (``DecoderRun.stop``), and stops once every
+    row has ended: the same text, fewer forwards. Not in segments (``segment_length``).
     """
     from unmask.canvas import as_rows
     from unmask.sampling import Target, choose_decoder
@@ -278,6 +286,13 @@ def start(
             seeds=None if seeds is None else list(seeds),
         )
     run.decoder = decoder.name
+    if stop is not None and config.segment_length is None:
+        from unmask.sampling.stops import StopRows
+
+        rule = StopRows(loaded.tokenizer.decode, stop, run.mask_id)
+        if len(rule.rows) != len(as_rows(prompt_ids)):
+            raise ValueError(f"{len(rule.rows)} stop rules for {len(as_rows(prompt_ids))} rows")
+        run.stop = rule if rule else None
     return run
 
 
@@ -944,13 +959,19 @@ class Generation:
     configs: list[SampleConfig] | None = field(default=None, repr=False)
     """Each row's options as it ran (``config``'s, but for prompts decoded in groups whose
     steps were fitted to each group's own blocks, ``block_groups``); None: built by hand."""
+    row_tokens: list[int] | None = field(default=None, repr=False)
+    """With ``stop``: each row's ids through the one that ended its text (``n_tokens``)."""
 
     @property
     def n_tokens(self) -> int:
         """The ids decoded: each row's up to and including the first id that ends it (EOS,
         or a chat template's end of turn; all of a row without one), for every decoder
         alike, so the padding a causal decoder writes after EOS, or the EOS a diffusion
-        decoder fills the rest of the canvas with, is not counted."""
+        decoder fills the rest of the canvas with, is not counted. With ``stop``, a row cut
+        at a stop sequence counts through its last token (``row_tokens``, the server's
+        count), the same whether or not the run stopped there."""
+        if self.row_tokens is not None:
+            return sum(self.row_tokens)
         eos = getattr(self.result, "eos_id", None)
         ends = self.ends or frozenset({eos} if eos is not None else ())
         return sum(next((k + 1 for k, i in enumerate(r) if i in ends), len(r))
@@ -1067,8 +1088,10 @@ def generate(
     ``template``: a ``ChatTemplate`` or a name, file or Jinja text (``chat_template``).
     ``stop``: a text or a list of texts; each row's text ends before the earliest-starting
     one found in it, as after EOS (with a template, in the reply as decoded, before it is
-    stripped: ``chat``); the server's ``stop`` rule (``unmask.chat.text_end``); ``ids`` and
-    ``n_tokens`` stay what was decoded.
+    stripped: ``chat``); the server's ``stop`` rule (``unmask.chat.text_end``). A stop ends the
+    decoding too, once the text is sure to be cut there (``start``'s ``stop``): ``ids`` hold
+    what was decoded (after the stop, the fill a row ended by EOS holds) and ``n_tokens``
+    counts through the stop's last token, as the server's usage.
 
     Prompts × ``n`` rows whose memory cannot fit what the device has free are a one-line
     ``UserError`` before any row is made (``check_rows_fit``; ``UNMASK_NO_FIT_CHECK=1``
@@ -1109,6 +1132,9 @@ def generate(
     if len(rows) > 1 and draws_noise(decoder, config):
         seeds = row_seeds(config.seed, len(prompt_ids), n)
     ends = template.ends(tok, facts.eos_id) if template is not None else frozenset()
+    # a stop sequence ends the work too, not only the text (``start``'s ``stop``)
+    text_ends = None if not stops else (
+        [_text_end(tok, stops, ends, template, facts.eos_id)] * len(rows))
     # the options each group ran, as reported (one group runs ``config``)
     ran = [dataclasses.replace(cfg if len(groups) > 1 else config, decoder=decoder)
            for _, cfg in groups]  # fmt: skip
@@ -1116,15 +1142,22 @@ def generate(
     configs = [ran[group_of[k]] for k in range(len(prompt_ids)) for _ in range(n)]
     if len(groups) == 1:  # a turn's end is never penalised (``exempting``)
         result, seconds = run_rows(loaded, rows, exempting(config, ends, facts.eos_id), seeds,
-                                   step_callback, draft)
+                                   step_callback, draft, text_ends)
     else:  # prompt k's choices are rows k * n to k * n + n - 1
         groups = [([k * n + j for k in idx for j in range(n)],
                    exempting(cfg, ends, facts.eos_id)) for idx, cfg in groups]
-        result, seconds = _run_groups(loaded, rows, groups, seeds, step_callback, draft)
+        result, seconds = _run_groups(loaded, rows, groups, seeds, step_callback, draft,
+                                      text_ends)
     if template is not None:
         texts = [template.reply(tok, ids, facts.eos_id, stops) for ids in result.gen_ids]
     else:
         texts = [cut_text(t, stops) for t in result.texts(tok)]
+    row_tokens = None
+    if text_ends is not None:
+        from unmask.sampling.stops import tokens_ended
+
+        row_tokens = [tokens_ended(tok, ids, e) for ids, e in zip(result.gen_ids, text_ends,
+                                                                 strict=True)]
     ended = _ended_prompts(rows, result, facts.mask_id)
     shown = [
         tok.decode(ids) if ids != given else text
@@ -1143,12 +1176,14 @@ def generate(
         ends=ends,
         config=max(ran, key=lambda c: c.steps),  # the first of the most steps
         configs=configs,
+        row_tokens=row_tokens,
     )
 
 
 def _run_groups(
     loaded: Loaded, rows: list[list[int]], groups: list[tuple[list[int], SampleConfig]],
     seeds: list[int] | None, step_callback: ViewCallback | None, draft: Loaded | None,
+    stop: Sequence[TextEnd | None] | None = None,
 ) -> tuple[GenerateResult, float]:
     """``rows`` (prompt ids) decoded in ``groups`` (``block_groups``: row indices, each with
     its config), one ``run_rows`` after another, row i seeded ``seeds[i]``, joined as one
@@ -1174,7 +1209,7 @@ def _run_groups(
     for idx, cfg in groups:
         part = None if seeds is None else [seeds[i] for i in idx]
         result, took = run_rows(loaded, [rows[i] for i in idx], cfg, part, group_view(idx),
-                                draft)
+                                draft, None if stop is None else [stop[i] for i in idx])
         results.append(result)
         seconds += took
     joined = _joined(results, sum(r.nfe for r in results), max(r.steps for r in results),
@@ -1199,6 +1234,17 @@ def _stops(stop: Any) -> list[str]:
         if not isinstance(s, str) or not s:
             raise UserError(f"stop sequences must be texts of at least one character, got {s!r}")
     return stops
+
+
+def _text_end(tokenizer: Any, stops: Sequence[str], ends: frozenset[int],
+                template: ChatTemplate | None, eos_id: int | None) -> TextEnd:
+    """The ``TextEnd`` of a row of ``generate`` or ``chat`` (``start``'s ``stop``): its stop
+    sequences, and with a chat template the ids that end a reply and the template as
+    ``ChatTemplate.reply`` cuts it, so a run stops where the text is sure to be cut."""
+    from unmask.sampling.stops import TextEnd
+
+    knowing = None if template is None else template._knowing(tokenizer)
+    return TextEnd(tuple(stops), frozenset(ends) | ({eos_id} - {None}), knowing)
 
 
 def _check_seed(seed: Any) -> int:
@@ -1256,6 +1302,7 @@ def run_rows(
     seeds: list[int] | None,
     step_callback: ViewCallback | None = None,
     draft: Loaded | None = None,
+    stop: Sequence[TextEnd | None] | None = None,
 ) -> tuple[GenerateResult, float]:
     """``rows`` (prompt ids) under ``config``, row i seeded ``seeds[i]``, and the wall time
     (``generate``; ``unmask.tasks.score.decode_each``): one batched run with a generator per
@@ -1268,7 +1315,8 @@ def run_rows(
     None: one batch of one run (``config.seed``; a greedy run's text depends on no
     generator), but for the rows the decoder keeps apart, which run alone (``row_runs``:
     greedy, identical ones once), so that every greedy row writes what it writes alone. No
-    rows, or a count of ``seeds`` other than of ``rows``: a ``UserError``."""
+    rows, or a count of ``seeds`` other than of ``rows``: a ``UserError``. ``stop``: each
+    row's ``TextEnd`` (``start``)."""
     if not rows:
         raise UserError("no prompts given")
     if seeds is None:
@@ -1276,17 +1324,18 @@ def run_rows(
         if len(rows) > 1 and (any(plan.apart) or plan.same != list(range(len(rows)))):
             # such a row, or the rows beside it, wrote otherwise than alone in one batch; an
             # identical row of a greedy run is decoded once (``row_runs``)
-            return _runs_apart(loaded, rows, config, None, step_callback, draft, plan)
-        run = start(loaded, rows, config, step_callback=step_callback, draft=draft)
+            return _runs_apart(loaded, rows, config, None, step_callback, draft, plan, stop)
+        run = start(loaded, rows, config, step_callback=step_callback, draft=draft, stop=stop)
         return run_to_end(run, device=str(_device(loaded)))
     seeds = _seed_list(seeds)
     if len(seeds) != len(rows):
         raise UserError(f"{plural(len(seeds), 'seed')} for {plural(len(rows), 'row')}")
 
     if seeds_in_one_run(loaded, config, draft, rows=rows):
-        run = start(loaded, rows, config, step_callback=step_callback, draft=draft, seeds=seeds)
+        run = start(loaded, rows, config, step_callback=step_callback, draft=draft, seeds=seeds,
+                    stop=stop)
         return run_to_end(run, device=str(_device(loaded)))
-    return _runs_apart(loaded, rows, config, seeds, step_callback, draft)
+    return _runs_apart(loaded, rows, config, seeds, step_callback, draft, stop=stop)
 
 
 def _runs_apart(
@@ -1297,6 +1346,7 @@ def _runs_apart(
     step_callback: ViewCallback | None,
     draft: Loaded | None,
     plan: RowRuns | None = None,
+    stop: Sequence[TextEnd | None] | None = None,
 ) -> tuple[GenerateResult, float]:
     """``rows`` in several runs, joined as one result (``_joined``), and the wall time, as
     ``row_runs`` groups them (``plan``, where the caller has it already): each row the
@@ -1333,13 +1383,14 @@ def _runs_apart(
 
     def run_of(k: int, idx: list[int]) -> DecoderRun:
         part, where = [rows[i] for i in idx], group_view(k, idx)
+        ends = None if stop is None else [stop[i] for i in idx]
         if seeds is None:
-            return start(loaded, part, config, step_callback=where, draft=draft)
+            return start(loaded, part, config, step_callback=where, draft=draft, stop=ends)
         if len(idx) > 1:
             return start(loaded, part, config, step_callback=where, draft=draft,
-                         seeds=[seeds[i] for i in idx])
+                         seeds=[seeds[i] for i in idx], stop=ends)
         return start(loaded, part, dataclasses.replace(config, seed=seeds[idx[0]]),
-                     step_callback=where, draft=draft)
+                     step_callback=where, draft=draft, stop=ends)
 
     runs = [run_of(k, idx) for k, idx in enumerate(groups)]
     # after ``start`` checked the lengths: a gen_length no run can take was a traceback here;
@@ -1775,7 +1826,8 @@ def chat(
     eos_id = facts_of(loaded).eos_id
     ends = template.ends(loaded.tokenizer, eos_id)  # a turn's end is never penalised
     run = start(loaded, [ids], exempting(config, ends, eos_id), step_callback=step_callback,
-                draft=draft)
+                draft=draft, stop=[_text_end(loaded.tokenizer, stops, ends, template, eos_id)]
+                if stops else None)
     result, seconds = run_to_end(run, device=str(_device(loaded)))
     reply = template.reply(loaded.tokenizer, result.gen_ids[0], eos_id, stops)
     return Reply(

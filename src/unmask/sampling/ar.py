@@ -450,6 +450,7 @@ class ARRun(DecoderRun):
         self.gen[:, t] = nxt
         self.steps += 1
         self.finished |= rows_finished(nxt[:, None], self.eos_id)
+        self.finished |= self.stopped_rows(~self.finished)  # a stop sequence ends it too
         if self.step_callback is not None:
             self.check_finite()  # not a canvas of garbage: NaN logits
             self.step_callback(
@@ -519,8 +520,9 @@ def generate_ar(
     data). The prompt runs once (1 NFE); every further token is one forward of one
     position (1 NFE). ``penalties``: repetition penalties (``unmask.sampling.penalties``).
     ``generator``: one, or one per row (``RowGenerators``: each row as alone under its own).
-    A row that emits ``eos_id`` is finished: its later positions hold
-    ``pad_id``; decoding stops when every row is finished. ``ARRun(...).run()``.
+    A row that emits ``eos_id`` (or whose text meets a stop sequence: ``DecoderRun.stop``)
+    is finished: its later positions hold ``pad_id``; decoding stops when every row is
+    finished. ``ARRun(...).run()``.
 
     Returns a ``GenerateResult`` with ``tokens`` (B, P + max_new_tokens), ``region`` =
     (P, P + max_new_tokens), ``nfe`` and ``steps`` = tokens decoded per row.

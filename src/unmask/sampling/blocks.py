@@ -396,6 +396,8 @@ class BlockRun(DecoderRun):
         L = self.x.shape[1]
         self.x, self.real = inner.x, self._attn
         self.finished |= rows_finished(self.x[:, L:], self.eos_id)
+        if self.eos_id is not None:  # a stop sequence ends a row too (EOS fills the rest)
+            self.finished |= self.stopped_rows(~self.finished)
         self.blocks_done += 1
         self._next_block()
 

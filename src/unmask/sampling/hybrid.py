@@ -487,6 +487,7 @@ class HybridRun(DecoderRun):
             self._rounds += active
             self.committed += count
             self.finished |= ended | (self.committed >= self.gen_length)
+            self.finished |= self.stopped_rows(~self.finished)  # a stop sequence ends it too
             self._choose(hid if at is None else read, plan, n, at)
         self.steps += 1
         if bool(self.finished.all()):

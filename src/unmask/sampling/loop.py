@@ -629,7 +629,8 @@ class Denoiser(DecoderRun):
 
     def _all_ended(self) -> bool:
         """At a block boundary of a generation: fill the masks after the finished blocks of
-        each row that has ended (no mask up to the boundary, EOS in its region) with EOS, and
+        each row that has ended (no mask up to the boundary, EOS in its region, or text a stop
+        sequence is sure to cut: ``DecoderRun.stopped_rows``) with EOS, and
         whether every row has (the run then stops there: ``GenerateResult.ended_at``). Exact
         for the text: the loop only commits masks, so what a row wrote up to its EOS never
         changes after; an ended row's later blocks would only pad it (as ``BlockRun``'s EOS
@@ -643,8 +644,9 @@ class Denoiser(DecoderRun):
         rows are filled only when every row has ended, and the run stops."""
         end = self.block_bounds[0]  # the finished blocks' end
         x, masked = self.x, self.canvas.masked
-        ended = ~masked[:, :end].any(dim=1) & rows_finished(
-            x[:, self.canvas.region[0] : end], self.eos_id)  # (B,)
+        done = ~masked[:, :end].any(dim=1)  # (B,) rows with every column up to it committed
+        ended = done & (rows_finished(x[:, self.canvas.region[0] : end], self.eos_id)
+                        | self.stopped_rows(done))  # EOS, or a stop sequence (B,)
         every = bool(ended.all())
         if not bool(ended.any()) or not (every or self._fill_alone):
             return False

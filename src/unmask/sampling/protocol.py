@@ -13,7 +13,8 @@ come) starts a ``DecoderRun`` for a batch of prompts and steps it until ``done``
 - ``nfe`` (model calls), ``steps``, ``done``, ``result()`` (a ``GenerateResult``).
 
 Written once over the protocol: ``run()`` (advance until done), ``step_together``
-(continuous batching), ``rows_finished`` (stopping at EOS), the live-view and NFE
+(continuous batching), ``rows_finished`` (stopping at EOS; ``stopped_rows`` at a stop
+sequence), the live-view and NFE
 bookkeeping of the callers (``unmask.api``, the server's ``Engine``).
 
 Inside: ``MaskPredictor``, ``StepCallback``, ``ViewCallback``, ``GenerateResult``,
@@ -183,6 +184,18 @@ class DecoderRun:
     on_view: ViewCallback | None = None
     decoder: str = ""
     """Name of the registered decoder that started this run (set by ``unmask.api.start``)."""
+    stop: Callable[[Tensor, Tensor], Tensor] | None = None
+    """The rows whose text a stop sequence is sure to end (``unmask.sampling.stops.StopRows``,
+    set by ``unmask.api.start``): a left-to-right decoder finishes them as rows that wrote
+    EOS (``stopped_rows``); None: EOS alone ends a row."""
+
+    def stopped_rows(self, active: Tensor) -> Tensor:
+        """(B,) bool: the rows of ``active`` (B,) whose committed text (``view()``) is sure to
+        be cut at a stop sequence (``stop``); none without one. Asked after each step by the
+        decoders that stop after EOS, beside ``rows_finished``."""
+        if self.stop is None:
+            return torch.zeros_like(active)
+        return self.stop(self.view(), active).to(active.device)
 
     @property
     def shares_forward(self) -> bool:

@@ -69,6 +69,7 @@ import torch
 from unmask.config import SampleConfig
 from unmask.model import NonFiniteOutput, nonfinite_error
 from unmask.sampling.protocol import DecoderRun, RowRuns, ViewCallback, step_together
+from unmask.sampling.stops import TextEnd
 from unmask.server.metrics import Metrics
 
 StepSink = Callable[[int, list[list[int]]], None]
@@ -80,7 +81,8 @@ StartRun = Callable[..., DecoderRun]
 prompt ids (``functools.partial(unmask.api.start, loaded)``); raises ``UserError`` for
 settings the checkpoint cannot do. ``step_callback(step, view (B, G))`` after every step.
 Called with ``seeds=`` (one per row: ``unmask.api.start``) only where ``SeedsInOneRun``
-says the run can take them."""
+says the run can take them, and with ``stop=`` (a ``TextEnd`` or None per row) only where a
+job has stop sequences (``Job.text_end``)."""
 
 SeedsInOneRun = Callable[..., bool]
 """``seeds_in_one_run(config, *, rows=None)``: whether rows seeded one seed each run as one
@@ -162,6 +164,10 @@ class Job:
     LLaDA 2.x request of prompts of unequal lengths modulo the block (``api.block_groups``),
     decoded group after group as ``unmask.api.generate`` does, each row writing what it writes
     alone (they were a 400). Such a job shares no run with other jobs. None: one config."""
+    text_end: TextEnd | None = None
+    """How each row's text ends besides EOS (its ``stop`` sequences: ``unmask.api.start``'s
+    ``stop``): a run finishes a row whose text a stop sequence is sure to cut, and stops once
+    every row has ended. None: EOS alone."""
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     id: int = field(default_factory=lambda: next(_ids))
     _cancelled: threading.Event = field(default_factory=threading.Event)
@@ -238,6 +244,14 @@ class _Part:
     alone: bool = False
     """A row the decoder keeps apart (``RowRunsOf``): it runs alone on the worker, with no
     other part in its forward passes."""
+
+
+def _stops(jobs: list[Job]) -> dict[str, Any]:
+    """``start_run``'s ``stop`` for rows of ``jobs`` (one job a row): each row's
+    ``Job.text_end``; ``{}`` where no job has one (a ``start_run`` that takes no ``stop``)."""
+    if all(j.text_end is None for j in jobs):
+        return {}
+    return {"stop": [j.text_end for j in jobs]}
 
 
 def _resolve(
@@ -557,11 +571,12 @@ class Engine:
         """Start ``part``'s run (once); raises the decoder's refusal."""
         if part.run is None:
             view = self._sink_callback(part)
+            stop = _stops([part.job] * len(part.rows))
             if part.seeds is None:
-                part.run = self.start_run(part.rows, part.config, step_callback=view)
+                part.run = self.start_run(part.rows, part.config, step_callback=view, **stop)
             else:  # one run, a generator per row
                 part.run = self.start_run(part.rows, part.config, step_callback=view,
-                                          seeds=part.seeds)
+                                          seeds=part.seeds, **stop)
             job = part.job
             if job._view is None and job.sink is not None and job._pieced:
                 blank = part.run.view()[0].tolist()  # the region before any step: every
@@ -900,7 +915,8 @@ class Engine:
         streams = any(j.sink is not None for j in batch)
         try:  # one run over the rows of every job of the batch
             run = self.start_run(rows, batch[0].config,  # type: ignore[arg-type]
-                                 step_callback=on_view if streams else None, **seeds)
+                                 step_callback=on_view if streams else None, **seeds,
+                                 **_stops([j for j in batch for _ in j.rows]))
             run.watch_rows()  # a job whose rows go NaN fails alone, the others go on
             started.append(run)
             self._advance(run, batch, len(rows))

@@ -61,10 +61,10 @@ def make_engine(
 
     def start(
         rows: Sequence[Sequence[int]], config: SampleConfig, *, step_callback: Any = None,
-        seeds: Sequence[int] | None = None,
+        seeds: Sequence[int] | None = None, stop: Sequence[Any] | None = None,
     ) -> Any:
         return api.start(loaded, rows, own(config), step_callback=step_callback, draft=draft,
-                         seeds=seeds)
+                         seeds=seeds, stop=stop)
 
     def seeds_in_one_run(config: SampleConfig, *,
                          rows: Sequence[Sequence[int]] | None = None) -> bool:

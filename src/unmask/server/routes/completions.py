@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from unmask import api
-from unmask.chat import ChatTemplate, reply_lead, text_end
+from unmask.chat import ChatTemplate, text_end
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.messages import plural
@@ -28,6 +28,7 @@ from unmask.sampling import Decoder, choose_decoder, make_policy, validate
 from unmask.sampling.penalties import exempting, given_penalties
 from unmask.sampling.registry import check_penalty_decoder
 from unmask.sampling.segments import segment_configs, segment_windows
+from unmask.sampling.stops import TextEnd, stop_bounds, tokens_through
 from unmask.server.batching import GenOutput, Job
 from unmask.server.engine import served_decoder
 from unmask.server.http import APIError, JSONResponse, sse
@@ -631,30 +632,6 @@ def _cut(text: str, stops: list[str], reply: Reply) -> tuple[int, int] | None:
     return text_end(text, stops, reply.template if reply.chat else None)
 
 
-def tokens_through(tok: Any, ids: list[int], text: str) -> int:
-    """The fewest leading tokens of ``ids`` whose text starts with ``text`` (a prefix of the
-    text of ``ids`` that ends on a character: once a prefix of the ids covers it, every longer
-    one does, so a binary search finds it); ``len(ids)`` if none does."""
-    lo, hi = 0, len(ids)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if tok.decode(ids[:mid]).startswith(text):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
-def stop_may_start(text: str, stops: list[str]) -> int:
-    """The earliest position from which a stop sequence may still be completed when ``text``
-    grows (``text`` ends with a proper prefix of it there); ``len(text)``: none."""
-    longest = max((len(s) for s in stops), default=0)
-    for p in range(max(0, len(text) - longest + 1), len(text)):
-        if any(len(s) > len(text) - p and s.startswith(text[p:]) for s in stops):
-            return p
-    return len(text)
-
-
 def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Reply,
                 hold: int = 0) -> tuple[str, bool]:
     """Text of the committed prefix of a generation row that ``finish`` is sure to keep
@@ -680,13 +657,10 @@ def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Rep
     text = state.tok.decode(prefix[:end])
     if not done:
         text = text.rstrip("\ufffd")  # an incomplete multi-byte character
-    lead = reply_lead(text) if reply.chat else 0
-    span = _cut(text, stops, reply)
-    at = None if span is None else span[0]
-    may = len(text)
-    if not done:  # where a stop sequence or a turn marker may still be starting
-        turns = list(reply.template.turn_starts) if reply.template is not None else []
-        may = min(lead + stop_may_start(text[lead:], stops), stop_may_start(text, turns))
+    # where the text ends, and where a stop sequence or a turn marker may still be starting
+    at, may = stop_bounds(text, stops, reply.template if reply.chat else None)
+    if done:
+        may = len(text)
     if at is not None and at <= may:
         text, done = text[:at], True
     else:
@@ -834,6 +808,8 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
     reply = Reply(rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
                   created=int(time.time()), chat=chat, ids=ids, ends=ends,
                   template=state.chat if chat else None)
+    if req.stops():  # a stop sequence ends the work too, not only the text
+        job.text_end = TextEnd(tuple(req.stops()), ends, reply.template)
     if req.stream:  # headers at once (the first step may take long); a decoder's refusal at
         # its start arrives as the stream's error event
         return await stream_job(state, request, job,

@@ -1,0 +1,147 @@
+"""Stop sequences that end decoding: a row whose committed text is sure to be cut at a stop
+sequence is finished, as a row that wrote EOS is (``protocol.rows_finished``).
+
+A left-to-right decoder (``ar``, ``speculative``, ``hybrid``; the commit loop and ``bd3lm``
+at a block boundary, where they stop after EOS) asks ``DecoderRun.stopped_rows`` after each
+step; a run whose rows have all ended stops, so ``--stop`` ends the work, not only the text
+(it ran every forward of ``gen_length`` and cut the text afterwards). The text is the same:
+a row stops only once the rule that cuts it (``unmask.chat.text_end``) can no longer move,
+i.e. a stop sequence is found and no stop starting earlier may still be completed by the
+tokens to come (``stop_bounds``, the rule of the server's streamed text too).
+
+Inside: ``TextEnd`` (how one row's text ends), ``StopRows`` (the check a run holds),
+``stop_may_start``, ``stop_bounds``, ``tokens_through``, ``tokens_ended`` (the tokens a row
+counts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from unmask.chat import reply_lead, text_end
+
+WINDOW_SLACK = 8
+"""Tokens decoded beyond the longest stop sequence's characters before the new ones: tokens
+of no text of their own (a special token, part of a multi-byte character) fit in it. A stop
+that a window misses is never a wrong text: the run only goes on to its end, as before."""
+
+
+def stop_may_start(text: str, stops: Sequence[str]) -> int:
+    """The earliest position from which a stop sequence may still be completed when ``text``
+    grows (``text`` ends with a proper prefix of it there); ``len(text)``: none."""
+    longest = max((len(s) for s in stops), default=0)
+    for p in range(max(0, len(text) - longest + 1), len(text)):
+        if any(len(s) > len(text) - p and s.startswith(text[p:]) for s in stops):
+            return p
+    return len(text)
+
+
+def stop_bounds(text: str, stops: Sequence[str], template: Any = None
+                ) -> tuple[int | None, int]:
+    """``(at, may)`` of ``text``, the prefix of a text that may still grow: ``at`` where the
+    text as it stands ends (``text_end``: a stop sequence, a chat reply's turn marker; None:
+    nowhere), ``may`` the earliest position where one may still be starting. The text is sure
+    to end at ``at`` when ``at <= may`` (``text_end`` cuts at the earliest start)."""
+    lead = reply_lead(text) if template is not None else 0
+    span = text_end(text, stops, template)
+    turns = list(template.turn_starts) if template is not None else []
+    may = min(lead + stop_may_start(text[lead:], stops), stop_may_start(text, turns))
+    return (None if span is None else span[0]), may
+
+
+@dataclass(frozen=True)
+class TextEnd:
+    """How one row's text ends besides EOS: its stop sequences, the ids that end it before
+    them (EOS, a chat template's end of turn: ``ChatTemplate.ends``) and, for a chat reply,
+    its template (the reply is searched after its leading whitespace and also ends at a turn
+    marker: ``text_end``)."""
+
+    stops: tuple[str, ...]
+    ends: frozenset[int] = frozenset()
+    template: Any = None
+
+
+def tokens_through(tok: Any, ids: list[int], text: str) -> int:
+    """The fewest leading tokens of ``ids`` whose text starts with ``text`` (a prefix of the
+    text of ``ids`` that ends on a character: once a prefix of the ids covers it, every longer
+    one does, so a binary search finds it); ``len(ids)`` if none does."""
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if tok.decode(ids[:mid]).startswith(text):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def tokens_ended(tok: Any, ids: Sequence[int], rule: TextEnd) -> int:
+    """The generated tokens of one row through the one that ended its text: its first id of
+    ``rule.ends`` (EOS) included, or the last token of the stop sequence (or turn marker) that
+    cut it (``text_end``); all of the row without either. The count of the server's usage
+    (``routes.completions.finish``) and of ``api.Generation.n_tokens``."""
+    ids = [int(i) for i in ids]
+    end = next((k for k, i in enumerate(ids) if i in rule.ends), len(ids))
+    text = tok.decode(ids[:end])
+    span = text_end(text, rule.stops, rule.template)
+    if span is None:
+        return end + (end < len(ids))  # the ending token too
+    return tokens_through(tok, ids[:end], text[: span[1]])
+
+
+class StopRows:
+    """``stop(view, active) -> (B,) bool``: the rows of a run's (B, G) view (``mask_id``
+    where nothing is committed) whose committed prefix's text is sure to be cut at a stop
+    sequence (``stop_bounds``); ``rows``: each row's ``TextEnd`` (None: no stop sequence).
+    ``active`` (B,) bool: the rows to look at (the others get False).
+
+    Cheap per step: only a row whose prefix grew is read, through a window of its last tokens
+    (those since the last look and enough before them for the longest stop); a window that
+    holds a stop is confirmed on the row's whole text, so a window's decoding (a character
+    cut at its start) never stops a row wrongly."""
+
+    def __init__(self, decode: Callable[[list[int]], str], rows: Sequence[TextEnd | None],
+                 mask_id: int) -> None:
+        self.decode, self.rows, self.mask_id = decode, list(rows), mask_id
+        self._seen = [0] * len(self.rows)  # per row: the prefix length last looked at
+
+    def __bool__(self) -> bool:
+        return any(r is not None and r.stops for r in self.rows)
+
+    def __call__(self, view: Tensor, active: Tensor | None = None) -> Tensor:
+        B, G = view.shape
+        out = torch.zeros(B, dtype=torch.bool, device=view.device)
+        open_ = view == self.mask_id  # (B, G)
+        lengths = torch.where(open_.any(dim=1), open_.int().argmax(dim=1), G).tolist()  # (B,)
+        live = [True] * B if active is None else active.tolist()
+        for i, (k, on, rule) in enumerate(zip(lengths, live, self.rows, strict=True)):
+            if not on or rule is None or not rule.stops or k <= self._seen[i]:
+                continue
+            marks = (*rule.stops, *(rule.template.turn_starts if rule.template else ()))
+            w = max(len(s) for s in marks) + WINDOW_SLACK
+            lo = max(0, self._seen[i] - w)
+            self._seen[i] = k
+            ids = view[i, lo:k].tolist()
+            end = next((j for j, t in enumerate(ids) if t in rule.ends), len(ids))
+            if end < len(ids):  # an id that ends the text (a chat's end of turn): final
+                out[i] = True
+                continue
+            if any(s in self.decode(ids) for s in marks):
+                out[i] = self._sure(view[i, :k].tolist(), rule)
+        return out
+
+    def _sure(self, ids: list[int], rule: TextEnd) -> bool:
+        """Whether the text of a row's committed ``ids`` (none of ``rule.ends``) is sure to
+        end at a stop sequence, whatever tokens follow."""
+        text = self.decode(ids).rstrip("\ufffd")  # an incomplete multi-byte character
+        at, may = stop_bounds(text, rule.stops, rule.template)
+        return at is not None and at <= may
+
+
+__all__ = ["StopRows", "TextEnd", "WINDOW_SLACK", "stop_bounds", "stop_may_start",
+           "tokens_ended", "tokens_through"]
