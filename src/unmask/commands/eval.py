@@ -748,7 +748,7 @@ def _score(
     q = sample_quality(
         loaded.tokenizer,
         prompts,
-        sampler=_sampler(loaded, config, device),
+        sampler=_sampler(loaded, config, decoder),
         scorer=scorer,
         gen_length=config.gen_length,
         eos_id=getattr(loaded.model.config, "eos_id", None),
@@ -775,11 +775,27 @@ def _cannot_sample(loaded: Any) -> str | None:
     return None
 
 
-def _sampler(loaded: Any, config: Any, device: str) -> Any:
-    """Prompt ids -> GenerateResult, decoded as ``unmask generate`` decodes (``unmask.api``)."""
-    from unmask.api import run_to_end, start
+def _sampler(loaded: Any, config: Any, decoder: str) -> Any:
+    """Prompt ids -> the samples (``gen_ids``, ``texts(tokenizer)``), decoded as ``unmask
+    generate`` decodes (``unmask.api``) by ``decoder`` (``api.choose``), each prompt as it
+    decodes alone under ``config.seed`` (``unmask.tasks.score.decode_each``; the j-th copy of
+    a prompt, the unconditional samples' empty one, under seed + j). One generator served the
+    batch: at a temperature above 0 (SEDD at any) a sample's text changed with ``--samples``
+    and was not what ``unmask generate --seed`` writes for its prompt."""
+    from types import SimpleNamespace
 
-    return lambda ids: run_to_end(start(loaded, ids, config), device=device)[0]
+    from unmask.sampling.protocol import decode_generations
+    from unmask.tasks.score import decode_each
+
+    def sample(ids: list[list[int]]) -> Any:
+        rows = decode_each(loaded, ids, config, decoder)
+        gen = {id(r): r.gen_ids for r, _ in rows}  # a result's rows, listed once
+        gen_ids = [gen[id(r)][k] for r, k in rows]
+        eos = rows[0][0].eos_id if rows else None
+        return SimpleNamespace(
+            gen_ids=gen_ids, texts=lambda tok: decode_generations(gen_ids, tok, eos))
+
+    return sample
 
 
 def _check_data(data: str) -> None:
