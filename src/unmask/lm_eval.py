@@ -34,6 +34,7 @@ import dataclasses
 import inspect
 import json
 import math
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -812,6 +813,17 @@ def _task_errors(tasks: Sequence[str]) -> Iterator[None]:
         yield
     except (FileNotFoundError, KeyError) as e:  # a task whose data or fields are missing
         raise UserError(f"lm-eval could not build the tasks {', '.join(tasks)}: {e}") from None
+    except ValueError as e:
+        if not str(e).startswith("Sample larger than population"):
+            raise
+        # random.sample's refusal, a traceback at the first item: more few-shot examples than
+        # the documents lm-eval draws them from (the test split's, less the item, where the
+        # task has no training or validation split)
+        raise UserError(
+            f"lm-eval could not build the few-shot prompts of the tasks {', '.join(tasks)}: a "
+            "task asks for more examples (--num-fewshot, or its own num_fewshot) than it has "
+            "documents to draw them from; give a smaller --num-fewshot"
+        ) from None
     except ConnectionError as e:  # data neither local nor cached: the Hub is not asked
         raise UserError(
             f"lm-eval could not load the data of the tasks {', '.join(tasks)}: {e}; unmask "
@@ -844,6 +856,8 @@ def run_tasks(
     from lm_eval.utils import make_table
 
     check_seed(seed)
+    if limit is not None and limit >= 1:  # lm-eval's islice takes at most sys.maxsize: all
+        limit = min(int(limit), sys.maxsize)  # items (1e300 was its ValueError traceback)
     if output_path:
         check_output_path(output_path)
     manager = task_manager if task_manager is not None else find_tasks(tasks, include_path)

@@ -1,0 +1,66 @@
+"""``unmask.lm_eval`` (session 38 of the eval audit): lm-eval's own refusals of a run's
+settings as one line, not a traceback after the model loaded."""
+
+import json
+
+import pytest
+import torch
+
+from unmask.config import model_preset
+from unmask.errors import UserError
+from unmask.model import Transformer
+
+pytest.importorskip("lm_eval")
+
+MC_YAML = """task: t38_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{label}}}}"
+metric_list:
+  - metric: acc
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny diffusion checkpoint and a local multiple-choice task of 3 items."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.lm_eval import UnmaskLM
+    from unmask.tokenizer import byte_tokenizer
+
+    root = tmp_path_factory.mktemp("t38")
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48)
+    save_checkpoint(root / "ckpt", model=Transformer(cfg), tokenizer=tok)
+    rows = [{"question": f"q{i} is", "choices": [" ab", " cd"], "label": i % 2} for i in range(3)]
+    (root / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "tasks").mkdir()
+    (root / "tasks" / "mc.yaml").write_text(MC_YAML.format(data=root / "mc.jsonl"))
+    lm = UnmaskLM(str(root / "ckpt"), device="cpu", mc_samples=2, greedy_check=False)
+    return lm, str(root / "tasks")
+
+
+def test_more_few_shot_examples_than_documents_is_one_line(setup):
+    """lm-eval draws few-shot examples with random.sample: more than the task's documents
+    was its ValueError traceback ("Sample larger than population or is negative")."""
+    from unmask.lm_eval import run_tasks
+
+    lm, tasks = setup
+    with pytest.raises(UserError, match="more examples .* than it has documents"):
+        run_tasks(lm, ["t38_mc"], include_path=tasks, num_fewshot=5)
+
+
+def test_a_limit_past_what_islice_takes_reads_every_item(setup):
+    """``--limit 1e300`` (a whole number) was islice's ValueError traceback: now every item."""
+    from unmask.lm_eval import run_tasks
+
+    lm, tasks = setup
+    res = run_tasks(lm, ["t38_mc"], include_path=tasks, limit=1e300)
+    assert res["n-samples"]["t38_mc"]["effective"] == 3
