@@ -64,3 +64,23 @@ def test_a_limit_past_what_islice_takes_reads_every_item(setup):
     lm, tasks = setup
     res = run_tasks(lm, ["t38_mc"], include_path=tasks, limit=1e300)
     assert res["n-samples"]["t38_mc"]["effective"] == 3
+
+
+class _Request:
+    def __init__(self, *args):
+        self.args = args
+
+
+def test_a_given_block_length_decodes_whole_blocks_of_it(setup):
+    """``block_length=3`` and a task's budget of 5 tokens: the canvas is two blocks of 3 and
+    the answer is cut to 5 tokens, as the task scorer rounds its room; it was the decoder's
+    refusal ("gen_length (5) must be a multiple of block_length (3)") at the first
+    generate_until request, after every log-likelihood task had run."""
+    from unmask.lm_eval import UnmaskLM
+
+    lm = UnmaskLM(loaded=setup[0].loaded, block_length=3, greedy_check=False)
+    config = lm.generation_config({"max_gen_toks": 5})
+    assert (config.gen_length, config.block_length, config.steps) == (6, 3, 6)
+    (text,) = lm.generate_until([_Request("abc", {"max_gen_toks": 5, "until": []})])
+    assert len(text) <= 5  # byte tokenizer: a character at most per token
+    assert lm.generation_config({"max_gen_toks": 6}).gen_length == 6  # a multiple: as asked

@@ -488,7 +488,8 @@ class UnmaskLM(LM):
     def generation_config(self, gen_kwargs: dict[str, Any]) -> SampleConfig:
         """The ``SampleConfig`` of a ``generate_until`` request: its token budget
         (``gen_options``, capped by ``gen_length``, ``_wanted_tokens``; whole blocks for a
-        bd3lm model, ``_whole_blocks``), greedy unless the task samples, the model_args'
+        bd3lm model, ``_whole_blocks``, and of a ``block_length`` given, where they leave the
+        prompt a token), greedy unless the task samples, the model_args'
         sampling options, the checkpoint's recommendation for the rest but its repetition
         penalties (``without_penalties``: a few-shot prompt's format lines are what the answer
         repeats), one token per step by default. A sampled request's ``temperature``,
@@ -503,6 +504,12 @@ class UnmaskLM(LM):
         from unmask.tasks.score import without_penalties
 
         length = self._whole_blocks(self._wanted_tokens(gen_kwargs))
+        asked = self.sampling.get("block_length")  # given: a decoder that takes it (__init__)
+        if asked and not self.facts.block_size and -(-length // asked) * asked < self.max_length:
+            # whole blocks of it, as the task scorer rounds its room (tasks.score.task_config);
+            # the answer is cut to the budget. A budget it did not divide was the decoder's
+            # refusal at the first request, after every log-likelihood task had run
+            length = -(-length // asked) * asked
         base: dict[str, Any] = {
             "gen_length": length,
             "steps": length,
