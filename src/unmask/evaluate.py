@@ -468,9 +468,17 @@ def _stratified_elbo(
             weight[:, pos] = (len(pos) / ls.double())[:, None]
         xt = seq.repeat(b, 1)  # (b, P + L)
         xt[:, P:][masked] = mask_id
-        logits = logits_of(xt)[:, P:].float().cpu()  # (b, L, V)
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, x0.expand(b, L)[..., None])[..., 0]
-        values.append((logp.double() * masked * weight).sum(dim=1))  # (b,)
+        logits = logits_of(xt)[:, P:]  # (b, L, V), where the model runs
+        # log p of the masked positions alone, there: the whole (b, L, V) was normalised in
+        # float32 on the CPU (copied off the device first), half of it for positions that
+        # count nothing
+        rows, cols = masked.nonzero(as_tuple=True)  # (k,) each
+        at = (rows.to(logits.device), cols.to(logits.device))
+        picked = logits[at].float()  # (k, V)
+        true = picked.gather(-1, x0[cols].to(logits.device)[:, None])[:, 0]  # (k,)
+        logp = torch.zeros(b, L, dtype=torch.float64)
+        logp[rows, cols] = (true - torch.logsumexp(picked, dim=-1)).double().cpu()
+        values.append((logp * weight).sum(dim=1))  # (b,)
     v = torch.cat(values)  # (n,)
     se = float(v.std(unbiased=True) / math.sqrt(n_samples)) if n_samples > 1 else float("nan")
     return LogLikelihood(float(v.mean()), se, n_samples)
