@@ -84,3 +84,23 @@ def test_a_given_block_length_decodes_whole_blocks_of_it(setup):
     (text,) = lm.generate_until([_Request("abc", {"max_gen_toks": 5, "until": []})])
     assert len(text) <= 5  # byte tokenizer: a character at most per token
     assert lm.generation_config({"max_gen_toks": 6}).gen_length == 6  # a multiple: as asked
+
+
+def test_a_monte_carlo_sample_count_past_the_most_is_one_line(setup, tmp_path, capsys):
+    """``mc_samples`` of 10**11 (a typo) asked torch for 800 GB of mask draws at the first
+    log-likelihood, after the rest of the report had run: a traceback."""
+    from unmask.cli import main
+    from unmask.evaluate import elbo_loglikelihood
+    from unmask.lm_eval import UnmaskLM
+
+    lm, tasks = setup
+    with pytest.raises(UserError, match="mc_samples must be at most 65,536"):
+        UnmaskLM(loaded=lm.loaded, mc_samples=10**11)
+    assert UnmaskLM(loaded=lm.loaded, mc_samples=2**16).mc_samples == 2**16  # the most
+    with pytest.raises(ValueError, match="n_samples must be from 1 to 65,536"):
+        elbo_loglikelihood(lm.loaded.model, [1], [2], mask_id=0, n_samples=10**11,
+                           generator=torch.Generator())
+    rc = main(["eval", lm.pretrained, "--tasks", "t38_mc", "--include-path", tasks,
+               "--mc-samples", str(10**11), "--no-score", "--no-plot", "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--mc-samples must be at most 65,536" in err and len(err.splitlines()) == 1

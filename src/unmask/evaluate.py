@@ -48,6 +48,11 @@ if TYPE_CHECKING:
 DEFAULT_MC_SAMPLES = 64
 """Monte Carlo samples of ``elbo_loglikelihood`` by default: chosen from the measured curve of
 its standard error against the number of samples (docs/evaluation.md); LLaDA uses 128."""
+MAX_MC_SAMPLES = 1 << 16
+"""The most Monte Carlo samples an estimate takes (1,024 times the default, a standard error
+32 times smaller): every draw is made before the first forward, ``n_samples`` by the target's
+length, so 10**11 (a typo) asked for 800 GB at once and ended in torch's allocation
+traceback."""
 
 
 @dataclass
@@ -421,8 +426,8 @@ def _stratified_elbo(
 ) -> LogLikelihood:
     """``block_elbo_loglikelihood`` (``block_size``), or with one block holding the whole
     target and a plain forward, ``elbo_loglikelihood`` (``None``): the one estimator."""
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be positive, got {n_samples}")
+    if not 1 <= n_samples <= MAX_MC_SAMPLES:
+        raise ValueError(f"n_samples must be from 1 to {MAX_MC_SAMPLES:,}, got {n_samples}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     L, P = len(target), len(context)

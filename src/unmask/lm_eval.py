@@ -49,6 +49,7 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.evaluate import (
     DEFAULT_MC_SAMPLES,
+    MAX_MC_SAMPLES,
     LogLikelihood,
     ar_loglikelihood,
     block_elbo_loglikelihood,
@@ -61,16 +62,26 @@ LM_EVAL_INSTALL = 'pip install lm-eval (or, in a source checkout, pip install -e
 """How to get lm-eval."""
 
 
-def _at_least(name: str, value: Any, least: int) -> int:
+def _at_least(name: str, value: Any, least: int, most: int | None = None) -> int:
     """``value`` (a model_arg, maybe the string lm-eval parsed) as a whole number of at least
-    ``least``, else a one-line ``UserError`` (a bare ``int()`` gave a ``ValueError``)."""
+    ``least`` (and at most ``most``), else a one-line ``UserError`` (a bare ``int()`` gave a
+    ``ValueError``)."""
     try:
         n = int(str(value).strip())
     except ValueError:
         raise UserError(f"{name} must be a whole number, got {value!r}") from None
     if n < least:
         raise UserError(f"{name} must be at least {least}, got {n}")
+    if most is not None and n > most:
+        raise UserError(f"{name} must be at most {most:,}, got {n:,}")
     return n
+
+
+def check_mc_samples(n: Any) -> int:
+    """``mc_samples`` (``--mc-samples``) as a whole number from 1 to
+    ``unmask.evaluate.MAX_MC_SAMPLES``, else a one-line ``UserError`` (10**11 was torch's
+    allocation traceback at the first log-likelihood, after the rest of the report ran)."""
+    return _at_least("mc_samples", n, 1, MAX_MC_SAMPLES)
 
 
 MAX_TOKEN_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens")
@@ -282,7 +293,7 @@ class UnmaskLM(LM):
             if pretrained is None:
                 raise UserError("model 'unmask' needs pretrained=PATH (a run or checkpoint folder)")
             loaded = load(pretrained, device=str(resolve_device(device or "auto")))
-        mc_samples = _at_least("mc_samples", mc_samples, 1)
+        mc_samples = check_mc_samples(mc_samples)
         if max_length is not None:  # one token of context, one scored
             max_length = _at_least("max_length", max_length, 2)
         if gen_length is not None:  # -5 generated one token a request, "x" was a ValueError
@@ -911,6 +922,7 @@ __all__ = [
     "LOGLIKELIHOOD_TYPES",
     "SAMPLING_ARGS",
     "UnmaskLM",
+    "check_mc_samples",
     "check_output_path",
     "check_seed",
     "check_task_files",

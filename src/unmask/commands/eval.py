@@ -138,7 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="N",
         help="Monte Carlo samples per diffusion log-likelihood (default: "
-        "unmask.evaluate.DEFAULT_MC_SAMPLES, 64); causal models are exact",
+        "unmask.evaluate.DEFAULT_MC_SAMPLES, 64; at most 65,536); causal models are exact",
     )
     g.add_argument(
         "--batch-size",
@@ -500,6 +500,7 @@ def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     tasks: list[str] = []
     if args.tasks:  # a model no lm-eval task can run on, an unknown task: now, not after the rest
         from unmask.lm_eval import (
+            check_mc_samples,
             check_output_path,
             check_seed,
             find_tasks,
@@ -509,6 +510,8 @@ def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         )
 
         check_seed(args.seed)
+        if args.mc_samples is not None:  # its upper bound: the lower one is _counts'
+            check_mc_samples(args.mc_samples)
         refuse_unprompted(facts, "eval --tasks")
         tasks = _task_names(args.tasks)
         manager = find_tasks(tasks, args.include_path)
