@@ -54,3 +54,37 @@ def test_a_sampled_gen_ppl_sample_does_not_depend_on_how_many_are_drawn(
     two, three = _texts(capsys, *args, "--samples", "2"), _texts(capsys, *args, "--samples", "3")
     assert three[:2] == two
     assert _texts(capsys, *args, "--samples", "2", "--seed", "6") != two  # the seed decides
+
+
+def _verses(tmp_path, words: tuple[int, int] = (12, 17)) -> str:
+    """A byte-level corpus of 900 word lines of ``words`` (from, to) words, a verse a line."""
+    from unmask.data import prepare
+
+    g = torch.Generator().manual_seed(1)
+    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (n,), generator=g).tolist())
+             for n in torch.randint(*words, (900,), generator=g).tolist()]
+    (tmp_path / "a.txt").write_text("\n".join(lines) + "\n")
+    prepare([tmp_path / "a.txt"], tmp_path / "d", tokenizer="byte", val_fraction=0.2,
+            line_docs=True, min_val_tokens=0, progress=False)
+    return str(tmp_path / "d")
+
+
+def test_lm_eval_demo_draws_other_distractors_for_each_item(benchmark, tmp_path):
+    """benchmarks/lm_eval_demo.py's verse_mc: the three wrong endings of an item are drawn
+    from the other verses; they were the first three others, so every item from the fourth
+    on had the same three (the first three items' true endings)."""
+    benchmark("lm_eval_demo").build_tasks(_verses(tmp_path), tmp_path, 8, seed=0)
+    items = [json.loads(line) for line in (tmp_path / "mc.jsonl").read_text().splitlines()]
+    wrong = [frozenset(c for k, c in enumerate(it["choices"]) if k != it["label"])
+             for it in items]
+    assert all(len(w) == 3 for w in wrong)
+    assert len(set(wrong[3:])) > 1
+
+
+def test_lm_eval_demo_on_too_few_verses_is_one_line(benchmark, tmp_path):
+    """Fewer than four verses (of 12 words or more) cannot make an item of four endings: the
+    draw was random.sample's traceback (the first three others: items of fewer endings)."""
+    from unmask.errors import UserError
+
+    with pytest.raises(UserError, match="need 4"):
+        benchmark("lm_eval_demo").build_tasks(_verses(tmp_path, (5, 9)), tmp_path, 8, seed=0)
