@@ -88,3 +88,24 @@ def test_lm_eval_demo_on_too_few_verses_is_one_line(benchmark, tmp_path):
 
     with pytest.raises(UserError, match="need 4"):
         benchmark("lm_eval_demo").build_tasks(_verses(tmp_path, (5, 9)), tmp_path, 8, seed=0)
+
+
+def test_gen_ppl_samples_decoded_a_few_at_a_time_are_those_of_one_batch(
+        run, capsys, uniform_scorer, monkeypatch, tmp_path):
+    """The samples are decoded ``SAMPLE_ROWS`` at a time (one batch of every sample held all
+    their logits at once), each as alone under its seed: the texts are those of any chunk
+    size, and the unconditional samples (copies of the empty prompt) differ across chunks
+    (seed + j over all of them)."""
+    from unmask.commands import eval as eval_command
+    from unmask.data import prepare
+
+    (tmp_path / "a.txt").write_text("the lord said unto moses\n" * 20)
+    prepare([tmp_path / "a.txt"], tmp_path / "noval", tokenizer="byte", val_fraction=0,
+            min_val_tokens=0, progress=False)
+    args = (run, "--gen-length", "8", "--steps", "8", "--temperature", "1", "--samples", "3")
+    whole = _texts(capsys, *args)
+    unconditional = _texts(capsys, *args, "--data", tmp_path / "noval")
+    monkeypatch.setattr(eval_command, "SAMPLE_ROWS", 2, raising=False)
+    assert _texts(capsys, *args) == whole
+    assert _texts(capsys, *args, "--data", tmp_path / "noval") == unconditional
+    assert len(set(unconditional)) == 3
