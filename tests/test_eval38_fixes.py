@@ -48,11 +48,12 @@ def _texts(capsys, *argv) -> list[str]:
 
 def test_a_sampled_gen_ppl_sample_does_not_depend_on_how_many_are_drawn(
         run, capsys, uniform_scorer):
-    """At a temperature above 0 each sample is its prompt's, decoded alone under the seed: one
+    """At a temperature above 0 sample i is its prompt's, decoded alone under seed + i: one
     generator served the batch, so the first sample changed with --samples."""
     args = (run, "--gen-length", "8", "--steps", "8", "--temperature", "1", "--seed", "5")
     two, three = _texts(capsys, *args, "--samples", "2"), _texts(capsys, *args, "--samples", "3")
     assert three[:2] == two
+    assert len(set(three)) == 3  # draws of their own (under one seed for all: one text)
     assert _texts(capsys, *args, "--samples", "2", "--seed", "6") != two  # the seed decides
 
 
@@ -95,7 +96,7 @@ def test_gen_ppl_samples_decoded_a_few_at_a_time_are_those_of_one_batch(
     """The samples are decoded ``SAMPLE_ROWS`` at a time (one batch of every sample held all
     their logits at once), each as alone under its seed: the texts are those of any chunk
     size, and the unconditional samples (copies of the empty prompt) differ across chunks
-    (seed + j over all of them)."""
+    (seed + i over all of them)."""
     from unmask.commands import eval as eval_command
     from unmask.data import prepare
 

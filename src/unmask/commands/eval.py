@@ -787,21 +787,21 @@ chunks of 16; 64 samples of 32 tokens: 379 MB against 305 MB, the same texts).""
 
 def _sampler(loaded: Any, config: Any, decoder: str) -> Any:
     """Prompt ids -> the samples (``gen_ids``, ``texts(tokenizer)``), decoded as ``unmask
-    generate`` decodes (``unmask.api``) by ``decoder`` (``api.choose``), each prompt as it
-    decodes alone under ``config.seed`` (``unmask.tasks.score.decode_each``; the j-th copy of
-    a prompt, the unconditional samples' empty one, under seed + j), ``SAMPLE_ROWS`` at a
-    time. One generator served the batch: at a temperature above 0 (SEDD at any) a sample's
-    text changed with ``--samples`` and was not what ``unmask generate --seed`` writes for
-    its prompt; and every sample was one batch."""
+    generate`` decodes (``unmask.api``) by ``decoder`` (``api.choose``), sample i as its
+    prompt decodes alone under ``config.seed`` + i (``unmask.tasks.score.decode_each``: what
+    ``unmask generate PROMPT --seed`` of that seed writes), ``SAMPLE_ROWS`` at a time. One
+    generator served the batch: at a temperature above 0 (SEDD at any) a sample's text
+    changed with ``--samples``; and every sample was one batch."""
     from types import SimpleNamespace
 
     from unmask.sampling.protocol import decode_generations
     from unmask.tasks.score import decode_each, repeat_seeds
 
     def sample(ids: list[list[int]]) -> Any:
-        # over all the prompts: copies of one in other chunks are seeded apart too
-        seeds = (None if config.seed is None
-                 else repeat_seeds(config.seed, [tuple(p) for p in ids]))
+        # sample i under seed + i (each a draw of its own: under one seed every prompt drew
+        # the same noise, and a barely trained model wrote one text for all of them), over
+        # all the samples, so a chunk's are those of any other chunk size
+        seeds = None if config.seed is None else repeat_seeds(config.seed, [None] * len(ids))
         rows = [row for lo in range(0, len(ids), SAMPLE_ROWS)
                 for row in decode_each(loaded, ids[lo : lo + SAMPLE_ROWS], config, decoder,
                                        None if seeds is None else seeds[lo : lo + SAMPLE_ROWS])]
