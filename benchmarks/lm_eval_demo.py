@@ -91,12 +91,20 @@ def build_tasks(data: str, folder: Path, n: int, seed: int) -> None:
     rng = random.Random(seed)
     rng.shuffle(lines)
     lines = lines[: n + 3]
+    if len(lines) < 4:  # an item needs three other verses
+        from unmask.errors import UserError
+
+        raise UserError(f"--data {data}: its validation split holds {len(lines)} verses of 12 "
+                        "words or more; the multiple-choice items need 4 (a larger corpus)")
     mc, gen = [], []
     for i, ln in enumerate(lines[:n]):
         words = ln.split()
         cut = len(words) // 2
         context, ending = " ".join(words[:cut]), " " + " ".join(words[cut:])
-        others = [" " + " ".join(o.split()[len(o.split()) // 2 :]) for o in lines if o != ln][:3]
+        # three other verses drawn for each item: the first three others were the same three
+        # for every item from the fourth on (the first three items' true endings)
+        drawn = rng.sample([o for o in lines if o != ln], 3)
+        others = [" " + " ".join(o.split()[len(o.split()) // 2 :]) for o in drawn]
         label = i % 4
         choices = others[:label] + [ending] + others[label:]
         mc.append({"context": context, "choices": choices, "label": label})

@@ -48,6 +48,11 @@ if TYPE_CHECKING:
 DEFAULT_MC_SAMPLES = 64
 """Monte Carlo samples of ``elbo_loglikelihood`` by default: chosen from the measured curve of
 its standard error against the number of samples (docs/evaluation.md); LLaDA uses 128."""
+MAX_MC_SAMPLES = 1 << 16
+"""The most Monte Carlo samples an estimate takes (1,024 times the default, a standard error
+32 times smaller): every draw is made before the first forward, ``n_samples`` by the target's
+length, so 10**11 (a typo) asked for 800 GB at once and ended in torch's allocation
+traceback."""
 
 
 @dataclass
@@ -421,8 +426,8 @@ def _stratified_elbo(
 ) -> LogLikelihood:
     """``block_elbo_loglikelihood`` (``block_size``), or with one block holding the whole
     target and a plain forward, ``elbo_loglikelihood`` (``None``): the one estimator."""
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be positive, got {n_samples}")
+    if not 1 <= n_samples <= MAX_MC_SAMPLES:
+        raise ValueError(f"n_samples must be from 1 to {MAX_MC_SAMPLES:,}, got {n_samples}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     L, P = len(target), len(context)
@@ -468,9 +473,17 @@ def _stratified_elbo(
             weight[:, pos] = (len(pos) / ls.double())[:, None]
         xt = seq.repeat(b, 1)  # (b, P + L)
         xt[:, P:][masked] = mask_id
-        logits = logits_of(xt)[:, P:].float().cpu()  # (b, L, V)
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, x0.expand(b, L)[..., None])[..., 0]
-        values.append((logp.double() * masked * weight).sum(dim=1))  # (b,)
+        logits = logits_of(xt)[:, P:]  # (b, L, V), where the model runs
+        # log p of the masked positions alone, there: the whole (b, L, V) was normalised in
+        # float32 on the CPU (copied off the device first), half of it for positions that
+        # count nothing
+        rows, cols = masked.nonzero(as_tuple=True)  # (k,) each
+        at = (rows.to(logits.device), cols.to(logits.device))
+        picked = logits[at].float()  # (k, V)
+        true = picked.gather(-1, x0[cols].to(logits.device)[:, None])[:, 0]  # (k,)
+        logp = torch.zeros(b, L, dtype=torch.float64)
+        logp[rows, cols] = (true - torch.logsumexp(picked, dim=-1)).double().cpu()
+        values.append((logp * weight).sum(dim=1))  # (b,)
     v = torch.cat(values)  # (n,)
     se = float(v.std(unbiased=True) / math.sqrt(n_samples)) if n_samples > 1 else float("nan")
     return LogLikelihood(float(v.mean()), se, n_samples)

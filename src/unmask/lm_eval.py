@@ -34,6 +34,7 @@ import dataclasses
 import inspect
 import json
 import math
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -48,6 +49,7 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.evaluate import (
     DEFAULT_MC_SAMPLES,
+    MAX_MC_SAMPLES,
     LogLikelihood,
     ar_loglikelihood,
     block_elbo_loglikelihood,
@@ -60,16 +62,26 @@ LM_EVAL_INSTALL = 'pip install lm-eval (or, in a source checkout, pip install -e
 """How to get lm-eval."""
 
 
-def _at_least(name: str, value: Any, least: int) -> int:
+def _at_least(name: str, value: Any, least: int, most: int | None = None) -> int:
     """``value`` (a model_arg, maybe the string lm-eval parsed) as a whole number of at least
-    ``least``, else a one-line ``UserError`` (a bare ``int()`` gave a ``ValueError``)."""
+    ``least`` (and at most ``most``), else a one-line ``UserError`` (a bare ``int()`` gave a
+    ``ValueError``)."""
     try:
         n = int(str(value).strip())
     except ValueError:
         raise UserError(f"{name} must be a whole number, got {value!r}") from None
     if n < least:
         raise UserError(f"{name} must be at least {least}, got {n}")
+    if most is not None and n > most:
+        raise UserError(f"{name} must be at most {most:,}, got {n:,}")
     return n
+
+
+def check_mc_samples(n: Any) -> int:
+    """``mc_samples`` (``--mc-samples``) as a whole number from 1 to
+    ``unmask.evaluate.MAX_MC_SAMPLES``, else a one-line ``UserError`` (10**11 was torch's
+    allocation traceback at the first log-likelihood, after the rest of the report ran)."""
+    return _at_least("mc_samples", n, 1, MAX_MC_SAMPLES)
 
 
 MAX_TOKEN_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens")
@@ -281,7 +293,7 @@ class UnmaskLM(LM):
             if pretrained is None:
                 raise UserError("model 'unmask' needs pretrained=PATH (a run or checkpoint folder)")
             loaded = load(pretrained, device=str(resolve_device(device or "auto")))
-        mc_samples = _at_least("mc_samples", mc_samples, 1)
+        mc_samples = check_mc_samples(mc_samples)
         if max_length is not None:  # one token of context, one scored
             max_length = _at_least("max_length", max_length, 2)
         if gen_length is not None:  # -5 generated one token a request, "x" was a ValueError
@@ -487,7 +499,8 @@ class UnmaskLM(LM):
     def generation_config(self, gen_kwargs: dict[str, Any]) -> SampleConfig:
         """The ``SampleConfig`` of a ``generate_until`` request: its token budget
         (``gen_options``, capped by ``gen_length``, ``_wanted_tokens``; whole blocks for a
-        bd3lm model, ``_whole_blocks``), greedy unless the task samples, the model_args'
+        bd3lm model, ``_whole_blocks``, and of a ``block_length`` given, where they leave the
+        prompt a token), greedy unless the task samples, the model_args'
         sampling options, the checkpoint's recommendation for the rest but its repetition
         penalties (``without_penalties``: a few-shot prompt's format lines are what the answer
         repeats), one token per step by default. A sampled request's ``temperature``,
@@ -502,6 +515,12 @@ class UnmaskLM(LM):
         from unmask.tasks.score import without_penalties
 
         length = self._whole_blocks(self._wanted_tokens(gen_kwargs))
+        asked = self.sampling.get("block_length")  # given: a decoder that takes it (__init__)
+        if asked and not self.facts.block_size and -(-length // asked) * asked < self.max_length:
+            # whole blocks of it, as the task scorer rounds its room (tasks.score.task_config);
+            # the answer is cut to the budget. A budget it did not divide was the decoder's
+            # refusal at the first request, after every log-likelihood task had run
+            length = -(-length // asked) * asked
         base: dict[str, Any] = {
             "gen_length": length,
             "steps": length,
@@ -812,6 +831,17 @@ def _task_errors(tasks: Sequence[str]) -> Iterator[None]:
         yield
     except (FileNotFoundError, KeyError) as e:  # a task whose data or fields are missing
         raise UserError(f"lm-eval could not build the tasks {', '.join(tasks)}: {e}") from None
+    except ValueError as e:
+        if not str(e).startswith("Sample larger than population"):
+            raise
+        # random.sample's refusal, a traceback at the first item: more few-shot examples than
+        # the documents lm-eval draws them from (the test split's, less the item, where the
+        # task has no training or validation split)
+        raise UserError(
+            f"lm-eval could not build the few-shot prompts of the tasks {', '.join(tasks)}: a "
+            "task asks for more examples (--num-fewshot, or its own num_fewshot) than it has "
+            "documents to draw them from; give a smaller --num-fewshot"
+        ) from None
     except ConnectionError as e:  # data neither local nor cached: the Hub is not asked
         raise UserError(
             f"lm-eval could not load the data of the tasks {', '.join(tasks)}: {e}; unmask "
@@ -844,6 +874,8 @@ def run_tasks(
     from lm_eval.utils import make_table
 
     check_seed(seed)
+    if limit is not None and limit >= 1:  # lm-eval's islice takes at most sys.maxsize: all
+        limit = min(int(limit), sys.maxsize)  # items (1e300 was its ValueError traceback)
     if output_path:
         check_output_path(output_path)
     manager = task_manager if task_manager is not None else find_tasks(tasks, include_path)
@@ -890,6 +922,7 @@ __all__ = [
     "LOGLIKELIHOOD_TYPES",
     "SAMPLING_ARGS",
     "UnmaskLM",
+    "check_mc_samples",
     "check_output_path",
     "check_seed",
     "check_task_files",

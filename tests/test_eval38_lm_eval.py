@@ -1,0 +1,106 @@
+"""``unmask.lm_eval`` (session 38 of the eval audit): lm-eval's own refusals of a run's
+settings as one line, not a traceback after the model loaded."""
+
+import json
+
+import pytest
+import torch
+
+from unmask.config import model_preset
+from unmask.errors import UserError
+from unmask.model import Transformer
+
+pytest.importorskip("lm_eval")
+
+MC_YAML = """task: t38_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{label}}}}"
+metric_list:
+  - metric: acc
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny diffusion checkpoint and a local multiple-choice task of 3 items."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.lm_eval import UnmaskLM
+    from unmask.tokenizer import byte_tokenizer
+
+    root = tmp_path_factory.mktemp("t38")
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48)
+    save_checkpoint(root / "ckpt", model=Transformer(cfg), tokenizer=tok)
+    rows = [{"question": f"q{i} is", "choices": [" ab", " cd"], "label": i % 2} for i in range(3)]
+    (root / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "tasks").mkdir()
+    (root / "tasks" / "mc.yaml").write_text(MC_YAML.format(data=root / "mc.jsonl"))
+    lm = UnmaskLM(str(root / "ckpt"), device="cpu", mc_samples=2, greedy_check=False)
+    return lm, str(root / "tasks")
+
+
+def test_more_few_shot_examples_than_documents_is_one_line(setup):
+    """lm-eval draws few-shot examples with random.sample: more than the task's documents
+    was its ValueError traceback ("Sample larger than population or is negative")."""
+    from unmask.lm_eval import run_tasks
+
+    lm, tasks = setup
+    with pytest.raises(UserError, match="more examples .* than it has documents"):
+        run_tasks(lm, ["t38_mc"], include_path=tasks, num_fewshot=5)
+
+
+def test_a_limit_past_what_islice_takes_reads_every_item(setup):
+    """``--limit 1e300`` (a whole number) was islice's ValueError traceback: now every item."""
+    from unmask.lm_eval import run_tasks
+
+    lm, tasks = setup
+    res = run_tasks(lm, ["t38_mc"], include_path=tasks, limit=1e300)
+    assert res["n-samples"]["t38_mc"]["effective"] == 3
+
+
+class _Request:
+    def __init__(self, *args):
+        self.args = args
+
+
+def test_a_given_block_length_decodes_whole_blocks_of_it(setup):
+    """``block_length=3`` and a task's budget of 5 tokens: the canvas is two blocks of 3 and
+    the answer is cut to 5 tokens, as the task scorer rounds its room; it was the decoder's
+    refusal ("gen_length (5) must be a multiple of block_length (3)") at the first
+    generate_until request, after every log-likelihood task had run."""
+    from unmask.lm_eval import UnmaskLM
+
+    lm = UnmaskLM(loaded=setup[0].loaded, block_length=3, greedy_check=False)
+    config = lm.generation_config({"max_gen_toks": 5})
+    assert (config.gen_length, config.block_length, config.steps) == (6, 3, 6)
+    (text,) = lm.generate_until([_Request("abc", {"max_gen_toks": 5, "until": []})])
+    assert len(text) <= 5  # byte tokenizer: a character at most per token
+    assert lm.generation_config({"max_gen_toks": 6}).gen_length == 6  # a multiple: as asked
+
+
+def test_a_monte_carlo_sample_count_past_the_most_is_one_line(setup, tmp_path, capsys):
+    """``mc_samples`` of 10**11 (a typo) asked torch for 800 GB of mask draws at the first
+    log-likelihood, after the rest of the report had run: a traceback."""
+    from unmask.cli import main
+    from unmask.evaluate import elbo_loglikelihood
+    from unmask.lm_eval import UnmaskLM
+
+    lm, tasks = setup
+    with pytest.raises(UserError, match="mc_samples must be at most 65,536"):
+        UnmaskLM(loaded=lm.loaded, mc_samples=10**11)
+    assert UnmaskLM(loaded=lm.loaded, mc_samples=2**16).mc_samples == 2**16  # the most
+    with pytest.raises(ValueError, match="n_samples must be from 1 to 65,536"):
+        elbo_loglikelihood(lm.loaded.model, [1], [2], mask_id=0, n_samples=10**11,
+                           generator=torch.Generator())
+    rc = main(["eval", lm.pretrained, "--tasks", "t38_mc", "--include-path", tasks,
+               "--mc-samples", str(10**11), "--no-score", "--no-plot", "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--mc-samples must be at most 65,536" in err and len(err.splitlines()) == 1
