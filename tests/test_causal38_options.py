@@ -119,3 +119,35 @@ def test_the_server_refuses_steps_64_on_a_causal_checkpoint_like_steps_9(causal_
             assert r.status_code == status, (steps, r.text)
             if status == 400:
                 assert "steps does not apply to decoder 'ar'" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--decoder", "ar"], "decoder 'ar' needs a causal model"),
+    (["--decoder", "hybrid"], "decoder 'hybrid' needs a checkpoint trained with objective"),
+])
+def test_steps_64_leaves_the_wrong_decoder_its_own_error(causal_ckpt, mdlm_ckpt, argv, says,
+                                                         capsys):
+    """``--steps 64`` was checked before the decoder: ``--decoder ar`` on an MDLM (and
+    ``--decoder hybrid`` on an AR model) was told "--steps does not apply to decoder ...,
+    leave it out", and only then, once it was left out, what was wrong (``--steps 63`` named
+    it at once)."""
+    from unmask.cli import main
+
+    model = mdlm_ckpt if argv[1] == "ar" else causal_ckpt
+    for steps in ("64", "63"):
+        assert main(["generate", "--model", model, "--device", "cpu", "--no-live", "ab",
+                     "--gen-length", "8", "--steps", steps, *argv]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "--steps" not in err, (steps, err)
+
+
+def test_steps_64_with_a_drafter_names_decoder_speculative(causal_ckpt, mdlm_ckpt, capsys):
+    """With ``--draft`` the run's decoder is ``speculative``, whose refusal names the
+    drafter's own options; ``--steps 64`` named decoder 'ar' (``--steps 63`` did not)."""
+    from unmask.cli import main
+
+    for steps in ("64", "63"):
+        assert main(["generate", "--model", causal_ckpt, "--draft", mdlm_ckpt, "--device",
+                     "cpu", "--no-live", "ab", "--gen-length", "8", "--steps", steps]) == 2
+        err = capsys.readouterr().err
+        assert "does not apply to decoder 'speculative'" in err, (steps, err)
