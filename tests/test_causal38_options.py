@@ -113,12 +113,26 @@ def test_the_server_refuses_steps_64_on_a_causal_checkpoint_like_steps_9(causal_
     from unmask.checkpoint import load
     from unmask.server import create_app
 
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "integer"}}}
     with TestClient(create_app(load(causal_ckpt))) as c:
         for steps, status in ((64, 400), (9, 400), (8, 200)):
             r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 8, "steps": steps})
             assert r.status_code == status, (steps, r.text)
             if status == 400:
                 assert "steps does not apply to decoder 'ar'" in r.json()["error"]["message"]
+        # the requests filled left to right (their own check, ``plumbing.left_to_right``):
+        # steps 64 there was a 200 too, after the fix above
+        for path, body in (
+            ("/v1/infill", {"template": "ab [MASK:4] cd"}),
+            ("/v1/infill", {"template": "ab [MASK:4] cd", "stream": True}),
+            ("/v1/forms", {"form": {"a": "<digits:1-3>"}}),
+            ("/v1/completions", {"prompt": "ab", "max_tokens": 8, "response_format": schema}),
+        ):
+            for steps in (64, 9):
+                r = c.post(path, json={**body, "steps": steps})
+                assert r.status_code == 400, (path, body, steps, r.text)
+                assert "steps does not apply to decoder 'ar'" in r.json()["error"]["message"]
+            assert c.post(path, json=body).status_code == 200, (path, body)
 
 
 @pytest.mark.parametrize("argv, says", [
