@@ -165,3 +165,20 @@ def test_steps_64_with_a_drafter_names_decoder_speculative(causal_ckpt, mdlm_ckp
                      "cpu", "--no-live", "ab", "--gen-length", "8", "--steps", steps]) == 2
         err = capsys.readouterr().err
         assert "does not apply to decoder 'speculative'" in err, (steps, err)
+
+
+def test_eval_steps_at_the_gen_length_follow_the_length_eval_shrinks(causal_ckpt):
+    """``unmask eval --steps 64`` on a causal checkpoint (the default gen length 64: one step
+    a token, not given) ran; where the prompt leaves less room, eval shrinks the gen length
+    itself and the same steps were refused ("does not apply"), by the prompt's length."""
+    from unmask import api
+    from unmask.checkpoint import load
+    from unmask.commands.eval import _fit_gen_length
+
+    loaded = load(causal_ckpt)  # a context of 96: a prompt of 60 leaves 36
+    for given in ({"steps": 64}, {"block_length": 64}):
+        config = api.sample_config(loaded, given, prompt_lengths=[60])
+        fitted = _fit_gen_length(loaded, api.facts_of(loaded), config, given, 60)
+        assert fitted.gen_length == 36 and fitted.block_length is None, given
+    with pytest.raises(UserError, match="steps does not apply"):  # other steps still refused
+        api.choose(loaded, {"steps": 63})
