@@ -105,6 +105,26 @@ def test_greedy_choices_are_decoded_once(which, request):
     assert len(out.ids) == 9 and len(set(map(tuple, out.ids))) <= 2
 
 
+def test_greedy_rows_with_random_remasking_are_not_collapsed(mdlm_ckpt):
+    """Temperature 0 with ``remasking random`` draws (the order it commits in): its rows are
+    not copies of one, as a greedy run's are (``draws_noise``), and each is decoded."""
+    from unmask import api
+    from unmask.checkpoint import load
+
+    loaded = load(mdlm_ckpt)
+    rows: list[int] = []
+    hook = loaded.model.register_forward_pre_hook(
+        lambda _m, args, kwargs=None: rows.append(int(args[0].shape[0])))
+    try:
+        torch.manual_seed(0)  # no seed given: the run draws from torch's own generator
+        out = api.generate(loaded, "ab", n=4, config={"gen_length": 12, "temperature": 0.0,
+                                                      "remasking": "random"})
+    finally:
+        hook.remove()
+    assert max(rows) == 4  # four rows decoded, not one row and its copies
+    assert len(set(map(tuple, out.ids))) > 1
+
+
 def test_the_server_refuses_steps_64_on_a_causal_checkpoint_like_steps_9(causal_ckpt):
     """A completion request's ``steps`` is a field the client sent: 64 (the dataclass's
     default) with ``max_tokens`` 8 on an AR checkpoint was a 200 that ignored it, 9 a 400."""
