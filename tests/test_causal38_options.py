@@ -105,6 +105,26 @@ def test_greedy_choices_are_decoded_once(which, request):
     assert len(out.ids) == 9 and len(set(map(tuple, out.ids))) <= 2
 
 
+def test_greedy_rows_with_random_remasking_are_not_collapsed(mdlm_ckpt):
+    """Temperature 0 with ``remasking random`` draws (the order it commits in): its rows are
+    not copies of one, as a greedy run's are (``draws_noise``), and each is decoded."""
+    from unmask import api
+    from unmask.checkpoint import load
+
+    loaded = load(mdlm_ckpt)
+    rows: list[int] = []
+    hook = loaded.model.register_forward_pre_hook(
+        lambda _m, args, kwargs=None: rows.append(int(args[0].shape[0])))
+    try:
+        torch.manual_seed(0)  # no seed given: the run draws from torch's own generator
+        out = api.generate(loaded, "ab", n=4, config={"gen_length": 12, "temperature": 0.0,
+                                                      "remasking": "random"})
+    finally:
+        hook.remove()
+    assert max(rows) == 4  # four rows decoded, not one row and its copies
+    assert len(set(map(tuple, out.ids))) > 1
+
+
 def test_the_server_refuses_steps_64_on_a_causal_checkpoint_like_steps_9(causal_ckpt):
     """A completion request's ``steps`` is a field the client sent: 64 (the dataclass's
     default) with ``max_tokens`` 8 on an AR checkpoint was a 200 that ignored it, 9 a 400."""
@@ -113,9 +133,72 @@ def test_the_server_refuses_steps_64_on_a_causal_checkpoint_like_steps_9(causal_
     from unmask.checkpoint import load
     from unmask.server import create_app
 
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "integer"}}}
     with TestClient(create_app(load(causal_ckpt))) as c:
         for steps, status in ((64, 400), (9, 400), (8, 200)):
             r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 8, "steps": steps})
             assert r.status_code == status, (steps, r.text)
             if status == 400:
                 assert "steps does not apply to decoder 'ar'" in r.json()["error"]["message"]
+        # the requests filled left to right (their own check, ``plumbing.left_to_right``):
+        # steps 64 there was a 200 too, after the fix above
+        for path, body in (
+            ("/v1/infill", {"template": "ab [MASK:4] cd"}),
+            ("/v1/infill", {"template": "ab [MASK:4] cd", "stream": True}),
+            ("/v1/forms", {"form": {"a": "<digits:1-3>"}}),
+            ("/v1/completions", {"prompt": "ab", "max_tokens": 8, "response_format": schema}),
+        ):
+            for steps in (64, 9):
+                r = c.post(path, json={**body, "steps": steps})
+                assert r.status_code == 400, (path, body, steps, r.text)
+                assert "steps does not apply to decoder 'ar'" in r.json()["error"]["message"]
+            assert c.post(path, json=body).status_code == 200, (path, body)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--decoder", "ar"], "decoder 'ar' needs a causal model"),
+    (["--decoder", "hybrid"], "decoder 'hybrid' needs a checkpoint trained with objective"),
+])
+def test_steps_64_leaves_the_wrong_decoder_its_own_error(causal_ckpt, mdlm_ckpt, argv, says,
+                                                         capsys):
+    """``--steps 64`` was checked before the decoder: ``--decoder ar`` on an MDLM (and
+    ``--decoder hybrid`` on an AR model) was told "--steps does not apply to decoder ...,
+    leave it out", and only then, once it was left out, what was wrong (``--steps 63`` named
+    it at once)."""
+    from unmask.cli import main
+
+    model = mdlm_ckpt if argv[1] == "ar" else causal_ckpt
+    for steps in ("64", "63"):
+        assert main(["generate", "--model", model, "--device", "cpu", "--no-live", "ab",
+                     "--gen-length", "8", "--steps", steps, *argv]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "--steps" not in err, (steps, err)
+
+
+def test_steps_64_with_a_drafter_names_decoder_speculative(causal_ckpt, mdlm_ckpt, capsys):
+    """With ``--draft`` the run's decoder is ``speculative``, whose refusal names the
+    drafter's own options; ``--steps 64`` named decoder 'ar' (``--steps 63`` did not)."""
+    from unmask.cli import main
+
+    for steps in ("64", "63"):
+        assert main(["generate", "--model", causal_ckpt, "--draft", mdlm_ckpt, "--device",
+                     "cpu", "--no-live", "ab", "--gen-length", "8", "--steps", steps]) == 2
+        err = capsys.readouterr().err
+        assert "does not apply to decoder 'speculative'" in err, (steps, err)
+
+
+def test_eval_steps_at_the_gen_length_follow_the_length_eval_shrinks(causal_ckpt):
+    """``unmask eval --steps 64`` on a causal checkpoint (the default gen length 64: one step
+    a token, not given) ran; where the prompt leaves less room, eval shrinks the gen length
+    itself and the same steps were refused ("does not apply"), by the prompt's length."""
+    from unmask import api
+    from unmask.checkpoint import load
+    from unmask.commands.eval import _fit_gen_length
+
+    loaded = load(causal_ckpt)  # a context of 96: a prompt of 60 leaves 36
+    for given in ({"steps": 64}, {"block_length": 64}):
+        config = api.sample_config(loaded, given, prompt_lengths=[60])
+        fitted = _fit_gen_length(loaded, api.facts_of(loaded), config, given, 60)
+        assert fitted.gen_length == 36 and fitted.block_length is None, given
+    with pytest.raises(UserError, match="steps does not apply"):  # other steps still refused
+        api.choose(loaded, {"steps": 63})

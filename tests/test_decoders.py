@@ -267,9 +267,9 @@ def test_choose_decoder_refuses_unused_options_once(monkeypatch):
 
     real, calls = unmask.sampling.registry.refuse_unused, []
 
-    def counting(decoder, config):
+    def counting(decoder, config, *explicit):
         calls.append(decoder.name)
-        real(decoder, config)
+        real(decoder, config, *explicit)
 
     for module in (unmask.sampling.registry, unmask.sampling.sedd, unmask.sampling.continuous):
         monkeypatch.setattr(module, "refuse_unused", counting)

@@ -38,7 +38,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from unmask.chat import cut_text, stop_at
 from unmask.config import SampleConfig, dtype_choice, dtype_name, torch_dtype
@@ -227,7 +227,7 @@ def start(
     lengths = None
     if config is None or isinstance(config, Mapping):  # steps one per token: whole blocks
         lengths = [len(row) for row in as_rows(prompt_ids)]
-    config = _as_config(loaded, config, prompt_lengths=lengths)
+    config = _as_config(loaded, config, prompt_lengths=lengths, draft=draft)
     draft = _as_draft(loaded, draft)
     facts = facts_of(loaded)
     config = _with_draft(config, draft)
@@ -366,12 +366,15 @@ def _prompt_texts(prompts: Any) -> list[str]:
 
 
 def _as_config(loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None, *,
-               prompt_lengths: Sequence[int] | None = None) -> SampleConfig:
+               prompt_lengths: Sequence[int] | None = None, draft: object = None
+               ) -> SampleConfig:
     """``config`` of ``start``, ``generate`` and ``chat`` as a ``SampleConfig``: a mapping is
     the options it sets over the checkpoint's recommendation (``sample_config``), None the
-    recommendation alone (as ``{}``, and as the CLI and the server with no option given)."""
+    recommendation alone (as ``{}``, and as the CLI and the server with no option given);
+    ``draft`` (the run's drafter, or None) as ``sample_config``'s ``drafter``."""
     if config is None or isinstance(config, Mapping):
-        return sample_config(loaded, config or {}, prompt_lengths=prompt_lengths)
+        return sample_config(loaded, config or {}, prompt_lengths=prompt_lengths,
+                             drafter=draft is not None)
     return cast(SampleConfig, _task_config(config))  # not None here: a config, or refused
 
 
@@ -571,7 +574,7 @@ def choose(
     from unmask.sampling import choose_decoder
 
     check_loaded(loaded)
-    config = _as_config(loaded, config)
+    config = _as_config(loaded, config, draft=draft)
     if draft is not None:
         check_loaded(draft, "draft")
     facts = facts_of(loaded)
@@ -631,9 +634,9 @@ def _check_choice(facts: ModelFacts, config: SampleConfig, name: str) -> None:
         )
 
 
-def _with_draft(config: SampleConfig, draft: Loaded | None) -> SampleConfig:
-    """``config`` for a run with a drafter: decoder ``speculative`` (``auto`` means it), any
-    other decoder refused in one line; unchanged without a drafter."""
+def _with_draft(config: SampleConfig, draft: Loaded | Literal[True] | None) -> SampleConfig:
+    """``config`` for a run with a drafter (True: one to load): decoder ``speculative``
+    (``auto`` means it), any other decoder refused in one line; unchanged without one."""
     if draft is None:
         return config
     if config.decoder not in ("auto", "speculative"):
@@ -664,7 +667,8 @@ def draft_aux(loaded: Loaded, draft: Loaded | None) -> dict[str, Any]:
 
 
 def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None, *,
-                  prompt_lengths: Sequence[int] | None = None) -> SampleConfig:
+                  prompt_lengths: Sequence[int] | None = None,
+                  drafter: bool = False) -> SampleConfig:
     """The sampling options of a command-line run: what the user ``given`` explicitly, and
     for every other option the checkpoint's recommendation (``ModelConfig.sample_defaults``,
     measured per objective: ``benchmarks/defaults.py``), else the ``SampleConfig`` default.
@@ -695,6 +699,9 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None, *,
     token) become the most at or below that which split over them (at least a step a block),
     as the scheduled ``llada`` policy needs, rather than a refusal of steps the user never
     chose (``fit_block_steps``).
+
+    ``drafter``: the run has a drafter (decoder ``speculative``), for the decoder that a
+    refusal here names.
     """
     check_loaded(loaded)
     given = {} if given is None else given
@@ -717,14 +724,14 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None, *,
         length = given.get("gen_length", recommended.get("gen_length", SampleConfig.gen_length))
         recommended["steps"] = length
     config = SampleConfig(**{**recommended, **given})
-    from unmask.sampling import DECODERS
-    from unmask.sampling.registry import option_given, refuse_unused
+    from unmask.sampling import DECODERS, choose_decoder
+    from unmask.sampling.registry import option_given
 
     if decoder in DECODERS and any(option_given(config, n, given) != option_given(config, n)
                                    for n in ("steps", "block_length")):
-        # steps typed at the dataclass's 64 are as typed as any other count (the rest is
-        # refused in ``choose_decoder``'s order)
-        refuse_unused(DECODERS[decoder], config, explicit=given)
+        # steps typed at the dataclass's 64 are as typed as any other count: refused in
+        # ``choose_decoder``'s order (a decoder the checkpoint cannot run named first)
+        choose_decoder(facts, _with_draft(config, True if drafter else None), given)
     if per_token and prompt_lengths is not None:
         config = fit_block_steps(loaded, config, prompt_lengths)
     block = recommended.get("block_length")
@@ -1102,7 +1109,7 @@ def generate(
     n = _check_n(n)
     stops = _stops(stop)
     options = config  # a mapping (or None) is fitted to the prompts below
-    config, template = _as_config(loaded, config), _as_template(loaded, template)
+    config, template = _as_config(loaded, config, draft=draft), _as_template(loaded, template)
     if not texts_in:
         raise UserError("no prompts given")
     draft = _as_draft(loaded, draft)  # a path loads once, not once per row
@@ -1285,7 +1292,7 @@ def seeds_in_one_run(
     from unmask.sampling import choose_decoder
 
     try:
-        config = _with_draft(_as_config(loaded, config), _as_draft(loaded, draft))
+        config = _with_draft(_as_config(loaded, config, draft=draft), _as_draft(loaded, draft))
         decoder = choose_decoder(facts_of(loaded), config)
     except UserError:
         return False
@@ -1816,7 +1823,7 @@ def chat(
         raise UserError(f"messages must be a list of {{role, content}} dicts, not "
                         f"{type(messages).__name__} (a single message goes in a list)")
     stops = _stops(stop)
-    options, config = config, _as_config(loaded, config)
+    options, config = config, _as_config(loaded, config, draft=draft)
     template = _as_template(loaded, template) or _own_template(loaded)
     text, ids = template.prompt(loaded.tokenizer, list(messages))
     if options is None or isinstance(options, Mapping):  # steps one per token: whole blocks

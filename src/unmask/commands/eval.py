@@ -307,14 +307,18 @@ def _fit_gen_length(
     counted, whole blocks of a block-diffusion model as its decoder writes them, bd3lm's
     padded prompt or LLaDA 2.x's absolute layout): a gen_length not given (the checkpoint's
     or the default 64) shrinks to the room the context leaves; a given one that does not fit
-    is a ``UserError`` naming the room. ``facts``: the checkpoint's (``api.facts_of``)."""
+    is a ``UserError`` naming the room. ``facts``: the checkpoint's (``api.facts_of``). A
+    ``steps`` or ``block_length`` given at the gen length that a causal decoder counts as not
+    given (``option_given``) shrinks with it."""
     from unmask.api import choose, sample_config
+    from unmask.sampling import DECODERS
     from unmask.sampling.blocks import absolute_blocks, room_after_prompt
 
     limit = facts.max_seq_len
     if not limit or config.segment_length is not None:  # segments: any length fits
         return config
-    room = room_after_prompt(facts.prompt_columns(prompt_tokens, choose(loaded, config)), limit,
+    decoder = choose(loaded, config)
+    room = room_after_prompt(facts.prompt_columns(prompt_tokens, decoder), limit,
                              block_size=facts.block_size, absolute=absolute_blocks(loaded))
     assert room is not None  # the limit is known
     if config.gen_length <= room:
@@ -326,6 +330,12 @@ def _fit_gen_length(
         raise UserError(f"--gen-length {config.gen_length} after --prompt-tokens {prompt_tokens} "
                         f"does not fit the model's context ({limit} tokens); use --gen-length "
                         f"{room} or less, fewer --prompt-tokens, or --no-score")
+    # a --steps or --block-length at the gen length, on a decoder that takes neither (a causal
+    # model's), counted as not given (one step a token, one block): so at the shrunk length
+    # too (it was refused there, steps 64 no longer the length)
+    given = {k: v for k, v in given.items() if not (
+        k in ("steps", "block_length") and k in DECODERS[decoder].unused
+        and v == config.gen_length)}
     return sample_config(loaded, {**given, "gen_length": room}, prompt_lengths=[prompt_tokens])
 
 

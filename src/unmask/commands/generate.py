@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     given = given_fields(SampleConfig, args)
     # the whole run's lengths under the policy it takes (the checkpoint's where --policy is
     # not given), before a drafter loads and before a segment's lengths are checked
-    check_lengths(api.sample_config(loaded, given))
+    check_lengths(api.sample_config(loaded, given, drafter=args.draft is not None))
     draft = load_draft(args.draft, device, args.dtype)
     template = api.chat_template(loaded, args.template) if args.chat else None
     # flags not given take the checkpoint's recommended sampling options (sample_defaults);
@@ -186,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
         api.prompt_ids(loaded, prompts, template=template)  # it rejects a prompt: said as is
         raise UserError(f"--system: {e}") from None  # it rejects --system (as unmask chat's)
     lengths = [len(i) for i in ids]
-    config = api.sample_config(loaded, given, prompt_lengths=lengths)
+    config = api.sample_config(loaded, given, prompt_lengths=lengths,
+                               drafter=draft is not None)
     # refuse what the checkpoint cannot do, before sampling
     decoder = api.choose(loaded, config, draft=draft)
     config = with_seed(config, decoder)  # a sampled run reports the seed that repeats it

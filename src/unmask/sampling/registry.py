@@ -259,13 +259,16 @@ def check_steps(config: SampleConfig) -> None:
                         "runs the model once)")
 
 
-def choose_decoder(facts: ModelFacts, config: SampleConfig) -> Decoder:
+def choose_decoder(
+    facts: ModelFacts, config: SampleConfig, explicit: Collection[str] = ()
+) -> Decoder:
     """The decoder for a checkpoint with ``facts`` and the user's ``config``: ``config.decoder``,
     or the checkpoint's own for ``auto`` (``ModelFacts.default_decoder``). A combination the
     checkpoint cannot do is refused here with one ``UserError`` line: an unknown decoder, a
     decoder that needs other attention or another objective, a KV cache on a model without
     one, options the decoder has no use for (top_k on diffusion, cfg on AR, ``Decoder.unused``),
-    and, for a decoder that takes steps, more than ``MAX_STEPS`` (``check_steps``)."""
+    and, for a decoder that takes steps, more than ``MAX_STEPS`` (``check_steps``).
+    ``explicit``: the options the caller named (``option_given``: ``steps`` typed at 64)."""
     name = facts.decoder_for(config.decoder)
     if name not in DECODERS:
         known = ", ".join(["auto", *sorted(DECODERS)])
@@ -277,7 +280,7 @@ def choose_decoder(facts: ModelFacts, config: SampleConfig) -> Decoder:
         )
     decoder = DECODERS[name]
     decoder.check(facts, config)
-    refuse_unused(decoder, config)
+    refuse_unused(decoder, config, explicit)
     refuse_dependent(decoder, config)
     if "steps" not in decoder.unused:
         check_steps(config)

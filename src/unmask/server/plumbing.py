@@ -326,9 +326,9 @@ def left_to_right(state: ServerState, opts: DiffusionOptions, gen_length: int) -
         return
     from unmask.infill.ordered import refuse_loop_options
 
-    try:  # the library's check, as unmask infill and fill-form make it
-        refuse_loop_options(api.facts_of(state.loaded), sample_config(opts, gen_length,
-                                                                      gen_length), gen_length)
+    sample_config(opts, gen_length, gen_length)  # its refusals first (segment_length, ...)
+    try:  # the library's check of the options sent, as unmask infill and fill-form make it
+        refuse_loop_options(api.facts_of(state.loaded), sent_options(opts), gen_length)
     except UserError as e:
         raise user_error(e, sent_option(opts, e)) from None
 
@@ -433,6 +433,13 @@ SAMPLE_OPTIONS: tuple[str, ...] = (
 """The ``DiffusionOptions`` fields that are ``SampleConfig`` fields of the same name."""
 
 
+def sent_options(opts: DiffusionOptions) -> dict[str, Any]:
+    """The ``SampleConfig`` options (``SAMPLE_OPTIONS``) the request sent, but as null: what
+    the user chose, ``steps: 64`` as much as ``steps: 63`` (the dataclass's default)."""
+    sent = {k: getattr(opts, k) for k in SAMPLE_OPTIONS if k in opts.model_fields_set}
+    return {k: v for k, v in sent.items() if v is not None}
+
+
 def sample_config(opts: DiffusionOptions, gen_length: int, default_steps: int, *,
                   segments: bool = False, loaded: Loaded | None = None,
                   prompt_lengths: list[int] | None = None) -> SampleConfig:
@@ -451,8 +458,7 @@ def sample_config(opts: DiffusionOptions, gen_length: int, default_steps: int, *
         raise APIError(400, "segment_length applies to text generation (completions and chat "
                        "completions without structured output)", param="segment_length",
                        code="invalid_value")
-    sent = {k: getattr(opts, k) for k in SAMPLE_OPTIONS if k in opts.model_fields_set}
-    given = {k: v for k, v in sent.items() if v is not None}
+    given = sent_options(opts)
     if loaded is not None:  # (which checks the policy's options too)
         return api.sample_config(loaded, {"gen_length": gen_length, **given},
                                  prompt_lengths=prompt_lengths)
