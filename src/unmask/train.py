@@ -153,9 +153,9 @@ def lr_change(step: int, saved: TrainConfig, plan: TrainConfig) -> str:
     then, now = _scheduled_lr(step, saved), _scheduled_lr(step, plan)  # (lr_at: the loop's)
     if math.isclose(then, now, rel_tol=0.01):
         return ""
-    times = f"{now / then:.2g}× " if then > 0 else ""
-    return (f"; the learning rate at step {step} becomes {now:.3g} ({times}the saved plan's "
-            f"{then:.3g})")
+    was = (f"{now / then:.2g}× the saved plan's {then:.3g}" if then > 0 and now > 0 else
+           f"{'up' if now > then else 'down'} from {then:.3g} in the saved plan")  # (0× of 0)
+    return f"; the learning rate at step {step} becomes {now:.3g} ({was})"
 
 
 def warmup_note(cfg: TrainConfig, name: SettingNamer | None = None) -> str:
