@@ -45,6 +45,31 @@ def test_a_refused_run_says_why_once_not_once_per_process(dataset, tmp_path, fre
     assert not out.exists()
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no flock")
+def test_a_run_another_process_trains_is_refused_by_every_process_at_once(dataset, tmp_path,
+                                                                         free_port):
+    """Only rank 0 holds the run folder: refused, it exited, while rank 1 went on into the
+    process group and waited there until torchrun killed it (30 s, then SIGKILL)."""
+    import fcntl
+
+    run = tmp_path / "run"
+    args = ["--out", str(run), "--no-progress", "--threads", "1"]
+    from unmask.cli import main
+
+    assert main(["train", "--data", str(dataset), "--preset", "tiny", "--seq-len", "32",
+                 "--batch-size", "4", "--steps", "1", "--eval-every", "0", *args]) == 0
+    fd = os.open(run, os.O_RDONLY)  # another process training it
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        done = torchrun(["--resume", "--steps", "2", *args], free_port)
+    finally:
+        os.close(fd)
+    ours = [line for line in done.stderr.splitlines() if line.startswith("unmask train:")]
+    assert len(ours) == 1 and "another process is training this run now" in ours[0], ours
+    assert "forcefully exiting" not in done.stderr  # rank 1 ended with rank 0, not killed
+    assert "exitcode  : 2" in done.stderr and "exitcode  : -9" not in done.stderr
+
+
 def test_rank_0_says_a_refusal_at_once(monkeypatch):
     monkeypatch.setattr(parallel, "FOLLOWER_ERROR_WAIT", 60.0)
     with pytest.raises(UserError, match="bad"), parallel.said_once(rank=0, world=2):

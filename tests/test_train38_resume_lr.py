@@ -57,3 +57,13 @@ def test_an_init_given_to_a_resume_of_a_run_without_one_names_none(dataset, tmp_
     assert main(["train", "--resume", "--out", str(run), "--init", str(run)]) == 2
     err = capsys.readouterr().err  # was: "differs from the run's ''"
     assert "differs from the run's none (its default): a resumed run keeps its model" in err
+
+
+def test_a_rate_from_or_to_zero_is_said_without_a_ratio():
+    """--min-lr-ratio 0: a finished run's last rate is 0, and the line said "(the saved
+    plan's 0)" with no ratio, as if something were missing."""
+    saved = TrainConfig(steps=4, warmup=0, lr=1e-3, min_lr_ratio=0.0)
+    assert lr_change(4, saved, TrainConfig(steps=8, warmup=0, lr=1e-3, min_lr_ratio=0.0)) == (
+        "; the learning rate at step 4 becomes 0.0005 (up from 0 in the saved plan)")
+    assert lr_change(4, TrainConfig(steps=8, warmup=0, lr=1e-3, min_lr_ratio=0.0), saved) == (
+        "; the learning rate at step 4 becomes 0 (down from 0.0005 in the saved plan)")

@@ -6,7 +6,7 @@ run trains: the second command is refused in one line, and nothing of the run is
 
 from __future__ import annotations
 
-import fcntl
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -18,6 +18,8 @@ from corpus_helpers import word_corpus
 
 from unmask.cli import main
 from unmask.train_guards import RunLock
+
+fcntl = pytest.importorskip("fcntl")  # (Windows: no flock, nothing is held)
 
 WORDS = "the lord said unto moses go down and speak to the people".split()
 
@@ -84,3 +86,66 @@ def test_a_lock_is_held_once_by_the_process_that_holds_it(tmp_path):
             inner.hold(tmp_path)
     with RunLock() as again:
         again.hold(tmp_path)
+
+
+def test_a_second_distill_into_a_run_being_trained_touches_nothing(dataset, tmp_path, capsys):
+    """unmask distill cleared the live run (as one killed) and would have decoded its
+    trajectories before the train inside it took the lock."""
+    from unmask.distill import default_cache
+
+    assert main(_argv(dataset, tmp_path / "teacher")) == 0
+    run = tmp_path / "drun"
+    run.mkdir()
+    (run / "train_config.json").write_text(json.dumps({"steps": 1000}))
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 5.0}\n')
+    capsys.readouterr()
+    with _training_elsewhere(run):
+        assert main(["distill", "--teacher", str(tmp_path / "teacher" / "checkpoint"),
+                     "--data", str(dataset), "--out", str(run), "--steps", "1",
+                     "--gen-length", "8", "--prompt-length", "8", "--trajectories", "4",
+                     "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "another process is training this run now" in err
+    assert len(err.strip().splitlines()) == 1 and "starting it anew" not in err
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl", "train_config.json"]
+    assert not default_cache(run).exists()  # nothing decoded
+
+
+def test_two_starts_at_once_on_a_new_folder_leave_the_winners_run(dataset, tmp_path,
+                                                                   monkeypatch, capsys):
+    """Both saw no folder; the other made it, held it and wrote its plan and log as this one
+    made it: this one, refused, removed them with the folder (it had seen none)."""
+    run, other = tmp_path / "new" / "run", []
+    make = Path.mkdir
+
+    def the_other_first(self, *args, **kwargs):
+        if self == run and not run.exists():  # the other start, a moment ahead
+            make(self, parents=True)
+            other.append(os.open(run, os.O_RDONLY))
+            fcntl.flock(other[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            (run / "train_config.json").write_text("{}")
+            (run / "metrics.jsonl").write_text("{}\n")
+        return make(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", the_other_first)
+    try:
+        assert main(_argv(dataset, run)) == 2
+    finally:
+        for fd in other:
+            os.close(fd)
+    assert "another process is training this run now" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl", "train_config.json"]
+
+
+@pytest.mark.parametrize("code", ["ENOLCK", "EBADF", "ENOSYS"])
+def test_a_file_system_without_locks_trains_as_before(dataset, tmp_path, monkeypatch, code):
+    """flock fails there (NFS gives EBADF for a folder, Lustre ENOSYS): nothing is held and
+    nothing refused; a refusal there would stop every run on it."""
+    def no_locks(fd, op):
+        raise OSError(getattr(errno, code), "no locks here")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    run = tmp_path / "run"
+    assert main(_argv(dataset, run)) == 0
+    assert main(["train", "--resume", "--out", str(run), "--steps", "2", "--no-progress"]) == 0
+    assert (run / "checkpoint").is_dir()

@@ -317,6 +317,24 @@ def hold_back_for_rank_0(error: BaseException | None, *, rank: int, world: int) 
         error.held_back = True  # type: ignore[union-attr]
 
 
+def share_refusal(error: BaseException | None) -> None:
+    """Rank 0's verdict on a start that only rank 0 checks (the run folder held by another
+    process: ``unmask.train_guards.own_run``) made every process's, ``error`` raised where
+    given: under torchrun (a process group joined) it is sent to the others, which raise it
+    too (a ``UserError``, then held back by ``said_once``); they went on to the next
+    collective and waited there until torchrun killed them (30 s, then its traceback)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        said = [None if error is None else
+                str(error) if isinstance(error, UserError) else "rank 0 could not start the run"]
+        dist.broadcast_object_list(said, src=0)
+        if error is None and said[0] is not None:
+            error = UserError(said[0])
+    if error is not None:
+        raise error
+
+
 def _quiet_exit(signum: int, frame: Any) -> None:
     for stream in (sys.stdout, sys.stderr):  # each on its own: one closed (or None, as
         with contextlib.suppress(OSError, ValueError, AttributeError):  # under pythonw) must

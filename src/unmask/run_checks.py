@@ -148,18 +148,15 @@ _RUN_FILES = ("train_config.json", "metrics.jsonl")
 
 
 @contextlib.contextmanager
-def no_empty_run(out: str) -> Iterator[None]:
+def no_empty_run(out: str, made: list[Path] | None = None) -> Iterator[None]:
     """Inside: a new run in ``out``. If the block ends (by an error, Ctrl-C or normally)
     with no checkpoint in ``out``, and ``out`` was absent or empty before, the files the run
     wrote before its first checkpoint and the folders made for it are removed; anything else
-    in them is left alone."""
+    in them is left alone. ``made``: the folders made for it already (``out`` and missing
+    parents, innermost first: ``train_guards.own_run`` makes and holds it first)."""
     run = Path(out) if out else None
-    made: list[Path] = []  # the folders this run creates: out and missing parents, innermost first
-    if run is not None:
-        p = run
-        while not p.exists() and p != p.parent:
-            made.append(p)
-            p = p.parent
+    if made is None:  # the folders this run creates: out and missing parents, innermost first
+        made = missing_folders(run) if run is not None else []
     if run is not None and unfinished_run(run):  # killed (SIGKILL, out of memory) before
         _clear_unfinished(run)                     # its first save: nothing to resume, start anew
         print(f"note: {run} held a run stopped before its first checkpoint; starting it anew",
@@ -170,6 +167,16 @@ def no_empty_run(out: str) -> Iterator[None]:
     finally:
         if fresh and run is not None and run.is_dir():
             _remove_unfinished(run, made)
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist, innermost first: the folders
+    making it makes."""
+    made = []
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
+    return made
 
 
 def unfinished_run(run: Path) -> bool:
@@ -257,6 +264,7 @@ __all__ = [
     "check_out",
     "check_train_numbers",
     "kept_best",
+    "missing_folders",
     "no_empty_run",
     "not_empty",
     "unfinished_run",

@@ -99,6 +99,7 @@ from unmask.parallel import (
     peak_memory_bytes,
     resolve_precision,
     said_once,
+    share_refusal,
 )
 from unmask.progress import progress_bar, stderr_may_close
 from unmask.run_checks import check_batch_split, check_context, check_out
@@ -106,7 +107,6 @@ from unmask.schedules import schedule_of
 from unmask.train_guards import (
     STOPPED_BY_TIME_LIMIT,
     VALIDATION_CUT,
-    RunLock,
     SettingNamer,
     StopFlag,
     TrainingStopped,
@@ -117,6 +117,7 @@ from unmask.train_guards import (
     describe_resume,
     device_change,
     estimate_memory,
+    own_run,
     renew_time_limit,
     resume_plan,
     resumed_config,
@@ -152,9 +153,9 @@ def lr_change(step: int, saved: TrainConfig, plan: TrainConfig) -> str:
     then, now = _scheduled_lr(step, saved), _scheduled_lr(step, plan)  # (lr_at: the loop's)
     if math.isclose(then, now, rel_tol=0.01):
         return ""
-    times = f"{now / then:.2g}× " if then > 0 else ""
-    return (f"; the learning rate at step {step} becomes {now:.3g} ({times}the saved plan's "
-            f"{then:.3g})")
+    was = (f"{now / then:.2g}× the saved plan's {then:.3g}" if then > 0 and now > 0 else
+           f"{'up' if now > then else 'down'} from {then:.3g} in the saved plan")  # (0× of 0)
+    return f"; the learning rate at step {step} becomes {now:.3g} ({was})"
 
 
 def warmup_note(cfg: TrainConfig, name: SettingNamer | None = None) -> str:
@@ -349,23 +350,40 @@ def _train_checked(
     name_setting: SettingNamer | None,
     main_rank: bool,
 ) -> Path:
-    from unmask.run_checks import check_init_family, check_train_numbers, no_empty_run
+    from unmask.run_checks import check_init_family, check_train_numbers
 
     check_train_numbers(config)
     check_out(config.out)
     if not resume:
         check_init_family(config.init, config.objective)
         check_objective_fields(config.model_overrides)  # (a saved run has them unapplied)
-    # A new run that fails before its first checkpoint (a refusal, Ctrl-C) leaves no folder:
-    # one half made would make the next try fail with "already exists". Only rank 0 made it.
-    fresh = no_empty_run(config.out) if not resume and main_rank else contextlib.nullcontext()
-    with RunLock() as lock:
-        if main_rank:  # a run another process trains now: refused before anything is cleared
-            lock.hold(config.out)
-        with fresh, StopFlag(Path(config.out) if config.out else None) as flag, \
-                stderr_may_close():
+    device = _join_processes(config)  # torchrun: every process, before rank 0 holds the run
+    # Only rank 0 holds the run (a run another process trains now: refused before anything in
+    # it is read or cleared) and makes a new run's folder; one that fails before its first
+    # checkpoint (a refusal, Ctrl-C) leaves none: one half made would make the next try fail
+    # with "already exists". Its verdict is every process's (else they waited for it).
+    with contextlib.ExitStack() as held:
+        refusal = None
+        try:
+            held.enter_context(own_run(config.out, new=not resume, main=main_rank))
+        except BaseException as e:  # (said by rank 0; the others leave with it)
+            refusal = e
+        share_refusal(refusal)
+        with StopFlag(Path(config.out) if config.out else None) as flag, stderr_may_close():
             return _train(config, resume=resume, progress=progress, flag=flag,
-                          name_setting=name_setting, lock=lock if main_rank else None)
+                          name_setting=name_setting, device=device)
+
+
+def _join_processes(config: TrainConfig) -> torch.device:
+    """The device this process trains on; under torchrun (``WORLD_SIZE`` > 1) the process
+    group joined, on the process's own GPU where the device is CUDA."""
+    device = resolve_device(config.device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
 
 
 def _train(
@@ -375,26 +393,18 @@ def _train(
     progress: bool,
     flag: StopFlag,
     name_setting: SettingNamer | None,
-    lock: RunLock | None = None,
+    device: torch.device,
 ) -> Path:
     from unmask.data import TokenDataset
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     distributed = world > 1
-    device = resolve_device(config.device)
-    if distributed and not dist.is_initialized():
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     is_main = rank == 0
     if config.threads > 0:
         torch.set_num_threads(config.threads)
 
     run = _prepare_run_dir(config, resume, is_main)
-    if lock is not None:  # a new run's folder, made just now
-        lock.hold(run)
     prior_seconds = 0.0  # training time of earlier sessions, against time_limit
     prior_skipped = 0  # steps in a row skipped for a non-finite loss when the checkpoint was saved
     changes: dict[str, Any] = {}

@@ -7,8 +7,8 @@
 - Size checks before anything big is allocated: ``seq_len`` and ``batch_size`` against the
   data, and a rough memory estimate (weights + optimizer state + activations) against the
   memory that is free (``/proc/meminfo``, the cgroup limit, or CUDA's free memory).
-- One process trains a run at a time (``RunLock``): a second command on the same run folder
-  is refused while the first runs.
+- One process trains a run at a time (``RunLock``, taken by ``own_run``): a second command
+  on the same run folder is refused while the first runs.
 - Stopping on SIGINT/SIGTERM: ``StopFlag`` turns the first signal into a stop at the next
   safe point (the training loop then saves an atomic checkpoint) and the second into an
   immediate ``KeyboardInterrupt``; ``train`` then raises ``TrainingStopped``, which the CLI
@@ -18,7 +18,7 @@ Inside: ``resume_plan``, ``resumed_config``, ``run_above``, ``renew_time_limit``
 ``time_limit_exit``, ``under_torchrun``, ``validation_batches``, ``validation_settings``,
 ``validation_changes``, ``saved_progress``, ``describe_resume``, ``device_change``,
 ``check_data_sizes``, ``estimate_memory``, ``available_memory``, ``check_memory``,
-``RunLock``, ``StopFlag``, ``TrainingStopped``.
+``RunLock``, ``own_run``, ``StopFlag``, ``TrainingStopped``.
 """
 
 from __future__ import annotations
@@ -619,42 +619,44 @@ class RunLock:
     before its first checkpoint for one killed (``run_checks.unfinished_run``) and deleted
     its plan and log, so both failed; given ``--resume``, the two trained into one folder,
     each replacing the other's checkpoints and interleaving their log lines. ``hold`` refuses
-    it in one line instead. Where the file system takes no locks, nothing is held."""
+    it in one line instead. Where the file system takes no locks (NFS, Lustre: ``flock``
+    fails there), nothing is held."""
 
     def __init__(self) -> None:
         self._fd: int | None = None
         self._key: str | None = None
 
-    def hold(self, folder: str | os.PathLike[str] | None) -> None:
-        """Hold ``folder`` if it exists (a new run's is made later: hold it then) and this
-        lock holds none yet; a one-line ``UserError`` if another process holds it."""
-        if self._fd is not None or not folder or not Path(folder).is_dir():
-            return
-        key = os.path.realpath(folder)
-        if key in _HELD:
-            return
-        try:
-            import fcntl
-        except ImportError:  # (Windows)
-            return
-        try:
-            fd = os.open(folder, os.O_RDONLY)
-        except OSError:  # (no read permission: what the run then meets says it)
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    def hold(self, folder: str | os.PathLike[str] | None, *, make: bool = False) -> list[Path]:
+        """Hold ``folder``, made first where ``make`` (a new run: two starts at the same moment
+        on a folder not there yet meet here, and the one refused has made nothing of the
+        other's), unless this lock holds one already; a one-line ``UserError`` if another
+        process holds it. Returns the folders it made (``folder`` and missing parents,
+        innermost first), to remove if the run ends with nothing saved."""
+        from unmask.run_checks import missing_folders
+
+        if self._fd is not None or not folder:
+            return []
+        made: list[Path] = []
+        for _ in range(3):  # (the folder removed under us by a run just ended: made again)
+            if make:
+                made = made or missing_folders(Path(folder))
+                with contextlib.suppress(OSError):  # (what is wrong: said by the run)
+                    Path(folder).mkdir(parents=True, exist_ok=True)
+            if not Path(folder).is_dir() or os.path.realpath(folder) in _HELD:
+                return made
+            fd = _lock(folder)
+            if fd is None:
+                return made
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(folder))
+            except OSError:
+                same = False
+            if same:
+                self._fd, self._key = fd, os.path.realpath(folder)
+                _HELD.add(self._key)
+                return made
             os.close(fd)
-            raise UserError(
-                f"{folder}: another process is training this run now (unmask train or "
-                f"distill); wait for it to end or stop it (Ctrl-C saves it), or choose "
-                f"another --out"
-            ) from None
-        except OSError:  # no locks on this file system: train as before
-            os.close(fd)
-            return
-        self._fd, self._key = fd, key
-        _HELD.add(key)
+        return made
 
     def __enter__(self) -> RunLock:
         return self
@@ -664,6 +666,52 @@ class RunLock:
             os.close(self._fd)
             _HELD.discard(self._key or "")
             self._fd = self._key = None
+
+
+def _lock(folder: str | os.PathLike[str]) -> int | None:
+    """An open descriptor of ``folder`` holding its exclusive ``flock``, or None where none can
+    be held (Windows, a folder this process cannot open, a file system without locks: NFS
+    gives EBADF for a folder, Lustre ENOSYS, others ENOLCK); a one-line ``UserError`` where
+    another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # (Windows)
+        return None
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # (no read permission: what the run then meets says it)
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(
+            f"{folder}: another process is training this run now (unmask train or "
+            f"distill); wait for it to end or stop it (Ctrl-C saves it), or choose "
+            f"another --out"
+        ) from None
+    except OSError:  # no locks on this file system: train as before
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def own_run(out: str | None, *, new: bool, main: bool = True) -> Iterator[None]:
+    """Inside: the run in ``out`` trained by this process (``main``: rank 0 of torchrun; the
+    others hold nothing), held (``RunLock``) from before anything in it is read or cleared
+    and, for a ``new`` run, made here (``RunLock.hold``) and removed again if it ends with no
+    checkpoint (``run_checks.no_empty_run``). ``unmask train`` and ``unmask distill`` (from
+    before it decodes its trajectories; the ``train`` inside holds it once) take it."""
+    from unmask.run_checks import no_empty_run
+
+    with RunLock() as lock:
+        if not main:
+            yield
+            return
+        made = lock.hold(out, make=new)
+        with no_empty_run(out, made=made) if new and out else contextlib.nullcontext():
+            yield
 
 
 # ----------------------------------------------------------------------------- signals

@@ -9,7 +9,6 @@ Trajectory flags come from ``unmask.distill.TrajectoryConfig``, training flags f
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import sys
@@ -222,8 +221,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from unmask.distill import distill
-    from unmask.run_checks import check_out, check_train_numbers, no_empty_run
-    from unmask.train_guards import TrainingStopped, resume_hint, time_limit_exit
+    from unmask.run_checks import check_out, check_train_numbers
+    from unmask.train_guards import TrainingStopped, own_run, resume_hint, time_limit_exit
 
     first = os.environ.get("RANK", "0") == "0"  # says it once under torchrun, not per process
     try:
@@ -242,9 +241,9 @@ def _run(args: argparse.Namespace) -> int:
             check_out(args.out)
             if Path(args.data).is_dir() and (Path(args.data) / "index.json").is_file():
                 _check_corpus(args.teacher, args.data)
-            # no folder left by a run that never saved; rank 0's to clear under torchrun
-            fresh = no_empty_run(args.out) if first else contextlib.nullcontext()
-            with fresh:
+            # held by rank 0 before anything in it is cleared or decoded, a second distill on
+            # it refused; no folder left by a run that never saved (the train inside: the same)
+            with own_run(args.out, new=True, main=first):
                 run_dir = distill(
                     args.teacher, args.data, args.out, student=args.student,
                     trajectories=dataclass_from_args(TrajectoryConfig, args),
