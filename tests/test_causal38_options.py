@@ -202,3 +202,35 @@ def test_eval_steps_at_the_gen_length_follow_the_length_eval_shrinks(causal_ckpt
         assert fitted.gen_length == 36 and fitted.block_length is None, given
     with pytest.raises(UserError, match="steps does not apply"):  # other steps still refused
         api.choose(loaded, {"steps": 63})
+
+
+def test_eval_task_file_steps_at_the_gen_length_run_on_a_causal_checkpoint(
+        causal_ckpt, tmp_path):
+    """``unmask eval --task-file F --steps 64`` on a causal checkpoint ran as it runs without
+    the task file (steps at the gen length checked: one step a token, not given); the task
+    sizes its own gen length, and the same steps were refused there ("does not apply")."""
+    import json
+
+    from unmask.cli import main
+
+    items = [{"task": "countdown3", "prompt": "67,34,8>41:", "answer": "67+8=75,75-34=41",
+              "meta": {"numbers": [67, 34, 8], "target": 41}}]
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps(i) + "\n" for i in items))
+    for flag in ("--steps", "--block-length"):
+        assert main(["eval", causal_ckpt, "--device", "cpu", "--task-file", str(tasks),
+                     "--no-score", flag, "64"]) == 0, flag
+    assert main(["eval", causal_ckpt, "--device", "cpu", "--task-file", str(tasks),
+                 "--no-score", "--steps", "63"]) == 2  # any other count is still refused
+
+
+def test_chat_steps_64_with_a_drafter_names_decoder_speculative(causal_ckpt, mdlm_ckpt, capsys):
+    """``unmask chat --draft X --steps 64`` names the decoder it runs (speculative) as
+    ``--steps 63`` does, not 'ar' (generate's rule: ``api.sample_config(drafter=)``)."""
+    from unmask.cli import main
+
+    for steps in ("64", "63"):
+        assert main(["chat", "--model", causal_ckpt, "--draft", mdlm_ckpt, "--device", "cpu",
+                     "--template", "plain", "--steps", steps]) == 2
+        err = capsys.readouterr().err
+        assert "does not apply to decoder 'speculative'" in err, (steps, err)

@@ -218,7 +218,8 @@ class ChatSession:
 
         if self.given is None:
             return self.config
-        return api.sample_config(self.loaded, self.given, prompt_lengths=[prompt_len])
+        return api.sample_config(self.loaded, self.given, prompt_lengths=[prompt_len],
+                                 drafter=self.draft is not None)
 
     def _fits(self, prompt_len: int, new: int, limit: int | None) -> bool:
         """Whether ``new`` tokens fit after a prompt of ``prompt_len`` in a context of
@@ -605,7 +606,7 @@ def run(args: argparse.Namespace) -> int:
                                     quantize=args.quantize)
     # flags not given take the checkpoint's recommended sampling options (sample_defaults)
     given = given_fields(SampleConfig, args)
-    config = api.sample_config(loaded, given)
+    config = api.sample_config(loaded, given, drafter=args.draft is not None)
     check_lengths(config)  # under the policy the run takes: now, not at every turn
     draft = load_draft(args.draft, device, args.dtype)
     template = model_template(loaded, args.template)

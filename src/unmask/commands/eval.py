@@ -311,7 +311,6 @@ def _fit_gen_length(
     ``steps`` or ``block_length`` given at the gen length that a causal decoder counts as not
     given (``option_given``) shrinks with it."""
     from unmask.api import choose, sample_config
-    from unmask.sampling import DECODERS
     from unmask.sampling.blocks import absolute_blocks, room_after_prompt
 
     limit = facts.max_seq_len
@@ -330,13 +329,21 @@ def _fit_gen_length(
         raise UserError(f"--gen-length {config.gen_length} after --prompt-tokens {prompt_tokens} "
                         f"does not fit the model's context ({limit} tokens); use --gen-length "
                         f"{room} or less, fewer --prompt-tokens, or --no-score")
-    # a --steps or --block-length at the gen length, on a decoder that takes neither (a causal
-    # model's), counted as not given (one step a token, one block): so at the shrunk length
-    # too (it was refused there, steps 64 no longer the length)
-    given = {k: v for k, v in given.items() if not (
-        k in ("steps", "block_length") and k in DECODERS[decoder].unused
-        and v == config.gen_length)}
+    given = _unused_at_length(given, decoder, config.gen_length)
     return sample_config(loaded, {**given, "gen_length": room}, prompt_lengths=[prompt_tokens])
+
+
+def _unused_at_length(given: dict[str, Any], decoder: str, length: int) -> dict[str, Any]:
+    """``given`` without a ``steps`` or ``block_length`` at ``length`` (the gen length the flags
+    were checked at) that ``decoder`` takes no part of (a causal model's): counted as not given
+    there (``option_given``: one step a token, one block), so also where eval sizes the gen
+    length itself (a prompt's room, a task's answers), where it was refused ("does not
+    apply"), 64 no longer the length."""
+    from unmask.sampling import DECODERS
+
+    unused = DECODERS[decoder].unused
+    return {k: v for k, v in given.items()
+            if not (k in ("steps", "block_length") and k in unused and v == length)}
 
 
 def _prompt_tokens(data: str | None, wanted: int) -> int:
@@ -545,7 +552,8 @@ def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     if items is not None:  # a --gen-length that would cut the task's answers fails now
         from unmask.tasks.score import task_config
 
-        task = task_config(loaded, items, given)
+        task = task_config(loaded, items, _unused_at_length(
+            given, api.choose(loaded, config), config.gen_length))
     score = not args.no_score
     if score and (cannot := _cannot_sample(loaded)) is not None:  # the rest still prints
         report.notes.append(f"generative perplexity: not measured, {cannot}")
