@@ -190,3 +190,32 @@ def test_a_binary_file_the_user_names_is_refused_from_its_first_bytes(tmp_path):
         answered.set()
         writer.join()
     assert waited == [False], "read to the end of the pipe before refusing it"
+
+
+@posix
+def test_the_mode_is_set_while_the_file_is_still_this_processs(tmp_path, monkeypatch):
+    """Root without CAP_FOWNER (a hardened container) may give a file to its old owner but
+    then not chmod it (EPERM), which ``set_mode`` takes for a file system that keeps no
+    modes: a shared 0644 file turned into mkstemp's 0600. Simulated: once the file is given
+    away, a chmod of it is refused."""
+    if not hasattr(os, "fchown"):
+        pytest.skip("no fchown")
+    given = set()
+    chmod = os.fchmod
+
+    def fchown(fd, uid, gid):
+        given.add(fd)
+
+    def fchmod(fd, mode):
+        if fd in given:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        chmod(fd, mode)
+
+    out = tmp_path / "c.json"
+    out.write_text("{}")
+    out.chmod(0o644)
+    monkeypatch.setattr(os, "fchown", fchown)
+    monkeypatch.setattr(os, "fchmod", fchmod)
+    monkeypatch.setattr(os, "geteuid", lambda: out.stat().st_uid + 1)  # another's file
+    atomic_write_text(out, '{"new": 1}')
+    assert given and stat.S_IMODE(out.stat().st_mode) == 0o644

@@ -92,7 +92,11 @@ def _keep(fd: int, tmp: str, old: os.stat_result | None) -> None:
     outlive the rename), and ``old``'s owner and group where this process may (root, or a
     group it is in). A replacement got the umask's mode and this process's owner: a file
     made private (``chmod 600``) became readable by everyone, a script lost its ``x``, and a
-    user's file that root (``sudo``) rewrote was root's."""
+    user's file that root (``sudo``) rewrote was root's. The mode is set first, while this
+    process owns the file: a root without CAP_FOWNER (a hardened container) may give a file
+    away but not chmod another's, and ``set_mode`` took that EPERM for a file system that
+    keeps no modes, leaving mkstemp's 0600."""
+    set_mode(tmp, file_mode() if old is None else old.st_mode & 0o777, fd)
     if old is not None and hasattr(os, "fchown") and (old.st_uid, old.st_gid) != (
             os.geteuid(), os.getegid()):
         try:
@@ -102,7 +106,6 @@ def _keep(fd: int, tmp: str, old: os.stat_result | None) -> None:
                 os.fchown(fd, -1, old.st_gid)
             except OSError:
                 pass
-    set_mode(tmp, file_mode() if old is None else old.st_mode & 0o777, fd)
 
 
 def write_target(path: Path) -> tuple[Path, bool]:
