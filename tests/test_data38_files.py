@@ -219,3 +219,32 @@ def test_the_mode_is_set_while_the_file_is_still_this_processs(tmp_path, monkeyp
     monkeypatch.setattr(os, "geteuid", lambda: out.stat().st_uid + 1)  # another's file
     atomic_write_text(out, '{"new": 1}')
     assert given and stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+@posix
+def test_a_file_planted_in_a_shared_sticky_folder_gives_away_neither_owner_nor_mode(tmp_path):
+    """Another user may create the file in /tmp ahead of time, 0666: root's result became
+    that user's and writable by everyone. There only a file of this user or of the folder's
+    owner keeps its owner and mode (as the kernel's protected_regular trusts it)."""
+    if os.geteuid() != 0:
+        pytest.skip("a file of another user needs root")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    planted, own = shared / "results.json", shared / "mine.json"
+    for f in (planted, own):
+        f.write_text("planted")
+        f.chmod(0o666)
+    os.chown(planted, 65534, 65534)
+    for f in (planted, own):
+        atomic_write_text(f, '{"secret": 1}\n')
+    st = planted.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (os.geteuid(), file_mode())
+    assert stat.S_IMODE(own.stat().st_mode) == 0o666
+    shared.chmod(0o777)  # not sticky: an ordinary folder's file keeps both
+    planted.write_text("x")
+    os.chown(planted, 65534, 65534)
+    planted.chmod(0o640)
+    atomic_write_text(planted, "y")
+    st = planted.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (65534, 0o640)

@@ -76,14 +76,19 @@ def set_mode(path: str | os.PathLike[str], mode: int, fd: int | None = None) -> 
 def _replaced(path: Path) -> os.stat_result | None:
     """The ``stat`` of the regular file ``path`` that an atomic write replaces, whose
     permissions and owner the new file keeps (``_keep``), as writing it in place does; None
-    where there is none."""
+    where there is none, or where it is another user's in a shared sticky folder (/tmp) and
+    the kernel would not trust it (``_trusted``, as ``fs.protected_regular`` refuses opening
+    it): a file planted there ahead of time (0666, another user's) made root's result that
+    user's, and anyone's result writable by everyone."""
     import stat
 
     try:
         found = os.stat(path)
     except OSError:
         return None
-    return found if stat.S_ISREG(found.st_mode) else None
+    if not stat.S_ISREG(found.st_mode) or not _trusted(found.st_uid, path.parent):
+        return None
+    return found
 
 
 def _keep(fd: int, tmp: str, old: os.stat_result | None) -> None:
@@ -161,18 +166,29 @@ def _write_descriptor(fd: int, data: bytes) -> None:
 
 
 def _may_follow(link: Path) -> bool:
-    """Whether the kernel's ``protected_symlinks`` lets this process follow ``link``: always,
-    unless its folder is world-writable and sticky (/tmp) and the link belongs neither to
-    this user nor to the folder's owner."""
+    """Whether the kernel's ``protected_symlinks`` lets this process follow ``link``
+    (``_trusted``)."""
+    try:
+        own = os.lstat(link).st_uid
+    except OSError:
+        return False
+    return _trusted(own, link.parent)
+
+
+def _trusted(owner: int, folder: Path) -> bool:
+    """Whether an entry of ``folder`` that belongs to ``owner`` is trusted as the kernel's
+    ``protected_symlinks`` and ``protected_regular`` do: always, unless the folder is
+    world-writable and sticky (/tmp) and ``owner`` is neither this user nor the folder's
+    owner."""
     import stat
 
     try:
-        own, folder = os.lstat(link).st_uid, os.stat(link.parent)
+        found = os.stat(folder)
     except OSError:
         return False
-    shared = folder.st_mode & stat.S_ISVTX and folder.st_mode & stat.S_IWOTH
-    uid = os.geteuid() if hasattr(os, "geteuid") else own
-    return not shared or own in (uid, folder.st_uid)
+    shared = found.st_mode & stat.S_ISVTX and found.st_mode & stat.S_IWOTH
+    uid = os.geteuid() if hasattr(os, "geteuid") else owner
+    return not shared or owner in (uid, found.st_uid)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
