@@ -248,3 +248,21 @@ def test_a_file_planted_in_a_shared_sticky_folder_gives_away_neither_owner_nor_m
     atomic_write_text(planted, "y")
     st = planted.stat()
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (65534, 0o640)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux's /proc/self/fd")
+@pytest.mark.parametrize("name", ["/dev/stdout", "/dev/stderr"])
+def test_what_python_printed_before_comes_before_the_written_file(tmp_path, name):
+    """Output to a file is block-buffered (no PYTHONUNBUFFERED): a print before the write
+    still sat in ``sys.stdout``'s buffer, and the result came first in ``> log 2>&1``."""
+    import subprocess
+    import sys
+
+    child = ("from unmask.files import atomic_write_text as w\n"
+             f"print('before')\nw({name!r}, 'R\\n')\nprint('after')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    log = tmp_path / "log.txt"
+    with open(log, "wb") as out:
+        subprocess.run([sys.executable, "-c", child], stdout=out, stderr=subprocess.STDOUT,
+                       env=env, check=True)
+    assert log.read_text() == "before\nR\nafter\n"

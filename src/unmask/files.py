@@ -152,13 +152,14 @@ def _own_descriptor(path: Path) -> int | None:
 
 
 def _write_descriptor(fd: int, data: bytes) -> None:
-    """``data`` written to the open descriptor ``fd`` after what Python's ``sys.stdout`` /
-    ``sys.stderr`` hold for it, so the output stays in the order it was made."""
+    """``data`` written to the open descriptor ``fd`` after what Python's ``sys.stdout`` and
+    ``sys.stderr`` hold, so the output stays in the order it was made: both, whichever ``fd``
+    is (``--json /dev/stderr > log 2>&1``: the two descriptors are one file)."""
     for stream in (sys.stdout, sys.stderr):
         try:
-            if stream is not None and stream.fileno() == fd:
+            if stream is not None:
                 stream.flush()
-        except (OSError, ValueError, AttributeError):  # replaced by a stream with no fd
+        except (OSError, ValueError, AttributeError):  # closed, its pipe gone, no flush
             pass
     view = memoryview(data)
     while view:
