@@ -266,3 +266,17 @@ def test_what_python_printed_before_comes_before_the_written_file(tmp_path, name
         subprocess.run([sys.executable, "-c", child], stdout=out, stderr=subprocess.STDOUT,
                        env=env, check=True)
     assert log.read_text() == "before\nR\nafter\n"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux's /proc/self/fd")
+def test_a_descriptor_open_for_reading_names_the_file_to_write(tmp_path):
+    """``--json /dev/fd/3 3< h.json``: the descriptor cannot be written ("Bad file
+    descriptor"); the file it names is, as the shell's ``> /dev/fd/3`` writes it."""
+    target = tmp_path / "h.json"
+    target.write_text("old")
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        atomic_write_text(f"/dev/fd/{fd}", "new")
+    finally:
+        os.close(fd)
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["h.json"]

@@ -144,11 +144,22 @@ def write_target(path: Path) -> tuple[Path, bool]:
 def _own_descriptor(path: Path) -> int | None:
     """N when ``path`` is ``/proc/self/fd/N`` or ``/dev/fd/N`` of this process (what
     ``/dev/stdout``, ``/dev/stderr`` and a shell's ``<(...)``/``>(...)`` name): its open file
-    descriptor, written through directly; else None."""
+    descriptor, written through directly; else None. A descriptor open only for reading
+    (``3< h.json``) is None too: the file it names is written, as the shell's ``> /dev/fd/3``
+    does, where writing the descriptor was "Bad file descriptor"."""
     if not path.name.isdigit():
         return None
-    folder = os.path.realpath(path.parent)
-    return int(path.name) if folder in (f"/proc/{os.getpid()}/fd", "/dev/fd") else None
+    if os.path.realpath(path.parent) not in (f"/proc/{os.getpid()}/fd", "/dev/fd"):
+        return None
+    fd = int(path.name)
+    try:
+        import fcntl
+
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            return None
+    except (ImportError, OSError):  # closed: the write names it (Bad file descriptor)
+        pass
+    return fd
 
 
 def _write_descriptor(fd: int, data: bytes) -> None:
