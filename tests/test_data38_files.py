@@ -190,3 +190,93 @@ def test_a_binary_file_the_user_names_is_refused_from_its_first_bytes(tmp_path):
         answered.set()
         writer.join()
     assert waited == [False], "read to the end of the pipe before refusing it"
+
+
+@posix
+def test_the_mode_is_set_while_the_file_is_still_this_processs(tmp_path, monkeypatch):
+    """Root without CAP_FOWNER (a hardened container) may give a file to its old owner but
+    then not chmod it (EPERM), which ``set_mode`` takes for a file system that keeps no
+    modes: a shared 0644 file turned into mkstemp's 0600. Simulated: once the file is given
+    away, a chmod of it is refused."""
+    if not hasattr(os, "fchown"):
+        pytest.skip("no fchown")
+    given = set()
+    chmod = os.fchmod
+
+    def fchown(fd, uid, gid):
+        given.add(fd)
+
+    def fchmod(fd, mode):
+        if fd in given:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        chmod(fd, mode)
+
+    out = tmp_path / "c.json"
+    out.write_text("{}")
+    out.chmod(0o644)
+    monkeypatch.setattr(os, "fchown", fchown)
+    monkeypatch.setattr(os, "fchmod", fchmod)
+    monkeypatch.setattr(os, "geteuid", lambda: out.stat().st_uid + 1)  # another's file
+    atomic_write_text(out, '{"new": 1}')
+    assert given and stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+@posix
+def test_a_file_planted_in_a_shared_sticky_folder_gives_away_neither_owner_nor_mode(tmp_path):
+    """Another user may create the file in /tmp ahead of time, 0666: root's result became
+    that user's and writable by everyone. There only a file of this user or of the folder's
+    owner keeps its owner and mode (as the kernel's protected_regular trusts it)."""
+    if os.geteuid() != 0:
+        pytest.skip("a file of another user needs root")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    planted, own = shared / "results.json", shared / "mine.json"
+    for f in (planted, own):
+        f.write_text("planted")
+        f.chmod(0o666)
+    os.chown(planted, 65534, 65534)
+    for f in (planted, own):
+        atomic_write_text(f, '{"secret": 1}\n')
+    st = planted.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (os.geteuid(), file_mode())
+    assert stat.S_IMODE(own.stat().st_mode) == 0o666
+    shared.chmod(0o777)  # not sticky: an ordinary folder's file keeps both
+    planted.write_text("x")
+    os.chown(planted, 65534, 65534)
+    planted.chmod(0o640)
+    atomic_write_text(planted, "y")
+    st = planted.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (65534, 0o640)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux's /proc/self/fd")
+@pytest.mark.parametrize("name", ["/dev/stdout", "/dev/stderr"])
+def test_what_python_printed_before_comes_before_the_written_file(tmp_path, name):
+    """Output to a file is block-buffered (no PYTHONUNBUFFERED): a print before the write
+    still sat in ``sys.stdout``'s buffer, and the result came first in ``> log 2>&1``."""
+    import subprocess
+    import sys
+
+    child = ("from unmask.files import atomic_write_text as w\n"
+             f"print('before')\nw({name!r}, 'R\\n')\nprint('after')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    log = tmp_path / "log.txt"
+    with open(log, "wb") as out:
+        subprocess.run([sys.executable, "-c", child], stdout=out, stderr=subprocess.STDOUT,
+                       env=env, check=True)
+    assert log.read_text() == "before\nR\nafter\n"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux's /proc/self/fd")
+def test_a_descriptor_open_for_reading_names_the_file_to_write(tmp_path):
+    """``--json /dev/fd/3 3< h.json``: the descriptor cannot be written ("Bad file
+    descriptor"); the file it names is, as the shell's ``> /dev/fd/3`` writes it."""
+    target = tmp_path / "h.json"
+    target.write_text("old")
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        atomic_write_text(f"/dev/fd/{fd}", "new")
+    finally:
+        os.close(fd)
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["h.json"]

@@ -33,3 +33,14 @@ def test_a_cr_in_whitespace_of_a_good_record_is_read_and_other_errors_stay(tmp_p
     bad.write_bytes(b'{"text": "a"} x\r\n')
     with pytest.raises(UserError, match=r"bad\.jsonl:1: not valid JSON"):
         list(read_jsonl(bad))
+
+
+def test_a_raw_cr_inside_a_string_keeps_its_own_error_with_its_line(tmp_path):
+    """A raw CR inside a JSON string is invalid JSON of that line, not old Mac line ends:
+    it was named as lone-\\r records with no line, and the ``tr`` given split the record."""
+    raw = tmp_path / "rawcr.jsonl"
+    raw.write_bytes(b'{"text": "a"}\n{"text": "b"}\n{"text": "x }\r{ y"}\n')
+    with pytest.raises(UserError, match=r"rawcr\.jsonl:3: not valid JSON \(Invalid control"):
+        prepare(raw, tmp_path / "d", tokenizer="byte", val_fraction=0, progress=False)
+    with pytest.raises(UserError, match=r"rawcr\.jsonl:3: not valid JSON"):
+        list(read_jsonl(raw))

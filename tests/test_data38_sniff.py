@@ -35,3 +35,16 @@ def test_a_compiled_gettext_catalogue_is_not_text():
 @pytest.mark.parametrize("start", [b"ab\r\n", b"\r\n\r\n", b"# \r\n", "é\r\n".encode()])
 def test_text_with_a_line_end_early_is_still_text(start):
     assert not_text(start + b"plain text follows\r\n" * 20) is None
+
+
+@pytest.mark.parametrize("start", [b"1\r\r\n", b"I\r\r\n", b"\n\x0c\r\n", b"\r\r\r\n"])
+def test_text_shaped_like_the_bytecode_magic_is_still_text(tmp_path, start):
+    """One character, then a CR or a form feed, then CRLF (``1\\r\\r\\n``: a chapter number
+    with the doubled CR of Windows' text mode writing ``\\r\\n``) has the shape of CPython's
+    bytecode magic: such a file was refused as "Python bytecode"."""
+    text = start + b"Verse text.\r\r\n" * 300
+    assert not_text(text[:4096]) is None and not_text(text[:4096], None, "replace") is None
+    (tmp_path / "ch.txt").write_bytes(text)
+    info = prepare(tmp_path / "ch.txt", tmp_path / "d", tokenizer="byte", val_fraction=0,
+                   progress=False)
+    assert info.n_documents == 1 and info.n_tokens["train"] > 4200

@@ -948,7 +948,7 @@ def _jsonl_objects(
             # cut short) is not converted by jq: its JSON error
             if opened and src.peek_nonblank(1, _HEAD_BYTES)[0].lstrip()[:1] in (b'"', b"}"):
                 raise _array_error(src.path, src.kind, pretty=True) from None
-            if re.search(r"}\s*\r\s*{", line):  # "{...}\r{...}\r": one line to readline
+            if _ends_at_lone_cr(line):  # "{...}\r{...}\r": one line to readline
                 raise _array_error(src.path, src.kind, cr=True) from None
             raise
         if not isinstance(obj, dict):
@@ -956,6 +956,20 @@ def _jsonl_objects(
                 raise _array_error(src.path, src.kind)
             raise UserError(f"{where}: expected a JSON object, got {_json_kind(obj)}")
         yield where, obj
+
+
+def _ends_at_lone_cr(line: str) -> bool:
+    """Whether ``line`` (that failed to parse) is a JSON value ended by a lone ``\\r`` and
+    more after it: JSON Lines with old Mac line ends, the whole file one line to a reader of
+    lines. Only then: a raw CR inside a string (``{"t": "x }\\r{ y"}``) is its own error, with
+    its line, where ``tr`` would split the record."""
+    text = line.lstrip(" \t\r\n")
+    try:
+        end = json.JSONDecoder().raw_decode(text)[1]
+    except (ValueError, RecursionError):  # not even the first record is whole
+        return False
+    rest = text[end:].lstrip(" \t")
+    return rest.startswith("\r") and bool(rest.strip())
 
 
 def _array_error(path: Path, kind: str | None = None, *, pretty: bool = False,

@@ -76,14 +76,19 @@ def set_mode(path: str | os.PathLike[str], mode: int, fd: int | None = None) -> 
 def _replaced(path: Path) -> os.stat_result | None:
     """The ``stat`` of the regular file ``path`` that an atomic write replaces, whose
     permissions and owner the new file keeps (``_keep``), as writing it in place does; None
-    where there is none."""
+    where there is none, or where it is another user's in a shared sticky folder (/tmp) and
+    the kernel would not trust it (``_trusted``, as ``fs.protected_regular`` refuses opening
+    it): a file planted there ahead of time (0666, another user's) made root's result that
+    user's, and anyone's result writable by everyone."""
     import stat
 
     try:
         found = os.stat(path)
     except OSError:
         return None
-    return found if stat.S_ISREG(found.st_mode) else None
+    if not stat.S_ISREG(found.st_mode) or not _trusted(found.st_uid, path.parent):
+        return None
+    return found
 
 
 def _keep(fd: int, tmp: str, old: os.stat_result | None) -> None:
@@ -92,7 +97,11 @@ def _keep(fd: int, tmp: str, old: os.stat_result | None) -> None:
     outlive the rename), and ``old``'s owner and group where this process may (root, or a
     group it is in). A replacement got the umask's mode and this process's owner: a file
     made private (``chmod 600``) became readable by everyone, a script lost its ``x``, and a
-    user's file that root (``sudo``) rewrote was root's."""
+    user's file that root (``sudo``) rewrote was root's. The mode is set first, while this
+    process owns the file: a root without CAP_FOWNER (a hardened container) may give a file
+    away but not chmod another's, and ``set_mode`` took that EPERM for a file system that
+    keeps no modes, leaving mkstemp's 0600."""
+    set_mode(tmp, file_mode() if old is None else old.st_mode & 0o777, fd)
     if old is not None and hasattr(os, "fchown") and (old.st_uid, old.st_gid) != (
             os.geteuid(), os.getegid()):
         try:
@@ -102,7 +111,6 @@ def _keep(fd: int, tmp: str, old: os.stat_result | None) -> None:
                 os.fchown(fd, -1, old.st_gid)
             except OSError:
                 pass
-    set_mode(tmp, file_mode() if old is None else old.st_mode & 0o777, fd)
 
 
 def write_target(path: Path) -> tuple[Path, bool]:
@@ -136,21 +144,33 @@ def write_target(path: Path) -> tuple[Path, bool]:
 def _own_descriptor(path: Path) -> int | None:
     """N when ``path`` is ``/proc/self/fd/N`` or ``/dev/fd/N`` of this process (what
     ``/dev/stdout``, ``/dev/stderr`` and a shell's ``<(...)``/``>(...)`` name): its open file
-    descriptor, written through directly; else None."""
+    descriptor, written through directly; else None. A descriptor open only for reading
+    (``3< h.json``) is None too: the file it names is written, as the shell's ``> /dev/fd/3``
+    does, where writing the descriptor was "Bad file descriptor"."""
     if not path.name.isdigit():
         return None
-    folder = os.path.realpath(path.parent)
-    return int(path.name) if folder in (f"/proc/{os.getpid()}/fd", "/dev/fd") else None
+    if os.path.realpath(path.parent) not in (f"/proc/{os.getpid()}/fd", "/dev/fd"):
+        return None
+    fd = int(path.name)
+    try:
+        import fcntl
+
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            return None
+    except (ImportError, OSError):  # closed: the write names it (Bad file descriptor)
+        pass
+    return fd
 
 
 def _write_descriptor(fd: int, data: bytes) -> None:
-    """``data`` written to the open descriptor ``fd`` after what Python's ``sys.stdout`` /
-    ``sys.stderr`` hold for it, so the output stays in the order it was made."""
+    """``data`` written to the open descriptor ``fd`` after what Python's ``sys.stdout`` and
+    ``sys.stderr`` hold, so the output stays in the order it was made: both, whichever ``fd``
+    is (``--json /dev/stderr > log 2>&1``: the two descriptors are one file)."""
     for stream in (sys.stdout, sys.stderr):
         try:
-            if stream is not None and stream.fileno() == fd:
+            if stream is not None:
                 stream.flush()
-        except (OSError, ValueError, AttributeError):  # replaced by a stream with no fd
+        except (OSError, ValueError, AttributeError):  # closed, its pipe gone, no flush
             pass
     view = memoryview(data)
     while view:
@@ -158,18 +178,29 @@ def _write_descriptor(fd: int, data: bytes) -> None:
 
 
 def _may_follow(link: Path) -> bool:
-    """Whether the kernel's ``protected_symlinks`` lets this process follow ``link``: always,
-    unless its folder is world-writable and sticky (/tmp) and the link belongs neither to
-    this user nor to the folder's owner."""
+    """Whether the kernel's ``protected_symlinks`` lets this process follow ``link``
+    (``_trusted``)."""
+    try:
+        own = os.lstat(link).st_uid
+    except OSError:
+        return False
+    return _trusted(own, link.parent)
+
+
+def _trusted(owner: int, folder: Path) -> bool:
+    """Whether an entry of ``folder`` that belongs to ``owner`` is trusted as the kernel's
+    ``protected_symlinks`` and ``protected_regular`` do: always, unless the folder is
+    world-writable and sticky (/tmp) and ``owner`` is neither this user nor the folder's
+    owner."""
     import stat
 
     try:
-        own, folder = os.lstat(link).st_uid, os.stat(link.parent)
+        found = os.stat(folder)
     except OSError:
         return False
-    shared = folder.st_mode & stat.S_ISVTX and folder.st_mode & stat.S_IWOTH
-    uid = os.geteuid() if hasattr(os, "geteuid") else own
-    return not shared or own in (uid, folder.st_uid)
+    shared = found.st_mode & stat.S_ISVTX and found.st_mode & stat.S_IWOTH
+    uid = os.geteuid() if hasattr(os, "geteuid") else owner
+    return not shared or owner in (uid, found.st_uid)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -129,9 +129,12 @@ def not_text(head: bytes, kind: str | None = None, errors: str = "strict") -> st
     ):
         if head.startswith(magic) and not (text_like and magic in (b"%PDF-", b"PAR1")):
             return f"{what}{packed}, not text; {fix}"
-    if head[2:4] == b"\r\n" and 2900 <= int.from_bytes(head[:2], "little") < 4096:
+    if (head[2:4] == b"\r\n" and 2900 <= int.from_bytes(head[:2], "little") < 4096
+            and b"\0" in head[4:16]):
         # CPython 3's bytecode magic (a __pycache__ in a source tree): its docstrings made a
-        # few in a hundred pass for 8-bit text under errors='replace', read as noise
+        # few in a hundred pass for 8-bit text under errors='replace', read as noise; its
+        # header (flags 0, 1 or 3, a size under 16 MB) holds a NUL, which text does not:
+        # "1\r\r\n" (a chapter number and a doubled CR) has the magic's shape
         return "Python bytecode (a .pyc file), not text; leave out __pycache__ folders"
     if head[:4] in (b"\xde\x12\x04\x95", b"\x95\x04\x12\xde"):  # its msgid strings, as .pyc's
         return "a compiled gettext catalogue (.mo), not text; give its .po file"
