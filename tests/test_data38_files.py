@@ -280,3 +280,52 @@ def test_a_descriptor_open_for_reading_names_the_file_to_write(tmp_path):
     finally:
         os.close(fd)
     assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["h.json"]
+
+
+@posix
+def test_a_link_planted_in_a_shared_sticky_folder_passes_on_nothing_of_its_target(tmp_path):
+    """Another user's link in /tmp is replaced, not followed; its target's mode and group
+    (a root-owned 0664 file of a group the planter is in) made root's result writable by
+    that group (``_replaced`` judged the target, not the link)."""
+    if os.geteuid() != 0:
+        pytest.skip("a link of another user needs root")
+    shared, kept = tmp_path / "shared", tmp_path / "kept"
+    shared.mkdir()
+    kept.mkdir()
+    shared.chmod(0o1777)
+    target = kept / "shared.cfg"
+    target.write_text("s")
+    os.chown(target, 0, 65534)
+    target.chmod(0o664)
+    link = shared / "out.json"
+    link.symlink_to(target)
+    os.lchown(link, 65534, 65534)
+    atomic_write_text(link, "{}\n")
+    st = os.lstat(link)
+    assert stat.S_ISREG(st.st_mode) and target.read_text() == "s"
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
+        os.geteuid(), os.getegid(), file_mode())
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux's /proc/self/fd")
+def test_a_descriptor_for_reading_that_names_no_file_is_a_bad_descriptor(tmp_path):
+    """``--json /dev/stdin`` from a pipe, or a descriptor of a deleted file: "Bad file
+    descriptor", where the pipe got the result (lost, or a hang past 64 KB) and a new file
+    named ``... (deleted)`` was made."""
+    r, w = os.pipe()
+    try:
+        with pytest.raises(OSError):
+            atomic_write_text(f"/dev/fd/{r}", "x")  # (past 64 KB the old write hung)
+    finally:
+        os.close(r)
+        os.close(w)
+    gone = tmp_path / "del.json"
+    gone.write_text("old")
+    fd = os.open(gone, os.O_RDONLY)
+    gone.unlink()
+    try:
+        with pytest.raises(OSError):
+            atomic_write_text(f"/proc/self/fd/{fd}", "new")
+    finally:
+        os.close(fd)
+    assert list(tmp_path.iterdir()) == []

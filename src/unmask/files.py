@@ -82,8 +82,8 @@ def _replaced(path: Path) -> os.stat_result | None:
     user's, and anyone's result writable by everyone."""
     import stat
 
-    try:
-        found = os.stat(path)
+    try:  # (not followed: a link ``write_target`` did not follow is replaced, not its target)
+        found = os.lstat(path)
     except OSError:
         return None
     if not stat.S_ISREG(found.st_mode) or not _trusted(found.st_uid, path.parent):
@@ -155,11 +155,25 @@ def _own_descriptor(path: Path) -> int | None:
     try:
         import fcntl
 
-        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY and _named_file(fd):
             return None
     except (ImportError, OSError):  # closed: the write names it (Bad file descriptor)
         pass
     return fd
+
+
+def _named_file(fd: int) -> bool:
+    """Whether the open descriptor ``fd`` is a regular file that still has a name (its
+    ``/proc`` link a path to write): a pipe (``--json /dev/stdin`` from one: the result lost,
+    or a hang past 64 KB), a deleted file (a new file named ``... (deleted)``) or a memfd is
+    not, and its write says "Bad file descriptor"."""
+    import stat
+
+    try:
+        found = os.fstat(fd)
+    except OSError:
+        return False
+    return stat.S_ISREG(found.st_mode) and found.st_nlink > 0
 
 
 def _write_descriptor(fd: int, data: bytes) -> None:
