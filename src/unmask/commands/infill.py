@@ -19,6 +19,7 @@ from unmask.commands import (
     add_model_flag,
     add_no_live_flag,
     add_runtime_flags,
+    check_model_exists,
     dataclass_from_args,
     given_fields,
 )
@@ -138,12 +139,15 @@ def check_flags(args: argparse.Namespace) -> None:
     ``SampleConfig`` and ``InfillOptions`` refuse on their own: ``--temperature -1``,
     ``--max-candidates 0``), without importing torch: the command line runs it before torch
     loads (such a typo took seconds, torch first), and before a template is read from
-    stdin."""
+    stdin; nor ``--gen-length`` (``refuse_gen_length``), nor a ``--model`` that names nothing
+    (``check_model_exists``)."""
     from unmask.config import InfillOptions
 
+    refuse_gen_length(args, "infill")
     sample_config_from_args(args)
     dataclass_from_args(InfillOptions, args)
     refuse_file_name(args.template)
+    check_model_exists(args)
 
 
 def refuse_file_name(template: str) -> None:
