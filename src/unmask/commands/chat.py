@@ -55,6 +55,7 @@ from unmask.commands.sample_options import (
     add_sample_flags,
     add_stop_flag,
     check_draft_flags,
+    check_given_blocks,
     check_given_options,
     check_lengths,
     check_sample_flags,
@@ -544,9 +545,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def check_flags(args: argparse.Namespace) -> None:
     """Refuse, without importing torch (the command line runs it before torch loads), the
-    sampling flags that are wrong whatever the model (``check_sample_flags``) and a
-    ``--model`` that names nothing (``check_model_exists``): it took seconds."""
+    sampling flags that are wrong whatever the model (``check_sample_flags``), blocks that do
+    not divide the length (``check_given_blocks``) and a ``--model`` that names nothing
+    (``check_model_exists``): it took seconds."""
     check_sample_flags(args)
+    check_given_blocks(args)
     check_model_exists(args)
 
 

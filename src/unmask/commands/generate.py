@@ -35,6 +35,7 @@ from unmask.commands.sample_options import (
     add_draft_flag,
     add_sample_flags,
     add_stop_flag,
+    check_given_blocks,
     check_given_options,
     check_lengths,
     check_sample_flags,
@@ -112,11 +113,13 @@ def check_flags(args: argparse.Namespace) -> None:
     """Refuse flags that are wrong whatever the model, without importing torch (the command
     line runs it before torch loads: ``--temperature -1`` took seconds to refuse): the
     sampling flags (``check_sample_flags``), and ``--system`` or ``--template`` without
-    ``--chat``; a ``--prompt-file`` or ``--model`` that does not exist. The checks that need
-    the decoders' rules follow in ``run``."""
+    ``--chat``; blocks that do not divide the length (``check_given_blocks``); a
+    ``--prompt-file`` or ``--model`` that does not exist. The checks that need the decoders'
+    rules follow in ``run``."""
     check_sample_flags(args)
     if (args.system is not None or args.template is not None) and not args.chat:
         raise UserError("--system and --template apply to --chat")
+    check_given_blocks(args)
     if args.prompt_file and args.prompt_file != "-" and (
             not os.path.exists(args.prompt_file) or os.path.isdir(args.prompt_file)):
         from unmask.files import read_user_text  # its refusal (a file there is read in run,
