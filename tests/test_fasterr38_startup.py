@@ -70,16 +70,14 @@ CASES = [
      f"unmask generate: error: {NOWHERE}/run: no such folder"),
     (["chat", "--model", "runs/no-such-run-fasterr38"],
      "unmask chat: error: runs/no-such-run-fasterr38: no such folder"),
-    (["infill", "--model", "demp", "a [MASK]"],
-     "unmask infill: error: demp: no such folder (did you mean demo, the shipped model?)"),
+    (["edit", "--model", "demp", "--text", "abc", "--span", "1:2"],
+     "unmask edit: error: demp: no such folder (did you mean demo, the shipped model?)"),
     (["edit", "--model", f"{NOWHERE}/run", "--text", "abc", "--span", "1:2"],
      f"unmask edit: error: {NOWHERE}/run: no such folder"),
     (["fill-form", "--model", "someorg/somemodel-fasterr38", FORM],
      "unmask fill-form: error: someorg/somemodel-fasterr38: no such folder; unmask never "
      "downloads: fetch it first (e.g. `hf download someorg/somemodel-fasterr38 --local-dir "
      "DIR`) and pass DIR"),
-    (["serve", "--model", f"{NOWHERE}/run"],
-     f"unmask serve: error: {NOWHERE}/run: no such folder"),
 ]
 
 

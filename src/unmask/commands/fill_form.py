@@ -86,7 +86,8 @@ def check_flags(args: argparse.Namespace) -> None:
     mistake took seconds), what is wrong whatever the model: not exactly one of TEMPLATE and
     ``--schema``, ``--gen-length``, the sampling options ``SampleConfig`` refuses, a template
     or schema file that is not there (a mistyped name: ``_read``'s line; a file that is
-    there, or stdin, is read once, in ``run``), a ``--model`` that names nothing."""
+    there, or stdin, is read once, in ``run``), a ``--model`` that names nothing (with a
+    template; a schema's own refusals, which need torch, come first, as before)."""
     if (args.template is None) == (args.schema is None):
         raise UserError("give a TEMPLATE or --schema SCHEMA (exactly one)")
     refuse_gen_length(args, "fill_form")
@@ -94,7 +95,8 @@ def check_flags(args: argparse.Namespace) -> None:
     given, what = (args.template, "template") if args.schema is None else (args.schema, "schema")
     if given != "-" and not os.path.isfile(given):
         _read(given, what)  # JSON itself (nothing read), or the refusal of what it names
-    check_model_exists(args)
+    if args.schema is None:
+        check_model_exists(args)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,7 +26,6 @@ from unmask.commands import (
     add_model_flag,
     add_quantize_flag,
     add_runtime_flags,
-    check_model_exists,
     finite_float,
     registry_choice,
     template_name_or_path,
@@ -303,8 +302,9 @@ def check_flags(args: argparse.Namespace) -> None:
     """Refuse, without importing torch (the command line runs it before torch loads: such a
     typo took seconds), the flags that are wrong whatever the model: ``--port`` out of range,
     an empty ``--host``, a limit that is no positive number, ``--draft-*`` without
-    ``--draft``, a ``--model`` that names nothing. The limits' rules across flags
-    (``server_limits``) and a port in use follow in ``run``."""
+    ``--draft``. The limits' rules across flags (``server_limits``), the API key and a port
+    in use follow in ``run``, before a ``--model`` that names nothing (in that order, as
+    before)."""
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
     if not args.host.strip():  # --host "$HOST" of an unset HOST bound every interface (0.0.0.0)
@@ -322,7 +322,6 @@ def check_flags(args: argparse.Namespace) -> None:
         if not (finite(value) and value >= 0):
             raise UserError(f"{flag} must be a finite number of seconds >= 0, got {value:g}")
     check_draft_flags(args)
-    check_model_exists(args)
 
 
 def run(args: argparse.Namespace) -> int:
