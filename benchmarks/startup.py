@@ -4,7 +4,10 @@ Each case runs once untimed, then ``--repeats`` times, in a fresh ``python -m un
 subprocess (what a user's shell does, minus the console-script shim); the table shows the
 median and the fastest wall time and the ratio to ``import torch`` measured in the same run, since
 these machines are shared and absolute times drift. The target is under 0.5 s for every
-``--help`` and argument error (issue 16, item 11): none of them may import torch.
+``--help`` and argument error (issue 16, item 11): none of them may import torch. That holds
+too for the mistakes a command's ``check_flags`` refuses before torch loads (``--port 99999``,
+``--block-length 5``, a template, prompt file or ``--model`` that is not there: 5-7 s before
+session 38, torch imported first).
 
     python benchmarks/startup.py [--repeats 5] [--json benchmarks/results/startup.json]
     python benchmarks/startup.py --baseline-src ../old-checkout/src   # before/after, one run
@@ -51,6 +54,19 @@ def cases() -> list[tuple[str, list[str]]]:
     # before session 36
     out.append(("unmask demo --temperature -1", [*cli, "demo", "--temperature", "-1"]))
     out.append(("unmask nope (unknown command)", [*cli, "nope"]))
+    # refused by a command's check_flags before torch loads since session 38 (5-7 s before)
+    gone = "/nonexistent-unmask-startup"
+    out.append(("unmask serve --port 99999", [*cli, "serve", "--model", "demo", "--port",
+                                              "99999"]))
+    out.append(("unmask generate --block-length 5", [*cli, "generate", "--model", "demo",
+                                                     "--block-length", "5", "hi"]))
+    out.append(("unmask fill-form (no such template)", [*cli, "fill-form", "--model", "demo",
+                                                        f"{gone}/form.json"]))
+    out.append(("unmask generate (no such --prompt-file)", [*cli, "generate", "--model", "demo",
+                                                            "--prompt-file", f"{gone}/p.txt"]))
+    out.append(("unmask chat (no such --model)", [*cli, "chat", "--model", f"{gone}/run"]))
+    out.append(("unmask infill --gen-length 4", [*cli, "infill", "--model", "demo", "a [MASK]",
+                                                 "--gen-length", "4"]))
     return out
 
 

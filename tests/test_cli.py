@@ -81,7 +81,7 @@ def test_keyboard_interrupt_exits_130(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(generate_cmd, "run", run)
-    assert main(["generate", "--model", "m", "x"]) == EXIT_INTERRUPTED == 130
+    assert main(["generate", "--model", "demo", "x"]) == EXIT_INTERRUPTED == 130
     assert capsys.readouterr().err == "unmask generate: interrupted\n"
 
 
@@ -143,9 +143,9 @@ def test_threads_apply_for_the_command_and_come_back(monkeypatch):
     seen = []
     monkeypatch.setattr(generate_cmd, "run", lambda args: seen.append(torch.get_num_threads()))
     before = torch.get_num_threads()
-    assert main(["generate", "--model", "m", "x", "--threads", "3"]) == 0
+    assert main(["generate", "--model", "demo", "x", "--threads", "3"]) == 0
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert main(["generate", "--model", "m", "x"]) == 0
+    assert main(["generate", "--model", "demo", "x"]) == 0
     assert seen == [3, 2]
     assert torch.get_num_threads() == before
 
@@ -212,7 +212,7 @@ def test_wait_policy_and_thread_count_reach_torch_in_a_fresh_process():
         "    import torch\n"
         "    print(os.environ.get('OMP_WAIT_POLICY'), torch.get_num_threads())\n"
         "g.run = run\n"
-        "sys.exit(main(['generate', '--model', 'm', 'x', '--threads', '1']))\n"
+        "sys.exit(main(['generate', '--model', 'demo', 'x', '--threads', '1']))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", src], env=env, capture_output=True, text=True,
@@ -227,7 +227,7 @@ def test_a_users_wait_policy_wins(monkeypatch):
     monkeypatch.setattr(generate_cmd, "run",
                         lambda args: seen.append(os.environ.get("OMP_WAIT_POLICY")))
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    assert main(["generate", "--model", "m", "x", "--threads", "1"]) == 0
+    assert main(["generate", "--model", "demo", "x", "--threads", "1"]) == 0
     assert seen == ["ACTIVE"]
 
 
@@ -370,7 +370,7 @@ def test_generate_prompt_file_without_prompts_says_so(tmp_path, capsys):
 
     empty = tmp_path / "prompts.txt"
     empty.write_text("\n  \n")
-    assert main(["generate", "--model", str(tmp_path / "run"), "--prompt-file", str(empty)]) == 2
+    assert main(["generate", "--model", "demo", "--prompt-file", str(empty)]) == 2
     err = capsys.readouterr().err
     assert err == (f"unmask generate: error: --prompt-file {empty}: no prompt in it (one prompt "
                    "per line; blank lines are skipped)\n")

@@ -45,7 +45,7 @@ def test_a_number_flag_without_its_value_gets_no_such_hint(capsys):
 def test_the_written_form_runs(monkeypatch):
     seen = []
     monkeypatch.setattr(generate_cmd, "run", lambda args: seen.append(args.prompt_flags) or 0)
-    assert main(["generate", "--model", "m", "--prompt=-x"]) == 0
+    assert main(["generate", "--model", "demo", "--prompt=-x"]) == 0
     assert seen == [["-x"]]
 
 

@@ -51,6 +51,6 @@ def test_values_and_prefixes_are_not_taken_for_misspelt_flags(monkeypatch):
     and words after a bare ``--`` are left to argparse."""
     seen = {}
     monkeypatch.setattr(generate_cmd, "run", lambda args: seen.update(vars(args)) or 0)
-    assert main(["generate", "--model", "m", "--gen-len", "4", "--system", "--be brief",
+    assert main(["generate", "--model", "demo", "--gen-len", "4", "--system", "--be brief",
                  "--chat", "--", "--not-a-flag"]) == 0
     assert seen["gen_length"] == 4 and seen["system"] == "--be brief"

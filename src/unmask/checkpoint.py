@@ -51,9 +51,9 @@ from unmask.files import (  # noqa: F401  (moved there; kept importable)
     file_mode,
     staging_dir,
 )
-from unmask.folders import dataset_given_for_model, is_dataset
+from unmask.folders import dataset_given_for_model, is_dataset, missing_model
 from unmask.loaded import Loaded
-from unmask.names import SHIPPED_MODELS, closest
+from unmask.names import SHIPPED_MODELS
 
 if TYPE_CHECKING:
     from unmask.config import ModelConfig
@@ -332,24 +332,9 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if not p.exists() and str(path) in SHIPPED_MODELS:
         p = shipped_model(str(path))
-    if not p.exists():
-        name = str(path)
-        hub = "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1
-        local = p.parent.is_dir() or p.parent.name == "runs" or p.name in SHIPPED_MODELS
-        if hub and not local:  # org/name, not a folder of this machine's (runs/mine)
-            raise UserError(
-                f"{path}: no such folder; unmask never downloads: fetch it first "
-                f"(e.g. `hf download {path} --local-dir DIR`) and pass DIR"
-            )
-        shipped = p.name in SHIPPED_MODELS
-        near = closest(name, SHIPPED_MODELS) if os.sep not in name else None
-        hint = (f" (the shipped model is --model {p.name}, no folder)" if shipped
-                else f" (did you mean {near}, the shipped model?)" if near else "")
-        if p.is_symlink():  # a link whose target is gone (a moved or unmounted model store)
-            hint = f" (a link to {os.readlink(p)}, which does not exist)"
-        elif name.startswith("~") and Path(os.path.expanduser(name)).exists():  # --model=~/x
-            hint = f" (~ is not expanded here; pass {os.path.expanduser(name)})"
-        raise UserError(f"{path}: no such folder{hint}")
+    missing = missing_model(path)  # (torch-free: the command line checks it first)
+    if missing is not None:
+        raise UserError(missing)
     if not p.is_dir():
         inside = p.parent if (p.parent / "config.json").is_file() else None
         hint = f"; pass the folder that holds it, {inside}" if inside is not None else ""

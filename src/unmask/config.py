@@ -911,6 +911,20 @@ class SampleConfig:
             self.sedd_sampler = alias  # type: ignore[assignment]
 
 
+def check_block_length(gen_length: int, block_length: int) -> None:
+    """Refuse a ``block_length`` that does not divide ``gen_length``, naming the nearest
+    lengths that fit: the rule of every blockwise decode (``unmask.sampling.validate``), here
+    without torch, so the command line checks it before torch loads."""
+    from unmask.messages import divisors_near, nearest_multiples
+
+    if gen_length % block_length:
+        raise UserError(
+            f"gen_length ({gen_length}) must be a multiple of block_length ({block_length}); "
+            f"try block_length {divisors_near(gen_length, block_length)} "
+            f"or gen_length {nearest_multiples(gen_length, block_length)}"
+        )
+
+
 MAX_SEED = 2**63 - 1
 """Largest seed: torch's generators take a signed 64-bit one (CLI, API and server alike)."""
 

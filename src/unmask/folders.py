@@ -68,3 +68,30 @@ def checkpoint_given_for_data(path: str | os.PathLike[str], flag: str = "--data"
                 f"`unmask train {init[1:]}")
     return (f"{named} is a checkpoint (a model), not a dataset from `unmask prepare`: "
             f"`unmask train --resume --out {run}` continues its training, {init}")
+
+
+def missing_model(path: str | os.PathLike[str]) -> str | None:
+    """The refusal of the model ``path`` where nothing of that name exists and it names no
+    shipped model (``unmask.checkpoint.checkpoint_dir``'s "no such folder", with its hints: a
+    hub name, the shipped model's name, a dead link, a ``~``); None where it exists. Without
+    torch, so the command line says it before torch loads (it took seconds)."""
+    from unmask.names import SHIPPED_MODELS, closest
+
+    p = Path(path)
+    name = os.fspath(path)
+    if p.exists() or name in SHIPPED_MODELS:
+        return None
+    hub = "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1
+    local = p.parent.is_dir() or p.parent.name == "runs" or p.name in SHIPPED_MODELS
+    if hub and not local:  # org/name, not a folder of this machine's (runs/mine)
+        return (f"{path}: no such folder; unmask never downloads: fetch it first "
+                f"(e.g. `hf download {path} --local-dir DIR`) and pass DIR")
+    shipped = p.name in SHIPPED_MODELS
+    near = closest(name, SHIPPED_MODELS) if os.sep not in name else None
+    hint = (f" (the shipped model is --model {p.name}, no folder)" if shipped
+            else f" (did you mean {near}, the shipped model?)" if near else "")
+    if p.is_symlink():  # a link whose target is gone (a moved or unmounted model store)
+        hint = f" (a link to {os.readlink(p)}, which does not exist)"
+    elif name.startswith("~") and Path(os.path.expanduser(name)).exists():  # --model=~/x
+        hint = f" (~ is not expanded here; pass {os.path.expanduser(name)})"
+    return f"{path}: no such folder{hint}"

@@ -17,6 +17,7 @@ Inside:
   so ``--help`` and argument errors never import torch; ``name_or_path``: a built-in name
   or a path (``--template``, ``--tokenizer``); ``model_choice``: every flag that takes a
   model (the shipped one in any case). All take names in any case by one rule, ``any_case``.
+  ``check_model_exists``: a ``--model`` that names nothing, refused before torch loads.
 - ``help_text``: field docstrings as plain text (no reST markup).
 - ``default_threads``, ``using_threads``: the CPU thread count every model-running command
   uses (``cli.main`` applies it).
@@ -151,6 +152,20 @@ def model_choice(text: str) -> str:
     if os.path.lexists(name):
         raise argparse.ArgumentTypeError(name_and_path_clash(text, name, "shipped model"))
     return name
+
+
+def check_model_exists(args: argparse.Namespace) -> None:
+    """Refuse a ``--model`` that names nothing here (no such folder, no shipped model), in
+    the line loading it says (``unmask.folders.missing_model``), without importing torch: a
+    command's ``check_flags`` calls it, so ``unmask.cli`` says it before torch loads (it took
+    seconds). A command without ``--model``, or a run of the shipped default: nothing."""
+    from unmask.errors import UserError
+    from unmask.folders import missing_model
+
+    model = getattr(args, "model", None)
+    missing = None if model is None else missing_model(model)
+    if missing is not None:
+        raise UserError(missing)
 
 
 def name_and_path_clash(text: str, name: str, what: str) -> str:

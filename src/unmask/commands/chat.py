@@ -46,6 +46,7 @@ from unmask.commands import (
     add_no_live_flag,
     add_quantize_flag,
     add_runtime_flags,
+    check_model_exists,
     given_fields,
     template_name_or_path,
 )
@@ -54,6 +55,7 @@ from unmask.commands.sample_options import (
     add_sample_flags,
     add_stop_flag,
     check_draft_flags,
+    check_given_blocks,
     check_given_options,
     check_lengths,
     check_sample_flags,
@@ -539,7 +541,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)
-    p.set_defaults(func=run, check_flags=check_sample_flags)  # before torch loads
+    p.set_defaults(func=run, check_flags=check_flags)  # before torch loads
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse, without importing torch (the command line runs it before torch loads), the
+    sampling flags that are wrong whatever the model (``check_sample_flags``), blocks that do
+    not divide the length (``check_given_blocks``) and a ``--model`` that names nothing
+    (``check_model_exists``): it took seconds."""
+    check_sample_flags(args)
+    check_given_blocks(args)
+    check_model_exists(args)
 
 
 def banner(loaded: Loaded, template: ChatTemplate) -> str:

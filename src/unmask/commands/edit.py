@@ -8,7 +8,7 @@ import re
 import sys
 import time
 
-from unmask.commands import registry_choice
+from unmask.commands import check_model_exists, registry_choice
 from unmask.commands.infill import (
     add_common_flags,
     live_view,
@@ -74,7 +74,9 @@ def check_flags(args: argparse.Namespace) -> None:
     ``--rounds``, ``--lowest``, ``--confidence-mode`` without it: it was ignored, the
     sampling options ``SampleConfig`` refuses on their own), without importing torch: the
     command line runs it before torch loads (such a typo took seconds, torch first), and
-    before a text is read from stdin."""
+    before a text is read from stdin; ``--gen-length`` (``refuse_gen_length``) and a
+    ``--model`` that names nothing (``check_model_exists``) too."""
+    refuse_gen_length(args, "edit")
     if args.rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {args.rounds}")
     if args.rounds > 1 and args.lowest is None:
@@ -88,6 +90,7 @@ def check_flags(args: argparse.Namespace) -> None:
                         "scores the tokens to re-mask); --span and --regex choose the text "
                         "themselves")
     sample_config_from_args(args)
+    check_model_exists(args)
 
 
 def run(args: argparse.Namespace) -> int:

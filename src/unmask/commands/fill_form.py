@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
+from unmask.commands import check_model_exists
 from unmask.commands.infill import add_common_flags, live_view, load_model, refuse_gen_length
 from unmask.commands.sample_options import sample_config_from_args, with_seed
 from unmask.errors import UserError
@@ -41,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "template: types, enum, const, required, string lengths/pattern/format, "
                    "numeric minimum/maximum, nested objects, arrays with bounded sizes")
     add_common_flags(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, check_flags=check_flags)
 
 
 def _read(arg: str, what: str = "template") -> tuple[str, str]:
@@ -79,11 +81,27 @@ def _read(arg: str, what: str = "template") -> tuple[str, str]:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    if (args.template is None) == (args.schema is None):  # before any heavy import
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse, without importing torch (the command line runs it before torch loads: such a
+    mistake took seconds), what is wrong whatever the model: not exactly one of TEMPLATE and
+    ``--schema``, ``--gen-length``, the sampling options ``SampleConfig`` refuses, a template
+    or schema file that is not there (a mistyped name: ``_read``'s line; a file that is
+    there, or stdin, is read once, in ``run``), a ``--model`` that names nothing (with a
+    template; a schema's own refusals, which need torch, come first, as before)."""
+    if (args.template is None) == (args.schema is None):
         raise UserError("give a TEMPLATE or --schema SCHEMA (exactly one)")
-    require_stdout("the filled form")
     refuse_gen_length(args, "fill_form")
+    sample_config_from_args(args)
+    given, what = (args.template, "template") if args.schema is None else (args.schema, "schema")
+    if given != "-" and not os.path.isfile(given):
+        _read(given, what)  # JSON itself (nothing read), or the refusal of what it names
+    if args.schema is None:
+        check_model_exists(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_flags(args)  # for a caller of run() itself; the command line checked before torch
+    require_stdout("the filled form")
     from unmask import api
     from unmask.commands import given_fields
     from unmask.config import SampleConfig

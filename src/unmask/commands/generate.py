@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from unmask.commands import (
     add_no_live_flag,
     add_quantize_flag,
     add_runtime_flags,
+    check_model_exists,
     given_fields,
     positive_int,
     template_name_or_path,
@@ -33,6 +35,7 @@ from unmask.commands.sample_options import (
     add_draft_flag,
     add_sample_flags,
     add_stop_flag,
+    check_given_blocks,
     check_given_options,
     check_lengths,
     check_sample_flags,
@@ -110,10 +113,19 @@ def check_flags(args: argparse.Namespace) -> None:
     """Refuse flags that are wrong whatever the model, without importing torch (the command
     line runs it before torch loads: ``--temperature -1`` took seconds to refuse): the
     sampling flags (``check_sample_flags``), and ``--system`` or ``--template`` without
-    ``--chat``. The checks that need the decoders' rules follow in ``run``."""
+    ``--chat``; blocks that do not divide the length (``check_given_blocks``); a
+    ``--prompt-file`` or ``--model`` that does not exist. The checks that need the decoders'
+    rules follow in ``run``."""
     check_sample_flags(args)
     if (args.system is not None or args.template is not None) and not args.chat:
         raise UserError("--system and --template apply to --chat")
+    check_given_blocks(args)
+    if args.prompt_file and args.prompt_file != "-" and (
+            not os.path.exists(args.prompt_file) or os.path.isdir(args.prompt_file)):
+        from unmask.files import read_user_text  # its refusal (a file there is read in run,
+
+        read_user_text(Path(args.prompt_file), "prompt file")  # once: a pipe, <(...), too)
+    check_model_exists(args)
 
 
 def _read_prompts(args: argparse.Namespace) -> tuple[list[str], list[str]]:

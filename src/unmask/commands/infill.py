@@ -138,9 +138,11 @@ def check_flags(args: argparse.Namespace) -> None:
     ``SampleConfig`` and ``InfillOptions`` refuse on their own: ``--temperature -1``,
     ``--max-candidates 0``), without importing torch: the command line runs it before torch
     loads (such a typo took seconds, torch first), and before a template is read from
-    stdin."""
+    stdin; nor ``--gen-length`` (``refuse_gen_length``). (A ``--model`` that names nothing is
+    said after the template's own refusals, as before: they need torch.)"""
     from unmask.config import InfillOptions
 
+    refuse_gen_length(args, "infill")
     sample_config_from_args(args)
     dataclass_from_args(InfillOptions, args)
     refuse_file_name(args.template)

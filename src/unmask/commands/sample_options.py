@@ -127,6 +127,27 @@ def check_given_options(args: argparse.Namespace) -> None:
     any steps at least the blocks, the scheduled ``llada`` a multiple of them. Where that
     cannot be read before loading (a publisher's folder), only the rule every policy keeps
     (steps at least the blocks) is checked here, the rest once the model is loaded."""
+    config, policy = _given_lengths(args)
+    check_lengths(config, split=policy is None)
+
+
+def check_given_blocks(args: argparse.Namespace) -> None:
+    """The first rule ``check_given_options`` checks, without importing torch: the blocks
+    divide the length (``unmask.config.check_block_length``; the length the checkpoint
+    recommends where ``--gen-length`` is not given), so that ``unmask generate`` and ``unmask
+    chat`` refuse ``--block-length 5`` before torch loads (it took seconds), in the same line.
+    A command's ``check_flags`` calls it."""
+    from unmask.config import check_block_length
+
+    config, _ = _given_lengths(args)
+    block = config.gen_length if config.block_length is None else config.block_length
+    check_block_length(config.gen_length, block)
+
+
+def _given_lengths(args: argparse.Namespace) -> tuple[SampleConfig, str | None]:
+    """The ``SampleConfig`` that ``check_given_options`` checks (the flags given, over the
+    checkpoint's recommended length and policy read from its config.json, no torch), and
+    the policy where it is known before loading (None: not known)."""
     import dataclasses
 
     from unmask.commands import recommended_options
@@ -146,7 +167,7 @@ def check_given_options(args: argparse.Namespace) -> None:
             config = dataclasses.replace(config, policy=policy)
         else:  # not known before loading, or a name loading refuses (it says why)
             policy = None
-    check_lengths(config, split=policy is None)
+    return config, policy
 
 
 def check_lengths(config: SampleConfig, *, split: bool = False) -> None:

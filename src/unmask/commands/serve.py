@@ -143,7 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_runtime_flags(p)
     add_dtype_flag(p)
     add_quantize_flag(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, check_flags=check_flags)
 
 
 def configure_access_log(quiet: bool) -> None:
@@ -298,15 +298,13 @@ def _hangup_shuts_down(server: Any) -> Iterator[None]:
         signal.signal(signal.SIGHUP, old)
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
-
-        from unmask.server.plumbing import check_api_key
-    except ModuleNotFoundError as e:
-        raise UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): "
-                        f"{SERVE_HINT}") from None
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse, without importing torch (the command line runs it before torch loads: such a
+    typo took seconds), the flags that are wrong whatever the model: ``--port`` out of range,
+    an empty ``--host``, a limit that is no positive number, ``--draft-*`` without
+    ``--draft``. The limits' rules across flags (``server_limits``), the API key and a port
+    in use follow in ``run``, before a ``--model`` that names nothing (in that order, as
+    before)."""
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
     if not args.host.strip():  # --host "$HOST" of an unset HOST bound every interface (0.0.0.0)
@@ -323,8 +321,20 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--batch-wait", args.batch_wait), ("--keepalive", args.keepalive)):
         if not (finite(value) and value >= 0):
             raise UserError(f"{flag} must be a finite number of seconds >= 0, got {value:g}")
-    limits = server_limits(args)  # ServerLimits' own rules too (cross-field ones), now
     check_draft_flags(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        from unmask.server.plumbing import check_api_key
+    except ModuleNotFoundError as e:
+        raise UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): "
+                        f"{SERVE_HINT}") from None
+    check_flags(args)  # for a caller of run() itself; the command line checked before torch
+    limits = server_limits(args)  # ServerLimits' own rules too (cross-field ones), now
     from unmask.infill.automaton import automaton_memory_limit, cache_limit_bytes
 
     cache_limit_bytes()  # a bad UNMASK_CACHE_MAX_MB now, not in every guided request's 400

@@ -34,9 +34,10 @@ import torch
 from torch import Tensor
 
 from unmask.canvas import Canvas, as_rows
-from unmask.config import SampleConfig
+from unmask.config import SampleConfig, check_block_length
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
+from unmask.messages import nearest_multiples as nearest_multiples  # re-exported: it lived here
 from unmask.sampling.ar import (
     RowGenerators,
     check_token_ids,
@@ -246,22 +247,6 @@ def forbid_empty(canvas: Canvas, model: Any) -> None:
         canvas.constraints.append(forbid_tokens([empty_id]))
 
 
-def nearest_multiples(value: int, of: int) -> str:
-    """The multiples of ``of`` either side of ``value`` (positive, not ``value``), as "a or b":
-    the way out an error message offers."""
-    lo, hi = (value // of) * of, -(-value // of) * of
-    options = [m for m in (lo, hi) if m > 0 and m != value]
-    return " or ".join(str(m) for m in dict.fromkeys(options)) or str(of)
-
-
-def _divisors_near(n: int, target: int) -> str:
-    divs = [d for d in range(1, n + 1) if n % d == 0]
-    below = [d for d in divs if d <= target]
-    above = [d for d in divs if d >= target]
-    options = ([below[-1]] if below else []) + ([above[0]] if above else [])
-    return " or ".join(str(d) for d in dict.fromkeys(options))
-
-
 def split_steps(steps: int, num_blocks: int) -> list[int]:
     """``steps`` over ``num_blocks`` blocks as evenly as they go, the extra ones first (10 over
     4: 3, 3, 2, 2; a multiple: ``steps / num_blocks`` each): the total is ``steps``."""
@@ -308,13 +293,7 @@ def validate(
     block_length = config.gen_length if config.block_length is None else config.block_length
     if block_length <= 0:
         raise UserError(f"block_length must be positive, got {block_length}")
-    if config.gen_length % block_length:
-        raise UserError(
-            f"gen_length ({config.gen_length}) must be a multiple of block_length "
-            f"({block_length}); "
-            f"try block_length {_divisors_near(config.gen_length, block_length)} "
-            f"or gen_length {nearest_multiples(config.gen_length, block_length)}"
-        )
+    check_block_length(config.gen_length, block_length)
     num_blocks = config.gen_length // block_length
     dynamic = make_policy(config).dynamic  # also checks the policy name and its parameters
     working = num_blocks  # the blocks that take a step
