@@ -149,3 +149,33 @@ def test_a_file_system_without_locks_trains_as_before(dataset, tmp_path, monkeyp
     assert main(_argv(dataset, run)) == 0
     assert main(["train", "--resume", "--out", str(run), "--steps", "2", "--no-progress"]) == 0
     assert (run / "checkpoint").is_dir()
+
+
+def test_a_new_runs_folder_removed_before_it_is_locked_is_made_again_and_held(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that just ended before its first checkpoint removes its folder; a new start
+    that made the folder a moment before and had not opened it yet took the missing folder
+    for a file system without locks and trained holding nothing (a third start too)."""
+    from unmask.train_guards import RunLock
+
+    run = tmp_path / "run"
+    real = os.open
+
+    def ended_here(path: object, flags: int, *args: object, **kw: object) -> int:
+        if Path(str(path)) == run and not removed:
+            removed.append(True)
+            run.rmdir()  # the other run's clean-up, at this moment
+        return real(path, flags, *args, **kw)
+
+    removed: list[bool] = []
+    monkeypatch.setattr(os, "open", ended_here)
+    with RunLock() as lock:
+        lock.hold(run, make=True)
+        monkeypatch.setattr(os, "open", real)
+        assert removed and run.is_dir() and lock._fd is not None
+        fd = os.open(run, os.O_RDONLY)  # what another start's lock meets
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)

@@ -646,6 +646,8 @@ class RunLock:
                 return made
             fd = _lock(folder)
             if fd is None:
+                if make and not Path(folder).is_dir():  # removed before it was opened (not
+                    continue  # a file system without locks): made again, as above
                 return made
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(folder))
