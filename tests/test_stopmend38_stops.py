@@ -14,6 +14,7 @@ from server_helpers import loaded, tiny_config
 
 from unmask import api
 from unmask.chat import cut_text
+from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.sampling.stops import StopRows, TextEnd
 from unmask.tokenizer import byte_tokenizer
@@ -134,3 +135,20 @@ def test_hybrid_stops_at_a_multi_byte_stop():
 
     assert run(()) == ("\u00e9" * 20, 40)
     assert run((STOP,)) == ("", 20)  # before: 40
+
+
+@pytest.mark.parametrize("stop, says", [
+    (["x"], "TextEnd"), ("x", "TextEnd"), ([None, None], "2 stop rules for 1 row"),
+    ([TextEnd(("x",)), "y"], "TextEnd")])
+def test_start_names_a_wrong_stop_in_one_line_before_building_the_run(stop, says,
+                                                                     monkeypatch):
+    from unmask.sampling import Target
+
+    def no_run(*a, **k):
+        raise AssertionError("the run was built")
+
+    monkeypatch.setattr(Target, "__init__", no_run)
+    with pytest.raises(UserError, match=says) as e:
+        api.start(loaded(_ees()), [TOK.encode("ab")], {"decoder": "ar", "gen_length": 4},
+                  stop=stop)
+    assert "\n" not in str(e.value)
