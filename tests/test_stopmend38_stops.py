@@ -16,6 +16,7 @@ from unmask import api
 from unmask.chat import cut_text
 from unmask.errors import UserError
 from unmask.model import Transformer
+from unmask.sampling.protocol import DecoderRun
 from unmask.sampling.stops import StopRows, TextEnd
 from unmask.tokenizer import byte_tokenizer
 
@@ -152,3 +153,21 @@ def test_start_names_a_wrong_stop_in_one_line_before_building_the_run(stop, says
         api.start(loaded(_ees()), [TOK.encode("ab")], {"decoder": "ar", "gen_length": 4},
                   stop=stop)
     assert "\n" not in str(e.value)
+
+
+def test_a_run_without_a_stop_does_no_stop_work_per_step(monkeypatch):
+    """ar, speculative and hybrid: no ``stopped_rows`` call (tensor ops) each step."""
+    from test_rows_speculative import _loaded, transformer
+
+    from unmask.sampling.hybrid import HybridRun
+
+    def called(self, active):
+        raise AssertionError("stopped_rows called without a stop")
+
+    monkeypatch.setattr(DecoderRun, "stopped_rows", called)
+    m = loaded(_ees())
+    api.generate(m, ["ab"], config={"decoder": "ar", "gen_length": 6})
+    api.generate(m, ["ab"], config={"gen_length": 6, "draft_length": 2},
+                 draft=_loaded(transformer("bidirectional", 3)))
+    HybridRun(_ees(draft_block=3), [TOK.encode("ab")], max_new_tokens=6,
+              eos_id=SPECIAL["eos_id"]).run()
