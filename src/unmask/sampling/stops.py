@@ -127,10 +127,12 @@ class StopRows:
 
     def __call__(self, view: Tensor, active: Tensor | None = None) -> Tensor:
         B, G = view.shape
-        live_ = torch.ones(B, dtype=view.dtype) if active is None else active
-        # one copy to the host per call (not one per row): the view and the active flags
-        host = torch.cat([view, live_.to(view.device, view.dtype)[:, None]], dim=1).cpu()
-        host, live = host[:, :G], host[:, G].bool().tolist()
+        if view.device.type == "cpu":
+            host, live = view, [True] * B if active is None else active.tolist()
+        else:  # one copy to the host per call (not one a row): the view and the active flags
+            flags = torch.ones(B) if active is None else active
+            host = torch.cat([view, flags.to(view.device, view.dtype)[:, None]], dim=1).cpu()
+            host, live = host[:, :G], host[:, G].bool().tolist()
         open_ = host == self.mask_id  # (B, G)
         lengths = torch.where(open_.any(dim=1), open_.int().argmax(dim=1), G).tolist()  # (B,)
         out = [False] * B
