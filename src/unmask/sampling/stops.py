@@ -10,8 +10,8 @@ i.e. a stop sequence is found and no stop starting earlier may still be complete
 tokens to come (``stop_bounds``, the rule of the server's streamed text too).
 
 Inside: ``TextEnd`` (how one row's text ends), ``StopRows`` (the check a run holds),
-``stop_may_start``, ``stop_bounds``, ``tokens_through``, ``tokens_ended`` (the tokens a row
-counts).
+``stop_may_start``, ``stop_bounds``, ``tokens_through``, ``text_ended`` / ``tokens_ended``
+(a row's text and the tokens it counts).
 """
 
 from __future__ import annotations
@@ -80,18 +80,28 @@ def tokens_through(tok: Any, ids: list[int], text: str) -> int:
     return lo
 
 
-def tokens_ended(tok: Any, ids: Sequence[int], rule: TextEnd) -> int:
-    """The generated tokens of one row through the one that ended its text: its first id of
-    ``rule.ends`` (EOS) included, or the last token of the stop sequence (or turn marker) that
-    cut it (``text_end``); all of the row without either. The count of the server's usage
-    (``routes.completions.finish``) and of ``api.Generation.n_tokens``."""
+def text_ended(tok: Any, ids: Sequence[int], rule: TextEnd
+               ) -> tuple[str, tuple[int, int] | None, bool, int]:
+    """How one generated row ends: ``(text, span, ended_by_id, n_tokens)``. ``text``: the text
+    of ``ids`` before its first id of ``rule.ends`` (EOS; ``ended_by_id``: there is one),
+    ``span``: where a stop sequence (or a chat reply's turn marker) cuts ``text``
+    (``text_end``; None: nowhere), ``n_tokens``: the tokens through the one that ended the
+    text, its id of ``rule.ends`` included or the last token of ``span``; all of ``ids``
+    without either. The rule of the server's ``finish`` (text, finish_reason, usage) and of
+    ``api.Generation.n_tokens`` (``tokens_ended``)."""
     ids = [int(i) for i in ids]
     end = next((k for k, i in enumerate(ids) if i in rule.ends), len(ids))
     text = tok.decode(ids[:end])
     span = text_end(text, rule.stops, rule.template)
     if span is None:
-        return end + (end < len(ids))  # the ending token too
-    return tokens_through(tok, ids[:end], text[: span[1]])
+        return text, None, end < len(ids), end + (end < len(ids))  # the ending token too
+    return text, span, end < len(ids), tokens_through(tok, ids[:end], text[: span[1]])
+
+
+def tokens_ended(tok: Any, ids: Sequence[int], rule: TextEnd) -> int:
+    """The generated tokens of one row through the one that ended its text (``text_ended``):
+    the server's ``usage.completion_tokens`` and ``api.Generation.n_tokens``."""
+    return text_ended(tok, ids, rule)[3]
 
 
 def _marks(rule: TextEnd) -> tuple[str, ...]:
@@ -162,4 +172,4 @@ class StopRows:
 
 
 __all__ = ["StopRows", "TextEnd", "WINDOW_SLACK", "stop_bounds", "stop_may_start",
-           "tokens_ended", "tokens_through"]
+           "text_ended", "tokens_ended", "tokens_through"]
