@@ -224,6 +224,8 @@ def start(
     check_loaded(loaded)
     _check_callback(step_callback)
     _check_ids(prompt_ids, loaded)
+    if stop is not None:
+        _check_stop_rules(stop, len(as_rows(prompt_ids)))
     lengths = None
     if config is None or isinstance(config, Mapping):  # steps one per token: whole blocks
         lengths = [len(row) for row in as_rows(prompt_ids)]
@@ -290,10 +292,24 @@ def start(
         from unmask.sampling.stops import StopRows
 
         rule = StopRows(loaded.tokenizer.decode, stop, run.mask_id)
-        if len(rule.rows) != len(as_rows(prompt_ids)):
-            raise ValueError(f"{len(rule.rows)} stop rules for {len(as_rows(prompt_ids))} rows")
         run.stop = rule if rule else None
     return run
+
+
+def _check_stop_rules(stop: Any, n_rows: int) -> None:
+    """``api.start``'s ``stop``: a sequence of one ``TextEnd`` (or None) a row, else a
+    one-line ``UserError`` (before the run is built)."""
+    from unmask.sampling.stops import TextEnd
+
+    if isinstance(stop, (str, bytes)) or not isinstance(stop, Sequence) or not all(
+            r is None or isinstance(r, TextEnd) for r in stop):
+        raise UserError("stop= of start takes one unmask.sampling.stops.TextEnd (or None) a "
+                        f"row, got {type(stop).__name__}"
+                        + ("" if not isinstance(stop, Sequence) or isinstance(stop, str)
+                           else f" of {sorted({type(r).__name__ for r in stop})}")
+                        + " (stop texts: generate's stop=)")
+    if len(stop) != n_rows:
+        raise UserError(f"{plural(len(stop), 'stop rule')} for {plural(n_rows, 'row')}")
 
 
 def context_limit(loaded: Loaded, draft: Loaded | None = None) -> tuple[int | None, str]:

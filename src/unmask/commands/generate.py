@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if live is not None:
             live.close(clear=True)
-    # the ids decoded, each row's up to and including its EOS (api.Generation.n_tokens)
+    # the ids decoded, each row's through its EOS or stop (api.Generation.n_tokens)
     n_tokens, tokens_per_s = out.n_tokens, out.tokens_per_s
 
     if args.json:
@@ -241,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
             "nfe": out.nfe,
             "steps": out.steps,
             "seconds": round(out.seconds, 4),
-            "n_tokens": n_tokens,  # what tokens_per_s counts: each row's up to its EOS
+            "n_tokens": n_tokens,  # what tokens_per_s counts: each row's through EOS or stop
             "tokens_per_s": round(tokens_per_s, 2),
             "dtype": api.weights_dtype(loaded),
             "config": dataclasses.asdict(out.config),  # the options that ran (seeded above)

@@ -450,7 +450,8 @@ class ARRun(DecoderRun):
         self.gen[:, t] = nxt
         self.steps += 1
         self.finished |= rows_finished(nxt[:, None], self.eos_id)
-        self.finished |= self.stopped_rows(~self.finished)  # a stop sequence ends it too
+        if self.stop is not None:  # a stop sequence ends it too (no work without)
+            self.finished |= self.stopped_rows(~self.finished)
         if self.step_callback is not None:
             self.check_finite()  # not a canvas of garbage: NaN logits
             self.step_callback(

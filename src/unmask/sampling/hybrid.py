@@ -487,7 +487,8 @@ class HybridRun(DecoderRun):
             self._rounds += active
             self.committed += count
             self.finished |= ended | (self.committed >= self.gen_length)
-            self.finished |= self.stopped_rows(~self.finished)  # a stop sequence ends it too
+            if self.stop is not None:  # a stop sequence ends it too (no work without)
+                self.finished |= self.stopped_rows(~self.finished)
             self._choose(hid if at is None else read, plan, n, at)
         self.steps += 1
         if bool(self.finished.all()):

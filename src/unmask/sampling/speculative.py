@@ -872,7 +872,8 @@ class SpeculativeRun(DecoderRun):
         self.n_committed += int(count.sum())
         self.committed += count
         self.finished |= ended | (self.committed >= self.gen_length)
-        self.finished |= self.stopped_rows(~self.finished)  # a stop sequence ends it too
+        if self.stop is not None:  # a stop sequence ends it too (no work without)
+            self.finished |= self.stopped_rows(~self.finished)
         self.nfe = self.verifier_nfe + self.drafter_nfe
         self.steps += 1
         if bool(self.finished.all()):

@@ -10,8 +10,8 @@ i.e. a stop sequence is found and no stop starting earlier may still be complete
 tokens to come (``stop_bounds``, the rule of the server's streamed text too).
 
 Inside: ``TextEnd`` (how one row's text ends), ``StopRows`` (the check a run holds),
-``stop_may_start``, ``stop_bounds``, ``tokens_through``, ``tokens_ended`` (the tokens a row
-counts).
+``stop_may_start``, ``stop_bounds``, ``tokens_through``, ``text_ended`` / ``tokens_ended``
+(a row's text and the tokens it counts).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch import Tensor
 from unmask.chat import reply_lead, text_end
 
 WINDOW_SLACK = 8
-"""Tokens decoded beyond the longest stop sequence's characters before the new ones: tokens
+"""Tokens decoded beyond the longest stop sequence's UTF-8 bytes before the new ones: tokens
 of no text of their own (a special token, part of a multi-byte character) fit in it. A stop
 that a window misses is never a wrong text: the run only goes on to its end, as before."""
 
@@ -80,18 +80,33 @@ def tokens_through(tok: Any, ids: list[int], text: str) -> int:
     return lo
 
 
-def tokens_ended(tok: Any, ids: Sequence[int], rule: TextEnd) -> int:
-    """The generated tokens of one row through the one that ended its text: its first id of
-    ``rule.ends`` (EOS) included, or the last token of the stop sequence (or turn marker) that
-    cut it (``text_end``); all of the row without either. The count of the server's usage
-    (``routes.completions.finish``) and of ``api.Generation.n_tokens``."""
+def text_ended(tok: Any, ids: Sequence[int], rule: TextEnd
+               ) -> tuple[str, tuple[int, int] | None, bool, int]:
+    """How one generated row ends: ``(text, span, ended_by_id, n_tokens)``. ``text``: the text
+    of ``ids`` before its first id of ``rule.ends`` (EOS; ``ended_by_id``: there is one),
+    ``span``: where a stop sequence (or a chat reply's turn marker) cuts ``text``
+    (``text_end``; None: nowhere), ``n_tokens``: the tokens through the one that ended the
+    text, its id of ``rule.ends`` included or the last token of ``span``; all of ``ids``
+    without either. The rule of the server's ``finish`` (text, finish_reason, usage) and of
+    ``api.Generation.n_tokens`` (``tokens_ended``)."""
     ids = [int(i) for i in ids]
     end = next((k for k, i in enumerate(ids) if i in rule.ends), len(ids))
     text = tok.decode(ids[:end])
     span = text_end(text, rule.stops, rule.template)
     if span is None:
-        return end + (end < len(ids))  # the ending token too
-    return tokens_through(tok, ids[:end], text[: span[1]])
+        return text, None, end < len(ids), end + (end < len(ids))  # the ending token too
+    return text, span, end < len(ids), tokens_through(tok, ids[:end], text[: span[1]])
+
+
+def tokens_ended(tok: Any, ids: Sequence[int], rule: TextEnd) -> int:
+    """The generated tokens of one row through the one that ended its text (``text_ended``):
+    the server's ``usage.completion_tokens`` and ``api.Generation.n_tokens``."""
+    return text_ended(tok, ids, rule)[3]
+
+
+def _marks(rule: TextEnd) -> tuple[str, ...]:
+    """What a row's window looks for: its stop sequences and its chat turn markers."""
+    return (*rule.stops, *(rule.template.turn_starts if rule.template else ()))
 
 
 class StopRows:
@@ -100,40 +115,53 @@ class StopRows:
     sequence (``stop_bounds``); ``rows``: each row's ``TextEnd`` (None: no stop sequence).
     ``active`` (B,) bool: the rows to look at (the others get False).
 
-    Cheap per step: only a row whose prefix grew is read, through a window of its last tokens
-    (those since the last look and enough before them for the longest stop); a window that
-    holds a stop is confirmed on the row's whole text, so a window's decoding (a character
-    cut at its start) never stops a row wrongly."""
+    Cheap per step: one copy of the view to the host; only a row whose prefix grew is read,
+    through a window of its last tokens (those since the last look and, before them, one per
+    UTF-8 byte of the longest stop and ``WINDOW_SLACK``); a window that holds a stop is
+    confirmed on the row's whole text, so a window's decoding (a character cut at its start)
+    never stops a row wrongly. A row found sure to be cut stays so on every later call (a run
+    that may not finish it alone, the commit loop under one shared generator, asks again)."""
 
     def __init__(self, decode: Callable[[list[int]], str], rows: Sequence[TextEnd | None],
                  mask_id: int) -> None:
         self.decode, self.rows, self.mask_id = decode, list(rows), mask_id
         self._seen = [0] * len(self.rows)  # per row: the prefix length last looked at
+        self._ended = [False] * len(self.rows)  # per row: found sure to be cut (for good)
+        # per row: the window's span in tokens, the longest mark's UTF-8 bytes (a byte-level
+        # token holds at least one byte of text) and the slack
+        self._width = [0 if r is None or not r.stops else WINDOW_SLACK + max(
+            len(s.encode("utf-8")) for s in _marks(r)) for r in self.rows]
 
     def __bool__(self) -> bool:
         return any(r is not None and r.stops for r in self.rows)
 
     def __call__(self, view: Tensor, active: Tensor | None = None) -> Tensor:
         B, G = view.shape
-        out = torch.zeros(B, dtype=torch.bool, device=view.device)
-        open_ = view == self.mask_id  # (B, G)
+        if view.device.type == "cpu":
+            host, live = view, [True] * B if active is None else active.tolist()
+        else:  # one copy to the host per call (not one a row): the view and the active flags
+            flags = torch.ones(B) if active is None else active
+            host = torch.cat([view, flags.to(view.device, view.dtype)[:, None]], dim=1).cpu()
+            host, live = host[:, :G], host[:, G].bool().tolist()
+        open_ = host == self.mask_id  # (B, G)
         lengths = torch.where(open_.any(dim=1), open_.int().argmax(dim=1), G).tolist()  # (B,)
-        live = [True] * B if active is None else active.tolist()
+        out = [False] * B
         for i, (k, on, rule) in enumerate(zip(lengths, live, self.rows, strict=True)):
-            if not on or rule is None or not rule.stops or k <= self._seen[i]:
+            if not on or rule is None or not rule.stops:
                 continue
-            marks = (*rule.stops, *(rule.template.turn_starts if rule.template else ()))
-            w = max(len(s) for s in marks) + WINDOW_SLACK
-            lo = max(0, self._seen[i] - w)
-            self._seen[i] = k
-            ids = view[i, lo:k].tolist()
-            end = next((j for j, t in enumerate(ids) if t in rule.ends), len(ids))
-            if end < len(ids):  # an id that ends the text (a chat's end of turn): final
+            if self._ended[i]:  # sure is for good: later tokens never un-cut a text
                 out[i] = True
                 continue
-            if any(s in self.decode(ids) for s in marks):
-                out[i] = self._sure(view[i, :k].tolist(), rule)
-        return out
+            if k <= self._seen[i]:
+                continue
+            lo = max(0, self._seen[i] - self._width[i])
+            self._seen[i] = k
+            ids = host[i, lo:k].tolist()
+            if any(t in rule.ends for t in ids):  # an id that ends the text (end of turn)
+                self._ended[i] = out[i] = True
+            elif any(s in self.decode(ids) for s in _marks(rule)):
+                self._ended[i] = out[i] = self._sure(host[i, :k].tolist(), rule)
+        return torch.tensor(out, dtype=torch.bool, device=view.device)
 
     def _sure(self, ids: list[int], rule: TextEnd) -> bool:
         """Whether the text of a row's committed ``ids`` (none of ``rule.ends``) is sure to
@@ -144,4 +172,4 @@ class StopRows:
 
 
 __all__ = ["StopRows", "TextEnd", "WINDOW_SLACK", "stop_bounds", "stop_may_start",
-           "tokens_ended", "tokens_through"]
+           "text_ended", "tokens_ended", "tokens_through"]

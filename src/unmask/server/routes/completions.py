@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from unmask import api
-from unmask.chat import ChatTemplate, text_end
+from unmask.chat import ChatTemplate
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.messages import plural
@@ -28,7 +28,7 @@ from unmask.sampling import Decoder, choose_decoder, make_policy, validate
 from unmask.sampling.penalties import exempting, given_penalties
 from unmask.sampling.registry import check_penalty_decoder
 from unmask.sampling.segments import segment_configs, segment_windows
-from unmask.sampling.stops import TextEnd, stop_bounds, tokens_through
+from unmask.sampling.stops import TextEnd, stop_bounds, text_ended
 from unmask.server.batching import GenOutput, Job
 from unmask.server.engine import served_decoder
 from unmask.server.http import APIError, JSONResponse, sse
@@ -614,22 +614,12 @@ def finish(state: ServerState, ids: list[int], stops: list[str], reply: Reply
     completion, and ``unmask generate`` counts it: ``api.Generation.n_tokens``), or the last
     token of the stop sequence or turn marker found; all of the row when it ran to
     ``max_tokens``."""
-    end = _end(ids, reply.ends)
-    cut = ids[:end]
-    text = state.tok.decode(cut)
-    reason = "stop" if end < len(ids) else "length"
-    n_tokens = end + (end < len(ids))  # the ending token too
-    span = _cut(text, stops, reply)
+    rule = TextEnd(tuple(stops), reply.ends, reply.template if reply.chat else None)
+    text, span, by_id, n_tokens = text_ended(state.tok, ids, rule)
     if span is not None:
-        n_tokens = tokens_through(state.tok, cut, text[: span[1]])
-        text, reason = text[: span[0]], "stop"
+        text = text[: span[0]]
+    reason = "stop" if by_id or span is not None else "length"
     return (text.strip() if reply.chat else text), reason, n_tokens
-
-
-def _cut(text: str, stops: list[str], reply: Reply) -> tuple[int, int] | None:
-    """The span of ``text`` that ends it, or None: ``text_end``, the rule of ``api.generate``
-    and ``api.chat`` too (a chat reply through ``reply.template``)."""
-    return text_end(text, stops, reply.template if reply.chat else None)
 
 
 def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Reply,
