@@ -145,3 +145,15 @@ def test_a_gap_name_used_twice_is_refused_where_it_stands():
     with pytest.raises(UserError, match=r"^template line 2 column 12: gap name 'a' is used "
                                         r"twice; give each gap its own name$"):
         parse_template("[MASK:a:1]\n[MASK:b] x [MASK:a:3]")
+
+
+def test_a_long_gap_name_used_twice_is_quoted_by_its_ends():
+    from unmask.infill.template import Gap, check_names, parse_template
+
+    name = "a" * 3000  # the message quoted it whole: 3,075 characters
+    with pytest.raises(UserError) as e:
+        parse_template(f"[MASK:{name}:1] [MASK:{name}:2]")
+    assert len(str(e.value)) < 200 and "(3000 characters) is used twice" in str(e.value)
+    with pytest.raises(UserError) as e:  # segments built in Python
+        check_names([Gap(name=name), " ", Gap(name=name)])
+    assert len(str(e.value)) < 200 and "(3000 characters) is used twice" in str(e.value)
