@@ -88,8 +88,31 @@ def test_an_automaton_too_large_once_bounded_names_its_hole():
     # the pattern alone fits (8,193 states); under a <regex> hole's 16-character bound the
     # product is over the limit, and the message named no hole ("constraint too large")
     with pytest.raises(UserError, match=r"^template: hole \$\.b '<regex:\(a\|b\)\*a\(a\|b\)"
-                                        r"\{12\}>': too large \(its token automaton"):
+                                        r"\{12\}>': too large \(its token automaton") as e:
         parse_form('{"a": "<int>", "b": "<regex:(a|b)*a(a|b){12}>"}', TOK, source="template")
+    # which constraint multiplies the states is not known there: the advice names both
+    # causes (it said "make its counted runs shorter or distinct" for a long choice list too)
+    assert str(e.value).endswith("once its constraints are combined); simplify it: fewer or "
+                                 "shorter alternatives, or shorter counted runs")
+
+
+@pytest.mark.parametrize(("pattern", "advice"), [
+    ("(a|b)*a" + "(a|b)" * 19, "make what follows each repetition shorter or distinct from it"),
+    (".*a" + "." * 30, "make what follows each repetition shorter or distinct from it"),
+    (".*a.{30}", "make its counted runs shorter or distinct"),
+    ("(?:" + "|".join(f"w{i}x{i * 7919 % 1000}" for i in range(5000)) + ")x*",
+     "list fewer or shorter alternatives"),
+])
+def test_a_pattern_too_large_is_advised_by_its_cause(pattern, advice):
+    from unmask.infill.automaton import check_size
+
+    # an overlap spelt out by hand has no counted run, yet is no list of alternatives (it
+    # was told to "list fewer or shorter alternatives"); a long list with a repetition after
+    # it is (it was told about counted runs)
+    with pytest.raises(UserError) as e:
+        check_size(pattern)
+    assert str(e.value).endswith(advice)
+    assert ("repetition that overlaps" in str(e.value)) == ("alternatives" not in advice)
 
 
 def test_a_long_choice_hole_is_quoted_by_its_ends_in_an_error():

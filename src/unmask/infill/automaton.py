@@ -398,8 +398,13 @@ class TokenAutomaton:
                 if what is None:  # (a length bound: unmask.infill.ordered)
                     raise UserError(f"constraint too large (its token automaton has over "
                                     f"{MAX_STATES} states)")
+                # which of the combined constraints multiplies the states is not known here:
+                # the advice names both causes (a repetition's counted-runs advice misled
+                # for a long list of alternatives)
                 raise UserError(f"{what}: too large (its token automaton has over {MAX_STATES} "
-                                "states, the limit); make its counted runs shorter or distinct")
+                                "states, the limit, once its constraints are combined); "
+                                "simplify it: fewer or shorter alternatives, or shorter "
+                                "counted runs")
             ids = np.arange(len(codes), len(codes) + len(new), dtype=np.int64)
             codes = np.concatenate([codes, new])
             merged = np.concatenate([known, new])
@@ -1093,22 +1098,43 @@ def check_size(pattern: str, what: str = "regex") -> None:
     if states is None:
         _unbounded(pattern, what)
     elif states > MAX_DFA_STATES:
-        if not any(t == "{" for t, _ in _lexed(pattern)):
-            # no counted run: a long list of alternatives (a <choice:...> of 5,000 words),
-            # which the advice below, about counted runs, did not fit
-            raise UserError(f"{what}: too large (its automaton has over {MAX_DFA_STATES} "
-                            "states, the limit); list fewer or shorter alternatives")
         narrow = ascii_classes(pattern)
         hint = narrow is not None and narrow != pattern and \
             (_estimated_states(narrow) or 0) <= MAX_DFA_STATES
+        once = _unrepeated(pattern)
+        if once == pattern or (_estimated_states(once) or 0) > MAX_DFA_STATES:
+            # too large with each repeated part once: its alternatives (a <choice:...> of
+            # 5,000 words), which the advice about repetitions did not fit
+            why = "; list fewer or shorter alternatives"
+        else:
+            why = (": a repetition that overlaps what follows it, as in '.*a.{30}', multiplies "
+                   "them); make " + ("its counted runs shorter or distinct" if any(
+                       t == "{" for t, _ in _lexed(pattern)) else
+                       "what follows each repetition shorter or distinct from it"))
         raise UserError(
-            f"{what}: too large (its automaton has over {MAX_DFA_STATES} states, the limit: a "
-            "repetition that overlaps what follows it, as in '.*a.{30}', multiplies them); "
-            "make its counted runs shorter or distinct"
+            f"{what}: too large (its automaton has over {MAX_DFA_STATES} states, the limit"
+            + (")" if why.startswith(";") else "") + why
             + (f"; with ASCII classes, {quote_pattern(narrow)}, it fits (a Unicode class "
                "such as \\w, \\s or '.' counts every byte of a multi-byte character)"
                if hint else "")
         )
+
+
+def _unrepeated(pattern: str) -> str:
+    """``pattern`` with its quantifiers (``*``, ``+``, ``?``, ``{m,n}``, lazy or not) left
+    out, each repeated part once: what is left of an automaton too large without them is its
+    alternatives (``check_size``'s advice)."""
+    pieces = [t for t, _ in _lexed(pattern)]
+    out: list[str] = []
+    i = 0
+    while i < len(pieces):
+        counted = _QUANTIFIER.match("".join(pieces[i:i + 24])) if pieces[i] == "{" else None
+        if pieces[i] in ("*", "+", "?") or counted:
+            i += len(counted.group(0)) if counted else 1
+        else:
+            out.append(pieces[i])
+            i += 1
+    return "".join(out)
 
 
 def check_total(patterns: Iterable[tuple[str, str]], what: str,
