@@ -167,11 +167,9 @@ def _read_objects(doc: Any) -> Iterator[Any]:
 
 
 def _where(path: str) -> str:
-    """``schema at PATH``; a path over 100 characters by its two ends (a recursive ``$ref``
-    was refused at a path of 33 levels, a message of over 300 characters)."""
-    if len(path) > 100:
-        path = f"{path[:40]}...{path[-50:]}"
-    return f"schema at {path}"
+    """``schema at PATH``; a path over 100 characters by its two ends (``quote_pattern``: a
+    recursive ``$ref`` was refused at a path of 33 levels, a message of over 300 characters)."""
+    return f"schema at {path if len(path) <= 100 else quote_pattern(path, 100)}"
 
 
 class Unsatisfiable(UserError):
@@ -224,7 +222,8 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
     while isinstance(node, Mapping) and "$ref" in node:
         ref = node["$ref"]
         if depth > 16:
-            raise UserError(f"{_where(path)}: recursive $ref {ref!r} cannot be enforced")
+            raise UserError(f"{_where(path)}: recursive $ref {quote_pattern(ref)} cannot be "
+                            "enforced")
         if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
             raise UserError(f"{_where(path)}: only local $ref (#/$defs/...) is supported")
         target: Any = root
@@ -239,15 +238,18 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
                 target = target[int(part)]
                 continue
             if not isinstance(target, Mapping) or part not in target:
-                raise UserError(f"{_where(path)}: $ref {ref!r} points nowhere")
+                raise UserError(f"{_where(path)}: $ref {quote_pattern(ref)} points "
+                                "nowhere")
             target = target[part]
         rest = {k: v for k, v in node.items() if k != "$ref"}
         if target is False:
-            raise Unsatisfiable(f"{_where(path)}: $ref {ref!r} is false, which admits no value")
+            raise Unsatisfiable(f"{_where(path)}: $ref {quote_pattern(ref)} is false, which "
+                                "admits no value")
         if target is True:
             target = {}
         if not isinstance(target, Mapping):
-            raise UserError(f"{_where(path)}: $ref {ref!r} points to no schema")
+            raise UserError(f"{_where(path)}: $ref {quote_pattern(ref)} points to no "
+                            "schema")
         if set(rest) - set(_INERT) and set(target) - set(_INERT):
             # keywords beside a $ref apply too (they overrode the target's: a "minimum": -2
             # beside a $ref to "minimum": 0 let -2 through)
