@@ -30,7 +30,8 @@ def test_the_anchor_is_named_in_a_form_hole_too():
         parse_form('{"a": "<regex:a|b$c>"}', TOK)
 
 
-@pytest.mark.parametrize("pattern", ["x[^\\s\\S]", "[^\\s\\S]"])
+@pytest.mark.parametrize("pattern", ["x[^\\s\\S]", "[^\\s\\S]", "(?:^a|b)c[^\\s\\S]",
+                                     "a$|b[^\\s\\S]"])
 def test_a_pattern_with_no_anchor_that_matches_nothing_keeps_its_message(pattern):
     with pytest.raises(UserError, match="no sequence of this tokenizer's tokens matches it$"):
         own_automaton(Gap(regex=pattern), TOK)
@@ -39,3 +40,13 @@ def test_a_pattern_with_no_anchor_that_matches_nothing_keeps_its_message(pattern
 @pytest.mark.parametrize("pattern", ["^ab$", r"a\$b|[$^]", "(?:^a|b)c"])
 def test_anchors_at_the_ends_escaped_or_in_a_class_still_compile(pattern):
     own_automaton(Gap(regex=pattern), TOK)
+
+
+@pytest.mark.parametrize(("pattern", "anchor"), [("a$$", "$"), ("^^a", "^"), ("^^a$$", "^")])
+def test_an_anchor_repeated_at_an_end_is_called_repeated(pattern, anchor):
+    # Python's fullmatch takes "a": the anchor holds at the end; it was said to be "inside
+    # the pattern, which never holds there", with the advice to write anchors at the ends
+    with pytest.raises(UserError, match=rf"it repeats an anchor \({re.escape(anchor)}\) at an "
+                                        r"end, which the regex engine refuses; write each "
+                                        r"anchor once$"):
+        own_automaton(Gap(regex=pattern), TOK)

@@ -53,3 +53,14 @@ def test_a_recursive_ref_is_refused_with_a_short_path():
     with pytest.raises(UserError, match=r"recursive \$ref") as e:
         schema_form(schema, TOK)
     assert len(str(e.value)) < 200 and "..." in str(e.value)  # was over 300 characters
+    assert "characters): " in str(e.value)  # quote_pattern's cut, which says its length
+
+
+@pytest.mark.parametrize("ref", ["#/" + "x" * 5000, "#/$defs/" + "x" * 5000])
+def test_a_long_ref_is_quoted_by_its_ends(ref):
+    # a 5,000-character $ref was quoted whole (a 5,000-character line on the CLI)
+    schema = {"$defs": {"x" * 5000: False}, "type": "object", "properties": {"a": {"$ref": ref}},
+              "required": ["a"]}
+    with pytest.raises(UserError, match=r"\$ref '#/.*\.\.\..*' \(50\d\d characters\)") as e:
+        schema_form(schema, TOK)
+    assert len(str(e.value)) < 250

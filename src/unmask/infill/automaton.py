@@ -398,8 +398,13 @@ class TokenAutomaton:
                 if what is None:  # (a length bound: unmask.infill.ordered)
                     raise UserError(f"constraint too large (its token automaton has over "
                                     f"{MAX_STATES} states)")
+                # which of the combined constraints multiplies the states is not known here:
+                # the advice names both causes (a repetition's counted-runs advice misled
+                # for a long list of alternatives)
                 raise UserError(f"{what}: too large (its token automaton has over {MAX_STATES} "
-                                "states, the limit); make its counted runs shorter or distinct")
+                                "states, the limit, once its constraints are combined); "
+                                "simplify it: fewer or shorter alternatives, or shorter "
+                                "counted runs")
             ids = np.arange(len(codes), len(codes) + len(new), dtype=np.int64)
             codes = np.concatenate([codes, new])
             merged = np.concatenate([known, new])
@@ -1093,22 +1098,43 @@ def check_size(pattern: str, what: str = "regex") -> None:
     if states is None:
         _unbounded(pattern, what)
     elif states > MAX_DFA_STATES:
-        if not any(t == "{" for t, _ in _lexed(pattern)):
-            # no counted run: a long list of alternatives (a <choice:...> of 5,000 words),
-            # which the advice below, about counted runs, did not fit
-            raise UserError(f"{what}: too large (its automaton has over {MAX_DFA_STATES} "
-                            "states, the limit); list fewer or shorter alternatives")
         narrow = ascii_classes(pattern)
         hint = narrow is not None and narrow != pattern and \
             (_estimated_states(narrow) or 0) <= MAX_DFA_STATES
+        once = _unrepeated(pattern)
+        if once == pattern or (_estimated_states(once) or 0) > MAX_DFA_STATES:
+            # too large with each repeated part once: its alternatives (a <choice:...> of
+            # 5,000 words), which the advice about repetitions did not fit
+            why = "; list fewer or shorter alternatives"
+        else:
+            why = (": a repetition that overlaps what follows it, as in '.*a.{30}', multiplies "
+                   "them); make " + ("its counted runs shorter or distinct" if any(
+                       t == "{" for t, _ in _lexed(pattern)) else
+                       "what follows each repetition shorter or distinct from it"))
         raise UserError(
-            f"{what}: too large (its automaton has over {MAX_DFA_STATES} states, the limit: a "
-            "repetition that overlaps what follows it, as in '.*a.{30}', multiplies them); "
-            "make its counted runs shorter or distinct"
+            f"{what}: too large (its automaton has over {MAX_DFA_STATES} states, the limit"
+            + (")" if why.startswith(";") else "") + why
             + (f"; with ASCII classes, {quote_pattern(narrow)}, it fits (a Unicode class "
                "such as \\w, \\s or '.' counts every byte of a multi-byte character)"
                if hint else "")
         )
+
+
+def _unrepeated(pattern: str) -> str:
+    """``pattern`` with its quantifiers (``*``, ``+``, ``?``, ``{m,n}``, lazy or not) left
+    out, each repeated part once: what is left of an automaton too large without them is its
+    alternatives (``check_size``'s advice)."""
+    pieces = [t for t, _ in _lexed(pattern)]
+    out: list[str] = []
+    i = 0
+    while i < len(pieces):
+        counted = _QUANTIFIER.match("".join(pieces[i:i + 24])) if pieces[i] == "{" else None
+        if pieces[i] in ("*", "+", "?") or counted:
+            i += len(counted.group(0)) if counted else 1
+        else:
+            out.append(pieces[i])
+            i += 1
+    return "".join(out)
 
 
 def check_total(patterns: Iterable[tuple[str, str]], what: str,
@@ -1456,13 +1482,17 @@ def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> 
         if "incompatible" in msg:
             if not matchable:
                 return None
-            anchor = _inner_anchor(pattern)
-            if anchor is not None:  # not "no sequence matches": a|b$c matches a in Python
+            found = _inner_anchor(pattern)
+            if found is not None and found[1]:  # a$$, ^^a: Python's fullmatch takes a
                 raise UserError(
-                    f"{what}: it has an anchor ({anchor}) inside the pattern, which never holds "
-                    "there, and the regex engine refuses a pattern with a part that can never "
-                    "match; write anchors only at the ends of the pattern (or of each "
-                    "top-level alternative)") from None
+                    f"{what}: it repeats an anchor ({found[0]}) at an end, which the regex "
+                    "engine refuses; write each anchor once") from None
+            if found is not None:  # not "no sequence matches": a|b$c matches a in Python
+                raise UserError(
+                    f"{what}: it has an anchor ({found[0]}) inside the pattern, which the "
+                    "regex engine reads as never holding there, and it refuses a pattern with "
+                    "a part that can never match; write anchors only at the ends of the "
+                    "pattern (or of each top-level alternative)") from None
             raise UserError(f"{what}: {NO_MATCH}") from None
         reason = msg.split(".")[0].replace("Failed to build DFA ", "")
         try:  # the engine's message has no position; Python's parser often names one
@@ -1479,16 +1509,39 @@ def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> 
                         "see docs/infill.md for the syntax") from None
 
 
-def _inner_anchor(pattern: str) -> str | None:
-    """The first anchor (``^``, ``$``, ``\\A``, ``\\z``, ``\\Z``) left inside ``pattern``
-    once ``whole_pattern`` took those at its ends; None for none. outlines-core refuses a
-    pattern with a part that can never match ("no transitions from state N", reported as
-    incompatible): ``a|b$c``, ``a^b|c`` were refused as matching nothing, although ``a`` and
-    ``c`` match."""
-    for text, _ in _lexed(whole_pattern(pattern)):
-        if text in ("^", "$", "\\A", "\\z", "\\Z"):
-            return text
-    return None
+_ANCHORS = ("^", "$", "\\A", "\\z", "\\Z")
+
+
+def _inner_anchor(pattern: str) -> tuple[str, bool] | None:
+    """The anchor (``^``, ``$``, ``\\A``, ``\\z``, ``\\Z``) that makes the engine refuse
+    ``pattern``, and whether it is one repeated at an end, when that is certain; None
+    otherwise. outlines-core refuses a pattern with a part that can never match ("no
+    transitions from state N", reported as incompatible): ``a|b$c``, ``a^b|c`` were refused
+    as matching nothing, although ``a`` and ``c`` match. An anchor is named only when the
+    pattern without it is read (``(?:^a|b)c[^\\s\\S]`` is dead for its class, not its ``^``),
+    and one repeated at an end (``a$$``, ``^^a``, which hold in Python) as repeated. The
+    engine's check runs on the 256 bytes (``_BYTES``): an error path only."""
+    whole = whole_pattern(pattern)
+    inner = [text for text, _ in _lexed(whole) if text in _ANCHORS]
+    if not inner:
+        return None
+    again = whole_pattern(whole)  # an anchor repeated at an end is at an end once more
+    repeated = sum(text in _ANCHORS for text, _ in _lexed(again)) < len(inner)
+    rest = again if repeated else "".join(
+        text for text, _ in _lexed(whole) if text not in _ANCHORS)
+    return (inner[0], repeated) if _engine_builds(rest) else None
+
+
+def _engine_builds(pattern: str) -> bool:
+    """Whether the engine builds ``pattern`` (anchors at the ends already taken off) over the
+    256 bytes."""
+    from outlines_core import Index
+
+    try:
+        Index(f"{START}(?:{guard_pattern(pattern)}){SENTINEL}", outlines_vocabulary(_BYTES))
+    except (UserError, ValueError):
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=512)

@@ -39,9 +39,11 @@ automaton is applied to the logits at every step and spans it rejects are refill
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import json.scanner
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -594,25 +596,96 @@ def _hole(
 # -- templates --------------------------------------------------------------------------------
 
 
-def load_json(text: str, source: str) -> Any:
+class _Repeated(dict[str, Any]):
+    """An object ``load_json`` read with a key given twice: its members as JSON keeps them
+    (a repeated key's last value), ``key`` the first key repeated and ``nth`` the object's
+    number in the order the parser ends objects."""
+
+    key: str
+    nth: int
+
+
+def _objects(doc: Any) -> Iterator[Any]:
+    """Every object (dict) of parsed JSON, at any depth."""
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            yield node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def _repeat_at(text: str, repeats: list[_Repeated]) -> tuple[int, str] | None:
+    """Index in ``text`` and name of the first key (in the text's order) that an object of
+    ``repeats`` gives a second time, read again with the pure-Python parser, whose object
+    reader knows where each object starts (an error path only: the C parser gives no
+    positions); ``None`` where that parser cannot follow the nesting."""
+    wanted = {r.nth for r in repeats}
+    order = itertools.count()
+    found: list[tuple[int, str]] = []
+    skip = json.JSONDecoder()  # the values between keys: read fast, no hook
+    space = json.decoder.WHITESPACE.match
+
+    def second_key(s: str, pos: int) -> tuple[int, str]:
+        seen = set()
+        while True:  # a well-formed object: the first parse read it
+            pos = space(s, pos).end()
+            key, pos_after = json.decoder.scanstring(s, pos + 1)
+            if key in seen:
+                return pos, key
+            seen.add(key)
+            pos = space(s, space(s, pos_after).end() + 1).end()  # past the ':'
+            pos = space(s, skip.raw_decode(s, pos)[1]).end() + 1  # past the value and ','
+
+    def parse_object(s_and_end: tuple[str, int], *args: Any) -> tuple[Any, int]:
+        nth, end = json.decoder.JSONObject(s_and_end, *args)  # type: ignore[attr-defined]
+        if nth in wanted:
+            found.append(second_key(*s_and_end))
+        return nth, end
+
+    reader = json.JSONDecoder(object_pairs_hook=lambda pairs: next(order))
+    reader.parse_object = parse_object  # type: ignore[attr-defined]
+    reader.scan_once = json.scanner.py_make_scanner(reader)  # type: ignore[attr-defined]
+    try:
+        reader.decode(text)
+    except RecursionError:
+        return None
+    return min(found)
+
+
+def load_json(text: str, source: str,
+              read: Callable[[Any], Iterable[Any]] = _objects) -> Any:
     """``json.loads(text)`` for text a user gave (a form, a schema): a ``UserError`` naming
     ``source`` for broken JSON, nesting too deep to parse, numbers too long to convert, or
-    an object with a key twice (JSON keeps the last: a template's first hole of that name
-    vanished from the output, a schema's first ``properties`` went unenforced, silently)."""
+    an object with a key twice, with the line and column of its second (JSON keeps the last:
+    a template's first hole of that name vanished from the output, a schema's first
+    ``properties`` went unenforced, silently). ``read``: the objects of the parsed document
+    whose keys mean something (all of them by default; a schema's annotations, which nothing
+    reads, are left out by ``unmask.infill.schema``): a key repeated in another is let
+    through, its last value kept."""
+    order = itertools.count()
+    repeats: list[_Repeated] = []
 
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                raise UserError(f"{source}: the key {json.dumps(key, ensure_ascii=False)} is "
-                                "given twice in one object (JSON would keep only the last)")
-            out[key] = value
-        return out
+        nth = next(order)
+        out = dict(pairs)
+        if len(out) == len(pairs):  # the fast path: one C call per object
+            return out
+        repeated, seen = _Repeated(out), set()
+        for key, _ in pairs:
+            if key in seen:
+                break
+            seen.add(key)
+        repeated.key, repeated.nth = key, nth
+        repeats.append(repeated)
+        return repeated
 
     if not text.strip():  # an empty file: "invalid JSON at line 1 column 1: Expecting value"
         raise UserError(f"{source}: empty; it holds no JSON")
     try:
-        return json.loads(text, object_pairs_hook=unique)
+        doc = json.loads(text, object_pairs_hook=unique)
     except json.JSONDecodeError as e:
         # a regex written as is ("<regex:\d+>", "pattern": "\w"): JSON says only "Invalid
         # \escape", and the user who meant the regex's backslash is left to guess
@@ -623,10 +696,19 @@ def load_json(text: str, source: str) -> Any:
         ) from None
     except RecursionError:
         raise UserError(f"{source}: JSON nested too deep") from None
-    except UserError:
-        raise
     except ValueError as e:  # e.g. an integer of more than 4,300 digits
         raise UserError(f"{source}: invalid JSON ({e})") from None
+    meant = {id(node) for node in read(doc)} if repeats else set()
+    live = [r for r in repeats if id(r) in meant]
+    if not live:
+        return doc
+    at = _repeat_at(text, live)
+    key, where = live[0].key, ""
+    if at is not None:
+        spot = json.JSONDecodeError("", text, at[0])  # its line and column
+        key, where = at[1], f", the second time at line {spot.lineno} column {spot.colno}"
+    raise UserError(f"{source}: the key {quote_pattern(key)} is given twice in one object"
+                    f"{where} (JSON would keep only the last)")
 
 
 MAX_DEPTH = 128

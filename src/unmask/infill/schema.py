@@ -28,7 +28,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote
@@ -137,12 +137,39 @@ _PLAIN_KEY = re.compile(r'[^"\\\x00-\x1f]*')
 """A property name the library may write as it is between quotes (it does not JSON-escape)."""
 
 
+_UNREAD = ("default", "examples")
+"""Annotations whose values are instances nothing reads: an object in one with a key given
+twice is let through (``_read_objects``), as JSON Schema validators do, and not refused."""
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+"""Keywords whose value maps names to subschemas (a property may be called ``default``)."""
+
+
+def _read_objects(doc: Any) -> Iterator[Any]:
+    """The objects of a parsed schema whose keys unmask reads (``load_json``'s ``read``): all
+    but those inside an annotation's value (``_UNREAD``). One in a ``const`` or ``enum``
+    constrains the value, and a repeated keyword or property name leaves one unenforced: a
+    key given twice there is refused."""
+    stack = [(doc, True)]  # (node, whether it stands where a schema does)
+    while stack:
+        node, schema = stack.pop()
+        if isinstance(node, list):
+            stack.extend((v, schema) for v in node)
+        elif isinstance(node, dict):
+            yield node
+            for key, value in node.items():
+                if not schema:
+                    stack.append((value, False))
+                elif key in _SCHEMA_MAPS and isinstance(value, dict):
+                    yield value
+                    stack.extend((v, True) for v in value.values())
+                elif key not in _UNREAD:
+                    stack.append((value, key not in ("const", "enum")))
+
+
 def _where(path: str) -> str:
-    """``schema at PATH``; a path over 100 characters by its two ends (a recursive ``$ref``
-    was refused at a path of 33 levels, a message of over 300 characters)."""
-    if len(path) > 100:
-        path = f"{path[:40]}...{path[-50:]}"
-    return f"schema at {path}"
+    """``schema at PATH``; a path over 100 characters by its two ends (``quote_pattern``: a
+    recursive ``$ref`` was refused at a path of 33 levels, a message of over 300 characters)."""
+    return f"schema at {path if len(path) <= 100 else quote_pattern(path, 100)}"
 
 
 class Unsatisfiable(UserError):
@@ -156,7 +183,7 @@ def load_schema(schema: str | Mapping[str, Any], source: str = "schema") -> dict
     """A schema from JSON text or a mapping; OpenAI's ``{"name", "schema", "strict"}`` wrapper
     (``response_format.json_schema``) is unwrapped."""
     if isinstance(schema, str):
-        schema = load_json(schema, source)
+        schema = load_json(schema, source, read=_read_objects)
     check_unicode(schema, source)
     if schema is True:  # the schema that admits any value
         schema = {}
@@ -195,7 +222,8 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
     while isinstance(node, Mapping) and "$ref" in node:
         ref = node["$ref"]
         if depth > 16:
-            raise UserError(f"{_where(path)}: recursive $ref {ref!r} cannot be enforced")
+            raise UserError(f"{_where(path)}: recursive $ref {quote_pattern(ref)} cannot be "
+                            "enforced")
         if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
             raise UserError(f"{_where(path)}: only local $ref (#/$defs/...) is supported")
         target: Any = root
@@ -210,15 +238,18 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
                 target = target[int(part)]
                 continue
             if not isinstance(target, Mapping) or part not in target:
-                raise UserError(f"{_where(path)}: $ref {ref!r} points nowhere")
+                raise UserError(f"{_where(path)}: $ref {quote_pattern(ref)} points "
+                                "nowhere")
             target = target[part]
         rest = {k: v for k, v in node.items() if k != "$ref"}
         if target is False:
-            raise Unsatisfiable(f"{_where(path)}: $ref {ref!r} is false, which admits no value")
+            raise Unsatisfiable(f"{_where(path)}: $ref {quote_pattern(ref)} is false, which "
+                                "admits no value")
         if target is True:
             target = {}
         if not isinstance(target, Mapping):
-            raise UserError(f"{_where(path)}: $ref {ref!r} points to no schema")
+            raise UserError(f"{_where(path)}: $ref {quote_pattern(ref)} points to no "
+                            "schema")
         if set(rest) - set(_INERT) and set(target) - set(_INERT):
             # keywords beside a $ref apply too (they overrode the target's: a "minimum": -2
             # beside a $ref to "minimum": 0 let -2 through)

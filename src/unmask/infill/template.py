@@ -238,8 +238,8 @@ def parse_template(text: str) -> list[str | Gap]:
             start = i
             gap, i = _parse_gap(text, i)
             if gap.name is not None and gap.name in names:  # where (check_names says only what)
-                raise UserError(f"{_where(text, start)}: gap name {gap.name!r} is used twice; "
-                                "give each gap its own name")
+                raise UserError(f"{_where(text, start)}: gap name {quote_pattern(gap.name)} is "
+                                "used twice; give each gap its own name")
             names.add(gap.name)
             if locked_space:
                 gap.take_space = False
@@ -357,7 +357,8 @@ def check_names(segments: Sequence[str | Gap]) -> None:
     for p in segments:
         if isinstance(p, Gap) and p.name is not None:
             if p.name in seen:
-                raise UserError(f"gap name {p.name!r} is used twice; give each gap its own name")
+                raise UserError(f"gap name {quote_pattern(p.name)} is used twice; give each "
+                                "gap its own name")
             seen.add(p.name)
 
 
