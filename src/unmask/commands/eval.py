@@ -788,20 +788,21 @@ chunks of 16; 64 samples of 32 tokens: 379 MB against 305 MB, the same texts).""
 def _sampler(loaded: Any, config: Any, decoder: str) -> Any:
     """Prompt ids -> the samples (``gen_ids``, ``texts(tokenizer)``), decoded as ``unmask
     generate`` decodes (``unmask.api``) by ``decoder`` (``api.choose``), sample i as its
-    prompt decodes alone under ``config.seed`` + i (``unmask.tasks.score.decode_each``: what
-    ``unmask generate PROMPT --seed`` of that seed writes), ``SAMPLE_ROWS`` at a time. One
-    generator served the batch: at a temperature above 0 (SEDD at any) a sample's text
-    changed with ``--samples``; and every sample was one batch."""
+    prompt decodes alone under ``sample_seed(config.seed, i)`` (``unmask.tasks.score.
+    decode_each``: what ``unmask generate PROMPT --seed`` of that seed writes), ``SAMPLE_ROWS``
+    at a time. One generator served the batch: at a temperature above 0 (SEDD at any) a
+    sample's text changed with ``--samples``; and every sample was one batch."""
     from types import SimpleNamespace
 
     from unmask.sampling.protocol import decode_generations
-    from unmask.tasks.score import decode_each, repeat_seeds
+    from unmask.tasks.score import decode_each
 
     def sample(ids: list[list[int]]) -> Any:
-        # sample i under seed + i (each a draw of its own: under one seed every prompt drew
-        # the same noise, and a barely trained model wrote one text for all of them), over
-        # all the samples, so a chunk's are those of any other chunk size
-        seeds = None if config.seed is None else repeat_seeds(config.seed, [None] * len(ids))
+        # sample i under a seed of its own (under one seed every prompt drew the same noise,
+        # and a barely trained model wrote one text for all of them), over all the samples,
+        # so a chunk's are those of any other chunk size
+        seeds = None if config.seed is None else [sample_seed(config.seed, i)
+                                                  for i in range(len(ids))]
         rows = [row for lo in range(0, len(ids), SAMPLE_ROWS)
                 for row in decode_each(loaded, ids[lo : lo + SAMPLE_ROWS], config, decoder,
                                        None if seeds is None else seeds[lo : lo + SAMPLE_ROWS])]
@@ -812,6 +813,20 @@ def _sampler(loaded: Any, config: Any, decoder: str) -> Any:
             gen_ids=gen_ids, texts=lambda tok: decode_generations(gen_ids, tok, eos))
 
     return sample
+
+
+def sample_seed(seed: int, i: int) -> int:
+    """The seed gen ppl's sample ``i`` decodes under for ``--seed`` ``seed``: blake2b of ``i``
+    keyed with the seed (as ``unmask.data`` draws its split), so it does not depend on how many
+    samples are drawn and a sweep of seeds draws no sample twice (under ``seed + i``, sample i
+    of --seed 6 was sample i + 1 of --seed 5: unprompted, the same text)."""
+    import hashlib
+
+    from unmask.config import MAX_SEED
+
+    key = f"unmask-gen-ppl:{seed}".encode()
+    h = hashlib.blake2b(i.to_bytes(8, "little"), key=key, digest_size=8).digest()
+    return int.from_bytes(h, "big") % (MAX_SEED + 1)
 
 
 def _check_data(data: str) -> None:
