@@ -839,8 +839,8 @@ def _task_errors(tasks: Sequence[str]) -> Iterator[None]:
         # task has no training or validation split)
         raise UserError(
             f"lm-eval could not build the few-shot prompts of the tasks {', '.join(tasks)}: a "
-            "task asks for more examples (--num-fewshot, or its own num_fewshot) than it has "
-            "documents to draw them from; give a smaller --num-fewshot"
+            "task asks for more examples (--num-fewshot, or the count in the task's YAML) than "
+            "it has documents to draw them from; give a smaller --num-fewshot"
         ) from None
     except ConnectionError as e:  # data neither local nor cached: the Hub is not asked
         raise UserError(
