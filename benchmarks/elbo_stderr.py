@@ -29,7 +29,7 @@ from unmask.checkpoint import load
 from unmask.commands import at_least
 from unmask.data import TokenDataset
 from unmask.errors import UserError
-from unmask.evaluate import elbo_loglikelihood
+from unmask.evaluate import check_mc_samples_count, elbo_loglikelihood
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=output_file, metavar="FILE")
     args = p.parse_args(argv)
     targets = int_list(args.targets, "--targets")  # before the model loads
-    samples = int_list(args.samples, "--samples")
+    samples = [check_mc_samples_count(n, "--samples") for n in int_list(args.samples, "--samples")]
     torch.set_num_threads(args.threads)
     loaded = load(args.model)
     mask_id = loaded.config.mask_id

@@ -87,15 +87,20 @@ def build_tasks(data: str, folder: Path, n: int, seed: int) -> None:
         if sum(map(len, docs)) > 40_000:
             break
     # the first may have lost its start where the split begins; the last its end (not kept)
-    lines = [ln.strip() for d in docs[1:] for ln in d.splitlines() if len(ln.split()) >= 12]
+    # each verse once: a repeated one passed the count below and then was not another verse
+    # (random.sample's traceback when most were one text, else an ending offered twice)
+    lines = list(dict.fromkeys(
+        ln.strip() for d in docs[1:] for ln in d.splitlines() if len(ln.split()) >= 12))
     rng = random.Random(seed)
     rng.shuffle(lines)
     lines = lines[: n + 3]
     if len(lines) < 4:  # an item needs three other verses
         from unmask.errors import UserError
+        from unmask.messages import plural
 
-        raise UserError(f"--data {data}: its validation split holds {len(lines)} verses of 12 "
-                        "words or more; the multiple-choice items need 4 (a larger corpus)")
+        raise UserError(f"--data {data}: its validation split holds "
+                        f"{plural(len(lines), 'distinct verse')} of 12 words or more; the "
+                        "multiple-choice items need 4 (a larger corpus)")
     mc, gen = [], []
     for i, ln in enumerate(lines[:n]):
         words = ln.split()

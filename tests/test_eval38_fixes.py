@@ -48,7 +48,7 @@ def _texts(capsys, *argv) -> list[str]:
 
 def test_a_sampled_gen_ppl_sample_does_not_depend_on_how_many_are_drawn(
         run, capsys, uniform_scorer):
-    """At a temperature above 0 sample i is its prompt's, decoded alone under seed + i: one
+    """At a temperature above 0 sample i is its prompt's, decoded alone under its seed: one
     generator served the batch, so the first sample changed with --samples."""
     args = (run, "--gen-length", "8", "--steps", "8", "--temperature", "1", "--seed", "5")
     two, three = _texts(capsys, *args, "--samples", "2"), _texts(capsys, *args, "--samples", "3")
@@ -96,7 +96,7 @@ def test_gen_ppl_samples_decoded_a_few_at_a_time_are_those_of_one_batch(
     """The samples are decoded ``SAMPLE_ROWS`` at a time (one batch of every sample held all
     their logits at once), each as alone under its seed: the texts are those of any chunk
     size, and the unconditional samples (copies of the empty prompt) differ across chunks
-    (seed + i over all of them)."""
+    (their seeds drawn over all of them)."""
     from unmask.commands import eval as eval_command
     from unmask.data import prepare
 
@@ -110,3 +110,71 @@ def test_gen_ppl_samples_decoded_a_few_at_a_time_are_those_of_one_batch(
     assert _texts(capsys, *args) == whole
     assert _texts(capsys, *args, "--data", tmp_path / "noval") == unconditional
     assert len(set(unconditional)) == 3
+
+
+def test_monte_carlo_masks_are_drawn_a_chunk_at_a_time(monkeypatch):
+    """The estimator drew every mask before the first forward (``n_samples`` by the target's
+    length: 10**11 was an 800 GB allocation), and refused past 65,536 samples, which turned
+    away benchmarks/elbo_stderr.py --samples 70000. Now the draws are ``MC_DRAW_ROWS`` rows
+    at a time, whatever the count, and the estimate still does not depend on the batch size."""
+    from unmask.config import model_preset
+    from unmask.evaluate import MC_DRAW_ROWS, elbo_loglikelihood, exact_elbo
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(model_preset("tiny", vocab_size=48, max_seq_len=16)).eval()
+    rand, rows = torch.rand, []
+
+    def spy(*size, **kw):
+        rows.append(size[0])
+        return rand(*size, **kw)
+
+    monkeypatch.setattr(torch, "rand", spy)
+    one = elbo_loglikelihood(model, [5, 9], [7], mask_id=0, n_samples=70_000, batch_size=8192,
+                             generator=torch.Generator().manual_seed(0))
+    assert one.n_samples == 70_000 and max(rows) <= MC_DRAW_ROWS == 1024
+    # one target token: every sample is the exact value
+    assert one.logprob == pytest.approx(exact_elbo(model, [5, 9], [7], mask_id=0), abs=1e-4)
+    est = {b: elbo_loglikelihood(model, [5], [7, 20, 31], mask_id=0, n_samples=2500,
+                                 batch_size=b, generator=torch.Generator().manual_seed(1))
+           for b in (7, 1000, 4096)}
+    assert est[7] == est[1000] == est[4096]
+
+
+def test_elbo_stderr_refuses_samples_past_the_most_before_loading(benchmark, tmp_path):
+    """benchmarks/elbo_stderr.py --samples: a count the estimator takes runs (70000 did not),
+    one past ``MAX_MC_SAMPLES`` is one line naming the flag before the model loads."""
+    from unmask.errors import UserError
+
+    with pytest.raises(UserError, match="--samples must be at most 1,048,576, got 2,000,000"):
+        benchmark("elbo_stderr").main(["--model", str(tmp_path / "none"),
+                                        "--samples", "4,2000000"])
+
+
+def test_seed_sweeps_of_gen_ppl_share_no_sample(run, capsys, uniform_scorer, tmp_path):
+    """Sample i ran under seed + i: unprompted (no held-out prompts), sample i of --seed 6
+    was sample i + 1 of --seed 5, so a sweep of seeds counted the same samples again."""
+    from unmask.data import prepare
+
+    (tmp_path / "a.txt").write_text("the lord said unto moses\n" * 20)
+    prepare([tmp_path / "a.txt"], tmp_path / "noval", tokenizer="byte", val_fraction=0,
+            min_val_tokens=0, progress=False)
+    args = (run, "--data", tmp_path / "noval", "--gen-length", "8", "--steps", "8",
+            "--temperature", "1", "--samples", "3")
+    five, six = _texts(capsys, *args, "--seed", "5"), _texts(capsys, *args, "--seed", "6")
+    assert len(set(five)) == len(set(six)) == 3
+    assert not set(five) & set(six)
+
+
+def test_lm_eval_demo_counts_each_verse_once(benchmark, tmp_path):
+    """A split of repeated verses passed the four-verse count and then was random.sample's
+    traceback (the item's own text is no other verse); now it is the count's one line."""
+    from unmask.data import prepare
+    from unmask.errors import UserError
+
+    verse = " ".join(WORDS[:13])
+    (tmp_path / "a.txt").write_text(f"{verse}\n" * 900)
+    prepare([tmp_path / "a.txt"], tmp_path / "d", tokenizer="byte", val_fraction=0.2,
+            line_docs=True, min_val_tokens=0, progress=False)
+    with pytest.raises(UserError, match="holds [123] distinct verses? of .* need 4"):
+        benchmark("lm_eval_demo").build_tasks(str(tmp_path / "d"), tmp_path, 8, seed=0)

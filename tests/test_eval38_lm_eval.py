@@ -86,21 +86,54 @@ def test_a_given_block_length_decodes_whole_blocks_of_it(setup):
     assert lm.generation_config({"max_gen_toks": 6}).gen_length == 6  # a multiple: as asked
 
 
-def test_a_monte_carlo_sample_count_past_the_most_is_one_line(setup, tmp_path, capsys):
+def test_a_monte_carlo_sample_count_past_the_most_is_one_line(
+        setup, tmp_path, capsys, monkeypatch):
     """``mc_samples`` of 10**11 (a typo) asked torch for 800 GB of mask draws at the first
-    log-likelihood, after the rest of the report had run: a traceback."""
+    log-likelihood, after the rest of the report had run: a traceback. The cap guards time
+    (the draws are made a chunk at a time) and ``--mc-samples`` is checked before the model
+    loads (it was checked after)."""
+    import unmask.checkpoint
     from unmask.cli import main
-    from unmask.evaluate import elbo_loglikelihood
+    from unmask.evaluate import MAX_MC_SAMPLES
     from unmask.lm_eval import UnmaskLM
 
     lm, tasks = setup
-    with pytest.raises(UserError, match="mc_samples must be at most 65,536"):
+    with pytest.raises(UserError, match="mc_samples must be at most 1,048,576"):
         UnmaskLM(loaded=lm.loaded, mc_samples=10**11)
-    assert UnmaskLM(loaded=lm.loaded, mc_samples=2**16).mc_samples == 2**16  # the most
-    with pytest.raises(ValueError, match="n_samples must be from 1 to 65,536"):
-        elbo_loglikelihood(lm.loaded.model, [1], [2], mask_id=0, n_samples=10**11,
-                           generator=torch.Generator())
+    most = UnmaskLM(loaded=lm.loaded, mc_samples=MAX_MC_SAMPLES)
+    assert most.mc_samples == MAX_MC_SAMPLES == 2**20
+    monkeypatch.setattr(unmask.checkpoint, "load", lambda *a, **k: pytest.fail("loaded"))
     rc = main(["eval", lm.pretrained, "--tasks", "t38_mc", "--include-path", tasks,
                "--mc-samples", str(10**11), "--no-score", "--no-plot", "--device", "cpu"])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and "--mc-samples must be at most 65,536" in err and len(err.splitlines()) == 1
+    assert rc == 2 and "--mc-samples must be at most 1,048,576" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_the_few_shot_refusal_reads_the_same_from_the_cli(setup, capsys):
+    """The CLI names the flags the user typed where a message names a field: the task's own
+    ``num_fewshot`` in the refusal came out as "its own --num-fewshot"."""
+    from unmask.cli import main
+
+    lm, tasks = setup
+    rc = main(["eval", lm.pretrained, "--tasks", "t38_mc", "--include-path", tasks,
+               "--num-fewshot", "5", "--mc-samples", "2", "--no-score", "--no-plot",
+               "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after lm-eval's progress bars
+    assert rc == 2 and err.startswith("unmask eval: error: lm-eval could not build")
+    assert "(--num-fewshot, or the count in the task's YAML)" in err
+
+
+@pytest.mark.parametrize("limit, message", [
+    (float("inf"), "limit must be a positive number, got inf"),
+    (-1, "limit must be a positive number, got -1"),
+    (2.5, "limit 2.5: items per task is a whole number"),
+])
+def test_run_tasks_refuses_a_limit_the_cli_refuses(setup, limit, message):
+    """``run_tasks(limit=)`` takes what ``--limit`` takes (one check): infinity was int()'s
+    OverflowError, -1 islice's ValueError, and 2.5 silently 2 items."""
+    from unmask.lm_eval import run_tasks
+
+    lm, tasks = setup
+    with pytest.raises(UserError, match=message):
+        run_tasks(lm, ["t38_mc"], include_path=tasks, limit=limit)

@@ -48,12 +48,47 @@ if TYPE_CHECKING:
 DEFAULT_MC_SAMPLES = 64
 """Monte Carlo samples of ``elbo_loglikelihood`` by default: chosen from the measured curve of
 its standard error against the number of samples (docs/evaluation.md); LLaDA uses 128."""
-MAX_MC_SAMPLES = 1 << 16
-"""The most Monte Carlo samples an estimate takes (1,024 times the default, a standard error
-32 times smaller): every draw is made before the first forward, ``n_samples`` by the target's
-length, so 10**11 (a typo) asked for 800 GB at once and ended in torch's allocation
-traceback."""
+MAX_MC_SAMPLES = 1 << 20
+"""The most Monte Carlo samples ``--mc-samples`` (``mc_samples``) takes, 16,384 times the
+default (a standard error 128 times smaller): a guard against typos and runs of days, not
+memory, checked before the model loads (``unmask.lm_eval.check_mc_samples``). The estimator
+itself takes any count: its masks are drawn ``MC_DRAW_ROWS`` samples at a time."""
+MC_DRAW_ROWS = 1024
+"""Samples whose masking draws are made at once, whatever the batch size: the draws of one
+estimate take ``MC_DRAW_ROWS`` by the target's length at most (all of them were drawn up front,
+so 10**11 samples asked for 800 GB). A count up to this draws as it always did."""
 
+
+
+def check_mc_samples_count(n: int, name: str = "mc_samples") -> int:
+    """``n`` Monte Carlo samples if from 1 to ``MAX_MC_SAMPLES``, else a one-line
+    ``UserError`` naming ``name`` (the CLI checks ``--mc-samples`` so before the model loads;
+    ``unmask.lm_eval.check_mc_samples`` reads a model_arg with it)."""
+    if n < 1:
+        raise UserError(f"{name} must be at least 1, got {n}")
+    if n > MAX_MC_SAMPLES:
+        raise UserError(f"{name} must be at most {MAX_MC_SAMPLES:,}, got {n:,}")
+    return n
+
+
+def check_limit(limit: float | None, name: str = "limit") -> float | int | None:
+    """lm-eval's ``limit`` as it takes it: ``None`` (every item), a fraction of each task
+    (below 1), or a whole number of items (past ``sys.maxsize``, every item: lm-eval's islice
+    refused it with a traceback); else a one-line ``UserError`` naming ``name``: infinity was
+    ``int()``'s OverflowError, 2.5 silently 2 items, a negative islice's ValueError. One
+    check for ``unmask eval --limit`` (before the model loads) and ``run_tasks``."""
+    import sys
+
+    if limit is None:
+        return None
+    if not (math.isfinite(limit) and limit > 0):  # nan fails both
+        raise UserError(f"{name} must be a positive number, got {limit}")
+    if limit < 1:
+        return limit
+    if not float(limit).is_integer():
+        raise UserError(f"{name} {limit}: items per task is a whole number (below 1, a "
+                        "fraction of the task)")
+    return min(int(limit), sys.maxsize)
 
 @dataclass
 class EvalResult:
@@ -350,9 +385,18 @@ def stratified_mask_counts(n: int, length: int, generator: torch.Generator) -> T
     stays unbiased, and the counts cover the range evenly, so it varies less. The offsets are
     floored, not rounded as in LLaDA's code: torch rounds halves to even, which makes some
     counts twice as frequent as others when ``n`` is a multiple of ``L``."""
-    k = int(torch.randint(1, length + 1, (1,), generator=generator))
-    steps = torch.arange(n, dtype=torch.float64) * (length / n)
-    x = torch.floor(k + steps).long()  # (n,)
+    return _spaced_counts(_count_offset(length, generator), n, length, 0, n)
+
+
+def _count_offset(length: int, generator: torch.Generator) -> int:
+    """``stratified_mask_counts``' random offset ``k ~ U{1..length}``."""
+    return int(torch.randint(1, length + 1, (1,), generator=generator))
+
+
+def _spaced_counts(k: int, n: int, length: int, lo: int, hi: int) -> Tensor:
+    """Samples ``lo..hi-1`` of ``stratified_mask_counts`` of offset ``k``: (hi - lo,)."""
+    steps = torch.arange(lo, hi, dtype=torch.float64) * (length / n)
+    x = torch.floor(k + steps).long()  # (hi - lo,)
     return (x - 1) % length + 1
 
 
@@ -426,8 +470,8 @@ def _stratified_elbo(
 ) -> LogLikelihood:
     """``block_elbo_loglikelihood`` (``block_size``), or with one block holding the whole
     target and a plain forward, ``elbo_loglikelihood`` (``None``): the one estimator."""
-    if not 1 <= n_samples <= MAX_MC_SAMPLES:
-        raise ValueError(f"n_samples must be from 1 to {MAX_MC_SAMPLES:,}, got {n_samples}")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be at least 1, got {n_samples}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     L, P = len(target), len(context)
@@ -456,21 +500,29 @@ def _stratified_elbo(
             x0_rows = seq.repeat(len(xt), 1).to(device)
             return bd3lm_logits(model, xt.to(device), x0_rows, block_size=block_size)
 
-    counts = [stratified_mask_counts(n_samples, len(pos), generator) for pos in blocks]
-    # every draw before the first forward, block by block: the estimate does not depend on
-    # batch_size (drawn per batch, a target of several blocks got other masks at another
-    # batch size); with one block the stream is the per-batch one, draw for draw
-    draws = [torch.rand(n_samples, len(pos), generator=generator) for pos in blocks]
+    # each block's count offset, then the draws MC_DRAW_ROWS samples at a time, block by
+    # block: the estimate does not depend on batch_size (drawn per batch, a target of several
+    # blocks got other masks at another batch size), and the draws' memory not on n_samples
+    offsets = [_count_offset(len(pos), generator) for pos in blocks]
+    chunks = (
+        [torch.rand(min(MC_DRAW_ROWS, n_samples - at), len(pos), generator=generator)
+         for pos in blocks]
+        for at in range(0, n_samples, MC_DRAW_ROWS)
+    )
+    draws = [torch.empty(0, len(pos)) for pos in blocks]  # the drawn rows not yet used
     values: list[Tensor] = []
     for lo in range(0, n_samples, batch_size):
         b = min(batch_size, n_samples - lo)
+        while len(draws[0]) < b:
+            draws = [torch.cat([u, more]) for u, more in zip(draws, next(chunks), strict=True)]
         masked = torch.zeros(b, L, dtype=torch.bool)
         weight = torch.zeros(b, L, dtype=torch.float64)  # L_b / l_b at each target position
-        for pos, n, u in zip(blocks, counts, draws, strict=True):
-            ls = n[lo : lo + b]  # (b,)
-            ranks = u[lo : lo + b].argsort(dim=1).argsort(dim=1)  # (b, L_b)
+        for pos, k, u in zip(blocks, offsets, draws, strict=True):
+            ls = _spaced_counts(k, n_samples, len(pos), lo, lo + b)  # (b,)
+            ranks = u[:b].argsort(dim=1).argsort(dim=1)  # (b, L_b)
             masked[:, pos] = ranks < ls[:, None]  # l_b uniformly chosen positions per row
             weight[:, pos] = (len(pos) / ls.double())[:, None]
+        draws = [u[b:] for u in draws]
         xt = seq.repeat(b, 1)  # (b, P + L)
         xt[:, P:][masked] = mask_id
         logits = logits_of(xt)[:, P:]  # (b, L, V), where the model runs

@@ -34,7 +34,6 @@ import dataclasses
 import inspect
 import json
 import math
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -49,10 +48,11 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.evaluate import (
     DEFAULT_MC_SAMPLES,
-    MAX_MC_SAMPLES,
     LogLikelihood,
     ar_loglikelihood,
     block_elbo_loglikelihood,
+    check_limit,
+    check_mc_samples_count,
     elbo_loglikelihood,
     untimed_bound,
 )
@@ -81,7 +81,7 @@ def check_mc_samples(n: Any) -> int:
     """``mc_samples`` (``--mc-samples``) as a whole number from 1 to
     ``unmask.evaluate.MAX_MC_SAMPLES``, else a one-line ``UserError`` (10**11 was torch's
     allocation traceback at the first log-likelihood, after the rest of the report ran)."""
-    return _at_least("mc_samples", n, 1, MAX_MC_SAMPLES)
+    return check_mc_samples_count(_at_least("mc_samples", n, 1))
 
 
 MAX_TOKEN_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens")
@@ -839,8 +839,8 @@ def _task_errors(tasks: Sequence[str]) -> Iterator[None]:
         # task has no training or validation split)
         raise UserError(
             f"lm-eval could not build the few-shot prompts of the tasks {', '.join(tasks)}: a "
-            "task asks for more examples (--num-fewshot, or its own num_fewshot) than it has "
-            "documents to draw them from; give a smaller --num-fewshot"
+            "task asks for more examples (--num-fewshot, or the count in the task's YAML) than "
+            "it has documents to draw them from; give a smaller --num-fewshot"
         ) from None
     except ConnectionError as e:  # data neither local nor cached: the Hub is not asked
         raise UserError(
@@ -874,8 +874,7 @@ def run_tasks(
     from lm_eval.utils import make_table
 
     check_seed(seed)
-    if limit is not None and limit >= 1:  # lm-eval's islice takes at most sys.maxsize: all
-        limit = min(int(limit), sys.maxsize)  # items (1e300 was its ValueError traceback)
+    limit = check_limit(limit)  # what the CLI's --limit takes (inf was a traceback)
     if output_path:
         check_output_path(output_path)
     manager = task_manager if task_manager is not None else find_tasks(tasks, include_path)
@@ -922,6 +921,7 @@ __all__ = [
     "LOGLIKELIHOOD_TYPES",
     "SAMPLING_ARGS",
     "UnmaskLM",
+    "check_limit",
     "check_mc_samples",
     "check_output_path",
     "check_seed",

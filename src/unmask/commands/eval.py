@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="N",
         help="Monte Carlo samples per diffusion log-likelihood (default: "
-        "unmask.evaluate.DEFAULT_MC_SAMPLES, 64; at most 65,536); causal models are exact",
+        "unmask.evaluate.DEFAULT_MC_SAMPLES, 64; at most 1,048,576); causal models are exact",
     )
     g.add_argument(
         "--batch-size",
@@ -213,15 +212,13 @@ def _counts(args: argparse.Namespace) -> None:
         raise UserError(f"--seq-len must be at least 1, got {args.seq_len}")
     if args.batches is not None and args.batches < 0:
         raise UserError(f"--batches must be 0 (the whole split) or more, got {args.batches}")
-    for flag in ("mc_samples", "batch_size"):
-        n = getattr(args, flag)
-        if n is not None and n < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {n}")
-    if args.limit is not None and not (math.isfinite(args.limit) and args.limit > 0):
-        raise UserError(f"--limit must be a positive number, got {args.limit}")  # nan passed
-    if args.limit is not None and args.limit >= 1 and not args.limit.is_integer():
-        raise UserError(f"--limit {args.limit}: items per task is a whole number (below 1, "
-                        "a fraction of the task)")
+    from unmask.evaluate import check_limit, check_mc_samples_count
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.mc_samples is not None:  # a typo of 10**11 ran the rest of the report first
+        check_mc_samples_count(args.mc_samples, "--mc-samples")
+    check_limit(args.limit, "--limit")
     if args.num_fewshot is not None and args.num_fewshot < 0:
         raise UserError(f"--num-fewshot must be 0 or more, got {args.num_fewshot}")
     if args.tasks is not None and not _task_names(args.tasks):
@@ -517,7 +514,6 @@ def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     tasks: list[str] = []
     if args.tasks:  # a model no lm-eval task can run on, an unknown task: now, not after the rest
         from unmask.lm_eval import (
-            check_mc_samples,
             check_output_path,
             check_seed,
             find_tasks,
@@ -527,8 +523,6 @@ def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         )
 
         check_seed(args.seed)
-        if args.mc_samples is not None:  # its upper bound: the lower one is _counts'
-            check_mc_samples(args.mc_samples)
         refuse_unprompted(facts, "eval --tasks")
         tasks = _task_names(args.tasks)
         manager = find_tasks(tasks, args.include_path)
@@ -698,7 +692,7 @@ def _lm_eval(
         lm,
         tasks,
         num_fewshot=args.num_fewshot,
-        limit=int(args.limit) if args.limit and args.limit >= 1 else args.limit,
+        limit=args.limit,
         include_path=args.include_path,
         output_path=args.output_path,
         log_samples=args.log_samples,
@@ -806,20 +800,21 @@ chunks of 16; 64 samples of 32 tokens: 379 MB against 305 MB, the same texts).""
 def _sampler(loaded: Any, config: Any, decoder: str) -> Any:
     """Prompt ids -> the samples (``gen_ids``, ``texts(tokenizer)``), decoded as ``unmask
     generate`` decodes (``unmask.api``) by ``decoder`` (``api.choose``), sample i as its
-    prompt decodes alone under ``config.seed`` + i (``unmask.tasks.score.decode_each``: what
-    ``unmask generate PROMPT --seed`` of that seed writes), ``SAMPLE_ROWS`` at a time. One
-    generator served the batch: at a temperature above 0 (SEDD at any) a sample's text
-    changed with ``--samples``; and every sample was one batch."""
+    prompt decodes alone under ``sample_seed(config.seed, i)`` (``unmask.tasks.score.
+    decode_each``: what ``unmask generate PROMPT --seed`` of that seed writes), ``SAMPLE_ROWS``
+    at a time. One generator served the batch: at a temperature above 0 (SEDD at any) a
+    sample's text changed with ``--samples``; and every sample was one batch."""
     from types import SimpleNamespace
 
     from unmask.sampling.protocol import decode_generations
-    from unmask.tasks.score import decode_each, repeat_seeds
+    from unmask.tasks.score import decode_each
 
     def sample(ids: list[list[int]]) -> Any:
-        # sample i under seed + i (each a draw of its own: under one seed every prompt drew
-        # the same noise, and a barely trained model wrote one text for all of them), over
-        # all the samples, so a chunk's are those of any other chunk size
-        seeds = None if config.seed is None else repeat_seeds(config.seed, [None] * len(ids))
+        # sample i under a seed of its own (under one seed every prompt drew the same noise,
+        # and a barely trained model wrote one text for all of them), over all the samples,
+        # so a chunk's are those of any other chunk size
+        seeds = None if config.seed is None else [sample_seed(config.seed, i)
+                                                  for i in range(len(ids))]
         rows = [row for lo in range(0, len(ids), SAMPLE_ROWS)
                 for row in decode_each(loaded, ids[lo : lo + SAMPLE_ROWS], config, decoder,
                                        None if seeds is None else seeds[lo : lo + SAMPLE_ROWS])]
@@ -830,6 +825,20 @@ def _sampler(loaded: Any, config: Any, decoder: str) -> Any:
             gen_ids=gen_ids, texts=lambda tok: decode_generations(gen_ids, tok, eos))
 
     return sample
+
+
+def sample_seed(seed: int, i: int) -> int:
+    """The seed gen ppl's sample ``i`` decodes under for ``--seed`` ``seed``: blake2b of ``i``
+    keyed with the seed (as ``unmask.data`` draws its split), so it does not depend on how many
+    samples are drawn and a sweep of seeds draws no sample twice (under ``seed + i``, sample i
+    of --seed 6 was sample i + 1 of --seed 5: unprompted, the same text)."""
+    import hashlib
+
+    from unmask.config import MAX_SEED
+
+    key = f"unmask-gen-ppl:{seed}".encode()
+    h = hashlib.blake2b(i.to_bytes(8, "little"), key=key, digest_size=8).digest()
+    return int.from_bytes(h, "big") % (MAX_SEED + 1)
 
 
 def _check_data(data: str) -> None:
