@@ -231,6 +231,6 @@ def test_chat_steps_64_with_a_drafter_names_decoder_speculative(causal_ckpt, mdl
 
     for steps in ("64", "63"):
         assert main(["chat", "--model", causal_ckpt, "--draft", mdlm_ckpt, "--device", "cpu",
-                     "--template", "plain", "--steps", steps]) == 2
+                     "--template", "plain", "--gen-length", "8", "--steps", steps]) == 2
         err = capsys.readouterr().err
         assert "does not apply to decoder 'speculative'" in err, (steps, err)
