@@ -54,10 +54,9 @@ def main() -> list[dict]:
 
     demo = api.load_for_decoding(str(asset_path("demo")))
     torch.manual_seed(0)
-    causal = Loaded(model=Transformer(dataclasses.replace(
-        demo.config, attention="causal", objective="ar", max_seq_len=512)).eval(),
-        tokenizer=demo.tokenizer, config=demo.config, path=demo.path)
-    causal.config = causal.model.config
+    cfg = dataclasses.replace(demo.config, attention="causal", objective="ar", max_seq_len=512)
+    causal = Loaded(model=Transformer(cfg).eval(), tokenizer=demo.tokenizer, config=cfg,
+                    path=demo.path)
     prompts = prompts_from_corpus(args.prompts, 12)
     on = StopRows.__bool__
 

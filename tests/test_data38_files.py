@@ -329,3 +329,27 @@ def test_a_descriptor_for_reading_that_names_no_file_is_a_bad_descriptor(tmp_pat
     finally:
         os.close(fd)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_saves_on_a_file_system_that_keeps_no_modes(tmp_path, monkeypatch):
+    """A checkpoint saved to FAT/exFAT (a USB stick) failed with "Operation not permitted"
+    at its files' chmod, after the work was done (``files.set_mode``, as every other
+    atomic write)."""
+    import torch
+
+    from unmask.checkpoint import load, save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    model = Transformer(model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids()))
+    monkeypatch.setattr(os, "fchmod", refuse)
+    monkeypatch.setattr(os, "chmod", refuse)
+    path = save_checkpoint(tmp_path / "run", model=model, tokenizer=tok)
+    monkeypatch.undo()
+    assert load(path).config == model.config

@@ -839,7 +839,7 @@ def _check_group_steps(config: SampleConfig, decoder: str, block: int, tails: li
     ``llada`` policy needs a multiple of each group's blocks (the answer names multiples of
     their lcm, which fit every group), a dynamic one at least the most blocks. Each group
     alone named only the steps that fit it, and a later one refused after earlier ones ran."""
-    from unmask.sampling.loop import nearest_multiples
+    from unmask.messages import nearest_multiples
     from unmask.sampling.policies import make_policy
 
     if decoder != "bd3lm" or config.gen_length <= 0 or config.steps <= 0:

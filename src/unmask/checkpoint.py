@@ -49,6 +49,7 @@ from unmask.files import (  # noqa: F401  (moved there; kept importable)
     atomic_write_text,
     file_digest,
     file_mode,
+    set_mode,
     staging_dir,
 )
 from unmask.folders import dataset_given_for_model, is_dataset, missing_model
@@ -187,7 +188,7 @@ def save_checkpoint(
         for f in tmp.rglob("*"):
             if f.is_dir():  # made by mkdir (DCP's shard folder): the umask's mode already
                 continue
-            f.chmod(mode)  # safetensors writes 0600; checkpoint files follow the umask
+            set_mode(f, mode)  # safetensors writes 0600; checkpoint files follow the umask
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         final, old = run / CKPT, run / OLD

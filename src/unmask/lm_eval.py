@@ -62,18 +62,15 @@ LM_EVAL_INSTALL = 'pip install lm-eval (or, in a source checkout, pip install -e
 """How to get lm-eval."""
 
 
-def _at_least(name: str, value: Any, least: int, most: int | None = None) -> int:
+def _at_least(name: str, value: Any, least: int) -> int:
     """``value`` (a model_arg, maybe the string lm-eval parsed) as a whole number of at least
-    ``least`` (and at most ``most``), else a one-line ``UserError`` (a bare ``int()`` gave a
-    ``ValueError``)."""
+    ``least``, else a one-line ``UserError`` (a bare ``int()`` gave a ``ValueError``)."""
     try:
         n = int(str(value).strip())
     except ValueError:
         raise UserError(f"{name} must be a whole number, got {value!r}") from None
     if n < least:
         raise UserError(f"{name} must be at least {least}, got {n}")
-    if most is not None and n > most:
-        raise UserError(f"{name} must be at most {most:,}, got {n:,}")
     return n
 
 

@@ -828,17 +828,7 @@ def _hole_key(v: Any) -> str | None:
     """The first key of ``v`` (parsed JSON) written as a hole (``{"<text>": 1}``), which
     ``parse_form`` reads as text: a form of such keys only was refused as having "no holes"
     without saying why."""
-    stack = [v]
-    while stack:  # iterative: a form may nest thousands deep
-        node = stack.pop()
-        if isinstance(node, dict):
-            for k in node:
-                if _HOLE.fullmatch(k):
-                    return k
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return None
+    return next((k for node in _objects(v) for k in node if _HOLE.fullmatch(k)), None)
 
 
 def _widest(v: Any) -> int:

@@ -45,6 +45,7 @@ from unmask.canvas import Canvas, CanvasConstraint, as_rows, left_pad
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
+from unmask.messages import nearest_multiples
 from unmask.sampling.ar import RowGenerators, row_generators
 from unmask.sampling.cache import WindowCache, block_size_of
 from unmask.sampling.loop import (
@@ -52,7 +53,6 @@ from unmask.sampling.loop import (
     Denoiser,
     forbid_empty,
     loop_takes_seeds,
-    nearest_multiples,
     row_apart,
     split_steps,
     start_empty_prompts,

@@ -37,7 +37,7 @@ from unmask.canvas import Canvas, as_rows
 from unmask.config import SampleConfig, check_block_length
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
-from unmask.messages import nearest_multiples as nearest_multiples  # re-exported: it lived here
+from unmask.messages import nearest_multiples
 from unmask.sampling.ar import (
     RowGenerators,
     check_token_ids,

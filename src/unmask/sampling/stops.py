@@ -16,7 +16,7 @@ Inside: ``TextEnd`` (how one row's text ends), ``StopRows`` (the check a run hol
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,12 +90,17 @@ def text_ended(tok: Any, ids: Sequence[int], rule: TextEnd
     without either. The rule of the server's ``finish`` (text, finish_reason, usage) and of
     ``api.Generation.n_tokens`` (``tokens_ended``)."""
     ids = [int(i) for i in ids]
-    end = next((k for k, i in enumerate(ids) if i in rule.ends), len(ids))
+    end = first_end(ids, rule.ends)
     text = tok.decode(ids[:end])
     span = text_end(text, rule.stops, rule.template)
     if span is None:
         return text, None, end < len(ids), end + (end < len(ids))  # the ending token too
     return text, span, end < len(ids), tokens_through(tok, ids[:end], text[: span[1]])
+
+
+def first_end(ids: Sequence[int], ends: Collection[int]) -> int:
+    """Index of the first token of ``ends`` in ``ids`` (``len(ids)``: none)."""
+    return next((k for k, i in enumerate(ids) if i in ends), len(ids))
 
 
 def tokens_ended(tok: Any, ids: Sequence[int], rule: TextEnd) -> int:

@@ -28,7 +28,7 @@ from unmask.sampling import Decoder, choose_decoder, make_policy, validate
 from unmask.sampling.penalties import exempting, given_penalties
 from unmask.sampling.registry import check_penalty_decoder
 from unmask.sampling.segments import segment_configs, segment_windows
-from unmask.sampling.stops import TextEnd, stop_bounds, text_ended
+from unmask.sampling.stops import TextEnd, first_end, stop_bounds, text_ended
 from unmask.server.batching import GenOutput, Job
 from unmask.server.engine import served_decoder
 from unmask.server.http import APIError, JSONResponse, sse
@@ -595,11 +595,6 @@ def check_penalties_apply(decoder: Decoder, config: SampleConfig) -> None:
         raise APIError(400, str(e), param=given[0], code="invalid_value") from None
 
 
-def _end(ids: list[int], ends: frozenset[int]) -> int:
-    """Index of the first token of ``ends`` in ``ids`` (``len(ids)``: none)."""
-    return next((k for k, i in enumerate(ids) if i in ends), len(ids))
-
-
 def finish(state: ServerState, ids: list[int], stops: list[str], reply: Reply
            ) -> tuple[str, str, int]:
     """(text, finish_reason, completion tokens) of one generated row: up to EOS (for chat,
@@ -642,7 +637,7 @@ def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Rep
     mask_id = state.cfg.mask_id
     k = row.index(mask_id) if mask_id in row else len(row)
     prefix = row[: max(0, k - hold)]
-    end = _end(prefix, reply.ends)
+    end = first_end(prefix, reply.ends)
     done = (k == len(row) and not hold) or end < len(prefix)
     text = state.tok.decode(prefix[:end])
     if not done:
