@@ -467,6 +467,7 @@ SOURCES: list[tuple[tuple[str, ...], str]] = [
     (("val2*_distinct_matched*", "distinct_matched*"), "python benchmarks/distinct_matched.py"),
     (("block_cache*",), "python benchmarks/block_cache.py"),
     (("eos_stop*",), "python benchmarks/eos_stop.py"),
+    (("stop_early*",), "python benchmarks/stop_early.py"),
     (("eval_rows*",), "python benchmarks/eval_rows.py"),
     (("latent_denoise*",), "python benchmarks/latent_denoise.py"),
     (("penalty_cost*",), "python benchmarks/penalty_cost.py"),

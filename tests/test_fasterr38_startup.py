@@ -6,6 +6,7 @@ torch) now says the same line, exit 2, in a fraction of a second (benchmarks/sta
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import Any
@@ -138,3 +139,23 @@ def _generate_args(prompt_file: str) -> Any:
 
     return build_parser(["generate"]).parse_args(
         ["generate", "--model", "demo", "--prompt-file", prompt_file])
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux's /proc/self/fd")
+def test_fill_form_reads_a_template_from_a_pipe_by_name():
+    """``unmask fill-form /dev/stdin`` or ``<(...)`` (a pipe, not a regular file) was "no such
+    file", by the early check and by the reader alike."""
+    import argparse
+
+    from unmask.commands.fill_form import _read, check_flags
+
+    r, w = os.pipe()
+    os.write(w, b'{"name": "<text:2-8>"}\n')
+    os.close(w)
+    try:
+        name = f"/proc/self/fd/{r}"
+        check_flags(argparse.Namespace(template=name, schema=None, gen_length=None,
+                                       model="demo"))
+        assert _read(name, "template")[0] == '{"name": "<text:2-8>"}\n'
+    finally:
+        os.close(r)

@@ -791,7 +791,7 @@ def test_cli_generate_json(monkeypatch, capsys):
         [
             "generate",
             "--model",
-            "run",
+            "demo",
             "--gen-length",
             "8",
             "--steps",
@@ -823,7 +823,7 @@ def test_cli_generate_text_and_errors(monkeypatch, capsys, tmp_path):
             [
                 "generate",
                 "--model",
-                "run",
+                "demo",
                 "--gen-length",
                 "8",
                 "--steps",
@@ -838,22 +838,22 @@ def test_cli_generate_text_and_errors(monkeypatch, capsys, tmp_path):
     assert captured.out.count("ok!") == 2 and "NFE" in captured.err
     assert "one" in captured.out and "two" in captured.out  # prompt shown before its continuation
     assert (
-        main(["generate", "--model", "run", "--gen-length", "10", "--block-length", "4", "x"]) == 2
+        main(["generate", "--model", "demo", "--gen-length", "10", "--block-length", "4", "x"]) == 2
     )
     err = capsys.readouterr().err
     assert (
         err.startswith("unmask generate: error: --gen-length (10) must be a multiple")
         and err.count("\n") == 1
     )
-    assert main(["generate", "--model", "run"]) == 2
+    assert main(["generate", "--model", "demo"]) == 2
     assert "no prompt" in capsys.readouterr().err
     # --prompt TEXT (repeatable) is a prompt like a positional one, after the positional ones
-    flags = ["generate", "--model", "run", "--gen-length", "8", "--steps", "8", "--json"]
+    flags = ["generate", "--model", "demo", "--gen-length", "8", "--steps", "8", "--json"]
     assert main([*flags, "one", "--prompt", "two", "--prompt", "three"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [r["prompt"] for r in data["results"]] == ["one", "two", "three"]
     assert (
-        main(["generate", "--model", "run", "--gen-length", "60", "--steps", "60", "x" * 10]) == 2
+        main(["generate", "--model", "demo", "--gen-length", "60", "--steps", "60", "x" * 10]) == 2
     )
     assert "max_seq_len" in capsys.readouterr().err
 

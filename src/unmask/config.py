@@ -911,12 +911,17 @@ class SampleConfig:
             self.sedd_sampler = alias  # type: ignore[assignment]
 
 
-def check_block_length(gen_length: int, block_length: int) -> None:
-    """Refuse a ``block_length`` that does not divide ``gen_length``, naming the nearest
-    lengths that fit: the rule of every blockwise decode (``unmask.sampling.validate``), here
-    without torch, so the command line checks it before torch loads."""
+def check_block_length(gen_length: int, block_length: int | None) -> None:
+    """Refuse a ``block_length`` (None: one block, ``gen_length``) that is not positive or
+    does not divide ``gen_length``, naming the nearest lengths that fit: the rule of every
+    blockwise decode (``unmask.sampling.validate``), here without torch, so the command line
+    checks it before torch loads."""
     from unmask.messages import divisors_near, nearest_multiples
 
+    if block_length is None:
+        block_length = gen_length
+    if block_length <= 0:
+        raise UserError(f"block_length must be positive, got {block_length}")
     if gen_length % block_length:
         raise UserError(
             f"gen_length ({gen_length}) must be a multiple of block_length ({block_length}); "

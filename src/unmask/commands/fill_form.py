@@ -57,8 +57,8 @@ def _read(arg: str, what: str = "template") -> tuple[str, str]:
         raise UserError(f"the {what} is empty (give a {what} file, '-' for stdin, or the "
                         "JSON itself)")
     path = Path(arg)
-    try:
-        is_file = path.is_file()
+    try:  # a file, or what reads as one: /dev/stdin, a shell's <(...), a FIFO
+        is_file = path.exists() and not path.is_dir()
     except OSError:  # a name too long for a path (inline JSON of 256+ bytes): not a file
         is_file = False
     if is_file:
@@ -93,7 +93,7 @@ def check_flags(args: argparse.Namespace) -> None:
     refuse_gen_length(args, "fill_form")
     sample_config_from_args(args)
     given, what = (args.template, "template") if args.schema is None else (args.schema, "schema")
-    if given != "-" and not os.path.isfile(given):
+    if given != "-" and (not os.path.exists(given) or os.path.isdir(given)):
         _read(given, what)  # JSON itself (nothing read), or the refusal of what it names
     if args.schema is None:
         check_model_exists(args)

@@ -140,8 +140,7 @@ def check_given_blocks(args: argparse.Namespace) -> None:
     from unmask.config import check_block_length
 
     config, _ = _given_lengths(args)
-    block = config.gen_length if config.block_length is None else config.block_length
-    check_block_length(config.gen_length, block)
+    check_block_length(config.gen_length, config.block_length)
 
 
 def _given_lengths(args: argparse.Namespace) -> tuple[SampleConfig, str | None]:

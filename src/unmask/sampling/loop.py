@@ -290,10 +290,8 @@ def validate(
     if config.steps <= 0:
         raise UserError(f"steps must be positive, got {config.steps}")
     check_steps(config)  # MAX_STEPS
+    check_block_length(config.gen_length, config.block_length)
     block_length = config.gen_length if config.block_length is None else config.block_length
-    if block_length <= 0:
-        raise UserError(f"block_length must be positive, got {block_length}")
-    check_block_length(config.gen_length, block_length)
     num_blocks = config.gen_length // block_length
     dynamic = make_policy(config).dynamic  # also checks the policy name and its parameters
     working = num_blocks  # the blocks that take a step
