@@ -140,7 +140,9 @@ def test_hybrid_stops_at_a_multi_byte_stop():
 
 @pytest.mark.parametrize("stop, says", [
     (["x"], "TextEnd"), ("x", "TextEnd"), ([None, None], "2 stop rules for 1 row"),
-    ([TextEnd(("x",)), "y"], "TextEnd")])
+    ([TextEnd(("x",)), "y"], "TextEnd"), (TextEnd(("x",)), r"such as \[rule\]"),
+    ([TextEnd("xy")], "a tuple of texts"), ([TextEnd(("",))], "at least one character"),
+    ([TextEnd((1,))], "at least one character")])
 def test_start_names_a_wrong_stop_in_one_line_before_building_the_run(stop, says,
                                                                      monkeypatch):
     from unmask.sampling import Target

@@ -297,19 +297,25 @@ def start(
 
 
 def _check_stop_rules(stop: Any, n_rows: int) -> None:
-    """``api.start``'s ``stop``: a sequence of one ``TextEnd`` (or None) a row, else a
-    one-line ``UserError`` (before the run is built)."""
+    """``api.start``'s ``stop``: a list of one ``TextEnd`` (or None) a row, whose stop
+    sequences are texts as ``generate``'s (``_stops``), else a one-line ``UserError`` (before
+    the run is built)."""
     from unmask.sampling.stops import TextEnd
 
     if isinstance(stop, (str, bytes)) or not isinstance(stop, Sequence) or not all(
             r is None or isinstance(r, TextEnd) for r in stop):
-        raise UserError("stop= of start takes one unmask.sampling.stops.TextEnd (or None) a "
-                        f"row, got {type(stop).__name__}"
-                        + ("" if not isinstance(stop, Sequence) or isinstance(stop, str)
-                           else f" of {sorted({type(r).__name__ for r in stop})}")
-                        + " (stop texts: generate's stop=)")
+        got = type(stop).__name__
+        if isinstance(stop, Sequence) and not isinstance(stop, (str, bytes)):
+            got += f" of {', '.join(sorted({type(r).__name__ for r in stop}))}"
+        raise UserError("stop= of start takes a list of one unmask.sampling.stops.TextEnd (or "
+                        f"None) a row, such as [rule], got {got} (stop texts: generate's stop=)")
     if len(stop) != n_rows:
         raise UserError(f"{plural(len(stop), 'stop rule')} for {plural(n_rows, 'row')}")
+    for rule in stop:  # (a text's letters each a stop; "" stopped at the first token)
+        if rule is not None and isinstance(rule.stops, str):
+            raise UserError(f"TextEnd.stops must be a tuple of texts, got {rule.stops!r}")
+        if rule is not None:
+            _stops(rule.stops)
 
 
 def context_limit(loaded: Loaded, draft: Loaded | None = None) -> tuple[int | None, str]:
