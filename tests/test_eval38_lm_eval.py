@@ -64,6 +64,8 @@ def test_a_limit_past_what_islice_takes_reads_every_item(setup):
     lm, tasks = setup
     res = run_tasks(lm, ["t38_mc"], include_path=tasks, limit=1e300)
     assert res["n-samples"]["t38_mc"]["effective"] == 3
+    res = run_tasks(lm, ["t38_mc"], include_path=tasks, limit=10**400)  # (no float: isfinite's
+    assert res["n-samples"]["t38_mc"]["effective"] == 3  # OverflowError)
 
 
 class _Request:

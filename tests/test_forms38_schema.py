@@ -64,3 +64,19 @@ def test_a_long_ref_is_quoted_by_its_ends(ref):
     with pytest.raises(UserError, match=r"\$ref '#/.*\.\.\..*' \(50\d\d characters\)") as e:
         schema_form(schema, TOK)
     assert len(str(e.value)) < 250
+
+
+@pytest.mark.parametrize("last", [5, None, ["#/x"]])
+def test_a_deep_chain_ending_in_a_ref_that_is_no_text_is_one_line(last):
+    """Sixteen ``$defs`` pointing on to one whose ``$ref`` is no text: the depth refusal
+    quoted it (``quote_pattern``: ``len()`` of an int, a TypeError, a 500 on the server);
+    it is the refusal of a ``$ref`` that is not local, as at any depth."""
+    import json
+
+    from unmask.infill.schema import schema_form
+    from unmask.tokenizer import byte_tokenizer
+
+    defs = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(16)}
+    defs["d16"] = {"$ref": last}
+    with pytest.raises(UserError, match=r"only local \$ref"):
+        schema_form(json.dumps({"$ref": "#/$defs/d0", "$defs": defs}), byte_tokenizer())

@@ -81,6 +81,8 @@ def check_limit(limit: float | None, name: str = "limit") -> float | int | None:
 
     if limit is None:
         return None
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1:
+        return min(limit, sys.maxsize)  # (10**400: no float, isfinite's OverflowError)
     if not (math.isfinite(limit) and limit > 0):  # nan fails both
         raise UserError(f"{name} must be a positive number, got {limit}")
     if limit < 1:
@@ -89,6 +91,7 @@ def check_limit(limit: float | None, name: str = "limit") -> float | int | None:
         raise UserError(f"{name} {limit}: items per task is a whole number (below 1, a "
                         "fraction of the task)")
     return min(int(limit), sys.maxsize)
+
 
 @dataclass
 class EvalResult:

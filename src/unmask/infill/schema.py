@@ -221,11 +221,11 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
     """``node`` with a local ``$ref`` (``#/$defs/X``) followed."""
     while isinstance(node, Mapping) and "$ref" in node:
         ref = node["$ref"]
+        if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
+            raise UserError(f"{_where(path)}: only local $ref (#/$defs/...) is supported")
         if depth > 16:
             raise UserError(f"{_where(path)}: recursive $ref {quote_pattern(ref)} cannot be "
                             "enforced")
-        if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
-            raise UserError(f"{_where(path)}: only local $ref (#/$defs/...) is supported")
         target: Any = root
         # a JSON pointer in a URI fragment (RFC 6901); "#" is the whole schema (it was
         # refused as not local), and an array's items are numbered (#/anyOf/0: "points nowhere")
