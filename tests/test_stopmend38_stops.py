@@ -142,7 +142,9 @@ def test_hybrid_stops_at_a_multi_byte_stop():
     (["x"], "TextEnd"), ("x", "TextEnd"), ([None, None], "2 stop rules for 1 row"),
     ([TextEnd(("x",)), "y"], "TextEnd"), (TextEnd(("x",)), r"such as \[rule\]"),
     ([TextEnd("xy")], "a tuple of texts"), ([TextEnd(("",))], "at least one character"),
-    ([TextEnd((1,))], "at least one character")])
+    ([TextEnd((1,))], "at least one character"),
+    ([TextEnd((".",), template="plain")], "must be a ChatTemplate"),
+    ([TextEnd((".",), ends=5)], "must be a set of token ids")])
 def test_start_names_a_wrong_stop_in_one_line_before_building_the_run(stop, says,
                                                                      monkeypatch):
     from unmask.sampling import Target
@@ -173,3 +175,23 @@ def test_a_run_without_a_stop_does_no_stop_work_per_step(monkeypatch):
                  draft=_loaded(transformer("bidirectional", 3)))
     HybridRun(_ees(draft_block=3), [TOK.encode("ab")], max_new_tokens=6,
               eos_id=SPECIAL["eos_id"]).run()
+
+
+def test_a_chat_reply_ends_the_run_at_its_turn_marker_with_or_without_a_stop():
+    """With a chat template the reply is cut where it starts another turn (``\\nUser:`` for
+    ``plain``): the run ended there only when some stop sequence was given, so an unrelated
+    ``--stop`` changed ``n_tokens`` (35 -> 14 here) and the forwards (40 -> 16)."""
+    from test_stop38_early import RowModel
+
+    text = "Hi there\nUser: more words here ok."
+    width = len(api.prompt_ids(loaded(RowModel(text, 0)), ["q"], template="plain")[0])
+    model = loaded(RowModel(text, width))
+    cfg = {"gen_length": 40, "steps": 40, "block_length": 8}
+    runs = [api.generate(model, ["q"], config=cfg, template="plain", stop=stop)
+            for stop in (None, "ZZZ")]
+    assert [r.texts for r in runs] == [["Hi there"]] * 2
+    assert [r.n_tokens for r in runs] == [14, 14] and [r.nfe for r in runs] == [16, 16]
+    message = [{"role": "user", "content": "q"}]
+    replies = [api.chat(model, message, config=cfg, template="plain", stop=stop)
+               for stop in (None, "ZZZ")]
+    assert [(r.text, r.nfe) for r in replies] == [("Hi there", 16)] * 2

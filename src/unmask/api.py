@@ -312,10 +312,17 @@ def _check_stop_rules(stop: Any, n_rows: int) -> None:
     if len(stop) != n_rows:
         raise UserError(f"{plural(len(stop), 'stop rule')} for {plural(n_rows, 'row')}")
     for rule in stop:  # (a text's letters each a stop; "" stopped at the first token)
-        if rule is not None and isinstance(rule.stops, str):
+        if rule is None:
+            continue
+        if isinstance(rule.stops, str):
             raise UserError(f"TextEnd.stops must be a tuple of texts, got {rule.stops!r}")
-        if rule is not None:
-            _stops(rule.stops)
+        _stops(rule.stops)
+        if rule.template is not None and not hasattr(rule.template, "turn_starts"):
+            raise UserError("TextEnd.template must be a ChatTemplate (unmask.chat), got "
+                            f"{type(rule.template).__name__}")
+        if isinstance(rule.ends, (str, bytes)) or not isinstance(rule.ends, Iterable) or any(
+                isinstance(i, bool) or not isinstance(i, int) for i in rule.ends):
+            raise UserError(f"TextEnd.ends must be a set of token ids, got {rule.ends!r}")
 
 
 def context_limit(loaded: Loaded, draft: Loaded | None = None) -> tuple[int | None, str]:
@@ -989,16 +996,17 @@ class Generation:
     """Each row's options as it ran (``config``'s, but for prompts decoded in groups whose
     steps were fitted to each group's own blocks, ``block_groups``); None: built by hand."""
     row_tokens: list[int] | None = field(default=None, repr=False)
-    """With ``stop``: each row's ids through the one that ended its text (``n_tokens``)."""
+    """With ``stop`` or a template: each row's ids through the one that ended its text."""
 
     @property
     def n_tokens(self) -> int:
         """The ids decoded: each row's up to and including the first id that ends it (EOS,
         or a chat template's end of turn; all of a row without one), for every decoder
         alike, so the padding a causal decoder writes after EOS, or the EOS a diffusion
-        decoder fills the rest of the canvas with, is not counted. With ``stop``, a row cut
-        at a stop sequence counts through its last token (``row_tokens``, the server's
-        count), the same whether or not the run stopped there."""
+        decoder fills the rest of the canvas with, is not counted. With ``stop`` or a chat
+        template, a row cut at a stop sequence or a turn marker counts through its last
+        token (``row_tokens``, the server's count), the same whether or not the run stopped
+        there."""
         if self.row_tokens is not None:
             return sum(self.row_tokens)
         eos = getattr(self.result, "eos_id", None)
@@ -1161,8 +1169,9 @@ def generate(
     if len(rows) > 1 and draws_noise(decoder, config):
         seeds = row_seeds(config.seed, len(prompt_ids), n)
     ends = template.ends(tok, facts.eos_id) if template is not None else frozenset()
-    # a stop sequence ends the work too, not only the text (``start``'s ``stop``)
-    text_ends = None if not stops else (
+    # a stop sequence ends the work too, not only the text (``start``'s ``stop``), and so
+    # does a chat template's turn marker (with or without stops: as ``chat`` and the server)
+    text_ends = None if not stops and template is None else (
         [_text_end(tok, stops, ends, template, facts.eos_id)] * len(rows))
     # the options each group ran, as reported (one group runs ``config``)
     ran = [dataclasses.replace(cfg if len(groups) > 1 else config, decoder=decoder)
@@ -1855,8 +1864,7 @@ def chat(
     eos_id = facts_of(loaded).eos_id
     ends = template.ends(loaded.tokenizer, eos_id)  # a turn's end is never penalised
     run = start(loaded, [ids], exempting(config, ends, eos_id), step_callback=step_callback,
-                draft=draft, stop=[_text_end(loaded.tokenizer, stops, ends, template, eos_id)]
-                if stops else None)
+                draft=draft, stop=[_text_end(loaded.tokenizer, stops, ends, template, eos_id)])
     result, seconds = run_to_end(run, device=str(_device(loaded)))
     reply = template.reply(loaded.tokenizer, result.gen_ids[0], eos_id, stops)
     return Reply(

@@ -134,11 +134,11 @@ class StopRows:
         self._ended = [False] * len(self.rows)  # per row: found sure to be cut (for good)
         # per row: the window's span in tokens, the longest mark's UTF-8 bytes (a byte-level
         # token holds at least one byte of text) and the slack
-        self._width = [0 if r is None or not r.stops else WINDOW_SLACK + max(
+        self._width = [0 if r is None or not _marks(r) else WINDOW_SLACK + max(
             len(s.encode("utf-8")) for s in _marks(r)) for r in self.rows]
 
-    def __bool__(self) -> bool:
-        return any(r is not None and r.stops for r in self.rows)
+    def __bool__(self) -> bool:  # (a chat reply ends at its template's turn marker too)
+        return any(r is not None and _marks(r) for r in self.rows)
 
     def __call__(self, view: Tensor, active: Tensor | None = None) -> Tensor:
         B, G = view.shape
@@ -152,7 +152,7 @@ class StopRows:
         lengths = torch.where(open_.any(dim=1), open_.int().argmax(dim=1), G).tolist()  # (B,)
         out = [False] * B
         for i, (k, on, rule) in enumerate(zip(lengths, live, self.rows, strict=True)):
-            if not on or rule is None or not rule.stops:
+            if not on or not self._width[i]:  # no stop sequence, no turn marker
                 continue
             if self._ended[i]:  # sure is for good: later tokens never un-cut a text
                 out[i] = True
