@@ -44,7 +44,7 @@ def test_utf16_and_binary_input_is_one_line_saying_what_it_is(
     file or from stdin, before any model is loaded."""
     path = tmp_path / "input.txt"
     path.write_bytes(data)
-    model = str(tmp_path / "no-model")
+    model = "demo"  # (a model that is not there is refused first, before torch loads)
     for argv, stdin in (
         (["infill", "--model", model, "-"], True),
         (["edit", "--model", model, "--text", "-", "--span", "0:2"], True),
