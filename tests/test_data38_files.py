@@ -353,3 +353,17 @@ def test_a_checkpoint_saves_on_a_file_system_that_keeps_no_modes(tmp_path, monke
     path = save_checkpoint(tmp_path / "run", model=model, tokenizer=tok)
     monkeypatch.undo()
     assert load(path).config == model.config
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux's /proc/self/fd")
+def test_a_descriptor_open_for_reading_and_writing_replaces_the_file_it_names(tmp_path):
+    """``3<> out.json``: written through the descriptor, the result went where it pointed and
+    the file was never cut (a shorter result left the old bytes after it: broken JSON)."""
+    target = tmp_path / "out.json"
+    target.write_text('{"old": "' + "x" * 60 + '"}\n')
+    fd = os.open(target, os.O_RDWR)
+    try:
+        atomic_write_text(f"/dev/fd/{fd}", '{"new": 1}\n')
+    finally:
+        os.close(fd)
+    assert target.read_text() == '{"new": 1}\n'

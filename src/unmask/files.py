@@ -155,7 +155,9 @@ def _own_descriptor(path: Path) -> int | None:
     try:
         import fcntl
 
-        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY and _named_file(fd):
+        # read-only or read-write (``3<> out.json``: written where it points, never cut, the
+        # old bytes left after a shorter result): the file it names is replaced instead
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_WRONLY and _named_file(fd):
             return None
     except (ImportError, OSError):  # closed: the write names it (Bad file descriptor)
         pass
