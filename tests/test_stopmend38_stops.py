@@ -195,3 +195,37 @@ def test_a_chat_reply_ends_the_run_at_its_turn_marker_with_or_without_a_stop():
     replies = [api.chat(model, message, config=cfg, template="plain", stop=stop)
                for stop in (None, "ZZZ")]
     assert [(r.text, r.nfe) for r in replies] == [("Hi there", 16)] * 2
+
+
+def test_the_servers_chat_ends_the_run_at_the_turn_marker_with_or_without_a_stop():
+    """``/v1/chat/completions`` cut a reply at its template's turn marker but decoded on to
+    ``max_tokens`` unless the request sent a stop sequence (the library's ``chat`` too)."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+    from test_stop38_early import RowModel
+
+    from unmask.server import create_app
+
+    class Rows(torch.nn.Module):  # the server counts forwards through a module's hooks
+        def __init__(self, text: str, prompt_len: int) -> None:
+            super().__init__()
+            self.rows = RowModel(text, prompt_len)
+            self.config = self.rows.config
+
+        def forward(self, tokens, attention_mask=None):  # noqa: ANN001, ANN201
+            return self.rows(tokens, attention_mask)
+
+    text = "Hi there\nUser: more words here ok."
+    with TestClient(create_app(loaded(Rows(text, 0)), chat_template="plain")) as client:
+        width = client.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "q"}], "max_tokens": 8, "steps": 8,
+            "block_length": 8}).json()["usage"]["prompt_tokens"]
+    outs = []
+    with TestClient(create_app(loaded(Rows(text, width)), chat_template="plain")) as client:
+        for stop in ({}, {"stop": "ZZZ"}):
+            outs.append(client.post("/v1/chat/completions", json={
+                "messages": [{"role": "user", "content": "q"}], "max_tokens": 40,
+                "steps": 40, "block_length": 8, **stop}).json())
+    got = [(o["choices"][0]["message"]["content"], o["choices"][0]["finish_reason"],
+            o["usage"]["completion_tokens"], o["nfe"]) for o in outs]
+    assert got[0] == got[1] and got[0][0] == "Hi there" and got[0][3] < 40, got

@@ -793,7 +793,9 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
     reply = Reply(rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
                   created=int(time.time()), chat=chat, ids=ids, ends=ends,
                   template=state.chat if chat else None)
-    if req.stops():  # a stop sequence ends the work too, not only the text
+    # a stop sequence ends the work too, not only the text, and so does a chat reply's turn
+    # marker (with or without stops: as the library's ``chat``)
+    if req.stops() or reply.template is not None:
         job.text_end = TextEnd(tuple(req.stops()), ends, reply.template)
     if req.stream:  # headers at once (the first step may take long); a decoder's refusal at
         # its start arrives as the stream's error event
