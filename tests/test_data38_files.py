@@ -367,3 +367,21 @@ def test_a_descriptor_open_for_reading_and_writing_replaces_the_file_it_names(tm
     finally:
         os.close(fd)
     assert target.read_text() == '{"new": 1}\n'
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux's /proc/self/fd")
+def test_stdout_captured_in_a_file_opened_for_reading_and_writing_gets_the_result():
+    """A parent that captures stdout in a file it opened ``w+`` (a NamedTemporaryFile): the
+    result is written through the descriptor, in order, not renamed over the file's name
+    (which the parent no longer reads, with what was printed after it lost)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    child = ("from unmask.files import atomic_write_text as w\n"
+             "print('before', flush=True)\nw('/dev/stdout', 'R\\n')\nprint('after')\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    with tempfile.NamedTemporaryFile() as out:  # mode w+b: O_RDWR, a named regular file
+        subprocess.run([sys.executable, "-c", child], stdout=out, env=env, check=True)
+        out.seek(0)
+        assert out.read() == b"before\nR\nafter\n"

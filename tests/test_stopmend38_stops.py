@@ -177,6 +177,16 @@ def test_a_run_without_a_stop_does_no_stop_work_per_step(monkeypatch):
               eos_id=SPECIAL["eos_id"]).run()
 
 
+def test_start_takes_a_rule_without_stop_sequences_and_numpy_ids():
+    """``TextEnd(None)`` ran (no stop: nothing looked for) and still does; token ids may be
+    numpy integers (refused as "not token ids" by the first check)."""
+    import numpy as np
+
+    for rule in (TextEnd(None), TextEnd(("x",), ends={np.int64(2)})):
+        api.start(loaded(_ees()), [TOK.encode("ab")], {"decoder": "ar", "gen_length": 4},
+                  stop=[rule]).run()
+
+
 def test_a_chat_reply_ends_the_run_at_its_turn_marker_with_or_without_a_stop():
     """With a chat template the reply is cut where it starts another turn (``\\nUser:`` for
     ``plain``): the run ended there only when some stop sequence was given, so an unrelated

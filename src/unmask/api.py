@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import re
 import time
@@ -321,7 +322,7 @@ def _check_stop_rules(stop: Any, n_rows: int) -> None:
             raise UserError("TextEnd.template must be a ChatTemplate (unmask.chat), got "
                             f"{type(rule.template).__name__}")
         if isinstance(rule.ends, (str, bytes)) or not isinstance(rule.ends, Iterable) or any(
-                isinstance(i, bool) or not isinstance(i, int) for i in rule.ends):
+                isinstance(i, bool) or not isinstance(i, numbers.Integral) for i in rule.ends):
             raise UserError(f"TextEnd.ends must be a set of token ids, got {rule.ends!r}")
 
 

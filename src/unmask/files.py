@@ -144,9 +144,13 @@ def write_target(path: Path) -> tuple[Path, bool]:
 def _own_descriptor(path: Path) -> int | None:
     """N when ``path`` is ``/proc/self/fd/N`` or ``/dev/fd/N`` of this process (what
     ``/dev/stdout``, ``/dev/stderr`` and a shell's ``<(...)``/``>(...)`` name): its open file
-    descriptor, written through directly; else None. A descriptor open only for reading
-    (``3< h.json``) is None too: the file it names is written, as the shell's ``> /dev/fd/3``
-    does, where writing the descriptor was "Bad file descriptor"."""
+    descriptor, written through directly; else None. A descriptor of a named regular file
+    open only for reading (``3< h.json``), or for reading and writing other than stdout and
+    stderr (``3<> out.json``), is None too: the file it names is replaced, as the shell's
+    ``> /dev/fd/3`` does, where writing the descriptor was "Bad file descriptor", or wrote
+    where it pointed without cutting the file (a shorter result left old bytes after it).
+    Stdout and stderr are always written through (a parent that captures them in a file it
+    opened ``w+`` reads the result in order, not at a name it no longer reads)."""
     if not path.name.isdigit():
         return None
     if os.path.realpath(path.parent) not in (f"/proc/{os.getpid()}/fd", "/dev/fd"):
@@ -155,9 +159,8 @@ def _own_descriptor(path: Path) -> int | None:
     try:
         import fcntl
 
-        # read-only or read-write (``3<> out.json``: written where it points, never cut, the
-        # old bytes left after a shorter result): the file it names is replaced instead
-        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_WRONLY and _named_file(fd):
+        mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        if (mode == os.O_RDONLY or mode == os.O_RDWR and fd > 2) and _named_file(fd):
             return None
     except (ImportError, OSError):  # closed: the write names it (Bad file descriptor)
         pass

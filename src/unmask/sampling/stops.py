@@ -92,7 +92,7 @@ def text_ended(tok: Any, ids: Sequence[int], rule: TextEnd
     ids = [int(i) for i in ids]
     end = first_end(ids, rule.ends)
     text = tok.decode(ids[:end])
-    span = text_end(text, rule.stops, rule.template)
+    span = text_end(text, rule.stops or (), rule.template)
     if span is None:
         return text, None, end < len(ids), end + (end < len(ids))  # the ending token too
     return text, span, end < len(ids), tokens_through(tok, ids[:end], text[: span[1]])
@@ -111,7 +111,7 @@ def tokens_ended(tok: Any, ids: Sequence[int], rule: TextEnd) -> int:
 
 def _marks(rule: TextEnd) -> tuple[str, ...]:
     """What a row's window looks for: its stop sequences and its chat turn markers."""
-    return (*rule.stops, *(rule.template.turn_starts if rule.template else ()))
+    return (*(rule.stops or ()), *(rule.template.turn_starts if rule.template else ()))
 
 
 class StopRows:
@@ -172,7 +172,7 @@ class StopRows:
         """Whether the text of a row's committed ``ids`` (none of ``rule.ends``) is sure to
         end at a stop sequence, whatever tokens follow."""
         text = self.decode(ids).rstrip("\ufffd")  # an incomplete multi-byte character
-        at, may = stop_bounds(text, rule.stops, rule.template)
+        at, may = stop_bounds(text, rule.stops or (), rule.template)
         return at is not None and at <= may
 
 
