@@ -5,9 +5,12 @@ forward of ``gen_length`` run, the text cut afterwards), on demo-size models.
 demo's; greedy texts are what a model writes, not words), one prompt a row, each with a stop
 sequence it meets early (the row's own text from ``--stop-at`` characters on, as a user whose
 stop is hit early). ``llada``: the shipped demo checkpoint with ``block_length`` 32, stopping
-at the block boundary after the stop. The old path is the same call with the check switched
-off (``StopRows`` answering that no row has a stop), run in turns with the new one. Reports
-forwards (NFE), CPU seconds (median of ``--repeats``) and whether texts are identical.
+at the block boundary after the stop. ``ar seg`` and ``llada seg``: the same in segments
+(``segment_length`` a quarter of ``gen_length``, whole blocks of 32; until session 39 a
+segmented run went on to its end whatever the check said). The old path is the same call
+with the check switched off (``StopRows`` answering that no row has a stop), run in turns
+with the new one. Reports forwards (NFE), CPU seconds (median of ``--repeats``) and whether
+texts are identical.
 
     python benchmarks/stop_early.py [--gen-length 250] [--prompts 4]
     python benchmarks/stop_early.py --quick   # does it run?
@@ -68,12 +71,17 @@ def main() -> list[dict]:
         finally:
             StopRows.__bool__ = on  # type: ignore[method-assign]
 
+    seg = max(32, args.gen_length // 4 // 32 * 32)  # segments: whole blocks of 32
     cases = [("ar", causal, {"decoder": "ar", "gen_length": args.gen_length}),
-             ("llada", demo, {"gen_length": min(args.gen_length, 224), "block_length": 32})]
+             ("llada", demo, {"gen_length": min(args.gen_length, 224), "block_length": 32}),
+             ("ar seg", causal, {"decoder": "ar", "gen_length": args.gen_length,
+                                 "segment_length": seg}),
+             ("llada seg", demo, {"gen_length": args.gen_length // 32 * 32 or 32,
+                                  "block_length": 32, "segment_length": seg})]
     print(f"torch {torch.__version__}, threads {args.threads}, {len(prompts)} prompts, one a "
           f"run, stop at character {args.stop_at} of each text, CPU seconds (median of "
           f"{args.repeats})")
-    print(f"{'decoder':>8} {'gen':>4} {'NFE old':>8} {'NFE new':>8} {'old s':>7} {'new s':>7} "
+    print(f"{'decoder':>9} {'gen':>4} {'NFE old':>8} {'NFE new':>8} {'old s':>7} {'new s':>7} "
           f"{'ratio':>6}  texts")
     rows = []
     for name, m, config in cases:
@@ -88,7 +96,7 @@ def main() -> list[dict]:
         rows.append({"decoder": name, "gen_length": config["gen_length"], "nfe_old": nfe_old,
                      "nfe_new": nfe_new, "old_s": old, "new_s": new, "ratio": old / new,
                      "identical": same, "same_token_counts": counts})
-        print(f"{name:>8} {config['gen_length']:>4} {nfe_old:>8} {nfe_new:>8} {old:>7.2f} "
+        print(f"{name:>9} {config['gen_length']:>4} {nfe_old:>8} {nfe_new:>8} {old:>7.2f} "
               f"{new:>7.2f} {old / new:>5.2f}x  {'identical' if same else 'DIFFER'}"
               f"{'' if counts else ' (token counts differ)'}")
     if args.json:

@@ -215,7 +215,8 @@ def start(
     stop sequences; None: none), one a row: a decoder that stops after EOS (``ar``,
     ``speculative``, ``hybrid``; the commit loop and ``bd3lm`` at a block boundary) finishes a
     row once its text is sure to be cut at one (``DecoderRun.stop``), and stops once every
-    row has ended: the same text, fewer forwards. Not in segments (``segment_length``).
+    row has ended: the same text, fewer forwards; in segments (``segment_length``) too, where
+    rows that share one generator's draws stop only all together (``SegmentedRun``).
     """
     from unmask.canvas import as_rows
     from unmask.sampling import Target, choose_decoder
@@ -287,9 +288,10 @@ def start(
             mask_id=facts.mask_id,
             eos_id=facts.eos_id, pad_id=facts.pad_id, on_view=step_callback,
             seeds=None if seeds is None else list(seeds),
+            shared_draws=draws_noise(decoder.name, config),
         )
     run.decoder = decoder.name
-    if stop is not None and config.segment_length is None:
+    if stop is not None:
         from unmask.sampling.stops import StopRows
 
         rule = StopRows(loaded.tokenizer.decode, stop, run.mask_id)

@@ -23,6 +23,13 @@ window that moves), and positions restart at 0, as in training.
   refused in one line up front, as every length and block rule is).
 - A row that writes EOS is finished: later segments leave it out (its columns hold the pad
   id), and the run ends when every row has.
+- A stop sequence ends the work too (``stop``: ``unmask.sampling.stops.StopRows`` over the
+  whole rows, so a stop that spans two segments is found): a row whose text is sure to be
+  cut at one ends as after EOS, inside a segment (its decoder's ``stopped_rows``) and at a
+  segment's end, with the same text. Where a row leaving the batch could move the other
+  rows' draws (one generator shared by rows that draw: ``shared_draws`` and no ``seeds``),
+  the rows stop only all together: a segment's rows once every one's committed text is
+  sure to end (EOS or a stop), the run once every row's has.
 - A ``[MASK]`` in a prompt is refused: a window that moves past it would leave it unfilled.
 
 The text after the first window no longer sees the start of the prompt: that is the trade
@@ -187,6 +194,9 @@ class SegmentedRun(DecoderRun):
 
     ``seeds``: one per row (a decoder with ``row_seeds``; ``start_segment`` then takes them):
     row i's segments are seeded as the row's alone under ``seed = seeds[i]``.
+    ``shared_draws``: whether the segments draw random numbers from one generator shared by
+    the rows (``unmask.api.draws_noise`` without ``seeds``): a row whose text a stop sequence
+    ends then stays in the batch until every row's has (module docstring).
 
     Follows the protocol of its segments: ``advance`` steps the current one, and where the
     segments share forward passes (``llada`` without a cache, say) ``step_together`` batches
@@ -208,6 +218,7 @@ class SegmentedRun(DecoderRun):
         uses_steps: bool = True,
         on_view: ViewCallback | None = None,
         seeds: Sequence[int] | None = None,
+        shared_draws: bool = True,
     ) -> None:
         rows = as_rows(prompt_ids)
         if seeds is not None and len(seeds) != len(rows):
@@ -227,6 +238,9 @@ class SegmentedRun(DecoderRun):
         )
         self.on_view = on_view
         self.seeds = None if seeds is None else list(seeds)
+        # a row may leave the batch at its stop without moving the others' draws
+        self._alone = seeds is not None or not shared_draws
+        self._stop: Callable[[Tensor, Tensor], Tensor] | None = None
         self._start_segment = start_segment
         self._k = self._offset = 0
         self._done_nfe = self._done_steps = 0
@@ -267,6 +281,51 @@ class SegmentedRun(DecoderRun):
             )
         self._index = torch.tensor(self._active, device=self.gen.device)
         self._run = run
+        if self._stop is not None:
+            run.stop = self._segment_stop
+
+    # -- stop sequences -----------------------------------------------------------------------
+
+    @property  # type: ignore[override]
+    def stop(self) -> Callable[[Tensor, Tensor], Tensor] | None:
+        """The rows of the whole (B, gen_length) view whose text a stop sequence is sure to
+        end (``DecoderRun.stop``, set by ``unmask.api.start``); the current segment's run
+        asks it through ``_segment_stop``."""
+        return self._stop
+
+    @stop.setter
+    def stop(self, rule: Callable[[Tensor, Tensor], Tensor] | None) -> None:
+        self._stop = rule
+        if self._run is not None:
+            self._run.stop = None if rule is None else self._segment_stop
+
+    def _stopped(self, upto: Tensor, active: Tensor) -> Tensor:
+        """(b,) bool: of the current segment's rows, those of ``active`` (b,) whose text in
+        ``upto`` (B, <= gen_length: the whole rows through the segment) a stop is sure to
+        cut."""
+        assert self._stop is not None
+        on = torch.zeros(upto.shape[0], dtype=torch.bool, device=upto.device)
+        on[self._index] = active.to(upto.device)
+        return self._stop(upto, on)[self._index].to(active.device)
+
+    def _segment_stop(self, view: Tensor, active: Tensor) -> Tensor:
+        """The current segment's ``stop``: its rows (``active`` (b,) of its (b, length)
+        ``view``) whose whole text, earlier segments included, a stop is sure to cut. Under
+        shared draws, none until every row of the segment is over (a stop sure, or EOS in its
+        committed prefix): a row the segment finished alone would leave the later segments
+        and move the other rows' draws; once all are over, every text is settled."""
+        assert self.gen is not None
+        end = self._offset + view.shape[1]
+        upto = self.gen[:, :end].clone()  # (B, end): the earlier segments and this one
+        upto[self._index, self._offset : end] = view.to(upto.device)
+        out = self._stopped(upto, active)
+        if self._alone or not bool(out.any()):
+            return out
+        open_ = view == self.mask_id  # (b, length)
+        first = torch.where(open_.any(dim=1), open_.int().argmax(dim=1), view.shape[1])
+        prefix = torch.arange(view.shape[1], device=view.device) < first[:, None]
+        over = out | rows_finished(torch.where(prefix, view, self.mask_id), self.eos_id)
+        return out if bool(over.all()) else torch.zeros_like(out)
 
     def _show_drafts(self, step: int, view: Tensor, drafts: Tensor) -> None:
         """The current segment's drafts (its view and drafts: its rows, its columns) to the
@@ -295,7 +354,13 @@ class SegmentedRun(DecoderRun):
             # a decoder that stops at EOS may return a shorter region (bd3lm: the blocks it ran)
             self.gen[self._index, span] = self.pad_id
             self.gen[self._index, self._offset : self._offset + ids.shape[1]] = ids
-            ended = rows_finished(ids, self.eos_id).tolist()
+            ended = rows_finished(ids, self.eos_id)  # (b,)
+            if self._stop is not None:  # or a stop sequence: under shared draws, every row
+                stopped = self._stopped(self.gen[:, : self._offset + length],
+                                        torch.ones_like(ended))
+                if self._alone or bool((ended | stopped).all()):
+                    ended = ended | stopped
+            ended = ended.tolist()
             for i, e in zip(self._active, ended, strict=True):
                 if e:
                     self.gen[i, self._offset + length :] = self.pad_id
