@@ -6,6 +6,7 @@ was cut afterwards. The text and the tokens counted are what the run to the end 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,8 @@ def test_the_server_stops_a_segmented_completion_at_its_stop():
         assert out["nfe"] < 48
         rule = TextEnd((stop,), frozenset({EOS}))
         assert out["usage"]["completion_tokens"] == tokens_ended(TOK, full.ids[0], rule)
+        r = client.post("/v1/completions", json={**body, "stream": True})
+        data = [ln[len("data: "):] for ln in r.text.splitlines() if ln.startswith("data: ")]
+        chunks = [json.loads(d)["choices"] for d in data[:-1]]
+        assert "".join(c[0]["text"] for c in chunks if c) == want
+        assert [c[0]["finish_reason"] for c in chunks if c][-1] == "stop"
