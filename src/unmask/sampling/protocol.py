@@ -19,7 +19,7 @@ bookkeeping of the callers (``unmask.api``, the server's ``Engine``).
 
 Inside: ``MaskPredictor``, ``StepCallback``, ``ViewCallback``, ``GenerateResult``,
 ``DecoderRun``, ``step_together``, ``StepError``, ``RowRuns``, ``rows_finished``,
-``cut_at_eos``, ``decode_generations``, ``make_generator``, ``model_device``.
+``committed_lengths``, ``cut_at_eos``, ``decode_generations``, ``make_generator``, ``model_device``.
 """
 
 from __future__ import annotations
@@ -141,6 +141,13 @@ def rows_finished(ids: Tensor, eos_id: int | None) -> Tensor:
     if eos_id is None:
         return torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
     return (ids == eos_id).any(dim=1)
+
+
+def committed_lengths(view: Tensor, mask_id: int) -> Tensor:
+    """(B,) long: the columns of each row of ``view`` (B, G) before its first ``mask_id`` (G
+    where it has none): the prefix a left-to-right check may read as written."""
+    open_ = view == mask_id  # (B, G)
+    return torch.where(open_.any(dim=1), open_.int().argmax(dim=1), view.shape[1])
 
 
 class DecoderRun:
@@ -461,6 +468,7 @@ __all__ = [
     "StepCallback",
     "StepError",
     "ViewCallback",
+    "committed_lengths",
     "cut_at_eos",
     "decode_generations",
     "make_generator",

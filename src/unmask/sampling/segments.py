@@ -53,7 +53,13 @@ from torch import Tensor
 from unmask.canvas import as_rows, left_pad
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.sampling.protocol import DecoderRun, GenerateResult, ViewCallback, rows_finished
+from unmask.sampling.protocol import (
+    DecoderRun,
+    GenerateResult,
+    ViewCallback,
+    committed_lengths,
+    rows_finished,
+)
 
 SegmentStarter = Callable[..., DecoderRun]
 """``start(prompt_rows, config, on_view)``: the decoder's run for one segment, reporting to
@@ -321,9 +327,8 @@ class SegmentedRun(DecoderRun):
         out = self._stopped(upto, active)
         if self._alone or not bool(out.any()):
             return out
-        open_ = view == self.mask_id  # (b, length)
-        first = torch.where(open_.any(dim=1), open_.int().argmax(dim=1), view.shape[1])
-        prefix = torch.arange(view.shape[1], device=view.device) < first[:, None]
+        first = committed_lengths(view, self.mask_id)  # (b,)
+        prefix = torch.arange(view.shape[1], device=view.device) < first[:, None]  # (b, length)
         over = out | rows_finished(torch.where(prefix, view, self.mask_id), self.eos_id)
         return out if bool(over.all()) else torch.zeros_like(out)
 

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from unmask.chat import reply_lead, text_end
+from unmask.sampling.protocol import committed_lengths
 
 WINDOW_SLACK = 8
 """Tokens decoded beyond the longest stop sequence's UTF-8 bytes before the new ones: tokens
@@ -148,8 +149,7 @@ class StopRows:
             flags = torch.ones(B) if active is None else active
             host = torch.cat([view, flags.to(view.device, view.dtype)[:, None]], dim=1).cpu()
             host, live = host[:, :G], host[:, G].bool().tolist()
-        open_ = host == self.mask_id  # (B, G)
-        lengths = torch.where(open_.any(dim=1), open_.int().argmax(dim=1), G).tolist()  # (B,)
+        lengths = committed_lengths(host, self.mask_id).tolist()  # (B,)
         out = [False] * B
         for i, (k, on, rule) in enumerate(zip(lengths, live, self.rows, strict=True)):
             if not on or not self._width[i]:  # no stop sequence, no turn marker
