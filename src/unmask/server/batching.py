@@ -254,6 +254,20 @@ def _stops(jobs: list[Job]) -> dict[str, Any]:
     return {"stop": [j.text_end for j in jobs]}
 
 
+def _claim(fut: concurrent.futures.Future) -> bool:
+    """Mark a job's future running as its work starts; False where it ended already: cancelled,
+    or resolved (``Engine.cancel``, ``close``) by a client that left, or a timeout, in the
+    moment its work was handed out (``_take`` -> ``_start``), where
+    ``set_running_or_notify_cancel`` raised, ended the worker thread and left every later
+    request a 503 (``done`` first: the call logs a CRITICAL line before it raises)."""
+    if fut.done():
+        return False
+    try:
+        return fut.set_running_or_notify_cancel()
+    except RuntimeError:  # finished in between: "Future in unexpected state"
+        return False
+
+
 def _resolve(
     fut: concurrent.futures.Future, result: Any = None, exc: BaseException | None = None
 ) -> None:
@@ -724,7 +738,7 @@ class Engine:
 
     def _start(self, part: _Part, active: list[_Running], *, joining: bool) -> None:
         job = part.job
-        if part is job._parts[0] and not job.future.set_running_or_notify_cancel():
+        if part is job._parts[0] and not _claim(job.future):
             job.cancel()
         if job.cancelled:
             _resolve(job.future, exc=Cancelled())
@@ -822,7 +836,7 @@ class Engine:
 
     def _run_whole(self, batch: list[Job]) -> None:
         live = [j for j in batch if not j.cancelled and (  # its parts may have run already
-            j.future.running() or j.future.set_running_or_notify_cancel())]
+            j.future.running() or _claim(j.future))]
         for j in batch:
             if j not in live:
                 _resolve(j.future, exc=Cancelled())

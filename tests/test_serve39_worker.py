@@ -1,0 +1,40 @@
+"""The model worker outlives a client that leaves as its work is handed out, and holds no
+finished request's decoder state (canvas, KV cache, logits buffer) once it is answered."""
+
+from __future__ import annotations
+
+from server_helpers import Echo, loaded, tiny_config
+
+from unmask.config import SampleConfig
+from unmask.server.batching import Cancelled, Job
+from unmask.server.engine import make_engine
+from unmask.server.metrics import Metrics
+from unmask.server.state import ServerLimits
+
+
+def test_a_request_cancelled_as_its_first_slice_is_handed_out_leaves_the_worker_alive():
+    """A request of more rows than ``max_batch`` stays at the head of the queue while its first
+    slice joins; its client leaving in that moment (``Engine.cancel`` resolves the queued job)
+    made the worker's ``set_running_or_notify_cancel`` raise: the worker thread died and every
+    later request was a 503 until the server was restarted."""
+    engine = make_engine(loaded(Echo(tiny_config())), ServerLimits(max_batch=2), Metrics())
+    big = Job(rows=[list(b"a"), list(b"b"), list(b"c")],
+              config=SampleConfig(gen_length=2, steps=2))
+    start = engine._start
+
+    def handed(part, active, *, joining):  # noqa: ANN001, ANN202 -- the engine's own
+        engine.cancel(big)  # taken off the queue by the worker, not yet started
+        start(part, active, joining=joining)
+
+    engine._start = handed
+    try:
+        engine.submit(big)
+        exc = big.future.exception(timeout=10)
+        assert isinstance(exc, Cancelled)
+        engine._start = start
+        after = Job(rows=[list(b"z")], config=SampleConfig(gen_length=2, steps=2))
+        engine.submit(after)  # raised WorkerDown
+        assert after.future.result(timeout=10).gen_ids == [[4 + ord(c) for c in "bc"]]
+        assert engine.alive and engine.in_flight == 0
+    finally:
+        engine.close()
