@@ -230,12 +230,11 @@ class Job:
 
     def _release(self, _: concurrent.futures.Future | None = None) -> None:
         """Drop the decoder runs of the job's parts once it is answered (its future resolved,
-        whatever way): a finished run keeps its canvas, KV cache and (B, L, V) logits buffer.
-        The worker's last job stayed referenced while it idled (a ``_loop`` local) and the
-        others until a garbage collection (a job and its parts refer to each other): after a
-        ``cache: "prefix"`` request of 8 rows of 192 tokens the demo model's server held 33.5
-        MiB, an 8B model's gigabytes of GPU memory. A run still stepping in the batch is held
-        by the batch (``_Running``) until it leaves."""
+        whatever way; ``Engine.submit`` registers this): a finished run keeps its canvas, KV
+        cache and (B, L, V) logits buffer, and the job outlives its answer, in the worker's
+        locals while it idles and, a job and its parts referring to each other, until a
+        garbage collection. A run still stepping in the batch is held by the batch
+        (``_Running``) until it leaves."""
         for part in self._parts:
             part.run = None
 
@@ -266,11 +265,11 @@ def _stops(jobs: list[Job]) -> dict[str, Any]:
 
 
 def _claim(fut: concurrent.futures.Future) -> bool:
-    """Mark a job's future running as its work starts; False where it ended already: cancelled,
-    or resolved (``Engine.cancel``, ``close``) by a client that left, or a timeout, in the
-    moment its work was handed out (``_take`` -> ``_start``), where
-    ``set_running_or_notify_cancel`` raised, ended the worker thread and left every later
-    request a 503 (``done`` first: the call logs a CRITICAL line before it raises)."""
+    """Mark a job's future running as its work starts; False where it has ended already:
+    cancelled, or resolved by ``Engine.cancel`` or ``close`` (its client gone, its time out) in
+    the moment its work was handed out (``_take`` -> ``_start``), where
+    ``set_running_or_notify_cancel`` raises (it ended the worker thread: every later request
+    a 503). ``done`` first: that call logs a CRITICAL line before it raises."""
     if fut.done():
         return False
     try:
