@@ -41,7 +41,7 @@ from unmask.errors import UserError
 from unmask.messages import finite, plural, shown_number
 
 if TYPE_CHECKING:
-    from unmask.server.state import ServerLimits
+    from unmask.server.limits import ServerLimits
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -302,9 +302,10 @@ def check_flags(args: argparse.Namespace) -> None:
     """Refuse, without importing torch (the command line runs it before torch loads: such a
     typo took seconds), the flags that are wrong whatever the model: ``--port`` out of range,
     an empty ``--host``, a limit that is no positive number, ``--draft-*`` without
-    ``--draft``. The limits' rules across flags (``server_limits``), the API key and a port
-    in use follow in ``run``, before a ``--model`` that names nothing (in that order, as
-    before)."""
+    ``--draft``, then ``ServerLimits``' own rules (``server_limits``: ``--batch-wait`` less
+    than ``--timeout``, ``--max-slow-checks`` at most 1024; it imports neither torch nor
+    FastAPI). The API key and a port in use follow in ``run``, before a ``--model`` that names
+    nothing (in that order, as before)."""
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
     if not args.host.strip():  # --host "$HOST" of an unset HOST bound every interface (0.0.0.0)
@@ -322,6 +323,7 @@ def check_flags(args: argparse.Namespace) -> None:
         if not (finite(value) and value >= 0):
             raise UserError(f"{flag} must be a finite number of seconds >= 0, got {value:g}")
     check_draft_flags(args)
+    server_limits(args)  # (its rules across flags: they waited for torch, 8 s here)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -334,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): "
                         f"{SERVE_HINT}") from None
     check_flags(args)  # for a caller of run() itself; the command line checked before torch
-    limits = server_limits(args)  # ServerLimits' own rules too (cross-field ones), now
+    limits = server_limits(args)
     from unmask.infill.automaton import automaton_memory_limit, cache_limit_bytes
 
     cache_limit_bytes()  # a bad UNMASK_CACHE_MAX_MB now, not in every guided request's 400
@@ -361,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
 def server_limits(args: argparse.Namespace) -> ServerLimits:
     """The ``ServerLimits`` the flags give, before the model loads; a limit they refuse
     names its flag (``--max-slow-checks must be at most 1024 ..., got 1025``)."""
-    from unmask.server.state import LimitError, ServerLimits
+    from unmask.server.limits import LimitError, ServerLimits
 
     try:
         return ServerLimits(allow_regex=not args.no_regex,
