@@ -304,8 +304,8 @@ def check_flags(args: argparse.Namespace) -> None:
     an empty ``--host``, a limit that is no positive number, ``--draft-*`` without
     ``--draft``, then ``ServerLimits``' own rules (``server_limits``: ``--batch-wait`` less
     than ``--timeout``, ``--max-slow-checks`` at most 1024; it imports neither torch nor
-    FastAPI). The API key and a port in use follow in ``run``, before a ``--model`` that names
-    nothing (in that order, as before)."""
+    FastAPI) and an API key no client could send (``check_api_key``). A port in use follows in
+    ``run``, before a ``--model`` that names nothing (in that order, as before)."""
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
     if not args.host.strip():  # --host "$HOST" of an unset HOST bound every interface (0.0.0.0)
@@ -324,14 +324,24 @@ def check_flags(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} must be a finite number of seconds >= 0, got {value:g}")
     check_draft_flags(args)
     server_limits(args)  # (its rules across flags: they waited for torch, 8 s here)
+    # an empty --api-key (or UNMASK_API_KEY set empty: --api-key "$KEY" of an unset KEY) is a
+    # mistake, not "no key": it served every client without authentication, silently
+    api_key = given_api_key(args)
+    if api_key is not None:
+        from unmask.server.limits import check_api_key
+
+        check_api_key(api_key)
+
+
+def given_api_key(args: argparse.Namespace) -> str | None:
+    """The API key the server requires: ``--api-key``, else ``$UNMASK_API_KEY``, else None."""
+    return args.api_key if args.api_key is not None else os.environ.get("UNMASK_API_KEY")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
-
-        from unmask.server.plumbing import check_api_key
     except ModuleNotFoundError as e:
         raise UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): "
                         f"{SERVE_HINT}") from None
@@ -347,11 +357,7 @@ def run(args: argparse.Namespace) -> int:
 
         with flags_named():
             SampleConfig(**draft_options)
-    # an empty --api-key (or UNMASK_API_KEY set empty: --api-key "$KEY" of an unset KEY) is a
-    # mistake, not "no key": it served every client without authentication, silently
-    api_key = args.api_key if args.api_key is not None else os.environ.get("UNMASK_API_KEY")
-    if api_key is not None:  # before the model loads
-        check_api_key(api_key)
+    api_key = given_api_key(args)  # (checked by check_flags)
     sock = bind_socket(args.host, args.port)  # before the model loads: the port is ours
     try:
         return _serve(args, sock, api_key, limits, draft_options)

@@ -1,7 +1,7 @@
-"""The server's limits, importable without torch or FastAPI: ``ServerLimits`` (what one
-request may ask for, how the queue behaves), ``LimitError`` (a limit refused, naming its
-field) and ``MAX_SLOW_CHECKS``. ``unmask serve`` checks its flags against them before torch
-loads (``commands.serve.check_flags``)."""
+"""The server's settings given at launch, checked without torch or FastAPI: ``ServerLimits``
+(what one request may ask for, how the queue behaves), ``LimitError`` (a limit refused,
+naming its field), ``MAX_SLOW_CHECKS`` and ``check_api_key``. ``unmask serve`` checks its
+flags against them before torch loads (``commands.serve.check_flags``)."""
 
 from __future__ import annotations
 
@@ -105,3 +105,15 @@ class ServerLimits:
         if self.max_slow_checks > MAX_SLOW_CHECKS:  # threads of their own: never unbounded
             raise LimitError("max_slow_checks", self.max_slow_checks,
                              f"must be at most {MAX_SLOW_CHECKS} (threads of each kind)")
+
+
+def check_api_key(key: str) -> None:
+    """A ``UserError`` (one line) for an API key no client could send: empty, or not
+    printable ASCII, or with spaces at its ends (a header value is ASCII in practice, read
+    as latin-1, and its ends are trimmed), so every request would be refused with a 401."""
+    if not key.strip():
+        raise UserError("the API key is blank: give a key (--api-key or UNMASK_API_KEY), or "
+                        "none for no authentication")
+    if not key.isascii() or not key.isprintable() or key != key.strip():
+        raise UserError("the API key must be printable ASCII with no space at either end (an "
+                        "HTTP header carries it): choose another key")
