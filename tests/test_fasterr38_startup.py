@@ -40,6 +40,21 @@ CASES = [
      "unmask serve: error: --max-batch must be a finite number > 0, got 0"),
     (["serve", "--model", "demo", "--draft-steps", "2"],
      "unmask serve: error: --draft-steps applies with --draft (speculative decoding)"),
+    # ServerLimits' rules across flags, the API key, --model and --draft (session 39:
+    # they waited for torch)
+    (["serve", "--model", "demo", "--batch-wait", "400"],
+     "unmask serve: error: --batch-wait must be less than --timeout (300 s: a lone request "
+     "would wait it out), got 400"),
+    (["serve", "--model", "demo", "--max-slow-checks", "2000"],
+     "unmask serve: error: --max-slow-checks must be at most 1024 (threads of each kind), got "
+     "2000"),
+    (["serve", "--model", "demo", "--api-key", ""],
+     "unmask serve: error: the API key is blank: give a key (--api-key or UNMASK_API_KEY), or "
+     "none for no authentication"),
+    (["serve", "--model", f"{NOWHERE}/run", "--port", "8123"],
+     f"unmask serve: error: {NOWHERE}/run: no such folder"),
+    (["serve", "--model", "demo", "--draft", f"{NOWHERE}/drafter"],
+     f"unmask serve: error: {NOWHERE}/drafter: no such folder"),
     (["generate", "--model", "demo", "--gen-length", "64", "--block-length", "5", "hi"],
      "unmask generate: error: --gen-length (64) must be a multiple of --block-length (5); try "
      "--block-length 4 or 8 or --gen-length 60 or 65"),

@@ -79,8 +79,8 @@ def test_serve_refuses_a_bad_automaton_cache_limit_at_launch(tmp_path, capsys, m
     served = []
     monkeypatch.setattr(uvicorn, "Server", lambda config: served.append(config))
     monkeypatch.setenv("UNMASK_CACHE_MAX_MB", "1GB")
-    assert main(["serve", "--model", str(tmp_path / "nowhere"), "--port", str(free_port),
-                 "--device", "cpu"]) == 2
+    # (a model that is there: one that names nothing is refused first, before torch loads)
+    assert main(["serve", "--model", "demo", "--port", str(free_port), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "UNMASK_CACHE_MAX_MB='1GB'" in err, err
     assert served == []

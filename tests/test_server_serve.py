@@ -217,21 +217,21 @@ def test_the_hint_and_install_sh_install_the_serve_extra(tmp_path):
 
 def test_serve_checks_the_address_before_loading_the_model(served, capsys, free_port):
     """A port in use or a host that is not this machine's fails at once, before the model
-    loads (here the run does not even exist): it failed only after loading, which takes
-    minutes for a large model."""
+    loads (``served`` records none): it failed only after loading, which takes minutes for a
+    large model. (A ``--model`` that names nothing is refused before both, before torch.)"""
     import socket
 
     with socket.socket() as other:
         other.bind(("127.0.0.1", free_port))
         other.listen()
-        assert main(["serve", "--model", "/no/such/run", "--port", str(free_port)]) == 2
+        assert main(["serve", "--model", "demo", "--port", str(free_port)]) == 2
         assert capsys.readouterr().err == (
             f"unmask serve: error: port {free_port} is in use (another server?): stop it, or "
             "choose another --port\n")
     for host, says in (("nosuch.invalid", "--host 'nosuch.invalid' is not an address or a name"),
                        ("999.1.1.1", "--host '999.1.1.1' is not an address or a name"),
                        ("192.0.2.1", "192.0.2.1 is not an address of this machine")):
-        argv = ["serve", "--model", "/no/such/run", "--host", host, "--port", str(free_port)]
+        argv = ["serve", "--model", "demo", "--host", host, "--port", str(free_port)]
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and says in err and "no such" not in err, err

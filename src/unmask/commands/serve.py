@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import importlib.util
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ from unmask.commands import (
     add_model_flag,
     add_quantize_flag,
     add_runtime_flags,
+    check_model_exists,
     finite_float,
     registry_choice,
     template_name_or_path,
@@ -38,10 +40,11 @@ from unmask.commands.sample_options import (
 )
 from unmask.config import DECODE_COMPILES, DRAFT_CACHES, PREDRAFTS, InfillOptions
 from unmask.errors import UserError
+from unmask.folders import missing_model
 from unmask.messages import finite, plural, shown_number
 
 if TYPE_CHECKING:
-    from unmask.server.state import ServerLimits
+    from unmask.server.limits import ServerLimits
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -300,11 +303,17 @@ def _hangup_shuts_down(server: Any) -> Iterator[None]:
 
 def check_flags(args: argparse.Namespace) -> None:
     """Refuse, without importing torch (the command line runs it before torch loads: such a
-    typo took seconds), the flags that are wrong whatever the model: ``--port`` out of range,
-    an empty ``--host``, a limit that is no positive number, ``--draft-*`` without
-    ``--draft``. The limits' rules across flags (``server_limits``), the API key and a port
-    in use follow in ``run``, before a ``--model`` that names nothing (in that order, as
-    before)."""
+    typo took seconds), a server without FastAPI or uvicorn installed, then the flags that
+    are wrong whatever the model: ``--port`` out of range, an empty ``--host``, a limit that
+    is no positive number, ``--draft-*`` without ``--draft``, ``ServerLimits``' own rules
+    (``server_limits``: ``--batch-wait`` less than ``--timeout``, ``--max-slow-checks`` at
+    most 1024; it imports neither torch nor FastAPI), an API key no client could send
+    (``check_api_key``), and a ``--model`` or ``--draft`` that names nothing
+    (``check_model_exists``; they waited for torch, 11 s here). A port in use follows in
+    ``run``."""
+    for name in ("fastapi", "uvicorn"):  # found, not imported (``run`` imports them)
+        if importlib.util.find_spec(name) is None:
+            raise not_installed(name)
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
     if not args.host.strip():  # --host "$HOST" of an unset HOST bound every interface (0.0.0.0)
@@ -322,19 +331,38 @@ def check_flags(args: argparse.Namespace) -> None:
         if not (finite(value) and value >= 0):
             raise UserError(f"{flag} must be a finite number of seconds >= 0, got {value:g}")
     check_draft_flags(args)
+    server_limits(args)  # (its rules across flags: they waited for torch, 8 s here)
+    # an empty --api-key (or UNMASK_API_KEY set empty: --api-key "$KEY" of an unset KEY) is a
+    # mistake, not "no key": it served every client without authentication, silently
+    api_key = given_api_key(args)
+    if api_key is not None:
+        from unmask.server.limits import check_api_key
+
+        check_api_key(api_key)
+    check_model_exists(args)  # a --model, then a --draft, that names nothing (as loading says)
+    missing = None if args.draft is None else missing_model(args.draft)
+    if missing is not None:
+        raise UserError(missing)
+
+
+def given_api_key(args: argparse.Namespace) -> str | None:
+    """The API key the server requires: ``--api-key``, else ``$UNMASK_API_KEY``, else None."""
+    return args.api_key if args.api_key is not None else os.environ.get("UNMASK_API_KEY")
+
+
+def not_installed(name: str) -> UserError:
+    """The refusal of a server without ``name`` (FastAPI or uvicorn) installed."""
+    return UserError(f"serving needs FastAPI and uvicorn ({name} is missing): {SERVE_HINT}")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
-
-        from unmask.server.plumbing import check_api_key
     except ModuleNotFoundError as e:
-        raise UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): "
-                        f"{SERVE_HINT}") from None
+        raise not_installed(str(e.name)) from None
     check_flags(args)  # for a caller of run() itself; the command line checked before torch
-    limits = server_limits(args)  # ServerLimits' own rules too (cross-field ones), now
+    limits = server_limits(args)
     from unmask.infill.automaton import automaton_memory_limit, cache_limit_bytes
 
     cache_limit_bytes()  # a bad UNMASK_CACHE_MAX_MB now, not in every guided request's 400
@@ -345,11 +373,7 @@ def run(args: argparse.Namespace) -> int:
 
         with flags_named():
             SampleConfig(**draft_options)
-    # an empty --api-key (or UNMASK_API_KEY set empty: --api-key "$KEY" of an unset KEY) is a
-    # mistake, not "no key": it served every client without authentication, silently
-    api_key = args.api_key if args.api_key is not None else os.environ.get("UNMASK_API_KEY")
-    if api_key is not None:  # before the model loads
-        check_api_key(api_key)
+    api_key = given_api_key(args)  # (checked by check_flags)
     sock = bind_socket(args.host, args.port)  # before the model loads: the port is ours
     try:
         return _serve(args, sock, api_key, limits, draft_options)
@@ -361,7 +385,7 @@ def run(args: argparse.Namespace) -> int:
 def server_limits(args: argparse.Namespace) -> ServerLimits:
     """The ``ServerLimits`` the flags give, before the model loads; a limit they refuse
     names its flag (``--max-slow-checks must be at most 1024 ..., got 1025``)."""
-    from unmask.server.state import LimitError, ServerLimits
+    from unmask.server.limits import LimitError, ServerLimits
 
     try:
         return ServerLimits(allow_regex=not args.no_regex,

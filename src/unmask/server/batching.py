@@ -228,6 +228,16 @@ class Job:
         """Stop this job: skipped if queued, dropped from a continuous batch at the next step."""
         self._cancelled.set()
 
+    def _release(self, _: concurrent.futures.Future | None = None) -> None:
+        """Drop the decoder runs of the job's parts once it is answered (its future resolved,
+        whatever way; ``Engine.submit`` registers this): a finished run keeps its canvas, KV
+        cache and (B, L, V) logits buffer, and the job outlives its answer, in the worker's
+        locals while it idles and, a job and its parts referring to each other, until a
+        garbage collection. A run still stepping in the batch is held by the batch
+        (``_Running``) until it leaves."""
+        for part in self._parts:
+            part.run = None
+
 
 @dataclass(eq=False)
 class _Part:
@@ -252,6 +262,20 @@ def _stops(jobs: list[Job]) -> dict[str, Any]:
     if all(j.text_end is None for j in jobs):
         return {}
     return {"stop": [j.text_end for j in jobs]}
+
+
+def _claim(fut: concurrent.futures.Future) -> bool:
+    """Mark a job's future running as its work starts; False where it has ended already:
+    cancelled, or resolved by ``Engine.cancel`` or ``close`` (its client gone, its time out) in
+    the moment its work was handed out (``_take`` -> ``_start``), where
+    ``set_running_or_notify_cancel`` raises (it ended the worker thread: every later request
+    a 503). ``done`` first: that call logs a CRITICAL line before it raises."""
+    if fut.done():
+        return False
+    try:
+        return fut.set_running_or_notify_cancel()
+    except RuntimeError:  # finished in between: "Future in unexpected state"
+        return False
 
 
 def _resolve(
@@ -412,6 +436,7 @@ class Engine:
         """Queue ``job``; raises ``QueueFull`` when ``max_queue`` jobs wait already, and
         ``WorkerDown`` once the worker has stopped (``alive`` False): it would wait forever."""
         job._parts = self._split(job)
+        job.future.add_done_callback(job._release)
         with self._cond:
             if not self.alive:
                 raise WorkerDown()
@@ -724,7 +749,7 @@ class Engine:
 
     def _start(self, part: _Part, active: list[_Running], *, joining: bool) -> None:
         job = part.job
-        if part is job._parts[0] and not job.future.set_running_or_notify_cancel():
+        if part is job._parts[0] and not _claim(job.future):
             job.cancel()
         if job.cancelled:
             _resolve(job.future, exc=Cancelled())
@@ -822,7 +847,7 @@ class Engine:
 
     def _run_whole(self, batch: list[Job]) -> None:
         live = [j for j in batch if not j.cancelled and (  # its parts may have run already
-            j.future.running() or j.future.set_running_or_notify_cancel())]
+            j.future.running() or _claim(j.future))]
         for j in batch:
             if j not in live:
                 _resolve(j.future, exc=Cancelled())
@@ -923,12 +948,14 @@ class Engine:
             result = run.result()
             gen, prompts = result.gen_ids, result.prompt_ids
             counts = flagged()
+            started.clear()  # (the run's ``on_view`` reads it: a cycle that held the run)
         except BaseException as e:  # noqa: BLE001 -- every job of the batch gets the error
             self._idle()
             # NaN in a forward the run could not hand out row by row (not one of B rows: a
             # guided forward of 2B): the jobs not flagged nor streamed yet run again alone
             again = isinstance(e, NonFiniteOutput) and bool(started)
             counts = flagged() if again else []
+            started.clear()
             for j, o in zip(batch, offsets, strict=False):
                 if again and j.id not in shown and not j.cancelled and not bad(counts, j, o):
                     self._again_alone(j)

@@ -1,9 +1,10 @@
 """Request plumbing shared by every route: errors in OpenAI's shape, auth, limits, jobs.
 
 Inside: ``install_error_handlers`` (every error, pydantic's included, answered as
-``{"error": {"message", "type", "param", "code"}}``), ``check_api_key`` and ``secured`` (the
-Bearer check as a route dependency), the request checks (``check_model``, ``check_text``,
-``check_steps``, ``diffusion_only``, ``check_generation``, ``check_names``),
+``{"error": {"message", "type", "param", "code"}}``), ``secured`` (the Bearer check as a route
+dependency; the key itself is checked by ``limits.check_api_key``), the request checks
+(``check_model``, ``check_text``, ``check_steps``, ``diffusion_only``, ``check_generation``,
+``check_names``),
 ``sample_config``, ``blaming`` (the field a refusal found on the worker names), the job life
 cycle (``submit``, ``wait``, ``alone``, ``run_alone``, ``job_failure``, ``timed_out``),
 ``deadline``, ``checked`` and ``slow_check`` (checks that may take seconds, on threads of
@@ -245,18 +246,6 @@ def max_steps_blocks(opts: DiffusionOptions, e: UserError,
 
 
 # -- auth and checks -------------------------------------------------------------------------
-
-
-def check_api_key(key: str) -> None:
-    """A ``UserError`` (one line) for an API key no client could send: empty, or not
-    printable ASCII, or with spaces at its ends (a header value is ASCII in practice, read
-    as latin-1, and its ends are trimmed), so every request would be refused with a 401."""
-    if not key.strip():
-        raise UserError("the API key is blank: give a key (--api-key or UNMASK_API_KEY), or "
-                        "none for no authentication")
-    if not key.isascii() or not key.isprintable() or key != key.strip():
-        raise UserError("the API key must be printable ASCII with no space at either end (an "
-                        "HTTP header carries it): choose another key")
 
 
 def secured(state: ServerState) -> list[Any]:

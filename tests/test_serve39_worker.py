@@ -1,0 +1,81 @@
+"""The model worker outlives a client that leaves as its work is handed out, and holds no
+finished request's decoder state (canvas, KV cache, logits buffer) once it is answered."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+
+import pytest
+from server_helpers import Echo, loaded, random_transformer, tiny_config, wait_until
+
+from unmask.config import SampleConfig
+from unmask.server.batching import Cancelled, Job
+from unmask.server.engine import make_engine
+from unmask.server.metrics import Metrics
+from unmask.server.state import ServerLimits
+
+
+def test_a_request_cancelled_as_its_first_slice_is_handed_out_leaves_the_worker_alive():
+    """A request of more rows than ``max_batch`` stays at the head of the queue while its first
+    slice joins; its client leaving in that moment (``Engine.cancel`` resolves the queued job)
+    made the worker's ``set_running_or_notify_cancel`` raise: the worker thread died and every
+    later request was a 503 until the server was restarted."""
+    engine = make_engine(loaded(Echo(tiny_config())), ServerLimits(max_batch=2), Metrics())
+    big = Job(rows=[list(b"a"), list(b"b"), list(b"c")],
+              config=SampleConfig(gen_length=2, steps=2))
+    start = engine._start
+
+    def handed(part, active, *, joining):  # noqa: ANN001, ANN202 -- the engine's own
+        engine.cancel(big)  # taken off the queue by the worker, not yet started
+        start(part, active, joining=joining)
+
+    engine._start = handed
+    try:
+        engine.submit(big)
+        exc = big.future.exception(timeout=10)
+        assert isinstance(exc, Cancelled)
+        engine._start = start
+        after = Job(rows=[list(b"z")], config=SampleConfig(gen_length=2, steps=2))
+        engine.submit(after)  # raised WorkerDown
+        assert after.future.result(timeout=10).gen_ids == [[4 + ord(c) for c in "bc"]]
+        assert engine.alive and engine.in_flight == 0
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize(("cache", "requests"), [("none", 2), ("prefix", 1), ("prefix", 2)])
+def test_an_answered_request_holds_no_decoder_run(cache, requests):
+    """Once answered, a request's decoder runs (canvas, KV cache, logits buffer) are freed at
+    once, garbage collection off: in the continuous batch (``none``), a run alone and a
+    whole-batch run of two streamed requests (``prefix``). The worker's last job stayed
+    referenced while it idled, and the rest until a collection (a job and its parts, a
+    whole-batch run and its step callback, refer to each other)."""
+    engine = make_engine(loaded(random_transformer()), ServerLimits(max_batch=4), Metrics())
+    runs: list[weakref.ref] = []
+    start = engine.start_run
+
+    def recorded(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 -- the engine's own
+        run = start(*args, **kwargs)
+        runs.append(weakref.ref(run))
+        return run
+
+    engine.start_run = recorded
+    gate = threading.Event()
+    config = SampleConfig(gen_length=8, steps=8, block_length=4, cache=cache)
+    gc.disable()
+    try:
+        engine.submit(Job(fn=lambda: gate.wait(10)))  # the requests queue behind it
+        jobs = [Job(rows=[[5 + k, 6, 7]], config=config, sink=lambda step, rows: None)
+                for k in range(requests)]  # streamed: a run's step callback sees the sink
+        for job in jobs:
+            engine.submit(job)
+        gate.set()
+        for job in jobs:
+            assert len(job.future.result(timeout=10).gen_ids[0]) == 8
+        assert runs
+        wait_until(lambda: all(run() is None for run in runs))
+    finally:
+        gc.enable()
+        engine.close()
