@@ -504,9 +504,10 @@ def refuse_commit_loop(facts: ModelFacts, task: str) -> None:
             "decoder draws those positions and keeps the given tokens)"
         )
     if facts.default_decoder not in CONTINUOUS_DECODERS:
-        if facts.needs_sigma:
+        if facts.needs_sigma:  # infill runs its sedd decoder (unmask.api.infill_decoder)
             raise UserError(f"{task} runs the masked-diffusion commit loop, which cannot give "
-                            f"this model its noise level: {SIGMA_HINT}")
+                            f"this model its noise level: {SIGMA_HINT}; unmask infill fills "
+                            "its fixed-length gaps ([MASK:n]) with decoder 'sedd'")
         return
     hint = (
         "fill plain [MASK] / [MASK:n] gaps with infill (or write [MASK] in a generate prompt)"

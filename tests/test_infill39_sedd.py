@@ -1,0 +1,119 @@
+"""``unmask infill`` on a time-conditioned SEDD checkpoint (``sigma_input: given``, the
+``--model-set time_conditioning=true`` SEDD run): its forward needs the noise level, which the
+masked commit loop cannot give, so every template was refused ("sample it with decoder
+'sedd' (a [MASK] in a generate prompt is filled too)") although that decoder fills a
+template's masks with its given text kept. It now fills fixed-length plain gaps with the
+checkpoint's own decoder, as an embed-diffusion checkpoint's (CLI = API = server)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import unmask
+from unmask import api
+from unmask.checkpoint import save_checkpoint
+from unmask.cli import main
+from unmask.config import SampleConfig, TrainConfig, model_preset
+from unmask.model import Transformer
+from unmask.objectives.score_entropy import sedd_model_config
+from unmask.tokenizer import byte_tokenizer
+
+TOK = byte_tokenizer()
+TEMPLATE = "the cat [MASK:3] on the [MASK]."
+
+
+@pytest.fixture(scope="module")
+def sedd_time(tmp_path_factory) -> str:
+    base = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64, init_std=0.3,
+                        objective="sedd", time_conditioning=True, sigma_input="given",
+                        **TOK.special_ids())  # fmt: skip
+    cfg = sedd_model_config(base, TrainConfig(objective="sedd"))  # what `unmask train` writes
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("sedd-time")
+    return str(save_checkpoint(folder, model=Transformer(cfg).eval(), tokenizer=TOK))
+
+
+def _infill(capsys, ckpt: str, *flags: str) -> tuple[int, dict | None, str]:
+    rc = main(["infill", "--model", ckpt, TEMPLATE, "--json", "--no-live", *flags])
+    out, err = capsys.readouterr()
+    return rc, (json.loads(out) if rc == 0 else None), err
+
+
+def test_a_time_conditioned_sedd_checkpoint_fills_a_template(sedd_time, capsys):
+    rc, out, err = _infill(capsys, sedd_time, "--seed", "3")
+    assert rc == 0, err
+    assert [len(g["tokens"]) for g in out["gaps"]] == [3, 1]
+    text, (g1, g2) = out["text"], out["gaps"]
+    # the given text is kept, each gap sits where the template put it
+    assert text == f"the cat {g1['text']} on the {g2['text']}."
+    assert out["nfe"] <= 4 and out["config"]["seed"] == 3  # steps capped at the 4 masks
+    again = _infill(capsys, sedd_time, "--seed", "3")[1]
+    assert again["text"] == text
+    drawn = _infill(capsys, sedd_time)[1]  # SEDD's reverse process draws: a seed is reported
+    assert isinstance(drawn["config"]["seed"], int)
+    assert _infill(capsys, sedd_time, "--seed", str(drawn["config"]["seed"]))[1]["text"] == (
+        drawn["text"])
+
+
+def test_the_model_is_given_the_noise_levels_of_its_own_schedule(sedd_time):
+    loaded = unmask.load(sedd_time)
+    seen: list[torch.Tensor | None] = []
+    forward = loaded.model.forward
+
+    def recording(*a, **kw):
+        seen.append(kw.get("sigma"))
+        return forward(*a, **kw)
+
+    loaded.model.forward = recording  # type: ignore[method-assign]
+    res = api.infill(loaded, "ab[MASK:2]cd", config=SampleConfig(steps=2, seed=0))
+    assert res.text.startswith("ab") and res.text.endswith("cd") and res.nfe == 2
+    # the log-linear noise (eps 1e-3): sigma(1) = -log(1e-3), then sigma(1/2)
+    assert [float(s[0]) for s in seen] == pytest.approx([6.90776, 0.69215], abs=1e-5)
+
+
+@pytest.mark.parametrize("template, flags, said", [
+    ("the [MASK:1-3] cat", [], "has a variable length"),
+    (TEMPLATE, ["--regex", "1=abc"], "constrained gaps"),
+    (TEMPLATE, ["--block-length", "2"], "--block-length"),
+    (TEMPLATE, ["--temperature", "1"], "--temperature does not apply to decoder 'sedd'"),
+    (TEMPLATE, ["--length-mode", "elbo"], "fills fixed-length gaps only"),
+])  # fmt: skip
+def test_what_it_cannot_do_is_one_line(sedd_time, capsys, template, flags, said):
+    rc = main(["infill", "--model", sedd_time, template, "--no-live", *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and said in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_sedd_sampler_is_read_there(sedd_time, capsys, monkeypatch):
+    """``--sedd-sampler`` is refused by infill where the commit loop fills the gaps (it
+    changed nothing there); here SEDD's reverse process steps with the one asked for."""
+    from unmask.sampling import sedd
+
+    calls: list[str] = []
+    for name, step in list(sedd.STEPPERS.items()):
+        monkeypatch.setitem(sedd.STEPPERS, name,
+                            lambda *a, _s=step, _n=name: calls.append(_n) or _s(*a))
+    for sampler in ("euler", "analytic"):
+        calls.clear()
+        rc, out, err = _infill(capsys, sedd_time, "--seed", "0", "--sedd-sampler", sampler,
+                               "--steps", "3")
+        assert rc == 0, err
+        assert calls and set(calls) == {sampler} and out["nfe"] == 3, calls
+
+
+def test_the_server_fills_it_as_the_library(sedd_time):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    loaded = unmask.load(sedd_time)
+    want = api.infill(loaded, TEMPLATE, config={"seed": 7}).text
+    with TestClient(create_app(loaded)) as c:
+        r = c.post("/v1/infill", json={"template": TEMPLATE, "seed": 7})
+    assert r.status_code == 200, r.text
+    assert r.json()["text"] == want
