@@ -117,3 +117,34 @@ def test_the_server_fills_it_as_the_library(sedd_time):
         r = c.post("/v1/infill", json={"template": TEMPLATE, "seed": 7})
     assert r.status_code == 200, r.text
     assert r.json()["text"] == want
+
+
+PENALTIES = [("repetition_penalty", 1.3), ("presence_penalty", 0.5), ("frequency_penalty", 0.5),
+             ("no_repeat_ngram_size", 2)]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, value", PENALTIES)
+def test_infill_refuses_penalties_a_checkpoints_own_decoder_cannot_apply(sedd_time, name,
+                                                                        value, capsys):
+    """The penalties act on logits: ``unmask generate`` refuses them on an embed-diffusion
+    checkpoint (and on decoder 'sedd'), but ``unmask infill`` there ran and ignored them
+    (the same text with ``--repetition-penalty 1.3``). Now one line, on both own decoders,
+    CLI and API alike."""
+    from server_helpers import loaded
+
+    from unmask.errors import UserError
+    from unmask.objectives import objective_spec
+
+    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64, **TOK.special_ids())
+    cfg = objective_spec("embed-diffusion").configure(cfg, TrainConfig(seq_len=32))
+    torch.manual_seed(0)
+    embed = loaded(Transformer(cfg).eval())
+    assert api.infill(embed, TEMPLATE, config={"seed": 0}).text  # runs without it
+    with pytest.raises(UserError, match=f"{name} applies to the decoders that sample from "
+                                        "logits .*not to decoder 'embed-diffusion'"):
+        api.infill(embed, TEMPLATE, config={"seed": 0, name: value})
+    flag = "--" + name.replace("_", "-")
+    assert main(["infill", "--model", sedd_time, TEMPLATE, "--no-live", flag, str(value)]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} applies to the decoders" in err and "decoder 'sedd'" in err, err
+    assert len(err.strip().splitlines()) == 1

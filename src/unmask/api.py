@@ -1962,7 +1962,8 @@ def infill(
 ) -> Filled:
     """Fill the gaps of ``template`` (text, or parsed segments with their constraints;
     ``unmask.infill.infill``; a causal checkpoint fills its one gap by fill-in-the-middle,
-    ``unmask.infill.infill_causal``). ``options`` is an
+    ``unmask.infill.infill_causal``; an embed-diffusion or time-conditioned SEDD one its
+    fixed-length gaps with its own decoder, ``infill_decoder``). ``options`` is an
     ``unmask.infill.InfillOptions`` (or a dict of its fields); ``step_callback(step, tokens)``
     sees the canvas. ``max_repair_calls``: the most model calls refills of gaps that broke
     their constraint may make (``unmask.infill.fill_plan``; None: no limit; the server

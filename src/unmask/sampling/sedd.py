@@ -56,6 +56,7 @@ from unmask.sampling.registry import (
     Decoder,
     Prompts,
     Target,
+    check_penalty_decoder,
     refuse_unused,
     register_decoder,
 )
@@ -181,12 +182,13 @@ def _check(config: SampleConfig, graph: Graph, num_blocks: int) -> str:
 
 def _check_options(config: SampleConfig) -> None:
     """Refuse options the SEDD decoder has no use for (``SEDDDecoder.unused``: it draws, it
-    does not commit): ``SEDDRun`` checks them itself, as it is also started without
+    does not commit; the penalties): ``SEDDRun`` checks them itself, as it is also started without
     ``choose_decoder`` (``sample_sedd``, ``sample_model``)."""
     if config.decoder not in ("auto", "sedd"):
         raise UserError(f"decoder {config.decoder!r} is not the SEDD decoder")
     _refuse_policy(config)
     refuse_unused(DECODERS["sedd"], config)
+    check_penalty_decoder("sedd", config)  # no logits to apply them to (infill ignored them)
 
 
 def _refuse_policy(config: SampleConfig) -> None:
