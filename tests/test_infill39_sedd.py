@@ -148,3 +148,52 @@ def test_infill_refuses_penalties_a_checkpoints_own_decoder_cannot_apply(sedd_ti
     err = capsys.readouterr().err
     assert f"{flag} applies to the decoders" in err and "decoder 'sedd'" in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+class _NoMask:
+    """A canvas constraint that rules out only [MASK] (never a token of a gap: the stay of a
+    masked position is its own entry, which the step sets), as ``restrict_logits`` does for
+    infill's gap automata: the best allowed value shifted to 0 (softmax-invariant)."""
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        from unmask.infill.automaton import restrict_logits
+
+        flat = logits.reshape(-1, logits.shape[-1])
+        allowed = torch.ones_like(flat, dtype=torch.bool)
+        allowed[:, TOK.mask_id] = False
+        return restrict_logits(flat, allowed).view_as(logits)
+
+
+def test_sedd_steps_keep_the_scale_of_the_log_score_under_a_constraint(sedd_time):
+    """The SEDD decoder applied a canvas's constraints to the model's log-score, and infill's
+    gap automata also shift a position's values (the best allowed to 0): harmless to a
+    softmax, but a log-score's scale is the rate of unmasking, so every mask of a template
+    was drawn at the first step whatever --steps. A constraint that rules out nothing the
+    run draws now leaves it as it is."""
+    from unmask.canvas import Canvas
+    from unmask.sampling.sedd import start_model
+
+    loaded = unmask.load(sedd_time)
+    canvas = Canvas.from_prompts([[5, 6, 7]], 10, mask_id=TOK.mask_id, pad_id=TOK.pad_id)
+    runs = []
+    for constrained in (False, True):
+        c = canvas.clone()
+        if constrained:
+            c.constraints.append(_NoMask())
+        left: list[int] = []
+        run = start_model(loaded.model, c, SampleConfig(steps=10, gen_length=10),
+                          generator=torch.Generator().manual_seed(0),
+                          step_callback=lambda s, x, _l=left: _l.append(
+                              int((x == TOK.mask_id).sum())))  # fmt: skip
+        runs.append((run.run().tokens.tolist(), left))
+    assert runs[0] == runs[1]
+    assert runs[0][1][0] > 0  # not every mask at the first step
+
+
+def test_infill_unmasks_a_time_conditioned_sedd_template_over_its_steps(sedd_time):
+    loaded = unmask.load(sedd_time)
+    left: list[int] = []
+    res = api.infill(loaded, "ab [MASK:10] cd", config={"steps": 10, "seed": 0},
+                     step_callback=lambda s, x: left.append(int((x == TOK.mask_id).sum())))
+    assert res.nfe == 10 and len(left) == 10 and left[-1] == 0
+    assert left[0] > 0 and left == sorted(left, reverse=True)  # every one at step 1 before
