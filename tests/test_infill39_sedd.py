@@ -197,3 +197,41 @@ def test_infill_unmasks_a_time_conditioned_sedd_template_over_its_steps(sedd_tim
                      step_callback=lambda s, x: left.append(int((x == TOK.mask_id).sum())))
     assert res.nfe == 10 and len(left) == 10 and left[-1] == 0
     assert left[0] > 0 and left == sorted(left, reverse=True)  # every one at step 1 before
+
+
+class _PerfectScore(torch.nn.Module):
+    """The exact absorbing log-score of a data law that is one text, ``truth``: at a masked
+    position the true token's ratio is 1 / (e^sigma - 1), every other token's none; a given
+    token's own entry is 0 (what a ``sedd_log_score`` checkpoint's forward returns)."""
+
+    def __init__(self, config, truth: list[int]) -> None:
+        super().__init__()
+        self.config, self.truth = config, torch.tensor(truth)
+
+    def forward(self, tokens, attention_mask=None, sigma=None):
+        assert sigma is not None and tokens.shape[1] == len(self.truth)
+        out = torch.full((*tokens.shape, self.config.vocab_size), -1e4)
+        masked = tokens == self.config.mask_id  # (B, L)
+        rate = -torch.log(torch.expm1(sigma.float()))[:, None].expand_as(masked)  # (B, L)
+        out.scatter_(-1, self.truth.expand_as(tokens)[..., None],
+                     torch.where(masked, rate, torch.zeros_like(rate))[..., None])
+        out[masked, self.config.mask_id] = 0.0  # the current token's (the mask's) own entry
+        return out
+
+
+def test_a_perfect_score_refills_the_text_it_knows(sedd_time):
+    """An exact score of a law with one text puts that text back in every gap, whatever the
+    steps and seed (the template's layout, the noise levels and the rendering, end to end)."""
+    from server_helpers import loaded
+
+    text = "the cat sat on the mat"
+    cfg = unmask.load(sedd_time).config
+    model = loaded(_PerfectScore(cfg, TOK.encode(text)).eval(), TOK)
+    for steps, seed in ((1, 0), (3, 1), (7, 2)):
+        left: list[int] = []
+        res = api.infill(model, "the [MASK:3] sat on [MASK:3] mat",
+                         config={"steps": steps, "seed": seed},
+                         step_callback=lambda s, x, _l=left: _l.append(int((x == TOK.mask_id)
+                                                                           .sum())))
+        assert res.text == text and [g.text for g in res.detail.gaps] == ["cat", "the"]
+        assert res.nfe == min(steps, 6) and left[-1] == 0  # steps capped at the 6 masks
