@@ -2040,7 +2040,8 @@ def infill_sample_config(
     That recommendation is this decoder's rounding ``temperature``, measured on it (argmax
     rounding repeats frequent tokens), so it holds for a template's gaps too; ``steps`` not
     given (nor recommended) stays the dataclass's: the template, not ``gen_length``, sets the
-    length. A generation-only option is refused in one line. ``unmask infill --json`` reports
+    length. A generation-only option is refused in one line (``sedd_sampler`` and decoder
+    ``sedd`` apply where infill runs the ``sedd`` decoder). ``unmask infill --json`` reports
     what this returns."""
     if infill_decoder(loaded) == "embed-diffusion" and (
             config is None or isinstance(config, Mapping)):
