@@ -235,3 +235,29 @@ def test_a_perfect_score_refills_the_text_it_knows(sedd_time):
                                                                            .sum())))
         assert res.text == text and [g.text for g in res.detail.gaps] == ["cat", "the"]
         assert res.nfe == min(steps, 6) and left[-1] == 0  # steps capped at the 6 masks
+
+
+def test_a_gap_broken_by_simultaneous_draws_is_completed_well_formed(sedd_time):
+    """A model that favours a UTF-8 lead byte draws, in one step, lead bytes side by side
+    (each allowed alone, the gap's automaton seeing only masks after it): such a gap is
+    completed left to right from its automaton, so its text is well-formed UTF-8 with no
+    special token, the promise of every infill."""
+    loaded = unmask.load(sedd_time)
+    lead, a = TOK.encode("é")[0], TOK.encode("a")[0]
+    forward = loaded.model.forward
+
+    def favouring(*args, **kw):
+        out = forward(*args, **kw).clone()
+        out[..., [lead, a]] += 12.0
+        return out
+
+    loaded.model.forward = favouring  # type: ignore[method-assign]
+    specials = {TOK.mask_id, TOK.pad_id, TOK.eos_id}
+    leads = 0
+    for seed in range(6):
+        res = api.infill(loaded, "ab [MASK:7] cd", config={"seed": seed, "steps": 1})
+        (gap,) = res.detail.gaps
+        assert "\ufffd" not in res.text and not specials & set(gap.tokens), res.text
+        assert res.text == f"ab {gap.text} cd" and TOK.decode(gap.tokens) == gap.text
+        leads += gap.tokens.count(lead)
+    assert leads  # the lead byte was drawn, and followed by a continuation byte
