@@ -63,11 +63,12 @@ def infill_template(
     trajectory never follows the gap's automaton; it would act only in the last step's left
     to right repair, forcing a pattern onto a fill nothing steered towards it; SEDD's steps
     draw several positions at once too, with no refill to mend a broken gap), and what the
-    decoder has no use for (``block_length``, the commit loop's options, a decoder other than
-    ``auto`` / ``embed-diffusion``: they were silently ignored). ``config.steps`` is the number
-    of denoising steps (``gen_length`` is ignored); ``step_callback(step, canvas)`` sees the
-    rounded canvas (B, L) after each step (from the end of the hidden line break before a gap
-    at offset 0)."""
+    decoder has no use for (``block_length``, the commit loop's options, the penalties, a
+    decoder other than ``auto`` or its own: they were silently ignored). ``config.steps`` is
+    the number of denoising steps (``gen_length`` is ignored; ``sedd``: at most the masks);
+    ``step_callback(step, canvas)`` sees the canvas (B, L) after each step, rounded
+    (``embed-diffusion``) or as drawn (``sedd``), from the end of the hidden line break
+    before a gap at offset 0."""
     config = config or SampleConfig()
     who = OWN_DECODERS[decoder]
     if config.decoder not in ("auto", decoder):
