@@ -716,9 +716,10 @@ def test_time_conditioned_sigma_given_model_refuses_the_mask_loops_with_a_way_ou
     corpus, tmp_path, capsys
 ):
     """A time-conditioned SEDD model with sigma_input 'given' needs its noise level from the
-    caller: infill, edit and lm-eval (which call it on token ids alone) are refused in one line
-    naming the two ways out (they failed on the model's internal 'pass sigma (B,) to
-    forward'); the sedd decoder samples it, a [MASK] in the prompt included."""
+    caller: edit and lm-eval (which call it on token ids alone) are refused in one line
+    naming the ways out (they failed on the model's internal 'pass sigma (B,) to
+    forward'); the sedd decoder samples it, a [MASK] in the prompt included, and fills
+    infill's fixed-length gaps (tests/test_infill39_sedd.py; infill was refused too)."""
     from unmask.checkpoint import load
     from unmask.cli import main
     from unmask.facts import ModelFacts
@@ -726,12 +727,13 @@ def test_time_conditioned_sigma_given_model_refuses_the_mask_loops_with_a_way_ou
     run = _train(corpus, tmp_path / "tc", model_overrides={"time_conditioning": True,
                                                           "sigma_input": "given"})  # fmt: skip
     assert ModelFacts.of(load(run).config).needs_sigma
-    for argv in (["infill", "--model", str(run), "--steps", "2", "the [MASK:2] said"],
-                 ["edit", "--model", str(run), "--text", "the lord said", "--span", "4:8"]):
-        assert main(argv) == 2
-        err = capsys.readouterr().err
-        assert "cannot give this model its noise level" in err and "masked_fraction" in err
-        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["edit", "--model", str(run), "--text", "the lord said", "--span", "4:8"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot give this model its noise level" in err and "masked_fraction" in err
+    assert "unmask infill fills its fixed-length gaps" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["infill", "--model", str(run), "--steps", "2", "the [MASK:2] said"]) == 0
+    assert capsys.readouterr().out.startswith("the ")
     if importlib.util.find_spec("lm_eval") is not None:  # lm-eval's log-likelihoods
         from lm_eval.api.instance import Instance
 

@@ -1926,9 +1926,12 @@ def refuse_gen_length(config: SampleConfig | Mapping[str, Any] | None, task: str
         raise UserError(f"gen_length does not apply to {task}: {LENGTH_SET_BY[task]}")
 
 
-def refuse_generation_only(config: SampleConfig | None, task: str) -> None:
+def refuse_generation_only(config: SampleConfig | None, task: str, *,
+                           own: str | None = None) -> None:
     """One line for a ``GENERATION_ONLY`` option set away from its default on ``task``, which
-    would silently ignore it (``unmask infill --draft-length 4`` did)."""
+    would silently ignore it (``unmask infill --draft-length 4`` did). ``own``: the decoder
+    the task runs where it is the checkpoint's own (``infill_decoder``): ``sedd`` reads
+    ``sedd_sampler`` and may be named as ``decoder``."""
     from unmask.sampling.registry import DEPENDENT_OPTIONS
 
     if config is None:
@@ -1939,13 +1942,13 @@ def refuse_generation_only(config: SampleConfig | None, task: str) -> None:
     off = (config.edit_threshold is None
            and config.max_post_steps == DEPENDENT_OPTIONS["max_post_steps"][2])
     for name in GENERATION_ONLY:
-        if name == "sedd_sampler" and config.decoder == "sedd":  # policy sedd-euler sets both:
-            continue  # the decoder line below names what the user gave
+        if name == "sedd_sampler" and (config.decoder == "sedd" or own == "sedd"):
+            continue  # policy sedd-euler sets both: the decoder line below names what was given
         if name == "max_post_steps" and off:
             continue
         if getattr(config, name) != getattr(SampleConfig, name):  # the field's default
             raise UserError(f"{name} applies to generation (generate, chat, serve), not to {task}")
-    if config.decoder not in ("auto", "llada"):
+    if config.decoder not in ("auto", "llada", own):
         raise UserError(f"decoder {config.decoder!r} applies to generation (generate, chat, "
                         f"serve); {task} fills the canvas with its own loop (decoder auto)")
 
@@ -1961,7 +1964,8 @@ def infill(
 ) -> Filled:
     """Fill the gaps of ``template`` (text, or parsed segments with their constraints;
     ``unmask.infill.infill``; a causal checkpoint fills its one gap by fill-in-the-middle,
-    ``unmask.infill.infill_causal``). ``options`` is an
+    ``unmask.infill.infill_causal``; an embed-diffusion or time-conditioned SEDD one its
+    fixed-length gaps with its own decoder, ``infill_decoder``). ``options`` is an
     ``unmask.infill.InfillOptions`` (or a dict of its fields); ``step_callback(step, tokens)``
     sees the canvas. ``max_repair_calls``: the most model calls refills of gaps that broke
     their constraint may make (``unmask.infill.fill_plan``; None: no limit; the server
@@ -1978,16 +1982,16 @@ def infill(
                         f"{type(template).__name__}")
     refuse_gen_length(config, "infill")
     options = _infill_options(options)
-    embed = infill_decoder(loaded) == "embed-diffusion"
+    own = infill_decoder(loaded)
     asked, config = config, infill_sample_config(loaded, config)
     t0 = time.perf_counter()
-    if embed:  # fixed-length gaps, kept context
-        from unmask.infill.continuous import infill_template
+    if own is not None:  # the checkpoint's own decoder: fixed-length gaps, kept context
+        from unmask.infill.continuous import OWN_DECODERS, infill_template
 
-        _refuse_length_options(options, "an embed-diffusion checkpoint fills fixed-length gaps "
-                               "only ([MASK:n])")
+        _refuse_length_options(options, f"{OWN_DECODERS[own]} fills fixed-length gaps only "
+                               "([MASK:n])")
         res = infill_template(decoding_model(loaded, config), loaded.tokenizer, template, config,
-                              step_callback=step_callback)  # fmt: skip
+                              step_callback=step_callback, decoder=own)  # fmt: skip
         return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
     refuse_continuous(loaded, "infill")
     if facts_of(loaded).attention == "causal":
@@ -2014,12 +2018,19 @@ def infill(
 
 
 def infill_decoder(loaded: Loaded) -> str | None:
-    """The decoder ``infill`` runs on ``loaded``: ``"embed-diffusion"``, the checkpoint's own
-    (fixed-length gaps), or None: the commit loop of masked diffusion (a SEDD checkpoint's
-    too) or a causal checkpoint's fill-in-the-middle, which draw only when sampled. The one
-    answer for ``infill``, ``infill_sample_config``, the CLI's seed (``with_seed``) and the
-    server's route."""
-    return "embed-diffusion" if facts_of(loaded).default_decoder == "embed-diffusion" else None
+    """The decoder ``infill`` runs on ``loaded``: the checkpoint's own where the commit loop
+    cannot run it (fixed-length gaps, ``unmask.infill.continuous``): ``"embed-diffusion"``,
+    or ``"sedd"`` for an absorbing SEDD checkpoint whose forward needs its noise level
+    (``sigma_input: given``, which the commit loop cannot give); or None: the commit loop
+    of masked diffusion (another SEDD checkpoint's too) or a causal checkpoint's
+    fill-in-the-middle, which draw only when sampled. The one answer for ``infill``,
+    ``infill_sample_config``, the CLI's seed (``with_seed``) and the server's route."""
+    facts = facts_of(loaded)
+    if facts.default_decoder == "embed-diffusion":
+        return "embed-diffusion"
+    if facts.needs_sigma and facts.default_decoder == "sedd" and facts.sedd_graph == "absorbing":
+        return "sedd"
+    return None
 
 
 def infill_sample_config(
@@ -2031,7 +2042,8 @@ def infill_sample_config(
     That recommendation is this decoder's rounding ``temperature``, measured on it (argmax
     rounding repeats frequent tokens), so it holds for a template's gaps too; ``steps`` not
     given (nor recommended) stays the dataclass's: the template, not ``gen_length``, sets the
-    length. A generation-only option is refused in one line. ``unmask infill --json`` reports
+    length. A generation-only option is refused in one line (``sedd_sampler`` and decoder
+    ``sedd`` apply where infill runs the ``sedd`` decoder). ``unmask infill --json`` reports
     what this returns."""
     if infill_decoder(loaded) == "embed-diffusion" and (
             config is None or isinstance(config, Mapping)):
@@ -2042,7 +2054,7 @@ def infill_sample_config(
             out = dataclasses.replace(out, steps=SampleConfig.steps)
     else:
         out = _task_config(config) or SampleConfig()
-    refuse_generation_only(out, "infill")
+    refuse_generation_only(out, "infill", own=infill_decoder(loaded))
     return out
 
 

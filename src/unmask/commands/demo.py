@@ -226,7 +226,7 @@ class Showcase:
 def plan_showcase(loaded: Any, name: str) -> Showcase:
     """The showcase of ``loaded`` (a checkpoint of any family ``unmask train`` writes or
     ``unmask convert`` imports); ``name`` is how the user named it, for the hints."""
-    from unmask.api import facts_of, refuse_continuous
+    from unmask.api import facts_of, infill_decoder, refuse_continuous
 
     facts, cfg = facts_of(loaded), loaded.config
     decoder, objective = facts.default_decoder, facts.objective
@@ -264,12 +264,13 @@ def plan_showcase(loaded: Any, name: str) -> Showcase:
                         skip="a uniform-graph SEDD model never saw a [MASK] gap to fill; write "
                              f"[MASK] per token in a prompt instead: unmask generate --model "
                              f"{quote(name)} {quote('Yahweh is my [MASK]; I shall lack nothing.')}")
-    if decoder != "embed-diffusion":
-        try:  # a checkpoint the commit loop cannot run (a time-conditioned one): its line
+    own = infill_decoder(loaded)  # embed-diffusion, a time-conditioned SEDD: fixed lengths
+    if own is None:
+        try:  # a checkpoint the commit loop cannot run: its line
             refuse_continuous(loaded, "infill")
         except UserError as e:
             return Showcase(family=family, prompts=prompts, chat=chat, skip=str(e))
-    if facts.attention != "bidirectional" or decoder == "embed-diffusion":
+    if facts.attention != "bidirectional" or own is not None:
         fixed = tuple(_fixed(t, w, loaded.tokenizer) for t, w in zip(BLANKS, ANSWERS, strict=True))
         return Showcase(family=family, prompts=prompts, chat=chat, blanks=fixed, how="fixed")
     return Showcase(family=family, prompts=prompts, chat=chat, blanks=BLANKS)

@@ -1,8 +1,10 @@
-"""Template infill with an ``embed-diffusion`` checkpoint (continuous diffusion on token
-embeddings): the template language and result of ``unmask.infill.infill``, filled by the
-``EmbedRun`` of ``unmask.sampling.continuous`` instead of the masked commit loop.
+"""Template infill by a checkpoint's own decoder, where the masked commit loop cannot run: an
+``embed-diffusion`` checkpoint (continuous diffusion on token embeddings, the ``EmbedRun`` of
+``unmask.sampling.continuous``) and a time-conditioned SEDD checkpoint whose forward needs its
+noise level (``sigma_input: given``; SEDD's reverse process, ``unmask.sampling.sedd``). The
+template language and result are those of ``unmask.infill.infill``.
 
-Inside: ``infill_template``.
+Inside: ``infill_template``, ``OWN_DECODERS``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,16 @@ from torch import Tensor
 
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.infill.fill import InfillResult, _after_context, _render
+from unmask.infill.fill import InfillResult, _after_context, _render, complete_broken
 from unmask.infill.template import GapError, layouts_canvas, plan_template
 from unmask.sampling.continuous import EmbedRun, check_options
-from unmask.sampling.protocol import StepCallback, model_device
+from unmask.sampling.protocol import StepCallback, make_generator, model_device
+
+OWN_DECODERS = {
+    "embed-diffusion": "an embed-diffusion model",
+    "sedd": "a time-conditioned SEDD model (its forward reads the noise level)",
+}
+"""The decoders ``infill_template`` fills with, and how its refusals name their models."""
 
 
 def infill_template(
@@ -28,9 +36,19 @@ def infill_template(
     config: SampleConfig | None = None,
     *,
     step_callback: StepCallback | None = None,
+    decoder: str = "embed-diffusion",
 ) -> InfillResult:
     """Fill the fixed-length gaps of a template (``"The [MASK:6] sat on the [MASK]."``, or
-    segments and ``unmask.infill.Gap`` s) with an ``embed-diffusion`` model: one ``EmbedRun``
+    segments and ``unmask.infill.Gap`` s) with the checkpoint's own ``decoder`` (a key of
+    ``OWN_DECODERS``).
+
+    ``sedd``: SEDD's reverse process over the whole template (``sedd_sampler``, the
+    checkpoint's noise schedule; given text never changes, as in ``unmask generate``'s
+    prompt), ``config.steps`` capped at the masked tokens as in ``unmask.infill.infill``; a
+    gap whose simultaneous draws broke its plain-text promise is completed from its automaton
+    (``complete_broken``); ``block_length`` is refused (one pass over the template).
+
+    ``embed-diffusion``: one ``EmbedRun``
     over the whole template, whose known positions are re-noised from their own embeddings
     at every step, so they come out verbatim (Diffusion-LM's infilling by fixing the known
     embeddings). The template language, the space a gap takes in and the result are those of
@@ -39,20 +57,24 @@ def infill_template(
     rounds a gap its last step broke again, left to right under the gap's automaton).
 
     Refused in one line: a gap of variable length (``[MASK:2-12]``: the masked models pick
-    one by their ELBO, which this family has none of) and a constrained gap (regex, choices,
+    one by their ELBO, which neither family has: one has no likelihood, the other's forward
+    needs a noise level the ELBO's copies do not give) and a constrained gap (regex, choices,
     charset, banned words: the clamping rounds every position at once each step, so the
     trajectory never follows the gap's automaton; it would act only in the last step's left
-    to right repair, forcing a pattern onto a fill nothing steered towards it), and what the
-    decoder has no use for (``block_length``, the commit loop's options, a decoder other than
-    ``auto`` / ``embed-diffusion``: they were silently ignored). ``config.steps`` is the number
-    of denoising steps (``gen_length`` is ignored); ``step_callback(step, canvas)`` sees the
-    rounded canvas (B, L) after each step (from the end of the hidden line break before a gap
-    at offset 0)."""
+    to right repair, forcing a pattern onto a fill nothing steered towards it; SEDD's steps
+    draw several positions at once too, with no refill to mend a broken gap), and what the
+    decoder has no use for (``block_length``, the commit loop's options, the penalties, a
+    decoder other than ``auto`` or its own: they were silently ignored). ``config.steps`` is
+    the number of denoising steps (``gen_length`` is ignored; ``sedd``: at most the masks);
+    ``step_callback(step, canvas)`` sees the canvas (B, L) after each step, rounded
+    (``embed-diffusion``) or as drawn (``sedd``), from the end of the hidden line break
+    before a gap at offset 0."""
     config = config or SampleConfig()
-    if config.decoder not in ("auto", "embed-diffusion"):
+    who = OWN_DECODERS[decoder]
+    if config.decoder not in ("auto", decoder):
         raise UserError(
             f"decoder {config.decoder!r} cannot sample a checkpoint of objective "
-            "embed-diffusion; infill fills its gaps with decoder 'embed-diffusion' (auto)"
+            f"{decoder}; infill fills its gaps with decoder {decoder!r} (auto)"
         )
     max_len = getattr(getattr(model, "config", None), "max_seq_len", None)
     plan = plan_template(template, tokenizer, max_seq_len=max_len)
@@ -61,13 +83,13 @@ def infill_template(
         if gap is not None and (gap.shapes_text or gap.banned):
             raise GapError(
                 f"{h.label}: constrained gaps (regex, choices, charset, ban) need the masked "
-                "commit loop; an embed-diffusion model fills plain [MASK] / [MASK:n] gaps only",
+                f"commit loop; {who} fills plain [MASK] / [MASK:n] gaps only",
                 n,  # its constraint's
             )
         if len(h.candidates) != 1:
             raise GapError(
-                f"{h.label} has a variable length; an embed-diffusion model fills fixed-length "
-                "gaps only: write [MASK:n]"
+                f"{h.label} has a variable length; {who} fills fixed-length gaps only: write "
+                "[MASK:n]"
             )
     layout = plan.layout([h.candidates[0] for h in plan.holes])
     canvas, spans = layouts_canvas(
@@ -77,6 +99,9 @@ def infill_template(
     canvas = canvas.to(model_device(model) or canvas.device)
     start, end = canvas.region
     config = replace(config, gen_length=end - start)
+    if decoder == "sedd":
+        return _sedd_fill(model, canvas, config, plan, layout, spans, tokenizer,
+                          _after_context(plan, step_callback))
     check_options("embed-diffusion", config)  # block_length as given: refused, not ignored
     run: EmbedRun | None = None
     report = _after_context(plan, step_callback)  # not the hidden line break at offset 0
@@ -92,4 +117,24 @@ def infill_template(
     return InfillResult(text=text, gaps=gaps, tokens=tokens, nfe=res.nfe)
 
 
-__all__ = ["infill_template"]
+def _sedd_fill(model: Any, canvas: Any, config: SampleConfig, plan: Any, layout: Any,
+               spans: Any, tokenizer: Any, report: StepCallback | None) -> InfillResult:
+    """``infill_template``'s ``sedd`` run (its docstring)."""
+    from unmask.sampling.sedd import start_model
+
+    if config.block_length is not None:
+        raise UserError("block_length: a time-conditioned SEDD model fills a template in one "
+                        "pass of SEDD's reverse process over all its gaps (leave it unset)")
+    masks = int(canvas.masked.sum())
+    config = replace(config, steps=min(config.steps, masks))
+    device = model_device(model) or canvas.device
+    run = start_model(model, canvas, config, eos_id=getattr(tokenizer, "eos_id", None),
+                      generator=make_generator(config.seed, device), step_callback=report)
+    res = run.run()
+    tokens = res.tokens.clone()  # (1, L)
+    complete_broken(canvas, tokens)
+    text, gaps, ids = _render(plan, layout, tokens[0].tolist(), spans, 0, tokenizer)
+    return InfillResult(text=text, gaps=gaps, tokens=ids, nfe=res.nfe)
+
+
+__all__ = ["OWN_DECODERS", "infill_template"]

@@ -276,20 +276,28 @@ def fill_canvas(
                 model, canvas, tokens, broken, config, eos_id, generator, step_callback
             )
             nfe, steps = nfe + n1, steps + s1
-        for proc in canvas.constraints:
-            if isinstance(proc, GapConstraint):
-                for r, s, e in proc.violations(tokens):
-                    seq = [None] * (e - s)
-                    done = proc.automaton.complete(seq, prefer=tokens[r, s:e].tolist())
-                    if done is None:  # pragma: no cover - plan_template checked feasibility
-                        raise UserError(f"{proc.name}: no token sequence satisfies its constraint")
-                    tokens[r, s:e] = torch.tensor(done, dtype=torch.long, device=tokens.device)
+        complete_broken(canvas, tokens)
         # Only a custom CanvasConstraint, or a mask left outside every constrained span with
         # no model calls left to refill it, can get here.
         left = (tokens == canvas.mask_id) & ~canvas.locked.to(tokens.device)
         if canvas.violations(tokens) or bool(left.any()):  # pragma: no cover
             raise UserError("the canvas constraints could not be satisfied")
     return Filled(tokens=tokens, nfe=nfe, steps=steps, repaired=repaired, repair_nfe=n1)
+
+
+def complete_broken(canvas: Canvas, tokens: Tensor) -> None:
+    """Complete, in place, each ``GapConstraint`` span of ``canvas`` that ``tokens`` (B, L)
+    break, left to right from its automaton without the model, keeping the sampled tokens
+    it allows (``fill_canvas``'s last resort, and the whole repair of a run that has no
+    refill: a SEDD checkpoint's reverse process, ``unmask.infill.continuous``)."""
+    for proc in canvas.constraints:
+        if isinstance(proc, GapConstraint):
+            for r, s, e in proc.violations(tokens):
+                seq = [None] * (e - s)
+                done = proc.automaton.complete(seq, prefer=tokens[r, s:e].tolist())
+                if done is None:  # pragma: no cover - plan_template checked feasibility
+                    raise UserError(f"{proc.name}: no token sequence satisfies its constraint")
+                tokens[r, s:e] = torch.tensor(done, dtype=torch.long, device=tokens.device)
 
 
 def _broken(canvas: Canvas, tokens: Tensor) -> list[tuple[int, int, int]]:

@@ -78,6 +78,7 @@ from unmask.sampling.registry import (
     Decoder,
     Prompts,
     Target,
+    check_penalty_decoder,
     refuse_top_k,
     refuse_unused,
     register_decoder,
@@ -152,10 +153,12 @@ CONTINUOUS_WHY = ("denoises a continuous state (no commit policy, blocks, cache,
 
 
 def check_options(name: str, config: SampleConfig) -> None:
-    """Refuse options that belong to the commit loop or to causal models, and values that
-    cannot work, for a run started without ``choose_decoder`` (infill's)."""
+    """Refuse options that belong to the commit loop or to causal models, the penalties
+    (no logits to apply them to), and values that cannot work, for a run started without
+    ``choose_decoder`` (infill's: ``--repetition-penalty`` was ignored there)."""
     refuse_top_k(name, config)
     refuse_unused(DECODERS[name], config)
+    check_penalty_decoder(name, config)
     _check_values(config)
 
 
@@ -504,9 +507,10 @@ def refuse_commit_loop(facts: ModelFacts, task: str) -> None:
             "decoder draws those positions and keeps the given tokens)"
         )
     if facts.default_decoder not in CONTINUOUS_DECODERS:
-        if facts.needs_sigma:
+        if facts.needs_sigma:  # infill runs its sedd decoder (unmask.api.infill_decoder)
             raise UserError(f"{task} runs the masked-diffusion commit loop, which cannot give "
-                            f"this model its noise level: {SIGMA_HINT}")
+                            f"this model its noise level: {SIGMA_HINT}; unmask infill fills "
+                            "its fixed-length gaps ([MASK:n]) with decoder 'sedd'")
         return
     hint = (
         "fill plain [MASK] / [MASK:n] gaps with infill (or write [MASK] in a generate prompt)"

@@ -56,6 +56,7 @@ from unmask.sampling.registry import (
     Decoder,
     Prompts,
     Target,
+    check_penalty_decoder,
     refuse_unused,
     register_decoder,
 )
@@ -181,12 +182,13 @@ def _check(config: SampleConfig, graph: Graph, num_blocks: int) -> str:
 
 def _check_options(config: SampleConfig) -> None:
     """Refuse options the SEDD decoder has no use for (``SEDDDecoder.unused``: it draws, it
-    does not commit): ``SEDDRun`` checks them itself, as it is also started without
+    does not commit; the penalties): ``SEDDRun`` checks them itself, as it is also started without
     ``choose_decoder`` (``sample_sedd``, ``sample_model``)."""
     if config.decoder not in ("auto", "sedd"):
         raise UserError(f"decoder {config.decoder!r} is not the SEDD decoder")
     _refuse_policy(config)
     refuse_unused(DECODERS["sedd"], config)
+    check_penalty_decoder("sedd", config)  # no logits to apply them to (infill ignored them)
 
 
 def _refuse_policy(config: SampleConfig) -> None:
@@ -281,7 +283,13 @@ class SEDDRun(DecoderRun):
             sigma = self.noise.sigma(torch.full((B,), t, dtype=torch.float64)).float()
             log_score = self.model(x, sigma.to(x.device)).float()  # (B, L, V)
             self.nfe += 1
-            log_score = canvas.apply_constraints(log_score)
+            if canvas.constraints:
+                # a constraint may also shift a position's values (infill's gap automata:
+                # the best allowed to 0, ``restrict_logits``), which a softmax ignores but a
+                # log-score's scale, the rate of unmasking, does not: every mask of a
+                # template's gaps left at the first step. Only what it rules out is taken
+                ruled = torch.isneginf(canvas.apply_constraints(log_score.clone()))
+                log_score = log_score.masked_fill_(ruled, float("-inf"))
             last = k == self.steps_per_block - 1
             # (B, L, V): ruled out by a constraint or, under the uniform graph, by ``ruled_out``
             # (the last step only: the exact reverse process passes through them on the way)
