@@ -46,6 +46,7 @@ import errno
 import functools
 import json
 import re
+import stat
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -1069,26 +1070,47 @@ def _holds_template(path: Path) -> bool:
     return bool(data.get("chat_template"))
 
 
+_NOTHING_THERE = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
+"""Why a path names nothing to read (``pathlib``'s ``is_file`` says False for these)."""
+
+
+def _json_with_template(text: str) -> bool:
+    """Whether ``text``, a template file's, is a JSON object with a ``chat_template`` key (a
+    ``tokenizer_config.json`` read through a pipe, ``<(curl ...)``, or under another name):
+    never a Jinja template meant as one, which would print the JSON as the prompt."""
+    if not text.lstrip().startswith("{"):
+        return False
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):  # Jinja: "{% for ..." / "{{ bos_token }}"
+        return False
+    return isinstance(data, dict) and "chat_template" in data
+
+
 def template_arg(value: str) -> ChatTemplate:
     """A ``--template`` value: a built-in name (``BUILTIN_TEMPLATES``), a Jinja file, a JSON
     file with a ``chat_template`` key (``tokenizer_config.json``, ``chat_template.json``), or
-    a Jinja string. BOS/EOS strings are left empty (``ChatTemplate.with_tokens`` adds them)."""
+    a Jinja string. A file may be a pipe (``<(...)``), read once. BOS/EOS strings are left
+    empty (``ChatTemplate.with_tokens`` adds them)."""
     if value in BUILTIN_TEMPLATES:
         return ChatTemplate(BUILTIN_TEMPLATES[value], origin=f"built-in chat template {value!r}")
     if not value.strip():  # Path("") is the working folder: "'' is a folder" misled
         raise UserError(f"chat template {value!r} is empty: {EMPTY_TEMPLATE}")
     path = Path(value)
-    try:  # Jinja text with a line past the file-name limit raised "File name too long"
-        is_file, is_dir = path.is_file(), path.is_dir()
+    try:  # a file is anything there but a folder: a pipe (``--template <(jq -r ...)``, a
+        # FIFO, /dev/stdin) was "no such file"
+        is_dir = stat.S_ISDIR(path.stat().st_mode)
+        is_file = not is_dir
     except OSError as e:
-        if e.errno != errno.ENAMETOOLONG:  # a file there that cannot be read: say so
-            raise UserError(f"{value}: cannot be read ({e.strerror or e})") from None
+        # Jinja text with a line past the file-name limit raised "File name too long"
+        if e.errno not in (errno.ENAMETOOLONG, *_NOTHING_THERE):  # a file there that cannot
+            raise UserError(f"{value}: cannot be read ({e.strerror or e})") from None  # be read
         is_file = is_dir = False  # no file or folder has that name: the text is all there is
     if is_file:
         from unmask.files import parse_json, read_user_text
 
         text = read_user_text(path, "chat template")
-        if path.suffix == ".json":
+        if path.suffix == ".json" or _json_with_template(text):  # a pipe has no suffix
             data = parse_json(text, path)
             source = select_template(
                 data.get("chat_template") if isinstance(data, dict) else None, source=str(path)
