@@ -11,7 +11,8 @@ Input: a JSONL file, one example per line, either
     {"prompt": "...", "response": "..."}
     {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}
 
-A message has ``role``, ``content`` and an optional ``name``; another key (``tool_calls``,
+A message has ``role``, ``content`` and an optional ``name`` (read as the server reads
+OpenAI's: ``developer`` is ``system``, content may be a list of text parts); another key (``tool_calls``,
 ``reasoning_content``, a typo) is refused, naming the line, as no other key reaches the
 template, unless its value is null, ``[]``, ``{}`` or ``""`` (absent). An assistant message may
 carry OpenAI fine-tuning's ``"weight"``: 0 leaves that turn untrained (it stays in the
