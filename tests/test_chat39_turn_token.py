@@ -8,11 +8,12 @@ EOS, which every decoder stops at by itself (no per-step work for those rows).""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
 from server_helpers import loaded, tiny_config
-from test_server import Scripted
+from test_server import Scripted, sse_events
 
 from unmask import api
 from unmask.chat import ChatTemplate
@@ -68,10 +69,15 @@ def test_the_servers_chat_ends_the_run_at_the_end_of_turn_token():
     body = {"messages": TALK, "max_tokens": 48, "steps": 48, "block_length": 8}
     with TestClient(create_app(m)) as client:
         r = client.post("/v1/chat/completions", json=body).json()
+        streamed = client.post("/v1/chat/completions", json={**body, "stream": True})
     assert r["choices"][0]["message"]["content"] == "Hello"
     assert r["choices"][0]["finish_reason"] == "stop"
     assert r["usage"]["completion_tokens"] == len("Hello") + 1
     assert r["nfe"] == 8
+    chunks = [json.loads(d) for _, d in sse_events(streamed.text)[:-1]]
+    assert "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks
+                   if ch["choices"]) == "Hello"
+    assert [ch["choices"][0]["finish_reason"] for ch in chunks if ch["choices"]][-1] == "stop"
 
 
 def test_a_causal_run_stops_at_an_end_id_with_the_same_tokens():
