@@ -259,6 +259,12 @@ class SFTData:
             "drop or shorten those lines"
         )
 
+    def cut_rows(self, seq_len: int) -> list[int]:
+        """The lengths (prompt, response and EOS) of the trained turns' rows longer than
+        ``seq_len``: a batch cuts their end, EOS included (``batch``), so they do not teach
+        the model to stop (``unmask.train.sft_cut_note`` says so)."""
+        return [n for n in (len(p) + len(r) for p, r in self.rows) if n > seq_len]
+
     def batch(self, indices: list[int], seq_len: int) -> tuple[Tensor, Tensor]:
         """x0 (B, L) and prompt_mask (B, L) of the examples ``indices`` (see the class
         docstring)."""
