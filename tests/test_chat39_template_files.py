@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 
 import pytest
+from test_fasterr38_startup import _refusal
 
 from unmask.chat import template_arg
 from unmask.errors import UserError
@@ -67,16 +66,6 @@ def test_jinja_text_and_other_json_stay_what_they_were(tmp_path):
     empty.write_text('{"chat_template": null}', encoding="utf-8")
     with pytest.raises(UserError, match="no chat_template in this file"):
         template_arg(str(empty))
-
-
-def _refusal(argv: list[str]) -> tuple[str, str]:
-    """(``"<exit status> <torch imported>"``, stderr) of ``unmask ARGV`` in a fresh process."""
-    code = ("import sys\nfrom unmask.cli import main\n"
-            "rc = main(sys.argv[1:])\n"
-            "print(rc, 'torch' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
-    return done.stdout, done.stderr
 
 
 @pytest.mark.parametrize(("argv", "said"), [
