@@ -11,33 +11,34 @@ Input: a JSONL file, one example per line, either
     {"prompt": "...", "response": "..."}
     {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}
 
-A message has ``role``, ``content`` and an optional ``name`` (read as the server reads
-OpenAI's: ``developer`` is ``system``, content may be a list of text parts); another key
-(``tool_calls``, ``reasoning_content``, a typo) is refused, naming the line, as no other key
-reaches the template, unless its value is null, ``[]``, ``{}`` or ``""`` (absent). An
-assistant message may carry OpenAI fine-tuning's ``"weight"``: 0 leaves that turn untrained
-(it stays in the prompt of later turns), 1 (or none) trains it. Roles may come in any order
-(two user turns in a row, a system message later on): as in ``transformers`` and TRL, the
-order is the template's to accept or reject (its ``raise_exception`` then names the line).
-Other fields of a line (an ``id``, a ``source``) are ignored, as TRL drops a dataset's
-unused columns, and a field that is null counts as absent (one table of both layouts,
-exported, has nulls); but tool definitions (objects in a ``tools`` or ``functions`` list, as
-OpenAI's fine-tuning format and TRL give them, or in a JSON string of one, as TRL stores the
-column) are refused: no tool reaches the template (``_refuse_tools``; ``"[]"`` or a list of
-names is none). A system prompt in a field of its own (``system``, ``system_prompt``:
-LLaMA-Factory's and OpenOrca's columns) is the conversation's first message, a system
-message, as ``unmask chat --system`` puts it (``_system_field``, ``_with_system``; blank
-text is none, and a copy of the system message that ``messages`` opens with counts once). A
-``messages`` list must end with an ``assistant`` turn: that last turn is the response,
+A message has ``role``, ``content`` and an optional ``name``; another key (``tool_calls``,
+``reasoning_content``, a typo) is refused, naming the line, as no other key reaches the
+template, unless its value is null, ``[]``, ``{}`` or ``""`` (absent). An assistant message may
+carry OpenAI fine-tuning's ``"weight"``: 0 leaves that turn untrained (it stays in the
+prompt of later turns), 1 (or none) trains it. Roles may come in any order (two user turns
+in a row, a system message later on): as in ``transformers`` and TRL, the order is the
+template's to accept or reject (its ``raise_exception`` then names the line). Other fields
+of a line (an ``id``, a ``source``) are ignored, as TRL drops a dataset's unused columns, and
+a field that is null counts as absent (one table of both layouts, exported, has nulls); but
+tool definitions (objects in a ``tools`` or ``functions`` list, as OpenAI's fine-tuning
+format and TRL give them, or in a JSON string of one, as TRL stores the column) are refused:
+no tool reaches the template (``_refuse_tools``; ``"[]"`` or a list of names is none). A
+system prompt in a field of its own (``system``, ``system_prompt``: LLaMA-Factory's and
+OpenOrca's columns) is the conversation's first message, a system message, as ``unmask chat
+--system`` puts it (``_system_field``, ``_with_system``; blank text is none, and a copy of
+the system message that ``messages`` opens with counts once). Messages are read as the
+server reads OpenAI's: a ``developer`` message is a system one, and content may be a list of
+text parts (``unmask.chat.check_messages``).
+A ``messages`` list must end with an ``assistant`` turn: that last turn is the response,
 everything before it (system prompt, earlier turns; at least one message) the prompt. Every
 earlier assistant turn with text and a message before it is trained too, as its own pair
 (the turns before it the prompt), and a batch draws one turn of each example drawn: LLaDA
 App. B.1 treats an n-turn dialogue as n single-turn pairs "and randomly sample[s] one". A
 line with both ``messages`` and ``prompt``/``response`` is refused (which one is meant?).
 Special-token strings in a message (``[EOS]``, ``<|im_end|>``) are plain text: only the
-template's own markup becomes special tokens (``ChatTemplate.example``). Text is laid out by
-a chat template (a Jinja string, ``ModelConfig.chat_template``, stored with the checkpoint;
-rendered and encoded by ``unmask.chat``, as ``unmask chat`` and the server do):
+template's own markup becomes special tokens (``ChatTemplate.example``). Text is laid out by a chat
+template (a Jinja string, ``ModelConfig.chat_template``, stored with the checkpoint; rendered
+and encoded by ``unmask.chat``, as ``unmask chat`` and the server do):
 ``render(messages[:-1], add_generation_prompt=True)`` is the prompt text and the rest of
 ``render(messages)`` the response text, so sampling can build the same prompt (a template
 that appends its assistant header after every conversation, LLaDA-8B-Instruct's, has it cut
