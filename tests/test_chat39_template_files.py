@@ -53,6 +53,12 @@ def test_a_json_file_with_a_chat_template_is_read_as_one_whatever_its_name(tmp_p
     assert template_arg(str(path)).source == JINJA
 
 
+def test_jinja_text_with_a_nul_is_text():
+    """(``pathlib.is_file`` said False for a NUL; a ``stat`` raises ValueError: kept so.)"""
+    text = "{% for m in messages %}{{ m.content }}{% endfor %}\x00"
+    assert template_arg(text).source == text
+
+
 def test_jinja_text_and_other_json_stay_what_they_were(tmp_path):
     path = tmp_path / "t.jinja"
     braced = "{{ bos_token }}" + JINJA  # Jinja that opens with a brace is no JSON

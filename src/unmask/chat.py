@@ -1137,6 +1137,8 @@ def template_arg(value: str) -> ChatTemplate:
         if e.errno not in (errno.ENAMETOOLONG, *_NOTHING_THERE):  # a file there that cannot
             raise UserError(f"{value}: cannot be read ({e.strerror or e})") from None  # be read
         is_file = is_dir = False  # no file or folder has that name: the text is all there is
+    except ValueError:  # a NUL in the text: no path holds one
+        is_file = is_dir = False
     if is_file:
         from unmask.files import parse_json, read_user_text
 
