@@ -413,7 +413,8 @@ def test_a_control_token_opening_the_chat_is_encoded_as_transformers(make, typed
     [
         ([], "non-empty list"),
         ([{"role": "tool", "content": "x"}], "role 'tool'"),
-        ([{"role": "user", "content": ["x"]}], r"messages\[0\].content must be a string, not a"),
+        ([{"role": "user", "content": 5}], r"messages\[0\].content must be a string, not a"),
+        ([{"role": "user", "content": ["x"]}], r"messages\[0\].content\[0\] is a string; a "),
         ([{"role": "human", "content": "x"}], "role .human.; a role is one of system"),
         ([{"role": "user"}], "needs 'role' and 'content'"),
         # \ud800 in a JSON request or SFT line: a TypeError in the tokenizer

@@ -31,6 +31,6 @@ def test_a_template_file_that_cannot_be_read_is_said_so(tmp_path, monkeypatch):
     def denied(self, *args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(self))
 
-    monkeypatch.setattr(Path, "is_file", denied)
+    monkeypatch.setattr(Path, "stat", denied)  # (what is_file and is_dir ask)
     with pytest.raises(UserError, match=r"t\.jinja: cannot be read \(Permission denied\)"):
         template_arg(str(tmp_path / "t.jinja"))

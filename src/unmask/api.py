@@ -294,7 +294,7 @@ def start(
     if stop is not None:
         from unmask.sampling.stops import StopRows
 
-        rule = StopRows(loaded.tokenizer.decode, stop, run.mask_id)
+        rule = StopRows(loaded.tokenizer.decode, stop, run.mask_id, eos_id=facts.eos_id)
         run.stop = rule if rule else None
     return run
 

@@ -27,11 +27,12 @@ and with another, at the end of turn it writes as markup right after a reply whe
 no token of the tokenizer (``ChatTemplate.turn_starts``: ChatML's ``<|im_end|>`` through a
 tokenizer without it; never a header of the next turn).
 
-Messages are ``{"role", "content"}`` objects, with an optional ``name`` (a string) that
-the template sees as ``message.name``; a template that does not render it (the text is the
-same whatever the name says) refuses a message that has one, rather than silently dropping
-it, and a prompt (``ChatTemplate.prompt``) whose template renders the same without its
-system message refuses that message.
+Messages are ``{"role", "content"}`` objects (read as the server reads OpenAI's: a
+``developer`` message is a ``system`` one, content may be a list of text parts), with an
+optional ``name`` (a string) that the template sees as ``message.name``; a template that
+does not render it (the text is the same whatever the name says) refuses a message that has
+one, rather than silently dropping it, and a prompt (``ChatTemplate.prompt``) whose template
+renders the same without its system message refuses that message.
 
 Inside: ``ROLES``, ``DEFAULT_CHAT_TEMPLATE``, ``PLAIN_CHAT_TEMPLATE``, ``BUILTIN_TEMPLATES``,
 ``TURN_STARTS``, ``check_messages``, ``select_template``, ``ChatTemplate``, ``TemplateRejected``,
@@ -46,6 +47,7 @@ import errno
 import functools
 import json
 import re
+import stat
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -164,8 +166,9 @@ def present_keys(message: dict[str, Any]) -> dict[str, Any]:
 def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, str]]:
     """``messages`` as a new list of ``{"role", "content"}`` dicts (plus ``name`` where a
     message has one), or a one-line ``UserError`` naming ``where`` unless it is a non-empty
-    list of objects whose role is one of ``ROLES``, whose content (and name) is a string of
-    valid text (an unpaired surrogate, ``\\ud800`` in JSON, failed in the tokenizer with a
+    list of objects whose role is one of ``ROLES`` (or ``developer``, a system message),
+    whose content (a string, or OpenAI text parts: ``_openai_message``) and name are valid
+    text (an unpaired surrogate, ``\\ud800`` in JSON, failed in the tokenizer with a
     ``TypeError``) and that hold no other key (``tool_calls``, ``reasoning_content``, a
     typo: ``transformers`` would hand it to the template; dropped, it silently vanished).
     A key other than role and content whose value is null, ``[]``, ``{}`` or ``""`` counts as
@@ -179,6 +182,7 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise UserError(f"{where}: messages[{i}] needs 'role' and 'content'")
+        m = _openai_message(m, f"{where}: messages[{i}]")
         if m["role"] not in ROLES:
             why = "; unmask has no tool calls" if m["role"] in ("tool", "function") else ""
             raise UserError(f"{where}: messages[{i}] has role {m['role']!r}; a role is one of "
@@ -203,6 +207,34 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
     return out
 
 
+def _openai_message(m: dict[str, Any], where: str) -> dict[str, Any]:
+    """``m`` as the server's ``/v1/chat/completions`` reads an OpenAI message
+    (``unmask.server.http.chat_messages``): a ``developer`` message is a ``system`` one (the
+    name OpenAI's newer models give it), and content given as a list of text parts
+    (``[{"type": "text", "text": "..."}]``, as OpenAI's clients send it) is their texts joined;
+    another kind of part (an image) is a one-line ``UserError`` naming ``where``. The
+    library's ``api.chat``, ``unmask chat`` and SFT data refused what the server took."""
+    if m["role"] == "developer":
+        m = {**m, "role": "system"}
+    parts = m["content"]
+    if not isinstance(parts, list):
+        return m
+    for k, part in enumerate(parts):
+        at, form = f"{where}.content[{k}]", '{"type": "text", "text": "..."}'
+        if not isinstance(part, dict):
+            raise UserError(f"{at} is {_json_type(part)}; a content list holds text parts, "
+                            f"{form}")
+        if part.get("type") != "text":
+            raise UserError(f"{at} is a part of type {part.get('type')!r}; unmask takes text "
+                            f"only: a string, or text parts {form}")
+        if not isinstance(part.get("text"), str):
+            raise UserError(f"{at}.text must be a string, not {_json_type(part.get('text'))}")
+        extra = [key for key in part if key not in ("type", "text")]
+        if extra:
+            raise UserError(f"{at} has key {extra[0]!r}; a text part is {form}")
+    return {**m, "content": "".join(p["text"] for p in parts)}
+
+
 def _encodable(text: str) -> bool:
     """Whether ``text`` is valid UTF-8 text (no unpaired surrogate)."""
     try:
@@ -217,7 +249,7 @@ def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     names = {bool: "a boolean", int: "a number", float: "a number", list: "a list",
-             dict: "an object"}
+             dict: "an object", str: "a string"}
     return names.get(type(value), type(value).__name__)
 
 
@@ -1069,26 +1101,49 @@ def _holds_template(path: Path) -> bool:
     return bool(data.get("chat_template"))
 
 
+_NOTHING_THERE = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
+"""Why a path names nothing to read (``pathlib``'s ``is_file`` says False for these)."""
+
+
+def _json_with_template(text: str) -> bool:
+    """Whether ``text``, a template file's, is a JSON object with a ``chat_template`` key (a
+    ``tokenizer_config.json`` read through a pipe, ``<(curl ...)``, or under another name):
+    never a Jinja template meant as one, which would print the JSON as the prompt."""
+    if not text.lstrip().startswith("{"):
+        return False
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):  # Jinja: "{% for ..." / "{{ bos_token }}"
+        return False
+    return isinstance(data, dict) and "chat_template" in data
+
+
 def template_arg(value: str) -> ChatTemplate:
     """A ``--template`` value: a built-in name (``BUILTIN_TEMPLATES``), a Jinja file, a JSON
     file with a ``chat_template`` key (``tokenizer_config.json``, ``chat_template.json``), or
-    a Jinja string. BOS/EOS strings are left empty (``ChatTemplate.with_tokens`` adds them)."""
+    a Jinja string. A file may be a pipe (``<(...)``), read once. BOS/EOS strings are left
+    empty (``ChatTemplate.with_tokens`` adds them)."""
     if value in BUILTIN_TEMPLATES:
         return ChatTemplate(BUILTIN_TEMPLATES[value], origin=f"built-in chat template {value!r}")
     if not value.strip():  # Path("") is the working folder: "'' is a folder" misled
         raise UserError(f"chat template {value!r} is empty: {EMPTY_TEMPLATE}")
     path = Path(value)
-    try:  # Jinja text with a line past the file-name limit raised "File name too long"
-        is_file, is_dir = path.is_file(), path.is_dir()
+    try:  # a file is anything there but a folder: a pipe (``--template <(jq -r ...)``, a
+        # FIFO, /dev/stdin) was "no such file"
+        is_dir = stat.S_ISDIR(path.stat().st_mode)
+        is_file = not is_dir
     except OSError as e:
-        if e.errno != errno.ENAMETOOLONG:  # a file there that cannot be read: say so
-            raise UserError(f"{value}: cannot be read ({e.strerror or e})") from None
+        # Jinja text with a line past the file-name limit raised "File name too long"
+        if e.errno not in (errno.ENAMETOOLONG, *_NOTHING_THERE):  # a file there that cannot
+            raise UserError(f"{value}: cannot be read ({e.strerror or e})") from None  # be read
         is_file = is_dir = False  # no file or folder has that name: the text is all there is
+    except ValueError:  # a NUL in the text: no path holds one
+        is_file = is_dir = False
     if is_file:
         from unmask.files import parse_json, read_user_text
 
         text = read_user_text(path, "chat template")
-        if path.suffix == ".json":
+        if path.suffix == ".json" or _json_with_template(text):  # a pipe has no suffix
             data = parse_json(text, path)
             source = select_template(
                 data.get("chat_template") if isinstance(data, dict) else None, source=str(path)

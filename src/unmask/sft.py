@@ -26,7 +26,9 @@ no tool reaches the template (``_refuse_tools``; ``"[]"`` or a list of names is 
 system prompt in a field of its own (``system``, ``system_prompt``: LLaMA-Factory's and
 OpenOrca's columns) is the conversation's first message, a system message, as ``unmask chat
 --system`` puts it (``_system_field``, ``_with_system``; blank text is none, and a copy of
-the system message that ``messages`` opens with counts once).
+the system message that ``messages`` opens with counts once). Messages are read as the
+server reads OpenAI's: a ``developer`` message is a system one, and content may be a list of
+text parts (``unmask.chat.check_messages``).
 A ``messages`` list must end with an ``assistant`` turn: that last turn is the response,
 everything before it (system prompt, earlier turns; at least one message) the prompt. Every
 earlier assistant turn with text and a message before it is trained too, as its own pair
@@ -257,6 +259,12 @@ class SFTData:
             f"seq_len={seq_len} leaves no room for the response{others}; raise seq_len or "
             "drop or shorten those lines"
         )
+
+    def cut_rows(self, seq_len: int) -> list[int]:
+        """The lengths (prompt, response and EOS) of the trained turns' rows longer than
+        ``seq_len``: a batch cuts their end, EOS included (``batch``), so they do not teach
+        the model to stop (``unmask.train.sft_cut_note`` says so)."""
+        return [n for n in (len(p) + len(r) for p, r in self.rows) if n > seq_len]
 
     def batch(self, indices: list[int], seq_len: int) -> tuple[Tensor, Tensor]:
         """x0 (B, L) and prompt_mask (B, L) of the examples ``indices`` (see the class

@@ -169,6 +169,22 @@ def warmup_note(cfg: TrainConfig, name: SettingNamer | None = None) -> str:
             f"step, and never decays; give a shorter warmup")
 
 
+def sft_cut_note(lengths: list[int], total: int, cfg: TrainConfig, max_seq_len: int,
+                 name: SettingNamer | None = None) -> str:
+    """The note an SFT run gets when ``lengths`` (``SFTData.cut_rows``), rows of its ``total``
+    trained turns, are longer than ``seq_len``: their responses are cut, EOS included, so the
+    model is not taught to stop after them (a chat reply then runs on to ``gen_length``);
+    it was cut without a word."""
+    name = name or (lambda k, v: f"{k}={v}")
+    longest = max(lengths)
+    fits = (f"{name('seq_len', longest)} keeps them whole" if longest <= max_seq_len else
+            f"the model's max_seq_len ({max_seq_len}) cannot hold the longest ({longest} "
+            "tokens): shorten those lines")
+    return (f"note: {len(lengths):,} of the {total:,} trained turns are longer than "
+            f"{name('seq_len', cfg.seq_len)} (prompt, response and EOS): their responses are "
+            f"cut, EOS included, so those rows do not teach the model where to stop; {fits}")
+
+
 def build_model_config(
     cfg: TrainConfig, vocab_size: int, special_ids: dict[str, int | None]
 ) -> ModelConfig:
@@ -785,6 +801,10 @@ def _train(
 
     if is_main and progress and config.warmup > config.steps:  # (once the run is accepted)
         print(warmup_note(config, name_setting), file=sys.stderr, flush=True)
+    cut = train_ds.cut_rows(config.seq_len) if batch == "prompt_response" else []
+    if is_main and progress and cut:
+        print(sft_cut_note(cut, len(train_ds.rows), config, model_cfg.max_seq_len,
+                           name_setting), file=sys.stderr, flush=True)
     bar, plain = progress_bar("train", config.steps, initial=start_step, label="step",
                               enabled=is_main and progress)
     if plain is not None:  # stderr is not a terminal: plain lines instead of the bar

@@ -155,17 +155,33 @@ def model_choice(text: str) -> str:
 
 
 def check_model_exists(args: argparse.Namespace) -> None:
-    """Refuse a ``--model`` that names nothing here (no such folder, no shipped model), in
-    the line loading it says (``unmask.folders.missing_model``), without importing torch: a
-    command's ``check_flags`` calls it, so ``unmask.cli`` says it before torch loads (it took
-    seconds). A command without ``--model``, or a run of the shipped default: nothing."""
+    """Refuse a ``--model`` (and a ``--draft``) that names nothing here (no such folder, no
+    shipped model), in the line loading it says (``unmask.folders.missing_model``), without
+    importing torch: a command's ``check_flags`` calls it, so ``unmask.cli`` says it before
+    torch loads (it took seconds). A command without ``--model``, or a run of the shipped
+    default: nothing."""
     from unmask.errors import UserError
     from unmask.folders import missing_model
 
-    model = getattr(args, "model", None)
-    missing = None if model is None else missing_model(model)
-    if missing is not None:
-        raise UserError(missing)
+    for flag in ("model", "draft"):
+        given = getattr(args, flag, None)
+        missing = None if given is None else missing_model(given)
+        if missing is not None:
+            raise UserError(missing)
+
+
+def check_template_given(args: argparse.Namespace) -> None:
+    """Refuse, without importing torch, a ``--template`` that ``unmask.chat.template_arg``
+    refuses whatever the model (no such file, a folder, Jinja that fails on a message), in
+    the line the run says (it waited seconds for torch). A pipe (``<(...)``) is left to the
+    run, which reads it once; a file is read here and again by the run."""
+    value = getattr(args, "template", None)
+    if value is None or (os.path.exists(value) and not os.path.isdir(value)
+                         and not os.path.isfile(value)):
+        return
+    from unmask.chat import template_arg
+
+    template_arg(value)
 
 
 def name_and_path_clash(text: str, name: str, what: str) -> str:

@@ -47,6 +47,7 @@ from unmask.commands import (
     add_quantize_flag,
     add_runtime_flags,
     check_model_exists,
+    check_template_given,
     given_fields,
     template_name_or_path,
 )
@@ -547,11 +548,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def check_flags(args: argparse.Namespace) -> None:
     """Refuse, without importing torch (the command line runs it before torch loads), the
     sampling flags that are wrong whatever the model (``check_sample_flags``), blocks that do
-    not divide the length (``check_given_blocks``) and a ``--model`` that names nothing
-    (``check_model_exists``): it took seconds."""
+    not divide the length (``check_given_blocks``), a ``--model`` or ``--draft`` that names
+    nothing (``check_model_exists``) and a ``--template`` that cannot be read or rendered
+    (``check_template_given``): it took seconds."""
     check_sample_flags(args)
     check_given_blocks(args)
     check_model_exists(args)
+    check_template_given(args)
 
 
 def banner(loaded: Loaded, template: ChatTemplate) -> str:

@@ -27,6 +27,7 @@ from unmask.commands import (
     add_quantize_flag,
     add_runtime_flags,
     check_model_exists,
+    check_template_given,
     given_fields,
     positive_int,
     template_name_or_path,
@@ -114,7 +115,8 @@ def check_flags(args: argparse.Namespace) -> None:
     line runs it before torch loads: ``--temperature -1`` took seconds to refuse): the
     sampling flags (``check_sample_flags``), and ``--system`` or ``--template`` without
     ``--chat``; blocks that do not divide the length (``check_given_blocks``); a
-    ``--prompt-file`` or ``--model`` that does not exist. The checks that need the decoders'
+    ``--prompt-file``, ``--model`` or ``--draft`` that does not exist; a ``--template`` that
+    cannot be read or rendered (``check_template_given``). The checks that need the decoders'
     rules follow in ``run``."""
     check_sample_flags(args)
     if (args.system is not None or args.template is not None) and not args.chat:
@@ -126,6 +128,7 @@ def check_flags(args: argparse.Namespace) -> None:
 
         read_user_text(Path(args.prompt_file), "prompt file")  # once: a pipe, <(...), too)
     check_model_exists(args)
+    check_template_given(args)
 
 
 def _read_prompts(args: argparse.Namespace) -> tuple[list[str], list[str]]:

@@ -118,8 +118,11 @@ def _marks(rule: TextEnd) -> tuple[str, ...]:
 class StopRows:
     """``stop(view, active) -> (B,) bool``: the rows of a run's (B, G) view (``mask_id``
     where nothing is committed) whose committed prefix's text is sure to be cut at a stop
-    sequence (``stop_bounds``); ``rows``: each row's ``TextEnd`` (None: no stop sequence).
-    ``active`` (B,) bool: the rows to look at (the others get False).
+    sequence (``stop_bounds``) or holds an id of its ``TextEnd.ends`` other than ``eos_id``
+    (which the decoders end a row at themselves: a chat template's end-of-turn token, such
+    as ChatML's ``<|im_end|>`` where EOS is another token); ``rows``: each row's ``TextEnd``
+    (None: no stop sequence). ``active`` (B,) bool: the rows to look at (the others get
+    False).
 
     Cheap per step: one copy of the view to the host; only a row whose prefix grew is read,
     through a window of its last tokens (those since the last look and, before them, one per
@@ -129,17 +132,19 @@ class StopRows:
     that may not finish it alone, the commit loop under one shared generator, asks again)."""
 
     def __init__(self, decode: Callable[[list[int]], str], rows: Sequence[TextEnd | None],
-                 mask_id: int) -> None:
+                 mask_id: int, eos_id: int | None = None) -> None:
         self.decode, self.rows, self.mask_id = decode, list(rows), mask_id
         self._seen = [0] * len(self.rows)  # per row: the prefix length last looked at
         self._ended = [False] * len(self.rows)  # per row: found sure to be cut (for good)
         # per row: the window's span in tokens, the longest mark's UTF-8 bytes (a byte-level
-        # token holds at least one byte of text) and the slack
-        self._width = [0 if r is None or not _marks(r) else WINDOW_SLACK + max(
-            len(s.encode("utf-8")) for s in _marks(r)) for r in self.rows]
+        # token holds at least one byte of text) and the slack; 0: nothing to look for (no
+        # mark, and no end id the decoder does not stop at itself)
+        self._width = [0 if r is None or not (_marks(r) or set(r.ends) - {eos_id})
+                       else WINDOW_SLACK + max((len(s.encode("utf-8")) for s in _marks(r)),
+                                               default=0) for r in self.rows]
 
     def __bool__(self) -> bool:  # (a chat reply ends at its template's turn marker too)
-        return any(r is not None and _marks(r) for r in self.rows)
+        return any(self._width)
 
     def __call__(self, view: Tensor, active: Tensor | None = None) -> Tensor:
         B, G = view.shape
@@ -152,7 +157,7 @@ class StopRows:
         lengths = committed_lengths(host, self.mask_id).tolist()  # (B,)
         out = [False] * B
         for i, (k, on, rule) in enumerate(zip(lengths, live, self.rows, strict=True)):
-            if not on or not self._width[i]:  # no stop sequence, no turn marker
+            if not on or not self._width[i]:  # no stop sequence, turn marker or end id
                 continue
             if self._ended[i]:  # sure is for good: later tokens never un-cut a text
                 out[i] = True
