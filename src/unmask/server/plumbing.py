@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import hmac
 import logging
 import re
@@ -242,6 +243,33 @@ def max_steps_blocks(opts: DiffusionOptions, e: UserError,
         return None
     return APIError(400, f"steps ({m[1]}) {m[2]}, and the server's --max-steps is {most}: "
                     f"send {m[4]}", param=param, code="invalid_value")
+
+
+def template_steps(state: ServerState) -> int:
+    """The ``steps`` of a template task (infill, forms, edit, structured output) that sends
+    none: the library's default (``SampleConfig.steps``, which the fill caps at the masked
+    tokens), as ``unmask infill`` / ``fill-form`` / ``edit`` and ``api.infill`` / ``fill_form``
+    / ``edit`` run it, within ``--max-steps``. It was one per masked token up to
+    ``--max-steps``: a template of more masks than that default wrote another text than the
+    command line and the API for the same seed (``[MASK:100]``: 100 forwards, not 64)."""
+    return min(SampleConfig.steps, state.limits.max_steps)
+
+
+def with_default_steps(state: ServerState, opts: DiffusionOptions, config: SampleConfig,
+                       call: Callable[[SampleConfig], T]) -> T:
+    """``call(config)``; where the request sent no ``steps`` and the fill refuses the default
+    (``template_steps``) as fewer than its blocks with a gap (``_FEWER_STEPS``: a sent
+    ``block_length`` of more blocks than that, which the command line refuses too), ``call``
+    again with one step per masked token up to ``--max-steps``, as the server ran such a
+    request before: a request it served is not refused for a number the client never sent."""
+    try:
+        return call(config)
+    except UserError as e:
+        more = min(state.max_seq_len, state.limits.max_steps)
+        if ("steps" in opts.model_fields_set or more <= config.steps
+                or _FEWER_STEPS.fullmatch(str(e)) is None):
+            raise
+    return call(dataclasses.replace(config, steps=more))
 
 
 # -- auth and checks -------------------------------------------------------------------------

@@ -50,8 +50,10 @@ from unmask.server.plumbing import (
     repair_calls,
     run_alone,
     sample_config,
+    template_steps,
     usage,
     user_error,
+    with_default_steps,
 )
 from unmask.server.schemas import Guided, _Generation
 from unmask.server.state import ServerState
@@ -457,9 +459,8 @@ async def run_guided(
                        param="n" if len(prompts) == 1 else "prompt", code="invalid_value")
     # not the checkpoint's recommendation (no ``loaded``): its penalties, measured on free
     # text, would fight the constraint (a structured answer repeats on purpose); steps not
-    # sent: one per masked token, at most --max-steps (as infill and forms)
-    steps = min(state.max_seq_len, state.limits.max_steps)
-    config = dataclasses.replace(sample_config(req, 1, steps), top_p=top_p)
+    # sent: the library's, within --max-steps (``template_steps``, as infill and forms)
+    config = dataclasses.replace(sample_config(req, 1, template_steps(state)), top_p=top_p)
     check_names(config)
     # a form is filled without token editing: edit_threshold and max_post_steps would do
     # nothing, a 400 as on /v1/forms (they were silently ignored; 0, off, passes as in a
@@ -516,18 +517,10 @@ async def run_guided(
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
 
     def run(on_step: StepCallback) -> Any:  # its automata compiled in ``compiled``
-        return fill_form(
-            state.model,
-            state.tok,
-            form,
-            config,
-            step_callback=on_step,
-            source=kwargs["source"],
-            start_ids=start,
-            prefix_ids=prefix,
-            parse=parse,
-            max_repair_calls=repair_calls(state, config),
-        )
+        return with_default_steps(state, req, config, lambda cfg: fill_form(
+            state.model, state.tok, form, cfg, step_callback=on_step, source=kwargs["source"],
+            start_ids=start, prefix_ids=prefix, parse=parse,
+            max_repair_calls=repair_calls(state, cfg)))
 
     # "the form needs 625 tokens": response_format
     work = blaming(run, req, kwargs["source"], most=state.limits.max_steps)

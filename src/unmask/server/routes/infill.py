@@ -48,7 +48,9 @@ from unmask.server.plumbing import (
     secured,
     sent_option,
     spoken,
+    template_steps,
     user_error,
+    with_default_steps,
 )
 from unmask.server.schemas import DiffusionOptions, EditRequest, FormRequest, InfillRequest
 from unmask.server.state import ServerState
@@ -210,12 +212,14 @@ def router(state: ServerState) -> APIRouter:
         unknown ``policy`` or ``cache`` a 400 naming it as in completions (it was found on
         the worker and blamed on the template, form or edit field, or on nothing).
 
-        ``steps`` not sent: one per masked token up to the server's ``--max-steps`` (a sent
-        one above it is a 400, ``check_steps``); past it a step commits several tokens. It
-        was one per masked token whatever their number (bounded by the context only). Not a
-        400 as in completions: the masks are counted on the worker (a variable gap's length
-        search, a form's hole widths), and a client could not know what to send."""
-        config = sample_config(opts, 1, min(state.max_seq_len, state.limits.max_steps))
+        ``steps`` not sent: the library's, as ``unmask infill`` runs it (``template_steps``:
+        one per masked token up to 64, within the server's ``--max-steps``; a sent one above
+        it is a 400, ``check_steps``); past it a step commits several tokens. Not a 400 as in
+        completions: the masks are counted on the worker (a variable gap's length search, a
+        form's hole widths), and a client could not know what to send. A sent
+        ``block_length`` of more blocks with a gap than that runs a step per masked token
+        (``with_default_steps``)."""
+        config = sample_config(opts, 1, template_steps(state))
         check_names(config)
         return config  # max_post_steps 0 is off, as in a plain completion (the library's)
 
@@ -292,9 +296,13 @@ def router(state: ServerState) -> APIRouter:
             segments = constrained(req, parsed)
             # the checkpoint's own way, as `unmask infill`: masked, embed-diffusion, AR-FIM
             try:
-                return api.infill(state.loaded, segments, config=config, options=options,
-                                  step_callback=on_step,
-                                  max_repair_calls=repair_calls(state, config)).detail
+                if isinstance(config, dict):  # embed-diffusion: the options as sent
+                    return api.infill(state.loaded, segments, config=config, options=options,
+                                      step_callback=on_step,
+                                      max_repair_calls=repair_calls(state, config)).detail
+                return with_default_steps(state, req, config, lambda cfg: api.infill(
+                    state.loaded, segments, config=cfg, options=options,
+                    step_callback=on_step, max_repair_calls=repair_calls(state, cfg)).detail)
             except SearchLimitError as e:  # the operator sets the limit, not the client
                 raise UserError(e.message(raise_hint=False, spell=lambda f: (
                     "the server's --max-search-calls" if f == "max_search_calls" else f))) from None
@@ -424,10 +432,10 @@ def router(state: ServerState) -> APIRouter:
                    f"the gap [MASK:{width}]", guided["source"])
 
         def run(on_step: StepCallback) -> Any:
-            return fill_form(model, tok, form, config, step_callback=on_step,
-                             source=guided["source"], start_ids=start, prefix_ids=prefix,
-                             suffix_ids=suffix, parse=parse,
-                             max_repair_calls=repair_calls(state, config))
+            return with_default_steps(state, req, config, lambda cfg: fill_form(
+                model, tok, form, cfg, step_callback=on_step, source=guided["source"],
+                start_ids=start, prefix_ids=prefix, suffix_ids=suffix, parse=parse,
+                max_repair_calls=repair_calls(state, cfg)))
 
         def body(state: ServerState, res: Any) -> dict[str, Any]:
             from unmask.infill.template import _named
@@ -479,9 +487,9 @@ def router(state: ServerState) -> APIRouter:
         config = configure(req)
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask fill-form`
-            return api.fill_form(state.loaded, text, config=config, step_callback=on_step,
-                                 source="form",
-                                 max_repair_calls=repair_calls(state, config)).detail
+            return with_default_steps(state, req, config, lambda cfg: api.fill_form(
+                state.loaded, text, config=cfg, step_callback=on_step, source="form",
+                max_repair_calls=repair_calls(state, cfg)).detail)
 
         return run, form_body, "form"
 
@@ -520,9 +528,9 @@ def router(state: ServerState) -> APIRouter:
         config = configure(req)
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask fill-form`
-            return api.fill_form(state.loaded, schema=schema, config=config,
-                                 step_callback=on_step, source="schema",
-                                 max_repair_calls=repair_calls(state, config)).detail
+            return with_default_steps(state, req, config, lambda cfg: api.fill_form(
+                state.loaded, schema=schema, config=cfg, step_callback=on_step,
+                source="schema", max_repair_calls=repair_calls(state, cfg)).detail)
 
         return run, form_body, "schema"
 
@@ -589,10 +597,10 @@ def router(state: ServerState) -> APIRouter:
             # --max-steps: it ran steps and refills per round on top of the scoring (lowest 10,
             # rounds 4 at --max-steps 8: 36 forwards)
             try:
-                return api.edit(state.loaded, req.text, spans=spans, regex=regex,
-                                lowest=req.lowest, rounds=req.rounds, config=config,
-                                confidence_mode=req.confidence_mode, step_callback=on_step,
-                                max_calls=state.limits.max_steps).detail
+                return with_default_steps(state, req, config, lambda cfg: api.edit(
+                    state.loaded, req.text, spans=spans, regex=regex, lowest=req.lowest,
+                    rounds=req.rounds, config=cfg, confidence_mode=req.confidence_mode,
+                    step_callback=on_step, max_calls=state.limits.max_steps).detail)
             except CallLimitError as e:  # the operator sets the limit, not the client
                 raise UserError(e.message(limit="the server's --max-steps")) from None
 
