@@ -74,3 +74,54 @@ def test_the_default_steps_stay_within_max_steps():
         r = c.post("/v1/infill", json={"template": TEMPLATE})
         assert r.status_code == 200 and r.json()["nfe"] == 8, r.text
 
+
+def raw_post(c: TestClient, path: str, body: str) -> object:
+    return c.post(path, content=body.encode(), headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize(("path", "body", "param", "key"), [
+    ("/v1/forms", '{"form": {"a": "<text:3>", "a": "<digits:2>"}}', "form", "a"),
+    ("/v1/forms", '{"form": [{"b": "<bool>", "b": "<bool>"}]}', "form", "b"),
+    ("/v1/forms", '{"schema": {"type": "object", "properties": {"a": {"type": "integer"}, '
+                  '"a": {"type": "string"}}, "required": ["a"]}}', "schema", "a"),
+    ("/v1/infill", '{"template": "x [MASK:g] y", "choices": {"g": ["p"], "g": ["q"]}}',
+     "choices", "g"),
+    ("/v1/completions", '{"prompt": "x", "max_tokens": 8, "guided_json": {"type": "object", '
+                        '"type": "array"}}', "guided_json", "type"),
+    ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "x"}], "max_tokens": 8,'
+                             ' "response_format": {"type": "json_schema", "json_schema": {"name":'
+                             ' "n", "schema": {"type": "object", "properties": {"a": {"type": '
+                             '"integer"}, "a": {"type": "string"}}}}}}', "response_format", "a"),
+])
+def test_a_key_given_twice_in_an_object_sent_as_json_is_refused(path, body, param, key):
+    """A form, schema or gap mapping sent as a JSON object with a key given twice in one
+    object was read as the request's parser keeps it, the last value only (a form lost a
+    field, a schema a property's type, a gap its first choices: a 200 in silence), where the
+    same JSON sent as text is a 400 (as ``unmask fill-form`` refuses the file). Now a 400
+    naming the field, the key and where the body repeats it."""
+    app = create_app(loaded(Mixer(tiny_config(max_seq_len=128))), access_log=False,
+                     chat_template="plain")
+    with TestClient(app) as c:
+        r = raw_post(c, path, body)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == param, error
+        assert f"the key '{key}' is given twice" in error["message"], error
+        first = body.index(f'"{key}":')
+        column = body.index(f'"{key}":', first + 1) + 1  # its second time, counted from 1
+        assert f"line 1 column {column} of the request body" in error["message"], error
+
+
+def test_keys_repeated_where_nothing_reads_them_still_pass():
+    """Not refused: a key repeated in a schema annotation (``default``, ``examples``: the
+    library lets those through too), a request field given twice (the parser's last wins,
+    as for every client of a JSON API), and forms and gap mappings without repeats."""
+    app = create_app(loaded(Mixer(tiny_config(max_seq_len=128))), access_log=False)
+    with TestClient(app) as c:
+        schema = ('{"type": "object", "properties": {"a": {"type": "integer", "default": '
+                  '{"x": 1, "x": 2}}}, "required": ["a"]}')
+        assert raw_post(c, "/v1/forms", '{"schema": ' + schema + '}').status_code == 200
+        r = raw_post(c, "/v1/forms", '{"form": {"a": "<bool>"}, "form": {"b": "<bool>"}}')
+        assert r.status_code == 200 and list(r.json()["value"]) == ["b"], r.text
+        r = raw_post(c, "/v1/infill", '{"template": "x [MASK:g] y", "choices": {"g": ["p"]}}')
+        assert r.status_code == 200 and r.json()["text"] == "x p y", r.text

@@ -47,6 +47,7 @@ from unmask.server.plumbing import (
     overflow_param,
     refuse_causal_masks,
     refuse_editing,
+    refuse_repeated_keys,
     repair_calls,
     run_alone,
     sample_config,
@@ -490,11 +491,15 @@ async def run_guided(
     prefix = ids[len(start) :]
 
     bound = req.max_tokens if "max_tokens" in req.model_fields_set else None
+    body = await request.body()
 
     def compiled(slow: bool) -> tuple[Any, bool, AnswerSoFar | None]:
         """The form, and what a stream writes the answer with: their automata compile for
         seconds the first time (a slow check: on the loop, they held every client), then
-        are cached (``build_form``: no slow check)."""
+        are cached (``build_form``: no slow check); a schema sent as an object with a key
+        given twice is a 400 first (``refuse_repeated_keys``)."""
+        if not slow:  # (its first call)
+            refuse_repeated_keys(body, req)
         given = kwargs
         if "choice" in given and bound is not None:
             given = {**given, "choice": fitting_choices(state, given["choice"], bound)}

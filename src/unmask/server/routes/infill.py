@@ -42,6 +42,7 @@ from unmask.server.plumbing import (
     left_to_right,
     note,
     refuse_editing,
+    refuse_repeated_keys,
     repair_calls,
     run_alone,
     sample_config,
@@ -229,7 +230,8 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/infill")
     async def infill_(req: InfillRequest, request: Request) -> Response:
-        memo: dict[str, Any] = {}  # a guided template's parse, kept for its slow retry
+        # the body (for refuse_repeated_keys) and a guided template's parse, for its slow retry
+        memo: dict[str, Any] = {"body": await request.body()}
         fn, body, blame = await checked(state, request,
                                         lambda slow: plan_infill(req, slow, memo),
                                         on=state.compiles)
@@ -248,6 +250,8 @@ def router(state: ServerState) -> APIRouter:
         guided = guidance(req)
         fim = getattr(model.config, "fim_prefix_id", None) is not None  # AR-FIM: one gap
         check(req, "infill", causal_ok=guided is not None or fim)
+        if not slow:  # (its first call)
+            refuse_repeated_keys(memo["body"], req)
         check_text(state, req.template, "template")
         if guided is not None:
             if "text" not in memo:  # parsed and encoded once (a 64K template: some 70 ms)
@@ -454,18 +458,21 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/forms")
     async def forms(req: FormRequest, request: Request) -> Response:
-        fn, body, blame = await checked(state, request, lambda slow: plan_form(req, slow),
+        raw = await request.body()
+        fn, body, blame = await checked(state, request, lambda slow: plan_form(req, slow, raw),
                                         on=state.compiles)
         return await _run(state, request, req, req.stream, "form-", fn, body, blame)
 
-    def plan_form(req: FormRequest, slow: bool) -> Plan:
-        """The checks of a forms request, and its work (thread-safe: off the loop;
-        ``TakesSeconds`` before a schema's checks, unless ``slow``)."""
+    def plan_form(req: FormRequest, slow: bool, raw: bytes) -> Plan:
+        """The checks of a forms request (its body ``raw``), and its work (thread-safe: off
+        the loop; ``TakesSeconds`` before a schema's checks, unless ``slow``)."""
         from unmask import api
         from unmask.errors import UserError
         from unmask.infill.forms import load_json
 
         check(req, "form filling", causal_ok=True)
+        if not slow:  # (its first call)
+            refuse_repeated_keys(raw, req)
         user_call(lambda: api.refuse_continuous(state.loaded, "form filling"), "model")
         if (req.form is None) == (req.schema_ is None):
             raise APIError(400, "give a form or a schema (exactly one)", param="form",
