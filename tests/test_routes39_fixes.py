@@ -1,9 +1,12 @@
 """Session 39's routes audit: the template tasks run the library's default steps (the server
 writes what ``unmask infill`` / ``fill-form`` / ``api.infill`` write for the same seed), and
 a form, schema or gap mapping sent as a JSON object with a key given twice is refused as the
-same JSON sent as text is."""
+same JSON sent as text is, and a form sent as an object is held to ``--max-prompt-chars`` as
+its text."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -125,3 +128,22 @@ def test_keys_repeated_where_nothing_reads_them_still_pass():
         assert r.status_code == 200 and list(r.json()["value"]) == ["b"], r.text
         r = raw_post(c, "/v1/infill", '{"template": "x [MASK:g] y", "choices": {"g": ["p"]}}')
         assert r.status_code == 200 and r.json()["text"] == "x p y", r.text
+
+
+def test_a_form_sent_as_an_object_counts_its_characters_as_text():
+    """``--max-prompt-chars`` held a form sent as a JSON object to ``json.dumps``'s ASCII
+    text, each non-ASCII character an escape of 6: a form within the limit as text was a 400
+    ``too_long`` as an object (a schema is counted as compact JSON keeping its characters;
+    now a form too). One over the limit either way stays a 400."""
+    form = {"saison": "<choice:été|hiver>", "note": "é" * 40}
+    app = create_app(loaded(Mixer(tiny_config(max_seq_len=128))), access_log=False,
+                     limits=ServerLimits(max_prompt_chars=100))
+    with TestClient(app) as c:
+        for sent in (form, json.dumps(form, ensure_ascii=False)):
+            r = c.post("/v1/forms", json={"form": sent})
+            assert r.status_code == 200, r.text
+            assert r.json()["value"]["note"] == "é" * 40
+        over = {**form, "note": "é" * 90}
+        for sent in (over, json.dumps(over, ensure_ascii=False)):
+            r = c.post("/v1/forms", json={"form": sent})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "too_long", r.text

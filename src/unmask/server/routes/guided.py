@@ -151,9 +151,10 @@ def response_format(rf: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def schema_text(schema: Any) -> str:
-    """A sent schema as the text ``max_prompt_chars`` holds to: as sent when a string, else
-    compact JSON that keeps non-ASCII characters (``json.dumps``'s defaults counted a
-    19,354-character schema as 80,560: ``\\uXXXX`` escapes and spaces after separators)."""
+    """A sent schema (or ``/v1/forms`` form) as the text ``max_prompt_chars`` holds to: as
+    sent when a string, else compact JSON that keeps non-ASCII characters (``json.dumps``'s
+    defaults counted a 19,354-character schema as 80,560: ``\\uXXXX`` escapes and spaces
+    after separators)."""
     if isinstance(schema, str):
         return schema
     return json.dumps(schema, ensure_ascii=False, separators=(",", ":"))

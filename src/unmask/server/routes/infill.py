@@ -469,6 +469,7 @@ def router(state: ServerState) -> APIRouter:
         from unmask import api
         from unmask.errors import UserError
         from unmask.infill.forms import load_json
+        from unmask.server.routes.guided import schema_text
 
         check(req, "form filling", causal_ok=True)
         if not slow:  # (its first call)
@@ -481,7 +482,10 @@ def router(state: ServerState) -> APIRouter:
             if not slow:  # its patterns are checked for seconds (a plain /v1/tokenize
                 raise TakesSeconds  # waited 20 s behind six schemas on the default threads)
             return plan_schema_form(req)
-        text = req.form if isinstance(req.form, str) else json.dumps(req.form)
+        # an object as compact JSON text keeping its characters, as a schema is counted (each
+        # non-ASCII character of a form sent as an object counted 6, an escape: a form
+        # within --max-prompt-chars as text was "longer than" it as an object)
+        text = schema_text(req.form)
         check_text(state, text, "form")
         if not state.limits.allow_regex and "<regex:" in text:
             try:
