@@ -147,3 +147,25 @@ def test_a_form_sent_as_an_object_counts_its_characters_as_text():
         for sent in (over, json.dumps(over, ensure_ascii=False)):
             r = c.post("/v1/forms", json={"form": sent})
             assert r.status_code == 400 and r.json()["error"]["code"] == "too_long", r.text
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/infill", {"template": "ab[MASK:6]cd"}),
+    ("/v1/infill", {"template": "ab[MASK:6]cd", "guided_regex": "[a-z]+"}),
+    ("/v1/forms", {"form": {"a": "<text:4>", "b": "<bool>"}}),
+    ("/v1/edit", {"text": "abcdefghijkl", "spans": [[2, 8]]}),
+])
+def test_a_sampled_template_task_reports_the_seed_that_repeats_it(served, path, body):
+    """A sampled infill, form or edit without ``seed`` ran with fresh noise and said nothing
+    about it (its answer had no ``seed``), where ``unmask infill`` / ``fill-form`` / ``edit``
+    ``--json`` and a completion report the seed they drew: it could not be repeated. Now the
+    answer reports it, sending it back writes the same text, and one that draws nothing
+    reports null."""
+    _, c = served
+    r = c.post(path, json={**body, "temperature": 1.0})
+    assert r.status_code == 200, r.text
+    seed = r.json()["seed"]
+    assert isinstance(seed, int), r.json()
+    again = c.post(path, json={**body, "temperature": 1.0, "seed": seed})
+    assert again.json()["seed"] == seed and again.json()["text"] == r.json()["text"]
+    assert c.post(path, json=body).json()["seed"] is None  # greedy: nothing drawn

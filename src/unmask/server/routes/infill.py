@@ -91,6 +91,15 @@ def form_body(state: ServerState, res: Any) -> dict[str, Any]:
             "holes": holes, "nfe": res.nfe, "repaired": res.repaired}
 
 
+def seeded(body: Callable[[ServerState, Any], dict[str, Any]], seed: int | None
+           ) -> Callable[[ServerState, Any], dict[str, Any]]:
+    """``body`` with the ``seed`` the request ran with (one drawn where a sampled request
+    sent none, ``api.with_seed``; null where it draws nothing), as ``unmask infill --json``
+    reports it and completions do: sending it back repeats the result (it was not reported,
+    so a sampled infill, form or edit could not be repeated)."""
+    return lambda state, res: {**body(state, res), "seed": seed}
+
+
 def _has_regex_hole(form: Any) -> bool:
     """Whether a value of the parsed ``form``, at any depth, is a ``<regex:...>`` hole
     (iterative: a form nested 500 deep overflowed the stack, a 500 under ``--no-regex``)."""
@@ -219,10 +228,16 @@ def router(state: ServerState) -> APIRouter:
         completions: the masks are counted on the worker (a variable gap's length search, a
         form's hole widths), and a client could not know what to send. A sent
         ``block_length`` of more blocks with a gap than that runs a step per masked token
-        (``with_default_steps``)."""
+        (``with_default_steps``). A sampled request that sends no ``seed`` gets one drawn
+        (``api.with_seed`` of the commit loop, which these tasks run; an embed-diffusion
+        infill draws its own), as ``unmask infill`` / ``fill-form`` / ``edit`` draw one, and
+        its answer reports it (``seeded``)."""
+        from unmask.api import with_seed
+
         config = sample_config(opts, 1, template_steps(state))
         check_names(config)
-        return config  # max_post_steps 0 is off, as in a plain completion (the library's)
+        # max_post_steps 0 is off, as in a plain completion (the library's)
+        return with_seed(config)
 
     def no_regex(param: str) -> APIError:
         return APIError(400, f"regex constraints are turned off on this server ({param})",
@@ -285,6 +300,8 @@ def router(state: ServerState) -> APIRouter:
             steps = facts.sample_defaults.get("steps", SampleConfig.steps)
             if "steps" not in config and steps > state.limits.max_steps:
                 config["steps"] = state.limits.max_steps
+            if "seed" not in config:  # its decoder draws at any temperature: a seed drawn
+                config["seed"] = api.with_seed(SampleConfig(), "embed-diffusion").seed
         if (req.length_mode == "empty" and getattr(model.config, "empty_id", None) is None
                 and not embed and not fim):
             # the library's refusal names its CLI flags ("use --length-mode elbo") and came
@@ -314,7 +331,8 @@ def router(state: ServerState) -> APIRouter:
                 said = e.message(default_hint=False) if isinstance(e, GapRoomError) else str(e)
                 raise user_error(UserError(said), gap_param(req, parsed, e)) from None
 
-        return run, infill_body, None
+        seed = config["seed"] if isinstance(config, dict) else config.seed
+        return run, seeded(infill_body, seed), None
 
     def infill_options(req: InfillRequest) -> InfillOptions:
         """The request's ``InfillOptions`` (a field not sent: the library's default)."""
@@ -452,7 +470,8 @@ def router(state: ServerState) -> APIRouter:
                     "gaps": [{"name": name, "text": text, "start": start,
                               "end": start + len(text), "value": res.value}],
                     "nfe": res.nfe, "repaired": res.repaired,
-                    "length_mode": None, "candidates": []}  # the constraint sets the length
+                    "length_mode": None, "candidates": [],  # the constraint sets the length
+                    "seed": config.seed}
 
         return run, body, guided["source"]
 
@@ -502,7 +521,7 @@ def router(state: ServerState) -> APIRouter:
                 state.loaded, text, config=cfg, step_callback=on_step, source="form",
                 max_repair_calls=repair_calls(state, cfg)).detail)
 
-        return run, form_body, "form"
+        return run, seeded(form_body, config.seed), "form"
 
     def form_width(form: Any, source: str, slow: bool) -> int:
         """The masked positions of a form (``source`` "form") or a schema's (``"schema"``):
@@ -543,13 +562,13 @@ def router(state: ServerState) -> APIRouter:
                 state.loaded, schema=schema, config=cfg, step_callback=on_step,
                 source="schema", max_repair_calls=repair_calls(state, cfg)).detail)
 
-        return run, form_body, "schema"
+        return run, seeded(form_body, config.seed), "schema"
 
     @r.post("/v1/edit")
     async def edit_(req: EditRequest, request: Request) -> Response:
         # a regex search holds a thread for up to REGEX_SECONDS: a slow check
-        run, blame = await checked(state, request, lambda slow: plan_edit(req, slow),
-                                   on=state.searches)
+        run, blame, seed = await checked(state, request, lambda slow: plan_edit(req, slow),
+                                         on=state.searches)
         await refuse_if_gone(state, request)  # left while its checks ran: not run
         res = await run_alone(state, request,
                               blaming(run, req, blame, most=state.limits.max_steps))
@@ -558,13 +577,14 @@ def router(state: ServerState) -> APIRouter:
                     "new": c.new} for c in res.changes]  # as `unmask edit --json`
         return JSONResponse({"object": "edit", "model": state.name, "text": res.text,
                              "changes": changes, "spans": [list(s) for s in res.spans],
-                             "rounds": res.rounds, "stopped": res.stopped, "nfe": res.nfe})
+                             "rounds": res.rounds, "stopped": res.stopped, "nfe": res.nfe,
+                             "seed": seed})
 
     def plan_edit(req: EditRequest, slow: bool
-                  ) -> tuple[Callable[[StepCallback], Any], str | None]:
-        """The checks of an edit request (the text tokenized), its work and the field its
-        refusals name (thread-safe: off the loop; ``TakesSeconds`` before a regex search,
-        unless ``slow``)."""
+                  ) -> tuple[Callable[[StepCallback], Any], str | None, int | None]:
+        """The checks of an edit request (the text tokenized), its work, the field its
+        refusals name and its seed (thread-safe: off the loop; ``TakesSeconds`` before a
+        regex search, unless ``slow``)."""
         from unmask import api
         from unmask.infill.edit import CallLimitError, edit_spans
 
@@ -615,6 +635,6 @@ def router(state: ServerState) -> APIRouter:
             except CallLimitError as e:  # the operator sets the limit, not the client
                 raise UserError(e.message(limit="the server's --max-steps")) from None
 
-        return run, blame
+        return run, blame, config.seed
 
     return r
