@@ -1,8 +1,8 @@
 """Session 39's routes audit: the template tasks run the library's default steps (the server
-writes what ``unmask infill`` / ``fill-form`` / ``api.infill`` write for the same seed), and
-a form, schema or gap mapping sent as a JSON object with a key given twice is refused as the
-same JSON sent as text is, and a form sent as an object is held to ``--max-prompt-chars`` as
-its text."""
+writes what ``unmask infill`` / ``fill-form`` / ``api.infill`` write for the same seed) and
+report the seed a sampled one drew; a form, schema or gap mapping sent as a JSON object with
+a key given twice is refused as the same JSON sent as text is, and a form sent as an object
+is held to ``--max-prompt-chars`` as its text."""
 
 from __future__ import annotations
 
