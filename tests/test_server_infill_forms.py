@@ -112,8 +112,9 @@ def test_bad_length_options_are_400s(client, extra, param, message):
 def test_a_template_over_the_search_limit_is_a_400_without_advice_a_client_cannot_take(client):
     """The length search's limit is the server's (``max_search_calls`` is no request field):
     the refusal names the limit and the ways a client has (narrower ranges, fewer
-    candidates), not "raise max_search_calls"."""
-    r = client.post("/v1/infill", json={"template": "[MASK:1-16] " * 9})
+    candidates), not "raise max_search_calls". (Nine such gaps fit since the search's fills
+    run the library's steps, 64 at most, as ``unmask infill``'s: twelve do not.)"""
+    r = client.post("/v1/infill", json={"template": "[MASK:1-16] " * 12})
     assert r.status_code == 400, r.text
     msg = r.json()["error"]["message"]
     assert "over the limit of 256 (the server's --max-search-calls)" in msg, msg

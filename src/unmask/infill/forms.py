@@ -656,7 +656,7 @@ def _repeat_at(text: str, repeats: list[_Repeated]) -> tuple[int, str] | None:
 
 
 def load_json(text: str, source: str,
-              read: Callable[[Any], Iterable[Any]] = _objects) -> Any:
+              read: Callable[[Any], Iterable[Any]] = _objects, *, within: str = "") -> Any:
     """``json.loads(text)`` for text a user gave (a form, a schema): a ``UserError`` naming
     ``source`` for broken JSON, nesting too deep to parse, numbers too long to convert, or
     an object with a key twice, with the line and column of its second (JSON keeps the last:
@@ -664,7 +664,8 @@ def load_json(text: str, source: str,
     ``properties`` went unenforced, silently). ``read``: the objects of the parsed document
     whose keys mean something (all of them by default; a schema's annotations, which nothing
     reads, are left out by ``unmask.infill.schema``): a key repeated in another is let
-    through, its last value kept."""
+    through, its last value kept. ``within``: what the line and column count in, said after
+    them where ``text`` is more than the document (`` of the request body``)."""
     order = itertools.count()
     repeats: list[_Repeated] = []
 
@@ -706,7 +707,8 @@ def load_json(text: str, source: str,
     key, where = live[0].key, ""
     if at is not None:
         spot = json.JSONDecodeError("", text, at[0])  # its line and column
-        key, where = at[1], f", the second time at line {spot.lineno} column {spot.colno}"
+        key, where = at[1], (f", the second time at line {spot.lineno} column {spot.colno}"
+                             f"{within}")
     raise UserError(f"{source}: the key {quote_pattern(key)} is given twice in one object"
                     f"{where} (JSON would keep only the last)")
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import hmac
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -243,6 +245,78 @@ def max_steps_blocks(opts: DiffusionOptions, e: UserError,
         return None
     return APIError(400, f"steps ({m[1]}) {m[2]}, and the server's --max-steps is {most}: "
                     f"send {m[4]}", param=param, code="invalid_value")
+
+
+def template_steps(state: ServerState) -> int:
+    """The ``steps`` of a template task (infill, forms, edit, structured output) that sends
+    none: the library's default (``SampleConfig.steps``, which the fill caps at the masked
+    tokens), as ``unmask infill`` / ``fill-form`` / ``edit`` and ``api.infill`` / ``fill_form``
+    / ``edit`` run it, within ``--max-steps``. It was one per masked token up to
+    ``--max-steps``: a template of more masks than that default wrote another text than the
+    command line and the API for the same seed (``[MASK:100]``: 100 forwards, not 64)."""
+    return min(SampleConfig.steps, state.limits.max_steps)
+
+
+def with_default_steps(state: ServerState, opts: DiffusionOptions, config: SampleConfig,
+                       call: Callable[[SampleConfig], T]) -> T:
+    """``call(config)``; where the request sent no ``steps`` and the fill refuses the default
+    (``template_steps``) as fewer than its blocks with a gap (``_FEWER_STEPS``: a sent
+    ``block_length`` of more blocks than that, which the command line refuses too), ``call``
+    again with one step per masked token up to ``--max-steps``, as the server ran such a
+    request before: a request it served is not refused for a number the client never sent."""
+    try:
+        return call(config)
+    except UserError as e:
+        more = min(state.max_seq_len, state.limits.max_steps)
+        if ("steps" in opts.model_fields_set or more <= config.steps
+                or _FEWER_STEPS.fullmatch(str(e)) is None):
+            raise
+    return call(dataclasses.replace(config, steps=more))
+
+
+UNIQUE_KEYS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("form",), "form"), (("schema",), "schema"), (("guided_json",), "schema"),
+    (("response_format", "json_schema", "schema"), "schema"),
+    (("choices",), "keys"), (("regex",), "keys"), (("charset",), "keys"))
+"""The request fields whose JSON objects' keys mean something (their path in the body) and
+which of their objects do (``refuse_repeated_keys``): a form's every object, a schema's as
+the library reads them (not inside an annotation), a gap mapping's own keys."""
+
+
+def refuse_repeated_keys(body: bytes, req: DiffusionOptions) -> None:
+    """A 400 naming the field where a form, a schema or a gap mapping (``UNIQUE_KEYS``) that
+    ``req`` sent as a JSON object gives a key twice in one object, as the same JSON sent as
+    text is refused (``unmask.infill.forms.load_json``, as ``unmask fill-form`` reads a
+    file), with the line and column in the request ``body``. The body's parser kept the last
+    value in silence: a form's first field of that name vanished from the answer, a schema's
+    first ``properties`` went unenforced, a gap's first ``choices`` were dropped. Only where
+    such a field was sent as an object (one more parse of the body; the text of one is
+    checked where it is read)."""
+    from unmask.infill.forms import _objects, load_json
+    from unmask.infill.schema import _read_objects
+
+    readers: dict[str, Callable[[Any], Any]] = {
+        "form": _objects, "schema": _read_objects, "keys": lambda node: [node]}
+    names = {f.alias or k: k for k, f in type(req).model_fields.items()}
+    text = None
+    for path, kind in UNIQUE_KEYS:
+        node: Any = getattr(req, names[path[0]], None) if path[0] in names else None
+        for key in path[1:]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, (dict, list)):
+            continue
+        if text is None:
+            text = body.decode(json.detect_encoding(body), "surrogatepass")
+
+        def read(doc: Any, path: tuple[str, ...] = path, kind: str = kind) -> Any:
+            for key in path:
+                doc = doc.get(key) if isinstance(doc, dict) else None
+            return readers[kind](doc) if isinstance(doc, (dict, list)) else ()
+
+        try:
+            load_json(text, ".".join(path), read=read, within=" of the request body")
+        except UserError as e:
+            raise APIError(400, str(e), param=path[0], code="invalid_value") from None
 
 
 # -- auth and checks -------------------------------------------------------------------------

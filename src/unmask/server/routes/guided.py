@@ -47,11 +47,14 @@ from unmask.server.plumbing import (
     overflow_param,
     refuse_causal_masks,
     refuse_editing,
+    refuse_repeated_keys,
     repair_calls,
     run_alone,
     sample_config,
+    template_steps,
     usage,
     user_error,
+    with_default_steps,
 )
 from unmask.server.schemas import Guided, _Generation
 from unmask.server.state import ServerState
@@ -148,9 +151,10 @@ def response_format(rf: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def schema_text(schema: Any) -> str:
-    """A sent schema as the text ``max_prompt_chars`` holds to: as sent when a string, else
-    compact JSON that keeps non-ASCII characters (``json.dumps``'s defaults counted a
-    19,354-character schema as 80,560: ``\\uXXXX`` escapes and spaces after separators)."""
+    """A sent schema (or ``/v1/forms`` form) as the text ``max_prompt_chars`` holds to: as
+    sent when a string, else compact JSON that keeps non-ASCII characters (``json.dumps``'s
+    defaults counted a 19,354-character schema as 80,560: ``\\uXXXX`` escapes and spaces
+    after separators)."""
     if isinstance(schema, str):
         return schema
     return json.dumps(schema, ensure_ascii=False, separators=(",", ":"))
@@ -457,9 +461,8 @@ async def run_guided(
                        param="n" if len(prompts) == 1 else "prompt", code="invalid_value")
     # not the checkpoint's recommendation (no ``loaded``): its penalties, measured on free
     # text, would fight the constraint (a structured answer repeats on purpose); steps not
-    # sent: one per masked token, at most --max-steps (as infill and forms)
-    steps = min(state.max_seq_len, state.limits.max_steps)
-    config = dataclasses.replace(sample_config(req, 1, steps), top_p=top_p)
+    # sent: the library's, within --max-steps (``template_steps``, as infill and forms)
+    config = dataclasses.replace(sample_config(req, 1, template_steps(state)), top_p=top_p)
     check_names(config)
     # a form is filled without token editing: edit_threshold and max_post_steps would do
     # nothing, a 400 as on /v1/forms (they were silently ignored; 0, off, passes as in a
@@ -489,11 +492,15 @@ async def run_guided(
     prefix = ids[len(start) :]
 
     bound = req.max_tokens if "max_tokens" in req.model_fields_set else None
+    body = await request.body()
 
     def compiled(slow: bool) -> tuple[Any, bool, AnswerSoFar | None]:
         """The form, and what a stream writes the answer with: their automata compile for
         seconds the first time (a slow check: on the loop, they held every client), then
-        are cached (``build_form``: no slow check)."""
+        are cached (``build_form``: no slow check); a schema sent as an object with a key
+        given twice is a 400 first (``refuse_repeated_keys``)."""
+        if not slow:  # (its first call)
+            refuse_repeated_keys(body, req)
         given = kwargs
         if "choice" in given and bound is not None:
             given = {**given, "choice": fitting_choices(state, given["choice"], bound)}
@@ -516,18 +523,10 @@ async def run_guided(
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
 
     def run(on_step: StepCallback) -> Any:  # its automata compiled in ``compiled``
-        return fill_form(
-            state.model,
-            state.tok,
-            form,
-            config,
-            step_callback=on_step,
-            source=kwargs["source"],
-            start_ids=start,
-            prefix_ids=prefix,
-            parse=parse,
-            max_repair_calls=repair_calls(state, config),
-        )
+        return with_default_steps(state, req, config, lambda cfg: fill_form(
+            state.model, state.tok, form, cfg, step_callback=on_step, source=kwargs["source"],
+            start_ids=start, prefix_ids=prefix, parse=parse,
+            max_repair_calls=repair_calls(state, cfg)))
 
     # "the form needs 625 tokens": response_format
     work = blaming(run, req, kwargs["source"], most=state.limits.max_steps)

@@ -42,13 +42,16 @@ from unmask.server.plumbing import (
     left_to_right,
     note,
     refuse_editing,
+    refuse_repeated_keys,
     repair_calls,
     run_alone,
     sample_config,
     secured,
     sent_option,
     spoken,
+    template_steps,
     user_error,
+    with_default_steps,
 )
 from unmask.server.schemas import DiffusionOptions, EditRequest, FormRequest, InfillRequest
 from unmask.server.state import ServerState
@@ -86,6 +89,15 @@ def form_body(state: ServerState, res: Any) -> dict[str, Any]:
               "value": h.value} for h in res.holes]
     return {"object": "form", "model": state.name, "value": res.value, "text": res.text,
             "holes": holes, "nfe": res.nfe, "repaired": res.repaired}
+
+
+def seeded(body: Callable[[ServerState, Any], dict[str, Any]], seed: int | None
+           ) -> Callable[[ServerState, Any], dict[str, Any]]:
+    """``body`` with the ``seed`` the request ran with (one drawn where a sampled request
+    sent none, ``api.with_seed``; null where it draws nothing), as ``unmask infill --json``
+    reports it and completions do: sending it back repeats the result (it was not reported,
+    so a sampled infill, form or edit could not be repeated)."""
+    return lambda state, res: {**body(state, res), "seed": seed}
 
 
 def _has_regex_hole(form: Any) -> bool:
@@ -210,14 +222,22 @@ def router(state: ServerState) -> APIRouter:
         unknown ``policy`` or ``cache`` a 400 naming it as in completions (it was found on
         the worker and blamed on the template, form or edit field, or on nothing).
 
-        ``steps`` not sent: one per masked token up to the server's ``--max-steps`` (a sent
-        one above it is a 400, ``check_steps``); past it a step commits several tokens. It
-        was one per masked token whatever their number (bounded by the context only). Not a
-        400 as in completions: the masks are counted on the worker (a variable gap's length
-        search, a form's hole widths), and a client could not know what to send."""
-        config = sample_config(opts, 1, min(state.max_seq_len, state.limits.max_steps))
+        ``steps`` not sent: the library's, as ``unmask infill`` runs it (``template_steps``:
+        one per masked token up to 64, within the server's ``--max-steps``; a sent one above
+        it is a 400, ``check_steps``); past it a step commits several tokens. Not a 400 as in
+        completions: the masks are counted on the worker (a variable gap's length search, a
+        form's hole widths), and a client could not know what to send. A sent
+        ``block_length`` of more blocks with a gap than that runs a step per masked token
+        (``with_default_steps``). A sampled request that sends no ``seed`` gets one drawn
+        (``api.with_seed`` of the commit loop, which these tasks run; an embed-diffusion
+        infill draws its own), as ``unmask infill`` / ``fill-form`` / ``edit`` draw one, and
+        its answer reports it (``seeded``)."""
+        from unmask.api import with_seed
+
+        config = sample_config(opts, 1, template_steps(state))
         check_names(config)
-        return config  # max_post_steps 0 is off, as in a plain completion (the library's)
+        # max_post_steps 0 is off, as in a plain completion (the library's)
+        return with_seed(config)
 
     def no_regex(param: str) -> APIError:
         return APIError(400, f"regex constraints are turned off on this server ({param})",
@@ -225,7 +245,8 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/infill")
     async def infill_(req: InfillRequest, request: Request) -> Response:
-        memo: dict[str, Any] = {}  # a guided template's parse, kept for its slow retry
+        # the body (for refuse_repeated_keys) and a guided template's parse, for its slow retry
+        memo: dict[str, Any] = {"body": await request.body()}
         fn, body, blame = await checked(state, request,
                                         lambda slow: plan_infill(req, slow, memo),
                                         on=state.compiles)
@@ -244,6 +265,8 @@ def router(state: ServerState) -> APIRouter:
         guided = guidance(req)
         fim = getattr(model.config, "fim_prefix_id", None) is not None  # AR-FIM: one gap
         check(req, "infill", causal_ok=guided is not None or fim)
+        if not slow:  # (its first call)
+            refuse_repeated_keys(memo["body"], req)
         check_text(state, req.template, "template")
         if guided is not None:
             if "text" not in memo:  # parsed and encoded once (a 64K template: some 70 ms)
@@ -277,6 +300,8 @@ def router(state: ServerState) -> APIRouter:
             steps = facts.sample_defaults.get("steps", SampleConfig.steps)
             if "steps" not in config and steps > state.limits.max_steps:
                 config["steps"] = state.limits.max_steps
+            if "seed" not in config:  # its decoder draws at any temperature: a seed drawn
+                config["seed"] = api.with_seed(SampleConfig(), "embed-diffusion").seed
         if (req.length_mode == "empty" and getattr(model.config, "empty_id", None) is None
                 and not embed and not fim):
             # the library's refusal names its CLI flags ("use --length-mode elbo") and came
@@ -292,9 +317,13 @@ def router(state: ServerState) -> APIRouter:
             segments = constrained(req, parsed)
             # the checkpoint's own way, as `unmask infill`: masked, embed-diffusion, AR-FIM
             try:
-                return api.infill(state.loaded, segments, config=config, options=options,
-                                  step_callback=on_step,
-                                  max_repair_calls=repair_calls(state, config)).detail
+                if isinstance(config, dict):  # embed-diffusion: the options as sent
+                    return api.infill(state.loaded, segments, config=config, options=options,
+                                      step_callback=on_step,
+                                      max_repair_calls=repair_calls(state, config)).detail
+                return with_default_steps(state, req, config, lambda cfg: api.infill(
+                    state.loaded, segments, config=cfg, options=options,
+                    step_callback=on_step, max_repair_calls=repair_calls(state, cfg)).detail)
             except SearchLimitError as e:  # the operator sets the limit, not the client
                 raise UserError(e.message(raise_hint=False, spell=lambda f: (
                     "the server's --max-search-calls" if f == "max_search_calls" else f))) from None
@@ -302,7 +331,8 @@ def router(state: ServerState) -> APIRouter:
                 said = e.message(default_hint=False) if isinstance(e, GapRoomError) else str(e)
                 raise user_error(UserError(said), gap_param(req, parsed, e)) from None
 
-        return run, infill_body, None
+        seed = config["seed"] if isinstance(config, dict) else config.seed
+        return run, seeded(infill_body, seed), None
 
     def infill_options(req: InfillRequest) -> InfillOptions:
         """The request's ``InfillOptions`` (a field not sent: the library's default)."""
@@ -424,10 +454,10 @@ def router(state: ServerState) -> APIRouter:
                    f"the gap [MASK:{width}]", guided["source"])
 
         def run(on_step: StepCallback) -> Any:
-            return fill_form(model, tok, form, config, step_callback=on_step,
-                             source=guided["source"], start_ids=start, prefix_ids=prefix,
-                             suffix_ids=suffix, parse=parse,
-                             max_repair_calls=repair_calls(state, config))
+            return with_default_steps(state, req, config, lambda cfg: fill_form(
+                model, tok, form, cfg, step_callback=on_step, source=guided["source"],
+                start_ids=start, prefix_ids=prefix, suffix_ids=suffix, parse=parse,
+                max_repair_calls=repair_calls(state, cfg)))
 
         def body(state: ServerState, res: Any) -> dict[str, Any]:
             from unmask.infill.template import _named
@@ -440,24 +470,29 @@ def router(state: ServerState) -> APIRouter:
                     "gaps": [{"name": name, "text": text, "start": start,
                               "end": start + len(text), "value": res.value}],
                     "nfe": res.nfe, "repaired": res.repaired,
-                    "length_mode": None, "candidates": []}  # the constraint sets the length
+                    "length_mode": None, "candidates": [],  # the constraint sets the length
+                    "seed": config.seed}
 
         return run, body, guided["source"]
 
     @r.post("/v1/forms")
     async def forms(req: FormRequest, request: Request) -> Response:
-        fn, body, blame = await checked(state, request, lambda slow: plan_form(req, slow),
+        raw = await request.body()
+        fn, body, blame = await checked(state, request, lambda slow: plan_form(req, slow, raw),
                                         on=state.compiles)
         return await _run(state, request, req, req.stream, "form-", fn, body, blame)
 
-    def plan_form(req: FormRequest, slow: bool) -> Plan:
-        """The checks of a forms request, and its work (thread-safe: off the loop;
-        ``TakesSeconds`` before a schema's checks, unless ``slow``)."""
+    def plan_form(req: FormRequest, slow: bool, raw: bytes) -> Plan:
+        """The checks of a forms request (its body ``raw``), and its work (thread-safe: off
+        the loop; ``TakesSeconds`` before a schema's checks, unless ``slow``)."""
         from unmask import api
         from unmask.errors import UserError
         from unmask.infill.forms import load_json
+        from unmask.server.routes.guided import schema_text
 
         check(req, "form filling", causal_ok=True)
+        if not slow:  # (its first call)
+            refuse_repeated_keys(raw, req)
         user_call(lambda: api.refuse_continuous(state.loaded, "form filling"), "model")
         if (req.form is None) == (req.schema_ is None):
             raise APIError(400, "give a form or a schema (exactly one)", param="form",
@@ -466,7 +501,10 @@ def router(state: ServerState) -> APIRouter:
             if not slow:  # its patterns are checked for seconds (a plain /v1/tokenize
                 raise TakesSeconds  # waited 20 s behind six schemas on the default threads)
             return plan_schema_form(req)
-        text = req.form if isinstance(req.form, str) else json.dumps(req.form)
+        # an object as compact JSON text keeping its characters, as a schema is counted (each
+        # non-ASCII character of a form sent as an object counted 6, an escape: a form
+        # within --max-prompt-chars as text was "longer than" it as an object)
+        text = schema_text(req.form)
         check_text(state, text, "form")
         if not state.limits.allow_regex and "<regex:" in text:
             try:
@@ -479,11 +517,11 @@ def router(state: ServerState) -> APIRouter:
         config = configure(req)
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask fill-form`
-            return api.fill_form(state.loaded, text, config=config, step_callback=on_step,
-                                 source="form",
-                                 max_repair_calls=repair_calls(state, config)).detail
+            return with_default_steps(state, req, config, lambda cfg: api.fill_form(
+                state.loaded, text, config=cfg, step_callback=on_step, source="form",
+                max_repair_calls=repair_calls(state, cfg)).detail)
 
-        return run, form_body, "form"
+        return run, seeded(form_body, config.seed), "form"
 
     def form_width(form: Any, source: str, slow: bool) -> int:
         """The masked positions of a form (``source`` "form") or a schema's (``"schema"``):
@@ -520,17 +558,17 @@ def router(state: ServerState) -> APIRouter:
         config = configure(req)
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask fill-form`
-            return api.fill_form(state.loaded, schema=schema, config=config,
-                                 step_callback=on_step, source="schema",
-                                 max_repair_calls=repair_calls(state, config)).detail
+            return with_default_steps(state, req, config, lambda cfg: api.fill_form(
+                state.loaded, schema=schema, config=cfg, step_callback=on_step,
+                source="schema", max_repair_calls=repair_calls(state, cfg)).detail)
 
-        return run, form_body, "schema"
+        return run, seeded(form_body, config.seed), "schema"
 
     @r.post("/v1/edit")
     async def edit_(req: EditRequest, request: Request) -> Response:
         # a regex search holds a thread for up to REGEX_SECONDS: a slow check
-        run, blame = await checked(state, request, lambda slow: plan_edit(req, slow),
-                                   on=state.searches)
+        run, blame, seed = await checked(state, request, lambda slow: plan_edit(req, slow),
+                                         on=state.searches)
         await refuse_if_gone(state, request)  # left while its checks ran: not run
         res = await run_alone(state, request,
                               blaming(run, req, blame, most=state.limits.max_steps))
@@ -539,13 +577,14 @@ def router(state: ServerState) -> APIRouter:
                     "new": c.new} for c in res.changes]  # as `unmask edit --json`
         return JSONResponse({"object": "edit", "model": state.name, "text": res.text,
                              "changes": changes, "spans": [list(s) for s in res.spans],
-                             "rounds": res.rounds, "stopped": res.stopped, "nfe": res.nfe})
+                             "rounds": res.rounds, "stopped": res.stopped, "nfe": res.nfe,
+                             "seed": seed})
 
     def plan_edit(req: EditRequest, slow: bool
-                  ) -> tuple[Callable[[StepCallback], Any], str | None]:
-        """The checks of an edit request (the text tokenized), its work and the field its
-        refusals name (thread-safe: off the loop; ``TakesSeconds`` before a regex search,
-        unless ``slow``)."""
+                  ) -> tuple[Callable[[StepCallback], Any], str | None, int | None]:
+        """The checks of an edit request (the text tokenized), its work, the field its
+        refusals name and its seed (thread-safe: off the loop; ``TakesSeconds`` before a
+        regex search, unless ``slow``)."""
         from unmask import api
         from unmask.infill.edit import CallLimitError, edit_spans
 
@@ -589,13 +628,13 @@ def router(state: ServerState) -> APIRouter:
             # --max-steps: it ran steps and refills per round on top of the scoring (lowest 10,
             # rounds 4 at --max-steps 8: 36 forwards)
             try:
-                return api.edit(state.loaded, req.text, spans=spans, regex=regex,
-                                lowest=req.lowest, rounds=req.rounds, config=config,
-                                confidence_mode=req.confidence_mode, step_callback=on_step,
-                                max_calls=state.limits.max_steps).detail
+                return with_default_steps(state, req, config, lambda cfg: api.edit(
+                    state.loaded, req.text, spans=spans, regex=regex, lowest=req.lowest,
+                    rounds=req.rounds, config=cfg, confidence_mode=req.confidence_mode,
+                    step_callback=on_step, max_calls=state.limits.max_steps).detail)
             except CallLimitError as e:  # the operator sets the limit, not the client
                 raise UserError(e.message(limit="the server's --max-steps")) from None
 
-        return run, blame
+        return run, blame, config.seed
 
     return r
