@@ -20,9 +20,12 @@ import operator
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unmask.tasks import Item, answers, check_item
+
+if TYPE_CHECKING:
+    from unmask.sampling.stops import TextEnd
 
 
 @dataclass
@@ -248,7 +251,7 @@ def repeat_seeds(seed: int, keys: Sequence[Any]) -> list[int]:
 def decode_each(
     loaded: Any, prompts: list[list[int]], config: Any, decoder: str,
     seeds: Sequence[int] | None = None, *, fit_steps: bool = False,
-    stop: Any = None,
+    stop: TextEnd | None = None,
 ) -> list[tuple[Any, int]]:
     """Decode ``prompts`` (token ids) under ``config`` (run by ``decoder``: ``api.choose``),
     each prompt as it decodes alone under its seed (``seeds``, default ``repeat_seeds`` of
