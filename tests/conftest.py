@@ -75,17 +75,11 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def word_corpus(tmp_path_factory):
     """``make(name, words)``: a prepared byte-level corpus (``unmask prepare``, 10% held out) of
-    300 lines of 8 words drawn from ``words`` with seed 0, in a fresh folder; returns its path."""
-    from unmask.data import prepare
+    300 lines of 8 words drawn from ``words`` with seed 0 (no full stops:
+    ``corpus_helpers.word_corpus``), in a fresh folder; returns its path."""
+    from corpus_helpers import word_corpus as prepared
 
     def make(name: str, words: list[str], lines: int = 300):
-        root = tmp_path_factory.mktemp(name)
-        g = torch.Generator().manual_seed(0)
-        text = [" ".join(words[i] for i in torch.randint(0, len(words), (8,), generator=g).tolist())
-                for _ in range(lines)]  # fmt: skip
-        (root / "a.txt").write_text("\n".join(text) + "\n")
-        prepare([root / "a.txt"], root / "data", tokenizer="byte", val_fraction=0.1,
-                progress=False)  # fmt: skip
-        return root / "data"
+        return prepared(tmp_path_factory.mktemp(name), words, lines, 0, end="")
 
     return make

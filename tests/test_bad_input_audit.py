@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from corpus_helpers import word_corpus
 
 from unmask import api, cli
 from unmask.checkpoint import load
@@ -26,16 +26,10 @@ WORDS = "the cat sat on a mat and ran far away under big red tree".split()
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """One-step runs of the families the audit touched, on one prepared byte corpus."""
-    from unmask.data import prepare
     from unmask.train import train
 
     root = tmp_path_factory.mktemp("audit")
-    g = torch.Generator().manual_seed(0)
-    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist())
-             for _ in range(400)]  # fmt: skip
-    (root / "a.txt").write_text("\n".join(lines) + "\n")
-    data = root / "data"
-    prepare([root / "a.txt"], data, tokenizer="byte", val_fraction=0.1, progress=False)
+    data = word_corpus(root, WORDS, 400, 0, end="")
     base = TrainConfig(
         data=str(data),
         preset="tiny",

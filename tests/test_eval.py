@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from corpus_helpers import word_corpus
 
 from unmask.cli import main
 from unmask.config import TrainConfig, model_preset
@@ -17,19 +18,11 @@ WORDS = "the lord said unto moses go down and speak to the people of israel".spl
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from unmask.data import prepare
     from unmask.train import train
 
     root = tmp_path_factory.mktemp("evalrun")
-    g = torch.Generator().manual_seed(0)
-    lines = [
-        " ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist())
-        for _ in range(600)
-    ]
-    (root / "a.txt").write_text(".\n".join(lines) + ".\n")
-    prepare([root / "a.txt"], root / "data", tokenizer="byte", val_fraction=0.1, progress=False)
     cfg = TrainConfig(
-        data=str(root / "data"),
+        data=str(word_corpus(root, WORDS, 600, 0)),
         out=str(root / "run"),
         preset="tiny",
         seq_len=32,
@@ -81,7 +74,7 @@ def test_evaluate_loss_max_batches_0_is_the_whole_split(run):
     from unmask.data import TokenDataset
     from unmask.evaluate import evaluate_loss
 
-    model, val = load(run).model, TokenDataset(run.parent / "data", "val")
+    model, val = load(run).model, TokenDataset(run.parent / "prepared", "val")
 
     def tokens(n):
         return evaluate_loss(model, val, objective="mdlm", seq_len=32, batch_size=4,
@@ -152,7 +145,7 @@ def test_noise_draws_average_seeds_and_give_their_standard_error(run, capsys):
                       "--noise-draws", "3")
     h = json.loads(out)["heldout"]
     model = load(run).model
-    each = [evaluate_loss(model, TokenDataset(run.parent / "data", "val"), objective="mdlm",
+    each = [evaluate_loss(model, TokenDataset(run.parent / "prepared", "val"), objective="mdlm",
                           seq_len=32, batch_size=4, max_batches=None, seed=1234 + k).bpb
             for k in range(3)]
     assert h["noise_draws"] == 3 and h["seq_len"] == 32
@@ -274,7 +267,7 @@ def test_a_split_shorter_than_the_prompts_is_named(run, capsys, uniform_scorer):
     says that the split is too short for them (it said there was no held-out text)."""
     from unmask.data import TokenDataset
 
-    n = len(TokenDataset(run.parent / "data", "val"))
+    n = len(TokenDataset(run.parent / "prepared", "val"))
     rc, out, err = _eval(capsys, run, "--json", "--no-plot", "--samples", "1", "--gen-length",
                          "8", "--steps", "8", "--prompt-tokens", n + 1)
     assert rc == 0, err
@@ -440,7 +433,7 @@ def kept(request, run):
     from unmask.train import train
 
     cfg = TrainConfig(
-        data=str(run.parent / "data"), out=str(run.parent / f"kept-{request.param}"),
+        data=str(run.parent / "prepared"), out=str(run.parent / f"kept-{request.param}"),
         objective=request.param, block_size=8 if request.param == "bd3lm" else None,
         preset="tiny", seq_len=32, batch_size=32, steps=2, warmup=1, eval_every=2,
         eval_batches=2, log_every=1, save_every=0, seed=3, keep_best=True,
@@ -462,7 +455,7 @@ def test_keep_best_weights_find_their_run_and_objective(kept, capsys, tmp_path):
     assert best["objective"] == whole["objective"] == kept.name.removeprefix("kept-")
     assert best["heldout"]["bpb"] == pytest.approx(whole["heldout"]["bpb"], rel=1e-6)
     shutil.copytree(kept / "best" / "checkpoint", tmp_path / "bare")
-    rc, out, _ = _eval(capsys, tmp_path / "bare", *args, "--data", kept.parent / "data",
+    rc, out, _ = _eval(capsys, tmp_path / "bare", *args, "--data", kept.parent / "prepared",
                        "--seq-len", "32")
     bare = json.loads(out)
     assert rc == 0 and bare["objective"] == whole["objective"] and bare["run"] is None
@@ -492,12 +485,12 @@ def test_causal_seq_len_1_is_one_line(run, capsys, tmp_path):
     from unmask.evaluate import evaluate_loss
 
     ar = _bare(tmp_path / "ar", attention="causal")
-    rc, _, err = _eval(capsys, ar, "--no-score", "--no-plot", "--data", run.parent / "data",
+    rc, _, err = _eval(capsys, ar, "--no-score", "--no-plot", "--data", run.parent / "prepared",
                        "--seq-len", "1")
     assert rc == 2 and err.count("\n") == 1
     assert "--seq-len must be at least 2 for a causal model" in err
     with pytest.raises(UserError, match="no token to score .*seq_len must be at least 2"):
-        evaluate_loss(load(ar).model, TokenDataset(run.parent / "data", "val"), objective="ar",
+        evaluate_loss(load(ar).model, TokenDataset(run.parent / "prepared", "val"), objective="ar",
                       seq_len=1, max_batches=1)
 
 
@@ -505,7 +498,7 @@ def test_bd3lm_seq_len_off_the_blocks_is_one_line(run, capsys, tmp_path):
     """A --seq-len that is not whole blocks of a bd3lm model is the user's flag: exit 2, one
     line with the nearest lengths that work (it was a note and exit 0)."""
     bd3 = _bare(tmp_path / "bd3", attention="block-causal", block_size=8, objective="bd3lm")
-    args = ("--no-score", "--no-plot", "--data", run.parent / "data", "--batches", "1")
+    args = ("--no-score", "--no-plot", "--data", run.parent / "prepared", "--batches", "1")
     rc, _, err = _eval(capsys, bd3, *args, "--seq-len", "12")
     assert rc == 2 and err.count("\n") == 1
     assert "--seq-len 12 is not a multiple of the model's block size (8); try 8 or 16" in err
@@ -521,7 +514,7 @@ def test_default_gen_length_fits_a_small_context(run, capsys, uniform_scorer, tm
     from unmask.scoring import ReferenceScorer
 
     small = _bare(tmp_path / "small")
-    args = ("--no-plot", "--data", run.parent / "data", "--samples", "2", "--batches", "1")
+    args = ("--no-plot", "--data", run.parent / "prepared", "--samples", "2", "--batches", "1")
     rc, out, err = _eval(capsys, small, *args, "--json")
     assert rc == 0, err
     report = json.loads(out)
@@ -539,7 +532,7 @@ def test_sampled_with_names_what_ran(kind, run, capsys, uniform_scorer, tmp_path
     spec = ({"attention": "block-causal", "block_size": 8, "objective": "bd3lm"}
             if kind == "bd3lm" else {"attention": "causal"})
     ckpt = _bare(tmp_path / kind, **spec)
-    rc, out, err = _eval(capsys, ckpt, "--json", "--no-plot", "--data", run.parent / "data",
+    rc, out, err = _eval(capsys, ckpt, "--json", "--no-plot", "--data", run.parent / "prepared",
                          "--samples", "2", "--gen-length", "16", "--batches", "1")
     assert rc == 0, err
     sampling = json.loads(out)["sample_quality"]["sampling"]
@@ -578,7 +571,7 @@ def test_sft_model_gets_the_mdlm_bound_on_a_corpus(run, capsys, tmp_path):
     sft = train(TrainConfig(data=str(pairs), out=str(tmp_path / "sft"), objective="sft",
                             init=str(run), seq_len=32, batch_size=4, steps=2, warmup=1,
                             save_every=0, chat_template=SFT_TEMPLATE), progress=False)
-    data = run.parent / "data"
+    data = run.parent / "prepared"
     rc, out, _ = _eval(capsys, sft, "--data", data, "--json", "--no-score", "--no-plot")
     assert rc == 0
     report = json.loads(out)
@@ -614,7 +607,7 @@ def test_bound_flags_without_a_bound_are_one_line(run, capsys, tmp_path):
     rc, out, _ = _eval(capsys, moved, "--no-score", "--no-plot")  # not typed: a note, as before
     assert rc == 0 and "held-out bound: not measured, the run's dataset" in out
     rc, out, _ = _eval(capsys, bare, "--no-score", "--no-plot", "--json", "--seq-len", "16",
-                       "--data", run.parent / "data", "--batches", "1")
+                       "--data", run.parent / "prepared", "--batches", "1")
     assert rc == 0 and json.loads(out)["heldout"]["seq_len"] == 16
 
 
@@ -676,7 +669,7 @@ def test_gaps_a_model_cannot_fill_fail_before_the_bound(run, capsys, tmp_path, m
     gaps.write_text(json.dumps({"prefix": "the lord ", "middle": "said", "suffix": " unto"}) + "\n")
     monkeypatch.setattr(unmask.report, "heldout_bound", lambda *a, **k: pytest.fail("ran"))
     ar = _bare(tmp_path / "ar", attention="causal")
-    rc, _, err = _eval(capsys, ar, "--no-score", "--no-plot", "--data", run.parent / "data",
+    rc, _, err = _eval(capsys, ar, "--no-score", "--no-plot", "--data", run.parent / "prepared",
                        "--gaps", gaps)
     assert rc == 2 and err.count("\n") == 1 and "not trained for fill-in-the-middle" in err
     gaps.write_text(json.dumps({"prefix": "the lord "}) + "\n")
@@ -688,7 +681,7 @@ def test_hybrid_seq_len_shorter_than_its_rows_is_one_line(run, capsys, tmp_path)
     """A hybrid model's rows hold its draft block + 2 tokens or more: a shorter --seq-len is
     the user's flag, one line and exit 2 (it was a note and exit 0)."""
     hy = _bare(tmp_path / "hy", attention="causal", objective="hybrid", draft_block=4)
-    args = ("--no-score", "--no-plot", "--data", run.parent / "data", "--batches", "1")
+    args = ("--no-score", "--no-plot", "--data", run.parent / "prepared", "--batches", "1")
     rc, _, err = _eval(capsys, hy, *args, "--seq-len", "5")
     assert rc == 2 and err == ("unmask eval: error: --seq-len 5 is shorter than this hybrid "
                                "model's rows: its draft block (4) + 2 = 6 tokens or more\n")
@@ -700,7 +693,7 @@ def test_noise_draws_of_an_exact_likelihood_are_said_to_be_one(run, capsys, tmp_
     """A causal model's likelihood is exact: --noise-draws K draws it once, and a note says
     so (the K was dropped silently)."""
     ar = _bare(tmp_path / "ar", attention="causal")
-    rc, out, _ = _eval(capsys, ar, "--no-score", "--no-plot", "--data", run.parent / "data",
+    rc, out, _ = _eval(capsys, ar, "--no-score", "--no-plot", "--data", run.parent / "prepared",
                        "--batches", "1", "--noise-draws", "3", "--json")
     report = json.loads(out)
     assert rc == 0 and report["heldout"]["noise_draws"] == 1 and report["heldout"]["exact"]
@@ -713,7 +706,7 @@ def test_sampled_with_names_every_option_set(run, capsys, uniform_scorer, tmp_pa
     cfg scale, ...) and the one its commit policy reads: two reports that sampled differently
     said the same."""
     ar = _bare(tmp_path / "ar", attention="causal")
-    args = ("--json", "--no-plot", "--data", run.parent / "data", "--samples", "2",
+    args = ("--json", "--no-plot", "--data", run.parent / "prepared", "--samples", "2",
             "--gen-length", "8", "--batches", "1")
     rc, out, err = _eval(capsys, ar, *args, "--top-k", "3", "--temperature", "0.5")
     assert rc == 0, err
@@ -752,7 +745,7 @@ def test_sampled_with_names_the_penalties_only_where_the_decoder_applies_them(
     """The four penalties are named at their defaults too, for the decoders that apply
     them: a SEDD model's record listed them, though its decoder refuses every one."""
     sedd = _bare(tmp_path / "sedd", objective="sedd", sedd_graph="uniform")
-    rc, out, err = _eval(capsys, sedd, "--json", "--no-plot", "--data", run.parent / "data",
+    rc, out, err = _eval(capsys, sedd, "--json", "--no-plot", "--data", run.parent / "prepared",
                          "--samples", "2", "--gen-length", "8", "--steps", "4", "--batches", "1")
     assert rc == 0, err
     sampling = json.loads(out)["sample_quality"]["sampling"]
@@ -910,7 +903,7 @@ def test_an_old_time_conditioned_bd3lm_gets_an_evaluators_advice(run, capsys, tm
 
     timed = _bare(tmp_path / "timed", attention="block-causal", block_size=8, objective="bd3lm",
                   time_conditioning=True, sigma_input="masked_fraction")
-    rc, out, _ = _eval(capsys, timed, "--no-score", "--no-plot", "--data", run.parent / "data")
+    rc, out, _ = _eval(capsys, timed, "--no-score", "--no-plot", "--data", run.parent / "prepared")
     assert rc == 0
     (note,) = [line for line in out.splitlines() if line.startswith("held-out bound")]
     assert "--model-set" not in note and "cannot be trained" not in note
@@ -960,12 +953,12 @@ def test_dream_style_seq_len_1_is_one_line(run, capsys, tmp_path):
     from unmask.evaluate import evaluate_loss
 
     dream = _bare(tmp_path / "dream", logit_shift=True)
-    rc, _, err = _eval(capsys, dream, "--no-score", "--no-plot", "--data", run.parent / "data",
+    rc, _, err = _eval(capsys, dream, "--no-score", "--no-plot", "--data", run.parent / "prepared",
                        "--seq-len", "1")
     assert rc == 2 and err.count("\n") == 1
     assert "--seq-len must be at least 2 for a Dream-style model" in err
     with pytest.raises(UserError, match="Dream-style.*seq_len must be at least 2"):
-        evaluate_loss(load(dream).model, TokenDataset(run.parent / "data", "val"),
+        evaluate_loss(load(dream).model, TokenDataset(run.parent / "prepared", "val"),
                       objective="mdlm", seq_len=1, max_batches=1)
 
 

@@ -4,7 +4,7 @@ a loss curve that cannot be written is a note, the rest of the report still prin
 import json
 
 import pytest
-import torch
+from corpus_helpers import word_corpus
 
 from unmask.cli import main
 from unmask.config import TrainConfig
@@ -15,16 +15,11 @@ WORDS = "the lord said unto moses go down and speak to the people of israel".spl
 @pytest.fixture(scope="module")
 def bf16_run(tmp_path_factory):
     """A tiny run trained (and validated) with ``--precision bf16`` on the CPU."""
-    from unmask.data import prepare
     from unmask.train import train
 
     root = tmp_path_factory.mktemp("bf16run")
-    g = torch.Generator().manual_seed(0)
-    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist())
-             for _ in range(300)]
-    (root / "a.txt").write_text(".\n".join(lines) + ".\n")
-    prepare([root / "a.txt"], root / "data", tokenizer="byte", val_fraction=0.1, progress=False)
-    cfg = TrainConfig(data=str(root / "data"), out=str(root / "run"), preset="tiny",
+    data = word_corpus(root, WORDS, 300, 0)
+    cfg = TrainConfig(data=str(data), out=str(root / "run"), preset="tiny",
                       seq_len=32, batch_size=4, steps=2, warmup=1, eval_every=2,
                       eval_batches=2, log_every=1, save_every=0, seed=3, precision="bf16")
     train(cfg, progress=False)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from corpus_helpers import word_corpus
 
 from unmask.cli import main
 from unmask.config import TrainConfig
@@ -14,16 +15,11 @@ WORDS = "the lord said unto moses go down and speak to the people of israel".spl
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A 4-step ``tiny`` mdlm run on a byte-level corpus of random word lines."""
-    from unmask.data import prepare
     from unmask.train import train
 
     root = tmp_path_factory.mktemp("eval38")
-    g = torch.Generator().manual_seed(0)
-    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist())
-             for _ in range(300)]
-    (root / "a.txt").write_text(".\n".join(lines) + ".\n")
-    prepare([root / "a.txt"], root / "data", tokenizer="byte", val_fraction=0.1, progress=False)
-    cfg = TrainConfig(data=str(root / "data"), out=str(root / "run"), preset="tiny", seq_len=32,
+    data = word_corpus(root, WORDS, 300, 0)
+    cfg = TrainConfig(data=str(data), out=str(root / "run"), preset="tiny", seq_len=32,
                       batch_size=4, steps=4, warmup=1, eval_every=2, eval_batches=2,
                       log_every=1, save_every=0, seed=3)
     return train(cfg, progress=False)

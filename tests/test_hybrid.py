@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from corpus_helpers import word_corpus
 from safetensors.torch import load_file
 
 from unmask import api
@@ -641,16 +642,7 @@ WORDS = "the lord said unto moses go down and speak to the people".split()
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    from unmask.data import prepare
-
-    root = tmp_path_factory.mktemp("corpus")
-    g = torch.Generator().manual_seed(0)
-    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist())
-             for _ in range(300)]  # fmt: skip
-    (root / "a.txt").write_text("\n".join(lines) + "\n")
-    out = root / "prepared"
-    prepare([root / "a.txt"], out, tokenizer="byte", val_fraction=0.1, progress=False)
-    return out
+    return word_corpus(tmp_path_factory.mktemp("corpus"), WORDS, 300, 0, end="")
 
 
 def train_cfg(dataset, out, **kw) -> TrainConfig:

@@ -8,11 +8,9 @@ row writes alone in segments under its seed (fp32), one segment run for all rows
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from torch import nn
+from server_helpers import loaded
 
 from unmask import api
 from unmask.config import SampleConfig, model_preset
@@ -38,10 +36,6 @@ def model(attention: str = "causal", seed: int = 0, eos: int | None = None, **ex
                        attention=attention, init_std=0.3, **ids, **extra)
     torch.manual_seed(seed)
     return Transformer(cfg).eval()  # float32
-
-
-def loaded(m: nn.Module) -> Loaded:
-    return Loaded(model=m, tokenizer=TOK, config=m.config, path=Path("runs/x"))
 
 
 def batched(ld: Loaded, prompts, config: SampleConfig, seeds, draft=None):

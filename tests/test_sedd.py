@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from corpus_helpers import word_corpus
 
 from unmask.canvas import Canvas
 from unmask.config import ModelConfig, SampleConfig, TrainConfig, model_preset
@@ -542,17 +543,7 @@ WORDS = "in the beginning god created the heavens and the earth and the earth wa
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from unmask.data import prepare
-
-    root = tmp_path_factory.mktemp("sedd-corpus")
-    g = torch.Generator().manual_seed(0)
-    lines = [
-        " ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist()) + "."
-        for _ in range(600)
-    ]
-    (root / "a.txt").write_text("\n".join(lines) + "\n")
-    prepare([root / "a.txt"], root / "prepared", tokenizer="byte", val_fraction=0.1, progress=False)
-    return root / "prepared"
+    return word_corpus(tmp_path_factory.mktemp("sedd-corpus"), WORDS, 600, 0)
 
 
 def _train(corpus, out, **kw):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from server_helpers import loaded
 from torch import nn
 
 from unmask import api
@@ -30,10 +30,6 @@ def model(attention: str = "bidirectional", seed: int = 0, **extra) -> Transform
                        attention=attention, init_std=0.3, **TOK.special_ids(), **extra)
     torch.manual_seed(seed)
     return Transformer(cfg).double().eval()
-
-
-def loaded(m: nn.Module) -> Loaded:
-    return Loaded(model=m, tokenizer=TOK, config=m.config, path=Path("runs/x"))
 
 
 PROMPTS = [[10, 20, 30, 40, 50], [7, 8]]

@@ -21,7 +21,7 @@ data is local or cached, never downloaded). The three request types:
 - ``loglikelihood_rolling``: lm-eval's rolling windows over the model's context, each
   window scored as above.
 - ``generate_until``: ``unmask.api.start`` (the one decoding path: any decoder, policy and
-  cache), cut at the first stop sequence.
+  cache), cut at the first stop sequence, which ends the decoding too (``start``'s ``stop``).
 
 lm-eval is an optional dependency (``pip install lm-eval``; the ``lm-eval`` extra); this
 module imports it at the top, so only import it when lm-eval is wanted.
@@ -443,10 +443,14 @@ class UnmaskLM(LM):
 
     def generate_until(self, requests: list[Any]) -> list[str]:
         """The continuation of each context, decoded by ``unmask.api.start`` and cut at the
-        first of the request's ``until`` strings. Requests with equal generation options are
-        decoded together, ``batch_size`` at a time, each as it decodes alone under the seed
+        first of the request's ``until`` strings (``unmask.chat.cut_text``, ``generate``'s
+        ``stop``), which end the decoding too once a row's text is sure to be cut there
+        (``start``'s ``stop``: the same text, fewer forwards; every forward of the budget ran
+        until 2026-12-07). Requests with equal generation options are decoded together,
+        ``batch_size`` at a time, each as it decodes alone under the seed
         (``unmask.tasks.score.decode_each``)."""
-        from unmask.api import choose
+        from unmask.api import _text_end, choose
+        from unmask.chat import cut_text
         from unmask.sampling.protocol import decode_generations
         from unmask.tasks.score import decode_each, repeat_seeds
 
@@ -461,7 +465,8 @@ class UnmaskLM(LM):
         for key, idx in groups.items():
             kwargs = json.loads(key)
             until = kwargs.get("until") or []
-            until = [until] if isinstance(until, str) else list(until)
+            until = [s for s in ([until] if isinstance(until, str) else until) if s]
+            rule = _text_end(self.tokenizer, until, frozenset(), None, self.facts.eos_id)
             config = self.generation_config(kwargs)
             wanted = self._wanted_tokens(kwargs)  # a bd3lm model decodes whole blocks: cut
             room = self._prompt_room(config.gen_length)
@@ -481,12 +486,12 @@ class UnmaskLM(LM):
                 # spans, as generate fits them on a checkpoint whose blocks start at the prompt
                 rows = decode_each(self.loaded, prompts, config, choose(self.loaded, config),
                                    [seeds[i] for i in chunk],
-                                   fit_steps="steps" not in self.sampling)
+                                   fit_steps="steps" not in self.sampling,
+                                   stop=rule if until else None)
                 texts = [decode_generations([r.gen_ids[k][:wanted]], self.tokenizer, r.eos_id)[0]
                          for r, k in rows]
                 for i, text in zip(chunk, texts, strict=True):
-                    cut = min([text.index(s) for s in until if s and s in text], default=len(text))
-                    out[i] = text[:cut]
+                    out[i] = cut_text(text, until)
                     self.cache_hook.add_partial("generate_until", requests[i].args, out[i])
         self.model_seconds += time.perf_counter() - t0
         return [s or "" for s in out]

@@ -304,6 +304,7 @@ def write_task(
     if seed < 0:  # random.Random(-s) is random.Random(s): the files of the opposite seed
         raise UserError(f"need seed >= 0, got {seed}")
     spec = task(name)
+    _check_folder(Path(out))  # before the items are made (sudoku9's take minutes)
     if progress and spec.counts_items:
         train, evals = _make_showing_progress(spec, seed, n_train, n_eval)
     else:
@@ -335,6 +336,19 @@ def write_task(
     folder.mkdir(parents=True, exist_ok=True)
     _write_all(folder, texts)
     return record
+
+
+def _check_folder(folder: Path) -> None:
+    """A one-line ``UserError`` where ``folder`` or a folder above it is a file: the folder
+    cannot be made. Until 2026-12-07 that was found after the items were made, as "File
+    exists" (``sudoku9``'s default size: minutes of work lost to a mistyped ``--out``)."""
+    for above in (folder, *folder.parents):
+        if above.exists():
+            if not above.is_dir():
+                where = "" if above == folder else f" ({above} is a file)"
+                raise UserError(f"{folder}: not a folder the task's files can be written in"
+                                f"{where}")
+            return
 
 
 def _write_all(folder: Path, texts: dict[str, str]) -> None:

@@ -20,9 +20,12 @@ import operator
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unmask.tasks import Item, answers, check_item
+
+if TYPE_CHECKING:
+    from unmask.sampling.stops import TextEnd
 
 
 @dataclass
@@ -248,6 +251,7 @@ def repeat_seeds(seed: int, keys: Sequence[Any]) -> list[int]:
 def decode_each(
     loaded: Any, prompts: list[list[int]], config: Any, decoder: str,
     seeds: Sequence[int] | None = None, *, fit_steps: bool = False,
+    stop: TextEnd | None = None,
 ) -> list[tuple[Any, int]]:
     """Decode ``prompts`` (token ids) under ``config`` (run by ``decoder``: ``api.choose``),
     each prompt as it decodes alone under its seed (``seeds``, default ``repeat_seeds`` of
@@ -270,7 +274,10 @@ def decode_each(
     group's ``steps`` fitted to the blocks its prompts span (``api.fit_block_steps``), as
     ``generate`` fits them; else the caller's ``steps`` are checked against every group's
     blocks before any group decodes (``api.block_groups``: ``generate``'s groups). The task
-    scorer and ``unmask.lm_eval``'s ``generate_until`` decode by it."""
+    scorer and ``unmask.lm_eval``'s ``generate_until`` decode by it. ``stop``: a
+    ``unmask.sampling.stops.TextEnd`` for every row (None: none), which ends a row's decoding
+    once its text is sure to be cut at one of its stop sequences (``unmask.api.start``'s
+    ``stop``: the same text, fewer forwards)."""
     from unmask.api import block_groups, draws_noise, run_rows
 
     noisy = config.seed is not None and draws_noise(decoder, config)
@@ -280,7 +287,8 @@ def decode_each(
     for idx, cfg in block_groups(loaded, prompts, config, decoder, fit_steps=fit_steps):
         rows = [prompts[i] for i in idx]
         result = run_rows(loaded, rows, cfg,
-                          None if seeds is None or not noisy else [seeds[i] for i in idx])[0]
+                          None if seeds is None or not noisy else [seeds[i] for i in idx],
+                          stop=None if stop is None else [stop] * len(idx))[0]
         for k, i in enumerate(idx):
             out[i] = (result, k)
     return out
