@@ -44,6 +44,7 @@ from unmask.objectives.spec import (
     ObjectiveOptions,
     ObjectiveSpec,
     register_objective,
+    text_positions,
 )
 
 
@@ -190,7 +191,7 @@ def hybrid(
             f"objective 'hybrid' needs rows of at least draft_block + 2 = {k + 2} tokens, got {L}"
         )
     targets = x0[:, 1:]  # (B, L - 1)
-    text = _text_positions(x0, commit_step, config.eos_id)  # (B, L) or None: every position
+    text = text_positions(x0, commit_step, config.eos_id)  # (B, L) or None: every position
     n_ar = B * (L - 1) if text is None else text[:, 1:].sum()
     keep_ar = None if text is None else text[:, 1:]
     teacher = options.teacher if commit_step is not None else None
@@ -236,19 +237,6 @@ def _kl_sum(teacher_logp: Tensor, logits: Tensor, keep: Tensor | None) -> Tensor
     logp = logits.float().log_softmax(-1)
     kl = (teacher_logp.exp() * (teacher_logp - logp)).sum(-1)  # (B, n)
     return kl.sum() if keep is None else (kl * keep).sum()
-
-
-def _text_positions(x0: Tensor, commit_step: Tensor | None, eos_id: int | None) -> Tensor | None:
-    """(B, L) bool: the positions of trajectory rows that are text (the prompt, then the
-    generated tokens up to and including the first generated EOS), or None for corpus rows."""
-    if commit_step is None:
-        return None
-    generated = commit_step >= 0
-    if eos_id is None:
-        return torch.ones_like(generated)
-    ended = (generated & (x0 == eos_id)).long().cumsum(dim=1)  # EOS so far, itself included
-    after = (ended - (generated & (x0 == eos_id)).long()) > 0  # an EOS strictly before
-    return ~after
 
 
 def _check(cfg: TrainConfig) -> None:

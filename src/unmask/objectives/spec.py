@@ -69,6 +69,21 @@ def predicted(real: Tensor, config: ModelConfig) -> Tensor:
     return out
 
 
+def text_positions(x0: Tensor, commit_step: Tensor | None, eos_id: int | None) -> Tensor | None:
+    """(B, L) bool: the positions of trajectory rows that are text (the prompt, then the
+    generated tokens up to and including the first generated EOS; not the filler a decoder
+    writes after it), or None for corpus rows. The rule of every objective that learns from
+    an autoregressive teacher's rows (``hybrid``; ``distill`` with ``distill_window``)."""
+    if commit_step is None:
+        return None
+    generated = commit_step >= 0
+    if eos_id is None:
+        return torch.ones_like(generated)
+    ended = (generated & (x0 == eos_id)).long().cumsum(dim=1)  # EOS so far, itself included
+    after = (ended - (generated & (x0 == eos_id)).long()) > 0  # an EOS strictly before
+    return ~after
+
+
 @dataclass
 class LossParts:
     loss_sum: Tensor
@@ -371,4 +386,5 @@ __all__ = [
     "objective_of",
     "objective_spec",
     "register_objective",
+    "text_positions",
 ]

@@ -1,0 +1,77 @@
+"""A drafter distilled from an autoregressive teacher (``distill_window``) learns only along
+the teacher's text: its states are drawn up to the teacher's first EOS, and the filler the
+decoder writes after it ([PAD] while other rows of the batch go on, EOS once the batch
+stopped) is neither committed text in a state nor a target. Speculative decoding ends a row
+at its EOS and never drafts after it; a file of rows that ended early spent about 43% of
+its states past their EOS."""
+
+from __future__ import annotations
+
+import torch
+
+from unmask.config import model_preset
+from unmask.model import Transformer
+from unmask.objectives.distill import distill, window_states
+from unmask.objectives.spec import ObjectiveOptions, text_positions
+
+SPECIAL = dict(mask_id=0, pad_id=1, eos_id=2, bos_id=3)
+P, G, WINDOW = 3, 10, 2
+
+
+def _student() -> Transformer:
+    cfg = model_preset("tiny", vocab_size=16, max_seq_len=32, attention="bidirectional",
+                       **SPECIAL)  # fmt: skip
+    torch.manual_seed(0)
+    return Transformer(cfg).double().eval()
+
+
+def _row(filler: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prompt of 3, then the teacher's 4 tokens (its EOS the 4th) and 6 of ``filler``, all
+    committed left to right (an AR teacher's row in a batch whose other rows went on)."""
+    x0 = torch.tensor([[5, 6, 7, 8, 9, 10, 2] + filler])  # (1, P + G)
+    steps = torch.tensor([[-1] * P + list(range(G))])
+    return x0, steps
+
+
+def test_states_are_drawn_along_the_text_up_to_its_eos():
+    x0, steps = _row([1] * 6)
+    text = text_positions(x0, steps, SPECIAL["eos_id"])
+    assert text[0].tolist() == [True] * 7 + [False] * 6
+    g = torch.Generator()
+    for u in (0.0, 0.3, 0.6, 0.99):
+        masked, visible = window_states(steps, WINDOW, g, u=torch.tensor([u]), text=text)
+        k = int(u * 4)  # of the 4 generated text tokens, the EOS included
+        assert masked[0].nonzero().flatten().tolist() == [P + k, P + k + 1], u
+        assert visible[0].tolist() == [True] * (P + k + WINDOW) + [False] * (G - k - WINDOW)
+
+
+def test_the_filler_after_the_teachers_eos_changes_no_loss():
+    """The loss of every state is the same whatever the filler after the EOS holds ([PAD], or
+    EOS, or anything): it is never in a state's committed text nor a target. Before, a row
+    of 4 text tokens in 10 drew 6 of 10 states past its EOS and learned to draft [PAD]."""
+    model = _student()
+    opts = ObjectiveOptions(schedule=None, distill_window=WINDOW)  # type: ignore[arg-type]
+    pad, other = _row([1] * 6), _row([2] * 3 + [11, 12, 13])
+    for u in torch.linspace(0, 0.99, 12):
+
+        def loss(row: tuple[torch.Tensor, torch.Tensor], u: torch.Tensor = u) -> float:
+            with torch.no_grad():
+                parts = distill(model, model.config, row[0], attention_mask=None,
+                                generator=torch.Generator(), options=opts, commit_step=row[1],
+                                u=u[None])  # fmt: skip
+            assert 1 <= int(parts.n_tokens) <= WINDOW
+            return float(parts.loss_sum / parts.n_tokens)
+
+        assert loss(pad) == loss(other), float(u)
+
+
+def test_rows_without_eos_draw_the_states_they_always_did():
+    """A row the teacher wrote to its end (no EOS): k ~ U{0..G-1} over all of it, as before."""
+    x0 = torch.tensor([[5, 6, 7] + [4 + i for i in range(G)]])
+    steps = torch.tensor([[-1] * P + list(range(G))])
+    text = text_positions(x0, steps, SPECIAL["eos_id"])
+    g = torch.Generator()
+    for u in (0.0, 0.5, 0.95):
+        with_text = window_states(steps, WINDOW, g, u=torch.tensor([u]), text=text)
+        plain = window_states(steps, WINDOW, g, u=torch.tensor([u]))
+        assert all(torch.equal(a, b) for a, b in zip(with_text, plain, strict=True))
