@@ -149,7 +149,12 @@ def _as_trajectory_options(message: str) -> str:
 
     for name, ours in _TRAJECTORY_OPTIONS.items():
         message = re.sub(rf"(?<![\w-]){name}\b", ours, message)
-    return re.sub(r"^unknown cache\b", "unknown traj_cache", message)
+    # ``cache`` only where it names the option (a "KV cache" stays one): opening the message
+    # or its list of fields (``cache does not apply to decoder 'ar'``, which told the user to
+    # leave out a ``cache`` they never typed: ``--cache`` is --trajectory-file's old spelling)
+    # and in the advice ``use cache 'none'``
+    message = re.sub(r"^(unknown )?((?:\w+, )*)cache\b", r"\1\2traj_cache", message)
+    return re.sub(r"\buse cache '", "use traj_cache '", message)
 
 
 def is_causal_teacher(config: ModelConfig) -> bool:

@@ -1,18 +1,29 @@
-"""A drafter distilled from an autoregressive teacher (``distill_window``) learns only along
+"""Session 39's distillation fixes.
+
+A drafter distilled from an autoregressive teacher (``distill_window``) learns only along
 the teacher's text: its states are drawn up to the teacher's first EOS, and the filler the
 decoder writes after it ([PAD] while other rows of the batch go on, EOS once the batch
 stopped) is neither committed text in a state nor a target. Speculative decoding ends a row
 at its EOS and never drafts after it; a file of rows that ended early spent about 43% of
-its states past their EOS."""
+its states past their EOS.
+
+A teacher's refused KV cache is named as the flag that gave it, ``--traj-cache``.
+"""
 
 from __future__ import annotations
 
-import torch
+from pathlib import Path
 
-from unmask.config import model_preset
+import pytest
+import torch
+from corpus_helpers import word_corpus
+
+from unmask.cli import main
+from unmask.config import TrainConfig, model_preset
 from unmask.model import Transformer
 from unmask.objectives.distill import distill, window_states
 from unmask.objectives.spec import ObjectiveOptions, text_positions
+from unmask.train import train
 
 SPECIAL = dict(mask_id=0, pad_id=1, eos_id=2, bos_id=3)
 P, G, WINDOW = 3, 10, 2
@@ -75,3 +86,33 @@ def test_rows_without_eos_draw_the_states_they_always_did():
         with_text = window_states(steps, WINDOW, g, u=torch.tensor([u]), text=text)
         plain = window_states(steps, WINDOW, g, u=torch.tensor([u]))
         assert all(torch.equal(a, b) for a, b in zip(with_text, plain, strict=True))
+
+
+@pytest.fixture(scope="module")
+def ar_teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("ar39")
+    corpus = word_corpus(root, ["alpha", "beta", "gamma", "delta"], lines=200, seed=0)
+    cfg = TrainConfig(data=str(corpus), out=str(root / "ar"), objective="ar", preset="tiny",
+                      seq_len=32, batch_size=4, steps=1, warmup=1, eval_every=0,
+                      save_every=0)  # fmt: skip
+    return train(cfg, progress=False), corpus
+
+
+@pytest.mark.parametrize(("flags", "want"), [
+    (["--traj-cache", "dual"], "--traj-cache does not apply to decoder 'ar'"),
+    (["--traj-cache", "dual", "--traj-block-length", "4"],
+     "--traj-block-length, --traj-cache do not apply to decoder 'ar'"),
+])  # fmt: skip
+def test_a_teachers_cache_refused_names_traj_cache(ar_teacher, tmp_path, capsys, flags, want):
+    """`--traj-cache dual` with an autoregressive teacher: the refusal named `cache` ("cache
+    does not apply ...; leave it out"), a flag the user never typed (and `--cache` is the old
+    spelling of --trajectory-file)."""
+    teacher, corpus = ar_teacher
+    capsys.readouterr()
+    code = main(["distill", "--teacher", str(teacher), "--student", str(teacher), "--data",
+                 str(corpus), "--out", str(tmp_path / "o"), "--draft-block", "2",
+                 "--trajectories", "2", "--prompt-length", "4", "--gen-length", "8",
+                 "--no-progress", *flags])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and want in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
