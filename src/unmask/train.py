@@ -1083,7 +1083,8 @@ def _trajectory_teacher(data: Any, model_cfg: ModelConfig, device: torch.device)
     if then is not None and not same_weights(then, weights_stamp(path, known=then)):
         raise UserError(
             f"{data.path}: its teacher's weights ({path}) changed since the trajectories were "
-            f"made; make them again (unmask distill with this teacher and a new --cache)"
+            "made; make them again (unmask distill with this teacher and another "
+            "--trajectory-file)"
         )
     if teacher.config.vocab_size != model_cfg.vocab_size:
         raise UserError(
