@@ -19,11 +19,10 @@ import torch
 from corpus_helpers import word_corpus
 
 from unmask.cli import main
-from unmask.config import TrainConfig, model_preset
+from unmask.config import model_preset
 from unmask.model import Transformer
 from unmask.objectives.distill import distill, window_states
 from unmask.objectives.spec import ObjectiveOptions, text_positions
-from unmask.train import train
 
 SPECIAL = dict(mask_id=0, pad_id=1, eos_id=2, bos_id=3)
 P, G, WINDOW = 3, 10, 2
@@ -90,12 +89,11 @@ def test_rows_without_eos_draw_the_states_they_always_did():
 
 @pytest.fixture(scope="module")
 def ar_teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("ar39")
-    corpus = word_corpus(root, ["alpha", "beta", "gamma", "delta"], lines=200, seed=0)
-    cfg = TrainConfig(data=str(corpus), out=str(root / "ar"), objective="ar", preset="tiny",
-                      seq_len=32, batch_size=4, steps=1, warmup=1, eval_every=0,
-                      save_every=0)  # fmt: skip
-    return train(cfg, progress=False), corpus
+    from test_distill import WORDS, _teacher
+
+    corpus = word_corpus(tmp_path_factory.mktemp("corpus39"), WORDS, lines=300, seed=0)
+    return _teacher(corpus, tmp_path_factory.mktemp("ar39") / "run", objective="ar",
+                    steps=1), corpus
 
 
 @pytest.mark.parametrize(("flags", "want"), [
