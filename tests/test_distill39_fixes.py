@@ -8,6 +8,9 @@ at its EOS and never drafts after it; a file of rows that ended early spent abou
 its states past their EOS.
 
 A teacher's refused KV cache is named as the flag that gave it, ``--traj-cache``.
+
+A hybrid continued (``unmask train --init HYBRID``, ``unmask distill --student HYBRID``)
+keeps its draft block unless ``--draft-block`` is given.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ import pytest
 import torch
 from corpus_helpers import word_corpus
 
+from unmask.checkpoint import load
 from unmask.cli import main
 from unmask.config import model_preset
+from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.objectives.distill import distill, window_states
+from unmask.objectives.hybrid import DRAFT_BLOCK
 from unmask.objectives.spec import ObjectiveOptions, text_positions
 
 SPECIAL = dict(mask_id=0, pad_id=1, eos_id=2, bos_id=3)
@@ -114,3 +120,60 @@ def test_a_teachers_cache_refused_names_traj_cache(ar_teacher, tmp_path, capsys,
     err = capsys.readouterr().err
     assert code == 2 and want in err and err.count("\n") == 1, err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def hybrid2(ar_teacher, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A hybrid of the AR teacher with draft blocks of 2 tokens."""
+    from test_distill import _teacher
+
+    teacher, corpus = ar_teacher
+    return _teacher(corpus, tmp_path_factory.mktemp("hybrid2") / "run", objective="hybrid",
+                    init=str(teacher), draft_block=2, steps=1)
+
+
+def _block(run: Path) -> int:
+    return load(run).config.draft_block
+
+
+def test_a_hybrid_continued_keeps_its_draft_block(ar_teacher, hybrid2, tmp_path):
+    """`unmask train --objective hybrid --init HYBRID` without --draft-block continues the
+    hybrid's own blocks (it was made 8, the flag's old default, without a word: drafts past
+    the 2 it learned, and 8-token blocks to decode); an AR model continued, or a new one,
+    gets 8; a block given is the one trained."""
+    from test_distill import _teacher
+
+    teacher, corpus = ar_teacher
+    assert _block(hybrid2) == 2
+    kept = _teacher(corpus, tmp_path / "kept", objective="hybrid", init=str(hybrid2), steps=1)
+    assert _block(kept) == 2
+    given = _teacher(corpus, tmp_path / "given", objective="hybrid", init=str(hybrid2),
+                     draft_block=3, steps=1)  # fmt: skip
+    assert _block(given) == 3
+    fresh = _teacher(corpus, tmp_path / "fresh", objective="hybrid", init=str(teacher),
+                     steps=1)  # fmt: skip
+    assert _block(fresh) == DRAFT_BLOCK == 8
+    with pytest.raises(UserError, match=r"seq_len=3 must be >= draft_block \+ 2 = 4"):
+        _teacher(corpus, tmp_path / "short", objective="hybrid", init=str(hybrid2), seq_len=3,
+                 steps=1)  # fmt: skip
+
+
+def test_distill_into_a_hybrid_student_keeps_its_draft_block(ar_teacher, hybrid2, tmp_path,
+                                                             capsys):
+    """`unmask distill --teacher AR --student HYBRID` without --draft-block: the student keeps
+    its blocks of 2 (it became 8); a resume keeps them too, and its plan records them."""
+    teacher, corpus = ar_teacher
+    out = tmp_path / "student"
+    code = main(["distill", "--teacher", str(teacher), "--student", str(hybrid2), "--data",
+                 str(corpus), "--out", str(out), "--trajectories", "4", "--prompt-length", "4",
+                 "--gen-length", "8", "--traj-batch", "4", "--steps", "1", "--batch-size", "2",
+                 "--no-progress", "--threads", "1"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert _block(out) == 2
+    assert main(["distill", "--resume", "--out", str(out), "--steps", "2", "--no-progress",
+                 "--threads", "1"]) == 0  # fmt: skip
+    assert _block(out) == 2
+    capsys.readouterr()
+    assert main(["distill", "--resume", "--out", str(out), "--steps", "3", "--draft-block", "4",
+                 "--no-progress"]) == 2  # the plan names the block it trains  # fmt: skip
+    assert "--draft-block=4 differs from the run's 2" in capsys.readouterr().err

@@ -46,6 +46,13 @@ BATCH_EXTRA: dict[str, str] = {"prompt_response": "prompt_mask", "trajectory": "
 """The loss keyword of the second tensor a batch kind's ``sample`` returns besides ``x0``."""
 
 
+FORMER_DEFAULTS: dict[str, Any] = {"draft_block": 8}
+"""Objective options whose default changed, with the value they had: it still counts as not
+given to an objective the option does not apply to. Every ``train_config.json`` written
+before 2026-12-07, of any objective, holds ``draft_block: 8`` (now None: an ``--init``
+hybrid's own block), and a resume or a ``--config`` of it was to be refused as giving it."""
+
+
 def unshift(logits: Tensor, config: ModelConfig) -> Tensor:
     """``logits`` (B, L, V) where position i predicts token i. A Dream-style model
     (``config.logit_shift``) predicts token i at position i - 1, so its logits move one to the
@@ -212,7 +219,9 @@ class ObjectiveSpec:
         """Refuse options that do not apply to this objective, and bad values of those that do."""
         defaults = TrainConfig()
         for name in OBJECTIVE_OPTIONS:
-            if name in self.options or getattr(cfg, name) == getattr(defaults, name):
+            value = getattr(cfg, name)
+            if name in self.options or value == getattr(defaults, name) or (
+                    name in FORMER_DEFAULTS and value == FORMER_DEFAULTS[name]):
                 continue
             owners = [s.name for s in OBJECTIVES.values() if name in s.options]
             which = "objective" if len(owners) == 1 else "objectives"
