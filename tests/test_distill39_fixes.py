@@ -11,6 +11,8 @@ A teacher's refused KV cache is named as the flag that gave it, ``--traj-cache``
 
 A hybrid continued (``unmask train --init HYBRID``, ``unmask distill --student HYBRID``)
 keeps its draft block unless ``--draft-block`` is given.
+
+``unmask distill --out .`` keeps its trajectory file next to the folder, as for any name.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from corpus_helpers import word_corpus
 from unmask.checkpoint import load
 from unmask.cli import main
 from unmask.config import model_preset
+from unmask.distill import default_cache
 from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.objectives.distill import distill, window_states
@@ -177,3 +180,21 @@ def test_distill_into_a_hybrid_student_keeps_its_draft_block(ar_teacher, hybrid2
     assert main(["distill", "--resume", "--out", str(out), "--steps", "3", "--draft-block", "4",
                  "--no-progress"]) == 2  # the plan names the block it trains  # fmt: skip
     assert "--draft-block=4 differs from the run's 2" in capsys.readouterr().err
+
+
+def test_a_run_directory_named_dot_keeps_its_trajectories_next_to_it(ar_teacher, tmp_path,
+                                                                     monkeypatch, capsys):
+    """`unmask distill --out .` in an empty folder: the trajectory file goes next to it,
+    FOLDER.trajectories.safetensors (a ValueError traceback: '.' has no name to extend)."""
+    teacher, corpus = ar_teacher
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.chdir(run)
+    assert default_cache(".") == default_cache("./") == tmp_path / "run.trajectories.safetensors"
+    code = main(["distill", "--teacher", str(teacher), "--student", str(teacher), "--data",
+                 str(corpus), "--out", ".", "--draft-block", "2", "--trajectories", "2",
+                 "--prompt-length", "4", "--gen-length", "8", "--traj-batch", "2", "--steps",
+                 "1", "--batch-size", "2", "--no-progress", "--threads", "1"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "run.trajectories.safetensors").is_file()
+    assert (run / "checkpoint").is_dir()

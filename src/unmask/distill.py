@@ -617,8 +617,12 @@ def replay(teacher: Loaded, trajectories: Trajectories, index: int) -> tuple[Any
 
 def default_cache(out: str | os.PathLike[str]) -> Path:
     """Where ``unmask distill`` caches trajectories for run ``out``: next to it (the run
-    directory itself must start empty), ``OUT.trajectories.safetensors``."""
+    directory itself must start empty), ``OUT.trajectories.safetensors``. A run directory
+    named by ``.`` or ``..`` (``--out .`` in an empty folder) is named by its own name (it has
+    none as typed: ``with_name`` raised a ValueError, a traceback)."""
     p = Path(out)
+    if p.name in ("", ".", ".."):
+        p = Path(os.path.abspath(p))
     return p.with_name(p.name + ".trajectories.safetensors")
 
 
