@@ -12,7 +12,8 @@ A teacher's refused KV cache is named as the flag that gave it, ``--traj-cache``
 A hybrid continued (``unmask train --init HYBRID``, ``unmask distill --student HYBRID``)
 keeps its draft block unless ``--draft-block`` is given.
 
-``unmask distill --out .`` keeps its trajectory file next to the folder, as for any name.
+``unmask distill --out .`` keeps its trajectory file next to the folder, as for any name; a
+trajectory file given as ``--data`` is told to be ``--trajectory-file``.
 """
 
 from __future__ import annotations
@@ -198,3 +199,22 @@ def test_a_run_directory_named_dot_keeps_its_trajectories_next_to_it(ar_teacher,
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "run.trajectories.safetensors").is_file()
     assert (run / "checkpoint").is_dir()
+
+
+def test_a_trajectory_file_given_as_the_corpus_says_where_it_goes(ar_teacher, tmp_path, capsys):
+    """`--data TRAJ.safetensors` (as `unmask train --objective distill` takes it): one line
+    saying it is a trajectory file and to pass it as --trajectory-file (it said "not a
+    prepared dataset; run `unmask prepare` first")."""
+    from unmask.objectives.distill import Trajectories
+
+    teacher, _ = ar_teacher
+    traj = tmp_path / "t.safetensors"
+    rows = torch.zeros(1, 4, dtype=torch.long)
+    Trajectories(rows, rows.clone(), torch.zeros(1, dtype=torch.long), {}).save(traj)
+    code = main(["distill", "--teacher", str(teacher), "--student", str(teacher), "--data",
+                 str(traj), "--out", str(tmp_path / "o"), "--draft-block", "2",
+                 "--prompt-length", "4", "--gen-length", "8", "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"--data {traj} is a trajectory file" in err
+    assert f"--trajectory-file {traj}" in err

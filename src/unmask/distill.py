@@ -940,6 +940,7 @@ def _distill(
     if not out:
         raise UserError("no run directory given (--out)")
     _check_counts(tcfg)  # before they are compared with --distill-window
+    _check_not_trajectories(data)
     run = Path(out)
     path = Path(cache) if cache else default_cache(out)
     _check_cache_outside(path, run)
@@ -989,6 +990,24 @@ def _distill(
         replace_other=not named,
     )  # fmt: skip
     return train(dataclasses.replace(config, data=str(rows.resolve())), progress=progress)
+
+
+def _check_not_trajectories(data: str) -> None:
+    """Refuse, in one line saying where it goes, a trajectory file given as the corpus
+    (``--data``, as ``unmask train --objective distill`` takes it): "not a prepared dataset;
+    run `unmask prepare` first" sent the user to prepare a file that was already made."""
+    from unmask.objectives.distill import Trajectories
+
+    if not (Path(data).is_file() and str(data).endswith(".safetensors")):
+        return
+    try:
+        Trajectories.settings_of(data)
+    except UserError:  # some other file: the corpus' own refusal says what is wrong
+        return
+    raise UserError(
+        f"--data {data} is a trajectory file; --data is the prepared corpus its prompts come "
+        f"from: reuse the file with --trajectory-file {data}"
+    )
 
 
 def _absolute(path: str) -> str:
