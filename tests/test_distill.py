@@ -794,7 +794,9 @@ def test_trajectory_teacher_gone_or_changed_is_one_line(change, ar_teacher, corp
             next(old.model.parameters()).add_(0.01)  # trained on: other weights, same path
         shutil.rmtree(teacher)
         save_checkpoint(teacher, model=old.model, tokenizer=old.tokenizer)
-        message = "teacher's weights .* changed since the trajectories were made"
+        # the flag by its name (--cache is its older spelling, and generate's KV cache)
+        message = ("teacher's weights .* changed since the trajectories were made; make them "
+                   "again .*another --trajectory-file")
     with pytest.raises(UserError, match=message) as e:
         train(c, progress=False)
     assert "\n" not in str(e.value)

@@ -584,10 +584,11 @@ class TrainConfig:
     each window of ``seq_len`` tokens is compressed to; saved as the model's ``latent_len``
     (stage 2 takes the autoencoder's). 16 (4 tokens per vector at seq_len 64) reconstructs
     far better than 8 after the same steps (docs/training.md, latent diffusion)."""
-    draft_block: int = 8
+    draft_block: int | None = None
     """Objective ``hybrid`` only: tokens per draft block, the number of tokens the model learns
     to draft in one forward after a causal prefix (TiDAR; saved as the model's
-    ``draft_block``); >= 1, and ``seq_len`` >= draft_block + 2."""
+    ``draft_block``); >= 1, and ``seq_len`` >= draft_block + 2. None = the ``init`` model's
+    own when it is a hybrid already (a hybrid continued keeps its blocks), else 8."""
     draft_weight: float = 1.0
     """Objective ``hybrid`` only: weight of the draft blocks' mean cross-entropy added to the
     causal next-token loss (TiDAR's balance of the diffusion and AR losses); >= 0, 0 = plain

@@ -149,7 +149,12 @@ def _as_trajectory_options(message: str) -> str:
 
     for name, ours in _TRAJECTORY_OPTIONS.items():
         message = re.sub(rf"(?<![\w-]){name}\b", ours, message)
-    return re.sub(r"^unknown cache\b", "unknown traj_cache", message)
+    # ``cache`` only where it names the option (a "KV cache" stays one): opening the message
+    # or its list of fields (``cache does not apply to decoder 'ar'``, which told the user to
+    # leave out a ``cache`` they never typed: ``--cache`` is --trajectory-file's old spelling)
+    # and in the advice ``use cache 'none'``
+    message = re.sub(r"^(unknown )?((?:\w+, )*)cache\b", r"\1\2traj_cache", message)
+    return re.sub(r"\buse cache '", "use traj_cache '", message)
 
 
 def is_causal_teacher(config: ModelConfig) -> bool:
@@ -612,8 +617,12 @@ def replay(teacher: Loaded, trajectories: Trajectories, index: int) -> tuple[Any
 
 def default_cache(out: str | os.PathLike[str]) -> Path:
     """Where ``unmask distill`` caches trajectories for run ``out``: next to it (the run
-    directory itself must start empty), ``OUT.trajectories.safetensors``."""
+    directory itself must start empty), ``OUT.trajectories.safetensors``. A run directory
+    named by ``.`` or ``..`` (``--out .`` in an empty folder) is named by its own name (it has
+    none as typed: ``with_name`` raised a ValueError, a traceback)."""
     p = Path(out)
+    if p.name in ("", ".", ".."):
+        p = Path(os.path.abspath(p))
     return p.with_name(p.name + ".trajectories.safetensors")
 
 
@@ -931,6 +940,7 @@ def _distill(
     if not out:
         raise UserError("no run directory given (--out)")
     _check_counts(tcfg)  # before they are compared with --distill-window
+    _check_not_trajectories(data)
     run = Path(out)
     path = Path(cache) if cache else default_cache(out)
     _check_cache_outside(path, run)
@@ -980,6 +990,24 @@ def _distill(
         replace_other=not named,
     )  # fmt: skip
     return train(dataclasses.replace(config, data=str(rows.resolve())), progress=progress)
+
+
+def _check_not_trajectories(data: str) -> None:
+    """Refuse, in one line saying where it goes, a trajectory file given as the corpus
+    (``--data``, as ``unmask train --objective distill`` takes it): "not a prepared dataset;
+    run `unmask prepare` first" sent the user to prepare a file that was already made."""
+    from unmask.objectives.distill import Trajectories
+
+    if not (Path(data).is_file() and str(data).endswith(".safetensors")):
+        return
+    try:
+        Trajectories.settings_of(data)
+    except UserError:  # some other file: the corpus' own refusal says what is wrong
+        return
+    raise UserError(
+        f"--data {data} is a trajectory file; --data is the prepared corpus its prompts come "
+        f"from: reuse the file with --trajectory-file {data}"
+    )
 
 
 def _absolute(path: str) -> str:

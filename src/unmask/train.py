@@ -551,6 +551,9 @@ def _train(
         _check_init(spec, model_cfg, config)
     # the objective's facts (SEDD's graph), its name and the schedule go into every checkpoint
     model_cfg = spec.configure(model_cfg, config)
+    if config.draft_block is None and "draft_block" in spec.options:  # the plan names the
+        config = replace(config, draft_block=model_cfg.draft_block)  # block it trains (a resume
+        # compares a --draft-block with it), the --init hybrid's own or the default
     if model_cfg.vocab_size < tokenizer.vocab_size:  # e.g. --model-set vocab_size=10
         raise UserError(f"vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's "
                         f"{tokenizer.vocab_size} tokens")
@@ -1103,7 +1106,8 @@ def _trajectory_teacher(data: Any, model_cfg: ModelConfig, device: torch.device)
     if then is not None and not same_weights(then, weights_stamp(path, known=then)):
         raise UserError(
             f"{data.path}: its teacher's weights ({path}) changed since the trajectories were "
-            f"made; make them again (unmask distill with this teacher and a new --cache)"
+            "made; make them again (unmask distill with this teacher and another "
+            "--trajectory-file)"
         )
     if teacher.config.vocab_size != model_cfg.vocab_size:
         raise UserError(

@@ -40,6 +40,7 @@ from unmask.objectives.spec import (
     ObjectiveSpec,
     objective_of,
     register_objective,
+    text_positions,
     unshift,
 )
 from unmask.trajectory_settings import TOKENIZER_KEY, same_settings
@@ -493,7 +494,11 @@ def trajectory_states(
 
 
 def window_states(
-    commit_step: Tensor, window: int, generator: torch.Generator, u: Tensor | None = None
+    commit_step: Tensor,
+    window: int,
+    generator: torch.Generator,
+    u: Tensor | None = None,
+    text: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Masked and visible positions (B, L) of one drafting state per row of a left-to-right
     trajectory (an autoregressive teacher's: ``commit_step`` rises with the position).
@@ -502,6 +507,10 @@ def window_states(
     drawn from ``generator`` on CPU) are kept, the next ``window`` are masked and the rest are
     cut off (not visible): the canvas ``[prompt ; committed ; window masks]`` that a drafter
     of ``window`` tokens sees in speculative decoding (``unmask.sampling.speculative``).
+    ``text`` (B, L) (``unmask.objectives.spec.text_positions``): n counts only the generated
+    positions that are text, up to and including the teacher's first EOS, so no state's
+    committed part holds the filler after it: speculative decoding ends a row at its EOS and
+    never drafts there (a file of rows that ended early spent 43% of its states on filler).
     """
     B, L = commit_step.shape
     gen = commit_step >= 0  # (B, L)
@@ -511,7 +520,7 @@ def window_states(
             "these were decoded in another order"
         )
     n_prompt = (~gen).sum(-1, keepdim=True)  # (B, 1)
-    n_gen = L - n_prompt  # (B, 1)
+    n_gen = L - n_prompt if text is None else (gen & text).sum(-1, keepdim=True)  # (B, 1)
     if u is None:
         u = torch.rand(B, generator=generator)
     k = (u.to(commit_step.device)[:, None] * n_gen).floor()  # (B, 1) in [0, n_gen)
@@ -554,7 +563,9 @@ def distill(
 
     ``options.distill_window`` > 0 trains a drafter on an autoregressive teacher's
     trajectories instead: each state is a committed prefix, that many masks, and nothing
-    after (``window_states``), the canvas speculative decoding drafts on.
+    after (``window_states``), the canvas speculative decoding drafts on; states are drawn
+    along the teacher's text up to its first EOS, and a mask after that EOS is no target
+    (``text_positions``: the decoder's filler, never drafted for).
     """
     if commit_step is None:
         raise UserError("objective 'distill' needs commit_step (trajectories of unmask distill)")
@@ -575,22 +586,25 @@ def distill(
             "distill_window drafts with a bidirectional student (mdlm, sft), not a bd3lm one"
         )
     unit, visible = _unit_size(config, x0.shape[1]), None
-    if window:
-        masked, visible = window_states(commit_step, window, generator, u)  # (B, L) each
+    if window:  # states along the teacher's text; its window's masks after its EOS: no target
+        text = text_positions(x0, commit_step, config.eos_id)  # (B, L)
+        masked, visible = window_states(commit_step, window, generator, u, text)  # (B, L) each
+        learned = masked & text  # (B, L)
     else:
         masked = trajectory_states(commit_step, unit, generator, u)  # (B, L)
+        learned = masked
     xt = torch.where(masked, torch.full_like(x0, config.mask_id), x0)  # (B, L)
     if config.attention == "block-causal":
         logits = bd3lm_logits(model, xt, x0, block_size=unit)  # (B, L, V)
     else:
         logits = unshift(model(xt, visible), config)  # (B, L, V); cut-off keys: no one sees them
-    z = at_least_fp32(logits[masked])  # (M, V)
-    target = x0[masked]  # (M,)
+    z = at_least_fp32(logits[learned])  # (M, V)
+    target = x0[learned]  # (M,)
     ce = F.cross_entropy(z, target, reduction="none")  # (M,)
     logp_t = F.log_softmax(z / options.distill_temperature, dim=-1)  # (M, V)
     entropy = -(logp_t.exp() * logp_t).sum(-1)  # (M,)
     correct = (z.argmax(-1) == target).float()  # (M,)
-    n_masked = masked.sum()
+    n_masked = learned.sum()
     # sum over the right positions, scaled so that the loop's division by n_masked leaves
     # their mean: mean CE + w_H · mean entropy over the right positions
     per_right = (n_masked.float() / correct.sum().clamp_min(1.0)).detach()

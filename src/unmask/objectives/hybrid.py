@@ -44,6 +44,7 @@ from unmask.objectives.spec import (
     ObjectiveOptions,
     ObjectiveSpec,
     register_objective,
+    text_positions,
 )
 
 
@@ -190,7 +191,7 @@ def hybrid(
             f"objective 'hybrid' needs rows of at least draft_block + 2 = {k + 2} tokens, got {L}"
         )
     targets = x0[:, 1:]  # (B, L - 1)
-    text = _text_positions(x0, commit_step, config.eos_id)  # (B, L) or None: every position
+    text = text_positions(x0, commit_step, config.eos_id)  # (B, L) or None: every position
     n_ar = B * (L - 1) if text is None else text[:, 1:].sum()
     keep_ar = None if text is None else text[:, 1:]
     teacher = options.teacher if commit_step is not None else None
@@ -238,30 +239,47 @@ def _kl_sum(teacher_logp: Tensor, logits: Tensor, keep: Tensor | None) -> Tensor
     return kl.sum() if keep is None else (kl * keep).sum()
 
 
-def _text_positions(x0: Tensor, commit_step: Tensor | None, eos_id: int | None) -> Tensor | None:
-    """(B, L) bool: the positions of trajectory rows that are text (the prompt, then the
-    generated tokens up to and including the first generated EOS), or None for corpus rows."""
-    if commit_step is None:
-        return None
-    generated = commit_step >= 0
-    if eos_id is None:
-        return torch.ones_like(generated)
-    ended = (generated & (x0 == eos_id)).long().cumsum(dim=1)  # EOS so far, itself included
-    after = (ended - (generated & (x0 == eos_id)).long()) > 0  # an EOS strictly before
-    return ~after
+DRAFT_BLOCK = 8
+"""The draft block of a hybrid run that gives none (``TrainConfig.draft_block`` None) and
+whose model has none yet: a fresh model, an ``ar`` one continued (TiDAR's start)."""
+
+
+def draft_block_of(cfg: TrainConfig, model: ModelConfig | None = None) -> int:
+    """The draft block a hybrid run of ``cfg`` trains ``model`` (the one it continues, if any)
+    with: ``cfg.draft_block`` where given, else the model's own (a hybrid continued: it kept
+    its blocks of, say, 2 tokens; it was made 8, the flag's old default, without a word), else
+    ``DRAFT_BLOCK``."""
+    if cfg.draft_block is not None:
+        return cfg.draft_block
+    own = getattr(model, "draft_block", None)
+    return int(own) if own else DRAFT_BLOCK
+
+
+def _rows_problem(seq_len: int, k: int) -> str | None:
+    if seq_len < k + 2:
+        return (f"seq_len={seq_len} must be >= draft_block + 2 = {k + 2} (a causal prefix, "
+                "the token after it, a block)")
+    return None
 
 
 def _check(cfg: TrainConfig) -> None:
-    if cfg.draft_block < 1:
+    if cfg.draft_block is not None and cfg.draft_block < 1:
         raise UserError(f"draft_block={cfg.draft_block} must be >= 1")
     if not (math.isfinite(cfg.draft_weight) and cfg.draft_weight >= 0):
         raise UserError(f"draft_weight={cfg.draft_weight} must be a finite number >= 0")
-    if cfg.seq_len < cfg.draft_block + 2:
-        raise UserError(
-            f"seq_len={cfg.seq_len} must be >= draft_block + 2 = "
-            f"{cfg.draft_block + 2} (a causal prefix, the token after it, a block)"
-        )
+    # a block not given with an init model is that model's: checked by ``_needs``, which has it
+    why = None if cfg.init and cfg.draft_block is None else _rows_problem(
+        cfg.seq_len, draft_block_of(cfg))
+    if why is not None:
+        raise UserError(why)
     check_untimed("hybrid", cfg)
+
+
+def _needs(model: ModelConfig, cfg: TrainConfig) -> str | None:
+    """Why ``model`` cannot be continued as a hybrid with ``cfg`` (``needs_untimed``), or rows
+    too short for its draft block (``draft_block_of``)."""
+    return needs_untimed("hybrid", model, cfg) or _rows_problem(
+        cfg.seq_len, draft_block_of(cfg, model))
 
 
 def _with_init_tokens(tokenizer: Any, cfg: TrainConfig) -> Any:
@@ -291,7 +309,7 @@ def _with_init_tokens(tokenizer: Any, cfg: TrainConfig) -> Any:
 def _model_config(model: ModelConfig, cfg: TrainConfig) -> ModelConfig:
     from dataclasses import replace
 
-    return replace(model, draft_block=cfg.draft_block)
+    return replace(model, draft_block=draft_block_of(cfg, model))
 
 
 register_objective(
@@ -302,7 +320,7 @@ register_objective(
         decoder="hybrid",
         options=("draft_block", "draft_weight"),
         check=_check,
-        needs=functools.partial(needs_untimed, "hybrid"),
+        needs=_needs,
         tokenizer=_with_init_tokens,
         model_config=_model_config,
         trajectories=True,
@@ -311,4 +329,7 @@ register_objective(
     )
 )
 
-__all__ = ["DRAFT_CHUNKS", "draft_boundaries", "draft_chunks", "draft_layout", "hybrid"]
+__all__ = [
+    "DRAFT_BLOCK", "DRAFT_CHUNKS", "draft_block_of", "draft_boundaries", "draft_chunks",
+    "draft_layout", "hybrid",
+]

@@ -46,6 +46,13 @@ BATCH_EXTRA: dict[str, str] = {"prompt_response": "prompt_mask", "trajectory": "
 """The loss keyword of the second tensor a batch kind's ``sample`` returns besides ``x0``."""
 
 
+FORMER_DEFAULTS: dict[str, Any] = {"draft_block": 8}
+"""Objective options whose default changed, with the value they had: it still counts as not
+given to an objective the option does not apply to. Every ``train_config.json`` written
+before 2026-12-07, of any objective, holds ``draft_block: 8`` (now None: an ``--init``
+hybrid's own block), and a resume or a ``--config`` of it was to be refused as giving it."""
+
+
 def unshift(logits: Tensor, config: ModelConfig) -> Tensor:
     """``logits`` (B, L, V) where position i predicts token i. A Dream-style model
     (``config.logit_shift``) predicts token i at position i - 1, so its logits move one to the
@@ -67,6 +74,21 @@ def predicted(real: Tensor, config: ModelConfig) -> Tensor:
     out = torch.zeros_like(real)
     out[:, 1:] = real[:, 1:] & real[:, :-1]
     return out
+
+
+def text_positions(x0: Tensor, commit_step: Tensor | None, eos_id: int | None) -> Tensor | None:
+    """(B, L) bool: the positions of trajectory rows that are text (the prompt, then the
+    generated tokens up to and including the first generated EOS; not the filler a decoder
+    writes after it), or None for corpus rows. The rule of every objective that learns from
+    an autoregressive teacher's rows (``hybrid``; ``distill`` with ``distill_window``)."""
+    if commit_step is None:
+        return None
+    generated = commit_step >= 0
+    if eos_id is None:
+        return torch.ones_like(generated)
+    ended = (generated & (x0 == eos_id)).long().cumsum(dim=1)  # EOS so far, itself included
+    after = (ended - (generated & (x0 == eos_id)).long()) > 0  # an EOS strictly before
+    return ~after
 
 
 @dataclass
@@ -197,7 +219,9 @@ class ObjectiveSpec:
         """Refuse options that do not apply to this objective, and bad values of those that do."""
         defaults = TrainConfig()
         for name in OBJECTIVE_OPTIONS:
-            if name in self.options or getattr(cfg, name) == getattr(defaults, name):
+            value = getattr(cfg, name)
+            if name in self.options or value == getattr(defaults, name) or (
+                    name in FORMER_DEFAULTS and value == FORMER_DEFAULTS[name]):
                 continue
             owners = [s.name for s in OBJECTIVES.values() if name in s.options]
             which = "objective" if len(owners) == 1 else "objectives"
@@ -371,4 +395,5 @@ __all__ = [
     "objective_of",
     "objective_spec",
     "register_objective",
+    "text_positions",
 ]
