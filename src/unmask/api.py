@@ -425,10 +425,18 @@ def _task_config(config: SampleConfig | Mapping[str, Any] | None) -> SampleConfi
 
 def check_option_names(given: Iterable[str]) -> None:
     """A ``UserError`` naming the first of ``given`` that is not a ``SampleConfig`` field (a
-    sampling option's name misspelt), before anything loads or runs."""
-    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(SampleConfig)})
+    sampling option's name misspelt), with the field it is closest to (``gen_lenght``:
+    ``gen_length``, as the command line names a misspelt flag), before anything loads or
+    runs."""
+    from unmask.names import closest
+
+    names = [f.name for f in dataclasses.fields(SampleConfig)]
+    unknown = sorted(set(given) - set(names), key=str)  # (a key of another type: said too)
     if unknown:
-        raise UserError(f"unknown sampling option {unknown[0]!r} (the fields of SampleConfig)")
+        near = closest(unknown[0], names) if isinstance(unknown[0], str) else None
+        hint = f"; did you mean {near}?" if near else ""
+        raise UserError(f"unknown sampling option {unknown[0]!r}{hint} (the fields of "
+                        "SampleConfig)")
 
 
 def load_drafter(path: str | Path, *, device: str, dtype: str = "auto") -> Loaded:
