@@ -138,3 +138,29 @@ def test_eval_flags_checked_twice_refuse_nothing_more():
     check_flags(args)
     check_flags(args)
     assert args.samples is None and args.prompt_tokens is None
+
+
+@pytest.mark.parametrize("argv,said", [
+    (["eval", "--model", "runs/my run", "--no-score"],
+     "unmask eval: error: unrecognized arguments: --model; the run or checkpoint is eval's "
+     "first word: unmask eval 'runs/my run' (see: unmask eval --help)"),
+    (["eval", "--model=demo"],
+     "unmask eval: error: unrecognized arguments: --model; the run or checkpoint is eval's "
+     "first word: unmask eval demo (see: unmask eval --help)"),
+    (["distill", "--model", "runs/t", "--out", "o"],
+     "unmask distill: error: unrecognized arguments: --model; the model to distill is "
+     "--teacher runs/t (see: unmask distill --help)"),
+    (["convert", "--model"],
+     "unmask convert: error: unrecognized arguments: --model; the folder to convert is "
+     "convert's first word: unmask convert PATH DST (see: unmask convert --help)"),
+    (["prepare", "--model", "x", "-o", "d"],  # no model to take: no hint
+     "unmask prepare: error: unrecognized arguments: --model (see: unmask prepare --help)"),
+])
+def test_model_flag_of_a_command_that_takes_its_model_otherwise_says_how(argv, said, capsys):
+    """Every other command that runs a model takes ``--model PATH``; ``unmask eval --model
+    RUN`` (the habit) said "unrecognized arguments: --model" and no more. The line now says
+    how this command takes it, with the path typed."""
+    from unmask.cli import main
+
+    assert main(argv) == 2
+    assert capsys.readouterr().err == said + "\n"

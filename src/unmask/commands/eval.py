@@ -171,7 +171,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_sample_flags(p)
     add_json_flag(p, what="the report's numbers, the notes and the sampled texts")
     add_runtime_flags(p)
-    p.set_defaults(func=run, check_flags=check_flags)
+    p.set_defaults(func=run, check_flags=check_flags,
+                   model_given_as="the run or checkpoint is eval's first word: unmask eval "
+                                  "{model}")
 
 
 def check_flags(args: argparse.Namespace) -> None:
