@@ -164,3 +164,20 @@ def test_model_flag_of_a_command_that_takes_its_model_otherwise_says_how(argv, s
 
     assert main(argv) == 2
     assert capsys.readouterr().err == said + "\n"
+
+
+def test_train_model_flag_is_model_set_and_says_init(tmp_path, capsys):
+    """``unmask train --model demo`` is argparse's ``--model-set demo`` (an abbreviation), so it
+    said "--model-set 'demo': expected FIELD=VALUE", not where a model to start from goes. A
+    value that names a model (a folder, a shipped name) now adds ``--init``; other values
+    keep the plain line."""
+    from unmask.cli import main
+
+    run = str(tmp_path / "run")
+    assert main(["train", "--data", str(tmp_path), "--out", run, "--model", "demo"]) == 2
+    assert capsys.readouterr().err == (
+        "unmask train: error: --model-set 'demo': expected FIELD=VALUE; a model to start from "
+        "is --init demo\n")
+    assert main(["train", "--data", str(tmp_path), "--out", run, "--model-set", "d_model"]) == 2
+    assert capsys.readouterr().err == (
+        "unmask train: error: --model-set 'd_model': expected FIELD=VALUE\n")

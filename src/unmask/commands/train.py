@@ -31,8 +31,12 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--model-set {item!r}: expected FIELD=VALUE")
+        if not sep:  # `--model runs/x` is argparse's --model-set too (an abbreviation)
+            from unmask.names import SHIPPED_MODELS
+
+            model = os.path.isdir(item) or item.casefold() in SHIPPED_MODELS
+            init = f"; a model to start from is --init {item}" if model else ""
+            raise UserError(f"--model-set {item!r}: expected FIELD=VALUE{init}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
