@@ -7,23 +7,12 @@ same line where it meets the same mistake (``unmask.flag_checks``: one rule each
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
+from cli_helpers import refusal
 
 NOWHERE = "/nonexistent-unmask-api39"
 MISSING_DATA = "tests/no-such-corpus-api39"  # a --data that is not there, relative as users type it
-
-
-def _refusal(argv: list[str], cwd: str | None = None) -> tuple[str, str]:
-    """(``"<exit status> <torch imported>"``, stderr) of ``unmask ARGV`` in a fresh process."""
-    code = ("import sys\nfrom unmask.cli import main\n"
-            "rc = main(sys.argv[1:])\n"
-            "print(rc, 'torch' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL, cwd=cwd)
-    return done.stdout, done.stderr
 
 
 CASES = [
@@ -73,7 +62,7 @@ CASES = [
 def test_a_mistake_that_needs_no_model_is_refused_before_torch_loads(argv, said):
     """The same one line and exit 2 as when the command loaded torch first (checked against
     the old code), and torch not imported at the refusal."""
-    out, err = _refusal(argv)
+    out, err = refusal(argv)
     assert err == said + "\n", err
     assert out == "2 False\n", (out, err)
 
