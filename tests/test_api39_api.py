@@ -33,3 +33,30 @@ def test_an_option_key_that_is_no_text_is_one_line():
 
     with pytest.raises(UserError, match=r"^unknown sampling option 1 \(the fields"):
         check_option_names({1: 2, "x": 3})
+
+
+def test_a_prompt_file_line_is_one_prompt_whatever_it_holds(tmp_path):
+    """``unmask generate --prompt-file``: one prompt a line, lines ending at \\n, \\r\\n or \\r
+    as a file holds them. ``str.splitlines`` also cut a line at a form feed (a page break in
+    text taken from a PDF), U+0085 and U+2028: two lines made four prompts, and the refusals'
+    "prompt on line N" counted the extra ones."""
+    from unmask.cli import build_parser
+    from unmask.commands.generate import _read_prompts
+
+    path = tmp_path / "prompts.txt"
+    path.write_text("In the beginning\fGod\r\nthe earth\x85was\n\nwithout\u2028form\rvoid",
+                    encoding="utf-8", newline="")
+    args = build_parser(["generate"]).parse_args(
+        ["generate", "--model", "demo", "first", "--prompt-file", str(path)])
+    prompts, names = _read_prompts(args)
+    assert prompts == ["first", "In the beginning\fGod", "the earth\x85was",
+                       "without\u2028form", "void"]
+    assert names == ["prompt 1 of 5", *(f"prompt on line {n} of {path}" for n in (1, 2, 4, 5))]
+
+
+def test_text_lines_ends_a_line_only_at_a_line_break():
+    """Guard: ``unmask.files.text_lines``, the rule of the prompt file, task file, gap set and
+    ``prepare --line-docs`` readers (the last three had it inline)."""
+    from unmask.files import text_lines
+
+    assert text_lines("a\fb\r\nc\u2028d\re\n") == ["a\fb", "c\u2028d", "e", ""]

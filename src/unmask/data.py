@@ -50,7 +50,15 @@ import numpy as np
 import torch
 
 from unmask.errors import UserError
-from unmask.files import STDIN_NAME, BadJSON, check_creatable, named, parse_json, plain_name
+from unmask.files import (
+    LINE_END,
+    STDIN_NAME,
+    BadJSON,
+    check_creatable,
+    named,
+    parse_json,
+    plain_name,
+)
 from unmask.flag_checks import (
     check_prepare_numbers,
     missing_dataset,
@@ -822,9 +830,6 @@ def _plain_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, 
             yield p, i == len(pieces) - 1
 
 
-_LINE_END = re.compile(r"\r\n|\r|\n")
-
-
 def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, bool]]:
     """Each non-blank line one document, its line end (``\\n``, ``\\r\\n`` or a lone ``\\r``,
     old Mac style) left out; a line longer than ``chunk`` characters comes in the pieces
@@ -862,7 +867,7 @@ def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, b
         text, held = held + text, ""
         if not final and text.endswith("\r"):  # perhaps the first half of a \r\n
             text, held = text[:-1], "\r"
-        head, *lines = _LINE_END.split(text)
+        head, *lines = LINE_END.split(text)
         pending += head
         if lines:
             *ended, last = lines
