@@ -60,3 +60,25 @@ def test_text_lines_ends_a_line_only_at_a_line_break():
     from unmask.files import text_lines
 
     assert text_lines("a\fb\r\nc\u2028d\re\n") == ["a\fb", "c\u2028d", "e", ""]
+
+
+def test_identical_greedy_rows_count_the_tokens_decoded_once():
+    """``--n 3`` of a greedy run decodes one row and copies its text (``row_runs``), as the
+    command's note says ("decoded once"); ``n_tokens`` counted all three rows, so the
+    summary said 3 times the tokens and 3 times the tokens/s the model decoded (demo: "24
+    tokens ... 179 tokens/s" where one row alone decodes at 67). A sampled run decodes every
+    row and counts every row."""
+    from server_helpers import loaded, random_transformer
+
+    from unmask import api
+
+    m = loaded(random_transformer(0))
+    one = api.generate(m, "ab", config={"gen_length": 8, "steps": 8})
+    three = api.generate(m, ["ab", "cd", "ab"], config={"gen_length": 8, "steps": 8}, n=3)
+    alone = api.generate(m, "cd", config={"gen_length": 8, "steps": 8})
+    assert three.texts[:3] == one.texts * 3 and three.texts[6:] == one.texts * 3
+    assert three.n_tokens == one.n_tokens + alone.n_tokens
+    assert three.copies == {1, 2, 4, 5, 6, 7, 8}
+    sampled = api.generate(m, "ab", config={"gen_length": 8, "steps": 8, "temperature": 1.0,
+                                            "seed": 1}, n=3)
+    assert sampled.copies == frozenset()  # every row decoded, every row counted
