@@ -29,7 +29,8 @@ from unmask.checkpoint import load
 from unmask.commands import at_least
 from unmask.data import TokenDataset
 from unmask.errors import UserError
-from unmask.evaluate import check_mc_samples_count, elbo_loglikelihood
+from unmask.evaluate import elbo_loglikelihood
+from unmask.flag_checks import check_mc_samples_count
 
 
 def main(argv: list[str] | None = None) -> int:

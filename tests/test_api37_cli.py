@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from cli_helpers import refusal
 
 WRONG = (
     (["--temperature", "-1"], "--temperature must be a finite number >= 0, got -1.0\n"),
@@ -21,28 +22,19 @@ WRONG = (
 )
 
 
-def _refusal(argv: list[str]) -> tuple[str, str]:
-    code = ("import sys\nfrom unmask.cli import main\n"
-            f"rc = main({argv!r})\n"
-            "print(rc, 'torch' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
-    return done.stdout, done.stderr
-
-
 @pytest.mark.parametrize("command", ["generate", "chat"])
 @pytest.mark.parametrize("flags,said", WRONG)
 def test_a_wrong_flag_is_refused_before_torch_loads(command, flags, said):
     """``unmask generate --model M hi --temperature -1`` imported torch and checked the flags
     in ``run`` (5-8 s on a shared 2-core machine, against 0.3 s for ``--help``)."""
     prompt = ["hi"] if command == "generate" else []
-    out, err = _refusal([command, "--model", "demo", *prompt, *flags])
+    out, err = refusal([command, "--model", "demo", *prompt, *flags])
     assert out == "2 False\n", (out, err)
     assert err == f"unmask {command}: error: {said}"
 
 
 def test_system_without_chat_is_refused_before_torch_loads():
-    out, err = _refusal(["generate", "--model", "demo", "hi", "--system", "be brief"])
+    out, err = refusal(["generate", "--model", "demo", "hi", "--system", "be brief"])
     assert out == "2 False\n", (out, err)
     assert err == "unmask generate: error: --system and --template apply to --chat\n"
 

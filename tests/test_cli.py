@@ -23,7 +23,7 @@ def test_user_error_is_one_line_exit_2(monkeypatch, capsys):
         raise UserError("data/x: no such folder")
 
     monkeypatch.setattr(prepare_cmd, "run", run)
-    assert main(["prepare", "a.txt", "--out", "o"]) == 2
+    assert main(["prepare", "-", "--out", "o"]) == 2
     assert capsys.readouterr().err == "unmask prepare: error: data/x: no such folder\n"
 
 
@@ -95,7 +95,7 @@ def test_sigterm_exits_143_and_restores_the_handler(monkeypatch, capsys):
 
     monkeypatch.setattr(prepare_cmd, "run", run)
     t0 = time.perf_counter()
-    assert main(["prepare", "a.txt", "--out", "o"]) == EXIT_TERMINATED == 143
+    assert main(["prepare", "-", "--out", "o"]) == EXIT_TERMINATED == 143
     assert time.perf_counter() - t0 < 5
     assert capsys.readouterr().err == "unmask prepare: terminated\n"
     assert signal.getsignal(signal.SIGTERM) is before
@@ -115,7 +115,7 @@ SLEEPER = (
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-@pytest.mark.parametrize("module, argv", [("prepare", ["prepare", "a", "--out", "o"])])
+@pytest.mark.parametrize("module, argv", [("prepare", ["prepare", "-", "--out", "o"])])
 def test_signal_exit_code_in_a_real_process(sig, code, module, argv):
     """A real signal while a command runs: the status a shell expects, one line, no traceback.
 
@@ -318,7 +318,7 @@ def test_a_command_that_saves_on_the_signal_re_raises_it(monkeypatch, capsys, si
         return 0
 
     monkeypatch.setattr(prepare_cmd, "run", run)
-    assert main(["prepare", "a", "--out", "o"]) == code
+    assert main(["prepare", "-", "--out", "o"]) == code
     assert saved == [True]
     assert capsys.readouterr().err.count("\n") == 1
 

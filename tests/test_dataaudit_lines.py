@@ -8,7 +8,7 @@ from unmask import data
 
 
 class _CountingSplit:
-    """``data._LINE_END`` that counts the characters it is asked to search."""
+    """``data.LINE_END`` that counts the characters it is asked to search."""
 
     def __init__(self) -> None:
         self.searched = 0
@@ -25,7 +25,7 @@ def test_a_long_line_of_whitespace_is_searched_for_line_ends_once(tmp_path, monk
     p = tmp_path / "a.txt"
     p.write_text(" " * size + "word\r\nnext line\n", encoding="utf-8")
     counter = _CountingSplit()
-    monkeypatch.setattr(data, "_LINE_END", counter)
+    monkeypatch.setattr(data, "LINE_END", counter)
     info = data.prepare([p], tmp_path / "d", tokenizer="byte", val_fraction=0, line_docs=True,
                         progress=False)
     assert info.n_documents == 2

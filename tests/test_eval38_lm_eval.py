@@ -96,7 +96,7 @@ def test_a_monte_carlo_sample_count_past_the_most_is_one_line(
     loads (it was checked after)."""
     import unmask.checkpoint
     from unmask.cli import main
-    from unmask.evaluate import MAX_MC_SAMPLES
+    from unmask.flag_checks import MAX_MC_SAMPLES
     from unmask.lm_eval import UnmaskLM
 
     lm, tasks = setup

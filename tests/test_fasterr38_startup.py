@@ -7,23 +7,12 @@ torch) now says the same line, exit 2, in a fraction of a second (benchmarks/sta
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
+from cli_helpers import refusal
 
 NOWHERE = "/nonexistent-unmask-fasterr38"
-
-
-def _refusal(argv: list[str]) -> tuple[str, str]:
-    """(``"<exit status> <torch imported>"``, stderr) of ``unmask ARGV`` in a fresh process."""
-    code = ("import sys\nfrom unmask.cli import main\n"
-            "rc = main(sys.argv[1:])\n"
-            "print(rc, 'torch' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
-    return done.stdout, done.stderr
 
 
 FORM = '{"a": "<int>"}'
@@ -101,7 +90,7 @@ CASES = [
 def test_a_mistake_that_needs_no_model_is_refused_before_torch_loads(argv, said):
     """The same one line and exit 2 as when the command loaded torch first, and torch not
     imported at the refusal."""
-    out, err = _refusal(argv)
+    out, err = refusal(argv)
     assert err == said + "\n", err
     assert out == "2 False\n", (out, err)
 

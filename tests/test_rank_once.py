@@ -49,7 +49,7 @@ def test_an_argument_error_is_rank_0s_to_say(rank, monkeypatch, waits, capsys):
     assert lines[1].startswith("unmask train: error: unrecognized arguments: --bogus")
 
 
-def test_a_refusal_of_the_command_is_held_back_once(monkeypatch, waits, capsys):
+def test_a_refusal_of_the_command_is_held_back_once(monkeypatch, waits, capsys, tmp_path):
     """A check of ``unmask train`` before training (no dataset) is held back like the
     library's; one that ``train()`` already held back (its ``said_once``) is not waited for
     twice."""
@@ -65,13 +65,14 @@ def test_a_refusal_of_the_command_is_held_back_once(monkeypatch, waits, capsys):
 
     monkeypatch.setattr(unmask.train, "_train_checked", refuse)
     waits.clear()
-    assert cli.main(["train", "--data", "d", "--out", "o", "--steps", "2"]) == 2
+    data = str(tmp_path)  # there (its contents are train()'s to read)
+    assert cli.main(["train", "--data", data, "--out", "o", "--steps", "2"]) == 2
     assert waits == [0.05]  # train()'s wait alone
     assert "only this process meets it" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("rank", [0, 1])
-def test_a_signal_before_the_run_is_said_by_rank_0(rank, monkeypatch, capsys):
+def test_a_signal_before_the_run_is_said_by_rank_0(rank, monkeypatch, capsys, tmp_path):
     """torchrun stops the other processes when one ends (rank 0 said why), or each got the
     signal: a process other than rank 0 ends with the signal's status, quietly."""
     import unmask.commands.train as command
@@ -81,7 +82,7 @@ def test_a_signal_before_the_run_is_said_by_rank_0(rank, monkeypatch, capsys):
 
     as_rank(monkeypatch, rank)
     monkeypatch.setattr(command, "run", stopped)
-    assert cli.main(["train", "--data", "d", "--out", "o"]) == cli.EXIT_TERMINATED
+    assert cli.main(["train", "--data", str(tmp_path), "--out", "o"]) == cli.EXIT_TERMINATED
     assert capsys.readouterr().err == ("" if rank else "unmask train: terminated\n")
 
 
@@ -98,6 +99,7 @@ def test_only_rank_0_clears_a_half_made_run(command, monkeypatch, tmp_path, caps
     had deleted (``unmask train: error: No such file or directory``)."""
     out = tmp_path / "run"
     half_made_run(out)
+    (tmp_path / "d").mkdir()  # a --data that is there (train()'s to read)
     seen = []
 
     def fake(*args, **kwargs):  # train()/distill(): rank 0 clears the folder in there

@@ -427,10 +427,18 @@ def _task_config(config: SampleConfig | Mapping[str, Any] | None) -> SampleConfi
 
 def check_option_names(given: Iterable[str]) -> None:
     """A ``UserError`` naming the first of ``given`` that is not a ``SampleConfig`` field (a
-    sampling option's name misspelt), before anything loads or runs."""
-    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(SampleConfig)})
+    sampling option's name misspelt), with the field it is closest to (``gen_lenght``:
+    ``gen_length``, as the command line names a misspelt flag), before anything loads or
+    runs."""
+    from unmask.names import closest
+
+    names = [f.name for f in dataclasses.fields(SampleConfig)]
+    unknown = sorted(set(given) - set(names), key=str)  # (a key of another type: said too)
     if unknown:
-        raise UserError(f"unknown sampling option {unknown[0]!r} (the fields of SampleConfig)")
+        near = closest(unknown[0], names) if isinstance(unknown[0], str) else None
+        hint = f"; did you mean {near}?" if near else ""
+        raise UserError(f"unknown sampling option {unknown[0]!r}{hint} (the fields of "
+                        "SampleConfig)")
 
 
 def load_drafter(path: str | Path, *, device: str, dtype: str = "auto") -> Loaded:
@@ -1000,6 +1008,9 @@ class Generation:
     steps were fitted to each group's own blocks, ``block_groups``); None: built by hand."""
     row_tokens: list[int] | None = field(default=None, repr=False)
     """With ``stop`` or a template: each row's ids through the one that ended its text."""
+    copies: frozenset[int] = frozenset()
+    """The rows that took an identical row's text without being decoded (a run that draws
+    nothing decodes identical rows once: ``row_runs``; ``--n 8`` of a greedy run)."""
 
     @property
     def n_tokens(self) -> int:
@@ -1009,13 +1020,17 @@ class Generation:
         decoder fills the rest of the canvas with, is not counted. With ``stop`` or a chat
         template, a row cut at a stop sequence or a turn marker counts through its last
         token (``row_tokens``, the server's count), the same whether or not the run stopped
-        there."""
+        there. A row that copies another's text (``copies``) was not decoded and does not
+        count: ``--n 3`` of a greedy run said 3 times the tokens, and 3 times the tokens/s,
+        of the one row it decoded."""
         if self.row_tokens is not None:
-            return sum(self.row_tokens)
-        eos = getattr(self.result, "eos_id", None)
-        ends = self.ends or frozenset({eos} if eos is not None else ())
-        return sum(next((k + 1 for k, i in enumerate(r) if i in ends), len(r))
-                   for r in self.ids)
+            counts = self.row_tokens
+        else:
+            eos = getattr(self.result, "eos_id", None)
+            ends = self.ends or frozenset({eos} if eos is not None else ())
+            counts = [next((k + 1 for k, i in enumerate(r) if i in ends), len(r))
+                      for r in self.ids]
+        return sum(c for k, c in enumerate(counts) if k not in self.copies)
 
     @property
     def tokens_per_s(self) -> float:
@@ -1171,6 +1186,7 @@ def generate(
     seeds = None
     if len(rows) > 1 and draws_noise(decoder, config):
         seeds = row_seeds(config.seed, len(prompt_ids), n)
+    same = row_runs(loaded, rows, config, seeded=seeds is not None, draft=draft).same
     ends = template.ends(tok, facts.eos_id) if template is not None else frozenset()
     # a stop sequence ends the work too, not only the text (``start``'s ``stop``), and so
     # does a chat template's turn marker (with or without stops: as ``chat`` and the server)
@@ -1218,6 +1234,7 @@ def generate(
         config=max(ran, key=lambda c: c.steps),  # the first of the most steps
         configs=configs,
         row_tokens=row_tokens,
+        copies=frozenset(i for i, j in enumerate(same) if i != j),  # decoded once (run_rows)
     )
 
 

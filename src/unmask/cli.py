@@ -398,6 +398,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
                 _said_by_rank_0()
                 meant = [m for _, m in unknown if m]
                 hint = f"; did you mean {' and '.join(meant)}?" if meant else ""
+                hint += _model_flag_hint(command, [w for w, _ in unknown], argv[1:])
                 print(f"{label}: error: unrecognized arguments: "
                       f"{' '.join(w for w, _ in unknown)}{hint} (see: {label} --help)",
                       file=sys.stderr)
@@ -478,6 +479,33 @@ def _exit_if_abandoned(code: int) -> None:
         with contextlib.suppress(OSError, ValueError):
             flush(sys.stdout, sys.stderr)
         os._exit(code)
+
+
+MODEL_GIVEN_AS = "model_given_as"
+"""The ``set_defaults`` key of a command that takes its model otherwise than ``--model``
+(``unmask eval RUN``, ``convert SRC DST``, ``distill --teacher``): how, with ``{model}`` for
+the path typed (``_model_flag_hint``)."""
+
+
+def _model_flag_hint(command: argparse.ArgumentParser, unknown: Sequence[str],
+                     words: Sequence[str]) -> str:
+    """Where ``--model`` is among the ``unknown`` flags of ``command`` (one that takes its
+    model otherwise, ``MODEL_GIVEN_AS``): how it takes it, with the path typed after
+    ``--model`` in ``words`` (else ``PATH``). Every other command that runs a model takes
+    ``--model``, so the habit is typed here too; "unrecognized arguments: --model" alone
+    said not where the model goes."""
+    given_as = command.get_default(MODEL_GIVEN_AS)
+    if given_as is None or "--model" not in unknown:
+        return ""
+    model = "PATH"
+    for i, word in enumerate(words):
+        if word.startswith("--model="):
+            model = word.split("=", 1)[1] or model
+        elif word == "--model" and i + 1 < len(words) and not words[i + 1].startswith("-"):
+            model = words[i + 1]
+    from shlex import quote
+
+    return "; " + given_as.format(model=quote(model) if model != "PATH" else model)
 
 
 def unknown_command(word: str) -> str:

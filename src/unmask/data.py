@@ -25,7 +25,6 @@ from __future__ import annotations
 import bz2
 import codecs
 import contextlib
-import glob
 import gzip
 import hashlib
 import heapq
@@ -51,7 +50,20 @@ import numpy as np
 import torch
 
 from unmask.errors import UserError
-from unmask.files import STDIN_NAME, BadJSON, check_creatable, named, parse_json, plain_name
+from unmask.files import (
+    LINE_END,
+    STDIN_NAME,
+    BadJSON,
+    check_creatable,
+    named,
+    parse_json,
+    plain_name,
+)
+from unmask.flag_checks import (
+    check_prepare_numbers,
+    missing_dataset,
+    missing_input,
+)
 from unmask.folders import is_checkpoint, is_dataset
 from unmask.sniff import lfs_pointer, safetensors_file
 from unmask.sniff import not_text as _not_text
@@ -197,34 +209,6 @@ def _input_list(inputs: Any) -> list[Any]:
     return [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
 
 
-_PATTERN = re.compile(r"[*?]|\[.+\]")
-"""A shell's wildcards (``*.txt``, ``part-?.gz``, ``[ab].txt``) in an input's name."""
-
-
-_MATCHES_COUNTED = 1000
-"""How many files a wildcard input's message counts at most (``_pattern_said``)."""
-
-
-def _pattern_said(pattern: str) -> str:
-    """What "no such file or directory" adds for an input that holds a shell's wildcards: that
-    it is a pattern, with how many files it matches (at most ``_MATCHES_COUNTED`` counted) and
-    what to give instead, or that none match. The name was looked up as it is first: one with
-    brackets alone (``[draft] notes.txt``) that matches nothing as a pattern is only missing.
-    A ``**`` pattern's matches are not counted: a recursive glob follows links to folders, and
-    two links to ``.`` in one folder (build trees hold such) made it walk for ever."""
-    if "**" in pattern:
-        return (", a pattern: prepare does not expand one; give the files (sorted(glob.glob("
-                f"{pattern!r}, recursive=True)) in Python) or their folder")
-    n = sum(1 for _ in itertools.islice(glob.iglob(pattern), _MATCHES_COUNTED + 1))
-    if n:
-        many = (f"more than {_MATCHES_COUNTED:,} files match" if n > _MATCHES_COUNTED else
-                "1 file matches" if n == 1 else f"{n:,} files match")
-        return (f", a pattern, which {many}: prepare does not expand one; give the "
-                f"files (sorted(glob.glob({pattern!r})) in Python) or their folder")
-    if not re.search(r"[*?]", pattern):  # brackets alone: a name ([2021] report.txt) missing
-        return ""
-    return (", and no file matches it as a pattern (a shell passes on one that matches nothing "
-            "as it is)")
 
 
 def resolve_inputs(
@@ -317,10 +301,8 @@ def resolve_inputs(
             raise UserError(f"{p}: not a regular file or directory")
         elif p.is_symlink():  # `ls` shows it: "no such file" puzzled
             raise _dangling(p)
-        elif _PATTERN.search(str(item)):  # a shell passes on a pattern that matched nothing
-            raise UserError(f"{p}: no such file or directory{_pattern_said(str(item))}")
-        else:
-            raise UserError(f"{p}: no such file or directory")
+        else:  # nothing there (a shell passes on a pattern that matched nothing as it is)
+            raise UserError(missing_input(item) or f"{p}: not a regular file or directory")
     if not files:  # only folders, none with a file to read: "empty corpus" said not why
         names = ", ".join(str(i) for i in inputs[:3]) + (" ..." if len(inputs) > 3 else "")
         raise UserError(f"{names}: no files to read below {'it' if len(inputs) == 1 else 'them'}"
@@ -848,9 +830,6 @@ def _plain_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, 
             yield p, i == len(pieces) - 1
 
 
-_LINE_END = re.compile(r"\r\n|\r|\n")
-
-
 def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, bool]]:
     """Each non-blank line one document, its line end (``\\n``, ``\\r\\n`` or a lone ``\\r``,
     old Mac style) left out; a line longer than ``chunk`` characters comes in the pieces
@@ -888,7 +867,7 @@ def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, b
         text, held = held + text, ""
         if not final and text.endswith("\r"):  # perhaps the first half of a \r\n
             text, held = text[:-1], "\r"
-        head, *lines = _LINE_END.split(text)
+        head, *lines = LINE_END.split(text)
         pending += head
         if lines:
             *ended, last = lines
@@ -1558,7 +1537,6 @@ def _check_argument_types(**given: tuple[Any, str]) -> None:
             raise UserError(f"{name} must be {kind}, not {type(value).__name__}")
 
 
-MAX_VOCAB_SIZE = 1 << 20
 """Largest BPE vocabulary ``prepare`` trains (published models use up to ~256k): the trainer
 allocates for the whole vocabulary up front, and 5e9 aborted with a 283 GB allocation."""
 
@@ -1635,17 +1613,10 @@ def prepare(
     out = Path(out)
     if errors not in ("strict", "replace"):
         raise UserError(f"errors={errors!r}; choose strict or replace")
-    if not 0.0 <= val_fraction < 1.0:
-        raise UserError(f"val_fraction={val_fraction} must be in [0, 1)")
-    if min_val_tokens < 0:
-        raise UserError(f"min_val_tokens={min_val_tokens} must be >= 0")
+    check_prepare_numbers(tokenizer=tokenizer, vocab_size=vocab_size,
+                          val_fraction=val_fraction, min_val_tokens=min_val_tokens)
     if shard_tokens < 1:
         raise UserError(f"shard_tokens={shard_tokens} must be positive")
-    if tokenizer == "bpe" and vocab_size < 260:
-        raise UserError(f"vocab_size={vocab_size} is too small for byte-level BPE (minimum 260)")
-    if tokenizer == "bpe" and vocab_size > MAX_VOCAB_SIZE:
-        raise UserError(f"vocab_size={vocab_size:,} is larger than any BPE vocabulary needs "
-                        f"(at most {MAX_VOCAB_SIZE:,}; the trainer allocates for all of it)")
     inputs_list = _input_list(inputs)
     given, out = out, _real_out(out)
     _own_folder(out)  # (a staging name beside it is taken now)
@@ -1937,8 +1908,9 @@ def read_index(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
     d = Path(directory)
     path = d / "index.json"
-    if not d.exists():
-        raise UserError(f"{d}: no such folder; run `unmask prepare` first")
+    missing = missing_dataset(d)
+    if missing is not None:
+        raise UserError(missing)
     if is_checkpoint(d) and not path.is_file():
         raise UserError(checkpoint_given_for_data(d, flag=""))
     if not d.is_dir() or not path.is_file():

@@ -48,49 +48,10 @@ if TYPE_CHECKING:
 DEFAULT_MC_SAMPLES = 64
 """Monte Carlo samples of ``elbo_loglikelihood`` by default: chosen from the measured curve of
 its standard error against the number of samples (docs/evaluation.md); LLaDA uses 128."""
-MAX_MC_SAMPLES = 1 << 20
-"""The most Monte Carlo samples ``--mc-samples`` (``mc_samples``) takes, 16,384 times the
-default (a standard error 128 times smaller): a guard against typos and runs of days, not
-memory, checked before the model loads (``unmask.lm_eval.check_mc_samples``). The estimator
-itself takes any count: its masks are drawn ``MC_DRAW_ROWS`` samples at a time."""
 MC_DRAW_ROWS = 1024
 """Samples whose masking draws are made at once, whatever the batch size: the draws of one
 estimate take ``MC_DRAW_ROWS`` by the target's length at most (all of them were drawn up front,
 so 10**11 samples asked for 800 GB). A count up to this draws as it always did."""
-
-
-
-def check_mc_samples_count(n: int, name: str = "mc_samples") -> int:
-    """``n`` Monte Carlo samples if from 1 to ``MAX_MC_SAMPLES``, else a one-line
-    ``UserError`` naming ``name`` (the CLI checks ``--mc-samples`` so before the model loads;
-    ``unmask.lm_eval.check_mc_samples`` reads a model_arg with it)."""
-    if n < 1:
-        raise UserError(f"{name} must be at least 1, got {n}")
-    if n > MAX_MC_SAMPLES:
-        raise UserError(f"{name} must be at most {MAX_MC_SAMPLES:,}, got {n:,}")
-    return n
-
-
-def check_limit(limit: float | None, name: str = "limit") -> float | int | None:
-    """lm-eval's ``limit`` as it takes it: ``None`` (every item), a fraction of each task
-    (below 1), or a whole number of items (past ``sys.maxsize``, every item: lm-eval's islice
-    refused it with a traceback); else a one-line ``UserError`` naming ``name``: infinity was
-    ``int()``'s OverflowError, 2.5 silently 2 items, a negative islice's ValueError. One
-    check for ``unmask eval --limit`` (before the model loads) and ``run_tasks``."""
-    import sys
-
-    if limit is None:
-        return None
-    if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1:
-        return min(limit, sys.maxsize)  # (10**400: no float, isfinite's OverflowError)
-    if not (math.isfinite(limit) and limit > 0):  # nan fails both
-        raise UserError(f"{name} must be a positive number, got {limit}")
-    if limit < 1:
-        return limit
-    if not float(limit).is_integer():
-        raise UserError(f"{name} {limit}: items per task is a whole number (below 1, a "
-                        "fraction of the task)")
-    return min(int(limit), sys.maxsize)
 
 
 @dataclass

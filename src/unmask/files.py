@@ -7,7 +7,8 @@ system keeps modes), ``named`` (an ``OSError`` naming the file it failed on),
 permissions and owner kept; through a symlink, in place to a device: ``write_target``),
 ``staging_dir`` (a folder to fill before renaming it into place), ``write_safetensors``
 (tensors streamed to a file),
-``read_user_text`` (a file the user named, with one-line errors), ``parse_json`` (JSON text
+``read_user_text`` (a file the user named, with one-line errors), ``text_lines`` (its
+lines as a file holds them), ``parse_json`` (JSON text
 read from a file, every parser failure a one-line ``BadJSON`` naming the file and line),
 ``read_json`` (a JSON object, with its one-line errors), ``file_digest`` (a file's SHA-256);
 ``plain_name`` (a file name with no folder part, as an index lists its files);
@@ -500,6 +501,19 @@ def read_user_text(path: Path, what: str = "file") -> str:
     except OSError as e:
         raise UserError(f"{path}: cannot be read ({e.strerror or e})") from None
     return _user_text(raw, path)
+
+
+LINE_END = re.compile(r"\r\n|\r|\n")
+"""Where a line of a text file ends (``text_lines``)."""
+
+
+def text_lines(text: str) -> list[str]:
+    """The lines of ``text`` as a file holds them: each ends at ``\\n``, ``\\r\\n`` or
+    ``\\r`` only. ``str.splitlines`` also ends one at a form feed (a page break in text taken
+    from a PDF), a vertical tab, U+0085, U+2028 and U+2029 (which ``json.dumps(...,
+    ensure_ascii=False)`` leaves raw inside a string): a line of a prompt file holding one
+    was two prompts, and every later line's number was off. The last line need not end."""
+    return LINE_END.split(text)
 
 
 def user_stdin(announce: str | None = None) -> TextIO:

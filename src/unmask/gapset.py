@@ -26,7 +26,6 @@ Inside: ``SLACK``, ``GapSample``, ``make_gap_set``, ``write_gap_set``, ``read_ga
 from __future__ import annotations
 
 import json
-import re
 import statistics
 import time
 from collections.abc import Sequence
@@ -168,15 +167,13 @@ def read_gap_set(path: str | Path, tok: Any) -> list[GapSample]:
     its vocabulary, or not decoding to the line's prefix, middle and suffix), hold the mask id
     (a special token in the middle), or whose ``lo``/``hi`` do not hold the middle's length is
     a one-line ``UserError`` naming ``file:line``."""
-    from unmask.files import parse_json, read_user_text
+    from unmask.files import parse_json, read_user_text, text_lines
 
     p = Path(path)
     text = read_user_text(p, "gap set (a JSONL of prefix/middle/suffix lines)")  # BOM dropped
     out: list[GapSample] = []
-    # lines end at \n, \r\n or \r (JSON escapes both inside strings) only: str.splitlines
-    # also splits at U+2028, U+2029 and U+0085, which json.dumps(ensure_ascii=False) leaves raw
-    # inside the strings write_gap_set stores
-    for n, line in enumerate(re.split(r"\r\n|\r|\n", text), 1):
+    # (not str.splitlines: U+2028 is left raw inside the strings write_gap_set stores)
+    for n, line in enumerate(text_lines(text), 1):
         if not line.strip():
             continue
         where = f"{p}:{n}"

@@ -51,11 +51,10 @@ from unmask.evaluate import (
     LogLikelihood,
     ar_loglikelihood,
     block_elbo_loglikelihood,
-    check_limit,
-    check_mc_samples_count,
     elbo_loglikelihood,
     untimed_bound,
 )
+from unmask.flag_checks import check_limit, check_mc_samples_count
 from unmask.scoring import offline_hub
 
 LM_EVAL_INSTALL = 'pip install lm-eval (or, in a source checkout, pip install -e ".[lm-eval]")'
@@ -76,7 +75,7 @@ def _at_least(name: str, value: Any, least: int) -> int:
 
 def check_mc_samples(n: Any) -> int:
     """``mc_samples`` (``--mc-samples``) as a whole number from 1 to
-    ``unmask.evaluate.MAX_MC_SAMPLES``, else a one-line ``UserError`` (10**11 was torch's
+    ``unmask.flag_checks.MAX_MC_SAMPLES``, else a one-line ``UserError`` (10**11 was torch's
     allocation traceback at the first log-likelihood, after the rest of the report ran)."""
     return check_mc_samples_count(_at_least("mc_samples", n, 1))
 

@@ -3,8 +3,8 @@ checks before it starts, and cleans after it fails.
 
 - ``check_train_numbers``: the optimiser's numbers and the seed in range (a negative ``--lr``
   or a ``--beta2`` of 1 would fail inside torch with a traceback, or train nothing).
-- ``check_batch_split``: positive steps and sizes; the batch splits into processes ×
-  micro-batches.
+- ``check_sizes``, ``check_batch_split``: positive steps and sizes; the batch splits into
+  processes × micro-batches.
 - ``check_context``: the training window fits the model's context.
 - ``check_out``: ``--out`` is not a file and can be made.
 - ``check_init_family``: a continuous-diffusion ``--init`` only for its own family.
@@ -65,13 +65,19 @@ def check_train_numbers(config: Any) -> None:
         raise UserError(f"seed={config.seed} must be from -2**63 to 2**64 - 1")
 
 
-def check_batch_split(config: Any, world: int = 1) -> None:
+def check_sizes(config: Any) -> None:
     """One ``UserError`` line when a ``TrainConfig``'s steps, batch size, window or
-    ``grad_accum`` is not positive, or the batch does not split into ``world`` processes ×
-    ``grad_accum`` micro-batches."""
+    ``grad_accum`` is not positive."""
     for name in ("steps", "batch_size", "seq_len", "grad_accum"):
         if getattr(config, name) <= 0:
             raise UserError(f"{name}={getattr(config, name)} must be positive")
+
+
+def check_batch_split(config: Any, world: int = 1) -> None:
+    """One ``UserError`` line when a ``TrainConfig``'s sizes are not positive
+    (``check_sizes``), or the batch does not split into ``world`` processes × ``grad_accum``
+    micro-batches."""
+    check_sizes(config)
     if config.batch_size % (world * config.grad_accum):
         raise UserError(
             f"batch_size={config.batch_size} is not divisible by "
@@ -84,6 +90,11 @@ def check_context(seq_len: int, max_seq_len: int) -> None:
     model's context (``max_seq_len``)."""
     if seq_len > max_seq_len:
         raise UserError(f"seq_len={seq_len} exceeds the model's max_seq_len={max_seq_len}")
+
+
+NO_OUT = "no run directory given (--out)"
+"""The refusal of a new run given no ``--out`` (``unmask train``'s, before torch and in
+``unmask.train``)."""
 
 
 def check_out(out: str | os.PathLike[str], *, make: bool = False) -> None:

@@ -102,7 +102,7 @@ from unmask.parallel import (
     share_refusal,
 )
 from unmask.progress import progress_bar, stderr_may_close
-from unmask.run_checks import check_batch_split, check_context, check_out
+from unmask.run_checks import NO_OUT, check_batch_split, check_context, check_out
 from unmask.schedules import schedule_of
 from unmask.train_guards import (
     STOPPED_BY_TIME_LIMIT,
@@ -117,11 +117,11 @@ from unmask.train_guards import (
     describe_resume,
     device_change,
     estimate_memory,
+    load_train_config,
     own_run,
     renew_time_limit,
     resume_plan,
     resumed_config,
-    run_above,
     saved_progress,
     validation_batches,
     validation_changes,
@@ -281,7 +281,7 @@ def _score_best_again(
 
 def _prepare_run_dir(cfg: TrainConfig, resume: bool, is_main: bool) -> Path:
     if not cfg.out:
-        raise UserError("no run directory given (--out)")
+        raise UserError(NO_OUT)
     run = Path(cfg.out)
     if resume:
         if not (run / CKPT).exists() and not (run / OLD).exists():
@@ -1476,28 +1476,6 @@ def load_checkpoint_tokenizer(run: Path) -> Any:
     from unmask.checkpoint import native_parts  # the special ids config.json names, as load
 
     return native_parts(run)[2]
-
-
-def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
-    """Read a train_config.json (for ``--config``), with one-line errors naming it
-    (a pipe too: ``--config <(jq ...)``). A file that is not UTF-8 (a checkpoint's weights
-    given by mistake) was refused as "input is not UTF-8 text", naming no file, and a run
-    folder as "Is a directory"; a run folder now points at its train_config.json."""
-    p = Path(path)
-    if p.is_dir():  # a run, or a folder inside one (RUN/checkpoint): its train_config.json
-        run = p if (p / "train_config.json").is_file() else run_above(p)
-        where = f"; it is inside the run {run}" if run is not None and run != p else ""
-        hint = (f"{where}; pass {run / 'train_config.json'} to start a new run with its settings "
-                f"(`unmask train --resume --out {run}` continues that run)" if run else "")
-        raise UserError(f"{p}: a folder, not a train_config.json file{hint}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{p}: not UTF-8 text (a train_config.json is JSON)") from None
-    data = parse_json(text, p)  # one line for a long integer or deep nesting too
-    return from_dict(TrainConfig, data, source=str(p))
 
 
 def load_saved_plan(path: str | os.PathLike[str]) -> TrainConfig:

@@ -14,11 +14,11 @@
   immediate ``KeyboardInterrupt``; ``train`` then raises ``TrainingStopped``, which the CLI
   turns into exit code 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
 
-Inside: ``resume_plan``, ``resumed_config``, ``run_above``, ``renew_time_limit``,
-``time_limit_exit``, ``under_torchrun``, ``validation_batches``, ``validation_settings``,
-``validation_changes``, ``saved_progress``, ``describe_resume``, ``device_change``,
-``check_data_sizes``, ``estimate_memory``, ``available_memory``, ``check_memory``,
-``RunLock``, ``own_run``, ``StopFlag``, ``TrainingStopped``.
+Inside: ``load_train_config``, ``resume_plan``, ``resumed_config``, ``run_above``,
+``renew_time_limit``, ``time_limit_exit``, ``under_torchrun``, ``validation_batches``,
+``validation_settings``, ``validation_changes``, ``saved_progress``, ``describe_resume``,
+``device_change``, ``check_data_sizes``, ``estimate_memory``, ``available_memory``,
+``check_memory``, ``RunLock``, ``own_run``, ``StopFlag``, ``TrainingStopped``.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from pathlib import Path
 from shlex import quote
 from typing import Any
 
-from unmask.config import ModelConfig, TrainConfig
+from unmask.config import ModelConfig, TrainConfig, from_dict
 from unmask.errors import UserError
-from unmask.files import read_json
+from unmask.files import parse_json, read_json
 
 FIXED_ON_RESUME = (
     "preset", "objective", "schedule", "model_overrides", "block_size", "sedd_graph", "init",
@@ -88,6 +88,28 @@ def resumed_config(plan: TrainConfig, given: dict[str, Any]) -> TrainConfig:
     default (all cores, a GPU), though the resume line named no such setting."""
     runtime = {k: getattr(TrainConfig(), k) for k in RUNTIME_FIELDS if k != "out"}
     return dataclasses.replace(plan, **{**runtime, **given})
+
+
+def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
+    """Read a train_config.json (for ``--config``), with one-line errors naming it
+    (a pipe too: ``--config <(jq ...)``). A file that is not UTF-8 (a checkpoint's weights
+    given by mistake) was refused as "input is not UTF-8 text", naming no file, and a run
+    folder as "Is a directory"; a run folder now points at its train_config.json."""
+    p = Path(path)
+    if p.is_dir():  # a run, or a folder inside one (RUN/checkpoint): its train_config.json
+        run = p if (p / "train_config.json").is_file() else run_above(p)
+        where = f"; it is inside the run {run}" if run is not None and run != p else ""
+        hint = (f"{where}; pass {run / 'train_config.json'} to start a new run with its settings "
+                f"(`unmask train --resume --out {run}` continues that run)" if run else "")
+        raise UserError(f"{p}: a folder, not a train_config.json file{hint}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not UTF-8 text (a train_config.json is JSON)") from None
+    data = parse_json(text, p)  # one line for a long integer or deep nesting too
+    return from_dict(TrainConfig, data, source=str(p))
 
 
 def run_above(path: Path) -> Path | None:

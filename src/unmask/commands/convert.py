@@ -68,7 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "trust_remote_code=True (its modeling code included)"
         ),
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, model_given_as="the folder to convert is convert's first word: "
+                                            "unmask convert {model} DST")
 
 
 def run(args: argparse.Namespace) -> int:

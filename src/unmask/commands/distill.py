@@ -101,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for action in p._actions:  # training's flag; generate's --compile NAME is the decoder's
         if action.dest == "compile":
             action.help = _COMPILE_HELP
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, model_given_as="the model to distill is --teacher {model}")
 
 
 class _Spelled(argparse.Action):

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_sample_flags(p)
     add_json_flag(p, what="the report's numbers, the notes and the sampled texts")
     add_runtime_flags(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, check_flags=check_flags,
+                   model_given_as="the run or checkpoint is eval's first word: unmask eval "
+                                  "{model}")
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse, without importing torch (the command line runs it before torch loads: such a
+    line took seconds), the flags that are wrong whatever the run (``_counts``, ``--plot``),
+    and a RUN, ``--data``, ``--task-file`` or ``--gaps`` that is not there, each in the line
+    that reading it says. The checks that need the run or the model follow in ``run``."""
+    from unmask.flag_checks import missing_dataset
+    from unmask.folders import missing_model
+
+    _counts(args)
+    if args.plot is not None:
+        plot = Path(args.plot)
+        if plot.suffix.lower() != ".png":
+            raise UserError(f"--plot {args.plot}: the loss curve is a PNG; give a FILE.png")
+        if not plot.parent.is_dir():
+            raise UserError(f"--plot {args.plot}: no folder {plot.parent} to write it in")
+    sample_config_from_args(args)  # what SampleConfig refuses (--temperature -1, ...)
+    if args.task_file is not None and not os.path.exists(args.task_file):
+        from unmask.tasks import read_items
+
+        read_items(args.task_file)  # its refusal (a file there is read in run, once)
+    if args.gaps is not None and not args.gaps.strip():  # Path("") is the current folder:
+        # it read "--gaps : a folder, not a gap set"
+        raise UserError("--gaps is empty: give a gap set (a JSONL of prefix/middle/suffix)")
+    if args.gaps is not None and not Path(args.gaps).is_file():  # a folder is named one
+        what = "a folder, not a" if Path(args.gaps).is_dir() else "no such"
+        raise UserError(f"--gaps {args.gaps}: {what} gap set (a JSONL of prefix/middle/suffix)")
+    missing = missing_model(args.run) or (
+        None if args.data is None else missing_dataset(args.data))
+    if missing is not None:
+        raise UserError(missing)
 
 
 SAMPLES, PROMPT_TOKENS = 8, 8
@@ -200,7 +235,7 @@ def _no_drafter(args: argparse.Namespace) -> None:
 
 def _counts(args: argparse.Namespace) -> None:
     """Refuse flag values that cannot work and flags that would go unused, before anything
-    loads; then fill in the defaults of ``--samples`` and ``--prompt-tokens``."""
+    loads (``check_flags``)."""
     _no_drafter(args)
     for flag in ("samples", "prompt_tokens"):
         n = getattr(args, flag)
@@ -212,7 +247,7 @@ def _counts(args: argparse.Namespace) -> None:
         raise UserError(f"--seq-len must be at least 1, got {args.seq_len}")
     if args.batches is not None and args.batches < 0:
         raise UserError(f"--batches must be 0 (the whole split) or more, got {args.batches}")
-    from unmask.evaluate import check_limit, check_mc_samples_count
+    from unmask.flag_checks import check_limit, check_mc_samples_count
 
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -248,8 +283,6 @@ def _counts(args: argparse.Namespace) -> None:
                                 "skips")
             raise UserError(f"{flag} sets how text is sampled: for the generative perplexity "
                             "(which --no-score skips), --task-file, --gaps or --tasks")
-    args.samples = SAMPLES if args.samples is None else args.samples
-    args.prompt_tokens = PROMPT_TOKENS if args.prompt_tokens is None else args.prompt_tokens
 
 
 def _check_seq_len(config: Any, seq_len: int) -> None:
@@ -437,25 +470,15 @@ def _run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         summarize_training,
     )
 
-    _counts(args)
-    if args.plot is not None:
-        plot = Path(args.plot)
-        if plot.suffix.lower() != ".png":
-            raise UserError(f"--plot {args.plot}: the loss curve is a PNG; give a FILE.png")
-        if not plot.parent.is_dir():
-            raise UserError(f"--plot {args.plot}: no folder {plot.parent} to write it in")
+    check_flags(args)  # for a caller of run() itself; the command line checked before torch
+    args.samples = SAMPLES if args.samples is None else args.samples
+    args.prompt_tokens = PROMPT_TOKENS if args.prompt_tokens is None else args.prompt_tokens
     config = sample_config_from_args(args)
     items = None
     if args.task_file is not None:
         from unmask.tasks import read_items
 
         items = read_items(args.task_file)  # a bad file fails before the model loads
-    if args.gaps is not None and not args.gaps.strip():  # Path("") is the current folder:
-        # it read "--gaps : a folder, not a gap set"
-        raise UserError("--gaps is empty: give a gap set (a JSONL of prefix/middle/suffix)")
-    if args.gaps is not None and not Path(args.gaps).is_file():  # a folder is named one
-        what = "a folder, not a" if Path(args.gaps).is_dir() else "no such"
-        raise UserError(f"--gaps {args.gaps}: {what} gap set (a JSONL of prefix/middle/suffix)")
     if args.tasks:
         _check_lm_eval()
     info = find_run(args.run)

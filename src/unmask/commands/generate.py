@@ -47,7 +47,7 @@ from unmask.commands.sample_options import (
 )
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
-from unmask.files import read_json, require_stdout
+from unmask.files import read_json, require_stdout, text_lines
 from unmask.messages import plural
 from unmask.terminal import json_text, shown_text
 
@@ -145,7 +145,7 @@ def _read_prompts(args: argparse.Namespace) -> tuple[list[str], list[str]]:
             from unmask.files import read_user_text
 
             text = read_user_text(Path(args.prompt_file), "prompt file")
-        numbered = [(k + 1, line) for k, line in enumerate(text.splitlines()) if line.strip()]
+        numbered = [(k + 1, line) for k, line in enumerate(text_lines(text)) if line.strip()]
         lines, from_file = [k for k, _ in numbered], [line for _, line in numbered]
         if not from_file:  # the user gave prompts, in a file that holds none
             where = "stdin" if args.prompt_file == "-" else args.prompt_file

@@ -72,17 +72,34 @@ def register(subparsers: Any) -> None:
     add_seed_flag(p, what="the train/validation split", default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     add_no_progress_flag(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, check_flags=check_flags)
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse, without importing torch (the command line runs it before torch loads: such
+    a line took seconds), what ``unmask.data.prepare`` would refuse first whatever the
+    corpus: ``--vocab-size`` with a tokenizer that brings its own vocabulary, numbers out of
+    range (``unmask.flag_checks.check_prepare_numbers``), an input that is not there
+    (``missing_input``; ``-`` is standard input)."""
+    from unmask.errors import UserError
+    from unmask.flag_checks import check_prepare_numbers, missing_input
+
+    if args.vocab_size is not None and args.tokenizer != "bpe":
+        raise UserError(f"--vocab-size trains a BPE tokenizer (--tokenizer bpe); "
+                        f"--tokenizer {args.tokenizer} brings its own vocabulary")
+    check_prepare_numbers(tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+                          val_fraction=args.val_fraction, min_val_tokens=args.min_val_tokens)
+    for item in args.inputs:
+        missing = None if item == "-" else missing_input(item)
+        if missing is not None:
+            raise UserError(missing)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``prepare`` and print a short summary."""
     from unmask.data import prepare
-    from unmask.errors import UserError
 
-    if args.vocab_size is not None and args.tokenizer != "bpe":
-        raise UserError(f"--vocab-size trains a BPE tokenizer (--tokenizer bpe); "
-                        f"--tokenizer {args.tokenizer} brings its own vocabulary")
+    check_flags(args)  # for a caller of run() itself; the command line checked before torch
     info = prepare(
         args.inputs,
         args.out,

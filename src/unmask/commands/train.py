@@ -31,8 +31,12 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--model-set {item!r}: expected FIELD=VALUE")
+        if not sep:  # `--model runs/x` is argparse's --model-set too (an abbreviation)
+            from unmask.names import SHIPPED_MODELS
+
+            model = os.path.isdir(item) or item.casefold() in SHIPPED_MODELS
+            init = f"; a model to start from is --init {item}" if model else ""
+            raise UserError(f"--model-set {item!r}: expected FIELD=VALUE{init}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -69,7 +73,53 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dataclass_flags(p, TrainConfig, skip=_SKIP,
                         choices={"preset": list(MODEL_PRESETS), "objective": _objectives,
                                  "parallel": PARALLEL_MODES, "precision": PRECISIONS})
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, check_flags=check_flags)
+
+
+FILE_DATA = {"sft": "a JSONL file of prompt/response pairs or chat messages",
+             "distill": "a trajectory file from `unmask distill`"}
+"""The objectives whose ``--data`` is a file, not a folder from ``unmask prepare``, and
+what they read."""
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse, without importing torch (the command line runs it before torch loads: such a
+    line took seconds), the mistakes that need no model and no data read: ``--resume``
+    without a run to continue, no ``--data``, a ``--config`` or ``--init`` that is not there,
+    the numbers typed out of range (``check_train_numbers``, ``check_sizes``: a typed value
+    wins over ``--config`` and the saved plan alike), a ``--model-set`` that is no field,
+    no ``--out`` or one that cannot be made, and a ``--data`` folder of ``unmask prepare`` that is
+    not there. Each in the line the run says."""
+    from unmask.flag_checks import missing_dataset
+    from unmask.folders import missing_model
+    from unmask.run_checks import NO_OUT, check_out, check_sizes, check_train_numbers
+    from unmask.train_guards import load_train_config
+
+    if args.resume:
+        _resume_flags(args)
+    elif args.config and (not os.path.exists(args.config) or os.path.isdir(args.config)):
+        load_train_config(args.config)  # its refusal (a file there is read in run, once)
+    elif not args.config and not args.data:
+        raise UserError(NO_DATA)
+    typed = dataclass_from_args(TrainConfig, args)  # the flags typed, over the defaults
+    if args.model_set:
+        _parse_overrides(args.model_set)
+    check_train_numbers(typed)
+    check_out(args.out)
+    missing = None if args.init is None or args.resume else missing_model(args.init)
+    if missing is not None:
+        raise UserError(missing)
+    if not (args.out or args.config):  # (a --config may name it)
+        raise UserError(NO_OUT)
+    check_sizes(typed)
+    if not (args.resume or args.config) and args.data and not (
+            typed.objective in FILE_DATA or args.data.endswith(".safetensors")):
+        missing = missing_dataset(args.data)  # (a file's objectives say it their way)
+        if missing is not None:
+            raise UserError(missing)
+
+
+NO_DATA = "no dataset given (--data DIR from `unmask prepare`)"
 
 
 def _flag(name: str, value: Any) -> str:
@@ -85,6 +135,13 @@ def _resume_config(args: argparse.Namespace) -> TrainConfig:
     change it (``given_fields``), so defaults never shorten or stretch a resumed run."""
     from unmask.train import load_saved_plan
 
+    saved = Path(args.out) / "train_config.json"  # there: check_flags refused the rest
+    return resumed_config(load_saved_plan(saved), given_fields(TrainConfig, args))
+
+
+def _resume_flags(args: argparse.Namespace) -> None:
+    """Refuse ``--resume`` without a run in ``--out`` to continue, or with flags that start
+    a new one."""
     if not args.out:
         raise UserError("--resume needs --out RUN, the run to continue")
     if args.config:
@@ -92,11 +149,9 @@ def _resume_config(args: argparse.Namespace) -> TrainConfig:
                         "(change it with flags such as --steps)")
     if args.model_set:
         raise UserError("--model-set cannot change the model of a resumed run")
-    saved = Path(args.out) / "train_config.json"
-    if not saved.is_file():
+    if not (Path(args.out) / "train_config.json").is_file():
         raise UserError(f"{args.out}: nothing to resume (no train_config.json in it)"
                         f"{_run_above(Path(args.out))}")
-    return resumed_config(load_saved_plan(saved), given_fields(TrainConfig, args))
 
 
 def _run_above(out: Path) -> str:
@@ -112,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
     from unmask.train import load_train_config, train
     from unmask.train_guards import TrainingStopped, resume_hint, time_limit_exit
 
+    check_flags(args)  # for a caller of run() itself; the command line checked before torch
     if args.resume:
         cfg = _resume_config(args)
     else:
@@ -121,13 +177,10 @@ def run(args: argparse.Namespace) -> int:
             overrides = {**cfg.model_overrides, **_parse_overrides(args.model_set)}
             cfg = dataclasses.replace(cfg, model_overrides=overrides)
         if not cfg.data:
-            raise UserError("no dataset given (--data DIR from `unmask prepare`)")
-        if cfg.objective in ("sft", "distill") and Path(cfg.data).is_dir():  # was "no such file"
-            what = ("a JSONL file of prompt/response pairs or chat messages"
-                    if cfg.objective == "sft" else "a trajectory file from `unmask distill`")
-            raise UserError(
-                f"--data {cfg.data} is a folder; objective {cfg.objective} reads {what}"
-            )
+            raise UserError(NO_DATA)
+        if cfg.objective in FILE_DATA and Path(cfg.data).is_dir():  # was "no such file"
+            raise UserError(f"--data {cfg.data} is a folder; objective {cfg.objective} reads "
+                            f"{FILE_DATA[cfg.objective]}")
     check_train_numbers(cfg)
     check_out(cfg.out)
     if not args.resume:

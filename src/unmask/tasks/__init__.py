@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -497,14 +496,12 @@ def read_items(path: str | Path) -> list[Item]:
                             "`python -m unmask.tasks` writes); give the task file itself")
     if not p.is_file():
         raise UserError(f"{path}: no such task file (an eval.jsonl from `python -m unmask.tasks`)")
-    from unmask.files import parse_json, read_user_text
+    from unmask.files import parse_json, read_user_text, text_lines
 
     text = read_user_text(p, "task file")  # UTF-16, binary: one line; a BOM dropped
     items: list[Item] = []
-    # lines end at \n, \r\n or \r (JSON escapes them inside strings) only, as
-    # gapset.read_gap_set splits: str.splitlines also splits at U+2028, U+2029 and U+0085,
-    # which write_task's json.dumps(ensure_ascii=False) leaves raw inside a prompt or answer
-    for n, line in enumerate(re.split(r"\r\n|\r|\n", text), 1):
+    # (not str.splitlines: U+2028 is left raw inside a prompt or answer write_task stores)
+    for n, line in enumerate(text_lines(text), 1):
         if not line.strip():
             continue
         d = parse_json(line, p, line=n, what=f"a JSON object {_ITEM}")

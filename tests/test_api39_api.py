@@ -1,0 +1,84 @@
+"""Session 39 (api): the Python API's refusals of a misspelt sampling option."""
+
+from __future__ import annotations
+
+import pytest
+
+from unmask.errors import UserError
+
+
+def test_a_misspelt_sampling_option_names_the_nearest_field():
+    """``config={"gen_lenght": 8}`` said only "unknown sampling option 'gen_lenght' (the fields
+    of SampleConfig)"; the command line names the flag a misspelt one is closest to, and so
+    does the API now (any letter case too). A name close to none gets no guess."""
+    from unmask.api import check_option_names
+
+    with pytest.raises(UserError) as e:
+        check_option_names({"gen_lenght": 8, "steps": 4})
+    assert str(e.value) == ("unknown sampling option 'gen_lenght'; did you mean gen_length? "
+                            "(the fields of SampleConfig)")
+    with pytest.raises(UserError, match=r"^unknown sampling option 'Temperature'; did you "
+                                        r"mean temperature\?"):
+        check_option_names(["Temperature"])
+    with pytest.raises(UserError) as e:
+        check_option_names(["zzz"])
+    assert str(e.value) == "unknown sampling option 'zzz' (the fields of SampleConfig)"
+    check_option_names(["gen_length", "seed"])  # the fields themselves: nothing said
+
+
+def test_an_option_key_that_is_no_text_is_one_line():
+    """A mapping with a key that is not a text beside one that is (``{1: 2, "x": 3}``) was a
+    ``TypeError`` traceback from sorting the unknown names; now the usual one line."""
+    from unmask.api import check_option_names
+
+    with pytest.raises(UserError, match=r"^unknown sampling option 1 \(the fields"):
+        check_option_names({1: 2, "x": 3})
+
+
+def test_a_prompt_file_line_is_one_prompt_whatever_it_holds(tmp_path):
+    """``unmask generate --prompt-file``: one prompt a line, lines ending at \\n, \\r\\n or \\r
+    as a file holds them. ``str.splitlines`` also cut a line at a form feed (a page break in
+    text taken from a PDF), U+0085 and U+2028: two lines made four prompts, and the refusals'
+    "prompt on line N" counted the extra ones."""
+    from unmask.cli import build_parser
+    from unmask.commands.generate import _read_prompts
+
+    path = tmp_path / "prompts.txt"
+    path.write_text("In the beginning\fGod\r\nthe earth\x85was\n\nwithout\u2028form\rvoid",
+                    encoding="utf-8", newline="")
+    args = build_parser(["generate"]).parse_args(
+        ["generate", "--model", "demo", "first", "--prompt-file", str(path)])
+    prompts, names = _read_prompts(args)
+    assert prompts == ["first", "In the beginning\fGod", "the earth\x85was",
+                       "without\u2028form", "void"]
+    assert names == ["prompt 1 of 5", *(f"prompt on line {n} of {path}" for n in (1, 2, 4, 5))]
+
+
+def test_text_lines_ends_a_line_only_at_a_line_break():
+    """Guard: ``unmask.files.text_lines``, the rule of the prompt file, task file, gap set and
+    ``prepare --line-docs`` readers (the last three had it inline)."""
+    from unmask.files import text_lines
+
+    assert text_lines("a\fb\r\nc\u2028d\re\n") == ["a\fb", "c\u2028d", "e", ""]
+
+
+def test_identical_greedy_rows_count_the_tokens_decoded_once():
+    """``--n 3`` of a greedy run decodes one row and copies its text (``row_runs``), as the
+    command's note says ("decoded once"); ``n_tokens`` counted all three rows, so the
+    summary said 3 times the tokens and 3 times the tokens/s the model decoded (demo: "24
+    tokens ... 179 tokens/s" where one row alone decodes at 67). A sampled run decodes every
+    row and counts every row."""
+    from server_helpers import loaded, random_transformer
+
+    from unmask import api
+
+    m = loaded(random_transformer(0))
+    one = api.generate(m, "ab", config={"gen_length": 8, "steps": 8})
+    three = api.generate(m, ["ab", "cd", "ab"], config={"gen_length": 8, "steps": 8}, n=3)
+    alone = api.generate(m, "cd", config={"gen_length": 8, "steps": 8})
+    assert three.texts[:3] == one.texts * 3 and three.texts[6:] == one.texts * 3
+    assert three.n_tokens == one.n_tokens + alone.n_tokens
+    assert three.copies == {1, 2, 4, 5, 6, 7, 8}
+    sampled = api.generate(m, "ab", config={"gen_length": 8, "steps": 8, "temperature": 1.0,
+                                            "seed": 1}, n=3)
+    assert sampled.copies == frozenset()  # every row decoded, every row counted
