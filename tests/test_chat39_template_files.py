@@ -17,7 +17,7 @@ import os
 import threading
 
 import pytest
-from test_fasterr38_startup import _refusal
+from cli_helpers import refusal
 
 from unmask.chat import template_arg
 from unmask.errors import UserError
@@ -89,6 +89,6 @@ def test_jinja_text_and_other_json_stay_what_they_were(tmp_path):
      f"unmask generate: error: {NOWHERE}/drafter: no such folder"),
 ])
 def test_template_and_drafter_mistakes_are_refused_before_torch_loads(argv, said):
-    out, err = _refusal(argv)
+    out, err = refusal(argv)
     assert err.strip() == said
     assert out.split() == ["2", "False"]
