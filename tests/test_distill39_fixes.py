@@ -26,13 +26,15 @@ from corpus_helpers import word_corpus
 
 from unmask.checkpoint import load
 from unmask.cli import main
-from unmask.config import model_preset
+from unmask.config import TrainConfig, model_preset
 from unmask.distill import default_cache
 from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.objectives.distill import distill, window_states
 from unmask.objectives.hybrid import DRAFT_BLOCK
 from unmask.objectives.spec import ObjectiveOptions, text_positions
+from unmask.train import train
+from unmask.train_guards import saved_progress
 
 SPECIAL = dict(mask_id=0, pad_id=1, eos_id=2, bos_id=3)
 P, G, WINDOW = 3, 10, 2
@@ -160,6 +162,33 @@ def test_a_hybrid_continued_keeps_its_draft_block(ar_teacher, hybrid2, tmp_path)
     with pytest.raises(UserError, match=r"seq_len=3 must be >= draft_block \+ 2 = 4"):
         _teacher(corpus, tmp_path / "short", objective="hybrid", init=str(hybrid2), seq_len=3,
                  steps=1)  # fmt: skip
+
+
+@pytest.mark.parametrize("start", ["hybrid2", "teacher"])
+def test_a_hybrid_resumed_with_its_own_train_config_keeps_its_draft_block(
+        ar_teacher, hybrid2, tmp_path, start):
+    """`train(cfg)` then `train(replace(cfg, steps=...), resume=True)` with draft_block left
+    unset (None: the --init hybrid's own block, else 8) resumes the run on the block it trains
+    (it was refused: "draft_block=None differs from the run's 2", the plan saves the block)."""
+    from dataclasses import replace
+
+    from test_distill import _teacher
+
+    teacher, corpus = ar_teacher
+    init = str(hybrid2 if start == "hybrid2" else teacher)
+    out = tmp_path / "run"
+    _teacher(corpus, out, objective="hybrid", init=init, steps=2)
+    block = _block(out)
+    assert block == (2 if start == "hybrid2" else DRAFT_BLOCK)
+    cfg = TrainConfig(data=str(corpus), out=str(out), preset="tiny", seq_len=32, batch_size=8,
+                      steps=3, warmup=2, lr=3e-3, eval_every=0, eval_batches=1, save_every=0,
+                      log_every=5, seed=1, objective="hybrid", init=init)  # fmt: skip
+    assert cfg.draft_block is None
+    train(cfg, resume=True, progress=False)
+    assert _block(out) == block
+    assert saved_progress(out / "checkpoint").step == 3
+    with pytest.raises(UserError, match=f"draft_block=3 differs from the run's {block}"):
+        train(replace(cfg, steps=4, draft_block=3), resume=True, progress=False)
 
 
 def test_distill_into_a_hybrid_student_keeps_its_draft_block(ar_teacher, hybrid2, tmp_path,
