@@ -13,7 +13,8 @@ A hybrid continued (``unmask train --init HYBRID``, ``unmask distill --student H
 keeps its draft block unless ``--draft-block`` is given.
 
 ``unmask distill --out .`` keeps its trajectory file next to the folder, as for any name; a
-trajectory file given as ``--data`` is told to be ``--trajectory-file``.
+trajectory file given as ``--data`` is told to be ``--trajectory-file``; the root folder as
+``--out`` is one line.
 """
 
 from __future__ import annotations
@@ -228,6 +229,25 @@ def test_a_run_directory_named_dot_keeps_its_trajectories_next_to_it(ar_teacher,
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "run.trajectories.safetensors").is_file()
     assert (run / "checkpoint").is_dir()
+
+
+@pytest.mark.parametrize("args", [
+    ["--teacher", "T", "--student", "T", "--data", "C", "--draft-block", "2"],
+    ["--teacher", "T", "--student", "T", "--data", "C", "--draft-block", "2",
+     "--trajectory-file", "F"],
+    ["--resume"],
+])
+def test_the_root_folder_as_the_run_is_one_line(ar_teacher, tmp_path, capsys, args):
+    """`unmask distill --out /` (and `--resume --out /`): one line naming --out, exit 2 (a
+    ValueError traceback: the root has no name for OUT.trajectories.safetensors)."""
+    teacher, corpus = ar_teacher
+    names = {"T": str(teacher), "C": str(corpus), "F": str(tmp_path / "t.safetensors")}
+    code = main(["distill", *[names.get(a, a) for a in args], "--out", "/", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--out /: the root folder cannot be a run directory" in err
+    with pytest.raises(UserError, match="--out /..: the root folder"):
+        default_cache("/..")
 
 
 def test_a_trajectory_file_given_as_the_corpus_says_where_it_goes(ar_teacher, tmp_path, capsys):
