@@ -192,6 +192,33 @@ def test_a_hybrid_resumed_with_its_own_train_config_keeps_its_draft_block(
         train(replace(cfg, steps=4, draft_block=3), resume=True, progress=False)
 
 
+def test_an_old_plans_unchosen_draft_block_is_read_as_unset(ar_teacher, hybrid2, tmp_path,
+                                                            capsys):
+    """Every plan written before draft_block became optional holds `"draft_block": 8`, for
+    any objective. Of an objective that never read it (an `ar` run's), `--config PLAN
+    --objective hybrid --init HYBRID` trains the hybrid's own block (it trained 8); a
+    hybrid plan's 8 is the block it trained, kept."""
+    import json
+
+    from unmask.train import load_train_config
+
+    teacher, _ = ar_teacher
+    old = json.loads((teacher / "train_config.json").read_text())
+    assert old["objective"] == "ar"
+    plan = tmp_path / "old_ar.json"
+    plan.write_text(json.dumps({**old, "draft_block": 8}))
+    assert load_train_config(plan).draft_block is None
+    plan_h = tmp_path / "old_hybrid.json"
+    plan_h.write_text(json.dumps({**old, "objective": "hybrid", "draft_block": 8}))
+    assert load_train_config(plan_h).draft_block == 8
+    out = tmp_path / "continued"
+    code = main(["train", "--config", str(plan), "--objective", "hybrid", "--init",
+                 str(hybrid2), "--out", str(out), "--steps", "1", "--no-progress",
+                 "--threads", "1"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert _block(out) == 2
+
+
 def test_distill_into_a_hybrid_student_keeps_its_draft_block(ar_teacher, hybrid2, tmp_path,
                                                              capsys):
     """`unmask distill --teacher AR --student HYBRID` without --draft-block: the student keeps

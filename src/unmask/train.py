@@ -88,6 +88,7 @@ from unmask.evaluate import evaluate_loss
 from unmask.files import json_line, named, parse_json, staging_dir
 from unmask.model import Transformer
 from unmask.objectives import BATCH_EXTRA, OBJECTIVES, ObjectiveSpec, objective_spec
+from unmask.objectives.spec import FORMER_DEFAULTS
 from unmask.parallel import (
     apply_activation_checkpointing,
     apply_fsdp,
@@ -1479,7 +1480,14 @@ def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
     except UnicodeDecodeError:
         raise UserError(f"{p}: not UTF-8 text (a train_config.json is JSON)") from None
     data = parse_json(text, p)  # one line for a long integer or deep nesting too
-    return from_dict(TrainConfig, data, source=str(p))
+    config = from_dict(TrainConfig, data, source=str(p))
+    # an option's former default in a plan of an objective that never read it was no choice
+    # (every plan before 2026-12-07 holds draft_block 8): read as unset, so that a --config of
+    # an `ar` plan given --objective hybrid --init HYBRID trains the hybrid's own block
+    spec = OBJECTIVES.get(config.objective)
+    unread = {name: getattr(TrainConfig(), name) for name, was in FORMER_DEFAULTS.items()
+              if spec is not None and name not in spec.options and getattr(config, name) == was}
+    return replace(config, **unread)
 
 
 def load_saved_plan(path: str | os.PathLike[str]) -> TrainConfig:
