@@ -13,7 +13,8 @@ A hybrid continued (``unmask train --init HYBRID``, ``unmask distill --student H
 keeps its draft block unless ``--draft-block`` is given.
 
 ``unmask distill --out .`` keeps its trajectory file next to the folder, as for any name; a
-trajectory file given as ``--data`` is told to be ``--trajectory-file``.
+trajectory file given as ``--data`` is told to be ``--trajectory-file``; the root folder as
+``--out`` is one line.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from corpus_helpers import word_corpus
 
 from unmask.checkpoint import load
 from unmask.cli import main
-from unmask.config import model_preset
+from unmask.config import TrainConfig, model_preset
 from unmask.distill import default_cache
 from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.objectives.distill import distill, window_states
 from unmask.objectives.hybrid import DRAFT_BLOCK
 from unmask.objectives.spec import ObjectiveOptions, text_positions
+from unmask.train import train
+from unmask.train_guards import saved_progress
 
 SPECIAL = dict(mask_id=0, pad_id=1, eos_id=2, bos_id=3)
 P, G, WINDOW = 3, 10, 2
@@ -162,6 +165,60 @@ def test_a_hybrid_continued_keeps_its_draft_block(ar_teacher, hybrid2, tmp_path)
                  steps=1)  # fmt: skip
 
 
+@pytest.mark.parametrize("start", ["hybrid2", "teacher"])
+def test_a_hybrid_resumed_with_its_own_train_config_keeps_its_draft_block(
+        ar_teacher, hybrid2, tmp_path, start):
+    """`train(cfg)` then `train(replace(cfg, steps=...), resume=True)` with draft_block left
+    unset (None: the --init hybrid's own block, else 8) resumes the run on the block it trains
+    (it was refused: "draft_block=None differs from the run's 2", the plan saves the block)."""
+    from dataclasses import replace
+
+    from test_distill import _teacher
+
+    teacher, corpus = ar_teacher
+    init = str(hybrid2 if start == "hybrid2" else teacher)
+    out = tmp_path / "run"
+    _teacher(corpus, out, objective="hybrid", init=init, steps=2)
+    block = _block(out)
+    assert block == (2 if start == "hybrid2" else DRAFT_BLOCK)
+    cfg = TrainConfig(data=str(corpus), out=str(out), preset="tiny", seq_len=32, batch_size=8,
+                      steps=3, warmup=2, lr=3e-3, eval_every=0, eval_batches=1, save_every=0,
+                      log_every=5, seed=1, objective="hybrid", init=init)  # fmt: skip
+    assert cfg.draft_block is None
+    train(cfg, resume=True, progress=False)
+    assert _block(out) == block
+    assert saved_progress(out / "checkpoint").step == 3
+    with pytest.raises(UserError, match=f"draft_block=3 differs from the run's {block}"):
+        train(replace(cfg, steps=4, draft_block=3), resume=True, progress=False)
+
+
+def test_an_old_plans_unchosen_draft_block_is_read_as_unset(ar_teacher, hybrid2, tmp_path,
+                                                            capsys):
+    """Every plan written before draft_block became optional holds `"draft_block": 8`, for
+    any objective. Of an objective that never read it (an `ar` run's), `--config PLAN
+    --objective hybrid --init HYBRID` trains the hybrid's own block (it trained 8); a
+    hybrid plan's 8 is the block it trained, kept."""
+    import json
+
+    from unmask.train import load_train_config
+
+    teacher, _ = ar_teacher
+    old = json.loads((teacher / "train_config.json").read_text())
+    assert old["objective"] == "ar"
+    plan = tmp_path / "old_ar.json"
+    plan.write_text(json.dumps({**old, "draft_block": 8}))
+    assert load_train_config(plan).draft_block is None
+    plan_h = tmp_path / "old_hybrid.json"
+    plan_h.write_text(json.dumps({**old, "objective": "hybrid", "draft_block": 8}))
+    assert load_train_config(plan_h).draft_block == 8
+    out = tmp_path / "continued"
+    code = main(["train", "--config", str(plan), "--objective", "hybrid", "--init",
+                 str(hybrid2), "--out", str(out), "--steps", "1", "--no-progress",
+                 "--threads", "1"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert _block(out) == 2
+
+
 def test_distill_into_a_hybrid_student_keeps_its_draft_block(ar_teacher, hybrid2, tmp_path,
                                                              capsys):
     """`unmask distill --teacher AR --student HYBRID` without --draft-block: the student keeps
@@ -199,6 +256,25 @@ def test_a_run_directory_named_dot_keeps_its_trajectories_next_to_it(ar_teacher,
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "run.trajectories.safetensors").is_file()
     assert (run / "checkpoint").is_dir()
+
+
+@pytest.mark.parametrize("args", [
+    ["--teacher", "T", "--student", "T", "--data", "C", "--draft-block", "2"],
+    ["--teacher", "T", "--student", "T", "--data", "C", "--draft-block", "2",
+     "--trajectory-file", "F"],
+    ["--resume"],
+])
+def test_the_root_folder_as_the_run_is_one_line(ar_teacher, tmp_path, capsys, args):
+    """`unmask distill --out /` (and `--resume --out /`): one line naming --out, exit 2 (a
+    ValueError traceback: the root has no name for OUT.trajectories.safetensors)."""
+    teacher, corpus = ar_teacher
+    names = {"T": str(teacher), "C": str(corpus), "F": str(tmp_path / "t.safetensors")}
+    code = main(["distill", *[names.get(a, a) for a in args], "--out", "/", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--out /: the root folder cannot be a run directory" in err
+    with pytest.raises(UserError, match="--out /..: the root folder"):
+        default_cache("/..")
 
 
 def test_a_trajectory_file_given_as_the_corpus_says_where_it_goes(ar_teacher, tmp_path, capsys):

@@ -619,10 +619,14 @@ def default_cache(out: str | os.PathLike[str]) -> Path:
     """Where ``unmask distill`` caches trajectories for run ``out``: next to it (the run
     directory itself must start empty), ``OUT.trajectories.safetensors``. A run directory
     named by ``.`` or ``..`` (``--out .`` in an empty folder) is named by its own name (it has
-    none as typed: ``with_name`` raised a ValueError, a traceback)."""
+    none as typed: ``with_name`` raised a ValueError, a traceback); the root folder, which has
+    no name (and is never an empty folder), is a one-line ``UserError``."""
     p = Path(out)
     if p.name in ("", ".", ".."):
         p = Path(os.path.abspath(p))
+    if not p.name:
+        raise UserError(f"--out {out}: the root folder cannot be a run directory; give a new "
+                        "or empty folder")
     return p.with_name(p.name + ".trajectories.safetensors")
 
 

@@ -430,6 +430,8 @@ def _train(
     plan_limit = config.time_limit  # what train_config.json keeps: the user's time limit
     if resume:
         saved = load_saved_plan(run / "train_config.json")
+        if config.draft_block is None:  # not given (a TrainConfig's default): the block the
+            config = replace(config, draft_block=saved.draft_block)  # run trains, its plan's
         changes = resume_plan(saved, config)
         if "data" not in changes:
             _check_saved_data(run, config.data)

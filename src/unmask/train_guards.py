@@ -14,9 +14,10 @@
   immediate ``KeyboardInterrupt``; ``train`` then raises ``TrainingStopped``, which the CLI
   turns into exit code 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
 
-Inside: ``load_train_config``, ``resume_plan``, ``resumed_config``, ``run_above``,
-``renew_time_limit``, ``time_limit_exit``, ``under_torchrun``, ``validation_batches``,
-``validation_settings``, ``validation_changes``, ``saved_progress``, ``describe_resume``,
+Inside: ``load_train_config``, ``read_train_config``, ``resume_plan``, ``resumed_config``,
+``run_above``, ``renew_time_limit``, ``time_limit_exit``, ``under_torchrun``,
+``validation_batches``, ``validation_settings``, ``validation_changes``, ``saved_progress``,
+``describe_resume``,
 ``device_change``, ``check_data_sizes``, ``estimate_memory``, ``available_memory``,
 ``check_memory``, ``RunLock``, ``own_run``, ``StopFlag``, ``TrainingStopped``.
 """
@@ -91,7 +92,23 @@ def resumed_config(plan: TrainConfig, given: dict[str, Any]) -> TrainConfig:
 
 
 def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
-    """Read a train_config.json (for ``--config``), with one-line errors naming it
+    """A train_config.json (for ``--config``) as ``read_train_config`` reads it, where an
+    option's former default in a plan of an objective that never read it counts as no choice
+    (every plan before 2026-12-07 holds draft_block 8): read as unset, so that a ``--config``
+    of an ``ar`` plan given ``--objective hybrid --init HYBRID`` trains the hybrid's own block.
+    """
+    from unmask.objectives import OBJECTIVES
+    from unmask.objectives.spec import FORMER_DEFAULTS
+
+    config = read_train_config(path)
+    spec = OBJECTIVES.get(config.objective)
+    unread = {name: getattr(TrainConfig(), name) for name, was in FORMER_DEFAULTS.items()
+              if spec is not None and name not in spec.options and getattr(config, name) == was}
+    return dataclasses.replace(config, **unread)
+
+
+def read_train_config(path: str | os.PathLike[str]) -> TrainConfig:
+    """Read a train_config.json (for ``--config``; no torch), with one-line errors naming it
     (a pipe too: ``--config <(jq ...)``). A file that is not UTF-8 (a checkpoint's weights
     given by mistake) was refused as "input is not UTF-8 text", naming no file, and a run
     folder as "Is a directory"; a run folder now points at its train_config.json."""

@@ -93,12 +93,12 @@ def check_flags(args: argparse.Namespace) -> None:
     from unmask.flag_checks import missing_dataset
     from unmask.folders import missing_model
     from unmask.run_checks import NO_OUT, check_out, check_sizes, check_train_numbers
-    from unmask.train_guards import load_train_config
+    from unmask.train_guards import read_train_config
 
     if args.resume:
         _resume_flags(args)
     elif args.config and (not os.path.exists(args.config) or os.path.isdir(args.config)):
-        load_train_config(args.config)  # its refusal (a file there is read in run, once)
+        read_train_config(args.config)  # its refusal (a file there is read in run, once)
     elif not args.config and not args.data:
         raise UserError(NO_DATA)
     typed = dataclass_from_args(TrainConfig, args)  # the flags typed, over the defaults
