@@ -17,9 +17,8 @@
 Inside: ``load_train_config``, ``read_train_config``, ``resume_plan``, ``resumed_config``,
 ``run_above``, ``renew_time_limit``, ``time_limit_exit``, ``under_torchrun``,
 ``validation_batches``, ``validation_settings``, ``validation_changes``, ``saved_progress``,
-``describe_resume``,
-``device_change``, ``check_data_sizes``, ``estimate_memory``, ``available_memory``,
-``check_memory``, ``RunLock``, ``own_run``, ``StopFlag``, ``TrainingStopped``.
+``describe_resume``, ``device_change``, ``check_data_sizes``, ``estimate_memory``,
+``available_memory``, ``check_memory``, ``RunLock``, ``own_run``, ``StopFlag``, ``TrainingStopped``.
 """
 
 from __future__ import annotations
