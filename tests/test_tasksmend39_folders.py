@@ -125,3 +125,21 @@ def test_lm_eval_output_path_that_can_be_made_is_accepted(place, path):
     lm_eval = pytest.importorskip("unmask.lm_eval")
     folder = lm_eval.check_output_path(path)
     assert folder.is_dir()
+
+
+def test_no_permission_to_look_is_raised_not_taken_for_absent(place, monkeypatch):
+    """A folder above that may not be searched (EACCES) is not "nothing there": taken so,
+    the check would pass and ``mkdir`` fail after the work. The ``OSError`` reaches the
+    commands' handler (one line), as ``Path.exists``'s did."""
+    import errno
+
+    lstat = os.lstat
+
+    def denied(path, *args, **kwargs):
+        if Path(path) == Path("realdir/locked/x"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(files.os, "lstat", denied)
+    with pytest.raises(PermissionError):
+        files.not_a_folder(Path("realdir/locked/x"))
