@@ -25,12 +25,20 @@ class _Request:
         self.args = args
 
 
+FACTS = {
+    "ar": {"attention": "causal"},
+    # decodes whole blocks; init_std: at the tiny preset's it writes one invalid byte throughout
+    "bd3lm": {"attention": "block-causal", "block_size": 4, "init_std": 0.4},
+    "hybrid": {"attention": "causal", "draft_block": 4},  # its own stop check (sampling/hybrid)
+}
+
+
 def _model(objective: str) -> object:
-    """A tiny random causal model (``ar``), or a masked-diffusion predictor sure of a text
-    (``Echo``: a random one writes the same invalid byte everywhere)."""
+    """A tiny random model of ``objective`` (``FACTS``), or a masked-diffusion predictor sure
+    of a text (``Echo``: a random one writes the same invalid byte everywhere)."""
     torch.manual_seed(0)
-    if objective == "ar":
-        cfg = dataclasses.replace(tiny_config(), attention="causal", objective="ar")
+    if objective in FACTS:
+        cfg = dataclasses.replace(tiny_config(), objective=objective, **FACTS[objective])
         return loaded(Transformer(cfg).eval())
     return loaded(Echo(tiny_config()))
 
@@ -54,17 +62,24 @@ def _decode(lm, kwargs: dict, monkeypatch, *, early: bool = True) -> tuple[list[
     return texts, len(calls)
 
 
-@pytest.mark.parametrize(("objective", "args", "sampled"), [
-    ("ar", {}, False),
-    ("ar", {}, True),
-    ("mdlm", {"block_length": 4}, False),
-    ("mdlm", {"block_length": 4}, True),
+@pytest.mark.parametrize(("objective", "args", "sampled", "tokens"), [
+    ("ar", {}, False, 32),
+    ("ar", {}, True, 32),
+    ("mdlm", {"block_length": 4}, False, 32),
+    ("mdlm", {"block_length": 4}, True, 32),
+    # 13 of blocks of 4: 16 decoded and the answer cut to 13 (lm_eval's _wanted_tokens)
+    ("bd3lm", {}, False, 13),
+    ("bd3lm", {}, True, 13),
+    ("hybrid", {}, False, 32),
+    ("hybrid", {}, True, 32),
 ])
-def test_until_ends_the_decoding_with_the_same_text(objective, args, sampled, monkeypatch):
+def test_until_ends_the_decoding_with_the_same_text(objective, args, sampled, tokens,
+                                                    monkeypatch):
     from unmask.lm_eval import UnmaskLM
 
     lm = UnmaskLM(loaded=_model(objective), greedy_check=False, batch_size=2, **args)
-    budget = {"max_gen_toks": 32} | ({"do_sample": True, "temperature": 1.0} if sampled else {})
+    sampling = {"do_sample": True, "temperature": 1.0} if sampled else {}
+    budget = {"max_gen_toks": tokens} | sampling
     full, _ = _decode(lm, budget | {"until": []}, monkeypatch)
     # a stop each answer meets early: a printable piece of its own text
     until = sorted({next(t[k:k + 2] for k in range(3, len(t) - 1) if t[k:k + 2].isprintable())

@@ -56,6 +56,7 @@ from unmask.files import (
     BadJSON,
     check_creatable,
     named,
+    not_a_folder,
     parse_json,
     plain_name,
 )
@@ -1216,7 +1217,11 @@ def _real_out(out: Path) -> Path:
     link keeps pointing at the new dataset."""
     if not out.is_symlink():
         return out
-    target = out.resolve()
+    try:
+        target = out.resolve()
+    except (OSError, RuntimeError):  # a loop (RuntimeError before Python 3.13): a traceback
+        raise UserError(f"{out}: a symbolic link in a loop; give a folder, or a link to one"
+                        ) from None
     if not target.is_dir():
         what = "a missing path" if not target.exists() else "something that is not a folder"
         raise UserError(f"{out}: a symbolic link to {what} ({target}); "
@@ -1248,9 +1253,17 @@ def _mount_point(path: Path) -> bool:
 
 
 def _own_folder(out: Path) -> Path:
-    """``out`` resolved; a ``UserError`` when it has no name of its own (``.``, ``..``, ``/``),
+    """``out`` resolved; a ``UserError`` when it or the nearest folder above it that is there
+    is not a folder (``not_a_folder``: a file, a link to nowhere or into a loop, which
+    ``resolve`` failed on with a traceback), it has no name of its own (``.``, ``..``, ``/``),
     is the current folder (it would be replaced under the shell that is in it) or a mount point
     (no folder can be renamed onto it)."""
+    blocked = not_a_folder(out)
+    if blocked == out:
+        raise UserError(f"{out}: exists and is not a directory")
+    if blocked is not None:  # the dataset is built beside out, in that folder
+        what = "a file, not a folder" if blocked.is_file() else "not a folder"
+        raise UserError(f"{out}: {blocked} is {what}")
     whole = out.resolve()
     if out.name in ("", "..") or whole == Path.cwd().resolve() or whole.parent == whole:
         raise UserError(f"{out}: give the dataset a folder of its own (e.g. {out / 'data'}); "
@@ -1272,16 +1285,7 @@ def _check_out(out: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
         if _under(os.path.dirname(_real(f, folders)), str(whole)):
             raise UserError(f"{f}: an input inside the output folder {out}, which prepare "
                             "replaces; move it out or give another -o")
-    for parent in out.parents:  # the nearest one that exists must be a folder to build in
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"{out}: {parent} is a file, not a folder")
-            break
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
-    if not any(out.iterdir()):
+    if not out.exists() or not any(out.iterdir()):  # a folder (_own_folder), empty or not
         return
     if not overwrite:
         raise UserError(f"{out} already exists and is not empty; pass --overwrite to replace it")

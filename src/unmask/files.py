@@ -11,6 +11,8 @@ permissions and owner kept; through a symlink, in place to a device: ``write_tar
 lines as a file holds them), ``parse_json`` (JSON text
 read from a file, every parser failure a one-line ``BadJSON`` naming the file and line),
 ``read_json`` (a JSON object, with its one-line errors), ``file_digest`` (a file's SHA-256);
+``nearest_present`` and ``not_a_folder`` (whether a folder can be made at a path, told
+before the work);
 ``plain_name`` (a file name with no folder part, as an index lists its files);
 ``json_line`` (one line of a JSON Lines log, strict JSON: a non-finite number written as null)
 and ``as_number`` (such a number read back, old logs' bare NaN too); ``asset_path``, a file
@@ -23,6 +25,7 @@ without importing each other.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -360,12 +363,43 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # ENOTDIR: under a file; ELOOP: a loop
+
+
+def nearest_present(path: Path) -> Path | None:
+    """The first of ``path`` and the folders above it (``path.parents``, spelt as ``path`` is)
+    that is there; ``None`` when none is. A symbolic link is there even when it leads nowhere
+    or into a loop: ``Path.exists`` follows it and says no, so a check built on it went on to
+    the folder above and passed a path that ``mkdir`` refused later, after the work. Another
+    ``OSError`` (no permission to search a folder above) is raised."""
+    for above in (path, *path.parents):
+        try:
+            os.lstat(above)
+        except OSError as e:
+            if e.errno not in _ABSENT:
+                raise
+            continue
+        return above
+    return None
+
+
+def not_a_folder(path: Path) -> Path | None:
+    """Where ``mkdir -p path`` must fail, found before the work that would write in ``path``:
+    the nearest of ``path`` and the folders above it that is there (``nearest_present``), when
+    it is not a folder (a file, a fifo, a link to a file, to nowhere or into a loop); ``None``
+    when it is a folder or a link to one. The one rule behind ``run_checks.check_out``,
+    ``data``'s ``--out``, ``lm_eval.check_output_path``, ``tasks.write_task`` and
+    ``check_creatable``; each words its own refusal."""
+    above = nearest_present(path)
+    return above if above is not None and not above.is_dir() else None
+
+
 def check_creatable(path: Path) -> None:
     """A one-line ``UserError`` when ``path`` cannot be created, checked before the work that
     would write it: a folder is made and removed again in its nearest existing parent (what a
     permission check alone misses: ``/proc``, a read-only disk). Nothing is left behind, not
     even the missing folders above ``path`` (they are made when ``path`` is written)."""
-    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    parent = nearest_present(path.absolute().parent)
     if parent is None or not parent.is_dir():
         raise UserError(f"{path}: cannot be written ({parent} is not a writable folder)")
     try:
@@ -553,7 +587,8 @@ def require_stdout(what: str) -> None:
 
 __all__ = ["CACHE_ENV", "SAFETENSORS_DTYPES", "STDIN_NAME", "as_number", "atomic_write_bytes",
            "atomic_write_text", "BadJSON", "cache_dir", "check_creatable", "clear_stale_staging",
-           "file_mode", "finite_or_null", "json_line", "json_message", "named", "parse_json",
+           "file_mode", "finite_or_null", "json_line", "json_message", "named", "nearest_present",
+           "not_a_folder", "parse_json",
            "plain_name", "read_user_stdin", "read_user_text", "require_stdout", "set_mode",
            "staging_dir", "staging_prefix", "stale_staging", "user_stdin", "write_safetensors",
            "write_target"]

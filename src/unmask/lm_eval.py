@@ -54,6 +54,7 @@ from unmask.evaluate import (
     elbo_loglikelihood,
     untimed_bound,
 )
+from unmask.files import not_a_folder
 from unmask.flag_checks import check_limit, check_mc_samples_count
 from unmask.scoring import offline_hub
 
@@ -781,14 +782,19 @@ def check_output_path(output_path: str | Path) -> Path:
         raise UserError("--output-path: expected a folder, got an empty name")
     path = Path(output_path)
     folder = path.parent if path.suffix == ".json" else path
+    blocked = not_a_folder(folder)  # a file (or a link to none) there or above it
+    if blocked == folder:
+        what = "a link to no folder" if folder.is_symlink() else "a file"
+        raise UserError(f"--output-path {output_path}: {folder} is {what}, not a folder "
+                        "lm-eval can write its results in")
+    if blocked is not None:
+        raise UserError(f"--output-path {output_path}: lm-eval could not write its results "
+                        f"in {folder} ({blocked} is not a folder)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
-    except FileExistsError:  # a file where the folder goes
-        raise UserError(f"--output-path {output_path}: {folder} is a file, not a folder "
-                        "lm-eval can write its results in") from None
-    except OSError as e:  # a file above it, no permission, a read-only file system
+    except OSError as e:  # no permission, a read-only file system
         raise UserError(f"--output-path {output_path}: lm-eval could not write its results "
                         f"in {folder} ({e.strerror or e})") from None
     return folder

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from unmask.errors import UserError
-from unmask.files import parse_json
+from unmask.files import nearest_present, not_a_folder, parse_json
 
 _RANGES: tuple[tuple[str, float, float, bool], ...] = (
     # field, low, high, high included
@@ -103,16 +103,15 @@ def check_out(out: str | os.PathLike[str], *, make: bool = False) -> None:
     distill`` check before their work; ``make``: make it too). One line naming the flag."""
     if not out:
         return
-    run = Path(out)
-    if run.exists() and not run.is_dir():
-        raise UserError(f"--out {out}: a file is there; the run directory must be a folder")
-    why = ""
-    if not run.exists():
-        parent = next((p for p in run.absolute().parents if p.exists()), None)
-        if parent is None or not parent.is_dir():
-            why = f"{parent} is not a folder"
-        elif not os.access(parent, os.W_OK | os.X_OK):
-            why = f"no permission to write in {parent}"
+    run = Path(out).absolute()
+    blocked = not_a_folder(run)
+    if blocked == run:  # a link to nowhere or into a loop: mkdir fails on it too
+        what = "a link to no folder" if run.is_symlink() else "a file"
+        raise UserError(f"--out {out}: {what} is there; the run directory must be a folder")
+    why = f"{blocked} is not a folder" if blocked is not None else ""
+    parent = nearest_present(run)
+    if not why and parent != run and not os.access(parent or run, os.W_OK | os.X_OK):
+        why = f"no permission to write in {parent}"
     if make and not why:
         try:
             run.mkdir(parents=True, exist_ok=True)

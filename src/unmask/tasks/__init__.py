@@ -338,16 +338,16 @@ def write_task(
 
 
 def _check_folder(folder: Path) -> None:
-    """A one-line ``UserError`` where ``folder`` or a folder above it is a file: the folder
-    cannot be made. Until 2026-12-07 that was found after the items were made, as "File
-    exists" (``sudoku9``'s default size: minutes of work lost to a mistyped ``--out``)."""
-    for above in (folder, *folder.parents):
-        if above.exists():
-            if not above.is_dir():
-                where = "" if above == folder else f" ({above} is a file)"
-                raise UserError(f"{folder}: not a folder the task's files can be written in"
-                                f"{where}")
-            return
+    """A one-line ``UserError`` where ``folder`` or the nearest folder above it that is there
+    is not a folder (a file, a link to nowhere: ``files.not_a_folder``): the folder cannot be
+    made. Until 2026-12-07 that was found after the items were made, as "File exists"
+    (``sudoku9``'s default size: minutes of work lost to a mistyped ``--out``)."""
+    from unmask.files import not_a_folder
+
+    above = not_a_folder(folder)
+    if above is not None:
+        where = "" if above == folder else f" ({above} is not a folder)"
+        raise UserError(f"{folder}: not a folder the task's files can be written in{where}")
 
 
 def _write_all(folder: Path, texts: dict[str, str]) -> None:
