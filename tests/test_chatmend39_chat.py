@@ -1,22 +1,34 @@
-"""Chat templates from a pipe through the command line: ``unmask chat`` and ``generate --chat``
-with ``--template <(...)``. The pre-torch check (``check_template_given``) leaves a pipe to
-the run, which reads it once; a check that read it emptied it ("failed to render: it renders a
-user message without its text"), and no test went through the command line to see it."""
+"""Chat templates from a pipe through the command line, and a JSON template file with no
+template:
+
+- ``unmask chat`` / ``generate --chat`` with ``--template <(...)``: the pre-torch check
+  (``check_template_given``) leaves a pipe to the run, which reads it once; a check that read
+  it emptied it ("failed to render: it renders a user message without its text");
+- a JSON object with no ``chat_template`` and no Jinja tag (a base model's
+  ``tokenizer_config.json``) read through a pipe or under another name than ``*.json`` was
+  rendered as Jinja ("renders a user message without its text"); it is "no chat_template in
+  this file", as under ``.json``."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from test_chat39_template_files import _pipe
+
+from unmask.chat import template_arg
+from unmask.errors import UserError
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 JINJA = ("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
          "{% if add_generation_prompt %}assistant:{% endif %}")
+BASE_CONFIG = json.dumps({"bos_token": "<s>", "eos_token": "</s>", "model_max_length": 2048})
 
 
 def _bash(script: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -45,3 +57,26 @@ def test_generate_chat_reads_a_template_from_a_pipe_on_the_command_line():
                  '--template <(printf %s "$J") hi', J=JINJA)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["n_tokens"] == 4
+
+
+@needs_bash_pipes
+def test_a_base_config_from_a_pipe_on_the_command_line_has_no_chat_template():
+    done = _bash('$UNMASK chat --model demo --template <(printf %s "$J")', J=BASE_CONFIG)
+    assert done.returncode == 2
+    assert re.fullmatch(r"unmask chat: error: /\S+: no chat_template in this file\n",
+                        done.stderr), done.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_json_object_without_a_template_from_a_pipe_has_no_chat_template(tmp_path):
+    with pytest.raises(UserError, match=r"pipe: no chat_template in this file$"):
+        template_arg(_pipe(tmp_path, BASE_CONFIG))
+
+
+@pytest.mark.parametrize("name", ["tokenizer_config.json.bak", "other.txt", "config"])
+@pytest.mark.parametrize("text", [BASE_CONFIG, '{"a": 1}', "{}"])
+def test_a_json_object_without_a_template_has_none_whatever_its_name(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(UserError, match=f"^{re.escape(str(path))}: no chat_template in this"):
+        template_arg(str(path))

@@ -1106,16 +1106,21 @@ _NOTHING_THERE = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
 
 
 def _json_with_template(text: str) -> bool:
-    """Whether ``text``, a template file's, is a JSON object with a ``chat_template`` key (a
-    ``tokenizer_config.json`` read through a pipe, ``<(curl ...)``, or under another name):
-    never a Jinja template meant as one, which would print the JSON as the prompt."""
+    """Whether ``text``, a template file's, is to be read as a ``tokenizer_config.json`` (one
+    read through a pipe, ``<(curl ...)``, or under another name): a JSON object with a
+    ``chat_template`` key, never a Jinja template meant as one (that would print the JSON as
+    the prompt), or a JSON object with no Jinja tag at all (a base model's config: as Jinja it
+    renders no message, so "no chat_template in this file" says what is wrong, where "renders
+    a user message without its text" misled). A JSON object whose strings hold ``{{``/``{%``
+    stays Jinja: ``{"q": "{{ messages[0].content }}"}`` renders the messages, as it did."""
     if not text.lstrip().startswith("{"):
         return False
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):  # Jinja: "{% for ..." / "{{ bos_token }}"
         return False
-    return isinstance(data, dict) and "chat_template" in data
+    return isinstance(data, dict) and (
+        "chat_template" in data or ("{{" not in text and "{%" not in text))
 
 
 def template_arg(value: str) -> ChatTemplate:
