@@ -1,5 +1,5 @@
-"""Chat templates from a pipe through the command line, and a JSON template file with no
-template:
+"""Chat templates from a pipe through the command line, a JSON template file with no template,
+and the OpenAI message reading (one implementation, refusals that name what is accepted):
 
 - ``unmask chat`` / ``generate --chat`` with ``--template <(...)``: the pre-torch check
   (``check_template_given``) leaves a pipe to the run, which reads it once; a check that read
@@ -7,7 +7,11 @@ template:
 - a JSON object with no ``chat_template`` and no Jinja tag (a base model's
   ``tokenizer_config.json``) read through a pipe or under another name than ``*.json`` was
   rendered as Jinja ("renders a user message without its text"); it is "no chat_template in
-  this file", as under ``.json``."""
+  this file", as under ``.json``;
+- ``/v1/chat/completions`` reads its messages with ``unmask.chat.check_messages``, as
+  ``api.chat`` and SFT data do;
+- a role that is none of the accepted ones names ``developer`` too; content given as one bare
+  part names the list-of-parts form; a part with no ``type`` says so (it said "type None")."""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from pathlib import Path
 import pytest
 from test_chat39_template_files import _pipe
 
-from unmask.chat import template_arg
+from unmask.chat import check_messages, template_arg
 from unmask.errors import UserError
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -80,3 +84,34 @@ def test_a_json_object_without_a_template_has_none_whatever_its_name(tmp_path, n
     path.write_text(text, encoding="utf-8")
     with pytest.raises(UserError, match=f"^{re.escape(str(path))}: no chat_template in this"):
         template_arg(str(path))
+
+
+def test_the_server_reads_messages_as_the_library_does():
+    from unmask.server.http import chat_messages
+    from unmask.server.schemas import ChatRequest
+
+    parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+    for messages in (
+        [{"role": "developer", "content": parts, "name": "x"}],
+        [{"role": "user", "content": []}, {"role": "assistant", "content": "r", "name": None}],
+        [{"role": "system", "content": "s"},
+         {"role": "user", "content": parts[:1], "name": "", "tool_calls": None}],
+    ):
+        request = ChatRequest.model_validate({"messages": messages})
+        assert chat_messages(request.messages) == check_messages(messages)
+    assert chat_messages(ChatRequest.model_validate({"messages": [
+        {"role": "developer", "content": parts, "name": "x"}]}).messages) == [
+        {"role": "system", "content": "ab", "name": "x"}]
+
+
+@pytest.mark.parametrize(("content", "role", "said"), [
+    ("x", "human", "messages[0] has role 'human'; a role is one of system, user, assistant "
+     "(or developer, a system one)"),
+    ({"type": "text", "text": "a"}, "user", 'messages[0].content must be a string or a list '
+     'of text parts [{"type": "text", "text": "..."}], not an object'),
+    ([{"text": "a"}], "user", "messages[0].content[0] has no 'type'; a text part is "
+     '{"type": "text", "text": "..."}'),
+])
+def test_message_refusals_name_what_is_accepted(content, role, said):
+    with pytest.raises(UserError, match="^messages: " + re.escape(said) + "$"):
+        check_messages([{"role": role, "content": content}])
