@@ -59,15 +59,15 @@ def test_jinja_text_with_a_nul_is_text():
     assert template_arg(text).source == text
 
 
-def test_jinja_text_and_other_json_stay_what_they_were(tmp_path):
+def test_jinja_text_and_json_holding_jinja_stay_what_they_were(tmp_path):
     path = tmp_path / "t.jinja"
     braced = "{{ bos_token }}" + JINJA  # Jinja that opens with a brace is no JSON
     path.write_text(braced, encoding="utf-8")
     assert template_arg(str(path)).source == braced
-    other = tmp_path / "other.txt"  # JSON without chat_template: Jinja text that ignores
-    other.write_text('{"a": 1}', encoding="utf-8")  # the messages, refused as before
-    with pytest.raises(UserError, match="renders a user message without its text"):
-        template_arg(str(other))
+    # a JSON object whose strings are Jinja that renders the messages: a working template
+    shaped = '{"q": "{% for m in messages %}{{ m.content }}{% endfor %}"}'
+    path.write_text(shaped, encoding="utf-8")
+    assert template_arg(str(path)).render([{"role": "user", "content": "hi"}]) == '{"q": "hi"}'
     empty = tmp_path / "tokenizer_config.json"
     empty.write_text('{"chat_template": null}', encoding="utf-8")
     with pytest.raises(UserError, match="no chat_template in this file"):

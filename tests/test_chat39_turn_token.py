@@ -3,7 +3,9 @@
 ``api.chat``, ``generate --chat`` and the server cut the reply there, but without a stop
 sequence the decoder ran on to ``gen_length`` (an unrelated stop sequence made it stop: 48
 forwards against 8 for the same reply). ``StopRows`` now looks for a row's end ids besides
-EOS, which every decoder stops at by itself (no per-step work for those rows)."""
+EOS, which every decoder stops at by itself: a row whose only end id is EOS adds no per-step
+work; one whose template also writes another special token (BOS in a Mistral-style template
+whose turns end at EOS) is looked at, as the reply is cut at that token too."""
 
 from __future__ import annotations
 

@@ -66,7 +66,8 @@ def test_reads_pairs_and_messages(tmp_path):
         (
             json.dumps({"messages": [{"role": "user", "content": None},
                                      {"role": "assistant", "content": "y"}]}),
-            "messages[0].content must be a string, not null",
+            "messages[0].content must be a string or a list of text parts "
+            '[{"type": "text", "text": "..."}], not null',
         ),
         # an unpaired surrogate is valid JSON but no text: a TypeError from the tokenizer
         ('{"prompt": "a\\ud800", "response": "b"}',

@@ -186,7 +186,7 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
         if m["role"] not in ROLES:
             why = "; unmask has no tool calls" if m["role"] in ("tool", "function") else ""
             raise UserError(f"{where}: messages[{i}] has role {m['role']!r}; a role is one of "
-                            f"{', '.join(ROLES)}{why}")
+                            f"{', '.join(ROLES)} (or developer, a system one){why}")
         m = present_keys(m)  # an empty column of an export: absent
         extra = [k for k in m if k not in ("role", *_TEXT_FIELDS)]
         if extra:  # transformers hands it to the template; dropped, it would silently vanish
@@ -198,7 +198,10 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
                             f"template){why}")
         for key in _TEXT_FIELDS:
             if key in m and not isinstance(m[key], str):
-                raise UserError(f"{where}: messages[{i}].{key} must be a string, not "
+                # content in a list of parts was read by _openai_message: one part given bare
+                # (an object) is an easy slip, so the list form is named
+                parts = f" or a list of text parts [{_TEXT_PART}]" if key == "content" else ""
+                raise UserError(f"{where}: messages[{i}].{key} must be a string{parts}, not "
                                 f"{_json_type(m[key])}")
             if key in m and not _encodable(m[key]):  # \ud800 in JSON: no tokenizer takes it
                 raise UserError(f"{where}: messages[{i}].{key} holds an unpaired surrogate "
@@ -207,25 +210,31 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
     return out
 
 
+_TEXT_PART = '{"type": "text", "text": "..."}'
+"""An OpenAI text part, as the messages' refusals show it."""
+
+
 def _openai_message(m: dict[str, Any], where: str) -> dict[str, Any]:
-    """``m`` as the server's ``/v1/chat/completions`` reads an OpenAI message
-    (``unmask.server.http.chat_messages``): a ``developer`` message is a ``system`` one (the
-    name OpenAI's newer models give it), and content given as a list of text parts
-    (``[{"type": "text", "text": "..."}]``, as OpenAI's clients send it) is their texts joined;
-    another kind of part (an image) is a one-line ``UserError`` naming ``where``. The
-    library's ``api.chat``, ``unmask chat`` and SFT data refused what the server took."""
+    """``m`` read as an OpenAI message, here for ``api.chat``, ``unmask chat``, SFT data and
+    the server's ``/v1/chat/completions`` alike (``unmask.server.http.chat_messages`` calls
+    ``check_messages``): a ``developer`` message is a ``system`` one (the name OpenAI's newer
+    models give it), and content given as a list of text parts (``[{"type": "text", "text":
+    "..."}]``, as OpenAI's clients send it) is their texts joined; another kind of part (an
+    image) or a part with no ``type`` is a one-line ``UserError`` naming ``where``."""
     if m["role"] == "developer":
         m = {**m, "role": "system"}
     parts = m["content"]
     if not isinstance(parts, list):
         return m
     for k, part in enumerate(parts):
-        at, form = f"{where}.content[{k}]", '{"type": "text", "text": "..."}'
+        at, form = f"{where}.content[{k}]", _TEXT_PART
         if not isinstance(part, dict):
             raise UserError(f"{at} is {_json_type(part)}; a content list holds text parts, "
                             f"{form}")
-        if part.get("type") != "text":
-            raise UserError(f"{at} is a part of type {part.get('type')!r}; unmask takes text "
+        if "type" not in part:
+            raise UserError(f"{at} has no 'type'; a text part is {form}")
+        if part["type"] != "text":
+            raise UserError(f"{at} is a part of type {part['type']!r}; unmask takes text "
                             f"only: a string, or text parts {form}")
         if not isinstance(part.get("text"), str):
             raise UserError(f"{at}.text must be a string, not {_json_type(part.get('text'))}")
@@ -1106,16 +1115,21 @@ _NOTHING_THERE = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
 
 
 def _json_with_template(text: str) -> bool:
-    """Whether ``text``, a template file's, is a JSON object with a ``chat_template`` key (a
-    ``tokenizer_config.json`` read through a pipe, ``<(curl ...)``, or under another name):
-    never a Jinja template meant as one, which would print the JSON as the prompt."""
+    """Whether ``text``, a template file's, is to be read as a ``tokenizer_config.json`` (one
+    read through a pipe, ``<(curl ...)``, or under another name): a JSON object with a
+    ``chat_template`` key, never a Jinja template meant as one (that would print the JSON as
+    the prompt), or a JSON object with no Jinja tag at all (a base model's config: as Jinja it
+    renders no message, so "no chat_template in this file" says what is wrong, where "renders
+    a user message without its text" misled). A JSON object whose strings hold ``{{``/``{%``
+    stays Jinja: ``{"q": "{{ messages[0].content }}"}`` renders the messages, as it did."""
     if not text.lstrip().startswith("{"):
         return False
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):  # Jinja: "{% for ..." / "{{ bos_token }}"
         return False
-    return isinstance(data, dict) and "chat_template" in data
+    return isinstance(data, dict) and (
+        "chat_template" in data or ("{{" not in text and "{%" not in text))
 
 
 def template_arg(value: str) -> ChatTemplate:

@@ -119,8 +119,10 @@ class StopRows:
     """``stop(view, active) -> (B,) bool``: the rows of a run's (B, G) view (``mask_id``
     where nothing is committed) whose committed prefix's text is sure to be cut at a stop
     sequence (``stop_bounds``) or holds an id of its ``TextEnd.ends`` other than ``eos_id``
-    (which the decoders end a row at themselves: a chat template's end-of-turn token, such
-    as ChatML's ``<|im_end|>`` where EOS is another token); ``rows``: each row's ``TextEnd``
+    (which the decoders end a row at themselves): a chat template's end-of-turn token, such
+    as ChatML's ``<|im_end|>`` where EOS is another token, or any other special token the
+    template writes (``ChatTemplate.ends``: a Mistral-style template's BOS, so its rows are
+    looked at though its turns end at EOS); ``rows``: each row's ``TextEnd``
     (None: no stop sequence). ``active`` (B,) bool: the rows to look at (the others get
     False).
 

@@ -266,13 +266,12 @@ def render_chat(messages: list[ChatMessage], template: str | None = None, *,
 
 
 def chat_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
-    """Request messages as ``unmask.chat`` takes them (a ``developer`` message is a
-    ``system`` one; text parts joined; a ``name`` kept, for a template that renders it)."""
-    out = []
-    for m in messages:
-        msg = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-        out.append(msg if m.name is None else {**msg, "name": m.name})
-    return out
+    """Request messages as ``unmask.chat`` takes them: read by its ``check_messages``, as
+    ``api.chat`` and SFT data read them (a ``developer`` message is a ``system`` one; text
+    parts joined; a ``name`` kept, for a template that renders it), so the two cannot drift."""
+    from unmask.chat import check_messages
+
+    return check_messages([m.model_dump(exclude_none=True) for m in messages])
 
 
 def sse(data: dict[str, Any], *, event: str | None = None) -> str:

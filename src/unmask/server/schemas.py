@@ -316,12 +316,6 @@ class ChatMessage(_Strict):
             return present_keys(data)
         return data
 
-    def text(self) -> str:
-        """The content as one string (text parts joined)."""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(p.text for p in self.content)
-
 
 class ChatRequest(_Generation):
     """``POST /v1/chat/completions``."""

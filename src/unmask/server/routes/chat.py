@@ -88,8 +88,8 @@ def chat_prompt(state: ServerState, chat: ChatTemplate, req: ChatRequest
     """The prompt of ``req``'s messages rendered by ``chat`` and its ids (a 400 naming
     ``messages`` for messages too long or a template that fails on them); a ``max_tokens``
     not sent is set (``reply_tokens``). Thread-safe: it reads the state and tokenizes."""
-    messages = chat_messages(req.messages)
     try:  # a message's "[EOS]" or "<|im_start|>" is text; the template's markup is not
+        messages = chat_messages(req.messages)
         check_length(state, sum(len(m["content"]) for m in messages))
         # before tokenizing it, and before the name probe (one more rendering, in prompt)
         check_length(state, len(chat.render(messages, check_names=False)))
