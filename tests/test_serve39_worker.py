@@ -10,6 +10,7 @@ import weakref
 import pytest
 from server_helpers import Echo, loaded, random_transformer, tiny_config, wait_until
 
+import unmask.server.batching as batching
 from unmask.config import SampleConfig
 from unmask.server.batching import Cancelled, Job
 from unmask.server.engine import make_engine
@@ -41,6 +42,47 @@ def test_a_request_cancelled_as_its_first_slice_is_handed_out_leaves_the_worker_
         engine.submit(after)  # raised WorkerDown
         assert after.future.result(timeout=10).gen_ids == [[4 + ord(c) for c in "bc"]]
         assert engine.alive and engine.in_flight == 0
+    finally:
+        engine.close()
+
+
+def test_a_request_answered_as_its_slice_starts_leaves_the_worker_alive(monkeypatch):
+    """The event loop's ``Engine.cancel`` (client gone, ``--timeout``) can resolve a request
+    still queued for its other slices while the worker starts one: between ``_start``'s
+    ``cancelled`` check and its read of the slice's run, ``Job._release`` dropped that run and
+    the worker died of ``assert part.run is not None`` (every later request a 503). The
+    interleaving made deterministic: the check reads the flag, then the loop's cancel runs."""
+    engine = make_engine(loaded(Echo(tiny_config())), ServerLimits(max_batch=2), Metrics())
+
+    class Racy(Job):
+        armed = False
+
+        @property
+        def cancelled(self) -> bool:
+            was = self._cancelled.is_set()  # the worker reads False, then the loop cancels
+            if self.armed:
+                self.armed = False
+                engine.cancel(self)
+            return was
+
+    big = Racy(rows=[list(b"a"), list(b"b"), list(b"c")],
+               config=SampleConfig(gen_length=2, steps=2))
+    claim = batching._claim
+
+    def claimed(fut):  # noqa: ANN001, ANN202 -- the module's own
+        ok = claim(fut)
+        big.armed = fut is big.future  # the next ``cancelled`` read is ``_start``'s check
+        return ok
+
+    monkeypatch.setattr(batching, "_claim", claimed)
+    try:
+        engine.submit(big)
+        assert isinstance(big.future.exception(timeout=10), Cancelled)
+        after = Job(rows=[list(b"z")], config=SampleConfig(gen_length=2, steps=2))
+        engine.submit(after)  # raised WorkerDown
+        assert after.future.result(timeout=10).gen_ids == [[4 + ord(c) for c in "bc"]]
+        assert engine.alive
+        wait_until(lambda: engine.in_flight == 0)
     finally:
         engine.close()
 

@@ -748,14 +748,15 @@ class Engine:
         return batch
 
     def _start(self, part: _Part, active: list[_Running], *, joining: bool) -> None:
-        job = part.job
+        # the run read once, first: ``Engine.cancel`` on the event loop answers a job still
+        # queued for its other slices at any moment, and its ``Job._release`` drops the run
+        job, run = part.job, part.run
         if part is job._parts[0] and not _claim(job.future):
             job.cancel()
-        if job.cancelled:
+        if job.cancelled or run is None:
             _resolve(job.future, exc=Cancelled())
             return
-        assert part.run is not None
-        active.append(_Running(part, part.run))
+        active.append(_Running(part, run))
         if joining and part is job._parts[0]:
             self.metrics.inc("joined")
         self._count(active)
