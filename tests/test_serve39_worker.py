@@ -121,3 +121,82 @@ def test_an_answered_request_holds_no_decoder_run(cache, requests):
     finally:
         gc.enable()
         engine.close()
+
+
+def _out_of_memory(self, *args) -> None:  # noqa: ANN001, ANN002 -- a run's method, broken
+    """A decoder run's step failing as a CUDA out-of-memory error does: its frame (and the
+    error it was raised in) hold the run, as a decoder's own frames do."""
+    try:
+        raise KeyError("allocating the logits buffer")
+    except KeyError:
+        raise RuntimeError("CUDA out of memory (stand-in)") from None
+
+
+@pytest.mark.parametrize(("cache", "requests", "broken"), [
+    ("none", 2, "model_inputs"),  # the continuous batch's shared forward
+    ("none", 2, "step"),  # a run's own step in the continuous batch
+    ("none", 2, "result"),  # a run's own result in the continuous batch
+    ("prefix", 1, "advance"),  # a run alone
+    ("prefix", 2, "advance"),  # a whole-batch run of two requests
+])
+def test_a_failed_request_holds_no_decoder_run(monkeypatch, cache, requests, broken):
+    """A run that fails (a CUDA out-of-memory error, most likely) is freed once its requests
+    are answered, garbage collection off: each request's future held the error, its traceback
+    the worker's frames, and they the run (canvas, KV cache, logits buffer) for as long as the
+    worker idled after it."""
+    engine = make_engine(loaded(random_transformer()), ServerLimits(max_batch=4), Metrics())
+    runs: list[weakref.ref] = []
+    start = engine.start_run
+
+    def recorded(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 -- the engine's own
+        run = start(*args, **kwargs)
+        monkeypatch.setattr(type(run), broken, _out_of_memory)
+        runs.append(weakref.ref(run))
+        return run
+
+    engine.start_run = recorded
+    gate = threading.Event()
+    config = SampleConfig(gen_length=8, steps=8, block_length=4, cache=cache)
+    gc.disable()
+    try:
+        engine.submit(Job(fn=lambda: gate.wait(10)))  # the requests queue behind it
+        jobs = [Job(rows=[[5 + k, 6, 7]], config=config) for k in range(requests)]
+        for job in jobs:
+            engine.submit(job)
+        gate.set()
+        for job in jobs:
+            assert "CUDA out of memory" in str(job.future.exception(timeout=10))
+        assert runs
+        wait_until(lambda: all(run() is None for run in runs))
+        assert engine.alive
+    finally:
+        gc.enable()
+        engine.close()
+
+
+def test_a_failed_infill_holds_none_of_its_state():
+    """Infill, forms, edit and structured output run alone on the worker, as a function: one
+    that fails leaves nothing of its frames held by the answer (its error's traceback held
+    them, with their canvas, until the next request)."""
+    engine = make_engine(loaded(Echo(tiny_config())), ServerLimits(), Metrics())
+    held: list[weakref.ref] = []
+
+    class State:
+        """What an infill's frames hold (its canvas, a decoder run)."""
+
+    def infill() -> None:
+        state = State()
+        held.append(weakref.ref(state))
+        _out_of_memory(state)
+
+    gc.disable()
+    try:
+        job = Job(fn=infill)
+        engine.submit(job)
+        assert "CUDA out of memory" in str(job.future.exception(timeout=10))
+        assert held
+        wait_until(lambda: held[0]() is None)
+        assert engine.alive
+    finally:
+        gc.enable()
+        engine.close()
