@@ -1,18 +1,21 @@
 """The model worker outlives a client that leaves as its work is handed out, and holds no
-finished request's decoder state (canvas, KV cache, logits buffer) once it is answered."""
+finished request's decoder state (canvas, KV cache, logits buffer) once it is answered,
+failed or not."""
 
 from __future__ import annotations
 
 import gc
 import threading
 import weakref
+from collections.abc import Callable
 
 import pytest
 from server_helpers import Echo, loaded, random_transformer, tiny_config, wait_until
 
 import unmask.server.batching as batching
 from unmask.config import SampleConfig
-from unmask.server.batching import Cancelled, Job
+from unmask.sampling.protocol import DecoderRun
+from unmask.server.batching import Cancelled, Job, StepSink
 from unmask.server.engine import make_engine
 from unmask.server.metrics import Metrics
 from unmask.server.state import ServerLimits
@@ -94,12 +97,25 @@ def test_an_answered_request_holds_no_decoder_run(cache, requests):
     whole-batch run of two streamed requests (``prefix``). The worker's last job stayed
     referenced while it idled, and the rest until a collection (a job and its parts, a
     whole-batch run and its step callback, refer to each other)."""
+    def answered(job: Job) -> None:
+        assert len(job.future.result(timeout=10).gen_ids[0]) == 8
+
+    _runs_freed(cache, requests, answered, sink=lambda step, rows: None)
+
+
+def _runs_freed(cache: str, requests: int, answered: Callable[[Job], None], *,
+                sink: StepSink | None = None,
+                started: Callable[[DecoderRun], None] = lambda run: None) -> None:
+    """``requests`` requests of one row queued together (``cache``; each streamed to ``sink``:
+    a run's step callback sees it), each ``answered``: then every decoder run the engine
+    started (each passed to ``started``) dies, garbage collection off."""
     engine = make_engine(loaded(random_transformer()), ServerLimits(max_batch=4), Metrics())
     runs: list[weakref.ref] = []
     start = engine.start_run
 
     def recorded(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 -- the engine's own
         run = start(*args, **kwargs)
+        started(run)
         runs.append(weakref.ref(run))
         return run
 
@@ -109,15 +125,15 @@ def test_an_answered_request_holds_no_decoder_run(cache, requests):
     gc.disable()
     try:
         engine.submit(Job(fn=lambda: gate.wait(10)))  # the requests queue behind it
-        jobs = [Job(rows=[[5 + k, 6, 7]], config=config, sink=lambda step, rows: None)
-                for k in range(requests)]  # streamed: a run's step callback sees the sink
+        jobs = [Job(rows=[[5 + k, 6, 7]], config=config, sink=sink) for k in range(requests)]
         for job in jobs:
             engine.submit(job)
         gate.set()
         for job in jobs:
-            assert len(job.future.result(timeout=10).gen_ids[0]) == 8
+            answered(job)
         assert runs
         wait_until(lambda: all(run() is None for run in runs))
+        assert engine.alive
     finally:
         gc.enable()
         engine.close()
@@ -144,34 +160,11 @@ def test_a_failed_request_holds_no_decoder_run(monkeypatch, cache, requests, bro
     are answered, garbage collection off: each request's future held the error, its traceback
     the worker's frames, and they the run (canvas, KV cache, logits buffer) for as long as the
     worker idled after it."""
-    engine = make_engine(loaded(random_transformer()), ServerLimits(max_batch=4), Metrics())
-    runs: list[weakref.ref] = []
-    start = engine.start_run
+    def answered(job: Job) -> None:
+        assert "CUDA out of memory" in str(job.future.exception(timeout=10))
 
-    def recorded(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 -- the engine's own
-        run = start(*args, **kwargs)
-        monkeypatch.setattr(type(run), broken, _out_of_memory)
-        runs.append(weakref.ref(run))
-        return run
-
-    engine.start_run = recorded
-    gate = threading.Event()
-    config = SampleConfig(gen_length=8, steps=8, block_length=4, cache=cache)
-    gc.disable()
-    try:
-        engine.submit(Job(fn=lambda: gate.wait(10)))  # the requests queue behind it
-        jobs = [Job(rows=[[5 + k, 6, 7]], config=config) for k in range(requests)]
-        for job in jobs:
-            engine.submit(job)
-        gate.set()
-        for job in jobs:
-            assert "CUDA out of memory" in str(job.future.exception(timeout=10))
-        assert runs
-        wait_until(lambda: all(run() is None for run in runs))
-        assert engine.alive
-    finally:
-        gc.enable()
-        engine.close()
+    _runs_freed(cache, requests, answered,
+                started=lambda run: monkeypatch.setattr(type(run), broken, _out_of_memory))
 
 
 def test_a_failed_infill_holds_none_of_its_state():
