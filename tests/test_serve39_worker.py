@@ -1,17 +1,21 @@
 """The model worker outlives a client that leaves as its work is handed out, and holds no
-finished request's decoder state (canvas, KV cache, logits buffer) once it is answered."""
+finished request's decoder state (canvas, KV cache, logits buffer) once it is answered,
+failed or not."""
 
 from __future__ import annotations
 
 import gc
 import threading
 import weakref
+from collections.abc import Callable
 
 import pytest
 from server_helpers import Echo, loaded, random_transformer, tiny_config, wait_until
 
+import unmask.server.batching as batching
 from unmask.config import SampleConfig
-from unmask.server.batching import Cancelled, Job
+from unmask.sampling.protocol import DecoderRun
+from unmask.server.batching import Cancelled, Job, StepSink
 from unmask.server.engine import make_engine
 from unmask.server.metrics import Metrics
 from unmask.server.state import ServerLimits
@@ -45,6 +49,47 @@ def test_a_request_cancelled_as_its_first_slice_is_handed_out_leaves_the_worker_
         engine.close()
 
 
+def test_a_request_answered_as_its_slice_starts_leaves_the_worker_alive(monkeypatch):
+    """The event loop's ``Engine.cancel`` (client gone, ``--timeout``) can resolve a request
+    still queued for its other slices while the worker starts one: between ``_start``'s
+    ``cancelled`` check and its read of the slice's run, ``Job._release`` dropped that run and
+    the worker died of ``assert part.run is not None`` (every later request a 503). The
+    interleaving made deterministic: the check reads the flag, then the loop's cancel runs."""
+    engine = make_engine(loaded(Echo(tiny_config())), ServerLimits(max_batch=2), Metrics())
+
+    class Racy(Job):
+        armed = False
+
+        @property
+        def cancelled(self) -> bool:
+            was = self._cancelled.is_set()  # the worker reads False, then the loop cancels
+            if self.armed:
+                self.armed = False
+                engine.cancel(self)
+            return was
+
+    big = Racy(rows=[list(b"a"), list(b"b"), list(b"c")],
+               config=SampleConfig(gen_length=2, steps=2))
+    claim = batching._claim
+
+    def claimed(fut):  # noqa: ANN001, ANN202 -- the module's own
+        ok = claim(fut)
+        big.armed = fut is big.future  # the next ``cancelled`` read is ``_start``'s check
+        return ok
+
+    monkeypatch.setattr(batching, "_claim", claimed)
+    try:
+        engine.submit(big)
+        assert isinstance(big.future.exception(timeout=10), Cancelled)
+        after = Job(rows=[list(b"z")], config=SampleConfig(gen_length=2, steps=2))
+        engine.submit(after)  # raised WorkerDown
+        assert after.future.result(timeout=10).gen_ids == [[4 + ord(c) for c in "bc"]]
+        assert engine.alive
+        wait_until(lambda: engine.in_flight == 0)
+    finally:
+        engine.close()
+
+
 @pytest.mark.parametrize(("cache", "requests"), [("none", 2), ("prefix", 1), ("prefix", 2)])
 def test_an_answered_request_holds_no_decoder_run(cache, requests):
     """Once answered, a request's decoder runs (canvas, KV cache, logits buffer) are freed at
@@ -52,12 +97,25 @@ def test_an_answered_request_holds_no_decoder_run(cache, requests):
     whole-batch run of two streamed requests (``prefix``). The worker's last job stayed
     referenced while it idled, and the rest until a collection (a job and its parts, a
     whole-batch run and its step callback, refer to each other)."""
+    def answered(job: Job) -> None:
+        assert len(job.future.result(timeout=10).gen_ids[0]) == 8
+
+    _runs_freed(cache, requests, answered, sink=lambda step, rows: None)
+
+
+def _runs_freed(cache: str, requests: int, answered: Callable[[Job], None], *,
+                sink: StepSink | None = None,
+                started: Callable[[DecoderRun], None] = lambda run: None) -> None:
+    """``requests`` requests of one row queued together (``cache``; each streamed to ``sink``:
+    a run's step callback sees it), each ``answered``: then every decoder run the engine
+    started (each passed to ``started``) dies, garbage collection off."""
     engine = make_engine(loaded(random_transformer()), ServerLimits(max_batch=4), Metrics())
     runs: list[weakref.ref] = []
     start = engine.start_run
 
     def recorded(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 -- the engine's own
         run = start(*args, **kwargs)
+        started(run)
         runs.append(weakref.ref(run))
         return run
 
@@ -67,15 +125,71 @@ def test_an_answered_request_holds_no_decoder_run(cache, requests):
     gc.disable()
     try:
         engine.submit(Job(fn=lambda: gate.wait(10)))  # the requests queue behind it
-        jobs = [Job(rows=[[5 + k, 6, 7]], config=config, sink=lambda step, rows: None)
-                for k in range(requests)]  # streamed: a run's step callback sees the sink
+        jobs = [Job(rows=[[5 + k, 6, 7]], config=config, sink=sink) for k in range(requests)]
         for job in jobs:
             engine.submit(job)
         gate.set()
         for job in jobs:
-            assert len(job.future.result(timeout=10).gen_ids[0]) == 8
+            answered(job)
         assert runs
         wait_until(lambda: all(run() is None for run in runs))
+        assert engine.alive
+    finally:
+        gc.enable()
+        engine.close()
+
+
+def _out_of_memory(self, *args) -> None:  # noqa: ANN001, ANN002 -- a run's method, broken
+    """A decoder run's step failing as a CUDA out-of-memory error does: its frame (and the
+    error it was raised in) hold the run, as a decoder's own frames do."""
+    try:
+        raise KeyError("allocating the logits buffer")
+    except KeyError:
+        raise RuntimeError("CUDA out of memory (stand-in)") from None
+
+
+@pytest.mark.parametrize(("cache", "requests", "broken"), [
+    ("none", 2, "model_inputs"),  # the continuous batch's shared forward
+    ("none", 2, "step"),  # a run's own step in the continuous batch
+    ("none", 2, "result"),  # a run's own result in the continuous batch
+    ("prefix", 1, "advance"),  # a run alone
+    ("prefix", 2, "advance"),  # a whole-batch run of two requests
+])
+def test_a_failed_request_holds_no_decoder_run(monkeypatch, cache, requests, broken):
+    """A run that fails (a CUDA out-of-memory error, most likely) is freed once its requests
+    are answered, garbage collection off: each request's future held the error, its traceback
+    the worker's frames, and they the run (canvas, KV cache, logits buffer) for as long as the
+    worker idled after it."""
+    def answered(job: Job) -> None:
+        assert "CUDA out of memory" in str(job.future.exception(timeout=10))
+
+    _runs_freed(cache, requests, answered,
+                started=lambda run: monkeypatch.setattr(type(run), broken, _out_of_memory))
+
+
+def test_a_failed_infill_holds_none_of_its_state():
+    """Infill, forms, edit and structured output run alone on the worker, as a function: one
+    that fails leaves nothing of its frames held by the answer (its error's traceback held
+    them, with their canvas, until the next request)."""
+    engine = make_engine(loaded(Echo(tiny_config())), ServerLimits(), Metrics())
+    held: list[weakref.ref] = []
+
+    class State:
+        """What an infill's frames hold (its canvas, a decoder run)."""
+
+    def infill() -> None:
+        state = State()
+        held.append(weakref.ref(state))
+        _out_of_memory(state)
+
+    gc.disable()
+    try:
+        job = Job(fn=infill)
+        engine.submit(job)
+        assert "CUDA out of memory" in str(job.future.exception(timeout=10))
+        assert held
+        wait_until(lambda: held[0]() is None)
+        assert engine.alive
     finally:
         gc.enable()
         engine.close()

@@ -309,8 +309,8 @@ def check_flags(args: argparse.Namespace) -> None:
     (``server_limits``: ``--batch-wait`` less than ``--timeout``, ``--max-slow-checks`` at
     most 1024; it imports neither torch nor FastAPI), an API key no client could send
     (``check_api_key``), and a ``--model`` or ``--draft`` that names nothing
-    (``check_model_exists``; they waited for torch, 11 s here). A port in use follows in
-    ``run``."""
+    (``check_model_exists``; they waited for torch, the draft for the model too). A port in
+    use follows in ``run``."""
     for name in ("fastapi", "uvicorn"):  # found, not imported (``run`` imports them)
         if importlib.util.find_spec(name) is None:
             raise not_installed(name)
@@ -331,7 +331,7 @@ def check_flags(args: argparse.Namespace) -> None:
         if not (finite(value) and value >= 0):
             raise UserError(f"{flag} must be a finite number of seconds >= 0, got {value:g}")
     check_draft_flags(args)
-    server_limits(args)  # (its rules across flags: they waited for torch, 8 s here)
+    server_limits(args)  # (its rules across flags: they waited for torch)
     # an empty --api-key (or UNMASK_API_KEY set empty: --api-key "$KEY" of an unset KEY) is a
     # mistake, not "no key": it served every client without authentication, silently
     api_key = given_api_key(args)

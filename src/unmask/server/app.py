@@ -35,11 +35,11 @@ from unmask.server.http import (
     render_chat,
     sse,
 )
-from unmask.server.limits import check_api_key
+from unmask.server.limits import ServerLimits, check_api_key
 from unmask.server.metrics import Metrics
 from unmask.server.plumbing import install_error_handlers
 from unmask.server.routes import chat, completions, infill, info, playground
-from unmask.server.state import ServerLimits, ServerState
+from unmask.server.state import ServerState
 from unmask.server.state import model_name as default_name
 
 

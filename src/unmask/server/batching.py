@@ -290,6 +290,25 @@ def _resolve(
         pass
 
 
+def _bare(e: BaseException) -> BaseException:
+    """``e`` as the worker hands it to requests: without its traceback, nor those of the errors
+    it was raised from or in. A request's future holds its error as long as its job lives (in
+    the worker's locals until the next request), a traceback holds its frames, each frame its
+    caller (``f_back``) and their locals: the failed decoder run, its canvas, KV cache and
+    (B, L, V) logits buffer (a CUDA out-of-memory error kept them while the worker idled).
+    Nothing reads them: a failed job is logged and answered by its ``repr``
+    (``plumbing.job_failure``). Once, before ``e`` is in any future: the event loop adds its
+    own frames to it as it raises it."""
+    todo, seen = [e], set()
+    while todo:
+        x = todo.pop()
+        if id(x) not in seen:
+            seen.add(id(x))
+            x.with_traceback(None)
+            todo += [c for c in (x.__cause__, x.__context__) if c is not None]
+    return e
+
+
 @dataclass(eq=False)
 class _Running:
     """A part of a job in the continuous batch."""
@@ -617,7 +636,7 @@ class Engine:
         try:
             run = self._begin(part)
         except BaseException as e:  # noqa: BLE001 -- bad settings fail this job only
-            self._fail(job, e)
+            self._fail(job, _bare(e))
             return "failed"
         return "join" if run.shares_forward and not part.alone else "alone"
 
@@ -712,7 +731,7 @@ class Engine:
                         try:
                             self._begin(part)
                         except BaseException as e:  # noqa: BLE001 -- fails this job only
-                            self._fail(job, e)
+                            self._fail(job, _bare(e))
                             break
                         joined.append(part)
                         rows += len(part.rows)
@@ -748,14 +767,15 @@ class Engine:
         return batch
 
     def _start(self, part: _Part, active: list[_Running], *, joining: bool) -> None:
-        job = part.job
+        # the run read once, first: ``Engine.cancel`` on the event loop answers a job still
+        # queued for its other slices at any moment, and its ``Job._release`` drops the run
+        job, run = part.job, part.run
         if part is job._parts[0] and not _claim(job.future):
             job.cancel()
-        if job.cancelled:
+        if job.cancelled or run is None:
             _resolve(job.future, exc=Cancelled())
             return
-        assert part.run is not None
-        active.append(_Running(part, part.run))
+        active.append(_Running(part, run))
         if joining and part is job._parts[0]:
             self.metrics.inc("joined")
         self._count(active)
@@ -799,6 +819,7 @@ class Engine:
         try:
             forward = step_together([r.run for r in active], on_error=failed.__setitem__)
         except BaseException as e:  # noqa: BLE001 -- every job of the forward gets the error
+            e = _bare(e)
             ended = [r.job for r in active]
             active.clear()
             self._count(active)
@@ -824,14 +845,14 @@ class Engine:
         for r in ended:
             run = r.run
             if run in failed:
-                self._fail(r.job, failed[run])
+                self._fail(r.job, _bare(failed[run]))
                 self._unqueue(r.job)
             elif run.done:
                 try:  # its own failure fails its job only: raised here, it ended the worker
                     # thread, and every request after it waited for its timeout
                     result = run.result()
                 except Exception as e:  # noqa: BLE001 -- reported to the request
-                    self._fail(r.job, e)
+                    self._fail(r.job, _bare(e))
                     self._unqueue(r.job)
                     continue
                 if not r.job.cancelled:
@@ -879,7 +900,7 @@ class Engine:
                 with self.forwards.counting():
                     out = job.fn()
             except BaseException as e:  # noqa: BLE001 -- reported to the request, the worker lives on
-                error = e
+                error = _bare(e)
             # its forwards, answered or not: a client that left mid-way had them run all the same
             self.metrics.inc("nfe", self.forwards.n - seen)
             self._idle()
@@ -898,7 +919,7 @@ class Engine:
                     self._finish(part, result, run.steps, len(part.rows))
             except BaseException as e:  # noqa: BLE001 -- reported to the request
                 self._idle()
-                _resolve(job.future, exc=Cancelled() if job.cancelled else e)
+                _resolve(job.future, exc=Cancelled() if job.cancelled else _bare(e))
             return
         rows = [r for j in batch for r in j.rows]
         offsets = list(itertools.accumulate([0] + [len(j.rows) for j in batch]))
@@ -950,6 +971,7 @@ class Engine:
             counts = flagged()
             started.clear()  # (the run's ``on_view`` reads it: a cycle that held the run)
         except BaseException as e:  # noqa: BLE001 -- every job of the batch gets the error
+            e = _bare(e)
             self._idle()
             # NaN in a forward the run could not hand out row by row (not one of B rows: a
             # guided forward of 2B): the jobs not flagged nor streamed yet run again alone

@@ -17,8 +17,8 @@ from unmask.checkpoint import Loaded
 from unmask.config import SampleConfig
 from unmask.facts import ModelFacts
 from unmask.server.batching import Engine, ForwardCount
+from unmask.server.limits import ServerLimits
 from unmask.server.metrics import Metrics
-from unmask.server.state import ServerLimits
 
 
 def make_engine(
