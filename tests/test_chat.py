@@ -417,7 +417,7 @@ def test_a_control_token_opening_the_chat_is_encoded_as_transformers(make, typed
          r"messages\[0\].content must be a string or a list of text parts .*, not a number"),
         ([{"role": "user", "content": ["x"]}], r"messages\[0\].content\[0\] is a string; a "),
         ([{"role": "human", "content": "x"}],
-         r"role .human.; a role is one of system, user, assistant \(or developer, a system"),
+         r"role .human.; a role is one of system, user, assistant \(developer is read as system"),
         ([{"role": "user"}], "needs 'role' and 'content'"),
         # \ud800 in a JSON request or SFT line: a TypeError in the tokenizer
         ([{"role": "user", "content": "a\ud800"}], r"messages\[0\].content holds an unpaired"),

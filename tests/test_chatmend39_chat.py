@@ -106,11 +106,13 @@ def test_the_server_reads_messages_as_the_library_does():
 
 @pytest.mark.parametrize(("content", "role", "said"), [
     ("x", "human", "messages[0] has role 'human'; a role is one of system, user, assistant "
-     "(or developer, a system one)"),
+     "(developer is read as system)"),
     ({"type": "text", "text": "a"}, "user", 'messages[0].content must be a string or a list '
      'of text parts [{"type": "text", "text": "..."}], not an object'),
     ([{"text": "a"}], "user", "messages[0].content[0] has no 'type'; a text part is "
      '{"type": "text", "text": "..."}'),
+    ([{"type": None, "text": "a"}], "user", "messages[0].content[0] has no 'type'; a text part "
+     'is {"type": "text", "text": "..."}'),
 ])
 def test_message_refusals_name_what_is_accepted(content, role, said):
     with pytest.raises(UserError, match="^messages: " + re.escape(said) + "$"):

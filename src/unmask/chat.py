@@ -186,7 +186,7 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
         if m["role"] not in ROLES:
             why = "; unmask has no tool calls" if m["role"] in ("tool", "function") else ""
             raise UserError(f"{where}: messages[{i}] has role {m['role']!r}; a role is one of "
-                            f"{', '.join(ROLES)} (or developer, a system one){why}")
+                            f"{', '.join(ROLES)} (developer is read as system){why}")
         m = present_keys(m)  # an empty column of an export: absent
         extra = [k for k in m if k not in ("role", *_TEXT_FIELDS)]
         if extra:  # transformers hands it to the template; dropped, it would silently vanish
@@ -231,7 +231,7 @@ def _openai_message(m: dict[str, Any], where: str) -> dict[str, Any]:
         if not isinstance(part, dict):
             raise UserError(f"{at} is {_json_type(part)}; a content list holds text parts, "
                             f"{form}")
-        if "type" not in part:
+        if part.get("type") is None:  # missing, or null in an export
             raise UserError(f"{at} has no 'type'; a text part is {form}")
         if part["type"] != "text":
             raise UserError(f"{at} is a part of type {part['type']!r}; unmask takes text "
