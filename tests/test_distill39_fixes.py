@@ -211,6 +211,9 @@ def test_an_old_plans_unchosen_draft_block_is_read_as_unset(ar_teacher, hybrid2,
     plan_h = tmp_path / "old_hybrid.json"
     plan_h.write_text(json.dumps({**old, "objective": "hybrid", "draft_block": 8}))
     assert load_train_config(plan_h).draft_block == 8
+    mine = tmp_path / "mine8.json"  # a settings file written by hand names no objective
+    mine.write_text(json.dumps({"draft_block": 8, "lr": 1e-3}))
+    assert load_train_config(mine).draft_block == 8  # the user's 8, kept
     out = tmp_path / "continued"
     code = main(["train", "--config", str(plan), "--objective", "hybrid", "--init",
                  str(hybrid2), "--out", str(out), "--steps", "1", "--no-progress",

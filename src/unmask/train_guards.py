@@ -92,15 +92,17 @@ def resumed_config(plan: TrainConfig, given: dict[str, Any]) -> TrainConfig:
 
 def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
     """A train_config.json (for ``--config``) as ``read_train_config`` reads it, where an
-    option's former default in a plan of an objective that never read it counts as no choice
-    (every plan before 2026-12-07 holds draft_block 8): read as unset, so that a ``--config``
-    of an ``ar`` plan given ``--objective hybrid --init HYBRID`` trains the hybrid's own block.
-    """
+    option's former default in a plan that names an objective that never read it counts as no
+    choice (every plan ``unmask train`` wrote before 2026-12-07 holds draft_block 8): read as
+    unset, so that a ``--config`` of an ``ar`` plan given ``--objective hybrid --init HYBRID``
+    trains the hybrid's own block. A settings file written by hand names no objective: its
+    values are the user's, kept."""
     from unmask.objectives import OBJECTIVES
     from unmask.objectives.spec import FORMER_DEFAULTS
 
-    config = read_train_config(path)
-    spec = OBJECTIVES.get(config.objective)
+    data, p = _plan_data(path)
+    config = from_dict(TrainConfig, data, source=str(p))
+    spec = OBJECTIVES.get(config.objective) if "objective" in data else None
     unread = {name: getattr(TrainConfig(), name) for name, was in FORMER_DEFAULTS.items()
               if spec is not None and name not in spec.options and getattr(config, name) == was}
     return dataclasses.replace(config, **unread)
@@ -111,6 +113,12 @@ def read_train_config(path: str | os.PathLike[str]) -> TrainConfig:
     (a pipe too: ``--config <(jq ...)``). A file that is not UTF-8 (a checkpoint's weights
     given by mistake) was refused as "input is not UTF-8 text", naming no file, and a run
     folder as "Is a directory"; a run folder now points at its train_config.json."""
+    data, p = _plan_data(path)
+    return from_dict(TrainConfig, data, source=str(p))
+
+
+def _plan_data(path: str | os.PathLike[str]) -> tuple[Any, Path]:
+    """The JSON of a train_config.json, and its path (``read_train_config``'s refusals)."""
     p = Path(path)
     if p.is_dir():  # a run, or a folder inside one (RUN/checkpoint): its train_config.json
         run = p if (p / "train_config.json").is_file() else run_above(p)
@@ -124,8 +132,7 @@ def read_train_config(path: str | os.PathLike[str]) -> TrainConfig:
         raise UserError(f"{p}: no such file") from None
     except UnicodeDecodeError:
         raise UserError(f"{p}: not UTF-8 text (a train_config.json is JSON)") from None
-    data = parse_json(text, p)  # one line for a long integer or deep nesting too
-    return from_dict(TrainConfig, data, source=str(p))
+    return parse_json(text, p), p  # one line for a long integer or deep nesting too
 
 
 def run_above(path: Path) -> Path | None:
