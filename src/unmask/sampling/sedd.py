@@ -397,7 +397,11 @@ def sample_sedd(
     masked positions first get a draw from the prior (uniform tokens) and every one of them
     may change at every step; given tokens (locked, prompt, padding) never change.
 
-    The log-score goes through the canvas constraints, then the entry of each position's
+    A canvas constraint only rules tokens out of the log-score (where it sets -inf); any
+    other change it makes (a shift, a finite bias of a ``LogitsProcessor``) is ignored, as the
+    log-score's scale is the unmasking rate (a ruled-out token's score is dropped, not moved to
+    the allowed ones, so a position that loses score unmasks more slowly than the time grid
+    says and the rest is drawn at the last step; docs/infill.md). Then the entry of each position's
     current token is set to 0 (ratio 1: "stay" is always possible, except at the last step for
     a token a constraint rules out, which the uniform prior may have drawn: it moves, by the
     step's probabilities, or by the score among the allowed tokens where the step leaves no
