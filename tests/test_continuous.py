@@ -540,6 +540,13 @@ def test_cli_api_and_server_round_a_fill_at_the_recommended_temperature(embed_ru
     with TestClient(create_app(loaded)) as c:
         got = c.post("/v1/infill", json={"template": template, "steps": 4, "seed": 0})
         assert got.status_code == 200 and got.json()["text"] == want
+        # threshold at its default (a client that echoes defaults): a 400 "this run's policy
+        # is 'llada'" where the CLI's --threshold 0.9 ran; another value is refused
+        got = c.post("/v1/infill", json={"template": template, "steps": 4, "seed": 0,
+                                         "threshold": 0.9})
+        assert got.status_code == 200 and got.json()["text"] == want, got.text
+        got = c.post("/v1/infill", json={"template": template, "threshold": 0.5})
+        assert got.status_code == 400 and got.json()["error"]["param"] == "threshold"
     # no --seed: the run samples, so it draws one and reports it; that seed reproduces it
     assert main(["infill", "--model", str(embed_run), "--steps", "4", "--json", template]) == 0
     drawn = json.loads(capsys.readouterr().out)

@@ -7,7 +7,9 @@ checkpoint's own decoder, as an embed-diffusion checkpoint's (CLI = API = server
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -234,7 +236,7 @@ def test_a_perfect_score_refills_the_text_it_knows(sedd_time):
                          step_callback=lambda s, x, _l=left: _l.append(int((x == TOK.mask_id)
                                                                            .sum())))
         assert res.text == text and [g.text for g in res.detail.gaps] == ["cat", "the"]
-        assert res.nfe == min(steps, 6) and left[-1] == 0  # steps capped at the 6 masks
+        assert res.nfe == steps and left[-1] == 0  # as asked (were capped at the 6 masks)
 
 
 def test_a_gap_broken_by_simultaneous_draws_is_completed_well_formed(sedd_time):
@@ -261,3 +263,125 @@ def test_a_gap_broken_by_simultaneous_draws_is_completed_well_formed(sedd_time):
         assert res.text == f"ab {gap.text} cd" and TOK.decode(gap.tokens) == gap.text
         leads += gap.tokens.count(lead)
     assert leads  # the lead byte was drawn, and followed by a continuation byte
+
+
+class _TwoTextLaw(torch.nn.Module):
+    """The exact absorbing log-score of a law on a 2-token gap: "ab" or "ba", 1/2 each. A
+    masked position's ratio for a token is P(token | the other position) / (e^sigma - 1)."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+        self.a, self.b = TOK.encode("a")[0], TOK.encode("b")[0]
+
+    def forward(self, tokens, attention_mask=None, sigma=None):
+        m = self.config.mask_id
+        out = torch.full((*tokens.shape, self.config.vocab_size), -1e4)
+        out.scatter_(-1, tokens[..., None], 0.0)
+        rate = -torch.log(torch.expm1(sigma.float()))  # (B,)
+        for r in range(tokens.shape[0]):
+            for p, q in ((1, 2), (2, 1)):  # "x[MASK:2]y": the gap's two positions
+                if tokens[r, p] != m:
+                    continue
+                other = int(tokens[r, q])
+                if other == m:
+                    out[r, p, [self.a, self.b]] = float(rate[r]) + math.log(0.5)
+                else:
+                    out[r, p, self.b if other == self.a else self.a] = float(rate[r])
+        return out
+
+
+def test_sedd_infill_takes_the_steps_asked_for(sedd_time):
+    """A SEDD step is a slice of the time grid, not a commit: more steps, fewer positions
+    drawn together, so fewer fills that break the law's dependence ("aa", "bb"). infill
+    capped --steps at the masks (2 here: a quarter of the fills were "aa" or "bb", whatever
+    --steps), where generate --decoder sedd takes them as given; now as given, within
+    MAX_STEPS, and the default (no --steps) is still at most one step a masked token."""
+    from server_helpers import loaded
+
+    model = loaded(_TwoTextLaw(unmask.load(sedd_time).config).eval(), TOK)
+    fills: list[str] = []
+    for seed in range(120):
+        res = api.infill(model, "x[MASK:2]y", config={"steps": 64, "seed": seed})
+        assert res.nfe == 64
+        fills.append(res.detail.gaps[0].text)
+    assert set(fills) <= {"ab", "ba", "aa", "bb"} and {"ab", "ba"} <= set(fills)
+    assert sum(f in ("aa", "bb") for f in fills) <= 3, fills  # 0.3 % expected; ~25 % capped
+    assert api.infill(model, "x[MASK:2]y", config={"seed": 0}).nfe == 2  # default: the masks
+
+
+def test_a_ban_is_honoured_on_the_sedd_path(sedd_time, capsys):
+    """``--ban`` rules tokens out one by one, which SEDD's draws honour exactly (-inf on the
+    score, as the run's own special ids): it was refused as a constrained gap. Regex, choices
+    and charset (a sequence's constraint) still are."""
+    loaded = unmask.load(sedd_time)
+    e, a = TOK.encode("e")[0], TOK.encode("a")[0]
+    forward = loaded.model.forward
+
+    def favouring(*args, **kw):  # the banned tokens are the likeliest draws
+        out = forward(*args, **kw).clone()
+        out[..., [e, a]] += 8.0
+        return out
+
+    loaded.model.forward = favouring  # type: ignore[method-assign]
+    from unmask.infill import parse_template
+    from unmask.infill.options import constrain_gaps
+
+    seen = {"free": "", "banned": ""}
+    for seed in range(4):
+        for how, ban in (("free", ()), ("banned", ("e", "a"))):
+            segs = constrain_gaps(parse_template("x [MASK:8] y"), ban=ban)
+            res = api.infill(loaded, segs, config={"seed": seed, "steps": 4})
+            seen[how] += res.detail.gaps[0].text
+    assert "e" in seen["free"] and "a" in seen["free"]  # what the ban has to rule out
+    assert "e" not in seen["banned"] and "a" not in seen["banned"], seen
+    rc = main(["infill", "--model", sedd_time, TEMPLATE, "--no-live", "--seed", "1",
+               "--ban", "e"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and out.startswith("the cat "), err
+    rc = main(["infill", "--model", sedd_time, TEMPLATE, "--no-live", "--charset",
+               "1=digits"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "constrained gaps (regex, choices, charset)" in err, err
+
+
+def test_the_checkpoints_recommendation_and_one_block_apply(sedd_time, tmp_path):
+    """The checkpoint's ``sample_defaults`` apply to infill on its own sedd decoder, as to
+    ``generate`` (they applied on embed-diffusion only), and a ``block_length`` of the whole
+    template (one block) is accepted as on embed-diffusion (it was refused)."""
+    loaded = unmask.load(sedd_time)
+    cfg = dataclasses.replace(loaded.config, sample_defaults={"steps": 5})
+    ckpt = save_checkpoint(tmp_path, model=Transformer(cfg).eval(), tokenizer=TOK)
+    rec = unmask.load(str(ckpt))
+    assert api.infill(rec, "ab[MASK:2]cd", config={"seed": 0}).nfe == 5  # was 2
+    assert api.infill(rec, "ab[MASK:2]cd", config={"seed": 0, "steps": 3}).nfe == 3
+    one = api.infill(loaded, "ab[MASK:2]cd", config={"seed": 0, "block_length": 2})
+    assert one.text == api.infill(loaded, "ab[MASK:2]cd", config={"seed": 0}).text
+
+
+def test_the_server_takes_what_the_cli_takes_there(sedd_time):
+    """/v1/infill on the sedd path: ``threshold`` at its schema default (0.9, which a client
+    that sends every default sends) was a 400 "this run's policy is 'llada'", where
+    ``unmask infill --threshold 0.9`` and /v1/completions ran; ``steps`` as given; ``ban``."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    loaded = unmask.load(sedd_time)
+    with TestClient(create_app(loaded)) as c:
+        def post(**body):
+            return c.post("/v1/infill", json={"template": "the cat [MASK:3] on", "seed": 7,
+                                              **body})
+
+        plain = post()
+        assert plain.status_code == 200 and plain.json()["nfe"] == 3, plain.text
+        r = post(threshold=0.9)
+        assert r.status_code == 200 and r.json()["text"] == plain.json()["text"], r.text
+        r = post(threshold=0.5)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "threshold", r.text
+        r = post(steps=9)
+        assert r.status_code == 200 and r.json()["nfe"] == 9, r.text
+        assert post(ban=["e"]).status_code == 200
+        assert post(block_length=3).status_code == 200

@@ -2007,8 +2007,12 @@ def infill(
 
         _refuse_length_options(options, f"{OWN_DECODERS[own]} fills fixed-length gaps only "
                                "([MASK:n])")
+        # sedd: steps asked for (or recommended) run as given; the default's at most the masks
+        cap = not isinstance(asked, SampleConfig) and not any(
+            "steps" in m for m in (asked or {}, facts_of(loaded).sample_defaults))
         res = infill_template(decoding_model(loaded, config), loaded.tokenizer, template, config,
-                              step_callback=step_callback, decoder=own)  # fmt: skip
+                              step_callback=step_callback, decoder=own,
+                              cap_steps=cap)  # fmt: skip
         return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
     refuse_continuous(loaded, "infill")
     if facts_of(loaded).attention == "causal":
@@ -2054,16 +2058,17 @@ def infill_sample_config(
     loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None = None
 ) -> SampleConfig:
     """The sampling options ``infill`` runs for ``config``: a ``SampleConfig`` as given; a
-    mapping (or None) the options it sets over the dataclass's defaults, or, on an
-    embed-diffusion checkpoint, over the checkpoint's recommendation, as ``generate`` takes it.
-    That recommendation is this decoder's rounding ``temperature``, measured on it (argmax
-    rounding repeats frequent tokens), so it holds for a template's gaps too; ``steps`` not
-    given (nor recommended) stays the dataclass's: the template, not ``gen_length``, sets the
-    length. A generation-only option is refused in one line (``sedd_sampler`` and decoder
-    ``sedd`` apply where infill runs the ``sedd`` decoder). ``unmask infill --json`` reports
+    mapping (or None) the options it sets over the dataclass's defaults, or, where infill runs
+    the checkpoint's own decoder (``infill_decoder``: embed-diffusion, a time-conditioned
+    SEDD), over the checkpoint's recommendation, as ``generate`` takes it (an embed-diffusion
+    one recommends its rounding ``temperature``, measured on that decoder: argmax rounding
+    repeats frequent tokens, so it holds for a template's gaps too); ``steps`` not given (nor
+    recommended) stays the dataclass's: the template, not ``gen_length``, sets the length (on
+    ``sedd`` at most the masks; steps given or recommended run as given). A generation-only
+    option is refused in one line (``sedd_sampler`` and decoder ``sedd`` apply where infill
+    runs the ``sedd`` decoder). ``unmask infill --json`` reports
     what this returns."""
-    if infill_decoder(loaded) == "embed-diffusion" and (
-            config is None or isinstance(config, Mapping)):
+    if infill_decoder(loaded) is not None and (config is None or isinstance(config, Mapping)):
         given = dict(config or {})
         check_option_names(given)
         out = sample_config(loaded, given)

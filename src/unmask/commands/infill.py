@@ -107,7 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "together. Gap lengths count tokens (a word is often one token); to bound characters "
             "use a regex, e.g. --regex '1=\\d{1,3}'. A gap after a space takes the space in, so "
             "a choice such as Rome may be the one token ' Rome'. "
-            "--gen-length is refused; --steps is capped at the number of masked tokens. A causal "
+            "--gen-length is refused; --steps is capped at the number of masked tokens (a "
+            "time-conditioned SEDD checkpoint's time steps: as given). A causal "
             "checkpoint trained with --fim-rate fills a one-gap template by fill-in-the-middle "
             "instead."
         ),

@@ -37,6 +37,7 @@ def infill_template(
     *,
     step_callback: StepCallback | None = None,
     decoder: str = "embed-diffusion",
+    cap_steps: bool = False,
 ) -> InfillResult:
     """Fill the fixed-length gaps of a template (``"The [MASK:6] sat on the [MASK]."``, or
     segments and ``unmask.infill.Gap`` s) with the checkpoint's own ``decoder`` (a key of
@@ -44,9 +45,11 @@ def infill_template(
 
     ``sedd``: SEDD's reverse process over the whole template (``sedd_sampler``, the
     checkpoint's noise schedule; given text never changes, as in ``unmask generate``'s
-    prompt), ``config.steps`` capped at the masked tokens as in ``unmask.infill.infill``; a
+    prompt), ``config.steps`` time steps as given (more: fewer positions drawn together), at
+    most the masked tokens under ``cap_steps`` (the default steps, not a count asked for); a
     gap whose simultaneous draws broke its plain-text promise is completed from its automaton
-    (``complete_broken``); ``block_length`` is refused (one pass over the template).
+    (``complete_broken``); a gap's ``banned`` tokens are ruled out of every draw; a
+    ``block_length`` other than the template's (one block) is refused (one pass over it).
 
     ``embed-diffusion``: one ``EmbedRun``
     over the whole template, whose known positions are re-noised from their own embeddings
@@ -59,13 +62,14 @@ def infill_template(
     Refused in one line: a gap of variable length (``[MASK:2-12]``: the masked models pick
     one by their ELBO, which neither family has: one has no likelihood, the other's forward
     needs a noise level the ELBO's copies do not give) and a constrained gap (regex, choices,
-    charset, banned words: the clamping rounds every position at once each step, so the
+    charset, and on ``embed-diffusion`` banned words: the clamping rounds every position at
+    once each step, so the
     trajectory never follows the gap's automaton; it would act only in the last step's left
     to right repair, forcing a pattern onto a fill nothing steered towards it; SEDD's steps
     draw several positions at once too, with no refill to mend a broken gap), and what the
     decoder has no use for (``block_length``, the commit loop's options, the penalties, a
     decoder other than ``auto`` or its own: they were silently ignored). ``config.steps`` is
-    the number of denoising steps (``gen_length`` is ignored; ``sedd``: at most the masks);
+    the number of denoising steps (``gen_length`` is ignored);
     ``step_callback(step, canvas)`` sees the canvas (B, L) after each step, rounded
     (``embed-diffusion``) or as drawn (``sedd``), from the end of the hidden line break
     before a gap at offset 0."""
@@ -80,10 +84,14 @@ def infill_template(
     plan = plan_template(template, tokenizer, max_seq_len=max_len)
     for n, h in enumerate(plan.holes, 1):
         gap = h.gap
-        if gap is not None and (gap.shapes_text or gap.banned):
+        # a ban rules tokens out one by one, which SEDD's draws honour exactly (-inf on the
+        # log-score: no unmasking move goes to them); the rest constrain a sequence
+        if gap is not None and (gap.shapes_text or (gap.banned and decoder != "sedd")):
+            what, only = (("regex, choices, charset", "plain or banned-word") if decoder == "sedd"
+                          else ("regex, choices, charset, ban", "plain"))
             raise GapError(
-                f"{h.label}: constrained gaps (regex, choices, charset, ban) need the masked "
-                f"commit loop; {who} fills plain [MASK] / [MASK:n] gaps only",
+                f"{h.label}: constrained gaps ({what}) need the masked commit loop; {who} "
+                f"fills {only} [MASK] / [MASK:n] gaps only",
                 n,  # its constraint's
             )
         if len(h.candidates) != 1:
@@ -101,7 +109,7 @@ def infill_template(
     config = replace(config, gen_length=end - start)
     if decoder == "sedd":
         return _sedd_fill(model, canvas, config, plan, layout, spans, tokenizer,
-                          _after_context(plan, step_callback))
+                          _after_context(plan, step_callback), cap_steps=cap_steps)
     check_options("embed-diffusion", config)  # block_length as given: refused, not ignored
     run: EmbedRun | None = None
     report = _after_context(plan, step_callback)  # not the hidden line break at offset 0
@@ -118,15 +126,18 @@ def infill_template(
 
 
 def _sedd_fill(model: Any, canvas: Any, config: SampleConfig, plan: Any, layout: Any,
-               spans: Any, tokenizer: Any, report: StepCallback | None) -> InfillResult:
+               spans: Any, tokenizer: Any, report: StepCallback | None, *,
+               cap_steps: bool) -> InfillResult:
     """``infill_template``'s ``sedd`` run (its docstring)."""
     from unmask.sampling.sedd import start_model
 
-    if config.block_length is not None:
+    if config.block_length not in (None, config.gen_length):  # one block: none, as embed's
         raise UserError("block_length: a time-conditioned SEDD model fills a template in one "
                         "pass of SEDD's reverse process over all its gaps (leave it unset)")
-    masks = int(canvas.masked.sum())
-    config = replace(config, steps=min(config.steps, masks))
+    # a step is a slice of the time grid, not a commit: more steps, fewer positions drawn
+    # together (it was capped at the masks, as the commit loop's); the default alone is
+    config = replace(config, block_length=None, steps=min(config.steps, int(
+        canvas.masked.sum())) if cap_steps else config.steps)
     device = model_device(model) or canvas.device
     run = start_model(model, canvas, config, eos_id=getattr(tokenizer, "eos_id", None),
                       generator=make_generator(config.seed, device), step_callback=report)

@@ -39,7 +39,7 @@ from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.ar import RowGenerators, check_token_ids, row_generators
 from unmask.sampling.cache import shift_logits
-from unmask.sampling.loop import forbid_tokens, model_logit_shift, validate
+from unmask.sampling.loop import model_logit_shift, validate
 from unmask.sampling.penalties import banned_ids
 from unmask.sampling.policies import Draws, RowDraws, _rand
 from unmask.sampling.protocol import (
@@ -234,8 +234,9 @@ class SEDDRun(DecoderRun):
         self.graph, self.noise = graph, noise or LogLinearNoise()
         canvas = canvas.clone()
         self.ruled_out = _ruled_out(graph, banned, eos_id, forbid_eos=config.forbid_eos)
-        if self.ruled_out and graph.absorbing:  # no unmasking move goes to them
-            canvas.constraints.append(forbid_tokens(self.ruled_out))
+        # no unmasking move goes to them: set on the log-score in place (no copy of it)
+        self.bans = (torch.tensor(self.ruled_out, dtype=torch.long, device=canvas.device)
+                     if self.ruled_out and graph.absorbing else None)
         device = canvas.device
         self.generator: Draws = (
             make_generator(config.seed, device) if generator is None
@@ -283,6 +284,8 @@ class SEDDRun(DecoderRun):
             sigma = self.noise.sigma(torch.full((B,), t, dtype=torch.float64)).float()
             log_score = self.model(x, sigma.to(x.device)).float()  # (B, L, V)
             self.nfe += 1
+            if self.bans is not None:
+                log_score.index_fill_(-1, self.bans, float("-inf"))
             if canvas.constraints:
                 # a constraint may also shift a position's values (infill's gap automata:
                 # the best allowed to 0, ``restrict_logits``), which a softmax ignores but a
@@ -394,7 +397,11 @@ def sample_sedd(
     masked positions first get a draw from the prior (uniform tokens) and every one of them
     may change at every step; given tokens (locked, prompt, padding) never change.
 
-    The log-score goes through the canvas constraints, then the entry of each position's
+    A canvas constraint only rules tokens out of the log-score (where it sets -inf); any
+    other change it makes (a shift, a finite bias of a ``LogitsProcessor``) is ignored, as the
+    log-score's scale is the unmasking rate (a ruled-out token's score is dropped, not moved to
+    the allowed ones, so a position that loses score unmasks more slowly than the time grid
+    says and the rest is drawn at the last step; docs/infill.md). Then the entry of each position's
     current token is set to 0 (ratio 1: "stay" is always possible, except at the last step for
     a token a constraint rules out, which the uniform prior may have drawn: it moves, by the
     step's probabilities, or by the score among the allowed tokens where the step leaves no

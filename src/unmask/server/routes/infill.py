@@ -288,22 +288,29 @@ def router(state: ServerState) -> APIRouter:
         if fim and sum(isinstance(s, Gap) for s in parsed) == 1:  # filled left to right
             # (a template of several gaps: the worker refuses it, naming why)
             causal_fill(req, lambda: fim_width(req, parsed))
-        config: SampleConfig | dict[str, Any] = configure(req)  # infill caps steps at masks
         facts = api.facts_of(state.loaded)
-        embed = api.infill_decoder(state.loaded) == "embed-diffusion"
-        if embed:
+        own = api.infill_decoder(state.loaded) is not None  # embed-diffusion, sedd
+        config: SampleConfig | dict[str, Any]
+        if own:
             # the options sent (a dict, as `unmask infill`): api.infill puts the checkpoint's
             # recommendation (its rounding temperature) under them; a SampleConfig rounded by
-            # argmax. steps not sent: the library's, within --max-steps
+            # argmax, and its steps (sedd: as given, not at most the masks). steps not sent:
+            # the library's, within --max-steps. These decoders run no commit policy and
+            # refuse its options themselves, sent at their defaults not (threshold 0.9, as
+            # /v1/completions and the CLI on them): the policy's own check was a 400 there
+            check_names(SampleConfig(policy=req.policy, cache=req.cache))
             config = {k: v for k in SAMPLE_OPTIONS
                       if k in req.model_fields_set and (v := getattr(req, k)) is not None}
             steps = facts.sample_defaults.get("steps", SampleConfig.steps)
             if "steps" not in config and steps > state.limits.max_steps:
                 config["steps"] = state.limits.max_steps
             if "seed" not in config:  # its decoder draws at any temperature: a seed drawn
-                config["seed"] = api.with_seed(SampleConfig(), "embed-diffusion").seed
+                config["seed"] = api.with_seed(SampleConfig(),
+                                               api.infill_decoder(state.loaded)).seed
+        else:
+            config = configure(req)  # infill caps steps at masks
         if (req.length_mode == "empty" and getattr(model.config, "empty_id", None) is None
-                and not embed and not fim):
+                and not own and not fim):
             # the library's refusal names its CLI flags ("use --length-mode elbo") and came
             # without a param: said in the request's words, where the length search runs (an
             # AR-FIM or embed-diffusion checkpoint refuses every length option itself: this
