@@ -117,8 +117,13 @@ def test_the_server_fills_it_as_the_library(sedd_time):
     want = api.infill(loaded, TEMPLATE, config={"seed": 7}).text
     with TestClient(create_app(loaded)) as c:
         r = c.post("/v1/infill", json={"template": TEMPLATE, "seed": 7})
+        drawn = c.post("/v1/infill", json={"template": TEMPLATE}).json()  # temperature 0
+        again = c.post("/v1/infill", json={"template": TEMPLATE, "seed": drawn["seed"]})
     assert r.status_code == 200, r.text
     assert r.json()["text"] == want
+    # SEDD's reverse process draws at any temperature: a seed is drawn and reported, as
+    # `unmask infill --json` reports it, and sending it back repeats the text
+    assert isinstance(drawn["seed"], int) and again.json()["text"] == drawn["text"]
 
 
 PENALTIES = [("repetition_penalty", 1.3), ("presence_penalty", 0.5), ("frequency_penalty", 0.5),

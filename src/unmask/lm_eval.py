@@ -466,7 +466,8 @@ class UnmaskLM(LM):
             kwargs = json.loads(key)
             until = kwargs.get("until") or []
             until = [s for s in ([until] if isinstance(until, str) else until) if s]
-            rule = _text_end(self.tokenizer, until, frozenset(), None, self.facts.eos_id)
+            rule = (_text_end(self.tokenizer, until, frozenset(), None, self.facts.eos_id)
+                    if until else None)
             config = self.generation_config(kwargs)
             wanted = self._wanted_tokens(kwargs)  # a bd3lm model decodes whole blocks: cut
             room = self._prompt_room(config.gen_length)
@@ -487,7 +488,7 @@ class UnmaskLM(LM):
                 rows = decode_each(self.loaded, prompts, config, choose(self.loaded, config),
                                    [seeds[i] for i in chunk],
                                    fit_steps="steps" not in self.sampling,
-                                   stop=rule if until else None)
+                                   stop=rule)
                 texts = [decode_generations([r.gen_ids[k][:wanted]], self.tokenizer, r.eos_id)[0]
                          for r, k in rows]
                 for i, text in zip(chunk, texts, strict=True):

@@ -329,8 +329,15 @@ class SegmentedRun(DecoderRun):
             return out
         first = committed_lengths(view, self.mask_id)  # (b,)
         prefix = torch.arange(view.shape[1], device=view.device) < first[:, None]  # (b, length)
-        over = out | rows_finished(torch.where(prefix, view, self.mask_id), self.eos_id)
-        return out if bool(over.all()) else torch.zeros_like(out)
+        return self._settled(out, rows_finished(torch.where(prefix, view, self.mask_id),
+                                                self.eos_id))
+
+    def _settled(self, stopped: Tensor, ended: Tensor) -> Tensor:
+        """``stopped`` (b,); under shared draws, none of them until every row is over
+        (``stopped``, or ``ended`` by EOS): the rule of ``_segment_stop`` and ``_after``."""
+        if self._alone or bool((stopped | ended).all()):
+            return stopped
+        return torch.zeros_like(stopped)
 
     def _show_drafts(self, step: int, view: Tensor, drafts: Tensor) -> None:
         """The current segment's drafts (its view and drafts: its rows, its columns) to the
@@ -360,11 +367,9 @@ class SegmentedRun(DecoderRun):
             self.gen[self._index, span] = self.pad_id
             self.gen[self._index, self._offset : self._offset + ids.shape[1]] = ids
             ended = rows_finished(ids, self.eos_id)  # (b,)
-            if self._stop is not None:  # or a stop sequence: under shared draws, every row
-                stopped = self._stopped(self.gen[:, : self._offset + length],
-                                        torch.ones_like(ended))
-                if self._alone or bool((ended | stopped).all()):
-                    ended = ended | stopped
+            if self._stop is not None:  # or a stop sequence (under shared draws, every row)
+                ended = ended | self._settled(self._stopped(
+                    self.gen[:, : self._offset + length], torch.ones_like(ended)), ended)
             ended = ended.tolist()
             for i, e in zip(self._active, ended, strict=True):
                 if e:

@@ -115,6 +115,15 @@ def _marks(rule: TextEnd) -> tuple[str, ...]:
     return (*(rule.stops or ()), *(rule.template.turn_starts if rule.template else ()))
 
 
+def _window(rule: TextEnd | None, eos_id: int | None) -> int:
+    """A row's window in tokens (``StopRows``): the longest mark's UTF-8 bytes (a byte-level
+    token holds at least one byte of text) and ``WINDOW_SLACK``; 0: nothing to look for (no
+    mark, and no end id the decoder does not stop at itself)."""
+    if rule is None or not (_marks(rule) or set(rule.ends) - {eos_id}):
+        return 0
+    return WINDOW_SLACK + max((len(s.encode("utf-8")) for s in _marks(rule)), default=0)
+
+
 class StopRows:
     """``stop(view, active) -> (B,) bool``: the rows of a run's (B, G) view (``mask_id``
     where nothing is committed) whose committed prefix's text is sure to be cut at a stop
@@ -138,12 +147,7 @@ class StopRows:
         self.decode, self.rows, self.mask_id = decode, list(rows), mask_id
         self._seen = [0] * len(self.rows)  # per row: the prefix length last looked at
         self._ended = [False] * len(self.rows)  # per row: found sure to be cut (for good)
-        # per row: the window's span in tokens, the longest mark's UTF-8 bytes (a byte-level
-        # token holds at least one byte of text) and the slack; 0: nothing to look for (no
-        # mark, and no end id the decoder does not stop at itself)
-        self._width = [0 if r is None or not (_marks(r) or set(r.ends) - {eos_id})
-                       else WINDOW_SLACK + max((len(s.encode("utf-8")) for s in _marks(r)),
-                                               default=0) for r in self.rows]
+        self._width = [_window(r, eos_id) for r in self.rows]  # per row: its window's span
 
     def __bool__(self) -> bool:  # (a chat reply ends at its template's turn marker too)
         return any(self._width)

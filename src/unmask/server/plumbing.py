@@ -283,6 +283,13 @@ which of their objects do (``refuse_repeated_keys``): a form's every object, a s
 the library reads them (not inside an annotation), a gap mapping's own keys."""
 
 
+def _walk(node: Any, keys: tuple[str, ...]) -> Any:
+    """``node[keys[0]][keys[1]]...``, None where a step is no object or lacks its key."""
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
 def refuse_repeated_keys(body: bytes, req: DiffusionOptions) -> None:
     """A 400 naming the field where a form, a schema or a gap mapping (``UNIQUE_KEYS``) that
     ``req`` sent as a JSON object gives a key twice in one object, as the same JSON sent as
@@ -300,18 +307,15 @@ def refuse_repeated_keys(body: bytes, req: DiffusionOptions) -> None:
     names = {f.alias or k: k for k, f in type(req).model_fields.items()}
     text = None
     for path, kind in UNIQUE_KEYS:
-        node: Any = getattr(req, names[path[0]], None) if path[0] in names else None
-        for key in path[1:]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if not isinstance(node, (dict, list)):
+        sent = getattr(req, names[path[0]], None) if path[0] in names else None
+        if not isinstance(_walk(sent, path[1:]), (dict, list)):
             continue
         if text is None:
             text = body.decode(json.detect_encoding(body), "surrogatepass")
 
         def read(doc: Any, path: tuple[str, ...] = path, kind: str = kind) -> Any:
-            for key in path:
-                doc = doc.get(key) if isinstance(doc, dict) else None
-            return readers[kind](doc) if isinstance(doc, (dict, list)) else ()
+            node = _walk(doc, path)
+            return readers[kind](node) if isinstance(node, (dict, list)) else ()
 
         try:
             load_json(text, ".".join(path), read=read, within=" of the request body")

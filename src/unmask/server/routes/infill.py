@@ -323,14 +323,15 @@ def router(state: ServerState) -> APIRouter:
         def run(on_step: StepCallback) -> Any:  # worker thread: regexes compile here
             segments = constrained(req, parsed)
             # the checkpoint's own way, as `unmask infill`: masked, embed-diffusion, AR-FIM
-            try:
-                if isinstance(config, dict):  # embed-diffusion: the options as sent
-                    return api.infill(state.loaded, segments, config=config, options=options,
-                                      step_callback=on_step,
-                                      max_repair_calls=repair_calls(state, config)).detail
-                return with_default_steps(state, req, config, lambda cfg: api.infill(
-                    state.loaded, segments, config=cfg, options=options,
-                    step_callback=on_step, max_repair_calls=repair_calls(state, cfg)).detail)
+            def fill(cfg: Any) -> Any:
+                return api.infill(state.loaded, segments, config=cfg, options=options,
+                                  step_callback=on_step,
+                                  max_repair_calls=repair_calls(state, cfg)).detail
+
+            try:  # embed-diffusion, sedd: the options as sent (a dict)
+                if isinstance(config, dict):
+                    return fill(config)
+                return with_default_steps(state, req, config, fill)
             except SearchLimitError as e:  # the operator sets the limit, not the client
                 raise UserError(e.message(raise_hint=False, spell=lambda f: (
                     "the server's --max-search-calls" if f == "max_search_calls" else f))) from None
@@ -477,10 +478,9 @@ def router(state: ServerState) -> APIRouter:
                     "gaps": [{"name": name, "text": text, "start": start,
                               "end": start + len(text), "value": res.value}],
                     "nfe": res.nfe, "repaired": res.repaired,
-                    "length_mode": None, "candidates": [],  # the constraint sets the length
-                    "seed": config.seed}
+                    "length_mode": None, "candidates": []}  # the constraint sets the length
 
-        return run, body, guided["source"]
+        return run, seeded(body, config.seed), guided["source"]
 
     @r.post("/v1/forms")
     async def forms(req: FormRequest, request: Request) -> Response:
