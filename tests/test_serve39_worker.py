@@ -17,8 +17,8 @@ from unmask.config import SampleConfig
 from unmask.sampling.protocol import DecoderRun
 from unmask.server.batching import Cancelled, Job, StepSink
 from unmask.server.engine import make_engine
+from unmask.server.limits import ServerLimits
 from unmask.server.metrics import Metrics
-from unmask.server.state import ServerLimits
 
 
 def test_a_request_cancelled_as_its_first_slice_is_handed_out_leaves_the_worker_alive():

@@ -51,7 +51,7 @@ FORMER_DEFAULTS: dict[str, Any] = {"draft_block": 8}
 given to an objective the option does not apply to. Every ``train_config.json`` written
 before 2026-12-07, of any objective, holds ``draft_block: 8`` (now None: an ``--init``
 hybrid's own block), and a resume or a ``--config`` of it was to be refused as giving it;
-``unmask.train.load_train_config`` reads it there as unset."""
+``unmask.train_guards.load_train_config`` reads it there as unset."""
 
 
 def unshift(logits: Tensor, config: ModelConfig) -> Tensor:
