@@ -1012,28 +1012,35 @@ class Generation:
 
     @property
     def n_tokens(self) -> int:
-        """The ids decoded: each row's up to and including the first id that ends it (EOS,
+        """The ids returned: each row's up to and including the first id that ends it (EOS,
         or a chat template's end of turn; all of a row without one), for every decoder
         alike, so the padding a causal decoder writes after EOS, or the EOS a diffusion
         decoder fills the rest of the canvas with, is not counted. With ``stop`` or a chat
         template, a row cut at a stop sequence or a turn marker counts through its last
         token (``row_tokens``, the server's count), the same whether or not the run stopped
-        there. A row that copies another's text (``copies``) was not decoded and does not
-        count: ``--n 3`` of a greedy run said 3 times the tokens, and 3 times the tokens/s,
-        of the one row it decoded."""
+        there. Every row counts, a copy too (``copies``): the server's ``completion_tokens``
+        for the same request. What the run decoded is ``decoded_tokens``."""
+        return sum(self._row_counts())
+
+    @property
+    def decoded_tokens(self) -> int:
+        """``n_tokens`` less the rows that took an identical row's text without being
+        decoded (``copies``): the work the model did, which ``tokens_per_s`` counts (``--n 3``
+        of a greedy run decodes one row; counting its copies said 3 times its throughput)."""
+        return sum(c for k, c in enumerate(self._row_counts()) if k not in self.copies)
+
+    def _row_counts(self) -> list[int]:
+        """Each row's count of ``n_tokens``."""
         if self.row_tokens is not None:
-            counts = self.row_tokens
-        else:
-            eos = getattr(self.result, "eos_id", None)
-            ends = self.ends or frozenset({eos} if eos is not None else ())
-            counts = [next((k + 1 for k, i in enumerate(r) if i in ends), len(r))
-                      for r in self.ids]
-        return sum(c for k, c in enumerate(counts) if k not in self.copies)
+            return list(self.row_tokens)
+        eos = getattr(self.result, "eos_id", None)
+        ends = self.ends or frozenset({eos} if eos is not None else ())
+        return [next((k + 1 for k, i in enumerate(r) if i in ends), len(r)) for r in self.ids]
 
     @property
     def tokens_per_s(self) -> float:
-        """``n_tokens`` over ``seconds``."""
-        n = self.n_tokens
+        """``decoded_tokens`` over ``seconds``."""
+        n = self.decoded_tokens
         return n / self.seconds if self.seconds > 0 else float("inf")
 
 
