@@ -45,6 +45,12 @@ PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 """Training precisions (``unmask.parallel.resolve_precision``)."""
 PARALLEL_MODES: tuple[str, ...] = get_args(ParallelMode)
 PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
+OBJECTIVE_NAMES: tuple[str, ...] = ("mdlm", "sft", "ar", "bd3lm", "sedd", "embed-diffusion",
+                                    "latent-ae", "latent-diffusion", "hybrid", "distill")
+"""The built-in training objectives (``unmask.objectives.OBJECTIVES``, which registers exactly
+these: tests/test_apiaudit_registry_names.py), the names ``unmask train --objective`` checks
+without importing torch (the registry lives in torch modules: reading it while the flags
+were parsed loaded torch before any early check). A new ``unmask`` process knows only these."""
 ROUTERS: tuple[str, ...] = ("softmax", "sigmoid")
 """Values of ``ModelConfig.router``."""
 BLOCK_ALIGNS: tuple[str, ...] = ("pad", "absolute")
