@@ -27,6 +27,25 @@ def test_a_misspelt_sampling_option_names_the_nearest_field():
     check_option_names(["gen_length", "seed"])  # the fields themselves: nothing said
 
 
+def test_a_config_key_that_is_an_argument_or_another_apis_length_says_where_it_goes():
+    """``config={"stop": ["\\n"]}`` or ``{"n": 3}``: arguments of ``generate``, the likeliest
+    thing to put in a config, said only "unknown sampling option 'stop'"; ``max_tokens``, the
+    server's (OpenAI's) name of ``gen_length``, got no guess either."""
+    from unmask.api import check_option_names
+
+    with pytest.raises(UserError) as e:
+        check_option_names({"stop": ["\n"]})
+    assert str(e.value) == ("unknown sampling option 'stop'; stop= is an argument of generate "
+                            "and chat, not a config option (the fields of SampleConfig)")
+    with pytest.raises(UserError, match=r"^unknown sampling option 'n'; n= is an argument of "
+                                        r"generate, not a config option"):
+        check_option_names({"n": 3, "seed": 1})
+    for name in ("max_tokens", "max_new_tokens", "Max_Tokens"):
+        with pytest.raises(UserError, match=rf"^unknown sampling option '{name}'; did you mean "
+                                            r"gen_length\? \(the fields"):
+            check_option_names([name])
+
+
 def test_an_option_key_that_is_no_text_is_one_line():
     """A mapping with a key that is not a text beside one that is (``{1: 2, "x": 3}``) was a
     ``TypeError`` traceback from sorting the unknown names; now the usual one line."""

@@ -426,17 +426,29 @@ def _task_config(config: SampleConfig | Mapping[str, Any] | None) -> SampleConfi
 def check_option_names(given: Iterable[str]) -> None:
     """A ``UserError`` naming the first of ``given`` that is not a ``SampleConfig`` field (a
     sampling option's name misspelt), with the field it is closest to (``gen_lenght``:
-    ``gen_length``, as the command line names a misspelt flag), before anything loads or
-    runs."""
+    ``gen_length``, as the command line names a misspelt flag; ``max_tokens``, the server's
+    and other libraries' name, ``MAX_TOKEN_KEYS``: ``gen_length``), or, for ``stop`` and
+    ``n``, the function that takes it as an argument, before anything loads or runs."""
+    from unmask.config import MAX_TOKEN_KEYS
     from unmask.names import closest
 
     names = [f.name for f in dataclasses.fields(SampleConfig)]
     unknown = sorted(set(given) - set(names), key=str)  # (a key of another type: said too)
-    if unknown:
-        near = closest(unknown[0], names) if isinstance(unknown[0], str) else None
+    if not unknown:
+        return
+    word = unknown[0]
+    if word in _ARGUMENTS:
+        hint = f"; {word}= is an argument of {_ARGUMENTS[word]}, not a config option"
+    else:
+        near = None if not isinstance(word, str) else (
+            "gen_length" if word.casefold() in MAX_TOKEN_KEYS else closest(word, names))
         hint = f"; did you mean {near}?" if near else ""
-        raise UserError(f"unknown sampling option {unknown[0]!r}{hint} (the fields of "
-                        "SampleConfig)")
+    raise UserError(f"unknown sampling option {word!r}{hint} (the fields of SampleConfig)")
+
+
+_ARGUMENTS = {"stop": "generate and chat", "n": "generate"}
+"""What a config is likeliest to be given that is no sampling option but a keyword argument
+of the functions (``generate(..., stop=["\\n"], n=3)``), and the functions that take it."""
 
 
 def load_drafter(path: str | Path, *, device: str, dtype: str = "auto") -> Loaded:

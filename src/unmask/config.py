@@ -1014,6 +1014,11 @@ def check_parameter(name: str, value: float) -> float:
     return float(value)
 
 
+MAX_TOKEN_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens")
+"""Other libraries' names for the token budget that is ``SampleConfig.gen_length``: lm-eval
+reads a ``generate_until`` request's under these, in this order (where a request gives
+several, the first wins; ``unmask.lm_eval``), and a sampling option given under one is told
+``gen_length`` (``unmask.api.check_option_names``)."""
 SEDD_SAMPLERS: tuple[str, ...] = ("analytic", "euler")
 """Values of ``SampleConfig.sedd_sampler``."""
 PROMPT_MASKS: tuple[str, ...] = ("fill", "reference")
