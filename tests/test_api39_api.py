@@ -1,5 +1,8 @@
-"""Session 39 (api): the Python API's refusals of a misspelt sampling option, the prompt
-file's lines (`text_lines`), and the count of the tokens a run returns and those it decodes."""
+"""Session 39 (api, apimend): the Python API's refusal of a config key that is no sampling
+option (a misspelt field, ``max_tokens``, an argument of ``generate``, a key that is no
+text), ``generate --prompt-file``'s lines (``files.text_lines``), and the tokens a run
+returns (``n_tokens``, the server's usage) beside those it decodes (``decoded_tokens``,
+which tokens/s counts)."""
 
 from __future__ import annotations
 
