@@ -111,6 +111,26 @@ def test_identical_greedy_rows_are_counted_decoded_once_and_returned_each():
     assert sampled.decoded_tokens == sampled.n_tokens
 
 
+def test_n_tokens_is_the_servers_completion_tokens_for_the_same_request():
+    """CLI = API = server: the server counts each choice (as OpenAI does), and so does
+    ``n_tokens``; a greedy ``n=3`` of one prompt, where ``decoded_tokens`` is a third."""
+    from fastapi.testclient import TestClient
+    from server_helpers import loaded, random_transformer
+
+    from unmask import api
+    from unmask.server import create_app
+
+    m = loaded(random_transformer(0))
+    with TestClient(create_app(m, access_log=False)) as c:
+        r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 8, "n": 3,
+                                            "temperature": 0, "steps": 8})
+    assert r.status_code == 200, r.text
+    out = api.generate(m, "ab", config={"gen_length": 8, "steps": 8}, n=3)
+    assert [ch["text"] for ch in r.json()["choices"]] == out.texts
+    assert r.json()["usage"]["completion_tokens"] == out.n_tokens
+    assert out.n_tokens == 3 * out.decoded_tokens
+
+
 def test_generate_says_the_tokens_returned_and_those_decoded(tmp_path, capsys):
     """``unmask generate --n 3`` of a greedy run: ``--json``'s ``n_tokens`` counts every text
     (the server's usage), ``decoded_tokens`` the one row decoded, and the summary line says
