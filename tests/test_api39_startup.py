@@ -28,6 +28,16 @@ CASES = [
     (["train"], "unmask train: error: no dataset given (--data DIR from `unmask prepare`)"),
     (["train", "--data", MISSING_DATA, "--out", f"{NOWHERE}/run"],
      f"unmask train: error: {MISSING_DATA}: no such folder; run `unmask prepare` first"),
+    # --objective: its names were read from the registry while the flags were parsed, which
+    # imported torch before any check (most documented train commands give it)
+    (["train", "--data", MISSING_DATA, "--out", f"{NOWHERE}/run", "--objective", "ar"],
+     f"unmask train: error: {MISSING_DATA}: no such folder; run `unmask prepare` first"),
+    (["train", "--data", MISSING_DATA, "--out", f"{NOWHERE}/run", "--objective", "Hybrid",
+      "--lr", "-1"], "unmask train: error: --lr=-1.0 must be in [0, inf)"),
+    (["train", "--data", MISSING_DATA, "--objective", "nope"],
+     "unmask train: error: argument --objective: unknown objective 'nope' (choose from ar, "
+     "bd3lm, distill, embed-diffusion, hybrid, latent-ae, latent-diffusion, mdlm, sedd, sft) "
+     "(see: unmask train --help)"),
     (["train", "--data", MISSING_DATA, "--lr", "-1"],
      "unmask train: error: --lr=-1.0 must be in [0, inf)"),
     (["train", "--data", MISSING_DATA, "--seq-len", "0"],

@@ -59,6 +59,7 @@ def test_an_unknown_policy_is_refused_with_the_registrys_names_without_torch():
     ("unmask.sampling.policies", "REMASKING", "REMASKING_NAMES"),
     ("unmask.sampling.policies", "CONFIDENCES", "CONFIDENCE_NAMES"),
     ("unmask.sampling.cache", "CACHES", "CACHE_NAMES"),
+    ("unmask.objectives", "OBJECTIVES", "OBJECTIVE_NAMES"),  # train --objective
 ])
 def test_the_torch_free_names_are_the_registrys(module, registry, names):
     """Each tuple of ``unmask.config`` names exactly the built-in entries of its registry (a

@@ -428,17 +428,29 @@ def _task_config(config: SampleConfig | Mapping[str, Any] | None) -> SampleConfi
 def check_option_names(given: Iterable[str]) -> None:
     """A ``UserError`` naming the first of ``given`` that is not a ``SampleConfig`` field (a
     sampling option's name misspelt), with the field it is closest to (``gen_lenght``:
-    ``gen_length``, as the command line names a misspelt flag), before anything loads or
-    runs."""
+    ``gen_length``, as the command line names a misspelt flag; ``max_tokens``, the server's
+    and other libraries' name, ``MAX_TOKEN_KEYS``: ``gen_length``), or, for ``stop`` and
+    ``n``, the function that takes it as an argument, before anything loads or runs."""
+    from unmask.config import MAX_TOKEN_KEYS
     from unmask.names import closest
 
     names = [f.name for f in dataclasses.fields(SampleConfig)]
     unknown = sorted(set(given) - set(names), key=str)  # (a key of another type: said too)
-    if unknown:
-        near = closest(unknown[0], names) if isinstance(unknown[0], str) else None
+    if not unknown:
+        return
+    word = unknown[0]
+    if word in _ARGUMENTS:
+        hint = f"; {word}= is an argument of {_ARGUMENTS[word]}, not a config option"
+    else:
+        near = None if not isinstance(word, str) else (
+            "gen_length" if word.casefold() in MAX_TOKEN_KEYS else closest(word, names))
         hint = f"; did you mean {near}?" if near else ""
-        raise UserError(f"unknown sampling option {unknown[0]!r}{hint} (the fields of "
-                        "SampleConfig)")
+    raise UserError(f"unknown sampling option {word!r}{hint} (the fields of SampleConfig)")
+
+
+_ARGUMENTS = {"stop": "generate and chat", "n": "generate"}
+"""What a config is likeliest to be given that is no sampling option but a keyword argument
+of the functions (``generate(..., stop=["\\n"], n=3)``), and the functions that take it."""
 
 
 def load_drafter(path: str | Path, *, device: str, dtype: str = "auto") -> Loaded:
@@ -1014,28 +1026,35 @@ class Generation:
 
     @property
     def n_tokens(self) -> int:
-        """The ids decoded: each row's up to and including the first id that ends it (EOS,
+        """The ids returned: each row's up to and including the first id that ends it (EOS,
         or a chat template's end of turn; all of a row without one), for every decoder
         alike, so the padding a causal decoder writes after EOS, or the EOS a diffusion
         decoder fills the rest of the canvas with, is not counted. With ``stop`` or a chat
         template, a row cut at a stop sequence or a turn marker counts through its last
         token (``row_tokens``, the server's count), the same whether or not the run stopped
-        there. A row that copies another's text (``copies``) was not decoded and does not
-        count: ``--n 3`` of a greedy run said 3 times the tokens, and 3 times the tokens/s,
-        of the one row it decoded."""
+        there. Every row counts, a copy too (``copies``): the server's ``completion_tokens``
+        for the same request. What the run decoded is ``decoded_tokens``."""
+        return sum(self._row_counts())
+
+    @property
+    def decoded_tokens(self) -> int:
+        """``n_tokens`` less the rows that took an identical row's text without being
+        decoded (``copies``): the work the model did, which ``tokens_per_s`` counts (``--n 3``
+        of a greedy run decodes one row; counting its copies said 3 times its throughput)."""
+        return sum(c for k, c in enumerate(self._row_counts()) if k not in self.copies)
+
+    def _row_counts(self) -> list[int]:
+        """Each row's count of ``n_tokens``."""
         if self.row_tokens is not None:
-            counts = self.row_tokens
-        else:
-            eos = getattr(self.result, "eos_id", None)
-            ends = self.ends or frozenset({eos} if eos is not None else ())
-            counts = [next((k + 1 for k, i in enumerate(r) if i in ends), len(r))
-                      for r in self.ids]
-        return sum(c for k, c in enumerate(counts) if k not in self.copies)
+            return list(self.row_tokens)
+        eos = getattr(self.result, "eos_id", None)
+        ends = self.ends or frozenset({eos} if eos is not None else ())
+        return [next((k + 1 for k, i in enumerate(r) if i in ends), len(r)) for r in self.ids]
 
     @property
     def tokens_per_s(self) -> float:
-        """``n_tokens`` over ``seconds``."""
-        n = self.n_tokens
+        """``decoded_tokens`` over ``seconds``."""
+        n = self.decoded_tokens
         return n / self.seconds if self.seconds > 0 else float("inf")
 
 

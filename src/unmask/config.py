@@ -45,6 +45,12 @@ PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 """Training precisions (``unmask.parallel.resolve_precision``)."""
 PARALLEL_MODES: tuple[str, ...] = get_args(ParallelMode)
 PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
+OBJECTIVE_NAMES: tuple[str, ...] = ("mdlm", "sft", "ar", "bd3lm", "sedd", "embed-diffusion",
+                                    "latent-ae", "latent-diffusion", "hybrid", "distill")
+"""The built-in training objectives (``unmask.objectives.OBJECTIVES``, which registers exactly
+these: tests/test_apiaudit_registry_names.py), the names ``unmask train --objective`` checks
+without importing torch (the registry lives in torch modules: reading it while the flags
+were parsed loaded torch before any early check). A new ``unmask`` process knows only these."""
 ROUTERS: tuple[str, ...] = ("softmax", "sigmoid")
 """Values of ``ModelConfig.router``."""
 BLOCK_ALIGNS: tuple[str, ...] = ("pad", "absolute")
@@ -1009,6 +1015,11 @@ def check_parameter(name: str, value: float) -> float:
     return float(value)
 
 
+MAX_TOKEN_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens")
+"""Other libraries' names for the token budget that is ``SampleConfig.gen_length``: lm-eval
+reads a ``generate_until`` request's under these, in this order (where a request gives
+several, the first wins; ``unmask.lm_eval``), and a sampling option given under one is told
+``gen_length`` (``unmask.api.check_option_names``)."""
 SEDD_SAMPLERS: tuple[str, ...] = ("analytic", "euler")
 """Values of ``SampleConfig.sedd_sampler``."""
 PROMPT_MASKS: tuple[str, ...] = ("fill", "reference")

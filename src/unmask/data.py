@@ -210,8 +210,6 @@ def _input_list(inputs: Any) -> list[Any]:
     return [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
 
 
-
-
 def resolve_inputs(
     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
@@ -1539,10 +1537,6 @@ def _check_argument_types(**given: tuple[Any, str]) -> None:
         is_bool = isinstance(value, (bool, np.bool_))
         if (is_bool and bool not in wanted) or not isinstance(value, wanted):
             raise UserError(f"{name} must be {kind}, not {type(value).__name__}")
-
-
-"""Largest BPE vocabulary ``prepare`` trains (published models use up to ~256k): the trainer
-allocates for the whole vocabulary up front, and 5e9 aborted with a 283 GB allocation."""
 
 
 def prepare(

@@ -44,7 +44,7 @@ import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from unmask.config import SampleConfig
+from unmask.config import MAX_TOKEN_KEYS, SampleConfig
 from unmask.errors import UserError
 from unmask.evaluate import (
     DEFAULT_MC_SAMPLES,
@@ -79,11 +79,6 @@ def check_mc_samples(n: Any) -> int:
     ``unmask.flag_checks.MAX_MC_SAMPLES``, else a one-line ``UserError`` (10**11 was torch's
     allocation traceback at the first log-likelihood, after the rest of the report ran)."""
     return check_mc_samples_count(_at_least("mc_samples", n, 1))
-
-
-MAX_TOKEN_KEYS = ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens")
-"""The names lm-eval takes for a ``generate_until`` request's token budget, in the order
-it reads them (where a request gives several, the first wins)."""
 
 
 def gen_options(gen_kwargs: dict[str, Any]) -> tuple[int, float]:

@@ -102,8 +102,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_draft_flag(p)
     add_sample_flags(p)
     add_json_flag(p, what="per prompt and choice: text and tokens; plus nfe, steps, seconds, "
-                          "n_tokens, tokens_per_s, dtype, and config: the options that ran, its "
-                          "seed included")
+                          "n_tokens (every text's), decoded_tokens (identical texts of a run "
+                          "that draws nothing decoded once), tokens_per_s (of those decoded), "
+                          "dtype, and config: the options that ran, its seed included")
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)
@@ -228,8 +229,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if live is not None:
             live.close(clear=True)
-    # the ids decoded, each row's through its EOS or stop (api.Generation.n_tokens)
-    n_tokens, tokens_per_s = out.n_tokens, out.tokens_per_s
+    # the ids returned, each row's through its EOS or stop (api.Generation.n_tokens, the
+    # server's usage), and those decoded: an identical greedy row is decoded once
+    n_tokens, decoded, tokens_per_s = out.n_tokens, out.decoded_tokens, out.tokens_per_s
 
     if args.json:
         result: dict[str, Any] = {
@@ -244,7 +246,8 @@ def run(args: argparse.Namespace) -> int:
             "nfe": out.nfe,
             "steps": out.steps,
             "seconds": round(out.seconds, 4),
-            "n_tokens": n_tokens,  # what tokens_per_s counts: each row's through EOS or stop
+            "n_tokens": n_tokens,  # each row's through EOS or stop: the server's usage
+            "decoded_tokens": decoded,  # less the copies of identical rows: tokens_per_s's
             "tokens_per_s": round(tokens_per_s, 2),
             "dtype": api.weights_dtype(loaded),
             "config": dataclasses.asdict(out.config),  # the options that ran (seeded above)
@@ -270,8 +273,9 @@ def run(args: argparse.Namespace) -> int:
             ("policy", config.policy, "llada"), ("cache", config.cache, "none"))
             if value != default)  # fmt: skip
         how += f", {per_step:.2f} tokens/step"
+    once = f" ({decoded} decoded: identical texts decoded once)" if decoded != n_tokens else ""
     print(
-        f"{plural(n_tokens, 'token')}, {plural(out.steps, 'step')}, {out.nfe} NFE in "
+        f"{plural(n_tokens, 'token')}{once}, {plural(out.steps, 'step')}, {out.nfe} NFE in "
         f"{out.seconds:.2f} s ({tokens_per_s:.1f} tokens/s, {how}"
         + (f", {dtype})" if (dtype := api.weights_dtype(loaded)) else ")"),
         file=sys.stderr,

@@ -16,7 +16,13 @@ from unmask.commands import (
     dataclass_from_args,
     given_fields,
 )
-from unmask.config import MODEL_PRESETS, PARALLEL_MODES, PRECISIONS, TrainConfig
+from unmask.config import (
+    MODEL_PRESETS,
+    OBJECTIVE_NAMES,
+    PARALLEL_MODES,
+    PRECISIONS,
+    TrainConfig,
+)
 from unmask.errors import UserError
 from unmask.train_guards import EXIT_CODES, resumed_config, run_above
 
@@ -49,9 +55,12 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def _objectives() -> list[str]:
-    from unmask.objectives import OBJECTIVES
+    """``--objective``'s names, read when the flag is given, without importing torch: the
+    registry once imported (a program that registered its own, then parsed), else
+    ``OBJECTIVE_NAMES`` (``registered_names``)."""
+    from unmask.commands.sample_options import registered_names
 
-    return list(OBJECTIVES)
+    return registered_names("unmask.objectives", "OBJECTIVES", OBJECTIVE_NAMES)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

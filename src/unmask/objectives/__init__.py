@@ -33,7 +33,8 @@ changes, and the decoder that samples the result.
   model of the teacher's objective and is sampled by its decoder (``unmask distill``).
 
 Adding an objective: a module with its loss and one ``register_objective(ObjectiveSpec(...))``,
-imported below.
+imported below, and its name in ``unmask.config.OBJECTIVE_NAMES`` (the names ``unmask train
+--objective`` takes without importing torch; a test compares the two).
 """
 
 from __future__ import annotations
