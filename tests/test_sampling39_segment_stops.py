@@ -26,11 +26,12 @@ CONTEXT = 32
 EOS = TOK.special_ids()["eos_id"]
 
 
-def tiny(attention: str = "bidirectional", **extra) -> Loaded:
+def tiny(attention: str = "bidirectional", dtype: torch.dtype = torch.float64,
+         **extra) -> Loaded:
     cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=CONTEXT,
                        attention=attention, init_std=0.3, **TOK.special_ids(), **extra)
     torch.manual_seed(0)
-    m = Transformer(cfg).double().eval()
+    m = Transformer(cfg).to(dtype).eval()
     return Loaded(model=m, tokenizer=TOK, config=m.config, path=Path("runs/x"))
 
 
@@ -131,6 +132,28 @@ def test_rows_of_one_shared_generator_stop_only_together():
         n = tokens_ended(TOK, ids_full, rule)
         assert n < 16 and ids_early[:n] == ids_full[:n]
     assert early.nfe < full.nfe == 48 and len(early.segments) == 1
+
+
+@pytest.mark.parametrize("seeds", [None, [1, 2, 3]])
+def test_in_bfloat16_a_stopped_row_stays_in_the_later_segments(seeds):
+    """In bfloat16 a row's logits depend on its batch (its size, the left padding the longest
+    row sets): a row leaving the later segments at its stop would change the other rows'
+    text. So the segments' batches stay whole until every row has ended; in float64 the
+    stopped row leaves them."""
+    config = SampleConfig(gen_length=48, steps=48, segment_length=16, decoder="ar",
+                          forbid_eos=True, temperature=0.0 if seeds is None else 0.9)
+    rows = [TOK.encode(p) for p in ["hello there", "ab", "xyz"]]
+    sizes = {}
+    for dtype in (torch.bfloat16, torch.float64):
+        ld = tiny("causal", dtype=dtype, objective="ar")
+        full = api.start(ld, rows, config, seeds=seeds).run()
+        texts = full.texts(TOK)
+        rule = TextEnd((stop_from(texts[0], 2, tuple(texts[1:])),), frozenset({EOS}))
+        assert tokens_ended(TOK, full.gen_ids[0], rule) <= 16  # row 0 stops in segment 0
+        early = api.start(ld, rows, config, seeds=seeds, stop=[rule, None, None]).run()
+        assert early.gen_ids[1:] == full.gen_ids[1:]
+        sizes[dtype] = [p.tokens.shape[0] for p in early.segments]
+    assert sizes == {torch.bfloat16: [3, 3, 3], torch.float64: [3, 2, 2]}
 
 
 def test_the_server_stops_a_segmented_completion_at_its_stop():

@@ -26,10 +26,12 @@ window that moves), and positions restart at 0, as in training.
 - A stop sequence ends the work too (``stop``: ``unmask.sampling.stops.StopRows`` over the
   whole rows, so a stop that spans two segments is found): a row whose text is sure to be
   cut at one ends as after EOS, inside a segment (its decoder's ``stopped_rows``) and at a
-  segment's end, with the same text. Where a row leaving the batch could move the other
-  rows' draws (one generator shared by rows that draw: ``shared_draws`` and no ``seeds``),
-  the rows stop only all together: a segment's rows once every one's committed text is
-  sure to end (EOS or a stop), the run once every row's has.
+  segment's end, with the same text. Unless a row leaving the batch moves no other row
+  (``stop_apart``: the weights decode in float32 or float64, and the rows draw from a
+  generator each or draw nothing; else it moves the draws of one shared generator, or the
+  rounding of a batch in bfloat16, whose size and left padding change), the rows stop only
+  all together: a segment's rows once every one's committed text is sure to end (EOS or a
+  stop), the run once every row's has.
 - A ``[MASK]`` in a prompt is refused: a window that moves past it would leave it unfilled.
 
 The text after the first window no longer sees the start of the prompt: that is the trade
@@ -200,9 +202,10 @@ class SegmentedRun(DecoderRun):
 
     ``seeds``: one per row (a decoder with ``row_seeds``; ``start_segment`` then takes them):
     row i's segments are seeded as the row's alone under ``seed = seeds[i]``.
-    ``shared_draws``: whether the segments draw random numbers from one generator shared by
-    the rows (``unmask.api.draws_noise`` without ``seeds``): a row whose text a stop sequence
-    ends then stays in the batch until every row's has (module docstring).
+    ``stop_apart``: whether a row whose text a stop sequence ends may leave the later
+    segments alone, the others' text unmoved (``unmask.api.start``: float32 or float64
+    weights, and a generator a row or no draws); else it stays in the batch until every
+    row's text has ended (module docstring).
 
     Follows the protocol of its segments: ``advance`` steps the current one, and where the
     segments share forward passes (``llada`` without a cache, say) ``step_together`` batches
@@ -224,7 +227,7 @@ class SegmentedRun(DecoderRun):
         uses_steps: bool = True,
         on_view: ViewCallback | None = None,
         seeds: Sequence[int] | None = None,
-        shared_draws: bool = True,
+        stop_apart: bool = False,
     ) -> None:
         rows = as_rows(prompt_ids)
         if seeds is not None and len(seeds) != len(rows):
@@ -244,8 +247,7 @@ class SegmentedRun(DecoderRun):
         )
         self.on_view = on_view
         self.seeds = None if seeds is None else list(seeds)
-        # a row may leave the batch at its stop without moving the others' draws
-        self._alone = seeds is not None or not shared_draws
+        self._stop_apart = stop_apart  # a row may leave the batch at its stop, the others unmoved
         self._stop: Callable[[Tensor, Tensor], Tensor] | None = None
         self._start_segment = start_segment
         self._k = self._offset = 0
@@ -316,16 +318,16 @@ class SegmentedRun(DecoderRun):
 
     def _segment_stop(self, view: Tensor, active: Tensor) -> Tensor:
         """The current segment's ``stop``: its rows (``active`` (b,) of its (b, length)
-        ``view``) whose whole text, earlier segments included, a stop is sure to cut. Under
-        shared draws, none until every row of the segment is over (a stop sure, or EOS in its
-        committed prefix): a row the segment finished alone would leave the later segments
-        and move the other rows' draws; once all are over, every text is settled."""
+        ``view``) whose whole text, earlier segments included, a stop is sure to cut. Unless
+        ``stop_apart``, none until every row of the segment is over (a stop sure, or EOS in
+        its committed prefix): a row the segment finished alone would leave the later
+        segments and move the other rows' text; once all are over, every text is settled."""
         assert self.gen is not None
         end = self._offset + view.shape[1]
         upto = self.gen[:, :end].clone()  # (B, end): the earlier segments and this one
         upto[self._index, self._offset : end] = view.to(upto.device)
         out = self._stopped(upto, active)
-        if self._alone or not bool(out.any()):
+        if self._stop_apart or not bool(out.any()):
             return out
         first = committed_lengths(view, self.mask_id)  # (b,)
         prefix = torch.arange(view.shape[1], device=view.device) < first[:, None]  # (b, length)
@@ -360,10 +362,10 @@ class SegmentedRun(DecoderRun):
             self.gen[self._index, span] = self.pad_id
             self.gen[self._index, self._offset : self._offset + ids.shape[1]] = ids
             ended = rows_finished(ids, self.eos_id)  # (b,)
-            if self._stop is not None:  # or a stop sequence: under shared draws, every row
+            if self._stop is not None:  # or a stop sequence (not stop_apart: every row)
                 stopped = self._stopped(self.gen[:, : self._offset + length],
                                         torch.ones_like(ended))
-                if self._alone or bool((ended | stopped).all()):
+                if self._stop_apart or bool((ended | stopped).all()):
                     ended = ended | stopped
             ended = ended.tolist()
             for i, e in zip(self._active, ended, strict=True):
