@@ -18,7 +18,7 @@ from unmask.chat import cut_text
 from unmask.config import SampleConfig, model_preset
 from unmask.loaded import Loaded
 from unmask.model import Transformer
-from unmask.sampling.stops import TextEnd, tokens_ended
+from unmask.sampling.stops import StopRows, TextEnd, tokens_ended
 from unmask.tokenizer import byte_tokenizer
 
 TOK = byte_tokenizer()
@@ -154,6 +154,30 @@ def test_in_bfloat16_a_stopped_row_stays_in_the_later_segments(seeds):
         assert early.gen_ids[1:] == full.gen_ids[1:]
         sizes[dtype] = [p.tokens.shape[0] for p in early.segments]
     assert sizes == {torch.bfloat16: [3, 3, 3], torch.float64: [3, 2, 2]}
+
+
+def test_a_stop_rule_of_its_own_sees_the_whole_rows_of_a_segmented_run():
+    """A ``run.stop`` that is not a ``StopRows`` is handed the whole rows so far (the earlier
+    segments and the current one), as a plain run's view: it stops the run as ``StopRows``
+    does."""
+    ld = tiny("causal", objective="ar")
+    config = SampleConfig(gen_length=48, steps=48, segment_length=16, decoder="ar")
+    rows = [TOK.encode("hello"), TOK.encode("ab")]
+    full = api.start(ld, rows, config).run()
+    stops = [TextEnd((stop_from(t, 20),), frozenset({EOS})) for t in full.texts(TOK)]
+    early = api.start(ld, rows, config, stop=stops).run()
+    widths: list[int] = []
+
+    def own(view: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        widths.append(view.shape[1])
+        return rule(view, active)
+
+    run = api.start(ld, rows, config)
+    rule = StopRows(TOK.decode, stops, run.mask_id)  # a fresh one: it keeps what it has read
+    run.stop = own
+    mine = run.run()
+    assert mine.gen_ids == early.gen_ids and mine.nfe == early.nfe < full.nfe
+    assert max(widths) > 16  # the whole rows, past the first segment
 
 
 def test_the_server_stops_a_segmented_completion_at_its_stop():

@@ -24,7 +24,8 @@ window that moves), and positions restart at 0, as in training.
 - A row that writes EOS is finished: later segments leave it out (its columns hold the pad
   id), and the run ends when every row has.
 - A stop sequence ends the work too (``stop``: ``unmask.sampling.stops.StopRows`` over the
-  whole rows, so a stop that spans two segments is found): a row whose text is sure to be
+  whole rows, so a stop that spans two segments is found; each step it reads a row's new
+  tokens only, from the committed lengths, not the text so far): a row whose text is sure to be
   cut at one ends as after EOS, inside a segment (its decoder's ``stopped_rows``) and at a
   segment's end, with the same text. Unless a row leaving the batch moves no other row
   (``stop_apart``: the weights decode in float32 or float64, and the rows draw from a
@@ -62,6 +63,7 @@ from unmask.sampling.protocol import (
     committed_lengths,
     rows_finished,
 )
+from unmask.sampling.stops import StopRows
 
 SegmentStarter = Callable[..., DecoderRun]
 """``start(prompt_rows, config, on_view)``: the decoder's run for one segment, reporting to
@@ -254,6 +256,7 @@ class SegmentedRun(DecoderRun):
         self._done_nfe = self._done_steps = 0
         self._parts: list[GenerateResult] = []
         self._active = list(range(len(rows)))
+        self._committed = [0] * len(rows)  # per row: the committed prefix before _offset
         self._run: DecoderRun | None = None
         self.gen: Tensor | None = None  # (B, G), mask_id where nothing is committed
         self._begin()
@@ -307,14 +310,33 @@ class SegmentedRun(DecoderRun):
         if self._run is not None:
             self._run.stop = None if rule is None else self._segment_stop
 
-    def _stopped(self, upto: Tensor, active: Tensor) -> Tensor:
-        """(b,) bool: of the current segment's rows, those of ``active`` (b,) whose text in
-        ``upto`` (B, <= gen_length: the whole rows through the segment) a stop is sure to
-        cut."""
-        assert self._stop is not None
-        on = torch.zeros(upto.shape[0], dtype=torch.bool, device=upto.device)
-        on[self._index] = active.to(upto.device)
-        return self._stop(upto, on)[self._index].to(active.device)
+    def _stopped(self, view: Tensor, active: Tensor) -> Tensor:
+        """(b,) bool: of the current segment's rows, those of ``active`` (b,) whose whole
+        text (the earlier segments, then ``view`` (b, <= length): this segment's columns) a
+        stop is sure to cut. A ``StopRows`` reads only each row's new tokens (its window; the
+        whole text on a find), from the committed lengths (``_committed``): not the whole
+        text so far each step."""
+        assert self._stop is not None and self.gen is not None
+        off, B = self._offset, self.gen.shape[0]
+        if not isinstance(self._stop, StopRows):  # another rule: the whole rows so far
+            upto = self.gen[:, : off + view.shape[1]].clone()
+            upto[self._index, off:] = view.to(upto.device)
+            on = torch.zeros(B, dtype=torch.bool, device=upto.device)
+            on[self._index] = active.to(upto.device)
+            return self._stop(upto, on)[self._index].to(active.device)
+        host = view.cpu()  # (b, length): one copy to the host, this segment's columns only
+        first = committed_lengths(host, self.mask_id).tolist()
+        lengths, live, at = [0] * B, [False] * B, {}
+        for r, (i, on) in enumerate(zip(self._active, active.tolist(), strict=True)):
+            done = self._committed[i]  # the earlier segments' committed prefix
+            lengths[i], live[i], at[i] = off + first[r] if done == off else done, on, r
+
+        def read(i: int, lo: int, hi: int) -> list[int]:  # row i's ids in columns lo:hi
+            head = self.gen[i, lo : min(hi, off)].tolist() if lo < off else []
+            return head + host[at[i], max(lo - off, 0) : max(hi - off, 0)].tolist()
+
+        out = self._stop.ended(read, lengths, live)
+        return torch.tensor([out[i] for i in self._active], device=active.device)
 
     def _segment_stop(self, view: Tensor, active: Tensor) -> Tensor:
         """The current segment's ``stop``: its rows (``active`` (b,) of its (b, length)
@@ -322,11 +344,7 @@ class SegmentedRun(DecoderRun):
         ``stop_apart``, none until every row of the segment is over (a stop sure, or EOS in
         its committed prefix): a row the segment finished alone would leave the later
         segments and move the other rows' text; once all are over, every text is settled."""
-        assert self.gen is not None
-        end = self._offset + view.shape[1]
-        upto = self.gen[:, :end].clone()  # (B, end): the earlier segments and this one
-        upto[self._index, self._offset : end] = view.to(upto.device)
-        out = self._stopped(upto, active)
+        out = self._stopped(view, active)
         if self._stop_apart or not bool(out.any()):
             return out
         first = committed_lengths(view, self.mask_id)  # (b,)
@@ -363,11 +381,14 @@ class SegmentedRun(DecoderRun):
             self.gen[self._index, self._offset : self._offset + ids.shape[1]] = ids
             ended = rows_finished(ids, self.eos_id)  # (b,)
             if self._stop is not None:  # or a stop sequence (not stop_apart: every row)
-                stopped = self._stopped(self.gen[:, : self._offset + length],
-                                        torch.ones_like(ended))
+                stopped = self._stopped(self.gen[self._index, span], torch.ones_like(ended))
                 if self._stop_apart or bool((ended | stopped).all()):
                     ended = ended | stopped
             ended = ended.tolist()
+            for i, n in zip(self._active, committed_lengths(self.gen[self._index, span],
+                                                            self.mask_id).tolist(), strict=True):
+                if self._committed[i] == self._offset:  # every earlier column is committed
+                    self._committed[i] = self._offset + n
             for i, e in zip(self._active, ended, strict=True):
                 if e:
                     self.gen[i, self._offset + length :] = self.pad_id
