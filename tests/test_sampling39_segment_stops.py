@@ -18,7 +18,7 @@ from unmask.chat import cut_text
 from unmask.config import SampleConfig, model_preset
 from unmask.loaded import Loaded
 from unmask.model import Transformer
-from unmask.sampling.stops import TextEnd, tokens_ended
+from unmask.sampling.stops import StopRows, TextEnd, tokens_ended
 from unmask.tokenizer import byte_tokenizer
 
 TOK = byte_tokenizer()
@@ -26,11 +26,12 @@ CONTEXT = 32
 EOS = TOK.special_ids()["eos_id"]
 
 
-def tiny(attention: str = "bidirectional", **extra) -> Loaded:
+def tiny(attention: str = "bidirectional", dtype: torch.dtype = torch.float64,
+         **extra) -> Loaded:
     cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=CONTEXT,
                        attention=attention, init_std=0.3, **TOK.special_ids(), **extra)
     torch.manual_seed(0)
-    m = Transformer(cfg).double().eval()
+    m = Transformer(cfg).to(dtype).eval()
     return Loaded(model=m, tokenizer=TOK, config=m.config, path=Path("runs/x"))
 
 
@@ -131,6 +132,52 @@ def test_rows_of_one_shared_generator_stop_only_together():
         n = tokens_ended(TOK, ids_full, rule)
         assert n < 16 and ids_early[:n] == ids_full[:n]
     assert early.nfe < full.nfe == 48 and len(early.segments) == 1
+
+
+@pytest.mark.parametrize("seeds", [None, [1, 2, 3]])
+def test_in_bfloat16_a_stopped_row_stays_in_the_later_segments(seeds):
+    """In bfloat16 a row's logits depend on its batch (its size, the left padding the longest
+    row sets): a row leaving the later segments at its stop would change the other rows'
+    text. So the segments' batches stay whole until every row has ended; in float64 the
+    stopped row leaves them."""
+    config = SampleConfig(gen_length=48, steps=48, segment_length=16, decoder="ar",
+                          forbid_eos=True, temperature=0.0 if seeds is None else 0.9)
+    rows = [TOK.encode(p) for p in ["hello there", "ab", "xyz"]]
+    sizes = {}
+    for dtype in (torch.bfloat16, torch.float64):
+        ld = tiny("causal", dtype=dtype, objective="ar")
+        full = api.start(ld, rows, config, seeds=seeds).run()
+        texts = full.texts(TOK)
+        rule = TextEnd((stop_from(texts[0], 2, tuple(texts[1:])),), frozenset({EOS}))
+        assert tokens_ended(TOK, full.gen_ids[0], rule) <= 16  # row 0 stops in segment 0
+        early = api.start(ld, rows, config, seeds=seeds, stop=[rule, None, None]).run()
+        assert early.gen_ids[1:] == full.gen_ids[1:]
+        sizes[dtype] = [p.tokens.shape[0] for p in early.segments]
+    assert sizes == {torch.bfloat16: [3, 3, 3], torch.float64: [3, 2, 2]}
+
+
+def test_a_stop_rule_of_its_own_sees_the_whole_rows_of_a_segmented_run():
+    """A ``run.stop`` that is not a ``StopRows`` is handed the whole rows so far (the earlier
+    segments and the current one), as a plain run's view: it stops the run as ``StopRows``
+    does."""
+    ld = tiny("causal", objective="ar")
+    config = SampleConfig(gen_length=48, steps=48, segment_length=16, decoder="ar")
+    rows = [TOK.encode("hello"), TOK.encode("ab")]
+    full = api.start(ld, rows, config).run()
+    stops = [TextEnd((stop_from(t, 20),), frozenset({EOS})) for t in full.texts(TOK)]
+    early = api.start(ld, rows, config, stop=stops).run()
+    widths: list[int] = []
+
+    def own(view: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        widths.append(view.shape[1])
+        return rule(view, active)
+
+    run = api.start(ld, rows, config)
+    rule = StopRows(TOK.decode, stops, run.mask_id)  # a fresh one: it keeps what it has read
+    run.stop = own
+    mine = run.run()
+    assert mine.gen_ids == early.gen_ids and mine.nfe == early.nfe < full.nfe
+    assert max(widths) > 16  # the whole rows, past the first segment
 
 
 def test_the_server_stops_a_segmented_completion_at_its_stop():

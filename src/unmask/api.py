@@ -172,6 +172,16 @@ def weights_dtype(loaded: Loaded) -> str | None:
     return f"{name} + quantized" if quantized else name
 
 
+def _batch_exact(loaded: Loaded) -> bool:
+    """Whether a row of a batched run writes what it writes in another batch (beside other
+    rows, left-padded otherwise, alone): the weights decode in float32 or float64 (a model
+    without parameters, a stand-in, too). In bfloat16 or float16 (or quantised) a row rounds
+    otherwise in another batch, and near ties then pick other tokens. The one rule of
+    ``seeds_in_one_run`` (seeded rows share a run) and of a segmented run's stops (a row
+    leaves the later segments at its stop: ``start``)."""
+    return weights_dtype(loaded) in (None, "fp32", "float64")
+
+
 def start(
     loaded: Loaded,
     prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor,
@@ -216,7 +226,8 @@ def start(
     ``speculative``, ``hybrid``; the commit loop and ``bd3lm`` at a block boundary) finishes a
     row once its text is sure to be cut at one (``DecoderRun.stop``), and stops once every
     row has ended: the same text, fewer forwards; in segments (``segment_length``) too, where
-    rows that share one generator's draws stop only all together (``SegmentedRun``).
+    the rows stop only all together unless the weights decode in float32 or float64 and the
+    rows draw from a generator each (``seeds``) or draw nothing (``SegmentedRun``).
     """
     from unmask.canvas import as_rows
     from unmask.sampling import Target, choose_decoder
@@ -288,7 +299,10 @@ def start(
             mask_id=facts.mask_id,
             eos_id=facts.eos_id, pad_id=facts.pad_id, on_view=step_callback,
             seeds=None if seeds is None else list(seeds),
-            shared_draws=draws_noise(decoder.name, config),
+            # a row leaves the later segments at its stop only where that moves no other row:
+            # the batch is exact, and the rows draw from a generator each or draw nothing
+            stop_apart=_batch_exact(loaded) and (
+                seeds is not None or not draws_noise(decoder.name, config)),
         )
     run.decoder = decoder.name
     if stop is not None:
@@ -1366,7 +1380,7 @@ def seeds_in_one_run(
         decoder = choose_decoder(facts_of(loaded), config)
     except UserError:
         return False
-    exact = weights_dtype(loaded) in (None, "fp32", "float64")  # None: a stand-in model
+    exact = _batch_exact(loaded)
     if rows is not None:
         return exact and decoder.takes_seeds(config, rows, facts_of(loaded).mask_id)
     return decoder.takes_seeds(config) and exact

@@ -24,12 +24,15 @@ window that moves), and positions restart at 0, as in training.
 - A row that writes EOS is finished: later segments leave it out (its columns hold the pad
   id), and the run ends when every row has.
 - A stop sequence ends the work too (``stop``: ``unmask.sampling.stops.StopRows`` over the
-  whole rows, so a stop that spans two segments is found): a row whose text is sure to be
+  whole rows, so a stop that spans two segments is found; each step it reads a row's new
+  tokens only, from the committed lengths, not the text so far): a row whose text is sure to be
   cut at one ends as after EOS, inside a segment (its decoder's ``stopped_rows``) and at a
-  segment's end, with the same text. Where a row leaving the batch could move the other
-  rows' draws (one generator shared by rows that draw: ``shared_draws`` and no ``seeds``),
-  the rows stop only all together: a segment's rows once every one's committed text is
-  sure to end (EOS or a stop), the run once every row's has.
+  segment's end, with the same text. Unless a row leaving the batch moves no other row
+  (``stop_apart``: the weights decode in float32 or float64, and the rows draw from a
+  generator each or draw nothing; else it moves the draws of one shared generator, or the
+  rounding of a batch in bfloat16, whose size and left padding change), the rows stop only
+  all together: a segment's rows once every one's committed text is sure to end (EOS or a
+  stop), the run once every row's has.
 - A ``[MASK]`` in a prompt is refused: a window that moves past it would leave it unfilled.
 
 The text after the first window no longer sees the start of the prompt: that is the trade
@@ -60,6 +63,7 @@ from unmask.sampling.protocol import (
     committed_lengths,
     rows_finished,
 )
+from unmask.sampling.stops import StopRows
 
 SegmentStarter = Callable[..., DecoderRun]
 """``start(prompt_rows, config, on_view)``: the decoder's run for one segment, reporting to
@@ -200,9 +204,10 @@ class SegmentedRun(DecoderRun):
 
     ``seeds``: one per row (a decoder with ``row_seeds``; ``start_segment`` then takes them):
     row i's segments are seeded as the row's alone under ``seed = seeds[i]``.
-    ``shared_draws``: whether the segments draw random numbers from one generator shared by
-    the rows (``unmask.api.draws_noise`` without ``seeds``): a row whose text a stop sequence
-    ends then stays in the batch until every row's has (module docstring).
+    ``stop_apart``: whether a row whose text a stop sequence ends may leave the later
+    segments alone, the others' text unmoved (``unmask.api.start``: float32 or float64
+    weights, and a generator a row or no draws); else it stays in the batch until every
+    row's text has ended (module docstring).
 
     Follows the protocol of its segments: ``advance`` steps the current one, and where the
     segments share forward passes (``llada`` without a cache, say) ``step_together`` batches
@@ -224,7 +229,7 @@ class SegmentedRun(DecoderRun):
         uses_steps: bool = True,
         on_view: ViewCallback | None = None,
         seeds: Sequence[int] | None = None,
-        shared_draws: bool = True,
+        stop_apart: bool = False,
     ) -> None:
         rows = as_rows(prompt_ids)
         if seeds is not None and len(seeds) != len(rows):
@@ -244,14 +249,14 @@ class SegmentedRun(DecoderRun):
         )
         self.on_view = on_view
         self.seeds = None if seeds is None else list(seeds)
-        # a row may leave the batch at its stop without moving the others' draws
-        self._alone = seeds is not None or not shared_draws
+        self._stop_apart = stop_apart  # a row may leave the batch at its stop, the others unmoved
         self._stop: Callable[[Tensor, Tensor], Tensor] | None = None
         self._start_segment = start_segment
         self._k = self._offset = 0
         self._done_nfe = self._done_steps = 0
         self._parts: list[GenerateResult] = []
         self._active = list(range(len(rows)))
+        self._committed = [0] * len(rows)  # per row: the committed prefix before _offset
         self._run: DecoderRun | None = None
         self.gen: Tensor | None = None  # (B, G), mask_id where nothing is committed
         self._begin()
@@ -305,27 +310,42 @@ class SegmentedRun(DecoderRun):
         if self._run is not None:
             self._run.stop = None if rule is None else self._segment_stop
 
-    def _stopped(self, upto: Tensor, active: Tensor) -> Tensor:
-        """(b,) bool: of the current segment's rows, those of ``active`` (b,) whose text in
-        ``upto`` (B, <= gen_length: the whole rows through the segment) a stop is sure to
-        cut."""
-        assert self._stop is not None
-        on = torch.zeros(upto.shape[0], dtype=torch.bool, device=upto.device)
-        on[self._index] = active.to(upto.device)
-        return self._stop(upto, on)[self._index].to(active.device)
+    def _stopped(self, view: Tensor, active: Tensor) -> Tensor:
+        """(b,) bool: of the current segment's rows, those of ``active`` (b,) whose whole
+        text (the earlier segments, then ``view`` (b, <= length): this segment's columns) a
+        stop is sure to cut. A ``StopRows`` reads only each row's new tokens (its window; the
+        whole text on a find), from the committed lengths (``_committed``): not the whole
+        text so far each step."""
+        assert self._stop is not None and self.gen is not None
+        off, B = self._offset, self.gen.shape[0]
+        if not isinstance(self._stop, StopRows):  # another rule: the whole rows so far
+            upto = self.gen[:, : off + view.shape[1]].clone()
+            upto[self._index, off:] = view.to(upto.device)
+            on = torch.zeros(B, dtype=torch.bool, device=upto.device)
+            on[self._index] = active.to(upto.device)
+            return self._stop(upto, on)[self._index].to(active.device)
+        host = view.cpu()  # (b, length): one copy to the host, this segment's columns only
+        first = committed_lengths(host, self.mask_id).tolist()
+        lengths, live, at = [0] * B, [False] * B, {}
+        for r, (i, on) in enumerate(zip(self._active, active.tolist(), strict=True)):
+            done = self._committed[i]  # the earlier segments' committed prefix
+            lengths[i], live[i], at[i] = off + first[r] if done == off else done, on, r
+
+        def read(i: int, lo: int, hi: int) -> list[int]:  # row i's ids in columns lo:hi
+            head = self.gen[i, lo : min(hi, off)].tolist() if lo < off else []
+            return head + host[at[i], max(lo - off, 0) : max(hi - off, 0)].tolist()
+
+        out = self._stop.ended(read, lengths, live)
+        return torch.tensor([out[i] for i in self._active], device=active.device)
 
     def _segment_stop(self, view: Tensor, active: Tensor) -> Tensor:
         """The current segment's ``stop``: its rows (``active`` (b,) of its (b, length)
-        ``view``) whose whole text, earlier segments included, a stop is sure to cut. Under
-        shared draws, none until every row of the segment is over (a stop sure, or EOS in its
-        committed prefix): a row the segment finished alone would leave the later segments
-        and move the other rows' draws; once all are over, every text is settled."""
-        assert self.gen is not None
-        end = self._offset + view.shape[1]
-        upto = self.gen[:, :end].clone()  # (B, end): the earlier segments and this one
-        upto[self._index, self._offset : end] = view.to(upto.device)
-        out = self._stopped(upto, active)
-        if self._alone or not bool(out.any()):
+        ``view``) whose whole text, earlier segments included, a stop is sure to cut. Unless
+        ``stop_apart``, none until every row of the segment is over (a stop sure, or EOS in
+        its committed prefix): a row the segment finished alone would leave the later
+        segments and move the other rows' text; once all are over, every text is settled."""
+        out = self._stopped(view, active)
+        if self._stop_apart or not bool(out.any()):
             return out
         first = committed_lengths(view, self.mask_id)  # (b,)
         prefix = torch.arange(view.shape[1], device=view.device) < first[:, None]  # (b, length)
@@ -333,9 +353,9 @@ class SegmentedRun(DecoderRun):
                                                 self.eos_id))
 
     def _settled(self, stopped: Tensor, ended: Tensor) -> Tensor:
-        """``stopped`` (b,); under shared draws, none of them until every row is over
+        """``stopped`` (b,); unless ``stop_apart``, none of them until every row is over
         (``stopped``, or ``ended`` by EOS): the rule of ``_segment_stop`` and ``_after``."""
-        if self._alone or bool((stopped | ended).all()):
+        if self._stop_apart or bool((stopped | ended).all()):
             return stopped
         return torch.zeros_like(stopped)
 
@@ -367,10 +387,14 @@ class SegmentedRun(DecoderRun):
             self.gen[self._index, span] = self.pad_id
             self.gen[self._index, self._offset : self._offset + ids.shape[1]] = ids
             ended = rows_finished(ids, self.eos_id)  # (b,)
-            if self._stop is not None:  # or a stop sequence (under shared draws, every row)
-                ended = ended | self._settled(self._stopped(
-                    self.gen[:, : self._offset + length], torch.ones_like(ended)), ended)
+            if self._stop is not None:  # or a stop sequence (not stop_apart: every row)
+                stopped = self._stopped(self.gen[self._index, span], torch.ones_like(ended))
+                ended = ended | self._settled(stopped, ended)
             ended = ended.tolist()
+            for i, n in zip(self._active, committed_lengths(self.gen[self._index, span],
+                                                            self.mask_id).tolist(), strict=True):
+                if self._committed[i] == self._offset:  # every earlier column is committed
+                    self._committed[i] = self._offset + n
             for i, e in zip(self._active, ended, strict=True):
                 if e:
                     self.gen[i, self._offset + length :] = self.pad_id

@@ -161,7 +161,17 @@ class StopRows:
             host = torch.cat([view, flags.to(view.device, view.dtype)[:, None]], dim=1).cpu()
             host, live = host[:, :G], host[:, G].bool().tolist()
         lengths = committed_lengths(host, self.mask_id).tolist()  # (B,)
-        out = [False] * B
+        out = self.ended(lambda i, lo, hi: host[i, lo:hi].tolist(), lengths, live)
+        return torch.tensor(out, dtype=torch.bool, device=view.device)
+
+    def ended(self, read: Callable[[int, int, int], list[int]], lengths: Sequence[int],
+              live: Sequence[bool]) -> list[bool]:
+        """``__call__`` over rows given by their committed prefixes' lengths (``lengths``)
+        and ``read(i, lo, hi)``: row i's ids in columns ``lo:hi`` (``hi <= lengths[i]``),
+        asked only for a grown row's window and, where it holds a stop, the whole prefix (a
+        segmented run's rows: not their whole text each step). ``live``: the rows to look
+        at."""
+        out = [False] * len(lengths)
         for i, (k, on, rule) in enumerate(zip(lengths, live, self.rows, strict=True)):
             if not on or not self._width[i]:  # no stop sequence, turn marker or end id
                 continue
@@ -172,12 +182,12 @@ class StopRows:
                 continue
             lo = max(0, self._seen[i] - self._width[i])
             self._seen[i] = k
-            ids = host[i, lo:k].tolist()
+            ids = read(i, lo, k)
             if any(t in rule.ends for t in ids):  # an id that ends the text (end of turn)
                 self._ended[i] = out[i] = True
             elif any(s in self.decode(ids) for s in _marks(rule)):
-                self._ended[i] = out[i] = self._sure(host[i, :k].tolist(), rule)
-        return torch.tensor(out, dtype=torch.bool, device=view.device)
+                self._ended[i] = out[i] = self._sure(read(i, 0, k), rule)
+        return out
 
     def _sure(self, ids: list[int], rule: TextEnd) -> bool:
         """Whether the text of a row's committed ``ids`` (none of ``rule.ends``) is sure to
