@@ -5,11 +5,13 @@ failed or not."""
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import weakref
 from collections.abc import Callable
 
 import pytest
+import torch
 from server_helpers import Echo, loaded, random_transformer, tiny_config, wait_until
 
 import unmask.server.batching as batching
@@ -193,3 +195,50 @@ def test_a_failed_infill_holds_none_of_its_state():
     finally:
         gc.enable()
         engine.close()
+
+
+def _deep_helper(tokens):
+    return tokens.shape[5]  # an IndexError deep in a model's forward: a bug behind a 500
+
+
+class _Buggy(torch.nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def forward(self, tokens, attention_mask=None):
+        return _deep_helper(tokens)
+
+
+@pytest.mark.parametrize("body", [{"prompt": "x", "max_tokens": 2},
+                                  {"prompt": "x", "max_tokens": 2, "stream": True},
+                                  {"prompt": "x", "max_tokens": 2, "n": 2}])
+def test_a_500_logs_the_worker_traceback_once(body, caplog):
+    """A model bug behind a 500 is logged with the traceback the worker caught (the failing
+    function named), once for a batch whose rows share the error; the request still gets its
+    one-line 500, and the run is freed (the traceback kept as text, no frames)."""
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    with caplog.at_level(logging.ERROR, logger="unmask.server"), TestClient(
+            create_app(loaded(_Buggy(tiny_config()))), raise_server_exceptions=False) as c:
+        r = c.post("/v1/completions", json=body)
+    assert "model execution failed" in r.text
+    failed = [rec.getMessage() for rec in caplog.records
+              if "model execution failed" in rec.getMessage()]
+    assert len(failed) == 1 and "_deep_helper" in failed[0] and "Traceback" in failed[0]
+
+
+def test_a_user_error_logs_no_traceback(caplog):
+    """An infill the request got wrong (a template without a gap) is a 400 with no traceback
+    in the log: only unexpected errors keep theirs."""
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    with caplog.at_level(logging.INFO), TestClient(
+            create_app(loaded(_Buggy(tiny_config())))) as c:
+        r = c.post("/v1/infill", json={"template": "no gaps"})
+    assert r.status_code == 400
+    assert not any("Traceback" in rec.getMessage() for rec in caplog.records)

@@ -59,6 +59,7 @@ import contextlib
 import dataclasses
 import itertools
 import threading
+import traceback
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ from typing import Any, cast
 import torch
 
 from unmask.config import SampleConfig
+from unmask.errors import UserError
 from unmask.model import NonFiniteOutput, nonfinite_error
 from unmask.sampling.protocol import DecoderRun, RowRuns, ViewCallback, step_together
 from unmask.sampling.stops import TextEnd
@@ -296,9 +298,13 @@ def _bare(e: BaseException) -> BaseException:
     the worker's locals until the next request), a traceback holds its frames, each frame its
     caller (``f_back``) and their locals: the failed decoder run, its canvas, KV cache and
     (B, L, V) logits buffer (a CUDA out-of-memory error kept them while the worker idled).
-    Nothing reads them: a failed job is logged and answered by its ``repr``
-    (``plumbing.job_failure``). Once, before ``e`` is in any future: the event loop adds its
-    own frames to it as it raises it."""
+    An unexpected error (a bug, an out-of-memory error) keeps its traceback as text, which
+    holds no frame, for the log's 500 line (``worker_traceback``, ``plumbing.job_failure``).
+    Once, before ``e`` is in any future: the event loop adds its own frames to it as it
+    raises it."""
+    if not isinstance(e, (UserError, Cancelled)):  # a bug, an out-of-memory error: the log's
+        # traceback (``worker_traceback``), as text, which holds no frame
+        e._worker_traceback = "".join(traceback.format_exception(e))  # type: ignore[union-attr]
     todo, seen = [e], set()
     while todo:
         x = todo.pop()
@@ -307,6 +313,12 @@ def _bare(e: BaseException) -> BaseException:
             x.with_traceback(None)
             todo += [c for c in (x.__cause__, x.__context__) if c is not None]
     return e
+
+
+def worker_traceback(e: BaseException) -> str | None:
+    """The traceback of a job's unexpected error as the worker caught it (``_bare``), once:
+    None after the first call (every job of a failed batch holds the same error)."""
+    return e.__dict__.pop("_worker_traceback", None)
 
 
 @dataclass(eq=False)
@@ -748,7 +760,7 @@ class Engine:
             self._handing = bool(joined or whole)
         for job in dropped:
             _resolve(job.future, exc=Cancelled())
-        return [p for p in joined if not p.job.cancelled], whole
+        return joined, whole  # (``_start`` answers a job cancelled since: Engine.cancel did not)
 
     def _take_whole(self) -> list[Job]:
         """The head job and its queued peers of the same ``batch_key`` (caller holds the lock)."""
@@ -855,7 +867,9 @@ class Engine:
                     self._fail(r.job, _bare(e))
                     self._unqueue(r.job)
                     continue
-                if not r.job.cancelled:
+                if r.job.cancelled:  # (its last part off the queue: Engine.cancel did not)
+                    _resolve(r.job.future, exc=Cancelled())
+                else:
                     self._finish(r.part, result, run.steps, rows)
 
     def _unqueue(self, job: Job) -> None:

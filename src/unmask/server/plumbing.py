@@ -37,7 +37,7 @@ from unmask.model import NonFiniteOutput
 from unmask.sampling.cache import check_cache_name
 from unmask.sampling.loop import StepCallback
 from unmask.sampling.policies import make_policy
-from unmask.server.batching import Cancelled, Job, QueueFull, WorkerDown
+from unmask.server.batching import Cancelled, Job, QueueFull, WorkerDown, worker_traceback
 from unmask.server.http import _STATUS_TYPES, _TYPE_TAGS, ACCESS_FIELDS, APIError, JSONResponse
 from unmask.server.schemas import MAX_STOP, DiffusionOptions, _Generation
 from unmask.server.state import ServerState, SlowChecks
@@ -662,7 +662,8 @@ def job_failure(e: BaseException) -> APIError:
         return APIError(499, "request cancelled", code="cancelled")
     if isinstance(e, UserError):
         return user_error(e)
-    log.error("model execution failed: %r", e)
+    tb = worker_traceback(e)
+    log.error("model execution failed: %r%s", e, f"\n{tb.rstrip()}" if tb else "")
     return APIError(500, f"model execution failed ({type(e).__name__})", type="server_error",
                     code="model_error")
 
