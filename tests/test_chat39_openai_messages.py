@@ -32,15 +32,6 @@ def test_api_chat_reads_text_parts_and_developer_messages_as_the_server_does():
     assert got.prompt.startswith("System: Be brief.\nUser: Who was Noah?")
 
 
-def test_the_library_and_the_server_read_a_request_alike():
-    pytest.importorskip("fastapi")
-    from unmask.server.http import chat_messages
-    from unmask.server.schemas import ChatRequest
-
-    request = ChatRequest.model_validate({"messages": OPENAI})
-    assert check_messages(OPENAI) == chat_messages(request.messages) == PLAIN
-
-
 def test_sft_lines_read_text_parts_and_developer_messages(tmp_path):
     path = tmp_path / "pairs.jsonl"
     reply = {"role": "assistant", "content": [{"type": "text", "text": "A builder."}]}

@@ -89,6 +89,4 @@ def test_jinja_text_and_json_holding_jinja_stay_what_they_were(tmp_path):
      f"unmask generate: error: {NOWHERE}/drafter: no such folder"),
 ])
 def test_template_and_drafter_mistakes_are_refused_before_torch_loads(argv, said):
-    out, err = refusal(argv)
-    assert err.strip() == said
-    assert out.split() == ["2", "False"]
+    assert refusal(argv) == said + "\n"

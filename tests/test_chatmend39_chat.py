@@ -24,14 +24,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_chat39_template_files import _pipe
+from test_chat39_template_files import JINJA, _pipe
 
 from unmask.chat import check_messages, template_arg
 from unmask.errors import UserError
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-JINJA = ("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
-         "{% if add_generation_prompt %}assistant:{% endif %}")
 BASE_CONFIG = json.dumps({"bos_token": "<s>", "eos_token": "</s>", "model_max_length": 2048})
 
 

@@ -90,9 +90,7 @@ CASES = [
 def test_a_mistake_that_needs_no_model_is_refused_before_torch_loads(argv, said):
     """The same one line and exit 2 as when the command loaded torch first, and torch not
     imported at the refusal."""
-    out, err = refusal(argv)
-    assert err == said + "\n", err
-    assert out == "2 False\n", (out, err)
+    assert refusal(argv) == said + "\n"
 
 
 def test_a_missing_model_is_the_same_line_from_the_library(tmp_path):

@@ -2101,7 +2101,8 @@ def infill_sample_config(
     option is refused in one line (``sedd_sampler`` and decoder ``sedd`` apply where infill
     runs the ``sedd`` decoder). ``unmask infill --json`` reports
     what this returns."""
-    if infill_decoder(loaded) is not None and (config is None or isinstance(config, Mapping)):
+    own = infill_decoder(loaded)
+    if own is not None and (config is None or isinstance(config, Mapping)):
         given = dict(config or {})
         check_option_names(given)
         out = sample_config(loaded, given)
@@ -2109,7 +2110,7 @@ def infill_sample_config(
             out = dataclasses.replace(out, steps=SampleConfig.steps)
     else:
         out = _task_config(config) or SampleConfig()
-    refuse_generation_only(out, "infill", own=infill_decoder(loaded))
+    refuse_generation_only(out, "infill", own=own)
     return out
 
 

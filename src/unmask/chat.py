@@ -1110,10 +1110,6 @@ def _holds_template(path: Path) -> bool:
     return bool(data.get("chat_template"))
 
 
-_NOTHING_THERE = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
-"""Why a path names nothing to read (``pathlib``'s ``is_file`` says False for these)."""
-
-
 def _json_with_template(text: str) -> bool:
     """Whether ``text``, a template file's, is to be read as a ``tokenizer_config.json`` (one
     read through a pipe, ``<(curl ...)``, or under another name): a JSON object with a
@@ -1147,8 +1143,10 @@ def template_arg(value: str) -> ChatTemplate:
         is_dir = stat.S_ISDIR(path.stat().st_mode)
         is_file = not is_dir
     except OSError as e:
+        from unmask.files import NOTHING_THERE
+
         # Jinja text with a line past the file-name limit raised "File name too long"
-        if e.errno not in (errno.ENAMETOOLONG, *_NOTHING_THERE):  # a file there that cannot
+        if e.errno not in (errno.ENAMETOOLONG, *NOTHING_THERE):  # a file there that cannot
             raise UserError(f"{value}: cannot be read ({e.strerror or e})") from None  # be read
         is_file = is_dir = False  # no file or folder has that name: the text is all there is
     except ValueError:  # a NUL in the text: no path holds one

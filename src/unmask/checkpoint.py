@@ -43,7 +43,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from unmask.errors import UserError
+from unmask.errors import UserError, refuse
 from unmask.files import (  # noqa: F401  (moved there; kept importable)
     asset_path,
     atomic_write_text,
@@ -333,9 +333,7 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if not p.exists() and str(path) in SHIPPED_MODELS:
         p = shipped_model(str(path))
-    missing = missing_model(path)  # (torch-free: the command line checks it first)
-    if missing is not None:
-        raise UserError(missing)
+    refuse(missing_model(path))  # (torch-free: the command line checks it first)
     if not p.is_dir():
         inside = p.parent if (p.parent / "config.json").is_file() else None
         hint = f"; pass the folder that holds it, {inside}" if inside is not None else ""

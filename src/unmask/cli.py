@@ -481,23 +481,18 @@ def _exit_if_abandoned(code: int) -> None:
         os._exit(code)
 
 
-MODEL_GIVEN_AS = "model_given_as"
-"""The ``set_defaults`` key of a command that takes its model otherwise than ``--model``
-(``unmask eval RUN``, ``convert SRC DST``, ``distill --teacher``): how, with ``{model}`` for
-the path typed (``_model_flag_hint``)."""
-
-
 def _model_flag_hint(command: argparse.ArgumentParser, unknown: Sequence[str],
                      words: Sequence[str]) -> str:
-    """Where ``--model`` is among the ``unknown`` flags of ``command`` (one that takes its
-    model otherwise, ``MODEL_GIVEN_AS``): how it takes it, with the path typed after
-    ``--model`` in ``words`` (else ``PATH``). Every other command that runs a model takes
-    ``--model``, so the habit is typed here too; "unrecognized arguments: --model" alone
-    said not where the model goes."""
-    given_as = command.get_default(MODEL_GIVEN_AS)
+    """Where ``--model`` is among the ``unknown`` flags of ``command`` that takes its model
+    otherwise (``unmask eval RUN``, ``convert SRC DST``, ``distill --teacher``: its
+    ``set_defaults`` key ``model_given_as``, with ``{model}`` for the path): how it takes
+    it, with the path typed after ``--model`` in ``words`` (else ``PATH``). Every other
+    command that runs a model takes ``--model``, so the habit is typed here too;
+    "unrecognized arguments: --model" alone said not where the model goes."""
+    given_as = command.get_default("model_given_as")
     if given_as is None or "--model" not in unknown:
         return ""
-    model = "PATH"
+    model = ""
     for i, word in enumerate(words):
         if word.startswith("--model="):
             model = word.split("=", 1)[1] or model
@@ -505,7 +500,7 @@ def _model_flag_hint(command: argparse.ArgumentParser, unknown: Sequence[str],
             model = words[i + 1]
     from shlex import quote
 
-    return "; " + given_as.format(model=quote(model) if model != "PATH" else model)
+    return "; " + given_as.format(model=quote(model) if model else "PATH")
 
 
 def unknown_command(word: str) -> str:

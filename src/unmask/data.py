@@ -49,7 +49,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from unmask.errors import UserError
+from unmask.errors import UserError, refuse
 from unmask.files import (
     LINE_END,
     STDIN_NAME,
@@ -1906,9 +1906,7 @@ def read_index(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
     d = Path(directory)
     path = d / "index.json"
-    missing = missing_dataset(d)
-    if missing is not None:
-        raise UserError(missing)
+    refuse(missing_dataset(d))
     if is_checkpoint(d) and not path.is_file():
         raise UserError(checkpoint_given_for_data(d, flag=""))
     if not d.is_dir() or not path.is_file():

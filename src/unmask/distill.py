@@ -42,7 +42,7 @@ from unmask.config import ModelConfig, SampleConfig, TrainConfig
 from unmask.errors import UserError
 from unmask.files import check_creatable
 from unmask.progress import progress_bar
-from unmask.run_checks import check_out, not_empty
+from unmask.run_checks import NO_OUT, check_out, not_empty
 from unmask.trajectory_settings import (
     TOKENIZER_KEY,
     WHOLE_BATCHES,
@@ -942,7 +942,7 @@ def _distill(
     tcfg = trajectories or TrajectoryConfig()
     base = train_config or DISTILL_DEFAULTS
     if not out:
-        raise UserError("no run directory given (--out)")
+        raise UserError(NO_OUT)
     _check_counts(tcfg)  # before they are compared with --distill-window
     _check_not_trajectories(data)
     run = Path(out)

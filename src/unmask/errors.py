@@ -14,3 +14,12 @@ says it (``f"... more than {CONTEXT_WORDS} {n})"``): the server codes such a 400
 
 class UserError(ValueError):
     """Bad input from the user: a missing file, a bad template, an impossible length."""
+
+
+def refuse(message: str | None) -> None:
+    """Raise ``message`` as a ``UserError``, where there is one: the answer of a torch-free
+    ``missing_*`` check (``unmask.folders.missing_model``, ``unmask.flag_checks``'
+    ``missing_dataset`` and ``missing_input``), which a command's ``check_flags`` and the
+    library both raise."""
+    if message is not None:
+        raise UserError(message)

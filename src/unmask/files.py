@@ -363,7 +363,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # ENOTDIR: under a file; ELOOP: a loop
+NOTHING_THERE = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
+"""Why a path names nothing (``pathlib``'s ``exists`` and ``is_file`` say False for these):
+ENOTDIR, it is under a file; ELOOP, a link loop."""
 
 
 def nearest_present(path: Path) -> Path | None:
@@ -376,7 +378,7 @@ def nearest_present(path: Path) -> Path | None:
         try:
             os.lstat(above)
         except OSError as e:
-            if e.errno not in _ABSENT:
+            if e.errno not in NOTHING_THERE:
                 raise
             continue
         return above

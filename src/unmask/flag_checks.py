@@ -2,7 +2,7 @@
 torch loads (``unmask prepare``, ``train``, ``eval``: a mistyped path or a negative count
 waited for ``import torch``, seconds on a busy machine, to print one line). One rule each,
 used by both: ``unmask.data.prepare`` / ``resolve_inputs`` / ``read_index``,
-``unmask.evaluate`` and ``unmask.lm_eval``, and the commands' ``check_flags``.
+``unmask.lm_eval``, and the commands' ``check_flags``.
 
 - ``check_prepare_numbers``: ``prepare``'s vocabulary size and validation split.
 - ``missing_input``: an input of ``prepare`` that is not there (a shell's pattern named so).

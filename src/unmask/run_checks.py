@@ -94,7 +94,7 @@ def check_context(seq_len: int, max_seq_len: int) -> None:
 
 NO_OUT = "no run directory given (--out)"
 """The refusal of a new run given no ``--out`` (``unmask train``'s, before torch and in
-``unmask.train``)."""
+``unmask.train``; ``unmask.distill``'s)."""
 
 
 def check_out(out: str | os.PathLike[str], *, make: bool = False) -> None:

@@ -160,14 +160,13 @@ def check_model_exists(args: argparse.Namespace) -> None:
     importing torch: a command's ``check_flags`` calls it, so ``unmask.cli`` says it before
     torch loads (it took seconds). A command without ``--model``, or a run of the shipped
     default: nothing."""
-    from unmask.errors import UserError
+    from unmask.errors import refuse
     from unmask.folders import missing_model
 
     for flag in ("model", "draft"):
         given = getattr(args, flag, None)
-        missing = None if given is None else missing_model(given)
-        if missing is not None:
-            raise UserError(missing)
+        if given is not None:
+            refuse(missing_model(given))
 
 
 def check_template_given(args: argparse.Namespace) -> None:

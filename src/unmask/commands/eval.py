@@ -30,7 +30,7 @@ from unmask.commands import (
     model_choice,
 )
 from unmask.commands.generate import add_sample_flags, sample_config_from_args
-from unmask.errors import UserError
+from unmask.errors import UserError, refuse
 from unmask.messages import plural
 
 
@@ -202,10 +202,9 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.gaps is not None and not Path(args.gaps).is_file():  # a folder is named one
         what = "a folder, not a" if Path(args.gaps).is_dir() else "no such"
         raise UserError(f"--gaps {args.gaps}: {what} gap set (a JSONL of prefix/middle/suffix)")
-    missing = missing_model(args.run) or (
-        None if args.data is None else missing_dataset(args.data))
-    if missing is not None:
-        raise UserError(missing)
+    refuse(missing_model(args.run))
+    if args.data is not None:
+        refuse(missing_dataset(args.data))
 
 
 SAMPLES, PROMPT_TOKENS = 8, 8

@@ -81,7 +81,7 @@ def check_flags(args: argparse.Namespace) -> None:
     corpus: ``--vocab-size`` with a tokenizer that brings its own vocabulary, numbers out of
     range (``unmask.flag_checks.check_prepare_numbers``), an input that is not there
     (``missing_input``; ``-`` is standard input)."""
-    from unmask.errors import UserError
+    from unmask.errors import UserError, refuse
     from unmask.flag_checks import check_prepare_numbers, missing_input
 
     if args.vocab_size is not None and args.tokenizer != "bpe":
@@ -90,9 +90,8 @@ def check_flags(args: argparse.Namespace) -> None:
     check_prepare_numbers(tokenizer=args.tokenizer, vocab_size=args.vocab_size,
                           val_fraction=args.val_fraction, min_val_tokens=args.min_val_tokens)
     for item in args.inputs:
-        missing = None if item == "-" else missing_input(item)
-        if missing is not None:
-            raise UserError(missing)
+        if item != "-":
+            refuse(missing_input(item))
 
 
 def run(args: argparse.Namespace) -> int:

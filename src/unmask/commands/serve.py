@@ -40,7 +40,6 @@ from unmask.commands.sample_options import (
 )
 from unmask.config import DECODE_COMPILES, DRAFT_CACHES, PREDRAFTS, InfillOptions
 from unmask.errors import UserError
-from unmask.folders import missing_model
 from unmask.messages import finite, plural, shown_number
 
 if TYPE_CHECKING:
@@ -340,9 +339,6 @@ def check_flags(args: argparse.Namespace) -> None:
 
         check_api_key(api_key)
     check_model_exists(args)  # a --model, then a --draft, that names nothing (as loading says)
-    missing = None if args.draft is None else missing_model(args.draft)
-    if missing is not None:
-        raise UserError(missing)
 
 
 def given_api_key(args: argparse.Namespace) -> str | None:

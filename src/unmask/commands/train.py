@@ -23,7 +23,7 @@ from unmask.config import (
     PRECISIONS,
     TrainConfig,
 )
-from unmask.errors import UserError
+from unmask.errors import UserError, refuse
 from unmask.train_guards import EXIT_CODES, resumed_config, run_above
 
 _SKIP = {"model_overrides", "heldout_data", "heldout_seq_len"}  # the last two: unmask distill
@@ -115,17 +115,14 @@ def check_flags(args: argparse.Namespace) -> None:
         _parse_overrides(args.model_set)
     check_train_numbers(typed)
     check_out(args.out)
-    missing = None if args.init is None or args.resume else missing_model(args.init)
-    if missing is not None:
-        raise UserError(missing)
+    if args.init is not None and not args.resume:
+        refuse(missing_model(args.init))
     if not (args.out or args.config):  # (a --config may name it)
         raise UserError(NO_OUT)
     check_sizes(typed)
     if not (args.resume or args.config) and args.data and not (
             typed.objective in FILE_DATA or args.data.endswith(".safetensors")):
-        missing = missing_dataset(args.data)  # (a file's objectives say it their way)
-        if missing is not None:
-            raise UserError(missing)
+        refuse(missing_dataset(args.data))  # (a file's objectives say it their way)
 
 
 NO_DATA = "no dataset given (--data DIR from `unmask prepare`)"
