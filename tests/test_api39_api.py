@@ -43,7 +43,9 @@ def test_a_config_key_that_is_an_argument_or_another_apis_length_says_where_it_g
     with pytest.raises(UserError, match=r"^unknown sampling option 'n'; n= is an argument of "
                                         r"generate, not a config option"):
         check_option_names({"n": 3, "seed": 1})
-    for name in ("max_tokens", "max_new_tokens", "Max_Tokens"):
+    with pytest.raises(UserError, match=r"^unknown sampling option 'Stop'; stop= is an "):
+        check_option_names({"Stop": ["\n"]})  # any letter case, as max_tokens below
+    for name in ("max_tokens", "max_new_tokens", "Max_Tokens", "max-tokens"):
         with pytest.raises(UserError, match=rf"^unknown sampling option '{name}'; did you mean "
                                             r"gen_length\? \(the fields"):
             check_option_names([name])

@@ -439,6 +439,11 @@ def _task_config(config: SampleConfig | Mapping[str, Any] | None) -> SampleConfi
     return SampleConfig(**config)
 
 
+_ARGUMENTS = {"stop": "generate and chat", "n": "generate"}
+"""What a config is likeliest to be given that is no sampling option but a keyword argument
+of the functions (``generate(..., stop=["\\n"], n=3)``), and the functions that take it."""
+
+
 def check_option_names(given: Iterable[str]) -> None:
     """A ``UserError`` naming the first of ``given`` that is not a ``SampleConfig`` field (a
     sampling option's name misspelt), with the field it is closest to (``gen_lenght``:
@@ -453,18 +458,15 @@ def check_option_names(given: Iterable[str]) -> None:
     if not unknown:
         return
     word = unknown[0]
-    if word in _ARGUMENTS:
-        hint = f"; {word}= is an argument of {_ARGUMENTS[word]}, not a config option"
+    plain = word.casefold().replace("-", "_") if isinstance(word, str) else None
+    if plain in _ARGUMENTS:
+        hint = f"; {plain}= is an argument of {_ARGUMENTS[plain]}, not a config option"
     else:
-        near = None if not isinstance(word, str) else (
-            "gen_length" if word.casefold() in MAX_TOKEN_KEYS else closest(word, names))
+        near = None if plain is None else (
+            "gen_length" if plain in MAX_TOKEN_KEYS else closest(word, names))
         hint = f"; did you mean {near}?" if near else ""
     raise UserError(f"unknown sampling option {word!r}{hint} (the fields of SampleConfig)")
 
-
-_ARGUMENTS = {"stop": "generate and chat", "n": "generate"}
-"""What a config is likeliest to be given that is no sampling option but a keyword argument
-of the functions (``generate(..., stop=["\\n"], n=3)``), and the functions that take it."""
 
 
 def load_drafter(path: str | Path, *, device: str, dtype: str = "auto") -> Loaded:

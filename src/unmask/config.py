@@ -1029,10 +1029,11 @@ DRAFT_CACHES: tuple[str, ...] = ("prefix", "none")
 DECODER_NAMES: tuple[str, ...] = ("ar", "llada", "bd3lm", "sedd", "embed-diffusion",
                                   "latent-diffusion", "speculative", "hybrid")
 """The built-in decoders (``unmask.sampling.DECODERS``; ``SampleConfig.decoder`` also takes
-``auto``). These five tuples are the names the command line checks its flags against without
-importing torch (``unmask.commands.sample_options``); the registries, in torch modules, must
-register exactly these (``register_decoder`` refuses a built-in decoder not listed here;
-tests/test_apiaudit_registry_names.py compares all five)."""
+``auto``). These tuples and ``OBJECTIVE_NAMES`` are the names the command line checks its
+flags against without importing torch (``unmask.commands.sample_options``, ``unmask train
+--objective``); the registries, in torch modules, must register exactly these
+(``register_decoder`` refuses a built-in decoder not listed here;
+tests/test_apiaudit_registry_names.py compares them all)."""
 POLICY_NAMES: tuple[str, ...] = ("llada", "threshold", "factor", "entropy")
 """The built-in commit policies (``unmask.sampling.policies.POLICIES``)."""
 REMASKING_NAMES: tuple[str, ...] = ("low_confidence", "random")
