@@ -98,7 +98,8 @@ def test_blocks_over_the_share_name_the_limit_not_steps(client, model):
     # the fill's line said "steps (3: the server's --max-steps, none sent)" at --max-steps 8,
     # or "steps (3) ... try 4 steps" to a client that sent steps 8
     for extra in ({}, {"steps": 8}):
-        r = client.post("/v1/edit", json={"text": ALPHABET, "lowest": 3, "rounds": 2,
+        # (the 4 lowest tokens lie in 4 blocks of 4; round 1's share leaves 3 steps)
+        r = client.post("/v1/edit", json={"text": ALPHABET, "lowest": 4, "rounds": 2,
                                           "block_length": 4, **extra})
         assert r.status_code == 400
         err = r.json()["error"]

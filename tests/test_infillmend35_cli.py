@@ -20,7 +20,7 @@ from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.tokenizer import byte_tokenizer
 
-TEXT = "the lord said"  # on RUN, round 2's least confident tokens lie across 6 tokens
+TEXT = "the lord said"  # on RUN, round 1's 2 least confident tokens are 1 block of 2, round 2's 2
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +40,22 @@ def _flags(run: str) -> list[str]:
 
 
 def test_a_later_round_its_share_of_max_calls_cannot_fit_ends_the_revision(run):
-    """Round 2's share of ``max_calls`` leaves 2 steps for its 6 blocks of 1: the revision
-    ends before it, round 1's change kept, as when a later round's scoring outgrows its
-    share (it was a ``CallLimitError`` before 922563d7; the docs still said so), and the
-    result says why."""
+    """Round 2's share of ``max_calls`` leaves 1 step for its 2 blocks of 2 (round 1's 2
+    tokens were 1 block): the revision ends before it, round 1's change kept, as when a
+    later round's scoring outgrows its share (it was a ``CallLimitError`` before 922563d7;
+    the docs still said so), and the result says why."""
     loaded = load(run)
-    config = {"block_length": 1, "steps": 8}
-    got = api.edit(loaded, TEXT, lowest=2, rounds=2, max_calls=6, config=config).detail
-    one = api.edit(loaded, TEXT, lowest=2, rounds=1, max_calls=3, config=config).detail
+    config = {"block_length": 2, "steps": 2}
+    got = api.edit(loaded, TEXT, lowest=2, rounds=3, max_calls=6, config=config).detail
+    one = api.edit(loaded, TEXT, lowest=2, rounds=1, max_calls=2, config=config).detail
     assert got.rounds == 1 and got.nfe <= 6 and got.changes == one.changes
-    assert got.stopped == ("stopped before round 2 of 2: its least confident tokens lie across "
-                           "6 blocks of 1 token (a step each), more than the 2 steps its share "
-                           "of max_calls leaves")
+    assert got.stopped == ("stopped before round 2 of 3: its least confident tokens lie in 2 "
+                           "blocks of 2 tokens (a step each), more than the 1 step its share of "
+                           "max_calls leaves")
     assert one.stopped is None
     with pytest.raises(UserError, match=r"^block_length 1: .* max_calls \(4\) leaves"):
-        api.edit(loaded, TEXT, lowest=2, rounds=2, max_calls=4, config=config)  # round 1
+        api.edit(loaded, TEXT, lowest=2, rounds=2, max_calls=4,  # round 1
+                 config={"block_length": 1, "steps": 8})
 
 
 def test_a_round_whose_text_outgrew_its_share_says_so(run, monkeypatch):
@@ -75,13 +76,13 @@ def test_a_round_whose_text_outgrew_its_share_says_so(run, monkeypatch):
 
 
 def test_the_command_line_says_why_it_ran_fewer_rounds(run, capsys):
-    argv = ["edit", "--text", TEXT, "--lowest", "2", "--rounds", "3", "--block-length", "1",
-            "--steps", "2", *_flags(run)]
+    argv = ["edit", "--text", TEXT, "--lowest", "2", "--rounds", "3", "--block-length", "2",
+            "--steps", "1", *_flags(run)]
     assert main(argv) == 0
     err = capsys.readouterr().err.splitlines()
     assert err[-1] == ("unmask edit: note: stopped before round 2 of 3: its least confident "
-                       "tokens lie across 6 blocks of 1 token (a step each), more than the 2 "
-                       "steps")  # after the summary line
+                       "tokens lie in 2 blocks of 2 tokens (a step each), more than the 1 "
+                       "step")  # after the summary line
     assert err[-2].startswith(("1 change in 1 round,", "0 changes in 1 round,"))
     assert main([*argv, "--json"]) == 0
     assert '"stopped": "stopped before round 2 of 3: ' in capsys.readouterr().out
@@ -165,7 +166,7 @@ def test_the_server_edit_says_why_it_ran_fewer_rounds(run):
     from unmask.server.state import ServerLimits
 
     app = create_app(load(run), limits=ServerLimits(max_steps=8))
-    body = {"text": TEXT, "lowest": 2, "block_length": 1}
+    body = {"text": TEXT, "lowest": 2, "block_length": 2, "steps": 1}
     with TestClient(app) as client:
         two = client.post("/v1/edit", json={**body, "rounds": 2}).json()
         one = client.post("/v1/edit", json=body).json()

@@ -8,8 +8,8 @@ constraints per gap) and fills it with the one sampler loop, ``unmask.sampling.s
   the BPE spacing rule (``takes_space``).
 - ``fill``: ``infill`` (templates; variable-length gaps chosen by their ELBO bound, or in one
   pass with ``[EMPTY]`` fillers), ``fill_canvas`` (sample + constraint repair),
-  ``InfillOptions``, ``InfillResult``, ``SearchLimitError``, ``LENGTH_MODES``,
-  ``LENGTH_SCORES``.
+  ``InfillOptions``, ``InfillResult``, ``SearchLimitError``, ``FewerStepsThanBlocks`` (fewer
+  steps than blocks with a gap), ``LENGTH_MODES``, ``LENGTH_SCORES``.
 - ``edit``: ``edit`` (re-mask character spans, regex matches or the least confident
   tokens and refill), ``revise`` (repeat on the least confident tokens), ``token_confidence``.
 - ``fim``: the autoregressive baseline: ``fill_middle`` (PSM fill-in-the-middle with a causal
@@ -36,6 +36,7 @@ from unmask.infill.fill import (
     LENGTH_MODES,
     LENGTH_SCORES,
     Candidate,
+    FewerStepsThanBlocks,
     Filled,
     FilledGap,
     InfillOptions,
@@ -65,6 +66,7 @@ __all__ = [
     "Candidate",
     "Change",
     "EditResult",
+    "FewerStepsThanBlocks",
     "Filled",
     "FilledGap",
     "FimResult",

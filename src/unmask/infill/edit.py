@@ -38,7 +38,13 @@ from torch import Tensor
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.infill.automaton import quote_pattern, vocab_of
-from unmask.infill.fill import InfillOptions, _device, _max_seq_len, fill_plan
+from unmask.infill.fill import (
+    FewerStepsThanBlocks,
+    InfillOptions,
+    _device,
+    _max_seq_len,
+    fill_plan,
+)
 from unmask.infill.template import (
     Gap,
     Hole,
@@ -91,14 +97,15 @@ class CallLimitError(UserError):
                    "more than {limit}; " + hint, limit)
 
     @classmethod
-    def blocks_over(cls, block_length: int, length: int, steps: int, limit: int
-                    ) -> CallLimitError:
-        blocks = -(-length // block_length)
-        return cls(f"block_length {block_length}: the {length} tokens from the first re-masked "
-                   f"span to the last are {blocks} blocks, a step each, more than the "
-                   f"{plural(steps, 'step')} the edit's share of " "{limit} leaves after "
-                   "scoring; give block_length "
-                   f"{-(-length // steps)}", limit)
+    def blocks_over(cls, fewer: FewerStepsThanBlocks, limit: int) -> CallLimitError:
+        """The fill's refusal ``fewer`` of the steps the edit's share of ``limit`` left."""
+        some = (f", {fewer.blocks} of them with a re-masked token" if fewer.blocks < fewer.total
+                else "")
+        return cls(f"block_length {fewer.block_length}: the {fewer.length} tokens from the "
+                   f"first re-masked span to the last are "
+                   f"{plural(fewer.total, 'block')}{some} (a step each), more than the "
+                   f"{plural(fewer.steps, 'step')} the edit's share of " "{limit} leaves "
+                   f"after scoring; give block_length {fewer.fitting_block_length}", limit)
 
 
 def scoring_calls(n_tokens: int, mode: str) -> int:
@@ -543,12 +550,12 @@ def _edit(
     whole: int | None = None,
     start_ids: Sequence[int] = (),
 ) -> EditResult:
-    """``edit``; ``later_round``: a round of ``revise`` after the first, where a ``lowest``
-    over the text's tokens rewrites them all (``_lowest_plan``'s ``clamp``), and where tokens
-    that lie across more blocks of ``block_length`` than the round's steps (``max_calls``
-    capping them or not) raise ``_RoundOver`` (the revision ends before the round) instead of
-    a ``UserError``; ``whole``: the limit ``max_calls`` is a round's share of, for messages
-    (``revise``)."""
+    """``edit``; ``later_round``: a round of ``revise`` after the first, where a ``lowest`` over the
+    text's tokens rewrites them all (``_lowest_plan``'s ``clamp``), and where tokens that lie in
+    more blocks of ``block_length`` than the round's steps (``max_calls`` capping them or not;
+    the blocks with a re-masked token, as the fill counts round 1's) raise ``_RoundOver`` (the
+    revision ends before the round) instead of a ``UserError``; ``whole``: the limit
+    ``max_calls`` is a round's share of, for messages (``revise``)."""
     config = config or SampleConfig()
     if confidence_mode not in CONFIDENCE_MODES:  # a typo with spans/regex was ignored
         raise UserError(f"unknown confidence_mode {confidence_mode!r}; choose one of "
@@ -611,20 +618,27 @@ def _edit(
         plan = plan_template(segments, tokenizer, max_seq_len=_max_seq_len(model),
                              start_ids=start_ids)
         nfe = 0
-    bl = config.block_length
-    if later_round and bl is not None and bl > 0:
-        steps, length = _capped_steps(config, max_calls, nfe), _region(plan)
-        if steps < -(-length // bl):
-            # the tokens a later round chose lie further apart than the first round's: the
-            # rounds done stand (this failed the whole revision, their changes lost, after
-            # them); the first round refuses it (_within, or the fill's own line)
-            capped = " its share of max_calls leaves" if steps < config.steps else ""
-            raise _RoundOver(nfe, f"its least confident tokens lie across {-(-length // bl)} "
-                                  f"blocks of {plural(bl, 'token')} (a step each), more than "
-                                  f"the {plural(steps, 'step')}{capped}")
-    config, repair = _within(config, plan, max_calls, nfe, whole)
-    res = fill_plan(model, tokenizer, plan, config, options=InfillOptions(), generator=generator,
-                    step_callback=step_callback, max_repair_calls=repair)
+    run, repair = _within(config, plan, max_calls, nfe)
+    try:
+        res = fill_plan(model, tokenizer, plan, run, options=InfillOptions(),
+                        generator=generator, step_callback=step_callback,
+                        max_repair_calls=repair)
+    except FewerStepsThanBlocks as e:  # before any step: the fill counts the blocks
+        # those with a re-masked token, as it counts round 1's (a later round counted every
+        # block from its first token to its last: 40 tokens over 226 at block_length 1 were
+        # 226 blocks, more than 64 steps, where round 1's 40 had run)
+        capped = e.steps < config.steps  # the share of max_calls left fewer than asked
+        if later_round:
+            # the tokens a later round chose lie in more blocks than the first round's: the
+            # rounds done stand (this failed the whole revision, their changes lost)
+            raise _RoundOver(nfe, f"its least confident tokens lie in "
+                                  f"{plural(e.blocks, 'block')} of "
+                                  f"{plural(e.block_length, 'token')} (a step each), more "
+                                  f"than the {plural(e.steps, 'step')}"
+                                  f"{' its share of max_calls leaves' * capped}") from None
+        if capped:  # the fill's own line would blame steps the caller did not give
+            raise CallLimitError.blocks_over(e, whole or max_calls) from None
+        raise
     changes = [
         Change(round=1, start=g.start, end=g.end, old=old, new=g.text)
         for g, old in zip(res.gaps, olds, strict=True)
@@ -639,57 +653,28 @@ def _check_max_calls(max_calls: int | None) -> None:
         raise UserError(f"max_calls must be a positive int or None, got {max_calls!r}")
 
 
-def _within(config: SampleConfig, plan: Plan, max_calls: int | None, spent: int,
-            whole: int | None = None) -> tuple[SampleConfig, int | None]:
+def _within(config: SampleConfig, plan: Plan, max_calls: int | None,
+            spent: int) -> tuple[SampleConfig, int | None]:
     """``config`` with its steps capped at the model calls ``max_calls`` leaves after the
     ``spent`` scoring (None: no limit), and the calls a refill of broken spans may make
     (``max_repair_calls``): what the steps leave. Without blocks, a fill runs at most one
     step per masked token (``infill_config``), so fewer masks than steps leave the rest to
-    the refill. Where the cap leaves fewer steps than the blocks over the holes' region (a
-    step each), a ``CallLimitError`` naming ``whole`` (the limit of the edit ``max_calls`` is
-    a round's share of; the fill's own line would have blamed steps the caller did not
-    give)."""
+    the refill. Capped steps fewer than the blocks with a hole are the fill's refusal
+    (``FewerStepsThanBlocks``; ``_edit`` names the limit)."""
     if max_calls is None:
         return config, None
     calls = max_calls - spent
-    steps = _capped_steps(config, max_calls, spent)
+    steps = min(config.steps, calls) if config.steps > 0 else calls
     masks = sum(max(h.candidates) for h in plan.holes)
-    bl = config.block_length
-    if bl is not None and bl > 0:
-        length = _region(plan)
-        if steps < -(-length // bl) and steps < config.steps:  # the cap's doing
-            raise CallLimitError.blocks_over(bl, length, steps, whole or max_calls)
-    runs = min(steps, max(1, masks)) if bl is None else steps
+    runs = min(steps, max(1, masks)) if config.block_length is None else steps
     return dataclasses.replace(config, steps=steps), calls - runs
 
 
-def _capped_steps(config: SampleConfig, max_calls: int | None, spent: int) -> int:
-    """The steps of a fill after ``spent`` scoring calls: ``config.steps``, capped at what
-    ``max_calls`` (None: no limit) leaves (``_within``)."""
-    if max_calls is None:
-        return config.steps
-    calls = max_calls - spent
-    return min(config.steps, calls) if config.steps > 0 else calls
-
-
-def _region(plan: Plan) -> int:
-    """The tokens from the start of the first hole of ``plan`` to the end of its last (each at
-    its longest): the region the fill's blocks cover (``infill_config``)."""
-    pos, first, last = 0, None, 0
-    for kind, v in plan.items:
-        n = max(plan.holes[v].candidates) if kind == "hole" else len(v[0])
-        if kind == "hole":
-            first = pos if first is None else first
-            last = pos + n
-        pos += n
-    return last - (first or 0)
-
-
 class _RoundOver(Exception):
-    """A later round of ``revise`` whose re-masked tokens span more blocks of
-    ``block_length`` than it has steps (a step each): the revision ends before it, as when a
-    round's scoring outgrows its share of ``max_calls``. ``nfe``: its scoring calls; ``why``:
-    the reason, for ``EditResult.stopped``."""
+    """A later round of ``revise`` whose re-masked tokens lie in more blocks of ``block_length``
+    than it has steps (a step each; ``FewerStepsThanBlocks``): the revision ends before it, as
+    when a round's scoring outgrows its share of ``max_calls``. ``nfe``: its scoring calls;
+    ``why``: the reason, for ``EditResult.stopped``."""
 
     def __init__(self, nfe: int, why: str) -> None:
         super().__init__(nfe, why)
@@ -739,15 +724,15 @@ def revise(
     over the tokens of ``text`` is a ``UserError``; a later round whose text has become
     fewer tokens rewrites them all.
 
-    ``max_calls``: the most model calls of all rounds together (None: no limit). Each round
-    gets an even share of what the rounds before it left (``edit``'s ``max_calls``: its
-    scoring, then its steps, then refills); rounds whose scoring and one step each cannot
-    fit it are a ``CallLimitError`` before any model work. A later round whose text now
-    takes more scoring calls than its share allows ends the revision there (``rounds``
-    says how many ran), and so does one whose least confident tokens lie across more blocks
-    of ``config.block_length`` than it has steps (each block takes a step; the first round
-    refuses that in one line): the rounds before it stand, its scoring counted in ``nfe``,
-    and ``stopped`` says why.
+    ``max_calls``: the most model calls of all rounds together (None: no limit). Each round gets an
+    even share of what the rounds before it left (``edit``'s ``max_calls``: its scoring, then
+    its steps, then refills); rounds whose scoring and one step each cannot fit it are a
+    ``CallLimitError`` before any model work. A later round whose text now takes more scoring
+    calls than its share allows ends the revision there (``rounds`` says how many ran), and so
+    does one whose least confident tokens lie in more blocks of ``config.block_length`` than it
+    has steps (each block with one takes a step, as the fill counts them; the first round
+    refuses that in one line): the rounds before it stand, its scoring counted in ``nfe``, and
+    ``stopped`` says why.
     """
     if rounds < 1:
         raise UserError(f"rounds must be at least 1, got {rounds}")

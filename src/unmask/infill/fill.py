@@ -110,6 +110,43 @@ class SearchLimitError(UserError):
         )
 
 
+class FewerStepsThanBlocks(UserError):
+    """A fill of fewer ``steps`` than ``blocks`` with a gap (each takes a step) of
+    ``block_length`` over the ``length`` tokens from its first gap to its last
+    (``infill_config``). Typed, so that a caller that chose the steps itself (the server's
+    default, an edit's later round) can tell this refusal from any other without reading its
+    words; ``fitting_block_length``: the shortest block length whose blocks the steps cover."""
+
+    def __init__(self, steps: int, blocks: int, length: int, block_length: int) -> None:
+        self.steps, self.blocks, self.length = steps, blocks, length
+        self.block_length = block_length
+        super().__init__(self.message())
+
+    def __reduce__(self) -> tuple[Any, ...]:  # its arguments, not its message (a copy, pickle)
+        return (type(self), (self.steps, self.blocks, self.length, self.block_length))
+
+    @property
+    def total(self) -> int:
+        """Every block of ``block_length`` over the region, with a gap or not."""
+        return -(-self.length // self.block_length)
+
+    @property
+    def fitting_block_length(self) -> int:
+        return -(-self.length // self.steps)
+
+    def rule(self) -> str:
+        """What the steps fall short of: the message between the steps and the advice."""
+        some = (f"{self.blocks} of {self.total} with a gap, " if self.blocks < self.total
+                else f"{self.blocks}: ")
+        return (f"must be at least the number of blocks ({some}the {self.length} tokens from "
+                f"the first gap to the last in blocks of {self.block_length}): each block "
+                "with a gap takes a step")
+
+    def message(self) -> str:
+        return (f"steps ({self.steps}) {self.rule()}; try {self.blocks} steps or block_length "
+                f"{self.fitting_block_length}")
+
+
 def infill_config(config: SampleConfig, canvas: Canvas) -> tuple[SampleConfig, Canvas]:
     """The sampler settings for a canvas with masks anywhere, run with ``sample(...,
     split=True)`` (``fill_canvas``).
@@ -125,7 +162,7 @@ def infill_config(config: SampleConfig, canvas: Canvas) -> tuple[SampleConfig, C
     were rounded up to a multiple of the blocks: 30 masks in 4 blocks at steps 10 ran 12,
     past the server's ``--max-steps``; the share of a text-only block was dropped, not spent
     on the gaps). Fewer steps than blocks with a gap, of ``block_length`` over the region, is
-    a ``UserError``.
+    a ``FewerStepsThanBlocks`` (a ``UserError``).
     """
     start, end = canvas.region
     n_blocks = busy = 1
@@ -141,14 +178,7 @@ def infill_config(config: SampleConfig, canvas: Canvas) -> tuple[SampleConfig, C
 
         blocks = gaps(config.block_length)
         if 0 < config.steps < blocks:  # not positive: the sampler's own line
-            total = -(-length // config.block_length)
-            some = f"{blocks} of {total} with a gap, " if blocks < total else f"{blocks}: "
-            raise UserError(
-                f"steps ({config.steps}) must be at least the number of blocks ({some}"
-                f"the {length} tokens from the first gap to the last in blocks of "
-                f"{config.block_length}): each block with a gap takes a step; try {blocks} "
-                f"steps or block_length {-(-length // config.steps)}"
-            )
+            raise FewerStepsThanBlocks(config.steps, blocks, length, config.block_length)
         bl, n_blocks = _fit_blocks(length, canvas.length, config.block_length, config.steps,
                                    gaps)
         busy = gaps(bl)

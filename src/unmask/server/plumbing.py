@@ -220,58 +220,74 @@ def blaming(fn: Callable[[StepCallback], Any], opts: DiffusionOptions,
     return run
 
 
-_FEWER_STEPS = re.compile(r"steps \((\d+)\) (must be at least the number of blocks .*); try "
-                          r"(\d+) steps or (block_length \d+)")
-"""A fill's refusal of fewer steps than blocks (``unmask.infill.fill.infill_config``)."""
-
-
 def max_steps_blocks(opts: DiffusionOptions, e: UserError,
                      most: int | None = None) -> APIError | None:
-    """The 400 for a fill's refusal of fewer steps than blocks (``infill_config``) where the
-    steps it advises are more than the client may send: where the request sent no ``steps``
-    they were the server's ``--max-steps``, which the client cannot raise, so the answer says
-    so and offers the longer blocks only (it said "steps (3) ... try 4 steps" to a client that
-    sent none); where it sent them and the advice passes ``most`` (``--max-steps``), the same
-    (``steps`` 8 at ``--max-steps`` 8 was told "try 15 steps", a 400 of its own). None for any
-    other refusal, or advice the server would run."""
-    m = _FEWER_STEPS.fullmatch(str(e))
-    if m is None:
+    """The 400 for a fill's refusal of fewer steps than blocks (``FewerStepsThanBlocks``) where the
+    steps it advises are more than the client may send: where the request sent no ``steps`` they
+    were the server's ``--max-steps`` (``with_default_steps``), which the client cannot raise,
+    so the answer says so and offers the longer blocks only (it said "steps (3) ... try 4 steps"
+    to a client that sent none); where it sent them and the advice passes ``most``
+    (``--max-steps``), the same (``steps`` 8 at ``--max-steps`` 8 was told "try 15 steps", a 400
+    of its own). None for any other refusal, or advice the server would run."""
+    from unmask.infill.fill import FewerStepsThanBlocks
+
+    if not isinstance(e, FewerStepsThanBlocks):
         return None
     param = "block_length" if "block_length" in opts.model_fields_set else None
+    fit = f"block_length {e.fitting_block_length}"
     if "steps" not in opts.model_fields_set:
-        return APIError(400, f"steps ({m[1]}: the server's --max-steps, none sent) {m[2]}; "
-                        f"send {m[4]}", param=param, code="invalid_value")
-    if most is None or int(m[3]) <= most:
+        return APIError(400, f"steps ({e.steps}: the server's --max-steps, none sent) "
+                        f"{e.rule()}; send {fit}", param=param, code="invalid_value")
+    if most is None or e.blocks <= most:
         return None
-    return APIError(400, f"steps ({m[1]}) {m[2]}, and the server's --max-steps is {most}: "
-                    f"send {m[4]}", param=param, code="invalid_value")
+    return APIError(400, f"steps ({e.steps}) {e.rule()}, and the server's --max-steps is {most}: "
+                    f"send {fit}", param=param, code="invalid_value")
 
 
 def template_steps(state: ServerState) -> int:
-    """The ``steps`` of a template task (infill, forms, edit, structured output) that sends
-    none: the library's default (``SampleConfig.steps``, which the fill caps at the masked
-    tokens), as ``unmask infill`` / ``fill-form`` / ``edit`` and ``api.infill`` / ``fill_form``
-    / ``edit`` run it, within ``--max-steps``. It was one per masked token up to
-    ``--max-steps``: a template of more masks than that default wrote another text than the
-    command line and the API for the same seed (``[MASK:100]``: 100 forwards, not 64)."""
+    """The ``steps`` of a template task (``/v1/infill``, ``/v1/forms``, ``/v1/edit``) that
+    sends none: the library's default (``SampleConfig.steps``, which the fill caps at the
+    masked tokens), as ``unmask infill`` / ``fill-form`` / ``edit`` and ``api.infill`` /
+    ``fill_form`` / ``edit`` run it, within ``--max-steps``. It was one per masked token up to
+    ``--max-steps`` (``token_steps``): a template of more masks than that default wrote
+    another text than the command line and the API for the same seed (``[MASK:100]``: 100
+    forwards, not 64)."""
     return min(SampleConfig.steps, state.limits.max_steps)
 
 
+def token_steps(state: ServerState) -> int:
+    """The ``steps`` of a fill that sends none where the server runs one per masked token
+    (the fill caps them at its masks), up to ``--max-steps``: structured output on
+    ``/v1/completions`` and ``/v1/chat/completions``, as a plain completion there runs a step
+    per token (no command or API entry fills a schema after a prompt), and a template task
+    whose blocks the library's default cannot cover (``with_default_steps``)."""
+    return min(state.max_seq_len, state.limits.max_steps)
+
+
 def with_default_steps(state: ServerState, opts: DiffusionOptions, config: SampleConfig,
-                       call: Callable[[SampleConfig], T]) -> T:
+                       call: Callable[[SampleConfig], T], *, least_blocks: int = 0) -> T:
     """``call(config)``; where the request sent no ``steps`` and the fill refuses the default
-    (``template_steps``) as fewer than its blocks with a gap (``_FEWER_STEPS``: a sent
-    ``block_length`` of more blocks than that, which the command line refuses too), ``call``
-    again with one step per masked token up to ``--max-steps``, as the server ran such a
-    request before: a request it served is not refused for a number the client never sent."""
+    (``template_steps``) as fewer than its blocks with a gap (``FewerStepsThanBlocks``, typed
+    by the library: a sent ``block_length`` of more blocks than that, which the command line
+    refuses too), ``call`` again with one step per masked token up to ``--max-steps``, as the
+    server ran such a request before: a request it served is not refused for a number the
+    client never sent. The fill refuses before its first step, but after an edit's ``lowest``
+    has scored the text: ``least_blocks``, the fewest blocks with a gap the work can have
+    (``lowest`` k tokens fill at least k / ``block_length`` blocks), more than the default
+    steps goes to the second call at once (the text was scored twice, and the forwards of
+    the first scoring were neither counted in ``nfe`` nor held to ``--max-steps``)."""
+    from unmask.infill.fill import FewerStepsThanBlocks
+
+    more = dataclasses.replace(config, steps=token_steps(state))
+    if "steps" in opts.model_fields_set or more.steps <= config.steps:
+        return call(config)  # the steps the client or the operator chose
+    if least_blocks > config.steps:  # refused for certain
+        return call(more)
     try:
         return call(config)
-    except UserError as e:
-        more = min(state.max_seq_len, state.limits.max_steps)
-        if ("steps" in opts.model_fields_set or more <= config.steps
-                or _FEWER_STEPS.fullmatch(str(e)) is None):
-            raise
-    return call(dataclasses.replace(config, steps=more))
+    except FewerStepsThanBlocks:
+        pass  # (out of the except: a refusal of the second call is not chained to it)
+    return call(more)
 
 
 UNIQUE_KEYS: tuple[tuple[tuple[str, ...], str], ...] = (

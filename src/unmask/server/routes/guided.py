@@ -51,10 +51,9 @@ from unmask.server.plumbing import (
     repair_calls,
     run_alone,
     sample_config,
-    template_steps,
+    token_steps,
     usage,
     user_error,
-    with_default_steps,
 )
 from unmask.server.schemas import Guided, _Generation
 from unmask.server.state import ServerState
@@ -161,13 +160,15 @@ def schema_text(schema: Any) -> str:
 
 
 def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int, *,
-               slow: bool = True) -> tuple[Any, bool]:
+               slow: bool = True, then: Callable[[], None] | None = None) -> tuple[Any, bool]:
     """``constraint_form`` for the served tokenizer, its automata compiled (``parse_form``:
     kept in ``cached_automaton``, so that the worker and a stream's ``AnswerSoFar`` find
     them built); a ``UserError`` becomes a 400 naming the field (an unenforceable keyword, a
     regex the engine rejects, a too large automaton). A schema is held to the size of a
     form's text (``limits.max_prompt_chars``, ``check_text``): it had no bound (an ``enum``
-    of 5000 entries compiles for seconds).
+    of 5000 entries compiles for seconds). ``then``: a check run after that, before anything
+    is looked up or compiled (``plumbing.refuse_repeated_keys``: a body over the size costs
+    one parse, not two).
 
     A form compiled before is taken from ``state.forms`` (nothing compiles) while no
     automaton has been dropped from the cache since (``automaton.evictions``: its automata
@@ -181,6 +182,8 @@ def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int, *,
     schema = kwargs.get("json_schema")
     if schema is not None:  # as a form's text: its size bounds the compile work
         check_text(state, schema_text(schema), kwargs["source"])
+    if then is not None:
+        then()
     if "regex" in kwargs and not state.limits.allow_regex:
         raise APIError(
             400,
@@ -461,8 +464,9 @@ async def run_guided(
                        param="n" if len(prompts) == 1 else "prompt", code="invalid_value")
     # not the checkpoint's recommendation (no ``loaded``): its penalties, measured on free
     # text, would fight the constraint (a structured answer repeats on purpose); steps not
-    # sent: the library's, within --max-steps (``template_steps``, as infill and forms)
-    config = dataclasses.replace(sample_config(req, 1, template_steps(state)), top_p=top_p)
+    # sent: one per masked token, at most --max-steps, as a plain completion's (``token_steps``;
+    # /v1/infill and /v1/forms run the library's default, as their commands do)
+    config = dataclasses.replace(sample_config(req, 1, token_steps(state)), top_p=top_p)
     check_names(config)
     # a form is filled without token editing: edit_threshold and max_post_steps would do
     # nothing, a 400 as on /v1/forms (they were silently ignored; 0, off, passes as in a
@@ -498,13 +502,13 @@ async def run_guided(
         """The form, and what a stream writes the answer with: their automata compile for
         seconds the first time (a slow check: on the loop, they held every client), then
         are cached (``build_form``: no slow check); a schema sent as an object with a key
-        given twice is a 400 first (``refuse_repeated_keys``)."""
-        if not slow:  # (its first call)
-            refuse_repeated_keys(body, req)
+        given twice is a 400 after its size check (``refuse_repeated_keys``, at the first
+        call)."""
         given = kwargs
         if "choice" in given and bound is not None:
             given = {**given, "choice": fitting_choices(state, given["choice"], bound)}
-        form, parse = build_form(state, given, req.max_tokens, slow=slow)
+        form, parse = build_form(state, given, req.max_tokens, slow=slow, then=None if slow
+                                 else lambda: refuse_repeated_keys(body, req))
         items, holes, automata = parse_form(form, state.tok, source=source)  # (cached)
         if bound is not None:
             room_check(holes, automata, source, bound, f"max_tokens ({bound})", "max_tokens")
@@ -523,10 +527,9 @@ async def run_guided(
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
 
     def run(on_step: StepCallback) -> Any:  # its automata compiled in ``compiled``
-        return with_default_steps(state, req, config, lambda cfg: fill_form(
-            state.model, state.tok, form, cfg, step_callback=on_step, source=kwargs["source"],
-            start_ids=start, prefix_ids=prefix, parse=parse,
-            max_repair_calls=repair_calls(state, cfg)))
+        return fill_form(state.model, state.tok, form, config, step_callback=on_step,
+                         source=kwargs["source"], start_ids=start, prefix_ids=prefix,
+                         parse=parse, max_repair_calls=repair_calls(state, config))
 
     # "the form needs 625 tokens": response_format
     work = blaming(run, req, kwargs["source"], most=state.limits.max_steps)

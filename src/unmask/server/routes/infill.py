@@ -91,6 +91,16 @@ def form_body(state: ServerState, res: Any) -> dict[str, Any]:
             "holes": holes, "nfe": res.nfe, "repaired": res.repaired}
 
 
+def edit_body(state: ServerState, res: Any) -> dict[str, Any]:
+    """The response to ``/v1/edit`` for an ``EditResult`` (the fields of ``unmask edit
+    --json``)."""
+    changes = [{"round": c.round, "start": c.start, "end": c.end, "old": c.old,
+                "new": c.new} for c in res.changes]
+    return {"object": "edit", "model": state.name, "text": res.text, "changes": changes,
+            "spans": [list(s) for s in res.spans], "rounds": res.rounds,
+            "stopped": res.stopped, "nfe": res.nfe}
+
+
 def seeded(body: Callable[[ServerState, Any], dict[str, Any]], seed: int | None
            ) -> Callable[[ServerState, Any], dict[str, Any]]:
     """``body`` with the ``seed`` the request ran with (one drawn where a sampled request
@@ -232,12 +242,12 @@ def router(state: ServerState) -> APIRouter:
         (``api.with_seed`` of the commit loop, which these tasks run; an embed-diffusion
         infill draws its own), as ``unmask infill`` / ``fill-form`` / ``edit`` draw one, and
         its answer reports it (``seeded``)."""
-        from unmask.api import with_seed
+        from unmask import api
 
         config = sample_config(opts, 1, template_steps(state))
         check_names(config)
         # max_post_steps 0 is off, as in a plain completion (the library's)
-        return with_seed(config)
+        return api.with_seed(config)
 
     def no_regex(param: str) -> APIError:
         return APIError(400, f"regex constraints are turned off on this server ({param})",
@@ -265,15 +275,18 @@ def router(state: ServerState) -> APIRouter:
         guided = guidance(req)
         fim = getattr(model.config, "fim_prefix_id", None) is not None  # AR-FIM: one gap
         check(req, "infill", causal_ok=guided is not None or fim)
-        if not slow:  # (its first call)
-            refuse_repeated_keys(memo["body"], req)
         check_text(state, req.template, "template")
+        # keys given twice in the body's objects, at its first call, after the size checks
+        # (a body over them costs one parse): a schema's is checked by ``build_form``
+        repeats = None if slow else lambda: refuse_repeated_keys(memo["body"], req)
         if guided is not None:
             if "text" not in memo:  # parsed and encoded once (a 64K template: some 70 ms)
                 memo["text"] = guided_text(req, guided["source"])
             gap = memo["text"][0]
             causal_fill(req, lambda: gap.length or GUIDED_WIDTH)  # n plays max_tokens
-            return plan_guided_infill(req, guided, slow, *memo["text"])
+            return plan_guided_infill(req, guided, slow, repeats, *memo["text"])
+        if repeats is not None:
+            repeats()
         if req.regex and not state.limits.allow_regex:
             raise no_regex("regex")
         if req.regex:  # the gaps' patterns together, before any compiles (on the worker)
@@ -429,11 +442,13 @@ def router(state: ServerState) -> APIRouter:
                            code="context_length_exceeded")
         return gap, before, after, fim, start, prefix, suffix
 
-    def plan_guided_infill(req: InfillRequest, guided: dict[str, Any], slow: bool, gap: Any,
-                           before: str, after: str, fim: bool, start: list[int],
-                           prefix: list[int], suffix: list[int]) -> Plan:
+    def plan_guided_infill(req: InfillRequest, guided: dict[str, Any], slow: bool,
+                           repeats: Callable[[], None] | None, gap: Any, before: str,
+                           after: str, fim: bool, start: list[int], prefix: list[int],
+                           suffix: list[int]) -> Plan:
         """One gap ``[MASK:n]`` filled under ``response_format`` / ``guided_*``: the text
-        around it (``guided_text``) is locked context; the gap gets at most n tokens."""
+        around it (``guided_text``) is locked context; the gap gets at most n tokens.
+        ``repeats``: the check of keys given twice (``build_form``'s ``then``)."""
         from unmask.infill import fill_form, parse_form
         from unmask.infill.ordered import form_span
         from unmask.server.routes.guided import build_form, piece_widths, room_check
@@ -444,7 +459,7 @@ def router(state: ServerState) -> APIRouter:
         # filled as a form, without token editing: refused as in structured output (they
         # were accepted and ignored), before its automata compile
         refuse_editing(req, config, "structured output")
-        form, parse = build_form(state, guided, width, slow=slow)
+        form, parse = build_form(state, guided, width, slow=slow, then=repeats)
         items, holes, automata = user_call(
             lambda: parse_form(form, tok, source=guided["source"]), guided["source"])
         answer = sum(piece_widths(tok, items, holes, after_text=bool(prefix)))  # at its widest
@@ -498,21 +513,25 @@ def router(state: ServerState) -> APIRouter:
         from unmask.server.routes.guided import schema_text
 
         check(req, "form filling", causal_ok=True)
-        if not slow:  # (its first call)
-            refuse_repeated_keys(raw, req)
         user_call(lambda: api.refuse_continuous(state.loaded, "form filling"), "model")
         if (req.form is None) == (req.schema_ is None):
             raise APIError(400, "give a form or a schema (exactly one)", param="form",
                            code="invalid_value")
         if req.schema_ is not None:
             if not slow:  # its patterns are checked for seconds (a plain /v1/tokenize
-                raise TakesSeconds  # waited 20 s behind six schemas on the default threads)
+                # waited 20 s behind six schemas on the default threads): its size and keys
+                # given twice first (an oversized body costs one parse)
+                check_text(state, schema_text(req.schema_), "schema")
+                refuse_repeated_keys(raw, req)
+                raise TakesSeconds
             return plan_schema_form(req)
         # an object as compact JSON text keeping its characters, as a schema is counted (each
         # non-ASCII character of a form sent as an object counted 6, an escape: a form
         # within --max-prompt-chars as text was "longer than" it as an object)
         text = schema_text(req.form)
         check_text(state, text, "form")
+        if not slow:  # (its first call) after the size check: an oversized body, one parse
+            refuse_repeated_keys(raw, req)
         if not state.limits.allow_regex and "<regex:" in text:
             try:
                 form = load_json(text, "form")
@@ -553,12 +572,11 @@ def router(state: ServerState) -> APIRouter:
         return width
 
     def plan_schema_form(req: FormRequest) -> Plan:
+        """A schema's form (``plan_form`` checked its size and keys)."""
         from unmask import api
         from unmask.infill.schema import check_schema, load_schema
-        from unmask.server.routes.guided import schema_text
 
         schema = req.schema_
-        check_text(state, schema_text(schema), "schema")
         # Unenforceable keywords here; the automata compile on the worker.
         user_call(lambda: check_schema(load_schema(schema, "schema")), "schema")
         causal_fill(req, lambda: form_width(schema, "schema", True))
@@ -574,24 +592,20 @@ def router(state: ServerState) -> APIRouter:
     @r.post("/v1/edit")
     async def edit_(req: EditRequest, request: Request) -> Response:
         # a regex search holds a thread for up to REGEX_SECONDS: a slow check
-        run, blame, seed = await checked(state, request, lambda slow: plan_edit(req, slow),
+        run, blame, body = await checked(state, request, lambda slow: plan_edit(req, slow),
                                          on=state.searches)
         await refuse_if_gone(state, request)  # left while its checks ran: not run
         res = await run_alone(state, request,
                               blaming(run, req, blame, most=state.limits.max_steps))
         note(request, nfe=res.nfe)
-        changes = [{"round": c.round, "start": c.start, "end": c.end, "old": c.old,
-                    "new": c.new} for c in res.changes]  # as `unmask edit --json`
-        return JSONResponse({"object": "edit", "model": state.name, "text": res.text,
-                             "changes": changes, "spans": [list(s) for s in res.spans],
-                             "rounds": res.rounds, "stopped": res.stopped, "nfe": res.nfe,
-                             "seed": seed})
+        return JSONResponse(body(state, res))
 
     def plan_edit(req: EditRequest, slow: bool
-                  ) -> tuple[Callable[[StepCallback], Any], str | None, int | None]:
+                  ) -> tuple[Callable[[StepCallback], Any], str | None,
+                             Callable[[ServerState, Any], dict[str, Any]]]:
         """The checks of an edit request (the text tokenized), its work, the field its
-        refusals name and its seed (thread-safe: off the loop; ``TakesSeconds`` before a
-        regex search, unless ``slow``)."""
+        refusals name and its response body (thread-safe: off the loop; ``TakesSeconds``
+        before a regex search, unless ``slow``)."""
         from unmask import api
         from unmask.infill.edit import CallLimitError, edit_spans
 
@@ -634,14 +648,19 @@ def router(state: ServerState) -> APIRouter:
             # every forward of the edit (scoring, steps, refills, all rounds) within
             # --max-steps: it ran steps and refills per round on top of the scoring (lowest 10,
             # rounds 4 at --max-steps 8: 36 forwards)
+            # k lowest tokens fill at least k / block_length blocks: where that is more than the
+            # default steps, they are not tried (the fill would refuse them after the scoring)
+            bl, k = config.block_length, req.lowest
+            least = -(-k // bl) if isinstance(k, int) and bl is not None and bl > 0 else 0
             try:
                 return with_default_steps(state, req, config, lambda cfg: api.edit(
                     state.loaded, req.text, spans=spans, regex=regex, lowest=req.lowest,
                     rounds=req.rounds, config=cfg, confidence_mode=req.confidence_mode,
-                    step_callback=on_step, max_calls=state.limits.max_steps).detail)
+                    step_callback=on_step, max_calls=state.limits.max_steps).detail,
+                    least_blocks=least)
             except CallLimitError as e:  # the operator sets the limit, not the client
                 raise UserError(e.message(limit="the server's --max-steps")) from None
 
-        return run, blame, config.seed
+        return run, blame, seeded(edit_body, config.seed)
 
     return r
