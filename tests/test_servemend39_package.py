@@ -5,12 +5,10 @@ FastAPI load; every name it lists still imports from it."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+from cli_helpers import fresh_env
 
 CHECK = """
 import json, sys
@@ -29,9 +27,8 @@ def test_the_server_package_imports_light_and_lists_every_name_it_loads():
     """``import unmask.server`` imported torch and FastAPI (5-7 s, before a flag was checked);
     ``__all__`` (the literal list that ruff and type checkers read) names exactly the names it
     loads on first use, each of which imports."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL, check=True, env=env)
+                          timeout=120, stdin=subprocess.DEVNULL, check=True, env=fresh_env())
     seen = json.loads(done.stdout)
     assert seen["light"] == []
     assert seen["all"] == seen["lazy"] == seen["star"]
