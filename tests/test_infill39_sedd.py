@@ -390,3 +390,41 @@ def test_the_server_takes_what_the_cli_takes_there(sedd_time):
         assert r.status_code == 200 and r.json()["nfe"] == 9, r.text
         assert post(ban=["e"]).status_code == 200
         assert post(block_length=3).status_code == 200
+
+
+def test_a_recommended_block_length_is_not_the_users_and_a_low_max_steps_raises_nothing(
+        sedd_time, tmp_path):
+    """A SEDD checkpoint that recommends a ``block_length`` (generate's blocks) fills a plain
+    template: the recommendation is no block length the user gave (every infill was refused
+    "leave it unset"); and a server started with ``--max-steps`` below the default 64 runs a
+    template's at most one step a mask as without it (``[MASK:3]``: 3 forwards, not 32)."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+    from unmask.server.limits import ServerLimits
+
+    loaded = unmask.load(sedd_time)
+    cfg = dataclasses.replace(loaded.config, sample_defaults={"block_length": 8})
+    rec = unmask.load(str(save_checkpoint(tmp_path, model=Transformer(cfg).eval(),
+                                          tokenizer=TOK)))
+    assert api.infill(rec, "ab[MASK:2]cd", config={"seed": 0}).nfe == 2
+    with TestClient(create_app(loaded, limits=ServerLimits(max_steps=32))) as c:
+        r = c.post("/v1/infill", json={"template": "the cat [MASK:3] on", "seed": 7})
+    assert r.status_code == 200 and r.json()["nfe"] == 3, r.text
+
+
+def test_infill_refuses_a_policys_option_under_another_policy_as_the_server(tmp_path, capsys):
+    """``unmask infill --threshold 0.5`` under the default ``llada`` policy ran and ignored it,
+    where ``/v1/infill`` and ``unmask generate`` refuse it naming the policy it belongs to."""
+    base = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64,
+                        **TOK.special_ids())  # fmt: skip
+    torch.manual_seed(0)
+    ckpt = str(save_checkpoint(tmp_path, model=Transformer(base).eval(), tokenizer=TOK))
+    rc = main(["infill", "--model", ckpt, "the cat [MASK:3] on", "--no-live", "--threshold",
+               "0.5"])
+    assert rc == 2
+    assert "--threshold is an option of policy 'threshold'" in capsys.readouterr().err
+    assert main(["infill", "--model", ckpt, "the cat [MASK:3] on", "--no-live", "--policy",
+                 "threshold", "--threshold", "0.5"]) == 0

@@ -436,6 +436,7 @@ def _task_config(config: SampleConfig | Mapping[str, Any] | None) -> SampleConfi
             f"{type(config).__name__}"
         )
     check_option_names(config)
+    check_policy_options(config.get("policy", SampleConfig.policy), config)  # as the server
     return SampleConfig(**config)
 
 
@@ -2017,7 +2018,9 @@ def infill(
     """Fill the gaps of ``template`` (text, or parsed segments with their constraints;
     ``unmask.infill.infill``; a causal checkpoint fills its one gap by fill-in-the-middle,
     ``unmask.infill.infill_causal``; an embed-diffusion or time-conditioned SEDD one its
-    fixed-length gaps with its own decoder, ``infill_decoder``). ``options`` is an
+    fixed-length gaps with its own decoder, ``infill_decoder``: a SEDD one runs the steps a
+    ``SampleConfig`` holds, its default 64 too, as time steps; a dict without ``steps`` gets at
+    most one a mask, as ``unmask infill``). ``options`` is an
     ``unmask.infill.InfillOptions`` (or a dict of its fields); ``step_callback(step, tokens)``
     sees the canvas. ``max_repair_calls``: the most model calls refills of gaps that broke
     their constraint may make (``unmask.infill.fill_plan``; None: no limit; the server
@@ -2110,6 +2113,8 @@ def infill_sample_config(
         out = sample_config(loaded, given)
         if "steps" not in given and "steps" not in facts_of(loaded).sample_defaults:
             out = dataclasses.replace(out, steps=SampleConfig.steps)
+        if "block_length" not in given:  # generate's blocks: a template is one pass
+            out = dataclasses.replace(out, block_length=None)
     else:
         out = _task_config(config) or SampleConfig()
     refuse_generation_only(out, "infill", own=own)

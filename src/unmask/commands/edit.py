@@ -8,7 +8,7 @@ import re
 import sys
 import time
 
-from unmask.commands import check_model_exists, registry_choice
+from unmask.commands import check_model_exists, given_fields, registry_choice
 from unmask.commands.infill import (
     add_common_flags,
     live_view,
@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_gen_length(args, "edit")
     check_flags(args)  # for a caller of run() itself; the command line checked before torch
     config = with_seed(sample_config_from_args(args))  # a sampled run reports its seed
+    api.check_policy_options(config.policy, given_fields(type(config), args))  # as /v1/edit
     # as infill's template: the newline that ends the input is not part of the text
     text = stdin_text("unmask edit: reading the text") if args.text == "-" else args.text
     spans = _spans(args.span) if args.span else []

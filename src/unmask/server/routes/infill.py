@@ -315,6 +315,9 @@ def router(state: ServerState) -> APIRouter:
             config = {k: v for k in SAMPLE_OPTIONS
                       if k in req.model_fields_set and (v := getattr(req, k)) is not None}
             steps = facts.sample_defaults.get("steps", SampleConfig.steps)
+            if "steps" not in facts.sample_defaults and api.infill_decoder(state.loaded) == "sedd":
+                # the library's default, at most one a mask (a count sent runs as given)
+                steps = min(steps, sum(g.length or 1 for g in parsed if isinstance(g, Gap)))
             if "steps" not in config and steps > state.limits.max_steps:
                 config["steps"] = state.limits.max_steps
             if "seed" not in config:  # its decoder draws at any temperature: a seed drawn
