@@ -6,7 +6,7 @@ demo's; greedy texts are what a model writes, not words), one prompt a row, each
 sequence it meets early (the row's own text from ``--stop-at`` characters on, as a user whose
 stop is hit early). ``llada``: the shipped demo checkpoint with ``block_length`` 32, stopping
 at the block boundary after the stop. ``ar seg`` and ``llada seg``: the same in segments
-(``segment_length`` a quarter of ``gen_length``, whole blocks of 32; until session 39 a
+(``segment_length`` a quarter of ``gen_length``, whole blocks of 32; until 2026-12-07 a
 segmented run went on to its end whatever the check said). The old path is the same call
 with the check switched off (``StopRows`` answering that no row has a stop), run in turns
 with the new one. Reports forwards (NFE), CPU seconds (median of ``--repeats``) and whether

@@ -469,7 +469,6 @@ def check_option_names(given: Iterable[str]) -> None:
     raise UserError(f"unknown sampling option {word!r}{hint} (the fields of SampleConfig)")
 
 
-
 def load_drafter(path: str | Path, *, device: str, dtype: str = "auto") -> Loaded:
     """A drafter checkpoint (``--draft``) on ``device``, in eval mode. ``dtype`` ``auto``
     keeps it as stored: a drafter runs a draft's few positions per forward, where 16 bits
@@ -1057,7 +1056,7 @@ class Generation:
     def decoded_tokens(self) -> int:
         """``n_tokens`` less the rows that took an identical row's text without being
         decoded (``copies``): the work the model did, which ``tokens_per_s`` counts (``--n 3``
-        of a greedy run decodes one row; counting its copies said 3 times its throughput)."""
+        of a greedy run decodes one row)."""
         return sum(c for k, c in enumerate(self._row_counts()) if k not in self.copies)
 
     def _row_counts(self) -> list[int]:

@@ -49,8 +49,8 @@ OBJECTIVE_NAMES: tuple[str, ...] = ("mdlm", "sft", "ar", "bd3lm", "sedd", "embed
                                     "latent-ae", "latent-diffusion", "hybrid", "distill")
 """The built-in training objectives (``unmask.objectives.OBJECTIVES``, which registers exactly
 these: tests/test_apiaudit_registry_names.py), the names ``unmask train --objective`` checks
-without importing torch (the registry lives in torch modules: reading it while the flags
-were parsed loaded torch before any early check). A new ``unmask`` process knows only these."""
+without importing torch (the registry lives in torch modules, which ``--help`` and flag
+errors must not import). A new ``unmask`` process knows only these."""
 ROUTERS: tuple[str, ...] = ("softmax", "sigmoid")
 """Values of ``ModelConfig.router``."""
 BLOCK_ALIGNS: tuple[str, ...] = ("pad", "absolute")

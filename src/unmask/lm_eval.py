@@ -440,9 +440,9 @@ class UnmaskLM(LM):
         """The continuation of each context, decoded by ``unmask.api.start`` and cut at the
         first of the request's ``until`` strings (``unmask.chat.cut_text``, ``generate``'s
         ``stop``), which end the decoding too once a row's text is sure to be cut there
-        (``start``'s ``stop``: the same text, fewer forwards; every forward of the budget ran
-        until 2026-12-07). Requests with equal generation options are decoded together,
-        ``batch_size`` at a time, each as it decodes alone under the seed
+        (``start``'s ``stop``: the same text, fewer forwards). Requests with equal generation
+        options are decoded together, ``batch_size`` at a time, each as it decodes alone under
+        the seed
         (``unmask.tasks.score.decode_each``)."""
         from unmask.api import _text_end, choose
         from unmask.chat import cut_text

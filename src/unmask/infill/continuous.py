@@ -135,7 +135,7 @@ def _sedd_fill(model: Any, canvas: Any, config: SampleConfig, plan: Any, layout:
         raise UserError("block_length: a time-conditioned SEDD model fills a template in one "
                         "pass of SEDD's reverse process over all its gaps (leave it unset)")
     # a step is a slice of the time grid, not a commit: more steps, fewer positions drawn
-    # together (it was capped at the masks, as the commit loop's); the default alone is
+    # together; only the default steps (cap_steps) are capped at the masks
     config = replace(config, block_length=None, steps=min(config.steps, int(
         canvas.masked.sum())) if cap_steps else config.steps)
     device = model_device(model) or canvas.device

@@ -624,13 +624,11 @@ def _edit(
                         generator=generator, step_callback=step_callback,
                         max_repair_calls=repair)
     except FewerStepsThanBlocks as e:  # before any step: the fill counts the blocks
-        # those with a re-masked token, as it counts round 1's (a later round counted every
-        # block from its first token to its last: 40 tokens over 226 at block_length 1 were
-        # 226 blocks, more than 64 steps, where round 1's 40 had run)
+        # those with a re-masked token, as it counts round 1's
         capped = e.steps < config.steps  # the share of max_calls left fewer than asked
         if later_round:
             # the tokens a later round chose lie in more blocks than the first round's: the
-            # rounds done stand (this failed the whole revision, their changes lost)
+            # rounds done stand
             raise _RoundOver(nfe, f"its least confident tokens lie in "
                                   f"{plural(e.blocks, 'block')} of "
                                   f"{plural(e.block_length, 'token')} (a step each), more "

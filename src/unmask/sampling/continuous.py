@@ -155,7 +155,7 @@ CONTINUOUS_WHY = ("denoises a continuous state (no commit policy, blocks, cache,
 def check_options(name: str, config: SampleConfig) -> None:
     """Refuse options that belong to the commit loop or to causal models, the penalties
     (no logits to apply them to), and values that cannot work, for a run started without
-    ``choose_decoder`` (infill's: ``--repetition-penalty`` was ignored there)."""
+    ``choose_decoder`` (infill's)."""
     refuse_top_k(name, config)
     refuse_unused(DECODERS[name], config)
     check_penalty_decoder(name, config)

@@ -188,7 +188,7 @@ def _check_options(config: SampleConfig) -> None:
         raise UserError(f"decoder {config.decoder!r} is not the SEDD decoder")
     _refuse_policy(config)
     refuse_unused(DECODERS["sedd"], config)
-    check_penalty_decoder("sedd", config)  # no logits to apply them to (infill ignored them)
+    check_penalty_decoder("sedd", config)  # no logits to apply them to
 
 
 def _refuse_policy(config: SampleConfig) -> None:

@@ -340,8 +340,7 @@ def write_task(
 def _check_folder(folder: Path) -> None:
     """A one-line ``UserError`` where ``folder`` or the nearest folder above it that is there
     is not a folder (a file, a link to nowhere: ``files.not_a_folder``): the folder cannot be
-    made. Until 2026-12-07 that was found after the items were made, as "File exists"
-    (``sudoku9``'s default size: minutes of work lost to a mistyped ``--out``)."""
+    made: checked before the items are made (``sudoku9``'s default size takes minutes)."""
     from unmask.files import not_a_folder
 
     above = not_a_folder(folder)
