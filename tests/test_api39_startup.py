@@ -178,3 +178,16 @@ def test_train_model_flag_is_model_set_and_says_init(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path), "--out", run, "--model-set", "d_model"]) == 2
     assert capsys.readouterr().err == (
         "unmask train: error: --model-set 'd_model': expected FIELD=VALUE\n")
+
+
+def test_an_empty_input_name_is_one_line_on_the_command_line_and_in_the_library(tmp_path):
+    """``unmask prepare "$UNSET" -o d``: the empty name was refused as ``.: no such file or
+    directory`` (the current folder is there) while ``prepare([""])`` read the whole current
+    folder; both say the name is empty."""
+    from unmask.data import prepare
+    from unmask.errors import UserError
+
+    err = refusal(["prepare", "", "-o", str(tmp_path / "d")])
+    assert "an empty input name" in err
+    with pytest.raises(UserError, match="^an empty input name"):
+        prepare([""], tmp_path / "e")

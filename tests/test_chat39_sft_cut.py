@@ -60,3 +60,4 @@ def test_a_row_past_the_models_context_is_said_so():
     assert note.endswith("the model's max_seq_len (256) cannot hold the longest (300 tokens): "
                          "shorten those lines")
     assert note.startswith("note: 2 of the 1,000 trained turns are longer than seq_len=64")
+    assert "seq_len=256 keeps 1 of them whole; " in note  # the 90 fits the model's context

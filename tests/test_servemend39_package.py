@@ -16,7 +16,7 @@ import unmask.server as server
 light = sorted(m for m in ("torch", "fastapi", "pydantic") if m in sys.modules)
 names = {}
 exec("from unmask.server import *", names)
-lazy = sorted(getattr(server, "_LAZY", ()))  # (before session 39: imported at once)
+lazy = sorted(getattr(server, "_LAZY", ()))  # () where the package imports at once
 print(json.dumps({"light": light, "all": sorted(server.__all__), "lazy": lazy,
                   "star": sorted(n for n in names if not n.startswith("__")),
                   "limits": names["ServerLimits"].__module__}))

@@ -60,7 +60,8 @@ from unmask.files import (
     parse_json,
     plain_name,
 )
-from unmask.flag_checks import (
+from unmask.flag_checks import (  # MAX_VOCAB_SIZE: moved there, kept importable
+    MAX_VOCAB_SIZE,  # noqa: F401
     check_prepare_numbers,
     missing_dataset,
     missing_input,
@@ -247,6 +248,8 @@ def resolve_inputs(
         if stdin is not None and _is_stdin(item):
             files.append(stdin)
             continue
+        if not os.fspath(item):
+            raise UserError(missing_input(item) or "")
         p = Path(item)
         if p.is_dir():
             if not _not_prepared(p):

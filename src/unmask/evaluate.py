@@ -38,6 +38,11 @@ import torch
 from torch import Tensor, nn
 
 from unmask.errors import UserError
+from unmask.flag_checks import (  # noqa: F401  (moved there; kept importable)
+    MAX_MC_SAMPLES,
+    check_limit,
+    check_mc_samples_count,
+)
 from unmask.objectives import ObjectiveOptions, get_objective, objective_spec
 from unmask.schedules import get_schedule
 from unmask.scoring import perplexity

@@ -66,9 +66,11 @@ def missing_input(item: str | os.PathLike[str]) -> str | None:
     """The refusal of ``prepare``'s input ``item`` where nothing of that name is there (not
     even a link), else None: "no such file or directory", and for a name that holds a shell's
     wildcards what it matches (``_pattern_said``)."""
+    name = os.fspath(item)
+    if not name:  # Path("") is the current folder: `prepare "$UNSET" -o d` read all of it
+        return "an empty input name: give a file or a folder ('.' for the current one)"
     if os.path.lexists(item):
         return None
-    name = os.fspath(item)
     said = _pattern_said(name) if _PATTERN.search(name) else ""
     return f"{Path(name)}: no such file or directory{said}"
 

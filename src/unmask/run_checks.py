@@ -268,10 +268,12 @@ def _remove_unfinished(run: Path, made: list[Path]) -> None:
 
 __all__ = [
     "CONTINUES",
+    "NO_OUT",
     "check_batch_split",
     "check_context",
     "check_init_family",
     "check_out",
+    "check_sizes",
     "check_train_numbers",
     "kept_best",
     "missing_folders",

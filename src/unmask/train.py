@@ -177,9 +177,13 @@ def sft_cut_note(lengths: list[int], total: int, cfg: TrainConfig, max_seq_len: 
     it was cut without a word."""
     name = name or (lambda k, v: f"{k}={v}")
     longest = max(lengths)
-    fits = (f"{name('seq_len', longest)} keeps them whole" if longest <= max_seq_len else
-            f"the model's max_seq_len ({max_seq_len}) cannot hold the longest ({longest} "
-            "tokens): shorten those lines")
+    if longest <= max_seq_len:
+        fits = f"{name('seq_len', longest)} keeps them whole"
+    else:  # the context holds some of them: say so, as for the rest
+        held = sum(n <= max_seq_len for n in lengths)
+        some = f"{name('seq_len', max_seq_len)} keeps {held:,} of them whole; " if held else ""
+        fits = (f"{some}the model's max_seq_len ({max_seq_len}) cannot hold the longest "
+                f"({longest} tokens): shorten those lines")
     return (f"note: {len(lengths):,} of the {total:,} trained turns are longer than "
             f"{name('seq_len', cfg.seq_len)} (prompt, response and EOS): their responses are "
             f"cut, EOS included, so those rows do not teach the model where to stop; {fits}")

@@ -28,6 +28,7 @@ from unmask.commands import (
     add_quantize_flag,
     add_runtime_flags,
     check_model_exists,
+    check_template_given,
     finite_float,
     registry_choice,
     template_name_or_path,
@@ -307,8 +308,9 @@ def check_flags(args: argparse.Namespace) -> None:
     is no positive number, ``--draft-*`` without ``--draft``, ``ServerLimits``' own rules
     (``server_limits``: ``--batch-wait`` less than ``--timeout``, ``--max-slow-checks`` at
     most 1024; it imports neither torch nor FastAPI), an API key no client could send
-    (``check_api_key``), and a ``--model`` or ``--draft`` that names nothing
-    (``check_model_exists``; they waited for torch, the draft for the model too). A port in
+    (``check_api_key``), a ``--model`` or ``--draft`` that names nothing
+    (``check_model_exists``; they waited for torch, the draft for the model too), and a
+    ``--chat-template`` that cannot be read or rendered (``check_template_given``). A port in
     use follows in ``run``."""
     for name in ("fastapi", "uvicorn"):  # found, not imported (``run`` imports them)
         if importlib.util.find_spec(name) is None:
@@ -339,6 +341,9 @@ def check_flags(args: argparse.Namespace) -> None:
 
         check_api_key(api_key)
     check_model_exists(args)  # a --model, then a --draft, that names nothing (as loading says)
+    if args.chat_template is not None:  # one that cannot be read or rendered, as chat's
+        with flags_named():
+            check_template_given(argparse.Namespace(template=args.chat_template))
 
 
 def given_api_key(args: argparse.Namespace) -> str | None:

@@ -248,10 +248,8 @@ def template_steps(state: ServerState) -> int:
     """The ``steps`` of a template task (``/v1/infill``, ``/v1/forms``, ``/v1/edit``) that
     sends none: the library's default (``SampleConfig.steps``, which the fill caps at the
     masked tokens), as ``unmask infill`` / ``fill-form`` / ``edit`` and ``api.infill`` /
-    ``fill_form`` / ``edit`` run it, within ``--max-steps``. It was one per masked token up to
-    ``--max-steps`` (``token_steps``): a template of more masks than that default wrote
-    another text than the command line and the API for the same seed (``[MASK:100]``: 100
-    forwards, not 64)."""
+    ``fill_form`` / ``edit`` run it, within ``--max-steps``: the same text as the command line
+    and the API for the same seed."""
     return min(SampleConfig.steps, state.limits.max_steps)
 
 
