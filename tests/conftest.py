@@ -11,6 +11,12 @@ os.environ.setdefault("NO_COLOR", "1")
 # Compiled token automata are cached on disk (unmask.infill.automaton.cache_dir): tests keep
 # theirs in a fresh temporary folder, never the user's ~/.cache.
 os.environ["UNMASK_CACHE_DIR"] = tempfile.mkdtemp(prefix="unmask-test-cache-")
+# A command a test starts in a fresh process (`unmask ...`, torchrun) imports this checkout,
+# as the tests do (pytest's `pythonpath` reaches only its own process): from a clone whose
+# environment installed another checkout, those tests tested that one.
+_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_SRC, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)])
 # A suite started in the background of a shell without job control (`pytest &` in a script)
 # inherits Ctrl-C ignored (POSIX), and so would every command it starts: the tests of Ctrl-C
 # need its usual disposition, here and (a handled signal is reset at exec) in their children.

@@ -428,3 +428,20 @@ def test_infill_refuses_a_policys_option_under_another_policy_as_the_server(tmp_
     assert "--threshold is an option of policy 'threshold'" in capsys.readouterr().err
     assert main(["infill", "--model", ckpt, "the cat [MASK:3] on", "--no-live", "--policy",
                  "threshold", "--threshold", "0.5"]) == 0
+
+
+def test_the_config_that_infill_json_reports_runs_again(tmp_path, capsys):
+    """The ``config`` that ``unmask infill --json`` prints, handed back to ``api.infill``,
+    runs again with the same text: it holds every policy's option at its default, which is no
+    option set under another policy (only one moved from its default is refused)."""
+    base = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64,
+                        **TOK.special_ids())  # fmt: skip
+    torch.manual_seed(0)
+    ckpt = str(save_checkpoint(tmp_path, model=Transformer(base).eval(), tokenizer=TOK))
+    rc, out, err = _infill(capsys, ckpt, "--seed", "2")
+    assert rc == 0, err
+    loaded = unmask.load(ckpt)
+    config = {k: v for k, v in out["config"].items() if k != "gen_length"}  # the template's
+    assert api.infill(loaded, TEMPLATE, config=config).text == out["text"]
+    with pytest.raises(unmask.UserError, match="threshold is an option of policy"):
+        api.infill(loaded, TEMPLATE, config={**config, "threshold": 0.5})

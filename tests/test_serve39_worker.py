@@ -242,3 +242,49 @@ def test_a_user_error_logs_no_traceback(caplog):
         r = c.post("/v1/infill", json={"template": "no gaps"})
     assert r.status_code == 400
     assert not any("Traceback" in rec.getMessage() for rec in caplog.records)
+
+
+def test_only_an_unexpected_error_keeps_its_traceback_as_text_once():
+    """``_bare`` strips every job error's frames; a bug's traceback is kept as text for the
+    log (``worker_traceback``, once: a failed batch's jobs share the error), a request's own
+    mistake (``UserError``) and a cancellation keep none."""
+    from unmask.errors import UserError
+
+    def fail(e):
+        try:
+            raise e
+        except BaseException as caught:
+            return batching._bare(caught)
+
+    bug = fail(IndexError("tuple index out of range"))
+    assert bug.__traceback__ is None
+    text = batching.worker_traceback(bug)
+    assert text is not None and "IndexError" in text and "in fail" in text
+    assert batching.worker_traceback(bug) is None  # logged once
+    for quiet in (UserError("bad template"), Cancelled()):
+        assert batching.worker_traceback(fail(quiet)) is None
+
+
+def test_a_client_leaving_during_its_last_step_is_answered():
+    """``Engine.cancel`` landing while a job's last (only) step runs, its part off the queue:
+    the job is answered ``Cancelled`` (its future stayed unset for ever: a direct caller of the
+    engine waiting on it hung; the server answers 499 itself)."""
+    holder: dict = {}
+
+    class CancelInForward(Echo):
+        def forward(self, tokens, attention_mask=None):
+            job = holder.get("job")
+            if job is not None and not job.cancelled:
+                holder["engine"].cancel(job)
+            return super().forward(tokens, attention_mask)
+
+    engine = make_engine(loaded(CancelInForward(tiny_config())), ServerLimits(max_batch=2),
+                         Metrics())
+    holder["engine"] = engine
+    try:
+        job = Job(rows=[list(b"a")], config=SampleConfig(gen_length=1, steps=1))
+        holder["job"] = job
+        engine.submit(job)
+        assert isinstance(job.future.exception(timeout=30), Cancelled)
+    finally:
+        engine.close()

@@ -436,7 +436,10 @@ def _task_config(config: SampleConfig | Mapping[str, Any] | None) -> SampleConfi
             f"{type(config).__name__}"
         )
     check_option_names(config)
-    check_policy_options(config.get("policy", SampleConfig.policy), config)  # as the server
+    # a policy's option set away from its default under another policy: refused as the server
+    # refuses it (at its default it is what a config --json reported, sent back: kept)
+    moved = [k for k, v in _POLICY_DEFAULTS.items() if config.get(k, v) != v]
+    check_policy_options(config.get("policy", SampleConfig.policy), moved)
     return SampleConfig(**config)
 
 
@@ -999,6 +1002,7 @@ def check_policy_options(policy: str, given: Iterable[str], decoder: str | None 
 
 _POLICY_OPTIONS = {"threshold": "threshold", "factor": "factor", "entropy_bound": "entropy"}
 """Options that only one commit policy reads: given with another, they would do nothing."""
+_POLICY_DEFAULTS = {k: getattr(SampleConfig, k) for k in _POLICY_OPTIONS}
 
 
 @dataclass
