@@ -8,8 +8,6 @@ import json
 import subprocess
 import sys
 
-from cli_helpers import fresh_env
-
 CHECK = """
 import json, sys
 import unmask.server as server
@@ -28,7 +26,7 @@ def test_the_server_package_imports_light_and_lists_every_name_it_loads():
     ``__all__`` (the literal list that ruff and type checkers read) names exactly the names it
     loads on first use, each of which imports."""
     done = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL, check=True, env=fresh_env())
+                          timeout=120, stdin=subprocess.DEVNULL, check=True)
     seen = json.loads(done.stdout)
     assert seen["light"] == []
     assert seen["all"] == seen["lazy"] == seen["star"]
