@@ -132,6 +132,7 @@ class FewerStepsThanBlocks(UserError):
 
     @property
     def fitting_block_length(self) -> int:
+        """The shortest block length whose blocks over the length fit in the steps."""
         return -(-self.length // self.steps)
 
     def rule(self) -> str:
