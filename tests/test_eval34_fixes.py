@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from lm_eval_helpers import mc_task
 
 from unmask.config import SampleConfig
 from unmask.gapset import GapSample, infill_exact_match
@@ -165,21 +166,6 @@ def test_lm_eval_demo_items_are_whole_documents(benchmark, tmp_path):
         assert item["context"] + item["choices"][item["label"]] in lines
 
 
-MC = """task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{label}}}}"
-metric_list:
-  - metric: {metric}
-"""
-
-
 @pytest.mark.parametrize("metric, decoded", [("acc", False), ("exact_match", True)])
 def test_is_greedy_is_decoded_only_for_tasks_that_read_it(tmp_path, monkeypatch, metric,
                                                           decoded):
@@ -198,8 +184,7 @@ def test_is_greedy_is_decoded_only_for_tasks_that_read_it(tmp_path, monkeypatch,
         model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=48)))
     rows = [{"question": f"q{i} is", "choices": [" ab", " cd"], "label": i % 2} for i in range(2)]
     (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "mc.yaml").write_text(MC.format(name="tiny_mc34", data=tmp_path / "mc.jsonl",
-                                                metric=metric))
+    (tmp_path / "mc.yaml").write_text(mc_task("tiny_mc34", tmp_path / "mc.jsonl", metric=metric))
     greedy = []
     monkeypatch.setattr(UnmaskLM, "_greedy", lambda self, c, t: greedy.append(t) or False)
     lm = UnmaskLM(loaded=load(tmp_path / "ckpt"), mc_samples=2)

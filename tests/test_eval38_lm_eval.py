@@ -5,26 +5,13 @@ import json
 
 import pytest
 import torch
+from lm_eval_helpers import mc_task
 
 from unmask.config import model_preset
 from unmask.errors import UserError
 from unmask.model import Transformer
 
 pytest.importorskip("lm_eval")
-
-MC_YAML = """task: t38_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{label}}}}"
-metric_list:
-  - metric: acc
-"""
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +29,7 @@ def setup(tmp_path_factory):
     rows = [{"question": f"q{i} is", "choices": [" ab", " cd"], "label": i % 2} for i in range(3)]
     (root / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "tasks").mkdir()
-    (root / "tasks" / "mc.yaml").write_text(MC_YAML.format(data=root / "mc.jsonl"))
+    (root / "tasks" / "mc.yaml").write_text(mc_task("t38_mc", root / "mc.jsonl"))
     lm = UnmaskLM(str(root / "ckpt"), device="cpu", mc_samples=2, greedy_check=False)
     return lm, str(root / "tasks")
 

@@ -10,24 +10,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from lm_eval_helpers import mc_task
 
 from unmask.tokenizer import byte_tokenizer
 
 TOK = byte_tokenizer()
 
-MC = """task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{label}}}}"
-{extra}metric_list:
-  - metric: acc
-"""
 
 READS_GREEDY = '''def pr(doc, results):
     lls, is_greedy = zip(*results)
@@ -59,7 +47,7 @@ def mc_setup(tmp_path, monkeypatch):
 
 def _task(setup, name: str, extra: str = "") -> str:
     (setup.tasks / f"{name}.yaml").write_text(
-        MC.format(name=name, data=setup.root / "mc.jsonl", extra=extra))
+        mc_task(name, setup.root / "mc.jsonl", extra=extra))
     return name
 
 

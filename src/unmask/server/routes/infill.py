@@ -302,7 +302,8 @@ def router(state: ServerState) -> APIRouter:
             # (a template of several gaps: the worker refuses it, naming why)
             causal_fill(req, lambda: fim_width(req, parsed))
         facts = api.facts_of(state.loaded)
-        own = api.infill_decoder(state.loaded) is not None  # embed-diffusion, sedd
+        decoder = api.infill_decoder(state.loaded)  # the checkpoint's own, or None
+        own = decoder is not None  # embed-diffusion, sedd
         config: SampleConfig | dict[str, Any]
         if own:
             # the options sent (a dict, as `unmask infill`): api.infill puts the checkpoint's
@@ -315,14 +316,13 @@ def router(state: ServerState) -> APIRouter:
             config = {k: v for k in SAMPLE_OPTIONS
                       if k in req.model_fields_set and (v := getattr(req, k)) is not None}
             steps = facts.sample_defaults.get("steps", SampleConfig.steps)
-            if "steps" not in facts.sample_defaults and api.infill_decoder(state.loaded) == "sedd":
+            if "steps" not in facts.sample_defaults and decoder == "sedd":
                 # the library's default, at most one a mask (a count sent runs as given)
                 steps = min(steps, sum(g.length or 1 for g in parsed if isinstance(g, Gap)))
             if "steps" not in config and steps > state.limits.max_steps:
                 config["steps"] = state.limits.max_steps
             if "seed" not in config:  # its decoder draws at any temperature: a seed drawn
-                config["seed"] = api.with_seed(SampleConfig(),
-                                               api.infill_decoder(state.loaded)).seed
+                config["seed"] = api.with_seed(SampleConfig(), decoder).seed
         else:
             config = configure(req)  # infill caps steps at masks
         if (req.length_mode == "empty" and getattr(model.config, "empty_id", None) is None
